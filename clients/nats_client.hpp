@@ -1,0 +1,128 @@
+#pragma once
+/// The one wrapper of nats.c in fleetflow. Engine operators and the firmware use NATS only
+/// through these RAII types; nats.c status codes become fleetflow::nats::Error at this edge.
+///
+/// Thread-safety: a Connection may be used from any thread (nats.c serialises internally).
+/// Subscription callbacks run on nats.c's delivery thread for that subscription, one message at
+/// a time, in arrival order.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+struct __natsConnection;
+struct __natsSubscription;
+struct __natsMsg;
+
+namespace fleetflow::nats {
+
+/// A nats.c call failed; what() names the operation and nats.c's status text.
+class Error : public std::runtime_error {
+ public:
+  Error(const std::string& what, int status) : std::runtime_error(what), status_(status) {}
+  int status() const { return status_; }
+
+ private:
+  int status_;
+};
+
+/// How to reach the server. Secrets are referred to by file path only.
+struct ConnectOptions {
+  std::string url = "nats://127.0.0.1:4222";  // comma-separated list allowed
+  std::string name = "fleetflow";             // client name shown by the server
+  std::string creds_file;                     // .creds (JWT + NKey seed)
+  std::string nkey_seed_file;                 // NKey seed file
+  std::string ca_file;                        // TLS: trusted CA; enables TLS
+  std::string cert_file;                      // TLS: client certificate (with key_file)
+  std::string key_file;
+  int max_reconnect = -1;          // -1: reconnect forever
+  int reconnect_wait_ms = 250;     // wait between attempts (nats.c adds jitter)
+  int64_t reconnect_buffer_bytes = 8 << 20;  // publishes buffered while disconnected
+  int connect_timeout_ms = 2000;
+  bool retry_on_failed_connect = false;  // keep trying in the background if the first connect fails
+
+  /// Defaults overridden by NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_CA, NATS_CERT, NATS_KEY.
+  static ConnectOptions FromEnv();
+};
+
+/// A received message; owns the underlying natsMsg.
+class Message {
+ public:
+  explicit Message(__natsMsg* m) : msg_(m) {}
+  Message(Message&& o) noexcept : msg_(o.msg_) { o.msg_ = nullptr; }
+  Message& operator=(Message&& o) noexcept;
+  Message(const Message&) = delete;
+  Message& operator=(const Message&) = delete;
+  ~Message();
+
+  std::string_view subject() const;
+  std::string_view reply() const;
+  const void* data() const;
+  size_t size() const;
+
+ private:
+  __natsMsg* msg_;
+};
+
+using MessageHandler = std::function<void(Message&&)>;
+
+/// A subscription; unsubscribes when destroyed.
+class Subscription {
+ public:
+  explicit Subscription(__natsSubscription* s) : sub_(s) {}
+  Subscription(const Subscription&) = delete;
+  Subscription& operator=(const Subscription&) = delete;
+  ~Subscription();
+
+  /// Stops delivery after the messages already received are handled; waits up to timeout_ms.
+  void Drain(int timeout_ms);
+  /// Number of messages received but not yet handed to the callback.
+  int pending() const;
+
+ private:
+  friend class Connection;
+  __natsSubscription* sub_;
+  std::unique_ptr<MessageHandler> handler_;
+};
+
+struct ConnectionStats {
+  uint64_t in_msgs = 0, in_bytes = 0, out_msgs = 0, out_bytes = 0, reconnects = 0;
+};
+
+/// A connection to a NATS server (or cluster).
+class Connection {
+ public:
+  /// Connects; throws Error when the server cannot be reached (unless retry_on_failed_connect).
+  static std::unique_ptr<Connection> Connect(const ConnectOptions& options);
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection();  // closes the connection
+
+  void Publish(std::string_view subject, const void* data, size_t size);
+  void Publish(std::string_view subject, std::string_view payload) {
+    Publish(subject, payload.data(), payload.size());
+  }
+  /// Sends buffered publishes and waits for the server's PONG; throws on timeout.
+  void Flush(int timeout_ms);
+  /// Subscribes `subject` (wildcards allowed); a non-empty `queue_group` shares messages among
+  /// all members of the group. `handler` runs on the subscription's delivery thread.
+  std::unique_ptr<Subscription> Subscribe(std::string_view subject, std::string_view queue_group,
+                                          MessageHandler handler);
+  /// Request/reply; returns the reply or throws Error on timeout / no responders.
+  Message Request(std::string_view subject, std::string_view payload, int timeout_ms);
+
+  bool connected() const;
+  bool reconnecting() const;
+  ConnectionStats stats() const;
+  /// The raw handle, for the JetStream wrapper in this same folder only.
+  __natsConnection* raw() const { return conn_; }
+
+ private:
+  explicit Connection(__natsConnection* c) : conn_(c) {}
+  __natsConnection* conn_;
+};
+
+}  // namespace fleetflow::nats

@@ -1,0 +1,42 @@
+#pragma once
+/// The simulated vehicle: plausible, deterministic signals as pure functions of
+/// (seed, vehicle index, sensor, event time). fleet-sim publishes them; tests recompute them
+/// independently of the engine to check the rows it writes.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "wire.hpp"
+
+namespace fleetflow::sim {
+
+struct SensorRate {
+  std::string name;  // gps, speed, soc, torque, or any other token (a generic scalar signal)
+  double hz = 10.0;
+};
+
+struct FleetConfig {
+  uint64_t seed = 1;
+  int vehicles = 50;
+  std::vector<SensorRate> sensors = {{"gps", 10}, {"speed", 30}, {"soc", 5}, {"torque", 20}};
+  int64_t start_ns = 0;          // the fleet's time origin (event time of the first period)
+  std::string id_prefix = "v";   // vehicle ids: prefix + zero-padded index, e.g. v00007
+};
+
+/// "v00007" for index 7 with the default prefix.
+std::string VehicleId(const FleetConfig& fleet, int vehicle);
+
+/// The sampling period of a sensor, in ns (rounded from 1e9 / hz).
+int64_t PeriodNs(const SensorRate& sensor);
+
+/// Event time of sample k (k = 0, 1, ...) of `sensor` on `vehicle`:
+/// start_ns + phase + k * period, with a deterministic phase in [0, period).
+int64_t SampleTime(const FleetConfig& fleet, int vehicle, int sensor, int64_t k);
+
+/// The sample of `sensor` (index into fleet.sensors) on `vehicle` at event time ts_ns, seq set.
+/// gps samples carry a position; every other sensor a value.
+wire::Point SampleAt(const FleetConfig& fleet, int vehicle, int sensor, int64_t ts_ns,
+                     uint32_t seq);
+
+}  // namespace fleetflow::sim
