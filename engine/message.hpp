@@ -1,0 +1,74 @@
+#pragma once
+/// The messages that flow along the edges of a pipeline graph.
+///
+/// Every edge carries `Message` (a shared, immutable envelope). Ports have a kind:
+///  - kSamples edges carry SampleBatch and StatusEvent;
+///  - kRows edges carry WindowBatch;
+///  - every edge carries Tick, the engine's clock punctuation: it enters at the sources after
+///    everything they emitted before it, and every operator forwards it after handling it, so an
+///    operator that sees Tick{t} has seen all input that entered before t was read.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "wire.hpp"
+
+namespace fleetflow {
+
+/// Samples of one sensor of one vehicle, in the order they were received.
+struct SampleBatch {
+  std::string vehicle;
+  std::string sensor;
+  std::vector<wire::Point> points;
+  /// Called once the samples are safely in state (at-least-once sources acknowledge here).
+  /// Empty for at-most-once delivery.
+  std::function<void()> ack;
+};
+
+/// A vehicle's lifecycle message (vehicle.<id>.status), stamped with the engine clock.
+struct StatusEvent {
+  std::string vehicle;
+  bool on = true;
+  int64_t received_ns = 0;
+};
+
+/// Clock punctuation; `drain` asks every operator to flush what it holds (shutdown, end of
+/// replay) before forwarding it.
+struct Tick {
+  int64_t now_ns = 0;
+  bool drain = false;
+};
+
+/// The samples that bracket a window time T for one sensor: the newest sample at or before T and
+/// the oldest after T, each only if it lies within the window join's max gap of T.
+struct Slot {
+  std::optional<wire::Point> before;
+  std::optional<wire::Point> after;
+};
+
+struct WindowRow {
+  std::string vehicle;
+  std::vector<Slot> slots;  // one per sensor of WindowBatch::sensors, same order
+};
+
+/// Every row of one window time, as produced by a window join.
+struct WindowBatch {
+  int64_t window_ns = 0;
+  std::shared_ptr<const std::vector<std::string>> sensors;
+  std::vector<WindowRow> rows;
+};
+
+using Body = std::variant<SampleBatch, StatusEvent, Tick, WindowBatch>;
+using Message = std::shared_ptr<const Body>;
+
+template <typename T>
+Message MakeMessage(T&& body) {
+  return std::make_shared<const Body>(std::forward<T>(body));
+}
+
+}  // namespace fleetflow

@@ -1,0 +1,59 @@
+#pragma once
+/// The contract between the engine and its operators.
+///
+/// Lifecycle: the engine constructs every operator of a pipeline (the factory may throw
+/// std::runtime_error for a setting that cannot work, e.g. an unreachable column mapping), then
+/// calls Start() on sources, feeds messages to the others, and on shutdown calls Stop() on the
+/// sources, sends a drain Tick through the graph and waits until it has passed every node.
+///  - Process() is never called concurrently for one operator instance (serial nodes), and
+///    always in the order messages were emitted by each upstream node.
+///  - Start() may emit from any thread until Stop() returns; Stop() is idempotent.
+///  - An operator forwards every Tick it receives (after acting on it).
+///  - Bad input is counted and logged, never thrown: an exception leaving Process() is caught by
+///    the engine, counted as fleetflow_operator_errors_total and logged, and the run goes on.
+
+#include <memory>
+#include <string>
+
+#include "clock.hpp"
+#include "config.hpp"
+#include "message.hpp"
+#include "metrics.hpp"
+
+namespace fleetflow {
+
+class Emitter {
+ public:
+  virtual ~Emitter() = default;
+  /// Hands a message to every successor. Sources may block here while the graph is full
+  /// (backpressure); operators with inputs never block.
+  virtual void Emit(Message m) = 0;
+};
+
+struct OperatorContext {
+  std::string node_id;
+  std::string type;
+  Config config;
+  Metrics& metrics;
+  const Clock& clock;
+  /// Standard labels for this node's metrics: {node="<id>", operator="<type>"}.
+  Labels labels() const { return {{"node", node_id}, {"operator", type}}; }
+};
+
+class Operator {
+ public:
+  virtual ~Operator() = default;
+  /// Sources only: connect and begin emitting into `out`. Throws when it cannot start.
+  virtual void Start(Emitter& out) { (void)out; }
+  /// Sources only: stop intake; after it returns the source emits nothing more.
+  virtual void Stop() {}
+  /// Operators with an input: handle one message.
+  virtual void Process(const Message& in, Emitter& out) {
+    (void)in;
+    (void)out;
+  }
+  /// False while the operator cannot do its work (not connected, state not restored).
+  virtual bool Ready() const { return true; }
+};
+
+}  // namespace fleetflow

@@ -1,0 +1,73 @@
+#pragma once
+/// Pipeline files: loading, `${VAR}` substitution, validation (JSON Schema, then graph) and the
+/// JSON Schema of the file format itself.
+///
+/// A pipeline file:
+///   { "name": "...", "description": "...",
+///     "nodes": [ { "id": "in", "type": "nats_source", "config": { ... } },
+///                { "id": "state", "type": "keyed_last_value", "inputs": ["in"] }, ... ] }
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "registry.hpp"
+
+namespace fleetflow {
+
+/// One problem in a pipeline file, with where it is and what to change.
+struct Diagnostic {
+  std::string file;
+  std::string pointer;  // JSON pointer, e.g. /nodes/2/config/every_ms
+  std::string node;     // node id, when the problem is inside a node
+  std::string message;
+  /// "file: /nodes/2/config/every_ms (node 'join'): message"
+  std::string Format() const;
+};
+
+struct NodeDecl {
+  std::string id;
+  std::string type;
+  std::vector<std::string> inputs;
+  std::string pointer;  // /nodes/<i>
+  const OperatorInfo* info = nullptr;
+  Config config;
+};
+
+struct Pipeline {
+  std::string file;
+  std::string name;
+  std::string description;
+  std::vector<NodeDecl> nodes;  // topological order: every node after all of its inputs
+};
+
+struct LoadResult {
+  std::optional<Pipeline> pipeline;
+  std::vector<Diagnostic> errors;
+  bool ok() const { return pipeline.has_value(); }
+};
+
+/// Returns the value of an environment variable, or nullopt when it is unset.
+using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
+EnvLookup ProcessEnv();
+
+/// Loads and validates a pipeline file.
+LoadResult LoadPipelineFile(const std::string& path, const Registry& registry,
+                            const EnvLookup& env = ProcessEnv());
+/// Same, from text; `file` names it in diagnostics.
+LoadResult ParsePipeline(const std::string& text, const std::string& file,
+                         const Registry& registry, const EnvLookup& env = ProcessEnv());
+
+/// Expands `${VAR}` and `${VAR:-default}` in `in`; `$${` stands for a literal `${`.
+/// Returns false and sets `error` for an unset variable without a default or bad syntax.
+bool ExpandEnv(const std::string& in, const EnvLookup& env, std::string& out, std::string& error);
+
+/// The JSON Schema of pipeline files, generated from the registry's config specs (pretty JSON).
+std::string PipelineJsonSchema(const Registry& registry);
+
+/// Levenshtein distance, for "did you mean" suggestions.
+size_t EditDistance(std::string_view a, std::string_view b);
+
+}  // namespace fleetflow

@@ -1,0 +1,257 @@
+#include "runtime.hpp"
+
+#include <oneapi/tbb/flow_graph.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <map>
+#include <stdexcept>
+
+namespace fleetflow {
+
+namespace flow = tbb::flow;
+using OperatorNode = flow::multifunction_node<Message, std::tuple<Message>>;
+using SourceNode = flow::async_node<flow::continue_msg, Message>;
+
+struct Runtime::Impl {
+  struct Node;
+
+  /// Counts what waits in node queues; sources wait here while the graph is full.
+  class Gate {
+   public:
+    explicit Gate(size_t capacity) : capacity_(static_cast<int64_t>(capacity)) {}
+    void Enqueued(int64_t n) { queued_.fetch_add(n, std::memory_order_relaxed); }
+    void Dequeued() {
+      queued_.fetch_sub(1, std::memory_order_relaxed);
+      if (waiters_.load(std::memory_order_relaxed) > 0) cv_.notify_all();
+    }
+    void WaitForRoom() {
+      if (queued_.load(std::memory_order_relaxed) < capacity_ || open_) return;
+      std::unique_lock lock(mu_);
+      waiters_.fetch_add(1);
+      while (queued_.load(std::memory_order_relaxed) >= capacity_ && !open_) {
+        cv_.wait_for(lock, std::chrono::milliseconds(10));
+      }
+      waiters_.fetch_sub(1);
+    }
+    /// Lets every source through from now on (shutdown: nothing may stay blocked).
+    void Open() {
+      open_ = true;
+      cv_.notify_all();
+    }
+    int64_t queued() const { return queued_.load(std::memory_order_relaxed); }
+
+   private:
+    const int64_t capacity_;
+    std::atomic<int64_t> queued_{0};
+    std::atomic<int> waiters_{0};
+    std::atomic<bool> open_{false};
+    std::mutex mu_;
+    std::condition_variable cv_;
+  };
+
+  /// Emits from an operator body to the node's successors.
+  class PortEmitter final : public Emitter {
+   public:
+    PortEmitter(Gate& gate, const Node& node, OperatorNode::output_ports_type& ports)
+        : gate_(gate), node_(node), ports_(ports) {}
+    void Emit(Message m) override {
+      gate_.Enqueued(static_cast<int64_t>(node_.successors.size()));
+      std::get<0>(ports_).try_put(m);
+    }
+
+   private:
+    Gate& gate_;
+    const Node& node_;
+    OperatorNode::output_ports_type& ports_;
+  };
+
+  /// Emits from a source's own threads into the graph through the async_node gateway.
+  class GatewayEmitter final : public Emitter {
+   public:
+    GatewayEmitter(Gate& gate, Node& node) : gate_(gate), node_(node) {}
+    void Emit(Message m) override {
+      gate_.WaitForRoom();
+      Put(std::move(m));
+    }
+    void Put(Message m) {
+      gate_.Enqueued(static_cast<int64_t>(node_.successors.size()));
+      node_.source->gateway().try_put(m);
+    }
+
+   private:
+    Gate& gate_;
+    Node& node_;
+  };
+
+  struct Node {
+    NodeDecl decl;
+    std::unique_ptr<Operator> op;
+    std::unique_ptr<OperatorNode> body;
+    std::unique_ptr<SourceNode> source;
+    std::unique_ptr<GatewayEmitter> gateway_emitter;
+    std::vector<Node*> successors;
+    Counter* errors = nullptr;
+  };
+
+  Impl(const Pipeline& p, Metrics& m, const Clock& c, RuntimeOptions o)
+      : pipeline(p), metrics(m), clock(c), options(o), gate(o.max_queued) {}
+
+  void Build() {
+    nodes.reserve(pipeline.nodes.size());
+    std::map<std::string, Node*> by_id;
+    for (const NodeDecl& decl : pipeline.nodes) {
+      nodes.push_back(std::make_unique<Node>());
+      Node& n = *nodes.back();
+      n.decl = decl;
+      OperatorContext ctx{decl.id, decl.type, decl.config, metrics, clock};
+      try {
+        n.op = decl.info->create(ctx);
+      } catch (const std::exception& e) {
+        throw std::runtime_error(pipeline.file + ": node '" + decl.id + "' (" + decl.type +
+                                 "): " + e.what());
+      }
+      n.errors = &metrics.GetCounter("operator_errors",
+                                     "Exceptions caught while an operator handled a message.",
+                                     ctx.labels());
+      by_id[decl.id] = &n;
+    }
+    for (auto& n : nodes) {
+      for (const auto& in : n->decl.inputs) by_id.at(in)->successors.push_back(n.get());
+    }
+    for (auto& np : nodes) {
+      Node& n = *np;
+      if (n.decl.info->input == PortKind::kNone) {
+        n.source = std::make_unique<SourceNode>(
+            graph, flow::unlimited,
+            [](const flow::continue_msg&, SourceNode::gateway_type&) {});
+        n.gateway_emitter = std::make_unique<GatewayEmitter>(gate, n);
+      } else {
+        n.body = std::make_unique<OperatorNode>(
+            graph, flow::serial,
+            [this, &n](const Message& m, OperatorNode::output_ports_type& ports) {
+              gate.Dequeued();
+              PortEmitter out(gate, n, ports);
+              try {
+                n.op->Process(m, out);
+              } catch (const std::exception& e) {
+                n.errors->Inc();
+                spdlog::error("node '{}' ({}): {}", n.decl.id, n.decl.type, e.what());
+              }
+            });
+      }
+    }
+    for (auto& n : nodes) {
+      for (Node* s : n->successors) {
+        if (n->source) {
+          flow::make_edge(*n->source, *s->body);
+        } else {
+          flow::make_edge(flow::output_port<0>(*n->body), *s->body);
+        }
+      }
+    }
+    queued_gauge = &metrics.GetGauge("graph_queued_messages",
+                                     "Messages waiting in the pipeline graph's node queues.");
+  }
+
+  void PutTick(bool drain) {
+    const Message tick = MakeMessage(Tick{clock.NowNs(), drain});
+    for (auto& n : nodes) {
+      if (n->source) n->gateway_emitter->Put(tick);
+    }
+    queued_gauge->Set(static_cast<double>(gate.queued()));
+  }
+
+  const Pipeline pipeline;
+  Metrics& metrics;
+  const Clock& clock;
+  const RuntimeOptions options;
+  Gate gate;
+  flow::graph graph;
+  std::vector<std::unique_ptr<Node>> nodes;
+  Gauge* queued_gauge = nullptr;
+
+  std::mutex ticker_mu;
+  std::condition_variable ticker_cv;
+  bool ticker_stop = false;
+  std::thread ticker;
+  std::atomic<bool> started{false};
+  bool reserved = false;
+  bool stopped = false;
+};
+
+Runtime::Runtime(const Pipeline& pipeline, Metrics& metrics, const Clock& clock,
+                 RuntimeOptions options)
+    : impl_(std::make_unique<Impl>(pipeline, metrics, clock, options)) {
+  impl_->Build();
+}
+
+Runtime::~Runtime() { Stop(); }
+
+void Runtime::Start() {
+  Impl& s = *impl_;
+  for (auto& n : s.nodes) {
+    if (n->source) n->source->gateway().reserve_wait();
+  }
+  s.reserved = true;
+  for (auto& n : s.nodes) {
+    if (!n->source) continue;
+    try {
+      n->op->Start(*n->gateway_emitter);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("node '" + n->decl.id + "' (" + n->decl.type +
+                               ") could not start: " + e.what());
+    }
+  }
+  s.ticker = std::thread([&s] {
+    std::unique_lock lock(s.ticker_mu);
+    while (!s.ticker_cv.wait_for(lock, std::chrono::milliseconds(s.options.tick_ms),
+                                 [&s] { return s.ticker_stop; })) {
+      lock.unlock();
+      s.PutTick(false);
+      lock.lock();
+    }
+  });
+  s.started = true;
+}
+
+void Runtime::Stop() {
+  Impl& s = *impl_;
+  if (s.stopped) return;
+  s.stopped = true;
+  if (s.ticker.joinable()) {
+    {
+      std::lock_guard lock(s.ticker_mu);
+      s.ticker_stop = true;
+    }
+    s.ticker_cv.notify_all();
+    s.ticker.join();
+  }
+  s.gate.Open();
+  for (auto& n : s.nodes) {
+    if (!n->source) continue;
+    try {
+      n->op->Stop();
+    } catch (const std::exception& e) {
+      spdlog::error("node '{}' ({}): stop: {}", n->decl.id, n->decl.type, e.what());
+    }
+  }
+  if (s.reserved) {
+    s.PutTick(true);
+    for (auto& n : s.nodes) {
+      if (n->source) n->source->gateway().release_wait();
+    }
+  }
+  s.graph.wait_for_all();
+  s.started = false;
+}
+
+bool Runtime::Ready() const {
+  if (!impl_->started) return false;
+  for (const auto& n : impl_->nodes) {
+    if (!n->op->Ready()) return false;
+  }
+  return true;
+}
+
+}  // namespace fleetflow

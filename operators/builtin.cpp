@@ -1,0 +1,17 @@
+#include "builtin.hpp"
+
+#include "keyed_last_value.hpp"
+#include "nats_source.hpp"
+#include "timescale_sink.hpp"
+#include "window_join.hpp"
+
+namespace fleetflow {
+
+void RegisterBuiltinOperators(Registry& registry) {
+  RegisterNatsSource(registry);
+  RegisterKeyedLastValue(registry);
+  RegisterWindowJoin(registry);
+  RegisterTimescaleSink(registry);
+}
+
+}  // namespace fleetflow
