@@ -256,6 +256,17 @@ class Loader {
       : file_(std::move(file)), registry_(registry), env_(env) {}
 
   LoadResult Load(const std::string& text) {
+    Pipeline p;
+    std::vector<NodeDecl> decls;
+    if (!LoadNodes(text, decls, &p).empty()) return std::move(result_);
+    if (!CheckGraph(decls, p.nodes)) return std::move(result_);
+    result_.pipeline = std::move(p);
+    return std::move(result_);
+  }
+
+  /// Parses, substitutes and validates the file and every node's config (not the graph).
+  std::vector<Diagnostic> LoadNodes(const std::string& text, std::vector<NodeDecl>& decls,
+                                    Pipeline* header = nullptr) {
     auto doc = std::make_shared<rapidjson::Document>();
     doc->Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(text.c_str());
     if (doc->HasParseError()) {
@@ -266,18 +277,18 @@ class Loader {
       Error("", "", "invalid JSON at line " + std::to_string(line) + ", column " +
                         std::to_string(col) + ": " +
                         rapidjson::GetParseError_En(doc->GetParseError()));
-      return std::move(result_);
+      return result_.errors;
     }
     Substitute(*doc, "", doc->GetAllocator());
-    if (!result_.errors.empty()) return std::move(result_);
-    if (!CheckEnvelope(*doc)) return std::move(result_);
+    if (!result_.errors.empty()) return result_.errors;
+    if (!CheckEnvelope(*doc)) return result_.errors;
 
-    Pipeline p;
-    p.file = file_;
-    p.name = (*doc)["name"].GetString();
-    if (doc->HasMember("description")) p.description = (*doc)["description"].GetString();
+    if (header != nullptr) {
+      header->file = file_;
+      header->name = (*doc)["name"].GetString();
+      if (doc->HasMember("description")) header->description = (*doc)["description"].GetString();
+    }
     auto& nodes = (*doc)["nodes"];
-    std::vector<NodeDecl> decls;
     std::set<std::string> ids;
     for (rapidjson::SizeType i = 0; i < nodes.Size(); ++i) {
       auto& n = nodes[i];
@@ -311,10 +322,7 @@ class Loader {
       decl.config = Config(doc, &config);
       decls.push_back(std::move(decl));
     }
-    if (!result_.errors.empty()) return std::move(result_);
-    if (!CheckGraph(decls, p.nodes)) return std::move(result_);
-    result_.pipeline = std::move(p);
-    return std::move(result_);
+    return result_.errors;
   }
 
  private:
@@ -580,6 +588,19 @@ bool ExpandEnv(const std::string& in, const EnvLookup& env, std::string& out, st
     i = close + 1;
   }
   return true;
+}
+
+std::vector<Diagnostic> ParseOperatorConfig(const OperatorInfo& op, const std::string& json,
+                                            Config& out, const EnvLookup& env) {
+  const std::string text = R"({"name":"config","nodes":[{"id":"op","type":")" + op.name +
+                           R"(","config":)" + json + "}]}";
+  Registry one;
+  one.Add(op);
+  Loader loader("<config>", one, env);
+  std::vector<NodeDecl> decls;
+  auto errors = loader.LoadNodes(text, decls);
+  if (errors.empty()) out = decls.front().config;
+  return errors;
 }
 
 LoadResult ParsePipeline(const std::string& text, const std::string& file,

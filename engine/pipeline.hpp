@@ -60,6 +60,11 @@ LoadResult LoadPipelineFile(const std::string& path, const Registry& registry,
 LoadResult ParsePipeline(const std::string& text, const std::string& file,
                          const Registry& registry, const EnvLookup& env = ProcessEnv());
 
+/// Validates one operator's config (JSON text, `${VAR}` expanded) and applies its defaults,
+/// exactly as the loader does for a node. Returns the problems; on success `out` is set.
+std::vector<Diagnostic> ParseOperatorConfig(const OperatorInfo& op, const std::string& json,
+                                            Config& out, const EnvLookup& env = ProcessEnv());
+
 /// Expands `${VAR}` and `${VAR:-default}` in `in`; `$${` stands for a literal `${`.
 /// Returns false and sets `error` for an unset variable without a default or bad syntax.
 bool ExpandEnv(const std::string& in, const EnvLookup& env, std::string& out, std::string& error);

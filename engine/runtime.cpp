@@ -19,7 +19,8 @@ struct Runtime::Impl {
   /// Counts what waits in node queues; sources wait here while the graph is full.
   class Gate {
    public:
-    explicit Gate(size_t capacity) : capacity_(static_cast<int64_t>(capacity)) {}
+    Gate(size_t capacity, Gauge& blocked)
+        : capacity_(static_cast<int64_t>(capacity)), blocked_(blocked) {}
     void Enqueued(int64_t n) { queued_.fetch_add(n, std::memory_order_relaxed); }
     void Dequeued() {
       queued_.fetch_sub(1, std::memory_order_relaxed);
@@ -29,9 +30,11 @@ struct Runtime::Impl {
       if (queued_.load(std::memory_order_relaxed) < capacity_ || open_) return;
       std::unique_lock lock(mu_);
       waiters_.fetch_add(1);
+      blocked_.Add(1);
       while (queued_.load(std::memory_order_relaxed) >= capacity_ && !open_) {
         cv_.wait_for(lock, std::chrono::milliseconds(10));
       }
+      blocked_.Add(-1);
       waiters_.fetch_sub(1);
     }
     /// Lets every source through from now on (shutdown: nothing may stay blocked).
@@ -43,6 +46,7 @@ struct Runtime::Impl {
 
    private:
     const int64_t capacity_;
+    Gauge& blocked_;
     std::atomic<int64_t> queued_{0};
     std::atomic<int> waiters_{0};
     std::atomic<bool> open_{false};
@@ -95,7 +99,13 @@ struct Runtime::Impl {
   };
 
   Impl(const Pipeline& p, Metrics& m, const Clock& c, RuntimeOptions o)
-      : pipeline(p), metrics(m), clock(c), options(o), gate(o.max_queued) {}
+      : pipeline(p),
+        metrics(m),
+        clock(c),
+        options(o),
+        gate(o.max_queued,
+             m.GetGauge("graph_sources_blocked",
+                        "Sources waiting for room in the graph (backpressure).")) {}
 
   void Build() {
     nodes.reserve(pipeline.nodes.size());

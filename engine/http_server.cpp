@@ -1,0 +1,44 @@
+#include "http_server.hpp"
+
+#include <httplib.h>
+
+#include <stdexcept>
+
+namespace fleetflow {
+
+struct HttpServer::Impl {
+  httplib::Server server;
+};
+
+HttpServer::HttpServer(std::function<std::string()> metrics, std::function<bool()> ready)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->server.Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  impl_->server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain");
+  });
+  impl_->server.Get("/readyz", [ready](const httplib::Request&, httplib::Response& res) {
+    const bool ok = ready();
+    res.status = ok ? 200 : 503;
+    res.set_content(ok ? "ready\n" : "not ready\n", "text/plain");
+  });
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Start(const std::string& host, int port) {
+  port_ = port == 0 ? impl_->server.bind_to_any_port(host) : port;
+  if (port_ < 0 || (port != 0 && !impl_->server.bind_to_port(host, port))) {
+    throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) +
+                             " (in use? choose another --metrics-port)");
+  }
+  thread_ = std::thread([this] { impl_->server.listen_after_bind(); });
+}
+
+void HttpServer::Stop() {
+  impl_->server.stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace fleetflow
