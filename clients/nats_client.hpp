@@ -6,6 +6,7 @@
 /// Subscription callbacks run on nats.c's delivery thread for that subscription, one message at
 /// a time, in arrival order.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -38,8 +39,8 @@ struct ConnectOptions {
   std::string ca_file;                        // TLS: trusted CA; enables TLS
   std::string cert_file;                      // TLS: client certificate (with key_file)
   std::string key_file;
-  int max_reconnect = -1;          // -1: reconnect forever
-  int reconnect_wait_ms = 250;     // wait between attempts (nats.c adds jitter)
+  int max_reconnect = -1;                    // -1: reconnect forever
+  int reconnect_wait_ms = 250;               // wait between attempts (nats.c adds jitter)
   int64_t reconnect_buffer_bytes = 8 << 20;  // publishes buffered while disconnected
   int connect_timeout_ms = 2000;
   bool retry_on_failed_connect = false;  // keep trying in the background if the first connect fails
@@ -69,7 +70,8 @@ class Message {
 
 using MessageHandler = std::function<void(Message&&)>;
 
-/// A subscription; unsubscribes when destroyed.
+/// A subscription; unsubscribes when destroyed. The destructor waits until a callback already
+/// running has returned, so it must not run inside this subscription's own handler.
 class Subscription {
  public:
   explicit Subscription(__natsSubscription* s) : sub_(s) {}
@@ -86,6 +88,7 @@ class Subscription {
   friend class Connection;
   __natsSubscription* sub_;
   std::unique_ptr<MessageHandler> handler_;
+  std::atomic<bool> completed_{false};  // set once nats.c will not call handler_ again
 };
 
 struct ConnectionStats {
@@ -108,7 +111,9 @@ class Connection {
   /// Sends buffered publishes and waits for the server's PONG; throws on timeout.
   void Flush(int timeout_ms);
   /// Subscribes `subject` (wildcards allowed); a non-empty `queue_group` shares messages among
-  /// all members of the group. `handler` runs on the subscription's delivery thread.
+  /// all members of the group. `handler` runs on the subscription's delivery thread and must not
+  /// throw (an escaping exception terminates the process, as with std::thread). Pending limits are
+  /// generous (1M messages / 512 MiB) so a burst is queued rather than dropped.
   std::unique_ptr<Subscription> Subscribe(std::string_view subject, std::string_view queue_group,
                                           MessageHandler handler);
   /// Request/reply; returns the reply or throws Error on timeout / no responders.

@@ -198,27 +198,28 @@ std::string ExplainConfigError(const rapidjson::SchemaValidator& v, const rapidj
   const std::vector<std::string> path = SplitPointer(pointer_out);
   const rapidjson::Value* here = rapidjson::Pointer(pointer_out.c_str()).Get(config);
 
-  // The fields valid at this object: the top-level spec, or an object array's items.
-  const std::vector<Field>* fields = &spec.fields();
-  if (!path.empty()) {
-    const Field* f = FieldAt(spec, path);
-    if (f == nullptr && path.size() >= 2) f = FieldAt(spec, {path.begin(), path.end() - 1});
-    if (f != nullptr && f->type == FieldType::kObjectArray) fields = &f->item_fields;
-  }
-
-  if (keyword == "additionalProperties" && here != nullptr && here->IsObject()) {
-    const auto known = FieldNames(*fields);
-    for (const auto& m : here->GetObject()) {
-      const std::string name = m.name.GetString();
-      if (std::find(known.begin(), known.end(), name) != known.end()) continue;
-      pointer_out += "/" + name;
-      const std::string guess = Closest(name, known);
-      return "unknown field '" + name + "'" +
-             (guess.empty() ? "" : "; did you mean '" + guess + "'?") +
-             " Known fields: " + Join(known) + ".";
+  if (keyword == "additionalProperties" && !path.empty()) {
+    // The pointer names the unknown property; its parent is the top-level config or one item
+    // of an object array.
+    const std::string name = path.back();
+    const std::vector<std::string> parent(path.begin(), path.end() - 1);
+    const std::vector<Field>* fields = &spec.fields();
+    if (parent.size() >= 2) {
+      const Field* array = FieldAt(spec, {parent.begin(), parent.end() - 1});
+      if (array != nullptr) fields = &array->item_fields;
     }
+    const auto known = FieldNames(*fields);
+    const std::string guess = Closest(name, known);
+    return "unknown field '" + name + "'" +
+           (guess.empty() ? "" : "; did you mean '" + guess + "'?") +
+           " Known fields: " + Join(known) + ".";
   }
   if (keyword == "required" && here != nullptr && here->IsObject()) {
+    const std::vector<Field>* fields = &spec.fields();
+    if (path.size() >= 2) {
+      const Field* array = FieldAt(spec, {path.begin(), path.end() - 1});
+      if (array != nullptr) fields = &array->item_fields;
+    }
     for (const auto& f : *fields) {
       if (f.required && !here->HasMember(f.name.c_str())) {
         return "missing required field '" + f.name + "' (" + std::string(ToString(f.type)) +
@@ -367,21 +368,18 @@ class Loader {
         node = (*n)["id"].GetString();
       }
     }
-    const bool at_node = path.size() == 2 && path[0] == "nodes";
+    const bool unknown_field = keyword == "additionalProperties" && !path.empty();
+    const size_t depth = unknown_field ? path.size() - 1 : path.size();
+    const bool at_node = depth == 2 && path[0] == "nodes";
     const std::vector<std::string> node_fields = {"id", "type", "inputs", "config", "description"};
     const std::vector<std::string> top_fields = {"$schema", "name", "description", "nodes"};
     const auto& known = at_node ? node_fields : top_fields;
-    if (keyword == "additionalProperties" && here != nullptr && here->IsObject()) {
-      for (const auto& m : here->GetObject()) {
-        const std::string name = m.name.GetString();
-        if (std::find(known.begin(), known.end(), name) != known.end()) continue;
-        pointer += "/" + name;
-        const std::string guess = Closest(name, known);
-        msg = "unknown field '" + name + "'" +
-              (guess.empty() ? "" : "; did you mean '" + guess + "'?") +
-              " Known fields: " + Join(known) + ".";
-        break;
-      }
+    if (unknown_field) {
+      const std::string& name = path.back();
+      const std::string guess = Closest(name, known);
+      msg = "unknown field '" + name + "'" +
+            (guess.empty() ? "" : "; did you mean '" + guess + "'?") +
+            " Known fields: " + Join(known) + ".";
     } else if (keyword == "required" && here != nullptr && here->IsObject()) {
       for (const char* f : at_node ? std::vector<const char*>{"id", "type"}
                                    : std::vector<const char*>{"name", "nodes"}) {

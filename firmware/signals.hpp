@@ -2,6 +2,17 @@
 /// The simulated vehicle: plausible, deterministic signals as pure functions of
 /// (seed, vehicle index, sensor, event time). fleet-sim publishes them; tests recompute them
 /// independently of the engine to check the rows it writes.
+///
+/// Signals, with t in seconds since FleetConfig::start_ns; all smooth (continuous, so linear
+/// interpolation between samples is meaningful):
+/// - gps: WGS84 position on a closed circular route (radius 500-3000 m, centre within 8 km of
+///   Paris 48.8566, 2.3522); the distance along the route is exactly the integral of `speed`.
+/// - speed: m/s; a cruise speed of 8-16 m/s plus two sine waves, always >= 1.2 m/s.
+/// - soc: state of charge in %, from 60-100 at t = 0, draining 0.2-0.4 % per km driven,
+///   floored at 5 (non-increasing for t >= 0).
+/// - torque: motor torque in Nm: rolling and aerodynamic load plus inertia times acceleration
+///   (negative while decelerating: regenerative braking).
+/// - any other sensor name: a scalar around 20-80 (two sine waves) shaped by the name.
 
 #include <cstdint>
 #include <string>
@@ -20,8 +31,8 @@ struct FleetConfig {
   uint64_t seed = 1;
   int vehicles = 50;
   std::vector<SensorRate> sensors = {{"gps", 10}, {"speed", 30}, {"soc", 5}, {"torque", 20}};
-  int64_t start_ns = 0;          // the fleet's time origin (event time of the first period)
-  std::string id_prefix = "v";   // vehicle ids: prefix + zero-padded index, e.g. v00007
+  int64_t start_ns = 0;         // the fleet's time origin (event time of the first period)
+  std::string id_prefix = "v";  // vehicle ids: prefix + zero-padded index, e.g. v00007
 };
 
 /// "v00007" for index 7 with the default prefix.

@@ -2,6 +2,8 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <cstring>
+
 #include "telemetry_generated.h"
 
 namespace fleetflow::wire {
@@ -57,6 +59,14 @@ std::string_view ToString(DecodeError e) {
 DecodeError DecodeBatch(const void* data, size_t size, std::vector<Point>& out) {
   if (data == nullptr || size == 0) return DecodeError::kEmpty;
   const auto* bytes = static_cast<const uint8_t*>(data);
+  // FlatBuffers reads scalars in place; a payload at an odd address (as client libraries hand
+  // them over) is copied to an aligned buffer first.
+  thread_local std::vector<uint64_t> aligned;
+  if (reinterpret_cast<uintptr_t>(bytes) % alignof(uint64_t) != 0) {
+    aligned.resize((size + sizeof(uint64_t) - 1) / sizeof(uint64_t));
+    std::memcpy(aligned.data(), bytes, size);
+    bytes = reinterpret_cast<const uint8_t*>(aligned.data());
+  }
   if (size < 8 || !BatchBufferHasIdentifier(bytes)) return DecodeError::kBadIdentifier;
   flatbuffers::Verifier verifier(bytes, size);
   if (!VerifyBatchBuffer(verifier)) return DecodeError::kMalformed;

@@ -104,13 +104,12 @@ TEST_F(PipelineTest, Cycle) {
                "/nodes", {"cycle", "kv, kv2"});
 }
 
-TEST_F(PipelineTest, NoSink) {
-  CheckInvalid(Nodes({kSource, R"({"id": "kv", "type": "keyed_last_value", "inputs": ["in"]})",
-                      R"({"id": "kv2", "type": "keyed_last_value", "inputs": ["kv"]})"}),
-               "/nodes/2", {"goes nowhere"});
+TEST_F(PipelineTest, NoSinkAndDanglingOutput) {
   const LoadResult r = Load(Nodes({kSource, kState, kJoin}));
-  ASSERT_FALSE(r.ok());
-  EXPECT_THAT(r.errors.back().Format(), HasSubstr("no sink"));
+  ASSERT_EQ(r.errors.size(), 2u);
+  EXPECT_EQ(r.errors[0].pointer, "/nodes/2");
+  EXPECT_THAT(r.errors[0].Format(), HasSubstr("output of 'join' (rows) goes nowhere"));
+  EXPECT_THAT(r.errors[1].Format(), HasSubstr("no sink"));
 }
 
 TEST_F(PipelineTest, IncompatiblePorts) {
@@ -155,7 +154,7 @@ TEST_F(PipelineTest, EnumValueAndNestedObjectField) {
   CheckInvalid(Nodes({kSource, kState, kJoin,
                       R"({"id": "db", "type": "timescale_sink", "inputs": ["join"],
                           "config": {"columns": [{"name": "speed", "sensr": "speed"}]}})"}),
-               "/nodes/3/config/columns/0", {"(node 'db')"});
+               "/nodes/3/config/columns/0/sensr", {"(node 'db')", "did you mean 'sensor'"});
 }
 
 TEST_F(PipelineTest, UnknownTopLevelAndNodeFields) {

@@ -16,9 +16,17 @@ Body Samples(const std::string& vehicle, const std::string& sensor,
   return b;
 }
 
-const WindowBatch* OnlyBatch(const std::vector<Message>& out) {
-  auto batches = Only<WindowBatch>(out);
-  return batches.size() == 1 ? batches[0] : nullptr;
+/// The one WindowBatch of `out` (null if not exactly one), kept alive on its own.
+std::shared_ptr<const WindowBatch> OnlyBatch(const std::vector<Message>& out) {
+  std::shared_ptr<const WindowBatch> found;
+  int n = 0;
+  for (const auto& m : out) {
+    if (const auto* b = std::get_if<WindowBatch>(m.get())) {
+      found = std::shared_ptr<const WindowBatch>(m, b);
+      ++n;
+    }
+  }
+  return n == 1 ? found : nullptr;
 }
 
 class WindowJoinTest : public ::testing::Test {
@@ -33,7 +41,7 @@ class WindowJoinTest : public ::testing::Test {
 TEST_F(WindowJoinTest, Example1_BracketingSamplesOfTheWindowTime) {
   h.Feed(Samples("v1", "speed", {{800 * kMs, 10.0}, {1300 * kMs, 20.0}, {1400 * kMs, 30.0}}));
   EXPECT_TRUE(Only<WindowBatch>(h.TickAt(kBase + 1499 * kMs)).empty());  // lateness not over
-  const WindowBatch* b = OnlyBatch(h.TickAt(kBase + 1500 * kMs));
+  const auto b = OnlyBatch(h.TickAt(kBase + 1500 * kMs));
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(b->window_ns, kBase + kS);
   ASSERT_EQ(b->rows.size(), 1u);
@@ -48,7 +56,7 @@ TEST_F(WindowJoinTest, Example1_BracketingSamplesOfTheWindowTime) {
 
 TEST_F(WindowJoinTest, Example2_SampleExactlyAtTheWindowTimeIsBefore) {
   h.Feed(Samples("v1", "speed", {{1000 * kMs, 7.0}}));
-  const WindowBatch* b = OnlyBatch(h.TickAt(kBase + 1500 * kMs));
+  const auto b = OnlyBatch(h.TickAt(kBase + 1500 * kMs));
   ASSERT_NE(b, nullptr);
   ASSERT_TRUE(b->rows[0].slots[0].before);
   EXPECT_EQ(b->rows[0].slots[0].before->value, 7.0);
@@ -58,7 +66,7 @@ TEST_F(WindowJoinTest, Example2_SampleExactlyAtTheWindowTimeIsBefore) {
 TEST_F(WindowJoinTest, Example3_SamplesBeyondMaxGapAreNotUsedAndGiveNoRow) {
   h.Feed(Samples("v1", "speed", {{-1100 * kMs, 5.0}}));  // 2.1 s before T=1s
   h.Feed(Samples("v2", "speed", {{-1000 * kMs, 6.0}}));  // exactly 2 s before: still used
-  const WindowBatch* b = OnlyBatch(h.TickAt(kBase + 1500 * kMs));
+  const auto b = OnlyBatch(h.TickAt(kBase + 1500 * kMs));
   ASSERT_NE(b, nullptr);
   ASSERT_EQ(b->rows.size(), 1u);
   EXPECT_EQ(b->rows[0].vehicle, "v2");
@@ -67,7 +75,7 @@ TEST_F(WindowJoinTest, Example3_SamplesBeyondMaxGapAreNotUsedAndGiveNoRow) {
 TEST_F(WindowJoinTest, Example3b_OnlyASampleAfterTheWindowTimeGivesNoRow) {
   h.Feed(Samples("v1", "speed", {{1010 * kMs, 5.0}}));
   EXPECT_TRUE(Only<WindowBatch>(h.TickAt(kBase + 1500 * kMs)).empty());
-  const WindowBatch* b = OnlyBatch(h.TickAt(kBase + 2500 * kMs));  // T=2s: before = 1.01 s
+  const auto b = OnlyBatch(h.TickAt(kBase + 2500 * kMs));  // T=2s: before = 1.01 s
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(b->rows[0].slots[0].before->value, 5.0);
 }
@@ -77,7 +85,7 @@ TEST_F(WindowJoinTest, Example4_LateSampleMissesItsWindowAndIsCounted) {
   h.TickAt(kBase + 1500 * kMs);  // T=1s emitted with before = 0.5 s
   h.Feed(Samples("v1", "speed", {{950 * kMs, 2.0}}));  // arrives too late for T=1s
   EXPECT_EQ(h.Counter("late_samples"), 1u);
-  const WindowBatch* b = OnlyBatch(h.TickAt(kBase + 2500 * kMs));
+  const auto b = OnlyBatch(h.TickAt(kBase + 2500 * kMs));
   ASSERT_NE(b, nullptr);  // but it is still the newest sample before T=2s
   EXPECT_EQ(b->rows[0].slots[0].before->value, 2.0);
 }
@@ -94,7 +102,7 @@ TEST_F(WindowJoinTest, Example5_OffEndsTheRowsAfterTheLastSample) {
   EXPECT_EQ(windows, (std::vector<int64_t>{1000, 2000}));  // not 3000, though within max gap
   // Samples after the off time mean the vehicle runs again.
   h.Feed(Samples("v1", "speed", {{5800 * kMs, 3.0}}));
-  const WindowBatch* b = OnlyBatch(h.TickAt(kBase + 6500 * kMs));
+  const auto b = OnlyBatch(h.TickAt(kBase + 6500 * kMs));
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(b->window_ns, kBase + 6 * kS);
 }

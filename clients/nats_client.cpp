@@ -1,0 +1,377 @@
+#include "nats_client.hpp"
+
+#include <nats/nats.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace fleetflow::nats {
+namespace {
+
+constexpr int kPendingMsgsLimit = 1'000'000;
+constexpr int kPendingBytesLimit = 512 * 1024 * 1024;
+
+// nats.c's status text, plus its thread-local detail when that says more (a TLS or file error).
+std::string StatusText(natsStatus s) {
+  std::string text = natsStatus_GetText(s);
+  natsStatus last = NATS_OK;
+  const char* raw = nats_GetLastError(&last);
+  std::string_view detail = raw == nullptr ? "" : raw;
+  if (detail.starts_with('(')) {  // drop nats.c's "(conn.c:2088): " source location
+    const size_t end = detail.find("): ");
+    if (end != std::string_view::npos) detail.remove_prefix(end + 3);
+  }
+  if (last == s && !detail.empty() && detail != text) text.append(" (").append(detail).append(")");
+  return text;
+}
+
+[[noreturn]] void Throw(natsStatus s, std::string_view operation) {
+  throw Error("nats: " + std::string(operation) + ": " + StatusText(s), s);
+}
+
+void Check(natsStatus s, std::string_view operation) {
+  if (s != NATS_OK) Throw(s, operation);
+}
+
+using OptionsPtr = std::unique_ptr<natsOptions, decltype(&natsOptions_Destroy)>;
+
+// --- NKey: nats.c signs with the seed but needs the public key too; derive it from the seed. ---
+
+constexpr char kBase32Alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+constexpr uint8_t kSeedPrefixByte = 18 << 3;  // 'S'
+
+std::optional<std::vector<uint8_t>> Base32Decode(std::string_view text) {
+  std::vector<uint8_t> out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : text) {
+    uint32_t v;
+    if (c >= 'A' && c <= 'Z') {
+      v = c - 'A';
+    } else if (c >= '2' && c <= '7') {
+      v = c - '2' + 26;
+    } else {
+      return std::nullopt;
+    }
+    acc = (acc << 5) | v;
+    bits += 5;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<uint8_t>(acc >> bits));
+    }
+  }
+  return out;
+}
+
+std::string Base32Encode(std::span<const uint8_t> data) {
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (uint8_t b : data) {
+    acc = (acc << 8) | b;
+    bits += 8;
+    while (bits >= 5) {
+      bits -= 5;
+      out.push_back(kBase32Alphabet[(acc >> bits) & 31]);
+    }
+  }
+  if (bits > 0) out.push_back(kBase32Alphabet[(acc << (5 - bits)) & 31]);
+  return out;
+}
+
+uint16_t Crc16(std::span<const uint8_t> data) {  // CRC-16/XMODEM, as in the nkeys format
+  uint16_t crc = 0;
+  for (uint8_t b : data) {
+    crc ^= static_cast<uint16_t>(b << 8);
+    for (int i = 0; i < 8; ++i) {
+      crc = (crc & 0x8000) ? static_cast<uint16_t>((crc << 1) ^ 0x1021)
+                           : static_cast<uint16_t>(crc << 1);
+    }
+  }
+  return crc;
+}
+
+// The public key ("U..." for a user) of an encoded seed ("SU..."), or nullopt if `token` is not
+// a valid seed.
+std::optional<std::string> PublicKeyOfSeed(std::string_view token) {
+  auto raw = Base32Decode(token);
+  if (!raw) return std::nullopt;
+  std::optional<std::string> result;
+  if (raw->size() == 36 && ((*raw)[0] & 0xF8) == kSeedPrefixByte &&
+      Crc16(std::span(*raw).first(34)) == ((*raw)[34] | ((*raw)[35] << 8))) {
+    const uint8_t prefix = static_cast<uint8_t>((((*raw)[0] & 7) << 5) | ((*raw)[1] >> 3));
+    EVP_PKEY* key = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, raw->data() + 2, 32);
+    std::vector<uint8_t> pub(35);
+    size_t len = 32;
+    if (key != nullptr && EVP_PKEY_get_raw_public_key(key, pub.data() + 1, &len) == 1 &&
+        len == 32) {
+      pub[0] = prefix;
+      const uint16_t pub_crc = Crc16(std::span(pub).first(33));
+      pub[33] = static_cast<uint8_t>(pub_crc & 0xFF);
+      pub[34] = static_cast<uint8_t>(pub_crc >> 8);
+      result = Base32Encode(pub);
+    }
+    EVP_PKEY_free(key);
+  }
+  OPENSSL_cleanse(raw->data(), raw->size());
+  return result;
+}
+
+// Reads the seed file (a bare seed, `nk -gen user -pubout` output or a decorated .nk file) and
+// returns the public key of the first seed in it.
+std::string PublicKeyOfSeedFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error("nats: cannot read NKey seed file " + path, NATS_INVALID_ARG);
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::optional<std::string> pub;
+  size_t pos = 0;
+  while (!pub && pos < content.size()) {
+    const size_t start = content.find_first_not_of(" \t\r\n", pos);
+    if (start == std::string::npos) break;
+    const size_t end = std::min(content.find_first_of(" \t\r\n", start), content.size());
+    if (content[start] == 'S') {
+      pub = PublicKeyOfSeed(std::string_view(content).substr(start, end - start));
+    }
+    pos = end;
+  }
+  OPENSSL_cleanse(content.data(), content.size());
+  if (!pub) throw Error("nats: no valid NKey seed in " + path, NATS_INVALID_ARG);
+  return *pub;
+}
+
+// --- options ---
+
+std::vector<std::string> SplitServers(std::string_view urls) {
+  std::vector<std::string> out;
+  while (!urls.empty()) {
+    const size_t comma = urls.find(',');
+    std::string_view url = urls.substr(0, comma);
+    while (!url.empty() && url.front() == ' ') url.remove_prefix(1);
+    while (!url.empty() && url.back() == ' ') url.remove_suffix(1);
+    if (!url.empty()) out.emplace_back(url);
+    if (comma == std::string_view::npos) break;
+    urls.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+void OnBackgroundConnect(natsConnection*, void*) {}
+
+OptionsPtr MakeOptions(const ConnectOptions& o) {
+  natsOptions* raw = nullptr;
+  Check(natsOptions_Create(&raw), "create options");
+  OptionsPtr opts(raw, &natsOptions_Destroy);
+
+  const std::vector<std::string> servers = SplitServers(o.url);
+  if (servers.empty()) throw Error("nats: no server URL given", NATS_INVALID_ARG);
+  if (servers.size() == 1) {
+    Check(natsOptions_SetURL(raw, servers[0].c_str()), "server URL " + o.url);
+  } else {
+    std::vector<const char*> list;
+    for (const std::string& s : servers) list.push_back(s.c_str());
+    Check(natsOptions_SetServers(raw, list.data(), static_cast<int>(list.size())),
+          "server URLs " + o.url);
+  }
+  Check(natsOptions_SetName(raw, o.name.c_str()), "client name");
+
+  if (!o.creds_file.empty() && !o.nkey_seed_file.empty()) {
+    throw Error(
+        "nats: credentials (NATS_CREDS) and an NKey seed (NATS_NKEY_SEED) are mutually "
+        "exclusive; set only one",
+        NATS_INVALID_ARG);
+  }
+  if (!o.creds_file.empty()) {
+    Check(natsOptions_SetUserCredentialsFromFiles(raw, o.creds_file.c_str(), nullptr),
+          "credentials " + o.creds_file);
+  }
+  if (!o.nkey_seed_file.empty()) {
+    const std::string pub = PublicKeyOfSeedFile(o.nkey_seed_file);
+    Check(natsOptions_SetNKeyFromSeed(raw, pub.c_str(), o.nkey_seed_file.c_str()),
+          "NKey seed " + o.nkey_seed_file);
+  }
+
+  if (o.cert_file.empty() != o.key_file.empty()) {
+    throw Error(
+        "nats: a client certificate (NATS_CERT) and its key (NATS_KEY) must be given "
+        "together",
+        NATS_INVALID_ARG);
+  }
+  if (!o.ca_file.empty()) {
+    Check(natsOptions_LoadCATrustedCertificates(raw, o.ca_file.c_str()), "CA file " + o.ca_file);
+    Check(natsOptions_SetSecure(raw, true), "enable TLS");
+  }
+  if (!o.cert_file.empty()) {
+    Check(natsOptions_LoadCertificatesChain(raw, o.cert_file.c_str(), o.key_file.c_str()),
+          "client certificate " + o.cert_file + " / key " + o.key_file);
+    Check(natsOptions_SetSecure(raw, true), "enable TLS");
+  }
+
+  Check(natsOptions_SetMaxReconnect(raw, o.max_reconnect), "max reconnect");
+  Check(natsOptions_SetReconnectWait(raw, o.reconnect_wait_ms), "reconnect wait");
+  const int64_t buf = std::min<int64_t>(o.reconnect_buffer_bytes, INT_MAX);
+  Check(natsOptions_SetReconnectBufSize(raw, static_cast<int>(buf)), "reconnect buffer size");
+  Check(natsOptions_SetTimeout(raw, o.connect_timeout_ms), "connect timeout");
+  // A non-null callback makes nats.c retry in the background instead of blocking in Connect.
+  Check(natsOptions_SetRetryOnFailedConnect(
+            raw, o.retry_on_failed_connect,
+            o.retry_on_failed_connect ? OnBackgroundConnect : nullptr, nullptr),
+        "retry on failed connect");
+  return opts;
+}
+
+void OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) noexcept {
+  (*static_cast<MessageHandler*>(closure))(Message(msg));
+}
+
+void OnSubscriptionComplete(void* closure) {
+  auto* completed = static_cast<std::atomic<bool>*>(closure);
+  completed->store(true);
+  completed->notify_all();
+}
+
+}  // namespace
+
+ConnectOptions ConnectOptions::FromEnv() {
+  ConnectOptions o;
+  const auto set = [](std::string& field, const char* name) {
+    if (const char* v = std::getenv(name); v != nullptr && *v != '\0') field = v;
+  };
+  set(o.url, "NATS_URL");
+  set(o.creds_file, "NATS_CREDS");
+  set(o.nkey_seed_file, "NATS_NKEY_SEED");
+  set(o.ca_file, "NATS_CA");
+  set(o.cert_file, "NATS_CERT");
+  set(o.key_file, "NATS_KEY");
+  return o;
+}
+
+// --- Message ---
+
+Message& Message::operator=(Message&& o) noexcept {
+  if (this != &o) {
+    natsMsg_Destroy(msg_);
+    msg_ = o.msg_;
+    o.msg_ = nullptr;
+  }
+  return *this;
+}
+
+Message::~Message() { natsMsg_Destroy(msg_); }
+
+std::string_view Message::subject() const {
+  const char* s = natsMsg_GetSubject(msg_);
+  return s == nullptr ? std::string_view() : std::string_view(s);
+}
+
+std::string_view Message::reply() const {
+  const char* s = natsMsg_GetReply(msg_);
+  return s == nullptr ? std::string_view() : std::string_view(s);
+}
+
+const void* Message::data() const { return natsMsg_GetData(msg_); }
+
+size_t Message::size() const { return static_cast<size_t>(natsMsg_GetDataLength(msg_)); }
+
+// --- Subscription ---
+
+Subscription::~Subscription() {
+  natsSubscription_Unsubscribe(sub_);  // fails harmlessly if already drained or closed
+  completed_.wait(false);
+  natsSubscription_Destroy(sub_);
+}
+
+void Subscription::Drain(int timeout_ms) {
+  Check(natsSubscription_Drain(sub_), "drain");
+  Check(natsSubscription_WaitForDrainCompletion(sub_, timeout_ms), "wait for drain");
+}
+
+int Subscription::pending() const {
+  int msgs = 0;
+  return natsSubscription_GetPending(sub_, &msgs, nullptr) == NATS_OK ? msgs : 0;
+}
+
+// --- Connection ---
+
+std::unique_ptr<Connection> Connection::Connect(const ConnectOptions& options) {
+  OptionsPtr opts = MakeOptions(options);
+  natsConnection* conn = nullptr;
+  const natsStatus s = natsConnection_Connect(&conn, opts.get());
+  const bool pending = s == NATS_NOT_YET_CONNECTED && options.retry_on_failed_connect;
+  if (s != NATS_OK && !pending) Throw(s, "connect to " + options.url);
+  return std::unique_ptr<Connection>(new Connection(conn));
+}
+
+Connection::~Connection() { natsConnection_Destroy(conn_); }
+
+void Connection::Publish(std::string_view subject, const void* data, size_t size) {
+  thread_local std::string subj;  // nats.c wants a C string; reuse one buffer per thread
+  subj.assign(subject);
+  const natsStatus s = natsConnection_Publish(conn_, subj.c_str(), data, static_cast<int>(size));
+  if (s != NATS_OK) Throw(s, "publish to " + subj);
+}
+
+void Connection::Flush(int timeout_ms) {
+  Check(natsConnection_FlushTimeout(conn_, timeout_ms), "flush");
+}
+
+std::unique_ptr<Subscription> Connection::Subscribe(std::string_view subject,
+                                                    std::string_view queue_group,
+                                                    MessageHandler handler) {
+  const std::string subj(subject);
+  const std::string queue(queue_group);
+  auto fn = std::make_unique<MessageHandler>(std::move(handler));
+  natsSubscription* raw = nullptr;
+  const natsStatus s =
+      queue.empty() ? natsConnection_Subscribe(&raw, conn_, subj.c_str(), OnMessage, fn.get())
+                    : natsConnection_QueueSubscribe(&raw, conn_, subj.c_str(), queue.c_str(),
+                                                    OnMessage, fn.get());
+  if (s != NATS_OK) {
+    Throw(s, "subscribe to " + subj + (queue.empty() ? "" : " (queue group " + queue + ")"));
+  }
+  auto sub = std::make_unique<Subscription>(raw);
+  sub->handler_ = std::move(fn);
+  if (natsSubscription_SetOnCompleteCB(raw, OnSubscriptionComplete, &sub->completed_) != NATS_OK) {
+    sub->completed_ = true;  // already closed (connection closing): no callback will follow
+  }
+  Check(natsSubscription_SetPendingLimits(raw, kPendingMsgsLimit, kPendingBytesLimit),
+        "set pending limits on " + subj);
+  return sub;
+}
+
+Message Connection::Request(std::string_view subject, std::string_view payload, int timeout_ms) {
+  const std::string subj(subject);
+  natsMsg* reply = nullptr;
+  Check(natsConnection_Request(&reply, conn_, subj.c_str(), payload.data(),
+                               static_cast<int>(payload.size()), timeout_ms),
+        "request on " + subj);
+  return Message(reply);
+}
+
+bool Connection::connected() const {
+  return natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
+}
+
+bool Connection::reconnecting() const { return natsConnection_IsReconnecting(conn_); }
+
+ConnectionStats Connection::stats() const {
+  natsStatistics* raw = nullptr;
+  Check(natsStatistics_Create(&raw), "create statistics");
+  std::unique_ptr<natsStatistics, decltype(&natsStatistics_Destroy)> st(raw,
+                                                                        &natsStatistics_Destroy);
+  Check(natsConnection_GetStats(conn_, raw), "get statistics");
+  ConnectionStats out;
+  Check(natsStatistics_GetCounts(raw, &out.in_msgs, &out.in_bytes, &out.out_msgs, &out.out_bytes,
+                                 &out.reconnects),
+        "read statistics");
+  return out;
+}
+
+}  // namespace fleetflow::nats

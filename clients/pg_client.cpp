@@ -1,0 +1,316 @@
+#include "pg_client.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <pqxx/pqxx>
+#include <tuple>
+#include <utility>
+
+namespace fleetflow::pg {
+namespace {
+
+int64_t FloorDiv(int64_t a, int64_t b) {
+  const int64_t q = a / b;
+  return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+bool IsUri(std::string_view conninfo) {
+  return conninfo.starts_with("postgresql://") || conninfo.starts_with("postgres://");
+}
+
+bool IsSpace(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
+
+/// Where the passwords are in a conninfo string: [begin, end) offsets of each value.
+std::vector<std::pair<size_t, size_t>> PasswordSpans(std::string_view s) {
+  std::vector<std::pair<size_t, size_t>> spans;
+  if (IsUri(s)) {
+    const size_t start = s.find("://") + 3;
+    const size_t end = std::min(s.find_first_of("/?#", start), s.size());
+    const size_t at = s.rfind('@', end);
+    if (at != std::string_view::npos && at >= start) {
+      const size_t colon = s.find(':', start);
+      if (colon < at) spans.emplace_back(colon + 1, at);
+    }
+    for (size_t p = s.find("password=", end); p != std::string_view::npos;
+         p = s.find("password=", p + 1)) {
+      if (s[p - 1] != '?' && s[p - 1] != '&') continue;
+      spans.emplace_back(p + 9, std::min(s.find_first_of("&#", p + 9), s.size()));
+    }
+    return spans;
+  }
+  // key = value pairs; a value may be single-quoted with backslash escapes.
+  size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && IsSpace(s[i])) ++i;
+    const size_t key_start = i;
+    while (i < s.size() && s[i] != '=' && !IsSpace(s[i])) ++i;
+    const std::string_view key = s.substr(key_start, i - key_start);
+    while (i < s.size() && IsSpace(s[i])) ++i;
+    if (i >= s.size() || s[i] != '=') continue;
+    ++i;
+    while (i < s.size() && IsSpace(s[i])) ++i;
+    const size_t value_start = i;
+    if (i < s.size() && s[i] == '\'') {
+      for (++i; i < s.size() && s[i] != '\''; ++i) {
+        if (s[i] == '\\') ++i;
+      }
+      i = std::min(i + 1, s.size());
+    } else {
+      while (i < s.size() && !IsSpace(s[i])) ++i;
+    }
+    if (key == "password") spans.emplace_back(value_start, i);
+  }
+  return spans;
+}
+
+/// One line of text from a libpq/libpqxx message, without the password of `conninfo`.
+std::string Clean(std::string message, std::string_view conninfo = {}) {
+  std::string out;
+  bool space = false;
+  for (char c : message) {
+    if (c == '\n' || c == '\r' || c == '\t' || c == ' ') {
+      space = !out.empty();
+      continue;
+    }
+    if (space) out += ' ';
+    space = false;
+    out += c;
+  }
+  for (const auto& [begin, end] : PasswordSpans(conninfo)) {
+    const std::string password(conninfo.substr(begin, end - begin));
+    if (password.empty()) continue;
+    for (size_t p; (p = out.find(password)) != std::string::npos;) {
+      out.replace(p, password.size(), "***");
+    }
+  }
+  return out;
+}
+
+/// Adds `key=value` to a conninfo string (either form) unless it already sets the key.
+std::string AddParam(const std::string& conninfo, const std::string& key,
+                     const std::string& value) {
+  if (conninfo.find(key) != std::string::npos) return conninfo;
+  if (IsUri(conninfo)) {
+    return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + key + "=" + value;
+  }
+  return conninfo + (conninfo.empty() ? "" : " ") + key + "=" + value;
+}
+
+std::string ArrayLiteral(const std::vector<std::optional<double>>& values) {
+  std::string out = "{";
+  char buf[32];
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ',';
+    const auto& v = values[i];
+    if (!v || !std::isfinite(*v)) {
+      out += "NULL";
+      continue;
+    }
+    const auto res = std::to_chars(buf, buf + sizeof buf, *v);
+    out.append(buf, res.ptr);
+  }
+  out += '}';
+  return out;
+}
+
+}  // namespace
+
+bool IsValidIdentifier(std::string_view name) {
+  if (name.empty() || name.size() > 63) return false;
+  if (!((name[0] >= 'a' && name[0] <= 'z') || name[0] == '_')) return false;
+  for (char c : name) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
+  }
+  return true;
+}
+
+std::string QuoteIdent(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+std::string QuoteLiteral(std::string_view text) {
+  std::string out;
+  bool backslash = false;
+  for (char c : text) {
+    if (c == '\'') out += '\'';
+    if (c == '\\') {
+      out += '\\';
+      backslash = true;
+    }
+    out += c;
+  }
+  return (backslash ? "E'" : "'") + out + "'";
+}
+
+std::string RedactConninfo(std::string_view conninfo) {
+  std::string out(conninfo);
+  const auto spans = PasswordSpans(conninfo);
+  for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
+    out.replace(it->first, it->second - it->first, "***");
+  }
+  return out;
+}
+
+std::string FormatTimestamp(int64_t ns) {
+  const int64_t us = FloorDiv(ns, 1000);
+  const int64_t secs = FloorDiv(us, 1'000'000);
+  const int64_t days = FloorDiv(secs, 86'400);
+  const int64_t sod = secs - days * 86'400;
+  const std::chrono::year_month_day ymd{std::chrono::sys_days{std::chrono::days{days}}};
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02u %02lld:%02lld:%02lld.%06lld+00",
+                static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
+                static_cast<unsigned>(ymd.day()), static_cast<long long>(sod / 3600),
+                static_cast<long long>(sod / 60 % 60), static_cast<long long>(sod % 60),
+                static_cast<long long>(us - secs * 1'000'000));
+  return buf;
+}
+
+struct Connection::Impl {
+  explicit Impl(const std::string& conninfo) : conn(conninfo) {}
+
+  /// Translates the exception in flight into Error; `op` says what was being done.
+  [[noreturn]] void Rethrow(const std::string& op) {
+    try {
+      throw;
+    } catch (const Error&) {
+      throw;
+    } catch (const pqxx::broken_connection& e) {
+      throw Error("PostgreSQL " + op + " failed, connection lost: " + Clean(e.what()), true);
+    } catch (const pqxx::in_doubt_error& e) {
+      throw Error("PostgreSQL " + op + " failed, commit outcome unknown: " + Clean(e.what()), true);
+    } catch (const pqxx::sql_error& e) {
+      const std::string& state = e.sqlstate();
+      const bool lost = !conn.is_open() || state.starts_with("08") || state.starts_with("57P");
+      throw Error("PostgreSQL " + op + " failed: " + Clean(e.what()) +
+                      (state.empty() ? "" : " (SQLSTATE " + state + ")"),
+                  lost, state);
+    } catch (const std::exception& e) {
+      throw Error("PostgreSQL " + op + " failed: " + Clean(e.what()), !conn.is_open());
+    }
+  }
+
+  /// Reads what the server sent while the session was idle, so a session it closed (shutdown,
+  /// idle timeout) fails here as broken_connection rather than inside a statement. libpqxx 6.4
+  /// leaks the error result of a statement run on a dead session.
+  void Poll() { conn.get_notifs(); }
+
+  pqxx::connection conn;
+  std::map<std::string, int> staging_backend;  // staging table -> backend pid that created it
+};
+
+Connection::Connection(std::unique_ptr<Impl> impl, std::string description)
+    : impl_(std::move(impl)), description_(std::move(description)) {}
+
+Connection::~Connection() = default;
+
+std::unique_ptr<Connection> Connection::Connect(const std::string& conninfo,
+                                                std::chrono::seconds connect_timeout) {
+  std::string full = conninfo;
+  if (std::getenv("PGCONNECT_TIMEOUT") == nullptr) {
+    full = AddParam(full, "connect_timeout", std::to_string(connect_timeout.count()));
+  }
+  full = AddParam(full, "fallback_application_name", "fleetflow");
+  const std::string where =
+      conninfo.empty() ? std::string("PG* environment") : RedactConninfo(conninfo);
+  std::unique_ptr<Impl> impl;
+  try {
+    impl = std::make_unique<Impl>(full);
+    impl->conn.set_variable("client_min_messages", "warning");
+  } catch (const std::exception& e) {
+    throw Error("cannot connect to PostgreSQL (" + where + "): " + Clean(e.what(), conninfo), true);
+  }
+  auto& c = impl->conn;
+  const char* host = c.hostname();
+  const std::string description = std::string("host=") + (host && *host ? host : "(socket)") +
+                                  " port=" + (c.port() ? c.port() : "") +
+                                  " dbname=" + (c.dbname() ? c.dbname() : "") +
+                                  " user=" + (c.username() ? c.username() : "");
+  return std::unique_ptr<Connection>(new Connection(std::move(impl), description));
+}
+
+Rows Connection::Exec(const std::string& sql) {
+  try {
+    impl_->Poll();
+    pqxx::nontransaction tx(impl_->conn);
+    const pqxx::result r = tx.exec(sql);
+    Rows rows;
+    rows.reserve(r.size());
+    for (const auto& row : r) {
+      Row out;
+      out.reserve(row.size());
+      for (const auto& f : row) {
+        out.push_back(f.is_null() ? std::nullopt : std::optional<std::string>(f.c_str()));
+      }
+      rows.push_back(std::move(out));
+    }
+    return rows;
+  } catch (...) {
+    impl_->Rethrow("query");
+  }
+}
+
+void Connection::ExecInTransaction(const std::vector<std::string>& statements) {
+  try {
+    impl_->Poll();
+    pqxx::work tx(impl_->conn);
+    for (const auto& sql : statements) tx.exec(sql);
+    tx.commit();
+  } catch (...) {
+    impl_->Rethrow("transaction");
+  }
+}
+
+bool Connection::HasExtension(const std::string& name) {
+  return !Exec("SELECT 1 FROM pg_available_extensions WHERE name = " + QuoteLiteral(name)).empty();
+}
+
+uint64_t Connection::CopyViaStaging(const std::string& staging, const std::vector<ValuesRow>& rows,
+                                    const std::string& then_sql) {
+  if (!IsValidIdentifier(staging)) {
+    throw std::invalid_argument("CopyViaStaging: invalid staging table name '" + staging + "'");
+  }
+  auto& conn = impl_->conn;
+  try {
+    impl_->Poll();
+    const int backend = conn.backendpid();
+    auto it = impl_->staging_backend.find(staging);
+    if (it == impl_->staging_backend.end() || it->second != backend) {
+      pqxx::nontransaction tx(conn);
+      tx.exec("CREATE TEMP TABLE IF NOT EXISTS " + QuoteIdent(staging) +
+              " (vehicle_id text NOT NULL, \"time\" timestamptz NOT NULL,"
+              " v double precision[] NOT NULL) ON COMMIT DELETE ROWS");
+      impl_->staging_backend[staging] = backend;
+    }
+    pqxx::work tx(conn);
+    {
+      pqxx::stream_to copy(tx, staging);
+      for (const auto& row : rows) {
+        copy << std::make_tuple(row.vehicle_id, FormatTimestamp(row.time_ns),
+                                ArrayLiteral(row.values));
+      }
+      copy.complete();
+    }
+    const pqxx::result r = tx.exec(then_sql);
+    tx.commit();
+    return r.affected_rows();
+  } catch (...) {
+    impl_->Rethrow("bulk write through " + staging);
+  }
+}
+
+bool Connection::IsOpen() const { return impl_->conn.is_open(); }
+
+}  // namespace fleetflow::pg

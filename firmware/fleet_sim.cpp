@@ -1,0 +1,335 @@
+// fleet-sim: many simulated vehicles in one process, publishing deterministic telemetry (see
+// signals.hpp) over NATS in real time, with the wire format of schemas/wire.hpp.
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cinttypes>
+#include <csignal>
+#include <cstdio>
+#include <functional>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nats_client.hpp"
+#include "signals.hpp"
+#include "wire.hpp"
+
+namespace {
+
+namespace nats = fleetflow::nats;
+namespace sim = fleetflow::sim;
+namespace wire = fleetflow::wire;
+
+constexpr int kExitUsage = 1;
+constexpr int kExitNats = 2;
+constexpr int kFlushTimeoutMs = 10'000;
+constexpr int64_t kNsPerSec = 1'000'000'000;
+constexpr size_t kMaxSamplesPerMessage = 1024;  // keeps catch-up batches far below max_payload
+
+volatile std::sig_atomic_t g_stop = 0;
+
+void OnStopSignal(int) { g_stop = 1; }
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Sleeps until wall-clock time t_ns, waking every 100 ms to notice SIGINT/SIGTERM. Returns false
+// when asked to stop.
+bool SleepUntil(int64_t t_ns) {
+  while (g_stop == 0) {
+    const int64_t left = t_ns - NowNs();
+    if (left <= 0) return true;
+    std::this_thread::sleep_for(std::chrono::nanoseconds(std::min<int64_t>(left, kNsPerSec / 10)));
+  }
+  return false;
+}
+
+// Parses "gps=10,speed=30" into `out`; returns an error message, or "" when the spec is valid.
+std::string ParseRates(std::string_view spec, std::vector<sim::SensorRate>& out) {
+  out.clear();
+  while (true) {
+    const size_t comma = spec.find(',');
+    const std::string_view item = spec.substr(0, comma);
+    const size_t eq = item.find('=');
+    if (eq == std::string_view::npos) {
+      return "'" + std::string(item) + "' is not SENSOR=HZ (e.g. gps=10,speed=30)";
+    }
+    const std::string name(item.substr(0, eq));
+    const std::string_view hz_text = item.substr(eq + 1);
+    if (!wire::IsValidToken(name) || name == wire::kStatusToken) {
+      return "'" + name + "' is not a sensor name: use 1-64 of A-Z a-z 0-9 _ - (not 'status')";
+    }
+    double hz = 0;
+    const auto [end, ec] = std::from_chars(hz_text.data(), hz_text.data() + hz_text.size(), hz);
+    if (ec != std::errc() || end != hz_text.data() + hz_text.size() || !(hz > 0 && hz <= 1000)) {
+      return "rate of '" + name + "' must be a number of Hz in (0, 1000], got '" +
+             std::string(hz_text) + "'";
+    }
+    if (std::any_of(out.begin(), out.end(), [&](const auto& s) { return s.name == name; })) {
+      return "sensor '" + name + "' is given twice";
+    }
+    out.push_back({name, hz});
+    if (comma == std::string_view::npos) return "";
+    spec.remove_prefix(comma + 1);
+  }
+}
+
+struct Options {
+  nats::ConnectOptions nats = nats::ConnectOptions::FromEnv();
+  sim::FleetConfig fleet;
+  int first_vehicle = 0;
+  double duration_s = 0;
+  int batch_ms = 100;
+  bool quiet = false;
+  bool progress = false;
+};
+
+struct Summary {
+  int64_t samples = 0;
+  int64_t messages = 0;  // sample messages; status messages are not counted
+  int64_t start_ns = 0;
+  int64_t end_ns = 0;  // exclusive bound of the published sample times
+};
+
+// Publishes the fleet's samples in real time: a min-heap of (next sample time, stream) tells which
+// vehicle+sensor stream is due next, so each tick costs O(due streams * log streams).
+class FleetRunner {
+ public:
+  FleetRunner(const Options& opt, nats::Connection& conn)
+      : opt_(opt),
+        fleet_(opt.fleet),
+        conn_(conn),
+        batch_ns_(static_cast<int64_t>(opt.batch_ms) * 1'000'000),
+        end_ns_(opt.duration_s > 0 ? fleet_.start_ns + std::llround(opt.duration_s * 1e9)
+                                   : INT64_MAX) {
+    const int sensors = static_cast<int>(fleet_.sensors.size());
+    streams_.reserve(static_cast<size_t>(fleet_.vehicles) * sensors);
+    for (int v = opt.first_vehicle; v < opt.first_vehicle + fleet_.vehicles; ++v) {
+      const std::string id = sim::VehicleId(fleet_, v);
+      status_subjects_.push_back(wire::StatusSubject(id));
+      for (int s = 0; s < sensors; ++s) {
+        const int64_t first = sim::SampleTime(fleet_, v, s, 0);
+        if (first < end_ns_) heap_.push_back({first, static_cast<uint32_t>(streams_.size())});
+        streams_.push_back({v, s, 0, wire::SampleSubject(id, fleet_.sensors[s].name)});
+      }
+    }
+    std::make_heap(heap_.begin(), heap_.end(), std::greater<>());
+  }
+
+  Summary Run() {
+    Summary sum;
+    sum.start_ns = fleet_.start_ns;
+    PublishStatus("on");
+    int64_t published_until = fleet_.start_ns;
+    if (SleepUntil(fleet_.start_ns)) {
+      last_report_ns_ = NowNs();
+      while (!heap_.empty()) {
+        const int64_t next = heap_.front().ts;
+        if (!SleepUntil(std::min(batch_ns_ > 0 ? GridFloor(next) + batch_ns_ : next, end_ns_))) {
+          break;
+        }
+        const int64_t now = NowNs();
+        const int64_t until = now >= end_ns_ ? end_ns_ : batch_ns_ > 0 ? GridFloor(now) : now + 1;
+        while (!heap_.empty() && heap_.front().ts < until) {
+          std::pop_heap(heap_.begin(), heap_.end(), std::greater<>());
+          const Due due = heap_.back();
+          heap_.pop_back();
+          PublishDue(due, until);
+        }
+        published_until = until;
+        if (opt_.progress) ReportProgress();
+      }
+    }
+    // Completed duration runs published every sample before end_ns_.
+    sum.end_ns = heap_.empty() ? end_ns_ : published_until;
+    conn_.Flush(kFlushTimeoutMs);
+    PublishStatus("off");
+    conn_.Flush(kFlushTimeoutMs);
+    sum.samples = samples_;
+    sum.messages = messages_;
+    return sum;
+  }
+
+ private:
+  struct Stream {
+    int vehicle;
+    int sensor;
+    int64_t k;  // next sample index
+    std::string subject;
+  };
+  struct Due {
+    int64_t ts;
+    uint32_t stream;
+    bool operator>(const Due& o) const { return ts != o.ts ? ts > o.ts : stream > o.stream; }
+  };
+
+  // The batch ticks are start_ns + j * batch_ns; samples due in [tick - batch, tick) go at tick.
+  int64_t GridFloor(int64_t t) const {
+    return fleet_.start_ns + (t - fleet_.start_ns) / batch_ns_ * batch_ns_;
+  }
+
+  // Publishes the samples of one stream due before `until`, in order, then re-queues it (a
+  // stream far behind, e.g. after a past --start-ns, is re-queued due and sent in pieces).
+  void PublishDue(Due due, int64_t until) {
+    Stream& st = streams_[due.stream];
+    points_.clear();
+    int64_t ts = due.ts;
+    while (ts < until && points_.size() < kMaxSamplesPerMessage) {
+      points_.push_back(
+          sim::SampleAt(fleet_, st.vehicle, st.sensor, ts, static_cast<uint32_t>(st.k)));
+      ts = sim::SampleTime(fleet_, st.vehicle, st.sensor, ++st.k);
+    }
+    if (batch_ns_ > 0) {
+      Send(st.subject, points_);
+    } else {
+      for (const wire::Point& p : points_) Send(st.subject, {&p, 1});
+    }
+    if (ts < end_ns_) {
+      heap_.push_back({ts, due.stream});
+      std::push_heap(heap_.begin(), heap_.end(), std::greater<>());
+    }
+  }
+
+  void Send(const std::string& subject, std::span<const wire::Point> points) {
+    const std::vector<uint8_t> payload = wire::EncodeBatch(points);
+    conn_.Publish(subject, payload.data(), payload.size());
+    samples_ += static_cast<int64_t>(points.size());
+    ++messages_;
+  }
+
+  void PublishStatus(std::string_view status) {
+    for (const std::string& subject : status_subjects_) conn_.Publish(subject, status);
+  }
+
+  void ReportProgress() {
+    const int64_t now = NowNs();
+    if (now - last_report_ns_ < kNsPerSec) return;
+    const double secs = static_cast<double>(now - last_report_ns_) / 1e9;
+    std::fprintf(stderr,
+                 "fleet-sim: %d vehicles, %" PRId64 " samples sent, %.0f msgs/s, %.0f samples/s\n",
+                 fleet_.vehicles, samples_, static_cast<double>(messages_ - last_messages_) / secs,
+                 static_cast<double>(samples_ - last_samples_) / secs);
+    last_messages_ = messages_;
+    last_samples_ = samples_;
+    last_report_ns_ = now;
+  }
+
+  const Options& opt_;
+  const sim::FleetConfig& fleet_;
+  nats::Connection& conn_;
+  const int64_t batch_ns_;
+  const int64_t end_ns_;
+  std::vector<Stream> streams_;
+  std::vector<std::string> status_subjects_;
+  std::vector<Due> heap_;
+  std::vector<wire::Point> points_;  // reused for every message
+  int64_t samples_ = 0, messages_ = 0;
+  int64_t last_samples_ = 0, last_messages_ = 0, last_report_ns_ = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt;
+  std::string rates = "gps=10,speed=30,soc=5,torque=20";
+  int64_t start_ns = -1;
+
+  CLI::App app{
+      "Simulates a fleet of vehicles in one process and publishes their telemetry over "
+      "NATS in real time: samples on vehicle.<id>.<sensor> (FlatBuffers FLT1 Batch), "
+      "'on' / 'off' on vehicle.<id>.status. Signals are deterministic for a seed.",
+      "fleet-sim"};
+  app.footer(
+      "Vehicle ids are <id-prefix><index, zero-padded to 5 digits>, e.g. v00007; indexes run from "
+      "--first-vehicle, so several processes can split one fleet.\n"
+      "Units: gps in WGS84 degrees, speed in m/s, soc in %, torque in Nm; other sensor names "
+      "get a generic smooth signal.\n"
+      "At the end (--duration reached, SIGINT or SIGTERM) fleet-sim flushes, publishes 'off', "
+      "and prints one JSON line to stdout:\n"
+      "  {\"vehicles\":N,\"samples\":S,\"messages\":M,\"start_ns\":T0,\"end_ns\":T1}\n"
+      "where messages counts sample messages (not status ones) and every sample with "
+      "start_ns <= time < end_ns was published.\n"
+      "Environment: NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_CA, NATS_CERT, NATS_KEY.\n"
+      "Exit status: 0 done, 1 usage error, 2 NATS error (cannot connect, publish or flush).");
+  app.add_option("--nats-url", opt.nats.url, "NATS server URL(s), comma-separated (env NATS_URL)")
+      ->capture_default_str();
+  app.add_option("--vehicles", opt.fleet.vehicles, "Number of vehicles in this process")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1'000'000));
+  app.add_option("--first-vehicle", opt.first_vehicle, "Index of the first vehicle")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100'000'000));
+  app.add_option("--seed", opt.fleet.seed, "Seed of the signals and sample phases")
+      ->capture_default_str();
+  app.add_option("--rates", rates, "Sensors and their rates, SENSOR=HZ,... with HZ in (0, 1000]")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& spec) {
+            std::vector<sim::SensorRate> unused;
+            return ParseRates(spec, unused);
+          },
+          "SENSOR=HZ,...", "rates"));
+  app.add_option("--duration", opt.duration_s,
+                 "Seconds of event time to publish from --start-ns; 0 = until SIGINT/SIGTERM")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e8));
+  app.add_option("--batch-ms", opt.batch_ms,
+                 "Send each vehicle+sensor's due samples as one Batch every MS milliseconds; "
+                 "0 = one message per sample, sent when due")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 60'000));
+  app.add_option("--start-ns", start_ns,
+                 "Fleet time origin, ns since the Unix epoch (default: now rounded up to the next "
+                 "whole second); the fleet waits until then, or catches up if it is past")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--id-prefix", opt.fleet.id_prefix, "Prefix of vehicle ids")
+      ->capture_default_str();
+  app.add_flag("--quiet", opt.quiet, "Print nothing but errors and the summary line");
+  app.add_flag("--progress", opt.progress,
+               "Print a progress line to stderr every second (vehicles, samples sent, msgs/s, "
+               "samples/s)");
+  try {
+    app.parse(argc, argv);
+    ParseRates(rates, opt.fleet.sensors);
+    const std::string last_id =
+        sim::VehicleId(opt.fleet, opt.first_vehicle + opt.fleet.vehicles - 1);
+    if (!wire::IsValidToken(opt.fleet.id_prefix) || !wire::IsValidToken(last_id)) {
+      throw CLI::ValidationError(
+          "--id-prefix", "vehicle ids such as '" + last_id + "' must be 1-64 of A-Z a-z 0-9 _ -");
+    }
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kExitUsage;
+  }
+  opt.fleet.start_ns = start_ns >= 0 ? start_ns : (NowNs() / kNsPerSec + 1) * kNsPerSec;
+  opt.nats.name = "fleet-sim";
+
+  std::signal(SIGINT, OnStopSignal);
+  std::signal(SIGTERM, OnStopSignal);
+  try {
+    const auto conn = nats::Connection::Connect(opt.nats);
+    if (!opt.quiet) {
+      std::fprintf(stderr,
+                   "fleet-sim: %d vehicles from %s, sensors %s, seed %" PRIu64 ", start_ns %" PRId64
+                   ", publishing to %s\n",
+                   opt.fleet.vehicles, sim::VehicleId(opt.fleet, opt.first_vehicle).c_str(),
+                   rates.c_str(), opt.fleet.seed, opt.fleet.start_ns, opt.nats.url.c_str());
+    }
+    FleetRunner runner(opt, *conn);
+    const Summary sum = runner.Run();
+    std::printf("{\"vehicles\":%d,\"samples\":%" PRId64 ",\"messages\":%" PRId64
+                ",\"start_ns\":%" PRId64 ",\"end_ns\":%" PRId64 "}\n",
+                opt.fleet.vehicles, sum.samples, sum.messages, sum.start_ns, sum.end_ns);
+    std::fflush(stdout);
+    return 0;
+  } catch (const nats::Error& e) {
+    std::fprintf(stderr, "fleet-sim: %s\n", e.what());
+    return kExitNats;
+  }
+}

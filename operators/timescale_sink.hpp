@@ -1,0 +1,42 @@
+#pragma once
+/// timescale_sink: writes window rows to a PostgreSQL table, one row per (vehicle_id, time), one
+/// double precision column per configured sensor field, interpolated at the window time.
+///
+/// Creates the table (and missing columns) on connect; makes it a hypertable with the configured
+/// compression and retention policies when the timescaledb extension is available, and uses a
+/// plain table otherwise. Rows are buffered and written in batches (COPY into a staging table,
+/// then INSERT ... ON CONFLICT (vehicle_id, time) DO UPDATE), so a re-emitted window updates its
+/// row instead of duplicating it. While PostgreSQL is down, Process() blocks and retries with
+/// exponential backoff, holding the rows (this backpressures the graph); only a drain Tick gives
+/// up after drain_timeout_ms, counting the rows it could not write in sink_rows_dropped.
+
+#include <cstdint>
+#include <optional>
+
+#include "message.hpp"
+#include "registry.hpp"
+
+namespace fleetflow {
+
+/// Which number of a sample a column takes.
+enum class ColumnField { kValue, kLat, kLon };
+
+/// How a column's value at the window time is derived from the bracketing samples.
+enum class Interpolation {
+  kLinear,    ///< between before and after; holds the one present when only one is
+  kPrevious,  ///< the sample at or before the window time
+};
+
+/// The value of one column at `window_ns` from the samples bracketing it.
+///  - kLinear: before and after present -> v0 + (v1 - v0) * (T - t0) / (t1 - t0) (v0 when
+///    t1 == t0); only before -> v0; only after -> v1; neither -> nullopt.
+///  - kPrevious: before present -> v0, else nullopt.
+/// kLat / kLon treat a sample without a position as absent. A non-finite sample value used in
+/// the computation (or a non-finite result) gives nullopt.
+std::optional<double> InterpolateSlot(const Slot& slot, ColumnField field, Interpolation mode,
+                                      int64_t window_ns);
+
+/// Registers the operator "timescale_sink" (input: rows; no output).
+void RegisterTimescaleSink(Registry& registry);
+
+}  // namespace fleetflow

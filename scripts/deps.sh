@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages fleetflow needs to build, test and run its demo.
+# Idempotent: when every package is already installed it returns at once, without apt.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  libnats-dev libtbb-dev libpqxx-dev libpq-dev libflatbuffers-dev flatbuffers-compiler
+  rapidjson-dev libcli11-dev libcpp-httplib-dev libspdlog-dev libfmt-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  nats-server postgresql-15 postgresql-client-15 procps iproute2
+)
+
+usage() {
+  cat <<'EOF'
+Usage: scripts/deps.sh [--check] [--help]
+
+Installs the Debian 12 (bookworm) packages fleetflow needs, with apt-get, as root (or via sudo).
+Skips apt entirely when everything is already installed. No system service is started: the
+demo and the tests run their own nats-server and PostgreSQL.
+
+  --check   only report missing packages; exit 1 if any are missing
+  --help    show this help
+EOF
+}
+
+check_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --check) check_only=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "deps.sh: unknown argument: $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+missing_packages() {
+  local pkg status
+  for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
+    [[ "$status" == ii* ]] || printf '%s\n' "$pkg"
+  done
+}
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+  echo "deps.sh: dpkg-query not found: this script supports Debian 12 only." >&2
+  exit 1
+fi
+
+mapfile -t missing < <(missing_packages)
+if ((${#missing[@]} == 0)); then
+  echo "deps.sh: all ${#PACKAGES[@]} packages are installed."
+  exit 0
+fi
+echo "deps.sh: missing: ${missing[*]}"
+if ((check_only)); then
+  exit 1
+fi
+
+SUDO=()
+if ((EUID != 0)); then
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    SUDO=(sudo -n)
+  else
+    echo "deps.sh: not root and no password-less sudo: install the packages above as root, or" \
+      "run: sudo scripts/deps.sh" >&2
+    exit 1
+  fi
+fi
+
+# Forbid service starts while installing (the postgresql package creates a cluster "main" and
+# would start it): an existing policy-rc.d is left alone, ours is removed on exit.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+remove_policy() {
+  if ((own_policy)); then
+    "${SUDO[@]}" rm -f "$policy"
+  fi
+}
+trap remove_policy EXIT
+if [[ ! -e "$policy" ]]; then
+  printf '#!/bin/sh\n# temporary, from fleetflow scripts/deps.sh\nexit 101\n' |
+    "${SUDO[@]}" tee "$policy" >/dev/null
+  "${SUDO[@]}" chmod 755 "$policy"
+  own_policy=1
+fi
+
+apt_opts=(-o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef
+  -o Dpkg::Options::=--force-confold)
+echo "deps.sh: apt-get update"
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" update -q </dev/null
+# Only the missing ones: packages already installed are not upgraded behind the user's back.
+echo "deps.sh: apt-get install ${missing[*]}"
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y -q \
+  --no-install-recommends "${missing[@]}" </dev/null
+
+mapfile -t missing < <(missing_packages)
+if ((${#missing[@]} != 0)); then
+  echo "deps.sh: still missing after install: ${missing[*]}" >&2
+  exit 1
+fi
+echo "deps.sh: done."

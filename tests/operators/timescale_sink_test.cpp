@@ -1,0 +1,581 @@
+#include "timescale_sink.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness.hpp"
+#include "pg_client.hpp"
+#include "servers.hpp"
+
+namespace fleetflow {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using testing::OperatorHarness;
+
+constexpr int64_t kMs = 1'000'000;
+
+/// 2026-11-22 12:00:01 UTC in ns since the epoch.
+int64_t WindowT() {
+  using namespace std::chrono;
+  return duration_cast<nanoseconds>(
+             (sys_days{year{2026} / 11 / 22} + hours(12) + seconds(1)).time_since_epoch())
+      .count();
+}
+
+wire::Point Scalar(int64_t ts_ns, double v) {
+  wire::Point p;
+  p.ts_ns = ts_ns;
+  p.value = v;
+  return p;
+}
+
+wire::Point Position(int64_t ts_ns, double lat, double lon) {
+  wire::Point p;
+  p.ts_ns = ts_ns;
+  p.lat = lat;
+  p.lon = lon;
+  p.has_position = true;
+  return p;
+}
+
+Slot MakeSlot(std::optional<wire::Point> before, std::optional<wire::Point> after) {
+  return Slot{std::move(before), std::move(after)};
+}
+
+// ---- InterpolateSlot ------------------------------------------------------------------------
+
+constexpr int64_t T = 1'700'000'000'000'000'000;
+
+TEST(InterpolateSlot, LinearBetweenBeforeAndAfter) {
+  const Slot s = MakeSlot(Scalar(T - 250 * kMs, 0.0), Scalar(T + 750 * kMs, 100.0));
+  EXPECT_EQ(InterpolateSlot(s, ColumnField::kValue, Interpolation::kLinear, T), 25.0);
+  const Slot s2 = MakeSlot(Scalar(T - 100, 10.0), Scalar(T + 300, 30.0));
+  EXPECT_EQ(InterpolateSlot(s2, ColumnField::kValue, Interpolation::kLinear, T), 15.0);
+}
+
+TEST(InterpolateSlot, LinearAtTheBeforeSampleIsItsValue) {
+  const Slot s = MakeSlot(Scalar(T, 7.5), Scalar(T + 10 * kMs, 99.0));
+  EXPECT_EQ(InterpolateSlot(s, ColumnField::kValue, Interpolation::kLinear, T), 7.5);
+}
+
+TEST(InterpolateSlot, LinearWithEqualTimesUsesBefore) {
+  const Slot s = MakeSlot(Scalar(T, 3.0), Scalar(T, 4.0));
+  EXPECT_EQ(InterpolateSlot(s, ColumnField::kValue, Interpolation::kLinear, T), 3.0);
+}
+
+TEST(InterpolateSlot, LinearHoldsTheOnlySamplePresent) {
+  EXPECT_EQ(InterpolateSlot(MakeSlot(Scalar(T - kMs, 42.0), std::nullopt), ColumnField::kValue,
+                            Interpolation::kLinear, T),
+            42.0);
+  EXPECT_EQ(InterpolateSlot(MakeSlot(std::nullopt, Scalar(T + kMs, -1.5)), ColumnField::kValue,
+                            Interpolation::kLinear, T),
+            -1.5);
+}
+
+TEST(InterpolateSlot, NoSampleIsNull) {
+  EXPECT_EQ(InterpolateSlot(Slot{}, ColumnField::kValue, Interpolation::kLinear, T), std::nullopt);
+  EXPECT_EQ(InterpolateSlot(Slot{}, ColumnField::kValue, Interpolation::kPrevious, T),
+            std::nullopt);
+}
+
+TEST(InterpolateSlot, PreviousTakesBeforeOnly) {
+  const Slot both = MakeSlot(Scalar(T - kMs, 1.25), Scalar(T + kMs, 9.0));
+  EXPECT_EQ(InterpolateSlot(both, ColumnField::kValue, Interpolation::kPrevious, T), 1.25);
+  const Slot after_only = MakeSlot(std::nullopt, Scalar(T + kMs, 9.0));
+  EXPECT_EQ(InterpolateSlot(after_only, ColumnField::kValue, Interpolation::kPrevious, T),
+            std::nullopt);
+}
+
+TEST(InterpolateSlot, LatLonOfPositions) {
+  const Slot s = MakeSlot(Position(T - 250 * kMs, 48.0, 2.0), Position(T + 750 * kMs, 49.0, 3.0));
+  EXPECT_EQ(InterpolateSlot(s, ColumnField::kLat, Interpolation::kLinear, T), 48.25);
+  EXPECT_EQ(InterpolateSlot(s, ColumnField::kLon, Interpolation::kLinear, T), 2.25);
+  EXPECT_EQ(InterpolateSlot(s, ColumnField::kLat, Interpolation::kPrevious, T), 48.0);
+}
+
+TEST(InterpolateSlot, SampleWithoutPositionCountsAsAbsentForLatLon) {
+  const Slot s = MakeSlot(Scalar(T - kMs, 5.0), Position(T + kMs, 49.0, 3.0));
+  EXPECT_EQ(InterpolateSlot(s, ColumnField::kLat, Interpolation::kLinear, T), 49.0);
+  EXPECT_EQ(InterpolateSlot(s, ColumnField::kLon, Interpolation::kPrevious, T), std::nullopt);
+}
+
+TEST(InterpolateSlot, NonFiniteValuesGiveNull) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  EXPECT_EQ(InterpolateSlot(MakeSlot(Scalar(T - kMs, nan), Scalar(T + kMs, 1.0)),
+                            ColumnField::kValue, Interpolation::kLinear, T),
+            std::nullopt);
+  EXPECT_EQ(InterpolateSlot(MakeSlot(Scalar(T - kMs, 1.0), Scalar(T + kMs, inf)),
+                            ColumnField::kValue, Interpolation::kLinear, T),
+            std::nullopt);
+  EXPECT_EQ(InterpolateSlot(MakeSlot(std::nullopt, Scalar(T + kMs, -inf)), ColumnField::kValue,
+                            Interpolation::kLinear, T),
+            std::nullopt);
+  EXPECT_EQ(InterpolateSlot(MakeSlot(Scalar(T - kMs, nan), std::nullopt), ColumnField::kValue,
+                            Interpolation::kPrevious, T),
+            std::nullopt);
+  // previous ignores the sample after T, even when it is not finite.
+  EXPECT_EQ(InterpolateSlot(MakeSlot(Scalar(T - kMs, 2.0), Scalar(T + kMs, nan)),
+                            ColumnField::kValue, Interpolation::kPrevious, T),
+            2.0);
+}
+
+// ---- pg_client pure helpers -----------------------------------------------------------------
+
+TEST(PgClient, IsValidIdentifier) {
+  EXPECT_TRUE(pg::IsValidIdentifier("vehicle_telemetry"));
+  EXPECT_TRUE(pg::IsValidIdentifier("_x9"));
+  EXPECT_TRUE(pg::IsValidIdentifier(std::string(63, 'a')));
+  EXPECT_FALSE(pg::IsValidIdentifier(std::string(64, 'a')));
+  EXPECT_FALSE(pg::IsValidIdentifier(""));
+  EXPECT_FALSE(pg::IsValidIdentifier("9lives"));
+  EXPECT_FALSE(pg::IsValidIdentifier("Speed"));
+  EXPECT_FALSE(pg::IsValidIdentifier("a-b"));
+  EXPECT_FALSE(pg::IsValidIdentifier("t; DROP TABLE x"));
+}
+
+TEST(PgClient, Quoting) {
+  EXPECT_EQ(pg::QuoteIdent("a\"b"), "\"a\"\"b\"");
+  EXPECT_EQ(pg::QuoteLiteral("it's"), "'it''s'");
+  EXPECT_EQ(pg::QuoteLiteral("a\\b"), "E'a\\\\b'");
+}
+
+TEST(PgClient, FormatTimestampIsUtcWithMicroseconds) {
+  EXPECT_EQ(pg::FormatTimestamp(WindowT()), "2026-11-22 12:00:01.000000+00");
+  EXPECT_EQ(pg::FormatTimestamp(WindowT() + 123'456'789), "2026-11-22 12:00:01.123456+00");
+  EXPECT_EQ(pg::FormatTimestamp(0), "1970-01-01 00:00:00.000000+00");
+  EXPECT_EQ(pg::FormatTimestamp(-1), "1969-12-31 23:59:59.999999+00");
+}
+
+TEST(PgClient, RedactConninfoHidesPasswords) {
+  EXPECT_EQ(pg::RedactConninfo("host=db password=s3cret user=u"), "host=db password=*** user=u");
+  EXPECT_EQ(pg::RedactConninfo("host=db password = 'a b\\' c' user=u"),
+            "host=db password = *** user=u");
+  EXPECT_EQ(pg::RedactConninfo("postgresql://u:s3cret@db:5432/fleet?sslmode=require"),
+            "postgresql://u:***@db:5432/fleet?sslmode=require");
+  EXPECT_EQ(pg::RedactConninfo("postgres://db/fleet?user=u&password=s3cret&x=1"),
+            "postgres://db/fleet?user=u&password=***&x=1");
+  EXPECT_EQ(pg::RedactConninfo("host=db user=u"), "host=db user=u");
+}
+
+TEST(PgClient, ConnectErrorNamesTheServerButNotThePassword) {
+  const int port = testing::FreePort();
+  try {
+    pg::Connection::Connect("host=127.0.0.1 port=" + std::to_string(port) +
+                            " user=u password=s3cret dbname=x");
+    FAIL() << "connected to a closed port";
+  } catch (const pg::Error& e) {
+    EXPECT_TRUE(e.connection_lost());
+    EXPECT_THAT(e.what(), HasSubstr(std::to_string(port)));
+    EXPECT_THAT(e.what(), Not(HasSubstr("s3cret")));
+  }
+}
+
+// ---- config validation ----------------------------------------------------------------------
+
+/// A conninfo that refuses connections at once (nothing listens on the port).
+std::string ClosedConninfo() {
+  return "host=127.0.0.1 port=" + std::to_string(testing::FreePort()) + " user=postgres";
+}
+
+/// The message of the error building the sink with `config_json` throws ("" when none).
+std::string BuildError(const std::string& config_json) {
+  try {
+    OperatorHarness h("timescale_sink", config_json);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string WithConn(const std::string& fields) {
+  return R"({"conninfo":")" + ClosedConninfo() + "\"" + (fields.empty() ? "" : ",") + fields + "}";
+}
+
+TEST(TimescaleSinkConfig, DefaultsBuildWithoutAServer) {
+  OperatorHarness h("timescale_sink", WithConn(""));
+  EXPECT_FALSE(h.op().Ready());
+}
+
+TEST(TimescaleSinkConfig, UnknownColumnFieldIsRefused) {
+  const std::string msg =
+      BuildError(WithConn(R"("columns":[{"name":"alt","sensor":"gps","field":"altitude"}])"));
+  EXPECT_THAT(msg, HasSubstr("field"));
+  EXPECT_THAT(msg, HasSubstr("altitude"));
+}
+
+TEST(TimescaleSinkConfig, BadInterpolationIsRefused) {
+  const std::string msg = BuildError(
+      WithConn(R"("columns":[{"name":"speed","sensor":"speed","interpolation":"cubic"}])"));
+  EXPECT_THAT(msg, HasSubstr("interpolation"));
+  EXPECT_THAT(msg, HasSubstr("cubic"));
+}
+
+TEST(TimescaleSinkConfig, UnknownKeyInAColumnIsRefused) {
+  EXPECT_THAT(BuildError(WithConn(R"("columns":[{"name":"speed","sensor":"speed","fild":"x"}])")),
+              HasSubstr("fild"));
+}
+
+TEST(TimescaleSinkConfig, BadTableIdentifierIsRefused) {
+  const std::string msg = BuildError(WithConn(R"("table":"Vehicle-Telemetry")"));
+  EXPECT_THAT(msg, HasSubstr("'table'"));
+  EXPECT_THAT(msg, HasSubstr("not a valid identifier"));
+}
+
+TEST(TimescaleSinkConfig, BadColumnNamesAreRefused) {
+  EXPECT_THAT(BuildError(WithConn(R"("columns":[{"name":"9speed","sensor":"speed"}])")),
+              HasSubstr("columns[0].name"));
+  EXPECT_THAT(BuildError(WithConn(R"("columns":[{"name":"time","sensor":"speed"}])")),
+              HasSubstr("reserved"));
+  EXPECT_THAT(BuildError(WithConn(R"("columns":[{"name":"vehicle_id","sensor":"speed"}])")),
+              HasSubstr("reserved"));
+  EXPECT_THAT(BuildError(WithConn(
+                  R"("columns":[{"name":"a","sensor":"speed"},{"name":"a","sensor":"soc"}])")),
+              HasSubstr("duplicate column 'a'"));
+  EXPECT_THAT(BuildError(WithConn(R"("columns":[{"name":"a","sensor":"sp eed"}])")),
+              HasSubstr("columns[0].sensor"));
+  EXPECT_THAT(BuildError(WithConn(R"("columns":[])")), HasSubstr("at least one column"));
+}
+
+TEST(TimescaleSinkConfig, OtherSettingsAreChecked) {
+  EXPECT_THAT(BuildError(WithConn(R"("timescaledb":"maybe")")), HasSubstr("timescaledb"));
+  EXPECT_THAT(BuildError(WithConn(R"("batch_rows":0)")), HasSubstr("batch_rows"));
+  EXPECT_THAT(BuildError(WithConn(R"("retry_initial_ms":500,"retry_max_ms":100)")),
+              HasSubstr("retry_max_ms"));
+}
+
+// ---- helpers for the tests that write ---------------------------------------------------------
+
+struct RowSpec {
+  std::string vehicle;
+  std::vector<Slot> slots;
+};
+
+WindowBatch MakeBatch(int64_t window_ns, std::vector<std::string> sensors,
+                      std::vector<RowSpec> rows) {
+  WindowBatch b;
+  b.window_ns = window_ns;
+  b.sensors = std::make_shared<const std::vector<std::string>>(std::move(sensors));
+  for (auto& r : rows) b.rows.push_back(WindowRow{std::move(r.vehicle), std::move(r.slots)});
+  return b;
+}
+
+/// A batch of `n` vehicles v0..v<n-1> with speed = i + offset held from before T.
+WindowBatch SpeedBatch(int64_t window_ns, int n, double offset = 0) {
+  std::vector<RowSpec> rows;
+  for (int i = 0; i < n; ++i) {
+    rows.push_back({"v" + std::to_string(i), {MakeSlot(Scalar(window_ns - kMs, i + offset), {})}});
+  }
+  return MakeBatch(window_ns, {"speed"}, std::move(rows));
+}
+
+/// Collects what spdlog's default logger prints while it lives.
+class LogCapture {
+ public:
+  LogCapture() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
+    spdlog::default_logger()->sinks().push_back(sink_);
+  }
+  ~LogCapture() {
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
+  }
+  std::string text() {
+    sink_->flush();
+    return out_.str();
+  }
+
+ private:
+  std::ostringstream out_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+};
+
+TEST(TimescaleSinkUnreachable, DrainGivesUpAfterTimeoutAndCountsDroppedRows) {
+  LogCapture log;
+  OperatorHarness h("timescale_sink",
+                    WithConn(R"("retry_initial_ms":20,"retry_max_ms":40,"drain_timeout_ms":200)"));
+  h.Feed(SpeedBatch(WindowT(), 3));
+  const auto out = h.TickAt(WindowT(), /*drain=*/true);
+  ASSERT_EQ(testing::Only<Tick>(out).size(), 1u);
+  EXPECT_TRUE(testing::Only<Tick>(out)[0]->drain);
+  EXPECT_EQ(h.Counter("sink_rows_dropped"), 3u);
+  EXPECT_EQ(h.Counter("sink_rows_written"), 0u);
+  EXPECT_GT(h.Counter("sink_retries"), 0u);
+  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 0.0);
+  EXPECT_THAT(log.text(), HasSubstr("3 rows were NOT written"));
+}
+
+// ---- integration: a real PostgreSQL -----------------------------------------------------------
+
+class TimescaleSinkPg : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!testing::PostgresServer::Available()) return;
+    server_ = new testing::PostgresServer();
+    try {
+      server_->Start();
+    } catch (const std::exception& e) {
+      start_error_ = e.what();
+    }
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+
+  void SetUp() override {
+    if (!testing::PostgresServer::Available()) {
+      GTEST_SKIP() << "*** PostgreSQL server binaries (initdb, postgres, psql, pg_isready) not "
+                      "found: these integration tests did NOT run; run scripts/deps.sh ***";
+    }
+    ASSERT_TRUE(start_error_.empty()) << start_error_;
+    if (!server_->running()) server_->Start();
+    table_ = "t_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    for (auto& c : table_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+
+  std::string Config(const std::string& fields = "") const {
+    return R"({"conninfo":")" + server_->conninfo() + R"(","table":")" + table_ +
+           R"(","retry_initial_ms":20,"retry_max_ms":200)" + (fields.empty() ? "" : ",") + fields +
+           "}";
+  }
+
+  std::string Psql(const std::string& sql) const { return server_->Psql(sql); }
+  int Count() const { return std::stoi(Psql("SELECT count(*) FROM " + table_)); }
+
+  static testing::PostgresServer* server_;
+  static std::string start_error_;
+  std::string table_;
+};
+
+testing::PostgresServer* TimescaleSinkPg::server_ = nullptr;
+std::string TimescaleSinkPg::start_error_;
+
+TEST_F(TimescaleSinkPg, CreatesTheTableWithExactTypesOnPlainPostgres) {
+  LogCapture log;
+  OperatorHarness h("timescale_sink", Config());
+  EXPECT_TRUE(h.op().Ready());
+  EXPECT_EQ(Psql("SELECT column_name || ' ' || data_type || ' ' || is_nullable FROM "
+                 "information_schema.columns WHERE table_name = '" +
+                 table_ + "' ORDER BY ordinal_position"),
+            "vehicle_id text NO\n"
+            "time timestamp with time zone NO\n"
+            "lat double precision YES\n"
+            "lon double precision YES\n"
+            "speed double precision YES\n"
+            "soc double precision YES\n"
+            "torque double precision YES");
+  EXPECT_EQ(Psql("SELECT string_agg(a.attname, ',' ORDER BY array_position(i.indkey::int2[], "
+                 "a.attnum)) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND "
+                 "a.attnum = ANY(i.indkey::int2[]) WHERE i.indrelid = '" +
+                 table_ + "'::regclass AND i.indisprimary"),
+            "vehicle_id,time");
+  EXPECT_THAT(log.text(), HasSubstr("timescaledb extension is not available; using a plain "
+                                    "PostgreSQL table '" +
+                                    table_ + "'"));
+}
+
+TEST_F(TimescaleSinkPg, AddsMissingColumnsToAnExistingTable) {
+  Psql("CREATE TABLE " + table_ +
+       " (vehicle_id text NOT NULL, time timestamptz NOT NULL, lat double precision, "
+       "PRIMARY KEY (vehicle_id, time)); INSERT INTO " +
+       table_ + " VALUES ('old', '2020-01-01 00:00:00+00', 1.5)");
+  OperatorHarness h("timescale_sink", Config());
+  EXPECT_EQ(Psql("SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM "
+                 "information_schema.columns WHERE table_name = '" +
+                 table_ + "'"),
+            "vehicle_id,time,lat,lon,speed,soc,torque");
+  EXPECT_EQ(Psql("SELECT vehicle_id, lat FROM " + table_), "old|1.5");
+}
+
+TEST_F(TimescaleSinkPg, RefusesATableWithoutTheKey) {
+  Psql("CREATE TABLE " + table_ + " (vehicle_id text, time timestamptz, speed double precision)");
+  EXPECT_THAT(BuildError(Config(R"("columns":[{"name":"speed","sensor":"speed"}])")),
+              HasSubstr("ADD PRIMARY KEY (vehicle_id, time)"));
+}
+
+TEST_F(TimescaleSinkPg, TimescaledbOnFailsClearlyWithoutTheExtension) {
+  const std::string msg = BuildError(Config(R"("timescaledb":"on")"));
+  EXPECT_THAT(msg, HasSubstr("timescaledb extension is not available"));
+  EXPECT_THAT(msg, HasSubstr("\"auto\" or \"off\""));
+}
+
+TEST_F(TimescaleSinkPg, TimescaledbOffAndIgnoredPoliciesAreLogged) {
+  {
+    LogCapture log;
+    OperatorHarness h("timescale_sink", Config(R"("timescaledb":"off")"));
+    EXPECT_THAT(log.text(),
+                HasSubstr("timescaledb is off; '" + table_ + "' is a plain PostgreSQL table"));
+  }
+  LogCapture log;
+  OperatorHarness h("timescale_sink", Config(R"("compress_after":"7 days","retention":"90 days")"));
+  EXPECT_TRUE(h.op().Ready());
+  EXPECT_THAT(log.text(),
+              HasSubstr("compress_after and retention need TimescaleDB and are ignored"));
+}
+
+TEST_F(TimescaleSinkPg, BadIntervalsAreRefusedByTheServer) {
+  const std::string msg = BuildError(Config(R"("retention":"90 dayz")"));
+  EXPECT_THAT(msg, HasSubstr("field 'retention'"));
+  EXPECT_THAT(msg, HasSubstr("90 dayz"));
+}
+
+TEST_F(TimescaleSinkPg, WritesInterpolatedValuesAndNulls) {
+  OperatorHarness h("timescale_sink", Config(R"("flush_ms":3600000)"));
+  const int64_t t = WindowT();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  // torque is configured but not in the batch: NULL.
+  h.Feed(MakeBatch(
+      t, {"gps", "speed", "soc"},
+      {{"v1",
+        {MakeSlot(Position(t - 250 * kMs, 48.0, 2.0), Position(t + 750 * kMs, 49.0, 3.0)),
+         MakeSlot(Scalar(t - 100 * kMs, 50.0), {}), Slot{}}},
+       {"v2",
+        {Slot{}, MakeSlot({}, Scalar(t + 10 * kMs, 12.5)), MakeSlot(Scalar(t - kMs, nan), {})}},
+       {"a\tb\\c'd", {Slot{}, MakeSlot(Scalar(t - kMs, 0.1), {}), Slot{}}}}));
+  EXPECT_EQ(Count(), 0);
+  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 3.0);
+  h.TickAt(t + 2000 * kMs, /*drain=*/true);
+
+  EXPECT_EQ(Psql("SELECT vehicle_id, (extract(epoch FROM time) * 1000000)::bigint, lat, lon, "
+                 "speed, soc, torque FROM " +
+                 table_ + " WHERE vehicle_id LIKE 'v%' ORDER BY vehicle_id"),
+            "v1|" + std::to_string(t / 1000) + "|48.25|2.25|50||\n" + "v2|" +
+                std::to_string(t / 1000) + "|||12.5||");
+  EXPECT_EQ(Psql("SET TimeZone = 'UTC'; SELECT DISTINCT time FROM " + table_),
+            "2026-11-22 12:00:01+00");
+  EXPECT_EQ(Psql("SELECT speed FROM " + table_ + " WHERE vehicle_id = E'a\\tb\\\\c''d'"), "0.1");
+  EXPECT_EQ(h.Counter("sink_rows_written"), 3u);
+  EXPECT_EQ(h.Counter("sink_batches"), 1u);
+  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 0.0);
+  EXPECT_GT(h.metrics.GaugeSum("sink_last_batch_seconds"), 0.0);
+}
+
+TEST_F(TimescaleSinkPg, RewrittenWindowsUpdateRowsWithoutDuplicates) {
+  OperatorHarness h("timescale_sink", Config(R"("columns":[{"name":"speed","sensor":"speed"}])"));
+  const int64_t t = WindowT();
+  h.Feed(SpeedBatch(t, 2));
+  h.TickAt(t, true);
+  EXPECT_EQ(Psql("SELECT vehicle_id || '=' || speed FROM " + table_ + " ORDER BY vehicle_id"),
+            "v0=0\nv1=1");
+
+  // The same window again, twice within one flush: the last one wins, no duplicate key error.
+  h.Feed(SpeedBatch(t, 2, 10));
+  h.Feed(SpeedBatch(t, 2, 20));
+  h.TickAt(t, true);
+  EXPECT_EQ(Psql("SELECT vehicle_id || '=' || speed FROM " + table_ + " ORDER BY vehicle_id"),
+            "v0=20\nv1=21");
+  EXPECT_EQ(Count(), 2);
+  EXPECT_EQ(h.Counter("sink_batches"), 2u);
+}
+
+TEST_F(TimescaleSinkPg, TickFlushesOnlyAfterFlushMs) {
+  OperatorHarness h("timescale_sink", Config(R"("flush_ms":1000)"));
+  h.clock.now_ns = 10'000 * kMs;
+  h.Feed(SpeedBatch(WindowT(), 2));
+
+  auto out = h.TickAt(10'999 * kMs);
+  ASSERT_EQ(testing::Only<Tick>(out).size(), 1u);
+  EXPECT_EQ(Count(), 0);
+  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 2.0);
+
+  out = h.TickAt(11'000 * kMs);
+  ASSERT_EQ(testing::Only<Tick>(out).size(), 1u);
+  EXPECT_EQ(Count(), 2);
+  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 0.0);
+}
+
+TEST_F(TimescaleSinkPg, WritesAsSoonAsBatchRowsArePending) {
+  OperatorHarness h("timescale_sink", Config(R"("batch_rows":3,"flush_ms":3600000)"));
+  h.Feed(SpeedBatch(WindowT(), 7));
+  EXPECT_EQ(Count(), 6);
+  EXPECT_EQ(h.Counter("sink_batches"), 2u);
+  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 1.0);
+}
+
+TEST_F(TimescaleSinkPg, DrainFlushesAndForwardsTheTick) {
+  OperatorHarness h("timescale_sink", Config(R"("flush_ms":3600000)"));
+  h.clock.now_ns = WindowT();
+  h.Feed(SpeedBatch(WindowT(), 4));
+  EXPECT_TRUE(testing::Only<Tick>(h.TickAt(WindowT())).size() == 1);
+  EXPECT_EQ(Count(), 0);
+  const auto out = h.TickAt(WindowT(), /*drain=*/true);
+  ASSERT_EQ(testing::Only<Tick>(out).size(), 1u);
+  EXPECT_TRUE(testing::Only<Tick>(out)[0]->drain);
+  EXPECT_EQ(Count(), 4);
+}
+
+TEST_F(TimescaleSinkPg, RowsPendingWhilePostgresIsDownArriveAfterRestart) {
+  OperatorHarness h("timescale_sink", Config(R"("flush_ms":0)"));
+  ASSERT_TRUE(h.op().Ready());
+  h.Feed(SpeedBatch(WindowT(), 5));
+  server_->Stop();
+
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    h.TickAt(WindowT());  // blocks, retrying, until PostgreSQL is back
+    done = true;
+  });
+  EXPECT_TRUE(
+      testing::WaitFor([&] { return h.Counter("sink_retries") >= 2; }, std::chrono::seconds(20)));
+  EXPECT_FALSE(done.load());
+  server_->Start();
+  const bool finished = testing::WaitFor([&] { return done.load(); }, std::chrono::seconds(30));
+  writer.join();
+  ASSERT_TRUE(finished);
+  EXPECT_EQ(Count(), 5);
+  EXPECT_EQ(h.Counter("sink_rows_written"), 5u);
+  EXPECT_EQ(h.Counter("sink_rows_dropped"), 0u);
+  EXPECT_TRUE(h.op().Ready());
+}
+
+TEST_F(TimescaleSinkPg, StartsWhilePostgresIsDownAndConnectsLater) {
+  server_->Stop();
+  OperatorHarness h("timescale_sink", Config(R"("flush_ms":0)"));
+  EXPECT_FALSE(h.op().Ready());
+  server_->Start();
+  // Ticks alone reconnect (so /readyz recovers without data), once the backoff has passed.
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        h.TickAt(WindowT());
+        return h.op().Ready();
+      },
+      std::chrono::seconds(10)));
+  h.Feed(SpeedBatch(WindowT(), 3));
+  h.TickAt(WindowT());
+  EXPECT_TRUE(h.op().Ready());
+  EXPECT_EQ(Count(), 3);
+}
+
+TEST_F(TimescaleSinkPg, SqlInjectionInNamesIsRefusedBeforeTouchingTheDatabase) {
+  Psql("CREATE TABLE sentinel (x int)");
+  const std::string conn = server_->conninfo();
+  EXPECT_THAT(
+      BuildError(R"({"conninfo":")" + conn + R"(","table":"x (a int); DROP TABLE sentinel; --"})"),
+      HasSubstr("'table'"));
+  EXPECT_THAT(BuildError(R"({"conninfo":")" + conn +
+                         R"(","columns":[{"name":"a double precision); DROP TABLE sentinel; --",)"
+                         R"("sensor":"speed"}]})"),
+              HasSubstr("columns[0].name"));
+  EXPECT_EQ(Psql("SELECT count(*) FROM sentinel"), "0");
+  EXPECT_EQ(Psql("SELECT count(*) FROM pg_class WHERE relname LIKE 'x %' OR relname LIKE 'a %'"),
+            "0");
+}
+
+}  // namespace
+}  // namespace fleetflow

@@ -1,0 +1,779 @@
+#include "servers.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pwd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+
+extern char** environ;
+
+namespace fleetflow::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+std::string ErrnoText(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+/// Closes a file descriptor on scope exit.
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() { Reset(); }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  void Reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_;
+};
+
+std::string Trim(const std::string& s) {
+  const char* ws = " \t\r\n";
+  const auto b = s.find_first_not_of(ws);
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
+std::string Tail(const std::string& s, std::size_t max_chars = 4000) {
+  return s.size() <= max_chars ? s : "...\n" + s.substr(s.size() - max_chars);
+}
+
+std::uintmax_t FileSize(const std::string& path) {
+  std::error_code ec;
+  const auto n = fs::file_size(path, ec);
+  return ec ? 0 : n;
+}
+
+std::string ReadFrom(const std::string& path, std::uintmax_t offset) {
+  const std::string all = ReadFile(path);
+  return offset < all.size() ? all.substr(offset) : "";
+}
+
+int DecodeStatus(int st) {
+  if (WIFEXITED(st)) return WEXITSTATUS(st);
+  if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+  return -1;
+}
+
+bool IsExecutable(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
+
+/// Looks `name` up in the colon-separated `path_var`; a name with '/' is taken as is.
+std::string SearchPath(const std::string& name, const std::string& path_var) {
+  if (name.find('/') != std::string::npos) return IsExecutable(name) ? name : "";
+  std::stringstream ss(path_var);
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    if (dir.empty()) dir = ".";
+    const std::string candidate = dir + "/" + name;
+    if (IsExecutable(candidate)) return fs::absolute(candidate).string();
+  }
+  return "";
+}
+
+/// /usr/lib/postgresql/<version>/bin directories, newest version first.
+std::vector<std::string> PostgresBinDirs() {
+  std::vector<std::pair<double, std::string>> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/usr/lib/postgresql", ec)) {
+    const std::string bin = entry.path().string() + "/bin";
+    if (!fs::is_directory(bin, ec)) continue;
+    found.emplace_back(std::atof(entry.path().filename().c_str()), bin);
+  }
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a > b; });
+  std::vector<std::string> dirs;
+  for (auto& f : found) dirs.push_back(std::move(f.second));
+  return dirs;
+}
+
+/// Everything a forked child needs, prepared before fork() so that the child only makes
+/// async-signal-safe calls (the test process may have other threads holding locks).
+struct SpawnSpec {
+  std::vector<std::string> argv;
+  std::map<std::string, std::string> env;
+  std::string run_as_user;
+  int stdout_fd = -1;  // -1: /dev/null
+  int stderr_fd = -1;  // -1: /dev/null
+};
+
+struct ChildError {
+  int stage;
+  int err;
+};
+
+const char* const kStageNames[] = {"open /dev/null", "dup2",  "setgroups", "setgid",
+                                   "setuid",         "chdir", "prctl",     "execve"};
+
+pid_t Spawn(const SpawnSpec& spec) {
+  if (spec.argv.empty()) throw std::runtime_error("Spawn: empty argv");
+
+  std::map<std::string, std::string> merged;
+  for (char** e = environ; e && *e; ++e) {
+    const std::string kv(*e);
+    const auto eq = kv.find('=');
+    if (eq != std::string::npos) merged[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  for (const auto& [k, v] : spec.env) merged[k] = v;
+
+  const std::string exe = SearchPath(spec.argv[0], merged.count("PATH") ? merged["PATH"] : "");
+  if (exe.empty()) throw std::runtime_error("executable not found: " + spec.argv[0]);
+
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : merged) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_copy = spec.argv;
+  std::vector<char*> argv;
+  for (auto& s : argv_copy) argv.push_back(s.data());
+  argv.push_back(nullptr);
+
+  bool switch_user = false;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+  if (!spec.run_as_user.empty() && ::geteuid() == 0) {
+    const passwd* pw = ::getpwnam(spec.run_as_user.c_str());
+    if (!pw) throw std::runtime_error("no such user: " + spec.run_as_user);
+    switch_user = true;
+    uid = pw->pw_uid;
+    gid = pw->pw_gid;
+    int n = 64;
+    groups.resize(n);
+    if (::getgrouplist(spec.run_as_user.c_str(), gid, groups.data(), &n) < 0) {
+      groups.resize(n);
+      ::getgrouplist(spec.run_as_user.c_str(), gid, groups.data(), &n);
+    }
+    groups.resize(n);
+  }
+
+  Fd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (devnull.get() < 0) throw std::runtime_error(ErrnoText("open /dev/null"));
+  const int out_fd = spec.stdout_fd >= 0 ? spec.stdout_fd : devnull.get();
+  const int err_fd = spec.stderr_fd >= 0 ? spec.stderr_fd : devnull.get();
+
+  int err_pipe[2];
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw std::runtime_error(ErrnoText("pipe2"));
+  Fd err_read(err_pipe[0]);
+  Fd err_write(err_pipe[1]);
+  const pid_t parent = ::getpid();
+  const int max_fd = static_cast<int>(std::min(::sysconf(_SC_OPEN_MAX), 65536L));
+
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error(ErrnoText("fork"));
+  if (pid == 0) {
+    auto fail = [&](int stage) {
+      const ChildError ce{stage, errno};
+      [[maybe_unused]] auto n = ::write(err_pipe[1], &ce, sizeof ce);
+      ::_exit(127);
+    };
+    ::setpgid(0, 0);
+    sigset_t all;
+    sigemptyset(&all);
+    ::sigprocmask(SIG_SETMASK, &all, nullptr);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) {
+      if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
+    }
+    if (::dup2(devnull.get(), 0) < 0 || ::dup2(out_fd, 1) < 0 || ::dup2(err_fd, 2) < 0) fail(1);
+    // Keep only stdio and the error pipe: no socket or file of the test leaks into the child.
+    const int keep = err_pipe[1];
+    if (::syscall(SYS_close_range, static_cast<unsigned>(keep + 1), ~0u, 0u) != 0) {
+      for (int fd = keep + 1; fd < max_fd; ++fd) ::close(fd);  // kernel without close_range
+    }
+    for (int fd = 3; fd < keep; ++fd) ::close(fd);
+    if (switch_user) {
+      if (::setgroups(groups.size(), groups.data()) != 0) fail(2);
+      if (::setgid(gid) != 0) fail(3);
+      if (::setuid(uid) != 0) fail(4);
+      if (::chdir("/") != 0) fail(5);
+    }
+    // After setuid (which clears it): die with the parent.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(6);
+    if (::getppid() != parent) ::_exit(126);
+    ::execve(exe.c_str(), argv.data(), envp.data());
+    fail(7);
+  }
+
+  ::setpgid(pid, pid);  // also from the parent, so the group exists before we ever signal it
+  err_write.Reset();
+  ChildError ce{};
+  ssize_t n;
+  do {
+    n = ::read(err_read.get(), &ce, sizeof ce);
+  } while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(sizeof ce)) {
+    int st;
+    ::waitpid(pid, &st, 0);
+    const int stage = ce.stage >= 0 && ce.stage < 8 ? ce.stage : 7;
+    throw std::runtime_error("cannot start " + exe + ": " + kStageNames[stage] + ": " +
+                             std::strerror(ce.err));
+  }
+  return pid;
+}
+
+/// Connects to 127.0.0.1:port and returns true if the first line the server sends starts with
+/// "INFO " (the NATS greeting).
+bool NatsGreets(int port) {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) return false;
+  timeval tv{0, 500 * 1000};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return false;
+  std::string line;
+  char buf[1024];
+  while (line.find('\n') == std::string::npos && line.size() < 65536) {
+    const ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (n <= 0) break;
+    line.append(buf, static_cast<std::size_t>(n));
+  }
+  return line.rfind("INFO ", 0) == 0;
+}
+
+/// Thrown internally when a server could not bind its port, so Start() retries on another one.
+struct PortInUse : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Free functions
+
+int FreePort() {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) throw std::runtime_error(ErrnoText("socket"));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = 0;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    throw std::runtime_error(ErrnoText("bind 127.0.0.1:0"));
+  }
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error(ErrnoText("getsockname"));
+  }
+  return ntohs(addr.sin_port);
+}
+
+bool WaitFor(const std::function<bool()>& cond, milliseconds deadline, milliseconds poll) {
+  const auto end = Clock::now() + deadline;
+  while (true) {
+    if (cond()) return true;
+    const auto now = Clock::now();
+    if (now >= end) return false;
+    std::this_thread::sleep_for(std::min<Clock::duration>(poll, end - now));
+    if (Clock::now() >= end) return cond();
+  }
+}
+
+bool PortAcceptsConnections(int port, const std::string& host, milliseconds timeout) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) return false;
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (fd.get() < 0) return false;
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return true;
+  if (errno != EINPROGRESS) return false;
+  pollfd pfd{fd.get(), POLLOUT, 0};
+  if (::poll(&pfd, 1, static_cast<int>(timeout.count())) != 1) return false;
+  int err = 0;
+  socklen_t len = sizeof err;
+  ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+  return err == 0;
+}
+
+std::string FindServerBinary(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "";
+  dirs += ":/usr/sbin:/usr/local/sbin:/sbin";
+  for (const auto& d : PostgresBinDirs()) dirs += ":" + d;
+  return SearchPath(name, dirs);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+CommandResult RunCommand(const std::vector<std::string>& argv, milliseconds timeout,
+                         const std::map<std::string, std::string>& env) {
+  int out_pipe[2], err_pipe[2];
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0) throw std::runtime_error(ErrnoText("pipe2"));
+  Fd out_r(out_pipe[0]), out_w(out_pipe[1]);
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw std::runtime_error(ErrnoText("pipe2"));
+  Fd err_r(err_pipe[0]), err_w(err_pipe[1]);
+
+  SpawnSpec spec;
+  spec.argv = argv;
+  spec.env = env;
+  spec.stdout_fd = out_w.get();
+  spec.stderr_fd = err_w.get();
+  const pid_t pid = Spawn(spec);
+  out_w.Reset();
+  err_w.Reset();
+
+  CommandResult result;
+  const auto end = Clock::now() + timeout;
+  pollfd fds[2] = {{out_r.get(), POLLIN, 0}, {err_r.get(), POLLIN, 0}};
+  std::string* sinks[2] = {&result.out, &result.err};
+  int open_count = 2;
+  while (open_count > 0) {
+    const auto left = std::chrono::duration_cast<milliseconds>(end - Clock::now()).count();
+    if (left <= 0) {
+      result.timed_out = true;
+      break;
+    }
+    const int r = ::poll(fds, 2, static_cast<int>(left));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw std::runtime_error(ErrnoText("poll"));
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      char buf[8192];
+      const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        sinks[i]->append(buf, static_cast<std::size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        fds[i].fd = -1;
+        --open_count;
+      }
+    }
+  }
+
+  int st = 0;
+  if (!result.timed_out) {
+    // Output closed: the command is exiting; give it what is left of the timeout.
+    const bool exited = WaitFor(
+        [&] { return ::waitpid(pid, &st, WNOHANG) == pid; },
+        std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(end - Clock::now())),
+        milliseconds(5));
+    if (exited) {
+      result.exit_code = DecodeStatus(st);
+      return result;
+    }
+    result.timed_out = true;
+  }
+  ::kill(-pid, SIGKILL);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &st, 0);
+  result.exit_code = -1;
+  result.err += "\n[fleetflow-testing] command timed out after " + std::to_string(timeout.count()) +
+                " ms: " + argv[0];
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// TempDir
+
+TempDir::TempDir(const std::string& prefix) {
+  std::string templ = "/tmp/" + prefix + "-XXXXXX";
+  if (!::mkdtemp(templ.data())) throw std::runtime_error(ErrnoText("mkdtemp " + templ));
+  path_ = templ;
+}
+
+TempDir::~TempDir() {
+  if (path_.empty()) return;
+  if (std::getenv("FF_KEEP_TEST_DIRS")) {
+    std::fprintf(stderr, "[fleetflow-testing] kept test directory %s\n", path_.c_str());
+    return;
+  }
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+TempDir::TempDir(TempDir&& other) noexcept : path_(std::exchange(other.path_, "")) {}
+
+TempDir& TempDir::operator=(TempDir&& other) noexcept {
+  if (this != &other) {
+    TempDir old(std::move(*this));
+    path_ = std::exchange(other.path_, "");
+  }
+  return *this;
+}
+
+void TempDir::ChownTo(const std::string& user) const {
+  const passwd* pw = ::getpwnam(user.c_str());
+  if (!pw) throw std::runtime_error("no such user: " + user);
+  if (::chown(path_.c_str(), pw->pw_uid, pw->pw_gid) != 0) {
+    throw std::runtime_error(ErrnoText("chown " + path_ + " to " + user));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process
+
+Process::Process(const std::vector<std::string>& argv, const std::string& log_path,
+                 const std::map<std::string, std::string>& env, const std::string& run_as_user)
+    : log_path_(log_path) {
+  Fd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (log.get() < 0) throw std::runtime_error(ErrnoText("open log " + log_path));
+  SpawnSpec spec;
+  spec.argv = argv;
+  spec.env = env;
+  spec.run_as_user = run_as_user;
+  spec.stdout_fd = log.get();
+  spec.stderr_fd = log.get();
+  pid_ = Spawn(spec);
+}
+
+Process::~Process() { KillAndReap(); }
+
+Process::Process(Process&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)),
+      status_(std::exchange(other.status_, std::nullopt)),
+      log_path_(std::move(other.log_path_)) {}
+
+Process& Process::operator=(Process&& other) noexcept {
+  if (this != &other) {
+    KillAndReap();
+    pid_ = std::exchange(other.pid_, -1);
+    status_ = std::exchange(other.status_, std::nullopt);
+    log_path_ = std::move(other.log_path_);
+  }
+  return *this;
+}
+
+void Process::Signal(int sig) const {
+  if (pid_ > 0 && !status_) ::kill(pid_, sig);
+}
+
+void Process::SignalGroup(int sig) const {
+  if (pid_ > 0 && !status_) ::kill(-pid_, sig);
+}
+
+std::optional<int> Process::Wait(milliseconds timeout) {
+  if (status_) return status_;
+  if (pid_ <= 0) return -1;
+  auto reaped = [this] {
+    int st = 0;
+    const pid_t r = ::waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) status_ = DecodeStatus(st);
+    if (r < 0 && errno == ECHILD) status_ = -1;  // reaped elsewhere
+    return status_.has_value();
+  };
+  WaitFor(reaped, timeout, milliseconds(10));
+  return status_;
+}
+
+bool Process::Running() { return !Wait(milliseconds(0)).has_value(); }
+
+int Process::Stop(int sig, milliseconds timeout) {
+  if (Running()) {
+    Signal(sig);
+    if (!Wait(timeout)) KillAndReap();
+  }
+  return status_.value_or(-1);
+}
+
+std::string Process::ReadLog() const { return ReadFile(log_path_); }
+
+void Process::KillAndReap() noexcept {
+  if (pid_ <= 0 || status_) return;
+  ::kill(-pid_, SIGKILL);
+  ::kill(pid_, SIGKILL);
+  int st = 0;
+  pid_t r;
+  do {
+    r = ::waitpid(pid_, &st, 0);
+  } while (r < 0 && errno == EINTR);
+  status_ = r == pid_ ? DecodeStatus(st) : -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// NatsServer
+
+NatsServer::NatsServer() : NatsServer({}, "") {}
+
+NatsServer::NatsServer(std::vector<std::string> extra_args, std::string config_file)
+    : dir_("ff-nats"), extra_args_(std::move(extra_args)), config_file_(std::move(config_file)) {}
+
+NatsServer::~NatsServer() {
+  try {
+    Stop();
+  } catch (...) {
+  }
+}
+
+bool NatsServer::Available() { return !FindServerBinary("nats-server").empty(); }
+
+void NatsServer::Start() {
+  if (running()) return;
+  if (started_once_) return Launch();
+  for (int attempt = 1;; ++attempt) {
+    port_ = FreePort();
+    try {
+      Launch();
+      started_once_ = true;
+      return;
+    } catch (const PortInUse&) {
+      if (attempt == 5) throw;
+    }
+  }
+}
+
+void NatsServer::Launch() {
+  const std::string exe = FindServerBinary("nats-server");
+  if (exe.empty()) throw std::runtime_error("nats-server not installed: run scripts/deps.sh");
+  std::vector<std::string> argv = {exe,   "-a",  "127.0.0.1", "-p", std::to_string(port_),
+                                   "-js", "-sd", store_dir()};
+  if (!config_file_.empty()) {
+    argv.push_back("-c");
+    argv.push_back(config_file_);
+  }
+  argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+
+  const std::string log = dir_.File("nats-server.log");
+  const auto offset = FileSize(log);
+  proc_ = std::make_unique<Process>(argv, log);
+  // Our own log must say ready: a greeting alone could come from another server on this port.
+  const bool ready = WaitFor(
+      [&] {
+        if (!proc_->Running()) return true;
+        return ReadFrom(log, offset).find("Server is ready") != std::string::npos &&
+               NatsGreets(port_);
+      },
+      std::chrono::seconds(10), milliseconds(20));
+  if (ready && proc_->Running()) return;
+
+  const std::string out = ReadFrom(log, offset);
+  proc_->Stop(SIGKILL, std::chrono::seconds(5));
+  proc_.reset();
+  const std::string msg = "nats-server on port " + std::to_string(port_) +
+                          (ready ? " exited" : " not ready after 10 s") + "; log:\n" + Tail(out);
+  if (!started_once_ && out.find("address already in use") != std::string::npos) {
+    throw PortInUse(msg);
+  }
+  throw std::runtime_error(msg);
+}
+
+void NatsServer::Stop() {
+  if (!proc_) return;
+  proc_->Stop(SIGTERM, std::chrono::seconds(10));
+  proc_.reset();
+}
+
+void NatsServer::Kill() {
+  if (!proc_) return;
+  proc_->Stop(SIGKILL, std::chrono::seconds(10));
+  proc_.reset();
+}
+
+void NatsServer::Restart() {
+  Stop();
+  Start();
+}
+
+bool NatsServer::running() { return proc_ && proc_->Running(); }
+
+std::string NatsServer::url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
+
+std::string NatsServer::ReadLog() const { return ReadFile(dir_.File("nats-server.log")); }
+
+// ---------------------------------------------------------------------------------------------
+// PostgresServer
+
+PostgresServer::PostgresServer() : PostgresServer(std::vector<std::string>{}) {}
+
+PostgresServer::PostgresServer(std::vector<std::string> settings)
+    : dir_("ff-pg"), settings_(std::move(settings)) {
+  const std::string postgres = FindServerBinary("postgres");
+  if (!postgres.empty()) bin_dir_ = fs::path(postgres).parent_path().string();
+  if (::geteuid() == 0) {
+    run_as_ = "postgres";
+    if (::getpwnam(run_as_.c_str())) dir_.ChownTo(run_as_);
+  }
+}
+
+PostgresServer::~PostgresServer() {
+  try {
+    Stop();
+  } catch (...) {
+  }
+}
+
+bool PostgresServer::Available() {
+  for (const char* tool : {"postgres", "initdb", "pg_isready", "psql"}) {
+    if (FindServerBinary(tool).empty()) return false;
+  }
+  return ::geteuid() != 0 || ::getpwnam("postgres") != nullptr;
+}
+
+std::string PostgresServer::Bin(const std::string& name) const {
+  if (!bin_dir_.empty() && IsExecutable(bin_dir_ + "/" + name)) return bin_dir_ + "/" + name;
+  const std::string found = FindServerBinary(name);
+  if (found.empty()) {
+    throw std::runtime_error(name + " (PostgreSQL) not installed: run scripts/deps.sh");
+  }
+  return found;
+}
+
+void PostgresServer::Start() {
+  if (running()) return;
+  if (!run_as_.empty() && !::getpwnam(run_as_.c_str())) {
+    throw std::runtime_error("running as root but there is no user 'postgres' to run PostgreSQL");
+  }
+  const std::map<std::string, std::string> locale = {{"LC_ALL", "C"}, {"LANG", "C"}};
+  if (!initialised_) {
+    const std::string log = dir_.File("initdb.log");
+    Process initdb({Bin("initdb"), "-D", data_dir(), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                    "--locale=C", "--no-sync"},
+                   log, locale, run_as_);
+    const auto status = initdb.Wait(std::chrono::seconds(120));
+    if (status != 0) {
+      throw std::runtime_error("initdb failed (status " +
+                               (status ? std::to_string(*status) : std::string("timeout")) +
+                               "); log:\n" + Tail(ReadFile(log)));
+    }
+    initialised_ = true;
+  }
+  if (started_once_) return Launch();
+  for (int attempt = 1;; ++attempt) {
+    port_ = FreePort();
+    try {
+      Launch();
+      break;
+    } catch (const PortInUse&) {
+      if (attempt == 5) throw;
+    }
+  }
+  started_once_ = true;
+  Psql("CREATE DATABASE fleetflow", "postgres");
+}
+
+void PostgresServer::Launch() {
+  std::vector<std::string> argv = {Bin("postgres"),
+                                   "-D",
+                                   data_dir(),
+                                   "-p",
+                                   std::to_string(port_),
+                                   "-k",
+                                   dir(),
+                                   "-c",
+                                   "listen_addresses=127.0.0.1",
+                                   "-c",
+                                   "fsync=off",
+                                   "-c",
+                                   "full_page_writes=off"};
+  for (const auto& s : settings_) {
+    argv.push_back("-c");
+    argv.push_back(s);
+  }
+  const std::string log = dir_.File("postgres.log");
+  const auto offset = FileSize(log);
+  proc_ = std::make_unique<Process>(argv, log, std::map<std::string, std::string>{{"LC_ALL", "C"}},
+                                    run_as_);
+  const std::string isready = Bin("pg_isready");
+  const std::string port = std::to_string(port_);
+  const bool ready = WaitFor(
+      [&] {
+        if (!proc_->Running()) return true;
+        if (ReadFrom(log, offset).find("ready to accept connections") == std::string::npos) {
+          return false;
+        }
+        return RunCommand({isready, "-q", "-h", "127.0.0.1", "-p", port, "-t", "2"},
+                          std::chrono::seconds(5))
+                   .exit_code == 0;
+      },
+      std::chrono::seconds(30), milliseconds(50));
+  if (ready && proc_->Running()) return;
+
+  const std::string out = ReadFrom(log, offset);
+  proc_->Stop(SIGKILL, std::chrono::seconds(5));
+  proc_.reset();
+  const std::string msg = "postgres on port " + port +
+                          (ready ? " exited" : " not ready after 30 s") + "; log:\n" + Tail(out);
+  if (!started_once_ && out.find("Address already in use") != std::string::npos) {
+    throw PortInUse(msg);
+  }
+  throw std::runtime_error(msg);
+}
+
+void PostgresServer::Stop() {
+  if (!proc_) return;
+  proc_->Stop(SIGINT, std::chrono::seconds(30));  // SIGINT = fast shutdown
+  proc_->SignalGroup(SIGKILL);                    // no-op after a clean exit
+  proc_.reset();
+}
+
+void PostgresServer::Kill() {
+  if (!proc_) return;
+  proc_->SignalGroup(SIGKILL);
+  proc_->Wait(std::chrono::seconds(10));
+  proc_.reset();
+}
+
+void PostgresServer::Restart() {
+  Stop();
+  Start();
+}
+
+bool PostgresServer::running() { return proc_ && proc_->Running(); }
+
+std::string PostgresServer::conninfo() const {
+  return "host=127.0.0.1 port=" + std::to_string(port_) + " user=postgres dbname=fleetflow";
+}
+
+std::string PostgresServer::url() const {
+  return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/fleetflow";
+}
+
+std::map<std::string, std::string> PostgresServer::env() const {
+  return {{"PGHOST", "127.0.0.1"},
+          {"PGPORT", std::to_string(port_)},
+          {"PGUSER", "postgres"},
+          {"PGDATABASE", "fleetflow"}};
+}
+
+std::string PostgresServer::ReadLog() const { return ReadFile(dir_.File("postgres.log")); }
+
+std::string PostgresServer::Psql(const std::string& sql, const std::string& dbname) const {
+  const CommandResult r = RunCommand(
+      {Bin("psql"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
+       std::to_string(port_), "-U", "postgres", "-d", dbname, "-c", sql},
+      std::chrono::seconds(60), {{"PGCONNECT_TIMEOUT", "10"}, {"PGAPPNAME", "fleetflow-tests"}});
+  if (r.exit_code != 0) {
+    throw std::runtime_error("psql failed (exit " + std::to_string(r.exit_code) + ") for: " + sql +
+                             "\n" + Trim(r.err));
+  }
+  return Trim(r.out);
+}
+
+}  // namespace fleetflow::testing

@@ -1,0 +1,259 @@
+// Test fixtures: free ports, polling waits, temporary directories, child processes and throwaway
+// nats-server / PostgreSQL instances for integration and end-to-end tests.
+//
+// Every server runs on its own free port in its own temporary directory, so tests may run in
+// parallel (ctest -j) without locks. Nothing here needs GoogleTest; the FF_REQUIRE_* macros at the
+// bottom expand to GTEST_SKIP() at the call site.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <csignal>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fleetflow::testing {
+
+/// Returns a TCP port that was free on 127.0.0.1 a moment ago (binds port 0, reads it back and
+/// closes the socket). Another process may take it before you bind; the servers below retry with
+/// a new port when that happens. Throws std::runtime_error if no socket can be bound.
+int FreePort();
+
+/// Polls `cond` every `poll` until it returns true or `deadline` has elapsed; the condition is
+/// checked once more at the deadline. Returns the last result. This is the only way tests wait:
+/// never a bare sleep standing in for synchronisation.
+bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds deadline,
+             std::chrono::milliseconds poll = std::chrono::milliseconds(20));
+
+/// True if a TCP connection to host:port succeeds within `timeout` (the socket is closed again).
+bool PortAcceptsConnections(int port, const std::string& host = "127.0.0.1",
+                            std::chrono::milliseconds timeout = std::chrono::milliseconds(500));
+
+/// Finds an executable: a name containing '/' is checked as is; otherwise PATH, then /usr/sbin,
+/// /usr/local/sbin, /sbin, then /usr/lib/postgresql/<version>/bin (newest version first).
+/// Returns the absolute path, or "" when not found.
+std::string FindServerBinary(const std::string& name);
+
+/// Reads a whole file; "" if it cannot be opened.
+std::string ReadFile(const std::string& path);
+
+/// The output of a finished command run by RunCommand().
+struct CommandResult {
+  int exit_code = -1;  ///< exit status, 128+signal if killed by a signal, -1 on timeout
+  std::string out;     ///< everything written to stdout
+  std::string err;     ///< everything written to stderr
+  bool timed_out = false;
+};
+
+/// Runs a command to completion (no shell: argv[0] is looked up in PATH), capturing stdout and
+/// stderr separately; `env` adds or overrides environment variables. Kills the command with
+/// SIGKILL after `timeout`. Throws std::runtime_error if it cannot be started (not found, exec
+/// error).
+CommandResult RunCommand(const std::vector<std::string>& argv,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(60),
+                         const std::map<std::string, std::string>& env = {});
+
+/// A directory created with mkdtemp under /tmp, removed recursively on destruction unless the
+/// environment variable FF_KEEP_TEST_DIRS is set (then its path is printed to stderr). Movable.
+class TempDir {
+ public:
+  /// Creates /tmp/<prefix>-XXXXXX. Throws std::runtime_error on failure.
+  explicit TempDir(const std::string& prefix = "fleetflow-test");
+  ~TempDir();
+  TempDir(TempDir&& other) noexcept;
+  TempDir& operator=(TempDir&& other) noexcept;
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  /// Absolute path of the directory (no trailing slash).
+  const std::string& path() const { return path_; }
+  /// path() + "/" + name.
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+  /// Gives the directory (not its contents) to `user`, e.g. "postgres". Throws if the user does
+  /// not exist or chown fails (only root may chown to another user).
+  void ChownTo(const std::string& user) const;
+
+ private:
+  std::string path_;
+};
+
+/// A child process started with fork/execve: argv[0] is looked up in PATH (of the merged
+/// environment), stdin is /dev/null, stdout and stderr are appended to `log_path`. The child gets
+/// its own process group and PR_SET_PDEATHSIG=SIGKILL, so it dies if the thread that started it
+/// (normally the test's main thread) dies. The destructor SIGKILLs the process group and reaps the
+/// child if it still runs. Movable, not thread-safe.
+class Process {
+ public:
+  /// Starts the child. `env` adds or overrides environment variables. When the test runs as root
+  /// and `run_as_user` is not empty, the child switches to that user (and its groups, and cwd "/")
+  /// before exec; otherwise `run_as_user` is ignored. Throws std::runtime_error if the executable
+  /// is missing or exec fails (the reason is in the message).
+  Process(const std::vector<std::string>& argv, const std::string& log_path,
+          const std::map<std::string, std::string>& env = {}, const std::string& run_as_user = "");
+  ~Process();
+  Process(Process&& other) noexcept;
+  Process& operator=(Process&& other) noexcept;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  /// Process id of the child (also its process group id).
+  pid_t pid() const { return pid_; }
+  /// Sends `sig` to the child itself (not its group). No-op once it has been reaped.
+  void Signal(int sig) const;
+  /// Sends `sig` to the child's whole process group. No-op once it has been reaped.
+  void SignalGroup(int sig) const;
+  /// Waits up to `timeout` for the child to exit and reaps it. Returns its exit status (128+signal
+  /// if killed by a signal), or nullopt if it still runs. A zero timeout just checks.
+  std::optional<int> Wait(std::chrono::milliseconds timeout);
+  /// True while the child has not exited.
+  bool Running();
+  /// Sends `sig`, waits up to `timeout`, then SIGKILLs the group and reaps. Returns the status.
+  int Stop(int sig = SIGTERM, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  /// Contents of the log file so far.
+  std::string ReadLog() const;
+  /// Path of the log file.
+  const std::string& log_path() const { return log_path_; }
+
+ private:
+  void KillAndReap() noexcept;
+
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+  std::string log_path_;
+};
+
+/// A nats-server with JetStream on a free port of 127.0.0.1, its store and log in a temporary
+/// directory: `nats-server -a 127.0.0.1 -p <port> -js -sd <dir>/js [-c config] [extra args]`.
+/// Not started until Start(). The destructor stops it.
+class NatsServer {
+ public:
+  NatsServer();
+  /// `extra_args` are appended to the command line (e.g. {"-m", "8222"}); `config_file`, when not
+  /// empty, is passed with -c (command-line flags still override it).
+  explicit NatsServer(std::vector<std::string> extra_args, std::string config_file = "");
+  ~NatsServer();
+  NatsServer(const NatsServer&) = delete;
+  NatsServer& operator=(const NatsServer&) = delete;
+
+  /// True if a nats-server binary can be found (see FindServerBinary).
+  static bool Available();
+
+  /// Starts the server and waits (at most 10 s) until a client connection receives the "INFO "
+  /// greeting. If the port was taken meanwhile on the first start, retries on a new port. No-op
+  /// when already running. Throws std::runtime_error with the log tail on failure.
+  void Start();
+  /// SIGTERM, waits up to 10 s (then SIGKILL). No-op when not running.
+  void Stop();
+  /// SIGKILL, no clean shutdown (simulates a crash). No-op when not running.
+  void Kill();
+  /// Stop() then Start() on the same port and store directory.
+  void Restart();
+  /// True while the server process runs.
+  bool running();
+
+  /// "nats://127.0.0.1:<port>".
+  std::string url() const;
+  int port() const { return port_; }
+  /// JetStream store directory (<dir>/js); kept across Restart().
+  std::string store_dir() const { return dir_.File("js"); }
+  /// The temporary directory holding the store and the log.
+  const std::string& dir() const { return dir_.path(); }
+  /// The server's log (all starts appended).
+  std::string ReadLog() const;
+
+ private:
+  void Launch();
+
+  TempDir dir_;
+  std::vector<std::string> extra_args_;
+  std::string config_file_;
+  int port_ = 0;
+  bool started_once_ = false;
+  std::unique_ptr<Process> proc_;
+};
+
+/// A throwaway PostgreSQL cluster: initdb (trust auth, superuser "postgres", UTF8, --no-sync) in a
+/// temporary directory, then `postgres -D <dir>/data -p <port> -k <dir> -c
+/// listen_addresses=127.0.0.1 -c fsync=off ...` with a database "fleetflow". When the test runs as
+/// root, initdb and postgres run as the user "postgres" (the directory is given to it). Not
+/// started until Start(). The destructor stops it.
+class PostgresServer {
+ public:
+  PostgresServer();
+  /// `settings` are extra "name=value" server settings, each passed as -c name=value.
+  explicit PostgresServer(std::vector<std::string> settings);
+  ~PostgresServer();
+  PostgresServer(const PostgresServer&) = delete;
+  PostgresServer& operator=(const PostgresServer&) = delete;
+
+  /// True if initdb, postgres, pg_isready and psql are found and, when running as root, the user
+  /// "postgres" exists.
+  static bool Available();
+
+  /// On the first call runs initdb, starts the server, waits (at most 30 s) for pg_isready and
+  /// creates the database "fleetflow"; later calls just start the server on the same port and
+  /// data. No-op when already running. Throws std::runtime_error with the log tail on failure.
+  void Start();
+  /// Fast shutdown (SIGINT to the postmaster), waits up to 30 s (then SIGKILL). No-op when not
+  /// running. Once it returns the port is closed.
+  void Stop();
+  /// SIGKILL to the postmaster and its backends (simulates a crash; the next Start() recovers).
+  void Kill();
+  /// Stop() then Start(), same port and data.
+  void Restart();
+  /// True while the postmaster runs.
+  bool running();
+
+  /// "host=127.0.0.1 port=<port> user=postgres dbname=fleetflow".
+  std::string conninfo() const;
+  /// "postgresql://postgres@127.0.0.1:<port>/fleetflow".
+  std::string url() const;
+  /// libpq environment for child processes: PGHOST, PGPORT, PGUSER, PGDATABASE.
+  std::map<std::string, std::string> env() const;
+  int port() const { return port_; }
+  /// The data directory (<dir>/data).
+  std::string data_dir() const { return dir_.File("data"); }
+  /// The temporary directory holding data, socket and logs.
+  const std::string& dir() const { return dir_.path(); }
+  /// The server's log (all starts appended).
+  std::string ReadLog() const;
+
+  /// Runs `psql -X -A -t -q -v ON_ERROR_STOP=1 -c <sql>` against `dbname` and returns stdout
+  /// without trailing whitespace; rows are separated by '\n', columns by '|'. Throws
+  /// std::runtime_error carrying psql's stderr on error.
+  std::string Psql(const std::string& sql, const std::string& dbname = "fleetflow") const;
+
+ private:
+  void Launch();
+  std::string Bin(const std::string& name) const;
+
+  TempDir dir_;
+  std::vector<std::string> settings_;
+  std::string bin_dir_;
+  std::string run_as_;
+  int port_ = 0;
+  bool initialised_ = false;  // initdb done
+  bool started_once_ = false;
+  std::unique_ptr<Process> proc_;
+};
+
+}  // namespace fleetflow::testing
+
+/// In a test body or SetUp(): skips the test when nats-server is not installed.
+#define FF_REQUIRE_NATS_SERVER()                                        \
+  do {                                                                  \
+    if (!::fleetflow::testing::NatsServer::Available())                 \
+      GTEST_SKIP() << "nats-server not installed: run scripts/deps.sh"; \
+  } while (0)
+
+/// In a test body or SetUp(): skips the test when PostgreSQL server binaries are not installed.
+#define FF_REQUIRE_POSTGRES()                                                 \
+  do {                                                                        \
+    if (!::fleetflow::testing::PostgresServer::Available())                   \
+      GTEST_SKIP() << "PostgreSQL server not installed: run scripts/deps.sh"; \
+  } while (0)
