@@ -12,6 +12,12 @@ struct HttpServer::Impl {
 
 HttpServer::HttpServer(std::function<std::string()> metrics, std::function<bool()> ready)
     : impl_(std::make_unique<Impl>()) {
+  // SO_REUSEADDR (not the library's default SO_REUSEPORT): a restarted engine can bind its port
+  // at once, and two engines can never share one.
+  impl_->server.set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   impl_->server.Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics(), "text/plain; version=0.0.4; charset=utf-8");
   });

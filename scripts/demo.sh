@@ -101,12 +101,13 @@ lateness_ms=$(json_int allowed_lateness_ms 0)
 # Helpers
 
 progress_open=0  # a \r progress line is on screen and needs a newline before other output
+# Output never fails the script: a closed terminal or pipe must not stop the cleanup.
 say() {
   if ((progress_open)); then
-    printf '\n'
+    printf '\n' 2>/dev/null || true
     progress_open=0
   fi
-  printf 'demo: %s\n' "$*"
+  printf 'demo: %s\n' "$*" 2>/dev/null || true
 }
 warn() { say "warning: $*" >&2; }
 die() {
@@ -135,7 +136,12 @@ poll_until() {
   done
 }
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# A port is in use if something listens on it, or if any socket (even in TIME-WAIT, which blocks
+# a server that binds without SO_REUSEADDR) has it as its local port.
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+  command -v ss >/dev/null 2>&1 && [[ -n "$(ss -Htan "sport = :$1" 2>/dev/null)" ]]
+}
 
 # Prints $1 if free, else the next free port above it.
 pick_port() {
@@ -291,7 +297,7 @@ if ((fresh)) && [[ -d "$run_dir" ]]; then
   stop_stale
   stop_nats
   stop_pg
-  say "deleting $run_dir"
+  say "deleting the JetStream store, PostgreSQL data and logs in $run_dir"
   rm -rf "${run_dir:?}/nats" "$pg_dir" "$run_dir"/*.log "$run_dir"/*.pid
 fi
 
@@ -329,7 +335,7 @@ stop_requested=0
 
 cleanup() {
   local rc=$?
-  trap '' INT TERM HUP
+  trap '' INT TERM HUP PIPE
   if [[ -n "$sim_pid" ]]; then stop_pid "$sim_pid" fleet-sim 10; fi
   if [[ -n "$engine_pid" ]]; then stop_pid "$engine_pid" fleetflow 30; fi
   rm -f "$run_dir/fleet-sim.pid" "$run_dir/fleetflow.pid"
@@ -351,12 +357,14 @@ check_stop() {
 
 mkdir -p "$run_dir"
 stop_stale
+: >"$run_dir/fleetflow.log"
+: >"$run_dir/fleet-sim.log"
 
 # nats-server -------------------------------------------------------------------------------
 existing=$(cat "$run_dir/nats-server.pid" 2>/dev/null || true)
 if alive_as "$existing" nats-server && [[ -f "$run_dir/nats-server.port" ]]; then
   nats_port=$(cat "$run_dir/nats-server.port")
-  say "using the nats-server an earlier --keep run left on port $nats_port (pid $existing)"
+  say "using the nats-server left running by an earlier run on port $nats_port (pid $existing)"
   nats_started=1
 else
   nats_port=$(pick_port "$nats_port")
@@ -404,7 +412,7 @@ fi
 
 if pg_running; then
   pg_port=$(sed -n 4p "$pg_dir/postmaster.pid")
-  say "using the PostgreSQL an earlier --keep run left on port $pg_port"
+  say "using the PostgreSQL left running by an earlier run on port $pg_port"
   pg_started=1
 else
   pg_port=$(pick_port "$pg_port")
@@ -424,28 +432,36 @@ fi
 check_stop
 
 # Engine ------------------------------------------------------------------------------------
-metrics_port=$(pick_port "$metrics_port")
-engine_args=(run "$pipeline" --metrics-port "$metrics_port")
-if "$fleetflow_bin" run --help 2>&1 | grep -q -- --metrics-host; then
-  engine_args+=(--metrics-host 127.0.0.1)
+metrics_host_flag=()
+if timeout 10 "$fleetflow_bin" run --help 2>&1 </dev/null | grep -q -- --metrics-host; then
+  metrics_host_flag=(--metrics-host 127.0.0.1)
 fi
-say "starting the engine: fleetflow ${engine_args[*]} (log $run_dir/fleetflow.log)"
-start_bg "$run_dir/fleetflow.log" env NATS_URL="$nats_url" PGHOST=127.0.0.1 PGPORT="$pg_port" \
-  PGUSER=postgres PGDATABASE=fleetflow \
-  FLEETFLOW_PG="host=127.0.0.1 port=$pg_port user=postgres dbname=fleetflow" \
-  "$fleetflow_bin" "${engine_args[@]}"
-engine_pid=$started_pid
-echo "$engine_pid" >"$run_dir/fleetflow.pid"
 engine_ready() { ((stop_requested)) || ! alive "$engine_pid" || http_get /readyz >/dev/null; }
-poll_until 30 engine_ready || true
-check_stop
-if ! alive "$engine_pid"; then
+for attempt in 1 2 3; do
+  metrics_port=$(pick_port "$metrics_port")
+  engine_args=(run "$pipeline" --metrics-port "$metrics_port" "${metrics_host_flag[@]}")
+  say "starting the engine: fleetflow ${engine_args[*]} (log $run_dir/fleetflow.log)"
+  start_bg "$run_dir/fleetflow.log" env NATS_URL="$nats_url" PGHOST=127.0.0.1 \
+    PGPORT="$pg_port" PGUSER=postgres PGDATABASE=fleetflow \
+    FLEETFLOW_PG="host=127.0.0.1 port=$pg_port user=postgres dbname=fleetflow" \
+    "$fleetflow_bin" "${engine_args[@]}"
+  engine_pid=$started_pid
+  echo "$engine_pid" >"$run_dir/fleetflow.pid"
+  poll_until 30 engine_ready || true
+  check_stop
+  alive "$engine_pid" && break
   status=0
   wait "$engine_pid" || status=$?
   engine_pid=""
+  # Another program took the metrics port between our check and the engine's bind: next port.
+  if ((attempt < 3)) && tail -n 5 "$run_dir/fleetflow.log" | grep -q "cannot listen"; then
+    warn "metrics port $metrics_port was taken meanwhile; trying the next one"
+    metrics_port=$((metrics_port + 1))
+    continue
+  fi
   log_tail "$run_dir/fleetflow.log"
   die "the engine exited with status $status (log $run_dir/fleetflow.log)"
-fi
+done
 http_get /readyz >/dev/null || warn "the engine is not ready after 30 s; continuing"
 
 # fleet-sim ---------------------------------------------------------------------------------
@@ -488,13 +504,16 @@ while ((stop_requested == 0)); do
     warn "fleet-sim still runs ${elapsed}s after starting; stopping it"
     break
   fi
-  msgs=$(messages_in)
-  read -r rows active < <(sql_figures)
+  # A Ctrl-C also reaches curl and psql (same process group): tolerate their death.
+  msgs=$(messages_in) || msgs="-"
+  figures=$(sql_figures) || figures="- -"
+  read -r rows active <<<"$figures" || true
+  ((stop_requested == 0)) || break
   rate="-"
-  if [[ "$msgs" != "-" && -n "$last_in" && "$last_in" != "-" ]]; then rate=$((msgs - last_in)); fi
+  if [[ "$msgs" =~ ^[0-9]+$ && "$last_in" =~ ^[0-9]+$ ]]; then rate=$((msgs - last_in)); fi
   last_in=$msgs
-  line=$(printf '[%4ds] messages in: %s (%s/s) | rows written: %s | vehicles active: %s/%s' \
-    "$elapsed" "$msgs" "$rate" "$rows" "$active" "$vehicles")
+  printf -v line '[%4ds] messages in: %s (%s/s) | rows written: %s | vehicles active: %s/%s' \
+    "$elapsed" "$msgs" "$rate" "$rows" "$active" "$vehicles"
   if ((tty)); then
     printf '\r%s\033[K' "$line"
     progress_open=1
@@ -541,7 +560,8 @@ if [[ -n "$engine_pid" ]]; then
   last_rows=""
   stable_since=$SECONDS
   while ((SECONDS < deadline)); do
-    read -r rows _ < <(sql_figures)
+    figures=$(sql_figures) || figures="- -"
+    read -r rows _ <<<"$figures" || true
     if [[ "$rows" != "$last_rows" ]]; then
       last_rows=$rows
       stable_since=$SECONDS
@@ -552,7 +572,7 @@ if [[ -n "$engine_pid" ]]; then
   done
 
   say "stopping the engine (SIGTERM, drain)"
-  final_in=$(messages_in)
+  final_in=$(messages_in) || final_in="-"
   kill -TERM "$engine_pid" 2>/dev/null || true
   if ! poll_until 30 eval "! kill -0 $engine_pid 2>/dev/null"; then
     warn "the engine did not stop within 30 s: SIGKILL"

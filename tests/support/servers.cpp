@@ -776,4 +776,13 @@ std::string PostgresServer::Psql(const std::string& sql, const std::string& dbna
   return Trim(r.out);
 }
 
+std::optional<std::string> PostgresServer::TryPsql(const std::string& sql,
+                                                   const std::string& dbname) const {
+  try {
+    return Psql(sql, dbname);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
 }  // namespace fleetflow::testing

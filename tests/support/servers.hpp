@@ -3,7 +3,10 @@
 //
 // Every server runs on its own free port in its own temporary directory, so tests may run in
 // parallel (ctest -j) without locks. Nothing here needs GoogleTest; the FF_REQUIRE_* macros at the
-// bottom expand to GTEST_SKIP() at the call site.
+// bottom expand to GTEST_SKIP() at the call site, so use them directly in a test body or in a
+// fixture's SetUp() (in a helper function the skip would only return from the helper).
+// Failures to start a server throw std::runtime_error with the server's log tail; GoogleTest
+// reports the exception as a test failure.
 #pragma once
 
 #include <sys/types.h>
@@ -25,8 +28,8 @@ namespace fleetflow::testing {
 int FreePort();
 
 /// Polls `cond` every `poll` until it returns true or `deadline` has elapsed; the condition is
-/// checked once more at the deadline. Returns the last result. This is the only way tests wait:
-/// never a bare sleep standing in for synchronisation.
+/// checked once more at the deadline. Returns the last result; exceptions from `cond` propagate.
+/// This is the only way tests wait: never a bare sleep standing in for synchronisation.
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds deadline,
              std::chrono::milliseconds poll = std::chrono::milliseconds(20));
 
@@ -227,6 +230,10 @@ class PostgresServer {
   /// without trailing whitespace; rows are separated by '\n', columns by '|'. Throws
   /// std::runtime_error carrying psql's stderr on error.
   std::string Psql(const std::string& sql, const std::string& dbname = "fleetflow") const;
+  /// Like Psql() but returns nullopt instead of throwing (e.g. to poll inside WaitFor() for a
+  /// table that does not exist yet).
+  std::optional<std::string> TryPsql(const std::string& sql,
+                                     const std::string& dbname = "fleetflow") const;
 
  private:
   void Launch();

@@ -183,6 +183,7 @@ TEST(PostgresServerTest, StartQueryRestartStop) {
   EXPECT_EQ(pg.env().at("PGPORT"), std::to_string(port));
   EXPECT_EQ(pg.Psql("SELECT 1"), "1");
   EXPECT_EQ(pg.Psql("SELECT current_database()"), "fleetflow");
+  EXPECT_EQ(pg.TryPsql("SELECT count(*) FROM t"), std::nullopt);
 
   pg.Psql(
       "CREATE TABLE t (id int PRIMARY KEY, name text); INSERT INTO t VALUES (1, 'a'), (2, 'b')");
