@@ -1,5 +1,7 @@
 #include "nats_client.hpp"
 
+#include "nats_status.hpp"
+
 #include <nats/nats.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -33,13 +35,8 @@ std::string StatusText(natsStatus s) {
   return text;
 }
 
-[[noreturn]] void Throw(natsStatus s, std::string_view operation) {
-  throw Error("nats: " + std::string(operation) + ": " + StatusText(s), s);
-}
-
-void Check(natsStatus s, std::string_view operation) {
-  if (s != NATS_OK) Throw(s, operation);
-}
+using detail::Check;
+using detail::Throw;
 
 using OptionsPtr = std::unique_ptr<natsOptions, decltype(&natsOptions_Destroy)>;
 
@@ -238,6 +235,19 @@ void OnSubscriptionComplete(void* closure) {
 }
 
 }  // namespace
+
+namespace detail {
+
+[[noreturn]] void Throw(int status, std::string_view operation) {
+  const auto s = static_cast<natsStatus>(status);
+  throw Error("nats: " + std::string(operation) + ": " + StatusText(s), status);
+}
+
+void Check(int status, std::string_view operation) {
+  if (status != NATS_OK) Throw(status, operation);
+}
+
+}  // namespace detail
 
 ConnectOptions ConnectOptions::FromEnv() {
   ConnectOptions o;

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
-  libnats-dev libtbb-dev libpqxx-dev libpq-dev libflatbuffers-dev flatbuffers-compiler
+  libnats-dev libssl-dev libtbb-dev libpqxx-dev libpq-dev libflatbuffers-dev flatbuffers-compiler
   rapidjson-dev libcli11-dev libcpp-httplib-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nats-server postgresql-15 postgresql-client-15 procps iproute2

@@ -1,0 +1,285 @@
+#include "jetstream.hpp"
+
+#include <nats/nats.h>
+
+#include "nats_status.hpp"
+
+namespace fleetflow::nats {
+
+using detail::Check;
+using detail::Throw;
+
+namespace {
+
+constexpr const char* kExpectedLastSubjectSeq = "Nats-Expected-Last-Subject-Sequence";
+
+jsStorageType Storage(const std::string& s) {
+  return s == "memory" ? js_MemoryStorage : js_FileStorage;
+}
+
+}  // namespace
+
+// --- JsMessage ---
+
+JsMessage::JsMessage(natsMsg* m) : msg_(m) {}
+JsMessage::~JsMessage() { natsMsg_Destroy(msg_); }
+std::string_view JsMessage::subject() const { return natsMsg_GetSubject(msg_); }
+const void* JsMessage::data() const { return natsMsg_GetData(msg_); }
+size_t JsMessage::size() const { return static_cast<size_t>(natsMsg_GetDataLength(msg_)); }
+
+uint64_t JsMessage::delivered() const {
+  jsMsgMetaData* meta = nullptr;
+  if (natsMsg_GetMetaData(&meta, msg_) != NATS_OK) return 1;
+  const uint64_t n = meta->NumDelivered;
+  jsMsgMetaData_Destroy(meta);
+  return n;
+}
+
+// A failed ack is not an error of ours: the server redelivers after ack_wait.
+void JsMessage::Ack() {
+  if (!done_.exchange(true)) natsMsg_Ack(msg_, nullptr);
+}
+void JsMessage::Nak() {
+  if (!done_.exchange(true)) natsMsg_Nak(msg_, nullptr);
+}
+void JsMessage::Term() {
+  if (!done_.exchange(true)) natsMsg_Term(msg_, nullptr);
+}
+
+// --- PullConsumer ---
+
+PullConsumer::~PullConsumer() {
+  natsSubscription_Unsubscribe(sub_);
+  natsSubscription_Destroy(sub_);
+}
+
+std::vector<std::shared_ptr<JsMessage>> PullConsumer::Fetch(int batch, int timeout_ms) {
+  natsMsgList list{};
+  const natsStatus s = natsSubscription_Fetch(&list, sub_, batch, timeout_ms, nullptr);
+  std::vector<std::shared_ptr<JsMessage>> out;
+  if (s == NATS_TIMEOUT) return out;
+  Check(s, "fetch");
+  out.reserve(static_cast<size_t>(list.Count));
+  for (int i = 0; i < list.Count; ++i) {
+    out.push_back(std::make_shared<JsMessage>(list.Msgs[i]));
+    list.Msgs[i] = nullptr;  // owned by the JsMessage now
+  }
+  natsMsgList_Destroy(&list);
+  return out;
+}
+
+// --- KvWatcher ---
+
+KvWatcher::~KvWatcher() {
+  kvWatcher_Stop(w_);
+  kvWatcher_Destroy(w_);
+}
+
+KvWatcher::Event KvWatcher::Next(int timeout_ms, KvEntry& entry) {
+  kvEntry* e = nullptr;
+  const natsStatus s = kvWatcher_Next(&e, w_, timeout_ms);
+  if (s == NATS_TIMEOUT) return Event::kTimeout;
+  Check(s, "watch bucket");
+  if (e == nullptr) return Event::kInitialDone;
+  entry.key = kvEntry_Key(e);
+  entry.value.assign(static_cast<const char*>(kvEntry_Value(e)),
+                     static_cast<size_t>(kvEntry_ValueLen(e)));
+  entry.revision = kvEntry_Revision(e);
+  entry.deleted = kvEntry_Operation(e) != kvOp_Put;
+  kvEntry_Destroy(e);
+  return Event::kEntry;
+}
+
+void KvWatcher::Stop() { kvWatcher_Stop(w_); }
+
+// --- KeyValue ---
+
+KeyValue::KeyValue(natsConnection* nc, kvStore* kv, std::string bucket)
+    : kv_(kv), bucket_(std::move(bucket)), subject_prefix_("$KV." + bucket_ + ".") {
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.PublishAsync.AckHandler = &KeyValue::OnAck;
+  o.PublishAsync.AckHandlerClosure = this;
+  o.PublishAsync.MaxPending = 4096;
+  const natsStatus s = natsConnection_JetStream(&async_js_, nc, &o);
+  if (s != NATS_OK) {
+    kvStore_Destroy(kv_);
+    Throw(s, "JetStream context for bucket " + bucket_);
+  }
+}
+
+KeyValue::~KeyValue() {
+  WaitForWrites(2000);
+  jsCtx_Destroy(async_js_);
+  kvStore_Destroy(kv_);
+}
+
+std::optional<KvEntry> KeyValue::Get(const std::string& key) {
+  kvEntry* e = nullptr;
+  const natsStatus s = kvStore_Get(&e, kv_, key.c_str());
+  if (s == NATS_NOT_FOUND) return std::nullopt;
+  Check(s, "get " + bucket_ + "/" + key);
+  KvEntry out;
+  out.key = key;
+  out.value.assign(static_cast<const char*>(kvEntry_Value(e)),
+                   static_cast<size_t>(kvEntry_ValueLen(e)));
+  out.revision = kvEntry_Revision(e);
+  kvEntry_Destroy(e);
+  return out;
+}
+
+void KeyValue::UpdateAsync(const std::string& key, std::string_view value,
+                           uint64_t expected_revision,
+                           std::function<void(const KvWriteResult&)> done) {
+  const std::string subject = subject_prefix_ + key;
+  natsMsg* msg = nullptr;
+  Check(natsMsg_Create(&msg, subject.c_str(), nullptr, value.data(), static_cast<int>(value.size())),
+        "create message");
+  const std::string rev = std::to_string(expected_revision);
+  natsMsgHeader_Set(msg, kExpectedLastSubjectSeq, rev.c_str());
+  {
+    std::lock_guard lock(mu_);
+    pending_[subject] = std::move(done);
+  }
+  const natsStatus s = js_PublishMsgAsync(async_js_, &msg, nullptr);
+  if (s != NATS_OK) {
+    natsMsg_Destroy(msg);
+    std::function<void(const KvWriteResult&)> cb;
+    {
+      std::lock_guard lock(mu_);
+      auto it = pending_.find(subject);
+      cb = std::move(it->second);
+      pending_.erase(it);
+    }
+    KvWriteResult r;
+    r.error = natsStatus_GetText(s);
+    cb(r);
+  }
+}
+
+void KeyValue::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+  auto* self = static_cast<KeyValue*>(closure);
+  KvWriteResult r;
+  if (pae == nullptr && pa != nullptr) {
+    r.ok = true;
+    r.revision = pa->Sequence;
+  } else if (pae != nullptr) {
+    r.conflict = pae->ErrCode == JSStreamWrongLastSequenceErr;
+    r.error = pae->ErrText != nullptr ? pae->ErrText : natsStatus_GetText(pae->Err);
+  }
+  std::function<void(const KvWriteResult&)> cb;
+  {
+    std::lock_guard lock(self->mu_);
+    auto it = self->pending_.find(std::string_view(natsMsg_GetSubject(msg)));
+    if (it == self->pending_.end()) return;
+    cb = std::move(it->second);
+    self->pending_.erase(it);
+  }
+  cb(r);
+}
+
+bool KeyValue::WaitForWrites(int timeout_ms) {
+  jsPubOptions o;
+  jsPubOptions_Init(&o);
+  o.MaxWait = timeout_ms;
+  return js_PublishAsyncComplete(async_js_, &o) == NATS_OK;
+}
+
+std::unique_ptr<KvWatcher> KeyValue::WatchAll() {
+  kvWatcher* w = nullptr;
+  Check(kvStore_WatchAll(&w, kv_, nullptr), "watch bucket " + bucket_);
+  return std::make_unique<KvWatcher>(w);
+}
+
+// --- JetStream ---
+
+JetStream::JetStream(Connection& connection) : conn_(connection) {
+  Check(natsConnection_JetStream(&js_, conn_.raw(), nullptr), "JetStream context");
+}
+
+JetStream::~JetStream() { jsCtx_Destroy(js_); }
+
+void JetStream::EnsureStream(const StreamOptions& o) {
+  jsStreamInfo* info = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&info, js_, o.name.c_str(), nullptr, &err);
+  if (s == NATS_OK) {
+    jsStreamInfo_Destroy(info);
+    return;
+  }
+  if (s != NATS_NOT_FOUND && err != JSStreamNotFoundErr) Throw(s, "stream info " + o.name);
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = o.name.c_str();
+  std::vector<const char*> subjects;
+  for (const auto& subj : o.subjects) subjects.push_back(subj.c_str());
+  cfg.Subjects = subjects.data();
+  cfg.SubjectsLen = static_cast<int>(subjects.size());
+  cfg.Retention = o.retention == "workqueue"  ? js_WorkQueuePolicy
+                  : o.retention == "interest" ? js_InterestPolicy
+                                              : js_LimitsPolicy;
+  cfg.MaxAge = o.max_age_ms * 1'000'000;
+  cfg.Storage = Storage(o.storage);
+  cfg.Replicas = o.replicas;
+  s = js_AddStream(&info, js_, &cfg, nullptr, &err);
+  if (s != NATS_OK) {
+    // Another worker may have created it meanwhile.
+    if (js_GetStreamInfo(&info, js_, o.name.c_str(), nullptr, nullptr) == NATS_OK) {
+      jsStreamInfo_Destroy(info);
+      return;
+    }
+    Throw(s, "create stream " + o.name);
+  }
+  jsStreamInfo_Destroy(info);
+}
+
+std::unique_ptr<PullConsumer> JetStream::PullSubscribe(const ConsumerOptions& o) {
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = o.stream.c_str();
+  so.Config.Durable = o.durable.c_str();
+  so.Config.AckPolicy = js_AckExplicit;
+  so.Config.AckWait = o.ack_wait_ms * 1'000'000;
+  so.Config.MaxAckPending = o.max_ack_pending;
+  so.Config.DeliverPolicy = js_DeliverAll;
+  natsSubscription* sub = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s =
+      js_PullSubscribe(&sub, js_, o.filter_subject.c_str(), o.durable.c_str(), nullptr, &so, &err);
+  if (s != NATS_OK) {
+    Throw(s, "pull consumer " + o.durable + " on stream " + o.stream +
+                 (err != 0 ? " (JetStream error " + std::to_string(err) + ")" : ""));
+  }
+  natsSubscription_SetPendingLimits(sub, -1, -1);
+  return std::make_unique<PullConsumer>(sub);
+}
+
+std::unique_ptr<KeyValue> JetStream::EnsureBucket(const BucketOptions& o) {
+  kvStore* kv = nullptr;
+  natsStatus s = js_KeyValue(&kv, js_, o.name.c_str());
+  if (s == NATS_NOT_FOUND) {
+    kvConfig cfg;
+    kvConfig_Init(&cfg);
+    cfg.Bucket = o.name.c_str();
+    cfg.History = static_cast<uint8_t>(o.history);
+    cfg.TTL = o.ttl_ms * 1'000'000;
+    cfg.StorageType = Storage(o.storage);
+    cfg.Replicas = o.replicas;
+    s = js_CreateKeyValue(&kv, js_, &cfg);
+    if (s != NATS_OK) s = js_KeyValue(&kv, js_, o.name.c_str());  // created by another worker
+  }
+  Check(s, "bucket " + o.name);
+  return std::make_unique<KeyValue>(conn_.raw(), kv, o.name);
+}
+
+std::pair<uint64_t, uint64_t> JetStream::ConsumerPending(const std::string& stream,
+                                                         const std::string& durable) {
+  jsConsumerInfo* ci = nullptr;
+  Check(js_GetConsumerInfo(&ci, js_, stream.c_str(), durable.c_str(), nullptr, nullptr),
+        "consumer info " + durable);
+  const std::pair<uint64_t, uint64_t> out{ci->NumPending, static_cast<uint64_t>(ci->NumAckPending)};
+  jsConsumerInfo_Destroy(ci);
+  return out;
+}
+
+}  // namespace fleetflow::nats
