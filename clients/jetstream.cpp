@@ -234,20 +234,40 @@ void JetStream::EnsureStream(const StreamOptions& o) {
 }
 
 std::unique_ptr<PullConsumer> JetStream::PullSubscribe(const ConsumerOptions& o) {
+  // The consumer is created here, not by the subscription, so that closing a subscription never
+  // deletes it: its position in the stream outlives every worker.
+  jsConsumerInfo* ci = nullptr;
+  if (js_GetConsumerInfo(&ci, js_, o.stream.c_str(), o.durable.c_str(), nullptr, nullptr) ==
+      NATS_OK) {
+    jsConsumerInfo_Destroy(ci);
+  } else {
+    jsConsumerConfig cc;
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = o.durable.c_str();
+    cc.FilterSubject = o.filter_subject.c_str();
+    cc.AckPolicy = js_AckExplicit;
+    cc.AckWait = o.ack_wait_ms * 1'000'000;
+    cc.MaxAckPending = o.max_ack_pending;
+    cc.DeliverPolicy = js_DeliverAll;
+    jsErrCode err = static_cast<jsErrCode>(0);
+    const natsStatus s = js_AddConsumer(&ci, js_, o.stream.c_str(), &cc, nullptr, &err);
+    if (s == NATS_OK) {
+      jsConsumerInfo_Destroy(ci);
+    } else if (err != JSConsumerNameExistErr) {  // else another worker just created it
+      Throw(s, "create consumer " + o.durable + " on stream " + o.stream +
+                   (err != 0 ? " (JetStream error " + std::to_string(err) + ")" : ""));
+    }
+  }
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = o.stream.c_str();
-  so.Config.Durable = o.durable.c_str();
-  so.Config.AckPolicy = js_AckExplicit;
-  so.Config.AckWait = o.ack_wait_ms * 1'000'000;
-  so.Config.MaxAckPending = o.max_ack_pending;
-  so.Config.DeliverPolicy = js_DeliverAll;
+  so.Consumer = o.durable.c_str();
   natsSubscription* sub = nullptr;
   jsErrCode err = static_cast<jsErrCode>(0);
   const natsStatus s =
       js_PullSubscribe(&sub, js_, o.filter_subject.c_str(), o.durable.c_str(), nullptr, &so, &err);
   if (s != NATS_OK) {
-    Throw(s, "pull consumer " + o.durable + " on stream " + o.stream +
+    Throw(s, "bind consumer " + o.durable + " on stream " + o.stream +
                  (err != 0 ? " (JetStream error " + std::to_string(err) + ")" : ""));
   }
   natsSubscription_SetPendingLimits(sub, -1, -1);

@@ -2,10 +2,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <map>
 #include <mutex>
+#include <thread>
 
+#include "jetstream.hpp"
 #include "nats_client.hpp"
 
 namespace fleetflow {
@@ -18,6 +22,10 @@ class NatsSource final : public Operator {
       : id_(ctx.node_id),
         subject_(ctx.config.String("subject")),
         queue_group_(ctx.config.String("queue_group")),
+        jetstream_(ctx.config.String("delivery") == "jetstream"),
+        create_stream_(ctx.config.Boolean("create_stream")),
+        fetch_batch_(static_cast<int>(ctx.config.Integer("fetch_batch"))),
+        fetch_expiry_ms_(static_cast<int>(ctx.config.Integer("fetch_expiry_ms"))),
         max_future_ns_(ctx.config.Integer("max_future_ms") * 1'000'000),
         clock_(ctx.clock),
         metrics_(ctx.metrics),
@@ -25,7 +33,23 @@ class NatsSource final : public Operator {
         messages_(ctx.metrics.GetCounter("messages_in", "Messages received.", labels_)),
         samples_(ctx.metrics.GetCounter("samples_in", "Valid samples decoded.", labels_)),
         status_(ctx.metrics.GetCounter("status_in", "Vehicle status messages received.", labels_)),
-        connected_(ctx.metrics.GetGauge("nats_connected", "1 while connected to NATS.", labels_)) {
+        connected_(ctx.metrics.GetGauge("nats_connected", "1 while connected to NATS.", labels_)),
+        consumer_pending_(ctx.metrics.GetGauge(
+            "consumer_pending", "JetStream: messages of the stream not yet delivered.", labels_)),
+        consumer_ack_pending_(ctx.metrics.GetGauge(
+            "consumer_ack_pending", "JetStream: messages delivered but not yet acknowledged.",
+            labels_)) {
+    stream_.name = ctx.config.String("stream");
+    stream_.subjects = {subject_};
+    stream_.retention = ctx.config.String("stream_retention");
+    stream_.max_age_ms = ctx.config.Integer("stream_max_age_ms");
+    stream_.storage = ctx.config.String("stream_storage");
+    stream_.replicas = static_cast<int>(ctx.config.Integer("stream_replicas"));
+    consumer_.stream = stream_.name;
+    consumer_.durable = ctx.config.String("durable");
+    consumer_.filter_subject = subject_;
+    consumer_.ack_wait_ms = ctx.config.Integer("ack_wait_ms");
+    consumer_.max_ack_pending = ctx.config.Integer("max_ack_pending");
     options_ = nats::ConnectOptions::FromEnv();
     options_.name = "fleetflow:" + ctx.node_id;
     auto set = [&](const char* key, std::string& target) {
@@ -43,11 +67,22 @@ class NatsSource final : public Operator {
   void Start(Emitter& out) override {
     out_ = &out;
     conn_ = nats::Connection::Connect(options_);
-    sub_ = conn_->Subscribe(subject_, queue_group_, [this](nats::Message&& m) { Handle(m); });
-    conn_->Flush(5000);  // the subscription is registered on the server before we say ready
+    if (!jetstream_) {
+      sub_ = conn_->Subscribe(subject_, queue_group_, [this](nats::Message&& m) {
+        Handle(m.subject(), m.data(), m.size(), nullptr);
+      });
+      conn_->Flush(5000);  // the subscription is registered on the server before we say ready
+      spdlog::info("node '{}': subscribed to {} in queue group '{}' on {}", id_, subject_,
+                   queue_group_, options_.url);
+    } else {
+      js_ = std::make_unique<nats::JetStream>(*conn_);
+      if (create_stream_) js_->EnsureStream(stream_);
+      consumer_sub_ = js_->PullSubscribe(consumer_);
+      fetcher_ = std::thread([this] { FetchLoop(); });
+      spdlog::info("node '{}': pulling {} from stream {} as durable consumer '{}' on {}", id_,
+                   subject_, stream_.name, consumer_.durable, options_.url);
+    }
     connected_.Set(1);
-    spdlog::info("node '{}': subscribed to {} in queue group '{}' on {}", id_, subject_,
-                 queue_group_, options_.url);
   }
 
   void Stop() override {
@@ -58,49 +93,97 @@ class NatsSource final : public Operator {
         spdlog::warn("node '{}': drain: {}", id_, e.what());
       }
       sub_.reset();
+      conn_.reset();
     }
-    conn_.reset();
+    if (fetcher_.joinable()) {
+      {
+        std::lock_guard lock(stop_mu_);
+        stopping_ = true;
+      }
+      stop_cv_.notify_all();
+      fetcher_.join();
+      // The connection stays open: messages in the graph are acknowledged once in state.
+    }
     connected_.Set(0);
   }
+
+  ~NatsSource() override { Stop(); }
 
   bool Ready() const override { return conn_ && conn_->connected(); }
 
  private:
-  void Handle(const nats::Message& m) {
+  /// One message from either delivery; `js` is set for JetStream, which is acknowledged once
+  /// the samples are in state, or terminated (never redelivered) when it is bad input.
+  void Handle(std::string_view subject_text, const void* data, size_t size,
+              const std::shared_ptr<nats::JsMessage>& js) {
     messages_.Inc();
-    const wire::Subject subject = wire::ParseSubject(m.subject());
+    const wire::Subject subject = wire::ParseSubject(subject_text);
     if (subject.kind == wire::SubjectKind::kInvalid) {
-      Reject("bad_subject", m.subject());
+      Reject("bad_subject", subject_text, js);
       return;
     }
     if (subject.kind == wire::SubjectKind::kStatus) {
       bool on = false;
-      const std::string_view payload(static_cast<const char*>(m.data()), m.size());
-      if (!wire::ParseStatus(payload, on)) {
-        Reject("bad_status", m.subject());
+      if (!wire::ParseStatus({static_cast<const char*>(data), size}, on)) {
+        Reject("bad_status", subject_text, js);
         return;
       }
       status_.Inc();
       out_->Emit(MakeMessage(StatusEvent{std::string(subject.vehicle), on, clock_.NowNs()}));
+      if (js) js->Ack();
       return;
     }
     SampleBatch batch;
-    const wire::DecodeError err = wire::DecodeBatch(m.data(), m.size(), batch.points);
+    const wire::DecodeError err = wire::DecodeBatch(data, size, batch.points);
     if (err != wire::DecodeError::kNone) {
-      Reject(std::string(wire::ToString(err)), m.subject());
+      Reject(std::string(wire::ToString(err)), subject_text, js);
       return;
     }
     const int64_t horizon = clock_.NowNs() + max_future_ns_;
     std::erase_if(batch.points, [&](const wire::Point& p) {
       const char* reason = Invalid(p, horizon);
-      if (reason != nullptr) Reject(reason, m.subject());
+      if (reason != nullptr) Reject(reason, subject_text, nullptr);
       return reason != nullptr;
     });
-    if (batch.points.empty()) return;
+    if (batch.points.empty()) {
+      if (js) js->Term();
+      return;
+    }
     samples_.Inc(batch.points.size());
     batch.vehicle = subject.vehicle;
     batch.sensor = subject.sensor;
+    if (js) batch.ack = [js] { js->Ack(); };
     out_->Emit(MakeMessage(std::move(batch)));
+  }
+
+  void FetchLoop() {
+    auto last_info = std::chrono::steady_clock::time_point{};
+    int backoff_ms = 50;
+    for (;;) {
+      {
+        std::lock_guard lock(stop_mu_);
+        if (stopping_) return;
+      }
+      try {
+        for (const auto& m : consumer_sub_->Fetch(fetch_batch_, fetch_expiry_ms_)) {
+          Handle(m->subject(), m->data(), m->size(), m);
+        }
+        connected_.Set(1);
+        backoff_ms = 50;
+        if (std::chrono::steady_clock::now() - last_info > std::chrono::seconds(2)) {
+          last_info = std::chrono::steady_clock::now();
+          const auto [pending, ack_pending] = js_->ConsumerPending(stream_.name, consumer_.durable);
+          consumer_pending_.Set(static_cast<double>(pending));
+          consumer_ack_pending_.Set(static_cast<double>(ack_pending));
+        }
+      } catch (const nats::Error& e) {
+        connected_.Set(conn_->connected() ? 1 : 0);
+        spdlog::warn("node '{}': {} (retrying in {} ms)", id_, e.what(), backoff_ms);
+        std::unique_lock lock(stop_mu_);
+        stop_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [this] { return stopping_; });
+        backoff_ms = std::min(backoff_ms * 2, 5000);
+      }
+    }
   }
 
   static const char* Invalid(const wire::Point& p, int64_t horizon) {
@@ -118,7 +201,9 @@ class NatsSource final : public Operator {
   }
 
   /// Counts by reason; logs the first few of each reason, then one in 1000.
-  void Reject(const std::string& reason, std::string_view subject) {
+  void Reject(const std::string& reason, std::string_view subject,
+              const std::shared_ptr<nats::JsMessage>& js) {
+    if (js) js->Term();  // bad input is never redelivered
     Counter* c;
     {
       std::lock_guard lock(reject_mu_);
@@ -141,6 +226,10 @@ class NatsSource final : public Operator {
   const std::string id_;
   const std::string subject_;
   const std::string queue_group_;
+  const bool jetstream_;
+  const bool create_stream_;
+  const int fetch_batch_;
+  const int fetch_expiry_ms_;
   const int64_t max_future_ns_;
   const Clock& clock_;
   Metrics& metrics_;
@@ -150,11 +239,21 @@ class NatsSource final : public Operator {
   Counter& samples_;
   Counter& status_;
   Gauge& connected_;
+  Gauge& consumer_pending_;
+  Gauge& consumer_ack_pending_;
+  nats::StreamOptions stream_;
+  nats::ConsumerOptions consumer_;
   std::mutex reject_mu_;
   std::map<std::string, Counter*> rejected_;
   Emitter* out_ = nullptr;
   std::unique_ptr<nats::Connection> conn_;
   std::unique_ptr<nats::Subscription> sub_;
+  std::unique_ptr<nats::JetStream> js_;
+  std::unique_ptr<nats::PullConsumer> consumer_sub_;
+  std::thread fetcher_;
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
 };
 
 }  // namespace
@@ -170,9 +269,11 @@ void RegisterNatsSource(Registry& registry) {
   auto& c = info.config;
   c.String("delivery",
            "core: a core-NATS queue-group subscription (at most once; messages sent while no "
-           "worker runs are lost).")
+           "worker runs are lost). jetstream: a durable pull consumer on a stream, shared by all "
+           "workers; a message is acknowledged once its samples are in state, so nothing is lost "
+           "while workers are down or restart.")
       .Default("core")
-      .OneOf({"core"});
+      .OneOf({"core", "jetstream"});
   c.String("url", "NATS server URL(s), comma-separated. Empty: $NATS_URL, else "
                   "nats://127.0.0.1:4222.")
       .Default("")
@@ -180,6 +281,41 @@ void RegisterNatsSource(Registry& registry) {
   c.String("subject", "Subject pattern to subscribe to.").Default("vehicle.>");
   c.String("queue_group", "Queue group shared by every worker of this pipeline.")
       .Default("fleetflow");
+  c.String("stream", "jetstream: the stream holding the subject.").Default("TELEMETRY");
+  c.Boolean("create_stream", "jetstream: create the stream on `subject` when it does not exist.")
+      .Default(true);
+  c.String("stream_retention", "jetstream: retention of a created stream.")
+      .Default("limits")
+      .OneOf({"limits", "workqueue", "interest"});
+  c.Integer("stream_max_age_ms", "jetstream: how long a created stream keeps messages (0: no "
+                                 "limit).")
+      .Default(int64_t{86'400'000})
+      .Min(0);
+  c.String("stream_storage", "jetstream: storage of a created stream.")
+      .Default("file")
+      .OneOf({"file", "memory"});
+  c.Integer("stream_replicas", "jetstream: replicas of a created stream.")
+      .Default(int64_t{1})
+      .Min(1)
+      .Max(5);
+  c.String("durable", "jetstream: the durable consumer every worker of the pipeline binds.")
+      .Default("fleetflow");
+  c.Integer("fetch_batch", "jetstream: messages per fetch request.")
+      .Default(int64_t{256})
+      .Min(1)
+      .Max(10000);
+  c.Integer("fetch_expiry_ms", "jetstream: how long a fetch waits for messages.")
+      .Default(int64_t{500})
+      .Min(10)
+      .Max(60000);
+  c.Integer("ack_wait_ms",
+            "jetstream: a message not acknowledged within this time is delivered again.")
+      .Default(int64_t{30'000})
+      .Min(1000);
+  c.Integer("max_ack_pending",
+            "jetstream: messages delivered but not yet acknowledged, at most (flow control).")
+      .Default(int64_t{100'000})
+      .Min(1);
   c.String("creds_file", "Path of a .creds file (JWT and NKey seed). Empty: $NATS_CREDS.")
       .Default("");
   c.String("nkey_seed_file", "Path of an NKey seed file. Empty: $NATS_NKEY_SEED.").Default("");

@@ -66,6 +66,8 @@ class WindowJoin final : public Operator {
       : every_(ctx.config.Integer("every_ms") * kMs),
         lateness_(ctx.config.Integer("allowed_lateness_ms") * kMs),
         max_gap_(ctx.config.Integer("max_gap_ms") * kMs),
+        idle_(ctx.config.Integer("idle_ms") * kMs),
+        clock_(ctx.clock),
         sensors_(std::make_shared<const std::vector<std::string>>(
             ctx.config.StringArray("sensors"))),
         windows_(ctx.metrics.GetCounter("windows_emitted", "Windows closed and emitted.",
@@ -124,7 +126,10 @@ class WindowJoin final : public Operator {
     }
     VehicleState& v = Vehicle(b.vehicle);
     SensorBuckets& s = v.sensors[idx->second];
+    last_arrival_ns_ = clock_.NowNs();
     for (const wire::Point& p : b.points) {
+      newest_event_ns_ = std::max(newest_event_ns_, p.ts_ns);
+      if (!next_) next_ = WindowOf(std::min(p.ts_ns, last_arrival_ns_));
       const int64_t w = WindowOf(p.ts_ns);
       if (next_ && w < *next_) late_.Inc();
       s.Add(w, p);
@@ -145,13 +150,30 @@ class WindowJoin final : public Operator {
     }
   }
 
+  /// Event-time progress: while samples flow, the newest event time seen (never ahead of the
+  /// clock), so a backlog (JetStream catch-up, replay) closes its windows as they were live;
+  /// when nothing arrived for idle_ms, the clock.
   void Advance(const Tick& tick, Emitter& out) {
-    const int64_t horizon = tick.drain ? tick.now_ns : tick.now_ns - lateness_;
-    if (!next_) next_ = WindowOf(tick.now_ns - lateness_);
+    if (!next_) return;  // no sample yet: no window can have a row
+    int64_t progress = tick.now_ns;
+    if (tick.now_ns - last_arrival_ns_ <= idle_) progress = std::min(progress, newest_event_ns_);
+    const int64_t horizon = tick.drain ? tick.now_ns : progress - lateness_;
+    if (horizon - *next_ > 2 * every_) SkipEmptyWindows();
     while (*next_ <= horizon) {
       Emit(*next_, out);
       *next_ += every_;
     }
+  }
+
+  /// Jumps over windows before the oldest sample held (a gap in the data, a restored state).
+  void SkipEmptyWindows() {
+    int64_t oldest = std::numeric_limits<int64_t>::max();
+    for (const auto& [_, v] : vehicles_) {
+      for (const SensorBuckets& s : v.sensors) {
+        if (!s.buckets.empty()) oldest = std::min(oldest, s.buckets.begin()->second.oldest.ts_ns);
+      }
+    }
+    if (oldest != std::numeric_limits<int64_t>::max()) next_ = std::max(*next_, WindowOf(oldest));
   }
 
   void Emit(int64_t t, Emitter& out) {
@@ -193,6 +215,10 @@ class WindowJoin final : public Operator {
   const int64_t every_;
   const int64_t lateness_;
   const int64_t max_gap_;
+  const int64_t idle_;
+  const Clock& clock_;
+  int64_t newest_event_ns_ = std::numeric_limits<int64_t>::min();
+  int64_t last_arrival_ns_ = std::numeric_limits<int64_t>::min();
   const std::shared_ptr<const std::vector<std::string>> sensors_;
   std::unordered_map<std::string, size_t> index_;
   std::unordered_map<std::string, VehicleState> vehicles_;
@@ -232,6 +258,13 @@ void RegisterWindowJoin(Registry& registry) {
       .Integer("max_gap_ms",
                "Samples farther than this from T are not used for T; a vehicle with no sample "
                "in [T - max_gap_ms, T] gets no row for T.")
+      .Default(int64_t{2000})
+      .Min(1)
+      .Max(3'600'000);
+  info.config
+      .Integer("idle_ms",
+               "Windows close on event time while samples flow (a backlog is windowed as it was "
+               "live); after this long without any sample they close on the clock.")
       .Default(int64_t{2000})
       .Min(1)
       .Max(3'600'000);

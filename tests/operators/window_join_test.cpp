@@ -16,6 +16,17 @@ Body Samples(const std::string& vehicle, const std::string& sensor,
   return b;
 }
 
+/// The batch of window time kBase + t_ms in `out` (null if none), kept alive on its own.
+std::shared_ptr<const WindowBatch> BatchAt(const std::vector<Message>& out, int64_t t_ms) {
+  for (const auto& m : out) {
+    const auto* b = std::get_if<WindowBatch>(m.get());
+    if (b != nullptr && b->window_ns == kBase + t_ms * kMs) {
+      return std::shared_ptr<const WindowBatch>(m, b);
+    }
+  }
+  return nullptr;
+}
+
 /// The one WindowBatch of `out` (null if not exactly one), kept alive on its own.
 std::shared_ptr<const WindowBatch> OnlyBatch(const std::vector<Message>& out) {
   std::shared_ptr<const WindowBatch> found;
@@ -31,10 +42,11 @@ std::shared_ptr<const WindowBatch> OnlyBatch(const std::vector<Message>& out) {
 
 class WindowJoinTest : public ::testing::Test {
  protected:
-  // every 1 s, lateness 500 ms, max gap 2 s, sensors speed and soc.
+  // every 1 s, lateness 500 ms, max gap 2 s, sensors speed and soc. idle_ms 1: windows close on
+  // the clock, as in a live run where samples keep coming (event-time progress is tested below).
   OperatorHarness h{"window_join",
                     R"({"every_ms": 1000, "allowed_lateness_ms": 500, "max_gap_ms": 2000,
-                        "sensors": ["speed", "soc"]})"};
+                        "idle_ms": 1, "sensors": ["speed", "soc"]})"};
   void SetUp() override { h.TickAt(kBase + 600 * kMs); }  // window T=1s opens
 };
 
@@ -66,7 +78,7 @@ TEST_F(WindowJoinTest, Example2_SampleExactlyAtTheWindowTimeIsBefore) {
 TEST_F(WindowJoinTest, Example3_SamplesBeyondMaxGapAreNotUsedAndGiveNoRow) {
   h.Feed(Samples("v1", "speed", {{-1100 * kMs, 5.0}}));  // 2.1 s before T=1s
   h.Feed(Samples("v2", "speed", {{-1000 * kMs, 6.0}}));  // exactly 2 s before: still used
-  const auto b = OnlyBatch(h.TickAt(kBase + 1500 * kMs));
+  const auto b = BatchAt(h.TickAt(kBase + 1500 * kMs), 1000);
   ASSERT_NE(b, nullptr);
   ASSERT_EQ(b->rows.size(), 1u);
   EXPECT_EQ(b->rows[0].vehicle, "v2");
@@ -125,6 +137,31 @@ TEST_F(WindowJoinTest, SensorsOutsideTheJoinAreIgnoredAndStateIsForgotten) {
   EXPECT_EQ(h.metrics.GaugeSum("tracked_vehicles"), 1.0);
   h.TickAt(kBase + 4500 * kMs);  // 0.9 s is more than max gap before T=4s
   EXPECT_EQ(h.metrics.GaugeSum("tracked_vehicles"), 0.0);
+}
+
+TEST(WindowJoinEventTimeTest, ABacklogIsWindowedAsItWasLive) {
+  // A worker catching up on a stream: samples of the last 10 s arrive at once, long after their
+  // event time. Windows close as event time progresses, none of the samples is late.
+  OperatorHarness h("window_join", R"({"sensors": ["speed"]})");
+  h.clock.now_ns = kBase + 100 * kS;
+  std::vector<int64_t> windows;
+  for (int64_t ms = 0; ms <= 10'000; ms += 100) {
+    h.Feed(Samples("v1", "speed", {{ms * kMs, double(ms)}}));
+    if (ms % 500 == 0) {
+      for (const auto* b : Only<WindowBatch>(h.Feed(Tick{h.clock.now_ns, false}))) {
+        windows.push_back((b->window_ns - kBase) / kMs);
+      }
+    }
+  }
+  EXPECT_EQ(h.Counter("late_samples"), 0u);
+  std::vector<int64_t> expected;
+  for (int64_t t = 0; t <= 9000; t += 1000) expected.push_back(t);
+  EXPECT_EQ(windows, expected);
+  // Nothing more arrives: after idle_ms the clock closes the rest.
+  h.clock.now_ns += 3 * kS;
+  const auto rest = Only<WindowBatch>(h.Feed(Tick{h.clock.now_ns, false}));
+  ASSERT_FALSE(rest.empty());
+  EXPECT_EQ(rest.front()->window_ns, kBase + 10 * kS);
 }
 
 TEST(WindowJoinConfigTest, RejectsDuplicateSensors) {
