@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <unordered_map>
 
+#include "nats_config.hpp"
+#include "state/jetstream_kv_store.hpp"
+#include "state_store.hpp"
+
 namespace fleetflow {
 
 namespace {
@@ -24,11 +28,34 @@ class KeyedLastValue final : public Operator {
                                         ctx.labels())),
         keys_(ctx.metrics.GetGauge("state_keys", "Keys held in keyed state.", ctx.labels())) {
     for (const auto& s : ctx.config.StringArray("sensors")) sensors_.push_back(s);
+    if (ctx.config.String("backend") == "jetstream_kv") {
+      JetStreamKvOptions o;
+      o.connection = NatsConnectOptions(ctx.config, "fleetflow:" + ctx.node_id);
+      o.bucket.name = ctx.config.String("bucket");
+      o.bucket.storage = ctx.config.String("bucket_storage");
+      o.bucket.replicas = static_cast<int>(ctx.config.Integer("bucket_replicas"));
+      o.flush_ms = ctx.config.Integer("flush_ms");
+      o.keep = keep_;
+      store_ = std::make_unique<JetStreamKvStore>(std::move(o), ctx.metrics, ctx.labels());
+    } else {
+      store_ = std::make_unique<MemoryStateStore>();
+    }
+    store_->Restore([this](const std::string& key, std::vector<wire::Point> samples) {
+      restored_.push_back(key);
+      state_[key] = std::move(samples);
+    });
+    keys_.Set(static_cast<double>(state_.size()));
   }
 
   void Process(const Message& in, Emitter& out) override {
+    if (!restored_.empty()) EmitRestored(out);
     const auto* batch = std::get_if<SampleBatch>(in.get());
     if (batch == nullptr) {
+      if (const auto* tick = std::get_if<Tick>(in.get())) {
+        store_->Sync(tick->drain, [&](const std::string& key, std::vector<wire::Point> samples) {
+          Merge(key, samples, out);
+        });
+      }
       out.Emit(in);  // status events and ticks pass through
       return;
     }
@@ -39,31 +66,13 @@ class KeyedLastValue final : public Operator {
       return;
     }
     key_.assign(batch->vehicle).append(".").append(batch->sensor);
-    auto [it, inserted] = state_.try_emplace(key_);
-    if (inserted) keys_.Set(static_cast<double>(state_.size()));
-    std::vector<wire::Point>& kept = it->second;
-
-    std::vector<wire::Point> accepted;
-    accepted.reserve(batch->points.size());
-    for (const wire::Point& p : batch->points) {
-      auto pos = std::lower_bound(kept.begin(), kept.end(), p.ts_ns,
-                                  [](const wire::Point& k, int64_t ts) { return k.ts_ns < ts; });
-      if (pos != kept.end() && pos->ts_ns == p.ts_ns && pos->seq == p.seq) {
-        duplicates_.Inc();
-        continue;
-      }
-      if (kept.size() >= keep_ && pos == kept.begin()) {
-        stale_.Inc();
-        continue;
-      }
-      kept.insert(pos, p);
-      if (kept.size() > keep_) kept.erase(kept.begin());
-      accepted.push_back(p);
-    }
+    std::vector<wire::Point> accepted = Accept(key_, batch->points, true);
     accepted_.Inc(accepted.size());
-    // The memory backend: state is safe once it is in this map.
-    if (batch->ack) batch->ack();
-    if (accepted.empty()) return;
+    if (accepted.empty()) {
+      if (batch->ack) batch->ack();  // nothing new: nothing to make durable
+      return;
+    }
+    store_->Write(key_, state_[key_], batch->ack);  // acknowledged once durable
     if (accepted.size() == batch->points.size() && !batch->ack) {
       out.Emit(in);  // nothing dropped: pass the message on as it is
       return;
@@ -71,11 +80,62 @@ class KeyedLastValue final : public Operator {
     out.Emit(MakeMessage(SampleBatch{batch->vehicle, batch->sensor, std::move(accepted), {}}));
   }
 
+  bool Ready() const override { return store_->Ready(); }
+
  private:
+  /// Takes `points` into the key's state; returns those accepted (new and not stale).
+  std::vector<wire::Point> Accept(const std::string& key, const std::vector<wire::Point>& points,
+                                  bool count) {
+    auto [it, inserted] = state_.try_emplace(key);
+    if (inserted) keys_.Set(static_cast<double>(state_.size()));
+    std::vector<wire::Point>& kept = it->second;
+    std::vector<wire::Point> accepted;
+    accepted.reserve(points.size());
+    for (const wire::Point& p : points) {
+      auto pos = std::lower_bound(kept.begin(), kept.end(), p.ts_ns,
+                                  [](const wire::Point& k, int64_t ts) { return k.ts_ns < ts; });
+      if (pos != kept.end() && pos->ts_ns == p.ts_ns && pos->seq == p.seq) {
+        if (count) duplicates_.Inc();
+        continue;
+      }
+      if (kept.size() >= keep_ && pos == kept.begin()) {
+        if (count) stale_.Inc();
+        continue;
+      }
+      kept.insert(pos, p);
+      if (kept.size() > keep_) kept.erase(kept.begin());
+      accepted.push_back(p);
+    }
+    return accepted;
+  }
+
+  /// Samples another worker stored: merged like our own, passed on when new.
+  void Merge(const std::string& key, const std::vector<wire::Point>& samples, Emitter& out) {
+    std::vector<wire::Point> accepted = Accept(key, samples, false);
+    if (accepted.empty()) return;
+    EmitKey(key, std::move(accepted), out);
+  }
+
+  /// The restored state goes downstream first, so the windows after a restart have the values
+  /// from before it.
+  void EmitRestored(Emitter& out) {
+    for (const std::string& key : restored_) EmitKey(key, state_[key], out);
+    restored_.clear();
+  }
+
+  void EmitKey(const std::string& key, std::vector<wire::Point> points, Emitter& out) {
+    const size_t dot = key.find('.');
+    if (dot == std::string::npos || points.empty()) return;
+    out.Emit(MakeMessage(
+        SampleBatch{key.substr(0, dot), key.substr(dot + 1), std::move(points), {}}));
+  }
+
   const size_t keep_;
   std::vector<std::string> sensors_;
   std::unordered_map<std::string, std::vector<wire::Point>> state_;  // ascending ts
   std::string key_;
+  std::unique_ptr<StateStore> store_;
+  std::vector<std::string> restored_;  // keys restored but not yet passed on
   Counter& accepted_;
   Counter& stale_;
   Counter& duplicates_;
@@ -93,9 +153,30 @@ void RegisterKeyedLastValue(Registry& registry) {
       "it accepted; late or duplicate samples never replace newer ones.";
   info.input = PortKind::kSamples;
   info.output = PortKind::kSamples;
-  info.config.String("backend", "Where the state lives: memory (this process only).")
+  info.config
+      .String("backend",
+              "Where the state lives: memory (this process only) or jetstream_kv (one JetStream "
+              "Key/Value bucket shared by all workers; restored at start, and a message is "
+              "acknowledged upstream only once its samples are stored there).")
       .Default("memory")
-      .OneOf({"memory"});
+      .OneOf({"memory", "jetstream_kv"});
+  info.config.String("bucket", "jetstream_kv: the bucket, created when missing.")
+      .Default("telemetry");
+  info.config.String("bucket_storage", "jetstream_kv: storage of a created bucket.")
+      .Default("file")
+      .OneOf({"file", "memory"});
+  info.config.Integer("bucket_replicas", "jetstream_kv: replicas of a created bucket.")
+      .Default(int64_t{1})
+      .Min(1)
+      .Max(5);
+  info.config
+      .Integer("flush_ms",
+               "jetstream_kv: writes are coalesced to at most one per key per flush_ms, sent "
+               "asynchronously.")
+      .Default(int64_t{200})
+      .Min(10)
+      .Max(60'000);
+  AddNatsConnectionFields(info.config);
   info.config
       .Integer("keep",
                "Newest samples kept per key. A sample older than all of them is dropped as stale.")

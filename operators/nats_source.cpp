@@ -11,6 +11,7 @@
 
 #include "jetstream.hpp"
 #include "nats_client.hpp"
+#include "nats_config.hpp"
 
 namespace fleetflow {
 
@@ -50,18 +51,7 @@ class NatsSource final : public Operator {
     consumer_.filter_subject = subject_;
     consumer_.ack_wait_ms = ctx.config.Integer("ack_wait_ms");
     consumer_.max_ack_pending = ctx.config.Integer("max_ack_pending");
-    options_ = nats::ConnectOptions::FromEnv();
-    options_.name = "fleetflow:" + ctx.node_id;
-    auto set = [&](const char* key, std::string& target) {
-      const std::string v = ctx.config.String(key);
-      if (!v.empty()) target = v;
-    };
-    set("url", options_.url);
-    set("creds_file", options_.creds_file);
-    set("nkey_seed_file", options_.nkey_seed_file);
-    set("ca_file", options_.ca_file);
-    set("cert_file", options_.cert_file);
-    set("key_file", options_.key_file);
+    options_ = NatsConnectOptions(ctx.config, "fleetflow:" + ctx.node_id);
   }
 
   void Start(Emitter& out) override {
@@ -274,10 +264,7 @@ void RegisterNatsSource(Registry& registry) {
            "while workers are down or restart.")
       .Default("core")
       .OneOf({"core", "jetstream"});
-  c.String("url", "NATS server URL(s), comma-separated. Empty: $NATS_URL, else "
-                  "nats://127.0.0.1:4222.")
-      .Default("")
-      .Example(R"("${NATS_URL:-nats://127.0.0.1:4222}")");
+  AddNatsConnectionFields(c);
   c.String("subject", "Subject pattern to subscribe to.").Default("vehicle.>");
   c.String("queue_group", "Queue group shared by every worker of this pipeline.")
       .Default("fleetflow");
@@ -316,13 +303,6 @@ void RegisterNatsSource(Registry& registry) {
             "jetstream: messages delivered but not yet acknowledged, at most (flow control).")
       .Default(int64_t{100'000})
       .Min(1);
-  c.String("creds_file", "Path of a .creds file (JWT and NKey seed). Empty: $NATS_CREDS.")
-      .Default("");
-  c.String("nkey_seed_file", "Path of an NKey seed file. Empty: $NATS_NKEY_SEED.").Default("");
-  c.String("ca_file", "TLS: trusted CA certificate file; enables TLS. Empty: $NATS_CA.")
-      .Default("");
-  c.String("cert_file", "TLS: client certificate file. Empty: $NATS_CERT.").Default("");
-  c.String("key_file", "TLS: client private key file. Empty: $NATS_KEY.").Default("");
   c.Integer("max_future_ms",
             "Samples whose event time is more than this ahead of the engine clock are rejected "
             "(reason future_timestamp).")

@@ -74,11 +74,13 @@ class OperatorHarness {
   std::unique_ptr<Operator> op_;
 };
 
+/// The messages of type T in `ms`; each result keeps its message alive, so
+/// `for (auto b : Only<WindowBatch>(h.TickAt(t)))` is safe.
 template <typename T>
-std::vector<const T*> Only(const std::vector<Message>& ms) {
-  std::vector<const T*> out;
+std::vector<std::shared_ptr<const T>> Only(const std::vector<Message>& ms) {
+  std::vector<std::shared_ptr<const T>> out;
   for (const auto& m : ms) {
-    if (const T* t = std::get_if<T>(m.get())) out.push_back(t);
+    if (const T* t = std::get_if<T>(m.get())) out.emplace_back(m, t);
   }
   return out;
 }

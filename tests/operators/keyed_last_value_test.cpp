@@ -13,7 +13,7 @@ Body Batch(const std::string& sensor, std::vector<std::pair<int64_t, uint32_t>> 
 
 std::vector<int64_t> Times(const std::vector<Message>& out) {
   std::vector<int64_t> t;
-  for (const auto* b : Only<SampleBatch>(out)) {
+  for (const auto& b : Only<SampleBatch>(out)) {
     for (const auto& p : b->points) t.push_back(p.ts_ns);
   }
   return t;

@@ -107,7 +107,7 @@ TEST_F(WindowJoinTest, Example5_OffEndsTheRowsAfterTheLastSample) {
   h.Feed(StatusEvent{"v1", false, kBase + 2300 * kMs});
   std::vector<int64_t> windows;
   for (int64_t t = 1500; t <= 5500; t += 1000) {
-    for (const auto* b : Only<WindowBatch>(h.TickAt(kBase + t * kMs))) {
+    for (const auto& b : Only<WindowBatch>(h.TickAt(kBase + t * kMs))) {
       windows.push_back((b->window_ns - kBase) / kMs);
     }
   }
@@ -148,7 +148,7 @@ TEST(WindowJoinEventTimeTest, ABacklogIsWindowedAsItWasLive) {
   for (int64_t ms = 0; ms <= 10'000; ms += 100) {
     h.Feed(Samples("v1", "speed", {{ms * kMs, double(ms)}}));
     if (ms % 500 == 0) {
-      for (const auto* b : Only<WindowBatch>(h.Feed(Tick{h.clock.now_ns, false}))) {
+      for (const auto& b : Only<WindowBatch>(h.Feed(Tick{h.clock.now_ns, false}))) {
         windows.push_back((b->window_ns - kBase) / kMs);
       }
     }

@@ -1,0 +1,35 @@
+#include "nats_config.hpp"
+
+namespace fleetflow {
+
+void AddNatsConnectionFields(ConfigSpec& c) {
+  c.String("url", "NATS server URL(s), comma-separated. Empty: $NATS_URL, else "
+                  "nats://127.0.0.1:4222.")
+      .Default("")
+      .Example(R"("${NATS_URL:-nats://127.0.0.1:4222}")");
+  c.String("creds_file", "Path of a .creds file (JWT and NKey seed). Empty: $NATS_CREDS.")
+      .Default("");
+  c.String("nkey_seed_file", "Path of an NKey seed file. Empty: $NATS_NKEY_SEED.").Default("");
+  c.String("ca_file", "TLS: trusted CA certificate file; enables TLS. Empty: $NATS_CA.")
+      .Default("");
+  c.String("cert_file", "TLS: client certificate file. Empty: $NATS_CERT.").Default("");
+  c.String("key_file", "TLS: client private key file. Empty: $NATS_KEY.").Default("");
+}
+
+nats::ConnectOptions NatsConnectOptions(const Config& config, const std::string& client_name) {
+  nats::ConnectOptions o = nats::ConnectOptions::FromEnv();
+  o.name = client_name;
+  auto set = [&](const char* key, std::string& target) {
+    const std::string v = config.String(key);
+    if (!v.empty()) target = v;
+  };
+  set("url", o.url);
+  set("creds_file", o.creds_file);
+  set("nkey_seed_file", o.nkey_seed_file);
+  set("ca_file", o.ca_file);
+  set("cert_file", o.cert_file);
+  set("key_file", o.key_file);
+  return o;
+}
+
+}  // namespace fleetflow

@@ -1,0 +1,273 @@
+#include "jetstream_kv_store.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+namespace fleetflow {
+
+namespace {
+
+int64_t SteadyNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Encode(const std::vector<wire::Point>& samples) {
+  const auto bytes = wire::EncodeBatch(samples);
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+std::vector<wire::Point> Decode(const std::string& value) {
+  std::vector<wire::Point> out;
+  if (wire::DecodeBatch(value.data(), value.size(), out) != wire::DecodeError::kNone) out.clear();
+  std::sort(out.begin(), out.end(),
+            [](const wire::Point& a, const wire::Point& b) { return a.ts_ns < b.ts_ns; });
+  return out;
+}
+
+}  // namespace
+
+JetStreamKvStore::JetStreamKvStore(JetStreamKvOptions options, Metrics& metrics,
+                                   const Labels& labels)
+    : options_(std::move(options)),
+      writes_(metrics.GetCounter("kv_writes", "KV writes acknowledged by the server.", labels)),
+      conflicts_(metrics.GetCounter(
+          "kv_conflicts", "KV compare-and-set conflicts (another worker wrote the key first).",
+          labels)),
+      write_errors_(metrics.GetCounter("kv_write_errors", "KV writes that failed and are retried.",
+                                       labels)),
+      pending_keys_(metrics.GetGauge("kv_pending_keys",
+                                     "Keys with samples not yet durable in the bucket.", labels)) {
+  last_flush_ns_ = SteadyNs();
+  conn_ = nats::Connection::Connect(options_.connection);
+  js_ = std::make_unique<nats::JetStream>(*conn_);
+  kv_ = js_->EnsureBucket(options_.bucket);
+  watcher_ = kv_->WatchAll();
+  watch_thread_ = std::thread([this] { Watch(); });
+}
+
+JetStreamKvStore::~JetStreamKvStore() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  watcher_->Stop();
+  if (watch_thread_.joinable()) watch_thread_.join();
+  kv_->WaitForWrites(2000);
+}
+
+void JetStreamKvStore::Watch() {
+  nats::KvEntry e;
+  while (true) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+    }
+    nats::KvWatcher::Event ev;
+    try {
+      ev = watcher_->Next(500, e);
+    } catch (const nats::Error& err) {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      spdlog::warn("bucket {}: watch: {}", options_.bucket.name, err.what());
+      continue;
+    }
+    if (ev == nats::KvWatcher::Event::kTimeout) continue;
+    std::lock_guard lock(mu_);
+    if (ev == nats::KvWatcher::Event::kInitialDone) {
+      restored_ = true;
+      restored_cv_.notify_all();
+      continue;
+    }
+    if (e.deleted) continue;
+    incoming_.push_back({e.key, e.revision, Decode(e.value)});
+  }
+}
+
+void JetStreamKvStore::Restore(const Visit& visit) {
+  std::deque<Update> initial;
+  {
+    std::unique_lock lock(mu_);
+    if (!restored_cv_.wait_for(lock, std::chrono::milliseconds(options_.restore_timeout_ms),
+                               [this] { return restored_; })) {
+      throw std::runtime_error("bucket " + options_.bucket.name + ": state not restored within " +
+                               std::to_string(options_.restore_timeout_ms) + " ms");
+    }
+    initial.swap(incoming_);
+    for (const Update& u : initial) {
+      KeyState& ks = keys_[u.key];
+      ks.revision = std::max(ks.revision, u.revision);
+    }
+  }
+  for (Update& u : initial) visit(u.key, std::move(u.samples));
+}
+
+void JetStreamKvStore::Write(const std::string& key, const std::vector<wire::Point>& samples,
+                             std::function<void()> durable) {
+  std::lock_guard lock(mu_);
+  KeyState& ks = keys_[key];
+  ks.samples = samples;
+  if (durable) ks.acks.push_back(std::move(durable));
+  if (!ks.dirty) {
+    ks.dirty = true;
+    dirty_.push_back(key);
+  }
+}
+
+JetStreamKvStore::Outgoing JetStreamKvStore::Prepare(const std::string& key, KeyState& ks) {
+  ks.dirty = false;
+  ks.in_flight = true;
+  ++in_flight_;
+  ks.in_flight_acks.swap(ks.acks);
+  return {key, ks.samples, ks.revision};
+}
+
+void JetStreamKvStore::Send(std::vector<Outgoing> writes) {
+  for (Outgoing& w : writes) {
+    const std::string value = Encode(w.samples);
+    kv_->UpdateAsync(w.key, value, w.revision,
+                     [this, key = w.key, sent = std::move(w.samples)](const nats::KvWriteResult& r) {
+                       Done(key, sent, r);
+                     });
+  }
+}
+
+void JetStreamKvStore::Done(const std::string& key, const std::vector<wire::Point>& sent,
+                            const nats::KvWriteResult& r) {
+  std::vector<std::function<void()>> acks;
+  {
+    std::lock_guard lock(mu_);
+    KeyState& ks = keys_[key];
+    ks.in_flight = false;
+    --in_flight_;
+    if (r.ok) {
+      writes_.Inc();
+      ks.revision = std::max(ks.revision, r.revision);
+      ks.written = r.revision;
+      acks.swap(ks.in_flight_acks);
+    } else {
+      (r.conflict ? conflicts_ : write_errors_).Inc();
+      ks.conflict = r.conflict;
+      ks.samples = Merge(ks.samples, sent, options_.keep);
+      ks.acks.insert(ks.acks.end(), std::make_move_iterator(ks.in_flight_acks.begin()),
+                     std::make_move_iterator(ks.in_flight_acks.end()));
+      ks.in_flight_acks.clear();
+      if (!ks.dirty) {
+        ks.dirty = true;
+        dirty_.push_back(key);
+      }
+      if (!r.conflict) spdlog::warn("bucket {}: write {}: {}", options_.bucket.name, key, r.error);
+    }
+  }
+  for (auto& ack : acks) ack();
+}
+
+void JetStreamKvStore::Flush() {
+  std::vector<std::string> conflicted;
+  std::vector<Outgoing> writes;
+  {
+    std::lock_guard lock(mu_);
+    std::vector<std::string> still_dirty;
+    for (const std::string& key : dirty_) {
+      KeyState& ks = keys_[key];
+      if (!ks.dirty) continue;
+      if (ks.in_flight) {
+        still_dirty.push_back(key);  // one write per key in flight; this one goes next time
+      } else if (ks.conflict) {
+        conflicted.push_back(key);
+      } else {
+        writes.push_back(Prepare(key, ks));
+      }
+    }
+    dirty_.swap(still_dirty);
+    pending_keys_.Set(static_cast<double>(dirty_.size() + conflicted.size() + in_flight_));
+  }
+  Send(std::move(writes));
+  // Conflicts: read what the other writer stored, merge by event time, write again.
+  writes.clear();
+  for (const std::string& key : conflicted) {
+    std::optional<nats::KvEntry> current;
+    try {
+      current = kv_->Get(key);
+    } catch (const nats::Error& e) {
+      spdlog::warn("bucket {}: get {}: {}", options_.bucket.name, key, e.what());
+    }
+    std::lock_guard lock(mu_);
+    KeyState& ks = keys_[key];
+    if (current) {
+      ks.samples = Merge(ks.samples, Decode(current->value), options_.keep);
+      ks.revision = current->revision;
+    }
+    ks.conflict = false;
+    if (ks.in_flight) {
+      ks.dirty = true;
+      dirty_.push_back(key);
+    } else {
+      writes.push_back(Prepare(key, ks));
+    }
+  }
+  Send(std::move(writes));
+}
+
+void JetStreamKvStore::Sync(bool all, const Visit& changed_elsewhere) {
+  std::deque<Update> updates;
+  {
+    std::lock_guard lock(mu_);
+    updates.swap(incoming_);
+    for (const Update& u : updates) {
+      KeyState& ks = keys_[u.key];
+      ks.revision = std::max(ks.revision, u.revision);
+    }
+  }
+  for (Update& u : updates) {
+    bool own;
+    {
+      std::lock_guard lock(mu_);
+      own = keys_[u.key].written == u.revision;
+    }
+    if (!own) changed_elsewhere(u.key, std::move(u.samples));
+  }
+  const int64_t now = SteadyNs();
+  if (!all && now - last_flush_ns_ < options_.flush_ms * 1'000'000) return;
+  last_flush_ns_ = now;
+  Flush();
+  if (!all) return;
+  // Drain: every write answered (conflicts retried a few times) before acknowledging upstream.
+  for (int round = 0; round < 5; ++round) {
+    kv_->WaitForWrites(5000);
+    {
+      std::lock_guard lock(mu_);
+      if (dirty_.empty() && in_flight_ == 0) return;
+    }
+    Flush();
+  }
+  std::lock_guard lock(mu_);
+  spdlog::error("bucket {}: {} keys not written at shutdown; their messages will be redelivered",
+                options_.bucket.name, dirty_.size() + static_cast<size_t>(in_flight_));
+}
+
+bool JetStreamKvStore::Ready() const {
+  std::lock_guard lock(mu_);
+  return restored_ && conn_->connected();
+}
+
+std::vector<wire::Point> JetStreamKvStore::Merge(std::vector<wire::Point> a,
+                                                 const std::vector<wire::Point>& b,
+                                                 size_t keep) {
+  a.insert(a.end(), b.begin(), b.end());
+  std::sort(a.begin(), a.end(), [](const wire::Point& x, const wire::Point& y) {
+    return x.ts_ns != y.ts_ns ? x.ts_ns < y.ts_ns : x.seq < y.seq;
+  });
+  a.erase(std::unique(a.begin(), a.end(),
+                      [](const wire::Point& x, const wire::Point& y) {
+                        return x.ts_ns == y.ts_ns && x.seq == y.seq;
+                      }),
+          a.end());
+  if (a.size() > keep) a.erase(a.begin(), a.end() - static_cast<std::ptrdiff_t>(keep));
+  return a;
+}
+
+}  // namespace fleetflow

@@ -1,0 +1,102 @@
+#pragma once
+/// StateStore on one JetStream Key/Value bucket, shared by every worker of a pipeline.
+///
+/// Values are FLT1 Batch payloads (schemas/telemetry.fbs) holding a key's newest samples.
+/// Writes are coalesced (at most one per key per flush interval) and sent asynchronously as
+/// compare-and-set updates on the key's revision; on a conflict the stored samples are merged
+/// with ours by event time and written again, so two workers never lose each other's newer
+/// samples. A long-lived watch on the bucket restores the state at start and hands over what
+/// other workers write.
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "jetstream.hpp"
+#include "metrics.hpp"
+#include "state_store.hpp"
+
+namespace fleetflow {
+
+struct JetStreamKvOptions {
+  nats::ConnectOptions connection;
+  nats::BucketOptions bucket;
+  int64_t flush_ms = 200;
+  size_t keep = 4;                // samples per key kept after a merge
+  int restore_timeout_ms = 30'000;
+};
+
+class JetStreamKvStore final : public StateStore {
+ public:
+  /// Connects and opens (creating when missing) the bucket; throws nats::Error.
+  JetStreamKvStore(JetStreamKvOptions options, Metrics& metrics, const Labels& labels);
+  ~JetStreamKvStore() override;
+
+  void Restore(const Visit& visit) override;
+  void Write(const std::string& key, const std::vector<wire::Point>& samples,
+             std::function<void()> durable) override;
+  void Sync(bool all, const Visit& changed_elsewhere) override;
+  bool Ready() const override;
+
+  /// Merges two sample lists by event time (ts, seq unique), keeping the newest `keep`.
+  static std::vector<wire::Point> Merge(std::vector<wire::Point> a,
+                                        const std::vector<wire::Point>& b, size_t keep);
+
+ private:
+  struct KeyState {
+    uint64_t revision = 0;       // newest revision known for the key
+    uint64_t written = 0;        // revision of our own last write (to skip its echo)
+    std::vector<wire::Point> samples;  // what to write next
+    bool dirty = false;
+    bool in_flight = false;
+    bool conflict = false;
+    std::vector<std::function<void()>> acks;           // durable once `samples` are stored
+    std::vector<std::function<void()>> in_flight_acks;  // durable once the write in flight is
+  };
+  struct Update {
+    std::string key;
+    uint64_t revision;
+    std::vector<wire::Point> samples;
+  };
+
+  struct Outgoing {
+    std::string key;
+    std::vector<wire::Point> samples;
+    uint64_t revision;
+  };
+
+  void Watch();
+  void Flush();
+  Outgoing Prepare(const std::string& key, KeyState& ks);  // mu_ held
+  void Send(std::vector<Outgoing> writes);                 // mu_ not held
+  void Done(const std::string& key, const std::vector<wire::Point>& sent,
+            const nats::KvWriteResult& r);
+
+  const JetStreamKvOptions options_;
+  std::unique_ptr<nats::Connection> conn_;
+  std::unique_ptr<nats::JetStream> js_;
+  std::unique_ptr<nats::KeyValue> kv_;
+  std::unique_ptr<nats::KvWatcher> watcher_;
+  std::thread watch_thread_;
+
+  mutable std::mutex mu_;
+  std::condition_variable restored_cv_;
+  bool restored_ = false;
+  bool stopping_ = false;
+  std::unordered_map<std::string, KeyState> keys_;
+  std::vector<std::string> dirty_;
+  std::deque<Update> incoming_;
+  int64_t last_flush_ns_ = 0;
+  int64_t in_flight_ = 0;
+
+  Counter& writes_;
+  Counter& conflicts_;
+  Counter& write_errors_;
+  Gauge& pending_keys_;
+};
+
+}  // namespace fleetflow

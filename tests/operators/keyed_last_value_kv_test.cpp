@@ -1,0 +1,162 @@
+// keyed_last_value with the jetstream_kv backend against a real nats-server with JetStream.
+#include <atomic>
+
+#include "harness.hpp"
+#include "jetstream.hpp"
+#include "servers.hpp"
+#include "state/jetstream_kv_store.hpp"
+
+namespace fleetflow::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int64_t kS = 1'000'000'000;
+constexpr int64_t kBase = 1'700'000'000 * kS;
+
+Body Batch(const std::string& vehicle, const std::string& sensor, std::vector<int64_t> ts,
+           std::function<void()> ack = {}) {
+  SampleBatch b{vehicle, sensor, {}, std::move(ack)};
+  for (int64_t t : ts) b.points.push_back(wire::Point{kBase + t, static_cast<uint32_t>(t), double(t)});
+  return b;
+}
+
+std::vector<int64_t> Times(const std::vector<wire::Point>& points) {
+  std::vector<int64_t> out;
+  for (const auto& p : points) out.push_back(p.ts_ns - kBase);
+  return out;
+}
+
+class KeyedLastValueKvTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    FF_REQUIRE_NATS_SERVER();
+    server_.Start();
+    nats::ConnectOptions o;
+    o.url = server_.url();
+    conn_ = nats::Connection::Connect(o);
+    js_ = std::make_unique<nats::JetStream>(*conn_);
+  }
+
+  std::unique_ptr<OperatorHarness> Worker(int flush_ms = 50) {
+    return std::make_unique<OperatorHarness>(
+        "keyed_last_value", R"({"backend": "jetstream_kv", "url": ")" + server_.url() +
+                                R"(", "keep": 3, "flush_ms": )" + std::to_string(flush_ms) + "}");
+  }
+
+  std::vector<int64_t> Stored(const std::string& key) {
+    auto kv = js_->EnsureBucket({});
+    auto e = kv->Get(key);
+    if (!e) return {};
+    std::vector<wire::Point> points;
+    wire::DecodeBatch(e->value.data(), e->value.size(), points);
+    return Times(points);
+  }
+
+  /// Ticks the worker until `cond` holds (each tick sends due writes).
+  bool TickUntil(OperatorHarness& h, const std::function<bool()>& cond) {
+    return WaitFor(
+        [&] {
+          h.TickAt(h.clock.now_ns + 1);
+          return cond();
+        },
+        10s, 60ms);
+  }
+
+  NatsServer server_;
+  std::unique_ptr<nats::Connection> conn_;
+  std::unique_ptr<nats::JetStream> js_;
+};
+
+TEST_F(KeyedLastValueKvTest, AcknowledgesOnlyOnceTheSamplesAreInTheBucket) {
+  auto h = Worker(/*flush_ms=*/60'000);  // nothing is due before the drain tick
+  std::atomic<int> acks{0};
+  h->Feed(Batch("v1", "speed", {1, 2}, [&] { ++acks; }));
+  h->TickAt(1);
+  EXPECT_EQ(acks, 0);
+  EXPECT_TRUE(Stored("v1.speed").empty());
+  h->TickAt(2, /*drain=*/true);  // a drain writes everything and waits for the answers
+  EXPECT_EQ(acks, 1);
+  EXPECT_EQ(Stored("v1.speed"), (std::vector<int64_t>{1, 2}));
+}
+
+TEST_F(KeyedLastValueKvTest, WritesAreCoalescedPerKey) {
+  auto h = Worker(/*flush_ms=*/60'000);
+  std::atomic<int> acks{0};
+  for (int64_t t = 1; t <= 100; ++t) h->Feed(Batch("v1", "speed", {t}, [&] { ++acks; }));
+  h->TickAt(1, /*drain=*/true);
+  EXPECT_EQ(acks, 100);
+  EXPECT_EQ(h->Counter("kv_writes"), 1u);  // one write for 100 messages
+  EXPECT_EQ(Stored("v1.speed"), (std::vector<int64_t>{98, 99, 100}));
+}
+
+TEST_F(KeyedLastValueKvTest, TwoWorkersWritingOneKeyNeverLoseTheNewestSample) {
+  // Fixed interleavings of two workers on one key: whoever writes last, the bucket ends with the
+  // newest samples by event time of both.
+  auto a = Worker(/*flush_ms=*/60'000);
+  auto b = Worker(/*flush_ms=*/60'000);
+  for (int round = 0; round < 20; ++round) {
+    const int64_t t = 10 + round * 10;
+    a->Feed(Batch("v1", "soc", {t + (round % 2 == 0 ? 5 : 1)}));
+    b->Feed(Batch("v1", "soc", {t + (round % 2 == 0 ? 1 : 5)}));
+    // b writes first on even rounds, a first on odd ones; the second write conflicts.
+    auto& first = round % 2 == 0 ? *b : *a;
+    auto& second = round % 2 == 0 ? *a : *b;
+    first.TickAt(round * 10 + 1, /*drain=*/true);
+    second.TickAt(round * 10 + 2, /*drain=*/true);
+    const auto stored = Stored("v1.soc");
+    ASSERT_FALSE(stored.empty());
+    EXPECT_EQ(stored.back(), t + 5) << "round " << round;
+  }
+  EXPECT_GT(a->Counter("kv_conflicts") + b->Counter("kv_conflicts"), 0u);
+}
+
+TEST_F(KeyedLastValueKvTest, ANewWorkerRestoresTheStateAndPassesItOnFirst) {
+  {
+    auto h = Worker();
+    h->Feed(Batch("v1", "speed", {1, 2, 3, 4}));
+    h->Feed(Batch("v2", "gps", {7}));
+    h->TickAt(1, /*drain=*/true);
+  }
+  auto h = Worker();
+  EXPECT_TRUE(h->op().Ready());
+  const auto out = h->TickAt(5);
+  std::map<std::string, std::vector<int64_t>> restored;
+  for (const auto& b : Only<SampleBatch>(out)) {
+    restored[b->vehicle + "." + b->sensor] = Times(b->points);
+  }
+  EXPECT_EQ(restored["v1.speed"], (std::vector<int64_t>{2, 3, 4}));  // keep = 3
+  EXPECT_EQ(restored["v2.gps"], (std::vector<int64_t>{7}));
+  ASSERT_FALSE(Only<Tick>(out).empty());
+  // Restored samples are state: an older sample is now stale.
+  EXPECT_TRUE(Only<SampleBatch>(h->Feed(Batch("v1", "speed", {1}))).empty());
+}
+
+TEST_F(KeyedLastValueKvTest, SamplesStoredByAnotherWorkerArriveThroughTheWatch) {
+  auto a = Worker();
+  auto b = Worker();
+  a->Feed(Batch("v9", "torque", {42}));
+  a->TickAt(1, /*drain=*/true);
+  std::vector<int64_t> seen;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const auto out = b->TickAt(b->clock.now_ns + 1);
+        for (const auto& batch : Only<SampleBatch>(out)) {
+          if (batch->vehicle == "v9") seen = Times(batch->points);
+        }
+        return !seen.empty();
+      },
+      10s));
+  EXPECT_EQ(seen, (std::vector<int64_t>{42}));
+}
+
+TEST(JetStreamKvMergeTest, KeepsTheNewestByEventTimeWithoutDuplicates) {
+  auto p = [](int64_t t, uint32_t seq = 0) { return wire::Point{t, seq, 0}; };
+  const auto merged = JetStreamKvStore::Merge({p(1), p(5), p(3)}, {p(4), p(5), p(2)}, 3);
+  std::vector<int64_t> ts;
+  for (const auto& x : merged) ts.push_back(x.ts_ns);
+  EXPECT_EQ(ts, (std::vector<int64_t>{3, 4, 5}));
+}
+
+}  // namespace
+}  // namespace fleetflow::testing
