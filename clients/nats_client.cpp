@@ -249,6 +249,8 @@ void Check(int status, std::string_view operation) {
 
 }  // namespace detail
 
+bool Error::unreachable() const { return status_ == NATS_NO_SERVER; }
+
 ConnectOptions ConnectOptions::FromEnv() {
   ConnectOptions o;
   const auto set = [](std::string& field, const char* name) {
@@ -290,6 +292,8 @@ const void* Message::data() const { return natsMsg_GetData(msg_); }
 
 size_t Message::size() const { return static_cast<size_t>(natsMsg_GetDataLength(msg_)); }
 
+bool Message::no_responders() const { return natsMsg_IsNoResponders(msg_); }
+
 // --- Subscription ---
 
 Subscription::~Subscription() {
@@ -326,6 +330,23 @@ void Connection::Publish(std::string_view subject, const void* data, size_t size
   subj.assign(subject);
   const natsStatus s = natsConnection_Publish(conn_, subj.c_str(), data, static_cast<int>(size));
   if (s != NATS_OK) Throw(s, "publish to " + subj);
+}
+
+void Connection::PublishRequest(std::string_view subject, std::string_view reply,
+                                std::string_view payload) {
+  const std::string subj(subject);
+  const std::string inbox(reply);
+  Check(natsConnection_PublishRequest(conn_, subj.c_str(), inbox.c_str(), payload.data(),
+                                      static_cast<int>(payload.size())),
+        "publish request to " + subj);
+}
+
+std::string Connection::NewInbox() {
+  natsInbox* raw = nullptr;
+  Check(natsInbox_Create(&raw), "create inbox");
+  std::string inbox(raw);
+  natsInbox_Destroy(raw);
+  return inbox;
 }
 
 void Connection::Flush(int timeout_ms) {

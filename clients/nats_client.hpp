@@ -25,6 +25,9 @@ class Error : public std::runtime_error {
  public:
   Error(const std::string& what, int status) : std::runtime_error(what), status_(status) {}
   int status() const { return status_; }
+  /// True when no server could be reached (nothing listening, connect timeout), as opposed to a
+  /// server that refused the connection (credentials, TLS) or any other failure.
+  bool unreachable() const;
 
  private:
   int status_;
@@ -63,6 +66,10 @@ class Message {
   std::string_view reply() const;
   const void* data() const;
   size_t size() const;
+  std::string_view text() const { return {static_cast<const char*>(data()), size()}; }
+  /// True for the server's "503 no responders" status sent to the reply subject of a request
+  /// published while nothing subscribed to its subject.
+  bool no_responders() const;
 
  private:
   __natsMsg* msg_;
@@ -108,6 +115,11 @@ class Connection {
   void Publish(std::string_view subject, std::string_view payload) {
     Publish(subject, payload.data(), payload.size());
   }
+  /// Publishes with a reply subject, for requests whose replies are gathered by a subscription
+  /// on `reply` (e.g. on NewInbox()) instead of Request().
+  void PublishRequest(std::string_view subject, std::string_view reply, std::string_view payload);
+  /// A new unique inbox subject (_INBOX.<random>) to receive replies on.
+  static std::string NewInbox();
   /// Sends buffered publishes and waits for the server's PONG; throws on timeout.
   void Flush(int timeout_ms);
   /// Subscribes `subject` (wildcards allowed); a non-empty `queue_group` shares messages among

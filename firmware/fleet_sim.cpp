@@ -3,7 +3,6 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cinttypes>
 #include <csignal>
@@ -14,12 +13,14 @@
 #include <thread>
 #include <vector>
 
+#include "cli_options.hpp"
 #include "nats_client.hpp"
 #include "signals.hpp"
 #include "wire.hpp"
 
 namespace {
 
+namespace firmware = fleetflow::firmware;
 namespace nats = fleetflow::nats;
 namespace sim = fleetflow::sim;
 namespace wire = fleetflow::wire;
@@ -29,6 +30,7 @@ constexpr int kExitNats = 2;
 constexpr int kFlushTimeoutMs = 10'000;
 constexpr int64_t kNsPerSec = 1'000'000'000;
 constexpr size_t kMaxSamplesPerMessage = 1024;  // keeps catch-up batches far below max_payload
+constexpr double kMaxScaledHz = 100'000;
 
 volatile std::sig_atomic_t g_stop = 0;
 
@@ -51,42 +53,15 @@ bool SleepUntil(int64_t t_ns) {
   return false;
 }
 
-// Parses "gps=10,speed=30" into `out`; returns an error message, or "" when the spec is valid.
-std::string ParseRates(std::string_view spec, std::vector<sim::SensorRate>& out) {
-  out.clear();
-  while (true) {
-    const size_t comma = spec.find(',');
-    const std::string_view item = spec.substr(0, comma);
-    const size_t eq = item.find('=');
-    if (eq == std::string_view::npos) {
-      return "'" + std::string(item) + "' is not SENSOR=HZ (e.g. gps=10,speed=30)";
-    }
-    const std::string name(item.substr(0, eq));
-    const std::string_view hz_text = item.substr(eq + 1);
-    if (!wire::IsValidToken(name) || name == wire::kStatusToken) {
-      return "'" + name + "' is not a sensor name: use 1-64 of A-Z a-z 0-9 _ - (not 'status')";
-    }
-    double hz = 0;
-    const auto [end, ec] = std::from_chars(hz_text.data(), hz_text.data() + hz_text.size(), hz);
-    if (ec != std::errc() || end != hz_text.data() + hz_text.size() || !(hz > 0 && hz <= 1000)) {
-      return "rate of '" + name + "' must be a number of Hz in (0, 1000], got '" +
-             std::string(hz_text) + "'";
-    }
-    if (std::any_of(out.begin(), out.end(), [&](const auto& s) { return s.name == name; })) {
-      return "sensor '" + name + "' is given twice";
-    }
-    out.push_back({name, hz});
-    if (comma == std::string_view::npos) return "";
-    spec.remove_prefix(comma + 1);
-  }
-}
-
 struct Options {
   nats::ConnectOptions nats = nats::ConnectOptions::FromEnv();
   sim::FleetConfig fleet;
   int first_vehicle = 0;
   double duration_s = 0;
   int batch_ms = 100;
+  bool max_rate = false;  // no pacing: event time runs as fast as samples can be sent
+  double mean_on_s = 0;   // > 0 with mean_off_s: vehicles switch on and off (sim::Trips)
+  double mean_off_s = 0;
   bool quiet = false;
   bool progress = false;
 };
@@ -94,12 +69,15 @@ struct Options {
 struct Summary {
   int64_t samples = 0;
   int64_t messages = 0;  // sample messages; status messages are not counted
+  int64_t bytes = 0;     // sample payload bytes
   int64_t start_ns = 0;
-  int64_t end_ns = 0;  // exclusive bound of the published sample times
+  int64_t end_ns = 0;    // exclusive bound of the published sample times
+  double elapsed_s = 0;  // wall time from the first publish to the final flush
 };
 
-// Publishes the fleet's samples in real time: a min-heap of (next sample time, stream) tells which
-// vehicle+sensor stream is due next, so each tick costs O(due streams * log streams).
+// Publishes the fleet's samples in real time (or as fast as possible with max_rate): a min-heap
+// of (next event time, stream) tells which vehicle+sensor stream is due next, so each tick costs
+// O(due streams * log streams). With trips, one more stream per vehicle carries its switches.
 class FleetRunner {
  public:
   FleetRunner(const Options& opt, nats::Connection& conn)
@@ -108,16 +86,20 @@ class FleetRunner {
         conn_(conn),
         batch_ns_(static_cast<int64_t>(opt.batch_ms) * 1'000'000),
         end_ns_(opt.duration_s > 0 ? fleet_.start_ns + std::llround(opt.duration_s * 1e9)
-                                   : INT64_MAX) {
+                                   : INT64_MAX),
+        trips_enabled_(opt.mean_on_s > 0 && opt.mean_off_s > 0) {
     const int sensors = static_cast<int>(fleet_.sensors.size());
-    streams_.reserve(static_cast<size_t>(fleet_.vehicles) * sensors);
+    streams_.reserve(static_cast<size_t>(fleet_.vehicles) * (sensors + 1));
     for (int v = opt.first_vehicle; v < opt.first_vehicle + fleet_.vehicles; ++v) {
       const std::string id = sim::VehicleId(fleet_, v);
       status_subjects_.push_back(wire::StatusSubject(id));
       for (int s = 0; s < sensors; ++s) {
-        const int64_t first = sim::SampleTime(fleet_, v, s, 0);
-        if (first < end_ns_) heap_.push_back({first, static_cast<uint32_t>(streams_.size())});
-        streams_.push_back({v, s, 0, wire::SampleSubject(id, fleet_.sensors[s].name)});
+        AddStream(v, s, wire::SampleSubject(id, fleet_.sensors[s].name),
+                  sim::SampleTime(fleet_, v, s, 0));
+      }
+      if (trips_enabled_) {
+        AddStream(v, kSwitchStream, "",
+                  sim::Trips(fleet_, v, opt.mean_on_s, opt.mean_off_s).until_ns());
       }
     }
     std::make_heap(heap_.begin(), heap_.end(), std::greater<>());
@@ -126,16 +108,15 @@ class FleetRunner {
   Summary Run() {
     Summary sum;
     sum.start_ns = fleet_.start_ns;
-    PublishStatus("on");
+    PublishStatus(fleet_.start_ns);
     int64_t published_until = fleet_.start_ns;
-    if (SleepUntil(fleet_.start_ns)) {
-      last_report_ns_ = NowNs();
-      while (!heap_.empty()) {
+    if (opt_.max_rate || SleepUntil(fleet_.start_ns)) {
+      first_publish_ns_ = last_report_ns_ = NowNs();
+      while (!heap_.empty() && g_stop == 0) {
         const int64_t next = heap_.front().ts;
-        if (!SleepUntil(std::min(batch_ns_ > 0 ? GridFloor(next) + batch_ns_ : next, end_ns_))) {
-          break;
-        }
-        const int64_t now = NowNs();
+        const int64_t tick = std::min(batch_ns_ > 0 ? GridFloor(next) + batch_ns_ : next, end_ns_);
+        if (!opt_.max_rate && !SleepUntil(tick)) break;
+        const int64_t now = opt_.max_rate ? tick : NowNs();
         const int64_t until = now >= end_ns_ ? end_ns_ : batch_ns_ > 0 ? GridFloor(now) : now + 1;
         while (!heap_.empty() && heap_.front().ts < until) {
           std::pop_heap(heap_.begin(), heap_.end(), std::greater<>());
@@ -150,25 +131,38 @@ class FleetRunner {
     // Completed duration runs published every sample before end_ns_.
     sum.end_ns = heap_.empty() ? end_ns_ : published_until;
     conn_.Flush(kFlushTimeoutMs);
-    PublishStatus("off");
+    sum.elapsed_s = static_cast<double>(NowNs() - first_publish_ns_) / 1e9;
+    for (const std::string& subject : status_subjects_) conn_.Publish(subject, "off");
     conn_.Flush(kFlushTimeoutMs);
     sum.samples = samples_;
     sum.messages = messages_;
+    sum.bytes = bytes_;
     return sum;
   }
 
  private:
+  static constexpr int kSwitchStream = -1;  // Stream::sensor of a vehicle's on/off switches
+
   struct Stream {
     int vehicle;
-    int sensor;
-    int64_t k;  // next sample index
+    int sensor;  // kSwitchStream: the vehicle's trips
+    int64_t k;   // next sample index
+    uint32_t seq;
     std::string subject;
+    sim::Trips trips;
   };
   struct Due {
     int64_t ts;
     uint32_t stream;
     bool operator>(const Due& o) const { return ts != o.ts ? ts > o.ts : stream > o.stream; }
   };
+
+  void AddStream(int vehicle, int sensor, std::string subject, int64_t first) {
+    if (first < end_ns_) heap_.push_back({first, static_cast<uint32_t>(streams_.size())});
+    streams_.push_back({vehicle, sensor, 0, 0, std::move(subject),
+                        sim::Trips(fleet_, vehicle, trips_enabled_ ? opt_.mean_on_s : 1,
+                                   trips_enabled_ ? opt_.mean_off_s : 1)});
+  }
 
   // The batch ticks are start_ns + j * batch_ns; samples due in [tick - batch, tick) go at tick.
   int64_t GridFloor(int64_t t) const {
@@ -177,13 +171,27 @@ class FleetRunner {
 
   // Publishes the samples of one stream due before `until`, in order, then re-queues it (a
   // stream far behind, e.g. after a past --start-ns, is re-queued due and sent in pieces).
+  // Samples that fall while the vehicle is parked are skipped.
   void PublishDue(Due due, int64_t until) {
     Stream& st = streams_[due.stream];
+    if (st.sensor == kSwitchStream) return PublishSwitch(due);
     points_.clear();
     int64_t ts = due.ts;
     while (ts < until && points_.size() < kMaxSamplesPerMessage) {
-      points_.push_back(
-          sim::SampleAt(fleet_, st.vehicle, st.sensor, ts, static_cast<uint32_t>(st.k)));
+      if (trips_enabled_) {
+        st.trips.Seek(ts);
+        if (!st.trips.on()) {
+          const int64_t first = sim::SampleTime(fleet_, st.vehicle, st.sensor, 0);
+          const int64_t period = sim::PeriodNs(fleet_.sensors[st.sensor]);
+          st.k = std::max(st.k, (st.trips.until_ns() - first + period - 1) / period);
+          ts = sim::SampleTime(fleet_, st.vehicle, st.sensor, st.k);
+          continue;
+        }
+      }
+      const int64_t parked = trips_enabled_ ? st.trips.parked_ns() : 0;
+      wire::Point p = sim::SampleAt(fleet_, st.vehicle, st.sensor, ts - parked, st.seq++);
+      p.ts_ns = ts;
+      points_.push_back(p);
       ts = sim::SampleTime(fleet_, st.vehicle, st.sensor, ++st.k);
     }
     if (batch_ns_ > 0) {
@@ -191,21 +199,43 @@ class FleetRunner {
     } else {
       for (const wire::Point& p : points_) Send(st.subject, {&p, 1});
     }
-    if (ts < end_ns_) {
-      heap_.push_back({ts, due.stream});
-      std::push_heap(heap_.begin(), heap_.end(), std::greater<>());
-    }
+    Requeue(due.stream, ts);
+  }
+
+  void PublishSwitch(Due due) {
+    Stream& st = streams_[due.stream];
+    st.trips.Seek(due.ts);
+    conn_.Publish(status_subjects_[st.vehicle - opt_.first_vehicle], st.trips.on() ? "on" : "off");
+    Requeue(due.stream, st.trips.until_ns());
+  }
+
+  void Requeue(uint32_t stream, int64_t ts) {
+    if (ts >= end_ns_) return;
+    heap_.push_back({ts, stream});
+    std::push_heap(heap_.begin(), heap_.end(), std::greater<>());
   }
 
   void Send(const std::string& subject, std::span<const wire::Point> points) {
+    if (points.empty()) return;
     const std::vector<uint8_t> payload = wire::EncodeBatch(points);
     conn_.Publish(subject, payload.data(), payload.size());
     samples_ += static_cast<int64_t>(points.size());
+    bytes_ += static_cast<int64_t>(payload.size());
     ++messages_;
   }
 
-  void PublishStatus(std::string_view status) {
-    for (const std::string& subject : status_subjects_) conn_.Publish(subject, status);
+  // Every vehicle's state at `ts_ns`: "on", or "off" for vehicles parked then.
+  void PublishStatus(int64_t ts_ns) {
+    for (size_t i = 0; i < status_subjects_.size(); ++i) {
+      bool on = true;
+      if (trips_enabled_) {
+        sim::Trips trips(fleet_, opt_.first_vehicle + static_cast<int>(i), opt_.mean_on_s,
+                         opt_.mean_off_s);
+        trips.Seek(ts_ns);
+        on = trips.on();
+      }
+      conn_.Publish(status_subjects_[i], on ? "on" : "off");
+    }
   }
 
   void ReportProgress() {
@@ -226,13 +256,44 @@ class FleetRunner {
   nats::Connection& conn_;
   const int64_t batch_ns_;
   const int64_t end_ns_;
+  const bool trips_enabled_;
   std::vector<Stream> streams_;
   std::vector<std::string> status_subjects_;
   std::vector<Due> heap_;
   std::vector<wire::Point> points_;  // reused for every message
-  int64_t samples_ = 0, messages_ = 0;
+  int64_t samples_ = 0, messages_ = 0, bytes_ = 0;
+  int64_t first_publish_ns_ = 0;
   int64_t last_samples_ = 0, last_messages_ = 0, last_report_ns_ = 0;
 };
+
+// Multiplies every rate so that the fleet sends `target` samples/s in all.
+void ScaleRates(double target, sim::FleetConfig& fleet) {
+  double nominal = 0;
+  for (const sim::SensorRate& s : fleet.sensors) nominal += s.hz * fleet.vehicles;
+  for (sim::SensorRate& s : fleet.sensors) {
+    s.hz *= target / nominal;
+    if (s.hz > kMaxScaledHz) {
+      throw CLI::ValidationError("--target-rate", "needs " + s.name + " at " +
+                                                      std::to_string(s.hz) +
+                                                      " Hz per vehicle; use more --vehicles");
+    }
+  }
+}
+
+void ParseOnOff(const std::string& spec, Options& opt) {
+  const size_t comma = spec.find(',');
+  try {
+    size_t used_on = 0, used_off = 0;
+    opt.mean_on_s = std::stod(spec.substr(0, comma), &used_on);
+    opt.mean_off_s = comma == std::string::npos ? 0 : std::stod(spec.substr(comma + 1), &used_off);
+    if (used_on == comma && used_off == spec.size() - comma - 1 && opt.mean_on_s > 0 &&
+        opt.mean_off_s > 0) {
+      return;
+    }
+  } catch (const std::exception&) {
+  }
+  throw CLI::ValidationError("--on-off", "'" + spec + "' is not ON_S,OFF_S, e.g. 300,60");
+}
 
 }  // namespace
 
@@ -240,6 +301,8 @@ int main(int argc, char** argv) {
   Options opt;
   std::string rates = "gps=10,speed=30,soc=5,torque=20";
   int64_t start_ns = -1;
+  double target_rate = 0;
+  std::string on_off;
 
   CLI::App app{
       "Simulates a fleet of vehicles in one process and publishes their telemetry over "
@@ -253,13 +316,19 @@ int main(int argc, char** argv) {
       "get a generic smooth signal.\n"
       "At the end (--duration reached, SIGINT or SIGTERM) fleet-sim flushes, publishes 'off', "
       "and prints one JSON line to stdout:\n"
-      "  {\"vehicles\":N,\"samples\":S,\"messages\":M,\"start_ns\":T0,\"end_ns\":T1}\n"
-      "where messages counts sample messages (not status ones) and every sample with "
-      "start_ns <= time < end_ns was published.\n"
+      "  {\"vehicles\":N,\"samples\":S,\"messages\":M,\"start_ns\":T0,\"end_ns\":T1,"
+      "\"bytes\":B,\"elapsed_s\":E,\"samples_per_s\":R}\n"
+      "where messages counts sample messages (not status ones), bytes their payloads, every "
+      "sample with start_ns <= time < end_ns was published (but those of parked vehicles, with "
+      "--on-off), and R = S / E, E being the wall time from the first publish to the final "
+      "flush.\n"
+      "Load: --target-rate R scales every sensor's rate so that the fleet sends R samples/s in "
+      "real time; --max-rate drops the pacing, so event time runs ahead of the wall clock as "
+      "fast as samples can be sent (for throughput measurements; an engine would see future "
+      "timestamps).\n"
       "Environment: NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_CA, NATS_CERT, NATS_KEY.\n"
       "Exit status: 0 done, 1 usage error, 2 NATS error (cannot connect, publish or flush).");
-  app.add_option("--nats-url", opt.nats.url, "NATS server URL(s), comma-separated (env NATS_URL)")
-      ->capture_default_str();
+  firmware::AddNatsOptions(app, opt.nats);
   app.add_option("--vehicles", opt.fleet.vehicles, "Number of vehicles in this process")
       ->capture_default_str()
       ->check(CLI::Range(1, 1'000'000));
@@ -270,12 +339,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--rates", rates, "Sensors and their rates, SENSOR=HZ,... with HZ in (0, 1000]")
       ->capture_default_str()
-      ->check(CLI::Validator(
-          [](std::string& spec) {
-            std::vector<sim::SensorRate> unused;
-            return ParseRates(spec, unused);
-          },
-          "SENSOR=HZ,...", "rates"));
+      ->check(firmware::RatesValidator());
   app.add_option("--duration", opt.duration_s,
                  "Seconds of event time to publish from --start-ns; 0 = until SIGINT/SIGTERM")
       ->capture_default_str()
@@ -291,13 +355,26 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--id-prefix", opt.fleet.id_prefix, "Prefix of vehicle ids")
       ->capture_default_str();
+  app.add_option("--target-rate", target_rate,
+                 "Aggregate samples/s to send: scales every rate of --rates to reach it")
+      ->check(CLI::Range(1.0, 1e9));
+  app.add_flag("--max-rate", opt.max_rate,
+               "Send as fast as possible instead of in real time (event time runs ahead)")
+      ->excludes("--target-rate");
+  app.add_option("--on-off", on_off,
+                 "Vehicles switch on and off: driving about ON_S seconds, parked about OFF_S "
+                 "(each period 0.5-1.5 times its mean, deterministic per seed); 'on'/'off' "
+                 "published at each switch, parked vehicles send nothing and do not move")
+      ->type_name("ON_S,OFF_S");
   app.add_flag("--quiet", opt.quiet, "Print nothing but errors and the summary line");
   app.add_flag("--progress", opt.progress,
                "Print a progress line to stderr every second (vehicles, samples sent, msgs/s, "
                "samples/s)");
   try {
     app.parse(argc, argv);
-    ParseRates(rates, opt.fleet.sensors);
+    firmware::ParseRates(rates, opt.fleet.sensors);
+    if (target_rate > 0) ScaleRates(target_rate, opt.fleet);
+    if (!on_off.empty()) ParseOnOff(on_off, opt);
     const std::string last_id =
         sim::VehicleId(opt.fleet, opt.first_vehicle + opt.fleet.vehicles - 1);
     if (!wire::IsValidToken(opt.fleet.id_prefix) || !wire::IsValidToken(last_id)) {
@@ -324,8 +401,11 @@ int main(int argc, char** argv) {
     FleetRunner runner(opt, *conn);
     const Summary sum = runner.Run();
     std::printf("{\"vehicles\":%d,\"samples\":%" PRId64 ",\"messages\":%" PRId64
-                ",\"start_ns\":%" PRId64 ",\"end_ns\":%" PRId64 "}\n",
-                opt.fleet.vehicles, sum.samples, sum.messages, sum.start_ns, sum.end_ns);
+                ",\"start_ns\":%" PRId64 ",\"end_ns\":%" PRId64 ",\"bytes\":%" PRId64
+                ",\"elapsed_s\":%.3f,\"samples_per_s\":%.0f}\n",
+                opt.fleet.vehicles, sum.samples, sum.messages, sum.start_ns, sum.end_ns, sum.bytes,
+                sum.elapsed_s,
+                sum.elapsed_s > 0 ? static_cast<double>(sum.samples) / sum.elapsed_s : 0.0);
     std::fflush(stdout);
     return 0;
   } catch (const nats::Error& e) {

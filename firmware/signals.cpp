@@ -18,6 +18,7 @@ constexpr double kDegPerRad = 180.0 / std::numbers::pi;
 // Salts separate the independent hash streams of one vehicle.
 constexpr uint64_t kSaltMotion = 0x6d6f74696f6e;  // "motion"
 constexpr uint64_t kSaltPhase = 0x7068617365;     // "phase"
+constexpr uint64_t kSaltTrips = 0x7472697073;     // "trips"
 
 uint64_t Mix(uint64_t x) {  // the splitmix64 finalizer
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -36,6 +37,8 @@ class Draw {
  public:
   Draw(uint64_t seed, int vehicle, uint64_t salt)
       : state_(Mix(Mix(Mix(seed) ^ static_cast<uint64_t>(vehicle)) ^ salt)) {}
+  explicit Draw(uint64_t state) : state_(state) {}
+  uint64_t state() const { return state_; }
   uint64_t Bits() {
     state_ += 0x9E3779B97F4A7C15ULL;
     return Mix(state_);
@@ -133,6 +136,36 @@ double GenericValue(uint64_t seed, int vehicle, std::string_view name, double t)
 }
 
 }  // namespace
+
+Trips::Trips(const FleetConfig& fleet, int vehicle, double mean_on_s, double mean_off_s)
+    : rng_(Draw(fleet.seed, vehicle, kSaltTrips).Bits()),
+      mean_on_ns_(mean_on_s * 1e9),
+      mean_off_ns_(mean_off_s * 1e9) {
+  if (!(mean_on_s > 0) || !(mean_off_s > 0)) {
+    throw std::invalid_argument("trips: mean on and off durations must be positive");
+  }
+  on_ = Unit() < mean_on_s / (mean_on_s + mean_off_s);
+  from_ = fleet.start_ns;
+  until_ = from_ + std::max<int64_t>(1, std::llround(static_cast<double>(Length(on_)) * Unit()));
+}
+
+double Trips::Unit() {
+  Draw d(rng_);
+  const double u = d.Uniform(0, 1);
+  rng_ = d.state();
+  return u;
+}
+
+int64_t Trips::Length(bool on) {
+  return std::max<int64_t>(1, std::llround((on ? mean_on_ns_ : mean_off_ns_) * (0.5 + Unit())));
+}
+
+void Trips::Next() {
+  if (!on_) parked_ += until_ - from_;
+  on_ = !on_;
+  from_ = until_;
+  until_ = from_ + Length(on_);
+}
 
 std::string VehicleId(const FleetConfig& fleet, int vehicle) {
   char digits[16];

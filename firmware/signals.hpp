@@ -50,4 +50,38 @@ int64_t SampleTime(const FleetConfig& fleet, int vehicle, int sensor, int64_t k)
 wire::Point SampleAt(const FleetConfig& fleet, int vehicle, int sensor, int64_t ts_ns,
                      uint32_t seq);
 
+/// Optional on/off behaviour of a vehicle: it alternates driving periods (on, sampling) and
+/// parked periods (off, silent), each lasting 0.5-1.5 times its mean, deterministic for
+/// (seed, vehicle). At start_ns a vehicle is on with probability mean_on / (mean_on + mean_off),
+/// part-way through its first period. While parked the vehicle does not move: its signals
+/// continue, once on again, from where they stopped, so a driving sample at ts_ns is
+/// SampleAt(..., ts_ns - parked_ns(), ...) with its time set back to ts_ns.
+class Trips {
+ public:
+  Trips(const FleetConfig& fleet, int vehicle, double mean_on_s, double mean_off_s);
+
+  /// Moves to the period containing ts_ns; times must not decrease from call to call.
+  void Seek(int64_t ts_ns) {
+    while (ts_ns >= until_) Next();
+  }
+  /// Moves to the next period.
+  void Next();
+
+  bool on() const { return on_; }
+  /// The current period is [from_ns(), until_ns()).
+  int64_t from_ns() const { return from_; }
+  int64_t until_ns() const { return until_; }
+  /// Time spent parked before from_ns().
+  int64_t parked_ns() const { return parked_; }
+
+ private:
+  double Unit();  // uniform in [0, 1), advancing rng_
+  int64_t Length(bool on);
+
+  uint64_t rng_;
+  double mean_on_ns_, mean_off_ns_;
+  bool on_ = true;
+  int64_t from_ = 0, until_ = 0, parked_ = 0;
+};
+
 }  // namespace fleetflow::sim

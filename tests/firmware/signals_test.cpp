@@ -194,5 +194,47 @@ TEST(Signals, SignalsAreSmooth) {
   }
 }
 
+TEST(Trips, AlternateWithPlausibleDurationsAndShares) {
+  const FleetConfig f = Fleet(13);
+  double on_ns = 0, total_ns = 0;
+  int starts_on = 0;
+  for (int v = 0; v < 200; ++v) {
+    Trips t(f, v, 300, 100);
+    starts_on += t.on();
+    EXPECT_EQ(t.from_ns(), f.start_ns);
+    EXPECT_GT(t.until_ns(), f.start_ns);
+    int64_t parked = t.on() ? 0 : t.until_ns() - t.from_ns();
+    for (int i = 0; i < 50; ++i) {
+      const bool was_on = t.on();
+      const int64_t end = t.until_ns();
+      t.Next();
+      ASSERT_NE(t.on(), was_on);
+      ASSERT_EQ(t.from_ns(), end);
+      const double len_s = static_cast<double>(t.until_ns() - t.from_ns()) / 1e9;
+      ASSERT_GE(len_s, t.on() ? 150 : 50);
+      ASSERT_LE(len_s, t.on() ? 450 : 150);
+      ASSERT_EQ(t.parked_ns(), parked);
+      if (!t.on()) parked += t.until_ns() - t.from_ns();
+      if (t.on()) on_ns += static_cast<double>(t.until_ns() - t.from_ns());
+      total_ns += static_cast<double>(t.until_ns() - t.from_ns());
+    }
+  }
+  EXPECT_NEAR(on_ns / total_ns, 0.75, 0.03);
+  EXPECT_NEAR(starts_on / 200.0, 0.75, 0.1);
+}
+
+TEST(Trips, AreDeterministicAndSeekable) {
+  const FleetConfig f = Fleet(21);
+  Trips a(f, 4, 60, 30), b(f, 4, 60, 30), other(f, 5, 60, 30);
+  for (int i = 0; i < 10; ++i) a.Next();
+  b.Seek(a.from_ns());
+  EXPECT_EQ(b.from_ns(), a.from_ns());
+  EXPECT_EQ(b.until_ns(), a.until_ns());
+  EXPECT_EQ(b.parked_ns(), a.parked_ns());
+  other.Seek(a.from_ns());
+  EXPECT_NE(other.from_ns(), a.from_ns());
+  EXPECT_THROW(Trips(f, 0, 0, 30), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace fleetflow::sim

@@ -1,0 +1,25 @@
+#pragma once
+/// Command-line pieces shared by fleet-sensor, fleet-sim and fleetctl (CLI11).
+
+#include <CLI/CLI.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nats_client.hpp"
+#include "signals.hpp"
+
+namespace fleetflow::firmware {
+
+/// Parses "gps=10,speed=30" (HZ in (0, 1000], names valid tokens other than 'status' and 'cmd',
+/// none twice) into `out`; returns an error message, or "" when the spec is valid.
+std::string ParseRates(std::string_view spec, std::vector<sim::SensorRate>& out);
+
+/// A CLI11 check of a SENSOR=HZ,... option with ParseRates.
+CLI::Validator RatesValidator();
+
+/// --nats-url, --creds, --nkey-seed, --ca, --cert, --key; each defaults to its NATS_* variable
+/// (already read into `options` by ConnectOptions::FromEnv()).
+void AddNatsOptions(CLI::App& app, nats::ConnectOptions& options);
+
+}  // namespace fleetflow::firmware

@@ -1,0 +1,281 @@
+#include "control.hpp"
+
+#include <charconv>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <memory>
+
+#include "wire.hpp"
+
+namespace fleetflow::control {
+namespace {
+
+void AppendEscaped(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out.append(buf);
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+}
+
+// A JSON value, just enough of it for the status replies: numbers keep their text so 64-bit
+// integers (nanosecond times) survive.
+struct Value {
+  enum class Kind { kNull, kBool, kNumber, kString, kArray, kObject } kind = Kind::kNull;
+  bool boolean = false;
+  std::string text;  // number text or string contents
+  std::vector<Value> items;
+  std::map<std::string, Value, std::less<>> members;
+
+  const Value* Get(std::string_view key) const {
+    const auto it = members.find(key);
+    return it == members.end() ? nullptr : &it->second;
+  }
+};
+
+class Parser {
+ public:
+  explicit Parser(std::string_view in) : in_(in) {}
+
+  bool Document(Value& out) {
+    if (!Parse(out, 0)) return false;
+    SkipSpace();
+    return pos_ == in_.size();
+  }
+
+ private:
+  static constexpr int kMaxDepth = 16;
+
+  void SkipSpace() {
+    while (pos_ < in_.size() &&
+           (in_[pos_] == ' ' || in_[pos_] == '\n' || in_[pos_] == '\r' || in_[pos_] == '\t')) {
+      ++pos_;
+    }
+  }
+  bool Eat(char c) {
+    SkipSpace();
+    if (pos_ < in_.size() && in_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+  bool Literal(std::string_view word) {
+    if (in_.substr(pos_, word.size()) != word) return false;
+    pos_ += word.size();
+    return true;
+  }
+  bool String(std::string& out) {
+    if (!Eat('"')) return false;
+    out.clear();
+    while (pos_ < in_.size()) {
+      const char c = in_[pos_++];
+      if (c == '"') return true;
+      if (c != '\\') {
+        out.push_back(c);
+        continue;
+      }
+      if (pos_ >= in_.size()) return false;
+      const char e = in_[pos_++];
+      if (e == 'u') {
+        unsigned code = 0;
+        if (pos_ + 4 > in_.size()) return false;
+        const auto [end, ec] = std::from_chars(in_.data() + pos_, in_.data() + pos_ + 4, code, 16);
+        if (ec != std::errc() || end != in_.data() + pos_ + 4) return false;
+        pos_ += 4;
+        out.push_back(code < 0x80 ? static_cast<char>(code) : '?');
+      } else {
+        const std::string_view from = "\"\\/bfnrt", to = "\"\\/\b\f\n\r\t";
+        const size_t i = from.find(e);
+        if (i == std::string_view::npos) return false;
+        out.push_back(to[i]);
+      }
+    }
+    return false;
+  }
+  bool Parse(Value& out, int depth) {
+    if (depth > kMaxDepth) return false;
+    SkipSpace();
+    if (pos_ >= in_.size()) return false;
+    const char c = in_[pos_];
+    if (c == '{') {
+      out.kind = Value::Kind::kObject;
+      ++pos_;
+      if (Eat('}')) return true;
+      do {
+        std::string key;
+        if (!String(key) || !Eat(':') || !Parse(out.members[key], depth + 1)) return false;
+      } while (Eat(','));
+      return Eat('}');
+    }
+    if (c == '[') {
+      out.kind = Value::Kind::kArray;
+      ++pos_;
+      if (Eat(']')) return true;
+      do {
+        if (!Parse(out.items.emplace_back(), depth + 1)) return false;
+      } while (Eat(','));
+      return Eat(']');
+    }
+    if (c == '"') {
+      out.kind = Value::Kind::kString;
+      return String(out.text);
+    }
+    if (Literal("true") || Literal("false")) {
+      out.kind = Value::Kind::kBool;
+      out.boolean = c == 't';
+      return true;
+    }
+    if (Literal("null")) return true;
+    const size_t start = pos_;
+    while (pos_ < in_.size() &&
+           std::string_view("+-0123456789.eE").find(in_[pos_]) != std::string_view::npos) {
+      ++pos_;
+    }
+    out.kind = Value::Kind::kNumber;
+    out.text = in_.substr(start, pos_ - start);
+    return pos_ > start;
+  }
+
+  std::string_view in_;
+  size_t pos_ = 0;
+};
+
+template <typename T>
+bool NumberOf(const Value* v, T& out) {
+  if (v == nullptr || v->kind != Value::Kind::kNumber) return v == nullptr;  // absent: default
+  const auto [end, ec] = std::from_chars(v->text.data(), v->text.data() + v->text.size(), out);
+  return ec == std::errc() && end == v->text.data() + v->text.size();
+}
+
+bool StringOf(const Value* v, std::string& out) {
+  if (v == nullptr) return true;
+  if (v->kind != Value::Kind::kString) return false;
+  out = v->text;
+  return true;
+}
+
+bool BoolOf(const Value* v, bool& out) {
+  if (v == nullptr) return true;
+  if (v->kind != Value::Kind::kBool) return false;
+  out = v->boolean;
+  return true;
+}
+
+// The counters in JSON order, with their keys.
+template <typename C, typename F>
+void ForEachCounter(C& c, F&& f) {
+  f("samples", c.samples);
+  f("published_samples", c.published_samples);
+  f("published_messages", c.published_messages);
+  f("dropped_samples", c.dropped_samples);
+  f("dropped_messages", c.dropped_messages);
+  f("buffered_bytes", c.buffered_bytes);
+  f("buffer_bytes", c.buffer_bytes);
+  f("reconnects", c.reconnects);
+  f("skipped_ticks", c.skipped_ticks);
+}
+
+}  // namespace
+
+std::string CommandSubject(std::string_view vehicle, std::string_view verb) {
+  std::string s = wire::SampleSubject(vehicle, kCommandToken);
+  s.append(".").append(verb);
+  return s;
+}
+
+std::string_view CommandVerb(std::string_view subject) {
+  if (subject == kFleetStatusSubject) return kStatus;
+  const size_t last = subject.rfind('.');
+  if (last == std::string_view::npos) return {};
+  const wire::Subject prefix = wire::ParseSubject(subject.substr(0, last));
+  if (prefix.kind != wire::SubjectKind::kSample || prefix.sensor != kCommandToken) return {};
+  const std::string_view verb = subject.substr(last + 1);
+  return wire::IsValidToken(verb) ? verb : std::string_view();
+}
+
+std::string ParseRateArgs(std::string_view payload, std::string& sensor, double& hz) {
+  while (!payload.empty() && payload.back() == '\n') payload.remove_suffix(1);
+  const size_t space = payload.find(' ');
+  if (space == std::string_view::npos)
+    return "rate needs '<sensor> <hz>', got '" + std::string(payload) + "'";
+  sensor = payload.substr(0, space);
+  const std::string_view text = payload.substr(space + 1);
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), hz);
+  if (ec != std::errc() || end != text.data() + text.size() || !(hz > 0 && hz <= 1000)) {
+    return "rate must be a number of Hz in (0, 1000], got '" + std::string(text) + "'";
+  }
+  return "";
+}
+
+std::string ToJson(const VehicleStatus& s) {
+  std::string out = "{\"ok\":";
+  out += s.ok ? "true" : "false";
+  out += ",\"vehicle\":";
+  AppendEscaped(out, s.vehicle);
+  if (!s.ok) {
+    out += ",\"error\":";
+    AppendEscaped(out, s.error);
+    return out + "}";
+  }
+  out += ",\"active\":";
+  out += s.active ? "true" : "false";
+  out += ",\"sensors\":[";
+  for (size_t i = 0; i < s.sensors.size(); ++i) {
+    char hz[32];
+    const auto [end, ec] = std::to_chars(hz, hz + sizeof hz, s.sensors[i].hz);
+    out += i == 0 ? "{\"name\":" : ",{\"name\":";
+    AppendEscaped(out, s.sensors[i].name);
+    out.append(",\"hz\":").append(hz, ec == std::errc() ? end : hz).append("}");
+  }
+  out += "],\"last_publish_ns\":" + std::to_string(s.last_publish_ns) + ",\"counters\":{";
+  bool first = true;
+  ForEachCounter(s.counters, [&](const char* key, uint64_t v) {
+    out.append(first ? "\"" : ",\"").append(key).append("\":").append(std::to_string(v));
+    first = false;
+  });
+  return out + "}}";
+}
+
+std::optional<VehicleStatus> ParseStatusJson(std::string_view json) {
+  Value doc;
+  if (!Parser(json).Document(doc) || doc.kind != Value::Kind::kObject) return std::nullopt;
+  VehicleStatus s;
+  const Value* vehicle = doc.Get("vehicle");
+  if (vehicle == nullptr || !StringOf(vehicle, s.vehicle) || !BoolOf(doc.Get("ok"), s.ok) ||
+      !StringOf(doc.Get("error"), s.error) || !BoolOf(doc.Get("active"), s.active) ||
+      !NumberOf(doc.Get("last_publish_ns"), s.last_publish_ns)) {
+    return std::nullopt;
+  }
+  if (const Value* sensors = doc.Get("sensors")) {
+    if (sensors->kind != Value::Kind::kArray) return std::nullopt;
+    for (const Value& item : sensors->items) {
+      SensorState st;
+      if (!StringOf(item.Get("name"), st.name) || !NumberOf(item.Get("hz"), st.hz)) {
+        return std::nullopt;
+      }
+      s.sensors.push_back(st);
+    }
+  }
+  if (const Value* counters = doc.Get("counters")) {
+    bool good = counters->kind == Value::Kind::kObject;
+    ForEachCounter(s.counters, [&](const char* key, uint64_t& v) {
+      good = good && NumberOf(counters->Get(key), v);
+    });
+    if (!good) return std::nullopt;
+  }
+  return s;
+}
+
+}  // namespace fleetflow::control

@@ -1,0 +1,82 @@
+#pragma once
+/// The vehicle control protocol, shared by fleet-sensor (which obeys) and fleetctl (which
+/// asks): NATS request/reply on `vehicle.<id>.cmd.<verb>`.
+///
+/// | verb   | request payload | effect                                                        |
+/// |--------|-----------------|---------------------------------------------------------------|
+/// | sleep  | empty           | stop sampling, publish status `off`                           |
+/// | wake   | empty           | resume sampling, publish status `on`                          |
+/// | rate   | `<sensor> <hz>` | sample `<sensor>` at `<hz>` (0 < hz <= 1000) from now on       |
+/// | status | empty           | nothing                                                       |
+///
+/// A status request on `fleet.cmd.status` reaches every vehicle (NATS cannot publish to a
+/// wildcard subject such as `vehicle.*.cmd.status`); each answers on the request's reply subject.
+///
+/// Every reply is one JSON object, a VehicleStatus: after the command on success
+/// (`"ok":true`), or `{"ok":false,"vehicle":...,"error":"..."}` when the command was refused.
+/// Commands have four subject tokens, so the engine's `vehicle.<id>.<sensor>` parsing never
+/// takes them for samples.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace fleetflow::control {
+
+inline constexpr std::string_view kCommandToken = "cmd";
+inline constexpr std::string_view kSleep = "sleep";
+inline constexpr std::string_view kWake = "wake";
+inline constexpr std::string_view kRate = "rate";
+inline constexpr std::string_view kStatus = "status";
+/// Subscribed by every vehicle: a status request to the whole fleet.
+inline constexpr std::string_view kFleetStatusSubject = "fleet.cmd.status";
+
+/// `vehicle.<vehicle>.cmd.<verb>`; `verb` may be the wildcard `*` (to subscribe).
+std::string CommandSubject(std::string_view vehicle, std::string_view verb);
+/// The verb of a command subject (`status` for kFleetStatusSubject), or "" when `subject` is
+/// not a command subject.
+std::string_view CommandVerb(std::string_view subject);
+
+/// Parses the payload of a rate command, "<sensor> <hz>"; returns an error message, or "".
+std::string ParseRateArgs(std::string_view payload, std::string& sensor, double& hz);
+
+struct SensorState {
+  std::string name;
+  double hz = 0;
+  bool operator==(const SensorState&) const = default;
+};
+
+/// Counters since the process started.
+struct Counters {
+  uint64_t samples = 0;             ///< samples read from the sensors
+  uint64_t published_samples = 0;   ///< samples in messages the server confirmed
+  uint64_t published_messages = 0;  ///< messages the server confirmed (samples and status)
+  uint64_t dropped_samples = 0;     ///< evicted from the full offline buffer
+  uint64_t dropped_messages = 0;
+  uint64_t buffered_bytes = 0;  ///< waiting in the offline buffer now (in flight included)
+  uint64_t buffer_bytes = 0;    ///< the offline buffer's capacity
+  uint64_t reconnects = 0;      ///< NATS reconnections
+  uint64_t skipped_ticks = 0;   ///< ticks missed because the process could not run in time
+  bool operator==(const Counters&) const = default;
+};
+
+struct VehicleStatus {
+  bool ok = true;
+  std::string error;  ///< why the command was refused, when !ok
+  std::string vehicle;
+  bool active = false;  ///< sampling (not asleep)
+  std::vector<SensorState> sensors;
+  int64_t last_publish_ns = 0;  ///< wall clock of the last confirmed publish; 0 = none yet
+  Counters counters;
+  bool operator==(const VehicleStatus&) const = default;
+};
+
+/// One line of JSON, no trailing newline.
+std::string ToJson(const VehicleStatus& status);
+/// Parses ToJson's output (unknown keys are ignored, so older and newer firmware interoperate);
+/// nullopt when `json` is not such an object.
+std::optional<VehicleStatus> ParseStatusJson(std::string_view json);
+
+}  // namespace fleetflow::control

@@ -1,0 +1,94 @@
+#include "offline_buffer.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+namespace fleetflow::firmware {
+
+OfflineBuffer::OfflineBuffer(size_t capacity_bytes)
+    : capacity_(capacity_bytes), ring_(new uint8_t[capacity_bytes]) {
+  if (capacity_bytes < 2 * kRecordOverhead) {
+    throw std::invalid_argument("offline buffer: capacity must be at least 24 bytes");
+  }
+}
+
+void OfflineBuffer::Write(uint64_t pos, const void* data, size_t size) {
+  const size_t at = static_cast<size_t>(pos % capacity_);
+  const size_t first = std::min(size, capacity_ - at);
+  std::memcpy(ring_.get() + at, data, first);
+  std::memcpy(ring_.get(), static_cast<const uint8_t*>(data) + first, size - first);
+}
+
+void OfflineBuffer::Read(uint64_t pos, void* data, size_t size) const {
+  const size_t at = static_cast<size_t>(pos % capacity_);
+  const size_t first = std::min(size, capacity_ - at);
+  std::memcpy(data, ring_.get() + at, first);
+  std::memcpy(static_cast<uint8_t*>(data) + first, ring_.get(), size - first);
+}
+
+OfflineBuffer::Header OfflineBuffer::HeaderAt(uint64_t pos) const {
+  Header h;
+  Read(pos, &h, sizeof h);
+  return h;
+}
+
+void OfflineBuffer::DropOldest() {
+  const Header h = HeaderAt(head_);
+  const bool in_flight = head_ < sent_;
+  head_ += kRecordOverhead + h.size;
+  --records_;
+  if (in_flight) {
+    --in_flight_records_;
+    in_flight_samples_ -= h.samples;
+  } else {
+    sent_ = head_;
+  }
+  ++counters_.dropped_records;
+  counters_.dropped_samples += h.samples;
+  counters_.dropped_bytes += h.size;
+}
+
+bool OfflineBuffer::Push(Record record, std::span<const uint8_t> payload) {
+  const size_t need = kRecordOverhead + payload.size();
+  if (need > capacity_) {
+    ++counters_.dropped_records;
+    counters_.dropped_samples += record.samples;
+    counters_.dropped_bytes += payload.size();
+    return false;
+  }
+  while (capacity_ - bytes() < need) DropOldest();
+  const Header h{static_cast<uint32_t>(payload.size()), record.tag, 0, record.samples};
+  Write(tail_, &h, sizeof h);
+  Write(tail_ + kRecordOverhead, payload.data(), payload.size());
+  tail_ += need;
+  ++records_;
+  return true;
+}
+
+bool OfflineBuffer::NextUnsent(Record& record, std::vector<uint8_t>& payload) {
+  if (sent_ == tail_) return false;
+  const Header h = HeaderAt(sent_);
+  payload.resize(h.size);
+  Read(sent_ + kRecordOverhead, payload.data(), h.size);
+  record = {h.tag, h.samples};
+  sent_ += kRecordOverhead + h.size;
+  ++in_flight_records_;
+  in_flight_samples_ += h.samples;
+  return true;
+}
+
+OfflineBuffer::Committed OfflineBuffer::Commit() {
+  const Committed done{in_flight_records_, in_flight_samples_};
+  records_ -= static_cast<size_t>(in_flight_records_);
+  head_ = sent_;
+  in_flight_records_ = in_flight_samples_ = 0;
+  return done;
+}
+
+void OfflineBuffer::Rewind() {
+  sent_ = head_;
+  in_flight_records_ = in_flight_samples_ = 0;
+}
+
+}  // namespace fleetflow::firmware

@@ -1,0 +1,314 @@
+#include "sensor_agent.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <stdexcept>
+
+#include "wire.hpp"
+
+namespace fleetflow::firmware {
+namespace {
+
+constexpr size_t kMaxSamplesPerMessage = 1024;
+constexpr int kConfirmTimeoutMs = 2000;
+constexpr auto kLinkPoll = std::chrono::milliseconds(50);
+
+using SteadyClock = std::chrono::steady_clock;
+
+int64_t SteadyNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
+      .count();
+}
+
+SteadyClock::time_point SteadyAt(int64_t ns) {
+  return SteadyClock::time_point(std::chrono::nanoseconds(ns));
+}
+
+int64_t WallNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::vector<double> RatesOf(const std::vector<sim::SensorRate>& sensors) {
+  std::vector<double> hz;
+  for (const sim::SensorRate& s : sensors) hz.push_back(s.hz);
+  return hz;
+}
+
+}  // namespace
+
+SensorAgent::SensorAgent(AgentConfig config, SensorSource& source, nats::Connection& conn)
+    : config_(std::move(config)),
+      source_(source),
+      conn_(conn),
+      batch_ns_(static_cast<int64_t>(config_.batch_ms) * 1'000'000),
+      status_subject_(wire::StatusSubject(config_.vehicle)),
+      scheduler_(RatesOf(config_.sensors), SteadyNs()),
+      buffer_(config_.buffer_bytes),
+      batches_(config_.sensors.size()),
+      seq_(config_.sensors.size(), 0) {
+  if (!wire::IsValidToken(config_.vehicle)) {
+    throw std::invalid_argument("vehicle id '" + config_.vehicle +
+                                "' must be 1-64 of A-Z a-z 0-9 _ -");
+  }
+  if (config_.sensors.empty() || config_.sensors.size() >= kStatusTag) {
+    throw std::invalid_argument("a vehicle needs at least one sensor");
+  }
+  for (const sim::SensorRate& s : config_.sensors) {
+    subjects_.push_back(wire::SampleSubject(config_.vehicle, s.name));
+  }
+  counters_.buffer_bytes = buffer_.capacity();
+}
+
+SensorAgent::~SensorAgent() { Stop(); }
+
+void SensorAgent::Start() {
+  {
+    const std::lock_guard lk(mu_);
+    started_ = true;
+    PushStatus("on");
+  }
+  const auto handler = [this](nats::Message&& m) { OnCommand(std::move(m)); };
+  commands_ = conn_.Subscribe(control::CommandSubject(config_.vehicle, "*"), "", handler);
+  fleet_status_ = conn_.Subscribe(control::kFleetStatusSubject, "", handler);
+  sampler_ = std::thread(&SensorAgent::SamplerLoop, this);
+  sender_ = std::thread(&SensorAgent::SenderLoop, this);
+}
+
+void SensorAgent::Stop() {
+  if (!started_ || stopped_) return;
+  stopped_ = true;
+  commands_.reset();  // each waits for a command being handled
+  fleet_status_.reset();
+  {
+    const std::lock_guard lk(mu_);
+    stopping_ = true;
+  }
+  sampler_cv_.notify_all();
+  sampler_.join();
+  {
+    const std::lock_guard lk(mu_);
+    FlushBatches();
+    if (active_) PushStatus("off");
+    sampler_done_ = true;
+    drain_deadline_ = SteadyNs() + static_cast<int64_t>(config_.drain_ms) * 1'000'000;
+  }
+  sender_cv_.notify_all();
+  sender_.join();
+}
+
+void SensorAgent::SamplerLoop() {
+  std::vector<int> due;
+  std::unique_lock lk(mu_);
+  while (!stopping_) {
+    if (!active_) {
+      sampler_cv_.wait(lk, [&] { return stopping_ || active_; });
+      continue;
+    }
+    int64_t wake = scheduler_.next_due();
+    if (batch_ns_ > 0 && batch_deadline_ > 0) wake = std::min(wake, batch_deadline_);
+    if (sampler_cv_.wait_until(lk, SteadyAt(wake), [&] { return stopping_ || sampler_poke_; })) {
+      sampler_poke_ = false;
+      continue;
+    }
+    const int64_t now = SteadyNs();
+    due.clear();
+    scheduler_.PopDue(now, due);
+    const int64_t wall = WallNs();
+    for (int sensor : due) Sample(sensor, wall);
+    if (batch_ns_ > 0 && batch_deadline_ > 0 && now >= batch_deadline_) FlushBatches();
+  }
+}
+
+void SensorAgent::Sample(int sensor, int64_t wall_ns) {
+  wire::Point p;
+  p.seq = seq_[sensor];
+  try {
+    if (!source_.Read(sensor, wall_ns, p)) return;
+  } catch (const std::exception&) {
+    return;  // a source failing at run time (e.g. a recording edited meanwhile) yields no sample
+  }
+  p.ts_ns = wall_ns;
+  p.seq = seq_[sensor]++;
+  ++counters_.samples;
+  std::vector<wire::Point>& batch = batches_[sensor];
+  batch.push_back(p);
+  if (batch_ns_ == 0 || batch.size() >= kMaxSamplesPerMessage) {
+    FlushBatch(sensor);
+  } else if (batch_deadline_ == 0) {
+    batch_deadline_ = SteadyNs() + batch_ns_;
+  }
+}
+
+void SensorAgent::FlushBatch(int sensor) {
+  std::vector<wire::Point>& batch = batches_[sensor];
+  if (batch.empty()) return;
+  const std::vector<uint8_t> payload = wire::EncodeBatch(batch);
+  buffer_.Push({static_cast<uint16_t>(sensor), static_cast<uint32_t>(batch.size())}, payload);
+  batch.clear();
+  sender_cv_.notify_one();
+}
+
+void SensorAgent::FlushBatches() {
+  for (int s = 0; s < static_cast<int>(batches_.size()); ++s) FlushBatch(s);
+  batch_deadline_ = 0;
+}
+
+void SensorAgent::PushStatus(std::string_view on_off) {
+  if (!config_.publish_status) return;
+  const auto* bytes = reinterpret_cast<const uint8_t*>(on_off.data());
+  buffer_.Push({kStatusTag, 0}, {bytes, on_off.size()});
+  sender_cv_.notify_one();
+}
+
+bool SensorAgent::Confirm(uint64_t reconnects) {
+  try {
+    conn_.Flush(kConfirmTimeoutMs);
+    return conn_.stats().reconnects == reconnects;
+  } catch (const nats::Error&) {
+    return false;
+  }
+}
+
+void SensorAgent::SenderLoop() {
+  std::vector<uint8_t> payload;
+  OfflineBuffer::Record record;
+  uint64_t reconnects = 0;  // when the messages in flight were published
+  int64_t last_confirm = SteadyNs();
+  const int64_t confirm_ns = static_cast<int64_t>(config_.confirm_ms) * 1'000'000;
+  std::unique_lock lk(mu_);
+  while (!(sampler_done_ && (buffer_.bytes() == 0 || SteadyNs() >= drain_deadline_))) {
+    if (!conn_.connected()) {
+      sender_cv_.wait_for(lk, kLinkPoll);
+      continue;
+    }
+    bool failed = false;
+    if (buffer_.has_unsent() && !buffer_.has_in_flight()) {
+      lk.unlock();
+      try {
+        reconnects = conn_.stats().reconnects;
+      } catch (const nats::Error&) {
+        failed = true;
+      }
+      lk.lock();
+    }
+    while (!failed && buffer_.NextUnsent(record, payload)) {
+      const std::string& subject =
+          record.tag == kStatusTag ? status_subject_ : subjects_.at(record.tag);
+      lk.unlock();
+      try {
+        conn_.Publish(subject, payload.data(), payload.size());
+      } catch (const nats::Error&) {
+        failed = true;  // the link went down meanwhile: send again once it is back
+      }
+      lk.lock();
+    }
+    const int64_t now = SteadyNs();
+    if (failed) {
+      buffer_.Rewind();
+      sender_cv_.wait_for(lk, kLinkPoll);
+    } else if (buffer_.has_in_flight() && (sampler_done_ || now - last_confirm >= confirm_ns)) {
+      lk.unlock();
+      const bool confirmed = Confirm(reconnects);
+      lk.lock();
+      last_confirm = now;
+      if (!confirmed) {
+        buffer_.Rewind();
+        continue;
+      }
+      const OfflineBuffer::Committed done = buffer_.Commit();
+      counters_.published_messages += done.records;
+      counters_.published_samples += done.samples;
+      if (done.records > 0) last_publish_ns_ = WallNs();
+    } else {
+      const int64_t until = buffer_.has_in_flight() ? last_confirm + confirm_ns : now + confirm_ns;
+      sender_cv_.wait_until(lk, SteadyAt(until),
+                            [&] { return buffer_.has_unsent() || sampler_done_; });
+    }
+  }
+}
+
+void SensorAgent::OnCommand(nats::Message&& msg) {
+  const std::optional<control::VehicleStatus> reply =
+      Execute(control::CommandVerb(msg.subject()), msg.text());
+  if (!reply || msg.reply().empty()) return;
+  try {
+    conn_.Publish(msg.reply(), control::ToJson(*reply));
+  } catch (const nats::Error&) {
+    // The requester times out; nothing else to do on a vehicle.
+  }
+}
+
+std::optional<control::VehicleStatus> SensorAgent::Execute(std::string_view verb,
+                                                           std::string_view payload) {
+  const std::lock_guard lk(mu_);
+  const auto refuse = [&](std::string why) {
+    control::VehicleStatus s;
+    s.ok = false;
+    s.vehicle = config_.vehicle;
+    s.error = std::move(why);
+    return s;
+  };
+  if (verb == control::kSleep) {
+    if (active_) {
+      FlushBatches();
+      PushStatus("off");
+      active_ = false;
+    }
+  } else if (verb == control::kWake) {
+    if (!active_) {
+      active_ = true;
+      scheduler_.Restart(SteadyNs());
+      PushStatus("on");
+    }
+  } else if (verb == control::kRate) {
+    std::string name;
+    double hz = 0;
+    if (std::string error = control::ParseRateArgs(payload, name, hz); !error.empty()) {
+      return refuse(std::move(error));
+    }
+    const auto it = std::find_if(config_.sensors.begin(), config_.sensors.end(),
+                                 [&](const sim::SensorRate& s) { return s.name == name; });
+    if (it == config_.sensors.end()) {
+      if (config_.shared_vehicle) return std::nullopt;
+      std::string known;
+      for (const sim::SensorRate& s : config_.sensors)
+        known += (known.empty() ? "" : ", ") + s.name;
+      return refuse("unknown sensor '" + name + "' (this vehicle has " + known + ")");
+    }
+    scheduler_.SetRate(static_cast<int>(it - config_.sensors.begin()), hz, SteadyNs());
+  } else if (verb != control::kStatus) {
+    return refuse("unknown command '" + std::string(verb) + "': use sleep, wake, rate or status");
+  }
+  sampler_poke_ = true;
+  sampler_cv_.notify_all();
+  return StatusLocked();
+}
+
+control::VehicleStatus SensorAgent::Status() const {
+  const std::lock_guard lk(mu_);
+  return StatusLocked();
+}
+
+control::VehicleStatus SensorAgent::StatusLocked() const {
+  control::VehicleStatus s;
+  s.vehicle = config_.vehicle;
+  s.active = active_;
+  for (int i = 0; i < scheduler_.sensors(); ++i) {
+    s.sensors.push_back({config_.sensors[i].name, scheduler_.hz(i)});
+  }
+  s.last_publish_ns = last_publish_ns_;
+  s.counters = counters_;
+  s.counters.dropped_samples = buffer_.counters().dropped_samples;
+  s.counters.dropped_messages = buffer_.counters().dropped_records;
+  s.counters.buffered_bytes = buffer_.bytes();
+  s.counters.skipped_ticks = scheduler_.skipped();
+  try {
+    s.counters.reconnects = conn_.stats().reconnects;
+  } catch (const nats::Error&) {
+  }
+  return s;
+}
+
+}  // namespace fleetflow::firmware

@@ -1,0 +1,109 @@
+#pragma once
+/// The vehicle side of fleetflow: samples a vehicle's sensors at their rates, publishes them
+/// over NATS, keeps them through link loss, and obeys control commands (control.hpp).
+///
+/// Threads: a sampler (wakes at each sensor's tick, reads the source, encodes, appends to the
+/// offline buffer; never waits for the network) and a sender (publishes what the buffer holds
+/// while the link is up, asks the server to confirm every confirm_ms with a PING/PONG round
+/// trip, and releases confirmed messages; on a failed confirmation or a reconnection in between
+/// it sends them again). Commands run on nats.c's delivery thread. All three share one mutex,
+/// held only for bookkeeping, never across a network call.
+///
+/// Delivery is at least once across link loss: a message cut off with its connection is sent
+/// again, so a consumer may see a (sensor, seq) twice, never a gap unless the buffer overflowed
+/// (then dropped_samples says how many). Status `on` / `off` travel through the same buffer, in
+/// order with the samples.
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "control.hpp"
+#include "nats_client.hpp"
+#include "offline_buffer.hpp"
+#include "rate_scheduler.hpp"
+#include "sensor_source.hpp"
+#include "signals.hpp"
+
+namespace fleetflow::firmware {
+
+struct AgentConfig {
+  std::string vehicle;
+  std::vector<sim::SensorRate> sensors;
+  int batch_ms = 0;               ///< 0: one message per sample, sent when taken
+  size_t buffer_bytes = 1 << 20;  ///< offline buffer capacity
+  bool publish_status = true;     ///< publish `on` / `off` on vehicle.<id>.status
+  bool shared_vehicle = false;    ///< other processes run this vehicle's other sensors
+  int confirm_ms = 200;           ///< interval of delivery confirmations
+  int drain_ms = 2000;            ///< how long Stop() tries to deliver what is buffered
+};
+
+class SensorAgent {
+ public:
+  /// `source` and `conn` must outlive the agent. Throws std::invalid_argument on a bad config.
+  SensorAgent(AgentConfig config, SensorSource& source, nats::Connection& conn);
+  ~SensorAgent();
+  SensorAgent(const SensorAgent&) = delete;
+  SensorAgent& operator=(const SensorAgent&) = delete;
+
+  /// Publishes `on`, subscribes to vehicle.<id>.cmd.* and fleet.cmd.status, and starts
+  /// sampling. Call once.
+  void Start();
+  /// Stops taking commands and sampling, sends the open batches and `off` (unless asleep), and
+  /// waits up to drain_ms for the buffer to be delivered. Idempotent; the destructor calls it.
+  void Stop();
+
+  /// Runs a command as if it came over NATS; nullopt when it is meant for another process of a
+  /// shared vehicle (a rate for a sensor this one does not run).
+  std::optional<control::VehicleStatus> Execute(std::string_view verb, std::string_view payload);
+  control::VehicleStatus Status() const;
+
+ private:
+  static constexpr uint16_t kStatusTag = 0xFFFF;
+
+  void SamplerLoop();
+  void SenderLoop();
+  void OnCommand(nats::Message&& msg);
+  // The helpers below expect mu_ held.
+  void Sample(int sensor, int64_t wall_ns);
+  void FlushBatches();
+  void FlushBatch(int sensor);
+  void PushStatus(std::string_view on_off);
+  control::VehicleStatus StatusLocked() const;
+  // Flushes the connection and checks no reconnection happened since `reconnects`; without mu_.
+  bool Confirm(uint64_t reconnects);
+
+  const AgentConfig config_;
+  SensorSource& source_;
+  nats::Connection& conn_;
+  const int64_t batch_ns_;
+  std::vector<std::string> subjects_;  // by sensor index
+  const std::string status_subject_;
+
+  mutable std::mutex mu_;
+  std::condition_variable sampler_cv_, sender_cv_;
+  RateScheduler scheduler_;
+  OfflineBuffer buffer_;
+  std::vector<std::vector<wire::Point>> batches_;  // by sensor: samples not yet encoded
+  std::vector<uint32_t> seq_;
+  int64_t batch_deadline_ = 0;  // steady ns when the open batches are due
+  bool active_ = true;
+  bool stopping_ = false;
+  bool sampler_done_ = false;
+  bool sampler_poke_ = false;  // a command changed what the sampler waits for
+  int64_t drain_deadline_ = 0;
+  int64_t last_publish_ns_ = 0;
+  control::Counters counters_;
+
+  std::unique_ptr<nats::Subscription> commands_, fleet_status_;
+  std::thread sampler_, sender_;
+  bool started_ = false, stopped_ = false;
+};
+
+}  // namespace fleetflow::firmware

@@ -1,0 +1,300 @@
+// fleet-sensor and fleetctl against a real nats-server: status on/off, commands, link loss
+// (server restart) with and without buffer overflow, TLS and NKey connections.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+#include "sensor_fixture.hpp"
+
+namespace fleetflow::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using ::testing::HasSubstr;
+
+constexpr int64_t kMs = 1'000'000;
+
+// Fixed NKey test data: user seeds and the public key of the first.
+constexpr char kSeed[] = "SUAACAQDAQCQMBYIBEFAWDANBYHRAEISCMKBKFQXDAMRUGY4DUPB6IC5CQ";
+constexpr char kPublicKey[] = "UB43KVROR7TFJ6KAPCYRF2FJROTZAH4FHLTJLPWX4DRZCC5NASLGJBFE";
+constexpr char kOtherSeed[] = "SUAGKZTHNBUWU23MNVXG64DROJZXI5LWO54HS6T3PR6X474AQGBIHBH5L4";
+
+nats::ConnectOptions Plain(const NatsServer& server) {
+  nats::ConnectOptions o;
+  o.url = server.url();
+  return o;
+}
+
+std::vector<std::string> SensorArgs(const std::string& url, const std::string& vehicle,
+                                    std::vector<std::string> more) {
+  std::vector<std::string> argv = {
+      FirmwareBin("fleet-sensor"), "--vehicle", vehicle, "--nats-url", url,
+      "--reconnect-wait-ms",       "100"};
+  argv.insert(argv.end(), more.begin(), more.end());
+  return argv;
+}
+
+CommandResult Fleetctl(const std::string& url, std::vector<std::string> args) {
+  args.insert(args.begin(), {FirmwareBin("fleetctl"), "--nats-url", url});
+  return RunCommand(args, seconds(15));
+}
+
+// The highest seq of `seqs` with every seq from 0 to it present, or -1.
+int64_t ContiguousUpTo(const std::set<uint32_t>& seqs) {
+  int64_t expect = 0;
+  for (uint32_t s : seqs) {
+    if (s != expect) break;
+    ++expect;
+  }
+  return expect - 1;
+}
+
+class FleetSensorTest : public ::testing::Test {
+ protected:
+  void SetUp() override { FF_REQUIRE_NATS_SERVER(); }
+  TempDir dir_{"ff-sensor"};
+};
+
+TEST_F(FleetSensorTest, PublishesOnAtStartAndOffAtSigterm) {
+  NatsServer server;
+  server.Start();
+  VehicleCollector collector(Plain(server), "s1");
+  Process sensor(SensorArgs(server.url(), "s1", {"--sensors", "speed=20,gps=10"}),
+                 dir_.File("sensor.log"));
+  ASSERT_TRUE(WaitFor([&] { return collector.Count("speed") >= 10 && collector.Count("gps") >= 5; },
+                      seconds(10)))
+      << sensor.ReadLog();
+  EXPECT_EQ(collector.Statuses(), std::vector<std::string>{"on"});
+  EXPECT_TRUE(collector.Samples("gps").front().has_position);
+
+  EXPECT_EQ(sensor.Stop(SIGTERM), 0) << sensor.ReadLog();
+  ASSERT_TRUE(WaitFor([&] { return collector.LastStatus() == "off"; }, seconds(5)));
+  EXPECT_EQ(collector.Statuses(), (std::vector<std::string>{"on", "off"}));
+  const auto final_status = FinalStatus(sensor.ReadLog());
+  ASSERT_TRUE(final_status) << sensor.ReadLog();
+  const control::Counters& c = final_status->counters;
+  EXPECT_EQ(c.published_samples, c.samples);
+  EXPECT_EQ(c.buffered_bytes, 0u);
+  EXPECT_EQ(c.dropped_samples, 0u);
+  EXPECT_EQ(collector.Seqs("speed").size() + collector.Seqs("gps").size(), c.samples);
+}
+
+TEST_F(FleetSensorTest, FleetctlChangesRatesSleepsAndWakes) {
+  NatsServer server;
+  server.Start();
+  const std::string url = server.url();
+  VehicleCollector collector(Plain(server), "c1");
+  Process sensor(SensorArgs(url, "c1", {"--sensors", "speed=10,soc=5"}), dir_.File("sensor.log"));
+  ASSERT_TRUE(WaitFor([&] { return collector.Count("speed") >= 3; }, seconds(10)))
+      << sensor.ReadLog();
+
+  CommandResult r = Fleetctl(url, {"rate", "c1", "speed", "50"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("speed=50"));
+  const int64_t changed = WallNs();
+  ASSERT_TRUE(
+      WaitFor([&] { return collector.NewestTs("speed") >= changed + 2200 * kMs; }, seconds(10)));
+  const size_t n = collector.CountBetween("speed", changed + 200 * kMs, changed + 2200 * kMs);
+  EXPECT_NEAR(static_cast<double>(n), 100.0, 5.0);  // 50 Hz over 2 s, within 5%
+  const auto status = QueryStatus(url, "c1");
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->sensors, (std::vector<control::SensorState>{{"speed", 50}, {"soc", 5}}));
+  EXPECT_TRUE(status->active);
+  EXPECT_GT(status->last_publish_ns, changed);
+
+  r = Fleetctl(url, {"sleep", "c1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("asleep"));
+  const int64_t slept = WallNs();
+  ASSERT_TRUE(WaitFor([&] { return collector.LastStatus() == "off"; }, seconds(5)));
+  std::this_thread::sleep_for(milliseconds(500));  // the time asleep, not a synchronisation
+  const int64_t waking = WallNs();
+  r = Fleetctl(url, {"wake", "c1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(WaitFor([&] { return collector.NewestTs("speed") > waking; }, seconds(5)));
+  EXPECT_EQ(collector.CountBetween("speed", slept, waking), 0u);
+  EXPECT_EQ(collector.CountBetween("soc", slept, waking), 0u);
+  EXPECT_EQ(collector.Statuses(), (std::vector<std::string>{"on", "off", "on"}));
+
+  r = Fleetctl(url, {"rate", "c1", "nope", "5"});
+  EXPECT_EQ(r.exit_code, 4);
+  EXPECT_THAT(r.err, HasSubstr("unknown sensor 'nope'"));
+  r = Fleetctl(url, {"sleep", "ghost"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_THAT(r.err, HasSubstr("no responders"));
+  r = Fleetctl(url, {"--timeout", "300", "status", "c1", "ghost"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_THAT(r.out, HasSubstr("c1"));
+  EXPECT_THAT(r.err, HasSubstr("ghost"));
+  r = Fleetctl(url, {"--timeout", "500", "status"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("c1"));
+  EXPECT_EQ(Fleetctl(url, {"rate", "c1", "speed"}).exit_code, 1);
+}
+
+// Stops the server for `outage` while the sensor samples, then brings it back. The sensor is
+// held (SIGSTOP) until the collector has resubscribed, so nothing it flushes goes unseen.
+void Outage(NatsServer& server, VehicleCollector& collector, Process& sensor, milliseconds outage) {
+  server.Stop();
+  std::this_thread::sleep_for(outage);  // the link is down this long
+  sensor.Signal(SIGSTOP);
+  server.Start();
+  ASSERT_TRUE(WaitFor([&] { return collector.connection().connected(); }, seconds(10)));
+  collector.connection().Flush(5000);  // the subscription is back on the server
+  sensor.Signal(SIGCONT);
+}
+
+TEST_F(FleetSensorTest, BuffersThroughServerRestartAndDeliversEverySample) {
+  NatsServer server;
+  server.Start();
+  VehicleCollector collector(Plain(server), "r1");
+  Process sensor(SensorArgs(server.url(), "r1", {"--sensors", "speed=50"}),
+                 dir_.File("sensor.log"));
+  ASSERT_TRUE(WaitFor([&] { return collector.Count("speed") >= 25; }, seconds(10)))
+      << sensor.ReadLog();
+  const int64_t before = ContiguousUpTo(collector.Seqs("speed"));
+  Outage(server, collector, sensor, milliseconds(1000));
+  // At least the 50 samples of the outage arrive, and no sequence number is missing.
+  ASSERT_TRUE(
+      WaitFor([&] { return ContiguousUpTo(collector.Seqs("speed")) > before + 60; }, seconds(15)))
+      << "contiguous up to " << ContiguousUpTo(collector.Seqs("speed")) << " of "
+      << *collector.Seqs("speed").rbegin() << "\n"
+      << sensor.ReadLog();
+  const auto status = QueryStatus(server.url(), "r1");
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->counters.reconnects, 1u);
+  EXPECT_EQ(status->counters.dropped_samples, 0u);
+  EXPECT_EQ(sensor.Stop(SIGTERM), 0);
+}
+
+TEST_F(FleetSensorTest, FullBufferDropsOldestAndCountsThem) {
+  NatsServer server;
+  server.Start();
+  VehicleCollector collector(Plain(server), "d1");
+  Process sensor(
+      SensorArgs(server.url(), "d1", {"--sensors", "speed=50", "--buffer-bytes", "2048"}),
+      dir_.File("sensor.log"));
+  ASSERT_TRUE(WaitFor([&] { return collector.Count("speed") >= 25; }, seconds(10)))
+      << sensor.ReadLog();
+  Outage(server, collector, sensor, milliseconds(1500));  // ~75 samples, ~5 KB: too many
+  std::optional<control::VehicleStatus> status;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        status = QueryStatus(server.url(), "d1");
+        return status && status->counters.reconnects == 1 && status->counters.buffered_bytes < 512;
+      },
+      seconds(15)));
+  const std::set<uint32_t> seqs = collector.Seqs("speed");
+  const uint64_t missing = *seqs.rbegin() + 1 - seqs.size();
+  const uint64_t dropped = status->counters.dropped_samples;
+  EXPECT_GT(missing, 10u);
+  // Every missing sample was dropped; a dropped one may still have arrived if it was on the
+  // wire, unconfirmed, when the server went away.
+  EXPECT_LE(missing, dropped);
+  EXPECT_LE(dropped, missing + 15);
+  EXPECT_EQ(status->counters.dropped_messages, dropped);  // one sample per message
+  // The newest samples made it: the ring kept the latest ones.
+  const uint32_t last_seq = *seqs.rbegin();
+  EXPECT_TRUE(seqs.count(last_seq - 1) && seqs.count(last_seq - 10));
+  EXPECT_EQ(sensor.Stop(SIGTERM), 0);
+}
+
+// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI.
+void MakeCertificates(const TempDir& dir, const std::string& ca, const std::string& name,
+                      const std::string& ext) {
+  const auto run = [](std::vector<std::string> argv) {
+    const CommandResult r = RunCommand(argv, seconds(30));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  };
+  const std::string ec = "ec_paramgen_curve:prime256v1";
+  if (!std::ifstream(dir.File(ca + ".pem"))) {
+    run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", ec, "-nodes", "-keyout",
+         dir.File(ca + "-key.pem"), "-out", dir.File(ca + ".pem"), "-days", "2", "-subj",
+         "/CN=" + ca});
+  }
+  std::ofstream(dir.File(name + ".ext")) << ext << "\n";
+  run({"openssl", "req", "-newkey", "ec", "-pkeyopt", ec, "-nodes", "-keyout",
+       dir.File(name + "-key.pem"), "-out", dir.File(name + ".csr"), "-subj", "/CN=" + name});
+  run({"openssl", "x509", "-req", "-in", dir.File(name + ".csr"), "-CA", dir.File(ca + ".pem"),
+       "-CAkey", dir.File(ca + "-key.pem"), "-CAcreateserial", "-out", dir.File(name + ".pem"),
+       "-days", "2", "-extfile", dir.File(name + ".ext")});
+}
+
+TEST_F(FleetSensorTest, TlsWithClientCertificateIsAcceptedOthersRefused) {
+  ASSERT_NO_FATAL_FAILURE(
+      MakeCertificates(dir_, "ca", "server", "subjectAltName=IP:127.0.0.1,DNS:localhost"));
+  ASSERT_NO_FATAL_FAILURE(MakeCertificates(dir_, "ca", "client", "extendedKeyUsage=clientAuth"));
+  ASSERT_NO_FATAL_FAILURE(
+      MakeCertificates(dir_, "rogue-ca", "rogue", "extendedKeyUsage=clientAuth"));
+  std::ofstream(dir_.File("tls.conf"))
+      << "tls {\n  cert_file: \"" << dir_.File("server.pem") << "\"\n  key_file: \""
+      << dir_.File("server-key.pem") << "\"\n  ca_file: \"" << dir_.File("ca.pem")
+      << "\"\n  verify: true\n  timeout: 5\n}\n";
+  NatsServer server({}, dir_.File("tls.conf"));
+  server.Start();
+  nats::ConnectOptions tls = Plain(server);
+  tls.ca_file = dir_.File("ca.pem");
+  tls.cert_file = dir_.File("client.pem");
+  tls.key_file = dir_.File("client-key.pem");
+  VehicleCollector collector(tls, "t1");
+
+  // Credentials from the environment, as a deployed vehicle would have them.
+  Process sensor(
+      SensorArgs(server.url(), "t1", {"--sensors", "speed=20"}), dir_.File("sensor.log"),
+      {{"NATS_CA", tls.ca_file}, {"NATS_CERT", tls.cert_file}, {"NATS_KEY", tls.key_file}});
+  ASSERT_TRUE(WaitFor([&] { return collector.Count("speed") >= 5; }, seconds(10)))
+      << sensor.ReadLog();
+  EXPECT_EQ(sensor.Stop(SIGTERM), 0);
+  EXPECT_TRUE(WaitFor([&] { return collector.LastStatus() == "off"; }, seconds(5)));
+
+  const auto refused = [&](std::vector<std::string> flags) {
+    const CommandResult r =
+        RunCommand(SensorArgs(server.url(), "t2", std::move(flags)), seconds(15));
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    return r.err;
+  };
+  EXPECT_THAT(refused({"--ca", tls.ca_file}), HasSubstr("nats: connect"));  // no client cert
+  EXPECT_THAT(refused({"--ca", tls.ca_file, "--cert", dir_.File("rogue.pem"), "--key",
+                       dir_.File("rogue-key.pem")}),
+              HasSubstr("nats: connect"));
+  EXPECT_THAT(
+      refused({"--ca", dir_.File("rogue-ca.pem"), "--cert", tls.cert_file, "--key", tls.key_file}),
+      HasSubstr("SSL"));  // the server's certificate is not trusted
+  EXPECT_EQ(collector.Statuses(), (std::vector<std::string>{"on", "off"}));  // t1's only
+}
+
+TEST_F(FleetSensorTest, NKeyIsAcceptedAndAWrongSeedRefused) {
+  std::ofstream(dir_.File("auth.conf"))
+      << "authorization { users = [ { nkey: " << kPublicKey << " } ] }\n";
+  std::ofstream(dir_.File("vehicle.nk")) << kSeed << "\n";
+  std::ofstream(dir_.File("other.nk")) << kOtherSeed << "\n";
+  NatsServer server({}, dir_.File("auth.conf"));
+  server.Start();
+  nats::ConnectOptions auth = Plain(server);
+  auth.nkey_seed_file = dir_.File("vehicle.nk");
+  VehicleCollector collector(auth, "n1");
+
+  Process sensor(SensorArgs(server.url(), "n1",
+                            {"--sensors", "speed=20", "--nkey-seed", dir_.File("vehicle.nk")}),
+                 dir_.File("sensor.log"));
+  ASSERT_TRUE(WaitFor([&] { return collector.Count("speed") >= 5; }, seconds(10)))
+      << sensor.ReadLog();
+  EXPECT_EQ(sensor.Stop(SIGTERM), 0);
+  EXPECT_TRUE(WaitFor([&] { return collector.LastStatus() == "off"; }, seconds(5)));
+
+  for (const std::vector<std::string>& flags :
+       {std::vector<std::string>{"--nkey-seed", dir_.File("other.nk")},
+        std::vector<std::string>{}}) {
+    const CommandResult r = RunCommand(SensorArgs(server.url(), "n2", flags), seconds(15));
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_THAT(r.err, HasSubstr("Authorization Violation"));
+  }
+  EXPECT_EQ(collector.Statuses(), (std::vector<std::string>{"on", "off"}));  // n1's only
+}
+
+}  // namespace
+}  // namespace fleetflow::testing
