@@ -3,8 +3,8 @@
 #include <rapidjson/error/en.h>
 #include <rapidjson/pointer.h>
 #include <rapidjson/prettywriter.h>
-#include <rapidjson/schema.h>
 #include <rapidjson/stringbuffer.h>
+#include <spdlog/fmt/ranges.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -21,35 +21,6 @@ using Alloc = rapidjson::Document::AllocatorType;
 constexpr const char* kIdPattern = "^[A-Za-z_][A-Za-z0-9_-]{0,63}$";
 
 rapidjson::Value Str(const std::string& s, Alloc& a) { return rapidjson::Value(s.c_str(), a); }
-
-std::string JsonTypeName(const rapidjson::Value& v) {
-  if (v.IsNull()) return "null";
-  if (v.IsBool()) return "a boolean";
-  if (v.IsInt64() || v.IsUint64()) return "an integer";
-  if (v.IsNumber()) return "a number";
-  if (v.IsString()) return std::string("the string \"") + v.GetString() + "\"";
-  if (v.IsArray()) return "an array";
-  return "an object";
-}
-
-std::string Closest(std::string_view word, const std::vector<std::string>& candidates) {
-  std::string best;
-  size_t best_d = std::max<size_t>(2, word.size() / 3) + 1;
-  for (const auto& c : candidates) {
-    const size_t d = EditDistance(word, c);
-    if (d < best_d) {
-      best_d = d;
-      best = c;
-    }
-  }
-  return best;
-}
-
-std::string Join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
-  return out;
-}
 
 /// The envelope (everything but operator configs); `for_editors` adds the per-type config
 /// schemas so an editor can check a whole file.
@@ -154,181 +125,125 @@ void BuildSchema(const Registry& registry, bool for_editors, rapidjson::Document
   d.AddMember("definitions", defs, a);
 }
 
-const Field* FieldAt(const ConfigSpec& spec, const std::vector<std::string>& path) {
-  // path: tokens below the config object, e.g. {"columns", "2", "name"}
-  const std::vector<Field>* fields = &spec.fields();
-  const Field* found = nullptr;
-  for (size_t i = 0; i < path.size(); ++i) {
-    found = nullptr;
-    for (const auto& f : *fields) {
-      if (f.name == path[i]) found = &f;
-    }
-    if (found == nullptr) return nullptr;
-    if (found->type == FieldType::kObjectArray && i + 2 < path.size()) {
-      fields = &found->item_fields;
-      ++i;  // skip the array index
-    }
-  }
-  return found;
+/// The id of the node a pointer /nodes/<i>/... lies in, when that node has a string id.
+std::string NodeIdAt(const rapidjson::Value& doc, const std::string& pointer) {
+  if (pointer.rfind("/nodes/", 0) != 0) return "";
+  const size_t end = pointer.find('/', 7);
+  const auto* n = rapidjson::Pointer(pointer.substr(0, end).c_str()).Get(doc);
+  if (n == nullptr || !n->IsObject()) return "";
+  auto id = n->FindMember("id");
+  return id != n->MemberEnd() && id->value.IsString() ? id->value.GetString() : "";
 }
 
-std::vector<std::string> SplitPointer(const std::string& p) {
-  std::vector<std::string> out;
-  std::stringstream ss(p);
-  std::string tok;
-  while (std::getline(ss, tok, '/')) {
-    if (!tok.empty()) out.push_back(tok);
-  }
-  return out;
+const rapidjson::Value* StringMember(const rapidjson::Value& object, const char* name) {
+  auto it = object.FindMember(name);
+  return it != object.MemberEnd() && it->value.IsString() ? &it->value : nullptr;
 }
 
-std::vector<std::string> FieldNames(const std::vector<Field>& fields) {
-  std::vector<std::string> out;
-  for (const auto& f : fields) out.push_back(f.name);
-  return out;
-}
-
-/// Explains the first schema violation of a config object in terms of the operator's spec.
-std::string ExplainConfigError(const rapidjson::SchemaValidator& v, const rapidjson::Value& config,
-                               const ConfigSpec& spec, std::string& pointer_out) {
-  rapidjson::StringBuffer sb;
-  v.GetInvalidDocumentPointer().Stringify(sb);
-  pointer_out = sb.GetString();
-  const std::string keyword = v.GetInvalidSchemaKeyword();
-  const std::vector<std::string> path = SplitPointer(pointer_out);
-  const rapidjson::Value* here = rapidjson::Pointer(pointer_out.c_str()).Get(config);
-
-  if (keyword == "additionalProperties" && !path.empty()) {
-    // The pointer names the unknown property; its parent is the top-level config or one item
-    // of an object array.
-    const std::string name = path.back();
-    const std::vector<std::string> parent(path.begin(), path.end() - 1);
-    const std::vector<Field>* fields = &spec.fields();
-    if (parent.size() >= 2) {
-      const Field* array = FieldAt(spec, {parent.begin(), parent.end() - 1});
-      if (array != nullptr) fields = &array->item_fields;
-    }
-    const auto known = FieldNames(*fields);
-    const std::string guess = Closest(name, known);
-    return "unknown field '" + name + "'" +
-           (guess.empty() ? "" : "; did you mean '" + guess + "'?") +
-           " Known fields: " + Join(known) + ".";
-  }
-  if (keyword == "required" && here != nullptr && here->IsObject()) {
-    const std::vector<Field>* fields = &spec.fields();
-    if (path.size() >= 2) {
-      const Field* array = FieldAt(spec, {path.begin(), path.end() - 1});
-      if (array != nullptr) fields = &array->item_fields;
-    }
-    for (const auto& f : *fields) {
-      if (f.required && !here->HasMember(f.name.c_str())) {
-        return "missing required field '" + f.name + "' (" + std::string(ToString(f.type)) +
-               ": " + f.description + ")";
-      }
-    }
-  }
-  const Field* f = FieldAt(spec, path);
-  const std::string found = here != nullptr ? JsonTypeName(*here) : "nothing";
-  if (f != nullptr) {
-    if (keyword == "type") {
-      return "must be " + std::string(ToString(f->type)) + ", found " + found;
-    }
-    if (keyword == "minimum" && f->minimum) {
-      std::ostringstream m;
-      m << "must be at least " << *f->minimum << ", found " << found;
-      if (f->maximum) m << " (allowed: " << *f->minimum << " to " << *f->maximum << ")";
-      return m.str();
-    }
-    if (keyword == "maximum" && f->maximum) {
-      std::ostringstream m;
-      m << "must be at most " << *f->maximum << ", found " << found;
-      return m.str();
-    }
-    if (keyword == "enum") {
-      return "must be one of " + Join(f->one_of) + ", found " + found;
-    }
-  }
-  return "violates the schema keyword '" + keyword + "' (found " + found + ")";
+rapidjson::Document EnvelopeSchema(const Registry& registry) {
+  rapidjson::Document d;
+  BuildSchema(registry, false, d);
+  return d;
 }
 
 class Loader {
  public:
   Loader(std::string file, const Registry& registry, const EnvLookup& env)
-      : file_(std::move(file)), registry_(registry), env_(env) {}
+      : file_(std::move(file)),
+        registry_(registry),
+        env_(env),
+        envelope_(EnvelopeSchema(registry)) {}
 
   LoadResult Load(const std::string& text) {
     Pipeline p;
     std::vector<NodeDecl> decls;
-    if (!LoadNodes(text, decls, &p).empty()) return std::move(result_);
-    if (!CheckGraph(decls, p.nodes)) return std::move(result_);
-    result_.pipeline = std::move(p);
+    if (LoadNodes(text, decls, &p)) CheckGraph(decls, p.nodes);
+    if (result_.errors.empty()) result_.pipeline = std::move(p);
     return std::move(result_);
   }
 
-  /// Parses, substitutes and validates the file and every node's config (not the graph).
-  std::vector<Diagnostic> LoadNodes(const std::string& text, std::vector<NodeDecl>& decls,
-                                    Pipeline* header = nullptr) {
+  /// Parses, substitutes and validates the file and every node's config, reporting every
+  /// problem (not the graph's). Appends a decl for every node of a known operator. Returns true
+  /// when the nodes are sound enough to check the graph: a valid envelope, known operators and
+  /// unique ids (bad configs or unset variables do not hide graph errors).
+  bool LoadNodes(const std::string& text, std::vector<NodeDecl>& decls,
+                 Pipeline* header = nullptr) {
     auto doc = std::make_shared<rapidjson::Document>();
     doc->Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(text.c_str());
     if (doc->HasParseError()) {
       const size_t off = doc->GetErrorOffset();
-      const size_t line = 1 + std::count(text.begin(), text.begin() + std::min(off, text.size()), '\n');
+      const size_t line =
+          1 + std::count(text.begin(), text.begin() + std::min(off, text.size()), '\n');
       const size_t nl = text.rfind('\n', off == 0 ? 0 : off - 1);
       const size_t col = nl == std::string::npos ? off + 1 : off - nl;
-      Error("", "", "invalid JSON at line " + std::to_string(line) + ", column " +
-                        std::to_string(col) + ": " +
-                        rapidjson::GetParseError_En(doc->GetParseError()));
-      return result_.errors;
+      Error("", "",
+            "invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(col) +
+                ": " + rapidjson::GetParseError_En(doc->GetParseError()));
+      return false;
     }
     Substitute(*doc, "", doc->GetAllocator());
-    if (!result_.errors.empty()) return result_.errors;
-    if (!CheckEnvelope(*doc)) return result_.errors;
+    const auto violations = envelope_.Check(*doc);
+    for (const auto& v : violations) Report(v.pointer, NodeIdAt(*doc, v.pointer), v.message);
+    if (!doc->IsObject() || !doc->HasMember("nodes") || !(*doc)["nodes"].IsArray()) return false;
+    bool sound = violations.empty();
 
     if (header != nullptr) {
       header->file = file_;
-      header->name = (*doc)["name"].GetString();
-      if (doc->HasMember("description")) header->description = (*doc)["description"].GetString();
+      if (const auto* name = StringMember(*doc, "name")) header->name = name->GetString();
+      if (const auto* d = StringMember(*doc, "description")) header->description = d->GetString();
     }
     auto& nodes = (*doc)["nodes"];
     std::set<std::string> ids;
     for (rapidjson::SizeType i = 0; i < nodes.Size(); ++i) {
       auto& n = nodes[i];
+      const rapidjson::Value* id = n.IsObject() ? StringMember(n, "id") : nullptr;
+      const rapidjson::Value* type = n.IsObject() ? StringMember(n, "type") : nullptr;
+      if (id == nullptr || type == nullptr) continue;  // reported by the envelope check
       NodeDecl decl;
       decl.pointer = "/nodes/" + std::to_string(i);
-      decl.id = n["id"].GetString();
-      decl.type = n["type"].GetString();
+      decl.id = id->GetString();
+      decl.type = type->GetString();
       if (!ids.insert(decl.id).second) {
         Error(decl.pointer + "/id", decl.id,
               "duplicate node id '" + decl.id + "'; give every node a unique id");
+        sound = false;
         continue;
       }
-      if (n.HasMember("inputs")) {
-        for (const auto& in : n["inputs"].GetArray()) decl.inputs.emplace_back(in.GetString());
+      if (n.HasMember("inputs") && n["inputs"].IsArray()) {
+        for (const auto& in : n["inputs"].GetArray()) {
+          if (in.IsString()) decl.inputs.emplace_back(in.GetString());
+        }
       }
       decl.info = registry_.Find(decl.type);
       if (decl.info == nullptr) {
-        const auto names = registry_.Names();
-        const std::string guess = Closest(decl.type, names);
         Error(decl.pointer + "/type", decl.id,
-              "unknown operator '" + decl.type + "'" +
-                  (guess.empty() ? "" : "; did you mean '" + guess + "'?") +
-                  " Known operators: " + Join(names) + ".");
+              UnknownNameMessage("operator", decl.type, registry_.Names()));
+        sound = false;
         continue;
       }
-      if (!n.HasMember("config")) n.AddMember("config", rapidjson::Value(rapidjson::kObjectType),
-                                              doc->GetAllocator());
+      if (!n.HasMember("config")) {
+        n.AddMember("config", rapidjson::Value(rapidjson::kObjectType), doc->GetAllocator());
+      }
       auto& config = n["config"];
-      if (!CheckConfig(decl, config)) continue;
-      decl.info->config.ApplyDefaults(config, doc->GetAllocator());
-      decl.config = Config(doc, &config);
+      if (config.IsObject() && CheckConfig(decl, config)) {
+        decl.info->config.ApplyDefaults(config, doc->GetAllocator());
+        decl.config = Config(doc, &config);
+      }
       decls.push_back(std::move(decl));
     }
-    return result_.errors;
+    return sound;
   }
+
+  const std::vector<Diagnostic>& errors() const { return result_.errors; }
 
  private:
   void Error(const std::string& pointer, const std::string& node, const std::string& message) {
     result_.errors.push_back({file_, pointer, node, message});
+  }
+
+  /// A schema violation, unless the value there already failed `${VAR}` substitution.
+  void Report(const std::string& pointer, const std::string& node, const std::string& message) {
+    if (unexpanded_.count(pointer) == 0) Error(pointer, node, message);
   }
 
   void Substitute(rapidjson::Value& v, const std::string& pointer, Alloc& a) {
@@ -336,6 +251,7 @@ class Loader {
       std::string out, err;
       if (!ExpandEnv(v.GetString(), env_, out, err)) {
         Error(pointer, "", err);
+        unexpanded_.insert(pointer);
       } else if (out != v.GetString()) {
         v.SetString(out.c_str(), static_cast<rapidjson::SizeType>(out.size()), a);
       }
@@ -344,88 +260,29 @@ class Loader {
         Substitute(v[i], pointer + "/" + std::to_string(i), a);
       }
     } else if (v.IsObject()) {
-      for (auto& m : v.GetObject()) Substitute(m.value, pointer + "/" + m.name.GetString(), a);
-    }
-  }
-
-  bool CheckEnvelope(const rapidjson::Document& doc) {
-    rapidjson::Document schema_doc;
-    BuildSchema(registry_, false, schema_doc);
-    rapidjson::SchemaDocument schema(schema_doc);
-    rapidjson::SchemaValidator validator(schema);
-    if (doc.Accept(validator)) return true;
-    rapidjson::StringBuffer sb;
-    validator.GetInvalidDocumentPointer().Stringify(sb);
-    std::string pointer = sb.GetString();
-    const std::string keyword = validator.GetInvalidSchemaKeyword();
-    const rapidjson::Value* here = rapidjson::Pointer(pointer.c_str()).Get(doc);
-    std::string msg;
-    std::string node;
-    const auto path = SplitPointer(pointer);
-    if (path.size() >= 2 && path[0] == "nodes") {
-      const auto* n = rapidjson::Pointer(("/nodes/" + path[1]).c_str()).Get(doc);
-      if (n != nullptr && n->IsObject() && n->HasMember("id") && (*n)["id"].IsString()) {
-        node = (*n)["id"].GetString();
+      for (auto& m : v.GetObject()) {
+        Substitute(m.value, pointer + "/" + JsonPointerToken(m.name.GetString()), a);
       }
     }
-    const bool unknown_field = keyword == "additionalProperties" && !path.empty();
-    const size_t depth = unknown_field ? path.size() - 1 : path.size();
-    const bool at_node = depth == 2 && path[0] == "nodes";
-    const std::vector<std::string> node_fields = {"id", "type", "inputs", "config", "description"};
-    const std::vector<std::string> top_fields = {"$schema", "name", "description", "nodes"};
-    const auto& known = at_node ? node_fields : top_fields;
-    if (unknown_field) {
-      const std::string& name = path.back();
-      const std::string guess = Closest(name, known);
-      msg = "unknown field '" + name + "'" +
-            (guess.empty() ? "" : "; did you mean '" + guess + "'?") +
-            " Known fields: " + Join(known) + ".";
-    } else if (keyword == "required" && here != nullptr && here->IsObject()) {
-      for (const char* f : at_node ? std::vector<const char*>{"id", "type"}
-                                   : std::vector<const char*>{"name", "nodes"}) {
-        if (!here->HasMember(f)) {
-          msg = std::string("missing required field '") + f + "'";
-          break;
-        }
-      }
-    } else if (keyword == "pattern" && path.size() == 3 && path[2] == "id") {
-      msg = "node id " + (here ? JsonTypeName(*here) : std::string("?")) +
-            " is not valid: use a letter or _, then letters, digits, _ or - (at most 64)";
-    } else if (keyword == "minItems") {
-      msg = "a pipeline needs at least one node";
-    } else if (keyword == "type") {
-      msg = "has the wrong type: found " + (here ? JsonTypeName(*here) : std::string("nothing")) +
-            "; see schemas/pipeline.schema.json";
-    }
-    if (msg.empty()) {
-      msg = "violates the schema keyword '" + keyword + "'; see schemas/pipeline.schema.json";
-    }
-    Error(pointer, node, msg);
-    return false;
   }
 
   bool CheckConfig(const NodeDecl& decl, const rapidjson::Value& config) {
-    auto& schema = ConfigSchema(*decl.info);
-    rapidjson::SchemaValidator validator(schema);
-    if (config.Accept(validator)) return true;
-    std::string sub;
-    const std::string msg = ExplainConfigError(validator, config, decl.info->config, sub);
-    Error(decl.pointer + "/config" + sub, decl.id, msg);
-    return false;
+    auto& checker = configs_[decl.info->name];
+    if (!checker) {
+      rapidjson::Document schema;
+      decl.info->config.ToJsonSchema(schema, schema.GetAllocator());
+      checker = std::make_unique<SchemaChecker>(schema);
+    }
+    const auto violations = checker->Check(config);
+    for (const auto& v : violations)
+      Report(decl.pointer + "/config" + v.pointer, decl.id, v.message);
+    return violations.empty();
   }
 
-  rapidjson::SchemaDocument& ConfigSchema(const OperatorInfo& op) {
-    auto it = schemas_.find(op.name);
-    if (it != schemas_.end()) return *it->second.second;
-    auto d = std::make_unique<rapidjson::Document>();
-    op.config.ToJsonSchema(*d, d->GetAllocator());
-    auto sd = std::make_unique<rapidjson::SchemaDocument>(*d);
-    auto& ref = *sd;
-    schemas_.emplace(op.name, std::make_pair(std::move(d), std::move(sd)));
-    return ref;
-  }
-
+  /// Checks the edges, then (when they are sound) cycles and sinks; on success appends the
+  /// nodes to `ordered` in topological order.
   bool CheckGraph(std::vector<NodeDecl>& decls, std::vector<NodeDecl>& ordered) {
+    const size_t errors_before = result_.errors.size();
     std::map<std::string, size_t> index;
     for (size_t i = 0; i < decls.size(); ++i) index[decls[i].id] = i;
     std::vector<std::vector<size_t>> successors(decls.size());
@@ -452,10 +309,8 @@ class Loader {
         if (it == index.end()) {
           std::vector<std::string> ids;
           for (const auto& x : decls) ids.push_back(x.id);
-          const std::string guess = Closest(in, ids);
           Error(ptr, d.id,
-                "input '" + in + "' is not a node of this pipeline" +
-                    (guess.empty() ? "" : "; did you mean '" + guess + "'?"));
+                "input '" + in + "' is not a node of this pipeline" + DidYouMean(in, ids));
           continue;
         }
         if (!seen.insert(in).second) {
@@ -467,8 +322,7 @@ class Loader {
           Error(ptr, d.id,
                 "'" + up.id + "' (" + up.type + ") produces " +
                     std::string(ToString(up.info->output)) + " but '" + d.type + "' consumes " +
-                    std::string(ToString(d.info->input)) +
-                    "; connect it to a node that produces " +
+                    std::string(ToString(d.info->input)) + "; connect it to a node that produces " +
                     std::string(ToString(d.info->input)));
           continue;
         }
@@ -476,7 +330,7 @@ class Loader {
         ++indegree[i];
       }
     }
-    if (!result_.errors.empty()) return false;
+    if (result_.errors.size() != errors_before) return false;
     // Kahn's algorithm keeps the file's order among ready nodes.
     std::vector<size_t> order;
     std::vector<size_t> deg = indegree;
@@ -497,7 +351,7 @@ class Loader {
         if (!done[i]) cyc.push_back(decls[i].id);
       }
       Error("/nodes", cyc.front(),
-            "the inputs form a cycle through " + Join(cyc) +
+            "the inputs form a cycle through " + fmt::format("{}", fmt::join(cyc, ", ")) +
                 "; a pipeline must be acyclic (remove one of these inputs)");
       return false;
     }
@@ -517,7 +371,7 @@ class Loader {
             "the pipeline has no sink; add a node that writes the rows, e.g. "
             "{\"id\": \"db\", \"type\": \"timescale_sink\", \"inputs\": [\"<window join id>\"]}");
     }
-    if (!result_.errors.empty()) return false;
+    if (result_.errors.size() != errors_before) return false;
     for (size_t i : order) ordered.push_back(std::move(decls[i]));
     return true;
   }
@@ -526,9 +380,9 @@ class Loader {
   const Registry& registry_;
   const EnvLookup& env_;
   LoadResult result_;
-  std::map<std::string, std::pair<std::unique_ptr<rapidjson::Document>,
-                                  std::unique_ptr<rapidjson::SchemaDocument>>>
-      schemas_;
+  SchemaChecker envelope_;
+  std::map<std::string, std::unique_ptr<SchemaChecker>> configs_;  // by operator
+  std::set<std::string> unexpanded_;  // pointers of strings whose ${VAR} failed
 };
 
 }  // namespace
@@ -579,8 +433,8 @@ bool ExpandEnv(const std::string& in, const EnvLookup& env, std::string& out, st
     } else if (dash != std::string::npos) {
       out += expr.substr(dash + 2);
     } else {
-      error = "environment variable " + name + " is not set; set it, or give a default: ${" +
-              name + ":-value}";
+      error = "environment variable " + name + " is not set; set it, or give a default: ${" + name +
+              ":-value}";
       return false;
     }
     i = close + 1;
@@ -596,13 +450,13 @@ std::vector<Diagnostic> ParseOperatorConfig(const OperatorInfo& op, const std::s
   one.Add(op);
   Loader loader("<config>", one, env);
   std::vector<NodeDecl> decls;
-  auto errors = loader.LoadNodes(text, decls);
-  if (errors.empty()) out = decls.front().config;
-  return errors;
+  loader.LoadNodes(text, decls);
+  if (loader.errors().empty()) out = decls.front().config;
+  return loader.errors();
 }
 
-LoadResult ParsePipeline(const std::string& text, const std::string& file,
-                         const Registry& registry, const EnvLookup& env) {
+LoadResult ParsePipeline(const std::string& text, const std::string& file, const Registry& registry,
+                         const EnvLookup& env) {
   return Loader(file, registry, env).Load(text);
 }
 
@@ -627,20 +481,6 @@ std::string PipelineJsonSchema(const Registry& registry) {
   w.SetIndent(' ', 2);
   d.Accept(w);
   return std::string(sb.GetString()) + "\n";
-}
-
-size_t EditDistance(std::string_view a, std::string_view b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
-    }
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
 }
 
 }  // namespace fleetflow

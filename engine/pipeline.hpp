@@ -14,6 +14,7 @@
 
 #include "config.hpp"
 #include "registry.hpp"
+#include "schema_check.hpp"
 
 namespace fleetflow {
 
@@ -57,8 +58,8 @@ EnvLookup ProcessEnv();
 LoadResult LoadPipelineFile(const std::string& path, const Registry& registry,
                             const EnvLookup& env = ProcessEnv());
 /// Same, from text; `file` names it in diagnostics.
-LoadResult ParsePipeline(const std::string& text, const std::string& file,
-                         const Registry& registry, const EnvLookup& env = ProcessEnv());
+LoadResult ParsePipeline(const std::string& text, const std::string& file, const Registry& registry,
+                         const EnvLookup& env = ProcessEnv());
 
 /// Validates one operator's config (JSON text, `${VAR}` expanded) and applies its defaults,
 /// exactly as the loader does for a node. Returns the problems; on success `out` is set.
@@ -71,8 +72,5 @@ bool ExpandEnv(const std::string& in, const EnvLookup& env, std::string& out, st
 
 /// The JSON Schema of pipeline files, generated from the registry's config specs (pretty JSON).
 std::string PipelineJsonSchema(const Registry& registry);
-
-/// Levenshtein distance, for "did you mean" suggestions.
-size_t EditDistance(std::string_view a, std::string_view b);
 
 }  // namespace fleetflow

@@ -1,11 +1,12 @@
 // Pipeline loading: one bad pipeline per error kind, each asserting the message a user sees.
+#include "pipeline.hpp"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <map>
 
 #include "builtin.hpp"
-#include "pipeline.hpp"
 
 namespace fleetflow {
 namespace {
@@ -32,11 +33,26 @@ class PipelineTest : public ::testing::Test {
   /// Expects exactly one error, at `pointer`, containing every fragment.
   void CheckInvalid(const std::string& nodes_json, const std::string& pointer,
                     const std::vector<std::string>& fragments) {
-    const LoadResult r = Load(nodes_json);
-    ASSERT_FALSE(r.ok()) << nodes_json;
-    ASSERT_EQ(r.errors.size(), 1u) << r.errors.front().Format();
-    EXPECT_EQ(r.errors[0].pointer, pointer) << r.errors[0].Format();
-    for (const auto& f : fragments) EXPECT_THAT(r.errors[0].Format(), HasSubstr(f));
+    CheckErrors(Load(nodes_json), {{pointer, fragments}});
+  }
+
+  struct Expected {
+    std::string pointer;
+    std::vector<std::string> fragments;
+  };
+
+  /// Expects exactly these errors, in this order.
+  static void CheckErrors(const LoadResult& r, const std::vector<Expected>& expected) {
+    ASSERT_FALSE(r.ok());
+    std::string all;
+    for (const auto& e : r.errors) all += e.Format() + "\n";
+    ASSERT_EQ(r.errors.size(), expected.size()) << all;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_EQ(r.errors[i].pointer, expected[i].pointer) << all;
+      for (const auto& f : expected[i].fragments) {
+        EXPECT_THAT(r.errors[i].Format(), HasSubstr(f)) << all;
+      }
+    }
   }
 
   Registry registry_;
@@ -72,8 +88,8 @@ TEST_F(PipelineTest, ShippedDefaultPipelineIsValid) {
 }
 
 TEST_F(PipelineTest, InvalidJsonNamesLineAndColumn) {
-  const LoadResult r = ParsePipeline("{\n  \"name\": \"x\",\n  \"nodes\": [,]\n}", "bad.json",
-                                     registry_, Env());
+  const LoadResult r =
+      ParsePipeline("{\n  \"name\": \"x\",\n  \"nodes\": [,]\n}", "bad.json", registry_, Env());
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.errors[0].Format(), HasSubstr("bad.json"));
   EXPECT_THAT(r.errors[0].Format(), HasSubstr("line 3"));
@@ -90,18 +106,17 @@ TEST_F(PipelineTest, DuplicateNodeId) {
 }
 
 TEST_F(PipelineTest, InputToMissingNode) {
-  CheckInvalid(
-      Nodes({kSource, R"({"id": "kv", "type": "keyed_last_value", "inputs": ["inn"]})", kJoin,
-             kSink}),
-      "/nodes/1/inputs/0", {"(node 'kv')", "input 'inn' is not a node", "did you mean 'in'"});
+  CheckInvalid(Nodes({kSource, R"({"id": "kv", "type": "keyed_last_value", "inputs": ["inn"]})",
+                      kJoin, kSink}),
+               "/nodes/1/inputs/0",
+               {"(node 'kv')", "input 'inn' is not a node", "did you mean 'in'"});
 }
 
 TEST_F(PipelineTest, Cycle) {
-  CheckInvalid(Nodes({kSource,
-                      R"({"id": "kv", "type": "keyed_last_value", "inputs": ["in", "kv2"]})",
-                      R"({"id": "kv2", "type": "keyed_last_value", "inputs": ["kv"]})", kJoin,
-                      kSink}),
-               "/nodes", {"cycle", "kv, kv2"});
+  CheckInvalid(
+      Nodes({kSource, R"({"id": "kv", "type": "keyed_last_value", "inputs": ["in", "kv2"]})",
+             R"({"id": "kv2", "type": "keyed_last_value", "inputs": ["kv"]})", kJoin, kSink}),
+      "/nodes", {"cycle", "kv, kv2"});
 }
 
 TEST_F(PipelineTest, NoSinkAndDanglingOutput) {
@@ -119,8 +134,8 @@ TEST_F(PipelineTest, IncompatiblePorts) {
 }
 
 TEST_F(PipelineTest, SourceWithInputsAndTransformWithout) {
-  CheckInvalid(Nodes({kSource, R"({"id": "in2", "type": "nats_source", "inputs": ["in"]})",
-                      kState, kJoin, kSink}),
+  CheckInvalid(Nodes({kSource, R"({"id": "in2", "type": "nats_source", "inputs": ["in"]})", kState,
+                      kJoin, kSink}),
                "/nodes/1/inputs", {"is a source and takes no inputs"});
   CheckInvalid(Nodes({kSource, R"({"id": "kv", "type": "keyed_last_value"})", kJoin, kSink}),
                "/nodes/1", {"needs an input"});
@@ -139,7 +154,8 @@ TEST_F(PipelineTest, ConfigOutOfRangeAndWrongType) {
                       R"({"id": "join", "type": "window_join", "inputs": ["kv"],
                           "config": {"every_ms": 50}})",
                       kSink}),
-               "/nodes/2/config/every_ms", {"at least 100", "found an integer"});
+               "/nodes/2/config/every_ms",
+               {"must be at least 100, found the integer 50", "(allowed: 100 to 3600000)"});
   CheckInvalid(Nodes({kSource, kState,
                       R"({"id": "join", "type": "window_join", "inputs": ["kv"],
                           "config": {"every_ms": "1s"}})",
@@ -151,18 +167,84 @@ TEST_F(PipelineTest, EnumValueAndNestedObjectField) {
   CheckInvalid(Nodes({R"({"id": "in", "type": "nats_source", "config": {"delivery": "kafka"}})",
                       kState, kJoin, kSink}),
                "/nodes/0/config/delivery", {"must be one of core"});
-  CheckInvalid(Nodes({kSource, kState, kJoin,
-                      R"({"id": "db", "type": "timescale_sink", "inputs": ["join"],
-                          "config": {"columns": [{"name": "speed", "sensr": "speed"}]}})"}),
-               "/nodes/3/config/columns/0/sensr", {"(node 'db')", "did you mean 'sensor'"});
+  // The misspelt field is unknown, and the required one it was meant to be is missing.
+  CheckErrors(Load(Nodes({kSource, kState, kJoin,
+                          R"({"id": "db", "type": "timescale_sink", "inputs": ["join"],
+                              "config": {"columns": [{"name": "speed", "sensr": "speed"}]}})"})),
+              {{"/nodes/3/config/columns/0/sensr", {"(node 'db')", "did you mean 'sensor'"}},
+               {"/nodes/3/config/columns/0", {"missing required field 'sensor' (string: Sensor"}}});
+}
+
+TEST_F(PipelineTest, ThreeMistakesInThreePlacesGiveThreeDiagnostics) {
+  CheckErrors(
+      Load(Nodes({R"({"id": "in", "type": "nats_source", "config": {"subjet": "vehicle.>"}})",
+                  kState,
+                  R"({"id": "join", "type": "window_join", "inputs": ["kv"],
+                      "config": {"every_ms": "1s"}})",
+                  R"({"id": "db", "type": "timescale_sink", "inputs": ["jion"]})"})),
+      {{"/nodes/0/config/subjet", {"(node 'in')", "unknown field 'subjet'", "'subject'"}},
+       {"/nodes/2/config/every_ms", {"(node 'join')", "must be integer, found the string \"1s\""}},
+       {"/nodes/3/inputs/0", {"(node 'db')", "input 'jion'", "did you mean 'join'"}}});
+}
+
+TEST_F(PipelineTest, EveryFieldOfOneConfigIsCheckedOnItsOwn) {
+  CheckErrors(Load(Nodes({kSource, kState,
+                          R"({"id": "join", "type": "window_join", "inputs": ["kv"],
+                              "config": {"every_ms": 1.5, "max_gap_ms": 0, "evry_ms": 5,
+                                         "sensors": ["gps", 7, "soc"]}})",
+                          kSink})),
+              {{"/nodes/2/config/every_ms", {"must be integer, found the number 1.5"}},
+               {"/nodes/2/config/max_gap_ms", {"must be at least 1, found the integer 0"}},
+               {"/nodes/2/config/evry_ms", {"did you mean 'every_ms'"}},
+               {"/nodes/2/config/sensors/1", {"must be string, found the integer 7"}}});
+  CheckInvalid(Nodes({kSource, kState,
+                      R"({"id": "join", "type": "window_join", "inputs": ["kv"],
+                          "config": {"sensors": "gps"}})",
+                      kSink}),
+               "/nodes/2/config/sensors", {"must be array of strings, found the string \"gps\""});
+}
+
+TEST_F(PipelineTest, EnvelopeVariableAndConfigErrorsTogether) {
+  // The graph is not checked while a node is malformed: it would only add noise.
+  const LoadResult r = ParsePipeline(
+      R"({"name": "t", "nmae": "x", "nodes": [
+            {"id": "1in", "type": "nats_source", "config": {"url": "${NOPE}"}},
+            {"id": "kv", "type": "keyed_last_value", "inputs": ["in"], "config": {"keep": 0}},
+            {"id": "join", "type": "window_join", "inputs": ["kv"], "input": []}]})",
+      "t.json", registry_, Env());
+  CheckErrors(r, {{"/nodes/0/config/url", {"NOPE is not set"}},
+                  {"/nmae", {"unknown field 'nmae'", "did you mean 'name'"}},
+                  {"/nodes/0/id", {"(node '1in')", "must match", "found the string \"1in\""}},
+                  {"/nodes/2/input", {"(node 'join')", "did you mean 'inputs'"}},
+                  {"/nodes/1/config/keep", {"(node 'kv')", "at least 1, found the integer 0"}}});
+}
+
+TEST_F(PipelineTest, MissingRequiredFieldsAndWrongTypesInTheEnvelope) {
+  const LoadResult r = ParsePipeline(R"({"nodes": [{"id": "in"}, {"type": 3, "id": "x"}, 5]})",
+                                     "t.json", registry_, Env());
+  CheckErrors(r, {{"/nodes/0", {"missing required field 'type' (string: The operator"}},
+                  {"/nodes/1/type", {"must be string, found the integer 3"}},
+                  {"/nodes/2", {"must be object, found the integer 5"}},
+                  {"", {"missing required field 'name'"}}});
+}
+
+TEST_F(PipelineTest, ParseOperatorConfigReportsEveryProblem) {
+  const OperatorInfo* join = registry_.Find("window_join");
+  ASSERT_NE(join, nullptr);
+  Config config;
+  const auto errors = ParseOperatorConfig(*join, R"({"every_ms": 50, "sensor": []})", config);
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors[0].pointer, "/nodes/0/config/every_ms");
+  EXPECT_THAT(errors[1].message, HasSubstr("did you mean 'sensors'"));
+  EXPECT_TRUE(ParseOperatorConfig(*join, R"({"every_ms": 200})", config).empty());
+  EXPECT_EQ(config.Integer("every_ms"), 200);
 }
 
 TEST_F(PipelineTest, UnknownTopLevelAndNodeFields) {
   const LoadResult r = ParsePipeline(R"({"name": "t", "nodez": []})", "t.json", registry_, Env());
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.errors[0].Format(), HasSubstr("did you mean 'nodes'"));
-  CheckInvalid(Nodes({R"({"id": "in", "type": "nats_source", "input": []})", kState, kJoin,
-                      kSink}),
+  CheckInvalid(Nodes({R"({"id": "in", "type": "nats_source", "input": []})", kState, kJoin, kSink}),
                "/nodes/0/input", {"did you mean 'inputs'"});
 }
 
