@@ -128,6 +128,17 @@ std::optional<KvEntry> KeyValue::Get(const std::string& key) {
   return out;
 }
 
+uint64_t KeyValue::Put(const std::string& key, std::string_view value) {
+  uint64_t rev = 0;
+  Check(kvStore_Put(&rev, kv_, key.c_str(), value.data(), static_cast<int>(value.size())),
+        "put " + bucket_ + "/" + key);
+  return rev;
+}
+
+void KeyValue::Delete(const std::string& key) {
+  Check(kvStore_Delete(kv_, key.c_str()), "delete " + bucket_ + "/" + key);
+}
+
 void KeyValue::UpdateAsync(const std::string& key, std::string_view value,
                            uint64_t expected_revision,
                            std::function<void(const KvWriteResult&)> done) {

@@ -125,6 +125,10 @@ class KeyValue {
 
   const std::string& bucket() const { return bucket_; }
   std::optional<KvEntry> Get(const std::string& key);
+  /// Stores `value` unconditionally; returns the new revision.
+  uint64_t Put(const std::string& key, std::string_view value);
+  /// Leaves a delete marker for the key.
+  void Delete(const std::string& key);
   /// Writes `value` if the key's current revision is `expected_revision` (0: the key must not
   /// exist), without waiting; `done` runs once the server answered. At most one write per key
   /// may be in flight.

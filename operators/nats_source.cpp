@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "jetstream.hpp"
+#include "logging.hpp"
 #include "nats_client.hpp"
 #include "nats_config.hpp"
 
@@ -190,7 +191,7 @@ class NatsSource final : public Operator {
     return nullptr;
   }
 
-  /// Counts by reason; logs the first few of each reason, then one in 1000.
+  /// Counts by reason; logs with a rate limit per node and reason.
   void Reject(const std::string& reason, std::string_view subject,
               const std::shared_ptr<nats::JsMessage>& js) {
     if (js) js->Term();  // bad input is never redelivered
@@ -207,10 +208,9 @@ class NatsSource final : public Operator {
       c = slot;
     }
     c->Inc();
-    const uint64_t n = c->value();
-    if (n <= 5 || n % 1000 == 0) {
-      spdlog::warn("node '{}': rejected input on {}: {} ({} so far)", id_, subject, reason, n);
-    }
+    static RateLimitedLog reject_log;
+    reject_log.Log(id_ + "/" + reason, spdlog::level::warn, "rejected input",
+            {{"node", id_}, {"subject", subject}, {"reason", reason}, {"total", c->value()}});
   }
 
   const std::string id_;

@@ -6,6 +6,9 @@
 #include <optional>
 #include <unordered_map>
 
+#include "nats_config.hpp"
+#include "state/kv_membership.hpp"
+
 namespace fleetflow {
 
 namespace {
@@ -55,6 +58,7 @@ struct SensorBuckets {
 };
 
 struct VehicleState {
+  uint32_t shard = 0;
   std::vector<SensorBuckets> sensors;
   int64_t newest_ns = std::numeric_limits<int64_t>::min();
   std::optional<int64_t> off_at_ns;  // said off; no rows for windows after this
@@ -67,6 +71,11 @@ class WindowJoin final : public Operator {
         lateness_(ctx.config.Integer("allowed_lateness_ms") * kMs),
         max_gap_(ctx.config.Integer("max_gap_ms") * kMs),
         idle_(ctx.config.Integer("idle_ms") * kMs),
+        retain_(ctx.config.String("sharding") == "none"
+                    ? 0
+                    : (ctx.config.Integer("member_timeout_ms") + 2 * ctx.config.Integer("every_ms") +
+                       ctx.config.Integer("allowed_lateness_ms")) *
+                          kMs),
         clock_(ctx.clock),
         sensors_(std::make_shared<const std::vector<std::string>>(
             ctx.config.StringArray("sensors"))),
@@ -83,7 +92,20 @@ class WindowJoin final : public Operator {
         active_(ctx.metrics.GetGauge("active_vehicles", "Vehicles with a row in the last window.",
                                      ctx.labels())),
         tracked_(ctx.metrics.GetGauge("tracked_vehicles", "Vehicles the join holds state for.",
-                                      ctx.labels())) {
+                                      ctx.labels())),
+        reemitted_(ctx.metrics.GetCounter(
+            "rows_reemitted", "Rows of recent windows emitted again after taking over shards.",
+            ctx.labels())) {
+    owned_.assign(static_cast<size_t>(ctx.config.Integer("shards")), true);
+    if (ctx.config.String("sharding") == "jetstream_kv") {
+      MembershipOptions m;
+      m.connection = NatsConnectOptions(ctx.config, "fleetflow:" + ctx.node_id + ":members");
+      m.bucket = ctx.config.String("membership_bucket");
+      m.heartbeat_ms = static_cast<int>(ctx.config.Integer("heartbeat_ms"));
+      m.timeout_ms = static_cast<int>(ctx.config.Integer("member_timeout_ms"));
+      m.warmup_ms = static_cast<int>(retain_ / kMs);
+      membership_ = std::make_unique<KvMembership>(std::move(m), ctx.metrics, ctx.labels());
+    }
     if (sensors_->empty()) throw std::runtime_error("sensors: list at least one sensor");
     for (size_t i = 0; i < sensors_->size(); ++i) index_[(*sensors_)[i]] = i;
     if (index_.size() != sensors_->size()) {
@@ -103,6 +125,12 @@ class WindowJoin final : public Operator {
   }
 
  private:
+  uint32_t ShardOf(const std::string& vehicle) const {
+    uint64_t h = 1469598103934665603ULL;  // FNV-1a: stable across workers and releases
+    for (unsigned char c : vehicle) h = (h ^ c) * 1099511628211ULL;
+    return static_cast<uint32_t>(h % std::max<size_t>(owned_.size(), 1));
+  }
+
   int64_t WindowOf(int64_t ts) const {  // the smallest window time >= ts
     const int64_t q = ts / every_;
     const int64_t t = q * every_;
@@ -113,6 +141,7 @@ class WindowJoin final : public Operator {
     auto [it, inserted] = vehicles_.try_emplace(id);
     if (inserted) {
       it->second.sensors.resize(sensors_->size());
+      it->second.shard = ShardOf(id);
       tracked_.Set(static_cast<double>(vehicles_.size()));
     }
     return it->second;
@@ -129,7 +158,10 @@ class WindowJoin final : public Operator {
     last_arrival_ns_ = clock_.NowNs();
     for (const wire::Point& p : b.points) {
       newest_event_ns_ = std::max(newest_event_ns_, p.ts_ns);
-      if (!next_) next_ = WindowOf(std::min(p.ts_ns, last_arrival_ns_));
+      if (!next_) {
+        next_ = WindowOf(std::min(p.ts_ns, last_arrival_ns_));
+        first_window_ = *next_;
+      }
       const int64_t w = WindowOf(p.ts_ns);
       if (next_ && w < *next_) late_.Inc();
       s.Add(w, p);
@@ -177,46 +209,91 @@ class WindowJoin final : public Operator {
   }
 
   void Emit(int64_t t, Emitter& out) {
+    if (membership_) Rebalance(t, out);
+    const size_t rows = EmitRows(t, out, [this](uint32_t shard) { return Owned(shard); });
+    active_.Set(static_cast<double>(rows));
+    windows_.Inc();
+    Forget(t);
+  }
+
+  /// Emits window t's rows of the vehicles whose shard `take` accepts; returns how many.
+  template <typename Take>
+  size_t EmitRows(int64_t t, Emitter& out, const Take& take) {
     WindowBatch batch;
     batch.window_ns = t;
     batch.sensors = sensors_;
-    for (auto it = vehicles_.begin(); it != vehicles_.end();) {
-      VehicleState& v = it->second;
-      const bool off = v.off_at_ns && t > *v.off_at_ns;
-      if (!off) {
-        WindowRow row;
-        row.slots.reserve(v.sensors.size());
-        bool active = false;
-        for (const SensorBuckets& s : v.sensors) {
-          row.slots.push_back(s.At(t, max_gap_));
-          active = active || row.slots.back().before.has_value();
-        }
-        if (active) {
-          row.vehicle = it->first;
-          batch.rows.push_back(std::move(row));
-        }
+    for (auto& [id, v] : vehicles_) {
+      if (v.off_at_ns && t > *v.off_at_ns) continue;
+      if (!take(v.shard)) continue;
+      WindowRow row;
+      row.slots.reserve(v.sensors.size());
+      bool active = false;
+      for (const SensorBuckets& s : v.sensors) {
+        row.slots.push_back(s.At(t, max_gap_));
+        active = active || row.slots.back().before.has_value();
       }
-      for (SensorBuckets& s : v.sensors) s.Prune(t + every_);
-      // Nothing of this vehicle can reach a later window any more: forget it.
-      if (v.newest_ns < t + every_ - max_gap_ || (off && v.newest_ns <= *v.off_at_ns)) {
-        it = vehicles_.erase(it);
-      } else {
-        ++it;
+      if (active) {
+        row.vehicle = id;
+        batch.rows.push_back(std::move(row));
       }
     }
+    const size_t n = batch.rows.size();
+    if (n > 0) {
+      rows_.Inc(n);
+      out.Emit(MakeMessage(std::move(batch)));
+    }
+    return n;
+  }
+
+  /// Drops what no later window (nor, when sharded, a re-emitted recent one) can use.
+  void Forget(int64_t t) {
+    const int64_t keep_from = t + every_ - retain_;
+    for (auto it = vehicles_.begin(); it != vehicles_.end();) {
+      VehicleState& v = it->second;
+      for (SensorBuckets& s : v.sensors) s.Prune(keep_from);
+      const bool gone = v.newest_ns < keep_from - max_gap_ ||
+                        (v.off_at_ns && v.newest_ns <= *v.off_at_ns && keep_from > *v.off_at_ns);
+      it = gone ? vehicles_.erase(it) : std::next(it);
+    }
     tracked_.Set(static_cast<double>(vehicles_.size()));
-    active_.Set(static_cast<double>(batch.rows.size()));
-    windows_.Inc();
-    if (batch.rows.empty()) return;
-    rows_.Inc(batch.rows.size());
-    out.Emit(MakeMessage(std::move(batch)));
+  }
+
+  bool Owned(uint32_t shard) const { return !membership_ || owned_[shard]; }
+
+  /// When the owning workers change, this worker re-emits the recent windows of the shards it
+  /// gained: the worker that had them may have died before emitting them. Rows are upserted,
+  /// so a window emitted twice is written once.
+  void Rebalance(int64_t t, Emitter& out) {
+    const auto [owners, generation] = membership_->Owners();
+    if (generation == generation_) return;
+    generation_ = generation;
+    std::vector<bool> gained(owned_.size(), false);
+    bool any = false;
+    for (uint32_t shard = 0; shard < owned_.size(); ++shard) {
+      const bool mine = KvMembership::OwnerOf(owners, shard) == membership_->id();
+      gained[shard] = mine && !owned_[shard] && rebalanced_once_;
+      any = any || gained[shard];
+      owned_[shard] = mine;
+    }
+    rebalanced_once_ = true;
+    if (!any) return;
+    const int64_t from = std::max(first_window_, WindowOf(t - retain_));
+    for (int64_t w = from; w < t; w += every_) {
+      reemitted_.Inc(EmitRows(w, out, [&](uint32_t shard) { return gained[shard]; }));
+    }
   }
 
   const int64_t every_;
   const int64_t lateness_;
   const int64_t max_gap_;
   const int64_t idle_;
+  const int64_t retain_;  // how far back windows may be emitted again (sharded only)
   const Clock& clock_;
+  std::unique_ptr<KvMembership> membership_;
+  std::vector<bool> owned_;  // by shard
+  uint64_t generation_ = 0;
+  bool rebalanced_once_ = false;
+  int64_t first_window_ = 0;
   int64_t newest_event_ns_ = std::numeric_limits<int64_t>::min();
   int64_t last_arrival_ns_ = std::numeric_limits<int64_t>::min();
   const std::shared_ptr<const std::vector<std::string>> sensors_;
@@ -229,6 +306,7 @@ class WindowJoin final : public Operator {
   Counter& ignored_;
   Gauge& active_;
   Gauge& tracked_;
+  Counter& reemitted_;
 };
 
 }  // namespace
@@ -271,6 +349,32 @@ void RegisterWindowJoin(Registry& registry) {
   info.config
       .StringArray("sensors", "The sensors joined into each row, one slot each, in this order.")
       .DefaultJson(R"(["gps", "speed", "soc", "torque"])");
+  info.config
+      .String("sharding",
+              "none: this worker emits every vehicle's rows. jetstream_kv: the workers of the "
+              "pipeline share the vehicles (fixed shards, membership in a KV bucket); each "
+              "row is emitted by one worker, and a worker that takes over shards re-emits their "
+              "recent windows. Needs the state of every vehicle, e.g. keyed_last_value with "
+              "backend jetstream_kv.")
+      .Default("none")
+      .OneOf({"none", "jetstream_kv"});
+  info.config.Integer("shards", "Number of vehicle shards (the same for every worker).")
+      .Default(int64_t{64})
+      .Min(1)
+      .Max(4096);
+  info.config.String("membership_bucket", "jetstream_kv: the KV bucket of worker membership.")
+      .Default("fleetflow_members");
+  info.config.Integer("heartbeat_ms", "jetstream_kv: how often a worker renews its membership.")
+      .Default(int64_t{1000})
+      .Min(100)
+      .Max(60'000);
+  info.config
+      .Integer("member_timeout_ms",
+               "jetstream_kv: a worker silent this long is gone and its shards move.")
+      .Default(int64_t{4000})
+      .Min(500)
+      .Max(600'000);
+  AddNatsConnectionFields(info.config);
   info.create = [](const OperatorContext& ctx) { return std::make_unique<WindowJoin>(ctx); };
   registry.Add(std::move(info));
 }
