@@ -209,8 +209,9 @@ class NatsSource final : public Operator {
     }
     c->Inc();
     static RateLimitedLog reject_log;
-    reject_log.Log(id_ + "/" + reason, spdlog::level::warn, "rejected input",
-            {{"node", id_}, {"subject", subject}, {"reason", reason}, {"total", c->value()}});
+    reject_log.Log(
+        id_ + "/" + reason, spdlog::level::warn, "rejected input",
+        {{"node", id_}, {"subject", subject}, {"reason", reason}, {"total", c->value()}});
   }
 
   const std::string id_;
