@@ -198,5 +198,8 @@ int main(int argc, char** argv) {
   } catch (const nats::Error& e) {
     std::fprintf(stderr, "fleet-sensor: %s\n", e.what());
     return kExitNats;
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "fleet-sensor: %s\n", e.what());
+    return kExitUsage;
   }
 }

@@ -110,6 +110,7 @@ class FleetRunner {
     sum.start_ns = fleet_.start_ns;
     PublishStatus(fleet_.start_ns);
     int64_t published_until = fleet_.start_ns;
+    first_publish_ns_ = NowNs();
     if (opt_.max_rate || SleepUntil(fleet_.start_ns)) {
       first_publish_ns_ = last_report_ns_ = NowNs();
       while (!heap_.empty() && g_stop == 0) {

@@ -1,5 +1,7 @@
 #include "sensor_agent.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <chrono>
 #include <stdexcept>
@@ -74,6 +76,8 @@ void SensorAgent::Start() {
   fleet_status_ = conn_.Subscribe(control::kFleetStatusSubject, "", handler);
   sampler_ = std::thread(&SensorAgent::SamplerLoop, this);
   sender_ = std::thread(&SensorAgent::SenderLoop, this);
+  pthread_setname_np(sampler_.native_handle(), "ff-sampler");
+  pthread_setname_np(sender_.native_handle(), "ff-sender");
 }
 
 void SensorAgent::Stop() {
@@ -118,6 +122,7 @@ void SensorAgent::SamplerLoop() {
     const int64_t wall = WallNs();
     for (int sensor : due) Sample(sensor, wall);
     if (batch_ns_ > 0 && batch_deadline_ > 0 && now >= batch_deadline_) FlushBatches();
+    if (buffer_.has_unsent()) sender_cv_.notify_one();  // once per wake-up, not per message
   }
 }
 
@@ -147,7 +152,6 @@ void SensorAgent::FlushBatch(int sensor) {
   const std::vector<uint8_t> payload = wire::EncodeBatch(batch);
   buffer_.Push({static_cast<uint16_t>(sensor), static_cast<uint32_t>(batch.size())}, payload);
   batch.clear();
-  sender_cv_.notify_one();
 }
 
 void SensorAgent::FlushBatches() {
@@ -283,6 +287,7 @@ std::optional<control::VehicleStatus> SensorAgent::Execute(std::string_view verb
   }
   sampler_poke_ = true;
   sampler_cv_.notify_all();
+  sender_cv_.notify_one();
   return StatusLocked();
 }
 
