@@ -221,6 +221,7 @@ OptionsPtr MakeOptions(const ConnectOptions& o) {
             raw, o.retry_on_failed_connect,
             o.retry_on_failed_connect ? OnBackgroundConnect : nullptr, nullptr),
         "retry on failed connect");
+  Check(natsOptions_SetSendAsap(raw, o.send_asap), "send asap");
   return opts;
 }
 

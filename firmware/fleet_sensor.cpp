@@ -179,6 +179,7 @@ int main(int argc, char** argv) {
   // the offline buffer holds everything else, so drops are counted there.
   nats_options.reconnect_buffer_bytes = 64 << 10;
   nats_options.max_reconnect = -1;
+  nats_options.send_asap = true;  // a few messages per tick: write them now, no flusher wake-ups
   nats_options.name = "fleet-sensor " + config.vehicle;
   try {
     const auto conn = ConnectVehicle(nats_options, quiet);
