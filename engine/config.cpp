@@ -3,6 +3,8 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <cmath>
+#include <sstream>
 #include <stdexcept>
 
 namespace fleetflow {
@@ -72,14 +74,27 @@ void FieldSchema(const Field& f, rapidjson::Value& out, Alloc& a) {
 
 std::string_view ToString(FieldType t) {
   switch (t) {
-    case FieldType::kString: return "string";
-    case FieldType::kInteger: return "integer";
-    case FieldType::kNumber: return "number";
-    case FieldType::kBoolean: return "boolean";
-    case FieldType::kStringArray: return "array of strings";
-    case FieldType::kObjectArray: return "array of objects";
+    case FieldType::kString:
+      return "string";
+    case FieldType::kInteger:
+      return "integer";
+    case FieldType::kNumber:
+      return "number";
+    case FieldType::kBoolean:
+      return "boolean";
+    case FieldType::kStringArray:
+      return "array of strings";
+    case FieldType::kObjectArray:
+      return "array of objects";
   }
   return "?";
+}
+
+std::string FormatNumber(double v) {
+  if (std::abs(v) < 1e15 && v == std::trunc(v)) return std::to_string(static_cast<int64_t>(v));
+  std::ostringstream out;
+  out << v;
+  return out.str();
 }
 
 Field& Field::Default(int64_t v) { return DefaultJson(std::to_string(v)); }
@@ -160,7 +175,9 @@ void ConfigSpec::ApplyDefaults(rapidjson::Value& config, Alloc& a) const {
   for (const auto& f : fields_) {
     auto it = config.FindMember(f.name.c_str());
     if (it == config.MemberEnd()) {
-      if (!f.default_json.empty()) config.AddMember(Str(f.name, a), ParseJson(f.default_json, a), a);
+      if (!f.default_json.empty()) {
+        config.AddMember(Str(f.name, a), ParseJson(f.default_json, a), a);
+      }
       continue;
     }
     if (f.type == FieldType::kObjectArray && it->value.IsArray()) {

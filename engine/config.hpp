@@ -2,13 +2,13 @@
 /// Operator configuration: one ConfigSpec per operator is the single source for validation, the
 /// defaults, the JSON Schema (schemas/pipeline.schema.json) and the reference docs.
 
+#include <rapidjson/document.h>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <rapidjson/document.h>
 
 namespace fleetflow {
 
@@ -16,29 +16,50 @@ enum class FieldType { kString, kInteger, kNumber, kBoolean, kStringArray, kObje
 
 std::string_view ToString(FieldType t);
 
+/// A number as people write it: 3600000, not 3.6e+06; 0.25 stays 0.25.
+std::string FormatNumber(double v);
+
 /// One setting of an operator. Built fluently: spec.Integer("every_ms", "...").Default(1000).
 struct Field {
   std::string name;
   FieldType type = FieldType::kString;
   std::string description;
-  std::string default_json;          // JSON text of the default; empty: no default
+  std::string default_json;  // JSON text of the default; empty: no default
   bool required = false;
   std::optional<double> minimum;
   std::optional<double> maximum;
-  std::vector<std::string> one_of;   // allowed values of a string field
-  std::vector<Field> item_fields;    // fields of each object of a kObjectArray
-  std::string example_json;          // JSON text shown in the docs
+  std::vector<std::string> one_of;  // allowed values of a string field
+  std::vector<Field> item_fields;   // fields of each object of a kObjectArray
+  std::string example_json;         // JSON text shown in the docs
 
   Field& Default(int64_t v);
   Field& Default(double v);
   Field& Default(bool v);
   Field& Default(const char* v);
-  Field& DefaultJson(std::string json) { default_json = std::move(json); return *this; }
-  Field& Required() { required = true; return *this; }
-  Field& Min(double v) { minimum = v; return *this; }
-  Field& Max(double v) { maximum = v; return *this; }
-  Field& OneOf(std::vector<std::string> values) { one_of = std::move(values); return *this; }
-  Field& Example(std::string json) { example_json = std::move(json); return *this; }
+  Field& DefaultJson(std::string json) {
+    default_json = std::move(json);
+    return *this;
+  }
+  Field& Required() {
+    required = true;
+    return *this;
+  }
+  Field& Min(double v) {
+    minimum = v;
+    return *this;
+  }
+  Field& Max(double v) {
+    maximum = v;
+    return *this;
+  }
+  Field& OneOf(std::vector<std::string> values) {
+    one_of = std::move(values);
+    return *this;
+  }
+  Field& Example(std::string json) {
+    example_json = std::move(json);
+    return *this;
+  }
 };
 
 class ConfigSpec {

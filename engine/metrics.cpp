@@ -1,5 +1,9 @@
 #include "metrics.hpp"
 
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
 #include <sstream>
 
 namespace fleetflow {
@@ -72,7 +76,18 @@ double Metrics::GaugeSum(const std::string& name) const {
   return sum;
 }
 
+void Metrics::AddCollector(std::function<void()> collect) {
+  std::lock_guard lock(mu_);
+  collectors_.push_back(std::move(collect));
+}
+
 std::string Metrics::Exposition() const {
+  std::vector<std::function<void()>> collectors;
+  {
+    std::lock_guard lock(mu_);
+    collectors = collectors_;
+  }
+  for (const auto& collect : collectors) collect();
   std::lock_guard lock(mu_);
   std::ostringstream out;
   for (const auto& [name, f] : families_) {
@@ -83,6 +98,26 @@ std::string Metrics::Exposition() const {
     for (const auto& [labels, g] : f.gauges) out << full << labels << ' ' << g->value() << '\n';
   }
   return out.str();
+}
+
+std::string_view BuildVersion() { return FF_VERSION; }
+
+void AddProcessMetrics(Metrics& metrics) {
+  metrics
+      .GetGauge("build_info", "Always 1; the labels describe this build.",
+                {{"version", std::string(BuildVersion())}})
+      .Set(1);
+  Gauge& rss = metrics.GetGauge("process_resident_memory_bytes",
+                                "Resident memory of the process (from /proc/self/statm).");
+  Gauge& uptime = metrics.GetGauge("process_uptime_seconds", "Seconds since the engine started.");
+  const auto start = std::chrono::steady_clock::now();
+  const long page = sysconf(_SC_PAGESIZE);
+  metrics.AddCollector([&rss, &uptime, start, page] {
+    std::ifstream statm("/proc/self/statm");
+    uint64_t size = 0, resident = 0;
+    if (statm >> size >> resident) rss.Set(static_cast<double>(resident) * page);
+    uptime.Set(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  });
 }
 
 }  // namespace fleetflow

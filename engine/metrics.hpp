@@ -5,10 +5,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -45,6 +47,10 @@ class Metrics {
   uint64_t CounterSum(const std::string& name) const;
   double GaugeSum(const std::string& name) const;
 
+  /// Runs `collect` at the start of every Exposition(), to refresh gauges that are computed on
+  /// demand (process memory, uptime). It may call Get*; it must not call Exposition().
+  void AddCollector(std::function<void()> collect);
+
   /// The Prometheus text exposition format, version 0.0.4.
   std::string Exposition() const;
 
@@ -57,6 +63,14 @@ class Metrics {
   };
   mutable std::mutex mu_;
   std::map<std::string, Family> families_;
+  std::vector<std::function<void()>> collectors_;
 };
+
+/// The version of this build (the CMake project version).
+std::string_view BuildVersion();
+
+/// Adds the process gauges: resident memory (from /proc/self/statm) and uptime, refreshed at
+/// every scrape, and build_info{version} 1. Call once, at startup.
+void AddProcessMetrics(Metrics& metrics);
 
 }  // namespace fleetflow

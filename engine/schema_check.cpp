@@ -7,8 +7,8 @@
 #include <spdlog/fmt/ranges.h>
 
 #include <algorithm>
-#include <cmath>
-#include <sstream>
+
+#include "config.hpp"
 
 namespace fleetflow {
 
@@ -23,11 +23,7 @@ std::string PointerText(const rapidjson::Pointer& p) {
 std::string Number(const rapidjson::Value& v) {
   if (v.IsInt64()) return std::to_string(v.GetInt64());
   if (v.IsUint64()) return std::to_string(v.GetUint64());
-  const double d = v.GetDouble();
-  if (std::abs(d) < 1e15 && d == std::trunc(d)) return std::to_string(static_cast<int64_t>(d));
-  std::ostringstream out;
-  out << d;
-  return out.str();
+  return FormatNumber(v.GetDouble());
 }
 
 std::string Text(const rapidjson::Value& v) {
