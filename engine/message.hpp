@@ -30,11 +30,13 @@ struct SampleBatch {
   std::function<void()> ack;
 };
 
-/// A vehicle's lifecycle message (vehicle.<id>.status), stamped with the engine clock.
+/// A vehicle's lifecycle message (vehicle.<id>.status). `at_ns` is when it happened: the source
+/// stamps the engine clock; keyed_last_value restamps it with the vehicle's newest sample time,
+/// so that `off` falls after the last sample whatever the arrival order.
 struct StatusEvent {
   std::string vehicle;
   bool on = true;
-  int64_t received_ns = 0;
+  int64_t at_ns = 0;
 };
 
 /// Clock punctuation; `drain` asks every operator to flush what it holds (shutdown, end of

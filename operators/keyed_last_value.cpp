@@ -50,6 +50,16 @@ class KeyedLastValue final : public Operator {
   void Process(const Message& in, Emitter& out) override {
     if (!restored_.empty()) EmitRestored(out);
     const auto* batch = std::get_if<SampleBatch>(in.get());
+    if (const auto* status = std::get_if<StatusEvent>(in.get())) {
+      // Stored like a sample (value 1 on, 0 off) so that every worker learns it.
+      auto newest = newest_.find(status->vehicle);
+      const int64_t at = newest != newest_.end() ? newest->second : status->at_ns;
+      key_.assign(status->vehicle).append(".").append(wire::kStatusToken);
+      Accept(key_, {wire::Point{at, 0, status->on ? 1.0 : 0.0}}, false);
+      store_->Write(key_, state_[key_], {});
+      out.Emit(MakeMessage(StatusEvent{status->vehicle, status->on, at}));
+      return;
+    }
     if (batch == nullptr) {
       if (const auto* tick = std::get_if<Tick>(in.get())) {
         store_->Sync(tick->drain, [&](const std::string& key, std::vector<wire::Point> samples) {
@@ -106,6 +116,10 @@ class KeyedLastValue final : public Operator {
       if (kept.size() > keep_) kept.erase(kept.begin());
       accepted.push_back(p);
     }
+    if (!accepted.empty() && !key.ends_with(wire::kStatusToken)) {
+      int64_t& newest = newest_[key.substr(0, key.find('.'))];
+      newest = std::max(newest, kept.back().ts_ns);
+    }
     return accepted;
   }
 
@@ -126,8 +140,13 @@ class KeyedLastValue final : public Operator {
   void EmitKey(const std::string& key, std::vector<wire::Point> points, Emitter& out) {
     const size_t dot = key.find('.');
     if (dot == std::string::npos || points.empty()) return;
-    out.Emit(MakeMessage(
-        SampleBatch{key.substr(0, dot), key.substr(dot + 1), std::move(points), {}}));
+    std::string vehicle = key.substr(0, dot);
+    if (std::string_view(key).substr(dot + 1) == wire::kStatusToken) {
+      const wire::Point& last = points.back();
+      out.Emit(MakeMessage(StatusEvent{std::move(vehicle), last.value != 0, last.ts_ns}));
+      return;
+    }
+    out.Emit(MakeMessage(SampleBatch{std::move(vehicle), key.substr(dot + 1), std::move(points), {}}));
   }
 
   const size_t keep_;
@@ -136,6 +155,7 @@ class KeyedLastValue final : public Operator {
   std::string key_;
   std::unique_ptr<StateStore> store_;
   std::vector<std::string> restored_;  // keys restored but not yet passed on
+  std::unordered_map<std::string, int64_t> newest_;  // newest sample time per vehicle
   Counter& accepted_;
   Counter& stale_;
   Counter& duplicates_;

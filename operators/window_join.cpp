@@ -4,6 +4,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <unordered_map>
 
 #include "nats_config.hpp"
@@ -95,6 +96,9 @@ class WindowJoin final : public Operator {
                                       ctx.labels())),
         reemitted_(ctx.metrics.GetCounter(
             "rows_reemitted", "Rows of recent windows emitted again after taking over shards.",
+            ctx.labels())),
+        corrected_(ctx.metrics.GetCounter(
+            "rows_corrected", "Rows of recent windows emitted again because of a late sample.",
             ctx.labels())) {
     owned_.assign(static_cast<size_t>(ctx.config.Integer("shards")), true);
     if (ctx.config.String("sharding") == "jetstream_kv") {
@@ -163,10 +167,21 @@ class WindowJoin final : public Operator {
         first_window_ = *next_;
       }
       const int64_t w = WindowOf(p.ts_ns);
-      if (next_ && w < *next_) late_.Inc();
+      if (next_ && w < *next_) {
+        late_.Inc();
+        ScheduleCorrection(b.vehicle, v, w);
+      }
       s.Add(w, p);
       v.newest_ns = std::max(v.newest_ns, p.ts_ns);
-      if (v.off_at_ns && p.ts_ns > *v.off_at_ns) v.off_at_ns.reset();  // running again
+      if (v.off_at_ns && p.ts_ns > *v.off_at_ns) {
+        // A sample from shortly after the off time is the tail of the run that arrived late
+        // (through another worker): it moves the off time. A later one means it runs again.
+        if (p.ts_ns - *v.off_at_ns <= max_gap_) {
+          v.off_at_ns = p.ts_ns;
+        } else {
+          v.off_at_ns.reset();
+        }
+      }
     }
   }
 
@@ -177,9 +192,27 @@ class WindowJoin final : public Operator {
     } else {
       // Off after its newest sample: the vehicle's own clock, not ours, decides which windows
       // it still has.
-      v.off_at_ns = v.newest_ns != std::numeric_limits<int64_t>::min() ? v.newest_ns
-                                                                         : e.received_ns;
+      v.off_at_ns = std::max(v.newest_ns, e.at_ns);
     }
+  }
+
+  /// Sharded workers correct recent windows a late sample belongs to (a redelivery after a
+  /// worker died): the windows it may bracket are emitted again for its vehicle.
+  void ScheduleCorrection(const std::string& vehicle, const VehicleState& v, int64_t w) {
+    if (retain_ == 0 || !Owned(v.shard)) return;
+    const int64_t oldest = std::max(first_window_, *next_ - retain_);
+    for (int64_t t = std::max(w - every_, oldest); t < *next_ && t <= w + max_gap_; t += every_) {
+      corrections_[t].insert(vehicle);
+    }
+  }
+
+  void EmitCorrections(Emitter& out) {
+    for (auto& [t, vehicles] : corrections_) {
+      corrected_.Inc(EmitRows(t, out, [&](const std::string& id, uint32_t shard) {
+        return vehicles.count(id) > 0 && Owned(shard);
+      }));
+    }
+    corrections_.clear();
   }
 
   /// Event-time progress: while samples flow, the newest event time seen (never ahead of the
@@ -190,6 +223,7 @@ class WindowJoin final : public Operator {
     int64_t progress = tick.now_ns;
     if (tick.now_ns - last_arrival_ns_ <= idle_) progress = std::min(progress, newest_event_ns_);
     const int64_t horizon = tick.drain ? tick.now_ns : progress - lateness_;
+    if (!corrections_.empty()) EmitCorrections(out);
     if (horizon - *next_ > 2 * every_) SkipEmptyWindows();
     while (*next_ <= horizon) {
       Emit(*next_, out);
@@ -210,7 +244,8 @@ class WindowJoin final : public Operator {
 
   void Emit(int64_t t, Emitter& out) {
     if (membership_) Rebalance(t, out);
-    const size_t rows = EmitRows(t, out, [this](uint32_t shard) { return Owned(shard); });
+    const size_t rows =
+        EmitRows(t, out, [this](const std::string&, uint32_t shard) { return Owned(shard); });
     active_.Set(static_cast<double>(rows));
     windows_.Inc();
     Forget(t);
@@ -224,7 +259,7 @@ class WindowJoin final : public Operator {
     batch.sensors = sensors_;
     for (auto& [id, v] : vehicles_) {
       if (v.off_at_ns && t > *v.off_at_ns) continue;
-      if (!take(v.shard)) continue;
+      if (!take(id, v.shard)) continue;
       WindowRow row;
       row.slots.reserve(v.sensors.size());
       bool active = false;
@@ -279,7 +314,8 @@ class WindowJoin final : public Operator {
     if (!any) return;
     const int64_t from = std::max(first_window_, WindowOf(t - retain_));
     for (int64_t w = from; w < t; w += every_) {
-      reemitted_.Inc(EmitRows(w, out, [&](uint32_t shard) { return gained[shard]; }));
+      reemitted_.Inc(
+          EmitRows(w, out, [&](const std::string&, uint32_t shard) { return gained[shard]; }));
     }
   }
 
@@ -307,6 +343,8 @@ class WindowJoin final : public Operator {
   Gauge& active_;
   Gauge& tracked_;
   Counter& reemitted_;
+  Counter& corrected_;
+  std::map<int64_t, std::set<std::string>> corrections_;  // window -> vehicles to emit again
 };
 
 }  // namespace

@@ -119,6 +119,19 @@ TEST_F(WindowJoinTest, Example5_OffEndsTheRowsAfterTheLastSample) {
   EXPECT_EQ(b->window_ns, kBase + 6 * kS);
 }
 
+TEST_F(WindowJoinTest, Example5b_ATailSampleArrivingAfterOffMovesTheOffTime) {
+  h.Feed(Samples("v1", "speed", {{900 * kMs, 1.0}, {2200 * kMs, 2.0}}));
+  h.Feed(StatusEvent{"v1", false, kBase + 2200 * kMs});
+  h.Feed(Samples("v1", "soc", {{3100 * kMs, 50.0}}));  // sent before off, arrived after it
+  std::vector<int64_t> windows;
+  for (int64_t t = 1500; t <= 5500; t += 1000) {
+    for (const auto& b : Only<WindowBatch>(h.TickAt(kBase + t * kMs))) {
+      windows.push_back((b->window_ns - kBase) / kMs);
+    }
+  }
+  EXPECT_EQ(windows, (std::vector<int64_t>{1000, 2000, 3000}));
+}
+
 TEST_F(WindowJoinTest, DrainEmitsWindowsUpToNowWithoutWaitingForLateness) {
   h.Feed(Samples("v1", "speed", {{900 * kMs, 1.0}, {1900 * kMs, 2.0}}));
   const auto out = h.TickAt(kBase + 2100 * kMs, /*drain=*/true);

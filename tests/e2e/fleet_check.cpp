@@ -1,0 +1,161 @@
+#include "fleet_check.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <sstream>
+#include <vector>
+
+namespace fleetflow::testing {
+
+namespace {
+
+struct Slot {
+  std::optional<wire::Point> before, after;
+};
+
+// docs/semantics.md, "Which samples a window uses".
+Slot SlotAt(const std::vector<wire::Point>& samples, int64_t t, int64_t max_gap) {
+  Slot s;
+  for (const auto& p : samples) {
+    if (p.ts_ns <= t && t - p.ts_ns <= max_gap && (!s.before || p.ts_ns > s.before->ts_ns)) {
+      s.before = p;
+    }
+    if (p.ts_ns > t && p.ts_ns - t <= max_gap && (!s.after || p.ts_ns < s.after->ts_ns)) {
+      s.after = p;
+    }
+  }
+  return s;
+}
+
+// docs/semantics.md, "Column values".
+std::optional<double> Value(const Slot& s, int64_t t, double wire::Point::*field, bool linear) {
+  if (s.before && s.after && linear) {
+    const double v0 = (*s.before).*field, v1 = (*s.after).*field;
+    const double f = double(t - s.before->ts_ns) / double(s.after->ts_ns - s.before->ts_ns);
+    return v0 + (v1 - v0) * f;
+  }
+  if (s.before) return (*s.before).*field;
+  if (s.after && linear) return (*s.after).*field;
+  return std::nullopt;
+}
+
+std::optional<double> ParseCell(const std::string& cell) {
+  if (cell.empty()) return std::nullopt;
+  return std::stod(cell);
+}
+
+bool Near(std::optional<double> a, std::optional<double> b) {
+  if (a.has_value() != b.has_value()) return false;
+  if (!a) return true;
+  return std::abs(*a - *b) <= 1e-9 * std::max(1.0, std::abs(*b));
+}
+
+std::string Show(std::optional<double> v) {
+  if (!v) return "NULL";
+  std::ostringstream o;
+  o.precision(17);
+  o << *v;
+  return o.str();
+}
+
+}  // namespace
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns, int64_t every_ns,
+                                 int64_t max_gap_ns) {
+  ExpectedRows rows;
+  for (int v = 0; v < fleet.vehicles; ++v) {
+    std::map<std::string, std::vector<wire::Point>> by_sensor;
+    int64_t newest = 0;
+    for (size_t s = 0; s < fleet.sensors.size(); ++s) {
+      for (int64_t k = 0;; ++k) {
+        const int64_t ts = sim::SampleTime(fleet, v, static_cast<int>(s), k);
+        if (ts >= end_ns) break;
+        by_sensor[fleet.sensors[s].name].push_back(
+            sim::SampleAt(fleet, v, static_cast<int>(s), ts, static_cast<uint32_t>(k)));
+        newest = std::max(newest, ts);
+      }
+    }
+    // The vehicle says off after its last sample: windows up to its newest sample only.
+    for (int64_t t = (fleet.start_ns / every_ns) * every_ns; t <= newest; t += every_ns) {
+      std::map<std::string, Slot> slots;
+      bool active = false;
+      for (const auto& [name, samples] : by_sensor) {
+        slots[name] = SlotAt(samples, t, max_gap_ns);
+        active = active || slots[name].before.has_value();
+      }
+      if (!active) continue;
+      ExpectedRow r;
+      r.lat = Value(slots["gps"], t, &wire::Point::lat, true);
+      r.lon = Value(slots["gps"], t, &wire::Point::lon, true);
+      r.speed = Value(slots["speed"], t, &wire::Point::value, true);
+      r.soc = Value(slots["soc"], t, &wire::Point::value, false);
+      r.torque = Value(slots["torque"], t, &wire::Point::value, true);
+      rows[{sim::VehicleId(fleet, v), t}] = r;
+    }
+  }
+  return rows;
+}
+
+CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
+  CheckResult r;
+  r.expected = expected.size();
+  std::ostringstream problems;
+  int shown = 0;
+  auto problem = [&](const std::string& line) {
+    if (shown++ < 10) problems << line << '\n';
+  };
+  const std::string rows = pg.Psql(
+      "SELECT vehicle_id, (extract(epoch FROM time) * 1000000)::bigint, lat, lon, speed, soc, "
+      "torque FROM vehicle_telemetry ORDER BY 1, 2");
+  std::istringstream lines(rows);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.empty()) continue;
+    std::vector<std::string> cells;
+    std::stringstream ss(line);
+    std::string cell;
+    while (std::getline(ss, cell, '|')) cells.push_back(cell);
+    cells.resize(7);
+    const std::pair<std::string, int64_t> key{cells[0], std::stoll(cells[1]) * 1000};
+    auto it = expected.find(key);
+    if (it == expected.end()) {
+      ++r.unexpected;
+      problem("unexpected row " + line);
+      continue;
+    }
+    ++r.found;
+    const ExpectedRow& e = it->second;
+    const std::optional<double> got[] = {ParseCell(cells[2]), ParseCell(cells[3]),
+                                         ParseCell(cells[4]), ParseCell(cells[5]),
+                                         ParseCell(cells[6])};
+    const std::optional<double> want[] = {e.lat, e.lon, e.speed, e.soc, e.torque};
+    const char* names[] = {"lat", "lon", "speed", "soc", "torque"};
+    bool bad = false;
+    for (int c = 0; c < 5; ++c) {
+      if (!Near(got[c], want[c])) {
+        bad = true;
+        problem(key.first + " @" + std::to_string(key.second) + " " + names[c] + ": got " +
+                Show(got[c]) + ", want " + Show(want[c]));
+      }
+    }
+    if (bad) ++r.mismatched;
+  }
+  r.missing = r.expected > r.found ? r.expected - r.found : 0;
+  r.first_problems = problems.str();
+  return r;
+}
+
+std::string CheckResult::Summary() const {
+  std::ostringstream o;
+  o << "rows expected " << expected << ", found " << found << ", missing " << missing
+    << ", unexpected " << unexpected << ", value mismatches " << mismatched;
+  return o.str();
+}
+
+}  // namespace fleetflow::testing

@@ -1,0 +1,164 @@
+// pipelines/jetstream.json end to end with real servers: a durable JetStream consumer shared by
+// the workers, state in one KV bucket, windows sharded among workers. Checks that nothing a
+// vehicle sent is lost and no row is written twice when the engine is down, and when a worker is
+// killed with SIGKILL and started again.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <csignal>
+
+#include "fleet_check.hpp"
+
+namespace fleetflow::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int64_t kSecond = 1'000'000'000;
+const std::string kPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
+
+class Worker {
+ public:
+  Worker(const NatsServer& nats, const PostgresServer& pg, const TempDir& dir, int n)
+      : port_(FreePort()), http_("127.0.0.1", port_) {
+    auto env = pg.env();
+    env["NATS_URL"] = nats.url();
+    proc_ = std::make_unique<Process>(
+        std::vector<std::string>{std::string(FF_BINARY_DIR) + "/apps/fleetflow", "run", kPipeline,
+                                 "--metrics-port", std::to_string(port_), "--metrics-host",
+                                 "127.0.0.1"},
+        dir.File("worker" + std::to_string(n) + ".log"), env);
+  }
+  bool WaitReady() {
+    return WaitFor(
+        [&] {
+          auto res = http_.Get("/readyz");
+          return res && res->status == 200;
+        },
+        30s);
+  }
+  Process& process() { return *proc_; }
+
+ private:
+  int port_;
+  httplib::Client http_;
+  std::unique_ptr<Process> proc_;
+};
+
+struct Fleet {
+  sim::FleetConfig config;
+  int64_t end_ns = 0;
+};
+
+Fleet MakeFleet(int vehicles, int duration_s) {
+  Fleet f;
+  f.config.seed = 7;
+  f.config.vehicles = vehicles;
+  f.config.start_ns = (NowNs() / kSecond + 1) * kSecond + 250'000'000;
+  f.end_ns = f.config.start_ns + duration_s * kSecond;
+  return f;
+}
+
+std::vector<std::string> SimArgs(const NatsServer& nats, const Fleet& f, int duration_s) {
+  return {std::string(FF_BINARY_DIR) + "/firmware/fleet-sim", "--nats-url", nats.url(),
+          "--vehicles", std::to_string(f.config.vehicles), "--seed",
+          std::to_string(f.config.seed), "--duration", std::to_string(duration_s), "--start-ns",
+          std::to_string(f.config.start_ns), "--quiet"};
+}
+
+int Rows(const PostgresServer& pg) {
+  const auto out = pg.TryPsql("SELECT count(*) FROM vehicle_telemetry");
+  return out ? std::stoi(*out) : 0;
+}
+
+class JetStreamE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    FF_REQUIRE_NATS_SERVER();
+    FF_REQUIRE_POSTGRES();
+    nats_.Start();
+    pg_.Start();
+  }
+  NatsServer nats_;
+  PostgresServer pg_;
+  TempDir dir_{"fleetflow-js-e2e"};
+};
+
+TEST_F(JetStreamE2E, EverythingPublishedWhileTheEngineWasDownIsWritten) {
+  {
+    Worker first(nats_, pg_, dir_, 0);  // creates the stream, the consumer and the bucket
+    ASSERT_TRUE(first.WaitReady()) << first.process().ReadLog();
+    ASSERT_EQ(first.process().Stop(SIGTERM, 30s), 0) << first.process().ReadLog();
+  }
+  constexpr int kVehicles = 10, kDurationS = 30;
+  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
+  const CommandResult sim = RunCommand(SimArgs(nats_, fleet, kDurationS), 120s);
+  ASSERT_EQ(sim.exit_code, 0) << sim.err;
+  EXPECT_EQ(Rows(pg_), 0);
+
+  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
+  Worker worker(nats_, pg_, dir_, 1);
+  ASSERT_TRUE(worker.WaitReady()) << worker.process().ReadLog();
+  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 90s))
+      << Rows(pg_) << " of " << expected.size() << " rows\n"
+      << worker.process().ReadLog();
+  EXPECT_EQ(worker.process().Stop(SIGTERM, 30s), 0) << worker.process().ReadLog();
+  const CheckResult check = CheckRows(pg_, expected);
+  EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems;
+  std::printf("jetstream e2e, engine down for %d s of publishing: %s\n", kDurationS,
+              check.Summary().c_str());
+}
+
+TEST_F(JetStreamE2E, ThreeWorkersOneKilledAndRestartedNoRowMissingNoneTwice) {
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (int i = 0; i < 3; ++i) workers.push_back(std::make_unique<Worker>(nats_, pg_, dir_, i));
+  for (auto& w : workers) ASSERT_TRUE(w->WaitReady()) << w->process().ReadLog();
+
+  constexpr int kVehicles = 30, kDurationS = 24;
+  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
+  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
+  Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
+
+  // A third of the way in, kill one worker without warning; two thirds in, start it again.
+  const int third = static_cast<int>(expected.size() / 3);
+  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= third; }, 60s)) << Rows(pg_);
+  workers[1]->process().Signal(SIGKILL);
+  ASSERT_TRUE(workers[1]->process().Wait(10s).has_value());
+  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 2 * third; }, 60s)) << Rows(pg_);
+  workers[1] = std::make_unique<Worker>(nats_, pg_, dir_, 3);
+  ASSERT_TRUE(workers[1]->WaitReady()) << workers[1]->process().ReadLog();
+
+  ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
+  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 60s))
+      << Rows(pg_) << " of " << expected.size();
+  for (auto& w : workers) EXPECT_EQ(w->process().Stop(SIGTERM, 30s), 0) << w->process().ReadLog();
+  // Every row once and nothing else. Values are not compared here: windows closed while the
+  // killed worker's unacknowledged samples waited for redelivery (ack_wait) miss those samples
+  // (docs/scaling.md); the run without a crash below compares values.
+  const CheckResult check = CheckRows(pg_, expected);
+  EXPECT_EQ(check.found, check.expected) << check.Summary() << "\n" << check.first_problems;
+  EXPECT_EQ(check.unexpected, 0u) << check.Summary() << "\n" << check.first_problems;
+  std::printf("jetstream e2e, 3 workers, one killed and restarted: %s\n", check.Summary().c_str());
+}
+
+TEST_F(JetStreamE2E, ThreeWorkersWriteEveryRowOnceWithTheSingleWorkerValues) {
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (int i = 0; i < 3; ++i) workers.push_back(std::make_unique<Worker>(nats_, pg_, dir_, i));
+  for (auto& w : workers) ASSERT_TRUE(w->WaitReady()) << w->process().ReadLog();
+  constexpr int kVehicles = 30, kDurationS = 10;
+  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
+  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
+  const CommandResult sim = RunCommand(SimArgs(nats_, fleet, kDurationS), 120s);
+  ASSERT_EQ(sim.exit_code, 0) << sim.err;
+  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 60s))
+      << Rows(pg_) << " of " << expected.size();
+  for (auto& w : workers) {
+    EXPECT_EQ(w->process().Stop(SIGTERM, 30s), 0) << w->process().ReadLog();
+  }
+  const CheckResult check = CheckRows(pg_, expected);
+  EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems;
+  std::printf("jetstream e2e, 3 workers: %s\n", check.Summary().c_str());
+}
+
+}  // namespace
+}  // namespace fleetflow::testing
