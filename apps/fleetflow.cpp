@@ -1,21 +1,23 @@
-// fleetflow: the engine's command line. Exit codes: 0 success, 1 fatal runtime error,
-// 2 invalid pipeline or usage.
+// fleetflow: the engine's command line (docs/cli.md). Exit codes: 0 success, 1 fatal runtime
+// error, 2 invalid pipeline or usage.
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
-
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
-#include <unistd.h>
 
 #include "builtin.hpp"
 #include "clock.hpp"
 #include "http_server.hpp"
+#include "logging.hpp"
 #include "metrics.hpp"
 #include "pipeline.hpp"
+#include "reference_docs.hpp"
 #include "runtime.hpp"
 
 namespace {
@@ -25,12 +27,17 @@ using namespace fleetflow;
 constexpr int kExitFatal = 1;
 constexpr int kExitInvalid = 2;
 
+void PrintErrors(const std::string& file, const std::vector<Diagnostic>& errors) {
+  for (const auto& e : errors) std::cerr << e.Format() << '\n';
+  std::cerr << file << ": " << errors.size() << (errors.size() == 1 ? " error\n" : " errors\n");
+}
+
 int Validate(const Registry& registry, const std::vector<std::string>& files) {
   int rc = 0;
   for (const auto& file : files) {
     const LoadResult r = LoadPipelineFile(file, registry);
     if (!r.ok()) {
-      for (const auto& e : r.errors) std::cerr << e.Format() << '\n';
+      PrintErrors(file, r.errors);
       rc = kExitInvalid;
       continue;
     }
@@ -42,6 +49,32 @@ int Validate(const Registry& registry, const std::vector<std::string>& files) {
     std::cout << '\n';
   }
   return rc;
+}
+
+int Graph(const Registry& registry, const std::string& file) {
+  const LoadResult r = LoadPipelineFile(file, registry);
+  if (!r.ok()) {
+    PrintErrors(file, r.errors);
+    return kExitInvalid;
+  }
+  std::cout << PipelineDot(*r.pipeline);
+  return 0;
+}
+
+int WriteDocs(const Registry& registry, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const auto pages = OperatorReferencePages(registry);
+  for (const auto& [name, text] : pages) {
+    const std::string path = dir + "/" + name;
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    if (!(out << text) || !(out.flush())) {
+      std::cerr << "cannot write " << path << '\n';
+      return kExitFatal;
+    }
+  }
+  std::cout << "wrote " << pages.size() << " pages to " << dir << '\n';
+  return 0;
 }
 
 struct RunArgs {
@@ -67,7 +100,7 @@ void PrintProgress(const Metrics& m, double seconds, uint64_t& last_in) {
 int Run(const Registry& registry, const RunArgs& args) {
   const LoadResult r = LoadPipelineFile(args.pipeline, registry);
   if (!r.ok()) {
-    for (const auto& e : r.errors) std::cerr << e.Format() << '\n';
+    PrintErrors(args.pipeline, r.errors);
     return kExitInvalid;
   }
   // Signals are taken synchronously by this thread; every other thread inherits the mask.
@@ -78,6 +111,7 @@ int Run(const Registry& registry, const RunArgs& args) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   Metrics metrics;
+  AddProcessMetrics(metrics);
   WallClock clock;
   try {
     RuntimeOptions options;
@@ -120,19 +154,33 @@ int main(int argc, char** argv) {
 
   CLI::App app{
       "fleetflow: vehicle-fleet telemetry from NATS into PostgreSQL/TimescaleDB, one "
-      "time-aligned row per vehicle per window.\nExit codes: 0 ok, 1 fatal runtime error, 2 "
-      "invalid pipeline or usage."};
+      "time-aligned row per vehicle per window."};
+  app.footer(
+      "Exit codes:\n"
+      "  0  success (run: stopped by SIGINT/SIGTERM after draining)\n"
+      "  1  fatal runtime error (e.g. a source cannot connect, the metrics port is taken)\n"
+      "  2  invalid pipeline file or command line\n"
+      "See docs/cli.md.");
+  app.set_version_flag("--version", std::string(BuildVersion()));
   app.require_subcommand(1);
+  app.fallthrough();  // the logging options may also follow the subcommand
   std::string log_level = "info";
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
-      ->capture_default_str();
+  std::string log_format = "text";
+  app.add_option("--log-level", log_level, "Least severe level logged")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_option("--log-format", log_format,
+                 "text, or json: one JSON object per line with ts, level, msg and fields")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
 
   RunArgs run;
   auto* run_cmd = app.add_subcommand(
       "run", "Run a pipeline until SIGINT/SIGTERM, then drain (flush windows and the sink).");
   run_cmd->add_option("pipeline", run.pipeline, "Pipeline file (JSON)")->required();
-  run_cmd->add_option("--metrics-port", run.metrics_port,
-                      "Port of /metrics, /healthz and /readyz (-1: off, 0: any free port)")
+  run_cmd
+      ->add_option("--metrics-port", run.metrics_port,
+                   "Port of /metrics, /healthz and /readyz (-1: off, 0: any free port)")
       ->capture_default_str();
   run_cmd->add_option("--metrics-host", run.metrics_host, "Address to serve them on")
       ->capture_default_str();
@@ -147,14 +195,30 @@ int main(int argc, char** argv) {
       "validate", "Check pipeline files (schema and graph); print a summary or every error.");
   validate_cmd->add_option("files", files, "Pipeline files")->required();
 
+  std::string graph_file;
+  auto* graph_cmd = app.add_subcommand(
+      "graph", "Print a pipeline as a Graphviz digraph (fleetflow graph p.json | dot -Tsvg).");
+  graph_cmd->add_option("pipeline", graph_file, "Pipeline file (JSON)")->required();
+
+  std::string docs_dir = "docs/operators";
+  auto* docs_cmd = app.add_subcommand(
+      "docs", "Write the operator reference (one Markdown page per operator and an index).");
+  docs_cmd->add_option("--out", docs_dir, "Directory to write to")->capture_default_str();
+
   auto* schema_cmd = app.add_subcommand(
       "schema", "Print the JSON Schema of pipeline files (schemas/pipeline.schema.json).");
 
-  CLI11_PARSE(app, argc, argv);
-  spdlog::set_level(spdlog::level::from_str(log_level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : kExitInvalid;
+  }
+  SetupLogging(*ParseLogFormat(log_format), spdlog::level::from_str(log_level));
 
   if (*validate_cmd) return Validate(registry, files);
+  if (*graph_cmd) return Graph(registry, graph_file);
+  if (*docs_cmd) return WriteDocs(registry, docs_dir);
   if (*schema_cmd) {
     std::cout << PipelineJsonSchema(registry);
     return 0;

@@ -473,6 +473,23 @@ LoadResult LoadPipelineFile(const std::string& path, const Registry& registry,
   return ParsePipeline(ss.str(), path, registry, env);
 }
 
+std::string PipelineDot(const Pipeline& pipeline) {
+  std::string name;
+  for (char c : pipeline.name) name += (c == '"' || c == '\\' ? "\\" : "") + std::string(1, c);
+  std::string out =
+      "digraph \"" + name + "\" {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n";
+  for (const auto& n : pipeline.nodes) {
+    out += "  \"" + n.id + "\" [label=\"" + n.id + "\\n" + n.type + "\"];\n";
+  }
+  for (const auto& n : pipeline.nodes) {
+    for (const auto& in : n.inputs) {
+      out += "  \"" + in + "\" -> \"" + n.id + "\" [label=\"" +
+             std::string(ToString(n.info->input)) + "\"];\n";
+    }
+  }
+  return out + "}\n";
+}
+
 std::string PipelineJsonSchema(const Registry& registry) {
   rapidjson::Document d;
   BuildSchema(registry, true, d);

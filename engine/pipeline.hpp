@@ -70,6 +70,10 @@ std::vector<Diagnostic> ParseOperatorConfig(const OperatorInfo& op, const std::s
 /// Returns false and sets `error` for an unset variable without a default or bad syntax.
 bool ExpandEnv(const std::string& in, const EnvLookup& env, std::string& out, std::string& error);
 
+/// The pipeline as a Graphviz digraph: a box per node labelled with its id and operator, an edge
+/// per input labelled with what it carries (samples, rows).
+std::string PipelineDot(const Pipeline& pipeline);
+
 /// The JSON Schema of pipeline files, generated from the registry's config specs (pretty JSON).
 std::string PipelineJsonSchema(const Registry& registry);
 

@@ -1,0 +1,119 @@
+// The fleetflow command as a process: exit codes, every error of a bad file, graph and docs.
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <rapidjson/document.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "servers.hpp"
+
+namespace fleetflow::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+const std::string kFleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
+const std::string kDefault = std::string(FF_SOURCE_DIR) + "/pipelines/default.json";
+
+void Write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+TEST(CliTest, ValidatePrintsEveryErrorOfABadFileAndExits2) {
+  TempDir dir("fleetflow-cli");
+  const std::string bad = dir.File("bad.json");
+  Write(bad, R"({
+    "name": "bad",
+    "nodes": [
+      {"id": "in", "type": "nats_source", "config": {"subjet": "vehicle.>"}},
+      {"id": "kv", "type": "keyed_last_value", "inputs": ["in"]},
+      {"id": "join", "type": "window_join", "inputs": ["kv"], "config": {"every_ms": "1s"}},
+      {"id": "db", "type": "timescale_sink", "inputs": ["jion"]}
+    ]})");
+  const CommandResult r = RunCommand({kFleetflow, "validate", kDefault, bad});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("default.json: ok"));
+  EXPECT_THAT(r.err, HasSubstr(bad + ": /nodes/0/config/subjet (node 'in'): unknown field "
+                                     "'subjet'; did you mean 'subject'?"));
+  EXPECT_THAT(r.err, HasSubstr(bad + ": /nodes/2/config/every_ms (node 'join'): must be "
+                                     "integer, found the string \"1s\""));
+  EXPECT_THAT(r.err, HasSubstr(bad + ": /nodes/3/inputs/0 (node 'db'): input 'jion' is not a "
+                                     "node of this pipeline; did you mean 'join'?"));
+  EXPECT_THAT(r.err, HasSubstr(bad + ": 3 errors"));
+}
+
+TEST(CliTest, ValidAndMissingFiles) {
+  CommandResult r = RunCommand({kFleetflow, "validate", kDefault});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = RunCommand({kFleetflow, "validate", "/nonexistent.json"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("cannot read the file"));
+}
+
+TEST(CliTest, HelpDocumentsExitCodesAndUsageErrorsExit2) {
+  CommandResult r = RunCommand({kFleetflow, "--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("Exit codes:"));
+  EXPECT_THAT(r.out, HasSubstr("2  invalid pipeline file or command line"));
+  for (const char* cmd : {"run", "validate", "graph", "docs", "schema"}) {
+    EXPECT_THAT(r.out, HasSubstr(std::string("\n  ") + cmd + " ")) << cmd;
+  }
+  EXPECT_EQ(RunCommand({kFleetflow}).exit_code, 2);
+  EXPECT_EQ(RunCommand({kFleetflow, "frobnicate"}).exit_code, 2);
+  EXPECT_EQ(RunCommand({kFleetflow, "validate", kDefault, "--log-format", "xml"}).exit_code, 2);
+  EXPECT_EQ(RunCommand({kFleetflow, "run"}).exit_code, 2);
+}
+
+TEST(CliTest, GraphPrintsDot) {
+  const CommandResult r = RunCommand({kFleetflow, "graph", kDefault});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("digraph \"default\" {"));
+  EXPECT_THAT(r.out, HasSubstr("\"windows\" -> \"database\" [label=\"rows\"];"));
+  EXPECT_EQ(RunCommand({kFleetflow, "graph", "/nonexistent.json"}).exit_code, 2);
+}
+
+TEST(CliTest, DocsWritesTheCommittedPages) {
+  TempDir dir("fleetflow-docs");
+  const CommandResult r = RunCommand({kFleetflow, "docs", "--out", dir.File("ops")});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  for (const char* page : {"README.md", "nats_source.md", "timescale_sink.md"}) {
+    EXPECT_EQ(ReadFile(dir.File("ops") + "/" + page),
+              ReadFile(std::string(FF_SOURCE_DIR) + "/docs/operators/" + page))
+        << page;
+  }
+}
+
+TEST(CliTest, JsonLogsAreOneObjectPerLineAndAFatalErrorExits1) {
+  // The metrics port is taken: the run fails at once, after logging a few lines.
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const CommandResult r =
+      RunCommand({kFleetflow, "--log-format", "json", "run", kDefault, "--metrics-host",
+                  "127.0.0.1", "--metrics-port", std::to_string(ntohs(addr.sin_port))},
+                 std::chrono::seconds(60), {{"PGHOST", "/nonexistent"}});
+  close(fd);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  std::istringstream lines(r.err);
+  int n = 0;
+  for (std::string line; std::getline(lines, line); ++n) {
+    rapidjson::Document d;
+    d.Parse(line.c_str());
+    ASSERT_TRUE(!d.HasParseError() && d.IsObject()) << line;
+    EXPECT_TRUE(d.HasMember("ts") && d.HasMember("level") && d.HasMember("msg")) << line;
+  }
+  EXPECT_GE(n, 1);
+  EXPECT_THAT(r.err, HasSubstr("\"level\":\"critical\""));
+  EXPECT_THAT(r.err, HasSubstr("cannot listen"));
+}
+
+}  // namespace
+}  // namespace fleetflow::testing
