@@ -54,7 +54,6 @@ KvMembership::KvMembership(MembershipOptions options, Metrics& metrics, const La
   js_ = std::make_unique<nats::JetStream>(*conn_);
   nats::BucketOptions b;
   b.name = options_.bucket;
-  b.storage = "memory";
   b.ttl_ms = static_cast<int64_t>(options_.timeout_ms) * 10;  // stale keys of crashed workers
   kv_ = js_->EnsureBucket(b);
   kv_->Put(id_, options_.warmup_ms > 0 ? "cold" : "warm");

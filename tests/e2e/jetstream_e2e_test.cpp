@@ -160,5 +160,25 @@ TEST_F(JetStreamE2E, ThreeWorkersWriteEveryRowOnceWithTheSingleWorkerValues) {
   std::printf("jetstream e2e, 3 workers: %s\n", check.Summary().c_str());
 }
 
+TEST_F(JetStreamE2E, NatsServerRestartedMidRunTheEngineReconnectsAndNothingIsLost) {
+  Worker worker(nats_, pg_, dir_, 0);
+  ASSERT_TRUE(worker.WaitReady()) << worker.process().ReadLog();
+  constexpr int kVehicles = 20, kDurationS = 16;
+  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
+  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
+  Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
+  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size() / 3); }, 60s));
+  nats_.Restart();  // same port, same store
+  ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
+  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 60s))
+      << Rows(pg_) << " of " << expected.size() << "\n"
+      << worker.process().ReadLog();
+  EXPECT_EQ(worker.process().Stop(SIGTERM, 30s), 0) << worker.process().ReadLog();
+  const CheckResult check = CheckRows(pg_, expected);
+  EXPECT_EQ(check.found, check.expected) << check.Summary() << "\n" << check.first_problems;
+  EXPECT_EQ(check.unexpected, 0u) << check.Summary() << "\n" << check.first_problems;
+  std::printf("jetstream e2e, nats-server restarted mid-run: %s\n", check.Summary().c_str());
+}
+
 }  // namespace
 }  // namespace fleetflow::testing
