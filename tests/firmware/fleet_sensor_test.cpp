@@ -134,6 +134,12 @@ TEST_F(FleetSensorTest, FleetctlChangesRatesSleepsAndWakes) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("c1"));
   EXPECT_EQ(Fleetctl(url, {"rate", "c1", "speed"}).exit_code, 1);
+
+  sensor.Signal(SIGSTOP);  // subscribed but unable to answer
+  r = Fleetctl(url, {"--timeout", "300", "wake", "c1"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_THAT(r.err, HasSubstr("no reply from vehicle c1 within 300 ms"));
+  sensor.Signal(SIGCONT);
 }
 
 // Stops the server for `outage` while the sensor samples, then brings it back. The sensor is
