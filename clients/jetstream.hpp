@@ -28,7 +28,7 @@ namespace fleetflow::nats {
 
 struct StreamOptions {
   std::string name = "TELEMETRY";
-  std::vector<std::string> subjects = {"vehicle.>"};
+  std::vector<std::string> subjects = {"vehicle.*.*"};
   std::string retention = "limits";  // limits | workqueue | interest
   int64_t max_age_ms = 0;            // 0: unlimited
   std::string storage = "file";      // file | memory
@@ -38,7 +38,7 @@ struct StreamOptions {
 struct ConsumerOptions {
   std::string stream = "TELEMETRY";
   std::string durable = "fleetflow";
-  std::string filter_subject = "vehicle.>";
+  std::string filter_subject = "vehicle.*.*";
   int64_t ack_wait_ms = 30'000;
   int64_t max_ack_pending = 20'000;
 };

@@ -266,7 +266,10 @@ void RegisterNatsSource(Registry& registry) {
       .Default("core")
       .OneOf({"core", "jetstream"});
   AddNatsConnectionFields(c);
-  c.String("subject", "Subject pattern to subscribe to.").Default("vehicle.>");
+  c.String("subject",
+           "Subject pattern to subscribe to: vehicle.*.* takes samples and status, not the "
+           "vehicles' command subjects (vehicle.<id>.cmd.*).")
+      .Default("vehicle.*.*");
   c.String("queue_group", "Queue group shared by every worker of this pipeline.")
       .Default("fleetflow");
   c.String("stream", "jetstream: the stream holding the subject.").Default("TELEMETRY");

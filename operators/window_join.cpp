@@ -25,11 +25,14 @@ struct SensorBuckets {
   };
   std::map<int64_t, Bucket> buckets;
 
-  void Add(int64_t key, const wire::Point& p) {
+  /// Returns true when `p` is now the oldest sample of its interval.
+  bool Add(int64_t key, const wire::Point& p) {
     auto [it, inserted] = buckets.try_emplace(key, Bucket{p, p});
-    if (inserted) return;
-    if (p.ts_ns < it->second.oldest.ts_ns) it->second.oldest = p;
+    if (inserted) return true;
     if (p.ts_ns >= it->second.newest.ts_ns) it->second.newest = p;
+    if (p.ts_ns >= it->second.oldest.ts_ns) return false;
+    it->second.oldest = p;
+    return true;
   }
 
   Slot At(int64_t t, int64_t max_gap) const {
@@ -167,11 +170,15 @@ class WindowJoin final : public Operator {
         first_window_ = *next_;
       }
       const int64_t w = WindowOf(p.ts_ns);
+      const bool oldest = s.Add(w, p);
       if (next_ && w < *next_) {
         late_.Inc();
         ScheduleCorrection(b.vehicle, v, w);
+      } else if (next_ && oldest && w == *next_) {
+        // Out of order after the previous window was emitted: it may be that window's after
+        // sample (it came through another worker).
+        ScheduleCorrection(b.vehicle, v, w);
       }
-      s.Add(w, p);
       v.newest_ns = std::max(v.newest_ns, p.ts_ns);
       if (v.off_at_ns && p.ts_ns > *v.off_at_ns) {
         // A sample from shortly after the off time is the tail of the run that arrived late

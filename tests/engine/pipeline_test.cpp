@@ -77,7 +77,7 @@ TEST_F(PipelineTest, ValidPipelineIsOrderedTopologicallyWithDefaults) {
   for (const auto& n : r.pipeline->nodes) ids.push_back(n.id);
   EXPECT_EQ(ids, (std::vector<std::string>{"in", "kv", "join", "db"}));
   EXPECT_EQ(r.pipeline->nodes[2].config.Integer("every_ms"), 1000);
-  EXPECT_EQ(r.pipeline->nodes[0].config.String("subject"), "vehicle.>");
+  EXPECT_EQ(r.pipeline->nodes[0].config.String("subject"), "vehicle.*.*");
 }
 
 TEST_F(PipelineTest, ShippedDefaultPipelineIsValid) {
@@ -251,11 +251,11 @@ TEST_F(PipelineTest, UnknownTopLevelAndNodeFields) {
 TEST_F(PipelineTest, EnvironmentSubstitution) {
   env_["BUS"] = "nats://10.0.0.1:4222";
   const LoadResult r = Load(Nodes(
-      {R"({"id": "in", "type": "nats_source", "config": {"url": "${BUS}", "subject": "${SUBJ:-vehicle.>}"}})",
+      {R"({"id": "in", "type": "nats_source", "config": {"url": "${BUS}", "subject": "${SUBJ:-vehicle.*.*}"}})",
        kState, kJoin, kSink}));
   ASSERT_TRUE(r.ok()) << r.errors.front().Format();
   EXPECT_EQ(r.pipeline->nodes[0].config.String("url"), "nats://10.0.0.1:4222");
-  EXPECT_EQ(r.pipeline->nodes[0].config.String("subject"), "vehicle.>");
+  EXPECT_EQ(r.pipeline->nodes[0].config.String("subject"), "vehicle.*.*");
   CheckInvalid(Nodes({R"({"id": "in", "type": "nats_source", "config": {"url": "${NOPE}"}})",
                       kState, kJoin, kSink}),
                "/nodes/0/config/url", {"NOPE is not set", "${NOPE:-value}"});
