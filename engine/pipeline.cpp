@@ -13,6 +13,8 @@
 #include <set>
 #include <sstream>
 
+#include "schema_check.hpp"
+
 namespace fleetflow {
 
 namespace {

@@ -14,7 +14,6 @@
 
 #include "config.hpp"
 #include "registry.hpp"
-#include "schema_check.hpp"
 
 namespace fleetflow {
 
