@@ -31,10 +31,11 @@ void BuildSchema(const Registry& registry, bool for_editors, rapidjson::Document
   d.SetObject();
   d.AddMember("$schema", "http://json-schema.org/draft-04/schema#", a);
   d.AddMember("title", "fleetflow pipeline", a);
-  d.AddMember("description",
-              "A fleetflow pipeline: a graph of operator nodes (see docs/pipelines.md). Generated "
-              "by `fleetflow schema` from the operators' config specs; do not edit by hand.",
-              a);
+  d.AddMember(
+      "description",
+      "A fleetflow pipeline: a graph of operator nodes (see docs/operators/README.md). Generated "
+      "by `fleetflow schema` from the operators' config specs; do not edit by hand.",
+      a);
   d.AddMember("type", "object", a);
 
   rapidjson::Value props(rapidjson::kObjectType);
