@@ -144,8 +144,9 @@ void KeyValue::UpdateAsync(const std::string& key, std::string_view value,
                            std::function<void(const KvWriteResult&)> done) {
   const std::string subject = subject_prefix_ + key;
   natsMsg* msg = nullptr;
-  Check(natsMsg_Create(&msg, subject.c_str(), nullptr, value.data(), static_cast<int>(value.size())),
-        "create message");
+  Check(
+      natsMsg_Create(&msg, subject.c_str(), nullptr, value.data(), static_cast<int>(value.size())),
+      "create message");
   const std::string rev = std::to_string(expected_revision);
   natsMsgHeader_Set(msg, kExpectedLastSubjectSeq, rev.c_str());
   {

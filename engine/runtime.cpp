@@ -7,6 +7,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "logging.hpp"
+
 namespace fleetflow {
 
 namespace flow = tbb::flow;
@@ -103,9 +105,8 @@ struct Runtime::Impl {
         metrics(m),
         clock(c),
         options(o),
-        gate(o.max_queued,
-             m.GetGauge("graph_sources_blocked",
-                        "Sources waiting for room in the graph (backpressure).")) {}
+        gate(o.max_queued, m.GetGauge("graph_sources_blocked",
+                                      "Sources waiting for room in the graph (backpressure).")) {}
 
   void Build() {
     nodes.reserve(pipeline.nodes.size());
@@ -133,8 +134,7 @@ struct Runtime::Impl {
       Node& n = *np;
       if (n.decl.info->input == PortKind::kNone) {
         n.source = std::make_unique<SourceNode>(
-            graph, flow::unlimited,
-            [](const flow::continue_msg&, SourceNode::gateway_type&) {});
+            graph, flow::unlimited, [](const flow::continue_msg&, SourceNode::gateway_type&) {});
         n.gateway_emitter = std::make_unique<GatewayEmitter>(gate, n);
       } else {
         n.body = std::make_unique<OperatorNode>(
@@ -146,7 +146,8 @@ struct Runtime::Impl {
                 n.op->Process(m, out);
               } catch (const std::exception& e) {
                 n.errors->Inc();
-                spdlog::error("node '{}' ({}): {}", n.decl.id, n.decl.type, e.what());
+                error_log.Log(n.decl.id, spdlog::level::err,
+                              "node '" + n.decl.id + "' (" + n.decl.type + "): " + e.what());
               }
             });
       }
@@ -180,6 +181,7 @@ struct Runtime::Impl {
   flow::graph graph;
   std::vector<std::unique_ptr<Node>> nodes;
   Gauge* queued_gauge = nullptr;
+  RateLimitedLog error_log;  // a flood of failing messages must not flood the log
 
   std::mutex ticker_mu;
   std::condition_variable ticker_cv;

@@ -15,14 +15,14 @@ class KeyedLastValue final : public Operator {
  public:
   explicit KeyedLastValue(const OperatorContext& ctx)
       : keep_(static_cast<size_t>(ctx.config.Integer("keep"))),
-        accepted_(ctx.metrics.GetCounter("samples_accepted",
-                                         "Samples taken into keyed state.", ctx.labels())),
-        stale_(ctx.metrics.GetCounter(
-            "samples_stale", "Samples older than every kept sample of their key, dropped.",
-            ctx.labels())),
-        duplicates_(ctx.metrics.GetCounter(
-            "samples_duplicate", "Samples already in state (same ts and seq), dropped.",
-            ctx.labels())),
+        accepted_(ctx.metrics.GetCounter("samples_accepted", "Samples taken into keyed state.",
+                                         ctx.labels())),
+        stale_(ctx.metrics.GetCounter("samples_stale",
+                                      "Samples older than every kept sample of their key, dropped.",
+                                      ctx.labels())),
+        duplicates_(ctx.metrics.GetCounter("samples_duplicate",
+                                           "Samples already in state (same ts and seq), dropped.",
+                                           ctx.labels())),
         unknown_(ctx.metrics.GetCounter("samples_unknown_sensor",
                                         "Samples of sensors not in the sensors list, dropped.",
                                         ctx.labels())),
@@ -146,7 +146,8 @@ class KeyedLastValue final : public Operator {
       out.Emit(MakeMessage(StatusEvent{std::move(vehicle), last.value != 0, last.ts_ns}));
       return;
     }
-    out.Emit(MakeMessage(SampleBatch{std::move(vehicle), key.substr(dot + 1), std::move(points), {}}));
+    out.Emit(
+        MakeMessage(SampleBatch{std::move(vehicle), key.substr(dot + 1), std::move(points), {}}));
   }
 
   const size_t keep_;
@@ -154,7 +155,7 @@ class KeyedLastValue final : public Operator {
   std::unordered_map<std::string, std::vector<wire::Point>> state_;  // ascending ts
   std::string key_;
   std::unique_ptr<StateStore> store_;
-  std::vector<std::string> restored_;  // keys restored but not yet passed on
+  std::vector<std::string> restored_;                // keys restored but not yet passed on
   std::unordered_map<std::string, int64_t> newest_;  // newest sample time per vehicle
   Counter& accepted_;
   Counter& stale_;

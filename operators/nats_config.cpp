@@ -3,8 +3,9 @@
 namespace fleetflow {
 
 void AddNatsConnectionFields(ConfigSpec& c) {
-  c.String("url", "NATS server URL(s), comma-separated. Empty: $NATS_URL, else "
-                  "nats://127.0.0.1:4222.")
+  c.String("url",
+           "NATS server URL(s), comma-separated. Empty: $NATS_URL, else "
+           "nats://127.0.0.1:4222.")
       .Default("")
       .Example(R"("${NATS_URL:-nats://127.0.0.1:4222}")");
   c.String("creds_file", "Path of a .creds file (JWT and NKey seed). Empty: $NATS_CREDS.")

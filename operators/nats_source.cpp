@@ -171,7 +171,8 @@ class NatsSource final : public Operator {
         connected_.Set(conn_->connected() ? 1 : 0);
         spdlog::warn("node '{}': {} (retrying in {} ms)", id_, e.what(), backoff_ms);
         std::unique_lock lock(stop_mu_);
-        stop_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [this] { return stopping_; });
+        stop_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
+                          [this] { return stopping_; });
         backoff_ms = std::min(backoff_ms * 2, 5000);
       }
     }
@@ -202,8 +203,8 @@ class NatsSource final : public Operator {
       if (slot == nullptr) {
         Labels l = labels_;
         l.emplace_back("reason", reason);
-        slot = &metrics_.GetCounter("input_rejected", "Messages or samples rejected, by reason.",
-                                    l);
+        slot =
+            &metrics_.GetCounter("input_rejected", "Messages or samples rejected, by reason.", l);
       }
       c = slot;
     }
@@ -278,8 +279,9 @@ void RegisterNatsSource(Registry& registry) {
   c.String("stream_retention", "jetstream: retention of a created stream.")
       .Default("limits")
       .OneOf({"limits", "workqueue", "interest"});
-  c.Integer("stream_max_age_ms", "jetstream: how long a created stream keeps messages (0: no "
-                                 "limit).")
+  c.Integer("stream_max_age_ms",
+            "jetstream: how long a created stream keeps messages (0: no "
+            "limit).")
       .Default(int64_t{86'400'000})
       .Min(0);
   c.String("stream_storage", "jetstream: storage of a created stream.")

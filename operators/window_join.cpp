@@ -77,14 +77,15 @@ class WindowJoin final : public Operator {
         idle_(ctx.config.Integer("idle_ms") * kMs),
         retain_(ctx.config.String("sharding") == "none"
                     ? 0
-                    : (ctx.config.Integer("member_timeout_ms") + 2 * ctx.config.Integer("every_ms") +
+                    : (ctx.config.Integer("member_timeout_ms") +
+                       2 * ctx.config.Integer("every_ms") +
                        ctx.config.Integer("allowed_lateness_ms")) *
                           kMs),
         clock_(ctx.clock),
-        sensors_(std::make_shared<const std::vector<std::string>>(
-            ctx.config.StringArray("sensors"))),
-        windows_(ctx.metrics.GetCounter("windows_emitted", "Windows closed and emitted.",
-                                        ctx.labels())),
+        sensors_(
+            std::make_shared<const std::vector<std::string>>(ctx.config.StringArray("sensors"))),
+        windows_(
+            ctx.metrics.GetCounter("windows_emitted", "Windows closed and emitted.", ctx.labels())),
         rows_(ctx.metrics.GetCounter("rows_emitted", "Rows emitted (one per vehicle and window).",
                                      ctx.labels())),
         late_(ctx.metrics.GetCounter(

@@ -37,8 +37,8 @@ JetStreamKvStore::JetStreamKvStore(JetStreamKvOptions options, Metrics& metrics,
       conflicts_(metrics.GetCounter(
           "kv_conflicts", "KV compare-and-set conflicts (another worker wrote the key first).",
           labels)),
-      write_errors_(metrics.GetCounter("kv_write_errors", "KV writes that failed and are retried.",
-                                       labels)),
+      write_errors_(
+          metrics.GetCounter("kv_write_errors", "KV writes that failed and are retried.", labels)),
       pending_keys_(metrics.GetGauge("kv_pending_keys",
                                      "Keys with samples not yet durable in the bucket.", labels)) {
   last_flush_ns_ = SteadyNs();
@@ -129,9 +129,8 @@ void JetStreamKvStore::Send(std::vector<Outgoing> writes) {
   for (Outgoing& w : writes) {
     const std::string value = Encode(w.samples);
     kv_->UpdateAsync(w.key, value, w.revision,
-                     [this, key = w.key, sent = std::move(w.samples)](const nats::KvWriteResult& r) {
-                       Done(key, sent, r);
-                     });
+                     [this, key = w.key, sent = std::move(w.samples)](
+                         const nats::KvWriteResult& r) { Done(key, sent, r); });
   }
 }
 
@@ -255,8 +254,7 @@ bool JetStreamKvStore::Ready() const {
 }
 
 std::vector<wire::Point> JetStreamKvStore::Merge(std::vector<wire::Point> a,
-                                                 const std::vector<wire::Point>& b,
-                                                 size_t keep) {
+                                                 const std::vector<wire::Point>& b, size_t keep) {
   a.insert(a.end(), b.begin(), b.end());
   std::sort(a.begin(), a.end(), [](const wire::Point& x, const wire::Point& y) {
     return x.ts_ns != y.ts_ns ? x.ts_ns < y.ts_ns : x.seq < y.seq;

@@ -26,7 +26,7 @@ struct JetStreamKvOptions {
   nats::ConnectOptions connection;
   nats::BucketOptions bucket;
   int64_t flush_ms = 200;
-  size_t keep = 4;                // samples per key kept after a merge
+  size_t keep = 4;  // samples per key kept after a merge
   int restore_timeout_ms = 30'000;
 };
 
@@ -48,13 +48,13 @@ class JetStreamKvStore final : public StateStore {
 
  private:
   struct KeyState {
-    uint64_t revision = 0;       // newest revision known for the key
-    uint64_t written = 0;        // revision of our own last write (to skip its echo)
+    uint64_t revision = 0;             // newest revision known for the key
+    uint64_t written = 0;              // revision of our own last write (to skip its echo)
     std::vector<wire::Point> samples;  // what to write next
     bool dirty = false;
     bool in_flight = false;
     bool conflict = false;
-    std::vector<std::function<void()>> acks;           // durable once `samples` are stored
+    std::vector<std::function<void()>> acks;            // durable once `samples` are stored
     std::vector<std::function<void()>> in_flight_acks;  // durable once the write in flight is
   };
   struct Update {

@@ -47,9 +47,9 @@ TEST(DefaultPipelineE2E, EveryExpectedRowOnceWithIndependentlyComputedValues) {
   fleet.start_ns = (NowNs() / kSecond + 2) * kSecond + 250'000'000;  // not on a window boundary
   const int64_t end_ns = fleet.start_ns + kDurationS * kSecond;
   const CommandResult sim = RunCommand(
-      {std::string(FF_BINARY_DIR) + "/firmware/fleet-sim", "--nats-url", nats.url(),
-       "--vehicles", std::to_string(kVehicles), "--seed", "42", "--duration",
-       std::to_string(kDurationS), "--start-ns", std::to_string(fleet.start_ns), "--quiet"},
+      {std::string(FF_BINARY_DIR) + "/firmware/fleet-sim", "--nats-url", nats.url(), "--vehicles",
+       std::to_string(kVehicles), "--seed", "42", "--duration", std::to_string(kDurationS),
+       "--start-ns", std::to_string(fleet.start_ns), "--quiet"},
       60s);
   ASSERT_EQ(sim.exit_code, 0) << sim.err;
   EXPECT_NE(sim.out.find("\"end_ns\":" + std::to_string(end_ns)), std::string::npos) << sim.out;

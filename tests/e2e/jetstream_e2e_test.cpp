@@ -60,10 +60,18 @@ Fleet MakeFleet(int vehicles, int duration_s) {
 }
 
 std::vector<std::string> SimArgs(const NatsServer& nats, const Fleet& f, int duration_s) {
-  return {std::string(FF_BINARY_DIR) + "/firmware/fleet-sim", "--nats-url", nats.url(),
-          "--vehicles", std::to_string(f.config.vehicles), "--seed",
-          std::to_string(f.config.seed), "--duration", std::to_string(duration_s), "--start-ns",
-          std::to_string(f.config.start_ns), "--quiet"};
+  return {std::string(FF_BINARY_DIR) + "/firmware/fleet-sim",
+          "--nats-url",
+          nats.url(),
+          "--vehicles",
+          std::to_string(f.config.vehicles),
+          "--seed",
+          std::to_string(f.config.seed),
+          "--duration",
+          std::to_string(duration_s),
+          "--start-ns",
+          std::to_string(f.config.start_ns),
+          "--quiet"};
 }
 
 int Rows(const PostgresServer& pg) {

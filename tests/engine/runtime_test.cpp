@@ -1,4 +1,6 @@
 // The runtime on a tiny graph of test operators: order, drain, backpressure, error isolation.
+#include "runtime.hpp"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -7,7 +9,6 @@
 #include <thread>
 
 #include "pipeline.hpp"
-#include "runtime.hpp"
 
 namespace fleetflow {
 namespace {
@@ -91,12 +92,18 @@ class GatedSink final : public Operator {
 class RuntimeTest : public ::testing::Test {
  protected:
   RuntimeTest() {
-    registry_.Add({"src", "", PortKind::kNone, PortKind::kSamples, {},
-                   [this](const OperatorContext&) { return std::make_unique<CountingSource>(probe_); }});
-    registry_.Add({"fwd", "", PortKind::kSamples, PortKind::kSamples, {},
-                   [](const OperatorContext&) { return std::make_unique<Forward>(); }});
-    registry_.Add({"sink", "", PortKind::kSamples, PortKind::kNone, {},
-                   [this](const OperatorContext&) { return std::make_unique<GatedSink>(probe_); }});
+    registry_.Add(
+        {"src", "", PortKind::kNone, PortKind::kSamples, {}, [this](const OperatorContext&) {
+           return std::make_unique<CountingSource>(probe_);
+         }});
+    registry_.Add(
+        {"fwd", "", PortKind::kSamples, PortKind::kSamples, {}, [](const OperatorContext&) {
+           return std::make_unique<Forward>();
+         }});
+    registry_.Add(
+        {"sink", "", PortKind::kSamples, PortKind::kNone, {}, [this](const OperatorContext&) {
+           return std::make_unique<GatedSink>(probe_);
+         }});
   }
 
   Pipeline Load() {

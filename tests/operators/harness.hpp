@@ -56,7 +56,9 @@ class OperatorHarness {
     op_->Process(m, out);
     return out.messages;
   }
-  std::vector<Message> Feed(Body body) { return Feed(std::make_shared<const Body>(std::move(body))); }
+  std::vector<Message> Feed(Body body) {
+    return Feed(std::make_shared<const Body>(std::move(body)));
+  }
   /// Sends a Tick at `now_ns` (and moves the clock there).
   std::vector<Message> TickAt(int64_t now_ns, bool drain = false) {
     clock.now_ns = now_ns;

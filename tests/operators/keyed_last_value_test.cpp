@@ -34,7 +34,7 @@ TEST(KeyedLastValueTest, ALateSampleNeverReplacesNewerOnes) {
   EXPECT_TRUE(Times(h.Feed(Batch("speed", {{5, 0}}))).empty());  // older than both kept
   EXPECT_EQ(h.Counter("samples_stale"), 1u);
   EXPECT_EQ(Times(h.Feed(Batch("speed", {{15, 9}}))), (std::vector<int64_t>{15}));  // in between
-  EXPECT_EQ(Times(h.Feed(Batch("speed", {{12, 8}}))), std::vector<int64_t>{});  // now stale
+  EXPECT_EQ(Times(h.Feed(Batch("speed", {{12, 8}}))), std::vector<int64_t>{});      // now stale
 }
 
 TEST(KeyedLastValueTest, DuplicatesAreDroppedAndKeysAreIndependent) {

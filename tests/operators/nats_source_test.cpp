@@ -38,8 +38,8 @@ class NatsSourceTest : public ::testing::Test {
 
   std::unique_ptr<OperatorHarness> Source() {
     auto h = std::make_unique<OperatorHarness>(
-        "nats_source", R"({"url": ")" + server_.url() +
-                           R"(", "subject": "vehicle.>", "max_future_ms": 60000})");
+        "nats_source",
+        R"({"url": ")" + server_.url() + R"(", "subject": "vehicle.>", "max_future_ms": 60000})");
     h->clock.now_ns = 1'700'000'000'000'000'000;
     return h;
   }

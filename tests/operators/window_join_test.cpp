@@ -63,7 +63,7 @@ TEST_F(WindowJoinTest, Example1_BracketingSamplesOfTheWindowTime) {
   ASSERT_TRUE(row.slots[0].before && row.slots[0].after);
   EXPECT_EQ(row.slots[0].before->ts_ns, kBase + 800 * kMs);
   EXPECT_EQ(row.slots[0].after->ts_ns, kBase + 1300 * kMs);  // the oldest after T, not 1.4 s
-  EXPECT_FALSE(row.slots[1].before || row.slots[1].after);    // soc: nothing, NULL in the row
+  EXPECT_FALSE(row.slots[1].before || row.slots[1].after);   // soc: nothing, NULL in the row
 }
 
 TEST_F(WindowJoinTest, Example2_SampleExactlyAtTheWindowTimeIsBefore) {
@@ -94,7 +94,7 @@ TEST_F(WindowJoinTest, Example3b_OnlyASampleAfterTheWindowTimeGivesNoRow) {
 
 TEST_F(WindowJoinTest, Example4_LateSampleMissesItsWindowAndIsCounted) {
   h.Feed(Samples("v1", "speed", {{500 * kMs, 1.0}}));
-  h.TickAt(kBase + 1500 * kMs);  // T=1s emitted with before = 0.5 s
+  h.TickAt(kBase + 1500 * kMs);                        // T=1s emitted with before = 0.5 s
   h.Feed(Samples("v1", "speed", {{950 * kMs, 2.0}}));  // arrives too late for T=1s
   EXPECT_EQ(h.Counter("late_samples"), 1u);
   const auto b = OnlyBatch(h.TickAt(kBase + 2500 * kMs));
