@@ -1,0 +1,781 @@
+// JetStream ingest benchmark: how many messages and samples per second one fleetflow worker
+// consumes from a JetStream stream (nats_source delivery "jetstream" -> keyed_last_value backend
+// "jetstream_kv" -> window_join -> a null sink), next to a bare fetch+ack loop on the same stream,
+// in the same run, on a nats-server started here (free port, store in a temporary directory).
+//
+// Every contender reads the same messages: the stream is filled once and each run binds a durable
+// consumer of its own (DeliverAll). A run ends when its consumer has nothing pending and nothing
+// unacknowledged; each contender runs --repeats times, interleaved, and the median is reported.
+//
+// Contenders:
+//   baseline        PullConsumer::Fetch(fetch_batch) + JsMessage::Ack per message, nothing else
+//   baseline-asap   the same with ConnectOptions::send_asap = true
+//   fleetflow       the jetstream pipeline as shipped (no send_asap: pipelines cannot set it)
+//   fleetflow-asap  the same with every NATS connection of the process forced to send_asap
+//                   (bench-only interposition of natsOptions_SetSendAsap: what a pipeline field
+//                   would give)
+//   ff-memory       keyed_last_value with backend memory (no KV writes): isolates the KV cost
+//   ff-source       nats_source -> a sink that acknowledges at once: source + graph cost only
+//
+// Output: a table on stdout and, with --csv, one CSV row per run plus one per contender median.
+
+#include <dlfcn.h>
+#include <nats/nats.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "builtin.hpp"
+#include "clock.hpp"
+#include "jetstream.hpp"
+#include "metrics.hpp"
+#include "nats_client.hpp"
+#include "pipeline.hpp"
+#include "registry.hpp"
+#include "runtime.hpp"
+#include "servers.hpp"
+#include "wire.hpp"
+
+namespace {
+
+/// -1: connections keep their own send_asap; 0 / 1: every connection made meanwhile gets it.
+std::atomic<int> g_force_send_asap{-1};
+
+}  // namespace
+
+/// Bench-only interposition: the executable's definition wins over libnats' for every call made
+/// from this program (including the operators' connections), and forwards to the real one.
+/// Lets the bench measure send_asap on fleetflow without a pipeline field for it.
+extern "C" natsStatus natsOptions_SetSendAsap(natsOptions* opts, bool send_asap) {
+  using Fn = natsStatus (*)(natsOptions*, bool);
+  static const Fn real = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "natsOptions_SetSendAsap"));
+  if (real == nullptr) return NATS_ERR;
+  const int forced = g_force_send_asap.load();
+  return real(opts, forced < 0 ? send_asap : forced != 0);
+}
+
+namespace fleetflow::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kStream = "TELEMETRY";
+constexpr const char* kSubject = "vehicle.*.*";  // samples and status, as nats_source defaults to
+
+/// What to generate and how to run.
+struct Settings {
+  int64_t messages = 200'000;
+  int vehicles = 1000;
+  std::vector<std::string> sensors = {"gps", "speed", "soc", "torque"};
+  int min_samples = 1;
+  int max_samples = 10;
+  int64_t message_span_ms = 500;  // event time covered by one message of a key
+  int repeats = 3;
+  int fetch_batch = 256;
+  int flush_ms = 200;
+  std::string storage = "file";
+  uint64_t seed = 1;
+  std::string scale = "custom";
+  std::string csv;
+  std::vector<std::string> contenders = {"baseline",       "baseline-asap", "fleetflow",
+                                         "fleetflow-asap", "ff-memory",     "ff-source"};
+  int timeout_s = 600;
+};
+
+/// One run of one contender.
+struct RunResult {
+  std::string contender;
+  bool send_asap = false;
+  int rep = 0;
+  uint64_t messages = 0;
+  uint64_t samples = 0;
+  double seconds = 0;         // Start until nothing pending and nothing unacknowledged
+  double intake_seconds = 0;  // Start until every message was received
+  uint64_t kv_writes = 0;
+  uint64_t rows = 0;
+  double cpu_seconds = 0;         // user + system of this process (all its threads) during the run
+  double server_cpu_seconds = 0;  // user + system of nats-server during the run
+  double machine_busy = 0;        // share of all cores' time not idle during the run (0..1)
+  double msgs_per_s() const { return seconds > 0 ? static_cast<double>(messages) / seconds : 0; }
+  double samples_per_s() const { return seconds > 0 ? static_cast<double>(samples) / seconds : 0; }
+};
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+double ProcessCpuSeconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  auto tv = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return tv(ru.ru_utime) + tv(ru.ru_stime);
+}
+
+/// Seconds of user + system time of process `pid` so far (0 when unknown).
+double PidCpuSeconds(pid_t pid) {
+  if (pid <= 0) return 0;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t paren = text.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(text.substr(paren + 2));
+  std::string f;
+  double utime = 0, stime = 0;
+  for (int i = 3; fields >> f; ++i) {  // field 3 is the state; utime is 14, stime 15
+    if (i == 14) utime = std::stod(f);
+    if (i == 15) {
+      stime = std::stod(f);
+      break;
+    }
+  }
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+/// The nats-server listening on `port`, found by its command line (the fixture hides its pid).
+pid_t FindServerPid(int port) {
+  const std::string want = "-p";
+  const std::string port_text = std::to_string(port);
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline");
+    std::vector<std::string> args;
+    for (std::string a; std::getline(in, a, '\0');) args.push_back(a);
+    if (args.empty() || args[0].find("nats-server") == std::string::npos) continue;
+    for (size_t i = 0; i + 1 < args.size(); ++i) {
+      if (args[i] == want && args[i + 1] == port_text) return static_cast<pid_t>(std::stoi(name));
+    }
+  }
+  return 0;
+}
+
+/// Busy and total jiffies of all cores, from /proc/stat.
+std::pair<double, double> MachineJiffies() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  in >> cpu;
+  double v[8] = {};
+  for (double& x : v) in >> x;
+  double total = 0;
+  for (double x : v) total += x;
+  return {total - v[3] - v[4], total};  // idle and iowait are not busy
+}
+
+/// CPU use of this process, the server and the machine between construction and Stop().
+class CpuMeter {
+ public:
+  explicit CpuMeter(pid_t server)
+      : server_(server),
+        self0_(ProcessCpuSeconds()),
+        server0_(PidCpuSeconds(server)),
+        machine0_(MachineJiffies()) {}
+  void Stop(RunResult& r) const {
+    r.cpu_seconds = ProcessCpuSeconds() - self0_;
+    r.server_cpu_seconds = PidCpuSeconds(server_) - server0_;
+    const auto m = MachineJiffies();
+    const double total = m.second - machine0_.second;
+    r.machine_busy = total > 0 ? (m.first - machine0_.first) / total : 0;
+  }
+
+ private:
+  pid_t server_;
+  double self0_, server0_;
+  std::pair<double, double> machine0_;
+};
+
+pid_t g_server_pid = 0;
+
+void CheckNats(natsStatus s, const std::string& what) {
+  if (s != NATS_OK) throw std::runtime_error(what + ": " + natsStatus_GetText(s));
+}
+
+// --- Filling the stream ---
+
+/// Counts of what was published.
+struct Filled {
+  uint64_t messages = 0;
+  uint64_t samples = 0;
+};
+
+/// Publishes `messages` FLT1 batches to vehicle.<id>.<sensor> with asynchronous JetStream
+/// publishing: round r of every key covers event time [base + r*span, base + (r+1)*span) with
+/// 1..10 evenly spaced samples, so event time advances evenly over the whole fleet, ending about
+/// now (no future timestamps).
+Filled FillStream(const std::string& url, const Settings& s) {
+  natsConnection* nc = nullptr;
+  CheckNats(natsConnection_ConnectTo(&nc, url.c_str()), "connect (fill)");
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.PublishAsync.MaxPending = 8192;
+  jsCtx* js = nullptr;
+  CheckNats(natsConnection_JetStream(&js, nc, &jo), "JetStream context (fill)");
+
+  const int keys = s.vehicles * static_cast<int>(s.sensors.size());
+  const int64_t rounds = (s.messages + keys - 1) / keys;
+  const int64_t span_ns = s.message_span_ms * 1'000'000;
+  const int64_t now_ns = WallClock().NowNs();
+  const int64_t base_ns =
+      (now_ns - rounds * span_ns - 2'000'000'000) / 1'000'000'000 * 1'000'000'000;
+  std::mt19937_64 rng(s.seed);
+  std::uniform_int_distribution<int> count(s.min_samples, s.max_samples);
+  std::uniform_real_distribution<double> jitter(-0.001, 0.001);
+
+  std::vector<std::string> subjects;
+  subjects.reserve(static_cast<size_t>(keys));
+  for (int v = 0; v < s.vehicles; ++v) {
+    char id[16];
+    std::snprintf(id, sizeof id, "v%05d", v);
+    for (const auto& sensor : s.sensors) subjects.push_back(wire::SampleSubject(id, sensor));
+  }
+  std::vector<uint32_t> seq(static_cast<size_t>(keys), 0);
+
+  Filled out;
+  std::vector<wire::Point> points;
+  for (int64_t i = 0; i < s.messages; ++i) {
+    const int64_t round = i / keys;
+    const int key = static_cast<int>(i % keys);
+    const int vehicle = key / static_cast<int>(s.sensors.size());
+    const bool gps = s.sensors[static_cast<size_t>(key) % s.sensors.size()] == "gps";
+    const int n = count(rng);
+    points.clear();
+    for (int k = 0; k < n; ++k) {
+      wire::Point p;
+      p.ts_ns = base_ns + round * span_ns + span_ns * k / n;
+      p.seq = seq[static_cast<size_t>(key)]++;
+      if (gps) {
+        p.has_position = true;
+        p.lat = 48.1 + vehicle * 1e-4 + jitter(rng);
+        p.lon = 11.5 + vehicle * 1e-4 + jitter(rng);
+      } else {
+        p.value = 50.0 + 10.0 * jitter(rng) * 1000.0;
+      }
+      points.push_back(p);
+    }
+    const auto bytes = wire::EncodeBatch(points);
+    CheckNats(js_PublishAsync(js, subjects[static_cast<size_t>(key)].c_str(), bytes.data(),
+                              static_cast<int>(bytes.size()), nullptr),
+              "publish");
+    ++out.messages;
+    out.samples += static_cast<uint64_t>(n);
+  }
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = 60'000;
+  CheckNats(js_PublishAsyncComplete(js, &po), "wait for publish acks");
+
+  jsStreamInfo* si = nullptr;
+  CheckNats(js_GetStreamInfo(&si, js, kStream, nullptr, nullptr), "stream info");
+  const uint64_t stored = si->State.Msgs;
+  jsStreamInfo_Destroy(si);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  if (stored != out.messages) {
+    throw std::runtime_error("stream holds " + std::to_string(stored) + " messages, expected " +
+                             std::to_string(out.messages));
+  }
+  return out;
+}
+
+// --- Durable consumers and buckets ---
+
+/// Administration on a connection of its own: consumers, buckets, and the end-of-run probe.
+class Admin {
+ public:
+  explicit Admin(const std::string& url) {
+    nats::ConnectOptions o;
+    o.url = url;
+    o.name = "bench-admin";
+    conn_ = nats::Connection::Connect(o);
+    js_ = std::make_unique<nats::JetStream>(*conn_);
+    CheckNats(natsConnection_JetStream(&raw_js_, conn_->raw(), nullptr), "JetStream context");
+  }
+  ~Admin() { jsCtx_Destroy(raw_js_); }
+  Admin(const Admin&) = delete;
+  Admin& operator=(const Admin&) = delete;
+
+  nats::JetStream& js() { return *js_; }
+
+  /// Creates the durable pull consumer (DeliverAll, explicit ack) before the clock starts.
+  void CreateConsumer(const std::string& durable) {
+    nats::ConsumerOptions o;
+    o.stream = kStream;
+    o.durable = durable;
+    o.filter_subject = kSubject;
+    o.ack_wait_ms = 30'000;
+    o.max_ack_pending = 100'000;  // nats_source's default
+    js_->PullSubscribe(o);        // creates it; the binding is dropped, the consumer stays
+  }
+
+  void DeleteConsumer(const std::string& durable) {
+    js_DeleteConsumer(raw_js_, kStream, durable.c_str(), nullptr, nullptr);
+  }
+
+  void DeleteBucket(const std::string& bucket) { js_DeleteKeyValue(raw_js_, bucket.c_str()); }
+
+ private:
+  std::unique_ptr<nats::Connection> conn_;
+  std::unique_ptr<nats::JetStream> js_;
+  jsCtx* raw_js_ = nullptr;
+};
+
+/// Waits until `received()` reaches `total` (polled every millisecond, no server traffic), then
+/// until the consumer has nothing pending and nothing unacknowledged (polled every 5 ms).
+/// Returns {intake, done} seconds since `t0`.
+std::pair<double, double> WaitDrained(Admin& admin, const std::string& durable,
+                                      const std::function<uint64_t()>& received, uint64_t total,
+                                      Clock::time_point t0, int timeout_s) {
+  const auto deadline = t0 + std::chrono::seconds(timeout_s);
+  while (received() < total) {
+    if (Clock::now() > deadline) {
+      throw std::runtime_error("timeout: " + std::to_string(received()) + " of " +
+                               std::to_string(total) + " messages received");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const double intake = Seconds(Clock::now() - t0);
+  for (;;) {
+    const auto [pending, ack_pending] = admin.js().ConsumerPending(kStream, durable);
+    if (pending == 0 && ack_pending == 0) break;
+    if (Clock::now() > deadline) {
+      throw std::runtime_error("timeout: " + std::to_string(ack_pending) +
+                               " messages still unacknowledged");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return {intake, Seconds(Clock::now() - t0)};
+}
+
+// --- The baseline: a bare fetch + ack loop ---
+
+RunResult RunBaseline(const std::string& url, Admin& admin, const std::string& durable,
+                      bool send_asap, const Settings& s, const Filled& filled) {
+  nats::ConnectOptions o;
+  o.url = url;
+  o.name = "bench-baseline";
+  o.send_asap = send_asap;
+  auto conn = nats::Connection::Connect(o);
+  nats::JetStream js(*conn);
+  nats::ConsumerOptions co;
+  co.stream = kStream;
+  co.durable = durable;
+  co.filter_subject = kSubject;
+  auto consumer = js.PullSubscribe(co);
+
+  std::atomic<uint64_t> received{0};
+  std::atomic<bool> stop{false};
+  const CpuMeter cpu(g_server_pid);
+  const auto t0 = Clock::now();
+  std::thread loop([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      for (const auto& m : consumer->Fetch(s.fetch_batch, 500)) {
+        m->Ack();
+        received.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  });
+  std::pair<double, double> t;
+  try {
+    t = WaitDrained(
+        admin, durable, [&] { return received.load(); }, filled.messages, t0, s.timeout_s);
+  } catch (...) {
+    stop = true;
+    loop.join();
+    throw;
+  }
+  RunResult r;
+  cpu.Stop(r);
+  stop = true;
+  loop.join();
+  r.contender = send_asap ? "baseline-asap" : "baseline";
+  r.send_asap = send_asap;
+  r.messages = filled.messages;
+  r.samples = filled.samples;
+  r.intake_seconds = t.first;
+  r.seconds = t.second;
+  return r;
+}
+
+// --- fleetflow ---
+
+/// Shared by the bench's own operators and the run that registered them.
+struct Probe {
+  std::atomic<uint64_t> rows{0};
+  std::atomic<uint64_t> windows{0};
+  std::atomic<uint64_t> samples{0};
+  std::atomic<uint64_t> ticks{0};
+};
+
+/// A sink of rows that only counts them.
+class NullRowSink final : public Operator {
+ public:
+  explicit NullRowSink(Probe& p) : p_(p) {}
+  void Process(const Message& in, Emitter&) override {
+    if (const auto* w = std::get_if<WindowBatch>(in.get())) {
+      p_.rows.fetch_add(w->rows.size(), std::memory_order_relaxed);
+      p_.windows.fetch_add(1, std::memory_order_relaxed);
+    } else if (std::holds_alternative<Tick>(*in)) {
+      p_.ticks.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+ private:
+  Probe& p_;
+};
+
+/// A sink of samples that acknowledges each batch at once and counts its samples.
+class AckSampleSink final : public Operator {
+ public:
+  explicit AckSampleSink(Probe& p) : p_(p) {}
+  void Process(const Message& in, Emitter&) override {
+    if (const auto* b = std::get_if<SampleBatch>(in.get())) {
+      p_.samples.fetch_add(b->points.size(), std::memory_order_relaxed);
+      if (b->ack) b->ack();
+    } else if (std::holds_alternative<Tick>(*in)) {
+      p_.ticks.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+ private:
+  Probe& p_;
+};
+
+/// Registers bench_null_rows (rows in, counts them) and bench_ack_samples (samples in,
+/// acknowledges them) into `registry`; both report to `probe`.
+void RegisterBenchOperators(Registry& registry, Probe& probe) {
+  OperatorInfo rows;
+  rows.name = "bench_null_rows";
+  rows.summary = "Benchmark sink: counts rows and windows, writes nothing.";
+  rows.input = PortKind::kRows;
+  rows.output = PortKind::kNone;
+  rows.create = [&probe](const OperatorContext&) { return std::make_unique<NullRowSink>(probe); };
+  registry.Add(std::move(rows));
+
+  OperatorInfo samples;
+  samples.name = "bench_ack_samples";
+  samples.summary = "Benchmark sink: acknowledges sample batches at once and counts them.";
+  samples.input = PortKind::kSamples;
+  samples.output = PortKind::kNone;
+  samples.create = [&probe](const OperatorContext&) {
+    return std::make_unique<AckSampleSink>(probe);
+  };
+  registry.Add(std::move(samples));
+}
+
+/// The pipeline of a fleetflow contender, as a user would write it.
+std::string PipelineJson(const std::string& contender, const std::string& url,
+                         const std::string& durable, const std::string& bucket, const Settings& s) {
+  std::ostringstream sensors;
+  for (size_t i = 0; i < s.sensors.size(); ++i) {
+    sensors << (i ? ", " : "") << '"' << s.sensors[i] << '"';
+  }
+  std::ostringstream j;
+  j << R"({"name": "bench-)" << contender << R"(", "nodes": [
+  {"id": "telemetry", "type": "nats_source", "config": {
+    "url": ")"
+    << url << R"(", "delivery": "jetstream", "subject": ")" << kSubject << R"(",
+    "stream": ")"
+    << kStream << R"(", "create_stream": false, "durable": ")" << durable << R"(", "fetch_batch": )"
+    << s.fetch_batch << R"(, "max_ack_pending": 100000}})";
+  if (contender == "ff-source") {
+    j << R"(,
+  {"id": "sink", "type": "bench_ack_samples", "inputs": ["telemetry"]}]})";
+    return j.str();
+  }
+  const bool kv = contender != "ff-memory";
+  j << R"(,
+  {"id": "last_values", "type": "keyed_last_value", "inputs": ["telemetry"], "config": {)";
+  if (kv) {
+    j << R"("url": ")" << url << R"(", "backend": "jetstream_kv", "bucket": ")" << bucket
+      << R"(", "bucket_storage": ")" << s.storage << R"(", "flush_ms": )" << s.flush_ms << ", ";
+  } else {
+    j << R"("backend": "memory", )";
+  }
+  j << R"("keep": 16}},
+  {"id": "windows", "type": "window_join", "inputs": ["last_values"], "config": {
+    "every_ms": 1000, "allowed_lateness_ms": 1000, "max_gap_ms": 2000, "sharding": "none",
+    "sensors": [)"
+    << sensors.str() << R"(]}},
+  {"id": "sink", "type": "bench_null_rows", "inputs": ["windows"]}]})";
+  return j.str();
+}
+
+RunResult RunFleetflow(const std::string& contender, const std::string& url, Admin& admin,
+                       const std::string& durable, const std::string& bucket, const Settings& s,
+                       const Filled& filled) {
+  const bool asap = contender == "fleetflow-asap";
+  Probe probe;
+  Registry registry;
+  RegisterBuiltinOperators(registry);
+  RegisterBenchOperators(registry, probe);
+  const std::string name = contender == "fleetflow-asap" ? "fleetflow" : contender;
+  LoadResult loaded =
+      ParsePipeline(PipelineJson(name, url, durable, bucket, s), "bench.json", registry);
+  if (!loaded.ok()) {
+    std::string all;
+    for (const auto& d : loaded.errors) all += d.Format() + "\n";
+    throw std::runtime_error("bench pipeline invalid:\n" + all);
+  }
+  Metrics metrics;
+  WallClock clock;
+  g_force_send_asap = asap ? 1 : -1;
+  RunResult r;
+  {
+    Runtime runtime(*loaded.pipeline, metrics, clock);  // connects, restores the (empty) bucket
+    const CpuMeter cpu(g_server_pid);
+    const auto t0 = Clock::now();
+    runtime.Start();
+    const auto t = WaitDrained(
+        admin, durable, [&] { return metrics.CounterSum("messages_in"); }, filled.messages, t0,
+        s.timeout_s);
+    cpu.Stop(r);
+    r.intake_seconds = t.first;
+    r.seconds = t.second;
+    runtime.Stop();  // drain: not timed
+  }
+  g_force_send_asap = -1;
+  r.contender = contender;
+  r.send_asap = asap;
+  r.messages = metrics.CounterSum("messages_in");
+  r.samples = metrics.CounterSum("samples_in");
+  r.kv_writes = metrics.CounterSum("kv_writes");
+  r.rows = probe.rows.load();
+  if (r.messages != filled.messages || r.samples != filled.samples) {
+    throw std::runtime_error(contender + ": consumed " + std::to_string(r.messages) +
+                             " messages / " + std::to_string(r.samples) + " samples, expected " +
+                             std::to_string(filled.messages) + " / " +
+                             std::to_string(filled.samples));
+  }
+  return r;
+}
+
+// --- Report ---
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/// The median run of a contender, by total seconds (its other figures come from that same run).
+RunResult MedianRun(const std::vector<RunResult>& runs) {
+  std::vector<RunResult> sorted = runs;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const RunResult& a, const RunResult& b) { return a.seconds < b.seconds; });
+  RunResult m = sorted[sorted.size() / 2];
+  std::vector<double> secs, intake;
+  for (const auto& r : runs) {
+    secs.push_back(r.seconds);
+    intake.push_back(r.intake_seconds);
+  }
+  m.seconds = Median(secs);
+  m.intake_seconds = Median(intake);
+  m.rep = 0;
+  return m;
+}
+
+void Report(const Settings& s, const Filled& filled,
+            const std::map<std::string, std::vector<RunResult>>& runs) {
+  std::map<std::string, RunResult> med;
+  for (const auto& [name, rs] : runs) med[name] = MedianRun(rs);
+  const double base = med.count("baseline") ? med["baseline"].msgs_per_s() : 0;
+  const double base_asap = med.count("baseline-asap") ? med["baseline-asap"].msgs_per_s() : 0;
+
+  std::printf(
+      "\nJetStream ingest, scale %s: %llu messages, %llu samples (%.2f per message), "
+      "%d vehicles x %zu sensors, fetch batch %d, storage %s, median of %d\n\n",
+      s.scale.c_str(), static_cast<unsigned long long>(filled.messages),
+      static_cast<unsigned long long>(filled.samples),
+      static_cast<double>(filled.samples) / static_cast<double>(filled.messages), s.vehicles,
+      s.sensors.size(), s.fetch_batch, s.storage.c_str(), s.repeats);
+  std::printf("%-15s %4s %8s %8s %9s %10s %7s %7s %9s %7s %7s %6s %6s %5s %7s\n", "contender",
+              "asap", "total s", "intake s", "msgs/s", "samples/s", "vs base", "vs asap",
+              "kv writes", "msg/kvw", "rows", "cpu", "server", "busy", "us/msg");
+  for (const auto& name : s.contenders) {
+    if (!med.count(name)) continue;
+    const RunResult& m = med[name];
+    const double mps = m.msgs_per_s();
+    char coalescing[16] = "-";
+    if (m.kv_writes > 0) {
+      std::snprintf(coalescing, sizeof coalescing, "%.2f",
+                    static_cast<double>(m.messages) / static_cast<double>(m.kv_writes));
+    }
+    std::printf(
+        "%-15s %4s %8.3f %8.3f %9.0f %10.0f %6.1f%% %6.1f%% %9llu %7s %7llu %6.2f %6.2f %4.0f%% "
+        "%7.1f\n",
+        name.c_str(), m.send_asap ? "yes" : "no", m.seconds, m.intake_seconds, mps,
+        m.samples_per_s(), base > 0 ? 100 * mps / base : 0,
+        base_asap > 0 ? 100 * mps / base_asap : 0, static_cast<unsigned long long>(m.kv_writes),
+        coalescing, static_cast<unsigned long long>(m.rows), m.cpu_seconds, m.server_cpu_seconds,
+        100 * m.machine_busy,
+        1e6 * (m.cpu_seconds + m.server_cpu_seconds) / static_cast<double>(m.messages));
+  }
+  std::printf(
+      "\nvs base / vs asap: msgs/s relative to 'baseline' (send_asap off, as nats_source "
+      "connects) / to 'baseline-asap'.\nmsg/kvw: messages consumed per KV write (coalescing "
+      "factor). cpu / server: user+system CPU seconds of the bench process / of nats-server.\n"
+      "busy: share of all cores busy during the run. us/msg: bench + server CPU per message.\n");
+
+  if (s.csv.empty()) return;
+  std::ofstream csv(s.csv);
+  if (!csv) throw std::runtime_error("cannot write " + s.csv);
+  csv << "scale,contender,send_asap,rep,messages,samples,seconds,intake_seconds,msgs_per_s,"
+         "samples_per_s,ratio_to_baseline,kv_writes,msgs_per_kv_write,rows,cpu_seconds,"
+         "server_cpu_seconds,machine_busy\n";
+  auto line = [&](const RunResult& r, const std::string& rep) {
+    const double ratio = base > 0 ? r.msgs_per_s() / base : 0;
+    csv << s.scale << ',' << r.contender << ',' << (r.send_asap ? 1 : 0) << ',' << rep << ','
+        << r.messages << ',' << r.samples << ',' << r.seconds << ',' << r.intake_seconds << ','
+        << static_cast<uint64_t>(r.msgs_per_s()) << ',' << static_cast<uint64_t>(r.samples_per_s())
+        << ',' << ratio << ',' << r.kv_writes << ','
+        << (r.kv_writes ? static_cast<double>(r.messages) / static_cast<double>(r.kv_writes) : 0)
+        << ',' << r.rows << ',' << r.cpu_seconds << ',' << r.server_cpu_seconds << ','
+        << r.machine_busy << '\n';
+  };
+  for (const auto& name : s.contenders) {
+    auto it = runs.find(name);
+    if (it == runs.end()) continue;
+    for (const auto& r : it->second) line(r, std::to_string(r.rep));
+    line(med[name], "median");
+  }
+  std::printf("CSV: %s\n", s.csv.c_str());
+}
+
+std::vector<std::string> SplitList(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+int Main(int argc, char** argv) {
+  Settings s;
+  std::string contenders = "baseline,baseline-asap,fleetflow,fleetflow-asap,ff-memory,ff-source";
+  std::string sensors = "gps,speed,soc,torque";
+  std::string log_level = "warn";
+  CLI::App app{
+      "JetStream ingest benchmark: a bare fetch+ack loop next to one fleetflow worker "
+      "(nats_source jetstream -> keyed_last_value jetstream_kv -> window_join -> null sink) on "
+      "the same stream, on a nats-server started here."};
+  app.add_option("--messages", s.messages, "Messages in the stream")->check(CLI::Range(1, 1 << 30));
+  app.add_option("--vehicles", s.vehicles, "Vehicles")->check(CLI::Range(1, 1'000'000));
+  app.add_option("--sensors", sensors, "Sensors, comma-separated (gps carries positions)");
+  app.add_option("--min-samples", s.min_samples, "Samples per message, at least")
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--max-samples", s.max_samples, "Samples per message, at most")
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--repeats", s.repeats, "Runs per contender (the median is reported)")
+      ->check(CLI::Range(1, 99));
+  app.add_option("--fetch-batch", s.fetch_batch, "Messages per fetch (both contenders)")
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--flush-ms", s.flush_ms, "keyed_last_value flush_ms")
+      ->check(CLI::Range(10, 60000));
+  app.add_option("--storage", s.storage, "Stream and bucket storage")
+      ->check(CLI::IsMember({"file", "memory"}));
+  app.add_option("--contenders", contenders, "Which contenders to run, comma-separated");
+  app.add_option("--seed", s.seed, "Seed of the generated samples");
+  app.add_option("--scale", s.scale, "Label of this scale in the table and CSV");
+  app.add_option("--csv", s.csv, "Write one row per run and per median to this CSV file");
+  app.add_option("--timeout", s.timeout_s, "Seconds a run may take at most");
+  app.add_option("--log-level", log_level, "spdlog level of the engine")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  CLI11_PARSE(app, argc, argv);
+  s.contenders = SplitList(contenders);
+  s.sensors = SplitList(sensors);
+  if (s.min_samples > s.max_samples) {
+    std::cerr << "--min-samples must not exceed --max-samples\n";
+    return 2;
+  }
+  for (const auto& c : s.contenders) {
+    static const std::vector<std::string> known = {"baseline",       "baseline-asap", "fleetflow",
+                                                   "fleetflow-asap", "ff-memory",     "ff-source"};
+    if (std::find(known.begin(), known.end(), c) == known.end()) {
+      std::cerr << "unknown contender '" << c << "'\n";
+      return 2;
+    }
+  }
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  if (!testing::NatsServer::Available()) {
+    std::cerr << "nats-server not found: run scripts/deps.sh\n";
+    return 1;
+  }
+  testing::NatsServer server;
+  server.Start();
+  const std::string url = server.url();
+  g_server_pid = FindServerPid(server.port());
+  std::printf("nats-server %s, store %s\n", url.c_str(), server.store_dir().c_str());
+
+  Admin admin(url);
+  nats::StreamOptions so;
+  so.name = kStream;
+  so.subjects = {kSubject};
+  so.storage = s.storage;
+  admin.js().EnsureStream(so);
+  const auto f0 = Clock::now();
+  const Filled filled = FillStream(url, s);
+  const double fill_s = Seconds(Clock::now() - f0);
+  std::printf("filled %s: %llu messages, %llu samples in %.2f s (%.0f msgs/s, async publish)\n",
+              kStream, static_cast<unsigned long long>(filled.messages),
+              static_cast<unsigned long long>(filled.samples), fill_s,
+              static_cast<double>(filled.messages) / fill_s);
+
+  std::map<std::string, std::vector<RunResult>> runs;
+  for (int rep = 1; rep <= s.repeats; ++rep) {
+    for (const auto& c : s.contenders) {
+      const std::string tag = c + "-r" + std::to_string(rep);
+      std::string durable = "bench-" + tag;
+      std::string bucket = "bench_kv_" + tag;
+      std::replace(bucket.begin(), bucket.end(), '-', '_');
+      admin.CreateConsumer(durable);
+      RunResult r = c.starts_with("baseline")
+                        ? RunBaseline(url, admin, durable, c == "baseline-asap", s, filled)
+                        : RunFleetflow(c, url, admin, durable, bucket, s, filled);
+      r.rep = rep;
+      std::printf("  %-15s run %d: %7.3f s (intake %7.3f s) %10.0f msgs/s %11.0f samples/s",
+                  c.c_str(), rep, r.seconds, r.intake_seconds, r.msgs_per_s(), r.samples_per_s());
+      if (r.kv_writes)
+        std::printf(", %llu kv writes", static_cast<unsigned long long>(r.kv_writes));
+      std::printf(", cpu %.2f s + server %.2f s, busy %.0f%%\n", r.cpu_seconds,
+                  r.server_cpu_seconds, 100 * r.machine_busy);
+      std::fflush(stdout);
+      runs[c].push_back(r);
+      admin.DeleteConsumer(durable);
+      if (c != "ff-memory" && c != "ff-source" && !c.starts_with("baseline")) {
+        admin.DeleteBucket(bucket);
+      }
+    }
+  }
+  Report(s, filled, runs);
+  return 0;
+}
+
+}  // namespace
+}  // namespace fleetflow::bench
+
+int main(int argc, char** argv) {
+  try {
+    return fleetflow::bench::Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "ff-bench-jetstream: " << e.what() << "\n";
+    return 1;
+  }
+}
