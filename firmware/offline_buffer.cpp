@@ -83,6 +83,9 @@ OfflineBuffer::Committed OfflineBuffer::Commit() {
   records_ -= static_cast<size_t>(in_flight_records_);
   head_ = sent_;
   in_flight_records_ = in_flight_samples_ = 0;
+  // Empty again: start over at the front, so that while the link is up only the first pages of
+  // the ring are ever touched (resident memory stays small until the link is lost).
+  if (head_ == tail_) head_ = sent_ = tail_ = 0;
   return done;
 }
 

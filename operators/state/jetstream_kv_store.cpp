@@ -83,7 +83,7 @@ void JetStreamKvStore::Watch() {
       continue;
     }
     if (e.deleted) continue;
-    incoming_.push_back({e.key, e.revision, Decode(e.value)});
+    incoming_.push_back({std::move(e.key), e.revision, std::move(e.value)});
   }
 }
 
@@ -102,7 +102,7 @@ void JetStreamKvStore::Restore(const Visit& visit) {
       ks.revision = std::max(ks.revision, u.revision);
     }
   }
-  for (Update& u : initial) visit(u.key, std::move(u.samples));
+  for (Update& u : initial) visit(u.key, Decode(u.value));
 }
 
 void JetStreamKvStore::Write(const std::string& key, const std::vector<wire::Point>& samples,
@@ -227,7 +227,7 @@ void JetStreamKvStore::Sync(bool all, const Visit& changed_elsewhere) {
       std::lock_guard lock(mu_);
       own = keys_[u.key].written == u.revision;
     }
-    if (!own) changed_elsewhere(u.key, std::move(u.samples));
+    if (!own) changed_elsewhere(u.key, Decode(u.value));  // our own echo is not even decoded
   }
   const int64_t now = SteadyNs();
   if (!all && now - last_flush_ns_ < options_.flush_ms * 1'000'000) return;

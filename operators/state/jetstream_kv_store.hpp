@@ -60,7 +60,7 @@ class JetStreamKvStore final : public StateStore {
   struct Update {
     std::string key;
     uint64_t revision;
-    std::vector<wire::Point> samples;
+    std::string value;  // FLT1 batch, decoded only when it is not our own write
   };
 
   struct Outgoing {
