@@ -2,6 +2,7 @@
 /// Where the engine's "now" comes from. Live runs use the wall clock; a replay uses a clock that
 /// follows the event time of the replayed messages, so windows close as they did live.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 
@@ -21,6 +22,25 @@ class WallClock final : public Clock {
                std::chrono::system_clock::now().time_since_epoch())
         .count();
   }
+};
+
+/// The clock of a replay: it reads the receive time of the record being replayed. The replay
+/// source advances it (never backwards) before it emits each record and each Tick; the Runtime
+/// then runs without its wall-clock ticker (RuntimeOptions::tick_ms = 0), since the replay
+/// source puts the Ticks into the stream itself.
+class ReplayClock final : public Clock {
+ public:
+  explicit ReplayClock(int64_t start_ns = 0) : now_(start_ns) {}
+  int64_t NowNs() const override { return now_.load(std::memory_order_acquire); }
+  /// Moves the clock to `ns` if that is later; callable through the `const Clock&` operators get.
+  void AdvanceTo(int64_t ns) const {
+    int64_t cur = now_.load(std::memory_order_relaxed);
+    while (ns > cur && !now_.compare_exchange_weak(cur, ns, std::memory_order_release)) {
+    }
+  }
+
+ private:
+  mutable std::atomic<int64_t> now_;
 };
 
 }  // namespace fleetflow

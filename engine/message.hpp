@@ -28,6 +28,9 @@ struct SampleBatch {
   /// Called once the samples are safely in state (at-least-once sources acknowledge here).
   /// Empty for at-most-once delivery.
   std::function<void()> ack;
+  /// Engine clock when the source received the message (0: unknown). Operators that need the
+  /// arrival time use it rather than reading the clock, so a replay sees recorded arrival times.
+  int64_t received_ns = 0;
 };
 
 /// A vehicle's lifecycle message (vehicle.<id>.status). `at_ns` is when it happened: the source

@@ -215,7 +215,7 @@ void Runtime::Start() {
                                ") could not start: " + e.what());
     }
   }
-  s.ticker = std::thread([&s] {
+  if (s.options.tick_ms > 0) s.ticker = std::thread([&s] {
     std::unique_lock lock(s.ticker_mu);
     while (!s.ticker_cv.wait_for(lock, std::chrono::milliseconds(s.options.tick_ms),
                                  [&s] { return s.ticker_stop; })) {

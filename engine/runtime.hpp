@@ -25,7 +25,8 @@
 namespace fleetflow {
 
 struct RuntimeOptions {
-  int tick_ms = 100;              // period of the clock Tick sent through the graph
+  int tick_ms = 100;              // period of the clock Tick sent through the graph; 0: no
+                                  // ticker (a replay source sends the Ticks in its stream)
   size_t max_queued = 20000;      // messages waiting in node queues before sources block
 };
 

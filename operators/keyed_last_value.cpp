@@ -87,7 +87,8 @@ class KeyedLastValue final : public Operator {
       out.Emit(in);  // nothing dropped: pass the message on as it is
       return;
     }
-    out.Emit(MakeMessage(SampleBatch{batch->vehicle, batch->sensor, std::move(accepted), {}}));
+    out.Emit(MakeMessage(
+        SampleBatch{batch->vehicle, batch->sensor, std::move(accepted), {}, batch->received_ns}));
   }
 
   bool Ready() const override { return store_->Ready(); }
@@ -147,7 +148,7 @@ class KeyedLastValue final : public Operator {
       return;
     }
     out.Emit(
-        MakeMessage(SampleBatch{std::move(vehicle), key.substr(dot + 1), std::move(points), {}}));
+        MakeMessage(SampleBatch{std::move(vehicle), key.substr(dot + 1), std::move(points), {}, 0}));
   }
 
   const size_t keep_;

@@ -3,16 +3,15 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <cmath>
 #include <condition_variable>
-#include <map>
+#include <optional>
 #include <mutex>
 #include <thread>
 
 #include "jetstream.hpp"
-#include "logging.hpp"
 #include "nats_client.hpp"
 #include "nats_config.hpp"
+#include "wire_input.hpp"
 
 namespace fleetflow {
 
@@ -28,13 +27,9 @@ class NatsSource final : public Operator {
         create_stream_(ctx.config.Boolean("create_stream")),
         fetch_batch_(static_cast<int>(ctx.config.Integer("fetch_batch"))),
         fetch_expiry_ms_(static_cast<int>(ctx.config.Integer("fetch_expiry_ms"))),
-        max_future_ns_(ctx.config.Integer("max_future_ms") * 1'000'000),
         clock_(ctx.clock),
-        metrics_(ctx.metrics),
         labels_(ctx.labels()),
-        messages_(ctx.metrics.GetCounter("messages_in", "Messages received.", labels_)),
-        samples_(ctx.metrics.GetCounter("samples_in", "Valid samples decoded.", labels_)),
-        status_(ctx.metrics.GetCounter("status_in", "Vehicle status messages received.", labels_)),
+        input_(ctx, ctx.config.Integer("max_future_ms") * 1'000'000),
         connected_(ctx.metrics.GetGauge("nats_connected", "1 while connected to NATS.", labels_)),
         consumer_pending_(ctx.metrics.GetGauge(
             "consumer_pending", "JetStream: messages of the stream not yet delivered.", labels_)),
@@ -105,46 +100,20 @@ class NatsSource final : public Operator {
  private:
   /// One message from either delivery; `js` is set for JetStream, which is acknowledged once
   /// the samples are in state, or terminated (never redelivered) when it is bad input.
-  void Handle(std::string_view subject_text, const void* data, size_t size,
+  void Handle(std::string_view subject, const void* data, size_t size,
               const std::shared_ptr<nats::JsMessage>& js) {
-    messages_.Inc();
-    const wire::Subject subject = wire::ParseSubject(subject_text);
-    if (subject.kind == wire::SubjectKind::kInvalid) {
-      Reject("bad_subject", subject_text, js);
+    std::optional<Body> body;
+    if (input_.Decode(subject, data, size, clock_.NowNs(), body) != WireInput::Outcome::kEmit) {
+      if (js) js->Term();  // bad input is never redelivered
       return;
     }
-    if (subject.kind == wire::SubjectKind::kStatus) {
-      bool on = false;
-      if (!wire::ParseStatus({static_cast<const char*>(data), size}, on)) {
-        Reject("bad_status", subject_text, js);
-        return;
-      }
-      status_.Inc();
-      out_->Emit(MakeMessage(StatusEvent{std::string(subject.vehicle), on, clock_.NowNs()}));
-      if (js) js->Ack();
+    if (auto* batch = std::get_if<SampleBatch>(&*body)) {
+      if (js) batch->ack = [js] { js->Ack(); };
+      out_->Emit(MakeMessage(std::move(*body)));
       return;
     }
-    SampleBatch batch;
-    const wire::DecodeError err = wire::DecodeBatch(data, size, batch.points);
-    if (err != wire::DecodeError::kNone) {
-      Reject(std::string(wire::ToString(err)), subject_text, js);
-      return;
-    }
-    const int64_t horizon = clock_.NowNs() + max_future_ns_;
-    std::erase_if(batch.points, [&](const wire::Point& p) {
-      const char* reason = Invalid(p, horizon);
-      if (reason != nullptr) Reject(reason, subject_text, nullptr);
-      return reason != nullptr;
-    });
-    if (batch.points.empty()) {
-      if (js) js->Term();
-      return;
-    }
-    samples_.Inc(batch.points.size());
-    batch.vehicle = subject.vehicle;
-    batch.sensor = subject.sensor;
-    if (js) batch.ack = [js] { js->Ack(); };
-    out_->Emit(MakeMessage(std::move(batch)));
+    out_->Emit(MakeMessage(std::move(*body)));
+    if (js) js->Ack();
   }
 
   void FetchLoop() {
@@ -178,43 +147,6 @@ class NatsSource final : public Operator {
     }
   }
 
-  static const char* Invalid(const wire::Point& p, int64_t horizon) {
-    if (p.ts_ns <= 0) return "bad_timestamp";
-    if (p.ts_ns > horizon) return "future_timestamp";
-    if (p.has_position) {
-      if (!std::isfinite(p.lat) || !std::isfinite(p.lon) || std::abs(p.lat) > 90 ||
-          std::abs(p.lon) > 180) {
-        return "bad_position";
-      }
-    } else if (!std::isfinite(p.value)) {
-      return "non_finite_value";
-    }
-    return nullptr;
-  }
-
-  /// Counts by reason; logs with a rate limit per node and reason.
-  void Reject(const std::string& reason, std::string_view subject,
-              const std::shared_ptr<nats::JsMessage>& js) {
-    if (js) js->Term();  // bad input is never redelivered
-    Counter* c;
-    {
-      std::lock_guard lock(reject_mu_);
-      auto& slot = rejected_[reason];
-      if (slot == nullptr) {
-        Labels l = labels_;
-        l.emplace_back("reason", reason);
-        slot =
-            &metrics_.GetCounter("input_rejected", "Messages or samples rejected, by reason.", l);
-      }
-      c = slot;
-    }
-    c->Inc();
-    static RateLimitedLog reject_log;
-    reject_log.Log(
-        id_ + "/" + reason, spdlog::level::warn, "rejected input",
-        {{"node", id_}, {"subject", subject}, {"reason", reason}, {"total", c->value()}});
-  }
-
   const std::string id_;
   const std::string subject_;
   const std::string queue_group_;
@@ -222,21 +154,15 @@ class NatsSource final : public Operator {
   const bool create_stream_;
   const int fetch_batch_;
   const int fetch_expiry_ms_;
-  const int64_t max_future_ns_;
   const Clock& clock_;
-  Metrics& metrics_;
   const Labels labels_;
+  WireInput input_;
   nats::ConnectOptions options_;
-  Counter& messages_;
-  Counter& samples_;
-  Counter& status_;
   Gauge& connected_;
   Gauge& consumer_pending_;
   Gauge& consumer_ack_pending_;
   nats::StreamOptions stream_;
   nats::ConsumerOptions consumer_;
-  std::mutex reject_mu_;
-  std::map<std::string, Counter*> rejected_;
   Emitter* out_ = nullptr;
   std::unique_ptr<nats::Connection> conn_;
   std::unique_ptr<nats::Subscription> sub_;

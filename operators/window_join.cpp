@@ -163,7 +163,7 @@ class WindowJoin final : public Operator {
     }
     VehicleState& v = Vehicle(b.vehicle);
     SensorBuckets& s = v.sensors[idx->second];
-    last_arrival_ns_ = clock_.NowNs();
+    last_arrival_ns_ = b.received_ns != 0 ? b.received_ns : clock_.NowNs();
     for (const wire::Point& p : b.points) {
       newest_event_ns_ = std::max(newest_event_ns_, p.ts_ns);
       if (!next_) {
