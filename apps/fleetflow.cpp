@@ -17,6 +17,7 @@
 #include "logging.hpp"
 #include "metrics.hpp"
 #include "pipeline.hpp"
+#include "record_replay.hpp"
 #include "reference_docs.hpp"
 #include "runtime.hpp"
 
@@ -208,6 +209,35 @@ int main(int argc, char** argv) {
   auto* schema_cmd = app.add_subcommand(
       "schema", "Print the JSON Schema of pipeline files (schemas/pipeline.schema.json).");
 
+  RecordArgs record;
+  auto* record_cmd = app.add_subcommand(
+      "record", "Capture live NATS messages to a recording file (docs/recording.md) until "
+                "SIGINT/SIGTERM or --duration; the file is complete either way.");
+  record_cmd->add_option("--subject", record.subject, "Subject pattern")->capture_default_str();
+  record_cmd->add_option("--out", record.out, "Recording file")->required();
+  record_cmd->add_option("--url", record.url, "NATS server (default: NATS_URL)");
+  record_cmd->add_option("--duration", record.duration_s, "Seconds to record (0: until stopped)")
+      ->check(CLI::NonNegativeNumber);
+  record_cmd->add_option("--max-bytes", record.max_bytes,
+                         "Stop (or, with --rotate, start FILE.1, FILE.2, ...) once a file has "
+                         "this many bytes (0: no limit)");
+  record_cmd->add_flag("--rotate", record.rotate, "Rotate files at --max-bytes instead of stopping");
+
+  ReplayArgs replay;
+  auto* replay_cmd = app.add_subcommand(
+      "replay", "Replay a recording through a pipeline (its nats_source nodes read the file "
+                "instead), on event time; exits after draining at the end of the file.");
+  replay_cmd->add_option("file", replay.file, "Recording file")->required();
+  replay_cmd->add_option("--pipeline", replay.pipeline, "Pipeline file (JSON)")->required();
+  replay_cmd->add_option("--speed", replay.speed, "N times real time (0: as fast as possible)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  replay_cmd->add_option("--metrics-port", replay.metrics_port,
+                         "Port of /metrics during the replay (-1: off, 0: any free port)")
+      ->capture_default_str();
+  replay_cmd->add_flag("--strict", replay.strict,
+                       "Exit 3 when a truncated or corrupt record stopped the replay");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -224,5 +254,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*run_cmd) return Run(registry, run);
+  if (*record_cmd) return Record(record);
+  if (*replay_cmd) return Replay(registry, replay);
   return kExitInvalid;
 }

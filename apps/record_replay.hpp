@@ -1,0 +1,36 @@
+#pragma once
+// `fleetflow record` and `fleetflow replay` (docs/cli.md, docs/recording.md).
+
+#include <cstdint>
+#include <string>
+
+#include "registry.hpp"
+
+namespace fleetflow {
+
+struct RecordArgs {
+  std::string subject = "vehicle.*.*";
+  std::string out;
+  std::string url;         // empty: NATS_URL or the default
+  double duration_s = 0;   // 0: until SIGINT/SIGTERM
+  uint64_t max_bytes = 0;  // 0: no limit
+  bool rotate = false;
+};
+
+/// Captures live core-NATS messages to a recording; returns the exit status.
+int Record(const RecordArgs& args);
+
+struct ReplayArgs {
+  std::string file;
+  std::string pipeline;
+  double speed = 0;  // 0: as fast as possible
+  int metrics_port = -1;
+  std::string metrics_host = "127.0.0.1";
+  bool strict = false;
+};
+
+/// Replays a recording through a pipeline (its nats_source nodes replaced by replay_source) on
+/// the replay clock, drains, and returns the exit status.
+int Replay(const Registry& registry, const ReplayArgs& args);
+
+}  // namespace fleetflow
