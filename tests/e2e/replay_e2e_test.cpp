@@ -1,0 +1,173 @@
+// Record and replay with real components: fleet-sim (fixed seed) publishes over a real nats-server
+// while `fleetflow run pipelines/default.json` writes rows and `fleetflow record` captures the
+// messages; `fleetflow replay` of that recording into a fresh table must give the live rows
+// (byte-identical), twice, and the rows recomputed from the simulator's model. Damaged and
+// unknown-version files are reported. The committed recording in tests/data/ is replayed against
+// its golden rows.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <fstream>
+#include <iterator>
+
+#include "fleet_check.hpp"
+
+namespace fleetflow::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int64_t kSecond = 1'000'000'000;
+const std::string kFleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
+const std::string kPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/default.json";
+const std::string kGoldenRecording = std::string(FF_SOURCE_DIR) + "/tests/data/fleet_seed42.ffrc";
+const std::string kGoldenRows = std::string(FF_SOURCE_DIR) + "/tests/data/fleet_seed42_rows.csv";
+
+const std::string kTableHash =
+    "SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY vehicle_id, time)), 'empty') "
+    "FROM vehicle_telemetry t";
+
+std::vector<char> ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+void WriteBytes(const std::string& path, const std::vector<char>& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+/// Replays `file` into a fresh vehicle_telemetry table.
+CommandResult ReplayInto(const PostgresServer& pg, const std::string& file,
+                         std::vector<std::string> extra = {}) {
+  pg.Psql("DROP TABLE IF EXISTS vehicle_telemetry");
+  std::vector<std::string> argv = {kFleetflow, "replay", file, "--pipeline", kPipeline};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return RunCommand(argv, 120s, pg.env());
+}
+
+/// The table as CSV lines: vehicle_id, window time in ms since the epoch, then the columns
+/// (empty for NULL), ordered by vehicle and time.
+std::string TableCsv(const PostgresServer& pg) {
+  std::string rows = pg.Psql(
+      "SELECT vehicle_id, (extract(epoch FROM time) * 1000)::bigint, lat, lon, speed, soc, torque "
+      "FROM vehicle_telemetry ORDER BY vehicle_id, time");
+  for (char& c : rows) {
+    if (c == '|') c = ',';
+  }
+  return "vehicle_id,time_ms,lat,lon,speed,soc,torque\n" + rows + "\n";
+}
+
+TEST(ReplayE2E, ReplayOfALiveRecordingGivesTheLiveRowsDeterministically) {
+  FF_REQUIRE_NATS_SERVER();
+  FF_REQUIRE_POSTGRES();
+  NatsServer nats;
+  nats.Start();
+  PostgresServer pg;
+  pg.Start();
+  TempDir dir("fleetflow-replay-e2e");
+  auto env = pg.env();
+  env["NATS_URL"] = nats.url();
+
+  const int metrics_port = FreePort();
+  Process engine({kFleetflow, "run", kPipeline, "--metrics-port", std::to_string(metrics_port),
+                  "--metrics-host", "127.0.0.1"},
+                 dir.File("engine.log"), env);
+  const std::string recording = dir.File("live.ffrc");
+  Process recorder({kFleetflow, "record", "--url", nats.url(), "--out", recording},
+                   dir.File("record.log"));
+  httplib::Client http("127.0.0.1", metrics_port);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto res = http.Get("/readyz");
+        return res && res->status == 200;
+      },
+      30s))
+      << engine.ReadLog();
+  ASSERT_TRUE(WaitFor([&] { return recorder.ReadLog().find("recording") != std::string::npos; },
+                      30s))
+      << recorder.ReadLog();
+
+  constexpr int kVehicles = 10, kDurationS = 6;
+  sim::FleetConfig fleet;
+  fleet.seed = 42;
+  fleet.vehicles = kVehicles;
+  fleet.start_ns = (NowNs() / kSecond + 2) * kSecond + 250'000'000;
+  const int64_t end_ns = fleet.start_ns + kDurationS * kSecond;
+  const CommandResult sim = RunCommand(
+      {std::string(FF_BINARY_DIR) + "/firmware/fleet-sim", "--nats-url", nats.url(),
+       "--vehicles", std::to_string(kVehicles), "--seed", "42", "--duration",
+       std::to_string(kDurationS), "--start-ns", std::to_string(fleet.start_ns), "--quiet"},
+      60s);
+  ASSERT_EQ(sim.exit_code, 0) << sim.err;
+  const auto expected = ComputeExpectedRows(fleet, end_ns);
+  const std::string count_sql = "SELECT count(*) FROM vehicle_telemetry";
+  ASSERT_TRUE(WaitFor([&] { return pg.Psql(count_sql) == std::to_string(expected.size()); }, 30s))
+      << "rows: " << pg.Psql(count_sql) << ", expected " << expected.size() << "\n"
+      << engine.ReadLog();
+  EXPECT_EQ(engine.Stop(SIGTERM, 30s), 0) << engine.ReadLog();
+  EXPECT_EQ(recorder.Stop(SIGINT, 10s), 0) << recorder.ReadLog();
+  EXPECT_NE(recorder.ReadLog().find("recorded "), std::string::npos) << recorder.ReadLog();
+  const CheckResult live_check = CheckRows(pg, expected);
+  ASSERT_TRUE(live_check.ok()) << live_check.Summary() << "\n" << live_check.first_problems;
+  const std::string live_hash = pg.Psql(kTableHash);
+
+  // Replayed twice into fresh tables: the live rows, byte for byte, both times.
+  const CommandResult first = ReplayInto(pg, recording);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_NE(first.err.find("replayed "), std::string::npos) << first.err;
+  const CheckResult replay_check = CheckRows(pg, expected);
+  EXPECT_TRUE(replay_check.ok()) << replay_check.Summary() << "\n" << replay_check.first_problems;
+  EXPECT_EQ(pg.Psql(kTableHash), live_hash);
+  const CommandResult second = ReplayInto(pg, recording);
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_EQ(pg.Psql(kTableHash), live_hash);
+
+  // A file cut in its middle replays up to the damage and says where it stopped.
+  const auto bytes = ReadBytes(recording);
+  const std::string cut = dir.File("cut.ffrc");
+  WriteBytes(cut, std::vector<char>(bytes.begin(), bytes.begin() + static_cast<long>(bytes.size() / 2)));
+  const CommandResult damaged = ReplayInto(pg, cut);
+  EXPECT_EQ(damaged.exit_code, 0) << damaged.err;
+  EXPECT_NE(damaged.err.find("stopped at a damaged record at byte offset"), std::string::npos)
+      << damaged.err;
+  const int rows_before_damage = std::stoi(pg.Psql(count_sql));
+  EXPECT_GT(rows_before_damage, 0);
+  EXPECT_LT(rows_before_damage, static_cast<int>(expected.size()));
+  EXPECT_EQ(ReplayInto(pg, cut, {"--strict"}).exit_code, 3);
+
+  // An unknown format version is refused before anything runs.
+  auto future = bytes;
+  future[4] = 7;
+  const std::string v7 = dir.File("v7.ffrc");
+  WriteBytes(v7, future);
+  const CommandResult refused = ReplayInto(pg, v7);
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("recording format version 7 is not supported"), std::string::npos)
+      << refused.err;
+}
+
+// The committed recording (fleet-sim --seed 42, see docs/recording.md) against its golden rows:
+// an operator change that alters any row fails here. FF_UPDATE_GOLDEN=1 rewrites the CSV.
+TEST(ReplayE2E, CommittedRecordingGivesTheGoldenRows) {
+  FF_REQUIRE_POSTGRES();
+  PostgresServer pg;
+  pg.Start();
+  const CommandResult r = ReplayInto(pg, kGoldenRecording);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string csv = TableCsv(pg);
+  if (std::getenv("FF_UPDATE_GOLDEN") != nullptr) {
+    std::ofstream(kGoldenRows, std::ios::trunc) << csv;
+    GTEST_SKIP() << "rewrote " << kGoldenRows;
+  }
+  const auto golden = ReadBytes(kGoldenRows);
+  ASSERT_FALSE(golden.empty()) << kGoldenRows << " is missing";
+  EXPECT_EQ(csv, std::string(golden.begin(), golden.end()))
+      << "replay rows differ from " << kGoldenRows;
+  const std::string hash = pg.Psql(kTableHash);
+  ASSERT_EQ(ReplayInto(pg, kGoldenRecording).exit_code, 0);
+  EXPECT_EQ(pg.Psql(kTableHash), hash);
+}
+
+}  // namespace
+}  // namespace fleetflow::testing
