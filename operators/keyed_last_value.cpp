@@ -41,6 +41,9 @@ class KeyedLastValue final : public Operator {
       store_ = std::make_unique<MemoryStateStore>();
     }
     store_->Restore([this](const std::string& key, std::vector<wire::Point> samples) {
+      if (samples.size() > keep_) {
+        samples.erase(samples.begin(), samples.end() - static_cast<std::ptrdiff_t>(keep_));
+      }
       restored_.push_back(key);
       state_[key] = std::move(samples);
     });
@@ -76,13 +79,15 @@ class KeyedLastValue final : public Operator {
       return;
     }
     key_.assign(batch->vehicle).append(".").append(batch->sensor);
-    std::vector<wire::Point> accepted = Accept(key_, batch->points, true);
+    bool changed = false;
+    std::vector<wire::Point> accepted = Accept(key_, batch->points, true, &changed);
     accepted_.Inc(accepted.size());
-    if (accepted.empty()) {
-      if (batch->ack) batch->ack();  // nothing new: nothing to make durable
-      return;
+    if (changed) {
+      store_->Write(key_, state_[key_], batch->ack);  // acknowledged once durable
+    } else if (batch->ack) {
+      batch->ack();  // nothing new in state: nothing to make durable
     }
-    store_->Write(key_, state_[key_], batch->ack);  // acknowledged once durable
+    if (accepted.empty()) return;
     if (accepted.size() == batch->points.size() && !batch->ack) {
       out.Emit(in);  // nothing dropped: pass the message on as it is
       return;
@@ -94,9 +99,10 @@ class KeyedLastValue final : public Operator {
   bool Ready() const override { return store_->Ready(); }
 
  private:
-  /// Takes `points` into the key's state; returns those accepted (new and not stale).
+  /// Takes `points` into the key's state; returns those to pass on: every sample that is not a
+  /// duplicate of a kept one (stale ones included, though they stay out of the state).
   std::vector<wire::Point> Accept(const std::string& key, const std::vector<wire::Point>& points,
-                                  bool count) {
+                                  bool count, bool* state_changed = nullptr) {
     auto [it, inserted] = state_.try_emplace(key);
     if (inserted) keys_.Set(static_cast<double>(state_.size()));
     std::vector<wire::Point>& kept = it->second;
@@ -110,12 +116,16 @@ class KeyedLastValue final : public Operator {
         continue;
       }
       if (kept.size() >= keep_ && pos == kept.begin()) {
+        // Older than the whole state: it does not enter it, but the windows it belongs to may
+        // still want it (it arrived late through another worker, or out of order).
         if (count) stale_.Inc();
+        accepted.push_back(p);
         continue;
       }
       kept.insert(pos, p);
       if (kept.size() > keep_) kept.erase(kept.begin());
       accepted.push_back(p);
+      if (state_changed != nullptr) *state_changed = true;
     }
     if (!accepted.empty() && !key.ends_with(wire::kStatusToken)) {
       int64_t& newest = newest_[key.substr(0, key.find('.'))];

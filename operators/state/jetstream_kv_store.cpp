@@ -9,6 +9,8 @@ namespace fleetflow {
 
 namespace {
 
+constexpr size_t kMaxPendingSamples = 1024;  // per key between two writes, at most
+
 int64_t SteadyNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -109,7 +111,9 @@ void JetStreamKvStore::Write(const std::string& key, const std::vector<wire::Poi
                              std::function<void()> durable) {
   std::lock_guard lock(mu_);
   KeyState& ks = keys_[key];
-  ks.samples = samples;
+  // Everything since the last write goes out with the next one, not only the newest `keep`:
+  // the other workers see every sample through their watch even when a write is delayed.
+  ks.samples = Merge(std::move(ks.samples), samples, kMaxPendingSamples);
   if (durable) ks.acks.push_back(std::move(durable));
   if (!ks.dirty) {
     ks.dirty = true;
@@ -122,7 +126,12 @@ JetStreamKvStore::Outgoing JetStreamKvStore::Prepare(const std::string& key, Key
   ks.in_flight = true;
   ++in_flight_;
   ks.in_flight_acks.swap(ks.acks);
-  return {key, ks.samples, ks.revision};
+  Outgoing out{key, ks.samples, ks.revision};
+  if (ks.samples.size() > options_.keep) {  // the newest stay as the base of the next write
+    ks.samples.erase(ks.samples.begin(),
+                     ks.samples.end() - static_cast<std::ptrdiff_t>(options_.keep));
+  }
+  return out;
 }
 
 void JetStreamKvStore::Send(std::vector<Outgoing> writes) {

@@ -31,10 +31,13 @@ TEST(KeyedLastValueTest, PassesNewSamplesOnAndAcknowledges) {
 TEST(KeyedLastValueTest, ALateSampleNeverReplacesNewerOnes) {
   OperatorHarness h("keyed_last_value", R"({"keep": 2})");
   h.Feed(Batch("speed", {{10, 1}, {20, 2}}));
-  EXPECT_TRUE(Times(h.Feed(Batch("speed", {{5, 0}}))).empty());  // older than both kept
+  // Older than both kept: passed on for the windows it belongs to, but kept out of the state.
+  EXPECT_EQ(Times(h.Feed(Batch("speed", {{5, 0}}))), (std::vector<int64_t>{5}));
   EXPECT_EQ(h.Counter("samples_stale"), 1u);
+  EXPECT_TRUE(Times(h.Feed(Batch("speed", {{10, 1}}))).empty());  // 10 is still kept: duplicate
   EXPECT_EQ(Times(h.Feed(Batch("speed", {{15, 9}}))), (std::vector<int64_t>{15}));  // in between
-  EXPECT_EQ(Times(h.Feed(Batch("speed", {{12, 8}}))), std::vector<int64_t>{});      // now stale
+  EXPECT_TRUE(Times(h.Feed(Batch("speed", {{20, 2}}))).empty());  // 20 stays kept
+  EXPECT_EQ(h.Counter("samples_duplicate"), 2u);
 }
 
 TEST(KeyedLastValueTest, DuplicatesAreDroppedAndKeysAreIndependent) {
