@@ -15,6 +15,13 @@ class Clock {
   virtual int64_t NowNs() const = 0;
 };
 
+/// Monotonic nanoseconds, for measuring intervals (never for event or window times).
+inline int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 class WallClock final : public Clock {
  public:
   int64_t NowNs() const override {

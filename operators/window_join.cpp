@@ -134,9 +134,7 @@ class WindowJoin final : public Operator {
 
  private:
   uint32_t ShardOf(const std::string& vehicle) const {
-    uint64_t h = 1469598103934665603ULL;  // FNV-1a: stable across workers and releases
-    for (unsigned char c : vehicle) h = (h ^ c) * 1099511628211ULL;
-    return static_cast<uint32_t>(h % std::max<size_t>(owned_.size(), 1));
+    return static_cast<uint32_t>(KvMembership::Hash(vehicle) % std::max<size_t>(owned_.size(), 1));
   }
 
   int64_t WindowOf(int64_t ts) const {  // the smallest window time >= ts
@@ -374,7 +372,8 @@ void RegisterWindowJoin(Registry& registry) {
   info.config
       .Integer("allowed_lateness_ms",
                "How long after a window time T the join waits for samples before emitting T. "
-               "A sample arriving later is counted as late and misses that window.")
+               "A sample arriving later is counted as late and misses that window (with "
+               "sharding, a recent window is emitted again with it).")
       .Default(int64_t{500})
       .Min(0)
       .Max(600'000);

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "clock.hpp"
+
 #include <algorithm>
 #include <chrono>
 
@@ -10,12 +12,6 @@ namespace fleetflow {
 namespace {
 
 constexpr size_t kMaxPendingSamples = 1024;  // per key between two writes, at most
-
-int64_t SteadyNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string Encode(const std::vector<wire::Point>& samples) {
   const auto bytes = wire::EncodeBatch(samples);
@@ -43,7 +39,7 @@ JetStreamKvStore::JetStreamKvStore(JetStreamKvOptions options, Metrics& metrics,
           metrics.GetCounter("kv_write_errors", "KV writes that failed and are retried.", labels)),
       pending_keys_(metrics.GetGauge("kv_pending_keys",
                                      "Keys with samples not yet durable in the bucket.", labels)) {
-  last_flush_ns_ = SteadyNs();
+  last_flush_ns_ = SteadyNowNs();
   conn_ = nats::Connection::Connect(options_.connection);
   js_ = std::make_unique<nats::JetStream>(*conn_);
   kv_ = js_->EnsureBucket(options_.bucket);
@@ -238,7 +234,7 @@ void JetStreamKvStore::Sync(bool all, const Visit& changed_elsewhere) {
     }
     if (!own) changed_elsewhere(u.key, Decode(u.value));  // our own echo is not even decoded
   }
-  const int64_t now = SteadyNs();
+  const int64_t now = SteadyNowNs();
   if (!all && now - last_flush_ns_ < options_.flush_ms * 1'000'000) return;
   last_flush_ns_ = now;
   Flush();

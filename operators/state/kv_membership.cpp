@@ -1,6 +1,8 @@
 #include "kv_membership.hpp"
 
 #include <spdlog/spdlog.h>
+
+#include "clock.hpp"
 #include <unistd.h>
 
 #include <chrono>
@@ -9,23 +11,11 @@ namespace fleetflow {
 
 namespace {
 
-int64_t SteadyNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 uint64_t Mix(uint64_t x) {  // splitmix64 finaliser
   x += 0x9e3779b97f4a7c15ULL;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
-}
-
-uint64_t Hash(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
-  return h;
 }
 
 std::string MakeId() {
@@ -47,7 +37,7 @@ std::string MakeId() {
 KvMembership::KvMembership(MembershipOptions options, Metrics& metrics, const Labels& labels)
     : options_(std::move(options)),
       id_(MakeId()),
-      started_ns_(SteadyNs()),
+      started_ns_(SteadyNowNs()),
       members_gauge_(metrics.GetGauge("workers_owning_shards",
                                       "Workers that currently share the windows.", labels)) {
   conn_ = nats::Connection::Connect(options_.connection);
@@ -83,7 +73,7 @@ void KvMembership::Heartbeat() {
   std::unique_lock lock(mu_);
   while (!stop_cv_.wait_for(lock, std::chrono::milliseconds(options_.heartbeat_ms),
                             [this] { return stopping_; })) {
-    const bool warm = SteadyNs() - started_ns_ >= int64_t{options_.warmup_ms} * 1'000'000;
+    const bool warm = SteadyNowNs() - started_ns_ >= int64_t{options_.warmup_ms} * 1'000'000;
     lock.unlock();
     try {
       kv_->Put(id_, warm ? "warm" : "cold");
@@ -111,14 +101,14 @@ void KvMembership::Watch() {
     if (e.deleted) {
       members_.erase(e.key);
     } else {
-      members_[e.key] = Member{SteadyNs(), e.value == "warm"};
+      members_[e.key] = Member{SteadyNowNs(), e.value == "warm"};
     }
   }
 }
 
 std::pair<std::vector<std::string>, uint64_t> KvMembership::Owners() {
   std::lock_guard lock(mu_);
-  const int64_t now = SteadyNs();
+  const int64_t now = SteadyNowNs();
   const int64_t timeout = int64_t{options_.timeout_ms} * 1'000'000;
   std::vector<std::string> alive, warm;
   bool self = false;
@@ -138,6 +128,12 @@ std::pair<std::vector<std::string>, uint64_t> KvMembership::Owners() {
     spdlog::info("worker {}: {} workers share the windows", id_, owners_.size());
   }
   return {owners_, generation_};
+}
+
+uint64_t KvMembership::Hash(std::string_view s) {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a: stable across workers and releases
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
+  return h;
 }
 
 const std::string& KvMembership::OwnerOf(const std::vector<std::string>& owners, uint32_t shard) {

@@ -38,6 +38,8 @@ class KvMembership {
   const std::string& id() const { return id_; }
   /// The workers that own shards now, sorted, and a generation that changes whenever they do.
   std::pair<std::vector<std::string>, uint64_t> Owners();
+  /// A hash that every worker and release computes alike (for shards and owners).
+  static uint64_t Hash(std::string_view s);
   /// The owner of `shard` among `owners` (rendezvous hashing).
   static const std::string& OwnerOf(const std::vector<std::string>& owners, uint32_t shard);
 
