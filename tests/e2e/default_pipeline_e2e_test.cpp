@@ -3,7 +3,6 @@
 // recomputed here from the simulator's signal model and the rules of docs/semantics.md,
 // independently of the engine's code.
 #include <gtest/gtest.h>
-#include <httplib.h>
 
 #include "fleet_check.hpp"
 
@@ -25,21 +24,9 @@ TEST(DefaultPipelineE2E, EveryExpectedRowOnceWithIndependentlyComputedValues) {
   pg.Start();
   TempDir dir("fleetflow-e2e");
 
-  const int metrics_port = FreePort();
-  auto env = pg.env();
-  env["NATS_URL"] = nats.url();
-  Process engine({std::string(FF_BINARY_DIR) + "/apps/fleetflow", "run",
-                  std::string(FF_SOURCE_DIR) + "/pipelines/default.json", "--metrics-port",
-                  std::to_string(metrics_port), "--metrics-host", "127.0.0.1"},
-                 dir.File("engine.log"), env);
-  httplib::Client http("127.0.0.1", metrics_port);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto res = http.Get("/readyz");
-        return res && res->status == 200;
-      },
-      30s))
-      << engine.ReadLog();
+  Engine engine(std::string(FF_SOURCE_DIR) + "/pipelines/default.json", nats, pg,
+                dir.File("engine.log"));
+  ASSERT_TRUE(engine.WaitReady()) << engine.process().ReadLog();
 
   sim::FleetConfig fleet;
   fleet.seed = 42;
@@ -59,16 +46,16 @@ TEST(DefaultPipelineE2E, EveryExpectedRowOnceWithIndependentlyComputedValues) {
   const std::string count_sql = "SELECT count(*) FROM vehicle_telemetry";
   ASSERT_TRUE(WaitFor([&] { return pg.Psql(count_sql) == std::to_string(expected.size()); }, 30s))
       << "rows: " << pg.Psql(count_sql) << ", expected " << expected.size() << "\n"
-      << engine.ReadLog();
+      << engine.process().ReadLog();
 
-  const auto metrics = http.Get("/metrics");
-  ASSERT_TRUE(metrics && metrics->status == 200);
-  EXPECT_EQ(engine.Stop(SIGTERM, 30s), 0) << engine.ReadLog();
+  const auto metrics = engine.Get("/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
 
   // Every row once, nothing else, with the values of the independent computation.
   const CheckResult check = CheckRows(pg, expected);
   EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems;
-  EXPECT_NE(metrics->body.find("fleetflow_sink_rows_written_total"), std::string::npos);
+  EXPECT_NE(metrics->find("fleetflow_sink_rows_written_total"), std::string::npos);
   std::printf("e2e default pipeline: %d vehicles x %d s: %s\n", kVehicles, kDurationS,
               check.Summary().c_str());
 }

@@ -1,5 +1,7 @@
 #include "fleet_check.hpp"
 
+#include <httplib.h>
+
 #include <chrono>
 #include <cmath>
 #include <sstream>
@@ -149,6 +151,29 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
   r.missing = r.expected > r.found ? r.expected - r.found : 0;
   r.first_problems = problems.str();
   return r;
+}
+
+Engine::Engine(const std::string& pipeline, const NatsServer& nats, const PostgresServer& pg,
+               const std::string& log_path)
+    : port_(FreePort()) {
+  auto env = pg.env();
+  env["NATS_URL"] = nats.url();
+  process_ = std::make_unique<Process>(
+      std::vector<std::string>{std::string(FF_BINARY_DIR) + "/apps/fleetflow", "run", pipeline,
+                               "--metrics-port", std::to_string(port_), "--metrics-host",
+                               "127.0.0.1"},
+      log_path, env);
+}
+
+bool Engine::WaitReady(std::chrono::milliseconds deadline) {
+  return WaitFor([&] { return Get("/readyz").has_value(); }, deadline);
+}
+
+std::optional<std::string> Engine::Get(const std::string& path) const {
+  httplib::Client http("127.0.0.1", port_);
+  auto res = http.Get(path.c_str());
+  if (!res || res->status != 200) return std::nullopt;
+  return res->body;
 }
 
 std::string CheckResult::Summary() const {

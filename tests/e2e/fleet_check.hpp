@@ -3,8 +3,10 @@
 /// signal model and the rules of docs/semantics.md, independently of the engine's code, and the
 /// comparison with what a real PostgreSQL holds.
 
+#include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -37,5 +39,23 @@ struct CheckResult {
 CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected);
 
 int64_t NowNs();
+
+/// `fleetflow run PIPELINE` on the given servers (NATS_URL and the libpq environment), with its
+/// HTTP endpoints on a free port of 127.0.0.1 and its output in `log_path`.
+class Engine {
+ public:
+  Engine(const std::string& pipeline, const NatsServer& nats, const PostgresServer& pg,
+         const std::string& log_path);
+  /// Waits until /readyz answers 200.
+  bool WaitReady(std::chrono::milliseconds deadline = std::chrono::seconds(30));
+  /// The body of GET `path` when it answers 200.
+  std::optional<std::string> Get(const std::string& path) const;
+  Process& process() { return *process_; }
+  int port() const { return port_; }
+
+ private:
+  int port_;
+  std::unique_ptr<Process> process_;
+};
 
 }  // namespace fleetflow::testing

@@ -3,7 +3,6 @@
 // vehicle sent is lost and no row is written twice when the engine is down, and when a worker is
 // killed with SIGKILL and started again.
 #include <gtest/gtest.h>
-#include <httplib.h>
 
 #include <csignal>
 
@@ -17,32 +16,11 @@ using namespace std::chrono_literals;
 constexpr int64_t kSecond = 1'000'000'000;
 const std::string kPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
 
-class Worker {
+/// One engine worker running pipelines/jetstream.json.
+class Worker : public Engine {
  public:
   Worker(const NatsServer& nats, const PostgresServer& pg, const TempDir& dir, int n)
-      : port_(FreePort()), http_("127.0.0.1", port_) {
-    auto env = pg.env();
-    env["NATS_URL"] = nats.url();
-    proc_ = std::make_unique<Process>(
-        std::vector<std::string>{std::string(FF_BINARY_DIR) + "/apps/fleetflow", "run", kPipeline,
-                                 "--metrics-port", std::to_string(port_), "--metrics-host",
-                                 "127.0.0.1"},
-        dir.File("worker" + std::to_string(n) + ".log"), env);
-  }
-  bool WaitReady() {
-    return WaitFor(
-        [&] {
-          auto res = http_.Get("/readyz");
-          return res && res->status == 200;
-        },
-        30s);
-  }
-  Process& process() { return *proc_; }
-
- private:
-  int port_;
-  httplib::Client http_;
-  std::unique_ptr<Process> proc_;
+      : Engine(kPipeline, nats, pg, dir.File("worker" + std::to_string(n) + ".log")) {}
 };
 
 struct Fleet {

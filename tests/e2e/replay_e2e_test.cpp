@@ -5,7 +5,6 @@
 // unknown-version files are reported. The committed recording in tests/data/ is replayed against
 // its golden rows.
 #include <gtest/gtest.h>
-#include <httplib.h>
 
 #include <fstream>
 #include <iterator>
@@ -66,26 +65,14 @@ TEST(ReplayE2E, ReplayOfALiveRecordingGivesTheLiveRowsDeterministically) {
   PostgresServer pg;
   pg.Start();
   TempDir dir("fleetflow-replay-e2e");
-  auto env = pg.env();
-  env["NATS_URL"] = nats.url();
 
-  const int metrics_port = FreePort();
-  Process engine({kFleetflow, "run", kPipeline, "--metrics-port", std::to_string(metrics_port),
-                  "--metrics-host", "127.0.0.1"},
-                 dir.File("engine.log"), env);
+  Engine engine(kPipeline, nats, pg, dir.File("engine.log"));
   const std::string recording = dir.File("live.ffrc");
   Process recorder({kFleetflow, "record", "--url", nats.url(), "--out", recording},
                    dir.File("record.log"));
-  httplib::Client http("127.0.0.1", metrics_port);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto res = http.Get("/readyz");
-        return res && res->status == 200;
-      },
-      30s))
-      << engine.ReadLog();
-  ASSERT_TRUE(WaitFor([&] { return recorder.ReadLog().find("recording") != std::string::npos; },
-                      30s))
+  ASSERT_TRUE(engine.WaitReady()) << engine.process().ReadLog();
+  ASSERT_TRUE(
+      WaitFor([&] { return recorder.ReadLog().find("recording") != std::string::npos; }, 30s))
       << recorder.ReadLog();
 
   constexpr int kVehicles = 10, kDurationS = 6;
@@ -95,17 +82,17 @@ TEST(ReplayE2E, ReplayOfALiveRecordingGivesTheLiveRowsDeterministically) {
   fleet.start_ns = (NowNs() / kSecond + 2) * kSecond + 250'000'000;
   const int64_t end_ns = fleet.start_ns + kDurationS * kSecond;
   const CommandResult sim = RunCommand(
-      {std::string(FF_BINARY_DIR) + "/firmware/fleet-sim", "--nats-url", nats.url(),
-       "--vehicles", std::to_string(kVehicles), "--seed", "42", "--duration",
-       std::to_string(kDurationS), "--start-ns", std::to_string(fleet.start_ns), "--quiet"},
+      {std::string(FF_BINARY_DIR) + "/firmware/fleet-sim", "--nats-url", nats.url(), "--vehicles",
+       std::to_string(kVehicles), "--seed", "42", "--duration", std::to_string(kDurationS),
+       "--start-ns", std::to_string(fleet.start_ns), "--quiet"},
       60s);
   ASSERT_EQ(sim.exit_code, 0) << sim.err;
   const auto expected = ComputeExpectedRows(fleet, end_ns);
   const std::string count_sql = "SELECT count(*) FROM vehicle_telemetry";
   ASSERT_TRUE(WaitFor([&] { return pg.Psql(count_sql) == std::to_string(expected.size()); }, 30s))
       << "rows: " << pg.Psql(count_sql) << ", expected " << expected.size() << "\n"
-      << engine.ReadLog();
-  EXPECT_EQ(engine.Stop(SIGTERM, 30s), 0) << engine.ReadLog();
+      << engine.process().ReadLog();
+  EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
   EXPECT_EQ(recorder.Stop(SIGINT, 10s), 0) << recorder.ReadLog();
   EXPECT_NE(recorder.ReadLog().find("recorded "), std::string::npos) << recorder.ReadLog();
   const CheckResult live_check = CheckRows(pg, expected);
@@ -126,7 +113,8 @@ TEST(ReplayE2E, ReplayOfALiveRecordingGivesTheLiveRowsDeterministically) {
   // A file cut in its middle replays up to the damage and says where it stopped.
   const auto bytes = ReadBytes(recording);
   const std::string cut = dir.File("cut.ffrc");
-  WriteBytes(cut, std::vector<char>(bytes.begin(), bytes.begin() + static_cast<long>(bytes.size() / 2)));
+  WriteBytes(cut,
+             std::vector<char>(bytes.begin(), bytes.begin() + static_cast<long>(bytes.size() / 2)));
   const CommandResult damaged = ReplayInto(pg, cut);
   EXPECT_EQ(damaged.exit_code, 0) << damaged.err;
   EXPECT_NE(damaged.err.find("stopped at a damaged record at byte offset"), std::string::npos)
