@@ -155,7 +155,7 @@ void JetStreamKvStore::Done(const std::string& key, const std::vector<wire::Poin
     } else {
       (r.conflict ? conflicts_ : write_errors_).Inc();
       ks.conflict = r.conflict;
-      ks.samples = Merge(ks.samples, sent, options_.keep);
+      ks.samples = Merge(ks.samples, sent, kMaxPendingSamples);
       ks.acks.insert(ks.acks.end(), std::make_move_iterator(ks.in_flight_acks.begin()),
                      std::make_move_iterator(ks.in_flight_acks.end()));
       ks.in_flight_acks.clear();
@@ -202,7 +202,7 @@ void JetStreamKvStore::Flush() {
     std::lock_guard lock(mu_);
     KeyState& ks = keys_[key];
     if (current) {
-      ks.samples = Merge(ks.samples, Decode(current->value), options_.keep);
+      ks.samples = Merge(ks.samples, Decode(current->value), kMaxPendingSamples);
       ks.revision = current->revision;
     }
     ks.conflict = false;
