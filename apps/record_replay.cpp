@@ -1,5 +1,7 @@
 #include "record_replay.hpp"
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include "pipeline.hpp"
 #include "recording.hpp"
 #include "runtime.hpp"
+#include "wire_input.hpp"
 
 namespace fleetflow {
 
@@ -41,21 +44,24 @@ int WaitSignal(const sigset_t& signals, int ms) {
   return sig > 0 ? sig : 0;
 }
 
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += c;
+/// The replay_source config replacing a source node: the recording, the speed, and the source's
+/// own input validation settings, so a replay rejects what the live source rejected.
+std::string ReplayConfigJson(const ReplayArgs& args, const Config& source) {
+  rapidjson::Document doc(rapidjson::kObjectType);
+  auto& alloc = doc.GetAllocator();
+  doc.AddMember("file", rapidjson::Value(args.file.c_str(), alloc), alloc);
+  doc.AddMember("speed", args.speed, alloc);
+  for (const std::string& name : WireInputFieldNames()) {
+    const auto it = source.json().FindMember(name.c_str());
+    if (it != source.json().MemberEnd()) {
+      doc.AddMember(rapidjson::Value(name.c_str(), alloc), rapidjson::Value(it->value, alloc),
+                    alloc);
     }
   }
-  return out + "\"";
+  rapidjson::StringBuffer out;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(out);
+  doc.Accept(writer);
+  return out.GetString();
 }
 
 std::string RotatedName(const std::string& out, int index) {
@@ -178,10 +184,7 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
   for (NodeDecl& n : pipeline.nodes) {
     if (n.type != "nats_source" && n.type != "replay_source") continue;
     Config config;
-    char speed[32];
-    std::snprintf(speed, sizeof speed, "%.17g", args.speed);
-    const auto errors = ParseOperatorConfig(
-        *replay, "{\"file\": " + JsonString(args.file) + ", \"speed\": " + speed + "}", config);
+    const auto errors = ParseOperatorConfig(*replay, ReplayConfigJson(args, n.config), config);
     if (!errors.empty()) {
       std::cerr << errors.front().Format() << '\n';
       return kExitInvalid;

@@ -39,8 +39,13 @@ uint64_t JsMessage::delivered() const {
 void JsMessage::Ack() {
   if (!done_.exchange(true)) natsMsg_Ack(msg_, nullptr);
 }
-void JsMessage::Nak() {
-  if (!done_.exchange(true)) natsMsg_Nak(msg_, nullptr);
+void JsMessage::Nak(int64_t delay_ms) {
+  if (done_.exchange(true)) return;
+  if (delay_ms > 0) {
+    natsMsg_NakWithDelay(msg_, delay_ms, nullptr);
+  } else {
+    natsMsg_Nak(msg_, nullptr);
+  }
 }
 void JsMessage::Term() {
   if (!done_.exchange(true)) natsMsg_Term(msg_, nullptr);
@@ -243,6 +248,29 @@ void JetStream::EnsureStream(const StreamOptions& o) {
     Throw(s, "create stream " + o.name);
   }
   jsStreamInfo_Destroy(info);
+}
+
+uint64_t JetStream::Publish(std::string_view subject, const void* data, size_t size,
+                            const Headers& headers, int timeout_ms) {
+  const std::string subj(subject);
+  natsMsg* msg = nullptr;
+  Check(natsMsg_Create(&msg, subj.c_str(), nullptr, static_cast<const char*>(data),
+                       static_cast<int>(size)),
+        "create message");
+  natsStatus s = NATS_OK;
+  for (const auto& [name, value] : headers) {
+    if (s == NATS_OK) s = natsMsgHeader_Add(msg, name.c_str(), value.c_str());
+  }
+  jsPubOptions opts;
+  jsPubOptions_Init(&opts);
+  opts.MaxWait = timeout_ms;
+  jsPubAck* ack = nullptr;
+  if (s == NATS_OK) s = js_PublishMsg(&ack, js_, msg, &opts, nullptr);
+  natsMsg_Destroy(msg);
+  const uint64_t seq = ack != nullptr ? ack->Sequence : 0;
+  jsPubAck_Destroy(ack);
+  if (s != NATS_OK) Throw(s, "JetStream publish to " + subj);
+  return seq;
 }
 
 std::unique_ptr<PullConsumer> JetStream::PullSubscribe(const ConsumerOptions& o) {

@@ -58,8 +58,8 @@ class JsMessage {
   uint64_t delivered() const;
 
   void Ack();
-  /// Asks for redelivery (now).
-  void Nak();
+  /// Asks for redelivery, after `delay_ms` (0: at once).
+  void Nak(int64_t delay_ms = 0);
   /// Never redeliver (bad input).
   void Term();
 
@@ -171,6 +171,10 @@ class JetStream {
   std::unique_ptr<PullConsumer> PullSubscribe(const ConsumerOptions& options);
   /// Opens the bucket, creating it when missing.
   std::unique_ptr<KeyValue> EnsureBucket(const BucketOptions& options);
+  /// Publishes to a subject some stream captures and waits for the stream's acknowledgement;
+  /// returns the stream sequence. Throws Error when no stream took it within timeout_ms.
+  uint64_t Publish(std::string_view subject, const void* data, size_t size,
+                   const Headers& headers, int timeout_ms);
   /// Messages not yet delivered plus delivered but unacknowledged, of a durable consumer.
   std::pair<uint64_t, uint64_t> ConsumerPending(const std::string& stream,
                                                 const std::string& durable);

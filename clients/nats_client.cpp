@@ -144,6 +144,20 @@ std::string PublicKeyOfSeedFile(const std::string& path) {
   return *pub;
 }
 
+// The first line of a secret file (password, token), without its line end. Errors name the file,
+// never its content.
+std::string ReadSecretFile(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  if (!in) throw Error(std::string("nats: cannot read ") + what + " file " + path, NATS_INVALID_ARG);
+  std::string secret;
+  std::getline(in, secret);
+  while (!secret.empty() && (secret.back() == '\r' || secret.back() == ' ')) secret.pop_back();
+  if (secret.empty()) {
+    throw Error(std::string("nats: ") + what + " file " + path + " is empty", NATS_INVALID_ARG);
+  }
+  return secret;
+}
+
 // --- options ---
 
 std::vector<std::string> SplitServers(std::string_view urls) {
@@ -179,10 +193,12 @@ OptionsPtr MakeOptions(const ConnectOptions& o) {
   }
   Check(natsOptions_SetName(raw, o.name.c_str()), "client name");
 
-  if (!o.creds_file.empty() && !o.nkey_seed_file.empty()) {
+  const int methods = !o.creds_file.empty() + !o.nkey_seed_file.empty() + !o.user.empty() +
+                      !o.token_file.empty();
+  if (methods > 1) {
     throw Error(
-        "nats: credentials (NATS_CREDS) and an NKey seed (NATS_NKEY_SEED) are mutually "
-        "exclusive; set only one",
+        "nats: give one way to authenticate: credentials, NKey seed, user and password, or "
+        "token",
         NATS_INVALID_ARG);
   }
   if (!o.creds_file.empty()) {
@@ -193,6 +209,20 @@ OptionsPtr MakeOptions(const ConnectOptions& o) {
     const std::string pub = PublicKeyOfSeedFile(o.nkey_seed_file);
     Check(natsOptions_SetNKeyFromSeed(raw, pub.c_str(), o.nkey_seed_file.c_str()),
           "NKey seed " + o.nkey_seed_file);
+  }
+
+  if (o.user.empty() != o.password_file.empty()) {
+    throw Error("nats: a user (NATS_USER) and its password file (NATS_PASSWORD_FILE) must be "
+                "given together",
+                NATS_INVALID_ARG);
+  }
+  if (!o.user.empty()) {
+    const std::string password = ReadSecretFile(o.password_file, "password");
+    Check(natsOptions_SetUserInfo(raw, o.user.c_str(), password.c_str()), "user " + o.user);
+  }
+  if (!o.token_file.empty()) {
+    const std::string token = ReadSecretFile(o.token_file, "token");
+    Check(natsOptions_SetToken(raw, token.c_str()), "token from " + o.token_file);
   }
 
   if (o.cert_file.empty() != o.key_file.empty()) {
@@ -260,6 +290,9 @@ ConnectOptions ConnectOptions::FromEnv() {
   set(o.url, "NATS_URL");
   set(o.creds_file, "NATS_CREDS");
   set(o.nkey_seed_file, "NATS_NKEY_SEED");
+  set(o.user, "NATS_USER");
+  set(o.password_file, "NATS_PASSWORD_FILE");
+  set(o.token_file, "NATS_TOKEN_FILE");
   set(o.ca_file, "NATS_CA");
   set(o.cert_file, "NATS_CERT");
   set(o.key_file, "NATS_KEY");
@@ -294,6 +327,11 @@ const void* Message::data() const { return natsMsg_GetData(msg_); }
 size_t Message::size() const { return static_cast<size_t>(natsMsg_GetDataLength(msg_)); }
 
 bool Message::no_responders() const { return natsMsg_IsNoResponders(msg_); }
+
+std::string Message::header(const char* name) const {
+  const char* value = nullptr;
+  return natsMsgHeader_Get(msg_, name, &value) == NATS_OK && value != nullptr ? value : "";
+}
 
 // --- Subscription ---
 
@@ -330,6 +368,22 @@ void Connection::Publish(std::string_view subject, const void* data, size_t size
   thread_local std::string subj;  // nats.c wants a C string; reuse one buffer per thread
   subj.assign(subject);
   const natsStatus s = natsConnection_Publish(conn_, subj.c_str(), data, static_cast<int>(size));
+  if (s != NATS_OK) Throw(s, "publish to " + subj);
+}
+
+void Connection::Publish(std::string_view subject, const void* data, size_t size,
+                         const Headers& headers) {
+  const std::string subj(subject);
+  natsMsg* msg = nullptr;
+  Check(natsMsg_Create(&msg, subj.c_str(), nullptr, static_cast<const char*>(data),
+                       static_cast<int>(size)),
+        "create message");
+  natsStatus s = NATS_OK;
+  for (const auto& [name, value] : headers) {
+    if (s == NATS_OK) s = natsMsgHeader_Add(msg, name.c_str(), value.c_str());
+  }
+  if (s == NATS_OK) s = natsConnection_PublishMsg(conn_, msg);
+  natsMsg_Destroy(msg);
   if (s != NATS_OK) Throw(s, "publish to " + subj);
 }
 

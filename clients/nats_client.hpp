@@ -13,12 +13,17 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 struct __natsConnection;
 struct __natsSubscription;
 struct __natsMsg;
 
 namespace fleetflow::nats {
+
+/// Message headers (NATS 2.2+), in order; a name may repeat.
+using Headers = std::vector<std::pair<std::string, std::string>>;
 
 /// A nats.c call failed; what() names the operation and nats.c's status text.
 class Error : public std::runtime_error {
@@ -39,6 +44,9 @@ struct ConnectOptions {
   std::string name = "fleetflow";             // client name shown by the server
   std::string creds_file;                     // .creds (JWT + NKey seed)
   std::string nkey_seed_file;                 // NKey seed file
+  std::string user;                           // user name (with password_file)
+  std::string password_file;                  // file holding the user's password
+  std::string token_file;                     // file holding an authentication token
   std::string ca_file;                        // TLS: trusted CA; enables TLS
   std::string cert_file;                      // TLS: client certificate (with key_file)
   std::string key_file;
@@ -50,7 +58,8 @@ struct ConnectOptions {
   bool send_asap = false;  // write each publish at once, without nats.c's flusher thread (fewer
                            // wake-ups for a low-rate publisher; more syscalls for a fast one)
 
-  /// Defaults overridden by NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_CA, NATS_CERT, NATS_KEY.
+  /// Defaults overridden by NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_USER, NATS_PASSWORD_FILE,
+  /// NATS_TOKEN_FILE, NATS_CA, NATS_CERT, NATS_KEY.
   static ConnectOptions FromEnv();
 };
 
@@ -69,6 +78,8 @@ class Message {
   const void* data() const;
   size_t size() const;
   std::string_view text() const { return {static_cast<const char*>(data()), size()}; }
+  /// The first value of header `name`; empty when absent.
+  std::string header(const char* name) const;
   /// True for the server's "503 no responders" status sent to the reply subject of a request
   /// published while nothing subscribed to its subject.
   bool no_responders() const;
@@ -117,6 +128,7 @@ class Connection {
   void Publish(std::string_view subject, std::string_view payload) {
     Publish(subject, payload.data(), payload.size());
   }
+  void Publish(std::string_view subject, const void* data, size_t size, const Headers& headers);
   /// Publishes with a reply subject, for requests whose replies are gathered by a subscription
   /// on `reply` (e.g. on NewInbox()) instead of Request().
   void PublishRequest(std::string_view subject, std::string_view reply, std::string_view payload);

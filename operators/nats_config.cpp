@@ -11,6 +11,13 @@ void AddNatsConnectionFields(ConfigSpec& c) {
   c.String("creds_file", "Path of a .creds file (JWT and NKey seed). Empty: $NATS_CREDS.")
       .Default("");
   c.String("nkey_seed_file", "Path of an NKey seed file. Empty: $NATS_NKEY_SEED.").Default("");
+  c.String("user", "User name, with password_file. Empty: $NATS_USER.").Default("");
+  c.String("password_file",
+           "Path of a file holding the user's password (never the password itself). Empty: "
+           "$NATS_PASSWORD_FILE.")
+      .Default("");
+  c.String("token_file", "Path of a file holding an authentication token. Empty: $NATS_TOKEN_FILE.")
+      .Default("");
   c.String("ca_file", "TLS: trusted CA certificate file; enables TLS. Empty: $NATS_CA.")
       .Default("");
   c.String("cert_file", "TLS: client certificate file. Empty: $NATS_CERT.").Default("");
@@ -27,6 +34,9 @@ nats::ConnectOptions NatsConnectOptions(const Config& config, const std::string&
   set("url", o.url);
   set("creds_file", o.creds_file);
   set("nkey_seed_file", o.nkey_seed_file);
+  set("user", o.user);
+  set("password_file", o.password_file);
+  set("token_file", o.token_file);
   set("ca_file", o.ca_file);
   set("cert_file", o.cert_file);
   set("key_file", o.key_file);

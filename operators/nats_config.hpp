@@ -9,7 +9,8 @@
 
 namespace fleetflow {
 
-/// Adds url, creds_file, nkey_seed_file, ca_file, cert_file, key_file to `spec`.
+/// Adds url, creds_file, nkey_seed_file, user, password_file, token_file, ca_file, cert_file,
+/// key_file to `spec`.
 void AddNatsConnectionFields(ConfigSpec& spec);
 
 /// The environment's NATS settings (NATS_URL, NATS_CREDS, …) overridden by the non-empty fields

@@ -10,12 +10,15 @@
 
 #include "jetstream.hpp"
 #include "nats_client.hpp"
+#include "dead_letter.hpp"
 #include "nats_config.hpp"
 #include "wire_input.hpp"
 
 namespace fleetflow {
 
 namespace {
+
+constexpr int64_t kDeadLetterRetryMs = 1000;
 
 class NatsSource final : public Operator {
  public:
@@ -29,7 +32,8 @@ class NatsSource final : public Operator {
         fetch_expiry_ms_(static_cast<int>(ctx.config.Integer("fetch_expiry_ms"))),
         clock_(ctx.clock),
         labels_(ctx.labels()),
-        input_(ctx, ctx.config.Integer("max_future_ms") * 1'000'000),
+        input_(ctx),
+        dead_letters_(ctx),
         connected_(ctx.metrics.GetGauge("nats_connected", "1 while connected to NATS.", labels_)),
         consumer_pending_(ctx.metrics.GetGauge(
             "consumer_pending", "JetStream: messages of the stream not yet delivered.", labels_)),
@@ -54,6 +58,7 @@ class NatsSource final : public Operator {
     out_ = &out;
     conn_ = nats::Connection::Connect(options_);
     if (!jetstream_) {
+      dead_letters_.Start(*conn_, nullptr, false);
       sub_ = conn_->Subscribe(subject_, queue_group_, [this](nats::Message&& m) {
         Handle(m.subject(), m.data(), m.size(), nullptr);
       });
@@ -63,6 +68,7 @@ class NatsSource final : public Operator {
     } else {
       js_ = std::make_unique<nats::JetStream>(*conn_);
       if (create_stream_) js_->EnsureStream(stream_);
+      dead_letters_.Start(*conn_, js_.get(), create_stream_);
       consumer_sub_ = js_->PullSubscribe(consumer_);
       fetcher_ = std::thread([this] { FetchLoop(); });
       spdlog::info("node '{}': pulling {} from stream {} as durable consumer '{}' on {}", id_,
@@ -99,11 +105,18 @@ class NatsSource final : public Operator {
 
  private:
   /// One message from either delivery; `js` is set for JetStream, which is acknowledged once
-  /// the samples are in state, or terminated (never redelivered) when it is bad input.
+  /// the samples are in state, or terminated (never redelivered) when it is bad input and its
+  /// dead letter, if configured, is stored. Runs on one thread (the subscription's or the
+  /// fetcher's).
   void Handle(std::string_view subject, const void* data, size_t size,
               const std::shared_ptr<nats::JsMessage>& js) {
     std::optional<Body> body;
-    if (input_.Decode(subject, data, size, clock_.NowNs(), body) != WireInput::Outcome::kEmit) {
+    const auto outcome = input_.Decode(subject, data, size, clock_.NowNs(), body, &rejects_);
+    if (!rejects_.empty() && !dead_letters_.Publish(subject, data, size, rejects_) && js) {
+      js->Nak(kDeadLetterRetryMs);  // kept until its dead letter can be stored
+      return;
+    }
+    if (outcome != WireInput::Outcome::kEmit) {
       if (js) js->Term();  // bad input is never redelivered
       return;
     }
@@ -157,6 +170,8 @@ class NatsSource final : public Operator {
   const Clock& clock_;
   const Labels labels_;
   WireInput input_;
+  DeadLetters dead_letters_;
+  std::vector<InputReject> rejects_;
   nats::ConnectOptions options_;
   Gauge& connected_;
   Gauge& consumer_pending_;
@@ -235,11 +250,8 @@ void RegisterNatsSource(Registry& registry) {
             "jetstream: messages delivered but not yet acknowledged, at most (flow control).")
       .Default(int64_t{100'000})
       .Min(1);
-  c.Integer("max_future_ms",
-            "Samples whose event time is more than this ahead of the engine clock are rejected "
-            "(reason future_timestamp).")
-      .Default(int64_t{300'000})
-      .Min(0);
+  AddWireInputFields(c);
+  AddDeadLetterFields(c);
   info.create = [](const OperatorContext& ctx) { return std::make_unique<NatsSource>(ctx); };
   registry.Add(std::move(info));
 }

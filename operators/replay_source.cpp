@@ -23,7 +23,7 @@ class ReplaySource final : public Operator {
         speed_(ctx.config.Number("speed")),
         tick_ns_(ctx.config.Integer("tick_ms") * 1'000'000),
         replay_clock_(dynamic_cast<const ReplayClock*>(&ctx.clock)),
-        input_(ctx, ctx.config.Integer("max_future_ms") * 1'000'000),
+        input_(ctx),
         records_(ctx.metrics.GetCounter("replay_records", "Records read from the recording.",
                                         ctx.labels())),
         offset_(ctx.metrics.GetGauge("replay_offset_bytes",
@@ -168,11 +168,7 @@ void RegisterReplaySource(Registry& registry) {
       .Default(int64_t{100})
       .Min(10)
       .Max(10000);
-  c.Integer("max_future_ms",
-            "Samples whose event time is more than this ahead of their recorded receive time are "
-            "rejected (reason future_timestamp), as by nats_source.")
-      .Default(int64_t{300'000})
-      .Min(0);
+  AddWireInputFields(c);
   info.create = [](const OperatorContext& ctx) { return std::make_unique<ReplaySource>(ctx); };
   registry.Add(std::move(info));
 }

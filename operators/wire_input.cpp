@@ -1,5 +1,6 @@
 #include "wire_input.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "logging.hpp"
@@ -8,9 +9,10 @@ namespace fleetflow {
 
 namespace {
 
-const char* Invalid(const wire::Point& p, int64_t horizon) {
+const char* Invalid(const wire::Point& p, int64_t horizon, int64_t oldest) {
   if (p.ts_ns <= 0) return "bad_timestamp";
   if (p.ts_ns > horizon) return "future_timestamp";
+  if (p.ts_ns < oldest) return "past_timestamp";
   if (p.has_position) {
     if (!std::isfinite(p.lat) || !std::isfinite(p.lon) || std::abs(p.lat) > 90 ||
         std::abs(p.lon) > 180) {
@@ -22,11 +24,53 @@ const char* Invalid(const wire::Point& p, int64_t horizon) {
   return nullptr;
 }
 
+std::unordered_set<std::string> SensorSet(const Config& config) {
+  const auto list = config.StringArray("sensors");
+  return {list.begin(), list.end()};
+}
+
 }  // namespace
 
-WireInput::WireInput(const OperatorContext& ctx, int64_t max_future_ns)
+void AddWireInputFields(ConfigSpec& c) {
+  c.Integer("max_future_ms",
+            "Samples whose event time is more than this ahead of the engine clock (replay: of "
+            "their recorded receive time) are rejected (reason future_timestamp).")
+      .Default(int64_t{300'000})
+      .Min(0);
+  c.Integer("max_past_ms",
+            "Samples whose event time is more than this behind the engine clock are rejected "
+            "(reason past_timestamp); 0: no limit. Keep it above the longest outage a backlog "
+            "may come from (the stream's max age).")
+      .Default(int64_t{7 * 86'400'000LL})
+      .Min(0);
+  c.Integer("max_payload_bytes",
+            "Messages with a larger payload are rejected whole (reason oversize).")
+      .Default(int64_t{262'144})
+      .Min(16);
+  c.StringArray("sensors",
+                "Sensor names accepted; samples of other sensors are rejected (reason "
+                "unknown_sensor). Empty: every well-formed sensor name.")
+      .DefaultJson("[]")
+      .Example(R"(["speed", "soc", "torque", "gps"])");
+}
+
+const std::vector<std::string>& WireInputFieldNames() {
+  static const std::vector<std::string> names = [] {
+    ConfigSpec spec;
+    AddWireInputFields(spec);
+    std::vector<std::string> out;
+    for (const Field& f : spec.fields()) out.push_back(f.name);
+    return out;
+  }();
+  return names;
+}
+
+WireInput::WireInput(const OperatorContext& ctx)
     : id_(ctx.node_id),
-      max_future_ns_(max_future_ns),
+      max_future_ns_(ctx.config.Integer("max_future_ms") * 1'000'000),
+      max_past_ns_(ctx.config.Integer("max_past_ms") * 1'000'000),
+      max_payload_bytes_(static_cast<size_t>(ctx.config.Integer("max_payload_bytes"))),
+      sensors_(SensorSet(ctx.config)),
       metrics_(ctx.metrics),
       labels_(ctx.labels()),
       messages_(ctx.metrics.GetCounter("messages_in", "Messages received.", labels_)),
@@ -34,35 +78,47 @@ WireInput::WireInput(const OperatorContext& ctx, int64_t max_future_ns)
       status_(ctx.metrics.GetCounter("status_in", "Vehicle status messages received.", labels_)) {}
 
 WireInput::Outcome WireInput::Decode(std::string_view subject_text, const void* data, size_t size,
-                                     int64_t now_ns, std::optional<Body>& out) {
+                                     int64_t now_ns, std::optional<Body>& out,
+                                     std::vector<InputReject>* rejects) {
+  std::vector<InputReject> local;
+  std::vector<InputReject>& found = rejects != nullptr ? *rejects : local;
+  found.clear();
+  const auto reject_whole = [&](std::string reason) {
+    Count(reason, 1, subject_text);
+    found.push_back({std::move(reason), 0});
+    return Outcome::kRejected;
+  };
   messages_.Inc();
   const wire::Subject subject = wire::ParseSubject(subject_text);
-  if (subject.kind == wire::SubjectKind::kInvalid) {
-    Reject("bad_subject", subject_text);
-    return Outcome::kRejected;
-  }
+  if (subject.kind == wire::SubjectKind::kInvalid) return reject_whole("bad_subject");
+  if (size > max_payload_bytes_) return reject_whole("oversize");
   if (subject.kind == wire::SubjectKind::kStatus) {
     bool on = false;
     if (!wire::ParseStatus({static_cast<const char*>(data), size}, on)) {
-      Reject("bad_status", subject_text);
-      return Outcome::kRejected;
+      return reject_whole("bad_status");
     }
     status_.Inc();
     out.emplace(StatusEvent{std::string(subject.vehicle), on, now_ns});
     return Outcome::kEmit;
   }
+  if (!sensors_.empty() && !sensors_.contains(std::string(subject.sensor))) {
+    return reject_whole("unknown_sensor");
+  }
   SampleBatch batch;
   const wire::DecodeError err = wire::DecodeBatch(data, size, batch.points);
-  if (err != wire::DecodeError::kNone) {
-    Reject(std::string(wire::ToString(err)), subject_text);
-    return Outcome::kRejected;
-  }
+  if (err != wire::DecodeError::kNone) return reject_whole(std::string(wire::ToString(err)));
   const int64_t horizon = now_ns + max_future_ns_;
+  const int64_t oldest = max_past_ns_ > 0 ? now_ns - max_past_ns_ : 0;
   std::erase_if(batch.points, [&](const wire::Point& p) {
-    const char* reason = Invalid(p, horizon);
-    if (reason != nullptr) Reject(reason, subject_text);
-    return reason != nullptr;
+    const char* reason = Invalid(p, horizon, oldest);
+    if (reason == nullptr) return false;
+    auto it = std::find_if(found.begin(), found.end(),
+                           [&](const InputReject& r) { return r.reason == reason; });
+    if (it == found.end()) it = found.insert(found.end(), InputReject{reason, 0});
+    ++it->samples;
+    return true;
   });
+  for (const InputReject& r : found) Count(r.reason, r.samples, subject_text);
   if (batch.points.empty()) return Outcome::kNothingLeft;
   samples_.Inc(batch.points.size());
   batch.vehicle = subject.vehicle;
@@ -72,7 +128,7 @@ WireInput::Outcome WireInput::Decode(std::string_view subject_text, const void* 
   return Outcome::kEmit;
 }
 
-void WireInput::Reject(const std::string& reason, std::string_view subject) {
+void WireInput::Count(const std::string& reason, size_t n, std::string_view subject) {
   Counter* c;
   {
     std::lock_guard lock(reject_mu_);
@@ -84,7 +140,7 @@ void WireInput::Reject(const std::string& reason, std::string_view subject) {
     }
     c = slot;
   }
-  c->Inc();
+  c->Inc(n);
   static RateLimitedLog reject_log;
   reject_log.Log(
       id_ + "/" + reason, spdlog::level::warn, "rejected input",

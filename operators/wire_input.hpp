@@ -4,16 +4,36 @@
 /// nats_source and replay_source, so a replay decodes, validates and counts exactly as the live
 /// source did. Counts messages_in, samples_in, status_in and input_rejected{reason} under the
 /// node's labels; logs rejects with a rate limit. Thread-safe.
+///
+/// Reject reasons (metric label, dead-letter subject token):
+///   bad_subject, bad_status, empty, oversize, bad_identifier, malformed, unknown_sensor
+///     (the whole message);
+///   bad_timestamp, future_timestamp, past_timestamp, bad_position, non_finite_value
+///     (one sample; the message's other samples go on).
 
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
+#include <vector>
 
 #include "operator.hpp"
 
 namespace fleetflow {
+
+/// Adds the validation settings every source shares: max_future_ms, max_past_ms,
+/// max_payload_bytes, sensors.
+void AddWireInputFields(ConfigSpec& spec);
+/// The names AddWireInputFields adds (to carry them from one source's config to another's).
+const std::vector<std::string>& WireInputFieldNames();
+
+/// One reason a message, or some of its samples, was rejected.
+struct InputReject {
+  std::string reason;
+  size_t samples = 0;  // samples rejected for this reason; 0: the whole message
+};
 
 class WireInput {
  public:
@@ -23,19 +43,23 @@ class WireInput {
     kNothingLeft,     // a sample message whose every sample was rejected
   };
 
-  /// `max_future_ns`: samples more than this ahead of `now_ns` are rejected (future_timestamp).
-  WireInput(const OperatorContext& ctx, int64_t max_future_ns);
+  /// Reads the settings of AddWireInputFields from ctx.config.
+  explicit WireInput(const OperatorContext& ctx);
 
   /// Decodes one message received at `now_ns` (engine clock). A StatusEvent is stamped with
-  /// `now_ns`; a SampleBatch gets `received_ns = now_ns`.
+  /// `now_ns`; a SampleBatch gets `received_ns = now_ns`. When `rejects` is given it is
+  /// overwritten with what was rejected, one entry per reason.
   Outcome Decode(std::string_view subject, const void* data, size_t size, int64_t now_ns,
-                 std::optional<Body>& out);
+                 std::optional<Body>& out, std::vector<InputReject>* rejects = nullptr);
 
  private:
-  void Reject(const std::string& reason, std::string_view subject);
+  void Count(const std::string& reason, size_t n, std::string_view subject);
 
   const std::string id_;
   const int64_t max_future_ns_;
+  const int64_t max_past_ns_;  // 0: no limit
+  const size_t max_payload_bytes_;
+  const std::unordered_set<std::string> sensors_;  // empty: any sensor name
   Metrics& metrics_;
   const Labels labels_;
   Counter& messages_;

@@ -2,8 +2,11 @@
 #include <cmath>
 #include <limits>
 #include <mutex>
+#include <optional>
+#include <tuple>
 
 #include "harness.hpp"
+#include "jetstream.hpp"
 #include "nats_client.hpp"
 #include "servers.hpp"
 
@@ -36,10 +39,11 @@ class NatsSourceTest : public ::testing::Test {
     pub_ = nats::Connection::Connect(o);
   }
 
-  std::unique_ptr<OperatorHarness> Source() {
+  /// A source on vehicle.>; `extra` adds config fields (a JSON object's members, comma first).
+  std::unique_ptr<OperatorHarness> Source(const std::string& extra = "") {
     auto h = std::make_unique<OperatorHarness>(
-        "nats_source",
-        R"({"url": ")" + server_.url() + R"(", "subject": "vehicle.>", "max_future_ms": 60000})");
+        "nats_source", R"({"url": ")" + server_.url() +
+                           R"(", "subject": "vehicle.>", "max_future_ms": 60000)" + extra + "}");
     h->clock.now_ns = 1'700'000'000'000'000'000;
     return h;
   }
@@ -98,6 +102,149 @@ TEST_F(NatsSourceTest, DecodesSamplesAndStatusAndRejectsBadInputByReason) {
         << metrics;
   }
   EXPECT_EQ(h->Counter("samples_in"), 3u);
+}
+
+/// Collects messages of a subscription, thread-safe.
+struct Inbox {
+  struct Letter {
+    std::string subject, reason, samples, payload;
+  };
+  std::unique_ptr<nats::Subscription> sub;
+  std::mutex mu;
+  std::vector<Letter> letters;
+
+  Inbox(nats::Connection& conn, const std::string& subject) {
+    sub = conn.Subscribe(subject, "", [this](nats::Message&& m) {
+      std::lock_guard lock(mu);
+      letters.push_back({std::string(m.subject()), m.header("Fleetflow-Reject-Reason"),
+                         m.header("Fleetflow-Rejected-Samples"), std::string(m.text())});
+    });
+    conn.Flush(2000);
+  }
+  size_t size() {
+    std::lock_guard lock(mu);
+    return letters.size();
+  }
+  std::optional<Letter> Find(const std::string& subject) {
+    std::lock_guard lock(mu);
+    for (const auto& l : letters) {
+      if (l.subject == subject) return l;
+    }
+    return std::nullopt;
+  }
+};
+
+std::string Bytes(const std::vector<wire::Point>& points) {
+  const auto b = wire::EncodeBatch(points);
+  return {b.begin(), b.end()};
+}
+
+TEST_F(NatsSourceTest, DeadLettersEveryRejectWithItsReasonAndKeepsGoing) {
+  auto h = Source(R"(, "dead_letter": true, "max_payload_bytes": 4096, "max_past_ms": 86400000,
+                     "sensors": ["speed", "gps"])");
+  Inbox dead(*pub_, "deadletter.>");
+  SafeEmitter out;
+  h->op().Start(out);
+
+  const std::string mixed = Bytes({wire::Point{kNow - 2, 1, 3.0}, wire::Point{kNow, 2, INFINITY},
+                                   wire::Point{kNow - 1, 3, -INFINITY}});
+  const std::string old = Bytes({wire::Point{kNow - 2 * 86'400'000'000'000LL, 1, 1.0}});
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"vehicle.v2.speed", "garbage"},                         // bad_identifier
+      {"vehicle.v2.speed", ""},                                // empty
+      {"vehicle.v2.speed", std::string(5000, 'x')},            // oversize
+      {"vehicle.v2.torque", Bytes({wire::Point{kNow, 1, 1}})},  // unknown_sensor
+      {"vehicle.v2.a.b", Bytes({wire::Point{kNow, 1, 1}})},     // bad_subject
+      {"vehicle.v2.speed", old},                               // past_timestamp
+      {"vehicle.v2.speed", mixed},                             // 2 of 3 samples non-finite
+  };
+  for (const auto& [subject, payload] : bad) pub_->Publish(subject, payload);
+  Publish("vehicle.v2.speed", {wire::Point{kNow - 1, 9, 42.0}});
+  pub_->Flush(2000);
+
+  ASSERT_TRUE(WaitFor([&] { return dead.size() == bad.size(); }, 10s)) << dead.size();
+  ASSERT_TRUE(WaitFor([&] { return out.size() == 2; }, 10s)) << out.size();
+  h->op().Stop();
+
+  const std::vector<std::tuple<std::string, std::string, std::string>> expected = {
+      {"deadletter.bad_identifier.vehicle.v2.speed", "bad_identifier", ""},
+      {"deadletter.empty.vehicle.v2.speed", "empty", ""},
+      {"deadletter.oversize.vehicle.v2.speed", "oversize", ""},
+      {"deadletter.unknown_sensor.vehicle.v2.torque", "unknown_sensor", ""},
+      {"deadletter.bad_subject.vehicle.v2.a.b", "bad_subject", ""},
+      {"deadletter.past_timestamp.vehicle.v2.speed", "past_timestamp", "1"},
+      {"deadletter.non_finite_value.vehicle.v2.speed", "non_finite_value", "2"},
+  };
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const auto& [subject, reason, samples] = expected[i];
+    const auto letter = dead.Find(subject);
+    ASSERT_TRUE(letter.has_value()) << subject;
+    EXPECT_EQ(letter->reason, reason);
+    EXPECT_EQ(letter->samples, samples) << subject;
+    EXPECT_EQ(letter->payload, bad[i].second) << subject << ": the payload is kept unchanged";
+  }
+  // The good sample of the mixed batch and the last message went on.
+  const auto batches = Only<SampleBatch>(out.messages);
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_EQ(batches[0]->points.size(), 1u);
+  EXPECT_EQ(batches[0]->points[0].value, 3.0);
+  EXPECT_EQ(batches[1]->points[0].value, 42.0);
+  EXPECT_EQ(h->Counter("dead_letters"), bad.size());
+  EXPECT_EQ(h->Counter("dead_letter_failures"), 0u);
+  EXPECT_EQ(h->Counter("input_rejected"), 8u);  // 5 whole messages + 1 + 2 samples
+}
+
+TEST_F(NatsSourceTest, JetStreamStoresTheDeadLetterBeforeTerminatingTheOriginal) {
+  auto h = Source(R"(, "delivery": "jetstream", "subject": "vehicle.*.*", "dead_letter": true,
+                     "fetch_expiry_ms": 100, "ack_wait_ms": 1000)");
+  SafeEmitter out;
+  h->op().Start(out);
+  pub_->Publish("vehicle.v3.speed", "garbage");
+  Publish("vehicle.v3.speed", {wire::Point{kNow - 1, 9, 42.0}});
+  pub_->Flush(2000);
+  ASSERT_TRUE(WaitFor([&] { return out.size() == 1; }, 10s));
+  for (const auto& m : Only<SampleBatch>(out.messages)) m->ack();
+
+  nats::JetStream js(*pub_);
+  nats::ConsumerOptions reader;
+  reader.stream = "DEADLETTER";
+  reader.durable = "test-reader";
+  reader.filter_subject = "deadletter.>";
+  auto consumer = js.PullSubscribe(reader);
+  const auto letters = consumer->Fetch(10, 2000);
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0]->subject(), "deadletter.bad_identifier.vehicle.v3.speed");
+  EXPECT_EQ(std::string(static_cast<const char*>(letters[0]->data()), letters[0]->size()),
+            "garbage");
+
+  // Terminated, not redelivered: after more than ack_wait nothing is pending or received again.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return js.ConsumerPending("TELEMETRY", "fleetflow") == std::pair<uint64_t, uint64_t>{0, 0};
+      },
+      10s));
+  const uint64_t seen = h->Counter("messages_in");
+  EXPECT_FALSE(WaitFor([&] { return h->Counter("messages_in") > seen; }, 1500ms));
+  h->op().Stop();
+  EXPECT_EQ(seen, 2u);
+}
+
+TEST_F(NatsSourceTest, JetStreamKeepsABadMessageWhoseDeadLetterCannotBeStored) {
+  nats::JetStream js(*pub_);
+  js.EnsureStream(nats::StreamOptions{});  // TELEMETRY, but no dead-letter stream
+  auto h = Source(R"(, "delivery": "jetstream", "subject": "vehicle.*.*", "dead_letter": true,
+                     "create_stream": false, "fetch_expiry_ms": 100)");
+  SafeEmitter out;
+  h->op().Start(out);
+  pub_->Publish("vehicle.v4.speed", "garbage");
+  pub_->Flush(2000);
+  // Each failed dead letter leaves the message to be delivered again (after 1 s).
+  ASSERT_TRUE(WaitFor([&] { return h->Counter("dead_letter_failures") >= 2; }, 10s));
+  EXPECT_GE(h->Counter("messages_in"), 2u);
+  EXPECT_EQ(js.ConsumerPending("TELEMETRY", "fleetflow").first +
+                js.ConsumerPending("TELEMETRY", "fleetflow").second,
+            1u);
+  h->op().Stop();
 }
 
 TEST_F(NatsSourceTest, WorkersInOneQueueGroupShareTheMessages) {

@@ -1,0 +1,57 @@
+#pragma once
+/// Dead-lettering of bad input for nats_source: a rejected message is published, unchanged, to
+/// <prefix>.<reason>.<original subject> with the reason in the Fleetflow-Reject-Reason header
+/// (and, when only some samples were bad, their number in Fleetflow-Rejected-Samples).
+///
+/// With JetStream delivery the dead letter goes to a stream (created on <prefix>.> when missing
+/// and the source creates streams) and the server's acknowledgement is awaited, so the original
+/// message is terminated only once its dead letter is stored: nothing acknowledged is lost.
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "jetstream.hpp"
+#include "nats_client.hpp"
+#include "operator.hpp"
+#include "wire_input.hpp"
+
+namespace fleetflow {
+
+inline constexpr char kRejectReasonHeader[] = "Fleetflow-Reject-Reason";
+inline constexpr char kRejectedSamplesHeader[] = "Fleetflow-Rejected-Samples";
+
+/// Adds dead_letter, dead_letter_prefix, dead_letter_stream to `spec`.
+void AddDeadLetterFields(ConfigSpec& spec);
+
+class DeadLetters {
+ public:
+  /// Reads the settings of AddDeadLetterFields from ctx.config. Disabled when dead_letter is
+  /// false; then Publish only returns true.
+  explicit DeadLetters(const OperatorContext& ctx);
+
+  bool enabled() const { return enabled_; }
+
+  /// Starts publishing on `conn`; with `js`, through JetStream (creating the dead-letter stream
+  /// when `create_stream`).
+  void Start(nats::Connection& conn, nats::JetStream* js, bool create_stream);
+
+  /// Publishes one dead letter per reject of the message. Returns false when one could not be
+  /// published (counted in dead_letter_failures); the caller must not drop the original then.
+  bool Publish(std::string_view subject, const void* data, size_t size,
+               const std::vector<InputReject>& rejects);
+
+ private:
+  const std::string node_;
+  const bool enabled_;
+  const std::string prefix_;
+  const std::string stream_;
+  Metrics& metrics_;
+  const Labels labels_;
+  Counter& failures_;
+  nats::Connection* conn_ = nullptr;
+  nats::JetStream* js_ = nullptr;
+};
+
+}  // namespace fleetflow
