@@ -10,6 +10,12 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nats-server postgresql-15 postgresql-client-15 procps iproute2
 )
+# tests/deploy: openssl makes TLS certificates, Node.js runs the manifest checks (npm installs
+# their pinned packages), kubectl's built-in kustomize renders deploy/k8s. npm and kubectl are
+# only added when missing, so one installed another way (e.g. NodeSource) is not replaced.
+PACKAGES+=(openssl nodejs)
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
+command -v kubectl >/dev/null 2>&1 || PACKAGES+=(kubernetes-client)
 
 usage() {
   cat <<'EOF'

@@ -1,0 +1,241 @@
+#!/usr/bin/env node
+// Generates fleet-users.conf (included by nats-server.conf) and one NKey seed file per user:
+// vehicle-<id> for each vehicle, engine (the fleetflow workers) and ops (fleetctl).
+//
+//   node deploy/nats/generate-users.mjs --out DIR (--vehicles ID,ID,... | --vehicle-count N)
+//        [--stream TELEMETRY] [--durable fleetflow] [--buckets telemetry,fleetflow_members]
+//
+// DIR/fleet-users.conf holds public keys and permissions only (not secret: a ConfigMap is fine).
+// DIR/seeds/<user>.nk are the private seeds (mode 0600): give each vehicle its own, the engine
+// its own (Secret fleetflow-nats, key engine.nk). A seed that already exists is kept, so running
+// the script again with more vehicles keeps every key already handed out.
+// Needs only Node.js (ed25519 from node:crypto); nothing is downloaded.
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+
+const usage = `usage: generate-users.mjs --out DIR (--vehicles ID,ID,... | --vehicle-count N)
+       [--stream TELEMETRY] [--durable fleetflow] [--buckets telemetry,fleetflow_members]`;
+
+function parseArgs(argv) {
+  const a = { stream: "TELEMETRY", durable: "fleetflow", buckets: "telemetry,fleetflow_members" };
+  for (let i = 0; i < argv.length; i++) {
+    const key = argv[i];
+    if (key === "-h" || key === "--help") {
+      console.log(usage);
+      process.exit(0);
+    }
+    const value = argv[++i];
+    if (!key.startsWith("--") || value === undefined) fail(`bad argument ${key}\n${usage}`);
+    a[key.slice(2).replace(/-([a-z])/g, (_, c) => c.toUpperCase())] = value;
+  }
+  if (!a.out) fail(`--out is required\n${usage}`);
+  if (a.vehicles) {
+    a.vehicleIds = a.vehicles.split(",").filter((v) => v);
+  } else if (a.vehicleCount) {
+    const n = Number(a.vehicleCount);
+    if (!Number.isInteger(n) || n < 0) fail("--vehicle-count must be a whole number");
+    a.vehicleIds = Array.from({ length: n }, (_, i) => String(i + 1));
+  } else {
+    fail(`give --vehicles or --vehicle-count\n${usage}`);
+  }
+  // The wire contract's token rule (docs: 1-64 of [A-Za-z0-9_-]); also keeps subjects literal.
+  for (const id of a.vehicleIds) {
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) fail(`vehicle id '${id}' is not 1-64 of [A-Za-z0-9_-]`);
+  }
+  for (const name of [a.stream, a.durable, ...a.buckets.split(",")]) {
+    if (!/^[A-Za-z0-9_-]+$/.test(name)) fail(`'${name}' is not a valid stream/consumer/bucket name`);
+  }
+  a.bucketNames = a.buckets.split(",").filter((b) => b);
+  return a;
+}
+
+function fail(message) {
+  console.error(`generate-users.mjs: ${message}`);
+  process.exit(2);
+}
+
+// --- NKeys (github.com/nats-io/nkeys): base32 of prefix byte(s) + key + CRC-16/XMODEM (LE) ---
+const PREFIX_SEED = 18 << 3;
+const PREFIX_USER = 20 << 3;
+const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+function crc16(bytes) {
+  let crc = 0;
+  for (const b of bytes) {
+    crc ^= b << 8;
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc;
+}
+
+function base32Encode(bytes) {
+  let bits = 0;
+  let value = 0;
+  let out = "";
+  for (const b of bytes) {
+    value = (value << 8) | b;
+    bits += 8;
+    while (bits >= 5) {
+      out += BASE32[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out += BASE32[(value << (5 - bits)) & 31];
+  return out;
+}
+
+function base32Decode(text) {
+  let bits = 0;
+  let value = 0;
+  const out = [];
+  for (const ch of text) {
+    const v = BASE32.indexOf(ch);
+    if (v < 0) throw new Error("not base32");
+    value = (value << 5) | v;
+    bits += 5;
+    if (bits >= 8) {
+      out.push((value >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  return Buffer.from(out);
+}
+
+function withCrc(raw) {
+  const crc = crc16(raw);
+  return Buffer.concat([raw, Buffer.from([crc & 0xff, crc >> 8])]);
+}
+
+function encodeSeed(seed32) {
+  const raw = Buffer.concat([
+    Buffer.from([PREFIX_SEED | (PREFIX_USER >> 5), (PREFIX_USER & 31) << 3]),
+    seed32,
+  ]);
+  return base32Encode(withCrc(raw));
+}
+
+function decodeSeed(text) {
+  const raw = base32Decode(text.trim());
+  const body = raw.subarray(0, raw.length - 2);
+  const crc = raw[raw.length - 2] | (raw[raw.length - 1] << 8);
+  if (raw.length !== 36 || crc16(body) !== crc || body[0] !== (PREFIX_SEED | (PREFIX_USER >> 5))) {
+    throw new Error("not a user NKey seed");
+  }
+  return body.subarray(2);
+}
+
+const PKCS8_ED25519 = Buffer.from("302e020100300506032b657004220420", "hex");
+
+function publicKeyOf(seed32) {
+  const privateKey = crypto.createPrivateKey({
+    key: Buffer.concat([PKCS8_ED25519, seed32]),
+    format: "der",
+    type: "pkcs8",
+  });
+  const spki = crypto.createPublicKey(privateKey).export({ format: "der", type: "spki" });
+  return base32Encode(withCrc(Buffer.concat([Buffer.from([PREFIX_USER]), spki.subarray(-32)])));
+}
+
+/// The user's seed file: kept when it exists, created (0600) otherwise. Returns the public key.
+function userKey(seedDir, user) {
+  const file = path.join(seedDir, `${user}.nk`);
+  let seed32;
+  if (fs.existsSync(file)) {
+    try {
+      seed32 = decodeSeed(fs.readFileSync(file, "utf8"));
+    } catch (e) {
+      fail(`${file}: ${e.message}`);
+    }
+  } else {
+    seed32 = crypto.randomBytes(32);
+    fs.writeFileSync(file, `${encodeSeed(seed32)}\n`, { mode: 0o600 });
+  }
+  return publicKeyOf(seed32);
+}
+
+// --- permissions ---
+const q = (s) => JSON.stringify(s);
+const list = (subjects) => `[${subjects.map(q).join(", ")}]`;
+
+function vehiclePermissions(id) {
+  return {
+    // Samples and status only: vehicle.<id>.<sensor> and vehicle.<id>.status (three tokens; the
+    // four-token command subjects are not the vehicle's to publish).
+    publish: [`vehicle.${id}.*`],
+    // Its own commands and the fleet-wide status request (firmware/control.hpp).
+    subscribe: [`vehicle.${id}.cmd.*`, "fleet.cmd.status"],
+  };
+}
+
+function enginePermissions({ stream, durable, bucketNames }) {
+  const publish = [
+    "$JS.API.INFO",
+    "$JS.API.STREAM.NAMES",
+    // The telemetry stream (created on first start when missing) and its durable consumer.
+    `$JS.API.STREAM.INFO.${stream}`,
+    `$JS.API.STREAM.CREATE.${stream}`,
+    `$JS.API.CONSUMER.INFO.${stream}.${durable}`,
+    `$JS.API.CONSUMER.CREATE.${stream}.${durable}`,
+    `$JS.API.CONSUMER.CREATE.${stream}.${durable}.>`,
+    `$JS.API.CONSUMER.DURABLE.CREATE.${stream}.${durable}`,
+    `$JS.API.CONSUMER.MSG.NEXT.${stream}.${durable}`,
+    `$JS.ACK.${stream}.${durable}.>`,
+  ];
+  for (const bucket of bucketNames) {
+    const s = `KV_${bucket}`;
+    publish.push(
+      `$JS.API.STREAM.INFO.${s}`,
+      `$JS.API.STREAM.CREATE.${s}`,
+      `$JS.API.STREAM.MSG.GET.${s}`,
+      `$JS.API.DIRECT.GET.${s}.>`,
+      // Watches: ephemeral ordered consumers, their flow control, their removal.
+      `$JS.API.CONSUMER.CREATE.${s}`,
+      `$JS.API.CONSUMER.CREATE.${s}.>`,
+      `$JS.API.CONSUMER.INFO.${s}.>`,
+      `$JS.API.CONSUMER.DELETE.${s}.>`,
+      `$JS.FC.${s}.>`,
+      `$KV.${bucket}.>`,
+    );
+  }
+  // Replies to its API requests, KV acknowledgements and watch deliveries arrive on inboxes.
+  return { publish, subscribe: ["_INBOX.>"] };
+}
+
+function opsPermissions() {
+  // fleetctl: commands to any vehicle, replies on its inboxes.
+  return { publish: ["vehicle.*.cmd.*", "fleet.cmd.status"], subscribe: ["_INBOX.>"] };
+}
+
+function userEntry(comment, nkey, perms, allowResponses) {
+  const lines = [
+    `    # ${comment}`,
+    `    { nkey: ${nkey}`,
+    `      permissions: {`,
+    `        publish: { allow: ${list(perms.publish)} }`,
+    `        subscribe: { allow: ${list(perms.subscribe)} }`,
+  ];
+  if (allowResponses) lines.push("        allow_responses: { max: 1, expires: \"10s\" }");
+  lines.push("      } }");
+  return lines.join("\n");
+}
+
+const a = parseArgs(process.argv.slice(2));
+const seedDir = path.join(a.out, "seeds");
+fs.mkdirSync(seedDir, { recursive: true, mode: 0o700 });
+const entries = [
+  userEntry("engine: fleetflow workers", userKey(seedDir, "engine"), enginePermissions(a), false),
+  userEntry("ops: fleetctl", userKey(seedDir, "ops"), opsPermissions(), false),
+];
+for (const id of a.vehicleIds) {
+  // allow_responses: a vehicle answers each fleetctl request once, on its reply subject.
+  entries.push(userEntry(`vehicle ${id}`, userKey(seedDir, `vehicle-${id}`), vehiclePermissions(id), true));
+}
+const conf = `# Generated by deploy/nats/generate-users.mjs: ${a.vehicleIds.length} vehicles, engine, ops.
+# Public keys and permissions only; the seeds are in seeds/ (secret).
+users = [
+${entries.join("\n")}
+]
+`;
+fs.writeFileSync(path.join(a.out, "fleet-users.conf"), conf);
+console.log(`generate-users.mjs: wrote ${path.join(a.out, "fleet-users.conf")} (${entries.length} users), seeds in ${seedDir}`);
