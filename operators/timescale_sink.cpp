@@ -79,6 +79,7 @@ struct SinkConfig {
   std::string table;
   std::vector<Column> columns;
   size_t batch_rows = 5000;
+  size_t max_pending_rows = 100000;
   int64_t flush_ns = 0;
   Millis retry_initial{100};
   Millis retry_max{10000};
@@ -157,6 +158,12 @@ SinkConfig ParseConfig(const Config& c) {
   }
 
   s.batch_rows = static_cast<size_t>(std::max<int64_t>(1, c.Integer("batch_rows", 5000)));
+  s.max_pending_rows = static_cast<size_t>(
+      std::max<int64_t>(1, c.Integer("max_pending_rows", 100000)));
+  if (s.max_pending_rows < s.batch_rows) {
+    ConfigError("max_pending_rows",
+                "must be at least batch_rows (" + std::to_string(s.batch_rows) + ")");
+  }
   s.flush_ns = std::max<int64_t>(0, c.Integer("flush_ms", 1000)) * 1'000'000;
   s.retry_initial = Millis(std::max<int64_t>(1, c.Integer("retry_initial_ms", 100)));
   s.retry_max = Millis(c.Integer("retry_max_ms", 10000));
@@ -204,9 +211,13 @@ class TimescaleSink final : public Operator {
                                                  "Duration of the last committed write transaction",
                                                  ctx.labels())),
         pending_rows_(ctx.metrics.GetGauge("sink_pending_rows", "Rows buffered, not yet written",
-                                           ctx.labels())) {
+                                           ctx.labels())),
+        blocked_(ctx.metrics.GetGauge(
+            "sink_blocked",
+            "1 while the sink holds max_pending_rows and waits for PostgreSQL (backpressure)",
+            ctx.labels())) {
     upsert_sql_ = BuildUpsert();
-    connect_backoff_ = cfg_.retry_initial;
+    backoff_ = cfg_.retry_initial;
     try {
       EnsureConnected();
     } catch (const pg::Error& e) {
@@ -218,7 +229,7 @@ class TimescaleSink final : public Operator {
           "{} '{}': PostgreSQL is not reachable yet ({}); rows are held and the "
           "connection is retried",
           kName, node_, e.what());
-      next_connect_ = SteadyClock::now() + connect_backoff_;
+      next_attempt_ = SteadyClock::now() + backoff_;
     } catch (const SetupError& e) {
       throw std::runtime_error(std::string(kName) + ": " + e.what());
     }
@@ -235,16 +246,15 @@ class TimescaleSink final : public Operator {
   void Process(const Message& in, Emitter& out) override {
     if (const auto* batch = std::get_if<WindowBatch>(in.get())) {
       Buffer(*batch);
-      while (pending_.size() >= cfg_.batch_rows) {
-        WriteFront(cfg_.batch_rows, std::nullopt);
-      }
+      Flush(/*all=*/false);
+      if (pending_.size() > cfg_.max_pending_rows) HoldUntilRoom();
     } else if (const auto* tick = std::get_if<Tick>(in.get())) {
       if (tick->drain) {
         Drain();
       } else if (!pending_.empty() &&
                  tick->now_ns - pending_.front().buffered_ns >= cfg_.flush_ns) {
-        while (!pending_.empty()) WriteFront(cfg_.batch_rows, std::nullopt);
-      } else if (!ready_.load() && SteadyClock::now() >= next_connect_) {
+        Flush(/*all=*/true);
+      } else if (!ready_.load() && SteadyClock::now() >= next_attempt_) {
         RetryConnect();
       }
       out.Emit(in);
@@ -319,51 +329,71 @@ class TimescaleSink final : public Operator {
     return out;
   }
 
-  /// Writes (up to) the first `n` pending rows, retrying until it succeeds or `deadline` passes.
-  /// Returns false when it gave up; the rows stay pending then.
-  bool WriteFront(size_t n, std::optional<SteadyClock::time_point> deadline) {
-    n = std::min(n, pending_.size());
+  /// Writes pending rows in batches: all of them, or only full batches. A failure leaves the
+  /// rows pending and sets the time of the next attempt; until then Flush does nothing, so the
+  /// pipeline goes on while the rows fit in max_pending_rows.
+  void Flush(bool all) {
+    while (!pending_.empty() && (all || pending_.size() >= cfg_.batch_rows) &&
+           SteadyClock::now() >= next_attempt_) {
+      if (!TryWriteFront()) return;
+    }
+  }
+
+  /// Backpressure: more than max_pending_rows are held, so the sink stops taking window rows
+  /// (the graph's queues fill and the sources stop fetching) until PostgreSQL takes a batch.
+  void HoldUntilRoom() {
+    blocked_.Set(1);
+    spdlog::warn("{} '{}': {} rows held (max_pending_rows {}); waiting for PostgreSQL", kName,
+                 node_, pending_.size(), cfg_.max_pending_rows);
+    while (pending_.size() > cfg_.max_pending_rows) {
+      std::this_thread::sleep_until(next_attempt_);
+      TryWriteFront();
+    }
+    blocked_.Set(0);
+  }
+
+  /// One attempt to write (up to) the first batch_rows pending rows. On failure the rows stay
+  /// pending and the next attempt waits for the backoff, which doubles up to retry_max_ms.
+  bool TryWriteFront() {
+    const size_t n = std::min(cfg_.batch_rows, pending_.size());
     std::vector<pg::ValuesRow> chunk;
     chunk.reserve(n);
     for (size_t i = 0; i < n; ++i) chunk.push_back(pending_[i].row);
     chunk = Dedup(std::move(chunk));
-
-    Millis backoff = cfg_.retry_initial;
-    for (int attempt = 0;; ++attempt) {
-      try {
-        EnsureConnected();
-        const auto start = SteadyClock::now();
-        conn_->CopyViaStaging(kStaging, chunk, upsert_sql_);
-        last_batch_seconds_.Set(std::chrono::duration<double>(SteadyClock::now() - start).count());
-        batches_.Inc();
-        rows_written_.Inc(chunk.size());
-        pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(n));
-        pending_rows_.Set(static_cast<double>(pending_.size()));
-        if (attempt > 0) {
-          spdlog::info("{} '{}': wrote {} rows after {} retries", kName, node_, chunk.size(),
-                       attempt);
-        }
-        return true;
-      } catch (const std::runtime_error& e) {  // pg::Error, SetupError
-        Disconnect();
-        if (deadline && SteadyClock::now() + backoff > *deadline) {
-          spdlog::error("{} '{}': giving up writing {} rows: {}", kName, node_, chunk.size(),
-                        e.what());
-          return false;
-        }
-        retries_.Inc();
-        spdlog::warn("{} '{}': writing {} rows failed (attempt {}), retrying in {} ms: {}", kName,
-                     node_, chunk.size(), attempt + 1, backoff.count(), e.what());
-        std::this_thread::sleep_for(backoff);
-        backoff = std::min(backoff * 2, cfg_.retry_max);
+    try {
+      EnsureConnected();
+      const auto start = SteadyClock::now();
+      conn_->CopyViaStaging(kStaging, chunk, upsert_sql_);
+      last_batch_seconds_.Set(std::chrono::duration<double>(SteadyClock::now() - start).count());
+      batches_.Inc();
+      rows_written_.Inc(chunk.size());
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(n));
+      pending_rows_.Set(static_cast<double>(pending_.size()));
+      if (failures_ > 0) {
+        spdlog::info("{} '{}': writing again after {} failed attempts; {} rows pending", kName,
+                     node_, failures_, pending_.size());
       }
+      failures_ = 0;
+      backoff_ = cfg_.retry_initial;
+      return true;
+    } catch (const std::runtime_error& e) {  // pg::Error, SetupError
+      Disconnect();
+      ++failures_;
+      retries_.Inc();
+      spdlog::warn("{} '{}': writing {} rows failed (attempt {}), {} rows held, next attempt in "
+                   "{} ms: {}",
+                   kName, node_, chunk.size(), failures_, pending_.size(), backoff_.count(),
+                   e.what());
+      next_attempt_ = SteadyClock::now() + backoff_;
+      backoff_ = std::min(backoff_ * 2, cfg_.retry_max);
+      return false;
     }
   }
 
   void Drain() {
     const auto deadline = SteadyClock::now() + cfg_.drain_timeout;
     while (!pending_.empty()) {
-      if (!WriteFront(cfg_.batch_rows, deadline)) {
+      if (next_attempt_ > deadline) {
         spdlog::error(
             "{} '{}': drain: PostgreSQL unreachable for {} ms; {} rows were NOT written "
             "and are counted in sink_rows_dropped",
@@ -371,7 +401,10 @@ class TimescaleSink final : public Operator {
         rows_dropped_.Inc(pending_.size());
         pending_.clear();
         pending_rows_.Set(0);
+        return;
       }
+      std::this_thread::sleep_until(next_attempt_);
+      TryWriteFront();
     }
   }
 
@@ -388,19 +421,19 @@ class TimescaleSink final : public Operator {
     PrepareTable(*conn);
     conn_ = std::move(conn);
     ready_.store(true);
-    connect_backoff_ = cfg_.retry_initial;
   }
 
   void RetryConnect() {
     try {
       EnsureConnected();
+      backoff_ = cfg_.retry_initial;
     } catch (const std::runtime_error& e) {
       retries_.Inc();
       spdlog::warn(
           "{} '{}': cannot connect to or prepare PostgreSQL yet, next attempt in {} ms: {}", kName,
-          node_, connect_backoff_.count(), e.what());
-      next_connect_ = SteadyClock::now() + connect_backoff_;
-      connect_backoff_ = std::min(connect_backoff_ * 2, cfg_.retry_max);
+          node_, backoff_.count(), e.what());
+      next_attempt_ = SteadyClock::now() + backoff_;
+      backoff_ = std::min(backoff_ * 2, cfg_.retry_max);
     }
   }
 
@@ -536,13 +569,15 @@ class TimescaleSink final : public Operator {
   Counter& rows_dropped_;
   Gauge& last_batch_seconds_;
   Gauge& pending_rows_;
+  Gauge& blocked_;
 
   std::string upsert_sql_;
   std::unique_ptr<pg::Connection> conn_;
   std::atomic<bool> ready_{false};
   std::deque<Pending> pending_;
-  Millis connect_backoff_{100};
-  SteadyClock::time_point next_connect_{};
+  Millis backoff_{100};                     // wait after the next failure
+  SteadyClock::time_point next_attempt_{};  // no write or connect before
+  int failures_ = 0;                        // consecutive failed attempts
 };
 
 ConfigSpec Spec() {
@@ -603,6 +638,14 @@ ConfigSpec Spec() {
                "pending.")
       .Default(int64_t{5000})
       .Min(1);
+  spec.Integer("max_pending_rows",
+               "Rows held in memory while PostgreSQL is unreachable or slow (about 150 bytes "
+               "each with five columns). The pipeline goes on until this many are held; then "
+               "the sink stops taking rows until PostgreSQL takes a batch, which fills the "
+               "graph's queues and stops the sources (JetStream keeps the messages). At least "
+               "batch_rows.")
+      .Default(int64_t{100000})
+      .Min(1);
   spec.Integer("flush_ms",
                "Longest time a row waits in the buffer: pending rows are written at the first "
                "Tick at least this long after the oldest arrived. 0: at every Tick.")
@@ -620,7 +663,7 @@ ConfigSpec Spec() {
                "At shutdown (drain), how long to keep retrying while PostgreSQL is unreachable "
                "before giving up; rows given up on are logged as an error and counted in "
                "sink_rows_dropped. Outside a drain the sink retries without limit, holding "
-               "the rows and slowing the pipeline down.")
+               "up to max_pending_rows rows and then slowing the pipeline down.")
       .Default(int64_t{30000})
       .Min(0);
   spec.String("timescaledb",

@@ -521,27 +521,65 @@ TEST_F(TimescaleSinkPg, DrainFlushesAndForwardsTheTick) {
 }
 
 TEST_F(TimescaleSinkPg, RowsPendingWhilePostgresIsDownArriveAfterRestart) {
-  OperatorHarness h("timescale_sink", Config(R"("flush_ms":0)"));
+  OperatorHarness h("timescale_sink",
+                    Config(R"("flush_ms":0,"retry_initial_ms":20,"retry_max_ms":100)"));
   ASSERT_TRUE(h.op().Ready());
   h.Feed(SpeedBatch(WindowT(), 5));
   server_->Stop();
 
-  std::atomic<bool> done{false};
-  std::thread writer([&] {
-    h.TickAt(WindowT());  // blocks, retrying, until PostgreSQL is back
-    done = true;
-  });
-  EXPECT_TRUE(
-      testing::WaitFor([&] { return h.Counter("sink_retries") >= 2; }, std::chrono::seconds(20)));
-  EXPECT_FALSE(done.load());
+  // While PostgreSQL is down, Ticks keep flowing: each retries at most once per backoff and
+  // returns at once, holding the rows.
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        EXPECT_EQ(testing::Only<Tick>(h.TickAt(WindowT())).size(), 1u);
+        return h.Counter("sink_retries") >= 3;
+      },
+      std::chrono::seconds(20)));
+  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 5.0);
+  EXPECT_EQ(h.metrics.GaugeSum("sink_blocked"), 0.0);
+  EXPECT_FALSE(h.op().Ready());
+
   server_->Start();
-  const bool finished = testing::WaitFor([&] { return done.load(); }, std::chrono::seconds(30));
-  writer.join();
-  ASSERT_TRUE(finished);
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        h.TickAt(WindowT());
+        return h.Counter("sink_rows_written") == 5;
+      },
+      std::chrono::seconds(30)));
   EXPECT_EQ(Count(), 5);
-  EXPECT_EQ(h.Counter("sink_rows_written"), 5u);
   EXPECT_EQ(h.Counter("sink_rows_dropped"), 0u);
   EXPECT_TRUE(h.op().Ready());
+}
+
+TEST_F(TimescaleSinkPg, HoldsUpToMaxPendingRowsThenBlocksUntilPostgresIsBack) {
+  OperatorHarness h(
+      "timescale_sink",
+      Config(R"("batch_rows":2,"max_pending_rows":4,"flush_ms":3600000,"retry_initial_ms":20,)"
+             R"("retry_max_ms":100)"));
+  server_->Stop();
+  h.Feed(SpeedBatch(WindowT(), 3));  // within the bound: returns, holding the rows
+  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 3.0);
+  EXPECT_EQ(h.metrics.GaugeSum("sink_blocked"), 0.0);
+
+  std::atomic<bool> done{false};
+  std::thread feeder([&] {
+    h.Feed(SpeedBatch(WindowT() + 1000 * kMs, 3));  // 6 > 4: blocks (backpressure)
+    done = true;
+  });
+  const bool blocked = testing::WaitFor(
+      [&] { return h.metrics.GaugeSum("sink_blocked") == 1.0; }, std::chrono::seconds(10));
+  const bool returned_early = done.load();
+  server_->Start();
+  const bool finished = testing::WaitFor([&] { return done.load(); }, std::chrono::seconds(30));
+  feeder.join();
+  ASSERT_TRUE(blocked);
+  EXPECT_FALSE(returned_early);
+  ASSERT_TRUE(finished);
+  EXPECT_EQ(h.metrics.GaugeSum("sink_blocked"), 0.0);
+  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 4.0);  // one batch made room
+  h.TickAt(WindowT(), /*drain=*/true);
+  EXPECT_EQ(Count(), 6);
+  EXPECT_EQ(h.Counter("sink_rows_dropped"), 0u);
 }
 
 TEST_F(TimescaleSinkPg, StartsWhilePostgresIsDownAndConnectsLater) {
