@@ -1,0 +1,191 @@
+// End-to-end latency: from a sample's event time to its row being in PostgreSQL, at a fixed load.
+//
+// fleet-sim (child process) publishes in real time at --rate samples/s (its default sensors,
+// scaled by --target-rate, batched every 100 ms) to a nats-server started here; one fleetflow
+// worker runs the default pipeline's shape (nats_source core -> keyed_last_value memory ->
+// window_join 1 s windows, allowed lateness 500 ms -> timescale_sink) into a throwaway
+// PostgreSQL started here, for each --flush-ms value of the sink (the sink's default is 1000).
+//
+// Commit time: once the sink has created its table, the bench adds a column
+// `committed_at timestamptz DEFAULT clock_timestamp()`; the sink's upsert names its columns, so
+// every inserted row gets the server's clock at the moment the INSERT wrote it (within the
+// transaction that commits right after; the commit itself is not included, a few ms at most on
+// this local, fsync=off server). fleet-sim, the engine and PostgreSQL share one machine clock.
+//
+// A row for window time T holds samples from (T - 1 s, T] (and brackets T with the next one), so
+// its oldest sample's event time is T - every: latency = committed_at - (T - every) is the
+// latency of the row's oldest sample, the figure the goal bounds (p99 <= every + allowed
+// lateness + 250 ms). committed_at - T is reported too. Only windows in the steady part of the
+// run count (from 2 s after fleet-sim's start to 2 s before its end).
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_util.hpp"
+#include "builtin.hpp"
+#include "clock.hpp"
+#include "metrics.hpp"
+#include "runtime.hpp"
+#include "servers.hpp"
+
+namespace fleetflow::bench {
+namespace {
+
+constexpr int64_t kEveryMs = 1000;
+constexpr int64_t kLatenessMs = 500;
+
+struct Settings {
+  int vehicles = 1000;
+  double rate = 50'000;
+  double duration_s = 20;
+  std::vector<int> flush_ms = {1000, 100};
+  std::string fleet_sim;
+  std::string scale = "custom";
+  std::string csv;
+  std::string summary;
+};
+
+std::string PipelineJson(const std::string& url, const std::string& conninfo, int flush_ms) {
+  return R"({"name": "bench-latency", "nodes": [
+  {"id": "telemetry", "type": "nats_source", "config": {"url": ")" +
+         url + R"(", "subject": "vehicle.*.*", "queue_group": "fleetflow"}},
+  {"id": "last_values", "type": "keyed_last_value", "inputs": ["telemetry"], "config": {"keep": 4}},
+  {"id": "windows", "type": "window_join", "inputs": ["last_values"], "config": {
+    "every_ms": )" + std::to_string(kEveryMs) +
+         R"(, "allowed_lateness_ms": )" + std::to_string(kLatenessMs) +
+         R"(, "max_gap_ms": 2000, "sensors": ["gps", "speed", "soc", "torque"]}},
+  {"id": "database", "type": "timescale_sink", "inputs": ["windows"], "config": {
+    "conninfo": ")" + conninfo +
+         R"(", "table": "vehicle_telemetry", "flush_ms": )" + std::to_string(flush_ms) +
+         R"(, "columns": [
+      {"name": "lat", "sensor": "gps", "field": "lat", "interpolation": "linear"},
+      {"name": "lon", "sensor": "gps", "field": "lon", "interpolation": "linear"},
+      {"name": "speed", "sensor": "speed", "interpolation": "linear"},
+      {"name": "soc", "sensor": "soc", "interpolation": "previous"},
+      {"name": "torque", "sensor": "torque", "interpolation": "linear"}]}}]})";
+}
+
+std::vector<double> Column(const std::string& text) {
+  std::vector<double> v;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) v.push_back(std::stod(line));
+  }
+  return v;
+}
+
+int Main(int argc, char** argv) {
+  Settings s;
+  CLI::App app{"End-to-end latency (event time to row in PostgreSQL) at a fixed load"};
+  app.add_option("--vehicles", s.vehicles)->capture_default_str();
+  app.add_option("--rate", s.rate, "Samples/s fleet-sim sends in real time")->capture_default_str();
+  app.add_option("--duration", s.duration_s, "Seconds of each run")->capture_default_str();
+  app.add_option("--flush-ms", s.flush_ms, "timescale_sink flush_ms values, one run each")
+      ->capture_default_str();
+  app.add_option("--fleet-sim", s.fleet_sim, "Path of fleet-sim (default: this build's)");
+  app.add_option("--scale", s.scale)->capture_default_str();
+  app.add_option("--csv", s.csv);
+  app.add_option("--summary", s.summary);
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::warn);
+  if (s.fleet_sim.empty()) s.fleet_sim = DefaultFleetSimPath();
+  if (s.fleet_sim.empty() || !testing::NatsServer::Available() ||
+      !testing::PostgresServer::Available()) {
+    std::cerr << "needs fleet-sim (this build), nats-server and PostgreSQL (scripts/deps.sh)\n";
+    return 1;
+  }
+  testing::NatsServer nats;
+  nats.Start();
+  testing::PostgresServer pg;
+  pg.Start();
+  testing::TempDir dir("ff-bench-latency");
+  std::printf("load: fleet-sim %d vehicles, %.0f samples/s in real time, %.0f s per run\n",
+              s.vehicles, s.rate, s.duration_s);
+
+  Csv csv(s.csv, {"scale", "flush_ms", "rate", "rows", "expected_rows", "p50_ms", "p99_ms",
+                  "max_ms", "p50_after_T_ms", "p99_after_T_ms", "machine_busy"});
+  for (const int flush_ms : s.flush_ms) {
+    pg.Psql("DROP TABLE IF EXISTS vehicle_telemetry");
+    Registry registry;
+    RegisterBuiltinOperators(registry);
+    const Pipeline pipeline =
+        ParsePipelineOrThrow(PipelineJson(nats.url(), pg.conninfo(), flush_ms), registry);
+    Metrics metrics;
+    WallClock clock;
+    Runtime runtime(pipeline, metrics, clock);  // the sink creates the table here
+    pg.Psql(
+        "ALTER TABLE vehicle_telemetry ADD COLUMN committed_at timestamptz DEFAULT "
+        "clock_timestamp()");
+    runtime.Start();
+    const auto m0 = MachineJiffies();
+    testing::Process sim({s.fleet_sim, "--nats-url", nats.url(), "--vehicles",
+                          std::to_string(s.vehicles), "--target-rate", std::to_string(s.rate),
+                          "--duration", std::to_string(s.duration_s), "--quiet"},
+                         dir.File("fleet-sim-" + std::to_string(flush_ms) + ".log"));
+    const auto status = sim.Wait(std::chrono::seconds(static_cast<int>(s.duration_s) + 60));
+    if (!status || *status != 0) throw std::runtime_error("fleet-sim failed: " + sim.ReadLog());
+    FleetSimSummary sum;
+    if (!ParseFleetSimSummary(sim.ReadLog(), sum)) throw std::runtime_error("no fleet-sim summary");
+    // Let the last steady windows close and flush (lateness + flush + a tick), then drain.
+    std::this_thread::sleep_for(std::chrono::milliseconds(kLatenessMs + flush_ms + 1000));
+    const auto m1 = MachineJiffies();
+    runtime.Stop();
+    const double busy = (m1.first - m0.first) / std::max(1.0, m1.second - m0.second);
+
+    const int64_t from_ns = sum.start_ns + 2'000'000'000;
+    const int64_t to_ns = sum.end_ns - 2'000'000'000;
+    const std::string where = " FROM vehicle_telemetry WHERE time >= to_timestamp(" +
+                              std::to_string(from_ns / 1e9) + ") AND time <= to_timestamp(" +
+                              std::to_string(to_ns / 1e9) + ")";
+    const auto lat = Column(pg.Psql(
+        "SELECT 1000 * extract(epoch FROM committed_at - (time - interval '" +
+        std::to_string(kEveryMs) + " milliseconds'))" + where));
+    const auto after_t =
+        Column(pg.Psql("SELECT 1000 * extract(epoch FROM committed_at - time)" + where));
+    const uint64_t windows = std::stoull(pg.Psql("SELECT count(DISTINCT time)" + where));
+    const uint64_t expected = windows * static_cast<uint64_t>(s.vehicles);
+    const double p50 = Percentile(lat, 50), p99 = Percentile(lat, 99), mx = Percentile(lat, 100);
+    std::printf(
+        "  sink flush_ms %4d: %zu rows in %llu steady windows (expected %llu), latency from the "
+        "oldest sample p50 %.0f ms, p99 %.0f ms, max %.0f ms; after T p50 %.0f ms, p99 %.0f ms; "
+        "fleet-sim sent %.0f samples/s; machine busy %.0f%%\n",
+        flush_ms, lat.size(), static_cast<unsigned long long>(windows),
+        static_cast<unsigned long long>(expected), p50, p99, mx, Percentile(after_t, 50),
+        Percentile(after_t, 99), static_cast<double>(sum.samples) / s.duration_s, 100 * busy);
+    std::fflush(stdout);
+    csv.Row(s.scale, flush_ms, s.rate, lat.size(), expected, p50, p99, mx, Percentile(after_t, 50),
+            Percentile(after_t, 99), busy);
+    const double goal = kEveryMs + kLatenessMs + 250;
+    AppendSummary(s.summary,
+                  {"latency", "p99 ms flush_ms " + std::to_string(flush_ms), p99, 0,
+                   "<= " + std::to_string(static_cast<int>(goal)) + " ms",
+                   p99 <= goal ? "yes" : "no",
+                   "event time of a row's oldest sample to row in PostgreSQL at " +
+                       std::to_string(static_cast<int>(s.rate)) + " samples/s; p50 " +
+                       std::to_string(static_cast<int>(p50)) + " ms, max " +
+                       std::to_string(static_cast<int>(mx)) + " ms"});
+    if (lat.size() != expected) {
+      std::printf("  WARNING: %zu rows, expected %llu (vehicles x steady windows)\n", lat.size(),
+                  static_cast<unsigned long long>(expected));
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace fleetflow::bench
+
+int main(int argc, char** argv) {
+  try {
+    return fleetflow::bench::Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "ff-bench-latency: " << e.what() << "\n";
+    return 1;
+  }
+}
