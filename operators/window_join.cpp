@@ -213,7 +213,8 @@ class WindowJoin final : public Operator {
   }
 
   void EmitCorrections(Emitter& out) {
-    for (auto& [t, vehicles] : corrections_) {
+    for (const auto& [t, ids] : corrections_) {
+      const auto& vehicles = ids;  // clang 14 cannot capture a structured binding
       corrected_.Inc(EmitRows(t, out, [&](const std::string& id, uint32_t shard) {
         return vehicles.count(id) > 0 && Owned(shard);
       }));
