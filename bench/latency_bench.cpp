@@ -87,6 +87,7 @@ int Main(int argc, char** argv) {
   app.add_option("--rate", s.rate, "Samples/s fleet-sim sends in real time")->capture_default_str();
   app.add_option("--duration", s.duration_s, "Seconds of each run")->capture_default_str();
   app.add_option("--flush-ms", s.flush_ms, "timescale_sink flush_ms values, one run each")
+      ->delimiter(',')
       ->capture_default_str();
   app.add_option("--fleet-sim", s.fleet_sim, "Path of fleet-sim (default: this build's)");
   app.add_option("--scale", s.scale)->capture_default_str();

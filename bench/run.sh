@@ -76,9 +76,9 @@ case "$scale" in
   quick)
     js_args=(--messages 200000 --repeats 3 --contenders baseline,fleetflow,ff-memory)
     core_args=(--vehicles 1000 --duration 10 --repeats 3 --timebox 8)
-    sink_args=(--vehicles 5000 --windows 10 --repeats 3)
+    sink_args=(--vehicles 10000 --windows 10 --repeats 3)
     window_args=(--vehicles 100000 --windows 5 --samples 3)
-    latency_args=(--vehicles 1000 --rate 50000 --duration 12 --flush-ms 1000,100)
+    latency_args=(--vehicles 1000 --rate 50000 --duration 12 --flush-ms 1000,100,0)
     memory_args=(--vehicles 10000 100000 --seconds 4)
     ;;
   full)
@@ -86,7 +86,7 @@ case "$scale" in
     core_args=(--vehicles 2000 --duration 15 --repeats 3 --timebox 20)
     sink_args=(--vehicles 20000 --windows 50 --repeats 3)
     window_args=(--vehicles 100000 --windows 10 --samples 3)
-    latency_args=(--vehicles 2000 --rate 50000 --duration 30 --flush-ms 1000,100)
+    latency_args=(--vehicles 2000 --rate 50000 --duration 30 --flush-ms 1000,100,0)
     memory_args=(--vehicles 10000 100000 --seconds 8)
     ;;
 esac
