@@ -17,6 +17,7 @@ Environment:
   FF_BUILD_TYPE   CMAKE_BUILD_TYPE (default: RelWithDebInfo)
   FF_CMAKE_ARGS   extra configure arguments, split on spaces
   FF_JOBS         parallel jobs (default: nproc)
+  FF_BUILD_TARGET build only these targets, split on spaces (default: all), e.g. fuzzers
 EOF
 }
 
@@ -57,6 +58,11 @@ configure+=("${cmake_args[@]}")
 
 echo "build.sh: ${configure[*]}"
 "${configure[@]}"
-echo "build.sh: cmake --build $build_dir -j $jobs"
-cmake --build "$build_dir" -j "$jobs"
+build=(cmake --build "$build_dir" -j "$jobs")
+if [[ -n "${FF_BUILD_TARGET:-}" ]]; then
+  read -r -a targets <<<"$FF_BUILD_TARGET"
+  build+=(--target "${targets[@]}")
+fi
+echo "build.sh: ${build[*]}"
+"${build[@]}"
 echo "build.sh: build finished in $build_dir"

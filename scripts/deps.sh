@@ -8,6 +8,7 @@ PACKAGES=(
   libnats-dev libssl-dev libtbb-dev libpqxx-dev libpq-dev libflatbuffers-dev flatbuffers-compiler
   rapidjson-dev libcli11-dev libcpp-httplib-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
   nats-server postgresql-15 postgresql-client-15 procps iproute2
 )
 # tests/deploy: openssl makes TLS certificates, Node.js runs the manifest checks (npm installs
