@@ -6,6 +6,7 @@
 #   bench/run.sh --full          # full scale: 100 000 vehicles everywhere it applies (about 15 minutes)
 #   bench/run.sh --only core,sink --build-dir build-bench
 #   bench/run.sh --quick -- --contenders baseline,fleetflow   # extra args for ff-bench-jetstream
+#   bench/run.sh --plots-only    # redraw the PNGs from the CSV files of the chosen scale
 #
 # Benchmarks (--only takes these names): jetstream, core, sink, window, latency, memory.
 # Each starts its own nats-server / PostgreSQL (free ports, temporary directories) and stops them.
@@ -19,6 +20,7 @@ root=$(pwd)
 scale=quick
 build_dir=${BUILD_DIR:-build-bench}
 only=jetstream,core,sink,window,latency,memory
+plots_only=0
 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -32,13 +34,14 @@ while [[ $# -gt 0 ]]; do
       only=$2
       shift
       ;;
+    --plots-only) plots_only=1 ;;
     --)
       shift
       extra=("$@")
       break
       ;;
     -h | --help)
-      sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -64,6 +67,10 @@ if ! command -v gnuplot > /dev/null; then
   command -v gnuplot > /dev/null || echo "bench/run.sh: gnuplot missing; no plots will be drawn" >&2
 fi
 
+out=docs/bench
+summary="$out/summary_${scale}.csv"
+if ((plots_only)); then only=none; fi
+if ((!plots_only)); then
 if [[ ! -f "$build_dir/CMakeCache.txt" ]]; then
   cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
 fi
@@ -91,9 +98,7 @@ case "$scale" in
     ;;
 esac
 
-out=docs/bench
 mkdir -p "$out"
-summary="$out/summary_${scale}.csv"
 rm -f "$summary"
 machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 echo "== machine: $machine, load $(cut -d' ' -f1-3 /proc/loadavg); build $build_type; scale $scale"
@@ -150,6 +155,8 @@ if wants memory; then
 fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/machine_${scale}.txt"
 echo "benchmarks took: $(($(date +%s) - started)) s" >> "$out/machine_${scale}.txt"
+fi  # plots_only
+started=${started:-$(date +%s)}
 
 echo
 echo "== summary ($scale scale, $(($(date +%s) - started)) s; ratio = fleetflow / baseline, same run)"
@@ -164,7 +171,7 @@ if ! command -v gnuplot > /dev/null; then exit 0; fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 plots=()
-png() { echo "set terminal pngcairo size 900,480 font 'DejaVu Sans,10'; set output '$out/$1_${scale}.png'"; }
+png() { echo "set terminal pngcairo noenhanced size 900,480 font 'DejaVu Sans,10'; set output '$out/$1_${scale}.png'"; }
 
 # Ratios to the same-run baselines, with the goals.
 if [[ -f "$summary" ]] && awk -F, 'NR > 1 && $5 != "" { n++ } END { exit !(n > 0) }' "$summary"; then
