@@ -47,6 +47,9 @@ struct StatusEvent {
 struct Tick {
   int64_t now_ns = 0;
   bool drain = false;
+  /// Some input read before now_ns had not entered the graph yet: a source was waiting for room
+  /// (backpressure) since the previous Tick. Operators must not take the clock as progress then.
+  bool held_back = false;
 };
 
 /// The samples that bracket a window time T for one sensor: the newest sample at or before T and

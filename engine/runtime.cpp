@@ -31,6 +31,7 @@ struct Runtime::Impl {
     void WaitForRoom() {
       if (queued_.load(std::memory_order_relaxed) < capacity_ || open_) return;
       std::unique_lock lock(mu_);
+      held_back_ = true;
       waiters_.fetch_add(1);
       blocked_.Add(1);
       while (queued_.load(std::memory_order_relaxed) >= capacity_ && !open_) {
@@ -45,6 +46,8 @@ struct Runtime::Impl {
       cv_.notify_all();
     }
     int64_t queued() const { return queued_.load(std::memory_order_relaxed); }
+    /// True when a source waited for room since the previous call, or waits now.
+    bool TakeHeldBack() { return held_back_.exchange(false) || waiters_.load() > 0; }
 
    private:
     const int64_t capacity_;
@@ -52,6 +55,7 @@ struct Runtime::Impl {
     std::atomic<int64_t> queued_{0};
     std::atomic<int> waiters_{0};
     std::atomic<bool> open_{false};
+    std::atomic<bool> held_back_{false};
     std::mutex mu_;
     std::condition_variable cv_;
   };
@@ -166,7 +170,7 @@ struct Runtime::Impl {
   }
 
   void PutTick(bool drain) {
-    const Message tick = MakeMessage(Tick{clock.NowNs(), drain});
+    const Message tick = MakeMessage(Tick{clock.NowNs(), drain, gate.TakeHeldBack()});
     for (auto& n : nodes) {
       if (n->source) n->gateway_emitter->Put(tick);
     }

@@ -224,11 +224,13 @@ class WindowJoin final : public Operator {
 
   /// Event-time progress: while samples flow, the newest event time seen (never ahead of the
   /// clock), so a backlog (JetStream catch-up, replay) closes its windows as they were live;
-  /// when nothing arrived for idle_ms, the clock.
+  /// when nothing arrived for idle_ms, the clock, unless input is held back by backpressure.
   void Advance(const Tick& tick, Emitter& out) {
     if (!next_) return;  // no sample yet: no window can have a row
     int64_t progress = tick.now_ns;
-    if (tick.now_ns - last_arrival_ns_ <= idle_) progress = std::min(progress, newest_event_ns_);
+    if (tick.held_back || tick.now_ns - last_arrival_ns_ <= idle_) {
+      progress = std::min(progress, newest_event_ns_);
+    }
     const int64_t horizon = tick.drain ? tick.now_ns : progress - lateness_;
     if (!corrections_.empty()) EmitCorrections(out);
     if (horizon - *next_ > 2 * every_) SkipEmptyWindows();

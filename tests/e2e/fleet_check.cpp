@@ -1,8 +1,12 @@
 #include "fleet_check.hpp"
 
 #include <httplib.h>
+#include <rapidjson/document.h>
+#include <rapidjson/prettywriter.h>
+#include <rapidjson/stringbuffer.h>
 
 #include <chrono>
+#include <fstream>
 #include <cmath>
 #include <sstream>
 #include <vector>
@@ -155,9 +159,17 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
 
 Engine::Engine(const std::string& pipeline, const NatsServer& nats, const PostgresServer& pg,
                const std::string& log_path)
+    : Engine(pipeline,
+             [&] {
+               auto env = pg.env();
+               env["NATS_URL"] = nats.url();
+               return env;
+             }(),
+             log_path) {}
+
+Engine::Engine(const std::string& pipeline, const std::map<std::string, std::string>& env,
+               const std::string& log_path)
     : port_(FreePort()) {
-  auto env = pg.env();
-  env["NATS_URL"] = nats.url();
   process_ = std::make_unique<Process>(
       std::vector<std::string>{std::string(FF_BINARY_DIR) + "/apps/fleetflow", "run", pipeline,
                                "--metrics-port", std::to_string(port_), "--metrics-host",
@@ -174,6 +186,79 @@ std::optional<std::string> Engine::Get(const std::string& path) const {
   auto res = http.Get(path.c_str());
   if (!res || res->status != 200) return std::nullopt;
   return res->body;
+}
+
+Fleet MakeFleet(int vehicles, int duration_s, uint64_t seed) {
+  constexpr int64_t kSecond = 1'000'000'000;
+  Fleet f;
+  f.config.seed = seed;
+  f.config.vehicles = vehicles;
+  f.config.start_ns = (NowNs() / kSecond + 1) * kSecond + 250'000'000;
+  f.end_ns = f.config.start_ns + duration_s * kSecond;
+  return f;
+}
+
+std::vector<std::string> SimArgs(const NatsServer& nats, const Fleet& f, int duration_s) {
+  return {std::string(FF_BINARY_DIR) + "/firmware/fleet-sim",
+          "--nats-url",
+          nats.url(),
+          "--vehicles",
+          std::to_string(f.config.vehicles),
+          "--seed",
+          std::to_string(f.config.seed),
+          "--duration",
+          std::to_string(duration_s),
+          "--start-ns",
+          std::to_string(f.config.start_ns),
+          "--quiet"};
+}
+
+int Rows(const PostgresServer& pg) {
+  const auto out = pg.TryPsql("SELECT count(*) FROM vehicle_telemetry");
+  return out ? std::stoi(*out) : 0;
+}
+
+double Scrape(const std::string& exposition, const std::string& name) {
+  std::istringstream lines(exposition);
+  double sum = 0;
+  bool found = false;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(name, 0) != 0 || line.size() <= name.size()) continue;
+    if (line[name.size()] != ' ' && line[name.size()] != '{') continue;
+    sum += std::stod(line.substr(line.rfind(' ') + 1));
+    found = true;
+  }
+  return found ? sum : -1;
+}
+
+std::string WritePipelineVariant(const std::string& base, const std::string& node_id,
+                                 const std::string& overrides, const std::string& out_path) {
+  std::ifstream in(base);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  rapidjson::Document doc;
+  rapidjson::Document extra;
+  if (doc.Parse(text.c_str()).HasParseError() || extra.Parse(overrides.c_str()).HasParseError() ||
+      !extra.IsObject()) {
+    throw std::runtime_error("WritePipelineVariant: bad JSON in " + base + " or overrides");
+  }
+  auto& alloc = doc.GetAllocator();
+  bool found = false;
+  for (auto& node : doc["nodes"].GetArray()) {
+    if (node["id"].GetString() != node_id) continue;
+    found = true;
+    auto& config = node["config"];
+    for (auto& m : extra.GetObject()) {
+      config.RemoveMember(m.name.GetString());
+      config.AddMember(rapidjson::Value(m.name, alloc), rapidjson::Value(m.value, alloc), alloc);
+    }
+  }
+  if (!found) throw std::runtime_error("WritePipelineVariant: no node '" + node_id + "'");
+  doc.RemoveMember("$schema");
+  rapidjson::StringBuffer buf;
+  rapidjson::PrettyWriter<rapidjson::StringBuffer> writer(buf);
+  doc.Accept(writer);
+  std::ofstream(out_path) << buf.GetString();
+  return out_path;
 }
 
 std::string CheckResult::Summary() const {

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "servers.hpp"
 #include "signals.hpp"
@@ -40,11 +41,34 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected);
 
 int64_t NowNs();
 
+/// A fleet-sim fleet that starts at the next second (+250 ms) and publishes for duration_s.
+struct Fleet {
+  sim::FleetConfig config;
+  int64_t end_ns = 0;
+};
+Fleet MakeFleet(int vehicles, int duration_s, uint64_t seed = 7);
+/// The fleet-sim command line publishing `fleet` to `nats` in real time.
+std::vector<std::string> SimArgs(const NatsServer& nats, const Fleet& fleet, int duration_s);
+/// Rows in vehicle_telemetry (0 while the table does not exist).
+int Rows(const PostgresServer& pg);
+
+/// Sum of every sample of the metric family `name` (any labels) in a Prometheus exposition; -1
+/// when there is none.
+double Scrape(const std::string& exposition, const std::string& name);
+
+/// Writes the pipeline file `base` to `out_path` with the config of node `node_id` updated by the
+/// members of the JSON object `overrides`; returns out_path.
+std::string WritePipelineVariant(const std::string& base, const std::string& node_id,
+                                 const std::string& overrides, const std::string& out_path);
+
 /// `fleetflow run PIPELINE` on the given servers (NATS_URL and the libpq environment), with its
 /// HTTP endpoints on a free port of 127.0.0.1 and its output in `log_path`.
 class Engine {
  public:
   Engine(const std::string& pipeline, const NatsServer& nats, const PostgresServer& pg,
+         const std::string& log_path);
+  /// With the environment given: NATS_URL and the libpq variables (PGHOST, PGPORT, ...).
+  Engine(const std::string& pipeline, const std::map<std::string, std::string>& env,
          const std::string& log_path);
   /// Waits until /readyz answers 200.
   bool WaitReady(std::chrono::milliseconds deadline = std::chrono::seconds(30));

@@ -13,7 +13,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr int64_t kSecond = 1'000'000'000;
 const std::string kPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
 
 /// One engine worker running pipelines/jetstream.json.
@@ -22,40 +21,6 @@ class Worker : public Engine {
   Worker(const NatsServer& nats, const PostgresServer& pg, const TempDir& dir, int n)
       : Engine(kPipeline, nats, pg, dir.File("worker" + std::to_string(n) + ".log")) {}
 };
-
-struct Fleet {
-  sim::FleetConfig config;
-  int64_t end_ns = 0;
-};
-
-Fleet MakeFleet(int vehicles, int duration_s) {
-  Fleet f;
-  f.config.seed = 7;
-  f.config.vehicles = vehicles;
-  f.config.start_ns = (NowNs() / kSecond + 1) * kSecond + 250'000'000;
-  f.end_ns = f.config.start_ns + duration_s * kSecond;
-  return f;
-}
-
-std::vector<std::string> SimArgs(const NatsServer& nats, const Fleet& f, int duration_s) {
-  return {std::string(FF_BINARY_DIR) + "/firmware/fleet-sim",
-          "--nats-url",
-          nats.url(),
-          "--vehicles",
-          std::to_string(f.config.vehicles),
-          "--seed",
-          std::to_string(f.config.seed),
-          "--duration",
-          std::to_string(duration_s),
-          "--start-ns",
-          std::to_string(f.config.start_ns),
-          "--quiet"};
-}
-
-int Rows(const PostgresServer& pg) {
-  const auto out = pg.TryPsql("SELECT count(*) FROM vehicle_telemetry");
-  return out ? std::stoi(*out) : 0;
-}
 
 class JetStreamE2E : public ::testing::Test {
  protected:

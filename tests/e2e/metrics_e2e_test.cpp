@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "nats_client.hpp"
+#include "fleet_check.hpp"
 #include "servers.hpp"
 #include "wire.hpp"
 
@@ -24,20 +25,6 @@ constexpr int kSamplesPerSensor = 10;
 constexpr int64_t kSamplePeriodNs = 100'000'000;
 constexpr int kBadMessages = 20;
 const char* const kSensors[] = {"speed", "soc"};
-
-/// Sum of every sample of the metric family `name` (any labels); -1 when there is none.
-double Scrape(const std::string& exposition, const std::string& name) {
-  std::istringstream lines(exposition);
-  double sum = 0;
-  bool found = false;
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind(name, 0) != 0 || line.size() <= name.size()) continue;
-    if (line[name.size()] != ' ' && line[name.size()] != '{') continue;
-    sum += std::stod(line.substr(line.rfind(' ') + 1));
-    found = true;
-  }
-  return found ? sum : -1;
-}
 
 int Status(httplib::Client& http, const char* path) {
   auto res = http.Get(path);

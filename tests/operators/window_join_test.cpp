@@ -177,6 +177,24 @@ TEST(WindowJoinEventTimeTest, ABacklogIsWindowedAsItWasLive) {
   EXPECT_EQ(rest.front()->window_ns, kBase + 10 * kS);
 }
 
+TEST(WindowJoinEventTimeTest, TicksWhileInputIsHeldBackDoNotCloseWindowsOnTheClock) {
+  // A source waits for room in the graph (the sink is blocked): Ticks keep coming but carry
+  // held_back, so however long it lasts the clock does not close windows the held-back samples
+  // belong to; once they enter, they are windowed as live, none late.
+  OperatorHarness h("window_join", R"({"sensors": ["speed"], "idle_ms": 2000})");
+  h.clock.now_ns = kBase + 2 * kS;
+  h.Feed(Samples("v1", "speed", {{1000 * kMs, 1.0}}));
+  for (int i = 1; i <= 30; ++i) {
+    EXPECT_TRUE(Only<WindowBatch>(h.Feed(Tick{kBase + (2 + i) * kS, false, true})).empty());
+  }
+  h.Feed(Samples("v1", "speed", {{1900 * kMs, 2.0}, {3000 * kMs, 3.0}}));
+  const auto b = Only<WindowBatch>(h.Feed(Tick{kBase + 33 * kS, false, true}));
+  ASSERT_EQ(b.size(), 2u);  // windows 1 s and 2 s: 3 s needs the lateness to pass
+  EXPECT_EQ(h.Counter("late_samples"), 0u);
+  // A Tick without held_back after idle_ms: the clock closes the rest.
+  EXPECT_FALSE(Only<WindowBatch>(h.Feed(Tick{kBase + 36 * kS, false, false})).empty());
+}
+
 TEST(WindowJoinConfigTest, RejectsDuplicateSensors) {
   EXPECT_THROW(OperatorHarness("window_join", R"({"sensors": ["speed", "speed"]})"),
                std::runtime_error);
