@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "logging.hpp"
 
@@ -22,6 +23,18 @@ const char* Invalid(const wire::Point& p, int64_t horizon, int64_t oldest) {
     return "non_finite_value";
   }
   return nullptr;
+}
+
+/// `ms` in ns, saturating: a limit too large to represent means no limit, never an overflow.
+int64_t MsToNs(int64_t ms) {
+  return ms > INT64_MAX / 1'000'000 ? INT64_MAX : ms * 1'000'000;
+}
+
+/// a + b clamped to the int64 range (a replayed receive time may be anything).
+int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : INT64_MIN;
+  return r;
 }
 
 std::unordered_set<std::string> SensorSet(const Config& config) {
@@ -67,8 +80,8 @@ const std::vector<std::string>& WireInputFieldNames() {
 
 WireInput::WireInput(const OperatorContext& ctx)
     : id_(ctx.node_id),
-      max_future_ns_(ctx.config.Integer("max_future_ms") * 1'000'000),
-      max_past_ns_(ctx.config.Integer("max_past_ms") * 1'000'000),
+      max_future_ns_(MsToNs(ctx.config.Integer("max_future_ms"))),
+      max_past_ns_(MsToNs(ctx.config.Integer("max_past_ms"))),
       max_payload_bytes_(static_cast<size_t>(ctx.config.Integer("max_payload_bytes"))),
       sensors_(SensorSet(ctx.config)),
       metrics_(ctx.metrics),
@@ -107,8 +120,8 @@ WireInput::Outcome WireInput::Decode(std::string_view subject_text, const void* 
   SampleBatch batch;
   const wire::DecodeError err = wire::DecodeBatch(data, size, batch.points);
   if (err != wire::DecodeError::kNone) return reject_whole(std::string(wire::ToString(err)));
-  const int64_t horizon = now_ns + max_future_ns_;
-  const int64_t oldest = max_past_ns_ > 0 ? now_ns - max_past_ns_ : 0;
+  const int64_t horizon = SaturatingAdd(now_ns, max_future_ns_);
+  const int64_t oldest = max_past_ns_ > 0 ? SaturatingAdd(now_ns, -max_past_ns_) : 0;
   std::erase_if(batch.points, [&](const wire::Point& p) {
     const char* reason = Invalid(p, horizon, oldest);
     if (reason == nullptr) return false;
