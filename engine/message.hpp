@@ -47,8 +47,9 @@ struct StatusEvent {
 struct Tick {
   int64_t now_ns = 0;
   bool drain = false;
-  /// Some input read before now_ns had not entered the graph yet: a source was waiting for room
-  /// (backpressure) since the previous Tick. Operators must not take the clock as progress then.
+  /// Some input had not entered the graph by now_ns: a source was waiting for room
+  /// (backpressure) since the previous Tick, or a durable source is cut off from its server.
+  /// Operators must not take the clock as progress then.
   bool held_back = false;
 };
 

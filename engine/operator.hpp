@@ -54,6 +54,10 @@ class Operator {
   }
   /// False while the operator cannot do its work (not connected, state not restored).
   virtual bool Ready() const { return true; }
+  /// Sources only: true while input that exists upstream cannot be read yet (a durable source
+  /// cut off from its server), so the engine clock is not evidence that nothing arrived. Ticks
+  /// say so (Tick::held_back). Thread-safe.
+  virtual bool HoldsBackInput() const { return false; }
 };
 
 }  // namespace fleetflow

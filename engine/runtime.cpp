@@ -170,7 +170,11 @@ struct Runtime::Impl {
   }
 
   void PutTick(bool drain) {
-    const Message tick = MakeMessage(Tick{clock.NowNs(), drain, gate.TakeHeldBack()});
+    bool held_back = gate.TakeHeldBack();
+    for (auto& n : nodes) {
+      if (n->source && n->op->HoldsBackInput()) held_back = true;
+    }
+    const Message tick = MakeMessage(Tick{clock.NowNs(), drain, held_back});
     for (auto& n : nodes) {
       if (n->source) n->gateway_emitter->Put(tick);
     }

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <optional>
@@ -103,6 +104,12 @@ class NatsSource final : public Operator {
 
   bool Ready() const override { return conn_ && conn_->connected(); }
 
+  /// JetStream keeps what arrives while the worker is cut off; core NATS does not (nothing is
+  /// held back for it: it is lost).
+  bool HoldsBackInput() const override {
+    return jetstream_ && (fetch_failing_.load() || !conn_ || !conn_->connected());
+  }
+
  private:
   /// One message from either delivery; `js` is set for JetStream, which is acknowledged once
   /// the samples are in state, or terminated (never redelivered) when it is bad input and its
@@ -141,6 +148,7 @@ class NatsSource final : public Operator {
         for (const auto& m : consumer_sub_->Fetch(fetch_batch_, fetch_expiry_ms_)) {
           Handle(m->subject(), m->data(), m->size(), m);
         }
+        fetch_failing_ = false;
         connected_.Set(1);
         backoff_ms = 50;
         if (std::chrono::steady_clock::now() - last_info > std::chrono::seconds(2)) {
@@ -150,6 +158,7 @@ class NatsSource final : public Operator {
           consumer_ack_pending_.Set(static_cast<double>(ack_pending));
         }
       } catch (const nats::Error& e) {
+        fetch_failing_ = true;
         connected_.Set(conn_->connected() ? 1 : 0);
         spdlog::warn("node '{}': {} (retrying in {} ms)", id_, e.what(), backoff_ms);
         std::unique_lock lock(stop_mu_);
@@ -187,6 +196,7 @@ class NatsSource final : public Operator {
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;
+  std::atomic<bool> fetch_failing_{false};
 };
 
 }  // namespace

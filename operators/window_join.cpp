@@ -77,9 +77,10 @@ class WindowJoin final : public Operator {
         idle_(ctx.config.Integer("idle_ms") * kMs),
         retain_(ctx.config.String("sharding") == "none"
                     ? 0
-                    : (ctx.config.Integer("member_timeout_ms") +
-                       2 * ctx.config.Integer("every_ms") +
-                       ctx.config.Integer("allowed_lateness_ms")) *
+                    : std::max(ctx.config.Integer("member_timeout_ms") +
+                                   2 * ctx.config.Integer("every_ms") +
+                                   ctx.config.Integer("allowed_lateness_ms"),
+                               ctx.config.Integer("correction_horizon_ms")) *
                           kMs),
         clock_(ctx.clock),
         sensors_(
@@ -416,6 +417,16 @@ void RegisterWindowJoin(Registry& registry) {
       .Default(int64_t{1000})
       .Min(100)
       .Max(60'000);
+  info.config
+      .Integer("correction_horizon_ms",
+               "jetstream_kv: how far back a late sample still corrects the windows it belongs "
+               "to (at least member_timeout_ms + 2 every_ms + allowed_lateness_ms). Keep it above "
+               "the source's ack_wait_ms plus a reconnect: messages delivered to a connection "
+               "that broke come again only after ack_wait_ms. Costs memory: the samples of that "
+               "many windows are kept per vehicle and sensor.")
+      .Default(int64_t{10000})
+      .Min(0)
+      .Max(3'600'000);
   info.config
       .Integer("member_timeout_ms",
                "jetstream_kv: a worker silent this long is gone and its shards move.")

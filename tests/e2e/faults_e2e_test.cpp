@@ -1,0 +1,315 @@
+// pipelines/jetstream.json under faults, with real servers: PostgreSQL down for 30 s under load,
+// PostgreSQL slowed by a lock held for 10 s, the engine stopped with SIGTERM under load. Each
+// scenario prints one line: samples sent, rows expected, rows found, duplicates, lost.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <regex>
+#include <thread>
+
+#include "fleet_check.hpp"
+#include "jetstream.hpp"
+#include "tcp_proxy.hpp"
+
+namespace fleetflow::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::string kPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
+
+/// Samples fleet-sim reports having sent (its final JSON line), -1 when it printed none.
+int64_t SamplesSent(const Process& sim) {
+  std::smatch m;
+  const std::string log = sim.ReadLog();
+  return std::regex_search(log, m, std::regex(R"("samples":(\d+))")) ? std::stoll(m[1]) : -1;
+}
+
+/// Checks the table against `expected` and prints the scenario's one-line summary.
+CheckResult Report(const char* scenario, const PostgresServer& pg, const ExpectedRows& expected,
+                   int64_t samples_sent) {
+  const CheckResult check = CheckRows(pg, expected);
+  const std::string dup =
+      pg.Psql("SELECT count(*) - count(DISTINCT (vehicle_id, time)) FROM vehicle_telemetry");
+  std::printf(
+      "faults, %s: samples sent %lld, rows expected %zu, rows found %zu, duplicates %s, lost %zu\n",
+      scenario, static_cast<long long>(samples_sent), check.expected, check.found, dup.c_str(),
+      check.missing);
+  EXPECT_EQ(dup, "0");
+  EXPECT_EQ(check.found, check.expected) << check.Summary() << "\n" << check.first_problems;
+  EXPECT_EQ(check.mismatched, 0u) << check.Summary() << "\n" << check.first_problems;
+  EXPECT_EQ(check.unexpected, 0u) << check.Summary() << "\n" << check.first_problems;
+  return check;
+}
+
+/// Metric `name` of the engine, -1 when it cannot be read.
+double Metric(const Engine& engine, const char* name) {
+  const auto body = engine.Get("/metrics");
+  return body ? Scrape(*body, name) : -1;
+}
+
+class FaultsE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    FF_REQUIRE_NATS_SERVER();
+    FF_REQUIRE_POSTGRES();
+    nats_.Start();
+    pg_.Start();
+  }
+  NatsServer nats_;
+  PostgresServer pg_;
+  TempDir dir_{"fleetflow-faults-e2e"};
+};
+
+TEST_F(FaultsE2E, PostgresDownFor30sUnderLoadEveryRowArrivesOnceWithinTheMemoryBound) {
+  constexpr int kVehicles = 20, kDurationS = 45, kMaxPending = 100;
+  const std::string pipeline = WritePipelineVariant(
+      kPipeline, "database",
+      R"({"max_pending_rows": 100, "batch_rows": 20, "retry_initial_ms": 100,
+          "retry_max_ms": 2000})",
+      dir_.File("pipeline.json"));
+  Engine engine(pipeline, nats_, pg_, dir_.File("engine.log"));
+  ASSERT_TRUE(engine.WaitReady()) << engine.process().ReadLog();
+  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
+  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
+  Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
+  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 3 * kVehicles; }, 60s));
+
+  pg_.Stop();
+  // The outage lasts 30 s of publishing; meanwhile the engine's sink metrics are sampled.
+  double max_pending = 0;
+  bool blocked = false, not_ready = false;
+  for (const auto end = std::chrono::steady_clock::now() + 30s;
+       std::chrono::steady_clock::now() < end; std::this_thread::sleep_for(250ms)) {
+    max_pending = std::max(max_pending, Metric(engine, "fleetflow_sink_pending_rows"));
+    blocked = blocked || Metric(engine, "fleetflow_sink_blocked") == 1;
+    not_ready = not_ready || !engine.Get("/readyz").has_value();
+  }
+  pg_.Start();
+
+  ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
+  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 120s))
+      << Rows(pg_) << " of " << expected.size() << "\n"
+      << engine.process().ReadLog();
+  EXPECT_TRUE(blocked) << "the sink never held max_pending_rows during a 30 s outage";
+  EXPECT_TRUE(not_ready) << "/readyz stayed 200 while PostgreSQL was down";
+  // The bound holds up to one window batch (one row per vehicle) beyond max_pending_rows.
+  EXPECT_LE(max_pending, kMaxPending + kVehicles);
+  EXPECT_EQ(Metric(engine, "fleetflow_sink_rows_dropped_total"), 0);
+  EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
+  Report("PostgreSQL down 30 s", pg_, expected, SamplesSent(sim));
+}
+
+TEST_F(FaultsE2E, SlowPostgresLockedFor10sEngineMemoryStaysBounded) {
+  constexpr int kVehicles = 50, kDurationS = 30;
+  Engine engine(kPipeline, nats_, pg_, dir_.File("engine.log"));
+  ASSERT_TRUE(engine.WaitReady()) << engine.process().ReadLog();
+  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
+  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
+  Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
+  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 3 * kVehicles; }, 60s));
+
+  const double rss_before = Metric(engine, "fleetflow_process_resident_memory_bytes");
+  const double written_before = Metric(engine, "fleetflow_sink_rows_written_total");
+  const auto lock_start = std::chrono::steady_clock::now();
+  std::thread locker([&] {
+    pg_.Psql(
+        "BEGIN; LOCK TABLE vehicle_telemetry IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(10); "
+        "COMMIT;");
+  });
+  double rss_peak = rss_before, written_during = written_before;
+  for (const auto end = lock_start + 9s; std::chrono::steady_clock::now() < end;
+       std::this_thread::sleep_for(250ms)) {
+    rss_peak = std::max(rss_peak, Metric(engine, "fleetflow_process_resident_memory_bytes"));
+    written_during = std::max(written_during, Metric(engine, "fleetflow_sink_rows_written_total"));
+  }
+  locker.join();
+  EXPECT_GE(std::chrono::steady_clock::now() - lock_start, 10s);
+
+  ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
+  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 90s))
+      << Rows(pg_) << " of " << expected.size();
+  EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
+  // The lock held the writes back (at most the transaction under way when it was taken).
+  EXPECT_LE(written_during - written_before, 2 * kVehicles);
+  const double growth_mib = (rss_peak - rss_before) / (1 << 20);
+  std::printf("faults, PostgreSQL locked 10 s: RSS %.1f MiB before, peak %.1f MiB (+%.1f MiB)\n",
+              rss_before / (1 << 20), rss_peak / (1 << 20), growth_mib);
+  // 50 vehicles for 10 s: rows and queued messages take a few MiB; 64 MiB means unbounded.
+  EXPECT_LT(growth_mib, 64.0);
+  Report("PostgreSQL locked 10 s", pg_, expected, SamplesSent(sim));
+}
+
+TEST_F(FaultsE2E, SigtermUnderLoadDrainsExitsZeroAndARestartLosesNothing) {
+  constexpr int kVehicles = 20, kDurationS = 24;
+  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
+  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
+  auto engine = std::make_unique<Engine>(kPipeline, nats_, pg_, dir_.File("engine1.log"));
+  ASSERT_TRUE(engine->WaitReady()) << engine->process().ReadLog();
+  Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
+  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 5 * kVehicles; }, 60s));
+
+  const auto stop_start = std::chrono::steady_clock::now();
+  engine->process().Signal(SIGTERM);
+  // 60 s is the terminationGracePeriodSeconds of deploy/k8s.
+  EXPECT_EQ(engine->process().Wait(60s), std::optional<int>(0)) << engine->process().ReadLog();
+  const auto stop_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_start).count();
+  std::printf("faults, SIGTERM under load: the engine exited after %.2f s\n", stop_s);
+
+  engine = std::make_unique<Engine>(kPipeline, nats_, pg_, dir_.File("engine2.log"));
+  ASSERT_TRUE(engine->WaitReady()) << engine->process().ReadLog();
+  ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
+  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 90s))
+      << Rows(pg_) << " of " << expected.size() << "\n"
+      << engine->process().ReadLog();
+  EXPECT_EQ(engine->process().Stop(SIGTERM, 30s), 0) << engine->process().ReadLog();
+  Report("SIGTERM under load, then restart", pg_, expected, SamplesSent(sim));
+}
+
+TEST_F(FaultsE2E, NetworkFaultsBetweenEngineAndServersNoCrashNoLossRecoveryInSeconds) {
+  constexpr int kVehicles = 20, kDurationS = 40;
+  TcpProxy nats_link(nats_.port());
+  TcpProxy pg_link(pg_.port());
+  auto env = pg_.env();
+  env["PGHOST"] = "127.0.0.1";
+  env["PGPORT"] = std::to_string(pg_link.port());
+  env["NATS_URL"] = "nats://127.0.0.1:" + std::to_string(nats_link.port());
+  Engine engine(kPipeline, env, dir_.File("engine.log"));
+  ASSERT_TRUE(engine.WaitReady()) << engine.process().ReadLog();
+  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
+  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
+  Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
+  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 3 * kVehicles; }, 60s));
+
+  // Each fault lasts a few seconds of publishing (the sleeps are the faults' durations).
+  const auto phase = [&](const char* name) {
+    std::printf("faults, network: %s at t = %.1f s of the fleet's run\n", name,
+                static_cast<double>(NowNs() - fleet.config.start_ns) / 1e9);
+  };
+  phase("200 ms latency");
+  nats_link.SetLatency(200ms);
+  pg_link.SetLatency(200ms);
+  std::this_thread::sleep_for(4s);
+  nats_link.SetLatency(0ms);
+  pg_link.SetLatency(0ms);
+  phase("stall");
+  nats_link.SetStalled(true);  // a partition that heals before any timeout
+  pg_link.SetStalled(true);
+  std::this_thread::sleep_for(4s);
+  nats_link.SetStalled(false);
+  pg_link.SetStalled(false);
+  phase("reset and refuse");
+  nats_link.SetRefusing(true);  // connections reset, servers unreachable for 3 s
+  pg_link.SetRefusing(true);
+  nats_link.ResetAll();
+  pg_link.ResetAll();
+  std::this_thread::sleep_for(3s);
+  nats_link.SetRefusing(false);
+  pg_link.SetRefusing(false);
+  phase("healed");
+
+  const auto healed = std::chrono::steady_clock::now();
+  const int rows_at_heal = Rows(pg_);
+  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= rows_at_heal + 2 * kVehicles; }, 20s))
+      << engine.process().ReadLog();
+  const double recovery_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - healed).count();
+  std::printf("faults, network: rows flowing again %.2f s after the link healed\n", recovery_s);
+  EXPECT_GT(nats_link.accepted(), 1) << "the engine never reconnected to NATS";
+  EXPECT_GT(pg_link.accepted(), 1) << "the engine never reconnected to PostgreSQL";
+
+  ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
+  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 90s))
+      << Rows(pg_) << " of " << expected.size() << "\n"
+      << engine.process().ReadLog();
+  EXPECT_TRUE(engine.process().Running()) << engine.process().ReadLog();
+  EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
+  Report("latency, stall, resets", pg_, expected, SamplesSent(sim));
+}
+
+/// A counter of the status line fleet-sensor prints at its end, -1 when absent.
+int64_t SensorCounter(const Process& sensor, const std::string& name) {
+  std::smatch m;
+  const std::string log = sensor.ReadLog();
+  return std::regex_search(log, m, std::regex("\"" + name + "\":(\\d+)")) ? std::stoll(m[1])
+                                                                         : -1;
+}
+
+TEST_F(FaultsE2E, NatsServerKilledAndRestartedSensorsAndEngineReconnectNothingConfirmedIsLost) {
+  constexpr int kSensors = 3, kDurationS = 20;
+  Engine engine(kPipeline, nats_, pg_, dir_.File("engine.log"));
+  ASSERT_TRUE(engine.WaitReady()) << engine.process().ReadLog();
+  std::vector<std::unique_ptr<Process>> sensors;
+  for (int i = 0; i < kSensors; ++i) {
+    sensors.push_back(std::make_unique<Process>(
+        std::vector<std::string>{std::string(FF_BINARY_DIR) + "/firmware/fleet-sensor",
+                                 "--vehicle", "car" + std::to_string(i), "--seed", "11",
+                                 "--batch-ms", "100", "--duration", std::to_string(kDurationS),
+                                 "--reconnect-wait-ms", "100", "--drain-ms", "20000",
+                                 "--nats-url", nats_.url(), "--quiet"},
+        dir_.File("sensor" + std::to_string(i) + ".log")));
+  }
+  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 3 * kSensors; }, 60s));
+  nats_.Kill();
+  std::this_thread::sleep_for(3s);  // the outage
+  nats_.Start();                    // same port, same store
+  for (auto& s : sensors) ASSERT_EQ(s->Wait(90s), std::optional<int>(0)) << s->ReadLog();
+
+  // Every message a sensor saw confirmed (flushed to the server) is in the stream.
+  int64_t confirmed = 0, reconnects = 0;
+  for (auto& s : sensors) {
+    confirmed += SensorCounter(*s, "published_messages");
+    reconnects += SensorCounter(*s, "reconnects");
+    EXPECT_EQ(SensorCounter(*s, "dropped_messages"), 0) << s->ReadLog();
+  }
+  EXPECT_GE(reconnects, kSensors);
+  nats::ConnectOptions o;
+  o.url = nats_.url();
+  auto conn = nats::Connection::Connect(o);
+  nats::JetStream js(*conn);
+  nats::ConsumerOptions audit;
+  audit.durable = "audit";
+  audit.filter_subject = "vehicle.*.*";
+  auto reader = js.PullSubscribe(audit);
+  std::map<std::string, int64_t> stored;  // messages per subject kind
+  for (auto batch = reader->Fetch(1000, 1000); !batch.empty(); batch = reader->Fetch(1000, 1000)) {
+    for (const auto& m : batch) {
+      ++stored[m->subject().ends_with(".status") ? "status" : "samples"];
+      m->Ack();
+    }
+  }
+  EXPECT_GE(stored["samples"], confirmed) << "confirmed messages missing from the stream";
+
+  // The engine reconnected and wrote every window of every vehicle, with no gap.
+  const auto complete = [&] {
+    const auto out = pg_.TryPsql(
+        "SELECT count(*) FILTER (WHERE n = span AND n = speeds) FROM (SELECT count(*) AS n, "
+        "extract(epoch FROM max(time) - min(time))::int + 1 AS span, count(speed) AS speeds "
+        "FROM vehicle_telemetry GROUP BY vehicle_id) v");
+    return out && *out == std::to_string(kSensors);
+  };
+  const auto last_event = [&] { return pg_.TryPsql("SELECT max(time) FROM vehicle_telemetry"); };
+  std::string previous;
+  EXPECT_TRUE(WaitFor(
+      [&] {  // complete, and no new window for 3 s
+        const auto now = last_event();
+        const bool settled = now && *now == previous;
+        previous = now.value_or("");
+        return settled && complete();
+      },
+      90s, 3s))
+      << pg_.Psql("SELECT vehicle_id, count(*), min(time), max(time), count(speed) FROM "
+                  "vehicle_telemetry GROUP BY vehicle_id");
+  EXPECT_TRUE(engine.process().Running()) << engine.process().ReadLog();
+  EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
+  std::printf(
+      "faults, nats-server SIGKILL: sample messages confirmed %lld, stored %lld, rows %d, "
+      "vehicles complete %d of %d, duplicates 0 (primary key), lost %lld\n",
+      static_cast<long long>(confirmed), static_cast<long long>(stored["samples"]), Rows(pg_),
+      complete() ? kSensors : 0, kSensors,
+      static_cast<long long>(std::max<int64_t>(0, confirmed - stored["samples"])));
+}
+
+}  // namespace
+}  // namespace fleetflow::testing
