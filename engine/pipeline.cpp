@@ -128,6 +128,26 @@ void BuildSchema(const Registry& registry, bool for_editors, rapidjson::Document
   d.AddMember("definitions", defs, a);
 }
 
+/// Deepest nesting of arrays and objects a pipeline file may have: far more than the format
+/// needs, and a bound for the recursive checks that follow the (iterative) parse.
+constexpr int kMaxDepth = 64;
+
+/// True when `v` nests arrays/objects more than `levels` deep.
+bool DeeperThan(const rapidjson::Value& v, int levels) {
+  if (!v.IsArray() && !v.IsObject()) return false;
+  if (levels == 0) return true;
+  if (v.IsArray()) {
+    for (const auto& e : v.GetArray()) {
+      if (DeeperThan(e, levels - 1)) return true;
+    }
+  } else {
+    for (const auto& m : v.GetObject()) {
+      if (DeeperThan(m.value, levels - 1)) return true;
+    }
+  }
+  return false;
+}
+
 /// The id of the node a pointer /nodes/<i>/... lies in, when that node has a string id.
 std::string NodeIdAt(const rapidjson::Value& doc, const std::string& pointer) {
   if (pointer.rfind("/nodes/", 0) != 0) return "";
@@ -172,7 +192,8 @@ class Loader {
   bool LoadNodes(const std::string& text, std::vector<NodeDecl>& decls,
                  Pipeline* header = nullptr) {
     auto doc = std::make_shared<rapidjson::Document>();
-    doc->Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(text.c_str());
+    doc->Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag |
+               rapidjson::kParseIterativeFlag>(text.c_str());
     if (doc->HasParseError()) {
       const size_t off = doc->GetErrorOffset();
       const size_t line =
@@ -182,6 +203,12 @@ class Loader {
       Error("", "",
             "invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(col) +
                 ": " + rapidjson::GetParseError_En(doc->GetParseError()));
+      return false;
+    }
+    if (DeeperThan(*doc, kMaxDepth)) {
+      Error("", "",
+            "the JSON nests arrays and objects more than " + std::to_string(kMaxDepth) +
+                " levels deep; a pipeline file needs far fewer");
       return false;
     }
     Substitute(*doc, "", doc->GetAllocator());

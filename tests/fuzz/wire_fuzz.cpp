@@ -62,7 +62,8 @@ void CheckWireInput(fleetflow::WireInput& input, std::string_view subject, const
   std::vector<fleetflow::InputReject> rejects;
   const auto outcome = input.Decode(subject, data, size, FixedClock::kNow, body, &rejects);
   FF_FUZZ_CHECK(body.has_value() == (outcome == fleetflow::WireInput::Outcome::kEmit));
-  FF_FUZZ_CHECK(outcome == fleetflow::WireInput::Outcome::kEmit || !rejects.empty());
+  // A whole message rejected names its reason (a batch of zero samples leaves nothing, unrejected).
+  FF_FUZZ_CHECK(outcome != fleetflow::WireInput::Outcome::kRejected || rejects.size() == 1);
   for (const auto& r : rejects) FF_FUZZ_CHECK(!r.reason.empty());
   if (!body) return;
   FF_FUZZ_CHECK(size <= max_payload);
