@@ -164,7 +164,7 @@ SinkConfig ParseConfig(const Config& c) {
     ConfigError("max_pending_rows",
                 "must be at least batch_rows (" + std::to_string(s.batch_rows) + ")");
   }
-  s.flush_ns = std::max<int64_t>(0, c.Integer("flush_ms", 1000)) * 1'000'000;
+  s.flush_ns = std::max<int64_t>(0, c.Integer("flush_ms", 0)) * 1'000'000;
   s.retry_initial = Millis(std::max<int64_t>(1, c.Integer("retry_initial_ms", 100)));
   s.retry_max = Millis(c.Integer("retry_max_ms", 10000));
   if (s.retry_max < s.retry_initial) {
@@ -196,7 +196,6 @@ class TimescaleSink final : public Operator {
   explicit TimescaleSink(const OperatorContext& ctx)
       : cfg_(ParseConfig(ctx.config)),
         node_(ctx.node_id),
-        clock_(ctx.clock),
         rows_written_(ctx.metrics.GetCounter(
             "sink_rows_written", "Rows written (inserted or updated) to PostgreSQL", ctx.labels())),
         batches_(
@@ -249,6 +248,11 @@ class TimescaleSink final : public Operator {
       Flush(/*all=*/false);
       if (pending_.size() > cfg_.max_pending_rows) HoldUntilRoom();
     } else if (const auto* tick = std::get_if<Tick>(in.get())) {
+      // Rows that arrived since the previous Tick were emitted for this one (an operator
+      // forwards a Tick after what it emitted on it): they count as buffered at its time.
+      for (auto it = pending_.rbegin(); it != pending_.rend() && it->buffered_ns < 0; ++it) {
+        it->buffered_ns = tick->now_ns;
+      }
       if (tick->drain) {
         Drain();
       } else if (!pending_.empty() &&
@@ -266,7 +270,7 @@ class TimescaleSink final : public Operator {
  private:
   struct Pending {
     pg::ValuesRow row;
-    int64_t buffered_ns = 0;
+    int64_t buffered_ns = -1;  // the Tick after its arrival; -1 until that Tick
   };
 
   std::string BuildUpsert() const {
@@ -292,9 +296,8 @@ class TimescaleSink final : public Operator {
       const auto it = std::find(sensors.begin(), sensors.end(), cfg_.columns[c].sensor);
       if (it != sensors.end()) index[c] = static_cast<size_t>(it - sensors.begin());
     }
-    const int64_t now = clock_.NowNs();
     for (const auto& row : batch.rows) {
-      Pending p{{row.vehicle, batch.window_ns, {}}, now};
+      Pending p{{row.vehicle, batch.window_ns, {}}};
       p.row.values.reserve(cfg_.columns.size());
       for (size_t c = 0; c < cfg_.columns.size(); ++c) {
         const auto& col = cfg_.columns[c];
@@ -562,7 +565,6 @@ class TimescaleSink final : public Operator {
 
   const SinkConfig cfg_;
   const std::string node_;
-  const Clock& clock_;
   Counter& rows_written_;
   Counter& batches_;
   Counter& retries_;
@@ -647,9 +649,10 @@ ConfigSpec Spec() {
       .Default(int64_t{100000})
       .Min(1);
   spec.Integer("flush_ms",
-               "Longest time a row waits in the buffer: pending rows are written at the first "
-               "Tick at least this long after the oldest arrived. 0: at every Tick.")
-      .Default(int64_t{1000})
+               "Longest time a row waits in the buffer: rows are written at the first Tick at "
+               "least this long after the Tick they came with. 0: at the Tick they came with "
+               "(one write per window).")
+      .Default(int64_t{0})
       .Min(0);
   spec.Integer("retry_initial_ms",
                "First wait before retrying a failed write or connect; it doubles after each "

@@ -486,11 +486,10 @@ TEST_F(TimescaleSinkPg, RewrittenWindowsUpdateRowsWithoutDuplicates) {
 
 TEST_F(TimescaleSinkPg, TickFlushesOnlyAfterFlushMs) {
   OperatorHarness h("timescale_sink", Config(R"("flush_ms":1000)"));
-  h.clock.now_ns = 10'000 * kMs;
   h.Feed(SpeedBatch(WindowT(), 2));
-
-  auto out = h.TickAt(10'999 * kMs);
+  auto out = h.TickAt(10'000 * kMs);  // the Tick the rows came with
   ASSERT_EQ(testing::Only<Tick>(out).size(), 1u);
+  h.TickAt(10'999 * kMs);
   EXPECT_EQ(Count(), 0);
   EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 2.0);
 
@@ -498,6 +497,15 @@ TEST_F(TimescaleSinkPg, TickFlushesOnlyAfterFlushMs) {
   ASSERT_EQ(testing::Only<Tick>(out).size(), 1u);
   EXPECT_EQ(Count(), 2);
   EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 0.0);
+}
+
+TEST_F(TimescaleSinkPg, ByDefaultRowsAreWrittenAtTheTickTheyCameWith) {
+  OperatorHarness h("timescale_sink", Config(""));
+  h.Feed(SpeedBatch(WindowT(), 3));  // a window join emits the rows, then forwards the Tick
+  EXPECT_EQ(Count(), 0);
+  h.TickAt(WindowT() + 500 * kMs);
+  EXPECT_EQ(Count(), 3);
+  EXPECT_EQ(h.Counter("sink_batches"), 1u);
 }
 
 TEST_F(TimescaleSinkPg, WritesAsSoonAsBatchRowsArePending) {
