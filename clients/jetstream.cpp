@@ -188,11 +188,13 @@ void KeyValue::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void*
   {
     std::lock_guard lock(self->mu_);
     auto it = self->pending_.find(std::string_view(natsMsg_GetSubject(msg)));
-    if (it == self->pending_.end()) return;
-    cb = std::move(it->second);
-    self->pending_.erase(it);
+    if (it != self->pending_.end()) {
+      cb = std::move(it->second);
+      self->pending_.erase(it);
+    }
   }
-  cb(r);
+  natsMsg_Destroy(msg);  // the ack handler owns the published message (nats.h, jsPubAckHandler)
+  if (cb) cb(r);
 }
 
 bool KeyValue::WaitForWrites(int timeout_ms) {
