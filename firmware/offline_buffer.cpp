@@ -14,6 +14,7 @@ OfflineBuffer::OfflineBuffer(size_t capacity_bytes)
 }
 
 void OfflineBuffer::Write(uint64_t pos, const void* data, size_t size) {
+  if (size == 0) return;  // an empty payload may come as a null pointer: no memcpy from it
   const size_t at = static_cast<size_t>(pos % capacity_);
   const size_t first = std::min(size, capacity_ - at);
   std::memcpy(ring_.get() + at, data, first);
@@ -21,6 +22,7 @@ void OfflineBuffer::Write(uint64_t pos, const void* data, size_t size) {
 }
 
 void OfflineBuffer::Read(uint64_t pos, void* data, size_t size) const {
+  if (size == 0) return;
   const size_t at = static_cast<size_t>(pos % capacity_);
   const size_t first = std::min(size, capacity_ - at);
   std::memcpy(data, ring_.get() + at, first);
