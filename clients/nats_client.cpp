@@ -176,6 +176,27 @@ std::vector<std::string> SplitServers(std::string_view urls) {
 
 void OnBackgroundConnect(natsConnection*, void*) {}
 
+}  // namespace
+
+/// The user's callback, silenced once the connection is being closed on purpose.
+struct Connection::StateCallback {
+  std::function<void(bool)> fn;
+  std::atomic<bool> closing{false};
+  void operator()(bool connected) const {
+    if (!closing.load()) fn(connected);
+  }
+};
+
+namespace {
+
+void OnDisconnected(natsConnection*, void* closure) {
+  (*static_cast<Connection::StateCallback*>(closure))(false);
+}
+
+void OnReconnected(natsConnection*, void* closure) {
+  (*static_cast<Connection::StateCallback*>(closure))(true);
+}
+
 OptionsPtr MakeOptions(const ConnectOptions& o) {
   natsOptions* raw = nullptr;
   Check(natsOptions_Create(&raw), "create options");
@@ -355,14 +376,29 @@ int Subscription::pending() const {
 
 std::unique_ptr<Connection> Connection::Connect(const ConnectOptions& options) {
   OptionsPtr opts = MakeOptions(options);
+  std::unique_ptr<StateCallback> on_change;
+  if (options.on_connection_change) {
+    on_change = std::make_unique<StateCallback>();
+    on_change->fn = options.on_connection_change;
+    Check(natsOptions_SetDisconnectedCB(opts.get(), OnDisconnected, on_change.get()),
+          "disconnected callback");
+    Check(natsOptions_SetReconnectedCB(opts.get(), OnReconnected, on_change.get()),
+          "reconnected callback");
+  }
   natsConnection* conn = nullptr;
   const natsStatus s = natsConnection_Connect(&conn, opts.get());
   const bool pending = s == NATS_NOT_YET_CONNECTED && options.retry_on_failed_connect;
   if (s != NATS_OK && !pending) Throw(s, "connect to " + options.url);
-  return std::unique_ptr<Connection>(new Connection(conn));
+  return std::unique_ptr<Connection>(new Connection(conn, std::move(on_change)));
 }
 
-Connection::~Connection() { natsConnection_Destroy(conn_); }
+Connection::Connection(natsConnection* c, std::unique_ptr<StateCallback> on_change)
+    : conn_(c), on_change_(std::move(on_change)) {}
+
+Connection::~Connection() {
+  if (on_change_) on_change_->closing = true;
+  natsConnection_Destroy(conn_);
+}
 
 void Connection::Publish(std::string_view subject, const void* data, size_t size) {
   thread_local std::string subj;  // nats.c wants a C string; reuse one buffer per thread

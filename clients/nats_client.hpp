@@ -57,6 +57,8 @@ struct ConnectOptions {
   bool retry_on_failed_connect = false;  // keep trying in the background if the first connect fails
   bool send_asap = false;  // write each publish at once, without nats.c's flusher thread (fewer
                            // wake-ups for a low-rate publisher; more syscalls for a fast one)
+  /// Called on a nats.c thread when the connection is lost (false) and restored (true).
+  std::function<void(bool connected)> on_connection_change;
 
   /// Defaults overridden by NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_USER, NATS_PASSWORD_FILE,
   /// NATS_TOKEN_FILE, NATS_CA, NATS_CERT, NATS_KEY.
@@ -148,12 +150,16 @@ class Connection {
   bool connected() const;
   bool reconnecting() const;
   ConnectionStats stats() const;
+  /// Holds ConnectOptions::on_connection_change for nats.c's callbacks (internal).
+  struct StateCallback;
+
   /// The raw handle, for the JetStream wrapper in this same folder only.
   __natsConnection* raw() const { return conn_; }
 
  private:
-  explicit Connection(__natsConnection* c) : conn_(c) {}
+  Connection(__natsConnection* c, std::unique_ptr<StateCallback> on_change);
   __natsConnection* conn_;
+  std::unique_ptr<StateCallback> on_change_;  // outlives conn_
 };
 
 }  // namespace fleetflow::nats

@@ -1,5 +1,7 @@
 #include "nats_config.hpp"
 
+#include <spdlog/spdlog.h>
+
 namespace fleetflow {
 
 void AddNatsConnectionFields(ConfigSpec& c) {
@@ -40,6 +42,13 @@ nats::ConnectOptions NatsConnectOptions(const Config& config, const std::string&
   set("ca_file", o.ca_file);
   set("cert_file", o.cert_file);
   set("key_file", o.key_file);
+  o.on_connection_change = [client_name, url = o.url](bool connected) {
+    if (connected) {
+      spdlog::info("{}: connection to NATS ({}) restored", client_name, url);
+    } else {
+      spdlog::warn("{}: connection to NATS ({}) lost; reconnecting", client_name, url);
+    }
+  };
   return o;
 }
 
