@@ -6,6 +6,7 @@
 #include <optional>
 #include <set>
 #include <unordered_map>
+#include <vector>
 
 #include "nats_config.hpp"
 #include "state/kv_membership.hpp"
@@ -17,32 +18,42 @@ namespace {
 constexpr int64_t kMs = 1'000'000;
 
 /// Samples of one sensor, reduced to what any open window can still use: for each interval
-/// (T - every, T] (keyed by T), its oldest and newest sample.
+/// (T - every, T] (keyed by T), its oldest and newest sample. A sorted vector: the intervals kept
+/// are few (the retained windows), new ones come at the end and old ones leave at the front, so
+/// a steady stream of samples allocates nothing.
 struct SensorBuckets {
   struct Bucket {
+    int64_t key;
     wire::Point oldest;
     wire::Point newest;
   };
-  std::map<int64_t, Bucket> buckets;
+  std::vector<Bucket> buckets;
+
+  static bool KeyLess(const Bucket& b, int64_t key) { return b.key < key; }
+  static bool LessKey(int64_t key, const Bucket& b) { return key < b.key; }
 
   /// Returns true when `p` is now the oldest sample of its interval.
   bool Add(int64_t key, const wire::Point& p) {
-    auto [it, inserted] = buckets.try_emplace(key, Bucket{p, p});
-    if (inserted) return true;
-    if (p.ts_ns >= it->second.newest.ts_ns) it->second.newest = p;
-    if (p.ts_ns >= it->second.oldest.ts_ns) return false;
-    it->second.oldest = p;
+    auto it = !buckets.empty() && buckets.back().key < key
+                  ? buckets.end()
+                  : std::lower_bound(buckets.begin(), buckets.end(), key, KeyLess);
+    if (it == buckets.end() || it->key != key) {
+      buckets.insert(it, Bucket{key, p, p});
+      return true;
+    }
+    if (p.ts_ns >= it->newest.ts_ns) it->newest = p;
+    if (p.ts_ns >= it->oldest.ts_ns) return false;
+    it->oldest = p;
     return true;
   }
 
   Slot At(int64_t t, int64_t max_gap) const {
     Slot slot;
-    auto after = buckets.upper_bound(t);  // first interval ending after t: samples > t
-    if (after != buckets.end() && after->second.oldest.ts_ns - t <= max_gap) {
-      slot.after = after->second.oldest;
-    }
+    // The first interval ending after t holds the oldest sample > t.
+    const auto after = std::upper_bound(buckets.begin(), buckets.end(), t, LessKey);
+    if (after != buckets.end() && after->oldest.ts_ns - t <= max_gap) slot.after = after->oldest;
     if (after != buckets.begin()) {
-      const wire::Point& p = std::prev(after)->second.newest;  // newest sample <= t
+      const wire::Point& p = std::prev(after)->newest;  // newest sample <= t
       if (t - p.ts_ns <= max_gap) slot.before = p;
     }
     return slot;
@@ -50,14 +61,16 @@ struct SensorBuckets {
 
   /// Forgets intervals no window from `next` on can use: all before the newest interval <= next.
   void Prune(int64_t next) {
-    auto keep = buckets.upper_bound(next);
+    const auto keep = std::upper_bound(buckets.begin(), buckets.end(), next, LessKey);
     if (keep == buckets.begin()) return;
     buckets.erase(buckets.begin(), std::prev(keep));
   }
 
   int64_t Newest() const {
-    return buckets.empty() ? std::numeric_limits<int64_t>::min()
-                           : buckets.rbegin()->second.newest.ts_ns;
+    return buckets.empty() ? std::numeric_limits<int64_t>::min() : buckets.back().newest.ts_ns;
+  }
+  int64_t Oldest() const {
+    return buckets.empty() ? std::numeric_limits<int64_t>::max() : buckets.front().oldest.ts_ns;
   }
 };
 
@@ -216,7 +229,7 @@ class WindowJoin final : public Operator {
   void EmitCorrections(Emitter& out) {
     for (const auto& [t, ids] : corrections_) {
       const auto& vehicles = ids;  // clang 14 cannot capture a structured binding
-      corrected_.Inc(EmitRows(t, out, [&](const std::string& id, uint32_t shard) {
+      corrected_.Inc(EmitRows(t, out, vehicles.size(), [&](const std::string& id, uint32_t shard) {
         return vehicles.count(id) > 0 && Owned(shard);
       }));
     }
@@ -246,7 +259,7 @@ class WindowJoin final : public Operator {
     int64_t oldest = std::numeric_limits<int64_t>::max();
     for (const auto& [_, v] : vehicles_) {
       for (const SensorBuckets& s : v.sensors) {
-        if (!s.buckets.empty()) oldest = std::min(oldest, s.buckets.begin()->second.oldest.ts_ns);
+        oldest = std::min(oldest, s.Oldest());
       }
     }
     if (oldest != std::numeric_limits<int64_t>::max()) next_ = std::max(*next_, WindowOf(oldest));
@@ -255,16 +268,19 @@ class WindowJoin final : public Operator {
   void Emit(int64_t t, Emitter& out) {
     if (membership_) Rebalance(t, out);
     const size_t rows =
-        EmitRows(t, out, [this](const std::string&, uint32_t shard) { return Owned(shard); });
+        EmitRows(t, out, vehicles_.size(),
+                 [this](const std::string&, uint32_t shard) { return Owned(shard); });
     active_.Set(static_cast<double>(rows));
     windows_.Inc();
     Forget(t);
   }
 
   /// Emits window t's rows of the vehicles whose shard `take` accepts; returns how many.
+  /// `expected_rows` sizes the batch up front.
   template <typename Take>
-  size_t EmitRows(int64_t t, Emitter& out, const Take& take) {
+  size_t EmitRows(int64_t t, Emitter& out, size_t expected_rows, const Take& take) {
     WindowBatch batch;
+    batch.rows.reserve(expected_rows);
     batch.window_ns = t;
     batch.sensors = sensors_;
     for (auto& [id, v] : vehicles_) {
@@ -325,7 +341,7 @@ class WindowJoin final : public Operator {
     const int64_t from = std::max(first_window_, WindowOf(t - retain_));
     for (int64_t w = from; w < t; w += every_) {
       reemitted_.Inc(
-          EmitRows(w, out, [&](const std::string&, uint32_t shard) { return gained[shard]; }));
+          EmitRows(w, out, 0, [&](const std::string&, uint32_t shard) { return gained[shard]; }));
     }
   }
 
