@@ -1,0 +1,56 @@
+// The NATS connection fields every operator shares: pipeline fields override the environment,
+// secrets are paths, send_asap reaches the connection options.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "nats_config.hpp"
+
+namespace fleetflow::testing {
+namespace {
+
+Config Parsed(const std::string& fields) {
+  ConfigSpec spec;
+  AddNatsConnectionFields(spec);
+  rapidjson::Document doc;
+  doc.Parse(("{" + fields + "}").c_str());
+  spec.ApplyDefaults(doc, doc.GetAllocator());
+  rapidjson::StringBuffer out;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(out);
+  doc.Accept(writer);
+  return Config::Parse(out.GetString());
+}
+
+TEST(NatsConfigTest, PipelineFieldsOverrideTheEnvironment) {
+  setenv("NATS_URL", "nats://from-env:4222", 1);
+  setenv("NATS_USER", "env-user", 1);
+  const auto o = NatsConnectOptions(
+      Parsed(R"("url": "nats://a:1,nats://b:2", "user": "engine",
+                "password_file": "/run/secrets/nats-password", "send_asap": true)"),
+      "fleetflow:test");
+  EXPECT_EQ(o.url, "nats://a:1,nats://b:2");
+  EXPECT_EQ(o.user, "engine");
+  EXPECT_EQ(o.password_file, "/run/secrets/nats-password");
+  EXPECT_TRUE(o.send_asap);
+  EXPECT_EQ(o.name, "fleetflow:test");
+  EXPECT_TRUE(o.on_connection_change != nullptr);
+  unsetenv("NATS_URL");
+  unsetenv("NATS_USER");
+}
+
+TEST(NatsConfigTest, EmptyFieldsLeaveTheEnvironmentsValues) {
+  setenv("NATS_URL", "nats://from-env:4222", 1);
+  setenv("NATS_TOKEN_FILE", "/run/secrets/token", 1);
+  const auto o = NatsConnectOptions(Parsed(""), "fleetflow:test");
+  EXPECT_EQ(o.url, "nats://from-env:4222");
+  EXPECT_EQ(o.token_file, "/run/secrets/token");
+  EXPECT_FALSE(o.send_asap);
+  unsetenv("NATS_URL");
+  unsetenv("NATS_TOKEN_FILE");
+}
+
+}  // namespace
+}  // namespace fleetflow::testing
