@@ -178,7 +178,9 @@ void OnBackgroundConnect(natsConnection*, void*) {}
 
 }  // namespace
 
-/// The user's callback, silenced once the connection is being closed on purpose.
+/// The user's callback, silenced once the connection is being closed on purpose. nats.c calls
+/// connection callbacks on a thread of its own, possibly after natsConnection_Destroy returned,
+/// so the closed callback (always its last one) frees it, not the Connection.
 struct Connection::StateCallback {
   std::function<void(bool)> fn;
   std::atomic<bool> closing{false};
@@ -195,6 +197,10 @@ void OnDisconnected(natsConnection*, void* closure) {
 
 void OnReconnected(natsConnection*, void* closure) {
   (*static_cast<Connection::StateCallback*>(closure))(true);
+}
+
+void OnClosed(natsConnection*, void* closure) {
+  delete static_cast<Connection::StateCallback*>(closure);
 }
 
 OptionsPtr MakeOptions(const ConnectOptions& o) {
@@ -384,19 +390,20 @@ std::unique_ptr<Connection> Connection::Connect(const ConnectOptions& options) {
           "disconnected callback");
     Check(natsOptions_SetReconnectedCB(opts.get(), OnReconnected, on_change.get()),
           "reconnected callback");
+    Check(natsOptions_SetClosedCB(opts.get(), OnClosed, on_change.get()), "closed callback");
   }
   natsConnection* conn = nullptr;
   const natsStatus s = natsConnection_Connect(&conn, opts.get());
   const bool pending = s == NATS_NOT_YET_CONNECTED && options.retry_on_failed_connect;
-  if (s != NATS_OK && !pending) Throw(s, "connect to " + options.url);
-  return std::unique_ptr<Connection>(new Connection(conn, std::move(on_change)));
+  if (s != NATS_OK && !pending) Throw(s, "connect to " + options.url);  // no connection: ours
+  return std::unique_ptr<Connection>(new Connection(conn, on_change.release()));
 }
 
-Connection::Connection(natsConnection* c, std::unique_ptr<StateCallback> on_change)
-    : conn_(c), on_change_(std::move(on_change)) {}
+Connection::Connection(natsConnection* c, StateCallback* on_change)
+    : conn_(c), on_change_(on_change) {}
 
 Connection::~Connection() {
-  if (on_change_) on_change_->closing = true;
+  if (on_change_ != nullptr) on_change_->closing = true;  // freed by OnClosed
   natsConnection_Destroy(conn_);
 }
 

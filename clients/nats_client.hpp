@@ -157,9 +157,9 @@ class Connection {
   __natsConnection* raw() const { return conn_; }
 
  private:
-  Connection(__natsConnection* c, std::unique_ptr<StateCallback> on_change);
+  Connection(__natsConnection* c, StateCallback* on_change);
   __natsConnection* conn_;
-  std::unique_ptr<StateCallback> on_change_;  // outlives conn_
+  StateCallback* on_change_;  // owned by nats.c's closed callback
 };
 
 }  // namespace fleetflow::nats

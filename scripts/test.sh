@@ -159,6 +159,7 @@ elif (($(remaining) < 1500)); then
 else
   stage_start=$SECONDS
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0}
+  export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$repo_root/tests/sanitizers/lsan.supp}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   if build_in asan build-asan "$(($(remaining) - 300))" -- \
     -DFLEETFLOW_SANITIZE=ON -DFLEETFLOW_BUILD_BENCH=OFF \
