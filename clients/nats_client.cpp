@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <iterator>
 #include <optional>
 #include <span>
@@ -179,8 +180,9 @@ void OnBackgroundConnect(natsConnection*, void*) {}
 }  // namespace
 
 /// The user's callback, silenced once the connection is being closed on purpose. nats.c calls
-/// connection callbacks on a thread of its own, possibly after natsConnection_Destroy returned,
-/// so the closed callback (always its last one) frees it, not the Connection.
+/// connection callbacks on a thread of its own, possibly after natsConnection_Destroy returned
+/// (and for a connect that failed), so these are never freed: they live in a registry for the
+/// life of the process (a few per Connection ever made).
 struct Connection::StateCallback {
   std::function<void(bool)> fn;
   std::atomic<bool> closing{false};
@@ -199,8 +201,15 @@ void OnReconnected(natsConnection*, void* closure) {
   (*static_cast<Connection::StateCallback*>(closure))(true);
 }
 
-void OnClosed(natsConnection*, void* closure) {
-  delete static_cast<Connection::StateCallback*>(closure);
+Connection::StateCallback* NewStateCallback(std::function<void(bool)> fn) {
+  // Never destroyed, not even at exit: nats.c's threads may still call in then.
+  static auto* mu = new std::mutex;
+  static auto* registry = new std::vector<std::unique_ptr<Connection::StateCallback>>;
+  auto cb = std::make_unique<Connection::StateCallback>();
+  cb->fn = std::move(fn);
+  std::lock_guard lock(*mu);
+  registry->push_back(std::move(cb));
+  return registry->back().get();
 }
 
 OptionsPtr MakeOptions(const ConnectOptions& o) {
@@ -382,28 +391,26 @@ int Subscription::pending() const {
 
 std::unique_ptr<Connection> Connection::Connect(const ConnectOptions& options) {
   OptionsPtr opts = MakeOptions(options);
-  std::unique_ptr<StateCallback> on_change;
+  StateCallback* on_change = nullptr;
   if (options.on_connection_change) {
-    on_change = std::make_unique<StateCallback>();
-    on_change->fn = options.on_connection_change;
-    Check(natsOptions_SetDisconnectedCB(opts.get(), OnDisconnected, on_change.get()),
+    on_change = NewStateCallback(options.on_connection_change);
+    Check(natsOptions_SetDisconnectedCB(opts.get(), OnDisconnected, on_change),
           "disconnected callback");
-    Check(natsOptions_SetReconnectedCB(opts.get(), OnReconnected, on_change.get()),
+    Check(natsOptions_SetReconnectedCB(opts.get(), OnReconnected, on_change),
           "reconnected callback");
-    Check(natsOptions_SetClosedCB(opts.get(), OnClosed, on_change.get()), "closed callback");
   }
   natsConnection* conn = nullptr;
   const natsStatus s = natsConnection_Connect(&conn, opts.get());
   const bool pending = s == NATS_NOT_YET_CONNECTED && options.retry_on_failed_connect;
   if (s != NATS_OK && !pending) Throw(s, "connect to " + options.url);  // no connection: ours
-  return std::unique_ptr<Connection>(new Connection(conn, on_change.release()));
+  return std::unique_ptr<Connection>(new Connection(conn, on_change));
 }
 
 Connection::Connection(natsConnection* c, StateCallback* on_change)
     : conn_(c), on_change_(on_change) {}
 
 Connection::~Connection() {
-  if (on_change_ != nullptr) on_change_->closing = true;  // freed by OnClosed
+  if (on_change_ != nullptr) on_change_->closing = true;  // never freed (see StateCallback)
   natsConnection_Destroy(conn_);
 }
 

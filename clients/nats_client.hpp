@@ -159,7 +159,7 @@ class Connection {
  private:
   Connection(__natsConnection* c, StateCallback* on_change);
   __natsConnection* conn_;
-  StateCallback* on_change_;  // owned by nats.c's closed callback
+  StateCallback* on_change_;  // lives as long as the process (nats.c may call it late)
 };
 
 }  // namespace fleetflow::nats
