@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <iterator>
@@ -124,25 +125,81 @@ std::optional<std::string> PublicKeyOfSeed(std::string_view token) {
 }
 
 // Reads the seed file (a bare seed, `nk -gen user -pubout` output or a decorated .nk file) and
-// returns the public key of the first seed in it.
-std::string PublicKeyOfSeedFile(const std::string& path) {
+// returns the first valid seed in it with its public key; nullopt when there is none or the file
+// cannot be read. The caller wipes the seed (OPENSSL_cleanse) once it is done with it.
+struct SeedAndKey {
+  std::string seed;
+  std::string public_key;
+};
+std::optional<SeedAndKey> ReadSeedFile(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw Error("nats: cannot read NKey seed file " + path, NATS_INVALID_ARG);
+  if (!in) return std::nullopt;
   std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::optional<std::string> pub;
+  std::optional<SeedAndKey> found;
   size_t pos = 0;
-  while (!pub && pos < content.size()) {
+  while (!found && pos < content.size()) {
     const size_t start = content.find_first_not_of(" \t\r\n", pos);
     if (start == std::string::npos) break;
     const size_t end = std::min(content.find_first_of(" \t\r\n", start), content.size());
     if (content[start] == 'S') {
-      pub = PublicKeyOfSeed(std::string_view(content).substr(start, end - start));
+      const std::string_view token = std::string_view(content).substr(start, end - start);
+      if (std::optional<std::string> pub = PublicKeyOfSeed(token)) {
+        found = SeedAndKey{std::string(token), std::move(*pub)};
+      }
     }
     pos = end;
   }
   OPENSSL_cleanse(content.data(), content.size());
-  if (!pub) throw Error("nats: no valid NKey seed in " + path, NATS_INVALID_ARG);
-  return *pub;
+  return found;
+}
+
+std::string PublicKeyOfSeedFile(const std::string& path) {
+  if (!std::ifstream(path)) {
+    throw Error("nats: cannot read NKey seed file " + path, NATS_INVALID_ARG);
+  }
+  std::optional<SeedAndKey> found = ReadSeedFile(path);
+  if (!found) throw Error("nats: no valid NKey seed in " + path, NATS_INVALID_ARG);
+  OPENSSL_cleanse(found->seed.data(), found->seed.size());
+  return found->public_key;
+}
+
+// Signs the server's nonce with the seed of an NKey seed file, read at each (re)connection as
+// nats.c's own handler does. It replaces natsOptions_SetNKeyFromSeed for one reason: nats.c
+// 3.4.1 (Debian 12) base64-encodes the signature with a function that takes a first byte of 0 for
+// an empty input, so for 1 nonce in 256 (an Ed25519 signature starting with 0x00) its CONNECT
+// carries no "sig" and the server refuses the connection ("Authorization Violation"). That cannot
+// be avoided from a callback (nats.c encodes what it returns), but it can be recognised: the
+// signer counts such signatures, and Connect() starts the handshake again (a new nonce) when a
+// refusal followed one. A refusal after a complete signature (a wrong key) is never retried.
+struct SeedFileSigner {
+  std::string path;
+  std::atomic<uint64_t> zero_first_byte{0};  // signatures nats.c 3.4.1 cannot send
+};
+
+natsStatus SignNonceWithSeedFile(char** custom_error, unsigned char** signature, int* length,
+                                 const char* nonce, void* closure) {
+  auto* signer = static_cast<SeedFileSigner*>(closure);
+  std::optional<SeedAndKey> found = ReadSeedFile(signer->path);
+  if (!found) {
+    *custom_error = strdup(("no valid NKey seed in " + signer->path).c_str());
+    return NATS_ERR;
+  }
+  const natsStatus s = nats_Sign(found->seed.c_str(), nonce, signature, length);
+  OPENSSL_cleanse(found->seed.data(), found->seed.size());
+  if (s == NATS_OK && *length > 0 && (*signature)[0] == 0) signer->zero_first_byte.fetch_add(1);
+  return s;
+}
+
+// Like the state callbacks: nats.c may call the signer on its reconnect thread after the
+// connection was destroyed, so signers live for the whole process (one per connection made).
+SeedFileSigner* NewSeedFileSigner(const std::string& path) {
+  static auto* mu = new std::mutex;
+  static auto* registry = new std::vector<std::unique_ptr<SeedFileSigner>>;
+  auto signer = std::make_unique<SeedFileSigner>();
+  signer->path = path;
+  std::lock_guard lock(*mu);
+  registry->push_back(std::move(signer));
+  return registry->back().get();
 }
 
 // The first line of a secret file (password, token), without its line end. Errors name the file,
@@ -212,7 +269,7 @@ Connection::StateCallback* NewStateCallback(std::function<void(bool)> fn) {
   return registry->back().get();
 }
 
-OptionsPtr MakeOptions(const ConnectOptions& o) {
+OptionsPtr MakeOptions(const ConnectOptions& o, SeedFileSigner** signer) {
   natsOptions* raw = nullptr;
   Check(natsOptions_Create(&raw), "create options");
   OptionsPtr opts(raw, &natsOptions_Destroy);
@@ -243,7 +300,8 @@ OptionsPtr MakeOptions(const ConnectOptions& o) {
   }
   if (!o.nkey_seed_file.empty()) {
     const std::string pub = PublicKeyOfSeedFile(o.nkey_seed_file);
-    Check(natsOptions_SetNKeyFromSeed(raw, pub.c_str(), o.nkey_seed_file.c_str()),
+    *signer = NewSeedFileSigner(o.nkey_seed_file);
+    Check(natsOptions_SetNKey(raw, pub.c_str(), SignNonceWithSeedFile, *signer),
           "NKey seed " + o.nkey_seed_file);
   }
 
@@ -390,7 +448,8 @@ int Subscription::pending() const {
 // --- Connection ---
 
 std::unique_ptr<Connection> Connection::Connect(const ConnectOptions& options) {
-  OptionsPtr opts = MakeOptions(options);
+  SeedFileSigner* signer = nullptr;
+  OptionsPtr opts = MakeOptions(options, &signer);
   StateCallback* on_change = nullptr;
   if (options.on_connection_change) {
     on_change = NewStateCallback(options.on_connection_change);
@@ -400,7 +459,17 @@ std::unique_ptr<Connection> Connection::Connect(const ConnectOptions& options) {
           "reconnected callback");
   }
   natsConnection* conn = nullptr;
-  const natsStatus s = natsConnection_Connect(&conn, opts.get());
+  natsStatus s = NATS_OK;
+  // At most 3 handshakes, and a second only after a signature nats.c could not send (see
+  // SeedFileSigner): all three hit that by chance once in 16 million connections.
+  for (int handshake = 1;; ++handshake) {
+    const uint64_t unsendable = signer != nullptr ? signer->zero_first_byte.load() : 0;
+    s = natsConnection_Connect(&conn, opts.get());
+    if (s != NATS_CONNECTION_AUTH_FAILED || signer == nullptr || handshake == 3 ||
+        signer->zero_first_byte.load() == unsendable) {
+      break;
+    }
+  }
   const bool pending = s == NATS_NOT_YET_CONNECTED && options.retry_on_failed_connect;
   if (s != NATS_OK && !pending) Throw(s, "connect to " + options.url);  // no connection: ours
   return std::unique_ptr<Connection>(new Connection(conn, on_change));
