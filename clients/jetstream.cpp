@@ -210,6 +210,12 @@ std::unique_ptr<KvWatcher> KeyValue::WatchAll() {
   return std::make_unique<KvWatcher>(w);
 }
 
+std::unique_ptr<KvWatcher> KeyValue::Watch(const std::string& keys) {
+  kvWatcher* w = nullptr;
+  Check(kvStore_Watch(&w, kv_, keys.c_str(), nullptr), "watch " + bucket_ + "/" + keys);
+  return std::make_unique<KvWatcher>(w);
+}
+
 // --- JetStream ---
 
 JetStream::JetStream(Connection& connection) : conn_(connection) {

@@ -137,6 +137,8 @@ class KeyValue {
   /// Waits until every asynchronous write was answered, at most timeout_ms.
   bool WaitForWrites(int timeout_ms);
   std::unique_ptr<KvWatcher> WatchAll();
+  /// Watches the keys matching `keys` (a subject filter, e.g. "shard.*").
+  std::unique_ptr<KvWatcher> Watch(const std::string& keys);
 
  private:
   static void OnAck(__jsCtx*, __natsMsg* msg, ::jsPubAck* pa, ::jsPubAckErr* pae, void* closure);
