@@ -6,13 +6,48 @@
 /// Calls come from the owning operator's thread, one at a time; the `durable` callbacks may run
 /// on any thread.
 
+#include <algorithm>
+#include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "wire.hpp"
 
 namespace fleetflow {
+
+/// Which samples of a key (ascending by event time) state keeps: the newest `keep`, every sample
+/// less than `history_ns` older than the newest, and the newest sample older than that (the
+/// *before* sample of a window at the edge of the history). What is kept is always the newest
+/// part of the key's samples, so a window at or after the oldest kept sample can be computed
+/// from the kept samples alone, exactly as from all of them.
+struct Retention {
+  size_t keep = 4;
+  int64_t history_ns = 0;  // 0: by count only
+
+  /// Index of the oldest sample to keep in `samples` (ascending by event time).
+  size_t FirstKept(const std::vector<wire::Point>& samples) const {
+    const size_t n = samples.size();
+    size_t first = n > keep ? n - keep : 0;
+    if (history_ns <= 0 || first == 0) return first;
+    const int64_t newest = samples.back().ts_ns;
+    const int64_t cutoff = newest < std::numeric_limits<int64_t>::min() + history_ns
+                               ? std::numeric_limits<int64_t>::min()
+                               : newest - history_ns;
+    const auto in_history =
+        std::lower_bound(samples.begin(), samples.end(), cutoff,
+                         [](const wire::Point& p, int64_t ts) { return p.ts_ns < ts; });
+    size_t by_time = static_cast<size_t>(in_history - samples.begin());
+    if (by_time > 0) --by_time;  // the newest sample before the history
+    return std::min(first, by_time);
+  }
+  /// Drops what is not kept.
+  void Apply(std::vector<wire::Point>& samples) const {
+    samples.erase(samples.begin(),
+                  samples.begin() + static_cast<std::ptrdiff_t>(FirstKept(samples)));
+  }
+};
 
 class StateStore {
  public:

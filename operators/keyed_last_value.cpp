@@ -14,7 +14,8 @@ namespace {
 class KeyedLastValue final : public Operator {
  public:
   explicit KeyedLastValue(const OperatorContext& ctx)
-      : keep_(static_cast<size_t>(ctx.config.Integer("keep"))),
+      : retention_{static_cast<size_t>(ctx.config.Integer("keep")),
+                   ctx.config.Integer("history_ms") * 1'000'000},
         accepted_(ctx.metrics.GetCounter("samples_accepted", "Samples taken into keyed state.",
                                          ctx.labels())),
         stale_(ctx.metrics.GetCounter("samples_stale",
@@ -35,15 +36,15 @@ class KeyedLastValue final : public Operator {
       o.bucket.storage = ctx.config.String("bucket_storage");
       o.bucket.replicas = static_cast<int>(ctx.config.Integer("bucket_replicas"));
       o.flush_ms = ctx.config.Integer("flush_ms");
-      o.keep = keep_;
+      o.keep = retention_.keep;
+      o.history_ns = retention_.history_ns;
       store_ = std::make_unique<JetStreamKvStore>(std::move(o), ctx.metrics, ctx.labels());
     } else {
       store_ = std::make_unique<MemoryStateStore>();
     }
     store_->Restore([this](const std::string& key, std::vector<wire::Point> samples) {
-      if (samples.size() > keep_) {
-        samples.erase(samples.begin(), samples.end() - static_cast<std::ptrdiff_t>(keep_));
-      }
+      if (!IsStateKey(key)) return;  // the bucket may hold other records (window_join's)
+      retention_.Apply(samples);
       restored_.push_back(key);
       state_[key] = std::move(samples);
     });
@@ -66,7 +67,7 @@ class KeyedLastValue final : public Operator {
     if (batch == nullptr) {
       if (const auto* tick = std::get_if<Tick>(in.get())) {
         store_->Sync(tick->drain, [&](const std::string& key, std::vector<wire::Point> samples) {
-          Merge(key, samples, out);
+          if (IsStateKey(key)) Merge(key, samples, out);
         });
       }
       out.Emit(in);  // status events and ticks pass through
@@ -99,6 +100,13 @@ class KeyedLastValue final : public Operator {
   bool Ready() const override { return store_->Ready(); }
 
  private:
+  /// `<vehicle>.<sensor>` (or `<vehicle>.status`): one dot between two tokens.
+  static bool IsStateKey(const std::string& key) {
+    const size_t dot = key.find('.');
+    return dot != std::string::npos && dot > 0 && dot + 1 < key.size() &&
+           key.find('.', dot + 1) == std::string::npos;
+  }
+
   /// Takes `points` into the key's state; returns those to pass on: every sample that is not a
   /// duplicate of a kept one (stale ones included, though they stay out of the state).
   std::vector<wire::Point> Accept(const std::string& key, const std::vector<wire::Point>& points,
@@ -115,15 +123,16 @@ class KeyedLastValue final : public Operator {
         if (count) duplicates_.Inc();
         continue;
       }
-      if (kept.size() >= keep_ && pos == kept.begin()) {
-        // Older than the whole state: it does not enter it, but the windows it belongs to may
-        // still want it (it arrived late through another worker, or out of order).
+      if (pos == kept.begin() && !kept.empty() && !KeepsAnOlderSample(kept)) {
+        // Older than the whole state and beyond what it retains: it does not enter it, but the
+        // windows it belongs to may still want it (it arrived late through another worker, or
+        // out of order).
         if (count) stale_.Inc();
         accepted.push_back(p);
         continue;
       }
       kept.insert(pos, p);
-      if (kept.size() > keep_) kept.erase(kept.begin());
+      retention_.Apply(kept);
       accepted.push_back(p);
       if (state_changed != nullptr) *state_changed = true;
     }
@@ -132,6 +141,15 @@ class KeyedLastValue final : public Operator {
       newest = std::max(newest, kept.back().ts_ns);
     }
     return accepted;
+  }
+
+  /// Whether a sample older than every sample of `kept` would stay in the state once added.
+  bool KeepsAnOlderSample(const std::vector<wire::Point>& kept) const {
+    if (kept.size() < retention_.keep) return true;
+    if (retention_.history_ns <= 0) return false;
+    // It would be the oldest: it stays only while the oldest kept sample is within the history
+    // (then it is the newest sample before the history, or within it too).
+    return kept.front().ts_ns - kept.back().ts_ns >= -retention_.history_ns;
   }
 
   /// Samples another worker stored: merged like our own, passed on when new.
@@ -161,7 +179,7 @@ class KeyedLastValue final : public Operator {
         MakeMessage(SampleBatch{std::move(vehicle), key.substr(dot + 1), std::move(points), {}, 0}));
   }
 
-  const size_t keep_;
+  const Retention retention_;
   std::vector<std::string> sensors_;
   std::unordered_map<std::string, std::vector<wire::Point>> state_;  // ascending ts
   std::string key_;
@@ -211,10 +229,21 @@ void RegisterKeyedLastValue(Registry& registry) {
   AddNatsConnectionFields(info.config);
   info.config
       .Integer("keep",
-               "Newest samples kept per key. A sample older than all of them is dropped as stale.")
+               "Newest samples kept per key, at least. A sample older than everything kept is "
+               "dropped as stale.")
       .Default(int64_t{4})
       .Min(1)
       .Max(64);
+  info.config
+      .Integer("history_ms",
+               "Also keeps every sample less than this much older than the key's newest (and the "
+               "one before them), in memory and in the bucket. A worker that takes shards over "
+               "from one that stopped restores its windows from this history: with "
+               "window_join sharding jetstream_kv, set it to at least the join's "
+               "allowed_lateness_ms. 0: keep counts alone.")
+      .Default(int64_t{0})
+      .Min(0)
+      .Max(600'000);
   info.config
       .StringArray("sensors",
                    "Sensors accepted; samples of any other sensor are counted and dropped. "

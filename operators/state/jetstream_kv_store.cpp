@@ -123,10 +123,8 @@ JetStreamKvStore::Outgoing JetStreamKvStore::Prepare(const std::string& key, Key
   ++in_flight_;
   ks.in_flight_acks.swap(ks.acks);
   Outgoing out{key, ks.samples, ks.revision};
-  if (ks.samples.size() > options_.keep) {  // the newest stay as the base of the next write
-    ks.samples.erase(ks.samples.begin(),
-                     ks.samples.end() - static_cast<std::ptrdiff_t>(options_.keep));
-  }
+  // What state retains stays as the base of the next write.
+  Retention{options_.keep, options_.history_ns}.Apply(ks.samples);
   return out;
 }
 

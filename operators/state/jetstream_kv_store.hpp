@@ -27,6 +27,7 @@ struct JetStreamKvOptions {
   nats::BucketOptions bucket;
   int64_t flush_ms = 200;
   size_t keep = 4;  // samples per key kept after a merge
+  int64_t history_ns = 0;  // and every sample this close to the key's newest (Retention)
   int restore_timeout_ms = 30'000;
 };
 

@@ -1,5 +1,6 @@
 // keyed_last_value on the in-memory harness.
 #include "harness.hpp"
+#include "state_store.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -57,6 +58,61 @@ TEST(KeyedLastValueTest, SensorFilterAndPassThrough) {
   EXPECT_EQ(h.Counter("samples_unknown_sensor"), 1u);
   EXPECT_EQ(Only<StatusEvent>(h.Feed(StatusEvent{"v1", false, 1})).size(), 1u);
   EXPECT_EQ(Only<Tick>(h.TickAt(5)).size(), 1u);
+}
+
+constexpr int64_t kMs = 1'000'000;
+
+std::vector<int64_t> Ms(const std::vector<wire::Point>& points) {
+  std::vector<int64_t> t;
+  for (const auto& p : points) t.push_back(p.ts_ns / kMs);
+  return t;
+}
+
+std::vector<wire::Point> PointsAtMs(std::vector<int64_t> ms) {
+  std::vector<wire::Point> out;
+  for (int64_t t : ms) out.push_back(wire::Point{t * kMs, static_cast<uint32_t>(t), 0});
+  return out;
+}
+
+TEST(RetentionTest, ByCountAloneKeepsTheNewest) {
+  auto p = PointsAtMs({1, 2, 3, 4, 5});
+  Retention{2, 0}.Apply(p);
+  EXPECT_EQ(Ms(p), (std::vector<int64_t>{4, 5}));
+  auto few = PointsAtMs({1});
+  Retention{2, 0}.Apply(few);
+  EXPECT_EQ(Ms(few), (std::vector<int64_t>{1}));
+}
+
+TEST(RetentionTest, ByTimeKeepsTheHistoryAndTheSampleBeforeIt) {
+  // History 100 ms before the newest (1000): 900..1000, and 850, the newest sample before 900.
+  auto p = PointsAtMs({100, 700, 850, 900, 950, 1000});
+  Retention{2, 100 * kMs}.Apply(p);
+  EXPECT_EQ(Ms(p), (std::vector<int64_t>{850, 900, 950, 1000}));
+  // A sparse key: nothing within the history but the newest; the count still applies.
+  auto sparse = PointsAtMs({100, 200, 300, 2000});
+  Retention{2, 100 * kMs}.Apply(sparse);
+  EXPECT_EQ(Ms(sparse), (std::vector<int64_t>{300, 2000}));
+  Retention{1, 100 * kMs}.Apply(sparse);
+  EXPECT_EQ(Ms(sparse), (std::vector<int64_t>{300, 2000}));  // 300 is the sample before
+}
+
+TEST(KeyedLastValueTest, HistoryKeepsEverySampleOfTheLastHistoryMs) {
+  // keep 2, history 100 ms: samples every 20 ms stay for 100 ms (and one more before).
+  OperatorHarness h("keyed_last_value", R"({"keep": 2, "history_ms": 100})");
+  for (int64_t t = 0; t <= 400; t += 20) h.Feed(Batch("speed", {{t * kMs, uint32_t(t)}}));
+  // 280 (the one before 300..400) is still state: a duplicate of it is dropped...
+  EXPECT_TRUE(Times(h.Feed(Batch("speed", {{280 * kMs, 280}}))).empty());
+  EXPECT_EQ(h.Counter("samples_duplicate"), 1u);
+  // ...and a late sample within the history enters it (passed on, not stale).
+  EXPECT_EQ(Times(h.Feed(Batch("speed", {{310 * kMs, 999}}))), (std::vector<int64_t>{310 * kMs}));
+  // 260 is older than what is kept: stale, though passed on for its windows.
+  EXPECT_EQ(Times(h.Feed(Batch("speed", {{260 * kMs, 260}}))), (std::vector<int64_t>{260 * kMs}));
+  EXPECT_EQ(h.Counter("samples_stale"), 1u);
+  // 290 is older than the history but newer than 280: it becomes the sample before it.
+  EXPECT_EQ(Times(h.Feed(Batch("speed", {{290 * kMs, 290}}))), (std::vector<int64_t>{290 * kMs}));
+  EXPECT_EQ(h.Counter("samples_stale"), 1u);
+  EXPECT_EQ(Times(h.Feed(Batch("speed", {{280 * kMs, 280}}))), (std::vector<int64_t>{280 * kMs}));
+  EXPECT_EQ(h.Counter("samples_stale"), 2u);  // 280 left the state when 290 came
 }
 
 }  // namespace
