@@ -225,12 +225,17 @@ void JetStreamKvStore::Sync(bool all, const Visit& changed_elsewhere) {
     }
   }
   for (Update& u : updates) {
-    bool own;
+    std::vector<wire::Point> samples;
     {
       std::lock_guard lock(mu_);
-      own = keys_[u.key].written == u.revision;
+      KeyState& ks = keys_[u.key];
+      if (ks.written == u.revision) continue;  // our own echo is not even decoded
+      samples = Decode(u.value);
+      // Our next write goes out at this revision: it must carry what the other writer stored,
+      // or it would replace it (the compare-and-set cannot see it any more).
+      ks.samples = Merge(std::move(ks.samples), samples, kMaxPendingSamples);
     }
-    if (!own) changed_elsewhere(u.key, Decode(u.value));  // our own echo is not even decoded
+    changed_elsewhere(u.key, std::move(samples));
   }
   const int64_t now = SteadyNowNs();
   if (!all && now - last_flush_ns_ < options_.flush_ms * 1'000'000) return;

@@ -113,7 +113,7 @@ TEST_F(KeyedLastValueKvTest, TwoWorkersWritingOneKeyNeverLoseTheNewestSample) {
     second.TickAt(round * 10 + 2, /*drain=*/true);
     const auto stored = Stored("v1.soc");
     ASSERT_FALSE(stored.empty());
-    EXPECT_EQ(stored.back(), t + 5) << "round " << round;
+    EXPECT_EQ(stored.back(), t + 5) << "round " << round << ": " << ::testing::PrintToString(stored);
   }
   EXPECT_GT(a->Counter("kv_conflicts") + b->Counter("kv_conflicts"), 0u);
 }
