@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 
 namespace fleetflow {
 
@@ -46,22 +47,46 @@ KvMembership::KvMembership(MembershipOptions options, Metrics& metrics, const La
   b.name = options_.bucket;
   b.ttl_ms = static_cast<int64_t>(options_.timeout_ms) * 10;  // stale keys of crashed workers
   kv_ = js_->EnsureBucket(b);
+  if (!options_.progress_bucket.empty()) {
+    nats::BucketOptions p;
+    p.name = options_.progress_bucket;  // no TTL: a record outlives every worker
+    progress_kv_ = js_->EnsureBucket(p);
+    records_watcher_ = progress_kv_->Watch(options_.bucket + ".shard.*");
+  }
   kv_->Put(id_, options_.warmup_ms > 0 ? "cold" : "warm");
   watcher_ = kv_->WatchAll();
   watch_thread_ = std::thread([this] { Watch(); });
+  if (records_watcher_) records_thread_ = std::thread([this] { WatchRecords(); });
+  bool read;
+  {
+    // Ownership is decided from the members and records present, never from half of them.
+    std::unique_lock lock(mu_);
+    read = snapshot_cv_.wait_for(lock, std::chrono::milliseconds(options_.snapshot_timeout_ms),
+                                 [this] { return members_read_ && (records_read_ || !records_watcher_); });
+  }
   heartbeat_thread_ = std::thread([this] { Heartbeat(); });
+  if (!read) {
+    Stop();
+    throw std::runtime_error("membership bucket " + options_.bucket + " not read within " +
+                             std::to_string(options_.snapshot_timeout_ms) + " ms");
+  }
   spdlog::info("worker {} joined {}", id_, options_.bucket);
 }
 
-KvMembership::~KvMembership() {
+KvMembership::~KvMembership() { Stop(); }
+
+void KvMembership::Stop() {
   {
     std::lock_guard lock(mu_);
+    if (stopping_) return;
     stopping_ = true;
   }
   stop_cv_.notify_all();
-  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();  // writes the queued records
   watcher_->Stop();
   if (watch_thread_.joinable()) watch_thread_.join();
+  if (records_watcher_) records_watcher_->Stop();
+  if (records_thread_.joinable()) records_thread_.join();
   try {
     kv_->Delete(id_);  // the others take over at once, not after the timeout
   } catch (const nats::Error& e) {
@@ -70,18 +95,59 @@ KvMembership::~KvMembership() {
 }
 
 void KvMembership::Heartbeat() {
+  using SteadyClock = std::chrono::steady_clock;
+  const auto period = std::chrono::milliseconds(options_.heartbeat_ms);
+  auto next_beat = SteadyClock::now() + period;
+  std::vector<Record> failed;  // retried at every wake-up, in order
   std::unique_lock lock(mu_);
-  while (!stop_cv_.wait_for(lock, std::chrono::milliseconds(options_.heartbeat_ms),
-                            [this] { return stopping_; })) {
-    const bool warm = SteadyNowNs() - started_ns_ >= int64_t{options_.warmup_ms} * 1'000'000;
+  for (;;) {
+    stop_cv_.wait_until(lock, next_beat, [this] { return stopping_ || !to_write_.empty(); });
+    std::vector<Record> writes = std::move(failed);
+    writes.insert(writes.end(), std::make_move_iterator(to_write_.begin()),
+                  std::make_move_iterator(to_write_.end()));
+    to_write_.clear();
+    const bool stop = stopping_;
+    const bool beat = SteadyClock::now() >= next_beat;
     lock.unlock();
-    try {
-      kv_->Put(id_, warm ? "warm" : "cold");
-    } catch (const nats::Error& e) {
-      spdlog::warn("worker {}: heartbeat: {}", id_, e.what());
+    Write(writes);
+    failed = std::move(writes);
+    if (stop) {
+      if (!failed.empty()) {
+        spdlog::error("worker {}: {} hand-over records not written; the next owners of those "
+                      "shards emit their recent windows again",
+                      id_, failed.size());
+      }
+      return;
+    }
+    if (beat) {
+      next_beat = SteadyClock::now() + period;
+      const bool warm = SteadyNowNs() - started_ns_ >= int64_t{options_.warmup_ms} * 1'000'000;
+      try {
+        kv_->Put(id_, warm ? "warm" : "cold");
+      } catch (const nats::Error& e) {
+        spdlog::warn("worker {}: heartbeat: {}", id_, e.what());
+      }
     }
     lock.lock();
   }
+}
+
+void KvMembership::Write(std::vector<Record>& records) {
+  size_t done = 0;
+  for (; done < records.size(); ++done) {
+    const Record& r = records[done];
+    try {
+      if (r.window_ns) {
+        progress_kv_->Put(r.key, std::to_string(*r.window_ns) + " " + id_);
+      } else {
+        progress_kv_->Delete(r.key);
+      }
+    } catch (const nats::Error& e) {
+      spdlog::warn("worker {}: hand-over record {}: {}", id_, r.key, e.what());
+      break;
+    }
+  }
+  records.erase(records.begin(), records.begin() + static_cast<std::ptrdiff_t>(done));
 }
 
 void KvMembership::Watch() {
@@ -97,13 +163,95 @@ void KvMembership::Watch() {
     }
     std::lock_guard lock(mu_);
     if (stopping_) return;
+    if (ev == nats::KvWatcher::Event::kInitialDone) {
+      members_read_ = true;
+      snapshot_cv_.notify_all();
+      continue;
+    }
     if (ev != nats::KvWatcher::Event::kEntry) continue;
     if (e.deleted) {
       members_.erase(e.key);
+      if (left_.size() >= 4096) left_.clear();  // bounded: only recent leaves matter
+      left_.insert(e.key);
     } else {
       members_[e.key] = Member{SteadyNowNs(), e.value == "warm"};
     }
   }
+}
+
+void KvMembership::WatchRecords() {
+  const std::string prefix = options_.bucket + ".shard.";
+  nats::KvEntry e;
+  for (;;) {
+    nats::KvWatcher::Event ev;
+    try {
+      ev = records_watcher_->Next(500, e);
+    } catch (const nats::Error&) {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      continue;
+    }
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    if (ev == nats::KvWatcher::Event::kInitialDone) {
+      records_read_ = true;
+      snapshot_cv_.notify_all();
+      continue;
+    }
+    if (ev != nats::KvWatcher::Event::kEntry || !e.key.starts_with(prefix)) continue;
+    char* end = nullptr;
+    const unsigned long long shard = std::strtoull(e.key.c_str() + prefix.size(), &end, 10);
+    if (end == e.key.c_str() + prefix.size() || *end != '\0') continue;
+    const auto s = static_cast<uint32_t>(shard);
+    auto it = records_.find(s);
+    if (e.deleted) {
+      if (it != records_.end() && it->second.revision < e.revision) records_.erase(it);
+      continue;
+    }
+    auto claimed = claimed_.find(s);
+    if (claimed != claimed_.end() && claimed->second >= e.revision) continue;  // used already
+    const int64_t window = std::strtoll(e.value.c_str(), &end, 10);
+    if (end == e.value.c_str()) continue;
+    records_[s] = Recorded{window, e.revision};
+  }
+}
+
+std::string KvMembership::RecordKey(uint32_t shard) const {
+  return options_.bucket + ".shard." + std::to_string(shard);
+}
+
+KvMembership::Standing KvMembership::StandingOf(const std::string& id) {
+  std::lock_guard lock(mu_);
+  const auto it = members_.find(id);
+  if (it != members_.end() &&
+      SteadyNowNs() - it->second.last_seen_ns <= int64_t{options_.timeout_ms} * 1'000'000) {
+    return Standing::kAlive;
+  }
+  return left_.count(id) > 0 ? Standing::kLeft : Standing::kGone;
+}
+
+void KvMembership::RecordHandover(uint32_t shard, int64_t window_ns) {
+  if (!progress_kv_) return;
+  {
+    std::lock_guard lock(mu_);
+    to_write_.push_back({RecordKey(shard), window_ns});
+  }
+  stop_cv_.notify_all();
+}
+
+std::optional<int64_t> KvMembership::ClaimHandover(uint32_t shard) {
+  std::optional<int64_t> window;
+  {
+    std::lock_guard lock(mu_);
+    const auto it = records_.find(shard);
+    if (it == records_.end()) return std::nullopt;
+    window = it->second.window_ns;
+    claimed_[shard] = it->second.revision;
+    records_.erase(it);
+    to_write_.push_back({RecordKey(shard), std::nullopt});
+  }
+  stop_cv_.notify_all();
+  return window;
 }
 
 std::pair<std::vector<std::string>, uint64_t> KvMembership::Owners() {
