@@ -2,6 +2,9 @@
 
 #include <nats/nats.h>
 
+#include <charconv>
+#include <chrono>
+
 #include "nats_status.hpp"
 
 namespace fleetflow::nats {
@@ -12,6 +15,12 @@ using detail::Throw;
 namespace {
 
 constexpr const char* kExpectedLastSubjectSeq = "Nats-Expected-Last-Subject-Sequence";
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 jsStorageType Storage(const std::string& s) {
   return s == "memory" ? js_MemoryStorage : js_FileStorage;
@@ -99,23 +108,24 @@ void KvWatcher::Stop() { kvWatcher_Stop(w_); }
 
 // --- KeyValue ---
 
-KeyValue::KeyValue(natsConnection* nc, kvStore* kv, std::string bucket)
-    : kv_(kv), bucket_(std::move(bucket)), subject_prefix_("$KV." + bucket_ + ".") {
-  jsOptions o;
-  jsOptions_Init(&o);
-  o.PublishAsync.AckHandler = &KeyValue::OnAck;
-  o.PublishAsync.AckHandlerClosure = this;
-  o.PublishAsync.MaxPending = 4096;
-  const natsStatus s = natsConnection_JetStream(&async_js_, nc, &o);
-  if (s != NATS_OK) {
+KeyValue::KeyValue(Connection& connection, kvStore* kv, std::string bucket)
+    : conn_(connection),
+      kv_(kv),
+      bucket_(std::move(bucket)),
+      subject_prefix_("$KV." + bucket_ + "."),
+      reply_prefix_(Connection::NewInbox() + ".") {
+  try {
+    replies_ = conn_.Subscribe(reply_prefix_ + "*", "",
+                               [this](Message&& reply) { OnReply(std::move(reply)); });
+  } catch (...) {
     kvStore_Destroy(kv_);
-    Throw(s, "JetStream context for bucket " + bucket_);
+    throw;
   }
 }
 
 KeyValue::~KeyValue() {
   WaitForWrites(2000);
-  jsCtx_Destroy(async_js_);
+  replies_.reset();  // no OnReply after this
   kvStore_Destroy(kv_);
 }
 
@@ -147,61 +157,114 @@ void KeyValue::Delete(const std::string& key) {
 void KeyValue::UpdateAsync(const std::string& key, std::string_view value,
                            uint64_t expected_revision,
                            std::function<void(const KvWriteResult&)> done) {
-  const std::string subject = subject_prefix_ + key;
-  natsMsg* msg = nullptr;
-  Check(
-      natsMsg_Create(&msg, subject.c_str(), nullptr, value.data(), static_cast<int>(value.size())),
-      "create message");
-  const std::string rev = std::to_string(expected_revision);
-  natsMsgHeader_Set(msg, kExpectedLastSubjectSeq, rev.c_str());
+  uint64_t id;
   {
     std::lock_guard lock(mu_);
-    pending_[subject] = std::move(done);
+    id = ++next_id_;
+    pending_[id] = {std::move(done), NowNs() + write_timeout_ms_.load() * 1'000'000};
   }
-  const natsStatus s = js_PublishMsgAsync(async_js_, &msg, nullptr);
+  const std::string subject = subject_prefix_ + key;
+  const std::string reply = reply_prefix_ + std::to_string(id);
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, subject.c_str(), reply.c_str(), value.data(),
+                                static_cast<int>(value.size()));
+  const std::string rev = std::to_string(expected_revision);
+  if (s == NATS_OK) s = natsMsgHeader_Set(msg, kExpectedLastSubjectSeq, rev.c_str());
+  if (s == NATS_OK) s = natsConnection_PublishMsg(conn_.raw(), msg);
+  natsMsg_Destroy(msg);
   if (s != NATS_OK) {
-    natsMsg_Destroy(msg);
-    std::function<void(const KvWriteResult&)> cb;
-    {
-      std::lock_guard lock(mu_);
-      auto it = pending_.find(subject);
-      cb = std::move(it->second);
-      pending_.erase(it);
-    }
     KvWriteResult r;
     r.error = natsStatus_GetText(s);
-    cb(r);
+    Answer(id, r);
   }
 }
 
-void KeyValue::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
-  auto* self = static_cast<KeyValue*>(closure);
+// A JetStream publish acknowledgement: {"stream":"KV_b","seq":12} or
+// {"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 11"}, ...}.
+KvWriteResult KeyValue::ParseAck(std::string_view json) {
+  const auto number_after = [&](std::string_view field) -> std::optional<uint64_t> {
+    const size_t at = json.find(field);
+    if (at == std::string_view::npos) return std::nullopt;
+    size_t i = at + field.size();
+    while (i < json.size() && json[i] == ' ') ++i;
+    uint64_t n = 0;
+    const auto [end, ec] = std::from_chars(json.data() + i, json.data() + json.size(), n);
+    if (ec != std::errc() || end == json.data() + i) return std::nullopt;
+    return n;
+  };
   KvWriteResult r;
-  if (pae == nullptr && pa != nullptr) {
+  if (json.find("\"error\"") != std::string_view::npos) {
+    const auto code = number_after("\"err_code\":");
+    r.conflict = code && *code == static_cast<uint64_t>(JSStreamWrongLastSequenceErr);
+    const size_t d = json.find("\"description\":\"");
+    r.error = d == std::string_view::npos
+                  ? std::string(json)
+                  : std::string(json.substr(d + 15, json.find('"', d + 15) - (d + 15)));
+  } else if (const auto seq = number_after("\"seq\":"); seq && *seq > 0) {
     r.ok = true;
-    r.revision = pa->Sequence;
-  } else if (pae != nullptr) {
-    r.conflict = pae->ErrCode == JSStreamWrongLastSequenceErr;
-    r.error = pae->ErrText != nullptr ? pae->ErrText : natsStatus_GetText(pae->Err);
+    r.revision = *seq;
+  } else {
+    r.error = "unexpected acknowledgement: " + std::string(json.substr(0, 200));
   }
-  std::function<void(const KvWriteResult&)> cb;
+  return r;
+}
+
+void KeyValue::OnReply(Message&& reply) {
+  uint64_t id = 0;
+  const std::string_view subject = reply.subject();
+  const std::string_view token = subject.substr(std::min(subject.size(), reply_prefix_.size()));
+  if (std::from_chars(token.data(), token.data() + token.size(), id).ec != std::errc()) return;
+  KvWriteResult r;
+  if (reply.no_responders()) {
+    r.error = "no stream answered (is the bucket's stream available?)";
+  } else {
+    r = ParseAck({static_cast<const char*>(reply.data()), reply.size()});
+  }
+  Answer(id, r);
+}
+
+void KeyValue::Answer(uint64_t id, const KvWriteResult& r) {
+  std::function<void(const KvWriteResult&)> done;
   {
-    std::lock_guard lock(self->mu_);
-    auto it = self->pending_.find(std::string_view(natsMsg_GetSubject(msg)));
-    if (it != self->pending_.end()) {
-      cb = std::move(it->second);
-      self->pending_.erase(it);
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;  // answered already (expired, or a duplicate reply)
+    done = std::move(it->second.done);
+    pending_.erase(it);
+    ++answering_;
+  }
+  if (done) done(r);
+  {
+    std::lock_guard lock(mu_);
+    --answering_;
+  }
+  answered_.notify_all();
+}
+
+void KeyValue::ExpireWrites() {
+  const int64_t now = NowNs();
+  std::vector<uint64_t> expired;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, w] : pending_) {
+      if (w.deadline_ns <= now) expired.push_back(id);
     }
   }
-  natsMsg_Destroy(msg);  // the ack handler owns the published message (nats.h, jsPubAckHandler)
-  if (cb) cb(r);
+  KvWriteResult r;
+  r.error = "no acknowledgement within " + std::to_string(write_timeout_ms_.load()) + " ms";
+  for (uint64_t id : expired) Answer(id, r);
 }
 
 bool KeyValue::WaitForWrites(int timeout_ms) {
-  jsPubOptions o;
-  jsPubOptions_Init(&o);
-  o.MaxWait = timeout_ms;
-  return js_PublishAsyncComplete(async_js_, &o) == NATS_OK;
+  const int64_t deadline = NowNs() + int64_t{timeout_ms} * 1'000'000;
+  for (;;) {
+    ExpireWrites();
+    std::unique_lock lock(mu_);
+    if (pending_.empty() && answering_ == 0) return true;
+    const int64_t now = NowNs();
+    if (now >= deadline) return false;
+    answered_.wait_for(lock, std::chrono::nanoseconds(std::min<int64_t>(deadline - now, 50'000'000)));
+  }
 }
 
 std::unique_ptr<KvWatcher> KeyValue::WatchAll() {
@@ -337,7 +400,7 @@ std::unique_ptr<KeyValue> JetStream::EnsureBucket(const BucketOptions& o) {
     if (s != NATS_OK) s = js_KeyValue(&kv, js_, o.name.c_str());  // created by another worker
   }
   Check(s, "bucket " + o.name);
-  return std::make_unique<KeyValue>(conn_.raw(), kv, o.name);
+  return std::make_unique<KeyValue>(conn_, kv, o.name);
 }
 
 std::pair<uint64_t, uint64_t> JetStream::ConsumerPending(const std::string& stream,

@@ -2,10 +2,12 @@
 /// JetStream through the one NATS wrapper: streams, durable pull consumers and Key/Value buckets.
 ///
 /// Thread-safety: a JetStream, its consumers and buckets may be used from several threads;
-/// JsMessage acknowledgements and KeyValue::UpdateAsync callbacks are thread-safe, and callbacks
-/// run on a nats.c thread (never block in them).
+/// JsMessage acknowledgements and KeyValue::UpdateAsync callbacks are thread-safe. Callbacks run
+/// on a nats.c thread, or with an error on the thread that called UpdateAsync, ExpireWrites or
+/// WaitForWrites; never block in them.
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -21,8 +23,6 @@
 struct __jsCtx;
 struct __kvStore;
 struct __kvWatcher;
-struct jsPubAck;
-struct jsPubAckErr;
 
 namespace fleetflow::nats {
 
@@ -117,8 +117,9 @@ class KvWatcher {
 
 class KeyValue {
  public:
-  /// Takes ownership of `kv`; writes go through a JetStream context of its own.
-  KeyValue(__natsConnection* nc, __kvStore* kv, std::string bucket);
+  /// Takes ownership of `kv`. Writes go out on `connection` (which must outlive this) with
+  /// their acknowledgements gathered by one subscription of this bucket's own.
+  KeyValue(Connection& connection, __kvStore* kv, std::string bucket);
   ~KeyValue();
   KeyValue(const KeyValue&) = delete;
   KeyValue& operator=(const KeyValue&) = delete;
@@ -130,25 +131,46 @@ class KeyValue {
   /// Leaves a delete marker for the key.
   void Delete(const std::string& key);
   /// Writes `value` if the key's current revision is `expected_revision` (0: the key must not
-  /// exist), without waiting; `done` runs once the server answered. At most one write per key
-  /// may be in flight.
+  /// exist), without waiting; `done` runs once, on a nats.c thread when the server answered, or
+  /// with an error once the write waited longer than write_timeout_ms (see ExpireWrites). A write
+  /// answered by a timeout may still have been stored: the next compare-and-set then conflicts.
+  /// At most one write per key should be in flight.
   void UpdateAsync(const std::string& key, std::string_view value, uint64_t expected_revision,
                    std::function<void(const KvWriteResult&)> done);
-  /// Waits until every asynchronous write was answered, at most timeout_ms.
+  /// Answers the writes older than write_timeout_ms with a timeout error. Their acknowledgement
+  /// may never come: a connection lost after the write left loses the answer, not the write.
+  void ExpireWrites();
+  /// Waits until every asynchronous write was answered and its callback returned (expiring old
+  /// ones), at most timeout_ms.
   bool WaitForWrites(int timeout_ms);
   std::unique_ptr<KvWatcher> WatchAll();
-  /// Watches the keys matching `keys` (a subject filter, e.g. "shard.*").
+  /// Watches the keys matching `keys` (a key or a pattern with * and >).
   std::unique_ptr<KvWatcher> Watch(const std::string& keys);
+  /// The outcome of a JetStream publish acknowledgement (the JSON the stream answers with).
+  static KvWriteResult ParseAck(std::string_view json);
+  /// How long an asynchronous write waits for its acknowledgement (default 5000 ms).
+  void set_write_timeout_ms(int64_t ms) { write_timeout_ms_ = ms; }
 
  private:
-  static void OnAck(__jsCtx*, __natsMsg* msg, ::jsPubAck* pa, ::jsPubAckErr* pae, void* closure);
+  struct PendingWrite {
+    std::function<void(const KvWriteResult&)> done;
+    int64_t deadline_ns;
+  };
+  void OnReply(Message&& reply);
+  void Answer(uint64_t id, const KvWriteResult& result);
 
+  Connection& conn_;
   __kvStore* kv_;
-  __jsCtx* async_js_;
   std::string bucket_;
   std::string subject_prefix_;  // $KV.<bucket>.
+  std::string reply_prefix_;    // <inbox>.
+  std::atomic<int64_t> write_timeout_ms_{5000};
   std::mutex mu_;
-  std::map<std::string, std::function<void(const KvWriteResult&)>, std::less<>> pending_;
+  std::condition_variable answered_;
+  uint64_t next_id_ = 0;
+  std::map<uint64_t, PendingWrite> pending_;
+  int answering_ = 0;  // callbacks running now (WaitForWrites waits for them too)
+  std::unique_ptr<Subscription> replies_;  // last member: unsubscribed before the rest goes
 };
 
 struct BucketOptions {

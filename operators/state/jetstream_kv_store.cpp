@@ -168,6 +168,7 @@ void JetStreamKvStore::Done(const std::string& key, const std::vector<wire::Poin
 }
 
 void JetStreamKvStore::Flush() {
+  kv_->ExpireWrites();  // a write whose acknowledgement was lost is retried, never pinned
   std::vector<std::string> conflicted;
   std::vector<Outgoing> writes;
   {

@@ -170,11 +170,18 @@ Engine::Engine(const std::string& pipeline, const NatsServer& nats, const Postgr
 Engine::Engine(const std::string& pipeline, const std::map<std::string, std::string>& env,
                const std::string& log_path)
     : port_(FreePort()) {
-  process_ = std::make_unique<Process>(
-      std::vector<std::string>{std::string(FF_BINARY_DIR) + "/apps/fleetflow", "run", pipeline,
-                               "--metrics-port", std::to_string(port_), "--metrics-host",
-                               "127.0.0.1"},
-      log_path, env);
+  // FF_ENGINE_WRAPPER runs the engine under a tool, e.g. "/usr/bin/valgrind --error-exitcode=99".
+  std::vector<std::string> argv;
+  if (const char* wrapper = std::getenv("FF_ENGINE_WRAPPER")) {
+    std::istringstream words(wrapper);
+    for (std::string w; words >> w;) argv.push_back(w);
+  }
+  for (std::string a : {std::string(FF_BINARY_DIR) + "/apps/fleetflow", std::string("run"),
+                        pipeline, std::string("--metrics-port"), std::to_string(port_),
+                        std::string("--metrics-host"), std::string("127.0.0.1")}) {
+    argv.push_back(std::move(a));
+  }
+  process_ = std::make_unique<Process>(argv, log_path, env);
 }
 
 bool Engine::WaitReady(std::chrono::milliseconds deadline) {

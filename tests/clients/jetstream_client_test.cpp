@@ -1,0 +1,212 @@
+// The JetStream wrapper against a real nats-server behind a TCP proxy that keeps resetting the
+// connection: every asynchronous KV write is answered (never pinned by a lost acknowledgement),
+// every message of the stream is fetched and acknowledged, and nothing crashes.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "jetstream.hpp"
+#include "servers.hpp"
+#include "tcp_proxy.hpp"
+
+namespace fleetflow::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(KvAckTest, ParsesAcknowledgementsConflictsAndErrors) {
+  auto r = nats::KeyValue::ParseAck(R"({"stream":"KV_telemetry", "seq":42})");
+  EXPECT_TRUE(r.ok);
+  EXPECT_EQ(r.revision, 42u);
+  r = nats::KeyValue::ParseAck(
+      R"({"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 41"}})");
+  EXPECT_FALSE(r.ok);
+  EXPECT_TRUE(r.conflict);
+  EXPECT_EQ(r.error, "wrong last sequence: 41");
+  r = nats::KeyValue::ParseAck(
+      R"({"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}})");
+  EXPECT_FALSE(r.ok);
+  EXPECT_FALSE(r.conflict);
+  EXPECT_EQ(r.error, "maximum messages exceeded");
+  for (const char* bad : {"", "{", R"({"stream":"x"})", R"({"seq":-1})", R"({"seq":0})"}) {
+    r = nats::KeyValue::ParseAck(bad);
+    EXPECT_FALSE(r.ok) << bad;
+    EXPECT_FALSE(r.error.empty()) << bad;
+  }
+}
+
+class JetStreamClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    FF_REQUIRE_NATS_SERVER();
+    server_.Start();
+  }
+
+  nats::ConnectOptions Options(int port) const {
+    nats::ConnectOptions o;
+    o.url = "nats://127.0.0.1:" + std::to_string(port);
+    o.reconnect_wait_ms = 20;
+    return o;
+  }
+
+  NatsServer server_;
+};
+
+TEST_F(JetStreamClientTest, KvWritesAndFetchesSurviveRepeatedConnectionResets) {
+  constexpr int kKeys = 64, kMessages = 20000;
+  TcpProxy link(server_.port());
+  auto direct = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream direct_js(*direct);
+  nats::StreamOptions stream;
+  stream.name = "STRESS";
+  stream.subjects = {"stress.>"};
+  direct_js.EnsureStream(stream);
+  nats::ConsumerOptions consumer;
+  consumer.stream = "STRESS";
+  consumer.durable = "stress";
+  consumer.filter_subject = "stress.>";
+  consumer.ack_wait_ms = 2000;
+
+  auto conn = nats::Connection::Connect(Options(link.port()));
+  nats::JetStream js(*conn);
+  auto kv = js.EnsureBucket({.name = "stress", .storage = "memory"});
+  kv->set_write_timeout_ms(1000);
+  auto pull = js.PullSubscribe(consumer);
+  auto watcher = kv->WatchAll();
+
+  std::atomic<bool> stop{false};
+  // Writer: one compare-and-set write per key in flight, as the KV state backend does.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::string, uint64_t> revision;
+  std::set<std::string> in_flight, conflicted;
+  std::atomic<int> answered{0}, ok{0};
+  std::thread writer([&] {
+    const std::string value(200, 'x');
+    std::set<std::string> stale;  // keys whose revision must be read again (conflict)
+    while (!stop) {
+      kv->ExpireWrites();  // as the KV state backend does on every flush
+      for (int k = 0; k < kKeys && !stop; ++k) {
+        const std::string key = "v" + std::to_string(k) + ".speed";
+        uint64_t expected;
+        {
+          std::lock_guard lock(mu);
+          if (in_flight.count(key)) continue;
+          expected = revision[key];
+        }
+        if (stale.erase(key)) {
+          try {
+            if (auto e = kv->Get(key)) expected = e->revision;
+          } catch (const nats::Error&) {
+            stale.insert(key);
+            continue;
+          }
+        }
+        {
+          std::lock_guard lock(mu);
+          in_flight.insert(key);
+        }
+        kv->UpdateAsync(key, value, expected, [&, key](const nats::KvWriteResult& r) {
+          ++answered;
+          std::lock_guard lock(mu);
+          if (r.ok) {
+            ++ok;
+            revision[key] = r.revision;
+          } else if (r.conflict) {
+            conflicted.insert(key);
+          }
+          in_flight.erase(key);
+          cv.notify_all();
+        });
+        std::lock_guard lock(mu);
+        stale.merge(conflicted);
+      }
+      std::this_thread::yield();
+    }
+  });
+  // Fetcher: acknowledges everything it gets.
+  std::mutex seen_mu;
+  std::set<std::string> seen;
+  std::thread fetcher([&] {
+    while (!stop) {
+      try {
+        for (const auto& m : pull->Fetch(256, 200)) {
+          {
+            std::lock_guard lock(seen_mu);
+            seen.emplace(static_cast<const char*>(m->data()), m->size());
+          }
+          m->Ack();
+        }
+      } catch (const nats::Error&) {
+        std::this_thread::sleep_for(10ms);  // backoff of a retry loop, not a synchronisation
+      }
+    }
+  });
+  std::thread watching([&] {
+    nats::KvEntry e;
+    while (!stop) {
+      try {
+        watcher->Next(100, e);
+      } catch (const nats::Error&) {
+      }
+    }
+  });
+  // Publisher on the direct connection: the stream holds every message.
+  for (int i = 0; i < kMessages; ++i) {
+    const std::string body = std::to_string(i);
+    direct_js.Publish("stress." + std::to_string(i % 100), body.data(), body.size(), {}, 5000);
+  }
+
+  // Faults: resets, short stalls and latency, for a while.
+  const auto faults_end = std::chrono::steady_clock::now() + 20s;
+  int round = 0;
+  while (std::chrono::steady_clock::now() < faults_end) {
+    switch (round++ % 3) {
+      case 0:
+        link.ResetAll();
+        break;
+      case 1:
+        link.SetStalled(true);
+        std::this_thread::sleep_for(150ms);  // the fault's duration
+        link.SetStalled(false);
+        break;
+      case 2:
+        link.SetLatency(50ms);
+        std::this_thread::sleep_for(150ms);
+        link.SetLatency(0ms);
+        break;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  // Healed: every message fetched, every write answered.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        std::lock_guard lock(seen_mu);
+        return seen.size() == kMessages;
+      },
+      60s))
+      << seen.size() << " of " << kMessages << " messages fetched";
+  const int answered_at_heal = answered;
+  EXPECT_TRUE(WaitFor([&] { return answered > answered_at_heal + 4 * kKeys; }, 30s))
+      << "KV writes stopped being answered after the faults: " << answered - answered_at_heal;
+  stop = true;
+  watcher->Stop();
+  writer.join();
+  fetcher.join();
+  watching.join();
+  EXPECT_TRUE(kv->WaitForWrites(30000));
+  {
+    std::lock_guard lock(mu);
+    EXPECT_TRUE(in_flight.empty()) << in_flight.size() << " KV writes never answered";
+  }
+  EXPECT_GT(ok, kKeys);
+  EXPECT_GT(link.accepted(), 10);
+}
+
+}  // namespace
+}  // namespace fleetflow::testing
