@@ -140,6 +140,35 @@ TEST_F(KeyedLastValueKvTest, ANewWorkerRestoresTheStateAndPassesItOnFirst) {
   EXPECT_EQ(h->Counter("samples_stale"), 1u);
 }
 
+TEST_F(KeyedLastValueKvTest, TheBucketKeepsTheHistoryByTimeAndANewWorkerRestoresIt) {
+  constexpr int64_t kMs = 1'000'000;
+  const auto worker = [&] {
+    return std::make_unique<OperatorHarness>(
+        "keyed_last_value", R"({"backend": "jetstream_kv", "url": ")" + server_.url() +
+                                R"(", "keep": 3, "history_ms": 100, "flush_ms": 60000})");
+  };
+  const auto every_10ms = [](int64_t from_ms, int64_t to_ms) {
+    std::vector<int64_t> ts;
+    for (int64_t t = from_ms; t <= to_ms; t += 10) ts.push_back(t * kMs);
+    return ts;
+  };
+  {
+    auto h = worker();
+    for (int64_t t : every_10ms(0, 500)) h->Feed(Batch("v1", "speed", {t}));
+    h->TickAt(1, /*drain=*/true);
+    EXPECT_EQ(Stored("v1.speed"), every_10ms(0, 500));  // everything since the last write
+    h->Feed(Batch("v1", "speed", {510 * kMs}));
+    h->TickAt(2, /*drain=*/true);
+    // What state retains (400..500 ms within 100 ms of the newest, and 390 before them), and
+    // the new sample; not merely the newest 3.
+    EXPECT_EQ(Stored("v1.speed"), every_10ms(390, 510));
+  }
+  auto h = worker();
+  std::vector<int64_t> restored;
+  for (const auto& b : Only<SampleBatch>(h->TickAt(5))) restored = Times(b->points);
+  EXPECT_EQ(restored, every_10ms(400, 510));  // within 100 ms of 510, and 400 before them
+}
+
 TEST_F(KeyedLastValueKvTest, SamplesStoredByAnotherWorkerArriveThroughTheWatch) {
   auto a = Worker();
   auto b = Worker();
