@@ -16,6 +16,7 @@ namespace fleetflow {
 namespace {
 
 constexpr int64_t kMs = 1'000'000;
+constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
 
 /// Samples of one sensor, reduced to what any open window can still use: for each interval
 /// (T - every, T] (keyed by T), its oldest and newest sample. A sorted vector: the intervals kept
@@ -113,12 +114,33 @@ class WindowJoin final : public Operator {
         tracked_(ctx.metrics.GetGauge("tracked_vehicles", "Vehicles the join holds state for.",
                                       ctx.labels())),
         reemitted_(ctx.metrics.GetCounter(
-            "rows_reemitted", "Rows of recent windows emitted again after taking over shards.",
+            "rows_reemitted",
+            "Rows emitted on taking shards over: the windows after the previous owner's record "
+            "this worker had passed already, or (without a record) recent windows again.",
             ctx.labels())),
         corrected_(ctx.metrics.GetCounter(
             "rows_corrected", "Rows of recent windows emitted again because of a late sample.",
-            ctx.labels())) {
-    owned_.assign(static_cast<size_t>(ctx.config.Integer("shards")), true);
+            ctx.labels())),
+        handed_over_(ctx.metrics.GetCounter(
+            "shards_handed_over",
+            "Shards given up with a record of the last window emitted (stop, or a new owner).",
+            ctx.labels())),
+        taken_over_(ctx.metrics.GetCounter(
+            "shards_taken_over",
+            "Shards taken over from their previous owner's record: emitted from the next window.",
+            ctx.labels())),
+        recovered_(ctx.metrics.GetCounter(
+            "shards_recovered",
+            "Shards taken over without a record (the previous owner crashed): their recent "
+            "windows are emitted again.",
+            ctx.labels())),
+        timeout_ns_(ctx.config.Integer("member_timeout_ms") * kMs) {
+    const auto shards = static_cast<size_t>(ctx.config.Integer("shards"));
+    owned_.assign(shards, true);
+    done_.resize(shards);
+    no_rewrite_.resize(shards);
+    pending_.resize(shards);
+    catch_up_from_.assign(shards, kNone);
     if (ctx.config.String("sharding") == "jetstream_kv") {
       MembershipOptions m;
       m.connection = NatsConnectOptions(ctx.config, "fleetflow:" + ctx.node_id + ":members");
@@ -126,6 +148,7 @@ class WindowJoin final : public Operator {
       m.heartbeat_ms = static_cast<int>(ctx.config.Integer("heartbeat_ms"));
       m.timeout_ms = static_cast<int>(ctx.config.Integer("member_timeout_ms"));
       m.warmup_ms = static_cast<int>(retain_ / kMs);
+      m.progress_bucket = ctx.config.String("progress_bucket");
       membership_ = std::make_unique<KvMembership>(std::move(m), ctx.metrics, ctx.labels());
     }
     if (sensors_->empty()) throw std::runtime_error("sensors: list at least one sensor");
@@ -230,7 +253,7 @@ class WindowJoin final : public Operator {
     for (const auto& [t, ids] : corrections_) {
       const auto& vehicles = ids;  // clang 14 cannot capture a structured binding
       corrected_.Inc(EmitRows(t, out, vehicles.size(), [&](const std::string& id, uint32_t shard) {
-        return vehicles.count(id) > 0 && Owned(shard);
+        return vehicles.count(id) > 0 && Corrects(shard, t);
       }));
     }
     corrections_.clear();
@@ -245,12 +268,22 @@ class WindowJoin final : public Operator {
     if (tick.held_back || tick.now_ns - last_arrival_ns_ <= idle_) {
       progress = std::min(progress, newest_event_ns_);
     }
-    const int64_t horizon = tick.drain ? tick.now_ns : progress - lateness_;
+    // A drain closes every window up to the clock, except in a sharded worker: it emits only
+    // the windows whose input it has (the usual horizon) and records, per shard, the last one;
+    // the next owner goes on from there with the input still in the stream.
+    const bool close_all = tick.drain && !membership_;
+    const int64_t horizon = close_all ? tick.now_ns : progress - lateness_;
+    if (membership_) Rebalance(out);
     if (!corrections_.empty()) EmitCorrections(out);
     if (horizon - *next_ > 2 * every_) SkipEmptyWindows();
     while (*next_ <= horizon) {
       Emit(*next_, out);
       *next_ += every_;
+    }
+    if (tick.drain && membership_) {
+      for (uint32_t shard = 0; shard < owned_.size(); ++shard) {
+        if (owned_[shard] && !pending_[shard]) HandOver(shard);
+      }
     }
   }
 
@@ -266,10 +299,9 @@ class WindowJoin final : public Operator {
   }
 
   void Emit(int64_t t, Emitter& out) {
-    if (membership_) Rebalance(t, out);
     const size_t rows =
         EmitRows(t, out, vehicles_.size(),
-                 [this](const std::string&, uint32_t shard) { return Owned(shard); });
+                 [this, t](const std::string&, uint32_t shard) { return Emits(shard, t); });
     active_.Set(static_cast<double>(rows));
     windows_.Inc();
     Forget(t);
@@ -321,28 +353,148 @@ class WindowJoin final : public Operator {
 
   bool Owned(uint32_t shard) const { return !membership_ || owned_[shard]; }
 
-  /// When the owning workers change, this worker re-emits the recent windows of the shards it
-  /// gained: the worker that had them may have died before emitting them. Rows are upserted,
-  /// so a window emitted twice is written once.
-  void Rebalance(int64_t t, Emitter& out) {
+  /// Whether this worker emits window t of `shard`: it owns the shard, is not waiting for its
+  /// previous owner's record, and the previous owner did not emit t already.
+  bool Emits(uint32_t shard, int64_t t) const {
+    if (!membership_) return true;
+    return owned_[shard] && !pending_[shard] && (!done_[shard] || t > *done_[shard]);
+  }
+
+  /// Whether a late sample may correct window t of `shard`. A worker that took the shard over
+  /// when it started holds only the restored history before the handed-over window: it never
+  /// rewrites the windows up to it. A worker that took it over while running has all the recent
+  /// samples (every worker sees every sample), so it corrects them as the previous owner would.
+  bool Corrects(uint32_t shard, int64_t t) const {
+    if (!membership_) return true;
+    return owned_[shard] && !pending_[shard] && (!no_rewrite_[shard] || t > *no_rewrite_[shard]);
+  }
+
+  /// The last window of `shard` emitted by this worker or, before it, by the previous owner.
+  std::optional<int64_t> LastEmitted(uint32_t shard) const {
+    std::optional<int64_t> last = done_[shard];
+    if (next_ && *next_ > first_window_ && (!last || *next_ - every_ > *last)) {
+      last = *next_ - every_;
+    }
+    return last;
+  }
+
+  /// Hand-over (docs/scaling.md). When the owners change, a worker that gives a shard up
+  /// records the last window it emitted of it; the worker that gains it claims the record and
+  /// goes on from the next window, emitting at once the windows it has passed already. While
+  /// the previous owner runs (or has just stopped) the gaining worker waits for its record, up
+  /// to member_timeout_ms; without a record (the previous owner crashed) it emits the shard's
+  /// recent windows again, as far back as it keeps samples. Called at every Tick before windows
+  /// are emitted: every window before next_ is emitted.
+  void Rebalance(Emitter& out) {
     const auto [owners, generation] = membership_->Owners();
-    if (generation == generation_) return;
-    generation_ = generation;
-    std::vector<bool> gained(owned_.size(), false);
-    bool any = false;
-    for (uint32_t shard = 0; shard < owned_.size(); ++shard) {
-      const bool mine = KvMembership::OwnerOf(owners, shard) == membership_->id();
-      gained[shard] = mine && !owned_[shard] && rebalanced_once_;
-      any = any || gained[shard];
-      owned_[shard] = mine;
+    if (generation != generation_) {
+      generation_ = generation;
+      const bool first = !rebalanced_once_;
+      rebalanced_once_ = true;
+      std::vector<uint32_t> lost, gained;
+      for (uint32_t shard = 0; shard < owned_.size(); ++shard) {
+        const bool mine = KvMembership::OwnerOf(owners, shard) == membership_->id();
+        if (mine && (first || !owned_[shard])) gained.push_back(shard);
+        if (!mine && owned_[shard] && !first) lost.push_back(shard);
+        if (!mine && first) owned_[shard] = false;
+      }
+      // Late samples of the shards given up still correct their windows, while they are ours.
+      if (!lost.empty() && !corrections_.empty()) EmitCorrections(out);
+      for (const uint32_t shard : lost) {
+        if (!pending_[shard]) HandOver(shard);
+        Release(shard);
+      }
+      for (const uint32_t shard : gained) Gain(shard, first, owners.size() > 1);
+      previous_owners_ = owners;
     }
-    rebalanced_once_ = true;
-    if (!any) return;
-    const int64_t from = std::max(first_window_, WindowOf(t - retain_));
-    for (int64_t w = from; w < t; w += every_) {
-      reemitted_.Inc(
-          EmitRows(w, out, 0, [&](const std::string&, uint32_t shard) { return gained[shard]; }));
+    if (waiting_ > 0) ResolvePending();
+    EmitCatchUp(out);
+  }
+
+  void Release(uint32_t shard) {
+    owned_[shard] = false;
+    if (pending_[shard]) --waiting_;
+    pending_[shard].reset();
+    done_[shard].reset();
+    no_rewrite_[shard].reset();
+    catch_up_from_[shard] = kNone;
+  }
+
+  void HandOver(uint32_t shard) {
+    const std::optional<int64_t> last = LastEmitted(shard);
+    if (!last) return;  // nothing emitted: the next owner waits, then starts on its own
+    membership_->RecordHandover(shard, *last);
+    handed_over_.Inc();
+  }
+
+  /// `first`: this worker's first ownership (it has just started); `shared`: other workers
+  /// own shards too.
+  void Gain(uint32_t shard, bool first, bool shared) {
+    Release(shard);
+    owned_[shard] = true;
+    if (const auto window = membership_->ClaimHandover(shard)) {
+      TakeOver(shard, *window, first);
+      return;
     }
+    if (first && !shared) return;  // alone and nothing recorded: its own windows from now on
+    // Unknown previous owner (first), or one that runs or stopped cleanly: its record comes.
+    const bool wait =
+        first || membership_->StandingOf(KvMembership::OwnerOf(previous_owners_, shard)) !=
+                     KvMembership::Standing::kGone;
+    if (wait) {
+      pending_[shard] = Pending{SteadyNowNs() + timeout_ns_, *next_, first};
+      ++waiting_;
+    } else {
+      Recover(shard, *next_);
+    }
+  }
+
+  void TakeOver(uint32_t shard, int64_t window, bool started_with_it) {
+    done_[shard] = window;
+    if (started_with_it) no_rewrite_[shard] = window;
+    catch_up_from_[shard] = window + every_;
+    taken_over_.Inc();
+  }
+
+  /// Without a record: the previous owner may have died before emitting its last windows.
+  void Recover(uint32_t shard, int64_t gained_at) {
+    catch_up_from_[shard] = std::max(first_window_, WindowOf(gained_at - retain_));
+    recovered_.Inc();
+  }
+
+  void ResolvePending() {
+    const int64_t now = SteadyNowNs();
+    for (uint32_t shard = 0; shard < pending_.size() && waiting_ > 0; ++shard) {
+      if (!pending_[shard]) continue;
+      const Pending p = *pending_[shard];
+      if (const auto window = membership_->ClaimHandover(shard)) {
+        pending_[shard].reset();
+        --waiting_;
+        TakeOver(shard, *window, p.first);
+      } else if (now >= p.deadline_ns) {
+        pending_[shard].reset();
+        --waiting_;
+        if (p.first) {
+          catch_up_from_[shard] = p.gained_at;  // nobody emitted them: no re-emission
+        } else {
+          Recover(shard, p.gained_at);
+        }
+      }
+    }
+  }
+
+  /// Emits the windows before next_ of the shards taken over, from catch_up_from_ on (as far
+  /// back as samples are kept).
+  void EmitCatchUp(Emitter& out) {
+    const int64_t oldest = *std::min_element(catch_up_from_.begin(), catch_up_from_.end());
+    if (oldest == kNone) return;
+    const int64_t kept_from = std::max(first_window_, WindowOf(*next_ - retain_));
+    for (int64_t w = std::max(oldest, kept_from); w < *next_; w += every_) {
+      reemitted_.Inc(EmitRows(w, out, 0, [&](const std::string&, uint32_t shard) {
+        return catch_up_from_[shard] <= w && Emits(shard, w);
+      }));
+    }
+    catch_up_from_.assign(catch_up_from_.size(), kNone);
   }
 
   const int64_t every_;
@@ -352,7 +504,19 @@ class WindowJoin final : public Operator {
   const int64_t retain_;  // how far back windows may be emitted again (sharded only)
   const Clock& clock_;
   std::unique_ptr<KvMembership> membership_;
-  std::vector<bool> owned_;  // by shard
+  // By shard:
+  std::vector<bool> owned_;
+  std::vector<std::optional<int64_t>> done_;        // windows up to it emitted by the previous owner
+  std::vector<std::optional<int64_t>> no_rewrite_;  // windows up to it are never corrected here
+  struct Pending {
+    int64_t deadline_ns;  // steady clock
+    int64_t gained_at;    // next_ when the shard was gained
+    bool first;
+  };
+  std::vector<std::optional<Pending>> pending_;  // gained, waiting for the previous owner's record
+  std::vector<int64_t> catch_up_from_;           // windows before next_ to emit now; kNone: none
+  size_t waiting_ = 0;                           // shards pending
+  std::vector<std::string> previous_owners_;
   uint64_t generation_ = 0;
   bool rebalanced_once_ = false;
   int64_t first_window_ = 0;
@@ -370,6 +534,10 @@ class WindowJoin final : public Operator {
   Gauge& tracked_;
   Counter& reemitted_;
   Counter& corrected_;
+  Counter& handed_over_;
+  Counter& taken_over_;
+  Counter& recovered_;
+  const int64_t timeout_ns_;
   std::map<int64_t, std::set<std::string>> corrections_;  // window -> vehicles to emit again
 };
 
@@ -418,9 +586,11 @@ void RegisterWindowJoin(Registry& registry) {
       .String("sharding",
               "none: this worker emits every vehicle's rows. jetstream_kv: the workers of the "
               "pipeline share the vehicles (fixed shards, membership in a KV bucket); each "
-              "row is emitted by one worker, and a worker that takes over shards re-emits their "
-              "recent windows. Needs the state of every vehicle, e.g. keyed_last_value with "
-              "backend jetstream_kv.")
+              "row is emitted by one worker; a worker that stops or gives shards up records the "
+              "last window it emitted of each, and the next owner goes on from there (after a "
+              "crash it re-emits their recent windows). A stopping worker emits only the windows "
+              "it has the input of. Needs the state of every vehicle, e.g. keyed_last_value with "
+              "backend jetstream_kv and history_ms at least allowed_lateness_ms.")
       .Default("none")
       .OneOf({"none", "jetstream_kv"});
   info.config.Integer("shards", "Number of vehicle shards (the same for every worker).")
@@ -429,6 +599,12 @@ void RegisterWindowJoin(Registry& registry) {
       .Max(4096);
   info.config.String("membership_bucket", "jetstream_kv: the KV bucket of worker membership.")
       .Default("fleetflow_members");
+  info.config
+      .String("progress_bucket",
+              "jetstream_kv: the KV bucket (without TTL) of the hand-over records, keys "
+              "<membership_bucket>.shard.<n>: by default keyed_last_value's state bucket, which "
+              "ignores them.")
+      .Default("telemetry");
   info.config.Integer("heartbeat_ms", "jetstream_kv: how often a worker renews its membership.")
       .Default(int64_t{1000})
       .Min(100)
