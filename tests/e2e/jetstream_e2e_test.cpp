@@ -7,6 +7,7 @@
 #include <csignal>
 
 #include "fleet_check.hpp"
+#include "jetstream.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -109,6 +110,86 @@ TEST_F(JetStreamE2E, ThreeWorkersWriteEveryRowOnceWithTheSingleWorkerValues) {
   const CheckResult check = CheckRows(pg_, expected);
   EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems;
   std::printf("jetstream e2e, 3 workers: %s\n", check.Summary().c_str());
+}
+
+/// Metric `name` of a worker, -1 when it cannot be read.
+double Metric(const Worker& w, const char* name) {
+  const auto body = w.Get("/metrics");
+  return body ? Scrape(*body, name) : -1;
+}
+
+/// Workers whose membership says warm (past their warm-up: they own the shards).
+int WarmWorkers(const NatsServer& nats) {
+  nats::ConnectOptions o;
+  o.url = nats.url();
+  auto conn = nats::Connection::Connect(o);
+  nats::JetStream js(*conn);
+  nats::BucketOptions b;
+  b.name = "fleetflow_members";
+  auto watcher = js.EnsureBucket(b)->WatchAll();
+  nats::KvEntry e;
+  int warm = 0;
+  while (watcher->Next(2000, e) == nats::KvWatcher::Event::kEntry) {
+    warm += !e.deleted && e.value == "warm" ? 1 : 0;
+  }
+  return warm;
+}
+
+TEST_F(JetStreamE2E, ScaleOutThenScaleInEveryRowOnceWithTheSingleWorkerValues) {
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (int i = 0; i < 2; ++i) workers.push_back(std::make_unique<Worker>(nats_, pg_, dir_, i));
+  for (auto& w : workers) ASSERT_TRUE(w->WaitReady()) << w->process().ReadLog();
+  constexpr int kVehicles = 30, kDurationS = 32;
+  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
+  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
+  Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
+  const auto at_s = [&] { return static_cast<double>(NowNs() - fleet.config.start_ns) / 1e9; };
+  // Both past their warm-up (10 s: member_timeout_ms + 2 every_ms + lateness, or the
+  // correction horizon), so that a new worker starts cold, owning nothing.
+  ASSERT_TRUE(WaitFor([&] { return WarmWorkers(nats_) == 2; }, 60s));
+
+  // Scale out: a third worker joins, warms up, and takes its share over from the others'
+  // records (they give the shards up where they stopped emitting them).
+  workers.push_back(std::make_unique<Worker>(nats_, pg_, dir_, 2));
+  ASSERT_TRUE(workers[2]->WaitReady()) << workers[2]->process().ReadLog();
+  ASSERT_TRUE(WaitFor([&] { return Metric(*workers[2], "fleetflow_shards_taken_over_total") > 0; },
+                      60s))
+      << workers[2]->process().ReadLog();
+  const double joined_at_s = at_s();
+  const int rows_at_join = Rows(pg_);
+  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= rows_at_join + 3 * kVehicles; }, 30s));
+
+  // Scale in: the first worker stops (SIGTERM); the two others take its shards over.
+  const double before =
+      Metric(*workers[1], "fleetflow_shards_taken_over_total") +
+      Metric(*workers[2], "fleetflow_shards_taken_over_total");
+  const double stopped_at_s = at_s();
+  ASSERT_EQ(workers[0]->process().Stop(SIGTERM, 30s), 0) << workers[0]->process().ReadLog();
+  workers.erase(workers.begin());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Metric(*workers[0], "fleetflow_shards_taken_over_total") +
+                   Metric(*workers[1], "fleetflow_shards_taken_over_total") >
+               before;
+      },
+      30s));
+
+  ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
+  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 60s))
+      << Rows(pg_) << " of " << expected.size();
+  double taken = 0, recovered = 0;
+  for (auto& w : workers) {
+    taken += Metric(*w, "fleetflow_shards_taken_over_total");
+    recovered += Metric(*w, "fleetflow_shards_recovered_total");
+  }
+  EXPECT_EQ(recovered, 0) << "a shard was taken over without a record";
+  for (auto& w : workers) EXPECT_EQ(w->process().Stop(SIGTERM, 30s), 0) << w->process().ReadLog();
+  const CheckResult check = CheckRows(pg_, expected);
+  EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems;
+  std::printf("jetstream e2e, scale out (a third worker took shards over at t = %.1f s) and in "
+              "(the first stopped at t = %.1f s), %.0f shards taken over from records by the "
+              "remaining workers, %.0f without: %s\n",
+              joined_at_s, stopped_at_s, taken, recovered, check.Summary().c_str());
 }
 
 TEST_F(JetStreamE2E, NatsServerRestartedMidRunTheEngineReconnectsAndNothingIsLost) {
