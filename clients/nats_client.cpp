@@ -346,6 +346,10 @@ OptionsPtr MakeOptions(const ConnectOptions& o, SeedFileSigner** signer) {
             o.retry_on_failed_connect ? OnBackgroundConnect : nullptr, nullptr),
         "retry on failed connect");
   Check(natsOptions_SetSendAsap(raw, o.send_asap), "send asap");
+  if (!o.inbox_prefix.empty()) {
+    Check(natsOptions_SetCustomInboxPrefix(raw, o.inbox_prefix.c_str()),
+          "inbox prefix " + o.inbox_prefix);
+  }
   return opts;
 }
 
@@ -472,11 +476,12 @@ std::unique_ptr<Connection> Connection::Connect(const ConnectOptions& options) {
   }
   const bool pending = s == NATS_NOT_YET_CONNECTED && options.retry_on_failed_connect;
   if (s != NATS_OK && !pending) Throw(s, "connect to " + options.url);  // no connection: ours
-  return std::unique_ptr<Connection>(new Connection(conn, on_change));
+  return std::unique_ptr<Connection>(new Connection(
+      conn, on_change, options.inbox_prefix.empty() ? "_INBOX" : options.inbox_prefix));
 }
 
-Connection::Connection(natsConnection* c, StateCallback* on_change)
-    : conn_(c), on_change_(on_change) {}
+Connection::Connection(natsConnection* c, StateCallback* on_change, std::string inbox_prefix)
+    : conn_(c), on_change_(on_change), inbox_prefix_(std::move(inbox_prefix)) {}
 
 Connection::~Connection() {
   if (on_change_ != nullptr) on_change_->closing = true;  // never freed (see StateCallback)
@@ -513,6 +518,28 @@ void Connection::PublishRequest(std::string_view subject, std::string_view reply
   Check(natsConnection_PublishRequest(conn_, subj.c_str(), inbox.c_str(), payload.data(),
                                       static_cast<int>(payload.size())),
         "publish request to " + subj);
+}
+
+void Connection::PublishRequest(std::string_view subject, std::string_view reply,
+                                const void* data, size_t size, const Headers& headers) {
+  const std::string subj(subject);
+  const std::string inbox(reply);
+  natsMsg* msg = nullptr;
+  Check(natsMsg_Create(&msg, subj.c_str(), inbox.c_str(), static_cast<const char*>(data),
+                       static_cast<int>(size)),
+        "create message");
+  natsStatus s = NATS_OK;
+  for (const auto& [name, value] : headers) {
+    if (s == NATS_OK) s = natsMsgHeader_Add(msg, name.c_str(), value.c_str());
+  }
+  if (s == NATS_OK) s = natsConnection_PublishMsg(conn_, msg);
+  natsMsg_Destroy(msg);
+  if (s != NATS_OK) Throw(s, "publish request to " + subj);
+}
+
+std::string Connection::NewPrefixedInbox() const {
+  const std::string inbox = NewInbox();  // _INBOX.<nuid>
+  return inbox_prefix_ + inbox.substr(inbox.find('.'));
 }
 
 std::string Connection::NewInbox() {

@@ -57,6 +57,10 @@ struct ConnectOptions {
   bool retry_on_failed_connect = false;  // keep trying in the background if the first connect fails
   bool send_asap = false;  // write each publish at once, without nats.c's flusher thread (fewer
                            // wake-ups for a low-rate publisher; more syscalls for a fast one)
+  /// Subject prefix of this connection's inboxes (nats.c's and NewPrefixedInbox()); empty: the
+  /// default "_INBOX". A private prefix (e.g. "_INBOX.vehicle.<id>") lets server permissions
+  /// allow a client exactly its own replies.
+  std::string inbox_prefix;
   /// Called on a nats.c thread when the connection is lost (false) and restored (true).
   std::function<void(bool connected)> on_connection_change;
 
@@ -134,8 +138,14 @@ class Connection {
   /// Publishes with a reply subject, for requests whose replies are gathered by a subscription
   /// on `reply` (e.g. on NewInbox()) instead of Request().
   void PublishRequest(std::string_view subject, std::string_view reply, std::string_view payload);
+  /// The same with headers, e.g. a JetStream publish whose acknowledgement comes to `reply`
+  /// (with a Nats-Msg-Id header for the stream's de-duplication).
+  void PublishRequest(std::string_view subject, std::string_view reply, const void* data,
+                      size_t size, const Headers& headers);
   /// A new unique inbox subject (_INBOX.<random>) to receive replies on.
   static std::string NewInbox();
+  /// A new unique inbox subject under this connection's inbox prefix (<prefix>.<random>).
+  std::string NewPrefixedInbox() const;
   /// Sends buffered publishes and waits for the server's PONG; throws on timeout.
   void Flush(int timeout_ms);
   /// Subscribes `subject` (wildcards allowed); a non-empty `queue_group` shares messages among
@@ -157,9 +167,10 @@ class Connection {
   __natsConnection* raw() const { return conn_; }
 
  private:
-  Connection(__natsConnection* c, StateCallback* on_change);
+  Connection(__natsConnection* c, StateCallback* on_change, std::string inbox_prefix);
   __natsConnection* conn_;
   StateCallback* on_change_;  // lives as long as the process (nats.c may call it late)
+  std::string inbox_prefix_;
 };
 
 }  // namespace fleetflow::nats
