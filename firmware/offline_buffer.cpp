@@ -65,15 +65,20 @@ bool OfflineBuffer::Push(Record record, std::span<const uint8_t> payload) {
   Write(tail_ + kRecordOverhead, payload.data(), payload.size());
   tail_ += need;
   ++records_;
+  ++pushed_;
   return true;
 }
 
 bool OfflineBuffer::NextUnsent(Record& record, std::vector<uint8_t>& payload) {
   if (sent_ == tail_) return false;
-  const Header h = HeaderAt(sent_);
+  Header h = HeaderAt(sent_);
+  if (h.acked != 0) {  // acknowledged before a Rewind: a new hand-out waits for a new ack
+    h.acked = 0;
+    Write(sent_, &h, sizeof h);
+  }
   payload.resize(h.size);
   Read(sent_ + kRecordOverhead, payload.data(), h.size);
-  record = {h.tag, h.samples};
+  record = {h.tag, h.samples, head_id() + in_flight_records_};
   sent_ += kRecordOverhead + h.size;
   ++in_flight_records_;
   in_flight_samples_ += h.samples;
@@ -91,9 +96,38 @@ OfflineBuffer::Committed OfflineBuffer::Commit() {
   return done;
 }
 
-void OfflineBuffer::Rewind() {
+OfflineBuffer::Committed OfflineBuffer::Ack(uint64_t id) {
+  Committed done;
+  if (id < head_id() || id >= head_id() + in_flight_records_) return done;
+  uint64_t pos = head_;
+  for (uint64_t i = head_id(); i < id; ++i) pos += kRecordOverhead + HeaderAt(pos).size;
+  Header h = HeaderAt(pos);
+  h.acked = 1;
+  Write(pos, &h, sizeof h);
+  while (head_ != sent_) {
+    const Header front = HeaderAt(head_);
+    if (front.acked == 0) break;
+    ++done.records;
+    done.samples += front.samples;
+    ReleaseFront();
+  }
+  return done;
+}
+
+void OfflineBuffer::ReleaseFront() {
+  const Header h = HeaderAt(head_);
+  head_ += kRecordOverhead + h.size;
+  --records_;
+  --in_flight_records_;
+  in_flight_samples_ -= h.samples;
+  if (head_ == tail_) head_ = sent_ = tail_ = 0;  // empty: start over at the front (see Commit)
+}
+
+uint64_t OfflineBuffer::Rewind() {
+  const uint64_t rewound = in_flight_records_;
   sent_ = head_;
   in_flight_records_ = in_flight_samples_ = 0;
+  return rewound;
 }
 
 }  // namespace fleetflow::firmware

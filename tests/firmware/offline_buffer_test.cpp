@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <numeric>
+#include <random>
 #include <string>
 
 namespace fleetflow::firmware {
@@ -122,6 +124,145 @@ TEST(OfflineBuffer, MemoryNeverExceedsCapacity) {
     ASSERT_LE(b.bytes(), b.capacity());
   }
   EXPECT_GT(b.counters().dropped_records, 9'000u);
+}
+
+// --- one acknowledgement per record (fleet-sensor --ack jetstream) ---
+
+// Hands out every unsent record, returning their ids.
+std::vector<uint64_t> HandOut(OfflineBuffer& b) {
+  std::vector<uint64_t> ids;
+  OfflineBuffer::Record r;
+  std::vector<uint8_t> payload;
+  while (b.NextUnsent(r, payload)) ids.push_back(r.id);
+  return ids;
+}
+
+TEST(OfflineBufferAcks, IdsAreConsecutiveInPushOrderAndStableAcrossRewinds) {
+  OfflineBuffer b(1024);
+  for (uint8_t i = 1; i <= 3; ++i) b.Push({0, 1}, Bytes(8, i));
+  EXPECT_EQ(HandOut(b), (std::vector<uint64_t>{0, 1, 2}));
+  EXPECT_EQ(b.Rewind(), 3u);
+  EXPECT_EQ(HandOut(b), (std::vector<uint64_t>{0, 1, 2}));  // a resend keeps its id
+  b.Commit();  // empty: the ring starts over at its front, the ids do not
+  b.Push({0, 1}, Bytes(8, 4));
+  EXPECT_EQ(HandOut(b), (std::vector<uint64_t>{3}));
+}
+
+TEST(OfflineBufferAcks, ReleasesTheAcknowledgedFrontOnly) {
+  OfflineBuffer b(1024);
+  b.Push({0, 2}, Bytes(8, 1));
+  b.Push({0, 3}, Bytes(8, 2));
+  b.Push({0, 4}, Bytes(8, 3));
+  HandOut(b);
+  EXPECT_EQ(b.in_flight_records(), 3u);
+  auto done = b.Ack(1);  // out of order: 0 still waits, so nothing leaves
+  EXPECT_EQ(done.records, 0u);
+  EXPECT_EQ(b.records(), 3u);
+  done = b.Ack(0);  // releases 0 and the already acknowledged 1
+  EXPECT_EQ(done.records, 2u);
+  EXPECT_EQ(done.samples, 5u);
+  EXPECT_EQ(b.records(), 1u);
+  EXPECT_EQ(b.in_flight_records(), 1u);
+  done = b.Ack(2);
+  EXPECT_EQ(done.records, 1u);
+  EXPECT_EQ(done.samples, 4u);
+  EXPECT_EQ(b.bytes(), 0u);
+  EXPECT_FALSE(b.has_in_flight());
+}
+
+TEST(OfflineBufferAcks, AnAckForARecordNotInFlightChangesNothing) {
+  OfflineBuffer b(1024);
+  EXPECT_EQ(b.Ack(0).records, 0u);  // nothing at all
+  b.Push({0, 1}, Bytes(8, 1));
+  b.Push({0, 1}, Bytes(8, 2));
+  EXPECT_EQ(b.Ack(0).records, 0u);  // stored but not handed out
+  OfflineBuffer::Record r;
+  std::vector<uint8_t> payload;
+  ASSERT_TRUE(b.NextUnsent(r, payload));
+  EXPECT_EQ(b.Ack(1).records, 0u);  // not handed out yet
+  EXPECT_EQ(b.Ack(7).records, 0u);  // never existed
+  EXPECT_EQ(b.Ack(0).records, 1u);
+  EXPECT_EQ(b.Ack(0).records, 0u);  // a second ack of a released record
+  EXPECT_EQ(b.records(), 1u);
+  EXPECT_EQ(Drain(b), (std::vector<int>{2}));
+}
+
+TEST(OfflineBufferAcks, ARewoundRecordNeedsANewAckEvenIfTheOldOneCame) {
+  OfflineBuffer b(1024);
+  b.Push({0, 1}, Bytes(8, 1));
+  b.Push({0, 1}, Bytes(8, 2));
+  HandOut(b);
+  EXPECT_EQ(b.Ack(1).records, 0u);  // 1 acknowledged, waiting behind 0
+  EXPECT_EQ(b.Rewind(), 2u);        // e.g. 0's ack timed out: both go out again
+  EXPECT_EQ(b.Ack(0).records, 0u);  // a late ack for a record no longer in flight
+  EXPECT_EQ(HandOut(b), (std::vector<uint64_t>{0, 1}));
+  EXPECT_EQ(b.Ack(0).records, 1u);  // 1's earlier ack belonged to the earlier hand-out
+  EXPECT_EQ(b.records(), 1u);
+  EXPECT_EQ(b.Ack(1).records, 1u);
+  EXPECT_EQ(b.records(), 0u);
+}
+
+TEST(OfflineBufferAcks, DroppingARecordInFlightKeepsTheOthersIds) {
+  const size_t record = kOverhead + 10;
+  OfflineBuffer b(record * 3);
+  b.Push({0, 1}, Bytes(10, 1));  // id 0
+  b.Push({0, 1}, Bytes(10, 2));  // id 1
+  HandOut(b);
+  b.Push({0, 1}, Bytes(10, 3));  // id 2
+  b.Push({0, 1}, Bytes(10, 4));  // id 3 evicts id 0, in flight
+  EXPECT_EQ(b.counters().dropped_records, 1u);
+  EXPECT_EQ(b.Ack(0).records, 0u);  // gone: its ack is ignored
+  EXPECT_EQ(b.Ack(1).records, 1u);
+  OfflineBuffer::Record r;
+  std::vector<uint8_t> payload;
+  ASSERT_TRUE(b.NextUnsent(r, payload));
+  EXPECT_EQ(r.id, 2u);
+  EXPECT_EQ(payload[0], 3);
+}
+
+// Random pushes (overflowing the ring), hand-outs, acks in any order, rewinds and flush commits,
+// fixed seed: every hand-out names its record by the id written into its payload, and every
+// record pushed is released, dropped or still held, once.
+TEST(OfflineBufferAcks, RandomOperationsKeepIdsAndCountsConsistent) {
+  std::mt19937 rng(42);
+  OfflineBuffer b(600);
+  uint64_t next = 0, released = 0;
+  std::vector<uint64_t> in_flight;
+  for (int step = 0; step < 50'000; ++step) {
+    const int op = static_cast<int>(rng() % 10);
+    if (op < 4) {
+      std::vector<uint8_t> payload(8 + rng() % 40);
+      std::memcpy(payload.data(), &next, 8);
+      ASSERT_TRUE(b.Push({0, 1}, payload));
+      ++next;
+    } else if (op < 7) {
+      OfflineBuffer::Record r;
+      std::vector<uint8_t> payload;
+      if (b.NextUnsent(r, payload)) {
+        uint64_t written = 0;
+        std::memcpy(&written, payload.data(), 8);
+        ASSERT_EQ(r.id, written) << "step " << step;
+        in_flight.push_back(r.id);
+      }
+    } else if (op < 9) {
+      if (!in_flight.empty()) {
+        const size_t i = rng() % in_flight.size();
+        released += b.Ack(in_flight[i]).records;
+        in_flight.erase(in_flight.begin() + static_cast<std::ptrdiff_t>(i));
+      }
+    } else if (rng() % 4 == 0) {
+      released += b.Commit().records;
+      in_flight.clear();
+    } else {
+      b.Rewind();
+      in_flight.clear();
+    }
+    ASSERT_LE(b.bytes(), b.capacity());
+    ASSERT_LE(b.in_flight_records(), b.records());
+  }
+  EXPECT_GT(released, 1000u);
+  EXPECT_GT(b.counters().dropped_records, 100u);
+  EXPECT_EQ(released + b.counters().dropped_records + b.records(), next);
 }
 
 }  // namespace
