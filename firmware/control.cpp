@@ -185,6 +185,8 @@ void ForEachCounter(C& c, F&& f) {
   f("buffer_bytes", c.buffer_bytes);
   f("reconnects", c.reconnects);
   f("skipped_ticks", c.skipped_ticks);
+  f("resent_messages", c.resent_messages);
+  f("ack_errors", c.ack_errors);
 }
 
 }  // namespace

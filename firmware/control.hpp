@@ -59,6 +59,10 @@ struct Counters {
   uint64_t buffer_bytes = 0;    ///< the offline buffer's capacity
   uint64_t reconnects = 0;      ///< NATS reconnections
   uint64_t skipped_ticks = 0;   ///< ticks missed because the process could not run in time
+  uint64_t resent_messages = 0;  ///< handed out again: unconfirmed when the link broke, or no
+                                 ///< acknowledgement in time (--ack jetstream)
+  uint64_t ack_errors = 0;       ///< acknowledgements saying the stream did not store a message
+                                 ///< (or no stream took it); such messages are sent again
   bool operator==(const Counters&) const = default;
 };
 

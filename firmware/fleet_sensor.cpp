@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
   firmware::AgentConfig config;
   nats::ConnectOptions nats_options = nats::ConnectOptions::FromEnv();
   std::string rates = "gps=10,speed=30,soc=5,torque=20";
-  std::string only, csv;
+  std::string only, csv, ack = "flush";
   bool csv_loop = false, no_status = false, quiet = false;
   uint64_t seed = 1;
   double duration_s = 0;
@@ -106,6 +106,8 @@ int main(int argc, char** argv) {
       "--vehicle; give --no-status to all but one of them.\n"
       "At the end (SIGINT, SIGTERM or --duration) it prints its status as one JSON line on "
       "stdout (the reply format of 'fleetctl status').\n"
+      "With --ack jetstream the vehicle subscribes to its own inbox (--inbox-prefix) for the "
+      "stream's acknowledgements; give it that permission (deploy/nats/generate-users.mjs does).\n"
       "Environment: NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_CA, NATS_CERT, NATS_KEY.\n"
       "Exit status: 0 stopped, 1 usage error, 2 NATS refused the connection (credentials, "
       "TLS), 3 the sensor source cannot be read.");
@@ -130,6 +132,21 @@ int main(int argc, char** argv) {
   app.add_option("--duration", duration_s, "Stop after this many seconds; 0 = at SIGINT/SIGTERM")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e9));
+  app.add_option("--ack", ack,
+                 "When a message counts as delivered and leaves the buffer: 'flush' once the "
+                 "server answered a PING/PONG round trip sent after it (any server; a server "
+                 "crash can lose what its stream had not stored yet), 'jetstream' once the stream "
+                 "acknowledged storing it (needs a stream on vehicle.<id>.*; resends are "
+                 "de-duplicated by Nats-Msg-Id)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"flush", "jetstream"}));
+  app.add_option("--ack-timeout-ms", config.ack_timeout_ms,
+                 "--ack jetstream: send again what waited this long for its acknowledgement")
+      ->capture_default_str()
+      ->check(CLI::Range(10, 600'000));
+  app.add_option("--inbox-prefix", nats_options.inbox_prefix,
+                 "Subject prefix of this vehicle's reply inboxes (acknowledgements); the server "
+                 "must let it subscribe to PREFIX.> (default _INBOX.vehicle.<id>)");
   app.add_option("--drain-ms", config.drain_ms,
                  "At the end, how long to try delivering what is still buffered")
       ->capture_default_str()
@@ -159,6 +176,10 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : kExitUsage;
   }
   config.publish_status = !no_status;
+  config.ack = ack == "jetstream" ? firmware::AckMode::kJetStream : firmware::AckMode::kFlush;
+  if (nats_options.inbox_prefix.empty()) {
+    nats_options.inbox_prefix = "_INBOX.vehicle." + config.vehicle;
+  }
 
   std::vector<std::string> names;
   for (const auto& s : config.sensors) names.push_back(s.name);
@@ -186,9 +207,10 @@ int main(int argc, char** argv) {
     firmware::SensorAgent agent(config, *source, *conn);
     if (!quiet) {
       std::fprintf(stderr,
-                   "fleet-sensor: vehicle %s, sensors %s, batch %d ms, buffer %zu bytes, %s\n",
+                   "fleet-sensor: vehicle %s, sensors %s, batch %d ms, buffer %zu bytes, "
+                   "ack %s, %s\n",
                    config.vehicle.c_str(), rates.c_str(), config.batch_ms, config.buffer_bytes,
-                   nats_options.url.c_str());
+                   ack.c_str(), nats_options.url.c_str());
     }
     agent.Start();
     WaitForStop(stop_signals, duration_s);

@@ -127,6 +127,8 @@ control::VehicleStatus Merge(const std::vector<control::VehicleStatus>& parts) {
     m.counters.buffer_bytes += p.counters.buffer_bytes;
     m.counters.reconnects += p.counters.reconnects;
     m.counters.skipped_ticks += p.counters.skipped_ticks;
+    m.counters.resent_messages += p.counters.resent_messages;
+    m.counters.ack_errors += p.counters.ack_errors;
   }
   return m;
 }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <stdexcept>
 
+#include "stream_ack.hpp"
 #include "wire.hpp"
 
 namespace fleetflow::firmware {
@@ -57,6 +58,10 @@ SensorAgent::SensorAgent(AgentConfig config, SensorSource& source, nats::Connect
   if (config_.sensors.empty() || config_.sensors.size() >= kStatusTag) {
     throw std::invalid_argument("a vehicle needs at least one sensor");
   }
+  if (config_.ack == AckMode::kJetStream &&
+      (config_.ack_timeout_ms <= 0 || config_.max_in_flight == 0)) {
+    throw std::invalid_argument("acknowledgements need a positive timeout and window");
+  }
   for (const sim::SensorRate& s : config_.sensors) {
     subjects_.push_back(wire::SampleSubject(config_.vehicle, s.name));
   }
@@ -74,8 +79,14 @@ void SensorAgent::Start() {
   const auto handler = [this](nats::Message&& m) { OnCommand(std::move(m)); };
   commands_ = conn_.Subscribe(control::CommandSubject(config_.vehicle, "*"), "", handler);
   fleet_status_ = conn_.Subscribe(control::kFleetStatusSubject, "", handler);
+  const bool acked = config_.ack == AckMode::kJetStream;
+  if (acked) {
+    ack_inbox_ = conn_.NewPrefixedInbox();
+    acks_ = conn_.Subscribe(ack_inbox_ + ".*", "",
+                            [this](nats::Message&& m) { OnAck(std::move(m)); });
+  }
   sampler_ = std::thread(&SensorAgent::SamplerLoop, this);
-  sender_ = std::thread(&SensorAgent::SenderLoop, this);
+  sender_ = std::thread(acked ? &SensorAgent::AckSenderLoop : &SensorAgent::SenderLoop, this);
   pthread_setname_np(sampler_.native_handle(), "ff-sampler");
   pthread_setname_np(sender_.native_handle(), "ff-sender");
 }
@@ -100,6 +111,7 @@ void SensorAgent::Stop() {
   }
   sender_cv_.notify_all();
   sender_.join();
+  acks_.reset();
 }
 
 void SensorAgent::SamplerLoop() {
@@ -175,6 +187,14 @@ bool SensorAgent::Confirm(uint64_t reconnects) {
   }
 }
 
+std::optional<uint64_t> SensorAgent::Reconnects() const {
+  try {
+    return conn_.stats().reconnects;
+  } catch (const nats::Error&) {
+    return std::nullopt;
+  }
+}
+
 void SensorAgent::SenderLoop() {
   std::vector<uint8_t> payload;
   OfflineBuffer::Record record;
@@ -210,7 +230,7 @@ void SensorAgent::SenderLoop() {
     }
     const int64_t now = SteadyNs();
     if (failed) {
-      buffer_.Rewind();
+      counters_.resent_messages += buffer_.Rewind();
       sender_cv_.wait_for(lk, kLinkPoll);
     } else if (buffer_.has_in_flight() && (sampler_done_ || now - last_confirm >= confirm_ns)) {
       lk.unlock();
@@ -218,7 +238,7 @@ void SensorAgent::SenderLoop() {
       lk.lock();
       last_confirm = now;
       if (!confirmed) {
-        buffer_.Rewind();
+        counters_.resent_messages += buffer_.Rewind();
         continue;
       }
       const OfflineBuffer::Committed done = buffer_.Commit();
@@ -231,6 +251,91 @@ void SensorAgent::SenderLoop() {
                             [&] { return buffer_.has_unsent() || sampler_done_; });
     }
   }
+}
+
+void SensorAgent::AckSenderLoop() {
+  std::vector<uint8_t> payload;
+  OfflineBuffer::Record record;
+  nats::Headers headers = {{"Nats-Msg-Id", ""}};
+  uint64_t reconnects = 0;  // when the messages in flight left
+  int64_t last_check = SteadyNs();
+  const int64_t check_ns = static_cast<int64_t>(config_.confirm_ms) * 1'000'000;
+  const int64_t timeout_ns = static_cast<int64_t>(config_.ack_timeout_ms) * 1'000'000;
+  const auto sendable = [&] {
+    return buffer_.has_unsent() && buffer_.in_flight_records() < config_.max_in_flight;
+  };
+  std::unique_lock lk(mu_);
+  while (!(sampler_done_ && (buffer_.bytes() == 0 || SteadyNs() >= drain_deadline_))) {
+    if (!conn_.connected()) {
+      sender_cv_.wait_for(lk, kLinkPoll);
+      continue;
+    }
+    int64_t now = SteadyNs();
+    // What waited too long for its acknowledgement, or left before a reconnection (its ack may
+    // never come: a server that crashed forgot it), goes out again.
+    if (buffer_.has_in_flight() && now - last_check >= check_ns) {
+      last_check = now;
+      lk.unlock();
+      const std::optional<uint64_t> now_reconnects = Reconnects();
+      lk.lock();
+      if (buffer_.has_in_flight() &&
+          (now_reconnects != reconnects || SteadyNs() - ack_progress_ns_ >= timeout_ns)) {
+        counters_.resent_messages += buffer_.Rewind();
+      }
+    }
+    if (sendable() && !buffer_.has_in_flight()) {
+      lk.unlock();
+      const std::optional<uint64_t> r = Reconnects();
+      lk.lock();
+      reconnects = r.value_or(reconnects);
+      ack_progress_ns_ = SteadyNs();
+    }
+    bool failed = false;
+    while (!failed && sendable() && buffer_.NextUnsent(record, payload)) {
+      const std::string& subject =
+          record.tag == kStatusTag ? status_subject_ : subjects_.at(record.tag);
+      const std::string reply = ack_inbox_ + "." + std::to_string(record.id);
+      headers[0].second = MessageId(ack_inbox_, record.id);
+      lk.unlock();
+      try {
+        conn_.PublishRequest(subject, reply, payload.data(), payload.size(), headers);
+      } catch (const nats::Error&) {
+        failed = true;  // the link went down meanwhile: send again once it is back
+      }
+      lk.lock();
+    }
+    if (failed) {
+      counters_.resent_messages += buffer_.Rewind();
+      sender_cv_.wait_for(lk, kLinkPoll);
+      continue;
+    }
+    // Until there is something to send and room for it, an acknowledgement emptied the
+    // buffer at the end, or the next check is due.
+    now = SteadyNs();
+    int64_t until = buffer_.has_in_flight() ? last_check + check_ns : now + check_ns;
+    if (sampler_done_) until = std::min(until, drain_deadline_);
+    sender_cv_.wait_until(lk, SteadyAt(until),
+                          [&] { return sendable() || (sampler_done_ && buffer_.bytes() == 0); });
+  }
+}
+
+void SensorAgent::OnAck(nats::Message&& msg) {
+  const std::optional<uint64_t> id = AckRecordId(msg.subject(), ack_inbox_);
+  if (!id) return;
+  // "No responders": no stream captures the subject (nor anyone else listens).
+  const StreamAck ack = msg.no_responders() ? StreamAck{} : ParseStreamAck(msg.text());
+  const std::lock_guard lk(mu_);
+  if (!ack.stored) {
+    ++counters_.ack_errors;  // kept in flight: sent again after ack_timeout_ms
+    return;
+  }
+  const OfflineBuffer::Committed done = buffer_.Ack(*id);
+  if (done.records == 0) return;
+  counters_.published_messages += done.records;
+  counters_.published_samples += done.samples;
+  last_publish_ns_ = WallNs();
+  ack_progress_ns_ = SteadyNs();
+  sender_cv_.notify_one();
 }
 
 void SensorAgent::OnCommand(nats::Message&& msg) {

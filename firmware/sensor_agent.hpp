@@ -4,10 +4,20 @@
 ///
 /// Threads: a sampler (wakes at each sensor's tick, reads the source, encodes, appends to the
 /// offline buffer; never waits for the network) and a sender (publishes what the buffer holds
-/// while the link is up, asks the server to confirm every confirm_ms with a PING/PONG round
-/// trip, and releases confirmed messages; on a failed confirmation or a reconnection in between
-/// it sends them again). Commands run on nats.c's delivery thread. All three share one mutex,
-/// held only for bookkeeping, never across a network call.
+/// while the link is up and releases what is confirmed; what was not confirmed is sent again).
+/// Commands and acknowledgements run on nats.c's delivery threads. All share one mutex, held
+/// only for bookkeeping, never across a network call.
+///
+/// Two ways of confirming (AckMode):
+/// - kFlush: every confirm_ms a PING/PONG round trip (Flush) confirms everything published
+///   before it. The server has received those messages; a server killed before its stream
+///   stored them loses them.
+/// - kJetStream: each message goes out with a reply subject on this process's private inbox and
+///   a Nats-Msg-Id header, and stays in the buffer until the stream answers that it stored it.
+///   At most max_in_flight messages wait for their acknowledgement; when none came for
+///   ack_timeout_ms, or the connection was re-established since they left, every message in
+///   flight is sent again (the stream drops the resends it already has, by Nats-Msg-Id, within
+///   its duplicate window). Needs a stream capturing vehicle.<id>.*.
 ///
 /// Delivery is at least once across link loss: a message cut off with its connection is sent
 /// again, so a consumer may see a (sensor, seq) twice, never a gap unless the buffer overflowed
@@ -33,6 +43,8 @@
 
 namespace fleetflow::firmware {
 
+enum class AckMode { kFlush, kJetStream };
+
 struct AgentConfig {
   std::string vehicle;
   std::vector<sim::SensorRate> sensors;
@@ -40,8 +52,11 @@ struct AgentConfig {
   size_t buffer_bytes = 1 << 20;  ///< offline buffer capacity
   bool publish_status = true;     ///< publish `on` / `off` on vehicle.<id>.status
   bool shared_vehicle = false;    ///< other processes run this vehicle's other sensors
-  int confirm_ms = 200;           ///< interval of delivery confirmations
+  int confirm_ms = 200;           ///< interval of flush confirmations (and of ack checks)
   int drain_ms = 2000;            ///< how long Stop() tries to deliver what is buffered
+  AckMode ack = AckMode::kFlush;
+  int ack_timeout_ms = 2000;      ///< kJetStream: send again when no ack came for this long
+  size_t max_in_flight = 256;     ///< kJetStream: messages waiting for their ack at most
 };
 
 class SensorAgent {
@@ -69,7 +84,9 @@ class SensorAgent {
 
   void SamplerLoop();
   void SenderLoop();
+  void AckSenderLoop();
   void OnCommand(nats::Message&& msg);
+  void OnAck(nats::Message&& msg);
   // The helpers below expect mu_ held.
   void Sample(int sensor, int64_t wall_ns);
   void FlushBatches();
@@ -78,6 +95,8 @@ class SensorAgent {
   control::VehicleStatus StatusLocked() const;
   // Flushes the connection and checks no reconnection happened since `reconnects`; without mu_.
   bool Confirm(uint64_t reconnects);
+  // The connection's reconnections so far, or nullopt when they cannot be read; without mu_.
+  std::optional<uint64_t> Reconnects() const;
 
   const AgentConfig config_;
   SensorSource& source_;
@@ -100,8 +119,11 @@ class SensorAgent {
   int64_t drain_deadline_ = 0;
   int64_t last_publish_ns_ = 0;
   control::Counters counters_;
+  // kJetStream: acknowledgements come to <ack_inbox_>.<record id>.
+  std::string ack_inbox_;
+  int64_t ack_progress_ns_ = 0;  // steady ns of the last release, or when the first left
 
-  std::unique_ptr<nats::Subscription> commands_, fleet_status_;
+  std::unique_ptr<nats::Subscription> commands_, fleet_status_, acks_;
   std::thread sampler_, sender_;
   bool started_ = false, stopped_ = false;
 };

@@ -11,7 +11,7 @@ VehicleStatus Sample() {
   s.active = true;
   s.sensors = {{"gps", 10}, {"speed", 30}, {"soc", 0.5}, {"torque", 33.25}};
   s.last_publish_ns = 1'795'353'326'956'738'041;  // beyond double precision
-  s.counters = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  s.counters = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
   return s;
 }
 

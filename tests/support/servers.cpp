@@ -596,6 +596,10 @@ void NatsServer::Kill() {
   proc_.reset();
 }
 
+void NatsServer::Signal(int sig) {
+  if (proc_) proc_->Signal(sig);
+}
+
 void NatsServer::Restart() {
   Stop();
   Start();

@@ -154,6 +154,9 @@ class NatsServer {
   void Stop();
   /// SIGKILL, no clean shutdown (simulates a crash). No-op when not running.
   void Kill();
+  /// Sends `sig` to the server process, e.g. SIGSTOP / SIGCONT to stall it: clients stay
+  /// connected while nothing is processed. No-op when not running.
+  void Signal(int sig);
   /// Stop() then Start() on the same port and store directory.
   void Restart();
   /// True while the server process runs.
