@@ -158,13 +158,17 @@ function userKey(seedDir, user) {
 const q = (s) => JSON.stringify(s);
 const list = (subjects) => `[${subjects.map(q).join(", ")}]`;
 
+// Each vehicle's private reply subjects: fleet-sensor's default --inbox-prefix. The stream's
+// acknowledgements (fleet-sensor --ack jetstream) come there.
+const vehicleInbox = (id) => `_INBOX.vehicle.${id}`;
+
 function vehiclePermissions(id) {
   return {
     // Samples and status only: vehicle.<id>.<sensor> and vehicle.<id>.status (three tokens; the
     // four-token command subjects are not the vehicle's to publish).
     publish: [`vehicle.${id}.*`],
-    // Its own commands and the fleet-wide status request (firmware/control.hpp).
-    subscribe: [`vehicle.${id}.cmd.*`, "fleet.cmd.status"],
+    // Its own commands, the fleet-wide status request (firmware/control.hpp) and its own inbox.
+    subscribe: [`vehicle.${id}.cmd.*`, "fleet.cmd.status", `${vehicleInbox(id)}.>`],
   };
 }
 
@@ -198,22 +202,28 @@ function enginePermissions({ stream, durable, bucketNames }) {
       `$KV.${bucket}.>`,
     );
   }
-  // Replies to its API requests, KV acknowledgements and watch deliveries arrive on inboxes.
-  return { publish, subscribe: ["_INBOX.>"] };
+  // Replies to its API requests, KV acknowledgements and watch deliveries arrive on inboxes;
+  // the vehicles' inboxes are theirs alone.
+  return { publish, subscribe: ["_INBOX.>"], subscribeDeny: [`${vehicleInbox("*")}.>`] };
 }
 
 function opsPermissions() {
-  // fleetctl: commands to any vehicle, replies on its inboxes.
-  return { publish: ["vehicle.*.cmd.*", "fleet.cmd.status"], subscribe: ["_INBOX.>"] };
+  // fleetctl: commands to any vehicle, replies on its inboxes (not on the vehicles').
+  return {
+    publish: ["vehicle.*.cmd.*", "fleet.cmd.status"],
+    subscribe: ["_INBOX.>"],
+    subscribeDeny: [`${vehicleInbox("*")}.>`],
+  };
 }
 
 function userEntry(comment, nkey, perms, allowResponses) {
+  const deny = perms.subscribeDeny ? `, deny: ${list(perms.subscribeDeny)}` : "";
   const lines = [
     `    # ${comment}`,
     `    { nkey: ${nkey}`,
     `      permissions: {`,
     `        publish: { allow: ${list(perms.publish)} }`,
-    `        subscribe: { allow: ${list(perms.subscribe)} }`,
+    `        subscribe: { allow: ${list(perms.subscribe)}${deny} }`,
   ];
   if (allowResponses) lines.push("        allow_responses: { max: 1, expires: \"10s\" }");
   lines.push("      } }");

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <regex>
 #include <set>
 
 #include "jetstream.hpp"
@@ -159,6 +160,10 @@ TEST_F(NatsConfigTest, VehiclePublishesOnlyItsOwnSubjectsAndNeverTheStreamApi) {
   expect_refused("fleet.cmd.status");
   expect_refused("$KV.telemetry.2.speed");
   expect_refused("$JS.API.STREAM.PURGE.TELEMETRY");
+  // Nor can it read the stream or the KV bucket through the JetStream API.
+  expect_refused("$JS.API.CONSUMER.CREATE.TELEMETRY");
+  expect_refused("$JS.API.STREAM.MSG.GET.TELEMETRY");
+  expect_refused("$JS.API.DIRECT.GET.KV_telemetry.$KV.telemetry.2.speed");
 
   auto v1 = Connect("vehicle-1");
   EXPECT_THROW(v1->Request("$JS.API.STREAM.INFO.TELEMETRY", "", 1000), nats::Error);
@@ -206,6 +211,63 @@ TEST_F(NatsConfigTest, VehicleSubscribesOnlyToItsOwnCommands) {
   EXPECT_THROW(ops->Request("vehicle.2.cmd.status", "", 1000), nats::Error);  // nobody may hear it
 }
 
+// fleet-sensor --ack jetstream: the stream's acknowledgements come to the vehicle's private
+// inbox (_INBOX.vehicle.<id>, fleet-sensor's default --inbox-prefix), which no one else may read.
+TEST_F(NatsConfigTest, VehicleGetsTheStreamsAcksOnItsOwnInboxOnly) {
+  auto engine = Connect("engine");
+  nats::JetStream(*engine).EnsureStream(nats::StreamOptions{});
+
+  auto vehicle = [&](const std::string& id) {
+    auto o = Options("vehicle-" + id);
+    o.inbox_prefix = "_INBOX.vehicle." + id;
+    return nats::Connection::Connect(o);
+  };
+  auto v1 = vehicle("1");
+  const std::string inbox = v1->NewPrefixedInbox();
+  EXPECT_TRUE(inbox.starts_with("_INBOX.vehicle.1.")) << inbox;
+  std::mutex mu;
+  std::vector<std::string> acks;
+  auto sub = v1->Subscribe(inbox + ".*", "", [&](nats::Message&& m) {
+    const std::lock_guard lk(mu);
+    acks.emplace_back(m.text());
+  });
+  v1->PublishRequest("vehicle.1.speed", inbox + ".1", "a", 1, {{"Nats-Msg-Id", "t-1"}});
+  v1->PublishRequest("vehicle.1.speed", inbox + ".1", "a", 1, {{"Nats-Msg-Id", "t-1"}});  // resent
+  ASSERT_TRUE(WaitFor([&] { const std::lock_guard lk(mu); return acks.size() == 2; }, 10s));
+  EXPECT_EQ(LastError(*v1), "");
+  // {"stream":"TELEMETRY", "seq":1}, then the resend: {..., "seq":1,"duplicate": true}
+  EXPECT_TRUE(Contains(acks[0], "\"stream\":\"TELEMETRY\"")) << acks[0];
+  EXPECT_FALSE(Contains(acks[0], "\"duplicate\"")) << acks[0];
+  EXPECT_TRUE(Contains(acks[1], "\"duplicate\": true")) << acks[1];
+
+  // Vehicle 2's acknowledgements: vehicle 1 may not listen to them, nor to every inbox; the
+  // engine and fleetctl (ops) may not either.
+  auto v2 = vehicle("2");
+  const std::string inbox2 = v2->NewPrefixedInbox();
+  std::atomic<int> v2_acks{0}, overheard{0};
+  auto sub2 = v2->Subscribe(inbox2 + ".*", "", [&](nats::Message&&) { ++v2_acks; });
+  std::vector<std::unique_ptr<nats::Connection>> spies;
+  std::vector<std::unique_ptr<nats::Subscription>> spy_subs;
+  for (const auto& [user, subject] : std::vector<std::pair<std::string, std::string>>{
+           {"vehicle-1", "_INBOX.vehicle.2.>"},
+           {"vehicle-1", "_INBOX.>"},
+           {"vehicle-1", "_INBOX.vehicle.*.>"},
+           {"engine", "_INBOX.vehicle.2.>"},
+           {"ops", "_INBOX.vehicle.2.>"}}) {
+    spies.push_back(Connect(user));
+    spy_subs.push_back(spies.back()->Subscribe(subject, "", [&](nats::Message&&) { ++overheard; }));
+    spies.back()->Flush(2000);
+    EXPECT_TRUE(Contains(LastError(*spies.back()),
+                         "Permissions Violation for Subscription to \"" + subject + "\""))
+        << user << " " << subject << ": " << LastError(*spies.back());
+  }
+  v2->PublishRequest("vehicle.2.speed", inbox2 + ".1", "b", 1, {{"Nats-Msg-Id", "t-2"}});
+  ASSERT_TRUE(WaitFor([&] { return v2_acks == 1; }, 10s));
+  for (auto& spy : spies) spy->Flush(2000);  // anything for them would have come before the PONG
+  EXPECT_EQ(overheard, 0);
+  EXPECT_EQ(LastError(*v2), "");
+}
+
 TEST_F(NatsConfigTest, EngineUserCannotTouchVehicleSubjectsOrDeleteTheStream) {
   auto engine = Connect("engine");
   nats::JetStream js(*engine);
@@ -251,7 +313,7 @@ TEST_F(NatsConfigTest, ThePipelineRunsOnTheEngineCredentialsAndKedaSeesItsConsum
     vehicles.push_back(std::make_unique<Process>(
         std::vector<std::string>{kFleetSensor, "--vehicle", id, "--nats-url", TlsUrl(),
                                  "--nkey-seed", Seed("vehicle-" + id), "--ca",
-                                 dir_->File("ca.crt"), "--quiet"},
+                                 dir_->File("ca.crt"), "--ack", "jetstream", "--quiet"},
         dir_->File("vehicle-" + id + ".log")));
   }
   const std::string rows_sql =
@@ -276,7 +338,17 @@ TEST_F(NatsConfigTest, ThePipelineRunsOnTheEngineCredentialsAndKedaSeesItsConsum
   EXPECT_TRUE(Contains(jsz->body, "\"name\": \"TELEMETRY\"")) << jsz->body;
   EXPECT_TRUE(Contains(jsz->body, "\"durable_name\": \"fleetflow\"")) << jsz->body;
 
-  for (auto& v : vehicles) EXPECT_EQ(v->Stop(SIGTERM, 15s), 0) << v->ReadLog();
+  for (auto& v : vehicles) {
+    EXPECT_EQ(v->Stop(SIGTERM, 15s), 0) << v->ReadLog();
+    // --ack jetstream: every sample was acknowledged by the stream on the vehicle's own inbox.
+    std::smatch taken, acked;
+    const std::string log = v->ReadLog();
+    ASSERT_TRUE(std::regex_search(log, taken, std::regex(R"("samples":(\d+))")) &&
+                std::regex_search(log, acked, std::regex(R"("published_samples":(\d+))")))
+        << log;
+    EXPECT_GT(std::stoll(taken[1]), 0) << log;
+    EXPECT_EQ(taken[1], acked[1]) << log;
+  }
   EXPECT_EQ(engine.Stop(SIGTERM, 45s), 0) << engine.ReadLog();
   // Nothing the engine, the vehicles or fleetctl did was refused.
   EXPECT_FALSE(Contains(server_->ReadLog(), "Violation")) << server_->ReadLog();
