@@ -30,55 +30,91 @@ jsStorageType Storage(const std::string& s) {
 
 // --- JsMessage ---
 
-JsMessage::JsMessage(natsMsg* m) : msg_(m) {}
-JsMessage::~JsMessage() { natsMsg_Destroy(msg_); }
-std::string_view JsMessage::subject() const { return natsMsg_GetSubject(msg_); }
-const void* JsMessage::data() const { return natsMsg_GetData(msg_); }
-size_t JsMessage::size() const { return static_cast<size_t>(natsMsg_GetDataLength(msg_)); }
-
+// $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>, or with
+// <domain>.<account hash> before the stream and a random token at the end (12 tokens or more).
 uint64_t JsMessage::delivered() const {
-  jsMsgMetaData* meta = nullptr;
-  if (natsMsg_GetMetaData(&meta, msg_) != NATS_OK) return 1;
-  const uint64_t n = meta->NumDelivered;
-  jsMsgMetaData_Destroy(meta);
+  const std::string_view reply = msg_.reply();
+  std::vector<std::string_view> tokens;
+  for (size_t start = 0; start <= reply.size();) {
+    const size_t dot = std::min(reply.find('.', start), reply.size());
+    tokens.push_back(reply.substr(start, dot - start));
+    start = dot + 1;
+  }
+  const size_t at = tokens.size() >= 12 ? 6 : 4;
+  uint64_t n = 1;
+  if (tokens.size() > at) std::from_chars(tokens[at].data(), tokens[at].data() + tokens[at].size(), n);
   return n;
 }
 
-// A failed ack is not an error of ours: the server redelivers after ack_wait.
+// A failed answer is not an error of ours: the server redelivers after ack_wait.
+void JsMessage::Answer(std::string_view body) {
+  const std::string_view reply = msg_.reply();
+  if (reply.empty()) return;
+  try {
+    conn_.Publish(reply, body.data(), body.size());
+  } catch (const Error&) {
+  }
+}
+
 void JsMessage::Ack() {
-  if (!done_.exchange(true)) natsMsg_Ack(msg_, nullptr);
+  if (!done_.exchange(true)) Answer("+ACK");
 }
 void JsMessage::Nak(int64_t delay_ms) {
   if (done_.exchange(true)) return;
-  if (delay_ms > 0) {
-    natsMsg_NakWithDelay(msg_, delay_ms, nullptr);
-  } else {
-    natsMsg_Nak(msg_, nullptr);
-  }
+  Answer(delay_ms > 0 ? "-NAK {\"delay\":" + std::to_string(delay_ms * 1'000'000) + "}" : "-NAK");
 }
 void JsMessage::Term() {
-  if (!done_.exchange(true)) natsMsg_Term(msg_, nullptr);
+  if (!done_.exchange(true)) Answer("+TERM");
 }
 
 // --- PullConsumer ---
 
-PullConsumer::~PullConsumer() {
-  natsSubscription_Unsubscribe(sub_);
-  natsSubscription_Destroy(sub_);
+PullConsumer::PullConsumer(Connection& connection, const std::string& stream,
+                           const std::string& durable)
+    : conn_(connection),
+      request_subject_("$JS.API.CONSUMER.MSG.NEXT." + stream + "." + durable),
+      inbox_(Connection::NewInbox()) {
+  sub_ = conn_.Subscribe(inbox_, "", [this](Message&& m) { OnMessage(std::move(m)); });
+}
+
+void PullConsumer::OnMessage(Message&& m) {
+  {
+    std::lock_guard lock(mu_);
+    if (m.reply().starts_with("$JS.ACK.")) {
+      messages_.push_back(std::move(m));
+    } else if (const std::string status = m.header("Status");
+               status == "404" || status == "408" || status == "409") {
+      ++requests_ended_;  // no messages, request expired, or refused (e.g. too many waiting)
+    } else {
+      return;  // a heartbeat or anything else: not for us
+    }
+  }
+  arrived_.notify_all();
 }
 
 std::vector<std::shared_ptr<JsMessage>> PullConsumer::Fetch(int batch, int timeout_ms) {
-  natsMsgList list{};
-  const natsStatus s = natsSubscription_Fetch(&list, sub_, batch, timeout_ms, nullptr);
   std::vector<std::shared_ptr<JsMessage>> out;
-  if (s == NATS_TIMEOUT) return out;
-  Check(s, "fetch");
-  out.reserve(static_cast<size_t>(list.Count));
-  for (int i = 0; i < list.Count; ++i) {
-    out.push_back(std::make_shared<JsMessage>(list.Msgs[i]));
-    list.Msgs[i] = nullptr;  // owned by the JsMessage now
+  std::unique_lock lock(mu_);
+  if (messages_.empty()) {
+    // Messages of an earlier request that came after it was given up are returned first.
+    const uint64_t ended = requests_ended_;
+    lock.unlock();
+    const std::string request = "{\"batch\":" + std::to_string(batch) +
+                                ",\"expires\":" + std::to_string(int64_t{timeout_ms} * 1'000'000) +
+                                "}";
+    conn_.PublishRequest(request_subject_, inbox_, request);
+    lock.lock();
+    // Messages the server sends after this wait (a slow link) stay queued for the next Fetch.
+    arrived_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
+      return messages_.size() >= static_cast<size_t>(batch) || requests_ended_ != ended;
+    });
   }
-  natsMsgList_Destroy(&list);
+  const size_t n = std::min(messages_.size(), static_cast<size_t>(batch));
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(std::make_shared<JsMessage>(conn_, std::move(messages_.front())));
+    messages_.pop_front();
+  }
   return out;
 }
 
@@ -350,7 +386,14 @@ std::unique_ptr<PullConsumer> JetStream::PullSubscribe(const ConsumerOptions& o)
   jsConsumerInfo* ci = nullptr;
   if (js_GetConsumerInfo(&ci, js_, o.stream.c_str(), o.durable.c_str(), nullptr, nullptr) ==
       NATS_OK) {
+    const bool push = ci->Config != nullptr && ci->Config->DeliverSubject != nullptr &&
+                      *ci->Config->DeliverSubject != '\0';
     jsConsumerInfo_Destroy(ci);
+    if (push) {
+      throw Error("nats: consumer " + o.durable + " on stream " + o.stream +
+                      " is a push consumer; a pull consumer of that name is needed",
+                  NATS_INVALID_ARG);
+    }
   } else {
     jsConsumerConfig cc;
     jsConsumerConfig_Init(&cc);
@@ -369,20 +412,7 @@ std::unique_ptr<PullConsumer> JetStream::PullSubscribe(const ConsumerOptions& o)
                    (err != 0 ? " (JetStream error " + std::to_string(err) + ")" : ""));
     }
   }
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = o.stream.c_str();
-  so.Consumer = o.durable.c_str();
-  natsSubscription* sub = nullptr;
-  jsErrCode err = static_cast<jsErrCode>(0);
-  const natsStatus s =
-      js_PullSubscribe(&sub, js_, o.filter_subject.c_str(), o.durable.c_str(), nullptr, &so, &err);
-  if (s != NATS_OK) {
-    Throw(s, "bind consumer " + o.durable + " on stream " + o.stream +
-                 (err != 0 ? " (JetStream error " + std::to_string(err) + ")" : ""));
-  }
-  natsSubscription_SetPendingLimits(sub, -1, -1);
-  return std::make_unique<PullConsumer>(sub);
+  return std::make_unique<PullConsumer>(conn_, o.stream, o.durable);
 }
 
 std::unique_ptr<KeyValue> JetStream::EnsureBucket(const BucketOptions& o) {

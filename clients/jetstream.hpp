@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -44,17 +45,18 @@ struct ConsumerOptions {
 };
 
 /// A message from a pull consumer. Ack/Nak/Term are idempotent: only the first one counts.
+/// The connection it came on must outlive it.
 class JsMessage {
  public:
-  explicit JsMessage(__natsMsg* m);
-  ~JsMessage();
+  JsMessage(Connection& connection, Message message)
+      : conn_(connection), msg_(std::move(message)) {}
   JsMessage(const JsMessage&) = delete;
   JsMessage& operator=(const JsMessage&) = delete;
 
-  std::string_view subject() const;
-  const void* data() const;
-  size_t size() const;
-  /// How often the server has delivered it (1 on first delivery).
+  std::string_view subject() const { return msg_.subject(); }
+  const void* data() const { return msg_.data(); }
+  size_t size() const { return msg_.size(); }
+  /// How often the server has delivered it (1 on first delivery), from its reply subject.
   uint64_t delivered() const;
 
   void Ack();
@@ -64,23 +66,39 @@ class JsMessage {
   void Term();
 
  private:
-  __natsMsg* msg_;
+  void Answer(std::string_view body);
+
+  Connection& conn_;
+  Message msg_;
   std::atomic<bool> done_{false};
 };
 
+/// One worker's binding to a durable pull consumer: pull requests on the consumer's API subject,
+/// answered on an inbox of its own. (Not nats.c's pull subscription: its fetch in nats.c 3.4.1
+/// can return more messages than the batch it allocated room for, writing past the array.)
 class PullConsumer {
  public:
-  explicit PullConsumer(__natsSubscription* sub) : sub_(sub) {}
-  ~PullConsumer();
+  /// `connection` must outlive the consumer and every message it returned.
+  PullConsumer(Connection& connection, const std::string& stream, const std::string& durable);
   PullConsumer(const PullConsumer&) = delete;
   PullConsumer& operator=(const PullConsumer&) = delete;
 
   /// Up to `batch` messages, waiting at most timeout_ms; empty when none arrived in time.
-  /// Throws Error on a connection problem (the caller retries).
+  /// Messages that arrive later are kept for the next call. Throws Error when the request cannot
+  /// be sent (the caller retries).
   std::vector<std::shared_ptr<JsMessage>> Fetch(int batch, int timeout_ms);
 
  private:
-  __natsSubscription* sub_;
+  void OnMessage(Message&& m);
+
+  Connection& conn_;
+  const std::string request_subject_;  // $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>
+  const std::string inbox_;
+  std::mutex mu_;
+  std::condition_variable arrived_;
+  std::deque<Message> messages_;  // delivered, not yet returned by Fetch
+  uint64_t requests_ended_ = 0;   // requests the server ended (expired, or refused)
+  std::unique_ptr<Subscription> sub_;  // last: unsubscribed before the rest goes
 };
 
 struct KvEntry {

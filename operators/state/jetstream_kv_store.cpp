@@ -161,7 +161,11 @@ void JetStreamKvStore::Done(const std::string& key, const std::vector<wire::Poin
         ks.dirty = true;
         dirty_.push_back(key);
       }
-      if (!r.conflict) spdlog::warn("bucket {}: write {}: {}", options_.bucket.name, key, r.error);
+      if (!r.conflict) {
+        // One line per key would flood the log when a whole flush fails (a lost connection).
+        write_errors_log_.Log("write", spdlog::level::warn,
+                              "bucket " + options_.bucket.name + ": write " + key + ": " + r.error);
+      }
     }
   }
   for (auto& ack : acks) ack();

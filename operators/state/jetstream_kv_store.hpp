@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "jetstream.hpp"
+#include "logging.hpp"
 #include "metrics.hpp"
 #include "state_store.hpp"
 
@@ -97,6 +98,7 @@ class JetStreamKvStore final : public StateStore {
   Counter& writes_;
   Counter& conflicts_;
   Counter& write_errors_;
+  RateLimitedLog write_errors_log_;  // a few lines per 10 s; the next line counts those left out
   Gauge& pending_keys_;
 };
 

@@ -57,6 +57,37 @@ class JetStreamClientTest : public ::testing::Test {
   NatsServer server_;
 };
 
+TEST_F(JetStreamClientTest, FetchReturnsAtMostTheBatchAndNakedMessagesComeAgain) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  js.EnsureStream({.name = "FETCH", .subjects = {"fetch.>"}});
+  nats::ConsumerOptions o{.stream = "FETCH", .durable = "reader", .filter_subject = "fetch.>"};
+  auto pull = js.PullSubscribe(o);
+  for (int i = 0; i < 25; ++i) js.Publish("fetch.x", "m", 1, {{"Nats-Msg-Id", std::to_string(i)}}, 5000);
+  size_t total = 0;
+  for (int round = 0; round < 3; ++round) {
+    const auto got = pull->Fetch(10, 2000);
+    EXPECT_LE(got.size(), 10u);
+    for (const auto& m : got) {
+      EXPECT_EQ(m->subject(), "fetch.x");
+      EXPECT_EQ(m->delivered(), 1u);
+      m->Ack();
+    }
+    total += got.size();
+  }
+  EXPECT_EQ(total, 25u);
+  EXPECT_TRUE(pull->Fetch(10, 200).empty());  // nothing left
+  // A NAKed message comes again, counted as a second delivery.
+  js.Publish("fetch.x", "n", 1, {}, 5000);
+  auto again = pull->Fetch(1, 2000);
+  ASSERT_EQ(again.size(), 1u);
+  again[0]->Nak();
+  again = pull->Fetch(1, 2000);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0]->delivered(), 2u);
+  again[0]->Term();
+}
+
 TEST_F(JetStreamClientTest, KvWritesAndFetchesSurviveRepeatedConnectionResets) {
   constexpr int kKeys = 64, kMessages = 20000;
   TcpProxy link(server_.port());
