@@ -82,6 +82,7 @@ void PullConsumer::OnMessage(Message&& m) {
     std::lock_guard lock(mu_);
     if (m.reply().starts_with("$JS.ACK.")) {
       messages_.push_back(std::move(m));
+      if (messages_.size() < wanted_) return;  // wake the fetch once, when its batch is complete
     } else if (const std::string status = m.header("Status");
                status == "404" || status == "408" || status == "409") {
       ++requests_ended_;  // no messages, request expired, or refused (e.g. too many waiting)
@@ -105,9 +106,11 @@ std::vector<std::shared_ptr<JsMessage>> PullConsumer::Fetch(int batch, int timeo
     conn_.PublishRequest(request_subject_, inbox_, request);
     lock.lock();
     // Messages the server sends after this wait (a slow link) stay queued for the next Fetch.
+    wanted_ = static_cast<size_t>(batch);
     arrived_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
       return messages_.size() >= static_cast<size_t>(batch) || requests_ended_ != ended;
     });
+    wanted_ = SIZE_MAX;
   }
   const size_t n = std::min(messages_.size(), static_cast<size_t>(batch));
   out.reserve(n);

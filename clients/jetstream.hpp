@@ -98,6 +98,7 @@ class PullConsumer {
   std::condition_variable arrived_;
   std::deque<Message> messages_;  // delivered, not yet returned by Fetch
   uint64_t requests_ended_ = 0;   // requests the server ended (expired, or refused)
+  size_t wanted_ = SIZE_MAX;      // the batch of the fetch waiting now
   std::unique_ptr<Subscription> sub_;  // last: unsubscribed before the rest goes
 };
 
