@@ -449,6 +449,21 @@ int Subscription::pending() const {
   return natsSubscription_GetPending(sub_, &msgs, nullptr) == NATS_OK ? msgs : 0;
 }
 
+// --- SyncSubscription ---
+
+SyncSubscription::~SyncSubscription() {
+  natsSubscription_Unsubscribe(sub_);  // fails harmlessly if the connection is closed
+  natsSubscription_Destroy(sub_);
+}
+
+std::optional<Message> SyncSubscription::Next(int timeout_ms, bool& no_responders) {
+  natsMsg* msg = nullptr;
+  const natsStatus s = natsSubscription_NextMsg(&msg, sub_, timeout_ms);
+  no_responders = s == NATS_NO_RESPONDERS;
+  if (s != NATS_OK) return std::nullopt;
+  return Message(msg);
+}
+
 // --- Connection ---
 
 std::unique_ptr<Connection> Connection::Connect(const ConnectOptions& options) {
@@ -576,6 +591,13 @@ std::unique_ptr<Subscription> Connection::Subscribe(std::string_view subject,
   Check(natsSubscription_SetPendingLimits(raw, kPendingMsgsLimit, kPendingBytesLimit),
         "set pending limits on " + subj);
   return sub;
+}
+
+std::unique_ptr<SyncSubscription> Connection::SubscribeSync(std::string_view subject) {
+  const std::string subj(subject);
+  natsSubscription* raw = nullptr;
+  Check(natsConnection_SubscribeSync(&raw, conn_, subj.c_str()), "subscribe to " + subj);
+  return std::make_unique<SyncSubscription>(raw);
 }
 
 Message Connection::Request(std::string_view subject, std::string_view payload, int timeout_ms) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -117,6 +118,25 @@ class Subscription {
   std::atomic<bool> completed_{false};  // set once nats.c will not call handler_ again
 };
 
+/// A subscription without a thread or callback of its own: received messages wait in it until
+/// taken with Next() (e.g. a thread that wakes anyway picks replies up in passing, without a
+/// thread hand-off per message). Unsubscribes when destroyed.
+class SyncSubscription {
+ public:
+  explicit SyncSubscription(__natsSubscription* s) : sub_(s) {}
+  SyncSubscription(const SyncSubscription&) = delete;
+  SyncSubscription& operator=(const SyncSubscription&) = delete;
+  ~SyncSubscription();
+
+  /// The next message received, waiting at most timeout_ms for one (0: not at all); nullopt when
+  /// none came. `no_responders` is set when what came was the server's "503 no responders" to a
+  /// request whose reply subject this is (nats.c swallows that message).
+  std::optional<Message> Next(int timeout_ms, bool& no_responders);
+
+ private:
+  __natsSubscription* sub_;
+};
+
 struct ConnectionStats {
   uint64_t in_msgs = 0, in_bytes = 0, out_msgs = 0, out_bytes = 0, reconnects = 0;
 };
@@ -154,6 +174,8 @@ class Connection {
   /// generous (1M messages / 512 MiB) so a burst is queued rather than dropped.
   std::unique_ptr<Subscription> Subscribe(std::string_view subject, std::string_view queue_group,
                                           MessageHandler handler);
+  /// Subscribes `subject` for taking messages with SyncSubscription::Next().
+  std::unique_ptr<SyncSubscription> SubscribeSync(std::string_view subject);
   /// Request/reply; returns the reply or throws Error on timeout / no responders.
   Message Request(std::string_view subject, std::string_view payload, int timeout_ms);
 

@@ -139,7 +139,9 @@ int main(int argc, char** argv) {
                  "acknowledged storing it (needs a stream on vehicle.<id>.*; resends are "
                  "de-duplicated by Nats-Msg-Id)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"flush", "jetstream"}));
+      ->check([](const std::string& v) {
+        return v == "flush" || v == "jetstream" ? std::string() : "flush or jetstream, not " + v;
+      });
   app.add_option("--ack-timeout-ms", config.ack_timeout_ms,
                  "--ack jetstream: send again what waited this long for its acknowledgement")
       ->capture_default_str()

@@ -15,6 +15,8 @@ namespace {
 constexpr size_t kMaxSamplesPerMessage = 1024;
 constexpr int kConfirmTimeoutMs = 2000;
 constexpr auto kLinkPoll = std::chrono::milliseconds(50);
+// --ack jetstream: how soon acknowledgements are taken when no sample wakes the sender first.
+constexpr int64_t kAckPollNs = 50'000'000;
 
 using SteadyClock = std::chrono::steady_clock;
 
@@ -82,8 +84,7 @@ void SensorAgent::Start() {
   const bool acked = config_.ack == AckMode::kJetStream;
   if (acked) {
     ack_inbox_ = conn_.NewPrefixedInbox();
-    acks_ = conn_.Subscribe(ack_inbox_ + ".*", "",
-                            [this](nats::Message&& m) { OnAck(std::move(m)); });
+    acks_ = conn_.SubscribeSync(ack_inbox_ + ".*");
   }
   sampler_ = std::thread(&SensorAgent::SamplerLoop, this);
   sender_ = std::thread(acked ? &SensorAgent::AckSenderLoop : &SensorAgent::SenderLoop, this);
@@ -257,39 +258,49 @@ void SensorAgent::AckSenderLoop() {
   std::vector<uint8_t> payload;
   OfflineBuffer::Record record;
   nats::Headers headers = {{"Nats-Msg-Id", ""}};
-  uint64_t reconnects = 0;  // when the messages in flight left
+  // Reconnections at the last check: one since then may have cost the messages in flight their
+  // acknowledgements (read every check_ns only, not per message: it takes nats.c's lock).
+  std::optional<uint64_t> reconnects = Reconnects();
   int64_t last_check = SteadyNs();
   const int64_t check_ns = static_cast<int64_t>(config_.confirm_ms) * 1'000'000;
   const int64_t timeout_ns = static_cast<int64_t>(config_.ack_timeout_ms) * 1'000'000;
   const auto sendable = [&] {
     return buffer_.has_unsent() && buffer_.in_flight_records() < config_.max_in_flight;
   };
+  std::vector<nats::Message> received;
+  bool link_was_down = false;
   std::unique_lock lk(mu_);
   while (!(sampler_done_ && (buffer_.bytes() == 0 || SteadyNs() >= drain_deadline_))) {
     if (!conn_.connected()) {
+      link_was_down = true;
       sender_cv_.wait_for(lk, kLinkPoll);
       continue;
     }
+    if (link_was_down) {  // back: check at once, before anything new leaves
+      link_was_down = false;
+      last_check = SteadyNs() - check_ns;
+    }
+    if (buffer_.has_in_flight()) {
+      TakeAcks(lk, received);
+      if (sampler_done_ && buffer_.bytes() == 0) break;
+    }
     int64_t now = SteadyNs();
     // What waited too long for its acknowledgement, or left before a reconnection (its ack may
-    // never come: a server that crashed forgot it), goes out again.
-    if (buffer_.has_in_flight() && now - last_check >= check_ns) {
+    // never come: a server that crashed forgot it), goes out again. Checked with nothing in
+    // flight too, so that the count of reconnections is current when something leaves.
+    if (now - last_check >= check_ns) {
       last_check = now;
       lk.unlock();
       const std::optional<uint64_t> now_reconnects = Reconnects();
       lk.lock();
+      const bool reconnected = !now_reconnects || now_reconnects != reconnects;
+      reconnects = now_reconnects;
       if (buffer_.has_in_flight() &&
-          (now_reconnects != reconnects || SteadyNs() - ack_progress_ns_ >= timeout_ns)) {
+          (reconnected || SteadyNs() - ack_progress_ns_ >= timeout_ns)) {
         counters_.resent_messages += buffer_.Rewind();
       }
     }
-    if (sendable() && !buffer_.has_in_flight()) {
-      lk.unlock();
-      const std::optional<uint64_t> r = Reconnects();
-      lk.lock();
-      reconnects = r.value_or(reconnects);
-      ack_progress_ns_ = SteadyNs();
-    }
+    if (sendable() && !buffer_.has_in_flight()) ack_progress_ns_ = SteadyNs();
     bool failed = false;
     while (!failed && sendable() && buffer_.NextUnsent(record, payload)) {
       const std::string& subject =
@@ -309,33 +320,49 @@ void SensorAgent::AckSenderLoop() {
       sender_cv_.wait_for(lk, kLinkPoll);
       continue;
     }
-    // Until there is something to send and room for it, an acknowledgement emptied the
-    // buffer at the end, or the next check is due.
+    // Until there is something to send and room for it, or acknowledgements are to be taken
+    // (the next sample usually comes first), or the next check is due.
     now = SteadyNs();
-    int64_t until = buffer_.has_in_flight() ? last_check + check_ns : now + check_ns;
+    int64_t until = now + check_ns;
+    if (buffer_.has_in_flight()) until = std::min(last_check + check_ns, now + kAckPollNs);
     if (sampler_done_) until = std::min(until, drain_deadline_);
-    sender_cv_.wait_until(lk, SteadyAt(until),
-                          [&] { return sendable() || (sampler_done_ && buffer_.bytes() == 0); });
+    sender_cv_.wait_until(lk, SteadyAt(until), sendable);
   }
 }
 
-void SensorAgent::OnAck(nats::Message&& msg) {
-  const std::optional<uint64_t> id = AckRecordId(msg.subject(), ack_inbox_);
-  if (!id) return;
-  // "No responders": no stream captures the subject (nor anyone else listens).
-  const StreamAck ack = msg.no_responders() ? StreamAck{} : ParseStreamAck(msg.text());
-  const std::lock_guard lk(mu_);
-  if (!ack.stored) {
-    ++counters_.ack_errors;  // kept in flight: sent again after ack_timeout_ms
-    return;
+void SensorAgent::TakeAcks(std::unique_lock<std::mutex>& lk,
+                           std::vector<nats::Message>& received) {
+  uint64_t no_responders = 0;
+  lk.unlock();
+  for (bool more = true; more;) {
+    bool no_stream = false;
+    std::optional<nats::Message> m = acks_->Next(0, no_stream);
+    if (m) {
+      received.push_back(std::move(*m));
+    } else if (no_stream) {
+      ++no_responders;  // no stream captures the subject (nor anyone else listens)
+    } else {
+      more = false;
+    }
   }
-  const OfflineBuffer::Committed done = buffer_.Ack(*id);
-  if (done.records == 0) return;
-  counters_.published_messages += done.records;
-  counters_.published_samples += done.samples;
-  last_publish_ns_ = WallNs();
-  ack_progress_ns_ = SteadyNs();
-  sender_cv_.notify_one();
+  lk.lock();
+  // An error or no responders keeps the message in flight: sent again after ack_timeout_ms.
+  counters_.ack_errors += no_responders;
+  for (const nats::Message& m : received) {
+    const std::optional<uint64_t> id = AckRecordId(m.subject(), ack_inbox_);
+    if (!id) continue;
+    if (!ParseStreamAck(m.text()).stored) {
+      ++counters_.ack_errors;
+      continue;
+    }
+    const OfflineBuffer::Committed done = buffer_.Ack(*id);
+    if (done.records == 0) continue;
+    counters_.published_messages += done.records;
+    counters_.published_samples += done.samples;
+    last_publish_ns_ = WallNs();
+    ack_progress_ns_ = SteadyNs();
+  }
+  received.clear();
 }
 
 void SensorAgent::OnCommand(nats::Message&& msg) {

@@ -13,7 +13,8 @@
 ///   before it. The server has received those messages; a server killed before its stream
 ///   stored them loses them.
 /// - kJetStream: each message goes out with a reply subject on this process's private inbox and
-///   a Nats-Msg-Id header, and stays in the buffer until the stream answers that it stored it.
+///   a Nats-Msg-Id header, and stays in the buffer until the stream answers that it stored it
+///   (the sender takes the answers whenever it wakes: at the next sample, or within 50 ms).
 ///   At most max_in_flight messages wait for their acknowledgement; when none came for
 ///   ack_timeout_ms, or the connection was re-established since they left, every message in
 ///   flight is sent again (the stream drops the resends it already has, by Nats-Msg-Id, within
@@ -86,7 +87,9 @@ class SensorAgent {
   void SenderLoop();
   void AckSenderLoop();
   void OnCommand(nats::Message&& msg);
-  void OnAck(nats::Message&& msg);
+  // Takes the acknowledgements received so far, without waiting, and releases what they
+  // confirm; `lk` holds mu_ and is released while taking them.
+  void TakeAcks(std::unique_lock<std::mutex>& lk, std::vector<nats::Message>& received);
   // The helpers below expect mu_ held.
   void Sample(int sensor, int64_t wall_ns);
   void FlushBatches();
@@ -123,7 +126,9 @@ class SensorAgent {
   std::string ack_inbox_;
   int64_t ack_progress_ns_ = 0;  // steady ns of the last release, or when the first left
 
-  std::unique_ptr<nats::Subscription> commands_, fleet_status_, acks_;
+  std::unique_ptr<nats::Subscription> commands_, fleet_status_;
+  // Taken by the sender when it wakes anyway: no thread hand-off per acknowledgement.
+  std::unique_ptr<nats::SyncSubscription> acks_;
   std::thread sampler_, sender_;
   bool started_ = false, stopped_ = false;
 };
