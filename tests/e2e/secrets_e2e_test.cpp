@@ -74,7 +74,7 @@ TEST_F(SecretsE2E, ARunWithSecretsShowsNoneInItsLogsOrMetrics) {
   const int64_t t0 = NowNs() - 3'000'000'000;
   for (int i = 0; i < 30; ++i) {
     const auto bytes = wire::EncodeBatch(std::vector<wire::Point>{
-        wire::Point{t0 + i * 100'000'000LL, static_cast<uint64_t>(i), 10.0 + i}});
+        wire::Point{t0 + i * 100'000'000LL, static_cast<uint32_t>(i), 10.0 + i}});
     pub->Publish("vehicle.s1.speed", bytes.data(), bytes.size());
   }
   pub->Publish("vehicle.s1.speed", "not a batch");  // an error line in the log too
