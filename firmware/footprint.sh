@@ -6,11 +6,14 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: firmware/footprint.sh [--build-dir DIR] [--seconds N] [--batch-ms MS]
+Usage: firmware/footprint.sh [--build-dir DIR] [--seconds N] [--batch-ms MS] [--ack MODE]
 
   --build-dir DIR  where fleet-sensor was built (default: build)
   --seconds N      how long to sample (default: 60)
   --batch-ms MS    fleet-sensor --batch-ms (default: 0, one message per sample: the worst case)
+  --ack MODE       fleet-sensor --ack: flush (default) or jetstream (the server then runs
+                   JetStream with a stream TELEMETRY on vehicle.*.*, so every message is stored
+                   and acknowledged)
 
 Starts its own nats-server on a free port of 127.0.0.1 and removes everything it made.
 USAGE
@@ -19,11 +22,13 @@ USAGE
 build_dir=build
 seconds=60
 batch_ms=0
+ack=flush
 while (($#)); do
   case $1 in
     --build-dir) build_dir=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --batch-ms) batch_ms=$2; shift 2 ;;
+    --ack) ack=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -60,15 +65,38 @@ for _ in $(seq 50); do
   if ! (echo >"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then port=$candidate; break; fi
 done
 [[ -n $port ]] || { echo "footprint: no free port" >&2; exit 1; }
-"$nats_server" -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
+case $ack in
+  flush) js_args=() ;;
+  jetstream) js_args=(-js -sd "$work/js") ;;
+  *) usage >&2; exit 2 ;;
+esac
+"$nats_server" -a 127.0.0.1 -p "$port" "${js_args[@]}" >"$work/nats.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
-  (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  grep -q "Server is ready" "$work/nats.log" && (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
+    break
   sleep 0.1
 done
 
+# The stream the acknowledgements come from, created through the plain NATS protocol (no CLI).
+create_stream() {
+  local body='{"name":"TELEMETRY","subjects":["vehicle.*.*"],"storage":"file"}' line reply=""
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  read -r -t 5 -u 3 line  # INFO
+  printf 'CONNECT {"verbose":false}\r\nSUB _INBOX.footprint 1\r\n' >&3
+  printf 'PUB $JS.API.STREAM.CREATE.TELEMETRY _INBOX.footprint %d\r\n%s\r\n' \
+    "${#body}" "$body" >&3
+  while read -r -t 5 -u 3 line; do
+    if [[ $line == MSG* ]]; then read -r -t 5 -u 3 reply; break; fi
+  done
+  exec 3>&-
+  [[ $reply == *'"type":"io.nats.jetstream.api.v1.stream_create_response"'* &&
+     $reply != *'"error"'* ]] || { echo "footprint: cannot create the stream: $reply" >&2; exit 1; }
+}
+[[ $ack == jetstream ]] && create_stream
+
 "$bin" --vehicle footprint --nats-url "nats://127.0.0.1:$port" --quiet --batch-ms "$batch_ms" \
-  --sensors gps=30,speed=30,soc=30,torque=30 >"$work/sensor.log" 2>&1 &
+  --ack "$ack" --sensors gps=30,speed=30,soc=30,torque=30 >"$work/sensor.log" 2>&1 &
 sensor_pid=$!
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$sensor_pid/stat"; }
@@ -92,7 +120,10 @@ cpu=$(awk -v c="$((c1 - c0))" -v hz="$hz" -v t0="$t0" -v t1="$t1" \
   'BEGIN {printf "%.2f", 100 * c / hz / (t1 - t0)}')
 published=$(grep -o '"published_samples":[0-9]*' "$work/sensor.log" | cut -d: -f2)
 
-echo "fleet-sensor footprint: 4 sensors x 30 Hz, batch ${batch_ms} ms, ${seconds} s"
+acked=$(grep -o '"buffered_bytes":[0-9]*' "$work/sensor.log" | cut -d: -f2)
+resent=$(grep -o '"resent_messages":[0-9]*' "$work/sensor.log" | cut -d: -f2)
+
+echo "fleet-sensor footprint: 4 sensors x 30 Hz, batch ${batch_ms} ms, --ack ${ack}, ${seconds} s"
 echo "| measure | value |"
 echo "|---|---|"
 echo "| stripped binary | $size_bytes bytes ($(awk -v b="$size_bytes" 'BEGIN {printf "%.0f", b / 1024}') KiB) |"
@@ -103,3 +134,4 @@ echo "| proportional (PSS) / private to the process | $pss KiB / $private KiB |"
 echo "| threads | $threads |"
 echo "| CPU (user + system, % of one core) | $cpu % |"
 echo "| samples published | ${published:-?} |"
+echo "| left unconfirmed at the end (bytes) / messages resent | ${acked:-?} / ${resent:-?} |"
