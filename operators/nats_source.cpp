@@ -105,9 +105,13 @@ class NatsSource final : public Operator {
   bool Ready() const override { return conn_ && conn_->connected(); }
 
   /// JetStream keeps what arrives while the worker is cut off; core NATS does not (nothing is
-  /// held back for it: it is lost).
+  /// held back for it: it is lost). Messages the consumer has not delivered yet (a backlog
+  /// throttled by max_ack_pending, or the redelivery of another worker's messages after
+  /// ack_wait_ms) are held back too: a fetch that comes back empty then does not mean that
+  /// nothing was sent.
   bool HoldsBackInput() const override {
-    return jetstream_ && (fetch_failing_.load() || !conn_ || !conn_->connected());
+    return jetstream_ && (fetch_failing_.load() || undelivered_.load() || !conn_ ||
+                          !conn_->connected());
   }
 
  private:
@@ -154,6 +158,7 @@ class NatsSource final : public Operator {
         if (std::chrono::steady_clock::now() - last_info > std::chrono::seconds(2)) {
           last_info = std::chrono::steady_clock::now();
           const auto [pending, ack_pending] = js_->ConsumerPending(stream_.name, consumer_.durable);
+          undelivered_ = pending > 0;
           consumer_pending_.Set(static_cast<double>(pending));
           consumer_ack_pending_.Set(static_cast<double>(ack_pending));
         }
@@ -197,6 +202,8 @@ class NatsSource final : public Operator {
   std::condition_variable stop_cv_;
   bool stopping_ = false;
   std::atomic<bool> fetch_failing_{false};
+  std::atomic<bool> undelivered_{true};  // the consumer holds messages not yet delivered (checked
+                                         // every 2 s; unknown, so held back, until the first check)
 };
 
 }  // namespace

@@ -247,6 +247,36 @@ TEST_F(NatsSourceTest, JetStreamKeepsABadMessageWhoseDeadLetterCannotBeStored) {
   h->op().Stop();
 }
 
+TEST_F(NatsSourceTest, JetStreamHoldsBackInputWhileItsConsumerHasUndeliveredMessages) {
+  // max_ack_pending 1: the consumer delivers one message and keeps the others until it is
+  // acknowledged. Fetches come back empty meanwhile: that must not read as "nothing was sent",
+  // or the windows would close on the clock before those samples enter (docs/semantics.md).
+  nats::JetStream js(*pub_);
+  js.EnsureStream(nats::StreamOptions{});
+  for (uint32_t i = 0; i < 3; ++i) Publish("vehicle.v5.speed", {wire::Point{kNow - 10 + i, i, 1}});
+  pub_->Flush(2000);
+  auto h = Source(R"(, "delivery": "jetstream", "subject": "vehicle.*.*", "create_stream": false,
+                     "fetch_expiry_ms": 100, "max_ack_pending": 1)");
+  SafeEmitter out;
+  h->op().Start(out);
+  ASSERT_TRUE(WaitFor([&] { return out.size() == 1; }, 10s));
+  ASSERT_TRUE(WaitFor([&] { return h->metrics.GaugeSum("consumer_pending") == 2; }, 10s));
+  EXPECT_TRUE(h->op().HoldsBackInput());
+  // Acknowledged as they come, all three are delivered; then nothing is held back any more.
+  size_t acked = 0;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::lock_guard lock(out.mu);
+        for (; acked < out.messages.size(); ++acked) {
+          if (const auto* b = std::get_if<SampleBatch>(out.messages[acked].get())) b->ack();
+        }
+        return acked == 3;
+      },
+      10s));
+  EXPECT_TRUE(WaitFor([&] { return !h->op().HoldsBackInput(); }, 10s));
+  h->op().Stop();
+}
+
 TEST_F(NatsSourceTest, WorkersInOneQueueGroupShareTheMessages) {
   auto a = Source();
   auto b = Source();
