@@ -235,11 +235,13 @@ std::string ToJson(const VehicleStatus& s) {
   out += s.active ? "true" : "false";
   out += ",\"sensors\":[";
   for (size_t i = 0; i < s.sensors.size(); ++i) {
+    // snprintf, not std::to_chars: the shortest-form double formatting of libstdc++ brings
+    // about 110 KB of tables into the statically linked fleet-sensor.
     char hz[32];
-    const auto [end, ec] = std::to_chars(hz, hz + sizeof hz, s.sensors[i].hz);
+    const int n = std::snprintf(hz, sizeof hz, "%.15g", s.sensors[i].hz);
     out += i == 0 ? "{\"name\":" : ",{\"name\":";
     AppendEscaped(out, s.sensors[i].name);
-    out.append(",\"hz\":").append(hz, ec == std::errc() ? end : hz).append("}");
+    out.append(",\"hz\":").append(hz, n > 0 ? static_cast<size_t>(n) : 0).append("}");
   }
   out += "],\"last_publish_ns\":" + std::to_string(s.last_publish_ns) + ",\"counters\":{";
   bool first = true;
