@@ -42,7 +42,8 @@ uint64_t JsMessage::delivered() const {
   }
   const size_t at = tokens.size() >= 12 ? 6 : 4;
   uint64_t n = 1;
-  if (tokens.size() > at) std::from_chars(tokens[at].data(), tokens[at].data() + tokens[at].size(), n);
+  if (tokens.size() > at)
+    std::from_chars(tokens[at].data(), tokens[at].data() + tokens[at].size(), n);
   return n;
 }
 
@@ -96,8 +97,9 @@ void PullConsumer::OnMessage(Message&& m) {
 std::vector<std::shared_ptr<JsMessage>> PullConsumer::Fetch(int batch, int timeout_ms) {
   std::vector<std::shared_ptr<JsMessage>> out;
   std::unique_lock lock(mu_);
+  // Messages of an earlier request that came after it was given up are returned first; only
+  // when none wait does a new request go out.
   if (messages_.empty()) {
-    // Messages of an earlier request that came after it was given up are returned first.
     const uint64_t ended = requests_ended_;
     lock.unlock();
     const std::string request = "{\"batch\":" + std::to_string(batch) +
@@ -302,7 +304,8 @@ bool KeyValue::WaitForWrites(int timeout_ms) {
     if (pending_.empty() && answering_ == 0) return true;
     const int64_t now = NowNs();
     if (now >= deadline) return false;
-    answered_.wait_for(lock, std::chrono::nanoseconds(std::min<int64_t>(deadline - now, 50'000'000)));
+    answered_.wait_for(lock,
+                       std::chrono::nanoseconds(std::min<int64_t>(deadline - now, 50'000'000)));
   }
 }
 

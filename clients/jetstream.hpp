@@ -96,9 +96,9 @@ class PullConsumer {
   const std::string inbox_;
   std::mutex mu_;
   std::condition_variable arrived_;
-  std::deque<Message> messages_;  // delivered, not yet returned by Fetch
-  uint64_t requests_ended_ = 0;   // requests the server ended (expired, or refused)
-  size_t wanted_ = SIZE_MAX;      // the batch of the fetch waiting now
+  std::deque<Message> messages_;       // delivered, not yet returned by Fetch
+  uint64_t requests_ended_ = 0;        // requests the server ended (expired, or refused)
+  size_t wanted_ = SIZE_MAX;           // the batch of the fetch waiting now
   std::unique_ptr<Subscription> sub_;  // last: unsubscribed before the rest goes
 };
 
@@ -216,8 +216,8 @@ class JetStream {
   std::unique_ptr<KeyValue> EnsureBucket(const BucketOptions& options);
   /// Publishes to a subject some stream captures and waits for the stream's acknowledgement;
   /// returns the stream sequence. Throws Error when no stream took it within timeout_ms.
-  uint64_t Publish(std::string_view subject, const void* data, size_t size,
-                   const Headers& headers, int timeout_ms);
+  uint64_t Publish(std::string_view subject, const void* data, size_t size, const Headers& headers,
+                   int timeout_ms);
   /// Messages not yet delivered plus delivered but unacknowledged, of a durable consumer.
   std::pair<uint64_t, uint64_t> ConsumerPending(const std::string& stream,
                                                 const std::string& durable);

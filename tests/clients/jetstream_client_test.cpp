@@ -63,7 +63,8 @@ TEST_F(JetStreamClientTest, FetchReturnsAtMostTheBatchAndNakedMessagesComeAgain)
   js.EnsureStream({.name = "FETCH", .subjects = {"fetch.>"}});
   nats::ConsumerOptions o{.stream = "FETCH", .durable = "reader", .filter_subject = "fetch.>"};
   auto pull = js.PullSubscribe(o);
-  for (int i = 0; i < 25; ++i) js.Publish("fetch.x", "m", 1, {{"Nats-Msg-Id", std::to_string(i)}}, 5000);
+  for (int i = 0; i < 25; ++i)
+    js.Publish("fetch.x", "m", 1, {{"Nats-Msg-Id", std::to_string(i)}}, 5000);
   size_t total = 0;
   for (int round = 0; round < 3; ++round) {
     const auto got = pull->Fetch(10, 2000);
