@@ -179,7 +179,9 @@ TEST_F(WindowJoinKvTest, ScaleOutThenInEveryWindowIsEmittedByExactlyOneWorker) {
         b.Feed(step);
         a->Tick();
         b.Tick();
-        return b.Counter("shards_taken_over") > 0 && a->Counter("shards_handed_over") > 0;
+        // B claims A's records one by one as they appear: wait until it has claimed them all.
+        return a->Counter("shards_handed_over") > 0 &&
+               b.Counter("shards_taken_over") == a->Counter("shards_handed_over");
       },
       30s))
       << "B took " << b.Counter("shards_taken_over") << " shards over, A handed "
