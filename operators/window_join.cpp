@@ -251,10 +251,13 @@ class WindowJoin final : public Operator {
 
   void EmitCorrections(Emitter& out) {
     for (const auto& [t, ids] : corrections_) {
-      const auto& vehicles = ids;  // clang 14 cannot capture a structured binding
-      corrected_.Inc(EmitRows(t, out, vehicles.size(), [&](const std::string& id, uint32_t shard) {
-        return vehicles.count(id) > 0 && Corrects(shard, t);
-      }));
+      // clang 14 cannot capture a structured binding: copies for the lambda.
+      const auto& vehicles = ids;
+      const int64_t window = t;
+      corrected_.Inc(
+          EmitRows(window, out, vehicles.size(), [&](const std::string& id, uint32_t shard) {
+            return vehicles.count(id) > 0 && Corrects(shard, window);
+          }));
     }
     corrections_.clear();
   }
