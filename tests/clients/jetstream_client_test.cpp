@@ -209,11 +209,11 @@ TEST_F(JetStreamClientTest, KvWritesAndFetchesSurviveRepeatedConnectionResets) {
         break;
       case 2:
         link.SetLatency(50ms);
-        std::this_thread::sleep_for(150ms);
+        std::this_thread::sleep_for(150ms);  // the fault's duration
         link.SetLatency(0ms);
         break;
     }
-    std::this_thread::sleep_for(100ms);
+    std::this_thread::sleep_for(100ms);  // healthy link between two faults
   }
   // Healed: every message fetched, every write answered.
   EXPECT_TRUE(WaitFor(
