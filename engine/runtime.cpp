@@ -12,8 +12,20 @@
 namespace fleetflow {
 
 namespace flow = tbb::flow;
-using OperatorNode = flow::multifunction_node<Message, std::tuple<Message>>;
-using SourceNode = flow::async_node<flow::continue_msg, Message>;
+/// Edges carry packets: the messages one node handed on while handling one packet, in order.
+/// A packet costs one hand-off between threads however many messages it holds, so the graph
+/// pays for a burst, not for each message of it.
+using Batch = std::vector<Message>;
+using Packet = std::shared_ptr<const Batch>;
+using OperatorNode = flow::multifunction_node<Packet, std::tuple<Packet>>;
+/// A source's gateway: its threads put a pull signal through it when messages wait.
+using SourceNode = flow::async_node<flow::continue_msg, flow::continue_msg>;
+/// Takes what waits at a source's gateway into packets (serial, one per source).
+using InletNode = flow::multifunction_node<flow::continue_msg, std::tuple<Packet>>;
+
+/// Largest packet an inlet puts into the graph: a long backlog becomes several packets, so the
+/// nodes downstream can work on one while the next is handled.
+constexpr size_t kMaxPacket = 256;
 
 struct Runtime::Impl {
   struct Node;
@@ -24,8 +36,8 @@ struct Runtime::Impl {
     Gate(size_t capacity, Gauge& blocked)
         : capacity_(static_cast<int64_t>(capacity)), blocked_(blocked) {}
     void Enqueued(int64_t n) { queued_.fetch_add(n, std::memory_order_relaxed); }
-    void Dequeued() {
-      queued_.fetch_sub(1, std::memory_order_relaxed);
+    void Dequeued(int64_t n) {
+      queued_.fetch_sub(n, std::memory_order_relaxed);
       if (waiters_.load(std::memory_order_relaxed) > 0) cv_.notify_all();
     }
     void WaitForRoom() {
@@ -60,23 +72,25 @@ struct Runtime::Impl {
     std::condition_variable cv_;
   };
 
-  /// Emits from an operator body to the node's successors.
+  /// Collects what an operator body emits while it handles one packet; Flush puts it on as one
+  /// packet.
   class PortEmitter final : public Emitter {
    public:
-    PortEmitter(Gate& gate, const Node& node, OperatorNode::output_ports_type& ports)
-        : gate_(gate), node_(node), ports_(ports) {}
-    void Emit(Message m) override {
-      gate_.Enqueued(static_cast<int64_t>(node_.successors.size()));
-      std::get<0>(ports_).try_put(m);
+    void Emit(Message m) override { out_.push_back(std::move(m)); }
+    /// Counts the packet as queued (once per successor) and puts it on.
+    void Flush(Gate& gate, const Node& node, OperatorNode::output_ports_type& ports) {
+      if (out_.empty() || node.successors.empty()) return;
+      gate.Enqueued(static_cast<int64_t>(out_.size() * node.successors.size()));
+      std::get<0>(ports).try_put(std::make_shared<const Batch>(std::move(out_)));
     }
 
    private:
-    Gate& gate_;
-    const Node& node_;
-    OperatorNode::output_ports_type& ports_;
+    Batch out_;
   };
 
-  /// Emits from a source's own threads into the graph through the async_node gateway.
+  /// Emits from a source's own threads: messages wait here, in order, until the source's inlet
+  /// takes them into the graph. Only the first message after the inlet took the previous ones
+  /// signals the graph, so a burst wakes it once.
   class GatewayEmitter final : public Emitter {
    public:
     GatewayEmitter(Gate& gate, Node& node) : gate_(gate), node_(node) {}
@@ -86,12 +100,38 @@ struct Runtime::Impl {
     }
     void Put(Message m) {
       gate_.Enqueued(static_cast<int64_t>(node_.successors.size()));
-      node_.source->gateway().try_put(m);
+      {
+        std::lock_guard lock(mu_);
+        waiting_.push_back(std::move(m));
+        if (signalled_) return;
+        signalled_ = true;
+      }
+      node_.source->gateway().try_put(flow::continue_msg());
+    }
+    /// The inlet's body: puts everything waiting on as packets of at most kMaxPacket.
+    void Take(InletNode::output_ports_type& ports) {
+      Batch taken;
+      {
+        std::lock_guard lock(mu_);
+        taken.swap(waiting_);
+        signalled_ = false;
+      }
+      for (size_t i = 0; i < taken.size(); i += kMaxPacket) {
+        const size_t end = std::min(taken.size(), i + kMaxPacket);
+        Packet p = end - i == taken.size() ? std::make_shared<const Batch>(std::move(taken))
+                                           : std::make_shared<const Batch>(
+                                                 std::make_move_iterator(taken.begin() + i),
+                                                 std::make_move_iterator(taken.begin() + end));
+        std::get<0>(ports).try_put(p);
+      }
     }
 
    private:
     Gate& gate_;
     Node& node_;
+    std::mutex mu_;
+    Batch waiting_;
+    bool signalled_ = false;  // a pull signal is on its way to the inlet
   };
 
   struct Node {
@@ -99,6 +139,7 @@ struct Runtime::Impl {
     std::unique_ptr<Operator> op;
     std::unique_ptr<OperatorNode> body;
     std::unique_ptr<SourceNode> source;
+    std::unique_ptr<InletNode> inlet;
     std::unique_ptr<GatewayEmitter> gateway_emitter;
     std::vector<Node*> successors;
     Counter* errors = nullptr;
@@ -140,26 +181,37 @@ struct Runtime::Impl {
         n.source = std::make_unique<SourceNode>(
             graph, flow::unlimited, [](const flow::continue_msg&, SourceNode::gateway_type&) {});
         n.gateway_emitter = std::make_unique<GatewayEmitter>(gate, n);
+        n.inlet = std::make_unique<InletNode>(
+            graph, flow::serial,
+            [&n](const flow::continue_msg&, InletNode::output_ports_type& ports) {
+              n.gateway_emitter->Take(ports);
+            });
+        flow::make_edge(*n.source, *n.inlet);
       } else {
         n.body = std::make_unique<OperatorNode>(
             graph, flow::serial,
-            [this, &n](const Message& m, OperatorNode::output_ports_type& ports) {
-              gate.Dequeued();
-              PortEmitter out(gate, n, ports);
-              try {
-                n.op->Process(m, out);
-              } catch (const std::exception& e) {
-                n.errors->Inc();
-                error_log.Log(n.decl.id, spdlog::level::err,
-                              "node '" + n.decl.id + "' (" + n.decl.type + "): " + e.what());
+            [this, &n](const Packet& in, OperatorNode::output_ports_type& ports) {
+              PortEmitter out;
+              for (const Message& m : *in) {
+                try {
+                  n.op->Process(m, out);
+                } catch (const std::exception& e) {
+                  n.errors->Inc();
+                  error_log.Log(n.decl.id, spdlog::level::err,
+                                "node '" + n.decl.id + "' (" + n.decl.type + "): " + e.what());
+                }
               }
+              // What the packet's messages emitted is counted before they leave the count:
+              // sources are held back while a packet is handled, not let in early.
+              out.Flush(gate, n, ports);
+              gate.Dequeued(static_cast<int64_t>(in->size()));
             });
       }
     }
     for (auto& n : nodes) {
       for (Node* s : n->successors) {
         if (n->source) {
-          flow::make_edge(*n->source, *s->body);
+          flow::make_edge(flow::output_port<0>(*n->inlet), *s->body);
         } else {
           flow::make_edge(flow::output_port<0>(*n->body), *s->body);
         }

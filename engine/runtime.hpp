@@ -2,7 +2,10 @@
 /// Runs a validated pipeline on a oneTBB flow graph.
 ///
 /// Sources enter the graph through async_node gateways (their threads belong to the client
-/// libraries); every other operator is a serial multifunction_node. A bounded number of
+/// libraries); every other operator is a serial multifunction_node. Edges carry packets of
+/// messages: what a source emits waits, in order, until the graph takes it (one wake-up per
+/// burst, not per message), and what an operator emits while it handles a packet goes on as
+/// one packet. Operators still see one message at a time, in order. A bounded number of
 /// messages may wait in the graph's queues: a source's Emit blocks while the graph is full,
 /// so a slow sink slows the sources instead of growing memory.
 ///
