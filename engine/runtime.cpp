@@ -111,11 +111,13 @@ struct Runtime::Impl {
     /// The inlet's body: puts everything waiting on as packets of at most kMaxPacket.
     void Take(InletNode::output_ports_type& ports) {
       Batch taken;
+      taken.reserve(last_taken_);  // the next burst is likely as long: no growing under the lock
       {
         std::lock_guard lock(mu_);
         taken.swap(waiting_);
         signalled_ = false;
       }
+      last_taken_ = std::min(taken.size(), kMaxPacket);
       for (size_t i = 0; i < taken.size(); i += kMaxPacket) {
         const size_t end = std::min(taken.size(), i + kMaxPacket);
         Packet p = end - i == taken.size() ? std::make_shared<const Batch>(std::move(taken))
@@ -132,6 +134,7 @@ struct Runtime::Impl {
     std::mutex mu_;
     Batch waiting_;
     bool signalled_ = false;  // a pull signal is on its way to the inlet
+    size_t last_taken_ = 0;   // inlet only
   };
 
   struct Node {
