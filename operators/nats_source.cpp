@@ -121,7 +121,7 @@ class NatsSource final : public Operator {
   /// fetcher's).
   void Handle(std::string_view subject, const void* data, size_t size,
               const std::shared_ptr<nats::JsMessage>& js) {
-    std::optional<Body> body;
+    std::shared_ptr<Body> body;
     const auto outcome = input_.Decode(subject, data, size, clock_.NowNs(), body, &rejects_);
     if (!rejects_.empty() && !dead_letters_.Publish(subject, data, size, rejects_) && js) {
       js->Nak(kDeadLetterRetryMs);  // kept until its dead letter can be stored
@@ -131,12 +131,12 @@ class NatsSource final : public Operator {
       if (js) js->Term();  // bad input is never redelivered
       return;
     }
-    if (auto* batch = std::get_if<SampleBatch>(&*body)) {
+    if (auto* batch = std::get_if<SampleBatch>(body.get())) {
       if (js) batch->ack = [js] { js->Ack(); };
-      out_->Emit(MakeMessage(std::move(*body)));
+      out_->Emit(std::move(body));
       return;
     }
-    out_->Emit(MakeMessage(std::move(*body)));
+    out_->Emit(std::move(body));
     if (js) js->Ack();
   }
 

@@ -65,7 +65,7 @@ class ReplaySource final : public Operator {
  private:
   void Run() {
     recording::Record r;
-    std::optional<Body> body;
+    std::shared_ptr<Body> body;
     const auto wall_start = std::chrono::steady_clock::now();
     int64_t first_ns = 0;
     int64_t next_tick = 0;
@@ -102,7 +102,7 @@ class ReplaySource final : public Operator {
       body.reset();
       if (input_.Decode(r.subject, r.payload.data(), r.payload.size(), r.recv_ns, body) ==
           WireInput::Outcome::kEmit) {
-        out_->Emit(MakeMessage(std::move(*body)));
+        out_->Emit(std::move(body));
       }
       records_.Inc();
       if ((n & 63) == 0) Publish(r.recv_ns);

@@ -37,7 +37,8 @@ int64_t SaturatingAdd(int64_t a, int64_t b) {
   return r;
 }
 
-std::unordered_set<std::string> SensorSet(const Config& config) {
+template <typename Set>
+Set SensorSet(const Config& config) {
   const auto list = config.StringArray("sensors");
   return {list.begin(), list.end()};
 }
@@ -83,7 +84,7 @@ WireInput::WireInput(const OperatorContext& ctx)
       max_future_ns_(MsToNs(ctx.config.Integer("max_future_ms"))),
       max_past_ns_(MsToNs(ctx.config.Integer("max_past_ms"))),
       max_payload_bytes_(static_cast<size_t>(ctx.config.Integer("max_payload_bytes"))),
-      sensors_(SensorSet(ctx.config)),
+      sensors_(SensorSet<decltype(sensors_)>(ctx.config)),
       metrics_(ctx.metrics),
       labels_(ctx.labels()),
       messages_(ctx.metrics.GetCounter("messages_in", "Messages received.", labels_)),
@@ -91,7 +92,7 @@ WireInput::WireInput(const OperatorContext& ctx)
       status_(ctx.metrics.GetCounter("status_in", "Vehicle status messages received.", labels_)) {}
 
 WireInput::Outcome WireInput::Decode(std::string_view subject_text, const void* data, size_t size,
-                                     int64_t now_ns, std::optional<Body>& out,
+                                     int64_t now_ns, std::shared_ptr<Body>& out,
                                      std::vector<InputReject>* rejects) {
   std::vector<InputReject> local;
   std::vector<InputReject>& found = rejects != nullptr ? *rejects : local;
@@ -111,13 +112,14 @@ WireInput::Outcome WireInput::Decode(std::string_view subject_text, const void* 
       return reject_whole("bad_status");
     }
     status_.Inc();
-    out.emplace(StatusEvent{std::string(subject.vehicle), on, now_ns});
+    out = std::make_shared<Body>(StatusEvent{std::string(subject.vehicle), on, now_ns});
     return Outcome::kEmit;
   }
-  if (!sensors_.empty() && !sensors_.contains(std::string(subject.sensor))) {
+  if (!sensors_.empty() && !sensors_.contains(subject.sensor)) {
     return reject_whole("unknown_sensor");
   }
-  SampleBatch batch;
+  auto body = std::make_shared<Body>(std::in_place_type<SampleBatch>);
+  SampleBatch& batch = std::get<SampleBatch>(*body);
   const wire::DecodeError err = wire::DecodeBatch(data, size, batch.points);
   if (err != wire::DecodeError::kNone) return reject_whole(std::string(wire::ToString(err)));
   const int64_t horizon = SaturatingAdd(now_ns, max_future_ns_);
@@ -137,7 +139,7 @@ WireInput::Outcome WireInput::Decode(std::string_view subject_text, const void* 
   batch.vehicle = subject.vehicle;
   batch.sensor = subject.sensor;
   batch.received_ns = now_ns;
-  out.emplace(std::move(batch));
+  out = std::move(body);
   return Outcome::kEmit;
 }
 

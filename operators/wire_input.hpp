@@ -12,6 +12,7 @@
 ///     (one sample; the message's other samples go on).
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -47,10 +48,11 @@ class WireInput {
   explicit WireInput(const OperatorContext& ctx);
 
   /// Decodes one message received at `now_ns` (engine clock). A StatusEvent is stamped with
-  /// `now_ns`; a SampleBatch gets `received_ns = now_ns`. When `rejects` is given it is
-  /// overwritten with what was rejected, one entry per reason.
+  /// `now_ns`; a SampleBatch gets `received_ns = now_ns`. The body is built in place in the
+  /// allocation that becomes the emitted Message (still mutable: a source may add its ack).
+  /// When `rejects` is given it is overwritten with what was rejected, one entry per reason.
   Outcome Decode(std::string_view subject, const void* data, size_t size, int64_t now_ns,
-                 std::optional<Body>& out, std::vector<InputReject>* rejects = nullptr);
+                 std::shared_ptr<Body>& out, std::vector<InputReject>* rejects = nullptr);
 
  private:
   void Count(const std::string& reason, size_t n, std::string_view subject);
@@ -59,7 +61,11 @@ class WireInput {
   const int64_t max_future_ns_;
   const int64_t max_past_ns_;  // 0: no limit
   const size_t max_payload_bytes_;
-  const std::unordered_set<std::string> sensors_;  // empty: any sensor name
+  /// Looked up by the subject's view of the name: no string per message.
+  struct NameHash : std::hash<std::string_view> {
+    using is_transparent = void;
+  };
+  const std::unordered_set<std::string, NameHash, std::equal_to<>> sensors_;  // empty: any
   Metrics& metrics_;
   const Labels labels_;
   Counter& messages_;

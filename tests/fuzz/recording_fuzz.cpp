@@ -93,7 +93,7 @@ void ReadAll(const uint8_t* data, size_t size) {
     fleetflow::recording::EncodeRecord(r, encoded);
     FF_FUZZ_CHECK(encoded.size() == reader.offset() - before);
     FF_FUZZ_CHECK(std::equal(encoded.begin(), encoded.end(), data + before));
-    std::optional<fleetflow::Body> body;
+    std::shared_ptr<fleetflow::Body> body;
     input.Decode(r.subject, r.payload.data(), r.payload.size(), r.recv_ns, body);
   }
 }

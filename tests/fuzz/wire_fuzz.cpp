@@ -58,16 +58,16 @@ constexpr int64_t kMaxFutureNs = 300'000'000'000;  // max_future_ms' default
 /// Decodes through `input` and checks what it emits against its settings.
 void CheckWireInput(fleetflow::WireInput& input, std::string_view subject, const uint8_t* data,
                     size_t size, int64_t max_past_ns, size_t max_payload) {
-  std::optional<fleetflow::Body> body;
+  std::shared_ptr<fleetflow::Body> body;
   std::vector<fleetflow::InputReject> rejects;
   const auto outcome = input.Decode(subject, data, size, FixedClock::kNow, body, &rejects);
-  FF_FUZZ_CHECK(body.has_value() == (outcome == fleetflow::WireInput::Outcome::kEmit));
+  FF_FUZZ_CHECK((body != nullptr) == (outcome == fleetflow::WireInput::Outcome::kEmit));
   // A whole message rejected names its reason (a batch of zero samples leaves nothing, unrejected).
   FF_FUZZ_CHECK(outcome != fleetflow::WireInput::Outcome::kRejected || rejects.size() == 1);
   for (const auto& r : rejects) FF_FUZZ_CHECK(!r.reason.empty());
   if (!body) return;
   FF_FUZZ_CHECK(size <= max_payload);
-  if (const auto* batch = std::get_if<fleetflow::SampleBatch>(&*body)) {
+  if (const auto* batch = std::get_if<fleetflow::SampleBatch>(body.get())) {
     const auto parsed = fleetflow::wire::ParseSubject(subject);
     FF_FUZZ_CHECK(parsed.kind == fleetflow::wire::SubjectKind::kSample);
     FF_FUZZ_CHECK(batch->vehicle == parsed.vehicle && batch->sensor == parsed.sensor);
