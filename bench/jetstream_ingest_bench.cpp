@@ -109,6 +109,7 @@ struct RunResult {
   double seconds = 0;         // Start until nothing pending and nothing unacknowledged
   double intake_seconds = 0;  // Start until every message was received
   uint64_t kv_writes = 0;
+  uint64_t kv_merged = 0;  // bucket updates decoded as another writer's (here: only our own echoes)
   uint64_t rows = 0;
   double cpu_seconds = 0;         // user + system of this process (all its threads) during the run
   double server_cpu_seconds = 0;  // user + system of nats-server during the run
@@ -553,6 +554,7 @@ RunResult RunFleetflow(const std::string& contender, const std::string& url, Adm
   r.messages = metrics.CounterSum("messages_in");
   r.samples = metrics.CounterSum("samples_in");
   r.kv_writes = metrics.CounterSum("kv_writes");
+  r.kv_merged = metrics.CounterSum("kv_updates_merged");
   r.rows = probe.rows.load();
   if (r.messages != filled.messages || r.samples != filled.samples) {
     throw std::runtime_error(contender + ": consumed " + std::to_string(r.messages) +
@@ -753,7 +755,9 @@ int Main(int argc, char** argv) {
       std::printf("  %-15s run %d: %7.3f s (intake %7.3f s) %10.0f msgs/s %11.0f samples/s",
                   c.c_str(), rep, r.seconds, r.intake_seconds, r.msgs_per_s(), r.samples_per_s());
       if (r.kv_writes)
-        std::printf(", %llu kv writes", static_cast<unsigned long long>(r.kv_writes));
+        std::printf(", %llu kv writes (%llu echoes decoded)",
+                    static_cast<unsigned long long>(r.kv_writes),
+                    static_cast<unsigned long long>(r.kv_merged));
       std::printf(", cpu %.2f s + server %.2f s, busy %.0f%%\n", r.cpu_seconds,
                   r.server_cpu_seconds, 100 * r.machine_busy);
       std::fflush(stdout);

@@ -56,8 +56,10 @@ class StateStore {
   virtual ~StateStore() = default;
   /// Hands over every stored key as it is now; called once, before any other call.
   virtual void Restore(const Visit& visit) = 0;
-  /// Makes `samples` (the newest samples of `key`, ascending by time) durable; `durable` runs
-  /// once they are. Writes of one key may be coalesced: only the last one need be stored.
+  /// Adds `samples` (new samples of `key` that entered its state, in any order) to what is
+  /// stored for the key; `durable` runs once they are stored. Writes of one key are coalesced:
+  /// the store keeps the key's retained samples itself (from Restore, its own writes and other
+  /// writers') and stores them together with every sample added since its last write.
   virtual void Write(const std::string& key, const std::vector<wire::Point>& samples,
                      std::function<void()> durable) = 0;
   /// Called on every clock tick: sends the writes that are due (`all`: every pending write,

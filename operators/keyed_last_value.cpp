@@ -60,7 +60,7 @@ class KeyedLastValue final : public Operator {
       const int64_t at = newest != newest_.end() ? newest->second : status->at_ns;
       key_.assign(status->vehicle).append(".").append(wire::kStatusToken);
       Accept(key_, {wire::Point{at, 0, status->on ? 1.0 : 0.0}}, false);
-      store_->Write(key_, state_[key_], {});
+      if (!stored_.empty()) store_->Write(key_, stored_, {});
       out.Emit(MakeMessage(StatusEvent{status->vehicle, status->on, at}));
       return;
     }
@@ -80,21 +80,20 @@ class KeyedLastValue final : public Operator {
       return;
     }
     key_.assign(batch->vehicle).append(".").append(batch->sensor);
-    bool changed = false;
-    std::vector<wire::Point> accepted = Accept(key_, batch->points, true, &changed);
-    accepted_.Inc(accepted.size());
-    if (changed) {
-      store_->Write(key_, state_[key_], batch->ack);  // acknowledged once durable
+    Accept(key_, batch->points, true);
+    accepted_.Inc(passed_.size());
+    if (!stored_.empty()) {
+      store_->Write(key_, stored_, batch->ack);  // acknowledged once durable
     } else if (batch->ack) {
       batch->ack();  // nothing new in state: nothing to make durable
     }
-    if (accepted.empty()) return;
-    if (accepted.size() == batch->points.size() && !batch->ack) {
+    if (passed_.empty()) return;
+    if (passed_.size() == batch->points.size() && !batch->ack) {
       out.Emit(in);  // nothing dropped: pass the message on as it is
       return;
     }
-    out.Emit(MakeMessage(
-        SampleBatch{batch->vehicle, batch->sensor, std::move(accepted), {}, batch->received_ns}));
+    out.Emit(
+        MakeMessage(SampleBatch{batch->vehicle, batch->sensor, passed_, {}, batch->received_ns}));
   }
 
   bool Ready() const override { return store_->Ready(); }
@@ -107,15 +106,16 @@ class KeyedLastValue final : public Operator {
            key.find('.', dot + 1) == std::string::npos;
   }
 
-  /// Takes `points` into the key's state; returns those to pass on: every sample that is not a
-  /// duplicate of a kept one (stale ones included, though they stay out of the state).
-  std::vector<wire::Point> Accept(const std::string& key, const std::vector<wire::Point>& points,
-                                  bool count, bool* state_changed = nullptr) {
+  /// Takes `points` into the key's state. Leaves in passed_ the samples to pass on: every one
+  /// that is not a duplicate of a kept one (stale ones included, though they stay out of the
+  /// state); and in stored_ those that entered the state (to store, even when retention drops
+  /// them again at once: other workers see every sample).
+  void Accept(const std::string& key, const std::vector<wire::Point>& points, bool count) {
+    passed_.clear();
+    stored_.clear();
     auto [it, inserted] = state_.try_emplace(key);
     if (inserted) keys_.Set(static_cast<double>(state_.size()));
     std::vector<wire::Point>& kept = it->second;
-    std::vector<wire::Point> accepted;
-    accepted.reserve(points.size());
     for (const wire::Point& p : points) {
       auto pos = std::lower_bound(kept.begin(), kept.end(), p.ts_ns,
                                   [](const wire::Point& k, int64_t ts) { return k.ts_ns < ts; });
@@ -123,24 +123,24 @@ class KeyedLastValue final : public Operator {
         if (count) duplicates_.Inc();
         continue;
       }
+      passed_.push_back(p);
       if (pos == kept.begin() && !kept.empty() && !KeepsAnOlderSample(kept)) {
         // Older than the whole state and beyond what it retains: it does not enter it, but the
         // windows it belongs to may still want it (it arrived late through another worker, or
         // out of order).
         if (count) stale_.Inc();
-        accepted.push_back(p);
         continue;
       }
       kept.insert(pos, p);
       retention_.Apply(kept);
-      accepted.push_back(p);
-      if (state_changed != nullptr) *state_changed = true;
+      stored_.push_back(p);
     }
-    if (!accepted.empty() && !key.ends_with(wire::kStatusToken)) {
-      int64_t& newest = newest_[key.substr(0, key.find('.'))];
-      newest = std::max(newest, kept.back().ts_ns);
+    if (!passed_.empty() && !key.ends_with(wire::kStatusToken)) {
+      const std::string_view vehicle = std::string_view(key).substr(0, key.find('.'));
+      auto newest = newest_.find(vehicle);
+      if (newest == newest_.end()) newest = newest_.emplace(vehicle, kept.back().ts_ns).first;
+      newest->second = std::max(newest->second, kept.back().ts_ns);
     }
-    return accepted;
   }
 
   /// Whether a sample older than every sample of `kept` would stay in the state once added.
@@ -154,9 +154,8 @@ class KeyedLastValue final : public Operator {
 
   /// Samples another worker stored: merged like our own, passed on when new.
   void Merge(const std::string& key, const std::vector<wire::Point>& samples, Emitter& out) {
-    std::vector<wire::Point> accepted = Accept(key, samples, false);
-    if (accepted.empty()) return;
-    EmitKey(key, std::move(accepted), out);
+    Accept(key, samples, false);
+    if (!passed_.empty()) EmitKey(key, passed_, out);
   }
 
   /// The restored state goes downstream first, so the windows after a restart have the values
@@ -175,8 +174,8 @@ class KeyedLastValue final : public Operator {
       out.Emit(MakeMessage(StatusEvent{std::move(vehicle), last.value != 0, last.ts_ns}));
       return;
     }
-    out.Emit(
-        MakeMessage(SampleBatch{std::move(vehicle), key.substr(dot + 1), std::move(points), {}, 0}));
+    out.Emit(MakeMessage(
+        SampleBatch{std::move(vehicle), key.substr(dot + 1), std::move(points), {}, 0}));
   }
 
   const Retention retention_;
@@ -184,8 +183,14 @@ class KeyedLastValue final : public Operator {
   std::unordered_map<std::string, std::vector<wire::Point>> state_;  // ascending ts
   std::string key_;
   std::unique_ptr<StateStore> store_;
-  std::vector<std::string> restored_;                // keys restored but not yet passed on
-  std::unordered_map<std::string, int64_t> newest_;  // newest sample time per vehicle
+  std::vector<std::string> restored_;  // keys restored but not yet passed on
+  /// Newest sample time per vehicle (looked up by a view of the key: no string per batch).
+  struct Hash : std::hash<std::string_view> {
+    using is_transparent = void;
+  };
+  std::unordered_map<std::string, int64_t, Hash, std::equal_to<>> newest_;
+  std::vector<wire::Point> passed_;  // scratch of Accept: samples to pass on
+  std::vector<wire::Point> stored_;  // scratch of Accept: samples that entered the state
   Counter& accepted_;
   Counter& stale_;
   Counter& duplicates_;

@@ -2,10 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include "clock.hpp"
-
 #include <algorithm>
 #include <chrono>
+
+#include "clock.hpp"
 
 namespace fleetflow {
 
@@ -35,15 +35,28 @@ JetStreamKvStore::JetStreamKvStore(JetStreamKvOptions options, Metrics& metrics,
       conflicts_(metrics.GetCounter(
           "kv_conflicts", "KV compare-and-set conflicts (another worker wrote the key first).",
           labels)),
+      merged_(metrics.GetCounter("kv_updates_merged",
+                                 "Values other workers wrote to the bucket, merged into state.",
+                                 labels)),
       write_errors_(
           metrics.GetCounter("kv_write_errors", "KV writes that failed and are retried.", labels)),
       pending_keys_(metrics.GetGauge("kv_pending_keys",
-                                     "Keys with samples not yet durable in the bucket.", labels)) {
+                                     "Keys with samples not yet durable in the bucket.", labels)),
+      watching_(metrics.GetGauge(
+          "kv_watching",
+          "1 while the bucket is watched for other workers' writes (0: the only writer).",
+          labels)) {
   last_flush_ns_ = SteadyNowNs();
   conn_ = nats::Connection::Connect(options_.connection);
   js_ = std::make_unique<nats::JetStream>(*conn_);
   kv_ = js_->EnsureBucket(options_.bucket);
+  MembershipOptions writers;
+  writers.connection = options_.connection;
+  writers.bucket = options_.bucket.name + "_writers";
+  writers.owners_gauge = false;
+  writers_ = std::make_unique<KvMembership>(std::move(writers), metrics, labels);
   watcher_ = kv_->WatchAll();
+  watching_.Set(1);
   watch_thread_ = std::thread([this] { Watch(); });
 }
 
@@ -51,22 +64,74 @@ JetStreamKvStore::~JetStreamKvStore() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
+    if (watcher_) watcher_->Stop();  // only the watch thread destroys it
   }
-  watcher_->Stop();
+  stop_cv_.notify_all();
   if (watch_thread_.joinable()) watch_thread_.join();
   kv_->WaitForWrites(2000);
+  writers_.reset();  // leaves only once our last writes are answered
 }
 
 void JetStreamKvStore::Watch() {
   nats::KvEntry e;
+  int64_t alone_since = 0;  // steady ns; 0: another writer is alive
+  int64_t next_check = 0;   // of the writers, at most every 100 ms
   while (true) {
+    nats::KvWatcher* watcher;
+    bool restored;
     {
       std::lock_guard lock(mu_);
       if (stopping_) return;
+      watcher = watcher_.get();
+      restored = restored_;
+    }
+    const int64_t now = SteadyNowNs();
+    if (restored && now >= next_check) {
+      next_check = now + 100'000'000;
+      if (writers_->OthersAlive()) {
+        alone_since = 0;
+      } else if (alone_since == 0) {
+        alone_since = now;
+      }
+      const bool alone =
+          alone_since != 0 && now - alone_since >= int64_t{options_.alone_ms} * 1'000'000;
+      if (watcher != nullptr && alone) {
+        std::unique_ptr<nats::KvWatcher> old;
+        {
+          std::lock_guard lock(mu_);
+          old.swap(watcher_);
+        }
+        old.reset();
+        watching_.Set(0);
+        spdlog::info("bucket {}: the only writer: not watching it until another one joins",
+                     options_.bucket.name);
+        continue;
+      }
+      if (watcher == nullptr && alone_since == 0) {
+        std::unique_ptr<nats::KvWatcher> fresh;
+        try {
+          fresh = kv_->WatchAll();  // the current values first: what the other wrote meanwhile
+        } catch (const nats::Error& err) {
+          spdlog::warn("bucket {}: watch: {}", options_.bucket.name, err.what());
+        }
+        if (fresh) {
+          std::lock_guard lock(mu_);
+          if (stopping_) return;
+          watcher_ = std::move(fresh);
+          watching_.Set(1);
+          spdlog::info("bucket {}: another writer joined: watching it again", options_.bucket.name);
+          continue;
+        }
+      }
+    }
+    if (watcher == nullptr) {
+      std::unique_lock lock(mu_);
+      stop_cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stopping_; });
+      continue;
     }
     nats::KvWatcher::Event ev;
     try {
-      ev = watcher_->Next(500, e);
+      ev = watcher->Next(100, e);
     } catch (const nats::Error& err) {
       std::lock_guard lock(mu_);
       if (stopping_) return;
@@ -81,6 +146,12 @@ void JetStreamKvStore::Watch() {
       continue;
     }
     if (e.deleted) continue;
+    if (restored_) {
+      // Our own write coming back (its acknowledgement usually arrives first): nothing to hand
+      // over, so it is not even queued.
+      auto it = keys_.find(e.key);
+      if (it != keys_.end() && it->second.written == e.revision) continue;
+    }
     incoming_.push_back({std::move(e.key), e.revision, std::move(e.value)});
   }
 }
@@ -95,12 +166,19 @@ void JetStreamKvStore::Restore(const Visit& visit) {
                                std::to_string(options_.restore_timeout_ms) + " ms");
     }
     initial.swap(incoming_);
-    for (const Update& u : initial) {
+  }
+  const Retention retention{options_.keep, options_.history_ns};
+  for (Update& u : initial) {
+    std::vector<wire::Point> samples = Decode(u.value);
+    retention.Apply(samples);
+    {
+      std::lock_guard lock(mu_);
       KeyState& ks = keys_[u.key];
       ks.revision = std::max(ks.revision, u.revision);
+      ks.samples = Merge(std::move(ks.samples), samples, kMaxPendingSamples);  // our next base
     }
+    visit(u.key, std::move(samples));
   }
-  for (Update& u : initial) visit(u.key, Decode(u.value));
 }
 
 void JetStreamKvStore::Write(const std::string& key, const std::vector<wire::Point>& samples,
@@ -109,7 +187,9 @@ void JetStreamKvStore::Write(const std::string& key, const std::vector<wire::Poi
   KeyState& ks = keys_[key];
   // Everything since the last write goes out with the next one, not only the newest `keep`:
   // the other workers see every sample through their watch even when a write is delayed.
-  ks.samples = Merge(std::move(ks.samples), samples, kMaxPendingSamples);
+  // Appended here, sorted and merged once per write (Settle), not once per message.
+  ks.fresh.insert(ks.fresh.end(), samples.begin(), samples.end());
+  if (ks.fresh.size() > kMaxPendingSamples) Settle(ks);
   if (durable) ks.acks.push_back(std::move(durable));
   if (!ks.dirty) {
     ks.dirty = true;
@@ -117,7 +197,14 @@ void JetStreamKvStore::Write(const std::string& key, const std::vector<wire::Poi
   }
 }
 
+void JetStreamKvStore::Settle(KeyState& ks) {
+  if (ks.fresh.empty()) return;
+  ks.samples = Merge(std::move(ks.samples), ks.fresh, kMaxPendingSamples);
+  ks.fresh.clear();
+}
+
 JetStreamKvStore::Outgoing JetStreamKvStore::Prepare(const std::string& key, KeyState& ks) {
+  Settle(ks);
   ks.dirty = false;
   ks.in_flight = true;
   ++in_flight_;
@@ -236,6 +323,7 @@ void JetStreamKvStore::Sync(bool all, const Visit& changed_elsewhere) {
       KeyState& ks = keys_[u.key];
       if (ks.written == u.revision) continue;  // our own echo is not even decoded
       samples = Decode(u.value);
+      merged_.Inc();
       // Our next write goes out at this revision: it must carry what the other writer stored,
       // or it would replace it (the compare-and-set cannot see it any more).
       ks.samples = Merge(std::move(ks.samples), samples, kMaxPendingSamples);

@@ -7,6 +7,13 @@
 /// with ours by event time and written again, so two workers never lose each other's newer
 /// samples. A long-lived watch on the bucket restores the state at start and hands over what
 /// other workers write.
+///
+/// The watch also brings back every write of our own, which costs the server and us as much as
+/// the write itself. So every store heartbeats in a writers' bucket (`<bucket>_writers`, a
+/// KvMembership), and a store that has been the only writer for `alone_ms` after its restore
+/// stops watching; it watches again as soon as another writer joins (the new watch delivers the
+/// bucket's current values first). Nothing is lost meanwhile: writes are compare-and-set, so
+/// every value in the bucket holds what the writes before it held.
 
 #include <condition_variable>
 #include <deque>
@@ -17,6 +24,7 @@
 #include <unordered_map>
 
 #include "jetstream.hpp"
+#include "kv_membership.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
 #include "state_store.hpp"
@@ -27,9 +35,10 @@ struct JetStreamKvOptions {
   nats::ConnectOptions connection;
   nats::BucketOptions bucket;
   int64_t flush_ms = 200;
-  size_t keep = 4;  // samples per key kept after a merge
+  size_t keep = 4;         // samples per key kept after a merge
   int64_t history_ns = 0;  // and every sample this close to the key's newest (Retention)
   int restore_timeout_ms = 30'000;
+  int alone_ms = 1000;  // the only writer this long after the restore: stop watching
 };
 
 class JetStreamKvStore final : public StateStore {
@@ -52,7 +61,8 @@ class JetStreamKvStore final : public StateStore {
   struct KeyState {
     uint64_t revision = 0;             // newest revision known for the key
     uint64_t written = 0;              // revision of our own last write (to skip its echo)
-    std::vector<wire::Point> samples;  // what to write next
+    std::vector<wire::Point> samples;  // retained and merged samples, ascending (see Settle)
+    std::vector<wire::Point> fresh;    // added by Write since, in any order; merged by Settle
     bool dirty = false;
     bool in_flight = false;
     bool conflict = false;
@@ -73,6 +83,7 @@ class JetStreamKvStore final : public StateStore {
 
   void Watch();
   void Flush();
+  static void Settle(KeyState& ks);                        // mu_ held
   Outgoing Prepare(const std::string& key, KeyState& ks);  // mu_ held
   void Send(std::vector<Outgoing> writes);                 // mu_ not held
   void Done(const std::string& key, const std::vector<wire::Point>& sent,
@@ -82,11 +93,13 @@ class JetStreamKvStore final : public StateStore {
   std::unique_ptr<nats::Connection> conn_;
   std::unique_ptr<nats::JetStream> js_;
   std::unique_ptr<nats::KeyValue> kv_;
-  std::unique_ptr<nats::KvWatcher> watcher_;
+  std::unique_ptr<KvMembership> writers_;
+  std::unique_ptr<nats::KvWatcher> watcher_;  // null while alone; replaced by the watch thread
   std::thread watch_thread_;
 
   mutable std::mutex mu_;
   std::condition_variable restored_cv_;
+  std::condition_variable stop_cv_;
   bool restored_ = false;
   bool stopping_ = false;
   std::unordered_map<std::string, KeyState> keys_;
@@ -97,9 +110,11 @@ class JetStreamKvStore final : public StateStore {
 
   Counter& writes_;
   Counter& conflicts_;
+  Counter& merged_;
   Counter& write_errors_;
   RateLimitedLog write_errors_log_;  // a few lines per 10 s; the next line counts those left out
   Gauge& pending_keys_;
+  Gauge& watching_;
 };
 
 }  // namespace fleetflow

@@ -1,12 +1,13 @@
 #include "kv_membership.hpp"
 
 #include <spdlog/spdlog.h>
-
-#include "clock.hpp"
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
+
+#include "clock.hpp"
 
 namespace fleetflow {
 
@@ -39,8 +40,10 @@ KvMembership::KvMembership(MembershipOptions options, Metrics& metrics, const La
     : options_(std::move(options)),
       id_(MakeId()),
       started_ns_(SteadyNowNs()),
-      members_gauge_(metrics.GetGauge("workers_owning_shards",
-                                      "Workers that currently share the windows.", labels)) {
+      members_gauge_(options_.owners_gauge
+                         ? &metrics.GetGauge("workers_owning_shards",
+                                             "Workers that currently share the windows.", labels)
+                         : nullptr) {
   conn_ = nats::Connection::Connect(options_.connection);
   js_ = std::make_unique<nats::JetStream>(*conn_);
   nats::BucketOptions b;
@@ -61,8 +64,9 @@ KvMembership::KvMembership(MembershipOptions options, Metrics& metrics, const La
   {
     // Ownership is decided from the members and records present, never from half of them.
     std::unique_lock lock(mu_);
-    read = snapshot_cv_.wait_for(lock, std::chrono::milliseconds(options_.snapshot_timeout_ms),
-                                 [this] { return members_read_ && (records_read_ || !records_watcher_); });
+    read = snapshot_cv_.wait_for(
+        lock, std::chrono::milliseconds(options_.snapshot_timeout_ms),
+        [this] { return members_read_ && (records_read_ || !records_watcher_); });
   }
   heartbeat_thread_ = std::thread([this] { Heartbeat(); });
   if (!read) {
@@ -113,9 +117,10 @@ void KvMembership::Heartbeat() {
     failed = std::move(writes);
     if (stop) {
       if (!failed.empty()) {
-        spdlog::error("worker {}: {} hand-over records not written; the next owners of those "
-                      "shards emit their recent windows again",
-                      id_, failed.size());
+        spdlog::error(
+            "worker {}: {} hand-over records not written; the next owners of those "
+            "shards emit their recent windows again",
+            id_, failed.size());
       }
       return;
     }
@@ -254,6 +259,15 @@ std::optional<int64_t> KvMembership::ClaimHandover(uint32_t shard) {
   return window;
 }
 
+bool KvMembership::OthersAlive() {
+  std::lock_guard lock(mu_);
+  const int64_t now = SteadyNowNs();
+  const int64_t timeout = int64_t{options_.timeout_ms} * 1'000'000;
+  return std::any_of(members_.begin(), members_.end(), [&](const auto& m) {
+    return m.first != id_ && now - m.second.last_seen_ns <= timeout;
+  });
+}
+
 std::pair<std::vector<std::string>, uint64_t> KvMembership::Owners() {
   std::lock_guard lock(mu_);
   const int64_t now = SteadyNowNs();
@@ -272,7 +286,7 @@ std::pair<std::vector<std::string>, uint64_t> KvMembership::Owners() {
   if (owners != owners_) {
     owners_ = owners;
     ++generation_;
-    members_gauge_.Set(static_cast<double>(owners_.size()));
+    if (members_gauge_) members_gauge_->Set(static_cast<double>(owners_.size()));
     spdlog::info("worker {}: {} workers share the windows", id_, owners_.size());
   }
   return {owners_, generation_};

@@ -33,10 +33,11 @@ struct MembershipOptions {
   nats::ConnectOptions connection;
   std::string bucket = "fleetflow_members";
   int heartbeat_ms = 1000;
-  int timeout_ms = 4000;  // a worker silent this long is gone
-  int warmup_ms = 0;      // a new worker owns nothing until it has watched the data this long
+  int timeout_ms = 4000;        // a worker silent this long is gone
+  int warmup_ms = 0;            // a new worker owns nothing until it has watched the data this long
   std::string progress_bucket;  // hand-over records; empty: none
   int snapshot_timeout_ms = 30'000;
+  bool owners_gauge = true;  // keep the workers_owning_shards gauge (Owners)
 };
 
 class KvMembership {
@@ -59,6 +60,8 @@ class KvMembership {
   std::optional<int64_t> ClaimHandover(uint32_t shard);
 
   const std::string& id() const { return id_; }
+  /// Whether another worker is alive (heartbeating, not left).
+  bool OthersAlive();
   /// The workers that own shards now, sorted, and a generation that changes whenever they do.
   std::pair<std::vector<std::string>, uint64_t> Owners();
   /// A hash that every worker and release computes alike (for shards and owners).
@@ -107,12 +110,12 @@ class KvMembership {
     int64_t window_ns;
     uint64_t revision;
   };
-  std::map<uint32_t, Recorded> records_;   // unclaimed hand-over records, by shard
-  std::map<uint32_t, uint64_t> claimed_;   // by shard: the revision of the record claimed last
+  std::map<uint32_t, Recorded> records_;  // unclaimed hand-over records, by shard
+  std::map<uint32_t, uint64_t> claimed_;  // by shard: the revision of the record claimed last
   std::vector<Record> to_write_;
   std::vector<std::string> owners_;
   uint64_t generation_ = 0;
-  Gauge& members_gauge_;
+  Gauge* members_gauge_;  // null without owners_gauge
 };
 
 }  // namespace fleetflow

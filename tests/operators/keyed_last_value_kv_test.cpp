@@ -1,5 +1,6 @@
 // keyed_last_value with the jetstream_kv backend against a real nats-server with JetStream.
 #include <atomic>
+#include <map>
 #include <numeric>
 
 #include "harness.hpp"
@@ -113,7 +114,8 @@ TEST_F(KeyedLastValueKvTest, TwoWorkersWritingOneKeyNeverLoseTheNewestSample) {
     second.TickAt(round * 10 + 2, /*drain=*/true);
     const auto stored = Stored("v1.soc");
     ASSERT_FALSE(stored.empty());
-    EXPECT_EQ(stored.back(), t + 5) << "round " << round << ": " << ::testing::PrintToString(stored);
+    EXPECT_EQ(stored.back(), t + 5)
+        << "round " << round << ": " << ::testing::PrintToString(stored);
   }
   EXPECT_GT(a->Counter("kv_conflicts") + b->Counter("kv_conflicts"), 0u);
 }
@@ -185,6 +187,60 @@ TEST_F(KeyedLastValueKvTest, SamplesStoredByAnotherWorkerArriveThroughTheWatch) 
       },
       10s));
   EXPECT_EQ(seen, (std::vector<int64_t>{42}));
+}
+
+TEST_F(KeyedLastValueKvTest, TheOnlyWriterStopsWatchingAndWatchesAgainWhenAnotherJoins) {
+  const auto store = [&](Metrics& metrics) {
+    JetStreamKvOptions o;
+    o.connection.url = server_.url();
+    o.flush_ms = 10;
+    o.alone_ms = 200;
+    return std::make_unique<JetStreamKvStore>(std::move(o), metrics, Labels{});
+  };
+  const auto point = [](int64_t t) {
+    return wire::Point{kBase + t, static_cast<uint32_t>(t), 1.0};
+  };
+  Metrics metrics_a;
+  auto a = store(metrics_a);
+  a->Restore([](const std::string&, std::vector<wire::Point>) {});
+  std::map<std::string, std::vector<int64_t>> seen_by_a;
+  const auto sync_a = [&] {
+    a->Sync(false, [&](const std::string& key, std::vector<wire::Point> samples) {
+      for (const auto& p : samples) seen_by_a[key].push_back(p.ts_ns - kBase);
+    });
+  };
+  // Alone: A stops watching (its own writes would only come back to it) and still writes.
+  ASSERT_TRUE(WaitFor([&] { return metrics_a.GaugeSum("kv_watching") == 0; }, 10s));
+  a->Write("v1.speed", {point(1)}, {});
+  a->Sync(true, [](const std::string&, std::vector<wire::Point>) {});
+  EXPECT_EQ(Stored("v1.speed"), (std::vector<int64_t>{1}));
+  {
+    // B joins: A watches again, and sees what B writes (B's write is based on A's: the
+    // compare-and-set keeps both samples).
+    Metrics metrics_b;
+    auto b = store(metrics_b);
+    b->Restore([](const std::string&, std::vector<wire::Point>) {});
+    ASSERT_TRUE(WaitFor([&] { return metrics_a.GaugeSum("kv_watching") == 1; }, 10s));
+    b->Write("v1.speed", {point(2)}, {});
+    b->Write("v2.soc", {point(3)}, {});
+    b->Sync(true, [](const std::string&, std::vector<wire::Point>) {});
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          sync_a();
+          return seen_by_a.count("v2.soc") > 0 && seen_by_a.count("v1.speed") > 0;
+        },
+        10s));
+    EXPECT_EQ(seen_by_a["v2.soc"], (std::vector<int64_t>{3}));
+    EXPECT_EQ(seen_by_a["v1.speed"].back(), 2);
+    EXPECT_EQ(Stored("v1.speed"), (std::vector<int64_t>{1, 2}));
+    // A's next write of the key is based on B's: nothing of B's is lost.
+    a->Write("v1.speed", {point(4)}, {});
+    a->Sync(true, [](const std::string&, std::vector<wire::Point>) {});
+    EXPECT_EQ(Stored("v1.speed"), (std::vector<int64_t>{1, 2, 4}));
+    EXPECT_EQ(metrics_b.GaugeSum("kv_watching"), 1);  // A is alive: B keeps watching
+  }
+  // B left: A is alone again.
+  ASSERT_TRUE(WaitFor([&] { return metrics_a.GaugeSum("kv_watching") == 0; }, 10s));
 }
 
 TEST(JetStreamKvMergeTest, KeepsTheNewestByEventTimeWithoutDuplicates) {
