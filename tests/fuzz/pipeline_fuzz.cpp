@@ -57,7 +57,7 @@ void CheckResult(const fleetflow::LoadResult& r) {
     static const auto payload = fleetflow::wire::EncodeBatch(std::vector<fleetflow::wire::Point>{
         {.ts_ns = INT64_MAX, .value = 1}, {.ts_ns = 1, .value = 2}});
     for (int64_t now : {INT64_MIN, int64_t{0}, INT64_MAX}) {
-      std::optional<fleetflow::Body> body;
+      std::shared_ptr<fleetflow::Body> body;
       input.Decode("vehicle.v1.speed", payload.data(), payload.size(), now, body);
     }
   }
