@@ -107,10 +107,14 @@ class Aggregator {
     thread_ = std::thread([this] { Loop(); });
   }
   ~Aggregator() {
-    stop_ = true;
-    thread_.join();
+    Stop();
     kvStore_Destroy(raw_kv_);
     jsCtx_Destroy(raw_js_);
+  }
+  /// Ends the loop; the figures below may be read only after this (the loop appends to tick_s_).
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
   }
   uint64_t ticks() const { return ticks_; }
   uint64_t rows() const { return rows_; }
@@ -298,6 +302,7 @@ RunResult RunContender(const std::string& name, const std::string& url, const Se
     RunResult r =
         Measure(url, {[&] { return count.load(); }, false}, s, dir, rep, name, published);
     sub.reset();  // the messages still queued in the client are dropped
+    aggregator.Stop();
     r.agg_ticks = aggregator.ticks();
     r.agg_rows = aggregator.rows();
     r.agg_tick_s = aggregator.median_tick_s();
