@@ -215,7 +215,10 @@ void RegisterKeyedLastValue(Registry& registry) {
               "acknowledged upstream only once its samples are stored there).")
       .Default("memory")
       .OneOf({"memory", "jetstream_kv"});
-  info.config.String("bucket", "jetstream_kv: the bucket, created when missing.")
+  info.config
+      .String("bucket",
+              "jetstream_kv: the bucket, created when missing (with <bucket>_writers, where the "
+              "workers writing it heartbeat: a worker alone does not watch the bucket).")
       .Default("telemetry");
   info.config.String("bucket_storage", "jetstream_kv: storage of a created bucket.")
       .Default("file")

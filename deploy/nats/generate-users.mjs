@@ -3,7 +3,7 @@
 // vehicle-<id> for each vehicle, engine (the fleetflow workers) and ops (fleetctl).
 //
 //   node deploy/nats/generate-users.mjs --out DIR (--vehicles ID,ID,... | --vehicle-count N)
-//        [--stream TELEMETRY] [--durable fleetflow] [--buckets telemetry,fleetflow_members]
+//        [--stream TELEMETRY] [--durable fleetflow] [--buckets telemetry,telemetry_writers,fleetflow_members]
 //
 // DIR/fleet-users.conf holds public keys and permissions only (not secret: a ConfigMap is fine).
 // DIR/seeds/<user>.nk are the private seeds (mode 0600): give each vehicle its own, the engine
@@ -15,10 +15,10 @@ import fs from "node:fs";
 import path from "node:path";
 
 const usage = `usage: generate-users.mjs --out DIR (--vehicles ID,ID,... | --vehicle-count N)
-       [--stream TELEMETRY] [--durable fleetflow] [--buckets telemetry,fleetflow_members]`;
+       [--stream TELEMETRY] [--durable fleetflow] [--buckets telemetry,telemetry_writers,fleetflow_members]`;
 
 function parseArgs(argv) {
-  const a = { stream: "TELEMETRY", durable: "fleetflow", buckets: "telemetry,fleetflow_members" };
+  const a = { stream: "TELEMETRY", durable: "fleetflow", buckets: "telemetry,telemetry_writers,fleetflow_members" };
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i];
     if (key === "-h" || key === "--help") {
