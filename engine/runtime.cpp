@@ -24,7 +24,8 @@ using SourceNode = flow::async_node<flow::continue_msg, flow::continue_msg>;
 using InletNode = flow::multifunction_node<flow::continue_msg, std::tuple<Packet>>;
 
 /// Largest packet an inlet puts into the graph: a long backlog becomes several packets, so the
-/// nodes downstream can work on one while the next is handled.
+/// nodes downstream can work on one while the next is handled. Messages wait at a gateway in
+/// chunks of this size, each taken as it is.
 constexpr size_t kMaxPacket = 256;
 
 struct Runtime::Impl {
@@ -76,7 +77,12 @@ struct Runtime::Impl {
   /// packet.
   class PortEmitter final : public Emitter {
    public:
-    void Emit(Message m) override { out_.push_back(std::move(m)); }
+    /// `expected`: room made at the first Emit (most operators emit about one per message).
+    explicit PortEmitter(size_t expected) : expected_(expected) {}
+    void Emit(Message m) override {
+      if (out_.capacity() == 0) out_.reserve(expected_);
+      out_.push_back(std::move(m));
+    }
     /// Counts the packet as queued (once per successor) and puts it on.
     void Flush(Gate& gate, const Node& node, OperatorNode::output_ports_type& ports) {
       if (out_.empty() || node.successors.empty()) return;
@@ -85,6 +91,7 @@ struct Runtime::Impl {
     }
 
    private:
+    const size_t expected_;
     Batch out_;
   };
 
@@ -102,29 +109,25 @@ struct Runtime::Impl {
       gate_.Enqueued(static_cast<int64_t>(node_.successors.size()));
       {
         std::lock_guard lock(mu_);
-        waiting_.push_back(std::move(m));
+        if (waiting_.empty() || waiting_.back().size() == kMaxPacket) {
+          waiting_.emplace_back().reserve(32);  // grows to kMaxPacket in a long burst
+        }
+        waiting_.back().push_back(std::move(m));
         if (signalled_) return;
         signalled_ = true;
       }
       node_.source->gateway().try_put(flow::continue_msg());
     }
-    /// The inlet's body: puts everything waiting on as packets of at most kMaxPacket.
+    /// The inlet's body: puts everything waiting on, one packet per chunk.
     void Take(InletNode::output_ports_type& ports) {
-      Batch taken;
-      taken.reserve(last_taken_);  // the next burst is likely as long: no growing under the lock
+      std::vector<Batch> taken;
       {
         std::lock_guard lock(mu_);
         taken.swap(waiting_);
         signalled_ = false;
       }
-      last_taken_ = std::min(taken.size(), kMaxPacket);
-      for (size_t i = 0; i < taken.size(); i += kMaxPacket) {
-        const size_t end = std::min(taken.size(), i + kMaxPacket);
-        Packet p = end - i == taken.size() ? std::make_shared<const Batch>(std::move(taken))
-                                           : std::make_shared<const Batch>(
-                                                 std::make_move_iterator(taken.begin() + i),
-                                                 std::make_move_iterator(taken.begin() + end));
-        std::get<0>(ports).try_put(p);
+      for (Batch& chunk : taken) {
+        std::get<0>(ports).try_put(std::make_shared<const Batch>(std::move(chunk)));
       }
     }
 
@@ -132,9 +135,8 @@ struct Runtime::Impl {
     Gate& gate_;
     Node& node_;
     std::mutex mu_;
-    Batch waiting_;
-    bool signalled_ = false;  // a pull signal is on its way to the inlet
-    size_t last_taken_ = 0;   // inlet only
+    std::vector<Batch> waiting_;  // chunks of at most kMaxPacket, oldest first
+    bool signalled_ = false;      // a pull signal is on its way to the inlet
   };
 
   struct Node {
@@ -194,7 +196,7 @@ struct Runtime::Impl {
         n.body = std::make_unique<OperatorNode>(
             graph, flow::serial,
             [this, &n](const Packet& in, OperatorNode::output_ports_type& ports) {
-              PortEmitter out;
+              PortEmitter out(in->size());
               for (const Message& m : *in) {
                 try {
                   n.op->Process(m, out);
