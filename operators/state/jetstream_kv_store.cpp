@@ -56,7 +56,7 @@ JetStreamKvStore::JetStreamKvStore(JetStreamKvOptions options, Metrics& metrics,
   writers.owners_gauge = false;
   writers_ = std::make_unique<KvMembership>(std::move(writers), metrics, labels);
   watcher_ = kv_->WatchAll();
-  watching_.Set(1);
+  SetWatching(true);
   watch_thread_ = std::thread([this] { Watch(); });
 }
 
@@ -70,6 +70,11 @@ JetStreamKvStore::~JetStreamKvStore() {
   if (watch_thread_.joinable()) watch_thread_.join();
   kv_->WaitForWrites(2000);
   writers_.reset();  // leaves only once our last writes are answered
+}
+
+void JetStreamKvStore::SetWatching(bool on) {
+  watching_.Set(on ? 1 : 0);
+  alone_ = !on;
 }
 
 void JetStreamKvStore::Watch() {
@@ -102,7 +107,7 @@ void JetStreamKvStore::Watch() {
           old.swap(watcher_);
         }
         old.reset();
-        watching_.Set(0);
+        SetWatching(false);
         spdlog::info("bucket {}: the only writer: not watching it until another one joins",
                      options_.bucket.name);
         continue;
@@ -118,7 +123,7 @@ void JetStreamKvStore::Watch() {
           std::lock_guard lock(mu_);
           if (stopping_) return;
           watcher_ = std::move(fresh);
-          watching_.Set(1);
+          SetWatching(true);
           spdlog::info("bucket {}: another writer joined: watching it again", options_.bucket.name);
           continue;
         }
@@ -191,6 +196,7 @@ void JetStreamKvStore::Write(const std::string& key, const std::vector<wire::Poi
   ks.fresh.insert(ks.fresh.end(), samples.begin(), samples.end());
   if (ks.fresh.size() > kMaxPendingSamples) Settle(ks);
   if (durable) ks.acks.push_back(std::move(durable));
+  written_since_sync_ = true;
   if (!ks.dirty) {
     ks.dirty = true;
     dirty_.push_back(key);
@@ -331,7 +337,17 @@ void JetStreamKvStore::Sync(bool all, const Visit& changed_elsewhere) {
     changed_elsewhere(u.key, std::move(samples));
   }
   const int64_t now = SteadyNowNs();
-  if (!all && now - last_flush_ns_ < options_.flush_ms * 1'000'000) return;
+  bool idle;  // nothing written since the last tick
+  {
+    std::lock_guard lock(mu_);
+    idle = !written_since_sync_;
+    written_since_sync_ = false;
+  }
+  // Alone, writes wait longer (only our acknowledgements wait for them), unless the input
+  // paused: then what waits is written after flush_ms, as when others watch.
+  const int64_t interval_ms =
+      alone_ && !idle ? std::max(options_.flush_ms, options_.alone_flush_ms) : options_.flush_ms;
+  if (!all && now - last_flush_ns_ < interval_ms * 1'000'000) return;
   last_flush_ns_ = now;
   Flush();
   if (!all) return;

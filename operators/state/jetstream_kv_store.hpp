@@ -13,8 +13,11 @@
 /// KvMembership), and a store that has been the only writer for `alone_ms` after its restore
 /// stops watching; it watches again as soon as another writer joins (the new watch delivers the
 /// bucket's current values first). Nothing is lost meanwhile: writes are compare-and-set, so
-/// every value in the bucket holds what the writes before it held.
+/// every value in the bucket holds what the writes before it held. While alone, writes are
+/// also coalesced over a longer interval (alone_flush_ms): only our own acknowledgements wait
+/// for them.
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -39,6 +42,9 @@ struct JetStreamKvOptions {
   int64_t history_ns = 0;  // and every sample this close to the key's newest (Retention)
   int restore_timeout_ms = 30'000;
   int alone_ms = 1000;  // the only writer this long after the restore: stop watching
+  // While alone, no one waits for our writes but the acknowledgements upstream: the key is
+  // written at most once per max(flush_ms, alone_flush_ms) instead.
+  int64_t alone_flush_ms = 1000;
 };
 
 class JetStreamKvStore final : public StateStore {
@@ -82,6 +88,7 @@ class JetStreamKvStore final : public StateStore {
   };
 
   void Watch();
+  void SetWatching(bool on);
   void Flush();
   static void Settle(KeyState& ks);                        // mu_ held
   Outgoing Prepare(const std::string& key, KeyState& ks);  // mu_ held
@@ -106,6 +113,7 @@ class JetStreamKvStore final : public StateStore {
   std::vector<std::string> dirty_;
   std::deque<Update> incoming_;
   int64_t last_flush_ns_ = 0;
+  bool written_since_sync_ = false;  // a Write since the last Sync: input is not idle
   int64_t in_flight_ = 0;
 
   Counter& writes_;
@@ -115,6 +123,7 @@ class JetStreamKvStore final : public StateStore {
   RateLimitedLog write_errors_log_;  // a few lines per 10 s; the next line counts those left out
   Gauge& pending_keys_;
   Gauge& watching_;
+  std::atomic<bool> alone_{false};  // not watching: the only writer
 };
 
 }  // namespace fleetflow
