@@ -11,7 +11,8 @@ namespace fleetflow {
 
 namespace {
 
-constexpr size_t kMaxPendingSamples = 1024;  // per key between two writes, at most
+constexpr size_t kMaxPendingSamples = 1024;           // per key between two writes, at most
+constexpr int64_t kConflictWatchNs = 10'000'000'000;  // watch this long after a conflict
 
 std::string Encode(const std::vector<wire::Point>& samples) {
   const auto bytes = wire::EncodeBatch(samples);
@@ -93,7 +94,7 @@ void JetStreamKvStore::Watch() {
     const int64_t now = SteadyNowNs();
     if (restored && now >= next_check) {
       next_check = now + 100'000'000;
-      if (writers_->OthersAlive()) {
+      if (writers_->OthersAlive() || now - last_conflict_ns_.load() < kConflictWatchNs) {
         alone_since = 0;
       } else if (alone_since == 0) {
         alone_since = now;
@@ -245,6 +246,7 @@ void JetStreamKvStore::Done(const std::string& key, const std::vector<wire::Poin
       acks.swap(ks.in_flight_acks);
     } else {
       (r.conflict ? conflicts_ : write_errors_).Inc();
+      if (r.conflict) last_conflict_ns_ = SteadyNowNs();
       ks.conflict = r.conflict;
       ks.samples = Merge(ks.samples, sent, kMaxPendingSamples);
       ks.acks.insert(ks.acks.end(), std::make_move_iterator(ks.in_flight_acks.begin()),

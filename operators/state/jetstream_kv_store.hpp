@@ -13,13 +13,16 @@
 /// KvMembership), and a store that has been the only writer for `alone_ms` after its restore
 /// stops watching; it watches again as soon as another writer joins (the new watch delivers the
 /// bucket's current values first). Nothing is lost meanwhile: writes are compare-and-set, so
-/// every value in the bucket holds what the writes before it held. While alone, writes are
+/// every value in the bucket holds what the writes before it held. A writer that does not
+/// heartbeat (an older release during a rolling upgrade) shows itself by compare-and-set
+/// conflicts: after one, the store watches for at least 10 s. While alone, writes are
 /// also coalesced over a longer interval (alone_flush_ms): only our own acknowledgements wait
 /// for them.
 
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -124,6 +127,8 @@ class JetStreamKvStore final : public StateStore {
   Gauge& pending_keys_;
   Gauge& watching_;
   std::atomic<bool> alone_{false};  // not watching: the only writer
+  // Steady time of the last conflict: a writer that does not heartbeat shows itself so.
+  std::atomic<int64_t> last_conflict_ns_{std::numeric_limits<int64_t>::min() / 2};
 };
 
 }  // namespace fleetflow

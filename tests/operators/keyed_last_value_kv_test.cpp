@@ -265,6 +265,16 @@ TEST_F(KeyedLastValueKvTest, TheOnlyWriterStopsWatchingAndWatchesAgainWhenAnothe
   }
   // B left: A is alone again.
   ASSERT_TRUE(WaitFor([&] { return metrics_a.GaugeSum("kv_watching") == 0; }, 10s));
+  // A writer that does not heartbeat (an older release) shows itself by a conflict: A watches.
+  const auto bytes = wire::EncodeBatch(std::vector<wire::Point>{point(2000)});
+  js_->EnsureBucket({})->Put("v1.speed", std::string(bytes.begin(), bytes.end()));
+  a->Write("v1.speed", {point(2001)}, {});
+  a->Sync(true, [](const std::string&, std::vector<wire::Point>) {});
+  EXPECT_GE(metrics_a.CounterSum("kv_conflicts"), 1u);
+  const auto stored = Stored("v1.speed");
+  EXPECT_EQ(std::vector<int64_t>(stored.end() - 2, stored.end()),
+            (std::vector<int64_t>{2000, 2001}));
+  EXPECT_TRUE(WaitFor([&] { return metrics_a.GaugeSum("kv_watching") == 1; }, 10s));
 }
 
 TEST(JetStreamKvMergeTest, KeepsTheNewestByEventTimeWithoutDuplicates) {
