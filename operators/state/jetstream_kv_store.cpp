@@ -82,6 +82,7 @@ void JetStreamKvStore::Watch() {
   nats::KvEntry e;
   int64_t alone_since = 0;  // steady ns; 0: another writer is alive
   int64_t next_check = 0;   // of the writers, at most every 100 ms
+  bool first_check = true;  // the first after the restore
   while (true) {
     nats::KvWatcher* watcher;
     bool restored;
@@ -97,8 +98,11 @@ void JetStreamKvStore::Watch() {
       if (writers_->OthersAlive() || now - last_conflict_ns_.load() < kConflictWatchNs) {
         alone_since = 0;
       } else if (alone_since == 0) {
-        alone_since = now;
+        // Alone from the start: whatever a writer that left before wrote, it was acknowledged
+        // before it left, so the restore has it: no grace needed.
+        alone_since = first_check ? now - int64_t{options_.alone_ms} * 1'000'000 : now;
       }
+      first_check = false;
       const bool alone =
           alone_since != 0 && now - alone_since >= int64_t{options_.alone_ms} * 1'000'000;
       if (watcher != nullptr && alone) {
