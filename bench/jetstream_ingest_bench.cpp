@@ -14,6 +14,9 @@
 //   fleetflow-asap  the same with every NATS connection of the process forced to send_asap
 //                   (bench-only interposition of natsOptions_SetSendAsap: what a pipeline field
 //                   would give)
+//   ff-shared       fleetflow while another writer heartbeats in the state's writers' bucket, as
+//                   among several workers: the store watches the bucket (its own writes come
+//                   back) and writes every flush_ms (a worker alone does neither)
 //   ff-memory       keyed_last_value with backend memory (no KV writes): isolates the KV cost
 //   ff-source       nats_source -> a sink that acknowledges at once: source + graph cost only
 //
@@ -51,6 +54,7 @@
 #include "registry.hpp"
 #include "runtime.hpp"
 #include "servers.hpp"
+#include "state/kv_membership.hpp"
 #include "wire.hpp"
 
 namespace {
@@ -95,7 +99,8 @@ struct Settings {
   std::string scale = "custom";
   std::string csv;
   std::vector<std::string> contenders = {"baseline",       "baseline-asap", "fleetflow",
-                                         "fleetflow-asap", "ff-memory",     "ff-source"};
+                                         "fleetflow-asap", "ff-shared",     "ff-memory",
+                                         "ff-source"};
   int timeout_s = 600;
 };
 
@@ -523,7 +528,8 @@ RunResult RunFleetflow(const std::string& contender, const std::string& url, Adm
   Registry registry;
   RegisterBuiltinOperators(registry);
   RegisterBenchOperators(registry, probe);
-  const std::string name = contender == "fleetflow-asap" ? "fleetflow" : contender;
+  const std::string name =
+      contender == "fleetflow-asap" || contender == "ff-shared" ? "fleetflow" : contender;
   LoadResult loaded =
       ParsePipeline(PipelineJson(name, url, durable, bucket, s), "bench.json", registry);
   if (!loaded.ok()) {
@@ -535,6 +541,15 @@ RunResult RunFleetflow(const std::string& contender, const std::string& url, Adm
   WallClock clock;
   g_force_send_asap = asap ? 1 : -1;
   RunResult r;
+  Metrics other_metrics;
+  std::unique_ptr<KvMembership> other_writer;  // ff-shared: as if another worker wrote the bucket
+  if (contender == "ff-shared") {
+    MembershipOptions o;
+    o.connection.url = url;
+    o.bucket = bucket + "_writers";
+    o.owners_gauge = false;
+    other_writer = std::make_unique<KvMembership>(std::move(o), other_metrics, Labels{});
+  }
   {
     Runtime runtime(*loaded.pipeline, metrics, clock);  // connects, restores the (empty) bucket
     const CpuMeter cpu(g_server_pid);
@@ -670,7 +685,8 @@ std::vector<std::string> SplitList(const std::string& text) {
 
 int Main(int argc, char** argv) {
   Settings s;
-  std::string contenders = "baseline,baseline-asap,fleetflow,fleetflow-asap,ff-memory,ff-source";
+  std::string contenders =
+      "baseline,baseline-asap,fleetflow,fleetflow-asap,ff-shared,ff-memory,ff-source";
   std::string sensors = "gps,speed,soc,torque";
   std::string log_level = "warn";
   CLI::App app{
@@ -708,7 +724,8 @@ int Main(int argc, char** argv) {
   }
   for (const auto& c : s.contenders) {
     static const std::vector<std::string> known = {"baseline",       "baseline-asap", "fleetflow",
-                                                   "fleetflow-asap", "ff-memory",     "ff-source"};
+                                                   "fleetflow-asap", "ff-shared",     "ff-memory",
+                                                   "ff-source"};
     if (std::find(known.begin(), known.end(), c) == known.end()) {
       std::cerr << "unknown contender '" << c << "'\n";
       return 2;
@@ -765,6 +782,7 @@ int Main(int argc, char** argv) {
       admin.DeleteConsumer(durable);
       if (c != "ff-memory" && c != "ff-source" && !c.starts_with("baseline")) {
         admin.DeleteBucket(bucket);
+        admin.DeleteBucket(bucket + "_writers");
       }
     }
   }

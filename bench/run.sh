@@ -81,7 +81,7 @@ bin="$root/$build_dir/bench"
 
 case "$scale" in
   quick)
-    js_args=(--messages 200000 --repeats 3 --contenders baseline,fleetflow,ff-memory)
+    js_args=(--messages 200000 --repeats 3 --contenders baseline,fleetflow,ff-shared,ff-memory)
     core_args=(--vehicles 1000 --duration 10 --repeats 3 --timebox 8)
     sink_args=(--vehicles 10000 --windows 10 --repeats 3)
     window_args=(--vehicles 100000 --windows 5 --samples 3)
@@ -89,7 +89,7 @@ case "$scale" in
     memory_args=(--vehicles 10000 100000 --seconds 4)
     ;;
   full)
-    js_args=(--messages 2000000 --repeats 3 --timeout 1200)
+    js_args=(--messages 2000000 --repeats 3 --timeout 1200 --contenders baseline,fleetflow,ff-shared,ff-memory)
     core_args=(--vehicles 2000 --duration 15 --repeats 3 --timebox 20)
     sink_args=(--vehicles 20000 --windows 50 --repeats 3)
     window_args=(--vehicles 100000 --windows 10 --samples 3)
