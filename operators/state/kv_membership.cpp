@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 
 #include "clock.hpp"
 
@@ -155,12 +156,13 @@ void KvMembership::Write(std::vector<Record>& records) {
   records.erase(records.begin(), records.begin() + static_cast<std::ptrdiff_t>(done));
 }
 
-void KvMembership::Watch() {
+void KvMembership::WatchLoop(nats::KvWatcher& watcher, bool& read,
+                             const std::function<void(nats::KvEntry&)>& on_entry) {
   nats::KvEntry e;
   for (;;) {
     nats::KvWatcher::Event ev;
     try {
-      ev = watcher_->Next(500, e);
+      ev = watcher.Next(500, e);
     } catch (const nats::Error&) {
       std::lock_guard lock(mu_);
       if (stopping_) return;
@@ -169,11 +171,16 @@ void KvMembership::Watch() {
     std::lock_guard lock(mu_);
     if (stopping_) return;
     if (ev == nats::KvWatcher::Event::kInitialDone) {
-      members_read_ = true;
+      read = true;
       snapshot_cv_.notify_all();
-      continue;
+    } else if (ev == nats::KvWatcher::Event::kEntry) {
+      on_entry(e);
     }
-    if (ev != nats::KvWatcher::Event::kEntry) continue;
+  }
+}
+
+void KvMembership::Watch() {
+  WatchLoop(*watcher_, members_read_, [this](nats::KvEntry& e) {
     if (e.deleted) {
       members_.erase(e.key);
       if (left_.size() >= 4096) left_.clear();  // bounded: only recent leaves matter
@@ -181,44 +188,28 @@ void KvMembership::Watch() {
     } else {
       members_[e.key] = Member{SteadyNowNs(), e.value == "warm"};
     }
-  }
+  });
 }
 
 void KvMembership::WatchRecords() {
   const std::string prefix = options_.bucket + ".shard.";
-  nats::KvEntry e;
-  for (;;) {
-    nats::KvWatcher::Event ev;
-    try {
-      ev = records_watcher_->Next(500, e);
-    } catch (const nats::Error&) {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-      continue;
-    }
-    std::lock_guard lock(mu_);
-    if (stopping_) return;
-    if (ev == nats::KvWatcher::Event::kInitialDone) {
-      records_read_ = true;
-      snapshot_cv_.notify_all();
-      continue;
-    }
-    if (ev != nats::KvWatcher::Event::kEntry || !e.key.starts_with(prefix)) continue;
+  WatchLoop(*records_watcher_, records_read_, [&](nats::KvEntry& e) {
+    if (!e.key.starts_with(prefix)) return;
     char* end = nullptr;
     const unsigned long long shard = std::strtoull(e.key.c_str() + prefix.size(), &end, 10);
-    if (end == e.key.c_str() + prefix.size() || *end != '\0') continue;
+    if (end == e.key.c_str() + prefix.size() || *end != '\0') return;
     const auto s = static_cast<uint32_t>(shard);
     auto it = records_.find(s);
     if (e.deleted) {
       if (it != records_.end() && it->second.revision < e.revision) records_.erase(it);
-      continue;
+      return;
     }
     auto claimed = claimed_.find(s);
-    if (claimed != claimed_.end() && claimed->second >= e.revision) continue;  // used already
+    if (claimed != claimed_.end() && claimed->second >= e.revision) return;  // used already
     const int64_t window = std::strtoll(e.value.c_str(), &end, 10);
-    if (end == e.value.c_str()) continue;
+    if (end == e.value.c_str()) return;
     records_[s] = Recorded{window, e.revision};
-  }
+  });
 }
 
 std::string KvMembership::RecordKey(uint32_t shard) const {

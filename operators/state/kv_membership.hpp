@@ -15,6 +15,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -76,6 +77,10 @@ class KvMembership {
   };
   void Stop();
   void Heartbeat();
+  /// Reads `watcher` until stopping: `read` once its initial values are in, `on_entry` (mu_
+  /// held) for every entry.
+  void WatchLoop(nats::KvWatcher& watcher, bool& read,
+                 const std::function<void(nats::KvEntry&)>& on_entry);
   void Watch();
   void WatchRecords();
   void Write(std::vector<Record>& records);  // mu_ not held; leaves what failed in `records`
