@@ -366,19 +366,12 @@ void JetStream::EnsureStream(const StreamOptions& o) {
 uint64_t JetStream::Publish(std::string_view subject, const void* data, size_t size,
                             const Headers& headers, int timeout_ms) {
   const std::string subj(subject);
-  natsMsg* msg = nullptr;
-  Check(natsMsg_Create(&msg, subj.c_str(), nullptr, static_cast<const char*>(data),
-                       static_cast<int>(size)),
-        "create message");
-  natsStatus s = NATS_OK;
-  for (const auto& [name, value] : headers) {
-    if (s == NATS_OK) s = natsMsgHeader_Add(msg, name.c_str(), value.c_str());
-  }
+  natsMsg* msg = detail::NewMessage(subj, nullptr, data, size, headers);
   jsPubOptions opts;
   jsPubOptions_Init(&opts);
   opts.MaxWait = timeout_ms;
   jsPubAck* ack = nullptr;
-  if (s == NATS_OK) s = js_PublishMsg(&ack, js_, msg, &opts, nullptr);
+  const natsStatus s = js_PublishMsg(&ack, js_, msg, &opts, nullptr);
   natsMsg_Destroy(msg);
   const uint64_t seq = ack != nullptr ? ack->Sequence : 0;
   jsPubAck_Destroy(ack);

@@ -1,7 +1,5 @@
 #include "nats_client.hpp"
 
-#include "nats_status.hpp"
-
 #include <nats/nats.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -11,11 +9,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <mutex>
 #include <iterator>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <vector>
+
+#include "nats_status.hpp"
 
 namespace fleetflow::nats {
 namespace {
@@ -206,7 +206,8 @@ SeedFileSigner* NewSeedFileSigner(const std::string& path) {
 // never its content.
 std::string ReadSecretFile(const std::string& path, const char* what) {
   std::ifstream in(path);
-  if (!in) throw Error(std::string("nats: cannot read ") + what + " file " + path, NATS_INVALID_ARG);
+  if (!in)
+    throw Error(std::string("nats: cannot read ") + what + " file " + path, NATS_INVALID_ARG);
   std::string secret;
   std::getline(in, secret);
   while (!secret.empty() && (secret.back() == '\r' || secret.back() == ' ')) secret.pop_back();
@@ -286,8 +287,8 @@ OptionsPtr MakeOptions(const ConnectOptions& o, SeedFileSigner** signer) {
   }
   Check(natsOptions_SetName(raw, o.name.c_str()), "client name");
 
-  const int methods = !o.creds_file.empty() + !o.nkey_seed_file.empty() + !o.user.empty() +
-                      !o.token_file.empty();
+  const int methods =
+      !o.creds_file.empty() + !o.nkey_seed_file.empty() + !o.user.empty() + !o.token_file.empty();
   if (methods > 1) {
     throw Error(
         "nats: give one way to authenticate: credentials, NKey seed, user and password, or "
@@ -306,9 +307,10 @@ OptionsPtr MakeOptions(const ConnectOptions& o, SeedFileSigner** signer) {
   }
 
   if (o.user.empty() != o.password_file.empty()) {
-    throw Error("nats: a user (NATS_USER) and its password file (NATS_PASSWORD_FILE) must be "
-                "given together",
-                NATS_INVALID_ARG);
+    throw Error(
+        "nats: a user (NATS_USER) and its password file (NATS_PASSWORD_FILE) must be "
+        "given together",
+        NATS_INVALID_ARG);
   }
   if (!o.user.empty()) {
     const std::string password = ReadSecretFile(o.password_file, "password");
@@ -374,6 +376,23 @@ namespace detail {
 
 void Check(int status, std::string_view operation) {
   if (status != NATS_OK) Throw(status, operation);
+}
+
+__natsMsg* NewMessage(const std::string& subject, const char* reply, const void* data, size_t size,
+                      const Headers& headers) {
+  natsMsg* msg = nullptr;
+  Check(natsMsg_Create(&msg, subject.c_str(), reply, static_cast<const char*>(data),
+                       static_cast<int>(size)),
+        "create message");
+  natsStatus s = NATS_OK;
+  for (const auto& [name, value] : headers) {
+    if (s == NATS_OK) s = natsMsgHeader_Add(msg, name.c_str(), value.c_str());
+  }
+  if (s != NATS_OK) {
+    natsMsg_Destroy(msg);
+    Throw(s, "set the headers of a message to " + subject);
+  }
+  return msg;
 }
 
 }  // namespace detail
@@ -513,15 +532,8 @@ void Connection::Publish(std::string_view subject, const void* data, size_t size
 void Connection::Publish(std::string_view subject, const void* data, size_t size,
                          const Headers& headers) {
   const std::string subj(subject);
-  natsMsg* msg = nullptr;
-  Check(natsMsg_Create(&msg, subj.c_str(), nullptr, static_cast<const char*>(data),
-                       static_cast<int>(size)),
-        "create message");
-  natsStatus s = NATS_OK;
-  for (const auto& [name, value] : headers) {
-    if (s == NATS_OK) s = natsMsgHeader_Add(msg, name.c_str(), value.c_str());
-  }
-  if (s == NATS_OK) s = natsConnection_PublishMsg(conn_, msg);
+  natsMsg* msg = detail::NewMessage(subj, nullptr, data, size, headers);
+  const natsStatus s = natsConnection_PublishMsg(conn_, msg);
   natsMsg_Destroy(msg);
   if (s != NATS_OK) Throw(s, "publish to " + subj);
 }
@@ -535,19 +547,12 @@ void Connection::PublishRequest(std::string_view subject, std::string_view reply
         "publish request to " + subj);
 }
 
-void Connection::PublishRequest(std::string_view subject, std::string_view reply,
-                                const void* data, size_t size, const Headers& headers) {
+void Connection::PublishRequest(std::string_view subject, std::string_view reply, const void* data,
+                                size_t size, const Headers& headers) {
   const std::string subj(subject);
   const std::string inbox(reply);
-  natsMsg* msg = nullptr;
-  Check(natsMsg_Create(&msg, subj.c_str(), inbox.c_str(), static_cast<const char*>(data),
-                       static_cast<int>(size)),
-        "create message");
-  natsStatus s = NATS_OK;
-  for (const auto& [name, value] : headers) {
-    if (s == NATS_OK) s = natsMsgHeader_Add(msg, name.c_str(), value.c_str());
-  }
-  if (s == NATS_OK) s = natsConnection_PublishMsg(conn_, msg);
+  natsMsg* msg = detail::NewMessage(subj, inbox.c_str(), data, size, headers);
+  const natsStatus s = natsConnection_PublishMsg(conn_, msg);
   natsMsg_Destroy(msg);
   if (s != NATS_OK) Throw(s, "publish request to " + subj);
 }
