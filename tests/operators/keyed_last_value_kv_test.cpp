@@ -6,6 +6,7 @@
 
 #include "harness.hpp"
 #include "jetstream.hpp"
+#include "nats_fixture.hpp"
 #include "servers.hpp"
 #include "state/jetstream_kv_store.hpp"
 
@@ -31,17 +32,8 @@ std::vector<int64_t> Times(const std::vector<wire::Point>& points) {
   return out;
 }
 
-class KeyedLastValueKvTest : public ::testing::Test {
+class KeyedLastValueKvTest : public NatsServerTest {
  protected:
-  void SetUp() override {
-    FF_REQUIRE_NATS_SERVER();
-    server_.Start();
-    nats::ConnectOptions o;
-    o.url = server_.url();
-    conn_ = nats::Connection::Connect(o);
-    js_ = std::make_unique<nats::JetStream>(*conn_);
-  }
-
   std::unique_ptr<OperatorHarness> Worker(int flush_ms = 50) {
     return std::make_unique<OperatorHarness>(
         "keyed_last_value", R"({"backend": "jetstream_kv", "url": ")" + server_.url() +
@@ -66,10 +58,6 @@ class KeyedLastValueKvTest : public ::testing::Test {
         },
         10s, 60ms);
   }
-
-  NatsServer server_;
-  std::unique_ptr<nats::Connection> conn_;
-  std::unique_ptr<nats::JetStream> js_;
 };
 
 TEST_F(KeyedLastValueKvTest, AcknowledgesOnlyOnceTheSamplesAreInTheBucket) {

@@ -8,6 +8,7 @@
 #include "harness.hpp"
 #include "jetstream.hpp"
 #include "nats_client.hpp"
+#include "nats_fixture.hpp"
 #include "servers.hpp"
 
 namespace fleetflow::testing {
@@ -29,16 +30,8 @@ class SafeEmitter final : public Emitter {
   std::vector<Message> messages;
 };
 
-class NatsSourceTest : public ::testing::Test {
+class NatsSourceTest : public NatsServerTest {
  protected:
-  void SetUp() override {
-    FF_REQUIRE_NATS_SERVER();
-    server_.Start();
-    nats::ConnectOptions o;
-    o.url = server_.url();
-    pub_ = nats::Connection::Connect(o);
-  }
-
   /// A source on vehicle.>; `extra` adds config fields (a JSON object's members, comma first).
   std::unique_ptr<OperatorHarness> Source(const std::string& extra = "") {
     auto h = std::make_unique<OperatorHarness>(
@@ -50,11 +43,8 @@ class NatsSourceTest : public ::testing::Test {
 
   void Publish(const std::string& subject, const std::vector<wire::Point>& points) {
     const auto bytes = wire::EncodeBatch(points);
-    pub_->Publish(subject, bytes.data(), bytes.size());
+    conn_->Publish(subject, bytes.data(), bytes.size());
   }
-
-  NatsServer server_;
-  std::unique_ptr<nats::Connection> pub_;
 };
 
 constexpr int64_t kNow = 1'700'000'000'000'000'000;
@@ -67,16 +57,16 @@ TEST_F(NatsSourceTest, DecodesSamplesAndStatusAndRejectsBadInputByReason) {
 
   wire::Point gps{kNow - 5, 7, 0, 48.85, 2.35, true};
   Publish("vehicle.v1.gps", {gps, wire::Point{kNow - 4, 8, 0, 48.86, 2.36, true}});
-  pub_->Publish("vehicle.v1.status", "off");
-  pub_->Publish("vehicle.v1.speed", "not a flatbuffer");                       // bad_identifier
-  pub_->Publish("vehicle.v1.speed", "");                                       // empty
-  pub_->Publish("vehicle.v1.status", "maybe");                                 // bad_status
+  conn_->Publish("vehicle.v1.status", "off");
+  conn_->Publish("vehicle.v1.speed", "not a flatbuffer");                      // bad_identifier
+  conn_->Publish("vehicle.v1.speed", "");                                      // empty
+  conn_->Publish("vehicle.v1.status", "maybe");                                // bad_status
   Publish("vehicle.v1", {wire::Point{kNow, 1, 1.0}});                          // bad_subject
   Publish("vehicle.v1.speed", {wire::Point{kNow, 1, std::nan("")}});           // non_finite
   Publish("vehicle.v1.speed", {wire::Point{kNow + 3'600'000'000'000, 2, 1}});  // future
   Publish("vehicle.v1.gps", {wire::Point{kNow, 3, 0, 95.0, 2.0, true}});       // bad_position
   Publish("vehicle.v1.speed", {wire::Point{kNow - 1, 4, 12.5}});
-  pub_->Flush(2000);
+  conn_->Flush(2000);
 
   ASSERT_TRUE(WaitFor([&] { return h->Counter("messages_in") == 10; }, 10s));
   ASSERT_TRUE(WaitFor([&] { return out.size() == 3; }, 10s));
@@ -142,7 +132,7 @@ std::string Bytes(const std::vector<wire::Point>& points) {
 TEST_F(NatsSourceTest, DeadLettersEveryRejectWithItsReasonAndKeepsGoing) {
   auto h = Source(R"(, "dead_letter": true, "max_payload_bytes": 4096, "max_past_ms": 86400000,
                      "sensors": ["speed", "gps"])");
-  Inbox dead(*pub_, "deadletter.>");
+  Inbox dead(*conn_, "deadletter.>");
   SafeEmitter out;
   h->op().Start(out);
 
@@ -150,17 +140,17 @@ TEST_F(NatsSourceTest, DeadLettersEveryRejectWithItsReasonAndKeepsGoing) {
                                    wire::Point{kNow - 1, 3, -INFINITY}});
   const std::string old = Bytes({wire::Point{kNow - 2 * 86'400'000'000'000LL, 1, 1.0}});
   const std::vector<std::pair<std::string, std::string>> bad = {
-      {"vehicle.v2.speed", "garbage"},                         // bad_identifier
-      {"vehicle.v2.speed", ""},                                // empty
-      {"vehicle.v2.speed", std::string(5000, 'x')},            // oversize
+      {"vehicle.v2.speed", "garbage"},                          // bad_identifier
+      {"vehicle.v2.speed", ""},                                 // empty
+      {"vehicle.v2.speed", std::string(5000, 'x')},             // oversize
       {"vehicle.v2.torque", Bytes({wire::Point{kNow, 1, 1}})},  // unknown_sensor
       {"vehicle.v2.a.b", Bytes({wire::Point{kNow, 1, 1}})},     // bad_subject
-      {"vehicle.v2.speed", old},                               // past_timestamp
-      {"vehicle.v2.speed", mixed},                             // 2 of 3 samples non-finite
+      {"vehicle.v2.speed", old},                                // past_timestamp
+      {"vehicle.v2.speed", mixed},                              // 2 of 3 samples non-finite
   };
-  for (const auto& [subject, payload] : bad) pub_->Publish(subject, payload);
+  for (const auto& [subject, payload] : bad) conn_->Publish(subject, payload);
   Publish("vehicle.v2.speed", {wire::Point{kNow - 1, 9, 42.0}});
-  pub_->Flush(2000);
+  conn_->Flush(2000);
 
   ASSERT_TRUE(WaitFor([&] { return dead.size() == bad.size(); }, 10s)) << dead.size();
   ASSERT_TRUE(WaitFor([&] { return out.size() == 2; }, 10s)) << out.size();
@@ -199,13 +189,13 @@ TEST_F(NatsSourceTest, JetStreamStoresTheDeadLetterBeforeTerminatingTheOriginal)
                      "fetch_expiry_ms": 100, "ack_wait_ms": 1000)");
   SafeEmitter out;
   h->op().Start(out);
-  pub_->Publish("vehicle.v3.speed", "garbage");
+  conn_->Publish("vehicle.v3.speed", "garbage");
   Publish("vehicle.v3.speed", {wire::Point{kNow - 1, 9, 42.0}});
-  pub_->Flush(2000);
+  conn_->Flush(2000);
   ASSERT_TRUE(WaitFor([&] { return out.size() == 1; }, 10s));
   for (const auto& m : Only<SampleBatch>(out.messages)) m->ack();
 
-  nats::JetStream js(*pub_);
+  nats::JetStream js(*conn_);
   nats::ConsumerOptions reader;
   reader.stream = "DEADLETTER";
   reader.durable = "test-reader";
@@ -230,14 +220,14 @@ TEST_F(NatsSourceTest, JetStreamStoresTheDeadLetterBeforeTerminatingTheOriginal)
 }
 
 TEST_F(NatsSourceTest, JetStreamKeepsABadMessageWhoseDeadLetterCannotBeStored) {
-  nats::JetStream js(*pub_);
+  nats::JetStream js(*conn_);
   js.EnsureStream(nats::StreamOptions{});  // TELEMETRY, but no dead-letter stream
   auto h = Source(R"(, "delivery": "jetstream", "subject": "vehicle.*.*", "dead_letter": true,
                      "create_stream": false, "fetch_expiry_ms": 100)");
   SafeEmitter out;
   h->op().Start(out);
-  pub_->Publish("vehicle.v4.speed", "garbage");
-  pub_->Flush(2000);
+  conn_->Publish("vehicle.v4.speed", "garbage");
+  conn_->Flush(2000);
   // Each failed dead letter leaves the message to be delivered again (after 1 s).
   ASSERT_TRUE(WaitFor([&] { return h->Counter("dead_letter_failures") >= 2; }, 10s));
   EXPECT_GE(h->Counter("messages_in"), 2u);
@@ -251,10 +241,10 @@ TEST_F(NatsSourceTest, JetStreamHoldsBackInputWhileItsConsumerHasUndeliveredMess
   // max_ack_pending 1: the consumer delivers one message and keeps the others until it is
   // acknowledged. Fetches come back empty meanwhile: that must not read as "nothing was sent",
   // or the windows would close on the clock before those samples enter (docs/semantics.md).
-  nats::JetStream js(*pub_);
+  nats::JetStream js(*conn_);
   js.EnsureStream(nats::StreamOptions{});
   for (uint32_t i = 0; i < 3; ++i) Publish("vehicle.v5.speed", {wire::Point{kNow - 10 + i, i, 1}});
-  pub_->Flush(2000);
+  conn_->Flush(2000);
   auto h = Source(R"(, "delivery": "jetstream", "subject": "vehicle.*.*", "create_stream": false,
                      "fetch_expiry_ms": 100, "max_ack_pending": 1)");
   SafeEmitter out;
@@ -287,7 +277,7 @@ TEST_F(NatsSourceTest, WorkersInOneQueueGroupShareTheMessages) {
   for (int i = 0; i < kMessages; ++i) {
     Publish("vehicle.v" + std::to_string(i % 7) + ".speed", {wire::Point{kNow - i, 1, 1.0}});
   }
-  pub_->Flush(2000);
+  conn_->Flush(2000);
   ASSERT_TRUE(WaitFor([&] { return out_a.size() + out_b.size() == kMessages; }, 10s))
       << out_a.size() << " + " << out_b.size();
   a->op().Stop();

@@ -5,6 +5,7 @@
 
 #include "harness.hpp"
 #include "jetstream.hpp"
+#include "nats_fixture.hpp"
 #include "servers.hpp"
 
 namespace fleetflow::testing {
@@ -29,8 +30,8 @@ class JoinWorker {
         h_("window_join",
            R"({"every_ms": 100, "allowed_lateness_ms": 0, "max_gap_ms": 1000,
                "idle_ms": 3600000, "sensors": ["speed"], "sharding": "jetstream_kv",
-               "shards": )" + std::to_string(kShards) +
-               R"(, "heartbeat_ms": 100, "member_timeout_ms": )" +
+               "shards": )" +
+               std::to_string(kShards) + R"(, "heartbeat_ms": 100, "member_timeout_ms": )" +
                std::to_string(member_timeout_ms) +
                R"(, "correction_horizon_ms": 0, "membership_bucket": "members",
                "progress_bucket": "progress", "url": ")" +
@@ -42,8 +43,8 @@ class JoinWorker {
   void Feed(int step) {
     for (int v = 0; v < kVehicles; ++v) {
       SampleBatch b{"v" + std::to_string(v), "speed", {}, {}};
-      b.points.push_back(wire::Point{kBase + (step * 100 + 50) * kMs, static_cast<uint32_t>(step),
-                                     double(step)});
+      b.points.push_back(
+          wire::Point{kBase + (step * 100 + 50) * kMs, static_cast<uint32_t>(step), double(step)});
       h_.Feed(std::move(b));
     }
   }
@@ -64,17 +65,8 @@ class JoinWorker {
   OperatorHarness h_;
 };
 
-class WindowJoinKvTest : public ::testing::Test {
+class WindowJoinKvTest : public NatsServerTest {
  protected:
-  void SetUp() override {
-    FF_REQUIRE_NATS_SERVER();
-    server_.Start();
-    nats::ConnectOptions o;
-    o.url = server_.url();
-    conn_ = nats::Connection::Connect(o);
-    js_ = std::make_unique<nats::JetStream>(*conn_);
-  }
-
   /// The hand-over records in the progress bucket: window (ms after kBase) by shard.
   std::map<int, int64_t> Records() {
     nats::BucketOptions b;
@@ -125,10 +117,6 @@ class WindowJoinKvTest : public ::testing::Test {
     }
     return warm;
   }
-
-  NatsServer server_;
-  std::unique_ptr<nats::Connection> conn_;
-  std::unique_ptr<nats::JetStream> js_;
 };
 
 TEST_F(WindowJoinKvTest, AStoppingWorkerEmitsOnlyCompleteWindowsAndTheNextGoesOnWhereItStopped) {
