@@ -452,8 +452,25 @@ std::string Message::header(const char* name) const {
 
 // --- Subscription ---
 
+namespace {
+
+/// Unsubscribes `sub`; once this returns, nats.c's read loop no longer holds it. nats.c before
+/// 3.6 (nats.c#637, fixed by #638) looks a message's subscription up, then locks it without
+/// holding a reference: a subscription freed in between made the read loop lock a destroyed
+/// mutex, and nats.c abort()s on that. The read loop handles the server's PONG after any message
+/// it was handing over, so a flush round trip after the unsubscribe waits that out.
+void UnsubscribeAndSettle(natsSubscription* sub, natsConnection* conn) {
+  // Fails harmlessly if already drained (a drain settles by a flush of its own) or closed.
+  if (natsSubscription_Unsubscribe(sub) == NATS_OK && conn != nullptr &&
+      natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED) {  // else no read loop runs
+    natsConnection_FlushTimeout(conn, 2000);
+  }
+}
+
+}  // namespace
+
 Subscription::~Subscription() {
-  natsSubscription_Unsubscribe(sub_);  // fails harmlessly if already drained or closed
+  UnsubscribeAndSettle(sub_, conn_);
   completed_.wait(false);
   natsSubscription_Destroy(sub_);
 }
@@ -471,7 +488,7 @@ int Subscription::pending() const {
 // --- SyncSubscription ---
 
 SyncSubscription::~SyncSubscription() {
-  natsSubscription_Unsubscribe(sub_);  // fails harmlessly if the connection is closed
+  UnsubscribeAndSettle(sub_, conn_);
   natsSubscription_Destroy(sub_);
 }
 
@@ -588,7 +605,7 @@ std::unique_ptr<Subscription> Connection::Subscribe(std::string_view subject,
   if (s != NATS_OK) {
     Throw(s, "subscribe to " + subj + (queue.empty() ? "" : " (queue group " + queue + ")"));
   }
-  auto sub = std::make_unique<Subscription>(raw);
+  auto sub = std::make_unique<Subscription>(raw, conn_);
   sub->handler_ = std::move(fn);
   if (natsSubscription_SetOnCompleteCB(raw, OnSubscriptionComplete, &sub->completed_) != NATS_OK) {
     sub->completed_ = true;  // already closed (connection closing): no callback will follow
@@ -602,7 +619,7 @@ std::unique_ptr<SyncSubscription> Connection::SubscribeSync(std::string_view sub
   const std::string subj(subject);
   natsSubscription* raw = nullptr;
   Check(natsConnection_SubscribeSync(&raw, conn_, subj.c_str()), "subscribe to " + subj);
-  return std::make_unique<SyncSubscription>(raw);
+  return std::make_unique<SyncSubscription>(raw, conn_);
 }
 
 Message Connection::Request(std::string_view subject, std::string_view payload, int timeout_ms) {

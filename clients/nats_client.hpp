@@ -101,7 +101,7 @@ using MessageHandler = std::function<void(Message&&)>;
 /// running has returned, so it must not run inside this subscription's own handler.
 class Subscription {
  public:
-  explicit Subscription(__natsSubscription* s) : sub_(s) {}
+  Subscription(__natsSubscription* s, __natsConnection* conn) : sub_(s), conn_(conn) {}
   Subscription(const Subscription&) = delete;
   Subscription& operator=(const Subscription&) = delete;
   ~Subscription();
@@ -114,6 +114,7 @@ class Subscription {
  private:
   friend class Connection;
   __natsSubscription* sub_;
+  __natsConnection* conn_;
   std::unique_ptr<MessageHandler> handler_;
   std::atomic<bool> completed_{false};  // set once nats.c will not call handler_ again
 };
@@ -123,7 +124,7 @@ class Subscription {
 /// thread hand-off per message). Unsubscribes when destroyed.
 class SyncSubscription {
  public:
-  explicit SyncSubscription(__natsSubscription* s) : sub_(s) {}
+  SyncSubscription(__natsSubscription* s, __natsConnection* conn) : sub_(s), conn_(conn) {}
   SyncSubscription(const SyncSubscription&) = delete;
   SyncSubscription& operator=(const SyncSubscription&) = delete;
   ~SyncSubscription();
@@ -135,6 +136,7 @@ class SyncSubscription {
 
  private:
   __natsSubscription* sub_;
+  __natsConnection* conn_;
 };
 
 struct ConnectionStats {
