@@ -1,7 +1,8 @@
 #pragma once
 /// The messages that flow along the edges of a pipeline graph.
 ///
-/// Every edge carries `Message` (a shared, immutable envelope). Ports have a kind:
+/// Every edge carries `Message` (a shared, immutable envelope; the runtime moves them in packets,
+/// in order, and operators see them one at a time). Ports have a kind:
 ///  - kSamples edges carry SampleBatch and StatusEvent;
 ///  - kRows edges carry WindowBatch;
 ///  - every edge carries Tick, the engine's clock punctuation: it enters at the sources after
