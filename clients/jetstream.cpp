@@ -80,13 +80,19 @@ PullConsumer::PullConsumer(Connection& connection, const std::string& stream,
 
 void PullConsumer::OnMessage(Message&& m) {
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     if (m.reply().starts_with("$JS.ACK.")) {
+      if (outstanding_ > 0) --outstanding_;
+      if (released_) {
+        lock.unlock();
+        JsMessage(conn_, std::move(m)).Nak();  // for a request sent ahead; no one fetches now
+        return;
+      }
       messages_.push_back(std::move(m));
-      if (messages_.size() < wanted_) return;  // wake the fetch once, when its batch is complete
+      if (messages_.size() < wanted_ && outstanding_ > 0) return;  // wake the fetch once
     } else if (const std::string status = m.header("Status");
                status == "404" || status == "408" || status == "409") {
-      ++requests_ended_;  // no messages, request expired, or refused (e.g. too many waiting)
+      outstanding_ = 0;  // no messages, request expired, or refused (e.g. too many waiting)
     } else {
       return;  // a heartbeat or anything else: not for us
     }
@@ -94,33 +100,51 @@ void PullConsumer::OnMessage(Message&& m) {
   arrived_.notify_all();
 }
 
-std::vector<std::shared_ptr<JsMessage>> PullConsumer::Fetch(int batch, int timeout_ms) {
+void PullConsumer::Request(int batch, int timeout_ms) {
+  const std::string request = "{\"batch\":" + std::to_string(batch) +
+                              ",\"expires\":" + std::to_string(int64_t{timeout_ms} * 1'000'000) +
+                              "}";
+  conn_.PublishRequest(request_subject_, inbox_, request);
+  outstanding_ = static_cast<size_t>(batch);
+  // A status that never comes (the connection dropped) must not pin the request for ever.
+  outstanding_until_ns_ = NowNs() + (int64_t{timeout_ms} + 1000) * 1'000'000;
+}
+
+std::vector<std::shared_ptr<JsMessage>> PullConsumer::Fetch(int batch, int timeout_ms, bool ahead) {
   std::vector<std::shared_ptr<JsMessage>> out;
+  const size_t want = static_cast<size_t>(batch);
   std::unique_lock lock(mu_);
-  // Messages of an earlier request that came after it was given up are returned first; only
-  // when none wait does a new request go out.
-  if (messages_.empty()) {
-    const uint64_t ended = requests_ended_;
-    lock.unlock();
-    const std::string request = "{\"batch\":" + std::to_string(batch) +
-                                ",\"expires\":" + std::to_string(int64_t{timeout_ms} * 1'000'000) +
-                                "}";
-    conn_.PublishRequest(request_subject_, inbox_, request);
-    lock.lock();
+  if (outstanding_ > 0 && NowNs() > outstanding_until_ns_) outstanding_ = 0;
+  // Messages of an earlier request (one sent ahead, or one given up) are returned first; a new
+  // request goes out only when none is outstanding.
+  if (messages_.size() < want) {
+    if (outstanding_ == 0) Request(batch, timeout_ms);
     // Messages the server sends after this wait (a slow link) stay queued for the next Fetch.
-    wanted_ = static_cast<size_t>(batch);
-    arrived_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
-      return messages_.size() >= static_cast<size_t>(batch) || requests_ended_ != ended;
-    });
+    wanted_ = want;
+    arrived_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                      [&] { return messages_.size() >= want || outstanding_ == 0; });
     wanted_ = SIZE_MAX;
   }
-  const size_t n = std::min(messages_.size(), static_cast<size_t>(batch));
+  const size_t n = std::min(messages_.size(), want);
   out.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     out.push_back(std::make_shared<JsMessage>(conn_, std::move(messages_.front())));
     messages_.pop_front();
   }
+  if (ahead && n == want && outstanding_ == 0 && messages_.size() < want) {
+    Request(batch, timeout_ms);
+  }
   return out;
+}
+
+void PullConsumer::Release() {
+  std::deque<Message> kept;
+  {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    kept.swap(messages_);
+  }
+  for (Message& m : kept) JsMessage(conn_, std::move(m)).Nak();
 }
 
 // --- KvWatcher ---

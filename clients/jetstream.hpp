@@ -85,20 +85,28 @@ class PullConsumer {
 
   /// Up to `batch` messages, waiting at most timeout_ms; empty when none arrived in time.
   /// Messages that arrive later are kept for the next call. Throws Error when the request cannot
-  /// be sent (the caller retries).
-  std::vector<std::shared_ptr<JsMessage>> Fetch(int batch, int timeout_ms);
+  /// be sent (the caller retries). `ahead`: when a whole batch came, the next request goes out
+  /// before this call returns, so the server sends the next batch while the caller handles this
+  /// one (one request is outstanding at a time either way).
+  std::vector<std::shared_ptr<JsMessage>> Fetch(int batch, int timeout_ms, bool ahead = false);
+  /// No more Fetch: messages kept for the next call, and those that still come for a request
+  /// sent ahead, are handed back to the server at once (NAK), not left to their ack wait.
+  void Release();
 
  private:
   void OnMessage(Message&& m);
+  void Request(int batch, int timeout_ms);  // mu_ held
 
   Connection& conn_;
   const std::string request_subject_;  // $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>
   const std::string inbox_;
   std::mutex mu_;
   std::condition_variable arrived_;
-  std::deque<Message> messages_;       // delivered, not yet returned by Fetch
-  uint64_t requests_ended_ = 0;        // requests the server ended (expired, or refused)
-  size_t wanted_ = SIZE_MAX;           // the batch of the fetch waiting now
+  std::deque<Message> messages_;      // delivered, not yet returned by Fetch
+  size_t outstanding_ = 0;            // messages the outstanding request may still bring
+  int64_t outstanding_until_ns_ = 0;  // steady: when it has surely ended (expiry + a margin)
+  size_t wanted_ = SIZE_MAX;          // the batch of the fetch waiting now
+  bool released_ = false;
   std::unique_ptr<Subscription> sub_;  // last: unsubscribed before the rest goes
 };
 

@@ -5,13 +5,13 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <optional>
 #include <mutex>
+#include <optional>
 #include <thread>
 
+#include "dead_letter.hpp"
 #include "jetstream.hpp"
 #include "nats_client.hpp"
-#include "dead_letter.hpp"
 #include "nats_config.hpp"
 #include "wire_input.hpp"
 
@@ -95,6 +95,7 @@ class NatsSource final : public Operator {
       }
       stop_cv_.notify_all();
       fetcher_.join();
+      consumer_sub_->Release();  // what was fetched ahead goes back to the stream at once
       // The connection stays open: messages in the graph are acknowledged once in state.
     }
     connected_.Set(0);
@@ -110,8 +111,8 @@ class NatsSource final : public Operator {
   /// ack_wait_ms) are held back too: a fetch that comes back empty then does not mean that
   /// nothing was sent.
   bool HoldsBackInput() const override {
-    return jetstream_ && (fetch_failing_.load() || undelivered_.load() || !conn_ ||
-                          !conn_->connected());
+    return jetstream_ &&
+           (fetch_failing_.load() || undelivered_.load() || !conn_ || !conn_->connected());
   }
 
  private:
@@ -149,7 +150,8 @@ class NatsSource final : public Operator {
         if (stopping_) return;
       }
       try {
-        for (const auto& m : consumer_sub_->Fetch(fetch_batch_, fetch_expiry_ms_)) {
+        // One request ahead: the server sends the next batch while this one is handled.
+        for (const auto& m : consumer_sub_->Fetch(fetch_batch_, fetch_expiry_ms_, true)) {
           Handle(m->subject(), m->data(), m->size(), m);
         }
         fetch_failing_ = false;

@@ -89,6 +89,44 @@ TEST_F(JetStreamClientTest, FetchReturnsAtMostTheBatchAndNakedMessagesComeAgain)
   again[0]->Term();
 }
 
+TEST_F(JetStreamClientTest, AFetchAheadGetsTheNextBatchAndAReleaseHandsItBackAtOnce) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  js.EnsureStream({.name = "AHEAD", .subjects = {"ahead.>"}});
+  // A long ack wait: a message left unacknowledged would not come again within this test.
+  nats::ConsumerOptions o{
+      .stream = "AHEAD", .durable = "reader", .filter_subject = "ahead.>", .ack_wait_ms = 60'000};
+  for (int i = 0; i < 30; ++i)
+    js.Publish("ahead.x", "m", 1, {{"Nats-Msg-Id", std::to_string(i)}}, 5000);
+  {
+    auto pull = js.PullSubscribe(o);
+    auto got = pull->Fetch(10, 2000, /*ahead=*/true);
+    ASSERT_EQ(got.size(), 10u);
+    for (const auto& m : got) m->Ack();
+    // The next 10 were requested before the first Fetch returned: the server delivers them to
+    // this consumer, whether or not it fetches again.
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          const auto [pending, ack_pending] = js.ConsumerPending("AHEAD", "reader");
+          return pending == 10 && ack_pending == 10;
+        },
+        5s));
+    pull->Release();  // the 10 fetched ahead go back at once
+  }
+  auto pull = js.PullSubscribe(o);
+  size_t total = 0;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (const auto& m : pull->Fetch(20, 200)) {
+          m->Ack();
+          ++total;
+        }
+        return total == 20;
+      },
+      10s));
+  EXPECT_TRUE(pull->Fetch(10, 200).empty());
+}
+
 TEST_F(JetStreamClientTest, KvWritesAndFetchesSurviveRepeatedConnectionResets) {
   constexpr int kKeys = 64, kMessages = 20000;
   TcpProxy link(server_.port());
