@@ -253,7 +253,9 @@ void RegisterNatsSource(Registry& registry) {
       .Max(5);
   c.String("durable", "jetstream: the durable consumer every worker of the pipeline binds.")
       .Default("fleetflow");
-  c.Integer("fetch_batch", "jetstream: messages per fetch request.")
+  c.Integer("fetch_batch",
+            "jetstream: messages per fetch request. After a full batch the next request goes out "
+            "before the batch is handled, so the server sends it meanwhile.")
       .Default(int64_t{256})
       .Min(1)
       .Max(10000);
