@@ -2,8 +2,10 @@
 
 #include <nats/nats.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <thread>
 
 #include "nats_status.hpp"
 
@@ -24,6 +26,23 @@ int64_t NowNs() {
 
 jsStorageType Storage(const std::string& s) {
   return s == "memory" ? js_MemoryStorage : js_FileStorage;
+}
+
+/// Runs a synchronous write to a bucket again while the server answers "no responders", for up
+/// to 5 s: a bucket that another client is creating at this moment is found by its name a
+/// little before its stream listens to the bucket's subjects. (A failed dead letter, the other
+/// synchronous publish, is not retried here: its message simply comes again.)
+template <typename Request>
+natsStatus RetryWhileNoResponders(Request request) {
+  const int64_t give_up = NowNs() + 5'000'000'000;
+  auto pause = std::chrono::milliseconds(5);
+  natsStatus s = request();
+  while (s == NATS_NO_RESPONDERS && NowNs() < give_up) {
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(200));
+    s = request();
+  }
+  return s;
 }
 
 }  // namespace
@@ -210,13 +229,16 @@ std::optional<KvEntry> KeyValue::Get(const std::string& key) {
 
 uint64_t KeyValue::Put(const std::string& key, std::string_view value) {
   uint64_t rev = 0;
-  Check(kvStore_Put(&rev, kv_, key.c_str(), value.data(), static_cast<int>(value.size())),
+  Check(RetryWhileNoResponders([&] {
+          return kvStore_Put(&rev, kv_, key.c_str(), value.data(), static_cast<int>(value.size()));
+        }),
         "put " + bucket_ + "/" + key);
   return rev;
 }
 
 void KeyValue::Delete(const std::string& key) {
-  Check(kvStore_Delete(kv_, key.c_str()), "delete " + bucket_ + "/" + key);
+  Check(RetryWhileNoResponders([&] { return kvStore_Delete(kv_, key.c_str()); }),
+        "delete " + bucket_ + "/" + key);
 }
 
 void KeyValue::UpdateAsync(const std::string& key, std::string_view value,

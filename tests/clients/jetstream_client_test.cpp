@@ -127,6 +127,39 @@ TEST_F(JetStreamClientTest, AFetchAheadGetsTheNextBatchAndAReleaseHandsItBackAtO
   EXPECT_TRUE(pull->Fetch(10, 200).empty());
 }
 
+// Workers started together all create the same buckets: a bucket that another client is still
+// creating is found by its name a little before its stream takes writes. Writing to it at once
+// must work (it once failed a worker's start with "no responders").
+TEST_F(JetStreamClientTest, ABucketCreatedByManyClientsAtOnceTakesTheirWritesAtOnce) {
+  constexpr int kClients = 6, kRounds = 15;
+  std::vector<std::unique_ptr<nats::Connection>> conns;
+  for (int c = 0; c < kClients; ++c)
+    conns.push_back(nats::Connection::Connect(Options(server_.port())));
+  for (int round = 0; round < kRounds; ++round) {
+    const std::string bucket = "race" + std::to_string(round);
+    std::atomic<int> ready{0}, written{0};
+    std::vector<std::string> errors(kClients);
+    std::vector<std::thread> clients;
+    for (int c = 0; c < kClients; ++c) {
+      clients.emplace_back([&, c] {
+        ++ready;
+        while (ready < kClients) std::this_thread::yield();  // start together
+        try {
+          nats::JetStream js(*conns[c]);
+          auto kv = js.EnsureBucket({.name = bucket});
+          kv->Put("client" + std::to_string(c), "here");
+          ++written;
+        } catch (const nats::Error& e) {
+          errors[c] = e.what();
+        }
+      });
+    }
+    for (auto& t : clients) t.join();
+    for (const auto& e : errors) EXPECT_EQ(e, "") << "round " << round;
+    ASSERT_EQ(written, kClients) << "round " << round;
+  }
+}
+
 TEST_F(JetStreamClientTest, KvWritesAndFetchesSurviveRepeatedConnectionResets) {
   constexpr int kKeys = 64, kMessages = 20000;
   TcpProxy link(server_.port());
