@@ -220,9 +220,13 @@ JetStreamKvStore::Outgoing JetStreamKvStore::Prepare(const std::string& key, Key
   ks.in_flight = true;
   ++in_flight_;
   ks.in_flight_acks.swap(ks.acks);
+  const Retention retention{options_.keep, options_.history_ns};
+  // Alone, nobody watches: the write carries only what state retains (what a restore or a
+  // joining writer's first read needs), not every sample since the last write.
+  if (alone_) retention.Apply(ks.samples);
   Outgoing out{key, ks.samples, ks.revision};
   // What state retains stays as the base of the next write.
-  Retention{options_.keep, options_.history_ns}.Apply(ks.samples);
+  retention.Apply(ks.samples);
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include "nats_fixture.hpp"
 #include "servers.hpp"
 #include "state/jetstream_kv_store.hpp"
+#include "state/kv_membership.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -49,6 +50,23 @@ class KeyedLastValueKvTest : public NatsServerTest {
     return Times(points);
   }
 
+  /// Another writer of the bucket, as far as the stores can tell (it heartbeats in the writers'
+  /// bucket): while it lives, the stores watch the bucket and write every sample they get.
+  std::unique_ptr<KvMembership> OtherWriter() {
+    MembershipOptions o;
+    o.connection.url = server_.url();
+    o.bucket = "telemetry_writers";
+    o.owners_gauge = false;
+    return std::make_unique<KvMembership>(std::move(o), other_metrics_, Labels{});
+  }
+
+  /// Waits until the worker has found itself the only writer (it stopped watching).
+  static bool WaitAlone(OperatorHarness& h) {
+    return WaitFor([&] { return h.metrics.GaugeSum("kv_watching") == 0; }, 10s);
+  }
+
+  Metrics other_metrics_;
+
   /// Ticks the worker until `cond` holds (each tick sends due writes).
   bool TickUntil(OperatorHarness& h, const std::function<bool()>& cond) {
     return WaitFor(
@@ -73,6 +91,9 @@ TEST_F(KeyedLastValueKvTest, AcknowledgesOnlyOnceTheSamplesAreInTheBucket) {
 }
 
 TEST_F(KeyedLastValueKvTest, WritesAreCoalescedPerKey) {
+  // Among other writers, a write carries every sample since the previous one: they see each
+  // sample through their watch.
+  const auto other = OtherWriter();
   auto h = Worker(/*flush_ms=*/60'000);
   std::atomic<int> acks{0};
   for (int64_t t = 1; t <= 100; ++t) h->Feed(Batch("v1", "speed", {t}, [&] { ++acks; }));
@@ -85,6 +106,23 @@ TEST_F(KeyedLastValueKvTest, WritesAreCoalescedPerKey) {
   h->Feed(Batch("v1", "speed", {101}, [&] { ++acks; }));
   h->TickAt(2, /*drain=*/true);
   EXPECT_EQ(Stored("v1.speed"), (std::vector<int64_t>{98, 99, 100, 101}));  // keep 3, then new
+  EXPECT_EQ(h->metrics.GaugeSum("kv_watching"), 1);
+}
+
+TEST_F(KeyedLastValueKvTest, TheOnlyWriterWritesWhatStateRetains) {
+  // Nobody watches: a write carries only what a restore needs, coalesced as well.
+  auto h = Worker(/*flush_ms=*/60'000);
+  ASSERT_TRUE(WaitAlone(*h));
+  std::atomic<int> acks{0};
+  for (int64_t t = 1; t <= 100; ++t) h->Feed(Batch("v1", "speed", {t}, [&] { ++acks; }));
+  h->TickAt(1, /*drain=*/true);
+  EXPECT_EQ(acks, 100);
+  EXPECT_EQ(h->Counter("kv_writes"), 1u);
+  EXPECT_EQ(Stored("v1.speed"), (std::vector<int64_t>{98, 99, 100}));  // keep 3
+  h->Feed(Batch("v1", "speed", {101}, [&] { ++acks; }));
+  h->TickAt(2, /*drain=*/true);
+  EXPECT_EQ(Stored("v1.speed"), (std::vector<int64_t>{99, 100, 101}));
+  EXPECT_EQ(acks, 101);
 }
 
 TEST_F(KeyedLastValueKvTest, TwoWorkersWritingOneKeyNeverLoseTheNewestSample) {
@@ -144,6 +182,7 @@ TEST_F(KeyedLastValueKvTest, TheBucketKeepsTheHistoryByTimeAndANewWorkerRestores
     return ts;
   };
   {
+    const auto other = OtherWriter();  // watched: a write carries every sample since the last
     auto h = worker();
     for (int64_t t : every_10ms(0, 500)) h->Feed(Batch("v1", "speed", {t}));
     h->TickAt(1, /*drain=*/true);
