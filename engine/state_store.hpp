@@ -59,7 +59,8 @@ class StateStore {
   /// Adds `samples` (new samples of `key` that entered its state, in any order) to what is
   /// stored for the key; `durable` runs once they are stored. Writes of one key are coalesced:
   /// the store keeps the key's retained samples itself (from Restore, its own writes and other
-  /// writers') and stores them together with every sample added since its last write.
+  /// writers') and stores them together with the samples added since its last write (every one
+  /// of them when other writers may watch, what is retained otherwise).
   virtual void Write(const std::string& key, const std::vector<wire::Point>& samples,
                      std::function<void()> durable) = 0;
   /// Called on every clock tick: sends the writes that are due (`all`: every pending write,

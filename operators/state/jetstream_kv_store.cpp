@@ -195,8 +195,9 @@ void JetStreamKvStore::Write(const std::string& key, const std::vector<wire::Poi
                              std::function<void()> durable) {
   std::lock_guard lock(mu_);
   KeyState& ks = keys_[key];
-  // Everything since the last write goes out with the next one, not only the newest `keep`:
-  // the other workers see every sample through their watch even when a write is delayed.
+  // Everything since the last write goes out with the next one, not only the newest `keep`
+  // (unless alone, see Prepare): the other workers see every sample through their watch even
+  // when a write is delayed.
   // Appended here, sorted and merged once per write (Settle), not once per message.
   ks.fresh.insert(ks.fresh.end(), samples.begin(), samples.end());
   if (ks.fresh.size() > kMaxPendingSamples) Settle(ks);

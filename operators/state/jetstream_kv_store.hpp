@@ -17,7 +17,7 @@
 /// heartbeat (an older release during a rolling upgrade) shows itself by compare-and-set
 /// conflicts: after one, the store watches for at least 10 s. While alone, writes are
 /// also coalesced over a longer interval (alone_flush_ms): only our own acknowledgements wait
-/// for them.
+/// for them; and they carry only what state retains, since nobody watches for the others.
 
 #include <atomic>
 #include <condition_variable>
