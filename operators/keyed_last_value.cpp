@@ -55,10 +55,15 @@ class KeyedLastValue final : public Operator {
     if (!restored_.empty()) EmitRestored(out);
     const auto* batch = std::get_if<SampleBatch>(in.get());
     if (const auto* status = std::get_if<StatusEvent>(in.get())) {
-      // Stored like a sample (value 1 on, 0 off) so that every worker learns it.
+      // Stored like a sample (value 1 on, 0 off) so that every worker learns it, at the time of
+      // the vehicle's newest sample; a change after the last stored status without a sample in
+      // between goes 1 ns after it, or it would be dropped as that status' duplicate.
       auto newest = newest_.find(status->vehicle);
-      const int64_t at = newest != newest_.end() ? newest->second : status->at_ns;
+      int64_t at = newest != newest_.end() ? newest->second : status->at_ns;
       key_.assign(status->vehicle).append(".").append(wire::kStatusToken);
+      if (const auto last = state_.find(key_); last != state_.end() && !last->second.empty()) {
+        at = std::max(at, last->second.back().ts_ns + 1);
+      }
       Accept(key_, {wire::Point{at, 0, status->on ? 1.0 : 0.0}}, false);
       if (!stored_.empty()) store_->Write(key_, stored_, {});
       out.Emit(MakeMessage(StatusEvent{status->vehicle, status->on, at}));

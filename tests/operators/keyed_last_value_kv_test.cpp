@@ -169,6 +169,27 @@ TEST_F(KeyedLastValueKvTest, ANewWorkerRestoresTheStateAndPassesItOnFirst) {
   EXPECT_EQ(h->Counter("samples_stale"), 1u);
 }
 
+TEST_F(KeyedLastValueKvTest, TheLastStatusChangeIsStoredEvenWithoutASampleInBetween) {
+  {
+    auto h = Worker();
+    h->Feed(Batch("v1", "speed", {5}));
+    h->Feed(StatusEvent{"v1", false, kBase});
+    h->Feed(StatusEvent{"v1", true, kBase});  // on again before any new sample
+    h->TickAt(1, /*drain=*/true);
+  }
+  auto kv = js_->EnsureBucket({});
+  const auto e = kv->Get("v1.status");
+  ASSERT_TRUE(e.has_value());
+  std::vector<wire::Point> points;
+  wire::DecodeBatch(e->value.data(), e->value.size(), points);
+  ASSERT_EQ(points.size(), 2u);
+  EXPECT_EQ(points.back().value, 1.0);  // on, the last change
+  auto h = Worker();
+  const auto restored = Only<StatusEvent>(h->TickAt(5));
+  ASSERT_EQ(restored.size(), 1u);
+  EXPECT_TRUE(restored[0]->on);
+}
+
 TEST_F(KeyedLastValueKvTest, TheBucketKeepsTheHistoryByTimeAndANewWorkerRestoresIt) {
   constexpr int64_t kMs = 1'000'000;
   const auto worker = [&] {

@@ -37,7 +37,7 @@ TEST(KeyedLastValueTest, ALateSampleNeverReplacesNewerOnes) {
   EXPECT_EQ(h.Counter("samples_stale"), 1u);
   EXPECT_TRUE(Times(h.Feed(Batch("speed", {{10, 1}}))).empty());  // 10 is still kept: duplicate
   EXPECT_EQ(Times(h.Feed(Batch("speed", {{15, 9}}))), (std::vector<int64_t>{15}));  // in between
-  EXPECT_TRUE(Times(h.Feed(Batch("speed", {{20, 2}}))).empty());  // 20 stays kept
+  EXPECT_TRUE(Times(h.Feed(Batch("speed", {{20, 2}}))).empty());                    // 20 stays kept
   EXPECT_EQ(h.Counter("samples_duplicate"), 2u);
 }
 
@@ -58,6 +58,19 @@ TEST(KeyedLastValueTest, SensorFilterAndPassThrough) {
   EXPECT_EQ(h.Counter("samples_unknown_sensor"), 1u);
   EXPECT_EQ(Only<StatusEvent>(h.Feed(StatusEvent{"v1", false, 1})).size(), 1u);
   EXPECT_EQ(Only<Tick>(h.TickAt(5)).size(), 1u);
+}
+
+TEST(KeyedLastValueTest, AStatusChangeWithoutASampleInBetweenIsNotADuplicate) {
+  OperatorHarness h("keyed_last_value", R"({})");
+  h.Feed(Batch("speed", {{10, 1}}));
+  const auto off = Only<StatusEvent>(h.Feed(StatusEvent{"v1", false, 99}));
+  const auto on = Only<StatusEvent>(h.Feed(StatusEvent{"v1", true, 99}));
+  ASSERT_EQ(off.size(), 1u);
+  ASSERT_EQ(on.size(), 1u);
+  EXPECT_EQ(off[0]->at_ns, 10);  // the time of the vehicle's newest sample
+  EXPECT_EQ(on[0]->at_ns, 11);   // just after the off, which it follows
+  h.Feed(Batch("speed", {{20, 2}}));
+  EXPECT_EQ(Only<StatusEvent>(h.Feed(StatusEvent{"v1", false, 99}))[0]->at_ns, 20);
 }
 
 constexpr int64_t kMs = 1'000'000;
