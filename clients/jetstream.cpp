@@ -51,7 +51,7 @@ natsStatus RetryWhileNoResponders(Request request) {
 
 // $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>, or with
 // <domain>.<account hash> before the stream and a random token at the end (12 tokens or more).
-uint64_t JsMessage::delivered() const {
+uint64_t JsMessage::ReplyNumber(size_t v1, size_t v2, uint64_t otherwise) const {
   const std::string_view reply = msg_.reply();
   std::vector<std::string_view> tokens;
   for (size_t start = 0; start <= reply.size();) {
@@ -59,12 +59,15 @@ uint64_t JsMessage::delivered() const {
     tokens.push_back(reply.substr(start, dot - start));
     start = dot + 1;
   }
-  const size_t at = tokens.size() >= 12 ? 6 : 4;
-  uint64_t n = 1;
+  const size_t at = tokens.size() >= 12 ? v2 : v1;
+  uint64_t n = otherwise;
   if (tokens.size() > at)
     std::from_chars(tokens[at].data(), tokens[at].data() + tokens[at].size(), n);
   return n;
 }
+
+uint64_t JsMessage::delivered() const { return ReplyNumber(4, 6, 1); }
+uint64_t JsMessage::pending() const { return ReplyNumber(8, 10, 0); }
 
 // A failed answer is not an error of ours: the server redelivers after ack_wait.
 void JsMessage::Answer(std::string_view body) {
@@ -72,6 +75,15 @@ void JsMessage::Answer(std::string_view body) {
   if (reply.empty()) return;
   try {
     conn_.Publish(reply, body.data(), body.size());
+  } catch (const Error&) {
+  }
+}
+
+// Like JsMessage::Answer: a failed acknowledgement means a redelivery, not an error.
+void DeferredAck::operator()() const {
+  if (reply_.empty()) return;
+  try {
+    conn_->Publish(reply_, "+ACK");
   } catch (const Error&) {
   }
 }

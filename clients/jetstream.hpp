@@ -44,8 +44,22 @@ struct ConsumerOptions {
   int64_t max_ack_pending = 20'000;
 };
 
+/// Acknowledges a JetStream message later without keeping the message (and its payload) alive:
+/// it holds only the reply subject. A copy acknowledges the same message: call one of them once.
+class DeferredAck {
+ public:
+  void operator()() const;
+
+ private:
+  friend class JsMessage;
+  DeferredAck(Connection& connection, std::string_view reply) : conn_(&connection), reply_(reply) {}
+
+  Connection* conn_;
+  std::string reply_;
+};
+
 /// A message from a pull consumer. Ack/Nak/Term are idempotent: only the first one counts.
-/// The connection it came on must outlive it.
+/// The connection it came on must outlive it (and every DeferredAck of it).
 class JsMessage {
  public:
   JsMessage(Connection& connection, Message message)
@@ -58,8 +72,13 @@ class JsMessage {
   size_t size() const { return msg_.size(); }
   /// How often the server has delivered it (1 on first delivery), from its reply subject.
   uint64_t delivered() const;
+  /// Messages of the stream the consumer had not delivered yet when it sent this one, from its
+  /// reply subject (0 when the subject does not say).
+  uint64_t pending() const;
 
   void Ack();
+  /// For an acknowledgement after this message is freed (once its data was decoded).
+  DeferredAck AckLater() const { return {conn_, msg_.reply()}; }
   /// Asks for redelivery, after `delay_ms` (0: at once).
   void Nak(int64_t delay_ms = 0);
   /// Never redeliver (bad input).
@@ -67,6 +86,9 @@ class JsMessage {
 
  private:
   void Answer(std::string_view body);
+  /// The numeric token of the reply subject at `v1` (`$JS.ACK.<stream>.<consumer>...`, 9 tokens)
+  /// or `v2` (with domain and account hash, 12 tokens or more); `otherwise` when absent.
+  uint64_t ReplyNumber(size_t v1, size_t v2, uint64_t otherwise) const;
 
   Connection& conn_;
   Message msg_;

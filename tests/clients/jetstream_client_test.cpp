@@ -127,6 +127,39 @@ TEST_F(JetStreamClientTest, AFetchAheadGetsTheNextBatchAndAReleaseHandsItBackAtO
   EXPECT_TRUE(pull->Fetch(10, 200).empty());
 }
 
+// The source learns what the consumer still holds from each batch's last message (no request
+// to the server), and acknowledges through the reply subject alone once the message is freed.
+TEST_F(JetStreamClientTest,
+       AMessageSaysWhatTheConsumerStillHoldsAndCanBeAcknowledgedAfterItIsFreed) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  js.EnsureStream({.name = "LATER", .subjects = {"later.>"}});
+  nats::ConsumerOptions o{
+      .stream = "LATER", .durable = "reader", .filter_subject = "later.>", .ack_wait_ms = 60'000};
+  for (int i = 0; i < 10; ++i)
+    js.Publish("later.x", "m", 1, {{"Nats-Msg-Id", std::to_string(i)}}, 5000);
+  auto pull = js.PullSubscribe(o);
+  std::vector<nats::DeferredAck> acks;
+  {
+    const auto got = pull->Fetch(4, 2000);
+    ASSERT_EQ(got.size(), 4u);
+    EXPECT_EQ(got[0]->pending(), 9u);
+    EXPECT_EQ(got.back()->pending(), 6u);
+    for (const auto& m : got) acks.push_back(m->AckLater());
+  }  // the messages are freed here
+  EXPECT_EQ(js.ConsumerPending("LATER", "reader"), std::make_pair(uint64_t{6}, uint64_t{4}));
+  for (const auto& ack : acks) ack();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return js.ConsumerPending("LATER", "reader") == std::make_pair(uint64_t{6}, uint64_t{0});
+      },
+      5s));
+  const auto rest = pull->Fetch(6, 2000);
+  ASSERT_EQ(rest.size(), 6u);
+  EXPECT_EQ(rest.back()->pending(), 0u);
+  for (const auto& m : rest) m->Ack();
+}
+
 // Workers started together all create the same buckets: a bucket that another client is still
 // creating is found by its name a little before its stream takes writes. Writing to it at once
 // must work (it once failed a worker's start with "no responders").
