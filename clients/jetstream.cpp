@@ -120,7 +120,8 @@ void PullConsumer::OnMessage(Message&& m) {
         return;
       }
       messages_.push_back(std::move(m));
-      if (messages_.size() < wanted_ && outstanding_ > 0) return;  // wake the fetch once
+      // Wake the fetch at the first message and once the batch is complete.
+      if (messages_.size() > 1 && messages_.size() < wanted_ && outstanding_ > 0) return;
     } else if (const std::string status = m.header("Status");
                status == "404" || status == "408" || status == "409") {
       outstanding_ = 0;  // no messages, request expired, or refused (e.g. too many waiting)
@@ -152,8 +153,11 @@ std::vector<std::shared_ptr<JsMessage>> PullConsumer::Fetch(int batch, int timeo
     if (outstanding_ == 0) Request(batch, timeout_ms);
     // Messages the server sends after this wait (a slow link) stay queued for the next Fetch.
     wanted_ = want;
-    arrived_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
-                      [&] { return messages_.size() >= want || outstanding_ == 0; });
+    const auto full = [&] { return messages_.size() >= want || outstanding_ == 0; };
+    if (arrived_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                          [&] { return !messages_.empty() || outstanding_ == 0; })) {
+      arrived_.wait_for(lock, std::chrono::milliseconds(kLingerMs), full);
+    }
     wanted_ = SIZE_MAX;
   }
   const size_t n = std::min(messages_.size(), want);

@@ -105,15 +105,19 @@ class PullConsumer {
   PullConsumer(const PullConsumer&) = delete;
   PullConsumer& operator=(const PullConsumer&) = delete;
 
-  /// Up to `batch` messages, waiting at most timeout_ms; empty when none arrived in time.
-  /// Messages that arrive later are kept for the next call. Throws Error when the request cannot
-  /// be sent (the caller retries). `ahead`: when a whole batch came, the next request goes out
-  /// before this call returns, so the server sends the next batch while the caller handles this
-  /// one (one request is outstanding at a time either way).
+  /// Up to `batch` messages, waiting at most timeout_ms for the first; empty when none arrived
+  /// in time. Once one is there, the rest of the batch is waited for kLingerMs at most, so a
+  /// trickle is handed on at once, not when the request expires. Messages that arrive later are
+  /// kept for the next call. Throws Error when the request cannot be sent (the caller retries).
+  /// `ahead`: when a whole batch came, the next request goes out before this call returns, so the
+  /// server sends the next batch while the caller handles this one (one request is outstanding at a
+  /// time either way).
   std::vector<std::shared_ptr<JsMessage>> Fetch(int batch, int timeout_ms, bool ahead = false);
   /// No more Fetch: messages kept for the next call, and those that still come for a request
   /// sent ahead, are handed back to the server at once (NAK), not left to their ack wait.
   void Release();
+
+  static constexpr int kLingerMs = 10;
 
  private:
   void OnMessage(Message&& m);

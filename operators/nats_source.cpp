@@ -275,7 +275,10 @@ void RegisterNatsSource(Registry& registry) {
       .Default(int64_t{256})
       .Min(1)
       .Max(10000);
-  c.Integer("fetch_expiry_ms", "jetstream: how long a fetch waits for messages.")
+  c.Integer("fetch_expiry_ms",
+            "jetstream: how long a pull request waits for messages. A fetch hands on what came "
+            "within 10 ms of its first message: a slow stream's messages do not wait for the "
+            "request to expire.")
       .Default(int64_t{500})
       .Min(10)
       .Max(60000);

@@ -89,6 +89,33 @@ TEST_F(JetStreamClientTest, FetchReturnsAtMostTheBatchAndNakedMessagesComeAgain)
   again[0]->Term();
 }
 
+// A live stream at a low rate: a partial batch is handed on once it arrived, not when the
+// request expires (500 ms by default in nats_source, 5 s here).
+TEST_F(JetStreamClientTest, APartialBatchIsReturnedAtOnceNotWhenTheRequestExpires) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  js.EnsureStream({.name = "TRICKLE", .subjects = {"trickle.>"}});
+  nats::ConsumerOptions o{.stream = "TRICKLE", .durable = "reader", .filter_subject = "trickle.>"};
+  auto pull = js.PullSubscribe(o);
+  for (int i = 0; i < 3; ++i)
+    js.Publish("trickle.x", "m", 1, {{"Nats-Msg-Id", std::to_string(i)}}, 5000);
+  for (int round = 0; round < 2; ++round) {
+    const auto t0 = std::chrono::steady_clock::now();
+    size_t got = 0;
+    while (got < 3 && std::chrono::steady_clock::now() - t0 < 4s) {
+      for (const auto& m : pull->Fetch(64, 5000)) {
+        m->Ack();
+        ++got;
+      }
+    }
+    EXPECT_EQ(got, 3u);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s) << "round " << round;
+    // The request of the first round is still open at the server: the next messages come on it.
+    for (int i = 0; i < 3; ++i)
+      js.Publish("trickle.x", "n", 1, {{"Nats-Msg-Id", "n" + std::to_string(round * 3 + i)}}, 5000);
+  }
+}
+
 TEST_F(JetStreamClientTest, AFetchAheadGetsTheNextBatchAndAReleaseHandsItBackAtOnce) {
   auto conn = nats::Connection::Connect(Options(server_.port()));
   nats::JetStream js(*conn);
