@@ -166,15 +166,15 @@ class NatsSource final : public Operator {
           undelivered_ = pending > 0;
           consumer_pending_.Set(static_cast<double>(pending));
         }
-        // Asking the consumer costs the server a count over the stream, the more the more
-        // messages await acknowledgement (tens of ms at 100 000): only when a fetch came back
-        // short (idle, or throttled by max_ack_pending: the last message's count may be
-        // stale), at most every 2 s, and every 30 s for the ack-pending gauge.
+        // Asking the consumer costs the server a count over the stream (tens of ms with
+        // 100 000 messages awaiting acknowledgement, more on a large stream), and the fetch
+        // waits for the answer: only when a fetch came back empty (idle, or throttled by
+        // max_ack_pending: the last count may be stale), at most every 2 s, and every 30 s for
+        // the ack-pending gauge.
         const auto since = std::chrono::steady_clock::now() - last_info;
-        if (since >
-            std::chrono::seconds(batch.size() < static_cast<size_t>(fetch_batch_) ? 2 : 30)) {
-          last_info = std::chrono::steady_clock::now();
+        if (since > std::chrono::seconds(batch.empty() ? 2 : 30)) {
           const auto [pending, ack_pending] = js_->ConsumerPending(stream_.name, consumer_.durable);
+          last_info = std::chrono::steady_clock::now();  // after the answer: never back to back
           undelivered_ = pending > 0;
           consumer_pending_.Set(static_cast<double>(pending));
           consumer_ack_pending_.Set(static_cast<double>(ack_pending));
