@@ -41,7 +41,7 @@ class NatsSource final : public Operator {
         consumer_ack_pending_(ctx.metrics.GetGauge(
             "consumer_ack_pending",
             "JetStream: messages delivered but not yet acknowledged (asked every 30 s while "
-            "messages flow, every 2 s when idle).",
+            "messages flow, every 2 s after an empty fetch).",
             labels_)) {
     stream_.name = ctx.config.String("stream");
     stream_.subjects = {subject_};
