@@ -54,17 +54,32 @@ class JetStreamClientTest : public ::testing::Test {
     return o;
   }
 
+  /// A stream `name` on `<prefix>.>` and the options of a durable consumer "reader" on it.
+  static nats::ConsumerOptions StreamAndReader(nats::JetStream& js, const std::string& name,
+                                               const std::string& prefix,
+                                               int64_t ack_wait_ms = 30'000) {
+    js.EnsureStream({.name = name, .subjects = {prefix + ".>"}});
+    return {.stream = name,
+            .durable = "reader",
+            .filter_subject = prefix + ".>",
+            .ack_wait_ms = ack_wait_ms};
+  }
+
+  /// `count` one-byte messages on `subject`, each with its own message id (`<id>0`, `<id>1`...).
+  static void PublishMany(nats::JetStream& js, const std::string& subject, int count,
+                          const std::string& id = "") {
+    for (int i = 0; i < count; ++i)
+      js.Publish(subject, "m", 1, {{"Nats-Msg-Id", id + std::to_string(i)}}, 5000);
+  }
+
   NatsServer server_;
 };
 
 TEST_F(JetStreamClientTest, FetchReturnsAtMostTheBatchAndNakedMessagesComeAgain) {
   auto conn = nats::Connection::Connect(Options(server_.port()));
   nats::JetStream js(*conn);
-  js.EnsureStream({.name = "FETCH", .subjects = {"fetch.>"}});
-  nats::ConsumerOptions o{.stream = "FETCH", .durable = "reader", .filter_subject = "fetch.>"};
-  auto pull = js.PullSubscribe(o);
-  for (int i = 0; i < 25; ++i)
-    js.Publish("fetch.x", "m", 1, {{"Nats-Msg-Id", std::to_string(i)}}, 5000);
+  auto pull = js.PullSubscribe(StreamAndReader(js, "FETCH", "fetch"));
+  PublishMany(js, "fetch.x", 25);
   size_t total = 0;
   for (int round = 0; round < 3; ++round) {
     const auto got = pull->Fetch(10, 2000);
@@ -94,11 +109,8 @@ TEST_F(JetStreamClientTest, FetchReturnsAtMostTheBatchAndNakedMessagesComeAgain)
 TEST_F(JetStreamClientTest, APartialBatchIsReturnedAtOnceNotWhenTheRequestExpires) {
   auto conn = nats::Connection::Connect(Options(server_.port()));
   nats::JetStream js(*conn);
-  js.EnsureStream({.name = "TRICKLE", .subjects = {"trickle.>"}});
-  nats::ConsumerOptions o{.stream = "TRICKLE", .durable = "reader", .filter_subject = "trickle.>"};
-  auto pull = js.PullSubscribe(o);
-  for (int i = 0; i < 3; ++i)
-    js.Publish("trickle.x", "m", 1, {{"Nats-Msg-Id", std::to_string(i)}}, 5000);
+  auto pull = js.PullSubscribe(StreamAndReader(js, "TRICKLE", "trickle"));
+  PublishMany(js, "trickle.x", 3);
   for (int round = 0; round < 2; ++round) {
     const auto t0 = std::chrono::steady_clock::now();
     size_t got = 0;
@@ -111,20 +123,16 @@ TEST_F(JetStreamClientTest, APartialBatchIsReturnedAtOnceNotWhenTheRequestExpire
     EXPECT_EQ(got, 3u);
     EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s) << "round " << round;
     // The request of the first round is still open at the server: the next messages come on it.
-    for (int i = 0; i < 3; ++i)
-      js.Publish("trickle.x", "n", 1, {{"Nats-Msg-Id", "n" + std::to_string(round * 3 + i)}}, 5000);
+    PublishMany(js, "trickle.x", 3, "round" + std::to_string(round) + "-");
   }
 }
 
 TEST_F(JetStreamClientTest, AFetchAheadGetsTheNextBatchAndAReleaseHandsItBackAtOnce) {
   auto conn = nats::Connection::Connect(Options(server_.port()));
   nats::JetStream js(*conn);
-  js.EnsureStream({.name = "AHEAD", .subjects = {"ahead.>"}});
   // A long ack wait: a message left unacknowledged would not come again within this test.
-  nats::ConsumerOptions o{
-      .stream = "AHEAD", .durable = "reader", .filter_subject = "ahead.>", .ack_wait_ms = 60'000};
-  for (int i = 0; i < 30; ++i)
-    js.Publish("ahead.x", "m", 1, {{"Nats-Msg-Id", std::to_string(i)}}, 5000);
+  const nats::ConsumerOptions o = StreamAndReader(js, "AHEAD", "ahead", 60'000);
+  PublishMany(js, "ahead.x", 30);
   {
     auto pull = js.PullSubscribe(o);
     auto got = pull->Fetch(10, 2000, /*ahead=*/true);
@@ -160,11 +168,8 @@ TEST_F(JetStreamClientTest,
        AMessageSaysWhatTheConsumerStillHoldsAndCanBeAcknowledgedAfterItIsFreed) {
   auto conn = nats::Connection::Connect(Options(server_.port()));
   nats::JetStream js(*conn);
-  js.EnsureStream({.name = "LATER", .subjects = {"later.>"}});
-  nats::ConsumerOptions o{
-      .stream = "LATER", .durable = "reader", .filter_subject = "later.>", .ack_wait_ms = 60'000};
-  for (int i = 0; i < 10; ++i)
-    js.Publish("later.x", "m", 1, {{"Nats-Msg-Id", std::to_string(i)}}, 5000);
+  const nats::ConsumerOptions o = StreamAndReader(js, "LATER", "later", 60'000);
+  PublishMany(js, "later.x", 10);
   auto pull = js.PullSubscribe(o);
   std::vector<nats::DeferredAck> acks;
   {
