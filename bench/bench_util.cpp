@@ -166,7 +166,7 @@ class CountSamples final : public Operator {
     if (const auto* b = std::get_if<SampleBatch>(in.get())) {
       p_.batches.fetch_add(1, std::memory_order_relaxed);
       p_.samples.fetch_add(b->points.size(), std::memory_order_relaxed);
-      if (b->ack) b->ack();
+      if (b->ack) b->ack->Done();
     } else if (std::holds_alternative<StatusEvent>(*in)) {
       p_.status.fetch_add(1, std::memory_order_relaxed);
     }

@@ -450,7 +450,7 @@ class AckSampleSink final : public Operator {
   void Process(const Message& in, Emitter&) override {
     if (const auto* b = std::get_if<SampleBatch>(in.get())) {
       p_.samples.fetch_add(b->points.size(), std::memory_order_relaxed);
-      if (b->ack) b->ack();
+      if (b->ack) b->ack->Done();
     } else if (std::holds_alternative<Tick>(*in)) {
       p_.ticks.fetch_add(1, std::memory_order_relaxed);
     }

@@ -10,7 +10,6 @@
 ///    operator that sees Tick{t} has seen all input that entered before t was read.
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,14 +20,35 @@
 
 namespace fleetflow {
 
+/// The acknowledgement of one message of an at-least-once source: due once the samples it
+/// carried are safely in state, and it may be given on any thread. It is shared, so a batch
+/// passed on carries it at the cost of a pointer; the state operator gives it (once).
+class Acknowledgement {
+ public:
+  virtual ~Acknowledgement() = default;
+  virtual void Done() = 0;
+};
+using Ack = std::shared_ptr<Acknowledgement>;
+
+/// An Ack that calls `f` (a callable taking nothing), held in the same allocation.
+template <typename F>
+Ack MakeAck(F f) {
+  struct Call final : Acknowledgement {
+    explicit Call(F g) : f(std::move(g)) {}
+    void Done() override { f(); }
+    F f;
+  };
+  return std::make_shared<Call>(std::move(f));
+}
+
 /// Samples of one sensor of one vehicle, in the order they were received.
 struct SampleBatch {
   std::string vehicle;
   std::string sensor;
   std::vector<wire::Point> points;
-  /// Called once the samples are safely in state (at-least-once sources acknowledge here).
-  /// Empty for at-most-once delivery.
-  std::function<void()> ack;
+  /// Given once the samples are safely in state (at-least-once sources acknowledge here).
+  /// Null for at-most-once delivery.
+  Ack ack;
   /// Engine clock when the source received the message (0: unknown). Operators that need the
   /// arrival time use it rather than reading the clock, so a replay sees recorded arrival times.
   int64_t received_ns = 0;

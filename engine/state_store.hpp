@@ -3,8 +3,8 @@
 /// working copy in memory and writes it through a StateStore; the memory store keeps nothing
 /// beyond the process, the JetStream KV store (operators/state/) shares it among workers.
 ///
-/// Calls come from the owning operator's thread, one at a time; the `durable` callbacks may run
-/// on any thread.
+/// Calls come from the owning operator's thread, one at a time; the `durable` acknowledgements
+/// may be given on any thread.
 
 #include <algorithm>
 #include <cstdint>
@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "message.hpp"
 #include "wire.hpp"
 
 namespace fleetflow {
@@ -62,7 +63,7 @@ class StateStore {
   /// writers') and stores them together with the samples added since its last write (every one
   /// of them when other writers may watch, what is retained otherwise).
   virtual void Write(const std::string& key, const std::vector<wire::Point>& samples,
-                     std::function<void()> durable) = 0;
+                     Ack durable) = 0;
   /// Called on every clock tick: sends the writes that are due (`all`: every pending write,
   /// waiting for them), and hands over what other writers stored since the last call.
   virtual void Sync(bool all, const Visit& changed_elsewhere) = 0;
@@ -74,9 +75,8 @@ class StateStore {
 class MemoryStateStore final : public StateStore {
  public:
   void Restore(const Visit&) override {}
-  void Write(const std::string&, const std::vector<wire::Point>&,
-             std::function<void()> durable) override {
-    if (durable) durable();
+  void Write(const std::string&, const std::vector<wire::Point>&, Ack durable) override {
+    if (durable) durable->Done();
   }
   void Sync(bool, const Visit&) override {}
 };

@@ -81,7 +81,7 @@ class KeyedLastValue final : public Operator {
     if (!sensors_.empty() &&
         std::find(sensors_.begin(), sensors_.end(), batch->sensor) == sensors_.end()) {
       unknown_.Inc(batch->points.size());
-      if (batch->ack) batch->ack();
+      if (batch->ack) batch->ack->Done();
       return;
     }
     key_.assign(batch->vehicle).append(".").append(batch->sensor);
@@ -90,11 +90,12 @@ class KeyedLastValue final : public Operator {
     if (!stored_.empty()) {
       store_->Write(key_, stored_, batch->ack);  // acknowledged once durable
     } else if (batch->ack) {
-      batch->ack();  // nothing new in state: nothing to make durable
+      batch->ack->Done();  // nothing new in state: nothing to make durable
     }
     if (passed_.empty()) return;
-    if (passed_.size() == batch->points.size() && !batch->ack) {
-      out.Emit(in);  // nothing dropped: pass the message on as it is
+    if (passed_.size() == batch->points.size()) {
+      // Nothing dropped: the message goes on as it is (its acknowledgement, given here, along).
+      out.Emit(in);
       return;
     }
     out.Emit(

@@ -137,7 +137,7 @@ class NatsSource final : public Operator {
     if (auto* batch = std::get_if<SampleBatch>(body.get())) {
       // The message is freed once handled: while its samples wait for the state's next write
       // (up to a second), only its reply subject is kept.
-      if (js) batch->ack = js->AckLater();
+      if (js) batch->ack = MakeAck(js->AckLater());
       out_->Emit(std::move(body));
       return;
     }

@@ -192,7 +192,7 @@ void JetStreamKvStore::Restore(const Visit& visit) {
 }
 
 void JetStreamKvStore::Write(const std::string& key, const std::vector<wire::Point>& samples,
-                             std::function<void()> durable) {
+                             Ack durable) {
   std::lock_guard lock(mu_);
   KeyState& ks = keys_[key];
   // Everything since the last write goes out with the next one, not only the newest `keep`
@@ -242,7 +242,7 @@ void JetStreamKvStore::Send(std::vector<Outgoing> writes) {
 
 void JetStreamKvStore::Done(const std::string& key, const std::vector<wire::Point>& sent,
                             const nats::KvWriteResult& r) {
-  std::vector<std::function<void()>> acks;
+  std::vector<Ack> acks;
   {
     std::lock_guard lock(mu_);
     KeyState& ks = keys_[key];
@@ -272,7 +272,7 @@ void JetStreamKvStore::Done(const std::string& key, const std::vector<wire::Poin
       }
     }
   }
-  for (auto& ack : acks) ack();
+  for (const Ack& ack : acks) ack->Done();
 }
 
 void JetStreamKvStore::Flush() {

@@ -57,8 +57,7 @@ class JetStreamKvStore final : public StateStore {
   ~JetStreamKvStore() override;
 
   void Restore(const Visit& visit) override;
-  void Write(const std::string& key, const std::vector<wire::Point>& samples,
-             std::function<void()> durable) override;
+  void Write(const std::string& key, const std::vector<wire::Point>& samples, Ack durable) override;
   void Sync(bool all, const Visit& changed_elsewhere) override;
   bool Ready() const override;
 
@@ -75,8 +74,8 @@ class JetStreamKvStore final : public StateStore {
     bool dirty = false;
     bool in_flight = false;
     bool conflict = false;
-    std::vector<std::function<void()>> acks;            // durable once `samples` are stored
-    std::vector<std::function<void()>> in_flight_acks;  // durable once the write in flight is
+    std::vector<Ack> acks;            // durable once `samples` are stored
+    std::vector<Ack> in_flight_acks;  // durable once the write in flight is
   };
   struct Update {
     std::string key;

@@ -21,7 +21,7 @@ constexpr int64_t kBase = 1'700'000'000 * kS;
 
 Body Batch(const std::string& vehicle, const std::string& sensor, std::vector<int64_t> ts,
            std::function<void()> ack = {}) {
-  SampleBatch b{vehicle, sensor, {}, std::move(ack)};
+  SampleBatch b{vehicle, sensor, {}, ack ? MakeAck(std::move(ack)) : nullptr};
   for (int64_t t : ts)
     b.points.push_back(wire::Point{kBase + t, static_cast<uint32_t>(t), double(t)});
   return b;

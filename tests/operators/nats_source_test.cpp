@@ -193,7 +193,7 @@ TEST_F(NatsSourceTest, JetStreamStoresTheDeadLetterBeforeTerminatingTheOriginal)
   Publish("vehicle.v3.speed", {wire::Point{kNow - 1, 9, 42.0}});
   conn_->Flush(2000);
   ASSERT_TRUE(WaitFor([&] { return out.size() == 1; }, 10s));
-  for (const auto& m : Only<SampleBatch>(out.messages)) m->ack();
+  for (const auto& m : Only<SampleBatch>(out.messages)) m->ack->Done();
 
   nats::JetStream js(*conn_);
   nats::ConsumerOptions reader;
@@ -258,7 +258,7 @@ TEST_F(NatsSourceTest, JetStreamHoldsBackInputWhileItsConsumerHasUndeliveredMess
       [&] {
         std::lock_guard lock(out.mu);
         for (; acked < out.messages.size(); ++acked) {
-          if (const auto* b = std::get_if<SampleBatch>(out.messages[acked].get())) b->ack();
+          if (const auto* b = std::get_if<SampleBatch>(out.messages[acked].get())) b->ack->Done();
         }
         return acked == 3;
       },
