@@ -115,8 +115,10 @@ void PullConsumer::OnMessage(Message&& m) {
     if (m.reply().starts_with("$JS.ACK.")) {
       if (outstanding_ > 0) --outstanding_;
       if (released_) {
+        const bool last = outstanding_ == 0;
         lock.unlock();
         JsMessage(conn_, std::move(m)).Nak();  // for a request sent ahead; no one fetches now
+        if (last) arrived_.notify_all();       // Release waits for the request's end
         return;
       }
       messages_.push_back(std::move(m));
@@ -174,12 +176,18 @@ std::vector<std::shared_ptr<JsMessage>> PullConsumer::Fetch(int batch, int timeo
 
 void PullConsumer::Release() {
   std::deque<Message> kept;
-  {
-    std::lock_guard lock(mu_);
-    released_ = true;
-    kept.swap(messages_);
-  }
+  std::unique_lock lock(mu_);
+  released_ = true;
+  kept.swap(messages_);
+  lock.unlock();
   for (Message& m : kept) JsMessage(conn_, std::move(m)).Nak();
+  // The messages of a request still outstanding are handed back as they come (OnMessage). Those
+  // still on their way when the subscription goes would wait for their ack wait instead: wait
+  // for the request's end (its last message, or its expiry status), 2 s at most.
+  lock.lock();
+  const int64_t until = std::min(outstanding_until_ns_, NowNs() + 2'000'000'000);
+  arrived_.wait_for(lock, std::chrono::nanoseconds(std::max<int64_t>(until - NowNs(), 0)),
+                    [&] { return outstanding_ == 0; });
 }
 
 // --- KvWatcher ---

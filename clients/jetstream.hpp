@@ -114,7 +114,8 @@ class PullConsumer {
   /// time either way).
   std::vector<std::shared_ptr<JsMessage>> Fetch(int batch, int timeout_ms, bool ahead = false);
   /// No more Fetch: messages kept for the next call, and those that still come for a request
-  /// sent ahead, are handed back to the server at once (NAK), not left to their ack wait.
+  /// sent ahead, are handed back to the server at once (NAK), not left to their ack wait. Waits
+  /// for the end of the request still outstanding (its last message or its expiry), at most 2 s.
   void Release();
 
   static constexpr int kLingerMs = 10;

@@ -162,6 +162,35 @@ TEST_F(JetStreamClientTest, AFetchAheadGetsTheNextBatchAndAReleaseHandsItBackAtO
   EXPECT_TRUE(pull->Fetch(10, 200).empty());
 }
 
+// Released at once, while the batch requested ahead is still on its way: every message of that
+// batch comes back to the stream at once, none is left to its ack wait (60 s here).
+TEST_F(JetStreamClientTest, AReleaseRightAfterAFetchAheadHandsBackTheBatchStillOnItsWay) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  const nats::ConsumerOptions o = StreamAndReader(js, "RACE", "race", 60'000);
+  PublishMany(js, "race.x", 400);
+  for (int round = 0; round < 2; ++round) {
+    auto pull = js.PullSubscribe(o);
+    auto got = pull->Fetch(100, 2000, /*ahead=*/true);
+    ASSERT_EQ(got.size(), 100u);
+    for (const auto& m : got) m->Ack();
+    pull->Release();
+  }
+  auto pull = js.PullSubscribe(o);
+  size_t total = 0;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (const auto& m : pull->Fetch(100, 200)) {
+          m->Ack();
+          ++total;
+        }
+        return total >= 200;
+      },
+      10s))
+      << total << " of the 200 messages not acknowledged came back within 10 s";
+  EXPECT_EQ(total, 200u);
+}
+
 // The source learns what the consumer still holds from each batch's last message (no request
 // to the server), and acknowledges through the reply subject alone once the message is freed.
 TEST_F(JetStreamClientTest,
