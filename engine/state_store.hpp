@@ -57,13 +57,16 @@ class StateStore {
   virtual ~StateStore() = default;
   /// Hands over every stored key as it is now; called once, before any other call.
   virtual void Restore(const Visit& visit) = 0;
-  /// Adds `samples` (new samples of `key` that entered its state, in any order) to what is
-  /// stored for the key; `durable` runs once they are stored. Writes of one key are coalesced:
+  /// The store's number for `key` (made when new), for Write: a key is looked up by name once,
+  /// not on every write.
+  virtual size_t Slot(const std::string& key) = 0;
+  /// Adds `samples` (new samples of the key numbered `slot` that entered its state, in any
+  /// order) to what is stored for the key; `durable` is given once they are stored. Writes of
+  /// one key are coalesced:
   /// the store keeps the key's retained samples itself (from Restore, its own writes and other
   /// writers') and stores them together with the samples added since its last write (every one
   /// of them when other writers may watch, what is retained otherwise).
-  virtual void Write(const std::string& key, const std::vector<wire::Point>& samples,
-                     Ack durable) = 0;
+  virtual void Write(size_t slot, const std::vector<wire::Point>& samples, Ack durable) = 0;
   /// Called on every clock tick: sends the writes that are due (`all`: every pending write,
   /// waiting for them), and hands over what other writers stored since the last call.
   virtual void Sync(bool all, const Visit& changed_elsewhere) = 0;
@@ -75,7 +78,8 @@ class StateStore {
 class MemoryStateStore final : public StateStore {
  public:
   void Restore(const Visit&) override {}
-  void Write(const std::string&, const std::vector<wire::Point>&, Ack durable) override {
+  size_t Slot(const std::string&) override { return 0; }
+  void Write(size_t, const std::vector<wire::Point>&, Ack durable) override {
     if (durable) durable->Done();
   }
   void Sync(bool, const Visit&) override {}

@@ -46,7 +46,7 @@ class KeyedLastValue final : public Operator {
       if (!IsStateKey(key)) return;  // the bucket may hold other records (window_join's)
       retention_.Apply(samples);
       restored_.push_back(key);
-      state_[key] = std::move(samples);
+      state_[key].kept = std::move(samples);
     });
     keys_.Set(static_cast<double>(state_.size()));
   }
@@ -61,11 +61,11 @@ class KeyedLastValue final : public Operator {
       auto newest = newest_.find(status->vehicle);
       int64_t at = newest != newest_.end() ? newest->second : status->at_ns;
       key_.assign(status->vehicle).append(".").append(wire::kStatusToken);
-      if (const auto last = state_.find(key_); last != state_.end() && !last->second.empty()) {
-        at = std::max(at, last->second.back().ts_ns + 1);
+      if (const auto last = state_.find(key_); last != state_.end() && !last->second.kept.empty()) {
+        at = std::max(at, last->second.kept.back().ts_ns + 1);
       }
-      Accept(key_, {wire::Point{at, 0, status->on ? 1.0 : 0.0}}, false);
-      if (!stored_.empty()) store_->Write(key_, stored_, {});
+      KeyEntry& entry = Accept(key_, {wire::Point{at, 0, status->on ? 1.0 : 0.0}}, false);
+      if (!stored_.empty()) store_->Write(Slot(entry, key_), stored_, {});
       out.Emit(MakeMessage(StatusEvent{status->vehicle, status->on, at}));
       return;
     }
@@ -85,10 +85,10 @@ class KeyedLastValue final : public Operator {
       return;
     }
     key_.assign(batch->vehicle).append(".").append(batch->sensor);
-    Accept(key_, batch->points, true);
+    KeyEntry& entry = Accept(key_, batch->points, true);
     accepted_.Inc(passed_.size());
     if (!stored_.empty()) {
-      store_->Write(key_, stored_, batch->ack);  // acknowledged once durable
+      store_->Write(Slot(entry, key_), stored_, batch->ack);  // acknowledged once durable
     } else if (batch->ack) {
       batch->ack->Done();  // nothing new in state: nothing to make durable
     }
@@ -112,16 +112,18 @@ class KeyedLastValue final : public Operator {
            key.find('.', dot + 1) == std::string::npos;
   }
 
-  /// Takes `points` into the key's state. Leaves in passed_ the samples to pass on: every one
-  /// that is not a duplicate of a kept one (stale ones included, though they stay out of the
-  /// state); and in stored_ those that entered the state (to store, even when retention drops
-  /// them again at once: other workers see every sample).
-  void Accept(const std::string& key, const std::vector<wire::Point>& points, bool count) {
+  struct KeyEntry;
+  /// Takes `points` into the key's state and returns it. Leaves in passed_ the samples to pass
+  /// on: every one that is not a duplicate of a kept one (stale ones included, though they stay
+  /// out of the state); and in stored_ those that entered the state (to store, even when
+  /// retention drops them again at once: other workers see every sample).
+  KeyEntry& Accept(const std::string& key, const std::vector<wire::Point>& points, bool count) {
     passed_.clear();
     stored_.clear();
     auto [it, inserted] = state_.try_emplace(key);
     if (inserted) keys_.Set(static_cast<double>(state_.size()));
-    std::vector<wire::Point>& kept = it->second;
+    KeyEntry& entry = it->second;
+    std::vector<wire::Point>& kept = entry.kept;
     for (const wire::Point& p : points) {
       auto pos = std::lower_bound(kept.begin(), kept.end(), p.ts_ns,
                                   [](const wire::Point& k, int64_t ts) { return k.ts_ns < ts; });
@@ -142,11 +144,21 @@ class KeyedLastValue final : public Operator {
       stored_.push_back(p);
     }
     if (!passed_.empty() && !key.ends_with(wire::kStatusToken)) {
-      const std::string_view vehicle = std::string_view(key).substr(0, key.find('.'));
-      auto newest = newest_.find(vehicle);
-      if (newest == newest_.end()) newest = newest_.emplace(vehicle, kept.back().ts_ns).first;
-      newest->second = std::max(newest->second, kept.back().ts_ns);
+      if (entry.newest == nullptr) {
+        const std::string_view vehicle = std::string_view(key).substr(0, key.find('.'));
+        auto newest = newest_.find(vehicle);
+        if (newest == newest_.end()) newest = newest_.emplace(vehicle, kept.back().ts_ns).first;
+        entry.newest = &newest->second;  // map nodes stay where they are
+      }
+      *entry.newest = std::max(*entry.newest, kept.back().ts_ns);
     }
+    return entry;
+  }
+
+  /// The store's number for `key`, whose state is `entry` (asked of the store once per key).
+  size_t Slot(KeyEntry& entry, const std::string& key) {
+    if (entry.slot == SIZE_MAX) entry.slot = store_->Slot(key);
+    return entry.slot;
   }
 
   /// Whether a sample older than every sample of `kept` would stay in the state once added.
@@ -167,7 +179,7 @@ class KeyedLastValue final : public Operator {
   /// The restored state goes downstream first, so the windows after a restart have the values
   /// from before it.
   void EmitRestored(Emitter& out) {
-    for (const std::string& key : restored_) EmitKey(key, state_[key], out);
+    for (const std::string& key : restored_) EmitKey(key, state_[key].kept, out);
     restored_.clear();
   }
 
@@ -186,11 +198,17 @@ class KeyedLastValue final : public Operator {
 
   const Retention retention_;
   std::vector<std::string> sensors_;
-  std::unordered_map<std::string, std::vector<wire::Point>> state_;  // ascending ts
+  struct KeyEntry {
+    std::vector<wire::Point> kept;  // ascending ts
+    int64_t* newest = nullptr;      // the vehicle's entry in newest_, once it has one
+    size_t slot = SIZE_MAX;         // the key's number in the store, once asked
+  };
+  std::unordered_map<std::string, KeyEntry> state_;
   std::string key_;
   std::unique_ptr<StateStore> store_;
   std::vector<std::string> restored_;  // keys restored but not yet passed on
-  /// Newest sample time per vehicle (looked up by a view of the key: no string per batch).
+  /// Newest sample time per vehicle (looked up once per key, by a view of it; then through
+  /// KeyEntry::newest).
   struct Hash : std::hash<std::string_view> {
     using is_transparent = void;
   };

@@ -191,10 +191,19 @@ void JetStreamKvStore::Restore(const Visit& visit) {
   }
 }
 
-void JetStreamKvStore::Write(const std::string& key, const std::vector<wire::Point>& samples,
-                             Ack durable) {
+size_t JetStreamKvStore::Slot(const std::string& key) {
   std::lock_guard lock(mu_);
-  KeyState& ks = keys_[key];
+  auto& node = *keys_.try_emplace(key).first;
+  if (node.second.slot == SIZE_MAX) {
+    node.second.slot = slots_.size();
+    slots_.push_back(&node);
+  }
+  return node.second.slot;
+}
+
+void JetStreamKvStore::Write(size_t slot, const std::vector<wire::Point>& samples, Ack durable) {
+  std::lock_guard lock(mu_);
+  auto& [key, ks] = *slots_.at(slot);
   // Everything since the last write goes out with the next one, not only the newest `keep`
   // (unless alone, see Prepare): the other workers see every sample through their watch even
   // when a write is delayed.

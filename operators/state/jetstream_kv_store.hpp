@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <limits>
 #include <memory>
@@ -57,7 +58,8 @@ class JetStreamKvStore final : public StateStore {
   ~JetStreamKvStore() override;
 
   void Restore(const Visit& visit) override;
-  void Write(const std::string& key, const std::vector<wire::Point>& samples, Ack durable) override;
+  size_t Slot(const std::string& key) override;
+  void Write(size_t slot, const std::vector<wire::Point>& samples, Ack durable) override;
   void Sync(bool all, const Visit& changed_elsewhere) override;
   bool Ready() const override;
 
@@ -74,6 +76,7 @@ class JetStreamKvStore final : public StateStore {
     bool dirty = false;
     bool in_flight = false;
     bool conflict = false;
+    size_t slot = SIZE_MAX;           // its number in slots_, once Slot gave it one
     std::vector<Ack> acks;            // durable once `samples` are stored
     std::vector<Ack> in_flight_acks;  // durable once the write in flight is
   };
@@ -112,6 +115,7 @@ class JetStreamKvStore final : public StateStore {
   bool restored_ = false;
   bool stopping_ = false;
   std::unordered_map<std::string, KeyState> keys_;
+  std::vector<std::pair<const std::string, KeyState>*> slots_;  // by Slot's number (nodes stay)
   std::vector<std::string> dirty_;
   std::deque<Update> incoming_;
   int64_t last_flush_ns_ = 0;

@@ -260,7 +260,7 @@ TEST_F(KeyedLastValueKvTest, TheOnlyWriterStopsWatchingAndWatchesAgainWhenAnothe
   };
   // Alone: A stops watching (its own writes would only come back to it) and still writes.
   ASSERT_TRUE(WaitFor([&] { return metrics_a.GaugeSum("kv_watching") == 0; }, 10s));
-  a->Write("v1.speed", {point(1)}, {});
+  a->Write(a->Slot("v1.speed"), {point(1)}, {});
   a->Sync(true, [](const std::string&, std::vector<wire::Point>) {});
   EXPECT_EQ(Stored("v1.speed"), (std::vector<int64_t>{1}));
   {
@@ -271,7 +271,7 @@ TEST_F(KeyedLastValueKvTest, TheOnlyWriterStopsWatchingAndWatchesAgainWhenAnothe
     const auto start = std::chrono::steady_clock::now();
     int64_t t = 100;
     while (std::chrono::steady_clock::now() - start < 600ms) {
-      a->Write("v1.speed", {point(++t)}, {});
+      a->Write(a->Slot("v1.speed"), {point(++t)}, {});
       sync_a();
       std::this_thread::sleep_for(20ms);  // the tick period of this test's input, not a wait
     }
@@ -291,8 +291,8 @@ TEST_F(KeyedLastValueKvTest, TheOnlyWriterStopsWatchingAndWatchesAgainWhenAnothe
     auto b = store(metrics_b);
     b->Restore([](const std::string&, std::vector<wire::Point>) {});
     ASSERT_TRUE(WaitFor([&] { return metrics_a.GaugeSum("kv_watching") == 1; }, 10s));
-    b->Write("v1.speed", {point(1000)}, {});
-    b->Write("v2.soc", {point(1001)}, {});
+    b->Write(b->Slot("v1.speed"), {point(1000)}, {});
+    b->Write(b->Slot("v2.soc"), {point(1001)}, {});
     b->Sync(true, [](const std::string&, std::vector<wire::Point>) {});
     ASSERT_TRUE(WaitFor(
         [&] {
@@ -304,7 +304,7 @@ TEST_F(KeyedLastValueKvTest, TheOnlyWriterStopsWatchingAndWatchesAgainWhenAnothe
     EXPECT_EQ(seen_by_a["v1.speed"].back(), 1000);
     EXPECT_EQ(Stored("v1.speed").back(), 1000);
     // A's next write of the key is based on B's: nothing of B's is lost.
-    a->Write("v1.speed", {point(1002)}, {});
+    a->Write(a->Slot("v1.speed"), {point(1002)}, {});
     a->Sync(true, [](const std::string&, std::vector<wire::Point>) {});
     const auto stored = Stored("v1.speed");
     EXPECT_EQ(std::vector<int64_t>(stored.end() - 2, stored.end()),
@@ -316,7 +316,7 @@ TEST_F(KeyedLastValueKvTest, TheOnlyWriterStopsWatchingAndWatchesAgainWhenAnothe
   // A writer that does not heartbeat (an older release) shows itself by a conflict: A watches.
   const auto bytes = wire::EncodeBatch(std::vector<wire::Point>{point(2000)});
   js_->EnsureBucket({})->Put("v1.speed", std::string(bytes.begin(), bytes.end()));
-  a->Write("v1.speed", {point(2001)}, {});
+  a->Write(a->Slot("v1.speed"), {point(2001)}, {});
   a->Sync(true, [](const std::string&, std::vector<wire::Point>) {});
   EXPECT_GE(metrics_a.CounterSum("kv_conflicts"), 1u);
   const auto stored = Stored("v1.speed");
