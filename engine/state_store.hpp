@@ -62,10 +62,9 @@ class StateStore {
   virtual size_t Slot(const std::string& key) = 0;
   /// Adds `samples` (new samples of the key numbered `slot` that entered its state, in any
   /// order) to what is stored for the key; `durable` is given once they are stored. Writes of
-  /// one key are coalesced:
-  /// the store keeps the key's retained samples itself (from Restore, its own writes and other
-  /// writers') and stores them together with the samples added since its last write (every one
-  /// of them when other writers may watch, what is retained otherwise).
+  /// one key are coalesced: the store keeps the key's retained samples itself (from Restore, its
+  /// own writes and other writers') and stores them together with the samples added since its
+  /// last write (every one of them when other writers may watch, what is retained otherwise).
   virtual void Write(size_t slot, const std::vector<wire::Point>& samples, Ack durable) = 0;
   /// Called on every clock tick: sends the writes that are due (`all`: every pending write,
   /// waiting for them), and hands over what other writers stored since the last call.
