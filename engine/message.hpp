@@ -9,6 +9,8 @@
 ///    everything they emitted before it, and every operator forwards it after handling it, so an
 ///    operator that sees Tick{t} has seen all input that entered before t was read.
 
+#include <oneapi/tbb/scalable_allocator.h>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -18,7 +20,24 @@
 
 #include "wire.hpp"
 
+#ifndef FF_SANITIZED  // set by CMakeLists.txt for sanitizer builds
+#define FF_SANITIZED 0
+#endif
+
 namespace fleetflow {
+
+/// Allocates what lives for one message (the message, its acknowledgement) with oneTBB's
+/// scalable allocator: a source's thread makes them and the graph's threads free them, which
+/// glibc's allocator serves from its slow path (docs/BENCHMARKS.md §2). Sanitizer builds keep
+/// the standard allocator, which the sanitizers check.
+template <typename T, typename... Args>
+std::shared_ptr<T> MakePerMessage(Args&&... args) {
+#if FF_SANITIZED
+  return std::make_shared<T>(std::forward<Args>(args)...);
+#else
+  return std::allocate_shared<T>(tbb::scalable_allocator<T>(), std::forward<Args>(args)...);
+#endif
+}
 
 /// The acknowledgement of one message of an at-least-once source: due once the samples it
 /// carried are safely in state, and it may be given on any thread. It is shared, so a batch
@@ -38,7 +57,7 @@ Ack MakeAck(F f) {
     void Done() override { f(); }
     F f;
   };
-  return std::make_shared<Call>(std::move(f));
+  return MakePerMessage<Call>(std::move(f));
 }
 
 /// Samples of one sensor of one vehicle, in the order they were received.
@@ -98,7 +117,7 @@ using Message = std::shared_ptr<const Body>;
 
 template <typename T>
 Message MakeMessage(T&& body) {
-  return std::make_shared<const Body>(std::forward<T>(body));
+  return MakePerMessage<const Body>(std::forward<T>(body));
 }
 
 }  // namespace fleetflow

@@ -26,9 +26,7 @@ const char* Invalid(const wire::Point& p, int64_t horizon, int64_t oldest) {
 }
 
 /// `ms` in ns, saturating: a limit too large to represent means no limit, never an overflow.
-int64_t MsToNs(int64_t ms) {
-  return ms > INT64_MAX / 1'000'000 ? INT64_MAX : ms * 1'000'000;
-}
+int64_t MsToNs(int64_t ms) { return ms > INT64_MAX / 1'000'000 ? INT64_MAX : ms * 1'000'000; }
 
 /// a + b clamped to the int64 range (a replayed receive time may be anything).
 int64_t SaturatingAdd(int64_t a, int64_t b) {
@@ -112,13 +110,13 @@ WireInput::Outcome WireInput::Decode(std::string_view subject_text, const void* 
       return reject_whole("bad_status");
     }
     status_.Inc();
-    out = std::make_shared<Body>(StatusEvent{std::string(subject.vehicle), on, now_ns});
+    out = MakePerMessage<Body>(StatusEvent{std::string(subject.vehicle), on, now_ns});
     return Outcome::kEmit;
   }
   if (!sensors_.empty() && !sensors_.contains(subject.sensor)) {
     return reject_whole("unknown_sensor");
   }
-  auto body = std::make_shared<Body>(std::in_place_type<SampleBatch>);
+  auto body = MakePerMessage<Body>(std::in_place_type<SampleBatch>);
   SampleBatch& batch = std::get<SampleBatch>(*body);
   const wire::DecodeError err = wire::DecodeBatch(data, size, batch.points);
   if (err != wire::DecodeError::kNone) return reject_whole(std::string(wire::ToString(err)));
@@ -157,9 +155,8 @@ void WireInput::Count(const std::string& reason, size_t n, std::string_view subj
   }
   c->Inc(n);
   static RateLimitedLog reject_log;
-  reject_log.Log(
-      id_ + "/" + reason, spdlog::level::warn, "rejected input",
-      {{"node", id_}, {"subject", subject}, {"reason", reason}, {"total", c->value()}});
+  reject_log.Log(id_ + "/" + reason, spdlog::level::warn, "rejected input",
+                 {{"node", id_}, {"subject", subject}, {"reason", reason}, {"total", c->value()}});
 }
 
 }  // namespace fleetflow
