@@ -121,33 +121,28 @@ PullConsumer::PullConsumer(Connection& connection, const std::string& stream,
                            const std::string& durable)
     : conn_(connection),
       request_subject_("$JS.API.CONSUMER.MSG.NEXT." + stream + "." + durable),
-      inbox_(Connection::NewInbox()) {
-  sub_ = conn_.Subscribe(inbox_, "", [this](Message&& m) { OnMessage(std::move(m)); });
-}
+      inbox_(Connection::NewInbox()),
+      sub_(conn_.SubscribeSync(inbox_)) {}
 
-void PullConsumer::OnMessage(Message&& m) {
-  {
-    std::unique_lock lock(mu_);
-    if (m.reply().starts_with("$JS.ACK.")) {
+bool PullConsumer::Receive(int64_t until_ns, std::vector<Message>& out) {
+  for (;;) {
+    const int64_t left_ns = until_ns - NowNs();
+    const int wait_ms = left_ns > 0 ? static_cast<int>((left_ns + 999'999) / 1'000'000) : 0;
+    bool no_responders = false;
+    std::optional<Message> m = sub_->Next(wait_ms, no_responders);
+    if (!m) return false;
+    if (m->reply().starts_with("$JS.ACK.")) {
       if (outstanding_ > 0) --outstanding_;
-      if (released_) {
-        const bool last = outstanding_ == 0;
-        lock.unlock();
-        JsMessage(conn_, std::move(m)).Nak();  // for a request sent ahead; no one fetches now
-        if (last) arrived_.notify_all();       // Release waits for the request's end
-        return;
-      }
-      messages_.push_back(std::move(m));
-      // Wake the fetch at the first message and once the batch is complete.
-      if (messages_.size() > 1 && messages_.size() < wanted_ && outstanding_ > 0) return;
-    } else if (const std::string status = m.header("Status");
-               status == "404" || status == "408" || status == "409") {
-      outstanding_ = 0;  // no messages, request expired, or refused (e.g. too many waiting)
-    } else {
-      return;  // a heartbeat or anything else: not for us
+      out.push_back(std::move(*m));
+      return true;
     }
+    if (const std::string status = m->header("Status");
+        status == "404" || status == "408" || status == "409") {
+      outstanding_ = 0;  // no messages, request expired, or refused (e.g. too many waiting)
+      return true;
+    }
+    // A heartbeat or anything else: not for us.
   }
-  arrived_.notify_all();
 }
 
 void PullConsumer::Request(int batch, int timeout_ms) {
@@ -161,49 +156,45 @@ void PullConsumer::Request(int batch, int timeout_ms) {
 }
 
 std::vector<std::shared_ptr<JsMessage>> PullConsumer::Fetch(int batch, int timeout_ms, bool ahead) {
-  std::vector<std::shared_ptr<JsMessage>> out;
   const size_t want = static_cast<size_t>(batch);
-  std::unique_lock lock(mu_);
+  std::lock_guard lock(mu_);
+  if (released_) return {};
+  received_.clear();
+  // Messages of an earlier request (one sent ahead, or one given up) are returned first.
+  while (received_.size() < want && Receive(0, received_)) {
+  }
   if (outstanding_ > 0 && NowNs() > outstanding_until_ns_) outstanding_ = 0;
-  // Messages of an earlier request (one sent ahead, or one given up) are returned first; a new
-  // request goes out only when none is outstanding.
-  if (messages_.size() < want) {
+  if (received_.size() < want) {
+    // A new request goes out only when none is outstanding.
     if (outstanding_ == 0) Request(batch, timeout_ms);
-    // Messages the server sends after this wait (a slow link) stay queued for the next Fetch.
-    wanted_ = want;
-    const auto full = [&] { return messages_.size() >= want || outstanding_ == 0; };
-    if (arrived_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
-                          [&] { return !messages_.empty() || outstanding_ == 0; })) {
-      arrived_.wait_for(lock, std::chrono::milliseconds(kLingerMs), full);
+    const int64_t first_until = NowNs() + int64_t{timeout_ms} * 1'000'000;
+    while (received_.empty() && outstanding_ > 0 && Receive(first_until, received_)) {
     }
-    wanted_ = SIZE_MAX;
+    // Messages the server sends after this wait (a slow link) stay queued for the next Fetch.
+    const int64_t full_until = NowNs() + int64_t{kLingerMs} * 1'000'000;
+    while (!received_.empty() && received_.size() < want && outstanding_ > 0 &&
+           Receive(full_until, received_)) {
+    }
   }
-  const size_t n = std::min(messages_.size(), want);
-  out.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    out.push_back(MakeMessage(conn_, std::move(messages_.front())));
-    messages_.pop_front();
-  }
-  if (ahead && n == want && outstanding_ == 0 && messages_.size() < want) {
-    Request(batch, timeout_ms);
-  }
+  std::vector<std::shared_ptr<JsMessage>> out;
+  out.reserve(received_.size());
+  for (Message& m : received_) out.push_back(MakeMessage(conn_, std::move(m)));
+  if (ahead && out.size() == want && outstanding_ == 0) Request(batch, timeout_ms);
   return out;
 }
 
 void PullConsumer::Release() {
-  std::deque<Message> kept;
-  std::unique_lock lock(mu_);
+  std::lock_guard lock(mu_);
   released_ = true;
-  kept.swap(messages_);
-  lock.unlock();
-  for (Message& m : kept) JsMessage(conn_, std::move(m)).Nak();
-  // The messages of a request still outstanding are handed back as they come (OnMessage). Those
-  // still on their way when the subscription goes would wait for their ack wait instead: wait
-  // for the request's end (its last message, or its expiry status), 2 s at most.
-  lock.lock();
+  // What came already, and what a request still outstanding brings (until its last message or
+  // its expiry status, 2 s at most), goes back at once; messages still on their way when the
+  // subscription goes would wait for their ack wait instead.
   const int64_t until = std::min(outstanding_until_ns_, NowNs() + 2'000'000'000);
-  arrived_.wait_for(lock, std::chrono::nanoseconds(std::max<int64_t>(until - NowNs(), 0)),
-                    [&] { return outstanding_ == 0; });
+  received_.clear();
+  while (Receive(outstanding_ > 0 ? until : 0, received_)) {
+  }
+  for (Message& m : received_) JsMessage(conn_, std::move(m)).Nak();
+  received_.clear();
 }
 
 // --- KvWatcher ---

@@ -98,6 +98,9 @@ class JsMessage {
 /// One worker's binding to a durable pull consumer: pull requests on the consumer's API subject,
 /// answered on an inbox of its own. (Not nats.c's pull subscription: its fetch in nats.c 3.4.1
 /// can return more messages than the batch it allocated room for, writing past the array.)
+/// The inbox is a subscription without a thread of its own: Fetch takes the messages from it
+/// directly, so a message costs no hand-over between threads on its way. Fetch and Release are
+/// called by one thread at a time (a second one waits).
 class PullConsumer {
  public:
   /// `connection` must outlive the consumer and every message it returned.
@@ -121,20 +124,20 @@ class PullConsumer {
   static constexpr int kLingerMs = 10;
 
  private:
-  void OnMessage(Message&& m);
-  void Request(int batch, int timeout_ms);  // mu_ held
+  /// Takes the next message for us into `out`, waiting until `until_ns` (steady) at most; false
+  /// when none came. A status that ends the request outstanding counts as one (true).
+  bool Receive(int64_t until_ns, std::vector<Message>& out);  // mu_ held
+  void Request(int batch, int timeout_ms);                     // mu_ held
 
   Connection& conn_;
   const std::string request_subject_;  // $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>
   const std::string inbox_;
   std::mutex mu_;
-  std::condition_variable arrived_;
-  std::deque<Message> messages_;      // delivered, not yet returned by Fetch
+  std::vector<Message> received_;     // Fetch's (its capacity kept between calls)
   size_t outstanding_ = 0;            // messages the outstanding request may still bring
   int64_t outstanding_until_ns_ = 0;  // steady: when it has surely ended (expiry + a margin)
-  size_t wanted_ = SIZE_MAX;          // the batch of the fetch waiting now
   bool released_ = false;
-  std::unique_ptr<Subscription> sub_;  // last: unsubscribed before the rest goes
+  std::unique_ptr<SyncSubscription> sub_;
 };
 
 struct KvEntry {
