@@ -138,7 +138,14 @@ bool PullConsumer::Receive(int64_t until_ns, std::vector<Message>& out) {
     }
     if (const std::string status = m->header("Status");
         status == "404" || status == "408" || status == "409") {
-      outstanding_ = 0;  // no messages, request expired, or refused (e.g. too many waiting)
+      // A request ended (no messages, expired, or refused, e.g. too many waiting) with this many
+      // of its messages not sent; without the count, none of the requests is counted on.
+      const std::string left = m->header("Nats-Pending-Messages");
+      size_t n = 0;
+      const bool known =
+          !left.empty() && std::from_chars(left.data(), left.data() + left.size(), n).ec ==
+                               std::errc();
+      outstanding_ = known ? outstanding_ - std::min(outstanding_, n) : 0;
       return true;
     }
     // A heartbeat or anything else: not for us.
@@ -150,8 +157,8 @@ void PullConsumer::Request(int batch, int timeout_ms) {
                               ",\"expires\":" + std::to_string(int64_t{timeout_ms} * 1'000'000) +
                               "}";
   conn_.PublishRequest(request_subject_, inbox_, request);
-  outstanding_ = static_cast<size_t>(batch);
-  // A status that never comes (the connection dropped) must not pin the request for ever.
+  outstanding_ += static_cast<size_t>(batch);
+  // A status that never comes (the connection dropped) must not pin the requests for ever.
   outstanding_until_ns_ = NowNs() + (int64_t{timeout_ms} + 1000) * 1'000'000;
 }
 
@@ -179,15 +186,17 @@ std::vector<std::shared_ptr<JsMessage>> PullConsumer::Fetch(int batch, int timeo
   std::vector<std::shared_ptr<JsMessage>> out;
   out.reserve(received_.size());
   for (Message& m : received_) out.push_back(MakeMessage(conn_, std::move(m)));
-  if (ahead && out.size() == want && outstanding_ == 0) Request(batch, timeout_ms);
+  // Ahead: two batches stay asked for, so the server has the second at hand when it has sent the
+  // first, without waiting for the next request.
+  while (ahead && out.size() == want && outstanding_ < 2 * want) Request(batch, timeout_ms);
   return out;
 }
 
 void PullConsumer::Release() {
   std::lock_guard lock(mu_);
   released_ = true;
-  // What came already, and what a request still outstanding brings (until its last message or
-  // its expiry status, 2 s at most), goes back at once; messages still on their way when the
+  // What came already, and what the requests still outstanding bring (until their last message
+  // or expiry status, 2 s at most), goes back at once; messages still on their way when the
   // subscription goes would wait for their ack wait instead.
   const int64_t until = std::min(outstanding_until_ns_, NowNs() + 2'000'000'000);
   received_.clear();

@@ -112,13 +112,14 @@ class PullConsumer {
   /// in time. Once one is there, the rest of the batch is waited for kLingerMs at most, so a
   /// trickle is handed on at once, not when the request expires. Messages that arrive later are
   /// kept for the next call. Throws Error when the request cannot be sent (the caller retries).
-  /// `ahead`: when a whole batch came, the next request goes out before this call returns, so the
-  /// server sends the next batch while the caller handles this one (one request is outstanding at a
-  /// time either way).
+  /// `ahead`: when a whole batch came, requests go out before this call returns until two batches
+  /// are asked for, so the server sends the next batch while the caller handles this one, and has
+  /// the one after at hand when it is done (instead of waiting for the next request). Without it,
+  /// a request goes out only when none is outstanding.
   std::vector<std::shared_ptr<JsMessage>> Fetch(int batch, int timeout_ms, bool ahead = false);
-  /// No more Fetch: messages kept for the next call, and those that still come for a request
+  /// No more Fetch: messages kept for the next call, and those that still come for requests
   /// sent ahead, are handed back to the server at once (NAK), not left to their ack wait. Waits
-  /// for the end of the request still outstanding (its last message or its expiry), at most 2 s.
+  /// for the end of the requests still outstanding (their last message or expiry), at most 2 s.
   void Release();
 
   static constexpr int kLingerMs = 10;
@@ -134,8 +135,8 @@ class PullConsumer {
   const std::string inbox_;
   std::mutex mu_;
   std::vector<Message> received_;     // Fetch's (its capacity kept between calls)
-  size_t outstanding_ = 0;            // messages the outstanding request may still bring
-  int64_t outstanding_until_ns_ = 0;  // steady: when it has surely ended (expiry + a margin)
+  size_t outstanding_ = 0;            // messages the outstanding requests may still bring
+  int64_t outstanding_until_ns_ = 0;  // steady: when they have surely ended (expiry + a margin)
   bool released_ = false;
   std::unique_ptr<SyncSubscription> sub_;
 };

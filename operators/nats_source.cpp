@@ -154,7 +154,7 @@ class NatsSource final : public Operator {
         if (stopping_) return;
       }
       try {
-        // One request ahead: the server sends the next batch while this one is handled.
+        // Requests ahead: the server sends the next batch while this one is handled.
         const auto batch = consumer_sub_->Fetch(fetch_batch_, fetch_expiry_ms_, true);
         for (const auto& m : batch) Handle(m->subject(), m->data(), m->size(), m);
         fetch_failing_ = false;
@@ -270,8 +270,9 @@ void RegisterNatsSource(Registry& registry) {
   c.String("durable", "jetstream: the durable consumer every worker of the pipeline binds.")
       .Default("fleetflow");
   c.Integer("fetch_batch",
-            "jetstream: messages per fetch request. After a full batch the next request goes out "
-            "before the batch is handled, so the server sends it meanwhile.")
+            "jetstream: messages per fetch request. After a full batch, requests go out before "
+            "the batch is handled until two batches are asked for: the server sends the next "
+            "one meanwhile and has the one after at hand.")
       .Default(int64_t{256})
       .Min(1)
       .Max(10000);

@@ -132,21 +132,21 @@ TEST_F(JetStreamClientTest, AFetchAheadGetsTheNextBatchAndAReleaseHandsItBackAtO
   nats::JetStream js(*conn);
   // A long ack wait: a message left unacknowledged would not come again within this test.
   const nats::ConsumerOptions o = StreamAndReader(js, "AHEAD", "ahead", 60'000);
-  PublishMany(js, "ahead.x", 30);
+  PublishMany(js, "ahead.x", 40);
   {
     auto pull = js.PullSubscribe(o);
     auto got = pull->Fetch(10, 2000, /*ahead=*/true);
     ASSERT_EQ(got.size(), 10u);
     for (const auto& m : got) m->Ack();
-    // The next 10 were requested before the first Fetch returned: the server delivers them to
-    // this consumer, whether or not it fetches again.
+    // Two batches more were requested before the first Fetch returned: the server delivers them
+    // to this consumer, whether or not it fetches again.
     ASSERT_TRUE(WaitFor(
         [&] {
           const auto [pending, ack_pending] = js.ConsumerPending("AHEAD", "reader");
-          return pending == 10 && ack_pending == 10;
+          return pending == 10 && ack_pending == 20;
         },
         5s));
-    pull->Release();  // the 10 fetched ahead go back at once
+    pull->Release();  // the 20 fetched ahead go back at once
   }
   auto pull = js.PullSubscribe(o);
   size_t total = 0;
@@ -156,10 +156,32 @@ TEST_F(JetStreamClientTest, AFetchAheadGetsTheNextBatchAndAReleaseHandsItBackAtO
           m->Ack();
           ++total;
         }
-        return total == 20;
+        return total == 30;
       },
       10s));
   EXPECT_TRUE(pull->Fetch(10, 200).empty());
+}
+
+// The requests sent ahead expire unanswered (the stream has nothing more): each one's expiry
+// status says how many of its messages were not sent, so the consumer knows that none is
+// outstanding any more, and the next Fetch asks again at once.
+TEST_F(JetStreamClientTest, RequestsSentAheadThatExpireAreCountedOffAndTheNextFetchAsksAgain) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  auto pull = js.PullSubscribe(StreamAndReader(js, "EXPIRE", "expire", 60'000));
+  PublishMany(js, "expire.x", 10);
+  auto got = pull->Fetch(10, 300, /*ahead=*/true);  // and two requests of 10 more, for 300 ms
+  ASSERT_EQ(got.size(), 10u);
+  for (const auto& m : got) m->Ack();
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(pull->Fetch(10, 5000, /*ahead=*/true).empty());  // ends with the two expiries
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  PublishMany(js, "expire.x", 5, "later-");
+  t0 = std::chrono::steady_clock::now();
+  got = pull->Fetch(10, 5000);  // a new request: nothing counts on the expired ones
+  EXPECT_EQ(got.size(), 5u);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  for (const auto& m : got) m->Ack();
 }
 
 // Released at once, while the batch requested ahead is still on its way: every message of that
