@@ -10,6 +10,8 @@
 // Contenders:
 //   baseline        PullConsumer::Fetch(fetch_batch) + JsMessage::Ack per message, nothing else
 //   baseline-asap   the same with ConnectOptions::send_asap = true
+//   baseline-ahead  the same with Fetch's `ahead`, as nats_source fetches: two batches stay
+//                   requested, so the server never waits for the loop's next request
 //   fleetflow       the jetstream pipeline as shipped (no send_asap: pipelines cannot set it)
 //   fleetflow-asap  the same with every NATS connection of the process forced to send_asap
 //                   (bench-only interposition of natsOptions_SetSendAsap: what a pipeline field
@@ -98,9 +100,7 @@ struct Settings {
   uint64_t seed = 1;
   std::string scale = "custom";
   std::string csv;
-  std::vector<std::string> contenders = {"baseline",       "baseline-asap", "fleetflow",
-                                         "fleetflow-asap", "ff-shared",     "ff-memory",
-                                         "ff-source"};
+  std::vector<std::string> contenders;  // --contenders
   int timeout_s = 600;
 };
 
@@ -368,8 +368,10 @@ std::pair<double, double> WaitDrained(Admin& admin, const std::string& durable,
 
 // --- The baseline: a bare fetch + ack loop ---
 
-RunResult RunBaseline(const std::string& url, Admin& admin, const std::string& durable,
-                      bool send_asap, const Settings& s, const Filled& filled) {
+RunResult RunBaseline(const std::string& contender, const std::string& url, Admin& admin,
+                      const std::string& durable, const Settings& s, const Filled& filled) {
+  const bool send_asap = contender == "baseline-asap";
+  const bool ahead = contender == "baseline-ahead";
   nats::ConnectOptions o;
   o.url = url;
   o.name = "bench-baseline";
@@ -388,7 +390,7 @@ RunResult RunBaseline(const std::string& url, Admin& admin, const std::string& d
   const auto t0 = Clock::now();
   std::thread loop([&] {
     while (!stop.load(std::memory_order_relaxed)) {
-      for (const auto& m : consumer->Fetch(s.fetch_batch, 500)) {
+      for (const auto& m : consumer->Fetch(s.fetch_batch, 500, ahead)) {
         m->Ack();
         received.fetch_add(1, std::memory_order_relaxed);
       }
@@ -407,7 +409,7 @@ RunResult RunBaseline(const std::string& url, Admin& admin, const std::string& d
   cpu.Stop(r);
   stop = true;
   loop.join();
-  r.contender = send_asap ? "baseline-asap" : "baseline";
+  r.contender = contender;
   r.send_asap = send_asap;
   r.messages = filled.messages;
   r.samples = filled.samples;
@@ -686,7 +688,7 @@ std::vector<std::string> SplitList(const std::string& text) {
 int Main(int argc, char** argv) {
   Settings s;
   std::string contenders =
-      "baseline,baseline-asap,fleetflow,fleetflow-asap,ff-shared,ff-memory,ff-source";
+      "baseline,baseline-asap,baseline-ahead,fleetflow,fleetflow-asap,ff-shared,ff-memory,ff-source";
   std::string sensors = "gps,speed,soc,torque";
   std::string log_level = "warn";
   CLI::App app{
@@ -723,9 +725,9 @@ int Main(int argc, char** argv) {
     return 2;
   }
   for (const auto& c : s.contenders) {
-    static const std::vector<std::string> known = {"baseline",       "baseline-asap", "fleetflow",
-                                                   "fleetflow-asap", "ff-shared",     "ff-memory",
-                                                   "ff-source"};
+    static const std::vector<std::string> known = {
+        "baseline",  "baseline-asap", "baseline-ahead", "fleetflow", "fleetflow-asap",
+        "ff-shared", "ff-memory",     "ff-source"};
     if (std::find(known.begin(), known.end(), c) == known.end()) {
       std::cerr << "unknown contender '" << c << "'\n";
       return 2;
@@ -766,7 +768,7 @@ int Main(int argc, char** argv) {
       std::replace(bucket.begin(), bucket.end(), '-', '_');
       admin.CreateConsumer(durable);
       RunResult r = c.starts_with("baseline")
-                        ? RunBaseline(url, admin, durable, c == "baseline-asap", s, filled)
+                        ? RunBaseline(c, url, admin, durable, s, filled)
                         : RunFleetflow(c, url, admin, durable, bucket, s, filled);
       r.rep = rep;
       std::printf("  %-15s run %d: %7.3f s (intake %7.3f s) %10.0f msgs/s %11.0f samples/s",
