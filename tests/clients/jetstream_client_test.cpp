@@ -72,6 +72,22 @@ class JetStreamClientTest : public ::testing::Test {
       js.Publish(subject, "m", 1, {{"Nats-Msg-Id", id + std::to_string(i)}}, 5000);
   }
 
+  /// Fetches `batch` at a time and acknowledges until `n` messages came, 10 s at most; returns
+  /// how many came.
+  static size_t FetchAndAckUntil(nats::PullConsumer& pull, size_t n, int batch) {
+    size_t total = 0;
+    WaitFor(
+        [&] {
+          for (const auto& m : pull.Fetch(batch, 200)) {
+            m->Ack();
+            ++total;
+          }
+          return total >= n;
+        },
+        10s);
+    return total;
+  }
+
   NatsServer server_;
 };
 
@@ -149,16 +165,7 @@ TEST_F(JetStreamClientTest, AFetchAheadGetsTheNextBatchAndAReleaseHandsItBackAtO
     pull->Release();  // the 20 fetched ahead go back at once
   }
   auto pull = js.PullSubscribe(o);
-  size_t total = 0;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        for (const auto& m : pull->Fetch(20, 200)) {
-          m->Ack();
-          ++total;
-        }
-        return total == 30;
-      },
-      10s));
+  EXPECT_EQ(FetchAndAckUntil(*pull, 30, 20), 30u);
   EXPECT_TRUE(pull->Fetch(10, 200).empty());
 }
 
@@ -199,18 +206,8 @@ TEST_F(JetStreamClientTest, AReleaseRightAfterAFetchAheadHandsBackTheBatchStillO
     pull->Release();
   }
   auto pull = js.PullSubscribe(o);
-  size_t total = 0;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        for (const auto& m : pull->Fetch(100, 200)) {
-          m->Ack();
-          ++total;
-        }
-        return total >= 200;
-      },
-      10s))
-      << total << " of the 200 messages not acknowledged came back within 10 s";
-  EXPECT_EQ(total, 200u);
+  EXPECT_EQ(FetchAndAckUntil(*pull, 200, 100), 200u)
+      << "of the 200 messages not acknowledged, within 10 s";
 }
 
 // The source learns what the consumer still holds from each batch's last message (no request
