@@ -143,8 +143,8 @@ bool PullConsumer::Receive(int64_t until_ns, std::vector<Message>& out) {
       const std::string left = m->header("Nats-Pending-Messages");
       size_t n = 0;
       const bool known =
-          !left.empty() && std::from_chars(left.data(), left.data() + left.size(), n).ec ==
-                               std::errc();
+          !left.empty() &&
+          std::from_chars(left.data(), left.data() + left.size(), n).ec == std::errc();
       outstanding_ = known ? outstanding_ - std::min(outstanding_, n) : 0;
       return true;
     }
