@@ -128,7 +128,7 @@ class PullConsumer {
   /// Takes the next message for us into `out`, waiting until `until_ns` (steady) at most; false
   /// when none came. A status that ends the request outstanding counts as one (true).
   bool Receive(int64_t until_ns, std::vector<Message>& out);  // mu_ held
-  void Request(int batch, int timeout_ms);                     // mu_ held
+  void Request(int batch, int timeout_ms);                    // mu_ held
 
   Connection& conn_;
   const std::string request_subject_;  // $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>
