@@ -20,6 +20,7 @@
 #include "record_replay.hpp"
 #include "reference_docs.hpp"
 #include "runtime.hpp"
+#include "stop_signals.hpp"
 
 namespace {
 
@@ -104,12 +105,7 @@ int Run(const Registry& registry, const RunArgs& args) {
     PrintErrors(args.pipeline, r.errors);
     return kExitInvalid;
   }
-  // Signals are taken synchronously by this thread; every other thread inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const StopSignals stop;  // before any thread starts: they all inherit the mask
 
   Metrics metrics;
   AddProcessMetrics(metrics);
@@ -128,11 +124,10 @@ int Run(const Registry& registry, const RunArgs& args) {
     spdlog::info("pipeline '{}' running ({} nodes)", r.pipeline->name, r.pipeline->nodes.size());
     uint64_t last_in = 0;
     for (;;) {
-      timespec wait{1, 0};
-      const int sig = sigtimedwait(&signals, nullptr, &wait);
-      if (sig == SIGINT || sig == SIGTERM) {
+      const int sig = stop.Wait(std::chrono::seconds(1));
+      if (sig != 0) {
         if (args.progress) std::fputc('\n', stderr);
-        spdlog::info("{}: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        spdlog::info("{}: draining", StopSignals::Name(sig));
         break;
       }
       if (args.progress) PrintProgress(metrics, 1.0, last_in);
@@ -158,7 +153,7 @@ int main(int argc, char** argv) {
       "time-aligned row per vehicle per window."};
   app.footer(
       "Exit codes:\n"
-      "  0  success (run: stopped by SIGINT/SIGTERM after draining)\n"
+      "  0  success (run: stopped by SIGINT, SIGTERM or SIGHUP after draining)\n"
       "  1  fatal runtime error (e.g. a source cannot connect, the metrics port is taken)\n"
       "  2  invalid pipeline file or command line\n"
       "See docs/cli.md.");
@@ -177,7 +172,8 @@ int main(int argc, char** argv) {
 
   RunArgs run;
   auto* run_cmd = app.add_subcommand(
-      "run", "Run a pipeline until SIGINT/SIGTERM, then drain (flush windows and the sink).");
+      "run",
+      "Run a pipeline until SIGINT, SIGTERM or SIGHUP, then drain (flush windows and the sink).");
   run_cmd->add_option("pipeline", run.pipeline, "Pipeline file (JSON)")->required();
   run_cmd
       ->add_option("--metrics-port", run.metrics_port,
@@ -210,9 +206,10 @@ int main(int argc, char** argv) {
       "schema", "Print the JSON Schema of pipeline files (schemas/pipeline.schema.json).");
 
   RecordArgs record;
-  auto* record_cmd = app.add_subcommand(
-      "record", "Capture live NATS messages to a recording file (docs/recording.md) until "
-                "SIGINT/SIGTERM or --duration; the file is complete either way.");
+  auto* record_cmd =
+      app.add_subcommand("record",
+                         "Capture live NATS messages to a recording file (docs/recording.md) until "
+                         "SIGINT, SIGTERM, SIGHUP or --duration; the file is complete either way.");
   record_cmd->add_option("--subject", record.subject, "Subject pattern")->capture_default_str();
   record_cmd->add_option("--out", record.out, "Recording file")->required();
   record_cmd->add_option("--url", record.url, "NATS server (default: NATS_URL)");
@@ -221,19 +218,22 @@ int main(int argc, char** argv) {
   record_cmd->add_option("--max-bytes", record.max_bytes,
                          "Stop (or, with --rotate, start FILE.1, FILE.2, ...) once a file has "
                          "this many bytes (0: no limit)");
-  record_cmd->add_flag("--rotate", record.rotate, "Rotate files at --max-bytes instead of stopping");
+  record_cmd->add_flag("--rotate", record.rotate,
+                       "Rotate files at --max-bytes instead of stopping");
 
   ReplayArgs replay;
   auto* replay_cmd = app.add_subcommand(
-      "replay", "Replay a recording through a pipeline (its nats_source nodes read the file "
-                "instead), on event time; exits after draining at the end of the file.");
+      "replay",
+      "Replay a recording through a pipeline (its nats_source nodes read the file "
+      "instead), on event time; exits after draining at the end of the file.");
   replay_cmd->add_option("file", replay.file, "Recording file")->required();
   replay_cmd->add_option("--pipeline", replay.pipeline, "Pipeline file (JSON)")->required();
   replay_cmd->add_option("--speed", replay.speed, "N times real time (0: as fast as possible)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  replay_cmd->add_option("--metrics-port", replay.metrics_port,
-                         "Port of /metrics during the replay (-1: off, 0: any free port)")
+  replay_cmd
+      ->add_option("--metrics-port", replay.metrics_port,
+                   "Port of /metrics during the replay (-1: off, 0: any free port)")
       ->capture_default_str();
   replay_cmd->add_flag("--strict", replay.strict,
                        "Exit 3 when a truncated or corrupt record stopped the replay");

@@ -18,6 +18,7 @@
 #include "pipeline.hpp"
 #include "recording.hpp"
 #include "runtime.hpp"
+#include "stop_signals.hpp"
 #include "wire_input.hpp"
 
 namespace fleetflow {
@@ -27,22 +28,6 @@ namespace {
 constexpr int kExitFatal = 1;
 constexpr int kExitInvalid = 2;
 constexpr int kExitDamaged = 3;
-
-sigset_t BlockStopSignals() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  return signals;
-}
-
-/// Waits up to `ms` for SIGINT/SIGTERM; returns the signal or 0.
-int WaitSignal(const sigset_t& signals, int ms) {
-  timespec wait{ms / 1000, (ms % 1000) * 1'000'000L};
-  const int sig = sigtimedwait(&signals, nullptr, &wait);
-  return sig > 0 ? sig : 0;
-}
 
 /// The replay_source config replacing a source node: the recording, the speed, and the source's
 /// own input validation settings, so a replay rejects what the live source rejected.
@@ -85,7 +70,7 @@ std::string Duration(double s) {
 }  // namespace
 
 int Record(const RecordArgs& args) {
-  const sigset_t signals = BlockStopSignals();
+  const StopSignals stop;
   nats::ConnectOptions options = nats::ConnectOptions::FromEnv();
   if (!args.url.empty()) options.url = args.url;
   options.name = "fleetflow-record";
@@ -132,7 +117,7 @@ int Record(const RecordArgs& args) {
     const auto start = std::chrono::steady_clock::now();
     int sig = 0;
     for (;;) {
-      sig = WaitSignal(signals, 100);
+      sig = stop.Wait(std::chrono::milliseconds(100));
       {
         std::lock_guard lock(mu);
         if (writer.is_open() && !writer.Flush() && error.empty()) error = writer.error();
@@ -199,13 +184,14 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
               << ": no nats_source or replay_source node to replay the recording into\n";
     return kExitInvalid;
   }
-  const sigset_t signals = BlockStopSignals();
+  const StopSignals stop;
   Metrics metrics;
   ReplayClock clock;
   const bool tty = isatty(STDERR_FILENO) != 0;
   try {
     RuntimeOptions options;
     options.tick_ms = 0;  // the replay source ticks on recorded time
+    options.clock_driver = &clock;
     Runtime runtime(pipeline, metrics, clock, options);
     HttpServer http([&metrics] { return metrics.Exposition(); },
                     [&runtime] { return runtime.Ready(); });
@@ -226,7 +212,8 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
       if (tty) {
         constexpr int kWidth = 30;
         const int filled = static_cast<int>(frac * kWidth);
-        std::fprintf(stderr, "\r[%s%s] %5.1f%% %llu records, %llu samples, %.0f samples/s, ETA %s  %s",
+        std::fprintf(stderr,
+                     "\r[%s%s] %5.1f%% %llu records, %llu samples, %.0f samples/s, ETA %s  %s",
                      std::string(static_cast<size_t>(filled), '#').c_str(),
                      std::string(static_cast<size_t>(kWidth - filled), '.').c_str(), frac * 100,
                      static_cast<unsigned long long>(metrics.CounterSum("replay_records")),
@@ -241,13 +228,13 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
       std::fflush(stderr);
     };
     for (;;) {
-      const int sig = WaitSignal(signals, 50);
+      const int sig = stop.Wait(std::chrono::milliseconds(50));
       if (sig != 0) {
         interrupted = true;
-        spdlog::info("{}: stopping the replay and draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        spdlog::info("{}: stopping the replay and draining", StopSignals::Name(sig));
         break;
       }
-      if (metrics.GaugeSum("replay_finished") >= sources) break;
+      if (runtime.InputEnded()) break;
       const auto now = std::chrono::steady_clock::now();
       if (now - last_print >= std::chrono::milliseconds(tty ? 200 : 5000)) {
         progress(false);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <ctime>
 #include <filesystem>
+#include <iostream>
 #include <map>
 #include <sstream>
 #include <stdexcept>
@@ -20,6 +21,15 @@ double ProcessCpuSeconds() {
   getrusage(RUSAGE_SELF, &ru);
   auto tv = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
   return tv(ru.ru_utime) + tv(ru.ru_stime);
+}
+
+int RunMain(const char* program, int (*main)(int, char**), int argc, char** argv) {
+  try {
+    return main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << program << ": " << e.what() << "\n";
+    return 1;
+  }
 }
 
 double ThreadCpuSeconds() {

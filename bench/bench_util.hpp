@@ -22,6 +22,9 @@ using SteadyClock = std::chrono::steady_clock;
 
 double Seconds(SteadyClock::duration d);
 
+/// A benchmark's main(): runs `main`, and prints an exception as "<program>: <what>" (exit 1).
+int RunMain(const char* program, int (*main)(int, char**), int argc, char** argv);
+
 /// User + system CPU seconds of this process (all threads).
 double ProcessCpuSeconds();
 /// User + system CPU seconds of the calling thread.
@@ -49,13 +52,13 @@ double Percentile(std::vector<double> v, double p);  // p in [0, 100], nearest r
 
 /// One line of docs/bench/summary_<scale>.csv: a figure of fleetflow next to its baseline.
 struct SummaryLine {
-  std::string bench;     // e.g. "core_ingest"
-  std::string metric;    // e.g. "samples/s"
-  double value = 0;      // fleetflow's figure
-  double baseline = 0;   // the bare baseline's figure, same run (0: none)
-  std::string goal;      // e.g. ">= 80%" (empty: no goal)
-  std::string met;       // "yes", "no" or "" (no goal)
-  std::string note;      // what was measured, one phrase
+  std::string bench;    // e.g. "core_ingest"
+  std::string metric;   // e.g. "samples/s"
+  double value = 0;     // fleetflow's figure
+  double baseline = 0;  // the bare baseline's figure, same run (0: none)
+  std::string goal;     // e.g. ">= 80%" (empty: no goal)
+  std::string met;      // "yes", "no" or "" (no goal)
+  std::string note;     // what was measured, one phrase
 };
 /// Appends to `path` (creating it with a header when missing); no-op for an empty path.
 void AppendSummary(const std::string& path, const SummaryLine& line);

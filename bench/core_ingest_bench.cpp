@@ -169,7 +169,8 @@ std::string PipelineJson(const std::string& contender, const std::string& url,
                          const std::string& bucket, const Settings& s) {
   std::string j = R"({"name": "bench-core", "nodes": [
   {"id": "telemetry", "type": "nats_source", "config": {"url": ")" +
-                  url + R"(", "delivery": "core", "subject": "vehicle.*.*", "queue_group": "bench"}},
+                  url +
+                  R"(", "delivery": "core", "subject": "vehicle.*.*", "queue_group": "bench"}},
   {"id": "last_values", "type": "keyed_last_value", "inputs": ["telemetry"], "config": {)";
   if (contender == "fleetflow") {
     j += R"("backend": "memory", "keep": 4}},
@@ -178,7 +179,7 @@ std::string PipelineJson(const std::string& contender, const std::string& url,
     j += R"("url": ")" + url + R"(", "backend": "jetstream_kv", "bucket": ")" + bucket +
          R"(", "flush_ms": )" + std::to_string(s.flush_ms) + R"(, "keep": 4}},
   {"id": "windows", "type": "window_join", "inputs": ["last_values"], "config": {
-    "every_ms": 1000, "allowed_lateness_ms": 500, "max_gap_ms": 2000, "sharding": "none"}},
+    "every_ms": 1000, "allowed_lateness_ms": 500, "max_gap_ms": 2000}},
   {"id": "sink", "type": "bench_null_rows", "inputs": ["windows"]}]})";
   }
   return j;
@@ -299,8 +300,7 @@ RunResult RunContender(const std::string& name, const std::string& url, const Se
       if (!IsStatus(subject)) count.fetch_add(1, std::memory_order_relaxed);
     });
     conn->Flush(5000);
-    RunResult r =
-        Measure(url, {[&] { return count.load(); }, false}, s, dir, rep, name, published);
+    RunResult r = Measure(url, {[&] { return count.load(); }, false}, s, dir, rep, name, published);
     sub.reset();  // the messages still queued in the client are dropped
     aggregator.Stop();
     r.agg_ticks = aggregator.ticks();
@@ -386,8 +386,8 @@ int Main(int argc, char** argv) {
           r.cpu_s, r.server_cpu_s, 100 * r.busy);
       if (r.kv_writes) std::printf(", %llu kv writes", (unsigned long long)r.kv_writes);
       if (r.agg_ticks) {
-        std::printf(", aggregator %llu ticks, median %.3f s/tick",
-                    (unsigned long long)r.agg_ticks, r.agg_tick_s);
+        std::printf(", aggregator %llu ticks, median %.3f s/tick", (unsigned long long)r.agg_ticks,
+                    r.agg_tick_s);
       }
       std::printf("\n");
       std::fflush(stdout);
@@ -399,9 +399,9 @@ int Main(int argc, char** argv) {
               published.messages ? (double)published.samples / (double)published.messages : 0.0);
 
   std::map<std::string, double> med;
-  Csv csv(s.csv, {"scale", "contender", "rep", "complete", "seconds", "samples_per_s",
-                  "msgs_per_s", "ratio_to_bare", "cpu_seconds", "server_cpu_seconds",
-                  "machine_busy", "kv_writes", "aggregator_ticks", "aggregator_tick_s"});
+  Csv csv(s.csv, {"scale", "contender", "rep", "complete", "seconds", "samples_per_s", "msgs_per_s",
+                  "ratio_to_bare", "cpu_seconds", "server_cpu_seconds", "machine_busy", "kv_writes",
+                  "aggregator_ticks", "aggregator_tick_s"});
   for (const auto& c : s.contenders) {
     std::vector<double> v;
     for (const auto& r : runs[c]) v.push_back(r.samples_per_s);
@@ -427,20 +427,20 @@ int Main(int argc, char** argv) {
   }
   if (med.count("fleetflow") && bare > 0) {
     const double ratio = med["fleetflow"] / bare;
-    AppendSummary(s.summary,
-                  {"core_ingest", "samples/s", med["fleetflow"], bare, ">= 80%",
-                   ratio >= 0.8 ? "yes" : "no",
-                   "nats_source core -> keyed_last_value memory vs bare queue subscriber"});
+    AppendSummary(
+        s.summary,
+        {"core_ingest", "samples/s", med["fleetflow"], bare, ">= 80%", ratio >= 0.8 ? "yes" : "no",
+         "nats_source core -> keyed_last_value memory vs bare queue subscriber"});
   }
   if (med.count("reference")) {
     for (const char* ff : {"ff-kv", "fleetflow"}) {
       if (!med.count(ff)) continue;
-      AppendSummary(s.summary,
-                    {"reference_design", std::string("samples/s ") + ff, med[ff], med["reference"],
-                     "", "",
-                     std::string(ff) == "ff-kv"
-                         ? "fleetflow with KV state + window_join vs sync KV put per message"
-                         : "fleetflow with memory state vs sync KV put per message"});
+      AppendSummary(
+          s.summary,
+          {"reference_design", std::string("samples/s ") + ff, med[ff], med["reference"], "", "",
+           std::string(ff) == "ff-kv"
+               ? "fleetflow with KV state + window_join vs sync KV put per message"
+               : "fleetflow with memory state vs sync KV put per message"});
     }
   }
   return 0;
@@ -450,10 +450,5 @@ int Main(int argc, char** argv) {
 }  // namespace fleetflow::bench
 
 int main(int argc, char** argv) {
-  try {
-    return fleetflow::bench::Main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "ff-bench-core: " << e.what() << "\n";
-    return 1;
-  }
+  return fleetflow::bench::RunMain("ff-bench-core", fleetflow::bench::Main, argc, argv);
 }

@@ -16,9 +16,6 @@
 //   fleetflow-asap  the same with every NATS connection of the process forced to send_asap
 //                   (bench-only interposition of natsOptions_SetSendAsap: what a pipeline field
 //                   would give)
-//   ff-shared       fleetflow while another writer heartbeats in the state's writers' bucket, as
-//                   among several workers: the store watches the bucket (its own writes come
-//                   back) and writes every flush_ms (a worker alone does neither)
 //   ff-memory       keyed_last_value with backend memory (no KV writes): isolates the KV cost
 //   ff-source       nats_source -> a sink that acknowledges at once: source + graph cost only
 //
@@ -47,6 +44,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "builtin.hpp"
 #include "clock.hpp"
 #include "jetstream.hpp"
@@ -56,7 +54,6 @@
 #include "registry.hpp"
 #include "runtime.hpp"
 #include "servers.hpp"
-#include "state/kv_membership.hpp"
 #include "wire.hpp"
 
 namespace {
@@ -80,7 +77,7 @@ extern "C" natsStatus natsOptions_SetSendAsap(natsOptions* opts, bool send_asap)
 namespace fleetflow::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using Clock = SteadyClock;
 
 constexpr const char* kStream = "TELEMETRY";
 constexpr const char* kSubject = "vehicle.*.*";  // samples and status, as nats_source defaults to
@@ -95,7 +92,7 @@ struct Settings {
   int64_t message_span_ms = 500;  // event time covered by one message of a key
   int repeats = 3;
   int fetch_batch = 256;
-  int flush_ms = 200;
+  int flush_ms = 1000;  // as pipelines/jetstream.json
   std::string storage = "file";
   uint64_t seed = 1;
   std::string scale = "custom";
@@ -114,7 +111,6 @@ struct RunResult {
   double seconds = 0;         // Start until nothing pending and nothing unacknowledged
   double intake_seconds = 0;  // Start until every message was received
   uint64_t kv_writes = 0;
-  uint64_t kv_merged = 0;  // bucket updates decoded as another writer's (here: only our own echoes)
   uint64_t rows = 0;
   double cpu_seconds = 0;         // user + system of this process (all its threads) during the run
   double server_cpu_seconds = 0;  // user + system of nats-server during the run
@@ -122,65 +118,6 @@ struct RunResult {
   double msgs_per_s() const { return seconds > 0 ? static_cast<double>(messages) / seconds : 0; }
   double samples_per_s() const { return seconds > 0 ? static_cast<double>(samples) / seconds : 0; }
 };
-
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-double ProcessCpuSeconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  auto tv = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
-  return tv(ru.ru_utime) + tv(ru.ru_stime);
-}
-
-/// Seconds of user + system time of process `pid` so far (0 when unknown).
-double PidCpuSeconds(pid_t pid) {
-  if (pid <= 0) return 0;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t paren = text.rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::istringstream fields(text.substr(paren + 2));
-  std::string f;
-  double utime = 0, stime = 0;
-  for (int i = 3; fields >> f; ++i) {  // field 3 is the state; utime is 14, stime 15
-    if (i == 14) utime = std::stod(f);
-    if (i == 15) {
-      stime = std::stod(f);
-      break;
-    }
-  }
-  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-/// The nats-server listening on `port`, found by its command line (the fixture hides its pid).
-pid_t FindServerPid(int port) {
-  const std::string want = "-p";
-  const std::string port_text = std::to_string(port);
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "cmdline");
-    std::vector<std::string> args;
-    for (std::string a; std::getline(in, a, '\0');) args.push_back(a);
-    if (args.empty() || args[0].find("nats-server") == std::string::npos) continue;
-    for (size_t i = 0; i + 1 < args.size(); ++i) {
-      if (args[i] == want && args[i + 1] == port_text) return static_cast<pid_t>(std::stoi(name));
-    }
-  }
-  return 0;
-}
-
-/// Busy and total jiffies of all cores, from /proc/stat.
-std::pair<double, double> MachineJiffies() {
-  std::ifstream in("/proc/stat");
-  std::string cpu;
-  in >> cpu;
-  double v[8] = {};
-  for (double& x : v) in >> x;
-  double total = 0;
-  for (double x : v) total += x;
-  return {total - v[3] - v[4], total};  // idle and iowait are not busy
-}
 
 /// CPU use of this process, the server and the machine between construction and Stop().
 class CpuMeter {
@@ -420,70 +357,6 @@ RunResult RunBaseline(const std::string& contender, const std::string& url, Admi
 
 // --- fleetflow ---
 
-/// Shared by the bench's own operators and the run that registered them.
-struct Probe {
-  std::atomic<uint64_t> rows{0};
-  std::atomic<uint64_t> windows{0};
-  std::atomic<uint64_t> samples{0};
-  std::atomic<uint64_t> ticks{0};
-};
-
-/// A sink of rows that only counts them.
-class NullRowSink final : public Operator {
- public:
-  explicit NullRowSink(Probe& p) : p_(p) {}
-  void Process(const Message& in, Emitter&) override {
-    if (const auto* w = std::get_if<WindowBatch>(in.get())) {
-      p_.rows.fetch_add(w->rows.size(), std::memory_order_relaxed);
-      p_.windows.fetch_add(1, std::memory_order_relaxed);
-    } else if (std::holds_alternative<Tick>(*in)) {
-      p_.ticks.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
-
- private:
-  Probe& p_;
-};
-
-/// A sink of samples that acknowledges each batch at once and counts its samples.
-class AckSampleSink final : public Operator {
- public:
-  explicit AckSampleSink(Probe& p) : p_(p) {}
-  void Process(const Message& in, Emitter&) override {
-    if (const auto* b = std::get_if<SampleBatch>(in.get())) {
-      p_.samples.fetch_add(b->points.size(), std::memory_order_relaxed);
-      if (b->ack) b->ack->Done();
-    } else if (std::holds_alternative<Tick>(*in)) {
-      p_.ticks.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
-
- private:
-  Probe& p_;
-};
-
-/// Registers bench_null_rows (rows in, counts them) and bench_ack_samples (samples in,
-/// acknowledges them) into `registry`; both report to `probe`.
-void RegisterBenchOperators(Registry& registry, Probe& probe) {
-  OperatorInfo rows;
-  rows.name = "bench_null_rows";
-  rows.summary = "Benchmark sink: counts rows and windows, writes nothing.";
-  rows.input = PortKind::kRows;
-  rows.output = PortKind::kNone;
-  rows.create = [&probe](const OperatorContext&) { return std::make_unique<NullRowSink>(probe); };
-  registry.Add(std::move(rows));
-
-  OperatorInfo samples;
-  samples.name = "bench_ack_samples";
-  samples.summary = "Benchmark sink: acknowledges sample batches at once and counts them.";
-  samples.input = PortKind::kSamples;
-  samples.output = PortKind::kNone;
-  samples.create = [&probe](const OperatorContext&) {
-    return std::make_unique<AckSampleSink>(probe);
-  };
-  registry.Add(std::move(samples));
-}
-
 /// The pipeline of a fleetflow contender, as a user would write it.
 std::string PipelineJson(const std::string& contender, const std::string& url,
                          const std::string& durable, const std::string& bucket, const Settings& s) {
@@ -501,7 +374,7 @@ std::string PipelineJson(const std::string& contender, const std::string& url,
     << s.fetch_batch << R"(, "max_ack_pending": 100000}})";
   if (contender == "ff-source") {
     j << R"(,
-  {"id": "sink", "type": "bench_ack_samples", "inputs": ["telemetry"]}]})";
+  {"id": "sink", "type": "bench_count_samples", "inputs": ["telemetry"]}]})";
     return j.str();
   }
   const bool kv = contender != "ff-memory";
@@ -515,7 +388,7 @@ std::string PipelineJson(const std::string& contender, const std::string& url,
   }
   j << R"("keep": 16}},
   {"id": "windows", "type": "window_join", "inputs": ["last_values"], "config": {
-    "every_ms": 1000, "allowed_lateness_ms": 1000, "max_gap_ms": 2000, "sharding": "none",
+    "every_ms": 1000, "allowed_lateness_ms": 1000, "max_gap_ms": 2000,
     "sensors": [)"
     << sensors.str() << R"(]}},
   {"id": "sink", "type": "bench_null_rows", "inputs": ["windows"]}]})";
@@ -529,31 +402,16 @@ RunResult RunFleetflow(const std::string& contender, const std::string& url, Adm
   Probe probe;
   Registry registry;
   RegisterBuiltinOperators(registry);
-  RegisterBenchOperators(registry, probe);
-  const std::string name =
-      contender == "fleetflow-asap" || contender == "ff-shared" ? "fleetflow" : contender;
-  LoadResult loaded =
-      ParsePipeline(PipelineJson(name, url, durable, bucket, s), "bench.json", registry);
-  if (!loaded.ok()) {
-    std::string all;
-    for (const auto& d : loaded.errors) all += d.Format() + "\n";
-    throw std::runtime_error("bench pipeline invalid:\n" + all);
-  }
+  RegisterBenchSinks(registry, probe);
+  const std::string name = contender == "fleetflow-asap" ? "fleetflow" : contender;
+  const Pipeline pipeline =
+      ParsePipelineOrThrow(PipelineJson(name, url, durable, bucket, s), registry);
   Metrics metrics;
   WallClock clock;
   g_force_send_asap = asap ? 1 : -1;
   RunResult r;
-  Metrics other_metrics;
-  std::unique_ptr<KvMembership> other_writer;  // ff-shared: as if another worker wrote the bucket
-  if (contender == "ff-shared") {
-    MembershipOptions o;
-    o.connection.url = url;
-    o.bucket = bucket + "_writers";
-    o.owners_gauge = false;
-    other_writer = std::make_unique<KvMembership>(std::move(o), other_metrics, Labels{});
-  }
   {
-    Runtime runtime(*loaded.pipeline, metrics, clock);  // connects, restores the (empty) bucket
+    Runtime runtime(pipeline, metrics, clock);  // connects, restores the (empty) bucket
     const CpuMeter cpu(g_server_pid);
     const auto t0 = Clock::now();
     runtime.Start();
@@ -571,7 +429,6 @@ RunResult RunFleetflow(const std::string& contender, const std::string& url, Adm
   r.messages = metrics.CounterSum("messages_in");
   r.samples = metrics.CounterSum("samples_in");
   r.kv_writes = metrics.CounterSum("kv_writes");
-  r.kv_merged = metrics.CounterSum("kv_updates_merged");
   r.rows = probe.rows.load();
   if (r.messages != filled.messages || r.samples != filled.samples) {
     throw std::runtime_error(contender + ": consumed " + std::to_string(r.messages) +
@@ -583,13 +440,6 @@ RunResult RunFleetflow(const std::string& contender, const std::string& url, Adm
 }
 
 // --- Report ---
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 /// The median run of a contender, by total seconds (its other figures come from that same run).
 RunResult MedianRun(const std::vector<RunResult>& runs) {
@@ -688,7 +538,7 @@ std::vector<std::string> SplitList(const std::string& text) {
 int Main(int argc, char** argv) {
   Settings s;
   std::string contenders =
-      "baseline,baseline-asap,baseline-ahead,fleetflow,fleetflow-asap,ff-shared,ff-memory,ff-source";
+      "baseline,baseline-asap,baseline-ahead,fleetflow,fleetflow-asap,ff-memory,ff-source";
   std::string sensors = "gps,speed,soc,torque";
   std::string log_level = "warn";
   CLI::App app{
@@ -725,9 +575,9 @@ int Main(int argc, char** argv) {
     return 2;
   }
   for (const auto& c : s.contenders) {
-    static const std::vector<std::string> known = {
-        "baseline",  "baseline-asap", "baseline-ahead", "fleetflow", "fleetflow-asap",
-        "ff-shared", "ff-memory",     "ff-source"};
+    static const std::vector<std::string> known = {"baseline",  "baseline-asap",  "baseline-ahead",
+                                                   "fleetflow", "fleetflow-asap", "ff-memory",
+                                                   "ff-source"};
     if (std::find(known.begin(), known.end(), c) == known.end()) {
       std::cerr << "unknown contender '" << c << "'\n";
       return 2;
@@ -742,7 +592,7 @@ int Main(int argc, char** argv) {
   testing::NatsServer server;
   server.Start();
   const std::string url = server.url();
-  g_server_pid = FindServerPid(server.port());
+  g_server_pid = FindNatsServerPid(server.port());
   std::printf("nats-server %s, store %s\n", url.c_str(), server.store_dir().c_str());
 
   Admin admin(url);
@@ -773,10 +623,9 @@ int Main(int argc, char** argv) {
       r.rep = rep;
       std::printf("  %-15s run %d: %7.3f s (intake %7.3f s) %10.0f msgs/s %11.0f samples/s",
                   c.c_str(), rep, r.seconds, r.intake_seconds, r.msgs_per_s(), r.samples_per_s());
-      if (r.kv_writes)
-        std::printf(", %llu kv writes (%llu echoes decoded)",
-                    static_cast<unsigned long long>(r.kv_writes),
-                    static_cast<unsigned long long>(r.kv_merged));
+      if (r.kv_writes) {
+        std::printf(", %llu kv writes", static_cast<unsigned long long>(r.kv_writes));
+      }
       std::printf(", cpu %.2f s + server %.2f s, busy %.0f%%\n", r.cpu_seconds,
                   r.server_cpu_seconds, 100 * r.machine_busy);
       std::fflush(stdout);
@@ -796,10 +645,5 @@ int Main(int argc, char** argv) {
 }  // namespace fleetflow::bench
 
 int main(int argc, char** argv) {
-  try {
-    return fleetflow::bench::Main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "ff-bench-jetstream: " << e.what() << "\n";
-    return 1;
-  }
+  return fleetflow::bench::RunMain("ff-bench-jetstream", fleetflow::bench::Main, argc, argv);
 }

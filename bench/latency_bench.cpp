@@ -57,12 +57,12 @@ std::string PipelineJson(const std::string& url, const std::string& conninfo, in
          url + R"(", "subject": "vehicle.*.*", "queue_group": "fleetflow"}},
   {"id": "last_values", "type": "keyed_last_value", "inputs": ["telemetry"], "config": {"keep": 4}},
   {"id": "windows", "type": "window_join", "inputs": ["last_values"], "config": {
-    "every_ms": )" + std::to_string(kEveryMs) +
-         R"(, "allowed_lateness_ms": )" + std::to_string(kLatenessMs) +
+    "every_ms": )" +
+         std::to_string(kEveryMs) + R"(, "allowed_lateness_ms": )" + std::to_string(kLatenessMs) +
          R"(, "max_gap_ms": 2000, "sensors": ["gps", "speed", "soc", "torque"]}},
   {"id": "database", "type": "timescale_sink", "inputs": ["windows"], "config": {
-    "conninfo": ")" + conninfo +
-         R"(", "table": "vehicle_telemetry", "flush_ms": )" + std::to_string(flush_ms) +
+    "conninfo": ")" +
+         conninfo + R"(", "table": "vehicle_telemetry", "flush_ms": )" + std::to_string(flush_ms) +
          R"(, "columns": [
       {"name": "lat", "sensor": "gps", "field": "lat", "interpolation": "linear"},
       {"name": "lon", "sensor": "gps", "field": "lon", "interpolation": "linear"},
@@ -144,9 +144,9 @@ int Main(int argc, char** argv) {
     const std::string where = " FROM vehicle_telemetry WHERE time >= to_timestamp(" +
                               std::to_string(from_ns / 1e9) + ") AND time <= to_timestamp(" +
                               std::to_string(to_ns / 1e9) + ")";
-    const auto lat = Column(pg.Psql(
-        "SELECT 1000 * extract(epoch FROM committed_at - (time - interval '" +
-        std::to_string(kEveryMs) + " milliseconds'))" + where));
+    const auto lat =
+        Column(pg.Psql("SELECT 1000 * extract(epoch FROM committed_at - (time - interval '" +
+                       std::to_string(kEveryMs) + " milliseconds'))" + where));
     const auto after_t =
         Column(pg.Psql("SELECT 1000 * extract(epoch FROM committed_at - time)" + where));
     const uint64_t windows = std::stoull(pg.Psql("SELECT count(DISTINCT time)" + where));
@@ -163,14 +163,13 @@ int Main(int argc, char** argv) {
     csv.Row(s.scale, flush_ms, s.rate, lat.size(), expected, p50, p99, mx, Percentile(after_t, 50),
             Percentile(after_t, 99), busy);
     const double goal = kEveryMs + kLatenessMs + 250;
-    AppendSummary(s.summary,
-                  {"latency", "p99 ms flush_ms " + std::to_string(flush_ms), p99, 0,
-                   "<= " + std::to_string(static_cast<int>(goal)) + " ms",
-                   p99 <= goal ? "yes" : "no",
-                   "event time of a row's oldest sample to row in PostgreSQL at " +
-                       std::to_string(static_cast<int>(s.rate)) + " samples/s; p50 " +
-                       std::to_string(static_cast<int>(p50)) + " ms, max " +
-                       std::to_string(static_cast<int>(mx)) + " ms"});
+    AppendSummary(s.summary, {"latency", "p99 ms flush_ms " + std::to_string(flush_ms), p99, 0,
+                              "<= " + std::to_string(static_cast<int>(goal)) + " ms",
+                              p99 <= goal ? "yes" : "no",
+                              "event time of a row's oldest sample to row in PostgreSQL at " +
+                                  std::to_string(static_cast<int>(s.rate)) + " samples/s; p50 " +
+                                  std::to_string(static_cast<int>(p50)) + " ms, max " +
+                                  std::to_string(static_cast<int>(mx)) + " ms"});
     if (lat.size() != expected) {
       std::printf("  WARNING: %zu rows, expected %llu (vehicles x steady windows)\n", lat.size(),
                   static_cast<unsigned long long>(expected));
@@ -183,10 +182,5 @@ int Main(int argc, char** argv) {
 }  // namespace fleetflow::bench
 
 int main(int argc, char** argv) {
-  try {
-    return fleetflow::bench::Main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "ff-bench-latency: " << e.what() << "\n";
-    return 1;
-  }
+  return fleetflow::bench::RunMain("ff-bench-latency", fleetflow::bench::Main, argc, argv);
 }

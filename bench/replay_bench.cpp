@@ -32,7 +32,8 @@ using namespace fleetflow;
 class NullSink final : public Operator {
  public:
   explicit NullSink(const OperatorContext& ctx)
-      : rows_(ctx.metrics.GetCounter("null_rows", "Rows received by the null sink.", ctx.labels())) {}
+      : rows_(
+            ctx.metrics.GetCounter("null_rows", "Rows received by the null sink.", ctx.labels())) {}
   void Process(const Message& in, Emitter&) override {
     if (const auto* b = std::get_if<WindowBatch>(in.get())) rows_.Inc(b->rows.size());
   }
@@ -55,7 +56,8 @@ void RegisterNullSink(Registry& registry) {
 /// message (receive time = newest sample + 20 ms). Returns the number of samples.
 uint64_t MakeRecording(const std::string& path, int vehicles, int seconds, int per_message) {
   constexpr int64_t kT0 = 1'700'000'000'000'000'000;
-  const std::pair<const char*, int> sensors[] = {{"gps", 10}, {"speed", 10}, {"soc", 1}, {"torque", 30}};
+  const std::pair<const char*, int> sensors[] = {
+      {"gps", 10}, {"speed", 10}, {"soc", 1}, {"torque", 30}};
   struct Pending {
     int64_t recv_ns;
     recording::Record r;
@@ -113,12 +115,13 @@ RunResult RunOnce(const Pipeline& pipeline, double* setup_s = nullptr) {
   ReplayClock clock;
   RuntimeOptions options;
   options.tick_ms = 0;
+  options.clock_driver = &clock;
   const auto built = std::chrono::steady_clock::now();
   Runtime runtime(pipeline, metrics, clock, options);
   const auto start = std::chrono::steady_clock::now();
   if (setup_s) *setup_s = std::chrono::duration<double>(start - built).count();
   runtime.Start();
-  while (metrics.GaugeSum("replay_finished") < 1) {
+  while (!runtime.InputEnded()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   runtime.Stop();
@@ -232,7 +235,7 @@ int main(int argc, char** argv) {
   if (!null_pipeline || !pg_pipeline) return 2;
   std::vector<std::string> tables;
   for (const NodeDecl& n : pg_pipeline->nodes) {
-    if (n.type == "timescale_sink") tables.push_back(n.config.String("table", "vehicle_telemetry"));
+    if (n.type == "timescale_sink") tables.push_back(n.config.String("table"));
   }
   std::printf("pipeline: %s (%zu timescale_sink)\n", pipeline_file.c_str(), tables.size());
 
@@ -282,9 +285,8 @@ int main(int argc, char** argv) {
         "%.0f rows/s, %llu rows written in %llu batches, %llu in the table, %llu retries\n",
         run + 1, r.seconds, setup_s, static_cast<double>(r.samples) / r.seconds,
         static_cast<double>(r.rows_written) / r.seconds,
-        static_cast<unsigned long long>(r.rows_written),
-        static_cast<unsigned long long>(r.batches), static_cast<unsigned long long>(in_table),
-        static_cast<unsigned long long>(r.retries));
+        static_cast<unsigned long long>(r.rows_written), static_cast<unsigned long long>(r.batches),
+        static_cast<unsigned long long>(in_table), static_cast<unsigned long long>(r.retries));
     if (r.samples != samples || r.rows_dropped != 0 || r.rows_written != expected_rows ||
         in_table != expected_rows) {
       std::fprintf(stderr,

@@ -8,7 +8,7 @@
 #   bench/run.sh --quick -- --contenders baseline,fleetflow   # extra args for ff-bench-jetstream
 #   bench/run.sh --plots-only    # redraw the PNGs from the CSV files of the chosen scale
 #
-# Benchmarks (--only takes these names): jetstream, core, sink, window, latency, memory.
+# Benchmarks (--only takes these names): jetstream, core, sink, window, latency, memory, scaleout.
 # Each starts its own nats-server / PostgreSQL (free ports, temporary directories) and stops them.
 # They are not tests: figures depend on the machine and on what else runs on it; compare the
 # ratios within one run, not absolute figures across runs. See docs/BENCHMARKS.md.
@@ -19,7 +19,7 @@ root=$(pwd)
 
 scale=quick
 build_dir=${BUILD_DIR:-build-bench}
-only=jetstream,core,sink,window,latency,memory
+only=jetstream,core,sink,window,latency,memory,scaleout
 plots_only=0
 extra=()
 while [[ $# -gt 0 ]]; do
@@ -76,25 +76,27 @@ if [[ ! -f "$build_dir/CMakeCache.txt" ]]; then
 fi
 build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build_dir/CMakeCache.txt")
 cmake --build "$build_dir" --target ff-bench-jetstream ff-bench-core ff-bench-sink ff-bench-scale \
-  ff-bench-latency fleet-sim
+  ff-bench-latency ff-bench-scaleout fleetflow fleet-sim
 bin="$root/$build_dir/bench"
 
 case "$scale" in
   quick)
-    js_args=(--messages 200000 --repeats 3 --contenders baseline,fleetflow,ff-shared,ff-memory)
+    js_args=(--messages 200000 --repeats 3 --contenders baseline,baseline-ahead,fleetflow,ff-memory)
     core_args=(--vehicles 1000 --duration 10 --repeats 3 --timebox 8)
     sink_args=(--vehicles 10000 --windows 10 --repeats 3)
     window_args=(--vehicles 100000 --windows 5 --samples 3)
     latency_args=(--vehicles 1000 --rate 50000 --duration 12 --flush-ms 1000,100,0)
     memory_args=(--vehicles 10000 100000 --seconds 4)
+    scaleout_args=(--vehicles 200 --seconds 10 --workers 1,2,4)
     ;;
   full)
-    js_args=(--messages 2000000 --repeats 3 --timeout 1200 --contenders baseline,fleetflow,ff-shared,ff-memory)
+    js_args=(--messages 2000000 --repeats 3 --timeout 1200 --contenders baseline,baseline-ahead,fleetflow,ff-memory)
     core_args=(--vehicles 2000 --duration 15 --repeats 3 --timebox 20)
     sink_args=(--vehicles 20000 --windows 50 --repeats 3)
     window_args=(--vehicles 100000 --windows 10 --samples 3)
     latency_args=(--vehicles 2000 --rate 50000 --duration 30 --flush-ms 1000,100,0)
     memory_args=(--vehicles 10000 100000 --seconds 8)
+    scaleout_args=(--vehicles 500 --seconds 30 --workers 1,2,3,4)
     ;;
 esac
 
@@ -152,6 +154,11 @@ if wants memory; then
   echo "== 6. memory"
   "$bin/ff-bench-scale" memory "${memory_args[@]}" --scale "$scale" \
     --csv "$out/memory_${scale}.csv" --summary "$summary"
+fi
+if wants scaleout; then
+  echo "== 8. scale-out by partition (1..4 workers)"
+  "$bin/ff-bench-scaleout" "${scaleout_args[@]}" --scale "$scale" \
+    --csv "$out/scaleout_${scale}.csv" --summary "$summary"
 fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/machine_${scale}.txt"
 echo "benchmarks took: $(($(date +%s) - started)) s" >> "$out/machine_${scale}.txt"

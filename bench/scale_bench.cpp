@@ -98,11 +98,11 @@ int RunWindow(int vehicles, int windows, int samples, const Common& c) {
   RegisterBuiltinOperators(registry);
   const OperatorInfo* info = registry.Find("window_join");
   Config config;
-  const auto errors = ParseOperatorConfig(
-      *info,
-      R"({"every_ms": 1000, "allowed_lateness_ms": 500, "max_gap_ms": 2000, "sharding": "none",
+  const auto errors =
+      ParseOperatorConfig(*info,
+                          R"({"every_ms": 1000, "allowed_lateness_ms": 500, "max_gap_ms": 2000,
           "sensors": ["gps", "speed", "soc", "torque"]})",
-      config);
+                          config);
   if (!errors.empty()) throw std::runtime_error(errors.front().Format());
   Metrics metrics;
   FixedClock clock;
@@ -135,7 +135,7 @@ int RunWindow(int vehicles, int windows, int samples, const Common& c) {
     const double emit = ThreadCpuSeconds() - e0;
     const double wall = Seconds(SteadyClock::now() - wall0);
     const uint64_t n = out.rows;
-    out.kept.clear();  // freed outside the measurement (the sink's job in the engine)
+    out.kept.clear();      // freed outside the measurement (the sink's job in the engine)
     if (w == 0) continue;  // the first Tick closes no window: its after-samples are not in yet
     total_rows += n;
     emit_ms.push_back(emit * 1e3);
@@ -144,10 +144,11 @@ int RunWindow(int vehicles, int windows, int samples, const Common& c) {
     csv.Row(c.scale, vehicles, w, n, ingest * 1e3, emit * 1e3, wall * 1e3,
             static_cast<uint64_t>(vehicles) * 4 * static_cast<uint64_t>(samples),
             emit > 0 ? static_cast<double>(n) / emit : 0);
-    std::printf("  window %2d: %6llu rows, emit %7.1f ms cpu (%7.1f ms wall), ingest %7.1f ms cpu"
-                " for %d samples\n",
-                w, static_cast<unsigned long long>(n), emit * 1e3, wall * 1e3, ingest * 1e3,
-                vehicles * 4 * samples);
+    std::printf(
+        "  window %2d: %6llu rows, emit %7.1f ms cpu (%7.1f ms wall), ingest %7.1f ms cpu"
+        " for %d samples\n",
+        w, static_cast<unsigned long long>(n), emit * 1e3, wall * 1e3, ingest * 1e3,
+        vehicles * 4 * samples);
     if (n != static_cast<uint64_t>(vehicles)) {
       throw std::runtime_error("window " + std::to_string(w) + ": " + std::to_string(n) +
                                " rows, expected one per vehicle");
@@ -177,11 +178,11 @@ int RunWindow(int vehicles, int windows, int samples, const Common& c) {
 class GenSource final : public Operator {
  public:
   GenSource(const OperatorContext& ctx, int vehicles, int seconds, int samples)
-      : clock_(dynamic_cast<const ReplayClock*>(&ctx.clock)),
+      : clock_(ctx.clock_driver),
+        input_ended_(ctx.input_ended),
         vehicles_(vehicles),
         seconds_(seconds),
-        samples_(samples),
-        done_(ctx.metrics.GetGauge("gen_finished", "1 once the generator is done.")) {}
+        samples_(samples) {}
   ~GenSource() override { Stop(); }
   void Start(Emitter& out) override {
     thread_ = std::thread([this, &out] { Run(out); });
@@ -207,12 +208,12 @@ class GenSource final : public Operator {
         out.Emit(MakeMessage(Tick{now, false}));
       }
     }
-    done_.Set(1);
+    input_ended_();
   }
 
-  const ReplayClock* clock_;
+  ClockDriver* const clock_;
+  const std::function<void()> input_ended_;
   const int vehicles_, seconds_, samples_;
-  Gauge& done_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -249,10 +250,11 @@ int MemoryChild(int vehicles, int seconds, int samples) {
   ReplayClock clock(kT0);
   RuntimeOptions options;
   options.tick_ms = 0;
+  options.clock_driver = &clock;
   {
     Runtime runtime(pipeline, metrics, clock, options);
     runtime.Start();
-    while (metrics.GaugeSum("gen_finished") < 1) {
+    while (!runtime.InputEnded()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     runtime.Stop();
@@ -264,9 +266,9 @@ int MemoryChild(int vehicles, int seconds, int samples) {
 }
 
 MemoryResult RunMemoryChild(int vehicles, int seconds, int samples) {
-  std::vector<std::string> args = {"/proc/self/exe", "memory-child", "--vehicles",
-                                   std::to_string(vehicles), "--seconds",
-                                   std::to_string(seconds), "--samples", std::to_string(samples)};
+  std::vector<std::string> args = {
+      "/proc/self/exe", "memory-child",          "--vehicles", std::to_string(vehicles),
+      "--seconds",      std::to_string(seconds), "--samples",  std::to_string(samples)};
   int fds[2];
   if (pipe(fds) != 0) throw std::runtime_error("pipe");
   const pid_t pid = fork();
@@ -282,7 +284,8 @@ MemoryResult RunMemoryChild(int vehicles, int seconds, int samples) {
   close(fds[1]);
   std::string text;
   char buf[4096];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;)
+    text.append(buf, static_cast<size_t>(n));
   close(fds[0]);
   int status = 0;
   waitpid(pid, &status, 0);
@@ -363,10 +366,5 @@ int Main(int argc, char** argv) {
 }  // namespace fleetflow::bench
 
 int main(int argc, char** argv) {
-  try {
-    return fleetflow::bench::Main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "ff-bench-scale: " << e.what() << "\n";
-    return 1;
-  }
+  return fleetflow::bench::RunMain("ff-bench-scale", fleetflow::bench::Main, argc, argv);
 }

@@ -64,8 +64,8 @@ std::string SinkConfig(const std::string& conninfo, const std::string& table, in
   std::string cols;
   for (const auto& c : kColumns) {
     cols += std::string(cols.empty() ? "" : ", ") + R"({"name": ")" + c.name + R"(", "sensor": ")" +
-            c.sensor + R"(", "field": ")" + c.field + R"(", "interpolation": ")" +
-            c.interpolation + R"("})";
+            c.sensor + R"(", "field": ")" + c.field + R"(", "interpolation": ")" + c.interpolation +
+            R"("})";
   }
   return R"({"conninfo": ")" + conninfo + R"(", "table": ")" + table + R"(", "batch_rows": )" +
          std::to_string(batch_rows) + R"(, "flush_ms": 1000, "timescaledb": "auto", "columns": [)" +
@@ -257,12 +257,12 @@ int Main(int argc, char** argv) {
   csv.Row(s.scale, "timescale_sink", "median", rows.size(), "", sink_rps, sink_rps / bare_rps, "",
           "");
   csv.Row(s.scale, "bare", "median", rows.size(), "", bare_rps, 1.0, "", "");
-  std::printf("\ntimescale_sink %.0f rows/s, bare COPY + upsert %.0f rows/s: %.1f%% (goal >= 70%%)\n",
-              sink_rps, bare_rps, 100 * sink_rps / bare_rps);
-  AppendSummary(s.summary,
-                {"sink", "rows/s", sink_rps, bare_rps, ">= 70%",
-                 sink_rps / bare_rps >= 0.7 ? "yes" : "no",
-                 "timescale_sink vs bare COPY + upsert (pg_client), same rows"});
+  std::printf(
+      "\ntimescale_sink %.0f rows/s, bare COPY + upsert %.0f rows/s: %.1f%% (goal >= 70%%)\n",
+      sink_rps, bare_rps, 100 * sink_rps / bare_rps);
+  AppendSummary(s.summary, {"sink", "rows/s", sink_rps, bare_rps, ">= 70%",
+                            sink_rps / bare_rps >= 0.7 ? "yes" : "no",
+                            "timescale_sink vs bare COPY + upsert (pg_client), same rows"});
   return 0;
 }
 
@@ -270,10 +270,5 @@ int Main(int argc, char** argv) {
 }  // namespace fleetflow::bench
 
 int main(int argc, char** argv) {
-  try {
-    return fleetflow::bench::Main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "ff-bench-sink: " << e.what() << "\n";
-    return 1;
-  }
+  return fleetflow::bench::RunMain("ff-bench-sink", fleetflow::bench::Main, argc, argv);
 }

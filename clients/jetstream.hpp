@@ -26,11 +26,14 @@ struct __kvWatcher;
 
 namespace fleetflow::nats {
 
+/// The defaults of StreamOptions and ConsumerOptions are those of nats_source's config spec
+/// (operators/nats_source.cpp), which sets every field from its validated config; they serve
+/// tools and tests.
 struct StreamOptions {
   std::string name = "TELEMETRY";
   std::vector<std::string> subjects = {"vehicle.*.*"};
   std::string retention = "limits";  // limits | workqueue | interest
-  int64_t max_age_ms = 0;            // 0: unlimited
+  int64_t max_age_ms = 86'400'000;   // 0: unlimited
   std::string storage = "file";      // file | memory
   int replicas = 1;
 };
@@ -40,7 +43,7 @@ struct ConsumerOptions {
   std::string durable = "fleetflow";
   std::string filter_subject = "vehicle.*.*";
   int64_t ack_wait_ms = 30'000;
-  int64_t max_ack_pending = 20'000;
+  int64_t max_ack_pending = 100'000;
 };
 
 /// Acknowledges a JetStream message later without keeping the message (and its payload) alive:

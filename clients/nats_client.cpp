@@ -635,8 +635,6 @@ bool Connection::connected() const {
   return natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
 }
 
-bool Connection::reconnecting() const { return natsConnection_IsReconnecting(conn_); }
-
 ConnectionStats Connection::stats() const {
   natsStatistics* raw = nullptr;
   Check(natsStatistics_Create(&raw), "create statistics");

@@ -182,7 +182,6 @@ class Connection {
   Message Request(std::string_view subject, std::string_view payload, int timeout_ms);
 
   bool connected() const;
-  bool reconnecting() const;
   ConnectionStats stats() const;
   /// Holds ConnectOptions::on_connection_change for nats.c's callbacks (internal).
   struct StateCallback;

@@ -1,5 +1,7 @@
 #include "pg_client.hpp"
 
+#include <libpq-fe.h>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -24,49 +26,30 @@ bool IsUri(std::string_view conninfo) {
   return conninfo.starts_with("postgresql://") || conninfo.starts_with("postgres://");
 }
 
-bool IsSpace(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
+/// The options of a connection string as libpq reads them (key=value and URI forms alike), in
+/// libpq's order, only those the string sets; nullopt when libpq cannot parse it.
+std::optional<std::vector<std::pair<std::string, std::string>>> ParseConninfo(
+    std::string_view conninfo) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(std::string(conninfo).c_str(), &err);
+  if (err != nullptr) PQfreemem(err);  // may quote part of a password: never shown
+  if (opts == nullptr) return std::nullopt;
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+    if (o->val != nullptr) out.emplace_back(o->keyword, o->val);
+  }
+  PQconninfoFree(opts);
+  return out;
+}
 
-/// Where the passwords are in a conninfo string: [begin, end) offsets of each value.
-std::vector<std::pair<size_t, size_t>> PasswordSpans(std::string_view s) {
-  std::vector<std::pair<size_t, size_t>> spans;
-  if (IsUri(s)) {
-    const size_t start = s.find("://") + 3;
-    const size_t end = std::min(s.find_first_of("/?#", start), s.size());
-    const size_t at = s.rfind('@', end);
-    if (at != std::string_view::npos && at >= start) {
-      const size_t colon = s.find(':', start);
-      if (colon < at) spans.emplace_back(colon + 1, at);
+/// The password a connection string sets, "" when none (or when libpq cannot parse it).
+std::string PasswordOf(std::string_view conninfo) {
+  if (const auto opts = ParseConninfo(conninfo)) {
+    for (const auto& [key, value] : *opts) {
+      if (key == "password") return value;
     }
-    for (size_t p = s.find("password=", end); p != std::string_view::npos;
-         p = s.find("password=", p + 1)) {
-      if (s[p - 1] != '?' && s[p - 1] != '&') continue;
-      spans.emplace_back(p + 9, std::min(s.find_first_of("&#", p + 9), s.size()));
-    }
-    return spans;
   }
-  // key = value pairs; a value may be single-quoted with backslash escapes.
-  size_t i = 0;
-  while (i < s.size()) {
-    while (i < s.size() && IsSpace(s[i])) ++i;
-    const size_t key_start = i;
-    while (i < s.size() && s[i] != '=' && !IsSpace(s[i])) ++i;
-    const std::string_view key = s.substr(key_start, i - key_start);
-    while (i < s.size() && IsSpace(s[i])) ++i;
-    if (i >= s.size() || s[i] != '=') continue;
-    ++i;
-    while (i < s.size() && IsSpace(s[i])) ++i;
-    const size_t value_start = i;
-    if (i < s.size() && s[i] == '\'') {
-      for (++i; i < s.size() && s[i] != '\''; ++i) {
-        if (s[i] == '\\') ++i;
-      }
-      i = std::min(i + 1, s.size());
-    } else {
-      while (i < s.size() && !IsSpace(s[i])) ++i;
-    }
-    if (key == "password") spans.emplace_back(value_start, i);
-  }
-  return spans;
+  return "";
 }
 
 /// One line of text from a libpq/libpqxx message, without the password of `conninfo`.
@@ -82,9 +65,8 @@ std::string Clean(std::string message, std::string_view conninfo = {}) {
     space = false;
     out += c;
   }
-  for (const auto& [begin, end] : PasswordSpans(conninfo)) {
-    const std::string password(conninfo.substr(begin, end - begin));
-    if (password.empty()) continue;
+  const std::string password = PasswordOf(conninfo);
+  if (!password.empty()) {
     for (size_t p; (p = out.find(password)) != std::string::npos;) {
       out.replace(p, password.size(), "***");
     }
@@ -155,10 +137,24 @@ std::string QuoteLiteral(std::string_view text) {
 }
 
 std::string RedactConninfo(std::string_view conninfo) {
-  std::string out(conninfo);
-  const auto spans = PasswordSpans(conninfo);
-  for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
-    out.replace(it->first, it->second - it->first, "***");
+  const auto opts = ParseConninfo(conninfo);
+  if (!opts) return "(a connection string libpq cannot parse)";
+  std::string out;
+  for (const auto& [key, value] : *opts) {
+    if (!out.empty()) out += ' ';
+    out += key + '=';
+    if (key == "password") {
+      out += "***";
+    } else if (!value.empty() && value.find_first_of(" \\'") == std::string::npos) {
+      out += value;
+    } else {
+      out += '\'';
+      for (char c : value) {
+        if (c == '\\' || c == '\'') out += '\\';
+        out += c;
+      }
+      out += '\'';
+    }
   }
   return out;
 }
@@ -223,6 +219,15 @@ std::unique_ptr<Connection> Connection::Connect(const std::string& conninfo,
     full = AddParam(full, "connect_timeout", std::to_string(connect_timeout.count()));
   }
   full = AddParam(full, "fallback_application_name", "fleetflow");
+  if (!conninfo.empty() && !ParseConninfo(conninfo)) {
+    // Not a connection problem: no retry fixes it. libpq's message is not shown, as it may
+    // quote part of a password.
+    throw Error(
+        "the PostgreSQL connection string is not valid (libpq cannot parse it): write key=value "
+        "pairs separated by spaces, quote values containing spaces with '...', or use a "
+        "postgresql:// URI",
+        false);
+  }
   const std::string where =
       conninfo.empty() ? std::string("PG* environment") : RedactConninfo(conninfo);
   std::unique_ptr<Impl> impl;

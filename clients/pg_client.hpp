@@ -16,7 +16,8 @@
 
 namespace fleetflow::pg {
 
-/// A PostgreSQL operation failed. what() names the operation and carries the server's message.
+/// A PostgreSQL operation failed. what() names the operation and carries the server's message
+/// with its DETAIL and HINT (and the SQLSTATE), on one line, never a password.
 class Error : public std::runtime_error {
  public:
   Error(const std::string& what, bool connection_lost, std::string sqlstate = "")
@@ -46,7 +47,9 @@ std::string QuoteIdent(std::string_view name);
 /// `text` as a SQL string literal, correct whatever standard_conforming_strings is.
 std::string QuoteLiteral(std::string_view text);
 
-/// `conninfo` with any password replaced by "***" (key=value and URI forms), for messages.
+/// `conninfo` as libpq parses it (PQconninfoParse; key=value and URI forms), rewritten as
+/// key=value pairs with the password replaced by "***", for messages. A string libpq cannot
+/// parse gives a fixed text that quotes none of it.
 std::string RedactConninfo(std::string_view conninfo);
 
 /// ns since the Unix epoch as a timestamptz literal in UTC with microseconds, e.g.

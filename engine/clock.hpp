@@ -31,23 +31,31 @@ class WallClock final : public Clock {
   }
 };
 
+/// What moves a clock that follows the input instead of the wall: the runtime hands it to its
+/// sources (OperatorContext::clock_driver) when it runs on such a clock, and to nobody otherwise.
+class ClockDriver {
+ public:
+  virtual ~ClockDriver() = default;
+  /// Moves the clock to `ns` if that is later (never backwards). Thread-safe.
+  virtual void AdvanceTo(int64_t ns) = 0;
+};
+
 /// The clock of a replay: it reads the receive time of the record being replayed. The replay
 /// source advances it (never backwards) before it emits each record and each Tick; the Runtime
 /// then runs without its wall-clock ticker (RuntimeOptions::tick_ms = 0), since the replay
 /// source puts the Ticks into the stream itself.
-class ReplayClock final : public Clock {
+class ReplayClock final : public Clock, public ClockDriver {
  public:
   explicit ReplayClock(int64_t start_ns = 0) : now_(start_ns) {}
   int64_t NowNs() const override { return now_.load(std::memory_order_acquire); }
-  /// Moves the clock to `ns` if that is later; callable through the `const Clock&` operators get.
-  void AdvanceTo(int64_t ns) const {
+  void AdvanceTo(int64_t ns) override {
     int64_t cur = now_.load(std::memory_order_relaxed);
     while (ns > cur && !now_.compare_exchange_weak(cur, ns, std::memory_order_release)) {
     }
   }
 
  private:
-  mutable std::atomic<int64_t> now_;
+  std::atomic<int64_t> now_;
 };
 
 }  // namespace fleetflow

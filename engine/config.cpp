@@ -53,12 +53,24 @@ void FieldSchema(const Field& f, rapidjson::Value& out, Alloc& a) {
       out.AddMember("type", "array", a);
       rapidjson::Value items(rapidjson::kObjectType);
       items.AddMember("type", "string", a);
+      if (!f.pattern.empty()) {
+        items.AddMember("pattern", Str(f.pattern, a), a);
+        items.AddMember("patternDescription", Str(f.pattern_text, a), a);
+      }
       out.AddMember("items", items, a);
       break;
     }
     case FieldType::kObjectArray:
       break;  // handled by the caller, which has the nested spec
   }
+  if (f.type == FieldType::kString && !f.pattern.empty()) {
+    out.AddMember("pattern", Str(f.pattern, a), a);
+    // Not a JSON Schema keyword (editors ignore it): the pattern in words, for messages.
+    out.AddMember("patternDescription", Str(f.pattern_text, a), a);
+  }
+  if (f.min_length) out.AddMember("minLength", static_cast<uint64_t>(*f.min_length), a);
+  if (f.min_items) out.AddMember("minItems", static_cast<uint64_t>(*f.min_items), a);
+  if (f.unique_items) out.AddMember("uniqueItems", true, a);
   if (f.minimum) out.AddMember("minimum", *f.minimum, a);
   if (f.maximum) out.AddMember("maximum", *f.maximum, a);
   out.AddMember("description", Str(f.description, a), a);
@@ -139,6 +151,36 @@ Field& ConfigSpec::ObjectArray(std::string n, std::string d, ConfigSpec items) {
   return f;
 }
 
+ConfigSpec& ConfigSpec::Rule(std::string description, ConfigCheck check) {
+  rules_.push_back({std::move(description), std::move(check)});
+  return *this;
+}
+
+ConfigSpec ConfigSpec::Items(const Field& field) const {
+  if (field.type != FieldType::kObjectArray) {
+    throw std::logic_error("config spec: field " + field.name + " is not an array of objects");
+  }
+  ConfigSpec items;
+  items.fields_ = field.item_fields;
+  return items;
+}
+
+void ConfigSpec::CheckComplete(const std::string& owner) const {
+  for (const auto& f : fields_) {
+    if (!f.required && f.default_json.empty()) {
+      throw std::logic_error("config spec of " + owner + ": field " + f.name +
+                             " is optional without a default; give it one or make it required");
+    }
+    if (f.type == FieldType::kObjectArray) Items(f).CheckComplete(owner + "." + f.name + "[]");
+  }
+}
+
+std::vector<ConfigProblem> ConfigSpec::CheckRules(const Config& config) const {
+  std::vector<ConfigProblem> out;
+  for (const auto& r : rules_) r.check(config, out);
+  return out;
+}
+
 const Field* ConfigSpec::Find(std::string_view name) const {
   for (const auto& f : fields_) {
     if (f.name == name) return &f;
@@ -188,59 +230,92 @@ void ConfigSpec::ApplyDefaults(rapidjson::Value& config, Alloc& a) const {
   }
 }
 
-Config::Config() {
+Config::Config()
+    : value_(nullptr), spec_(std::make_shared<const ConfigSpec>()), owner_name_("(no operator)") {
   auto doc = std::make_shared<rapidjson::Document>();
   doc->SetObject();
   value_ = doc.get();
   owner_ = std::move(doc);
 }
 
-Config Config::Parse(const std::string& json) {
+Config::Config(std::shared_ptr<const rapidjson::Document> owner, const rapidjson::Value* value,
+               std::shared_ptr<const ConfigSpec> spec, std::string owner_name)
+    : owner_(std::move(owner)),
+      value_(value),
+      spec_(std::move(spec)),
+      owner_name_(std::move(owner_name)) {}
+
+Config Config::Parse(const std::string& json, const ConfigSpec& spec,
+                     const std::string& owner_name) {
   auto doc = std::make_shared<rapidjson::Document>();
   doc->Parse(json.c_str());
   if (doc->HasParseError() || !doc->IsObject()) throw std::invalid_argument("not a JSON object");
+  spec.ApplyDefaults(*doc, doc->GetAllocator());
   const rapidjson::Value* v = doc.get();
-  return Config(std::move(doc), v);
+  return Config(std::move(doc), v, std::make_shared<const ConfigSpec>(spec), owner_name);
 }
 
-bool Config::Has(const char* name) const { return value_->HasMember(name); }
-
-std::string Config::String(const char* name, const std::string& fallback) const {
-  auto it = value_->FindMember(name);
-  return it != value_->MemberEnd() && it->value.IsString() ? it->value.GetString() : fallback;
+void Config::Misuse(const char* name, const std::string& what) const {
+  throw std::logic_error("config of " + owner_name_ + ": field '" + name + "' " + what);
 }
 
-int64_t Config::Integer(const char* name, int64_t fallback) const {
+const rapidjson::Value& Config::Get(const char* name, FieldType type) const {
+  const Field* f = spec_->Find(name);
+  if (f == nullptr) Misuse(name, "is not declared in its spec");
+  if (f->type != type && !(type == FieldType::kNumber && f->type == FieldType::kInteger)) {
+    Misuse(name, "is declared as " + std::string(ToString(f->type)) + ", read as " +
+                     std::string(ToString(type)));
+  }
   auto it = value_->FindMember(name);
-  return it != value_->MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : fallback;
+  // Absent only when the config was not made by validation (which applies the defaults).
+  if (it == value_->MemberEnd()) Misuse(name, "is missing and has no default");
+  return it->value;
 }
 
-double Config::Number(const char* name, double fallback) const {
-  auto it = value_->FindMember(name);
-  return it != value_->MemberEnd() && it->value.IsNumber() ? it->value.GetDouble() : fallback;
+std::string Config::String(const char* name) const {
+  const auto& v = Get(name, FieldType::kString);
+  if (!v.IsString()) Misuse(name, "is not a string");
+  return v.GetString();
 }
 
-bool Config::Boolean(const char* name, bool fallback) const {
-  auto it = value_->FindMember(name);
-  return it != value_->MemberEnd() && it->value.IsBool() ? it->value.GetBool() : fallback;
+int64_t Config::Integer(const char* name) const {
+  const auto& v = Get(name, FieldType::kInteger);
+  if (!v.IsInt64()) Misuse(name, "is not an integer");
+  return v.GetInt64();
+}
+
+double Config::Number(const char* name) const {
+  const auto& v = Get(name, FieldType::kNumber);
+  if (!v.IsNumber()) Misuse(name, "is not a number");
+  return v.GetDouble();
+}
+
+bool Config::Boolean(const char* name) const {
+  const auto& v = Get(name, FieldType::kBoolean);
+  if (!v.IsBool()) Misuse(name, "is not a boolean");
+  return v.GetBool();
 }
 
 std::vector<std::string> Config::StringArray(const char* name) const {
+  const auto& v = Get(name, FieldType::kStringArray);
+  if (!v.IsArray()) Misuse(name, "is not an array");
   std::vector<std::string> out;
-  auto it = value_->FindMember(name);
-  if (it == value_->MemberEnd() || !it->value.IsArray()) return out;
-  for (const auto& v : it->value.GetArray()) {
-    if (v.IsString()) out.emplace_back(v.GetString());
+  for (const auto& e : v.GetArray()) {
+    if (!e.IsString()) Misuse(name, "has an item that is not a string");
+    out.emplace_back(e.GetString());
   }
   return out;
 }
 
 std::vector<Config> Config::Objects(const char* name) const {
+  const auto& v = Get(name, FieldType::kObjectArray);
+  if (!v.IsArray()) Misuse(name, "is not an array");
+  auto items = std::make_shared<const ConfigSpec>(spec_->Items(*spec_->Find(name)));
+  const std::string items_name = owner_name_ + "." + name + "[]";
   std::vector<Config> out;
-  auto it = value_->FindMember(name);
-  if (it == value_->MemberEnd() || !it->value.IsArray()) return out;
-  for (const auto& v : it->value.GetArray()) {
-    if (v.IsObject()) out.emplace_back(owner_, &v);
+  for (const auto& e : v.GetArray()) {
+    if (!e.IsObject()) Misuse(name, "has an item that is not an object");
+    out.emplace_back(owner_, &e, items, items_name);
   }
   return out;
 }

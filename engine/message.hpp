@@ -7,7 +7,8 @@
 ///  - kRows edges carry WindowBatch;
 ///  - every edge carries Tick, the engine's clock punctuation: it enters at the sources after
 ///    everything they emitted before it, and every operator forwards it after handling it, so an
-///    operator that sees Tick{t} has seen all input that entered before t was read.
+///    operator that sees Tick{t} has seen all input that entered before t was read;
+///  - every edge carries PartitionEvent, forwarded the same way.
 
 #include <oneapi/tbb/scalable_allocator.h>
 
@@ -15,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -71,6 +73,11 @@ struct SampleBatch {
   /// Engine clock when the source received the message (0: unknown). Operators that need the
   /// arrival time use it rather than reading the clock, so a replay sees recorded arrival times.
   int64_t received_ns = 0;
+  /// The vehicle's partition (PartitionOf; 0 when the source is not partitioned).
+  uint32_t partition = 0;
+  /// Samples restored from state on taking a partition over, not received now: history that
+  /// windows before the current one may use, never a late arrival.
+  bool restored = false;
 };
 
 /// A vehicle's lifecycle message (vehicle.<id>.status). `at_ns` is when it happened: the source
@@ -80,6 +87,40 @@ struct StatusEvent {
   std::string vehicle;
   bool on = true;
   int64_t at_ns = 0;
+  uint32_t partition = 0;  // as SampleBatch::partition
+};
+
+/// The partition of a vehicle among `partitions`: FNV-1a (32 bit) of its id, modulo the count,
+/// exactly as nats-server's subject mapping function `partition(n, 1)` computes it.
+inline uint32_t PartitionOf(std::string_view vehicle, uint32_t partitions) {
+  uint32_t h = 2166136261u;
+  for (const unsigned char c : vehicle) h = (h ^ c) * 16777619u;
+  return partitions == 0 ? 0 : h % partitions;
+}
+
+/// What the operators downstream of a partition hand over when it is revoked: they fill it in
+/// as it passes, and the source stores it for the next owner once the event has passed every
+/// node (when the last reference to it goes).
+class Handover {
+ public:
+  virtual ~Handover() = default;
+  /// The last window time of the partition whose rows were emitted (window_join sets it).
+  std::optional<int64_t> last_window_ns;
+};
+
+/// A partitioned source's change of the partitions it reads (docs/scaling.md), in order with
+/// its messages: kAssigned comes before the partition's first message, kRevoked after its last
+/// one. Every operator forwards it after acting on it, like a Tick.
+struct PartitionEvent {
+  enum class Kind { kAssigned, kRevoked };
+  Kind kind = Kind::kAssigned;
+  uint32_t partition = 0;
+  /// kAssigned: the previous owner emitted every window of the partition up to this time (its
+  /// hand-over record); the next window goes on from there. Empty: no record (a first start, or
+  /// the previous owner crashed): every window the restored state holds is emitted (again).
+  std::optional<int64_t> emitted_until_ns;
+  /// kRevoked: filled in by the operators it passes.
+  std::shared_ptr<Handover> handover;
 };
 
 /// Clock punctuation; `drain` asks every operator to flush what it holds (shutdown, end of
@@ -112,7 +153,7 @@ struct WindowBatch {
   std::vector<WindowRow> rows;
 };
 
-using Body = std::variant<SampleBatch, StatusEvent, Tick, WindowBatch>;
+using Body = std::variant<SampleBatch, StatusEvent, Tick, WindowBatch, PartitionEvent>;
 using Message = std::shared_ptr<const Body>;
 
 template <typename T>

@@ -1,14 +1,24 @@
 #include "metrics.hpp"
 
+#include <prometheus/client_metric.h>
+#include <prometheus/histogram.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
+#include <unordered_map>
 
 namespace fleetflow {
 
 namespace {
+
+constexpr char kPrefix[] = "fleetflow_";
 
 std::string RenderLabels(const Labels& labels) {
   if (labels.empty()) return "";
@@ -29,6 +39,25 @@ std::string RenderLabels(const Labels& labels) {
   return out + "}";
 }
 
+std::string RenderLabels(const std::vector<prometheus::ClientMetric::Label>& labels) {
+  Labels l;
+  l.reserve(labels.size());
+  for (const auto& label : labels) l.emplace_back(label.name, label.value);
+  return RenderLabels(l);
+}
+
+std::vector<prometheus::ClientMetric::Label> ToClientLabels(const Labels& labels) {
+  std::vector<prometheus::ClientMetric::Label> out;
+  out.reserve(labels.size());
+  for (const auto& [name, value] : labels) out.push_back({name, value});
+  return out;
+}
+
+const char* KindName(int kind) {
+  static const char* const kNames[] = {"counter", "gauge", "histogram"};
+  return kNames[kind];
+}
+
 }  // namespace
 
 void Gauge::Add(double d) {
@@ -37,24 +66,79 @@ void Gauge::Add(double d) {
   }
 }
 
+void Histogram::Observe(double value) { h_.Observe(value); }
+
+void Histogram::Observe(double value, uint64_t count) {
+  if (count == 0) return;
+  if (count == 1) return h_.Observe(value);
+  // The bucket prometheus::Histogram::Observe picks: the first bound at or above the value.
+  const auto bucket = std::find_if(bounds_.begin(), bounds_.end(),
+                                   [value](double bound) { return value <= bound; });
+  std::vector<double> increments(bounds_.size() + 1, 0.0);
+  increments[static_cast<size_t>(bucket - bounds_.begin())] = static_cast<double>(count);
+  h_.ObserveMultiple(increments, value * static_cast<double>(count));
+}
+
+uint64_t Histogram::count() const { return h_.Collect().histogram.sample_count; }
+
+double Histogram::sum() const { return h_.Collect().histogram.sample_sum; }
+
+Metrics::Metrics() : registry_(std::make_unique<prometheus::Registry>()) {}
+
+Metrics::~Metrics() = default;
+
+Metrics::Family& Metrics::FamilyOf(const std::string& name, const std::string& help, Kind kind) {
+  auto [it, added] = families_.try_emplace(name);
+  Family& f = it->second;
+  if (added) {
+    f.kind = kind;
+  } else if (f.kind != kind) {
+    throw std::logic_error("metric " + name + " is a " + KindName(static_cast<int>(f.kind)) +
+                           ", not a " + KindName(static_cast<int>(kind)));
+  }
+  f.help = help;
+  return f;
+}
+
 Counter& Metrics::GetCounter(const std::string& name, const std::string& help,
                              const Labels& labels) {
   std::lock_guard lock(mu_);
-  Family& f = families_[name];
-  f.help = help;
-  f.is_counter = true;
+  Family& f = FamilyOf(name, help, Kind::kCounter);
   auto& slot = f.counters[RenderLabels(labels)];
-  if (!slot) slot = std::make_unique<Counter>();
-  return *slot;
+  if (!slot.second) slot = {labels, std::make_unique<Counter>()};
+  return *slot.second;
 }
 
 Gauge& Metrics::GetGauge(const std::string& name, const std::string& help, const Labels& labels) {
   std::lock_guard lock(mu_);
-  Family& f = families_[name];
-  f.help = help;
-  f.is_counter = false;
+  Family& f = FamilyOf(name, help, Kind::kGauge);
   auto& slot = f.gauges[RenderLabels(labels)];
-  if (!slot) slot = std::make_unique<Gauge>();
+  if (!slot.second) slot = {labels, std::make_unique<Gauge>()};
+  return *slot.second;
+}
+
+Histogram& Metrics::GetHistogram(const std::string& name, const std::string& help,
+                                 const std::vector<double>& buckets, const Labels& labels) {
+  std::lock_guard lock(mu_);
+  const bool known = families_.count(name) > 0;
+  Family& f = FamilyOf(name, help, Kind::kHistogram);
+  if (!known) {
+    try {
+      f.histogram_family =
+          &prometheus::BuildHistogram().Name(kPrefix + name).Help(help).Register(*registry_);
+    } catch (...) {
+      families_.erase(name);
+      throw;
+    }
+  }
+  const std::string key = RenderLabels(labels);
+  if (auto it = f.histograms.find(key); it != f.histograms.end()) return *it->second;
+  prometheus::Labels prom_labels;
+  for (const auto& [k, v] : labels) prom_labels[k] = v;
+  // Throws std::invalid_argument for unsorted buckets or an invalid label name.
+  prometheus::Histogram& h = f.histogram_family->Add(prom_labels, buckets);
+  auto& slot = f.histograms[key];
+  slot = std::make_unique<Histogram>(h, buckets);
   return *slot;
 }
 
@@ -63,7 +147,7 @@ uint64_t Metrics::CounterSum(const std::string& name) const {
   auto it = families_.find(name);
   if (it == families_.end()) return 0;
   uint64_t sum = 0;
-  for (const auto& [_, c] : it->second.counters) sum += c->value();
+  for (const auto& [_, c] : it->second.counters) sum += c.second->value();
   return sum;
 }
 
@@ -72,7 +156,16 @@ double Metrics::GaugeSum(const std::string& name) const {
   auto it = families_.find(name);
   if (it == families_.end()) return 0;
   double sum = 0;
-  for (const auto& [_, g] : it->second.gauges) sum += g->value();
+  for (const auto& [_, g] : it->second.gauges) sum += g.second->value();
+  return sum;
+}
+
+uint64_t Metrics::HistogramCount(const std::string& name) const {
+  std::lock_guard lock(mu_);
+  auto it = families_.find(name);
+  if (it == families_.end()) return 0;
+  uint64_t sum = 0;
+  for (const auto& [_, h] : it->second.histograms) sum += h->count();
   return sum;
 }
 
@@ -88,16 +181,61 @@ std::string Metrics::Exposition() const {
     collectors = collectors_;
   }
   for (const auto& collect : collectors) collect();
-  std::lock_guard lock(mu_);
-  std::ostringstream out;
-  for (const auto& [name, f] : families_) {
-    const std::string full = "fleetflow_" + name + (f.is_counter ? "_total" : "");
-    out << "# HELP " << full << ' ' << f.help << '\n';
-    out << "# TYPE " << full << (f.is_counter ? " counter\n" : " gauge\n");
-    for (const auto& [labels, c] : f.counters) out << full << labels << ' ' << c->value() << '\n';
-    for (const auto& [labels, g] : f.gauges) out << full << labels << ' ' << g->value() << '\n';
+
+  std::vector<prometheus::MetricFamily> out;
+  {
+    std::lock_guard lock(mu_);
+    std::unordered_map<std::string, prometheus::MetricFamily> histograms;
+    for (auto& family : registry_->Collect()) {
+      std::string name = family.name;
+      histograms.emplace(std::move(name), std::move(family));
+    }
+    out.reserve(families_.size());
+    for (const auto& [name, f] : families_) {
+      prometheus::MetricFamily mf;
+      mf.name = kPrefix + name;
+      mf.help = f.help;
+      switch (f.kind) {
+        case Kind::kCounter:
+          mf.name += "_total";
+          mf.type = prometheus::MetricType::Counter;
+          for (const auto& [_, c] : f.counters) {
+            prometheus::ClientMetric m;
+            m.label = ToClientLabels(c.first);
+            m.counter.value = static_cast<double>(c.second->value());
+            mf.metric.push_back(std::move(m));
+          }
+          break;
+        case Kind::kGauge:
+          mf.type = prometheus::MetricType::Gauge;
+          for (const auto& [_, g] : f.gauges) {
+            prometheus::ClientMetric m;
+            m.label = ToClientLabels(g.first);
+            m.gauge.value = g.second->value();
+            mf.metric.push_back(std::move(m));
+          }
+          break;
+        case Kind::kHistogram: {
+          auto it = histograms.find(mf.name);
+          if (it == histograms.end()) continue;
+          mf = std::move(it->second);
+          // The registry keeps label sets unordered: ordered here as the other families are.
+          std::vector<std::pair<std::string, prometheus::ClientMetric>> sorted;
+          sorted.reserve(mf.metric.size());
+          for (auto& m : mf.metric) sorted.emplace_back(RenderLabels(m.label), std::move(m));
+          std::sort(sorted.begin(), sorted.end(),
+                    [](const auto& a, const auto& b) { return a.first < b.first; });
+          mf.metric.clear();
+          for (auto& [_, m] : sorted) mf.metric.push_back(std::move(m));
+          break;
+        }
+      }
+      if (!mf.metric.empty()) out.push_back(std::move(mf));
+    }
   }
-  return out.str();
+  std::ostringstream text;
+  prometheus::TextSerializer().Serialize(text, out);
+  return text.str();
 }
 
 std::string_view BuildVersion() { return FF_VERSION; }

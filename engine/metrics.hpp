@@ -1,7 +1,12 @@
 #pragma once
-/// Process-wide counters and gauges, exposed in the Prometheus text format.
+/// Process-wide counters, gauges and histograms, exposed in the Prometheus text format.
 /// Get* may be called from any thread; the returned references stay valid for the life of the
 /// Metrics object, so hot paths look a metric up once and then only touch an atomic.
+///
+/// The exposition is prometheus-cpp's (prometheus::TextSerializer): numbers are printed with 16
+/// significant digits, so counts and byte sizes up to 2^53 are exact. Counters and gauges are
+/// fleetflow's own relaxed atomics, read into prometheus-cpp's data model at each scrape;
+/// histograms are prometheus::Histogram objects of a prometheus::Registry.
 
 #include <atomic>
 #include <cstdint>
@@ -13,6 +18,13 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+namespace prometheus {
+class Histogram;
+class Registry;
+template <typename T>
+class Family;
+}  // namespace prometheus
 
 namespace fleetflow {
 
@@ -37,31 +49,71 @@ class Gauge {
   std::atomic<double> v_{0};
 };
 
+/// A Prometheus histogram: cumulative counts of observations at or below each upper bound,
+/// their sum and their count. Observe takes a short lock: record once per batch or write, not
+/// once per message.
+class Histogram {
+ public:
+  explicit Histogram(prometheus::Histogram& h, std::vector<double> bounds)
+      : h_(h), bounds_(std::move(bounds)) {}
+  void Observe(double value);
+  /// Records `count` observations of the same value at once (one lock).
+  void Observe(double value, uint64_t count);
+  /// Observations so far, and their sum.
+  uint64_t count() const;
+  double sum() const;
+  const std::vector<double>& bounds() const { return bounds_; }
+
+ private:
+  prometheus::Histogram& h_;
+  const std::vector<double> bounds_;
+};
+
 class Metrics {
  public:
+  Metrics();
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
   /// `name` without the fleetflow_ prefix; counters get the _total suffix in the exposition.
+  /// A name is one kind of metric: asking for it as another kind throws std::logic_error.
   Counter& GetCounter(const std::string& name, const std::string& help, const Labels& labels = {});
   Gauge& GetGauge(const std::string& name, const std::string& help, const Labels& labels = {});
+  /// `buckets`: the upper bounds, ascending (+Inf is implied). A label set keeps the buckets it
+  /// was first asked with. Histogram label names come out in alphabetical order.
+  Histogram& GetHistogram(const std::string& name, const std::string& help,
+                          const std::vector<double>& buckets, const Labels& labels = {});
 
   /// Sum of a counter over all its label sets (0 when unknown).
   uint64_t CounterSum(const std::string& name) const;
   double GaugeSum(const std::string& name) const;
+  /// Observations of a histogram, summed over its label sets (0 when unknown).
+  uint64_t HistogramCount(const std::string& name) const;
 
   /// Runs `collect` at the start of every Exposition(), to refresh gauges that are computed on
   /// demand (process memory, uptime). It may call Get*; it must not call Exposition().
   void AddCollector(std::function<void()> collect);
 
-  /// The Prometheus text exposition format, version 0.0.4.
+  /// The Prometheus text exposition format, version 0.0.4. Families are in the order of their
+  /// names, label sets in the order of their rendered labels.
   std::string Exposition() const;
 
  private:
+  enum class Kind { kCounter, kGauge, kHistogram };
   struct Family {
     std::string help;
-    bool is_counter = true;
-    std::map<std::string, std::unique_ptr<Counter>> counters;  // by rendered label set
-    std::map<std::string, std::unique_ptr<Gauge>> gauges;
+    Kind kind = Kind::kCounter;
+    // By rendered label set; each holds the label set as it was given.
+    std::map<std::string, std::pair<Labels, std::unique_ptr<Counter>>> counters;
+    std::map<std::string, std::pair<Labels, std::unique_ptr<Gauge>>> gauges;
+    std::map<std::string, std::unique_ptr<Histogram>> histograms;
+    prometheus::Family<prometheus::Histogram>* histogram_family = nullptr;
   };
+  Family& FamilyOf(const std::string& name, const std::string& help, Kind kind);  // mu_ held
+
   mutable std::mutex mu_;
+  std::unique_ptr<prometheus::Registry> registry_;  // the histograms
   std::map<std::string, Family> families_;
   std::vector<std::function<void()>> collectors_;
 };

@@ -8,10 +8,11 @@
 ///  - Process() is never called concurrently for one operator instance (serial nodes), and
 ///    always in the order messages were emitted by each upstream node.
 ///  - Start() may emit from any thread until Stop() returns; Stop() is idempotent.
-///  - An operator forwards every Tick it receives (after acting on it).
+///  - An operator forwards every Tick and PartitionEvent it receives (after acting on it).
 ///  - Bad input is counted and logged, never thrown: an exception leaving Process() is caught by
 ///    the engine, counted as fleetflow_operator_errors_total and logged, and the run goes on.
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,6 +37,13 @@ struct OperatorContext {
   Config config;
   Metrics& metrics;
   const Clock& clock;
+  /// Sources only, and only when the runtime runs on a clock that follows the input (a replay):
+  /// what moves that clock. nullptr on the wall clock.
+  ClockDriver* clock_driver = nullptr;
+  /// Sources only: a source whose input has an end (a recording) calls this once when it has
+  /// emitted everything; the runtime then knows its input has ended (Runtime::InputEnded()).
+  /// Live sources never call it. Set by the runtime (a no-op where nobody listens).
+  std::function<void()> input_ended = [] {};
   /// Standard labels for this node's metrics: {node="<id>", operator="<type>"}.
   Labels labels() const { return {{"node", node_id}, {"operator", type}}; }
 };

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 
@@ -119,7 +120,9 @@ void BuildSchema(const Registry& registry, bool for_editors, rapidjson::Document
       one_of.PushBack(variant, a);
       rapidjson::Value cs;
       op.config.ToJsonSchema(cs, a);
-      cs.AddMember("description", Str(op.summary, a), a);
+      std::string description = op.summary;
+      for (const auto& rule : op.config.rules()) description += " " + rule.description;
+      cs.AddMember("description", Str(description, a), a);
       defs.AddMember(Str(op.name, a), cs, a);
     }
     node.AddMember("oneOf", one_of, a);
@@ -257,7 +260,8 @@ class Loader {
       auto& config = n["config"];
       if (config.IsObject() && CheckConfig(decl, config)) {
         decl.info->config.ApplyDefaults(config, doc->GetAllocator());
-        decl.config = Config(doc, &config);
+        Config bound(doc, &config, Spec(*decl.info), decl.info->name);
+        if (CheckRules(decl, bound)) decl.config = std::move(bound);
       }
       decls.push_back(std::move(decl));
     }
@@ -307,6 +311,22 @@ class Loader {
     for (const auto& v : violations)
       Report(decl.pointer + "/config" + v.pointer, decl.id, v.message);
     return violations.empty();
+  }
+
+  /// The cross-field rules of the operator, on a config that passed the schema (defaults
+  /// applied).
+  bool CheckRules(const NodeDecl& decl, const Config& config) {
+    const auto problems = decl.info->config.CheckRules(config);
+    for (const auto& p : problems) Report(decl.pointer + "/config" + p.pointer, decl.id, p.message);
+    return problems.empty();
+  }
+
+  /// The operator's spec, shared by the configs of its nodes (which outlive the registry entry
+  /// of ParseOperatorConfig).
+  std::shared_ptr<const ConfigSpec> Spec(const OperatorInfo& info) {
+    auto& spec = specs_[info.name];
+    if (!spec) spec = std::make_shared<const ConfigSpec>(info.config);
+    return spec;
   }
 
   /// Checks the edges, then (when they are sound) cycles and sinks; on success appends the
@@ -411,7 +431,8 @@ class Loader {
   const EnvLookup& env_;
   LoadResult result_;
   SchemaChecker envelope_;
-  std::map<std::string, std::unique_ptr<SchemaChecker>> configs_;  // by operator
+  std::map<std::string, std::unique_ptr<SchemaChecker>> configs_;   // by operator
+  std::map<std::string, std::shared_ptr<const ConfigSpec>> specs_;  // by operator
   std::set<std::string> unexpanded_;  // pointers of strings whose ${VAR} failed
 };
 

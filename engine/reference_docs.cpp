@@ -3,6 +3,9 @@
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
 
+#include <string>
+#include <vector>
+
 namespace fleetflow {
 
 namespace {
@@ -52,10 +55,23 @@ std::string Allowed(const Field& f) {
     for (const auto& v : f.one_of) out += (out.empty() ? "" : ", ") + Code(v);
     return out;
   }
-  if (f.minimum && f.maximum) return FormatNumber(*f.minimum) + " to " + FormatNumber(*f.maximum);
-  if (f.minimum) return "at least " + FormatNumber(*f.minimum);
-  if (f.maximum) return "at most " + FormatNumber(*f.maximum);
-  return "";
+  std::vector<std::string> parts;
+  if (f.minimum && f.maximum) {
+    parts.push_back(FormatNumber(*f.minimum) + " to " + FormatNumber(*f.maximum));
+  } else if (f.minimum) {
+    parts.push_back("at least " + FormatNumber(*f.minimum));
+  } else if (f.maximum) {
+    parts.push_back("at most " + FormatNumber(*f.maximum));
+  }
+  if (f.min_length) parts.push_back("at least " + std::to_string(*f.min_length) + " character(s)");
+  if (f.min_items) parts.push_back("at least " + std::to_string(*f.min_items) + " item(s)");
+  if (f.unique_items) parts.push_back("no item twice");
+  if (!f.pattern.empty()) {
+    parts.push_back((f.type == FieldType::kStringArray ? "each: " : "") + Cell(f.pattern_text));
+  }
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : "; ") + p;
+  return out;
 }
 
 std::string DefaultText(const Field& f) {
@@ -110,6 +126,11 @@ std::string OperatorPage(const OperatorInfo& op) {
     out += "| setting | type | default | allowed | description | example |\n";
     out += "|---|---|---|---|---|---|\n";
     SettingRows(op.config.fields(), "", out);
+    out += "\n";
+  }
+  if (!op.config.rules().empty()) {
+    out += "Also checked when the pipeline is validated:\n\n";
+    for (const auto& r : op.config.rules()) out += "- " + r.description + "\n";
     out += "\n";
   }
   out += "## A node with the defaults\n\n```json\n" + ExampleNode(op) + "\n```\n";

@@ -6,9 +6,12 @@ namespace fleetflow {
 
 std::string_view ToString(PortKind k) {
   switch (k) {
-    case PortKind::kNone: return "none";
-    case PortKind::kSamples: return "samples";
-    case PortKind::kRows: return "rows";
+    case PortKind::kNone:
+      return "none";
+    case PortKind::kSamples:
+      return "samples";
+    case PortKind::kRows:
+      return "rows";
   }
   return "?";
 }
@@ -20,6 +23,7 @@ void Registry::Add(OperatorInfo info) {
   if (Find(info.name) != nullptr) {
     throw std::logic_error("operator registry: operator '" + info.name + "' registered twice");
   }
+  info.config.CheckComplete(info.name);
   ops_.push_back(std::move(info));
 }
 

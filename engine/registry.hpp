@@ -19,8 +19,8 @@ enum class PortKind { kNone, kSamples, kRows };
 std::string_view ToString(PortKind k);
 
 struct OperatorInfo {
-  std::string name;     // the "type" of a pipeline node
-  std::string summary;  // one line for docs and --help
+  std::string name;                   // the "type" of a pipeline node
+  std::string summary;                // one line for docs and --help
   PortKind input = PortKind::kNone;   // kNone: a source
   PortKind output = PortKind::kNone;  // kNone: a sink
   ConfigSpec config;
@@ -29,7 +29,8 @@ struct OperatorInfo {
 
 class Registry {
  public:
-  /// Throws std::logic_error on a duplicate or empty name (a programming error).
+  /// Throws std::logic_error on a duplicate or empty name, or a config spec with a field that is
+  /// neither required nor has a default (programming errors).
   void Add(OperatorInfo info);
   const OperatorInfo* Find(std::string_view name) const;
   const std::vector<OperatorInfo>& all() const { return ops_; }

@@ -166,6 +166,11 @@ struct Runtime::Impl {
       Node& n = *nodes.back();
       n.decl = decl;
       OperatorContext ctx{decl.id, decl.type, decl.config, metrics, clock};
+      if (decl.info->input == PortKind::kNone) {
+        ++sources;
+        ctx.clock_driver = options.clock_driver;
+        ctx.input_ended = [this] { sources_ended.fetch_add(1); };
+      }
       try {
         n.op = decl.info->create(ctx);
       } catch (const std::exception& e) {
@@ -246,7 +251,9 @@ struct Runtime::Impl {
   flow::graph graph;
   std::vector<std::unique_ptr<Node>> nodes;
   Gauge* queued_gauge = nullptr;
-  RateLimitedLog error_log;  // a flood of failing messages must not flood the log
+  int sources = 0;
+  std::atomic<int> sources_ended{0};  // sources that said their input ended
+  RateLimitedLog error_log;           // a flood of failing messages must not flood the log
 
   std::mutex ticker_mu;
   std::condition_variable ticker_cv;
@@ -280,15 +287,16 @@ void Runtime::Start() {
                                ") could not start: " + e.what());
     }
   }
-  if (s.options.tick_ms > 0) s.ticker = std::thread([&s] {
-    std::unique_lock lock(s.ticker_mu);
-    while (!s.ticker_cv.wait_for(lock, std::chrono::milliseconds(s.options.tick_ms),
-                                 [&s] { return s.ticker_stop; })) {
-      lock.unlock();
-      s.PutTick(false);
-      lock.lock();
-    }
-  });
+  if (s.options.tick_ms > 0)
+    s.ticker = std::thread([&s] {
+      std::unique_lock lock(s.ticker_mu);
+      while (!s.ticker_cv.wait_for(lock, std::chrono::milliseconds(s.options.tick_ms),
+                                   [&s] { return s.ticker_stop; })) {
+        lock.unlock();
+        s.PutTick(false);
+        lock.lock();
+      }
+    });
   s.started = true;
 }
 
@@ -321,6 +329,10 @@ void Runtime::Stop() {
   }
   s.graph.wait_for_all();
   s.started = false;
+}
+
+bool Runtime::InputEnded() const {
+  return impl_->sources > 0 && impl_->sources_ended.load() >= impl_->sources;
 }
 
 bool Runtime::Ready() const {

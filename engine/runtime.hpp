@@ -28,9 +28,11 @@
 namespace fleetflow {
 
 struct RuntimeOptions {
-  int tick_ms = 100;              // period of the clock Tick sent through the graph; 0: no
-                                  // ticker (a replay source sends the Ticks in its stream)
-  size_t max_queued = 20000;      // messages waiting in node queues before sources block
+  int tick_ms = 100;                    // period of the clock Tick sent through the graph; 0: no
+                                        // ticker (a replay source sends the Ticks in its stream)
+  size_t max_queued = 20000;            // messages waiting in node queues before sources block
+  ClockDriver* clock_driver = nullptr;  // what moves `clock` when it follows the input (a
+                                        // replay); handed to the sources
 };
 
 class Runtime {
@@ -49,6 +51,9 @@ class Runtime {
   void Stop();
   /// True once started and while every operator reports ready.
   bool Ready() const;
+  /// True once every source has said its input ended (OperatorContext::input_ended): a replay
+  /// is complete then, and Stop() drains what is left. Never true for live sources.
+  bool InputEnded() const;
 
  private:
   struct Impl;

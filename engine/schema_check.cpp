@@ -97,9 +97,26 @@ std::string Explain(const std::string& keyword, const rapidjson::Value& schema,
     return "must be at most " + Number(*arg) + found + Range(schema);
   }
   if (keyword == "pattern" && arg != nullptr) {
+    if (const rapidjson::Value* words = Member(schema, "patternDescription")) {
+      return "must be " + Text(*words) + found;
+    }
     const rapidjson::Value* description = Member(schema, "description");
     return "must match " + Text(*arg) + found +
            (description != nullptr ? " (" + Text(*description) + ")" : "");
+  }
+  if (keyword == "minLength" && arg != nullptr) {
+    if (arg->IsUint64() && arg->GetUint64() == 1) {
+      const rapidjson::Value* examples = Member(schema, "examples");
+      const bool example = examples != nullptr && examples->IsArray() && !examples->Empty();
+      if (!example) return "must not be empty";
+      const rapidjson::Value& e = (*examples)[0];
+      return "must not be empty, e.g. " + (e.IsString() ? "\"" + Text(e) + "\"" : Text(e));
+    }
+    return "must have at least " + Number(*arg) + " character(s)" + found;
+  }
+  if (keyword == "uniqueItems" && !value.IsArray()) {
+    // The validator points at the item that repeats an earlier one.
+    return "repeats an earlier item; list each item once" + found;
   }
   if ((keyword == "minItems" || keyword == "maxItems") && arg != nullptr && value.IsArray()) {
     return "must have " + std::string(keyword == "minItems" ? "at least " : "at most ") +

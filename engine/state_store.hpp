@@ -1,7 +1,8 @@
 #pragma once
 /// Where keyed state (the newest samples per key) is kept durably. keyed_last_value holds the
 /// working copy in memory and writes it through a StateStore; the memory store keeps nothing
-/// beyond the process, the JetStream KV store (operators/state/) shares it among workers.
+/// beyond the process, the JetStream KV store (operators/state/) is each partition's changelog:
+/// a worker that takes a partition over restores its keys from there.
 ///
 /// Calls come from the owning operator's thread, one at a time; the `durable` acknowledgements
 /// may be given on any thread.
@@ -55,20 +56,24 @@ class StateStore {
   using Visit = std::function<void(const std::string& key, std::vector<wire::Point> samples)>;
 
   virtual ~StateStore() = default;
-  /// Hands over every stored key as it is now; called once, before any other call.
-  virtual void Restore(const Visit& visit) = 0;
+  /// Hands over every stored key whose name starts with `prefix` (keys are
+  /// `<partition>.<vehicle>.<sensor>`: "3." is partition 3), as it is now. Called once per
+  /// partition this worker takes over, before the partition's first Write.
+  virtual void Restore(const std::string& prefix, const Visit& visit) = 0;
   /// The store's number for `key` (made when new), for Write: a key is looked up by name once,
   /// not on every write.
   virtual size_t Slot(const std::string& key) = 0;
   /// Adds `samples` (new samples of the key numbered `slot` that entered its state, in any
   /// order) to what is stored for the key; `durable` is given once they are stored. Writes of
-  /// one key are coalesced: the store keeps the key's retained samples itself (from Restore, its
-  /// own writes and other writers') and stores them together with the samples added since its
-  /// last write (every one of them when other writers may watch, what is retained otherwise).
+  /// one key are coalesced: the store keeps the key's retained samples itself (from Restore and
+  /// its own writes) and stores what state retains of them with the samples added since.
   virtual void Write(size_t slot, const std::vector<wire::Point>& samples, Ack durable) = 0;
   /// Called on every clock tick: sends the writes that are due (`all`: every pending write,
-  /// waiting for them), and hands over what other writers stored since the last call.
-  virtual void Sync(bool all, const Visit& changed_elsewhere) = 0;
+  /// waiting for them: a drain, or a partition handed over).
+  virtual void Sync(bool all) = 0;
+  /// Drops the keys starting with `prefix` (after Sync(true)): their partition moved away.
+  /// Their slot numbers may be given to other keys.
+  virtual void Forget(const std::string& prefix) = 0;
   /// False while the store cannot take writes (e.g. disconnected).
   virtual bool Ready() const { return true; }
 };
@@ -76,12 +81,13 @@ class StateStore {
 /// State that lives only in this process: a write is durable at once.
 class MemoryStateStore final : public StateStore {
  public:
-  void Restore(const Visit&) override {}
+  void Restore(const std::string&, const Visit&) override {}
   size_t Slot(const std::string&) override { return 0; }
   void Write(size_t, const std::vector<wire::Point>&, Ack durable) override {
     if (durable) durable->Done();
   }
-  void Sync(bool, const Visit&) override {}
+  void Sync(bool) override {}
+  void Forget(const std::string&) override {}
 };
 
 }  // namespace fleetflow

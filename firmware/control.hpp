@@ -55,10 +55,10 @@ struct Counters {
   uint64_t published_messages = 0;  ///< messages the server confirmed (samples and status)
   uint64_t dropped_samples = 0;     ///< evicted from the full offline buffer
   uint64_t dropped_messages = 0;
-  uint64_t buffered_bytes = 0;  ///< waiting in the offline buffer now (in flight included)
-  uint64_t buffer_bytes = 0;    ///< the offline buffer's capacity
-  uint64_t reconnects = 0;      ///< NATS reconnections
-  uint64_t skipped_ticks = 0;   ///< ticks missed because the process could not run in time
+  uint64_t buffered_bytes = 0;   ///< waiting in the offline buffer now (in flight included)
+  uint64_t buffer_bytes = 0;     ///< the offline buffer's capacity
+  uint64_t reconnects = 0;       ///< NATS reconnections
+  uint64_t skipped_ticks = 0;    ///< ticks missed because the process could not run in time
   uint64_t resent_messages = 0;  ///< handed out again: unconfirmed when the link broke, or no
                                  ///< acknowledgement in time (--ack jetstream)
   uint64_t ack_errors = 0;       ///< acknowledgements saying the stream did not store a message

@@ -18,6 +18,7 @@
 #include "nats_client.hpp"
 #include "sensor_agent.hpp"
 #include "sensor_source.hpp"
+#include "stop_signals.hpp"
 
 namespace {
 
@@ -27,35 +28,6 @@ namespace nats = fleetflow::nats;
 constexpr int kExitUsage = 1;
 constexpr int kExitNats = 2;
 constexpr int kExitSource = 3;
-
-// Blocks SIGINT/SIGTERM in this thread and every thread started after (nats.c's included), so
-// that only sigwait() below sees them.
-sigset_t BlockStopSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  return set;
-}
-
-// Waits for SIGINT/SIGTERM, or `seconds` when positive.
-void WaitForStop(const sigset_t& set, double seconds) {
-  if (seconds <= 0) {
-    int sig = 0;
-    sigwait(&set, &sig);
-    return;
-  }
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (true) {
-    const auto left = end - std::chrono::steady_clock::now();
-    if (left <= std::chrono::nanoseconds::zero()) return;
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
-    const timespec ts{static_cast<time_t>(ns / 1'000'000'000),
-                      static_cast<long>(ns % 1'000'000'000)};
-    if (sigtimedwait(&set, nullptr, &ts) > 0) return;
-  }
-}
 
 int64_t WallNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -82,7 +54,7 @@ std::unique_ptr<nats::Connection> ConnectVehicle(nats::ConnectOptions options, b
 }  // namespace
 
 int main(int argc, char** argv) {
-  const sigset_t stop_signals = BlockStopSignals();
+  const fleetflow::StopSignals stop;  // first: every thread started later inherits the mask
 
   firmware::AgentConfig config;
   nats::ConnectOptions nats_options = nats::ConnectOptions::FromEnv();
@@ -104,7 +76,7 @@ int main(int argc, char** argv) {
       "default, or --csv FILE replaying rows 'time_ms,sensor,value,lat,lon'.\n"
       "One process per sensor: run one fleet-sensor per sensor with --only SENSOR and the same "
       "--vehicle; give --no-status to all but one of them.\n"
-      "At the end (SIGINT, SIGTERM or --duration) it prints its status as one JSON line on "
+      "At the end (SIGINT, SIGTERM, SIGHUP or --duration) it prints its status as one JSON line on "
       "stdout (the reply format of 'fleetctl status').\n"
       "With --ack jetstream the vehicle subscribes to its own inbox (--inbox-prefix) for the "
       "stream's acknowledgements; give it that permission (deploy/nats/generate-users.mjs does).\n"
@@ -129,7 +101,8 @@ int main(int argc, char** argv) {
   app.add_flag("--csv-loop", csv_loop, "Start the recording over at its end (else hold values)");
   app.add_option("--seed", seed, "Seed of the simulated signals")->capture_default_str();
   app.add_flag("--no-status", no_status, "Do not publish on vehicle.<id>.status");
-  app.add_option("--duration", duration_s, "Stop after this many seconds; 0 = at SIGINT/SIGTERM")
+  app.add_option("--duration", duration_s,
+                 "Stop after this many seconds; 0 = at SIGINT, SIGTERM or SIGHUP")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e9));
   app.add_option("--ack", ack,
@@ -215,7 +188,9 @@ int main(int argc, char** argv) {
                    ack.c_str(), nats_options.url.c_str());
     }
     agent.Start();
-    WaitForStop(stop_signals, duration_s);
+    stop.Wait(duration_s > 0 ? std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::duration<double>(duration_s))
+                             : std::chrono::nanoseconds(-1));
     agent.Stop();
     std::printf("%s\n", fleetflow::control::ToJson(agent.Status()).c_str());
     std::fflush(stdout);

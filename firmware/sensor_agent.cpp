@@ -295,8 +295,7 @@ void SensorAgent::AckSenderLoop() {
       lk.lock();
       const bool reconnected = !now_reconnects || now_reconnects != reconnects;
       reconnects = now_reconnects;
-      if (buffer_.has_in_flight() &&
-          (reconnected || SteadyNs() - ack_progress_ns_ >= timeout_ns)) {
+      if (buffer_.has_in_flight() && (reconnected || SteadyNs() - ack_progress_ns_ >= timeout_ns)) {
         counters_.resent_messages += buffer_.Rewind();
       }
     }
@@ -330,8 +329,7 @@ void SensorAgent::AckSenderLoop() {
   }
 }
 
-void SensorAgent::TakeAcks(std::unique_lock<std::mutex>& lk,
-                           std::vector<nats::Message>& received) {
+void SensorAgent::TakeAcks(std::unique_lock<std::mutex>& lk, std::vector<nats::Message>& received) {
   uint64_t no_responders = 0;
   lk.unlock();
   for (bool more = true; more;) {

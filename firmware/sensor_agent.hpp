@@ -56,8 +56,8 @@ struct AgentConfig {
   int confirm_ms = 200;           ///< interval of flush confirmations (and of ack checks)
   int drain_ms = 2000;            ///< how long Stop() tries to deliver what is buffered
   AckMode ack = AckMode::kFlush;
-  int ack_timeout_ms = 2000;      ///< kJetStream: send again when no ack came for this long
-  size_t max_in_flight = 256;     ///< kJetStream: messages waiting for their ack at most
+  int ack_timeout_ms = 2000;   ///< kJetStream: send again when no ack came for this long
+  size_t max_in_flight = 256;  ///< kJetStream: messages waiting for their ack at most
 };
 
 class SensorAgent {

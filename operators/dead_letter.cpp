@@ -20,8 +20,8 @@ void AddDeadLetterFields(ConfigSpec& c) {
 DeadLetters::DeadLetters(const OperatorContext& ctx)
     : node_(ctx.node_id),
       enabled_(ctx.config.Boolean("dead_letter")),
-      prefix_(ctx.config.String("dead_letter_prefix", "deadletter")),
-      stream_(ctx.config.String("dead_letter_stream", "DEADLETTER")),
+      prefix_(ctx.config.String("dead_letter_prefix")),
+      stream_(ctx.config.String("dead_letter_stream")),
       metrics_(ctx.metrics),
       labels_(ctx.labels()),
       failures_(ctx.metrics.GetCounter(
@@ -36,6 +36,7 @@ void DeadLetters::Start(nats::Connection& conn, nats::JetStream* js, bool create
     nats::StreamOptions s;
     s.name = stream_;
     s.subjects = {prefix_ + ".>"};
+    s.max_age_ms = 0;  // dead letters are kept until someone deals with them
     js_->EnsureStream(s);
   }
 }
@@ -56,7 +57,8 @@ bool DeadLetters::Publish(std::string_view subject, const void* data, size_t siz
       }
       Labels l = labels_;
       l.emplace_back("reason", r.reason);
-      metrics_.GetCounter("dead_letters", "Rejected messages published to the dead-letter subject.", l)
+      metrics_
+          .GetCounter("dead_letters", "Rejected messages published to the dead-letter subject.", l)
           .Inc();
     } catch (const nats::Error& e) {
       ok = false;

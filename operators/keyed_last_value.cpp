@@ -1,6 +1,7 @@
 #include "keyed_last_value.hpp"
 
 #include <algorithm>
+#include <string_view>
 #include <unordered_map>
 
 #include "nats_config.hpp"
@@ -42,49 +43,53 @@ class KeyedLastValue final : public Operator {
     } else {
       store_ = std::make_unique<MemoryStateStore>();
     }
-    store_->Restore([this](const std::string& key, std::vector<wire::Point> samples) {
-      if (!IsStateKey(key)) return;  // the bucket may hold other records (window_join's)
-      retention_.Apply(samples);
-      restored_.push_back(key);
-      state_[key].kept = std::move(samples);
-    });
-    keys_.Set(static_cast<double>(state_.size()));
+    keys_.Set(0);
   }
 
   void Process(const Message& in, Emitter& out) override {
-    if (!restored_.empty()) EmitRestored(out);
-    const auto* batch = std::get_if<SampleBatch>(in.get());
+    if (const auto* event = std::get_if<PartitionEvent>(in.get())) {
+      out.Emit(in);  // the partition's news goes before its restored samples
+      if (event->kind == PartitionEvent::Kind::kAssigned) {
+        Restore(event->partition, out);
+      } else {
+        Revoke(event->partition);
+      }
+      return;
+    }
+    if (const auto* tick = std::get_if<Tick>(in.get())) {
+      store_->Sync(tick->drain);
+      out.Emit(in);
+      return;
+    }
     if (const auto* status = std::get_if<StatusEvent>(in.get())) {
-      // Stored like a sample (value 1 on, 0 off) so that every worker learns it, at the time of
-      // the vehicle's newest sample; a change after the last stored status without a sample in
-      // between goes 1 ns after it, or it would be dropped as that status' duplicate.
+      Restore(status->partition, out);
+      // Stored like a sample (value 1 on, 0 off), at the time of the vehicle's newest sample; a
+      // change after the last stored status without a sample in between goes 1 ns after it, or
+      // it would be dropped as that status' duplicate.
       auto newest = newest_.find(status->vehicle);
       int64_t at = newest != newest_.end() ? newest->second : status->at_ns;
-      key_.assign(status->vehicle).append(".").append(wire::kStatusToken);
+      MakeKey(status->partition, status->vehicle, wire::kStatusToken);
       if (const auto last = state_.find(key_); last != state_.end() && !last->second.kept.empty()) {
         at = std::max(at, last->second.kept.back().ts_ns + 1);
       }
       KeyEntry& entry = Accept(key_, {wire::Point{at, 0, status->on ? 1.0 : 0.0}}, false);
       if (!stored_.empty()) store_->Write(Slot(entry, key_), stored_, {});
-      out.Emit(MakeMessage(StatusEvent{status->vehicle, status->on, at}));
+      out.Emit(MakeMessage(StatusEvent{status->vehicle, status->on, at, status->partition}));
       return;
     }
+    const auto* batch = std::get_if<SampleBatch>(in.get());
     if (batch == nullptr) {
-      if (const auto* tick = std::get_if<Tick>(in.get())) {
-        store_->Sync(tick->drain, [&](const std::string& key, std::vector<wire::Point> samples) {
-          if (IsStateKey(key)) Merge(key, samples, out);
-        });
-      }
-      out.Emit(in);  // status events and ticks pass through
+      out.Emit(in);
       return;
     }
+    Restore(batch->partition, out);
     if (!sensors_.empty() &&
         std::find(sensors_.begin(), sensors_.end(), batch->sensor) == sensors_.end()) {
       unknown_.Inc(batch->points.size());
       if (batch->ack) batch->ack->Done();
       return;
     }
-    key_.assign(batch->vehicle).append(".").append(batch->sensor);
+    MakeKey(batch->partition, batch->vehicle, batch->sensor);
     KeyEntry& entry = Accept(key_, batch->points, true);
     accepted_.Inc(passed_.size());
     if (!stored_.empty()) {
@@ -98,25 +103,75 @@ class KeyedLastValue final : public Operator {
       out.Emit(in);
       return;
     }
-    out.Emit(
-        MakeMessage(SampleBatch{batch->vehicle, batch->sensor, passed_, {}, batch->received_ns}));
+    SampleBatch passed{batch->vehicle, batch->sensor, passed_, {}, batch->received_ns};
+    passed.partition = batch->partition;
+    out.Emit(MakeMessage(std::move(passed)));
   }
 
   bool Ready() const override { return store_->Ready(); }
 
  private:
-  /// `<vehicle>.<sensor>` (or `<vehicle>.status`): one dot between two tokens.
-  static bool IsStateKey(const std::string& key) {
-    const size_t dot = key.find('.');
-    return dot != std::string::npos && dot > 0 && dot + 1 < key.size() &&
-           key.find('.', dot + 1) == std::string::npos;
+  /// key_ = `<partition>.<vehicle>.<sensor>` (or `.status`): the state's and the store's key.
+  void MakeKey(uint32_t partition, std::string_view vehicle, std::string_view sensor) {
+    key_.assign(std::to_string(partition)).append(".").append(vehicle).append(".").append(sensor);
+  }
+
+  /// Takes partition `p`'s stored state in (once) and passes it on, so the windows after a
+  /// restart or a take-over have the values from before it.
+  void Restore(uint32_t p, Emitter& out) {
+    if (p < restored_.size() && restored_[p]) return;  // once per partition: a lookup per message
+    if (p >= restored_.size()) restored_.resize(p + 1, false);
+    restored_[p] = true;
+    const std::string prefix = std::to_string(p) + ".";
+    store_->Restore(prefix, [&](const std::string& key, std::vector<wire::Point> samples) {
+      const size_t dot = key.find('.', prefix.size());
+      if (dot == std::string::npos || samples.empty()) return;  // not a state key
+      const std::string vehicle = key.substr(prefix.size(), dot - prefix.size());
+      const std::string sensor = key.substr(dot + 1);
+      retention_.Apply(samples);
+      KeyEntry& entry = state_[key];
+      entry.kept = samples;
+      if (sensor == wire::kStatusToken) {
+        const wire::Point& last = samples.back();
+        out.Emit(MakeMessage(StatusEvent{vehicle, last.value != 0, last.ts_ns, p}));
+        return;
+      }
+      int64_t& newest = newest_.try_emplace(vehicle, samples.back().ts_ns).first->second;
+      newest = std::max(newest, samples.back().ts_ns);
+      SampleBatch batch{vehicle, sensor, std::move(samples), {}, 0};
+      batch.partition = p;
+      batch.restored = true;
+      out.Emit(MakeMessage(std::move(batch)));
+    });
+    keys_.Set(static_cast<double>(state_.size()));
+  }
+
+  /// Partition `p` moved to another worker: its state is made durable (the next owner restores
+  /// it), then forgotten here.
+  void Revoke(uint32_t p) {
+    store_->Sync(true);
+    const std::string prefix = std::to_string(p) + ".";
+    store_->Forget(prefix);
+    for (auto it = state_.begin(); it != state_.end();) {
+      if (!it->first.starts_with(prefix)) {
+        ++it;
+        continue;
+      }
+      const size_t dot = it->first.find('.', prefix.size());
+      const auto newest =
+          newest_.find(std::string_view(it->first).substr(prefix.size(), dot - prefix.size()));
+      if (newest != newest_.end()) newest_.erase(newest);
+      it = state_.erase(it);
+    }
+    if (p < restored_.size()) restored_[p] = false;
+    keys_.Set(static_cast<double>(state_.size()));
   }
 
   struct KeyEntry;
   /// Takes `points` into the key's state and returns it. Leaves in passed_ the samples to pass
   /// on: every one that is not a duplicate of a kept one (stale ones included, though they stay
-  /// out of the state); and in stored_ those that entered the state (to store, even when
-  /// retention drops them again at once: other workers see every sample).
+  /// out of the state); and in stored_ those that entered the state (the store applies the
+  /// retention to what it writes).
   KeyEntry& Accept(const std::string& key, const std::vector<wire::Point>& points, bool count) {
     passed_.clear();
     stored_.clear();
@@ -145,7 +200,9 @@ class KeyedLastValue final : public Operator {
     }
     if (!passed_.empty() && !key.ends_with(wire::kStatusToken)) {
       if (entry.newest == nullptr) {
-        const std::string_view vehicle = std::string_view(key).substr(0, key.find('.'));
+        const size_t first = key.find('.') + 1;
+        const std::string_view vehicle =
+            std::string_view(key).substr(first, key.find('.', first) - first);
         auto newest = newest_.find(vehicle);
         if (newest == newest_.end()) newest = newest_.emplace(vehicle, kept.back().ts_ns).first;
         entry.newest = &newest->second;  // map nodes stay where they are
@@ -170,32 +227,6 @@ class KeyedLastValue final : public Operator {
     return kept.front().ts_ns - kept.back().ts_ns >= -retention_.history_ns;
   }
 
-  /// Samples another worker stored: merged like our own, passed on when new.
-  void Merge(const std::string& key, const std::vector<wire::Point>& samples, Emitter& out) {
-    Accept(key, samples, false);
-    if (!passed_.empty()) EmitKey(key, passed_, out);
-  }
-
-  /// The restored state goes downstream first, so the windows after a restart have the values
-  /// from before it.
-  void EmitRestored(Emitter& out) {
-    for (const std::string& key : restored_) EmitKey(key, state_[key].kept, out);
-    restored_.clear();
-  }
-
-  void EmitKey(const std::string& key, std::vector<wire::Point> points, Emitter& out) {
-    const size_t dot = key.find('.');
-    if (dot == std::string::npos || points.empty()) return;
-    std::string vehicle = key.substr(0, dot);
-    if (std::string_view(key).substr(dot + 1) == wire::kStatusToken) {
-      const wire::Point& last = points.back();
-      out.Emit(MakeMessage(StatusEvent{std::move(vehicle), last.value != 0, last.ts_ns}));
-      return;
-    }
-    out.Emit(MakeMessage(
-        SampleBatch{std::move(vehicle), key.substr(dot + 1), std::move(points), {}, 0}));
-  }
-
   const Retention retention_;
   std::vector<std::string> sensors_;
   struct KeyEntry {
@@ -206,7 +237,7 @@ class KeyedLastValue final : public Operator {
   std::unordered_map<std::string, KeyEntry> state_;
   std::string key_;
   std::unique_ptr<StateStore> store_;
-  std::vector<std::string> restored_;  // keys restored but not yet passed on
+  std::vector<bool> restored_;  // by partition: taken in from the store
   /// Newest sample time per vehicle (looked up once per key, by a view of it; then through
   /// KeyEntry::newest).
   struct Hash : std::hash<std::string_view> {
@@ -235,14 +266,15 @@ void RegisterKeyedLastValue(Registry& registry) {
   info.config
       .String("backend",
               "Where the state lives: memory (this process only) or jetstream_kv (one JetStream "
-              "Key/Value bucket shared by all workers; restored at start, and a message is "
-              "acknowledged upstream only once its samples are stored there).")
+              "Key/Value bucket, keys <partition>.<vehicle>.<sensor>: each partition's state is "
+              "restored by the worker that takes it over, and a message is acknowledged upstream "
+              "only once its samples are stored there).")
       .Default("memory")
       .OneOf({"memory", "jetstream_kv"});
   info.config
       .String("bucket",
-              "jetstream_kv: the bucket, created when missing (with <bucket>_writers, where the "
-              "workers writing it heartbeat: a worker alone does not watch the bucket).")
+              "jetstream_kv: the bucket, created when missing. Nobody watches it while it runs: "
+              "a worker reads a partition's keys once, when it takes the partition over.")
       .Default("telemetry");
   info.config.String("bucket_storage", "jetstream_kv: storage of a created bucket.")
       .Default("file")
@@ -269,10 +301,9 @@ void RegisterKeyedLastValue(Registry& registry) {
   info.config
       .Integer("history_ms",
                "Also keeps every sample less than this much older than the key's newest (and the "
-               "one before them), in memory and in the bucket. A worker that takes shards over "
-               "from one that stopped restores its windows from this history: with "
-               "window_join sharding jetstream_kv, set it to at least the join's "
-               "allowed_lateness_ms. 0: keep counts alone.")
+               "one before them), in memory and in the bucket. A worker that takes a partition "
+               "over restores its windows from this history: with a partitioned source, set it "
+               "to at least the join's allowed_lateness_ms. 0: keep counts alone.")
       .Default(int64_t{0})
       .Min(0)
       .Max(600'000);

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -13,6 +14,7 @@
 #include "jetstream.hpp"
 #include "nats_client.hpp"
 #include "nats_config.hpp"
+#include "state/kv_membership.hpp"
 #include "wire_input.hpp"
 
 namespace fleetflow {
@@ -20,6 +22,29 @@ namespace fleetflow {
 namespace {
 
 constexpr int64_t kDeadLetterRetryMs = 1000;
+constexpr int kRebalanceMs = 100;
+/// A previous owner that still runs is waited for this many member timeouts at most for its
+/// hand-over record (a worker that heartbeats but never gives the partition up is wedged).
+constexpr int64_t kRecordWaitTimeouts = 10;
+/// The vehicle id of the probe that checks the server's partition mapping at start.
+constexpr std::string_view kProbeVehicle = "_fleetflow_probe";
+/// fetch_batch_messages' buckets (docs/metrics.md): 0 counts the empty fetches; up to fetch_batch's
+/// largest value.
+const std::vector<double> kFetchBuckets = {0,   1,   2,   4,    8,    16,   32,   64,
+                                           128, 256, 512, 1024, 2048, 4096, 10000};
+
+/// A revoked partition's hand-over: stored for the next owner once the event has passed every
+/// node (its last reference goes), so the record follows the rows and the state it speaks of.
+class RecordOnRelease final : public Handover {
+ public:
+  RecordOnRelease(std::shared_ptr<KvMembership> membership, uint32_t partition)
+      : membership_(std::move(membership)), partition_(partition) {}
+  ~RecordOnRelease() override { membership_->RecordHandover(partition_, last_window_ns); }
+
+ private:
+  std::shared_ptr<KvMembership> membership_;
+  const uint32_t partition_;
+};
 
 class NatsSource final : public Operator {
  public:
@@ -29,22 +54,48 @@ class NatsSource final : public Operator {
         queue_group_(ctx.config.String("queue_group")),
         jetstream_(ctx.config.String("delivery") == "jetstream"),
         create_stream_(ctx.config.Boolean("create_stream")),
+        partitions_(static_cast<uint32_t>(ctx.config.Integer("partitions"))),
+        prefix_(ctx.config.String("partition_prefix")),
+        check_mapping_(ctx.config.Boolean("check_mapping")),
         fetch_batch_(static_cast<int>(ctx.config.Integer("fetch_batch"))),
         fetch_expiry_ms_(static_cast<int>(ctx.config.Integer("fetch_expiry_ms"))),
+        timeout_ms_(static_cast<int>(ctx.config.Integer("member_timeout_ms"))),
         clock_(ctx.clock),
+        metrics_(ctx.metrics),
         labels_(ctx.labels()),
         input_(ctx),
         dead_letters_(ctx),
         connected_(ctx.metrics.GetGauge("nats_connected", "1 while connected to NATS.", labels_)),
         consumer_pending_(ctx.metrics.GetGauge(
-            "consumer_pending", "JetStream: messages of the stream not yet delivered.", labels_)),
+            "consumer_pending",
+            "JetStream: messages of the stream not yet delivered (summed over the partitions "
+            "this worker reads).",
+            labels_)),
         consumer_ack_pending_(ctx.metrics.GetGauge(
             "consumer_ack_pending",
             "JetStream: messages delivered but not yet acknowledged (asked every 30 s while "
-            "messages flow, every 2 s after an empty fetch).",
-            labels_)) {
+            "messages flow, every 2 s after an empty fetch; summed over the partitions).",
+            labels_)),
+        owned_gauge_(ctx.metrics.GetGauge(
+            "partitions_owned", "Partitions this worker reads (partitioned sources).", labels_)),
+        assigned_(ctx.metrics.GetCounter(
+            "partitions_assigned",
+            "Partitions taken over (at start too), with or without a hand-over record.", labels_)),
+        recovered_(ctx.metrics.GetCounter(
+            "partitions_recovered",
+            "Partitions taken over without a record from a previous owner that held them (it "
+            "crashed, or stayed wedged): the windows their restored state computes are written "
+            "again.",
+            labels_)),
+        revoked_(ctx.metrics.GetCounter("partitions_revoked",
+                                        "Partitions given up (stop, or moved to another worker).",
+                                        labels_)),
+        fetch_sizes_(ctx.metrics.GetHistogram(
+            "fetch_batch_messages",
+            "JetStream: messages per fetch (0: the fetch expired empty), over the partitions.",
+            kFetchBuckets, labels_)) {
     stream_.name = ctx.config.String("stream");
-    stream_.subjects = {subject_};
+    stream_.subjects = {partitions_ > 0 ? prefix_ + ".*.*.*" : subject_};
     stream_.retention = ctx.config.String("stream_retention");
     stream_.max_age_ms = ctx.config.Integer("stream_max_age_ms");
     stream_.storage = ctx.config.String("stream_storage");
@@ -55,6 +106,14 @@ class NatsSource final : public Operator {
     consumer_.ack_wait_ms = ctx.config.Integer("ack_wait_ms");
     consumer_.max_ack_pending = ctx.config.Integer("max_ack_pending");
     options_ = NatsConnectOptions(ctx.config, "fleetflow:" + ctx.node_id);
+    if (partitions_ > 0) {
+      membership_options_.connection =
+          NatsConnectOptions(ctx.config, "fleetflow:" + id_ + ":members");
+      membership_options_.bucket = ctx.config.String("membership_bucket");
+      membership_options_.handover_bucket = ctx.config.String("handover_bucket");
+      membership_options_.heartbeat_ms = static_cast<int>(ctx.config.Integer("heartbeat_ms"));
+      membership_options_.timeout_ms = timeout_ms_;
+    }
   }
 
   void Start(Emitter& out) override {
@@ -63,21 +122,32 @@ class NatsSource final : public Operator {
     if (!jetstream_) {
       dead_letters_.Start(*conn_, nullptr, false);
       sub_ = conn_->Subscribe(subject_, queue_group_, [this](nats::Message&& m) {
-        Handle(m.subject(), m.data(), m.size(), nullptr);
+        Handle(m.subject(), m.data(), m.size(), nullptr, 0, rejects_);
       });
       conn_->Flush(5000);  // the subscription is registered on the server before we say ready
       spdlog::info("node '{}': subscribed to {} in queue group '{}' on {}", id_, subject_,
                    queue_group_, options_.url);
-    } else {
-      js_ = std::make_unique<nats::JetStream>(*conn_);
-      if (create_stream_) js_->EnsureStream(stream_);
-      dead_letters_.Start(*conn_, js_.get(), create_stream_);
-      consumer_sub_ = js_->PullSubscribe(consumer_);
-      fetcher_ = std::thread([this] { FetchLoop(); });
+      connected_.Set(1);
+      return;
+    }
+    js_ = std::make_unique<nats::JetStream>(*conn_);
+    if (create_stream_) js_->EnsureStream(stream_);
+    dead_letters_.Start(*conn_, js_.get(), create_stream_);
+    connected_.Set(1);
+    if (partitions_ == 0) {
+      Read(0, consumer_);
       spdlog::info("node '{}': pulling {} from stream {} as durable consumer '{}' on {}", id_,
                    subject_, stream_.name, consumer_.durable, options_.url);
+      return;
     }
-    connected_.Set(1);
+    if (check_mapping_) CheckMapping();
+    membership_ = std::make_shared<KvMembership>(membership_options_, metrics_, labels_);
+    spdlog::info(
+        "node '{}': {} partitions of stream {} ({}.<n>.<vehicle>.<sensor>), shared by "
+        "the workers of {} on {}",
+        id_, partitions_, stream_.name, prefix_, membership_options_.bucket, options_.url);
+    Rebalance(true);
+    coordinator_ = std::thread([this] { Coordinate(); });
   }
 
   void Stop() override {
@@ -90,16 +160,18 @@ class NatsSource final : public Operator {
       sub_.reset();
       conn_.reset();
     }
-    if (fetcher_.joinable()) {
-      {
-        std::lock_guard lock(stop_mu_);
-        stopping_ = true;
-      }
-      stop_cv_.notify_all();
-      fetcher_.join();
-      consumer_sub_->Release();  // what was fetched ahead goes back to the stream at once
-      // The connection stays open: messages in the graph are acknowledged once in state.
+    {
+      std::lock_guard lock(stop_mu_);
+      stopping_ = true;
     }
+    stop_cv_.notify_all();
+    if (coordinator_.joinable()) coordinator_.join();
+    // Every partition is given up; the connection stays open: messages in the graph are
+    // acknowledged once in state, and the hand-over records are written once they have passed.
+    std::vector<uint32_t> all;
+    for (const auto& [p, _] : readers_) all.push_back(p);
+    Revoke(all);
+    membership_.reset();  // the last hand-over to pass the graph lets it leave
     connected_.Set(0);
   }
 
@@ -109,24 +181,51 @@ class NatsSource final : public Operator {
 
   /// JetStream keeps what arrives while the worker is cut off; core NATS does not (nothing is
   /// held back for it: it is lost). Messages the consumer has not delivered yet (a backlog
-  /// throttled by max_ack_pending, or the redelivery of another worker's messages after
-  /// ack_wait_ms) are held back too: a fetch that comes back empty then does not mean that
-  /// nothing was sent.
+  /// throttled by max_ack_pending, or the redelivery of messages after ack_wait_ms) are held
+  /// back too: a fetch that comes back empty then does not mean that nothing was sent. So are
+  /// the partitions this worker waits to take over.
   bool HoldsBackInput() const override {
     return jetstream_ &&
-           (fetch_failing_.load() || undelivered_.load() || !conn_ || !conn_->connected());
+           (held_back_.load() > 0 || waiting_.load() > 0 || !conn_ || !conn_->connected());
   }
 
  private:
+  /// Reads one partition (or, unpartitioned, the whole subject) on a fetch thread of its own.
+  struct Reader {
+    uint32_t partition = 0;
+    std::unique_ptr<nats::PullConsumer> consumer;
+    std::thread thread;
+    std::atomic<bool> stop{false};
+    bool held_back = true;  // failing, or the consumer holds undelivered messages (fetch thread)
+    std::atomic<uint64_t> pending{0};
+    std::atomic<uint64_t> ack_pending{0};
+    std::vector<InputReject> rejects;
+  };
+
   /// One message from either delivery; `js` is set for JetStream, which is acknowledged once
   /// the samples are in state, or terminated (never redelivered) when it is bad input and its
-  /// dead letter, if configured, is stored. Runs on one thread (the subscription's or the
-  /// fetcher's).
+  /// dead letter, if configured, is stored. A partitioned subject
+  /// (`<prefix>.<n>.<vehicle>.<sensor>`) is read as the vehicle's own.
   void Handle(std::string_view subject, const void* data, size_t size,
-              const std::shared_ptr<nats::JsMessage>& js) {
+              const std::shared_ptr<nats::JsMessage>& js, uint32_t partition,
+              std::vector<InputReject>& rejects) {
+    std::string_view wire_subject = subject;
+    thread_local std::string unmapped;
+    if (partitions_ > 0) {
+      const size_t a = subject.find('.', prefix_.size() + 1);
+      if (a != std::string_view::npos) {
+        const std::string_view rest = subject.substr(a + 1);
+        if (rest.starts_with(kProbeVehicle) && rest.substr(kProbeVehicle.size()).starts_with('.')) {
+          if (js) js->Term();  // a mapping probe: not telemetry
+          return;
+        }
+        unmapped.assign(wire::kSubjectRoot).append(subject.substr(a));
+        wire_subject = unmapped;
+      }
+    }
     std::shared_ptr<Body> body;
-    const auto outcome = input_.Decode(subject, data, size, clock_.NowNs(), body, &rejects_);
-    if (!rejects_.empty() && !dead_letters_.Publish(subject, data, size, rejects_) && js) {
+    const auto outcome = input_.Decode(wire_subject, data, size, clock_.NowNs(), body, &rejects);
+    if (!rejects.empty() && !dead_letters_.Publish(subject, data, size, rejects) && js) {
       js->Nak(kDeadLetterRetryMs);  // kept until its dead letter can be stored
       return;
     }
@@ -135,36 +234,54 @@ class NatsSource final : public Operator {
       return;
     }
     if (auto* batch = std::get_if<SampleBatch>(body.get())) {
+      batch->partition = partition;
       // The message is freed once handled: while its samples wait for the state's next write
       // (up to a second), only its reply subject is kept.
       if (js) batch->ack = MakeAck(js->AckLater());
       out_->Emit(std::move(body));
       return;
     }
+    std::get<StatusEvent>(*body).partition = partition;
     out_->Emit(std::move(body));
     if (js) js->Ack();
   }
 
-  void FetchLoop() {
+  /// Starts reading partition `p` with `consumer` (its durable consumer).
+  void Read(uint32_t p, const nats::ConsumerOptions& consumer) {
+    auto reader = std::make_unique<Reader>();
+    reader->partition = p;
+    reader->consumer = js_->PullSubscribe(consumer);
+    Reader& r = *reader;
+    ++held_back_;
+    r.thread = std::thread([this, &r] { FetchLoop(r); });
+    std::lock_guard lock(gauges_mu_);
+    readers_snapshot_[p] = &r;
+    readers_.emplace(p, std::move(reader));
+    owned_gauge_.Set(static_cast<double>(partitions_ > 0 ? readers_.size() : 0));
+  }
+
+  void FetchLoop(Reader& r) {
     auto last_info = std::chrono::steady_clock::time_point{};
     int backoff_ms = 50;
-    for (;;) {
-      {
-        std::lock_guard lock(stop_mu_);
-        if (stopping_) return;
-      }
+    const auto set_held_back = [&](bool on) {
+      if (on != r.held_back) held_back_ += on ? 1 : -1;
+      r.held_back = on;
+    };
+    while (!r.stop.load()) {
       try {
         // Requests ahead: the server sends the next batch while this one is handled.
-        const auto batch = consumer_sub_->Fetch(fetch_batch_, fetch_expiry_ms_, true);
-        for (const auto& m : batch) Handle(m->subject(), m->data(), m->size(), m);
-        fetch_failing_ = false;
+        const auto batch = r.consumer->Fetch(fetch_batch_, fetch_expiry_ms_, true);
+        fetch_sizes_.Observe(static_cast<double>(batch.size()));
+        for (const auto& m : batch) {
+          Handle(m->subject(), m->data(), m->size(), m, r.partition, r.rejects);
+        }
         connected_.Set(1);
         backoff_ms = 50;
+        bool undelivered = r.pending.load() > 0;
         if (!batch.empty()) {
-          // What the consumer still holds for the group, as of its last message: free.
-          const uint64_t pending = batch.back()->pending();
-          undelivered_ = pending > 0;
-          consumer_pending_.Set(static_cast<double>(pending));
+          // What the consumer still holds, as of its last message: free.
+          r.pending = batch.back()->pending();
+          undelivered = r.pending.load() > 0;
         }
         // Asking the consumer costs the server a count over the stream (tens of ms with
         // 100 000 messages awaiting acknowledgement, more on a large stream), and the fetch
@@ -173,55 +290,260 @@ class NatsSource final : public Operator {
         // the ack-pending gauge.
         const auto since = std::chrono::steady_clock::now() - last_info;
         if (since > std::chrono::seconds(batch.empty() ? 2 : 30)) {
-          const auto [pending, ack_pending] = js_->ConsumerPending(stream_.name, consumer_.durable);
+          const auto [pending, ack_pending] =
+              js_->ConsumerPending(stream_.name, DurableOf(r.partition));
           last_info = std::chrono::steady_clock::now();  // after the answer: never back to back
-          undelivered_ = pending > 0;
-          consumer_pending_.Set(static_cast<double>(pending));
-          consumer_ack_pending_.Set(static_cast<double>(ack_pending));
+          r.pending = pending;
+          r.ack_pending = ack_pending;
+          undelivered = pending > 0;
         }
+        set_held_back(undelivered);
+        UpdatePendingGauges();
       } catch (const nats::Error& e) {
-        fetch_failing_ = true;
+        set_held_back(true);
         connected_.Set(conn_->connected() ? 1 : 0);
         spdlog::warn("node '{}': {} (retrying in {} ms)", id_, e.what(), backoff_ms);
         std::unique_lock lock(stop_mu_);
         stop_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
-                          [this] { return stopping_; });
+                          [&] { return stopping_ || r.stop.load(); });
         backoff_ms = std::min(backoff_ms * 2, 5000);
       }
     }
+    set_held_back(false);
   }
+
+  void UpdatePendingGauges() {
+    std::lock_guard lock(gauges_mu_);
+    uint64_t pending = 0, ack_pending = 0;
+    for (const auto& [_, r] : readers_snapshot_) {
+      pending += r->pending.load();
+      ack_pending += r->ack_pending.load();
+    }
+    consumer_pending_.Set(static_cast<double>(pending));
+    consumer_ack_pending_.Set(static_cast<double>(ack_pending));
+  }
+
+  std::string DurableOf(uint32_t p) const {
+    return partitions_ > 0 ? consumer_.durable + "-" + std::to_string(p) : consumer_.durable;
+  }
+
+  /// Checks that the server maps the vehicles' subjects into partitions as configured: a probe
+  /// published on vehicle.<probe>.probe must come back on <prefix>.<n>.<probe>.probe, n as
+  /// computed here. The probe is refused by JetStream (it expects a stream that does not
+  /// exist), so it is never stored.
+  void CheckMapping() {
+    const std::string probe_subject = wire::SampleSubject(kProbeVehicle, "probe");
+    auto sub = conn_->SubscribeSync(prefix_ + ".*." + std::string(kProbeVehicle) + ".probe");
+    conn_->Flush(5000);
+    conn_->Publish(probe_subject, "", 0, {{"Nats-Expected-Stream", "_fleetflow_no_stream_"}});
+    conn_->Flush(5000);
+    bool no_responders = false;
+    const auto m = sub->Next(2000, no_responders);
+    const uint32_t expected = PartitionOf(kProbeVehicle, partitions_);
+    const std::string mapping = "mappings = { \"vehicle.*.*\": \"" + prefix_ + ".{{partition(" +
+                                std::to_string(partitions_) +
+                                ",1)}}.{{wildcard(1)}}.{{wildcard(2)}}\" }";
+    if (!m) {
+      throw std::runtime_error(
+          "partitions: the NATS server does not map vehicle.<id>.<sensor> to " + prefix_ +
+          ".<partition>.<id>.<sensor> (a probe on " + probe_subject +
+          " did not come back). Add to the account of the vehicles and the engine in the "
+          "server's configuration: " +
+          mapping + " (docs/scaling.md), or check that the engine may publish " + probe_subject +
+          " and subscribe to " + prefix_ + ".*." + std::string(kProbeVehicle) +
+          ".probe. Set \"check_mapping\": false to skip this check.");
+    }
+    const std::string_view got = m->subject();
+    const std::string want =
+        prefix_ + "." + std::to_string(expected) + "." + std::string(kProbeVehicle) + ".probe";
+    if (got != want) {
+      throw std::runtime_error("partitions: the NATS server maps " + probe_subject + " to " +
+                               std::string(got) + ", expected " + want + " for " +
+                               std::to_string(partitions_) +
+                               " partitions: the mapping's partition count must equal the "
+                               "pipeline's \"partitions\". Expected mapping: " +
+                               mapping);
+    }
+  }
+
+  void Coordinate() {
+    std::unique_lock lock(stop_mu_);
+    while (!stop_cv_.wait_for(lock, std::chrono::milliseconds(kRebalanceMs),
+                              [this] { return stopping_; })) {
+      lock.unlock();
+      try {
+        Rebalance(false);
+      } catch (const std::exception& e) {
+        spdlog::warn("node '{}': rebalance: {}", id_, e.what());
+      }
+      lock.lock();
+    }
+  }
+
+  /// Takes the partitions the membership gives this worker and gives up the others (on the
+  /// coordinator thread, and once at Start). A partition gained waits for its previous owner's
+  /// hand-over record while that owner runs, or for member_timeout_ms after it left cleanly;
+  /// without a record (the previous owner crashed) it is recovered: the windows its restored
+  /// state computes are emitted again.
+  void Rebalance(bool first) {
+    const auto [members, generation] = membership_->Members();
+    if (generation != generation_) {
+      generation_ = generation;
+      const auto owners = KvMembership::Assign(members, partitions_);
+      const size_t self =
+          std::find(members.begin(), members.end(), membership_->id()) - members.begin();
+      std::vector<uint32_t> lost;
+      for (uint32_t p = 0; p < partitions_; ++p) {
+        const bool mine = owners[p] == self;
+        if (!mine) {
+          if (readers_.count(p) > 0) lost.push_back(p);
+          if (gaining_.erase(p) > 0) --waiting_;
+          continue;
+        }
+        if (readers_.count(p) > 0 || gaining_.count(p) > 0) continue;
+        // Who had it: at this worker's start, the owner among the others (nobody when alone).
+        std::string previous;
+        if (!first && previous_owners_.size() == partitions_) {
+          previous = previous_members_[previous_owners_[p]];
+        } else if (first && members.size() > 1) {
+          std::vector<std::string> others = members;
+          others.erase(others.begin() + static_cast<std::ptrdiff_t>(self));
+          previous = others[KvMembership::Assign(others, partitions_)[p]];
+        }
+        gaining_[p] = Gaining{SteadyNowNs(), std::move(previous)};
+        ++waiting_;
+      }
+      Revoke(lost);
+      previous_members_ = members;
+      previous_owners_ = owners;
+    }
+    const int64_t now = SteadyNowNs();
+    const int64_t timeout = int64_t{timeout_ms_} * 1'000'000;
+    const int64_t heartbeat = int64_t{membership_options_.heartbeat_ms} * 1'000'000;
+    for (auto it = gaining_.begin(); it != gaining_.end();) {
+      const uint32_t p = it->first;
+      const Gaining& g = it->second;
+      PartitionEvent assigned;
+      assigned.partition = p;
+      if (const auto record = membership_->ClaimHandover(p)) {
+        assigned.emitted_until_ns = *record;
+      } else if (!g.previous.empty()) {
+        // A previous owner that holds the partition records it once it has given it up (however
+        // long its graph takes), and its heartbeat drops the partition only then; one that does
+        // not hold it (it had not taken it yet), or left cleanly, has nothing to wait for but
+        // the watches; one that went silent crashed.
+        const auto standing = membership_->StandingOf(g.previous);
+        const bool held = membership_->Holds(g.previous, p);
+        const int64_t waited = now - g.since_ns;
+        const bool wait = standing == KvMembership::Standing::kAlive
+                              ? waited < (held ? kRecordWaitTimeouts * timeout : heartbeat)
+                              : standing == KvMembership::Standing::kLeft && waited < timeout;
+        if (wait) {
+          ++it;
+          continue;
+        }
+        if (held) {
+          recovered_.Inc();
+          spdlog::warn(
+              "node '{}': partition {} taken over without a hand-over record from {}: "
+              "the windows of its restored state are written again",
+              id_, p, g.previous);
+        }
+      }
+      it = gaining_.erase(it);
+      --waiting_;
+      Assign(assigned);
+    }
+  }
+
+  void Assign(const PartitionEvent& assigned) {
+    const uint32_t p = assigned.partition;
+    nats::ConsumerOptions c = consumer_;
+    c.durable = DurableOf(p);
+    c.filter_subject = prefix_ + "." + std::to_string(p) + ".*.*";
+    membership_->Hold(p);
+    out_->Emit(MakeMessage(PartitionEvent(assigned)));  // before the partition's messages
+    Read(p, c);
+    assigned_.Inc();
+  }
+
+  /// Stops reading `partitions` (their fetch threads end together), hands what was fetched
+  /// ahead back to the stream and sends each one's kRevoked event after its last message.
+  void Revoke(const std::vector<uint32_t>& partitions) {
+    for (const uint32_t p : partitions) readers_.at(p)->stop = true;
+    stop_cv_.notify_all();
+    for (const uint32_t p : partitions) {
+      auto it = readers_.find(p);
+      Reader& r = *it->second;
+      if (r.thread.joinable()) r.thread.join();
+      r.consumer->Release();  // what was fetched ahead goes back to the stream at once
+      if (partitions_ > 0) {
+        PartitionEvent revoked;
+        revoked.kind = PartitionEvent::Kind::kRevoked;
+        revoked.partition = p;
+        revoked.handover = std::make_shared<RecordOnRelease>(membership_, p);
+        out_->Emit(MakeMessage(std::move(revoked)));
+        revoked_.Inc();
+      }
+      std::lock_guard lock(gauges_mu_);
+      readers_snapshot_.erase(p);
+      readers_.erase(it);
+    }
+    owned_gauge_.Set(static_cast<double>(partitions_ > 0 ? readers_.size() : 0));
+  }
+
+  struct Gaining {
+    int64_t since_ns;      // steady clock
+    std::string previous;  // the previous owner; empty: nobody had it
+  };
 
   const std::string id_;
   const std::string subject_;
   const std::string queue_group_;
   const bool jetstream_;
   const bool create_stream_;
+  const uint32_t partitions_;
+  const std::string prefix_;
+  const bool check_mapping_;
   const int fetch_batch_;
   const int fetch_expiry_ms_;
+  const int timeout_ms_;
   const Clock& clock_;
+  Metrics& metrics_;
   const Labels labels_;
   WireInput input_;
   DeadLetters dead_letters_;
-  std::vector<InputReject> rejects_;
+  std::vector<InputReject> rejects_;  // core delivery's (one subscription thread)
   nats::ConnectOptions options_;
+  MembershipOptions membership_options_;
   Gauge& connected_;
   Gauge& consumer_pending_;
   Gauge& consumer_ack_pending_;
+  Gauge& owned_gauge_;
+  Counter& assigned_;
+  Counter& recovered_;
+  Counter& revoked_;
+  Histogram& fetch_sizes_;
   nats::StreamOptions stream_;
   nats::ConsumerOptions consumer_;
   Emitter* out_ = nullptr;
   std::unique_ptr<nats::Connection> conn_;
   std::unique_ptr<nats::Subscription> sub_;
   std::unique_ptr<nats::JetStream> js_;
-  std::unique_ptr<nats::PullConsumer> consumer_sub_;
-  std::thread fetcher_;
+  std::shared_ptr<KvMembership> membership_;  // partitioned; hand-overs on their way hold it too
+  std::map<uint32_t, std::unique_ptr<Reader>> readers_;  // by partition; coordinator's
+  std::mutex gauges_mu_;
+  std::map<uint32_t, Reader*> readers_snapshot_;  // for the gauges (gauges_mu_)
+  std::map<uint32_t, Gaining> gaining_;           // partitions waiting for a hand-over record
+  std::atomic<int> waiting_{0};                   // gaining_.size()
+  std::atomic<int> held_back_{0};                 // readers held back
+  std::vector<std::string> previous_members_;
+  std::vector<size_t> previous_owners_;
+  uint64_t generation_ = 0;
+  std::thread coordinator_;
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;
-  std::atomic<bool> fetch_failing_{false};
-  std::atomic<bool> undelivered_{true};  // the consumer holds messages not yet delivered (from
-                                         // each batch's last message, or asked; unknown, so held
-                                         // back, until the first batch or answer)
 };
 
 }  // namespace
@@ -267,8 +589,49 @@ void RegisterNatsSource(Registry& registry) {
       .Default(int64_t{1})
       .Min(1)
       .Max(5);
-  c.String("durable", "jetstream: the durable consumer every worker of the pipeline binds.")
+  c.String("durable",
+           "jetstream: the durable consumer every worker of the pipeline binds; with partitions, "
+           "partition n has its own, <durable>-<n>.")
       .Default("fleetflow");
+  c.Integer("partitions",
+            "jetstream: 0: one consumer on `subject`, read by one worker. P > 0: the NATS server "
+            "maps vehicle.<id>.<sensor> to <partition_prefix>.<n>.<id>.<sensor> with n = "
+            "partition(P, id) (every subject of a vehicle in one partition); the stream holds "
+            "<partition_prefix>.*.*.*, each partition has its own durable consumer, and the "
+            "workers share the partitions (membership in membership_bucket): a worker reads, "
+            "stores and joins only the vehicles of its partitions. At most P workers do work. "
+            "See docs/scaling.md.")
+      .Default(int64_t{0})
+      .Min(0)
+      .Max(1024);
+  c.String("partition_prefix",
+           "partitions: the first token of the partitioned subjects (the server's mapping "
+           "writes them).")
+      .Default("telemetry")
+      .Pattern("^[A-Za-z0-9_-]{1,64}$", "one subject token: 1 to 64 letters, digits, - and _");
+  c.Boolean("check_mapping",
+            "partitions: at start, check with a probe message (never stored) that the server "
+            "maps the vehicles' subjects into `partitions` partitions; a missing mapping stops "
+            "the engine with the configuration lines to add.")
+      .Default(true);
+  c.String("membership_bucket",
+           "partitions: the KV bucket where the workers heartbeat (keys expire after ten "
+           "member timeouts).")
+      .Default("fleetflow_members");
+  c.String("handover_bucket",
+           "partitions: the KV bucket (without TTL) of the hand-over records, key "
+           "partition.<n>: the last window the previous owner emitted.")
+      .Default("fleetflow_handover");
+  c.Integer("heartbeat_ms", "partitions: how often a worker renews its membership.")
+      .Default(int64_t{1000})
+      .Min(100)
+      .Max(60'000);
+  c.Integer("member_timeout_ms",
+            "partitions: a worker silent this long is gone and its partitions move; a worker "
+            "taking a partition over waits this long at most for the previous owner's record.")
+      .Default(int64_t{4000})
+      .Min(500)
+      .Max(600'000);
   c.Integer("fetch_batch",
             "jetstream: messages per fetch request. After a full batch, requests go out before "
             "the batch is handled until two batches are asked for: the server sends the next "
@@ -293,6 +656,15 @@ void RegisterNatsSource(Registry& registry) {
       .Min(1);
   AddWireInputFields(c);
   AddDeadLetterFields(c);
+  c.Rule("partitions > 0 needs delivery jetstream (one durable consumer per partition).",
+         [](const Config& config, std::vector<ConfigProblem>& out) {
+           if (config.Integer("partitions") > 0 && config.String("delivery") != "jetstream") {
+             out.push_back({"/partitions",
+                            "a partitioned source needs delivery \"jetstream\" (one durable "
+                            "consumer per partition); set \"delivery\": \"jetstream\" or "
+                            "\"partitions\": 0"});
+           }
+         });
   info.create = [](const OperatorContext& ctx) { return std::make_unique<NatsSource>(ctx); };
   registry.Add(std::move(info));
 }

@@ -22,18 +22,19 @@ class ReplaySource final : public Operator {
         file_(ctx.config.String("file")),
         speed_(ctx.config.Number("speed")),
         tick_ns_(ctx.config.Integer("tick_ms") * 1'000'000),
-        replay_clock_(dynamic_cast<const ReplayClock*>(&ctx.clock)),
+        clock_driver_(ctx.clock_driver),
+        input_ended_(ctx.input_ended),
         input_(ctx),
         records_(ctx.metrics.GetCounter("replay_records", "Records read from the recording.",
                                         ctx.labels())),
-        offset_(ctx.metrics.GetGauge("replay_offset_bytes",
-                                     "Bytes of the recording read so far.", ctx.labels())),
+        offset_(ctx.metrics.GetGauge("replay_offset_bytes", "Bytes of the recording read so far.",
+                                     ctx.labels())),
         size_(ctx.metrics.GetGauge("replay_file_bytes", "Size of the recording.", ctx.labels())),
         recorded_(ctx.metrics.GetGauge("replay_recorded_time_ns",
                                        "Receive time of the last record replayed.", ctx.labels())),
-        finished_(ctx.metrics.GetGauge(
-            "replay_finished", "1 once the recording is replayed to its end or to damage.",
-            ctx.labels())),
+        finished_(ctx.metrics.GetGauge("replay_finished",
+                                       "1 once the recording is replayed to its end or to damage.",
+                                       ctx.labels())),
         damaged_(ctx.metrics.GetGauge(
             "replay_damaged_offset_bytes",
             "Byte offset of the truncated or corrupt record that stopped the replay (-1: none).",
@@ -87,17 +88,17 @@ class ReplaySource final : public Operator {
       if (speed_ > 0 && !Pace(wall_start, static_cast<double>(r.recv_ns - first_ns) / speed_)) {
         break;
       }
-      if (replay_clock_ != nullptr) {
+      if (clock_driver_ != nullptr) {
         // Ticks at multiples of tick_ms of recorded time: everything received up to a tick
         // enters before it, as the live ticker would have stamped it.
         const int64_t boundary = ((r.recv_ns - 1) / tick_ns_) * tick_ns_;
         if (next_tick == 0) next_tick = boundary + tick_ns_;
         if (boundary >= next_tick) {
-          replay_clock_->AdvanceTo(boundary);
+          clock_driver_->AdvanceTo(boundary);
           out_->Emit(MakeMessage(Tick{boundary, false}));
           next_tick = boundary + tick_ns_;
         }
-        replay_clock_->AdvanceTo(r.recv_ns);
+        clock_driver_->AdvanceTo(r.recv_ns);
       }
       body.reset();
       if (input_.Decode(r.subject, r.payload.data(), r.payload.size(), r.recv_ns, body) ==
@@ -109,6 +110,7 @@ class ReplaySource final : public Operator {
     }
     Publish(r.recv_ns);
     finished_.Set(1);
+    input_ended_();
   }
 
   void Publish(int64_t recv_ns) {
@@ -128,7 +130,8 @@ class ReplaySource final : public Operator {
   const std::string file_;
   const double speed_;
   const int64_t tick_ns_;
-  const ReplayClock* replay_clock_;
+  ClockDriver* const clock_driver_;  // replay clock: ticks on recorded time; else none
+  const std::function<void()> input_ended_;
   WireInput input_;
   Counter& records_;
   Gauge& offset_;

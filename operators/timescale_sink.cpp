@@ -6,8 +6,10 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -65,6 +67,14 @@ constexpr char kStaging[] = "ff_sink_staging";
 using Millis = std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;
 
+// Histogram buckets (docs/metrics.md). A write transaction: 1 ms to 10 s. A row's latency is at
+// least the window join's allowed lateness plus flush_ms (0.5 s with pipelines/default.json):
+// 50 ms to 10 min.
+const std::vector<double> kWriteBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                           0.25,  0.5,    1,     2.5,  5,     10};
+const std::vector<double> kLatencyBuckets = {0.05, 0.1, 0.25, 0.5, 0.75, 1,   1.5, 2,
+                                             3,    5,   10,   30,  60,   120, 300, 600};
+
 enum class TimescaleMode { kAuto, kOn, kOff };
 
 struct Column {
@@ -74,17 +84,18 @@ struct Column {
   Interpolation mode = Interpolation::kLinear;
 };
 
+/// The settings, read from the validated config: defaults and checks live in Spec().
 struct SinkConfig {
   std::string conninfo;
   std::string table;
   std::vector<Column> columns;
-  size_t batch_rows = 5000;
-  size_t max_pending_rows = 100000;
-  int64_t flush_ns = 0;
-  Millis retry_initial{100};
-  Millis retry_max{10000};
-  Millis drain_timeout{30000};
-  TimescaleMode timescale = TimescaleMode::kAuto;
+  size_t batch_rows;
+  size_t max_pending_rows;
+  int64_t flush_ns;
+  Millis retry_initial;
+  Millis retry_max;
+  Millis drain_timeout;
+  TimescaleMode timescale;
   std::string chunk_interval;
   std::string compress_after;
   std::string retention;
@@ -97,96 +108,65 @@ class SetupError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-[[noreturn]] void ConfigError(const std::string& field, const std::string& message) {
-  throw std::runtime_error(std::string(kName) + ": field '" + field + "': " + message);
-}
-
-void CheckIdentifier(const std::string& field, const std::string& name) {
-  if (!pg::IsValidIdentifier(name)) {
-    ConfigError(field, "'" + name +
-                           "' is not a valid identifier; use 1 to 63 lower-case letters, digits "
-                           "and _, starting with a letter or _");
-  }
-}
-
 SinkConfig ParseConfig(const Config& c) {
   SinkConfig s;
   s.conninfo = c.String("conninfo");
-  s.table = c.String("table", "vehicle_telemetry");
-  CheckIdentifier("table", s.table);
-
-  const auto columns = c.Objects("columns");
-  if (columns.empty()) ConfigError("columns", "needs at least one column");
-  std::set<std::string> names;
-  for (size_t i = 0; i < columns.size(); ++i) {
-    const std::string at = "columns[" + std::to_string(i) + "]";
+  s.table = c.String("table");
+  for (const Config& column : c.Objects("columns")) {
     Column col;
-    col.name = columns[i].String("name");
-    col.sensor = columns[i].String("sensor");
-    CheckIdentifier(at + ".name", col.name);
-    if (col.name == "vehicle_id" || col.name == "time") {
-      ConfigError(at + ".name", "'" + col.name +
-                                    "' is reserved for the key column; give the column another "
-                                    "name");
-    }
-    if (!names.insert(col.name).second) {
-      ConfigError(at + ".name", "duplicate column '" + col.name + "'; column names must be unique");
-    }
-    if (!wire::IsValidToken(col.sensor)) {
-      ConfigError(at + ".sensor",
-                  "'" + col.sensor + "' is not a sensor name; use 1 to 64 of A-Z a-z 0-9 _ -");
-    }
-    const std::string field = columns[i].String("field", "value");
-    if (field == "value") {
-      col.field = ColumnField::kValue;
-    } else if (field == "lat") {
-      col.field = ColumnField::kLat;
-    } else if (field == "lon") {
-      col.field = ColumnField::kLon;
-    } else {
-      ConfigError(at + ".field", "must be one of value, lat, lon, found '" + field + "'");
-    }
-    const std::string mode = columns[i].String("interpolation", "linear");
-    if (mode == "linear") {
-      col.mode = Interpolation::kLinear;
-    } else if (mode == "previous") {
-      col.mode = Interpolation::kPrevious;
-    } else {
-      ConfigError(at + ".interpolation", "must be one of linear, previous, found '" + mode + "'");
-    }
+    col.name = column.String("name");
+    col.sensor = column.String("sensor");
+    const std::string field = column.String("field");
+    col.field = field == "lat"   ? ColumnField::kLat
+                : field == "lon" ? ColumnField::kLon
+                                 : ColumnField::kValue;
+    col.mode = column.String("interpolation") == "previous" ? Interpolation::kPrevious
+                                                            : Interpolation::kLinear;
     s.columns.push_back(std::move(col));
   }
-
-  s.batch_rows = static_cast<size_t>(std::max<int64_t>(1, c.Integer("batch_rows", 5000)));
-  s.max_pending_rows = static_cast<size_t>(
-      std::max<int64_t>(1, c.Integer("max_pending_rows", 100000)));
-  if (s.max_pending_rows < s.batch_rows) {
-    ConfigError("max_pending_rows",
-                "must be at least batch_rows (" + std::to_string(s.batch_rows) + ")");
-  }
-  s.flush_ns = std::max<int64_t>(0, c.Integer("flush_ms", 0)) * 1'000'000;
-  s.retry_initial = Millis(std::max<int64_t>(1, c.Integer("retry_initial_ms", 100)));
-  s.retry_max = Millis(c.Integer("retry_max_ms", 10000));
-  if (s.retry_max < s.retry_initial) {
-    ConfigError("retry_max_ms", "must be at least retry_initial_ms (" +
-                                    std::to_string(s.retry_initial.count()) + ")");
-  }
-  s.drain_timeout = Millis(std::max<int64_t>(0, c.Integer("drain_timeout_ms", 30000)));
-  const std::string ts = c.String("timescaledb", "auto");
-  if (ts == "auto") {
-    s.timescale = TimescaleMode::kAuto;
-  } else if (ts == "on") {
-    s.timescale = TimescaleMode::kOn;
-  } else if (ts == "off") {
-    s.timescale = TimescaleMode::kOff;
-  } else {
-    ConfigError("timescaledb", "must be one of auto, on, off, found '" + ts + "'");
-  }
-  s.chunk_interval = c.String("chunk_interval", "1 day");
-  if (s.chunk_interval.empty()) ConfigError("chunk_interval", "must not be empty, e.g. \"1 day\"");
+  s.batch_rows = static_cast<size_t>(c.Integer("batch_rows"));
+  s.max_pending_rows = static_cast<size_t>(c.Integer("max_pending_rows"));
+  s.flush_ns = c.Integer("flush_ms") * 1'000'000;
+  s.retry_initial = Millis(c.Integer("retry_initial_ms"));
+  s.retry_max = Millis(c.Integer("retry_max_ms"));
+  s.drain_timeout = Millis(c.Integer("drain_timeout_ms"));
+  const std::string ts = c.String("timescaledb");
+  s.timescale = ts == "on"    ? TimescaleMode::kOn
+                : ts == "off" ? TimescaleMode::kOff
+                              : TimescaleMode::kAuto;
+  s.chunk_interval = c.String("chunk_interval");
   s.compress_after = c.String("compress_after");
   s.retention = c.String("retention");
   return s;
+}
+
+/// The column names the sink adds itself.
+bool IsKeyColumn(const std::string& name) { return name == "vehicle_id" || name == "time"; }
+
+/// The rules across fields of Spec().
+void CheckSettings(const Config& c, std::vector<ConfigProblem>& out) {
+  const auto columns = c.Objects("columns");
+  std::set<std::string> names;
+  for (size_t i = 0; i < columns.size(); ++i) {
+    const std::string name = columns[i].String("name");
+    const std::string at = "/columns/" + std::to_string(i) + "/name";
+    if (IsKeyColumn(name)) {
+      out.push_back(
+          {at, "'" + name + "' is reserved for the key column; give the column another name"});
+    } else if (!names.insert(name).second) {
+      out.push_back({at, "duplicate column '" + name + "'; column names must be unique"});
+    }
+  }
+  if (c.Integer("max_pending_rows") < c.Integer("batch_rows")) {
+    out.push_back({"/max_pending_rows", "must be at least batch_rows (" +
+                                            std::to_string(c.Integer("batch_rows")) + "), found " +
+                                            std::to_string(c.Integer("max_pending_rows"))});
+  }
+  if (c.Integer("retry_max_ms") < c.Integer("retry_initial_ms")) {
+    out.push_back({"/retry_max_ms", "must be at least retry_initial_ms (" +
+                                        std::to_string(c.Integer("retry_initial_ms")) +
+                                        "), found " + std::to_string(c.Integer("retry_max_ms"))});
+  }
 }
 
 std::string Interval(const std::string& text) { return pg::QuoteLiteral(text) + "::interval"; }
@@ -214,7 +194,16 @@ class TimescaleSink final : public Operator {
         blocked_(ctx.metrics.GetGauge(
             "sink_blocked",
             "1 while the sink holds max_pending_rows and waits for PostgreSQL (backpressure)",
-            ctx.labels())) {
+            ctx.labels())),
+        write_seconds_(ctx.metrics.GetHistogram(
+            "sink_write_seconds", "Duration of each committed write transaction, in seconds.",
+            kWriteBuckets, ctx.labels())),
+        row_latency_(ctx.metrics.GetHistogram(
+            "row_latency_seconds",
+            "Time from a row's window time (event time) to the commit of the transaction that "
+            "wrote it, on the engine clock, in seconds.",
+            kLatencyBuckets, ctx.labels())),
+        clock_(ctx.clock) {
     upsert_sql_ = BuildUpsert();
     backoff_ = cfg_.retry_initial;
     try {
@@ -235,6 +224,7 @@ class TimescaleSink final : public Operator {
   }
 
   ~TimescaleSink() override {
+    StopRetention();
     if (!pending_.empty()) {
       spdlog::error("{} '{}': {} rows were never written (no drain Tick reached the sink)", kName,
                     node_, pending_.size());
@@ -367,7 +357,10 @@ class TimescaleSink final : public Operator {
       EnsureConnected();
       const auto start = SteadyClock::now();
       conn_->CopyViaStaging(kStaging, chunk, upsert_sql_);
-      last_batch_seconds_.Set(std::chrono::duration<double>(SteadyClock::now() - start).count());
+      const double seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
+      last_batch_seconds_.Set(seconds);
+      write_seconds_.Observe(seconds);
+      ObserveRowLatency(chunk);
       batches_.Inc();
       rows_written_.Inc(chunk.size());
       pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(n));
@@ -383,13 +376,25 @@ class TimescaleSink final : public Operator {
       Disconnect();
       ++failures_;
       retries_.Inc();
-      spdlog::warn("{} '{}': writing {} rows failed (attempt {}), {} rows held, next attempt in "
-                   "{} ms: {}",
-                   kName, node_, chunk.size(), failures_, pending_.size(), backoff_.count(),
-                   e.what());
+      spdlog::warn(
+          "{} '{}': writing {} rows failed (attempt {}), {} rows held, next attempt in "
+          "{} ms: {}",
+          kName, node_, chunk.size(), failures_, pending_.size(), backoff_.count(), e.what());
       next_attempt_ = SteadyClock::now() + backoff_;
       backoff_ = std::min(backoff_ * 2, cfg_.retry_max);
       return false;
+    }
+  }
+
+  /// Event time to commit for the rows just committed. The rows of a window share its time, so
+  /// each run of equal times is recorded at once.
+  void ObserveRowLatency(const std::vector<pg::ValuesRow>& rows) {
+    const int64_t now_ns = clock_.NowNs();
+    for (size_t i = 0; i < rows.size();) {
+      size_t j = i + 1;
+      while (j < rows.size() && rows[j].time_ns == rows[i].time_ns) ++j;
+      row_latency_.Observe(static_cast<double>(now_ns - rows[i].time_ns) * 1e-9, j - i);
+      i = j;
     }
   }
 
@@ -421,9 +426,10 @@ class TimescaleSink final : public Operator {
     if (conn_ && conn_->IsOpen() && ready_.load()) return;
     Disconnect();
     auto conn = pg::Connection::Connect(cfg_.conninfo);
-    PrepareTable(*conn);
+    PrepareTable(conn);
     conn_ = std::move(conn);
     ready_.store(true);
+    StartRetentionIfNeeded();
   }
 
   void RetryConnect() {
@@ -464,9 +470,12 @@ class TimescaleSink final : public Operator {
     }
   }
 
-  void PrepareTable(pg::Connection& conn) {
-    CheckIntervals(conn);
-    const bool hypertable = UseTimescale(conn);
+  /// Creates or completes the table; `conn` may be replaced by a new session (see
+  /// UseTimescale). Throws pg::Error, SetupError.
+  void PrepareTable(std::unique_ptr<pg::Connection>& session) {
+    CheckIntervals(*session);
+    const bool hypertable = UseTimescale(session);
+    pg::Connection& conn = *session;
     const std::string table = pg::QuoteIdent(cfg_.table);
     std::string create = "CREATE TABLE IF NOT EXISTS " + table +
                          " (\"vehicle_id\" text NOT NULL, \"time\" timestamptz NOT NULL";
@@ -494,56 +503,129 @@ class TimescaleSink final : public Operator {
     if (hypertable) MakeHypertable(conn);
     spdlog::info("{} '{}': connected to PostgreSQL ({}); table '{}' ready ({}), {} columns", kName,
                  node_, conn.description(), cfg_.table,
-                 hypertable ? "TimescaleDB hypertable" : "plain PostgreSQL table",
+                 hypertable ? "TimescaleDB hypertable, " + EditionName(license_) + " edition"
+                            : std::string("plain PostgreSQL table"),
                  cfg_.columns.size());
   }
 
-  /// Decides between the TimescaleDB and the plain path, installing the extension if needed.
-  bool UseTimescale(pg::Connection& conn) {
+  /// Why TimescaleDB cannot be used through this session, "" when it can. Reads catalogs and
+  /// settings only, so that no attempt ends the session with a FATAL error (CREATE EXTENSION
+  /// timescaledb without the preloaded library does).
+  std::string TimescaleUnavailableReason(pg::Connection& conn) const {
+    const auto ext = conn.Exec(
+        "SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'");
+    if (ext.empty()) {
+      return "the timescaledb extension is not available on the server (not installed); install "
+             "TimescaleDB there (on Debian 12: scripts/timescaledb.sh builds it) and add "
+             "'timescaledb' to shared_preload_libraries in postgresql.conf, then restart "
+             "PostgreSQL";
+    }
+    // The loader, when preloaded, defines timescaledb.disable_load in every session.
+    const auto loader = conn.Exec("SELECT current_setting('timescaledb.disable_load', true)");
+    if (loader.empty() || loader[0].empty() || !loader[0][0] || loader[0][0]->empty()) {
+      return "the timescaledb extension is installed but not preloaded (CREATE EXTENSION would "
+             "fail with FATAL: extension \"timescaledb\" must be preloaded); add 'timescaledb' "
+             "to shared_preload_libraries in postgresql.conf (shared_preload_libraries = "
+             "'timescaledb') and restart PostgreSQL";
+    }
+    if (!ext[0].empty() && ext[0][0]) return "";  // created in this database already
+    const auto may = conn.Exec(
+        "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR "
+        "has_database_privilege(current_database(), 'CREATE'), current_user, current_database()");
+    if (!may.empty() && may[0].size() == 3 && may[0][0] && *may[0][0] == "f") {
+      return "the role '" + may[0][1].value_or("") +
+             "' may not create the timescaledb extension in database '" + may[0][2].value_or("") +
+             "' (it needs the CREATE privilege on the database, or superuser); run CREATE "
+             "EXTENSION timescaledb there once as a superuser, or GRANT CREATE ON DATABASE to "
+             "the role";
+    }
+    return "";
+  }
+
+  static std::string EditionName(const std::string& license) {
+    if (license == "apache") return "Apache-licensed ('apache')";
+    if (license == "timescale") return "Community ('timescale')";
+    return "'" + license + "'";
+  }
+
+  /// Decides between the TimescaleDB and the plain path, creating the extension if needed.
+  /// `session` is replaced by a new one when the server ended it on CREATE EXTENSION.
+  bool UseTimescale(std::unique_ptr<pg::Connection>& session) {
     if (cfg_.timescale == TimescaleMode::kOff) {
       spdlog::info("{} '{}': timescaledb is off; '{}' is a plain PostgreSQL table", kName, node_,
                    cfg_.table);
       return false;
     }
-    if (!conn.HasExtension("timescaledb")) {
-      if (cfg_.timescale == TimescaleMode::kOn) {
-        throw SetupError(
-            "timescaledb is \"on\" but the timescaledb extension is not available "
-            "on the server (" +
-            conn.description() +
-            "); install TimescaleDB there, or set timescaledb to \"auto\" or "
-            "\"off\"");
+    std::string reason =
+        timescale_unusable_.empty() ? TimescaleUnavailableReason(*session) : timescale_unusable_;
+    if (reason.empty()) {
+      try {
+        session->Exec("CREATE EXTENSION IF NOT EXISTS timescaledb");
+      } catch (const pg::Error& e) {
+        if (!e.connection_lost()) {
+          reason = "CREATE EXTENSION timescaledb failed: " + std::string(e.what());
+        } else {
+          // A FATAL error ends the session; whether that or the network broke it shows by
+          // connecting again: a network failure throws here and is retried as such.
+          session = pg::Connection::Connect(cfg_.conninfo);
+          reason = "the server ended the session on CREATE EXTENSION timescaledb (" +
+                   std::string(e.what()) +
+                   "); the server log says why, e.g. that 'timescaledb' is missing from "
+                   "shared_preload_libraries in postgresql.conf";
+          timescale_unusable_ = reason;  // never tried again by this sink: it would not change
+        }
       }
-      spdlog::info(
-          "{} '{}': the timescaledb extension is not available; using a plain "
-          "PostgreSQL table '{}' (no hypertable, compression or retention)",
-          kName, node_, cfg_.table);
-      if (!cfg_.compress_after.empty() || !cfg_.retention.empty()) {
-        spdlog::warn("{} '{}': compress_after and retention need TimescaleDB and are ignored",
-                     kName, node_);
+    }
+    if (!reason.empty()) {
+      if (cfg_.timescale == TimescaleMode::kOn) {
+        throw SetupError("timescaledb is \"on\" but TimescaleDB cannot be used on the server (" +
+                         session->description() + "): " + reason +
+                         "; or set timescaledb to \"auto\" or \"off\"");
+      }
+      if (!warned_plain_) {
+        warned_plain_ = true;
+        spdlog::warn(
+            "{} '{}': TimescaleDB cannot be used, so '{}' is a plain PostgreSQL table "
+            "(no hypertable, compression or retention): {}{}",
+            kName, node_, cfg_.table, reason,
+            cfg_.compress_after.empty() && cfg_.retention.empty()
+                ? ""
+                : "; compress_after and retention need TimescaleDB and are ignored");
       }
       return false;
     }
-    try {
-      conn.Exec("CREATE EXTENSION IF NOT EXISTS timescaledb");
-    } catch (const pg::Error& e) {
-      if (cfg_.timescale == TimescaleMode::kOn || e.connection_lost()) throw;
-      spdlog::warn(
-          "{} '{}': the timescaledb extension is available but cannot be created ({}); "
-          "using a plain PostgreSQL table '{}'",
-          kName, node_, e.what(), cfg_.table);
-      return false;
+    const auto license = session->Exec("SELECT current_setting('timescaledb.license', true)");
+    license_ = !license.empty() && !license[0].empty() && license[0][0] ? *license[0][0] : "";
+    if (!cfg_.compress_after.empty() && license_ != "timescale") {
+      throw SetupError(
+          "field 'compress_after': compression needs TimescaleDB's Community edition "
+          "(timescaledb.license = 'timescale'), but the server (" +
+          session->description() + ") runs the " + EditionName(license_) +
+          " edition, which has no compression; remove compress_after, or install the "
+          "Community edition of TimescaleDB on the server");
     }
     return true;
   }
 
-  /// The TimescaleDB-only part: hypertable, compression and retention policies.
+  /// The TimescaleDB-only part: hypertable, chunk interval, compression and retention.
   void MakeHypertable(pg::Connection& conn) {
     const std::string rel = pg::QuoteLiteral(pg::QuoteIdent(cfg_.table));
     std::vector<std::string> sql = {
         LockStatement(), "SELECT create_hypertable(" + rel + ", 'time', chunk_time_interval => " +
                              Interval(cfg_.chunk_interval) +
                              ", if_not_exists => TRUE, migrate_data => TRUE)"};
+    // An existing hypertable keeps its interval unless told otherwise: new chunks take the
+    // configured one (existing chunks keep theirs).
+    const auto current =
+        conn.Exec("SELECT time_interval::text, time_interval = " + Interval(cfg_.chunk_interval) +
+                  " FROM timescaledb_information.dimensions WHERE hypertable_name = " +
+                  pg::QuoteLiteral(cfg_.table) + " AND column_name = 'time'");
+    if (!current.empty() && current[0].size() == 2 && current[0][1] && *current[0][1] == "f") {
+      spdlog::info("{} '{}': chunk_interval of '{}' changes from {} to {} (for new chunks)", kName,
+                   node_, cfg_.table, current[0][0].value_or("?"), cfg_.chunk_interval);
+      sql.push_back("SELECT set_chunk_time_interval(" + rel + ", " + Interval(cfg_.chunk_interval) +
+                    ")");
+    }
     if (!cfg_.compress_after.empty()) {
       const auto enabled =
           conn.Exec("SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = " +
@@ -556,11 +638,75 @@ class TimescaleSink final : public Operator {
       sql.push_back("SELECT add_compression_policy(" + rel + ", " + Interval(cfg_.compress_after) +
                     ", if_not_exists => TRUE)");
     }
-    if (!cfg_.retention.empty()) {
+    if (!cfg_.retention.empty() && license_ == "timescale") {
       sql.push_back("SELECT add_retention_policy(" + rel + ", " + Interval(cfg_.retention) +
                     ", if_not_exists => TRUE)");
     }
     conn.ExecInTransaction(sql);
+    if (!cfg_.retention.empty() && license_ != "timescale") {
+      // No policy jobs in this edition: the sink drops old chunks itself (RetentionLoop), as
+      // often as a chunk closes, at most hourly.
+      const auto period = conn.Exec("SELECT extract(epoch FROM least(" +
+                                    Interval(cfg_.chunk_interval) + ", '1 hour'::interval))");
+      const double seconds = !period.empty() && period[0][0] ? std::stod(*period[0][0]) : 3600.0;
+      std::lock_guard lock(retention_mutex_);
+      retention_period_ = Millis(std::max<int64_t>(1000, static_cast<int64_t>(seconds * 1000)));
+      own_retention_ = true;
+    }
+  }
+
+  /// Starts the thread that drops old chunks where TimescaleDB has no retention policy job.
+  void StartRetentionIfNeeded() {
+    if (!own_retention_ || retention_thread_.joinable()) return;
+    spdlog::info(
+        "{} '{}': the {} edition of TimescaleDB has no retention policy job; the sink "
+        "drops chunks of '{}' older than {} itself, now and every {} s",
+        kName, node_, EditionName(license_), cfg_.table, cfg_.retention,
+        retention_period_.count() / 1000);
+    retention_thread_ = std::thread([this] { RetentionLoop(); });
+  }
+
+  /// Off the write path, on a session of its own: drop_chunks() at start and then every
+  /// retention_period_. A lock wait is cut short (lock_timeout), so writes are never held up
+  /// for long; failures are logged and retried at the next turn (sooner after an error).
+  void RetentionLoop() {
+    std::unique_ptr<pg::Connection> conn;
+    const std::string sql = "SELECT count(*) FROM drop_chunks(" +
+                            pg::QuoteLiteral(pg::QuoteIdent(cfg_.table)) + ", older_than => " +
+                            Interval(cfg_.retention) + ")";
+    std::unique_lock lock(retention_mutex_);
+    while (!retention_stop_) {
+      Millis wait = retention_period_;
+      lock.unlock();
+      try {
+        if (!conn || !conn->IsOpen()) {
+          conn = pg::Connection::Connect(cfg_.conninfo);
+          conn->Exec("SET lock_timeout = '2s'");
+        }
+        const auto rows = conn->Exec(sql);
+        const std::string dropped = !rows.empty() && rows[0][0] ? *rows[0][0] : "0";
+        if (dropped != "0") {
+          spdlog::info("{} '{}': retention dropped {} chunks of '{}' older than {}", kName, node_,
+                       dropped, cfg_.table, cfg_.retention);
+        }
+      } catch (const std::exception& e) {
+        conn.reset();
+        wait = std::min(wait, Millis(60000));
+        spdlog::warn("{} '{}': dropping chunks older than {} failed, next attempt in {} s: {}",
+                     kName, node_, cfg_.retention, wait.count() / 1000, e.what());
+      }
+      lock.lock();
+      retention_cv_.wait_for(lock, wait, [this] { return retention_stop_; });
+    }
+  }
+
+  void StopRetention() {
+    {
+      std::lock_guard lock(retention_mutex_);
+      retention_stop_ = true;
+    }
+    retention_cv_.notify_all();
+    if (retention_thread_.joinable()) retention_thread_.join();
   }
 
   const SinkConfig cfg_;
@@ -572,6 +718,9 @@ class TimescaleSink final : public Operator {
   Gauge& last_batch_seconds_;
   Gauge& pending_rows_;
   Gauge& blocked_;
+  Histogram& write_seconds_;
+  Histogram& row_latency_;
+  const Clock& clock_;
 
   std::string upsert_sql_;
   std::unique_ptr<pg::Connection> conn_;
@@ -580,7 +729,23 @@ class TimescaleSink final : public Operator {
   Millis backoff_{100};                     // wait after the next failure
   SteadyClock::time_point next_attempt_{};  // no write or connect before
   int failures_ = 0;                        // consecutive failed attempts
+
+  std::string license_;             // timescaledb.license of the server, "" without TimescaleDB
+  std::string timescale_unusable_;  // why CREATE EXTENSION ended a session; then never retried
+  bool warned_plain_ = false;       // the plain-table warning is given once
+
+  // Retention where TimescaleDB runs no policy job (Apache-licensed edition).
+  bool own_retention_ = false;
+  Millis retention_period_{3600000};
+  std::thread retention_thread_;
+  std::mutex retention_mutex_;
+  std::condition_variable retention_cv_;
+  bool retention_stop_ = false;
 };
+
+constexpr char kIdentifier[] = "^[a-z_][a-z0-9_]{0,62}$";
+constexpr char kIdentifierWords[] =
+    "a valid identifier: 1 to 63 lower-case letters, digits and _, starting with a letter or _";
 
 ConfigSpec Spec() {
   ConfigSpec columns;
@@ -589,6 +754,7 @@ ConfigSpec Spec() {
               "Column name in the table (double precision). 1 to 63 lower-case letters, "
               "digits and _, starting with a letter or _; not vehicle_id or time.")
       .Required()
+      .Pattern(kIdentifier, kIdentifierWords)
       .Example("\"speed\"");
   columns
       .String("sensor",
@@ -596,6 +762,7 @@ ConfigSpec Spec() {
               "vehicle.<id>.<sensor>, as listed in the window join's sensors. A sensor missing "
               "from a window batch gives NULL.")
       .Required()
+      .Pattern("^[A-Za-z0-9_-]{1,64}$", "a sensor name: 1 to 64 of A-Z a-z 0-9 _ -")
       .Example("\"gps\"");
   columns
       .String("field",
@@ -624,11 +791,13 @@ ConfigSpec Spec() {
               "double precision column per entry of columns and PRIMARY KEY (vehicle_id, time); "
               "columns missing from an existing table are added. 1 to 63 lower-case letters, "
               "digits and _, starting with a letter or _.")
-      .Default("vehicle_telemetry");
+      .Default("vehicle_telemetry")
+      .Pattern(kIdentifier, kIdentifierWords);
   spec.ObjectArray("columns",
                    "The value columns: each takes one field of one sensor's samples, "
                    "interpolated at the window time.",
                    std::move(columns))
+      .MinItems(1)
       .DefaultJson(
           R"([{"name":"lat","sensor":"gps","field":"lat","interpolation":"linear"},)"
           R"({"name":"lon","sensor":"gps","field":"lon","interpolation":"linear"},)"
@@ -670,25 +839,40 @@ ConfigSpec Spec() {
       .Default(int64_t{30000})
       .Min(0);
   spec.String("timescaledb",
-              "auto: make the table a TimescaleDB hypertable when the timescaledb extension is "
-              "available on the server, a plain PostgreSQL table otherwise; on: require "
-              "TimescaleDB (fail when the extension is missing); off: always a plain table.")
+              "auto: make the table a TimescaleDB hypertable when TimescaleDB can be used on the "
+              "server, a plain PostgreSQL table otherwise, with one warning naming the reason "
+              "(not installed; installed but not in shared_preload_libraries; the role may not "
+              "create the extension) and the fix. The sink checks this before CREATE EXTENSION, "
+              "so no session ends on a FATAL error. on: require TimescaleDB; the engine refuses "
+              "to start with the same words. off: always a plain table.")
       .OneOf({"auto", "on", "off"})
       .Default("auto");
   spec.String("chunk_interval",
-              "TimescaleDB only: chunk_time_interval of the hypertable, a PostgreSQL interval.")
+              "TimescaleDB only: chunk_time_interval of the hypertable, a PostgreSQL interval. "
+              "On an existing hypertable a different value applies to the chunks created from "
+              "then on (set_chunk_time_interval).")
       .Default("1 day")
+      .MinLength(1)
       .Example("\"6 hours\"");
   spec.String("compress_after",
-              "TimescaleDB only: compress chunks older than this interval (segmented by "
-              "vehicle_id). Empty: no compression policy. An existing policy is kept.")
+              "TimescaleDB Community edition only (timescaledb.license = 'timescale'): compress "
+              "chunks older than this interval (segmented by vehicle_id). Empty: no compression "
+              "policy. An existing policy is kept. On the Apache-licensed edition (as Debian "
+              "builds it) it is a configuration error naming the edition.")
       .Default("")
       .Example("\"7 days\"");
   spec.String("retention",
-              "TimescaleDB only: drop chunks older than this interval. Empty: keep rows "
-              "forever. An existing policy is kept.")
+              "TimescaleDB only: drop chunks older than this interval. Community edition: a "
+              "retention policy job (an existing one is kept). Apache-licensed edition, which "
+              "has no policy jobs: the sink runs drop_chunks() itself on a session of its own, "
+              "at start and then every chunk_interval (at most hourly), waiting at most 2 s for "
+              "a lock, off the write path. Empty: keep rows forever.")
       .Default("")
       .Example("\"90 days\"");
+  spec.Rule(
+      "Column names are unique and neither vehicle_id nor time; max_pending_rows is at "
+      "least batch_rows; retry_max_ms is at least retry_initial_ms.",
+      CheckSettings);
   return spec;
 }
 

@@ -3,12 +3,17 @@
 /// double precision column per configured sensor field, interpolated at the window time.
 ///
 /// Creates the table (and missing columns) on connect; makes it a hypertable with the configured
-/// compression and retention policies when the timescaledb extension is available, and uses a
-/// plain table otherwise. Rows are buffered and written in batches (COPY into a staging table,
+/// chunk interval, compression and retention when TimescaleDB can be used (installed,
+/// preloaded, creatable: checked before CREATE EXTENSION), and uses a plain table otherwise
+/// (timescaledb "auto", with one warning naming the reason and the fix) or refuses to start
+/// ("on"). On TimescaleDB's Apache-licensed edition, which has no policy jobs, compress_after
+/// is a configuration error and the sink applies retention itself (drop_chunks() on a thread
+/// and session of its own). Rows are buffered and written in batches (COPY into a staging table,
 /// then INSERT ... ON CONFLICT (vehicle_id, time) DO UPDATE), so a re-emitted window updates its
-/// row instead of duplicating it. While PostgreSQL is down, Process() blocks and retries with
-/// exponential backoff, holding the rows (this backpressures the graph); only a drain Tick gives
-/// up after drain_timeout_ms, counting the rows it could not write in sink_rows_dropped.
+/// row instead of duplicating it. While PostgreSQL is down, the sink holds the rows and retries
+/// with exponential backoff; Process() blocks only once max_pending_rows are held (this
+/// backpressures the graph). Only a drain Tick gives up, after drain_timeout_ms, counting the
+/// rows it could not write in sink_rows_dropped.
 
 #include <cstdint>
 #include <optional>

@@ -10,10 +10,11 @@ namespace fleetflow {
 
 namespace {
 
-const char* Invalid(const wire::Point& p, int64_t horizon, int64_t oldest) {
+const char* Invalid(const wire::Point& p, int64_t horizon, int64_t oldest, bool position_sensor) {
   if (p.ts_ns <= 0) return "bad_timestamp";
   if (p.ts_ns > horizon) return "future_timestamp";
   if (p.ts_ns < oldest) return "past_timestamp";
+  if (position_sensor && !p.has_position) return "missing_position";
   if (p.has_position) {
     if (!std::isfinite(p.lat) || !std::isfinite(p.lon) || std::abs(p.lat) > 90 ||
         std::abs(p.lon) > 180) {
@@ -36,8 +37,8 @@ int64_t SaturatingAdd(int64_t a, int64_t b) {
 }
 
 template <typename Set>
-Set SensorSet(const Config& config) {
-  const auto list = config.StringArray("sensors");
+Set SensorSet(const Config& config, const char* field) {
+  const auto list = config.StringArray(field);
   return {list.begin(), list.end()};
 }
 
@@ -64,6 +65,11 @@ void AddWireInputFields(ConfigSpec& c) {
                 "unknown_sensor). Empty: every well-formed sensor name.")
       .DefaultJson("[]")
       .Example(R"(["speed", "soc", "torque", "gps"])");
+  c.StringArray("position_sensors",
+                "Sensors whose samples carry a position (latitude, longitude) rather than a "
+                "value; a sample of one of them without a position is rejected (reason "
+                "missing_position), since every column read from it would be NULL.")
+      .DefaultJson(R"(["gps"])");
 }
 
 const std::vector<std::string>& WireInputFieldNames() {
@@ -82,7 +88,8 @@ WireInput::WireInput(const OperatorContext& ctx)
       max_future_ns_(MsToNs(ctx.config.Integer("max_future_ms"))),
       max_past_ns_(MsToNs(ctx.config.Integer("max_past_ms"))),
       max_payload_bytes_(static_cast<size_t>(ctx.config.Integer("max_payload_bytes"))),
-      sensors_(SensorSet<decltype(sensors_)>(ctx.config)),
+      sensors_(SensorSet<decltype(sensors_)>(ctx.config, "sensors")),
+      position_sensors_(SensorSet<decltype(position_sensors_)>(ctx.config, "position_sensors")),
       metrics_(ctx.metrics),
       labels_(ctx.labels()),
       messages_(ctx.metrics.GetCounter("messages_in", "Messages received.", labels_)),
@@ -122,8 +129,9 @@ WireInput::Outcome WireInput::Decode(std::string_view subject_text, const void* 
   if (err != wire::DecodeError::kNone) return reject_whole(std::string(wire::ToString(err)));
   const int64_t horizon = SaturatingAdd(now_ns, max_future_ns_);
   const int64_t oldest = max_past_ns_ > 0 ? SaturatingAdd(now_ns, -max_past_ns_) : 0;
+  const bool position_sensor = position_sensors_.contains(subject.sensor);
   std::erase_if(batch.points, [&](const wire::Point& p) {
-    const char* reason = Invalid(p, horizon, oldest);
+    const char* reason = Invalid(p, horizon, oldest, position_sensor);
     if (reason == nullptr) return false;
     auto it = std::find_if(found.begin(), found.end(),
                            [&](const InputReject& r) { return r.reason == reason; });

@@ -25,7 +25,7 @@
 namespace fleetflow {
 
 /// Adds the validation settings every source shares: max_future_ms, max_past_ms,
-/// max_payload_bytes, sensors.
+/// max_payload_bytes, sensors, position_sensors.
 void AddWireInputFields(ConfigSpec& spec);
 /// The names AddWireInputFields adds (to carry them from one source's config to another's).
 const std::vector<std::string>& WireInputFieldNames();
@@ -39,9 +39,9 @@ struct InputReject {
 class WireInput {
  public:
   enum class Outcome {
-    kEmit,            // `out` holds the message to emit
-    kRejected,        // the whole message was bad input
-    kNothingLeft,     // a sample message whose every sample was rejected
+    kEmit,         // `out` holds the message to emit
+    kRejected,     // the whole message was bad input
+    kNothingLeft,  // a sample message whose every sample was rejected
   };
 
   /// Reads the settings of AddWireInputFields from ctx.config.
@@ -66,6 +66,7 @@ class WireInput {
     using is_transparent = void;
   };
   const std::unordered_set<std::string, NameHash, std::equal_to<>> sensors_;  // empty: any
+  const std::unordered_set<std::string, NameHash, std::equal_to<>> position_sensors_;
   Metrics& metrics_;
   const Labels labels_;
   Counter& messages_;

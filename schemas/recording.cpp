@@ -67,7 +67,8 @@ void EncodeRecord(const Record& r, std::vector<uint8_t>& out) {
   Put32(out, 0);  // CRC, filled in below
   Put64(out, static_cast<uint64_t>(r.recv_ns));
   Put16(out, static_cast<uint16_t>(subject_len));
-  out.insert(out.end(), r.subject.begin(), r.subject.begin() + static_cast<std::ptrdiff_t>(subject_len));
+  out.insert(out.end(), r.subject.begin(),
+             r.subject.begin() + static_cast<std::ptrdiff_t>(subject_len));
   out.insert(out.end(), r.payload.begin(), r.payload.end());
   const uint32_t crc = Crc32(out.data() + start + 8, body_len);
   for (int i = 0; i < 4; ++i) out[start + 4 + i] = static_cast<uint8_t>(crc >> (8 * i));

@@ -48,10 +48,14 @@ std::string StatusSubject(std::string_view vehicle) { return SampleSubject(vehic
 
 std::string_view ToString(DecodeError e) {
   switch (e) {
-    case DecodeError::kNone: return "ok";
-    case DecodeError::kEmpty: return "empty";
-    case DecodeError::kBadIdentifier: return "bad_identifier";
-    case DecodeError::kMalformed: return "malformed";
+    case DecodeError::kNone:
+      return "ok";
+    case DecodeError::kEmpty:
+      return "empty";
+    case DecodeError::kBadIdentifier:
+      return "bad_identifier";
+    case DecodeError::kMalformed:
+      return "malformed";
   }
   return "unknown";
 }

@@ -49,9 +49,9 @@ std::string StatusSubject(std::string_view vehicle);
 
 enum class DecodeError {
   kNone,
-  kEmpty,              // zero-length payload
-  kBadIdentifier,      // not a FLT1 buffer
-  kMalformed,          // the FlatBuffers verifier rejected the buffer
+  kEmpty,          // zero-length payload
+  kBadIdentifier,  // not a FLT1 buffer
+  kMalformed,      // the FlatBuffers verifier rejected the buffer
 };
 
 std::string_view ToString(DecodeError e);

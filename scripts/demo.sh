@@ -8,11 +8,13 @@ usage() {
   cat <<'EOF'
 Usage: scripts/demo.sh [OPTIONS]
 
-Installs dependencies (scripts/deps.sh), builds (scripts/build.sh), then runs, all inside .run/
-of the checkout:
+Installs what it needs (scripts/deps.sh --demo), builds the engine and fleet-sim only
+(scripts/build.sh), then runs, all inside .run/ of the checkout:
   nats-server with JetStream   127.0.0.1:14222 (or the next free port)
   PostgreSQL                   127.0.0.1:15432 (or the next free port), data in .run/pg,
-                               database "fleetflow"
+                               database "fleetflow"; preloading TimescaleDB when it is
+                               installed (scripts/timescaledb.sh; the test command runs it), so
+                               the table is a hypertable (the summary says which was used)
   build/apps/fleetflow run pipelines/default.json
   build/firmware/fleet-sim --vehicles N --seed 1
 and shows once a second: messages in (engine metrics), rows written and vehicles active (SQL).
@@ -26,8 +28,9 @@ Options:
   --keep            leave nats-server and PostgreSQL running at the end (stop: --stop)
   --stop            stop the servers a previous --keep run left in .run/, then exit
   --fresh           stop leftovers and delete .run/ (JetStream store, PostgreSQL data) first
-  --no-deps         skip scripts/deps.sh
+  --no-deps         skip scripts/deps.sh --demo
   --no-build        skip scripts/build.sh
+  --plain           do not preload TimescaleDB even when it is installed (a plain table)
   -h, --help        show this help
 
 Environment: VEHICLES, NATS_PORT (14222), PG_PORT (15432), METRICS_PORT (9464),
@@ -46,6 +49,7 @@ action=run
 fresh=0
 run_deps=1
 run_build=1
+use_timescaledb=1
 while (($#)); do
   case "$1" in
     --vehicles)
@@ -61,6 +65,7 @@ while (($#)); do
     --fresh) fresh=1 ;;
     --no-deps) run_deps=0 ;;
     --no-build) run_build=0 ;;
+    --plain) use_timescaledb=0 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "demo.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -304,11 +309,42 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Dependencies and build
 
+# As root, PostgreSQL runs as the user postgres, which must reach the data directory: every
+# directory above it needs the execute bit for others (or to belong to postgres). Checked before
+# anything is installed or built, so a checkout under e.g. a mode-700 home fails at once.
+unreachable_parent() {
+  local dir=$1 mode owner
+  while [[ ! -d "$dir" ]]; do dir=$(dirname "$dir"); done
+  while :; do
+    read -r mode owner < <(stat -c '%a %U' "$dir")
+    if [[ "$owner" != postgres ]] && (((8#$mode & 1) == 0)); then
+      echo "$dir"
+      return
+    fi
+    [[ "$dir" == / ]] && return
+    dir=$(dirname "$dir")
+  done
+}
+if ((EUID == 0)) && [[ -z "$(ls -A "$pg_dir" 2>/dev/null)" ]]; then
+  blocked=$(unreachable_parent "$pg_dir")
+  if [[ -n "$blocked" ]]; then
+    die "PostgreSQL runs as the user 'postgres', which cannot enter $blocked (mode" \
+      "$(stat -c %a "$blocked")), a parent of its data directory $pg_dir: set FF_DEMO_DIR to a" \
+      "directory under /tmp (e.g. FF_DEMO_DIR=/tmp/fleetflow-demo), or chmod o+x $blocked"
+  fi
+fi
+
 if ((run_deps)); then
-  bash scripts/deps.sh
+  bash scripts/deps.sh --demo  # the test command installs the rest
 fi
 if ((run_build)); then
-  bash scripts/build.sh
+  # Only the two programs the demo runs. A fresh build directory is configured without tests and
+  # benchmarks (which need packages the demo does not install); scripts/test.sh turns them on.
+  demo_configure=()
+  [[ -f "$build_dir/CMakeCache.txt" ]] ||
+    demo_configure=(-- -DFLEETFLOW_BUILD_TESTS=OFF -DFLEETFLOW_BUILD_BENCH=OFF)
+  FF_BUILD_DIR=$build_dir FF_BUILD_TARGET="fleetflow fleet-sim" \
+    bash scripts/build.sh "${demo_configure[@]}"
 fi
 
 fleetflow_bin=$build_dir/apps/fleetflow
@@ -410,14 +446,48 @@ if [[ ! -f "$pg_dir/PG_VERSION" ]]; then
     as_pg tee -a "$pg_dir/postgresql.conf" >/dev/null
 fi
 
+# TimescaleDB, when installed for this PostgreSQL (scripts/timescaledb.sh; not with --plain),
+# is preloaded in the demo's cluster, so that the sink makes the table a hypertable.
+pg_major=$(basename "$(dirname "$pg_bin")")
+tsdb_installed=0
+if ((use_timescaledb)) && [[ -f /usr/share/postgresql/$pg_major/extension/timescaledb.control ]]; then
+  tsdb_installed=1
+fi
+# What the table is, for the summary: a hypertable or a plain table, and why.
+storage_kind() {
+  local version license
+  version=$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'") || version=""
+  if [[ -n "$version" && "$(psql_q "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = '$table'")" == 1 ]]; then
+    license=$(psql_q "SELECT current_setting('timescaledb.license', true)") || license="?"
+    echo "TimescaleDB $version hypertable (edition: $license)"
+  elif ((tsdb_installed)); then
+    echo "plain PostgreSQL table (TimescaleDB is installed but was not used: see the engine's warning in $run_dir/fleetflow.log)"
+  elif ((use_timescaledb)); then
+    echo "plain PostgreSQL table (TimescaleDB is not installed: scripts/timescaledb.sh builds it)"
+  else
+    echo "plain PostgreSQL table (--plain)"
+  fi
+}
+
 if pg_running; then
   pg_port=$(sed -n 4p "$pg_dir/postmaster.pid")
   say "using the PostgreSQL left running by an earlier run on port $pg_port"
   pg_started=1
 else
   pg_port=$(pick_port "$pg_port")
-  printf "port = %s\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n" "$pg_port" |
-    as_pg tee "$pg_dir/fleetflow_demo.conf" >/dev/null
+  {
+    printf "port = %s\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n" "$pg_port"
+    if ((tsdb_installed)); then
+      printf "shared_preload_libraries = 'timescaledb'\ntimescaledb.telemetry_level = off\n"
+    else
+      printf "shared_preload_libraries = ''\n"
+    fi
+  } | as_pg tee "$pg_dir/fleetflow_demo.conf" >/dev/null
+  if ((tsdb_installed)); then
+    say "TimescaleDB is installed: this PostgreSQL preloads it (the table becomes a hypertable)"
+  else
+    say "TimescaleDB is not installed (scripts/timescaledb.sh builds it): a plain PostgreSQL table"
+  fi
   say "starting PostgreSQL on 127.0.0.1:$pg_port (log $pg_dir/server.log)"
   pg_started=1
   if ! as_pg "$pg_bin/pg_ctl" -D "$pg_dir" -l "$pg_dir/server.log" -w -t 30 -s start \
@@ -599,6 +669,7 @@ printf '  vehicles:      %s of %s simulated\n' "$n_vehicles" "$vehicles"
 printf '  time range:    %s .. %s\n' "$t_min" "$t_max"
 printf '  messages in:   %s (engine)\n' "${final_in:--}"
 printf '  fleet-sim:     %s\n' "${sim_summary:-no summary line (see $run_dir/fleet-sim.log)}"
+printf '  storage:       %s\n' "$(storage_kind)"
 printf '  logs:          %s/{nats-server,fleetflow,fleet-sim}.log, %s/server.log\n' "$run_dir" "$pg_dir"
 
 if ((keep)); then

@@ -3,42 +3,57 @@
 # Idempotent: when every package is already installed it returns at once, without apt.
 set -euo pipefail
 
+# What the demo builds and runs (scripts/demo.sh: the engine and fleet-sim, nats-server and
+# PostgreSQL).
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libnats-dev libssl-dev libtbb-dev libpqxx-dev libpq-dev libflatbuffers-dev flatbuffers-compiler
-  rapidjson-dev libcli11-dev libcpp-httplib-dev libspdlog-dev libfmt-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
-  clang libclang-rt-14-dev
+  rapidjson-dev libcli11-dev libcpp-httplib-dev libspdlog-dev libfmt-dev prometheus-cpp-dev
   nats-server postgresql-15 postgresql-client-15 procps iproute2
 )
-# tests/deploy: openssl makes TLS certificates, Node.js runs the manifest checks (npm installs
-# their pinned packages), kubectl's built-in kustomize renders deploy/k8s. npm and kubectl are
-# only added when missing, so one installed another way (e.g. NodeSource) is not replaced.
-PACKAGES+=(openssl nodejs)
-command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
-command -v kubectl >/dev/null 2>&1 || PACKAGES+=(kubernetes-client)
+# What the tests add (unless --demo): GoogleTest, clang for the fuzzers, clang-format for the
+# format check, Google Benchmark; for tests/deploy openssl makes TLS certificates, Node.js runs
+# the manifest checks (npm installs their pinned packages), kubectl's built-in kustomize renders
+# deploy/k8s. npm and kubectl are only added when missing, so one installed another way (e.g.
+# NodeSource) is not replaced.
+TEST_PACKAGES=(
+  libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev clang-format
+  openssl nodejs
+)
+command -v npm >/dev/null 2>&1 || TEST_PACKAGES+=(npm)
+command -v kubectl >/dev/null 2>&1 || TEST_PACKAGES+=(kubernetes-client)
 
 usage() {
   cat <<'EOF'
-Usage: scripts/deps.sh [--check] [--help]
+Usage: scripts/deps.sh [--demo] [--check] [--help]
 
 Installs the Debian 12 (bookworm) packages fleetflow needs, with apt-get, as root (or via sudo).
-Skips apt entirely when everything is already installed. No system service is started: the
-demo and the tests run their own nats-server and PostgreSQL.
+Skips apt entirely when everything is already installed. Then runs scripts/timescaledb.sh, which
+builds TimescaleDB (not packaged in Debian 12) from Debian trixie's source package once per machine
+and returns at once when it is installed. No system service is started: the demo and the tests
+run their own nats-server and PostgreSQL.
 
-  --check   only report missing packages; exit 1 if any are missing
+  --demo    only what scripts/demo.sh needs (build tools, libraries, nats-server, PostgreSQL):
+            no test, fuzz, benchmark or deploy-check tools, and no TimescaleDB build (the demo
+            then writes a plain PostgreSQL table)
+  --check   only report missing packages (and TimescaleDB); exit 1 if any are missing
   --help    show this help
 EOF
 }
 
 check_only=0
+demo_only=0
 for arg in "$@"; do
   case "$arg" in
     --check) check_only=1 ;;
+    --demo) demo_only=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "deps.sh: unknown argument: $arg (see --help)" >&2; exit 2 ;;
   esac
 done
+
+((demo_only)) || PACKAGES+=("${TEST_PACKAGES[@]}")
 
 missing_packages() {
   local pkg status
@@ -53,10 +68,32 @@ if ! command -v dpkg-query >/dev/null 2>&1; then
   exit 1
 fi
 
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# TimescaleDB is not packaged in Debian 12: scripts/timescaledb.sh builds it from Debian trixie's
+# source package, once per machine (quick when installed). A failed build does not stop the
+# rest: the tests that need TimescaleDB then fail, saying so.
+timescaledb() {
+  ((demo_only)) && return 0
+  if ((check_only)); then
+    bash "$script_dir/timescaledb.sh" --check
+    return
+  fi
+  local sudo=()
+  if ((EUID != 0)) && ! bash "$script_dir/timescaledb.sh" --check >/dev/null 2>&1; then
+    sudo=(sudo -n)
+  fi
+  if ! "${sudo[@]}" bash "$script_dir/timescaledb.sh"; then
+    echo "deps.sh: *** TimescaleDB could not be installed (above): the tests that need it will" \
+      "FAIL; the demo and the engine use plain PostgreSQL tables ***" >&2
+  fi
+}
+
 mapfile -t missing < <(missing_packages)
 if ((${#missing[@]} == 0)); then
   echo "deps.sh: all ${#PACKAGES[@]} packages are installed."
-  exit 0
+  timescaledb
+  exit $?
 fi
 echo "deps.sh: missing: ${missing[*]}"
 if ((check_only)); then
@@ -105,4 +142,5 @@ if ((${#missing[@]} != 0)); then
   echo "deps.sh: still missing after install: ${missing[*]}" >&2
   exit 1
 fi
+timescaledb
 echo "deps.sh: done."

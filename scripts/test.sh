@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# THE test command: installs dependencies, builds, runs the whole test suite with ctest, then
-# (time allowing) the fuzzers and the suite again under AddressSanitizer + UBSan.
+# THE test command: installs dependencies, builds, runs the whole test suite with ctest, checks
+# that the firmware builds without the engine's dependencies, then (time allowing) the fuzzers and
+# the suite again under AddressSanitizer + UBSan.
 # Exits non-zero when any stage failed.
 set -euo pipefail
 
@@ -8,10 +9,13 @@ usage() {
   cat <<'EOF'
 Usage: scripts/test.sh [--help]
 
-Runs scripts/deps.sh, scripts/build.sh, then these stages, each a ctest run in its own build
-directory (see docs/testing.md):
+Runs scripts/deps.sh, scripts/build.sh, then these stages, each in its own build directory and
+(but firmware) a ctest run (see docs/testing.md):
 
   main   ctest --test-dir build --output-on-failure -j2 --no-tests=error $FF_CTEST_ARGS
+  firmware  build-firmware (-DFLEETFLOW_FIRMWARE_ONLY=ON, oneTBB/RapidJSON/spdlog hidden from
+         find_package): builds fleet-sensor, fleetctl, fleet-sim (-j2) and runs
+         firmware/check_deps.sh: no engine dependency in the configure, the headers or NEEDED
   fuzz   clang build in build-fuzz (-DFLEETFLOW_FUZZ=ON); each libFuzzer target runs
          FF_FUZZ_SECONDS on its committed corpus (ctest -L fuzz)
   asan   build-asan (-DFLEETFLOW_SANITIZE=ON: ASan + UBSan, undefined behaviour is fatal);
@@ -30,6 +34,7 @@ Environment:
   FF_TEST_TIMEOUT    limit for the main stage's ctest in seconds (default: 1800)
   FF_SKIP_DEPS=1     do not run scripts/deps.sh
   FF_BUILD_DIR       build directory of the main stage (default: build)
+  FF_FIRMWARE        1 (default) / 0: the firmware stage
   FF_FUZZ            1 (default) / 0: the fuzz stage
   FF_FUZZ_SECONDS    seconds per fuzz target (default: 60)
   FF_ASAN            1 (default) / 0: the asan stage
@@ -121,13 +126,35 @@ fi
 
 # --- main: the whole suite in the normal build -------------------------------------------------
 stage_start=$SECONDS
-bash scripts/build.sh
+# Tests and benchmarks on, also in a build directory the demo configured without them.
+bash scripts/build.sh -- -DFLEETFLOW_BUILD_TESTS=ON -DFLEETFLOW_BUILD_BENCH=ON
 main_args=()
 if [[ -n "${FF_CTEST_ARGS:-}" ]]; then
   read -r -a main_args <<<"$FF_CTEST_ARGS"
 fi
 run_ctest main "$build_dir" "${FF_TEST_TIMEOUT:-1800}" "${main_args[@]}"
 echo "test.sh: [main] took $((SECONDS - stage_start)) s"
+
+# --- firmware: the vehicle side builds without the engine's dependencies ------------------------
+if [[ "${FF_FIRMWARE:-1}" == 0 ]]; then
+  stage_skipped firmware "FF_FIRMWARE=0"
+elif (($(remaining) < 300)); then
+  stage_skipped firmware "only $(remaining) s of FF_TOTAL_BUDGET=$budget left (needs about 300)"
+else
+  stage_start=$SECONDS
+  # The engine's find_package calls would fail here; the option must not reach them.
+  if FF_JOBS=${FF_JOBS:-2} FF_BUILD_TARGET="fleet-sensor fleetctl fleet-sim" \
+    build_in firmware build-firmware 600 -- -DFLEETFLOW_FIRMWARE_ONLY=ON \
+    -DCMAKE_DISABLE_FIND_PACKAGE_TBB=ON -DCMAKE_DISABLE_FIND_PACKAGE_RapidJSON=ON \
+    -DCMAKE_DISABLE_FIND_PACKAGE_spdlog=ON -DCMAKE_DISABLE_FIND_PACKAGE_prometheus-cpp=ON; then
+    if bash firmware/check_deps.sh build-firmware; then
+      summary_lines+=("[firmware] build-firmware: no oneTBB, libpqxx, libpq, RapidJSON or spdlog")
+    else
+      stage_fails firmware "firmware/check_deps.sh: engine dependencies in build-firmware (above)"
+    fi
+  fi
+  echo "test.sh: [firmware] took $((SECONDS - stage_start)) s"
+fi
 
 # --- fuzz: libFuzzer targets, bounded --------------------------------------------------------
 fuzz_seconds=${FF_FUZZ_SECONDS:-60}

@@ -3,7 +3,13 @@
 // vehicle-<id> for each vehicle, engine (the fleetflow workers) and ops (fleetctl).
 //
 //   node deploy/nats/generate-users.mjs --out DIR (--vehicles ID,ID,... | --vehicle-count N)
-//        [--stream TELEMETRY] [--durable fleetflow] [--buckets telemetry,telemetry_writers,fleetflow_members]
+//        [--stream TELEMETRY] [--durable fleetflow] [--partitions 16] [--partition-prefix telemetry]
+//        [--buckets telemetry,fleetflow_members,fleetflow_handover]
+//        [--dead-letter-stream DEADLETTER] [--dead-letter-prefix deadletter]
+//
+// --partitions and --partition-prefix must match the account's mapping in nats-server.conf and
+// the nats_source of the pipeline: the engine may use the durables <durable>-0 ... <durable>-(N-1)
+// and nothing else (--partitions 0: the one durable <durable>, an unpartitioned pipeline).
 //
 // DIR/fleet-users.conf holds public keys and permissions only (not secret: a ConfigMap is fine).
 // DIR/seeds/<user>.nk are the private seeds (mode 0600): give each vehicle its own, the engine
@@ -15,10 +21,24 @@ import fs from "node:fs";
 import path from "node:path";
 
 const usage = `usage: generate-users.mjs --out DIR (--vehicles ID,ID,... | --vehicle-count N)
-       [--stream TELEMETRY] [--durable fleetflow] [--buckets telemetry,telemetry_writers,fleetflow_members]`;
+       [--stream TELEMETRY] [--durable fleetflow] [--partitions 16] [--partition-prefix telemetry]
+       [--buckets telemetry,fleetflow_members,fleetflow_handover]
+       [--dead-letter-stream DEADLETTER] [--dead-letter-prefix deadletter]`;
+
+// The vehicle id of the engine's mapping probe (nats_source, check_mapping): it publishes
+// vehicle.<probe>.probe and expects it back as <partition prefix>.<n>.<probe>.probe.
+const PROBE_VEHICLE = "_fleetflow_probe";
 
 function parseArgs(argv) {
-  const a = { stream: "TELEMETRY", durable: "fleetflow", buckets: "telemetry,telemetry_writers,fleetflow_members" };
+  const a = {
+    stream: "TELEMETRY",
+    durable: "fleetflow",
+    partitions: "16",
+    partitionPrefix: "telemetry",
+    buckets: "telemetry,fleetflow_members,fleetflow_handover",
+    deadLetterStream: "DEADLETTER",
+    deadLetterPrefix: "deadletter",
+  };
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i];
     if (key === "-h" || key === "--help") {
@@ -43,8 +63,15 @@ function parseArgs(argv) {
   for (const id of a.vehicleIds) {
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) fail(`vehicle id '${id}' is not 1-64 of [A-Za-z0-9_-]`);
   }
-  for (const name of [a.stream, a.durable, ...a.buckets.split(",")]) {
+  for (const name of [a.stream, a.durable, a.deadLetterStream, ...a.buckets.split(",")]) {
     if (!/^[A-Za-z0-9_-]+$/.test(name)) fail(`'${name}' is not a valid stream/consumer/bucket name`);
+  }
+  for (const token of [a.partitionPrefix, ...a.deadLetterPrefix.split(".")]) {
+    if (!/^[A-Za-z0-9_-]+$/.test(token)) fail(`'${token}' is not a subject token`);
+  }
+  a.partitionCount = Number(a.partitions);
+  if (!Number.isInteger(a.partitionCount) || a.partitionCount < 0 || a.partitionCount > 1024) {
+    fail("--partitions must be a whole number from 0 to 1024");
   }
   a.bucketNames = a.buckets.split(",").filter((b) => b);
   return a;
@@ -162,30 +189,66 @@ const list = (subjects) => `[${subjects.map(q).join(", ")}]`;
 // acknowledgements (fleet-sensor --ack jetstream) come there.
 const vehicleInbox = (id) => `_INBOX.vehicle.${id}`;
 
-function vehiclePermissions(id) {
+/// The partition nats-server's mapping function partition(N,1) gives a vehicle id: FNV-1a
+/// (32 bits) of the token, modulo N.
+function partitionOf(id, partitions) {
+  let h = 0x811c9dc5;
+  for (const b of Buffer.from(id, "utf8")) {
+    h ^= b;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % partitions;
+}
+
+function vehiclePermissions(id, { partitionCount, partitionPrefix }) {
   return {
     // Samples and status only: vehicle.<id>.<sensor> and vehicle.<id>.status (three tokens; the
-    // four-token command subjects are not the vehicle's to publish).
-    publish: [`vehicle.${id}.*`],
+    // four-token command subjects are not the vehicle's to publish). nats-server (2.9) applies
+    // the account's mapping before it checks publish permissions, so with partitions the
+    // permission names the mapped subject: <prefix>.<its partition>.<id>.*, exactly where the
+    // mapping puts vehicle.<id>.* and nowhere else (not another partition, not another vehicle).
+    publish: [
+      partitionCount > 0
+        ? `${partitionPrefix}.${partitionOf(id, partitionCount)}.${id}.*`
+        : `vehicle.${id}.*`,
+    ],
     // Its own commands, the fleet-wide status request (firmware/control.hpp) and its own inbox.
     subscribe: [`vehicle.${id}.cmd.*`, "fleet.cmd.status", `${vehicleInbox(id)}.>`],
   };
 }
 
-function enginePermissions({ stream, durable, bucketNames }) {
+function enginePermissions(a) {
+  const { stream, durable, partitionCount, partitionPrefix, bucketNames } = a;
   const publish = [
     "$JS.API.INFO",
     "$JS.API.STREAM.NAMES",
-    // The telemetry stream (created on first start when missing) and its durable consumer.
+    // The telemetry stream (created on first start when missing).
     `$JS.API.STREAM.INFO.${stream}`,
     `$JS.API.STREAM.CREATE.${stream}`,
-    `$JS.API.CONSUMER.INFO.${stream}.${durable}`,
-    `$JS.API.CONSUMER.CREATE.${stream}.${durable}`,
-    `$JS.API.CONSUMER.CREATE.${stream}.${durable}.>`,
-    `$JS.API.CONSUMER.DURABLE.CREATE.${stream}.${durable}`,
-    `$JS.API.CONSUMER.MSG.NEXT.${stream}.${durable}`,
-    `$JS.ACK.${stream}.${durable}.>`,
   ];
+  // One durable pull consumer per partition (created by the worker that first reads it): info,
+  // create, fetch, acknowledge. Not delete: a consumer's position outlives every worker.
+  const durables =
+    partitionCount > 0
+      ? Array.from({ length: partitionCount }, (_, n) => `${durable}-${n}`)
+      : [durable];
+  for (const d of durables) {
+    publish.push(
+      `$JS.API.CONSUMER.INFO.${stream}.${d}`,
+      `$JS.API.CONSUMER.CREATE.${stream}.${d}`,
+      `$JS.API.CONSUMER.CREATE.${stream}.${d}.>`,
+      `$JS.API.CONSUMER.DURABLE.CREATE.${stream}.${d}`,
+      `$JS.API.CONSUMER.MSG.NEXT.${stream}.${d}`,
+      `$JS.ACK.${stream}.${d}.>`,
+    );
+  }
+  // Dead letters: rejected messages published unchanged to <prefix>.<reason>.<subject>, stored
+  // in their own stream (created when missing) and acknowledged by it.
+  publish.push(
+    `$JS.API.STREAM.INFO.${a.deadLetterStream}`,
+    `$JS.API.STREAM.CREATE.${a.deadLetterStream}`,
+    `${a.deadLetterPrefix}.>`,
+  );
   for (const bucket of bucketNames) {
     const s = `KV_${bucket}`;
     publish.push(
@@ -204,7 +267,20 @@ function enginePermissions({ stream, durable, bucketNames }) {
   }
   // Replies to its API requests, KV acknowledgements and watch deliveries arrive on inboxes;
   // the vehicles' inboxes are theirs alone.
-  return { publish, subscribe: ["_INBOX.>"], subscribeDeny: [`${vehicleInbox("*")}.>`] };
+  const subscribe = ["_INBOX.>"];
+  if (partitionCount > 0) {
+    // The mapping probe: published on vehicle.<probe>.probe (refused by JetStream through its
+    // Nats-Expected-Stream header, so never stored), heard back after the mapping. The server
+    // checks the publish permission on the mapped subject, in whichever partition the server's
+    // mapping puts it (so a partition count that differs from the pipeline's is reported as
+    // such); without a mapping, on vehicle.<probe>.probe itself (reported as a missing mapping).
+    // No other vehicle subject is the engine's to publish; it reads telemetry only from the
+    // stream.
+    const probe = `${partitionPrefix}.*.${PROBE_VEHICLE}.probe`;
+    publish.push(`vehicle.${PROBE_VEHICLE}.probe`, probe);
+    subscribe.push(probe);
+  }
+  return { publish, subscribe, subscribeDeny: [`${vehicleInbox("*")}.>`] };
 }
 
 function opsPermissions() {
@@ -239,7 +315,7 @@ const entries = [
 ];
 for (const id of a.vehicleIds) {
   // allow_responses: a vehicle answers each fleetctl request once, on its reply subject.
-  entries.push(userEntry(`vehicle ${id}`, userKey(seedDir, `vehicle-${id}`), vehiclePermissions(id), true));
+  entries.push(userEntry(`vehicle ${id}`, userKey(seedDir, `vehicle-${id}`), vehiclePermissions(id, a), true));
 }
 const conf = `# Generated by deploy/nats/generate-users.mjs: ${a.vehicleIds.length} vehicles, engine, ops.
 # Public keys and permissions only; the seeds are in seeds/ (secret).

@@ -11,8 +11,10 @@ namespace fleetflow {
 
 namespace {
 
-constexpr size_t kMaxPendingSamples = 1024;           // per key between two writes, at most
-constexpr int64_t kConflictWatchNs = 10'000'000'000;  // watch this long after a conflict
+constexpr size_t kMaxPendingSamples = 1024;  // per key between two writes, at most
+/// kv_write_seconds' buckets (docs/metrics.md): 0.5 ms to the 5 s write timeout and beyond.
+const std::vector<double> kWriteBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                           0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
 std::string Encode(const std::vector<wire::Point>& samples) {
   const auto bytes = wire::EncodeBatch(samples);
@@ -32,162 +34,69 @@ std::vector<wire::Point> Decode(const std::string& value) {
 JetStreamKvStore::JetStreamKvStore(JetStreamKvOptions options, Metrics& metrics,
                                    const Labels& labels)
     : options_(std::move(options)),
+      retention_{options_.keep, options_.history_ns},
       writes_(metrics.GetCounter("kv_writes", "KV writes acknowledged by the server.", labels)),
       conflicts_(metrics.GetCounter(
-          "kv_conflicts", "KV compare-and-set conflicts (another worker wrote the key first).",
+          "kv_conflicts",
+          "KV compare-and-set conflicts (another worker wrote the key since our last write).",
           labels)),
-      merged_(metrics.GetCounter("kv_updates_merged",
-                                 "Values other workers wrote to the bucket, merged into state.",
-                                 labels)),
+      restored_keys_(metrics.GetCounter(
+          "kv_keys_restored", "Keys read from the bucket on taking a partition over.", labels)),
       write_errors_(
           metrics.GetCounter("kv_write_errors", "KV writes that failed and are retried.", labels)),
       pending_keys_(metrics.GetGauge("kv_pending_keys",
                                      "Keys with samples not yet durable in the bucket.", labels)),
-      watching_(metrics.GetGauge(
-          "kv_watching",
-          "1 while the bucket is watched for other workers' writes (0: the only writer).",
-          labels)) {
+      write_seconds_(metrics.GetHistogram(
+          "kv_write_seconds",
+          "KV write batches (the keys of one flush): from sending to the last answer, in seconds.",
+          kWriteBuckets, labels)) {
   last_flush_ns_ = SteadyNowNs();
   conn_ = nats::Connection::Connect(options_.connection);
   js_ = std::make_unique<nats::JetStream>(*conn_);
   kv_ = js_->EnsureBucket(options_.bucket);
-  MembershipOptions writers;
-  writers.connection = options_.connection;
-  writers.bucket = options_.bucket.name + "_writers";
-  writers.owners_gauge = false;
-  writers_ = std::make_unique<KvMembership>(std::move(writers), metrics, labels);
-  watcher_ = kv_->WatchAll();
-  SetWatching(true);
-  watch_thread_ = std::thread([this] { Watch(); });
 }
 
-JetStreamKvStore::~JetStreamKvStore() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-    if (watcher_) watcher_->Stop();  // only the watch thread destroys it
-  }
-  stop_cv_.notify_all();
-  if (watch_thread_.joinable()) watch_thread_.join();
-  kv_->WaitForWrites(2000);
-  writers_.reset();  // leaves only once our last writes are answered
-}
+JetStreamKvStore::~JetStreamKvStore() { kv_->WaitForWrites(2000); }
 
-void JetStreamKvStore::SetWatching(bool on) {
-  watching_.Set(on ? 1 : 0);
-  alone_ = !on;
-}
-
-void JetStreamKvStore::Watch() {
+void JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
+  const auto watcher = prefix.empty() ? kv_->WatchAll() : kv_->Watch(prefix + ">");
+  const int64_t deadline = SteadyNowNs() + int64_t{options_.restore_timeout_ms} * 1'000'000;
   nats::KvEntry e;
-  int64_t alone_since = 0;  // steady ns; 0: another writer is alive
-  int64_t next_check = 0;   // of the writers, at most every 100 ms
-  bool first_check = true;  // the first after the restore
-  while (true) {
-    nats::KvWatcher* watcher;
-    bool restored;
+  for (;;) {
+    const int64_t left_ms = (deadline - SteadyNowNs()) / 1'000'000;
+    if (left_ms <= 0) {
+      throw std::runtime_error("bucket " + options_.bucket.name + ": keys " + prefix +
+                               "> not read within " + std::to_string(options_.restore_timeout_ms) +
+                               " ms");
+    }
+    const auto ev = watcher->Next(static_cast<int>(std::min<int64_t>(left_ms, 500)), e);
+    if (ev == nats::KvWatcher::Event::kInitialDone) return;
+    if (ev != nats::KvWatcher::Event::kEntry || e.deleted) continue;
+    std::vector<wire::Point> samples = Decode(e.value);
+    retention_.Apply(samples);
     {
       std::lock_guard lock(mu_);
-      if (stopping_) return;
-      watcher = watcher_.get();
-      restored = restored_;
-    }
-    const int64_t now = SteadyNowNs();
-    if (restored && now >= next_check) {
-      next_check = now + 100'000'000;
-      if (writers_->OthersAlive() || now - last_conflict_ns_.load() < kConflictWatchNs) {
-        alone_since = 0;
-      } else if (alone_since == 0) {
-        // Alone from the start: whatever a writer that left before wrote, it was acknowledged
-        // before it left, so the restore has it: no grace needed.
-        alone_since = first_check ? now - int64_t{options_.alone_ms} * 1'000'000 : now;
-      }
-      first_check = false;
-      const bool alone =
-          alone_since != 0 && now - alone_since >= int64_t{options_.alone_ms} * 1'000'000;
-      if (watcher != nullptr && alone) {
-        std::unique_ptr<nats::KvWatcher> old;
-        {
-          std::lock_guard lock(mu_);
-          old.swap(watcher_);
-        }
-        old.reset();
-        SetWatching(false);
-        spdlog::info("bucket {}: the only writer: not watching it until another one joins",
-                     options_.bucket.name);
-        continue;
-      }
-      if (watcher == nullptr && alone_since == 0) {
-        std::unique_ptr<nats::KvWatcher> fresh;
-        try {
-          fresh = kv_->WatchAll();  // the current values first: what the other wrote meanwhile
-        } catch (const nats::Error& err) {
-          spdlog::warn("bucket {}: watch: {}", options_.bucket.name, err.what());
-        }
-        if (fresh) {
-          std::lock_guard lock(mu_);
-          if (stopping_) return;
-          watcher_ = std::move(fresh);
-          SetWatching(true);
-          spdlog::info("bucket {}: another writer joined: watching it again", options_.bucket.name);
-          continue;
-        }
-      }
-    }
-    if (watcher == nullptr) {
-      std::unique_lock lock(mu_);
-      stop_cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stopping_; });
-      continue;
-    }
-    nats::KvWatcher::Event ev;
-    try {
-      ev = watcher->Next(100, e);
-    } catch (const nats::Error& err) {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-      spdlog::warn("bucket {}: watch: {}", options_.bucket.name, err.what());
-      continue;
-    }
-    if (ev == nats::KvWatcher::Event::kTimeout) continue;
-    std::lock_guard lock(mu_);
-    if (ev == nats::KvWatcher::Event::kInitialDone) {
-      restored_ = true;
-      restored_cv_.notify_all();
-      continue;
-    }
-    if (e.deleted) continue;
-    if (restored_) {
-      // Our own write coming back (its acknowledgement usually arrives first): nothing to hand
-      // over, so it is not even queued.
-      auto it = keys_.find(e.key);
-      if (it != keys_.end() && it->second.written == e.revision) continue;
-    }
-    incoming_.push_back({std::move(e.key), e.revision, std::move(e.value)});
-  }
-}
-
-void JetStreamKvStore::Restore(const Visit& visit) {
-  std::deque<Update> initial;
-  {
-    std::unique_lock lock(mu_);
-    if (!restored_cv_.wait_for(lock, std::chrono::milliseconds(options_.restore_timeout_ms),
-                               [this] { return restored_; })) {
-      throw std::runtime_error("bucket " + options_.bucket.name + ": state not restored within " +
-                               std::to_string(options_.restore_timeout_ms) + " ms");
-    }
-    initial.swap(incoming_);
-  }
-  const Retention retention{options_.keep, options_.history_ns};
-  for (Update& u : initial) {
-    std::vector<wire::Point> samples = Decode(u.value);
-    retention.Apply(samples);
-    {
-      std::lock_guard lock(mu_);
-      KeyState& ks = keys_[u.key];
-      ks.revision = std::max(ks.revision, u.revision);
+      KeyState& ks = keys_[e.key];
+      ks.revision = std::max(ks.revision, e.revision);
       ks.samples = Merge(std::move(ks.samples), samples, kMaxPendingSamples);  // our next base
     }
-    visit(u.key, std::move(samples));
+    restored_keys_.Inc();
+    visit(e.key, std::move(samples));
+  }
+}
+
+void JetStreamKvStore::Forget(const std::string& prefix) {
+  std::lock_guard lock(mu_);
+  for (auto it = keys_.begin(); it != keys_.end();) {
+    if (!it->first.starts_with(prefix) || it->second.in_flight || it->second.dirty) {
+      ++it;  // a write still on its way keeps its key (Sync(true) normally waited for it)
+      continue;
+    }
+    if (it->second.slot != SIZE_MAX) {
+      slots_[it->second.slot] = nullptr;
+      free_slots_.push_back(it->second.slot);
+    }
+    it = keys_.erase(it);
   }
 }
 
@@ -195,8 +104,14 @@ size_t JetStreamKvStore::Slot(const std::string& key) {
   std::lock_guard lock(mu_);
   auto& node = *keys_.try_emplace(key).first;
   if (node.second.slot == SIZE_MAX) {
-    node.second.slot = slots_.size();
-    slots_.push_back(&node);
+    if (free_slots_.empty()) {
+      node.second.slot = slots_.size();
+      slots_.push_back(&node);
+    } else {
+      node.second.slot = free_slots_.back();
+      free_slots_.pop_back();
+      slots_[node.second.slot] = &node;
+    }
   }
   return node.second.slot;
 }
@@ -204,14 +119,10 @@ size_t JetStreamKvStore::Slot(const std::string& key) {
 void JetStreamKvStore::Write(size_t slot, const std::vector<wire::Point>& samples, Ack durable) {
   std::lock_guard lock(mu_);
   auto& [key, ks] = *slots_.at(slot);
-  // Everything since the last write goes out with the next one, not only the newest `keep`
-  // (unless alone, see Prepare): the other workers see every sample through their watch even
-  // when a write is delayed.
   // Appended here, sorted and merged once per write (Settle), not once per message.
   ks.fresh.insert(ks.fresh.end(), samples.begin(), samples.end());
   if (ks.fresh.size() > kMaxPendingSamples) Settle(ks);
   if (durable) ks.acks.push_back(std::move(durable));
-  written_since_sync_ = true;
   if (!ks.dirty) {
     ks.dirty = true;
     dirty_.push_back(key);
@@ -230,41 +141,38 @@ JetStreamKvStore::Outgoing JetStreamKvStore::Prepare(const std::string& key, Key
   ks.in_flight = true;
   ++in_flight_;
   ks.in_flight_acks.swap(ks.acks);
-  const Retention retention{options_.keep, options_.history_ns};
-  // Alone, nobody watches: the write carries only what state retains (what a restore or a
-  // joining writer's first read needs), not every sample since the last write.
-  if (alone_) retention.Apply(ks.samples);
-  Outgoing out{key, ks.samples, ks.revision};
-  // What state retains stays as the base of the next write.
-  retention.Apply(ks.samples);
-  return out;
+  retention_.Apply(ks.samples);  // what a restore needs, and the base of the next write
+  return Outgoing{key, ks.samples, ks.revision};
 }
 
 void JetStreamKvStore::Send(std::vector<Outgoing> writes) {
+  if (writes.empty()) return;
+  auto batch = std::make_shared<WriteBatch>(WriteBatch{SteadyNowNs(), writes.size()});
   for (Outgoing& w : writes) {
     const std::string value = Encode(w.samples);
     kv_->UpdateAsync(w.key, value, w.revision,
-                     [this, key = w.key, sent = std::move(w.samples)](
-                         const nats::KvWriteResult& r) { Done(key, sent, r); });
+                     [this, key = w.key, sent = std::move(w.samples),
+                      batch](const nats::KvWriteResult& r) { Done(key, sent, r, *batch); });
   }
 }
 
 void JetStreamKvStore::Done(const std::string& key, const std::vector<wire::Point>& sent,
-                            const nats::KvWriteResult& r) {
+                            const nats::KvWriteResult& r, WriteBatch& batch) {
   std::vector<Ack> acks;
   {
     std::lock_guard lock(mu_);
+    if (--batch.unanswered == 0) {
+      write_seconds_.Observe(static_cast<double>(SteadyNowNs() - batch.sent_ns) * 1e-9);
+    }
     KeyState& ks = keys_[key];
     ks.in_flight = false;
     --in_flight_;
     if (r.ok) {
       writes_.Inc();
       ks.revision = std::max(ks.revision, r.revision);
-      ks.written = r.revision;
       acks.swap(ks.in_flight_acks);
     } else {
       (r.conflict ? conflicts_ : write_errors_).Inc();
-      if (r.conflict) last_conflict_ns_ = SteadyNowNs();
       ks.conflict = r.conflict;
       ks.samples = Merge(ks.samples, sent, kMaxPendingSamples);
       ks.acks.insert(ks.acks.end(), std::make_move_iterator(ks.in_flight_acks.begin()),
@@ -332,46 +240,13 @@ void JetStreamKvStore::Flush() {
   Send(std::move(writes));
 }
 
-void JetStreamKvStore::Sync(bool all, const Visit& changed_elsewhere) {
-  std::deque<Update> updates;
-  {
-    std::lock_guard lock(mu_);
-    updates.swap(incoming_);
-    for (const Update& u : updates) {
-      KeyState& ks = keys_[u.key];
-      ks.revision = std::max(ks.revision, u.revision);
-    }
-  }
-  for (Update& u : updates) {
-    std::vector<wire::Point> samples;
-    {
-      std::lock_guard lock(mu_);
-      KeyState& ks = keys_[u.key];
-      if (ks.written == u.revision) continue;  // our own echo is not even decoded
-      samples = Decode(u.value);
-      merged_.Inc();
-      // Our next write goes out at this revision: it must carry what the other writer stored,
-      // or it would replace it (the compare-and-set cannot see it any more).
-      ks.samples = Merge(std::move(ks.samples), samples, kMaxPendingSamples);
-    }
-    changed_elsewhere(u.key, std::move(samples));
-  }
+void JetStreamKvStore::Sync(bool all) {
   const int64_t now = SteadyNowNs();
-  bool idle;  // nothing written since the last tick
-  {
-    std::lock_guard lock(mu_);
-    idle = !written_since_sync_;
-    written_since_sync_ = false;
-  }
-  // Alone, writes wait longer (only our acknowledgements wait for them), unless the input
-  // paused: then what waits is written after flush_ms, as when others watch.
-  const int64_t interval_ms =
-      alone_ && !idle ? std::max(options_.flush_ms, options_.alone_flush_ms) : options_.flush_ms;
-  if (!all && now - last_flush_ns_ < interval_ms * 1'000'000) return;
+  if (!all && now - last_flush_ns_ < options_.flush_ms * 1'000'000) return;
   last_flush_ns_ = now;
   Flush();
   if (!all) return;
-  // Drain: every write answered (conflicts retried a few times) before acknowledging upstream.
+  // Drain, or a partition handed over: every write answered (conflicts retried a few times).
   for (int round = 0; round < 5; ++round) {
     kv_->WaitForWrites(5000);
     {
@@ -381,14 +256,11 @@ void JetStreamKvStore::Sync(bool all, const Visit& changed_elsewhere) {
     Flush();
   }
   std::lock_guard lock(mu_);
-  spdlog::error("bucket {}: {} keys not written at shutdown; their messages will be redelivered",
+  spdlog::error("bucket {}: {} keys not written; their messages will be redelivered",
                 options_.bucket.name, dirty_.size() + static_cast<size_t>(in_flight_));
 }
 
-bool JetStreamKvStore::Ready() const {
-  std::lock_guard lock(mu_);
-  return restored_ && conn_->connected();
-}
+bool JetStreamKvStore::Ready() const { return conn_->connected(); }
 
 std::vector<wire::Point> JetStreamKvStore::Merge(std::vector<wire::Point> a,
                                                  const std::vector<wire::Point>& b, size_t keep) {

@@ -40,24 +40,21 @@ std::string MakeId() {
 KvMembership::KvMembership(MembershipOptions options, Metrics& metrics, const Labels& labels)
     : options_(std::move(options)),
       id_(MakeId()),
-      started_ns_(SteadyNowNs()),
-      members_gauge_(options_.owners_gauge
-                         ? &metrics.GetGauge("workers_owning_shards",
-                                             "Workers that currently share the windows.", labels)
-                         : nullptr) {
+      members_gauge_(
+          metrics.GetGauge("workers", "Workers alive in the pipeline's membership.", labels)) {
   conn_ = nats::Connection::Connect(options_.connection);
   js_ = std::make_unique<nats::JetStream>(*conn_);
   nats::BucketOptions b;
   b.name = options_.bucket;
   b.ttl_ms = static_cast<int64_t>(options_.timeout_ms) * 10;  // stale keys of crashed workers
   kv_ = js_->EnsureBucket(b);
-  if (!options_.progress_bucket.empty()) {
+  if (!options_.handover_bucket.empty()) {
     nats::BucketOptions p;
-    p.name = options_.progress_bucket;  // no TTL: a record outlives every worker
-    progress_kv_ = js_->EnsureBucket(p);
-    records_watcher_ = progress_kv_->Watch(options_.bucket + ".shard.*");
+    p.name = options_.handover_bucket;  // no TTL: a record outlives every worker
+    handover_kv_ = js_->EnsureBucket(p);
+    records_watcher_ = handover_kv_->Watch("partition.*");
   }
-  kv_->Put(id_, options_.warmup_ms > 0 ? "cold" : "warm");
+  kv_->Put(id_, HeldValue());
   watcher_ = kv_->WatchAll();
   watch_thread_ = std::thread([this] { Watch(); });
   if (records_watcher_) records_thread_ = std::thread([this] { WatchRecords(); });
@@ -106,30 +103,35 @@ void KvMembership::Heartbeat() {
   std::vector<Record> failed;  // retried at every wake-up, in order
   std::unique_lock lock(mu_);
   for (;;) {
-    stop_cv_.wait_until(lock, next_beat, [this] { return stopping_ || !to_write_.empty(); });
+    stop_cv_.wait_until(lock, next_beat,
+                        [this] { return stopping_ || !to_write_.empty() || held_changed_; });
     std::vector<Record> writes = std::move(failed);
     writes.insert(writes.end(), std::make_move_iterator(to_write_.begin()),
                   std::make_move_iterator(to_write_.end()));
     to_write_.clear();
     const bool stop = stopping_;
-    const bool beat = SteadyClock::now() >= next_beat;
+    // A partition given up leaves the heartbeat only after its record is written: whoever sees
+    // it gone finds the record.
+    bool beat = SteadyClock::now() >= next_beat || held_changed_;
+    held_changed_ = false;
+    const std::string value = HeldValue();
     lock.unlock();
     Write(writes);
     failed = std::move(writes);
+    if (!failed.empty()) beat = false;  // the records first
     if (stop) {
       if (!failed.empty()) {
         spdlog::error(
             "worker {}: {} hand-over records not written; the next owners of those "
-            "shards emit their recent windows again",
+            "partitions emit their recent windows again",
             id_, failed.size());
       }
       return;
     }
     if (beat) {
       next_beat = SteadyClock::now() + period;
-      const bool warm = SteadyNowNs() - started_ns_ >= int64_t{options_.warmup_ms} * 1'000'000;
       try {
-        kv_->Put(id_, warm ? "warm" : "cold");
+        kv_->Put(id_, value);
       } catch (const nats::Error& e) {
         spdlog::warn("worker {}: heartbeat: {}", id_, e.what());
       }
@@ -143,10 +145,10 @@ void KvMembership::Write(std::vector<Record>& records) {
   for (; done < records.size(); ++done) {
     const Record& r = records[done];
     try {
-      if (r.window_ns) {
-        progress_kv_->Put(r.key, std::to_string(*r.window_ns) + " " + id_);
+      if (r.value) {
+        handover_kv_->Put(r.key, *r.value);
       } else {
-        progress_kv_->Delete(r.key);
+        handover_kv_->Delete(r.key);
       }
     } catch (const nats::Error& e) {
       spdlog::warn("worker {}: hand-over record {}: {}", id_, r.key, e.what());
@@ -186,19 +188,28 @@ void KvMembership::Watch() {
       if (left_.size() >= 4096) left_.clear();  // bounded: only recent leaves matter
       left_.insert(e.key);
     } else {
-      members_[e.key] = Member{SteadyNowNs(), e.value == "warm"};
+      Member& m = members_[e.key];
+      m.last_seen_ns = SteadyNowNs();
+      m.held.clear();
+      const char* p = e.value.c_str();  // "held 3 7 12" (older releases: "alive", "warm")
+      if (e.value.starts_with("held")) p += 4;
+      for (char* end = nullptr;; p = end) {
+        const unsigned long n = std::strtoul(p, &end, 10);
+        if (end == p) break;
+        m.held.insert(static_cast<uint32_t>(n));
+      }
     }
   });
 }
 
 void KvMembership::WatchRecords() {
-  const std::string prefix = options_.bucket + ".shard.";
+  const std::string prefix = "partition.";
   WatchLoop(*records_watcher_, records_read_, [&](nats::KvEntry& e) {
     if (!e.key.starts_with(prefix)) return;
     char* end = nullptr;
-    const unsigned long long shard = std::strtoull(e.key.c_str() + prefix.size(), &end, 10);
+    const unsigned long long partition = std::strtoull(e.key.c_str() + prefix.size(), &end, 10);
     if (end == e.key.c_str() + prefix.size() || *end != '\0') return;
-    const auto s = static_cast<uint32_t>(shard);
+    const auto s = static_cast<uint32_t>(partition);
     auto it = records_.find(s);
     if (e.deleted) {
       if (it != records_.end() && it->second.revision < e.revision) records_.erase(it);
@@ -206,14 +217,18 @@ void KvMembership::WatchRecords() {
     }
     auto claimed = claimed_.find(s);
     if (claimed != claimed_.end() && claimed->second >= e.revision) return;  // used already
-    const int64_t window = std::strtoll(e.value.c_str(), &end, 10);
-    if (end == e.value.c_str()) return;
+    // "<window ns> <worker>", or "- <worker>" when the worker had emitted no window.
+    std::optional<int64_t> window;
+    if (!e.value.starts_with("- ")) {
+      window = std::strtoll(e.value.c_str(), &end, 10);
+      if (end == e.value.c_str()) return;
+    }
     records_[s] = Recorded{window, e.revision};
   });
 }
 
-std::string KvMembership::RecordKey(uint32_t shard) const {
-  return options_.bucket + ".shard." + std::to_string(shard);
+std::string KvMembership::RecordKey(uint32_t partition) {
+  return "partition." + std::to_string(partition);
 }
 
 KvMembership::Standing KvMembership::StandingOf(const std::string& id) {
@@ -226,61 +241,75 @@ KvMembership::Standing KvMembership::StandingOf(const std::string& id) {
   return left_.count(id) > 0 ? Standing::kLeft : Standing::kGone;
 }
 
-void KvMembership::RecordHandover(uint32_t shard, int64_t window_ns) {
-  if (!progress_kv_) return;
+void KvMembership::Hold(uint32_t partition) {
   {
     std::lock_guard lock(mu_);
-    to_write_.push_back({RecordKey(shard), window_ns});
+    held_.insert(partition);
+    held_changed_ = true;
   }
   stop_cv_.notify_all();
 }
 
-std::optional<int64_t> KvMembership::ClaimHandover(uint32_t shard) {
+bool KvMembership::Holds(const std::string& id, uint32_t partition) {
+  std::lock_guard lock(mu_);
+  const auto it = members_.find(id);
+  return it != members_.end() && it->second.held.count(partition) > 0;
+}
+
+std::string KvMembership::HeldValue() const {
+  std::string value = "held";
+  for (const uint32_t p : held_) value += " " + std::to_string(p);
+  return value;
+}
+
+void KvMembership::RecordHandover(uint32_t partition, std::optional<int64_t> window_ns) {
+  {
+    std::lock_guard lock(mu_);
+    if (handover_kv_) {
+      to_write_.push_back(
+          {RecordKey(partition), (window_ns ? std::to_string(*window_ns) : "-") + " " + id_});
+    }
+    held_.erase(partition);
+    held_changed_ = true;
+  }
+  stop_cv_.notify_all();
+}
+
+std::optional<std::optional<int64_t>> KvMembership::ClaimHandover(uint32_t partition) {
   std::optional<int64_t> window;
   {
     std::lock_guard lock(mu_);
-    const auto it = records_.find(shard);
+    const auto it = records_.find(partition);
     if (it == records_.end()) return std::nullopt;
     window = it->second.window_ns;
-    claimed_[shard] = it->second.revision;
+    claimed_[partition] = it->second.revision;
     records_.erase(it);
-    to_write_.push_back({RecordKey(shard), std::nullopt});
+    to_write_.push_back({RecordKey(partition), std::nullopt});
   }
   stop_cv_.notify_all();
   return window;
 }
 
-bool KvMembership::OthersAlive() {
+std::pair<std::vector<std::string>, uint64_t> KvMembership::Members() {
   std::lock_guard lock(mu_);
   const int64_t now = SteadyNowNs();
   const int64_t timeout = int64_t{options_.timeout_ms} * 1'000'000;
-  return std::any_of(members_.begin(), members_.end(), [&](const auto& m) {
-    return m.first != id_ && now - m.second.last_seen_ns <= timeout;
-  });
-}
-
-std::pair<std::vector<std::string>, uint64_t> KvMembership::Owners() {
-  std::lock_guard lock(mu_);
-  const int64_t now = SteadyNowNs();
-  const int64_t timeout = int64_t{options_.timeout_ms} * 1'000'000;
-  std::vector<std::string> alive, warm;
+  std::vector<std::string> alive;
   bool self = false;
   for (const auto& [id, m] : members_) {
     if (now - m.last_seen_ns > timeout) continue;
     alive.push_back(id);
-    if (m.warm) warm.push_back(id);
     self = self || id == id_;
   }
   if (!self) alive.push_back(id_);  // before our own first heartbeat came back
-  std::vector<std::string> owners = warm.empty() ? alive : warm;
-  std::sort(owners.begin(), owners.end());
-  if (owners != owners_) {
-    owners_ = owners;
+  std::sort(alive.begin(), alive.end());
+  if (alive != members_alive_) {
+    members_alive_ = alive;
     ++generation_;
-    if (members_gauge_) members_gauge_->Set(static_cast<double>(owners_.size()));
-    spdlog::info("worker {}: {} workers share the windows", id_, owners_.size());
+    members_gauge_.Set(static_cast<double>(alive.size()));
+    spdlog::info("worker {}: {} workers share the partitions", id_, alive.size());
   }
-  return {owners_, generation_};
+  return {members_alive_, generation_};
 }
 
 uint64_t KvMembership::Hash(std::string_view s) {
@@ -289,17 +318,38 @@ uint64_t KvMembership::Hash(std::string_view s) {
   return h;
 }
 
-const std::string& KvMembership::OwnerOf(const std::vector<std::string>& owners, uint32_t shard) {
-  size_t best = 0;
-  uint64_t best_score = 0;
-  for (size_t i = 0; i < owners.size(); ++i) {
-    const uint64_t score = Mix(Hash(owners[i]) ^ Mix(shard));
-    if (i == 0 || score > best_score) {
-      best = i;
-      best_score = score;
+std::vector<size_t> KvMembership::Assign(const std::vector<std::string>& members,
+                                         uint32_t partitions) {
+  std::vector<size_t> owner(partitions, 0);
+  if (members.size() <= 1) return owner;
+  // Each worker takes partitions / workers of them, by rank; the remainder goes one each to the
+  // best-ranked workers of those partitions. So no worker owns two more than another.
+  const size_t base = partitions / members.size();
+  std::vector<size_t> load(members.size(), 0);
+  std::vector<uint64_t> member_hash(members.size());
+  for (size_t i = 0; i < members.size(); ++i) member_hash[i] = Hash(members[i]);
+  std::vector<std::vector<size_t>> ranked(partitions);  // by partition: members, best first
+  std::vector<std::pair<uint64_t, size_t>> scores(members.size());
+  for (uint32_t p = 0; p < partitions; ++p) {
+    for (size_t i = 0; i < members.size(); ++i) scores[i] = {Mix(member_hash[i] ^ Mix(p)), i};
+    std::sort(scores.begin(), scores.end(), std::greater<>());
+    for (const auto& [_, i] : scores) ranked[p].push_back(i);
+  }
+  std::vector<bool> placed(partitions, false);
+  for (const size_t cap : {base, base + 1}) {
+    for (uint32_t p = 0; p < partitions; ++p) {
+      if (placed[p]) continue;
+      for (const size_t i : ranked[p]) {
+        if (load[i] < cap) {
+          owner[p] = i;
+          ++load[i];
+          placed[p] = true;
+          break;
+        }
+      }
     }
   }
-  return owners[best];
+  return owner;
 }
 
 }  // namespace fleetflow

@@ -1,17 +1,17 @@
 #pragma once
-/// Worker membership in a JetStream KV bucket, for sharing windows among the workers of a
-/// pipeline. Each worker puts its key every heartbeat (value "cold" during its warm-up, then
-/// "warm") and deletes it when it stops; every worker watches the bucket and counts a worker
-/// alive while its heartbeats keep arriving (measured on the local clock, so the workers'
-/// clocks need not agree). Shards go to warm workers by rendezvous hashing, so a worker joining
-/// or leaving moves only its own share. See docs/scaling.md.
+/// Worker membership in a JetStream KV bucket, for sharing a pipeline's partitions among its
+/// workers. Each worker puts its key every heartbeat and deletes it when it stops; every worker
+/// watches the bucket and counts a worker alive while its heartbeats keep arriving (measured on
+/// the local clock, so the workers' clocks need not agree). Partitions go to the alive workers
+/// by rendezvous hashing with bounded load (Assign): every worker computes the same owners, each
+/// owns at most ceil(partitions / workers), and a worker joining or leaving moves few of them.
+/// See docs/scaling.md.
 ///
-/// Hand-over records: a worker that gives a shard up (it stops, or the shard moves to a worker
-/// that joined) records the last window it emitted of the shard, key
-/// `<membership bucket>.shard.<n>` in `progress_bucket` (a bucket without TTL, so a record
-/// outlives every worker); the worker that takes the shard over claims the record (deletes it)
-/// and goes on from the next window. Records are written in the background, always before the
-/// worker's leave is visible.
+/// Hand-over records: a worker that gives a partition up (it stops, or the partition moves to a
+/// worker that joined) records the last window it emitted of it, key `partition.<n>` in
+/// `handover_bucket` (a bucket without TTL, so a record outlives every worker); the worker that
+/// takes the partition over claims the record (deletes it) and goes on from the next window.
+/// Records are written in the background, always before the worker's leave is visible.
 
 #include <condition_variable>
 #include <cstdint>
@@ -35,10 +35,8 @@ struct MembershipOptions {
   std::string bucket = "fleetflow_members";
   int heartbeat_ms = 1000;
   int timeout_ms = 4000;        // a worker silent this long is gone
-  int warmup_ms = 0;            // a new worker owns nothing until it has watched the data this long
-  std::string progress_bucket;  // hand-over records; empty: none
+  std::string handover_bucket;  // hand-over records; empty: none
   int snapshot_timeout_ms = 30'000;
-  bool owners_gauge = true;  // keep the workers_owning_shards gauge (Owners)
 };
 
 class KvMembership {
@@ -53,27 +51,31 @@ class KvMembership {
   /// A worker's standing: heartbeating, left (deleted its key when it stopped: its records are
   /// written), or gone (silent for timeout_ms, or never seen: it may have crashed).
   Standing StandingOf(const std::string& id);
-  /// Records that every window of `shard` up to `window_ns` was emitted (this worker gives the
-  /// shard up). Written in the background, before this worker leaves.
-  void RecordHandover(uint32_t shard, int64_t window_ns);
-  /// Claims the hand-over record of `shard`, if one is there: returns its window and deletes it,
-  /// so that it is used once.
-  std::optional<int64_t> ClaimHandover(uint32_t shard);
+  /// This worker holds `partition` (it reads it); its heartbeat says so from now on.
+  void Hold(uint32_t partition);
+  /// Whether worker `id`'s last heartbeat said it holds `partition`.
+  bool Holds(const std::string& id, uint32_t partition);
+  /// Records that every window of `partition` up to `window_ns` was emitted (empty: none known)
+  /// as this worker gives the partition up, and no longer holds it. Written in the background,
+  /// before this worker leaves; the heartbeat drops the partition once the record is written.
+  void RecordHandover(uint32_t partition, std::optional<int64_t> window_ns);
+  /// Claims the hand-over record of `partition`, if one is there: returns it (its window, empty
+  /// when the previous owner had emitted none) and deletes it, so that it is used once.
+  std::optional<std::optional<int64_t>> ClaimHandover(uint32_t partition);
 
   const std::string& id() const { return id_; }
-  /// Whether another worker is alive (heartbeating, not left).
-  bool OthersAlive();
-  /// The workers that own shards now, sorted, and a generation that changes whenever they do.
-  std::pair<std::vector<std::string>, uint64_t> Owners();
-  /// A hash that every worker and release computes alike (for shards and owners).
+  /// The alive workers, sorted, and a generation that changes whenever they do.
+  std::pair<std::vector<std::string>, uint64_t> Members();
+  /// A hash that every worker and release computes alike.
   static uint64_t Hash(std::string_view s);
-  /// The owner of `shard` among `owners` (rendezvous hashing).
-  static const std::string& OwnerOf(const std::vector<std::string>& owners, uint32_t shard);
+  /// The owner (an index into `members`, sorted) of each of `partitions` partitions: rendezvous
+  /// hashing where a worker takes at most ceil(partitions / members) of them.
+  static std::vector<size_t> Assign(const std::vector<std::string>& members, uint32_t partitions);
 
  private:
   struct Record {
     std::string key;
-    std::optional<int64_t> window_ns;  // empty: delete
+    std::optional<std::string> value;  // empty: delete
   };
   void Stop();
   void Heartbeat();
@@ -84,16 +86,15 @@ class KvMembership {
   void Watch();
   void WatchRecords();
   void Write(std::vector<Record>& records);  // mu_ not held; leaves what failed in `records`
-  std::string RecordKey(uint32_t shard) const;
+  static std::string RecordKey(uint32_t partition);
 
   const MembershipOptions options_;
   const std::string id_;
-  const int64_t started_ns_;
   std::unique_ptr<nats::Connection> conn_;
   std::unique_ptr<nats::JetStream> js_;
   std::unique_ptr<nats::KeyValue> kv_;
   std::unique_ptr<nats::KvWatcher> watcher_;
-  std::unique_ptr<nats::KeyValue> progress_kv_;
+  std::unique_ptr<nats::KeyValue> handover_kv_;
   std::unique_ptr<nats::KvWatcher> records_watcher_;
   std::thread heartbeat_thread_;
   std::thread watch_thread_;
@@ -101,8 +102,11 @@ class KvMembership {
 
   struct Member {
     int64_t last_seen_ns = 0;  // steady clock
-    bool warm = false;
+    std::set<uint32_t> held;   // partitions its last heartbeat held
   };
+  std::string HeldValue() const;  // mu_ held: this worker's heartbeat value
+  std::set<uint32_t> held_;       // partitions this worker holds
+  bool held_changed_ = false;     // a heartbeat is due at once
   std::mutex mu_;
   std::condition_variable stop_cv_;
   std::condition_variable snapshot_cv_;
@@ -112,15 +116,15 @@ class KvMembership {
   std::map<std::string, Member> members_;
   std::set<std::string> left_;  // workers seen deleting their key
   struct Recorded {
-    int64_t window_ns;
+    std::optional<int64_t> window_ns;
     uint64_t revision;
   };
-  std::map<uint32_t, Recorded> records_;  // unclaimed hand-over records, by shard
-  std::map<uint32_t, uint64_t> claimed_;  // by shard: the revision of the record claimed last
+  std::map<uint32_t, Recorded> records_;  // unclaimed hand-over records, by partition
+  std::map<uint32_t, uint64_t> claimed_;  // by partition: the revision of the record claimed last
   std::vector<Record> to_write_;
-  std::vector<std::string> owners_;
+  std::vector<std::string> members_alive_;
   uint64_t generation_ = 0;
-  Gauge* members_gauge_;  // null without owners_gauge
+  Gauge& members_gauge_;
 };
 
 }  // namespace fleetflow

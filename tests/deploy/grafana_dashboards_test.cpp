@@ -26,9 +26,11 @@ namespace fs = std::filesystem;
 const std::string kSource = FF_SOURCE_DIR;
 const std::string kFleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
 const std::string kDashboards = kSource + "/deploy/grafana/dashboards";
-const std::string kDatasources = kSource + "/deploy/grafana/provisioning/datasources/fleetflow.yaml";
+const std::string kDatasources =
+    kSource + "/deploy/grafana/provisioning/datasources/fleetflow.yaml";
 
-// The committed recording's windows lie in 14:16:55-14:16:58 UTC (tests/data/fleet_seed42_rows.csv).
+// The committed recording's windows lie in 14:16:55-14:16:58 UTC
+// (tests/data/fleet_seed42_rows.csv).
 constexpr const char* kFrom = "2026-11-22T14:16:50Z";
 constexpr const char* kTo = "2026-11-22T14:17:00Z";
 constexpr const char* kInterval = "1s";
@@ -37,7 +39,8 @@ constexpr const char* kIntervalMs = "1000";
 int64_t IntervalSeconds(std::string text) {
   text.erase(std::remove_if(text.begin(), text.end(), [](char c) { return c == '\'' || c == ' '; }),
              text.end());
-  static const std::map<std::string, int64_t> kUnits = {{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}};
+  static const std::map<std::string, int64_t> kUnits = {
+      {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}};
   std::smatch m;
   if (!std::regex_match(text, m, std::regex(R"((\d+)(s|m|h|d))"))) {
     throw std::runtime_error("unsupported interval '" + text + "'");
@@ -56,7 +59,8 @@ std::string Expand(std::string sql, const std::map<std::string, std::string>& va
   const std::string range = std::string("'") + kFrom + "' AND '" + kTo + "'";
   sql = std::regex_replace(sql, std::regex(R"(\$__timeFilter\(\s*([^)]+?)\s*\))"),
                            "$1 BETWEEN " + range);
-  sql = std::regex_replace(sql, std::regex(R"(\$__timeFrom\(\s*\))"), std::string("'") + kFrom + "'");
+  sql =
+      std::regex_replace(sql, std::regex(R"(\$__timeFrom\(\s*\))"), std::string("'") + kFrom + "'");
   sql = std::regex_replace(sql, std::regex(R"(\$__timeTo\(\s*\))"), std::string("'") + kTo + "'");
   const std::regex group(R"(\$__timeGroup(Alias)?\(\s*([^,]+?)\s*,\s*([^,)]+?)\s*\))");
   std::smatch m;
@@ -84,7 +88,7 @@ struct Column {
 
 struct Result {
   std::vector<Column> columns;
-  std::vector<std::string> rows;     // row_to_json of each row
+  std::vector<std::string> rows;        // row_to_json of each row
   std::map<std::string, int> non_null;  // column -> rows where it is not NULL
 };
 
@@ -173,9 +177,9 @@ TEST_F(GrafanaDashboardsTest, EveryPanelQueryReturnsRowsOfItsPanelsShape) {
       << kDatasources << " must provision the datasource the dashboards use";
   const auto files = DashboardFiles();
   ASSERT_EQ(files.size(), 3u) << "fleet map, one vehicle, fleet aggregates";
-  const int vehicles_in_range = std::stoi(pg_->Psql(
-      "SELECT count(DISTINCT vehicle_id) FROM vehicle_telemetry WHERE time BETWEEN '" +
-      std::string(kFrom) + "' AND '" + kTo + "'"));
+  const int vehicles_in_range = std::stoi(
+      pg_->Psql("SELECT count(DISTINCT vehicle_id) FROM vehicle_telemetry WHERE time BETWEEN '" +
+                std::string(kFrom) + "' AND '" + kTo + "'"));
   ASSERT_GT(vehicles_in_range, 1);
 
   std::set<std::string> panel_types;

@@ -6,8 +6,8 @@
 #include <rapidjson/stringbuffer.h>
 
 #include <chrono>
-#include <fstream>
 #include <cmath>
+#include <fstream>
 #include <sstream>
 #include <vector>
 
@@ -159,13 +159,14 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
 
 Engine::Engine(const std::string& pipeline, const NatsServer& nats, const PostgresServer& pg,
                const std::string& log_path)
-    : Engine(pipeline,
-             [&] {
-               auto env = pg.env();
-               env["NATS_URL"] = nats.url();
-               return env;
-             }(),
-             log_path) {}
+    : Engine(
+          pipeline,
+          [&] {
+            auto env = pg.env();
+            env["NATS_URL"] = nats.url();
+            return env;
+          }(),
+          log_path) {}
 
 Engine::Engine(const std::string& pipeline, const std::map<std::string, std::string>& env,
                const std::string& log_path)
@@ -223,6 +224,26 @@ std::vector<std::string> SimArgs(const NatsServer& nats, const Fleet& f, int dur
 int Rows(const PostgresServer& pg) {
   const auto out = pg.TryPsql("SELECT count(*) FROM vehicle_telemetry");
   return out ? std::stoi(*out) : 0;
+}
+
+void CountWrites(const PostgresServer& pg) {
+  pg.Psql(
+      "CREATE TABLE row_writes (vehicle_id text, time timestamptz);"
+      "CREATE FUNCTION log_row_write() RETURNS trigger LANGUAGE plpgsql AS "
+      "$$ BEGIN INSERT INTO row_writes VALUES (NEW.vehicle_id, NEW.time); RETURN NULL; END $$;"
+      "CREATE TRIGGER log_row_write AFTER INSERT OR UPDATE ON vehicle_telemetry "
+      "FOR EACH ROW EXECUTE FUNCTION log_row_write();");
+}
+
+WriteCount Writes(const PostgresServer& pg) {
+  const std::string out = pg.Psql(
+      "SELECT count(*) || ' ' || count(DISTINCT (vehicle_id, time)) || ' ' || "
+      "coalesce((SELECT max(n) FROM (SELECT count(*) AS n FROM row_writes "
+      "GROUP BY vehicle_id, time) AS per_row), 0) FROM row_writes");
+  WriteCount w;
+  std::istringstream in(out);
+  in >> w.writes >> w.rows >> w.most_per_row;
+  return w;
 }
 
 double Scrape(const std::string& exposition, const std::string& name) {

@@ -52,6 +52,17 @@ std::vector<std::string> SimArgs(const NatsServer& nats, const Fleet& fleet, int
 /// Rows in vehicle_telemetry (0 while the table does not exist).
 int Rows(const PostgresServer& pg);
 
+/// From now on, every insert and update of a row of vehicle_telemetry (which must exist) is
+/// logged, so that a row written twice shows, although the table holds it once.
+void CountWrites(const PostgresServer& pg);
+struct WriteCount {
+  int64_t writes = 0;        // inserts and updates since CountWrites
+  int64_t rows = 0;          // distinct (vehicle_id, time) written
+  int64_t most_per_row = 0;  // writes of the row written most often
+  double PerRow() const { return rows == 0 ? 0 : static_cast<double>(writes) / rows; }
+};
+WriteCount Writes(const PostgresServer& pg);
+
 /// Sum of every sample of the metric family `name` (any labels) in a Prometheus exposition; -1
 /// when there is none.
 double Scrape(const std::string& exposition, const std::string& name);

@@ -9,8 +9,8 @@
 #include <algorithm>
 #include <sstream>
 
-#include "nats_client.hpp"
 #include "fleet_check.hpp"
+#include "nats_client.hpp"
 #include "servers.hpp"
 #include "wire.hpp"
 
@@ -103,8 +103,13 @@ TEST(MetricsE2E, ReadinessFollowsTheConnectionsAndCountersAgreeWithTheDatabase) 
     metrics = res && res->status == 200 ? res->body : "";
     return !metrics.empty();
   };
+  // A message is counted in before it is rejected: both counts are waited for.
   ASSERT_TRUE(WaitFor(
-      [&] { return scrape() && Scrape(metrics, "fleetflow_messages_in_total") == messages; }, 10s))
+      [&] {
+        return scrape() && Scrape(metrics, "fleetflow_messages_in_total") == messages &&
+               Scrape(metrics, "fleetflow_input_rejected_total") == kBadMessages;
+      },
+      10s))
       << metrics;
   EXPECT_EQ(Scrape(metrics, "fleetflow_samples_in_total"), samples);
   EXPECT_EQ(Scrape(metrics, "fleetflow_input_rejected_total"), kBadMessages);
@@ -127,32 +132,51 @@ TEST(MetricsE2E, ReadinessFollowsTheConnectionsAndCountersAgreeWithTheDatabase) 
   EXPECT_GT(Scrape(metrics, "fleetflow_process_resident_memory_bytes"), 1 << 20);
   EXPECT_GT(Scrape(metrics, "fleetflow_process_uptime_seconds"), 0);
   EXPECT_EQ(Scrape(metrics, "fleetflow_build_info"), 1);
+  // Histograms: every row written was timed from its window to its commit, and every
+  // transaction that wrote them.
+  EXPECT_EQ(Scrape(metrics, "fleetflow_row_latency_seconds_count"), expected_rows);
+  EXPECT_EQ(Scrape(metrics, "fleetflow_sink_write_seconds_count"),
+            Scrape(metrics, "fleetflow_sink_batches_total"));
+  EXPECT_NE(metrics.find("fleetflow_row_latency_seconds_bucket{node=\"database\",operator="
+                         "\"timescale_sink\",le=\"+Inf\"} " +
+                         std::to_string(expected_rows) + "\n"),
+            std::string::npos)
+      << metrics;
 
-  // Every metric the engine exposes is documented.
+  // Every metric the engine exposes is documented, with its type.
   const std::string docs = ReadFile(std::string(FF_SOURCE_DIR) + "/docs/metrics.md");
   std::istringstream lines(metrics);
+  int families = 0;
   for (std::string line; std::getline(lines, line);) {
     if (line.rfind("# TYPE ", 0) != 0) continue;
-    const std::string name = line.substr(7, line.find(' ', 7) - 7);
-    EXPECT_NE(docs.find("`" + name + "`"), std::string::npos)
-        << name << " is not documented in docs/metrics.md";
+    ++families;
+    const size_t end = line.find(' ', 7);
+    const std::string name = line.substr(7, end - 7);
+    const std::string type = line.substr(end + 1);
+    EXPECT_NE(docs.find("| `" + name + "` | " + type + " |"), std::string::npos)
+        << name << " (" << type << ") is not documented in docs/metrics.md";
   }
+  EXPECT_GE(families, 20);
 
-  EXPECT_EQ(engine.Stop(SIGTERM, 30s), 0) << engine.ReadLog();
+  // SIGHUP (a closed terminal, some supervisors) drains like SIGTERM: exit 0 after the drain.
+  EXPECT_EQ(engine.Stop(SIGHUP, 30s), 0) << engine.ReadLog();
 
   // JSON lines only, and the flood of bad messages logged a few times, not once per message.
   std::istringstream log(engine.ReadLog());
   int rejected_lines = 0;
+  bool drained_on_sighup = false;
   for (std::string line; std::getline(log, line);) {
     rapidjson::Document d;
     d.Parse(line.c_str());
     ASSERT_TRUE(!d.HasParseError() && d.IsObject() && d.HasMember("msg")) << line;
+    drained_on_sighup |= std::string_view(d["msg"].GetString()) == "SIGHUP: draining";
     if (std::string_view(d["msg"].GetString()) == "rejected input") {
       ++rejected_lines;
       EXPECT_STREQ(d["reason"].GetString(), "bad_identifier") << line;
     }
   }
   EXPECT_GE(rejected_lines, 1);
+  EXPECT_TRUE(drained_on_sighup) << engine.ReadLog();
   EXPECT_LE(rejected_lines, 6);
 }
 

@@ -28,7 +28,9 @@ class SecretsE2E : public ::testing::Test {
     FF_REQUIRE_POSTGRES();
     std::ofstream(dir_.File("nats.conf"))
         << "authorization {\n  users = [\n    {user: engine, password: \"" << kNatsPassword
-        << "\"}\n  ]\n}\n";
+        << "\"}\n  ]\n}\n"
+        << "mappings = { \"vehicle.*.*\": "
+           "\"telemetry.{{partition(16,1)}}.{{wildcard(1)}}.{{wildcard(2)}}\" }\n";
     std::ofstream(dir_.File("password")) << kNatsPassword << "\n";
     std::ofstream(dir_.File("wrong-password")) << kWrongPassword << "\n";
     nats_ = std::make_unique<NatsServer>(std::vector<std::string>{}, dir_.File("nats.conf"));

@@ -175,6 +175,78 @@ TEST_F(PipelineTest, EnumValueAndNestedObjectField) {
                {"/nodes/3/config/columns/0", {"missing required field 'sensor' (string: Sensor"}}});
 }
 
+/// A pipeline whose sink has `config` (JSON object members).
+std::string WithSink(const std::string& config) {
+  return Nodes({kSource, kState, kJoin,
+                R"({"id": "db", "type": "timescale_sink", "inputs": ["join"], "config": {)" +
+                    config + "}}"});
+}
+
+TEST_F(PipelineTest, PatternsOfTheSpecAreReportedWithTheirPointer) {
+  CheckInvalid(WithSink(R"("table": "Vehicle-Telemetry")"), "/nodes/3/config/table",
+               {"(node 'db')", "must be a valid identifier: 1 to 63 lower-case letters",
+                "found the string \"Vehicle-Telemetry\""});
+  CheckErrors(Load(WithSink(R"("columns": [{"name": "9speed", "sensor": "sp eed"}])")),
+              {{"/nodes/3/config/columns/0/name", {"must be a valid identifier"}},
+               {"/nodes/3/config/columns/0/sensor",
+                {"must be a sensor name: 1 to 64 of A-Z a-z 0-9 _ -", "\"sp eed\""}}});
+  CheckInvalid(Nodes({R"({"id": "in", "type": "nats_source",
+                         "config": {"partition_prefix": "tele.metry"}})",
+                      kState, kJoin, kSink}),
+               "/nodes/0/config/partition_prefix", {"must be one subject token"});
+}
+
+TEST_F(PipelineTest, ItemCountsAndUniqueItemsAreReportedWithTheirPointer) {
+  CheckInvalid(WithSink(R"("columns": [])"), "/nodes/3/config/columns",
+               {"must have at least 1 item(s), found 0"});
+  CheckInvalid(Nodes({kSource, kState,
+                      R"({"id": "join", "type": "window_join", "inputs": ["kv"],
+                          "config": {"sensors": []}})",
+                      kSink}),
+               "/nodes/2/config/sensors", {"(node 'join')", "must have at least 1 item(s)"});
+  CheckInvalid(Nodes({kSource, kState,
+                      R"({"id": "join", "type": "window_join", "inputs": ["kv"],
+                          "config": {"sensors": ["gps", "soc", "gps"]}})",
+                      kSink}),
+               "/nodes/2/config/sensors/2",
+               {"repeats an earlier item; list each item once", "found the string \"gps\""});
+  CheckInvalid(WithSink(R"("chunk_interval": "")"), "/nodes/3/config/chunk_interval",
+               {"must not be empty, e.g. \"6 hours\""});
+}
+
+TEST_F(PipelineTest, CrossFieldRulesAreReportedWithTheirPointer) {
+  CheckErrors(
+      Load(WithSink(R"("columns": [{"name": "time", "sensor": "speed"},
+                                           {"name": "a", "sensor": "speed"},
+                                           {"name": "a", "sensor": "soc"},
+                                           {"name": "vehicle_id", "sensor": "soc"}],
+                               "batch_rows": 500, "max_pending_rows": 100,
+                               "retry_initial_ms": 500, "retry_max_ms": 100)")),
+      {{"/nodes/3/config/columns/0/name", {"(node 'db')", "'time' is reserved"}},
+       {"/nodes/3/config/columns/2/name", {"duplicate column 'a'"}},
+       {"/nodes/3/config/columns/3/name", {"'vehicle_id' is reserved"}},
+       {"/nodes/3/config/max_pending_rows", {"must be at least batch_rows (500), found 100"}},
+       {"/nodes/3/config/retry_max_ms", {"must be at least retry_initial_ms (500), found 100"}}});
+  CheckInvalid(Nodes({R"({"id": "in", "type": "nats_source", "config": {"partitions": 4}})", kState,
+                      kJoin, kSink}),
+               "/nodes/0/config/partitions",
+               {"(node 'in')", "a partitioned source needs delivery \"jetstream\""});
+  EXPECT_TRUE(Load(Nodes({R"({"id": "in", "type": "nats_source",
+                             "config": {"partitions": 4, "delivery": "jetstream"}})",
+                          kState, kJoin, kSink}))
+                  .ok());
+}
+
+TEST_F(PipelineTest, RulesAreCheckedByParseOperatorConfigToo) {
+  const OperatorInfo* sink = registry_.Find("timescale_sink");
+  ASSERT_NE(sink, nullptr);
+  Config config;
+  const auto errors =
+      ParseOperatorConfig(*sink, R"({"retry_initial_ms": 500, "retry_max_ms": 100})", config);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].pointer, "/nodes/0/config/retry_max_ms");
+}
+
 TEST_F(PipelineTest, ThreeMistakesInThreePlacesGiveThreeDiagnostics) {
   CheckErrors(
       Load(Nodes({R"({"id": "in", "type": "nats_source", "config": {"subjet": "vehicle.>"}})",

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -35,11 +36,14 @@ struct Probe {
   std::mutex mu;
   std::condition_variable cv;
   bool sink_open = true;
+  bool source_ends = false;       // the source says its input ended after the last one
+  ClockDriver* driver = nullptr;  // what the source was handed
 };
 
 class CountingSource final : public Operator {
  public:
-  explicit CountingSource(Probe& p) : p_(p) {}
+  CountingSource(Probe& p, std::function<void()> input_ended)
+      : p_(p), input_ended_(std::move(input_ended)) {}
   void Start(Emitter& out) override {
     thread_ = std::thread([this, &out] {
       for (int i = 0; i < p_.to_emit && !stop_; ++i) {
@@ -47,6 +51,7 @@ class CountingSource final : public Operator {
         out.Emit(MakeMessage(std::move(b)));
         p_.emitted++;
       }
+      if (p_.source_ends) input_ended_();
     });
   }
   void Stop() override {
@@ -56,6 +61,7 @@ class CountingSource final : public Operator {
 
  private:
   Probe& p_;
+  const std::function<void()> input_ended_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -93,8 +99,9 @@ class RuntimeTest : public ::testing::Test {
  protected:
   RuntimeTest() {
     registry_.Add(
-        {"src", "", PortKind::kNone, PortKind::kSamples, {}, [this](const OperatorContext&) {
-           return std::make_unique<CountingSource>(probe_);
+        {"src", "", PortKind::kNone, PortKind::kSamples, {}, [this](const OperatorContext& ctx) {
+           probe_.driver = ctx.clock_driver;
+           return std::make_unique<CountingSource>(probe_, ctx.input_ended);
          }});
     registry_.Add(
         {"fwd", "", PortKind::kSamples, PortKind::kSamples, {}, [](const OperatorContext&) {
@@ -154,6 +161,30 @@ TEST_F(RuntimeTest, ASlowSinkBlocksTheSourceInsteadOfQueueingWithoutBound) {
   rt.Stop();
   EXPECT_EQ(probe_.seen, 19999);
   EXPECT_LE(probe_.max_seen_gap, 110);
+}
+
+TEST_F(RuntimeTest, InputEndsWhenEverySourceSaysSoAndTheDriverGoesToSourcesOnly) {
+  probe_.to_emit = 100;
+  {
+    Runtime live(Load(), metrics_, clock_);  // a source that never ends, on the wall clock
+    live.Start();
+    ASSERT_TRUE(Eventually([&] { return probe_.emitted == 100; }));
+    EXPECT_FALSE(live.InputEnded());
+    EXPECT_EQ(probe_.driver, nullptr);
+    live.Stop();
+    EXPECT_FALSE(live.InputEnded());
+  }
+  probe_.source_ends = true;
+  ReplayClock replay_clock;
+  RuntimeOptions options;
+  options.tick_ms = 0;
+  options.clock_driver = &replay_clock;
+  Runtime replay(Load(), metrics_, replay_clock, options);
+  EXPECT_FALSE(replay.InputEnded());
+  EXPECT_EQ(probe_.driver, &replay_clock);
+  replay.Start();
+  EXPECT_TRUE(Eventually([&] { return replay.InputEnded(); }));
+  replay.Stop();
 }
 
 }  // namespace

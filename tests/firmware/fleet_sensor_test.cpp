@@ -182,7 +182,7 @@ TEST_F(FleetSensorTest, BuffersThroughServerRestartAndDeliversEverySample) {
 // included) hold them; read with a durable consumer of its own.
 struct Stored {
   std::map<std::string, std::set<uint32_t>> seqs;  // by sensor
-  size_t samples = 0;                               // sample copies, duplicates included
+  size_t samples = 0;                              // sample copies, duplicates included
   size_t statuses = 0;
 };
 Stored ReadStream(nats::JetStream& js, const std::string& vehicle) {
@@ -235,8 +235,8 @@ TEST_F(FleetSensorTest, AcknowledgedSamplesSurviveANatsServerSigkill) {
     return status ? status->counters.published_messages : 0;
   };
   // 400 messages a second each: when the server dies, some are always on their way.
-  ASSERT_TRUE(WaitFor([&] { return published("k1") >= 800 && published("k2") >= 800; },
-                      seconds(20), milliseconds(200)))
+  ASSERT_TRUE(WaitFor([&] { return published("k1") >= 800 && published("k2") >= 800; }, seconds(20),
+                      milliseconds(200)))
       << acked.ReadLog() << flushed.ReadLog();
   const auto crash = [&](bool stall_first) {
     if (stall_first) {
@@ -245,7 +245,7 @@ TEST_F(FleetSensorTest, AcknowledgedSamplesSurviveANatsServerSigkill) {
     }
     server.Kill();
     std::this_thread::sleep_for(milliseconds(1000));  // the outage, not a synchronisation
-    server.Start();  // same port, same store
+    server.Start();                                   // same port, same store
     const uint64_t after_restart = published("k1");
     ASSERT_TRUE(WaitFor([&] { return published("k1") >= after_restart + 800; }, seconds(20),
                         milliseconds(200)))
@@ -271,8 +271,8 @@ TEST_F(FleetSensorTest, AcknowledgedSamplesSurviveANatsServerSigkill) {
   // Every sample taken, by sensor: seq 0 to the last one, none missing.
   uint64_t distinct = 0;
   for (const char* sensor : {"gps", "speed", "soc", "torque"}) {
-    const std::set<uint32_t>& seqs = stored.seqs.count(sensor) ? stored.seqs.at(sensor)
-                                                                : std::set<uint32_t>{};
+    const std::set<uint32_t>& seqs =
+        stored.seqs.count(sensor) ? stored.seqs.at(sensor) : std::set<uint32_t>{};
     ASSERT_FALSE(seqs.empty()) << sensor;
     EXPECT_EQ(*seqs.rbegin() + 1, seqs.size()) << sensor << ": a gap in the stream";
     distinct += seqs.size();
@@ -283,14 +283,15 @@ TEST_F(FleetSensorTest, AcknowledgedSamplesSurviveANatsServerSigkill) {
   const Stored flush_stored = ReadStream(js, "k2");
   uint64_t flush_distinct = 0;
   for (const auto& [sensor, seqs] : flush_stored.seqs) flush_distinct += seqs.size();
-  std::printf("[ info ] 2 SIGKILLs under 400 msgs/s: --ack jetstream %llu samples taken, %llu in the "
-              "stream (%zu copies, %llu messages resent); --ack flush %llu confirmed, %llu in the "
-              "stream\n",
-              static_cast<unsigned long long>(k1->counters.samples),
-              static_cast<unsigned long long>(distinct), stored.samples,
-              static_cast<unsigned long long>(k1->counters.resent_messages),
-              static_cast<unsigned long long>(k2->counters.published_samples),
-              static_cast<unsigned long long>(flush_distinct));
+  std::printf(
+      "[ info ] 2 SIGKILLs under 400 msgs/s: --ack jetstream %llu samples taken, %llu in the "
+      "stream (%zu copies, %llu messages resent); --ack flush %llu confirmed, %llu in the "
+      "stream\n",
+      static_cast<unsigned long long>(k1->counters.samples),
+      static_cast<unsigned long long>(distinct), stored.samples,
+      static_cast<unsigned long long>(k1->counters.resent_messages),
+      static_cast<unsigned long long>(k2->counters.published_samples),
+      static_cast<unsigned long long>(flush_distinct));
 }
 
 // Acknowledgements that never arrive (here the vehicle may not subscribe to its inbox): the
@@ -507,8 +508,10 @@ TEST_F(FleetSensorTest, NKeyConnectsWhateverNonceTheServerSends) {
     ++redone;
   }
   RecordProperty("handshakes_redone", static_cast<int>(redone));
-  std::printf("[ info ] 800 NKey connections, %zu handshakes redone after an unsendable "
-              "signature\n", redone);
+  std::printf(
+      "[ info ] 800 NKey connections, %zu handshakes redone after an unsendable "
+      "signature\n",
+      redone);
 }
 
 }  // namespace

@@ -22,7 +22,8 @@ std::vector<uint8_t> ReadAll(const std::string& path) {
 
 void WriteAll(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 std::vector<Record> Sample() {
@@ -87,10 +88,12 @@ TEST(Recording, TruncatedFileStopsAtTheDamagedRecordWithItsOffset) {
   // Offset of record 3: header + the encodings of records 0..2.
   std::vector<uint8_t> prefix = EncodeHeader();
   for (int i = 0; i < 3; ++i) EncodeRecord(Sample()[static_cast<size_t>(i)], prefix);
-  ASSERT_EQ(std::vector<uint8_t>(bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(prefix.size())),
-            prefix);
+  ASSERT_EQ(
+      std::vector<uint8_t>(bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(prefix.size())),
+      prefix);
   for (size_t cut : {prefix.size() + 3, prefix.size() + 12}) {  // inside the header, the body
-    WriteAll(path, std::vector<uint8_t>(bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(cut)));
+    WriteAll(path,
+             std::vector<uint8_t>(bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(cut)));
     Reader reader;
     ASSERT_TRUE(reader.Open(path));
     const auto [records, status] = ReadBack(reader);

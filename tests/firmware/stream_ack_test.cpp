@@ -32,9 +32,9 @@ TEST(StreamAck, StoredDuplicateAndRefused) {
 }
 
 TEST(StreamAck, AnythingElseIsNotAnAck) {
-  for (const char* bad : {"", "{}", "+OK", R"({"stream":"T"})", R"({"seq":3})",
-                          R"({"stream":"T","seq":"3"})", R"({"stream":"T","seq":-1})",
-                          R"({"error":{}})"}) {
+  for (const char* bad :
+       {"", "{}", "+OK", R"({"stream":"T"})", R"({"seq":3})", R"({"stream":"T","seq":"3"})",
+        R"({"stream":"T","seq":-1})", R"({"error":{}})"}) {
     const StreamAck a = ParseStreamAck(bad);
     EXPECT_FALSE(a.stored) << bad;
     EXPECT_FALSE(a.error.empty()) << bad;

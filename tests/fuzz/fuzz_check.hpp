@@ -14,13 +14,12 @@
 #include "pipeline.hpp"
 #include "registry.hpp"
 
-#define FF_FUZZ_CHECK(cond)                                                          \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      std::fprintf(stderr, "%s:%d: fuzz invariant failed: %s\n", __FILE__, __LINE__, \
-                   #cond);                                                           \
-      std::abort();                                                                  \
-    }                                                                                \
+#define FF_FUZZ_CHECK(cond)                                                                  \
+  do {                                                                                       \
+    if (!(cond)) {                                                                           \
+      std::fprintf(stderr, "%s:%d: fuzz invariant failed: %s\n", __FILE__, __LINE__, #cond); \
+      std::abort();                                                                          \
+    }                                                                                        \
   } while (0)
 
 namespace fleetflow::fuzz {

@@ -36,7 +36,9 @@ Bytes ReadFile(const fs::path& p) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-Point Scalar(int64_t ts, uint32_t seq, double v) { return Point{.ts_ns = ts, .seq = seq, .value = v}; }
+Point Scalar(int64_t ts, uint32_t seq, double v) {
+  return Point{.ts_ns = ts, .seq = seq, .value = v};
+}
 Point Gps(int64_t ts, uint32_t seq, double lat, double lon) {
   return Point{.ts_ns = ts, .seq = seq, .lat = lat, .lon = lon, .has_position = true};
 }
@@ -62,13 +64,14 @@ void WireSeeds(const fs::path& dir) {
   Write(dir, "soc-one", Message("vehicle.truck-17.soc", Batch({Scalar(kT0, 0, 81.0)})));
   Write(dir, "empty-batch", Message("vehicle.v001.speed", Batch({})));
   std::vector<Point> many;
-  for (uint32_t i = 0; i < 100; ++i) many.push_back(Scalar(kT0 - 100'000'000 + i * 1'000'000, i, i));
+  for (uint32_t i = 0; i < 100; ++i)
+    many.push_back(Scalar(kT0 - 100'000'000 + i * 1'000'000, i, i));
   Write(dir, "hundred", Message("vehicle.v002.torque", Batch(many)));
   Write(dir, "mixed-invalid",
-        Message("vehicle.v001.speed",
-                Batch({Scalar(kT0, 1, nan), Scalar(kT0, 2, inf), Scalar(0, 3, 1.0),
-                       Scalar(-5, 4, 1.0), Scalar(kT0 + 3'600'000'000'000, 5, 1.0),
-                       Scalar(kT0, 6, 2.0)})));
+        Message(
+            "vehicle.v001.speed",
+            Batch({Scalar(kT0, 1, nan), Scalar(kT0, 2, inf), Scalar(0, 3, 1.0), Scalar(-5, 4, 1.0),
+                   Scalar(kT0 + 3'600'000'000'000, 5, 1.0), Scalar(kT0, 6, 2.0)})));
   Write(dir, "gps-out-of-range",
         Message("vehicle.v001.gps", Batch({Gps(kT0, 1, 91.0, 0.0), Gps(kT0, 2, 0.0, -180.5),
                                            Gps(kT0, 3, nan, 1.0), Gps(kT0, 4, -inf, 1.0)})));
@@ -101,15 +104,19 @@ void PipelineSeeds(const fs::path& dir, const fs::path& source_dir) {
     Write(dir, "pipeline-" + stem, text);
     Write(dir, "pipeline-" + stem + "-cut", Bytes(text.begin(), text.begin() + text.size() / 2));
   }
-  const std::string src = R"({"id": "in", "type": "nats_source", "config": {"url": "${NATS_URL}", "subject": "vehicle.*.*"}})";
+  const std::string src =
+      R"({"id": "in", "type": "nats_source", "config": {"url": "${NATS_URL}", "subject": "vehicle.*.*"}})";
   const std::string klv = R"({"id": "state", "type": "keyed_last_value", "inputs": ["in"]})";
-  const std::string join = R"({"id": "join", "type": "window_join", "inputs": ["state"], "config": {"every_ms": 1000, "sensors": ["speed"]}})";
-  const std::string sink = R"({"id": "db", "type": "timescale_sink", "inputs": ["join"], "config": {"conninfo": "${FLEETFLOW_PG}", "table": "t", "columns": [{"name": "speed", "sensor": "speed"}]}})";
+  const std::string join =
+      R"({"id": "join", "type": "window_join", "inputs": ["state"], "config": {"every_ms": 1000, "sensors": ["speed"]}})";
+  const std::string sink =
+      R"({"id": "db", "type": "timescale_sink", "inputs": ["join"], "config": {"conninfo": "${FLEETFLOW_PG}", "table": "t", "columns": [{"name": "speed", "sensor": "speed"}]}})";
   auto pipeline = [](const std::string& nodes) {
     return R"({"name": "fuzz", /* comment */ "nodes": [)" + nodes + "]}";
   };
   Write(dir, "minimal", pipeline(src + "," + klv + "," + join + "," + sink));
-  const std::string replay = R"({"id": "in", "type": "replay_source", "config": {"file": "x.ffrc", "max_future_ms": 300000, "max_past_ms": 86400000, "max_payload_bytes": 4096, "sensors": ["speed", "gps"]}})";
+  const std::string replay =
+      R"({"id": "in", "type": "replay_source", "config": {"file": "x.ffrc", "max_future_ms": 300000, "max_past_ms": 86400000, "max_payload_bytes": 4096, "sensors": ["speed", "gps"]}})";
   Write(dir, "replay-limits", pipeline(replay + "," + klv + "," + join + "," + sink));
   Write(dir, "trailing-comma", pipeline(src + "," + klv + "," + join + "," + sink + ","));
   Write(dir, "unknown-type", pipeline(R"({"id": "x", "type": "nats_sauce"})"));
@@ -117,12 +124,20 @@ void PipelineSeeds(const fs::path& dir, const fs::path& source_dir) {
   Write(dir, "cycle", pipeline(R"({"id": "a", "type": "keyed_last_value", "inputs": ["b"]},
                                   {"id": "b", "type": "keyed_last_value", "inputs": ["a"]})"));
   Write(dir, "no-sink", pipeline(src + "," + klv));
-  Write(dir, "unknown-input", pipeline(src + R"(, {"id": "s", "type": "keyed_last_value", "inputs": ["nope"]})"));
-  Write(dir, "env-unset", pipeline(R"({"id": "in", "type": "nats_source", "config": {"url": "${UNSET_VAR}"}})"));
-  Write(dir, "env-default", pipeline(R"({"id": "in", "type": "nats_source", "config": {"url": "${UNSET:-nats://h:1}", "subject": "$${x}"}})"));
-  Write(dir, "env-bad-name", pipeline(R"({"id": "in", "type": "nats_source", "config": {"url": "${a-b}"}})"));
-  Write(dir, "env-unterminated", pipeline(R"({"id": "in", "type": "nats_source", "config": {"url": "${NATS_URL"}})"));
-  Write(dir, "env-in-number-field", pipeline(R"({"id": "j", "type": "window_join", "config": {"every_ms": "${N}"}})"));
+  Write(dir, "unknown-input",
+        pipeline(src + R"(, {"id": "s", "type": "keyed_last_value", "inputs": ["nope"]})"));
+  Write(dir, "env-unset",
+        pipeline(R"({"id": "in", "type": "nats_source", "config": {"url": "${UNSET_VAR}"}})"));
+  Write(
+      dir, "env-default",
+      pipeline(
+          R"({"id": "in", "type": "nats_source", "config": {"url": "${UNSET:-nats://h:1}", "subject": "$${x}"}})"));
+  Write(dir, "env-bad-name",
+        pipeline(R"({"id": "in", "type": "nats_source", "config": {"url": "${a-b}"}})"));
+  Write(dir, "env-unterminated",
+        pipeline(R"({"id": "in", "type": "nats_source", "config": {"url": "${NATS_URL"}})"));
+  Write(dir, "env-in-number-field",
+        pipeline(R"({"id": "j", "type": "window_join", "config": {"every_ms": "${N}"}})"));
   Write(dir, "wrong-types", pipeline(R"({"id": 5, "type": ["x"], "inputs": "in", "config": []})"));
   Write(dir, "extra-fields", R"({"name": "x", "nodes": [], "extra": true})");
   Write(dir, "nodes-not-array", R"({"name": "x", "nodes": {"a": 1}})");
@@ -130,7 +145,8 @@ void PipelineSeeds(const fs::path& dir, const fs::path& source_dir) {
   Write(dir, "empty", "");
   Write(dir, "invalid-json", "{\"name\": \"x\",\n \"nodes\": [\n {\"id\": }]}");
   Write(dir, "config-only", R"({"every_ms": 250, "sensors": ["gps", "speed"], "url": "nats://x"})");
-  Write(dir, "unicode-escapes", R"({"name": "\u00e9\ud83d\ude00", "nodes": [{"id": "\u0000", "type": "x"}]})");
+  Write(dir, "unicode-escapes",
+        R"({"name": "\u00e9\ud83d\ude00", "nodes": [{"id": "\u0000", "type": "x"}]})");
 }
 
 Bytes Recording(const std::vector<fleetflow::recording::Record>& records) {

@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "clock.hpp"
-
 #include "fuzz_check.hpp"
 #include "pipeline.hpp"
 #include "registry.hpp"
@@ -28,9 +27,11 @@ class NoClock final : public fleetflow::Clock {
 
 /// A fixed environment, so runs are reproducible: some variables set, one set but empty.
 std::optional<std::string> Env(const std::string& name) {
-  static const std::map<std::string, std::string> env = {
-      {"NATS_URL", "nats://127.0.0.1:4222"}, {"FLEETFLOW_PG", "host=/tmp dbname=x"},
-      {"EMPTY", ""}, {"SUBJECT", "vehicle.*.*"}, {"N", "7"}};
+  static const std::map<std::string, std::string> env = {{"NATS_URL", "nats://127.0.0.1:4222"},
+                                                         {"FLEETFLOW_PG", "host=/tmp dbname=x"},
+                                                         {"EMPTY", ""},
+                                                         {"SUBJECT", "vehicle.*.*"},
+                                                         {"N", "7"}};
   auto it = env.find(name);
   if (it == env.end()) return std::nullopt;
   return it->second;

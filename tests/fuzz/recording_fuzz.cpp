@@ -51,9 +51,9 @@ std::vector<uint8_t> FixCrcs(const uint8_t* data, size_t size) {
   std::vector<uint8_t> out(data, data + size);
   size_t off = fleetflow::recording::kHeaderSize;
   while (off + 8 <= size) {
-    const uint32_t len = static_cast<uint32_t>(out[off]) | (static_cast<uint32_t>(out[off + 1]) << 8) |
-                         (static_cast<uint32_t>(out[off + 2]) << 16) |
-                         (static_cast<uint32_t>(out[off + 3]) << 24);
+    const uint32_t len =
+        static_cast<uint32_t>(out[off]) | (static_cast<uint32_t>(out[off + 1]) << 8) |
+        (static_cast<uint32_t>(out[off + 2]) << 16) | (static_cast<uint32_t>(out[off + 3]) << 24);
     if (len > size - off - 8) break;
     const uint32_t crc = fleetflow::recording::Crc32(out.data() + off + 8, len);
     for (int i = 0; i < 4; ++i) out[off + 4 + i] = static_cast<uint8_t>(crc >> (8 * i));

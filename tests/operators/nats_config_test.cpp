@@ -1,13 +1,10 @@
 // The NATS connection fields every operator shares: pipeline fields override the environment,
 // secrets are paths, send_asap reaches the connection options.
+#include "nats_config.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
-
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
-
-#include "nats_config.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -15,22 +12,15 @@ namespace {
 Config Parsed(const std::string& fields) {
   ConfigSpec spec;
   AddNatsConnectionFields(spec);
-  rapidjson::Document doc;
-  doc.Parse(("{" + fields + "}").c_str());
-  spec.ApplyDefaults(doc, doc.GetAllocator());
-  rapidjson::StringBuffer out;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(out);
-  doc.Accept(writer);
-  return Config::Parse(out.GetString());
+  return Config::Parse("{" + fields + "}", spec, "nats connection");
 }
 
 TEST(NatsConfigTest, PipelineFieldsOverrideTheEnvironment) {
   setenv("NATS_URL", "nats://from-env:4222", 1);
   setenv("NATS_USER", "env-user", 1);
-  const auto o = NatsConnectOptions(
-      Parsed(R"("url": "nats://a:1,nats://b:2", "user": "engine",
+  const auto o = NatsConnectOptions(Parsed(R"("url": "nats://a:1,nats://b:2", "user": "engine",
                 "password_file": "/run/secrets/nats-password", "send_asap": true)"),
-      "fleetflow:test");
+                                    "fleetflow:test");
   EXPECT_EQ(o.url, "nats://a:1,nats://b:2");
   EXPECT_EQ(o.user, "engine");
   EXPECT_EQ(o.password_file, "/run/secrets/nats-password");

@@ -65,10 +65,11 @@ TEST_F(NatsSourceTest, DecodesSamplesAndStatusAndRejectsBadInputByReason) {
   Publish("vehicle.v1.speed", {wire::Point{kNow, 1, std::nan("")}});           // non_finite
   Publish("vehicle.v1.speed", {wire::Point{kNow + 3'600'000'000'000, 2, 1}});  // future
   Publish("vehicle.v1.gps", {wire::Point{kNow, 3, 0, 95.0, 2.0, true}});       // bad_position
+  Publish("vehicle.v1.gps", {wire::Point{kNow, 5, 42.0}});  // missing_position: a value, no place
   Publish("vehicle.v1.speed", {wire::Point{kNow - 1, 4, 12.5}});
   conn_->Flush(2000);
 
-  ASSERT_TRUE(WaitFor([&] { return h->Counter("messages_in") == 10; }, 10s));
+  ASSERT_TRUE(WaitFor([&] { return h->Counter("messages_in") == 11; }, 10s));
   ASSERT_TRUE(WaitFor([&] { return out.size() == 3; }, 10s));
   h->op().Stop();
 
@@ -85,8 +86,9 @@ TEST_F(NatsSourceTest, DecodesSamplesAndStatusAndRejectsBadInputByReason) {
   EXPECT_FALSE(status[0]->on);
 
   const std::string metrics = h->metrics.Exposition();
-  for (const char* reason : {"bad_identifier", "empty", "bad_status", "bad_subject",
-                             "non_finite_value", "future_timestamp", "bad_position"}) {
+  for (const char* reason :
+       {"bad_identifier", "empty", "bad_status", "bad_subject", "non_finite_value",
+        "future_timestamp", "bad_position", "missing_position"}) {
     EXPECT_NE(metrics.find(std::string("reason=\"") + reason + "\"} 1"), std::string::npos)
         << reason << "\n"
         << metrics;
@@ -265,6 +267,18 @@ TEST_F(NatsSourceTest, JetStreamHoldsBackInputWhileItsConsumerHasUndeliveredMess
       10s));
   EXPECT_TRUE(WaitFor([&] { return !h->op().HoldsBackInput(); }, 10s));
   h->op().Stop();
+
+  // Every fetch is counted, an empty one as 0: the three messages came one per fetch.
+  const uint64_t fetches = h->metrics.HistogramCount("fetch_batch_messages");
+  EXPECT_GE(fetches, 3u);
+  const std::string metrics = h->metrics.Exposition();
+  const std::string series = "fleetflow_fetch_batch_messages_";
+  const std::string labels = R"({node="op",operator="nats_source")";
+  EXPECT_NE(metrics.find(series + "sum" + labels + "} 3\n"), std::string::npos) << metrics;
+  EXPECT_NE(
+      metrics.find(series + "bucket" + labels + R"(,le="1"} )" + std::to_string(fetches) + "\n"),
+      std::string::npos)
+      << metrics;
 }
 
 TEST_F(NatsSourceTest, WorkersInOneQueueGroupShareTheMessages) {

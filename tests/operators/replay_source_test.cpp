@@ -30,9 +30,14 @@ std::unique_ptr<Replayed> Replay(const std::string& path) {
   Config config;
   const auto errors = ParseOperatorConfig(*info, R"({"file": ")" + path + R"("})", config);
   EXPECT_TRUE(errors.empty());
-  auto op = info->create(OperatorContext{"replay", "replay_source", config, r->metrics, r->clock});
+  std::atomic<bool> ended{false};
+  OperatorContext ctx{"replay", "replay_source", config, r->metrics, r->clock};
+  ctx.clock_driver = &r->clock;  // as the runtime of `fleetflow replay` hands it
+  ctx.input_ended = [&ended] { ended = true; };
+  auto op = info->create(ctx);
   op->Start(r->out);
-  EXPECT_TRUE(WaitFor([&] { return r->metrics.GaugeSum("replay_finished") == 1; }, 10s));
+  EXPECT_TRUE(WaitFor([&] { return ended.load(); }, 10s));
+  EXPECT_EQ(r->metrics.GaugeSum("replay_finished"), 1);
   op->Stop();
   return r;
 }
@@ -56,12 +61,12 @@ std::string Write(const TempDir& dir, const std::vector<recording::Record>& reco
 
 TEST(ReplaySource, EmitsWhatNatsSourceWouldWithTicksOnRecordedTime) {
   TempDir dir("ff-replay-source");
-  const std::string path = Write(
-      dir, {Samples(kT0 + 10 * kMs, "vehicle.v1.speed", kT0),
-            {kT0 + 20 * kMs, "vehicle.v1.status", {'o', 'f', 'f'}},
-            Samples(kT0 + 30 * kMs, "bad subject", kT0),
-            Samples(kT0 + 40 * kMs, "vehicle.v2.speed", kT0 + 3600 * 1000 * kMs),  // future
-            Samples(kT0 + 250 * kMs, "vehicle.v2.soc", kT0 + 200 * kMs)});
+  const std::string path =
+      Write(dir, {Samples(kT0 + 10 * kMs, "vehicle.v1.speed", kT0),
+                  {kT0 + 20 * kMs, "vehicle.v1.status", {'o', 'f', 'f'}},
+                  Samples(kT0 + 30 * kMs, "bad subject", kT0),
+                  Samples(kT0 + 40 * kMs, "vehicle.v2.speed", kT0 + 3600 * 1000 * kMs),  // future
+                  Samples(kT0 + 250 * kMs, "vehicle.v2.soc", kT0 + 200 * kMs)});
   const auto r = Replay(path);
   const auto& ms = r->out.messages;
   ASSERT_EQ(ms.size(), 4u);
@@ -88,8 +93,8 @@ TEST(ReplaySource, EmitsWhatNatsSourceWouldWithTicksOnRecordedTime) {
 
 TEST(ReplaySource, StopsAtATruncatedRecordAndReportsItsOffset) {
   TempDir dir("ff-replay-source");
-  const std::string path =
-      Write(dir, {Samples(kT0, "vehicle.v1.speed", kT0), Samples(kT0 + 1, "vehicle.v1.speed", kT0)});
+  const std::string path = Write(
+      dir, {Samples(kT0, "vehicle.v1.speed", kT0), Samples(kT0 + 1, "vehicle.v1.speed", kT0)});
   std::vector<uint8_t> first = recording::EncodeHeader();
   recording::EncodeRecord(Samples(kT0, "vehicle.v1.speed", kT0), first);
   std::filesystem::resize_file(path, first.size() + 5);

@@ -195,9 +195,138 @@ TEST(WindowJoinEventTimeTest, TicksWhileInputIsHeldBackDoNotCloseWindowsOnTheClo
   EXPECT_FALSE(Only<WindowBatch>(h.Feed(Tick{kBase + 36 * kS, false, false})).empty());
 }
 
+/// Samples of `vehicle` in `partition` every 100 ms of [from_ms, to_ms] (value = ms).
+Body PartitionSamples(const std::string& vehicle, uint32_t partition, int64_t from_ms,
+                      int64_t to_ms, bool restored = false) {
+  std::vector<std::pair<int64_t, double>> points;
+  for (int64_t t = from_ms; t <= to_ms; t += 100) points.emplace_back(t * kMs, double(t));
+  Body b = Samples(vehicle, "speed", points);
+  std::get<SampleBatch>(b).partition = partition;
+  std::get<SampleBatch>(b).restored = restored;
+  return b;
+}
+
+PartitionEvent Assigned(uint32_t partition, std::optional<int64_t> emitted_until_ms = {}) {
+  PartitionEvent e;
+  e.partition = partition;
+  if (emitted_until_ms) e.emitted_until_ns = kBase + *emitted_until_ms * kMs;
+  return e;
+}
+
+/// Window times (ms after kBase) of `vehicle`'s rows in `out`.
+std::vector<int64_t> RowTimes(const std::vector<Message>& out, const std::string& vehicle) {
+  std::vector<int64_t> times;
+  for (const auto& b : Only<WindowBatch>(out)) {
+    for (const auto& row : b->rows) {
+      if (row.vehicle == vehicle) times.push_back((b->window_ns - kBase) / kMs);
+    }
+  }
+  return times;
+}
+
+class WindowJoinPartitionTest : public ::testing::Test {
+ protected:
+  OperatorHarness h{"window_join",
+                    R"({"every_ms": 1000, "allowed_lateness_ms": 500, "max_gap_ms": 2000,
+                        "idle_ms": 1, "sensors": ["speed", "soc"]})"};
+};
+
+TEST_F(WindowJoinPartitionTest, ARevokedPartitionRecordsItsLastWindowAndIsForgotten) {
+  h.Feed(Assigned(1));
+  h.Feed(Assigned(2));
+  h.Feed(PartitionSamples("a", 1, 0, 3000));
+  h.Feed(PartitionSamples("b", 2, 0, 3000));
+  const auto out = h.TickAt(kBase + 2600 * kMs);  // windows 0..2 s close
+  EXPECT_EQ(RowTimes(out, "a"), (std::vector<int64_t>{0, 1000, 2000}));
+  PartitionEvent revoked;
+  revoked.kind = PartitionEvent::Kind::kRevoked;
+  revoked.partition = 1;
+  revoked.handover = std::make_shared<Handover>();
+  EXPECT_EQ(Only<PartitionEvent>(h.Feed(revoked)).size(), 1u);  // passed on
+  ASSERT_TRUE(revoked.handover->last_window_ns.has_value());
+  EXPECT_EQ(*revoked.handover->last_window_ns, kBase + 2000 * kMs);
+  EXPECT_EQ(h.metrics.GaugeSum("tracked_vehicles"), 1);
+  const auto later = h.TickAt(kBase + 3600 * kMs);
+  EXPECT_TRUE(RowTimes(later, "a").empty());  // no longer ours
+  EXPECT_EQ(RowTimes(later, "b"), (std::vector<int64_t>{3000}));
+}
+
+TEST_F(WindowJoinPartitionTest, ATakenOverPartitionGoesOnAfterTheRecordWithItsClosedWindows) {
+  // A running worker (partition 1) takes partition 4 over, whose previous owner emitted up to
+  // 1 s. The restored history (0.5..3.5 s) comes with the event; the windows 2 s and 3 s have
+  // closed already and come out at the next Tick, once, and 1 s never.
+  h.Feed(Assigned(1));
+  h.Feed(PartitionSamples("b", 1, 0, 4000));
+  EXPECT_EQ(RowTimes(h.TickAt(kBase + 3600 * kMs), "b"),
+            (std::vector<int64_t>{0, 1000, 2000, 3000}));
+  h.Feed(Assigned(4, /*emitted_until_ms=*/1000));
+  h.Feed(PartitionSamples("a", 4, 500, 3500, /*restored=*/true));
+  EXPECT_EQ(RowTimes(h.TickAt(kBase + 3700 * kMs), "a"), (std::vector<int64_t>{2000, 3000}));
+  EXPECT_EQ(h.Counter("late_samples"), 0u);  // restored samples are history, not late
+  h.Feed(PartitionSamples("a", 4, 3600, 4500));
+  EXPECT_EQ(RowTimes(h.TickAt(kBase + 5000 * kMs), "a"), (std::vector<int64_t>{4000}));
+}
+
+TEST(WindowJoinPartitionProgressTest, APartitionReadBehindTheOthersKeepsItsOwnProgress) {
+  // A backlog caught up partition by partition, while samples keep arriving (idle_ms not
+  // reached): partition 1 is 20 s ahead of partition 2, whose samples are not late for it.
+  OperatorHarness h{"window_join",
+                    R"({"every_ms": 1000, "allowed_lateness_ms": 500, "max_gap_ms": 2000,
+                        "idle_ms": 60000, "sensors": ["speed", "soc"]})"};
+  h.clock.now_ns = kBase + 20100 * kMs;
+  h.Feed(PartitionSamples("fast", 1, 0, 20000));
+  h.Feed(PartitionSamples("slow", 2, 0, 2000));
+  h.TickAt(kBase + 20100 * kMs);
+  h.Feed(PartitionSamples("slow", 2, 2100, 5000));
+  EXPECT_EQ(h.Counter("late_samples"), 0u);
+  const auto out = h.TickAt(kBase + 20200 * kMs);
+  EXPECT_EQ(RowTimes(out, "slow"), (std::vector<int64_t>{2000, 3000, 4000}));
+}
+
+TEST_F(WindowJoinPartitionTest, WithoutARecordTheWindowsTheRestoredStateComputesExactlyComeAgain) {
+  // The previous owner of partition 0 crashed. Its restored state: speed from 2.2 s, soc from
+  // 3.4 s: the windows from 4 s on have all of their samples, 3 s would miss soc's.
+  h.Feed(Assigned(0));
+  h.Feed(PartitionSamples("a", 0, 2200, 5500, /*restored=*/true));
+  Body soc = Samples("a", "soc", {{3400 * kMs, 50.0}, {5400 * kMs, 49.0}});
+  std::get<SampleBatch>(soc).restored = true;
+  h.Feed(std::move(soc));
+  EXPECT_EQ(RowTimes(h.TickAt(kBase + 5600 * kMs), "a"), (std::vector<int64_t>{4000, 5000}));
+}
+
+TEST_F(WindowJoinPartitionTest, ALateSampleNeverChangesAnEmittedWindow) {
+  h.Feed(Assigned(0));
+  h.Feed(PartitionSamples("a", 0, 0, 1000));
+  const auto first = h.TickAt(kBase + 1600 * kMs);
+  EXPECT_EQ(RowTimes(first, "a"), (std::vector<int64_t>{0, 1000}));
+  h.Feed(PartitionSamples("a", 0, 950, 950));  // belongs to window 1 s, which is closed
+  EXPECT_EQ(h.Counter("late_samples"), 1u);
+  EXPECT_TRUE(RowTimes(h.TickAt(kBase + 1700 * kMs), "a").empty());
+}
+
+TEST(WindowJoinCorrectionTest, WithAHorizonALateSampleEmitsTheRecentWindowsItBelongsToAgain) {
+  OperatorHarness h{"window_join",
+                    R"({"every_ms": 1000, "allowed_lateness_ms": 500, "max_gap_ms": 2000,
+                        "idle_ms": 1, "sensors": ["speed", "soc"],
+                        "correction_horizon_ms": 5000})"};
+  h.Feed(PartitionSamples("a", 0, 0, 1000));
+  EXPECT_EQ(RowTimes(h.TickAt(kBase + 1600 * kMs), "a"), (std::vector<int64_t>{0, 1000}));
+  // soc at 0.95 s arrives late: the after-sample of window 0 s and the before-sample of 1 s.
+  h.Feed(Samples("a", "soc", {{950 * kMs, 80.0}}));
+  EXPECT_EQ(h.Counter("late_samples"), 1u);
+  const auto out = h.TickAt(kBase + 1700 * kMs);
+  EXPECT_EQ(RowTimes(out, "a"), (std::vector<int64_t>{0, 1000}));
+  const auto again = BatchAt(out, 1000);
+  ASSERT_NE(again, nullptr);
+  ASSERT_TRUE(again->rows[0].slots[1].before.has_value());
+  EXPECT_EQ(again->rows[0].slots[1].before->value, 80.0);
+  EXPECT_EQ(h.Counter("rows_corrected"), 2u);
+}
+
 TEST(WindowJoinConfigTest, RejectsDuplicateSensors) {
+  // Validation rejects them before the operator is built (the harness validates first).
   EXPECT_THROW(OperatorHarness("window_join", R"({"sensors": ["speed", "speed"]})"),
-               std::runtime_error);
+               std::invalid_argument);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <pwd.h>
 #include <sys/prctl.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -534,6 +535,12 @@ NatsServer::~NatsServer() {
 
 bool NatsServer::Available() { return !FindServerBinary("nats-server").empty(); }
 
+void NatsServer::MapPartitions(int partitions, const std::string& prefix) {
+  config_file_ = dir_.File("partitions.conf");
+  std::ofstream(config_file_) << "mappings = {\n  \"vehicle.*.*\": \"" << prefix << ".{{partition("
+                              << partitions << ",1)}}.{{wildcard(1)}}.{{wildcard(2)}}\"\n}\n";
+}
+
 void NatsServer::Start() {
   if (running()) return;
   if (started_once_) return Launch();
@@ -616,8 +623,8 @@ std::string NatsServer::ReadLog() const { return ReadFile(dir_.File("nats-server
 
 PostgresServer::PostgresServer() : PostgresServer(std::vector<std::string>{}) {}
 
-PostgresServer::PostgresServer(std::vector<std::string> settings)
-    : dir_("ff-pg"), settings_(std::move(settings)) {
+PostgresServer::PostgresServer(std::vector<std::string> settings, Preload preload)
+    : dir_("ff-pg"), settings_(std::move(settings)), preload_(preload) {
   const std::string postgres = FindServerBinary("postgres");
   if (!postgres.empty()) bin_dir_ = fs::path(postgres).parent_path().string();
   if (::geteuid() == 0) {
@@ -631,6 +638,22 @@ PostgresServer::~PostgresServer() {
     Stop();
   } catch (...) {
   }
+}
+
+bool PostgresServer::TimescaleDbInstalled(std::string* where) {
+  // The server finds its files relative to its real binary: <prefix>/lib/postgresql/<major>/bin
+  // on Debian, with the extensions in <prefix>/share/postgresql/<major>/extension and the
+  // libraries in <prefix>/lib/postgresql/<major>/lib.
+  const std::string postgres = FindServerBinary("postgres");
+  std::error_code ec;
+  const fs::path bin = postgres.empty() ? fs::path() : fs::canonical(postgres, ec).parent_path();
+  const fs::path major_dir = bin.parent_path();
+  const std::string major = major_dir.filename().string();
+  const fs::path prefix = major_dir.parent_path().parent_path().parent_path();
+  const fs::path control = prefix / "share/postgresql" / major / "extension/timescaledb.control";
+  const fs::path lib = major_dir / "lib/timescaledb.so";
+  if (where) *where = control.string();
+  return !postgres.empty() && !ec && fs::exists(control, ec) && fs::exists(lib, ec);
 }
 
 bool PostgresServer::Available() {
@@ -651,6 +674,12 @@ std::string PostgresServer::Bin(const std::string& name) const {
 
 void PostgresServer::Start() {
   if (running()) return;
+  std::string control;
+  if (preload_ == Preload::kTimescaleDb && !TimescaleDbInstalled(&control)) {
+    throw std::runtime_error("TimescaleDB is not installed (" + control +
+                             " missing), so PostgreSQL cannot preload it: run "
+                             "scripts/timescaledb.sh as root (scripts/deps.sh runs it)");
+  }
   if (!run_as_.empty() && !::getpwnam(run_as_.c_str())) {
     throw std::runtime_error("running as root but there is no user 'postgres' to run PostgreSQL");
   }
@@ -695,7 +724,15 @@ void PostgresServer::Launch() {
                                    "-c",
                                    "fsync=off",
                                    "-c",
-                                   "full_page_writes=off"};
+                                   "full_page_writes=off",
+                                   "-c",
+                                   preload_ == Preload::kTimescaleDb
+                                       ? "shared_preload_libraries=timescaledb"
+                                       : "shared_preload_libraries="};
+  if (preload_ == Preload::kTimescaleDb) {
+    argv.push_back("-c");
+    argv.push_back("timescaledb.telemetry_level=off");
+  }
   for (const auto& s : settings_) {
     argv.push_back("-c");
     argv.push_back(s);
@@ -737,11 +774,41 @@ void PostgresServer::Stop() {
   proc_.reset();
 }
 
+namespace {
+
+/// The System V shared memory id a running postmaster recorded in postmaster.pid (its 7th line,
+/// "<key> <id>"), or -1.
+int SharedMemoryId(const std::string& pid_file) {
+  std::istringstream in(ReadFile(pid_file));
+  std::string line;
+  for (int i = 0; i < 7 && std::getline(in, line); ++i) {
+  }
+  long key = 0, id = -1;
+  std::istringstream(line) >> key >> id;
+  return static_cast<int>(id);
+}
+
+/// Whether any process is still attached to shared memory segment `id`.
+bool SharedMemoryAttached(int id) {
+  struct shmid_ds ds {};
+  return id >= 0 && ::shmctl(id, IPC_STAT, &ds) == 0 && ds.shm_nattch > 0;
+}
+
+}  // namespace
+
 void PostgresServer::Kill() {
   if (!proc_) return;
+  const int shm = SharedMemoryId(data_dir() + "/postmaster.pid");
   proc_->SignalGroup(SIGKILL);
   proc_->Wait(std::chrono::seconds(10));
   proc_.reset();
+  // The backends (each in a session of its own, so not in the postmaster's group) notice the
+  // postmaster's death and exit, but may hold the shared memory a moment longer: a start before
+  // they detach fails with "pre-existing shared memory block is still in use". Wait for what
+  // postgres itself checks.
+  if (!WaitFor([&] { return !SharedMemoryAttached(shm); }, std::chrono::seconds(30))) {
+    throw std::runtime_error("PostgreSQL's backends still hold shared memory 30 s after the kill");
+  }
 }
 
 void PostgresServer::Restart() {

@@ -145,6 +145,9 @@ class NatsServer {
 
   /// True if a nats-server binary can be found (see FindServerBinary).
   static bool Available();
+  /// Before Start(): the server maps vehicle.<id>.<sensor> to <prefix>.<n>.<id>.<sensor> with
+  /// n = partition(partitions, id), as docs/scaling.md configures it (replaces `config_file`).
+  void MapPartitions(int partitions, const std::string& prefix = "telemetry");
 
   /// Starts the server and waits (at most 10 s) until a client connection receives the "INFO "
   /// greeting. If the port was taken meanwhile on the first start, retries on a new port. No-op
@@ -188,11 +191,26 @@ class NatsServer {
 /// listen_addresses=127.0.0.1 -c fsync=off ...` with a database "fleetflow". When the test runs as
 /// root, initdb and postgres run as the user "postgres" (the directory is given to it). Not
 /// started until Start(). The destructor stops it.
+///
+/// Every server is started with an explicit shared_preload_libraries: empty by default (so
+/// TimescaleDB, even when installed on the machine, is not usable, as right after installing its
+/// package), or 'timescaledb' with Preload::kTimescaleDb.
 class PostgresServer {
  public:
+  enum class Preload {
+    kNothing,      ///< shared_preload_libraries = '' (plain PostgreSQL)
+    kTimescaleDb,  ///< shared_preload_libraries = 'timescaledb' (telemetry off); Start() throws,
+                   ///< naming scripts/timescaledb.sh, when TimescaleDB is not installed
+  };
   PostgresServer();
   /// `settings` are extra "name=value" server settings, each passed as -c name=value.
-  explicit PostgresServer(std::vector<std::string> settings);
+  explicit PostgresServer(std::vector<std::string> settings, Preload preload = Preload::kNothing);
+  explicit PostgresServer(Preload preload) : PostgresServer(std::vector<std::string>{}, preload) {}
+
+  /// True when the timescaledb extension is installed for the PostgreSQL these servers run
+  /// (its control file in the extension directory and its library in the package library
+  /// directory). `where` (optional) receives the control file's path that was checked.
+  static bool TimescaleDbInstalled(std::string* where = nullptr);
   ~PostgresServer();
   PostgresServer(const PostgresServer&) = delete;
   PostgresServer& operator=(const PostgresServer&) = delete;
@@ -244,6 +262,7 @@ class PostgresServer {
 
   TempDir dir_;
   std::vector<std::string> settings_;
+  Preload preload_ = Preload::kNothing;
   std::string bin_dir_;
   std::string run_as_;
   int port_ = 0;
@@ -259,6 +278,17 @@ class PostgresServer {
   do {                                                                  \
     if (!::fleetflow::testing::NatsServer::Available())                 \
       GTEST_SKIP() << "nats-server not installed: run scripts/deps.sh"; \
+  } while (0)
+
+/// In a test body or SetUp(): FAILS (never skips) the test when TimescaleDB is not installed: the
+/// test suite installs it (scripts/timescaledb.sh, run by scripts/deps.sh).
+#define FF_REQUIRE_TIMESCALEDB()                                                          \
+  do {                                                                                    \
+    std::string ff_tsdb_control;                                                          \
+    if (!::fleetflow::testing::PostgresServer::TimescaleDbInstalled(&ff_tsdb_control))    \
+      FAIL() << "TimescaleDB is not installed (" << ff_tsdb_control                       \
+             << " missing): these tests need it; run scripts/timescaledb.sh as root, or " \
+                "scripts/deps.sh, which runs it";                                         \
   } while (0)
 
 /// In a test body or SetUp(): skips the test when PostgreSQL server binaries are not installed.

@@ -1,0 +1,752 @@
+// Scale-out by partition: 1, 2, 3, 4 ... workers on the same offered load, real servers.
+//
+// For each N of --workers, independently of the other runs: a fresh nats-server that maps
+// vehicle.*.* into 16 partitions (the fixture's MapPartitions, as docs/scaling.md configures it)
+// and a fresh PostgreSQL; N workers `fleetflow run <pipeline>` as child processes (env NATS_URL
+// and PG*, each with its own metrics port) on pipelines/jetstream.json rewritten into a
+// temporary directory with timescale_sink "timescaledb": "off" (the plain PostgreSQL path,
+// whether or not the machine has TimescaleDB). Once every worker is ready (/readyz) and the 16
+// partitions are owned (the sum of fleetflow_partitions_owned, each worker at least 16/N
+// rounded down), a trigger logs every insert or update of vehicle_telemetry into a side table
+// (the primary key would hide a second write of a row), the workers idle for --idle-s (their
+// fixed cost: membership heartbeats, one fetch loop per owned partition), then fleet-sim
+// publishes --vehicles vehicles for --seconds seconds in real time with a fixed seed.
+//
+// Measured from fleet-sim's start to the first poll that sees the last row written (the sum of
+// fleetflow_sink_rows_written_total stops moving for --settle-s and equals the rows emitted):
+// CPU of the workers (sum over their pids), of nats-server (its pid) and of PostgreSQL (the
+// postmaster and its backends), per sample fleet-sim sent; while it runs, every --poll-ms, each
+// worker's fleetflow_tracked_vehicles and VmRSS (the maximum is reported); at the end the late
+// samples (sum), the rows and their writes. Then SIGTERM to all workers (they hand over and
+// drain) and the writes are counted again.
+//
+// Goals (issue "Scale out by partition"), each printed as met / not met, ratios against N = 1
+// of the same run: workers' and server's CPU per sample at the largest N within 1.2 times N = 1;
+// at most 1.02 writes per row; each worker tracks fleet/N vehicles within 20 %; RSS per worker
+// falls as N grows. Everything runs on one machine: CPU per sample is the figure to compare,
+// not the rate (fleet-sim offers the same real-time load at every N).
+#include <httplib.h>
+#include <rapidjson/document.h>
+#include <rapidjson/prettywriter.h>
+#include <rapidjson/stringbuffer.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_util.hpp"
+#include "servers.hpp"
+
+namespace fleetflow::bench {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int kPartitions = 16;
+
+struct Settings {
+  int vehicles = 500;
+  double seconds = 30;
+  std::vector<int> workers = {1, 2, 3, 4};
+  int repeats = 1;
+  uint64_t seed = 1;
+  std::string rates;
+  double idle_s = 3;
+  double settle_s = 4;
+  int poll_ms = 500;
+  double drain_timeout_s = 180;
+  std::string pipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
+  std::string fleetflow;
+  std::string fleet_sim;
+  std::string scale = "custom";
+  std::string csv;
+  std::string summary;
+  bool keep_logs = false;
+};
+
+/// <this build>/apps/fleetflow (this program is <build>/bench/ff-bench-scaleout), or "".
+std::string DefaultFleetflowPath() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  const auto path = exe.parent_path().parent_path() / "apps" / "fleetflow";
+  return std::filesystem::exists(path) ? path.string() : "";
+}
+
+/// Copies the pipeline with every timescale_sink's config given "timescaledb": "off".
+void WritePipeline(const std::string& from, const std::string& to) {
+  const std::string text = testing::ReadFile(from);
+  rapidjson::Document doc;
+  if (text.empty() || doc.Parse(text.c_str()).HasParseError() || !doc.IsObject() ||
+      !doc.HasMember("nodes") || !doc["nodes"].IsArray()) {
+    throw std::runtime_error("cannot read the pipeline " + from);
+  }
+  auto& alloc = doc.GetAllocator();
+  int sinks = 0;
+  for (auto& node : doc["nodes"].GetArray()) {
+    if (!node.HasMember("type") || std::string(node["type"].GetString()) != "timescale_sink") {
+      continue;
+    }
+    auto& config = node["config"];
+    config.RemoveMember("timescaledb");
+    config.AddMember("timescaledb", "off", alloc);
+    ++sinks;
+  }
+  if (sinks == 0) throw std::runtime_error(from + " has no timescale_sink");
+  doc.RemoveMember("$schema");  // relative to pipelines/
+  rapidjson::StringBuffer buf;
+  rapidjson::PrettyWriter<rapidjson::StringBuffer> writer(buf);
+  doc.Accept(writer);
+  std::ofstream out(to);
+  out << buf.GetString() << '\n';
+  if (!out) throw std::runtime_error("cannot write " + to);
+}
+
+/// Sum of every series of metric `name` in a Prometheus text exposition; nullopt when absent.
+std::optional<double> Scrape(const std::string& text, const std::string& name) {
+  std::istringstream lines(text);
+  double sum = 0;
+  bool found = false;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.size() <= name.size() || line.compare(0, name.size(), name) != 0) continue;
+    if (line[name.size()] != ' ' && line[name.size()] != '{') continue;
+    sum += std::stod(line.substr(line.rfind(' ') + 1));
+    found = true;
+  }
+  if (!found) return std::nullopt;
+  return sum;
+}
+
+/// The number in field `key` of /proc/<pid>/status (VmRSS in kB, Threads); 0 when gone.
+uint64_t PidStatus(pid_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(key + ":", 0) == 0) return std::stoull(line.substr(key.size() + 1));
+  }
+  return 0;
+}
+
+/// Context switches (voluntary and not) of all threads of `pid` so far.
+double TaskSwitches(pid_t pid) {
+  double total = 0;
+  std::error_code ec;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& task : std::filesystem::directory_iterator(dir, ec)) {
+    std::ifstream in(task.path() / "status");
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0 ||
+          line.rfind("nonvoluntary_ctxt_switches:", 0) == 0) {
+        total += std::stod(line.substr(line.find(':') + 1));
+      }
+    }
+  }
+  return total;
+}
+
+double MiB(uint64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+
+/// One engine worker: `fleetflow run <pipeline>` with its metrics on a free port.
+class Worker {
+ public:
+  Worker(const Settings& s, const std::string& pipeline,
+         const std::map<std::string, std::string>& env, const std::string& log)
+      : port_(testing::FreePort()),
+        process_({s.fleetflow, "run", pipeline, "--metrics-port", std::to_string(port_),
+                  "--metrics-host", "127.0.0.1"},
+                 log, env) {}
+
+  std::optional<std::string> Get(const std::string& path) const {
+    httplib::Client http("127.0.0.1", port_);
+    http.set_connection_timeout(2);
+    http.set_read_timeout(5);
+    auto res = http.Get(path.c_str());
+    if (!res || res->status != 200) return std::nullopt;
+    return res->body;
+  }
+  /// Metric `name` summed over its series; -1 when it cannot be read.
+  double Metric(const std::string& text, const std::string& name) const {
+    return Scrape(text, name).value_or(-1);
+  }
+  testing::Process& process() { return process_; }
+  pid_t pid() const { return process_.pid(); }
+
+ private:
+  int port_;
+  testing::Process process_;
+};
+
+/// What one worker showed during and after the load.
+struct WorkerFigures {
+  double partitions = 0;   // owned once settled, before the load
+  double tracked_max = 0;  // fleetflow_tracked_vehicles, largest value seen
+  double tracked_end = 0;  // when fleet-sim finished
+  uint64_t rss_max = 0;    // VmRSS, largest value seen during the load
+  uint64_t hwm = 0;        // VmHWM at the end of the load
+  uint64_t threads = 0;    // at the end of the load
+  double cpu_s = 0;        // during the measured interval
+  double switches = 0;     // context switches of its threads, same interval
+  double late = 0;         // fleetflow_late_samples_total at the end
+  double accepted = 0;     // fleetflow_samples_accepted_total at the end
+  int exit_status = -1;    // after SIGTERM
+};
+
+/// The measurement of one N.
+struct Run {
+  int n = 0;
+  int64_t samples = 0;  // fleet-sim's summary
+  double sim_elapsed_s = 0;
+  double sim_cpu_s = 0;
+  double interval_s = 0;  // fleet-sim's start to the poll that saw the last row
+  bool settled = false;
+  double worker_cpu_s = 0, nats_cpu_s = 0, pg_cpu_s = 0;
+  double worker_switches = 0, nats_switches = 0;
+  double idle_worker_cpu_per_s = 0, idle_nats_cpu_per_s = 0;  // before the load
+  double machine_busy = 0;                                    // fraction of all cores
+  uint64_t rows = 0, writes = 0, most_writes_per_row = 0;
+  uint64_t writes_after_stop = 0, rows_after_stop = 0;
+  double late = 0, accepted = 0, rows_written_metric = 0;
+  std::vector<WorkerFigures> workers;
+
+  double WorkerUs() const { return samples ? 1e6 * worker_cpu_s / samples : 0; }
+  double NatsUs() const { return samples ? 1e6 * nats_cpu_s / samples : 0; }
+  double PgUs() const { return samples ? 1e6 * pg_cpu_s / samples : 0; }
+  double WorkerSwitchesPer1000() const { return samples ? 1e3 * worker_switches / samples : 0; }
+  double NatsSwitchesPer1000() const { return samples ? 1e3 * nats_switches / samples : 0; }
+  double WritesPerRow() const { return rows ? static_cast<double>(writes) / rows : 0; }
+  double WritesPerRowAfterStop() const {
+    return rows_after_stop ? static_cast<double>(writes_after_stop) / rows_after_stop : 0;
+  }
+  double MeanRssMiB() const {
+    double sum = 0;
+    for (const auto& w : workers) sum += MiB(w.rss_max);
+    return workers.empty() ? 0 : sum / workers.size();
+  }
+  /// Largest |tracked_max - fleet/N| / (fleet/N) over the workers.
+  double TrackedDeviation(int vehicles) const {
+    const double share = static_cast<double>(vehicles) / n;
+    double worst = 0;
+    for (const auto& w : workers) worst = std::max(worst, std::abs(w.tracked_max - share) / share);
+    return worst;
+  }
+};
+
+void CountWrites(const testing::PostgresServer& pg) {
+  pg.Psql(
+      "CREATE TABLE row_writes (vehicle_id text, time timestamptz);"
+      "CREATE FUNCTION log_row_write() RETURNS trigger LANGUAGE plpgsql AS "
+      "$$ BEGIN INSERT INTO row_writes VALUES (NEW.vehicle_id, NEW.time); RETURN NULL; END $$;"
+      "CREATE TRIGGER log_row_write AFTER INSERT OR UPDATE ON vehicle_telemetry "
+      "FOR EACH ROW EXECUTE FUNCTION log_row_write();");
+}
+
+/// Writes logged by the trigger, distinct rows written, most writes of one row.
+std::tuple<uint64_t, uint64_t, uint64_t> Writes(const testing::PostgresServer& pg) {
+  std::istringstream in(
+      pg.Psql("SELECT count(*) || ' ' || count(DISTINCT (vehicle_id, time)) || ' ' || "
+              "coalesce((SELECT max(n) FROM (SELECT count(*) AS n FROM row_writes "
+              "GROUP BY vehicle_id, time) AS per_row), 0) FROM row_writes"));
+  uint64_t writes = 0, rows = 0, most = 0;
+  in >> writes >> rows >> most;
+  return {writes, rows, most};
+}
+
+std::string Tail(const std::string& log, size_t chars = 3000) {
+  return log.size() > chars ? log.substr(log.size() - chars) : log;
+}
+
+Run MeasureOne(const Settings& s, int n) {
+  Run run;
+  run.n = n;
+  testing::TempDir dir("ff-bench-scaleout");
+  testing::NatsServer nats;
+  nats.MapPartitions(kPartitions);
+  nats.Start();
+  testing::PostgresServer pg;
+  pg.Start();
+  const std::string pipeline = dir.File("jetstream.json");
+  WritePipeline(s.pipeline, pipeline);
+  auto env = pg.env();
+  env["NATS_URL"] = nats.url();
+
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (int i = 0; i < n; ++i) {
+    workers.push_back(std::make_unique<Worker>(s, pipeline, env,
+                                               dir.File("worker" + std::to_string(i) + ".log")));
+  }
+  auto fail = [&](const std::string& what) {
+    std::string logs;
+    for (int i = 0; i < n; ++i) {
+      logs += "--- worker " + std::to_string(i) + " log tail:\n" +
+              Tail(workers[i]->process().ReadLog()) + "\n";
+    }
+    return std::runtime_error("N=" + std::to_string(n) + ": " + what + "\n" + logs);
+  };
+  for (auto& w : workers) {
+    if (!testing::WaitFor([&] { return w->Get("/readyz").has_value(); }, 60s, 100ms)) {
+      throw fail("a worker did not become ready within 60 s");
+    }
+  }
+  // Settled: all 16 partitions owned, each worker at least its share rounded down.
+  std::vector<double> owned(n, 0);
+  const bool settled = testing::WaitFor(
+      [&] {
+        double sum = 0;
+        bool each = true;
+        for (int i = 0; i < n; ++i) {
+          const auto text = workers[i]->Get("/metrics");
+          owned[i] = text ? workers[i]->Metric(*text, "fleetflow_partitions_owned") : -1;
+          sum += owned[i];
+          each = each && owned[i] >= kPartitions / n;
+        }
+        return each && sum == kPartitions;
+      },
+      90s, 250ms);
+  if (!settled) {
+    std::string counts;
+    for (double o : owned) counts += " " + std::to_string(static_cast<int>(o));
+    throw fail("the 16 partitions were not shared out within 90 s; owned:" + counts);
+  }
+  if (!testing::WaitFor(
+          [&] { return pg.TryPsql("SELECT 1 FROM vehicle_telemetry LIMIT 0").has_value(); }, 30s,
+          100ms)) {
+    throw fail("the sink did not create vehicle_telemetry");
+  }
+  CountWrites(pg);
+  run.workers.resize(n);
+  for (int i = 0; i < n; ++i) run.workers[i].partitions = owned[i];
+
+  const pid_t nats_pid = FindNatsServerPid(nats.port());
+  const pid_t pg_pid = FindPostgresPid(pg.port());
+  if (nats_pid <= 0 || pg_pid <= 0) throw fail("cannot find the servers' pids");
+  auto worker_cpu = [&] {
+    std::vector<double> v;
+    for (auto& w : workers) v.push_back(PidCpuSeconds(w->pid()));
+    return v;
+  };
+  auto sum = [](const std::vector<double>& v) {
+    double t = 0;
+    for (double x : v) t += x;
+    return t;
+  };
+
+  // Idle: what the workers and the server spend with no load (heartbeats, empty fetches).
+  {
+    const double w0 = sum(worker_cpu()), n0 = PidCpuSeconds(nats_pid);
+    const auto t0 = SteadyClock::now();
+    std::this_thread::sleep_for(std::chrono::duration<double>(s.idle_s));
+    const double dt = Seconds(SteadyClock::now() - t0);
+    run.idle_worker_cpu_per_s = (sum(worker_cpu()) - w0) / dt;
+    run.idle_nats_cpu_per_s = (PidCpuSeconds(nats_pid) - n0) / dt;
+  }
+
+  // The load.
+  struct Snapshot {
+    std::vector<double> workers, worker_switches;
+    double nats = 0, pg = 0, nats_switches = 0;
+    std::pair<double, double> machine;
+    SteadyClock::time_point at;
+  };
+  auto snapshot = [&] {
+    Snapshot snap{worker_cpu(),
+                  {},
+                  PidCpuSeconds(nats_pid),
+                  TreeCpuSeconds(pg_pid),
+                  TaskSwitches(nats_pid),
+                  MachineJiffies(),
+                  SteadyClock::now()};
+    for (auto& w : workers) snap.worker_switches.push_back(TaskSwitches(w->pid()));
+    return snap;
+  };
+  std::vector<std::string> sim_argv = {s.fleet_sim,
+                                       "--nats-url",
+                                       nats.url(),
+                                       "--vehicles",
+                                       std::to_string(s.vehicles),
+                                       "--seed",
+                                       std::to_string(s.seed),
+                                       "--duration",
+                                       std::to_string(s.seconds),
+                                       "--quiet"};
+  if (!s.rates.empty()) {
+    sim_argv.push_back("--rates");
+    sim_argv.push_back(s.rates);
+  }
+  const Snapshot start = snapshot();
+  testing::Process sim(sim_argv, dir.File("fleet-sim.log"));
+  bool sim_done = false;
+  double last_written = -1;
+  Snapshot last_change = start;
+  SteadyClock::time_point sim_end{};
+  std::optional<int> sim_status;
+  while (true) {
+    const auto poll_at = SteadyClock::now();
+    if (!sim_done) {
+      run.sim_cpu_s = std::max(run.sim_cpu_s, PidCpuSeconds(sim.pid()));
+      sim_status = sim.Wait(0ms);
+      if (sim_status) {
+        sim_done = true;
+        sim_end = SteadyClock::now();
+        if (*sim_status != 0) throw fail("fleet-sim failed: " + sim.ReadLog());
+        for (int i = 0; i < n; ++i) run.workers[i].tracked_end = -1;
+      }
+    }
+    double written = 0, emitted = 0;
+    for (int i = 0; i < n; ++i) {
+      auto& f = run.workers[i];
+      f.rss_max = std::max(f.rss_max, 1024 * PidStatus(workers[i]->pid(), "VmRSS"));
+      const auto text = workers[i]->Get("/metrics");
+      if (!text) continue;
+      const double tracked = workers[i]->Metric(*text, "fleetflow_tracked_vehicles");
+      f.tracked_max = std::max(f.tracked_max, tracked);
+      if (sim_done && f.tracked_end < 0) f.tracked_end = tracked;
+      written += std::max(0.0, workers[i]->Metric(*text, "fleetflow_sink_rows_written_total"));
+      emitted += std::max(0.0, workers[i]->Metric(*text, "fleetflow_rows_emitted_total"));
+    }
+    if (written != last_written) {
+      last_written = written;
+      last_change = snapshot();
+    }
+    if (sim_done) {
+      const double quiet = Seconds(SteadyClock::now() - last_change.at);
+      if (quiet >= s.settle_s && written == emitted && written > 0) {
+        run.settled = true;
+        break;
+      }
+      if (Seconds(SteadyClock::now() - sim_end) > s.drain_timeout_s) break;
+    } else if (Seconds(SteadyClock::now() - start.at) > s.seconds + 120) {
+      throw fail("fleet-sim did not finish");
+    }
+    std::this_thread::sleep_until(poll_at + std::chrono::milliseconds(s.poll_ms));
+  }
+  const Snapshot& end = last_change;
+  run.interval_s = Seconds(end.at - start.at);
+  for (int i = 0; i < n; ++i) {
+    run.workers[i].cpu_s = end.workers[i] - start.workers[i];
+    run.worker_cpu_s += run.workers[i].cpu_s;
+    run.workers[i].switches = end.worker_switches[i] - start.worker_switches[i];
+    run.worker_switches += run.workers[i].switches;
+  }
+  run.nats_cpu_s = end.nats - start.nats;
+  run.nats_switches = end.nats_switches - start.nats_switches;
+  run.pg_cpu_s = end.pg - start.pg;
+  run.machine_busy = (end.machine.first - start.machine.first) /
+                     std::max(1.0, end.machine.second - start.machine.second);
+  FleetSimSummary sum_line;
+  if (!ParseFleetSimSummary(sim.ReadLog(), sum_line)) throw fail("no fleet-sim summary line");
+  run.samples = sum_line.samples;
+  run.sim_elapsed_s = sum_line.elapsed_s;
+  for (int i = 0; i < n; ++i) {
+    auto& f = run.workers[i];
+    f.hwm = 1024 * PidStatus(workers[i]->pid(), "VmHWM");
+    f.threads = PidStatus(workers[i]->pid(), "Threads");
+    if (const auto text = workers[i]->Get("/metrics")) {
+      f.late = std::max(0.0, workers[i]->Metric(*text, "fleetflow_late_samples_total"));
+      f.accepted = std::max(0.0, workers[i]->Metric(*text, "fleetflow_samples_accepted_total"));
+      run.rows_written_metric +=
+          std::max(0.0, workers[i]->Metric(*text, "fleetflow_sink_rows_written_total"));
+    }
+    run.late += f.late;
+    run.accepted += f.accepted;
+  }
+  std::tie(run.writes, run.rows, run.most_writes_per_row) = Writes(pg);
+
+  // SIGTERM to all at once: they hand over and drain.
+  for (auto& w : workers) w->process().Signal(SIGTERM);
+  for (int i = 0; i < n; ++i) {
+    auto status = workers[i]->process().Wait(60s);
+    run.workers[i].exit_status = status ? *status : workers[i]->process().Stop(SIGKILL, 5s);
+  }
+  uint64_t most = 0;
+  std::tie(run.writes_after_stop, run.rows_after_stop, most) = Writes(pg);
+  if (s.keep_logs) {
+    const auto keep =
+        std::filesystem::temp_directory_path() / ("ff-bench-scaleout-logs-N" + std::to_string(n));
+    std::filesystem::create_directories(keep);
+    for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+      if (e.path().extension() == ".log" || e.path().extension() == ".json") {
+        std::filesystem::copy_file(e.path(), keep / e.path().filename(),
+                                   std::filesystem::copy_options::overwrite_existing);
+      }
+    }
+    std::printf("  logs of N=%d kept in %s\n", n, keep.c_str());
+  }
+  return run;
+}
+
+std::string Verdict(bool met) { return met ? "met" : "NOT met"; }
+
+int Main(int argc, char** argv) {
+  Settings s;
+  CLI::App app{
+      "Scale-out by partition: N fleetflow workers (pipelines/jetstream.json, 16 partitions) "
+      "on the same fleet-sim load, real nats-server and PostgreSQL; CPU per sample of the "
+      "workers, nats-server and PostgreSQL, writes per row, late samples, tracked vehicles and "
+      "RSS per worker, with ratios against N = 1 of the same run"};
+  app.add_option("--repeats", s.repeats,
+                 "Rounds over the worker counts (1, 2, .., 1, 2, ..); the table shows, per N, the "
+                 "round with the median worker CPU per sample")
+      ->check(CLI::Range(1, 9));
+  app.add_option("--workers", s.workers, "Worker counts, one independent run each")
+      ->delimiter(',')
+      ->check(CLI::Range(1, kPartitions))
+      ->capture_default_str();
+  app.add_option("--vehicles", s.vehicles, "Vehicles fleet-sim simulates")
+      ->check(CLI::Range(1, 1'000'000))
+      ->capture_default_str();
+  app.add_option("--seconds", s.seconds, "Seconds fleet-sim publishes in real time")
+      ->check(CLI::Range(1.0, 3600.0))
+      ->capture_default_str();
+  app.add_option("--seed", s.seed, "fleet-sim's seed")->capture_default_str();
+  app.add_option("--rates", s.rates, "fleet-sim --rates (default: fleet-sim's own)");
+  app.add_option("--idle-s", s.idle_s, "Seconds the settled workers idle before the load")
+      ->check(CLI::Range(0.0, 600.0))
+      ->capture_default_str();
+  app.add_option("--settle-s", s.settle_s,
+                 "After fleet-sim: rows written unchanged this long = the last row is in")
+      ->check(CLI::Range(1.0, 600.0))
+      ->capture_default_str();
+  app.add_option("--poll-ms", s.poll_ms, "Metrics and RSS sampling interval")
+      ->check(CLI::Range(50, 10'000))
+      ->capture_default_str();
+  app.add_option("--drain-timeout", s.drain_timeout_s,
+                 "Seconds after fleet-sim to wait for the last row at most")
+      ->capture_default_str();
+  app.add_option("--pipeline", s.pipeline, "Pipeline the workers run (timescaledb set to off)")
+      ->capture_default_str();
+  app.add_option("--fleetflow", s.fleetflow, "Path of fleetflow (default: this build's)");
+  app.add_option("--fleet-sim", s.fleet_sim, "Path of fleet-sim (default: this build's)");
+  app.add_option("--scale", s.scale, "Label of this scale in the CSV")->capture_default_str();
+  app.add_option("--csv", s.csv, "Write one row per N to this CSV file");
+  app.add_option("--summary", s.summary, "Append the goals to this summary CSV (bench/run.sh)");
+  app.add_flag("--keep-logs", s.keep_logs,
+               "Copy the workers' logs to /tmp/ff-bench-scaleout-logs-N*");
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::warn);
+  std::sort(s.workers.begin(), s.workers.end());
+  s.workers.erase(std::unique(s.workers.begin(), s.workers.end()), s.workers.end());
+  if (s.fleetflow.empty()) s.fleetflow = DefaultFleetflowPath();
+  if (s.fleet_sim.empty()) s.fleet_sim = DefaultFleetSimPath();
+  if (s.fleetflow.empty() || s.fleet_sim.empty() || !testing::NatsServer::Available() ||
+      !testing::PostgresServer::Available()) {
+    std::cerr << "needs fleetflow and fleet-sim (this build), nats-server and PostgreSQL "
+                 "(scripts/deps.sh)\n";
+    return 1;
+  }
+
+  std::printf(
+      "scale-out by partition: %d vehicles, fleet-sim %.0f s in real time (seed %llu%s%s), "
+      "workers %s; %s with timescale_sink \"timescaledb\": \"off\" (the plain PostgreSQL "
+      "path); %d partitions; %ld cores shared by the workers, nats-server, PostgreSQL and "
+      "fleet-sim, load average %s\n",
+      s.vehicles, s.seconds, static_cast<unsigned long long>(s.seed),
+      s.rates.empty() ? "" : ", rates ", s.rates.c_str(),
+      [&] {
+        std::string t;
+        for (int n : s.workers) t += (t.empty() ? "" : ",") + std::to_string(n);
+        return t;
+      }()
+          .c_str(),
+      std::filesystem::path(s.pipeline).filename().c_str(), kPartitions,
+      sysconf(_SC_NPROCESSORS_ONLN), testing::ReadFile("/proc/loadavg").substr(0, 14).c_str());
+  std::fflush(stdout);
+
+  std::map<int, std::vector<Run>> rounds;  // by N
+  for (int round = 0; round < s.repeats; ++round) {
+    for (int n : s.workers) {
+      std::printf("== N = %d, round %d ...\n", n, round + 1);
+      std::fflush(stdout);
+      rounds[n].push_back(MeasureOne(s, n));
+      const Run& r = rounds[n].back();
+      std::printf(
+          "  %lld samples in %.1f s (fleet-sim %.0f samples/s, its CPU %.1f s), measured %.1f s%s; "
+          "machine busy %.0f%%; idle before the load: workers %.3f CPU s/s, nats-server %.3f; "
+          "context "
+          "switches per 1000 samples: workers %.0f, nats-server %.0f\n",
+          static_cast<long long>(r.samples), r.sim_elapsed_s, r.samples / r.sim_elapsed_s,
+          r.sim_cpu_s, r.interval_s, r.settled ? "" : " (rows did NOT settle)",
+          100 * r.machine_busy, r.idle_worker_cpu_per_s, r.idle_nats_cpu_per_s,
+          r.WorkerSwitchesPer1000(), r.NatsSwitchesPer1000());
+      for (size_t i = 0; i < r.workers.size(); ++i) {
+        const auto& w = r.workers[i];
+        std::printf(
+            "  worker %zu: %2.0f partitions, tracked max %.0f (at fleet-sim's end %.0f), CPU %.2f "
+            "s, "
+            "RSS max %.1f MiB, VmHWM %.1f MiB, %llu threads, late %.0f, accepted %.0f, exit %d\n",
+            i, w.partitions, w.tracked_max, w.tracked_end, w.cpu_s, MiB(w.rss_max), MiB(w.hwm),
+            static_cast<unsigned long long>(w.threads), w.late, w.accepted, w.exit_status);
+      }
+      std::printf(
+          "  rows %llu, writes %llu (most per row %llu), after SIGTERM %llu writes of %llu rows; "
+          "sink rows written %.0f; samples accepted %.0f of %lld sent\n",
+          static_cast<unsigned long long>(r.rows), static_cast<unsigned long long>(r.writes),
+          static_cast<unsigned long long>(r.most_writes_per_row),
+          static_cast<unsigned long long>(r.writes_after_stop),
+          static_cast<unsigned long long>(r.rows_after_stop), r.rows_written_metric, r.accepted,
+          static_cast<long long>(r.samples));
+      std::fflush(stdout);
+    }
+  }
+  // Per N, the round with the median worker CPU per sample (the machine is shared: one round
+  // can be slowed by anything else that runs).
+  std::vector<Run> runs;
+  for (int n : s.workers) {
+    std::vector<Run>& all = rounds[n];
+    if (all.empty()) continue;
+    std::sort(all.begin(), all.end(),
+              [](const Run& a, const Run& b) { return a.WorkerUs() < b.WorkerUs(); });
+    if (s.repeats > 1) {
+      std::printf("N = %d: worker us/sample per round:", n);
+      for (const Run& r : all) std::printf(" %.2f", r.WorkerUs());
+      std::printf(" (median %.2f)\n", all[all.size() / 2].WorkerUs());
+    }
+    if (std::find_if(runs.begin(), runs.end(), [&](const Run& r) { return r.n == n; }) ==
+        runs.end()) {
+      runs.push_back(all[all.size() / 2]);
+    }
+  }
+
+  // Ratios against N = 1 of this run (the smallest N when 1 was not run).
+  const Run& base = runs.front();
+  const Run& top = runs.back();
+  if (base.n != 1) std::printf("NOTE: no N = 1 in this run; ratios are against N = %d\n", base.n);
+  auto ratio = [](double a, double b) { return b > 0 ? a / b : 0; };
+  std::printf("\n%2s %9s %8s %8s %6s %8s %6s %8s %6s %8s %10s %5s %13s %8s %13s\n", "N", "samples",
+              "wrk CPU", "wrk us/s", "ratio", "nats us", "ratio", "pg us", "ratio", "rows",
+              "writes/row", "late", "tracked", "vs f/N", "RSS MiB");
+  std::printf("%2s %9s %8s %8s %6s %8s %6s %8s %6s %8s %10s %5s %13s %8s %13s\n", "", "", "s",
+              "sample", "vs N1", "/sample", "vs N1", "/sample", "vs N1", "", "(after stop)", "",
+              "min-max", "worst", "min-max");
+  Csv csv(s.csv, {"scale",
+                  "workers",
+                  "vehicles",
+                  "seconds",
+                  "samples",
+                  "worker_cpu_s",
+                  "worker_us_per_sample",
+                  "worker_ratio",
+                  "nats_cpu_s",
+                  "nats_us_per_sample",
+                  "nats_ratio",
+                  "pg_cpu_s",
+                  "pg_us_per_sample",
+                  "pg_ratio",
+                  "rows",
+                  "writes",
+                  "writes_per_row",
+                  "writes_after_stop",
+                  "writes_per_row_after_stop",
+                  "late_samples",
+                  "tracked_min",
+                  "tracked_max",
+                  "tracked_worst_deviation",
+                  "rss_min_mib",
+                  "rss_max_mib",
+                  "rss_mean_mib",
+                  "hwm_max_mib",
+                  "idle_worker_cpu_per_s",
+                  "worker_switches_per_1000",
+                  "nats_switches_per_1000",
+                  "idle_nats_cpu_per_s",
+                  "machine_busy",
+                  "settled"});
+  for (const Run& r : runs) {
+    double tmin = 1e18, tmax = 0, rmin = 1e18, rmax = 0, hmax = 0;
+    for (const auto& w : r.workers) {
+      tmin = std::min(tmin, w.tracked_max);
+      tmax = std::max(tmax, w.tracked_max);
+      rmin = std::min(rmin, MiB(w.rss_max));
+      rmax = std::max(rmax, MiB(w.rss_max));
+      hmax = std::max(hmax, MiB(w.hwm));
+    }
+    char tracked[32], rss[32], wpr[32];
+    std::snprintf(tracked, sizeof tracked, "%.0f-%.0f", tmin, tmax);
+    std::snprintf(rss, sizeof rss, "%.1f-%.1f", rmin, rmax);
+    std::snprintf(wpr, sizeof wpr, "%.3f (%.3f)", r.WritesPerRow(), r.WritesPerRowAfterStop());
+    std::printf(
+        "%2d %9lld %8.2f %8.2f %6.2f %8.2f %6.2f %8.2f %6.2f %8llu %12s %5.0f %13s %7.0f%% %13s\n",
+        r.n, static_cast<long long>(r.samples), r.worker_cpu_s, r.WorkerUs(),
+        ratio(r.WorkerUs(), base.WorkerUs()), r.NatsUs(), ratio(r.NatsUs(), base.NatsUs()),
+        r.PgUs(), ratio(r.PgUs(), base.PgUs()), static_cast<unsigned long long>(r.rows), wpr,
+        r.late, tracked, 100 * r.TrackedDeviation(s.vehicles), rss);
+    csv.Row(s.scale, r.n, s.vehicles, s.seconds, r.samples, r.worker_cpu_s, r.WorkerUs(),
+            ratio(r.WorkerUs(), base.WorkerUs()), r.nats_cpu_s, r.NatsUs(),
+            ratio(r.NatsUs(), base.NatsUs()), r.pg_cpu_s, r.PgUs(), ratio(r.PgUs(), base.PgUs()),
+            r.rows, r.writes, r.WritesPerRow(), r.writes_after_stop, r.WritesPerRowAfterStop(),
+            r.late, tmin, tmax, r.TrackedDeviation(s.vehicles), rmin, rmax, r.MeanRssMiB(), hmax,
+            r.idle_worker_cpu_per_s, r.WorkerSwitchesPer1000(), r.NatsSwitchesPer1000(),
+            r.idle_nats_cpu_per_s, r.machine_busy, r.settled ? 1 : 0);
+  }
+  std::printf(
+      "(us = microseconds of CPU; per 1000 samples multiply by 1000 and read ms: e.g. %.2f us "
+      "per sample = %.2f ms per 1000 samples)\n",
+      base.WorkerUs(), base.WorkerUs());
+
+  // Goals.
+  const double worker_ratio = ratio(top.WorkerUs(), base.WorkerUs());
+  const double nats_ratio = ratio(top.NatsUs(), base.NatsUs());
+  double worst_wpr = 0, worst_dev = 0;
+  bool all_settled = true, rss_falls = runs.size() > 1;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    worst_wpr = std::max({worst_wpr, runs[i].WritesPerRow(), runs[i].WritesPerRowAfterStop()});
+    worst_dev = std::max(worst_dev, runs[i].TrackedDeviation(s.vehicles));
+    all_settled = all_settled && runs[i].settled;
+    if (i > 0 && runs[i].MeanRssMiB() >= runs[i - 1].MeanRssMiB()) rss_falls = false;
+  }
+  const bool g_worker = worker_ratio > 0 && worker_ratio <= 1.2;
+  const bool g_nats = nats_ratio > 0 && nats_ratio <= 1.2;
+  const bool g_wpr = worst_wpr > 0 && worst_wpr <= 1.02 && all_settled;
+  const bool g_share = worst_dev <= 0.2;
+  std::printf("\nGoals (N = %d against N = %d of this run):\n", top.n, base.n);
+  std::printf("  workers' CPU per sample within 1.2x: %.2f us vs %.2f us = %.2fx -> %s\n",
+              top.WorkerUs(), base.WorkerUs(), worker_ratio, Verdict(g_worker).c_str());
+  std::printf("  nats-server CPU per sample within 1.2x: %.2f us vs %.2f us = %.2fx -> %s\n",
+              top.NatsUs(), base.NatsUs(), nats_ratio, Verdict(g_nats).c_str());
+  std::printf(
+      "  writes per row at most 1.02 (every N, before and after SIGTERM): worst %.3f%s -> %s\n",
+      worst_wpr, all_settled ? "" : " (a run did not settle)", Verdict(g_wpr).c_str());
+  std::printf("  each worker tracks fleet/N within 20%%: worst deviation %.1f%% -> %s\n",
+              100 * worst_dev, Verdict(g_share).c_str());
+  std::printf("  RSS per worker falls as N grows (mean of the workers' max VmRSS):");
+  for (const Run& r : runs) std::printf(" N=%d %.1f MiB", r.n, r.MeanRssMiB());
+  std::printf(" -> %s\n", Verdict(rss_falls).c_str());
+  std::printf("  (PostgreSQL CPU per sample, no goal: %.2f us vs %.2f us = %.2fx)\n", top.PgUs(),
+              base.PgUs(), ratio(top.PgUs(), base.PgUs()));
+
+  const std::string nn = "N=" + std::to_string(top.n) + " vs N=" + std::to_string(base.n);
+  const std::string load = std::to_string(s.vehicles) + " vehicles, " +
+                           std::to_string(static_cast<int>(s.seconds)) + " s";
+  AppendSummary(s.summary,
+                {"scaleout", "worker us/sample " + nn, top.WorkerUs(), base.WorkerUs(), "<= 120%",
+                 g_worker ? "yes" : "no", "sum of the workers' CPU per sample sent; " + load});
+  AppendSummary(s.summary,
+                {"scaleout", "nats-server us/sample " + nn, top.NatsUs(), base.NatsUs(), "<= 120%",
+                 g_nats ? "yes" : "no", "nats-server CPU per sample sent; " + load});
+  AppendSummary(s.summary, {"scaleout", "writes/row (worst N)", worst_wpr, 0, "<= 1.02",
+                            g_wpr ? "yes" : "no", "trigger-counted writes per distinct row"});
+  AppendSummary(s.summary, {"scaleout", "tracked vs fleet/N (worst %)", 100 * worst_dev, 0,
+                            "<= 20%", g_share ? "yes" : "no",
+                            "largest deviation of a worker's tracked vehicles from fleet/N"});
+  AppendSummary(s.summary, {"scaleout", "RSS/worker MiB N=" + std::to_string(top.n),
+                            top.MeanRssMiB(), base.MeanRssMiB(), "falls", rss_falls ? "yes" : "no",
+                            "mean of the workers' max VmRSS"});
+  return 0;
+}
+
+}  // namespace
+}  // namespace fleetflow::bench
+
+int main(int argc, char** argv) {
+  return fleetflow::bench::RunMain("ff-bench-scaleout", fleetflow::bench::Main, argc, argv);
+}

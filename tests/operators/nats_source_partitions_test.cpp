@@ -1,0 +1,202 @@
+// nats_source with partitions against a real nats-server that maps the vehicles' subjects into
+// partitions: the mapping check, each vehicle in its own partition, the workers sharing the
+// partitions, and the hand-over of a partition with its record.
+#include <mutex>
+#include <set>
+
+#include "harness.hpp"
+#include "nats_fixture.hpp"
+
+namespace fleetflow::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int64_t kNow = 1'700'000'000'000'000'000;
+constexpr uint32_t kPartitions = 4;
+
+class Collector final : public Emitter {
+ public:
+  void Emit(Message m) override {
+    std::lock_guard lock(mu_);
+    messages_.push_back(std::move(m));
+  }
+  /// The messages so far (acknowledging the samples among them).
+  std::vector<Message> Take() {
+    std::lock_guard lock(mu_);
+    for (const auto& m : messages_) {
+      if (const auto* b = std::get_if<SampleBatch>(m.get()); b != nullptr && b->ack) {
+        b->ack->Done();
+      }
+    }
+    return messages_;
+  }
+  void Clear() {
+    std::lock_guard lock(mu_);
+    messages_.clear();
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Message> messages_;
+};
+
+std::vector<const PartitionEvent*> Events(const std::vector<Message>& ms, PartitionEvent::Kind k) {
+  std::vector<const PartitionEvent*> out;
+  for (const auto& m : ms) {
+    const auto* e = std::get_if<PartitionEvent>(m.get());
+    if (e != nullptr && e->kind == k) out.push_back(e);
+  }
+  return out;
+}
+
+class PartitionedSourceTest : public NatsServerTest {
+ protected:
+  void SetUp() override {
+    server_.MapPartitions(kPartitions);
+    NatsServerTest::SetUp();
+  }
+
+  std::unique_ptr<OperatorHarness> Source() {
+    auto h = std::make_unique<OperatorHarness>(
+        "nats_source", R"({"url": ")" + server_.url() +
+                           R"(", "delivery": "jetstream", "partitions": 4, "max_future_ms": 60000,
+                              "heartbeat_ms": 200, "member_timeout_ms": 1500,
+                              "fetch_expiry_ms": 100})");
+    h->clock.now_ns = kNow;
+    return h;
+  }
+
+  /// One sample of each of `vehicles` vehicles, as a vehicle publishes it.
+  void PublishFleet(int vehicles) {
+    for (int v = 0; v < vehicles; ++v) {
+      const std::vector<wire::Point> sample = {wire::Point{kNow - 1000, 1, double(v)}};
+      const auto bytes = wire::EncodeBatch(sample);
+      conn_->Publish("vehicle.v" + std::to_string(v) + ".speed", bytes.data(), bytes.size());
+    }
+    conn_->Flush(2000);
+  }
+
+  static std::set<std::string> Vehicles(const std::vector<Message>& ms) {
+    std::set<std::string> out;
+    for (const auto& m : ms) {
+      if (const auto* b = std::get_if<SampleBatch>(m.get())) out.insert(b->vehicle);
+    }
+    return out;
+  }
+};
+
+TEST_F(PartitionedSourceTest, AWorkerAloneReadsEveryPartitionAfterItsEventEachVehicleInItsOwn) {
+  auto h = Source();
+  Collector out;
+  h->op().Start(out);
+  ASSERT_TRUE(WaitFor([&] { return h->metrics.GaugeSum("partitions_owned") == 4; }, 10s));
+  PublishFleet(40);
+  std::vector<Message> got;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        got = out.Take();
+        return Vehicles(got).size() == 40;
+      },
+      10s));
+  std::set<uint32_t> assigned;
+  for (const auto& m : got) {
+    if (const auto* e = std::get_if<PartitionEvent>(m.get())) {
+      EXPECT_EQ(e->kind, PartitionEvent::Kind::kAssigned);
+      EXPECT_FALSE(e->emitted_until_ns.has_value());  // the first worker ever
+      assigned.insert(e->partition);
+    } else if (const auto* b = std::get_if<SampleBatch>(m.get())) {
+      EXPECT_EQ(b->partition, PartitionOf(b->vehicle, kPartitions)) << b->vehicle;
+      EXPECT_TRUE(assigned.count(b->partition)) << "a message before its partition's event";
+    }
+  }
+  EXPECT_EQ(assigned.size(), 4u);
+  h->op().Stop();
+  EXPECT_EQ(Events(out.Take(), PartitionEvent::Kind::kRevoked).size(), 4u);
+}
+
+TEST_F(PartitionedSourceTest, TwoWorkersSplitThePartitionsAndTheNewOwnerGoesOnFromTheRecord) {
+  auto a = Source();
+  Collector out_a;
+  a->op().Start(out_a);
+  ASSERT_TRUE(WaitFor([&] { return a->metrics.GaugeSum("partitions_owned") == 4; }, 10s));
+  auto b = Source();
+  Collector out_b;
+  b->op().Start(out_b);
+  // The first gives two partitions up; its join says which window it emitted last, and the
+  // record is written once the event has passed (here: once the test lets go of it).
+  std::vector<const PartitionEvent*> revoked;
+  std::vector<Message> got_a;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        got_a = out_a.Take();
+        revoked = Events(got_a, PartitionEvent::Kind::kRevoked);
+        return revoked.size() == 2;
+      },
+      10s));
+  constexpr int64_t kLastWindow = kNow - 5'000'000'000;
+  for (const auto* e : revoked) e->handover->last_window_ns = kLastWindow;
+  revoked.clear();
+  got_a.clear();
+  out_a.Clear();
+  ASSERT_TRUE(WaitFor([&] { return b->metrics.GaugeSum("partitions_owned") == 2; }, 10s));
+  const auto assigned_b = Events(out_b.Take(), PartitionEvent::Kind::kAssigned);
+  ASSERT_EQ(assigned_b.size(), 2u);
+  for (const auto* e : assigned_b) {
+    ASSERT_TRUE(e->emitted_until_ns.has_value()) << "partition " << e->partition;
+    EXPECT_EQ(*e->emitted_until_ns, kLastWindow);
+  }
+  EXPECT_EQ(b->Counter("partitions_recovered"), 0u);
+  EXPECT_EQ(a->metrics.GaugeSum("partitions_owned"), 2);
+
+  // Each vehicle reaches the worker that owns its partition, and only that one.
+  out_b.Clear();
+  PublishFleet(40);
+  std::set<std::string> va, vb;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        va = Vehicles(out_a.Take());
+        vb = Vehicles(out_b.Take());
+        return va.size() + vb.size() >= 40;
+      },
+      10s));
+  EXPECT_EQ(va.size() + vb.size(), 40u);
+  EXPECT_FALSE(va.empty());
+  EXPECT_FALSE(vb.empty());
+  for (const auto& v : va) EXPECT_EQ(vb.count(v), 0u) << v << " reached both workers";
+  a->op().Stop();
+  b->op().Stop();
+}
+
+class UnmappedServerTest : public NatsServerTest {};
+
+TEST_F(UnmappedServerTest, WithoutTheServersMappingStartStopsWithTheLinesToAdd) {
+  OperatorHarness h("nats_source", R"({"url": ")" + server_.url() +
+                                       R"(", "delivery": "jetstream", "partitions": 4})");
+  Collector out;
+  try {
+    h.op().Start(out);
+    FAIL() << "Start should throw";
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("mappings = { \"vehicle.*.*\": "
+                        "\"telemetry.{{partition(4,1)}}.{{wildcard(1)}}.{{wildcard(2)}}\" }"),
+              std::string::npos)
+        << what;
+  }
+}
+
+TEST_F(PartitionedSourceTest, AMappingWithAnotherPartitionCountIsRefused) {
+  OperatorHarness h("nats_source", R"({"url": ")" + server_.url() +
+                                       R"(", "delivery": "jetstream", "partitions": 16})");
+  Collector out;
+  try {
+    h.op().Start(out);
+    FAIL() << "Start should throw";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("partition count"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace fleetflow::testing
