@@ -69,6 +69,7 @@ uint64_t JsMessage::ReplyNumber(size_t v1, size_t v2, uint64_t otherwise) const 
 
 uint64_t JsMessage::delivered() const { return ReplyNumber(4, 6, 1); }
 uint64_t JsMessage::pending() const { return ReplyNumber(8, 10, 0); }
+int64_t JsMessage::stored_ns() const { return static_cast<int64_t>(ReplyNumber(7, 9, 0)); }
 
 // A failed answer is not an error of ours: the server redelivers after ack_wait.
 void JsMessage::Answer(std::string_view body) {

@@ -77,6 +77,9 @@ class JsMessage {
   /// Messages of the stream the consumer had not delivered yet when it sent this one, from its
   /// reply subject (0 when the subject does not say).
   uint64_t pending() const;
+  /// When the stream stored it (ns since the Unix epoch), from its reply subject (0 when the
+  /// subject does not say): the time it was published, however late it is read.
+  int64_t stored_ns() const;
 
   void Ack();
   /// For an acknowledgement after this message is freed (once its data was decoded).

@@ -81,8 +81,9 @@ struct SampleBatch {
 };
 
 /// A vehicle's lifecycle message (vehicle.<id>.status). `at_ns` is when it happened: the source
-/// stamps the engine clock; keyed_last_value restamps it with the vehicle's newest sample time,
-/// so that `off` falls after the last sample whatever the arrival order.
+/// stamps the time JetStream stored it, or (core NATS) the engine clock; keyed_last_value
+/// restamps it with the vehicle's newest sample time, so that `off` falls after the last sample
+/// whatever the arrival order.
 struct StatusEvent {
   std::string vehicle;
   bool on = true;

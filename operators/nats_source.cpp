@@ -241,7 +241,12 @@ class NatsSource final : public Operator {
       out_->Emit(std::move(body));
       return;
     }
-    std::get<StatusEvent>(*body).partition = partition;
+    auto& status = std::get<StatusEvent>(*body);
+    status.partition = partition;
+    // A status carries no time of its own: the stream's says when it was published, also when
+    // a backlog is read long after (the engine's clock would put an `on` after the samples
+    // that followed it).
+    if (js && js->stored_ns() > 0) status.at_ns = js->stored_ns();
     out_->Emit(std::move(body));
     if (js) js->Ack();
   }

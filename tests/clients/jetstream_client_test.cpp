@@ -211,13 +211,21 @@ TEST_F(JetStreamClientTest, AReleaseRightAfterAFetchAheadHandsBackTheBatchStillO
 }
 
 // The source learns what the consumer still holds from each batch's last message (no request
-// to the server), and acknowledges through the reply subject alone once the message is freed.
+// to the server) and when the stream stored it, and acknowledges through the reply subject alone
+// once the message is freed.
 TEST_F(JetStreamClientTest,
        AMessageSaysWhatTheConsumerStillHoldsAndCanBeAcknowledgedAfterItIsFreed) {
   auto conn = nats::Connection::Connect(Options(server_.port()));
   nats::JetStream js(*conn);
   const nats::ConsumerOptions o = StreamAndReader(js, "LATER", "later", 60'000);
+  const auto now_ns = [] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const int64_t before = now_ns();
   PublishMany(js, "later.x", 10);
+  const int64_t after = now_ns();
   auto pull = js.PullSubscribe(o);
   std::vector<nats::DeferredAck> acks;
   {
@@ -225,6 +233,10 @@ TEST_F(JetStreamClientTest,
     ASSERT_EQ(got.size(), 4u);
     EXPECT_EQ(got[0]->pending(), 9u);
     EXPECT_EQ(got.back()->pending(), 6u);
+    // When the stream stored them, whenever they are read.
+    EXPECT_GE(got[0]->stored_ns(), before);
+    EXPECT_LE(got.back()->stored_ns(), after);
+    EXPECT_LE(got[0]->stored_ns(), got.back()->stored_ns());
     for (const auto& m : got) acks.push_back(m->AckLater());
   }  // the messages are freed here
   EXPECT_EQ(js.ConsumerPending("LATER", "reader"), std::make_pair(uint64_t{6}, uint64_t{4}));

@@ -93,7 +93,7 @@ TEST_F(FaultsE2E, PostgresDownFor30sUnderLoadEveryRowArrivesOnceWithinTheMemoryB
   pg_.Start();
 
   ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
-  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 120s))
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 120s))
       << Rows(pg_) << " of " << expected.size() << "\n"
       << engine.process().ReadLog();
   EXPECT_TRUE(blocked) << "the sink never held max_pending_rows during a 30 s outage";
@@ -132,7 +132,7 @@ TEST_F(FaultsE2E, SlowPostgresLockedFor10sEngineMemoryStaysBounded) {
   EXPECT_GE(std::chrono::steady_clock::now() - lock_start, 10s);
 
   ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
-  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 90s))
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 90s))
       << Rows(pg_) << " of " << expected.size();
   EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
   // The lock held the writes back (at most the transaction under way when it was taken).
@@ -167,7 +167,7 @@ TEST_F(FaultsE2E, SigtermUnderLoadDrainsExitsZeroAndARestartLosesNothing) {
   engine = std::make_unique<Engine>(kPipeline, nats_, pg_, dir_.File("engine2.log"));
   ASSERT_TRUE(engine->WaitReady()) << engine->process().ReadLog();
   ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
-  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 90s))
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 90s))
       << Rows(pg_) << " of " << expected.size() << "\n"
       << engine->process().ReadLog();
   // It took every partition (16) over from the first one's records, none without.
@@ -232,7 +232,7 @@ TEST_F(FaultsE2E, SigtermWhileSecondsBehindTheStreamTheNextWorkerGoesOnWhereItSt
   engine = std::make_unique<Engine>(pipeline, nats_, pg_, dir_.File("engine2.log"));
   ASSERT_TRUE(engine->WaitReady()) << engine->process().ReadLog();
   ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
-  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 120s))
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 120s))
       << Rows(pg_) << " of " << expected.size() << "\n"
       << engine->process().ReadLog();
   EXPECT_EQ(Metric(*engine, "fleetflow_partitions_assigned_total"), 16)
@@ -302,7 +302,7 @@ TEST_F(FaultsE2E, NetworkFaultsBetweenEngineAndServersNoCrashNoLossRecoveryInSec
   EXPECT_GT(pg_link.accepted(), pg_links_before) << "the engine never reconnected to PostgreSQL";
 
   ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
-  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 90s))
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 90s))
       << Rows(pg_) << " of " << expected.size() << "\n"
       << engine.process().ReadLog();
   // Every message acknowledged: no state write is left waiting for an answer the reset lost.

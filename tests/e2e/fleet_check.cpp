@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -111,11 +112,10 @@ ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns, 
 CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
   CheckResult r;
   r.expected = expected.size();
-  std::ostringstream problems;
-  int shown = 0;
-  auto problem = [&](const std::string& line) {
-    if (shown++ < 10) problems << line << '\n';
-  };
+  // Up to 10 lines of each kind: missing rows, unexpected rows, values.
+  std::ostringstream missing, unexpected, values;
+  int shown_unexpected = 0, shown_values = 0;
+  std::set<std::pair<std::string, int64_t>> seen;
   const std::string rows = pg.Psql(
       "SELECT vehicle_id, (extract(epoch FROM time) * 1000000)::bigint, lat, lon, speed, soc, "
       "torque FROM vehicle_telemetry ORDER BY 1, 2");
@@ -132,10 +132,11 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
     auto it = expected.find(key);
     if (it == expected.end()) {
       ++r.unexpected;
-      problem("unexpected row " + line);
+      if (shown_unexpected++ < 10) unexpected << "unexpected row " << line << '\n';
       continue;
     }
     ++r.found;
+    seen.insert(key);
     const ExpectedRow& e = it->second;
     const std::optional<double> got[] = {ParseCell(cells[2]), ParseCell(cells[3]),
                                          ParseCell(cells[4]), ParseCell(cells[5]),
@@ -146,15 +147,28 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
     for (int c = 0; c < 5; ++c) {
       if (!Near(got[c], want[c])) {
         bad = true;
-        problem(key.first + " @" + std::to_string(key.second) + " " + names[c] + ": got " +
-                Show(got[c]) + ", want " + Show(want[c]));
+        if (shown_values++ < 10) {
+          values << key.first << " @" << key.second << " " << names[c] << ": got " << Show(got[c])
+                 << ", want " << Show(want[c]) << '\n';
+        }
       }
     }
     if (bad) ++r.mismatched;
   }
   r.missing = r.expected > r.found ? r.expected - r.found : 0;
-  r.first_problems = problems.str();
+  int shown_missing = 0;
+  for (const auto& [key, _] : expected) {
+    if (shown_missing < 10 && !seen.contains(key)) {
+      ++shown_missing;
+      missing << "missing row " << key.first << " @" << key.second << '\n';
+    }
+  }
+  r.first_problems = missing.str() + unexpected.str() + values.str();
   return r;
+}
+
+bool HasEveryRow(const PostgresServer& pg, const ExpectedRows& expected) {
+  return CheckRows(pg, expected).found == expected.size();
 }
 
 Engine::Engine(const std::string& pipeline, const NatsServer& nats, const PostgresServer& pg,

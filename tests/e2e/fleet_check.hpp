@@ -31,13 +31,17 @@ ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns,
 
 struct CheckResult {
   size_t expected = 0, found = 0, unexpected = 0, mismatched = 0, missing = 0;
-  std::string first_problems;  // up to 10 lines
+  std::string first_problems;  // up to 10 lines of each: missing rows, unexpected rows, values
   bool ok() const { return found == expected && unexpected == 0 && mismatched == 0; }
   std::string Summary() const;
 };
 
 /// Compares vehicle_telemetry with `expected`: every row once, nothing else, values within 1e-9.
 CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected);
+
+/// Whether every row of `expected` is in vehicle_telemetry (what a test waits for: a count of
+/// rows would also count rows that should not be there).
+bool HasEveryRow(const PostgresServer& pg, const ExpectedRows& expected);
 
 int64_t NowNs();
 

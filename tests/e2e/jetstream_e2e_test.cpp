@@ -55,7 +55,7 @@ TEST_F(JetStreamE2E, EverythingPublishedWhileTheEngineWasDownIsWritten) {
   const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
   Worker worker(nats_, pg_, dir_, 1);
   ASSERT_TRUE(worker.WaitReady()) << worker.process().ReadLog();
-  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 90s))
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 90s))
       << Rows(pg_) << " of " << expected.size() << " rows\n"
       << worker.process().ReadLog();
   EXPECT_EQ(worker.process().Stop(SIGTERM, 30s), 0) << worker.process().ReadLog();
@@ -89,7 +89,7 @@ TEST_F(JetStreamE2E, ThreeWorkersOneKilledAndRestartedNoRowMissingNoneTwice) {
   ASSERT_TRUE(workers[1]->WaitReady()) << workers[1]->process().ReadLog();
 
   ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
-  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 60s))
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 60s))
       << Rows(pg_) << " of " << expected.size();
   for (auto& w : workers) EXPECT_EQ(w->process().Stop(SIGTERM, 30s), 0) << w->process().ReadLog();
   // Every row once and nothing else. Values are not compared here: windows closed while the
@@ -137,7 +137,7 @@ TEST_F(JetStreamE2E, ThreeWorkersShareThePartitionsAndWriteEveryRowOnceWithTheSi
   const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
   const CommandResult sim = RunCommand(SimArgs(nats_, fleet, kDurationS), 120s);
   ASSERT_EQ(sim.exit_code, 0) << sim.err;
-  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 60s))
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 60s))
       << Rows(pg_) << " of " << expected.size();
   for (auto& w : workers) {
     EXPECT_EQ(w->process().Stop(SIGTERM, 30s), 0) << w->process().ReadLog();
@@ -180,7 +180,7 @@ TEST_F(JetStreamE2E, ScaleOutThenScaleInEveryRowOnceExactValuesAwayFromTheHandOv
   ASSERT_TRUE(WaitFor([&] { return Owned(workers) == 16; }, 30s)) << Owned(workers);
 
   ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
-  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 60s))
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 60s))
       << Rows(pg_) << " of " << expected.size();
   double taken = 0, recovered = 0;
   for (auto& w : workers) {
@@ -231,7 +231,7 @@ TEST_F(JetStreamE2E, NatsServerRestartedMidRunTheEngineReconnectsAndNothingIsLos
   ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size() / 3); }, 60s));
   nats_.Restart();  // same port, same store
   ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
-  EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size()); }, 60s))
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 60s))
       << Rows(pg_) << " of " << expected.size() << "\n"
       << worker.process().ReadLog();
   EXPECT_EQ(worker.process().Stop(SIGTERM, 30s), 0) << worker.process().ReadLog();

@@ -49,6 +49,12 @@ class NatsSourceTest : public NatsServerTest {
 
 constexpr int64_t kNow = 1'700'000'000'000'000'000;
 
+int64_t RealNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 TEST_F(NatsSourceTest, DecodesSamplesAndStatusAndRejectsBadInputByReason) {
   auto h = Source();
   SafeEmitter out;
@@ -279,6 +285,27 @@ TEST_F(NatsSourceTest, JetStreamHoldsBackInputWhileItsConsumerHasUndeliveredMess
       metrics.find(series + "bucket" + labels + R"(,le="1"} )" + std::to_string(fetches) + "\n"),
       std::string::npos)
       << metrics;
+}
+
+TEST_F(NatsSourceTest, JetStreamStampsAStatusWithTheTimeTheStreamStoredIt) {
+  // A backlog read later (the engine was down): the status' time is when it was published,
+  // not when it is read (the harness clock is years away from both).
+  nats::JetStream js(*conn_);
+  js.EnsureStream(nats::StreamOptions{});
+  const int64_t before = RealNowNs();
+  conn_->Publish("vehicle.v6.status", "on");
+  conn_->Flush(2000);
+  const int64_t after = RealNowNs();
+  auto h = Source(R"(, "delivery": "jetstream", "subject": "vehicle.*.*", "create_stream": false)");
+  SafeEmitter out;
+  h->op().Start(out);
+  ASSERT_TRUE(WaitFor([&] { return out.size() == 1; }, 10s));
+  h->op().Stop();
+  const auto* status = std::get_if<StatusEvent>(out.messages[0].get());
+  ASSERT_NE(status, nullptr);
+  EXPECT_TRUE(status->on);
+  EXPECT_GE(status->at_ns, before);
+  EXPECT_LE(status->at_ns, after);
 }
 
 TEST_F(NatsSourceTest, WorkersInOneQueueGroupShareTheMessages) {
