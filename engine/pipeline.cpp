@@ -422,8 +422,42 @@ class Loader {
             "{\"id\": \"db\", \"type\": \"timescale_sink\", \"inputs\": [\"<window join id>\"]}");
     }
     if (result_.errors.size() != errors_before) return false;
+    // Only on configs that passed their own checks (a failed one is not bound to its spec).
+    if (result_.errors.empty()) CheckUpstream(decls, order);
+    if (result_.errors.size() != errors_before) return false;
     for (size_t i : order) ordered.push_back(std::move(decls[i]));
     return true;
+  }
+
+  /// Runs each operator's check_upstream with the nodes its node reads from.
+  void CheckUpstream(const std::vector<NodeDecl>& decls, const std::vector<size_t>& order) {
+    std::map<std::string, size_t> index;
+    for (size_t i = 0; i < decls.size(); ++i) index[decls[i].id] = i;
+    for (size_t i : order) {
+      const NodeDecl& d = decls[i];
+      if (!d.info->check_upstream) continue;
+      // Every ancestor once, in topological order (nearest last).
+      std::set<size_t> ancestors;
+      std::vector<size_t> todo;
+      for (const auto& in : d.inputs) todo.push_back(index.at(in));
+      while (!todo.empty()) {
+        const size_t a = todo.back();
+        todo.pop_back();
+        if (!ancestors.insert(a).second) continue;
+        for (const auto& in : decls[a].inputs) todo.push_back(index.at(in));
+      }
+      std::vector<UpstreamNode> upstream;
+      for (size_t k : order) {
+        if (ancestors.count(k) > 0)
+          upstream.push_back({decls[k].id, decls[k].type, decls[k].config});
+      }
+      for (const UpstreamProblem& p : d.info->check_upstream(d.config, d.id, upstream)) {
+        const auto it = index.find(p.node);
+        const std::string at =
+            it == index.end() ? d.pointer : decls[it->second].pointer + "/config";
+        Error(at + p.pointer, p.node, p.message);
+      }
+    }
   }
 
   std::string file_;

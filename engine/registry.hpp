@@ -18,6 +18,20 @@ enum class PortKind { kNone, kSamples, kRows };
 
 std::string_view ToString(PortKind k);
 
+/// A node of a pipeline as another operator's check sees it (see OperatorInfo::check_upstream).
+struct UpstreamNode {
+  std::string id;
+  std::string type;
+  const Config& config;
+};
+
+/// A problem that check_upstream finds in an upstream node's config.
+struct UpstreamProblem {
+  std::string node;     // id of the node whose field is wrong
+  std::string pointer;  // in that node's config, e.g. /history_ms
+  std::string message;
+};
+
 struct OperatorInfo {
   std::string name;                   // the "type" of a pipeline node
   std::string summary;                // one line for docs and --help
@@ -25,6 +39,12 @@ struct OperatorInfo {
   PortKind output = PortKind::kNone;  // kNone: a sink
   ConfigSpec config;
   std::function<std::unique_ptr<Operator>(const OperatorContext&)> create;
+  /// Optional: rules between this node's config and the nodes it reads from, directly or not
+  /// (`upstream`, nearest last), that one node's spec cannot state. Called once the graph is
+  /// sound; each problem is reported at the upstream field with its JSON pointer.
+  std::function<std::vector<UpstreamProblem>(const Config& self, const std::string& self_id,
+                                             const std::vector<UpstreamNode>& upstream)>
+      check_upstream;
 };
 
 class Registry {

@@ -302,8 +302,9 @@ void RegisterKeyedLastValue(Registry& registry) {
       .Integer("history_ms",
                "Also keeps every sample less than this much older than the key's newest (and the "
                "one before them), in memory and in the bucket. A worker that takes a partition "
-               "over restores its windows from this history: with a partitioned source, set it "
-               "to at least the join's allowed_lateness_ms. 0: keep counts alone.")
+               "over restores its windows from this history: behind a partitioned source, it must "
+               "be at least the allowed_lateness_ms of the window_join after it (checked when "
+               "the pipeline is loaded). 0: keep counts alone.")
       .Default(int64_t{0})
       .Min(0)
       .Max(600'000);

@@ -371,6 +371,31 @@ class WindowJoin final : public Operator {
   Counter& corrected_;
 };
 
+/// Behind a partitioned source, a partition's new owner restores its windows from
+/// keyed_last_value's history (docs/scaling.md): the history must reach back over the lateness.
+std::vector<UpstreamProblem> CheckHistoryCoversLateness(const Config& self,
+                                                        const std::string& self_id,
+                                                        const std::vector<UpstreamNode>& upstream) {
+  const bool partitioned = std::any_of(upstream.begin(), upstream.end(), [](const UpstreamNode& n) {
+    return n.type == "nats_source" && n.config.Integer("partitions") > 0;
+  });
+  std::vector<UpstreamProblem> problems;
+  if (!partitioned) return problems;
+  const int64_t lateness = self.Integer("allowed_lateness_ms");
+  for (const UpstreamNode& n : upstream) {
+    if (n.type != "keyed_last_value" || n.config.Integer("history_ms") >= lateness) continue;
+    problems.push_back(
+        {n.id, "/history_ms",
+         "history_ms (" + std::to_string(n.config.Integer("history_ms")) +
+             ") is shorter than allowed_lateness_ms (" + std::to_string(lateness) +
+             ") of window_join '" + self_id +
+             "': behind a partitioned source, a partition's next owner computes the windows "
+             "not yet emitted from this history (docs/scaling.md); set history_ms to at least " +
+             std::to_string(lateness)});
+  }
+  return problems;
+}
+
 }  // namespace
 
 void RegisterWindowJoin(Registry& registry) {
@@ -425,6 +450,7 @@ void RegisterWindowJoin(Registry& registry) {
       .UniqueItems()
       .DefaultJson(R"(["gps", "speed", "soc", "torque"])");
   info.create = [](const OperatorContext& ctx) { return std::make_unique<WindowJoin>(ctx); };
+  info.check_upstream = CheckHistoryCoversLateness;
   registry.Add(std::move(info));
 }
 

@@ -231,10 +231,24 @@ TEST_F(PipelineTest, CrossFieldRulesAreReportedWithTheirPointer) {
                       kJoin, kSink}),
                "/nodes/0/config/partitions",
                {"(node 'in')", "a partitioned source needs delivery \"jetstream\""});
-  EXPECT_TRUE(Load(Nodes({R"({"id": "in", "type": "nats_source",
-                             "config": {"partitions": 4, "delivery": "jetstream"}})",
-                          kState, kJoin, kSink}))
-                  .ok());
+}
+
+TEST_F(PipelineTest, BehindAPartitionedSourceTheStateHistoryCoversTheJoinsLateness) {
+  const std::string source = R"({"id": "in", "type": "nats_source",
+                                 "config": {"partitions": 4, "delivery": "jetstream"}})";
+  const auto state = [](int history_ms) {
+    return R"({"id": "kv", "type": "keyed_last_value", "inputs": ["in"],
+               "config": {"history_ms": )" +
+           std::to_string(history_ms) + "}}";
+  };
+  const std::string join = R"({"id": "join", "type": "window_join", "inputs": ["kv"],
+                               "config": {"allowed_lateness_ms": 1000}})";
+  CheckInvalid(Nodes({source, state(999), join, kSink}), "/nodes/1/config/history_ms",
+               {"(node 'kv')", "history_ms (999) is shorter than allowed_lateness_ms (1000)",
+                "window_join 'join'", "at least 1000"});
+  EXPECT_TRUE(Load(Nodes({source, state(1000), join, kSink})).ok());
+  // Not partitioned: nobody restores windows from the history.
+  EXPECT_TRUE(Load(Nodes({kSource, state(0), join, kSink})).ok());
 }
 
 TEST_F(PipelineTest, RulesAreCheckedByParseOperatorConfigToo) {
