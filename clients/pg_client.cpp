@@ -75,9 +75,15 @@ std::string Clean(std::string message, std::string_view conninfo = {}) {
 }
 
 /// Adds `key=value` to a conninfo string (either form) unless it already sets the key.
+/// `conninfo` with `key` = `value`, unless it sets `key` itself (as libpq parses it: a value
+/// that merely contains the key's name does not count).
 std::string AddParam(const std::string& conninfo, const std::string& key,
                      const std::string& value) {
-  if (conninfo.find(key) != std::string::npos) return conninfo;
+  if (const auto opts = ParseConninfo(conninfo)) {
+    for (const auto& [k, _] : *opts) {
+      if (k == key) return conninfo;
+    }
+  }
   if (IsUri(conninfo)) {
     return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + key + "=" + value;
   }

@@ -781,11 +781,13 @@ ConfigSpec Spec() {
 
   ConfigSpec spec;
   spec.String("conninfo",
-              "libpq connection string (key=value or postgresql:// URI). Empty: the PG* "
-              "environment variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE). Use "
-              "${VAR} for secrets; passwords never appear in logs.")
+              "libpq connection string (key=value or postgresql:// URI). Empty: libpq's "
+              "environment (PGHOST, PGPORT, PGDATABASE, PGUSER, PGSSLMODE). Give the password "
+              "in a password file (PGPASSFILE, default ~/.pgpass), not here nor in PGPASSWORD: "
+              "environment variables show in process listings and crash reports. Passwords "
+              "never appear in logs.")
       .Default("")
-      .Example("\"host=db port=5432 dbname=fleet user=fleetflow password=${PGPASSWORD}\"");
+      .Example("\"host=db port=5432 dbname=fleet user=fleetflow sslmode=require\"");
   spec.String("table",
               "Target table, created when missing with vehicle_id text, time timestamptz, one "
               "double precision column per entry of columns and PRIMARY KEY (vehicle_id, time); "

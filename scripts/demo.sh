@@ -485,8 +485,10 @@ else
   } | as_pg tee "$pg_dir/fleetflow_demo.conf" >/dev/null
   if ((tsdb_installed)); then
     say "TimescaleDB is installed: this PostgreSQL preloads it (the table becomes a hypertable)"
-  else
+  elif ((use_timescaledb)); then
     say "TimescaleDB is not installed (scripts/timescaledb.sh builds it): a plain PostgreSQL table"
+  else
+    say "--plain: TimescaleDB is not preloaded, a plain PostgreSQL table"
   fi
   say "starting PostgreSQL on 127.0.0.1:$pg_port (log $pg_dir/server.log)"
   pg_started=1

@@ -23,7 +23,7 @@ jobs) into PostgreSQL $PG_MAJOR's extension directory, built from Debian trixie'
 
 It adds $SOURCES_FILE (deb-src only) and $PIN_FILE (no binary
 package from trixie), installs the build dependencies (${BUILD_DEPS[*]})
-from Debian 12, and builds in a temporary directory (about 5 minutes on 2 cores).
+from Debian 12, and builds in a temporary directory (about 1.5 minutes on 2 cores).
 
 To use it, a PostgreSQL server must preload it: shared_preload_libraries = 'timescaledb'.
 

@@ -131,7 +131,7 @@ function checkCoherence(name, objs, ck = check) {
 
   // ConfigMaps and Secrets the pods use.
   const configMaps = new Map(byKind("ConfigMap").map((c) => [c.metadata.name, c]));
-  const externalSecrets = ["fleetflow-nats", "fleetflow-postgres"];
+  const externalSecrets = ["fleetflow-nats", "fleetflow-postgres", "fleetflow-postgres-password"];
   const spec = pod.spec;
   const [engine] = spec.containers;
   const cmRefs = [
@@ -204,9 +204,14 @@ function checkCoherence(name, objs, ck = check) {
   check(!("PGPASSWORD" in env), `${name}: no PGPASSWORD in the engine's environment`);
   const pgpassMount = engine.volumeMounts.find((m) => env.PGPASSFILE && env.PGPASSFILE.startsWith(`${m.mountPath}/`));
   check(pgpassMount, `${name}: PGPASSFILE (${env.PGPASSFILE}) lies in a volume the engine mounts`);
-  const pgSecretVolume = spec.volumes.find((v) => v.secret?.secretName === "fleetflow-postgres" && (v.secret.items || []).some((i) => i.key === "pgpass"));
+  const pgSecretVolume = spec.volumes.find((v) => v.secret?.secretName === "fleetflow-postgres-password" && (v.secret.items || []).some((i) => i.key === "pgpass"));
   check(pgSecretVolume && pgSecretVolume.secret.defaultMode === 0o600,
-    `${name}: the Secret fleetflow-postgres's pgpass is mounted with defaultMode 0600`);
+    `${name}: the Secret fleetflow-postgres-password's pgpass is mounted with defaultMode 0600`);
+  // A Secret taken whole as environment (envFrom) gives every key as a variable, pgpass too.
+  const envSecrets = [...(engine.envFrom || []), ...(spec.initContainers || []).flatMap((c) => c.envFrom || [])]
+    .map((ref) => ref.secretRef?.name).filter(Boolean);
+  check(!envSecrets.includes(pgSecretVolume?.secret.secretName),
+    `${name}: the Secret holding pgpass is not given as environment (envFrom: ${envSecrets.join(", ")})`);
   const init = (spec.initContainers || []).find((c) => (c.volumeMounts || []).some((m) => m.name === pgSecretVolume?.name));
   if (check(init, `${name}: an init container reads the pgpass Secret`)) {
     const cmd = (init.command || []).join(" ");
