@@ -89,6 +89,7 @@ struct StatusEvent {
   bool on = true;
   int64_t at_ns = 0;
   uint32_t partition = 0;  // as SampleBatch::partition
+  Ack ack;                 // as SampleBatch::ack: given once the status is in state
 };
 
 /// The partition of a vehicle among `partitions`: FNV-1a (32 bit) of its id, modulo the count,

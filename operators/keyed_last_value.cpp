@@ -73,7 +73,11 @@ class KeyedLastValue final : public Operator {
         at = std::max(at, last->second.kept.back().ts_ns + 1);
       }
       KeyEntry& entry = Accept(key_, {wire::Point{at, 0, status->on ? 1.0 : 0.0}}, false);
-      if (!stored_.empty()) store_->Write(Slot(entry, key_), stored_, {});
+      if (!stored_.empty()) {
+        store_->Write(Slot(entry, key_), stored_, status->ack);  // acknowledged once durable
+      } else if (status->ack) {
+        status->ack->Done();
+      }
       out.Emit(MakeMessage(StatusEvent{status->vehicle, status->on, at, status->partition}));
       return;
     }

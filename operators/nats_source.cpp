@@ -247,8 +247,8 @@ class NatsSource final : public Operator {
     // a backlog is read long after (the engine's clock would put an `on` after the samples
     // that followed it).
     if (js && js->stored_ns() > 0) status.at_ns = js->stored_ns();
+    if (js) status.ack = MakeAck(js->AckLater());  // acknowledged once in state, like samples
     out_->Emit(std::move(body));
-    if (js) js->Ack();
   }
 
   /// Starts reading partition `p` with `consumer` (its durable consumer).

@@ -56,6 +56,19 @@ class KeyedLastValueKvTest : public NatsServerTest {
   }
 };
 
+TEST_F(KeyedLastValueKvTest, AcknowledgesAStatusOnlyOnceItIsInTheBucket) {
+  auto h = Worker(/*flush_ms=*/60'000);
+  std::atomic<int> acks{0};
+  StatusEvent off{"v1", false, kBase};
+  off.ack = MakeAck([&] { ++acks; });
+  h->Feed(std::move(off));
+  h->TickAt(1);
+  EXPECT_EQ(acks, 0);  // a worker killed now leaves it in the stream, for the next owner
+  h->TickAt(2, /*drain=*/true);
+  EXPECT_EQ(acks, 1);
+  EXPECT_EQ(Stored("0.v1.status").size(), 1u);
+}
+
 TEST_F(KeyedLastValueKvTest, AcknowledgesOnlyOnceTheSamplesAreInTheBucket) {
   auto h = Worker(/*flush_ms=*/60'000);  // nothing is due before the drain tick
   std::atomic<int> acks{0};
