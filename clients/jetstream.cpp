@@ -101,7 +101,7 @@ void JsMessage::Term() {
   if (!done_.exchange(true)) Answer("+TERM");
 }
 
-// --- PullConsumer ---
+// --- PullSet ---
 
 namespace {
 
@@ -116,95 +116,241 @@ std::shared_ptr<JsMessage> MakeMessage(Connection& connection, Message&& message
 #endif
 }
 
+/// The consumer named by an acknowledgement subject: `$JS.ACK.<stream>.<consumer>....` (9
+/// tokens), or with `<domain>.<account hash>` before the stream (12 tokens or more).
+std::string_view ConsumerOf(std::string_view reply) {
+  size_t dots[6];
+  size_t n = 0, count = 0;
+  for (size_t i = 0; i < reply.size(); ++i) {
+    if (reply[i] != '.') continue;
+    if (n < 6) dots[n++] = i;
+    ++count;
+  }
+  const size_t token = count + 1 >= 12 ? 5 : 3;
+  if (n <= token) return {};
+  return reply.substr(dots[token - 1] + 1, dots[token] - dots[token - 1] - 1);
+}
+
 }  // namespace
 
-PullConsumer::PullConsumer(Connection& connection, const std::string& stream,
-                           const std::string& durable)
+PullSet::PullSet(Connection& connection, std::string stream)
     : conn_(connection),
-      request_subject_("$JS.API.CONSUMER.MSG.NEXT." + stream + "." + durable),
+      stream_(std::move(stream)),
       inbox_(Connection::NewInbox()),
-      sub_(conn_.SubscribeSync(inbox_)) {}
+      sub_(conn_.SubscribeSync(inbox_ + ".*")) {}
 
-bool PullConsumer::Receive(int64_t until_ns, std::vector<Message>& out) {
-  for (;;) {
-    const int64_t left_ns = until_ns - NowNs();
-    const int wait_ms = left_ns > 0 ? static_cast<int>((left_ns + 999'999) / 1'000'000) : 0;
-    bool no_responders = false;
-    std::optional<Message> m = sub_->Next(wait_ms, no_responders);
-    if (!m) return false;
-    if (m->reply().starts_with("$JS.ACK.")) {
-      if (outstanding_ > 0) --outstanding_;
-      out.push_back(std::move(*m));
-      return true;
-    }
-    if (const std::string status = m->header("Status");
-        status == "404" || status == "408" || status == "409") {
-      // A request ended (no messages, expired, or refused, e.g. too many waiting) with this many
-      // of its messages not sent; without the count, none of the requests is counted on.
-      const std::string left = m->header("Nats-Pending-Messages");
-      size_t n = 0;
-      const bool known =
-          !left.empty() &&
-          std::from_chars(left.data(), left.data() + left.size(), n).ec == std::errc();
-      outstanding_ = known ? outstanding_ - std::min(outstanding_, n) : 0;
-      return true;
-    }
-    // A heartbeat or anything else: not for us.
+PullSet::~PullSet() {
+  // What is still queued goes back at once; the subscription goes, and with it the interest of
+  // the requests still outstanding.
+  bool no_responders = false;
+  while (auto m = sub_->Next(0, no_responders)) {
+    if (m->reply().starts_with("$JS.ACK.")) JsMessage(conn_, std::move(*m)).Nak();
   }
 }
 
-void PullConsumer::Request(int batch, int timeout_ms) {
+void PullSet::Add(uint32_t id, const std::string& durable) {
+  {
+    std::lock_guard lock(commands_mu_);
+    commands_.push_back({true, id, durable});
+  }
+  ++size_;
+  commanded_ = true;
+}
+
+void PullSet::Remove(uint32_t id) {
+  {
+    std::lock_guard lock(commands_mu_);
+    commands_.push_back({false, id, {}});
+  }
+  commanded_ = true;
+}
+
+size_t PullSet::size() const { return size_.load(); }
+
+void PullSet::ApplyCommands(Fetched& out) {
+  if (!commanded_.exchange(false)) return;
+  std::vector<Command> commands;
+  {
+    std::lock_guard lock(commands_mu_);
+    commands.swap(commands_);
+  }
+  for (Command& c : commands) {
+    auto it = members_.find(c.id);
+    if (c.add) {
+      if (it != members_.end()) {
+        if (!it->second.removing) {
+          --size_;  // added twice: one consumer
+          continue;
+        }
+        out.released.push_back(c.id);  // its removal is over: it is added anew
+        --size_;
+      }
+      Member& m = members_[c.id];
+      m = Member{};
+      m.id = c.id;
+      m.durable = std::move(c.durable);
+      m.request_subject = "$JS.API.CONSUMER.MSG.NEXT." + stream_ + "." + m.durable;
+      m.reply = inbox_ + "." + std::to_string(c.id);
+      out.added.push_back(c.id);
+      continue;
+    }
+    if (it == members_.end() || it->second.removing) continue;
+    it->second.removing = true;
+    // Its requests end with their last message or their expiry status; 2 s at most.
+    it->second.release_until_ns =
+        std::min(it->second.outstanding_until_ns, NowNs() + 2'000'000'000);
+  }
+}
+
+PullSet::Member* PullSet::ByReply(std::string_view ack_reply) {
+  const std::string_view consumer = ConsumerOf(ack_reply);
+  for (auto& [id, m] : members_) {
+    if (m.durable == consumer) return &m;
+  }
+  return nullptr;
+}
+
+bool PullSet::Receive(int wait_ms, Fetched& out) {
+  bool no_responders = false;
+  std::optional<Message> msg = sub_->Next(wait_ms, no_responders);
+  if (!msg) return false;
+  const std::string_view subject = msg->subject();
+  if (msg->reply().starts_with("$JS.ACK.")) {
+    Member* m = ByReply(msg->reply());
+    if (m != nullptr && m->outstanding > 0) --m->outstanding;
+    if (m == nullptr || m->removing) {
+      JsMessage(conn_, std::move(*msg)).Nak();  // not ours any more: back to the stream at once
+      return true;
+    }
+    m->delivered = true;
+    out.messages.emplace_back(m->id, MakeMessage(conn_, std::move(*msg)));
+    return true;
+  }
+  // A status on <inbox>.<id>: 404, 408 or 409 ends a request (no messages, expired, or refused)
+  // with this many of its messages not sent; without the count, none of its consumer's
+  // requests is counted on.
+  if (!subject.starts_with(inbox_) || subject.size() <= inbox_.size() + 1) return true;
+  uint32_t id = 0;
+  const std::string_view token = subject.substr(inbox_.size() + 1);
+  if (std::from_chars(token.data(), token.data() + token.size(), id).ec != std::errc()) return true;
+  auto it = members_.find(id);
+  if (it == members_.end()) return true;
+  if (const std::string status = msg->header("Status");
+      status == "404" || status == "408" || status == "409") {
+    const std::string left = msg->header("Nats-Pending-Messages");
+    size_t n = 0;
+    const bool known = !left.empty() &&
+                       std::from_chars(left.data(), left.data() + left.size(), n).ec == std::errc();
+    Member& m = it->second;
+    m.outstanding = known ? m.outstanding - std::min(m.outstanding, n) : 0;
+  }
+  return true;  // a heartbeat or anything else: not a message for the caller
+}
+
+void PullSet::Request(Member& m, int batch, int timeout_ms) {
   const std::string request = "{\"batch\":" + std::to_string(batch) +
                               ",\"expires\":" + std::to_string(int64_t{timeout_ms} * 1'000'000) +
                               "}";
-  conn_.PublishRequest(request_subject_, inbox_, request);
-  outstanding_ += static_cast<size_t>(batch);
+  conn_.PublishRequest(m.request_subject, m.reply, request);
+  m.outstanding += static_cast<size_t>(batch);
   // A status that never comes (the connection dropped) must not pin the requests for ever.
-  outstanding_until_ns_ = NowNs() + (int64_t{timeout_ms} + 1000) * 1'000'000;
+  m.outstanding_until_ns = NowNs() + (int64_t{timeout_ms} + 1000) * 1'000'000;
+}
+
+void PullSet::RequestWhereNone(int batch, int timeout_ms) {
+  for (auto& [id, m] : members_) {
+    if (!m.removing && m.outstanding == 0) Request(m, batch, timeout_ms);
+  }
+}
+
+void PullSet::Settle(Fetched& out) {
+  const int64_t now = NowNs();
+  for (auto it = members_.begin(); it != members_.end();) {
+    Member& m = it->second;
+    if (m.outstanding > 0 && now > m.outstanding_until_ns) m.outstanding = 0;
+    if (m.removing && (m.outstanding == 0 || now > m.release_until_ns)) {
+      out.released.push_back(it->first);
+      it = members_.erase(it);
+      --size_;
+      continue;
+    }
+    ++it;
+  }
+}
+
+void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out) {
+  out.messages.clear();
+  out.added.clear();
+  out.released.clear();
+  const size_t want = static_cast<size_t>(batch);
+  ApplyCommands(out);
+  Settle(out);
+  for (auto& [id, m] : members_) m.delivered = false;
+  const auto drain = [&] {
+    while (out.messages.size() < want && Receive(0, out)) {
+    }
+  };
+  drain();  // messages of earlier requests (sent ahead, or given up) come first
+  RequestWhereNone(batch, timeout_ms);
+  // The first message: waited for in slices, so that Add and Remove are taken in at once, and
+  // a consumer whose request expired asks again at once.
+  const int64_t first_until = NowNs() + int64_t{timeout_ms} * 1'000'000;
+  while (out.messages.empty() && !members_.empty() && !commanded_.load()) {
+    const int64_t left_ms = (first_until - NowNs()) / 1'000'000;
+    if (left_ms <= 0) break;
+    if (Receive(static_cast<int>(std::min<int64_t>(left_ms, 100)), out)) drain();
+    Settle(out);
+    if (!out.messages.empty() || !out.released.empty()) break;
+    RequestWhereNone(batch, timeout_ms);
+  }
+  // The rest of the batch: gathered by polling, so a slow stream's messages wake this thread
+  // once per poll, not once each.
+  if (!out.messages.empty()) {
+    const int64_t full_until = NowNs() + int64_t{kLingerMs} * 1'000'000;
+    for (;;) {
+      drain();
+      const int64_t left_ns = full_until - NowNs();
+      if (out.messages.size() >= want || left_ns <= 0 || commanded_.load()) break;
+      std::this_thread::sleep_for(
+          std::chrono::nanoseconds(std::min<int64_t>(left_ns, int64_t{kPollMs} * 1'000'000)));
+    }
+  }
+  // Ahead: a consumer that delivered stays at two batches asked for, so the server has the
+  // second at hand when it has sent the first, without waiting for the next request.
+  for (auto& [id, m] : members_) {
+    if (ahead && m.delivered && !m.removing) {
+      while (m.outstanding < 2 * want) Request(m, batch, timeout_ms);
+    }
+  }
+  Settle(out);
+}
+
+// --- PullConsumer ---
+
+PullConsumer::PullConsumer(Connection& connection, const std::string& stream,
+                           const std::string& durable)
+    : set_(connection, stream) {
+  set_.Add(0, durable);
 }
 
 std::vector<std::shared_ptr<JsMessage>> PullConsumer::Fetch(int batch, int timeout_ms, bool ahead) {
-  const size_t want = static_cast<size_t>(batch);
-  std::lock_guard lock(mu_);
-  if (released_) return {};
-  received_.clear();
-  // Messages of an earlier request (one sent ahead, or one given up) are returned first.
-  while (received_.size() < want && Receive(0, received_)) {
-  }
-  if (outstanding_ > 0 && NowNs() > outstanding_until_ns_) outstanding_ = 0;
-  if (received_.size() < want) {
-    // A new request goes out only when none is outstanding.
-    if (outstanding_ == 0) Request(batch, timeout_ms);
-    const int64_t first_until = NowNs() + int64_t{timeout_ms} * 1'000'000;
-    while (received_.empty() && outstanding_ > 0 && Receive(first_until, received_)) {
-    }
-    // Messages the server sends after this wait (a slow link) stay queued for the next Fetch.
-    const int64_t full_until = NowNs() + int64_t{kLingerMs} * 1'000'000;
-    while (!received_.empty() && received_.size() < want && outstanding_ > 0 &&
-           Receive(full_until, received_)) {
-    }
-  }
   std::vector<std::shared_ptr<JsMessage>> out;
-  out.reserve(received_.size());
-  for (Message& m : received_) out.push_back(MakeMessage(conn_, std::move(m)));
-  // Ahead: two batches stay asked for, so the server has the second at hand when it has sent the
-  // first, without waiting for the next request.
-  while (ahead && out.size() == want && outstanding_ < 2 * want) Request(batch, timeout_ms);
+  if (released_) return out;
+  set_.Fetch(batch, timeout_ms, ahead, fetched_);
+  out.reserve(fetched_.messages.size());
+  for (auto& [id, m] : fetched_.messages) out.push_back(std::move(m));
   return out;
 }
 
 void PullConsumer::Release() {
-  std::lock_guard lock(mu_);
+  if (released_) return;
   released_ = true;
-  // What came already, and what the requests still outstanding bring (until their last message
-  // or expiry status, 2 s at most), goes back at once; messages still on their way when the
-  // subscription goes would wait for their ack wait instead.
-  const int64_t until = std::min(outstanding_until_ns_, NowNs() + 2'000'000'000);
-  received_.clear();
-  while (Receive(outstanding_ > 0 ? until : 0, received_)) {
+  set_.Remove(0);
+  // Until its requests ended (2 s at most): what they bring goes back at once.
+  while (set_.size() > 0) {
+    set_.Fetch(1, 100, false, fetched_);
+    for (auto& [id, m] : fetched_.messages) m->Nak();
   }
-  for (Message& m : received_) JsMessage(conn_, std::move(m)).Nak();
-  received_.clear();
 }
 
 // --- KvWatcher ---
@@ -466,7 +612,7 @@ uint64_t JetStream::Publish(std::string_view subject, const void* data, size_t s
   return seq;
 }
 
-std::unique_ptr<PullConsumer> JetStream::PullSubscribe(const ConsumerOptions& o) {
+void JetStream::EnsureConsumer(const ConsumerOptions& o) {
   // The consumer is created here, not by the subscription, so that closing a subscription never
   // deletes it: its position in the stream outlives every worker.
   jsConsumerInfo* ci = nullptr;
@@ -498,6 +644,10 @@ std::unique_ptr<PullConsumer> JetStream::PullSubscribe(const ConsumerOptions& o)
                    (err != 0 ? " (JetStream error " + std::to_string(err) + ")" : ""));
     }
   }
+}
+
+std::unique_ptr<PullConsumer> JetStream::PullSubscribe(const ConsumerOptions& o) {
+  EnsureConsumer(o);
   return std::make_unique<PullConsumer>(conn_, o.stream, o.durable);
 }
 

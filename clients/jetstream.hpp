@@ -100,50 +100,119 @@ class JsMessage {
   std::atomic<bool> done_{false};
 };
 
-/// One worker's binding to a durable pull consumer: pull requests on the consumer's API subject,
-/// answered on an inbox of its own. (Not nats.c's pull subscription: its fetch in nats.c 3.4.1
-/// can return more messages than the batch it allocated room for, writing past the array.)
-/// The inbox is a subscription without a thread of its own: Fetch takes the messages from it
-/// directly, so a message costs no hand-over between threads on its way. Fetch and Release are
-/// called by one thread at a time (a second one waits).
+/// Pulls from several durable pull consumers of one stream (a worker's partitions) over one
+/// inbox, on the caller's thread: however many consumers, one thread waits for their messages,
+/// and a message costs no hand-over between threads on its way. Pull requests go to each
+/// consumer's API subject with a reply subject of its own under the inbox (its statuses say
+/// which consumer they end); a message names its consumer in its acknowledgement subject.
+/// (Not nats.c's pull subscription: its fetch in nats.c 3.4.1 can return more messages than the
+/// batch it allocated room for, writing past the array.)
+///
+/// Thread-safety: Add and Remove may be called from any thread; Fetch from one thread at a time.
+class PullSet {
+ public:
+  /// `connection` must outlive the set and every message it returned.
+  PullSet(Connection& connection, std::string stream);
+  PullSet(const PullSet&) = delete;
+  PullSet& operator=(const PullSet&) = delete;
+  /// Hands back what it still holds (NAK).
+  ~PullSet();
+
+  /// Starts pulling from the durable consumer `durable` (it must exist: JetStream::EnsureConsumer),
+  /// named `id` in Fetch's results. Takes effect at the next Fetch.
+  void Add(uint32_t id, const std::string& durable);
+  /// Stops pulling from consumer `id`: none of its messages is returned after the Fetch that
+  /// takes the removal in. Its messages received already, and those still coming for its
+  /// outstanding requests, are handed back to the server at once (NAK), not left to their ack
+  /// wait; once its requests have ended (their last message or expiry status, 2 s at most) a
+  /// Fetch reports it in `released`, and it is gone.
+  void Remove(uint32_t id);
+
+  struct Fetched {
+    /// In the order received; each with its consumer's id.
+    std::vector<std::pair<uint32_t, std::shared_ptr<JsMessage>>> messages;
+    std::vector<uint32_t> added;     // consumers taken in by this call
+    std::vector<uint32_t> released;  // removed consumers whose requests have all ended
+  };
+  /// Fills `out` (cleared first) with up to `batch` messages of any consumers, waiting at most
+  /// timeout_ms for the first; returns early, possibly empty, when Add or Remove is called or
+  /// every outstanding request ended. Once one message is there, the rest of the batch is
+  /// gathered for kLingerMs at most, polling every kPollMs (not woken by every message: a slow
+  /// stream's messages are handed on together). Messages that arrive later are kept for the
+  /// next call. Each consumer without an outstanding request gets one of `batch` messages
+  /// (waiting up to timeout_ms at the server). `ahead`: a consumer that delivered in this call
+  /// is kept at two batches requested, so the server sends the next batch while the caller
+  /// handles this one. Throws Error when a request cannot be sent (the caller retries).
+  void Fetch(int batch, int timeout_ms, bool ahead, Fetched& out);
+  /// Consumers added and not yet released.
+  size_t size() const;
+
+  static constexpr int kLingerMs = 10;
+  static constexpr int kPollMs = 2;
+
+ private:
+  struct Member {
+    uint32_t id = 0;
+    std::string durable;
+    std::string request_subject;       // $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>
+    std::string reply;                 // <inbox>.<id>
+    size_t outstanding = 0;            // messages its outstanding requests may still bring
+    int64_t outstanding_until_ns = 0;  // steady: when they have surely ended (expiry + margin)
+    bool delivered = false;            // a message came in this Fetch
+    bool removing = false;
+    int64_t release_until_ns = 0;  // removing: released at the latest then
+  };
+  struct Command {
+    bool add;
+    uint32_t id;
+    std::string durable;
+  };
+
+  /// Takes Add's and Remove's commands in (a consumer added again while it was being removed
+  /// counts as released first).
+  void ApplyCommands(Fetched& out);
+  /// Sends a request to each active consumer that has none outstanding.
+  void RequestWhereNone(int batch, int timeout_ms);
+  /// Takes the next message for us, waiting wait_ms at most; false when nothing came. A message
+  /// of an active consumer goes to `out`, one of a removed consumer back to the server; a
+  /// status that ends a request is counted off its consumer's outstanding messages.
+  bool Receive(int wait_ms, Fetched& out);
+  void Request(Member& m, int batch, int timeout_ms);
+  /// Moves the removed consumers whose requests ended into out.released.
+  void Settle(Fetched& out);
+  Member* ByReply(std::string_view ack_reply);
+
+  Connection& conn_;
+  const std::string stream_;
+  const std::string inbox_;
+  std::unique_ptr<SyncSubscription> sub_;  // <inbox>.*
+  std::map<uint32_t, Member> members_;     // Fetch's thread only
+  std::mutex commands_mu_;
+  std::vector<Command> commands_;
+  std::atomic<bool> commanded_{false};
+  std::atomic<size_t> size_{0};
+};
+
+/// One durable pull consumer read on the caller's thread: a PullSet of one.
 class PullConsumer {
  public:
   /// `connection` must outlive the consumer and every message it returned.
   PullConsumer(Connection& connection, const std::string& stream, const std::string& durable);
-  PullConsumer(const PullConsumer&) = delete;
-  PullConsumer& operator=(const PullConsumer&) = delete;
 
-  /// Up to `batch` messages, waiting at most timeout_ms for the first; empty when none arrived
-  /// in time. Once one is there, the rest of the batch is waited for kLingerMs at most, so a
-  /// trickle is handed on at once, not when the request expires. Messages that arrive later are
-  /// kept for the next call. Throws Error when the request cannot be sent (the caller retries).
-  /// `ahead`: when a whole batch came, requests go out before this call returns until two batches
-  /// are asked for, so the server sends the next batch while the caller handles this one, and has
-  /// the one after at hand when it is done (instead of waiting for the next request). Without it,
-  /// a request goes out only when none is outstanding.
+  /// Up to `batch` messages, waiting at most timeout_ms for the first (PullSet::Fetch); empty
+  /// when none arrived in time. Without `ahead`, a request goes out only when none is
+  /// outstanding.
   std::vector<std::shared_ptr<JsMessage>> Fetch(int batch, int timeout_ms, bool ahead = false);
-  /// No more Fetch: messages kept for the next call, and those that still come for requests
-  /// sent ahead, are handed back to the server at once (NAK), not left to their ack wait. Waits
-  /// for the end of the requests still outstanding (their last message or expiry), at most 2 s.
+  /// No more Fetch: what was fetched ahead goes back to the server at once (NAK); waits for the
+  /// end of the requests still outstanding, at most 2 s.
   void Release();
 
-  static constexpr int kLingerMs = 10;
+  static constexpr int kLingerMs = PullSet::kLingerMs;
 
  private:
-  /// Takes the next message for us into `out`, waiting until `until_ns` (steady) at most; false
-  /// when none came. A status that ends the request outstanding counts as one (true).
-  bool Receive(int64_t until_ns, std::vector<Message>& out);  // mu_ held
-  void Request(int batch, int timeout_ms);                    // mu_ held
-
-  Connection& conn_;
-  const std::string request_subject_;  // $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>
-  const std::string inbox_;
-  std::mutex mu_;
-  std::vector<Message> received_;     // Fetch's (its capacity kept between calls)
-  size_t outstanding_ = 0;            // messages the outstanding requests may still bring
-  int64_t outstanding_until_ns_ = 0;  // steady: when they have surely ended (expiry + a margin)
+  PullSet set_;
+  PullSet::Fetched fetched_;
   bool released_ = false;
-  std::unique_ptr<SyncSubscription> sub_;
 };
 
 struct KvEntry {
@@ -253,8 +322,11 @@ class JetStream {
 
   /// Creates the stream when it does not exist; an existing stream is left as it is.
   void EnsureStream(const StreamOptions& options);
-  /// Binds (creating when missing) the durable pull consumer; every worker that binds the same
-  /// durable shares its messages.
+  /// Creates the durable pull consumer when missing (never deletes it: its position in the
+  /// stream outlives every worker); throws when a push consumer has that name.
+  void EnsureConsumer(const ConsumerOptions& options);
+  /// EnsureConsumer, then a PullConsumer on it; every worker that binds the same durable shares
+  /// its messages.
   std::unique_ptr<PullConsumer> PullSubscribe(const ConsumerOptions& options);
   /// Opens the bucket, creating it when missing.
   std::unique_ptr<KeyValue> EnsureBucket(const BucketOptions& options);

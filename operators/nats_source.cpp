@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "dead_letter.hpp"
@@ -134,8 +135,11 @@ class NatsSource final : public Operator {
     if (create_stream_) js_->EnsureStream(stream_);
     dead_letters_.Start(*conn_, js_.get(), create_stream_);
     connected_.Set(1);
+    pulls_ = std::make_unique<nats::PullSet>(*conn_, stream_.name);
     if (partitions_ == 0) {
-      Read(0, consumer_);
+      js_->EnsureConsumer(consumer_);
+      StartReading(0, consumer_.durable);
+      fetcher_ = std::thread([this] { FetchLoop(); });
       spdlog::info("node '{}': pulling {} from stream {} as durable consumer '{}' on {}", id_,
                    subject_, stream_.name, consumer_.durable, options_.url);
       return;
@@ -146,6 +150,7 @@ class NatsSource final : public Operator {
         "node '{}': {} partitions of stream {} ({}.<n>.<vehicle>.<sensor>), shared by "
         "the workers of {} on {}",
         id_, partitions_, stream_.name, prefix_, membership_options_.bucket, options_.url);
+    fetcher_ = std::thread([this] { FetchLoop(); });
     Rebalance(true);
     coordinator_ = std::thread([this] { Coordinate(); });
   }
@@ -168,10 +173,10 @@ class NatsSource final : public Operator {
     if (coordinator_.joinable()) coordinator_.join();
     // Every partition is given up; the connection stays open: messages in the graph are
     // acknowledged once in state, and the hand-over records are written once they have passed.
-    std::vector<uint32_t> all;
-    for (const auto& [p, _] : readers_) all.push_back(p);
-    Revoke(all);
-    membership_.reset();  // the last hand-over to pass the graph lets it leave
+    Revoke(std::vector<uint32_t>(owned_.begin(), owned_.end()));
+    fetcher_stop_ = true;
+    if (fetcher_.joinable()) fetcher_.join();  // once every partition was handed back
+    membership_.reset();                       // the last hand-over to pass the graph lets it leave
     connected_.Set(0);
   }
 
@@ -186,20 +191,18 @@ class NatsSource final : public Operator {
   /// the partitions this worker waits to take over.
   bool HoldsBackInput() const override {
     return jetstream_ &&
-           (held_back_.load() > 0 || waiting_.load() > 0 || !conn_ || !conn_->connected());
+           (held_back_.load() || waiting_.load() > 0 || !conn_ || !conn_->connected());
   }
 
  private:
-  /// Reads one partition (or, unpartitioned, the whole subject) on a fetch thread of its own.
-  struct Reader {
-    uint32_t partition = 0;
-    std::unique_ptr<nats::PullConsumer> consumer;
-    std::thread thread;
-    std::atomic<bool> stop{false};
-    bool held_back = true;  // failing, or the consumer holds undelivered messages (fetch thread)
-    std::atomic<uint64_t> pending{0};
-    std::atomic<uint64_t> ack_pending{0};
-    std::vector<InputReject> rejects;
+  /// What the fetch thread knows of a partition it reads (or, unpartitioned, of the consumer).
+  struct Reading {
+    int64_t since_ns = 0;      // steady: when the last message came, or the reading began
+    int64_t info_ns = 0;       // steady: when the consumer was last asked (0: never)
+    bool known = false;        // its backlog is known (from a message or the consumer)
+    uint64_t pending = 0;      // messages the consumer has not delivered yet
+    uint64_t ack_pending = 0;  // delivered, not acknowledged (asked)
+    const nats::JsMessage* last = nullptr;  // its last message of the current batch
   };
 
   /// One message from either delivery; `js` is set for JetStream, which is acknowledged once
@@ -251,81 +254,111 @@ class NatsSource final : public Operator {
     out_->Emit(std::move(body));
   }
 
-  /// Starts reading partition `p` with `consumer` (its durable consumer).
-  void Read(uint32_t p, const nats::ConsumerOptions& consumer) {
-    auto reader = std::make_unique<Reader>();
-    reader->partition = p;
-    reader->consumer = js_->PullSubscribe(consumer);
-    Reader& r = *reader;
-    ++held_back_;
-    r.thread = std::thread([this, &r] { FetchLoop(r); });
-    std::lock_guard lock(gauges_mu_);
-    readers_snapshot_[p] = &r;
-    readers_.emplace(p, std::move(reader));
-    owned_gauge_.Set(static_cast<double>(partitions_ > 0 ? readers_.size() : 0));
+  /// Starts reading partition `p` (unpartitioned: 0) from its durable consumer, which exists.
+  void StartReading(uint32_t p, const std::string& durable) {
+    owned_.insert(p);
+    pulls_->Add(p, durable);
+    owned_gauge_.Set(static_cast<double>(partitions_ > 0 ? owned_.size() : 0));
   }
 
-  void FetchLoop(Reader& r) {
-    auto last_info = std::chrono::steady_clock::time_point{};
+  /// The one fetch thread of a JetStream source: every partition this worker reads comes
+  /// through it (PullSet), so its cost follows the messages, not the partition count. A
+  /// partition given up leaves with its kRevoked event after its last message. Ends once stopped
+  /// and every partition is handed back.
+  void FetchLoop() {
+    nats::PullSet::Fetched fetched;
     int backoff_ms = 50;
-    const auto set_held_back = [&](bool on) {
-      if (on != r.held_back) held_back_ += on ? 1 : -1;
-      r.held_back = on;
-    };
-    while (!r.stop.load()) {
+    bool failing = false;
+    while (!fetcher_stop_.load() || pulls_->size() > 0) {
       try {
         // Requests ahead: the server sends the next batch while this one is handled.
-        const auto batch = r.consumer->Fetch(fetch_batch_, fetch_expiry_ms_, true);
-        fetch_sizes_.Observe(static_cast<double>(batch.size()));
-        for (const auto& m : batch) {
-          Handle(m->subject(), m->data(), m->size(), m, r.partition, r.rejects);
-        }
-        connected_.Set(1);
+        pulls_->Fetch(fetch_batch_, fetch_expiry_ms_, true, fetched);
+        failing = false;
         backoff_ms = 50;
-        bool undelivered = r.pending.load() > 0;
-        if (!batch.empty()) {
-          // What the consumer still holds, as of its last message: free.
-          r.pending = batch.back()->pending();
-          undelivered = r.pending.load() > 0;
-        }
-        // Asking the consumer costs the server a count over the stream (tens of ms with
-        // 100 000 messages awaiting acknowledgement, more on a large stream), and the fetch
-        // waits for the answer: only when a fetch came back empty (idle, or throttled by
-        // max_ack_pending: the last count may be stale), at most every 2 s, and every 30 s for
-        // the ack-pending gauge.
-        const auto since = std::chrono::steady_clock::now() - last_info;
-        if (since > std::chrono::seconds(batch.empty() ? 2 : 30)) {
-          const auto [pending, ack_pending] =
-              js_->ConsumerPending(stream_.name, DurableOf(r.partition));
-          last_info = std::chrono::steady_clock::now();  // after the answer: never back to back
-          r.pending = pending;
-          r.ack_pending = ack_pending;
-          undelivered = pending > 0;
-        }
-        set_held_back(undelivered);
-        UpdatePendingGauges();
+        connected_.Set(1);
       } catch (const nats::Error& e) {
-        set_held_back(true);
+        failing = true;
+        held_back_ = true;
         connected_.Set(conn_->connected() ? 1 : 0);
         spdlog::warn("node '{}': {} (retrying in {} ms)", id_, e.what(), backoff_ms);
         std::unique_lock lock(stop_mu_);
         stop_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
-                          [&] { return stopping_ || r.stop.load(); });
+                          [&] { return fetcher_stop_.load(); });
         backoff_ms = std::min(backoff_ms * 2, 5000);
+        continue;
       }
+      const int64_t now = SteadyNowNs();
+      fetch_sizes_.Observe(static_cast<double>(fetched.messages.size()));
+      for (const auto& [p, m] : fetched.messages) {
+        Reading& r = ReadingOf(p, now);
+        r.last = m.get();
+        Handle(m->subject(), m->data(), m->size(), m, p, rejects_);
+      }
+      for (auto& [p, r] : reading_) {
+        if (r.last == nullptr) continue;
+        // What the consumer still holds, as of its last message: free.
+        r.pending = r.last->pending();
+        r.known = true;
+        r.since_ns = now;
+        r.last = nullptr;
+      }
+      for (const uint32_t p : fetched.released) Released(p);
+      for (const uint32_t p : fetched.added) ReadingOf(p, now);  // its backlog unknown yet
+      AskQuietConsumers(now);
+      bool held_back = failing;
+      uint64_t pending = 0, ack_pending = 0;
+      for (const auto& [p, r] : reading_) {
+        held_back = held_back || !r.known || r.pending > 0;
+        pending += r.pending;
+        ack_pending += r.ack_pending;
+      }
+      held_back_ = held_back;
+      consumer_pending_.Set(static_cast<double>(pending));
+      consumer_ack_pending_.Set(static_cast<double>(ack_pending));
     }
-    set_held_back(false);
+    held_back_ = false;
   }
 
-  void UpdatePendingGauges() {
-    std::lock_guard lock(gauges_mu_);
-    uint64_t pending = 0, ack_pending = 0;
-    for (const auto& [_, r] : readers_snapshot_) {
-      pending += r->pending.load();
-      ack_pending += r->ack_pending.load();
+  Reading& ReadingOf(uint32_t p, int64_t now) {
+    auto [it, added] = reading_.try_emplace(p);
+    if (added) it->second.since_ns = now;
+    return it->second;
+  }
+
+  /// Asking a consumer costs the server a count over the stream (tens of ms with 100 000
+  /// messages awaiting acknowledgement, more on a large stream), and the fetch thread waits for
+  /// the answer: only for a partition quiet for a request's expiry whose backlog is unknown or
+  /// was not empty (throttled by max_ack_pending, or just taken over), at most every 2 s; and
+  /// every 30 s for the ack-pending gauge.
+  void AskQuietConsumers(int64_t now) {
+    for (auto& [p, r] : reading_) {
+      const int64_t since_info = now - r.info_ns;
+      const bool quiet = now - r.since_ns > int64_t{fetch_expiry_ms_} * 1'000'000;
+      const bool ask = (quiet && (!r.known || r.pending > 0) && since_info > 2'000'000'000) ||
+                       since_info > 30'000'000'000;
+      if (!ask) continue;
+      try {
+        const auto [pending, ack_pending] = js_->ConsumerPending(stream_.name, DurableOf(p));
+        r.pending = pending;
+        r.ack_pending = ack_pending;
+        r.known = true;
+      } catch (const nats::Error& e) {
+        spdlog::debug("node '{}': {}", id_, e.what());
+      }
+      r.info_ns = SteadyNowNs();  // after the answer: never back to back
     }
-    consumer_pending_.Set(static_cast<double>(pending));
-    consumer_ack_pending_.Set(static_cast<double>(ack_pending));
+  }
+
+  /// Partition `p`'s requests have ended: its kRevoked event follows its last message.
+  void Released(uint32_t p) {
+    reading_.erase(p);
+    if (partitions_ == 0) return;
+    PartitionEvent revoked;
+    revoked.kind = PartitionEvent::Kind::kRevoked;
+    revoked.partition = p;
+    revoked.handover = std::make_shared<RecordOnRelease>(membership_, p);
+    out_->Emit(MakeMessage(std::move(revoked)));
+    revoked_.Inc();
   }
 
   std::string DurableOf(uint32_t p) const {
@@ -401,11 +434,11 @@ class NatsSource final : public Operator {
       for (uint32_t p = 0; p < partitions_; ++p) {
         const bool mine = owners[p] == self;
         if (!mine) {
-          if (readers_.count(p) > 0) lost.push_back(p);
+          if (owned_.count(p) > 0) lost.push_back(p);
           if (gaining_.erase(p) > 0) --waiting_;
           continue;
         }
-        if (readers_.count(p) > 0 || gaining_.count(p) > 0) continue;
+        if (owned_.count(p) > 0 || gaining_.count(p) > 0) continue;
         // Who had it: at this worker's start, the owner among the others (nobody when alone).
         std::string previous;
         if (!first && previous_owners_.size() == partitions_) {
@@ -428,6 +461,15 @@ class NatsSource final : public Operator {
     for (auto it = gaining_.begin(); it != gaining_.end();) {
       const uint32_t p = it->first;
       const Gaining& g = it->second;
+      if (ensured_.count(p) == 0) {
+        // Its consumer first: a failure leaves the partition waiting here, its record unclaimed,
+        // and the next round tries again.
+        nats::ConsumerOptions c = consumer_;
+        c.durable = DurableOf(p);
+        c.filter_subject = prefix_ + "." + std::to_string(p) + ".*.*";
+        js_->EnsureConsumer(c);
+        ensured_.insert(p);
+      }
       PartitionEvent assigned;
       assigned.partition = p;
       if (const auto record = membership_->ClaimHandover(p)) {
@@ -463,38 +505,20 @@ class NatsSource final : public Operator {
 
   void Assign(const PartitionEvent& assigned) {
     const uint32_t p = assigned.partition;
-    nats::ConsumerOptions c = consumer_;
-    c.durable = DurableOf(p);
-    c.filter_subject = prefix_ + "." + std::to_string(p) + ".*.*";
     membership_->Hold(p);
     out_->Emit(MakeMessage(PartitionEvent(assigned)));  // before the partition's messages
-    Read(p, c);
+    StartReading(p, DurableOf(p));
     assigned_.Inc();
   }
 
-  /// Stops reading `partitions` (their fetch threads end together), hands what was fetched
-  /// ahead back to the stream and sends each one's kRevoked event after its last message.
+  /// Stops reading `partitions`: the fetch thread hands back what was fetched ahead and sends
+  /// each one's kRevoked event after its last message, once its requests have ended.
   void Revoke(const std::vector<uint32_t>& partitions) {
-    for (const uint32_t p : partitions) readers_.at(p)->stop = true;
-    stop_cv_.notify_all();
     for (const uint32_t p : partitions) {
-      auto it = readers_.find(p);
-      Reader& r = *it->second;
-      if (r.thread.joinable()) r.thread.join();
-      r.consumer->Release();  // what was fetched ahead goes back to the stream at once
-      if (partitions_ > 0) {
-        PartitionEvent revoked;
-        revoked.kind = PartitionEvent::Kind::kRevoked;
-        revoked.partition = p;
-        revoked.handover = std::make_shared<RecordOnRelease>(membership_, p);
-        out_->Emit(MakeMessage(std::move(revoked)));
-        revoked_.Inc();
-      }
-      std::lock_guard lock(gauges_mu_);
-      readers_snapshot_.erase(p);
-      readers_.erase(it);
+      owned_.erase(p);
+      pulls_->Remove(p);
     }
-    owned_gauge_.Set(static_cast<double>(partitions_ > 0 ? readers_.size() : 0));
+    owned_gauge_.Set(static_cast<double>(partitions_ > 0 ? owned_.size() : 0));
   }
 
   struct Gaining {
@@ -536,12 +560,15 @@ class NatsSource final : public Operator {
   std::unique_ptr<nats::Subscription> sub_;
   std::unique_ptr<nats::JetStream> js_;
   std::shared_ptr<KvMembership> membership_;  // partitioned; hand-overs on their way hold it too
-  std::map<uint32_t, std::unique_ptr<Reader>> readers_;  // by partition; coordinator's
-  std::mutex gauges_mu_;
-  std::map<uint32_t, Reader*> readers_snapshot_;  // for the gauges (gauges_mu_)
-  std::map<uint32_t, Gaining> gaining_;           // partitions waiting for a hand-over record
-  std::atomic<int> waiting_{0};                   // gaining_.size()
-  std::atomic<int> held_back_{0};                 // readers held back
+  std::unique_ptr<nats::PullSet> pulls_;      // JetStream: the consumers of the partitions read
+  std::set<uint32_t> owned_;                  // partitions read (coordinator's; 0 unpartitioned)
+  std::set<uint32_t> ensured_;                // partitions whose consumer exists (coordinator's)
+  std::map<uint32_t, Reading> reading_;       // the fetch thread's, by partition
+  std::thread fetcher_;
+  std::atomic<bool> fetcher_stop_{false};
+  std::map<uint32_t, Gaining> gaining_;  // partitions waiting for a hand-over record
+  std::atomic<int> waiting_{0};          // gaining_.size()
+  std::atomic<bool> held_back_{true};    // by the fetch thread (see HoldsBackInput)
   std::vector<std::string> previous_members_;
   std::vector<size_t> previous_owners_;
   uint64_t generation_ = 0;
