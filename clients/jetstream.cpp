@@ -278,7 +278,7 @@ void PullSet::Settle(Fetched& out) {
   }
 }
 
-void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out) {
+void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int linger_ms) {
   out.messages.clear();
   out.added.clear();
   out.released.clear();
@@ -306,7 +306,7 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out) {
   // The rest of the batch: gathered by polling, so a slow stream's messages wake this thread
   // once per poll, not once each.
   if (!out.messages.empty()) {
-    const int64_t full_until = NowNs() + int64_t{kLingerMs} * 1'000'000;
+    const int64_t full_until = NowNs() + int64_t{linger_ms} * 1'000'000;
     for (;;) {
       drain();
       const int64_t left_ns = full_until - NowNs();
