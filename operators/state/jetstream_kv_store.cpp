@@ -16,17 +16,16 @@ constexpr size_t kMaxPendingSamples = 1024;  // per key between two writes, at m
 const std::vector<double> kWriteBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                            0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
-std::string Encode(const std::vector<wire::Point>& samples) {
-  const auto bytes = wire::EncodeBatch(samples);
-  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+/// `<partition>.<vehicle>` of a state key `<partition>.<vehicle>.<sensor>`, and its sensor.
+std::pair<std::string_view, std::string_view> SplitKey(std::string_view key) {
+  const size_t dot = key.rfind('.');
+  if (dot == std::string_view::npos) return {key, {}};
+  return {key.substr(0, dot), key.substr(dot + 1)};
 }
 
-std::vector<wire::Point> Decode(const std::string& value) {
-  std::vector<wire::Point> out;
-  if (wire::DecodeBatch(value.data(), value.size(), out) != wire::DecodeError::kNone) out.clear();
-  std::sort(out.begin(), out.end(),
+void SortByTime(std::vector<wire::Point>& samples) {
+  std::sort(samples.begin(), samples.end(),
             [](const wire::Point& a, const wire::Point& b) { return a.ts_ns < b.ts_ns; });
-  return out;
 }
 
 }  // namespace
@@ -58,6 +57,33 @@ JetStreamKvStore::JetStreamKvStore(JetStreamKvOptions options, Metrics& metrics,
 
 JetStreamKvStore::~JetStreamKvStore() { kv_->WaitForWrites(2000); }
 
+std::vector<state::Series> JetStreamKvStore::Decode(std::string_view key,
+                                                    const std::string& value) {
+  std::vector<state::Series> out;
+  if (state::DecodeRecord(value, out)) {
+    for (auto& s : out) SortByTime(s.samples);
+    return out;
+  }
+  // Stored per state key, before records: a Batch under <partition>.<vehicle>.<sensor>.
+  std::vector<wire::Point> samples;
+  if (wire::DecodeBatch(value.data(), value.size(), samples) != wire::DecodeError::kNone) return {};
+  SortByTime(samples);
+  out.push_back({std::string(SplitKey(key).second), std::move(samples)});
+  return out;
+}
+
+void JetStreamKvStore::MergeInto(Record& record, const std::vector<state::Series>& stored) {
+  for (const state::Series& s : stored) {
+    auto it = std::find_if(record.series.begin(), record.series.end(),
+                           [&](const Series& mine) { return mine.name == s.name; });
+    if (it == record.series.end()) {
+      record.series.push_back(Series{s.name, s.samples, {}, SIZE_MAX});
+      continue;
+    }
+    it->samples = Merge(std::move(it->samples), s.samples, kMaxPendingSamples);
+  }
+}
+
 void JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
   const auto watcher = prefix.empty() ? kv_->WatchAll() : kv_->Watch(prefix + ">");
   const int64_t deadline = SteadyNowNs() + int64_t{options_.restore_timeout_ms} * 1'000'000;
@@ -72,91 +98,110 @@ void JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
     const auto ev = watcher->Next(static_cast<int>(std::min<int64_t>(left_ms, 500)), e);
     if (ev == nats::KvWatcher::Event::kInitialDone) return;
     if (ev != nats::KvWatcher::Event::kEntry || e.deleted) continue;
-    std::vector<wire::Point> samples = Decode(e.value);
-    retention_.Apply(samples);
+    std::vector<state::Series> stored = Decode(e.key, e.value);
+    // A record's key is <partition>.<vehicle>; a value stored per state key is its series.
+    const bool per_key =
+        !stored.empty() && stored.size() == 1 && std::count(e.key.begin(), e.key.end(), '.') >= 2;
+    const std::string record_key(per_key ? SplitKey(e.key).first : std::string_view(e.key));
+    for (auto& s : stored) retention_.Apply(s.samples);
     {
       std::lock_guard lock(mu_);
-      KeyState& ks = keys_[e.key];
-      ks.revision = std::max(ks.revision, e.revision);
-      ks.samples = Merge(std::move(ks.samples), samples, kMaxPendingSamples);  // our next base
+      Record& r = records_[record_key];
+      if (!per_key) r.revision = std::max(r.revision, e.revision);
+      MergeInto(r, stored);  // our next base
     }
     restored_keys_.Inc();
-    visit(e.key, std::move(samples));
+    for (auto& s : stored) visit(record_key + "." + s.name, std::move(s.samples));
   }
 }
 
 void JetStreamKvStore::Forget(const std::string& prefix) {
   std::lock_guard lock(mu_);
-  for (auto it = keys_.begin(); it != keys_.end();) {
+  for (auto it = records_.begin(); it != records_.end();) {
     if (!it->first.starts_with(prefix) || it->second.in_flight || it->second.dirty) {
       ++it;  // a write still on its way keeps its key (Sync(true) normally waited for it)
       continue;
     }
-    if (it->second.slot != SIZE_MAX) {
-      slots_[it->second.slot] = nullptr;
-      free_slots_.push_back(it->second.slot);
+    for (const Series& s : it->second.series) {
+      if (s.slot == SIZE_MAX) continue;
+      slots_[s.slot] = SlotRef{};
+      free_slots_.push_back(s.slot);
     }
-    it = keys_.erase(it);
+    it = records_.erase(it);
   }
 }
 
 size_t JetStreamKvStore::Slot(const std::string& key) {
+  const auto [record_key, name] = SplitKey(key);
   std::lock_guard lock(mu_);
-  auto& node = *keys_.try_emplace(key).first;
-  if (node.second.slot == SIZE_MAX) {
+  RecordNode& node = *records_.try_emplace(std::string(record_key)).first;
+  auto& series = node.second.series;
+  auto it =
+      std::find_if(series.begin(), series.end(), [&](const Series& s) { return s.name == name; });
+  if (it == series.end())
+    it = series.insert(series.end(), Series{std::string(name), {}, {}, SIZE_MAX});
+  if (it->slot == SIZE_MAX) {
     if (free_slots_.empty()) {
-      node.second.slot = slots_.size();
-      slots_.push_back(&node);
+      it->slot = slots_.size();
+      slots_.emplace_back();
     } else {
-      node.second.slot = free_slots_.back();
+      it->slot = free_slots_.back();
       free_slots_.pop_back();
-      slots_[node.second.slot] = &node;
     }
   }
-  return node.second.slot;
+  // Series are looked up by index: a record's series only ever grow at the end.
+  slots_[it->slot] = SlotRef{&node, static_cast<size_t>(it - series.begin())};
+  return it->slot;
 }
 
 void JetStreamKvStore::Write(size_t slot, const std::vector<wire::Point>& samples, Ack durable) {
   std::lock_guard lock(mu_);
-  auto& [key, ks] = *slots_.at(slot);
+  const SlotRef& ref = slots_.at(slot);
+  auto& [key, record] = *ref.record;
+  Series& s = record.series[ref.series];
   // Appended here, sorted and merged once per write (Settle), not once per message.
-  ks.fresh.insert(ks.fresh.end(), samples.begin(), samples.end());
-  if (ks.fresh.size() > kMaxPendingSamples) Settle(ks);
-  if (durable) ks.acks.push_back(std::move(durable));
-  if (!ks.dirty) {
-    ks.dirty = true;
+  s.fresh.insert(s.fresh.end(), samples.begin(), samples.end());
+  if (s.fresh.size() > kMaxPendingSamples) Settle(s);
+  if (durable) record.acks.push_back(std::move(durable));
+  if (!record.dirty) {
+    record.dirty = true;
     dirty_.push_back(key);
   }
 }
 
-void JetStreamKvStore::Settle(KeyState& ks) {
-  if (ks.fresh.empty()) return;
-  ks.samples = Merge(std::move(ks.samples), ks.fresh, kMaxPendingSamples);
-  ks.fresh.clear();
+void JetStreamKvStore::Settle(Series& s) {
+  if (s.fresh.empty()) return;
+  s.samples = Merge(std::move(s.samples), s.fresh, kMaxPendingSamples);
+  s.fresh.clear();
 }
 
-JetStreamKvStore::Outgoing JetStreamKvStore::Prepare(const std::string& key, KeyState& ks) {
-  Settle(ks);
-  ks.dirty = false;
-  ks.in_flight = true;
+JetStreamKvStore::Outgoing JetStreamKvStore::Prepare(const std::string& key, Record& r) {
+  r.dirty = false;
+  r.in_flight = true;
   ++in_flight_;
-  ks.in_flight_acks.swap(ks.acks);
-  retention_.Apply(ks.samples);  // what a restore needs, and the base of the next write
-  return Outgoing{key, ks.samples, ks.revision};
+  r.in_flight_acks.swap(r.acks);
+  Outgoing out{key, {}, r.revision};
+  out.series.reserve(r.series.size());
+  for (Series& s : r.series) {
+    Settle(s);
+    retention_.Apply(s.samples);  // what a restore needs, and the base of the next write
+    out.series.push_back({s.name, s.samples});
+  }
+  return out;
 }
 
 void JetStreamKvStore::Send(std::vector<Outgoing> writes) {
   if (writes.empty()) return;
   auto batch = std::make_shared<WriteBatch>(WriteBatch{SteadyNowNs(), writes.size()});
   for (Outgoing& w : writes) {
-    const std::string value = Encode(w.samples);
+    const std::string value = state::EncodeRecord(w.series);
     kv_->UpdateAsync(w.key, value, w.revision,
-                     [this, key = w.key, sent = std::move(w.samples),
+                     [this, key = w.key, sent = std::move(w.series),
                       batch](const nats::KvWriteResult& r) { Done(key, sent, r, *batch); });
   }
 }
 
-void JetStreamKvStore::Done(const std::string& key, const std::vector<wire::Point>& sent,
+void JetStreamKvStore::Done(const std::string& key, const std::vector<state::Series>& sent,
                             const nats::KvWriteResult& r, WriteBatch& batch) {
   std::vector<Ack> acks;
   {
@@ -164,22 +209,22 @@ void JetStreamKvStore::Done(const std::string& key, const std::vector<wire::Poin
     if (--batch.unanswered == 0) {
       write_seconds_.Observe(static_cast<double>(SteadyNowNs() - batch.sent_ns) * 1e-9);
     }
-    KeyState& ks = keys_[key];
-    ks.in_flight = false;
+    Record& rec = records_[key];
+    rec.in_flight = false;
     --in_flight_;
     if (r.ok) {
       writes_.Inc();
-      ks.revision = std::max(ks.revision, r.revision);
-      acks.swap(ks.in_flight_acks);
+      rec.revision = std::max(rec.revision, r.revision);
+      acks.swap(rec.in_flight_acks);
     } else {
       (r.conflict ? conflicts_ : write_errors_).Inc();
-      ks.conflict = r.conflict;
-      ks.samples = Merge(ks.samples, sent, kMaxPendingSamples);
-      ks.acks.insert(ks.acks.end(), std::make_move_iterator(ks.in_flight_acks.begin()),
-                     std::make_move_iterator(ks.in_flight_acks.end()));
-      ks.in_flight_acks.clear();
-      if (!ks.dirty) {
-        ks.dirty = true;
+      rec.conflict = r.conflict;
+      MergeInto(rec, sent);
+      rec.acks.insert(rec.acks.end(), std::make_move_iterator(rec.in_flight_acks.begin()),
+                      std::make_move_iterator(rec.in_flight_acks.end()));
+      rec.in_flight_acks.clear();
+      if (!rec.dirty) {
+        rec.dirty = true;
         dirty_.push_back(key);
       }
       if (!r.conflict) {
@@ -200,14 +245,14 @@ void JetStreamKvStore::Flush() {
     std::lock_guard lock(mu_);
     std::vector<std::string> still_dirty;
     for (const std::string& key : dirty_) {
-      KeyState& ks = keys_[key];
-      if (!ks.dirty) continue;
-      if (ks.in_flight) {
+      Record& rec = records_[key];
+      if (!rec.dirty) continue;
+      if (rec.in_flight) {
         still_dirty.push_back(key);  // one write per key in flight; this one goes next time
-      } else if (ks.conflict) {
+      } else if (rec.conflict) {
         conflicted.push_back(key);
       } else {
-        writes.push_back(Prepare(key, ks));
+        writes.push_back(Prepare(key, rec));
       }
     }
     dirty_.swap(still_dirty);
@@ -224,17 +269,17 @@ void JetStreamKvStore::Flush() {
       spdlog::warn("bucket {}: get {}: {}", options_.bucket.name, key, e.what());
     }
     std::lock_guard lock(mu_);
-    KeyState& ks = keys_[key];
+    Record& rec = records_[key];
     if (current) {
-      ks.samples = Merge(ks.samples, Decode(current->value), kMaxPendingSamples);
-      ks.revision = current->revision;
+      MergeInto(rec, Decode(key, current->value));
+      rec.revision = current->revision;
     }
-    ks.conflict = false;
-    if (ks.in_flight) {
-      ks.dirty = true;
+    rec.conflict = false;
+    if (rec.in_flight) {
+      rec.dirty = true;
       dirty_.push_back(key);
     } else {
-      writes.push_back(Prepare(key, ks));
+      writes.push_back(Prepare(key, rec));
     }
   }
   Send(std::move(writes));

@@ -1,13 +1,17 @@
 #pragma once
 /// StateStore on one JetStream Key/Value bucket: the changelog of the pipeline's partitions.
 ///
-/// Values are FLT1 Batch payloads (schemas/telemetry.fbs) holding what state retains of a key.
-/// Writes are coalesced (at most one per key per flush interval) and sent asynchronously as
-/// compare-and-set updates on the key's revision. A worker writes only the keys of the
-/// partitions it owns, so a conflict means that another worker wrote the key meanwhile (a
-/// previous owner taken for dead that still ran): the stored samples are merged with ours by
-/// event time and written again, so neither loses the newer samples. Nobody watches the bucket
-/// while it runs: a worker that takes a partition over reads its keys once (Restore).
+/// The state keys `<partition>.<vehicle>.<sensor>` (and `.status`) of one vehicle share one KV
+/// key, `<partition>.<vehicle>`, whose value is an FLS1 Record (schemas/state.fbs): what state
+/// retains of each of the vehicle's series. A vehicle costs one write per flush, not one per
+/// sensor. Writes are coalesced (at most one per KV key per flush interval) and sent
+/// asynchronously as compare-and-set updates on the key's revision. A worker writes only the
+/// keys of the partitions it owns, so a conflict means that another worker wrote the key
+/// meanwhile (a previous owner taken for dead that still ran): the stored samples are merged
+/// with ours by event time and written again, so neither loses the newer samples. Nobody
+/// watches the bucket while it runs: a worker that takes a partition over reads its keys once
+/// (Restore). A value of a bucket written per state key (a FLT1 Batch under
+/// `<partition>.<vehicle>.<sensor>`, before records) is read on restore as that series.
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -18,6 +22,7 @@
 #include "jetstream.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
+#include "state_record.hpp"
 #include "state_store.hpp"
 
 namespace fleetflow {
@@ -49,20 +54,31 @@ class JetStreamKvStore final : public StateStore {
                                         const std::vector<wire::Point>& b, size_t keep);
 
  private:
-  struct KeyState {
-    uint64_t revision = 0;             // newest revision known for the key
+  /// The samples of one state key (a sensor of the vehicle, or its status).
+  struct Series {
+    std::string name;                  // the state key's last token
     std::vector<wire::Point> samples;  // retained and merged samples, ascending (see Settle)
     std::vector<wire::Point> fresh;    // added by Write since, in any order; merged by Settle
+    size_t slot = SIZE_MAX;            // its number in slots_
+  };
+  /// One KV key: a vehicle's series.
+  struct Record {
+    uint64_t revision = 0;  // newest revision known for the key
+    std::vector<Series> series;
     bool dirty = false;
     bool in_flight = false;
     bool conflict = false;
-    size_t slot = SIZE_MAX;           // its number in slots_, once Slot gave it one
-    std::vector<Ack> acks;            // durable once `samples` are stored
+    std::vector<Ack> acks;            // durable once the series are stored
     std::vector<Ack> in_flight_acks;  // durable once the write in flight is
+  };
+  using RecordNode = std::pair<const std::string, Record>;
+  struct SlotRef {
+    RecordNode* record = nullptr;  // nullptr: a free number
+    size_t series = 0;             // index in record->second.series
   };
   struct Outgoing {
     std::string key;
-    std::vector<wire::Point> samples;
+    std::vector<state::Series> series;
     uint64_t revision;
   };
   struct WriteBatch {  // the writes of one Send, for kv_write_seconds
@@ -71,11 +87,15 @@ class JetStreamKvStore final : public StateStore {
   };
 
   void Flush();
-  static void Settle(KeyState& ks);                        // mu_ held
-  Outgoing Prepare(const std::string& key, KeyState& ks);  // mu_ held
-  void Send(std::vector<Outgoing> writes);                 // mu_ not held
-  void Done(const std::string& key, const std::vector<wire::Point>& sent,
+  /// Merges `stored` (decoded from the bucket, or a write that failed) into the record.
+  static void MergeInto(Record& record, const std::vector<state::Series>& stored);
+  static void Settle(Series& s);                        // mu_ held
+  Outgoing Prepare(const std::string& key, Record& r);  // mu_ held
+  void Send(std::vector<Outgoing> writes);              // mu_ not held
+  void Done(const std::string& key, const std::vector<state::Series>& sent,
             const nats::KvWriteResult& r, WriteBatch& batch);
+  /// Decodes a stored value: a Record, or a Batch stored under a state key before records.
+  static std::vector<state::Series> Decode(std::string_view key, const std::string& value);
 
   const JetStreamKvOptions options_;
   const Retention retention_;
@@ -84,10 +104,10 @@ class JetStreamKvStore final : public StateStore {
   std::unique_ptr<nats::KeyValue> kv_;
 
   mutable std::mutex mu_;
-  std::unordered_map<std::string, KeyState> keys_;
-  std::vector<std::pair<const std::string, KeyState>*> slots_;  // by Slot's number (nodes stay)
-  std::vector<size_t> free_slots_;                              // numbers of forgotten keys
-  std::vector<std::string> dirty_;
+  std::unordered_map<std::string, Record> records_;  // by KV key <partition>.<vehicle>
+  std::vector<SlotRef> slots_;                       // by Slot's number (map nodes stay)
+  std::vector<size_t> free_slots_;                   // numbers of forgotten series
+  std::vector<std::string> dirty_;                   // KV keys
   int64_t last_flush_ns_ = 0;
   int64_t in_flight_ = 0;
 

@@ -9,6 +9,7 @@
 #include "nats_fixture.hpp"
 #include "servers.hpp"
 #include "state/jetstream_kv_store.hpp"
+#include "state_record.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -46,14 +47,20 @@ class KeyedLastValueKvTest : public NatsServerTest {
                                 R"(", "keep": 3, "flush_ms": )" + std::to_string(flush_ms) + "}");
   }
 
-  std::vector<int64_t> Stored(const std::string& key) {
+  /// The samples stored of a state key `<partition>.<vehicle>.<sensor>`: a series of the
+  /// vehicle's record, under the KV key `<partition>.<vehicle>`.
+  std::vector<wire::Point> StoredPoints(const std::string& key) {
     auto kv = js_->EnsureBucket({});
-    auto e = kv->Get(key);
-    if (!e) return {};
-    std::vector<wire::Point> points;
-    wire::DecodeBatch(e->value.data(), e->value.size(), points);
-    return Times(points);
+    const size_t dot = key.rfind('.');
+    auto e = kv->Get(key.substr(0, dot));
+    std::vector<state::Series> record;
+    if (!e || !state::DecodeRecord(e->value, record)) return {};
+    for (const auto& s : record) {
+      if (s.name == key.substr(dot + 1)) return s.samples;
+    }
+    return {};
   }
+  std::vector<int64_t> Stored(const std::string& key) { return Times(StoredPoints(key)); }
 };
 
 TEST_F(KeyedLastValueKvTest, AcknowledgesAStatusOnlyOnceItIsInTheBucket) {
@@ -95,6 +102,45 @@ TEST_F(KeyedLastValueKvTest, WritesAreCoalescedPerKeyAndCarryWhatStateRetains) {
   EXPECT_EQ(Stored("0.v1.speed"), (std::vector<int64_t>{99, 100, 101}));
   EXPECT_EQ(acks, 101);
   EXPECT_EQ(h->metrics.HistogramCount("kv_write_seconds"), 2u);
+}
+
+TEST_F(KeyedLastValueKvTest, AVehicleCostsOneWritePerFlushWhateverItsSensors) {
+  auto h = Worker(/*flush_ms=*/60'000);
+  std::atomic<int> acks{0};
+  for (const std::string sensor : {"gps", "speed", "soc", "torque"}) {
+    for (int64_t t = 1; t <= 10; ++t) h->Feed(Batch("v1", sensor, {t}, [&] { ++acks; }));
+  }
+  h->Feed(StatusEvent{"v1", true, kBase});
+  h->Feed(Batch("v2", "speed", {1}, [&] { ++acks; }));
+  h->TickAt(1, /*drain=*/true);
+  EXPECT_EQ(acks, 41);
+  EXPECT_EQ(h->Counter("kv_writes"), 2u);  // one per vehicle
+  for (const std::string sensor : {"gps", "speed", "soc", "torque"}) {
+    EXPECT_EQ(Stored("0.v1." + sensor), (std::vector<int64_t>{8, 9, 10})) << sensor;  // keep 3
+  }
+  EXPECT_EQ(Stored("0.v1.status").size(), 1u);
+  EXPECT_EQ(Stored("0.v2.speed"), (std::vector<int64_t>{1}));
+}
+
+// A bucket written per state key (a FLT1 Batch under <partition>.<vehicle>.<sensor>), before
+// a vehicle's keys shared one record: a worker taking the partition over restores those too.
+TEST_F(KeyedLastValueKvTest, AValueStoredPerStateKeyIsRestoredAsThatSeries) {
+  auto kv = js_->EnsureBucket({});
+  std::vector<wire::Point> points;
+  for (int64_t t : {4, 5, 6})
+    points.push_back(wire::Point{kBase + t, static_cast<uint32_t>(t), 1.0});
+  const auto bytes = wire::EncodeBatch(points);
+  kv->Put("0.v9.speed", {reinterpret_cast<const char*>(bytes.data()), bytes.size()});
+  auto h = Worker(/*flush_ms=*/60'000);
+  const auto restored = Only<SampleBatch>(h->Feed(Assigned(0)));
+  ASSERT_EQ(restored.size(), 1u);
+  EXPECT_EQ(restored[0]->vehicle, "v9");
+  EXPECT_EQ(restored[0]->sensor, "speed");
+  EXPECT_EQ(Times(restored[0]->points), (std::vector<int64_t>{4, 5, 6}));
+  // Written on as the vehicle's record, merged with what was restored.
+  h->Feed(Batch("v9", "speed", {7}));
+  h->TickAt(1, /*drain=*/true);
+  EXPECT_EQ(Stored("0.v9.speed"), (std::vector<int64_t>{5, 6, 7}));
 }
 
 TEST_F(KeyedLastValueKvTest, TwoWorkersWritingOneKeyNeverLoseTheNewestSample) {
@@ -195,11 +241,7 @@ TEST_F(KeyedLastValueKvTest, TheLastStatusChangeIsStoredEvenWithoutASampleInBetw
     h->Feed(StatusEvent{"v1", true, kBase});  // on again before any new sample
     h->TickAt(1, /*drain=*/true);
   }
-  auto kv = js_->EnsureBucket({});
-  const auto e = kv->Get("0.v1.status");
-  ASSERT_TRUE(e.has_value());
-  std::vector<wire::Point> points;
-  wire::DecodeBatch(e->value.data(), e->value.size(), points);
+  const auto points = StoredPoints("0.v1.status");
   ASSERT_EQ(points.size(), 2u);
   EXPECT_EQ(points.back().value, 1.0);  // on, the last change
   auto h = Worker();
