@@ -303,6 +303,16 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
     if (!out.messages.empty() || !out.released.empty()) break;
     RequestWhereNone(batch, timeout_ms);
   }
+  // Ahead: a consumer that delivered stays at two batches asked for, so the server has the
+  // second at hand when it has sent the first, without waiting for the next request; also
+  // while the rest of a batch is gathered, so the server never waits for this thread.
+  const auto top_up = [&] {
+    if (!ahead) return;
+    for (auto& [id, m] : members_) {
+      if (!m.delivered || m.removing) continue;
+      while (m.outstanding < 2 * want) Request(m, batch, timeout_ms);
+    }
+  };
   // The rest of the batch: gathered by polling, so a slow stream's messages wake this thread
   // once per poll, not once each.
   if (!out.messages.empty()) {
@@ -311,17 +321,12 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
       drain();
       const int64_t left_ns = full_until - NowNs();
       if (out.messages.size() >= want || left_ns <= 0 || commanded_.load()) break;
+      top_up();
       std::this_thread::sleep_for(
           std::chrono::nanoseconds(std::min<int64_t>(left_ns, int64_t{kPollMs} * 1'000'000)));
     }
   }
-  // Ahead: a consumer that delivered stays at two batches asked for, so the server has the
-  // second at hand when it has sent the first, without waiting for the next request.
-  for (auto& [id, m] : members_) {
-    if (ahead && m.delivered && !m.removing) {
-      while (m.outstanding < 2 * want) Request(m, batch, timeout_ms);
-    }
-  }
+  top_up();
   Settle(out);
 }
 
