@@ -189,10 +189,14 @@ class NatsSource final : public Operator {
   /// held back for it: it is lost). Messages the consumer has not delivered yet (a backlog
   /// throttled by max_ack_pending, or the redelivery of messages after ack_wait_ms) are held
   /// back too: a fetch that comes back empty then does not mean that nothing was sent. So are
-  /// the partitions this worker waits to take over.
+  /// the partitions this worker waits to take over, and those taken over that the fetch thread
+  /// has not taken in yet (their backlog is unknown; window_join has their restored state only).
   bool HoldsBackInput() const override {
-    return jetstream_ &&
-           (held_back_.load() || waiting_.load() > 0 || !conn_ || !conn_->connected());
+    if (!jetstream_) return false;
+    // In this order: each lets go only once the next one holds back (Rebalance, FetchLoop).
+    if (waiting_.load() > 0) return true;
+    const uint64_t started = started_.load();
+    return taken_in_.load() != started || held_back_.load() || !conn_ || !conn_->connected();
   }
 
  private:
@@ -259,6 +263,7 @@ class NatsSource final : public Operator {
   void StartReading(uint32_t p, const std::string& durable) {
     owned_.insert(p);
     pulls_->Add(p, durable);
+    ++started_;  // held back until the fetch thread's held_back_ counts it
     owned_gauge_.Set(static_cast<double>(partitions_ > 0 ? owned_.size() : 0));
   }
 
@@ -271,6 +276,7 @@ class NatsSource final : public Operator {
     int backoff_ms = 50;
     bool failing = false;
     while (!fetcher_stop_.load() || pulls_->size() > 0) {
+      const uint64_t started = started_.load();  // partitions this Fetch takes in, at least
       try {
         // Requests ahead: the server sends the next batch while this one is handled.
         pulls_->Fetch(fetch_batch_, fetch_expiry_ms_, true, fetched, fetch_linger_ms_);
@@ -314,6 +320,7 @@ class NatsSource final : public Operator {
         ack_pending += r.ack_pending;
       }
       held_back_ = held_back;
+      taken_in_ = started;
       consumer_pending_.Set(static_cast<double>(pending));
       consumer_ack_pending_.Set(static_cast<double>(ack_pending));
     }
@@ -498,9 +505,9 @@ class NatsSource final : public Operator {
               id_, p, g.previous);
         }
       }
+      Assign(assigned);  // held back by started_ before waiting_ lets go
       it = gaining_.erase(it);
       --waiting_;
-      Assign(assigned);
     }
   }
 
@@ -571,6 +578,8 @@ class NatsSource final : public Operator {
   std::map<uint32_t, Gaining> gaining_;  // partitions waiting for a hand-over record
   std::atomic<int> waiting_{0};          // gaining_.size()
   std::atomic<bool> held_back_{true};    // by the fetch thread (see HoldsBackInput)
+  std::atomic<uint64_t> started_{0};     // partitions started (PullSet::Add), ever
+  std::atomic<uint64_t> taken_in_{0};    // of them, those held_back_ counts (fetch thread)
   std::vector<std::string> previous_members_;
   std::vector<size_t> previous_owners_;
   uint64_t generation_ = 0;
