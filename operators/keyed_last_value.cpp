@@ -270,9 +270,9 @@ void RegisterKeyedLastValue(Registry& registry) {
   info.config
       .String("backend",
               "Where the state lives: memory (this process only) or jetstream_kv (one JetStream "
-              "Key/Value bucket, keys <partition>.<vehicle>.<sensor>: each partition's state is "
-              "restored by the worker that takes it over, and a message is acknowledged upstream "
-              "only once its samples are stored there).")
+              "Key/Value bucket, one key per vehicle, <partition>.<vehicle>, holding all its "
+              "sensors: each partition's state is restored by the worker that takes it over, and "
+              "a message is acknowledged upstream only once its samples are stored there).")
       .Default("memory")
       .OneOf({"memory", "jetstream_kv"});
   info.config
@@ -289,7 +289,7 @@ void RegisterKeyedLastValue(Registry& registry) {
       .Max(5);
   info.config
       .Integer("flush_ms",
-               "jetstream_kv: writes are coalesced to at most one per key per flush_ms, sent "
+               "jetstream_kv: writes are coalesced to at most one per vehicle per flush_ms, sent "
                "asynchronously.")
       .Default(int64_t{200})
       .Min(10)
