@@ -468,7 +468,7 @@ class NatsSource final : public Operator {
     const int64_t heartbeat = int64_t{membership_options_.heartbeat_ms} * 1'000'000;
     for (auto it = gaining_.begin(); it != gaining_.end();) {
       const uint32_t p = it->first;
-      const Gaining& g = it->second;
+      Gaining& g = it->second;
       if (ensured_.count(p) == 0) {
         // Its consumer first: a failure leaves the partition waiting here, its record unclaimed,
         // and the next round tries again.
@@ -498,6 +498,15 @@ class NatsSource final : public Operator {
           continue;
         }
         if (held) {
+          // Its messages delivered to the previous owner and never acknowledged come again
+          // ack_wait_ms after their delivery, which was before now: read from then on, the
+          // partition gets them first (the server redelivers before it sends new messages),
+          // not after the windows they belong to closed on the newer messages' event time.
+          if (g.recover_at_ns == 0) g.recover_at_ns = now + consumer_.ack_wait_ms * 1'000'000;
+          if (now < g.recover_at_ns) {
+            ++it;
+            continue;
+          }
           recovered_.Inc();
           spdlog::warn(
               "node '{}': partition {} taken over without a hand-over record from {}: "
@@ -530,8 +539,9 @@ class NatsSource final : public Operator {
   }
 
   struct Gaining {
-    int64_t since_ns;      // steady clock
-    std::string previous;  // the previous owner; empty: nobody had it
+    int64_t since_ns;           // steady clock
+    std::string previous;       // the previous owner; empty: nobody had it
+    int64_t recover_at_ns = 0;  // steady: taken without a record from then (0: not decided)
   };
 
   const std::string id_;
