@@ -321,6 +321,12 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
       drain();
       const int64_t left_ns = full_until - NowNs();
       if (out.messages.size() >= want || left_ns <= 0 || commanded_.load()) break;
+      if (!ahead) {
+        // One request at a time: the rest of its batch is waited for, not polled (a poll that
+        // sleeps past its end keeps the server waiting for the next request).
+        if (!Receive(static_cast<int>((left_ns + 999'999) / 1'000'000), out)) break;
+        continue;
+      }
       top_up();
       std::this_thread::sleep_for(
           std::chrono::nanoseconds(std::min<int64_t>(left_ns, int64_t{kPollMs} * 1'000'000)));

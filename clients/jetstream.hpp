@@ -137,13 +137,14 @@ class PullSet {
   /// Fills `out` (cleared first) with up to `batch` messages of any consumers, waiting at most
   /// timeout_ms for the first; returns early, possibly empty, when Add or Remove is called or
   /// a removed consumer is released. Once one message is there, the rest of the batch is
-  /// gathered for linger_ms at most, polling every kPollMs (not woken by every message: a slow
-  /// stream's messages are handed on together, and a worker's wake-ups follow its share of the
-  /// load). Messages that arrive later are kept for the next call. Each consumer without an
-  /// outstanding request gets one of `batch` messages (waiting up to timeout_ms at the server).
-  /// `ahead`: a consumer that delivered in this call is kept at two batches requested, so the
-  /// server sends the next batch while the caller handles this one. Throws Error when a request
-  /// cannot be sent (the caller retries).
+  /// gathered for linger_ms at most: with `ahead`, polling every kPollMs (not woken by every
+  /// message: a slow stream's messages are handed on together, and a worker's wake-ups follow
+  /// its share of the load); without, waiting for each (its one request ends sooner). Messages that
+  /// arrive later are kept for the next call. Each consumer without an outstanding request gets one
+  /// of `batch` messages (waiting up to timeout_ms at the server). `ahead`: a consumer that
+  /// delivered in this call is kept at two batches requested, so the server sends the next batch
+  /// while the caller handles this one. Throws Error when a request cannot be sent (the caller
+  /// retries).
   void Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int linger_ms = kLingerMs);
   /// Consumers added and not yet released.
   size_t size() const;
