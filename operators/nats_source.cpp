@@ -561,7 +561,7 @@ class NatsSource final : public Operator {
   const Labels labels_;
   WireInput input_;
   DeadLetters dead_letters_;
-  std::vector<InputReject> rejects_;  // core delivery's (one subscription thread)
+  std::vector<InputReject> rejects_;  // the one thread that reads: subscription or fetch
   nats::ConnectOptions options_;
   MembershipOptions membership_options_;
   Gauge& connected_;
