@@ -132,7 +132,8 @@ void JetStreamKvStore::Forget(const std::string& prefix) {
 }
 
 size_t JetStreamKvStore::Slot(const std::string& key) {
-  const auto [record_key, name] = SplitKey(key);
+  const auto split = SplitKey(key);
+  const std::string_view record_key = split.first, name = split.second;
   std::lock_guard lock(mu_);
   RecordNode& node = *records_.try_emplace(std::string(record_key)).first;
   auto& series = node.second.series;
