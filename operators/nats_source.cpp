@@ -296,6 +296,9 @@ class NatsSource final : public Operator {
       }
       const int64_t now = SteadyNowNs();
       fetch_sizes_.Observe(static_cast<double>(fetched.messages.size()));
+      // Held back while the batch is handed on: its samples are not in yet, and handing on may
+      // wait for a full graph.
+      if (!fetched.messages.empty()) held_back_ = true;
       for (const auto& [p, m] : fetched.messages) {
         Reading& r = ReadingOf(p, now);
         r.last = m.get();
@@ -308,6 +311,13 @@ class NatsSource final : public Operator {
         r.known = true;
         r.since_ns = now;
         r.last = nullptr;
+      }
+      // Handing the batch on waited for the graph (backpressure) longer than a request lives:
+      // the requests may have ended meanwhile and what was published since waits at the
+      // server, so what each consumer holds is unknown again until a message or the consumer
+      // tells. Held back until then: the windows must not close on the clock before it is in.
+      if (SteadyNowNs() - now > int64_t{fetch_expiry_ms_} * 1'000'000) {
+        for (auto& [p, r] : reading_) r.known = false;
       }
       for (const uint32_t p : fetched.released) Released(p);
       for (const uint32_t p : fetched.added) ReadingOf(p, now);  // its backlog unknown yet

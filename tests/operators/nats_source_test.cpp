@@ -1,8 +1,10 @@
 // nats_source against a real nats-server: decoding, status, bad input by reason, queue groups.
 #include <cmath>
+#include <condition_variable>
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <tuple>
 
 #include "harness.hpp"
@@ -285,6 +287,75 @@ TEST_F(NatsSourceTest, JetStreamHoldsBackInputWhileItsConsumerHasUndeliveredMess
       metrics.find(series + "bucket" + labels + R"(,le="1"} )" + std::to_string(fetches) + "\n"),
       std::string::npos)
       << metrics;
+}
+
+/// Emits into a graph that stops taking input at the first message until Release(), as a full
+/// graph does (its sink waiting for PostgreSQL).
+class StallingEmitter final : public Emitter {
+ public:
+  void Emit(Message m) override {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return released_; });
+    messages_.push_back(std::move(m));
+  }
+  void Release() {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  /// The messages taken; acknowledges their samples (they are in state).
+  size_t TakeAndAck() {
+    std::lock_guard lock(mu_);
+    for (; acked_ < messages_.size(); ++acked_) {
+      if (const auto* b = std::get_if<SampleBatch>(messages_[acked_].get())) b->ack->Done();
+    }
+    return messages_.size();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool released_ = false;
+  std::vector<Message> messages_;
+  size_t acked_ = 0;
+};
+
+TEST_F(NatsSourceTest, JetStreamAfterAStalledGraphHoldsBackInputUntilTheBacklogIsIn) {
+  // The graph stops taking input for longer than a pull request lives: the requests expire and
+  // what is published meanwhile stays at the server. The consumer said "nothing pending" with
+  // its last message before the stall; that is stale now. Were it believed, the windows would
+  // close on the clock before the backlog enters (the samples late, rows missing).
+  nats::JetStream js(*conn_);
+  js.EnsureStream(nats::StreamOptions{});
+  auto h = Source(R"(, "delivery": "jetstream", "subject": "vehicle.*.*", "create_stream": false,
+                     "fetch_expiry_ms": 100)");
+  StallingEmitter out;
+  h->op().Start(out);
+  ASSERT_TRUE(WaitFor([&] { return !h->op().HoldsBackInput(); }, 10s));
+  Publish("vehicle.v5.speed", {wire::Point{kNow - 10, 0, 1}});  // the stall begins with it
+  conn_->Flush(2000);
+  ASSERT_TRUE(WaitFor([&] { return h->Counter("messages_in") == 1; }, 10s));
+  // Well past the requests' expiry (100 ms): these wait at the server.
+  std::this_thread::sleep_for(500ms);  // the stall's length, not a synchronisation
+  constexpr uint32_t kBacklog = 5;
+  for (uint32_t i = 1; i <= kBacklog; ++i) {
+    Publish("vehicle.v5.speed", {wire::Point{kNow - 10 + i, i, 1}});
+  }
+  conn_->Flush(2000);
+  std::this_thread::sleep_for(500ms);  // the stall's length, not a synchronisation
+  out.Release();
+  // Until the backlog is emitted, the source holds input back (sampled every millisecond).
+  bool released_early = false;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const bool holds = h->op().HoldsBackInput();
+        const size_t taken = out.TakeAndAck();
+        released_early = released_early || (!holds && taken < 1 + kBacklog);
+        return taken == 1 + kBacklog && !holds;
+      },
+      10s, 1ms));
+  EXPECT_FALSE(released_early) << "input was not held back while the backlog waited";
+  h->op().Stop();
 }
 
 TEST_F(NatsSourceTest, JetStreamStampsAStatusWithTheTimeTheStreamStoredIt) {
