@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <iterator>
 #include <thread>
 
 #include "nats_status.hpp"
@@ -140,12 +141,27 @@ PullSet::PullSet(Connection& connection, std::string stream)
       sub_(conn_.SubscribeSync(inbox_ + ".*")) {}
 
 PullSet::~PullSet() {
-  // What is still queued goes back at once; the subscription goes, and with it the interest of
-  // the requests still outstanding.
+  // What is held and queued goes back, and so does what comes until the last request has
+  // expired at the server: handed back while a request of this set is open, a message would be
+  // sent on it again, and what comes once the subscription is gone would only come back after
+  // its ack wait, behind what followed it.
+  // As for a removed consumer, 2 s at most.
+  const int64_t until_ns = std::min(requests_until_ns_, NowNs() + kReleaseNs);
+  std::vector<Message> back;
+  for (auto& [id, m] : members_) std::move(m.held.begin(), m.held.end(), std::back_inserter(back));
   bool no_responders = false;
-  while (auto m = sub_->Next(0, no_responders)) {
-    if (m->reply().starts_with("$JS.ACK.")) JsMessage(conn_, std::move(*m)).Nak();
+  for (;;) {
+    const int64_t left_ms = (until_ns - NowNs()) / 1'000'000;
+    auto m = sub_->Next(static_cast<int>(std::max<int64_t>(left_ms, 0)), no_responders);
+    if (m && m->reply().starts_with("$JS.ACK.")) back.push_back(std::move(*m));
+    if (!m && left_ms <= 0) break;
   }
+  HandBack(back);
+}
+
+void PullSet::HandBack(std::vector<Message>& messages) {
+  for (Message& m : messages) JsMessage(conn_, std::move(m)).Nak();
+  messages.clear();
 }
 
 void PullSet::Add(uint32_t id, const std::string& durable) {
@@ -182,6 +198,7 @@ void PullSet::ApplyCommands(Fetched& out) {
           --size_;  // added twice: one consumer
           continue;
         }
+        HandBack(it->second.held);
         out.released.push_back(c.id);  // its removal is over: it is added anew
         --size_;
       }
@@ -197,8 +214,7 @@ void PullSet::ApplyCommands(Fetched& out) {
     if (it == members_.end() || it->second.removing) continue;
     it->second.removing = true;
     // Its requests end with their last message or their expiry status; 2 s at most.
-    it->second.release_until_ns =
-        std::min(it->second.outstanding_until_ns, NowNs() + 2'000'000'000);
+    it->second.release_until_ns = std::min(it->second.outstanding_until_ns, NowNs() + kReleaseNs);
   }
 }
 
@@ -218,8 +234,12 @@ bool PullSet::Receive(int wait_ms, Fetched& out) {
   if (msg->reply().starts_with("$JS.ACK.")) {
     Member* m = ByReply(msg->reply());
     if (m != nullptr && m->outstanding > 0) --m->outstanding;
-    if (m == nullptr || m->removing) {
+    if (m == nullptr) {
       JsMessage(conn_, std::move(*msg)).Nak();  // not ours any more: back to the stream at once
+      return true;
+    }
+    if (m->removing) {
+      m->held.push_back(std::move(*msg));  // handed back once its requests have ended
       return true;
     }
     m->delivered = true;
@@ -253,6 +273,8 @@ void PullSet::Request(Member& m, int batch, int timeout_ms) {
                               "}";
   conn_.PublishRequest(m.request_subject, m.reply, request);
   m.outstanding += static_cast<size_t>(batch);
+  requests_until_ns_ =
+      std::max(requests_until_ns_, NowNs() + (int64_t{timeout_ms} + 100) * 1'000'000);
   // A status that never comes (the connection dropped) must not pin the requests for ever.
   m.outstanding_until_ns = NowNs() + (int64_t{timeout_ms} + 1000) * 1'000'000;
 }
@@ -269,6 +291,7 @@ void PullSet::Settle(Fetched& out) {
     Member& m = it->second;
     if (m.outstanding > 0 && now > m.outstanding_until_ns) m.outstanding = 0;
     if (m.removing && (m.outstanding == 0 || now > m.release_until_ns)) {
+      HandBack(m.held);
       out.released.push_back(it->first);
       it = members_.erase(it);
       --size_;

@@ -115,7 +115,8 @@ class PullSet {
   PullSet(Connection& connection, std::string stream);
   PullSet(const PullSet&) = delete;
   PullSet& operator=(const PullSet&) = delete;
-  /// Hands back what it still holds (NAK).
+  /// Hands back what it still holds and, until every request it sent has expired, what still
+  /// comes (NAK): a message sent to an inbox nobody listens to would wait for its ack wait.
   ~PullSet();
 
   /// Starts pulling from the durable consumer `durable` (it must exist: JetStream::EnsureConsumer),
@@ -123,9 +124,10 @@ class PullSet {
   void Add(uint32_t id, const std::string& durable);
   /// Stops pulling from consumer `id`: none of its messages is returned after the Fetch that
   /// takes the removal in. Its messages received already, and those still coming for its
-  /// outstanding requests, are handed back to the server at once (NAK), not left to their ack
-  /// wait; once its requests have ended (their last message or expiry status, 2 s at most) a
-  /// Fetch reports it in `released`, and it is gone.
+  /// outstanding requests, are handed back to the server (NAK), not left to their ack wait,
+  /// once its requests have ended (their last message or expiry status, 2 s at most): handed
+  /// back earlier, the server would send them again on those requests. Then a Fetch reports it
+  /// in `released`, and it is gone.
   void Remove(uint32_t id);
 
   struct Fetched {
@@ -150,6 +152,8 @@ class PullSet {
   size_t size() const;
 
   static constexpr int kLingerMs = 10;
+  /// A removed consumer's requests are waited for this long at most (ns).
+  static constexpr int64_t kReleaseNs = 2'000'000'000;
   static constexpr int kPollMs = 5;
 
  private:
@@ -163,6 +167,7 @@ class PullSet {
     bool delivered = false;            // a message came in this Fetch
     bool removing = false;
     int64_t release_until_ns = 0;  // removing: released at the latest then
+    std::vector<Message> held;     // removing: what came meanwhile, handed back on release
   };
   struct Command {
     bool add;
@@ -183,12 +188,15 @@ class PullSet {
   /// Moves the removed consumers whose requests ended into out.released.
   void Settle(Fetched& out);
   Member* ByReply(std::string_view ack_reply);
+  /// NAKs `messages` (the server sends them again at once) and clears it.
+  void HandBack(std::vector<Message>& messages);
 
   Connection& conn_;
   const std::string stream_;
   const std::string inbox_;
   std::unique_ptr<SyncSubscription> sub_;  // <inbox>.*
   std::map<uint32_t, Member> members_;     // Fetch's thread only
+  int64_t requests_until_ns_ = 0;          // steady: every request sent has expired by then
   std::mutex commands_mu_;
   std::vector<Command> commands_;
   std::atomic<bool> commanded_{false};

@@ -536,6 +536,12 @@ Connection::Connection(natsConnection* c, StateCallback* on_change, std::string 
 
 Connection::~Connection() {
   if (on_change_ != nullptr) on_change_->closing = true;  // never freed (see StateCallback)
+  // What was published last (acknowledgements, and messages handed back at a hand-over) is
+  // sent before the connection closes: closing does not flush, and a lost NAK would keep its
+  // message from the next owner for the whole ack wait.
+  if (natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED) {
+    natsConnection_FlushTimeout(conn_, kCloseFlushMs);
+  }
   natsConnection_Destroy(conn_);
 }
 

@@ -150,7 +150,8 @@ class Connection {
   static std::unique_ptr<Connection> Connect(const ConnectOptions& options);
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
-  ~Connection();  // closes the connection
+  ~Connection();  // flushes what was published (kCloseFlushMs at most), closes the connection
+  static constexpr int kCloseFlushMs = 2000;
 
   void Publish(std::string_view subject, const void* data, size_t size);
   void Publish(std::string_view subject, std::string_view payload) {

@@ -58,7 +58,10 @@ class NatsSource final : public Operator {
         partitions_(static_cast<uint32_t>(ctx.config.Integer("partitions"))),
         prefix_(ctx.config.String("partition_prefix")),
         check_mapping_(ctx.config.Boolean("check_mapping")),
-        fetch_batch_(static_cast<int>(ctx.config.Integer("fetch_batch"))),
+        // A request for more than max_ack_pending could never be filled (newer servers refuse
+        // it with 409 Exceeded MaxAckPending).
+        fetch_batch_(static_cast<int>(
+            std::min(ctx.config.Integer("fetch_batch"), ctx.config.Integer("max_ack_pending")))),
         fetch_expiry_ms_(static_cast<int>(ctx.config.Integer("fetch_expiry_ms"))),
         fetch_linger_ms_(static_cast<int>(ctx.config.Integer("fetch_linger_ms"))),
         timeout_ms_(static_cast<int>(ctx.config.Integer("member_timeout_ms"))),
@@ -698,7 +701,8 @@ void RegisterNatsSource(Registry& registry) {
   c.Integer("fetch_batch",
             "jetstream: messages per fetch request. After a full batch, requests go out before "
             "the batch is handled until two batches are asked for: the server sends the next "
-            "one meanwhile and has the one after at hand.")
+            "one meanwhile and has the one after at hand. At most max_ack_pending (a larger "
+            "request could never be filled).")
       .Default(int64_t{256})
       .Min(1)
       .Max(10000);

@@ -268,6 +268,59 @@ TEST_F(JetStreamClientTest, APullSetReadsSeveralConsumersAndReleasesOneWhileTheO
       10s));
 }
 
+// What comes for a removed consumer on requests still open reaches the next reader at once, not
+// after its ack wait: handed back while those requests are open, the server would send it on
+// them again, and once this set is gone nobody would answer (a worker that stops hands its
+// partitions over this way).
+TEST_F(JetStreamClientTest, WhatComesForARemovedConsumerGoesToTheNextReaderAtOnce) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  js.EnsureStream({.name = "OVER", .subjects = {"over.>"}});
+  js.EnsureConsumer(
+      {.stream = "OVER", .durable = "over", .filter_subject = "over.x", .ack_wait_ms = 60'000});
+  PublishMany(js, "over.x", 3, "first");
+  size_t acknowledged = 0;
+  {
+    nats::PullSet set(*conn, "OVER");
+    set.Add(1, "over");
+    nats::PullSet::Fetched fetched;
+    // Requests of 10 that wait up to 3 s at the server: still open after the removal.
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          set.Fetch(10, 3000, /*ahead=*/true, fetched, /*linger_ms=*/0);
+          for (const auto& [id, m] : fetched.messages) m->Ack();
+          acknowledged += fetched.messages.size();
+          return acknowledged == 3;
+        },
+        5s));
+    set.Remove(1);
+    PublishMany(js, "over.x", 5, "second");  // they come on the open requests
+    bool released = false;
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          set.Fetch(10, 100, true, fetched, 0);
+          EXPECT_TRUE(fetched.messages.empty()) << "a message of a removed consumer was returned";
+          released = released || !fetched.released.empty();
+          return released;
+        },
+        5s));
+  }  // the set is gone, as a stopped worker's
+  // Well within the ack wait (60 s): the 5 were handed back, none is waiting for its ack wait.
+  auto next = js.PullSubscribe(
+      {.stream = "OVER", .durable = "over", .filter_subject = "over.x", .ack_wait_ms = 60'000});
+  size_t got = 0;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        for (const auto& m : next->Fetch(10, 200)) {
+          m->Ack();
+          ++got;
+        }
+        return got == 5;
+      },
+      8s))
+      << got << " of 5";
+}
+
 // The source learns what the consumer still holds from each batch's last message (no request
 // to the server) and when the stream stored it, and acknowledges through the reply subject alone
 // once the message is freed.
