@@ -85,6 +85,7 @@ struct RunArgs {
   int metrics_port = 9464;
   bool progress = false;
   int tick_ms = 100;
+  int graph_threads = 1;
 };
 
 void PrintProgress(const Metrics& m, double seconds, uint64_t& last_in) {
@@ -113,6 +114,7 @@ int Run(const Registry& registry, const RunArgs& args) {
   try {
     RuntimeOptions options;
     options.tick_ms = args.tick_ms;
+    options.graph_threads = args.graph_threads;
     Runtime runtime(*r.pipeline, metrics, clock, options);
     HttpServer http([&metrics] { return metrics.Exposition(); },
                     [&runtime] { return runtime.Ready(); });
@@ -184,6 +186,14 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--tick-ms", run.tick_ms, "Clock tick period")
       ->capture_default_str()
       ->check(CLI::Range(10, 10000));
+  run_cmd
+      ->add_option("--graph-threads", run.graph_threads,
+                   "Threads that run the pipeline's nodes. 1: one thread of the graph's own, "
+                   "asleep while no input comes (a worker's cost follows its share of the "
+                   "fleet); more pipeline the nodes on cores the worker has to itself, at the "
+                   "cost of oneTBB workers that spin after each burst")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   run_cmd->add_flag("--progress", run.progress,
                     "Print messages in, rows written and active vehicles every second");
 

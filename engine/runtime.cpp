@@ -1,6 +1,7 @@
 #include "runtime.hpp"
 
 #include <oneapi/tbb/flow_graph.h>
+#include <oneapi/tbb/task_arena.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -18,10 +19,8 @@ namespace flow = tbb::flow;
 using Batch = std::vector<Message>;
 using Packet = std::shared_ptr<const Batch>;
 using OperatorNode = flow::multifunction_node<Packet, std::tuple<Packet>>;
-/// A source's gateway: its threads put a pull signal through it when messages wait.
-using SourceNode = flow::async_node<flow::continue_msg, flow::continue_msg>;
-/// Takes what waits at a source's gateway into packets (serial, one per source).
-using InletNode = flow::multifunction_node<flow::continue_msg, std::tuple<Packet>>;
+/// Where a source's packets enter the graph (the driver puts them, in order).
+using InletNode = flow::broadcast_node<Packet>;
 
 /// Largest packet an inlet puts into the graph: a long backlog becomes several packets, so the
 /// nodes downstream can work on one while the next is handled. Messages wait at a gateway in
@@ -95,12 +94,12 @@ struct Runtime::Impl {
     Batch out_;
   };
 
-  /// Emits from a source's own threads: messages wait here, in order, until the source's inlet
-  /// takes them into the graph. Only the first message after the inlet took the previous ones
-  /// signals the graph, so a burst wakes it once.
+  /// Emits from a source's own threads: messages wait here, in order, until the driver takes
+  /// them into the graph. Only the first message after the driver took the previous ones wakes
+  /// it, so a burst wakes it once.
   class GatewayEmitter final : public Emitter {
    public:
-    GatewayEmitter(Gate& gate, Node& node) : gate_(gate), node_(node) {}
+    GatewayEmitter(Gate& gate, Node& node, Impl& impl) : gate_(gate), node_(node), impl_(impl) {}
     void Emit(Message m) override {
       gate_.WaitForRoom();
       Put(std::move(m));
@@ -116,35 +115,33 @@ struct Runtime::Impl {
         if (signalled_) return;
         signalled_ = true;
       }
-      node_.source->gateway().try_put(flow::continue_msg());
+      impl_.Wake();
     }
-    /// The inlet's body: puts everything waiting on, one packet per chunk.
-    void Take(InletNode::output_ports_type& ports) {
+    /// The driver's: puts everything waiting into the graph, one packet per chunk.
+    void Take(InletNode& inlet) {
       std::vector<Batch> taken;
       {
         std::lock_guard lock(mu_);
         taken.swap(waiting_);
         signalled_ = false;
       }
-      for (Batch& chunk : taken) {
-        std::get<0>(ports).try_put(std::make_shared<const Batch>(std::move(chunk)));
-      }
+      for (Batch& chunk : taken) inlet.try_put(std::make_shared<const Batch>(std::move(chunk)));
     }
 
    private:
     Gate& gate_;
     Node& node_;
+    Impl& impl_;
     std::mutex mu_;
     std::vector<Batch> waiting_;  // chunks of at most kMaxPacket, oldest first
-    bool signalled_ = false;      // a pull signal is on its way to the inlet
+    bool signalled_ = false;      // the driver was woken for them
   };
 
   struct Node {
     NodeDecl decl;
     std::unique_ptr<Operator> op;
     std::unique_ptr<OperatorNode> body;
-    std::unique_ptr<SourceNode> source;
-    std::unique_ptr<InletNode> inlet;
+    std::unique_ptr<InletNode> inlet;  // sources only
     std::unique_ptr<GatewayEmitter> gateway_emitter;
     std::vector<Node*> successors;
     Counter* errors = nullptr;
@@ -156,7 +153,11 @@ struct Runtime::Impl {
         clock(c),
         options(o),
         gate(o.max_queued, m.GetGauge("graph_sources_blocked",
-                                      "Sources waiting for room in the graph (backpressure).")) {}
+                                      "Sources waiting for room in the graph (backpressure).")),
+        arena(std::max(o.graph_threads, 1), 1) {
+    // The graph works in the arena it is made in: ours, whose workers are graph_threads - 1.
+    arena.execute([this] { graph = std::make_unique<flow::graph>(); });
+  }
 
   void Build() {
     nodes.reserve(pipeline.nodes.size());
@@ -188,18 +189,11 @@ struct Runtime::Impl {
     for (auto& np : nodes) {
       Node& n = *np;
       if (n.decl.info->input == PortKind::kNone) {
-        n.source = std::make_unique<SourceNode>(
-            graph, flow::unlimited, [](const flow::continue_msg&, SourceNode::gateway_type&) {});
-        n.gateway_emitter = std::make_unique<GatewayEmitter>(gate, n);
-        n.inlet = std::make_unique<InletNode>(
-            graph, flow::serial,
-            [&n](const flow::continue_msg&, InletNode::output_ports_type& ports) {
-              n.gateway_emitter->Take(ports);
-            });
-        flow::make_edge(*n.source, *n.inlet);
+        n.gateway_emitter = std::make_unique<GatewayEmitter>(gate, n, *this);
+        n.inlet = std::make_unique<InletNode>(*graph);
       } else {
         n.body = std::make_unique<OperatorNode>(
-            graph, flow::serial,
+            *graph, flow::serial,
             [this, &n](const Packet& in, OperatorNode::output_ports_type& ports) {
               PortEmitter out(in->size());
               for (const Message& m : *in) {
@@ -220,8 +214,8 @@ struct Runtime::Impl {
     }
     for (auto& n : nodes) {
       for (Node* s : n->successors) {
-        if (n->source) {
-          flow::make_edge(flow::output_port<0>(*n->inlet), *s->body);
+        if (n->inlet) {
+          flow::make_edge(*n->inlet, *s->body);
         } else {
           flow::make_edge(flow::output_port<0>(*n->body), *s->body);
         }
@@ -234,13 +228,54 @@ struct Runtime::Impl {
   void PutTick(bool drain) {
     bool held_back = gate.TakeHeldBack();
     for (auto& n : nodes) {
-      if (n->source && n->op->HoldsBackInput()) held_back = true;
+      if (n->inlet && n->op->HoldsBackInput()) held_back = true;
     }
     const Message tick = MakeMessage(Tick{clock.NowNs(), drain, held_back});
     for (auto& n : nodes) {
-      if (n->source) n->gateway_emitter->Put(tick);
+      if (n->inlet) n->gateway_emitter->Put(tick);
     }
     queued_gauge->Set(static_cast<double>(gate.queued()));
+  }
+
+  /// Wakes the driver: a source's burst waits at its gateway.
+  void Wake() {
+    {
+      std::lock_guard lock(drive_mu);
+      woken = true;
+    }
+    drive_cv.notify_one();
+  }
+
+  /// The driver's loop: sleeps until a burst or the next tick, puts what waits into the graph
+  /// and works in the arena until the graph is idle. Ends once Stop's drain Tick went through.
+  void Drive() {
+    using Steady = std::chrono::steady_clock;
+    const auto period = std::chrono::milliseconds(options.tick_ms);
+    auto next_tick = Steady::now() + period;
+    std::unique_lock lock(drive_mu);
+    for (;;) {
+      const auto wake = [this] { return woken || finish; };
+      if (options.tick_ms > 0 && !ticks_stopped) {
+        drive_cv.wait_until(lock, next_tick, wake);
+      } else {
+        drive_cv.wait(lock, wake);
+      }
+      const bool last = finish;  // Stop put the drain Tick before it set this
+      woken = false;
+      lock.unlock();
+      if (options.tick_ms > 0 && !ticks_stopped && Steady::now() >= next_tick) {
+        PutTick(false);
+        next_tick = Steady::now() + period;
+      }
+      arena.execute([this] {
+        for (auto& n : nodes) {
+          if (n->inlet) n->gateway_emitter->Take(*n->inlet);
+        }
+        graph->wait_for_all();
+      });
+      lock.lock();
+      if (last) return;
+    }
   }
 
   const Pipeline pipeline;
@@ -248,19 +283,21 @@ struct Runtime::Impl {
   const Clock& clock;
   const RuntimeOptions options;
   Gate gate;
-  flow::graph graph;
+  tbb::task_arena arena;               // graph_threads slots, one kept for the driver
+  std::unique_ptr<flow::graph> graph;  // made in `arena`
   std::vector<std::unique_ptr<Node>> nodes;
   Gauge* queued_gauge = nullptr;
   int sources = 0;
   std::atomic<int> sources_ended{0};  // sources that said their input ended
   RateLimitedLog error_log;           // a flood of failing messages must not flood the log
 
-  std::mutex ticker_mu;
-  std::condition_variable ticker_cv;
-  bool ticker_stop = false;
-  std::thread ticker;
+  std::mutex drive_mu;
+  std::condition_variable drive_cv;
+  bool woken = false;                      // a burst waits at a gateway
+  bool finish = false;                     // Stop: the drain Tick is the driver's last round
+  std::atomic<bool> ticks_stopped{false};  // Stop: no clock Tick any more
+  std::thread driver;
   std::atomic<bool> started{false};
-  bool reserved = false;
   bool stopped = false;
 };
 
@@ -274,12 +311,9 @@ Runtime::~Runtime() { Stop(); }
 
 void Runtime::Start() {
   Impl& s = *impl_;
+  s.driver = std::thread([&s] { s.Drive(); });  // before the sources: they may emit at once
   for (auto& n : s.nodes) {
-    if (n->source) n->source->gateway().reserve_wait();
-  }
-  s.reserved = true;
-  for (auto& n : s.nodes) {
-    if (!n->source) continue;
+    if (!n->inlet) continue;
     try {
       n->op->Start(*n->gateway_emitter);
     } catch (const std::exception& e) {
@@ -287,16 +321,6 @@ void Runtime::Start() {
                                ") could not start: " + e.what());
     }
   }
-  if (s.options.tick_ms > 0)
-    s.ticker = std::thread([&s] {
-      std::unique_lock lock(s.ticker_mu);
-      while (!s.ticker_cv.wait_for(lock, std::chrono::milliseconds(s.options.tick_ms),
-                                   [&s] { return s.ticker_stop; })) {
-        lock.unlock();
-        s.PutTick(false);
-        lock.lock();
-      }
-    });
   s.started = true;
 }
 
@@ -304,30 +328,27 @@ void Runtime::Stop() {
   Impl& s = *impl_;
   if (s.stopped) return;
   s.stopped = true;
-  if (s.ticker.joinable()) {
-    {
-      std::lock_guard lock(s.ticker_mu);
-      s.ticker_stop = true;
-    }
-    s.ticker_cv.notify_all();
-    s.ticker.join();
-  }
+  s.ticks_stopped = true;
   s.gate.Open();
+  // The driver goes on while the sources stop: a source may wait for what it emitted last (a
+  // partition's hand-over) to pass through the graph.
   for (auto& n : s.nodes) {
-    if (!n->source) continue;
+    if (!n->inlet) continue;
     try {
       n->op->Stop();
     } catch (const std::exception& e) {
       spdlog::error("node '{}' ({}): stop: {}", n->decl.id, n->decl.type, e.what());
     }
   }
-  if (s.reserved) {
+  if (s.driver.joinable()) {
     s.PutTick(true);
-    for (auto& n : s.nodes) {
-      if (n->source) n->source->gateway().release_wait();
+    {
+      std::lock_guard lock(s.drive_mu);
+      s.finish = true;
     }
+    s.drive_cv.notify_one();
+    s.driver.join();
   }
-  s.graph.wait_for_all();
   s.started = false;
 }
 

@@ -1,13 +1,20 @@
 #pragma once
 /// Runs a validated pipeline on a oneTBB flow graph.
 ///
-/// Sources enter the graph through async_node gateways (their threads belong to the client
-/// libraries); every other operator is a serial multifunction_node. Edges carry packets of
-/// messages: what a source emits waits, in order, until the graph takes it (one wake-up per
-/// burst, not per message), and what an operator emits while it handles a packet goes on as
-/// one packet. Operators still see one message at a time, in order. A bounded number of
-/// messages may wait in the graph's queues: a source's Emit blocks while the graph is full,
-/// so a slow sink slows the sources instead of growing memory.
+/// Every operator but the sources is a serial multifunction_node; a source's messages enter
+/// through a broadcast_node (its own threads belong to the client libraries). Edges carry
+/// packets of messages: what a source emits waits, in order, at its gateway until the graph
+/// takes it (one wake-up per burst, not per message), and what an operator emits while it
+/// handles a packet goes on as one packet. Operators still see one message at a time, in order.
+/// A bounded number of messages may wait in the graph's queues: a source's Emit blocks while the
+/// graph is full, so a slow sink slows the sources instead of growing memory.
+///
+/// The graph runs on a thread of its own, the driver: woken by a source's burst or by the clock
+/// tick, it puts what waits into the graph and works with it in the graph's task arena until the
+/// graph is idle, then sleeps until the next burst or tick. The arena has `graph_threads` slots,
+/// the driver's among them; oneTBB worker threads fill the others. With one (the default) there
+/// is no worker thread: nothing spins after a burst, so a worker that holds a small share of the
+/// fleet costs in proportion to it (docs/BENCHMARKS.md §8).
 ///
 /// Lifecycle: Start() once; Stop() (idempotent) stops the sources, sends a drain Tick through
 /// the graph and waits until every node has handled it. Neither may be called from a graph or
@@ -30,6 +37,8 @@ namespace fleetflow {
 struct RuntimeOptions {
   int tick_ms = 100;                    // period of the clock Tick sent through the graph; 0: no
                                         // ticker (a replay source sends the Ticks in its stream)
+  int graph_threads = 1;                // threads that run the graph's nodes (the driver and
+                                        // graph_threads - 1 oneTBB workers)
   size_t max_queued = 20000;            // messages waiting in node queues before sources block
   ClockDriver* clock_driver = nullptr;  // what moves `clock` when it follows the input (a
                                         // replay); handed to the sources

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "pipeline.hpp"
@@ -31,6 +32,10 @@ struct Probe {
   std::atomic<int> emitted{0};
   std::atomic<int> seen{0};
   std::atomic<int> drains{0};
+  std::atomic<int> ticks{0};           // clock Ticks (not the drain) the sink saw
+  std::atomic<bool> last_seen{false};  // the message a stopping source emits (ts -1) went through
+  bool stop_waits = false;             // the source's Stop emits one more and waits for it
+  std::set<std::thread::id> graph_threads;  // where the sink ran (written by the sink only)
   std::atomic<int> max_seen_gap{0};
   std::vector<int64_t> order;  // written by the serial sink only
   std::mutex mu;
@@ -45,6 +50,7 @@ class CountingSource final : public Operator {
   CountingSource(Probe& p, std::function<void()> input_ended)
       : p_(p), input_ended_(std::move(input_ended)) {}
   void Start(Emitter& out) override {
+    out_ = &out;
     thread_ = std::thread([this, &out] {
       for (int i = 0; i < p_.to_emit && !stop_; ++i) {
         SampleBatch b{"v1", "speed", {wire::Point{i + 1, 0, 1.0}}, {}};
@@ -57,10 +63,17 @@ class CountingSource final : public Operator {
   void Stop() override {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
+    if (p_.stop_waits) {
+      // As a partitioned source hands over: its last message must pass every node before it
+      // returns, so the graph still runs while the sources stop.
+      out_->Emit(MakeMessage(SampleBatch{"v1", "speed", {wire::Point{-1, 0, 1.0}}, {}}));
+      Eventually([this] { return p_.last_seen.load(); });
+    }
   }
 
  private:
   Probe& p_;
+  Emitter* out_ = nullptr;
   const std::function<void()> input_ended_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -82,12 +95,15 @@ class GatedSink final : public Operator {
   void Process(const Message& in, Emitter&) override {
     std::unique_lock lock(p_.mu);
     p_.cv.wait(lock, [this] { return p_.sink_open; });
-    if (const auto* b = std::get_if<SampleBatch>(in.get())) {
+    p_.graph_threads.insert(std::this_thread::get_id());
+    if (const auto* b = std::get_if<SampleBatch>(in.get()); b && b->points[0].ts_ns == -1) {
+      p_.last_seen = true;
+    } else if (b) {
       p_.order.push_back(b->points[0].ts_ns);
       p_.seen++;
       p_.max_seen_gap = std::max<int>(p_.max_seen_gap, p_.emitted - p_.seen);
-    } else if (const auto* t = std::get_if<Tick>(in.get()); t && t->drain) {
-      p_.drains++;
+    } else if (const auto* t = std::get_if<Tick>(in.get())) {
+      (t->drain ? p_.drains : p_.ticks)++;
     }
   }
 
@@ -185,6 +201,37 @@ TEST_F(RuntimeTest, InputEndsWhenEverySourceSaysSoAndTheDriverGoesToSourcesOnly)
   replay.Start();
   EXPECT_TRUE(Eventually([&] { return replay.InputEnded(); }));
   replay.Stop();
+}
+
+TEST_F(RuntimeTest, TheGraphRunsOnItsOwnThreadTicksWithoutInputAndRunsWhileSourcesStop) {
+  probe_.to_emit = 1000;
+  probe_.stop_waits = true;
+  RuntimeOptions options;
+  options.tick_ms = 10;
+  Runtime rt(Load(), metrics_, clock_, options);
+  rt.Start();
+  ASSERT_TRUE(Eventually([&] { return probe_.seen == 999; }));
+  const int ticks = probe_.ticks;
+  EXPECT_TRUE(Eventually([&] { return probe_.ticks >= ticks + 3; }));  // no input meanwhile
+  rt.Stop();  // the source's Stop waits for its last message to reach the sink
+  EXPECT_TRUE(probe_.last_seen);
+  EXPECT_EQ(probe_.drains, 1);
+  // graph_threads 1: every node ran on the driver, neither the source's thread nor this one.
+  std::lock_guard lock(probe_.mu);
+  ASSERT_EQ(probe_.graph_threads.size(), 1u);
+  EXPECT_NE(*probe_.graph_threads.begin(), std::this_thread::get_id());
+}
+
+TEST_F(RuntimeTest, MoreGraphThreadsDeliverTheSameInOrder) {
+  probe_.to_emit = 5000;
+  RuntimeOptions options;
+  options.graph_threads = 2;
+  Runtime rt(Load(), metrics_, clock_, options);
+  rt.Start();
+  EXPECT_TRUE(Eventually([&] { return probe_.seen == 4999; }));
+  rt.Stop();
+  EXPECT_EQ(probe_.drains, 1);
+  EXPECT_TRUE(std::is_sorted(probe_.order.begin(), probe_.order.end()));
 }
 
 }  // namespace
