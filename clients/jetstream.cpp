@@ -337,12 +337,17 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
     }
   };
   // The rest of the batch: gathered by polling, so a slow stream's messages wake this thread
-  // once per poll, not once each.
+  // once per poll, not once each. A poll comes when the batch should be full at the rate seen
+  // since the first poll, kPollMs at most: a slow stream is polled every kPollMs, a fast one as
+  // often as it fills a batch, so the polls never cap what the server can send.
   if (!out.messages.empty()) {
     const int64_t full_until = NowNs() + int64_t{linger_ms} * 1'000'000;
+    int64_t first_poll_ns = 0;
+    size_t first_poll_count = 0;
     for (;;) {
       drain();
-      const int64_t left_ns = full_until - NowNs();
+      const int64_t now = NowNs();
+      const int64_t left_ns = full_until - now;
       if (out.messages.size() >= want || left_ns <= 0 || commanded_.load()) break;
       if (!ahead) {
         // One request at a time: the rest of its batch is waited for, not polled (a poll that
@@ -351,8 +356,19 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
         continue;
       }
       top_up();
-      std::this_thread::sleep_for(
-          std::chrono::nanoseconds(std::min<int64_t>(left_ns, int64_t{kPollMs} * 1'000'000)));
+      int64_t wait_ns = kFirstPollNs;
+      if (first_poll_ns == 0) {
+        first_poll_ns = now;
+        first_poll_count = out.messages.size();
+      } else {
+        wait_ns = int64_t{kPollMs} * 1'000'000;
+        if (const size_t came = out.messages.size() - first_poll_count; came > 0) {
+          const int64_t fill_ns = (now - first_poll_ns) / static_cast<int64_t>(came) *
+                                  static_cast<int64_t>(want - out.messages.size());
+          wait_ns = std::clamp(fill_ns, kMinPollNs, wait_ns);
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::nanoseconds(std::min(left_ns, wait_ns)));
     }
   }
   top_up();

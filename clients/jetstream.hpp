@@ -139,9 +139,10 @@ class PullSet {
   /// Fills `out` (cleared first) with up to `batch` messages of any consumers, waiting at most
   /// timeout_ms for the first; returns early, possibly empty, when Add or Remove is called or
   /// a removed consumer is released. Once one message is there, the rest of the batch is
-  /// gathered for linger_ms at most: with `ahead`, polling every kPollMs (not woken by every
-  /// message: a slow stream's messages are handed on together, and a worker's wake-ups follow
-  /// its share of the load); without, waiting for each (its one request ends sooner). Messages that
+  /// gathered for linger_ms at most: with `ahead`, by polling (not woken by every message: a
+  /// slow stream's messages are handed on together, and a worker's wake-ups follow its share of
+  /// the load), every kPollMs or, when the batch fills sooner at the rate seen, when it should
+  /// be full; without, waiting for each (its one request ends sooner). Messages that
   /// arrive later are kept for the next call. Each consumer without an outstanding request gets one
   /// of `batch` messages (waiting up to timeout_ms at the server). `ahead`: a consumer that
   /// delivered in this call is kept at two batches requested, so the server sends the next batch
@@ -155,6 +156,8 @@ class PullSet {
   /// A removed consumer's requests are waited for this long at most (ns).
   static constexpr int64_t kReleaseNs = 2'000'000'000;
   static constexpr int kPollMs = 5;
+  static constexpr int64_t kFirstPollNs = 1'000'000;  // the first poll, before a rate is seen
+  static constexpr int64_t kMinPollNs = 200'000;      // a fast stream's polls, at most this often
 
  private:
   struct Member {
