@@ -37,6 +37,7 @@ class KeyedLastValue final : public Operator {
       o.bucket.storage = ctx.config.String("bucket_storage");
       o.bucket.replicas = static_cast<int>(ctx.config.Integer("bucket_replicas"));
       o.flush_ms = ctx.config.Integer("flush_ms");
+      o.flush_messages = ctx.config.Integer("flush_messages");
       o.keep = retention_.keep;
       o.history_ns = retention_.history_ns;
       store_ = std::make_unique<JetStreamKvStore>(std::move(o), ctx.metrics, ctx.labels());
@@ -290,10 +291,20 @@ void RegisterKeyedLastValue(Registry& registry) {
   info.config
       .Integer("flush_ms",
                "jetstream_kv: writes are coalesced to at most one per vehicle per flush_ms, sent "
-               "asynchronously.")
+               "asynchronously; after a clock tick without new samples (the input paused), what "
+               "waits is written at once.")
       .Default(int64_t{200})
       .Min(10)
       .Max(60'000);
+  info.config
+      .Integer("flush_messages",
+               "jetstream_kv: a flush comes before flush_ms is up, at the next clock tick, once "
+               "this many messages wait for their write (each is acknowledged after it). Keep it "
+               "well under the source's max_ack_pending, or the server stops delivering until "
+               "the flush.")
+      .Default(int64_t{20'000})
+      .Min(1)
+      .Max(10'000'000);
   AddNatsConnectionFields(info.config);
   info.config
       .Integer("keep",

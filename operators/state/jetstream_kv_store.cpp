@@ -163,7 +163,11 @@ void JetStreamKvStore::Write(size_t slot, const std::vector<wire::Point>& sample
   // Appended here, sorted and merged once per write (Settle), not once per message.
   s.fresh.insert(s.fresh.end(), samples.begin(), samples.end());
   if (s.fresh.size() > kMaxPendingSamples) Settle(s);
-  if (durable) record.acks.push_back(std::move(durable));
+  if (durable) {
+    record.acks.push_back(std::move(durable));
+    ++acks_since_flush_;
+  }
+  wrote_since_sync_ = wrote_since_flush_ = true;
   if (!record.dirty) {
     record.dirty = true;
     dirty_.push_back(key);
@@ -288,7 +292,22 @@ void JetStreamKvStore::Flush() {
 
 void JetStreamKvStore::Sync(bool all) {
   const int64_t now = SteadyNowNs();
-  if (!all && now - last_flush_ns_ < options_.flush_ms * 1'000'000) return;
+  bool due = all || now - last_flush_ns_ >= options_.flush_ms * 1'000'000;
+  {
+    std::lock_guard lock(mu_);
+    // A tick without a Write: the input paused and there is nothing more to coalesce, so what
+    // waits is written now and its messages are acknowledged without waiting out flush_ms.
+    due = due || (!wrote_since_sync_ && wrote_since_flush_);
+    // Many messages waiting for their write: the source's max_ack_pending would soon stop the
+    // server's deliveries (a backlog read fast) until the flush.
+    due = due || acks_since_flush_ >= options_.flush_messages;
+    wrote_since_sync_ = false;
+    if (due) {
+      wrote_since_flush_ = false;
+      acks_since_flush_ = 0;
+    }
+  }
+  if (!due) return;
   last_flush_ns_ = now;
   Flush();
   if (!all) return;

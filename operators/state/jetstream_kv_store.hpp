@@ -31,8 +31,9 @@ struct JetStreamKvOptions {
   nats::ConnectOptions connection;
   nats::BucketOptions bucket;
   int64_t flush_ms = 200;
-  size_t keep = 4;         // samples per key kept after a merge
-  int64_t history_ns = 0;  // and every sample this close to the key's newest (Retention)
+  int64_t flush_messages = 20'000;  // or sooner, once this many messages wait for a write
+  size_t keep = 4;                  // samples per key kept after a merge
+  int64_t history_ns = 0;           // and every sample this close to the key's newest (Retention)
   int restore_timeout_ms = 30'000;
 };
 
@@ -110,6 +111,9 @@ class JetStreamKvStore final : public StateStore {
   std::vector<std::string> dirty_;                   // KV keys
   int64_t last_flush_ns_ = 0;
   int64_t in_flight_ = 0;
+  bool wrote_since_sync_ = false;   // a Write since the last tick
+  bool wrote_since_flush_ = false;  // a Write since the last flush
+  int64_t acks_since_flush_ = 0;    // messages given with Writes since the last flush
 
   Counter& writes_;
   Counter& conflicts_;

@@ -41,10 +41,11 @@ PartitionEvent Assigned(uint32_t partition) {
 
 class KeyedLastValueKvTest : public NatsServerTest {
  protected:
-  std::unique_ptr<OperatorHarness> Worker(int flush_ms = 50) {
+  std::unique_ptr<OperatorHarness> Worker(int flush_ms = 50, int flush_messages = 20'000) {
     return std::make_unique<OperatorHarness>(
         "keyed_last_value", R"({"backend": "jetstream_kv", "url": ")" + server_.url() +
-                                R"(", "keep": 3, "flush_ms": )" + std::to_string(flush_ms) + "}");
+                                R"(", "keep": 3, "flush_ms": )" + std::to_string(flush_ms) +
+                                R"(, "flush_messages": )" + std::to_string(flush_messages) + "}");
   }
 
   /// The samples stored of a state key `<partition>.<vehicle>.<sensor>`: a series of the
@@ -86,6 +87,39 @@ TEST_F(KeyedLastValueKvTest, AcknowledgesOnlyOnceTheSamplesAreInTheBucket) {
   h->TickAt(2, /*drain=*/true);  // a drain writes everything and waits for the answers
   EXPECT_EQ(acks, 1);
   EXPECT_EQ(Stored("0.v1.speed"), (std::vector<int64_t>{1, 2}));
+}
+
+TEST_F(KeyedLastValueKvTest, WhatWaitsIsWrittenAtTheFirstTickWithoutNewSamples) {
+  auto h = Worker(/*flush_ms=*/60'000);  // never due by time in this test
+  std::atomic<int> acks{0};
+  h->Feed(Batch("v1", "speed", {1}, [&] { ++acks; }));
+  h->TickAt(1);  // samples came since the previous tick: coalescing goes on
+  h->Feed(Batch("v1", "speed", {2}, [&] { ++acks; }));
+  h->TickAt(2);
+  EXPECT_EQ(h->Counter("kv_writes"), 0u);
+  EXPECT_EQ(acks, 0);
+  h->TickAt(3);  // none since tick 2: the input paused, nothing more to coalesce
+  EXPECT_TRUE(WaitFor([&] { return acks == 2; }, 10s)) << acks;
+  EXPECT_EQ(h->Counter("kv_writes"), 1u);
+  EXPECT_EQ(Stored("0.v1.speed"), (std::vector<int64_t>{1, 2}));
+  h->TickAt(4);  // quiet again, but nothing waits: no write
+  h->TickAt(5);
+  EXPECT_EQ(h->Counter("kv_writes"), 1u);
+}
+
+TEST_F(KeyedLastValueKvTest, ManyMessagesWaitingBringTheFlushForward) {
+  auto h = Worker(/*flush_ms=*/60'000, /*flush_messages=*/10);
+  std::atomic<int> acks{0};
+  for (int64_t t = 1; t <= 9; ++t) h->Feed(Batch("v1", "speed", {t}, [&] { ++acks; }));
+  h->TickAt(1);  // 9 waiting: not yet
+  EXPECT_EQ(h->Counter("kv_writes"), 0u);
+  h->Feed(Batch("v2", "speed", {10}, [&] { ++acks; }));
+  h->TickAt(2);  // 10 waiting (samples came since tick 1, so not a quiet tick)
+  EXPECT_TRUE(WaitFor([&] { return acks == 10; }, 10s)) << acks;
+  EXPECT_EQ(h->Counter("kv_writes"), 2u);  // one per vehicle
+  h->Feed(Batch("v1", "speed", {11}, [&] { ++acks; }));
+  h->TickAt(3);  // the count starts again
+  EXPECT_EQ(h->Counter("kv_writes"), 2u);
 }
 
 TEST_F(KeyedLastValueKvTest, WritesAreCoalescedPerKeyAndCarryWhatStateRetains) {
