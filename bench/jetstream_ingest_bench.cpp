@@ -93,6 +93,7 @@ struct Settings {
   int repeats = 3;
   int fetch_batch = 256;
   int flush_ms = 1000;  // as pipelines/jetstream.json
+  int flush_messages = 20'000;  // keyed_last_value's default
   std::string storage = "file";
   uint64_t seed = 1;
   std::string scale = "custom";
@@ -382,7 +383,8 @@ std::string PipelineJson(const std::string& contender, const std::string& url,
   {"id": "last_values", "type": "keyed_last_value", "inputs": ["telemetry"], "config": {)";
   if (kv) {
     j << R"("url": ")" << url << R"(", "backend": "jetstream_kv", "bucket": ")" << bucket
-      << R"(", "bucket_storage": ")" << s.storage << R"(", "flush_ms": )" << s.flush_ms << ", ";
+      << R"(", "bucket_storage": ")" << s.storage << R"(", "flush_ms": )" << s.flush_ms
+      << R"(, "flush_messages": )" << s.flush_messages << ", ";
   } else {
     j << R"("backend": "memory", )";
   }
@@ -558,6 +560,9 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 10000));
   app.add_option("--flush-ms", s.flush_ms, "keyed_last_value flush_ms")
       ->check(CLI::Range(10, 60000));
+  app.add_option("--flush-messages", s.flush_messages, "keyed_last_value flush_messages")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10'000'000));
   app.add_option("--storage", s.storage, "Stream and bucket storage")
       ->check(CLI::IsMember({"file", "memory"}));
   app.add_option("--contenders", contenders, "Which contenders to run, comma-separated");
