@@ -92,7 +92,7 @@ struct Settings {
   int64_t message_span_ms = 500;  // event time covered by one message of a key
   int repeats = 3;
   int fetch_batch = 256;
-  int flush_ms = 1000;  // as pipelines/jetstream.json
+  int flush_ms = 1000;          // as pipelines/jetstream.json
   int flush_messages = 20'000;  // keyed_last_value's default
   std::string storage = "file";
   uint64_t seed = 1;
