@@ -233,7 +233,8 @@ bool PullSet::Receive(int wait_ms, Fetched& out) {
   const std::string_view subject = msg->subject();
   if (msg->reply().starts_with("$JS.ACK.")) {
     Member* m = ByReply(msg->reply());
-    if (m != nullptr && m->outstanding > 0) --m->outstanding;
+    // Every message asked for came: the consumer may have more (a backlog).
+    if (m != nullptr && m->outstanding > 0 && --m->outstanding == 0) m->caught_up = false;
     if (m == nullptr) {
       JsMessage(conn_, std::move(*msg)).Nak();  // not ours any more: back to the stream at once
       return true;
@@ -263,26 +264,44 @@ bool PullSet::Receive(int wait_ms, Fetched& out) {
                        std::from_chars(left.data(), left.data() + left.size(), n).ec == std::errc();
     Member& m = it->second;
     m.outstanding = known ? m.outstanding - std::min(m.outstanding, n) : 0;
+    m.caught_up = true;
   }
   return true;  // a heartbeat or anything else: not a message for the caller
 }
 
-void PullSet::Request(Member& m, int batch, int timeout_ms) {
+void PullSet::Request(Member& m, int batch, int timeout_ms, bool no_wait) {
+  // no_wait with expires (nats-server 2.9): waits up to expires for the first message, and
+  // ends (408) once the consumer has nothing more to send.
   const std::string request = "{\"batch\":" + std::to_string(batch) +
                               ",\"expires\":" + std::to_string(int64_t{timeout_ms} * 1'000'000) +
-                              "}";
+                              (no_wait ? ",\"no_wait\":true}" : "}");
   conn_.PublishRequest(m.request_subject, m.reply, request);
+  const int64_t now = NowNs();
   m.outstanding += static_cast<size_t>(batch);
-  requests_until_ns_ =
-      std::max(requests_until_ns_, NowNs() + (int64_t{timeout_ms} + 100) * 1'000'000);
+  requests_until_ns_ = std::max(requests_until_ns_, now + (int64_t{timeout_ms} + 100) * 1'000'000);
   // A status that never comes (the connection dropped) must not pin the requests for ever.
-  m.outstanding_until_ns = NowNs() + (int64_t{timeout_ms} + 1000) * 1'000'000;
+  m.outstanding_until_ns = now + (int64_t{timeout_ms} + 1000) * 1'000'000;
 }
 
-void PullSet::RequestWhereNone(int batch, int timeout_ms) {
+void PullSet::RequestWhereNone(int batch, int timeout_ms, bool ahead, bool only_delivered) {
+  const int64_t now = NowNs();
+  if (ahead && now < next_paced_ns_) return;
+  bool sent = false;
   for (auto& [id, m] : members_) {
-    if (!m.removing && m.outstanding == 0) Request(m, batch, timeout_ms);
+    if (m.removing || m.outstanding > 0 || (only_delivered && !m.delivered)) continue;
+    Request(m, batch, timeout_ms, ahead);
+    sent = true;
   }
+  if (ahead && sent) next_paced_ns_ = now + pace_ns_;
+}
+
+int64_t PullSet::NsUntilPaced(int64_t cap) const {
+  for (const auto& [id, m] : members_) {
+    if (!m.removing && m.outstanding == 0) {
+      return std::clamp<int64_t>(next_paced_ns_ - NowNs(), 0, cap);
+    }
+  }
+  return cap;
 }
 
 void PullSet::Settle(Fetched& out) {
@@ -306,6 +325,7 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
   out.added.clear();
   out.released.clear();
   const size_t want = static_cast<size_t>(batch);
+  pace_ns_ = PaceNs(linger_ms);
   ApplyCommands(out);
   Settle(out);
   for (auto& [id, m] : members_) m.delivered = false;
@@ -314,32 +334,40 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
     }
   };
   drain();  // messages of earlier requests (sent ahead, or given up) come first
-  RequestWhereNone(batch, timeout_ms);
+  RequestWhereNone(batch, timeout_ms, ahead);
   // The first message: waited for in slices, so that Add and Remove are taken in at once, and
   // a consumer whose request expired asks again at once.
   const int64_t first_until = NowNs() + int64_t{timeout_ms} * 1'000'000;
   while (out.messages.empty() && !members_.empty() && !commanded_.load()) {
     const int64_t left_ms = (first_until - NowNs()) / 1'000'000;
     if (left_ms <= 0) break;
-    if (Receive(static_cast<int>(std::min<int64_t>(left_ms, 100)), out)) drain();
+    const int64_t slice_ms =
+        std::min<int64_t>(left_ms, ahead ? (NsUntilPaced(100'000'000) + 999'999) / 1'000'000 : 100);
+    if (Receive(static_cast<int>(slice_ms), out)) drain();
     Settle(out);
     if (!out.messages.empty() || !out.released.empty()) break;
-    RequestWhereNone(batch, timeout_ms);
+    RequestWhereNone(batch, timeout_ms, ahead);
   }
-  // Ahead: a consumer that delivered stays at two batches asked for, so the server has the
-  // second at hand when it has sent the first, without waiting for the next request; also
-  // while the rest of a batch is gathered, so the server never waits for this thread.
+  // Ahead: a consumer that delivered a whole batch (a backlog) stays at two batches asked for,
+  // so the server has the second at hand when it has sent the first, without waiting for the
+  // next request; also while the rest of a batch is gathered, so the server never waits for
+  // this thread. The caught-up ones are asked again together when the pace allows.
+  // Returns true when every consumer that delivered is caught up (only the pace brings more).
   const auto top_up = [&] {
-    if (!ahead) return;
+    if (!ahead) return false;
+    bool paced_only = true;
     for (auto& [id, m] : members_) {
-      if (!m.delivered || m.removing) continue;
-      while (m.outstanding < 2 * want) Request(m, batch, timeout_ms);
+      if (!m.delivered || m.removing || m.caught_up) continue;
+      paced_only = false;
+      while (m.outstanding < 2 * want) Request(m, batch, timeout_ms, true);
     }
+    RequestWhereNone(batch, timeout_ms, true, /*only_delivered=*/true);
+    return paced_only;
   };
   // The rest of the batch: gathered by polling, so a slow stream's messages wake this thread
-  // once per poll, not once each. A poll comes when the batch should be full at the rate seen
-  // since the first poll, kPollMs at most: a slow stream is polled every kPollMs, a fast one as
-  // often as it fills a batch, so the polls never cap what the server can send.
+  // once per poll, not once each. Caught up, a poll comes with the paced requests. With a
+  // backlog, a poll comes when the batch should be full at the rate seen since the first poll,
+  // kPollMs at most, so the polls never cap what the server can send.
   if (!out.messages.empty()) {
     const int64_t full_until = NowNs() + int64_t{linger_ms} * 1'000'000;
     int64_t first_poll_ns = 0;
@@ -355,9 +383,12 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
         if (!Receive(static_cast<int>((left_ns + 999'999) / 1'000'000), out)) break;
         continue;
       }
-      top_up();
       int64_t wait_ns = kFirstPollNs;
-      if (first_poll_ns == 0) {
+      if (top_up()) {
+        // Only the next paced requests bring more: polled then (the answers to these requests
+        // come meanwhile), or a whole pace later when none went out (all are still asked).
+        wait_ns = std::max(next_paced_ns_ > now ? next_paced_ns_ - now : pace_ns_, kMinPollNs);
+      } else if (first_poll_ns == 0) {
         first_poll_ns = now;
         first_poll_count = out.messages.size();
       } else {

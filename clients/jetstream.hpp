@@ -6,6 +6,7 @@
 /// on a nats.c thread, or with an error on the thread that called UpdateAsync, ExpireWrites or
 /// WaitForWrites; never block in them.
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -144,10 +145,15 @@ class PullSet {
   /// the load), every kPollMs or, when the batch fills sooner at the rate seen, when it should
   /// be full; without, waiting for each (its one request ends sooner). Messages that
   /// arrive later are kept for the next call. Each consumer without an outstanding request gets one
-  /// of `batch` messages (waiting up to timeout_ms at the server). `ahead`: a consumer that
-  /// delivered in this call is kept at two batches requested, so the server sends the next batch
-  /// while the caller handles this one. Throws Error when a request cannot be sent (the caller
-  /// retries).
+  /// of `batch` messages (waiting up to timeout_ms at the server).
+  /// `ahead`: requests end when the consumer has nothing more to send (no_wait), so the server
+  /// does not send a caught-up consumer's messages one by one as they come (one socket read
+  /// each). The caught-up consumers are asked again together, once per PaceNs(linger_ms), and
+  /// polled then: what came meanwhile arrives together, and the wake-ups per second of the
+  /// set and of its connection follow the pace, not the number of messages or consumers. A
+  /// consumer whose last request was filled (a backlog) is kept at two batches requested
+  /// instead, so the server sends the next batch while the caller handles this one. Throws
+  /// Error when a request cannot be sent (the caller retries).
   void Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int linger_ms = kLingerMs);
   /// Consumers added and not yet released.
   size_t size() const;
@@ -158,6 +164,12 @@ class PullSet {
   static constexpr int kPollMs = 5;
   static constexpr int64_t kFirstPollNs = 1'000'000;  // the first poll, before a rate is seen
   static constexpr int64_t kMinPollNs = 200'000;      // a fast stream's polls, at most this often
+  static constexpr int64_t kMaxPaceNs = 20'000'000;
+  /// With `ahead`, the caught-up consumers are asked this often: half the linger, kMaxPaceNs at
+  /// most (a message waits for the next request at most this long).
+  static int64_t PaceNs(int linger_ms) {
+    return std::min(int64_t{linger_ms} * 500'000, kMaxPaceNs);
+  }
 
  private:
   struct Member {
@@ -168,6 +180,7 @@ class PullSet {
     size_t outstanding = 0;            // messages its outstanding requests may still bring
     int64_t outstanding_until_ns = 0;  // steady: when they have surely ended (expiry + margin)
     bool delivered = false;            // a message came in this Fetch
+    bool caught_up = true;             // its last request ended with a status, not filled
     bool removing = false;
     int64_t release_until_ns = 0;  // removing: released at the latest then
     std::vector<Message> held;     // removing: what came meanwhile, handed back on release
@@ -181,13 +194,19 @@ class PullSet {
   /// Takes Add's and Remove's commands in (a consumer added again while it was being removed
   /// counts as released first).
   void ApplyCommands(Fetched& out);
-  /// Sends a request to each active consumer that has none outstanding.
-  void RequestWhereNone(int batch, int timeout_ms);
+  /// Sends a request to each active consumer that has none outstanding; with `ahead`, once the
+  /// pace allows (next_paced_ns_), to all of them together, and `only_delivered`: to those
+  /// that delivered in this Fetch (the others have been asked already).
+  void RequestWhereNone(int batch, int timeout_ms, bool ahead, bool only_delivered = false);
+  /// With `ahead`: nanoseconds until the paced requests are due (0: due now), or `cap` when no
+  /// active consumer is without a request.
+  int64_t NsUntilPaced(int64_t cap) const;
   /// Takes the next message for us, waiting wait_ms at most; false when nothing came. A message
   /// of an active consumer goes to `out`, one of a removed consumer back to the server; a
   /// status that ends a request is counted off its consumer's outstanding messages.
   bool Receive(int wait_ms, Fetched& out);
-  void Request(Member& m, int batch, int timeout_ms);
+  /// `no_wait`: the request ends once the consumer has sent what it had.
+  void Request(Member& m, int batch, int timeout_ms, bool no_wait);
   /// Moves the removed consumers whose requests ended into out.released.
   void Settle(Fetched& out);
   Member* ByReply(std::string_view ack_reply);
@@ -200,6 +219,8 @@ class PullSet {
   std::unique_ptr<SyncSubscription> sub_;  // <inbox>.*
   std::map<uint32_t, Member> members_;     // Fetch's thread only
   int64_t requests_until_ns_ = 0;          // steady: every request sent has expired by then
+  int64_t pace_ns_ = 0;                    // PaceNs of the current Fetch's linger
+  int64_t next_paced_ns_ = 0;              // steady: the caught-up consumers' next requests
   std::mutex commands_mu_;
   std::vector<Command> commands_;
   std::atomic<bool> commanded_{false};

@@ -716,7 +716,9 @@ void RegisterNatsSource(Registry& registry) {
             "jetstream: once a message came, how long the fetch gathers more (up to fetch_batch, "
             "over every partition the worker reads) before handing them on together. Longer: "
             "fewer wake-ups per message at low rates (a worker's CPU follows its share of the "
-            "fleet), at most this much added latency.")
+            "fleet), at most this much added latency. Partitions that have sent all they had "
+            "are asked again together every half of this (20 ms at most), each request ending "
+            "once its partition is empty: their messages come in bursts, not one by one.")
       .Default(int64_t{50})
       .Min(0)
       .Max(1000);

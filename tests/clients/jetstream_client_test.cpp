@@ -268,6 +268,65 @@ TEST_F(JetStreamClientTest, APullSetReadsSeveralConsumersAndReleasesOneWhileTheO
       10s));
 }
 
+// A caught-up consumer fetched ahead is asked again once per pace (half the linger) with a
+// request that ends when it has sent what it had, not kept at a large request that the server
+// fills one message at a time as they come: a live stream's messages reach the reader together,
+// a few reads per pace instead of one per message. Every message still comes once.
+TEST_F(JetStreamClientTest, ACaughtUpConsumerIsAskedOncePerPaceAndEachRequestEndsWhenItIsEmpty) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  const nats::ConsumerOptions o = StreamAndReader(js, "PACE", "pace", 60'000);
+  js.EnsureConsumer(o);
+  auto monitor = nats::Connection::Connect(Options(server_.port()));
+  auto requests = monitor->SubscribeSync("$JS.API.CONSUMER.MSG.NEXT.PACE.reader");
+  monitor->Flush(2000);
+
+  constexpr int kMessages = 600;  // one per millisecond or a little slower: 0.6 s at least
+  constexpr int kLingerMs = 40;   // pace 20 ms
+  ASSERT_EQ(nats::PullSet::PaceNs(kLingerMs), 20'000'000);
+  std::thread publisher([&] {
+    auto pub = nats::Connection::Connect(Options(server_.port()));
+    nats::JetStream pjs(*pub);
+    for (int i = 0; i < kMessages; ++i) {
+      pjs.Publish("pace.x", "m", 1, {{"Nats-Msg-Id", std::to_string(i)}}, 5000);
+      std::this_thread::sleep_for(1ms);  // the offered rate, not a synchronisation
+    }
+  });
+  nats::PullSet set(*conn, "PACE");
+  set.Add(1, "reader");
+  nats::PullSet::Fetched fetched;
+  size_t got = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool all = WaitFor(
+      [&] {
+        set.Fetch(256, 500, /*ahead=*/true, fetched, kLingerMs);
+        for (const auto& [id, m] : fetched.messages) {
+          m->Ack();
+          ++got;
+        }
+        return got >= kMessages;
+      },
+      20s);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  publisher.join();
+  EXPECT_TRUE(all) << got << " of " << kMessages;
+  EXPECT_EQ(got, size_t{kMessages});
+
+  size_t asked = 0, no_wait = 0;
+  bool no_responders = false;
+  while (auto r = requests->Next(200, no_responders)) {
+    ++asked;
+    if (r->text().find("\"no_wait\":true") != std::string_view::npos) ++no_wait;
+  }
+  EXPECT_EQ(no_wait, asked) << "every request of a fetch ahead ends when the consumer is empty";
+  // 256 never fills at this rate: one request kept open would do, and would bring the messages
+  // one by one. Paced, it is one per 20 ms, give or take the first and the expiries.
+  const double paces = seconds / 0.020;
+  EXPECT_GE(static_cast<double>(asked), paces / 2) << seconds << " s";
+  EXPECT_LE(static_cast<double>(asked), paces * 1.5 + 5) << seconds << " s";
+}
+
 // What comes for a removed consumer on requests still open reaches the next reader at once, not
 // after its ack wait: handed back while those requests are open, the server would send it on
 // them again, and once this set is gone nobody would answer (a worker that stops hands its
