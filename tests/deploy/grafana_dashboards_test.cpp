@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -255,6 +256,75 @@ TEST_F(GrafanaDashboardsTest, EveryPanelQueryReturnsRowsOfItsPanelsShape) {
   EXPECT_TRUE(panel_types.count("geomap")) << "the fleet map";
   EXPECT_TRUE(panel_types.count("timeseries"));
   std::cout << "ran " << queries << " dashboard queries on " << files.size() << " dashboards\n";
+}
+
+/// The field config Grafana applies to field `name` of `panel`: the defaults, then the
+/// properties of the overrides that match it by name.
+std::map<std::string, const rapidjson::Value*> FieldConfig(const rapidjson::Value& panel,
+                                                           const std::string& name) {
+  std::map<std::string, const rapidjson::Value*> config;
+  if (!panel.HasMember("fieldConfig")) return config;
+  const rapidjson::Value& fc = panel["fieldConfig"];
+  if (fc.HasMember("defaults")) {
+    for (const auto& m : fc["defaults"].GetObject()) config[m.name.GetString()] = &m.value;
+  }
+  if (!fc.HasMember("overrides")) return config;
+  for (const auto& o : fc["overrides"].GetArray()) {
+    if (Str(o["matcher"], "id") != "byName" || Str(o["matcher"], "options") != name) continue;
+    for (const auto& prop : o["properties"].GetArray()) config[Str(prop, "id")] = &prop["value"];
+  }
+  return config;
+}
+
+// Every column of vehicle_telemetry a panel shows gets the unit of what the engine stores
+// (fleet-sim and the wire contract: speed in m/s, soc in %, torque in Nm, positions in WGS84
+// degrees) and a precision that shows it: 5 decimals of a degree are about a metre, 1 is 11 km.
+// Only soc is a 0-100 range.
+TEST(GrafanaDashboardUnitsTest, EveryShownColumnHasItsUnitAndPrecision) {
+  const std::map<std::string, std::string> kUnit = {
+      {"speed", "velocityms"}, {"soc", "percent"}, {"torque", "forceNm"}};
+  const std::regex column(R"(\b(lat|lon|speed|soc|torque)\b)");
+  int checked = 0;
+  for (const auto& file : DashboardFiles()) {
+    const rapidjson::Document dash = LoadJson(file);
+    for (const auto& panel : dash["panels"].GetArray()) {
+      SCOPED_TRACE(file + ": panel '" + Str(panel, "title") + "'");
+      std::set<std::string> shown;
+      for (const auto& target : panel["targets"].GetArray()) {
+        const std::string sql = Str(target, "rawSql");
+        for (auto it = std::sregex_iterator(sql.begin(), sql.end(), column);
+             it != std::sregex_iterator(); ++it) {
+          shown.insert((*it)[1]);
+        }
+      }
+      for (const std::string& name : shown) {
+        SCOPED_TRACE("field " + name);
+        const auto config = FieldConfig(panel, name);
+        const auto text = [&](const char* key) {
+          const auto it = config.find(key);
+          return it != config.end() && it->second->IsString() ? std::string(it->second->GetString())
+                                                              : std::string();
+        };
+        const auto number = [&](const char* key) -> std::optional<double> {
+          const auto it = config.find(key);
+          if (it == config.end() || !it->second->IsNumber()) return std::nullopt;
+          return it->second->GetDouble();
+        };
+        if (name == "lat" || name == "lon") {
+          EXPECT_TRUE(text("unit").empty() || text("unit") == "none" || text("unit") == "degree")
+              << text("unit");
+          EXPECT_GE(number("decimals").value_or(0), 5) << "a degree needs 5 decimals (1 m)";
+        } else {
+          EXPECT_EQ(text("unit"), kUnit.at(name));
+        }
+        if (name != "soc") {
+          EXPECT_FALSE(number("max").has_value()) << "a 0-100 range belongs to soc only";
+        }
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GE(checked, 16) << "columns shown by the three dashboards' panels";
 }
 
 TEST_F(GrafanaDashboardsTest, MacroExpansionMatchesGrafana) {
