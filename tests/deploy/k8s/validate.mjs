@@ -127,6 +127,10 @@ function checkCoherence(name, objs, ck = check) {
   const labels = pod.metadata.labels;
   ck(subset(deployment.spec.selector.matchLabels, labels), `${name}: Deployment selector matches its pods`);
   ck(subset(pdb.spec.selector.matchLabels, labels), `${name}: PodDisruptionBudget selects the engine pods`);
+  // Workers are unready while PostgreSQL or NATS is down: such pods must stay evictable, or a
+  // database outage blocks every node drain.
+  ck(pdb.spec.unhealthyPodEvictionPolicy === "AlwaysAllow",
+     `${name}: PodDisruptionBudget lets unready workers be evicted (unhealthyPodEvictionPolicy: AlwaysAllow)`);
   ck(subset(service.spec.selector, labels), `${name}: Service selects the engine pods`);
 
   // ConfigMaps and Secrets the pods use.
