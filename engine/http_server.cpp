@@ -47,4 +47,20 @@ void HttpServer::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+std::optional<HttpReply> HttpGet(const std::string& host, int port, const std::string& path,
+                                 int timeout_ms, std::string& error) {
+  httplib::Client client(host, port);
+  const time_t sec = timeout_ms / 1000;
+  const time_t usec = static_cast<time_t>(timeout_ms % 1000) * 1000;
+  client.set_connection_timeout(sec, usec);
+  client.set_read_timeout(sec, usec);
+  client.set_write_timeout(sec, usec);
+  const auto res = client.Get(path);
+  if (!res) {
+    error = httplib::to_string(res.error()) + " error";
+    return std::nullopt;
+  }
+  return HttpReply{res->status, res->body};
+}
+
 }  // namespace fleetflow

@@ -1,9 +1,11 @@
 #pragma once
 /// The engine's HTTP endpoints: GET /metrics (Prometheus text format), /healthz (the process is
-/// alive) and /readyz (200 once every operator is ready, 503 before).
+/// alive) and /readyz (200 once every operator is ready, 503 before); and GET of one of them
+/// as a client (`fleetflow health`).
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -29,5 +31,14 @@ class HttpServer {
   int port_ = 0;
   std::thread thread_;
 };
+
+struct HttpReply {
+  int status = 0;
+  std::string body;
+};
+/// GET http://host:port/path, waiting timeout_ms at most to connect and as long for the answer;
+/// nullopt when no answer came (`error` says why).
+std::optional<HttpReply> HttpGet(const std::string& host, int port, const std::string& path,
+                                 int timeout_ms, std::string& error);
 
 }  // namespace fleetflow

@@ -63,9 +63,29 @@ TEST(MetricsE2E, ReadinessFollowsTheConnectionsAndCountersAgreeWithTheDatabase) 
   for (int i = 0; i < 10; ++i) ready_while_pg_down += Status(http, "/readyz") == 200 ? 1 : 0;
   EXPECT_EQ(ready_while_pg_down, 0);
   EXPECT_EQ(Status(http, "/readyz"), 503);
+  // `fleetflow health` (the container's HEALTHCHECK) says the same, by its exit code.
+  const auto health = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = {std::string(FF_BINARY_DIR) + "/apps/fleetflow", "health",
+                                     "--port", std::to_string(port)};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return RunCommand(argv, 10s);
+  };
+  CommandResult h = health({});
+  EXPECT_EQ(h.exit_code, 0) << h.out << h.err;
+  EXPECT_NE(h.out.find("/healthz: 200 ok"), std::string::npos) << h.out;
+  h = health({"--ready"});
+  EXPECT_EQ(h.exit_code, 1) << h.out << h.err;
+  EXPECT_NE(h.out.find("/readyz: 503 not ready"), std::string::npos) << h.out;
+  h = RunCommand({std::string(FF_BINARY_DIR) + "/apps/fleetflow", "health", "--port",
+                  std::to_string(FreePort()), "--timeout-ms", "500"},
+                 10s);
+  EXPECT_EQ(h.exit_code, 1) << "nobody listens there: " << h.out << h.err;
+  EXPECT_NE(h.out.find("no answer"), std::string::npos) << h.out;
 
   pg.Start();
   ASSERT_TRUE(WaitFor([&] { return Status(http, "/readyz") == 200; }, 30s)) << engine.ReadLog();
+  h = health({"--ready"});
+  EXPECT_EQ(h.exit_code, 0) << h.out << h.err;
 
   // Known input, in event-time order, a little ahead of the clock so no window has closed yet:
   // samples at S+0.25 s ... S+1.15 s give every vehicle the windows S+1, S+2 and S+3.
