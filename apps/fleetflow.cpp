@@ -21,6 +21,7 @@
 #include "reference_docs.hpp"
 #include "runtime.hpp"
 #include "stop_signals.hpp"
+#include "tap.hpp"
 
 namespace {
 
@@ -110,6 +111,7 @@ struct RunArgs {
   bool progress = false;
   int tick_ms = 100;
   int graph_threads = 1;
+  bool tap = false;
 };
 
 void PrintProgress(const Metrics& m, double seconds, uint64_t& last_in) {
@@ -140,8 +142,11 @@ int Run(const Registry& registry, const RunArgs& args) {
     options.tick_ms = args.tick_ms;
     options.graph_threads = args.graph_threads;
     Runtime runtime(*r.pipeline, metrics, clock, options);
-    HttpServer http([&metrics] { return metrics.Exposition(); },
-                    [&runtime] { return runtime.Ready(); });
+    HttpServer http(
+        [&metrics] { return metrics.Exposition(); }, [&runtime] { return runtime.Ready(); },
+        args.tap ? std::function<HttpReply(const QueryParam&)>(
+                       [&runtime](const QueryParam& param) { return AnswerTap(runtime, param); })
+                 : nullptr);
     if (args.metrics_port >= 0) {
       http.Start(args.metrics_host, args.metrics_port);
       spdlog::info("metrics on http://{}:{}/metrics", args.metrics_host, http.port());
@@ -181,7 +186,8 @@ int main(int argc, char** argv) {
       "Exit codes:\n"
       "  0  success (run: stopped by SIGINT, SIGTERM or SIGHUP after draining)\n"
       "  1  fatal runtime error (e.g. a source cannot connect, the metrics port is taken);\n"
-      "     health: not healthy (or not ready), or no answer\n"
+      "     health: not healthy (or not ready), or no answer;\n"
+      "     tap: no answer, taps off, no such node, or the node is tapped already\n"
       "  2  invalid pipeline file or command line\n"
       "See docs/cli.md.");
   app.set_version_flag("--version", std::string(BuildVersion()));
@@ -221,6 +227,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 64));
   run_cmd->add_flag("--progress", run.progress,
                     "Print messages in, rows written and active vehicles every second");
+  run_cmd->add_flag("--tap", run.tap,
+                    "Allow `fleetflow tap` on the metrics port (GET /tap): anyone who reaches the "
+                    "port may read samples of the telemetry. Off: /tap answers 404");
 
   HealthArgs health;
   auto* health_cmd = app.add_subcommand(
@@ -237,6 +246,36 @@ int main(int argc, char** argv) {
   health_cmd->add_option("--timeout-ms", health.timeout_ms, "Wait this long for the answer")
       ->capture_default_str()
       ->check(CLI::Range(1, 60000));
+
+  TapArgs tap;
+  auto* tap_cmd = app.add_subcommand(
+      "tap",
+      "Print a sample of the messages leaving a node of a running worker (started with --tap) "
+      "as JSON lines: sample batches, status events, windows and their rows, partition events.");
+  tap_cmd->add_option("node", tap.node, "The node's id in the pipeline file")->required();
+  tap_cmd->add_option("--host", tap.host, "Address of the worker's metrics endpoint")
+      ->capture_default_str();
+  tap_cmd->add_option("--port", tap.port, "Its --metrics-port")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65535));
+  tap_cmd->add_option("--count", tap.count, "Messages to print")
+      ->capture_default_str()
+      ->check(CLI::Range(1, static_cast<int>(TapOptions::kMaxCount)));
+  tap_cmd->add_option("--every", tap.every, "Take every N-th message only")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  tap_cmd
+      ->add_option("--timeout-ms", tap.timeout_ms,
+                   "Stop waiting for messages after this long (a quiet node prints fewer)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, static_cast<int>(TapOptions::kMaxTimeout.count())));
+  tap_cmd
+      ->add_option("--max-list", tap.max_list,
+                   "Rows of a window and points of a sample batch printed; the totals are given")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
+  tap_cmd->add_flag("--ticks", tap.ticks, "Print clock ticks too (ten a second)");
+  tap_cmd->add_flag("--follow", tap.follow, "Go on tapping until interrupted");
 
   std::vector<std::string> files;
   auto* validate_cmd = app.add_subcommand(
@@ -305,6 +344,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*health_cmd) return Health(health);
+  if (*tap_cmd) return Tap(tap);
   if (*run_cmd) return Run(registry, run);
   if (*record_cmd) return Record(record);
   if (*replay_cmd) return Replay(registry, replay);

@@ -10,7 +10,8 @@ struct HttpServer::Impl {
   httplib::Server server;
 };
 
-HttpServer::HttpServer(std::function<std::string()> metrics, std::function<bool()> ready)
+HttpServer::HttpServer(std::function<std::string()> metrics, std::function<bool()> ready,
+                       std::function<HttpReply(const QueryParam&)> tap)
     : impl_(std::make_unique<Impl>()) {
   // SO_REUSEADDR (not the library's default SO_REUSEPORT): a restarted engine can bind its port
   // at once, and two engines can never share one.
@@ -28,6 +29,20 @@ HttpServer::HttpServer(std::function<std::string()> metrics, std::function<bool(
     const bool ok = ready();
     res.status = ok ? 200 : 503;
     res.set_content(ok ? "ready\n" : "not ready\n", "text/plain");
+  });
+  impl_->server.Get("/tap", [tap](const httplib::Request& req, httplib::Response& res) {
+    if (!tap) {
+      res.status = 404;
+      res.set_content("taps are off on this worker: start it with `fleetflow run --tap`\n",
+                      "text/plain");
+      return;
+    }
+    const HttpReply reply = tap([&req](const std::string& name) -> std::optional<std::string> {
+      if (!req.has_param(name)) return std::nullopt;
+      return req.get_param_value(name);
+    });
+    res.status = reply.status;
+    res.set_content(reply.body, reply.content_type);
   });
 }
 
@@ -48,19 +63,21 @@ void HttpServer::Stop() {
 }
 
 std::optional<HttpReply> HttpGet(const std::string& host, int port, const std::string& path,
-                                 int timeout_ms, std::string& error) {
+                                 int timeout_ms, std::string& error,
+                                 const std::vector<std::pair<std::string, std::string>>& query) {
   httplib::Client client(host, port);
   const time_t sec = timeout_ms / 1000;
   const time_t usec = static_cast<time_t>(timeout_ms % 1000) * 1000;
   client.set_connection_timeout(sec, usec);
   client.set_read_timeout(sec, usec);
   client.set_write_timeout(sec, usec);
-  const auto res = client.Get(path);
+  const httplib::Params params(query.begin(), query.end());
+  const auto res = client.Get(path, params, httplib::Headers{});
   if (!res) {
     error = httplib::to_string(res.error()) + " error";
     return std::nullopt;
   }
-  return HttpReply{res->status, res->body};
+  return HttpReply{res->status, res->body, res->get_header_value("Content-Type")};
 }
 
 }  // namespace fleetflow

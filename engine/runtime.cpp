@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "logging.hpp"
+#include "tap.hpp"
 
 namespace fleetflow {
 
@@ -84,7 +85,11 @@ struct Runtime::Impl {
     }
     /// Counts the packet as queued (once per successor) and puts it on.
     void Flush(Gate& gate, const Node& node, OperatorNode::output_ports_type& ports) {
-      if (out_.empty() || node.successors.empty()) return;
+      if (out_.empty()) return;
+      if (node.tap->armed()) {
+        for (const Message& m : out_) node.tap->Offer(m);
+      }
+      if (node.successors.empty()) return;
       gate.Enqueued(static_cast<int64_t>(out_.size() * node.successors.size()));
       std::get<0>(ports).try_put(std::make_shared<const Batch>(std::move(out_)));
     }
@@ -101,6 +106,7 @@ struct Runtime::Impl {
    public:
     GatewayEmitter(Gate& gate, Node& node, Impl& impl) : gate_(gate), node_(node), impl_(impl) {}
     void Emit(Message m) override {
+      if (node_.tap->armed()) node_.tap->Offer(m);
       gate_.WaitForRoom();
       Put(std::move(m));
     }
@@ -145,6 +151,7 @@ struct Runtime::Impl {
     std::unique_ptr<GatewayEmitter> gateway_emitter;
     std::vector<Node*> successors;
     Counter* errors = nullptr;
+    std::unique_ptr<TapPoint> tap;
   };
 
   Impl(const Pipeline& p, Metrics& m, const Clock& c, RuntimeOptions o)
@@ -166,6 +173,7 @@ struct Runtime::Impl {
       nodes.push_back(std::make_unique<Node>());
       Node& n = *nodes.back();
       n.decl = decl;
+      n.tap = std::make_unique<TapPoint>(decl.id);
       OperatorContext ctx{decl.id, decl.type, decl.config, metrics, clock};
       if (decl.info->input == PortKind::kNone) {
         ++sources;
@@ -328,6 +336,7 @@ void Runtime::Stop() {
   Impl& s = *impl_;
   if (s.stopped) return;
   s.stopped = true;
+  for (auto& n : s.nodes) n->tap->Cancel();
   s.ticks_stopped = true;
   s.gate.Open();
   // The driver goes on while the sources stop: a source may wait for what it emitted last (a
@@ -350,6 +359,20 @@ void Runtime::Stop() {
     s.driver.join();
   }
   s.started = false;
+}
+
+TapPoint::Result Runtime::Tap(const std::string& node, const TapOptions& options) {
+  for (auto& n : impl_->nodes) {
+    if (n->decl.id != node) continue;
+    if (n->decl.info->output == PortKind::kNone) {
+      throw std::invalid_argument("node '" + node + "' (" + n->decl.type +
+                                  ") emits nothing: tap one of its inputs");
+    }
+    return n->tap->Collect(options);
+  }
+  std::string known;
+  for (const auto& n : impl_->nodes) known += (known.empty() ? "" : ", ") + n->decl.id;
+  throw std::invalid_argument("no node '" + node + "' in the pipeline (nodes: " + known + ")");
 }
 
 bool Runtime::InputEnded() const {

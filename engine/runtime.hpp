@@ -31,6 +31,7 @@
 #include "clock.hpp"
 #include "metrics.hpp"
 #include "pipeline.hpp"
+#include "tap.hpp"
 
 namespace fleetflow {
 
@@ -63,6 +64,10 @@ class Runtime {
   /// True once every source has said its input ended (OperatorContext::input_ended): a replay
   /// is complete then, and Stop() drains what is left. Never true for live sources.
   bool InputEnded() const;
+  /// Taps node `node` (engine/tap.hpp): blocks until the tap is complete or timed out and
+  /// returns the messages it took. Throws std::invalid_argument for an unknown node or a node
+  /// that emits nothing (a sink). Thread-safe; Stop() ends running taps.
+  TapPoint::Result Tap(const std::string& node, const TapOptions& options);
 
  private:
   struct Impl;

@@ -2,10 +2,12 @@
 #include "runtime.hpp"
 
 #include <gtest/gtest.h>
+#include <rapidjson/document.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -232,6 +234,70 @@ TEST_F(RuntimeTest, MoreGraphThreadsDeliverTheSameInOrder) {
   rt.Stop();
   EXPECT_EQ(probe_.drains, 1);
   EXPECT_TRUE(std::is_sorted(probe_.order.begin(), probe_.order.end()));
+}
+
+TEST_F(RuntimeTest, ATapTakesEveryNthMessageLeavingANodeAndStopEndsIt) {
+  probe_.to_emit = 50000;
+  probe_.sink_open = false;  // the source waits for room until the tap is armed
+  RuntimeOptions options;
+  options.max_queued = 100;
+  Runtime rt(Load(), metrics_, clock_, options);
+  EXPECT_THROW(rt.Tap("k", {}), std::invalid_argument);  // a sink emits nothing
+  try {
+    rt.Tap("nope", {});
+    ADD_FAILURE() << "no such node";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "no node 'nope' in the pipeline (nodes: s, f, k)");
+  }
+  rt.Start();
+  ASSERT_TRUE(Eventually([&] { return metrics_.GaugeSum("graph_sources_blocked") == 1; }));
+
+  TapOptions o;
+  o.count = 4;
+  o.every = 3;
+  o.timeout = std::chrono::seconds(30);
+  // Taps until it is not refused: the probe below may hold the node for a moment.
+  const auto tap = [&rt](const std::string& node, const TapOptions& options) {
+    TapPoint::Result r;
+    do r = rt.Tap(node, options);
+    while (r.outcome == TapPoint::Outcome::kBusy);
+    return r;
+  };
+  auto tapped = std::async(std::launch::async, [&] { return tap("f", o); });
+  TapOptions quick;
+  quick.timeout = std::chrono::milliseconds(1);
+  // Armed once a second tap of the node is refused.
+  const bool armed =
+      Eventually([&] { return rt.Tap("f", quick).outcome == TapPoint::Outcome::kBusy; });
+  {
+    std::lock_guard lock(probe_.mu);
+    probe_.sink_open = true;
+  }
+  probe_.cv.notify_all();
+  ASSERT_TRUE(armed);
+  const TapPoint::Result r = tapped.get();
+  EXPECT_EQ(r.outcome, TapPoint::Outcome::kCollected);
+  ASSERT_EQ(r.lines.size(), 4u);
+  int64_t previous = 0;
+  for (const std::string& line : r.lines) {
+    rapidjson::Document d;
+    d.Parse(line.c_str());
+    ASSERT_FALSE(d.HasParseError()) << line;
+    EXPECT_STREQ(d["node"].GetString(), "f");
+    EXPECT_STREQ(d["kind"].GetString(), "samples") << "no ticks unless asked for";
+    const int64_t ts = d["points"][0]["ts_ns"].GetInt64();
+    if (previous != 0) EXPECT_EQ(ts - previous, 3) << line;
+    previous = ts;
+  }
+
+  // A tap of a quiet node waits for its time-out, unless the pipeline stops.
+  ASSERT_TRUE(Eventually([&] { return probe_.seen == 49999; }));
+  o.timeout = std::chrono::seconds(60);
+  auto waiting = std::async(std::launch::async, [&] { return tap("s", o); });
+  ASSERT_TRUE(Eventually([&] { return rt.Tap("s", quick).outcome == TapPoint::Outcome::kBusy; }));
+  rt.Stop();
+  ASSERT_EQ(waiting.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(waiting.get().outcome, TapPoint::Outcome::kCancelled);
 }
 
 }  // namespace
