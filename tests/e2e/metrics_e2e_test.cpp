@@ -82,6 +82,13 @@ TEST(MetricsE2E, ReadinessFollowsTheConnectionsAndCountersAgreeWithTheDatabase) 
   EXPECT_EQ(h.exit_code, 1) << "nobody listens there: " << h.out << h.err;
   EXPECT_NE(h.out.find("no answer"), std::string::npos) << h.out;
 
+  // Taps are off unless the worker was started with --tap.
+  h = RunCommand({std::string(FF_BINARY_DIR) + "/apps/fleetflow", "tap", "telemetry", "--port",
+                  std::to_string(port), "--timeout-ms", "100"},
+                 10s);
+  EXPECT_EQ(h.exit_code, 1) << h.out << h.err;
+  EXPECT_NE(h.err.find("answered 404: taps are off on this worker"), std::string::npos) << h.err;
+
   pg.Start();
   ASSERT_TRUE(WaitFor([&] { return Status(http, "/readyz") == 200; }, 30s)) << engine.ReadLog();
   h = health({"--ready"});

@@ -1,0 +1,164 @@
+// `fleetflow tap`, end to end with a real nats-server and a real PostgreSQL: a worker started
+// with --tap shows the samples leaving its source and the windows leaving its join, with the
+// values that were published; a sink, an unknown node and a quiet node are told apart.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <rapidjson/document.h>
+
+#include <future>
+#include <set>
+#include <sstream>
+
+#include "fleet_check.hpp"
+#include "nats_client.hpp"
+#include "servers.hpp"
+#include "wire.hpp"
+
+namespace fleetflow::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int64_t kSecond = 1'000'000'000;
+constexpr int kVehicles = 2;
+constexpr int kSamplesPerSensor = 10;
+constexpr int64_t kSamplePeriodNs = 100'000'000;
+const char* const kSensors[] = {"speed", "soc"};
+
+std::vector<rapidjson::Document> JsonLines(const std::string& text) {
+  std::vector<rapidjson::Document> docs;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    docs.emplace_back().Parse(line.c_str());
+    EXPECT_FALSE(docs.back().HasParseError()) << line;
+    if (docs.back().HasParseError()) docs.pop_back();
+  }
+  return docs;
+}
+
+TEST(TapE2E, ShowsTheSamplesAndWindowsOfARunningWorker) {
+  FF_REQUIRE_NATS_SERVER();
+  FF_REQUIRE_POSTGRES();
+  NatsServer nats;
+  nats.Start();
+  PostgresServer pg;
+  pg.Start();
+  TempDir dir("fleetflow-tap-e2e");
+  const std::string fleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
+  const int port = FreePort();
+  auto env = pg.env();
+  env["NATS_URL"] = nats.url();
+  Process engine({fleetflow, "run", std::string(FF_SOURCE_DIR) + "/pipelines/default.json", "--tap",
+                  "--metrics-port", std::to_string(port), "--metrics-host", "127.0.0.1"},
+                 dir.File("engine.log"), env);
+  httplib::Client http("127.0.0.1", port);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const auto res = http.Get("/readyz");
+        return res && res->status == 200;
+      },
+      30s))
+      << engine.ReadLog();
+
+  const auto tap = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {fleetflow, "tap", "--port", std::to_string(port)};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv, 60s);
+  };
+  // A tap is armed once the worker refuses a second one of the same node.
+  const auto armed = [&](const std::string& node) {
+    return WaitFor(
+        [&] {
+          const auto res = http.Get("/tap?node=" + node + "&timeout_ms=1");
+          return res && res->status == 409;
+        },
+        10s);
+  };
+
+  auto samples = std::async(std::launch::async, [&] {
+    return tap({"telemetry", "--count", "4", "--timeout-ms", "30000"});
+  });
+  ASSERT_TRUE(armed("telemetry"));
+  auto windows = std::async(std::launch::async, [&] {
+    return tap({"windows", "--count", "3", "--timeout-ms", "30000"});
+  });
+  ASSERT_TRUE(armed("windows"));
+
+  // Known values, a little ahead of the clock: vehicle v's sample k is 10 v + k.
+  nats::ConnectOptions options;
+  options.url = nats.url();
+  auto conn = nats::Connection::Connect(options);
+  const int64_t start_ns = (NowNs() / kSecond + 2) * kSecond + 250'000'000;
+  for (int k = 0; k < kSamplesPerSensor; ++k) {
+    for (int v = 0; v < kVehicles; ++v) {
+      for (const char* sensor : kSensors) {
+        wire::Point p;
+        p.ts_ns = start_ns + k * kSamplePeriodNs;
+        p.seq = static_cast<uint32_t>(k);
+        p.value = 10.0 * v + k;
+        const auto payload = wire::EncodeBatch(std::span<const wire::Point>(&p, 1));
+        conn->Publish("vehicle.t" + std::to_string(v) + "." + sensor, payload.data(),
+                      payload.size());
+      }
+    }
+  }
+  conn->Flush(5000);
+
+  // The source: the first four messages, as published.
+  const CommandResult s = samples.get();
+  ASSERT_EQ(s.exit_code, 0) << s.out << s.err;
+  const auto sample_lines = JsonLines(s.out);
+  ASSERT_EQ(sample_lines.size(), 4u) << s.out;
+  for (const auto& d : sample_lines) {
+    EXPECT_STREQ(d["node"].GetString(), "telemetry");
+    EXPECT_STREQ(d["kind"].GetString(), "samples");
+    const std::string vehicle = d["vehicle"].GetString();
+    ASSERT_EQ(d["points"].Size(), 1u);
+    const auto& p = d["points"][0];
+    EXPECT_EQ(p["ts_ns"].GetInt64(), start_ns + p["seq"].GetInt64() * kSamplePeriodNs);
+    EXPECT_DOUBLE_EQ(p["value"].GetDouble(), 10.0 * (vehicle.back() - '0') + p["seq"].GetInt());
+  }
+
+  // The join: windows whose rows bracket each window time with published samples.
+  const CommandResult w = windows.get();
+  ASSERT_EQ(w.exit_code, 0) << w.out << w.err;
+  std::set<std::string> vehicles_seen;
+  for (const auto& d : JsonLines(w.out)) {
+    EXPECT_STREQ(d["kind"].GetString(), "window") << "no ticks unless asked for";
+    for (const auto& row : d["rows"].GetArray()) {
+      const std::string vehicle = row["vehicle"].GetString();
+      vehicles_seen.insert(vehicle);
+      const auto& before = row["slots"]["speed"]["before"];
+      if (before.IsNull()) continue;
+      EXPECT_LE(before["ts_ns"].GetInt64(), d["window_ns"].GetInt64());
+      EXPECT_DOUBLE_EQ(before["value"].GetDouble(),
+                       10.0 * (vehicle.back() - '0') + before["seq"].GetInt());
+    }
+  }
+  EXPECT_EQ(vehicles_seen, (std::set<std::string>{"t0", "t1"})) << w.out << w.err;
+
+  // A quiet node: fewer lines than asked for, said on stderr, still a success.
+  CommandResult r = tap({"telemetry", "--count", "2", "--timeout-ms", "300"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_NE(r.err.find("0 of 2 messages left node 'telemetry' in 300 ms"), std::string::npos)
+      << r.err;
+  // A sink emits nothing; an unknown node is named with the ones there are; bad options.
+  r = tap({"database"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("404: node 'database' (timescale_sink) emits nothing"), std::string::npos)
+      << r.err;
+  r = tap({"nope"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("(nodes: telemetry, last_values, windows, database)"), std::string::npos)
+      << r.err;
+  const auto bad = http.Get("/tap?node=windows&count=0");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_EQ(bad->body, "count must be a whole number in 1..1000, not '0'\n");
+
+  EXPECT_EQ(engine.Stop(SIGTERM, 30s), 0) << engine.ReadLog();
+}
+
+}  // namespace
+}  // namespace fleetflow::testing
