@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -35,7 +36,25 @@ void PrintErrors(const std::string& file, const std::vector<Diagnostic>& errors)
   std::cerr << file << ": " << errors.size() << (errors.size() == 1 ? " error\n" : " errors\n");
 }
 
-int Validate(const Registry& registry, const std::vector<std::string>& files) {
+/// `validate --connect`: asks each node what it finds on the servers its config names; prints
+/// one line per finding. Returns the number of problems.
+int CheckConnections(const Pipeline& p) {
+  int problems = 0;
+  for (const NodeDecl& node : p.nodes) {
+    if (!node.info->check_connect) continue;
+    for (const ConnectFinding& f : node.info->check_connect(node.config)) {
+      const char* level = f.level == ConnectFinding::Level::kOk     ? "ok"
+                          : f.level == ConnectFinding::Level::kNote ? "note"
+                                                                    : "PROBLEM";
+      std::cout << "  " << node.id << " (" << node.type << "): " << level << ": " << f.message
+                << '\n';
+      problems += f.level == ConnectFinding::Level::kProblem ? 1 : 0;
+    }
+  }
+  return problems;
+}
+
+int Validate(const Registry& registry, const std::vector<std::string>& files, bool connect) {
   int rc = 0;
   for (const auto& file : files) {
     const LoadResult r = LoadPipelineFile(file, registry);
@@ -50,6 +69,13 @@ int Validate(const Registry& registry, const std::vector<std::string>& files) {
       std::cout << (i == 0 ? " " : " -> ") << p.nodes[i].id << " (" << p.nodes[i].type << ")";
     }
     std::cout << '\n';
+    if (!connect) continue;
+    const int problems = CheckConnections(p);
+    if (problems > 0) {
+      std::cout << file << ": " << problems << (problems == 1 ? " problem" : " problems")
+                << " on the servers\n";
+      rc = std::max(rc, kExitFatal);
+    }
   }
   return rc;
 }
@@ -187,7 +213,8 @@ int main(int argc, char** argv) {
       "  0  success (run: stopped by SIGINT, SIGTERM or SIGHUP after draining)\n"
       "  1  fatal runtime error (e.g. a source cannot connect, the metrics port is taken);\n"
       "     health: not healthy (or not ready), or no answer;\n"
-      "     tap: no answer, taps off, no such node, or the node is tapped already\n"
+      "     tap: no answer, taps off, no such node, or the node is tapped already;\n"
+      "     validate --connect: a problem on the servers\n"
       "  2  invalid pipeline file or command line\n"
       "See docs/cli.md.");
   app.set_version_flag("--version", std::string(BuildVersion()));
@@ -278,9 +305,16 @@ int main(int argc, char** argv) {
   tap_cmd->add_flag("--follow", tap.follow, "Go on tapping until interrupted");
 
   std::vector<std::string> files;
+  bool connect = false;
   auto* validate_cmd = app.add_subcommand(
       "validate", "Check pipeline files (schema and graph); print a summary or every error.");
   validate_cmd->add_option("files", files, "Pipeline files")->required();
+  validate_cmd->add_flag(
+      "--connect", connect,
+      "Then connect to the NATS servers and PostgreSQL the pipeline names, with its "
+      "credentials, and report what is there, what the engine creates at start, and what is "
+      "missing or refused (streams, consumers, buckets, partition mapping, table, columns, "
+      "privileges, TimescaleDB). Reads only; changes nothing. Exit 1 when a problem is found");
 
   std::string graph_file;
   auto* graph_cmd = app.add_subcommand(
@@ -336,7 +370,7 @@ int main(int argc, char** argv) {
   }
   SetupLogging(*ParseLogFormat(log_format), spdlog::level::from_str(log_level));
 
-  if (*validate_cmd) return Validate(registry, files);
+  if (*validate_cmd) return Validate(registry, files, connect);
   if (*graph_cmd) return Graph(registry, graph_file);
   if (*docs_cmd) return WriteDocs(registry, docs_dir);
   if (*schema_cmd) {

@@ -750,6 +750,31 @@ std::unique_ptr<KeyValue> JetStream::EnsureBucket(const BucketOptions& o) {
   return std::make_unique<KeyValue>(conn_, kv, o.name);
 }
 
+std::optional<StreamSummary> JetStream::FindStream(const std::string& name) {
+  jsStreamInfo* info = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s = js_GetStreamInfo(&info, js_, name.c_str(), nullptr, &err);
+  if (s == NATS_NOT_FOUND || err == JSStreamNotFoundErr) return std::nullopt;
+  Check(s, "stream info " + name);
+  StreamSummary out;
+  for (int i = 0; i < info->Config->SubjectsLen; ++i) {
+    out.subjects.emplace_back(info->Config->Subjects[i]);
+  }
+  out.messages = info->State.Msgs;
+  jsStreamInfo_Destroy(info);
+  return out;
+}
+
+bool JetStream::HasConsumer(const std::string& stream, const std::string& durable) {
+  jsConsumerInfo* ci = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s = js_GetConsumerInfo(&ci, js_, stream.c_str(), durable.c_str(), nullptr, &err);
+  if (s == NATS_NOT_FOUND || err == JSConsumerNotFoundErr) return false;
+  Check(s, "consumer info " + durable);
+  jsConsumerInfo_Destroy(ci);
+  return true;
+}
+
 std::pair<uint64_t, uint64_t> JetStream::ConsumerPending(const std::string& stream,
                                                          const std::string& durable) {
   jsConsumerInfo* ci = nullptr;

@@ -347,6 +347,12 @@ struct BucketOptions {
   int replicas = 1;
 };
 
+/// What a read-only look at a stream tells.
+struct StreamSummary {
+  std::vector<std::string> subjects;
+  uint64_t messages = 0;
+};
+
 class JetStream {
  public:
   explicit JetStream(Connection& connection);
@@ -368,6 +374,11 @@ class JetStream {
   /// returns the stream sequence. Throws Error when no stream took it within timeout_ms.
   uint64_t Publish(std::string_view subject, const void* data, size_t size, const Headers& headers,
                    int timeout_ms);
+  /// Read-only: the stream's subjects and size; nullopt when it does not exist. Throws Error
+  /// otherwise (no answer: JetStream off, or no permission for the JetStream API).
+  std::optional<StreamSummary> FindStream(const std::string& name);
+  /// Read-only: whether the durable consumer exists. Throws Error as FindStream.
+  bool HasConsumer(const std::string& stream, const std::string& durable);
   /// Messages not yet delivered plus delivered but unacknowledged, of a durable consumer.
   std::pair<uint64_t, uint64_t> ConsumerPending(const std::string& stream,
                                                 const std::string& durable);

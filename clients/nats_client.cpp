@@ -278,12 +278,12 @@ OptionsPtr MakeOptions(const ConnectOptions& o, SeedFileSigner** signer) {
   const std::vector<std::string> servers = SplitServers(o.url);
   if (servers.empty()) throw Error("nats: no server URL given", NATS_INVALID_ARG);
   if (servers.size() == 1) {
-    Check(natsOptions_SetURL(raw, servers[0].c_str()), "server URL " + o.url);
+    Check(natsOptions_SetURL(raw, servers[0].c_str()), "server URL " + RedactUrl(o.url));
   } else {
     std::vector<const char*> list;
     for (const std::string& s : servers) list.push_back(s.c_str());
     Check(natsOptions_SetServers(raw, list.data(), static_cast<int>(list.size())),
-          "server URLs " + o.url);
+          "server URLs " + RedactUrl(o.url));
   }
   Check(natsOptions_SetName(raw, o.name.c_str()), "client name");
 
@@ -591,6 +591,32 @@ std::string Connection::NewInbox() {
   std::string inbox(raw);
   natsInbox_Destroy(raw);
   return inbox;
+}
+
+std::string RedactUrl(std::string_view urls) {
+  std::string out;
+  size_t start = 0;
+  while (start <= urls.size()) {
+    const size_t comma = std::min(urls.find(',', start), urls.size());
+    std::string url(urls.substr(start, comma - start));
+    const size_t scheme = url.find("://");
+    const size_t from = scheme == std::string::npos ? 0 : scheme + 3;
+    const size_t at = url.find('@', from);
+    if (at != std::string::npos && url.find('/', from) > at) {
+      const size_t colon = url.find(':', from);
+      const size_t secret = colon != std::string::npos && colon < at ? colon + 1 : from;
+      url.replace(secret, at - secret, "***");
+    }
+    out += (out.empty() ? "" : ",") + url;
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::string Connection::LastError() const {
+  const char* text = nullptr;
+  const natsStatus s = natsConnection_GetLastError(conn_, &text);
+  return s == NATS_OK ? "" : std::string(text != nullptr ? text : natsStatus_GetText(s));
 }
 
 void Connection::Flush(int timeout_ms) {

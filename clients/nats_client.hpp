@@ -27,6 +27,10 @@ namespace fleetflow::nats {
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
 /// A nats.c call failed; what() names the operation and nats.c's status text.
+/// `urls` (one or several, comma-separated) for logs and messages: a password or token in a
+/// URL's user info becomes ***, e.g. nats://engine:***@host:4222.
+std::string RedactUrl(std::string_view urls);
+
 class Error : public std::runtime_error {
  public:
   Error(const std::string& what, int status) : std::runtime_error(what), status_(status) {}
@@ -184,6 +188,9 @@ class Connection {
 
   bool connected() const;
   ConnectionStats stats() const;
+  /// The last error the server reported on this connection, "" when none: a permissions
+  /// violation comes this way (-ERR), after the publish or subscription it refused.
+  std::string LastError() const;
   /// Holds ConnectOptions::on_connection_change for nats.c's callbacks (internal).
   struct StateCallback;
 

@@ -32,6 +32,18 @@ struct UpstreamProblem {
   std::string message;
 };
 
+/// What `fleetflow validate --connect` found about one thing a node uses (a server, a stream,
+/// a bucket, a table, a permission).
+struct ConnectFinding {
+  enum class Level {
+    kOk,       // there, and usable as configured
+    kNote,     // not there yet, and the node creates it at start (allowed, as far as one can tell)
+    kProblem,  // missing, unreachable or refused: the node would fail or lose data
+  };
+  Level level = Level::kOk;
+  std::string message;
+};
+
 struct OperatorInfo {
   std::string name;                   // the "type" of a pipeline node
   std::string summary;                // one line for docs and --help
@@ -45,6 +57,10 @@ struct OperatorInfo {
   std::function<std::vector<UpstreamProblem>(const Config& self, const std::string& self_id,
                                              const std::vector<UpstreamNode>& upstream)>
       check_upstream;
+  /// Optional: connects to what the node's config names (servers, streams, buckets, tables)
+  /// and reports what is there, what the node would create at start and what is missing or
+  /// refused, without changing anything (`fleetflow validate --connect`). Never throws.
+  std::function<std::vector<ConnectFinding>(const Config& config)> check_connect;
 };
 
 class Registry {

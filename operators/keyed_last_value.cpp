@@ -258,6 +258,21 @@ class KeyedLastValue final : public Operator {
   Gauge& keys_;
 };
 
+/// `fleetflow validate --connect`: the jetstream_kv backend's server and bucket.
+std::vector<ConnectFinding> CheckConnect(const Config& c) {
+  std::vector<ConnectFinding> out;
+  if (c.String("backend") != "jetstream_kv") return out;
+  auto conn = ConnectForCheck(c, out);
+  if (!conn) return out;
+  try {
+    nats::JetStream js(*conn);
+    CheckBucket(*conn, js, c.String("bucket"), "state", out);
+  } catch (const std::exception& e) {
+    out.push_back({ConnectFinding::Level::kProblem, "JetStream: " + NatsFailure(e, *conn)});
+  }
+  return out;
+}
+
 }  // namespace
 
 void RegisterKeyedLastValue(Registry& registry) {
@@ -330,6 +345,7 @@ void RegisterKeyedLastValue(Registry& registry) {
       .DefaultJson("[]")
       .Example(R"(["gps", "speed", "soc", "torque"])");
   info.create = [](const OperatorContext& ctx) { return std::make_unique<KeyedLastValue>(ctx); };
+  info.check_connect = CheckConnect;
   registry.Add(std::move(info));
 }
 

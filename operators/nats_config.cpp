@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "jetstream.hpp"
+
 namespace fleetflow {
 
 void AddNatsConnectionFields(ConfigSpec& c) {
@@ -49,7 +51,7 @@ nats::ConnectOptions NatsConnectOptions(const Config& config, const std::string&
   set("cert_file", o.cert_file);
   set("key_file", o.key_file);
   o.send_asap = config.Boolean("send_asap");
-  o.on_connection_change = [client_name, url = o.url](bool connected) {
+  o.on_connection_change = [client_name, url = nats::RedactUrl(o.url)](bool connected) {
     if (connected) {
       spdlog::info("{}: connection to NATS ({}) restored", client_name, url);
     } else {
@@ -57,6 +59,49 @@ nats::ConnectOptions NatsConnectOptions(const Config& config, const std::string&
     }
   };
   return o;
+}
+
+std::unique_ptr<nats::Connection> ConnectForCheck(const Config& config,
+                                                  std::vector<ConnectFinding>& findings) {
+  nats::ConnectOptions o = NatsConnectOptions(config, "fleetflow:validate");
+  o.on_connection_change = nullptr;
+  o.retry_on_failed_connect = false;
+  o.max_reconnect = 0;
+  try {
+    auto conn = nats::Connection::Connect(o);
+    findings.push_back(
+        {ConnectFinding::Level::kOk, "connected to NATS at " + nats::RedactUrl(o.url)});
+    return conn;
+  } catch (const std::exception& e) {
+    findings.push_back({ConnectFinding::Level::kProblem,
+                        "cannot connect to NATS at " + nats::RedactUrl(o.url) + ": " + e.what()});
+    return nullptr;
+  }
+}
+
+std::string NatsFailure(const std::exception& e, const nats::Connection& conn) {
+  std::string text = e.what();
+  const std::string last = conn.LastError();
+  if (!last.empty() && text.find(last) == std::string::npos) text += " (server: " + last + ")";
+  return text;
+}
+
+void CheckBucket(nats::Connection& conn, nats::JetStream& js, const std::string& bucket,
+                 const std::string& what, std::vector<ConnectFinding>& findings) {
+  try {
+    const auto stream = js.FindStream("KV_" + bucket);
+    if (stream) {
+      findings.push_back({ConnectFinding::Level::kOk, "bucket " + bucket + " (" + what +
+                                                          "): " + std::to_string(stream->messages) +
+                                                          " entries"});
+    } else {
+      findings.push_back({ConnectFinding::Level::kNote,
+                          "bucket " + bucket + " (" + what + ") does not exist: created at start"});
+    }
+  } catch (const std::exception& e) {
+    findings.push_back({ConnectFinding::Level::kProblem,
+                        "bucket " + bucket + " (" + what + "): " + NatsFailure(e, conn)});
+  }
 }
 
 }  // namespace fleetflow

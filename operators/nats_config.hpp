@@ -2,12 +2,19 @@
 /// The NATS connection settings shared by every operator that talks to NATS (nats_source,
 /// keyed_last_value's jetstream_kv store): one spec, one way to read it.
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "config.hpp"
 #include "nats_client.hpp"
+#include "registry.hpp"
 
 namespace fleetflow {
+
+namespace nats {
+class JetStream;
+}
 
 /// Adds url, creds_file, nkey_seed_file, user, password_file, token_file, ca_file, cert_file,
 /// key_file to `spec`.
@@ -16,5 +23,19 @@ void AddNatsConnectionFields(ConfigSpec& spec);
 /// The environment's NATS settings (NATS_URL, NATS_CREDS, …) overridden by the non-empty fields
 /// of `config`; `client_name` is shown by the server.
 nats::ConnectOptions NatsConnectOptions(const Config& config, const std::string& client_name);
+
+/// For check_connect: connects as the node would, once (no retry). Adds a finding either way;
+/// nullptr when it failed.
+std::unique_ptr<nats::Connection> ConnectForCheck(const Config& config,
+                                                  std::vector<ConnectFinding>& findings);
+
+/// For check_connect: why a JetStream API request got no answer, with the server's last error
+/// on `conn` (a permissions violation names the subject refused).
+std::string NatsFailure(const std::exception& e, const nats::Connection& conn);
+
+/// For check_connect: whether Key/Value bucket `bucket` exists (`what` says what it is for); it
+/// is created at start when missing, so a missing one is a note.
+void CheckBucket(nats::Connection& conn, nats::JetStream& js, const std::string& bucket,
+                 const std::string& what, std::vector<ConnectFinding>& findings);
 
 }  // namespace fleetflow

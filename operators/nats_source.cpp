@@ -29,6 +29,45 @@ constexpr int kRebalanceMs = 100;
 constexpr int64_t kRecordWaitTimeouts = 10;
 /// The vehicle id of the probe that checks the server's partition mapping at start.
 constexpr std::string_view kProbeVehicle = "_fleetflow_probe";
+
+/// Checks that the server maps the vehicles' subjects into partitions as configured: a probe
+/// published on vehicle.<probe>.probe must come back on <prefix>.<n>.<probe>.probe, n as
+/// computed here. The probe is refused by JetStream (it expects a stream that does not
+/// exist), so it is never stored.
+void CheckPartitionMapping(nats::Connection& conn, const std::string& prefix, uint32_t partitions) {
+  const std::string probe_subject = wire::SampleSubject(kProbeVehicle, "probe");
+  auto sub = conn.SubscribeSync(prefix + ".*." + std::string(kProbeVehicle) + ".probe");
+  conn.Flush(5000);
+  conn.Publish(probe_subject, "", 0, {{"Nats-Expected-Stream", "_fleetflow_no_stream_"}});
+  conn.Flush(5000);
+  bool no_responders = false;
+  const auto m = sub->Next(2000, no_responders);
+  const uint32_t expected = PartitionOf(kProbeVehicle, partitions);
+  const std::string mapping = "mappings = { \"vehicle.*.*\": \"" + prefix + ".{{partition(" +
+                              std::to_string(partitions) +
+                              ",1)}}.{{wildcard(1)}}.{{wildcard(2)}}\" }";
+  if (!m) {
+    throw std::runtime_error(
+        "partitions: the NATS server does not map vehicle.<id>.<sensor> to " + prefix +
+        ".<partition>.<id>.<sensor> (a probe on " + probe_subject +
+        " did not come back). Add to the account of the vehicles and the engine in the "
+        "server's configuration: " +
+        mapping + " (docs/scaling.md), or check that the engine may publish " + probe_subject +
+        " and subscribe to " + prefix + ".*." + std::string(kProbeVehicle) +
+        ".probe. Set \"check_mapping\": false to skip this check.");
+  }
+  const std::string_view got = m->subject();
+  const std::string want =
+      prefix + "." + std::to_string(expected) + "." + std::string(kProbeVehicle) + ".probe";
+  if (got != want) {
+    throw std::runtime_error("partitions: the NATS server maps " + probe_subject + " to " +
+                             std::string(got) + ", expected " + want + " for " +
+                             std::to_string(partitions) +
+                             " partitions: the mapping's partition count must equal the "
+                             "pipeline's \"partitions\". Expected mapping: " +
+                             mapping);
+  }
+}
 /// fetch_batch_messages' buckets (docs/metrics.md): 0 counts the empty fetches; up to fetch_batch's
 /// largest value.
 const std::vector<double> kFetchBuckets = {0,   1,   2,   4,    8,    16,   32,   64,
@@ -131,7 +170,7 @@ class NatsSource final : public Operator {
       });
       conn_->Flush(5000);  // the subscription is registered on the server before we say ready
       spdlog::info("node '{}': subscribed to {} in queue group '{}' on {}", id_, subject_,
-                   queue_group_, options_.url);
+                   queue_group_, nats::RedactUrl(options_.url));
       connected_.Set(1);
       return;
     }
@@ -145,7 +184,7 @@ class NatsSource final : public Operator {
       StartReading(0, consumer_.durable);
       fetcher_ = std::thread([this] { FetchLoop(); });
       spdlog::info("node '{}': pulling {} from stream {} as durable consumer '{}' on {}", id_,
-                   subject_, stream_.name, consumer_.durable, options_.url);
+                   subject_, stream_.name, consumer_.durable, nats::RedactUrl(options_.url));
       return;
     }
     if (check_mapping_) CheckMapping();
@@ -153,7 +192,8 @@ class NatsSource final : public Operator {
     spdlog::info(
         "node '{}': {} partitions of stream {} ({}.<n>.<vehicle>.<sensor>), shared by "
         "the workers of {} on {}",
-        id_, partitions_, stream_.name, prefix_, membership_options_.bucket, options_.url);
+        id_, partitions_, stream_.name, prefix_, membership_options_.bucket,
+        nats::RedactUrl(options_.url));
     fetcher_ = std::thread([this] { FetchLoop(); });
     Rebalance(true);
     coordinator_ = std::thread([this] { Coordinate(); });
@@ -386,44 +426,7 @@ class NatsSource final : public Operator {
     return partitions_ > 0 ? consumer_.durable + "-" + std::to_string(p) : consumer_.durable;
   }
 
-  /// Checks that the server maps the vehicles' subjects into partitions as configured: a probe
-  /// published on vehicle.<probe>.probe must come back on <prefix>.<n>.<probe>.probe, n as
-  /// computed here. The probe is refused by JetStream (it expects a stream that does not
-  /// exist), so it is never stored.
-  void CheckMapping() {
-    const std::string probe_subject = wire::SampleSubject(kProbeVehicle, "probe");
-    auto sub = conn_->SubscribeSync(prefix_ + ".*." + std::string(kProbeVehicle) + ".probe");
-    conn_->Flush(5000);
-    conn_->Publish(probe_subject, "", 0, {{"Nats-Expected-Stream", "_fleetflow_no_stream_"}});
-    conn_->Flush(5000);
-    bool no_responders = false;
-    const auto m = sub->Next(2000, no_responders);
-    const uint32_t expected = PartitionOf(kProbeVehicle, partitions_);
-    const std::string mapping = "mappings = { \"vehicle.*.*\": \"" + prefix_ + ".{{partition(" +
-                                std::to_string(partitions_) +
-                                ",1)}}.{{wildcard(1)}}.{{wildcard(2)}}\" }";
-    if (!m) {
-      throw std::runtime_error(
-          "partitions: the NATS server does not map vehicle.<id>.<sensor> to " + prefix_ +
-          ".<partition>.<id>.<sensor> (a probe on " + probe_subject +
-          " did not come back). Add to the account of the vehicles and the engine in the "
-          "server's configuration: " +
-          mapping + " (docs/scaling.md), or check that the engine may publish " + probe_subject +
-          " and subscribe to " + prefix_ + ".*." + std::string(kProbeVehicle) +
-          ".probe. Set \"check_mapping\": false to skip this check.");
-    }
-    const std::string_view got = m->subject();
-    const std::string want =
-        prefix_ + "." + std::to_string(expected) + "." + std::string(kProbeVehicle) + ".probe";
-    if (got != want) {
-      throw std::runtime_error("partitions: the NATS server maps " + probe_subject + " to " +
-                               std::string(got) + ", expected " + want + " for " +
-                               std::to_string(partitions_) +
-                               " partitions: the mapping's partition count must equal the "
-                               "pipeline's \"partitions\". Expected mapping: " +
-                               mapping);
-    }
-  }
+  void CheckMapping() { CheckPartitionMapping(*conn_, prefix_, partitions_); }
 
   void Coordinate() {
     std::unique_lock lock(stop_mu_);
@@ -612,6 +615,111 @@ class NatsSource final : public Operator {
   bool stopping_ = false;
 };
 
+/// True when NATS subject pattern `pattern` matches every subject `subject` matches (`*` one
+/// token, `>` the rest); `subject` may hold wildcards itself.
+bool Covers(std::string_view pattern, std::string_view subject) {
+  for (;;) {
+    const size_t pe = pattern.find('.');
+    const size_t se = subject.find('.');
+    const std::string_view p = pattern.substr(0, pe);
+    const std::string_view t = subject.substr(0, se);
+    if (p == ">") return true;
+    if (t == ">" || (p != "*" && p != t)) return false;
+    if (pe == std::string_view::npos || se == std::string_view::npos) {
+      return pe == std::string_view::npos && se == std::string_view::npos;
+    }
+    pattern.remove_prefix(pe + 1);
+    subject.remove_prefix(se + 1);
+  }
+}
+
+std::string Join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+/// `fleetflow validate --connect`: the server, the subscription permission (core) or the
+/// stream, consumers, buckets and partition mapping (jetstream) the source would use.
+std::vector<ConnectFinding> CheckConnect(const Config& c) {
+  using Level = ConnectFinding::Level;
+  std::vector<ConnectFinding> out;
+  auto conn = ConnectForCheck(c, out);
+  if (!conn) return out;
+  const std::string subject = c.String("subject");
+  if (c.String("delivery") != "jetstream") {
+    // Not in the queue group: a plain subscription gets copies for a moment and takes nothing
+    // from the running workers.
+    try {
+      auto sub = conn->SubscribeSync(subject);
+      conn->Flush(5000);
+      const std::string error = conn->LastError();
+      if (error.find("Permissions Violation") != std::string::npos) {
+        out.push_back({Level::kProblem, "may not subscribe to " + subject + ": " + error});
+      } else {
+        out.push_back({Level::kOk, "may subscribe to " + subject});
+      }
+    } catch (const std::exception& e) {
+      out.push_back({Level::kProblem, "subscribe to " + subject + ": " + NatsFailure(e, *conn)});
+    }
+    return out;
+  }
+  const auto partitions = static_cast<uint32_t>(c.Integer("partitions"));
+  const std::string prefix = c.String("partition_prefix");
+  const std::string stream = c.String("stream");
+  const std::string wanted = partitions > 0 ? prefix + ".*.*.*" : subject;
+  try {
+    nats::JetStream js(*conn);
+    if (const auto info = js.FindStream(stream)) {
+      const bool covered = std::any_of(info->subjects.begin(), info->subjects.end(),
+                                       [&](const std::string& p) { return Covers(p, wanted); });
+      out.push_back({covered ? Level::kOk : Level::kProblem,
+                     "stream " + stream + " (" + std::to_string(info->messages) +
+                         " messages) captures " + Join(info->subjects) +
+                         (covered ? "" : ", not " + wanted + ", which the source reads")});
+      const std::string durable = c.String("durable");
+      std::vector<std::string> absent;
+      for (uint32_t p = 0; p < std::max<uint32_t>(partitions, 1); ++p) {
+        const std::string name = partitions > 0 ? durable + "-" + std::to_string(p) : durable;
+        if (!js.HasConsumer(stream, name)) absent.push_back(name);
+      }
+      if (absent.empty()) {
+        out.push_back({Level::kOk, partitions > 0
+                                       ? "the " + std::to_string(partitions) +
+                                             " durable consumers " + durable + "-<n> exist"
+                                       : "durable consumer " + durable + " exists"});
+      } else {
+        out.push_back(
+            {Level::kNote, "durable consumers not there yet, created at start: " + Join(absent)});
+      }
+    } else if (c.Boolean("create_stream")) {
+      out.push_back(
+          {Level::kNote, "stream " + stream + " does not exist: created at start on " + wanted});
+    } else {
+      out.push_back({Level::kProblem, "stream " + stream +
+                                          " does not exist and create_stream is false: create it "
+                                          "on " +
+                                          wanted + ", or set \"create_stream\": true"});
+    }
+    if (partitions > 0) {
+      CheckBucket(*conn, js, c.String("membership_bucket"), "membership", out);
+      CheckBucket(*conn, js, c.String("handover_bucket"), "hand-over records", out);
+    }
+  } catch (const std::exception& e) {
+    out.push_back({Level::kProblem, "stream " + stream + ": " + NatsFailure(e, *conn)});
+  }
+  if (partitions > 0 && c.Boolean("check_mapping")) {
+    try {
+      CheckPartitionMapping(*conn, prefix, partitions);
+      out.push_back({Level::kOk, "the server maps vehicle.*.* into " + std::to_string(partitions) +
+                                     " partitions (" + prefix + ".<n>.<id>.<sensor>)"});
+    } catch (const std::exception& e) {
+      out.push_back({Level::kProblem, e.what()});
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 void RegisterNatsSource(Registry& registry) {
@@ -742,6 +850,7 @@ void RegisterNatsSource(Registry& registry) {
            }
          });
   info.create = [](const OperatorContext& ctx) { return std::make_unique<NatsSource>(ctx); };
+  info.check_connect = CheckConnect;
   registry.Add(std::move(info));
 }
 

@@ -171,6 +171,74 @@ void CheckSettings(const Config& c, std::vector<ConfigProblem>& out) {
 
 std::string Interval(const std::string& text) { return pg::QuoteLiteral(text) + "::interval"; }
 
+/// Checks the interval settings on the server, so a typo shows before TimescaleDB needs them.
+void CheckIntervals(pg::Connection& conn, const SinkConfig& cfg) {
+  const std::pair<const char*, const std::string*> intervals[] = {
+      {"chunk_interval", &cfg.chunk_interval},
+      {"compress_after", &cfg.compress_after},
+      {"retention", &cfg.retention}};
+  for (const auto& [field, value] : intervals) {
+    if (value->empty()) continue;
+    try {
+      conn.Exec("SELECT " + Interval(*value));
+    } catch (const pg::Error& e) {
+      if (e.connection_lost()) throw;
+      throw SetupError("field '" + std::string(field) + "': '" + *value +
+                       "' is not a PostgreSQL interval (e.g. \"1 day\", \"6 hours\"): " + e.what());
+    }
+  }
+}
+
+/// Why TimescaleDB cannot be used through this session, "" when it can. Reads catalogs and
+/// settings only, so that no attempt ends the session with a FATAL error (CREATE EXTENSION
+/// timescaledb without the preloaded library does).
+std::string TimescaleUnavailableReason(pg::Connection& conn) {
+  const auto ext =
+      conn.Exec("SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'");
+  if (ext.empty()) {
+    return "the timescaledb extension is not available on the server (not installed); install "
+           "TimescaleDB there (on Debian 12: scripts/timescaledb.sh builds it) and add "
+           "'timescaledb' to shared_preload_libraries in postgresql.conf, then restart "
+           "PostgreSQL";
+  }
+  // The loader, when preloaded, defines timescaledb.disable_load in every session.
+  const auto loader = conn.Exec("SELECT current_setting('timescaledb.disable_load', true)");
+  if (loader.empty() || loader[0].empty() || !loader[0][0] || loader[0][0]->empty()) {
+    return "the timescaledb extension is installed but not preloaded (CREATE EXTENSION would "
+           "fail with FATAL: extension \"timescaledb\" must be preloaded); add 'timescaledb' "
+           "to shared_preload_libraries in postgresql.conf (shared_preload_libraries = "
+           "'timescaledb') and restart PostgreSQL";
+  }
+  if (!ext[0].empty() && ext[0][0]) return "";  // created in this database already
+  const auto may = conn.Exec(
+      "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR "
+      "has_database_privilege(current_database(), 'CREATE'), current_user, current_database()");
+  if (!may.empty() && may[0].size() == 3 && may[0][0] && *may[0][0] == "f") {
+    return "the role '" + may[0][1].value_or("") +
+           "' may not create the timescaledb extension in database '" + may[0][2].value_or("") +
+           "' (it needs the CREATE privilege on the database, or superuser); run CREATE "
+           "EXTENSION timescaledb there once as a superuser, or GRANT CREATE ON DATABASE to "
+           "the role";
+  }
+  return "";
+}
+
+/// Why the upsert cannot work on existing table `table` ("" when it can): it needs a PRIMARY KEY
+/// or UNIQUE index on (vehicle_id, time).
+std::string MissingUpsertKey(pg::Connection& conn, const std::string& table) {
+  const std::string quoted = pg::QuoteIdent(table);
+  const auto key = conn.Exec(
+      "SELECT 1 FROM pg_index i WHERE i.indrelid = " + pg::QuoteLiteral(quoted) +
+      "::regclass AND i.indisunique AND i.indnkeyatts = 2 AND (SELECT array_agg(a.attname::text "
+      "ORDER BY a.attname) FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = "
+      "ANY(i.indkey::int2[])) = ARRAY['time', 'vehicle_id']");
+  if (!key.empty()) return "";
+  return "table '" + table +
+         "' exists without a PRIMARY KEY or UNIQUE index on (vehicle_id, time), which the upsert "
+         "needs; add one: ALTER TABLE " +
+         quoted + " ADD PRIMARY KEY (vehicle_id, time)";
+}
+
 class TimescaleSink final : public Operator {
  public:
   explicit TimescaleSink(const OperatorContext& ctx)
@@ -451,29 +519,10 @@ class TimescaleSink final : public Operator {
            pg::QuoteLiteral(std::string("fleetflow.") + kName + "." + cfg_.table) + "))";
   }
 
-  /// Checks the interval settings on the server, so a typo shows before TimescaleDB needs them.
-  void CheckIntervals(pg::Connection& conn) const {
-    const std::pair<const char*, const std::string*> intervals[] = {
-        {"chunk_interval", &cfg_.chunk_interval},
-        {"compress_after", &cfg_.compress_after},
-        {"retention", &cfg_.retention}};
-    for (const auto& [field, value] : intervals) {
-      if (value->empty()) continue;
-      try {
-        conn.Exec("SELECT " + Interval(*value));
-      } catch (const pg::Error& e) {
-        if (e.connection_lost()) throw;
-        throw SetupError(
-            "field '" + std::string(field) + "': '" + *value +
-            "' is not a PostgreSQL interval (e.g. \"1 day\", \"6 hours\"): " + e.what());
-      }
-    }
-  }
-
   /// Creates or completes the table; `conn` may be replaced by a new session (see
   /// UseTimescale). Throws pg::Error, SetupError.
   void PrepareTable(std::unique_ptr<pg::Connection>& session) {
-    CheckIntervals(*session);
+    CheckIntervals(*session, cfg_);
     const bool hypertable = UseTimescale(session);
     pg::Connection& conn = *session;
     const std::string table = pg::QuoteIdent(cfg_.table);
@@ -489,57 +538,14 @@ class TimescaleSink final : public Operator {
     create += ", PRIMARY KEY (\"vehicle_id\", \"time\"))";
     conn.ExecInTransaction({LockStatement(), create, add});
 
-    const auto key = conn.Exec(
-        "SELECT 1 FROM pg_index i WHERE i.indrelid = " + pg::QuoteLiteral(table) +
-        "::regclass AND i.indisunique AND i.indnkeyatts = 2 AND (SELECT array_agg(a.attname::text "
-        "ORDER BY a.attname) FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = "
-        "ANY(i.indkey::int2[])) = ARRAY['time', 'vehicle_id']");
-    if (key.empty()) {
-      throw SetupError("table '" + cfg_.table +
-                       "' exists without a PRIMARY KEY or UNIQUE index on (vehicle_id, time), "
-                       "which the upsert needs; add one: ALTER TABLE " +
-                       table + " ADD PRIMARY KEY (vehicle_id, time)");
-    }
+    const std::string no_key = MissingUpsertKey(conn, cfg_.table);
+    if (!no_key.empty()) throw SetupError(no_key);
     if (hypertable) MakeHypertable(conn);
     spdlog::info("{} '{}': connected to PostgreSQL ({}); table '{}' ready ({}), {} columns", kName,
                  node_, conn.description(), cfg_.table,
                  hypertable ? "TimescaleDB hypertable, " + EditionName(license_) + " edition"
                             : std::string("plain PostgreSQL table"),
                  cfg_.columns.size());
-  }
-
-  /// Why TimescaleDB cannot be used through this session, "" when it can. Reads catalogs and
-  /// settings only, so that no attempt ends the session with a FATAL error (CREATE EXTENSION
-  /// timescaledb without the preloaded library does).
-  std::string TimescaleUnavailableReason(pg::Connection& conn) const {
-    const auto ext = conn.Exec(
-        "SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'");
-    if (ext.empty()) {
-      return "the timescaledb extension is not available on the server (not installed); install "
-             "TimescaleDB there (on Debian 12: scripts/timescaledb.sh builds it) and add "
-             "'timescaledb' to shared_preload_libraries in postgresql.conf, then restart "
-             "PostgreSQL";
-    }
-    // The loader, when preloaded, defines timescaledb.disable_load in every session.
-    const auto loader = conn.Exec("SELECT current_setting('timescaledb.disable_load', true)");
-    if (loader.empty() || loader[0].empty() || !loader[0][0] || loader[0][0]->empty()) {
-      return "the timescaledb extension is installed but not preloaded (CREATE EXTENSION would "
-             "fail with FATAL: extension \"timescaledb\" must be preloaded); add 'timescaledb' "
-             "to shared_preload_libraries in postgresql.conf (shared_preload_libraries = "
-             "'timescaledb') and restart PostgreSQL";
-    }
-    if (!ext[0].empty() && ext[0][0]) return "";  // created in this database already
-    const auto may = conn.Exec(
-        "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR "
-        "has_database_privilege(current_database(), 'CREATE'), current_user, current_database()");
-    if (!may.empty() && may[0].size() == 3 && may[0][0] && *may[0][0] == "f") {
-      return "the role '" + may[0][1].value_or("") +
-             "' may not create the timescaledb extension in database '" + may[0][2].value_or("") +
-             "' (it needs the CREATE privilege on the database, or superuser); run CREATE "
-             "EXTENSION timescaledb there once as a superuser, or GRANT CREATE ON DATABASE to "
-             "the role";
-    }
-    return "";
   }
 
   static std::string EditionName(const std::string& license) {
@@ -878,6 +884,109 @@ ConfigSpec Spec() {
   return spec;
 }
 
+/// `fleetflow validate --connect`: what the sink would find at start, read from the catalogs.
+std::vector<ConnectFinding> CheckConnect(const Config& c) {
+  using Level = ConnectFinding::Level;
+  const SinkConfig cfg = ParseConfig(c);
+  std::vector<ConnectFinding> out;
+  std::unique_ptr<pg::Connection> conn;
+  try {
+    conn = pg::Connection::Connect(cfg.conninfo, std::chrono::seconds(5));
+    out.push_back({Level::kOk, "connected to PostgreSQL (" + conn->description() + ")"});
+  } catch (const std::exception& e) {
+    out.push_back({Level::kProblem, std::string("cannot connect to PostgreSQL: ") + e.what()});
+    return out;
+  }
+  try {
+    CheckIntervals(*conn, cfg);
+    const std::string table = pg::QuoteIdent(cfg.table);
+    const std::string rel = pg::QuoteLiteral(table);
+    const auto who = conn->Exec("SELECT to_regclass(" + rel +
+                                ") IS NOT NULL, current_user, current_schema(), "
+                                "has_schema_privilege(current_schema(), 'CREATE'), "
+                                "has_database_privilege(current_database(), 'TEMP')");
+    const auto text = [&who](size_t i) { return who.at(0).at(i).value_or(""); };
+    const std::string role = text(1);
+    if (text(4) != "t") {
+      out.push_back({Level::kProblem, "role " + role +
+                                          " may not create temporary tables, which every write "
+                                          "stages its rows in: GRANT TEMP ON DATABASE to it"});
+    }
+    if (text(0) != "t") {
+      if (text(3) == "t") {
+        out.push_back({Level::kNote, "table " + cfg.table +
+                                         " does not exist: created at start in "
+                                         "schema " +
+                                         text(2)});
+      } else {
+        out.push_back({Level::kProblem, "table " + cfg.table + " does not exist and role " + role +
+                                            " may not create it in schema " + text(2) +
+                                            ": create it, or GRANT CREATE ON SCHEMA " + text(2) +
+                                            " to the role"});
+      }
+    } else {
+      std::set<std::string> have;
+      for (const auto& row : conn->Exec("SELECT attname FROM pg_attribute WHERE attrelid = " + rel +
+                                        "::regclass AND attnum > 0 AND NOT attisdropped")) {
+        have.insert(row.at(0).value_or(""));
+      }
+      std::string missing;
+      for (const std::string& name : {std::string("vehicle_id"), std::string("time")}) {
+        if (!have.count(name)) missing += (missing.empty() ? "" : ", ") + name;
+      }
+      for (const Column& col : cfg.columns) {
+        if (!have.count(col.name)) missing += (missing.empty() ? "" : ", ") + col.name;
+      }
+      const auto owns = conn->Exec(
+          "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = " + rel +
+          "::regclass");
+      if (!missing.empty()) {
+        if (!owns.empty() && owns[0].at(0).value_or("") == "t") {
+          out.push_back({Level::kNote, "table " + cfg.table + " lacks the columns " + missing +
+                                           ": added at start"});
+        } else {
+          out.push_back({Level::kProblem, "table " + cfg.table + " lacks the columns " + missing +
+                                              " and role " + role +
+                                              " does not own it, so the sink cannot add them"});
+        }
+      }
+      const std::string no_key = MissingUpsertKey(*conn, cfg.table);
+      if (!no_key.empty()) out.push_back({Level::kProblem, no_key});
+      const auto grants = conn->Exec(
+          "SELECT p FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) p "
+          "WHERE NOT has_table_privilege(" +
+          rel + ", p)");
+      std::string lacking;
+      for (const auto& row : grants)
+        lacking += (lacking.empty() ? "" : ", ") + row.at(0).value_or("");
+      if (!lacking.empty()) {
+        out.push_back({Level::kProblem, "role " + role + " lacks " + lacking + " on table " +
+                                            cfg.table +
+                                            " (the upsert needs SELECT, INSERT and "
+                                            "UPDATE): GRANT SELECT, INSERT, UPDATE ON " +
+                                            table + " TO " + pg::QuoteIdent(role)});
+      }
+      if (missing.empty() && no_key.empty() && lacking.empty()) {
+        out.push_back({Level::kOk, "table " + cfg.table +
+                                       ": every column, the key the upsert needs, and SELECT, "
+                                       "INSERT and UPDATE granted"});
+      }
+    }
+    if (cfg.timescale != TimescaleMode::kOff) {
+      const std::string reason = TimescaleUnavailableReason(*conn);
+      if (reason.empty()) {
+        out.push_back({Level::kOk, "TimescaleDB can be used: the table is a hypertable"});
+      } else {
+        out.push_back({cfg.timescale == TimescaleMode::kOn ? Level::kProblem : Level::kNote,
+                       "TimescaleDB cannot be used, the table is a plain one: " + reason});
+      }
+    }
+  } catch (const std::exception& e) {
+    out.push_back({Level::kProblem, e.what()});
+  }
+  return out;
+}
+
 }  // namespace
 
 void RegisterTimescaleSink(Registry& registry) {
@@ -892,6 +1001,7 @@ void RegisterTimescaleSink(Registry& registry) {
   info.create = [](const OperatorContext& ctx) -> std::unique_ptr<Operator> {
     return std::make_unique<TimescaleSink>(ctx);
   };
+  info.check_connect = CheckConnect;
   registry.Add(std::move(info));
 }
 

@@ -7,7 +7,6 @@
 // credentials alone (real engine, real fleet-sensor, real PostgreSQL).
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <nats/nats.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -57,14 +56,6 @@ void MakeCertificates(const TempDir& dir) {
   RunOrThrow({"openssl", "x509", "-req", "-days", "2", "-in", dir.File("server.csr"), "-CA",
               dir.File("ca.crt"), "-CAkey", dir.File("ca.key"), "-CAcreateserial", "-extfile",
               dir.File("san.cnf"), "-out", dir.File("server.crt")});
-}
-
-/// The connection's last error as reported by the server (e.g. a permissions violation, which
-/// the server sends asynchronously as -ERR), or "" when there was none.
-std::string LastError(nats::Connection& conn) {
-  const char* text = nullptr;
-  const natsStatus s = natsConnection_GetLastError(conn.raw(), &text);
-  return s == NATS_OK ? "" : std::string(text ? text : natsStatus_GetText(s));
 }
 
 bool Contains(const std::string& haystack, const std::string& needle) {
@@ -196,7 +187,7 @@ TEST_F(NatsConfigTest, VehiclePublishesOnlyItsOwnSubjectsAndNeverTheStreamApi) {
     auto v1 = Connect("vehicle-1");
     v1->Publish(subject, "x");
     v1->Flush(2000);  // the server answers a violation before the PONG
-    const std::string error = LastError(*v1);
+    const std::string error = v1->LastError();
     EXPECT_TRUE(Contains(error, "Permissions Violation for Publish to \"" + checked + "\""))
         << subject << ": " << error;
   };
@@ -219,14 +210,14 @@ TEST_F(NatsConfigTest, VehiclePublishesOnlyItsOwnSubjectsAndNeverTheStreamApi) {
 
   auto v1 = Connect("vehicle-1");
   EXPECT_THROW(v1->Request("$JS.API.STREAM.INFO.TELEMETRY", "", 1000), nats::Error);
-  EXPECT_TRUE(Contains(LastError(*v1), "Publish to \"$JS.API.STREAM.INFO.TELEMETRY\""))
-      << LastError(*v1);
+  EXPECT_TRUE(Contains(v1->LastError(), "Publish to \"$JS.API.STREAM.INFO.TELEMETRY\""))
+      << v1->LastError();
 
   auto v1_ok = Connect("vehicle-1");
   v1_ok->Publish("vehicle.1.speed", "a");
   v1_ok->Publish("vehicle.1.status", "on");  // the last one: once it is in, so is the rest
   v1_ok->Flush(2000);
-  EXPECT_EQ(LastError(*v1_ok), "");
+  EXPECT_EQ(v1_ok->LastError(), "");
 
   // What reached the stream: exactly vehicle 1's two messages, mapped into its partition, none
   // of the refused ones.
@@ -253,12 +244,13 @@ TEST_F(NatsConfigTest, VehicleSubscribesOnlyToItsOwnCommands) {
   });
   v1->Flush(2000);
   EXPECT_TRUE(
-      Contains(LastError(*v1), "Permissions Violation for Subscription to \"vehicle.2.cmd.*\""))
-      << LastError(*v1);
+      Contains(v1->LastError(), "Permissions Violation for Subscription to \"vehicle.2.cmd.*\""))
+      << v1->LastError();
   auto v1_all = Connect("vehicle-1");
   auto everything = v1_all->Subscribe("vehicle.>", "", [](nats::Message&&) {});
   v1_all->Flush(2000);
-  EXPECT_TRUE(Contains(LastError(*v1_all), "Subscription to \"vehicle.>\"")) << LastError(*v1_all);
+  EXPECT_TRUE(Contains(v1_all->LastError(), "Subscription to \"vehicle.>\""))
+      << v1_all->LastError();
 
   auto ops = Connect("ops");
   EXPECT_EQ(ops->Request("vehicle.1.cmd.status", "", 2000).text(), "vehicle 1 here");
@@ -288,7 +280,7 @@ TEST_F(NatsConfigTest, VehicleGetsTheStreamsAcksOnItsOwnInboxOnly) {
         return acks.size() == 2;
       },
       10s));
-  EXPECT_EQ(LastError(*v1), "");
+  EXPECT_EQ(v1->LastError(), "");
   // {"stream":"TELEMETRY", "seq":1}, then the resend: {..., "seq":1,"duplicate": true}
   EXPECT_TRUE(Contains(acks[0], "\"stream\":\"TELEMETRY\"")) << acks[0];
   EXPECT_FALSE(Contains(acks[0], "\"duplicate\"")) << acks[0];
@@ -311,15 +303,15 @@ TEST_F(NatsConfigTest, VehicleGetsTheStreamsAcksOnItsOwnInboxOnly) {
     spies.push_back(Connect(user));
     spy_subs.push_back(spies.back()->Subscribe(subject, "", [&](nats::Message&&) { ++overheard; }));
     spies.back()->Flush(2000);
-    EXPECT_TRUE(Contains(LastError(*spies.back()),
+    EXPECT_TRUE(Contains(spies.back()->LastError(),
                          "Permissions Violation for Subscription to \"" + subject + "\""))
-        << user << " " << subject << ": " << LastError(*spies.back());
+        << user << " " << subject << ": " << spies.back()->LastError();
   }
   v2->PublishRequest("vehicle.2.speed", inbox2 + ".1", "b", 1, {{"Nats-Msg-Id", "t-2"}});
   ASSERT_TRUE(WaitFor([&] { return v2_acks == 1; }, 10s));
   for (auto& spy : spies) spy->Flush(2000);  // anything for them would have come before the PONG
   EXPECT_EQ(overheard, 0);
-  EXPECT_EQ(LastError(*v2), "");
+  EXPECT_EQ(v2->LastError(), "");
 }
 
 TEST_F(NatsConfigTest, EngineUserCannotTouchVehicleSubjectsOrDeleteTheStream) {
@@ -332,8 +324,8 @@ TEST_F(NatsConfigTest, EngineUserCannotTouchVehicleSubjectsOrDeleteTheStream) {
     auto e = Connect("engine");
     e->Publish(subject, "x");
     e->Flush(2000);
-    EXPECT_TRUE(Contains(LastError(*e), "Publish to \"" + checked + "\""))
-        << subject << ": " << LastError(*e);
+    EXPECT_TRUE(Contains(e->LastError(), "Publish to \"" + checked + "\""))
+        << subject << ": " << e->LastError();
   };
   refused("vehicle.1.speed", Mapped("1", "speed"));
   refused("vehicle.1.cmd.sleep");
@@ -354,7 +346,7 @@ TEST_F(NatsConfigTest, EngineUserCannotTouchVehicleSubjectsOrDeleteTheStream) {
     auto e = Connect("engine");
     auto sub = e->Subscribe(subject, "", [](nats::Message&&) {});
     e->Flush(2000);
-    EXPECT_TRUE(Contains(LastError(*e), "Subscription to \"" + subject + "\"")) << LastError(*e);
+    EXPECT_TRUE(Contains(e->LastError(), "Subscription to \"" + subject + "\"")) << e->LastError();
   }
 }
 
@@ -378,7 +370,7 @@ TEST_F(NatsConfigTest, VehicleSubjectsAreMappedIntoTheirPartitionBeforeThePermis
                          "\"stream\":\"TELEMETRY\""));
     v->Publish("vehicle." + id + ".status", "on");
     v->Flush(2000);
-    EXPECT_EQ(LastError(*v), "") << id;
+    EXPECT_EQ(v->LastError(), "") << id;
   }
   auto pending = [&](uint32_t p) {
     return js.ConsumerPending("TELEMETRY", "fleetflow-" + std::to_string(p)).first;
@@ -421,10 +413,10 @@ TEST_F(NatsConfigTest, EngineProbesTheMappingWithoutStoringTheProbe) {
   engine->Flush(2000);
   bool no_responders = false;
   const auto probe = sub->Next(5000, no_responders);
-  ASSERT_TRUE(probe.has_value()) << LastError(*engine) << server_->ReadLog();
+  ASSERT_TRUE(probe.has_value()) << engine->LastError() << server_->ReadLog();
   EXPECT_EQ(probe->subject(), "telemetry." + std::to_string(PartitionOf(kProbeVehicle)) + "." +
                                   kProbeVehicle + ".probe");
-  EXPECT_EQ(LastError(*engine), "");
+  EXPECT_EQ(engine->LastError(), "");
 
   // The stream takes its messages in order: the probe, refused, came before this one, which
   // must therefore be the stream's first.
@@ -447,13 +439,13 @@ TEST_F(NatsConfigTest, EngineStoresDeadLetters) {
   const std::string subject = "deadletter.bad_json." + Mapped("1", "speed");
   EXPECT_EQ(js.Publish(subject, "{", 1, {{"Fleetflow-Reject-Reason", "bad_json"}}, 5000), 1u);
   EXPECT_EQ(js.Publish(subject, "{", 1, {{"Fleetflow-Reject-Reason", "bad_json"}}, 5000), 2u);
-  EXPECT_EQ(LastError(*engine), "");
+  EXPECT_EQ(engine->LastError(), "");
 
   auto v1 = Vehicle("1");
   v1->Publish("deadletter.bad_json.vehicle.1.speed", "x");
   v1->Flush(2000);
-  EXPECT_TRUE(Contains(LastError(*v1), "Publish to \"deadletter.bad_json.vehicle.1.speed\""))
-      << LastError(*v1);
+  EXPECT_TRUE(Contains(v1->LastError(), "Publish to \"deadletter.bad_json.vehicle.1.speed\""))
+      << v1->LastError();
 }
 
 // The pipeline of deploy/k8s/base/pipeline.json (16 partitions; the engine checks the mapping at

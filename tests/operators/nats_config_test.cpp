@@ -42,5 +42,14 @@ TEST(NatsConfigTest, EmptyFieldsLeaveTheEnvironmentsValues) {
   unsetenv("NATS_TOKEN_FILE");
 }
 
+TEST(NatsConfigTest, PasswordsAndTokensInUrlsAreRedacted) {
+  EXPECT_EQ(nats::RedactUrl("nats://engine:s3cret@db:4222"), "nats://engine:***@db:4222");
+  EXPECT_EQ(nats::RedactUrl("tls://t0ken@a:1,nats://b:2,nats://u:p@c:3/x"),
+            "tls://***@a:1,nats://b:2,nats://u:***@c:3/x");
+  EXPECT_EQ(nats::RedactUrl("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+  EXPECT_EQ(nats::RedactUrl("nats://h:1/path@x"), "nats://h:1/path@x");  // no user info
+  EXPECT_EQ(nats::RedactUrl(""), "");
+}
+
 }  // namespace
 }  // namespace fleetflow::testing

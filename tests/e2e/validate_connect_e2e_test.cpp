@@ -1,0 +1,177 @@
+// `fleetflow validate --connect` against a real nats-server and a real PostgreSQL: unreachable
+// servers, fresh servers (what the engine creates at start is a note, and the check creates
+// nothing), servers a worker has prepared (all there), and what would make a worker fail: a
+// server without the partition mapping, NATS permissions refused, a role without UPDATE, a
+// table without one of the columns.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "fleet_check.hpp"
+#include "servers.hpp"
+
+namespace fleetflow::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::string kJetStreamPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
+const std::string kCorePipeline = std::string(FF_SOURCE_DIR) + "/pipelines/default.json";
+
+CommandResult Validate(const std::string& pipeline, const std::map<std::string, std::string>& env) {
+  return RunCommand(
+      {std::string(FF_BINARY_DIR) + "/apps/fleetflow", "validate", "--connect", pipeline}, 120s,
+      env);
+}
+
+bool Has(const CommandResult& r, const std::string& text) {
+  return r.out.find(text) != std::string::npos;
+}
+
+TEST(ValidateConnectE2E, UnreachableServersAreProblems) {
+  const std::string nats_url = "nats://127.0.0.1:" + std::to_string(FreePort());
+  const CommandResult r =
+      Validate(kJetStreamPipeline,
+               {{"NATS_URL", nats_url},
+                {"FLEETFLOW_PG", "host=127.0.0.1 port=" + std::to_string(FreePort()) +
+                                     " user=postgres dbname=fleetflow connect_timeout=2"}});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(Has(r, "telemetry (nats_source): PROBLEM: cannot connect to NATS at " + nats_url))
+      << r.out;
+  EXPECT_TRUE(Has(r, "last_values (keyed_last_value): PROBLEM: cannot connect to NATS")) << r.out;
+  EXPECT_TRUE(Has(r, "database (timescale_sink): PROBLEM: cannot connect to PostgreSQL")) << r.out;
+  EXPECT_TRUE(Has(r, "jetstream.json: 3 problems on the servers")) << r.out;
+}
+
+TEST(ValidateConnectE2E, NotesWhatAWorkerCreatesCreatesNothingThenFindsWhatItMade) {
+  FF_REQUIRE_NATS_SERVER();
+  FF_REQUIRE_POSTGRES();
+  NatsServer nats;
+  nats.MapPartitions(16);
+  nats.Start();
+  PostgresServer pg;
+  pg.Start();
+  auto env = pg.env();
+  env["NATS_URL"] = nats.url();
+  env["FLEETFLOW_PG"] = pg.conninfo();
+
+  // Fresh servers: what the engine creates at start is a note, not a problem.
+  for (int round = 0; round < 2; ++round) {  // the second round sees that nothing was created
+    const CommandResult r = Validate(kJetStreamPipeline, env);
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_TRUE(Has(r, "telemetry (nats_source): ok: connected to NATS at " + nats.url())) << r.out;
+    EXPECT_TRUE(Has(r,
+                    "note: stream TELEMETRY does not exist: created at start on "
+                    "telemetry.*.*.*"))
+        << r.out;
+    EXPECT_TRUE(Has(r, "note: bucket fleetflow_members (membership) does not exist")) << r.out;
+    EXPECT_TRUE(Has(r,
+                    "last_values (keyed_last_value): note: bucket telemetry (state) does not "
+                    "exist: created at start"))
+        << r.out;
+    EXPECT_TRUE(Has(r, "ok: the server maps vehicle.*.* into 16 partitions")) << r.out;
+    EXPECT_TRUE(Has(r,
+                    "database (timescale_sink): note: table vehicle_telemetry does not exist: "
+                    "created at start in schema public"))
+        << r.out;
+    EXPECT_FALSE(Has(r, "PROBLEM")) << r.out;
+  }
+  EXPECT_EQ(pg.Psql("SELECT to_regclass('vehicle_telemetry') IS NULL"), "t");
+
+  // A worker ran once: everything is there.
+  const int port = FreePort();
+  TempDir dir("fleetflow-validate-connect");
+  Process engine({std::string(FF_BINARY_DIR) + "/apps/fleetflow", "run", kJetStreamPipeline,
+                  "--metrics-port", std::to_string(port), "--metrics-host", "127.0.0.1"},
+                 dir.File("engine.log"), env);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const auto r = RunCommand({std::string(FF_BINARY_DIR) + "/apps/fleetflow", "health",
+                                   "--ready", "--port", std::to_string(port)},
+                                  10s);
+        return r.exit_code == 0;
+      },
+      60s))
+      << engine.ReadLog();
+  ASSERT_EQ(engine.Stop(SIGTERM, 30s), 0) << engine.ReadLog();
+  CommandResult r = Validate(kJetStreamPipeline, env);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(Has(r, "ok: stream TELEMETRY (0 messages) captures telemetry.*.*.*")) << r.out;
+  EXPECT_TRUE(Has(r, "ok: the 16 durable consumers fleetflow-<n> exist")) << r.out;
+  EXPECT_TRUE(Has(r, "ok: bucket telemetry (state)")) << r.out;
+  EXPECT_TRUE(Has(r,
+                  "ok: table vehicle_telemetry: every column, the key the upsert needs, and "
+                  "SELECT, INSERT and UPDATE granted"))
+      << r.out;
+  for (const char* created : {"note: stream", "note: durable", "note: bucket", "note: table"}) {
+    EXPECT_FALSE(Has(r, created)) << r.out;
+  }
+  EXPECT_FALSE(Has(r, "PROBLEM")) << r.out;
+
+  // A role that may not update and a table without one of the columns: the worker would fail.
+  pg.Psql("ALTER TABLE vehicle_telemetry DROP COLUMN torque");
+  pg.Psql("CREATE ROLE writer LOGIN");
+  pg.Psql("GRANT SELECT, INSERT ON vehicle_telemetry TO writer");
+  env["FLEETFLOW_PG"] =
+      "host=127.0.0.1 port=" + std::to_string(pg.port()) + " user=writer dbname=fleetflow";
+  r = Validate(kJetStreamPipeline, env);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(Has(r,
+                  "PROBLEM: table vehicle_telemetry lacks the columns torque and role writer "
+                  "does not own it"))
+      << r.out;
+  EXPECT_TRUE(Has(r, "PROBLEM: role writer lacks UPDATE on table vehicle_telemetry")) << r.out;
+  EXPECT_TRUE(Has(r, "jetstream.json: 2 problems on the servers")) << r.out;
+}
+
+TEST(ValidateConnectE2E, AMissingMappingAndRefusedPermissionsAreProblems) {
+  FF_REQUIRE_NATS_SERVER();
+  FF_REQUIRE_POSTGRES();
+  TempDir dir("fleetflow-validate-perm");
+  // Two users: one may not use the JetStream API, one may not subscribe to the vehicles.
+  const std::string conf = dir.File("users.conf");
+  std::ofstream(conf) << R"(authorization {
+  users = [
+    { user: "nojs", password: "pw", permissions: { publish: { deny: ["$JS.API.>"] } } }
+    { user: "nosub", password: "pw", permissions: { subscribe: { deny: ["vehicle.>"] } } }
+  ]
+}
+)";
+  NatsServer nats({}, conf);  // no partition mapping either
+  nats.Start();
+  PostgresServer pg;
+  pg.Start();
+  auto env = pg.env();
+  env["FLEETFLOW_PG"] = pg.conninfo();
+  const std::string at = "@127.0.0.1:" + std::to_string(nats.port());
+
+  env["NATS_URL"] = "nats://nojs:pw" + at;
+  CommandResult r = Validate(kJetStreamPipeline, env);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  // Passwords stay out of what is printed.
+  EXPECT_TRUE(Has(r, "ok: connected to NATS at nats://nojs:***" + at)) << r.out;
+  EXPECT_FALSE(Has(r, "pw@")) << r.out;
+  EXPECT_TRUE(Has(r, "telemetry (nats_source): PROBLEM: stream TELEMETRY:")) << r.out;
+  EXPECT_TRUE(Has(r, "Permissions Violation for Publish to \"$JS.API.STREAM.INFO.TELEMETRY\""))
+      << r.out;
+  EXPECT_TRUE(Has(r, "last_values (keyed_last_value): PROBLEM: bucket telemetry (state):"))
+      << r.out;
+
+  env["NATS_URL"] = "nats://nosub:pw" + at;
+  r = Validate(kCorePipeline, env);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(Has(r, "telemetry (nats_source): PROBLEM: may not subscribe to vehicle.*.*: "))
+      << r.out;
+  EXPECT_TRUE(Has(r, "Permissions Violation for Subscription to \"vehicle.*.*\"")) << r.out;
+  // The same user may use JetStream: a server without the mapping is the only problem there.
+  r = Validate(kJetStreamPipeline, env);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(Has(r,
+                  "PROBLEM: partitions: the NATS server does not map vehicle.<id>.<sensor> to "
+                  "telemetry.<partition>.<id>.<sensor>"))
+      << r.out;
+  EXPECT_TRUE(Has(r, "jetstream.json: 1 problem on the servers")) << r.out;
+}
+
+}  // namespace
+}  // namespace fleetflow::testing
