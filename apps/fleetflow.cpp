@@ -23,6 +23,7 @@
 #include "runtime.hpp"
 #include "stop_signals.hpp"
 #include "tap.hpp"
+#include "top.hpp"
 
 namespace {
 
@@ -214,6 +215,7 @@ int main(int argc, char** argv) {
       "  1  fatal runtime error (e.g. a source cannot connect, the metrics port is taken);\n"
       "     health: not healthy (or not ready), or no answer;\n"
       "     tap: no answer, taps off, no such node, or the node is tapped already;\n"
+      "     top --once or --iterations: an endpoint did not answer;\n"
       "     validate --connect: a problem on the servers\n"
       "  2  invalid pipeline file or command line\n"
       "See docs/cli.md.");
@@ -304,6 +306,9 @@ int main(int argc, char** argv) {
   tap_cmd->add_flag("--ticks", tap.ticks, "Print clock ticks too (ten a second)");
   tap_cmd->add_flag("--follow", tap.follow, "Go on tapping until interrupted");
 
+  TopArgs top;
+  auto* top_cmd = AddTopCommand(app, top);
+
   std::vector<std::string> files;
   bool connect = false;
   auto* validate_cmd = app.add_subcommand(
@@ -379,6 +384,7 @@ int main(int argc, char** argv) {
   }
   if (*health_cmd) return Health(health);
   if (*tap_cmd) return Tap(tap);
+  if (*top_cmd) return Top(top);
   if (*run_cmd) return Run(registry, run);
   if (*record_cmd) return Record(record);
   if (*replay_cmd) return Replay(registry, replay);
