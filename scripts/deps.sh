@@ -19,7 +19,7 @@ PACKAGES=(
 TEST_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev clang-format
-  openssl nodejs
+  openssl nodejs tmux
 )
 command -v npm >/dev/null 2>&1 || TEST_PACKAGES+=(npm)
 command -v kubectl >/dev/null 2>&1 || TEST_PACKAGES+=(kubernetes-client)
