@@ -169,6 +169,18 @@ uint64_t Metrics::HistogramCount(const std::string& name) const {
   return sum;
 }
 
+std::vector<std::pair<Labels, double>> Metrics::Values(const std::string& name) const {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<Labels, double>> out;
+  auto it = families_.find(name);
+  if (it == families_.end()) return out;
+  for (const auto& [_, c] : it->second.counters) {
+    out.emplace_back(c.first, static_cast<double>(c.second->value()));
+  }
+  for (const auto& [_, g] : it->second.gauges) out.emplace_back(g.first, g.second->value());
+  return out;
+}
+
 void Metrics::AddCollector(std::function<void()> collect) {
   std::lock_guard lock(mu_);
   collectors_.push_back(std::move(collect));

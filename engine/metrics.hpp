@@ -90,6 +90,9 @@ class Metrics {
   double GaugeSum(const std::string& name) const;
   /// Observations of a histogram, summed over its label sets (0 when unknown).
   uint64_t HistogramCount(const std::string& name) const;
+  /// Every label set of the counter or gauge `name`, as it was given, with its value (empty when
+  /// unknown or a histogram). Reads only: asking creates nothing.
+  std::vector<std::pair<Labels, double>> Values(const std::string& name) const;
 
   /// Runs `collect` at the start of every Exposition(), to refresh gauges that are computed on
   /// demand (process memory, uptime). It may call Get*; it must not call Exposition().

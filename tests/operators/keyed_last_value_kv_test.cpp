@@ -1,10 +1,12 @@
 // keyed_last_value with the jetstream_kv backend against a real nats-server with JetStream.
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <map>
 #include <numeric>
 #include <thread>
 
-#include "harness.hpp"
+#include "fleetflow/testkit/harness.hpp"
 #include "jetstream.hpp"
 #include "nats_fixture.hpp"
 #include "servers.hpp"
@@ -15,6 +17,7 @@ namespace fleetflow::testing {
 namespace {
 
 using namespace std::chrono_literals;
+using namespace testkit;
 
 constexpr int64_t kS = 1'000'000'000;
 constexpr int64_t kBase = 1'700'000'000 * kS;
@@ -27,16 +30,11 @@ Body Batch(const std::string& vehicle, const std::string& sensor, std::vector<in
   return b;
 }
 
-std::vector<int64_t> Times(const std::vector<wire::Point>& points) {
+/// The event times of `points`, after kBase.
+std::vector<int64_t> SinceBase(const std::vector<wire::Point>& points) {
   std::vector<int64_t> out;
   for (const auto& p : points) out.push_back(p.ts_ns - kBase);
   return out;
-}
-
-PartitionEvent Assigned(uint32_t partition) {
-  PartitionEvent e;
-  e.partition = partition;
-  return e;
 }
 
 class KeyedLastValueKvTest : public NatsServerTest {
@@ -61,7 +59,7 @@ class KeyedLastValueKvTest : public NatsServerTest {
     }
     return {};
   }
-  std::vector<int64_t> Stored(const std::string& key) { return Times(StoredPoints(key)); }
+  std::vector<int64_t> Stored(const std::string& key) { return SinceBase(StoredPoints(key)); }
 };
 
 TEST_F(KeyedLastValueKvTest, AcknowledgesAStatusOnlyOnceItIsInTheBucket) {
@@ -170,7 +168,7 @@ TEST_F(KeyedLastValueKvTest, AValueStoredPerStateKeyIsRestoredAsThatSeries) {
   ASSERT_EQ(restored.size(), 1u);
   EXPECT_EQ(restored[0]->vehicle, "v9");
   EXPECT_EQ(restored[0]->sensor, "speed");
-  EXPECT_EQ(Times(restored[0]->points), (std::vector<int64_t>{4, 5, 6}));
+  EXPECT_EQ(SinceBase(restored[0]->points), (std::vector<int64_t>{4, 5, 6}));
   // Written on as the vehicle's record, merged with what was restored.
   h->Feed(Batch("v9", "speed", {7}));
   h->TickAt(1, /*drain=*/true);
@@ -216,7 +214,7 @@ TEST_F(KeyedLastValueKvTest, TakingAPartitionOverRestoresItsStateAndPassesItOnAf
   for (const auto& b : Only<SampleBatch>(out)) {
     EXPECT_TRUE(b->restored);
     EXPECT_EQ(b->partition, 0u);
-    restored[b->vehicle + "." + b->sensor] = Times(b->points);
+    restored[b->vehicle + "." + b->sensor] = SinceBase(b->points);
   }
   EXPECT_EQ(restored["v1.speed"], (std::vector<int64_t>{2, 3, 4}));  // keep = 3
   EXPECT_EQ(restored["v2.gps"], (std::vector<int64_t>{7}));
@@ -252,19 +250,16 @@ TEST_F(KeyedLastValueKvTest, ARevokedPartitionIsStoredAndForgotten) {
   Body b = Batch("v1", "speed", {1, 2}, [&] { ++acks; });
   std::get<SampleBatch>(b).partition = 3;
   h->Feed(std::move(b));
-  EXPECT_EQ(h->metrics.GaugeSum("state_keys"), 1);
-  PartitionEvent revoked;
-  revoked.kind = PartitionEvent::Kind::kRevoked;
-  revoked.partition = 3;
-  const auto out = h->Feed(revoked);
+  EXPECT_EQ(h->Gauge("state_keys"), 1);
+  const auto out = h->Feed(Revoked(3));
   EXPECT_EQ(Only<PartitionEvent>(out).size(), 1u);  // passed on
   EXPECT_EQ(acks, 1);                               // durable before the event goes on
   EXPECT_EQ(Stored("3.v1.speed"), (std::vector<int64_t>{1, 2}));
-  EXPECT_EQ(h->metrics.GaugeSum("state_keys"), 0);
+  EXPECT_EQ(h->Gauge("state_keys"), 0);
   // Taken again later: restored from the bucket, not from what this worker held.
   const auto again = Only<SampleBatch>(h->Feed(Assigned(3)));
   ASSERT_EQ(again.size(), 1u);
-  EXPECT_EQ(Times(again[0]->points), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(SinceBase(again[0]->points), (std::vector<int64_t>{1, 2}));
 }
 
 TEST_F(KeyedLastValueKvTest, TheLastStatusChangeIsStoredEvenWithoutASampleInBetween) {
@@ -309,7 +304,7 @@ TEST_F(KeyedLastValueKvTest, TheBucketKeepsTheHistoryByTimeAndANewWorkerRestores
   }
   auto h = worker();
   std::vector<int64_t> restored;
-  for (const auto& b : Only<SampleBatch>(h->Feed(Assigned(0)))) restored = Times(b->points);
+  for (const auto& b : Only<SampleBatch>(h->Feed(Assigned(0)))) restored = SinceBase(b->points);
   EXPECT_EQ(restored, every_10ms(400, 510));  // within 100 ms of 510, and 400 before them
 }
 

@@ -1,8 +1,10 @@
-// keyed_last_value on the in-memory harness.
-#include "harness.hpp"
+// keyed_last_value on the test kit.
+#include <gtest/gtest.h>
+
+#include "fleetflow/testkit/harness.hpp"
 #include "state_store.hpp"
 
-namespace fleetflow::testing {
+namespace fleetflow::testkit {
 namespace {
 
 Body Batch(const std::string& sensor, std::vector<std::pair<int64_t, uint32_t>> ts_seq,
@@ -12,19 +14,14 @@ Body Batch(const std::string& sensor, std::vector<std::pair<int64_t, uint32_t>> 
   return b;
 }
 
-std::vector<int64_t> Times(const std::vector<Message>& out) {
-  std::vector<int64_t> t;
-  for (const auto& b : Only<SampleBatch>(out)) {
-    for (const auto& p : b->points) t.push_back(p.ts_ns);
-  }
-  return t;
-}
+/// The event times of the samples passed on in `out`.
+std::vector<int64_t> Passed(const std::vector<Message>& out) { return Times(Points(out)); }
 
 TEST(KeyedLastValueTest, PassesNewSamplesOnAndAcknowledges) {
   OperatorHarness h("keyed_last_value", R"({"keep": 2})");
   int acks = 0;
   const auto out = h.Feed(Batch("speed", {{10, 1}, {20, 2}}, [&] { ++acks; }));
-  EXPECT_EQ(Times(out), (std::vector<int64_t>{10, 20}));
+  EXPECT_EQ(Passed(out), (std::vector<int64_t>{10, 20}));
   EXPECT_EQ(acks, 1);
 }
 
@@ -32,21 +29,21 @@ TEST(KeyedLastValueTest, ALateSampleNeverReplacesNewerOnes) {
   OperatorHarness h("keyed_last_value", R"({"keep": 2})");
   h.Feed(Batch("speed", {{10, 1}, {20, 2}}));
   // Older than both kept: passed on for the windows it belongs to, but kept out of the state.
-  EXPECT_EQ(Times(h.Feed(Batch("speed", {{5, 0}}))), (std::vector<int64_t>{5}));
+  EXPECT_EQ(Passed(h.Feed(Batch("speed", {{5, 0}}))), (std::vector<int64_t>{5}));
   EXPECT_EQ(h.Counter("samples_stale"), 1u);
-  EXPECT_TRUE(Times(h.Feed(Batch("speed", {{10, 1}}))).empty());  // 10 is still kept: duplicate
-  EXPECT_EQ(Times(h.Feed(Batch("speed", {{15, 9}}))), (std::vector<int64_t>{15}));  // in between
-  EXPECT_TRUE(Times(h.Feed(Batch("speed", {{20, 2}}))).empty());                    // 20 stays kept
+  EXPECT_TRUE(Passed(h.Feed(Batch("speed", {{10, 1}}))).empty());  // 10 is still kept: duplicate
+  EXPECT_EQ(Passed(h.Feed(Batch("speed", {{15, 9}}))), (std::vector<int64_t>{15}));  // in between
+  EXPECT_TRUE(Passed(h.Feed(Batch("speed", {{20, 2}}))).empty());  // 20 stays kept
   EXPECT_EQ(h.Counter("samples_duplicate"), 2u);
 }
 
 TEST(KeyedLastValueTest, DuplicatesAreDroppedAndKeysAreIndependent) {
   OperatorHarness h("keyed_last_value", R"({})");
   h.Feed(Batch("speed", {{10, 1}}));
-  EXPECT_TRUE(Times(h.Feed(Batch("speed", {{10, 1}}))).empty());
+  EXPECT_TRUE(Passed(h.Feed(Batch("speed", {{10, 1}}))).empty());
   EXPECT_EQ(h.Counter("samples_duplicate"), 1u);
-  EXPECT_EQ(Times(h.Feed(Batch("soc", {{10, 1}}))), (std::vector<int64_t>{10}));
-  EXPECT_EQ(h.metrics.GaugeSum("state_keys"), 2.0);
+  EXPECT_EQ(Passed(h.Feed(Batch("soc", {{10, 1}}))), (std::vector<int64_t>{10}));
+  EXPECT_EQ(h.Gauge("state_keys"), 2.0);
 }
 
 TEST(KeyedLastValueTest, SensorFilterAndPassThrough) {
@@ -113,19 +110,19 @@ TEST(KeyedLastValueTest, HistoryKeepsEverySampleOfTheLastHistoryMs) {
   OperatorHarness h("keyed_last_value", R"({"keep": 2, "history_ms": 100})");
   for (int64_t t = 0; t <= 400; t += 20) h.Feed(Batch("speed", {{t * kMs, uint32_t(t)}}));
   // 280 (the one before 300..400) is still state: a duplicate of it is dropped...
-  EXPECT_TRUE(Times(h.Feed(Batch("speed", {{280 * kMs, 280}}))).empty());
+  EXPECT_TRUE(Passed(h.Feed(Batch("speed", {{280 * kMs, 280}}))).empty());
   EXPECT_EQ(h.Counter("samples_duplicate"), 1u);
   // ...and a late sample within the history enters it (passed on, not stale).
-  EXPECT_EQ(Times(h.Feed(Batch("speed", {{310 * kMs, 999}}))), (std::vector<int64_t>{310 * kMs}));
+  EXPECT_EQ(Passed(h.Feed(Batch("speed", {{310 * kMs, 999}}))), (std::vector<int64_t>{310 * kMs}));
   // 260 is older than what is kept: stale, though passed on for its windows.
-  EXPECT_EQ(Times(h.Feed(Batch("speed", {{260 * kMs, 260}}))), (std::vector<int64_t>{260 * kMs}));
+  EXPECT_EQ(Passed(h.Feed(Batch("speed", {{260 * kMs, 260}}))), (std::vector<int64_t>{260 * kMs}));
   EXPECT_EQ(h.Counter("samples_stale"), 1u);
   // 290 is older than the history but newer than 280: it becomes the sample before it.
-  EXPECT_EQ(Times(h.Feed(Batch("speed", {{290 * kMs, 290}}))), (std::vector<int64_t>{290 * kMs}));
+  EXPECT_EQ(Passed(h.Feed(Batch("speed", {{290 * kMs, 290}}))), (std::vector<int64_t>{290 * kMs}));
   EXPECT_EQ(h.Counter("samples_stale"), 1u);
-  EXPECT_EQ(Times(h.Feed(Batch("speed", {{280 * kMs, 280}}))), (std::vector<int64_t>{280 * kMs}));
+  EXPECT_EQ(Passed(h.Feed(Batch("speed", {{280 * kMs, 280}}))), (std::vector<int64_t>{280 * kMs}));
   EXPECT_EQ(h.Counter("samples_stale"), 2u);  // 280 left the state when 290 came
 }
 
 }  // namespace
-}  // namespace fleetflow::testing
+}  // namespace fleetflow::testkit

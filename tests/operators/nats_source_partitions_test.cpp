@@ -1,45 +1,28 @@
 // nats_source with partitions against a real nats-server that maps the vehicles' subjects into
 // partitions: the mapping check, each vehicle in its own partition, the workers sharing the
 // partitions, and the hand-over of a partition with its record.
-#include <mutex>
+#include <gtest/gtest.h>
+
 #include <set>
 
-#include "harness.hpp"
+#include "fleetflow/testkit/harness.hpp"
 #include "nats_fixture.hpp"
 
 namespace fleetflow::testing {
 namespace {
 
 using namespace std::chrono_literals;
+using namespace testkit;
 
 constexpr int64_t kNow = 1'700'000'000'000'000'000;
 constexpr uint32_t kPartitions = 4;
 
-class Collector final : public Emitter {
- public:
-  void Emit(Message m) override {
-    std::lock_guard lock(mu_);
-    messages_.push_back(std::move(m));
-  }
-  /// The messages so far (acknowledging the samples among them).
-  std::vector<Message> Take() {
-    std::lock_guard lock(mu_);
-    for (const auto& m : messages_) {
-      if (const auto* b = std::get_if<SampleBatch>(m.get()); b != nullptr && b->ack) {
-        b->ack->Done();
-      }
-    }
-    return messages_;
-  }
-  void Clear() {
-    std::lock_guard lock(mu_);
-    messages_.clear();
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<Message> messages_;
-};
+/// The messages a source emitted so far (acknowledging the samples among them).
+std::vector<Message> Take(const CaptureSink& out) {
+  auto ms = out.Messages();
+  Acknowledge(ms);
+  return ms;
+}
 
 std::vector<const PartitionEvent*> Events(const std::vector<Message>& ms, PartitionEvent::Kind k) {
   std::vector<const PartitionEvent*> out;
@@ -63,7 +46,7 @@ class PartitionedSourceTest : public NatsServerTest {
                            R"(", "delivery": "jetstream", "partitions": 4, "max_future_ms": 60000,
                               "heartbeat_ms": 200, "member_timeout_ms": 1500,
                               "fetch_expiry_ms": 100})");
-    h->clock.now_ns = kNow;
+    h->clock.Set(kNow);
     return h;
   }
 
@@ -88,14 +71,14 @@ class PartitionedSourceTest : public NatsServerTest {
 
 TEST_F(PartitionedSourceTest, AWorkerAloneReadsEveryPartitionAfterItsEventEachVehicleInItsOwn) {
   auto h = Source();
-  Collector out;
-  h->op().Start(out);
-  ASSERT_TRUE(WaitFor([&] { return h->metrics.GaugeSum("partitions_owned") == 4; }, 10s));
+  h->Start();
+  CaptureSink& out = h->output();
+  ASSERT_TRUE(WaitFor([&] { return h->Gauge("partitions_owned") == 4; }, 10s));
   PublishFleet(40);
   std::vector<Message> got;
   ASSERT_TRUE(WaitFor(
       [&] {
-        got = out.Take();
+        got = Take(out);
         return Vehicles(got).size() == 40;
       },
       10s));
@@ -111,25 +94,25 @@ TEST_F(PartitionedSourceTest, AWorkerAloneReadsEveryPartitionAfterItsEventEachVe
     }
   }
   EXPECT_EQ(assigned.size(), 4u);
-  h->op().Stop();
-  EXPECT_EQ(Events(out.Take(), PartitionEvent::Kind::kRevoked).size(), 4u);
+  h->Stop();
+  EXPECT_EQ(Events(Take(out), PartitionEvent::Kind::kRevoked).size(), 4u);
 }
 
 TEST_F(PartitionedSourceTest, TwoWorkersSplitThePartitionsAndTheNewOwnerGoesOnFromTheRecord) {
   auto a = Source();
-  Collector out_a;
-  a->op().Start(out_a);
-  ASSERT_TRUE(WaitFor([&] { return a->metrics.GaugeSum("partitions_owned") == 4; }, 10s));
+  a->Start();
+  CaptureSink& out_a = a->output();
+  ASSERT_TRUE(WaitFor([&] { return a->Gauge("partitions_owned") == 4; }, 10s));
   auto b = Source();
-  Collector out_b;
-  b->op().Start(out_b);
+  b->Start();
+  CaptureSink& out_b = b->output();
   // The first gives two partitions up; its join says which window it emitted last, and the
   // record is written once the event has passed (here: once the test lets go of it).
   std::vector<const PartitionEvent*> revoked;
   std::vector<Message> got_a;
   ASSERT_TRUE(WaitFor(
       [&] {
-        got_a = out_a.Take();
+        got_a = Take(out_a);
         revoked = Events(got_a, PartitionEvent::Kind::kRevoked);
         return revoked.size() == 2;
       },
@@ -139,15 +122,15 @@ TEST_F(PartitionedSourceTest, TwoWorkersSplitThePartitionsAndTheNewOwnerGoesOnFr
   revoked.clear();
   got_a.clear();
   out_a.Clear();
-  ASSERT_TRUE(WaitFor([&] { return b->metrics.GaugeSum("partitions_owned") == 2; }, 10s));
-  const auto assigned_b = Events(out_b.Take(), PartitionEvent::Kind::kAssigned);
+  ASSERT_TRUE(WaitFor([&] { return b->Gauge("partitions_owned") == 2; }, 10s));
+  const auto assigned_b = Events(Take(out_b), PartitionEvent::Kind::kAssigned);
   ASSERT_EQ(assigned_b.size(), 2u);
   for (const auto* e : assigned_b) {
     ASSERT_TRUE(e->emitted_until_ns.has_value()) << "partition " << e->partition;
     EXPECT_EQ(*e->emitted_until_ns, kLastWindow);
   }
   EXPECT_EQ(b->Counter("partitions_recovered"), 0u);
-  EXPECT_EQ(a->metrics.GaugeSum("partitions_owned"), 2);
+  EXPECT_EQ(a->Gauge("partitions_owned"), 2);
 
   // Each vehicle reaches the worker that owns its partition, and only that one.
   out_b.Clear();
@@ -155,8 +138,8 @@ TEST_F(PartitionedSourceTest, TwoWorkersSplitThePartitionsAndTheNewOwnerGoesOnFr
   std::set<std::string> va, vb;
   ASSERT_TRUE(WaitFor(
       [&] {
-        va = Vehicles(out_a.Take());
-        vb = Vehicles(out_b.Take());
+        va = Vehicles(Take(out_a));
+        vb = Vehicles(Take(out_b));
         return va.size() + vb.size() >= 40;
       },
       10s));
@@ -164,8 +147,8 @@ TEST_F(PartitionedSourceTest, TwoWorkersSplitThePartitionsAndTheNewOwnerGoesOnFr
   EXPECT_FALSE(va.empty());
   EXPECT_FALSE(vb.empty());
   for (const auto& v : va) EXPECT_EQ(vb.count(v), 0u) << v << " reached both workers";
-  a->op().Stop();
-  b->op().Stop();
+  a->Stop();
+  b->Stop();
 }
 
 class UnmappedServerTest : public NatsServerTest {};
@@ -173,9 +156,8 @@ class UnmappedServerTest : public NatsServerTest {};
 TEST_F(UnmappedServerTest, WithoutTheServersMappingStartStopsWithTheLinesToAdd) {
   OperatorHarness h("nats_source", R"({"url": ")" + server_.url() +
                                        R"(", "delivery": "jetstream", "partitions": 4})");
-  Collector out;
   try {
-    h.op().Start(out);
+    h.Start();
     FAIL() << "Start should throw";
   } catch (const std::exception& e) {
     const std::string what = e.what();
@@ -189,9 +171,8 @@ TEST_F(UnmappedServerTest, WithoutTheServersMappingStartStopsWithTheLinesToAdd) 
 TEST_F(PartitionedSourceTest, AMappingWithAnotherPartitionCountIsRefused) {
   OperatorHarness h("nats_source", R"({"url": ")" + server_.url() +
                                        R"(", "delivery": "jetstream", "partitions": 16})");
-  Collector out;
   try {
-    h.op().Start(out);
+    h.Start();
     FAIL() << "Start should throw";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("partition count"), std::string::npos) << e.what();

@@ -1,4 +1,6 @@
 // nats_source against a real nats-server: decoding, status, bad input by reason, queue groups.
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <condition_variable>
 #include <limits>
@@ -7,7 +9,7 @@
 #include <thread>
 #include <tuple>
 
-#include "harness.hpp"
+#include "fleetflow/testkit/harness.hpp"
 #include "jetstream.hpp"
 #include "nats_client.hpp"
 #include "nats_fixture.hpp"
@@ -17,20 +19,7 @@ namespace fleetflow::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-class SafeEmitter final : public Emitter {
- public:
-  void Emit(Message m) override {
-    std::lock_guard lock(mu);
-    messages.push_back(std::move(m));
-  }
-  size_t size() {
-    std::lock_guard lock(mu);
-    return messages.size();
-  }
-  std::mutex mu;
-  std::vector<Message> messages;
-};
+using namespace testkit;
 
 class NatsSourceTest : public NatsServerTest {
  protected:
@@ -39,7 +28,7 @@ class NatsSourceTest : public NatsServerTest {
     auto h = std::make_unique<OperatorHarness>(
         "nats_source", R"({"url": ")" + server_.url() +
                            R"(", "subject": "vehicle.>", "max_future_ms": 60000)" + extra + "}");
-    h->clock.now_ns = 1'700'000'000'000'000'000;
+    h->clock.Set(1'700'000'000'000'000'000);
     return h;
   }
 
@@ -59,8 +48,8 @@ int64_t RealNowNs() {
 
 TEST_F(NatsSourceTest, DecodesSamplesAndStatusAndRejectsBadInputByReason) {
   auto h = Source();
-  SafeEmitter out;
-  h->op().Start(out);
+  h->Start();
+  const CaptureSink& out = h->output();
   EXPECT_TRUE(h->op().Ready());
 
   wire::Point gps{kNow - 5, 7, 0, 48.85, 2.35, true};
@@ -78,10 +67,10 @@ TEST_F(NatsSourceTest, DecodesSamplesAndStatusAndRejectsBadInputByReason) {
   conn_->Flush(2000);
 
   ASSERT_TRUE(WaitFor([&] { return h->Counter("messages_in") == 11; }, 10s));
-  ASSERT_TRUE(WaitFor([&] { return out.size() == 3; }, 10s));
-  h->op().Stop();
+  ASSERT_TRUE(WaitFor([&] { return out.Size() == 3; }, 10s));
+  h->Stop();
 
-  const auto batches = Only<SampleBatch>(out.messages);
+  const auto batches = Only<SampleBatch>(out.Messages());
   ASSERT_EQ(batches.size(), 2u);
   EXPECT_EQ(batches[0]->vehicle, "v1");
   EXPECT_EQ(batches[0]->sensor, "gps");
@@ -89,17 +78,14 @@ TEST_F(NatsSourceTest, DecodesSamplesAndStatusAndRejectsBadInputByReason) {
   EXPECT_EQ(batches[0]->points[0], gps);
   EXPECT_EQ(batches[1]->sensor, "speed");
   EXPECT_EQ(batches[1]->points[0].value, 12.5);
-  const auto status = Only<StatusEvent>(out.messages);
+  const auto status = Only<StatusEvent>(out.Messages());
   ASSERT_EQ(status.size(), 1u);
   EXPECT_FALSE(status[0]->on);
 
-  const std::string metrics = h->metrics.Exposition();
   for (const char* reason :
        {"bad_identifier", "empty", "bad_status", "bad_subject", "non_finite_value",
         "future_timestamp", "bad_position", "missing_position"}) {
-    EXPECT_NE(metrics.find(std::string("reason=\"") + reason + "\"} 1"), std::string::npos)
-        << reason << "\n"
-        << metrics;
+    EXPECT_EQ(h->Counter("input_rejected", {{"reason", reason}}), 1u) << reason;
   }
   EXPECT_EQ(h->Counter("samples_in"), 3u);
 }
@@ -143,8 +129,8 @@ TEST_F(NatsSourceTest, DeadLettersEveryRejectWithItsReasonAndKeepsGoing) {
   auto h = Source(R"(, "dead_letter": true, "max_payload_bytes": 4096, "max_past_ms": 86400000,
                      "sensors": ["speed", "gps"])");
   Inbox dead(*conn_, "deadletter.>");
-  SafeEmitter out;
-  h->op().Start(out);
+  h->Start();
+  const CaptureSink& out = h->output();
 
   const std::string mixed = Bytes({wire::Point{kNow - 2, 1, 3.0}, wire::Point{kNow, 2, INFINITY},
                                    wire::Point{kNow - 1, 3, -INFINITY}});
@@ -163,8 +149,8 @@ TEST_F(NatsSourceTest, DeadLettersEveryRejectWithItsReasonAndKeepsGoing) {
   conn_->Flush(2000);
 
   ASSERT_TRUE(WaitFor([&] { return dead.size() == bad.size(); }, 10s)) << dead.size();
-  ASSERT_TRUE(WaitFor([&] { return out.size() == 2; }, 10s)) << out.size();
-  h->op().Stop();
+  ASSERT_TRUE(WaitFor([&] { return out.Size() == 2; }, 10s)) << out.Size();
+  h->Stop();
 
   const std::vector<std::tuple<std::string, std::string, std::string>> expected = {
       {"deadletter.bad_identifier.vehicle.v2.speed", "bad_identifier", ""},
@@ -184,7 +170,7 @@ TEST_F(NatsSourceTest, DeadLettersEveryRejectWithItsReasonAndKeepsGoing) {
     EXPECT_EQ(letter->payload, bad[i].second) << subject << ": the payload is kept unchanged";
   }
   // The good sample of the mixed batch and the last message went on.
-  const auto batches = Only<SampleBatch>(out.messages);
+  const auto batches = Only<SampleBatch>(out.Messages());
   ASSERT_EQ(batches.size(), 2u);
   EXPECT_EQ(batches[0]->points.size(), 1u);
   EXPECT_EQ(batches[0]->points[0].value, 3.0);
@@ -197,13 +183,13 @@ TEST_F(NatsSourceTest, DeadLettersEveryRejectWithItsReasonAndKeepsGoing) {
 TEST_F(NatsSourceTest, JetStreamStoresTheDeadLetterBeforeTerminatingTheOriginal) {
   auto h = Source(R"(, "delivery": "jetstream", "subject": "vehicle.*.*", "dead_letter": true,
                      "fetch_expiry_ms": 100, "ack_wait_ms": 1000)");
-  SafeEmitter out;
-  h->op().Start(out);
+  h->Start();
+  const CaptureSink& out = h->output();
   conn_->Publish("vehicle.v3.speed", "garbage");
   Publish("vehicle.v3.speed", {wire::Point{kNow - 1, 9, 42.0}});
   conn_->Flush(2000);
-  ASSERT_TRUE(WaitFor([&] { return out.size() == 1; }, 10s));
-  for (const auto& m : Only<SampleBatch>(out.messages)) m->ack->Done();
+  ASSERT_TRUE(WaitFor([&] { return out.Size() == 1; }, 10s));
+  Acknowledge(out.Messages());
 
   nats::JetStream js(*conn_);
   nats::ConsumerOptions reader;
@@ -225,7 +211,7 @@ TEST_F(NatsSourceTest, JetStreamStoresTheDeadLetterBeforeTerminatingTheOriginal)
       10s));
   const uint64_t seen = h->Counter("messages_in");
   EXPECT_FALSE(WaitFor([&] { return h->Counter("messages_in") > seen; }, 1500ms));
-  h->op().Stop();
+  h->Stop();
   EXPECT_EQ(seen, 2u);
 }
 
@@ -234,8 +220,7 @@ TEST_F(NatsSourceTest, JetStreamKeepsABadMessageWhoseDeadLetterCannotBeStored) {
   js.EnsureStream(nats::StreamOptions{});  // TELEMETRY, but no dead-letter stream
   auto h = Source(R"(, "delivery": "jetstream", "subject": "vehicle.*.*", "dead_letter": true,
                      "create_stream": false, "fetch_expiry_ms": 100)");
-  SafeEmitter out;
-  h->op().Start(out);
+  h->Start();
   conn_->Publish("vehicle.v4.speed", "garbage");
   conn_->Flush(2000);
   // Each failed dead letter leaves the message to be delivered again (after 1 s).
@@ -244,7 +229,7 @@ TEST_F(NatsSourceTest, JetStreamKeepsABadMessageWhoseDeadLetterCannotBeStored) {
   EXPECT_EQ(js.ConsumerPending("TELEMETRY", "fleetflow").first +
                 js.ConsumerPending("TELEMETRY", "fleetflow").second,
             1u);
-  h->op().Stop();
+  h->Stop();
 }
 
 TEST_F(NatsSourceTest, JetStreamHoldsBackInputWhileItsConsumerHasUndeliveredMessages) {
@@ -257,24 +242,23 @@ TEST_F(NatsSourceTest, JetStreamHoldsBackInputWhileItsConsumerHasUndeliveredMess
   conn_->Flush(2000);
   auto h = Source(R"(, "delivery": "jetstream", "subject": "vehicle.*.*", "create_stream": false,
                      "fetch_expiry_ms": 100, "max_ack_pending": 1)");
-  SafeEmitter out;
-  h->op().Start(out);
-  ASSERT_TRUE(WaitFor([&] { return out.size() == 1; }, 10s));
-  ASSERT_TRUE(WaitFor([&] { return h->metrics.GaugeSum("consumer_pending") == 2; }, 10s));
+  h->Start();
+  const CaptureSink& out = h->output();
+  ASSERT_TRUE(WaitFor([&] { return out.Size() == 1; }, 10s));
+  ASSERT_TRUE(WaitFor([&] { return h->Gauge("consumer_pending") == 2; }, 10s));
   EXPECT_TRUE(h->op().HoldsBackInput());
   // Acknowledged as they come, all three are delivered; then nothing is held back any more.
   size_t acked = 0;
   ASSERT_TRUE(WaitFor(
       [&] {
-        std::lock_guard lock(out.mu);
-        for (; acked < out.messages.size(); ++acked) {
-          if (const auto* b = std::get_if<SampleBatch>(out.messages[acked].get())) b->ack->Done();
-        }
+        const auto ms = out.Messages();
+        Acknowledge({ms.begin() + static_cast<std::ptrdiff_t>(acked), ms.end()});
+        acked = ms.size();
         return acked == 3;
       },
       10s));
   EXPECT_TRUE(WaitFor([&] { return !h->op().HoldsBackInput(); }, 10s));
-  h->op().Stop();
+  h->Stop();
 
   // Every fetch is counted, an empty one as 0: the three messages came one per fetch.
   const uint64_t fetches = h->metrics.HistogramCount("fetch_batch_messages");
@@ -368,11 +352,11 @@ TEST_F(NatsSourceTest, JetStreamStampsAStatusWithTheTimeTheStreamStoredIt) {
   conn_->Flush(2000);
   const int64_t after = RealNowNs();
   auto h = Source(R"(, "delivery": "jetstream", "subject": "vehicle.*.*", "create_stream": false)");
-  SafeEmitter out;
-  h->op().Start(out);
-  ASSERT_TRUE(WaitFor([&] { return out.size() == 1; }, 10s));
-  h->op().Stop();
-  const auto* status = std::get_if<StatusEvent>(out.messages[0].get());
+  h->Start();
+  const CaptureSink& out = h->output();
+  ASSERT_TRUE(WaitFor([&] { return out.Size() == 1; }, 10s));
+  h->Stop();
+  const auto status = OnlyOne<StatusEvent>(out.Messages());
   ASSERT_NE(status, nullptr);
   EXPECT_TRUE(status->on);
   EXPECT_GE(status->at_ns, before);
@@ -382,29 +366,29 @@ TEST_F(NatsSourceTest, JetStreamStampsAStatusWithTheTimeTheStreamStoredIt) {
 TEST_F(NatsSourceTest, WorkersInOneQueueGroupShareTheMessages) {
   auto a = Source();
   auto b = Source();
-  SafeEmitter out_a, out_b;
-  a->op().Start(out_a);
-  b->op().Start(out_b);
+  a->Start();
+  b->Start();
+  const CaptureSink& out_a = a->output();
+  const CaptureSink& out_b = b->output();
   constexpr int kMessages = 400;
   for (int i = 0; i < kMessages; ++i) {
     Publish("vehicle.v" + std::to_string(i % 7) + ".speed", {wire::Point{kNow - i, 1, 1.0}});
   }
   conn_->Flush(2000);
-  ASSERT_TRUE(WaitFor([&] { return out_a.size() + out_b.size() == kMessages; }, 10s))
-      << out_a.size() << " + " << out_b.size();
-  a->op().Stop();
-  b->op().Stop();
-  EXPECT_EQ(out_a.size() + out_b.size(), static_cast<size_t>(kMessages));  // none twice
-  EXPECT_GT(out_a.size(), 0u);
-  EXPECT_GT(out_b.size(), 0u);
+  ASSERT_TRUE(WaitFor([&] { return out_a.Size() + out_b.Size() == kMessages; }, 10s))
+      << out_a.Size() << " + " << out_b.Size();
+  a->Stop();
+  b->Stop();
+  EXPECT_EQ(out_a.Size() + out_b.Size(), static_cast<size_t>(kMessages));  // none twice
+  EXPECT_GT(out_a.Size(), 0u);
+  EXPECT_GT(out_b.Size(), 0u);
 }
 
 TEST_F(NatsSourceTest, StartFailsClearlyWhenTheServerIsDown) {
   auto h = Source();
   server_.Stop();
-  SafeEmitter out;
   try {
-    h->op().Start(out);
+    h->Start();
     FAIL() << "Start should throw";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find(server_.url()), std::string::npos) << e.what();

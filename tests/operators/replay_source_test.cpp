@@ -1,10 +1,12 @@
-// replay_source on the in-memory harness: what it emits for a recording, in order, with the
-// replay clock's Ticks; bad input counted as nats_source counts it; damage reported.
+// replay_source on the test kit: what it emits for a recording, in order, with the replay
+// clock's Ticks; bad input counted as nats_source counts it; damage reported.
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
-#include "harness.hpp"
+#include "fleetflow/testkit/harness.hpp"
 #include "recording.hpp"
 #include "servers.hpp"
 
@@ -12,37 +14,34 @@ namespace fleetflow::testing {
 namespace {
 
 using namespace std::chrono_literals;
+using namespace testkit;
 constexpr int64_t kT0 = 1'700'000'000'000'000'000;  // a whole second
 constexpr int64_t kMs = 1'000'000;
 
+/// A replay_source on a ReplayClock, as the runtime of `fleetflow replay` runs it.
 struct Replayed {
-  Metrics metrics;
   ReplayClock clock;
-  CollectingEmitter out;
+  std::atomic<bool> ended{false};
+  std::unique_ptr<OperatorHarness> h;
 };
 
-/// Replays `path` on a ReplayClock to its end; returns what was emitted and the metrics.
+/// Replays `path` to its end.
 std::unique_ptr<Replayed> Replay(const std::string& path) {
   auto r = std::make_unique<Replayed>();
-  Registry registry;
-  RegisterBuiltinOperators(registry);
-  const OperatorInfo* info = registry.Find("replay_source");
-  Config config;
-  const auto errors = ParseOperatorConfig(*info, R"({"file": ")" + path + R"("})", config);
-  EXPECT_TRUE(errors.empty());
-  std::atomic<bool> ended{false};
-  OperatorContext ctx{"replay", "replay_source", config, r->metrics, r->clock};
-  ctx.clock_driver = &r->clock;  // as the runtime of `fleetflow replay` hands it
-  ctx.input_ended = [&ended] { ended = true; };
-  auto op = info->create(ctx);
-  op->Start(r->out);
-  EXPECT_TRUE(WaitFor([&] { return ended.load(); }, 10s));
-  EXPECT_EQ(r->metrics.GaugeSum("replay_finished"), 1);
-  op->Stop();
+  HarnessOptions options;
+  options.clock = &r->clock;
+  options.clock_driver = &r->clock;
+  options.input_ended = [ended = &r->ended] { *ended = true; };
+  r->h = std::make_unique<OperatorHarness>("replay_source", R"({"file": ")" + path + R"("})",
+                                           std::move(options));
+  r->h->Start();
+  EXPECT_TRUE(WaitFor([&] { return r->ended.load(); }, 10s));
+  EXPECT_EQ(r->h->Gauge("replay_finished"), 1);
+  r->h->Stop();
   return r;
 }
 
-recording::Record Samples(int64_t recv_ns, const std::string& subject, int64_t ts_ns) {
+recording::Record SampleRecord(int64_t recv_ns, const std::string& subject, int64_t ts_ns) {
   wire::Point p;
   p.ts_ns = ts_ns;
   p.value = 1.5;
@@ -61,14 +60,14 @@ std::string Write(const TempDir& dir, const std::vector<recording::Record>& reco
 
 TEST(ReplaySource, EmitsWhatNatsSourceWouldWithTicksOnRecordedTime) {
   TempDir dir("ff-replay-source");
-  const std::string path =
-      Write(dir, {Samples(kT0 + 10 * kMs, "vehicle.v1.speed", kT0),
-                  {kT0 + 20 * kMs, "vehicle.v1.status", {'o', 'f', 'f'}},
-                  Samples(kT0 + 30 * kMs, "bad subject", kT0),
-                  Samples(kT0 + 40 * kMs, "vehicle.v2.speed", kT0 + 3600 * 1000 * kMs),  // future
-                  Samples(kT0 + 250 * kMs, "vehicle.v2.soc", kT0 + 200 * kMs)});
+  const std::string path = Write(
+      dir, {SampleRecord(kT0 + 10 * kMs, "vehicle.v1.speed", kT0),
+            {kT0 + 20 * kMs, "vehicle.v1.status", {'o', 'f', 'f'}},
+            SampleRecord(kT0 + 30 * kMs, "bad subject", kT0),
+            SampleRecord(kT0 + 40 * kMs, "vehicle.v2.speed", kT0 + 3600 * 1000 * kMs),  // future
+            SampleRecord(kT0 + 250 * kMs, "vehicle.v2.soc", kT0 + 200 * kMs)});
   const auto r = Replay(path);
-  const auto& ms = r->out.messages;
+  const auto ms = r->h->output().Messages();
   ASSERT_EQ(ms.size(), 4u);
   const auto* first = std::get_if<SampleBatch>(ms[0].get());
   ASSERT_NE(first, nullptr);
@@ -85,37 +84,30 @@ TEST(ReplaySource, EmitsWhatNatsSourceWouldWithTicksOnRecordedTime) {
   ASSERT_NE(last, nullptr);
   EXPECT_EQ(last->sensor, "soc");
   EXPECT_EQ(r->clock.NowNs(), kT0 + 250 * kMs);
-  EXPECT_EQ(r->metrics.CounterSum("messages_in"), 5u);
-  EXPECT_EQ(r->metrics.CounterSum("input_rejected"), 2u);
-  EXPECT_EQ(r->metrics.CounterSum("replay_records"), 5u);
-  EXPECT_EQ(r->metrics.GaugeSum("replay_damaged_offset_bytes"), -1);
+  EXPECT_EQ(r->h->Counter("messages_in"), 5u);
+  EXPECT_EQ(r->h->Counter("input_rejected"), 2u);
+  EXPECT_EQ(r->h->Counter("replay_records"), 5u);
+  EXPECT_EQ(r->h->Gauge("replay_damaged_offset_bytes"), -1);
 }
 
 TEST(ReplaySource, StopsAtATruncatedRecordAndReportsItsOffset) {
   TempDir dir("ff-replay-source");
-  const std::string path = Write(
-      dir, {Samples(kT0, "vehicle.v1.speed", kT0), Samples(kT0 + 1, "vehicle.v1.speed", kT0)});
+  const std::string path = Write(dir, {SampleRecord(kT0, "vehicle.v1.speed", kT0),
+                                       SampleRecord(kT0 + 1, "vehicle.v1.speed", kT0)});
   std::vector<uint8_t> first = recording::EncodeHeader();
-  recording::EncodeRecord(Samples(kT0, "vehicle.v1.speed", kT0), first);
+  recording::EncodeRecord(SampleRecord(kT0, "vehicle.v1.speed", kT0), first);
   std::filesystem::resize_file(path, first.size() + 5);
   const auto r = Replay(path);
-  EXPECT_EQ(r->metrics.CounterSum("replay_records"), 1u);
-  EXPECT_EQ(r->metrics.GaugeSum("replay_damaged_offset_bytes"), static_cast<double>(first.size()));
+  EXPECT_EQ(r->h->Counter("replay_records"), 1u);
+  EXPECT_EQ(r->h->Gauge("replay_damaged_offset_bytes"), static_cast<double>(first.size()));
 }
 
 TEST(ReplaySource, UnknownVersionFailsAtConstruction) {
   TempDir dir("ff-replay-source");
   const std::string path = dir.File("v2.ffrc");
   std::ofstream(path, std::ios::binary) << std::string("FFRC\x02\x00\x00\x00", 8);
-  OperatorHarness* h = nullptr;
-  try {
-    OperatorHarness harness("replay_source", R"({"file": ")" + path + R"("})");
-    h = &harness;
-  } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find("version 2 is not supported"), std::string::npos)
-        << e.what();
-  }
-  EXPECT_EQ(h, nullptr);
+  const std::string error = BuildError("replay_source", R"({"file": ")" + path + R"("})");
+  EXPECT_NE(error.find("version 2 is not supported"), std::string::npos) << error;
 }
 
 }  // namespace

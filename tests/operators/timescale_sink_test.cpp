@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "harness.hpp"
+#include "fleetflow/testkit/harness.hpp"
 #include "pg_client.hpp"
 #include "servers.hpp"
 
@@ -26,7 +26,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
-using testing::OperatorHarness;
+using testkit::OperatorHarness;
 
 constexpr int64_t kMs = 1'000'000;
 
@@ -214,12 +214,7 @@ std::string ClosedConninfo() {
 
 /// The message of the error building the sink with `config_json` throws ("" when none).
 std::string BuildError(const std::string& config_json) {
-  try {
-    OperatorHarness h("timescale_sink", config_json);
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
+  return testkit::BuildError("timescale_sink", config_json);
 }
 
 std::string WithConn(const std::string& fields) {
@@ -329,12 +324,12 @@ TEST(TimescaleSinkUnreachable, DrainGivesUpAfterTimeoutAndCountsDroppedRows) {
                     WithConn(R"("retry_initial_ms":20,"retry_max_ms":40,"drain_timeout_ms":200)"));
   h.Feed(SpeedBatch(WindowT(), 3));
   const auto out = h.TickAt(WindowT(), /*drain=*/true);
-  ASSERT_EQ(testing::Only<Tick>(out).size(), 1u);
-  EXPECT_TRUE(testing::Only<Tick>(out)[0]->drain);
+  ASSERT_EQ(testkit::Only<Tick>(out).size(), 1u);
+  EXPECT_TRUE(testkit::Only<Tick>(out)[0]->drain);
   EXPECT_EQ(h.Counter("sink_rows_dropped"), 3u);
   EXPECT_EQ(h.Counter("sink_rows_written"), 0u);
   EXPECT_GT(h.Counter("sink_retries"), 0u);
-  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 0.0);
+  EXPECT_EQ(h.Gauge("sink_pending_rows"), 0.0);
   EXPECT_THAT(log.text(), HasSubstr("3 rows were NOT written"));
 }
 
@@ -486,7 +481,7 @@ TEST_F(TimescaleSinkPg, WritesInterpolatedValuesAndNulls) {
         {Slot{}, MakeSlot({}, Scalar(t + 10 * kMs, 12.5)), MakeSlot(Scalar(t - kMs, nan), {})}},
        {"a\tb\\c'd", {Slot{}, MakeSlot(Scalar(t - kMs, 0.1), {}), Slot{}}}}));
   EXPECT_EQ(Count(), 0);
-  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 3.0);
+  EXPECT_EQ(h.Gauge("sink_pending_rows"), 3.0);
   h.TickAt(t + 2000 * kMs, /*drain=*/true);
 
   EXPECT_EQ(Psql("SELECT vehicle_id, (extract(epoch FROM time) * 1000000)::bigint, lat, lon, "
@@ -499,8 +494,8 @@ TEST_F(TimescaleSinkPg, WritesInterpolatedValuesAndNulls) {
   EXPECT_EQ(Psql("SELECT speed FROM " + table_ + " WHERE vehicle_id = E'a\\tb\\\\c''d'"), "0.1");
   EXPECT_EQ(h.Counter("sink_rows_written"), 3u);
   EXPECT_EQ(h.Counter("sink_batches"), 1u);
-  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 0.0);
-  EXPECT_GT(h.metrics.GaugeSum("sink_last_batch_seconds"), 0.0);
+  EXPECT_EQ(h.Gauge("sink_pending_rows"), 0.0);
+  EXPECT_GT(h.Gauge("sink_last_batch_seconds"), 0.0);
 
   // One transaction; its three rows were committed when the engine clock said t + 2 s.
   EXPECT_EQ(h.metrics.HistogramCount("sink_write_seconds"), 1u);
@@ -537,15 +532,15 @@ TEST_F(TimescaleSinkPg, TickFlushesOnlyAfterFlushMs) {
   OperatorHarness h("timescale_sink", Config(R"("flush_ms":1000)"));
   h.Feed(SpeedBatch(WindowT(), 2));
   auto out = h.TickAt(10'000 * kMs);  // the Tick the rows came with
-  ASSERT_EQ(testing::Only<Tick>(out).size(), 1u);
+  ASSERT_EQ(testkit::Only<Tick>(out).size(), 1u);
   h.TickAt(10'999 * kMs);
   EXPECT_EQ(Count(), 0);
-  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 2.0);
+  EXPECT_EQ(h.Gauge("sink_pending_rows"), 2.0);
 
   out = h.TickAt(11'000 * kMs);
-  ASSERT_EQ(testing::Only<Tick>(out).size(), 1u);
+  ASSERT_EQ(testkit::Only<Tick>(out).size(), 1u);
   EXPECT_EQ(Count(), 2);
-  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 0.0);
+  EXPECT_EQ(h.Gauge("sink_pending_rows"), 0.0);
 }
 
 TEST_F(TimescaleSinkPg, ByDefaultRowsAreWrittenAtTheTickTheyCameWith) {
@@ -562,18 +557,18 @@ TEST_F(TimescaleSinkPg, WritesAsSoonAsBatchRowsArePending) {
   h.Feed(SpeedBatch(WindowT(), 7));
   EXPECT_EQ(Count(), 6);
   EXPECT_EQ(h.Counter("sink_batches"), 2u);
-  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 1.0);
+  EXPECT_EQ(h.Gauge("sink_pending_rows"), 1.0);
 }
 
 TEST_F(TimescaleSinkPg, DrainFlushesAndForwardsTheTick) {
   OperatorHarness h("timescale_sink", Config(R"("flush_ms":3600000)"));
-  h.clock.now_ns = WindowT();
+  h.clock.Set(WindowT());
   h.Feed(SpeedBatch(WindowT(), 4));
-  EXPECT_TRUE(testing::Only<Tick>(h.TickAt(WindowT())).size() == 1);
+  EXPECT_TRUE(testkit::Only<Tick>(h.TickAt(WindowT())).size() == 1);
   EXPECT_EQ(Count(), 0);
   const auto out = h.TickAt(WindowT(), /*drain=*/true);
-  ASSERT_EQ(testing::Only<Tick>(out).size(), 1u);
-  EXPECT_TRUE(testing::Only<Tick>(out)[0]->drain);
+  ASSERT_EQ(testkit::Only<Tick>(out).size(), 1u);
+  EXPECT_TRUE(testkit::Only<Tick>(out)[0]->drain);
   EXPECT_EQ(Count(), 4);
 }
 
@@ -588,12 +583,12 @@ TEST_F(TimescaleSinkPg, RowsPendingWhilePostgresIsDownArriveAfterRestart) {
   // returns at once, holding the rows.
   EXPECT_TRUE(testing::WaitFor(
       [&] {
-        EXPECT_EQ(testing::Only<Tick>(h.TickAt(WindowT())).size(), 1u);
+        EXPECT_EQ(testkit::Only<Tick>(h.TickAt(WindowT())).size(), 1u);
         return h.Counter("sink_retries") >= 3;
       },
       std::chrono::seconds(20)));
-  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 5.0);
-  EXPECT_EQ(h.metrics.GaugeSum("sink_blocked"), 0.0);
+  EXPECT_EQ(h.Gauge("sink_pending_rows"), 5.0);
+  EXPECT_EQ(h.Gauge("sink_blocked"), 0.0);
   EXPECT_FALSE(h.op().Ready());
 
   server_->Start();
@@ -618,16 +613,16 @@ TEST_F(TimescaleSinkPg, HoldsUpToMaxPendingRowsThenBlocksUntilPostgresIsBack) {
              R"("retry_max_ms":100)"));
   server_->Stop();
   h.Feed(SpeedBatch(WindowT(), 3));  // within the bound: returns, holding the rows
-  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 3.0);
-  EXPECT_EQ(h.metrics.GaugeSum("sink_blocked"), 0.0);
+  EXPECT_EQ(h.Gauge("sink_pending_rows"), 3.0);
+  EXPECT_EQ(h.Gauge("sink_blocked"), 0.0);
 
   std::atomic<bool> done{false};
   std::thread feeder([&] {
     h.Feed(SpeedBatch(WindowT() + 1000 * kMs, 3));  // 6 > 4: blocks (backpressure)
     done = true;
   });
-  const bool blocked = testing::WaitFor([&] { return h.metrics.GaugeSum("sink_blocked") == 1.0; },
-                                        std::chrono::seconds(10));
+  const bool blocked =
+      testing::WaitFor([&] { return h.Gauge("sink_blocked") == 1.0; }, std::chrono::seconds(10));
   const bool returned_early = done.load();
   server_->Start();
   const bool finished = testing::WaitFor([&] { return done.load(); }, std::chrono::seconds(30));
@@ -635,8 +630,8 @@ TEST_F(TimescaleSinkPg, HoldsUpToMaxPendingRowsThenBlocksUntilPostgresIsBack) {
   ASSERT_TRUE(blocked);
   EXPECT_FALSE(returned_early);
   ASSERT_TRUE(finished);
-  EXPECT_EQ(h.metrics.GaugeSum("sink_blocked"), 0.0);
-  EXPECT_EQ(h.metrics.GaugeSum("sink_pending_rows"), 4.0);  // one batch made room
+  EXPECT_EQ(h.Gauge("sink_blocked"), 0.0);
+  EXPECT_EQ(h.Gauge("sink_pending_rows"), 4.0);  // one batch made room
   h.TickAt(WindowT(), /*drain=*/true);
   EXPECT_EQ(Count(), 6);
   EXPECT_EQ(h.Counter("sink_rows_dropped"), 0u);
