@@ -2,6 +2,7 @@
 
 #include "keyed_last_value.hpp"
 #include "nats_source.hpp"
+#include "range_filter.hpp"
 #include "replay_source.hpp"
 #include "timescale_sink.hpp"
 #include "window_join.hpp"
@@ -11,6 +12,7 @@ namespace fleetflow {
 void RegisterBuiltinOperators(Registry& registry) {
   RegisterNatsSource(registry);
   RegisterReplaySource(registry);
+  RegisterRangeFilter(registry);
   RegisterKeyedLastValue(registry);
   RegisterWindowJoin(registry);
   RegisterTimescaleSink(registry);

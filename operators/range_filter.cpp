@@ -1,0 +1,122 @@
+#include "range_filter.hpp"
+
+#include <algorithm>
+#include <iterator>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+namespace fleetflow {
+
+namespace {
+
+/// One sensor's range, and the count of its samples dropped outside it.
+struct Range {
+  double min;
+  double max;
+  Counter* dropped;
+  bool Holds(const wire::Point& p) const { return p.value >= min && p.value <= max; }  // NaN: no
+};
+
+class RangeFilter final : public Operator {
+ public:
+  explicit RangeFilter(const OperatorContext& ctx) {
+    for (const Config& range : ctx.config.Objects("ranges")) {
+      const std::string sensor = range.String("sensor");
+      Labels labels = ctx.labels();
+      labels.emplace_back("sensor", sensor);
+      Counter& dropped = ctx.metrics.GetCounter(
+          "samples_out_of_range",
+          "Samples dropped by a range filter: their value was outside their sensor's range.",
+          labels);
+      ranges_.emplace(sensor, Range{range.Number("min"), range.Number("max"), &dropped});
+    }
+  }
+
+  void Process(const Message& in, Emitter& out) override {
+    const auto* batch = std::get_if<SampleBatch>(in.get());
+    const auto range = batch != nullptr ? ranges_.find(batch->sensor) : ranges_.end();
+    if (range == ranges_.end()) {
+      out.Emit(in);  // a sensor without a range, a status, a Tick, a PartitionEvent: as it is
+      return;
+    }
+    const Range& r = range->second;
+    const auto holds = [&r](const wire::Point& p) { return r.Holds(p); };
+    const auto& points = batch->points;
+    const auto kept = static_cast<size_t>(std::count_if(points.begin(), points.end(), holds));
+    if (kept == points.size()) {
+      out.Emit(in);  // nothing dropped: the message goes on as it is
+      return;
+    }
+    r.dropped->Inc(points.size() - kept);
+    if (kept == 0) {
+      if (batch->ack) batch->ack->Done();  // nothing left to store: acknowledged here
+      return;
+    }
+    SampleBatch passed{batch->vehicle,   batch->sensor,  {}, batch->ack, batch->received_ns,
+                       batch->partition, batch->restored};
+    passed.points.reserve(kept);
+    std::copy_if(points.begin(), points.end(), std::back_inserter(passed.points), holds);
+    out.Emit(MakeMessage(std::move(passed)));
+  }
+
+ private:
+  std::unordered_map<std::string, Range> ranges_;
+};
+
+/// One range per sensor, each with min <= max.
+void CheckRanges(const Config& config, std::vector<ConfigProblem>& out) {
+  const auto ranges = config.Objects("ranges");
+  std::set<std::string> sensors;
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    const std::string at = "/ranges/" + std::to_string(i);
+    const std::string sensor = ranges[i].String("sensor");
+    if (!sensors.insert(sensor).second) {
+      out.push_back({at + "/sensor",
+                     "sensor '" + sensor + "' has a range already; give each sensor one range"});
+    }
+    const double min = ranges[i].Number("min");
+    const double max = ranges[i].Number("max");
+    if (min > max) {
+      out.push_back({at + "/max", "must be at least min (" + FormatNumber(min) + "), found " +
+                                      FormatNumber(max)});
+    }
+  }
+}
+
+}  // namespace
+
+void RegisterRangeFilter(Registry& registry) {
+  OperatorInfo info;
+  info.name = "range_filter";
+  info.summary =
+      "Drops samples whose value lies outside their sensor's [min, max], counted by sensor; "
+      "everything else passes unchanged.";
+  info.input = PortKind::kSamples;
+  info.output = PortKind::kSamples;
+  ConfigSpec range;
+  range.String("sensor", "The sensor whose samples are checked.")
+      .Required()
+      .Pattern("^[A-Za-z0-9_-]{1,64}$", "a sensor name: 1 to 64 of A-Z a-z 0-9 _ -")
+      .Example("\"speed\"");
+  range.Number("min", "The smallest value kept, in the sensor's unit.").Required().Example("0");
+  range.Number("max", "The largest value kept, in the sensor's unit.").Required().Example("90");
+  info.config
+      .ObjectArray("ranges",
+                   "The sensors checked, each with the range of its samples' value (scalar "
+                   "sensors: the source checks positions). A sample below min, above max or not "
+                   "a number is dropped and counted (samples_out_of_range{sensor}); a message "
+                   "left without samples is acknowledged at once. Samples of other sensors pass "
+                   "unchanged. Put the filter before keyed_last_value, so that such samples "
+                   "never reach state or windows.",
+                   std::move(range))
+      .Required()
+      .MinItems(1)
+      .Example(
+          R"([{"sensor": "speed", "min": 0, "max": 90}, {"sensor": "soc", "min": 0, "max": 100}])");
+  info.config.Rule("Each sensor has one range, and its min is at most its max.", CheckRanges);
+  info.create = [](const OperatorContext& ctx) { return std::make_unique<RangeFilter>(ctx); };
+  registry.Add(std::move(info));
+}
+
+}  // namespace fleetflow
