@@ -630,7 +630,7 @@ class Terminal {
   }
   ~Terminal() {
     if (keys_) tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
-    std::cout << "\x1b[?25h" << std::flush;
+    std::cout << "\n\x1b[?25h" << std::flush;  // the shell prompt on a line of its own
   }
   Terminal(const Terminal&) = delete;
   Terminal& operator=(const Terminal&) = delete;
