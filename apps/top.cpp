@@ -124,12 +124,12 @@ const std::vector<Column>& Columns() {
       {"REJECT/s", Kind::kRate,
        "input a node turned away: a source's rejected messages and samples (any reason), "
        "keyed_last_value's stale, duplicate and unknown-sensor samples, window_join's late "
-       "samples",
+       "samples, range_filter's samples out of range",
        [](const NodeContext& c) {
          const auto r =
              c.Rate({"fleetflow_input_rejected_total", "fleetflow_samples_stale_total",
                      "fleetflow_samples_duplicate_total", "fleetflow_samples_unknown_sensor_total",
-                     "fleetflow_late_samples_total"});
+                     "fleetflow_late_samples_total", "fleetflow_samples_out_of_range_total"});
          // A source counts rejections by reason, from the first one: none yet is 0.
          if (r) return r;
          const auto in = c.Rate({"fleetflow_messages_in_total"});
@@ -157,13 +157,14 @@ const std::vector<Column>& Columns() {
   return columns;
 }
 
-/// The table's order: sources, state, joins, sinks, the rest.
+/// The table's order, as a pipeline usually runs: sources, other nodes (filters), state, joins,
+/// sinks.
 int Rank(const std::map<std::string, double>& m) {
   if (m.contains("fleetflow_messages_in_total")) return 0;
-  if (m.contains("fleetflow_samples_accepted_total")) return 1;
-  if (m.contains("fleetflow_rows_emitted_total")) return 2;
-  if (m.contains("fleetflow_sink_rows_written_total")) return 3;
-  return 4;
+  if (m.contains("fleetflow_samples_accepted_total")) return 2;
+  if (m.contains("fleetflow_rows_emitted_total")) return 3;
+  if (m.contains("fleetflow_sink_rows_written_total")) return 4;
+  return 1;
 }
 
 std::string Uptime(double s) {

@@ -88,7 +88,7 @@ Scrape ScrapeEndpoint(const Endpoint& endpoint, int timeout_ms);
 struct NodeRow {
   std::string node;
   std::string op;
-  int rank = 0;  ///< sources, state, joins, sinks, others: the table's order
+  int rank = 0;  ///< sources, others (filters), state, joins, sinks: the table's order
   std::vector<std::optional<double>> cells;
   Buckets latency;  ///< row latency observations in the interval (for the fleet's percentile)
 };

@@ -232,11 +232,24 @@ TEST(TopTest, ARestartedWorkerCountsFromZeroAndANewNodeToo) {
 
   // A node that was not there at the previous scrape: its counts are the interval's.
   FakeWorker grown(8);
+  grown.Traffic(0);
   grown.m.GetCounter("messages_in", "In.", {{"node", "extra"}, {"operator", "nats_source"}})
       .Inc(30);
   const WorkerView g = ComputeView("h:1", &b, grown.Take(t0 + std::chrono::seconds(3)));
   EXPECT_EQ(Cells(g, "extra")[0], "10");
   EXPECT_EQ(Cells(g, "extra")[2], "0") << "a source that rejected nothing yet: 0, not absent";
+  // A filter between the source and the state: what it drops counts as rejected.
+  grown.m
+      .GetCounter("samples_out_of_range", "Out.",
+                  {{"node", "ranges"}, {"operator", "range_filter"}, {"sensor", "speed"}})
+      .Inc(12);
+  const WorkerView f = ComputeView("h:1", &b, grown.Take(t0 + std::chrono::seconds(3)));
+  EXPECT_EQ(Cells(f, "ranges")[2], "4");
+  ASSERT_EQ(f.nodes.size(), 6u);
+  EXPECT_EQ(f.nodes[0].node, "extra");  // sources, by name
+  EXPECT_EQ(f.nodes[1].node, "telemetry");
+  EXPECT_EQ(f.nodes[2].node, "ranges");  // then the filter, before the state
+  EXPECT_EQ(f.nodes[3].node, "last_values");
 }
 
 TEST(TopTest, TheFleetSumsTheWorkersThatAnswer) {
