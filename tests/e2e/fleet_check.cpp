@@ -12,6 +12,9 @@
 #include <sstream>
 #include <vector>
 
+#include "nats_client.hpp"
+#include "wire.hpp"
+
 namespace fleetflow::testing {
 
 namespace {
@@ -66,6 +69,31 @@ std::string Show(std::optional<double> v) {
 }
 
 }  // namespace
+
+int PublishKnownSamples(const std::string& nats_url, const std::string& prefix, int vehicles,
+                        int samples, const std::vector<std::string>& sensors, int64_t start_ns,
+                        int64_t period_ns) {
+  nats::ConnectOptions options;
+  options.url = nats_url;
+  auto conn = nats::Connection::Connect(options);
+  int messages = 0;
+  for (int k = 0; k < samples; ++k) {
+    for (int v = 0; v < vehicles; ++v) {
+      for (const std::string& sensor : sensors) {
+        wire::Point p;
+        p.ts_ns = start_ns + k * period_ns;
+        p.seq = static_cast<uint32_t>(k);
+        p.value = 10.0 * v + k;
+        const auto payload = wire::EncodeBatch(std::span<const wire::Point>(&p, 1));
+        conn->Publish("vehicle." + prefix + std::to_string(v) + "." + sensor, payload.data(),
+                      payload.size());
+        ++messages;
+      }
+    }
+  }
+  conn->Flush(5000);
+  return messages;
+}
 
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(

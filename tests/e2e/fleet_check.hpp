@@ -45,6 +45,13 @@ bool HasEveryRow(const PostgresServer& pg, const ExpectedRows& expected);
 
 int64_t NowNs();
 
+/// Publishes, in event-time order, kSamples samples of each of `sensors` for vehicles
+/// <prefix>0 .. <prefix>(vehicles - 1), one per message: sample k of vehicle v is at
+/// start_ns + k * period_ns with seq k and value 10 v + k. Returns the number of messages.
+int PublishKnownSamples(const std::string& nats_url, const std::string& prefix, int vehicles,
+                        int samples, const std::vector<std::string>& sensors, int64_t start_ns,
+                        int64_t period_ns);
+
 /// A fleet-sim fleet that starts at the next second (+250 ms) and publishes for duration_s.
 struct Fleet {
   sim::FleetConfig config;

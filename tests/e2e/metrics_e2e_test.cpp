@@ -24,7 +24,6 @@ constexpr int kVehicles = 3;
 constexpr int kSamplesPerSensor = 10;
 constexpr int64_t kSamplePeriodNs = 100'000'000;
 constexpr int kBadMessages = 20;
-const char* const kSensors[] = {"speed", "soc"};
 
 int Status(httplib::Client& http, const char* path) {
   auto res = http.Get(path);
@@ -96,28 +95,12 @@ TEST(MetricsE2E, ReadinessFollowsTheConnectionsAndCountersAgreeWithTheDatabase) 
 
   // Known input, in event-time order, a little ahead of the clock so no window has closed yet:
   // samples at S+0.25 s ... S+1.15 s give every vehicle the windows S+1, S+2 and S+3.
+  const int64_t start_ns = (NowNs() / kSecond + 2) * kSecond + 250'000'000;
+  int messages = PublishKnownSamples(nats.url(), "m", kVehicles, kSamplesPerSensor,
+                                     {"speed", "soc"}, start_ns, kSamplePeriodNs);
   nats::ConnectOptions options;
   options.url = nats.url();
   auto conn = nats::Connection::Connect(options);
-  const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
-  const int64_t start_ns = (now_ns / kSecond + 2) * kSecond + 250'000'000;
-  int messages = 0;
-  for (int k = 0; k < kSamplesPerSensor; ++k) {
-    for (int v = 0; v < kVehicles; ++v) {
-      for (const char* sensor : kSensors) {
-        wire::Point p;
-        p.ts_ns = start_ns + k * kSamplePeriodNs;
-        p.seq = static_cast<uint32_t>(k);
-        p.value = 10.0 * v + k;
-        const auto payload = wire::EncodeBatch(std::span<const wire::Point>(&p, 1));
-        conn->Publish("vehicle.m" + std::to_string(v) + "." + sensor, payload.data(),
-                      payload.size());
-        ++messages;
-      }
-    }
-  }
   for (int i = 0; i < kBadMessages; ++i) conn->Publish("vehicle.m0.speed", "not a batch");
   conn->Flush(5000);
   const int samples = messages;

@@ -10,9 +10,7 @@
 #include <sstream>
 
 #include "fleet_check.hpp"
-#include "nats_client.hpp"
 #include "servers.hpp"
-#include "wire.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -23,7 +21,6 @@ constexpr int64_t kSecond = 1'000'000'000;
 constexpr int kVehicles = 2;
 constexpr int kSamplesPerSensor = 10;
 constexpr int64_t kSamplePeriodNs = 100'000'000;
-const char* const kSensors[] = {"speed", "soc"};
 
 std::vector<rapidjson::Document> JsonLines(const std::string& text) {
   std::vector<rapidjson::Document> docs;
@@ -85,24 +82,9 @@ TEST(TapE2E, ShowsTheSamplesAndWindowsOfARunningWorker) {
   ASSERT_TRUE(armed("windows"));
 
   // Known values, a little ahead of the clock: vehicle v's sample k is 10 v + k.
-  nats::ConnectOptions options;
-  options.url = nats.url();
-  auto conn = nats::Connection::Connect(options);
   const int64_t start_ns = (NowNs() / kSecond + 2) * kSecond + 250'000'000;
-  for (int k = 0; k < kSamplesPerSensor; ++k) {
-    for (int v = 0; v < kVehicles; ++v) {
-      for (const char* sensor : kSensors) {
-        wire::Point p;
-        p.ts_ns = start_ns + k * kSamplePeriodNs;
-        p.seq = static_cast<uint32_t>(k);
-        p.value = 10.0 * v + k;
-        const auto payload = wire::EncodeBatch(std::span<const wire::Point>(&p, 1));
-        conn->Publish("vehicle.t" + std::to_string(v) + "." + sensor, payload.data(),
-                      payload.size());
-      }
-    }
-  }
-  conn->Flush(5000);
+  PublishKnownSamples(nats.url(), "t", kVehicles, kSamplesPerSensor, {"speed", "soc"}, start_ns,
+                      kSamplePeriodNs);
 
   // The source: the first four messages, as published.
   const CommandResult s = samples.get();
