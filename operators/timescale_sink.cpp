@@ -59,6 +59,47 @@ std::optional<double> InterpolateSlot(const Slot& slot, ColumnField field, Inter
   return out;
 }
 
+std::vector<SinkColumn> SinkColumns(const Config& config) {
+  std::vector<SinkColumn> out;
+  for (const Config& column : config.Objects("columns")) {
+    SinkColumn col;
+    col.name = column.String("name");
+    col.sensor = column.String("sensor");
+    const std::string field = column.String("field");
+    col.field = field == "lat"   ? ColumnField::kLat
+                : field == "lon" ? ColumnField::kLon
+                                 : ColumnField::kValue;
+    col.mode = column.String("interpolation") == "previous" ? Interpolation::kPrevious
+                                                            : Interpolation::kLinear;
+    out.push_back(std::move(col));
+  }
+  return out;
+}
+
+std::vector<std::vector<std::optional<double>>> SinkRowValues(
+    const std::vector<SinkColumn>& columns, const WindowBatch& batch) {
+  std::vector<std::vector<std::optional<double>>> out;
+  if (!batch.sensors) return out;
+  std::vector<size_t> index(columns.size(), SIZE_MAX);
+  for (size_t c = 0; c < columns.size(); ++c) {
+    const auto& sensors = *batch.sensors;
+    const auto it = std::find(sensors.begin(), sensors.end(), columns[c].sensor);
+    if (it != sensors.end()) index[c] = static_cast<size_t>(it - sensors.begin());
+  }
+  out.reserve(batch.rows.size());
+  for (const auto& row : batch.rows) {
+    auto& values = out.emplace_back();
+    values.reserve(columns.size());
+    for (size_t c = 0; c < columns.size(); ++c) {
+      const auto& col = columns[c];
+      values.push_back(index[c] < row.slots.size() ? InterpolateSlot(row.slots[index[c]], col.field,
+                                                                     col.mode, batch.window_ns)
+                                                   : std::nullopt);
+    }
+  }
+  return out;
+}
+
 namespace {
 
 constexpr char kName[] = "timescale_sink";
@@ -77,12 +118,7 @@ const std::vector<double> kLatencyBuckets = {0.05, 0.1, 0.25, 0.5, 0.75, 1,   1.
 
 enum class TimescaleMode { kAuto, kOn, kOff };
 
-struct Column {
-  std::string name;
-  std::string sensor;
-  ColumnField field = ColumnField::kValue;
-  Interpolation mode = Interpolation::kLinear;
-};
+using Column = SinkColumn;
 
 /// The settings, read from the validated config: defaults and checks live in Spec().
 struct SinkConfig {
@@ -112,18 +148,7 @@ SinkConfig ParseConfig(const Config& c) {
   SinkConfig s;
   s.conninfo = c.String("conninfo");
   s.table = c.String("table");
-  for (const Config& column : c.Objects("columns")) {
-    Column col;
-    col.name = column.String("name");
-    col.sensor = column.String("sensor");
-    const std::string field = column.String("field");
-    col.field = field == "lat"   ? ColumnField::kLat
-                : field == "lon" ? ColumnField::kLon
-                                 : ColumnField::kValue;
-    col.mode = column.String("interpolation") == "previous" ? Interpolation::kPrevious
-                                                            : Interpolation::kLinear;
-    s.columns.push_back(std::move(col));
-  }
+  s.columns = SinkColumns(c);
   s.batch_rows = static_cast<size_t>(c.Integer("batch_rows"));
   s.max_pending_rows = static_cast<size_t>(c.Integer("max_pending_rows"));
   s.flush_ns = c.Integer("flush_ms") * 1'000'000;
@@ -347,24 +372,9 @@ class TimescaleSink final : public Operator {
   }
 
   void Buffer(const WindowBatch& batch) {
-    if (!batch.sensors) return;
-    std::vector<size_t> index(cfg_.columns.size(), SIZE_MAX);
-    for (size_t c = 0; c < cfg_.columns.size(); ++c) {
-      const auto& sensors = *batch.sensors;
-      const auto it = std::find(sensors.begin(), sensors.end(), cfg_.columns[c].sensor);
-      if (it != sensors.end()) index[c] = static_cast<size_t>(it - sensors.begin());
-    }
-    for (const auto& row : batch.rows) {
-      Pending p{{row.vehicle, batch.window_ns, {}}};
-      p.row.values.reserve(cfg_.columns.size());
-      for (size_t c = 0; c < cfg_.columns.size(); ++c) {
-        const auto& col = cfg_.columns[c];
-        p.row.values.push_back(
-            index[c] < row.slots.size()
-                ? InterpolateSlot(row.slots[index[c]], col.field, col.mode, batch.window_ns)
-                : std::nullopt);
-      }
-      pending_.push_back(std::move(p));
+    auto values = SinkRowValues(cfg_.columns, batch);
+    for (size_t r = 0; r < values.size(); ++r) {
+      pending_.push_back({{batch.rows[r].vehicle, batch.window_ns, std::move(values[r])}});
     }
     pending_rows_.Set(static_cast<double>(pending_.size()));
   }

@@ -17,6 +17,8 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "message.hpp"
 #include "registry.hpp"
@@ -40,6 +42,23 @@ enum class Interpolation {
 /// the computation (or a non-finite result) gives nullopt.
 std::optional<double> InterpolateSlot(const Slot& slot, ColumnField field, Interpolation mode,
                                       int64_t window_ns);
+
+/// One configured column of the sink.
+struct SinkColumn {
+  std::string name;
+  std::string sensor;
+  ColumnField field = ColumnField::kValue;
+  Interpolation mode = Interpolation::kLinear;
+};
+
+/// The columns of a validated timescale_sink config, in order.
+std::vector<SinkColumn> SinkColumns(const Config& config);
+
+/// The values the sink writes for each row of `batch` (same order), one per column: the slot
+/// of the column's sensor interpolated at the window time; NULL (nullopt) for a sensor the
+/// batch lacks. The one row computation of the sink, shared with `fleetflow test`.
+std::vector<std::vector<std::optional<double>>> SinkRowValues(
+    const std::vector<SinkColumn>& columns, const WindowBatch& batch);
 
 /// Registers the operator "timescale_sink" (input: rows; no output).
 void RegisterTimescaleSink(Registry& registry);
