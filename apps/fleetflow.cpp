@@ -23,6 +23,7 @@
 #include "runtime.hpp"
 #include "stop_signals.hpp"
 #include "tap.hpp"
+#include "test_runner.hpp"
 #include "top.hpp"
 
 namespace {
@@ -367,6 +368,16 @@ int main(int argc, char** argv) {
   replay_cmd->add_flag("--strict", replay.strict,
                        "Exit 3 when a truncated or corrupt record stopped the replay");
 
+  std::vector<std::string> test_files;
+  bool test_schema = false;
+  auto* test_cmd = app.add_subcommand(
+      "test",
+      "Run declarative pipeline tests (input messages, expected rows) on the real operators, "
+      "without NATS or PostgreSQL. Exit 0: all passed; 1: a test failed; 2: an invalid file.");
+  test_cmd->add_option("files", test_files, "Test files (JSON)");
+  test_cmd->add_flag("--schema", test_schema,
+                     "Print the JSON Schema of test files (schemas/test.schema.json)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -388,5 +399,14 @@ int main(int argc, char** argv) {
   if (*run_cmd) return Run(registry, run);
   if (*record_cmd) return Record(record);
   if (*replay_cmd) return Replay(registry, replay);
+  if (*test_cmd && test_schema) {
+    std::cout << TestFileJsonSchema();
+    return 0;
+  }
+  if (*test_cmd && test_files.empty()) {
+    std::cerr << "test: give test files, or --schema\n";
+    return kExitInvalid;
+  }
+  if (*test_cmd) return RunPipelineTests(registry, test_files, std::cout, std::cerr);
   return kExitInvalid;
 }

@@ -31,11 +31,11 @@ constexpr int kExitDamaged = 3;
 
 /// The replay_source config replacing a source node: the recording, the speed, and the source's
 /// own input validation settings, so a replay rejects what the live source rejected.
-std::string ReplayConfigJson(const ReplayArgs& args, const Config& source) {
+std::string ReplayConfigJson(const std::string& file, double speed, const Config& source) {
   rapidjson::Document doc(rapidjson::kObjectType);
   auto& alloc = doc.GetAllocator();
-  doc.AddMember("file", rapidjson::Value(args.file.c_str(), alloc), alloc);
-  doc.AddMember("speed", args.speed, alloc);
+  doc.AddMember("file", rapidjson::Value(file.c_str(), alloc), alloc);
+  doc.AddMember("speed", speed, alloc);
   for (const std::string& name : WireInputFieldNames()) {
     const auto it = source.json().FindMember(name.c_str());
     if (it != source.json().MemberEnd()) {
@@ -157,6 +157,27 @@ int Record(const RecordArgs& args) {
   return 0;
 }
 
+int ReplaceSourcesWithReplay(Pipeline& pipeline, const Registry& registry, const std::string& file,
+                             double speed, std::vector<Diagnostic>& errors) {
+  const OperatorInfo* replay = registry.Find("replay_source");
+  int sources = 0;
+  for (NodeDecl& n : pipeline.nodes) {
+    if (n.type != "nats_source" && n.type != "replay_source") continue;
+    Config config;
+    const auto problems =
+        ParseOperatorConfig(*replay, ReplayConfigJson(file, speed, n.config), config);
+    if (!problems.empty()) {
+      errors.insert(errors.end(), problems.begin(), problems.end());
+      continue;
+    }
+    n.type = "replay_source";
+    n.info = replay;
+    n.config = config;
+    ++sources;
+  }
+  return sources;
+}
+
 int Replay(const Registry& registry, const ReplayArgs& args) {
   const LoadResult loaded = LoadPipelineFile(args.pipeline, registry);
   if (!loaded.ok()) {
@@ -164,20 +185,11 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
     return kExitInvalid;
   }
   Pipeline pipeline = *loaded.pipeline;
-  const OperatorInfo* replay = registry.Find("replay_source");
-  int sources = 0;
-  for (NodeDecl& n : pipeline.nodes) {
-    if (n.type != "nats_source" && n.type != "replay_source") continue;
-    Config config;
-    const auto errors = ParseOperatorConfig(*replay, ReplayConfigJson(args, n.config), config);
-    if (!errors.empty()) {
-      std::cerr << errors.front().Format() << '\n';
-      return kExitInvalid;
-    }
-    n.type = "replay_source";
-    n.info = replay;
-    n.config = config;
-    ++sources;
+  std::vector<Diagnostic> errors;
+  const int sources = ReplaceSourcesWithReplay(pipeline, registry, args.file, args.speed, errors);
+  if (!errors.empty()) {
+    std::cerr << errors.front().Format() << '\n';
+    return kExitInvalid;
   }
   if (sources == 0) {
     std::cerr << args.pipeline

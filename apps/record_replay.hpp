@@ -3,7 +3,9 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include "pipeline.hpp"
 #include "registry.hpp"
 
 namespace fleetflow {
@@ -28,6 +30,12 @@ struct ReplayArgs {
   std::string metrics_host = "127.0.0.1";
   bool strict = false;
 };
+
+/// Replaces every nats_source and replay_source node of `pipeline` by a replay_source reading
+/// `file` at `speed` (0: as fast as possible), with the source's own input validation settings.
+/// Returns the number of nodes replaced; a config the replay source refuses goes to `errors`.
+int ReplaceSourcesWithReplay(Pipeline& pipeline, const Registry& registry, const std::string& file,
+                             double speed, std::vector<Diagnostic>& errors);
 
 /// Replays a recording through a pipeline (its nats_source nodes replaced by replay_source) on
 /// the replay clock, drains, and returns the exit status.
