@@ -67,9 +67,10 @@ TEST(TestFileSchema, ShippedTestFilesAreValid) {
   schema.Parse(TestFileJsonSchema().c_str());
   ASSERT_FALSE(schema.HasParseError());
   const SchemaChecker checker(schema);
-  for (const char* name : {"default.test.json", "jetstream.test.json"}) {
+  for (const char* name : {"pipelines/default.test.json", "pipelines/jetstream.test.json",
+                           "tests/data/fleet_seed42.test.json"}) {
     rapidjson::Document doc;
-    doc.Parse(Read(kSource + "/pipelines/" + name).c_str());
+    doc.Parse(Read(kSource + "/" + name).c_str());
     ASSERT_FALSE(doc.HasParseError()) << name;
     const auto violations = checker.Check(doc);
     EXPECT_TRUE(violations.empty())

@@ -3,9 +3,10 @@
 // messages; `fleetflow replay` of that recording into a fresh table must give the live rows
 // (byte-identical), twice, and the rows recomputed from the simulator's model. Damaged and
 // unknown-version files are reported. The committed recording in tests/data/ is replayed against
-// its golden rows.
+// its golden rows, and `fleetflow test` of it must give the rows its replay wrote to PostgreSQL.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 
@@ -155,6 +156,28 @@ TEST(ReplayE2E, CommittedRecordingGivesTheGoldenRows) {
   const std::string hash = pg.Psql(kTableHash);
   ASSERT_EQ(ReplayInto(pg, kGoldenRecording).exit_code, 0);
   EXPECT_EQ(pg.Psql(kTableHash), hash);
+}
+
+// `fleetflow test` (replay on the engine, rows computed by the sink's row computation, no
+// PostgreSQL) must give exactly the rows `fleetflow replay` writes to PostgreSQL through the real
+// timescale_sink: the table is the test's expected CSV.
+TEST(ReplayE2E, PipelineTestRunnerGivesTheRowsWrittenToPostgres) {
+  FF_REQUIRE_POSTGRES();
+  PostgresServer pg;
+  pg.Start();
+  TempDir dir("fleetflow-test-runner-e2e");
+  const CommandResult r = ReplayInto(pg, kGoldenRecording);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string csv = TableCsv(pg);
+  ASSERT_GT(std::count(csv.begin(), csv.end(), '\n'), 10) << csv;
+  std::ofstream(dir.File("rows.csv")) << csv;
+  const std::string test_file = dir.File("replay.test.json");
+  std::ofstream(test_file) << R"({ "pipeline": ")" << kPipeline << R"(", "tests": [ {)"
+                           << R"( "name": "replayed rows", "recording": ")" << kGoldenRecording
+                           << R"(", "expect_csv": "rows.csv", "tolerance": 0 } ] })";
+  const CommandResult t = RunCommand({kFleetflow, "test", test_file}, 60s);
+  EXPECT_EQ(t.exit_code, 0) << t.out << t.err;
+  EXPECT_NE(t.out.find("PASS replayed rows"), std::string::npos) << t.out << t.err;
 }
 
 }  // namespace
