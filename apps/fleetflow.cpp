@@ -217,8 +217,8 @@ int main(int argc, char** argv) {
       "     health: not healthy (or not ready), or no answer;\n"
       "     tap: no answer, taps off, no such node, or the node is tapped already;\n"
       "     top --once or --iterations: an endpoint did not answer;\n"
-      "     validate --connect: a problem on the servers\n"
-      "  2  invalid pipeline file or command line\n"
+      "     validate --connect: a problem on the servers; test: a test failed\n"
+      "  2  invalid pipeline file or command line; test: an invalid test file\n"
       "See docs/cli.md.");
   app.set_version_flag("--version", std::string(BuildVersion()));
   app.require_subcommand(1);
