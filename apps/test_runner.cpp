@@ -425,7 +425,29 @@ class CaptureSink final : public Operator {
   Rows& rows_;
 };
 
-/// A recording of `inputs` in arrival order, in a temporary file removed on destruction.
+/// Writes `inputs` as a recording at `path`, in arrival order (file order among equal arrivals).
+/// Throws std::runtime_error when it cannot.
+void WriteRecording(std::vector<Input> inputs, const std::string& path) {
+  std::stable_sort(inputs.begin(), inputs.end(),
+                   [](const Input& a, const Input& b) { return a.arrival_ns < b.arrival_ns; });
+  recording::Writer writer;
+  if (!writer.Open(path)) throw std::runtime_error(writer.error());
+  for (const Input& in : inputs) {
+    recording::Record r;
+    r.recv_ns = in.arrival_ns;
+    r.subject = in.subject;
+    if (in.on) {
+      const std::string text = *in.on ? "on" : "off";
+      r.payload.assign(text.begin(), text.end());
+    } else {
+      r.payload = wire::EncodeBatch(in.points);
+    }
+    writer.Append(r);
+  }
+  if (!writer.Close()) throw std::runtime_error(writer.error());
+}
+
+/// A recording of `inputs` in a temporary file removed on destruction.
 class InputRecording {
  public:
   explicit InputRecording(std::vector<Input> inputs) {
@@ -434,23 +456,7 @@ class InputRecording {
     if (fd < 0) throw std::runtime_error("cannot create a temporary file in " + tmpl);
     close(fd);
     path_ = tmpl;
-    std::stable_sort(inputs.begin(), inputs.end(),
-                     [](const Input& a, const Input& b) { return a.arrival_ns < b.arrival_ns; });
-    recording::Writer writer;
-    if (!writer.Open(path_)) throw std::runtime_error(writer.error());
-    for (const Input& in : inputs) {
-      recording::Record r;
-      r.recv_ns = in.arrival_ns;
-      r.subject = in.subject;
-      if (in.on) {
-        const std::string text = *in.on ? "on" : "off";
-        r.payload.assign(text.begin(), text.end());
-      } else {
-        r.payload = wire::EncodeBatch(in.points);
-      }
-      writer.Append(r);
-    }
-    if (!writer.Close()) throw std::runtime_error(writer.error());
+    WriteRecording(std::move(inputs), path_);
   }
   ~InputRecording() {
     std::error_code ec;
@@ -559,38 +565,53 @@ std::vector<std::string> Compare(const TestCase& tc, const std::vector<SinkColum
   return out;
 }
 
-/// Runs one file's tests; counts into passed / failed. Returns 0, kExitFailed or kExitInvalid.
-int RunFile(const Registry& registry, const std::string& file, const SchemaChecker& checker,
-            std::ostream& out, std::ostream& err, int& passed, int& failed) {
+struct TestFile {
+  Pipeline pipeline;
+  std::vector<SinkColumn> columns;
+  std::vector<TestCase> tests;
+};
+
+/// Reads, checks and parses a test file and its pipeline; nullopt once the problems are printed
+/// to `err`.
+std::optional<TestFile> LoadTestFile(const Registry& registry, const std::string& file,
+                                     std::ostream& err) {
   Problems problems(file);
   bool ok = false;
   const std::string text = Slurp(file, ok);
   if (!ok) {
     problems.Add("", "cannot read the file");
-    return problems.Print(err);
+    problems.Print(err);
+    return std::nullopt;
   }
   rapidjson::Document doc;
   doc.Parse(text.c_str());
   if (doc.HasParseError()) {
     problems.Add("", std::string("invalid JSON at byte ") + std::to_string(doc.GetErrorOffset()) +
                          ": " + rapidjson::GetParseError_En(doc.GetParseError()));
-    return problems.Print(err);
+    problems.Print(err);
+    return std::nullopt;
   }
-  for (const auto& v : checker.Check(doc)) problems.Add(v.pointer, v.message);
-  if (!problems.empty()) return problems.Print(err);
+  rapidjson::Document schema;
+  schema.Parse(kSchema);
+  for (const auto& v : SchemaChecker(schema).Check(doc)) problems.Add(v.pointer, v.message);
+  if (!problems.empty()) {
+    problems.Print(err);
+    return std::nullopt;
+  }
 
   const std::string pipeline_file = Resolve(file, doc["pipeline"].GetString());
-  const LoadResult loaded = LoadPipelineFile(pipeline_file, registry);
+  LoadResult loaded = LoadPipelineFile(pipeline_file, registry);
   if (!loaded.ok()) {
     for (const auto& d : loaded.errors) err << d.Format() << '\n';
     problems.Add("/pipeline", "the pipeline " + pipeline_file + " is invalid");
-    return problems.Print(err);
+    problems.Print(err);
+    return std::nullopt;
   }
-  const NodeDecl* sink = nullptr;
+  TestFile out{std::move(*loaded.pipeline), {}, {}};
   int sinks = 0;
-  for (const NodeDecl& n : loaded.pipeline->nodes) {
+  for (const NodeDecl& n : out.pipeline.nodes) {
     if (n.type == "timescale_sink") {
-      sink = &n;
+      out.columns = SinkColumns(n.config);
       ++sinks;
     }
   }
@@ -599,21 +620,29 @@ int RunFile(const Registry& registry, const std::string& file, const SchemaCheck
                                   " must have exactly one timescale_sink node, whose rows the "
                                   "tests compare; it has " +
                                   std::to_string(sinks));
-    return problems.Print(err);
+    problems.Print(err);
+    return std::nullopt;
   }
-  const auto columns = SinkColumns(sink->config);
-
-  std::vector<TestCase> tests;
   const double tolerance = doc.HasMember("tolerance") ? doc["tolerance"].GetDouble() : 1e-9;
-  ParseTests(file, doc, tolerance, tests, problems);
-  CheckExpectations(tests, columns, problems);
-  if (!problems.empty()) return problems.Print(err);
+  ParseTests(file, doc, tolerance, out.tests, problems);
+  CheckExpectations(out.tests, out.columns, problems);
+  if (!problems.empty()) {
+    problems.Print(err);
+    return std::nullopt;
+  }
+  return out;
+}
 
+/// Runs one file's tests; counts into passed / failed. Returns 0, kExitFailed or kExitInvalid.
+int RunFile(const Registry& registry, const std::string& file, std::ostream& out, std::ostream& err,
+            int& passed, int& failed) {
+  const auto loaded = LoadTestFile(registry, file, err);
+  if (!loaded) return kExitInvalid;
   int rc = 0;
-  for (const TestCase& tc : tests) {
+  for (const TestCase& tc : loaded->tests) {
     std::vector<std::string> diffs;
     try {
-      diffs = Compare(tc, columns, RunOne(registry, *loaded.pipeline, tc));
+      diffs = Compare(tc, loaded->columns, RunOne(registry, loaded->pipeline, tc));
     } catch (const std::exception& e) {
       diffs = {std::string("could not run: ") + e.what()};
     }
@@ -641,16 +670,31 @@ int RunPipelineTests(const Registry& registry, const std::vector<std::string>& f
                      std::ostream& out, std::ostream& err) {
   // The operators' start and stop messages would drown the results.
   if (spdlog::get_level() < spdlog::level::warn) spdlog::set_level(spdlog::level::warn);
-  rapidjson::Document schema;
-  schema.Parse(kSchema);
-  const SchemaChecker checker(schema);
   int rc = 0, passed = 0, failed = 0;
   for (const auto& file : files) {
-    rc = std::max(rc, RunFile(registry, file, checker, out, err, passed, failed));
+    rc = std::max(rc, RunFile(registry, file, out, err, passed, failed));
   }
   out << passed + failed << (passed + failed == 1 ? " test: " : " tests: ") << passed << " passed, "
       << failed << " failed" << (rc == kExitInvalid ? ", invalid files" : "") << '\n';
   return rc;
+}
+
+bool WriteTestInputs(const Registry& registry, const std::string& test_file,
+                     const std::string& test_name, const std::string& out, std::ostream& err) {
+  const auto loaded = LoadTestFile(registry, test_file, err);
+  if (!loaded) return false;
+  for (const TestCase& tc : loaded->tests) {
+    if (tc.name != test_name || !tc.recording.empty()) continue;
+    try {
+      WriteRecording(tc.inputs, out);
+      return true;
+    } catch (const std::exception& e) {
+      err << out << ": " << e.what() << '\n';
+      return false;
+    }
+  }
+  err << test_file << ": no test '" << test_name << "' with inputs\n";
+  return false;
 }
 
 }  // namespace fleetflow

@@ -25,4 +25,10 @@ std::string TestFileJsonSchema();
 int RunPipelineTests(const Registry& registry, const std::vector<std::string>& files,
                      std::ostream& out, std::ostream& err);
 
+/// Writes the inputs of the test named `test_name` in `test_file` as a recording at `out`: the
+/// messages `fleetflow test` replays, in arrival order. False, with the problems printed to
+/// `err`, when the file is invalid or has no such test with inputs.
+bool WriteTestInputs(const Registry& registry, const std::string& test_file,
+                     const std::string& test_name, const std::string& out, std::ostream& err);
+
 }  // namespace fleetflow

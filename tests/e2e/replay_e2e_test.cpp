@@ -3,14 +3,20 @@
 // messages; `fleetflow replay` of that recording into a fresh table must give the live rows
 // (byte-identical), twice, and the rows recomputed from the simulator's model. Damaged and
 // unknown-version files are reported. The committed recording in tests/data/ is replayed against
-// its golden rows, and `fleetflow test` of it must give the rows its replay wrote to PostgreSQL.
+// its golden rows, and `fleetflow test` of it must give the rows its replay wrote to PostgreSQL, as
+// must `fleetflow test` of the shipped pipeline tests' inputs.
 #include <gtest/gtest.h>
+#include <rapidjson/document.h>
+#include <rapidjson/writer.h>
 
 #include <algorithm>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 
+#include "builtin.hpp"
 #include "fleet_check.hpp"
+#include "test_runner.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -178,6 +184,52 @@ TEST(ReplayE2E, PipelineTestRunnerGivesTheRowsWrittenToPostgres) {
   const CommandResult t = RunCommand({kFleetflow, "test", test_file}, 60s);
   EXPECT_EQ(t.exit_code, 0) << t.out << t.err;
   EXPECT_NE(t.out.find("PASS replayed rows"), std::string::npos) << t.out << t.err;
+}
+
+// The worked examples of pipelines/default.test.json (interpolation, a late sample, a gap beyond
+// max_gap_ms, status off): their inputs, replayed into PostgreSQL by `fleetflow replay`, give
+// every column of every row that `fleetflow test` computes from the same inputs.
+TEST(ReplayE2E, ShippedPipelineTestsGiveTheRowsReplayWritesToPostgres) {
+  FF_REQUIRE_POSTGRES();
+  PostgresServer pg;
+  pg.Start();
+  TempDir dir("fleetflow-test-runner-e2e");
+  Registry registry;
+  RegisterBuiltinOperators(registry);
+  const std::string shipped = std::string(FF_SOURCE_DIR) + "/pipelines/default.test.json";
+  const auto text = ReadBytes(shipped);
+  rapidjson::Document doc;
+  doc.Parse(std::string(text.begin(), text.end()).c_str());
+  ASSERT_FALSE(doc.HasParseError());
+  auto& alloc = doc.GetAllocator();
+  auto& tests = doc["tests"];
+  ASSERT_GE(tests.Size(), 4u);
+  for (rapidjson::SizeType i = 0; i < tests.Size(); ++i) {
+    const std::string name = tests[i]["name"].GetString();
+    const std::string recording = dir.File(std::to_string(i) + ".ffrc");
+    std::ostringstream err;
+    ASSERT_TRUE(WriteTestInputs(registry, shipped, name, recording, err)) << err.str();
+    const CommandResult r = ReplayInto(pg, recording);
+    ASSERT_EQ(r.exit_code, 0) << name << ": " << r.err;
+    const std::string csv = dir.File(std::to_string(i) + ".csv");
+    std::ofstream(csv) << TableCsv(pg);
+    tests[i].RemoveMember("expect");
+    tests[i].RemoveMember("tolerance");
+    tests[i].AddMember("expect_csv", rapidjson::Value(csv.c_str(), alloc), alloc);
+    tests[i].AddMember("tolerance", 0, alloc);
+  }
+  doc["pipeline"].SetString(kPipeline.c_str(), alloc);
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  doc.Accept(w);
+  const std::string test_file = dir.File("shipped.test.json");
+  std::ofstream(test_file) << sb.GetString();
+  const CommandResult t = RunCommand({kFleetflow, "test", test_file}, 60s);
+  EXPECT_EQ(t.exit_code, 0) << t.out << t.err;
+  EXPECT_NE(t.out.find(std::to_string(tests.Size()) + " tests: " + std::to_string(tests.Size()) +
+                       " passed"),
+            std::string::npos)
+      << t.out << t.err;
 }
 
 }  // namespace
