@@ -19,7 +19,6 @@
 #include <map>
 #include <optional>
 #include <sstream>
-#include <thread>
 
 #include "clock.hpp"
 #include "metrics.hpp"
@@ -515,7 +514,7 @@ Rows RunOne(const Registry& registry, const Pipeline& loaded, const TestCase& tc
   options.clock_driver = &clock;
   Runtime runtime(pipeline, metrics, clock, options);
   runtime.Start();
-  while (!runtime.InputEnded()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  runtime.WaitInputEnded();
   runtime.Stop();
   return rows;
 }

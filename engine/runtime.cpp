@@ -178,7 +178,10 @@ struct Runtime::Impl {
       if (decl.info->input == PortKind::kNone) {
         ++sources;
         ctx.clock_driver = options.clock_driver;
-        ctx.input_ended = [this] { sources_ended.fetch_add(1); };
+        ctx.input_ended = [this] {
+          sources_ended.fetch_add(1);
+          sources_ended.notify_all();
+        };
       }
       try {
         n.op = decl.info->create(ctx);
@@ -377,6 +380,14 @@ TapPoint::Result Runtime::Tap(const std::string& node, const TapOptions& options
 
 bool Runtime::InputEnded() const {
   return impl_->sources > 0 && impl_->sources_ended.load() >= impl_->sources;
+}
+
+void Runtime::WaitInputEnded() const {
+  if (impl_->sources == 0) return;
+  for (int ended = impl_->sources_ended.load(); ended < impl_->sources;
+       ended = impl_->sources_ended.load()) {
+    impl_->sources_ended.wait(ended);
+  }
 }
 
 bool Runtime::Ready() const {

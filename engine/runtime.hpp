@@ -64,6 +64,9 @@ class Runtime {
   /// True once every source has said its input ended (OperatorContext::input_ended): a replay
   /// is complete then, and Stop() drains what is left. Never true for live sources.
   bool InputEnded() const;
+  /// Blocks until InputEnded() (at once without sources). Only for a started pipeline whose
+  /// sources all have an end (a replay): live sources never end.
+  void WaitInputEnded() const;
   /// Taps node `node` (engine/tap.hpp): blocks until the tap is complete or timed out and
   /// returns the messages it took. Throws std::invalid_argument for an unknown node or a node
   /// that emits nothing (a sink). Thread-safe; Stop() ends running taps.

@@ -201,7 +201,9 @@ TEST_F(RuntimeTest, InputEndsWhenEverySourceSaysSoAndTheDriverGoesToSourcesOnly)
   EXPECT_FALSE(replay.InputEnded());
   EXPECT_EQ(probe_.driver, &replay_clock);
   replay.Start();
-  EXPECT_TRUE(Eventually([&] { return replay.InputEnded(); }));
+  replay.WaitInputEnded();  // returns once the source said so, after its last message
+  EXPECT_TRUE(replay.InputEnded());
+  EXPECT_EQ(probe_.emitted, 200);  // the live run's 100, then the replay's
   replay.Stop();
 }
 
