@@ -856,4 +856,62 @@ std::optional<std::string> PostgresServer::TryPsql(const std::string& sql,
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// PrometheusServer
+
+PrometheusServer::PrometheusServer(std::string config) : dir_("ff-prometheus") {
+  std::ofstream(dir_.File("prometheus.yml")) << config;
+}
+
+PrometheusServer::~PrometheusServer() {
+  try {
+    Stop();
+  } catch (...) {
+  }
+}
+
+bool PrometheusServer::Available() {
+  return !FindServerBinary("prometheus").empty() && !FindServerBinary("promtool").empty();
+}
+
+void PrometheusServer::Start() {
+  if (proc_ && proc_->Running()) return;
+  const std::string exe = FindServerBinary("prometheus");
+  if (exe.empty()) throw std::runtime_error("prometheus not installed: run scripts/deps.sh");
+  const std::string log = dir_.File("prometheus.log");
+  for (int attempt = 1;; ++attempt) {
+    port_ = FreePort();
+    const auto offset = FileSize(log);
+    proc_ = std::make_unique<Process>(
+        std::vector<std::string>{exe, "--config.file=" + dir_.File("prometheus.yml"),
+                                 "--storage.tsdb.path=" + dir_.File("data"),
+                                 "--web.listen-address=127.0.0.1:" + std::to_string(port_)},
+        log);
+    const bool ready = WaitFor(
+        [&] {
+          if (!proc_->Running()) return true;
+          return ReadFrom(log, offset).find("Server is ready to receive web requests") !=
+                     std::string::npos &&
+                 PortAcceptsConnections(port_);
+        },
+        std::chrono::seconds(30), milliseconds(20));
+    if (ready && proc_->Running()) return;
+    const std::string out = ReadFrom(log, offset);
+    proc_->Stop(SIGKILL, std::chrono::seconds(5));
+    proc_.reset();
+    if (attempt < 5 && out.find("address already in use") != std::string::npos) continue;
+    throw std::runtime_error("prometheus on port " + std::to_string(port_) +
+                             (ready ? " exited" : " not ready after 30 s") + "; log:\n" +
+                             Tail(out));
+  }
+}
+
+void PrometheusServer::Stop() {
+  if (!proc_) return;
+  proc_->Stop(SIGTERM, std::chrono::seconds(10));
+  proc_.reset();
+}
+
+std::string PrometheusServer::ReadLog() const { return ReadFile(dir_.File("prometheus.log")); }
+
 }  // namespace fleetflow::testing

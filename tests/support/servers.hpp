@@ -1,5 +1,5 @@
 // Test fixtures: free ports, polling waits, temporary directories, child processes and throwaway
-// nats-server / PostgreSQL instances for integration and end-to-end tests.
+// nats-server / PostgreSQL / Prometheus instances for integration and end-to-end tests.
 //
 // Every server runs on its own free port in its own temporary directory, so tests may run in
 // parallel (ctest -j) without locks. Nothing here needs GoogleTest; the FF_REQUIRE_* macros at the
@@ -271,6 +271,40 @@ class PostgresServer {
   std::unique_ptr<Process> proc_;
 };
 
+/// A Prometheus server on a free port of 127.0.0.1, its configuration, TSDB and log in a
+/// temporary directory: `prometheus --config.file=<dir>/prometheus.yml
+/// --storage.tsdb.path=<dir>/data --web.listen-address=127.0.0.1:<port>`. Not started until
+/// Start(). The destructor stops it.
+class PrometheusServer {
+ public:
+  /// `config` is the text of prometheus.yml (give rule files by absolute path).
+  explicit PrometheusServer(std::string config);
+  ~PrometheusServer();
+  PrometheusServer(const PrometheusServer&) = delete;
+  PrometheusServer& operator=(const PrometheusServer&) = delete;
+
+  /// True if the prometheus and promtool binaries can be found (see FindServerBinary).
+  static bool Available();
+
+  /// Starts the server and waits (at most 30 s) until it logs that it is ready and its port
+  /// accepts connections. If the port was taken meanwhile, retries on a new port. No-op when
+  /// already running. Throws std::runtime_error with the log tail on failure.
+  void Start();
+  /// SIGTERM, waits up to 10 s (then SIGKILL). No-op when not running.
+  void Stop();
+
+  int port() const { return port_; }
+  /// The temporary directory holding the configuration, the TSDB and the log.
+  const std::string& dir() const { return dir_.path(); }
+  /// The server's log.
+  std::string ReadLog() const;
+
+ private:
+  TempDir dir_;
+  int port_ = 0;
+  std::unique_ptr<Process> proc_;
+};
+
 }  // namespace fleetflow::testing
 
 /// In a test body or SetUp(): skips the test when nats-server is not installed.
@@ -296,4 +330,13 @@ class PostgresServer {
   do {                                                                        \
     if (!::fleetflow::testing::PostgresServer::Available())                   \
       GTEST_SKIP() << "PostgreSQL server not installed: run scripts/deps.sh"; \
+  } while (0)
+
+/// In a test body or SetUp(): FAILS (never skips) the test when prometheus or promtool is not
+/// installed: the test suite installs them (scripts/deps.sh, Debian package prometheus).
+#define FF_REQUIRE_PROMETHEUS()                                                              \
+  do {                                                                                       \
+    if (!::fleetflow::testing::PrometheusServer::Available())                                \
+      FAIL() << "prometheus/promtool not installed: these tests run a real Prometheus; run " \
+                "scripts/deps.sh (Debian package prometheus)";                               \
   } while (0)

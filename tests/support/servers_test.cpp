@@ -218,5 +218,22 @@ TEST(PostgresServerTest, RecoversAfterKill) {
   EXPECT_EQ(pg.Psql("SELECT count(*) FROM t"), "1");
 }
 
+TEST(PrometheusServerTest, StartStopAndABadConfigurationThrowsWithTheLog) {
+  FF_REQUIRE_PROMETHEUS();
+  PrometheusServer prom("global:\n  scrape_interval: 1s\n");
+  prom.Start();
+  EXPECT_TRUE(PortAcceptsConnections(prom.port()));
+  prom.Stop();
+  EXPECT_FALSE(PortAcceptsConnections(prom.port()));
+
+  PrometheusServer bad("scrape_configs: [{job_name: x, no_such_field: 1}]\n");
+  try {
+    bad.Start();
+    ADD_FAILURE() << "a configuration prometheus rejects must throw";
+  } catch (const std::runtime_error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no_such_field"));
+  }
+}
+
 }  // namespace
 }  // namespace fleetflow::testing
