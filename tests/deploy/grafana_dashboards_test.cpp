@@ -2,13 +2,13 @@
 // variables), with Grafana's PostgreSQL macros and the variables expanded for a fixed time range,
 // runs on a real PostgreSQL filled by the pipeline (`fleetflow replay` of the committed
 // recording) and returns rows of the shape its panel needs. A query that errors, uses a macro
-// this test does not know, or returns nothing fails.
+// this test does not know, or returns nothing fails. Every dashboard (the engine's, on
+// Prometheus, too: prometheus_test.cpp runs its queries) has its identity and uses provisioned
+// datasources only.
 #include <gtest/gtest.h>
-#include <rapidjson/document.h>
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -16,19 +16,15 @@
 #include <set>
 #include <sstream>
 
-#include "servers.hpp"
+#include "grafana_provisioning.hpp"
 
 namespace fleetflow::testing {
 namespace {
 
 using namespace std::chrono_literals;
-namespace fs = std::filesystem;
 
 const std::string kSource = FF_SOURCE_DIR;
 const std::string kFleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
-const std::string kDashboards = kSource + "/deploy/grafana/dashboards";
-const std::string kDatasources =
-    kSource + "/deploy/grafana/provisioning/datasources/fleetflow.yaml";
 
 // The committed recording's windows lie in 14:16:55-14:16:58 UTC
 // (tests/data/fleet_seed42_rows.csv).
@@ -120,17 +116,6 @@ Result Query(const PostgresServer& pg, const std::string& sql) {
   return result;
 }
 
-rapidjson::Document LoadJson(const std::string& path) {
-  rapidjson::Document d;
-  d.Parse(ReadFile(path).c_str());
-  if (d.HasParseError() || !d.IsObject()) throw std::runtime_error(path + ": not a JSON object");
-  return d;
-}
-
-std::string Str(const rapidjson::Value& v, const char* key) {
-  return v.IsObject() && v.HasMember(key) && v[key].IsString() ? v[key].GetString() : "";
-}
-
 class GrafanaDashboardsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -163,20 +148,11 @@ PostgresServer* GrafanaDashboardsTest::pg_ = nullptr;
 int GrafanaDashboardsTest::replay_exit_ = -1;
 std::string GrafanaDashboardsTest::replay_err_;
 
-std::vector<std::string> DashboardFiles() {
-  std::vector<std::string> files;
-  for (const auto& e : fs::directory_iterator(kDashboards)) {
-    if (e.path().extension() == ".json") files.push_back(e.path().string());
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
 TEST_F(GrafanaDashboardsTest, EveryPanelQueryReturnsRowsOfItsPanelsShape) {
   const std::string datasource_uid = "fleetflow-pg";
-  ASSERT_NE(ReadFile(kDatasources).find("uid: " + datasource_uid), std::string::npos)
-      << kDatasources << " must provision the datasource the dashboards use";
-  const auto files = DashboardFiles();
+  ASSERT_EQ(ProvisionedDatasources()[datasource_uid], "postgres")
+      << "deploy/grafana/provisioning/datasources must provision the datasource the dashboards use";
+  const auto files = DashboardFiles("postgres");
   ASSERT_EQ(files.size(), 3u) << "fleet map, one vehicle, fleet aggregates";
   const int vehicles_in_range = std::stoi(
       pg_->Psql("SELECT count(DISTINCT vehicle_id) FROM vehicle_telemetry WHERE time BETWEEN '" +
@@ -285,7 +261,7 @@ TEST(GrafanaDashboardUnitsTest, EveryShownColumnHasItsUnitAndPrecision) {
       {"speed", "velocityms"}, {"soc", "percent"}, {"torque", "forceNm"}};
   const std::regex column(R"(\b(lat|lon|speed|soc|torque)\b)");
   int checked = 0;
-  for (const auto& file : DashboardFiles()) {
+  for (const auto& file : DashboardFiles("postgres")) {
     const rapidjson::Document dash = LoadJson(file);
     for (const auto& panel : dash["panels"].GetArray()) {
       SCOPED_TRACE(file + ": panel '" + Str(panel, "title") + "'");
@@ -325,6 +301,52 @@ TEST(GrafanaDashboardUnitsTest, EveryShownColumnHasItsUnitAndPrecision) {
     }
   }
   EXPECT_GE(checked, 16) << "columns shown by the three dashboards' panels";
+}
+
+// What Grafana needs to provision every dashboard next to the others: a unique uid, a title in the
+// "fleetflow: " series and the tag, panels with unique ids inside the 24 columns, each with a
+// datasource and queries; and every datasource reference names a datasource that
+// deploy/grafana/provisioning provisions, with its type.
+TEST(GrafanaProvisioningTest, EveryDashboardHasItsIdentityAndUsesProvisionedDatasources) {
+  const auto datasources = ProvisionedDatasources();
+  EXPECT_EQ(datasources,
+            (std::map<std::string, std::string>{{"fleetflow-pg", "postgres"},
+                                                {"fleetflow-prometheus", "prometheus"}}));
+  const auto files = DashboardFiles();
+  EXPECT_EQ(files.size(), 4u) << "fleet map, one vehicle, fleet aggregates, engine";
+  EXPECT_EQ(DashboardFiles("prometheus"),
+            std::vector<std::string>{kGrafanaDir + "/dashboards/engine.json"});
+  std::set<std::string> uids;
+  for (const auto& file : files) {
+    SCOPED_TRACE(file);
+    const rapidjson::Document dash = LoadJson(file);
+    EXPECT_TRUE(uids.insert(Str(dash, "uid")).second) << "uid '" << Str(dash, "uid") << "' twice";
+    EXPECT_FALSE(Str(dash, "uid").empty());
+    EXPECT_EQ(Str(dash, "title").rfind("fleetflow: ", 0), 0u) << Str(dash, "title");
+    ASSERT_TRUE(dash.HasMember("tags") && dash["tags"].IsArray());
+    EXPECT_EQ(std::count_if(dash["tags"].Begin(), dash["tags"].End(),
+                            [](const auto& t) { return t == "fleetflow"; }),
+              1);
+    ASSERT_TRUE(dash.HasMember("panels") && dash["panels"].IsArray() && !dash["panels"].Empty());
+    std::set<int> ids;
+    for (const auto& panel : dash["panels"].GetArray()) {
+      SCOPED_TRACE("panel '" + Str(panel, "title") + "'");
+      EXPECT_TRUE(panel["id"].IsInt() && ids.insert(panel["id"].GetInt()).second);
+      EXPECT_TRUE(panel.HasMember("datasource"));
+      EXPECT_TRUE(panel.HasMember("targets") && !panel["targets"].Empty());
+      const auto& pos = panel["gridPos"];
+      EXPECT_LE(pos["x"].GetInt() + pos["w"].GetInt(), 24);
+    }
+    int refs = 0;
+    ForEachDatasourceRef(dash, [&](const rapidjson::Value& ds) {
+      ++refs;
+      const auto it = datasources.find(Str(ds, "uid"));
+      ASSERT_NE(it, datasources.end())
+          << "datasource uid '" << Str(ds, "uid") << "' is not provisioned";
+      EXPECT_EQ(Str(ds, "type"), it->second) << "datasource " << it->first;
+    });
+    EXPECT_GT(refs, 0);
+  }
 }
 
 TEST_F(GrafanaDashboardsTest, MacroExpansionMatchesGrafana) {
