@@ -265,8 +265,12 @@ TEST(PrometheusRulesTest, EveryMetricTheDashboardAndTheRulesUseIsDocumented) {
 std::string GrafanaRegexEscape(const std::string& value) {
   std::string out;
   for (char c : value) {
-    if (std::string_view("\\$^*{}[]'+?.()|").find(c) != std::string_view::npos) out += "\\\\";
-    out += c == '\\' ? "\\\\" : std::string(1, c);
+    if (c == '\\') {
+      out += "\\\\\\\\";  // a backslash becomes four
+      continue;
+    }
+    if (std::string_view("$^*{}[]'+?.()|").find(c) != std::string_view::npos) out += "\\\\";
+    out += c;
   }
   return out;
 }
@@ -291,46 +295,32 @@ std::string ExpandGrafana(std::string expr, const std::map<std::string, std::str
 
 TEST(PrometheusRulesTest, GrafanaExpansion) {
   EXPECT_EQ(GrafanaRegexEscape("127.0.0.1:9464"), R"(127\\.0\\.0\\.1:9464)");
+  EXPECT_EQ(GrafanaRegexEscape(R"(a\b|c)"), R"(a\\\\b\\|c)");
   EXPECT_EQ(ExpandGrafana(R"(rate(x{job="$job", instance=~"${instance}"}[$__rate_interval]))",
                           {{"job", "fleetflow"}, {"instance", ".*"}}),
             R"(rate(x{job="fleetflow", instance=~".*"}[4s]))");
   EXPECT_THROW(ExpandGrafana("x[$__range]", {}), std::runtime_error);
 }
 
-/// What a Prometheus HTTP API call answered.
-struct Answer {
-  bool ok = false;   // HTTP 200 and "status": "success"
-  std::string body;  // the raw answer, for failure messages
-  rapidjson::Document json;
-};
-
-Answer Api(int port, const std::string& path, const httplib::Params& params) {
-  httplib::Client http("127.0.0.1", port);
-  http.set_read_timeout(10, 0);
-  Answer a;
-  const auto res = http.Post(path.c_str(), params);
-  if (!res) {
-    a.body = "no answer: " + httplib::to_string(res.error());
-    return a;
-  }
-  a.body = res->body;
-  a.json.Parse(a.body.c_str());
-  a.ok = res->status == 200 && !a.json.HasParseError() && Str(a.json, "status") == "success";
-  return a;
-}
-
-/// An instant query's result: its series and how many have a finite value.
+/// An instant query's result (POST /api/v1/query, as Grafana sends it): its series and how many
+/// have a finite value.
 struct Series {
-  bool ok = false;
+  bool ok = false;  // HTTP 200 and "status": "success"
   int series = 0, finite = 0;
-  std::string body;
+  std::string body;  // the raw answer, for failure messages
 };
 
 Series Query(int port, const std::string& expr) {
-  Answer a = Api(port, "/api/v1/query", {{"query", expr}});
-  Series s{a.ok, 0, 0, a.body};
-  if (!a.ok) return s;
-  for (const auto& r : a.json["data"]["result"].GetArray()) {
+  httplib::Client http("127.0.0.1", port);
+  http.set_read_timeout(10, 0);
+  const auto res = http.Post("/api/v1/query", httplib::Params{{"query", expr}});
+  if (!res) return {false, 0, 0, "no answer: " + httplib::to_string(res.error())};
+  Series s{false, 0, 0, res->body};
+  rapidjson::Document d;
+  d.Parse(res->body.c_str());
+  s.ok = res->status == 200 && !d.HasParseError() && Str(d, "status") == "success";
+  if (!s.ok) return s;
+  for (const auto& r : d["data"]["result"].GetArray()) {
     ++s.series;
     s.finite += std::isfinite(std::strtod(r["value"][1].GetString(), nullptr)) ? 1 : 0;
   }
