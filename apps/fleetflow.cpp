@@ -170,8 +170,15 @@ int Run(const Registry& registry, const RunArgs& args) {
     options.tick_ms = args.tick_ms;
     options.graph_threads = args.graph_threads;
     Runtime runtime(*r.pipeline, metrics, clock, options);
+    Gauge& ready = metrics.GetGauge("ready",
+                                    "1 while /readyz answers 200: every operator is "
+                                    "ready (connected, state restored), else 0.");
     HttpServer http(
-        [&metrics] { return metrics.Exposition(); }, [&runtime] { return runtime.Ready(); },
+        [&metrics, &runtime, &ready] {
+          ready.Set(runtime.Ready() ? 1 : 0);
+          return metrics.Exposition();
+        },
+        [&runtime] { return runtime.Ready(); },
         args.tap ? std::function<HttpReply(const QueryParam&)>(
                        [&runtime](const QueryParam& param) { return AnswerTap(runtime, param); })
                  : nullptr);

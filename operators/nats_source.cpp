@@ -151,6 +151,12 @@ class NatsSource final : public Operator {
     consumer_.max_ack_pending = ctx.config.Integer("max_ack_pending");
     options_ = NatsConnectOptions(ctx.config, "fleetflow:" + ctx.node_id);
     if (partitions_ > 0) {
+      ctx.metrics
+          .GetGauge("partitions",
+                    "The pipeline's partitions (the partitions setting): what the workers' "
+                    "partitions_owned add up to once settled.",
+                    labels_)
+          .Set(static_cast<double>(partitions_));
       membership_options_.connection =
           NatsConnectOptions(ctx.config, "fleetflow:" + id_ + ":members");
       membership_options_.bucket = ctx.config.String("membership_bucket");
