@@ -1,0 +1,26 @@
+# find_package(fleetflow): the operator SDK installed by `cmake --install` (docs/writing_operators.md).
+# Targets: fleetflow::testkit, fleetflow::ff_operators, fleetflow::ff_engine and the libraries they
+# link. Their dependencies are found here the way the top-level CMakeLists.txt finds them.
+include(CMakeFindDependencyMacro)
+find_dependency(Threads)
+find_dependency(FlatBuffers)
+find_dependency(OpenSSL)
+find_dependency(TBB)
+find_dependency(RapidJSON)
+find_dependency(spdlog)
+find_dependency(prometheus-cpp CONFIG)
+find_dependency(PkgConfig)
+if(NOT TARGET PkgConfig::NATS)
+  pkg_check_modules(NATS REQUIRED IMPORTED_TARGET libnats)
+endif()
+if(NOT TARGET PkgConfig::PQXX)
+  pkg_check_modules(PQXX REQUIRED IMPORTED_TARGET libpqxx)
+endif()
+if(NOT TARGET PkgConfig::PQ)
+  pkg_check_modules(PQ REQUIRED IMPORTED_TARGET libpq)
+endif()
+if(NOT TARGET PkgConfig::HTTPLIB)
+  pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+endif()
+
+include(${CMAKE_CURRENT_LIST_DIR}/fleetflowTargets.cmake)
