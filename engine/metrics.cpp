@@ -117,6 +117,12 @@ Gauge& Metrics::GetGauge(const std::string& name, const std::string& help, const
   return *slot.second;
 }
 
+void Metrics::RemoveGauge(const std::string& name, const Labels& labels) {
+  std::lock_guard lock(mu_);
+  const auto it = families_.find(name);
+  if (it != families_.end()) it->second.gauges.erase(RenderLabels(labels));
+}
+
 Histogram& Metrics::GetHistogram(const std::string& name, const std::string& help,
                                  const std::vector<double>& buckets, const Labels& labels) {
   std::lock_guard lock(mu_);

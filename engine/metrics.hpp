@@ -85,6 +85,10 @@ class Metrics {
   Histogram& GetHistogram(const std::string& name, const std::string& help,
                           const std::vector<double>& buckets, const Labels& labels = {});
 
+  /// Removes the label set `labels` of gauge `name` (a series that no longer applies, e.g. a
+  /// partition given up); references to it become invalid. No-op when unknown.
+  void RemoveGauge(const std::string& name, const Labels& labels);
+
   /// Sum of a counter over all its label sets (0 when unknown).
   uint64_t CounterSum(const std::string& name) const;
   double GaugeSum(const std::string& name) const;

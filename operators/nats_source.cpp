@@ -381,6 +381,9 @@ class NatsSource final : public Operator {
       held_back_ = held_back;
       taken_in_ = started;
       consumer_pending_.Set(static_cast<double>(pending));
+      if (partitions_ > 0) {
+        for (const auto& [p, r] : reading_) PartitionPending(p).Set(static_cast<double>(r.pending));
+      }
       consumer_ack_pending_.Set(static_cast<double>(ack_pending));
     }
     held_back_ = false;
@@ -417,9 +420,29 @@ class NatsSource final : public Operator {
   }
 
   /// Partition `p`'s requests have ended: its kRevoked event follows its last message.
+  /// The lag gauge of partition `p`, made when first asked (the fetch thread's only).
+  Gauge& PartitionPending(uint32_t p) {
+    Gauge*& g = partition_pending_[p];
+    if (g == nullptr) {
+      g = &metrics_.GetGauge("partition_pending",
+                             "JetStream: messages of one partition's consumer not yet delivered, "
+                             "while this worker reads the partition.",
+                             PartitionLabels(p));
+    }
+    return *g;
+  }
+
+  Labels PartitionLabels(uint32_t p) const {
+    Labels labels = labels_;
+    labels.emplace_back("partition", std::to_string(p));
+    return labels;
+  }
+
   void Released(uint32_t p) {
     reading_.erase(p);
     if (partitions_ == 0) return;
+    if (partition_pending_.erase(p) > 0)
+      metrics_.RemoveGauge("partition_pending", PartitionLabels(p));
     PartitionEvent revoked;
     revoked.kind = PartitionEvent::Kind::kRevoked;
     revoked.partition = p;
@@ -581,6 +604,7 @@ class NatsSource final : public Operator {
   const Clock& clock_;
   Metrics& metrics_;
   const Labels labels_;
+  std::map<uint32_t, Gauge*> partition_pending_;  // the fetch thread's
   WireInput input_;
   DeadLetters dead_letters_;
   std::vector<InputReject> rejects_;  // the one thread that reads: subscription or fetch

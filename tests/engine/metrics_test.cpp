@@ -36,6 +36,19 @@ TEST(MetricsTest, CountersAndGaugesWithLabels) {
   EXPECT_EQ(m.CounterSum("messages_in"), 4u);
 }
 
+TEST(MetricsTest, ARemovedGaugeSeriesLeavesTheExposition) {
+  Metrics m;
+  m.GetGauge("partition_pending", "Lag.", {{"partition", "1"}}).Set(5);
+  m.GetGauge("partition_pending", "Lag.", {{"partition", "2"}}).Set(7);
+  m.RemoveGauge("partition_pending", {{"partition", "1"}});
+  m.RemoveGauge("partition_pending", {{"partition", "9"}});  // unknown: nothing happens
+  m.RemoveGauge("no_such_gauge", {});
+  const std::string text = m.Exposition();
+  EXPECT_THAT(text, Not(HasSubstr("partition=\"1\"")));
+  EXPECT_EQ(Sample(text, "fleetflow_partition_pending{partition=\"2\"}"), 7);
+  EXPECT_EQ(m.GaugeSum("partition_pending"), 7);
+}
+
 TEST(MetricsTest, WholeExpositionInNameOrder) {
   Metrics m;
   m.GetGauge("b_gauge", "A gauge.", {{"node", "n2"}}).Set(-1);
