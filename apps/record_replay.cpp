@@ -36,6 +36,13 @@ std::string ReplayConfigJson(const std::string& file, double speed, const Config
   auto& alloc = doc.GetAllocator();
   doc.AddMember("file", rapidjson::Value(file.c_str(), alloc), alloc);
   doc.AddMember("speed", speed, alloc);
+  const auto& json = source.json();
+  const auto partitions = json.FindMember("partitions");
+  const auto prefix = json.FindMember("partition_prefix");
+  const bool partitioned = partitions == json.MemberEnd() || partitions->value.GetInt64() > 0;
+  if (prefix != json.MemberEnd() && partitioned) {
+    doc.AddMember("partition_prefix", rapidjson::Value(prefix->value, alloc), alloc);
+  }
   for (const std::string& name : WireInputFieldNames()) {
     const auto it = source.json().FindMember(name.c_str());
     if (it != source.json().MemberEnd()) {
@@ -157,23 +164,54 @@ int Record(const RecordArgs& args) {
   return 0;
 }
 
-int ReplaceSourcesWithReplay(Pipeline& pipeline, const Registry& registry, const std::string& file,
-                             double speed, std::vector<Diagnostic>& errors) {
+int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const std::string& file,
+                     double speed, std::vector<Diagnostic>& errors,
+                     std::vector<std::string>& replaced) {
   const OperatorInfo* replay = registry.Find("replay_source");
   int sources = 0;
   for (NodeDecl& n : pipeline.nodes) {
-    if (n.type != "nats_source" && n.type != "replay_source") continue;
+    std::string json;
+    std::string what;
+    if (n.type == "nats_source" || n.type == "replay_source") {
+      json = ReplayConfigJson(file, speed, n.config);
+      what = n.type + " by replay_source of " + file;
+      if (n.type == "nats_source") {
+        const Config& c = n.config;
+        what +=
+            fmt::format(" (no connection to {}; no dead letters", nats::RedactUrl(c.String("url")));
+        if (c.Integer("partitions") > 0) {
+          what += fmt::format(
+              "; {} partitions read unpartitioned: no consumers, no membership in '{}', no "
+              "hand-over records in '{}'",
+              c.Integer("partitions"), c.String("membership_bucket"), c.String("handover_bucket"));
+        }
+        what += ")";
+      }
+    } else if (n.type == "keyed_last_value" && n.config.String("backend") != "memory") {
+      rapidjson::Document doc;
+      doc.CopyFrom(n.config.json(), doc.GetAllocator());
+      doc["backend"].SetString("memory");
+      rapidjson::StringBuffer sb;
+      rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+      doc.Accept(w);
+      json = sb.GetString();
+      what = fmt::format("keyed_last_value state: in memory instead of {} bucket '{}'",
+                         n.config.String("backend"), n.config.String("bucket"));
+    } else {
+      continue;
+    }
+    const OperatorInfo* info = n.type == "keyed_last_value" ? n.info : replay;
     Config config;
-    const auto problems =
-        ParseOperatorConfig(*replay, ReplayConfigJson(file, speed, n.config), config);
+    const auto problems = ParseOperatorConfig(*info, json, config);
     if (!problems.empty()) {
       errors.insert(errors.end(), problems.begin(), problems.end());
       continue;
     }
-    n.type = "replay_source";
-    n.info = replay;
+    if (info == replay) ++sources;
+    replaced.push_back(fmt::format("node '{}': {}", n.id, what));
+    n.type = info->name;
+    n.info = info;
     n.config = config;
-    ++sources;
   }
   return sources;
 }
@@ -186,7 +224,8 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
   }
   Pipeline pipeline = *loaded.pipeline;
   std::vector<Diagnostic> errors;
-  const int sources = ReplaceSourcesWithReplay(pipeline, registry, args.file, args.speed, errors);
+  std::vector<std::string> replaced;
+  const int sources = IsolateForReplay(pipeline, registry, args.file, args.speed, errors, replaced);
   if (!errors.empty()) {
     std::cerr << errors.front().Format() << '\n';
     return kExitInvalid;
@@ -196,6 +235,7 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
               << ": no nats_source or replay_source node to replay the recording into\n";
     return kExitInvalid;
   }
+  for (const std::string& line : replaced) spdlog::info("replay: replaced {}", line);
   const StopSignals stop;
   Metrics metrics;
   ReplayClock clock;

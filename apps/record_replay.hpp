@@ -31,11 +31,16 @@ struct ReplayArgs {
   bool strict = false;
 };
 
-/// Replaces every nats_source and replay_source node of `pipeline` by a replay_source reading
-/// `file` at `speed` (0: as fast as possible), with the source's own input validation settings.
-/// Returns the number of nodes replaced; a config the replay source refuses goes to `errors`.
-int ReplaceSourcesWithReplay(Pipeline& pipeline, const Registry& registry, const std::string& file,
-                             double speed, std::vector<Diagnostic>& errors);
+/// Makes `pipeline` run apart from production, as `fleetflow replay` and `fleetflow test` run it:
+/// every nats_source and replay_source node becomes a replay_source reading `file` at `speed`
+/// (0: as fast as possible) with the source's own input validation settings (a partitioned
+/// source reads its recorded partition subjects unpartitioned: no consumers, no membership, no
+/// hand-over records; no dead letters are published), and every keyed_last_value keeps its state
+/// in memory instead of a KV bucket. Appends one line per replaced node to `replaced` (for the
+/// log) and returns the number of sources replaced; a config refused goes to `errors`.
+int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const std::string& file,
+                     double speed, std::vector<Diagnostic>& errors,
+                     std::vector<std::string>& replaced);
 
 /// Replays a recording through a pipeline (its nats_source nodes replaced by replay_source) on
 /// the replay clock, drains, and returns the exit status.

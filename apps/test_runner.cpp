@@ -470,28 +470,6 @@ class InputRecording {
   std::string path_;
 };
 
-/// The pipeline as `fleetflow test` runs it, sources aside: state in memory, the sink captured.
-std::vector<Diagnostic> PrepareForTest(Pipeline& pipeline, const OperatorInfo& capture) {
-  std::vector<Diagnostic> errors;
-  for (NodeDecl& n : pipeline.nodes) {
-    if (n.type == "timescale_sink") {
-      n.info = &capture;
-    } else if (n.type == "keyed_last_value") {
-      rapidjson::Document doc;
-      doc.CopyFrom(n.config.json(), doc.GetAllocator());
-      doc["backend"].SetString("memory");
-      rapidjson::StringBuffer sb;
-      rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-      doc.Accept(w);
-      Config config;
-      auto problems = ParseOperatorConfig(*n.info, sb.GetString(), config);
-      errors.insert(errors.end(), problems.begin(), problems.end());
-      n.config = config;
-    }
-  }
-  return errors;
-}
-
 /// Runs one test: the pipeline on the replay clock until its input ended, then drained.
 Rows RunOne(const Registry& registry, const Pipeline& loaded, const TestCase& tc) {
   std::optional<InputRecording> recording;
@@ -504,8 +482,12 @@ Rows RunOne(const Registry& registry, const Pipeline& loaded, const TestCase& tc
   capture.create = [&rows](const OperatorContext& ctx) -> std::unique_ptr<Operator> {
     return std::make_unique<CaptureSink>(ctx.config, rows);
   };
-  std::vector<Diagnostic> errors = PrepareForTest(pipeline, capture);
-  ReplaceSourcesWithReplay(pipeline, registry, file, 0, errors);
+  for (NodeDecl& n : pipeline.nodes) {
+    if (n.type == "timescale_sink") n.info = &capture;
+  }
+  std::vector<Diagnostic> errors;
+  std::vector<std::string> replaced;
+  IsolateForReplay(pipeline, registry, file, 0, errors, replaced);
   if (!errors.empty()) throw std::runtime_error(errors.front().Format());
 
   Metrics metrics;

@@ -269,15 +269,13 @@ class NatsSource final : public Operator {
     std::string_view wire_subject = subject;
     thread_local std::string unmapped;
     if (partitions_ > 0) {
-      const size_t a = subject.find('.', prefix_.size() + 1);
-      if (a != std::string_view::npos) {
-        const std::string_view rest = subject.substr(a + 1);
-        if (rest.starts_with(kProbeVehicle) && rest.substr(kProbeVehicle.size()).starts_with('.')) {
-          if (js) js->Term();  // a mapping probe: not telemetry
-          return;
-        }
-        unmapped.assign(wire::kSubjectRoot).append(subject.substr(a));
-        wire_subject = unmapped;
+      wire_subject = UnmapPartitioned(subject, prefix_, unmapped);
+      const std::string_view rest = wire_subject.data() == unmapped.data()
+                                        ? wire_subject.substr(wire::kSubjectRoot.size() + 1)
+                                        : std::string_view();
+      if (rest.starts_with(kProbeVehicle) && rest.substr(kProbeVehicle.size()).starts_with('.')) {
+        if (js) js->Term();  // a mapping probe: not telemetry
+        return;
       }
     }
     std::shared_ptr<Body> body;

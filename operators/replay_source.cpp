@@ -22,6 +22,7 @@ class ReplaySource final : public Operator {
         file_(ctx.config.String("file")),
         speed_(ctx.config.Number("speed")),
         tick_ns_(ctx.config.Integer("tick_ms") * 1'000'000),
+        partition_prefix_(ctx.config.String("partition_prefix")),
         clock_driver_(ctx.clock_driver),
         input_ended_(ctx.input_ended),
         input_(ctx),
@@ -67,6 +68,7 @@ class ReplaySource final : public Operator {
   void Run() {
     recording::Record r;
     std::shared_ptr<Body> body;
+    std::string unmapped;
     const auto wall_start = std::chrono::steady_clock::now();
     int64_t first_ns = 0;
     int64_t next_tick = 0;
@@ -101,7 +103,10 @@ class ReplaySource final : public Operator {
         clock_driver_->AdvanceTo(r.recv_ns);
       }
       body.reset();
-      if (input_.Decode(r.subject, r.payload.data(), r.payload.size(), r.recv_ns, body) ==
+      const std::string_view subject =
+          partition_prefix_.empty() ? std::string_view(r.subject)
+                                    : UnmapPartitioned(r.subject, partition_prefix_, unmapped);
+      if (input_.Decode(subject, r.payload.data(), r.payload.size(), r.recv_ns, body) ==
           WireInput::Outcome::kEmit) {
         out_->Emit(std::move(body));
       }
@@ -130,6 +135,7 @@ class ReplaySource final : public Operator {
   const std::string file_;
   const double speed_;
   const int64_t tick_ns_;
+  const std::string partition_prefix_;
   ClockDriver* const clock_driver_;  // replay clock: ticks on recorded time; else none
   const std::function<void()> input_ended_;
   WireInput input_;
@@ -171,6 +177,11 @@ void RegisterReplaySource(Registry& registry) {
       .Default(int64_t{100})
       .Min(10)
       .Max(10000);
+  c.String("partition_prefix",
+           "Read a subject <partition_prefix>.<n>.<vehicle>.<sensor> (recorded from a partitioned "
+           "stream) as vehicle.<vehicle>.<sensor>, as the partitioned nats_source does; empty: "
+           "subjects as recorded.")
+      .Default("");
   AddWireInputFields(c);
   info.create = [](const OperatorContext& ctx) { return std::make_unique<ReplaySource>(ctx); };
   registry.Add(std::move(info));

@@ -96,6 +96,15 @@ WireInput::WireInput(const OperatorContext& ctx)
       samples_(ctx.metrics.GetCounter("samples_in", "Valid samples decoded.", labels_)),
       status_(ctx.metrics.GetCounter("status_in", "Vehicle status messages received.", labels_)) {}
 
+std::string_view UnmapPartitioned(std::string_view subject, std::string_view prefix,
+                                  std::string& buf) {
+  if (!subject.starts_with(prefix) || subject.substr(prefix.size(), 1) != ".") return subject;
+  const size_t a = subject.find('.', prefix.size() + 1);
+  if (a == std::string_view::npos) return subject;
+  buf.assign(wire::kSubjectRoot).append(subject.substr(a));
+  return buf;
+}
+
 WireInput::Outcome WireInput::Decode(std::string_view subject_text, const void* data, size_t size,
                                      int64_t now_ns, std::shared_ptr<Body>& out,
                                      std::vector<InputReject>* rejects) {

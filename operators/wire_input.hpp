@@ -30,6 +30,11 @@ void AddWireInputFields(ConfigSpec& spec);
 /// The names AddWireInputFields adds (to carry them from one source's config to another's).
 const std::vector<std::string>& WireInputFieldNames();
 
+/// A partitioned subject `<prefix>.<n>.<vehicle>.<sensor>` (the NATS server's partition mapping)
+/// as the vehicle's own, `vehicle.<vehicle>.<sensor>`, built in `buf`; any other subject as it is.
+std::string_view UnmapPartitioned(std::string_view subject, std::string_view prefix,
+                                  std::string& buf);
+
 /// One reason a message, or some of its samples, was rejected.
 struct InputReject {
   std::string reason;

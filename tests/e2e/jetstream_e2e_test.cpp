@@ -5,11 +5,14 @@
 // would hide a second write), when the engine is down, with several workers, when one is killed
 // with SIGKILL and started again, on scale-out and scale-in.
 #include <gtest/gtest.h>
+#include <rapidjson/document.h>
 
 #include <csignal>
+#include <set>
 
 #include "fleet_check.hpp"
 #include "jetstream.hpp"
+#include "nats_client.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -148,6 +151,111 @@ TEST_F(JetStreamE2E, ThreeWorkersShareThePartitionsAndWriteEveryRowOnceWithTheSi
   EXPECT_EQ(writes.most_per_row, 1) << writes.writes << " writes of " << writes.rows << " rows";
   std::printf("jetstream e2e, 3 workers: %s; %lld writes of %lld rows\n", check.Summary().c_str(),
               static_cast<long long>(writes.writes), static_cast<long long>(writes.rows));
+}
+
+/// What a bucket's stream holds: its last sequence, its message count and its keys (subjects).
+struct BucketState {
+  uint64_t last_seq = 0, messages = 0;
+  std::set<std::string> keys;
+  bool operator==(const BucketState&) const = default;
+};
+
+std::ostream& operator<<(std::ostream& os, const BucketState& b) {
+  return os << "{last_seq " << b.last_seq << ", " << b.messages << " messages, " << b.keys.size()
+            << " keys}";
+}
+
+BucketState Bucket(nats::Connection& conn, const std::string& bucket) {
+  const nats::Message reply =
+      conn.Request("$JS.API.STREAM.INFO.KV_" + bucket, R"({"subjects_filter": ">"})", 5000);
+  rapidjson::Document doc;
+  doc.Parse(reply.text().data(), reply.text().size());
+  if (doc.HasParseError() || !doc.HasMember("state")) {
+    throw std::runtime_error("stream info of KV_" + bucket + ": " + std::string(reply.text()));
+  }
+  const auto& state = doc["state"];
+  BucketState out{state["last_seq"].GetUint64(), state["messages"].GetUint64(), {}};
+  if (state.HasMember("subjects")) {
+    for (const auto& m : state["subjects"].GetObject()) out.keys.insert(m.name.GetString());
+  }
+  return out;
+}
+
+// `fleetflow replay` of what production recorded, on production's own NATS server: a worker of
+// pipelines/jetstream.json runs while `fleetflow record` captures the partitioned subjects; the
+// replay of that recording (NATS_URL pointing at the same server) into another PostgreSQL gives
+// the independently computed rows, and leaves the worker's state bucket, hand-over records and
+// membership as they were, the worker owning every partition.
+TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembershipAlone) {
+  Worker worker(nats_, pg_, dir_, 0);
+  ASSERT_TRUE(worker.WaitReady()) << worker.process().ReadLog();
+  ASSERT_TRUE(WaitFor([&] { return Metric(worker, "fleetflow_partitions_owned") == 16; }, 30s));
+  const std::string recording = dir_.File("production.ffrc");
+  const std::string fleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
+  Process recorder({fleetflow, "record", "--url", nats_.url(), "--subject", "telemetry.*.*.*",
+                    "--out", recording},
+                   dir_.File("record.log"));
+  ASSERT_TRUE(
+      WaitFor([&] { return recorder.ReadLog().find("recording") != std::string::npos; }, 30s))
+      << recorder.ReadLog();
+  constexpr int kVehicles = 10, kDurationS = 6;
+  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
+  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
+  const CommandResult sim = RunCommand(SimArgs(nats_, fleet, kDurationS), 120s);
+  ASSERT_EQ(sim.exit_code, 0) << sim.err;
+  ASSERT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 60s))
+      << Rows(pg_) << " of " << expected.size() << "\n"
+      << worker.process().ReadLog();
+  ASSERT_EQ(recorder.Stop(SIGINT, 10s), 0) << recorder.ReadLog();
+
+  // The worker's buckets once it is quiet: unchanged for 3 s (three state flushes).
+  nats::ConnectOptions o;
+  o.url = nats_.url();
+  auto conn = nats::Connection::Connect(o);
+  const auto snapshot = [&] {
+    return std::vector<BucketState>{Bucket(*conn, "telemetry"),
+                                    Bucket(*conn, "fleetflow_handover")};
+  };
+  auto before = snapshot();
+  auto quiet_since = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const auto now = snapshot();
+        if (now != before) {
+          before = now;
+          quiet_since = std::chrono::steady_clock::now();
+        }
+        return std::chrono::steady_clock::now() - quiet_since >= 3s;
+      },
+      60s));
+  ASSERT_GT(before[0].messages, 0u);
+  const std::set<std::string> members = Bucket(*conn, "fleetflow_members").keys;
+  ASSERT_EQ(members.size(), 1u);
+
+  PostgresServer replay_pg;
+  replay_pg.Start();
+  auto env = replay_pg.env();
+  env["NATS_URL"] = nats_.url();
+  const CommandResult replay =
+      RunCommand({fleetflow, "replay", recording, "--pipeline", kPipeline}, 120s, env);
+  ASSERT_EQ(replay.exit_code, 0) << replay.err;
+  EXPECT_NE(replay.err.find("replaced node 'telemetry': nats_source by replay_source"),
+            std::string::npos)
+      << replay.err;
+  EXPECT_NE(replay.err.find("replaced node 'last_values': keyed_last_value state: in memory"),
+            std::string::npos)
+      << replay.err;
+
+  EXPECT_EQ(snapshot(), before) << "the replay wrote to the worker's buckets";
+  EXPECT_EQ(Bucket(*conn, "fleetflow_members").keys, members);
+  EXPECT_EQ(Metric(worker, "fleetflow_partitions_owned"), 16);
+  const CheckResult check = CheckRows(replay_pg, expected);
+  EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems << replay.err;
+  EXPECT_EQ(worker.process().Stop(SIGTERM, 30s), 0) << worker.process().ReadLog();
+  std::printf(
+      "jetstream e2e, replay of a production recording: %s, state bucket seq %llu "
+      "untouched\n",
+      check.Summary().c_str(), static_cast<unsigned long long>(before[0].last_seq));
 }
 
 TEST_F(JetStreamE2E, ScaleOutThenScaleInEveryRowOnceExactValuesAwayFromTheHandOvers) {
