@@ -363,9 +363,21 @@ int main(int argc, char** argv) {
       "replay",
       "Replay a recording through a pipeline (its nats_source nodes read the file "
       "instead), on event time; exits after draining at the end of the file.");
-  replay_cmd->add_option("file", replay.file, "Recording file")->required();
+  replay_cmd
+      ->add_option("files", replay.input.files,
+                   "Recording files, replayed in order as one stream (gaps and overlaps between "
+                   "them are reported)")
+      ->required();
+  replay_cmd->add_flag(
+      "--rotated", replay.rotated,
+      "Each FILE stands for the set `record --rotate` wrote: FILE, FILE.1, FILE.2, ...");
+  replay_cmd
+      ->add_option("--max-file-gap-ms", replay.input.max_file_gap_ms,
+                   "Report a silence longer than this between two files")
+      ->capture_default_str();
   replay_cmd->add_option("--pipeline", replay.pipeline, "Pipeline file (JSON)")->required();
-  replay_cmd->add_option("--speed", replay.speed, "N times real time (0: as fast as possible)")
+  replay_cmd
+      ->add_option("--speed", replay.input.speed, "N times real time (0: as fast as possible)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   replay_cmd

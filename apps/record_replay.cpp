@@ -1,5 +1,6 @@
 #include "record_replay.hpp"
 
+#include <fmt/ranges.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
@@ -8,6 +9,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <mutex>
 
@@ -31,11 +33,17 @@ constexpr int kExitDamaged = 3;
 
 /// The replay_source config replacing a source node: the recording, the speed, and the source's
 /// own input validation settings, so a replay rejects what the live source rejected.
-std::string ReplayConfigJson(const std::string& file, double speed, const Config& source) {
+std::string ReplayConfigJson(const ReplayInput& input, const Config& source) {
   rapidjson::Document doc(rapidjson::kObjectType);
   auto& alloc = doc.GetAllocator();
-  doc.AddMember("file", rapidjson::Value(file.c_str(), alloc), alloc);
-  doc.AddMember("speed", speed, alloc);
+  doc.AddMember("file", rapidjson::Value(input.files.front().c_str(), alloc), alloc);
+  rapidjson::Value next(rapidjson::kArrayType);
+  for (size_t i = 1; i < input.files.size(); ++i) {
+    next.PushBack(rapidjson::Value(input.files[i].c_str(), alloc), alloc);
+  }
+  doc.AddMember("next_files", next, alloc);
+  doc.AddMember("max_file_gap_ms", input.max_file_gap_ms, alloc);
+  doc.AddMember("speed", input.speed, alloc);
   const auto& json = source.json();
   const auto partitions = json.FindMember("partitions");
   const auto prefix = json.FindMember("partition_prefix");
@@ -164,17 +172,16 @@ int Record(const RecordArgs& args) {
   return 0;
 }
 
-int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const std::string& file,
-                     double speed, std::vector<Diagnostic>& errors,
-                     std::vector<std::string>& replaced) {
+int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const ReplayInput& input,
+                     std::vector<Diagnostic>& errors, std::vector<std::string>& replaced) {
   const OperatorInfo* replay = registry.Find("replay_source");
   int sources = 0;
   for (NodeDecl& n : pipeline.nodes) {
     std::string json;
     std::string what;
     if (n.type == "nats_source" || n.type == "replay_source") {
-      json = ReplayConfigJson(file, speed, n.config);
-      what = n.type + " by replay_source of " + file;
+      json = ReplayConfigJson(input, n.config);
+      what = fmt::format("{} by replay_source of {}", n.type, fmt::join(input.files, ", "));
       if (n.type == "nats_source") {
         const Config& c = n.config;
         what +=
@@ -216,6 +223,14 @@ int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const std::st
   return sources;
 }
 
+std::vector<std::string> RotatedSet(const std::string& file) {
+  std::vector<std::string> files = {file};
+  for (int i = 1; std::filesystem::exists(RotatedName(file, i)); ++i) {
+    files.push_back(RotatedName(file, i));
+  }
+  return files;
+}
+
 int Replay(const Registry& registry, const ReplayArgs& args) {
   const LoadResult loaded = LoadPipelineFile(args.pipeline, registry);
   if (!loaded.ok()) {
@@ -225,7 +240,14 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
   Pipeline pipeline = *loaded.pipeline;
   std::vector<Diagnostic> errors;
   std::vector<std::string> replaced;
-  const int sources = IsolateForReplay(pipeline, registry, args.file, args.speed, errors, replaced);
+  ReplayInput input = args.input;
+  if (args.rotated) {
+    input.files.clear();
+    for (const std::string& f : args.input.files) {
+      for (std::string& r : RotatedSet(f)) input.files.push_back(std::move(r));
+    }
+  }
+  const int sources = IsolateForReplay(pipeline, registry, input, errors, replaced);
   if (!errors.empty()) {
     std::cerr << errors.front().Format() << '\n';
     return kExitInvalid;
@@ -309,7 +331,8 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
                  interrupted ? " (interrupted)" : "");
     if (is_damaged) {
       std::fprintf(stderr, "%s: stopped at a damaged record at byte offset %.0f\n",
-                   args.file.c_str(), damaged + (sources - 1));
+                   fmt::format("{}", fmt::join(input.files, ", ")).c_str(),
+                   damaged + (sources - 1));
       if (args.strict) return kExitDamaged;
     }
     return 0;

@@ -487,7 +487,7 @@ Rows RunOne(const Registry& registry, const Pipeline& loaded, const TestCase& tc
   }
   std::vector<Diagnostic> errors;
   std::vector<std::string> replaced;
-  IsolateForReplay(pipeline, registry, file, 0, errors, replaced);
+  IsolateForReplay(pipeline, registry, ReplayInput{{file}}, errors, replaced);
   if (!errors.empty()) throw std::runtime_error(errors.front().Format());
 
   Metrics metrics;

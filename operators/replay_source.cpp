@@ -1,9 +1,11 @@
 #include "replay_source.hpp"
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <condition_variable>
+#include <ctime>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -15,11 +17,22 @@ namespace fleetflow {
 
 namespace {
 
+/// UTC, e.g. 2026-11-25T09:17:03.250Z.
+std::string FormatTime(int64_t ns) {
+  const time_t s = static_cast<time_t>(ns / 1'000'000'000);
+  std::tm tm{};
+  gmtime_r(&s, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  return fmt::format("{}.{:03d}Z", buf, static_cast<int>(ns / 1'000'000 % 1000));
+}
+
 class ReplaySource final : public Operator {
  public:
   explicit ReplaySource(const OperatorContext& ctx)
       : id_(ctx.node_id),
-        file_(ctx.config.String("file")),
+        files_(Files(ctx.config)),
+        max_file_gap_ns_(ctx.config.Integer("max_file_gap_ms") * 1'000'000),
         speed_(ctx.config.Number("speed")),
         tick_ns_(ctx.config.Integer("tick_ms") * 1'000'000),
         partition_prefix_(ctx.config.String("partition_prefix")),
@@ -42,15 +55,21 @@ class ReplaySource final : public Operator {
             ctx.labels())) {
     damaged_.Set(-1);
     // Opened here so a missing file or an unknown version fails before anything starts.
-    if (!reader_.Open(file_)) throw std::runtime_error(reader_.error());
-    size_.Set(static_cast<double>(reader_.file_size()));
+    uint64_t total = 0;
+    for (const std::string& file : files_) {
+      readers_.push_back(std::make_unique<recording::Reader>());
+      if (!readers_.back()->Open(file)) throw std::runtime_error(readers_.back()->error());
+      total += readers_.back()->file_size();
+    }
+    size_.Set(static_cast<double>(total));
   }
 
   ~ReplaySource() override { Stop(); }
 
   void Start(Emitter& out) override {
     out_ = &out;
-    spdlog::info("node '{}': replaying {} ({} bytes){}", id_, file_, reader_.file_size(),
+    spdlog::info("node '{}': replaying {} ({} bytes){}", id_, fmt::join(files_, ", "),
+                 static_cast<uint64_t>(size_.value()),
                  speed_ > 0 ? fmt::format(" at x{}", speed_) : std::string(" as fast as possible"));
     thread_ = std::thread([this] { Run(); });
   }
@@ -65,6 +84,12 @@ class ReplaySource final : public Operator {
   }
 
  private:
+  static std::vector<std::string> Files(const Config& config) {
+    std::vector<std::string> files = {config.String("file")};
+    for (std::string& f : config.StringArray("next_files")) files.push_back(std::move(f));
+    return files;
+  }
+
   void Run() {
     recording::Record r;
     std::shared_ptr<Body> body;
@@ -72,54 +97,83 @@ class ReplaySource final : public Operator {
     const auto wall_start = std::chrono::steady_clock::now();
     int64_t first_ns = 0;
     int64_t next_tick = 0;
-    for (uint64_t n = 0;; ++n) {
-      if ((n & 255) == 0) {
-        std::lock_guard lock(mu_);
-        if (stopping_) break;
-      }
-      const auto status = reader_.Next(r);
-      if (status != recording::Reader::Status::kRecord) {
-        if (status != recording::Reader::Status::kEnd) {
-          damaged_.Set(static_cast<double>(reader_.offset()));
-          spdlog::error("node '{}': {}: {}; replayed the {} records before it", id_, file_,
-                        reader_.error(), records_.value());
+    int64_t previous_last_ns = 0;  // last receive time of the previous file
+    bool stopped = false;
+    uint64_t n = 0;
+    for (size_t k = 0; k < readers_.size() && !stopped; ++k) {
+      recording::Reader& reader = *readers_[k];
+      for (uint64_t in_file = 0;; ++n, ++in_file) {
+        if ((n & 255) == 0) {
+          std::lock_guard lock(mu_);
+          if (stopping_) {
+            stopped = true;
+            break;
+          }
         }
-        break;
-      }
-      if (n == 0) first_ns = r.recv_ns;
-      if (speed_ > 0 && !Pace(wall_start, static_cast<double>(r.recv_ns - first_ns) / speed_)) {
-        break;
-      }
-      if (clock_driver_ != nullptr) {
-        // Ticks at multiples of tick_ms of recorded time: everything received up to a tick
-        // enters before it, as the live ticker would have stamped it.
-        const int64_t boundary = ((r.recv_ns - 1) / tick_ns_) * tick_ns_;
-        if (next_tick == 0) next_tick = boundary + tick_ns_;
-        if (boundary >= next_tick) {
-          clock_driver_->AdvanceTo(boundary);
-          out_->Emit(MakeMessage(Tick{boundary, false}));
-          next_tick = boundary + tick_ns_;
+        const auto status = reader.Next(r);
+        if (status != recording::Reader::Status::kRecord) {
+          if (status != recording::Reader::Status::kEnd) {
+            damaged_.Set(static_cast<double>(reader.offset()));
+            spdlog::error("node '{}': {}: {}; replayed the {} records before it", id_, files_[k],
+                          reader.error(), records_.value());
+            stopped = true;
+          }
+          break;
         }
-        clock_driver_->AdvanceTo(r.recv_ns);
+        if (n == 0) first_ns = r.recv_ns;
+        if (in_file == 0 && k > 0) CheckContinuity(k, previous_last_ns, r.recv_ns);
+        previous_last_ns = r.recv_ns;
+        if (speed_ > 0 && !Pace(wall_start, static_cast<double>(r.recv_ns - first_ns) / speed_)) {
+          stopped = true;
+          break;
+        }
+        if (clock_driver_ != nullptr) {
+          // Ticks at multiples of tick_ms of recorded time: everything received up to a tick
+          // enters before it, as the live ticker would have stamped it.
+          const int64_t boundary = ((r.recv_ns - 1) / tick_ns_) * tick_ns_;
+          if (next_tick == 0) next_tick = boundary + tick_ns_;
+          if (boundary >= next_tick) {
+            clock_driver_->AdvanceTo(boundary);
+            out_->Emit(MakeMessage(Tick{boundary, false}));
+            next_tick = boundary + tick_ns_;
+          }
+          clock_driver_->AdvanceTo(r.recv_ns);
+        }
+        body.reset();
+        const std::string_view subject =
+            partition_prefix_.empty() ? std::string_view(r.subject)
+                                      : UnmapPartitioned(r.subject, partition_prefix_, unmapped);
+        if (input_.Decode(subject, r.payload.data(), r.payload.size(), r.recv_ns, body) ==
+            WireInput::Outcome::kEmit) {
+          out_->Emit(std::move(body));
+        }
+        records_.Inc();
+        if ((n & 63) == 0) Publish(r.recv_ns, reader.offset());
       }
-      body.reset();
-      const std::string_view subject =
-          partition_prefix_.empty() ? std::string_view(r.subject)
-                                    : UnmapPartitioned(r.subject, partition_prefix_, unmapped);
-      if (input_.Decode(subject, r.payload.data(), r.payload.size(), r.recv_ns, body) ==
-          WireInput::Outcome::kEmit) {
-        out_->Emit(std::move(body));
-      }
-      records_.Inc();
-      if ((n & 63) == 0) Publish(r.recv_ns);
+      done_bytes_ += reader.offset();
     }
-    Publish(r.recv_ns);
+    Publish(r.recv_ns, 0);
     finished_.Set(1);
     input_ended_();
   }
 
-  void Publish(int64_t recv_ns) {
-    offset_.Set(static_cast<double>(reader_.offset()));
+  /// Warns when file k starts before file k - 1 ended (an overlap) or more than max_file_gap_ms
+  /// after it (a gap).
+  void CheckContinuity(size_t k, int64_t previous_last_ns, int64_t first_ns) const {
+    if (first_ns < previous_last_ns) {
+      spdlog::warn("node '{}': overlap: {} starts at {} before {} ended at {} ({:.3f} s earlier)",
+                   id_, files_[k], FormatTime(first_ns), files_[k - 1],
+                   FormatTime(previous_last_ns), (previous_last_ns - first_ns) / 1e9);
+    } else if (first_ns - previous_last_ns > max_file_gap_ns_) {
+      spdlog::warn("node '{}': gap: {} starts at {}, {:.3f} s after {} ended at {}", id_, files_[k],
+                   FormatTime(first_ns), (first_ns - previous_last_ns) / 1e9, files_[k - 1],
+                   FormatTime(previous_last_ns));
+    }
+  }
+
+  /// `offset`: in the file being replayed.
+  void Publish(int64_t recv_ns, uint64_t offset) {
+    offset_.Set(static_cast<double>(done_bytes_ + offset));
     recorded_.Set(static_cast<double>(recv_ns));
   }
 
@@ -132,7 +186,8 @@ class ReplaySource final : public Operator {
   }
 
   const std::string id_;
-  const std::string file_;
+  const std::vector<std::string> files_;
+  const int64_t max_file_gap_ns_;
   const double speed_;
   const int64_t tick_ns_;
   const std::string partition_prefix_;
@@ -145,7 +200,8 @@ class ReplaySource final : public Operator {
   Gauge& recorded_;
   Gauge& finished_;
   Gauge& damaged_;
-  recording::Reader reader_;
+  std::vector<std::unique_ptr<recording::Reader>> readers_;
+  uint64_t done_bytes_ = 0;  // bytes of the files replayed to their end
   Emitter* out_ = nullptr;
   std::thread thread_;
   std::mutex mu_;
@@ -167,6 +223,16 @@ void RegisterReplaySource(Registry& registry) {
   c.String("file", "The recording to replay (docs/recording.md).")
       .Required()
       .Example(R"("recordings/fleet.ffrc")");
+  c.StringArray("next_files",
+                "Recordings replayed after file, in order, as one stream (a rotated set: "
+                "FILE.1, FILE.2, ...). A file that starts before the previous one ended, or more "
+                "than max_file_gap_ms after it, is reported.")
+      .DefaultJson("[]");
+  c.Integer("max_file_gap_ms",
+            "next_files: a longer silence between the end of one file and the start of the next "
+            "is reported as a gap.")
+      .Default(int64_t{1000})
+      .Min(0);
   c.Number("speed",
            "0: as fast as the pipeline takes it; N > 0: N times the recorded pace (1: real time).")
       .Default(0.0)

@@ -16,6 +16,7 @@
 
 #include "builtin.hpp"
 #include "fleet_check.hpp"
+#include "recording.hpp"
 #include "test_runner.hpp"
 
 namespace fleetflow::testing {
@@ -43,13 +44,42 @@ void WriteBytes(const std::string& path, const std::vector<char>& bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-/// Replays `file` into a fresh vehicle_telemetry table.
-CommandResult ReplayInto(const PostgresServer& pg, const std::string& file,
+/// The records of a recording (all of them: it must be undamaged).
+std::vector<recording::Record> ReadRecords(const std::string& path) {
+  recording::Reader reader;
+  EXPECT_TRUE(reader.Open(path)) << reader.error();
+  std::vector<recording::Record> out;
+  recording::Record r;
+  recording::Reader::Status status;
+  while ((status = reader.Next(r)) == recording::Reader::Status::kRecord) out.push_back(r);
+  EXPECT_EQ(status, recording::Reader::Status::kEnd) << path << ": " << reader.error();
+  return out;
+}
+
+/// Writes records [from, to) of `records` as a recording at `path`; returns path.
+std::string WriteRecords(const std::vector<recording::Record>& records, size_t from, size_t to,
+                         const std::string& path) {
+  recording::Writer writer;
+  EXPECT_TRUE(writer.Open(path)) << writer.error();
+  for (size_t i = from; i < to; ++i) writer.Append(records[i]);
+  EXPECT_TRUE(writer.Close()) << writer.error();
+  return path;
+}
+
+/// Replays `files` (in order) into a fresh vehicle_telemetry table.
+CommandResult ReplayInto(const PostgresServer& pg, const std::vector<std::string>& files,
                          std::vector<std::string> extra = {}) {
   pg.Psql("DROP TABLE IF EXISTS vehicle_telemetry");
-  std::vector<std::string> argv = {kFleetflow, "replay", file, "--pipeline", kPipeline};
+  std::vector<std::string> argv = {kFleetflow, "replay"};
+  argv.insert(argv.end(), files.begin(), files.end());
+  argv.insert(argv.end(), {"--pipeline", kPipeline});
   argv.insert(argv.end(), extra.begin(), extra.end());
   return RunCommand(argv, 120s, pg.env());
+}
+
+CommandResult ReplayInto(const PostgresServer& pg, const std::string& file,
+                         std::vector<std::string> extra = {}) {
+  return ReplayInto(pg, std::vector<std::string>{file}, std::move(extra));
 }
 
 /// The table as CSV lines: vehicle_id, window time in ms since the epoch, then the columns
@@ -230,6 +260,86 @@ TEST(ReplayE2E, ShippedPipelineTestsGiveTheRowsReplayWritesToPostgres) {
                        " passed"),
             std::string::npos)
       << t.out << t.err;
+}
+
+// Several files replay as one stream: the committed recording cut in three (as `record --rotate`
+// names them) gives the rows of the whole file, without a warning; out of order the files
+// overlap, and without the middle one there is a gap: both are reported, naming the files.
+TEST(ReplayE2E, ARotatedSetReplaysAsOneFileAndGapsAndOverlapsAreReported) {
+  FF_REQUIRE_POSTGRES();
+  PostgresServer pg;
+  pg.Start();
+  TempDir dir("fleetflow-replay-files-e2e");
+  const auto records = ReadRecords(kGoldenRecording);
+  ASSERT_GT(records.size(), 300u);
+  const size_t third = records.size() / 3;
+  const std::string base = dir.File("fleet.ffrc");
+  const std::vector<std::string> parts = {
+      WriteRecords(records, 0, third, base), WriteRecords(records, third, 2 * third, base + ".1"),
+      WriteRecords(records, 2 * third, records.size(), base + ".2")};
+  ASSERT_GT(records[2 * third].recv_ns - records[third - 1].recv_ns, 1'000'000'000)
+      << "the middle part must span more than the gap threshold";
+
+  ASSERT_EQ(ReplayInto(pg, kGoldenRecording).exit_code, 0);
+  const std::string whole = pg.Psql(kTableHash);
+  const CommandResult rotated = ReplayInto(pg, base, {"--rotated"});
+  ASSERT_EQ(rotated.exit_code, 0) << rotated.err;
+  EXPECT_EQ(pg.Psql(kTableHash), whole) << rotated.err;
+  EXPECT_NE(rotated.err.find("replaying " + parts[0] + ", " + parts[1] + ", " + parts[2]),
+            std::string::npos)
+      << rotated.err;
+  EXPECT_EQ(rotated.err.find("gap:"), std::string::npos) << rotated.err;
+  EXPECT_EQ(rotated.err.find("overlap:"), std::string::npos) << rotated.err;
+  const CommandResult listed = ReplayInto(pg, parts);
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_EQ(pg.Psql(kTableHash), whole) << listed.err;
+
+  const CommandResult overlap = ReplayInto(pg, {parts[1], parts[0]});
+  ASSERT_EQ(overlap.exit_code, 0) << overlap.err;
+  EXPECT_NE(overlap.err.find("overlap: " + parts[0] + " starts at "), std::string::npos)
+      << overlap.err;
+  EXPECT_NE(overlap.err.find("before " + parts[1] + " ended at "), std::string::npos)
+      << overlap.err;
+  EXPECT_EQ(overlap.err.find("gap:"), std::string::npos) << overlap.err;
+
+  const CommandResult gap = ReplayInto(pg, {parts[0], parts[2]});
+  ASSERT_EQ(gap.exit_code, 0) << gap.err;
+  EXPECT_NE(gap.err.find("gap: " + parts[2] + " starts at "), std::string::npos) << gap.err;
+  EXPECT_NE(gap.err.find("after " + parts[0] + " ended at "), std::string::npos) << gap.err;
+  EXPECT_EQ(gap.err.find("overlap:"), std::string::npos) << gap.err;
+  // A threshold above the silence: no report.
+  const CommandResult tolerated =
+      ReplayInto(pg, {parts[0], parts[2]}, {"--max-file-gap-ms", "60000"});
+  ASSERT_EQ(tolerated.exit_code, 0) << tolerated.err;
+  EXPECT_EQ(tolerated.err.find("gap:"), std::string::npos) << tolerated.err;
+}
+
+// --speed N paces the replay at N times the recorded pace: the run takes at least the recorded
+// span / N (as fast as possible, the same file takes a fraction of it).
+TEST(ReplayE2E, SpeedPacesTheReplayOnTheRecordedSpan) {
+  FF_REQUIRE_POSTGRES();
+  PostgresServer pg;
+  pg.Start();
+  const auto records = ReadRecords(kGoldenRecording);
+  ASSERT_FALSE(records.empty());
+  const double span_s = static_cast<double>(records.back().recv_ns - records.front().recv_ns) / 1e9;
+  ASSERT_GT(span_s, 3.0);
+  constexpr double kSpeed = 2.5;
+  const auto timed = [&](std::vector<std::string> extra) {
+    const auto start = std::chrono::steady_clock::now();
+    const CommandResult r = ReplayInto(pg, kGoldenRecording, std::move(extra));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  const double fast_s = timed({});
+  const std::string hash = pg.Psql(kTableHash);
+  const double paced_s = timed({"--speed", "2.5"});
+  EXPECT_EQ(pg.Psql(kTableHash), hash);
+  EXPECT_GE(paced_s, span_s / kSpeed) << "recorded span " << span_s << " s";
+  EXPECT_LE(paced_s, span_s / kSpeed + fast_s + 5) << "recorded span " << span_s << " s";
+  EXPECT_LT(fast_s, span_s / kSpeed) << "as fast as possible";
+  std::printf("replay of %.2f s recorded: %.2f s as fast as possible, %.2f s at --speed 2.5\n",
+              span_s, fast_s, paced_s);
 }
 
 }  // namespace
