@@ -4,12 +4,15 @@
 // (byte-identical), twice, and the rows recomputed from the simulator's model. Damaged and
 // unknown-version files are reported. The committed recording in tests/data/ is replayed against
 // its golden rows, and `fleetflow test` of it must give the rows its replay wrote to PostgreSQL, as
-// must `fleetflow test` of the shipped pipeline tests' inputs.
+// must `fleetflow test` of the shipped pipeline tests' inputs. Several files (a rotated set, as
+// `record --max-bytes --rotate` writes it) replay as one, gaps and overlaps between them are
+// reported, and --speed paces the replay on the recorded span.
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -340,6 +343,81 @@ TEST(ReplayE2E, SpeedPacesTheReplayOnTheRecordedSpan) {
   EXPECT_LT(fast_s, span_s / kSpeed) << "as fast as possible";
   std::printf("replay of %.2f s recorded: %.2f s as fast as possible, %.2f s at --speed 2.5\n",
               span_s, fast_s, paced_s);
+}
+
+// `record --max-bytes N --rotate` cuts a live recording into complete files of about N bytes
+// (FILE, FILE.1, ...) that together hold every message, in order, and replay (--rotated) to the
+// rows computed from the fleet's model; without --rotate the recorder stops after FILE.
+TEST(ReplayE2E, RecordMaxBytesRotatesIntoCompleteFilesThatReplayAsOne) {
+  FF_REQUIRE_NATS_SERVER();
+  FF_REQUIRE_POSTGRES();
+  NatsServer nats;
+  nats.Start();
+  PostgresServer pg;
+  pg.Start();
+  TempDir dir("fleetflow-record-rotate-e2e");
+  constexpr uint64_t kMaxBytes = 40'000;
+  const std::string rotated = dir.File("rotated.ffrc");
+  const std::string single = dir.File("single.ffrc");
+  const auto recorder = [&](const std::string& out, bool rotate, const std::string& log) {
+    std::vector<std::string> argv = {
+        kFleetflow, "record", "--url",       nats.url(),
+        "--out",    out,      "--max-bytes", std::to_string(kMaxBytes)};
+    if (rotate) argv.push_back("--rotate");
+    return Process(argv, dir.File(log));
+  };
+  Process rotating = recorder(rotated, true, "rotate.log");
+  Process stopping = recorder(single, false, "single.log");
+  for (Process* p : {&rotating, &stopping}) {
+    ASSERT_TRUE(WaitFor([&] { return p->ReadLog().find("recording") != std::string::npos; }, 30s))
+        << p->ReadLog();
+  }
+  constexpr int kVehicles = 10, kDurationS = 4;
+  const Fleet fleet = MakeFleet(kVehicles, kDurationS, 42);
+  const CommandResult sim = RunCommand(SimArgs(nats, fleet, kDurationS), 60s);
+  ASSERT_EQ(sim.exit_code, 0) << sim.err;
+  EXPECT_EQ(stopping.Wait(10s), std::optional<int>(0)) << stopping.ReadLog();
+  EXPECT_EQ(rotating.Stop(SIGINT, 10s), 0) << rotating.ReadLog();
+
+  // Without --rotate: one file of at least N bytes, and the recorder stopped by itself.
+  EXPECT_GE(std::filesystem::file_size(single), kMaxBytes);
+  EXPECT_FALSE(std::filesystem::exists(single + ".1"));
+  const auto first_only = ReadRecords(single);
+
+  // With --rotate: complete files of about N bytes each (the last one smaller), every message.
+  std::vector<std::string> files = {rotated};
+  while (std::filesystem::exists(rotated + "." + std::to_string(files.size()))) {
+    files.push_back(rotated + "." + std::to_string(files.size()));
+  }
+  ASSERT_GE(files.size(), 3u);
+  std::vector<recording::Record> all;
+  for (size_t i = 0; i < files.size(); ++i) {
+    const auto size = std::filesystem::file_size(files[i]);
+    if (i + 1 < files.size()) EXPECT_GE(size, kMaxBytes) << files[i];
+    EXPECT_LT(size, kMaxBytes + 16'384) << files[i];
+    const auto records = ReadRecords(files[i]);
+    EXPECT_FALSE(records.empty()) << files[i];
+    all.insert(all.end(), records.begin(), records.end());
+  }
+  EXPECT_NE(rotating.ReadLog().find("recorded " + std::to_string(all.size()) + " messages"),
+            std::string::npos)
+      << rotating.ReadLog();
+  EXPECT_TRUE(std::is_sorted(all.begin(), all.end(),
+                             [](const auto& a, const auto& b) { return a.recv_ns < b.recv_ns; }));
+  ASSERT_LT(first_only.size(), all.size());
+  for (size_t i = 0; i < first_only.size(); ++i) {
+    ASSERT_EQ(first_only[i].subject, all[i].subject) << i;
+    ASSERT_EQ(first_only[i].payload, all[i].payload) << i;
+  }
+
+  const CommandResult replay = ReplayInto(pg, rotated, {"--rotated"});
+  ASSERT_EQ(replay.exit_code, 0) << replay.err;
+  EXPECT_EQ(replay.err.find("gap:"), std::string::npos) << replay.err;
+  const CheckResult check = CheckRows(pg, ComputeExpectedRows(fleet.config, fleet.end_ns));
+  EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems;
+  std::printf("record --max-bytes %llu --rotate: %zu files, %zu messages; replayed as one: %s\n",
+              static_cast<unsigned long long>(kMaxBytes), files.size(), all.size(),
+              check.Summary().c_str());
 }
 
 }  // namespace
