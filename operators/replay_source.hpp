@@ -1,8 +1,9 @@
 #pragma once
 /// replay_source: feeds the messages of a recording (docs/recording.md, written by
-/// `fleetflow record`) into a pipeline in place of nats_source. Each message is decoded,
-/// validated and counted exactly as nats_source would have (operators/wire_input.hpp), with the
-/// recorded receive time as the engine clock.
+/// `fleetflow record`), or of several replayed as one stream (`file`, then `next_files`; a gap or
+/// an overlap between two is logged as a warning), into a pipeline in place of nats_source. Each
+/// message is decoded, validated and counted exactly as nats_source would have
+/// (operators/wire_input.hpp), with the recorded receive time as the engine clock.
 ///
 /// When the engine runs on a clock that follows the input (`fleetflow replay`: a ReplayClock,
 /// whose driver the runtime hands to the sources), the source advances that clock to each
