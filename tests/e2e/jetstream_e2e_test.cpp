@@ -109,7 +109,7 @@ TEST_F(JetStreamE2E, ThreeWorkersOneKilledAndRestartedNoRowMissingNoneTwice) {
 }
 
 /// Metric `name` of a worker, -1 when it cannot be read.
-double Metric(const Worker& w, const char* name) {
+double Metric(const Engine& w, const char* name) {
   const auto body = w.Get("/metrics");
   return body ? Scrape(*body, name) : -1;
 }
@@ -153,7 +153,7 @@ TEST_F(JetStreamE2E, ThreeWorkersShareThePartitionsAndWriteEveryRowOnceWithTheSi
               static_cast<long long>(writes.writes), static_cast<long long>(writes.rows));
 }
 
-/// What a bucket's stream holds: its last sequence, its message count and its keys (subjects).
+/// What a stream holds: its last sequence, its message count and its subjects (a bucket's keys).
 struct BucketState {
   uint64_t last_seq = 0, messages = 0;
   std::set<std::string> keys;
@@ -165,13 +165,13 @@ std::ostream& operator<<(std::ostream& os, const BucketState& b) {
             << " keys}";
 }
 
-BucketState Bucket(nats::Connection& conn, const std::string& bucket) {
+BucketState Stream(nats::Connection& conn, const std::string& stream) {
   const nats::Message reply =
-      conn.Request("$JS.API.STREAM.INFO.KV_" + bucket, R"({"subjects_filter": ">"})", 5000);
+      conn.Request("$JS.API.STREAM.INFO." + stream, R"({"subjects_filter": ">"})", 5000);
   rapidjson::Document doc;
   doc.Parse(reply.text().data(), reply.text().size());
   if (doc.HasParseError() || !doc.HasMember("state")) {
-    throw std::runtime_error("stream info of KV_" + bucket + ": " + std::string(reply.text()));
+    throw std::runtime_error("stream info of " + stream + ": " + std::string(reply.text()));
   }
   const auto& state = doc["state"];
   BucketState out{state["last_seq"].GetUint64(), state["messages"].GetUint64(), {}};
@@ -182,12 +182,15 @@ BucketState Bucket(nats::Connection& conn, const std::string& bucket) {
 }
 
 // `fleetflow replay` of what production recorded, on production's own NATS server: a worker of
-// pipelines/jetstream.json runs while `fleetflow record` captures the partitioned subjects; the
-// replay of that recording (NATS_URL pointing at the same server) into another PostgreSQL gives
-// the independently computed rows, and leaves the worker's state bucket, hand-over records and
-// membership as they were, the worker owning every partition.
+// pipelines/jetstream.json (with dead letters) runs while `fleetflow record` captures the
+// partitioned subjects, a malformed message among them; the replay of that recording (NATS_URL
+// pointing at the same server) into another PostgreSQL gives the independently computed rows, and
+// leaves the worker's state bucket, hand-over records, dead letters and membership as they were,
+// the worker owning every partition.
 TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembershipAlone) {
-  Worker worker(nats_, pg_, dir_, 0);
+  const std::string pipeline = WritePipelineVariant(
+      kPipeline, "telemetry", R"({"dead_letter": true})", dir_.File("jetstream-dead-letters.json"));
+  Engine worker(pipeline, nats_, pg_, dir_.File("worker.log"));
   ASSERT_TRUE(worker.WaitReady()) << worker.process().ReadLog();
   ASSERT_TRUE(WaitFor([&] { return Metric(worker, "fleetflow_partitions_owned") == 16; }, 30s));
   const std::string recording = dir_.File("production.ffrc");
@@ -198,6 +201,18 @@ TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembership
   ASSERT_TRUE(
       WaitFor([&] { return recorder.ReadLog().find("recording") != std::string::npos; }, 30s))
       << recorder.ReadLog();
+  nats::ConnectOptions o;
+  o.url = nats_.url();
+  auto conn = nats::Connection::Connect(o);
+  conn->Publish("vehicle.vbad.speed", "not a batch");
+  const auto dead_letters = [&] {
+    try {
+      return Stream(*conn, "DEADLETTER").messages;
+    } catch (const std::exception&) {
+      return uint64_t{0};
+    }
+  };
+  ASSERT_TRUE(WaitFor([&] { return dead_letters() == 1; }, 30s)) << worker.process().ReadLog();
   constexpr int kVehicles = 10, kDurationS = 6;
   const Fleet fleet = MakeFleet(kVehicles, kDurationS);
   const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
@@ -209,12 +224,10 @@ TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembership
   ASSERT_EQ(recorder.Stop(SIGINT, 10s), 0) << recorder.ReadLog();
 
   // The worker's buckets once it is quiet: unchanged for 3 s (three state flushes).
-  nats::ConnectOptions o;
-  o.url = nats_.url();
-  auto conn = nats::Connection::Connect(o);
   const auto snapshot = [&] {
-    return std::vector<BucketState>{Bucket(*conn, "telemetry"),
-                                    Bucket(*conn, "fleetflow_handover")};
+    return std::vector<BucketState>{Stream(*conn, "KV_telemetry"),
+                                    Stream(*conn, "KV_fleetflow_handover"),
+                                    Stream(*conn, "DEADLETTER")};
   };
   auto before = snapshot();
   auto quiet_since = std::chrono::steady_clock::now();
@@ -229,7 +242,7 @@ TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembership
       },
       60s));
   ASSERT_GT(before[0].messages, 0u);
-  const std::set<std::string> members = Bucket(*conn, "fleetflow_members").keys;
+  const std::set<std::string> members = Stream(*conn, "KV_fleetflow_members").keys;
   ASSERT_EQ(members.size(), 1u);
 
   PostgresServer replay_pg;
@@ -237,7 +250,7 @@ TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembership
   auto env = replay_pg.env();
   env["NATS_URL"] = nats_.url();
   const CommandResult replay =
-      RunCommand({fleetflow, "replay", recording, "--pipeline", kPipeline}, 120s, env);
+      RunCommand({fleetflow, "replay", recording, "--pipeline", pipeline}, 120s, env);
   ASSERT_EQ(replay.exit_code, 0) << replay.err;
   EXPECT_NE(replay.err.find("replaced node 'telemetry': nats_source by replay_source"),
             std::string::npos)
@@ -246,8 +259,12 @@ TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembership
             std::string::npos)
       << replay.err;
 
+  // The malformed message was replayed and rejected, and its dead letter not published again.
+  EXPECT_NE(replay.err.find("rejected input node=telemetry subject=vehicle.vbad.speed"),
+            std::string::npos)
+      << replay.err;
   EXPECT_EQ(snapshot(), before) << "the replay wrote to the worker's buckets";
-  EXPECT_EQ(Bucket(*conn, "fleetflow_members").keys, members);
+  EXPECT_EQ(Stream(*conn, "KV_fleetflow_members").keys, members);
   EXPECT_EQ(Metric(worker, "fleetflow_partitions_owned"), 16);
   const CheckResult check = CheckRows(replay_pg, expected);
   EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems << replay.err;
