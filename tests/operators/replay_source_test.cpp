@@ -1,5 +1,6 @@
 // replay_source on the test kit: what it emits for a recording, in order, with the replay
-// clock's Ticks; bad input counted as nats_source counts it; damage reported.
+// clock's Ticks; bad input counted as nats_source counts it; damage reported; several files as
+// one stream; partitioned subjects read as the vehicles' own.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -25,20 +26,24 @@ struct Replayed {
   std::unique_ptr<OperatorHarness> h;
 };
 
-/// Replays `path` to its end.
-std::unique_ptr<Replayed> Replay(const std::string& path) {
+/// Replays a replay_source of `config` (JSON) to its end.
+std::unique_ptr<Replayed> ReplayConfig(const std::string& config) {
   auto r = std::make_unique<Replayed>();
   HarnessOptions options;
   options.clock = &r->clock;
   options.clock_driver = &r->clock;
   options.input_ended = [ended = &r->ended] { *ended = true; };
-  r->h = std::make_unique<OperatorHarness>("replay_source", R"({"file": ")" + path + R"("})",
-                                           std::move(options));
+  r->h = std::make_unique<OperatorHarness>("replay_source", config, std::move(options));
   r->h->Start();
   EXPECT_TRUE(WaitFor([&] { return r->ended.load(); }, 10s));
   EXPECT_EQ(r->h->Gauge("replay_finished"), 1);
   r->h->Stop();
   return r;
+}
+
+/// Replays `path` to its end.
+std::unique_ptr<Replayed> Replay(const std::string& path) {
+  return ReplayConfig(R"({"file": ")" + path + R"("})");
 }
 
 recording::Record SampleRecord(int64_t recv_ns, const std::string& subject, int64_t ts_ns) {
@@ -49,8 +54,9 @@ recording::Record SampleRecord(int64_t recv_ns, const std::string& subject, int6
   return {recv_ns, subject, bytes};
 }
 
-std::string Write(const TempDir& dir, const std::vector<recording::Record>& records) {
-  const std::string path = dir.File("r.ffrc");
+std::string Write(const TempDir& dir, const std::vector<recording::Record>& records,
+                  const std::string& name = "r.ffrc") {
+  const std::string path = dir.File(name);
   recording::Writer w;
   EXPECT_TRUE(w.Open(path));
   for (const auto& r : records) w.Append(r);
@@ -88,6 +94,34 @@ TEST(ReplaySource, EmitsWhatNatsSourceWouldWithTicksOnRecordedTime) {
   EXPECT_EQ(r->h->Counter("input_rejected"), 2u);
   EXPECT_EQ(r->h->Counter("replay_records"), 5u);
   EXPECT_EQ(r->h->Gauge("replay_damaged_offset_bytes"), -1);
+}
+
+TEST(ReplaySource, NextFilesFollowAsOneStreamAndPartitionSubjectsAreTheVehiclesOwn) {
+  TempDir dir("ff-replay-source");
+  const std::string a =
+      Write(dir, {SampleRecord(kT0 + 10 * kMs, "telemetry.3.v1.speed", kT0)}, "a");
+  const std::string b = Write(dir,
+                              {SampleRecord(kT0 + 20 * kMs, "vehicle.v2.soc", kT0),
+                               SampleRecord(kT0 + 30 * kMs, "other.3.v3.soc", kT0)},
+                              "b");
+  const auto r = ReplayConfig(R"({"file": ")" + a + R"(", "next_files": [")" + b +
+                              R"("], "partition_prefix": "telemetry"})");
+  const auto ms = r->h->output().Messages();
+  ASSERT_EQ(ms.size(), 2u);
+  const auto* first = std::get_if<SampleBatch>(ms[0].get());
+  const auto* second = std::get_if<SampleBatch>(ms[1].get());
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(first->vehicle, "v1");
+  EXPECT_EQ(first->sensor, "speed");
+  EXPECT_EQ(second->vehicle, "v2");
+  EXPECT_EQ(r->h->Counter("replay_records"), 3u);
+  EXPECT_EQ(r->h->Counter("input_rejected"), 1u);  // another prefix: a bad subject
+  const double bytes =
+      static_cast<double>(std::filesystem::file_size(a) + std::filesystem::file_size(b));
+  EXPECT_EQ(r->h->Gauge("replay_file_bytes"), bytes);
+  EXPECT_EQ(r->h->Gauge("replay_offset_bytes"), bytes);
+  EXPECT_EQ(r->clock.NowNs(), kT0 + 30 * kMs);
 }
 
 TEST(ReplaySource, StopsAtATruncatedRecordAndReportsItsOffset) {
