@@ -31,7 +31,7 @@ constexpr int kExitFatal = 1;
 constexpr int kExitInvalid = 2;
 constexpr int kExitDamaged = 3;
 
-/// The replay_source config replacing a source node: the recording, the speed, and the source's
+/// The replay_source config replacing a source node: the recordings, the speed, and the source's
 /// own input validation settings, so a replay rejects what the live source rejected.
 std::string ReplayConfigJson(const ReplayInput& input, const Config& source) {
   rapidjson::Document doc(rapidjson::kObjectType);
