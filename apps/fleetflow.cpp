@@ -361,8 +361,9 @@ int main(int argc, char** argv) {
   ReplayArgs replay;
   auto* replay_cmd = app.add_subcommand(
       "replay",
-      "Replay a recording through a pipeline (its nats_source nodes read the file "
-      "instead), on event time; exits after draining at the end of the file.");
+      "Replay recordings through a pipeline, isolated from production (its nats_source nodes "
+      "read the files, its state stays in memory), on event time; exits after draining at the "
+      "end of the last file.");
   replay_cmd
       ->add_option("files", replay.input.files,
                    "Recording files, replayed in order as one stream (gaps and overlaps between "
