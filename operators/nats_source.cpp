@@ -521,11 +521,8 @@ class NatsSource final : public Operator {
         js_->EnsureConsumer(c);
         ensured_.insert(p);
       }
-      PartitionEvent assigned;
-      assigned.partition = p;
-      if (const auto record = membership_->ClaimHandover(p)) {
-        assigned.emitted_until_ns = *record;
-      } else if (!g.previous.empty()) {
+      auto record = membership_->ClaimHandover(p);
+      if (!record && !g.previous.empty()) {
         // A previous owner that holds the partition records it once it has given it up (however
         // long its graph takes), and its heartbeat drops the partition only then; one that does
         // not hold it (it had not taken it yet), or left cleanly, has nothing to wait for but
@@ -550,6 +547,11 @@ class NatsSource final : public Operator {
             ++it;
             continue;
           }
+        }
+        // The record may be written and its watch behind the heartbeat that dropped the
+        // partition.
+        record = membership_->ClaimHandover(p, true);
+        if (!record && held) {
           recovered_.Inc();
           spdlog::warn(
               "node '{}': partition {} taken over without a hand-over record from {}: "
@@ -557,6 +559,9 @@ class NatsSource final : public Operator {
               id_, p, g.previous);
         }
       }
+      PartitionEvent assigned;
+      assigned.partition = p;
+      if (record) assigned.emitted_until_ns = *record;
       Assign(assigned);  // held back by started_ before waiting_ lets go
       it = gaining_.erase(it);
       --waiting_;

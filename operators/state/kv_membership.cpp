@@ -217,18 +217,23 @@ void KvMembership::WatchRecords() {
     }
     auto claimed = claimed_.find(s);
     if (claimed != claimed_.end() && claimed->second >= e.revision) return;  // used already
-    // "<window ns> <worker>", or "- <worker>" when the worker had emitted no window.
-    std::optional<int64_t> window;
-    if (!e.value.starts_with("- ")) {
-      window = std::strtoll(e.value.c_str(), &end, 10);
-      if (end == e.value.c_str()) return;
-    }
-    records_[s] = Recorded{window, e.revision};
+    if (auto record = ParseRecord(e.value, e.revision)) records_[s] = *record;
   });
 }
 
 std::string KvMembership::RecordKey(uint32_t partition) {
   return "partition." + std::to_string(partition);
+}
+
+std::optional<KvMembership::Recorded> KvMembership::ParseRecord(const std::string& value,
+                                                                uint64_t revision) {
+  Recorded record{std::nullopt, revision};
+  if (!value.starts_with("- ")) {
+    char* end = nullptr;
+    record.window_ns = std::strtoll(value.c_str(), &end, 10);
+    if (end == value.c_str()) return std::nullopt;
+  }
+  return record;
 }
 
 KvMembership::Standing KvMembership::StandingOf(const std::string& id) {
@@ -275,19 +280,37 @@ void KvMembership::RecordHandover(uint32_t partition, std::optional<int64_t> win
   stop_cv_.notify_all();
 }
 
-std::optional<std::optional<int64_t>> KvMembership::ClaimHandover(uint32_t partition) {
-  std::optional<int64_t> window;
+std::optional<std::optional<int64_t>> KvMembership::ClaimHandover(uint32_t partition,
+                                                                  bool ask_server) {
+  std::optional<Recorded> record;
   {
     std::lock_guard lock(mu_);
     const auto it = records_.find(partition);
-    if (it == records_.end()) return std::nullopt;
-    window = it->second.window_ns;
-    claimed_[partition] = it->second.revision;
-    records_.erase(it);
-    to_write_.push_back({RecordKey(partition), std::nullopt});
+    if (it != records_.end()) record = it->second;
   }
-  stop_cv_.notify_all();
+  if (!record && ask_server && handover_kv_) {
+    const auto entry = handover_kv_->Get(RecordKey(partition));  // a deleted one is not found
+    if (entry) record = ParseRecord(entry->value, entry->revision);
+  }
+  if (!record) return std::nullopt;
+  std::optional<std::optional<int64_t>> window;
+  {
+    std::lock_guard lock(mu_);
+    window = Claim(partition, *record);
+  }
+  stop_cv_.notify_all();  // the delete
   return window;
+}
+
+std::optional<std::optional<int64_t>> KvMembership::Claim(uint32_t partition,
+                                                          const Recorded& record) {
+  const auto it = records_.find(partition);
+  if (it != records_.end() && it->second.revision <= record.revision) records_.erase(it);
+  uint64_t& claimed = claimed_[partition];
+  if (claimed >= record.revision) return std::nullopt;  // used already
+  claimed = record.revision;
+  to_write_.push_back({RecordKey(partition), std::nullopt});
+  return record.window_ns;
 }
 
 std::pair<std::vector<std::string>, uint64_t> KvMembership::Members() {

@@ -61,7 +61,11 @@ class KvMembership {
   void RecordHandover(uint32_t partition, std::optional<int64_t> window_ns);
   /// Claims the hand-over record of `partition`, if one is there: returns it (its window, empty
   /// when the previous owner had emitted none) and deletes it, so that it is used once.
-  std::optional<std::optional<int64_t>> ClaimHandover(uint32_t partition);
+  /// `ask_server`: when the watch has not brought a record, reads the bucket too (throws
+  /// nats::Error). Records and heartbeats come through two watches, so a heartbeat that no longer
+  /// holds the partition can arrive before the record its worker wrote first: whoever is about
+  /// to go on without a record asks the server.
+  std::optional<std::optional<int64_t>> ClaimHandover(uint32_t partition, bool ask_server = false);
 
   const std::string& id() const { return id_; }
   /// The alive workers, sorted, and a generation that changes whenever they do.
@@ -87,6 +91,15 @@ class KvMembership {
   void WatchRecords();
   void Write(std::vector<Record>& records);  // mu_ not held; leaves what failed in `records`
   static std::string RecordKey(uint32_t partition);
+  struct Recorded {
+    std::optional<int64_t> window_ns;
+    uint64_t revision;
+  };
+  /// A record's value: "<window ns> <worker>", or "- <worker>" when the worker had emitted no
+  /// window; empty when it is neither.
+  static std::optional<Recorded> ParseRecord(const std::string& value, uint64_t revision);
+  /// mu_ held: claims `record` of `partition` unless it was claimed already.
+  std::optional<std::optional<int64_t>> Claim(uint32_t partition, const Recorded& record);
 
   const MembershipOptions options_;
   const std::string id_;
@@ -114,11 +127,7 @@ class KvMembership {
   bool members_read_ = false;
   bool records_read_ = false;
   std::map<std::string, Member> members_;
-  std::set<std::string> left_;  // workers seen deleting their key
-  struct Recorded {
-    std::optional<int64_t> window_ns;
-    uint64_t revision;
-  };
+  std::set<std::string> left_;            // workers seen deleting their key
   std::map<uint32_t, Recorded> records_;  // unclaimed hand-over records, by partition
   std::map<uint32_t, uint64_t> claimed_;  // by partition: the revision of the record claimed last
   std::vector<Record> to_write_;

@@ -44,7 +44,7 @@ class PartitionedSourceTest : public NatsServerTest {
     auto h = std::make_unique<OperatorHarness>(
         "nats_source", R"({"url": ")" + server_.url() +
                            R"(", "delivery": "jetstream", "partitions": 4, "max_future_ms": 60000,
-                              "heartbeat_ms": 200, "member_timeout_ms": 1500,
+                              "heartbeat_ms": 200, "member_timeout_ms": 4000,
                               "fetch_expiry_ms": 100})");
     h->clock.Set(kNow);
     return h;
