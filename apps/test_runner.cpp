@@ -10,11 +10,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -29,6 +27,7 @@
 #include "runtime.hpp"
 #include "schema_check.hpp"
 #include "timescale_sink.hpp"
+#include "utc_time.hpp"
 #include "wire.hpp"
 
 namespace fleetflow {
@@ -149,56 +148,10 @@ std::string Slurp(const std::string& path, bool& ok) {
   return ss.str();
 }
 
-/// RFC 3339 (as the schema's pattern admits it) to ns since the epoch.
-std::optional<int64_t> ParseRfc3339(const std::string& s) {
-  std::tm tm{};
-  int used = 0;
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2d%*c%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &used) != 6) {
-    return std::nullopt;
-  }
-  if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
-      tm.tm_min > 59 || tm.tm_sec > 60) {
-    return std::nullopt;
-  }
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  int64_t ns = static_cast<int64_t>(timegm(&tm)) * 1'000'000'000;
-  size_t i = static_cast<size_t>(used);
-  if (i < s.size() && s[i] == '.') {
-    int64_t scale = 100'000'000;
-    for (++i; i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])); ++i) {
-      ns += (s[i] - '0') * scale;
-      scale /= 10;
-    }
-  }
-  if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
-    int hh = 0, mm = 0;
-    if (std::sscanf(s.c_str() + i + 1, "%2d:%2d", &hh, &mm) != 2 || hh > 23 || mm > 59) {
-      return std::nullopt;
-    }
-    const int64_t offset = (hh * 3600 + mm * 60) * int64_t{1'000'000'000};
-    ns += s[i] == '+' ? -offset : offset;
-  }
-  return ns;
-}
-
 std::optional<int64_t> ParseTime(const rapidjson::Value& v) {
   if (v.IsInt64()) return v.GetInt64() * kMs;
   if (v.IsString()) return ParseRfc3339(v.GetString());
   return std::nullopt;
-}
-
-std::string FormatTime(int64_t ns) {
-  const std::time_t s = static_cast<std::time_t>(ns / 1'000'000'000 - (ns % 1'000'000'000 < 0));
-  std::tm tm{};
-  gmtime_r(&s, &tm);
-  char buf[64];
-  const int64_t frac = ((ns % 1'000'000'000) + 1'000'000'000) % 1'000'000'000;
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03lldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<long long>(frac / kMs));
-  return buf;
 }
 
 std::string FormatValue(const std::optional<double>& v) {
@@ -391,7 +344,7 @@ void CheckExpectations(const std::vector<TestCase>& tests, const std::vector<Sin
     for (const auto& e : tc.expect) {
       const auto [it, inserted] = seen.emplace(RowKey{e.vehicle, e.time_ns}, e.pointer);
       if (!inserted) {
-        problems.Add(e.pointer, "row " + e.vehicle + " " + FormatTime(e.time_ns) +
+        problems.Add(e.pointer, "row " + e.vehicle + " " + FormatUtc(e.time_ns) +
                                     " is expected already at " + it->second);
       }
       for (const auto& [name, value] : e.values) {
@@ -520,7 +473,7 @@ std::vector<std::string> Compare(const TestCase& tc, const std::vector<SinkColum
     return s;
   };
   for (const Expected& e : tc.expect) {
-    const std::string where = e.vehicle + " " + FormatTime(e.time_ns);
+    const std::string where = e.vehicle + " " + FormatUtc(e.time_ns);
     const auto it = got.find({e.vehicle, e.time_ns});
     if (it == got.end()) {
       std::string s;
@@ -541,7 +494,7 @@ std::vector<std::string> Compare(const TestCase& tc, const std::vector<SinkColum
     got.erase(it);
   }
   for (const auto& [key, values] : got) {
-    out.push_back("unexpected row " + key.first + " " + FormatTime(key.second) + ": " +
+    out.push_back("unexpected row " + key.first + " " + FormatUtc(key.second) + ": " +
                   row_text(values));
   }
   return out;

@@ -5,27 +5,17 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <ctime>
 #include <mutex>
 #include <optional>
 #include <thread>
 
 #include "recording.hpp"
+#include "utc_time.hpp"
 #include "wire_input.hpp"
 
 namespace fleetflow {
 
 namespace {
-
-/// UTC, e.g. 2026-11-25T09:17:03.250Z.
-std::string FormatTime(int64_t ns) {
-  const time_t s = static_cast<time_t>(ns / 1'000'000'000);
-  std::tm tm{};
-  gmtime_r(&s, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  return fmt::format("{}.{:03d}Z", buf, static_cast<int>(ns / 1'000'000 % 1000));
-}
 
 class ReplaySource final : public Operator {
  public:
@@ -164,12 +154,12 @@ class ReplaySource final : public Operator {
   void CheckContinuity(size_t k, int64_t previous_last_ns, int64_t first_ns) const {
     if (first_ns < previous_last_ns) {
       spdlog::warn("node '{}': overlap: {} starts at {} before {} ended at {} ({:.3f} s earlier)",
-                   id_, files_[k], FormatTime(first_ns), files_[k - 1],
-                   FormatTime(previous_last_ns), (previous_last_ns - first_ns) / 1e9);
+                   id_, files_[k], FormatUtc(first_ns), files_[k - 1], FormatUtc(previous_last_ns),
+                   (previous_last_ns - first_ns) / 1e9);
     } else if (first_ns - previous_last_ns > max_file_gap_ns_) {
       spdlog::warn("node '{}': gap: {} starts at {}, {:.3f} s after {} ended at {}", id_, files_[k],
-                   FormatTime(first_ns), (first_ns - previous_last_ns) / 1e9, files_[k - 1],
-                   FormatTime(previous_last_ns));
+                   FormatUtc(first_ns), (first_ns - previous_last_ns) / 1e9, files_[k - 1],
+                   FormatUtc(previous_last_ns));
     }
   }
 

@@ -1,0 +1,19 @@
+#pragma once
+/// Times as people read and write them: RFC 3339 in UTC (2026-11-25T09:17:03.250Z).
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace fleetflow {
+
+/// `ns` since the Unix epoch in UTC with milliseconds, e.g. 2026-11-25T09:17:03.250Z.
+std::string FormatUtc(int64_t ns);
+
+/// An RFC 3339 time (`2026-11-25T09:17:03Z`, fractions of a second and an offset `+01:00`
+/// allowed, none meaning UTC; `T` may be a space) as ns since the Unix epoch; nullopt when it is
+/// none.
+std::optional<int64_t> ParseRfc3339(std::string_view text);
+
+}  // namespace fleetflow
