@@ -343,11 +343,14 @@ int main(int argc, char** argv) {
       "schema", "Print the JSON Schema of pipeline files (schemas/pipeline.schema.json).");
 
   RecordArgs record;
-  auto* record_cmd =
-      app.add_subcommand("record",
-                         "Capture live NATS messages to a recording file (docs/recording.md) until "
-                         "SIGINT, SIGTERM, SIGHUP or --duration; the file is complete either way.");
-  record_cmd->add_option("--subject", record.subject, "Subject pattern")->capture_default_str();
+  auto* record_cmd = app.add_subcommand(
+      "record",
+      "Capture live NATS messages to a recording file (docs/recording.md) until SIGINT, SIGTERM, "
+      "SIGHUP or --duration; or, with --stream, read a range of a JetStream stream into one. The "
+      "file is complete either way.");
+  record_cmd->add_option("--subject", record.subject,
+                         "Subject pattern (default: vehicle.*.*; with --stream, the stream's "
+                         "subject)");
   record_cmd->add_option("--out", record.out, "Recording file")->required();
   record_cmd->add_option("--url", record.url, "NATS server (default: NATS_URL)");
   record_cmd->add_option("--duration", record.duration_s, "Seconds to record (0: until stopped)")
@@ -357,6 +360,19 @@ int main(int argc, char** argv) {
                          "this many bytes (0: no limit)");
   record_cmd->add_flag("--rotate", record.rotate,
                        "Rotate files at --max-bytes instead of stopping");
+  record_cmd->add_option(
+      "--stream", record.stream,
+      "Read this JetStream stream (e.g. TELEMETRY) from --from up to --to instead of live "
+      "messages, each with the time the stream stored it; no durable consumer, nothing "
+      "acknowledged");
+  record_cmd->add_option(
+      "--from", record.from,
+      "First message of the range: a stream sequence (1234), an RFC 3339 time "
+      "(2026-11-25T09:00:00Z) or a time ago (-90s, -15m, -2h, -1d); default: the "
+      "stream's first");
+  record_cmd->add_option("--to", record.to,
+                         "End of the range, not included, in the same forms; default: the stream's "
+                         "last message when reading starts");
 
   ReplayArgs replay;
   auto* replay_cmd = app.add_subcommand(

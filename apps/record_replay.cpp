@@ -6,6 +6,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -15,12 +17,14 @@
 
 #include "clock.hpp"
 #include "http_server.hpp"
+#include "jetstream.hpp"
 #include "metrics.hpp"
 #include "nats_client.hpp"
 #include "pipeline.hpp"
 #include "recording.hpp"
 #include "runtime.hpp"
 #include "stop_signals.hpp"
+#include "utc_time.hpp"
 #include "wire_input.hpp"
 
 namespace fleetflow {
@@ -30,6 +34,10 @@ namespace {
 constexpr int kExitFatal = 1;
 constexpr int kExitInvalid = 2;
 constexpr int kExitDamaged = 3;
+/// A stream read that brings nothing this long has failed.
+constexpr std::chrono::seconds kStreamIdle{30};
+/// A stream read writes its records out this often.
+constexpr uint64_t kFlushRecords = 1000;
 
 /// The replay_source config replacing a source node: the recordings, the speed, and the source's
 /// own input validation settings, so a replay rejects what the live source rejected.
@@ -82,94 +90,293 @@ std::string Duration(double s) {
   return buf;
 }
 
+/// The files of a recording: `out`, and once it holds `max_bytes`, with rotation `out`.1,
+/// `out`.2, ...; without rotation the recording is full then.
+class RecordingFiles {
+ public:
+  explicit RecordingFiles(const RecordArgs& args) : args_(args) {}
+
+  bool Open() {
+    if (writer_.Open(args_.out)) return true;
+    error_ = writer_.error();
+    return false;
+  }
+  /// False once the recording is full or a write failed (error()).
+  bool Append(const recording::Record& r) {
+    if (full_ || !writer_.is_open()) return false;
+    writer_.Append(r);
+    ++records_;
+    if (args_.max_bytes == 0 || writer_.bytes() < args_.max_bytes) return true;
+    Close();
+    if (!args_.rotate) {
+      full_ = true;
+      return error_.empty();
+    }
+    ++index_;
+    if (!writer_.Open(RotatedName(args_.out, index_))) {
+      if (error_.empty()) error_ = writer_.error();
+      full_ = true;
+    }
+    return error_.empty();
+  }
+  /// Makes what was appended readable; false when that failed (error()).
+  bool Flush() {
+    if (writer_.is_open() && !writer_.Flush() && error_.empty()) error_ = writer_.error();
+    return error_.empty();
+  }
+  void Close() {
+    if (!writer_.is_open()) return;
+    bytes_ += writer_.bytes();
+    if (!writer_.Close() && error_.empty()) error_ = writer_.error();
+  }
+  bool full() const { return full_; }
+  uint64_t records() const { return records_; }
+  const std::string& error() const { return error_; }
+  /// "N messages, B bytes in K files (FILE .. FILE.k)"; call it after Close().
+  std::string Summary() const {
+    return fmt::format("{} messages, {} bytes in {} file{} ({}{})", records_, bytes_, index_ + 1,
+                       index_ == 0 ? "" : "s", args_.out,
+                       index_ == 0 ? "" : " .. " + RotatedName(args_.out, index_));
+  }
+
+ private:
+  const RecordArgs& args_;
+  recording::Writer writer_;
+  int index_ = 0;
+  bool full_ = false;
+  uint64_t records_ = 0, bytes_ = 0;
+  std::string error_;
+};
+
+/// A progress report on stderr: a bar redrawn in place on a terminal, a line of its own
+/// starting with `name` otherwise.
+void PrintProgress(bool tty, const char* name, double frac, const std::string& text, bool final) {
+  frac = std::clamp(frac, 0.0, 1.0);
+  if (tty) {
+    constexpr int kWidth = 30;
+    const auto filled = static_cast<size_t>(frac * kWidth);
+    std::fprintf(stderr, "\r[%s%s] %5.1f%% %s  %s", std::string(filled, '#').c_str(),
+                 std::string(kWidth - filled, '.').c_str(), frac * 100, text.c_str(),
+                 final ? "\n" : "");
+  } else {
+    std::fprintf(stderr, "%s: %.1f%% %s\n", name, frac * 100, text.c_str());
+  }
+  std::fflush(stderr);
+}
+
+int RecordLive(const RecordArgs& args, const nats::ConnectOptions& options, RecordingFiles& files,
+               const StopSignals& stop) {
+  const std::string subject = args.subject.empty() ? "vehicle.*.*" : args.subject;
+  std::mutex mu;  // guards files
+  auto conn = nats::Connection::Connect(options);
+  auto sub = conn->Subscribe(subject, "", [&](nats::Message&& m) {
+    const int64_t now = WallClock().NowNs();
+    recording::Record r;
+    r.recv_ns = now;
+    r.subject = m.subject();
+    const auto* p = static_cast<const uint8_t*>(m.data());
+    r.payload.assign(p, p + m.size());
+    std::lock_guard lock(mu);
+    files.Append(r);
+  });
+  conn->Flush(5000);
+  spdlog::info("recording {} from {} to {}", subject, nats::RedactUrl(options.url), args.out);
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    const int sig = stop.Wait(std::chrono::milliseconds(100));
+    {
+      std::lock_guard lock(mu);
+      if (!files.Flush() || files.full() || sig != 0) break;
+    }
+    if (args.duration_s > 0 && std::chrono::steady_clock::now() - start >=
+                                   std::chrono::duration<double>(args.duration_s)) {
+      break;
+    }
+  }
+  try {
+    sub->Drain(2000);
+  } catch (const std::exception& e) {
+    spdlog::warn("drain: {}", e.what());
+  }
+  sub.reset();
+  return 0;
+}
+
+int RecordStream(const RecordArgs& args, const nats::ConnectOptions& options, RecordingFiles& files,
+                 const StopSignals& stop) {
+  const int64_t now_ns = WallClock().NowNs();
+  std::string error;
+  const auto from = ParseRangeBound(args.from, now_ns, error);
+  const auto to = ParseRangeBound(args.to, now_ns, error);
+  if (!from || !to) {
+    std::cerr << "record: " << error << '\n';
+    return kExitInvalid;
+  }
+  auto conn = nats::Connection::Connect(options);
+  nats::JetStream js(*conn);
+  const auto stream = js.FindStream(args.stream);
+  if (!stream) {
+    std::cerr << "record: no stream '" << args.stream << "' on " << nats::RedactUrl(options.url)
+              << '\n';
+    return kExitFatal;
+  }
+  std::string subject = args.subject;
+  if (subject.empty()) {
+    if (stream->subjects.size() != 1) {
+      std::cerr << fmt::format(
+          "record: stream '{}' captures {}: name the one to read with --subject\n", args.stream,
+          fmt::join(stream->subjects, ", "));
+      return kExitInvalid;
+    }
+    subject = stream->subjects.front();
+  }
+  auto reader = js.ReadStream(args.stream, subject, *from);
+  const uint64_t total = reader->total();
+  spdlog::info("recording stream '{}' ({}) from {} on {}{} to {}: {} messages stored from there",
+               args.stream, subject, nats::RedactUrl(options.url),
+               args.from.empty() ? "its first message" : args.from,
+               args.to.empty() ? "" : " up to " + args.to, args.out, total);
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const auto start = std::chrono::steady_clock::now();
+  auto last_message = start, last_print = start, last_check = start;
+  uint64_t sequence = 0;
+  int64_t stored_ns = 0;
+  auto progress = [&](bool final) {
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double frac = total > 0 ? static_cast<double>(files.records()) / total : 1.0;
+    PrintProgress(
+        tty, "record", frac,
+        fmt::format("{} of {} messages, at sequence {} stored {}, {:.0f} messages/s",
+                    files.records(), total, sequence, stored_ns != 0 ? FormatUtc(stored_ns) : "-",
+                    elapsed > 0 ? files.records() / elapsed : 0),
+        final);
+  };
+  std::string end = "the end of the stream";
+  recording::Record r;
+  while (files.records() < total) {
+    const auto message = reader->Next(100);
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_check >= std::chrono::milliseconds(100)) {
+      last_check = now;
+      if (const int sig = stop.Wait(std::chrono::nanoseconds(0)); sig != 0) {
+        end.clear();
+        spdlog::warn("{}: stopped after {} of {} messages", StopSignals::Name(sig), files.records(),
+                     total);
+        break;
+      }
+      if (now - last_print >= std::chrono::milliseconds(tty ? 200 : 5000)) {
+        progress(false);
+        last_print = now;
+      }
+    }
+    if (!message) {
+      if (now - last_message >= kStreamIdle) {
+        std::cerr << fmt::format(
+            "record: nothing came from stream '{}' for {} s after {} of {} messages\n", args.stream,
+            kStreamIdle.count(), files.records(), total);
+        return kExitFatal;
+      }
+      continue;
+    }
+    last_message = now;
+    if (to->sequence > 0 ? message->stream_sequence() >= to->sequence
+                         : to->time_ns != 0 && message->stored_ns() >= to->time_ns) {
+      end = "--to " + args.to;
+      break;
+    }
+    sequence = message->stream_sequence();
+    stored_ns = message->stored_ns();
+    r.recv_ns = stored_ns;
+    r.subject = message->subject();
+    const auto* p = static_cast<const uint8_t*>(message->data());
+    r.payload.assign(p, p + message->size());
+    if (!files.Append(r) || (files.records() % kFlushRecords == 0 && !files.Flush())) {
+      end = files.error().empty() ? "--max-bytes" : "";
+      break;
+    }
+    // Messages removed meanwhile (the stream's limits) are never sent: at the stream's end.
+    if (message->pending() == 0) break;
+  }
+  if (!files.Flush()) return kExitFatal;  // Record reports the error
+  progress(true);
+  if (end.empty()) return kExitFatal;
+  std::fprintf(stderr, "record: read stream '%s' up to %s (sequence %llu, stored %s)\n",
+               args.stream.c_str(), end.c_str(), static_cast<unsigned long long>(sequence),
+               stored_ns != 0 ? FormatUtc(stored_ns).c_str() : "-");
+  return 0;
+}
+
 }  // namespace
+
+std::optional<nats::StreamStart> ParseRangeBound(const std::string& text, int64_t now_ns,
+                                                 std::string& error) {
+  nats::StreamStart bound;
+  if (text.empty()) return bound;
+  const char* first = text.data();
+  const char* last = text.data() + text.size();
+  if (std::all_of(first, last, [](char c) { return c >= '0' && c <= '9'; })) {
+    const auto [end, ec] = std::from_chars(first, last, bound.sequence);
+    if (ec == std::errc() && end == last && bound.sequence > 0) return bound;
+    error = "'" + text + "' is no stream sequence: sequences start at 1";
+    return std::nullopt;
+  }
+  if (text.size() > 2 && text[0] == '-') {
+    double amount = 0;
+    const auto [end, ec] = std::from_chars(first + 1, last - 1, amount);
+    const char unit = text.back();
+    const double scale = unit == 's'   ? 1e9
+                         : unit == 'm' ? 60e9
+                         : unit == 'h' ? 3600e9
+                         : unit == 'd' ? 86400e9
+                                       : 0;
+    if (ec == std::errc() && end == last - 1 && scale > 0 && amount >= 0) {
+      bound.time_ns = now_ns - static_cast<int64_t>(amount * scale);
+      return bound;
+    }
+  } else if (const auto ns = ParseRfc3339(text)) {
+    bound.time_ns = *ns;
+    return bound;
+  }
+  error = "'" + text +
+          "' is neither a stream sequence (1234), an RFC 3339 time (2026-11-25T09:00:00Z) nor a "
+          "time ago (-90s, -15m, -2h, -1d)";
+  return std::nullopt;
+}
 
 int Record(const RecordArgs& args) {
   const StopSignals stop;
+  if (args.stream.empty() && (!args.from.empty() || !args.to.empty())) {
+    std::cerr << "record: --from and --to read a range of a stream: name it with --stream\n";
+    return kExitInvalid;
+  }
+  if (!args.stream.empty() && args.duration_s > 0) {
+    std::cerr << "record: --duration is for live capture; a stream's range ends with --to\n";
+    return kExitInvalid;
+  }
   nats::ConnectOptions options = nats::ConnectOptions::FromEnv();
   if (!args.url.empty()) options.url = args.url;
   options.name = "fleetflow-record";
-
-  std::mutex mu;  // guards writer, file_index, full, error
-  recording::Writer writer;
-  int file_index = 0;
-  bool full = false;
-  std::string error;
-  uint64_t records = 0, bytes_done = 0;
-  if (!writer.Open(args.out)) {
-    std::cerr << writer.error() << '\n';
+  RecordingFiles files(args);
+  if (!files.Open()) {
+    std::cerr << "record: " << files.error() << '\n';
     return kExitFatal;
   }
+  int status = 0;
   try {
-    auto conn = nats::Connection::Connect(options);
-    auto sub = conn->Subscribe(args.subject, "", [&](nats::Message&& m) {
-      const int64_t now = WallClock().NowNs();
-      std::lock_guard lock(mu);
-      if (full || !writer.is_open()) return;
-      recording::Record r;
-      r.recv_ns = now;
-      r.subject = m.subject();
-      const auto* p = static_cast<const uint8_t*>(m.data());
-      r.payload.assign(p, p + m.size());
-      writer.Append(r);
-      ++records;
-      if (args.max_bytes > 0 && writer.bytes() >= args.max_bytes) {
-        bytes_done += writer.bytes();
-        if (!writer.Close()) error = writer.error();
-        if (!args.rotate) {
-          full = true;
-          return;
-        }
-        ++file_index;
-        if (!writer.Open(RotatedName(args.out, file_index))) {
-          error = writer.error();
-          full = true;
-        }
-      }
-    });
-    conn->Flush(5000);
-    spdlog::info("recording {} from {} to {}", args.subject, options.url, args.out);
-    const auto start = std::chrono::steady_clock::now();
-    int sig = 0;
-    for (;;) {
-      sig = stop.Wait(std::chrono::milliseconds(100));
-      {
-        std::lock_guard lock(mu);
-        if (writer.is_open() && !writer.Flush() && error.empty()) error = writer.error();
-        if (!error.empty() || full || sig != 0) break;
-      }
-      if (args.duration_s > 0 && std::chrono::steady_clock::now() - start >=
-                                     std::chrono::duration<double>(args.duration_s)) {
-        break;
-      }
-    }
-    try {
-      sub->Drain(2000);
-    } catch (const std::exception& e) {
-      spdlog::warn("drain: {}", e.what());
-    }
-    sub.reset();
+    status = args.stream.empty() ? RecordLive(args, options, files, stop)
+                                 : RecordStream(args, options, files, stop);
   } catch (const std::exception& e) {
-    std::lock_guard lock(mu);
-    writer.Close();
     std::cerr << "record: " << e.what() << '\n';
+    status = kExitFatal;
+  }
+  files.Close();
+  if (!files.error().empty()) {
+    std::cerr << "record: " << files.error() << '\n';
     return kExitFatal;
   }
-  std::lock_guard lock(mu);
-  if (writer.is_open()) {
-    bytes_done += writer.bytes();
-    if (!writer.Close() && error.empty()) error = writer.error();
-  }
-  if (!error.empty()) {
-    std::cerr << "record: " << error << '\n';
-    return kExitFatal;
-  }
-  std::fprintf(stderr, "recorded %llu messages, %llu bytes in %d file%s (%s%s)\n",
-               static_cast<unsigned long long>(records),
-               static_cast<unsigned long long>(bytes_done), file_index + 1,
-               file_index == 0 ? "" : "s", args.out.c_str(),
-               file_index == 0 ? "" : (" .. " + RotatedName(args.out, file_index)).c_str());
-  return 0;
+  std::fprintf(stderr, "recorded %s\n", files.Summary().c_str());
+  return status;
 }
 
 int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const ReplayInput& input,
@@ -283,23 +490,10 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
       const uint64_t samples = metrics.CounterSum("samples_in");
       const double rate = elapsed > 0 ? static_cast<double>(samples) / elapsed : 0;
       const double eta = frac > 0 ? elapsed * (1 - frac) / frac : -1;
-      if (tty) {
-        constexpr int kWidth = 30;
-        const int filled = static_cast<int>(frac * kWidth);
-        std::fprintf(stderr,
-                     "\r[%s%s] %5.1f%% %llu records, %llu samples, %.0f samples/s, ETA %s  %s",
-                     std::string(static_cast<size_t>(filled), '#').c_str(),
-                     std::string(static_cast<size_t>(kWidth - filled), '.').c_str(), frac * 100,
-                     static_cast<unsigned long long>(metrics.CounterSum("replay_records")),
-                     static_cast<unsigned long long>(samples), rate, Duration(eta).c_str(),
-                     final ? "\n" : "");
-      } else {
-        std::fprintf(stderr, "replay: %.1f%% %llu records, %llu samples, %.0f samples/s, ETA %s\n",
-                     frac * 100,
-                     static_cast<unsigned long long>(metrics.CounterSum("replay_records")),
-                     static_cast<unsigned long long>(samples), rate, Duration(eta).c_str());
-      }
-      std::fflush(stderr);
+      PrintProgress(tty, "replay", frac,
+                    fmt::format("{} records, {} samples, {:.0f} samples/s, ETA {}",
+                                metrics.CounterSum("replay_records"), samples, rate, Duration(eta)),
+                    final);
     };
     for (;;) {
       const int sig = stop.Wait(std::chrono::milliseconds(50));

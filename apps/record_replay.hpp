@@ -2,25 +2,40 @@
 // `fleetflow record` and `fleetflow replay` (docs/cli.md, docs/recording.md).
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "jetstream.hpp"
 #include "pipeline.hpp"
 #include "registry.hpp"
 
 namespace fleetflow {
 
 struct RecordArgs {
-  std::string subject = "vehicle.*.*";
+  std::string subject;  // empty: vehicle.*.* live; the stream's subject with `stream`
   std::string out;
   std::string url;         // empty: NATS_URL or the default
-  double duration_s = 0;   // 0: until SIGINT/SIGTERM
+  double duration_s = 0;   // live: 0 until SIGINT/SIGTERM
   uint64_t max_bytes = 0;  // 0: no limit
   bool rotate = false;
+  /// A JetStream stream to read a range of instead of live messages: from `from` (empty: its
+  /// first message) up to `to` (exclusive; empty: its last message when the reading started),
+  /// each a bound as ParseRangeBound reads it.
+  std::string stream;
+  std::string from;
+  std::string to;
 };
 
-/// Captures live core-NATS messages to a recording; returns the exit status.
+/// Captures live core-NATS messages, or a range of a JetStream stream (each message with the
+/// time the stream stored it as its receive time), to a recording; returns the exit status.
 int Record(const RecordArgs& args);
+
+/// A bound of a stream's range: a stream sequence (`1234`), an RFC 3339 time, or a time before
+/// `now_ns` (`-90s`, `-15m`, `-2h`, `-1d`); an empty text is no bound (both fields 0). nullopt
+/// and `error` for anything else.
+std::optional<nats::StreamStart> ParseRangeBound(const std::string& text, int64_t now_ns,
+                                                 std::string& error);
 
 /// What the replay sources read: `files` in order as one stream, at `speed` (0: as fast as
 /// possible); a silence longer than `max_file_gap_ms` between two files is reported.

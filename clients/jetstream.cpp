@@ -71,6 +71,7 @@ uint64_t JsMessage::ReplyNumber(size_t v1, size_t v2, uint64_t otherwise) const 
 uint64_t JsMessage::delivered() const { return ReplyNumber(4, 6, 1); }
 uint64_t JsMessage::pending() const { return ReplyNumber(8, 10, 0); }
 int64_t JsMessage::stored_ns() const { return static_cast<int64_t>(ReplyNumber(7, 9, 0)); }
+uint64_t JsMessage::stream_sequence() const { return ReplyNumber(5, 7, 0); }
 
 // A failed answer is not an error of ours: the server redelivers after ack_wait.
 void JsMessage::Answer(std::string_view body) {
@@ -434,6 +435,29 @@ void PullConsumer::Release() {
   }
 }
 
+// --- StreamReader ---
+
+StreamReader::StreamReader(Connection& connection, natsSubscription* sub)
+    : conn_(connection),
+      sub_(sub),
+      owner_(std::make_unique<SyncSubscription>(sub, connection.raw())) {
+  jsConsumerInfo* ci = nullptr;
+  Check(natsSubscription_GetConsumerInfo(&ci, sub_, nullptr, nullptr), "ordered consumer info");
+  // Nothing is acknowledged: what the server sent already and what it has still to send.
+  total_ = ci->Delivered.Consumer + ci->NumPending;
+  jsConsumerInfo_Destroy(ci);
+}
+
+StreamReader::~StreamReader() = default;
+
+std::unique_ptr<JsMessage> StreamReader::Next(int timeout_ms) {
+  natsMsg* msg = nullptr;
+  const natsStatus s = natsSubscription_NextMsg(&msg, sub_, timeout_ms);
+  if (s == NATS_TIMEOUT) return nullptr;
+  Check(s, "read stream");
+  return std::make_unique<JsMessage>(conn_, Message(msg));
+}
+
 // --- KvWatcher ---
 
 KvWatcher::~KvWatcher() {
@@ -761,6 +785,7 @@ std::optional<StreamSummary> JetStream::FindStream(const std::string& name) {
     out.subjects.emplace_back(info->Config->Subjects[i]);
   }
   out.messages = info->State.Msgs;
+  out.consumers = static_cast<uint64_t>(info->State.Consumers);
   jsStreamInfo_Destroy(info);
   return out;
 }
@@ -773,6 +798,30 @@ bool JetStream::HasConsumer(const std::string& stream, const std::string& durabl
   Check(s, "consumer info " + durable);
   jsConsumerInfo_Destroy(ci);
   return true;
+}
+
+std::unique_ptr<StreamReader> JetStream::ReadStream(const std::string& stream,
+                                                    const std::string& subject,
+                                                    const StreamStart& start) {
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = stream.c_str();
+  so.Ordered = true;
+  if (start.sequence > 0) {
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = start.sequence;
+  } else if (start.time_ns != 0) {
+    so.Config.DeliverPolicy = js_DeliverByStartTime;
+    so.Config.OptStartTime = start.time_ns;
+  }
+  natsSubscription* sub = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s = js_SubscribeSync(&sub, js_, subject.c_str(), nullptr, &so, &err);
+  if (s != NATS_OK) {
+    Throw(s, "read stream " + stream + " (" + subject + ")" +
+                 (err != 0 ? " (JetStream error " + std::to_string(err) + ")" : ""));
+  }
+  return std::unique_ptr<StreamReader>(new StreamReader(conn_, sub));
 }
 
 std::pair<uint64_t, uint64_t> JetStream::ConsumerPending(const std::string& stream,

@@ -81,6 +81,8 @@ class JsMessage {
   /// When the stream stored it (ns since the Unix epoch), from its reply subject (0 when the
   /// subject does not say): the time it was published, however late it is read.
   int64_t stored_ns() const;
+  /// Its sequence in the stream, from its reply subject (0 when the subject does not say).
+  uint64_t stream_sequence() const;
 
   void Ack();
   /// For an acknowledgement after this message is freed (once its data was decoded).
@@ -249,6 +251,40 @@ class PullConsumer {
   bool released_ = false;
 };
 
+/// Where a StreamReader starts: at a stream sequence, or at the first message stored at or after
+/// a time; neither: at the stream's first message.
+struct StreamStart {
+  uint64_t sequence = 0;
+  int64_t time_ns = 0;  // ns since the Unix epoch
+};
+
+/// Reads a stream in order from a start on, through an ordered consumer: ephemeral, in the
+/// server's memory, acknowledging nothing, deleted when the reader goes (and by the server once
+/// it is idle, should the reader die); should a message go missing on the way, nats.c recreates
+/// it from the next sequence. The stream and its durable consumers are left as they are.
+class StreamReader {
+ public:
+  ~StreamReader();
+  StreamReader(const StreamReader&) = delete;
+  StreamReader& operator=(const StreamReader&) = delete;
+
+  /// The messages matching the filter from the start on, as the server counted them once the
+  /// reader was created (later ones are not counted).
+  uint64_t total() const { return total_; }
+  /// The next message (its stream_sequence, stored_ns and pending say where it stands), waiting
+  /// at most timeout_ms; nullptr when none came. Throws Error when the subscription failed.
+  std::unique_ptr<JsMessage> Next(int timeout_ms);
+
+ private:
+  friend class JetStream;
+  StreamReader(Connection& connection, __natsSubscription* sub);
+
+  Connection& conn_;
+  __natsSubscription* sub_;
+  std::unique_ptr<SyncSubscription> owner_;  // unsubscribes (deleting the consumer), frees sub_
+  uint64_t total_ = 0;
+};
+
 struct KvEntry {
   std::string key;
   std::string value;
@@ -351,6 +387,7 @@ struct BucketOptions {
 struct StreamSummary {
   std::vector<std::string> subjects;
   uint64_t messages = 0;
+  uint64_t consumers = 0;
 };
 
 class JetStream {
@@ -379,6 +416,11 @@ class JetStream {
   std::optional<StreamSummary> FindStream(const std::string& name);
   /// Read-only: whether the durable consumer exists. Throws Error as FindStream.
   bool HasConsumer(const std::string& stream, const std::string& durable);
+  /// Reads `stream` from `start` on, only the subjects matching `subject` (one of the stream's
+  /// subjects or a subset of them). Throws Error when the stream is missing or refuses the
+  /// consumer.
+  std::unique_ptr<StreamReader> ReadStream(const std::string& stream, const std::string& subject,
+                                           const StreamStart& start);
   /// Messages not yet delivered plus delivered but unacknowledged, of a durable consumer.
   std::pair<uint64_t, uint64_t> ConsumerPending(const std::string& stream,
                                                 const std::string& durable);

@@ -13,6 +13,7 @@
 #include "fleet_check.hpp"
 #include "jetstream.hpp"
 #include "nats_client.hpp"
+#include "recording.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -186,7 +187,8 @@ BucketState Stream(nats::Connection& conn, const std::string& stream) {
 // partitioned subjects, a malformed message among them; the replay of that recording (NATS_URL
 // pointing at the same server) into another PostgreSQL gives the independently computed rows, and
 // leaves the worker's state bucket, hand-over records, dead letters and membership as they were,
-// the worker owning every partition.
+// the worker owning every partition. `record --stream` of the stream afterwards holds the same
+// messages, and its replay gives the same rows.
 TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembershipAlone) {
   const std::string pipeline = WritePipelineVariant(
       kPipeline, "telemetry", R"({"dead_letter": true})", dir_.File("jetstream-dead-letters.json"));
@@ -222,6 +224,23 @@ TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembership
       << Rows(pg_) << " of " << expected.size() << "\n"
       << worker.process().ReadLog();
   ASSERT_EQ(recorder.Stop(SIGINT, 10s), 0) << recorder.ReadLog();
+  // The same messages read back from the stream afterwards (`record --stream`: the whole range).
+  const std::string from_stream = dir_.File("production-stream.ffrc");
+  const CommandResult ranged = RunCommand(
+      {fleetflow, "record", "--url", nats_.url(), "--stream", "TELEMETRY", "--out", from_stream},
+      60s);
+  ASSERT_EQ(ranged.exit_code, 0) << ranged.err;
+  const auto messages = [](const std::string& file) {
+    std::multiset<std::pair<std::string, std::vector<uint8_t>>> out;
+    recording::Reader reader;
+    EXPECT_TRUE(reader.Open(file)) << reader.error();
+    recording::Record r;
+    while (reader.Next(r) == recording::Reader::Status::kRecord) out.emplace(r.subject, r.payload);
+    return out;
+  };
+  const auto captured = messages(recording);
+  ASSERT_GT(captured.size(), 0u);
+  EXPECT_EQ(messages(from_stream), captured) << "the stream holds what the live capture saw";
 
   // The worker's buckets once it is quiet: unchanged for 3 s (three state flushes).
   const auto snapshot = [&] {
@@ -268,11 +287,25 @@ TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembership
   EXPECT_EQ(Metric(worker, "fleetflow_partitions_owned"), 16);
   const CheckResult check = CheckRows(replay_pg, expected);
   EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems << replay.err;
+
+  // The range read from the stream replays to the same rows.
+  PostgresServer stream_pg;
+  stream_pg.Start();
+  env = stream_pg.env();
+  env["NATS_URL"] = nats_.url();
+  const CommandResult replay_range =
+      RunCommand({fleetflow, "replay", from_stream, "--pipeline", pipeline}, 120s, env);
+  ASSERT_EQ(replay_range.exit_code, 0) << replay_range.err;
+  const CheckResult range_check = CheckRows(stream_pg, expected);
+  EXPECT_TRUE(range_check.ok()) << range_check.Summary() << "\n"
+                                << range_check.first_problems << replay_range.err;
+  EXPECT_EQ(snapshot(), before) << "the replay wrote to the worker's buckets";
   EXPECT_EQ(worker.process().Stop(SIGTERM, 30s), 0) << worker.process().ReadLog();
   std::printf(
-      "jetstream e2e, replay of a production recording: %s, state bucket seq %llu "
-      "untouched\n",
-      check.Summary().c_str(), static_cast<unsigned long long>(before[0].last_seq));
+      "jetstream e2e, replay of a production recording: %s; of a range of the stream: %s; "
+      "state bucket seq %llu untouched\n",
+      check.Summary().c_str(), range_check.Summary().c_str(),
+      static_cast<unsigned long long>(before[0].last_seq));
 }
 
 TEST_F(JetStreamE2E, ScaleOutThenScaleInEveryRowOnceExactValuesAwayFromTheHandOvers) {

@@ -6,21 +6,28 @@
 // its golden rows, and `fleetflow test` of it must give the rows its replay wrote to PostgreSQL, as
 // must `fleetflow test` of the shipped pipeline tests' inputs. Several files (a rotated set, as
 // `record --max-bytes --rotate` writes it) replay as one, gaps and overlaps between them are
-// reported, and --speed paces the replay on the recorded span.
+// reported, and --speed paces the replay on the recorded span. `record --stream` reads ranges of
+// a JetStream stream, leaving its consumers as they were.
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <thread>
 
 #include "builtin.hpp"
 #include "fleet_check.hpp"
+#include "jetstream.hpp"
+#include "nats_client.hpp"
 #include "recording.hpp"
 #include "test_runner.hpp"
+#include "utc_time.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -418,6 +425,172 @@ TEST(ReplayE2E, RecordMaxBytesRotatesIntoCompleteFilesThatReplayAsOne) {
   std::printf("record --max-bytes %llu --rotate: %zu files, %zu messages; replayed as one: %s\n",
               static_cast<unsigned long long>(kMaxBytes), files.size(), all.size(),
               check.Summary().c_str());
+}
+
+/// A time with every digit of its nanoseconds, as --from takes it.
+std::string Rfc3339Ns(int64_t ns) {
+  const int64_t frac = ns % kSecond;
+  const std::string ms = FormatUtc(ns - frac);  // ...:SS.000Z
+  char digits[16];
+  std::snprintf(digits, sizeof digits, ".%09lld", static_cast<long long>(frac));
+  return ms.substr(0, ms.size() - 5) + digits + "Z";
+}
+
+// `fleetflow record --stream`: ranges by sequence, by time and by time ago, a subject filter, an
+// empty range and bad bounds, on a stream that a production consumer reads; the records hold
+// the stream's messages in order with the times the stream stored them, and the consumer's
+// position and the stream's consumers are as they were.
+TEST(RecordStreamE2E, RangesOfTheStreamAreRecordedWithStoredTimesLeavingItsConsumersAlone) {
+  FF_REQUIRE_NATS_SERVER();
+  NatsServer server;
+  server.Start();
+  TempDir dir("fleetflow-record-stream-e2e");
+  nats::ConnectOptions o;
+  o.url = server.url();
+  auto conn = nats::Connection::Connect(o);
+  nats::JetStream js(*conn);
+  nats::StreamOptions stream;  // TELEMETRY on vehicle.*.*
+  js.EnsureStream(stream);
+  nats::ConsumerOptions production;  // durable "fleetflow"
+  js.EnsureConsumer(production);
+
+  constexpr int kMessages = 200;
+  const auto subject_of = [](int i) { return "vehicle.v" + std::to_string(i % 4) + ".speed"; };
+  const auto payload_of = [](int i) { return "m" + std::to_string(i); };
+  const int64_t begin_ns = NowNs();
+  int64_t middle_ns = 0;
+  for (int i = 1; i <= kMessages; ++i) {
+    const std::string payload = payload_of(i);
+    ASSERT_EQ(js.Publish(subject_of(i), payload.data(), payload.size(), {}, 5000),
+              static_cast<uint64_t>(i));
+    if (i == kMessages / 2) middle_ns = NowNs();  // after the first half was stored
+  }
+  const int64_t end_ns = NowNs();
+  // The production consumer has taken and acknowledged the first 50.
+  {
+    nats::PullConsumer pull(*conn, stream.name, production.durable);
+    int taken = 0;
+    while (taken < 50) {
+      auto batch = pull.Fetch(50 - taken, 5000);
+      ASSERT_FALSE(batch.empty());
+      for (auto& m : batch) m->Ack();
+      taken += static_cast<int>(batch.size());
+    }
+    pull.Release();
+  }
+  conn->Flush(5000);
+  const auto pending = js.ConsumerPending(stream.name, production.durable);
+  ASSERT_EQ(pending, std::make_pair(uint64_t{150}, uint64_t{0}));
+
+  int run = 0;
+  const auto record = [&](std::vector<std::string> args) {
+    const std::string out = dir.File("range" + std::to_string(++run) + ".ffrc");
+    std::vector<std::string> argv = {kFleetflow, "record", "--url", server.url(), "--out", out};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return std::make_pair(RunCommand(argv, 60s), out);
+  };
+  // The messages `first`..`last` (every `step`-th from `first`), in order, with stored times.
+  const auto expect_messages = [&](const std::string& file, std::vector<int> numbers) {
+    const auto records = ReadRecords(file);
+    ASSERT_EQ(records.size(), numbers.size()) << file;
+    for (size_t k = 0; k < records.size(); ++k) {
+      const int i = numbers[k];
+      EXPECT_EQ(records[k].subject, subject_of(i)) << file << " #" << k;
+      EXPECT_EQ(std::string(records[k].payload.begin(), records[k].payload.end()), payload_of(i))
+          << file << " #" << k;
+      EXPECT_GE(records[k].recv_ns, i > kMessages / 2 ? middle_ns : begin_ns) << i;
+      EXPECT_LE(records[k].recv_ns, i <= kMessages / 2 ? middle_ns : end_ns) << i;
+      if (k > 0) EXPECT_GE(records[k].recv_ns, records[k - 1].recv_ns) << i;
+    }
+  };
+  const auto range = [](int first, int last, int step = 1) {
+    std::vector<int> out;
+    for (int i = first; i <= last; i += step) out.push_back(i);
+    return out;
+  };
+
+  {  // By sequence: from included, to not.
+    const auto [r, out] = record({"--stream", "TELEMETRY", "--from", "101", "--to", "151"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find("recorded 50 messages"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("up to --to 151"), std::string::npos) << r.err;
+    expect_messages(out, range(101, 150));
+  }
+  {  // By time, to the end of the stream.
+    const auto [r, out] = record({"--stream", "TELEMETRY", "--from", Rfc3339Ns(middle_ns)});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find("up to the end of the stream"), std::string::npos) << r.err;
+    expect_messages(out, range(kMessages / 2 + 1, kMessages));
+  }
+  {  // A time ago up to a time; only one vehicle's subjects.
+    const auto [r, out] = record({"--stream", "TELEMETRY", "--subject", "vehicle.v1.*", "--from",
+                                  "-1h", "--to", Rfc3339Ns(middle_ns)});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    expect_messages(out, range(1, kMessages / 2, 4));
+  }
+  {  // The whole stream by default.
+    const auto [r, out] = record({"--stream", "TELEMETRY"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    expect_messages(out, range(1, kMessages));
+  }
+  {  // Nothing from there on: an empty recording.
+    const auto [r, out] = record({"--stream", "TELEMETRY", "--from", "201"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find("recorded 0 messages"), std::string::npos) << r.err;
+    expect_messages(out, {});
+  }
+  {  // Bad input, told apart.
+    const auto [bad, unused1] = record({"--stream", "TELEMETRY", "--from", "yesterday"});
+    EXPECT_EQ(bad.exit_code, 2);
+    EXPECT_NE(bad.err.find("'yesterday' is neither a stream sequence"), std::string::npos)
+        << bad.err;
+    const auto [live, unused2] = record({"--from", "1"});
+    EXPECT_EQ(live.exit_code, 2);
+    EXPECT_NE(live.err.find("name it with --stream"), std::string::npos) << live.err;
+    const auto [duration, unused3] = record({"--stream", "TELEMETRY", "--duration", "5"});
+    EXPECT_EQ(duration.exit_code, 2);
+    EXPECT_NE(duration.err.find("--duration is for live capture"), std::string::npos)
+        << duration.err;
+    const auto [missing, unused4] = record({"--stream", "NOPE"});
+    EXPECT_EQ(missing.exit_code, 1);
+    EXPECT_NE(missing.err.find("no stream 'NOPE'"), std::string::npos) << missing.err;
+  }
+
+  // While the stream grows, the reading ends at its last message when it started.
+  std::atomic<bool> stop{false};
+  std::atomic<int> published{kMessages};
+  std::thread publisher([&] {
+    auto c = nats::Connection::Connect(o);
+    while (!stop) {
+      const int i = ++published;
+      c->Publish(subject_of(i), payload_of(i));
+      if (i % 100 == 0) c->Flush(5000);
+    }
+    c->Flush(5000);
+  });
+  ASSERT_TRUE(
+      WaitFor([&] { return js.FindStream(stream.name)->messages > kMessages + 1000; }, 30s));
+  const auto [growing, out] = record({"--stream", "TELEMETRY"});
+  stop = true;
+  publisher.join();
+  ASSERT_EQ(growing.exit_code, 0) << growing.err;
+  const auto records = ReadRecords(out);
+  ASSERT_GE(records.size(), size_t{kMessages + 1000});
+  for (size_t k = 0; k < records.size(); ++k) {
+    ASSERT_EQ(std::string(records[k].payload.begin(), records[k].payload.end()),
+              payload_of(static_cast<int>(k) + 1));
+  }
+
+  // The production consumer is where it was, and no other consumer is left on the stream.
+  EXPECT_EQ(js.ConsumerPending(stream.name, production.durable).second, 0u);
+  EXPECT_TRUE(WaitFor([&] { return js.FindStream(stream.name)->consumers == 1; }, 10s))
+      << js.FindStream(stream.name)->consumers << " consumers";
+  nats::PullConsumer pull(*conn, stream.name, production.durable);
+  const auto next = pull.Fetch(1, 5000);
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0]->stream_sequence(), 51u) << "the consumer's next message";
+  pull.Release();
+  std::printf("record --stream: %zu messages of a growing stream read in order\n", records.size());
 }
 
 }  // namespace
