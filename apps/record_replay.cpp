@@ -212,6 +212,11 @@ int RecordStream(const RecordArgs& args, const nats::ConnectOptions& options, Re
     std::cerr << "record: " << error << '\n';
     return kExitInvalid;
   }
+  if ((to->sequence > 0 && to->sequence <= from->sequence) ||
+      (to->time_ns != 0 && from->time_ns != 0 && to->time_ns <= from->time_ns)) {
+    std::cerr << "record: --to " << args.to << " is not after --from " << args.from << '\n';
+    return kExitInvalid;
+  }
   auto conn = nats::Connection::Connect(options);
   nats::JetStream js(*conn);
   const auto stream = js.FindStream(args.stream);

@@ -551,6 +551,11 @@ TEST(RecordStreamE2E, RangesOfTheStreamAreRecordedWithStoredTimesLeavingItsConsu
     EXPECT_EQ(duration.exit_code, 2);
     EXPECT_NE(duration.err.find("--duration is for live capture"), std::string::npos)
         << duration.err;
+    const auto [backwards, unused5] =
+        record({"--stream", "TELEMETRY", "--from", "-1m", "--to", "-2m"});
+    EXPECT_EQ(backwards.exit_code, 2);
+    EXPECT_NE(backwards.err.find("--to -2m is not after --from -1m"), std::string::npos)
+        << backwards.err;
     const auto [missing, unused4] = record({"--stream", "NOPE"});
     EXPECT_EQ(missing.exit_code, 1);
     EXPECT_NE(missing.err.find("no stream 'NOPE'"), std::string::npos) << missing.err;
