@@ -55,16 +55,14 @@ natsStatus RetryWhileNoResponders(Request request) {
 // <domain>.<account hash> before the stream and a random token at the end (12 tokens or more).
 uint64_t JsMessage::ReplyNumber(size_t v1, size_t v2, uint64_t otherwise) const {
   const std::string_view reply = msg_.reply();
-  std::vector<std::string_view> tokens;
-  for (size_t start = 0; start <= reply.size();) {
-    const size_t dot = std::min(reply.find('.', start), reply.size());
-    tokens.push_back(reply.substr(start, dot - start));
-    start = dot + 1;
-  }
-  const size_t at = tokens.size() >= 12 ? v2 : v1;
+  const size_t tokens = static_cast<size_t>(std::count(reply.begin(), reply.end(), '.')) + 1;
+  const size_t at = tokens >= 12 ? v2 : v1;
+  if (tokens <= at) return otherwise;
+  size_t start = 0;
+  for (size_t i = 0; i < at; ++i) start = reply.find('.', start) + 1;
+  const size_t end = std::min(reply.find('.', start), reply.size());
   uint64_t n = otherwise;
-  if (tokens.size() > at)
-    std::from_chars(tokens[at].data(), tokens[at].data() + tokens[at].size(), n);
+  std::from_chars(reply.data() + start, reply.data() + end, n);
   return n;
 }
 

@@ -2,6 +2,7 @@
 // connection: every asynchronous KV write is answered (never pinned by a lost acknowledgement),
 // every message of the stream is fetched and acknowledged, and nothing crashes.
 #include <gtest/gtest.h>
+#include <nats/nats.h>
 
 #include <algorithm>
 #include <atomic>
@@ -19,6 +20,39 @@ namespace fleetflow::testing {
 namespace {
 
 using namespace std::chrono_literals;
+
+// Where a message stands, from its acknowledgement subject in both of the server's forms.
+TEST(JsMessageTest, ReadsItsPlaceInTheStreamFromEitherReplyForm) {
+  FF_REQUIRE_NATS_SERVER();
+  NatsServer server;
+  server.Start();
+  nats::ConnectOptions o;
+  o.url = server.url();
+  auto conn = nats::Connection::Connect(o);
+  const auto message = [&](const char* reply) {
+    natsMsg* raw = nullptr;
+    EXPECT_EQ(natsMsg_Create(&raw, "vehicle.v1.speed", reply, "x", 1), NATS_OK);
+    return std::make_unique<nats::JsMessage>(*conn, nats::Message(raw));
+  };
+  const auto v1 = message("$JS.ACK.TELEMETRY.fleetflow.2.1234.1200.1700000000123456789.17");
+  EXPECT_EQ(v1->delivered(), 2u);
+  EXPECT_EQ(v1->stream_sequence(), 1234u);
+  EXPECT_EQ(v1->stored_ns(), 1'700'000'000'123'456'789);
+  EXPECT_EQ(v1->pending(), 17u);
+  const auto v2 =
+      message("$JS.ACK.hub.ACCOUNTHASH.TELEMETRY.fleetflow.3.99.98.1700000000000000001.5.r4nd");
+  EXPECT_EQ(v2->delivered(), 3u);
+  EXPECT_EQ(v2->stream_sequence(), 99u);
+  EXPECT_EQ(v2->stored_ns(), 1'700'000'000'000'000'001);
+  EXPECT_EQ(v2->pending(), 5u);
+  for (const char* odd : {static_cast<const char*>(nullptr), "$JS.ACK.TELEMETRY.fleetflow.2"}) {
+    const auto m = message(odd);
+    EXPECT_EQ(m->delivered(), odd == nullptr ? 1u : 2u) << (odd ? odd : "no reply");
+    EXPECT_EQ(m->stream_sequence(), 0u);
+    EXPECT_EQ(m->stored_ns(), 0);
+    EXPECT_EQ(m->pending(), 0u);
+  }
+}
 
 TEST(KvAckTest, ParsesAcknowledgementsConflictsAndErrors) {
   auto r = nats::KeyValue::ParseAck(R"({"stream":"KV_telemetry", "seq":42})");
