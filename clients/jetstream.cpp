@@ -20,6 +20,11 @@ namespace {
 
 constexpr const char* kExpectedLastSubjectSeq = "Nats-Expected-Last-Subject-Sequence";
 
+/// " (JetStream error N)" when the server said why, for an error message.
+std::string JsError(jsErrCode err) {
+  return err != 0 ? " (JetStream error " + std::to_string(err) + ")" : "";
+}
+
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -435,16 +440,11 @@ void PullConsumer::Release() {
 
 // --- StreamReader ---
 
-StreamReader::StreamReader(Connection& connection, natsSubscription* sub)
+StreamReader::StreamReader(Connection& connection, natsSubscription* sub, uint64_t total)
     : conn_(connection),
       sub_(sub),
-      owner_(std::make_unique<SyncSubscription>(sub, connection.raw())) {
-  jsConsumerInfo* ci = nullptr;
-  Check(natsSubscription_GetConsumerInfo(&ci, sub_, nullptr, nullptr), "ordered consumer info");
-  // Nothing is acknowledged: what the server sent already and what it has still to send.
-  total_ = ci->Delivered.Consumer + ci->NumPending;
-  jsConsumerInfo_Destroy(ci);
-}
+      owner_(std::make_unique<SyncSubscription>(sub, connection.raw())),
+      total_(total) {}
 
 StreamReader::~StreamReader() = default;
 
@@ -743,8 +743,7 @@ void JetStream::EnsureConsumer(const ConsumerOptions& o) {
     if (s == NATS_OK) {
       jsConsumerInfo_Destroy(ci);
     } else if (err != JSConsumerNameExistErr) {  // else another worker just created it
-      Throw(s, "create consumer " + o.durable + " on stream " + o.stream +
-                   (err != 0 ? " (JetStream error " + std::to_string(err) + ")" : ""));
+      Throw(s, "create consumer " + o.durable + " on stream " + o.stream + JsError(err));
     }
   }
 }
@@ -798,28 +797,51 @@ bool JetStream::HasConsumer(const std::string& stream, const std::string& durabl
   return true;
 }
 
+namespace {
+
+void SetStart(jsConsumerConfig& c, const StreamStart& start) {
+  if (start.sequence > 0) {
+    c.DeliverPolicy = js_DeliverByStartSequence;
+    c.OptStartSeq = start.sequence;
+  } else if (start.time_ns != 0) {
+    c.DeliverPolicy = js_DeliverByStartTime;
+    c.OptStartTime = start.time_ns;
+  }
+}
+
+}  // namespace
+
 std::unique_ptr<StreamReader> JetStream::ReadStream(const std::string& stream,
                                                     const std::string& subject,
                                                     const StreamStart& start) {
+  const std::string what = "read stream " + stream + " (" + subject + ")";
+  // The count comes from a consumer of its own, created and deleted before the reading starts:
+  // asking the ordered consumer while it delivers (nats.c 3.4.1, nats-server 2.9) could leave
+  // its deliveries crawling at a thousand messages a second, the server busy, on a loaded host.
+  jsConsumerConfig count;
+  jsConsumerConfig_Init(&count);
+  count.FilterSubject = subject.c_str();
+  count.AckPolicy = js_AckNone;
+  count.MemoryStorage = true;
+  count.InactiveThreshold = 10'000'000'000;  // should its delete get lost
+  SetStart(count, start);
+  jsConsumerInfo* ci = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  natsStatus s = js_AddConsumer(&ci, js_, stream.c_str(), &count, nullptr, &err);
+  if (s != NATS_OK) Throw(s, what + JsError(err));
+  const uint64_t total = ci->NumPending;
+  js_DeleteConsumer(js_, stream.c_str(), ci->Name, nullptr, nullptr);
+  jsConsumerInfo_Destroy(ci);
+
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = stream.c_str();
   so.Ordered = true;
-  if (start.sequence > 0) {
-    so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = start.sequence;
-  } else if (start.time_ns != 0) {
-    so.Config.DeliverPolicy = js_DeliverByStartTime;
-    so.Config.OptStartTime = start.time_ns;
-  }
+  SetStart(so.Config, start);
   natsSubscription* sub = nullptr;
-  jsErrCode err = static_cast<jsErrCode>(0);
-  const natsStatus s = js_SubscribeSync(&sub, js_, subject.c_str(), nullptr, &so, &err);
-  if (s != NATS_OK) {
-    Throw(s, "read stream " + stream + " (" + subject + ")" +
-                 (err != 0 ? " (JetStream error " + std::to_string(err) + ")" : ""));
-  }
-  return std::unique_ptr<StreamReader>(new StreamReader(conn_, sub));
+  s = js_SubscribeSync(&sub, js_, subject.c_str(), nullptr, &so, &err);
+  if (s != NATS_OK) Throw(s, what + JsError(err));
+  return std::unique_ptr<StreamReader>(new StreamReader(conn_, sub, total));
 }
 
 std::pair<uint64_t, uint64_t> JetStream::ConsumerPending(const std::string& stream,

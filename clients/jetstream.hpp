@@ -268,8 +268,8 @@ class StreamReader {
   StreamReader(const StreamReader&) = delete;
   StreamReader& operator=(const StreamReader&) = delete;
 
-  /// The messages matching the filter from the start on, as the server counted them once the
-  /// reader was created (later ones are not counted).
+  /// The messages matching the filter from the start on, as the server counted them just before
+  /// the reader was created (later ones are not counted).
   uint64_t total() const { return total_; }
   /// The next message (its stream_sequence, stored_ns and pending say where it stands), waiting
   /// at most timeout_ms; nullptr when none came. Throws Error when the subscription failed.
@@ -277,7 +277,7 @@ class StreamReader {
 
  private:
   friend class JetStream;
-  StreamReader(Connection& connection, __natsSubscription* sub);
+  StreamReader(Connection& connection, __natsSubscription* sub, uint64_t total);
 
   Connection& conn_;
   __natsSubscription* sub_;
