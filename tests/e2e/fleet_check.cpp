@@ -4,12 +4,14 @@
 #include <rapidjson/document.h>
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <vector>
 
 #include "nats_client.hpp"
@@ -336,6 +338,30 @@ std::string CheckResult::Summary() const {
   o << "rows expected " << expected << ", found " << found << ", missing " << missing
     << ", unexpected " << unexpected << ", value mismatches " << mismatched;
   return o.str();
+}
+
+Tmux::Tmux(const TempDir& dir, const std::string& command)
+    : socket_(dir.File("tmux.sock")), session_("fleetflow-" + std::to_string(getpid())) {
+  Run({"-f", "/dev/null", "new-session", "-d", "-x", "160", "-y", "50", "-s", session_, command});
+}
+
+Tmux::~Tmux() { RunCommand({"tmux", "-S", socket_, "kill-server"}, std::chrono::seconds(10)); }
+
+std::string Tmux::Screen() const { return Run({"capture-pane", "-p", "-t", session_}); }
+
+std::string Tmux::Format(const std::string& format) const {
+  std::string out = Run({"display-message", "-p", "-t", session_, format});
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+void Tmux::Keys(const std::string& keys) const { Run({"send-keys", "-t", session_, keys}); }
+
+std::string Tmux::Run(std::vector<std::string> args) const {
+  args.insert(args.begin(), {"tmux", "-S", socket_});
+  const CommandResult r = RunCommand(args, std::chrono::seconds(10));
+  if (r.exit_code != 0) throw std::runtime_error("tmux " + args[3] + ": " + r.err);
+  return r.out;
 }
 
 }  // namespace fleetflow::testing

@@ -104,4 +104,36 @@ class Engine {
   std::unique_ptr<Process> process_;
 };
 
+/// A tmux server of its own (a private socket in `dir`, no configuration read) running one
+/// command in a detached 160x50 session, to test what a command shows on a terminal; killed on
+/// destruction. Throws when a tmux command fails.
+class Tmux {
+ public:
+  Tmux(const TempDir& dir, const std::string& command);
+  ~Tmux();
+  Tmux(const Tmux&) = delete;
+  Tmux& operator=(const Tmux&) = delete;
+
+  /// What the pane shows now.
+  std::string Screen() const;
+  /// A tmux format of the pane, e.g. #{cursor_flag} (1: the cursor is shown).
+  std::string Format(const std::string& format) const;
+  void Keys(const std::string& keys) const;
+
+ private:
+  std::string Run(std::vector<std::string> args) const;
+
+  std::string socket_;
+  std::string session_;
+};
+
 }  // namespace fleetflow::testing
+
+/// In a test body: FAILS (never skips) when tmux is not installed: the test suite installs it
+/// (scripts/deps.sh).
+#define FF_REQUIRE_TMUX()                                                               \
+  do {                                                                                  \
+    if (::fleetflow::testing::FindServerBinary("tmux").empty())                         \
+      FAIL() << "tmux is not installed: this test drives fleetflow in a terminal; run " \
+                "scripts/deps.sh";                                                      \
+  } while (0)

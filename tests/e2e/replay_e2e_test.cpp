@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -343,6 +344,13 @@ TEST(ReplayE2E, SpeedPacesTheReplayOnTheRecordedSpan) {
   };
   const double fast_s = timed({});
   const std::string hash = pg.Psql(kTableHash);
+  {  // Without a terminal the progress is a line of its own, the last one at 100 %.
+    const CommandResult r = ReplayInto(pg, kGoldenRecording);
+    EXPECT_NE(r.err.find("replay: 100.0% " + std::to_string(records.size()) + " records, "),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(r.err.find('\r'), std::string::npos) << "no bar redrawn in place";
+  }
   const double paced_s = timed({"--speed", "2.5"});
   EXPECT_EQ(pg.Psql(kTableHash), hash);
   EXPECT_GE(paced_s, span_s / kSpeed) << "recorded span " << span_s << " s";
@@ -350,6 +358,63 @@ TEST(ReplayE2E, SpeedPacesTheReplayOnTheRecordedSpan) {
   EXPECT_LT(fast_s, span_s / kSpeed) << "as fast as possible";
   std::printf("replay of %.2f s recorded: %.2f s as fast as possible, %.2f s at --speed 2.5\n",
               span_s, fast_s, paced_s);
+}
+
+// On a terminal (tmux) the progress of a replay is a bar redrawn in place while it runs (paced:
+// --speed 2), full with the totals when it ends.
+TEST(ReplayE2E, ProgressIsABarRedrawnInPlaceOnATerminal) {
+  FF_REQUIRE_POSTGRES();
+  FF_REQUIRE_TMUX();
+  PostgresServer pg;
+  pg.Start();
+  TempDir dir("fleetflow-replay-progress-e2e");
+  const auto records = ReadRecords(kGoldenRecording);
+  std::string command = "env";
+  for (const auto& [name, value] : pg.env()) command += " " + name + "=" + value;
+  // The shell stays after the replay: tmux may drop a dead pane's last output.
+  command += " " + kFleetflow + " replay " + kGoldenRecording + " --pipeline " + kPipeline +
+             " --speed 2; echo exit=$?; exec sleep 600";
+  Tmux tmux(dir, command);
+  // "[####..........]  42.0% ..." with as many # as the percentage fills of 30.
+  const std::regex bar(R"(\[(#*)(\.*)\]\s+([0-9.]+)% ([0-9]+) records)");
+  const auto bars = [&](const std::string& screen) {
+    std::vector<std::smatch> out;
+    for (auto it = std::sregex_iterator(screen.begin(), screen.end(), bar);
+         it != std::sregex_iterator(); ++it) {
+      out.push_back(*it);
+    }
+    return out;
+  };
+  std::string screen;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        screen = tmux.Screen();
+        const auto found = bars(screen);
+        if (found.size() != 1) return false;
+        const double percent = std::stod(found[0][3].str());
+        return percent > 0 && percent < 100;
+      },
+      60s))
+      << screen;
+  {
+    const auto found = bars(screen);
+    const double percent = std::stod(found[0][3].str());
+    EXPECT_EQ(found[0][1].length() + found[0][2].length(), 30u) << screen;
+    EXPECT_NEAR(static_cast<double>(found[0][1].length()), percent / 100 * 30, 1) << screen;
+    EXPECT_LT(std::stoul(found[0][4].str()), records.size()) << screen;
+  }
+  ASSERT_TRUE(
+      WaitFor([&] { return (screen = tmux.Screen()).find("exit=") != std::string::npos; }, 60s))
+      << screen;
+  EXPECT_NE(screen.find("exit=0"), std::string::npos) << screen;
+  const auto found = bars(screen);
+  ASSERT_EQ(found.size(), 1u) << "one bar, redrawn in place:\n" << screen;
+  EXPECT_EQ(found[0][1].length(), 30u) << screen;
+  EXPECT_EQ(found[0][3].str(), "100.0") << screen;
+  EXPECT_EQ(found[0][4].str(), std::to_string(records.size())) << screen;
+  EXPECT_NE(screen.find("replayed " + std::to_string(records.size()) + " records"),
+            std::string::npos)
+      << screen;
 }
 
 // `record --max-bytes N --rotate` cuts a live recording into complete files of about N bytes
@@ -514,6 +579,9 @@ TEST(RecordStreamE2E, RangesOfTheStreamAreRecordedWithStoredTimesLeavingItsConsu
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.err.find("recorded 50 messages"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("up to --to 151"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("record: 50.0% 50 of 100 messages, at sequence 150"), std::string::npos)
+        << "the last progress line: of the 100 from 101 on, read up to --to\n"
+        << r.err;
     expect_messages(out, range(101, 150));
   }
   {  // By time, to the end of the stream.

@@ -16,15 +16,6 @@
 #include "fleet_check.hpp"
 #include "servers.hpp"
 
-/// In a test body: FAILS (never skips) when tmux is not installed: the test suite installs it
-/// (scripts/deps.sh).
-#define FF_REQUIRE_TMUX()                                                                     \
-  do {                                                                                        \
-    if (::fleetflow::testing::FindServerBinary("tmux").empty())                               \
-      FAIL() << "tmux is not installed: this test drives `fleetflow top` in a terminal; run " \
-                "scripts/deps.sh";                                                            \
-  } while (0)
-
 namespace fleetflow::testing {
 namespace {
 
@@ -97,40 +88,6 @@ bool Positive(const std::string& cell) {
   return !cell.empty() && cell != "0" && cell != "-" && cell != "..." &&
          std::isdigit(static_cast<unsigned char>(cell[0])) && std::stod(cell) > 0;
 }
-
-/// A tmux server of its own (a private socket in `dir`, no configuration read) running one
-/// command in a detached 160x50 session; killed on destruction.
-class Tmux {
- public:
-  Tmux(const TempDir& dir, const std::string& command)
-      : socket_(dir.File("tmux.sock")), session_("fleetflow-top-" + std::to_string(getpid())) {
-    Run({"-f", "/dev/null", "new-session", "-d", "-x", "160", "-y", "50", "-s", session_, command});
-  }
-  ~Tmux() { RunCommand({"tmux", "-S", socket_, "kill-server"}, 10s); }
-  Tmux(const Tmux&) = delete;
-  Tmux& operator=(const Tmux&) = delete;
-
-  /// What the pane shows now.
-  std::string Screen() const { return Run({"capture-pane", "-p", "-t", session_}); }
-  /// A tmux format of the pane, e.g. #{cursor_flag} (1: the cursor is shown).
-  std::string Format(const std::string& format) const {
-    std::string out = Run({"display-message", "-p", "-t", session_, format});
-    while (!out.empty() && out.back() == '\n') out.pop_back();
-    return out;
-  }
-  void Keys(const std::string& keys) const { Run({"send-keys", "-t", session_, keys}); }
-
- private:
-  std::string Run(std::vector<std::string> args) const {
-    args.insert(args.begin(), {"tmux", "-S", socket_});
-    const CommandResult r = RunCommand(args, 10s);
-    if (r.exit_code != 0) throw std::runtime_error("tmux " + args[3] + ": " + r.err);
-    return r.out;
-  }
-
-  std::string socket_;
-  std::string session_;
-};
 
 /// The partitions the workers' headers say they own, in all.
 double Owned(const Frame& f) {
