@@ -224,8 +224,10 @@ int main(int argc, char** argv) {
       "     health: not healthy (or not ready), or no answer;\n"
       "     tap: no answer, taps off, no such node, or the node is tapped already;\n"
       "     top --once or --iterations: an endpoint did not answer;\n"
-      "     validate --connect: a problem on the servers; test: a test failed\n"
+      "     validate --connect: a problem on the servers; test: a test failed;\n"
+      "     record --stream: stopped before the range's end\n"
       "  2  invalid pipeline file or command line; test: an invalid test file\n"
+      "  3  replay --strict: a damaged record stopped the replay\n"
       "See docs/cli.md.");
   app.set_version_flag("--version", std::string(BuildVersion()));
   app.require_subcommand(1);

@@ -58,6 +58,7 @@ TEST(CliTest, HelpDocumentsExitCodesAndUsageErrorsExit2) {
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_THAT(r.out, HasSubstr("Exit codes:"));
   EXPECT_THAT(r.out, HasSubstr("2  invalid pipeline file or command line"));
+  EXPECT_THAT(r.out, HasSubstr("3  replay --strict"));
   for (const char* cmd : {"run", "validate", "graph", "docs", "schema"}) {
     EXPECT_THAT(r.out, HasSubstr(std::string("\n  ") + cmd + " ")) << cmd;
   }
@@ -65,6 +66,16 @@ TEST(CliTest, HelpDocumentsExitCodesAndUsageErrorsExit2) {
   EXPECT_EQ(RunCommand({kFleetflow, "frobnicate"}).exit_code, 2);
   EXPECT_EQ(RunCommand({kFleetflow, "validate", kDefault, "--log-format", "xml"}).exit_code, 2);
   EXPECT_EQ(RunCommand({kFleetflow, "run"}).exit_code, 2);
+}
+
+TEST(CliTest, RecordHelpNamesTheRangeOfAStream) {
+  const CommandResult r = RunCommand({kFleetflow, "record", "--help"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  for (const char* option : {"--stream", "--from", "--to", "--subject", "--max-bytes"}) {
+    EXPECT_THAT(r.out, HasSubstr(option)) << r.out;
+  }
+  EXPECT_THAT(r.out, HasSubstr("-15m"));
+  EXPECT_THAT(r.out, HasSubstr("RFC 3339"));
 }
 
 TEST(CliTest, GraphPrintsDot) {
