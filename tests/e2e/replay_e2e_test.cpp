@@ -21,6 +21,7 @@
 #include <regex>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "builtin.hpp"
 #include "fleet_check.hpp"
@@ -607,26 +608,22 @@ TEST(RecordStreamE2E, RangesOfTheStreamAreRecordedWithStoredTimesLeavingItsConsu
     EXPECT_NE(r.err.find("recorded 0 messages"), std::string::npos) << r.err;
     expect_messages(out, {});
   }
-  {  // Bad input, told apart.
-    const auto [bad, unused1] = record({"--stream", "TELEMETRY", "--from", "yesterday"});
-    EXPECT_EQ(bad.exit_code, 2);
-    EXPECT_NE(bad.err.find("'yesterday' is neither a stream sequence"), std::string::npos)
-        << bad.err;
-    const auto [live, unused2] = record({"--from", "1"});
-    EXPECT_EQ(live.exit_code, 2);
-    EXPECT_NE(live.err.find("name it with --stream"), std::string::npos) << live.err;
-    const auto [duration, unused3] = record({"--stream", "TELEMETRY", "--duration", "5"});
-    EXPECT_EQ(duration.exit_code, 2);
-    EXPECT_NE(duration.err.find("--duration is for live capture"), std::string::npos)
-        << duration.err;
-    const auto [backwards, unused5] =
-        record({"--stream", "TELEMETRY", "--from", "-1m", "--to", "-2m"});
-    EXPECT_EQ(backwards.exit_code, 2);
-    EXPECT_NE(backwards.err.find("--to -2m is not after --from -1m"), std::string::npos)
-        << backwards.err;
-    const auto [missing, unused4] = record({"--stream", "NOPE"});
-    EXPECT_EQ(missing.exit_code, 1);
-    EXPECT_NE(missing.err.find("no stream 'NOPE'"), std::string::npos) << missing.err;
+  // Bad input, told apart: the exit status and what the message says.
+  const std::tuple<std::vector<std::string>, int, std::string> refused[] = {
+      {{"--stream", "TELEMETRY", "--from", "yesterday"},
+       2,
+       "'yesterday' is neither a stream sequence"},
+      {{"--from", "1"}, 2, "name it with --stream"},
+      {{"--stream", "TELEMETRY", "--duration", "5"}, 2, "--duration is for live capture"},
+      {{"--stream", "TELEMETRY", "--from", "-1m", "--to", "-2m"},
+       2,
+       "--to -2m is not after --from -1m"},
+      {{"--stream", "NOPE"}, 1, "no stream 'NOPE'"},
+  };
+  for (const auto& [args, status, message] : refused) {
+    const auto [r, unused] = record(args);
+    EXPECT_EQ(r.exit_code, status) << args[1];
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
   }
 
   // While the stream grows, the reading ends at its last message when it started.
