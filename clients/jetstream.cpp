@@ -25,6 +25,17 @@ std::string JsError(jsErrCode err) {
   return err != 0 ? " (JetStream error " + std::to_string(err) + ")" : "";
 }
 
+/// Where a consumer starts reading.
+void SetStart(jsConsumerConfig& c, const StreamStart& start) {
+  if (start.sequence > 0) {
+    c.DeliverPolicy = js_DeliverByStartSequence;
+    c.OptStartSeq = start.sequence;
+  } else if (start.time_ns != 0) {
+    c.DeliverPolicy = js_DeliverByStartTime;
+    c.OptStartTime = start.time_ns;
+  }
+}
+
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -796,20 +807,6 @@ bool JetStream::HasConsumer(const std::string& stream, const std::string& durabl
   jsConsumerInfo_Destroy(ci);
   return true;
 }
-
-namespace {
-
-void SetStart(jsConsumerConfig& c, const StreamStart& start) {
-  if (start.sequence > 0) {
-    c.DeliverPolicy = js_DeliverByStartSequence;
-    c.OptStartSeq = start.sequence;
-  } else if (start.time_ns != 0) {
-    c.DeliverPolicy = js_DeliverByStartTime;
-    c.OptStartTime = start.time_ns;
-  }
-}
-
-}  // namespace
 
 std::unique_ptr<StreamReader> JetStream::ReadStream(const std::string& stream,
                                                     const std::string& subject,
