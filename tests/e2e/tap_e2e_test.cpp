@@ -62,24 +62,31 @@ TEST(TapE2E, ShowsTheSamplesAndWindowsOfARunningWorker) {
     argv.insert(argv.end(), args.begin(), args.end());
     return RunCommand(argv, 60s);
   };
-  // A tap is armed once the worker refuses a second one of the same node.
-  const auto armed = [&](const std::string& node) {
-    return WaitFor(
-        [&] {
-          const auto res = http.Get("/tap?node=" + node + "&timeout_ms=1");
-          return res && res->status == 409;
-        },
-        10s);
+  // Starts `fleetflow tap` of `node` and returns once the worker has armed it: it refuses a second
+  // tap of the node then. The probe is such a second tap (of 1 ms): when it came first, the
+  // command's own tap was the one refused, and the command is started again.
+  const auto armed_tap = [&](const std::string& node, std::vector<std::string> args) {
+    args.insert(args.begin(), node);
+    for (int attempt = 1;; ++attempt) {
+      auto running = std::async(std::launch::async, [&tap, args] { return tap(args); });
+      const bool settled = WaitFor(
+          [&] {
+            if (running.wait_for(0s) == std::future_status::ready) return true;
+            const auto res = http.Get("/tap?node=" + node + "&timeout_ms=1");
+            return res && res->status == 409;
+          },
+          30s);
+      if (settled && running.wait_for(0s) != std::future_status::ready) return running;
+      const CommandResult r = running.get();
+      const bool refused = r.err.find("tapped by another client") != std::string::npos;
+      if (!settled || !refused || attempt == 10) {
+        ADD_FAILURE() << "the tap of '" << node << "' was not armed: " << r.err;
+        return std::async(std::launch::deferred, [r] { return r; });
+      }
+    }
   };
-
-  auto samples = std::async(std::launch::async, [&] {
-    return tap({"telemetry", "--count", "4", "--timeout-ms", "30000"});
-  });
-  ASSERT_TRUE(armed("telemetry"));
-  auto windows = std::async(std::launch::async, [&] {
-    return tap({"windows", "--count", "3", "--timeout-ms", "30000"});
-  });
-  ASSERT_TRUE(armed("windows"));
+  auto samples = armed_tap("telemetry", {"--count", "4", "--timeout-ms", "30000"});
+  auto windows = armed_tap("windows", {"--count", "3", "--timeout-ms", "30000"});
 
   // Known values, a little ahead of the clock: vehicle v's sample k is 10 v + k.
   const int64_t start_ns = (NowNs() / kSecond + 2) * kSecond + 250'000'000;
