@@ -187,8 +187,7 @@ int Run(const Registry& registry, const RunArgs& args) {
       spdlog::info("metrics on http://{}:{}/metrics", args.metrics_host, http.port());
     }
     runtime.Start();
-    spdlog::info("pipeline '{}' running ({} nodes, malloc: {})", r.pipeline->name,
-                 r.pipeline->nodes.size(), MallocName());
+    spdlog::info("pipeline '{}' running ({} nodes)", r.pipeline->name, r.pipeline->nodes.size());
     uint64_t last_in = 0;
     for (;;) {
       const int sig = stop.Wait(std::chrono::seconds(1));

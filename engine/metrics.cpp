@@ -1,6 +1,5 @@
 #include "metrics.hpp"
 
-#include <dlfcn.h>
 #include <prometheus/client_metric.h>
 #include <prometheus/histogram.h>
 #include <prometheus/metric_family.h>
@@ -259,15 +258,10 @@ std::string Metrics::Exposition() const {
 
 std::string_view BuildVersion() { return FF_VERSION; }
 
-std::string_view MallocName() {
-  // libtbbmalloc_proxy exports this marker once it has replaced malloc and free.
-  return dlsym(RTLD_DEFAULT, "__TBB_malloc_proxy") != nullptr ? "tbbmalloc" : "system";
-}
-
 void AddProcessMetrics(Metrics& metrics) {
   metrics
       .GetGauge("build_info", "Always 1; the labels describe this build.",
-                {{"malloc", std::string(MallocName())}, {"version", std::string(BuildVersion())}})
+                {{"version", std::string(BuildVersion())}})
       .Set(1);
   Gauge& rss = metrics.GetGauge("process_resident_memory_bytes",
                                 "Resident memory of the process (from /proc/self/statm).");

@@ -128,12 +128,8 @@ class Metrics {
 /// The version of this build (the CMake project version).
 std::string_view BuildVersion();
 
-/// The malloc this process runs on: "tbbmalloc" when oneTBB's replacement is linked
-/// (FLEETFLOW_SCALABLE_MALLOC), else "system".
-std::string_view MallocName();
-
 /// Adds the process gauges: resident memory (from /proc/self/statm) and uptime, refreshed at
-/// every scrape, and build_info{version,malloc} 1. Call once, at startup.
+/// every scrape, and build_info{version} 1. Call once, at startup.
 void AddProcessMetrics(Metrics& metrics);
 
 }  // namespace fleetflow

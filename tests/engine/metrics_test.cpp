@@ -151,10 +151,7 @@ TEST(MetricsTest, ProcessMemoryUptimeAndBuildInfo) {
   EXPECT_GT(Sample(text, "fleetflow_process_resident_memory_bytes"), 1 << 20);
   EXPECT_GE(Sample(text, "fleetflow_process_uptime_seconds"), 0);
   EXPECT_LT(Sample(text, "fleetflow_process_uptime_seconds"), 60);
-  // This test binary is not linked with the malloc replacement.
-  EXPECT_EQ(MallocName(), "system");
-  EXPECT_EQ(Sample(text, "fleetflow_build_info{malloc=\"system\",version=\"" +
-                             std::string(BuildVersion()) + "\"}"),
+  EXPECT_EQ(Sample(text, "fleetflow_build_info{version=\"" + std::string(BuildVersion()) + "\"}"),
             1);
   EXPECT_THAT(text, HasSubstr("# TYPE fleetflow_process_resident_memory_bytes gauge"));
 }
