@@ -238,12 +238,13 @@ class NatsSource final : public Operator {
   /// held back for it: it is lost). Messages the consumer has not delivered yet (a backlog
   /// throttled by max_ack_pending, or the redelivery of messages after ack_wait_ms) are held
   /// back too: a fetch that comes back empty then does not mean that nothing was sent. So are
-  /// the partitions this worker waits to take over, and those taken over that the fetch thread
-  /// has not taken in yet (their backlog is unknown; window_join has their restored state only).
+  /// the partitions this worker waits to take over, those taken over that the fetch thread
+  /// has not taken in yet (their backlog is unknown; window_join has their restored state only),
+  /// and those given up until their kRevoked event is out (their messages are handed back).
   bool HoldsBackInput() const override {
     if (!jetstream_) return false;
     // In this order: each lets go only once the next one holds back (Rebalance, FetchLoop).
-    if (waiting_.load() > 0) return true;
+    if (waiting_.load() > 0 || releasing_.load() > 0) return true;
     const uint64_t started = started_.load();
     return taken_in_.load() != started || held_back_.load() || !conn_ || !conn_->connected();
   }
@@ -438,7 +439,13 @@ class NatsSource final : public Operator {
 
   void Released(uint32_t p) {
     reading_.erase(p);
-    if (partitions_ == 0) return;
+    // Held back from Revoke until its kRevoked event is in the graph: meanwhile the partition's
+    // messages were handed back unread, and its windows must not close on the clock without
+    // them (docs/scaling.md, "Hand-over of a partition", step 1).
+    if (partitions_ == 0) {
+      --releasing_;
+      return;
+    }
     if (partition_pending_.erase(p) > 0)
       metrics_.RemoveGauge("partition_pending", PartitionLabels(p));
     PartitionEvent revoked;
@@ -446,6 +453,7 @@ class NatsSource final : public Operator {
     revoked.partition = p;
     revoked.handover = std::make_shared<RecordOnRelease>(membership_, p);
     out_->Emit(MakeMessage(std::move(revoked)));
+    --releasing_;
     revoked_.Inc();
   }
 
@@ -581,6 +589,7 @@ class NatsSource final : public Operator {
   void Revoke(const std::vector<uint32_t>& partitions) {
     for (const uint32_t p : partitions) {
       owned_.erase(p);
+      ++releasing_;  // before the fetch thread can release it (Released lets go)
       pulls_->Remove(p);
     }
     owned_gauge_.Set(static_cast<double>(partitions_ > 0 ? owned_.size() : 0));
@@ -636,6 +645,7 @@ class NatsSource final : public Operator {
   std::atomic<bool> fetcher_stop_{false};
   std::map<uint32_t, Gaining> gaining_;  // partitions waiting for a hand-over record
   std::atomic<int> waiting_{0};          // gaining_.size()
+  std::atomic<int> releasing_{0};        // revoked, their kRevoked event not yet emitted
   std::atomic<bool> held_back_{true};    // by the fetch thread (see HoldsBackInput)
   std::atomic<uint64_t> started_{0};     // partitions started (PullSet::Add), ever
   std::atomic<uint64_t> taken_in_{0};    // of them, those held_back_ counts (fetch thread)

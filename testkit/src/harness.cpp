@@ -40,6 +40,7 @@ double Sum(const Metrics& metrics, const std::string& name, const Labels& labels
 }  // namespace
 
 void CaptureSink::Emit(Message m) {
+  if (on_emit_) on_emit_(m);
   std::lock_guard lock(mu_);
   messages_.push_back(std::move(m));
 }

@@ -3,6 +3,7 @@
 // partitions, and the hand-over of a partition with its record.
 #include <gtest/gtest.h>
 
+#include <mutex>
 #include <set>
 
 #include "fleetflow/testkit/harness.hpp"
@@ -99,9 +100,19 @@ TEST_F(PartitionedSourceTest, AWorkerAloneReadsEveryPartitionAfterItsEventEachVe
 }
 
 TEST_F(PartitionedSourceTest, TwoWorkersSplitThePartitionsAndTheNewOwnerGoesOnFromTheRecord) {
+  // While a partition is given up, its messages are handed back unread: the windows must not
+  // close on the clock without them until its kRevoked event is in the graph.
+  std::mutex mu;
+  std::vector<bool> held_back_at_revoke;
   auto a = Source();
-  a->Start();
   CaptureSink& out_a = a->output();
+  out_a.OnEmit([&mu, &held_back_at_revoke, &op = a->op()](const Message& m) {
+    const auto* e = std::get_if<PartitionEvent>(m.get());
+    if (e == nullptr || e->kind != PartitionEvent::Kind::kRevoked) return;
+    std::lock_guard lock(mu);
+    held_back_at_revoke.push_back(op.HoldsBackInput());
+  });
+  a->Start();
   ASSERT_TRUE(WaitFor([&] { return a->Gauge("partitions_owned") == 4; }, 10s));
   auto b = Source();
   b->Start();
@@ -119,6 +130,10 @@ TEST_F(PartitionedSourceTest, TwoWorkersSplitThePartitionsAndTheNewOwnerGoesOnFr
       10s));
   constexpr int64_t kLastWindow = kNow - 5'000'000'000;
   for (const auto* e : revoked) e->handover->last_window_ns = kLastWindow;
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(held_back_at_revoke, std::vector<bool>(2, true));
+  }
   revoked.clear();
   got_a.clear();
   out_a.Clear();

@@ -52,10 +52,15 @@ class CaptureSink final : public Emitter {
   std::vector<Message> Messages() const;
   size_t Size() const;
   void Clear();
+  /// Called with each message as it is emitted, on the emitting thread, before it is kept: to
+  /// look at the operator at that moment (e.g. Operator::HoldsBackInput). Set it before the
+  /// operator starts.
+  void OnEmit(std::function<void(const Message&)> f) { on_emit_ = std::move(f); }
 
  private:
   mutable std::mutex mu_;
   std::vector<Message> messages_;
+  std::function<void(const Message&)> on_emit_;
 };
 
 struct HarnessOptions {
