@@ -76,20 +76,6 @@ std::string RotatedName(const std::string& out, int index) {
   return index == 0 ? out : out + "." + std::to_string(index);
 }
 
-std::string Duration(double s) {
-  char buf[32];
-  if (s < 0 || s > 1e7) return "?";
-  const auto t = static_cast<long>(s + 0.5);
-  if (t >= 3600) {
-    std::snprintf(buf, sizeof buf, "%ldh%02ldm%02lds", t / 3600, t / 60 % 60, t % 60);
-  } else if (t >= 60) {
-    std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
-  } else {
-    std::snprintf(buf, sizeof buf, "%lds", t);
-  }
-  return buf;
-}
-
 /// The files of a recording: `out`, and once it holds `max_bytes`, with rotation `out`.1,
 /// `out`.2, ...; without rotation the recording is full then.
 class RecordingFiles {
@@ -497,7 +483,7 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
       const double eta = frac > 0 ? elapsed * (1 - frac) / frac : -1;
       PrintProgress(tty, "replay", frac,
                     fmt::format("{} records, {} samples, {:.0f} samples/s, ETA {}",
-                                metrics.CounterSum("replay_records"), samples, rate, Duration(eta)),
+                                metrics.CounterSum("replay_records"), samples, rate, FormatDuration(eta)),
                     final);
     };
     for (;;) {

@@ -23,6 +23,7 @@
 
 #include "http_server.hpp"
 #include "stop_signals.hpp"
+#include "utc_time.hpp"
 
 namespace fleetflow {
 
@@ -167,21 +168,6 @@ int Rank(const std::map<std::string, double>& m) {
   return 1;
 }
 
-std::string Uptime(double s) {
-  const auto t = static_cast<long>(s);
-  char buf[48];
-  if (t >= 86400) {
-    std::snprintf(buf, sizeof buf, "%ldd%02ldh%02ldm", t / 86400, t / 3600 % 24, t / 60 % 60);
-  } else if (t >= 3600) {
-    std::snprintf(buf, sizeof buf, "%ldh%02ldm%02lds", t / 3600, t / 60 % 60, t % 60);
-  } else if (t >= 60) {
-    std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
-  } else {
-    std::snprintf(buf, sizeof buf, "%lds", t);
-  }
-  return buf;
-}
-
 std::string Bytes(double b) {
   char buf[32];
   if (b >= 1024.0 * 1024 * 1024) {
@@ -258,7 +244,7 @@ std::string Header(const WorkerView& v, const Painter& paint) {
   if (!v.up) return paint(kBold, v.endpoint) + "  " + paint(kRed, "DOWN") + "  " + v.error;
   std::string line = paint(kBold, v.endpoint) + "  " + paint(kGreen, "up");
   if (!v.version.empty()) line += "  v" + v.version;
-  if (v.uptime_s) line += "  uptime " + Uptime(*v.uptime_s);
+  if (v.uptime_s) line += "  uptime " + FormatDuration(*v.uptime_s);
   if (v.rss_bytes) line += "  rss " + Bytes(*v.rss_bytes);
   line += "  " + (!v.ready   ? paint(kYellow, "ready?")
                   : *v.ready ? paint(kGreen, "ready")

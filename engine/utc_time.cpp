@@ -1,6 +1,7 @@
 #include "utc_time.hpp"
 
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 
@@ -62,6 +63,24 @@ std::optional<int64_t> ParseRfc3339(std::string_view text) {
   }
   if (i != s.size()) return std::nullopt;
   return ns;
+}
+
+std::string FormatDuration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0 || seconds > 1e15) return "?";
+  const auto t = static_cast<int64_t>(std::llround(seconds));
+  const auto n = [](int64_t v) { return static_cast<long long>(v); };
+  char buf[48];
+  if (t >= 86400) {
+    std::snprintf(buf, sizeof buf, "%lldd%02lldh%02lldm", n(t / 86400), n(t / 3600 % 24),
+                  n(t / 60 % 60));
+  } else if (t >= 3600) {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm%02llds", n(t / 3600), n(t / 60 % 60), n(t % 60));
+  } else if (t >= 60) {
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", n(t / 60), n(t % 60));
+  } else {
+    std::snprintf(buf, sizeof buf, "%llds", n(t));
+  }
+  return buf;
 }
 
 }  // namespace fleetflow

@@ -1,5 +1,6 @@
 #pragma once
-/// Times as people read and write them: RFC 3339 in UTC (2026-11-25T09:17:03.250Z).
+/// Times as people read and write them: RFC 3339 in UTC (2026-11-25T09:17:03.250Z), and durations
+/// (1h02m05s).
 
 #include <cstdint>
 #include <optional>
@@ -15,5 +16,9 @@ std::string FormatUtc(int64_t ns);
 /// allowed, none meaning UTC; `T` may be a space) as ns since the Unix epoch; nullopt when it is
 /// none.
 std::optional<int64_t> ParseRfc3339(std::string_view text);
+
+/// A duration in whole seconds, rounded: 42s, 3m07s, 1h02m05s, 2d03h04m (from a day on, without
+/// seconds); `?` when it is negative or not finite (an ETA without a rate).
+std::string FormatDuration(double seconds);
 
 }  // namespace fleetflow

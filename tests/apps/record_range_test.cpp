@@ -1,6 +1,9 @@
-// The times people give fleetflow on the command line: RFC 3339 both ways, and the bounds of
-// `fleetflow record --stream --from/--to` (a stream sequence, a time, or a time ago).
+// The times people give fleetflow on the command line: RFC 3339 both ways, durations as replay's
+// ETA and top's uptime show them, and the bounds of `fleetflow record --stream --from/--to` (a
+// stream sequence, a time, or a time ago).
 #include <gtest/gtest.h>
+
+#include <limits>
 
 #include "record_replay.hpp"
 #include "utc_time.hpp"
@@ -16,6 +19,17 @@ TEST(UtcTime, FormatsMillisecondsInUtcAlsoBeforeTheEpoch) {
   EXPECT_EQ(FormatUtc(kT + 250'999'999), "2026-11-18T11:06:40.250Z");
   EXPECT_EQ(FormatUtc(0), "1970-01-01T00:00:00.000Z");
   EXPECT_EQ(FormatUtc(-1), "1969-12-31T23:59:59.999Z");
+}
+
+TEST(UtcTime, DurationsInWholeSecondsUpToDays) {
+  EXPECT_EQ(FormatDuration(0), "0s");
+  EXPECT_EQ(FormatDuration(41.6), "42s");
+  EXPECT_EQ(FormatDuration(187), "3m07s");
+  EXPECT_EQ(FormatDuration(3725), "1h02m05s");
+  EXPECT_EQ(FormatDuration(2 * 86400 + 3 * 3600 + 4 * 60 + 5), "2d03h04m");
+  EXPECT_EQ(FormatDuration(-1), "?");
+  EXPECT_EQ(FormatDuration(std::numeric_limits<double>::infinity()), "?");
+  EXPECT_EQ(FormatDuration(std::numeric_limits<double>::quiet_NaN()), "?");
 }
 
 TEST(UtcTime, ParsesRfc3339WithFractionsAndOffsets) {
