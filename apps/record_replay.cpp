@@ -481,10 +481,11 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
       const uint64_t samples = metrics.CounterSum("samples_in");
       const double rate = elapsed > 0 ? static_cast<double>(samples) / elapsed : 0;
       const double eta = frac > 0 ? elapsed * (1 - frac) / frac : -1;
-      PrintProgress(tty, "replay", frac,
-                    fmt::format("{} records, {} samples, {:.0f} samples/s, ETA {}",
-                                metrics.CounterSum("replay_records"), samples, rate, FormatDuration(eta)),
-                    final);
+      PrintProgress(
+          tty, "replay", frac,
+          fmt::format("{} records, {} samples, {:.0f} samples/s, ETA {}",
+                      metrics.CounterSum("replay_records"), samples, rate, FormatDuration(eta)),
+          final);
     };
     for (;;) {
       const int sig = stop.Wait(std::chrono::milliseconds(50));

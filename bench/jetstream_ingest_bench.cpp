@@ -12,6 +12,10 @@
 //   baseline-asap   the same with ConnectOptions::send_asap = true
 //   baseline-ahead  the same with Fetch's `ahead`, as nats_source fetches: two batches stay
 //                   requested, so the server never waits for the loop's next request
+//   baseline-held   baseline-ahead holding every acknowledgement until --flush-messages messages
+//                   wait (or a fetch comes back empty), then giving them all: fleetflow's
+//                   acknowledgement pattern (keyed_last_value acknowledges once a flush made the
+//                   samples durable) without its state, graph or KV writes
 //   fleetflow       the jetstream pipeline as shipped (no send_asap: pipelines cannot set it)
 //   fleetflow-asap  the same with every NATS connection of the process forced to send_asap
 //                   (bench-only interposition of natsOptions_SetSendAsap: what a pipeline field
@@ -309,7 +313,8 @@ std::pair<double, double> WaitDrained(Admin& admin, const std::string& durable,
 RunResult RunBaseline(const std::string& contender, const std::string& url, Admin& admin,
                       const std::string& durable, const Settings& s, const Filled& filled) {
   const bool send_asap = contender == "baseline-asap";
-  const bool ahead = contender == "baseline-ahead";
+  const bool held = contender == "baseline-held";
+  const bool ahead = contender == "baseline-ahead" || held;
   nats::ConnectOptions o;
   o.url = url;
   o.name = "bench-baseline";
@@ -327,11 +332,22 @@ RunResult RunBaseline(const std::string& contender, const std::string& url, Admi
   const CpuMeter cpu(g_server_pid);
   const auto t0 = Clock::now();
   std::thread loop([&] {
+    std::vector<nats::DeferredAck> waiting;  // baseline-held: given in bursts, as after a flush
+    const auto give = [&] {
+      for (const auto& ack : waiting) ack();
+      waiting.clear();
+    };
     while (!stop.load(std::memory_order_relaxed)) {
-      for (const auto& m : consumer->Fetch(s.fetch_batch, 500, ahead)) {
-        m->Ack();
+      const auto batch = consumer->Fetch(s.fetch_batch, 500, ahead);
+      for (const auto& m : batch) {
+        if (held) {
+          waiting.push_back(m->AckLater());
+        } else {
+          m->Ack();
+        }
         received.fetch_add(1, std::memory_order_relaxed);
       }
+      if (batch.empty() || waiting.size() >= static_cast<size_t>(s.flush_messages)) give();
     }
   });
   std::pair<double, double> t;
@@ -540,7 +556,8 @@ std::vector<std::string> SplitList(const std::string& text) {
 int Main(int argc, char** argv) {
   Settings s;
   std::string contenders =
-      "baseline,baseline-asap,baseline-ahead,fleetflow,fleetflow-asap,ff-memory,ff-source";
+      "baseline,baseline-asap,baseline-ahead,baseline-held,fleetflow,fleetflow-asap,ff-memory,"
+      "ff-source";
   std::string sensors = "gps,speed,soc,torque";
   std::string log_level = "warn";
   CLI::App app{
@@ -580,9 +597,9 @@ int Main(int argc, char** argv) {
     return 2;
   }
   for (const auto& c : s.contenders) {
-    static const std::vector<std::string> known = {"baseline",  "baseline-asap",  "baseline-ahead",
-                                                   "fleetflow", "fleetflow-asap", "ff-memory",
-                                                   "ff-source"};
+    static const std::vector<std::string> known = {
+        "baseline",  "baseline-asap",  "baseline-ahead", "baseline-held",
+        "fleetflow", "fleetflow-asap", "ff-memory",      "ff-source"};
     if (std::find(known.begin(), known.end(), c) == known.end()) {
       std::cerr << "unknown contender '" << c << "'\n";
       return 2;
