@@ -96,8 +96,10 @@ struct Settings {
   int64_t message_span_ms = 500;  // event time covered by one message of a key
   int repeats = 3;
   int fetch_batch = 256;
-  int flush_ms = 1000;          // as pipelines/jetstream.json
-  int flush_messages = 20'000;  // keyed_last_value's default
+  int flush_ms = 1000;                // as pipelines/jetstream.json
+  int flush_messages = 20'000;        // keyed_last_value's default
+  int64_t max_ack_pending = 100'000;  // nats_source's default; every contender's consumer
+  int records_per_partition = 64;     // keyed_last_value's default
   std::string storage = "file";
   uint64_t seed = 1;
   std::string scale = "custom";
@@ -259,14 +261,14 @@ class Admin {
   nats::JetStream& js() { return *js_; }
 
   /// Creates the durable pull consumer (DeliverAll, explicit ack) before the clock starts.
-  void CreateConsumer(const std::string& durable) {
+  void CreateConsumer(const std::string& durable, int64_t max_ack_pending) {
     nats::ConsumerOptions o;
     o.stream = kStream;
     o.durable = durable;
     o.filter_subject = kSubject;
     o.ack_wait_ms = 30'000;
-    o.max_ack_pending = 100'000;  // nats_source's default
-    js_->PullSubscribe(o);        // creates it; the binding is dropped, the consumer stays
+    o.max_ack_pending = max_ack_pending;  // as the pipeline's source asks
+    js_->PullSubscribe(o);                // creates it; the binding is dropped, the consumer stays
   }
 
   void DeleteConsumer(const std::string& durable) {
@@ -388,7 +390,7 @@ std::string PipelineJson(const std::string& contender, const std::string& url,
     << url << R"(", "delivery": "jetstream", "subject": ")" << kSubject << R"(",
     "stream": ")"
     << kStream << R"(", "create_stream": false, "durable": ")" << durable << R"(", "fetch_batch": )"
-    << s.fetch_batch << R"(, "max_ack_pending": 100000}})";
+    << s.fetch_batch << R"(, "max_ack_pending": )" << s.max_ack_pending << "}}";
   if (contender == "ff-source") {
     j << R"(,
   {"id": "sink", "type": "bench_count_samples", "inputs": ["telemetry"]}]})";
@@ -400,7 +402,8 @@ std::string PipelineJson(const std::string& contender, const std::string& url,
   if (kv) {
     j << R"("url": ")" << url << R"(", "backend": "jetstream_kv", "bucket": ")" << bucket
       << R"(", "bucket_storage": ")" << s.storage << R"(", "flush_ms": )" << s.flush_ms
-      << R"(, "flush_messages": )" << s.flush_messages << ", ";
+      << R"(, "flush_messages": )" << s.flush_messages << R"(, "records_per_partition": )"
+      << s.records_per_partition << ", ";
   } else {
     j << R"("backend": "memory", )";
   }
@@ -577,9 +580,17 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 10000));
   app.add_option("--flush-ms", s.flush_ms, "keyed_last_value flush_ms")
       ->check(CLI::Range(10, 60000));
+  app.add_option("--max-ack-pending", s.max_ack_pending,
+                 "max_ack_pending of every contender's consumer (and of fleetflow's source)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{10'000'000}));
   app.add_option("--flush-messages", s.flush_messages, "keyed_last_value flush_messages")
       ->capture_default_str()
       ->check(CLI::Range(1, 10'000'000));
+  app.add_option("--records-per-partition", s.records_per_partition,
+                 "keyed_last_value records_per_partition (the stream is one partition)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65'536));
   app.add_option("--storage", s.storage, "Stream and bucket storage")
       ->check(CLI::IsMember({"file", "memory"}));
   app.add_option("--contenders", contenders, "Which contenders to run, comma-separated");
@@ -638,7 +649,7 @@ int Main(int argc, char** argv) {
       std::string durable = "bench-" + tag;
       std::string bucket = "bench_kv_" + tag;
       std::replace(bucket.begin(), bucket.end(), '-', '_');
-      admin.CreateConsumer(durable);
+      admin.CreateConsumer(durable, s.max_ack_pending);
       RunResult r = c.starts_with("baseline")
                         ? RunBaseline(c, url, admin, durable, s, filled)
                         : RunFleetflow(c, url, admin, durable, bucket, s, filled);

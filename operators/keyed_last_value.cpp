@@ -38,6 +38,7 @@ class KeyedLastValue final : public Operator {
       o.bucket.replicas = static_cast<int>(ctx.config.Integer("bucket_replicas"));
       o.flush_ms = ctx.config.Integer("flush_ms");
       o.flush_messages = ctx.config.Integer("flush_messages");
+      o.records_per_partition = static_cast<size_t>(ctx.config.Integer("records_per_partition"));
       o.keep = retention_.keep;
       o.history_ns = retention_.history_ns;
       store_ = std::make_unique<JetStreamKvStore>(std::move(o), ctx.metrics, ctx.labels());
@@ -286,9 +287,10 @@ void RegisterKeyedLastValue(Registry& registry) {
   info.config
       .String("backend",
               "Where the state lives: memory (this process only) or jetstream_kv (one JetStream "
-              "Key/Value bucket, one key per vehicle, <partition>.<vehicle>, holding all its "
-              "sensors: each partition's state is restored by the worker that takes it over, and "
-              "a message is acknowledged upstream only once its samples are stored there).")
+              "Key/Value bucket, each partition's vehicles spread over records_per_partition keys "
+              "<partition>.r<k>: each partition's state is restored by the worker that takes it "
+              "over, and a message is acknowledged upstream only once its samples are stored "
+              "there).")
       .Default("memory")
       .OneOf({"memory", "jetstream_kv"});
   info.config
@@ -305,7 +307,7 @@ void RegisterKeyedLastValue(Registry& registry) {
       .Max(5);
   info.config
       .Integer("flush_ms",
-               "jetstream_kv: writes are coalesced to at most one per vehicle per flush_ms, sent "
+               "jetstream_kv: writes are coalesced to at most one per key per flush_ms, sent "
                "asynchronously; after a clock tick without new samples (the input paused), what "
                "waits is written at once.")
       .Default(int64_t{200})
@@ -320,6 +322,17 @@ void RegisterKeyedLastValue(Registry& registry) {
       .Default(int64_t{20'000})
       .Min(1)
       .Max(10'000'000);
+  info.config
+      .Integer("records_per_partition",
+               "jetstream_kv: KV keys a partition's vehicles are spread over (a hash of the "
+               "vehicle picks its key). A flush writes each key whose vehicles have new samples, "
+               "with all of its vehicles: more keys, more and smaller writes. A key's value must "
+               "stay under the server's max_payload (1 MB by default): at about 5.7 kB per "
+               "vehicle (keep 16, history_ms 2000, four sensors up to 30 Hz), up to 170 vehicles "
+               "per key.")
+      .Default(int64_t{64})
+      .Min(1)
+      .Max(65'536);
   AddNatsConnectionFields(info.config);
   info.config
       .Integer("keep",

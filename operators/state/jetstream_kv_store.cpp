@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 
 #include "clock.hpp"
 
@@ -15,13 +16,6 @@ constexpr size_t kMaxPendingSamples = 1024;  // per key between two writes, at m
 /// kv_write_seconds' buckets (docs/metrics.md): 0.5 ms to the 5 s write timeout and beyond.
 const std::vector<double> kWriteBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                            0.1,    0.25,  0.5,    1,     2.5,  5,     10};
-
-/// `<partition>.<vehicle>` of a state key `<partition>.<vehicle>.<sensor>`, and its sensor.
-std::pair<std::string_view, std::string_view> SplitKey(std::string_view key) {
-  const size_t dot = key.rfind('.');
-  if (dot == std::string_view::npos) return {key, {}};
-  return {key.substr(0, dot), key.substr(dot + 1)};
-}
 
 void SortByTime(std::vector<wire::Point>& samples) {
   std::sort(samples.begin(), samples.end(),
@@ -61,33 +55,66 @@ std::vector<state::Series> JetStreamKvStore::Decode(std::string_view key,
                                                     const std::string& value) {
   std::vector<state::Series> out;
   if (state::DecodeRecord(value, out)) {
-    for (auto& s : out) SortByTime(s.samples);
+    // `<vehicle>.<sensor>` in a record of this layout; `<sensor>` in one per vehicle, whose key
+    // is `<partition>.<vehicle>`.
+    const std::string_view partition = key.substr(0, key.find('.'));
+    for (auto& s : out) {
+      s.name = s.name.find('.') != std::string::npos ? std::string(partition) + "." + s.name
+                                                     : std::string(key) + "." + s.name;
+      SortByTime(s.samples);
+    }
     return out;
   }
   // Stored per state key, before records: a Batch under <partition>.<vehicle>.<sensor>.
   std::vector<wire::Point> samples;
-  if (wire::DecodeBatch(value.data(), value.size(), samples) != wire::DecodeError::kNone) return {};
+  if (std::count(key.begin(), key.end(), '.') < 2 ||
+      wire::DecodeBatch(value.data(), value.size(), samples) != wire::DecodeError::kNone) {
+    return {};
+  }
   SortByTime(samples);
-  out.push_back({std::string(SplitKey(key).second), std::move(samples)});
+  out.push_back({std::string(key), std::move(samples)});
   return out;
 }
 
-void JetStreamKvStore::MergeInto(Record& record, const std::vector<state::Series>& stored) {
-  for (const state::Series& s : stored) {
-    auto it = std::find_if(record.series.begin(), record.series.end(),
-                           [&](const Series& mine) { return mine.name == s.name; });
-    if (it == record.series.end()) {
-      record.series.push_back(Series{s.name, s.samples, {}, SIZE_MAX});
-      continue;
-    }
-    it->samples = Merge(std::move(it->samples), s.samples, kMaxPendingSamples);
+std::pair<std::string, std::string> JetStreamKvStore::RecordOf(std::string_view state_key,
+                                                               size_t records) {
+  const size_t first = state_key.find('.');
+  const std::string_view partition = state_key.substr(0, first);
+  const std::string_view name = state_key.substr(first == std::string_view::npos ? 0 : first + 1);
+  const std::string_view vehicle = name.substr(0, name.rfind('.'));
+  // FNV-1a, then mixed (MurmurHash3's finalizer): its low bits alone are the partition.
+  uint32_t h = 2166136261u;
+  for (const unsigned char c : vehicle) h = (h ^ c) * 16777619u;
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  const size_t k = records == 0 ? 0 : h % records;
+  return {std::string(partition) + ".r" + std::to_string(k), std::string(name)};
+}
+
+void JetStreamKvStore::MergeInto(Record& record, const std::string& name,
+                                 const std::vector<wire::Point>& samples) {
+  auto it = std::find_if(record.series.begin(), record.series.end(),
+                         [&](const Series& mine) { return mine.name == name; });
+  if (it == record.series.end()) {
+    record.series.push_back(Series{name, samples, {}, SIZE_MAX});
+    return;
   }
+  it->samples = Merge(std::move(it->samples), samples, kMaxPendingSamples);
+}
+
+void JetStreamKvStore::MergeInto(Record& record, const std::vector<state::Series>& stored) {
+  for (const state::Series& s : stored) MergeInto(record, s.name, s.samples);
 }
 
 void JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
   const auto watcher = prefix.empty() ? kv_->WatchAll() : kv_->Watch(prefix + ">");
   const int64_t deadline = SteadyNowNs() + int64_t{options_.restore_timeout_ms} * 1'000'000;
   nats::KvEntry e;
+  std::map<std::string, std::vector<wire::Point>> restored;  // by state key
+  std::unordered_map<std::string, uint64_t> revisions;       // by KV key
   for (;;) {
     const int64_t left_ms = (deadline - SteadyNowNs()) / 1'000'000;
     if (left_ms <= 0) {
@@ -96,22 +123,28 @@ void JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
                                " ms");
     }
     const auto ev = watcher->Next(static_cast<int>(std::min<int64_t>(left_ms, 500)), e);
-    if (ev == nats::KvWatcher::Event::kInitialDone) return;
+    if (ev == nats::KvWatcher::Event::kInitialDone) break;
     if (ev != nats::KvWatcher::Event::kEntry || e.deleted) continue;
-    std::vector<state::Series> stored = Decode(e.key, e.value);
-    // A record's key is <partition>.<vehicle>; a value stored per state key is its series.
-    const bool per_key =
-        !stored.empty() && stored.size() == 1 && std::count(e.key.begin(), e.key.end(), '.') >= 2;
-    const std::string record_key(per_key ? SplitKey(e.key).first : std::string_view(e.key));
-    for (auto& s : stored) retention_.Apply(s.samples);
+    restored_keys_.Inc();
+    for (state::Series& s : Decode(e.key, e.value)) {
+      // A state key stored twice (under a key of a layout before too) is merged by event time.
+      std::vector<wire::Point>& samples = restored[s.name];
+      samples = Merge(std::move(samples), s.samples, kMaxPendingSamples);
+    }
+    revisions[e.key] = e.revision;  // the base of our next write, if it is a key we write
+  }
+  for (auto& [key, samples] : restored) {
+    retention_.Apply(samples);
+    auto [record_key, name] = RecordOf(key, options_.records_per_partition);
     {
       std::lock_guard lock(mu_);
       Record& r = records_[record_key];
-      if (!per_key) r.revision = std::max(r.revision, e.revision);
-      MergeInto(r, stored);  // our next base
+      if (const auto rev = revisions.find(record_key); rev != revisions.end()) {
+        r.revision = std::max(r.revision, rev->second);
+      }
+      MergeInto(r, name, samples);  // our next base
     }
-    restored_keys_.Inc();
-    for (auto& s : stored) visit(record_key + "." + s.name, std::move(s.samples));
+    visit(key, std::move(samples));
   }
 }
 
@@ -132,15 +165,14 @@ void JetStreamKvStore::Forget(const std::string& prefix) {
 }
 
 size_t JetStreamKvStore::Slot(const std::string& key) {
-  const auto split = SplitKey(key);
-  const std::string_view record_key = split.first, name = split.second;
+  auto [record_key, name] = RecordOf(key, options_.records_per_partition);
   std::lock_guard lock(mu_);
-  RecordNode& node = *records_.try_emplace(std::string(record_key)).first;
+  RecordNode& node = *records_.try_emplace(std::move(record_key)).first;
   auto& series = node.second.series;
   auto it =
       std::find_if(series.begin(), series.end(), [&](const Series& s) { return s.name == name; });
   if (it == series.end())
-    it = series.insert(series.end(), Series{std::string(name), {}, {}, SIZE_MAX});
+    it = series.insert(series.end(), Series{std::move(name), {}, {}, SIZE_MAX});
   if (it->slot == SIZE_MAX) {
     if (free_slots_.empty()) {
       it->slot = slots_.size();
@@ -185,6 +217,9 @@ JetStreamKvStore::Outgoing JetStreamKvStore::Prepare(const std::string& key, Rec
   r.in_flight = true;
   ++in_flight_;
   r.in_flight_acks.swap(r.acks);
+  // Done hands the acknowledgements on with their vector: this flush's count is the next one's
+  // best guess, one allocation instead of a doubling per few acknowledgements.
+  r.acks.reserve(r.in_flight_acks.size());
   Outgoing out{key, {}, r.revision};
   out.series.reserve(r.series.size());
   for (Series& s : r.series) {
@@ -234,8 +269,13 @@ void JetStreamKvStore::Done(const std::string& key, const std::vector<state::Ser
       }
       if (!r.conflict) {
         // One line per key would flood the log when a whole flush fails (a lost connection).
-        write_errors_log_.Log("write", spdlog::level::warn,
-                              "bucket " + options_.bucket.name + ": write " + key + ": " + r.error);
+        std::string line = "bucket " + options_.bucket.name + ": write " + key + ": " + r.error;
+        if (r.error.find("ayload") != std::string::npos) {
+          line += " (a record of " + std::to_string(rec.series.size()) +
+                  " series is larger than the server's max_payload: raise "
+                  "records_per_partition, or lower keep or history_ms)";
+        }
+        write_errors_log_.Log("write", spdlog::level::warn, line);
       }
     }
   }
@@ -276,7 +316,9 @@ void JetStreamKvStore::Flush() {
     std::lock_guard lock(mu_);
     Record& rec = records_[key];
     if (current) {
-      MergeInto(rec, Decode(key, current->value));
+      for (const state::Series& s : Decode(key, current->value)) {
+        MergeInto(rec, RecordOf(s.name, options_.records_per_partition).second, s.samples);
+      }
       rec.revision = current->revision;
     }
     rec.conflict = false;
@@ -329,15 +371,24 @@ bool JetStreamKvStore::Ready() const { return conn_->connected(); }
 
 std::vector<wire::Point> JetStreamKvStore::Merge(std::vector<wire::Point> a,
                                                  const std::vector<wire::Point>& b, size_t keep) {
-  a.insert(a.end(), b.begin(), b.end());
-  std::sort(a.begin(), a.end(), [](const wire::Point& x, const wire::Point& y) {
+  const auto before = [](const wire::Point& x, const wire::Point& y) {
     return x.ts_ns != y.ts_ns ? x.ts_ns < y.ts_ns : x.seq < y.seq;
-  });
-  a.erase(std::unique(a.begin(), a.end(),
-                      [](const wire::Point& x, const wire::Point& y) {
-                        return x.ts_ns == y.ts_ns && x.seq == y.seq;
-                      }),
-          a.end());
+  };
+  // The usual case, samples that came in order after the stored ones, needs no sort: checking
+  // that the whole list is strictly ascending is one pass.
+  a.insert(a.end(), b.begin(), b.end());
+  const bool in_order =
+      std::adjacent_find(a.begin(), a.end(), [&](const wire::Point& x, const wire::Point& y) {
+        return !before(x, y);
+      }) == a.end();
+  if (!in_order) {
+    std::sort(a.begin(), a.end(), before);
+    a.erase(std::unique(a.begin(), a.end(),
+                        [](const wire::Point& x, const wire::Point& y) {
+                          return x.ts_ns == y.ts_ns && x.seq == y.seq;
+                        }),
+            a.end());
+  }
   if (a.size() > keep) a.erase(a.begin(), a.end() - static_cast<std::ptrdiff_t>(keep));
   return a;
 }

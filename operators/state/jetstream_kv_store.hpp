@@ -1,17 +1,18 @@
 #pragma once
 /// StateStore on one JetStream Key/Value bucket: the changelog of the pipeline's partitions.
 ///
-/// The state keys `<partition>.<vehicle>.<sensor>` (and `.status`) of one vehicle share one KV
-/// key, `<partition>.<vehicle>`, whose value is an FLS1 Record (schemas/state.fbs): what state
-/// retains of each of the vehicle's series. A vehicle costs one write per flush, not one per
-/// sensor. Writes are coalesced (at most one per KV key per flush interval) and sent
-/// asynchronously as compare-and-set updates on the key's revision. A worker writes only the
-/// keys of the partitions it owns, so a conflict means that another worker wrote the key
-/// meanwhile (a previous owner taken for dead that still ran): the stored samples are merged
-/// with ours by event time and written again, so neither loses the newer samples. Nobody
+/// A partition's state keys `<partition>.<vehicle>.<sensor>` (and `.status`) are spread over
+/// `records_per_partition` KV keys `<partition>.r<k>`, k a hash of the vehicle: each value is an
+/// FLS1 Record (schemas/state.fbs) with one series per state key of its vehicles, named
+/// `<vehicle>.<sensor>`, holding what state retains of it. A flush costs one write per record
+/// that changed, not one per vehicle. Writes are coalesced (at most one per KV key per flush
+/// interval) and sent asynchronously as compare-and-set updates on the key's revision. A worker
+/// writes only the keys of the partitions it owns, so a conflict means that another worker wrote
+/// the key meanwhile (a previous owner taken for dead that still ran): the stored samples are
+/// merged with ours by event time and written again, so neither loses the newer samples. Nobody
 /// watches the bucket while it runs: a worker that takes a partition over reads its keys once
-/// (Restore). A value of a bucket written per state key (a FLT1 Batch under
-/// `<partition>.<vehicle>.<sensor>`, before records) is read on restore as that series.
+/// (Restore). Values of the layouts before are read on restore too: a Record per vehicle under
+/// `<partition>.<vehicle>` (series named by sensor) and a FLT1 Batch per state key.
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -31,9 +32,10 @@ struct JetStreamKvOptions {
   nats::ConnectOptions connection;
   nats::BucketOptions bucket;
   int64_t flush_ms = 200;
-  int64_t flush_messages = 20'000;  // or sooner, once this many messages wait for a write
-  size_t keep = 4;                  // samples per key kept after a merge
-  int64_t history_ns = 0;           // and every sample this close to the key's newest (Retention)
+  int64_t flush_messages = 20'000;    // or sooner, once this many messages wait for a write
+  size_t records_per_partition = 64;  // KV keys a partition's vehicles are spread over
+  size_t keep = 4;                    // samples per key kept after a merge
+  int64_t history_ns = 0;             // and every sample this close to the key's newest (Retention)
   int restore_timeout_ms = 30'000;
 };
 
@@ -49,6 +51,11 @@ class JetStreamKvStore final : public StateStore {
   void Sync(bool all) override;
   void Forget(const std::string& prefix) override;
   bool Ready() const override;
+
+  /// The KV key of a state key `<partition>.<vehicle>.<sensor>` and its series' name there:
+  /// {`<partition>.r<k>`, `<vehicle>.<sensor>`}, k in [0, records) a hash of the vehicle that
+  /// does not follow its partition (the partition is the same hash modulo the partition count).
+  static std::pair<std::string, std::string> RecordOf(std::string_view state_key, size_t records);
 
   /// Merges two sample lists by event time (ts, seq unique), keeping the newest `keep`.
   static std::vector<wire::Point> Merge(std::vector<wire::Point> a,
@@ -90,12 +97,15 @@ class JetStreamKvStore final : public StateStore {
   void Flush();
   /// Merges `stored` (decoded from the bucket, or a write that failed) into the record.
   static void MergeInto(Record& record, const std::vector<state::Series>& stored);
+  static void MergeInto(Record& record, const std::string& name,
+                        const std::vector<wire::Point>& samples);
   static void Settle(Series& s);                        // mu_ held
   Outgoing Prepare(const std::string& key, Record& r);  // mu_ held
   void Send(std::vector<Outgoing> writes);              // mu_ not held
   void Done(const std::string& key, const std::vector<state::Series>& sent,
             const nats::KvWriteResult& r, WriteBatch& batch);
-  /// Decodes a stored value: a Record, or a Batch stored under a state key before records.
+  /// Decodes a stored value into series named by their state key: a Record (of this layout or
+  /// of one per vehicle), or a Batch stored under a state key before records.
   static std::vector<state::Series> Decode(std::string_view key, const std::string& value);
 
   const JetStreamKvOptions options_;

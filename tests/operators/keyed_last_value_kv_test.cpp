@@ -1,4 +1,5 @@
 // keyed_last_value with the jetstream_kv backend against a real nats-server with JetStream.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -8,6 +9,7 @@
 
 #include "fleetflow/testkit/harness.hpp"
 #include "jetstream.hpp"
+#include "log_capture.hpp"
 #include "nats_fixture.hpp"
 #include "servers.hpp"
 #include "state/jetstream_kv_store.hpp"
@@ -39,27 +41,33 @@ std::vector<int64_t> SinceBase(const std::vector<wire::Point>& points) {
 
 class KeyedLastValueKvTest : public NatsServerTest {
  protected:
-  std::unique_ptr<OperatorHarness> Worker(int flush_ms = 50, int flush_messages = 20'000) {
+  static constexpr int kRecords = 64;  // records_per_partition's default
+
+  std::unique_ptr<OperatorHarness> Worker(int flush_ms = 50, int flush_messages = 20'000,
+                                          int records = kRecords) {
     return std::make_unique<OperatorHarness>(
         "keyed_last_value", R"({"backend": "jetstream_kv", "url": ")" + server_.url() +
                                 R"(", "keep": 3, "flush_ms": )" + std::to_string(flush_ms) +
-                                R"(, "flush_messages": )" + std::to_string(flush_messages) + "}");
+                                R"(, "flush_messages": )" + std::to_string(flush_messages) +
+                                R"(, "records_per_partition": )" + std::to_string(records) + "}");
   }
 
-  /// The samples stored of a state key `<partition>.<vehicle>.<sensor>`: a series of the
-  /// vehicle's record, under the KV key `<partition>.<vehicle>`.
-  std::vector<wire::Point> StoredPoints(const std::string& key) {
+  /// The samples stored of a state key `<partition>.<vehicle>.<sensor>`: the series
+  /// `<vehicle>.<sensor>` of the record `<partition>.r<k>` of the vehicle.
+  std::vector<wire::Point> StoredPoints(const std::string& key, int records = kRecords) {
     auto kv = js_->EnsureBucket({});
-    const size_t dot = key.rfind('.');
-    auto e = kv->Get(key.substr(0, dot));
+    const auto [record_key, name] = JetStreamKvStore::RecordOf(key, records);
+    auto e = kv->Get(record_key);
     std::vector<state::Series> record;
     if (!e || !state::DecodeRecord(e->value, record)) return {};
     for (const auto& s : record) {
-      if (s.name == key.substr(dot + 1)) return s.samples;
+      if (s.name == name) return s.samples;
     }
     return {};
   }
-  std::vector<int64_t> Stored(const std::string& key) { return SinceBase(StoredPoints(key)); }
+  std::vector<int64_t> Stored(const std::string& key, int records = kRecords) {
+    return SinceBase(StoredPoints(key, records));
+  }
 };
 
 TEST_F(KeyedLastValueKvTest, AcknowledgesAStatusOnlyOnceItIsInTheBucket) {
@@ -146,12 +154,88 @@ TEST_F(KeyedLastValueKvTest, AVehicleCostsOneWritePerFlushWhateverItsSensors) {
   h->Feed(Batch("v2", "speed", {1}, [&] { ++acks; }));
   h->TickAt(1, /*drain=*/true);
   EXPECT_EQ(acks, 41);
-  EXPECT_EQ(h->Counter("kv_writes"), 2u);  // one per vehicle
+  ASSERT_NE(JetStreamKvStore::RecordOf("0.v1.gps", kRecords).first,
+            JetStreamKvStore::RecordOf("0.v2.gps", kRecords).first);
+  EXPECT_EQ(h->Counter("kv_writes"), 2u);  // one per vehicle: each in a record of its own
   for (const std::string sensor : {"gps", "speed", "soc", "torque"}) {
     EXPECT_EQ(Stored("0.v1." + sensor), (std::vector<int64_t>{8, 9, 10})) << sensor;  // keep 3
   }
   EXPECT_EQ(Stored("0.v1.status").size(), 1u);
   EXPECT_EQ(Stored("0.v2.speed"), (std::vector<int64_t>{1}));
+}
+
+TEST_F(KeyedLastValueKvTest, AFlushCostsOneWritePerRecordWhateverItsVehicles) {
+  constexpr int kRecordsHere = 4;
+  auto h = Worker(/*flush_ms=*/60'000, 20'000, kRecordsHere);
+  std::map<std::string, int> per_record;
+  for (int v = 0; v < 40; ++v) {
+    const std::string vehicle = "v" + std::to_string(v);
+    for (const std::string sensor : {"gps", "speed"}) h->Feed(Batch(vehicle, sensor, {v + 1}));
+    ++per_record[JetStreamKvStore::RecordOf("0." + vehicle + ".gps", kRecordsHere).first];
+  }
+  h->TickAt(1, /*drain=*/true);
+  // The hash spreads the vehicles over every record (40 vehicles, 4 records), not by partition.
+  ASSERT_EQ(per_record.size(), 4u) << ::testing::PrintToString(per_record);
+  for (const auto& [key, n] : per_record) EXPECT_GE(n, 4) << key;
+  EXPECT_EQ(h->Counter("kv_writes"), 4u);
+  for (int v = 0; v < 40; ++v) {
+    for (const std::string sensor : {"gps", "speed"}) {
+      EXPECT_EQ(Stored("0.v" + std::to_string(v) + "." + sensor, kRecordsHere),
+                (std::vector<int64_t>{v + 1}));
+    }
+  }
+  // A second flush writes only the records whose vehicles have new samples.
+  h->Feed(Batch("v7", "speed", {100}));
+  h->TickAt(2, /*drain=*/true);
+  EXPECT_EQ(h->Counter("kv_writes"), 5u);
+  EXPECT_EQ(Stored("0.v7.speed", kRecordsHere), (std::vector<int64_t>{8, 100}));
+}
+
+// A record larger than the server's max_payload cannot be written: the failure is counted and
+// logged with what to change, and the messages are not acknowledged (they come again).
+TEST_F(KeyedLastValueKvTest, ARecordTooLargeForTheServerIsReportedAndNothingIsAcknowledged) {
+  LogCapture log;
+  auto h = std::make_unique<OperatorHarness>(
+      "keyed_last_value", R"({"backend": "jetstream_kv", "url": ")" + server_.url() +
+                              R"(", "keep": 64, "flush_ms": 60000, "records_per_partition": 1})");
+  std::atomic<int> acks{0};
+  std::vector<int64_t> ts(64);
+  std::iota(ts.begin(), ts.end(), 1);
+  for (int v = 0; v < 800; ++v) {  // 800 × 64 samples: more than 1 MB in one record
+    h->Feed(Batch("v" + std::to_string(v), "speed", ts, [&] { ++acks; }));
+  }
+  h->TickAt(1, /*drain=*/true);
+  EXPECT_EQ(acks, 0);
+  EXPECT_EQ(h->Counter("kv_writes"), 0u);
+  EXPECT_GT(h->Counter("kv_write_errors"), 0u);
+  EXPECT_THAT(log.text(), ::testing::HasSubstr("raise records_per_partition"));
+}
+
+// A bucket written with one record per vehicle (key <partition>.<vehicle>, series named by
+// sensor), before records held many vehicles: a worker taking the partition over restores it,
+// merged by event time with what the record of this layout holds of the same vehicle.
+TEST_F(KeyedLastValueKvTest, ARecordPerVehicleIsRestoredAndMergedWithTheNewLayout) {
+  auto kv = js_->EnsureBucket({});
+  const auto points = [](std::vector<int64_t> ts) {
+    std::vector<wire::Point> out;
+    for (int64_t t : ts) out.push_back(wire::Point{kBase + t, static_cast<uint32_t>(t), 1.0});
+    return out;
+  };
+  kv->Put("0.v8", state::EncodeRecord({{"speed", points({1, 2, 3})}, {"soc", points({2})}}));
+  const auto [record_key, name] = JetStreamKvStore::RecordOf("0.v8.speed", kRecords);
+  kv->Put(record_key, state::EncodeRecord({{name, points({3, 4})}}));
+  auto h = Worker(/*flush_ms=*/60'000);
+  std::map<std::string, std::vector<int64_t>> restored;
+  for (const auto& b : Only<SampleBatch>(h->Feed(Assigned(0)))) {
+    EXPECT_EQ(b->vehicle, "v8");
+    restored[b->sensor] = SinceBase(b->points);
+  }
+  EXPECT_EQ(restored,
+            (std::map<std::string, std::vector<int64_t>>{{"soc", {2}}, {"speed", {2, 3, 4}}}));
+  h->Feed(Batch("v8", "speed", {5}));
+  h->TickAt(1, /*drain=*/true);
+  EXPECT_EQ(Stored("0.v8.speed"), (std::vector<int64_t>{3, 4, 5}));
+  EXPECT_EQ(Stored("0.v8.soc"), (std::vector<int64_t>{2}));  // written on in this layout
 }
 
 // A bucket written per state key (a FLT1 Batch under <partition>.<vehicle>.<sensor>), before

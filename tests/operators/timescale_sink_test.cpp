@@ -2,7 +2,6 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -18,11 +17,14 @@
 #include <vector>
 
 #include "fleetflow/testkit/harness.hpp"
+#include "log_capture.hpp"
 #include "pg_client.hpp"
 #include "servers.hpp"
 
 namespace fleetflow {
 namespace {
+
+using fleetflow::testing::LogCapture;
 
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -297,26 +299,6 @@ WindowBatch SpeedBatch(int64_t window_ns, int n, double offset = 0) {
   }
   return MakeBatch(window_ns, {"speed"}, std::move(rows));
 }
-
-/// Collects what spdlog's default logger prints while it lives.
-class LogCapture {
- public:
-  LogCapture() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
-    spdlog::default_logger()->sinks().push_back(sink_);
-  }
-  ~LogCapture() {
-    auto& sinks = spdlog::default_logger()->sinks();
-    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
-  }
-  std::string text() {
-    sink_->flush();
-    return out_.str();
-  }
-
- private:
-  std::ostringstream out_;
-  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
-};
 
 TEST(TimescaleSinkUnreachable, DrainGivesUpAfterTimeoutAndCountsDroppedRows) {
   LogCapture log;
