@@ -25,6 +25,15 @@ std::string JsError(jsErrCode err) {
   return err != 0 ? " (JetStream error " + std::to_string(err) + ")" : "";
 }
 
+/// The start time nats.c can send: it writes the fraction of a second without its leading zeros
+/// (3.4.1: 12:00:00.058 goes out as 12:00:00.58), so a time less than 0.1 s after a whole second
+/// would start the consumer up to 0.9 s late. Such a time starts at the whole second instead,
+/// and the reader skips what was stored before the time asked (StreamReader::SkipStoredBefore).
+int64_t SendableStartTime(int64_t time_ns) {
+  const int64_t fraction = ((time_ns % 1'000'000'000) + 1'000'000'000) % 1'000'000'000;
+  return fraction != 0 && fraction < 100'000'000 ? time_ns - fraction : time_ns;
+}
+
 /// Where a consumer starts reading.
 void SetStart(jsConsumerConfig& c, const StreamStart& start) {
   if (start.sequence > 0) {
@@ -32,7 +41,7 @@ void SetStart(jsConsumerConfig& c, const StreamStart& start) {
     c.OptStartSeq = start.sequence;
   } else if (start.time_ns != 0) {
     c.DeliverPolicy = js_DeliverByStartTime;
-    c.OptStartTime = start.time_ns;
+    c.OptStartTime = SendableStartTime(start.time_ns);
   }
 }
 
@@ -459,7 +468,25 @@ StreamReader::StreamReader(Connection& connection, natsSubscription* sub, uint64
 
 StreamReader::~StreamReader() = default;
 
+void StreamReader::SkipStoredBefore(int64_t time_ns, const std::string& what) {
+  // At most the messages of the 0.1 s before the time: they are stored, so they come at once.
+  const int64_t give_up = NowNs() + 30'000'000'000;
+  while (total_ > 0) {
+    auto m = Next(100);
+    if (!m) {
+      if (NowNs() > give_up) Throw(NATS_TIMEOUT, what + ": messages counted did not come in 30 s");
+      continue;
+    }
+    if (m->stored_ns() >= time_ns) {
+      next_ = std::move(m);
+      return;
+    }
+    --total_;
+  }
+}
+
 std::unique_ptr<JsMessage> StreamReader::Next(int timeout_ms) {
+  if (next_) return std::move(next_);
   natsMsg* msg = nullptr;
   const natsStatus s = natsSubscription_NextMsg(&msg, sub_, timeout_ms);
   if (s == NATS_TIMEOUT) return nullptr;
@@ -838,7 +865,12 @@ std::unique_ptr<StreamReader> JetStream::ReadStream(const std::string& stream,
   natsSubscription* sub = nullptr;
   s = js_SubscribeSync(&sub, js_, subject.c_str(), nullptr, &so, &err);
   if (s != NATS_OK) Throw(s, what + JsError(err));
-  return std::unique_ptr<StreamReader>(new StreamReader(conn_, sub, total));
+  std::unique_ptr<StreamReader> reader(new StreamReader(conn_, sub, total));
+  if (start.sequence == 0 && start.time_ns != 0 &&
+      SendableStartTime(start.time_ns) != start.time_ns) {
+    reader->SkipStoredBefore(start.time_ns, what);
+  }
+  return reader;
 }
 
 std::pair<uint64_t, uint64_t> JetStream::ConsumerPending(const std::string& stream,

@@ -278,11 +278,15 @@ class StreamReader {
  private:
   friend class JetStream;
   StreamReader(Connection& connection, __natsSubscription* sub, uint64_t total);
+  /// Reads past the messages stored before `time_ns` (the consumer started at the second
+  /// before it, see SetStart), taking them off the total; keeps the first one after.
+  void SkipStoredBefore(int64_t time_ns, const std::string& what);
 
   Connection& conn_;
   __natsSubscription* sub_;
   std::unique_ptr<SyncSubscription> owner_;  // unsubscribes (deleting the consumer), frees sub_
   uint64_t total_ = 0;
+  std::unique_ptr<JsMessage> next_;  // read by SkipStoredBefore, not returned yet
 };
 
 struct KvEntry {

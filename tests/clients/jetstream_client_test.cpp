@@ -459,6 +459,44 @@ TEST_F(JetStreamClientTest,
 // Workers started together all create the same buckets: a bucket that another client is still
 // creating is found by its name a little before its stream takes writes. Writing to it at once
 // must work (it once failed a worker's start with "no responders").
+// Reading from a time less than 0.1 s after a whole second: nats.c 3.4.1 would send 12:00:00.058
+// as 12:00:00.58 and start the reader up to 0.9 s late. Every message stored at or after the
+// time comes, none before, and the count says so.
+TEST_F(JetStreamClientTest, AStreamReadFromATimeJustAfterAWholeSecondStartsThere) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  js.EnsureStream({.name = "TIMED", .subjects = {"timed.>"}});
+  // Published until one is stored less than 0.1 s after a whole second, and 50 after it.
+  std::vector<int64_t> stored;  // by sequence - 1
+  const auto fraction = [](int64_t ns) { return ns % 1'000'000'000; };
+  size_t at = 0;  // the first one stored in the 0.1 s after a whole second, not at the first
+  auto all = js.ReadStream("TIMED", "timed.>", {});
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        PublishMany(js, "timed.x", 10, std::to_string(stored.size()) + "-");
+        for (int i = 0; i < 10; ++i) {
+          auto m = all->Next(5000);
+          if (!m) return false;
+          stored.push_back(m->stored_ns());
+          const size_t k = stored.size() - 1;
+          if (at == 0 && k > 0 && fraction(stored[k]) > 0 && fraction(stored[k]) < 100'000'000 &&
+              stored[k] > stored[k - 1]) {
+            at = k;
+          }
+        }
+        return at != 0 && stored.size() >= at + 50;
+      },
+      10s, 1ms));
+  auto reader = js.ReadStream("TIMED", "timed.>", {.time_ns = stored[at]});
+  EXPECT_EQ(reader->total(), stored.size() - at);
+  for (size_t i = at; i < stored.size(); ++i) {
+    auto m = reader->Next(5000);
+    ASSERT_NE(m, nullptr) << i;
+    EXPECT_EQ(m->stream_sequence(), i + 1);
+    EXPECT_EQ(m->stored_ns(), stored[i]);
+  }
+}
+
 TEST_F(JetStreamClientTest, ABucketCreatedByManyClientsAtOnceTakesTheirWritesAtOnce) {
   constexpr int kClients = 6, kRounds = 15;
   std::vector<std::unique_ptr<nats::Connection>> conns;

@@ -587,6 +587,7 @@ TEST(RecordStreamE2E, RangesOfTheStreamAreRecordedWithStoredTimesLeavingItsConsu
   }
   {  // By time, to the end of the stream.
     const auto [r, out] = record({"--stream", "TELEMETRY", "--from", Rfc3339Ns(middle_ns)});
+    SCOPED_TRACE(r.err);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.err.find("up to the end of the stream"), std::string::npos) << r.err;
     expect_messages(out, range(kMessages / 2 + 1, kMessages));
