@@ -165,9 +165,10 @@ void JetStreamKvStore::Forget(const std::string& prefix) {
 }
 
 size_t JetStreamKvStore::Slot(const std::string& key) {
-  auto [record_key, name] = RecordOf(key, options_.records_per_partition);
+  auto record = RecordOf(key, options_.records_per_partition);
+  std::string& name = record.second;  // a structured binding could not be captured below
   std::lock_guard lock(mu_);
-  RecordNode& node = *records_.try_emplace(std::move(record_key)).first;
+  RecordNode& node = *records_.try_emplace(std::move(record.first)).first;
   auto& series = node.second.series;
   auto it =
       std::find_if(series.begin(), series.end(), [&](const Series& s) { return s.name == name; });
