@@ -390,13 +390,15 @@ std::string PipelineJson(const std::string& contender, const std::string& url,
     << url << R"(", "delivery": "jetstream", "subject": ")" << kSubject << R"(",
     "stream": ")"
     << kStream << R"(", "create_stream": false, "durable": ")" << durable << R"(", "fetch_batch": )"
-    << s.fetch_batch << R"(, "max_ack_pending": )" << s.max_ack_pending << "}}";
+    << s.fetch_batch << R"(, "max_ack_pending": )" << s.max_ack_pending;
+  const bool kv = contender != "ff-memory" && contender != "ff-source";
+  if (kv) j << R"(, "state_bucket": ")" << bucket << '"';
+  j << "}}";
   if (contender == "ff-source") {
     j << R"(,
   {"id": "sink", "type": "bench_count_samples", "inputs": ["telemetry"]}]})";
     return j.str();
   }
-  const bool kv = contender != "ff-memory";
   j << R"(,
   {"id": "last_values", "type": "keyed_last_value", "inputs": ["telemetry"], "config": {)";
   if (kv) {

@@ -572,6 +572,17 @@ void KeyValue::Delete(const std::string& key) {
 void KeyValue::UpdateAsync(const std::string& key, std::string_view value,
                            uint64_t expected_revision,
                            std::function<void(const KvWriteResult&)> done) {
+  WriteAsync(key, value, &expected_revision, std::move(done));
+}
+
+void KeyValue::PutAsync(const std::string& key, std::string_view value,
+                        std::function<void(const KvWriteResult&)> done) {
+  WriteAsync(key, value, nullptr, std::move(done));
+}
+
+void KeyValue::WriteAsync(const std::string& key, std::string_view value,
+                          const uint64_t* expected_revision,
+                          std::function<void(const KvWriteResult&)> done) {
   uint64_t id;
   {
     std::lock_guard lock(mu_);
@@ -583,8 +594,9 @@ void KeyValue::UpdateAsync(const std::string& key, std::string_view value,
   natsMsg* msg = nullptr;
   natsStatus s = natsMsg_Create(&msg, subject.c_str(), reply.c_str(), value.data(),
                                 static_cast<int>(value.size()));
-  const std::string rev = std::to_string(expected_revision);
-  if (s == NATS_OK) s = natsMsgHeader_Set(msg, kExpectedLastSubjectSeq, rev.c_str());
+  if (s == NATS_OK && expected_revision != nullptr) {
+    s = natsMsgHeader_Set(msg, kExpectedLastSubjectSeq, std::to_string(*expected_revision).c_str());
+  }
   if (s == NATS_OK) s = natsConnection_PublishMsg(conn_.raw(), msg);
   natsMsg_Destroy(msg);
   if (s != NATS_OK) {
@@ -809,6 +821,12 @@ std::unique_ptr<KeyValue> JetStream::EnsureBucket(const BucketOptions& o) {
   return std::make_unique<KeyValue>(conn_, kv, o.name);
 }
 
+std::unique_ptr<KeyValue> JetStream::OpenBucket(const std::string& name) {
+  kvStore* kv = nullptr;
+  Check(js_KeyValue(&kv, js_, name.c_str()), "bucket " + name);
+  return std::make_unique<KeyValue>(conn_, kv, name);
+}
+
 std::optional<StreamSummary> JetStream::FindStream(const std::string& name) {
   jsStreamInfo* info = nullptr;
   jsErrCode err = static_cast<jsErrCode>(0);
@@ -879,6 +897,15 @@ std::pair<uint64_t, uint64_t> JetStream::ConsumerPending(const std::string& stre
   Check(js_GetConsumerInfo(&ci, js_, stream.c_str(), durable.c_str(), nullptr, nullptr),
         "consumer info " + durable);
   const std::pair<uint64_t, uint64_t> out{ci->NumPending, static_cast<uint64_t>(ci->NumAckPending)};
+  jsConsumerInfo_Destroy(ci);
+  return out;
+}
+
+uint64_t JetStream::ConsumerDelivered(const std::string& stream, const std::string& durable) {
+  jsConsumerInfo* ci = nullptr;
+  Check(js_GetConsumerInfo(&ci, js_, stream.c_str(), durable.c_str(), nullptr, nullptr),
+        "consumer info " + durable);
+  const uint64_t out = ci->Delivered.Stream;
   jsConsumerInfo_Destroy(ci);
   return out;
 }

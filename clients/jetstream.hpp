@@ -343,6 +343,9 @@ class KeyValue {
   /// At most one write per key should be in flight.
   void UpdateAsync(const std::string& key, std::string_view value, uint64_t expected_revision,
                    std::function<void(const KvWriteResult&)> done);
+  /// Writes `value` whatever the key's revision, without waiting; `done` as for UpdateAsync.
+  void PutAsync(const std::string& key, std::string_view value,
+                std::function<void(const KvWriteResult&)> done);
   /// Answers the writes older than write_timeout_ms with a timeout error. Their acknowledgement
   /// may never come: a connection lost after the write left loses the answer, not the write.
   void ExpireWrites();
@@ -364,6 +367,9 @@ class KeyValue {
   };
   void OnReply(Message&& reply);
   void Answer(uint64_t id, const KvWriteResult& result);
+  /// UpdateAsync with `expected_revision`, PutAsync without (nullptr).
+  void WriteAsync(const std::string& key, std::string_view value, const uint64_t* expected_revision,
+                  std::function<void(const KvWriteResult&)> done);
 
   Connection& conn_;
   __kvStore* kv_;
@@ -411,6 +417,8 @@ class JetStream {
   std::unique_ptr<PullConsumer> PullSubscribe(const ConsumerOptions& options);
   /// Opens the bucket, creating it when missing.
   std::unique_ptr<KeyValue> EnsureBucket(const BucketOptions& options);
+  /// Opens a bucket that exists; throws Error when it does not.
+  std::unique_ptr<KeyValue> OpenBucket(const std::string& name);
   /// Publishes to a subject some stream captures and waits for the stream's acknowledgement;
   /// returns the stream sequence. Throws Error when no stream took it within timeout_ms.
   uint64_t Publish(std::string_view subject, const void* data, size_t size, const Headers& headers,
@@ -428,6 +436,8 @@ class JetStream {
   /// Messages not yet delivered plus delivered but unacknowledged, of a durable consumer.
   std::pair<uint64_t, uint64_t> ConsumerPending(const std::string& stream,
                                                 const std::string& durable);
+  /// The stream sequence of the last message a durable consumer delivered (0: none yet).
+  uint64_t ConsumerDelivered(const std::string& stream, const std::string& durable);
 
  private:
   Connection& conn_;

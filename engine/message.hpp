@@ -42,7 +42,7 @@ std::shared_ptr<T> MakePerMessage(Args&&... args) {
 }
 
 /// The acknowledgement of one message of an at-least-once source: due once the samples it
-/// carried are safely in state, and it may be given on any thread. It is shared, so a batch
+/// carried are in keyed state, and it may be given on any thread. It is shared, so a batch
 /// passed on carries it at the cost of a pointer; the state operator gives it (once).
 class Acknowledgement {
  public:
@@ -67,7 +67,8 @@ struct SampleBatch {
   std::string vehicle;
   std::string sensor;
   std::vector<wire::Point> points;
-  /// Given once the samples are safely in state (at-least-once sources acknowledge here).
+  /// Given once the samples are in keyed state (at-least-once sources acknowledge here; the
+  /// stream keeps them for a partition's next owner until the state's checkpoint passes them).
   /// Null for at-most-once delivery.
   Ack ack;
   /// Engine clock when the source received the message (0: unknown). Operators that need the
@@ -78,6 +79,9 @@ struct SampleBatch {
   /// Samples restored from state on taking a partition over, not received now: history that
   /// windows before the current one may use, never a late arrival.
   bool restored = false;
+  /// The message's sequence in its JetStream stream (0: none): keyed_last_value's store keeps
+  /// the partition's checkpoint by it.
+  uint64_t sequence = 0;
 };
 
 /// A vehicle's lifecycle message (vehicle.<id>.status). `at_ns` is when it happened: the source
@@ -90,6 +94,7 @@ struct StatusEvent {
   int64_t at_ns = 0;
   uint32_t partition = 0;  // as SampleBatch::partition
   Ack ack;                 // as SampleBatch::ack: given once the status is in state
+  uint64_t sequence = 0;   // as SampleBatch::sequence
 };
 
 /// The partition of a vehicle among `partitions`: FNV-1a (32 bit) of its id, modulo the count,

@@ -1,11 +1,11 @@
 #pragma once
 /// Where keyed state (the newest samples per key) is kept durably. keyed_last_value holds the
 /// working copy in memory and writes it through a StateStore; the memory store keeps nothing
-/// beyond the process, the JetStream KV store (operators/state/) is each partition's changelog:
-/// a worker that takes a partition over restores its keys from there.
+/// beyond the process, the JetStream KV store (operators/state/) is the checkpoint of each
+/// partition's changelog (the stream): a worker that takes a partition over restores its keys
+/// from there and re-reads the messages after the checkpoint.
 ///
-/// Calls come from the owning operator's thread, one at a time; the `durable` acknowledgements
-/// may be given on any thread.
+/// Calls come from the owning operator's thread, one at a time.
 
 #include <algorithm>
 #include <cstdint>
@@ -64,10 +64,11 @@ class StateStore {
   /// not on every write.
   virtual size_t Slot(const std::string& key) = 0;
   /// Adds `samples` (new samples of the key numbered `slot` that entered its state, in any
-  /// order) to what is stored for the key; `durable` is given once they are stored. Writes of
+  /// order) to what is stored for the key. `sequence` is the stream sequence of the message they
+  /// came in (0: none): the partition's checkpoint passes it once they are stored. Writes of
   /// one key are coalesced: the store keeps the key's retained samples itself (from Restore and
   /// its own writes) and stores what state retains of them with the samples added since.
-  virtual void Write(size_t slot, const std::vector<wire::Point>& samples, Ack durable) = 0;
+  virtual void Write(size_t slot, const std::vector<wire::Point>& samples, uint64_t sequence) = 0;
   /// Called on every clock tick: sends the writes that are due (`all`: every pending write,
   /// waiting for them: a drain, or a partition handed over).
   virtual void Sync(bool all) = 0;
@@ -78,14 +79,12 @@ class StateStore {
   virtual bool Ready() const { return true; }
 };
 
-/// State that lives only in this process: a write is durable at once.
+/// State that lives only in this process.
 class MemoryStateStore final : public StateStore {
  public:
   void Restore(const std::string&, const Visit&) override {}
   size_t Slot(const std::string&) override { return 0; }
-  void Write(size_t, const std::vector<wire::Point>&, Ack durable) override {
-    if (durable) durable->Done();
-  }
+  void Write(size_t, const std::vector<wire::Point>&, uint64_t) override {}
   void Sync(bool) override {}
   void Forget(const std::string&) override {}
 };

@@ -75,11 +75,8 @@ class KeyedLastValue final : public Operator {
         at = std::max(at, last->second.kept.back().ts_ns + 1);
       }
       KeyEntry& entry = Accept(key_, {wire::Point{at, 0, status->on ? 1.0 : 0.0}}, false);
-      if (!stored_.empty()) {
-        store_->Write(Slot(entry, key_), stored_, status->ack);  // acknowledged once durable
-      } else if (status->ack) {
-        status->ack->Done();
-      }
+      if (!stored_.empty()) store_->Write(Slot(entry, key_), stored_, status->sequence);
+      if (status->ack) status->ack->Done();  // in state: the stream is its changelog
       out.Emit(MakeMessage(StatusEvent{status->vehicle, status->on, at, status->partition}));
       return;
     }
@@ -98,14 +95,13 @@ class KeyedLastValue final : public Operator {
     MakeKey(batch->partition, batch->vehicle, batch->sensor);
     KeyEntry& entry = Accept(key_, batch->points, true);
     accepted_.Inc(passed_.size());
-    if (!stored_.empty()) {
-      store_->Write(Slot(entry, key_), stored_, batch->ack);  // acknowledged once durable
-    } else if (batch->ack) {
-      batch->ack->Done();  // nothing new in state: nothing to make durable
-    }
+    if (!stored_.empty()) store_->Write(Slot(entry, key_), stored_, batch->sequence);
+    // In state: acknowledged. The stream is the partition's changelog; the store's checkpoint
+    // says from where a next owner re-reads it (docs/scaling.md, "State").
+    if (batch->ack) batch->ack->Done();
     if (passed_.empty()) return;
     if (passed_.size() == batch->points.size()) {
-      // Nothing dropped: the message goes on as it is (its acknowledgement, given here, along).
+      // Nothing dropped: the message goes on as it is.
       out.Emit(in);
       return;
     }
@@ -274,6 +270,35 @@ std::vector<ConnectFinding> CheckConnect(const Config& c) {
   return out;
 }
 
+/// A JetStream source acknowledges a message once its samples are in this state: what the bucket
+/// has not stored yet is re-read from the stream by a partition's next owner, from the
+/// checkpoint in the bucket the source names (docs/scaling.md, "State").
+std::vector<UpstreamProblem> CheckSourceKnowsTheBucket(const Config& self,
+                                                       const std::string& self_id,
+                                                       const std::vector<UpstreamNode>& upstream) {
+  std::vector<UpstreamProblem> problems;
+  const bool stored = self.String("backend") == "jetstream_kv";
+  for (const UpstreamNode& n : upstream) {
+    if (n.type != "nats_source" || n.config.String("delivery") != "jetstream") continue;
+    const std::string named = n.config.String("state_bucket");
+    if (stored && named != self.String("bucket")) {
+      problems.push_back(
+          {n.id, "/state_bucket",
+           "keyed_last_value '" + self_id + "' keeps its state in bucket \"" +
+               self.String("bucket") + "\": set \"state_bucket\": \"" + self.String("bucket") +
+               "\" here, so that a partition's next owner re-reads what was acknowledged and "
+               "not yet stored there (docs/scaling.md)" +
+               (named.empty() ? "" : " (it names \"" + named + "\")")});
+    } else if (!stored && !named.empty()) {
+      problems.push_back({n.id, "/state_bucket",
+                          "keyed_last_value '" + self_id +
+                              "' keeps its state in memory: remove state_bucket, or set its "
+                              "backend to jetstream_kv"});
+    }
+  }
+  return problems;
+}
+
 }  // namespace
 
 void RegisterKeyedLastValue(Registry& registry) {
@@ -289,8 +314,9 @@ void RegisterKeyedLastValue(Registry& registry) {
               "Where the state lives: memory (this process only) or jetstream_kv (one JetStream "
               "Key/Value bucket, each partition's vehicles spread over records_per_partition keys "
               "<partition>.r<k>: each partition's state is restored by the worker that takes it "
-              "over, and a message is acknowledged upstream only once its samples are stored "
-              "there).")
+              "over, which re-reads from the stream what came after the partition's checkpoint "
+              "<partition>.checkpoint; a JetStream source before it names the bucket in "
+              "state_bucket).")
       .Default("memory")
       .OneOf({"memory", "jetstream_kv"});
   info.config
@@ -316,9 +342,8 @@ void RegisterKeyedLastValue(Registry& registry) {
   info.config
       .Integer("flush_messages",
                "jetstream_kv: a flush comes before flush_ms is up, at the next clock tick, once "
-               "this many messages wait for their write (each is acknowledged after it). Keep it "
-               "well under the source's max_ack_pending, or the server stops delivering until "
-               "the flush.")
+               "this many messages were taken into state since the last one: it bounds what a "
+               "partition's next owner re-reads from the stream after a crash.")
       .Default(int64_t{20'000})
       .Min(1)
       .Max(10'000'000);
@@ -359,6 +384,7 @@ void RegisterKeyedLastValue(Registry& registry) {
       .Example(R"(["gps", "speed", "soc", "torque"])");
   info.create = [](const OperatorContext& ctx) { return std::make_unique<KeyedLastValue>(ctx); };
   info.check_connect = CheckConnect;
+  info.check_upstream = CheckSourceKnowsTheBucket;
   registry.Add(std::move(info));
 }
 

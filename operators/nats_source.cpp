@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -15,6 +16,7 @@
 #include "jetstream.hpp"
 #include "nats_client.hpp"
 #include "nats_config.hpp"
+#include "state/jetstream_kv_store.hpp"
 #include "state/kv_membership.hpp"
 #include "wire_input.hpp"
 
@@ -97,6 +99,7 @@ class NatsSource final : public Operator {
         partitions_(static_cast<uint32_t>(ctx.config.Integer("partitions"))),
         prefix_(ctx.config.String("partition_prefix")),
         check_mapping_(ctx.config.Boolean("check_mapping")),
+        state_bucket_(ctx.config.String("state_bucket")),
         // A request for more than max_ack_pending could never be filled (newer servers refuse
         // it with 409 Exceeded MaxAckPending).
         fetch_batch_(static_cast<int>(
@@ -134,6 +137,11 @@ class NatsSource final : public Operator {
         revoked_(ctx.metrics.GetCounter("partitions_revoked",
                                         "Partitions given up (stop, or moved to another worker).",
                                         labels_)),
+        reread_(ctx.metrics.GetCounter(
+            "changelog_messages_reread",
+            "JetStream with state_bucket: messages read again on taking a partition over, after "
+            "its state's checkpoint (acknowledged by the previous owner, maybe not yet stored).",
+            labels_)),
         fetch_sizes_(ctx.metrics.GetHistogram(
             "fetch_batch_messages",
             "JetStream: messages per fetch (0: the fetch expired empty), over the partitions.",
@@ -172,7 +180,7 @@ class NatsSource final : public Operator {
     if (!jetstream_) {
       dead_letters_.Start(*conn_, nullptr, false);
       sub_ = conn_->Subscribe(subject_, queue_group_, [this](nats::Message&& m) {
-        Handle(m.subject(), m.data(), m.size(), nullptr, 0, rejects_);
+        Handle(m.subject(), m.data(), m.size(), nullptr, false, 0, rejects_);
       });
       conn_->Flush(5000);  // the subscription is registered on the server before we say ready
       spdlog::info("node '{}': subscribed to {} in queue group '{}' on {}", id_, subject_,
@@ -185,8 +193,10 @@ class NatsSource final : public Operator {
     dead_letters_.Start(*conn_, js_.get(), create_stream_);
     connected_.Set(1);
     pulls_ = std::make_unique<nats::PullSet>(*conn_, stream_.name);
+    if (!state_bucket_.empty()) state_kv_ = js_->OpenBucket(state_bucket_);
     if (partitions_ == 0) {
       js_->EnsureConsumer(consumer_);
+      Reread(0, ChangelogTail(0));
       StartReading(0, consumer_.durable);
       fetcher_ = std::thread([this] { FetchLoop(); });
       spdlog::info("node '{}': pulling {} from stream {} as durable consumer '{}' on {}", id_,
@@ -245,6 +255,9 @@ class NatsSource final : public Operator {
     if (!jetstream_) return false;
     // In this order: each lets go only once the next one holds back (Rebalance, FetchLoop).
     if (waiting_.load() > 0 || releasing_.load() > 0) return true;
+    // The fetch thread has not come back for longer than a fetch lasts: handing on waits for
+    // room, or the process stood still and the thread has not yet seen what waits meanwhile.
+    if (SteadyNowNs() - fetch_alive_ns_.load() > StallNs()) return true;
     const uint64_t started = started_.load();
     return taken_in_.load() != started || held_back_.load() || !conn_ || !conn_->connected();
   }
@@ -262,11 +275,12 @@ class NatsSource final : public Operator {
 
   /// One message from either delivery; `js` is set for JetStream, which is acknowledged once
   /// the samples are in state, or terminated (never redelivered) when it is bad input and its
-  /// dead letter, if configured, is stored. A partitioned subject
-  /// (`<prefix>.<n>.<vehicle>.<sensor>`) is read as the vehicle's own.
-  void Handle(std::string_view subject, const void* data, size_t size,
-              const std::shared_ptr<nats::JsMessage>& js, uint32_t partition,
-              std::vector<InputReject>& rejects) {
+  /// dead letter, if configured, is stored; `reread` for a message of a partition's changelog
+  /// read again on taking it over (Reread): it is neither acknowledged nor dead-lettered
+  /// again. A partitioned subject (`<prefix>.<n>.<vehicle>.<sensor>`) is read as the vehicle's
+  /// own.
+  void Handle(std::string_view subject, const void* data, size_t size, nats::JsMessage* js,
+              bool reread, uint32_t partition, std::vector<InputReject>& rejects) {
     std::string_view wire_subject = subject;
     thread_local std::string unmapped;
     if (partitions_ > 0) {
@@ -275,36 +289,113 @@ class NatsSource final : public Operator {
                                         ? wire_subject.substr(wire::kSubjectRoot.size() + 1)
                                         : std::string_view();
       if (rest.starts_with(kProbeVehicle) && rest.substr(kProbeVehicle.size()).starts_with('.')) {
-        if (js) js->Term();  // a mapping probe: not telemetry
+        if (js && !reread) js->Term();  // a mapping probe: not telemetry
         return;
       }
     }
     std::shared_ptr<Body> body;
     const auto outcome = input_.Decode(wire_subject, data, size, clock_.NowNs(), body, &rejects);
-    if (!rejects.empty() && !dead_letters_.Publish(subject, data, size, rejects) && js) {
+    if (reread) {
+      rejects.clear();  // dead-lettered when it was first read
+    } else if (!rejects.empty() && !dead_letters_.Publish(subject, data, size, rejects) && js) {
       js->Nak(kDeadLetterRetryMs);  // kept until its dead letter can be stored
       return;
     }
     if (outcome != WireInput::Outcome::kEmit) {
-      if (js) js->Term();  // bad input is never redelivered
+      if (js && !reread) js->Term();  // bad input is never redelivered
       return;
     }
+    const uint64_t sequence = js ? js->stream_sequence() : 0;
+    // Acknowledged once in state; the message is freed once handled, only its reply subject is
+    // kept until then.
+    Ack ack = js && !reread ? MakeAck(js->AckLater()) : nullptr;
     if (auto* batch = std::get_if<SampleBatch>(body.get())) {
       batch->partition = partition;
-      // The message is freed once handled: while its samples wait for the state's next write
-      // (up to a second), only its reply subject is kept.
-      if (js) batch->ack = MakeAck(js->AckLater());
+      batch->sequence = sequence;
+      batch->ack = std::move(ack);
       out_->Emit(std::move(body));
       return;
     }
     auto& status = std::get<StatusEvent>(*body);
     status.partition = partition;
+    status.sequence = sequence;
     // A status carries no time of its own: the stream's says when it was published, also when
     // a backlog is read long after (the engine's clock would put an `on` after the samples
     // that followed it).
     if (js && js->stored_ns() > 0) status.at_ns = js->stored_ns();
-    if (js) status.ack = MakeAck(js->AckLater());  // acknowledged once in state, like samples
+    status.ack = std::move(ack);
     out_->Emit(std::move(body));
+  }
+
+  /// The sequences of partition `p`'s changelog (unpartitioned: 0) that its previous owner
+  /// acknowledged and may not have stored in its state: after the state's checkpoint, up to the
+  /// last message its consumer delivered (docs/scaling.md, "State"); empty when none. Asked
+  /// before the partition's kAssigned event goes out; throws when the server does not answer
+  /// (the partition waits, and the next round asks again).
+  struct Tail {
+    uint64_t first = 0, last = 0;
+  };
+  std::optional<Tail> ChangelogTail(uint32_t p) {
+    if (!state_kv_) return std::nullopt;
+    const std::string key = JetStreamKvStore::CheckpointKey(p);
+    const uint64_t delivered = js_->ConsumerDelivered(stream_.name, DurableOf(p));
+    const auto entry = state_kv_->Get(key);
+    uint64_t checkpoint = 0;
+    if (!entry || entry->deleted ||
+        std::from_chars(entry->value.data(), entry->value.data() + entry->value.size(), checkpoint)
+                .ec != std::errc()) {
+      // No checkpoint yet: the partition is new, or its state was kept before checkpoints were
+      // (each message acknowledged once stored). From here on the store moves it on.
+      if (entry && !entry->deleted) {
+        spdlog::warn("node '{}': {} in bucket {} is not a sequence ({}); set to {}", id_, key,
+                     state_bucket_, entry->value, delivered);
+      }
+      state_kv_->Put(key, std::to_string(delivered));
+      return std::nullopt;
+    }
+    if (delivered <= checkpoint) return std::nullopt;
+    return Tail{checkpoint + 1, delivered};
+  }
+
+  /// Reads partition `p`'s changelog tail from the stream and hands it on, on the calling
+  /// thread, after its kAssigned event and before the messages pulled from its consumer. A
+  /// failure reads on from where it stopped (the stream keeps the messages) until it is done or
+  /// the source stops.
+  void Reread(uint32_t p, const std::optional<Tail>& tail) {
+    if (!tail) return;
+    const std::string filter =
+        partitions_ > 0 ? prefix_ + "." + std::to_string(p) + ".*.*" : consumer_.filter_subject;
+    std::vector<InputReject> rejects;
+    uint64_t next = tail->first, reread = 0;
+    int backoff_ms = 100;
+    while (next <= tail->last) {
+      try {
+        auto reader = js_->ReadStream(stream_.name, filter, nats::StreamStart{next, 0});
+        for (uint64_t n = 0; n < reader->total() && next <= tail->last; ++n) {
+          const auto m = reader->Next(5000);
+          if (!m) throw std::runtime_error("no message within 5 s");
+          next = m->stream_sequence() + 1;
+          if (m->stream_sequence() > tail->last) break;
+          Handle(m->subject(), m->data(), m->size(), m.get(), true, p, rejects);
+          ++reread;
+        }
+        break;  // read up to the last, or the stream holds no more of them
+      } catch (const std::exception& e) {
+        spdlog::warn("node '{}': partition {}: re-reading its changelog from {}: {}", id_, p, next,
+                     e.what());
+        std::unique_lock lock(stop_mu_);
+        if (stop_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
+                              [this] { return stopping_; })) {
+          spdlog::error("node '{}': partition {}: stopped before its changelog was re-read", id_,
+                        p);
+          return;
+        }
+        backoff_ms = std::min(backoff_ms * 2, 5000);
+      }
+    }
+    reread_.Inc(reread);
+    spdlog::info("node '{}': partition {}: re-read {} messages after its state's checkpoint", id_,
+                 p, reread);
   }
 
   /// Starts reading partition `p` (unpartitioned: 0) from its durable consumer, which exists.
@@ -325,6 +416,7 @@ class NatsSource final : public Operator {
     bool failing = false;
     while (!fetcher_stop_.load() || pulls_->size() > 0) {
       const uint64_t started = started_.load();  // partitions this Fetch takes in, at least
+      const int64_t asked = SteadyNowNs();
       try {
         // Requests ahead: the server sends the next batch while this one is handled.
         pulls_->Fetch(fetch_batch_, fetch_expiry_ms_, true, fetched, fetch_linger_ms_);
@@ -343,6 +435,11 @@ class NatsSource final : public Operator {
         continue;
       }
       const int64_t now = SteadyNowNs();
+      fetch_alive_ns_ = now;
+      // The fetch took far longer than a request lives: the process stood still (starved of
+      // CPU, stopped), the requests ended meanwhile and what was published since waits at the
+      // server. What each consumer holds is unknown until a message or the consumer tells.
+      const bool stood_still = now - asked > StallNs();
       fetch_sizes_.Observe(static_cast<double>(fetched.messages.size()));
       // Held back while the batch is handed on: its samples are not in yet, and handing on may
       // wait for a full graph.
@@ -350,7 +447,7 @@ class NatsSource final : public Operator {
       for (const auto& [p, m] : fetched.messages) {
         Reading& r = ReadingOf(p, now);
         r.last = m.get();
-        Handle(m->subject(), m->data(), m->size(), m, p, rejects_);
+        Handle(m->subject(), m->data(), m->size(), m.get(), false, p, rejects_);
       }
       for (auto& [p, r] : reading_) {
         if (r.last == nullptr) continue;
@@ -364,7 +461,7 @@ class NatsSource final : public Operator {
       // the requests may have ended meanwhile and what was published since waits at the
       // server, so what each consumer holds is unknown again until a message or the consumer
       // tells. Held back until then: the windows must not close on the clock before it is in.
-      if (SteadyNowNs() - now > int64_t{fetch_expiry_ms_} * 1'000'000) {
+      if (stood_still || SteadyNowNs() - now > int64_t{fetch_expiry_ms_} * 1'000'000) {
         for (auto& [p, r] : reading_) r.known = false;
       }
       for (const uint32_t p : fetched.released) Released(p);
@@ -386,6 +483,11 @@ class NatsSource final : public Operator {
       consumer_ack_pending_.Set(static_cast<double>(ack_pending));
     }
     held_back_ = false;
+  }
+
+  /// Longer than a fetch lasts (its expiry and linger) by a second.
+  int64_t StallNs() const {
+    return (int64_t{fetch_expiry_ms_} + fetch_linger_ms_ + 1000) * 1'000'000;
   }
 
   Reading& ReadingOf(uint32_t p, int64_t now) {
@@ -507,7 +609,7 @@ class NatsSource final : public Operator {
           others.erase(others.begin() + static_cast<std::ptrdiff_t>(self));
           previous = others[KvMembership::Assign(others, partitions_)[p]];
         }
-        gaining_[p] = Gaining{SteadyNowNs(), std::move(previous)};
+        gaining_[p] = Gaining{SteadyNowNs(), std::move(previous), 0, false, std::nullopt};
         ++waiting_;
       }
       Revoke(lost);
@@ -529,8 +631,13 @@ class NatsSource final : public Operator {
         js_->EnsureConsumer(c);
         ensured_.insert(p);
       }
-      auto record = membership_->ClaimHandover(p);
-      if (!record && !g.previous.empty()) {
+      std::optional<std::optional<int64_t>> record;
+      if (g.decided) {
+        record = g.record;  // decided before reading its changelog failed
+      } else {
+        record = membership_->ClaimHandover(p);
+      }
+      if (!record && !g.previous.empty() && !g.decided) {
         // A previous owner that holds the partition records it once it has given it up (however
         // long its graph takes), and its heartbeat drops the partition only then; one that does
         // not hold it (it had not taken it yet), or left cleanly, has nothing to wait for but
@@ -567,19 +674,31 @@ class NatsSource final : public Operator {
               id_, p, g.previous);
         }
       }
+      std::optional<Tail> tail;
+      try {
+        tail = ChangelogTail(p);
+      } catch (const std::exception& e) {
+        spdlog::warn("node '{}': partition {}: reading its changelog: {} (trying again)", id_, p,
+                     e.what());
+        g.decided = true;
+        g.record = record;
+        ++it;
+        continue;
+      }
       PartitionEvent assigned;
       assigned.partition = p;
       if (record) assigned.emitted_until_ns = *record;
-      Assign(assigned);  // held back by started_ before waiting_ lets go
+      Assign(assigned, tail);  // held back by started_ before waiting_ lets go
       it = gaining_.erase(it);
       --waiting_;
     }
   }
 
-  void Assign(const PartitionEvent& assigned) {
+  void Assign(const PartitionEvent& assigned, const std::optional<Tail>& tail) {
     const uint32_t p = assigned.partition;
     membership_->Hold(p);
     out_->Emit(MakeMessage(PartitionEvent(assigned)));  // before the partition's messages
+    Reread(p, tail);
     StartReading(p, DurableOf(p));
     assigned_.Inc();
   }
@@ -599,6 +718,8 @@ class NatsSource final : public Operator {
     int64_t since_ns;           // steady clock
     std::string previous;       // the previous owner; empty: nobody had it
     int64_t recover_at_ns = 0;  // steady: taken without a record from then (0: not decided)
+    bool decided = false;       // its record claimed (or known absent) in `record`
+    std::optional<std::optional<int64_t>> record;
   };
 
   const std::string id_;
@@ -609,6 +730,7 @@ class NatsSource final : public Operator {
   const uint32_t partitions_;
   const std::string prefix_;
   const bool check_mapping_;
+  const std::string state_bucket_;
   const int fetch_batch_;
   const int fetch_expiry_ms_;
   const int fetch_linger_ms_;
@@ -629,6 +751,7 @@ class NatsSource final : public Operator {
   Counter& assigned_;
   Counter& recovered_;
   Counter& revoked_;
+  Counter& reread_;
   Histogram& fetch_sizes_;
   nats::StreamOptions stream_;
   nats::ConsumerOptions consumer_;
@@ -636,6 +759,7 @@ class NatsSource final : public Operator {
   std::unique_ptr<nats::Connection> conn_;
   std::unique_ptr<nats::Subscription> sub_;
   std::unique_ptr<nats::JetStream> js_;
+  std::unique_ptr<nats::KeyValue> state_kv_;  // state_bucket: the partitions' checkpoints
   std::shared_ptr<KvMembership> membership_;  // partitioned; hand-overs on their way hold it too
   std::unique_ptr<nats::PullSet> pulls_;      // JetStream: the consumers of the partitions read
   std::set<uint32_t> owned_;                  // partitions read (coordinator's; 0 unpartitioned)
@@ -647,8 +771,9 @@ class NatsSource final : public Operator {
   std::atomic<int> waiting_{0};          // gaining_.size()
   std::atomic<int> releasing_{0};        // revoked, their kRevoked event not yet emitted
   std::atomic<bool> held_back_{true};    // by the fetch thread (see HoldsBackInput)
-  std::atomic<uint64_t> started_{0};     // partitions started (PullSet::Add), ever
-  std::atomic<uint64_t> taken_in_{0};    // of them, those held_back_ counts (fetch thread)
+  std::atomic<int64_t> fetch_alive_ns_{SteadyNowNs()};  // steady: the fetch thread's last Fetch
+  std::atomic<uint64_t> started_{0};                    // partitions started (PullSet::Add), ever
+  std::atomic<uint64_t> taken_in_{0};  // of them, those held_back_ counts (fetch thread)
   std::vector<std::string> previous_members_;
   std::vector<size_t> previous_owners_;
   uint64_t generation_ = 0;
@@ -839,6 +964,14 @@ void RegisterNatsSource(Registry& registry) {
            "partitions: the KV bucket (without TTL) of the hand-over records, key "
            "partition.<n>: the last window the previous owner emitted.")
       .Default("fleetflow_handover");
+  c.String("state_bucket",
+           "jetstream: the KV bucket of the keyed_last_value (backend jetstream_kv) this source "
+           "feeds; required with it. A message is acknowledged once its samples are in the "
+           "worker's state, and the stream is each partition's changelog: a worker taking a "
+           "partition over reads the partition's checkpoint from this bucket and re-reads the "
+           "messages after it before pulling new ones (docs/scaling.md). Needs "
+           "stream_retention limits. Empty: no keyed state stored downstream.")
+      .Default("");
   c.Integer("heartbeat_ms", "partitions: how often a worker renews its membership.")
       .Default(int64_t{1000})
       .Min(100)
@@ -890,6 +1023,21 @@ void RegisterNatsSource(Registry& registry) {
                             "a partitioned source needs delivery \"jetstream\" (one durable "
                             "consumer per partition); set \"delivery\": \"jetstream\" or "
                             "\"partitions\": 0"});
+           }
+         });
+  c.Rule("state_bucket needs delivery jetstream and stream_retention limits.",
+         [](const Config& config, std::vector<ConfigProblem>& out) {
+           if (config.String("state_bucket").empty()) return;
+           if (config.String("delivery") != "jetstream") {
+             out.push_back({"/state_bucket",
+                            "state_bucket is for delivery \"jetstream\" (core NATS keeps no "
+                            "changelog to re-read)"});
+           } else if (config.String("stream_retention") != "limits") {
+             out.push_back({"/stream_retention",
+                            "with a state_bucket the stream is the partitions' changelog: a new "
+                            "owner re-reads acknowledged messages, which \"" +
+                                config.String("stream_retention") +
+                                "\" retention deletes; use \"limits\""});
            }
          });
   info.create = [](const OperatorContext& ctx) { return std::make_unique<NatsSource>(ctx); };

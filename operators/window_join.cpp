@@ -139,7 +139,7 @@ class WindowJoin final : public Operator {
       tracked_.Set(static_cast<double>(tracked_count_));
       out.Emit(in);
     } else if (const auto* e = std::get_if<PartitionEvent>(in.get())) {
-      OnPartitionEvent(*e);
+      OnPartitionEvent(*e, out);
       out.Emit(in);
     }
   }
@@ -227,9 +227,15 @@ class WindowJoin final : public Operator {
   /// previous owner's record are not emitted again, the later ones are emitted from the
   /// restored state and the stream as they close (at once those already closed). Without a
   /// record, every window the restored state computes exactly is emitted (again). A revoked
-  /// partition records the last window emitted and is forgotten.
-  void OnPartitionEvent(const PartitionEvent& e) {
+  /// partition first closes the windows its event time has closed (a worker stopping while it
+  /// reads a backlog takes samples in after its last Tick: its state may run further ahead of
+  /// its windows than the history a next owner restores), then records the last window emitted
+  /// and is forgotten.
+  void OnPartitionEvent(const PartitionEvent& e, Emitter& out) {
     Partition& p = partitions_[e.partition];
+    if (e.kind == PartitionEvent::Kind::kRevoked && p.next) {
+      CloseUpTo(p, std::min(p.newest_event_ns, clock_.NowNs()) - lateness_, out);
+    }
     if (e.kind == PartitionEvent::Kind::kRevoked && e.handover) {
       e.handover->last_window_ns = LastEmitted(p);
     }
@@ -256,7 +262,11 @@ class WindowJoin final : public Operator {
     }
     // A drain closes every window up to the clock, except with partitions: a stopping worker
     // has given them up (kRevoked) before, at the last window whose input it had.
-    const int64_t horizon = tick.drain ? tick.now_ns : progress - lateness_;
+    CloseUpTo(p, tick.drain ? tick.now_ns : progress - lateness_, out);
+  }
+
+  /// Emits the pending corrections and every window of the partition up to `horizon`.
+  void CloseUpTo(Partition& p, int64_t horizon, Emitter& out) {
     if (!p.corrections.empty()) EmitCorrections(p, out);
     if (horizon - *p.next > 2 * every_) SkipEmptyWindows(p);
     while (*p.next <= horizon) {

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <map>
 
@@ -37,6 +38,11 @@ JetStreamKvStore::JetStreamKvStore(JetStreamKvOptions options, Metrics& metrics,
           "kv_keys_restored", "Keys read from the bucket on taking a partition over.", labels)),
       write_errors_(
           metrics.GetCounter("kv_write_errors", "KV writes that failed and are retried.", labels)),
+      checkpoints_(metrics.GetCounter(
+          "kv_checkpoints",
+          "Checkpoints stored: a partition's stream sequence up to which its state is in the "
+          "bucket.",
+          labels)),
       pending_keys_(metrics.GetGauge("kv_pending_keys",
                                      "Keys with samples not yet durable in the bucket.", labels)),
       write_seconds_(metrics.GetHistogram(
@@ -94,6 +100,16 @@ std::pair<std::string, std::string> JetStreamKvStore::RecordOf(std::string_view 
   return {std::string(partition) + ".r" + std::to_string(k), std::string(name)};
 }
 
+JetStreamKvStore::Record& JetStreamKvStore::RecordAt(const std::string& key) {
+  auto [it, added] = records_.try_emplace(key);
+  if (added) {
+    uint32_t p = 0;
+    std::from_chars(key.data(), key.data() + key.size(), p);
+    it->second.partition = p;
+  }
+  return it->second;
+}
+
 void JetStreamKvStore::MergeInto(Record& record, const std::string& name,
                                  const std::vector<wire::Point>& samples) {
   auto it = std::find_if(record.series.begin(), record.series.end(),
@@ -138,7 +154,7 @@ void JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
     auto [record_key, name] = RecordOf(key, options_.records_per_partition);
     {
       std::lock_guard lock(mu_);
-      Record& r = records_[record_key];
+      Record& r = RecordAt(record_key);
       if (const auto rev = revisions.find(record_key); rev != revisions.end()) {
         r.revision = std::max(r.revision, rev->second);
       }
@@ -150,6 +166,9 @@ void JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
 
 void JetStreamKvStore::Forget(const std::string& prefix) {
   std::lock_guard lock(mu_);
+  uint32_t p = 0;
+  std::from_chars(prefix.data(), prefix.data() + prefix.size(), p);
+  changelogs_.erase(p);
   for (auto it = records_.begin(); it != records_.end();) {
     if (!it->first.starts_with(prefix) || it->second.in_flight || it->second.dirty) {
       ++it;  // a write still on its way keeps its key (Sync(true) normally waited for it)
@@ -168,7 +187,8 @@ size_t JetStreamKvStore::Slot(const std::string& key) {
   auto record = RecordOf(key, options_.records_per_partition);
   std::string& name = record.second;  // a structured binding could not be captured below
   std::lock_guard lock(mu_);
-  RecordNode& node = *records_.try_emplace(std::move(record.first)).first;
+  RecordAt(record.first);
+  RecordNode& node = *records_.find(record.first);
   auto& series = node.second.series;
   auto it =
       std::find_if(series.begin(), series.end(), [&](const Series& s) { return s.name == name; });
@@ -188,7 +208,8 @@ size_t JetStreamKvStore::Slot(const std::string& key) {
   return it->slot;
 }
 
-void JetStreamKvStore::Write(size_t slot, const std::vector<wire::Point>& samples, Ack durable) {
+void JetStreamKvStore::Write(size_t slot, const std::vector<wire::Point>& samples,
+                             uint64_t sequence) {
   std::lock_guard lock(mu_);
   const SlotRef& ref = slots_.at(slot);
   auto& [key, record] = *ref.record;
@@ -196,10 +217,13 @@ void JetStreamKvStore::Write(size_t slot, const std::vector<wire::Point>& sample
   // Appended here, sorted and merged once per write (Settle), not once per message.
   s.fresh.insert(s.fresh.end(), samples.begin(), samples.end());
   if (s.fresh.size() > kMaxPendingSamples) Settle(s);
-  if (durable) {
-    record.acks.push_back(std::move(durable));
-    ++acks_since_flush_;
+  if (sequence != 0) {
+    if (record.pending_seq == 0 || sequence < record.pending_seq) record.pending_seq = sequence;
+    uint64_t& applied = changelogs_[record.partition].applied;
+    applied = std::max(applied, sequence);
+    checkpoint_due_ = true;
   }
+  ++writes_since_flush_;
   wrote_since_sync_ = wrote_since_flush_ = true;
   if (!record.dirty) {
     record.dirty = true;
@@ -217,10 +241,8 @@ JetStreamKvStore::Outgoing JetStreamKvStore::Prepare(const std::string& key, Rec
   r.dirty = false;
   r.in_flight = true;
   ++in_flight_;
-  r.in_flight_acks.swap(r.acks);
-  // Done hands the acknowledgements on with their vector: this flush's count is the next one's
-  // best guess, one allocation instead of a doubling per few acknowledgements.
-  r.acks.reserve(r.in_flight_acks.size());
+  r.in_flight_seq = r.pending_seq;
+  r.pending_seq = 0;
   Outgoing out{key, {}, r.revision};
   out.series.reserve(r.series.size());
   for (Series& s : r.series) {
@@ -244,26 +266,28 @@ void JetStreamKvStore::Send(std::vector<Outgoing> writes) {
 
 void JetStreamKvStore::Done(const std::string& key, const std::vector<state::Series>& sent,
                             const nats::KvWriteResult& r, WriteBatch& batch) {
-  std::vector<Ack> acks;
   {
     std::lock_guard lock(mu_);
+    checkpoint_due_ = true;
     if (--batch.unanswered == 0) {
       write_seconds_.Observe(static_cast<double>(SteadyNowNs() - batch.sent_ns) * 1e-9);
     }
-    Record& rec = records_[key];
+    Record& rec = RecordAt(key);
     rec.in_flight = false;
     --in_flight_;
     if (r.ok) {
       writes_.Inc();
       rec.revision = std::max(rec.revision, r.revision);
-      acks.swap(rec.in_flight_acks);
+      rec.in_flight_seq = 0;
     } else {
       (r.conflict ? conflicts_ : write_errors_).Inc();
       rec.conflict = r.conflict;
       MergeInto(rec, sent);
-      rec.acks.insert(rec.acks.end(), std::make_move_iterator(rec.in_flight_acks.begin()),
-                      std::make_move_iterator(rec.in_flight_acks.end()));
-      rec.in_flight_acks.clear();
+      // What the write carried is not stored: the checkpoint stays before it until it is.
+      if (rec.in_flight_seq != 0 && (rec.pending_seq == 0 || rec.in_flight_seq < rec.pending_seq)) {
+        rec.pending_seq = rec.in_flight_seq;
+      }
+      rec.in_flight_seq = 0;
       if (!rec.dirty) {
         rec.dirty = true;
         dirty_.push_back(key);
@@ -280,7 +304,54 @@ void JetStreamKvStore::Done(const std::string& key, const std::vector<state::Ser
       }
     }
   }
-  for (const Ack& ack : acks) ack->Done();
+}
+
+void JetStreamKvStore::Checkpoint() {
+  std::vector<std::pair<uint32_t, uint64_t>> due;
+  {
+    std::lock_guard lock(mu_);
+    if (!checkpoint_due_) return;
+    checkpoint_due_ = false;
+    // Per partition, the lowest sequence whose samples are not stored yet: every message
+    // written into the state before it is in the bucket.
+    std::unordered_map<uint32_t, uint64_t> lowest;
+    for (const auto& [key, r] : records_) {
+      for (const uint64_t seq : {r.pending_seq, r.in_flight_seq}) {
+        if (seq == 0) continue;
+        auto [it, added] = lowest.try_emplace(r.partition, seq);
+        if (!added) it->second = std::min(it->second, seq);
+      }
+    }
+    for (auto& [p, c] : changelogs_) {
+      const auto low = lowest.find(p);
+      const uint64_t upto = low == lowest.end() ? c.applied : low->second - 1;
+      if (c.writing || upto <= c.stored) {
+        if (c.writing) checkpoint_due_ = true;  // again once it is answered
+        continue;
+      }
+      c.writing = true;
+      due.emplace_back(p, upto);
+    }
+  }
+  for (const auto& [p, upto] : due) {
+    kv_->PutAsync(CheckpointKey(p), std::to_string(upto),
+                  [this, p = p, upto = upto](const nats::KvWriteResult& r) {
+                    std::lock_guard lock(mu_);
+                    checkpoint_due_ = true;
+                    const auto c = changelogs_.find(p);
+                    if (c == changelogs_.end()) return;  // forgotten meanwhile
+                    c->second.writing = false;
+                    if (r.ok) {
+                      c->second.stored = std::max(c->second.stored, upto);
+                      checkpoints_.Inc();
+                    } else {
+                      write_errors_.Inc();
+                      write_errors_log_.Log("write", spdlog::level::warn,
+                                            "bucket " + options_.bucket.name + ": write " +
+                                                CheckpointKey(p) + ": " + r.error);
+                    }
+                  });
+  }
 }
 
 void JetStreamKvStore::Flush() {
@@ -291,7 +362,7 @@ void JetStreamKvStore::Flush() {
     std::lock_guard lock(mu_);
     std::vector<std::string> still_dirty;
     for (const std::string& key : dirty_) {
-      Record& rec = records_[key];
+      Record& rec = RecordAt(key);
       if (!rec.dirty) continue;
       if (rec.in_flight) {
         still_dirty.push_back(key);  // one write per key in flight; this one goes next time
@@ -315,7 +386,7 @@ void JetStreamKvStore::Flush() {
       spdlog::warn("bucket {}: get {}: {}", options_.bucket.name, key, e.what());
     }
     std::lock_guard lock(mu_);
-    Record& rec = records_[key];
+    Record& rec = RecordAt(key);
     if (current) {
       for (const state::Series& s : Decode(key, current->value)) {
         MergeInto(rec, RecordOf(s.name, options_.records_per_partition).second, s.samples);
@@ -343,29 +414,38 @@ void JetStreamKvStore::Sync(bool all) {
     due = due || (!wrote_since_sync_ && wrote_since_flush_);
     // Many messages waiting for their write: the source's max_ack_pending would soon stop the
     // server's deliveries (a backlog read fast) until the flush.
-    due = due || acks_since_flush_ >= options_.flush_messages;
+    due = due || writes_since_flush_ >= options_.flush_messages;
     wrote_since_sync_ = false;
     if (due) {
       wrote_since_flush_ = false;
-      acks_since_flush_ = 0;
+      writes_since_flush_ = 0;
     }
   }
-  if (!due) return;
-  last_flush_ns_ = now;
-  Flush();
+  if (due) {
+    last_flush_ns_ = now;
+    Flush();
+  }
+  Checkpoint();  // the writes answered since the last tick
   if (!all) return;
-  // Drain, or a partition handed over: every write answered (conflicts retried a few times).
+  // Drain, or a partition handed over: every write answered (conflicts retried a few times),
+  // then the checkpoints they make true.
   for (int round = 0; round < 5; ++round) {
     kv_->WaitForWrites(5000);
     {
       std::lock_guard lock(mu_);
-      if (dirty_.empty() && in_flight_ == 0) return;
+      if (dirty_.empty() && in_flight_ == 0) break;
     }
     Flush();
   }
+  Checkpoint();
+  kv_->WaitForWrites(5000);
   std::lock_guard lock(mu_);
-  spdlog::error("bucket {}: {} keys not written; their messages will be redelivered",
-                options_.bucket.name, dirty_.size() + static_cast<size_t>(in_flight_));
+  if (!dirty_.empty() || in_flight_ > 0) {
+    spdlog::error(
+        "bucket {}: {} keys not written; the next owner of their partitions re-reads their "
+        "messages from the stream",
+        options_.bucket.name, dirty_.size() + static_cast<size_t>(in_flight_));
+  }
 }
 
 bool JetStreamKvStore::Ready() const { return conn_->connected(); }

@@ -13,6 +13,14 @@
 /// watches the bucket while it runs: a worker that takes a partition over reads its keys once
 /// (Restore). Values of the layouts before are read on restore too: a Record per vehicle under
 /// `<partition>.<vehicle>` (series named by sensor) and a FLT1 Batch per state key.
+///
+/// The stream is each partition's changelog and the bucket its checkpoint (docs/scaling.md,
+/// "State"): a message is acknowledged once its samples are in the worker's memory, and the key
+/// `<partition>.checkpoint` holds the stream sequence C up to which every message written into
+/// the partition's state is stored in the bucket (written after the writes that make it true
+/// were answered). A worker that takes the partition over restores the records and re-reads the
+/// partition's messages after C from the stream (nats_source, state_bucket) before it pulls new
+/// ones, so what was acknowledged and not yet stored is not lost.
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -47,7 +55,7 @@ class JetStreamKvStore final : public StateStore {
 
   void Restore(const std::string& prefix, const Visit& visit) override;
   size_t Slot(const std::string& key) override;
-  void Write(size_t slot, const std::vector<wire::Point>& samples, Ack durable) override;
+  void Write(size_t slot, const std::vector<wire::Point>& samples, uint64_t sequence) override;
   void Sync(bool all) override;
   void Forget(const std::string& prefix) override;
   bool Ready() const override;
@@ -56,6 +64,8 @@ class JetStreamKvStore final : public StateStore {
   /// {`<partition>.r<k>`, `<vehicle>.<sensor>`}, k in [0, records) a hash of the vehicle that
   /// does not follow its partition (the partition is the same hash modulo the partition count).
   static std::pair<std::string, std::string> RecordOf(std::string_view state_key, size_t records);
+  /// The key of partition `p`'s checkpoint: a decimal stream sequence.
+  static std::string CheckpointKey(uint32_t p) { return std::to_string(p) + ".checkpoint"; }
 
   /// Merges two sample lists by event time (ts, seq unique), keeping the newest `keep`.
   static std::vector<wire::Point> Merge(std::vector<wire::Point> a,
@@ -69,15 +79,22 @@ class JetStreamKvStore final : public StateStore {
     std::vector<wire::Point> fresh;    // added by Write since, in any order; merged by Settle
     size_t slot = SIZE_MAX;            // its number in slots_
   };
-  /// One KV key: a vehicle's series.
+  /// One KV key: the series of some vehicles of one partition.
   struct Record {
+    uint32_t partition = 0;
     uint64_t revision = 0;  // newest revision known for the key
     std::vector<Series> series;
     bool dirty = false;
     bool in_flight = false;
     bool conflict = false;
-    std::vector<Ack> acks;            // durable once the series are stored
-    std::vector<Ack> in_flight_acks;  // durable once the write in flight is
+    uint64_t pending_seq = 0;    // lowest sequence of the samples not yet sent (0: none)
+    uint64_t in_flight_seq = 0;  // lowest sequence of those in the write in flight (0: none)
+  };
+  /// What the checkpoint of a partition this worker owns stands on.
+  struct Changelog {
+    uint64_t applied = 0;  // highest sequence written into the state (Write)
+    uint64_t stored = 0;   // the checkpoint last stored
+    bool writing = false;  // a checkpoint write is in flight
   };
   using RecordNode = std::pair<const std::string, Record>;
   struct SlotRef {
@@ -95,6 +112,9 @@ class JetStreamKvStore final : public StateStore {
   };
 
   void Flush();
+  /// Stores the checkpoint of each partition whose stored sequence moved on (mu_ not held).
+  void Checkpoint();
+  Record& RecordAt(const std::string& key);  // made when new; mu_ held
   /// Merges `stored` (decoded from the bucket, or a write that failed) into the record.
   static void MergeInto(Record& record, const std::vector<state::Series>& stored);
   static void MergeInto(Record& record, const std::string& name,
@@ -115,20 +135,23 @@ class JetStreamKvStore final : public StateStore {
   std::unique_ptr<nats::KeyValue> kv_;
 
   mutable std::mutex mu_;
-  std::unordered_map<std::string, Record> records_;  // by KV key <partition>.<vehicle>
-  std::vector<SlotRef> slots_;                       // by Slot's number (map nodes stay)
-  std::vector<size_t> free_slots_;                   // numbers of forgotten series
-  std::vector<std::string> dirty_;                   // KV keys
+  std::unordered_map<std::string, Record> records_;     // by KV key <partition>.<vehicle>
+  std::vector<SlotRef> slots_;                          // by Slot's number (map nodes stay)
+  std::vector<size_t> free_slots_;                      // numbers of forgotten series
+  std::vector<std::string> dirty_;                      // KV keys
+  std::unordered_map<uint32_t, Changelog> changelogs_;  // by partition
   int64_t last_flush_ns_ = 0;
   int64_t in_flight_ = 0;
   bool wrote_since_sync_ = false;   // a Write since the last tick
   bool wrote_since_flush_ = false;  // a Write since the last flush
-  int64_t acks_since_flush_ = 0;    // messages given with Writes since the last flush
+  int64_t writes_since_flush_ = 0;  // messages written since the last flush
+  bool checkpoint_due_ = false;     // a write answered, or a sequence applied, since Checkpoint
 
   Counter& writes_;
   Counter& conflicts_;
   Counter& restored_keys_;
   Counter& write_errors_;
+  Counter& checkpoints_;
   RateLimitedLog write_errors_log_;  // a few lines per 10 s; the next line counts those left out
   Gauge& pending_keys_;
   Histogram& write_seconds_;

@@ -32,6 +32,20 @@ Body Batch(const std::string& vehicle, const std::string& sensor, std::vector<in
   return b;
 }
 
+/// `body` (a SampleBatch or StatusEvent) as the message of stream sequence `sequence`, of
+/// partition `partition`.
+Body Sequenced(Body body, uint64_t sequence, uint32_t partition = 0) {
+  std::visit(
+      [&](auto& m) {
+        if constexpr (requires { m.sequence; }) {
+          m.sequence = sequence;
+          m.partition = partition;
+        }
+      },
+      body);
+  return body;
+}
+
 /// The event times of `points`, after kBase.
 std::vector<int64_t> SinceBase(const std::vector<wire::Point>& points) {
   std::vector<int64_t> out;
@@ -68,62 +82,69 @@ class KeyedLastValueKvTest : public NatsServerTest {
   std::vector<int64_t> Stored(const std::string& key, int records = kRecords) {
     return SinceBase(StoredPoints(key, records));
   }
+  /// Partition `p`'s checkpoint in the bucket (nullopt: none).
+  std::optional<uint64_t> Checkpoint(uint32_t p) {
+    auto e = js_->EnsureBucket({})->Get(JetStreamKvStore::CheckpointKey(p));
+    if (!e) return std::nullopt;
+    return std::stoull(e->value);
+  }
 };
 
-TEST_F(KeyedLastValueKvTest, AcknowledgesAStatusOnlyOnceItIsInTheBucket) {
+// A message is acknowledged once its samples are in the worker's state: the stream keeps it as
+// the partition's changelog, and the checkpoint passes it only once the bucket stores them.
+TEST_F(KeyedLastValueKvTest, AcknowledgesOnceInStateAndTheCheckpointPassesOnlyWhatIsStored) {
+  auto h = Worker(/*flush_ms=*/60'000);  // nothing is due before the drain tick
+  std::atomic<int> acks{0};
+  h->Feed(Sequenced(Batch("v1", "speed", {1, 2}, [&] { ++acks; }), 5));
+  EXPECT_EQ(acks, 1);
+  h->TickAt(1);
+  EXPECT_TRUE(Stored("0.v1.speed").empty());
+  EXPECT_LT(Checkpoint(0).value_or(0), 5u);  // a next owner re-reads message 5 from the stream
+  h->TickAt(2, /*drain=*/true);              // writes everything, then the checkpoint
+  EXPECT_EQ(Stored("0.v1.speed"), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(Checkpoint(0), 5u);
+}
+
+TEST_F(KeyedLastValueKvTest, AStatusMovesTheCheckpointOnceItIsInTheBucket) {
   auto h = Worker(/*flush_ms=*/60'000);
   std::atomic<int> acks{0};
   StatusEvent off{"v1", false, kBase};
   off.ack = MakeAck([&] { ++acks; });
-  h->Feed(std::move(off));
+  h->Feed(Sequenced(std::move(off), 9, 2));
+  EXPECT_EQ(acks, 1);
   h->TickAt(1);
-  EXPECT_EQ(acks, 0);  // a worker killed now leaves it in the stream, for the next owner
+  EXPECT_LT(Checkpoint(2).value_or(0), 9u);
   h->TickAt(2, /*drain=*/true);
-  EXPECT_EQ(acks, 1);
-  EXPECT_EQ(Stored("0.v1.status").size(), 1u);
-}
-
-TEST_F(KeyedLastValueKvTest, AcknowledgesOnlyOnceTheSamplesAreInTheBucket) {
-  auto h = Worker(/*flush_ms=*/60'000);  // nothing is due before the drain tick
-  std::atomic<int> acks{0};
-  h->Feed(Batch("v1", "speed", {1, 2}, [&] { ++acks; }));
-  h->TickAt(1);
-  EXPECT_EQ(acks, 0);
-  EXPECT_TRUE(Stored("0.v1.speed").empty());
-  h->TickAt(2, /*drain=*/true);  // a drain writes everything and waits for the answers
-  EXPECT_EQ(acks, 1);
-  EXPECT_EQ(Stored("0.v1.speed"), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(Stored("2.v1.status").size(), 1u);
+  EXPECT_EQ(Checkpoint(2), 9u);
 }
 
 TEST_F(KeyedLastValueKvTest, WhatWaitsIsWrittenAtTheFirstTickWithoutNewSamples) {
   auto h = Worker(/*flush_ms=*/60'000);  // never due by time in this test
-  std::atomic<int> acks{0};
-  h->Feed(Batch("v1", "speed", {1}, [&] { ++acks; }));
+  h->Feed(Sequenced(Batch("v1", "speed", {1}), 1));
   h->TickAt(1);  // samples came since the previous tick: coalescing goes on
-  h->Feed(Batch("v1", "speed", {2}, [&] { ++acks; }));
+  h->Feed(Sequenced(Batch("v1", "speed", {2}), 2));
   h->TickAt(2);
   EXPECT_EQ(h->Counter("kv_writes"), 0u);
-  EXPECT_EQ(acks, 0);
   h->TickAt(3);  // none since tick 2: the input paused, nothing more to coalesce
-  EXPECT_TRUE(WaitFor([&] { return acks == 2; }, 10s)) << acks;
-  EXPECT_EQ(h->Counter("kv_writes"), 1u);
+  EXPECT_TRUE(WaitFor([&] { return h->Counter("kv_writes") == 1; }, 10s));
   EXPECT_EQ(Stored("0.v1.speed"), (std::vector<int64_t>{1, 2}));
-  h->TickAt(4);  // quiet again, but nothing waits: no write
-  h->TickAt(5);
+  h->TickAt(4);  // the write was answered: the next tick stores the checkpoint
+  EXPECT_TRUE(WaitFor([&] { return Checkpoint(0) == 2u; }, 10s)) << Checkpoint(0).value_or(0);
+  h->TickAt(5);  // quiet again, but nothing waits: no write
+  h->TickAt(6);
   EXPECT_EQ(h->Counter("kv_writes"), 1u);
 }
 
-TEST_F(KeyedLastValueKvTest, ManyMessagesWaitingBringTheFlushForward) {
+TEST_F(KeyedLastValueKvTest, ManyMessagesTakenInBringTheFlushForward) {
   auto h = Worker(/*flush_ms=*/60'000, /*flush_messages=*/10);
-  std::atomic<int> acks{0};
-  for (int64_t t = 1; t <= 9; ++t) h->Feed(Batch("v1", "speed", {t}, [&] { ++acks; }));
-  h->TickAt(1);  // 9 waiting: not yet
+  for (int64_t t = 1; t <= 9; ++t) h->Feed(Batch("v1", "speed", {t}));
+  h->TickAt(1);  // 9 taken in: not yet
   EXPECT_EQ(h->Counter("kv_writes"), 0u);
-  h->Feed(Batch("v2", "speed", {10}, [&] { ++acks; }));
-  h->TickAt(2);  // 10 waiting (samples came since tick 1, so not a quiet tick)
-  EXPECT_TRUE(WaitFor([&] { return acks == 10; }, 10s)) << acks;
-  EXPECT_EQ(h->Counter("kv_writes"), 2u);  // one per vehicle
-  h->Feed(Batch("v1", "speed", {11}, [&] { ++acks; }));
+  h->Feed(Batch("v2", "speed", {10}));
+  h->TickAt(2);  // 10 (samples came since tick 1, so not a quiet tick)
+  EXPECT_TRUE(WaitFor([&] { return h->Counter("kv_writes") == 2; }, 10s));  // one per vehicle
+  h->Feed(Batch("v1", "speed", {11}));
   h->TickAt(3);  // the count starts again
   EXPECT_EQ(h->Counter("kv_writes"), 2u);
 }
@@ -192,23 +213,28 @@ TEST_F(KeyedLastValueKvTest, AFlushCostsOneWritePerRecordWhateverItsVehicles) {
 }
 
 // A record larger than the server's max_payload cannot be written: the failure is counted and
-// logged with what to change, and the messages are not acknowledged (they come again).
-TEST_F(KeyedLastValueKvTest, ARecordTooLargeForTheServerIsReportedAndNothingIsAcknowledged) {
+// logged with what to change, and the partition's checkpoint stays before its messages (a next
+// owner re-reads them); another partition's checkpoint goes on.
+TEST_F(KeyedLastValueKvTest, ARecordTooLargeForTheServerIsReportedAndTheCheckpointStaysBeforeIt) {
   LogCapture log;
   auto h = std::make_unique<OperatorHarness>(
       "keyed_last_value", R"({"backend": "jetstream_kv", "url": ")" + server_.url() +
                               R"(", "keep": 64, "flush_ms": 60000, "records_per_partition": 1})");
-  std::atomic<int> acks{0};
-  std::vector<int64_t> ts(64);
-  std::iota(ts.begin(), ts.end(), 1);
-  for (int v = 0; v < 800; ++v) {  // 800 × 64 samples: more than 1 MB in one record
-    h->Feed(Batch("v" + std::to_string(v), "speed", ts, [&] { ++acks; }));
-  }
+  h->Feed(Sequenced(Batch("v0", "speed", {1}), 1));
   h->TickAt(1, /*drain=*/true);
-  EXPECT_EQ(acks, 0);
-  EXPECT_EQ(h->Counter("kv_writes"), 0u);
+  EXPECT_EQ(Checkpoint(0), 1u);
+  std::vector<int64_t> ts(64);
+  std::iota(ts.begin(), ts.end(), 2);
+  for (int v = 0; v < 800; ++v) {  // 800 × 64 samples: more than 1 MB in one record
+    h->Feed(Sequenced(Batch("v" + std::to_string(v), "speed", ts), 2 + v));
+  }
+  h->Feed(Sequenced(Batch("w1", "speed", {1}), 900, 1));
+  h->TickAt(2, /*drain=*/true);
+  EXPECT_EQ(h->Counter("kv_writes"), 2u);  // partition 0's first record, partition 1's
   EXPECT_GT(h->Counter("kv_write_errors"), 0u);
   EXPECT_THAT(log.text(), ::testing::HasSubstr("raise records_per_partition"));
+  EXPECT_EQ(Checkpoint(0), 1u);
+  EXPECT_EQ(Checkpoint(1), 900u);
 }
 
 // A bucket written with one record per vehicle (key <partition>.<vehicle>, series named by
@@ -329,16 +355,14 @@ TEST_F(KeyedLastValueKvTest, AWorkerReadsOnlyThePartitionsItTakesOver) {
 
 TEST_F(KeyedLastValueKvTest, ARevokedPartitionIsStoredAndForgotten) {
   auto h = Worker(/*flush_ms=*/60'000);
-  std::atomic<int> acks{0};
   h->Feed(Assigned(3));
-  Body b = Batch("v1", "speed", {1, 2}, [&] { ++acks; });
-  std::get<SampleBatch>(b).partition = 3;
-  h->Feed(std::move(b));
+  h->Feed(Sequenced(Batch("v1", "speed", {1, 2}), 41, 3));
   EXPECT_EQ(h->Gauge("state_keys"), 1);
   const auto out = h->Feed(Revoked(3));
   EXPECT_EQ(Only<PartitionEvent>(out).size(), 1u);  // passed on
-  EXPECT_EQ(acks, 1);                               // durable before the event goes on
+  // Stored, and the checkpoint with it, before the event goes on (its hand-over record after).
   EXPECT_EQ(Stored("3.v1.speed"), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(Checkpoint(3), 41u);
   EXPECT_EQ(h->Gauge("state_keys"), 0);
   // Taken again later: restored from the bucket, not from what this worker held.
   const auto again = Only<SampleBatch>(h->Feed(Assigned(3)));
