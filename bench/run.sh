@@ -121,12 +121,16 @@ if wants jetstream; then
   # Medians of the baseline and fleetflow rows into the summary.
   awk -F, -v out="$summary" '
     $4 == "median" && $2 == "baseline" { base = $10 }
+    $4 == "median" && $2 == "baseline-ahead" { ahead = $10 }
     $4 == "median" && $2 == "fleetflow" { ff = $10 }
     END {
       if (base > 0 && ff > 0) {
         new = (system("test -f " out) != 0)
         if (new) print "bench,metric,fleetflow,baseline,ratio,goal,met,note" >> out
         printf "jetstream_ingest,samples/s,%d,%d,%.4f,>= 80%%,%s,\"nats_source jetstream -> keyed_last_value jetstream_kv -> window_join vs bare fetch+ack\"\n", ff, base, ff / base, (ff / base >= 0.8 ? "yes" : "no") >> out
+      }
+      if (ahead > 0 && ff > 0) {
+        printf "jetstream_ingest_ahead,samples/s,%d,%d,%.4f,>= 85%%,%s,\"the same vs the bare loop that requests ahead as the worker does\"\n", ff, ahead, ff / ahead, (ff / ahead >= 0.85 ? "yes" : "no") >> out
       }
     }' "$out/jetstream_ingest_${scale}.csv"
 fi

@@ -412,8 +412,8 @@ void JetStreamKvStore::Sync(bool all) {
     // A tick without a Write: the input paused and there is nothing more to coalesce, so what
     // waits is written now and its messages are acknowledged without waiting out flush_ms.
     due = due || (!wrote_since_sync_ && wrote_since_flush_);
-    // Many messages waiting for their write: the source's max_ack_pending would soon stop the
-    // server's deliveries (a backlog read fast) until the flush.
+    // Many messages taken in since the last flush (a backlog read fast): they bound what a
+    // partition's next owner re-reads after a crash.
     due = due || writes_since_flush_ >= options_.flush_messages;
     wrote_since_sync_ = false;
     if (due) {
