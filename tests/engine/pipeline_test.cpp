@@ -251,6 +251,37 @@ TEST_F(PipelineTest, BehindAPartitionedSourceTheStateHistoryCoversTheJoinsLatene
   EXPECT_TRUE(Load(Nodes({kSource, state(0), join, kSink})).ok());
 }
 
+// The stream is the changelog of a JetStream source's partitions: the source re-reads it after
+// the checkpoint that keyed_last_value stores in its bucket, so the two must name one bucket.
+TEST_F(PipelineTest, AJetStreamSourceNamesTheBucketOfTheStateItFeeds) {
+  const auto source = [](const std::string& extra) {
+    return R"({"id": "in", "type": "nats_source",
+               "config": {"partitions": 4, "delivery": "jetstream")" +
+           extra + "}}";
+  };
+  const auto state = [](const std::string& backend) {
+    return R"({"id": "kv", "type": "keyed_last_value", "inputs": ["in"],
+               "config": {"history_ms": 2000, "backend": ")" +
+           backend + R"(", "bucket": "cars"}})";
+  };
+  CheckInvalid(Nodes({source(""), state("jetstream_kv"), kJoin, kSink}),
+               "/nodes/0/config/state_bucket",
+               {"(node 'in')", "keeps its state in bucket \"cars\"",
+                "set \"state_bucket\": \"cars\""});
+  CheckInvalid(Nodes({source(R"(, "state_bucket": "telemetry")"), state("jetstream_kv"), kJoin,
+                      kSink}),
+               "/nodes/0/config/state_bucket", {"(it names \"telemetry\")"});
+  CheckInvalid(Nodes({source(R"(, "state_bucket": "cars")"), state("memory"), kJoin, kSink}),
+               "/nodes/0/config/state_bucket", {"keeps its state in memory"});
+  CheckInvalid(Nodes({source(R"(, "state_bucket": "cars", "stream_retention": "workqueue")"),
+                      state("jetstream_kv"), kJoin, kSink}),
+               "/nodes/0/config/stream_retention", {"\"workqueue\" retention deletes"});
+  EXPECT_TRUE(
+      Load(Nodes({source(R"(, "state_bucket": "cars")"), state("jetstream_kv"), kJoin, kSink}))
+          .ok());
+  EXPECT_TRUE(Load(Nodes({source(""), state("memory"), kJoin, kSink})).ok());
+}
+
 TEST_F(PipelineTest, RulesAreCheckedByParseOperatorConfigToo) {
   const OperatorInfo* sink = registry_.Find("timescale_sink");
   ASSERT_NE(sink, nullptr);
