@@ -264,13 +264,12 @@ TEST_F(PipelineTest, AJetStreamSourceNamesTheBucketOfTheStateItFeeds) {
                "config": {"history_ms": 2000, "backend": ")" +
            backend + R"(", "bucket": "cars"}})";
   };
-  CheckInvalid(Nodes({source(""), state("jetstream_kv"), kJoin, kSink}),
-               "/nodes/0/config/state_bucket",
-               {"(node 'in')", "keeps its state in bucket \"cars\"",
-                "set \"state_bucket\": \"cars\""});
-  CheckInvalid(Nodes({source(R"(, "state_bucket": "telemetry")"), state("jetstream_kv"), kJoin,
-                      kSink}),
-               "/nodes/0/config/state_bucket", {"(it names \"telemetry\")"});
+  CheckInvalid(
+      Nodes({source(""), state("jetstream_kv"), kJoin, kSink}), "/nodes/0/config/state_bucket",
+      {"(node 'in')", "keeps its state in bucket \"cars\"", "set \"state_bucket\": \"cars\""});
+  CheckInvalid(
+      Nodes({source(R"(, "state_bucket": "telemetry")"), state("jetstream_kv"), kJoin, kSink}),
+      "/nodes/0/config/state_bucket", {"(it names \"telemetry\")"});
   CheckInvalid(Nodes({source(R"(, "state_bucket": "cars")"), state("memory"), kJoin, kSink}),
                "/nodes/0/config/state_bucket", {"keeps its state in memory"});
   CheckInvalid(Nodes({source(R"(, "state_bucket": "cars", "stream_retention": "workqueue")"),
