@@ -100,14 +100,14 @@ std::pair<std::string, std::string> JetStreamKvStore::RecordOf(std::string_view 
   return {std::string(partition) + ".r" + std::to_string(k), std::string(name)};
 }
 
-JetStreamKvStore::Record& JetStreamKvStore::RecordAt(const std::string& key) {
+JetStreamKvStore::RecordNode& JetStreamKvStore::RecordAt(const std::string& key) {
   auto [it, added] = records_.try_emplace(key);
   if (added) {
     uint32_t p = 0;
     std::from_chars(key.data(), key.data() + key.size(), p);
     it->second.partition = p;
   }
-  return it->second;
+  return *it;
 }
 
 void JetStreamKvStore::MergeInto(Record& record, const std::string& name,
@@ -154,7 +154,7 @@ void JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
     auto [record_key, name] = RecordOf(key, options_.records_per_partition);
     {
       std::lock_guard lock(mu_);
-      Record& r = RecordAt(record_key);
+      Record& r = RecordAt(record_key).second;
       if (const auto rev = revisions.find(record_key); rev != revisions.end()) {
         r.revision = std::max(r.revision, rev->second);
       }
@@ -187,8 +187,7 @@ size_t JetStreamKvStore::Slot(const std::string& key) {
   auto record = RecordOf(key, options_.records_per_partition);
   std::string& name = record.second;  // a structured binding could not be captured below
   std::lock_guard lock(mu_);
-  RecordAt(record.first);
-  RecordNode& node = *records_.find(record.first);
+  RecordNode& node = RecordAt(record.first);
   auto& series = node.second.series;
   auto it =
       std::find_if(series.begin(), series.end(), [&](const Series& s) { return s.name == name; });
@@ -272,7 +271,7 @@ void JetStreamKvStore::Done(const std::string& key, const std::vector<state::Ser
     if (--batch.unanswered == 0) {
       write_seconds_.Observe(static_cast<double>(SteadyNowNs() - batch.sent_ns) * 1e-9);
     }
-    Record& rec = RecordAt(key);
+    Record& rec = RecordAt(key).second;
     rec.in_flight = false;
     --in_flight_;
     if (r.ok) {
@@ -362,7 +361,7 @@ void JetStreamKvStore::Flush() {
     std::lock_guard lock(mu_);
     std::vector<std::string> still_dirty;
     for (const std::string& key : dirty_) {
-      Record& rec = RecordAt(key);
+      Record& rec = RecordAt(key).second;
       if (!rec.dirty) continue;
       if (rec.in_flight) {
         still_dirty.push_back(key);  // one write per key in flight; this one goes next time
@@ -386,7 +385,7 @@ void JetStreamKvStore::Flush() {
       spdlog::warn("bucket {}: get {}: {}", options_.bucket.name, key, e.what());
     }
     std::lock_guard lock(mu_);
-    Record& rec = RecordAt(key);
+    Record& rec = RecordAt(key).second;
     if (current) {
       for (const state::Series& s : Decode(key, current->value)) {
         MergeInto(rec, RecordOf(s.name, options_.records_per_partition).second, s.samples);

@@ -114,7 +114,7 @@ class JetStreamKvStore final : public StateStore {
   void Flush();
   /// Stores the checkpoint of each partition whose stored sequence moved on (mu_ not held).
   void Checkpoint();
-  Record& RecordAt(const std::string& key);  // made when new; mu_ held
+  RecordNode& RecordAt(const std::string& key);  // made when new; mu_ held
   /// Merges `stored` (decoded from the bucket, or a write that failed) into the record.
   static void MergeInto(Record& record, const std::vector<state::Series>& stored);
   static void MergeInto(Record& record, const std::string& name,
