@@ -192,23 +192,33 @@ void PullSet::Add(uint32_t id, const std::string& durable) {
   {
     std::lock_guard lock(commands_mu_);
     commands_.push_back({true, id, durable});
+    ++size_;
+    commanded_ = true;
   }
-  ++size_;
-  commanded_ = true;
+  commanded_cv_.notify_one();
 }
 
 void PullSet::Remove(uint32_t id) {
   {
     std::lock_guard lock(commands_mu_);
     commands_.push_back({false, id, {}});
+    commanded_ = true;
   }
-  commanded_ = true;
+  commanded_cv_.notify_one();
+}
+
+void PullSet::Interrupt() {
+  {
+    std::lock_guard lock(commands_mu_);
+    commanded_ = true;
+  }
+  commanded_cv_.notify_one();
 }
 
 size_t PullSet::size() const { return size_.load(); }
 
-void PullSet::ApplyCommands(Fetched& out) {
-  if (!commanded_.exchange(false)) return;
+bool PullSet::ApplyCommands(Fetched& out) {
+  if (!commanded_.exchange(false)) return false;
   std::vector<Command> commands;
   {
     std::lock_guard lock(commands_mu_);
@@ -240,6 +250,7 @@ void PullSet::ApplyCommands(Fetched& out) {
     // Its requests end with their last message or their expiry status; 2 s at most.
     it->second.release_until_ns = std::min(it->second.outstanding_until_ns, NowNs() + kReleaseNs);
   }
+  return true;
 }
 
 PullSet::Member* PullSet::ByReply(std::string_view ack_reply) {
@@ -350,7 +361,7 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
   out.released.clear();
   const size_t want = static_cast<size_t>(batch);
   pace_ns_ = PaceNs(linger_ms);
-  ApplyCommands(out);
+  const bool commanded = ApplyCommands(out);
   Settle(out);
   for (auto& [id, m] : members_) m.delivered = false;
   const auto drain = [&] {
@@ -358,6 +369,16 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
     }
   };
   drain();  // messages of earlier requests (sent ahead, or given up) come first
+  if (members_.empty()) {
+    // Nothing to read (no partition owned yet, or all given up): waits for Add or Interrupt,
+    // not a busy loop.
+    if (!commanded) {
+      std::unique_lock lock(commands_mu_);
+      commanded_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                             [this] { return commanded_.load(); });
+    }
+    return;
+  }
   RequestWhereNone(batch, timeout_ms, ahead);
   // The first message: waited for in slices, so that Add and Remove are taken in at once, and
   // a consumer whose request expired asks again at once.

@@ -132,6 +132,8 @@ class PullSet {
   /// back earlier, the server would send them again on those requests. Then a Fetch reports it
   /// in `released`, and it is gone.
   void Remove(uint32_t id);
+  /// A Fetch under way returns at once, possibly empty (the caller is stopping).
+  void Interrupt();
 
   struct Fetched {
     /// In the order received; each with its consumer's id.
@@ -194,8 +196,8 @@ class PullSet {
   };
 
   /// Takes Add's and Remove's commands in (a consumer added again while it was being removed
-  /// counts as released first).
-  void ApplyCommands(Fetched& out);
+  /// counts as released first). False when nothing was commanded since the previous call.
+  bool ApplyCommands(Fetched& out);
   /// Sends a request to each active consumer that has none outstanding; with `ahead`, once the
   /// pace allows (next_paced_ns_), to all of them together, and `only_delivered`: to those
   /// that delivered in this Fetch (the others have been asked already).
@@ -224,6 +226,7 @@ class PullSet {
   int64_t pace_ns_ = 0;                    // PaceNs of the current Fetch's linger
   int64_t next_paced_ns_ = 0;              // steady: the caught-up consumers' next requests
   std::mutex commands_mu_;
+  std::condition_variable commanded_cv_;  // a Fetch without consumers waits here
   std::vector<Command> commands_;
   std::atomic<bool> commanded_{false};
   std::atomic<size_t> size_{0};

@@ -3,6 +3,7 @@
 #include <nats/nats.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <climits>
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <thread>
 #include <vector>
 
 #include "nats_status.hpp"
@@ -38,6 +40,23 @@ std::string StatusText(natsStatus s) {
 }
 
 using detail::Check;
+
+/// nats.c starts its own threads with the library: the timers, the connection-event callbacks
+/// and the garbage collector, which frees every received message a caller destroys (woken by
+/// the first destroy after it went idle). Started from a thread under SCHED_BATCH, they inherit
+/// it: woken, they wait for the waker's time slice to end instead of preempting it, so a burst
+/// of destroyed messages is freed in one pass instead of one wake-up and two context switches
+/// each. Same CPU share as any thread otherwise (SCHED_BATCH is not a lower priority).
+void StartLibrary() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::thread([] {
+      sched_param none{};
+      sched_setscheduler(0, SCHED_BATCH, &none);  // best effort: unchanged where refused
+      nats_Open(-1);
+    }).join();
+  });
+}
 using detail::Throw;
 
 using OptionsPtr = std::unique_ptr<natsOptions, decltype(&natsOptions_Destroy)>;
@@ -503,6 +522,7 @@ std::optional<Message> SyncSubscription::Next(int timeout_ms, bool& no_responder
 // --- Connection ---
 
 std::unique_ptr<Connection> Connection::Connect(const ConnectOptions& options) {
+  StartLibrary();
   SeedFileSigner* signer = nullptr;
   OptionsPtr opts = MakeOptions(options, &signer);
   StateCallback* on_change = nullptr;

@@ -235,6 +235,7 @@ class NatsSource final : public Operator {
     // acknowledged once in state, and the hand-over records are written once they have passed.
     Revoke(std::vector<uint32_t>(owned_.begin(), owned_.end()));
     fetcher_stop_ = true;
+    if (pulls_) pulls_->Interrupt();
     if (fetcher_.joinable()) fetcher_.join();  // once every partition was handed back
     membership_.reset();                       // the last hand-over to pass the graph lets it leave
     connected_.Set(0);

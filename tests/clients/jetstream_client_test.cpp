@@ -3,13 +3,17 @@
 // every message of the stream is fetched and acknowledged, and nothing crashes.
 #include <gtest/gtest.h>
 #include <nats/nats.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "jetstream.hpp"
@@ -125,6 +129,36 @@ class JetStreamClientTest : public ::testing::Test {
 
   NatsServer server_;
 };
+
+/// Scheduling policy of each thread of this process (field 41 of /proc/self/task/<tid>/stat).
+std::vector<int> ThreadPolicies() {
+  std::vector<int> policies;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t comm_end = stat.rfind(')');  // the name may hold spaces
+    if (comm_end == std::string::npos) continue;
+    std::istringstream fields(stat.substr(comm_end + 2));  // from field 3 on
+    std::string field;
+    for (int i = 3; i <= 41 && fields >> field; ++i) {
+      if (i == 41) policies.push_back(std::stoi(field));
+    }
+  }
+  return policies;
+}
+
+// nats.c's own threads (timers, connection-event callbacks, and the collector that frees every
+// received message) run under SCHED_BATCH: woken by a destroyed message, the collector waits for
+// the waker's time slice instead of preempting it. The caller's threads keep their policy.
+TEST_F(JetStreamClientTest, NatsLibraryThreadsRunUnderSchedBatch) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  const std::vector<int> policies = ThreadPolicies();
+  EXPECT_GE(std::count(policies.begin(), policies.end(), SCHED_BATCH), 3)
+      << "timer, callback and collector threads";
+  EXPECT_EQ(sched_getscheduler(0), SCHED_OTHER);
+  // A connection's own threads (its reader and flusher) are started by the caller: unchanged.
+  EXPECT_GE(std::count(policies.begin(), policies.end(), SCHED_OTHER), 3);
+}
 
 TEST_F(JetStreamClientTest, FetchReturnsAtMostTheBatchAndNakedMessagesComeAgain) {
   auto conn = nats::Connection::Connect(Options(server_.port()));
@@ -300,6 +334,55 @@ TEST_F(JetStreamClientTest, APullSetReadsSeveralConsumersAndReleasesOneWhileTheO
         return got[9] == 100;
       },
       10s));
+}
+
+// A set without consumers (a worker that owns no partition yet, or gave all up) waits in Fetch
+// for the timeout, or until a consumer is added or the caller interrupts it: it does not return
+// at once (its fetch thread spun at a full core until its first partition came).
+TEST_F(JetStreamClientTest, AFetchWithoutConsumersWaitsUntilAddOrInterrupt) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  js.EnsureStream({.name = "IDLE", .subjects = {"idle.>"}});
+  js.EnsureConsumer({.stream = "IDLE", .durable = "idle-a", .filter_subject = "idle.a"});
+  PublishMany(js, "idle.a", 3, "a");
+  nats::PullSet set(*conn, "IDLE");
+  nats::PullSet::Fetched fetched;
+  using Clock = std::chrono::steady_clock;
+  auto started = Clock::now();
+  set.Fetch(10, 300, /*ahead=*/true, fetched);
+  EXPECT_TRUE(fetched.messages.empty());
+  EXPECT_GE(Clock::now() - started, 250ms) << "returned at once: its caller would spin";
+
+  // Interrupted: returns long before its 20 s.
+  std::atomic<bool> returned{false};
+  std::thread waiting([&] {
+    set.Fetch(10, 20'000, true, fetched);
+    returned = true;
+  });
+  started = Clock::now();
+  set.Interrupt();
+  EXPECT_TRUE(WaitFor([&] { return returned.load(); }, 5s));
+  waiting.join();
+
+  // Added while it waits: it returns, and the next Fetch reads the consumer.
+  returned = false;
+  std::thread adding([&] {
+    set.Fetch(10, 20'000, true, fetched);
+    returned = true;
+  });
+  set.Add(1, "idle-a");
+  EXPECT_TRUE(WaitFor([&] { return returned.load(); }, 5s));
+  adding.join();
+  size_t got = fetched.messages.size();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        set.Fetch(10, 500, true, fetched);
+        for (const auto& [id, m] : fetched.messages) m->Ack();
+        got += fetched.messages.size();
+        return got >= 3;
+      },
+      5s));
+  EXPECT_EQ(got, 3u);
 }
 
 // A caught-up consumer fetched ahead is asked again once per pace (half the linger) with a
