@@ -25,7 +25,11 @@ namespace fleetflow {
 namespace {
 
 constexpr int64_t kDeadLetterRetryMs = 1000;
+/// The coordinator looks at the membership this often while a partition waits to be taken
+/// over, and otherwise every kIdleRebalanceMs (a member gone silent) or when a heartbeat, leave
+/// or hand-over record arrives.
 constexpr int kRebalanceMs = 100;
+constexpr int kIdleRebalanceMs = 1000;
 /// A previous owner that still runs is waited for this many member timeouts at most for its
 /// hand-over record (a worker that heartbeats but never gives the partition up is wedged).
 constexpr int64_t kRecordWaitTimeouts = 10;
@@ -205,6 +209,13 @@ class NatsSource final : public Operator {
     }
     if (check_mapping_) CheckMapping();
     membership_ = std::make_shared<KvMembership>(membership_options_, metrics_, labels_);
+    membership_->SetOnChange([this] {
+      {
+        std::lock_guard lock(stop_mu_);
+        membership_changed_ = true;
+      }
+      stop_cv_.notify_all();
+    });
     spdlog::info(
         "node '{}': {} partitions of stream {} ({}.<n>.<vehicle>.<sensor>), shared by "
         "the workers of {} on {}",
@@ -231,6 +242,7 @@ class NatsSource final : public Operator {
     }
     stop_cv_.notify_all();
     if (coordinator_.joinable()) coordinator_.join();
+    if (membership_) membership_->SetOnChange(nullptr);  // it may outlive this source
     // Every partition is given up; the connection stays open: messages in the graph are
     // acknowledged once in state, and the hand-over records are written once they have passed.
     Revoke(std::vector<uint32_t>(owned_.begin(), owned_.end()));
@@ -568,8 +580,12 @@ class NatsSource final : public Operator {
 
   void Coordinate() {
     std::unique_lock lock(stop_mu_);
-    while (!stop_cv_.wait_for(lock, std::chrono::milliseconds(kRebalanceMs),
-                              [this] { return stopping_; })) {
+    for (;;) {
+      const int period_ms = gaining_.empty() ? kIdleRebalanceMs : kRebalanceMs;
+      stop_cv_.wait_for(lock, std::chrono::milliseconds(period_ms),
+                        [this] { return stopping_ || membership_changed_; });
+      if (stopping_) return;
+      membership_changed_ = false;
       lock.unlock();
       try {
         Rebalance(false);
@@ -782,6 +798,7 @@ class NatsSource final : public Operator {
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;
+  bool membership_changed_ = false;  // a heartbeat, leave or record came: the coordinator looks
 };
 
 /// True when NATS subject pattern `pattern` matches every subject `subject` matches (`*` one

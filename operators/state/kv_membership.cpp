@@ -170,15 +170,26 @@ void KvMembership::WatchLoop(nats::KvWatcher& watcher, bool& read,
       if (stopping_) return;
       continue;
     }
-    std::lock_guard lock(mu_);
-    if (stopping_) return;
-    if (ev == nats::KvWatcher::Event::kInitialDone) {
-      read = true;
-      snapshot_cv_.notify_all();
-    } else if (ev == nats::KvWatcher::Event::kEntry) {
-      on_entry(e);
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      if (ev == nats::KvWatcher::Event::kInitialDone) {
+        read = true;
+        snapshot_cv_.notify_all();
+      } else if (ev == nats::KvWatcher::Event::kEntry) {
+        on_entry(e);
+      }
+    }
+    if (ev == nats::KvWatcher::Event::kEntry) {
+      std::lock_guard lock(on_change_mu_);
+      if (on_change_) on_change_();
     }
   }
+}
+
+void KvMembership::SetOnChange(std::function<void()> notify) {
+  std::lock_guard lock(on_change_mu_);
+  on_change_ = std::move(notify);
 }
 
 void KvMembership::Watch() {

@@ -68,6 +68,10 @@ class KvMembership {
   std::optional<std::optional<int64_t>> ClaimHandover(uint32_t partition, bool ask_server = false);
 
   const std::string& id() const { return id_; }
+  /// `notify` is called (from a watch thread) after each heartbeat, leave or hand-over record
+  /// that arrives, so that whoever acts on Members and the records need not poll; none when
+  /// empty. Once this returns, the previous one is not running and will not be called again.
+  void SetOnChange(std::function<void()> notify);
   /// The alive workers, sorted, and a generation that changes whenever they do.
   std::pair<std::vector<std::string>, uint64_t> Members();
   /// A hash that every worker and release computes alike.
@@ -121,6 +125,8 @@ class KvMembership {
   std::set<uint32_t> held_;       // partitions this worker holds
   bool held_changed_ = false;     // a heartbeat is due at once
   std::mutex mu_;
+  std::mutex on_change_mu_;  // held while on_change_ runs (not mu_: it may call Members)
+  std::function<void()> on_change_;
   std::condition_variable stop_cv_;
   std::condition_variable snapshot_cv_;
   bool stopping_ = false;

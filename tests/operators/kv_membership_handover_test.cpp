@@ -2,6 +2,9 @@
 // when the worker asks the server before its watch brought the record.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
+
 #include "nats_fixture.hpp"
 #include "state/kv_membership.hpp"
 
@@ -21,12 +24,13 @@ class KvMembershipHandoverTest : public NatsServerTest {
     records_ = js_->EnsureBucket(b);
   }
 
-  std::unique_ptr<KvMembership> Join() {
+  std::unique_ptr<KvMembership> Join(int heartbeat_ms = 200) {
     MembershipOptions o;
     o.connection.url = server_.url();
     o.bucket = "test_members";
     o.handover_bucket = kRecords;
-    o.heartbeat_ms = 200;
+    o.heartbeat_ms = heartbeat_ms;
+    o.timeout_ms = std::max(4000, 4 * heartbeat_ms);
     return std::make_unique<KvMembership>(o, metrics_, Labels{});
   }
 
@@ -70,6 +74,31 @@ TEST_F(KvMembershipHandoverTest, ARecordGivenUpIsWrittenBeforeTheHeartbeatDropsT
   ASSERT_TRUE(claimed.has_value());
   EXPECT_EQ(*claimed, std::optional<int64_t>(1'700'000'005'000'000'000));
   EXPECT_TRUE(WaitFor([&] { return !OnServer(2); }, 10s)) << "the claim deletes the record";
+}
+
+// The coordinator of a partitioned source sleeps until something changes instead of polling:
+// the membership calls it back when a record arrives and when a worker joins, heartbeats or
+// leaves, and never again once the callback is taken away. (Worker a heartbeats once a minute:
+// after its join, only what the test does brings a call.)
+TEST_F(KvMembershipHandoverTest, ItSaysWhenARecordArrivesOrAWorkerJoins) {
+  auto a = Join(60'000);
+  std::atomic<int> calls{0};
+  a->SetOnChange([&] { ++calls; });
+  int before = calls.load();  // its join was in the snapshot its constructor read
+  records_->Put("partition.5", "- worker-b");
+  ASSERT_TRUE(WaitFor([&] { return calls.load() > before; }, 10s)) << "no call for the record";
+  EXPECT_TRUE(a->ClaimHandover(5).has_value()) << "called before the record was in";
+
+  before = calls.load();
+  auto b = Join();
+  ASSERT_TRUE(WaitFor([&] { return calls.load() > before; }, 10s)) << "no call for b's join";
+  EXPECT_EQ(a->Members().first.size(), 2u) << "called before b was in";
+
+  a->SetOnChange(nullptr);
+  const int after = calls.load();
+  records_->Put("partition.6", "- worker-b");
+  ASSERT_TRUE(WaitFor([&] { return a->ClaimHandover(6).has_value(); }, 10s));
+  EXPECT_EQ(calls.load(), after) << "called after the callback was taken away";
 }
 
 TEST_F(KvMembershipHandoverTest, ARecordThatIsNoneIsNotClaimed) {
