@@ -168,7 +168,7 @@ class PullSet {
   static constexpr int kPollMs = 5;
   static constexpr int64_t kFirstPollNs = 1'000'000;  // the first poll, before a rate is seen
   static constexpr int64_t kMinPollNs = 200'000;      // a fast stream's polls, at most this often
-  static constexpr int64_t kMaxPaceNs = 20'000'000;
+  static constexpr int64_t kMaxPaceNs = 50'000'000;
   /// With `ahead`, the caught-up consumers are asked this often: half the linger, kMaxPaceNs at
   /// most (a message waits for the next request at most this long).
   static int64_t PaceNs(int linger_ms) {

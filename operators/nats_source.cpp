@@ -1016,12 +1016,14 @@ void RegisterNatsSource(Registry& registry) {
       .Max(60000);
   c.Integer("fetch_linger_ms",
             "jetstream: once a message came, how long the fetch gathers more (up to fetch_batch, "
-            "over every partition the worker reads) before handing them on together. Longer: "
-            "fewer wake-ups per message at low rates (a worker's CPU follows its share of the "
-            "fleet), at most this much added latency. Partitions that have sent all they had "
-            "are asked again together every half of this (20 ms at most), each request ending "
-            "once its partition is empty: their messages come in bursts, not one by one.")
-      .Default(int64_t{50})
+            "over every partition the worker reads) before handing them on together. Partitions "
+            "that have sent all they had are asked again together every half of this (50 ms at "
+            "most), each request ending once its partition is empty: their messages come in "
+            "bursts, not one by one. A message stored is handed on within one and a half times "
+            "this (the next request, then the gathering). Longer: fewer wake-ups per second per "
+            "worker whatever its share of the fleet, so N workers cost closer to what one does "
+            "(docs/scaling.md); keep it well below the window join's allowed_lateness_ms.")
+      .Default(int64_t{100})
       .Min(0)
       .Max(1000);
   c.Integer("ack_wait_ms",
