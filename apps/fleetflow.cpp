@@ -253,7 +253,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   run_cmd->add_option("--metrics-host", run.metrics_host, "Address to serve them on")
       ->capture_default_str();
-  run_cmd->add_option("--tick-ms", run.tick_ms, "Clock tick period")
+  run_cmd
+      ->add_option("--tick-ms", run.tick_ms,
+                   "Clock tick period (one due within half of it goes with a burst of input)")
       ->capture_default_str()
       ->check(CLI::Range(10, 10000));
   run_cmd

@@ -36,8 +36,9 @@
 namespace fleetflow {
 
 struct RuntimeOptions {
-  int tick_ms = 100;                    // period of the clock Tick sent through the graph; 0: no
-                                        // ticker (a replay source sends the Ticks in its stream)
+  int tick_ms = 100;                    // period of the clock Tick sent through the graph (one
+                                        // due within half of it goes with a burst); 0: no ticker
+                                        // (a replay source sends the Ticks in its stream)
   int graph_threads = 1;                // threads that run the graph's nodes (the driver and
                                         // graph_threads - 1 oneTBB workers)
   size_t max_queued = 20000;            // messages waiting in node queues before sources block

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <future>
@@ -39,7 +41,10 @@ struct Probe {
   bool stop_waits = false;             // the source's Stop emits one more and waits for it
   std::set<std::thread::id> graph_threads;  // where the sink ran (written by the sink only)
   std::atomic<int> max_seen_gap{0};
+  int emit_every_ms = 0;       // the source's pause between messages (an offered rate)
   std::vector<int64_t> order;  // written by the serial sink only
+  std::chrono::steady_clock::time_point last_sample;  // when the sink saw the last sample
+  std::vector<std::chrono::nanoseconds> tick_lags;    // per clock Tick: since the last sample
   std::mutex mu;
   std::condition_variable cv;
   bool sink_open = true;
@@ -58,6 +63,7 @@ class CountingSource final : public Operator {
         SampleBatch b{"v1", "speed", {wire::Point{i + 1, 0, 1.0}}, {}};
         out.Emit(MakeMessage(std::move(b)));
         p_.emitted++;
+        std::this_thread::sleep_for(std::chrono::milliseconds(p_.emit_every_ms));
       }
       if (p_.source_ends) input_ended_();
     });
@@ -102,9 +108,13 @@ class GatedSink final : public Operator {
       p_.last_seen = true;
     } else if (b) {
       p_.order.push_back(b->points[0].ts_ns);
+      p_.last_sample = std::chrono::steady_clock::now();
       p_.seen++;
       p_.max_seen_gap = std::max<int>(p_.max_seen_gap, p_.emitted - p_.seen);
     } else if (const auto* t = std::get_if<Tick>(in.get())) {
+      if (!t->drain && p_.seen > 0) {
+        p_.tick_lags.push_back(std::chrono::steady_clock::now() - p_.last_sample);
+      }
       (t->drain ? p_.drains : p_.ticks)++;
     }
   }
@@ -224,6 +234,26 @@ TEST_F(RuntimeTest, TheGraphRunsOnItsOwnThreadTicksWithoutInputAndRunsWhileSourc
   std::lock_guard lock(probe_.mu);
   ASSERT_EQ(probe_.graph_threads.size(), 1u);
   EXPECT_NE(*probe_.graph_threads.begin(), std::this_thread::get_id());
+}
+
+// While input flows, the clock Tick goes with a burst the driver woke for, not on a wake-up of
+// its own: the sink sees each Tick right after a sample. Ticked on a timer of their own, Ticks
+// would come at any point between two samples (10 ms apart): half of them 5 ms after one.
+TEST_F(RuntimeTest, WhileInputFlowsTheTickGoesWithABurst) {
+  probe_.to_emit = 150;
+  probe_.emit_every_ms = 10;  // 1.5 s of input at 100 messages/s
+  RuntimeOptions options;
+  options.tick_ms = 100;
+  Runtime rt(Load(), metrics_, clock_, options);
+  rt.Start();
+  ASSERT_TRUE(Eventually([&] { return probe_.seen == 149; }));  // one throws (ts 13)
+  rt.Stop();
+  std::lock_guard lock(probe_.mu);
+  std::vector<std::chrono::nanoseconds> lags = probe_.tick_lags;
+  ASSERT_GE(lags.size(), 10u);  // 1.5 s: 15 to 30 Ticks
+  std::sort(lags.begin(), lags.end());
+  EXPECT_LT(lags[lags.size() / 2], std::chrono::milliseconds(2))
+      << "median time from a sample to the next Tick";
 }
 
 TEST_F(RuntimeTest, MoreGraphThreadsDeliverTheSameInOrder) {
