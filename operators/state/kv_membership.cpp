@@ -159,12 +159,13 @@ void KvMembership::Write(std::vector<Record>& records) {
 }
 
 void KvMembership::WatchLoop(nats::KvWatcher& watcher, bool& read,
-                             const std::function<void(nats::KvEntry&)>& on_entry) {
+                             const std::function<bool(nats::KvEntry&)>& on_entry) {
   nats::KvEntry e;
   for (;;) {
     nats::KvWatcher::Event ev;
+    bool changed = false;
     try {
-      ev = watcher.Next(500, e);
+      ev = watcher.Next(kWatchWaitMs, e);
     } catch (const nats::Error&) {
       std::lock_guard lock(mu_);
       if (stopping_) return;
@@ -177,10 +178,10 @@ void KvMembership::WatchLoop(nats::KvWatcher& watcher, bool& read,
         read = true;
         snapshot_cv_.notify_all();
       } else if (ev == nats::KvWatcher::Event::kEntry) {
-        on_entry(e);
+        changed = on_entry(e);
       }
     }
-    if (ev == nats::KvWatcher::Event::kEntry) {
+    if (changed) {
       std::lock_guard lock(on_change_mu_);
       if (on_change_) on_change_();
     }
@@ -198,37 +199,49 @@ void KvMembership::Watch() {
       members_.erase(e.key);
       if (left_.size() >= 4096) left_.clear();  // bounded: only recent leaves matter
       left_.insert(e.key);
-    } else {
-      Member& m = members_[e.key];
-      m.last_seen_ns = SteadyNowNs();
-      m.held.clear();
-      const char* p = e.value.c_str();  // "held 3 7 12" (older releases: "alive", "warm")
-      if (e.value.starts_with("held")) p += 4;
-      for (char* end = nullptr;; p = end) {
-        const unsigned long n = std::strtoul(p, &end, 10);
-        if (end == p) break;
-        m.held.insert(static_cast<uint32_t>(n));
-      }
+      return true;
     }
+    std::set<uint32_t> held;
+    const char* p = e.value.c_str();  // "held 3 7 12" (older releases: "alive", "warm")
+    if (e.value.starts_with("held")) p += 4;
+    for (char* end = nullptr;; p = end) {
+      const unsigned long n = std::strtoul(p, &end, 10);
+      if (end == p) break;
+      held.insert(static_cast<uint32_t>(n));
+    }
+    const int64_t now = SteadyNowNs();
+    const auto [it, joined] = members_.try_emplace(e.key);
+    Member& m = it->second;
+    // A renewal of a member that holds what it held is no news; a member that joins, holds
+    // something else, or comes back after it was taken for gone is.
+    const bool changed =
+        joined || m.held != held || now - m.last_seen_ns > int64_t{options_.timeout_ms} * 1'000'000;
+    m.last_seen_ns = now;
+    m.held = std::move(held);
+    return changed;
   });
 }
 
 void KvMembership::WatchRecords() {
   const std::string prefix = "partition.";
   WatchLoop(*records_watcher_, records_read_, [&](nats::KvEntry& e) {
-    if (!e.key.starts_with(prefix)) return;
+    if (!e.key.starts_with(prefix)) return false;
     char* end = nullptr;
     const unsigned long long partition = std::strtoull(e.key.c_str() + prefix.size(), &end, 10);
-    if (end == e.key.c_str() + prefix.size() || *end != '\0') return;
+    if (end == e.key.c_str() + prefix.size() || *end != '\0') return false;
     const auto s = static_cast<uint32_t>(partition);
     auto it = records_.find(s);
     if (e.deleted) {
-      if (it != records_.end() && it->second.revision < e.revision) records_.erase(it);
-      return;
+      if (it == records_.end() || it->second.revision >= e.revision) return false;
+      records_.erase(it);
+      return true;
     }
     auto claimed = claimed_.find(s);
-    if (claimed != claimed_.end() && claimed->second >= e.revision) return;  // used already
-    if (auto record = ParseRecord(e.value, e.revision)) records_[s] = *record;
+    if (claimed != claimed_.end() && claimed->second >= e.revision) return false;  // used already
+    auto record = ParseRecord(e.value, e.revision);
+    if (!record) return false;
+    records_[s] = *record;
+    return true;
   });
 }
 

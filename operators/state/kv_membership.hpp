@@ -68,9 +68,11 @@ class KvMembership {
   std::optional<std::optional<int64_t>> ClaimHandover(uint32_t partition, bool ask_server = false);
 
   const std::string& id() const { return id_; }
-  /// `notify` is called (from a watch thread) after each heartbeat, leave or hand-over record
-  /// that arrives, so that whoever acts on Members and the records need not poll; none when
-  /// empty. Once this returns, the previous one is not running and will not be called again.
+  /// `notify` is called (from a watch thread) when a worker joins, leaves, holds other
+  /// partitions than its last heartbeat said, or beats again after it was taken for gone, and
+  /// when a hand-over record arrives, so that whoever acts on Members and the records need not
+  /// poll (a heartbeat that changes nothing calls nothing: with N workers, N per second); none
+  /// when empty. Once this returns, the previous one is not running and will not be called again.
   void SetOnChange(std::function<void()> notify);
   /// The alive workers, sorted, and a generation that changes whenever they do.
   std::pair<std::vector<std::string>, uint64_t> Members();
@@ -88,9 +90,12 @@ class KvMembership {
   void Stop();
   void Heartbeat();
   /// Reads `watcher` until stopping: `read` once its initial values are in, `on_entry` (mu_
-  /// held) for every entry.
+  /// held) for every entry; calls the SetOnChange callback when on_entry says it changed
+  /// something.
   void WatchLoop(nats::KvWatcher& watcher, bool& read,
-                 const std::function<void(nats::KvEntry&)>& on_entry);
+                 const std::function<bool(nats::KvEntry&)>& on_entry);
+  /// A watcher's wait for the next entry; Stop interrupts it.
+  static constexpr int kWatchWaitMs = 5000;
   void Watch();
   void WatchRecords();
   void Write(std::vector<Record>& records);  // mu_ not held; leaves what failed in `records`

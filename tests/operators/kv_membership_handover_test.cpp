@@ -77,9 +77,9 @@ TEST_F(KvMembershipHandoverTest, ARecordGivenUpIsWrittenBeforeTheHeartbeatDropsT
 }
 
 // The coordinator of a partitioned source sleeps until something changes instead of polling:
-// the membership calls it back when a record arrives and when a worker joins, heartbeats or
-// leaves, and never again once the callback is taken away. (Worker a heartbeats once a minute:
-// after its join, only what the test does brings a call.)
+// the membership calls it back when a record arrives and when a worker joins or leaves, and never
+// again once the callback is taken away. (Worker a heartbeats once a minute: after its join, only
+// what the test does brings a call.)
 TEST_F(KvMembershipHandoverTest, ItSaysWhenARecordArrivesOrAWorkerJoins) {
   auto a = Join(60'000);
   std::atomic<int> calls{0};
@@ -99,6 +99,26 @@ TEST_F(KvMembershipHandoverTest, ItSaysWhenARecordArrivesOrAWorkerJoins) {
   records_->Put("partition.6", "- worker-b");
   ASSERT_TRUE(WaitFor([&] { return a->ClaimHandover(6).has_value(); }, 10s));
   EXPECT_EQ(calls.load(), after) << "called after the callback was taken away";
+}
+
+// A heartbeat that renews what a worker held changes nothing for the others: with N workers
+// there are N a second, and none calls back. One that holds something else does.
+TEST_F(KvMembershipHandoverTest, AHeartbeatThatChangesNothingCallsNothing) {
+  auto a = Join(60'000);
+  std::atomic<int> calls{0};
+  a->SetOnChange([&] { ++calls; });
+  auto b = Join(100);
+  ASSERT_TRUE(WaitFor([&] { return a->Members().first.size() == 2; }, 10s));
+  ASSERT_TRUE(WaitFor([&] { return calls.load() > 0; }, 10s)) << "no call for b's join";
+  const int joined = calls.load();
+  // b renews its membership five times (seen at the server), then holds a partition: a's watch
+  // brings the five before the change, in the bucket's order.
+  auto members = js_->OpenBucket("test_members");
+  const uint64_t from = members->Get(b->id())->revision;
+  ASSERT_TRUE(WaitFor([&] { return members->Get(b->id())->revision >= from + 5; }, 10s));
+  b->Hold(3);
+  ASSERT_TRUE(WaitFor([&] { return a->Holds(b->id(), 3); }, 10s));
+  EXPECT_EQ(calls.load(), joined + 1) << "called for renewals that changed nothing";
 }
 
 TEST_F(KvMembershipHandoverTest, ARecordThatIsNoneIsNotClaimed) {
