@@ -271,13 +271,13 @@ TEST_F(FaultsE2E, NetworkFaultsBetweenEngineAndServersNoCrashNoLossRecoveryInSec
   phase("200 ms latency");
   nats_link.SetLatency(200ms);
   pg_link.SetLatency(200ms);
-  std::this_thread::sleep_for(4s);
+  std::this_thread::sleep_for(4s);  // the fault's duration, not a synchronisation
   nats_link.SetLatency(0ms);
   pg_link.SetLatency(0ms);
   phase("stall");
   nats_link.SetStalled(true);  // a partition that heals before any timeout
   pg_link.SetStalled(true);
-  std::this_thread::sleep_for(4s);
+  std::this_thread::sleep_for(4s);  // the fault's duration, not a synchronisation
   nats_link.SetStalled(false);
   pg_link.SetStalled(false);
   phase("reset and refuse");
@@ -286,7 +286,7 @@ TEST_F(FaultsE2E, NetworkFaultsBetweenEngineAndServersNoCrashNoLossRecoveryInSec
   pg_link.SetRefusing(true);
   nats_link.ResetAll();
   pg_link.ResetAll();
-  std::this_thread::sleep_for(3s);
+  std::this_thread::sleep_for(3s);  // the fault's duration, not a synchronisation
   nats_link.SetRefusing(false);
   pg_link.SetRefusing(false);
   phase("healed");

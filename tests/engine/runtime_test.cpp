@@ -63,6 +63,7 @@ class CountingSource final : public Operator {
         SampleBatch b{"v1", "speed", {wire::Point{i + 1, 0, 1.0}}, {}};
         out.Emit(MakeMessage(std::move(b)));
         p_.emitted++;
+        // The offered rate, not a synchronisation.
         std::this_thread::sleep_for(std::chrono::milliseconds(p_.emit_every_ms));
       }
       if (p_.source_ends) input_ended_();
