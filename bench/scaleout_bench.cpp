@@ -598,6 +598,17 @@ int Main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
+  // Per round, the largest N against the smallest, run minutes apart: the host's load drifts
+  // less within a round than across the run.
+  std::vector<double> paired;
+  if (s.workers.size() > 1) {
+    const auto& lo = rounds[s.workers.front()];
+    const auto& hi = rounds[s.workers.back()];
+    for (size_t i = 0; i < lo.size() && i < hi.size(); ++i) {
+      if (lo[i].WorkerUs() > 0) paired.push_back(hi[i].WorkerUs() / lo[i].WorkerUs());
+    }
+    std::sort(paired.begin(), paired.end());
+  }
   // Per N, the round with the median worker CPU per sample (the machine is shared: one round
   // can be slowed by anything else that runs).
   std::vector<Run> runs;
@@ -711,6 +722,11 @@ int Main(int argc, char** argv) {
   std::printf("\nGoals (N = %d against N = %d of this run):\n", top.n, base.n);
   std::printf("  workers' CPU per sample within 1.2x: %.2f us vs %.2f us = %.2fx -> %s\n",
               top.WorkerUs(), base.WorkerUs(), worker_ratio, Verdict(g_worker).c_str());
+  if (paired.size() > 1) {
+    std::printf("    (the same within each round:");
+    for (double r : paired) std::printf(" %.2f", r);
+    std::printf("; median %.2fx)\n", paired[paired.size() / 2]);
+  }
   std::printf("  nats-server CPU per sample within 1.2x: %.2f us vs %.2f us = %.2fx -> %s\n",
               top.NatsUs(), base.NatsUs(), nats_ratio, Verdict(g_nats).c_str());
   std::printf(

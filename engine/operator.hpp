@@ -29,6 +29,27 @@ class Emitter {
   /// Hands a message to every successor. Sources may block here while the graph is full
   /// (backpressure); operators with inputs never block.
   virtual void Emit(Message m) = 0;
+
+  /// Sources: what is emitted while a Burst lives may wait for its end before the graph is woken
+  /// for it, so a batch handed on at once wakes the graph once instead of at its first message
+  /// (the graph would take it in pieces, racing the source for the cores). A full packet of it,
+  /// or a graph too full for the next message, wakes the graph at once: a long batch still flows
+  /// while it is handed on, and Emit never waits for room with something held back. Bursts of
+  /// several threads may overlap; the graph is woken when the last one ends.
+  class Burst {
+   public:
+    explicit Burst(Emitter& out) : out_(out) { out_.Hold(); }
+    ~Burst() { out_.Release(); }
+    Burst(const Burst&) = delete;
+    Burst& operator=(const Burst&) = delete;
+
+   private:
+    Emitter& out_;
+  };
+
+ protected:
+  virtual void Hold() {}
+  virtual void Release() {}
 };
 
 struct OperatorContext {

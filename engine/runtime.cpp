@@ -41,8 +41,9 @@ struct Runtime::Impl {
       queued_.fetch_sub(n, std::memory_order_relaxed);
       if (waiters_.load(std::memory_order_relaxed) > 0) cv_.notify_all();
     }
+    bool HasRoom() const { return queued_.load(std::memory_order_relaxed) < capacity_ || open_; }
     void WaitForRoom() {
-      if (queued_.load(std::memory_order_relaxed) < capacity_ || open_) return;
+      if (HasRoom()) return;
       std::unique_lock lock(mu_);
       held_back_ = true;
       waiters_.fetch_add(1);
@@ -101,12 +102,13 @@ struct Runtime::Impl {
 
   /// Emits from a source's own threads: messages wait here, in order, until the driver takes
   /// them into the graph. Only the first message after the driver took the previous ones wakes
-  /// it, so a burst wakes it once.
+  /// it (in an Emitter::Burst, the end of the burst), so a burst wakes it once.
   class GatewayEmitter final : public Emitter {
    public:
     GatewayEmitter(Gate& gate, Node& node, Impl& impl) : gate_(gate), node_(node), impl_(impl) {}
     void Emit(Message m) override {
       if (node_.tap->armed()) node_.tap->Offer(m);
+      if (!gate_.HasRoom()) WakeFor(false);  // what a Burst holds back must drain first
       gate_.WaitForRoom();
       Put(std::move(m));
     }
@@ -118,7 +120,7 @@ struct Runtime::Impl {
           waiting_.emplace_back().reserve(32);  // grows to kMaxPacket in a long burst
         }
         waiting_.back().push_back(std::move(m));
-        if (signalled_) return;
+        if (signalled_ || (holds_ > 0 && waiting_.back().size() < kMaxPacket)) return;
         signalled_ = true;
       }
       impl_.Wake();
@@ -134,13 +136,33 @@ struct Runtime::Impl {
       for (Batch& chunk : taken) inlet.try_put(std::make_shared<const Batch>(std::move(chunk)));
     }
 
+   protected:
+    void Hold() override {
+      std::lock_guard lock(mu_);
+      ++holds_;
+    }
+    void Release() override { WakeFor(true); }
+
    private:
+    /// Wakes the driver for what waits, unless it was woken for it already; `released`: a
+    /// Burst ended (the driver is woken only when it was the last).
+    void WakeFor(bool released) {
+      {
+        std::lock_guard lock(mu_);
+        if (released) --holds_;
+        if (signalled_ || waiting_.empty() || (released && holds_ > 0)) return;
+        signalled_ = true;
+      }
+      impl_.Wake();
+    }
+
     Gate& gate_;
     Node& node_;
     Impl& impl_;
     std::mutex mu_;
     std::vector<Batch> waiting_;  // chunks of at most kMaxPacket, oldest first
     bool signalled_ = false;      // the driver was woken for them
+    int holds_ = 0;               // Bursts alive
   };
 
   struct Node {

@@ -457,10 +457,13 @@ class NatsSource final : public Operator {
       // Held back while the batch is handed on: its samples are not in yet, and handing on may
       // wait for a full graph.
       if (!fetched.messages.empty()) held_back_ = true;
-      for (const auto& [p, m] : fetched.messages) {
-        Reading& r = ReadingOf(p, now);
-        r.last = m.get();
-        Handle(m->subject(), m->data(), m->size(), m.get(), false, p, rejects_);
+      {
+        const Emitter::Burst burst(*out_);  // the graph is woken once for the batch
+        for (const auto& [p, m] : fetched.messages) {
+          Reading& r = ReadingOf(p, now);
+          r.last = m.get();
+          Handle(m->subject(), m->data(), m->size(), m.get(), false, p, rejects_);
+        }
       }
       for (auto& [p, r] : reading_) {
         if (r.last == nullptr) continue;
