@@ -429,7 +429,6 @@ class NatsSource final : public Operator {
     bool failing = false;
     while (!fetcher_stop_.load() || pulls_->size() > 0) {
       const uint64_t started = started_.load();  // partitions this Fetch takes in, at least
-      const int64_t asked = SteadyNowNs();
       try {
         // Requests ahead: the server sends the next batch while this one is handled.
         pulls_->Fetch(fetch_batch_, fetch_expiry_ms_, true, fetched, fetch_linger_ms_);
@@ -448,11 +447,16 @@ class NatsSource final : public Operator {
         continue;
       }
       const int64_t now = SteadyNowNs();
+      // The thread came back far later than a fetch lasts (in the fetch or anywhere in this
+      // loop): the process stood still (starved of CPU, stopped), the requests ended meanwhile
+      // and what was published since waits at the server. What each consumer holds is unknown
+      // until a message or the consumer tells. Held back before the thread says it is back
+      // (HoldsBackInput): a Tick in between would see neither the stall nor what waits, and a
+      // window join whose input paused longer than its idle_ms would close windows on the clock
+      // before their samples are in.
+      const bool stood_still = now - fetch_alive_ns_.load() > StallNs();
+      if (stood_still) held_back_ = true;
       fetch_alive_ns_ = now;
-      // The fetch took far longer than a request lives: the process stood still (starved of
-      // CPU, stopped), the requests ended meanwhile and what was published since waits at the
-      // server. What each consumer holds is unknown until a message or the consumer tells.
-      const bool stood_still = now - asked > StallNs();
       fetch_sizes_.Observe(static_cast<double>(fetched.messages.size()));
       // Held back while the batch is handed on: its samples are not in yet, and handing on may
       // wait for a full graph.

@@ -282,6 +282,8 @@ TEST_F(RuntimeTest, ABurstWakesTheGraphOnceAtItsEndOrWhenAPacketOrTheGraphIsFull
       }
       seen_in_burst = probe_.seen.load();
     }
+    // The next burst starts with nothing waiting, so its 256 messages make one packet.
+    Eventually([&] { return probe_.seen == 99; });
     // A full packet (256) wakes the graph inside a burst: this waits for it, and would wait in
     // vain if the packet waited for the burst's end.
     const Emitter::Burst burst(out);
