@@ -327,7 +327,24 @@ void PullSet::RequestWhereNone(int batch, int timeout_ms, bool ahead, bool only_
     Request(m, batch, timeout_ms, ahead);
     sent = true;
   }
-  if (ahead && sent) next_paced_ns_ = now + pace_ns_;
+  if (ahead && sent) {
+    last_round_ns_ = now;
+    next_paced_ns_ = now + pace_ns_;
+  }
+}
+
+bool PullSet::CaughtUp() const {
+  for (const auto& [id, m] : members_) {
+    if (!m.removing && !m.caught_up) return false;
+  }
+  return true;
+}
+
+void PullSet::Doze(int64_t ns) {
+  ++waits_;
+  std::unique_lock lock(commands_mu_);
+  commanded_cv_.wait_for(lock, std::chrono::nanoseconds(std::max<int64_t>(ns, 0)),
+                         [this] { return commanded_.load(); });
 }
 
 int64_t PullSet::NsUntilPaced(int64_t cap) const {
@@ -373,6 +390,7 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
     // Nothing to read (no partition owned yet, or all given up): waits for Add or Interrupt,
     // not a busy loop.
     if (!commanded) {
+      ++waits_;
       std::unique_lock lock(commands_mu_);
       commanded_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
                              [this] { return commanded_.load(); });
@@ -381,14 +399,27 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
   }
   RequestWhereNone(batch, timeout_ms, ahead);
   // The first message: waited for in slices, so that Add and Remove are taken in at once, and
-  // a consumer whose request expired asks again at once.
+  // a consumer whose request expired asks again at once. Ahead with every consumer caught up,
+  // the answers are not waited for: they wait in the subscription while the thread sleeps until
+  // the next round, so it wakes once per round, not for each answer or expiry status. What
+  // they bring is gathered from the round that asked for it.
+  int64_t gathered_from_ns = 0;
   const int64_t first_until = NowNs() + int64_t{timeout_ms} * 1'000'000;
   while (out.messages.empty() && !members_.empty() && !commanded_.load()) {
-    const int64_t left_ms = (first_until - NowNs()) / 1'000'000;
-    if (left_ms <= 0) break;
-    const int64_t slice_ms =
-        std::min<int64_t>(left_ms, ahead ? (NsUntilPaced(100'000'000) + 999'999) / 1'000'000 : 100);
-    if (Receive(static_cast<int>(slice_ms), out)) drain();
+    const int64_t left_ns = first_until - NowNs();
+    if (left_ns < 1'000'000) break;
+    if (ahead && CaughtUp()) {
+      const int64_t round_ns = last_round_ns_;
+      Doze(std::min(left_ns, NsUntilPaced(100'000'000)));
+      drain();
+      gathered_from_ns = round_ns;
+    } else {
+      const int64_t slice_ms = std::min<int64_t>(
+          left_ns / 1'000'000, ahead ? (NsUntilPaced(100'000'000) + 999'999) / 1'000'000 : 100);
+      ++waits_;
+      if (Receive(static_cast<int>(slice_ms), out)) drain();
+      gathered_from_ns = NowNs();
+    }
     Settle(out);
     if (!out.messages.empty() || !out.released.empty()) break;
     RequestWhereNone(batch, timeout_ms, ahead);
@@ -414,7 +445,9 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
   // backlog, a poll comes when the batch should be full at the rate seen since the first poll,
   // kPollMs at most, so the polls never cap what the server can send.
   if (!out.messages.empty()) {
-    const int64_t full_until = NowNs() + int64_t{linger_ms} * 1'000'000;
+    // Came before any wait: on the last round when caught up.
+    if (gathered_from_ns == 0) gathered_from_ns = ahead && CaughtUp() ? last_round_ns_ : NowNs();
+    const int64_t full_until = gathered_from_ns + int64_t{linger_ms} * 1'000'000;
     int64_t first_poll_ns = 0;
     size_t first_poll_count = 0;
     for (;;) {
@@ -444,7 +477,7 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
           wait_ns = std::clamp(fill_ns, kMinPollNs, wait_ns);
         }
       }
-      std::this_thread::sleep_for(std::chrono::nanoseconds(std::min(left_ns, wait_ns)));
+      Doze(std::min(left_ns, wait_ns));
     }
   }
   top_up();

@@ -156,11 +156,17 @@ class PullSet {
   /// polled then: what came meanwhile arrives together, and the wake-ups per second of the
   /// set and of its connection follow the pace, not the number of messages or consumers. A
   /// consumer whose last request was filled (a backlog) is kept at two batches requested
-  /// instead, so the server sends the next batch while the caller handles this one. Throws
+  /// instead, so the server sends the next batch while the caller handles this one. While every
+  /// consumer is caught up, the answers are not waited for: they wait in the subscription until
+  /// the next round, when the thread wakes anyway, and are gathered from the round that asked
+  /// for them; the thread wakes once per round, not for each answer or expiry status. Throws
   /// Error when a request cannot be sent (the caller retries).
   void Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int linger_ms = kLingerMs);
   /// Consumers added and not yet released.
   size_t size() const;
+  /// Times Fetch waited (for a message, a poll, the next round, or a consumer): the fetching
+  /// thread's wake-ups. Fetch's thread only.
+  uint64_t waits() const { return waits_; }
 
   static constexpr int kLingerMs = 10;
   /// A removed consumer's requests are waited for this long at most (ns).
@@ -205,6 +211,10 @@ class PullSet {
   /// With `ahead`: nanoseconds until the paced requests are due (0: due now), or `cap` when no
   /// active consumer is without a request.
   int64_t NsUntilPaced(int64_t cap) const;
+  /// Every active consumer's last request ended with a status (it sent all it had).
+  bool CaughtUp() const;
+  /// Sleeps `ns`, or until Add, Remove or Interrupt.
+  void Doze(int64_t ns);
   /// Takes the next message for us, waiting wait_ms at most; false when nothing came. A message
   /// of an active consumer goes to `out`, one of a removed consumer back to the server; a
   /// status that ends a request is counted off its consumer's outstanding messages.
@@ -225,6 +235,8 @@ class PullSet {
   int64_t requests_until_ns_ = 0;          // steady: every request sent has expired by then
   int64_t pace_ns_ = 0;                    // PaceNs of the current Fetch's linger
   int64_t next_paced_ns_ = 0;              // steady: the caught-up consumers' next requests
+  int64_t last_round_ns_ = 0;              // steady: when the last paced requests went out
+  uint64_t waits_ = 0;
   std::mutex commands_mu_;
   std::condition_variable commanded_cv_;  // a Fetch without consumers waits here
   std::vector<Command> commands_;

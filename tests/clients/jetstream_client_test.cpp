@@ -444,6 +444,73 @@ TEST_F(JetStreamClientTest, ACaughtUpConsumerIsAskedOncePerPaceAndEachRequestEnd
   EXPECT_LE(static_cast<double>(asked), paces * 1.5 + 5) << seconds << " s";
 }
 
+// Caught up, a set of several consumers wakes once per round of requests: the answers (and the
+// statuses that end the requests, or expire them on a quiet stream) wait in the subscription
+// until the next round, instead of waking the thread each. A worker's wake-ups per second are
+// its fixed cost, whatever its share of the fleet (docs/scaling.md).
+TEST_F(JetStreamClientTest, ACaughtUpSetWakesOncePerRoundNotForEachAnswerOrExpiry) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  js.EnsureStream({.name = "WAKE", .subjects = {"wake.>"}});
+  constexpr int kConsumers = 4;
+  nats::PullSet set(*conn, "WAKE");
+  for (int c = 0; c < kConsumers; ++c) {
+    js.EnsureConsumer({.stream = "WAKE",
+                       .durable = "wake-" + std::to_string(c),
+                       .filter_subject = "wake." + std::to_string(c),
+                       .ack_wait_ms = 60'000});
+    set.Add(static_cast<uint32_t>(c), "wake-" + std::to_string(c));
+  }
+  constexpr int kMessages = 800;  // one per millisecond or a little slower, over the consumers
+  constexpr int kLingerMs = 40;   // a round every 20 ms
+  constexpr int kExpiryMs = 100;  // quiet, each consumer's request expires 10 times a second
+  const double pace_s = static_cast<double>(nats::PullSet::PaceNs(kLingerMs)) / 1e9;
+  std::thread publisher([&] {
+    auto pub = nats::Connection::Connect(Options(server_.port()));
+    nats::JetStream pjs(*pub);
+    for (int i = 0; i < kMessages; ++i) {
+      pjs.Publish("wake." + std::to_string(i % kConsumers), "m", 1,
+                  {{"Nats-Msg-Id", std::to_string(i)}}, 5000);
+      std::this_thread::sleep_for(1ms);  // the offered rate, not a synchronisation
+    }
+  });
+  nats::PullSet::Fetched fetched;
+  size_t got = 0;
+  const auto fetch = [&] {
+    set.Fetch(256, kExpiryMs, /*ahead=*/true, fetched, kLingerMs);
+    for (const auto& [id, m] : fetched.messages) {
+      m->Ack();
+      ++got;
+    }
+  };
+  // Live: a round every pace brings what came meanwhile; its answers are taken at the next
+  // round (waited for instead, each round cost more than one wake-up).
+  uint64_t waits = set.waits();
+  auto t0 = std::chrono::steady_clock::now();
+  const bool all = WaitFor(
+      [&] {
+        fetch();
+        return got >= kMessages;
+      },
+      20s);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  publisher.join();
+  ASSERT_TRUE(all) << got << " of " << kMessages;
+  EXPECT_EQ(got, size_t{kMessages});
+  const double rounds = seconds / pace_s;
+  EXPECT_LE(static_cast<double>(set.waits() - waits), rounds * 0.9 + 3)
+      << seconds << " s, " << rounds << " rounds";
+  // Quiet: the requests expire and are sent again, and the thread wakes every 100 ms at most
+  // (taking in Add and Remove), not for each expiry status.
+  waits = set.waits();
+  t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < 1s) fetch();
+  seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(got, size_t{kMessages});
+  EXPECT_LE(static_cast<double>(set.waits() - waits), seconds * (1000.0 / kExpiryMs) + 5)
+      << "statuses of " << kConsumers << " consumers: " << seconds * kConsumers * 1000 / kExpiryMs;
+}
+
 // What comes for a removed consumer on requests still open reaches the next reader at once, not
 // after its ack wait: handed back while those requests are open, the server would send it on
 // them again, and once this set is gone nobody would answer (a worker that stops hands its
