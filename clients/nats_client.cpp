@@ -512,6 +512,13 @@ SyncSubscription::~SyncSubscription() {
 }
 
 std::optional<Message> SyncSubscription::Next(int timeout_ms, bool& no_responders) {
+  no_responders = false;
+  int queued = 0;
+  // Not waiting and nothing queued: nats.c would format a timeout error text for nothing.
+  if (timeout_ms <= 0 && natsSubscription_GetPending(sub_, &queued, nullptr) == NATS_OK &&
+      queued == 0) {
+    return std::nullopt;
+  }
   natsMsg* msg = nullptr;
   const natsStatus s = natsSubscription_NextMsg(&msg, sub_, timeout_ms);
   no_responders = s == NATS_NO_RESPONDERS;
