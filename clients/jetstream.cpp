@@ -300,6 +300,7 @@ bool PullSet::Receive(int wait_ms, Fetched& out) {
     Member& m = it->second;
     m.outstanding = known ? m.outstanding - std::min(m.outstanding, n) : 0;
     m.caught_up = true;
+    m.refused = status == "409";
   }
   return true;  // a heartbeat or anything else: not a message for the caller
 }
@@ -335,7 +336,7 @@ void PullSet::RequestWhereNone(int batch, int timeout_ms, bool ahead, bool only_
 
 bool PullSet::CaughtUp() const {
   for (const auto& [id, m] : members_) {
-    if (!m.removing && !m.caught_up) return false;
+    if (!m.removing && (!m.caught_up || m.refused)) return false;
   }
   return true;
 }

@@ -191,6 +191,7 @@ class PullSet {
     int64_t outstanding_until_ns = 0;  // steady: when they have surely ended (expiry + margin)
     bool delivered = false;            // a message came in this Fetch
     bool caught_up = true;             // its last request ended with a status, not filled
+    bool refused = false;  // that status was 409: e.g. max_ack_pending reached, a backlog waits
     bool removing = false;
     int64_t release_until_ns = 0;  // removing: released at the latest then
     std::vector<Message> held;     // removing: what came meanwhile, handed back on release
@@ -211,7 +212,9 @@ class PullSet {
   /// With `ahead`: nanoseconds until the paced requests are due (0: due now), or `cap` when no
   /// active consumer is without a request.
   int64_t NsUntilPaced(int64_t cap) const;
-  /// Every active consumer's last request ended with a status (it sent all it had).
+  /// Every active consumer's last request ended with a status saying it sent all it had (not
+  /// refused: a consumer held back by max_ack_pending has a backlog, whose first answer is
+  /// waited for).
   bool CaughtUp() const;
   /// Sleeps `ns`, or until Add, Remove or Interrupt.
   void Doze(int64_t ns);
