@@ -241,7 +241,7 @@ class PullSet {
   int64_t last_round_ns_ = 0;              // steady: when the last paced requests went out
   uint64_t waits_ = 0;
   std::mutex commands_mu_;
-  std::condition_variable commanded_cv_;  // a Fetch without consumers waits here
+  std::condition_variable commanded_cv_;  // Fetch sleeps here (Doze, or without consumers)
   std::vector<Command> commands_;
   std::atomic<bool> commanded_{false};
   std::atomic<size_t> size_{0};
