@@ -70,7 +70,7 @@ struct SampleBatch {
   /// Given once the samples are in keyed state (at-least-once sources acknowledge here; the
   /// stream keeps them for a partition's next owner until the state's checkpoint passes them).
   /// Null for at-most-once delivery.
-  Ack ack;
+  Ack ack{};
   /// Engine clock when the source received the message (0: unknown). Operators that need the
   /// arrival time use it rather than reading the clock, so a replay sees recorded arrival times.
   int64_t received_ns = 0;
@@ -93,7 +93,7 @@ struct StatusEvent {
   bool on = true;
   int64_t at_ns = 0;
   uint32_t partition = 0;  // as SampleBatch::partition
-  Ack ack;                 // as SampleBatch::ack: given once the status is in state
+  Ack ack{};               // as SampleBatch::ack: given once the status is in state
   uint64_t sequence = 0;   // as SampleBatch::sequence
 };
 

@@ -56,11 +56,11 @@ struct OperatorInfo {
   /// sound; each problem is reported at the upstream field with its JSON pointer.
   std::function<std::vector<UpstreamProblem>(const Config& self, const std::string& self_id,
                                              const std::vector<UpstreamNode>& upstream)>
-      check_upstream;
+      check_upstream{};
   /// Optional: connects to what the node's config names (servers, streams, buckets, tables)
   /// and reports what is there, what the node would create at start and what is missing or
   /// refused, without changing anything (`fleetflow validate --connect`). Never throws.
-  std::function<std::vector<ConnectFinding>(const Config& config)> check_connect;
+  std::function<std::vector<ConnectFinding>(const Config& config)> check_connect{};
 };
 
 class Registry {

@@ -466,7 +466,9 @@ TEST(ReplayE2E, RecordMaxBytesRotatesIntoCompleteFilesThatReplayAsOne) {
   std::vector<recording::Record> all;
   for (size_t i = 0; i < files.size(); ++i) {
     const auto size = std::filesystem::file_size(files[i]);
-    if (i + 1 < files.size()) EXPECT_GE(size, kMaxBytes) << files[i];
+    if (i + 1 < files.size()) {
+      EXPECT_GE(size, kMaxBytes) << files[i];
+    }
     EXPECT_LT(size, kMaxBytes + 16'384) << files[i];
     const auto records = ReadRecords(files[i]);
     EXPECT_FALSE(records.empty()) << files[i];
@@ -566,7 +568,9 @@ TEST(RecordStreamE2E, RangesOfTheStreamAreRecordedWithStoredTimesLeavingItsConsu
           << file << " #" << k;
       EXPECT_GE(records[k].recv_ns, i > kMessages / 2 ? middle_ns : begin_ns) << i;
       EXPECT_LE(records[k].recv_ns, i <= kMessages / 2 ? middle_ns : end_ns) << i;
-      if (k > 0) EXPECT_GE(records[k].recv_ns, records[k - 1].recv_ns) << i;
+      if (k > 0) {
+        EXPECT_GE(records[k].recv_ns, records[k - 1].recv_ns) << i;
+      }
     }
   };
   const auto range = [](int first, int last, int step = 1) {

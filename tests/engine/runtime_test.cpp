@@ -383,7 +383,9 @@ TEST_F(RuntimeTest, ATapTakesEveryNthMessageLeavingANodeAndStopEndsIt) {
     const int64_t ts = d["points"][0]["ts_ns"].GetInt64();
     // Every third message f emits; f drops 13 (bad input), which the tap may start before.
     const int64_t dropped = previous < 13 && 13 < ts ? 1 : 0;
-    if (previous != 0) EXPECT_EQ(ts - previous - dropped, 3) << line;
+    if (previous != 0) {
+      EXPECT_EQ(ts - previous - dropped, 3) << line;
+    }
     previous = ts;
   }
 

@@ -46,7 +46,9 @@ Bytes Batch(const std::vector<Point>& points) { return fleetflow::wire::EncodeBa
 
 /// The wire target's input: subject length, subject, payload.
 Bytes Message(const std::string& subject, const Bytes& payload) {
-  Bytes out{static_cast<uint8_t>(subject.size())};
+  Bytes out;
+  out.reserve(1 + subject.size() + payload.size());
+  out.push_back(static_cast<uint8_t>(subject.size()));
   out.insert(out.end(), subject.begin(), subject.end());
   out.insert(out.end(), payload.begin(), payload.end());
   return out;
