@@ -319,12 +319,12 @@ void PullSet::Request(Member& m, int batch, int timeout_ms, bool no_wait) {
   m.outstanding_until_ns = now + (int64_t{timeout_ms} + 1000) * 1'000'000;
 }
 
-void PullSet::RequestWhereNone(int batch, int timeout_ms, bool ahead, bool only_delivered) {
+void PullSet::RequestWhereNone(int batch, int timeout_ms, bool ahead) {
   const int64_t now = NowNs();
   if (ahead && now < next_paced_ns_) return;
   bool sent = false;
   for (auto& [id, m] : members_) {
-    if (m.removing || m.outstanding > 0 || (only_delivered && !m.delivered)) continue;
+    if (m.removing || m.outstanding > 0) continue;
     Request(m, batch, timeout_ms, ahead);
     sent = true;
   }
@@ -438,7 +438,7 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
       paced_only = false;
       while (m.outstanding < 2 * want) Request(m, batch, timeout_ms, true);
     }
-    RequestWhereNone(batch, timeout_ms, true, /*only_delivered=*/true);
+    RequestWhereNone(batch, timeout_ms, true);
     return paced_only;
   };
   // The rest of the batch: gathered by polling, so a slow stream's messages wake this thread

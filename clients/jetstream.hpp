@@ -206,9 +206,10 @@ class PullSet {
   /// counts as released first). False when nothing was commanded since the previous call.
   bool ApplyCommands(Fetched& out);
   /// Sends a request to each active consumer that has none outstanding; with `ahead`, once the
-  /// pace allows (next_paced_ns_), to all of them together, and `only_delivered`: to those
-  /// that delivered in this Fetch (the others have been asked already).
-  void RequestWhereNone(int batch, int timeout_ms, bool ahead, bool only_delivered = false);
+  /// pace allows (next_paced_ns_), to all of them together: also to those that brought nothing
+  /// lately (their last request expired), or they would wait for a round in which no consumer
+  /// of the set delivers.
+  void RequestWhereNone(int batch, int timeout_ms, bool ahead);
   /// With `ahead`: nanoseconds until the paced requests are due (0: due now), or `cap` when no
   /// active consumer is without a request.
   int64_t NsUntilPaced(int64_t cap) const;

@@ -511,6 +511,69 @@ TEST_F(JetStreamClientTest, ACaughtUpSetWakesOncePerRoundNotForEachAnswerOrExpir
       << "statuses of " << kConsumers << " consumers: " << seconds * kConsumers * 1000 / kExpiryMs;
 }
 
+// A consumer that had nothing in the last rounds is asked again with the others at every round,
+// also while they deliver: a partition with one slow vehicle beside busy ones gets its message
+// handed on within the bound (the next round, then the gathering), not once every partition of
+// the worker happens to be quiet at the same time.
+TEST_F(JetStreamClientTest, AQuietConsumerBesideABusyOneIsAskedEveryRound) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  js.EnsureStream({.name = "SPARSE", .subjects = {"sparse.>"}});
+  nats::PullSet set(*conn, "SPARSE");
+  for (const std::string name : {"busy", "quiet"}) {
+    js.EnsureConsumer({.stream = "SPARSE",
+                       .durable = name,
+                       .filter_subject = "sparse." + name,
+                       .ack_wait_ms = 60'000});
+  }
+  set.Add(1, "busy");
+  set.Add(2, "quiet");
+  constexpr int kLingerMs = 40;  // a round every 20 ms; a message handed on within 60 ms
+  // The quiet consumer's first requests expire (each waits this long for a first message)
+  // before its one message is published, 1 s in.
+  constexpr int kExpiryMs = 200;
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> quiet_sent_ns{0};
+  std::thread publisher([&] {
+    auto pub = nats::Connection::Connect(Options(server_.port()));
+    nats::JetStream pjs(*pub);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; !stop.load(); ++i) {
+      pjs.Publish("sparse.busy", "m", 1, {{"Nats-Msg-Id", std::to_string(i)}}, 5000);
+      if (quiet_sent_ns.load() == 0 && std::chrono::steady_clock::now() - t0 > 1s) {
+        pjs.Publish("sparse.quiet", "q", 1, {{"Nats-Msg-Id", "quiet"}}, 5000);
+        quiet_sent_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+      }
+      std::this_thread::sleep_for(1ms);  // the offered rate, not a synchronisation
+    }
+  });
+  nats::PullSet::Fetched fetched;
+  int64_t quiet_got_ns = 0;
+  size_t busy = 0;
+  const bool came = WaitFor(
+      [&] {
+        set.Fetch(256, kExpiryMs, /*ahead=*/true, fetched, kLingerMs);
+        for (const auto& [id, m] : fetched.messages) {
+          m->Ack();
+          if (id == 2) {
+            quiet_got_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+          } else {
+            ++busy;
+          }
+        }
+        return quiet_got_ns != 0;
+      },
+      10s);
+  stop = true;
+  publisher.join();
+  ASSERT_TRUE(came) << "the quiet consumer's message never came (" << busy << " busy ones did)";
+  const double waited_ms = static_cast<double>(quiet_got_ns - quiet_sent_ns.load()) / 1e6;
+  // 60 ms by design; the rest is slack for a busy machine, well below what starving it takes
+  // (the busy consumer never pauses: it would be asked again only once the publisher stops).
+  EXPECT_LT(waited_ms, 400.0) << busy << " busy messages meanwhile";
+  EXPECT_GT(busy, 0u);
+}
+
 // What comes for a removed consumer on requests still open reaches the next reader at once, not
 // after its ack wait: handed back while those requests are open, the server would send it on
 // them again, and once this set is gone nobody would answer (a worker that stops hands its
