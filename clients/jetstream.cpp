@@ -378,7 +378,7 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
   out.added.clear();
   out.released.clear();
   const size_t want = static_cast<size_t>(batch);
-  pace_ns_ = PaceNs(linger_ms);
+  pace_ns_ = int64_t{linger_ms} * 1'000'000;
   const bool commanded = ApplyCommands(out);
   Settle(out);
   for (auto& [id, m] : members_) m.delivered = false;

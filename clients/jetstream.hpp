@@ -152,15 +152,16 @@ class PullSet {
   /// of `batch` messages (waiting up to timeout_ms at the server).
   /// `ahead`: requests end when the consumer has nothing more to send (no_wait), so the server
   /// does not send a caught-up consumer's messages one by one as they come (one socket read
-  /// each). The caught-up consumers are asked again together, once per PaceNs(linger_ms), and
-  /// polled then: what came meanwhile arrives together, and the wake-ups per second of the
+  /// each). The caught-up consumers are asked again together, once per linger_ms (the pace),
+  /// and polled then: what came meanwhile arrives together, and the wake-ups per second of the
   /// set and of its connection follow the pace, not the number of messages or consumers. A
   /// consumer whose last request was filled (a backlog) is kept at two batches requested
   /// instead, so the server sends the next batch while the caller handles this one. While every
   /// consumer is caught up, the answers are not waited for: they wait in the subscription until
-  /// the next round, when the thread wakes anyway, and are gathered from the round that asked
-  /// for them; the thread wakes once per round, not for each answer or expiry status. Throws
-  /// Error when a request cannot be sent (the caller retries).
+  /// the next round, when the thread wakes anyway, and are handed on then with those of the
+  /// round before: the thread wakes once per round, not for each answer or expiry status, and a
+  /// message stored is handed on within two rounds (the next request, then its answer taken
+  /// at the round after). Throws Error when a request cannot be sent (the caller retries).
   void Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int linger_ms = kLingerMs);
   /// Consumers added and not yet released.
   size_t size() const;
@@ -174,12 +175,6 @@ class PullSet {
   static constexpr int kPollMs = 5;
   static constexpr int64_t kFirstPollNs = 1'000'000;  // the first poll, before a rate is seen
   static constexpr int64_t kMinPollNs = 200'000;      // a fast stream's polls, at most this often
-  static constexpr int64_t kMaxPaceNs = 50'000'000;
-  /// With `ahead`, the caught-up consumers are asked this often: half the linger, kMaxPaceNs at
-  /// most (a message waits for the next request at most this long).
-  static int64_t PaceNs(int linger_ms) {
-    return std::min(int64_t{linger_ms} * 500'000, kMaxPaceNs);
-  }
 
  private:
   struct Member {
@@ -237,7 +232,7 @@ class PullSet {
   std::unique_ptr<SyncSubscription> sub_;  // <inbox>.*
   std::map<uint32_t, Member> members_;     // Fetch's thread only
   int64_t requests_until_ns_ = 0;          // steady: every request sent has expired by then
-  int64_t pace_ns_ = 0;                    // PaceNs of the current Fetch's linger
+  int64_t pace_ns_ = 0;                    // the current Fetch's linger
   int64_t next_paced_ns_ = 0;              // steady: the caught-up consumers' next requests
   int64_t last_round_ns_ = 0;              // steady: when the last paced requests went out
   uint64_t waits_ = 0;

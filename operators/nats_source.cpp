@@ -1024,13 +1024,14 @@ void RegisterNatsSource(Registry& registry) {
   c.Integer("fetch_linger_ms",
             "jetstream: once a message came, how long the fetch gathers more (up to fetch_batch, "
             "over every partition the worker reads) before handing them on together. Partitions "
-            "that have sent all they had are asked again together every half of this (50 ms at "
-            "most), each request ending once its partition is empty: their messages come in "
-            "bursts, not one by one. A message stored is handed on within one and a half times "
-            "this (the next request, then the gathering). Longer: fewer wake-ups per second per "
-            "worker whatever its share of the fleet, so N workers cost closer to what one does "
-            "(docs/scaling.md); keep it well below the window join's allowed_lateness_ms.")
-      .Default(int64_t{100})
+            "that have sent all they had are asked again together this often, each request "
+            "ending once its partition is empty: their messages come in bursts, not one by one, "
+            "and each round's are handed on at the next. A message stored is handed on within "
+            "twice this (the next request, then the round after). Longer: fewer wake-ups per "
+            "second per worker whatever its share of the fleet, so N workers cost closer to what "
+            "one does (docs/scaling.md); keep it well below the window join's "
+            "allowed_lateness_ms.")
+      .Default(int64_t{75})
       .Min(0)
       .Max(1000);
   c.Integer("ack_wait_ms",

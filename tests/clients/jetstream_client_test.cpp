@@ -385,7 +385,7 @@ TEST_F(JetStreamClientTest, AFetchWithoutConsumersWaitsUntilAddOrInterrupt) {
   EXPECT_EQ(got, 3u);
 }
 
-// A caught-up consumer fetched ahead is asked again once per pace (half the linger) with a
+// A caught-up consumer fetched ahead is asked again once per pace (the linger) with a
 // request that ends when it has sent what it had, not kept at a large request that the server
 // fills one message at a time as they come: a live stream's messages reach the reader together,
 // a few reads per pace instead of one per message. Every message still comes once.
@@ -399,8 +399,7 @@ TEST_F(JetStreamClientTest, ACaughtUpConsumerIsAskedOncePerPaceAndEachRequestEnd
   monitor->Flush(2000);
 
   constexpr int kMessages = 600;  // one per millisecond or a little slower: 0.6 s at least
-  constexpr int kLingerMs = 40;   // pace 20 ms
-  ASSERT_EQ(nats::PullSet::PaceNs(kLingerMs), 20'000'000);
+  constexpr int kLingerMs = 20;   // the pace
   std::thread publisher([&] {
     auto pub = nats::Connection::Connect(Options(server_.port()));
     nats::JetStream pjs(*pub);
@@ -462,9 +461,9 @@ TEST_F(JetStreamClientTest, ACaughtUpSetWakesOncePerRoundNotForEachAnswerOrExpir
     set.Add(static_cast<uint32_t>(c), "wake-" + std::to_string(c));
   }
   constexpr int kMessages = 800;  // one per millisecond or a little slower, over the consumers
-  constexpr int kLingerMs = 40;   // a round every 20 ms
+  constexpr int kLingerMs = 20;   // a round every 20 ms
   constexpr int kExpiryMs = 100;  // quiet, each consumer's request expires 10 times a second
-  const double pace_s = static_cast<double>(nats::PullSet::PaceNs(kLingerMs)) / 1e9;
+  const double pace_s = kLingerMs / 1e3;
   std::thread publisher([&] {
     auto pub = nats::Connection::Connect(Options(server_.port()));
     nats::JetStream pjs(*pub);
@@ -528,7 +527,7 @@ TEST_F(JetStreamClientTest, AQuietConsumerBesideABusyOneIsAskedEveryRound) {
   }
   set.Add(1, "busy");
   set.Add(2, "quiet");
-  constexpr int kLingerMs = 40;  // a round every 20 ms; a message handed on within 60 ms
+  constexpr int kLingerMs = 20;  // a round every 20 ms; a message handed on within 40 ms
   // The quiet consumer's first requests expire (each waits this long for a first message)
   // before its one message is published, 1 s in.
   constexpr int kExpiryMs = 200;
@@ -568,7 +567,7 @@ TEST_F(JetStreamClientTest, AQuietConsumerBesideABusyOneIsAskedEveryRound) {
   publisher.join();
   ASSERT_TRUE(came) << "the quiet consumer's message never came (" << busy << " busy ones did)";
   const double waited_ms = static_cast<double>(quiet_got_ns - quiet_sent_ns.load()) / 1e6;
-  // 60 ms by design; the rest is slack for a busy machine, well below what starving it takes
+  // 40 ms by design; the rest is slack for a busy machine, well below what starving it takes
   // (the busy consumer never pauses: it would be asked again only once the publisher stops).
   EXPECT_LT(waited_ms, 400.0) << busy << " busy messages meanwhile";
   EXPECT_GT(busy, 0u);
