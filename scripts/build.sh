@@ -18,6 +18,8 @@ Environment:
   FF_CMAKE_ARGS   extra configure arguments, split on spaces
   FF_JOBS         parallel jobs (default: nproc)
   FF_BUILD_TARGET build only these targets, split on spaces (default: all), e.g. fuzzers
+  CCACHE_DIR, CCACHE_MAXSIZE  ccache's cache (default ~/.cache/ccache, 12G here) when ccache is
+                  installed; -DFLEETFLOW_CCACHE=OFF builds without it
 EOF
 }
 
@@ -41,6 +43,12 @@ if [[ -n "${FF_CMAKE_ARGS:-}" ]]; then
 fi
 
 build_dir=${FF_BUILD_DIR:-build}
+
+# ccache (CMakeLists.txt uses it when installed): paths under the checkout are hashed relative to
+# it, so a fresh clone elsewhere reuses what an earlier one compiled. Four build directories
+# (main, firmware, fuzz, asan) fit in the default size.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$repo_root}
+export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-12G}
 build_type=${FF_BUILD_TYPE:-RelWithDebInfo}
 jobs=${FF_JOBS:-$(nproc)}
 

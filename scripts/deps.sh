@@ -6,7 +6,7 @@ set -euo pipefail
 # What the demo builds and runs (scripts/demo.sh: the engine and fleet-sim, nats-server and
 # PostgreSQL).
 PACKAGES=(
-  build-essential cmake ninja-build pkg-config git ca-certificates
+  build-essential cmake ninja-build pkg-config git ca-certificates ccache
   libnats-dev libssl-dev libtbb-dev libpqxx-dev libpq-dev libflatbuffers-dev flatbuffers-compiler
   rapidjson-dev libcli11-dev libcpp-httplib-dev libspdlog-dev libfmt-dev prometheus-cpp-dev
   nats-server postgresql-15 postgresql-client-15 procps iproute2
