@@ -4,7 +4,8 @@
 /// Lifecycle: the engine constructs every operator of a pipeline (the factory may throw
 /// std::runtime_error for a setting that cannot work, e.g. an unreachable column mapping), then
 /// calls Start() on sources, feeds messages to the others, and on shutdown calls Stop() on the
-/// sources, sends a drain Tick through the graph and waits until it has passed every node.
+/// sources, sends a drain Tick through the graph, waits until it has passed every node, and
+/// calls Finish() on the sources.
 ///  - Process() is never called concurrently for one operator instance (serial nodes), and
 ///    always in the order messages were emitted by each upstream node.
 ///  - Start() may emit from any thread until Stop() returns; Stop() is idempotent.
@@ -76,6 +77,11 @@ class Operator {
   virtual void Start(Emitter& out) { (void)out; }
   /// Sources only: stop intake; after it returns the source emits nothing more.
   virtual void Stop() {}
+  /// Sources only: called once after Stop(), when everything the source emitted has passed
+  /// every node (the drain Tick is through): what a source commits only then, it commits here
+  /// (a partitioned source stores its hand-over records and leaves the membership). Never from
+  /// a destructor's duties alone: the runtime calls it.
+  virtual void Finish() {}
   /// Operators with an input: handle one message.
   virtual void Process(const Message& in, Emitter& out) {
     (void)in;

@@ -387,6 +387,14 @@ void Runtime::Stop() {
     s.drive_cv.notify_one();
     s.driver.join();
   }
+  for (auto& n : s.nodes) {
+    if (!n->inlet) continue;
+    try {
+      n->op->Finish();
+    } catch (const std::exception& e) {
+      spdlog::error("node '{}' ({}): finish: {}", n->decl.id, n->decl.type, e.what());
+    }
+  }
   s.started = false;
 }
 

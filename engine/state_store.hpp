@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,21 @@ class StateStore {
   virtual void Forget(const std::string& prefix) = 0;
   /// False while the store cannot take writes (e.g. disconnected).
   virtual bool Ready() const { return true; }
+};
+
+/// The checkpoints of the partitions' changelogs, as the source that re-reads them sees them: the
+/// stream sequence up to which a partition's state is stored (docs/scaling.md, "State"). The
+/// store that keeps the state writes them (StateStore::Write's `sequence`); where and under
+/// which key is the store's business. Calls come from one thread at a time.
+class CheckpointStore {
+ public:
+  virtual ~CheckpointStore() = default;
+  /// Partition `p`'s checkpoint; empty when it has none (a new partition, or state kept before
+  /// checkpoints were). Throws when the store cannot be read (the caller tries again).
+  virtual std::optional<uint64_t> Checkpoint(uint32_t p) = 0;
+  /// Gives partition `p`, which has no checkpoint, one at `sequence`: what came up to it is
+  /// taken as stored. Throws when the store cannot be written.
+  virtual void Begin(uint32_t p, uint64_t sequence) = 0;
 };
 
 /// State that lives only in this process.

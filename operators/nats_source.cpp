@@ -2,22 +2,16 @@
 
 #include <spdlog/spdlog.h>
 
-#include <atomic>
-#include <charconv>
-#include <chrono>
-#include <condition_variable>
-#include <map>
-#include <mutex>
-#include <optional>
-#include <set>
-#include <thread>
+#include <algorithm>
 
 #include "dead_letter.hpp"
 #include "jetstream.hpp"
 #include "nats_client.hpp"
 #include "nats_config.hpp"
+#include "partitioning/coordinator.hpp"
+#include "partitioning/jetstream_reader.hpp"
+#include "partitioning/kv_membership.hpp"
 #include "state/jetstream_kv_store.hpp"
-#include "state/kv_membership.hpp"
 #include "wire_input.hpp"
 
 namespace fleetflow {
@@ -25,14 +19,6 @@ namespace fleetflow {
 namespace {
 
 constexpr int64_t kDeadLetterRetryMs = 1000;
-/// The coordinator looks at the membership this often while a partition waits to be taken
-/// over, and otherwise every kIdleRebalanceMs (a member gone silent) or when a heartbeat, leave
-/// or hand-over record arrives.
-constexpr int kRebalanceMs = 100;
-constexpr int kIdleRebalanceMs = 1000;
-/// A previous owner that still runs is waited for this many member timeouts at most for its
-/// hand-over record (a worker that heartbeats but never gives the partition up is wedged).
-constexpr int64_t kRecordWaitTimeouts = 10;
 /// The vehicle id of the probe that checks the server's partition mapping at start.
 constexpr std::string_view kProbeVehicle = "_fleetflow_probe";
 
@@ -74,158 +60,133 @@ void CheckPartitionMapping(nats::Connection& conn, const std::string& prefix, ui
                              mapping);
   }
 }
-/// fetch_batch_messages' buckets (docs/metrics.md): 0 counts the empty fetches; up to fetch_batch's
-/// largest value.
-const std::vector<double> kFetchBuckets = {0,   1,   2,   4,    8,    16,   32,   64,
-                                           128, 256, 512, 1024, 2048, 4096, 10000};
-
-/// A revoked partition's hand-over: stored for the next owner once the event has passed every
-/// node (its last reference goes), so the record follows the rows and the state it speaks of.
-class RecordOnRelease final : public Handover {
- public:
-  RecordOnRelease(std::shared_ptr<KvMembership> membership, uint32_t partition)
-      : membership_(std::move(membership)), partition_(partition) {}
-  ~RecordOnRelease() override { membership_->RecordHandover(partition_, last_window_ns); }
-
- private:
-  std::shared_ptr<KvMembership> membership_;
-  const uint32_t partition_;
+/// The settings, read once from the validated config (defaults and checks live in the spec,
+/// RegisterNatsSource).
+struct NatsSourceOptions {
+  std::string subject;
+  std::string queue_group;
+  bool jetstream = false;
+  bool create_stream = true;
+  uint32_t partitions = 0;
+  std::string prefix;
+  bool check_mapping = true;
+  std::string state_bucket;
+  nats::StreamOptions stream;
+  nats::ConsumerOptions consumer;
+  int fetch_batch = 256;
+  int fetch_expiry_ms = 500;
+  int fetch_linger_ms = 75;
+  MembershipOptions membership;
 };
 
+NatsSourceOptions ParseOptions(const Config& c, const std::string& node) {
+  NatsSourceOptions o;
+  o.subject = c.String("subject");
+  o.queue_group = c.String("queue_group");
+  o.jetstream = c.String("delivery") == "jetstream";
+  o.create_stream = c.Boolean("create_stream");
+  o.partitions = static_cast<uint32_t>(c.Integer("partitions"));
+  o.prefix = c.String("partition_prefix");
+  o.check_mapping = c.Boolean("check_mapping");
+  o.state_bucket = c.String("state_bucket");
+  o.stream.name = c.String("stream");
+  o.stream.subjects = {o.partitions > 0 ? o.prefix + ".*.*.*" : o.subject};
+  o.stream.retention = c.String("stream_retention");
+  o.stream.max_age_ms = c.Integer("stream_max_age_ms");
+  o.stream.storage = c.String("stream_storage");
+  o.stream.replicas = static_cast<int>(c.Integer("stream_replicas"));
+  o.consumer.stream = o.stream.name;
+  o.consumer.durable = c.String("durable");
+  o.consumer.filter_subject = o.subject;
+  o.consumer.ack_wait_ms = c.Integer("ack_wait_ms");
+  o.consumer.max_ack_pending = c.Integer("max_ack_pending");
+  // A request for more than max_ack_pending could never be filled (newer servers refuse it with
+  // 409 Exceeded MaxAckPending).
+  o.fetch_batch = static_cast<int>(std::min(c.Integer("fetch_batch"), o.consumer.max_ack_pending));
+  o.fetch_expiry_ms = static_cast<int>(c.Integer("fetch_expiry_ms"));
+  o.fetch_linger_ms = static_cast<int>(c.Integer("fetch_linger_ms"));
+  if (o.partitions > 0) {
+    o.membership.connection = NatsConnectOptions(c, "fleetflow:" + node + ":members");
+    o.membership.bucket = c.String("membership_bucket");
+    o.membership.handover_bucket = c.String("handover_bucket");
+    o.membership.heartbeat_ms = static_cast<int>(c.Integer("heartbeat_ms"));
+    o.membership.timeout_ms = static_cast<int>(c.Integer("member_timeout_ms"));
+  }
+  return o;
+}
+
+/// The source: a core-NATS queue-group subscription, or a JetStream reader driven by the
+/// partition coordinator (partitioned) or by the source itself (one consumer). It decodes what
+/// the readers hand it and emits it; the partition protocol is the coordinator's.
 class NatsSource final : public Operator {
  public:
   explicit NatsSource(const OperatorContext& ctx)
       : id_(ctx.node_id),
-        subject_(ctx.config.String("subject")),
-        queue_group_(ctx.config.String("queue_group")),
-        jetstream_(ctx.config.String("delivery") == "jetstream"),
-        create_stream_(ctx.config.Boolean("create_stream")),
-        partitions_(static_cast<uint32_t>(ctx.config.Integer("partitions"))),
-        prefix_(ctx.config.String("partition_prefix")),
-        check_mapping_(ctx.config.Boolean("check_mapping")),
-        state_bucket_(ctx.config.String("state_bucket")),
-        // A request for more than max_ack_pending could never be filled (newer servers refuse
-        // it with 409 Exceeded MaxAckPending).
-        fetch_batch_(static_cast<int>(
-            std::min(ctx.config.Integer("fetch_batch"), ctx.config.Integer("max_ack_pending")))),
-        fetch_expiry_ms_(static_cast<int>(ctx.config.Integer("fetch_expiry_ms"))),
-        fetch_linger_ms_(static_cast<int>(ctx.config.Integer("fetch_linger_ms"))),
-        timeout_ms_(static_cast<int>(ctx.config.Integer("member_timeout_ms"))),
+        o_(ParseOptions(ctx.config, ctx.node_id)),
         clock_(ctx.clock),
         metrics_(ctx.metrics),
         labels_(ctx.labels()),
         input_(ctx),
         dead_letters_(ctx),
-        connected_(ctx.metrics.GetGauge("nats_connected", "1 while connected to NATS.", labels_)),
-        consumer_pending_(ctx.metrics.GetGauge(
-            "consumer_pending",
-            "JetStream: messages of the stream not yet delivered (summed over the partitions "
-            "this worker reads).",
-            labels_)),
-        consumer_ack_pending_(ctx.metrics.GetGauge(
-            "consumer_ack_pending",
-            "JetStream: messages delivered but not yet acknowledged (asked every 30 s while "
-            "messages flow, every 2 s after an empty fetch; summed over the partitions).",
-            labels_)),
-        owned_gauge_(ctx.metrics.GetGauge(
-            "partitions_owned", "Partitions this worker reads (partitioned sources).", labels_)),
-        assigned_(ctx.metrics.GetCounter(
-            "partitions_assigned",
-            "Partitions taken over (at start too), with or without a hand-over record.", labels_)),
-        recovered_(ctx.metrics.GetCounter(
-            "partitions_recovered",
-            "Partitions taken over without a record from a previous owner that held them (it "
-            "crashed, or stayed wedged): the windows their restored state computes are written "
-            "again.",
-            labels_)),
-        revoked_(ctx.metrics.GetCounter("partitions_revoked",
-                                        "Partitions given up (stop, or moved to another worker).",
-                                        labels_)),
-        reread_(ctx.metrics.GetCounter(
-            "changelog_messages_reread",
-            "JetStream with state_bucket: messages read again on taking a partition over, after "
-            "its state's checkpoint (acknowledged by the previous owner, maybe not yet stored).",
-            labels_)),
-        fetch_sizes_(ctx.metrics.GetHistogram(
-            "fetch_batch_messages",
-            "JetStream: messages per fetch (0: the fetch expired empty), over the partitions.",
-            kFetchBuckets, labels_)) {
-    stream_.name = ctx.config.String("stream");
-    stream_.subjects = {partitions_ > 0 ? prefix_ + ".*.*.*" : subject_};
-    stream_.retention = ctx.config.String("stream_retention");
-    stream_.max_age_ms = ctx.config.Integer("stream_max_age_ms");
-    stream_.storage = ctx.config.String("stream_storage");
-    stream_.replicas = static_cast<int>(ctx.config.Integer("stream_replicas"));
-    consumer_.stream = stream_.name;
-    consumer_.durable = ctx.config.String("durable");
-    consumer_.filter_subject = subject_;
-    consumer_.ack_wait_ms = ctx.config.Integer("ack_wait_ms");
-    consumer_.max_ack_pending = ctx.config.Integer("max_ack_pending");
-    options_ = NatsConnectOptions(ctx.config, "fleetflow:" + ctx.node_id);
-    if (partitions_ > 0) {
-      ctx.metrics
-          .GetGauge("partitions",
-                    "The pipeline's partitions (the partitions setting): what the workers' "
-                    "partitions_owned add up to once settled.",
-                    labels_)
-          .Set(static_cast<double>(partitions_));
-      membership_options_.connection =
-          NatsConnectOptions(ctx.config, "fleetflow:" + id_ + ":members");
-      membership_options_.bucket = ctx.config.String("membership_bucket");
-      membership_options_.handover_bucket = ctx.config.String("handover_bucket");
-      membership_options_.heartbeat_ms = static_cast<int>(ctx.config.Integer("heartbeat_ms"));
-      membership_options_.timeout_ms = timeout_ms_;
-    }
-  }
+        connect_(NatsConnectOptions(ctx.config, "fleetflow:" + ctx.node_id)),
+        connected_(ctx.metrics.GetGauge("nats_connected", "1 while connected to NATS.", labels_)) {}
 
   void Start(Emitter& out) override {
     out_ = &out;
-    conn_ = nats::Connection::Connect(options_);
-    if (!jetstream_) {
+    conn_ = nats::Connection::Connect(connect_);
+    if (!o_.jetstream) {
       dead_letters_.Start(*conn_, nullptr, false);
-      sub_ = conn_->Subscribe(subject_, queue_group_, [this](nats::Message&& m) {
-        Handle(m.subject(), m.data(), m.size(), nullptr, false, 0, rejects_);
+      sub_ = conn_->Subscribe(o_.subject, o_.queue_group, [this](nats::Message&& m) {
+        Handle(m.subject(), m.data(), m.size(), nullptr, false, 0);
       });
       conn_->Flush(5000);  // the subscription is registered on the server before we say ready
-      spdlog::info("node '{}': subscribed to {} in queue group '{}' on {}", id_, subject_,
-                   queue_group_, nats::RedactUrl(options_.url));
+      spdlog::info("node '{}': subscribed to {} in queue group '{}' on {}", id_, o_.subject,
+                   o_.queue_group, nats::RedactUrl(connect_.url));
       connected_.Set(1);
       return;
     }
     js_ = std::make_unique<nats::JetStream>(*conn_);
-    if (create_stream_) js_->EnsureStream(stream_);
-    dead_letters_.Start(*conn_, js_.get(), create_stream_);
-    connected_.Set(1);
-    pulls_ = std::make_unique<nats::PullSet>(*conn_, stream_.name);
-    if (!state_bucket_.empty()) state_kv_ = js_->OpenBucket(state_bucket_);
-    if (partitions_ == 0) {
-      js_->EnsureConsumer(consumer_);
-      Reread(0, ChangelogTail(0));
-      StartReading(0, consumer_.durable);
-      fetcher_ = std::thread([this] { FetchLoop(); });
+    if (o_.create_stream) js_->EnsureStream(o_.stream);
+    dead_letters_.Start(*conn_, js_.get(), o_.create_stream);
+    if (!o_.state_bucket.empty()) {
+      checkpoints_ = std::make_unique<JetStreamKvCheckpoints>(js_->OpenBucket(o_.state_bucket));
+    }
+    reader_ = std::make_unique<JetStreamReader>(
+        JetStreamReaderOptions{id_, o_.consumer, o_.partitions, o_.prefix, o_.fetch_batch,
+                               o_.fetch_expiry_ms, o_.fetch_linger_ms},
+        *conn_, *js_,
+        [this](uint32_t p, nats::JsMessage& m, bool reread) {
+          Handle(m.subject(), m.data(), m.size(), &m, reread, p);
+        },
+        metrics_, labels_);
+    if (o_.partitions == 0) {
+      reader_->Prepare(0);
+      Assignment whole;
+      if (checkpoints_) whole.reread = ChangelogTail(*checkpoints_, 0, reader_->Delivered(0));
+      reader_->Start(out);
+      reader_->Assign(whole);
       spdlog::info("node '{}': pulling {} from stream {} as durable consumer '{}' on {}", id_,
-                   subject_, stream_.name, consumer_.durable, nats::RedactUrl(options_.url));
+                   o_.subject, o_.stream.name, o_.consumer.durable, nats::RedactUrl(connect_.url));
       return;
     }
-    if (check_mapping_) CheckMapping();
-    membership_ = std::make_shared<KvMembership>(membership_options_, metrics_, labels_);
-    membership_->SetOnChange([this] {
-      {
-        std::lock_guard lock(stop_mu_);
-        membership_changed_ = true;
-      }
-      stop_cv_.notify_all();
-    });
+    if (o_.check_mapping) CheckPartitionMapping(*conn_, o_.prefix, o_.partitions);
+    membership_ = std::make_unique<KvMembership>(o_.membership, metrics_, labels_);
     spdlog::info(
-        "node '{}': {} partitions of stream {} ({}.<n>.<vehicle>.<sensor>), shared by "
-        "the workers of {} on {}",
-        id_, partitions_, stream_.name, prefix_, membership_options_.bucket,
-        nats::RedactUrl(options_.url));
-    fetcher_ = std::thread([this] { FetchLoop(); });
-    Rebalance(true);
-    coordinator_ = std::thread([this] { Coordinate(); });
+        "node '{}': {} partitions of stream {} ({}.<n>.<vehicle>.<sensor>), shared by the "
+        "workers of {} on {}",
+        id_, o_.partitions, o_.stream.name, o_.prefix, o_.membership.bucket,
+        nats::RedactUrl(connect_.url));
+    reader_->Start(out);
+    coordinator_ = std::make_unique<PartitionCoordinator>(
+        CoordinatorOptions{id_, o_.partitions, int64_t{o_.membership.timeout_ms} * 1'000'000,
+                           int64_t{o_.membership.heartbeat_ms} * 1'000'000,
+                           o_.consumer.ack_wait_ms * 1'000'000},
+        *membership_, *reader_, checkpoints_.get(), metrics_, labels_);
+    coordinator_->Start();
   }
 
+  /// Stops intake: every partition is given up and its kRevoked event follows its last message.
+  /// The connection stays open until Finish: messages in the graph are acknowledged once in state.
   void Stop() override {
     if (sub_) {
       try {
@@ -234,70 +195,54 @@ class NatsSource final : public Operator {
         spdlog::warn("node '{}': drain: {}", id_, e.what());
       }
       sub_.reset();
-      conn_.reset();
     }
-    {
-      std::lock_guard lock(stop_mu_);
-      stopping_ = true;
+    if (coordinator_) {
+      coordinator_->Stop();
+    } else if (reader_) {
+      reader_->Revoke(0, nullptr);
     }
-    stop_cv_.notify_all();
-    if (coordinator_.joinable()) coordinator_.join();
-    if (membership_) membership_->SetOnChange(nullptr);  // it may outlive this source
-    // Every partition is given up; the connection stays open: messages in the graph are
-    // acknowledged once in state, and the hand-over records are written once they have passed.
-    Revoke(std::vector<uint32_t>(owned_.begin(), owned_.end()));
-    fetcher_stop_ = true;
-    if (pulls_) pulls_->Interrupt();
-    if (fetcher_.joinable()) fetcher_.join();  // once every partition was handed back
-    membership_.reset();                       // the last hand-over to pass the graph lets it leave
+    if (reader_) reader_->Stop();
     connected_.Set(0);
   }
 
-  ~NatsSource() override { Stop(); }
+  /// Everything emitted has passed the graph: the hand-over records are stored, then the worker
+  /// leaves the membership.
+  void Finish() override {
+    if (coordinator_) coordinator_->Finish();
+    coordinator_.reset();
+    membership_.reset();
+  }
+
+  ~NatsSource() override {
+    Stop();
+    Finish();
+  }
 
   bool Ready() const override { return conn_ && conn_->connected(); }
 
   /// JetStream keeps what arrives while the worker is cut off; core NATS does not (nothing is
-  /// held back for it: it is lost). Messages the consumer has not delivered yet (a backlog
-  /// throttled by max_ack_pending, or the redelivery of messages after ack_wait_ms) are held
-  /// back too: a fetch that comes back empty then does not mean that nothing was sent. So are
-  /// the partitions this worker waits to take over, those taken over that the fetch thread
-  /// has not taken in yet (their backlog is unknown; window_join has their restored state only),
-  /// and those given up until their kRevoked event is out (their messages are handed back).
+  /// held back for it: it is lost). Messages the consumer has not delivered yet are held back
+  /// too (JetStreamReader::HoldsBack), and so are the partitions this worker waits to take over.
   bool HoldsBackInput() const override {
-    if (!jetstream_) return false;
-    // In this order: each lets go only once the next one holds back (Rebalance, FetchLoop).
-    if (waiting_.load() > 0 || releasing_.load() > 0) return true;
-    // The fetch thread has not come back for longer than a fetch lasts: handing on waits for
-    // room, or the process stood still and the thread has not yet seen what waits meanwhile.
-    if (SteadyNowNs() - fetch_alive_ns_.load() > StallNs()) return true;
-    const uint64_t started = started_.load();
-    return taken_in_.load() != started || held_back_.load() || !conn_ || !conn_->connected();
+    if (!reader_) return false;
+    // In this order: the coordinator lets go only once the reader holds back.
+    if (coordinator_ && coordinator_->Waiting()) return true;
+    return reader_->HoldsBack();
   }
 
  private:
-  /// What the fetch thread knows of a partition it reads (or, unpartitioned, of the consumer).
-  struct Reading {
-    int64_t since_ns = 0;      // steady: when the last message came, or the reading began
-    int64_t info_ns = 0;       // steady: when the consumer was last asked (0: never)
-    bool known = false;        // its backlog is known (from a message or the consumer)
-    uint64_t pending = 0;      // messages the consumer has not delivered yet
-    uint64_t ack_pending = 0;  // delivered, not acknowledged (asked)
-    const nats::JsMessage* last = nullptr;  // its last message of the current batch
-  };
-
   /// One message from either delivery; `js` is set for JetStream, which is acknowledged once
   /// the samples are in state, or terminated (never redelivered) when it is bad input and its
   /// dead letter, if configured, is stored; `reread` for a message of a partition's changelog
-  /// read again on taking it over (Reread): it is neither acknowledged nor dead-lettered
-  /// again. A partitioned subject (`<prefix>.<n>.<vehicle>.<sensor>`) is read as the vehicle's
-  /// own.
+  /// read again on taking it over: it is neither acknowledged nor dead-lettered again. A
+  /// partitioned subject (`<prefix>.<n>.<vehicle>.<sensor>`) is read as the vehicle's own.
   void Handle(std::string_view subject, const void* data, size_t size, nats::JsMessage* js,
-              bool reread, uint32_t partition, std::vector<InputReject>& rejects) {
+              bool reread, uint32_t partition) {
+    thread_local std::vector<InputReject> rejects;  // a reader's thread at a time
     std::string_view wire_subject = subject;
     thread_local std::string unmapped;
-    if (partitions_ > 0) {
-      wire_subject = UnmapPartitioned(subject, prefix_, unmapped);
+    if (o_.partitions > 0) {
+      wire_subject = UnmapPartitioned(subject, o_.prefix, unmapped);
       const std::string_view rest = wire_subject.data() == unmapped.data()
                                         ? wire_subject.substr(wire::kSubjectRoot.size() + 1)
                                         : std::string_view();
@@ -340,472 +285,24 @@ class NatsSource final : public Operator {
     out_->Emit(std::move(body));
   }
 
-  /// The sequences of partition `p`'s changelog (unpartitioned: 0) that its previous owner
-  /// acknowledged and may not have stored in its state: after the state's checkpoint, up to the
-  /// last message its consumer delivered (docs/scaling.md, "State"); empty when none. Asked
-  /// before the partition's kAssigned event goes out; throws when the server does not answer
-  /// (the partition waits, and the next round asks again).
-  struct Tail {
-    uint64_t first = 0, last = 0;
-  };
-  std::optional<Tail> ChangelogTail(uint32_t p) {
-    if (!state_kv_) return std::nullopt;
-    const std::string key = JetStreamKvStore::CheckpointKey(p);
-    const uint64_t delivered = js_->ConsumerDelivered(stream_.name, DurableOf(p));
-    const auto entry = state_kv_->Get(key);
-    uint64_t checkpoint = 0;
-    if (!entry || entry->deleted ||
-        std::from_chars(entry->value.data(), entry->value.data() + entry->value.size(), checkpoint)
-                .ec != std::errc()) {
-      // No checkpoint yet: the partition is new, or its state was kept before checkpoints were
-      // (each message acknowledged once stored). From here on the store moves it on.
-      if (entry && !entry->deleted) {
-        spdlog::warn("node '{}': {} in bucket {} is not a sequence ({}); set to {}", id_, key,
-                     state_bucket_, entry->value, delivered);
-      }
-      state_kv_->Put(key, std::to_string(delivered));
-      return std::nullopt;
-    }
-    if (delivered <= checkpoint) return std::nullopt;
-    return Tail{checkpoint + 1, delivered};
-  }
-
-  /// Reads partition `p`'s changelog tail from the stream and hands it on, on the calling
-  /// thread, after its kAssigned event and before the messages pulled from its consumer. A
-  /// failure reads on from where it stopped (the stream keeps the messages) until it is done or
-  /// the source stops.
-  void Reread(uint32_t p, const std::optional<Tail>& tail) {
-    if (!tail) return;
-    const std::string filter =
-        partitions_ > 0 ? prefix_ + "." + std::to_string(p) + ".*.*" : consumer_.filter_subject;
-    std::vector<InputReject> rejects;
-    uint64_t next = tail->first, reread = 0;
-    int backoff_ms = 100;
-    while (next <= tail->last) {
-      try {
-        auto reader = js_->ReadStream(stream_.name, filter, nats::StreamStart{next, 0});
-        for (uint64_t n = 0; n < reader->total() && next <= tail->last; ++n) {
-          const auto m = reader->Next(5000);
-          if (!m) throw std::runtime_error("no message within 5 s");
-          next = m->stream_sequence() + 1;
-          if (m->stream_sequence() > tail->last) break;
-          Handle(m->subject(), m->data(), m->size(), m.get(), true, p, rejects);
-          ++reread;
-        }
-        break;  // read up to the last, or the stream holds no more of them
-      } catch (const std::exception& e) {
-        spdlog::warn("node '{}': partition {}: re-reading its changelog from {}: {}", id_, p, next,
-                     e.what());
-        std::unique_lock lock(stop_mu_);
-        if (stop_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
-                              [this] { return stopping_; })) {
-          spdlog::error("node '{}': partition {}: stopped before its changelog was re-read", id_,
-                        p);
-          return;
-        }
-        backoff_ms = std::min(backoff_ms * 2, 5000);
-      }
-    }
-    reread_.Inc(reread);
-    spdlog::info("node '{}': partition {}: re-read {} messages after its state's checkpoint", id_,
-                 p, reread);
-  }
-
-  /// Starts reading partition `p` (unpartitioned: 0) from its durable consumer, which exists.
-  void StartReading(uint32_t p, const std::string& durable) {
-    owned_.insert(p);
-    pulls_->Add(p, durable);
-    ++started_;  // held back until the fetch thread's held_back_ counts it
-    owned_gauge_.Set(static_cast<double>(partitions_ > 0 ? owned_.size() : 0));
-  }
-
-  /// The one fetch thread of a JetStream source: every partition this worker reads comes
-  /// through it (PullSet), so its cost follows the messages, not the partition count. A
-  /// partition given up leaves with its kRevoked event after its last message. Ends once stopped
-  /// and every partition is handed back.
-  void FetchLoop() {
-    nats::PullSet::Fetched fetched;
-    int backoff_ms = 50;
-    bool failing = false;
-    while (!fetcher_stop_.load() || pulls_->size() > 0) {
-      const uint64_t started = started_.load();  // partitions this Fetch takes in, at least
-      try {
-        // Requests ahead: the server sends the next batch while this one is handled.
-        pulls_->Fetch(fetch_batch_, fetch_expiry_ms_, true, fetched, fetch_linger_ms_);
-        failing = false;
-        backoff_ms = 50;
-        connected_.Set(1);
-      } catch (const nats::Error& e) {
-        failing = true;
-        held_back_ = true;
-        connected_.Set(conn_->connected() ? 1 : 0);
-        spdlog::warn("node '{}': {} (retrying in {} ms)", id_, e.what(), backoff_ms);
-        std::unique_lock lock(stop_mu_);
-        stop_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
-                          [&] { return fetcher_stop_.load(); });
-        backoff_ms = std::min(backoff_ms * 2, 5000);
-        continue;
-      }
-      const int64_t now = SteadyNowNs();
-      // The thread came back far later than a fetch lasts (in the fetch or anywhere in this
-      // loop): the process stood still (starved of CPU, stopped), the requests ended meanwhile
-      // and what was published since waits at the server. What each consumer holds is unknown
-      // until a message or the consumer tells. Held back before the thread says it is back
-      // (HoldsBackInput): a Tick in between would see neither the stall nor what waits, and a
-      // window join whose input paused longer than its idle_ms would close windows on the clock
-      // before their samples are in.
-      const bool stood_still = now - fetch_alive_ns_.load() > StallNs();
-      if (stood_still) held_back_ = true;
-      fetch_alive_ns_ = now;
-      fetch_sizes_.Observe(static_cast<double>(fetched.messages.size()));
-      // Held back while the batch is handed on: its samples are not in yet, and handing on may
-      // wait for a full graph.
-      if (!fetched.messages.empty()) held_back_ = true;
-      {
-        const Emitter::Burst burst(*out_);  // the graph is woken once for the batch
-        for (const auto& [p, m] : fetched.messages) {
-          Reading& r = ReadingOf(p, now);
-          r.last = m.get();
-          Handle(m->subject(), m->data(), m->size(), m.get(), false, p, rejects_);
-        }
-      }
-      for (auto& [p, r] : reading_) {
-        if (r.last == nullptr) continue;
-        // What the consumer still holds, as of its last message: free.
-        r.pending = r.last->pending();
-        r.known = true;
-        r.since_ns = now;
-        r.last = nullptr;
-      }
-      // Handing the batch on waited for the graph (backpressure) longer than a request lives:
-      // the requests may have ended meanwhile and what was published since waits at the
-      // server, so what each consumer holds is unknown again until a message or the consumer
-      // tells. Held back until then: the windows must not close on the clock before it is in.
-      if (stood_still || SteadyNowNs() - now > int64_t{fetch_expiry_ms_} * 1'000'000) {
-        for (auto& [p, r] : reading_) r.known = false;
-      }
-      for (const uint32_t p : fetched.released) Released(p);
-      for (const uint32_t p : fetched.added) ReadingOf(p, now);  // its backlog unknown yet
-      AskQuietConsumers(now);
-      bool held_back = failing;
-      uint64_t pending = 0, ack_pending = 0;
-      for (const auto& [p, r] : reading_) {
-        held_back = held_back || !r.known || r.pending > 0;
-        pending += r.pending;
-        ack_pending += r.ack_pending;
-      }
-      held_back_ = held_back;
-      taken_in_ = started;
-      consumer_pending_.Set(static_cast<double>(pending));
-      if (partitions_ > 0) {
-        for (const auto& [p, r] : reading_) PartitionPending(p).Set(static_cast<double>(r.pending));
-      }
-      consumer_ack_pending_.Set(static_cast<double>(ack_pending));
-    }
-    held_back_ = false;
-  }
-
-  /// Longer than a fetch lasts (its expiry and linger) by a second.
-  int64_t StallNs() const {
-    return (int64_t{fetch_expiry_ms_} + fetch_linger_ms_ + 1000) * 1'000'000;
-  }
-
-  Reading& ReadingOf(uint32_t p, int64_t now) {
-    auto [it, added] = reading_.try_emplace(p);
-    if (added) it->second.since_ns = now;
-    return it->second;
-  }
-
-  /// Asking a consumer costs the server a count over the stream (tens of ms with 100 000
-  /// messages awaiting acknowledgement, more on a large stream), and the fetch thread waits for
-  /// the answer: only for a partition quiet for a request's expiry whose backlog is unknown or
-  /// was not empty (throttled by max_ack_pending, or just taken over), at most every 2 s; and
-  /// every 30 s for the ack-pending gauge.
-  void AskQuietConsumers(int64_t now) {
-    for (auto& [p, r] : reading_) {
-      const int64_t since_info = now - r.info_ns;
-      const bool quiet = now - r.since_ns > int64_t{fetch_expiry_ms_} * 1'000'000;
-      const bool ask = (quiet && (!r.known || r.pending > 0) && since_info > 2'000'000'000) ||
-                       since_info > 30'000'000'000;
-      if (!ask) continue;
-      try {
-        const auto [pending, ack_pending] = js_->ConsumerPending(stream_.name, DurableOf(p));
-        r.pending = pending;
-        r.ack_pending = ack_pending;
-        r.known = true;
-      } catch (const nats::Error& e) {
-        spdlog::debug("node '{}': {}", id_, e.what());
-      }
-      r.info_ns = SteadyNowNs();  // after the answer: never back to back
-    }
-  }
-
-  /// Partition `p`'s requests have ended: its kRevoked event follows its last message.
-  /// The lag gauge of partition `p`, made when first asked (the fetch thread's only).
-  Gauge& PartitionPending(uint32_t p) {
-    Gauge*& g = partition_pending_[p];
-    if (g == nullptr) {
-      g = &metrics_.GetGauge("partition_pending",
-                             "JetStream: messages of one partition's consumer not yet delivered, "
-                             "while this worker reads the partition.",
-                             PartitionLabels(p));
-    }
-    return *g;
-  }
-
-  Labels PartitionLabels(uint32_t p) const {
-    Labels labels = labels_;
-    labels.emplace_back("partition", std::to_string(p));
-    return labels;
-  }
-
-  void Released(uint32_t p) {
-    reading_.erase(p);
-    // Held back from Revoke until its kRevoked event is in the graph: meanwhile the partition's
-    // messages were handed back unread, and its windows must not close on the clock without
-    // them (docs/scaling.md, "Hand-over of a partition", step 1).
-    if (partitions_ == 0) {
-      --releasing_;
-      return;
-    }
-    if (partition_pending_.erase(p) > 0)
-      metrics_.RemoveGauge("partition_pending", PartitionLabels(p));
-    PartitionEvent revoked;
-    revoked.kind = PartitionEvent::Kind::kRevoked;
-    revoked.partition = p;
-    revoked.handover = std::make_shared<RecordOnRelease>(membership_, p);
-    out_->Emit(MakeMessage(std::move(revoked)));
-    --releasing_;
-    revoked_.Inc();
-  }
-
-  std::string DurableOf(uint32_t p) const {
-    return partitions_ > 0 ? consumer_.durable + "-" + std::to_string(p) : consumer_.durable;
-  }
-
-  void CheckMapping() { CheckPartitionMapping(*conn_, prefix_, partitions_); }
-
-  void Coordinate() {
-    std::unique_lock lock(stop_mu_);
-    for (;;) {
-      const int period_ms = gaining_.empty() ? kIdleRebalanceMs : kRebalanceMs;
-      stop_cv_.wait_for(lock, std::chrono::milliseconds(period_ms),
-                        [this] { return stopping_ || membership_changed_; });
-      if (stopping_) return;
-      membership_changed_ = false;
-      lock.unlock();
-      try {
-        Rebalance(false);
-      } catch (const std::exception& e) {
-        spdlog::warn("node '{}': rebalance: {}", id_, e.what());
-      }
-      lock.lock();
-    }
-  }
-
-  /// Takes the partitions the membership gives this worker and gives up the others (on the
-  /// coordinator thread, and once at Start). A partition gained waits for its previous owner's
-  /// hand-over record while that owner runs, or for member_timeout_ms after it left cleanly;
-  /// without a record (the previous owner crashed) it is recovered: the windows its restored
-  /// state computes are emitted again.
-  void Rebalance(bool first) {
-    const auto [members, generation] = membership_->Members();
-    if (generation != generation_) {
-      generation_ = generation;
-      const auto owners = KvMembership::Assign(members, partitions_);
-      const size_t self =
-          std::find(members.begin(), members.end(), membership_->id()) - members.begin();
-      std::vector<uint32_t> lost;
-      for (uint32_t p = 0; p < partitions_; ++p) {
-        const bool mine = owners[p] == self;
-        if (!mine) {
-          if (owned_.count(p) > 0) lost.push_back(p);
-          if (gaining_.erase(p) > 0) --waiting_;
-          continue;
-        }
-        if (owned_.count(p) > 0 || gaining_.count(p) > 0) continue;
-        // Who had it: at this worker's start, the owner among the others (nobody when alone).
-        std::string previous;
-        if (!first && previous_owners_.size() == partitions_) {
-          previous = previous_members_[previous_owners_[p]];
-        } else if (first && members.size() > 1) {
-          std::vector<std::string> others = members;
-          others.erase(others.begin() + static_cast<std::ptrdiff_t>(self));
-          previous = others[KvMembership::Assign(others, partitions_)[p]];
-        }
-        gaining_[p] = Gaining{SteadyNowNs(), std::move(previous), 0, false, std::nullopt};
-        ++waiting_;
-      }
-      Revoke(lost);
-      previous_members_ = members;
-      previous_owners_ = owners;
-    }
-    const int64_t now = SteadyNowNs();
-    const int64_t timeout = int64_t{timeout_ms_} * 1'000'000;
-    const int64_t heartbeat = int64_t{membership_options_.heartbeat_ms} * 1'000'000;
-    for (auto it = gaining_.begin(); it != gaining_.end();) {
-      const uint32_t p = it->first;
-      Gaining& g = it->second;
-      if (ensured_.count(p) == 0) {
-        // Its consumer first: a failure leaves the partition waiting here, its record unclaimed,
-        // and the next round tries again.
-        nats::ConsumerOptions c = consumer_;
-        c.durable = DurableOf(p);
-        c.filter_subject = prefix_ + "." + std::to_string(p) + ".*.*";
-        js_->EnsureConsumer(c);
-        ensured_.insert(p);
-      }
-      std::optional<std::optional<int64_t>> record;
-      if (g.decided) {
-        record = g.record;  // decided before reading its changelog failed
-      } else {
-        record = membership_->ClaimHandover(p);
-      }
-      if (!record && !g.previous.empty() && !g.decided) {
-        // A previous owner that holds the partition records it once it has given it up (however
-        // long its graph takes), and its heartbeat drops the partition only then; one that does
-        // not hold it (it had not taken it yet), or left cleanly, has nothing to wait for but
-        // the watches; one that went silent crashed.
-        const auto standing = membership_->StandingOf(g.previous);
-        const bool held = membership_->Holds(g.previous, p);
-        const int64_t waited = now - g.since_ns;
-        const bool wait = standing == KvMembership::Standing::kAlive
-                              ? waited < (held ? kRecordWaitTimeouts * timeout : heartbeat)
-                              : standing == KvMembership::Standing::kLeft && waited < timeout;
-        if (wait) {
-          ++it;
-          continue;
-        }
-        if (held) {
-          // Its messages delivered to the previous owner and never acknowledged come again
-          // ack_wait_ms after their delivery, which was before now: read from then on, the
-          // partition gets them first (the server redelivers before it sends new messages),
-          // not after the windows they belong to closed on the newer messages' event time.
-          if (g.recover_at_ns == 0) g.recover_at_ns = now + consumer_.ack_wait_ms * 1'000'000;
-          if (now < g.recover_at_ns) {
-            ++it;
-            continue;
-          }
-        }
-        // The record may be written and its watch behind the heartbeat that dropped the
-        // partition.
-        record = membership_->ClaimHandover(p, true);
-        if (!record && held) {
-          recovered_.Inc();
-          spdlog::warn(
-              "node '{}': partition {} taken over without a hand-over record from {}: "
-              "the windows of its restored state are written again",
-              id_, p, g.previous);
-        }
-      }
-      std::optional<Tail> tail;
-      try {
-        tail = ChangelogTail(p);
-      } catch (const std::exception& e) {
-        spdlog::warn("node '{}': partition {}: reading its changelog: {} (trying again)", id_, p,
-                     e.what());
-        g.decided = true;
-        g.record = record;
-        ++it;
-        continue;
-      }
-      PartitionEvent assigned;
-      assigned.partition = p;
-      if (record) assigned.emitted_until_ns = *record;
-      Assign(assigned, tail);  // held back by started_ before waiting_ lets go
-      it = gaining_.erase(it);
-      --waiting_;
-    }
-  }
-
-  void Assign(const PartitionEvent& assigned, const std::optional<Tail>& tail) {
-    const uint32_t p = assigned.partition;
-    membership_->Hold(p);
-    out_->Emit(MakeMessage(PartitionEvent(assigned)));  // before the partition's messages
-    Reread(p, tail);
-    StartReading(p, DurableOf(p));
-    assigned_.Inc();
-  }
-
-  /// Stops reading `partitions`: the fetch thread hands back what was fetched ahead and sends
-  /// each one's kRevoked event after its last message, once its requests have ended.
-  void Revoke(const std::vector<uint32_t>& partitions) {
-    for (const uint32_t p : partitions) {
-      owned_.erase(p);
-      ++releasing_;  // before the fetch thread can release it (Released lets go)
-      pulls_->Remove(p);
-    }
-    owned_gauge_.Set(static_cast<double>(partitions_ > 0 ? owned_.size() : 0));
-  }
-
-  struct Gaining {
-    int64_t since_ns;           // steady clock
-    std::string previous;       // the previous owner; empty: nobody had it
-    int64_t recover_at_ns = 0;  // steady: taken without a record from then (0: not decided)
-    bool decided = false;       // its record claimed (or known absent) in `record`
-    std::optional<std::optional<int64_t>> record;
-  };
-
   const std::string id_;
-  const std::string subject_;
-  const std::string queue_group_;
-  const bool jetstream_;
-  const bool create_stream_;
-  const uint32_t partitions_;
-  const std::string prefix_;
-  const bool check_mapping_;
-  const std::string state_bucket_;
-  const int fetch_batch_;
-  const int fetch_expiry_ms_;
-  const int fetch_linger_ms_;
-  const int timeout_ms_;
+  const NatsSourceOptions o_;
   const Clock& clock_;
   Metrics& metrics_;
   const Labels labels_;
-  std::map<uint32_t, Gauge*> partition_pending_;  // the fetch thread's
   WireInput input_;
   DeadLetters dead_letters_;
-  std::vector<InputReject> rejects_;  // the one thread that reads: subscription or fetch
-  nats::ConnectOptions options_;
-  MembershipOptions membership_options_;
+  const nats::ConnectOptions connect_;
   Gauge& connected_;
-  Gauge& consumer_pending_;
-  Gauge& consumer_ack_pending_;
-  Gauge& owned_gauge_;
-  Counter& assigned_;
-  Counter& recovered_;
-  Counter& revoked_;
-  Counter& reread_;
-  Histogram& fetch_sizes_;
-  nats::StreamOptions stream_;
-  nats::ConsumerOptions consumer_;
   Emitter* out_ = nullptr;
+  // Destroyed in reverse: the coordinator drives the reader, which reads on the connection.
   std::unique_ptr<nats::Connection> conn_;
   std::unique_ptr<nats::Subscription> sub_;
   std::unique_ptr<nats::JetStream> js_;
-  std::unique_ptr<nats::KeyValue> state_kv_;  // state_bucket: the partitions' checkpoints
-  std::shared_ptr<KvMembership> membership_;  // partitioned; hand-overs on their way hold it too
-  std::unique_ptr<nats::PullSet> pulls_;      // JetStream: the consumers of the partitions read
-  std::set<uint32_t> owned_;                  // partitions read (coordinator's; 0 unpartitioned)
-  std::set<uint32_t> ensured_;                // partitions whose consumer exists (coordinator's)
-  std::map<uint32_t, Reading> reading_;       // the fetch thread's, by partition
-  std::thread fetcher_;
-  std::atomic<bool> fetcher_stop_{false};
-  std::map<uint32_t, Gaining> gaining_;  // partitions waiting for a hand-over record
-  std::atomic<int> waiting_{0};          // gaining_.size()
-  std::atomic<int> releasing_{0};        // revoked, their kRevoked event not yet emitted
-  std::atomic<bool> held_back_{true};    // by the fetch thread (see HoldsBackInput)
-  std::atomic<int64_t> fetch_alive_ns_{SteadyNowNs()};  // steady: the fetch thread's last Fetch
-  std::atomic<uint64_t> started_{0};                    // partitions started (PullSet::Add), ever
-  std::atomic<uint64_t> taken_in_{0};  // of them, those held_back_ counts (fetch thread)
-  std::vector<std::string> previous_members_;
-  std::vector<size_t> previous_owners_;
-  uint64_t generation_ = 0;
-  std::thread coordinator_;
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;
-  bool stopping_ = false;
-  bool membership_changed_ = false;  // a heartbeat, leave or record came: the coordinator looks
+  std::unique_ptr<CheckpointStore> checkpoints_;  // state_bucket: the partitions' checkpoints
+  std::unique_ptr<JetStreamReader> reader_;
+  std::unique_ptr<Membership> membership_;
+  std::unique_ptr<PartitionCoordinator> coordinator_;
 };
 
 /// True when NATS subject pattern `pattern` matches every subject `subject` matches (`*` one

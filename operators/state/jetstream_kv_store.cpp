@@ -13,6 +13,13 @@ namespace fleetflow {
 
 namespace {
 
+/// The key of partition `p`'s checkpoint: a decimal stream sequence.
+std::string CheckpointKey(uint32_t p) { return std::to_string(p) + ".checkpoint"; }
+
+}  // namespace
+
+namespace {
+
 constexpr size_t kMaxPendingSamples = 1024;  // per key between two writes, at most
 /// kv_write_seconds' buckets (docs/metrics.md): 0.5 ms to the 5 s write timeout and beyond.
 const std::vector<double> kWriteBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -471,6 +478,28 @@ std::vector<wire::Point> JetStreamKvStore::Merge(std::vector<wire::Point> a,
   }
   if (a.size() > keep) a.erase(a.begin(), a.end() - static_cast<std::ptrdiff_t>(keep));
   return a;
+}
+
+JetStreamKvCheckpoints::JetStreamKvCheckpoints(std::unique_ptr<nats::KeyValue> bucket)
+    : kv_(std::move(bucket)) {}
+
+std::optional<uint64_t> JetStreamKvCheckpoints::Checkpoint(uint32_t p) {
+  const std::string key = CheckpointKey(p);
+  const auto entry = kv_->Get(key);
+  if (!entry || entry->deleted) return std::nullopt;
+  uint64_t sequence = 0;
+  const char* end = entry->value.data() + entry->value.size();
+  if (const auto r = std::from_chars(entry->value.data(), end, sequence);
+      r.ec != std::errc() || r.ptr != end) {
+    spdlog::warn("{} in bucket {} is not a sequence ({}); taken as none", key, kv_->bucket(),
+                 entry->value);
+    return std::nullopt;
+  }
+  return sequence;
+}
+
+void JetStreamKvCheckpoints::Begin(uint32_t p, uint64_t sequence) {
+  kv_->Put(CheckpointKey(p), std::to_string(sequence));
 }
 
 }  // namespace fleetflow

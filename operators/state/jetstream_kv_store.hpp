@@ -64,8 +64,6 @@ class JetStreamKvStore final : public StateStore {
   /// {`<partition>.r<k>`, `<vehicle>.<sensor>`}, k in [0, records) a hash of the vehicle that
   /// does not follow its partition (the partition is the same hash modulo the partition count).
   static std::pair<std::string, std::string> RecordOf(std::string_view state_key, size_t records);
-  /// The key of partition `p`'s checkpoint: a decimal stream sequence.
-  static std::string CheckpointKey(uint32_t p) { return std::to_string(p) + ".checkpoint"; }
 
   /// Merges two sample lists by event time (ts, seq unique), keeping the newest `keep`.
   static std::vector<wire::Point> Merge(std::vector<wire::Point> a,
@@ -155,6 +153,20 @@ class JetStreamKvStore final : public StateStore {
   RateLimitedLog write_errors_log_;  // a few lines per 10 s; the next line counts those left out
   Gauge& pending_keys_;
   Histogram& write_seconds_;
+};
+
+/// The checkpoints JetStreamKvStore keeps, for the source that re-reads the changelog: key
+/// `<partition>.checkpoint` of the state bucket, a decimal stream sequence.
+class JetStreamKvCheckpoints final : public CheckpointStore {
+ public:
+  /// `bucket`: the state bucket, opened on the caller's connection.
+  explicit JetStreamKvCheckpoints(std::unique_ptr<nats::KeyValue> bucket);
+  /// A value that is not a sequence is logged and taken as none.
+  std::optional<uint64_t> Checkpoint(uint32_t p) override;
+  void Begin(uint32_t p, uint64_t sequence) override;
+
+ private:
+  std::unique_ptr<nats::KeyValue> kv_;
 };
 
 }  // namespace fleetflow

@@ -85,7 +85,7 @@ OperatorHarness::OperatorHarness(const std::string& type, const std::string& con
   op_ = info->create(ctx);
 }
 
-OperatorHarness::~OperatorHarness() { Stop(); }
+OperatorHarness::~OperatorHarness() { Finish(); }
 
 std::vector<Message> OperatorHarness::Feed(const Message& in) {
   CaptureSink out;
@@ -120,6 +120,13 @@ void OperatorHarness::Start() {
 
 void OperatorHarness::Stop() {
   if (started_) op_->Stop();
+}
+
+void OperatorHarness::Finish() {
+  if (!started_ || finished_) return;
+  op_->Stop();
+  op_->Finish();
+  finished_ = true;
 }
 
 uint64_t OperatorHarness::Counter(const std::string& name, const Labels& labels) const {

@@ -84,9 +84,7 @@ class KeyedLastValueKvTest : public NatsServerTest {
   }
   /// Partition `p`'s checkpoint in the bucket (nullopt: none).
   std::optional<uint64_t> Checkpoint(uint32_t p) {
-    auto e = js_->EnsureBucket({})->Get(JetStreamKvStore::CheckpointKey(p));
-    if (!e) return std::nullopt;
-    return std::stoull(e->value);
+    return JetStreamKvCheckpoints(js_->EnsureBucket({})).Checkpoint(p);
   }
 };
 

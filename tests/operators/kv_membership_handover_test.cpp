@@ -6,7 +6,7 @@
 #include <atomic>
 
 #include "nats_fixture.hpp"
-#include "state/kv_membership.hpp"
+#include "partitioning/kv_membership.hpp"
 
 namespace fleetflow::testing {
 namespace {

@@ -1,5 +1,5 @@
-// KvMembership::Assign: how the workers share the partitions (every worker computes it alike).
-#include "state/kv_membership.hpp"
+// AssignPartitions: how the workers share the partitions (every worker computes it alike).
+#include "partitioning/kv_membership.hpp"
 
 #include <gtest/gtest.h>
 
@@ -20,7 +20,7 @@ std::vector<std::string> Workers(int n) {
 TEST(KvMembershipAssignTest, SharesDifferByOnePartitionAtMostAndEveryPartitionHasAnOwner) {
   constexpr uint32_t kPartitions = 16;
   for (int n = 1; n <= 20; ++n) {
-    const auto owners = KvMembership::Assign(Workers(n), kPartitions);
+    const auto owners = AssignPartitions(Workers(n), kPartitions);
     ASSERT_EQ(owners.size(), kPartitions);
     std::vector<int> load(static_cast<size_t>(n), 0);
     for (const size_t o : owners) {
@@ -39,8 +39,8 @@ TEST(KvMembershipAssignTest, AWorkerJoiningMovesFewPartitions) {
   for (int n = 1; n < 8; ++n) {
     const auto before_ids = Workers(n);
     const auto after_ids = Workers(n + 1);
-    const auto before = KvMembership::Assign(before_ids, kPartitions);
-    const auto after = KvMembership::Assign(after_ids, kPartitions);
+    const auto before = AssignPartitions(before_ids, kPartitions);
+    const auto after = AssignPartitions(after_ids, kPartitions);
     int moved = 0;
     for (uint32_t p = 0; p < kPartitions; ++p) {
       moved += before_ids[before[p]] != after_ids[after[p]] ? 1 : 0;

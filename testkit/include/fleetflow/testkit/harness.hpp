@@ -83,7 +83,7 @@ class OperatorHarness {
   /// problem found, or what the operator's factory throws.
   OperatorHarness(const std::string& type, const std::string& config_json,
                   HarnessOptions options = {});
-  /// Stops a source started with Start().
+  /// Stops and finishes a source started with Start().
   ~OperatorHarness();
   OperatorHarness(const OperatorHarness&) = delete;
   OperatorHarness& operator=(const OperatorHarness&) = delete;
@@ -98,6 +98,9 @@ class OperatorHarness {
   void Start();
   /// Sources: stops the operator (idempotent).
   void Stop();
+  /// Sources: after Stop, what the runtime calls once everything emitted has passed the graph
+  /// (Operator::Finish): here, once the test let go of what it took from output(). Idempotent.
+  void Finish();
 
   /// Everything the operator emitted so far, by Feed() or as a started source.
   CaptureSink& output() { return output_; }
@@ -119,6 +122,7 @@ class OperatorHarness {
   std::string node_;  // "<type> node '<id>'", for messages
   CaptureSink output_;
   bool started_ = false;
+  bool finished_ = false;
   std::unique_ptr<Operator> op_;
 };
 

@@ -3,7 +3,7 @@
 /// workers. Each worker puts its key every heartbeat and deletes it when it stops; every worker
 /// watches the bucket and counts a worker alive while its heartbeats keep arriving (measured on
 /// the local clock, so the workers' clocks need not agree). Partitions go to the alive workers
-/// by rendezvous hashing with bounded load (Assign): every worker computes the same owners, each
+/// by rendezvous hashing with bounded load (AssignPartitions): every worker computes the same owners, each
 /// owns at most ceil(partitions / workers), and a worker joining or leaving moves few of them.
 /// See docs/scaling.md.
 ///
@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "jetstream.hpp"
+#include "membership.hpp"
 #include "metrics.hpp"
 
 namespace fleetflow {
@@ -39,48 +40,28 @@ struct MembershipOptions {
   int snapshot_timeout_ms = 30'000;
 };
 
-class KvMembership {
+class KvMembership final : public Membership {
  public:
   /// Connects, joins, reads the members and hand-over records present and starts heartbeating;
   /// throws nats::Error (std::runtime_error when the bucket cannot be read in time).
   KvMembership(MembershipOptions options, Metrics& metrics, const Labels& labels);
   /// Writes the hand-over records still queued, leaves (deletes its key) and stops.
-  ~KvMembership();
+  ~KvMembership() override;
 
-  enum class Standing { kAlive, kLeft, kGone };
-  /// A worker's standing: heartbeating, left (deleted its key when it stopped: its records are
-  /// written), or gone (silent for timeout_ms, or never seen: it may have crashed).
-  Standing StandingOf(const std::string& id);
-  /// This worker holds `partition` (it reads it); its heartbeat says so from now on.
-  void Hold(uint32_t partition);
-  /// Whether worker `id`'s last heartbeat said it holds `partition`.
-  bool Holds(const std::string& id, uint32_t partition);
-  /// Records that every window of `partition` up to `window_ns` was emitted (empty: none known)
-  /// as this worker gives the partition up, and no longer holds it. Written in the background,
-  /// before this worker leaves; the heartbeat drops the partition once the record is written.
-  void RecordHandover(uint32_t partition, std::optional<int64_t> window_ns);
-  /// Claims the hand-over record of `partition`, if one is there: returns it (its window, empty
-  /// when the previous owner had emitted none) and deletes it, so that it is used once.
-  /// `ask_server`: when the watch has not brought a record, reads the bucket too (throws
-  /// nats::Error). Records and heartbeats come through two watches, so a heartbeat that no longer
-  /// holds the partition can arrive before the record its worker wrote first: whoever is about
-  /// to go on without a record asks the server.
-  std::optional<std::optional<int64_t>> ClaimHandover(uint32_t partition, bool ask_server = false);
-
-  const std::string& id() const { return id_; }
-  /// `notify` is called (from a watch thread) when a worker joins, leaves, holds other
-  /// partitions than its last heartbeat said, or beats again after it was taken for gone, and
-  /// when a hand-over record arrives, so that whoever acts on Members and the records need not
-  /// poll (a heartbeat that changes nothing calls nothing: with N workers, N per second); none
-  /// when empty. Once this returns, the previous one is not running and will not be called again.
-  void SetOnChange(std::function<void()> notify);
-  /// The alive workers, sorted, and a generation that changes whenever they do.
-  std::pair<std::vector<std::string>, uint64_t> Members();
-  /// A hash that every worker and release computes alike.
-  static uint64_t Hash(std::string_view s);
-  /// The owner (an index into `members`, sorted) of each of `partitions` partitions: rendezvous
-  /// hashing where a worker takes at most ceil(partitions / members) of them.
-  static std::vector<size_t> Assign(const std::vector<std::string>& members, uint32_t partitions);
+  Standing StandingOf(const std::string& id) override;
+  void Hold(uint32_t partition) override;
+  bool Holds(const std::string& id, uint32_t partition) override;
+  /// Written in the background, before this worker leaves.
+  void RecordHandover(uint32_t partition, std::optional<int64_t> window_ns) override;
+  /// `ask_server` reads the bucket (throws nats::Error): records and heartbeats come through two
+  /// watches, so a heartbeat that no longer holds the partition can arrive before the record its
+  /// worker wrote first, and whoever is about to go on without a record asks the server.
+  std::optional<std::optional<int64_t>> ClaimHandover(uint32_t partition,
+                                                      bool ask_server = false) override;
+  const std::string& id() const override { return id_; }
+  /// A heartbeat that changes nothing calls nothing (with N workers, N per second).
+  void SetOnChange(std::function<void()> notify) override;
+  std::pair<std::vector<std::string>, uint64_t> Members() override;
 
  private:
   struct Record {

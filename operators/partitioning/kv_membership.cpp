@@ -14,13 +14,6 @@ namespace fleetflow {
 
 namespace {
 
-uint64_t Mix(uint64_t x) {  // splitmix64 finaliser
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 std::string MakeId() {
   char host[128] = {};
   gethostname(host, sizeof(host) - 1);
@@ -357,46 +350,6 @@ std::pair<std::vector<std::string>, uint64_t> KvMembership::Members() {
     spdlog::info("worker {}: {} workers share the partitions", id_, alive.size());
   }
   return {members_alive_, generation_};
-}
-
-uint64_t KvMembership::Hash(std::string_view s) {
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a: stable across workers and releases
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
-  return h;
-}
-
-std::vector<size_t> KvMembership::Assign(const std::vector<std::string>& members,
-                                         uint32_t partitions) {
-  std::vector<size_t> owner(partitions, 0);
-  if (members.size() <= 1) return owner;
-  // Each worker takes partitions / workers of them, by rank; the remainder goes one each to the
-  // best-ranked workers of those partitions. So no worker owns two more than another.
-  const size_t base = partitions / members.size();
-  std::vector<size_t> load(members.size(), 0);
-  std::vector<uint64_t> member_hash(members.size());
-  for (size_t i = 0; i < members.size(); ++i) member_hash[i] = Hash(members[i]);
-  std::vector<std::vector<size_t>> ranked(partitions);  // by partition: members, best first
-  std::vector<std::pair<uint64_t, size_t>> scores(members.size());
-  for (uint32_t p = 0; p < partitions; ++p) {
-    for (size_t i = 0; i < members.size(); ++i) scores[i] = {Mix(member_hash[i] ^ Mix(p)), i};
-    std::sort(scores.begin(), scores.end(), std::greater<>());
-    for (const auto& [_, i] : scores) ranked[p].push_back(i);
-  }
-  std::vector<bool> placed(partitions, false);
-  for (const size_t cap : {base, base + 1}) {
-    for (uint32_t p = 0; p < partitions; ++p) {
-      if (placed[p]) continue;
-      for (const size_t i : ranked[p]) {
-        if (load[i] < cap) {
-          owner[p] = i;
-          ++load[i];
-          placed[p] = true;
-          break;
-        }
-      }
-    }
-  }
-  return owner;
 }
 
 }  // namespace fleetflow

@@ -1,0 +1,305 @@
+#include "coordinator.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+namespace fleetflow {
+
+namespace {
+
+/// The coordinator looks at the membership this often while a partition waits to be taken
+/// over, and otherwise every kIdleRoundMs (a member gone silent) or when woken.
+constexpr int kRoundMs = 100;
+constexpr int kIdleRoundMs = 1000;
+/// A previous owner that still runs is waited for this many member timeouts at most for its
+/// hand-over record (a worker that heartbeats but never gives the partition up is wedged).
+constexpr int64_t kRecordWaitTimeouts = 10;
+
+}  // namespace
+
+std::optional<ChangelogRange> ChangelogTail(CheckpointStore& checkpoints, uint32_t p,
+                                            uint64_t delivered) {
+  const auto checkpoint = checkpoints.Checkpoint(p);
+  if (!checkpoint) {
+    checkpoints.Begin(p, delivered);
+    return std::nullopt;
+  }
+  if (delivered <= *checkpoint) return std::nullopt;
+  return ChangelogRange{*checkpoint + 1, delivered};
+}
+
+/// The hand-overs on their way through the graph. A ticket (the Handover a kRevoked event
+/// carries) tells the ledger when its last reference goes, and wakes the coordinator; nothing
+/// else happens then: the coordinator stores the record on its own path. Shared with the
+/// tickets, which may outlive the coordinator.
+class PartitionCoordinator::Ledger {
+ public:
+  explicit Ledger(std::function<void()> wake) : wake_(std::move(wake)) {}
+
+  std::shared_ptr<Handover> Ticket(uint32_t partition, std::shared_ptr<Ledger> self) {
+    std::lock_guard lock(mu_);
+    ++on_the_way_;
+    return std::make_shared<PassTicket>(partition, std::move(self));
+  }
+
+  /// The hand-overs that passed since the last call, and how many are still on their way.
+  std::pair<std::vector<std::pair<uint32_t, std::optional<int64_t>>>, size_t> Take() {
+    std::lock_guard lock(mu_);
+    return {std::exchange(passed_, {}), on_the_way_};
+  }
+
+  /// No more wake-ups (the coordinator goes).
+  void Close() {
+    std::lock_guard lock(mu_);
+    wake_ = nullptr;
+  }
+
+ private:
+  class PassTicket final : public Handover {
+   public:
+    PassTicket(uint32_t partition, std::shared_ptr<Ledger> ledger)
+        : partition_(partition), ledger_(std::move(ledger)) {}
+    ~PassTicket() override { ledger_->Passed(partition_, last_window_ns); }
+
+   private:
+    const uint32_t partition_;
+    const std::shared_ptr<Ledger> ledger_;
+  };
+
+  void Passed(uint32_t partition, std::optional<int64_t> window_ns) {
+    std::lock_guard lock(mu_);
+    --on_the_way_;
+    passed_.emplace_back(partition, window_ns);
+    if (wake_) wake_();
+  }
+
+  std::mutex mu_;
+  std::function<void()> wake_;
+  std::vector<std::pair<uint32_t, std::optional<int64_t>>> passed_;
+  size_t on_the_way_ = 0;
+};
+
+PartitionCoordinator::PartitionCoordinator(CoordinatorOptions options, Membership& membership,
+                                           PartitionReader& reader, CheckpointStore* checkpoints,
+                                           Metrics& metrics, const Labels& labels,
+                                           std::function<int64_t()> steady_now)
+    : options_(std::move(options)),
+      membership_(membership),
+      reader_(reader),
+      checkpoints_(checkpoints),
+      now_(std::move(steady_now)),
+      ledger_(std::make_shared<Ledger>([this] { Wake(); })),
+      owned_gauge_(metrics.GetGauge("partitions_owned",
+                                    "Partitions this worker reads (partitioned sources).", labels)),
+      assigned_(metrics.GetCounter(
+          "partitions_assigned",
+          "Partitions taken over (at start too), with or without a hand-over record.", labels)),
+      recovered_(metrics.GetCounter(
+          "partitions_recovered",
+          "Partitions taken over without a record from a previous owner that held them (it "
+          "crashed, or stayed wedged): the windows their restored state computes are written "
+          "again.",
+          labels)),
+      revoked_(metrics.GetCounter(
+          "partitions_revoked", "Partitions given up (stop, or moved to another worker).", labels)) {
+  metrics
+      .GetGauge("partitions",
+                "The pipeline's partitions (the partitions setting): what the workers' "
+                "partitions_owned add up to once settled.",
+                labels)
+      .Set(static_cast<double>(options_.partitions));
+}
+
+PartitionCoordinator::~PartitionCoordinator() {
+  Stop();
+  Finish();
+  ledger_->Close();
+}
+
+void PartitionCoordinator::Start() {
+  membership_.SetOnChange([this] { Wake(); });
+  Step();
+  thread_ = std::thread([this] { Run(); });
+}
+
+void PartitionCoordinator::Wake() {
+  {
+    std::lock_guard lock(mu_);
+    changed_ = true;
+  }
+  cv_.notify_all();
+}
+
+void PartitionCoordinator::Run() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    const int period_ms = gaining_.empty() ? kIdleRoundMs : kRoundMs;
+    cv_.wait_for(lock, std::chrono::milliseconds(period_ms),
+                 [this] { return stopping_ || changed_; });
+    if (stopping_) return;
+    changed_ = false;
+    lock.unlock();
+    try {
+      Step();
+    } catch (const std::exception& e) {
+      spdlog::warn("node '{}': rebalance: {}", options_.node, e.what());
+    }
+    lock.lock();
+  }
+}
+
+void PartitionCoordinator::Step() {
+  StorePassedHandovers();
+  FollowMembers();
+  const int64_t now = now_();
+  for (auto it = gaining_.begin(); it != gaining_.end();) {
+    if (TryAssign(it->first, it->second, now)) {
+      it = gaining_.erase(it);
+      --waiting_;  // after the reader holds back for it (Assign)
+    } else {
+      ++it;
+    }
+  }
+}
+
+void PartitionCoordinator::FollowMembers() {
+  const auto [members, generation] = membership_.Members();
+  const bool first = !started_;
+  started_ = true;
+  if (generation == generation_ && !first) return;
+  generation_ = generation;
+  const auto owners = AssignPartitions(members, options_.partitions);
+  const size_t self = std::find(members.begin(), members.end(), membership_.id()) - members.begin();
+  std::vector<uint32_t> lost;
+  for (uint32_t p = 0; p < options_.partitions; ++p) {
+    if (owners[p] != self) {
+      if (owned_.count(p) > 0) lost.push_back(p);
+      if (gaining_.erase(p) > 0) --waiting_;
+      continue;
+    }
+    if (owned_.count(p) > 0 || gaining_.count(p) > 0) continue;
+    // Who had it: at this worker's start, the owner among the others (nobody when alone).
+    std::string previous;
+    if (!first && previous_owners_.size() == options_.partitions) {
+      previous = previous_members_[previous_owners_[p]];
+    } else if (first && members.size() > 1) {
+      std::vector<std::string> others = members;
+      others.erase(others.begin() + static_cast<std::ptrdiff_t>(self));
+      previous = others[AssignPartitions(others, options_.partitions)[p]];
+    }
+    gaining_[p] = Gaining{now_(), std::move(previous), 0, false, std::nullopt};
+    ++waiting_;
+  }
+  Revoke(lost);
+  previous_members_ = members;
+  previous_owners_ = owners;
+}
+
+bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
+  if (prepared_.count(p) == 0) {
+    // Its consumer first: a failure leaves the partition waiting, its record unclaimed, and the
+    // next round tries again.
+    reader_.Prepare(p);
+    prepared_.insert(p);
+  }
+  std::optional<std::optional<int64_t>> record;
+  if (g.decided) {
+    record = g.record;  // decided before reading its changelog failed
+  } else {
+    record = membership_.ClaimHandover(p);
+  }
+  if (!record && !g.previous.empty() && !g.decided) {
+    // A previous owner that holds the partition records it once it has given it up (however
+    // long its graph takes), and its heartbeat drops the partition only then; one that does not
+    // hold it (it had not taken it yet), or left cleanly, has nothing to wait for but the
+    // watches; one that went silent crashed.
+    const auto standing = membership_.StandingOf(g.previous);
+    const bool held = membership_.Holds(g.previous, p);
+    const int64_t waited = now - g.since_ns;
+    const int64_t timeout = options_.member_timeout_ns;
+    const bool wait =
+        standing == Membership::Standing::kAlive
+            ? waited < (held ? kRecordWaitTimeouts * timeout : options_.heartbeat_ns)
+            : standing == Membership::Standing::kLeft && waited < timeout;
+    if (wait) return false;
+    if (held) {
+      // Its messages delivered to the previous owner and never acknowledged come again
+      // ack_wait after their delivery, which was before now: read from then on, the partition
+      // gets them first (the server redelivers before it sends new messages), not after the
+      // windows they belong to closed on the newer messages' event time.
+      if (g.recover_at_ns == 0) g.recover_at_ns = now + options_.ack_wait_ns;
+      if (now < g.recover_at_ns) return false;
+    }
+    // The record may be written and its watch behind the heartbeat that dropped the partition.
+    record = membership_.ClaimHandover(p, true);
+    if (!record && held) {
+      recovered_.Inc();
+      spdlog::warn(
+          "node '{}': partition {} taken over without a hand-over record from {}: the windows "
+          "of its restored state are written again",
+          options_.node, p, g.previous);
+    }
+  }
+  Assignment a;
+  a.partition = p;
+  if (record) a.emitted_until_ns = *record;
+  try {
+    if (checkpoints_ != nullptr) a.reread = ChangelogTail(*checkpoints_, p, reader_.Delivered(p));
+  } catch (const std::exception& e) {
+    spdlog::warn("node '{}': partition {}: reading its changelog: {} (trying again)",
+                 options_.node, p, e.what());
+    g.decided = true;
+    g.record = record;
+    return false;
+  }
+  membership_.Hold(p);
+  reader_.Assign(a);  // holds back for the partition before waiting_ lets go (Step)
+  owned_.insert(p);
+  owned_gauge_.Set(static_cast<double>(owned_.size()));
+  assigned_.Inc();
+  return true;
+}
+
+void PartitionCoordinator::Revoke(const std::vector<uint32_t>& partitions) {
+  for (const uint32_t p : partitions) {
+    owned_.erase(p);
+    reader_.Revoke(p, ledger_->Ticket(p, ledger_));
+    revoked_.Inc();
+  }
+  owned_gauge_.Set(static_cast<double>(owned_.size()));
+}
+
+void PartitionCoordinator::StorePassedHandovers() {
+  for (const auto& [p, window_ns] : ledger_->Take().first) {
+    membership_.RecordHandover(p, window_ns);
+  }
+}
+
+void PartitionCoordinator::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopped_) return;
+    stopped_ = stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  membership_.SetOnChange(nullptr);
+  Revoke(std::vector<uint32_t>(owned_.begin(), owned_.end()));
+}
+
+void PartitionCoordinator::Finish() {
+  if (finished_ || !stopped_) return;
+  finished_ = true;
+  StorePassedHandovers();
+  const size_t on_the_way = ledger_->Take().second;
+  if (on_the_way > 0) {
+    spdlog::error(
+        "node '{}': {} hand-over records not written (their partitions' last events had not "
+        "passed the graph): their next owners write those windows again",
+        options_.node, on_the_way);
+  }
+}
+
+}  // namespace fleetflow

@@ -1,0 +1,322 @@
+#include "jetstream_reader.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "clock.hpp"
+
+namespace fleetflow {
+
+namespace {
+
+/// fetch_batch_messages' buckets (docs/metrics.md): 0 counts the empty fetches; up to
+/// fetch_batch's largest value.
+const std::vector<double> kFetchBuckets = {0,   1,   2,   4,    8,    16,   32,   64,
+                                           128, 256, 512, 1024, 2048, 4096, 10000};
+
+}  // namespace
+
+JetStreamReader::JetStreamReader(JetStreamReaderOptions options, nats::Connection& conn,
+                                 nats::JetStream& js, Deliver deliver, Metrics& metrics,
+                                 const Labels& labels)
+    : options_(std::move(options)),
+      conn_(conn),
+      js_(js),
+      deliver_(std::move(deliver)),
+      metrics_(metrics),
+      labels_(labels),
+      pulls_(conn, options_.consumer.stream),
+      connected_(metrics.GetGauge("nats_connected", "1 while connected to NATS.", labels)),
+      consumer_pending_(metrics.GetGauge(
+          "consumer_pending",
+          "JetStream: messages of the stream not yet delivered (summed over the partitions "
+          "this worker reads).",
+          labels)),
+      consumer_ack_pending_(metrics.GetGauge(
+          "consumer_ack_pending",
+          "JetStream: messages delivered but not yet acknowledged (asked every 30 s while "
+          "messages flow, every 2 s after an empty fetch; summed over the partitions).",
+          labels)),
+      reread_(metrics.GetCounter(
+          "changelog_messages_reread",
+          "JetStream with state_bucket: messages read again on taking a partition over, after "
+          "its state's checkpoint (acknowledged by the previous owner, maybe not yet stored).",
+          labels)),
+      fetch_sizes_(metrics.GetHistogram(
+          "fetch_batch_messages",
+          "JetStream: messages per fetch (0: the fetch expired empty), over the partitions.",
+          kFetchBuckets, labels)),
+      fetch_alive_ns_(SteadyNowNs()) {}
+
+JetStreamReader::~JetStreamReader() { Stop(); }
+
+void JetStreamReader::Start(Emitter& out) {
+  out_ = &out;
+  connected_.Set(1);
+  fetcher_ = std::thread([this] { FetchLoop(); });
+}
+
+void JetStreamReader::Stop() {
+  {
+    std::lock_guard lock(wait_mu_);
+    stopping_ = true;
+  }
+  wait_cv_.notify_all();
+  pulls_.Interrupt();
+  if (fetcher_.joinable()) fetcher_.join();  // once every partition was handed back
+  connected_.Set(0);
+}
+
+std::string JetStreamReader::DurableOf(uint32_t p) const {
+  const auto& durable = options_.consumer.durable;
+  return options_.partitions > 0 ? durable + "-" + std::to_string(p) : durable;
+}
+
+void JetStreamReader::Prepare(uint32_t p) {
+  nats::ConsumerOptions c = options_.consumer;
+  c.durable = DurableOf(p);
+  if (options_.partitions > 0) c.filter_subject = options_.prefix + "." + std::to_string(p) + ".*.*";
+  js_.EnsureConsumer(c);
+}
+
+uint64_t JetStreamReader::Delivered(uint32_t p) {
+  return js_.ConsumerDelivered(options_.consumer.stream, DurableOf(p));
+}
+
+void JetStreamReader::Assign(const Assignment& a) {
+  if (options_.partitions > 0) {
+    PartitionEvent assigned;
+    assigned.partition = a.partition;
+    assigned.emitted_until_ns = a.emitted_until_ns;
+    out_->Emit(MakeMessage(std::move(assigned)));  // before the partition's messages
+  }
+  if (a.reread) Reread(a.partition, *a.reread);
+  pulls_.Add(a.partition, DurableOf(a.partition));
+  ++started_;  // held back until the fetch thread's held_back_ counts it
+}
+
+void JetStreamReader::Revoke(uint32_t p, std::shared_ptr<Handover> handover) {
+  {
+    std::lock_guard lock(handovers_mu_);
+    handovers_[p] = std::move(handover);
+  }
+  ++releasing_;  // before the fetch thread can release it (Released lets go)
+  pulls_.Remove(p);
+}
+
+bool JetStreamReader::HoldsBack() const {
+  // In this order: each lets go only once the next one holds back (Assign, FetchLoop).
+  if (releasing_.load() > 0) return true;
+  // The fetch thread has not come back for longer than a fetch lasts: handing on waits for
+  // room, or the process stood still and the thread has not yet seen what waits meanwhile.
+  if (SteadyNowNs() - fetch_alive_ns_.load() > StallNs()) return true;
+  const uint64_t started = started_.load();
+  return taken_in_.load() != started || held_back_.load() || !conn_.connected();
+}
+
+/// Reads partition `p`'s changelog range from the stream and hands it on, on the calling thread.
+/// A failure reads on from where it stopped (the stream keeps the messages) until it is done or
+/// the reader stops.
+void JetStreamReader::Reread(uint32_t p, const ChangelogRange& range) {
+  const std::string filter = options_.partitions > 0
+                                 ? options_.prefix + "." + std::to_string(p) + ".*.*"
+                                 : options_.consumer.filter_subject;
+  uint64_t next = range.first, reread = 0;
+  int backoff_ms = 100;
+  while (next <= range.last) {
+    try {
+      auto reader = js_.ReadStream(options_.consumer.stream, filter, nats::StreamStart{next, 0});
+      for (uint64_t n = 0; n < reader->total() && next <= range.last; ++n) {
+        const auto m = reader->Next(5000);
+        if (!m) throw std::runtime_error("no message within 5 s");
+        next = m->stream_sequence() + 1;
+        if (m->stream_sequence() > range.last) break;
+        deliver_(p, *m, true);
+        ++reread;
+      }
+      break;  // read up to the last, or the stream holds no more of them
+    } catch (const std::exception& e) {
+      spdlog::warn("node '{}': partition {}: re-reading its changelog from {}: {}", options_.node,
+                   p, next, e.what());
+      std::unique_lock lock(wait_mu_);
+      if (wait_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
+                            [this] { return stopping_.load(); })) {
+        spdlog::error("node '{}': partition {}: stopped before its changelog was re-read",
+                      options_.node, p);
+        return;
+      }
+      backoff_ms = std::min(backoff_ms * 2, 5000);
+    }
+  }
+  reread_.Inc(reread);
+  spdlog::info("node '{}': partition {}: re-read {} messages after its state's checkpoint",
+               options_.node, p, reread);
+}
+
+void JetStreamReader::FetchLoop() {
+  nats::PullSet::Fetched fetched;
+  int backoff_ms = 50;
+  bool failing = false;
+  while (!stopping_.load() || pulls_.size() > 0) {
+    const uint64_t started = started_.load();  // partitions this Fetch takes in, at least
+    try {
+      // Requests ahead: the server sends the next batch while this one is handled.
+      pulls_.Fetch(options_.fetch_batch, options_.fetch_expiry_ms, true, fetched,
+                   options_.fetch_linger_ms);
+      failing = false;
+      backoff_ms = 50;
+      connected_.Set(1);
+    } catch (const nats::Error& e) {
+      failing = true;
+      held_back_ = true;
+      connected_.Set(conn_.connected() ? 1 : 0);
+      spdlog::warn("node '{}': {} (retrying in {} ms)", options_.node, e.what(), backoff_ms);
+      std::unique_lock lock(wait_mu_);
+      wait_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
+                        [this] { return stopping_.load(); });
+      backoff_ms = std::min(backoff_ms * 2, 5000);
+      continue;
+    }
+    const int64_t now = SteadyNowNs();
+    // The thread came back far later than a fetch lasts (in the fetch or anywhere in this loop):
+    // the process stood still (starved of CPU, stopped), the requests ended meanwhile and what
+    // was published since waits at the server. What each consumer holds is unknown until a
+    // message or the consumer tells. Held back before the thread says it is back (HoldsBack): a
+    // Tick in between would see neither the stall nor what waits, and a window join whose input
+    // paused longer than its idle_ms would close windows on the clock before their samples are in.
+    const bool stood_still = now - fetch_alive_ns_.load() > StallNs();
+    if (stood_still) held_back_ = true;
+    fetch_alive_ns_ = now;
+    fetch_sizes_.Observe(static_cast<double>(fetched.messages.size()));
+    // Held back while the batch is handed on: its samples are not in yet, and handing on may
+    // wait for a full graph.
+    if (!fetched.messages.empty()) held_back_ = true;
+    {
+      const Emitter::Burst burst(*out_);  // the graph is woken once for the batch
+      for (const auto& [p, m] : fetched.messages) {
+        Reading& r = ReadingOf(p, now);
+        r.last = m.get();
+        deliver_(p, *m, false);
+      }
+    }
+    for (auto& [p, r] : reading_) {
+      if (r.last == nullptr) continue;
+      // What the consumer still holds, as of its last message: free.
+      r.pending = r.last->pending();
+      r.known = true;
+      r.since_ns = now;
+      r.last = nullptr;
+    }
+    // Handing the batch on waited for the graph (backpressure) longer than a request lives: the
+    // requests may have ended meanwhile and what was published since waits at the server, so
+    // what each consumer holds is unknown again until a message or the consumer tells. Held
+    // back until then: the windows must not close on the clock before it is in.
+    if (stood_still || SteadyNowNs() - now > int64_t{options_.fetch_expiry_ms} * 1'000'000) {
+      for (auto& [p, r] : reading_) r.known = false;
+    }
+    for (const uint32_t p : fetched.released) Released(p);
+    for (const uint32_t p : fetched.added) ReadingOf(p, now);  // its backlog unknown yet
+    AskQuietConsumers(now);
+    bool held_back = failing;
+    uint64_t pending = 0, ack_pending = 0;
+    for (const auto& [p, r] : reading_) {
+      held_back = held_back || !r.known || r.pending > 0;
+      pending += r.pending;
+      ack_pending += r.ack_pending;
+    }
+    held_back_ = held_back;
+    taken_in_ = started;
+    consumer_pending_.Set(static_cast<double>(pending));
+    if (options_.partitions > 0) {
+      for (const auto& [p, r] : reading_) PartitionPending(p).Set(static_cast<double>(r.pending));
+    }
+    consumer_ack_pending_.Set(static_cast<double>(ack_pending));
+  }
+  held_back_ = false;
+}
+
+/// Longer than a fetch lasts (its expiry and linger) by a second.
+int64_t JetStreamReader::StallNs() const {
+  return (int64_t{options_.fetch_expiry_ms} + options_.fetch_linger_ms + 1000) * 1'000'000;
+}
+
+JetStreamReader::Reading& JetStreamReader::ReadingOf(uint32_t p, int64_t now) {
+  auto [it, added] = reading_.try_emplace(p);
+  if (added) it->second.since_ns = now;
+  return it->second;
+}
+
+/// Asking a consumer costs the server a count over the stream (tens of ms with 100 000 messages
+/// awaiting acknowledgement, more on a large stream), and the fetch thread waits for the answer:
+/// only for a partition quiet for a request's expiry whose backlog is unknown or was not empty
+/// (throttled by max_ack_pending, or just taken over), at most every 2 s; and every 30 s for the
+/// ack-pending gauge.
+void JetStreamReader::AskQuietConsumers(int64_t now) {
+  for (auto& [p, r] : reading_) {
+    const int64_t since_info = now - r.info_ns;
+    const bool quiet = now - r.since_ns > int64_t{options_.fetch_expiry_ms} * 1'000'000;
+    const bool ask = (quiet && (!r.known || r.pending > 0) && since_info > 2'000'000'000) ||
+                     since_info > 30'000'000'000;
+    if (!ask) continue;
+    try {
+      const auto [pending, ack_pending] =
+          js_.ConsumerPending(options_.consumer.stream, DurableOf(p));
+      r.pending = pending;
+      r.ack_pending = ack_pending;
+      r.known = true;
+    } catch (const nats::Error& e) {
+      spdlog::debug("node '{}': {}", options_.node, e.what());
+    }
+    r.info_ns = SteadyNowNs();  // after the answer: never back to back
+  }
+}
+
+/// The lag gauge of partition `p`, made when first asked (the fetch thread's only).
+Gauge& JetStreamReader::PartitionPending(uint32_t p) {
+  Gauge*& g = partition_pending_[p];
+  if (g == nullptr) {
+    g = &metrics_.GetGauge("partition_pending",
+                           "JetStream: messages of one partition's consumer not yet delivered, "
+                           "while this worker reads the partition.",
+                           PartitionLabels(p));
+  }
+  return *g;
+}
+
+Labels JetStreamReader::PartitionLabels(uint32_t p) const {
+  Labels labels = labels_;
+  labels.emplace_back("partition", std::to_string(p));
+  return labels;
+}
+
+/// Partition `p`'s requests have ended: its kRevoked event follows its last message.
+void JetStreamReader::Released(uint32_t p) {
+  reading_.erase(p);
+  std::shared_ptr<Handover> handover;
+  {
+    std::lock_guard lock(handovers_mu_);
+    const auto it = handovers_.find(p);
+    if (it != handovers_.end()) {
+      handover = std::move(it->second);
+      handovers_.erase(it);
+    }
+  }
+  // Held back from Revoke until its kRevoked event is in the graph: meanwhile the partition's
+  // messages were handed back unread, and its windows must not close on the clock without them
+  // (docs/scaling.md, "Hand-over of a partition", step 1).
+  if (options_.partitions > 0) {
+    if (partition_pending_.erase(p) > 0) {
+      metrics_.RemoveGauge("partition_pending", PartitionLabels(p));
+    }
+    PartitionEvent revoked;
+    revoked.kind = PartitionEvent::Kind::kRevoked;
+    revoked.partition = p;
+    revoked.handover = std::move(handover);
+    out_->Emit(MakeMessage(std::move(revoked)));
+  }
+  --releasing_;
+}
+
+}  // namespace fleetflow

@@ -1,0 +1,119 @@
+#pragma once
+/// The JetStream reader of nats_source: one fetch thread pulls every partition this worker
+/// reads (nats::PullSet), so its cost follows the messages, not the partition count. Without
+/// partitions it reads one consumer, as partition 0, and emits no partition events.
+///
+/// It only reads: what it reads and when is the coordinator's (coordinator.hpp) or, unpartitioned,
+/// the source's (Assign at start). It hands each message to the source's `Deliver` (decode,
+/// acknowledge later, emit) and emits the partition events itself, in order with the messages.
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "coordinator.hpp"
+#include "jetstream.hpp"
+#include "metrics.hpp"
+#include "operator.hpp"
+
+namespace fleetflow {
+
+struct JetStreamReaderOptions {
+  std::string node;                 // the source's node id, for logs
+  nats::ConsumerOptions consumer;   // stream, durable (per partition: <durable>-<n>), limits
+  uint32_t partitions = 0;          // 0: one consumer on consumer.filter_subject
+  std::string prefix = "telemetry"; // partitioned subjects: <prefix>.<n>.<vehicle>.<sensor>
+  int fetch_batch = 256;
+  int fetch_expiry_ms = 500;
+  int fetch_linger_ms = 75;
+};
+
+class JetStreamReader final : public PartitionReader {
+ public:
+  /// Hands one message on: `reread` for a message of a partition's changelog read again on
+  /// taking it over (neither acknowledged nor dead-lettered again). On the fetch thread, or on
+  /// the coordinator's for a re-read.
+  using Deliver = std::function<void(uint32_t partition, nats::JsMessage& m, bool reread)>;
+
+  /// `conn` and `js` must outlive the reader.
+  JetStreamReader(JetStreamReaderOptions options, nats::Connection& conn, nats::JetStream& js,
+                  Deliver deliver, Metrics& metrics, const Labels& labels);
+  /// Stop().
+  ~JetStreamReader() override;
+
+  /// Starts the fetch thread; partition events go to `out`.
+  void Start(Emitter& out);
+  /// Once every partition was revoked: waits until each has handed back what it held and
+  /// emitted its kRevoked event, and ends the fetch thread. Idempotent.
+  void Stop();
+
+  void Prepare(uint32_t p) override;
+  uint64_t Delivered(uint32_t p) override;
+  void Assign(const Assignment& a) override;
+  void Revoke(uint32_t p, std::shared_ptr<Handover> handover) override;
+
+  /// True while input that exists may not have been handed on (Operator::HoldsBackInput): a
+  /// consumer with undelivered messages or an unknown backlog, a partition taken over that the
+  /// fetch thread has not taken in, one given up whose kRevoked event is not out, a fetch thread
+  /// that stood still, a failing fetch. Thread-safe.
+  bool HoldsBack() const;
+
+  /// The durable consumer of partition `p` (unpartitioned: the durable).
+  std::string DurableOf(uint32_t p) const;
+
+ private:
+  /// What the fetch thread knows of a partition it reads (or, unpartitioned, of the consumer).
+  struct Reading {
+    int64_t since_ns = 0;      // steady: when the last message came, or the reading began
+    int64_t info_ns = 0;       // steady: when the consumer was last asked (0: never)
+    bool known = false;        // its backlog is known (from a message or the consumer)
+    uint64_t pending = 0;      // messages the consumer has not delivered yet
+    uint64_t ack_pending = 0;  // delivered, not acknowledged (asked)
+    const nats::JsMessage* last = nullptr;  // its last message of the current batch
+  };
+
+  void FetchLoop();
+  void Reread(uint32_t p, const ChangelogRange& range);
+  int64_t StallNs() const;
+  Reading& ReadingOf(uint32_t p, int64_t now);
+  void AskQuietConsumers(int64_t now);
+  Gauge& PartitionPending(uint32_t p);
+  Labels PartitionLabels(uint32_t p) const;
+  void Released(uint32_t p);
+
+  const JetStreamReaderOptions options_;
+  nats::Connection& conn_;
+  nats::JetStream& js_;
+  const Deliver deliver_;
+  Metrics& metrics_;
+  const Labels labels_;
+  nats::PullSet pulls_;
+  Emitter* out_ = nullptr;
+  Gauge& connected_;
+  Gauge& consumer_pending_;
+  Gauge& consumer_ack_pending_;
+  Counter& reread_;
+  Histogram& fetch_sizes_;
+
+  std::mutex handovers_mu_;
+  std::map<uint32_t, std::shared_ptr<Handover>> handovers_;  // revoked, by partition
+  std::map<uint32_t, Reading> reading_;                      // the fetch thread's
+  std::map<uint32_t, Gauge*> partition_pending_;             // the fetch thread's
+  std::thread fetcher_;
+  std::atomic<bool> stopping_{false};
+  std::mutex wait_mu_;  // for backoffs; Stop interrupts them
+  std::condition_variable wait_cv_;
+  std::atomic<int> releasing_{0};      // revoked, their kRevoked event not yet emitted
+  std::atomic<bool> held_back_{true};  // by the fetch thread (see HoldsBack)
+  std::atomic<int64_t> fetch_alive_ns_;  // steady: the fetch thread's last return from Fetch
+  std::atomic<uint64_t> started_{0};     // partitions started (PullSet::Add), ever
+  std::atomic<uint64_t> taken_in_{0};    // of them, those held_back_ counts (fetch thread)
+};
+
+}  // namespace fleetflow

@@ -1,0 +1,59 @@
+#pragma once
+/// Who shares a pipeline's partitions, and what they hand over (docs/scaling.md, "Who owns
+/// what" and "Hand-over of a partition"). The coordinator (coordinator.hpp) decides with it;
+/// KvMembership keeps it in JetStream KV, and the coordinator's unit tests use one in memory.
+///
+/// Every call is thread-safe.
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace fleetflow {
+
+class Membership {
+ public:
+  virtual ~Membership() = default;
+
+  /// This worker's id among the members.
+  virtual const std::string& id() const = 0;
+  /// The alive workers, sorted, and a generation that changes whenever they do.
+  virtual std::pair<std::vector<std::string>, uint64_t> Members() = 0;
+
+  enum class Standing { kAlive, kLeft, kGone };
+  /// A worker's standing: heartbeating, left (it stopped cleanly: its records are written), or
+  /// gone (silent for the member timeout, or never seen: it may have crashed).
+  virtual Standing StandingOf(const std::string& id) = 0;
+  /// This worker holds `partition` (it reads it); its heartbeat says so from now on.
+  virtual void Hold(uint32_t partition) = 0;
+  /// Whether worker `id`'s last heartbeat said it holds `partition`.
+  virtual bool Holds(const std::string& id, uint32_t partition) = 0;
+  /// Records that every window of `partition` up to `window_ns` was emitted (empty: none known)
+  /// as this worker gives the partition up, and no longer holds it. Stored before this worker
+  /// leaves; its heartbeat drops the partition once the record is stored.
+  virtual void RecordHandover(uint32_t partition, std::optional<int64_t> window_ns) = 0;
+  /// Claims the hand-over record of `partition`, if one is there: returns it (its window, empty
+  /// when the previous owner had emitted none) and deletes it, so that it is used once.
+  /// `ask_server`: when none has come by the watch, asks the store itself (may throw).
+  virtual std::optional<std::optional<int64_t>> ClaimHandover(uint32_t partition,
+                                                              bool ask_server = false) = 0;
+  /// `notify` is called (from any thread) when a worker joins, leaves, holds other partitions
+  /// than it said, or beats again after it was taken for gone, and when a hand-over record
+  /// arrives; none when empty. Once this returns, the previous one is not running and will not
+  /// be called again.
+  virtual void SetOnChange(std::function<void()> notify) = 0;
+};
+
+/// A hash that every worker and release computes alike (FNV-1a, 64 bit).
+uint64_t MemberHash(std::string_view s);
+
+/// The owner (an index into `members`, sorted) of each of `partitions` partitions: rendezvous
+/// hashing where a worker takes at most ceil(partitions / members) of them, so every worker
+/// computes the same owners and a worker joining or leaving moves few partitions.
+std::vector<size_t> AssignPartitions(const std::vector<std::string>& members, uint32_t partitions);
+
+}  // namespace fleetflow

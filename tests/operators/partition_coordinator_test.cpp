@@ -1,0 +1,312 @@
+// The partition coordinator on in-memory fakes of the membership, the reader and the checkpoints,
+// with an injected clock: who takes which partition when, what it waits for, what it reads
+// again, and when a hand-over record is stored. The real protocol against a nats-server is in
+// nats_source_partitions_test and the e2e tests.
+#include "partitioning/coordinator.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <stdexcept>
+
+namespace fleetflow {
+namespace {
+
+constexpr uint32_t kPartitions = 4;
+constexpr int64_t kSecond = 1'000'000'000;
+constexpr int64_t kTimeout = 4 * kSecond;
+constexpr int64_t kAckWait = 30 * kSecond;
+
+class FakeMembership final : public Membership {
+ public:
+  std::string self = "w-self";
+  std::vector<std::string> members = {"w-self"};
+  uint64_t generation = 1;
+  std::map<std::string, Standing> standing;
+  std::map<std::string, std::set<uint32_t>> holds;
+  std::map<uint32_t, std::optional<int64_t>> records;  // stored, unclaimed
+  std::vector<std::pair<uint32_t, std::optional<int64_t>>> recorded;  // by this worker
+  std::set<uint32_t> held;
+  int claims = 0;
+
+  void SetMembers(std::vector<std::string> m) {
+    std::sort(m.begin(), m.end());
+    members = std::move(m);
+    ++generation;
+  }
+
+  const std::string& id() const override { return self; }
+  std::pair<std::vector<std::string>, uint64_t> Members() override {
+    return {members, generation};
+  }
+  Standing StandingOf(const std::string& id) override {
+    const auto it = standing.find(id);
+    return it == standing.end() ? Standing::kAlive : it->second;
+  }
+  void Hold(uint32_t p) override { held.insert(p); }
+  bool Holds(const std::string& id, uint32_t p) override { return holds[id].count(p) > 0; }
+  void RecordHandover(uint32_t p, std::optional<int64_t> window_ns) override {
+    recorded.emplace_back(p, window_ns);
+    held.erase(p);
+  }
+  std::optional<std::optional<int64_t>> ClaimHandover(uint32_t p, bool) override {
+    ++claims;
+    const auto it = records.find(p);
+    if (it == records.end()) return std::nullopt;
+    const auto record = it->second;
+    records.erase(it);
+    return record;
+  }
+  void SetOnChange(std::function<void()>) override {}
+};
+
+class FakeReader final : public PartitionReader {
+ public:
+  std::set<uint32_t> prepared;
+  std::set<uint32_t> refuse_prepare;
+  std::map<uint32_t, uint64_t> delivered;
+  std::vector<Assignment> assigned;
+  std::map<uint32_t, std::shared_ptr<Handover>> revoked;  // held as the graph would
+
+  void Prepare(uint32_t p) override {
+    if (refuse_prepare.count(p) > 0) throw std::runtime_error("no consumer");
+    prepared.insert(p);
+  }
+  uint64_t Delivered(uint32_t p) override { return delivered[p]; }
+  void Assign(const Assignment& a) override { assigned.push_back(a); }
+  void Revoke(uint32_t p, std::shared_ptr<Handover> handover) override {
+    revoked[p] = std::move(handover);
+  }
+  std::set<uint32_t> AssignedPartitions() const {
+    std::set<uint32_t> out;
+    for (const auto& a : assigned) out.insert(a.partition);
+    return out;
+  }
+};
+
+class FakeCheckpoints final : public CheckpointStore {
+ public:
+  std::map<uint32_t, uint64_t> at;
+  int failures = 0;  // the next reads that throw
+  std::optional<uint64_t> Checkpoint(uint32_t p) override {
+    if (failures > 0) {
+      --failures;
+      throw std::runtime_error("bucket unreachable");
+    }
+    const auto it = at.find(p);
+    return it == at.end() ? std::nullopt : std::optional<uint64_t>(it->second);
+  }
+  void Begin(uint32_t p, uint64_t sequence) override { at[p] = sequence; }
+};
+
+class PartitionCoordinatorTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<PartitionCoordinator> Make(CheckpointStore* checkpoints = nullptr) {
+    return std::make_unique<PartitionCoordinator>(
+        CoordinatorOptions{"src", kPartitions, kTimeout, kSecond, kAckWait}, membership, reader,
+        checkpoints, metrics, Labels{{"node", "src"}}, [this] { return now; });
+  }
+  /// The partitions this worker gets once `others` join it.
+  std::set<uint32_t> MineAmong(std::vector<std::string> all) {
+    std::sort(all.begin(), all.end());
+    const auto owners = AssignPartitions(all, kPartitions);
+    const size_t self = std::find(all.begin(), all.end(), membership.self) - all.begin();
+    std::set<uint32_t> mine;
+    for (uint32_t p = 0; p < kPartitions; ++p) {
+      if (owners[p] == self) mine.insert(p);
+    }
+    return mine;
+  }
+
+  int64_t now = 1000 * kSecond;
+  FakeMembership membership;
+  FakeReader reader;
+  Metrics metrics;
+};
+
+TEST_F(PartitionCoordinatorTest, AWorkerAloneTakesEveryPartitionAtOnceWithoutARecord) {
+  auto c = Make();
+  c->Step();
+  EXPECT_EQ(reader.AssignedPartitions(), (std::set<uint32_t>{0, 1, 2, 3}));
+  for (const auto& a : reader.assigned) {
+    EXPECT_FALSE(a.emitted_until_ns.has_value());
+    EXPECT_FALSE(a.reread.has_value());
+  }
+  EXPECT_EQ(reader.prepared, (std::set<uint32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(membership.held, (std::set<uint32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(c->owned().size(), kPartitions);
+  EXPECT_FALSE(c->Waiting());
+  EXPECT_EQ(metrics.GetGauge("partitions_owned", "", {{"node", "src"}}).value(), 4);
+  EXPECT_EQ(metrics.GetCounter("partitions_assigned", "", {{"node", "src"}}).value(), 4);
+}
+
+TEST_F(PartitionCoordinatorTest, AtStartItWaitsForTheRunningOwnersRecordAndGoesOnFromIt) {
+  membership.SetMembers({"w-self", "w-other"});
+  const auto mine = MineAmong({"w-self", "w-other"});
+  ASSERT_FALSE(mine.empty());
+  membership.holds["w-other"] = {0, 1, 2, 3};
+  auto c = Make();
+  c->Step();
+  EXPECT_TRUE(reader.assigned.empty());
+  EXPECT_TRUE(c->Waiting());
+  // The other worker gives them up: its records arrive.
+  for (const uint32_t p : mine) membership.records[p] = 77 * kSecond;
+  now += kSecond;
+  c->Step();
+  EXPECT_EQ(reader.AssignedPartitions(), mine);
+  for (const auto& a : reader.assigned) EXPECT_EQ(a.emitted_until_ns, 77 * kSecond);
+  EXPECT_FALSE(c->Waiting());
+  EXPECT_EQ(metrics.GetCounter("partitions_recovered", "", {{"node", "src"}}).value(), 0);
+}
+
+TEST_F(PartitionCoordinatorTest, APartitionOfACrashedOwnerIsRecoveredOnceItsAckWaitHasPassed) {
+  membership.SetMembers({"w-self", "w-other"});
+  membership.holds["w-other"] = {0, 1, 2, 3};
+  auto c = Make();
+  c->Step();
+  ASSERT_TRUE(reader.assigned.empty());
+  // It goes silent: its unacknowledged messages come again ack_wait after their delivery.
+  membership.standing["w-other"] = Membership::Standing::kGone;
+  membership.SetMembers({"w-self"});
+  now += kSecond;
+  c->Step();
+  EXPECT_TRUE(reader.assigned.empty());
+  EXPECT_TRUE(c->Waiting());
+  now += kAckWait - kSecond;
+  c->Step();
+  EXPECT_TRUE(reader.assigned.empty()) << "taken before the ack wait has passed";
+  now += kSecond;
+  c->Step();
+  EXPECT_EQ(reader.AssignedPartitions(), (std::set<uint32_t>{0, 1, 2, 3}));
+  for (const auto& a : reader.assigned) EXPECT_FALSE(a.emitted_until_ns.has_value());
+  EXPECT_EQ(metrics.GetCounter("partitions_recovered", "", {{"node", "src"}}).value(), 4);
+}
+
+TEST_F(PartitionCoordinatorTest, AnOwnerThatLeftCleanlyIsWaitedForOneMemberTimeoutAtMost) {
+  membership.SetMembers({"w-self", "w-other"});
+  auto c = Make();
+  c->Step();  // w-other holds nothing: nothing to wait for but its heartbeat's worth
+  membership.standing["w-other"] = Membership::Standing::kLeft;
+  membership.SetMembers({"w-self"});
+  c->Step();
+  const size_t before = reader.assigned.size();
+  now += kTimeout;
+  c->Step();
+  EXPECT_EQ(reader.AssignedPartitions(), (std::set<uint32_t>{0, 1, 2, 3}));
+  EXPECT_GT(reader.assigned.size(), before);
+  EXPECT_EQ(metrics.GetCounter("partitions_recovered", "", {{"node", "src"}}).value(), 0)
+      << "an owner that did not hold the partitions had nothing to hand over";
+}
+
+TEST_F(PartitionCoordinatorTest, AWorkerJoiningTakesPartitionsAwayWhoseRecordsFollowTheirEvents) {
+  auto c = Make();
+  c->Step();
+  ASSERT_EQ(c->owned().size(), kPartitions);
+  membership.SetMembers({"w-self", "w-new"});
+  const auto mine = MineAmong({"w-self", "w-new"});
+  c->Step();
+  std::set<uint32_t> lost;
+  for (const auto& [p, _] : reader.revoked) lost.insert(p);
+  EXPECT_EQ(lost.size() + mine.size(), kPartitions);
+  for (const uint32_t p : lost) EXPECT_EQ(mine.count(p), 0u);
+  EXPECT_EQ(c->owned(), mine);
+  // Nothing is stored while the events are on their way through the graph.
+  c->Step();
+  EXPECT_TRUE(membership.recorded.empty());
+  // The join fills them in as they pass; once the last reference goes, the next round stores.
+  for (auto& [p, handover] : reader.revoked) handover->last_window_ns = 40 * kSecond + p;
+  reader.revoked.clear();
+  EXPECT_TRUE(membership.recorded.empty()) << "stored by the coordinator, not by the ticket";
+  c->Step();
+  ASSERT_EQ(membership.recorded.size(), lost.size());
+  for (const auto& [p, window] : membership.recorded) {
+    EXPECT_EQ(lost.count(p), 1u);
+    EXPECT_EQ(window, 40 * kSecond + p);
+  }
+  EXPECT_EQ(metrics.GetCounter("partitions_revoked", "", {{"node", "src"}}).value(), lost.size());
+}
+
+TEST_F(PartitionCoordinatorTest, StopRevokesEveryPartitionAndFinishStoresWhatHasPassed) {
+  auto c = Make();
+  c->Step();
+  c->Stop();
+  ASSERT_EQ(reader.revoked.size(), kPartitions);
+  EXPECT_TRUE(c->owned().empty());
+  reader.revoked.at(0)->last_window_ns = 5 * kSecond;
+  reader.revoked.erase(0);
+  reader.revoked.erase(1);  // passed without a window emitted
+  c->Finish();
+  std::map<uint32_t, std::optional<int64_t>> recorded(membership.recorded.begin(),
+                                                      membership.recorded.end());
+  EXPECT_EQ(recorded, (std::map<uint32_t, std::optional<int64_t>>{{0, 5 * kSecond},
+                                                                   {1, std::nullopt}}));
+  // Partitions 2 and 3 had not passed: no record, and none later either.
+  reader.revoked.clear();
+  c->Finish();
+  EXPECT_EQ(membership.recorded.size(), 2u);
+}
+
+TEST_F(PartitionCoordinatorTest, ItReadsAgainWhatCameAfterTheCheckpointUpToTheLastDelivered) {
+  FakeCheckpoints checkpoints;
+  checkpoints.at = {{0, 10}, {1, 20}};
+  reader.delivered = {{0, 15}, {1, 20}, {2, 9}};
+  auto c = Make(&checkpoints);
+  c->Step();
+  std::map<uint32_t, std::optional<ChangelogRange>> reread;
+  for (const auto& a : reader.assigned) reread[a.partition] = a.reread;
+  EXPECT_EQ(reread.at(0), (ChangelogRange{11, 15}));
+  EXPECT_FALSE(reread.at(1).has_value()) << "everything delivered is stored";
+  EXPECT_FALSE(reread.at(2).has_value()) << "a partition without a checkpoint starts one";
+  EXPECT_EQ(checkpoints.at.at(2), 9u);
+  EXPECT_EQ(checkpoints.at.at(3), 0u);
+}
+
+TEST_F(PartitionCoordinatorTest, AChangelogThatCannotBeReadKeepsTheClaimedRecordForTheNextRound) {
+  FakeCheckpoints checkpoints;
+  membership.records = {{0, 3 * kSecond}, {1, 3 * kSecond}, {2, 3 * kSecond}, {3, 3 * kSecond}};
+  checkpoints.failures = 4;  // every partition, this round
+  auto c = Make(&checkpoints);
+  c->Step();
+  EXPECT_TRUE(reader.assigned.empty());
+  EXPECT_TRUE(c->Waiting());
+  EXPECT_TRUE(membership.records.empty()) << "claimed";
+  const int claims = membership.claims;
+  c->Step();
+  EXPECT_EQ(membership.claims, claims) << "a decided record is not claimed again";
+  ASSERT_EQ(reader.assigned.size(), kPartitions);
+  for (const auto& a : reader.assigned) EXPECT_EQ(a.emitted_until_ns, 3 * kSecond);
+}
+
+TEST_F(PartitionCoordinatorTest, APartitionWhoseConsumerCannotBeMadeWaitsForTheNextRound) {
+  reader.refuse_prepare = {2};
+  auto c = Make();
+  EXPECT_THROW(c->Step(), std::runtime_error);
+  EXPECT_TRUE(c->Waiting());
+  EXPECT_EQ(reader.AssignedPartitions().count(2), 0u);
+  reader.refuse_prepare.clear();
+  c->Step();
+  EXPECT_EQ(reader.AssignedPartitions(), (std::set<uint32_t>{0, 1, 2, 3}));
+  EXPECT_FALSE(c->Waiting());
+}
+
+TEST_F(PartitionCoordinatorTest, AWorkerGivenUpWhileWaitingNoLongerWaits) {
+  membership.SetMembers({"w-self", "w-other"});
+  membership.holds["w-other"] = {0, 1, 2, 3};
+  auto c = Make();
+  c->Step();
+  ASSERT_TRUE(c->Waiting());
+  // A third worker joins and the partitions this one waited for go elsewhere.
+  std::vector<std::string> all = {"w-self", "w-other"};
+  for (int i = 0; i < 8 && !MineAmong(all).empty(); ++i) all.push_back("w-" + std::to_string(i));
+  ASSERT_TRUE(MineAmong(all).empty()) << "eight more workers leave this one none of four";
+  membership.SetMembers(all);
+  c->Step();
+  EXPECT_FALSE(c->Waiting());
+  EXPECT_TRUE(reader.assigned.empty());
+}
+
+}  // namespace
+}  // namespace fleetflow
