@@ -106,8 +106,8 @@ inline uint32_t PartitionOf(std::string_view vehicle, uint32_t partitions) {
 }
 
 /// What the operators downstream of a partition hand over when it is revoked: they fill it in
-/// as it passes, and the source stores it for the next owner once the event has passed every
-/// node (when the last reference to it goes).
+/// as it passes. When the last reference goes (the event has passed every node), the source's
+/// partition coordinator learns it, and stores the record on its own path (docs/architecture.md).
 class Handover {
  public:
   virtual ~Handover() = default;
