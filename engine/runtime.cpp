@@ -368,16 +368,20 @@ void Runtime::Stop() {
   for (auto& n : s.nodes) n->tap->Cancel();
   s.ticks_stopped = true;
   s.gate.Open();
-  // The driver goes on while the sources stop: a source may wait for what it emitted last (a
-  // partition's hand-over) to pass through the graph.
-  for (auto& n : s.nodes) {
-    if (!n->inlet) continue;
-    try {
-      n->op->Stop();
-    } catch (const std::exception& e) {
-      spdlog::error("node '{}' ({}): stop: {}", n->decl.id, n->decl.type, e.what());
+  // Calls `step` on every source; one that throws is logged, and the others go on.
+  const auto each_source = [&s](const char* what, void (Operator::*step)()) {
+    for (auto& n : s.nodes) {
+      if (!n->inlet) continue;
+      try {
+        (n->op.get()->*step)();
+      } catch (const std::exception& e) {
+        spdlog::error("node '{}' ({}): {}: {}", n->decl.id, n->decl.type, what, e.what());
+      }
     }
-  }
+  };
+  // The driver goes on while the sources stop: what they emit last (a partition's kRevoked
+  // event) passes through the graph.
+  each_source("stop", &Operator::Stop);
   if (s.driver.joinable()) {
     s.PutTick(true);
     {
@@ -387,14 +391,8 @@ void Runtime::Stop() {
     s.drive_cv.notify_one();
     s.driver.join();
   }
-  for (auto& n : s.nodes) {
-    if (!n->inlet) continue;
-    try {
-      n->op->Finish();
-    } catch (const std::exception& e) {
-      spdlog::error("node '{}' ({}): finish: {}", n->decl.id, n->decl.type, e.what());
-    }
-  }
+  // Everything the sources emitted has passed every node: what they commit only then.
+  each_source("finish", &Operator::Finish);
   s.started = false;
 }
 

@@ -17,7 +17,8 @@
 /// fleet costs in proportion to it (docs/BENCHMARKS.md §8).
 ///
 /// Lifecycle: Start() once; Stop() (idempotent) stops the sources, sends a drain Tick through
-/// the graph and waits until every node has handled it. Neither may be called from a graph or
+/// the graph, waits until every node has handled it, and finishes the sources
+/// (Operator::Finish). Neither may be called from a graph or
 /// source thread.
 
 #include <atomic>

@@ -102,8 +102,9 @@ PartitionCoordinator::PartitionCoordinator(CoordinatorOptions options, Membershi
           "crashed, or stayed wedged): the windows their restored state computes are written "
           "again.",
           labels)),
-      revoked_(metrics.GetCounter(
-          "partitions_revoked", "Partitions given up (stop, or moved to another worker).", labels)) {
+      revoked_(metrics.GetCounter("partitions_revoked",
+                                  "Partitions given up (stop, or moved to another worker).",
+                                  labels)) {
   metrics
       .GetGauge("partitions",
                 "The pipeline's partitions (the partitions setting): what the workers' "
@@ -219,10 +220,9 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
     const bool held = membership_.Holds(g.previous, p);
     const int64_t waited = now - g.since_ns;
     const int64_t timeout = options_.member_timeout_ns;
-    const bool wait =
-        standing == Membership::Standing::kAlive
-            ? waited < (held ? kRecordWaitTimeouts * timeout : options_.heartbeat_ns)
-            : standing == Membership::Standing::kLeft && waited < timeout;
+    const bool wait = standing == Membership::Standing::kAlive
+                          ? waited < (held ? kRecordWaitTimeouts * timeout : options_.heartbeat_ns)
+                          : standing == Membership::Standing::kLeft && waited < timeout;
     if (wait) return false;
     if (held) {
       // Its messages delivered to the previous owner and never acknowledged come again
@@ -248,8 +248,8 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
   try {
     if (checkpoints_ != nullptr) a.reread = ChangelogTail(*checkpoints_, p, reader_.Delivered(p));
   } catch (const std::exception& e) {
-    spdlog::warn("node '{}': partition {}: reading its changelog: {} (trying again)",
-                 options_.node, p, e.what());
+    spdlog::warn("node '{}': partition {}: reading its changelog: {} (trying again)", options_.node,
+                 p, e.what());
     g.decided = true;
     g.record = record;
     return false;

@@ -77,7 +77,8 @@ std::string JetStreamReader::DurableOf(uint32_t p) const {
 void JetStreamReader::Prepare(uint32_t p) {
   nats::ConsumerOptions c = options_.consumer;
   c.durable = DurableOf(p);
-  if (options_.partitions > 0) c.filter_subject = options_.prefix + "." + std::to_string(p) + ".*.*";
+  if (options_.partitions > 0)
+    c.filter_subject = options_.prefix + "." + std::to_string(p) + ".*.*";
   js_.EnsureConsumer(c);
 }
 

@@ -25,10 +25,10 @@
 namespace fleetflow {
 
 struct JetStreamReaderOptions {
-  std::string node;                 // the source's node id, for logs
-  nats::ConsumerOptions consumer;   // stream, durable (per partition: <durable>-<n>), limits
-  uint32_t partitions = 0;          // 0: one consumer on consumer.filter_subject
-  std::string prefix = "telemetry"; // partitioned subjects: <prefix>.<n>.<vehicle>.<sensor>
+  std::string node;                  // the source's node id, for logs
+  nats::ConsumerOptions consumer;    // stream, durable (per partition: <durable>-<n>), limits
+  uint32_t partitions = 0;           // 0: one consumer on consumer.filter_subject
+  std::string prefix = "telemetry";  // partitioned subjects: <prefix>.<n>.<vehicle>.<sensor>
   int fetch_batch = 256;
   int fetch_expiry_ms = 500;
   int fetch_linger_ms = 75;
@@ -109,8 +109,8 @@ class JetStreamReader final : public PartitionReader {
   std::atomic<bool> stopping_{false};
   std::mutex wait_mu_;  // for backoffs; Stop interrupts them
   std::condition_variable wait_cv_;
-  std::atomic<int> releasing_{0};      // revoked, their kRevoked event not yet emitted
-  std::atomic<bool> held_back_{true};  // by the fetch thread (see HoldsBack)
+  std::atomic<int> releasing_{0};        // revoked, their kRevoked event not yet emitted
+  std::atomic<bool> held_back_{true};    // by the fetch thread (see HoldsBack)
   std::atomic<int64_t> fetch_alive_ns_;  // steady: the fetch thread's last return from Fetch
   std::atomic<uint64_t> started_{0};     // partitions started (PullSet::Add), ever
   std::atomic<uint64_t> taken_in_{0};    // of them, those held_back_ counts (fetch thread)

@@ -3,9 +3,9 @@
 /// workers. Each worker puts its key every heartbeat and deletes it when it stops; every worker
 /// watches the bucket and counts a worker alive while its heartbeats keep arriving (measured on
 /// the local clock, so the workers' clocks need not agree). Partitions go to the alive workers
-/// by rendezvous hashing with bounded load (AssignPartitions): every worker computes the same owners, each
-/// owns at most ceil(partitions / workers), and a worker joining or leaving moves few of them.
-/// See docs/scaling.md.
+/// by rendezvous hashing with bounded load (AssignPartitions): every worker computes the same
+/// owners, each owns at most ceil(partitions / workers), and a worker joining or leaving moves few
+/// of them. See docs/scaling.md.
 ///
 /// Hand-over records: a worker that gives a partition up (it stops, or the partition moves to a
 /// worker that joined) records the last window it emitted of it, key `partition.<n>` in

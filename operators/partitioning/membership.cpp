@@ -22,8 +22,7 @@ uint64_t MemberHash(std::string_view s) {
   return h;
 }
 
-std::vector<size_t> AssignPartitions(const std::vector<std::string>& members,
-                                         uint32_t partitions) {
+std::vector<size_t> AssignPartitions(const std::vector<std::string>& members, uint32_t partitions) {
   std::vector<size_t> owner(partitions, 0);
   if (members.size() <= 1) return owner;
   // Each worker takes partitions / workers of them, by rank; the remainder goes one each to the

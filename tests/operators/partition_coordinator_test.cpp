@@ -2,8 +2,6 @@
 // with an injected clock: who takes which partition when, what it waits for, what it reads
 // again, and when a hand-over record is stored. The real protocol against a nats-server is in
 // nats_source_partitions_test and the e2e tests.
-#include "partitioning/coordinator.hpp"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -11,6 +9,8 @@
 #include <map>
 #include <set>
 #include <stdexcept>
+
+#include "partitioning/coordinator.hpp"
 
 namespace fleetflow {
 namespace {
@@ -27,7 +27,7 @@ class FakeMembership final : public Membership {
   uint64_t generation = 1;
   std::map<std::string, Standing> standing;
   std::map<std::string, std::set<uint32_t>> holds;
-  std::map<uint32_t, std::optional<int64_t>> records;  // stored, unclaimed
+  std::map<uint32_t, std::optional<int64_t>> records;                 // stored, unclaimed
   std::vector<std::pair<uint32_t, std::optional<int64_t>>> recorded;  // by this worker
   std::set<uint32_t> held;
   int claims = 0;
@@ -39,9 +39,7 @@ class FakeMembership final : public Membership {
   }
 
   const std::string& id() const override { return self; }
-  std::pair<std::vector<std::string>, uint64_t> Members() override {
-    return {members, generation};
-  }
+  std::pair<std::vector<std::string>, uint64_t> Members() override { return {members, generation}; }
   Standing StandingOf(const std::string& id) override {
     const auto it = standing.find(id);
     return it == standing.end() ? Standing::kAlive : it->second;
@@ -241,8 +239,8 @@ TEST_F(PartitionCoordinatorTest, StopRevokesEveryPartitionAndFinishStoresWhatHas
   c->Finish();
   std::map<uint32_t, std::optional<int64_t>> recorded(membership.recorded.begin(),
                                                       membership.recorded.end());
-  EXPECT_EQ(recorded, (std::map<uint32_t, std::optional<int64_t>>{{0, 5 * kSecond},
-                                                                   {1, std::nullopt}}));
+  EXPECT_EQ(recorded,
+            (std::map<uint32_t, std::optional<int64_t>>{{0, 5 * kSecond}, {1, std::nullopt}}));
   // Partitions 2 and 3 had not passed: no record, and none later either.
   reader.revoked.clear();
   c->Finish();
