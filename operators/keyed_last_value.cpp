@@ -270,61 +270,6 @@ class KeyedLastValue final : public Operator {
   Gauge& keys_;
 };
 
-const OptionsSpec<KeyedLastValueOptions>& Spec();
-
-/// `fleetflow validate --connect`: the jetstream_kv backend's server and bucket.
-std::vector<ConnectFinding> CheckConnect(const Config& config) {
-  const KeyedLastValueOptions o = Spec().Parse(config);
-  std::vector<ConnectFinding> out;
-  if (o.backend != KeyedLastValueOptions::Backend::kJetStreamKv) return out;
-  auto conn = ConnectForCheck(o.nats, out);
-  if (!conn) return out;
-  try {
-    nats::JetStream js(*conn);
-    CheckBucket(*conn, js, o.bucket, "state", out);
-  } catch (const std::exception& e) {
-    out.push_back({ConnectFinding::Level::kProblem, "JetStream: " + NatsFailure(e, *conn)});
-  }
-  return out;
-}
-
-/// An at-least-once source acknowledges a message once its samples are in this state: what the
-/// bucket has not stored yet is re-read from the stream by a partition's next owner, from the
-/// checkpoint in the bucket the source names (docs/scaling.md, "State").
-std::vector<UpstreamProblem> CheckSourceKnowsTheBucket(const Config& self,
-                                                       const std::string& self_id,
-                                                       const std::vector<UpstreamNode>& upstream) {
-  const KeyedLastValueOptions o = Spec().Parse(self);
-  std::vector<UpstreamProblem> problems;
-  const bool stored = o.backend == KeyedLastValueOptions::Backend::kJetStreamKv;
-  for (const UpstreamNode& n : upstream) {
-    if (!n.facts.at_least_once) continue;
-    const std::string named = n.facts.state_bucket.value_or("");
-    if (stored && named != o.bucket) {
-      problems.push_back(
-          {n.id, "/state_bucket",
-           "keyed_last_value '" + self_id + "' keeps its state in bucket \"" + o.bucket +
-               "\": set \"state_bucket\": \"" + o.bucket +
-               "\" here, so that a partition's next owner re-reads what was acknowledged and "
-               "not yet stored there (docs/scaling.md)" +
-               (named.empty() ? "" : " (it names \"" + named + "\")")});
-    } else if (!stored && !named.empty()) {
-      problems.push_back({n.id, "/state_bucket",
-                          "keyed_last_value '" + self_id +
-                              "' keeps its state in memory: remove state_bucket, or set its "
-                              "backend to jetstream_kv"});
-    }
-  }
-  return problems;
-}
-
-/// What the nodes after it may rely on: the history a partition's next owner restores.
-NodeFacts Facts(const Config& config) {
-  NodeFacts facts;
-  facts.state_history_ms = Spec().Parse(config).history_ms;
-  return facts;
-}
-
 const OptionsSpec<KeyedLastValueOptions>& Spec() {
   static const OptionsSpec<KeyedLastValueOptions> spec = [] {
     using O = KeyedLastValueOptions;
@@ -405,6 +350,59 @@ const OptionsSpec<KeyedLastValueOptions>& Spec() {
     return c;
   }();
   return spec;
+}
+
+/// `fleetflow validate --connect`: the jetstream_kv backend's server and bucket.
+std::vector<ConnectFinding> CheckConnect(const Config& config) {
+  const KeyedLastValueOptions o = Spec().Parse(config);
+  std::vector<ConnectFinding> out;
+  if (o.backend != KeyedLastValueOptions::Backend::kJetStreamKv) return out;
+  auto conn = ConnectForCheck(o.nats, out);
+  if (!conn) return out;
+  try {
+    nats::JetStream js(*conn);
+    CheckBucket(*conn, js, o.bucket, "state", out);
+  } catch (const std::exception& e) {
+    out.push_back({ConnectFinding::Level::kProblem, "JetStream: " + NatsFailure(e, *conn)});
+  }
+  return out;
+}
+
+/// An at-least-once source acknowledges a message once its samples are in this state: what the
+/// bucket has not stored yet is re-read from the stream by a partition's next owner, from the
+/// checkpoint in the bucket the source names (docs/scaling.md, "State").
+std::vector<UpstreamProblem> CheckSourceKnowsTheBucket(const Config& self,
+                                                       const std::string& self_id,
+                                                       const std::vector<UpstreamNode>& upstream) {
+  const KeyedLastValueOptions o = Spec().Parse(self);
+  std::vector<UpstreamProblem> problems;
+  const bool stored = o.backend == KeyedLastValueOptions::Backend::kJetStreamKv;
+  for (const UpstreamNode& n : upstream) {
+    if (!n.facts.at_least_once) continue;
+    const std::string named = n.facts.state_bucket.value_or("");
+    if (stored && named != o.bucket) {
+      problems.push_back(
+          {n.id, "/state_bucket",
+           "keyed_last_value '" + self_id + "' keeps its state in bucket \"" + o.bucket +
+               "\": set \"state_bucket\": \"" + o.bucket +
+               "\" here, so that a partition's next owner re-reads what was acknowledged and "
+               "not yet stored there (docs/scaling.md)" +
+               (named.empty() ? "" : " (it names \"" + named + "\")")});
+    } else if (!stored && !named.empty()) {
+      problems.push_back({n.id, "/state_bucket",
+                          "keyed_last_value '" + self_id +
+                              "' keeps its state in memory: remove state_bucket, or set its "
+                              "backend to jetstream_kv"});
+    }
+  }
+  return problems;
+}
+
+/// What the nodes after it may rely on: the history a partition's next owner restores.
+NodeFacts Facts(const Config& config) {
+  NodeFacts facts;
+  facts.state_history_ms = Spec().Parse(config).history_ms;
+  return facts;
 }
 
 }  // namespace

@@ -392,32 +392,6 @@ class WindowJoin final : public Operator {
   Counter& corrected_;
 };
 
-const OptionsSpec<WindowJoinOptions>& Spec();
-
-/// Behind a partitioned source, a partition's new owner restores its windows from the keyed
-/// state's history (docs/scaling.md): the history must reach back over the lateness.
-std::vector<UpstreamProblem> CheckHistoryCoversLateness(const Config& self,
-                                                        const std::string& self_id,
-                                                        const std::vector<UpstreamNode>& upstream) {
-  const bool partitioned = std::any_of(upstream.begin(), upstream.end(),
-                                       [](const UpstreamNode& n) { return n.facts.partitioned; });
-  std::vector<UpstreamProblem> problems;
-  if (!partitioned) return problems;
-  const int64_t lateness = Spec().Parse(self).allowed_lateness_ms;
-  for (const UpstreamNode& n : upstream) {
-    const std::optional<int64_t> history = n.facts.state_history_ms;
-    if (!history || *history >= lateness) continue;
-    problems.push_back(
-        {n.id, "/history_ms",
-         "history_ms (" + std::to_string(*history) + ") is shorter than allowed_lateness_ms (" +
-             std::to_string(lateness) + ") of window_join '" + self_id +
-             "': behind a partitioned source, a partition's next owner computes the windows "
-             "not yet emitted from this history (docs/scaling.md); set history_ms to at least " +
-             std::to_string(lateness)});
-  }
-  return problems;
-}
-
 const OptionsSpec<WindowJoinOptions>& Spec() {
   static const OptionsSpec<WindowJoinOptions> spec = [] {
     using O = WindowJoinOptions;
@@ -468,6 +442,30 @@ const OptionsSpec<WindowJoinOptions>& Spec() {
     return c;
   }();
   return spec;
+}
+
+/// Behind a partitioned source, a partition's new owner restores its windows from the keyed
+/// state's history (docs/scaling.md): the history must reach back over the lateness.
+std::vector<UpstreamProblem> CheckHistoryCoversLateness(const Config& self,
+                                                        const std::string& self_id,
+                                                        const std::vector<UpstreamNode>& upstream) {
+  const bool partitioned = std::any_of(upstream.begin(), upstream.end(),
+                                       [](const UpstreamNode& n) { return n.facts.partitioned; });
+  std::vector<UpstreamProblem> problems;
+  if (!partitioned) return problems;
+  const int64_t lateness = Spec().Parse(self).allowed_lateness_ms;
+  for (const UpstreamNode& n : upstream) {
+    const std::optional<int64_t> history = n.facts.state_history_ms;
+    if (!history || *history >= lateness) continue;
+    problems.push_back(
+        {n.id, "/history_ms",
+         "history_ms (" + std::to_string(*history) + ") is shorter than allowed_lateness_ms (" +
+             std::to_string(lateness) + ") of window_join '" + self_id +
+             "': behind a partitioned source, a partition's next owner computes the windows "
+             "not yet emitted from this history (docs/scaling.md); set history_ms to at least " +
+             std::to_string(lateness)});
+  }
+  return problems;
 }
 
 }  // namespace
