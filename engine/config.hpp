@@ -96,7 +96,8 @@ struct ConfigProblem {
 };
 
 /// A check across fields that JSON Schema cannot express. It reads the config (schema-valid,
-/// defaults applied) through the spec-bound getters and appends what is wrong.
+/// defaults applied) and appends what is wrong; an operator with typed options writes it on its
+/// options struct instead (OptionsSpec::Rule in options.hpp).
 using ConfigCheck = std::function<void(const Config&, std::vector<ConfigProblem>&)>;
 
 struct ConfigRule {

@@ -5,12 +5,12 @@
 /// cannot drift from the spec, and an operator reads its settings once, at construction.
 
 #include <chrono>
-#include <concepts>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -41,35 +41,41 @@ class OptionsSpec {
   using Check = std::function<void(const Options&, std::vector<ConfigProblem>&)>;
 
   Field& String(const std::string& name, std::string description, std::string Options::*member) {
+    Field& field = spec_.String(name, std::move(description));
     Bind([name, member](const Config& c, Options& o) { o.*member = c.String(name.c_str()); });
-    return spec_.String(name, std::move(description));
+    return field;
   }
 
   /// An integer field into an integer member (the schema's Min/Max keep it in the member's
   /// range), or into a std::chrono::milliseconds member (the field is then in ms).
   template <typename T>
-  requires std::integral<T> || std::same_as<T, std::chrono::milliseconds> Field& Integer(
-      const std::string& name, std::string description, T Options::*member) {
+  Field& Integer(const std::string& name, std::string description, T Options::*member) {
+    static_assert(std::is_integral_v<T> || std::is_same_v<T, std::chrono::milliseconds>,
+                  "an integer field fills an integer or a std::chrono::milliseconds member");
+    Field& field = spec_.Integer(name, std::move(description));
     Bind([name, member](const Config& c, Options& o) {
       o.*member = static_cast<T>(c.Integer(name.c_str()));
     });
-    return spec_.Integer(name, std::move(description));
+    return field;
   }
 
   Field& Number(const std::string& name, std::string description, double Options::*member) {
+    Field& field = spec_.Number(name, std::move(description));
     Bind([name, member](const Config& c, Options& o) { o.*member = c.Number(name.c_str()); });
-    return spec_.Number(name, std::move(description));
+    return field;
   }
 
   Field& Boolean(const std::string& name, std::string description, bool Options::*member) {
+    Field& field = spec_.Boolean(name, std::move(description));
     Bind([name, member](const Config& c, Options& o) { o.*member = c.Boolean(name.c_str()); });
-    return spec_.Boolean(name, std::move(description));
+    return field;
   }
 
   Field& StringArray(const std::string& name, std::string description,
                      std::vector<std::string> Options::*member) {
+    Field& field = spec_.StringArray(name, std::move(description));
     Bind([name, member](const Config& c, Options& o) { o.*member = c.StringArray(name.c_str()); });
-    return spec_.StringArray(name, std::move(description));
+    return field;
   }
 
   /// A string field that takes one of `values` (its OneOf, in this order), read as the enum
@@ -79,6 +85,7 @@ class OptionsSpec {
               std::vector<std::pair<std::string, E>> values) {
     std::vector<std::string> names;
     for (const auto& v : values) names.push_back(v.first);
+    Field& field = spec_.String(name, std::move(description)).OneOf(std::move(names));
     Bind([name, member, values](const Config& c, Options& o) {
       const std::string text = c.String(name.c_str());
       for (const auto& [n, v] : values) {
@@ -89,7 +96,7 @@ class OptionsSpec {
       }
       throw std::logic_error("options: field '" + name + "' has the undeclared value " + text);
     });
-    return spec_.String(name, std::move(description)).OneOf(std::move(names));
+    return field;
   }
 
   /// An array of objects, each parsed by `items` into one element of the member. Rules of
@@ -97,20 +104,21 @@ class OptionsSpec {
   template <typename Item>
   Field& ObjectArray(const std::string& name, std::string description,
                      std::vector<Item> Options::*member, const OptionsSpec<Item>& items) {
+    Field& field = spec_.ObjectArray(name, std::move(description), items.config());
     Bind([name, member, items](const Config& c, Options& o) {
       auto& out = o.*member;
       out.clear();
       for (const Config& item : c.Objects(name.c_str())) out.push_back(items.Parse(item));
     });
-    return spec_.ObjectArray(name, std::move(description), items.config());
+    return field;
   }
 
   /// Adds the fields and rules of a shared group (e.g. the NATS connection settings) here, in
   /// its order, parsed into `member`.
   template <typename Group>
   void Include(Group Options::*member, const OptionsSpec<Group>& group) {
-    Bind([member, group](const Config& c, Options& o) { o.*member = group.Parse(c); });
     spec_.Include(group.config());
+    Bind([member, group](const Config& c, Options& o) { o.*member = group.Parse(c); });
   }
 
   /// A cross-field rule, checked on the parsed options (see ConfigSpec::Rule).

@@ -60,12 +60,13 @@ OptionsSpec<Options> Spec() {
 }
 
 TEST(OptionsTest, TheSpecListsTheFieldsInTheirOrderWithTheGroupInPlace) {
+  const auto spec = Spec();
   std::vector<std::string> names;
-  for (const Field& f : Spec().config().fields()) names.push_back(f.name);
+  for (const Field& f : spec.config().fields()) names.push_back(f.name);
   EXPECT_EQ(names, (std::vector<std::string>{"every_ms", "wait_ms", "speed", "mode", "url", "fast",
                                              "sensors", "items"}));
-  EXPECT_EQ(Spec().config().Find("mode")->one_of, (std::vector<std::string>{"auto", "off"}));
-  EXPECT_EQ(Spec().config().rules().size(), 1u);
+  EXPECT_EQ(spec.config().Find("mode")->one_of, (std::vector<std::string>{"auto", "off"}));
+  EXPECT_EQ(spec.config().rules().size(), 1u);
 }
 
 TEST(OptionsTest, ParseFillsEveryMemberWithTheValueOrItsDefault) {
