@@ -156,6 +156,11 @@ ConfigSpec& ConfigSpec::Rule(std::string description, ConfigCheck check) {
   return *this;
 }
 
+void ConfigSpec::Include(const ConfigSpec& group) {
+  for (const Field& f : group.fields_) Add(f.name, f.type, f.description) = f;
+  rules_.insert(rules_.end(), group.rules_.begin(), group.rules_.end());
+}
+
 ConfigSpec ConfigSpec::Items(const Field& field) const {
   if (field.type != FieldType::kObjectArray) {
     throw std::logic_error("config spec: field " + field.name + " is not an array of objects");

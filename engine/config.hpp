@@ -96,7 +96,8 @@ struct ConfigProblem {
 };
 
 /// A check across fields that JSON Schema cannot express. It reads the config (schema-valid,
-/// defaults applied) through the spec-bound getters and appends what is wrong.
+/// defaults applied) and appends what is wrong; an operator with typed options writes it on its
+/// options struct instead (OptionsSpec::Rule in options.hpp).
 using ConfigCheck = std::function<void(const Config&, std::vector<ConfigProblem>&)>;
 
 struct ConfigRule {
@@ -115,6 +116,9 @@ class ConfigSpec {
   /// A cross-field rule, checked by validation after the JSON Schema and the defaults, before
   /// any operator is built; its problems carry JSON pointers like schema violations.
   ConfigSpec& Rule(std::string description, ConfigCheck check);
+  /// Appends the fields and rules of `group` (a set of settings shared by several operators),
+  /// in its order; throws std::logic_error for a field declared twice.
+  void Include(const ConfigSpec& group);
 
   const std::vector<Field>& fields() const { return fields_; }
   const std::vector<ConfigRule>& rules() const { return rules_; }

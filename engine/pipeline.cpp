@@ -448,8 +448,10 @@ class Loader {
       }
       std::vector<UpstreamNode> upstream;
       for (size_t k : order) {
-        if (ancestors.count(k) > 0)
-          upstream.push_back({decls[k].id, decls[k].type, decls[k].config});
+        if (ancestors.count(k) == 0) continue;
+        const OperatorInfo& info = *decls[k].info;
+        upstream.push_back(
+            {decls[k].id, decls[k].type, info.facts ? info.facts(decls[k].config) : NodeFacts{}});
       }
       for (const UpstreamProblem& p : d.info->check_upstream(d.config, d.id, upstream)) {
         const auto it = index.find(p.node);

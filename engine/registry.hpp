@@ -2,8 +2,10 @@
 /// The operator registry: the engine knows operators only through it. Each operator provides
 /// one `Register<Name>(Registry&)` function; operators/builtin.cpp lists them all.
 
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,11 +20,28 @@ enum class PortKind { kNone, kSamples, kRows };
 
 std::string_view ToString(PortKind k);
 
+/// What a node states about itself, from its own options, for the checks of the nodes after it
+/// (OperatorInfo::facts, OperatorInfo::check_upstream): an operator relies on these, never on
+/// another operator's config. Only what some check needs; the defaults state nothing.
+struct NodeFacts {
+  /// A source that acknowledges a message only once its samples are in state, and whose stream
+  /// is the changelog a partition's next owner re-reads (nats_source, delivery jetstream).
+  bool at_least_once = false;
+  /// With at_least_once: the Key/Value bucket in which the source reads the partitions'
+  /// checkpoints (nats_source's state_bucket); nullopt: it names none.
+  std::optional<std::string> state_bucket;
+  /// A source whose vehicles are split into partitions that move between workers.
+  bool partitioned = false;
+  /// Keyed state from which a partition's next owner restores its windows: how far back it
+  /// keeps samples, in ms (keyed_last_value's history_ms); nullopt: not such a state.
+  std::optional<int64_t> state_history_ms;
+};
+
 /// A node of a pipeline as another operator's check sees it (see OperatorInfo::check_upstream).
 struct UpstreamNode {
   std::string id;
   std::string type;
-  const Config& config;
+  NodeFacts facts;
 };
 
 /// A problem that check_upstream finds in an upstream node's config.
@@ -51,9 +70,12 @@ struct OperatorInfo {
   PortKind output = PortKind::kNone;  // kNone: a sink
   ConfigSpec config;
   std::function<std::unique_ptr<Operator>(const OperatorContext&)> create;
-  /// Optional: rules between this node's config and the nodes it reads from, directly or not
-  /// (`upstream`, nearest last), that one node's spec cannot state. Called once the graph is
-  /// sound; each problem is reported at the upstream field with its JSON pointer.
+  /// Optional: the facts a node of this operator states, from its config (valid, defaults
+  /// applied), for the check_upstream of the nodes after it. Without it a node states nothing.
+  std::function<NodeFacts(const Config& config)> facts{};
+  /// Optional: rules between this node's config and the facts of the nodes it reads from,
+  /// directly or not (`upstream`, nearest last), that one node's spec cannot state. Called once
+  /// the graph is sound; each problem is reported at the upstream field with its JSON pointer.
   std::function<std::vector<UpstreamProblem>(const Config& self, const std::string& self_id,
                                              const std::vector<UpstreamNode>& upstream)>
       check_upstream{};

@@ -4,30 +4,45 @@
 
 namespace fleetflow {
 
-void AddDeadLetterFields(ConfigSpec& c) {
-  c.Boolean("dead_letter",
-            "Publish every rejected message, unchanged, to <dead_letter_prefix>.<reason>.<subject> "
-            "with the reason in the Fleetflow-Reject-Reason header.")
-      .Default(false);
-  c.String("dead_letter_prefix", "First token(s) of dead-letter subjects.").Default("deadletter");
-  c.String("dead_letter_stream",
-           "jetstream: the stream that stores dead letters (created on <dead_letter_prefix>.> "
-           "when missing and create_stream is true). A bad message is terminated only once its "
-           "dead letter is stored.")
-      .Default("DEADLETTER");
+const OptionsSpec<DeadLetterOptions>& DeadLetterSpec() {
+  static const OptionsSpec<DeadLetterOptions> spec = [] {
+    using O = DeadLetterOptions;
+    OptionsSpec<O> c;
+    c.Boolean("dead_letter",
+              "Publish every rejected message, unchanged, to "
+              "<dead_letter_prefix>.<reason>.<subject> with the reason in the "
+              "Fleetflow-Reject-Reason header.",
+              &O::enabled)
+        .Default(false);
+    c.String("dead_letter_prefix", "First token(s) of dead-letter subjects.", &O::prefix)
+        .Default("deadletter");
+    c.String("dead_letter_stream",
+             "jetstream: the stream that stores dead letters (created on <dead_letter_prefix>.> "
+             "when missing and create_stream is true). A bad message is terminated only once its "
+             "dead letter is stored.",
+             &O::stream)
+        .Default("DEADLETTER");
+    return c;
+  }();
+  return spec;
 }
 
-DeadLetters::DeadLetters(const OperatorContext& ctx)
+void AddDeadLetterFields(ConfigSpec& spec) { spec.Include(DeadLetterSpec().config()); }
+
+DeadLetters::DeadLetters(const OperatorContext& ctx, const DeadLetterOptions& options)
     : node_(ctx.node_id),
-      enabled_(ctx.config.Boolean("dead_letter")),
-      prefix_(ctx.config.String("dead_letter_prefix")),
-      stream_(ctx.config.String("dead_letter_stream")),
+      enabled_(options.enabled),
+      prefix_(options.prefix),
+      stream_(options.stream),
       metrics_(ctx.metrics),
       labels_(ctx.labels()),
       failures_(ctx.metrics.GetCounter(
           "dead_letter_failures",
           "Dead letters that could not be published (the original is kept for redelivery).",
           labels_)) {}
+
+DeadLetters::DeadLetters(const OperatorContext& ctx)
+    : DeadLetters(ctx, DeadLetterSpec().Parse(ctx.config)) {}
 
 void DeadLetters::Start(nats::Connection& conn, nats::JetStream* js, bool create_stream) {
   conn_ = &conn;

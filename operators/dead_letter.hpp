@@ -15,6 +15,7 @@
 #include "jetstream.hpp"
 #include "nats_client.hpp"
 #include "operator.hpp"
+#include "options.hpp"
 #include "wire_input.hpp"
 
 namespace fleetflow {
@@ -22,13 +23,26 @@ namespace fleetflow {
 inline constexpr char kRejectReasonHeader[] = "Fleetflow-Reject-Reason";
 inline constexpr char kRejectedSamplesHeader[] = "Fleetflow-Rejected-Samples";
 
-/// Adds dead_letter, dead_letter_prefix, dead_letter_stream to `spec`.
+/// The dead-letter settings of a source.
+struct DeadLetterOptions {
+  bool enabled = false;  ///< dead_letter
+  std::string prefix;    ///< dead_letter_prefix
+  std::string stream;    ///< dead_letter_stream
+};
+
+/// The spec of dead_letter, dead_letter_prefix, dead_letter_stream; a source takes them in with
+/// OptionsSpec::Include.
+const OptionsSpec<DeadLetterOptions>& DeadLetterSpec();
+
+/// Adds the fields of DeadLetterSpec() to `spec`.
 void AddDeadLetterFields(ConfigSpec& spec);
 
 class DeadLetters {
  public:
-  /// Reads the settings of AddDeadLetterFields from ctx.config. Disabled when dead_letter is
+  /// Publishes as `options` say; counts under ctx's node. Disabled when `options.enabled` is
   /// false; then Publish only returns true.
+  DeadLetters(const OperatorContext& ctx, const DeadLetterOptions& options);
+  /// The same, with the settings of DeadLetterSpec() read from ctx.config.
   explicit DeadLetters(const OperatorContext& ctx);
 
   bool enabled() const { return enabled_; }

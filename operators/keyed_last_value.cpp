@@ -12,11 +12,27 @@ namespace fleetflow {
 
 namespace {
 
+/// The options of keyed_last_value (see Spec()).
+struct KeyedLastValueOptions {
+  enum class Backend { kMemory, kJetStreamKv };
+  Backend backend = Backend::kMemory;
+  std::string bucket;
+  std::string bucket_storage;
+  int bucket_replicas = 1;
+  int64_t flush_ms = 0;
+  int64_t flush_messages = 0;
+  size_t records_per_partition = 0;
+  NatsClientOptions nats;
+  size_t keep = 0;
+  int64_t history_ms = 0;
+  std::vector<std::string> sensors;  ///< empty: every sensor
+};
+
 class KeyedLastValue final : public Operator {
  public:
-  explicit KeyedLastValue(const OperatorContext& ctx)
-      : retention_{static_cast<size_t>(ctx.config.Integer("keep")),
-                   ctx.config.Integer("history_ms") * 1'000'000},
+  KeyedLastValue(const OperatorContext& ctx, const KeyedLastValueOptions& options)
+      : retention_{options.keep, options.history_ms * 1'000'000},
+        sensors_(options.sensors),
         accepted_(ctx.metrics.GetCounter("samples_accepted", "Samples taken into keyed state.",
                                          ctx.labels())),
         stale_(ctx.metrics.GetCounter("samples_stale",
@@ -29,16 +45,15 @@ class KeyedLastValue final : public Operator {
                                         "Samples of sensors not in the sensors list, dropped.",
                                         ctx.labels())),
         keys_(ctx.metrics.GetGauge("state_keys", "Keys held in keyed state.", ctx.labels())) {
-    for (const auto& s : ctx.config.StringArray("sensors")) sensors_.push_back(s);
-    if (ctx.config.String("backend") == "jetstream_kv") {
+    if (options.backend == KeyedLastValueOptions::Backend::kJetStreamKv) {
       JetStreamKvOptions o;
-      o.connection = NatsConnectOptions(ctx.config, "fleetflow:" + ctx.node_id);
-      o.bucket.name = ctx.config.String("bucket");
-      o.bucket.storage = ctx.config.String("bucket_storage");
-      o.bucket.replicas = static_cast<int>(ctx.config.Integer("bucket_replicas"));
-      o.flush_ms = ctx.config.Integer("flush_ms");
-      o.flush_messages = ctx.config.Integer("flush_messages");
-      o.records_per_partition = static_cast<size_t>(ctx.config.Integer("records_per_partition"));
+      o.connection = NatsConnectOptions(options.nats, "fleetflow:" + ctx.node_id);
+      o.bucket.name = options.bucket;
+      o.bucket.storage = options.bucket_storage;
+      o.bucket.replicas = options.bucket_replicas;
+      o.flush_ms = options.flush_ms;
+      o.flush_messages = options.flush_messages;
+      o.records_per_partition = options.records_per_partition;
       o.keep = retention_.keep;
       o.history_ns = retention_.history_ns;
       store_ = std::make_unique<JetStreamKvStore>(std::move(o), ctx.metrics, ctx.labels());
@@ -230,7 +245,7 @@ class KeyedLastValue final : public Operator {
   }
 
   const Retention retention_;
-  std::vector<std::string> sensors_;
+  const std::vector<std::string> sensors_;
   struct KeyEntry {
     std::vector<wire::Point> kept;  // ascending ts
     int64_t* newest = nullptr;      // the vehicle's entry in newest_, once it has one
@@ -255,37 +270,121 @@ class KeyedLastValue final : public Operator {
   Gauge& keys_;
 };
 
+const OptionsSpec<KeyedLastValueOptions>& Spec() {
+  static const OptionsSpec<KeyedLastValueOptions> spec = [] {
+    using O = KeyedLastValueOptions;
+    OptionsSpec<O> c;
+    c.Enum("backend",
+           "Where the state lives: memory (this process only) or jetstream_kv (one JetStream "
+           "Key/Value bucket, each partition's vehicles spread over records_per_partition keys "
+           "<partition>.r<k>: each partition's state is restored by the worker that takes it "
+           "over, which re-reads from the stream what came after the partition's checkpoint "
+           "<partition>.checkpoint; a JetStream source before it names the bucket in "
+           "state_bucket).",
+           &O::backend,
+           {{"memory", O::Backend::kMemory}, {"jetstream_kv", O::Backend::kJetStreamKv}})
+        .Default("memory");
+    c.String("bucket",
+             "jetstream_kv: the bucket, created when missing. Nobody watches it while it runs: "
+             "a worker reads a partition's keys once, when it takes the partition over.",
+             &O::bucket)
+        .Default("telemetry");
+    c.String("bucket_storage", "jetstream_kv: storage of a created bucket.", &O::bucket_storage)
+        .Default("file")
+        .OneOf({"file", "memory"});
+    c.Integer("bucket_replicas", "jetstream_kv: replicas of a created bucket.", &O::bucket_replicas)
+        .Default(int64_t{1})
+        .Min(1)
+        .Max(5);
+    c.Integer("flush_ms",
+              "jetstream_kv: writes are coalesced to at most one per key per flush_ms, sent "
+              "asynchronously; after a clock tick without new samples (the input paused), what "
+              "waits is written at once.",
+              &O::flush_ms)
+        .Default(int64_t{200})
+        .Min(10)
+        .Max(60'000);
+    c.Integer("flush_messages",
+              "jetstream_kv: a flush comes before flush_ms is up, at the next clock tick, once "
+              "this many messages were taken into state since the last one: it bounds what a "
+              "partition's next owner re-reads from the stream after a crash.",
+              &O::flush_messages)
+        .Default(int64_t{20'000})
+        .Min(1)
+        .Max(10'000'000);
+    c.Integer("records_per_partition",
+              "jetstream_kv: KV keys a partition's vehicles are spread over (a hash of the "
+              "vehicle picks its key). A flush writes each key whose vehicles have new samples, "
+              "with all of its vehicles: more keys, more and smaller writes. A key's value must "
+              "stay under the server's max_payload (1 MB by default): at about 5.7 kB per "
+              "vehicle (keep 16, history_ms 2000, four sensors up to 30 Hz), up to 170 vehicles "
+              "per key.",
+              &O::records_per_partition)
+        .Default(int64_t{64})
+        .Min(1)
+        .Max(65'536);
+    c.Include(&O::nats, NatsClientSpec());
+    c.Integer("keep",
+              "Newest samples kept per key, at least. A sample older than everything kept is "
+              "dropped as stale.",
+              &O::keep)
+        .Default(int64_t{4})
+        .Min(1)
+        .Max(64);
+    c.Integer("history_ms",
+              "Also keeps every sample less than this much older than the key's newest (and the "
+              "one before them), in memory and in the bucket. A worker that takes a partition "
+              "over restores its windows from this history: behind a partitioned source, it "
+              "must be at least the allowed_lateness_ms of the window_join after it (checked "
+              "when the pipeline is loaded). 0: keep counts alone.",
+              &O::history_ms)
+        .Default(int64_t{0})
+        .Min(0)
+        .Max(600'000);
+    c.StringArray("sensors",
+                  "Sensors accepted; samples of any other sensor are counted and dropped. "
+                  "Empty: every sensor.",
+                  &O::sensors)
+        .DefaultJson("[]")
+        .Example(R"(["gps", "speed", "soc", "torque"])");
+    return c;
+  }();
+  return spec;
+}
+
 /// `fleetflow validate --connect`: the jetstream_kv backend's server and bucket.
-std::vector<ConnectFinding> CheckConnect(const Config& c) {
+std::vector<ConnectFinding> CheckConnect(const Config& config) {
+  const KeyedLastValueOptions o = Spec().Parse(config);
   std::vector<ConnectFinding> out;
-  if (c.String("backend") != "jetstream_kv") return out;
-  auto conn = ConnectForCheck(c, out);
+  if (o.backend != KeyedLastValueOptions::Backend::kJetStreamKv) return out;
+  auto conn = ConnectForCheck(o.nats, out);
   if (!conn) return out;
   try {
     nats::JetStream js(*conn);
-    CheckBucket(*conn, js, c.String("bucket"), "state", out);
+    CheckBucket(*conn, js, o.bucket, "state", out);
   } catch (const std::exception& e) {
     out.push_back({ConnectFinding::Level::kProblem, "JetStream: " + NatsFailure(e, *conn)});
   }
   return out;
 }
 
-/// A JetStream source acknowledges a message once its samples are in this state: what the bucket
-/// has not stored yet is re-read from the stream by a partition's next owner, from the
+/// An at-least-once source acknowledges a message once its samples are in this state: what the
+/// bucket has not stored yet is re-read from the stream by a partition's next owner, from the
 /// checkpoint in the bucket the source names (docs/scaling.md, "State").
 std::vector<UpstreamProblem> CheckSourceKnowsTheBucket(const Config& self,
                                                        const std::string& self_id,
                                                        const std::vector<UpstreamNode>& upstream) {
+  const KeyedLastValueOptions o = Spec().Parse(self);
   std::vector<UpstreamProblem> problems;
-  const bool stored = self.String("backend") == "jetstream_kv";
+  const bool stored = o.backend == KeyedLastValueOptions::Backend::kJetStreamKv;
   for (const UpstreamNode& n : upstream) {
-    if (n.type != "nats_source" || n.config.String("delivery") != "jetstream") continue;
-    const std::string named = n.config.String("state_bucket");
-    if (stored && named != self.String("bucket")) {
+    if (!n.facts.at_least_once) continue;
+    const std::string named = n.facts.state_bucket.value_or("");
+    if (stored && named != o.bucket) {
       problems.push_back(
           {n.id, "/state_bucket",
-           "keyed_last_value '" + self_id + "' keeps its state in bucket \"" +
-               self.String("bucket") + "\": set \"state_bucket\": \"" + self.String("bucket") +
+           "keyed_last_value '" + self_id + "' keeps its state in bucket \"" + o.bucket +
+               "\": set \"state_bucket\": \"" + o.bucket +
                "\" here, so that a partition's next owner re-reads what was acknowledged and "
                "not yet stored there (docs/scaling.md)" +
                (named.empty() ? "" : " (it names \"" + named + "\")")});
@@ -299,6 +398,13 @@ std::vector<UpstreamProblem> CheckSourceKnowsTheBucket(const Config& self,
   return problems;
 }
 
+/// What the nodes after it may rely on: the history a partition's next owner restores.
+NodeFacts Facts(const Config& config) {
+  NodeFacts facts;
+  facts.state_history_ms = Spec().Parse(config).history_ms;
+  return facts;
+}
+
 }  // namespace
 
 void RegisterKeyedLastValue(Registry& registry) {
@@ -309,81 +415,12 @@ void RegisterKeyedLastValue(Registry& registry) {
       "it accepted; late or duplicate samples never replace newer ones.";
   info.input = PortKind::kSamples;
   info.output = PortKind::kSamples;
-  info.config
-      .String("backend",
-              "Where the state lives: memory (this process only) or jetstream_kv (one JetStream "
-              "Key/Value bucket, each partition's vehicles spread over records_per_partition keys "
-              "<partition>.r<k>: each partition's state is restored by the worker that takes it "
-              "over, which re-reads from the stream what came after the partition's checkpoint "
-              "<partition>.checkpoint; a JetStream source before it names the bucket in "
-              "state_bucket).")
-      .Default("memory")
-      .OneOf({"memory", "jetstream_kv"});
-  info.config
-      .String("bucket",
-              "jetstream_kv: the bucket, created when missing. Nobody watches it while it runs: "
-              "a worker reads a partition's keys once, when it takes the partition over.")
-      .Default("telemetry");
-  info.config.String("bucket_storage", "jetstream_kv: storage of a created bucket.")
-      .Default("file")
-      .OneOf({"file", "memory"});
-  info.config.Integer("bucket_replicas", "jetstream_kv: replicas of a created bucket.")
-      .Default(int64_t{1})
-      .Min(1)
-      .Max(5);
-  info.config
-      .Integer("flush_ms",
-               "jetstream_kv: writes are coalesced to at most one per key per flush_ms, sent "
-               "asynchronously; after a clock tick without new samples (the input paused), what "
-               "waits is written at once.")
-      .Default(int64_t{200})
-      .Min(10)
-      .Max(60'000);
-  info.config
-      .Integer("flush_messages",
-               "jetstream_kv: a flush comes before flush_ms is up, at the next clock tick, once "
-               "this many messages were taken into state since the last one: it bounds what a "
-               "partition's next owner re-reads from the stream after a crash.")
-      .Default(int64_t{20'000})
-      .Min(1)
-      .Max(10'000'000);
-  info.config
-      .Integer("records_per_partition",
-               "jetstream_kv: KV keys a partition's vehicles are spread over (a hash of the "
-               "vehicle picks its key). A flush writes each key whose vehicles have new samples, "
-               "with all of its vehicles: more keys, more and smaller writes. A key's value must "
-               "stay under the server's max_payload (1 MB by default): at about 5.7 kB per "
-               "vehicle (keep 16, history_ms 2000, four sensors up to 30 Hz), up to 170 vehicles "
-               "per key.")
-      .Default(int64_t{64})
-      .Min(1)
-      .Max(65'536);
-  AddNatsConnectionFields(info.config);
-  info.config
-      .Integer("keep",
-               "Newest samples kept per key, at least. A sample older than everything kept is "
-               "dropped as stale.")
-      .Default(int64_t{4})
-      .Min(1)
-      .Max(64);
-  info.config
-      .Integer("history_ms",
-               "Also keeps every sample less than this much older than the key's newest (and the "
-               "one before them), in memory and in the bucket. A worker that takes a partition "
-               "over restores its windows from this history: behind a partitioned source, it must "
-               "be at least the allowed_lateness_ms of the window_join after it (checked when "
-               "the pipeline is loaded). 0: keep counts alone.")
-      .Default(int64_t{0})
-      .Min(0)
-      .Max(600'000);
-  info.config
-      .StringArray("sensors",
-                   "Sensors accepted; samples of any other sensor are counted and dropped. "
-                   "Empty: every sensor.")
-      .DefaultJson("[]")
-      .Example(R"(["gps", "speed", "soc", "torque"])");
-  info.create = [](const OperatorContext& ctx) { return std::make_unique<KeyedLastValue>(ctx); };
+  info.config = Spec().config();
+  info.create = [](const OperatorContext& ctx) {
+    return std::make_unique<KeyedLastValue>(ctx, Spec().Parse(ctx.config));
+  };
   info.check_connect = CheckConnect;
+  info.facts = Facts;
   info.check_upstream = CheckSourceKnowsTheBucket;
   registry.Add(std::move(info));
 }

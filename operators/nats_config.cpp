@@ -6,51 +6,70 @@
 
 namespace fleetflow {
 
-void AddNatsConnectionFields(ConfigSpec& c) {
-  c.String("url",
-           "NATS server URL(s), comma-separated. Empty: $NATS_URL, else "
-           "nats://127.0.0.1:4222.")
-      .Default("")
-      .Example(R"("${NATS_URL:-nats://127.0.0.1:4222}")");
-  c.String("creds_file", "Path of a .creds file (JWT and NKey seed). Empty: $NATS_CREDS.")
-      .Default("");
-  c.String("nkey_seed_file", "Path of an NKey seed file. Empty: $NATS_NKEY_SEED.").Default("");
-  c.String("user", "User name, with password_file. Empty: $NATS_USER.").Default("");
-  c.String("password_file",
-           "Path of a file holding the user's password (never the password itself). Empty: "
-           "$NATS_PASSWORD_FILE.")
-      .Default("");
-  c.String("token_file", "Path of a file holding an authentication token. Empty: $NATS_TOKEN_FILE.")
-      .Default("");
-  c.Boolean("send_asap",
-            "Write each publish to the socket at once instead of through nats.c's flusher thread "
-            "(which waits up to 1 ms to batch). Measured (docs/BENCHMARKS.md): helps a connection "
-            "that sends lone requests (KV writes, fetch requests: +19% JetStream ingest), hurts "
-            "one that acknowledges in bulk.")
-      .Default(false);
-  c.String("ca_file", "TLS: trusted CA certificate file; enables TLS. Empty: $NATS_CA.")
-      .Default("");
-  c.String("cert_file", "TLS: client certificate file. Empty: $NATS_CERT.").Default("");
-  c.String("key_file", "TLS: client private key file. Empty: $NATS_KEY.").Default("");
+const OptionsSpec<NatsClientOptions>& NatsClientSpec() {
+  static const OptionsSpec<NatsClientOptions> spec = [] {
+    using O = NatsClientOptions;
+    OptionsSpec<O> c;
+    c.String("url",
+             "NATS server URL(s), comma-separated. Empty: $NATS_URL, else "
+             "nats://127.0.0.1:4222.",
+             &O::url)
+        .Default("")
+        .Example(R"("${NATS_URL:-nats://127.0.0.1:4222}")");
+    c.String("creds_file", "Path of a .creds file (JWT and NKey seed). Empty: $NATS_CREDS.",
+             &O::creds_file)
+        .Default("");
+    c.String("nkey_seed_file", "Path of an NKey seed file. Empty: $NATS_NKEY_SEED.",
+             &O::nkey_seed_file)
+        .Default("");
+    c.String("user", "User name, with password_file. Empty: $NATS_USER.", &O::user).Default("");
+    c.String("password_file",
+             "Path of a file holding the user's password (never the password itself). Empty: "
+             "$NATS_PASSWORD_FILE.",
+             &O::password_file)
+        .Default("");
+    c.String("token_file",
+             "Path of a file holding an authentication token. Empty: $NATS_TOKEN_FILE.",
+             &O::token_file)
+        .Default("");
+    c.Boolean("send_asap",
+              "Write each publish to the socket at once instead of through nats.c's flusher "
+              "thread (which waits up to 1 ms to batch). Measured (docs/BENCHMARKS.md): helps a "
+              "connection that sends lone requests (KV writes, fetch requests: +19% JetStream "
+              "ingest), hurts one that acknowledges in bulk.",
+              &O::send_asap)
+        .Default(false);
+    c.String("ca_file", "TLS: trusted CA certificate file; enables TLS. Empty: $NATS_CA.",
+             &O::ca_file)
+        .Default("");
+    c.String("cert_file", "TLS: client certificate file. Empty: $NATS_CERT.", &O::cert_file)
+        .Default("");
+    c.String("key_file", "TLS: client private key file. Empty: $NATS_KEY.", &O::key_file)
+        .Default("");
+    return c;
+  }();
+  return spec;
 }
 
-nats::ConnectOptions NatsConnectOptions(const Config& config, const std::string& client_name) {
+void AddNatsConnectionFields(ConfigSpec& spec) { spec.Include(NatsClientSpec().config()); }
+
+nats::ConnectOptions NatsConnectOptions(const NatsClientOptions& options,
+                                        const std::string& client_name) {
   nats::ConnectOptions o = nats::ConnectOptions::FromEnv();
   o.name = client_name;
-  auto set = [&](const char* key, std::string& target) {
-    const std::string v = config.String(key);
+  auto set = [](const std::string& v, std::string& target) {
     if (!v.empty()) target = v;
   };
-  set("url", o.url);
-  set("creds_file", o.creds_file);
-  set("nkey_seed_file", o.nkey_seed_file);
-  set("user", o.user);
-  set("password_file", o.password_file);
-  set("token_file", o.token_file);
-  set("ca_file", o.ca_file);
-  set("cert_file", o.cert_file);
-  set("key_file", o.key_file);
-  o.send_asap = config.Boolean("send_asap");
+  set(options.url, o.url);
+  set(options.creds_file, o.creds_file);
+  set(options.nkey_seed_file, o.nkey_seed_file);
+  set(options.user, o.user);
+  set(options.password_file, o.password_file);
+  set(options.token_file, o.token_file);
+  set(options.ca_file, o.ca_file);
+  set(options.cert_file, o.cert_file);
+  set(options.key_file, o.key_file);
+  o.send_asap = options.send_asap;
   o.on_connection_change = [client_name, url = nats::RedactUrl(o.url)](bool connected) {
     if (connected) {
       spdlog::info("{}: connection to NATS ({}) restored", client_name, url);
@@ -61,9 +80,13 @@ nats::ConnectOptions NatsConnectOptions(const Config& config, const std::string&
   return o;
 }
 
-std::unique_ptr<nats::Connection> ConnectForCheck(const Config& config,
+nats::ConnectOptions NatsConnectOptions(const Config& config, const std::string& client_name) {
+  return NatsConnectOptions(NatsClientSpec().Parse(config), client_name);
+}
+
+std::unique_ptr<nats::Connection> ConnectForCheck(const NatsClientOptions& options,
                                                   std::vector<ConnectFinding>& findings) {
-  nats::ConnectOptions o = NatsConnectOptions(config, "fleetflow:validate");
+  nats::ConnectOptions o = NatsConnectOptions(options, "fleetflow:validate");
   o.on_connection_change = nullptr;
   o.retry_on_failed_connect = false;
   o.max_reconnect = 0;
@@ -77,6 +100,11 @@ std::unique_ptr<nats::Connection> ConnectForCheck(const Config& config,
                         "cannot connect to NATS at " + nats::RedactUrl(o.url) + ": " + e.what()});
     return nullptr;
   }
+}
+
+std::unique_ptr<nats::Connection> ConnectForCheck(const Config& config,
+                                                  std::vector<ConnectFinding>& findings) {
+  return ConnectForCheck(NatsClientSpec().Parse(config), findings);
 }
 
 std::string NatsFailure(const std::exception& e, const nats::Connection& conn) {

@@ -8,6 +8,7 @@
 
 #include "config.hpp"
 #include "nats_client.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 
 namespace fleetflow {
@@ -16,16 +17,39 @@ namespace nats {
 class JetStream;
 }
 
-/// Adds url, creds_file, nkey_seed_file, user, password_file, token_file, ca_file, cert_file,
-/// key_file to `spec`.
+/// The NATS connection settings of a node, as configured (empty strings: the environment's).
+struct NatsClientOptions {
+  std::string url;
+  std::string creds_file;
+  std::string nkey_seed_file;
+  std::string user;
+  std::string password_file;
+  std::string token_file;
+  bool send_asap = false;
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+};
+
+/// The spec of url, creds_file, nkey_seed_file, user, password_file, token_file, send_asap,
+/// ca_file, cert_file, key_file; an operator takes them in with OptionsSpec::Include.
+const OptionsSpec<NatsClientOptions>& NatsClientSpec();
+
+/// Adds the fields of NatsClientSpec() to `spec`.
 void AddNatsConnectionFields(ConfigSpec& spec);
 
-/// The environment's NATS settings (NATS_URL, NATS_CREDS, …) overridden by the non-empty fields
-/// of `config`; `client_name` is shown by the server.
+/// The environment's NATS settings (NATS_URL, NATS_CREDS, …) overridden by the non-empty
+/// settings of `options`; `client_name` is shown by the server.
+nats::ConnectOptions NatsConnectOptions(const NatsClientOptions& options,
+                                        const std::string& client_name);
+/// The same, from a config that has the fields of NatsClientSpec().
 nats::ConnectOptions NatsConnectOptions(const Config& config, const std::string& client_name);
 
 /// For check_connect: connects as the node would, once (no retry). Adds a finding either way;
 /// nullptr when it failed.
+std::unique_ptr<nats::Connection> ConnectForCheck(const NatsClientOptions& options,
+                                                  std::vector<ConnectFinding>& findings);
+/// The same, from a config that has the fields of NatsClientSpec().
 std::unique_ptr<nats::Connection> ConnectForCheck(const Config& config,
                                                   std::vector<ConnectFinding>& findings);
 

@@ -567,6 +567,15 @@ void RegisterNatsSource(Registry& registry) {
          });
   info.create = [](const OperatorContext& ctx) { return std::make_unique<NatsSource>(ctx); };
   info.check_connect = CheckConnect;
+  info.facts = [](const Config& config) {
+    NodeFacts facts;
+    facts.at_least_once = config.String("delivery") == "jetstream";
+    facts.partitioned = config.Integer("partitions") > 0;
+    if (const std::string bucket = config.String("state_bucket"); !bucket.empty()) {
+      facts.state_bucket = bucket;
+    }
+    return facts;
+  };
   registry.Add(std::move(info));
 }
 

@@ -5,10 +5,23 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <vector>
+
+#include "options.hpp"
 
 namespace fleetflow {
 
 namespace {
+
+/// The options of range_filter (see Spec()).
+struct RangeFilterOptions {
+  struct SensorRange {
+    std::string sensor;
+    double min = 0;
+    double max = 0;
+  };
+  std::vector<SensorRange> ranges;
+};
 
 /// One sensor's range, and the count of its samples dropped outside it.
 struct Range {
@@ -20,16 +33,15 @@ struct Range {
 
 class RangeFilter final : public Operator {
  public:
-  explicit RangeFilter(const OperatorContext& ctx) {
-    for (const Config& range : ctx.config.Objects("ranges")) {
-      const std::string sensor = range.String("sensor");
+  RangeFilter(const OperatorContext& ctx, const RangeFilterOptions& options) {
+    for (const auto& range : options.ranges) {
       Labels labels = ctx.labels();
-      labels.emplace_back("sensor", sensor);
+      labels.emplace_back("sensor", range.sensor);
       Counter& dropped = ctx.metrics.GetCounter(
           "samples_out_of_range",
           "Samples dropped by a range filter: their value was outside their sensor's range.",
           labels);
-      ranges_.emplace(sensor, Range{range.Number("min"), range.Number("max"), &dropped});
+      ranges_.emplace(range.sensor, Range{range.min, range.max, &dropped});
     }
   }
 
@@ -65,23 +77,53 @@ class RangeFilter final : public Operator {
 };
 
 /// One range per sensor, each with min <= max.
-void CheckRanges(const Config& config, std::vector<ConfigProblem>& out) {
-  const auto ranges = config.Objects("ranges");
+void CheckRanges(const RangeFilterOptions& options, std::vector<ConfigProblem>& out) {
   std::set<std::string> sensors;
-  for (size_t i = 0; i < ranges.size(); ++i) {
+  for (size_t i = 0; i < options.ranges.size(); ++i) {
+    const auto& [sensor, min, max] = options.ranges[i];
     const std::string at = "/ranges/" + std::to_string(i);
-    const std::string sensor = ranges[i].String("sensor");
     if (!sensors.insert(sensor).second) {
       out.push_back({at + "/sensor",
                      "sensor '" + sensor + "' has a range already; give each sensor one range"});
     }
-    const double min = ranges[i].Number("min");
-    const double max = ranges[i].Number("max");
     if (min > max) {
       out.push_back({at + "/max", "must be at least min (" + FormatNumber(min) + "), found " +
                                       FormatNumber(max)});
     }
   }
+}
+
+const OptionsSpec<RangeFilterOptions>& Spec() {
+  static const OptionsSpec<RangeFilterOptions> spec = [] {
+    using Item = RangeFilterOptions::SensorRange;
+    OptionsSpec<Item> range;
+    range.String("sensor", "The sensor whose samples are checked.", &Item::sensor)
+        .Required()
+        .Pattern("^[A-Za-z0-9_-]{1,64}$", "a sensor name: 1 to 64 of A-Z a-z 0-9 _ -")
+        .Example("\"speed\"");
+    range.Number("min", "The smallest value kept, in the sensor's unit.", &Item::min)
+        .Required()
+        .Example("0");
+    range.Number("max", "The largest value kept, in the sensor's unit.", &Item::max)
+        .Required()
+        .Example("90");
+    OptionsSpec<RangeFilterOptions> c;
+    c.ObjectArray("ranges",
+                  "The sensors checked, each with the range of its samples' value (scalar "
+                  "sensors: the source checks positions). A sample below min, above max or not "
+                  "a number is dropped and counted (samples_out_of_range{sensor}); a message "
+                  "left without samples is acknowledged at once. Samples of other sensors pass "
+                  "unchanged. Put the filter before keyed_last_value, so that such samples "
+                  "never reach state or windows.",
+                  &RangeFilterOptions::ranges, range)
+        .Required()
+        .MinItems(1)
+        .Example(
+            R"([{"sensor": "speed", "min": 0, "max": 90}, {"sensor": "soc", "min": 0, "max": 100}])");
+    c.Rule("Each sensor has one range, and its min is at most its max.", CheckRanges);
+    return c;
+  }();
+  return spec;
 }
 
 }  // namespace
@@ -94,28 +136,10 @@ void RegisterRangeFilter(Registry& registry) {
       "everything else passes unchanged.";
   info.input = PortKind::kSamples;
   info.output = PortKind::kSamples;
-  ConfigSpec range;
-  range.String("sensor", "The sensor whose samples are checked.")
-      .Required()
-      .Pattern("^[A-Za-z0-9_-]{1,64}$", "a sensor name: 1 to 64 of A-Z a-z 0-9 _ -")
-      .Example("\"speed\"");
-  range.Number("min", "The smallest value kept, in the sensor's unit.").Required().Example("0");
-  range.Number("max", "The largest value kept, in the sensor's unit.").Required().Example("90");
-  info.config
-      .ObjectArray("ranges",
-                   "The sensors checked, each with the range of its samples' value (scalar "
-                   "sensors: the source checks positions). A sample below min, above max or not "
-                   "a number is dropped and counted (samples_out_of_range{sensor}); a message "
-                   "left without samples is acknowledged at once. Samples of other sensors pass "
-                   "unchanged. Put the filter before keyed_last_value, so that such samples "
-                   "never reach state or windows.",
-                   std::move(range))
-      .Required()
-      .MinItems(1)
-      .Example(
-          R"([{"sensor": "speed", "min": 0, "max": 90}, {"sensor": "soc", "min": 0, "max": 100}])");
-  info.config.Rule("Each sensor has one range, and its min is at most its max.", CheckRanges);
-  info.create = [](const OperatorContext& ctx) { return std::make_unique<RangeFilter>(ctx); };
+  info.config = Spec().config();
+  info.create = [](const OperatorContext& ctx) {
+    return std::make_unique<RangeFilter>(ctx, Spec().Parse(ctx.config));
+  };
   registry.Add(std::move(info));
 }
 

@@ -7,7 +7,9 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "recording.hpp"
 #include "utc_time.hpp"
@@ -17,18 +19,29 @@ namespace fleetflow {
 
 namespace {
 
+/// The options of replay_source (see Spec()).
+struct ReplaySourceOptions {
+  std::string file;
+  std::vector<std::string> next_files;
+  int64_t max_file_gap_ms = 0;
+  double speed = 0;  ///< 0: as fast as possible
+  int64_t tick_ms = 0;
+  std::string partition_prefix;  ///< empty: subjects as recorded
+  WireInputOptions input;
+};
+
 class ReplaySource final : public Operator {
  public:
-  explicit ReplaySource(const OperatorContext& ctx)
+  ReplaySource(const OperatorContext& ctx, const ReplaySourceOptions& options)
       : id_(ctx.node_id),
-        files_(Files(ctx.config)),
-        max_file_gap_ns_(ctx.config.Integer("max_file_gap_ms") * 1'000'000),
-        speed_(ctx.config.Number("speed")),
-        tick_ns_(ctx.config.Integer("tick_ms") * 1'000'000),
-        partition_prefix_(ctx.config.String("partition_prefix")),
+        files_(Files(options)),
+        max_file_gap_ns_(options.max_file_gap_ms * 1'000'000),
+        speed_(options.speed),
+        tick_ns_(options.tick_ms * 1'000'000),
+        partition_prefix_(options.partition_prefix),
         clock_driver_(ctx.clock_driver),
         input_ended_(ctx.input_ended),
-        input_(ctx),
+        input_(ctx, options.input),
         records_(ctx.metrics.GetCounter("replay_records", "Records read from the recording.",
                                         ctx.labels())),
         offset_(ctx.metrics.GetGauge("replay_offset_bytes",
@@ -76,9 +89,9 @@ class ReplaySource final : public Operator {
   }
 
  private:
-  static std::vector<std::string> Files(const Config& config) {
-    std::vector<std::string> files = {config.String("file")};
-    for (std::string& f : config.StringArray("next_files")) files.push_back(std::move(f));
+  static std::vector<std::string> Files(const ReplaySourceOptions& options) {
+    std::vector<std::string> files = {options.file};
+    files.insert(files.end(), options.next_files.begin(), options.next_files.end());
     return files;
   }
 
@@ -201,6 +214,50 @@ class ReplaySource final : public Operator {
   bool stopping_ = false;
 };
 
+const OptionsSpec<ReplaySourceOptions>& Spec() {
+  static const OptionsSpec<ReplaySourceOptions> spec = [] {
+    using O = ReplaySourceOptions;
+    OptionsSpec<O> c;
+    c.String("file", "The recording to replay (docs/recording.md).", &O::file)
+        .Required()
+        .Example(R"("recordings/fleet.ffrc")");
+    c.StringArray("next_files",
+                  "Recordings replayed after file, in order, as one stream (a rotated set: "
+                  "FILE.1, FILE.2, ...). A file that starts before the previous one ended, or "
+                  "more than max_file_gap_ms after it, is reported.",
+                  &O::next_files)
+        .DefaultJson("[]");
+    c.Integer("max_file_gap_ms",
+              "next_files: a longer silence between the end of one file and the start of the "
+              "next is reported as a gap.",
+              &O::max_file_gap_ms)
+        .Default(int64_t{1000})
+        .Min(0);
+    c.Number("speed",
+             "0: as fast as the pipeline takes it; N > 0: N times the recorded pace (1: real "
+             "time).",
+             &O::speed)
+        .Default(0.0)
+        .Min(0);
+    c.Integer("tick_ms",
+              "With the replay clock (fleetflow replay): a Tick enters the stream every tick_ms "
+              "of recorded time, as the engine's ticker does live.",
+              &O::tick_ms)
+        .Default(int64_t{100})
+        .Min(10)
+        .Max(10000);
+    c.String("partition_prefix",
+             "Read a subject <partition_prefix>.<n>.<vehicle>.<sensor> (recorded from a "
+             "partitioned stream) as vehicle.<vehicle>.<sensor>, as the partitioned nats_source "
+             "does; empty: subjects as recorded.",
+             &O::partition_prefix)
+        .Default("");
+    c.Include(&O::input, WireInputSpec());
+    return c;
+  }();
+  return spec;
+}
+
 }  // namespace
 
 void RegisterReplaySource(Registry& registry) {
@@ -211,37 +268,10 @@ void RegisterReplaySource(Registry& registry) {
       "status, decoded and validated the same way, with the recorded receive times as the clock.";
   info.input = PortKind::kNone;
   info.output = PortKind::kSamples;
-  auto& c = info.config;
-  c.String("file", "The recording to replay (docs/recording.md).")
-      .Required()
-      .Example(R"("recordings/fleet.ffrc")");
-  c.StringArray("next_files",
-                "Recordings replayed after file, in order, as one stream (a rotated set: "
-                "FILE.1, FILE.2, ...). A file that starts before the previous one ended, or more "
-                "than max_file_gap_ms after it, is reported.")
-      .DefaultJson("[]");
-  c.Integer("max_file_gap_ms",
-            "next_files: a longer silence between the end of one file and the start of the next "
-            "is reported as a gap.")
-      .Default(int64_t{1000})
-      .Min(0);
-  c.Number("speed",
-           "0: as fast as the pipeline takes it; N > 0: N times the recorded pace (1: real time).")
-      .Default(0.0)
-      .Min(0);
-  c.Integer("tick_ms",
-            "With the replay clock (fleetflow replay): a Tick enters the stream every tick_ms of "
-            "recorded time, as the engine's ticker does live.")
-      .Default(int64_t{100})
-      .Min(10)
-      .Max(10000);
-  c.String("partition_prefix",
-           "Read a subject <partition_prefix>.<n>.<vehicle>.<sensor> (recorded from a partitioned "
-           "stream) as vehicle.<vehicle>.<sensor>, as the partitioned nats_source does; empty: "
-           "subjects as recorded.")
-      .Default("");
-  AddWireInputFields(c);
-  info.create = [](const OperatorContext& ctx) { return std::make_unique<ReplaySource>(ctx); };
+  info.config = Spec().config();
+  info.create = [](const OperatorContext& ctx) {
+    return std::make_unique<ReplaySource>(ctx, Spec().Parse(ctx.config));
+  };
   registry.Add(std::move(info));
 }
 

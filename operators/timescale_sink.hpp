@@ -15,12 +15,14 @@
 /// backpressures the graph). Only a drain Tick gives up, after drain_timeout_ms, counting the
 /// rows it could not write in sink_rows_dropped.
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "message.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 
 namespace fleetflow {
@@ -50,6 +52,35 @@ struct SinkColumn {
   ColumnField field = ColumnField::kValue;
   Interpolation mode = Interpolation::kLinear;
 };
+
+/// Whether the sink's table is a TimescaleDB hypertable (the timescaledb setting).
+enum class TimescaleMode {
+  kAuto,  ///< when TimescaleDB can be used, else a plain table with a warning
+  kOn,    ///< required: the sink refuses to start without it
+  kOff,   ///< always a plain table
+};
+
+/// The options of timescale_sink, parsed from its validated config (TimescaleSinkSpec()).
+struct TimescaleSinkOptions {
+  std::string conninfo;  ///< empty: libpq's environment
+  std::string table;
+  std::vector<SinkColumn> columns;
+  size_t batch_rows = 0;
+  size_t max_pending_rows = 0;
+  std::chrono::milliseconds flush{0};
+  std::chrono::milliseconds retry_initial{0};
+  std::chrono::milliseconds retry_max{0};
+  std::chrono::milliseconds drain_timeout{0};
+  TimescaleMode timescale = TimescaleMode::kAuto;
+  std::string chunk_interval;
+  std::string compress_after;  ///< empty: no compression policy
+  std::string retention;       ///< empty: rows kept forever
+};
+
+inline constexpr char kTimescaleSinkName[] = "timescale_sink";
+
+/// The spec of timescale_sink's settings, bound to TimescaleSinkOptions.
+const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec();
 
 /// The columns of a validated timescale_sink config, in order.
 std::vector<SinkColumn> SinkColumns(const Config& config);

@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "options.hpp"
+
 namespace fleetflow {
 
 namespace {
@@ -94,17 +96,26 @@ struct Partition {
   std::map<int64_t, std::set<std::string>> corrections;  // window -> vehicles to emit again
 };
 
+/// The options of window_join (see Spec()).
+struct WindowJoinOptions {
+  int64_t every_ms = 0;
+  int64_t allowed_lateness_ms = 0;
+  int64_t max_gap_ms = 0;
+  int64_t idle_ms = 0;
+  int64_t correction_horizon_ms = 0;
+  std::vector<std::string> sensors;
+};
+
 class WindowJoin final : public Operator {
  public:
-  explicit WindowJoin(const OperatorContext& ctx)
-      : every_(ctx.config.Integer("every_ms") * kMs),
-        lateness_(ctx.config.Integer("allowed_lateness_ms") * kMs),
-        max_gap_(ctx.config.Integer("max_gap_ms") * kMs),
-        idle_(ctx.config.Integer("idle_ms") * kMs),
-        horizon_(ctx.config.Integer("correction_horizon_ms") * kMs),
+  WindowJoin(const OperatorContext& ctx, const WindowJoinOptions& options)
+      : every_(options.every_ms * kMs),
+        lateness_(options.allowed_lateness_ms * kMs),
+        max_gap_(options.max_gap_ms * kMs),
+        idle_(options.idle_ms * kMs),
+        horizon_(options.correction_horizon_ms * kMs),
         clock_(ctx.clock),
-        sensors_(
-            std::make_shared<const std::vector<std::string>>(ctx.config.StringArray("sensors"))),
+        sensors_(std::make_shared<const std::vector<std::string>>(options.sensors)),
         windows_(
             ctx.metrics.GetCounter("windows_emitted", "Windows closed and emitted.", ctx.labels())),
         rows_(ctx.metrics.GetCounter("rows_emitted", "Rows emitted (one per vehicle and window).",
@@ -381,24 +392,75 @@ class WindowJoin final : public Operator {
   Counter& corrected_;
 };
 
-/// Behind a partitioned source, a partition's new owner restores its windows from
-/// keyed_last_value's history (docs/scaling.md): the history must reach back over the lateness.
+const OptionsSpec<WindowJoinOptions>& Spec() {
+  static const OptionsSpec<WindowJoinOptions> spec = [] {
+    using O = WindowJoinOptions;
+    OptionsSpec<O> c;
+    c.Integer("every_ms",
+              "Window period. Window times are the multiples of every_ms since the Unix epoch.",
+              &O::every_ms)
+        .Default(int64_t{1000})
+        .Min(100)
+        .Max(3'600'000);
+    c.Integer("allowed_lateness_ms",
+              "How long after a window time T the join waits for samples before emitting T. "
+              "A sample arriving later is counted as late and misses that window: an emitted "
+              "window never changes.",
+              &O::allowed_lateness_ms)
+        .Default(int64_t{500})
+        .Min(0)
+        .Max(600'000);
+    c.Integer("max_gap_ms",
+              "Samples farther than this from T are not used for T; a vehicle with no sample "
+              "in [T - max_gap_ms, T] gets no row for T.",
+              &O::max_gap_ms)
+        .Default(int64_t{2000})
+        .Min(1)
+        .Max(3'600'000);
+    c.Integer("idle_ms",
+              "Windows close on event time while samples flow (a backlog is windowed as it was "
+              "live); after this long without any sample they close on the clock.",
+              &O::idle_ms)
+        .Default(int64_t{2000})
+        .Min(1)
+        .Max(3'600'000);
+    c.Integer("correction_horizon_ms",
+              "0: a late sample never changes an emitted window (it serves later windows only). "
+              "N > 0: the windows of the last N ms that a late sample belongs to are emitted "
+              "again with it (the sink updates their rows), e.g. to take in what a broken "
+              "connection's redelivery brings after the source's ack_wait_ms. Costs memory: "
+              "the samples of that many windows are kept per vehicle and sensor.",
+              &O::correction_horizon_ms)
+        .Default(int64_t{0})
+        .Min(0)
+        .Max(3'600'000);
+    c.StringArray("sensors", "The sensors joined into each row, one slot each, in this order.",
+                  &O::sensors)
+        .MinItems(1)
+        .UniqueItems()
+        .DefaultJson(R"(["gps", "speed", "soc", "torque"])");
+    return c;
+  }();
+  return spec;
+}
+
+/// Behind a partitioned source, a partition's new owner restores its windows from the keyed
+/// state's history (docs/scaling.md): the history must reach back over the lateness.
 std::vector<UpstreamProblem> CheckHistoryCoversLateness(const Config& self,
                                                         const std::string& self_id,
                                                         const std::vector<UpstreamNode>& upstream) {
-  const bool partitioned = std::any_of(upstream.begin(), upstream.end(), [](const UpstreamNode& n) {
-    return n.type == "nats_source" && n.config.Integer("partitions") > 0;
-  });
+  const bool partitioned = std::any_of(upstream.begin(), upstream.end(),
+                                       [](const UpstreamNode& n) { return n.facts.partitioned; });
   std::vector<UpstreamProblem> problems;
   if (!partitioned) return problems;
-  const int64_t lateness = self.Integer("allowed_lateness_ms");
+  const int64_t lateness = Spec().Parse(self).allowed_lateness_ms;
   for (const UpstreamNode& n : upstream) {
-    if (n.type != "keyed_last_value" || n.config.Integer("history_ms") >= lateness) continue;
+    const std::optional<int64_t> history = n.facts.state_history_ms;
+    if (!history || *history >= lateness) continue;
     problems.push_back(
         {n.id, "/history_ms",
-         "history_ms (" + std::to_string(n.config.Integer("history_ms")) +
-             ") is shorter than allowed_lateness_ms (" + std::to_string(lateness) +
-             ") of window_join '" + self_id +
+         "history_ms (" + std::to_string(*history) + ") is shorter than allowed_lateness_ms (" +
+             std::to_string(lateness) + ") of window_join '" + self_id +
              "': behind a partitioned source, a partition's next owner computes the windows "
              "not yet emitted from this history (docs/scaling.md); set history_ms to at least " +
              std::to_string(lateness)});
@@ -416,50 +478,10 @@ void RegisterWindowJoin(Registry& registry) {
       "samples bracketing the window time for each sensor.";
   info.input = PortKind::kSamples;
   info.output = PortKind::kRows;
-  info.config
-      .Integer("every_ms",
-               "Window period. Window times are the multiples of every_ms since the Unix epoch.")
-      .Default(int64_t{1000})
-      .Min(100)
-      .Max(3'600'000);
-  info.config
-      .Integer("allowed_lateness_ms",
-               "How long after a window time T the join waits for samples before emitting T. "
-               "A sample arriving later is counted as late and misses that window: an emitted "
-               "window never changes.")
-      .Default(int64_t{500})
-      .Min(0)
-      .Max(600'000);
-  info.config
-      .Integer("max_gap_ms",
-               "Samples farther than this from T are not used for T; a vehicle with no sample "
-               "in [T - max_gap_ms, T] gets no row for T.")
-      .Default(int64_t{2000})
-      .Min(1)
-      .Max(3'600'000);
-  info.config
-      .Integer("idle_ms",
-               "Windows close on event time while samples flow (a backlog is windowed as it was "
-               "live); after this long without any sample they close on the clock.")
-      .Default(int64_t{2000})
-      .Min(1)
-      .Max(3'600'000);
-  info.config
-      .Integer("correction_horizon_ms",
-               "0: a late sample never changes an emitted window (it serves later windows only). "
-               "N > 0: the windows of the last N ms that a late sample belongs to are emitted "
-               "again with it (the sink updates their rows), e.g. to take in what a broken "
-               "connection's redelivery brings after the source's ack_wait_ms. Costs memory: "
-               "the samples of that many windows are kept per vehicle and sensor.")
-      .Default(int64_t{0})
-      .Min(0)
-      .Max(3'600'000);
-  info.config
-      .StringArray("sensors", "The sensors joined into each row, one slot each, in this order.")
-      .MinItems(1)
-      .UniqueItems()
-      .DefaultJson(R"(["gps", "speed", "soc", "torque"])");
-  info.create = [](const OperatorContext& ctx) { return std::make_unique<WindowJoin>(ctx); };
+  info.config = Spec().config();
+  info.create = [](const OperatorContext& ctx) {
+    return std::make_unique<WindowJoin>(ctx, Spec().Parse(ctx.config));
+  };
   info.check_upstream = CheckHistoryCoversLateness;
   registry.Add(std::move(info));
 }

@@ -36,65 +36,73 @@ int64_t SaturatingAdd(int64_t a, int64_t b) {
   return r;
 }
 
-template <typename Set>
-Set SensorSet(const Config& config, const char* field) {
-  const auto list = config.StringArray(field);
-  return {list.begin(), list.end()};
-}
-
 }  // namespace
 
-void AddWireInputFields(ConfigSpec& c) {
-  c.Integer("max_future_ms",
-            "Samples whose event time is more than this ahead of the engine clock (replay: of "
-            "their recorded receive time) are rejected (reason future_timestamp).")
-      .Default(int64_t{300'000})
-      .Min(0);
-  c.Integer("max_past_ms",
-            "Samples whose event time is more than this behind the engine clock are rejected "
-            "(reason past_timestamp); 0: no limit. Keep it above the longest outage a backlog "
-            "may come from (the stream's max age).")
-      .Default(int64_t{7 * 86'400'000LL})
-      .Min(0);
-  c.Integer("max_payload_bytes",
-            "Messages with a larger payload are rejected whole (reason oversize).")
-      .Default(int64_t{262'144})
-      .Min(16);
-  c.StringArray("sensors",
-                "Sensor names accepted; samples of other sensors are rejected (reason "
-                "unknown_sensor). Empty: every well-formed sensor name.")
-      .DefaultJson("[]")
-      .Example(R"(["speed", "soc", "torque", "gps"])");
-  c.StringArray("position_sensors",
-                "Sensors whose samples carry a position (latitude, longitude) rather than a "
-                "value; a sample of one of them without a position is rejected (reason "
-                "missing_position), since every column read from it would be NULL.")
-      .DefaultJson(R"(["gps"])");
+const OptionsSpec<WireInputOptions>& WireInputSpec() {
+  static const OptionsSpec<WireInputOptions> spec = [] {
+    using O = WireInputOptions;
+    OptionsSpec<O> c;
+    c.Integer("max_future_ms",
+              "Samples whose event time is more than this ahead of the engine clock (replay: of "
+              "their recorded receive time) are rejected (reason future_timestamp).",
+              &O::max_future_ms)
+        .Default(int64_t{300'000})
+        .Min(0);
+    c.Integer("max_past_ms",
+              "Samples whose event time is more than this behind the engine clock are rejected "
+              "(reason past_timestamp); 0: no limit. Keep it above the longest outage a backlog "
+              "may come from (the stream's max age).",
+              &O::max_past_ms)
+        .Default(int64_t{7 * 86'400'000LL})
+        .Min(0);
+    c.Integer("max_payload_bytes",
+              "Messages with a larger payload are rejected whole (reason oversize).",
+              &O::max_payload_bytes)
+        .Default(int64_t{262'144})
+        .Min(16);
+    c.StringArray("sensors",
+                  "Sensor names accepted; samples of other sensors are rejected (reason "
+                  "unknown_sensor). Empty: every well-formed sensor name.",
+                  &O::sensors)
+        .DefaultJson("[]")
+        .Example(R"(["speed", "soc", "torque", "gps"])");
+    c.StringArray("position_sensors",
+                  "Sensors whose samples carry a position (latitude, longitude) rather than a "
+                  "value; a sample of one of them without a position is rejected (reason "
+                  "missing_position), since every column read from it would be NULL.",
+                  &O::position_sensors)
+        .DefaultJson(R"(["gps"])");
+    return c;
+  }();
+  return spec;
 }
+
+void AddWireInputFields(ConfigSpec& spec) { spec.Include(WireInputSpec().config()); }
 
 const std::vector<std::string>& WireInputFieldNames() {
   static const std::vector<std::string> names = [] {
-    ConfigSpec spec;
-    AddWireInputFields(spec);
     std::vector<std::string> out;
-    for (const Field& f : spec.fields()) out.push_back(f.name);
+    for (const Field& f : WireInputSpec().config().fields()) out.push_back(f.name);
     return out;
   }();
   return names;
 }
 
-WireInput::WireInput(const OperatorContext& ctx)
+WireInput::WireInput(const OperatorContext& ctx, const WireInputOptions& options)
     : id_(ctx.node_id),
-      max_future_ns_(MsToNs(ctx.config.Integer("max_future_ms"))),
-      max_past_ns_(MsToNs(ctx.config.Integer("max_past_ms"))),
-      max_payload_bytes_(static_cast<size_t>(ctx.config.Integer("max_payload_bytes"))),
-      sensors_(SensorSet<decltype(sensors_)>(ctx.config, "sensors")),
-      position_sensors_(SensorSet<decltype(position_sensors_)>(ctx.config, "position_sensors")),
+      max_future_ns_(MsToNs(options.max_future_ms)),
+      max_past_ns_(MsToNs(options.max_past_ms)),
+      max_payload_bytes_(options.max_payload_bytes),
+      sensors_(options.sensors.begin(), options.sensors.end()),
+      position_sensors_(options.position_sensors.begin(), options.position_sensors.end()),
       metrics_(ctx.metrics),
       labels_(ctx.labels()),
       messages_(ctx.metrics.GetCounter("messages_in", "Messages received.", labels_)),
       samples_(ctx.metrics.GetCounter("samples_in", "Valid samples decoded.", labels_)),
       status_(ctx.metrics.GetCounter("status_in", "Vehicle status messages received.", labels_)) {}
+
+WireInput::WireInput(const OperatorContext& ctx)
+    : WireInput(ctx, WireInputSpec().Parse(ctx.config)) {}
 
 std::string_view UnmapPartitioned(std::string_view subject, std::string_view prefix,
                                   std::string& buf) {

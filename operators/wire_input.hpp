@@ -21,11 +21,24 @@
 #include <vector>
 
 #include "operator.hpp"
+#include "options.hpp"
 
 namespace fleetflow {
 
-/// Adds the validation settings every source shares: max_future_ms, max_past_ms,
-/// max_payload_bytes, sensors, position_sensors.
+/// The validation settings every source shares.
+struct WireInputOptions {
+  int64_t max_future_ms = 0;
+  int64_t max_past_ms = 0;  ///< 0: no limit
+  size_t max_payload_bytes = 0;
+  std::vector<std::string> sensors;  ///< empty: any
+  std::vector<std::string> position_sensors;
+};
+
+/// The spec of max_future_ms, max_past_ms, max_payload_bytes, sensors, position_sensors; a
+/// source takes them in with OptionsSpec::Include.
+const OptionsSpec<WireInputOptions>& WireInputSpec();
+
+/// Adds the fields of WireInputSpec() to `spec`.
 void AddWireInputFields(ConfigSpec& spec);
 /// The names AddWireInputFields adds (to carry them from one source's config to another's).
 const std::vector<std::string>& WireInputFieldNames();
@@ -49,7 +62,9 @@ class WireInput {
     kNothingLeft,  // a sample message whose every sample was rejected
   };
 
-  /// Reads the settings of AddWireInputFields from ctx.config.
+  /// Validates as `options` say; counts under ctx's node.
+  WireInput(const OperatorContext& ctx, const WireInputOptions& options);
+  /// The same, with the settings of WireInputSpec() read from ctx.config.
   explicit WireInput(const OperatorContext& ctx);
 
   /// Decodes one message received at `now_ns` (engine clock). A StatusEvent is stamped with

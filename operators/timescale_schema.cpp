@@ -1,0 +1,393 @@
+#include "timescale_schema.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+#include <utility>
+
+namespace fleetflow {
+
+namespace {
+
+constexpr const char* kName = kTimescaleSinkName;
+
+std::string Interval(const std::string& text) { return pg::QuoteLiteral(text) + "::interval"; }
+
+/// Checks the interval settings on the server, so a typo shows before TimescaleDB needs them.
+void CheckIntervals(pg::Connection& conn, const TimescaleSinkOptions& cfg) {
+  const std::pair<const char*, const std::string*> intervals[] = {
+      {"chunk_interval", &cfg.chunk_interval},
+      {"compress_after", &cfg.compress_after},
+      {"retention", &cfg.retention}};
+  for (const auto& [field, value] : intervals) {
+    if (value->empty()) continue;
+    try {
+      conn.Exec("SELECT " + Interval(*value));
+    } catch (const pg::Error& e) {
+      if (e.connection_lost()) throw;
+      throw SinkSetupError(
+          "field '" + std::string(field) + "': '" + *value +
+          "' is not a PostgreSQL interval (e.g. \"1 day\", \"6 hours\"): " + e.what());
+    }
+  }
+}
+
+/// Why TimescaleDB cannot be used through this session, "" when it can. Reads catalogs and
+/// settings only, so that no attempt ends the session with a FATAL error (CREATE EXTENSION
+/// timescaledb without the preloaded library does).
+std::string TimescaleUnavailableReason(pg::Connection& conn) {
+  const auto ext =
+      conn.Exec("SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'");
+  if (ext.empty()) {
+    return "the timescaledb extension is not available on the server (not installed); install "
+           "TimescaleDB there (on Debian 12: scripts/timescaledb.sh builds it) and add "
+           "'timescaledb' to shared_preload_libraries in postgresql.conf, then restart "
+           "PostgreSQL";
+  }
+  // The loader, when preloaded, defines timescaledb.disable_load in every session.
+  const auto loader = conn.Exec("SELECT current_setting('timescaledb.disable_load', true)");
+  if (loader.empty() || loader[0].empty() || !loader[0][0] || loader[0][0]->empty()) {
+    return "the timescaledb extension is installed but not preloaded (CREATE EXTENSION would "
+           "fail with FATAL: extension \"timescaledb\" must be preloaded); add 'timescaledb' "
+           "to shared_preload_libraries in postgresql.conf (shared_preload_libraries = "
+           "'timescaledb') and restart PostgreSQL";
+  }
+  if (!ext[0].empty() && ext[0][0]) return "";  // created in this database already
+  const auto may = conn.Exec(
+      "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR "
+      "has_database_privilege(current_database(), 'CREATE'), current_user, current_database()");
+  if (!may.empty() && may[0].size() == 3 && may[0][0] && *may[0][0] == "f") {
+    return "the role '" + may[0][1].value_or("") +
+           "' may not create the timescaledb extension in database '" + may[0][2].value_or("") +
+           "' (it needs the CREATE privilege on the database, or superuser); run CREATE "
+           "EXTENSION timescaledb there once as a superuser, or GRANT CREATE ON DATABASE to "
+           "the role";
+  }
+  return "";
+}
+
+/// Why the upsert cannot work on existing table `table` ("" when it can): it needs a PRIMARY KEY
+/// or UNIQUE index on (vehicle_id, time).
+std::string MissingUpsertKey(pg::Connection& conn, const std::string& table) {
+  const std::string quoted = pg::QuoteIdent(table);
+  const auto key = conn.Exec(
+      "SELECT 1 FROM pg_index i WHERE i.indrelid = " + pg::QuoteLiteral(quoted) +
+      "::regclass AND i.indisunique AND i.indnkeyatts = 2 AND (SELECT array_agg(a.attname::text "
+      "ORDER BY a.attname) FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = "
+      "ANY(i.indkey::int2[])) = ARRAY['time', 'vehicle_id']");
+  if (!key.empty()) return "";
+  return "table '" + table +
+         "' exists without a PRIMARY KEY or UNIQUE index on (vehicle_id, time), which the upsert "
+         "needs; add one: ALTER TABLE " +
+         quoted + " ADD PRIMARY KEY (vehicle_id, time)";
+}
+
+std::string EditionName(const std::string& license) {
+  if (license == "apache") return "Apache-licensed ('apache')";
+  if (license == "timescale") return "Community ('timescale')";
+  return "'" + license + "'";
+}
+
+}  // namespace
+
+TimescaleSchema::TimescaleSchema(const TimescaleSinkOptions& options, std::string node)
+    : cfg_(options), node_(std::move(node)) {}
+
+TimescaleSchema::~TimescaleSchema() { StopRetention(); }
+
+std::string TimescaleSchema::LockStatement() const {
+  return "SELECT pg_advisory_xact_lock(hashtext(" +
+         pg::QuoteLiteral(std::string("fleetflow.") + kName + "." + cfg_.table) + "))";
+}
+
+void TimescaleSchema::Prepare(std::unique_ptr<pg::Connection>& session) {
+  CheckIntervals(*session, cfg_);
+  const bool hypertable = UseTimescale(session);
+  pg::Connection& conn = *session;
+  const std::string table = pg::QuoteIdent(cfg_.table);
+  std::string create = "CREATE TABLE IF NOT EXISTS " + table +
+                       " (\"vehicle_id\" text NOT NULL, \"time\" timestamptz NOT NULL";
+  std::string add = "ALTER TABLE " + table;
+  for (size_t i = 0; i < cfg_.columns.size(); ++i) {
+    const std::string col = pg::QuoteIdent(cfg_.columns[i].name);
+    create += ", " + col + " double precision";
+    add += (i ? ", " : " ") + std::string("ADD COLUMN IF NOT EXISTS ") + col + " double precision";
+  }
+  create += ", PRIMARY KEY (\"vehicle_id\", \"time\"))";
+  conn.ExecInTransaction({LockStatement(), create, add});
+
+  const std::string no_key = MissingUpsertKey(conn, cfg_.table);
+  if (!no_key.empty()) throw SinkSetupError(no_key);
+  if (hypertable) MakeHypertable(conn);
+  spdlog::info("{} '{}': connected to PostgreSQL ({}); table '{}' ready ({}), {} columns", kName,
+               node_, conn.description(), cfg_.table,
+               hypertable ? "TimescaleDB hypertable, " + EditionName(license_) + " edition"
+                          : std::string("plain PostgreSQL table"),
+               cfg_.columns.size());
+}
+
+/// Decides between the TimescaleDB and the plain path, creating the extension if needed.
+/// `session` is replaced by a new one when the server ended it on CREATE EXTENSION.
+bool TimescaleSchema::UseTimescale(std::unique_ptr<pg::Connection>& session) {
+  if (cfg_.timescale == TimescaleMode::kOff) {
+    spdlog::info("{} '{}': timescaledb is off; '{}' is a plain PostgreSQL table", kName, node_,
+                 cfg_.table);
+    return false;
+  }
+  std::string reason =
+      timescale_unusable_.empty() ? TimescaleUnavailableReason(*session) : timescale_unusable_;
+  if (reason.empty()) {
+    try {
+      session->Exec("CREATE EXTENSION IF NOT EXISTS timescaledb");
+    } catch (const pg::Error& e) {
+      if (!e.connection_lost()) {
+        reason = "CREATE EXTENSION timescaledb failed: " + std::string(e.what());
+      } else {
+        // A FATAL error ends the session; whether that or the network broke it shows by
+        // connecting again: a network failure throws here and is retried as such.
+        session = pg::Connection::Connect(cfg_.conninfo);
+        reason = "the server ended the session on CREATE EXTENSION timescaledb (" +
+                 std::string(e.what()) +
+                 "); the server log says why, e.g. that 'timescaledb' is missing from "
+                 "shared_preload_libraries in postgresql.conf";
+        timescale_unusable_ = reason;  // never tried again by this sink: it would not change
+      }
+    }
+  }
+  if (!reason.empty()) {
+    if (cfg_.timescale == TimescaleMode::kOn) {
+      throw SinkSetupError("timescaledb is \"on\" but TimescaleDB cannot be used on the server (" +
+                           session->description() + "): " + reason +
+                           "; or set timescaledb to \"auto\" or \"off\"");
+    }
+    if (!warned_plain_) {
+      warned_plain_ = true;
+      spdlog::warn(
+          "{} '{}': TimescaleDB cannot be used, so '{}' is a plain PostgreSQL table "
+          "(no hypertable, compression or retention): {}{}",
+          kName, node_, cfg_.table, reason,
+          cfg_.compress_after.empty() && cfg_.retention.empty()
+              ? ""
+              : "; compress_after and retention need TimescaleDB and are ignored");
+    }
+    return false;
+  }
+  const auto license = session->Exec("SELECT current_setting('timescaledb.license', true)");
+  license_ = !license.empty() && !license[0].empty() && license[0][0] ? *license[0][0] : "";
+  if (!cfg_.compress_after.empty() && license_ != "timescale") {
+    throw SinkSetupError(
+        "field 'compress_after': compression needs TimescaleDB's Community edition "
+        "(timescaledb.license = 'timescale'), but the server (" +
+        session->description() + ") runs the " + EditionName(license_) +
+        " edition, which has no compression; remove compress_after, or install the "
+        "Community edition of TimescaleDB on the server");
+  }
+  return true;
+}
+
+/// The TimescaleDB-only part: hypertable, chunk interval, compression and retention.
+void TimescaleSchema::MakeHypertable(pg::Connection& conn) {
+  const std::string rel = pg::QuoteLiteral(pg::QuoteIdent(cfg_.table));
+  std::vector<std::string> sql = {
+      LockStatement(), "SELECT create_hypertable(" + rel + ", 'time', chunk_time_interval => " +
+                           Interval(cfg_.chunk_interval) +
+                           ", if_not_exists => TRUE, migrate_data => TRUE)"};
+  // An existing hypertable keeps its interval unless told otherwise: new chunks take the
+  // configured one (existing chunks keep theirs).
+  const auto current =
+      conn.Exec("SELECT time_interval::text, time_interval = " + Interval(cfg_.chunk_interval) +
+                " FROM timescaledb_information.dimensions WHERE hypertable_name = " +
+                pg::QuoteLiteral(cfg_.table) + " AND column_name = 'time'");
+  if (!current.empty() && current[0].size() == 2 && current[0][1] && *current[0][1] == "f") {
+    spdlog::info("{} '{}': chunk_interval of '{}' changes from {} to {} (for new chunks)", kName,
+                 node_, cfg_.table, current[0][0].value_or("?"), cfg_.chunk_interval);
+    sql.push_back("SELECT set_chunk_time_interval(" + rel + ", " + Interval(cfg_.chunk_interval) +
+                  ")");
+  }
+  if (!cfg_.compress_after.empty()) {
+    const auto enabled =
+        conn.Exec("SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = " +
+                  pg::QuoteLiteral(cfg_.table) + " AND compression_enabled");
+    if (enabled.empty()) {
+      sql.push_back("ALTER TABLE " + pg::QuoteIdent(cfg_.table) +
+                    " SET (timescaledb.compress, timescaledb.compress_segmentby = "
+                    "'vehicle_id', timescaledb.compress_orderby = 'time DESC')");
+    }
+    sql.push_back("SELECT add_compression_policy(" + rel + ", " + Interval(cfg_.compress_after) +
+                  ", if_not_exists => TRUE)");
+  }
+  if (!cfg_.retention.empty() && license_ == "timescale") {
+    sql.push_back("SELECT add_retention_policy(" + rel + ", " + Interval(cfg_.retention) +
+                  ", if_not_exists => TRUE)");
+  }
+  conn.ExecInTransaction(sql);
+  if (!cfg_.retention.empty() && license_ != "timescale") {
+    // No policy jobs in this edition: the sink drops old chunks itself (RetentionLoop), as
+    // often as a chunk closes, at most hourly.
+    const auto period = conn.Exec("SELECT extract(epoch FROM least(" +
+                                  Interval(cfg_.chunk_interval) + ", '1 hour'::interval))");
+    const double seconds = !period.empty() && period[0][0] ? std::stod(*period[0][0]) : 3600.0;
+    std::lock_guard lock(retention_mutex_);
+    retention_period_ =
+        std::chrono::milliseconds(std::max<int64_t>(1000, static_cast<int64_t>(seconds * 1000)));
+    own_retention_ = true;
+  }
+}
+
+void TimescaleSchema::StartRetentionIfNeeded() {
+  if (!own_retention_ || retention_thread_.joinable()) return;
+  spdlog::info(
+      "{} '{}': the {} edition of TimescaleDB has no retention policy job; the sink "
+      "drops chunks of '{}' older than {} itself, now and every {} s",
+      kName, node_, EditionName(license_), cfg_.table, cfg_.retention,
+      retention_period_.count() / 1000);
+  retention_thread_ = std::thread([this] { RetentionLoop(); });
+}
+
+/// Off the write path, on a session of its own: drop_chunks() at start and then every
+/// retention_period_. A lock wait is cut short (lock_timeout), so writes are never held up
+/// for long; failures are logged and retried at the next turn (sooner after an error).
+void TimescaleSchema::RetentionLoop() {
+  std::unique_ptr<pg::Connection> conn;
+  const std::string sql = "SELECT count(*) FROM drop_chunks(" +
+                          pg::QuoteLiteral(pg::QuoteIdent(cfg_.table)) + ", older_than => " +
+                          Interval(cfg_.retention) + ")";
+  std::unique_lock lock(retention_mutex_);
+  while (!retention_stop_) {
+    std::chrono::milliseconds wait = retention_period_;
+    lock.unlock();
+    try {
+      if (!conn || !conn->IsOpen()) {
+        conn = pg::Connection::Connect(cfg_.conninfo);
+        conn->Exec("SET lock_timeout = '2s'");
+      }
+      const auto rows = conn->Exec(sql);
+      const std::string dropped = !rows.empty() && rows[0][0] ? *rows[0][0] : "0";
+      if (dropped != "0") {
+        spdlog::info("{} '{}': retention dropped {} chunks of '{}' older than {}", kName, node_,
+                     dropped, cfg_.table, cfg_.retention);
+      }
+    } catch (const std::exception& e) {
+      conn.reset();
+      wait = std::min(wait, std::chrono::milliseconds(60000));
+      spdlog::warn("{} '{}': dropping chunks older than {} failed, next attempt in {} s: {}", kName,
+                   node_, cfg_.retention, wait.count() / 1000, e.what());
+    }
+    lock.lock();
+    retention_cv_.wait_for(lock, wait, [this] { return retention_stop_; });
+  }
+}
+
+void TimescaleSchema::StopRetention() {
+  {
+    std::lock_guard lock(retention_mutex_);
+    retention_stop_ = true;
+  }
+  retention_cv_.notify_all();
+  if (retention_thread_.joinable()) retention_thread_.join();
+}
+
+std::vector<ConnectFinding> CheckSinkDatabase(const TimescaleSinkOptions& cfg) {
+  using Level = ConnectFinding::Level;
+  std::vector<ConnectFinding> out;
+  std::unique_ptr<pg::Connection> conn;
+  try {
+    conn = pg::Connection::Connect(cfg.conninfo, std::chrono::seconds(5));
+    out.push_back({Level::kOk, "connected to PostgreSQL (" + conn->description() + ")"});
+  } catch (const std::exception& e) {
+    out.push_back({Level::kProblem, std::string("cannot connect to PostgreSQL: ") + e.what()});
+    return out;
+  }
+  try {
+    CheckIntervals(*conn, cfg);
+    const std::string table = pg::QuoteIdent(cfg.table);
+    const std::string rel = pg::QuoteLiteral(table);
+    const auto who = conn->Exec("SELECT to_regclass(" + rel +
+                                ") IS NOT NULL, current_user, current_schema(), "
+                                "has_schema_privilege(current_schema(), 'CREATE'), "
+                                "has_database_privilege(current_database(), 'TEMP')");
+    const auto text = [&who](size_t i) { return who.at(0).at(i).value_or(""); };
+    const std::string role = text(1);
+    if (text(4) != "t") {
+      out.push_back({Level::kProblem, "role " + role +
+                                          " may not create temporary tables, which every write "
+                                          "stages its rows in: GRANT TEMP ON DATABASE to it"});
+    }
+    if (text(0) != "t") {
+      if (text(3) == "t") {
+        out.push_back({Level::kNote, "table " + cfg.table +
+                                         " does not exist: created at start in "
+                                         "schema " +
+                                         text(2)});
+      } else {
+        out.push_back({Level::kProblem, "table " + cfg.table + " does not exist and role " + role +
+                                            " may not create it in schema " + text(2) +
+                                            ": create it, or GRANT CREATE ON SCHEMA " + text(2) +
+                                            " to the role"});
+      }
+    } else {
+      std::set<std::string> have;
+      for (const auto& row : conn->Exec("SELECT attname FROM pg_attribute WHERE attrelid = " + rel +
+                                        "::regclass AND attnum > 0 AND NOT attisdropped")) {
+        have.insert(row.at(0).value_or(""));
+      }
+      std::string missing;
+      for (const std::string& name : {std::string("vehicle_id"), std::string("time")}) {
+        if (!have.count(name)) missing += (missing.empty() ? "" : ", ") + name;
+      }
+      for (const SinkColumn& col : cfg.columns) {
+        if (!have.count(col.name)) missing += (missing.empty() ? "" : ", ") + col.name;
+      }
+      const auto owns = conn->Exec(
+          "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = " + rel +
+          "::regclass");
+      if (!missing.empty()) {
+        if (!owns.empty() && owns[0].at(0).value_or("") == "t") {
+          out.push_back({Level::kNote, "table " + cfg.table + " lacks the columns " + missing +
+                                           ": added at start"});
+        } else {
+          out.push_back({Level::kProblem, "table " + cfg.table + " lacks the columns " + missing +
+                                              " and role " + role +
+                                              " does not own it, so the sink cannot add them"});
+        }
+      }
+      const std::string no_key = MissingUpsertKey(*conn, cfg.table);
+      if (!no_key.empty()) out.push_back({Level::kProblem, no_key});
+      const auto grants = conn->Exec(
+          "SELECT p FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) p "
+          "WHERE NOT has_table_privilege(" +
+          rel + ", p)");
+      std::string lacking;
+      for (const auto& row : grants)
+        lacking += (lacking.empty() ? "" : ", ") + row.at(0).value_or("");
+      if (!lacking.empty()) {
+        out.push_back({Level::kProblem, "role " + role + " lacks " + lacking + " on table " +
+                                            cfg.table +
+                                            " (the upsert needs SELECT, INSERT and "
+                                            "UPDATE): GRANT SELECT, INSERT, UPDATE ON " +
+                                            table + " TO " + pg::QuoteIdent(role)});
+      }
+      if (missing.empty() && no_key.empty() && lacking.empty()) {
+        out.push_back({Level::kOk, "table " + cfg.table +
+                                       ": every column, the key the upsert needs, and SELECT, "
+                                       "INSERT and UPDATE granted"});
+      }
+    }
+    if (cfg.timescale != TimescaleMode::kOff) {
+      const std::string reason = TimescaleUnavailableReason(*conn);
+      if (reason.empty()) {
+        out.push_back({Level::kOk, "TimescaleDB can be used: the table is a hypertable"});
+      } else {
+        out.push_back({cfg.timescale == TimescaleMode::kOn ? Level::kProblem : Level::kNote,
+                       "TimescaleDB cannot be used, the table is a plain one: " + reason});
+      }
+    }
+  } catch (const std::exception& e) {
+    out.push_back({Level::kProblem, e.what()});
+  }
+  return out;
+}
+
+}  // namespace fleetflow

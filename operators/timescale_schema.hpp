@@ -1,0 +1,78 @@
+#pragma once
+/// The table side of timescale_sink: an internal helper unit of that operator, not an operator
+/// of its own (nothing registers it, no other operator uses it). It creates or completes the
+/// sink's table, decides between TimescaleDB and plain PostgreSQL (checking that TimescaleDB
+/// can be used before CREATE EXTENSION, so that no session ends on a FATAL error), makes the
+/// table a hypertable with its chunk interval, compression and retention policies, runs the
+/// retention itself where the TimescaleDB edition has no policy jobs (Apache-licensed), and
+/// answers `fleetflow validate --connect` from the catalogs. The write path (buffering, COPY and
+/// upsert, retries, backpressure) is the operator's, in timescale_sink.cpp.
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pg_client.hpp"
+#include "registry.hpp"
+#include "timescale_sink.hpp"
+
+namespace fleetflow {
+
+/// A problem with the database that no retry of the same statement fixes by itself (a missing
+/// extension that was required, a table without the key the upsert needs, a bad interval).
+class SinkSetupError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// The schema management of one sink. Prepare() runs on the sink's thread; the retention runs
+/// on a thread and session of its own, stopped by the destructor.
+class TimescaleSchema {
+ public:
+  /// `options` must outlive the object; `node` names the sink in logs.
+  TimescaleSchema(const TimescaleSinkOptions& options, std::string node);
+  ~TimescaleSchema();
+  TimescaleSchema(const TimescaleSchema&) = delete;
+  TimescaleSchema& operator=(const TimescaleSchema&) = delete;
+
+  /// Creates or completes the table on a new session, and with TimescaleDB makes it a
+  /// hypertable with its policies. `session` is replaced by a new one when the server ended it
+  /// on CREATE EXTENSION. Throws pg::Error, SinkSetupError.
+  void Prepare(std::unique_ptr<pg::Connection>& session);
+
+  /// After a successful Prepare(): starts dropping old chunks on a thread of its own where the
+  /// TimescaleDB edition runs no retention policy job (once; later calls do nothing).
+  void StartRetentionIfNeeded();
+
+ private:
+  std::string LockStatement() const;
+  bool UseTimescale(std::unique_ptr<pg::Connection>& session);
+  void MakeHypertable(pg::Connection& conn);
+  void RetentionLoop();
+  void StopRetention();
+
+  const TimescaleSinkOptions& cfg_;
+  const std::string node_;
+  std::string license_;             // timescaledb.license of the server, "" without TimescaleDB
+  std::string timescale_unusable_;  // why CREATE EXTENSION ended a session; then never retried
+  bool warned_plain_ = false;       // the plain-table warning is given once
+
+  // Retention where TimescaleDB runs no policy job (Apache-licensed edition).
+  bool own_retention_ = false;
+  std::chrono::milliseconds retention_period_{3600000};
+  std::thread retention_thread_;
+  std::mutex retention_mutex_;
+  std::condition_variable retention_cv_;
+  bool retention_stop_ = false;
+};
+
+/// `fleetflow validate --connect` for a sink with `options`: what it would find at start (the
+/// server, the table's columns, key and grants, whether TimescaleDB can be used), read from the
+/// catalogs without changing anything. Never throws.
+std::vector<ConnectFinding> CheckSinkDatabase(const TimescaleSinkOptions& options);
+
+}  // namespace fleetflow
