@@ -56,9 +56,7 @@ struct Settings {
   double timebox_s = 20;
   int flush_ms = 200;
   std::string fleet_sim;
-  std::string scale = "custom";
-  std::string csv;
-  std::string summary;
+  Output out;  // --scale, --csv, --summary
   std::vector<std::string> contenders = {"bare", "fleetflow", "ff-kv", "reference"};
 };
 
@@ -347,9 +345,7 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--contenders", contenders, "Comma-separated")->capture_default_str();
   app.add_option("--fleet-sim", s.fleet_sim, "Path of fleet-sim (default: this build's)");
-  app.add_option("--scale", s.scale, "Label of this scale")->capture_default_str();
-  app.add_option("--csv", s.csv, "One row per run and per median");
-  app.add_option("--summary", s.summary, "Append the headline figures to this summary CSV");
+  AddOutputOptions(app, s.out);
   CLI11_PARSE(app, argc, argv);
   s.contenders.clear();
   for (size_t a = 0, b; a < contenders.size(); a = b + 1) {
@@ -357,16 +353,13 @@ int Main(int argc, char** argv) {
     if (b == std::string::npos) b = contenders.size();
     if (b > a) s.contenders.push_back(contenders.substr(a, b - a));
   }
-  if (s.fleet_sim.empty()) s.fleet_sim = DefaultFleetSimPath();
+  if (s.fleet_sim.empty()) s.fleet_sim = BuildTreeProgram("firmware/fleet-sim");
   if (s.fleet_sim.empty()) {
     std::cerr << "fleet-sim not found: build it (ninja fleet-sim) or pass --fleet-sim\n";
     return 1;
   }
   spdlog::set_level(spdlog::level::warn);
-  if (!testing::NatsServer::Available()) {
-    std::cerr << "nats-server not found: run scripts/deps.sh\n";
-    return 1;
-  }
+  if (!ServersInstalled(/*nats=*/true, /*postgres=*/false)) return 1;
   testing::NatsServer server;
   server.Start();
   g_server_pid = FindNatsServerPid(server.port());
@@ -399,9 +392,9 @@ int Main(int argc, char** argv) {
               published.messages ? (double)published.samples / (double)published.messages : 0.0);
 
   std::map<std::string, double> med;
-  Csv csv(s.csv, {"scale", "contender", "rep", "complete", "seconds", "samples_per_s", "msgs_per_s",
-                  "ratio_to_bare", "cpu_seconds", "server_cpu_seconds", "machine_busy", "kv_writes",
-                  "aggregator_ticks", "aggregator_tick_s"});
+  Csv csv(s.out.csv, {"scale", "contender", "rep", "complete", "seconds", "samples_per_s",
+                      "msgs_per_s", "ratio_to_bare", "cpu_seconds", "server_cpu_seconds",
+                      "machine_busy", "kv_writes", "aggregator_ticks", "aggregator_tick_s"});
   for (const auto& c : s.contenders) {
     std::vector<double> v;
     for (const auto& r : runs[c]) v.push_back(r.samples_per_s);
@@ -415,20 +408,20 @@ int Main(int argc, char** argv) {
     for (const auto& r : runs[c]) {
       const double msgs = r.msgs_per_s * r.seconds;
       cpu.push_back(msgs > 0 ? 1e6 * r.cpu_s / msgs : 0);
-      csv.Row(s.scale, c, r.rep, r.complete ? 1 : 0, r.seconds, r.samples_per_s, r.msgs_per_s,
+      csv.Row(s.out.scale, c, r.rep, r.complete ? 1 : 0, r.seconds, r.samples_per_s, r.msgs_per_s,
               bare > 0 ? r.samples_per_s / bare : 0, r.cpu_s, r.server_cpu_s, r.busy, r.kv_writes,
               r.agg_ticks, r.agg_tick_s);
     }
     const double ref = med.count("reference") ? med["reference"] : 0;
     std::printf("%-10s %12.0f %8.1f%% %11.1fx %10.2f\n", c.c_str(), med[c],
                 bare > 0 ? 100 * med[c] / bare : 0, ref > 0 ? med[c] / ref : 0, Median(cpu));
-    csv.Row(s.scale, c, "median", "", "", med[c], "", bare > 0 ? med[c] / bare : 0, "", "", "", "",
-            "", "");
+    csv.Row(s.out.scale, c, "median", "", "", med[c], "", bare > 0 ? med[c] / bare : 0, "", "", "",
+            "", "", "");
   }
   if (med.count("fleetflow") && bare > 0) {
     const double ratio = med["fleetflow"] / bare;
     AppendSummary(
-        s.summary,
+        s.out.summary,
         {"core_ingest", "samples/s", med["fleetflow"], bare, ">= 80%", ratio >= 0.8 ? "yes" : "no",
          "nats_source core -> keyed_last_value memory vs bare queue subscriber"});
   }
@@ -436,7 +429,7 @@ int Main(int argc, char** argv) {
     for (const char* ff : {"ff-kv", "fleetflow"}) {
       if (!med.count(ff)) continue;
       AppendSummary(
-          s.summary,
+          s.out.summary,
           {"reference_design", std::string("samples/s ") + ff, med[ff], med["reference"], "", "",
            std::string(ff) == "ff-kv"
                ? "fleetflow with KV state + window_join vs sync KV put per message"

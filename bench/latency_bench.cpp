@@ -46,9 +46,7 @@ struct Settings {
   double duration_s = 20;
   std::vector<int> flush_ms = {1000, 100};
   std::string fleet_sim;
-  std::string scale = "custom";
-  std::string csv;
-  std::string summary;
+  Output out;  // --scale, --csv, --summary
 };
 
 std::string PipelineJson(const std::string& url, const std::string& conninfo, int flush_ms) {
@@ -90,12 +88,10 @@ int Main(int argc, char** argv) {
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--fleet-sim", s.fleet_sim, "Path of fleet-sim (default: this build's)");
-  app.add_option("--scale", s.scale)->capture_default_str();
-  app.add_option("--csv", s.csv);
-  app.add_option("--summary", s.summary);
+  AddOutputOptions(app, s.out);
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
-  if (s.fleet_sim.empty()) s.fleet_sim = DefaultFleetSimPath();
+  if (s.fleet_sim.empty()) s.fleet_sim = BuildTreeProgram("firmware/fleet-sim");
   if (s.fleet_sim.empty() || !testing::NatsServer::Available() ||
       !testing::PostgresServer::Available()) {
     std::cerr << "needs fleet-sim (this build), nats-server and PostgreSQL (scripts/deps.sh)\n";
@@ -109,8 +105,8 @@ int Main(int argc, char** argv) {
   std::printf("load: fleet-sim %d vehicles, %.0f samples/s in real time, %.0f s per run\n",
               s.vehicles, s.rate, s.duration_s);
 
-  Csv csv(s.csv, {"scale", "flush_ms", "rate", "rows", "expected_rows", "p50_ms", "p99_ms",
-                  "max_ms", "p50_after_T_ms", "p99_after_T_ms", "machine_busy"});
+  Csv csv(s.out.csv, {"scale", "flush_ms", "rate", "rows", "expected_rows", "p50_ms", "p99_ms",
+                      "max_ms", "p50_after_T_ms", "p99_after_T_ms", "machine_busy"});
   for (const int flush_ms : s.flush_ms) {
     pg.Psql("DROP TABLE IF EXISTS vehicle_telemetry");
     Registry registry;
@@ -160,16 +156,16 @@ int Main(int argc, char** argv) {
         static_cast<unsigned long long>(expected), p50, p99, mx, Percentile(after_t, 50),
         Percentile(after_t, 99), static_cast<double>(sum.samples) / s.duration_s, 100 * busy);
     std::fflush(stdout);
-    csv.Row(s.scale, flush_ms, s.rate, lat.size(), expected, p50, p99, mx, Percentile(after_t, 50),
-            Percentile(after_t, 99), busy);
+    csv.Row(s.out.scale, flush_ms, s.rate, lat.size(), expected, p50, p99, mx,
+            Percentile(after_t, 50), Percentile(after_t, 99), busy);
     const double goal = kEveryMs + kLatenessMs + 250;
-    AppendSummary(s.summary, {"latency", "p99 ms flush_ms " + std::to_string(flush_ms), p99, 0,
-                              "<= " + std::to_string(static_cast<int>(goal)) + " ms",
-                              p99 <= goal ? "yes" : "no",
-                              "event time of a row's oldest sample to row in PostgreSQL at " +
-                                  std::to_string(static_cast<int>(s.rate)) + " samples/s; p50 " +
-                                  std::to_string(static_cast<int>(p50)) + " ms, max " +
-                                  std::to_string(static_cast<int>(mx)) + " ms"});
+    AppendSummary(s.out.summary, {"latency", "p99 ms flush_ms " + std::to_string(flush_ms), p99, 0,
+                                  "<= " + std::to_string(static_cast<int>(goal)) + " ms",
+                                  p99 <= goal ? "yes" : "no",
+                                  "event time of a row's oldest sample to row in PostgreSQL at " +
+                                      std::to_string(static_cast<int>(s.rate)) +
+                                      " samples/s; p50 " + std::to_string(static_cast<int>(p50)) +
+                                      " ms, max " + std::to_string(static_cast<int>(mx)) + " ms"});
     if (lat.size() != expected) {
       std::printf("  WARNING: %zu rows, expected %llu (vehicles x steady windows)\n", lat.size(),
                   static_cast<unsigned long long>(expected));
