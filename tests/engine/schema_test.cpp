@@ -4,7 +4,6 @@
 #include <rapidjson/document.h>
 #include <rapidjson/schema.h>
 
-
 #include "builtin.hpp"
 #include "pipeline.hpp"
 #include "servers.hpp"
