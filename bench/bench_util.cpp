@@ -41,6 +41,14 @@ void AddOutputOptions(CLI::App& app, Output& out) {
   app.add_option("--summary", out.summary, "Append the headline figures to this summary CSV");
 }
 
+void AddFleetSimOptions(CLI::App& app, FleetSimLoad& load, const std::string& duration_help) {
+  if (load.program.empty()) load.program = BuildTreeProgram("firmware/fleet-sim");
+  app.add_option("--vehicles", load.vehicles, "Vehicles fleet-sim simulates")
+      ->capture_default_str();
+  app.add_option("--duration", load.duration_s, duration_help)->capture_default_str();
+  app.add_option("--fleet-sim", load.program, "Path of fleet-sim (default: this build's)");
+}
+
 bool ServersInstalled(bool nats, bool postgres) {
   if (nats && !testing::NatsServer::Available()) {
     std::cerr << "nats-server not found: run scripts/deps.sh\n";

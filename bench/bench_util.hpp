@@ -35,6 +35,16 @@ struct Output {
 /// --scale, --csv and --summary, into `out`.
 void AddOutputOptions(CLI::App& app, Output& out);
 
+/// fleet-sim as a benchmark's load: how many vehicles, for how long, and which program.
+struct FleetSimLoad {
+  int vehicles = 1000;
+  double duration_s = 10;
+  std::string program;  ///< this build's fleet-sim unless --fleet-sim names another
+};
+/// --vehicles, --duration (`duration_help` says what it is) and --fleet-sim, into `load`; its
+/// values are the defaults shown.
+void AddFleetSimOptions(CLI::App& app, FleetSimLoad& load, const std::string& duration_help);
+
 /// Whether the servers a benchmark starts are installed: nats-server when `nats`, PostgreSQL's
 /// server binaries when `postgres`. Says on stderr what is missing and where to get it when not.
 bool ServersInstalled(bool nats, bool postgres);

@@ -50,12 +50,10 @@ namespace fleetflow::bench {
 namespace {
 
 struct Settings {
-  int vehicles = 1000;
-  double duration_s = 10;
+  FleetSimLoad load;  // 1000 vehicles for 10 s
   int repeats = 3;
   double timebox_s = 20;
   int flush_ms = 200;
-  std::string fleet_sim;
   Output out;  // --scale, --csv, --summary
   std::vector<std::string> contenders = {"bare", "fleetflow", "ff-kv", "reference"};
 };
@@ -188,7 +186,7 @@ RunResult Measure(const std::string& url, const Live& live, const Settings& s,
                   const testing::TempDir& dir, int rep, const std::string& name,
                   FleetSimSummary& published) {
   const int64_t now_ns = WallClock().NowNs();
-  const int64_t duration_ns = static_cast<int64_t>(s.duration_s * 1e9);
+  const int64_t duration_ns = static_cast<int64_t>(s.load.duration_s * 1e9);
   const int64_t start_ns = (now_ns - duration_ns - 1'000'000'000) / 1'000'000'000 * 1'000'000'000;
   const std::string log = dir.File("fleet-sim-" + name + "-" + std::to_string(rep) + ".log");
   RunResult r;
@@ -198,10 +196,11 @@ RunResult Measure(const std::string& url, const Live& live, const Settings& s,
   const double cpu0 = ProcessCpuSeconds();
   const double server0 = PidCpuSeconds(g_server_pid);
   const auto m0 = MachineJiffies();
-  testing::Process sim({s.fleet_sim, "--nats-url", url, "--vehicles", std::to_string(s.vehicles),
-                        "--duration", std::to_string(s.duration_s), "--start-ns",
-                        std::to_string(start_ns), "--max-rate", "--quiet"},
-                       log);
+  testing::Process sim(
+      {s.load.program, "--nats-url", url, "--vehicles", std::to_string(s.load.vehicles),
+       "--duration", std::to_string(s.load.duration_s), "--start-ns", std::to_string(start_ns),
+       "--max-rate", "--quiet"},
+      log);
   const auto launched = SteadyClock::now();
   std::optional<SteadyClock::time_point> first, last;
   uint64_t expected = 0;
@@ -333,9 +332,7 @@ int Main(int argc, char** argv) {
       "Core-delivery ingest: a bare queue subscriber, one fleetflow worker (memory and KV "
       "state) and the reference design (synchronous KV put per message + an aggregator listing "
       "all keys every second), all fed by fleet-sim at its maximum rate, same run."};
-  app.add_option("--vehicles", s.vehicles, "fleet-sim vehicles")->capture_default_str();
-  app.add_option("--duration", s.duration_s, "Seconds of event time fleet-sim publishes")
-      ->capture_default_str();
+  AddFleetSimOptions(app, s.load, "Seconds of event time fleet-sim publishes");
   app.add_option("--repeats", s.repeats, "Runs per contender, interleaved; the median counts")
       ->capture_default_str();
   app.add_option("--timebox", s.timebox_s,
@@ -344,7 +341,6 @@ int Main(int argc, char** argv) {
   app.add_option("--flush-ms", s.flush_ms, "ff-kv: keyed_last_value flush_ms")
       ->capture_default_str();
   app.add_option("--contenders", contenders, "Comma-separated")->capture_default_str();
-  app.add_option("--fleet-sim", s.fleet_sim, "Path of fleet-sim (default: this build's)");
   AddOutputOptions(app, s.out);
   CLI11_PARSE(app, argc, argv);
   s.contenders.clear();
@@ -353,8 +349,7 @@ int Main(int argc, char** argv) {
     if (b == std::string::npos) b = contenders.size();
     if (b > a) s.contenders.push_back(contenders.substr(a, b - a));
   }
-  if (s.fleet_sim.empty()) s.fleet_sim = BuildTreeProgram("firmware/fleet-sim");
-  if (s.fleet_sim.empty()) {
+  if (s.load.program.empty()) {
     std::cerr << "fleet-sim not found: build it (ninja fleet-sim) or pass --fleet-sim\n";
     return 1;
   }
@@ -365,7 +360,7 @@ int Main(int argc, char** argv) {
   g_server_pid = FindNatsServerPid(server.port());
   testing::TempDir dir("ff-bench-core");
   std::printf("nats-server %s; fleet-sim %s: %d vehicles, %.0f s of event time, max rate\n",
-              server.url().c_str(), s.fleet_sim.c_str(), s.vehicles, s.duration_s);
+              server.url().c_str(), s.load.program.c_str(), s.load.vehicles, s.load.duration_s);
 
   std::map<std::string, std::vector<RunResult>> runs;
   FleetSimSummary published;
