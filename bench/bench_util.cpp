@@ -12,6 +12,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "servers.hpp"
+
 namespace fleetflow::bench {
 
 double Seconds(SteadyClock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -30,6 +32,33 @@ int RunMain(const char* program, int (*main)(int, char**), int argc, char** argv
     std::cerr << program << ": " << e.what() << "\n";
     return 1;
   }
+}
+
+void AddOutputOptions(CLI::App& app, Output& out) {
+  app.add_option("--scale", out.scale, "Label of this scale in the CSV files")
+      ->capture_default_str();
+  app.add_option("--csv", out.csv, "Write one row per run (and per median) to this CSV file");
+  app.add_option("--summary", out.summary, "Append the headline figures to this summary CSV");
+}
+
+void AddFleetSimOptions(CLI::App& app, FleetSimLoad& load, const std::string& duration_help) {
+  if (load.program.empty()) load.program = BuildTreeProgram("firmware/fleet-sim");
+  app.add_option("--vehicles", load.vehicles, "Vehicles fleet-sim simulates")
+      ->capture_default_str();
+  app.add_option("--duration", load.duration_s, duration_help)->capture_default_str();
+  app.add_option("--fleet-sim", load.program, "Path of fleet-sim (default: this build's)");
+}
+
+bool ServersInstalled(bool nats, bool postgres) {
+  if (nats && !testing::NatsServer::Available()) {
+    std::cerr << "nats-server not found: run scripts/deps.sh\n";
+    return false;
+  }
+  if (postgres && !testing::PostgresServer::Available()) {
+    std::cerr << "PostgreSQL server binaries not found: run scripts/deps.sh\n";
+    return false;
+  }
+  return true;
 }
 
 double ThreadCpuSeconds() {
@@ -232,12 +261,12 @@ Pipeline ParsePipelineOrThrow(const std::string& json, const Registry& registry)
   return *loaded.pipeline;
 }
 
-std::string DefaultFleetSimPath() {
+std::string BuildTreeProgram(const std::string& relative) {
   std::error_code ec;
   const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (ec) return "";
-  const auto sim = exe.parent_path().parent_path() / "firmware" / "fleet-sim";
-  return std::filesystem::exists(sim) ? sim.string() : "";
+  const auto path = exe.parent_path().parent_path() / relative;
+  return std::filesystem::exists(path) ? path.string() : "";
 }
 
 bool ParseFleetSimSummary(const std::string& text, FleetSimSummary& out) {

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -24,6 +25,29 @@ double Seconds(SteadyClock::duration d);
 
 /// A benchmark's main(): runs `main`, and prints an exception as "<program>: <what>" (exit 1).
 int RunMain(const char* program, int (*main)(int, char**), int argc, char** argv);
+
+/// Where a benchmark's figures go besides its table on stdout.
+struct Output {
+  std::string scale = "custom";  ///< the label of this scale in the CSV files
+  std::string csv;               ///< one row per run (and per median), when not empty
+  std::string summary;           ///< the headline figures are appended here (bench/run.sh)
+};
+/// --scale, --csv and --summary, into `out`.
+void AddOutputOptions(CLI::App& app, Output& out);
+
+/// fleet-sim as a benchmark's load: how many vehicles, for how long, and which program.
+struct FleetSimLoad {
+  int vehicles = 1000;
+  double duration_s = 10;
+  std::string program;  ///< this build's fleet-sim unless --fleet-sim names another
+};
+/// --vehicles, --duration (`duration_help` says what it is) and --fleet-sim, into `load`; its
+/// values are the defaults shown.
+void AddFleetSimOptions(CLI::App& app, FleetSimLoad& load, const std::string& duration_help);
+
+/// Whether the servers a benchmark starts are installed: nats-server when `nats`, PostgreSQL's
+/// server binaries when `postgres`. Says on stderr what is missing and where to get it when not.
+bool ServersInstalled(bool nats, bool postgres);
 
 /// User + system CPU seconds of this process (all threads).
 double ProcessCpuSeconds();
@@ -97,9 +121,9 @@ void RegisterBenchSinks(Registry& registry, Probe& probe);
 /// Parses a pipeline JSON (as a file would be); throws std::runtime_error listing the errors.
 Pipeline ParsePipelineOrThrow(const std::string& json, const Registry& registry);
 
-/// Where fleet-sim was built: next to this executable's build tree (../firmware/fleet-sim),
-/// or "" when not found.
-std::string DefaultFleetSimPath();
+/// A program of this executable's build tree: <build>/<relative> (this program is
+/// <build>/bench/ff-bench-*), e.g. "firmware/fleet-sim" or "apps/fleetflow"; "" when not found.
+std::string BuildTreeProgram(const std::string& relative);
 
 /// What fleet-sim printed as its summary line.
 struct FleetSimSummary {

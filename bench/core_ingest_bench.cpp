@@ -50,15 +50,11 @@ namespace fleetflow::bench {
 namespace {
 
 struct Settings {
-  int vehicles = 1000;
-  double duration_s = 10;
+  FleetSimLoad load;  // 1000 vehicles for 10 s
   int repeats = 3;
   double timebox_s = 20;
   int flush_ms = 200;
-  std::string fleet_sim;
-  std::string scale = "custom";
-  std::string csv;
-  std::string summary;
+  Output out;  // --scale, --csv, --summary
   std::vector<std::string> contenders = {"bare", "fleetflow", "ff-kv", "reference"};
 };
 
@@ -190,7 +186,7 @@ RunResult Measure(const std::string& url, const Live& live, const Settings& s,
                   const testing::TempDir& dir, int rep, const std::string& name,
                   FleetSimSummary& published) {
   const int64_t now_ns = WallClock().NowNs();
-  const int64_t duration_ns = static_cast<int64_t>(s.duration_s * 1e9);
+  const int64_t duration_ns = static_cast<int64_t>(s.load.duration_s * 1e9);
   const int64_t start_ns = (now_ns - duration_ns - 1'000'000'000) / 1'000'000'000 * 1'000'000'000;
   const std::string log = dir.File("fleet-sim-" + name + "-" + std::to_string(rep) + ".log");
   RunResult r;
@@ -200,10 +196,11 @@ RunResult Measure(const std::string& url, const Live& live, const Settings& s,
   const double cpu0 = ProcessCpuSeconds();
   const double server0 = PidCpuSeconds(g_server_pid);
   const auto m0 = MachineJiffies();
-  testing::Process sim({s.fleet_sim, "--nats-url", url, "--vehicles", std::to_string(s.vehicles),
-                        "--duration", std::to_string(s.duration_s), "--start-ns",
-                        std::to_string(start_ns), "--max-rate", "--quiet"},
-                       log);
+  testing::Process sim(
+      {s.load.program, "--nats-url", url, "--vehicles", std::to_string(s.load.vehicles),
+       "--duration", std::to_string(s.load.duration_s), "--start-ns", std::to_string(start_ns),
+       "--max-rate", "--quiet"},
+      log);
   const auto launched = SteadyClock::now();
   std::optional<SteadyClock::time_point> first, last;
   uint64_t expected = 0;
@@ -335,9 +332,7 @@ int Main(int argc, char** argv) {
       "Core-delivery ingest: a bare queue subscriber, one fleetflow worker (memory and KV "
       "state) and the reference design (synchronous KV put per message + an aggregator listing "
       "all keys every second), all fed by fleet-sim at its maximum rate, same run."};
-  app.add_option("--vehicles", s.vehicles, "fleet-sim vehicles")->capture_default_str();
-  app.add_option("--duration", s.duration_s, "Seconds of event time fleet-sim publishes")
-      ->capture_default_str();
+  AddFleetSimOptions(app, s.load, "Seconds of event time fleet-sim publishes");
   app.add_option("--repeats", s.repeats, "Runs per contender, interleaved; the median counts")
       ->capture_default_str();
   app.add_option("--timebox", s.timebox_s,
@@ -346,10 +341,7 @@ int Main(int argc, char** argv) {
   app.add_option("--flush-ms", s.flush_ms, "ff-kv: keyed_last_value flush_ms")
       ->capture_default_str();
   app.add_option("--contenders", contenders, "Comma-separated")->capture_default_str();
-  app.add_option("--fleet-sim", s.fleet_sim, "Path of fleet-sim (default: this build's)");
-  app.add_option("--scale", s.scale, "Label of this scale")->capture_default_str();
-  app.add_option("--csv", s.csv, "One row per run and per median");
-  app.add_option("--summary", s.summary, "Append the headline figures to this summary CSV");
+  AddOutputOptions(app, s.out);
   CLI11_PARSE(app, argc, argv);
   s.contenders.clear();
   for (size_t a = 0, b; a < contenders.size(); a = b + 1) {
@@ -357,22 +349,18 @@ int Main(int argc, char** argv) {
     if (b == std::string::npos) b = contenders.size();
     if (b > a) s.contenders.push_back(contenders.substr(a, b - a));
   }
-  if (s.fleet_sim.empty()) s.fleet_sim = DefaultFleetSimPath();
-  if (s.fleet_sim.empty()) {
+  if (s.load.program.empty()) {
     std::cerr << "fleet-sim not found: build it (ninja fleet-sim) or pass --fleet-sim\n";
     return 1;
   }
   spdlog::set_level(spdlog::level::warn);
-  if (!testing::NatsServer::Available()) {
-    std::cerr << "nats-server not found: run scripts/deps.sh\n";
-    return 1;
-  }
+  if (!ServersInstalled(/*nats=*/true, /*postgres=*/false)) return 1;
   testing::NatsServer server;
   server.Start();
   g_server_pid = FindNatsServerPid(server.port());
   testing::TempDir dir("ff-bench-core");
   std::printf("nats-server %s; fleet-sim %s: %d vehicles, %.0f s of event time, max rate\n",
-              server.url().c_str(), s.fleet_sim.c_str(), s.vehicles, s.duration_s);
+              server.url().c_str(), s.load.program.c_str(), s.load.vehicles, s.load.duration_s);
 
   std::map<std::string, std::vector<RunResult>> runs;
   FleetSimSummary published;
@@ -399,9 +387,9 @@ int Main(int argc, char** argv) {
               published.messages ? (double)published.samples / (double)published.messages : 0.0);
 
   std::map<std::string, double> med;
-  Csv csv(s.csv, {"scale", "contender", "rep", "complete", "seconds", "samples_per_s", "msgs_per_s",
-                  "ratio_to_bare", "cpu_seconds", "server_cpu_seconds", "machine_busy", "kv_writes",
-                  "aggregator_ticks", "aggregator_tick_s"});
+  Csv csv(s.out.csv, {"scale", "contender", "rep", "complete", "seconds", "samples_per_s",
+                      "msgs_per_s", "ratio_to_bare", "cpu_seconds", "server_cpu_seconds",
+                      "machine_busy", "kv_writes", "aggregator_ticks", "aggregator_tick_s"});
   for (const auto& c : s.contenders) {
     std::vector<double> v;
     for (const auto& r : runs[c]) v.push_back(r.samples_per_s);
@@ -415,20 +403,20 @@ int Main(int argc, char** argv) {
     for (const auto& r : runs[c]) {
       const double msgs = r.msgs_per_s * r.seconds;
       cpu.push_back(msgs > 0 ? 1e6 * r.cpu_s / msgs : 0);
-      csv.Row(s.scale, c, r.rep, r.complete ? 1 : 0, r.seconds, r.samples_per_s, r.msgs_per_s,
+      csv.Row(s.out.scale, c, r.rep, r.complete ? 1 : 0, r.seconds, r.samples_per_s, r.msgs_per_s,
               bare > 0 ? r.samples_per_s / bare : 0, r.cpu_s, r.server_cpu_s, r.busy, r.kv_writes,
               r.agg_ticks, r.agg_tick_s);
     }
     const double ref = med.count("reference") ? med["reference"] : 0;
     std::printf("%-10s %12.0f %8.1f%% %11.1fx %10.2f\n", c.c_str(), med[c],
                 bare > 0 ? 100 * med[c] / bare : 0, ref > 0 ? med[c] / ref : 0, Median(cpu));
-    csv.Row(s.scale, c, "median", "", "", med[c], "", bare > 0 ? med[c] / bare : 0, "", "", "", "",
-            "", "");
+    csv.Row(s.out.scale, c, "median", "", "", med[c], "", bare > 0 ? med[c] / bare : 0, "", "", "",
+            "", "", "");
   }
   if (med.count("fleetflow") && bare > 0) {
     const double ratio = med["fleetflow"] / bare;
     AppendSummary(
-        s.summary,
+        s.out.summary,
         {"core_ingest", "samples/s", med["fleetflow"], bare, ">= 80%", ratio >= 0.8 ? "yes" : "no",
          "nats_source core -> keyed_last_value memory vs bare queue subscriber"});
   }
@@ -436,7 +424,7 @@ int Main(int argc, char** argv) {
     for (const char* ff : {"ff-kv", "fleetflow"}) {
       if (!med.count(ff)) continue;
       AppendSummary(
-          s.summary,
+          s.out.summary,
           {"reference_design", std::string("samples/s ") + ff, med[ff], med["reference"], "", "",
            std::string(ff) == "ff-kv"
                ? "fleetflow with KV state + window_join vs sync KV put per message"

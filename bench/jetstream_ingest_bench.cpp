@@ -620,10 +620,7 @@ int Main(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
 
-  if (!testing::NatsServer::Available()) {
-    std::cerr << "nats-server not found: run scripts/deps.sh\n";
-    return 1;
-  }
+  if (!ServersInstalled(/*nats=*/true, /*postgres=*/false)) return 1;
   testing::NatsServer server;
   server.Start();
   const std::string url = server.url();

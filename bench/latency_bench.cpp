@@ -41,14 +41,10 @@ constexpr int64_t kEveryMs = 1000;
 constexpr int64_t kLatenessMs = 500;
 
 struct Settings {
-  int vehicles = 1000;
+  FleetSimLoad load{.vehicles = 1000, .duration_s = 20, .program = {}};
   double rate = 50'000;
-  double duration_s = 20;
   std::vector<int> flush_ms = {1000, 100};
-  std::string fleet_sim;
-  std::string scale = "custom";
-  std::string csv;
-  std::string summary;
+  Output out;  // --scale, --csv, --summary
 };
 
 std::string PipelineJson(const std::string& url, const std::string& conninfo, int flush_ms) {
@@ -83,20 +79,15 @@ std::vector<double> Column(const std::string& text) {
 int Main(int argc, char** argv) {
   Settings s;
   CLI::App app{"End-to-end latency (event time to row in PostgreSQL) at a fixed load"};
-  app.add_option("--vehicles", s.vehicles)->capture_default_str();
+  AddFleetSimOptions(app, s.load, "Seconds of each run");
   app.add_option("--rate", s.rate, "Samples/s fleet-sim sends in real time")->capture_default_str();
-  app.add_option("--duration", s.duration_s, "Seconds of each run")->capture_default_str();
   app.add_option("--flush-ms", s.flush_ms, "timescale_sink flush_ms values, one run each")
       ->delimiter(',')
       ->capture_default_str();
-  app.add_option("--fleet-sim", s.fleet_sim, "Path of fleet-sim (default: this build's)");
-  app.add_option("--scale", s.scale)->capture_default_str();
-  app.add_option("--csv", s.csv);
-  app.add_option("--summary", s.summary);
+  AddOutputOptions(app, s.out);
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
-  if (s.fleet_sim.empty()) s.fleet_sim = DefaultFleetSimPath();
-  if (s.fleet_sim.empty() || !testing::NatsServer::Available() ||
+  if (s.load.program.empty() || !testing::NatsServer::Available() ||
       !testing::PostgresServer::Available()) {
     std::cerr << "needs fleet-sim (this build), nats-server and PostgreSQL (scripts/deps.sh)\n";
     return 1;
@@ -107,10 +98,10 @@ int Main(int argc, char** argv) {
   pg.Start();
   testing::TempDir dir("ff-bench-latency");
   std::printf("load: fleet-sim %d vehicles, %.0f samples/s in real time, %.0f s per run\n",
-              s.vehicles, s.rate, s.duration_s);
+              s.load.vehicles, s.rate, s.load.duration_s);
 
-  Csv csv(s.csv, {"scale", "flush_ms", "rate", "rows", "expected_rows", "p50_ms", "p99_ms",
-                  "max_ms", "p50_after_T_ms", "p99_after_T_ms", "machine_busy"});
+  Csv csv(s.out.csv, {"scale", "flush_ms", "rate", "rows", "expected_rows", "p50_ms", "p99_ms",
+                      "max_ms", "p50_after_T_ms", "p99_after_T_ms", "machine_busy"});
   for (const int flush_ms : s.flush_ms) {
     pg.Psql("DROP TABLE IF EXISTS vehicle_telemetry");
     Registry registry;
@@ -125,11 +116,11 @@ int Main(int argc, char** argv) {
         "clock_timestamp()");
     runtime.Start();
     const auto m0 = MachineJiffies();
-    testing::Process sim({s.fleet_sim, "--nats-url", nats.url(), "--vehicles",
-                          std::to_string(s.vehicles), "--target-rate", std::to_string(s.rate),
-                          "--duration", std::to_string(s.duration_s), "--quiet"},
+    testing::Process sim({s.load.program, "--nats-url", nats.url(), "--vehicles",
+                          std::to_string(s.load.vehicles), "--target-rate", std::to_string(s.rate),
+                          "--duration", std::to_string(s.load.duration_s), "--quiet"},
                          dir.File("fleet-sim-" + std::to_string(flush_ms) + ".log"));
-    const auto status = sim.Wait(std::chrono::seconds(static_cast<int>(s.duration_s) + 60));
+    const auto status = sim.Wait(std::chrono::seconds(static_cast<int>(s.load.duration_s) + 60));
     if (!status || *status != 0) throw std::runtime_error("fleet-sim failed: " + sim.ReadLog());
     FleetSimSummary sum;
     if (!ParseFleetSimSummary(sim.ReadLog(), sum)) throw std::runtime_error("no fleet-sim summary");
@@ -150,7 +141,7 @@ int Main(int argc, char** argv) {
     const auto after_t =
         Column(pg.Psql("SELECT 1000 * extract(epoch FROM committed_at - time)" + where));
     const uint64_t windows = std::stoull(pg.Psql("SELECT count(DISTINCT time)" + where));
-    const uint64_t expected = windows * static_cast<uint64_t>(s.vehicles);
+    const uint64_t expected = windows * static_cast<uint64_t>(s.load.vehicles);
     const double p50 = Percentile(lat, 50), p99 = Percentile(lat, 99), mx = Percentile(lat, 100);
     std::printf(
         "  sink flush_ms %4d: %zu rows in %llu steady windows (expected %llu), latency from the "
@@ -158,18 +149,18 @@ int Main(int argc, char** argv) {
         "fleet-sim sent %.0f samples/s; machine busy %.0f%%\n",
         flush_ms, lat.size(), static_cast<unsigned long long>(windows),
         static_cast<unsigned long long>(expected), p50, p99, mx, Percentile(after_t, 50),
-        Percentile(after_t, 99), static_cast<double>(sum.samples) / s.duration_s, 100 * busy);
+        Percentile(after_t, 99), static_cast<double>(sum.samples) / s.load.duration_s, 100 * busy);
     std::fflush(stdout);
-    csv.Row(s.scale, flush_ms, s.rate, lat.size(), expected, p50, p99, mx, Percentile(after_t, 50),
-            Percentile(after_t, 99), busy);
+    csv.Row(s.out.scale, flush_ms, s.rate, lat.size(), expected, p50, p99, mx,
+            Percentile(after_t, 50), Percentile(after_t, 99), busy);
     const double goal = kEveryMs + kLatenessMs + 250;
-    AppendSummary(s.summary, {"latency", "p99 ms flush_ms " + std::to_string(flush_ms), p99, 0,
-                              "<= " + std::to_string(static_cast<int>(goal)) + " ms",
-                              p99 <= goal ? "yes" : "no",
-                              "event time of a row's oldest sample to row in PostgreSQL at " +
-                                  std::to_string(static_cast<int>(s.rate)) + " samples/s; p50 " +
-                                  std::to_string(static_cast<int>(p50)) + " ms, max " +
-                                  std::to_string(static_cast<int>(mx)) + " ms"});
+    AppendSummary(s.out.summary, {"latency", "p99 ms flush_ms " + std::to_string(flush_ms), p99, 0,
+                                  "<= " + std::to_string(static_cast<int>(goal)) + " ms",
+                                  p99 <= goal ? "yes" : "no",
+                                  "event time of a row's oldest sample to row in PostgreSQL at " +
+                                      std::to_string(static_cast<int>(s.rate)) +
+                                      " samples/s; p50 " + std::to_string(static_cast<int>(p50)) +
+                                      " ms, max " + std::to_string(static_cast<int>(mx)) + " ms"});
     if (lat.size() != expected) {
       std::printf("  WARNING: %zu rows, expected %llu (vehicles x steady windows)\n", lat.size(),
                   static_cast<unsigned long long>(expected));

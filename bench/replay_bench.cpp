@@ -139,16 +139,16 @@ RunResult RunOnce(const Pipeline& pipeline, double* setup_s = nullptr) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   runtime.Stop();
-  RunResult r;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  r.samples = metrics.CounterSum("samples_in");
-  r.messages = metrics.CounterSum("messages_in");
-  r.null_rows = metrics.CounterSum("null_rows");
-  r.rows_written = metrics.CounterSum("sink_rows_written");
-  r.rows_dropped = metrics.CounterSum("sink_rows_dropped");
-  r.retries = metrics.CounterSum("sink_retries");
-  r.batches = metrics.CounterSum("sink_batches");
-  return r;
+  return RunResult{
+      .seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+      .samples = metrics.CounterSum("samples_in"),
+      .messages = metrics.CounterSum("messages_in"),
+      .null_rows = metrics.CounterSum("null_rows"),
+      .rows_written = metrics.CounterSum("sink_rows_written"),
+      .rows_dropped = metrics.CounterSum("sink_rows_dropped"),
+      .retries = metrics.CounterSum("sink_retries"),
+      .batches = metrics.CounterSum("sink_batches"),
+  };
 }
 
 /// `loaded` with every nats_source replaced by a replay_source on `file` (as `fleetflow replay`

@@ -134,35 +134,33 @@ if wants jetstream; then
       }
     }' "$out/jetstream_ingest_${scale}.csv"
 fi
+# Heading $1, then the benchmark (the rest: a program of bench/ and its arguments) writing its
+# rows to $out/$2_$scale.csv and its headline figures to the summary.
+run_bench() {
+  local heading=$1 csv=$2
+  shift 2
+  echo "== $heading"
+  "$@" --scale "$scale" --csv "$out/${csv}_${scale}.csv" --summary "$summary"
+}
 if wants core; then
-  echo "== 1. core ingest vs bare queue subscriber, 7. reference design"
-  "$bin/ff-bench-core" "${core_args[@]}" --scale "$scale" --csv "$out/core_ingest_${scale}.csv" \
-    --summary "$summary"
+  run_bench "1. core ingest vs bare queue subscriber, 7. reference design" core_ingest \
+    "$bin/ff-bench-core" "${core_args[@]}"
 fi
 if wants sink; then
-  echo "== 3. timescale_sink vs bare COPY + upsert"
-  "$bin/ff-bench-sink" "${sink_args[@]}" --scale "$scale" --csv "$out/sink_${scale}.csv" \
-    --summary "$summary"
+  run_bench "3. timescale_sink vs bare COPY + upsert" sink "$bin/ff-bench-sink" "${sink_args[@]}"
 fi
 if wants window; then
-  echo "== 4. window join at scale"
-  "$bin/ff-bench-scale" window "${window_args[@]}" --scale "$scale" \
-    --csv "$out/window_join_${scale}.csv" --summary "$summary"
+  run_bench "4. window join at scale" window_join "$bin/ff-bench-scale" window "${window_args[@]}"
 fi
 if wants latency; then
-  echo "== 5. end-to-end latency"
-  "$bin/ff-bench-latency" "${latency_args[@]}" --scale "$scale" --csv "$out/latency_${scale}.csv" \
-    --summary "$summary"
+  run_bench "5. end-to-end latency" latency "$bin/ff-bench-latency" "${latency_args[@]}"
 fi
 if wants memory; then
-  echo "== 6. memory"
-  "$bin/ff-bench-scale" memory "${memory_args[@]}" --scale "$scale" \
-    --csv "$out/memory_${scale}.csv" --summary "$summary"
+  run_bench "6. memory" memory "$bin/ff-bench-scale" memory "${memory_args[@]}"
 fi
 if wants scaleout; then
-  echo "== 8. scale-out by partition (1..4 workers)"
-  "$bin/ff-bench-scaleout" "${scaleout_args[@]}" --scale "$scale" \
-    --csv "$out/scaleout_${scale}.csv" --summary "$summary"
+  run_bench "8. scale-out by partition (1..4 workers)" scaleout "$bin/ff-bench-scaleout" \
+    "${scaleout_args[@]}"
 fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/machine_${scale}.txt"
 echo "benchmarks took: $(($(date +%s) - started)) s" >> "$out/machine_${scale}.txt"
@@ -217,19 +215,25 @@ GP
   plots+=(core_ingest)
 fi
 
-# Window join: CPU per window.
-if [[ -f "$out/window_join_${scale}.csv" ]]; then
+# Lines from the rows of $out/$1_$scale.csv (when it exists), titled $2 with the axes $3 and $4;
+# $5: what gnuplot plots of the file (the plot command after the file's name).
+csv_lines() {
+  [[ -f "$out/$1_${scale}.csv" ]] || return 0
   gnuplot << GP
-$(png window_join)
+$(png "$1")
 set datafile separator ','
-set title "window join on one core: CPU per 1 s window ($scale scale)"
-set xlabel "window"; set ylabel "ms CPU"; set grid; set key top left; set yrange [0:*]
-plot '$out/window_join_${scale}.csv' every ::1 using 3:6 with linespoints pt 7 title 'emit (all rows of the window)', \
-     '' every ::1 using 3:5 with linespoints pt 5 title 'ingest (one second of samples)', \
-     100 with lines dt 2 lc rgb '#cc3311' title 'goal: emit < 100 ms'
+set title "$2 ($scale scale)"
+set xlabel "$3"; set ylabel "$4"; set grid; set key top left; set yrange [0:*]
+plot '$out/$1_${scale}.csv' $5
 GP
-  plots+=(window_join)
-fi
+  plots+=("$1")
+}
+
+# Window join: CPU per window.
+csv_lines window_join "window join on one core: CPU per 1 s window" window "ms CPU" \
+  "every ::1 using 3:6 with linespoints pt 7 title 'emit (all rows of the window)', \
+   '' every ::1 using 3:5 with linespoints pt 5 title 'ingest (one second of samples)', \
+   100 with lines dt 2 lc rgb '#cc3311' title 'goal: emit < 100 ms'"
 
 # Latency: p50 / p99 / max per sink flush_ms, with the goal.
 if [[ -f "$out/latency_${scale}.csv" ]]; then
@@ -246,15 +250,7 @@ GP
 fi
 
 # Memory: peak RSS by fleet size.
-if [[ -f "$out/memory_${scale}.csv" ]]; then
-  gnuplot << GP
-$(png memory)
-set datafile separator ','
-set title "Engine peak RSS by fleet size ($scale scale)"
-set xlabel "vehicles"; set ylabel "MiB"; set grid; set key top left; set yrange [0:*]
-plot '$out/memory_${scale}.csv' every ::1 using 2:6 with linespoints pt 7 title 'peak RSS', \
-     '' every ::1 using 2:5 with linespoints pt 5 title 'RSS before the Runtime was built'
-GP
-  plots+=(memory)
-fi
+csv_lines memory "Engine peak RSS by fleet size" vehicles MiB \
+  "every ::1 using 2:6 with linespoints pt 7 title 'peak RSS', \
+   '' every ::1 using 2:5 with linespoints pt 5 title 'RSS before the Runtime was built'"
 for p in "${plots[@]}"; do echo "plot: $out/${p}_${scale}.png"; done

@@ -26,7 +26,6 @@
 // at most 1.02 writes per row; each worker tracks fleet/N vehicles within 20 %; RSS per worker
 // falls as N grows. Everything runs on one machine: CPU per sample is the figure to compare,
 // not the rate (fleet-sim offers the same real-time load at every N).
-#include <httplib.h>
 #include <rapidjson/document.h>
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
@@ -48,6 +47,7 @@
 #include <vector>
 
 #include "bench_util.hpp"
+#include "fleet_check.hpp"
 #include "servers.hpp"
 
 namespace fleetflow::bench {
@@ -72,20 +72,9 @@ struct Settings {
   std::string pipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
   std::string fleetflow;
   std::string fleet_sim;
-  std::string scale = "custom";
-  std::string csv;
-  std::string summary;
+  Output out;  // --scale, --csv, --summary
   bool keep_logs = false;
 };
-
-/// <this build>/apps/fleetflow (this program is <build>/bench/ff-bench-scaleout), or "".
-std::string DefaultFleetflowPath() {
-  std::error_code ec;
-  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  const auto path = exe.parent_path().parent_path() / "apps" / "fleetflow";
-  return std::filesystem::exists(path) ? path.string() : "";
-}
 
 /// Copies the pipeline with every timescale_sink's config given "timescaledb": "off".
 void WritePipeline(const std::string& from, const std::string& to) {
@@ -116,21 +105,6 @@ void WritePipeline(const std::string& from, const std::string& to) {
   if (!out) throw std::runtime_error("cannot write " + to);
 }
 
-/// Sum of every series of metric `name` in a Prometheus text exposition; nullopt when absent.
-std::optional<double> Scrape(const std::string& text, const std::string& name) {
-  std::istringstream lines(text);
-  double sum = 0;
-  bool found = false;
-  for (std::string line; std::getline(lines, line);) {
-    if (line.size() <= name.size() || line.compare(0, name.size(), name) != 0) continue;
-    if (line[name.size()] != ' ' && line[name.size()] != '{') continue;
-    sum += std::stod(line.substr(line.rfind(' ') + 1));
-    found = true;
-  }
-  if (!found) return std::nullopt;
-  return sum;
-}
-
 /// The number in field `key` of /proc/<pid>/status (VmRSS in kB, Threads); 0 when gone.
 uint64_t PidStatus(pid_t pid, const std::string& key) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -158,36 +132,6 @@ double TaskSwitches(pid_t pid) {
 }
 
 double MiB(uint64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
-
-/// One engine worker: `fleetflow run <pipeline>` with its metrics on a free port.
-class Worker {
- public:
-  Worker(const Settings& s, const std::string& pipeline,
-         const std::map<std::string, std::string>& env, const std::string& log)
-      : port_(testing::FreePort()),
-        process_({s.fleetflow, "run", pipeline, "--metrics-port", std::to_string(port_),
-                  "--metrics-host", "127.0.0.1"},
-                 log, env) {}
-
-  std::optional<std::string> Get(const std::string& path) const {
-    httplib::Client http("127.0.0.1", port_);
-    http.set_connection_timeout(2);
-    http.set_read_timeout(5);
-    auto res = http.Get(path.c_str());
-    if (!res || res->status != 200) return std::nullopt;
-    return res->body;
-  }
-  /// Metric `name` summed over its series; -1 when it cannot be read.
-  double Metric(const std::string& text, const std::string& name) const {
-    return Scrape(text, name).value_or(-1);
-  }
-  testing::Process& process() { return process_; }
-  pid_t pid() const { return process_.pid(); }
-
- private:
-  int port_;
-  testing::Process process_;
-};
 
 /// What one worker showed during and after the load.
 struct WorkerFigures {
@@ -244,26 +188,6 @@ struct Run {
   }
 };
 
-void CountWrites(const testing::PostgresServer& pg) {
-  pg.Psql(
-      "CREATE TABLE row_writes (vehicle_id text, time timestamptz);"
-      "CREATE FUNCTION log_row_write() RETURNS trigger LANGUAGE plpgsql AS "
-      "$$ BEGIN INSERT INTO row_writes VALUES (NEW.vehicle_id, NEW.time); RETURN NULL; END $$;"
-      "CREATE TRIGGER log_row_write AFTER INSERT OR UPDATE ON vehicle_telemetry "
-      "FOR EACH ROW EXECUTE FUNCTION log_row_write();");
-}
-
-/// Writes logged by the trigger, distinct rows written, most writes of one row.
-std::tuple<uint64_t, uint64_t, uint64_t> Writes(const testing::PostgresServer& pg) {
-  std::istringstream in(
-      pg.Psql("SELECT count(*) || ' ' || count(DISTINCT (vehicle_id, time)) || ' ' || "
-              "coalesce((SELECT max(n) FROM (SELECT count(*) AS n FROM row_writes "
-              "GROUP BY vehicle_id, time) AS per_row), 0) FROM row_writes"));
-  uint64_t writes = 0, rows = 0, most = 0;
-  in >> writes >> rows >> most;
-  return {writes, rows, most};
-}
-
 std::string Tail(const std::string& log, size_t chars = 3000) {
   return log.size() > chars ? log.substr(log.size() - chars) : log;
 }
@@ -271,21 +195,19 @@ std::string Tail(const std::string& log, size_t chars = 3000) {
 Run MeasureOne(const Settings& s, int n) {
   Run run;
   run.n = n;
-  testing::TempDir dir("ff-bench-scaleout");
-  testing::NatsServer nats;
-  nats.MapPartitions(kPartitions);
-  nats.Start();
-  testing::PostgresServer pg;
-  pg.Start();
+  testing::Servers servers("ff-bench-scaleout", kPartitions);
+  const testing::NatsServer& nats = servers.nats;
+  const testing::PostgresServer& pg = servers.pg;
+  const testing::TempDir& dir = servers.dir;
   const std::string pipeline = dir.File("jetstream.json");
   WritePipeline(s.pipeline, pipeline);
   auto env = pg.env();
   env["NATS_URL"] = nats.url();
 
-  std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<std::unique_ptr<testing::Engine>> workers;
   for (int i = 0; i < n; ++i) {
-    workers.push_back(std::make_unique<Worker>(s, pipeline, env,
-                                               dir.File("worker" + std::to_string(i) + ".log")));
+    workers.push_back(std::make_unique<testing::Engine>(
+        pipeline, env, dir.File("worker" + std::to_string(i) + ".log"), s.fleetflow));
   }
   auto fail = [&](const std::string& what) {
     std::string logs;
@@ -308,7 +230,7 @@ Run MeasureOne(const Settings& s, int n) {
         bool each = true;
         for (int i = 0; i < n; ++i) {
           const auto text = workers[i]->Get("/metrics");
-          owned[i] = text ? workers[i]->Metric(*text, "fleetflow_partitions_owned") : -1;
+          owned[i] = text ? testing::Scrape(*text, "fleetflow_partitions_owned") : -1;
           sum += owned[i];
           each = each && owned[i] >= kPartitions / n;
         }
@@ -325,7 +247,7 @@ Run MeasureOne(const Settings& s, int n) {
           100ms)) {
     throw fail("the sink did not create vehicle_telemetry");
   }
-  CountWrites(pg);
+  testing::CountWrites(pg);
   run.workers.resize(n);
   for (int i = 0; i < n; ++i) run.workers[i].partitions = owned[i];
 
@@ -334,7 +256,7 @@ Run MeasureOne(const Settings& s, int n) {
   if (nats_pid <= 0 || pg_pid <= 0) throw fail("cannot find the servers' pids");
   auto worker_cpu = [&] {
     std::vector<double> v;
-    for (auto& w : workers) v.push_back(PidCpuSeconds(w->pid()));
+    for (auto& w : workers) v.push_back(PidCpuSeconds(w->process().pid()));
     return v;
   };
   auto sum = [](const std::vector<double>& v) {
@@ -368,7 +290,7 @@ Run MeasureOne(const Settings& s, int n) {
                   TaskSwitches(nats_pid),
                   MachineJiffies(),
                   SteadyClock::now()};
-    for (auto& w : workers) snap.worker_switches.push_back(TaskSwitches(w->pid()));
+    for (auto& w : workers) snap.worker_switches.push_back(TaskSwitches(w->process().pid()));
     return snap;
   };
   std::vector<std::string> sim_argv = {s.fleet_sim,
@@ -407,7 +329,7 @@ Run MeasureOne(const Settings& s, int n) {
     }
     for (int i = 0; i < n; ++i) {
       auto& f = run.workers[i];
-      f.rss_max = std::max(f.rss_max, 1024 * PidStatus(workers[i]->pid(), "VmRSS"));
+      f.rss_max = std::max(f.rss_max, 1024 * PidStatus(workers[i]->process().pid(), "VmRSS"));
     }
     // Reading /metrics costs each worker CPU that counts as its own: while fleet-sim publishes,
     // only every --load-poll-ms.
@@ -421,11 +343,11 @@ Run MeasureOne(const Settings& s, int n) {
       auto& f = run.workers[i];
       const auto text = workers[i]->Get("/metrics");
       if (!text) continue;
-      const double tracked = workers[i]->Metric(*text, "fleetflow_tracked_vehicles");
+      const double tracked = testing::Scrape(*text, "fleetflow_tracked_vehicles");
       f.tracked_max = std::max(f.tracked_max, tracked);
       if (sim_done && f.tracked_end < 0) f.tracked_end = tracked;
-      written += std::max(0.0, workers[i]->Metric(*text, "fleetflow_sink_rows_written_total"));
-      emitted += std::max(0.0, workers[i]->Metric(*text, "fleetflow_rows_emitted_total"));
+      written += std::max(0.0, testing::Scrape(*text, "fleetflow_sink_rows_written_total"));
+      emitted += std::max(0.0, testing::Scrape(*text, "fleetflow_rows_emitted_total"));
     }
     if (written != last_written) {
       last_written = written;
@@ -462,18 +384,21 @@ Run MeasureOne(const Settings& s, int n) {
   run.sim_elapsed_s = sum_line.elapsed_s;
   for (int i = 0; i < n; ++i) {
     auto& f = run.workers[i];
-    f.hwm = 1024 * PidStatus(workers[i]->pid(), "VmHWM");
-    f.threads = PidStatus(workers[i]->pid(), "Threads");
+    f.hwm = 1024 * PidStatus(workers[i]->process().pid(), "VmHWM");
+    f.threads = PidStatus(workers[i]->process().pid(), "Threads");
     if (const auto text = workers[i]->Get("/metrics")) {
-      f.late = std::max(0.0, workers[i]->Metric(*text, "fleetflow_late_samples_total"));
-      f.accepted = std::max(0.0, workers[i]->Metric(*text, "fleetflow_samples_accepted_total"));
+      f.late = std::max(0.0, testing::Scrape(*text, "fleetflow_late_samples_total"));
+      f.accepted = std::max(0.0, testing::Scrape(*text, "fleetflow_samples_accepted_total"));
       run.rows_written_metric +=
-          std::max(0.0, workers[i]->Metric(*text, "fleetflow_sink_rows_written_total"));
+          std::max(0.0, testing::Scrape(*text, "fleetflow_sink_rows_written_total"));
     }
     run.late += f.late;
     run.accepted += f.accepted;
   }
-  std::tie(run.writes, run.rows, run.most_writes_per_row) = Writes(pg);
+  const testing::WriteCount counted = testing::Writes(pg);
+  run.writes = counted.writes;
+  run.rows = counted.rows;
+  run.most_writes_per_row = counted.most_per_row;
 
   // SIGTERM to all at once: they hand over and drain.
   for (auto& w : workers) w->process().Signal(SIGTERM);
@@ -481,8 +406,9 @@ Run MeasureOne(const Settings& s, int n) {
     auto status = workers[i]->process().Wait(60s);
     run.workers[i].exit_status = status ? *status : workers[i]->process().Stop(SIGKILL, 5s);
   }
-  uint64_t most = 0;
-  std::tie(run.writes_after_stop, run.rows_after_stop, most) = Writes(pg);
+  const testing::WriteCount after_stop = testing::Writes(pg);
+  run.writes_after_stop = after_stop.writes;
+  run.rows_after_stop = after_stop.rows;
   if (s.keep_logs) {
     const auto keep =
         std::filesystem::temp_directory_path() / ("ff-bench-scaleout-logs-N" + std::to_string(n));
@@ -547,17 +473,15 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--fleetflow", s.fleetflow, "Path of fleetflow (default: this build's)");
   app.add_option("--fleet-sim", s.fleet_sim, "Path of fleet-sim (default: this build's)");
-  app.add_option("--scale", s.scale, "Label of this scale in the CSV")->capture_default_str();
-  app.add_option("--csv", s.csv, "Write one row per N to this CSV file");
-  app.add_option("--summary", s.summary, "Append the goals to this summary CSV (bench/run.sh)");
+  AddOutputOptions(app, s.out);
   app.add_flag("--keep-logs", s.keep_logs,
                "Copy the workers' logs to /tmp/ff-bench-scaleout-logs-N*");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
   std::sort(s.workers.begin(), s.workers.end());
   s.workers.erase(std::unique(s.workers.begin(), s.workers.end()), s.workers.end());
-  if (s.fleetflow.empty()) s.fleetflow = DefaultFleetflowPath();
-  if (s.fleet_sim.empty()) s.fleet_sim = DefaultFleetSimPath();
+  if (s.fleetflow.empty()) s.fleetflow = BuildTreeProgram("apps/fleetflow");
+  if (s.fleet_sim.empty()) s.fleet_sim = BuildTreeProgram("firmware/fleet-sim");
   if (s.fleetflow.empty() || s.fleet_sim.empty() || !testing::NatsServer::Available() ||
       !testing::PostgresServer::Available()) {
     std::cerr << "needs fleetflow and fleet-sim (this build), nats-server and PostgreSQL "
@@ -659,39 +583,39 @@ int Main(int argc, char** argv) {
   std::printf("%2s %9s %8s %8s %6s %8s %6s %8s %6s %8s %10s %5s %13s %8s %13s\n", "", "", "s",
               "sample", "vs N1", "/sample", "vs N1", "/sample", "vs N1", "", "(after stop)", "",
               "min-max", "worst", "min-max");
-  Csv csv(s.csv, {"scale",
-                  "workers",
-                  "vehicles",
-                  "seconds",
-                  "samples",
-                  "worker_cpu_s",
-                  "worker_us_per_sample",
-                  "worker_ratio",
-                  "nats_cpu_s",
-                  "nats_us_per_sample",
-                  "nats_ratio",
-                  "pg_cpu_s",
-                  "pg_us_per_sample",
-                  "pg_ratio",
-                  "rows",
-                  "writes",
-                  "writes_per_row",
-                  "writes_after_stop",
-                  "writes_per_row_after_stop",
-                  "late_samples",
-                  "tracked_min",
-                  "tracked_max",
-                  "tracked_worst_deviation",
-                  "rss_min_mib",
-                  "rss_max_mib",
-                  "rss_mean_mib",
-                  "hwm_max_mib",
-                  "idle_worker_cpu_per_s",
-                  "worker_switches_per_1000",
-                  "nats_switches_per_1000",
-                  "idle_nats_cpu_per_s",
-                  "machine_busy",
-                  "settled"});
+  Csv csv(s.out.csv, {"scale",
+                      "workers",
+                      "vehicles",
+                      "seconds",
+                      "samples",
+                      "worker_cpu_s",
+                      "worker_us_per_sample",
+                      "worker_ratio",
+                      "nats_cpu_s",
+                      "nats_us_per_sample",
+                      "nats_ratio",
+                      "pg_cpu_s",
+                      "pg_us_per_sample",
+                      "pg_ratio",
+                      "rows",
+                      "writes",
+                      "writes_per_row",
+                      "writes_after_stop",
+                      "writes_per_row_after_stop",
+                      "late_samples",
+                      "tracked_min",
+                      "tracked_max",
+                      "tracked_worst_deviation",
+                      "rss_min_mib",
+                      "rss_max_mib",
+                      "rss_mean_mib",
+                      "hwm_max_mib",
+                      "idle_worker_cpu_per_s",
+                      "worker_switches_per_1000",
+                      "nats_switches_per_1000",
+                      "idle_nats_cpu_per_s",
+                      "machine_busy",
+                      "settled"});
   for (const Run& r : runs) {
     double tmin = 1e18, tmax = 0, rmin = 1e18, rmax = 0, hmax = 0;
     for (const auto& w : r.workers) {
@@ -711,7 +635,7 @@ int Main(int argc, char** argv) {
         ratio(r.WorkerUs(), base.WorkerUs()), r.NatsUs(), ratio(r.NatsUs(), base.NatsUs()),
         r.PgUs(), ratio(r.PgUs(), base.PgUs()), static_cast<unsigned long long>(r.rows), wpr,
         r.late, tracked, 100 * r.TrackedDeviation(s.vehicles), rss);
-    csv.Row(s.scale, r.n, s.vehicles, s.seconds, r.samples, r.worker_cpu_s, r.WorkerUs(),
+    csv.Row(s.out.scale, r.n, s.vehicles, s.seconds, r.samples, r.worker_cpu_s, r.WorkerUs(),
             ratio(r.WorkerUs(), base.WorkerUs()), r.nats_cpu_s, r.NatsUs(),
             ratio(r.NatsUs(), base.NatsUs()), r.pg_cpu_s, r.PgUs(), ratio(r.PgUs(), base.PgUs()),
             r.rows, r.writes, r.WritesPerRow(), r.writes_after_stop, r.WritesPerRowAfterStop(),
@@ -763,20 +687,20 @@ int Main(int argc, char** argv) {
   const std::string nn = "N=" + std::to_string(top.n) + " vs N=" + std::to_string(base.n);
   const std::string load = std::to_string(s.vehicles) + " vehicles, " +
                            std::to_string(static_cast<int>(s.seconds)) + " s";
-  AppendSummary(s.summary,
+  AppendSummary(s.out.summary,
                 {"scaleout", "worker us/sample " + nn, top.WorkerUs(), base.WorkerUs(), "<= 120%",
                  g_worker ? "yes" : "no", "sum of the workers' CPU per sample sent; " + load});
-  AppendSummary(s.summary,
+  AppendSummary(s.out.summary,
                 {"scaleout", "nats-server us/sample " + nn, top.NatsUs(), base.NatsUs(), "<= 120%",
                  g_nats ? "yes" : "no", "nats-server CPU per sample sent; " + load});
-  AppendSummary(s.summary, {"scaleout", "writes/row (worst N)", worst_wpr, 0, "<= 1.02",
-                            g_wpr ? "yes" : "no", "trigger-counted writes per distinct row"});
-  AppendSummary(s.summary, {"scaleout", "tracked vs fleet/N (worst %)", 100 * worst_dev, 0,
-                            "<= 20%", g_share ? "yes" : "no",
-                            "largest deviation of a worker's tracked vehicles from fleet/N"});
-  AppendSummary(s.summary, {"scaleout", "RSS/worker MiB N=" + std::to_string(top.n),
-                            top.MeanRssMiB(), base.MeanRssMiB(), "falls", rss_falls ? "yes" : "no",
-                            "mean of the workers' max VmRSS"});
+  AppendSummary(s.out.summary, {"scaleout", "writes/row (worst N)", worst_wpr, 0, "<= 1.02",
+                                g_wpr ? "yes" : "no", "trigger-counted writes per distinct row"});
+  AppendSummary(s.out.summary, {"scaleout", "tracked vs fleet/N (worst %)", 100 * worst_dev, 0,
+                                "<= 20%", g_share ? "yes" : "no",
+                                "largest deviation of a worker's tracked vehicles from fleet/N"});
+  AppendSummary(s.out.summary, {"scaleout", "RSS/worker MiB N=" + std::to_string(top.n),
+                                top.MeanRssMiB(), base.MeanRssMiB(), "falls",
+                                rss_falls ? "yes" : "no", "mean of the workers' max VmRSS"});
   return 0;
 }
 

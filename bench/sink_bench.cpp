@@ -37,9 +37,7 @@ struct Settings {
   int windows = 20;
   int batch_rows = 5000;
   int repeats = 3;
-  std::string scale = "custom";
-  std::string csv;
-  std::string summary;
+  Output out;  // --scale, --csv, --summary
 };
 
 /// Columns as in pipelines/default.json.
@@ -145,15 +143,10 @@ int Main(int argc, char** argv) {
   app.add_option("--batch-rows", s.batch_rows, "Rows per transaction (both)")
       ->capture_default_str();
   app.add_option("--repeats", s.repeats, "Repeats; the median counts")->capture_default_str();
-  app.add_option("--scale", s.scale, "Label of this scale")->capture_default_str();
-  app.add_option("--csv", s.csv, "One row per run and per median");
-  app.add_option("--summary", s.summary, "Append the headline figure to this summary CSV");
+  AddOutputOptions(app, s.out);
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
-  if (!testing::PostgresServer::Available()) {
-    std::cerr << "PostgreSQL server binaries not found: run scripts/deps.sh\n";
-    return 1;
-  }
+  if (!ServersInstalled(/*nats=*/false, /*postgres=*/true)) return 1;
   testing::PostgresServer server;
   server.Start();
   const pid_t pg_pid = FindPostgresPid(server.port());
@@ -180,8 +173,8 @@ int Main(int argc, char** argv) {
   if (!errors.empty()) throw std::runtime_error(errors.front().Format());
 
   std::vector<Result> sink_runs, bare_runs;
-  Csv csv(s.csv, {"scale", "contender", "rep", "rows", "seconds", "rows_per_s", "ratio",
-                  "cpu_seconds", "postgres_cpu_seconds"});
+  Csv csv(s.out.csv, {"scale", "contender", "rep", "rows", "seconds", "rows_per_s", "ratio",
+                      "cpu_seconds", "postgres_cpu_seconds"});
   Metrics metrics;
   WallClock clock;
   auto run_sink = [&](int rep, Operator* sink) {
@@ -243,7 +236,7 @@ int Main(int argc, char** argv) {
     for (const auto& [name, r] : {std::pair{"timescale_sink", a}, std::pair{"bare", b}}) {
       std::printf("  %-14s run %d: %7.3f s %9.0f rows/s, cpu %.2f s, postgres cpu %.2f s\n", name,
                   rep, r.seconds, static_cast<double>(r.rows) / r.seconds, r.cpu_s, r.pg_cpu_s);
-      csv.Row(s.scale, name, rep, r.rows, r.seconds, static_cast<double>(r.rows) / r.seconds,
+      csv.Row(s.out.scale, name, rep, r.rows, r.seconds, static_cast<double>(r.rows) / r.seconds,
               std::string(name) == "bare" ? 1.0 : b.seconds / a.seconds, r.cpu_s, r.pg_cpu_s);
     }
     std::fflush(stdout);
@@ -254,15 +247,15 @@ int Main(int argc, char** argv) {
     return Median(v);
   };
   const double sink_rps = med(sink_runs), bare_rps = med(bare_runs);
-  csv.Row(s.scale, "timescale_sink", "median", rows.size(), "", sink_rps, sink_rps / bare_rps, "",
-          "");
-  csv.Row(s.scale, "bare", "median", rows.size(), "", bare_rps, 1.0, "", "");
+  csv.Row(s.out.scale, "timescale_sink", "median", rows.size(), "", sink_rps, sink_rps / bare_rps,
+          "", "");
+  csv.Row(s.out.scale, "bare", "median", rows.size(), "", bare_rps, 1.0, "", "");
   std::printf(
       "\ntimescale_sink %.0f rows/s, bare COPY + upsert %.0f rows/s: %.1f%% (goal >= 70%%)\n",
       sink_rps, bare_rps, 100 * sink_rps / bare_rps);
-  AppendSummary(s.summary, {"sink", "rows/s", sink_rps, bare_rps, ">= 70%",
-                            sink_rps / bare_rps >= 0.7 ? "yes" : "no",
-                            "timescale_sink vs bare COPY + upsert (pg_client), same rows"});
+  AppendSummary(s.out.summary, {"sink", "rows/s", sink_rps, bare_rps, ">= 70%",
+                                sink_rps / bare_rps >= 0.7 ? "yes" : "no",
+                                "timescale_sink vs bare COPY + upsert (pg_client), same rows"});
   return 0;
 }
 

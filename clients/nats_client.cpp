@@ -278,6 +278,13 @@ void OnReconnected(natsConnection*, void* closure) {
   (*static_cast<Connection::StateCallback*>(closure))(true);
 }
 
+/// Options that go in pairs: both given or neither; `what` names them ("a user (NATS_USER) and
+/// its password file (NATS_PASSWORD_FILE)").
+void RequireTogether(const std::string& a, const std::string& b, const std::string& what) {
+  if (a.empty() != b.empty())
+    throw Error("nats: " + what + " must be given together", NATS_INVALID_ARG);
+}
+
 Connection::StateCallback* NewStateCallback(std::function<void(bool)> fn) {
   // Never destroyed, not even at exit: nats.c's threads may still call in then.
   static auto* mu = new std::mutex;
@@ -325,12 +332,8 @@ OptionsPtr MakeOptions(const ConnectOptions& o, SeedFileSigner** signer) {
           "NKey seed " + o.nkey_seed_file);
   }
 
-  if (o.user.empty() != o.password_file.empty()) {
-    throw Error(
-        "nats: a user (NATS_USER) and its password file (NATS_PASSWORD_FILE) must be "
-        "given together",
-        NATS_INVALID_ARG);
-  }
+  RequireTogether(o.user, o.password_file,
+                  "a user (NATS_USER) and its password file (NATS_PASSWORD_FILE)");
   if (!o.user.empty()) {
     const std::string password = ReadSecretFile(o.password_file, "password");
     Check(natsOptions_SetUserInfo(raw, o.user.c_str(), password.c_str()), "user " + o.user);
@@ -340,12 +343,8 @@ OptionsPtr MakeOptions(const ConnectOptions& o, SeedFileSigner** signer) {
     Check(natsOptions_SetToken(raw, token.c_str()), "token from " + o.token_file);
   }
 
-  if (o.cert_file.empty() != o.key_file.empty()) {
-    throw Error(
-        "nats: a client certificate (NATS_CERT) and its key (NATS_KEY) must be given "
-        "together",
-        NATS_INVALID_ARG);
-  }
+  RequireTogether(o.cert_file, o.key_file,
+                  "a client certificate (NATS_CERT) and its key (NATS_KEY)");
   if (!o.ca_file.empty()) {
     Check(natsOptions_LoadCATrustedCertificates(raw, o.ca_file.c_str()), "CA file " + o.ca_file);
     Check(natsOptions_SetSecure(raw, true), "enable TLS");

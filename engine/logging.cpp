@@ -6,6 +6,8 @@
 #include <spdlog/spdlog.h>
 
 #include <ctime>
+#include <string_view>
+#include <utility>
 
 namespace fleetflow {
 
@@ -38,31 +40,25 @@ std::string_view Decode(std::string_view payload, F&& field) {
   return msg;
 }
 
+/// JSON's short escape of `c`, or "" (other control characters are written as \u00XX).
+std::string_view ShortEscape(unsigned char c) {
+  static constexpr std::pair<char, std::string_view> kEscapes[] = {
+      {'"', "\\\""}, {'\\', "\\\\"}, {'\n', "\\n"}, {'\r', "\\r"}, {'\t', "\\t"}};
+  for (const auto& [ch, escaped] : kEscapes) {
+    if (static_cast<unsigned char>(ch) == c) return escaped;
+  }
+  return {};
+}
+
 void AppendJsonString(spdlog::memory_buf_t& out, std::string_view s) {
   out.push_back('"');
   for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out.append(std::string_view("\\\""));
-        break;
-      case '\\':
-        out.append(std::string_view("\\\\"));
-        break;
-      case '\n':
-        out.append(std::string_view("\\n"));
-        break;
-      case '\r':
-        out.append(std::string_view("\\r"));
-        break;
-      case '\t':
-        out.append(std::string_view("\\t"));
-        break;
-      default:
-        if (c < 0x20) {
-          fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
+    if (const std::string_view escaped = ShortEscape(c); !escaped.empty()) {
+      out.append(escaped);
+    } else if (c < 0x20) {
+      fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
+    } else {
+      out.push_back(static_cast<char>(c));
     }
   }
   out.push_back('"');

@@ -20,6 +20,19 @@ namespace {
 
 constexpr char kPrefix[] = "fleetflow_";
 
+/// The sum of `value` over the series (`series`: one of a family's maps) of family `name`, under
+/// `mu`; 0 when there is no such family.
+template <typename Sum, typename Family, typename Series, typename Value>
+Sum SumOver(std::mutex& mu, const std::map<std::string, Family>& families, const std::string& name,
+            Series Family::*series, Value value) {
+  std::lock_guard lock(mu);
+  const auto it = families.find(name);
+  if (it == families.end()) return 0;
+  Sum sum = 0;
+  for (const auto& [_, s] : it->second.*series) sum += value(s);
+  return sum;
+}
+
 std::string RenderLabels(const Labels& labels) {
   if (labels.empty()) return "";
   std::string out = "{";
@@ -149,30 +162,18 @@ Histogram& Metrics::GetHistogram(const std::string& name, const std::string& hel
 }
 
 uint64_t Metrics::CounterSum(const std::string& name) const {
-  std::lock_guard lock(mu_);
-  auto it = families_.find(name);
-  if (it == families_.end()) return 0;
-  uint64_t sum = 0;
-  for (const auto& [_, c] : it->second.counters) sum += c.second->value();
-  return sum;
+  return SumOver<uint64_t>(mu_, families_, name, &Family::counters,
+                           [](const auto& c) { return c.second->value(); });
 }
 
 double Metrics::GaugeSum(const std::string& name) const {
-  std::lock_guard lock(mu_);
-  auto it = families_.find(name);
-  if (it == families_.end()) return 0;
-  double sum = 0;
-  for (const auto& [_, g] : it->second.gauges) sum += g.second->value();
-  return sum;
+  return SumOver<double>(mu_, families_, name, &Family::gauges,
+                         [](const auto& g) { return g.second->value(); });
 }
 
 uint64_t Metrics::HistogramCount(const std::string& name) const {
-  std::lock_guard lock(mu_);
-  auto it = families_.find(name);
-  if (it == families_.end()) return 0;
-  uint64_t sum = 0;
-  for (const auto& [_, h] : it->second.histograms) sum += h->count();
-  return sum;
+  return SumOver<uint64_t>(mu_, families_, name, &Family::histograms,
+                           [](const auto& h) { return h->count(); });
 }
 
 std::vector<std::pair<Labels, double>> Metrics::Values(const std::string& name) const {

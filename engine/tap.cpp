@@ -20,12 +20,24 @@ void Number(Writer& w, double v) {
   }
 }
 
+/// "key": v, for an integer (signed or not) or a bool.
+template <typename T>
+void WriteScalar(Writer& w, const char* key, T v) {
+  static_assert(std::is_integral_v<T>);
+  w.Key(key);
+  if constexpr (std::is_same_v<T, bool>) {
+    w.Bool(v);
+  } else if constexpr (std::is_signed_v<T>) {
+    w.Int64(v);
+  } else {
+    w.Uint64(v);
+  }
+}
+
 void WritePoint(Writer& w, const wire::Point& p) {
   w.StartObject();
-  w.Key("ts_ns");
-  w.Int64(p.ts_ns);
-  w.Key("seq");
-  w.Uint(p.seq);
+  WriteScalar(w, "ts_ns", p.ts_ns);
+  WriteScalar(w, "seq", p.seq);
   if (p.has_position) {
     w.Key("lat");
     Number(w, p.lat);
@@ -55,16 +67,12 @@ void WriteBody(Writer& w, const SampleBatch& b, size_t, size_t max_points) {
   WriteString(w, "kind", "samples");
   WriteString(w, "vehicle", b.vehicle);
   WriteString(w, "sensor", b.sensor);
-  w.Key("partition");
-  w.Uint(b.partition);
-  w.Key("received_ns");
-  w.Int64(b.received_ns);
+  WriteScalar(w, "partition", b.partition);
+  WriteScalar(w, "received_ns", b.received_ns);
   if (b.restored) {
-    w.Key("restored");
-    w.Bool(true);
+    WriteScalar(w, "restored", true);
   }
-  w.Key("points_total");
-  w.Uint64(b.points.size());
+  WriteScalar(w, "points_total", b.points.size());
   w.Key("points");
   w.StartArray();
   for (size_t i = 0; i < b.points.size() && i < max_points; ++i) WritePoint(w, b.points[i]);
@@ -75,28 +83,21 @@ void WriteBody(Writer& w, const StatusEvent& s, size_t, size_t) {
   WriteString(w, "kind", "status");
   WriteString(w, "vehicle", s.vehicle);
   WriteString(w, "status", s.on ? "on" : "off");
-  w.Key("at_ns");
-  w.Int64(s.at_ns);
-  w.Key("partition");
-  w.Uint(s.partition);
+  WriteScalar(w, "at_ns", s.at_ns);
+  WriteScalar(w, "partition", s.partition);
 }
 
 void WriteBody(Writer& w, const Tick& t, size_t, size_t) {
   WriteString(w, "kind", "tick");
-  w.Key("now_ns");
-  w.Int64(t.now_ns);
-  w.Key("drain");
-  w.Bool(t.drain);
-  w.Key("held_back");
-  w.Bool(t.held_back);
+  WriteScalar(w, "now_ns", t.now_ns);
+  WriteScalar(w, "drain", t.drain);
+  WriteScalar(w, "held_back", t.held_back);
 }
 
 void WriteBody(Writer& w, const WindowBatch& b, size_t max_rows, size_t) {
   WriteString(w, "kind", "window");
-  w.Key("window_ns");
-  w.Int64(b.window_ns);
-  w.Key("rows_total");
-  w.Uint64(b.rows.size());
+  WriteScalar(w, "window_ns", b.window_ns);
+  WriteScalar(w, "rows_total", b.rows.size());
   w.Key("rows");
   w.StartArray();
   for (size_t i = 0; i < b.rows.size() && i < max_rows; ++i) {
@@ -125,11 +126,9 @@ void WriteBody(Writer& w, const WindowBatch& b, size_t max_rows, size_t) {
 void WriteBody(Writer& w, const PartitionEvent& e, size_t, size_t) {
   WriteString(w, "kind", "partition");
   WriteString(w, "event", e.kind == PartitionEvent::Kind::kAssigned ? "assigned" : "revoked");
-  w.Key("partition");
-  w.Uint(e.partition);
+  WriteScalar(w, "partition", e.partition);
   if (e.emitted_until_ns) {
-    w.Key("emitted_until_ns");
-    w.Int64(*e.emitted_until_ns);
+    WriteScalar(w, "emitted_until_ns", *e.emitted_until_ns);
   }
 }
 

@@ -11,6 +11,10 @@
 
 namespace fleetflow::firmware {
 
+/// Exit statuses fleet-sensor, fleet-sim and fleetctl share; each program adds its own from 3 on.
+inline constexpr int kExitUsage = 1;  ///< the command line is wrong
+inline constexpr int kExitNats = 2;   ///< cannot connect to NATS
+
 /// Parses "gps=10,speed=30" (HZ in (0, 1000], names valid tokens other than 'status' and 'cmd',
 /// none twice) into `out`; returns an error message, or "" when the spec is valid.
 std::string ParseRates(std::string_view spec, std::vector<sim::SensorRate>& out);

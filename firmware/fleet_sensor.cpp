@@ -25,8 +25,6 @@ namespace {
 namespace firmware = fleetflow::firmware;
 namespace nats = fleetflow::nats;
 
-constexpr int kExitUsage = 1;
-constexpr int kExitNats = 2;
 constexpr int kExitSource = 3;
 
 int64_t WallNs() {
@@ -148,7 +146,7 @@ int main(int argc, char** argv) {
                                  "'" + config.vehicle + "' must be 1-64 of A-Z a-z 0-9 _ -");
     }
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : kExitUsage;
+    return app.exit(e) == 0 ? 0 : firmware::kExitUsage;
   }
   config.publish_status = !no_status;
   config.ack = ack == "jetstream" ? firmware::AckMode::kJetStream : firmware::AckMode::kFlush;
@@ -197,9 +195,9 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const nats::Error& e) {
     std::fprintf(stderr, "fleet-sensor: %s\n", e.what());
-    return kExitNats;
+    return firmware::kExitNats;
   } catch (const std::invalid_argument& e) {
     std::fprintf(stderr, "fleet-sensor: %s\n", e.what());
-    return kExitUsage;
+    return firmware::kExitUsage;
   }
 }

@@ -25,8 +25,6 @@ namespace nats = fleetflow::nats;
 namespace sim = fleetflow::sim;
 namespace wire = fleetflow::wire;
 
-constexpr int kExitUsage = 1;
-constexpr int kExitNats = 2;
 constexpr int kFlushTimeoutMs = 10'000;
 constexpr int64_t kNsPerSec = 1'000'000'000;
 constexpr size_t kMaxSamplesPerMessage = 1024;  // keeps catch-up batches far below max_payload
@@ -383,7 +381,7 @@ int main(int argc, char** argv) {
           "--id-prefix", "vehicle ids such as '" + last_id + "' must be 1-64 of A-Z a-z 0-9 _ -");
     }
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : kExitUsage;
+    return app.exit(e) == 0 ? 0 : firmware::kExitUsage;
   }
   opt.fleet.start_ns = start_ns >= 0 ? start_ns : (NowNs() / kNsPerSec + 1) * kNsPerSec;
   opt.nats.name = "fleet-sim";
@@ -411,6 +409,6 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const nats::Error& e) {
     std::fprintf(stderr, "fleet-sim: %s\n", e.what());
-    return kExitNats;
+    return firmware::kExitNats;
   }
 }

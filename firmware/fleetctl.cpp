@@ -24,8 +24,6 @@ namespace {
 namespace control = fleetflow::control;
 namespace nats = fleetflow::nats;
 
-constexpr int kExitUsage = 1;
-constexpr int kExitNats = 2;
 constexpr int kExitNoReply = 3;
 constexpr int kExitRefused = 4;
 // After every named vehicle answered a status request, how long to wait for more replies of a
@@ -253,7 +251,7 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
     if (rate->parsed() && !(hz > 0)) throw CLI::ValidationError("hz", "must be more than 0");
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : kExitUsage;
+    return app.exit(e) == 0 ? 0 : fleetflow::firmware::kExitUsage;
   }
 
   nats_options.name = "fleetctl";
@@ -280,6 +278,6 @@ int main(int argc, char** argv) {
                       timeout, json);
   } catch (const nats::Error& e) {
     std::fprintf(stderr, "fleetctl: %s\n", e.what());
-    return kExitNats;
+    return fleetflow::firmware::kExitNats;
   }
 }

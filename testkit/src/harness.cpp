@@ -118,6 +118,15 @@ void OperatorHarness::Start() {
   started_ = true;
 }
 
+std::string OperatorHarness::StartError() {
+  try {
+    Start();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 void OperatorHarness::Stop() {
   if (started_) op_->Stop();
 }

@@ -11,41 +11,27 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr int64_t kSecond = 1'000'000'000;
 constexpr int kVehicles = 20;
 constexpr int kDurationS = 8;
 
 TEST(DefaultPipelineE2E, EveryExpectedRowOnceWithIndependentlyComputedValues) {
   FF_REQUIRE_NATS_SERVER();
   FF_REQUIRE_POSTGRES();
-  NatsServer nats;
-  nats.Start();
-  PostgresServer pg;
-  pg.Start();
-  TempDir dir("fleetflow-e2e");
-
-  Engine engine(std::string(FF_SOURCE_DIR) + "/pipelines/default.json", nats, pg,
-                dir.File("engine.log"));
+  Servers s("fleetflow-e2e");
+  Engine engine(std::string(FF_SOURCE_DIR) + "/pipelines/default.json", s.nats, s.pg,
+                s.dir.File("engine.log"));
   ASSERT_TRUE(engine.WaitReady()) << engine.process().ReadLog();
 
-  sim::FleetConfig fleet;
-  fleet.seed = 42;
-  fleet.vehicles = kVehicles;
-  fleet.start_ns = (NowNs() / kSecond + 2) * kSecond + 250'000'000;  // not on a window boundary
-  const int64_t end_ns = fleet.start_ns + kDurationS * kSecond;
-  const CommandResult sim = RunCommand(
-      {std::string(FF_BINARY_DIR) + "/firmware/fleet-sim", "--nats-url", nats.url(), "--vehicles",
-       std::to_string(kVehicles), "--seed", "42", "--duration", std::to_string(kDurationS),
-       "--start-ns", std::to_string(fleet.start_ns), "--quiet"},
-      60s);
-  ASSERT_EQ(sim.exit_code, 0) << sim.err;
-  EXPECT_NE(sim.out.find("\"end_ns\":" + std::to_string(end_ns)), std::string::npos) << sim.out;
+  const SimRun sim = RunFleetSim(s.nats, kVehicles, kDurationS);
+  ASSERT_EQ(sim.result.exit_code, 0) << sim.result.err;
+  EXPECT_NE(sim.result.out.find("\"end_ns\":" + std::to_string(sim.fleet.end_ns)),
+            std::string::npos)
+      << sim.result.out;
 
-  const auto expected = ComputeExpectedRows(fleet, end_ns);
+  const auto& expected = sim.expected;
   ASSERT_GT(expected.size(), static_cast<size_t>(kVehicles * (kDurationS - 2)));
-  const std::string count_sql = "SELECT count(*) FROM vehicle_telemetry";
-  ASSERT_TRUE(WaitFor([&] { return pg.Psql(count_sql) == std::to_string(expected.size()); }, 30s))
-      << "rows: " << pg.Psql(count_sql) << ", expected " << expected.size() << "\n"
+  ASSERT_TRUE(WaitForRows(s.pg, expected.size()))
+      << "rows: " << Rows(s.pg) << ", expected " << expected.size() << "\n"
       << engine.process().ReadLog();
 
   const auto metrics = engine.Get("/metrics");
@@ -53,7 +39,7 @@ TEST(DefaultPipelineE2E, EveryExpectedRowOnceWithIndependentlyComputedValues) {
   EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
 
   // Every row once, nothing else, with the values of the independent computation.
-  const CheckResult check = CheckRows(pg, expected);
+  const CheckResult check = CheckRows(s.pg, expected);
   EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems;
   EXPECT_NE(metrics->find("fleetflow_sink_rows_written_total"), std::string::npos);
   std::printf("e2e default pipeline: %d vehicles x %d s: %s\n", kVehicles, kDurationS,

@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "e2e_fixture.hpp"
 #include "fleet_check.hpp"
 #include "jetstream.hpp"
 #include "tcp_proxy.hpp"
@@ -46,24 +47,74 @@ CheckResult Report(const char* scenario, const PostgresServer& pg, const Expecte
   return check;
 }
 
-/// Metric `name` of the engine, -1 when it cannot be read.
-double Metric(const Engine& engine, const char* name) {
-  const auto body = engine.Get("/metrics");
-  return body ? Scrape(*body, name) : -1;
-}
-
-class FaultsE2E : public ::testing::Test {
+class FaultsE2E : public PartitionedServersTest {
  protected:
-  void SetUp() override {
-    FF_REQUIRE_NATS_SERVER();
-    FF_REQUIRE_POSTGRES();
-    nats_.MapPartitions(16);
-    nats_.Start();
-    pg_.Start();
+  FaultsE2E() : PartitionedServersTest("fleetflow-faults-e2e") {}
+
+  // The load of the SIGTERM tests.
+  static constexpr int kLoadVehicles = 20, kLoadS = 24;
+
+  /// A first worker, ready, on a table whose writes are counted (CountWrites), then fleet-sim
+  /// publishing the load.
+  void StartWorkerUnderLoad() {
+    engine_ = std::make_unique<Engine>(kPipeline, nats_, pg_, dir_.File("engine1.log"));
+    ASSERT_TRUE(engine_->WaitReady()) << engine_->process().ReadLog();
+    CountWrites(pg_);
+    StartLoad(kLoadVehicles, kLoadS);
   }
-  NatsServer nats_;
-  PostgresServer pg_;
-  TempDir dir_{"fleetflow-faults-e2e"};
+
+  /// fleet-sim publishing `vehicles` for duration_s (fleet_), and the rows it must give
+  /// (expected_).
+  void StartLoad(int vehicles, int duration_s) {
+    fleet_ = MakeFleet(vehicles, duration_s);
+    expected_ = ComputeExpectedRows(fleet_.config, fleet_.end_ns);
+    sim_ = std::make_unique<Process>(SimArgs(nats_, fleet_, duration_s), dir_.File("sim.log"));
+  }
+
+  /// Once the first worker has stopped: a second one takes every partition over from the first
+  /// one's records (none without), every row arrives within `deadline` and none was written
+  /// twice. Returns the partitions it took over.
+  double RestartAndExpectEveryRowOnce(std::chrono::seconds deadline) {
+    engine_ = std::make_unique<Engine>(kPipeline, nats_, pg_, dir_.File("engine2.log"));
+    Engine& engine = *engine_;
+    EXPECT_TRUE(engine.WaitReady()) << engine.process().ReadLog();
+    EXPECT_EQ(sim_->Wait(120s), std::optional<int>(0)) << sim_->ReadLog();
+    EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected_); }, deadline))
+        << Rows(pg_) << " of " << expected_.size() << "\n"
+        << engine.process().ReadLog();
+    const double taken = engine.Metric("fleetflow_partitions_assigned_total");
+    EXPECT_EQ(taken, 16) << engine.process().ReadLog();
+    EXPECT_EQ(engine.Metric("fleetflow_partitions_recovered_total"), 0);
+    EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
+    EXPECT_EQ(Writes(pg_).most_per_row, 1);
+    return taken;
+  }
+
+  /// The stream's 16 partition consumers, summed: {messages waiting, delivered but not
+  /// acknowledged}.
+  std::pair<uint64_t, uint64_t> ConsumersPending() {
+    if (!js_) {
+      nats::ConnectOptions o;
+      o.url = nats_.url();
+      conn_ = nats::Connection::Connect(o);
+      js_ = std::make_unique<nats::JetStream>(*conn_);
+    }
+    std::pair<uint64_t, uint64_t> sum;
+    for (int p = 0; p < 16; ++p) {
+      const auto [waiting, unacknowledged] =
+          js_->ConsumerPending("TELEMETRY", "fleetflow-" + std::to_string(p));
+      sum.first += waiting;
+      sum.second += unacknowledged;
+    }
+    return sum;
+  }
+
+  std::unique_ptr<nats::Connection> conn_;
+  std::unique_ptr<nats::JetStream> js_;
+  Fleet fleet_;
+  ExpectedRows expected_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Process> sim_;
 };
 
 TEST_F(FaultsE2E, PostgresDownFor30sUnderLoadEveryRowArrivesOnceWithinTheMemoryBound) {
@@ -75,9 +126,7 @@ TEST_F(FaultsE2E, PostgresDownFor30sUnderLoadEveryRowArrivesOnceWithinTheMemoryB
                            dir_.File("pipeline.json"));
   Engine engine(pipeline, nats_, pg_, dir_.File("engine.log"));
   ASSERT_TRUE(engine.WaitReady()) << engine.process().ReadLog();
-  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
-  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
-  Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
+  StartLoad(kVehicles, kDurationS);
   ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 3 * kVehicles; }, 60s));
 
   pg_.Stop();
@@ -86,36 +135,34 @@ TEST_F(FaultsE2E, PostgresDownFor30sUnderLoadEveryRowArrivesOnceWithinTheMemoryB
   bool blocked = false, not_ready = false;
   for (const auto end = std::chrono::steady_clock::now() + 30s;
        std::chrono::steady_clock::now() < end; std::this_thread::sleep_for(250ms)) {
-    max_pending = std::max(max_pending, Metric(engine, "fleetflow_sink_pending_rows"));
-    blocked = blocked || Metric(engine, "fleetflow_sink_blocked") == 1;
+    max_pending = std::max(max_pending, engine.Metric("fleetflow_sink_pending_rows"));
+    blocked = blocked || engine.Metric("fleetflow_sink_blocked") == 1;
     not_ready = not_ready || !engine.Get("/readyz").has_value();
   }
   pg_.Start();
 
-  ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
-  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 120s))
-      << Rows(pg_) << " of " << expected.size() << "\n"
+  ASSERT_EQ(sim_->Wait(120s), std::optional<int>(0)) << sim_->ReadLog();
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected_); }, 120s))
+      << Rows(pg_) << " of " << expected_.size() << "\n"
       << engine.process().ReadLog();
   EXPECT_TRUE(blocked) << "the sink never held max_pending_rows during a 30 s outage";
   EXPECT_TRUE(not_ready) << "/readyz stayed 200 while PostgreSQL was down";
   // The bound holds up to one window batch (one row per vehicle) beyond max_pending_rows.
   EXPECT_LE(max_pending, kMaxPending + kVehicles);
-  EXPECT_EQ(Metric(engine, "fleetflow_sink_rows_dropped_total"), 0);
+  EXPECT_EQ(engine.Metric("fleetflow_sink_rows_dropped_total"), 0);
   EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
-  Report("PostgreSQL down 30 s", pg_, expected, SamplesSent(sim));
+  Report("PostgreSQL down 30 s", pg_, expected_, SamplesSent(*sim_));
 }
 
 TEST_F(FaultsE2E, SlowPostgresLockedFor10sEngineMemoryStaysBounded) {
   constexpr int kVehicles = 50, kDurationS = 30;
   Engine engine(kPipeline, nats_, pg_, dir_.File("engine.log"));
   ASSERT_TRUE(engine.WaitReady()) << engine.process().ReadLog();
-  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
-  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
-  Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
+  StartLoad(kVehicles, kDurationS);
   ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 3 * kVehicles; }, 60s));
 
-  const double rss_before = Metric(engine, "fleetflow_process_resident_memory_bytes");
-  const double written_before = Metric(engine, "fleetflow_sink_rows_written_total");
+  const double rss_before = engine.Metric("fleetflow_process_resident_memory_bytes");
+  const double written_before = engine.Metric("fleetflow_sink_rows_written_total");
   const auto lock_start = std::chrono::steady_clock::now();
   std::thread locker([&] {
     pg_.Psql(
@@ -125,15 +172,15 @@ TEST_F(FaultsE2E, SlowPostgresLockedFor10sEngineMemoryStaysBounded) {
   double rss_peak = rss_before, written_during = written_before;
   for (const auto end = lock_start + 9s; std::chrono::steady_clock::now() < end;
        std::this_thread::sleep_for(250ms)) {
-    rss_peak = std::max(rss_peak, Metric(engine, "fleetflow_process_resident_memory_bytes"));
-    written_during = std::max(written_during, Metric(engine, "fleetflow_sink_rows_written_total"));
+    rss_peak = std::max(rss_peak, engine.Metric("fleetflow_process_resident_memory_bytes"));
+    written_during = std::max(written_during, engine.Metric("fleetflow_sink_rows_written_total"));
   }
   locker.join();
   EXPECT_GE(std::chrono::steady_clock::now() - lock_start, 10s);
 
-  ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
-  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 90s))
-      << Rows(pg_) << " of " << expected.size();
+  ASSERT_EQ(sim_->Wait(120s), std::optional<int>(0)) << sim_->ReadLog();
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected_); }, 90s))
+      << Rows(pg_) << " of " << expected_.size();
   EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
   // The lock held the writes back (at most the transaction under way when it was taken).
   EXPECT_LE(written_during - written_before, 2 * kVehicles);
@@ -142,18 +189,13 @@ TEST_F(FaultsE2E, SlowPostgresLockedFor10sEngineMemoryStaysBounded) {
               rss_before / (1 << 20), rss_peak / (1 << 20), growth_mib);
   // 50 vehicles for 10 s: rows and queued messages take a few MiB; 64 MiB means unbounded.
   EXPECT_LT(growth_mib, 64.0);
-  Report("PostgreSQL locked 10 s", pg_, expected, SamplesSent(sim));
+  Report("PostgreSQL locked 10 s", pg_, expected_, SamplesSent(*sim_));
 }
 
 TEST_F(FaultsE2E, SigtermUnderLoadDrainsExitsZeroAndARestartLosesNothing) {
-  constexpr int kVehicles = 20, kDurationS = 24;
-  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
-  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
-  auto engine = std::make_unique<Engine>(kPipeline, nats_, pg_, dir_.File("engine1.log"));
-  ASSERT_TRUE(engine->WaitReady()) << engine->process().ReadLog();
-  CountWrites(pg_);
-  Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
-  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 5 * kVehicles; }, 60s));
+  ASSERT_NO_FATAL_FAILURE(StartWorkerUnderLoad());
+  Engine* engine = engine_.get();
+  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 5 * kLoadVehicles; }, 60s));
 
   const auto stop_start = std::chrono::steady_clock::now();
   const int64_t sigterm_ns = NowNs();
@@ -164,52 +206,25 @@ TEST_F(FaultsE2E, SigtermUnderLoadDrainsExitsZeroAndARestartLosesNothing) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_start).count();
   std::printf("faults, SIGTERM under load: the engine exited after %.2f s\n", stop_s);
 
-  engine = std::make_unique<Engine>(kPipeline, nats_, pg_, dir_.File("engine2.log"));
-  ASSERT_TRUE(engine->WaitReady()) << engine->process().ReadLog();
-  ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
-  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 90s))
-      << Rows(pg_) << " of " << expected.size() << "\n"
-      << engine->process().ReadLog();
-  // It took every partition (16) over from the first one's records, none without.
-  const double taken = Metric(*engine, "fleetflow_partitions_assigned_total");
-  EXPECT_EQ(taken, 16) << engine->process().ReadLog();
-  EXPECT_EQ(Metric(*engine, "fleetflow_partitions_recovered_total"), 0);
-  EXPECT_EQ(engine->process().Stop(SIGTERM, 30s), 0) << engine->process().ReadLog();
-
   // The draining worker emitted only the windows whose samples it had consumed and recorded
   // where it stopped; the new one went on from there with the samples still in the stream and
   // the history restored from the bucket: every row once, written once, every value exact.
-  EXPECT_EQ(Writes(pg_).most_per_row, 1);
+  const double taken = RestartAndExpectEveryRowOnce(90s);
   std::printf(
       "faults, SIGTERM under load at t = %.1f s of the fleet's run: %.0f partitions "
       "taken over from the records of the stopped worker\n",
-      static_cast<double>(sigterm_ns - fleet.config.start_ns) / 1e9, taken);
-  Report("SIGTERM under load, then restart", pg_, expected, SamplesSent(sim));
+      static_cast<double>(sigterm_ns - fleet_.config.start_ns) / 1e9, taken);
+  Report("SIGTERM under load, then restart", pg_, expected_, SamplesSent(*sim_));
 }
 
 TEST_F(FaultsE2E, SigtermWhileSecondsBehindTheStreamTheNextWorkerGoesOnWhereItStopped) {
   // The worker stalls (SIGSTOP: a process starved of CPU) until two seconds of the fleet's
   // messages wait in the stream, shorter than member_timeout_ms; it is continued and stopped
   // (SIGTERM) at once, behind the stream.
-  constexpr int kVehicles = 20, kDurationS = 24;
-  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
-  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
-  auto engine = std::make_unique<Engine>(kPipeline, nats_, pg_, dir_.File("engine1.log"));
-  ASSERT_TRUE(engine->WaitReady()) << engine->process().ReadLog();
-  CountWrites(pg_);
-  Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
-  nats::ConnectOptions o;
-  o.url = nats_.url();
-  auto conn = nats::Connection::Connect(o);
-  nats::JetStream js(*conn);
-  const auto waiting = [&] {
-    uint64_t sum = 0;
-    for (int p = 0; p < 16; ++p) {
-      sum += js.ConsumerPending("TELEMETRY", "fleetflow-" + std::to_string(p)).first;
-    }
-    return sum;
-  };
-  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 3 * kVehicles; }, 60s)) << Rows(pg_);
+  ASSERT_NO_FATAL_FAILURE(StartWorkerUnderLoad());
+  Engine* engine = engine_.get();
+  const auto waiting = [&] { return ConsumersPending().first; };
+  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 3 * kLoadVehicles; }, 60s)) << Rows(pg_);
   engine->process().Signal(SIGSTOP);
   const bool behind_enough = WaitFor([&] { return waiting() >= 1600; }, 10s);
   engine->process().Signal(SIGCONT);
@@ -226,21 +241,11 @@ TEST_F(FaultsE2E, SigtermWhileSecondsBehindTheStreamTheNextWorkerGoesOnWhereItSt
   std::printf(
       "faults, SIGTERM behind the stream: %llu messages waiting (%.1f s of the fleet), "
       "newest window written %.1f s before the SIGTERM\n",
-      static_cast<unsigned long long>(behind), behind / (kVehicles * 4 * 10.0),
+      static_cast<unsigned long long>(behind), behind / (kLoadVehicles * 4 * 10.0),
       static_cast<double>(sigterm_ns) / 1e9 - newest_s);
 
-  engine = std::make_unique<Engine>(kPipeline, nats_, pg_, dir_.File("engine2.log"));
-  ASSERT_TRUE(engine->WaitReady()) << engine->process().ReadLog();
-  ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
-  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 120s))
-      << Rows(pg_) << " of " << expected.size() << "\n"
-      << engine->process().ReadLog();
-  EXPECT_EQ(Metric(*engine, "fleetflow_partitions_assigned_total"), 16)
-      << engine->process().ReadLog();
-  EXPECT_EQ(Metric(*engine, "fleetflow_partitions_recovered_total"), 0);
-  EXPECT_EQ(engine->process().Stop(SIGTERM, 30s), 0) << engine->process().ReadLog();
-  EXPECT_EQ(Writes(pg_).most_per_row, 1);
-  Report("SIGTERM seconds behind the stream, then restart", pg_, expected, SamplesSent(sim));
+  RestartAndExpectEveryRowOnce(120s);
+  Report("SIGTERM seconds behind the stream, then restart", pg_, expected_, SamplesSent(*sim_));
 }
 
 TEST_F(FaultsE2E, NetworkFaultsBetweenEngineAndServersNoCrashNoLossRecoveryInSeconds) {
@@ -306,18 +311,9 @@ TEST_F(FaultsE2E, NetworkFaultsBetweenEngineAndServersNoCrashNoLossRecoveryInSec
       << Rows(pg_) << " of " << expected.size() << "\n"
       << engine.process().ReadLog();
   // Every message acknowledged: no state write is left waiting for an answer the reset lost.
-  nats::ConnectOptions o;
-  o.url = nats_.url();
-  auto conn = nats::Connection::Connect(o);
-  nats::JetStream js(*conn);
   const auto unacknowledged = [&] {
-    uint64_t sum = 0;
-    for (int p = 0; p < 16; ++p) {
-      const auto [pending, ack_pending] =
-          js.ConsumerPending("TELEMETRY", "fleetflow-" + std::to_string(p));
-      sum += pending + ack_pending;
-    }
-    return sum;
+    const auto [waiting, delivered] = ConsumersPending();
+    return waiting + delivered;
   };
   EXPECT_TRUE(WaitFor([&] { return unacknowledged() == 0; }, 30s))
       << unacknowledged() << " messages never acknowledged\n"

@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "e2e_fixture.hpp"
 #include "fleet_check.hpp"
 #include "jetstream.hpp"
 #include "nats_client.hpp"
@@ -30,18 +31,9 @@ class Worker : public Engine {
       : Engine(kPipeline, nats, pg, dir.File("worker" + std::to_string(n) + ".log")) {}
 };
 
-class JetStreamE2E : public ::testing::Test {
+class JetStreamE2E : public PartitionedServersTest {
  protected:
-  void SetUp() override {
-    FF_REQUIRE_NATS_SERVER();
-    FF_REQUIRE_POSTGRES();
-    nats_.MapPartitions(16);
-    nats_.Start();
-    pg_.Start();
-  }
-  NatsServer nats_;
-  PostgresServer pg_;
-  TempDir dir_{"fleetflow-js-e2e"};
+  JetStreamE2E() : PartitionedServersTest("fleetflow-js-e2e") {}
 };
 
 TEST_F(JetStreamE2E, EverythingPublishedWhileTheEngineWasDownIsWritten) {
@@ -124,12 +116,6 @@ TEST_F(JetStreamE2E, ThreeWorkersOneKilledAndRestartedNoRowMissingNoneTwice) {
               check.Summary().c_str(), writes.PerRow());
 }
 
-/// Metric `name` of a worker, -1 when it cannot be read.
-double Metric(const Engine& w, const char* name) {
-  const auto body = w.Get("/metrics");
-  return body ? Scrape(*body, name) : -1;
-}
-
 // The stream is each partition's changelog (docs/scaling.md, "State"): a worker acknowledges a
 // message once its samples are in its memory. Killed before it stored its state (flush_ms 60 s:
 // it writes only when its input pauses for a tick; the KV writes it made are printed),
@@ -148,8 +134,8 @@ TEST_F(JetStreamE2E, AWorkerKilledBeforeItStoredItsStateLosesNothingItAcknowledg
   Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
   ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= static_cast<int>(expected.size() / 3); }, 60s))
       << Rows(pg_);
-  const double acknowledged = Metric(*first, "fleetflow_samples_accepted_total");
-  const double stored = Metric(*first, "fleetflow_kv_writes_total");
+  const double acknowledged = first->Metric("fleetflow_samples_accepted_total");
+  const double stored = first->Metric("fleetflow_kv_writes_total");
   first->process().Signal(SIGKILL);
   ASSERT_TRUE(first->process().Wait(10s).has_value());
   Engine second(pipeline, nats_, pg_, dir_.File("worker1.log"));
@@ -158,7 +144,7 @@ TEST_F(JetStreamE2E, AWorkerKilledBeforeItStoredItsStateLosesNothingItAcknowledg
   EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 90s))
       << Rows(pg_) << " of " << expected.size() << "\n"
       << PartitionLines(dir_, 0, 1);
-  const double reread = Metric(second, "fleetflow_changelog_messages_reread_total");
+  const double reread = second.Metric("fleetflow_changelog_messages_reread_total");
   EXPECT_EQ(second.process().Stop(SIGTERM, 30s), 0) << second.process().ReadLog();
   EXPECT_GT(reread, 0);
   const CheckResult check = CheckRows(pg_, expected);
@@ -173,7 +159,7 @@ TEST_F(JetStreamE2E, AWorkerKilledBeforeItStoredItsStateLosesNothingItAcknowledg
 /// Partitions the workers read, in all (each counted once when they are settled).
 double Owned(const std::vector<std::unique_ptr<Worker>>& workers) {
   double owned = 0;
-  for (const auto& w : workers) owned += Metric(*w, "fleetflow_partitions_owned");
+  for (const auto& w : workers) owned += w->Metric("fleetflow_partitions_owned");
   return owned;
 }
 
@@ -184,18 +170,16 @@ TEST_F(JetStreamE2E, ThreeWorkersShareThePartitionsAndWriteEveryRowOnceWithTheSi
   ASSERT_TRUE(WaitFor(
       [&] {
         for (const auto& w : workers) {
-          if (Metric(*w, "fleetflow_partitions_owned") < 5) return false;  // 16 = 6 + 5 + 5
+          if (w->Metric("fleetflow_partitions_owned") < 5) return false;  // 16 = 6 + 5 + 5
         }
         return Owned(workers) == 16;
       },
       30s))
       << Owned(workers);
   CountWrites(pg_);
-  constexpr int kVehicles = 30, kDurationS = 10;
-  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
-  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
-  const CommandResult sim = RunCommand(SimArgs(nats_, fleet, kDurationS), 120s);
-  ASSERT_EQ(sim.exit_code, 0) << sim.err;
+  const SimRun sim = RunFleetSim(nats_, 30, 10, 7);
+  ASSERT_EQ(sim.result.exit_code, 0) << sim.result.err;
+  const ExpectedRows& expected = sim.expected;
   EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 60s))
       << Rows(pg_) << " of " << expected.size();
   for (auto& w : workers) {
@@ -249,7 +233,7 @@ TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembership
       kPipeline, "telemetry", R"({"dead_letter": true})", dir_.File("jetstream-dead-letters.json"));
   Engine worker(pipeline, nats_, pg_, dir_.File("worker.log"));
   ASSERT_TRUE(worker.WaitReady()) << worker.process().ReadLog();
-  ASSERT_TRUE(WaitFor([&] { return Metric(worker, "fleetflow_partitions_owned") == 16; }, 30s));
+  ASSERT_TRUE(WaitFor([&] { return worker.Metric("fleetflow_partitions_owned") == 16; }, 30s));
   const std::string recording = dir_.File("production.ffrc");
   const std::string fleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
   Process recorder({fleetflow, "record", "--url", nats_.url(), "--subject", "telemetry.*.*.*",
@@ -270,11 +254,9 @@ TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembership
     }
   };
   ASSERT_TRUE(WaitFor([&] { return dead_letters() == 1; }, 30s)) << worker.process().ReadLog();
-  constexpr int kVehicles = 10, kDurationS = 6;
-  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
-  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
-  const CommandResult sim = RunCommand(SimArgs(nats_, fleet, kDurationS), 120s);
-  ASSERT_EQ(sim.exit_code, 0) << sim.err;
+  const SimRun sim = RunFleetSim(nats_, 10, 6, 7);
+  ASSERT_EQ(sim.result.exit_code, 0) << sim.result.err;
+  const ExpectedRows& expected = sim.expected;
   ASSERT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 60s))
       << Rows(pg_) << " of " << expected.size() << "\n"
       << worker.process().ReadLog();
@@ -339,7 +321,7 @@ TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembership
       << replay.err;
   EXPECT_EQ(snapshot(), before) << "the replay wrote to the worker's buckets";
   EXPECT_EQ(Stream(*conn, "KV_fleetflow_members").keys, members);
-  EXPECT_EQ(Metric(worker, "fleetflow_partitions_owned"), 16);
+  EXPECT_EQ(worker.Metric("fleetflow_partitions_owned"), 16);
   const CheckResult check = CheckRows(replay_pg, expected);
   EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems << replay.err;
 
@@ -380,7 +362,7 @@ TEST_F(JetStreamE2E, ScaleOutThenScaleInEveryRowOnceExactValuesAwayFromTheHandOv
   // give the partitions up where they stopped emitting them).
   workers.push_back(std::make_unique<Worker>(nats_, pg_, dir_, 2));
   ASSERT_TRUE(workers[2]->WaitReady()) << workers[2]->process().ReadLog();
-  ASSERT_TRUE(WaitFor([&] { return Metric(*workers[2], "fleetflow_partitions_owned") >= 5; }, 60s))
+  ASSERT_TRUE(WaitFor([&] { return workers[2]->Metric("fleetflow_partitions_owned") >= 5; }, 60s))
       << workers[2]->process().ReadLog();
   const double joined_at_s = at_s();
   const int rows_at_join = Rows(pg_);
@@ -397,8 +379,8 @@ TEST_F(JetStreamE2E, ScaleOutThenScaleInEveryRowOnceExactValuesAwayFromTheHandOv
       << Rows(pg_) << " of " << expected.size();
   double taken = 0, recovered = 0;
   for (auto& w : workers) {
-    taken += Metric(*w, "fleetflow_partitions_assigned_total");
-    recovered += Metric(*w, "fleetflow_partitions_recovered_total");
+    taken += w->Metric("fleetflow_partitions_assigned_total");
+    recovered += w->Metric("fleetflow_partitions_recovered_total");
   }
   EXPECT_EQ(recovered, 0) << "a partition was taken over without a record";
   for (auto& w : workers) EXPECT_EQ(w->process().Stop(SIGTERM, 30s), 0) << w->process().ReadLog();

@@ -19,10 +19,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr int64_t kSecond = 1'000'000'000;
 constexpr int kVehicles = 3;
-constexpr int kSamplesPerSensor = 10;
-constexpr int64_t kSamplePeriodNs = 100'000'000;
 constexpr int kBadMessages = 20;
 
 int Status(httplib::Client& http, const char* path) {
@@ -95,9 +92,8 @@ TEST(MetricsE2E, ReadinessFollowsTheConnectionsAndCountersAgreeWithTheDatabase) 
 
   // Known input, in event-time order, a little ahead of the clock so no window has closed yet:
   // samples at S+0.25 s ... S+1.15 s give every vehicle the windows S+1, S+2 and S+3.
-  const int64_t start_ns = (NowNs() / kSecond + 2) * kSecond + 250'000'000;
-  int messages = PublishKnownSamples(nats.url(), "m", kVehicles, kSamplesPerSensor,
-                                     {"speed", "soc"}, start_ns, kSamplePeriodNs);
+  const int64_t start_ns = StartNs();
+  int messages = PublishKnownSamples(nats.url(), "m", kVehicles, start_ns);
   nats::ConnectOptions options;
   options.url = nats.url();
   auto conn = nats::Connection::Connect(options);

@@ -36,7 +36,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr int64_t kSecond = 1'000'000'000;
 const std::string kFleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
 const std::string kPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/default.json";
 const std::string kGoldenRecording = std::string(FF_SOURCE_DIR) + "/tests/data/fleet_seed42.ffrc";
@@ -109,76 +108,61 @@ std::string TableCsv(const PostgresServer& pg) {
 TEST(ReplayE2E, ReplayOfALiveRecordingGivesTheLiveRowsDeterministically) {
   FF_REQUIRE_NATS_SERVER();
   FF_REQUIRE_POSTGRES();
-  NatsServer nats;
-  nats.Start();
-  PostgresServer pg;
-  pg.Start();
-  TempDir dir("fleetflow-replay-e2e");
+  Servers s("fleetflow-replay-e2e");
 
-  Engine engine(kPipeline, nats, pg, dir.File("engine.log"));
-  const std::string recording = dir.File("live.ffrc");
-  Process recorder({kFleetflow, "record", "--url", nats.url(), "--out", recording},
-                   dir.File("record.log"));
+  Engine engine(kPipeline, s.nats, s.pg, s.dir.File("engine.log"));
+  const std::string recording = s.dir.File("live.ffrc");
+  Process recorder({kFleetflow, "record", "--url", s.nats.url(), "--out", recording},
+                   s.dir.File("record.log"));
   ASSERT_TRUE(engine.WaitReady()) << engine.process().ReadLog();
   ASSERT_TRUE(
       WaitFor([&] { return recorder.ReadLog().find("recording") != std::string::npos; }, 30s))
       << recorder.ReadLog();
 
-  constexpr int kVehicles = 10, kDurationS = 6;
-  sim::FleetConfig fleet;
-  fleet.seed = 42;
-  fleet.vehicles = kVehicles;
-  fleet.start_ns = (NowNs() / kSecond + 2) * kSecond + 250'000'000;
-  const int64_t end_ns = fleet.start_ns + kDurationS * kSecond;
-  const CommandResult sim = RunCommand(
-      {std::string(FF_BINARY_DIR) + "/firmware/fleet-sim", "--nats-url", nats.url(), "--vehicles",
-       std::to_string(kVehicles), "--seed", "42", "--duration", std::to_string(kDurationS),
-       "--start-ns", std::to_string(fleet.start_ns), "--quiet"},
-      60s);
-  ASSERT_EQ(sim.exit_code, 0) << sim.err;
-  const auto expected = ComputeExpectedRows(fleet, end_ns);
-  const std::string count_sql = "SELECT count(*) FROM vehicle_telemetry";
-  ASSERT_TRUE(WaitFor([&] { return pg.Psql(count_sql) == std::to_string(expected.size()); }, 30s))
-      << "rows: " << pg.Psql(count_sql) << ", expected " << expected.size() << "\n"
+  const SimRun sim = RunFleetSim(s.nats, 10, 6);
+  ASSERT_EQ(sim.result.exit_code, 0) << sim.result.err;
+  const auto& expected = sim.expected;
+  ASSERT_TRUE(WaitForRows(s.pg, expected.size()))
+      << "rows: " << Rows(s.pg) << ", expected " << expected.size() << "\n"
       << engine.process().ReadLog();
   EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
   EXPECT_EQ(recorder.Stop(SIGINT, 10s), 0) << recorder.ReadLog();
   EXPECT_NE(recorder.ReadLog().find("recorded "), std::string::npos) << recorder.ReadLog();
-  const CheckResult live_check = CheckRows(pg, expected);
+  const CheckResult live_check = CheckRows(s.pg, expected);
   ASSERT_TRUE(live_check.ok()) << live_check.Summary() << "\n" << live_check.first_problems;
-  const std::string live_hash = pg.Psql(kTableHash);
+  const std::string live_hash = s.pg.Psql(kTableHash);
 
   // Replayed twice into fresh tables: the live rows, byte for byte, both times.
-  const CommandResult first = ReplayInto(pg, recording);
+  const CommandResult first = ReplayInto(s.pg, recording);
   ASSERT_EQ(first.exit_code, 0) << first.err;
   EXPECT_NE(first.err.find("replayed "), std::string::npos) << first.err;
-  const CheckResult replay_check = CheckRows(pg, expected);
+  const CheckResult replay_check = CheckRows(s.pg, expected);
   EXPECT_TRUE(replay_check.ok()) << replay_check.Summary() << "\n" << replay_check.first_problems;
-  EXPECT_EQ(pg.Psql(kTableHash), live_hash);
-  const CommandResult second = ReplayInto(pg, recording);
+  EXPECT_EQ(s.pg.Psql(kTableHash), live_hash);
+  const CommandResult second = ReplayInto(s.pg, recording);
   ASSERT_EQ(second.exit_code, 0) << second.err;
-  EXPECT_EQ(pg.Psql(kTableHash), live_hash);
+  EXPECT_EQ(s.pg.Psql(kTableHash), live_hash);
 
   // A file cut in its middle replays up to the damage and says where it stopped.
   const auto bytes = ReadBytes(recording);
-  const std::string cut = dir.File("cut.ffrc");
+  const std::string cut = s.dir.File("cut.ffrc");
   WriteBytes(cut,
              std::vector<char>(bytes.begin(), bytes.begin() + static_cast<long>(bytes.size() / 2)));
-  const CommandResult damaged = ReplayInto(pg, cut);
+  const CommandResult damaged = ReplayInto(s.pg, cut);
   EXPECT_EQ(damaged.exit_code, 0) << damaged.err;
   EXPECT_NE(damaged.err.find("stopped at a damaged record at byte offset"), std::string::npos)
       << damaged.err;
-  const int rows_before_damage = std::stoi(pg.Psql(count_sql));
+  const int rows_before_damage = Rows(s.pg);
   EXPECT_GT(rows_before_damage, 0);
   EXPECT_LT(rows_before_damage, static_cast<int>(expected.size()));
-  EXPECT_EQ(ReplayInto(pg, cut, {"--strict"}).exit_code, 3);
+  EXPECT_EQ(ReplayInto(s.pg, cut, {"--strict"}).exit_code, 3);
 
   // An unknown format version is refused before anything runs.
   auto future = bytes;
   future[4] = 7;
-  const std::string v7 = dir.File("v7.ffrc");
+  const std::string v7 = s.dir.File("v7.ffrc");
   WriteBytes(v7, future);
-  const CommandResult refused = ReplayInto(pg, v7);
+  const CommandResult refused = ReplayInto(s.pg, v7);
   EXPECT_EQ(refused.exit_code, 1);
   EXPECT_NE(refused.err.find("recording format version 7 is not supported"), std::string::npos)
       << refused.err;
@@ -424,20 +408,16 @@ TEST(ReplayE2E, ProgressIsABarRedrawnInPlaceOnATerminal) {
 TEST(ReplayE2E, RecordMaxBytesRotatesIntoCompleteFilesThatReplayAsOne) {
   FF_REQUIRE_NATS_SERVER();
   FF_REQUIRE_POSTGRES();
-  NatsServer nats;
-  nats.Start();
-  PostgresServer pg;
-  pg.Start();
-  TempDir dir("fleetflow-record-rotate-e2e");
+  Servers s("fleetflow-record-rotate-e2e");
   constexpr uint64_t kMaxBytes = 40'000;
-  const std::string rotated = dir.File("rotated.ffrc");
-  const std::string single = dir.File("single.ffrc");
+  const std::string rotated = s.dir.File("rotated.ffrc");
+  const std::string single = s.dir.File("single.ffrc");
   const auto recorder = [&](const std::string& out, bool rotate, const std::string& log) {
     std::vector<std::string> argv = {
-        kFleetflow, "record", "--url",       nats.url(),
+        kFleetflow, "record", "--url",       s.nats.url(),
         "--out",    out,      "--max-bytes", std::to_string(kMaxBytes)};
     if (rotate) argv.push_back("--rotate");
-    return Process(argv, dir.File(log));
+    return Process(argv, s.dir.File(log));
   };
   Process rotating = recorder(rotated, true, "rotate.log");
   Process stopping = recorder(single, false, "single.log");
@@ -446,9 +426,8 @@ TEST(ReplayE2E, RecordMaxBytesRotatesIntoCompleteFilesThatReplayAsOne) {
         << p->ReadLog();
   }
   constexpr int kVehicles = 10, kDurationS = 4;
-  const Fleet fleet = MakeFleet(kVehicles, kDurationS, 42);
-  const CommandResult sim = RunCommand(SimArgs(nats, fleet, kDurationS), 60s);
-  ASSERT_EQ(sim.exit_code, 0) << sim.err;
+  const SimRun sim = RunFleetSim(s.nats, kVehicles, kDurationS);
+  ASSERT_EQ(sim.result.exit_code, 0) << sim.result.err;
   EXPECT_EQ(stopping.Wait(10s), std::optional<int>(0)) << stopping.ReadLog();
   EXPECT_EQ(rotating.Stop(SIGINT, 10s), 0) << rotating.ReadLog();
 
@@ -485,10 +464,10 @@ TEST(ReplayE2E, RecordMaxBytesRotatesIntoCompleteFilesThatReplayAsOne) {
     ASSERT_EQ(first_only[i].payload, all[i].payload) << i;
   }
 
-  const CommandResult replay = ReplayInto(pg, rotated, {"--rotated"});
+  const CommandResult replay = ReplayInto(s.pg, rotated, {"--rotated"});
   ASSERT_EQ(replay.exit_code, 0) << replay.err;
   EXPECT_EQ(replay.err.find("gap:"), std::string::npos) << replay.err;
-  const CheckResult check = CheckRows(pg, ComputeExpectedRows(fleet.config, fleet.end_ns));
+  const CheckResult check = CheckRows(s.pg, sim.expected);
   EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems;
   std::printf("record --max-bytes %llu --rotate: %zu files, %zu messages; replayed as one: %s\n",
               static_cast<unsigned long long>(kMaxBytes), files.size(), all.size(),

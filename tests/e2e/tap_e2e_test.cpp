@@ -17,10 +17,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr int64_t kSecond = 1'000'000'000;
 constexpr int kVehicles = 2;
-constexpr int kSamplesPerSensor = 10;
-constexpr int64_t kSamplePeriodNs = 100'000'000;
 
 std::vector<rapidjson::Document> JsonLines(const std::string& text) {
   std::vector<rapidjson::Document> docs;
@@ -36,18 +33,14 @@ std::vector<rapidjson::Document> JsonLines(const std::string& text) {
 TEST(TapE2E, ShowsTheSamplesAndWindowsOfARunningWorker) {
   FF_REQUIRE_NATS_SERVER();
   FF_REQUIRE_POSTGRES();
-  NatsServer nats;
-  nats.Start();
-  PostgresServer pg;
-  pg.Start();
-  TempDir dir("fleetflow-tap-e2e");
+  Servers s("fleetflow-tap-e2e");
   const std::string fleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
   const int port = FreePort();
-  auto env = pg.env();
-  env["NATS_URL"] = nats.url();
+  auto env = s.pg.env();
+  env["NATS_URL"] = s.nats.url();
   Process engine({fleetflow, "run", std::string(FF_SOURCE_DIR) + "/pipelines/default.json", "--tap",
                   "--metrics-port", std::to_string(port), "--metrics-host", "127.0.0.1"},
-                 dir.File("engine.log"), env);
+                 s.dir.File("engine.log"), env);
   httplib::Client http("127.0.0.1", port);
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -89,22 +82,21 @@ TEST(TapE2E, ShowsTheSamplesAndWindowsOfARunningWorker) {
   auto windows = armed_tap("windows", {"--count", "3", "--timeout-ms", "30000"});
 
   // Known values, a little ahead of the clock: vehicle v's sample k is 10 v + k.
-  const int64_t start_ns = (NowNs() / kSecond + 2) * kSecond + 250'000'000;
-  PublishKnownSamples(nats.url(), "t", kVehicles, kSamplesPerSensor, {"speed", "soc"}, start_ns,
-                      kSamplePeriodNs);
+  const int64_t start_ns = StartNs();
+  PublishKnownSamples(s.nats.url(), "t", kVehicles, start_ns);
 
   // The source: the first four messages, as published.
-  const CommandResult s = samples.get();
-  ASSERT_EQ(s.exit_code, 0) << s.out << s.err;
-  const auto sample_lines = JsonLines(s.out);
-  ASSERT_EQ(sample_lines.size(), 4u) << s.out;
+  const CommandResult sampled = samples.get();
+  ASSERT_EQ(sampled.exit_code, 0) << sampled.out << sampled.err;
+  const auto sample_lines = JsonLines(sampled.out);
+  ASSERT_EQ(sample_lines.size(), 4u) << sampled.out;
   for (const auto& d : sample_lines) {
     EXPECT_STREQ(d["node"].GetString(), "telemetry");
     EXPECT_STREQ(d["kind"].GetString(), "samples");
     const std::string vehicle = d["vehicle"].GetString();
     ASSERT_EQ(d["points"].Size(), 1u);
     const auto& p = d["points"][0];
-    EXPECT_EQ(p["ts_ns"].GetInt64(), start_ns + p["seq"].GetInt64() * kSamplePeriodNs);
+    EXPECT_EQ(p["ts_ns"].GetInt64(), start_ns + p["seq"].GetInt64() * kKnownPeriodNs);
     EXPECT_DOUBLE_EQ(p["value"].GetDouble(), 10.0 * (vehicle.back() - '0') + p["seq"].GetInt());
   }
 

@@ -13,6 +13,7 @@
 #include <map>
 #include <sstream>
 
+#include "e2e_fixture.hpp"
 #include "fleet_check.hpp"
 #include "servers.hpp"
 
@@ -96,22 +97,13 @@ double Owned(const Frame& f) {
   return owned;
 }
 
-class TopE2E : public ::testing::Test {
+class TopE2E : public PartitionedServersTest {
  protected:
-  void SetUp() override {
-    FF_REQUIRE_NATS_SERVER();
-    FF_REQUIRE_POSTGRES();
-    nats_.MapPartitions(kPartitions);
-    nats_.Start();
-    pg_.Start();
-  }
+  TopE2E() : PartitionedServersTest("fleetflow-top-e2e", kPartitions) {}
   std::unique_ptr<Engine> Worker(int n) {
     return std::make_unique<Engine>(kPipeline, nats_, pg_,
                                     dir_.File("worker" + std::to_string(n) + ".log"));
   }
-  NatsServer nats_;
-  PostgresServer pg_;
-  TempDir dir_{"fleetflow-top-e2e"};
 };
 
 TEST_F(TopE2E, TwoWorkersInATerminalOneStopsTheViewGoesOn) {

@@ -28,6 +28,12 @@ bool Has(const CommandResult& r, const std::string& text) {
   return r.out.find(text) != std::string::npos;
 }
 
+/// The check found problems (exit status 1) and printed each of `texts`.
+void ExpectProblems(const CommandResult& r, const std::vector<std::string>& texts) {
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  for (const std::string& text : texts) EXPECT_TRUE(Has(r, text)) << text << "\nnot in:\n" << r.out;
+}
+
 TEST(ValidateConnectE2E, UnreachableServersAreProblems) {
   const std::string nats_url = "nats://127.0.0.1:" + std::to_string(FreePort());
   const CommandResult r =
@@ -35,12 +41,10 @@ TEST(ValidateConnectE2E, UnreachableServersAreProblems) {
                {{"NATS_URL", nats_url},
                 {"FLEETFLOW_PG", "host=127.0.0.1 port=" + std::to_string(FreePort()) +
                                      " user=postgres dbname=fleetflow connect_timeout=2"}});
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_TRUE(Has(r, "telemetry (nats_source): PROBLEM: cannot connect to NATS at " + nats_url))
-      << r.out;
-  EXPECT_TRUE(Has(r, "last_values (keyed_last_value): PROBLEM: cannot connect to NATS")) << r.out;
-  EXPECT_TRUE(Has(r, "database (timescale_sink): PROBLEM: cannot connect to PostgreSQL")) << r.out;
-  EXPECT_TRUE(Has(r, "jetstream.json: 3 problems on the servers")) << r.out;
+  ExpectProblems(r, {"telemetry (nats_source): PROBLEM: cannot connect to NATS at " + nats_url,
+                     "last_values (keyed_last_value): PROBLEM: cannot connect to NATS",
+                     "database (timescale_sink): PROBLEM: cannot connect to PostgreSQL",
+                     "jetstream.json: 3 problems on the servers"});
 }
 
 TEST(ValidateConnectE2E, NotesWhatAWorkerCreatesCreatesNothingThenFindsWhatItMade) {
@@ -114,14 +118,11 @@ TEST(ValidateConnectE2E, NotesWhatAWorkerCreatesCreatesNothingThenFindsWhatItMad
   pg.Psql("GRANT SELECT, INSERT ON vehicle_telemetry TO writer");
   env["FLEETFLOW_PG"] =
       "host=127.0.0.1 port=" + std::to_string(pg.port()) + " user=writer dbname=fleetflow";
-  r = Validate(kJetStreamPipeline, env);
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_TRUE(Has(r,
-                  "PROBLEM: table vehicle_telemetry lacks the columns torque and role writer "
-                  "does not own it"))
-      << r.out;
-  EXPECT_TRUE(Has(r, "PROBLEM: role writer lacks UPDATE on table vehicle_telemetry")) << r.out;
-  EXPECT_TRUE(Has(r, "jetstream.json: 2 problems on the servers")) << r.out;
+  ExpectProblems(Validate(kJetStreamPipeline, env),
+                 {"PROBLEM: table vehicle_telemetry lacks the columns torque and role writer does "
+                  "not own it",
+                  "PROBLEM: role writer lacks UPDATE on table vehicle_telemetry",
+                  "jetstream.json: 2 problems on the servers"});
 }
 
 TEST(ValidateConnectE2E, AMissingMappingAndRefusedPermissionsAreProblems) {
@@ -146,31 +147,23 @@ TEST(ValidateConnectE2E, AMissingMappingAndRefusedPermissionsAreProblems) {
   const std::string at = "@127.0.0.1:" + std::to_string(nats.port());
 
   env["NATS_URL"] = "nats://nojs:pw" + at;
-  CommandResult r = Validate(kJetStreamPipeline, env);
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  const CommandResult r = Validate(kJetStreamPipeline, env);
   // Passwords stay out of what is printed.
-  EXPECT_TRUE(Has(r, "ok: connected to NATS at nats://nojs:***" + at)) << r.out;
+  ExpectProblems(r, {"ok: connected to NATS at nats://nojs:***" + at,
+                     "telemetry (nats_source): PROBLEM: stream TELEMETRY:",
+                     "Permissions Violation for Publish to \"$JS.API.STREAM.INFO.TELEMETRY\"",
+                     "last_values (keyed_last_value): PROBLEM: bucket telemetry (state):"});
   EXPECT_FALSE(Has(r, "pw@")) << r.out;
-  EXPECT_TRUE(Has(r, "telemetry (nats_source): PROBLEM: stream TELEMETRY:")) << r.out;
-  EXPECT_TRUE(Has(r, "Permissions Violation for Publish to \"$JS.API.STREAM.INFO.TELEMETRY\""))
-      << r.out;
-  EXPECT_TRUE(Has(r, "last_values (keyed_last_value): PROBLEM: bucket telemetry (state):"))
-      << r.out;
 
   env["NATS_URL"] = "nats://nosub:pw" + at;
-  r = Validate(kCorePipeline, env);
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_TRUE(Has(r, "telemetry (nats_source): PROBLEM: may not subscribe to vehicle.*.*: "))
-      << r.out;
-  EXPECT_TRUE(Has(r, "Permissions Violation for Subscription to \"vehicle.*.*\"")) << r.out;
+  ExpectProblems(Validate(kCorePipeline, env),
+                 {"telemetry (nats_source): PROBLEM: may not subscribe to vehicle.*.*: ",
+                  "Permissions Violation for Subscription to \"vehicle.*.*\""});
   // The same user may use JetStream: a server without the mapping is the only problem there.
-  r = Validate(kJetStreamPipeline, env);
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_TRUE(Has(r,
-                  "PROBLEM: partitions: the NATS server does not map vehicle.<id>.<sensor> to "
-                  "telemetry.<partition>.<id>.<sensor>"))
-      << r.out;
-  EXPECT_TRUE(Has(r, "jetstream.json: 1 problem on the servers")) << r.out;
+  ExpectProblems(Validate(kJetStreamPipeline, env),
+                 {"PROBLEM: partitions: the NATS server does not map vehicle.<id>.<sensor> to "
+                  "telemetry.<partition>.<id>.<sensor>",
+                  "jetstream.json: 1 problem on the servers"});
 }
 
 }  // namespace

@@ -5,12 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "builtin.hpp"
 #include "pipeline.hpp"
+#include "servers.hpp"
 
 namespace fleetflow {
 namespace {
@@ -20,13 +19,6 @@ constexpr const char* kRegenerate =
     "  build/apps/fleetflow docs --out docs/operators\n"
     "and commit the result.";
 
-std::string Read(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 TEST(ReferenceDocsTest, CommittedPagesMatchTheConfigSpecs) {
   Registry registry;
   RegisterBuiltinOperators(registry);
@@ -34,7 +26,7 @@ TEST(ReferenceDocsTest, CommittedPagesMatchTheConfigSpecs) {
   const std::filesystem::path dir = std::filesystem::path(FF_SOURCE_DIR) / "docs" / "operators";
   ASSERT_EQ(pages.size(), registry.all().size() + 1);
   for (const auto& [name, text] : pages) {
-    EXPECT_EQ(Read(dir / name), text) << name << ": " << kRegenerate;
+    EXPECT_EQ(testing::ReadFile(dir / name), text) << name << ": " << kRegenerate;
   }
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();

@@ -157,6 +157,13 @@ class RuntimeTest : public ::testing::Test {
     return *r.pipeline;
   }
 
+  /// Stops `rt` once the sink has seen `n` messages; false when it had not within 30 s.
+  bool StopOnceSeen(Runtime& rt, int n) {
+    const bool seen = Eventually([&] { return probe_.seen == n; });
+    rt.Stop();
+    return seen;
+  }
+
   Probe probe_;
   Registry registry_;
   Metrics metrics_;
@@ -167,8 +174,7 @@ TEST_F(RuntimeTest, DeliversEverythingInOrderAndDrainsOnStop) {
   probe_.to_emit = 5000;
   Runtime rt(Load(), metrics_, clock_);
   rt.Start();
-  EXPECT_TRUE(Eventually([&] { return probe_.seen == 4999; }));
-  rt.Stop();
+  EXPECT_TRUE(StopOnceSeen(rt, 4999));
   EXPECT_EQ(probe_.seen, 4999);  // all but the one the forwarder threw on
   EXPECT_EQ(probe_.drains, 1);
   EXPECT_TRUE(std::is_sorted(probe_.order.begin(), probe_.order.end()));
@@ -191,8 +197,7 @@ TEST_F(RuntimeTest, ASlowSinkBlocksTheSourceInsteadOfQueueingWithoutBound) {
     probe_.sink_open = true;
   }
   probe_.cv.notify_all();
-  EXPECT_TRUE(Eventually([&] { return probe_.seen == 19999; }));
-  rt.Stop();
+  EXPECT_TRUE(StopOnceSeen(rt, 19999));
   EXPECT_EQ(probe_.seen, 19999);
   EXPECT_LE(probe_.max_seen_gap, 110);
 }
@@ -313,8 +318,7 @@ TEST_F(RuntimeTest, ABurstLargerThanTheGraphsRoomDoesNotWaitForItself) {
   };
   Runtime rt(Load(), metrics_, clock_, options);
   rt.Start();
-  ASSERT_TRUE(Eventually([&] { return probe_.seen == 4999; }));
-  rt.Stop();
+  ASSERT_TRUE(StopOnceSeen(rt, 4999));
   EXPECT_EQ(probe_.emitted, 5000);
   EXPECT_LE(probe_.max_seen_gap, 110);
 }
@@ -325,8 +329,7 @@ TEST_F(RuntimeTest, MoreGraphThreadsDeliverTheSameInOrder) {
   options.graph_threads = 2;
   Runtime rt(Load(), metrics_, clock_, options);
   rt.Start();
-  EXPECT_TRUE(Eventually([&] { return probe_.seen == 4999; }));
-  rt.Stop();
+  EXPECT_TRUE(StopOnceSeen(rt, 4999));
   EXPECT_EQ(probe_.drains, 1);
   EXPECT_TRUE(std::is_sorted(probe_.order.begin(), probe_.order.end()));
 }

@@ -4,26 +4,18 @@
 #include <rapidjson/document.h>
 #include <rapidjson/schema.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "builtin.hpp"
 #include "pipeline.hpp"
+#include "servers.hpp"
 
 namespace fleetflow {
 namespace {
 
-std::string Read(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 TEST(SchemaTest, CommittedSchemaMatchesTheConfigSpecs) {
   Registry registry;
   RegisterBuiltinOperators(registry);
-  const std::string committed = Read(std::string(FF_SOURCE_DIR) + "/schemas/pipeline.schema.json");
+  const std::string committed =
+      testing::ReadFile(std::string(FF_SOURCE_DIR) + "/schemas/pipeline.schema.json");
   EXPECT_EQ(committed, PipelineJsonSchema(registry))
       << "schemas/pipeline.schema.json is stale: regenerate it with\n"
          "  build/apps/fleetflow schema > schemas/pipeline.schema.json";
@@ -38,7 +30,7 @@ TEST(SchemaTest, SchemaAcceptsShippedPipelinesAndRejectsABadOne) {
   rapidjson::SchemaDocument schema(schema_doc);
 
   rapidjson::Document pipeline;
-  pipeline.Parse(Read(std::string(FF_SOURCE_DIR) + "/pipelines/default.json").c_str());
+  pipeline.Parse(testing::ReadFile(std::string(FF_SOURCE_DIR) + "/pipelines/default.json").c_str());
   ASSERT_FALSE(pipeline.HasParseError());
   rapidjson::SchemaValidator ok(schema);
   EXPECT_TRUE(pipeline.Accept(ok));

@@ -57,6 +57,11 @@ int64_t ContiguousUpTo(const std::set<uint32_t>& seqs) {
 class FleetSensorTest : public ::testing::Test {
  protected:
   void SetUp() override { FF_REQUIRE_NATS_SERVER(); }
+  /// fleet-sensor as `vehicle` on `url` with the arguments `more`, its output in sensor.log.
+  Process Sensor(const std::string& url, const std::string& vehicle,
+                 std::vector<std::string> more) const {
+    return Process(SensorArgs(url, vehicle, std::move(more)), dir_.File("sensor.log"));
+  }
   TempDir dir_{"ff-sensor"};
 };
 
@@ -64,8 +69,7 @@ TEST_F(FleetSensorTest, PublishesOnAtStartAndOffAtSigterm) {
   NatsServer server;
   server.Start();
   VehicleCollector collector(Plain(server), "s1");
-  Process sensor(SensorArgs(server.url(), "s1", {"--sensors", "speed=20,gps=10"}),
-                 dir_.File("sensor.log"));
+  Process sensor = Sensor(server.url(), "s1", {"--sensors", "speed=20,gps=10"});
   ASSERT_TRUE(WaitFor([&] { return collector.Count("speed") >= 10 && collector.Count("gps") >= 5; },
                       seconds(10)))
       << sensor.ReadLog();
@@ -89,7 +93,7 @@ TEST_F(FleetSensorTest, FleetctlChangesRatesSleepsAndWakes) {
   server.Start();
   const std::string url = server.url();
   VehicleCollector collector(Plain(server), "c1");
-  Process sensor(SensorArgs(url, "c1", {"--sensors", "speed=10,soc=5"}), dir_.File("sensor.log"));
+  Process sensor = Sensor(url, "c1", {"--sensors", "speed=10,soc=5"});
   ASSERT_TRUE(WaitFor([&] { return collector.Count("speed") >= 3; }, seconds(10)))
       << sensor.ReadLog();
 
@@ -159,8 +163,7 @@ TEST_F(FleetSensorTest, BuffersThroughServerRestartAndDeliversEverySample) {
   NatsServer server;
   server.Start();
   VehicleCollector collector(Plain(server), "r1");
-  Process sensor(SensorArgs(server.url(), "r1", {"--sensors", "speed=50"}),
-                 dir_.File("sensor.log"));
+  Process sensor = Sensor(server.url(), "r1", {"--sensors", "speed=50"});
   ASSERT_TRUE(WaitFor([&] { return collector.Count("speed") >= 25; }, seconds(10)))
       << sensor.ReadLog();
   const int64_t before = ContiguousUpTo(collector.Seqs("speed"));
@@ -370,8 +373,7 @@ TEST_F(FleetSensorTest, StartsWhileTheServerIsDownAndDeliversOnceItIsUp) {
   NatsServer server;
   server.Start();
   server.Stop();  // the port is known; the link is down at boot
-  Process sensor(SensorArgs(server.url(), "b1", {"--sensors", "speed=50"}),
-                 dir_.File("sensor.log"));
+  Process sensor = Sensor(server.url(), "b1", {"--sensors", "speed=50"});
   std::this_thread::sleep_for(milliseconds(500));  // samples taken while offline
   sensor.Signal(SIGSTOP);                          // held until the collector listens
   server.Start();
@@ -459,9 +461,8 @@ TEST_F(FleetSensorTest, NKeyIsAcceptedAndAWrongSeedRefused) {
   auth.nkey_seed_file = dir_.File("vehicle.nk");
   VehicleCollector collector(auth, "n1");
 
-  Process sensor(SensorArgs(server.url(), "n1",
-                            {"--sensors", "speed=20", "--nkey-seed", dir_.File("vehicle.nk")}),
-                 dir_.File("sensor.log"));
+  Process sensor =
+      Sensor(server.url(), "n1", {"--sensors", "speed=20", "--nkey-seed", dir_.File("vehicle.nk")});
   ASSERT_TRUE(WaitFor([&] { return collector.Count("speed") >= 5; }, seconds(10)))
       << sensor.ReadLog();
   EXPECT_EQ(sensor.Stop(SIGTERM), 0);

@@ -60,6 +60,19 @@ std::pair<std::vector<Record>, Reader::Status> ReadBack(Reader& reader) {
   }
 }
 
+/// Reading `path` back stops with `status` after `records_read` records, at byte `offset`, with
+/// an error that says `error_text`.
+void ExpectReadStops(const std::string& path, Reader::Status status, size_t records_read,
+                     size_t offset, const std::string& error_text) {
+  Reader reader;
+  ASSERT_TRUE(reader.Open(path));
+  const auto [records, stopped] = ReadBack(reader);
+  EXPECT_EQ(stopped, status);
+  EXPECT_EQ(records.size(), records_read);
+  EXPECT_EQ(reader.offset(), offset);
+  EXPECT_NE(reader.error().find(error_text), std::string::npos) << reader.error();
+}
+
 TEST(Recording, RoundTrip) {
   const std::string path = WriteSample("roundtrip");
   Reader reader;
@@ -94,15 +107,8 @@ TEST(Recording, TruncatedFileStopsAtTheDamagedRecordWithItsOffset) {
   for (size_t cut : {prefix.size() + 3, prefix.size() + 12}) {  // inside the header, the body
     WriteAll(path,
              std::vector<uint8_t>(bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(cut)));
-    Reader reader;
-    ASSERT_TRUE(reader.Open(path));
-    const auto [records, status] = ReadBack(reader);
-    EXPECT_EQ(status, Reader::Status::kTruncated);
-    EXPECT_EQ(records.size(), 3u);
-    EXPECT_EQ(reader.offset(), prefix.size());
-    EXPECT_NE(reader.error().find("byte offset " + std::to_string(prefix.size())),
-              std::string::npos)
-        << reader.error();
+    ExpectReadStops(path, Reader::Status::kTruncated, 3, prefix.size(),
+                    "byte offset " + std::to_string(prefix.size()));
   }
 }
 
@@ -113,13 +119,8 @@ TEST(Recording, CorruptedByteFailsTheCrcOfItsRecord) {
   for (int i = 0; i < 2; ++i) EncodeRecord(Sample()[static_cast<size_t>(i)], prefix);
   bytes[prefix.size() + 20] ^= 0x01;  // a byte of record 2's subject
   WriteAll(path, bytes);
-  Reader reader;
-  ASSERT_TRUE(reader.Open(path));
-  const auto [records, status] = ReadBack(reader);
-  EXPECT_EQ(status, Reader::Status::kCorrupt);
-  EXPECT_EQ(records.size(), 2u);
-  EXPECT_EQ(reader.offset(), prefix.size());
-  EXPECT_NE(reader.error().find("corrupt record at byte offset"), std::string::npos);
+  ExpectReadStops(path, Reader::Status::kCorrupt, 2, prefix.size(),
+                  "corrupt record at byte offset");
 }
 
 TEST(Recording, ImpossibleLengthIsCorruption) {

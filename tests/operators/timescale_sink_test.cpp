@@ -317,11 +317,18 @@ TEST(TimescaleSinkUnreachable, DrainGivesUpAfterTimeoutAndCountsDroppedRows) {
 
 // ---- integration: a real PostgreSQL -----------------------------------------------------------
 
-class TimescaleSinkPg : public ::testing::Test {
+/// A PostgreSQL shared by the tests of a suite (started once; a test that stops it has it started
+/// again by the next one), skipped where its binaries are missing, and a table per test: `prefix`
+/// and the test's name in lower case.
+template <testing::PostgresServer::Preload kPreload>
+class SharedPostgresTest : public ::testing::Test {
  protected:
+  static constexpr bool kTimescaleDb = kPreload == testing::PostgresServer::Preload::kTimescaleDb;
+
   static void SetUpTestSuite() {
     if (!testing::PostgresServer::Available()) return;
-    server_ = new testing::PostgresServer();
+    if (kTimescaleDb && !testing::PostgresServer::TimescaleDbInstalled()) return;
+    server_ = new testing::PostgresServer(kPreload);
     try {
       server_->Start();
     } catch (const std::exception& e) {
@@ -338,28 +345,34 @@ class TimescaleSinkPg : public ::testing::Test {
       GTEST_SKIP() << "*** PostgreSQL server binaries (initdb, postgres, psql, pg_isready) not "
                       "found: these integration tests did NOT run; run scripts/deps.sh ***";
     }
+    if constexpr (kTimescaleDb) FF_REQUIRE_TIMESCALEDB();
     ASSERT_TRUE(start_error_.empty()) << start_error_;
     if (!server_->running()) server_->Start();
-    table_ = "t_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    table_ = std::string(kTimescaleDb ? "h_" : "t_") +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name();
     for (auto& c : table_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   }
 
+  /// The sink's config on this test's table, short retries, and `fields` (with TimescaleDB:
+  /// "timescaledb": "on" before them).
   std::string Config(const std::string& fields = "") const {
-    return R"({"conninfo":")" + server_->conninfo() + R"(","table":")" + table_ +
-           R"(","retry_initial_ms":20,"retry_max_ms":200)" + (fields.empty() ? "" : ",") + fields +
+    return R"({"conninfo":")" + server_->conninfo() + R"(","table":")" + table_ + R"(",)" +
+           (kTimescaleDb ? R"("timescaledb":"on",)" : "") +
+           R"("retry_initial_ms":20,"retry_max_ms":200)" + (fields.empty() ? "" : ",") + fields +
            "}";
   }
 
   std::string Psql(const std::string& sql) const { return server_->Psql(sql); }
-  int Count() const { return std::stoi(Psql("SELECT count(*) FROM " + table_)); }
 
-  static testing::PostgresServer* server_;
-  static std::string start_error_;
+  static inline testing::PostgresServer* server_ = nullptr;
+  static inline std::string start_error_;
   std::string table_;
 };
 
-testing::PostgresServer* TimescaleSinkPg::server_ = nullptr;
-std::string TimescaleSinkPg::start_error_;
+class TimescaleSinkPg : public SharedPostgresTest<testing::PostgresServer::Preload::kNothing> {
+ protected:
+  int Count() const { return std::stoi(Psql("SELECT count(*) FROM " + table_)); }
+};
 
 TEST_F(TimescaleSinkPg, CreatesTheTableWithExactTypesOnPlainPostgres) {
   LogCapture log;
@@ -710,41 +723,9 @@ TEST(TimescaleSinkFatal, ACreateExtensionThatEndsTheSessionGivesAPlainTableNotAR
 
 // ---- integration: PostgreSQL preloading TimescaleDB (the Apache-licensed edition) ------------
 
-class TimescaleSinkTsdb : public ::testing::Test {
+class TimescaleSinkTsdb
+    : public SharedPostgresTest<testing::PostgresServer::Preload::kTimescaleDb> {
  protected:
-  static void SetUpTestSuite() {
-    if (!testing::PostgresServer::Available() || !testing::PostgresServer::TimescaleDbInstalled())
-      return;
-    server_ = new testing::PostgresServer(testing::PostgresServer::Preload::kTimescaleDb);
-    try {
-      server_->Start();
-    } catch (const std::exception& e) {
-      start_error_ = e.what();
-    }
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
-  void SetUp() override {
-    if (!testing::PostgresServer::Available()) {
-      GTEST_SKIP() << "*** PostgreSQL server binaries not found: these integration tests did NOT "
-                      "run; run scripts/deps.sh ***";
-    }
-    FF_REQUIRE_TIMESCALEDB();
-    ASSERT_TRUE(start_error_.empty()) << start_error_;
-    if (!server_->running()) server_->Start();
-    table_ = "h_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name());
-    for (auto& c : table_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-
-  std::string Config(const std::string& fields = "") const {
-    return R"({"conninfo":")" + server_->conninfo() + R"(","table":")" + table_ +
-           R"(","timescaledb":"on","retry_initial_ms":20,"retry_max_ms":200)" +
-           (fields.empty() ? "" : ",") + fields + "}";
-  }
-  std::string Psql(const std::string& sql) const { return server_->Psql(sql); }
   std::string ChunkInterval() const {
     return Psql(
         "SELECT time_interval FROM timescaledb_information.dimensions WHERE "
@@ -752,14 +733,7 @@ class TimescaleSinkTsdb : public ::testing::Test {
         table_ + "' AND column_name = 'time'");
   }
   std::string Chunks() const { return Psql("SELECT count(*) FROM show_chunks('" + table_ + "')"); }
-
-  static testing::PostgresServer* server_;
-  static std::string start_error_;
-  std::string table_;
 };
-
-testing::PostgresServer* TimescaleSinkTsdb::server_ = nullptr;
-std::string TimescaleSinkTsdb::start_error_;
 
 constexpr int64_t kHour = 3'600'000 * kMs;
 

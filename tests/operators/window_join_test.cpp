@@ -24,13 +24,14 @@ std::vector<int64_t> Windows(const std::vector<Message>& out, const std::string&
   return ms;
 }
 
+// every 1 s, lateness 500 ms, max gap 2 s, sensors speed and soc. idle_ms 1: windows close on the
+// clock, as in a live run where samples keep coming (event-time progress is tested below).
+constexpr char kJoinConfig[] = R"({"every_ms": 1000, "allowed_lateness_ms": 500,
+    "max_gap_ms": 2000, "idle_ms": 1, "sensors": ["speed", "soc"]})";
+
 class WindowJoinTest : public ::testing::Test {
  protected:
-  // every 1 s, lateness 500 ms, max gap 2 s, sensors speed and soc. idle_ms 1: windows close on
-  // the clock, as in a live run where samples keep coming (event-time progress is tested below).
-  OperatorHarness h{"window_join",
-                    R"({"every_ms": 1000, "allowed_lateness_ms": 500, "max_gap_ms": 2000,
-                        "idle_ms": 1, "sensors": ["speed", "soc"]})"};
+  OperatorHarness h{"window_join", kJoinConfig};
   void SetUp() override { h.TickAt(kBase + 600 * kMs); }  // window T=1s opens
 };
 
@@ -185,9 +186,7 @@ SampleBatch PartitionSamples(const std::string& vehicle, uint32_t partition, int
 
 class WindowJoinPartitionTest : public ::testing::Test {
  protected:
-  OperatorHarness h{"window_join",
-                    R"({"every_ms": 1000, "allowed_lateness_ms": 500, "max_gap_ms": 2000,
-                        "idle_ms": 1, "sensors": ["speed", "soc"]})"};
+  OperatorHarness h{"window_join", kJoinConfig};
 };
 
 TEST_F(WindowJoinPartitionTest, ARevokedPartitionRecordsItsLastWindowAndIsForgotten) {

@@ -269,6 +269,23 @@ struct PortInUse : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// A server that did not start: kills it (`proc`) and throws, with the tail of its `log` since
+/// this start. `deadline_s` is how long it was given to get ready, 0 when it exited instead.
+/// PortInUse when `port_taken` (its words for a port another process holds, "" for none) is in
+/// the log, std::runtime_error otherwise.
+[[noreturn]] void ThrowNotStarted(std::unique_ptr<Process>& proc, const std::string& server,
+                                  int deadline_s, const std::string& log,
+                                  const std::string& port_taken) {
+  proc->Stop(SIGKILL, std::chrono::seconds(5));
+  proc.reset();
+  const std::string msg =
+      server +
+      (deadline_s == 0 ? " exited" : " not ready after " + std::to_string(deadline_s) + " s") +
+      "; log:\n" + Tail(log);
+  if (!port_taken.empty() && log.find(port_taken) != std::string::npos) throw PortInUse(msg);
+  throw std::runtime_error(msg);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -580,15 +597,8 @@ void NatsServer::Launch() {
       std::chrono::seconds(10), milliseconds(20));
   if (ready && proc_->Running()) return;
 
-  const std::string out = ReadFrom(log, offset);
-  proc_->Stop(SIGKILL, std::chrono::seconds(5));
-  proc_.reset();
-  const std::string msg = "nats-server on port " + std::to_string(port_) +
-                          (ready ? " exited" : " not ready after 10 s") + "; log:\n" + Tail(out);
-  if (!started_once_ && out.find("address already in use") != std::string::npos) {
-    throw PortInUse(msg);
-  }
-  throw std::runtime_error(msg);
+  ThrowNotStarted(proc_, "nats-server on port " + std::to_string(port_), ready ? 0 : 10,
+                  ReadFrom(log, offset), started_once_ ? "" : "address already in use");
 }
 
 void NatsServer::Stop() {
@@ -756,15 +766,8 @@ void PostgresServer::Launch() {
       std::chrono::seconds(30), milliseconds(50));
   if (ready && proc_->Running()) return;
 
-  const std::string out = ReadFrom(log, offset);
-  proc_->Stop(SIGKILL, std::chrono::seconds(5));
-  proc_.reset();
-  const std::string msg = "postgres on port " + port +
-                          (ready ? " exited" : " not ready after 30 s") + "; log:\n" + Tail(out);
-  if (!started_once_ && out.find("Address already in use") != std::string::npos) {
-    throw PortInUse(msg);
-  }
-  throw std::runtime_error(msg);
+  ThrowNotStarted(proc_, "postgres on port " + port, ready ? 0 : 30, ReadFrom(log, offset),
+                  started_once_ ? "" : "Address already in use");
 }
 
 void PostgresServer::Stop() {

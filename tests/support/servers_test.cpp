@@ -145,21 +145,24 @@ TEST(NatsServerTest, StartRestartKillStop) {
   EXPECT_EQ(nats.url(), "nats://127.0.0.1:" + std::to_string(port));
   EXPECT_TRUE(PortAcceptsConnections(port));
   EXPECT_TRUE(std::filesystem::is_directory(nats.store_dir()));
+  const auto up_on_the_same_port = [&] {
+    EXPECT_TRUE(nats.running());
+    EXPECT_EQ(nats.port(), port);
+    EXPECT_TRUE(PortAcceptsConnections(port));
+  };
+  const auto down = [&] {
+    EXPECT_FALSE(nats.running());
+    EXPECT_FALSE(PortAcceptsConnections(port));
+  };
 
   nats.Restart();
-  EXPECT_EQ(nats.port(), port);
-  EXPECT_TRUE(PortAcceptsConnections(port));
-
+  up_on_the_same_port();
   nats.Kill();
-  EXPECT_FALSE(nats.running());
-  EXPECT_FALSE(PortAcceptsConnections(port));
+  down();
   nats.Start();
-  EXPECT_EQ(nats.port(), port);
-  EXPECT_TRUE(PortAcceptsConnections(port));
-
+  up_on_the_same_port();
   nats.Stop();
-  EXPECT_FALSE(nats.running());
-  EXPECT_FALSE(PortAcceptsConnections(port));
+  down();
   EXPECT_THAT(nats.ReadLog(), HasSubstr("Server is ready"));
 }
 

@@ -96,6 +96,8 @@ class OperatorHarness {
 
   /// Sources: starts the operator, emitting into output().
   void Start();
+  /// Sources: what Start() throws, as text; empty when the operator starts.
+  std::string StartError();
   /// Sources: stops the operator (idempotent).
   void Stop();
   /// Sources: after Stop, what the runtime calls once everything emitted has passed the graph

@@ -17,6 +17,8 @@
 
 namespace fleetflow::testing {
 
+constexpr int64_t kSecond = 1'000'000'000;  // in ns
+
 struct ExpectedRow {
   std::optional<double> lat, lon, speed, soc, torque;
 };
@@ -45,23 +47,46 @@ bool HasEveryRow(const PostgresServer& pg, const ExpectedRows& expected);
 
 int64_t NowNs();
 
-/// Publishes, in event-time order, kSamples samples of each of `sensors` for vehicles
+/// PublishKnownSamples' defaults: ten samples of each sensor, 100 ms apart.
+constexpr int kKnownSamples = 10;
+constexpr int64_t kKnownPeriodNs = 100'000'000;
+
+/// Publishes, in event-time order, `samples` samples of each of `sensors` for vehicles
 /// <prefix>0 .. <prefix>(vehicles - 1), one per message: sample k of vehicle v is at
 /// start_ns + k * period_ns with seq k and value 10 v + k. Returns the number of messages.
 int PublishKnownSamples(const std::string& nats_url, const std::string& prefix, int vehicles,
-                        int samples, const std::vector<std::string>& sensors, int64_t start_ns,
-                        int64_t period_ns);
+                        int64_t start_ns,
+                        const std::vector<std::string>& sensors = {"speed", "soc"},
+                        int samples = kKnownSamples, int64_t period_ns = kKnownPeriodNs);
 
-/// A fleet-sim fleet that starts at the next second (+250 ms) and publishes for duration_s.
+/// The start of the second `lead_s` seconds after the current one, +250 ms (not on a window
+/// boundary): when samples published from now on begin.
+int64_t StartNs(int lead_s = 2);
+
+/// A fleet-sim fleet that starts at StartNs(lead_s) and publishes for duration_s.
 struct Fleet {
   sim::FleetConfig config;
   int64_t end_ns = 0;
 };
-Fleet MakeFleet(int vehicles, int duration_s, uint64_t seed = 7);
+Fleet MakeFleet(int vehicles, int duration_s, uint64_t seed = 7, int lead_s = 1);
 /// The fleet-sim command line publishing `fleet` to `nats` in real time.
 std::vector<std::string> SimArgs(const NatsServer& nats, const Fleet& fleet, int duration_s);
+
+/// A finished fleet-sim run and the rows it must produce.
+struct SimRun {
+  Fleet fleet;
+  CommandResult result;  ///< fleet-sim's exit status and output: check exit_code
+  ExpectedRows expected;
+};
+/// Runs fleet-sim to its end (at most 60 s after the fleet's end): `vehicles` vehicles of `seed`
+/// publishing to `nats` for duration_s from two seconds on (MakeFleet(..., 2)).
+SimRun RunFleetSim(const NatsServer& nats, int vehicles, int duration_s, uint64_t seed = 42);
+
 /// Rows in vehicle_telemetry (0 while the table does not exist).
 int Rows(const PostgresServer& pg);
+/// Waits until vehicle_telemetry holds exactly `rows` rows; false when it does not at `deadline`.
+bool WaitForRows(const PostgresServer& pg, size_t rows,
+                 std::chrono::milliseconds deadline = std::chrono::seconds(30));
 
 /// From now on, every insert and update of a row of vehicle_telemetry (which must exist) is
 /// logged, so that a row written twice shows, although the table holds it once.
@@ -74,14 +99,25 @@ struct WriteCount {
 };
 WriteCount Writes(const PostgresServer& pg);
 
-/// Sum of every sample of the metric family `name` (any labels) in a Prometheus exposition; -1
-/// when there is none.
+/// Sum of every sample of the metric `name` (any labels) in a Prometheus text exposition
+/// (read with apps/prom_text.hpp); -1 when there is none.
 double Scrape(const std::string& exposition, const std::string& name);
 
 /// Writes the pipeline file `base` to `out_path` with the config of node `node_id` updated by the
 /// members of the JSON object `overrides`; returns out_path.
 std::string WritePipelineVariant(const std::string& base, const std::string& node_id,
                                  const std::string& overrides, const std::string& out_path);
+
+/// A nats-server (vehicle subjects mapped to `partitions` partitions when > 0) and a PostgreSQL,
+/// both started, and a temporary directory: what an end-to-end test runs on. In a test,
+/// FF_REQUIRE_NATS_SERVER() and FF_REQUIRE_POSTGRES() come first.
+struct Servers {
+  explicit Servers(const std::string& dir_prefix, int partitions = 0,
+                   PostgresServer::Preload preload = PostgresServer::Preload::kNothing);
+  TempDir dir;  // removed last, after the servers have stopped
+  NatsServer nats;
+  PostgresServer pg;
+};
 
 /// `fleetflow run PIPELINE` on the given servers (NATS_URL and the libpq environment), with its
 /// HTTP endpoints on a free port of 127.0.0.1 and its output in `log_path`.
@@ -90,12 +126,15 @@ class Engine {
   Engine(const std::string& pipeline, const NatsServer& nats, const PostgresServer& pg,
          const std::string& log_path);
   /// With the environment given: NATS_URL and the libpq variables (PGHOST, PGPORT, ...).
+  /// `program`: the fleetflow binary (default: this build's apps/fleetflow).
   Engine(const std::string& pipeline, const std::map<std::string, std::string>& env,
-         const std::string& log_path);
+         const std::string& log_path, const std::string& program = "");
   /// Waits until /readyz answers 200.
   bool WaitReady(std::chrono::milliseconds deadline = std::chrono::seconds(30));
-  /// The body of GET `path` when it answers 200.
+  /// The body of GET `path` when it answers 200 (connection timeout 2 s, read timeout 10 s).
   std::optional<std::string> Get(const std::string& path) const;
+  /// Metric `name` summed over its series (Scrape) from GET /metrics; -1 when it cannot be read.
+  double Metric(const std::string& name) const;
   Process& process() { return *process_; }
   int port() const { return port_; }
 

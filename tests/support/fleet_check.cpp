@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "nats_client.hpp"
+#include "prom_text.hpp"
 #include "wire.hpp"
 
 namespace fleetflow::testing {
@@ -73,7 +74,7 @@ std::string Show(std::optional<double> v) {
 }  // namespace
 
 int PublishKnownSamples(const std::string& nats_url, const std::string& prefix, int vehicles,
-                        int samples, const std::vector<std::string>& sensors, int64_t start_ns,
+                        int64_t start_ns, const std::vector<std::string>& sensors, int samples,
                         int64_t period_ns) {
   nats::ConnectOptions options;
   options.url = nats_url;
@@ -212,8 +213,15 @@ Engine::Engine(const std::string& pipeline, const NatsServer& nats, const Postgr
           }(),
           log_path) {}
 
+Servers::Servers(const std::string& dir_prefix, int partitions, PostgresServer::Preload preload)
+    : dir(dir_prefix), pg(preload) {
+  if (partitions > 0) nats.MapPartitions(partitions);
+  nats.Start();
+  pg.Start();
+}
+
 Engine::Engine(const std::string& pipeline, const std::map<std::string, std::string>& env,
-               const std::string& log_path)
+               const std::string& log_path, const std::string& program)
     : port_(FreePort()) {
   // FF_ENGINE_WRAPPER runs the engine under a tool, e.g. "/usr/bin/valgrind --error-exitcode=99".
   std::vector<std::string> argv;
@@ -221,9 +229,10 @@ Engine::Engine(const std::string& pipeline, const std::map<std::string, std::str
     std::istringstream words(wrapper);
     for (std::string w; words >> w;) argv.push_back(w);
   }
-  for (std::string a : {std::string(FF_BINARY_DIR) + "/apps/fleetflow", std::string("run"),
-                        pipeline, std::string("--metrics-port"), std::to_string(port_),
-                        std::string("--metrics-host"), std::string("127.0.0.1")}) {
+  for (std::string a :
+       {program.empty() ? std::string(FF_BINARY_DIR) + "/apps/fleetflow" : program,
+        std::string("run"), pipeline, std::string("--metrics-port"), std::to_string(port_),
+        std::string("--metrics-host"), std::string("127.0.0.1")}) {
     argv.push_back(std::move(a));
   }
   process_ = std::make_unique<Process>(argv, log_path, env);
@@ -235,17 +244,25 @@ bool Engine::WaitReady(std::chrono::milliseconds deadline) {
 
 std::optional<std::string> Engine::Get(const std::string& path) const {
   httplib::Client http("127.0.0.1", port_);
+  http.set_connection_timeout(2);
+  http.set_read_timeout(10);
   auto res = http.Get(path.c_str());
   if (!res || res->status != 200) return std::nullopt;
   return res->body;
 }
 
-Fleet MakeFleet(int vehicles, int duration_s, uint64_t seed) {
-  constexpr int64_t kSecond = 1'000'000'000;
+double Engine::Metric(const std::string& name) const {
+  const auto body = Get("/metrics");
+  return body ? Scrape(*body, name) : -1;
+}
+
+int64_t StartNs(int lead_s) { return (NowNs() / kSecond + lead_s) * kSecond + 250'000'000; }
+
+Fleet MakeFleet(int vehicles, int duration_s, uint64_t seed, int lead_s) {
   Fleet f;
   f.config.seed = seed;
   f.config.vehicles = vehicles;
-  f.config.start_ns = (NowNs() / kSecond + 1) * kSecond + 250'000'000;
+  f.config.start_ns = StartNs(lead_s);
   f.end_ns = f.config.start_ns + duration_s * kSecond;
   return f;
 }
@@ -265,9 +282,22 @@ std::vector<std::string> SimArgs(const NatsServer& nats, const Fleet& f, int dur
           "--quiet"};
 }
 
+SimRun RunFleetSim(const NatsServer& nats, int vehicles, int duration_s, uint64_t seed) {
+  SimRun run;
+  run.fleet = MakeFleet(vehicles, duration_s, seed, 2);
+  run.result =
+      RunCommand(SimArgs(nats, run.fleet, duration_s), std::chrono::seconds(duration_s + 60));
+  run.expected = ComputeExpectedRows(run.fleet.config, run.fleet.end_ns);
+  return run;
+}
+
 int Rows(const PostgresServer& pg) {
   const auto out = pg.TryPsql("SELECT count(*) FROM vehicle_telemetry");
   return out ? std::stoi(*out) : 0;
+}
+
+bool WaitForRows(const PostgresServer& pg, size_t rows, std::chrono::milliseconds deadline) {
+  return WaitFor([&] { return Rows(pg) == static_cast<int>(rows); }, deadline);
 }
 
 void CountWrites(const PostgresServer& pg) {
@@ -291,13 +321,11 @@ WriteCount Writes(const PostgresServer& pg) {
 }
 
 double Scrape(const std::string& exposition, const std::string& name) {
-  std::istringstream lines(exposition);
   double sum = 0;
   bool found = false;
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind(name, 0) != 0 || line.size() <= name.size()) continue;
-    if (line[name.size()] != ' ' && line[name.size()] != '{') continue;
-    sum += std::stod(line.substr(line.rfind(' ') + 1));
+  for (const prom::Sample& sample : prom::ParseText(exposition).samples) {
+    if (sample.name != name) continue;
+    sum += sample.value;
     found = true;
   }
   return found ? sum : -1;
