@@ -946,23 +946,25 @@ std::unique_ptr<StreamReader> JetStream::ReadStream(const std::string& stream,
   return reader;
 }
 
-std::pair<uint64_t, uint64_t> JetStream::ConsumerPending(const std::string& stream,
-                                                         const std::string& durable) {
+JetStream::ConsumerProgress JetStream::Progress(const std::string& stream,
+                                               const std::string& durable) {
   jsConsumerInfo* ci = nullptr;
   Check(js_GetConsumerInfo(&ci, js_, stream.c_str(), durable.c_str(), nullptr, nullptr),
         "consumer info " + durable);
-  const std::pair<uint64_t, uint64_t> out{ci->NumPending, static_cast<uint64_t>(ci->NumAckPending)};
+  const ConsumerProgress out{ci->NumPending, static_cast<uint64_t>(ci->NumAckPending),
+                             ci->Delivered.Stream};
   jsConsumerInfo_Destroy(ci);
   return out;
 }
 
+std::pair<uint64_t, uint64_t> JetStream::ConsumerPending(const std::string& stream,
+                                                         const std::string& durable) {
+  const auto p = Progress(stream, durable);
+  return {p.pending, p.ack_pending};
+}
+
 uint64_t JetStream::ConsumerDelivered(const std::string& stream, const std::string& durable) {
-  jsConsumerInfo* ci = nullptr;
-  Check(js_GetConsumerInfo(&ci, js_, stream.c_str(), durable.c_str(), nullptr, nullptr),
-        "consumer info " + durable);
-  const uint64_t out = ci->Delivered.Stream;
-  jsConsumerInfo_Destroy(ci);
-  return out;
+  return Progress(stream, durable).delivered;
 }
 
 }  // namespace fleetflow::nats

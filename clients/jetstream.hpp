@@ -447,6 +447,13 @@ class JetStream {
   /// consumer.
   std::unique_ptr<StreamReader> ReadStream(const std::string& stream, const std::string& subject,
                                            const StreamStart& start);
+  /// Where a durable consumer stands, from one consumer info request.
+  struct ConsumerProgress {
+    uint64_t pending = 0;      // messages not yet delivered
+    uint64_t ack_pending = 0;  // delivered, not yet acknowledged
+    uint64_t delivered = 0;    // the stream sequence of the last message delivered (0: none)
+  };
+  ConsumerProgress Progress(const std::string& stream, const std::string& durable);
   /// Messages not yet delivered plus delivered but unacknowledged, of a durable consumer.
   std::pair<uint64_t, uint64_t> ConsumerPending(const std::string& stream,
                                                 const std::string& durable);

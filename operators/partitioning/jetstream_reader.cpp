@@ -94,13 +94,20 @@ void JetStreamReader::Assign(const Assignment& a) {
     out_->Emit(MakeMessage(std::move(assigned)));  // before the partition's messages
   }
   if (a.reread) Reread(a.partition, *a.reread);
+  {
+    // What the consumer delivered before went to the previous owner (or was read again above):
+    // whatever it delivers later is this worker's, and on its way until taken in.
+    const uint64_t delivered = Delivered(a.partition);
+    std::lock_guard lock(mu_);
+    delivered_before_[a.partition] = delivered;
+  }
   pulls_.Add(a.partition, DurableOf(a.partition));
   ++started_;  // held back until the fetch thread's held_back_ counts it
 }
 
 void JetStreamReader::Revoke(uint32_t p, std::shared_ptr<Handover> handover) {
   {
-    std::lock_guard lock(handovers_mu_);
+    std::lock_guard lock(mu_);
     handovers_[p] = std::move(handover);
   }
   ++releasing_;  // before the fetch thread can release it (Released lets go)
@@ -199,6 +206,7 @@ void JetStreamReader::FetchLoop() {
       for (const auto& [p, m] : fetched.messages) {
         Reading& r = ReadingOf(p, now);
         r.last = m.get();
+        r.taken = std::max(r.taken, m->stream_sequence());
         deliver_(p, *m, false);
       }
     }
@@ -245,7 +253,14 @@ int64_t JetStreamReader::StallNs() const {
 
 JetStreamReader::Reading& JetStreamReader::ReadingOf(uint32_t p, int64_t now) {
   auto [it, added] = reading_.try_emplace(p);
-  if (added) it->second.since_ns = now;
+  if (added) {
+    it->second.since_ns = now;
+    std::lock_guard lock(mu_);
+    if (const auto d = delivered_before_.find(p); d != delivered_before_.end()) {
+      it->second.taken = d->second;
+      delivered_before_.erase(d);
+    }
+  }
   return it->second;
 }
 
@@ -253,7 +268,10 @@ JetStreamReader::Reading& JetStreamReader::ReadingOf(uint32_t p, int64_t now) {
 /// awaiting acknowledgement, more on a large stream), and the fetch thread waits for the answer:
 /// only for a partition quiet for a request's expiry whose backlog is unknown or was not empty
 /// (throttled by max_ack_pending, or just taken over), at most every 2 s; and every 30 s for the
-/// ack-pending gauge.
+/// ack-pending gauge. A consumer that delivered a message newer than the last one taken in has
+/// sent it to a request of this worker's whose answer is still on its way (the paced requests
+/// go out at the end of a Fetch, and their answers wait for the next): its backlog is known
+/// only once that message is taken in.
 void JetStreamReader::AskQuietConsumers(int64_t now) {
   for (auto& [p, r] : reading_) {
     const int64_t since_info = now - r.info_ns;
@@ -262,11 +280,10 @@ void JetStreamReader::AskQuietConsumers(int64_t now) {
                      since_info > 30'000'000'000;
     if (!ask) continue;
     try {
-      const auto [pending, ack_pending] =
-          js_.ConsumerPending(options_.consumer.stream, DurableOf(p));
-      r.pending = pending;
-      r.ack_pending = ack_pending;
-      r.known = true;
+      const auto progress = js_.Progress(options_.consumer.stream, DurableOf(p));
+      r.pending = progress.pending;
+      r.ack_pending = progress.ack_pending;
+      r.known = progress.delivered <= r.taken;
     } catch (const nats::Error& e) {
       spdlog::debug("node '{}': {}", options_.node, e.what());
     }
@@ -297,7 +314,7 @@ void JetStreamReader::Released(uint32_t p) {
   reading_.erase(p);
   std::shared_ptr<Handover> handover;
   {
-    std::lock_guard lock(handovers_mu_);
+    std::lock_guard lock(mu_);
     const auto it = handovers_.find(p);
     if (it != handovers_.end()) {
       handover = std::move(it->second);

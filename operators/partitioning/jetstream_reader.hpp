@@ -75,6 +75,7 @@ class JetStreamReader final : public PartitionReader {
     bool known = false;        // its backlog is known (from a message or the consumer)
     uint64_t pending = 0;      // messages the consumer has not delivered yet
     uint64_t ack_pending = 0;  // delivered, not acknowledged (asked)
+    uint64_t taken = 0;  // stream sequence: the newest message taken in, or delivered before
     const nats::JsMessage* last = nullptr;  // its last message of the current batch
   };
 
@@ -101,8 +102,9 @@ class JetStreamReader final : public PartitionReader {
   Counter& reread_;
   Histogram& fetch_sizes_;
 
-  std::mutex handovers_mu_;
+  std::mutex mu_;  // for the two maps below (the coordinator's thread and the fetch thread)
   std::map<uint32_t, std::shared_ptr<Handover>> handovers_;  // revoked, by partition
+  std::map<uint32_t, uint64_t> delivered_before_;  // assigned: its consumer's delivered then
   std::map<uint32_t, Reading> reading_;                      // the fetch thread's
   std::map<uint32_t, Gauge*> partition_pending_;             // the fetch thread's
   std::thread fetcher_;
