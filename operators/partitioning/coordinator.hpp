@@ -62,6 +62,9 @@ struct Assignment {
   std::optional<int64_t> emitted_until_ns;
   /// Read again first (after the kAssigned event, before the consumer's messages).
   std::optional<ChangelogRange> reread;
+  /// The stream sequence of the last message its consumer had delivered (to anyone) when it
+  /// was assigned: what the consumer delivers after it is this worker's.
+  uint64_t delivered = 0;
 };
 
 /// What the coordinator drives.

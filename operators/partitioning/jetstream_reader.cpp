@@ -97,9 +97,8 @@ void JetStreamReader::Assign(const Assignment& a) {
   {
     // What the consumer delivered before went to the previous owner (or was read again above):
     // whatever it delivers later is this worker's, and on its way until taken in.
-    const uint64_t delivered = Delivered(a.partition);
     std::lock_guard lock(mu_);
-    delivered_before_[a.partition] = delivered;
+    delivered_before_[a.partition] = a.delivered;
   }
   pulls_.Add(a.partition, DurableOf(a.partition));
   ++started_;  // held back until the fetch thread's held_back_ counts it
