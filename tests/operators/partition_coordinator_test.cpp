@@ -256,6 +256,9 @@ TEST_F(PartitionCoordinatorTest, ItReadsAgainWhatCameAfterTheCheckpointUpToTheLa
   std::map<uint32_t, std::optional<ChangelogRange>> reread;
   for (const auto& a : reader.assigned) reread[a.partition] = a.reread;
   EXPECT_EQ(reread.at(0), (ChangelogRange{11, 15}));
+  for (const auto& a : reader.assigned) {
+    EXPECT_EQ(a.delivered, reader.delivered[a.partition]) << "partition " << a.partition;
+  }
   EXPECT_FALSE(reread.at(1).has_value()) << "everything delivered is stored";
   EXPECT_FALSE(reread.at(2).has_value()) << "a partition without a checkpoint starts one";
   EXPECT_EQ(checkpoints.at.at(2), 9u);
