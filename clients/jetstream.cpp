@@ -95,6 +95,7 @@ uint64_t JsMessage::delivered() const { return ReplyNumber(4, 6, 1); }
 uint64_t JsMessage::pending() const { return ReplyNumber(8, 10, 0); }
 int64_t JsMessage::stored_ns() const { return static_cast<int64_t>(ReplyNumber(7, 9, 0)); }
 uint64_t JsMessage::stream_sequence() const { return ReplyNumber(5, 7, 0); }
+uint64_t JsMessage::consumer_sequence() const { return ReplyNumber(6, 8, 0); }
 
 // A failed answer is not an error of ours: the server redelivers after ack_wait.
 void JsMessage::Answer(std::string_view body) {
@@ -947,12 +948,12 @@ std::unique_ptr<StreamReader> JetStream::ReadStream(const std::string& stream,
 }
 
 JetStream::ConsumerProgress JetStream::Progress(const std::string& stream,
-                                               const std::string& durable) {
+                                                const std::string& durable) {
   jsConsumerInfo* ci = nullptr;
   Check(js_GetConsumerInfo(&ci, js_, stream.c_str(), durable.c_str(), nullptr, nullptr),
         "consumer info " + durable);
   const ConsumerProgress out{ci->NumPending, static_cast<uint64_t>(ci->NumAckPending),
-                             ci->Delivered.Stream};
+                             ci->Delivered.Stream, ci->Delivered.Consumer};
   jsConsumerInfo_Destroy(ci);
   return out;
 }

@@ -83,6 +83,9 @@ class JsMessage {
   int64_t stored_ns() const;
   /// Its sequence in the stream, from its reply subject (0 when the subject does not say).
   uint64_t stream_sequence() const;
+  /// Its delivery's sequence in the consumer (every delivery, redeliveries too, has its own),
+  /// from its reply subject (0 when the subject does not say).
+  uint64_t consumer_sequence() const;
 
   void Ack();
   /// For an acknowledgement after this message is freed (once its data was decoded).
@@ -452,6 +455,7 @@ class JetStream {
     uint64_t pending = 0;      // messages not yet delivered
     uint64_t ack_pending = 0;  // delivered, not yet acknowledged
     uint64_t delivered = 0;    // the stream sequence of the last message delivered (0: none)
+    uint64_t deliveries = 0;   // the consumer sequence of the last delivery (0: none)
   };
   ConsumerProgress Progress(const std::string& stream, const std::string& durable);
   /// Messages not yet delivered plus delivered but unacknowledged, of a durable consumer.

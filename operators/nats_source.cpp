@@ -60,57 +60,74 @@ void CheckPartitionMapping(nats::Connection& conn, const std::string& prefix, ui
                              mapping);
   }
 }
-/// The settings, read once from the validated config (defaults and checks live in the spec,
-/// RegisterNatsSource).
-struct NatsSourceOptions {
+enum class Delivery { kCore, kJetStream };
+
+/// The settings as the spec declares them (Spec()), one member per field.
+struct NatsSourceSettings {
+  Delivery delivery = Delivery::kCore;
+  NatsClientOptions nats;
   std::string subject;
   std::string queue_group;
-  bool jetstream = false;
+  std::string stream;
   bool create_stream = true;
+  std::string stream_retention;
+  int64_t stream_max_age_ms = 0;
+  std::string stream_storage;
+  int stream_replicas = 1;
+  std::string durable;
   uint32_t partitions = 0;
-  std::string prefix;
+  std::string partition_prefix;
   bool check_mapping = true;
+  std::string membership_bucket;
+  std::string handover_bucket;
   std::string state_bucket;
-  nats::StreamOptions stream;
-  nats::ConsumerOptions consumer;
+  int heartbeat_ms = 1000;
+  int member_timeout_ms = 4000;
   int fetch_batch = 256;
   int fetch_expiry_ms = 500;
   int fetch_linger_ms = 75;
+  int64_t ack_wait_ms = 30'000;
+  int64_t max_ack_pending = 100'000;
+  WireInputOptions wire;
+  DeadLetterOptions dead_letters;
+};
+
+const OptionsSpec<NatsSourceSettings>& Spec();
+
+/// What the source makes of its settings: the stream, consumer and membership it uses.
+struct NatsSourceOptions {
+  NatsSourceSettings settings;
+  bool jetstream = false;
+  nats::StreamOptions stream;
+  nats::ConsumerOptions consumer;
+  int fetch_batch = 256;
   MembershipOptions membership;
 };
 
-NatsSourceOptions ParseOptions(const Config& c, const std::string& node) {
+NatsSourceOptions MakeOptions(const NatsSourceSettings& s, const std::string& node) {
   NatsSourceOptions o;
-  o.subject = c.String("subject");
-  o.queue_group = c.String("queue_group");
-  o.jetstream = c.String("delivery") == "jetstream";
-  o.create_stream = c.Boolean("create_stream");
-  o.partitions = static_cast<uint32_t>(c.Integer("partitions"));
-  o.prefix = c.String("partition_prefix");
-  o.check_mapping = c.Boolean("check_mapping");
-  o.state_bucket = c.String("state_bucket");
-  o.stream.name = c.String("stream");
-  o.stream.subjects = {o.partitions > 0 ? o.prefix + ".*.*.*" : o.subject};
-  o.stream.retention = c.String("stream_retention");
-  o.stream.max_age_ms = c.Integer("stream_max_age_ms");
-  o.stream.storage = c.String("stream_storage");
-  o.stream.replicas = static_cast<int>(c.Integer("stream_replicas"));
-  o.consumer.stream = o.stream.name;
-  o.consumer.durable = c.String("durable");
-  o.consumer.filter_subject = o.subject;
-  o.consumer.ack_wait_ms = c.Integer("ack_wait_ms");
-  o.consumer.max_ack_pending = c.Integer("max_ack_pending");
+  o.settings = s;
+  o.jetstream = s.delivery == Delivery::kJetStream;
+  o.stream.name = s.stream;
+  o.stream.subjects = {s.partitions > 0 ? s.partition_prefix + ".*.*.*" : s.subject};
+  o.stream.retention = s.stream_retention;
+  o.stream.max_age_ms = s.stream_max_age_ms;
+  o.stream.storage = s.stream_storage;
+  o.stream.replicas = s.stream_replicas;
+  o.consumer.stream = s.stream;
+  o.consumer.durable = s.durable;
+  o.consumer.filter_subject = s.subject;
+  o.consumer.ack_wait_ms = s.ack_wait_ms;
+  o.consumer.max_ack_pending = s.max_ack_pending;
   // A request for more than max_ack_pending could never be filled (newer servers refuse it with
   // 409 Exceeded MaxAckPending).
-  o.fetch_batch = static_cast<int>(std::min(c.Integer("fetch_batch"), o.consumer.max_ack_pending));
-  o.fetch_expiry_ms = static_cast<int>(c.Integer("fetch_expiry_ms"));
-  o.fetch_linger_ms = static_cast<int>(c.Integer("fetch_linger_ms"));
-  if (o.partitions > 0) {
-    o.membership.connection = NatsConnectOptions(c, "fleetflow:" + node + ":members");
-    o.membership.bucket = c.String("membership_bucket");
-    o.membership.handover_bucket = c.String("handover_bucket");
-    o.membership.heartbeat_ms = static_cast<int>(c.Integer("heartbeat_ms"));
-    o.membership.timeout_ms = static_cast<int>(c.Integer("member_timeout_ms"));
+  o.fetch_batch = static_cast<int>(std::min<int64_t>(s.fetch_batch, s.max_ack_pending));
+  if (s.partitions > 0) {
+    o.membership.connection = NatsConnectOptions(s.nats, "fleetflow:" + node + ":members");
+    o.membership.bucket = s.membership_bucket;
+    o.membership.handover_bucket = s.handover_bucket;
+    o.membership.heartbeat_ms = s.heartbeat_ms;
+    o.membership.timeout_ms = s.member_timeout_ms;
   }
   return o;
 }
@@ -120,15 +137,15 @@ NatsSourceOptions ParseOptions(const Config& c, const std::string& node) {
 /// the readers hand it and emits it; the partition protocol is the coordinator's.
 class NatsSource final : public Operator {
  public:
-  explicit NatsSource(const OperatorContext& ctx)
+  NatsSource(const OperatorContext& ctx, const NatsSourceSettings& settings)
       : id_(ctx.node_id),
-        o_(ParseOptions(ctx.config, ctx.node_id)),
+        o_(MakeOptions(settings, ctx.node_id)),
         clock_(ctx.clock),
         metrics_(ctx.metrics),
         labels_(ctx.labels()),
-        input_(ctx),
-        dead_letters_(ctx),
-        connect_(NatsConnectOptions(ctx.config, "fleetflow:" + ctx.node_id)),
+        input_(ctx, settings.wire),
+        dead_letters_(ctx, settings.dead_letters),
+        connect_(NatsConnectOptions(settings.nats, "fleetflow:" + ctx.node_id)),
         connected_(ctx.metrics.GetGauge("nats_connected", "1 while connected to NATS.", labels_)) {}
 
   void Start(Emitter& out) override {
@@ -136,50 +153,50 @@ class NatsSource final : public Operator {
     conn_ = nats::Connection::Connect(connect_);
     if (!o_.jetstream) {
       dead_letters_.Start(*conn_, nullptr, false);
-      sub_ = conn_->Subscribe(o_.subject, o_.queue_group, [this](nats::Message&& m) {
+      sub_ = conn_->Subscribe(s_.subject, s_.queue_group, [this](nats::Message&& m) {
         Handle(m.subject(), m.data(), m.size(), nullptr, false, 0);
       });
       conn_->Flush(5000);  // the subscription is registered on the server before we say ready
-      spdlog::info("node '{}': subscribed to {} in queue group '{}' on {}", id_, o_.subject,
-                   o_.queue_group, nats::RedactUrl(connect_.url));
+      spdlog::info("node '{}': subscribed to {} in queue group '{}' on {}", id_, s_.subject,
+                   s_.queue_group, nats::RedactUrl(connect_.url));
       connected_.Set(1);
       return;
     }
     js_ = std::make_unique<nats::JetStream>(*conn_);
-    if (o_.create_stream) js_->EnsureStream(o_.stream);
-    dead_letters_.Start(*conn_, js_.get(), o_.create_stream);
-    if (!o_.state_bucket.empty()) {
-      checkpoints_ = std::make_unique<JetStreamKvCheckpoints>(js_->OpenBucket(o_.state_bucket));
+    if (s_.create_stream) js_->EnsureStream(o_.stream);
+    dead_letters_.Start(*conn_, js_.get(), s_.create_stream);
+    if (!s_.state_bucket.empty()) {
+      checkpoints_ = std::make_unique<JetStreamKvCheckpoints>(js_->OpenBucket(s_.state_bucket));
     }
     reader_ = std::make_unique<JetStreamReader>(
-        JetStreamReaderOptions{id_, o_.consumer, o_.partitions, o_.prefix, o_.fetch_batch,
-                               o_.fetch_expiry_ms, o_.fetch_linger_ms},
+        JetStreamReaderOptions{id_, o_.consumer, s_.partitions, s_.partition_prefix, o_.fetch_batch,
+                               s_.fetch_expiry_ms, s_.fetch_linger_ms},
         *conn_, *js_,
         [this](uint32_t p, nats::JsMessage& m, bool reread) {
           Handle(m.subject(), m.data(), m.size(), &m, reread, p);
         },
         metrics_, labels_);
-    if (o_.partitions == 0) {
+    if (s_.partitions == 0) {
       reader_->Prepare(0);
       Assignment whole;
       whole.delivered = reader_->Delivered(0);
-      if (checkpoints_) whole.reread = ChangelogTail(*checkpoints_, 0, whole.delivered);
+      if (checkpoints_) whole.reread = ChangelogTail(*checkpoints_, 0, whole.delivered.stream);
       reader_->Start(out);
       reader_->Assign(whole);
       spdlog::info("node '{}': pulling {} from stream {} as durable consumer '{}' on {}", id_,
-                   o_.subject, o_.stream.name, o_.consumer.durable, nats::RedactUrl(connect_.url));
+                   s_.subject, o_.stream.name, o_.consumer.durable, nats::RedactUrl(connect_.url));
       return;
     }
-    if (o_.check_mapping) CheckPartitionMapping(*conn_, o_.prefix, o_.partitions);
+    if (s_.check_mapping) CheckPartitionMapping(*conn_, s_.partition_prefix, s_.partitions);
     membership_ = std::make_unique<KvMembership>(o_.membership, metrics_, labels_);
     spdlog::info(
         "node '{}': {} partitions of stream {} ({}.<n>.<vehicle>.<sensor>), shared by the "
         "workers of {} on {}",
-        id_, o_.partitions, o_.stream.name, o_.prefix, o_.membership.bucket,
+        id_, s_.partitions, o_.stream.name, s_.partition_prefix, o_.membership.bucket,
         nats::RedactUrl(connect_.url));
     reader_->Start(out);
     coordinator_ = std::make_unique<PartitionCoordinator>(
-        CoordinatorOptions{id_, o_.partitions, int64_t{o_.membership.timeout_ms} * 1'000'000,
+        CoordinatorOptions{id_, s_.partitions, int64_t{o_.membership.timeout_ms} * 1'000'000,
                            int64_t{o_.membership.heartbeat_ms} * 1'000'000,
                            o_.consumer.ack_wait_ms * 1'000'000},
         *membership_, *reader_, checkpoints_.get(), metrics_, labels_);
@@ -242,8 +259,8 @@ class NatsSource final : public Operator {
     thread_local std::vector<InputReject> rejects;  // a reader's thread at a time
     std::string_view wire_subject = subject;
     thread_local std::string unmapped;
-    if (o_.partitions > 0) {
-      wire_subject = UnmapPartitioned(subject, o_.prefix, unmapped);
+    if (s_.partitions > 0) {
+      wire_subject = UnmapPartitioned(subject, s_.partition_prefix, unmapped);
       const std::string_view rest = wire_subject.data() == unmapped.data()
                                         ? wire_subject.substr(wire::kSubjectRoot.size() + 1)
                                         : std::string_view();
@@ -288,6 +305,7 @@ class NatsSource final : public Operator {
 
   const std::string id_;
   const NatsSourceOptions o_;
+  const NatsSourceSettings& s_ = o_.settings;
   const Clock& clock_;
   Metrics& metrics_;
   const Labels labels_;
@@ -332,13 +350,14 @@ std::string Join(const std::vector<std::string>& items) {
 
 /// `fleetflow validate --connect`: the server, the subscription permission (core) or the
 /// stream, consumers, buckets and partition mapping (jetstream) the source would use.
-std::vector<ConnectFinding> CheckConnect(const Config& c) {
+std::vector<ConnectFinding> CheckConnect(const Config& config) {
+  const NatsSourceSettings c = Spec().Parse(config);
   using Level = ConnectFinding::Level;
   std::vector<ConnectFinding> out;
-  auto conn = ConnectForCheck(c, out);
+  auto conn = ConnectForCheck(c.nats, out);
   if (!conn) return out;
-  const std::string subject = c.String("subject");
-  if (c.String("delivery") != "jetstream") {
+  const std::string subject = c.subject;
+  if (c.delivery != Delivery::kJetStream) {
     // Not in the queue group: a plain subscription gets copies for a moment and takes nothing
     // from the running workers.
     try {
@@ -355,9 +374,9 @@ std::vector<ConnectFinding> CheckConnect(const Config& c) {
     }
     return out;
   }
-  const auto partitions = static_cast<uint32_t>(c.Integer("partitions"));
-  const std::string prefix = c.String("partition_prefix");
-  const std::string stream = c.String("stream");
+  const auto partitions = c.partitions;
+  const std::string prefix = c.partition_prefix;
+  const std::string stream = c.stream;
   const std::string wanted = partitions > 0 ? prefix + ".*.*.*" : subject;
   try {
     nats::JetStream js(*conn);
@@ -368,7 +387,7 @@ std::vector<ConnectFinding> CheckConnect(const Config& c) {
                      "stream " + stream + " (" + std::to_string(info->messages) +
                          " messages) captures " + Join(info->subjects) +
                          (covered ? "" : ", not " + wanted + ", which the source reads")});
-      const std::string durable = c.String("durable");
+      const std::string durable = c.durable;
       std::vector<std::string> absent;
       for (uint32_t p = 0; p < std::max<uint32_t>(partitions, 1); ++p) {
         const std::string name = partitions > 0 ? durable + "-" + std::to_string(p) : durable;
@@ -383,7 +402,7 @@ std::vector<ConnectFinding> CheckConnect(const Config& c) {
         out.push_back(
             {Level::kNote, "durable consumers not there yet, created at start: " + Join(absent)});
       }
-    } else if (c.Boolean("create_stream")) {
+    } else if (c.create_stream) {
       out.push_back(
           {Level::kNote, "stream " + stream + " does not exist: created at start on " + wanted});
     } else {
@@ -393,13 +412,13 @@ std::vector<ConnectFinding> CheckConnect(const Config& c) {
                                           wanted + ", or set \"create_stream\": true"});
     }
     if (partitions > 0) {
-      CheckBucket(*conn, js, c.String("membership_bucket"), "membership", out);
-      CheckBucket(*conn, js, c.String("handover_bucket"), "hand-over records", out);
+      CheckBucket(*conn, js, c.membership_bucket, "membership", out);
+      CheckBucket(*conn, js, c.handover_bucket, "hand-over records", out);
     }
   } catch (const std::exception& e) {
     out.push_back({Level::kProblem, "stream " + stream + ": " + NatsFailure(e, *conn)});
   }
-  if (partitions > 0 && c.Boolean("check_mapping")) {
+  if (partitions > 0 && c.check_mapping) {
     try {
       CheckPartitionMapping(*conn, prefix, partitions);
       out.push_back({Level::kOk, "the server maps vehicle.*.* into " + std::to_string(partitions) +
@@ -413,6 +432,181 @@ std::vector<ConnectFinding> CheckConnect(const Config& c) {
 
 }  // namespace
 
+namespace {
+
+/// The settings: each declared once, bound to its member (engine/options.hpp).
+const OptionsSpec<NatsSourceSettings>& Spec() {
+  static const OptionsSpec<NatsSourceSettings> spec = [] {
+    using S = NatsSourceSettings;
+    OptionsSpec<S> c;
+    c.Enum("delivery",
+           "core: a core-NATS queue-group subscription (at most once; messages sent while no "
+           "worker runs are lost). jetstream: a durable pull consumer on a stream, shared by all "
+           "workers; a message is acknowledged once its samples are in state, so nothing is lost "
+           "while workers are down or restart.",
+           &S::delivery, {{"core", Delivery::kCore}, {"jetstream", Delivery::kJetStream}})
+        .Default("core");
+    c.Include(&S::nats, NatsClientSpec());
+    c.String("subject",
+             "Subject pattern to subscribe to: vehicle.*.* takes samples and status, not the "
+             "vehicles' command subjects (vehicle.<id>.cmd.*).",
+             &S::subject)
+        .Default("vehicle.*.*");
+    c.String("queue_group", "Queue group shared by every worker of this pipeline.", &S::queue_group)
+        .Default("fleetflow");
+    c.String("stream", "jetstream: the stream holding the subject.", &S::stream)
+        .Default("TELEMETRY");
+    c.Boolean("create_stream", "jetstream: create the stream on `subject` when it does not exist.",
+              &S::create_stream)
+        .Default(true);
+    c.String("stream_retention", "jetstream: retention of a created stream.", &S::stream_retention)
+        .Default("limits")
+        .OneOf({"limits", "workqueue", "interest"});
+    c.Integer("stream_max_age_ms",
+              "jetstream: how long a created stream keeps messages (0: no "
+              "limit).",
+              &S::stream_max_age_ms)
+        .Default(int64_t{86'400'000})
+        .Min(0);
+    c.String("stream_storage", "jetstream: storage of a created stream.", &S::stream_storage)
+        .Default("file")
+        .OneOf({"file", "memory"});
+    c.Integer("stream_replicas", "jetstream: replicas of a created stream.", &S::stream_replicas)
+        .Default(int64_t{1})
+        .Min(1)
+        .Max(5);
+    c.String("durable",
+             "jetstream: the durable consumer every worker of the pipeline binds; with partitions, "
+             "partition n has its own, <durable>-<n>.",
+             &S::durable)
+        .Default("fleetflow");
+    c.Integer("partitions",
+              "jetstream: 0: one consumer on `subject`, read by one worker. P > 0: the NATS server "
+              "maps vehicle.<id>.<sensor> to <partition_prefix>.<n>.<id>.<sensor> with n = "
+              "partition(P, id) (every subject of a vehicle in one partition); the stream holds "
+              "<partition_prefix>.*.*.*, each partition has its own durable consumer, and the "
+              "workers share the partitions (membership in membership_bucket): a worker reads, "
+              "stores and joins only the vehicles of its partitions. At most P workers do work. "
+              "See docs/scaling.md.",
+              &S::partitions)
+        .Default(int64_t{0})
+        .Min(0)
+        .Max(1024);
+    c.String("partition_prefix",
+             "partitions: the first token of the partitioned subjects (the server's mapping "
+             "writes them).",
+             &S::partition_prefix)
+        .Default("telemetry")
+        .Pattern("^[A-Za-z0-9_-]{1,64}$", "one subject token: 1 to 64 letters, digits, - and _");
+    c.Boolean("check_mapping",
+              "partitions: at start, check with a probe message (never stored) that the server "
+              "maps the vehicles' subjects into `partitions` partitions; a missing mapping stops "
+              "the engine with the configuration lines to add.",
+              &S::check_mapping)
+        .Default(true);
+    c.String("membership_bucket",
+             "partitions: the KV bucket where the workers heartbeat (keys expire after ten "
+             "member timeouts).",
+             &S::membership_bucket)
+        .Default("fleetflow_members");
+    c.String("handover_bucket",
+             "partitions: the KV bucket (without TTL) of the hand-over records, key "
+             "partition.<n>: the last window the previous owner emitted.",
+             &S::handover_bucket)
+        .Default("fleetflow_handover");
+    c.String("state_bucket",
+             "jetstream: the KV bucket of the keyed_last_value (backend jetstream_kv) this source "
+             "feeds; required with it. A message is acknowledged once its samples are in the "
+             "worker's state, and the stream is each partition's changelog: a worker taking a "
+             "partition over reads the partition's checkpoint from this bucket and re-reads the "
+             "messages after it before pulling new ones (docs/scaling.md). Needs "
+             "stream_retention limits. Empty: no keyed state stored downstream.",
+             &S::state_bucket)
+        .Default("");
+    c.Integer("heartbeat_ms", "partitions: how often a worker renews its membership.",
+              &S::heartbeat_ms)
+        .Default(int64_t{1000})
+        .Min(100)
+        .Max(60'000);
+    c.Integer("member_timeout_ms",
+              "partitions: a worker silent this long is gone and its partitions move; a worker "
+              "taking a partition over waits this long at most for the previous owner's record.",
+              &S::member_timeout_ms)
+        .Default(int64_t{4000})
+        .Min(500)
+        .Max(600'000);
+    c.Integer("fetch_batch",
+              "jetstream: messages per fetch request. After a full batch, requests go out before "
+              "the batch is handled until two batches are asked for: the server sends the next "
+              "one meanwhile and has the one after at hand. At most max_ack_pending (a larger "
+              "request could never be filled).",
+              &S::fetch_batch)
+        .Default(int64_t{256})
+        .Min(1)
+        .Max(10000);
+    c.Integer("fetch_expiry_ms",
+              "jetstream: how long a pull request waits for messages (a slow stream's messages do "
+              "not wait for it to expire: see fetch_linger_ms).",
+              &S::fetch_expiry_ms)
+        .Default(int64_t{500})
+        .Min(10)
+        .Max(60000);
+    c.Integer("fetch_linger_ms",
+              "jetstream: once a message came, how long the fetch gathers more (up to fetch_batch, "
+              "over every partition the worker reads) before handing them on together. Partitions "
+              "that have sent all they had are asked again together this often, each request "
+              "ending once its partition is empty: their messages come in bursts, not one by one, "
+              "and each round's are handed on at the next. A message stored is handed on within "
+              "twice this (the next request, then the round after). Longer: fewer wake-ups per "
+              "second per worker whatever its share of the fleet, so N workers cost closer to what "
+              "one does (docs/scaling.md); keep it well below the window join's "
+              "allowed_lateness_ms.",
+              &S::fetch_linger_ms)
+        .Default(int64_t{75})
+        .Min(0)
+        .Max(1000);
+    c.Integer("ack_wait_ms",
+              "jetstream: a message not acknowledged within this time is delivered again.",
+              &S::ack_wait_ms)
+        .Default(int64_t{30'000})
+        .Min(1000);
+    c.Integer("max_ack_pending",
+              "jetstream: messages delivered but not yet acknowledged, at most (flow control).",
+              &S::max_ack_pending)
+        .Default(int64_t{100'000})
+        .Min(1);
+    c.Include(&S::wire, WireInputSpec());
+    c.Include(&S::dead_letters, DeadLetterSpec());
+    c.Rule("partitions > 0 needs delivery jetstream (one durable consumer per partition).",
+           [](const S& o, std::vector<ConfigProblem>& out) {
+             if (o.partitions > 0 && o.delivery != Delivery::kJetStream) {
+               out.push_back({"/partitions",
+                              "a partitioned source needs delivery \"jetstream\" (one durable "
+                              "consumer per partition); set \"delivery\": \"jetstream\" or "
+                              "\"partitions\": 0"});
+             }
+           });
+    c.Rule("state_bucket needs delivery jetstream and stream_retention limits.",
+           [](const S& o, std::vector<ConfigProblem>& out) {
+             if (o.state_bucket.empty()) return;
+             if (o.delivery != Delivery::kJetStream) {
+               out.push_back({"/state_bucket",
+                              "state_bucket is for delivery \"jetstream\" (core NATS keeps no "
+                              "changelog to re-read)"});
+             } else if (o.stream_retention != "limits") {
+               out.push_back({"/stream_retention",
+                              "with a state_bucket the stream is the partitions' changelog: a new "
+                              "owner re-reads acknowledged messages, which \"" +
+                                  o.stream_retention + "\" retention deletes; use \"limits\""});
+             }
+           });
+    return c;
+  }();
+  return spec;
+}
+
+}  // namespace
+
 void RegisterNatsSource(Registry& registry) {
   OperatorInfo info;
   info.name = "nats_source";
@@ -421,160 +615,17 @@ void RegisterNatsSource(Registry& registry) {
       "member of a queue group.";
   info.input = PortKind::kNone;
   info.output = PortKind::kSamples;
-  auto& c = info.config;
-  c.String("delivery",
-           "core: a core-NATS queue-group subscription (at most once; messages sent while no "
-           "worker runs are lost). jetstream: a durable pull consumer on a stream, shared by all "
-           "workers; a message is acknowledged once its samples are in state, so nothing is lost "
-           "while workers are down or restart.")
-      .Default("core")
-      .OneOf({"core", "jetstream"});
-  AddNatsConnectionFields(c);
-  c.String("subject",
-           "Subject pattern to subscribe to: vehicle.*.* takes samples and status, not the "
-           "vehicles' command subjects (vehicle.<id>.cmd.*).")
-      .Default("vehicle.*.*");
-  c.String("queue_group", "Queue group shared by every worker of this pipeline.")
-      .Default("fleetflow");
-  c.String("stream", "jetstream: the stream holding the subject.").Default("TELEMETRY");
-  c.Boolean("create_stream", "jetstream: create the stream on `subject` when it does not exist.")
-      .Default(true);
-  c.String("stream_retention", "jetstream: retention of a created stream.")
-      .Default("limits")
-      .OneOf({"limits", "workqueue", "interest"});
-  c.Integer("stream_max_age_ms",
-            "jetstream: how long a created stream keeps messages (0: no "
-            "limit).")
-      .Default(int64_t{86'400'000})
-      .Min(0);
-  c.String("stream_storage", "jetstream: storage of a created stream.")
-      .Default("file")
-      .OneOf({"file", "memory"});
-  c.Integer("stream_replicas", "jetstream: replicas of a created stream.")
-      .Default(int64_t{1})
-      .Min(1)
-      .Max(5);
-  c.String("durable",
-           "jetstream: the durable consumer every worker of the pipeline binds; with partitions, "
-           "partition n has its own, <durable>-<n>.")
-      .Default("fleetflow");
-  c.Integer("partitions",
-            "jetstream: 0: one consumer on `subject`, read by one worker. P > 0: the NATS server "
-            "maps vehicle.<id>.<sensor> to <partition_prefix>.<n>.<id>.<sensor> with n = "
-            "partition(P, id) (every subject of a vehicle in one partition); the stream holds "
-            "<partition_prefix>.*.*.*, each partition has its own durable consumer, and the "
-            "workers share the partitions (membership in membership_bucket): a worker reads, "
-            "stores and joins only the vehicles of its partitions. At most P workers do work. "
-            "See docs/scaling.md.")
-      .Default(int64_t{0})
-      .Min(0)
-      .Max(1024);
-  c.String("partition_prefix",
-           "partitions: the first token of the partitioned subjects (the server's mapping "
-           "writes them).")
-      .Default("telemetry")
-      .Pattern("^[A-Za-z0-9_-]{1,64}$", "one subject token: 1 to 64 letters, digits, - and _");
-  c.Boolean("check_mapping",
-            "partitions: at start, check with a probe message (never stored) that the server "
-            "maps the vehicles' subjects into `partitions` partitions; a missing mapping stops "
-            "the engine with the configuration lines to add.")
-      .Default(true);
-  c.String("membership_bucket",
-           "partitions: the KV bucket where the workers heartbeat (keys expire after ten "
-           "member timeouts).")
-      .Default("fleetflow_members");
-  c.String("handover_bucket",
-           "partitions: the KV bucket (without TTL) of the hand-over records, key "
-           "partition.<n>: the last window the previous owner emitted.")
-      .Default("fleetflow_handover");
-  c.String("state_bucket",
-           "jetstream: the KV bucket of the keyed_last_value (backend jetstream_kv) this source "
-           "feeds; required with it. A message is acknowledged once its samples are in the "
-           "worker's state, and the stream is each partition's changelog: a worker taking a "
-           "partition over reads the partition's checkpoint from this bucket and re-reads the "
-           "messages after it before pulling new ones (docs/scaling.md). Needs "
-           "stream_retention limits. Empty: no keyed state stored downstream.")
-      .Default("");
-  c.Integer("heartbeat_ms", "partitions: how often a worker renews its membership.")
-      .Default(int64_t{1000})
-      .Min(100)
-      .Max(60'000);
-  c.Integer("member_timeout_ms",
-            "partitions: a worker silent this long is gone and its partitions move; a worker "
-            "taking a partition over waits this long at most for the previous owner's record.")
-      .Default(int64_t{4000})
-      .Min(500)
-      .Max(600'000);
-  c.Integer("fetch_batch",
-            "jetstream: messages per fetch request. After a full batch, requests go out before "
-            "the batch is handled until two batches are asked for: the server sends the next "
-            "one meanwhile and has the one after at hand. At most max_ack_pending (a larger "
-            "request could never be filled).")
-      .Default(int64_t{256})
-      .Min(1)
-      .Max(10000);
-  c.Integer("fetch_expiry_ms",
-            "jetstream: how long a pull request waits for messages (a slow stream's messages do "
-            "not wait for it to expire: see fetch_linger_ms).")
-      .Default(int64_t{500})
-      .Min(10)
-      .Max(60000);
-  c.Integer("fetch_linger_ms",
-            "jetstream: once a message came, how long the fetch gathers more (up to fetch_batch, "
-            "over every partition the worker reads) before handing them on together. Partitions "
-            "that have sent all they had are asked again together this often, each request "
-            "ending once its partition is empty: their messages come in bursts, not one by one, "
-            "and each round's are handed on at the next. A message stored is handed on within "
-            "twice this (the next request, then the round after). Longer: fewer wake-ups per "
-            "second per worker whatever its share of the fleet, so N workers cost closer to what "
-            "one does (docs/scaling.md); keep it well below the window join's "
-            "allowed_lateness_ms.")
-      .Default(int64_t{75})
-      .Min(0)
-      .Max(1000);
-  c.Integer("ack_wait_ms",
-            "jetstream: a message not acknowledged within this time is delivered again.")
-      .Default(int64_t{30'000})
-      .Min(1000);
-  c.Integer("max_ack_pending",
-            "jetstream: messages delivered but not yet acknowledged, at most (flow control).")
-      .Default(int64_t{100'000})
-      .Min(1);
-  AddWireInputFields(c);
-  AddDeadLetterFields(c);
-  c.Rule("partitions > 0 needs delivery jetstream (one durable consumer per partition).",
-         [](const Config& config, std::vector<ConfigProblem>& out) {
-           if (config.Integer("partitions") > 0 && config.String("delivery") != "jetstream") {
-             out.push_back({"/partitions",
-                            "a partitioned source needs delivery \"jetstream\" (one durable "
-                            "consumer per partition); set \"delivery\": \"jetstream\" or "
-                            "\"partitions\": 0"});
-           }
-         });
-  c.Rule("state_bucket needs delivery jetstream and stream_retention limits.",
-         [](const Config& config, std::vector<ConfigProblem>& out) {
-           if (config.String("state_bucket").empty()) return;
-           if (config.String("delivery") != "jetstream") {
-             out.push_back({"/state_bucket",
-                            "state_bucket is for delivery \"jetstream\" (core NATS keeps no "
-                            "changelog to re-read)"});
-           } else if (config.String("stream_retention") != "limits") {
-             out.push_back({"/stream_retention",
-                            "with a state_bucket the stream is the partitions' changelog: a new "
-                            "owner re-reads acknowledged messages, which \"" +
-                                config.String("stream_retention") +
-                                "\" retention deletes; use \"limits\""});
-           }
-         });
-  info.create = [](const OperatorContext& ctx) { return std::make_unique<NatsSource>(ctx); };
+  info.config = Spec().config();
+  info.create = [](const OperatorContext& ctx) {
+    return std::make_unique<NatsSource>(ctx, Spec().Parse(ctx.config));
+  };
   info.check_connect = CheckConnect;
   info.facts = [](const Config& config) {
+    const NatsSourceSettings s = Spec().Parse(config);
     NodeFacts facts;
-    facts.at_least_once = config.String("delivery") == "jetstream";
-    facts.partitioned = config.Integer("partitions") > 0;
-    if (const std::string bucket = config.String("state_bucket"); !bucket.empty()) {
-      facts.state_bucket = bucket;
-    }
+    facts.at_least_once = s.delivery == Delivery::kJetStream;
+    facts.partitioned = s.partitions > 0;
+    if (!s.state_bucket.empty()) facts.state_bucket = s.state_bucket;
     return facts;
   };
   registry.Add(std::move(info));

@@ -247,7 +247,7 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
   if (record) a.emitted_until_ns = *record;
   try {
     a.delivered = reader_.Delivered(p);
-    if (checkpoints_ != nullptr) a.reread = ChangelogTail(*checkpoints_, p, a.delivered);
+    if (checkpoints_ != nullptr) a.reread = ChangelogTail(*checkpoints_, p, a.delivered.stream);
   } catch (const std::exception& e) {
     spdlog::warn("node '{}': partition {}: reading its changelog: {} (trying again)", options_.node,
                  p, e.what());

@@ -82,8 +82,9 @@ void JetStreamReader::Prepare(uint32_t p) {
   js_.EnsureConsumer(c);
 }
 
-uint64_t JetStreamReader::Delivered(uint32_t p) {
-  return js_.ConsumerDelivered(options_.consumer.stream, DurableOf(p));
+ConsumerPosition JetStreamReader::Delivered(uint32_t p) {
+  const auto progress = js_.Progress(options_.consumer.stream, DurableOf(p));
+  return {progress.delivered, progress.deliveries};
 }
 
 void JetStreamReader::Assign(const Assignment& a) {
@@ -98,7 +99,7 @@ void JetStreamReader::Assign(const Assignment& a) {
     // What the consumer delivered before went to the previous owner (or was read again above):
     // whatever it delivers later is this worker's, and on its way until taken in.
     std::lock_guard lock(mu_);
-    delivered_before_[a.partition] = a.delivered;
+    delivered_before_[a.partition] = a.delivered.delivery;
   }
   pulls_.Add(a.partition, DurableOf(a.partition));
   ++started_;  // held back until the fetch thread's held_back_ counts it
@@ -205,7 +206,7 @@ void JetStreamReader::FetchLoop() {
       for (const auto& [p, m] : fetched.messages) {
         Reading& r = ReadingOf(p, now);
         r.last = m.get();
-        r.taken = std::max(r.taken, m->stream_sequence());
+        r.taken = std::max(r.taken, m->consumer_sequence());
         deliver_(p, *m, false);
       }
     }
@@ -267,10 +268,11 @@ JetStreamReader::Reading& JetStreamReader::ReadingOf(uint32_t p, int64_t now) {
 /// awaiting acknowledgement, more on a large stream), and the fetch thread waits for the answer:
 /// only for a partition quiet for a request's expiry whose backlog is unknown or was not empty
 /// (throttled by max_ack_pending, or just taken over), at most every 2 s; and every 30 s for the
-/// ack-pending gauge. A consumer that delivered a message newer than the last one taken in has
-/// sent it to a request of this worker's whose answer is still on its way (the paced requests
-/// go out at the end of a Fetch, and their answers wait for the next): its backlog is known
-/// only once that message is taken in.
+/// ack-pending gauge. A consumer whose last delivery is newer than the last one taken in has
+/// sent a message to a request of this worker's whose answer is still on its way (the paced
+/// requests go out at the end of a Fetch, and their answers wait for the next): its backlog is
+/// known only once that delivery is taken in. Deliveries, not stream sequences: a filtered
+/// consumer's delivered stream sequence may move past the messages of other subjects.
 void JetStreamReader::AskQuietConsumers(int64_t now) {
   for (auto& [p, r] : reading_) {
     const int64_t since_info = now - r.info_ns;
@@ -282,7 +284,7 @@ void JetStreamReader::AskQuietConsumers(int64_t now) {
       const auto progress = js_.Progress(options_.consumer.stream, DurableOf(p));
       r.pending = progress.pending;
       r.ack_pending = progress.ack_pending;
-      r.known = progress.delivered <= r.taken;
+      r.known = progress.deliveries <= r.taken;
     } catch (const nats::Error& e) {
       spdlog::debug("node '{}': {}", options_.node, e.what());
     }

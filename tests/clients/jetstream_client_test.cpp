@@ -41,18 +41,21 @@ TEST(JsMessageTest, ReadsItsPlaceInTheStreamFromEitherReplyForm) {
   const auto v1 = message("$JS.ACK.TELEMETRY.fleetflow.2.1234.1200.1700000000123456789.17");
   EXPECT_EQ(v1->delivered(), 2u);
   EXPECT_EQ(v1->stream_sequence(), 1234u);
+  EXPECT_EQ(v1->consumer_sequence(), 1200u);
   EXPECT_EQ(v1->stored_ns(), 1'700'000'000'123'456'789);
   EXPECT_EQ(v1->pending(), 17u);
   const auto v2 =
       message("$JS.ACK.hub.ACCOUNTHASH.TELEMETRY.fleetflow.3.99.98.1700000000000000001.5.r4nd");
   EXPECT_EQ(v2->delivered(), 3u);
   EXPECT_EQ(v2->stream_sequence(), 99u);
+  EXPECT_EQ(v2->consumer_sequence(), 98u);
   EXPECT_EQ(v2->stored_ns(), 1'700'000'000'000'000'001);
   EXPECT_EQ(v2->pending(), 5u);
   for (const char* odd : {static_cast<const char*>(nullptr), "$JS.ACK.TELEMETRY.fleetflow.2"}) {
     const auto m = message(odd);
     EXPECT_EQ(m->delivered(), odd == nullptr ? 1u : 2u) << (odd ? odd : "no reply");
     EXPECT_EQ(m->stream_sequence(), 0u);
+    EXPECT_EQ(m->consumer_sequence(), 0u);
     EXPECT_EQ(m->stored_ns(), 0);
     EXPECT_EQ(m->pending(), 0u);
   }
