@@ -2,12 +2,13 @@
 # THE test command: installs dependencies, builds, runs the whole test suite with ctest, checks
 # that the firmware builds without the engine's dependencies, then (time allowing) the fuzzers and
 # the suite again under AddressSanitizer + UBSan, both from one clang build (build-san).
+# --stress instead repeats the integration and e2e labels while busy loops load every core.
 # Exits non-zero when any stage failed.
 set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/test.sh [--help]
+Usage: scripts/test.sh [--stress | --help]
 
 Runs scripts/deps.sh, scripts/build.sh, then these stages, each a build and (but firmware) a
 ctest run (see docs/testing.md):
@@ -28,18 +29,24 @@ The summary at the end has one line per stage with its build time, ccache's hits
 (when ccache is installed) and its test time; then a WARNING: line for each stage that was
 skipped, and the totals as the last line: "total: N passed, N failed, N skipped".
 
+--stress: not part of the default run. Builds build/ as the main stage does, starts one busy loop
+per core (killed when the script ends), and runs the integration and e2e labels with
+ctest --repeat until-fail:$FF_STRESS_REPEAT ($FF_CTEST_ARGS narrows it, e.g. "-R ^NatsSource");
+the last line is "stress: N passed, N failed, N skipped". Run it before every change that touches
+concurrency (docs/testing.md).
+
 Every integration test starts its own nats-server / PostgreSQL on free ports, so tests run in
 parallel without locks. Tests that cannot run here (a missing server binary) are reported as
 skipped, never as passed. A stage that does not fit in what is left of FF_TOTAL_BUDGET is skipped
 with a WARNING; a stage that cannot run for another reason (no clang) fails.
 
 Environment:
-  FF_CTEST_ARGS      extra ctest arguments for the main stage, split on spaces
+  FF_CTEST_ARGS      extra ctest arguments for the main stage and --stress, split on spaces
                      (e.g. "-L unit")
   FF_CTEST_JOBS      parallel tests (default: 2)
   FF_TEST_TIMEOUT    limit for the main stage's ctest in seconds (default: 1800)
   FF_SKIP_DEPS=1     do not run scripts/deps.sh
-  FF_BUILD_DIR       build directory of the main stage (default: build)
+  FF_BUILD_DIR       build directory of the main stage and --stress (default: build)
   FF_FIRMWARE        1 (default) / 0: the firmware stage
   FF_FUZZ            1 (default) / 0: the fuzz stage
   FF_FUZZ_SECONDS    seconds per fuzz target (default: 60)
@@ -51,11 +58,14 @@ Environment:
   FF_TSAN            0 (default) / 1: the tsan stage
   FF_TOTAL_BUDGET    seconds the whole script may take, dependencies included (default: 4500);
                      later stages are skipped, or stopped, to stay within it
+  FF_STRESS_REPEAT   --stress: runs of each test until one fails (default: 3)
 USAGE
 }
 
+mode=all
 case "${1:-}" in
   -h | --help) usage; exit 0 ;;
+  --stress) mode=stress ;;
   "") ;;
   *) echo "test.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
 esac
@@ -187,6 +197,33 @@ if [[ -n "${FF_CTEST_ARGS:-}" ]]; then
 fi
 # Tests and benchmarks on, also in a build directory the demo configured without them.
 main_build=(-- -DFLEETFLOW_BUILD_TESTS=ON -DFLEETFLOW_BUILD_BENCH=ON)
+
+# --- stress: integration and e2e, repeated, on loaded cores (not part of the default run) -----
+if [[ "$mode" == stress ]]; then
+  hogs=()
+  stop_hogs() {
+    if ((${#hogs[@]} > 0)); then
+      kill "${hogs[@]}" 2>/dev/null || true
+      wait "${hogs[@]}" 2>/dev/null || true
+      hogs=()
+    fi
+  }
+  trap stop_hogs EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  if build_in stress "$build_dir" "$(remaining)" "${main_build[@]}"; then
+    # Each loop also ends by itself once this script is gone (even killed with SIGKILL).
+    for ((i = 0; i < $(nproc); i++)); do
+      bash -c 'while kill -0 "$1" 2>/dev/null; do :; done' busy-loop "$$" </dev/null >/dev/null 2>&1 &
+      hogs+=("$!")
+    done
+    echo "test.sh: [stress] ${#hogs[@]} busy loops running (pids ${hogs[*]})"
+    run_ctest stress "$build_dir" "$(remaining)" -L 'integration|e2e' \
+      --repeat "until-fail:${FF_STRESS_REPEAT:-3}" "${main_args[@]}"
+    stop_hogs
+  fi
+  finish stress
+fi
 
 # --- main: the whole suite in the normal build -------------------------------------------------
 if ! build_in main "$build_dir" "$(remaining)" "${main_build[@]}"; then
