@@ -89,9 +89,11 @@ overall=0
 total_passed=0 total_failed=0 total_skipped=0
 stage_build=""    # what the stage's last build took, for its summary line
 
-# ccache_counts <stats log>: "ccache 97% hits, 310 of 320" for the compilations logged there.
+# ccache_counts <stats log> <build dir>: "ccache 97% hits, 310 of 320" for the compilations
+# logged there.
 ccache_counts() {
-  if ! command -v ccache >/dev/null 2>&1; then
+  if ! command -v ccache >/dev/null 2>&1 ||
+    grep -q '^FLEETFLOW_CCACHE:BOOL=OFF' "$2/CMakeCache.txt" 2>/dev/null; then
     echo "no ccache"
     return
   fi
@@ -162,7 +164,7 @@ build_in() {
   CCACHE_STATSLOG=$stats FF_BUILD_DIR=$dir \
     timeout --signal=TERM --kill-after=30 "$limit" bash scripts/build.sh "$@" </dev/null ||
     status=$?
-  stage_build="build $((SECONDS - t0)) s ($(ccache_counts "$stats"))"
+  stage_build="build $((SECONDS - t0)) s ($(ccache_counts "$stats" "$dir"))"
   if ((status == 124)); then
     stage_fails "$stage" "build in $dir did not finish within $limit s"
   elif ((status != 0)); then
