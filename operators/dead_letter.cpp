@@ -27,8 +27,6 @@ const OptionsSpec<DeadLetterOptions>& DeadLetterSpec() {
   return spec;
 }
 
-void AddDeadLetterFields(ConfigSpec& spec) { spec.Include(DeadLetterSpec().config()); }
-
 DeadLetters::DeadLetters(const OperatorContext& ctx, const DeadLetterOptions& options)
     : node_(ctx.node_id),
       enabled_(options.enabled),
@@ -40,9 +38,6 @@ DeadLetters::DeadLetters(const OperatorContext& ctx, const DeadLetterOptions& op
           "dead_letter_failures",
           "Dead letters that could not be published (the original is kept for redelivery).",
           labels_)) {}
-
-DeadLetters::DeadLetters(const OperatorContext& ctx)
-    : DeadLetters(ctx, DeadLetterSpec().Parse(ctx.config)) {}
 
 void DeadLetters::Start(nats::Connection& conn, nats::JetStream* js, bool create_stream) {
   conn_ = &conn;

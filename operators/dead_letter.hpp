@@ -34,16 +34,11 @@ struct DeadLetterOptions {
 /// OptionsSpec::Include.
 const OptionsSpec<DeadLetterOptions>& DeadLetterSpec();
 
-/// Adds the fields of DeadLetterSpec() to `spec`.
-void AddDeadLetterFields(ConfigSpec& spec);
-
 class DeadLetters {
  public:
   /// Publishes as `options` say; counts under ctx's node. Disabled when `options.enabled` is
   /// false; then Publish only returns true.
   DeadLetters(const OperatorContext& ctx, const DeadLetterOptions& options);
-  /// The same, with the settings of DeadLetterSpec() read from ctx.config.
-  explicit DeadLetters(const OperatorContext& ctx);
 
   bool enabled() const { return enabled_; }
 

@@ -51,8 +51,6 @@ const OptionsSpec<NatsClientOptions>& NatsClientSpec() {
   return spec;
 }
 
-void AddNatsConnectionFields(ConfigSpec& spec) { spec.Include(NatsClientSpec().config()); }
-
 nats::ConnectOptions NatsConnectOptions(const NatsClientOptions& options,
                                         const std::string& client_name) {
   nats::ConnectOptions o = nats::ConnectOptions::FromEnv();
@@ -80,10 +78,6 @@ nats::ConnectOptions NatsConnectOptions(const NatsClientOptions& options,
   return o;
 }
 
-nats::ConnectOptions NatsConnectOptions(const Config& config, const std::string& client_name) {
-  return NatsConnectOptions(NatsClientSpec().Parse(config), client_name);
-}
-
 std::unique_ptr<nats::Connection> ConnectForCheck(const NatsClientOptions& options,
                                                   std::vector<ConnectFinding>& findings) {
   nats::ConnectOptions o = NatsConnectOptions(options, "fleetflow:validate");
@@ -100,11 +94,6 @@ std::unique_ptr<nats::Connection> ConnectForCheck(const NatsClientOptions& optio
                         "cannot connect to NATS at " + nats::RedactUrl(o.url) + ": " + e.what()});
     return nullptr;
   }
-}
-
-std::unique_ptr<nats::Connection> ConnectForCheck(const Config& config,
-                                                  std::vector<ConnectFinding>& findings) {
-  return ConnectForCheck(NatsClientSpec().Parse(config), findings);
 }
 
 std::string NatsFailure(const std::exception& e, const nats::Connection& conn) {

@@ -35,22 +35,14 @@ struct NatsClientOptions {
 /// ca_file, cert_file, key_file; an operator takes them in with OptionsSpec::Include.
 const OptionsSpec<NatsClientOptions>& NatsClientSpec();
 
-/// Adds the fields of NatsClientSpec() to `spec`.
-void AddNatsConnectionFields(ConfigSpec& spec);
-
 /// The environment's NATS settings (NATS_URL, NATS_CREDS, …) overridden by the non-empty
 /// settings of `options`; `client_name` is shown by the server.
 nats::ConnectOptions NatsConnectOptions(const NatsClientOptions& options,
                                         const std::string& client_name);
-/// The same, from a config that has the fields of NatsClientSpec().
-nats::ConnectOptions NatsConnectOptions(const Config& config, const std::string& client_name);
 
 /// For check_connect: connects as the node would, once (no retry). Adds a finding either way;
 /// nullptr when it failed.
 std::unique_ptr<nats::Connection> ConnectForCheck(const NatsClientOptions& options,
-                                                  std::vector<ConnectFinding>& findings);
-/// The same, from a config that has the fields of NatsClientSpec().
-std::unique_ptr<nats::Connection> ConnectForCheck(const Config& config,
                                                   std::vector<ConnectFinding>& findings);
 
 /// For check_connect: why a JetStream API request got no answer, with the server's last error

@@ -77,8 +77,6 @@ const OptionsSpec<WireInputOptions>& WireInputSpec() {
   return spec;
 }
 
-void AddWireInputFields(ConfigSpec& spec) { spec.Include(WireInputSpec().config()); }
-
 const std::vector<std::string>& WireInputFieldNames() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> out;
@@ -100,9 +98,6 @@ WireInput::WireInput(const OperatorContext& ctx, const WireInputOptions& options
       messages_(ctx.metrics.GetCounter("messages_in", "Messages received.", labels_)),
       samples_(ctx.metrics.GetCounter("samples_in", "Valid samples decoded.", labels_)),
       status_(ctx.metrics.GetCounter("status_in", "Vehicle status messages received.", labels_)) {}
-
-WireInput::WireInput(const OperatorContext& ctx)
-    : WireInput(ctx, WireInputSpec().Parse(ctx.config)) {}
 
 std::string_view UnmapPartitioned(std::string_view subject, std::string_view prefix,
                                   std::string& buf) {

@@ -38,9 +38,7 @@ struct WireInputOptions {
 /// source takes them in with OptionsSpec::Include.
 const OptionsSpec<WireInputOptions>& WireInputSpec();
 
-/// Adds the fields of WireInputSpec() to `spec`.
-void AddWireInputFields(ConfigSpec& spec);
-/// The names AddWireInputFields adds (to carry them from one source's config to another's).
+/// The names of WireInputSpec()'s fields (to carry them from one source's config to another's).
 const std::vector<std::string>& WireInputFieldNames();
 
 /// A partitioned subject `<prefix>.<n>.<vehicle>.<sensor>` (the NATS server's partition mapping)
@@ -64,8 +62,6 @@ class WireInput {
 
   /// Validates as `options` say; counts under ctx's node.
   WireInput(const OperatorContext& ctx, const WireInputOptions& options);
-  /// The same, with the settings of WireInputSpec() read from ctx.config.
-  explicit WireInput(const OperatorContext& ctx);
 
   /// Decodes one message received at `now_ns` (engine clock). A StatusEvent is stamped with
   /// `now_ns`; a SampleBatch gets `received_ns = now_ns`. The body is built in place in the

@@ -9,10 +9,9 @@
 namespace fleetflow::testing {
 namespace {
 
-Config Parsed(const std::string& fields) {
-  ConfigSpec spec;
-  AddNatsConnectionFields(spec);
-  return Config::Parse("{" + fields + "}", spec, "nats connection");
+NatsClientOptions Parsed(const std::string& fields) {
+  const auto& spec = NatsClientSpec();
+  return spec.Parse(Config::Parse("{" + fields + "}", spec.config(), "nats connection"));
 }
 
 TEST(NatsConfigTest, PipelineFieldsOverrideTheEnvironment) {
