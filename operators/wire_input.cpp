@@ -99,6 +99,9 @@ WireInput::WireInput(const OperatorContext& ctx, const WireInputOptions& options
       samples_(ctx.metrics.GetCounter("samples_in", "Valid samples decoded.", labels_)),
       status_(ctx.metrics.GetCounter("status_in", "Vehicle status messages received.", labels_)) {}
 
+WireInput::WireInput(const OperatorContext& ctx)
+    : WireInput(ctx, WireInputSpec().Parse(ctx.config)) {}
+
 std::string_view UnmapPartitioned(std::string_view subject, std::string_view prefix,
                                   std::string& buf) {
   if (!subject.starts_with(prefix) || subject.substr(prefix.size(), 1) != ".") return subject;

@@ -62,6 +62,9 @@ class WireInput {
 
   /// Validates as `options` say; counts under ctx's node.
   WireInput(const OperatorContext& ctx, const WireInputOptions& options);
+  /// The same, with the settings of WireInputSpec() read from ctx.config (the fuzzers build one
+  /// from any source's config).
+  explicit WireInput(const OperatorContext& ctx);
 
   /// Decodes one message received at `now_ns` (engine clock). A StatusEvent is stamped with
   /// `now_ns`; a SampleBatch gets `received_ns = now_ns`. The body is built in place in the

@@ -9,13 +9,14 @@
 #include <fstream>
 #include <sstream>
 
+#include "build_paths.hpp"
 #include "builtin.hpp"
 #include "schema_check.hpp"
 
 namespace fleetflow {
 namespace {
 
-const std::string kSource = FF_SOURCE_DIR;
+const std::string kSource = ::fleetflow::testing::SourceDir();
 
 std::string Read(const std::string& path) {
   std::ifstream in(path);

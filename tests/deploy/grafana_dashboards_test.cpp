@@ -16,6 +16,7 @@
 #include <set>
 #include <sstream>
 
+#include "build_paths.hpp"
 #include "grafana_provisioning.hpp"
 
 namespace fleetflow::testing {
@@ -23,8 +24,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::string kSource = FF_SOURCE_DIR;
-const std::string kFleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
+const std::string kSource = ::fleetflow::testing::SourceDir();
+const std::string kFleetflow = ::fleetflow::testing::BinaryDir() + "/apps/fleetflow";
 
 // The committed recording's windows lie in 14:16:55-14:16:58 UTC
 // (tests/data/fleet_seed42_rows.csv).

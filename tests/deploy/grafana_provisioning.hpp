@@ -14,11 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "build_paths.hpp"
 #include "servers.hpp"
 
 namespace fleetflow::testing {
 
-inline const std::string kGrafanaDir = std::string(FF_SOURCE_DIR) + "/deploy/grafana";
+inline const std::string kGrafanaDir = ::fleetflow::testing::SourceDir() + "/deploy/grafana";
 
 inline rapidjson::Document LoadJson(const std::string& path) {
   rapidjson::Document d;

@@ -15,6 +15,7 @@
 #include <regex>
 #include <set>
 
+#include "build_paths.hpp"
 #include "jetstream.hpp"
 #include "nats_client.hpp"
 #include "servers.hpp"
@@ -25,10 +26,10 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-const std::string kSource = FF_SOURCE_DIR;
-const std::string kFleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
-const std::string kFleetSensor = std::string(FF_BINARY_DIR) + "/firmware/fleet-sensor";
-const std::string kFleetctl = std::string(FF_BINARY_DIR) + "/firmware/fleetctl";
+const std::string kSource = ::fleetflow::testing::SourceDir();
+const std::string kFleetflow = ::fleetflow::testing::BinaryDir() + "/apps/fleetflow";
+const std::string kFleetSensor = ::fleetflow::testing::BinaryDir() + "/firmware/fleet-sensor";
+const std::string kFleetctl = ::fleetflow::testing::BinaryDir() + "/firmware/fleetctl";
 
 void RunOrThrow(const std::vector<std::string>& argv) {
   const CommandResult r = RunCommand(argv, 60s);

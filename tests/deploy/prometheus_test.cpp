@@ -20,6 +20,7 @@
 #include <set>
 #include <sstream>
 
+#include "build_paths.hpp"
 #include "fleet_check.hpp"
 #include "grafana_provisioning.hpp"
 #include "nats_client.hpp"
@@ -30,7 +31,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::string kSource = FF_SOURCE_DIR;
+const std::string kSource = ::fleetflow::testing::SourceDir();
 const std::string kRules = kSource + "/deploy/prometheus/fleetflow-alerts.yaml";
 const std::string kRuleTests = kSource + "/tests/deploy/prometheus/alerts_test.yaml";
 const std::string kScrapeConfig = kSource + "/deploy/prometheus/prometheus.yml";

@@ -4,6 +4,7 @@
 // independently of the engine's code.
 #include <gtest/gtest.h>
 
+#include "build_paths.hpp"
 #include "fleet_check.hpp"
 
 namespace fleetflow::testing {
@@ -18,7 +19,7 @@ TEST(DefaultPipelineE2E, EveryExpectedRowOnceWithIndependentlyComputedValues) {
   FF_REQUIRE_NATS_SERVER();
   FF_REQUIRE_POSTGRES();
   Servers s("fleetflow-e2e");
-  Engine engine(std::string(FF_SOURCE_DIR) + "/pipelines/default.json", s.nats, s.pg,
+  Engine engine(::fleetflow::testing::SourceDir() + "/pipelines/default.json", s.nats, s.pg,
                 s.dir.File("engine.log"));
   ASSERT_TRUE(engine.WaitReady()) << engine.process().ReadLog();
 

@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "build_paths.hpp"
 #include "e2e_fixture.hpp"
 #include "fleet_check.hpp"
 #include "jetstream.hpp"
@@ -19,7 +20,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::string kPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
+const std::string kPipeline = ::fleetflow::testing::SourceDir() + "/pipelines/jetstream.json";
 
 /// Samples fleet-sim reports having sent (its final JSON line), -1 when it printed none.
 int64_t SamplesSent(const Process& sim) {
@@ -338,11 +339,11 @@ TEST_F(FaultsE2E, NatsServerKilledAndRestartedSensorsAndEngineReconnectAndNoWind
   std::vector<std::unique_ptr<Process>> sensors;
   for (int i = 0; i < kSensors; ++i) {
     sensors.push_back(std::make_unique<Process>(
-        std::vector<std::string>{std::string(FF_BINARY_DIR) + "/firmware/fleet-sensor", "--vehicle",
-                                 "car" + std::to_string(i), "--seed", "11", "--batch-ms", "100",
-                                 "--duration", std::to_string(kDurationS), "--reconnect-wait-ms",
-                                 "100", "--drain-ms", "20000", "--ack", "jetstream", "--nats-url",
-                                 nats_.url(), "--quiet"},
+        std::vector<std::string>{::fleetflow::testing::BinaryDir() + "/firmware/fleet-sensor",
+                                 "--vehicle", "car" + std::to_string(i), "--seed", "11",
+                                 "--batch-ms", "100", "--duration", std::to_string(kDurationS),
+                                 "--reconnect-wait-ms", "100", "--drain-ms", "20000", "--ack",
+                                 "jetstream", "--nats-url", nats_.url(), "--quiet"},
         dir_.File("sensor" + std::to_string(i) + ".log")));
   }
   ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 3 * kSensors; }, 60s));

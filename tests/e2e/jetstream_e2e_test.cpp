@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "build_paths.hpp"
 #include "e2e_fixture.hpp"
 #include "fleet_check.hpp"
 #include "jetstream.hpp"
@@ -22,7 +23,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::string kPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
+const std::string kPipeline = ::fleetflow::testing::SourceDir() + "/pipelines/jetstream.json";
 
 /// One engine worker running pipelines/jetstream.json.
 class Worker : public Engine {
@@ -235,7 +236,7 @@ TEST_F(JetStreamE2E, ReplayOfARecordingLeavesTheRunningWorkersStateAndMembership
   ASSERT_TRUE(worker.WaitReady()) << worker.process().ReadLog();
   ASSERT_TRUE(WaitFor([&] { return worker.Metric("fleetflow_partitions_owned") == 16; }, 30s));
   const std::string recording = dir_.File("production.ffrc");
-  const std::string fleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
+  const std::string fleetflow = ::fleetflow::testing::BinaryDir() + "/apps/fleetflow";
   Process recorder({fleetflow, "record", "--url", nats_.url(), "--subject", "telemetry.*.*.*",
                     "--out", recording},
                    dir_.File("record.log"));

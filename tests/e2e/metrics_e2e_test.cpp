@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include "build_paths.hpp"
 #include "fleet_check.hpp"
 #include "nats_client.hpp"
 #include "servers.hpp"
@@ -40,9 +41,9 @@ TEST(MetricsE2E, ReadinessFollowsTheConnectionsAndCountersAgreeWithTheDatabase) 
   const int port = FreePort();
   auto env = pg.env();
   env["NATS_URL"] = nats.url();
-  Process engine({std::string(FF_BINARY_DIR) + "/apps/fleetflow", "--log-format", "json", "run",
-                  std::string(FF_SOURCE_DIR) + "/pipelines/default.json", "--metrics-port",
-                  std::to_string(port), "--metrics-host", "127.0.0.1"},
+  Process engine({::fleetflow::testing::BinaryDir() + "/apps/fleetflow", "--log-format", "json",
+                  "run", ::fleetflow::testing::SourceDir() + "/pipelines/default.json",
+                  "--metrics-port", std::to_string(port), "--metrics-host", "127.0.0.1"},
                  dir.File("engine.log"), env);
   httplib::Client http("127.0.0.1", port);
 
@@ -61,8 +62,8 @@ TEST(MetricsE2E, ReadinessFollowsTheConnectionsAndCountersAgreeWithTheDatabase) 
   EXPECT_EQ(Status(http, "/readyz"), 503);
   // `fleetflow health` (the container's HEALTHCHECK) says the same, by its exit code.
   const auto health = [&](std::vector<std::string> extra) {
-    std::vector<std::string> argv = {std::string(FF_BINARY_DIR) + "/apps/fleetflow", "health",
-                                     "--port", std::to_string(port)};
+    std::vector<std::string> argv = {::fleetflow::testing::BinaryDir() + "/apps/fleetflow",
+                                     "health", "--port", std::to_string(port)};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return RunCommand(argv, 10s);
   };
@@ -72,15 +73,15 @@ TEST(MetricsE2E, ReadinessFollowsTheConnectionsAndCountersAgreeWithTheDatabase) 
   h = health({"--ready"});
   EXPECT_EQ(h.exit_code, 1) << h.out << h.err;
   EXPECT_NE(h.out.find("/readyz: 503 not ready"), std::string::npos) << h.out;
-  h = RunCommand({std::string(FF_BINARY_DIR) + "/apps/fleetflow", "health", "--port",
+  h = RunCommand({::fleetflow::testing::BinaryDir() + "/apps/fleetflow", "health", "--port",
                   std::to_string(FreePort()), "--timeout-ms", "500"},
                  10s);
   EXPECT_EQ(h.exit_code, 1) << "nobody listens there: " << h.out << h.err;
   EXPECT_NE(h.out.find("no answer"), std::string::npos) << h.out;
 
   // Taps are off unless the worker was started with --tap.
-  h = RunCommand({std::string(FF_BINARY_DIR) + "/apps/fleetflow", "tap", "telemetry", "--port",
-                  std::to_string(port), "--timeout-ms", "100"},
+  h = RunCommand({::fleetflow::testing::BinaryDir() + "/apps/fleetflow", "tap", "telemetry",
+                  "--port", std::to_string(port), "--timeout-ms", "100"},
                  10s);
   EXPECT_EQ(h.exit_code, 1) << h.out << h.err;
   EXPECT_NE(h.err.find("answered 404: taps are off on this worker"), std::string::npos) << h.err;
@@ -150,7 +151,7 @@ TEST(MetricsE2E, ReadinessFollowsTheConnectionsAndCountersAgreeWithTheDatabase) 
       << metrics;
 
   // Every metric the engine exposes is documented, with its type.
-  const std::string docs = ReadFile(std::string(FF_SOURCE_DIR) + "/docs/metrics.md");
+  const std::string docs = ReadFile(::fleetflow::testing::SourceDir() + "/docs/metrics.md");
   std::istringstream lines(metrics);
   int families = 0;
   for (std::string line; std::getline(lines, line);) {

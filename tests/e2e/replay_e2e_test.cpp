@@ -23,6 +23,7 @@
 #include <thread>
 #include <tuple>
 
+#include "build_paths.hpp"
 #include "builtin.hpp"
 #include "fleet_check.hpp"
 #include "jetstream.hpp"
@@ -36,10 +37,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::string kFleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
-const std::string kPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/default.json";
-const std::string kGoldenRecording = std::string(FF_SOURCE_DIR) + "/tests/data/fleet_seed42.ffrc";
-const std::string kGoldenRows = std::string(FF_SOURCE_DIR) + "/tests/data/fleet_seed42_rows.csv";
+const std::string kFleetflow = ::fleetflow::testing::BinaryDir() + "/apps/fleetflow";
+const std::string kPipeline = ::fleetflow::testing::SourceDir() + "/pipelines/default.json";
+const std::string kGoldenRecording =
+    ::fleetflow::testing::SourceDir() + "/tests/data/fleet_seed42.ffrc";
+const std::string kGoldenRows =
+    ::fleetflow::testing::SourceDir() + "/tests/data/fleet_seed42_rows.csv";
 
 const std::string kTableHash =
     "SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY vehicle_id, time)), 'empty') "
@@ -222,7 +225,7 @@ TEST(ReplayE2E, ShippedPipelineTestsGiveTheRowsReplayWritesToPostgres) {
   TempDir dir("fleetflow-test-runner-e2e");
   Registry registry;
   RegisterBuiltinOperators(registry);
-  const std::string shipped = std::string(FF_SOURCE_DIR) + "/pipelines/default.test.json";
+  const std::string shipped = ::fleetflow::testing::SourceDir() + "/pipelines/default.test.json";
   const auto text = ReadBytes(shipped);
   rapidjson::Document doc;
   doc.Parse(std::string(text.begin(), text.end()).c_str());

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <fstream>
 
+#include "build_paths.hpp"
 #include "fleet_check.hpp"
 #include "nats_client.hpp"
 #include "wire.hpp"
@@ -16,7 +17,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::string kPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
+const std::string kPipeline = ::fleetflow::testing::SourceDir() + "/pipelines/jetstream.json";
 constexpr char kNatsPassword[] = "nats-Secret-7Q2vX9";
 constexpr char kWrongPassword[] = "wrong-Secret-K3pL8";
 constexpr char kPgPassword[] = "pg-Secret-M4nB6";

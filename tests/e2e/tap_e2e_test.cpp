@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "build_paths.hpp"
 #include "fleet_check.hpp"
 #include "servers.hpp"
 
@@ -34,12 +35,12 @@ TEST(TapE2E, ShowsTheSamplesAndWindowsOfARunningWorker) {
   FF_REQUIRE_NATS_SERVER();
   FF_REQUIRE_POSTGRES();
   Servers s("fleetflow-tap-e2e");
-  const std::string fleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
+  const std::string fleetflow = ::fleetflow::testing::BinaryDir() + "/apps/fleetflow";
   const int port = FreePort();
   auto env = s.pg.env();
   env["NATS_URL"] = s.nats.url();
-  Process engine({fleetflow, "run", std::string(FF_SOURCE_DIR) + "/pipelines/default.json", "--tap",
-                  "--metrics-port", std::to_string(port), "--metrics-host", "127.0.0.1"},
+  Process engine({fleetflow, "run", ::fleetflow::testing::SourceDir() + "/pipelines/default.json",
+                  "--tap", "--metrics-port", std::to_string(port), "--metrics-host", "127.0.0.1"},
                  s.dir.File("engine.log"), env);
   httplib::Client http("127.0.0.1", port);
   ASSERT_TRUE(WaitFor(

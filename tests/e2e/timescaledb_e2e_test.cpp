@@ -8,6 +8,7 @@
 
 #include <csignal>
 
+#include "build_paths.hpp"
 #include "fleet_check.hpp"
 
 namespace fleetflow::testing {
@@ -18,7 +19,7 @@ using namespace std::chrono_literals;
 constexpr int kVehicles = 20;
 constexpr int kDurationS = 8;
 
-const std::string kPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/default.json";
+const std::string kPipeline = ::fleetflow::testing::SourceDir() + "/pipelines/default.json";
 
 /// Runs fleet-sim (seed 42) for kDurationS and returns the rows it must produce.
 ExpectedRows PublishFleet(const NatsServer& nats) {

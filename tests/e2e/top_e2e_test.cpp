@@ -13,6 +13,7 @@
 #include <map>
 #include <sstream>
 
+#include "build_paths.hpp"
 #include "e2e_fixture.hpp"
 #include "fleet_check.hpp"
 #include "servers.hpp"
@@ -22,8 +23,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::string kFleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
-const std::string kPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
+const std::string kFleetflow = ::fleetflow::testing::BinaryDir() + "/apps/fleetflow";
+const std::string kPipeline = ::fleetflow::testing::SourceDir() + "/pipelines/jetstream.json";
 constexpr int kPartitions = 16;
 
 /// The value columns of a node row, in the order `fleetflow top --help` lists them.

@@ -7,6 +7,7 @@
 
 #include <fstream>
 
+#include "build_paths.hpp"
 #include "fleet_check.hpp"
 #include "servers.hpp"
 
@@ -15,13 +16,14 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::string kJetStreamPipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
-const std::string kCorePipeline = std::string(FF_SOURCE_DIR) + "/pipelines/default.json";
+const std::string kJetStreamPipeline =
+    ::fleetflow::testing::SourceDir() + "/pipelines/jetstream.json";
+const std::string kCorePipeline = ::fleetflow::testing::SourceDir() + "/pipelines/default.json";
 
 CommandResult Validate(const std::string& pipeline, const std::map<std::string, std::string>& env) {
   return RunCommand(
-      {std::string(FF_BINARY_DIR) + "/apps/fleetflow", "validate", "--connect", pipeline}, 120s,
-      env);
+      {::fleetflow::testing::BinaryDir() + "/apps/fleetflow", "validate", "--connect", pipeline},
+      120s, env);
 }
 
 bool Has(const CommandResult& r, const std::string& text) {
@@ -85,12 +87,12 @@ TEST(ValidateConnectE2E, NotesWhatAWorkerCreatesCreatesNothingThenFindsWhatItMad
   // A worker ran once: everything is there.
   const int port = FreePort();
   TempDir dir("fleetflow-validate-connect");
-  Process engine({std::string(FF_BINARY_DIR) + "/apps/fleetflow", "run", kJetStreamPipeline,
+  Process engine({::fleetflow::testing::BinaryDir() + "/apps/fleetflow", "run", kJetStreamPipeline,
                   "--metrics-port", std::to_string(port), "--metrics-host", "127.0.0.1"},
                  dir.File("engine.log"), env);
   ASSERT_TRUE(WaitFor(
       [&] {
-        const auto r = RunCommand({std::string(FF_BINARY_DIR) + "/apps/fleetflow", "health",
+        const auto r = RunCommand({::fleetflow::testing::BinaryDir() + "/apps/fleetflow", "health",
                                    "--ready", "--port", std::to_string(port)},
                                   10s);
         return r.exit_code == 0;

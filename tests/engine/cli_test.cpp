@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "build_paths.hpp"
 #include "servers.hpp"
 
 namespace fleetflow::testing {
@@ -17,8 +18,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-const std::string kFleetflow = std::string(FF_BINARY_DIR) + "/apps/fleetflow";
-const std::string kDefault = std::string(FF_SOURCE_DIR) + "/pipelines/default.json";
+const std::string kFleetflow = ::fleetflow::testing::BinaryDir() + "/apps/fleetflow";
+const std::string kDefault = ::fleetflow::testing::SourceDir() + "/pipelines/default.json";
 
 void Write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
@@ -92,7 +93,7 @@ TEST(CliTest, DocsWritesTheCommittedPages) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   for (const char* page : {"README.md", "nats_source.md", "timescale_sink.md"}) {
     EXPECT_EQ(ReadFile(dir.File("ops") + "/" + page),
-              ReadFile(std::string(FF_SOURCE_DIR) + "/docs/operators/" + page))
+              ReadFile(::fleetflow::testing::SourceDir() + "/docs/operators/" + page))
         << page;
   }
 }

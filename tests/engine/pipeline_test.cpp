@@ -6,6 +6,7 @@
 
 #include <map>
 
+#include "build_paths.hpp"
 #include "builtin.hpp"
 
 namespace fleetflow {
@@ -81,8 +82,8 @@ TEST_F(PipelineTest, ValidPipelineIsOrderedTopologicallyWithDefaults) {
 }
 
 TEST_F(PipelineTest, ShippedDefaultPipelineIsValid) {
-  const LoadResult r =
-      LoadPipelineFile(std::string(FF_SOURCE_DIR) + "/pipelines/default.json", registry_, Env());
+  const LoadResult r = LoadPipelineFile(
+      ::fleetflow::testing::SourceDir() + "/pipelines/default.json", registry_, Env());
   ASSERT_TRUE(r.ok()) << r.errors.front().Format();
   EXPECT_EQ(r.pipeline->nodes.size(), 4u);
 }

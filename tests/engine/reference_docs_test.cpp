@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <set>
 
+#include "build_paths.hpp"
 #include "builtin.hpp"
 #include "pipeline.hpp"
 #include "servers.hpp"
@@ -23,7 +24,8 @@ TEST(ReferenceDocsTest, CommittedPagesMatchTheConfigSpecs) {
   Registry registry;
   RegisterBuiltinOperators(registry);
   const auto pages = OperatorReferencePages(registry);
-  const std::filesystem::path dir = std::filesystem::path(FF_SOURCE_DIR) / "docs" / "operators";
+  const std::filesystem::path dir =
+      std::filesystem::path(::fleetflow::testing::SourceDir()) / "docs" / "operators";
   ASSERT_EQ(pages.size(), registry.all().size() + 1);
   for (const auto& [name, text] : pages) {
     EXPECT_EQ(testing::ReadFile(dir / name), text) << name << ": " << kRegenerate;
@@ -56,7 +58,7 @@ TEST(PipelineDotTest, DefaultPipeline) {
   Registry registry;
   RegisterBuiltinOperators(registry);
   const LoadResult r =
-      LoadPipelineFile(std::string(FF_SOURCE_DIR) + "/pipelines/default.json", registry);
+      LoadPipelineFile(::fleetflow::testing::SourceDir() + "/pipelines/default.json", registry);
   ASSERT_TRUE(r.ok()) << r.errors.front().Format();
   EXPECT_EQ(PipelineDot(*r.pipeline),
             "digraph \"default\" {\n"

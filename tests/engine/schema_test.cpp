@@ -4,6 +4,7 @@
 #include <rapidjson/document.h>
 #include <rapidjson/schema.h>
 
+#include "build_paths.hpp"
 #include "builtin.hpp"
 #include "pipeline.hpp"
 #include "servers.hpp"
@@ -15,7 +16,7 @@ TEST(SchemaTest, CommittedSchemaMatchesTheConfigSpecs) {
   Registry registry;
   RegisterBuiltinOperators(registry);
   const std::string committed =
-      testing::ReadFile(std::string(FF_SOURCE_DIR) + "/schemas/pipeline.schema.json");
+      testing::ReadFile(::fleetflow::testing::SourceDir() + "/schemas/pipeline.schema.json");
   EXPECT_EQ(committed, PipelineJsonSchema(registry))
       << "schemas/pipeline.schema.json is stale: regenerate it with\n"
          "  build/apps/fleetflow schema > schemas/pipeline.schema.json";
@@ -30,7 +31,8 @@ TEST(SchemaTest, SchemaAcceptsShippedPipelinesAndRejectsABadOne) {
   rapidjson::SchemaDocument schema(schema_doc);
 
   rapidjson::Document pipeline;
-  pipeline.Parse(testing::ReadFile(std::string(FF_SOURCE_DIR) + "/pipelines/default.json").c_str());
+  pipeline.Parse(
+      testing::ReadFile(::fleetflow::testing::SourceDir() + "/pipelines/default.json").c_str());
   ASSERT_FALSE(pipeline.HasParseError());
   rapidjson::SchemaValidator ok(schema);
   EXPECT_TRUE(pipeline.Accept(ok));

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "build_paths.hpp"
 #include "control.hpp"
 #include "nats_client.hpp"
 #include "servers.hpp"
@@ -20,7 +21,7 @@
 namespace fleetflow::testing {
 
 inline std::string FirmwareBin(const std::string& name) {
-  return std::string(FF_BINARY_DIR) + "/firmware/" + name;
+  return ::fleetflow::testing::BinaryDir() + "/firmware/" + name;
 }
 
 inline int64_t WallNs() {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "build_paths.hpp"
 #include "builtin.hpp"
 #include "pipeline.hpp"
 
@@ -17,7 +18,7 @@ namespace {
 constexpr const char* kGuide = "docs/writing_operators.md";
 
 std::string Read(const std::string& relative) {
-  std::ifstream in(std::string(FF_SOURCE_DIR) + "/" + relative, std::ios::binary);
+  std::ifstream in(::fleetflow::testing::SourceDir() + "/" + relative, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();

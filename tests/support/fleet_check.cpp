@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "build_paths.hpp"
 #include "nats_client.hpp"
 #include "prom_text.hpp"
 #include "wire.hpp"
@@ -230,7 +231,7 @@ Engine::Engine(const std::string& pipeline, const std::map<std::string, std::str
     for (std::string w; words >> w;) argv.push_back(w);
   }
   for (std::string a :
-       {program.empty() ? std::string(FF_BINARY_DIR) + "/apps/fleetflow" : program,
+       {program.empty() ? ::fleetflow::testing::BinaryDir() + "/apps/fleetflow" : program,
         std::string("run"), pipeline, std::string("--metrics-port"), std::to_string(port_),
         std::string("--metrics-host"), std::string("127.0.0.1")}) {
     argv.push_back(std::move(a));
@@ -268,7 +269,7 @@ Fleet MakeFleet(int vehicles, int duration_s, uint64_t seed, int lead_s) {
 }
 
 std::vector<std::string> SimArgs(const NatsServer& nats, const Fleet& f, int duration_s) {
-  return {std::string(FF_BINARY_DIR) + "/firmware/fleet-sim",
+  return {::fleetflow::testing::BinaryDir() + "/firmware/fleet-sim",
           "--nats-url",
           nats.url(),
           "--vehicles",
