@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "registry.hpp"
 
 namespace fleetflow {
 
@@ -151,5 +152,23 @@ class OptionsSpec {
   ConfigSpec spec_;
   std::shared_ptr<std::vector<Binder>> binders_ = std::make_shared<std::vector<Binder>>();
 };
+
+/// The OperatorInfo of an operator `Op` built as `Op(ctx, options)`, its options parsed once from
+/// the node's config by `spec` (a function-local static: it outlives the registry). The caller
+/// adds what else the operator offers (check_connect, facts, check_upstream).
+template <typename Op, typename Options>
+OperatorInfo TypedOperator(std::string name, std::string summary, PortKind input, PortKind output,
+                           const OptionsSpec<Options>& spec) {
+  OperatorInfo info;
+  info.name = std::move(name);
+  info.summary = std::move(summary);
+  info.input = input;
+  info.output = output;
+  info.config = spec.config();
+  info.create = [&spec](const OperatorContext& ctx) -> std::unique_ptr<Operator> {
+    return std::make_unique<Op>(ctx, spec.Parse(ctx.config));
+  };
+  return info;
+}
 
 }  // namespace fleetflow

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <set>
@@ -27,6 +28,16 @@ rapidjson::Value Str(const std::string& s, Alloc& a) { return rapidjson::Value(s
 
 /// The envelope (everything but operator configs); `for_editors` adds the per-type config
 /// schemas so an editor can check a whole file.
+/// Gives the object schema `object` its `properties`, the names in `required`, and no others.
+void CloseObject(rapidjson::Value& object, rapidjson::Value& properties,
+                 std::initializer_list<const char*> required, Alloc& a) {
+  object.AddMember("properties", properties, a);
+  rapidjson::Value names(rapidjson::kArrayType);
+  for (const char* name : required) names.PushBack(rapidjson::StringRef(name), a);
+  object.AddMember("required", names, a);
+  object.AddMember("additionalProperties", false, a);
+}
+
 void BuildSchema(const Registry& registry, bool for_editors, rapidjson::Document& d) {
   Alloc& a = d.GetAllocator();
   d.SetObject();
@@ -57,11 +68,7 @@ void BuildSchema(const Registry& registry, bool for_editors, rapidjson::Document
   ref.AddMember("$ref", "#/definitions/node", a);
   nodes.AddMember("items", ref, a);
   props.AddMember("nodes", nodes, a);
-  d.AddMember("properties", props, a);
-  rapidjson::Value req(rapidjson::kArrayType);
-  req.PushBack("name", a).PushBack("nodes", a);
-  d.AddMember("required", req, a);
-  d.AddMember("additionalProperties", false, a);
+  CloseObject(d, props, {"name", "nodes"}, a);
 
   rapidjson::Value defs(rapidjson::kObjectType);
   rapidjson::Value node(rapidjson::kObjectType);
@@ -98,11 +105,7 @@ void BuildSchema(const Registry& registry, bool for_editors, rapidjson::Document
     desc.AddMember("type", "string", a);
     np.AddMember("description", desc, a);
   }
-  node.AddMember("properties", np, a);
-  rapidjson::Value nreq(rapidjson::kArrayType);
-  nreq.PushBack("id", a).PushBack("type", a);
-  node.AddMember("required", nreq, a);
-  node.AddMember("additionalProperties", false, a);
+  CloseObject(node, np, {"id", "type"}, a);
   if (for_editors) {
     rapidjson::Value one_of(rapidjson::kArrayType);
     for (const auto& op : registry.all()) {

@@ -408,17 +408,11 @@ NodeFacts Facts(const Config& config) {
 }  // namespace
 
 void RegisterKeyedLastValue(Registry& registry) {
-  OperatorInfo info;
-  info.name = "keyed_last_value";
-  info.summary =
+  OperatorInfo info = TypedOperator<KeyedLastValue>(
+      "keyed_last_value",
       "Keeps the newest samples per <vehicle>.<sensor> by event time and passes on the samples "
-      "it accepted; late or duplicate samples never replace newer ones.";
-  info.input = PortKind::kSamples;
-  info.output = PortKind::kSamples;
-  info.config = Spec().config();
-  info.create = [](const OperatorContext& ctx) {
-    return std::make_unique<KeyedLastValue>(ctx, Spec().Parse(ctx.config));
-  };
+      "it accepted; late or duplicate samples never replace newer ones.",
+      PortKind::kSamples, PortKind::kSamples, Spec());
   info.check_connect = CheckConnect;
   info.facts = Facts;
   info.check_upstream = CheckSourceKnowsTheBucket;

@@ -11,6 +11,7 @@
 #include "partitioning/coordinator.hpp"
 #include "partitioning/jetstream_reader.hpp"
 #include "partitioning/kv_membership.hpp"
+#include "partitioning/mapping.hpp"
 #include "state/jetstream_kv_store.hpp"
 #include "wire_input.hpp"
 
@@ -19,47 +20,6 @@ namespace fleetflow {
 namespace {
 
 constexpr int64_t kDeadLetterRetryMs = 1000;
-/// The vehicle id of the probe that checks the server's partition mapping at start.
-constexpr std::string_view kProbeVehicle = "_fleetflow_probe";
-
-/// Checks that the server maps the vehicles' subjects into partitions as configured: a probe
-/// published on vehicle.<probe>.probe must come back on <prefix>.<n>.<probe>.probe, n as
-/// computed here. The probe is refused by JetStream (it expects a stream that does not
-/// exist), so it is never stored.
-void CheckPartitionMapping(nats::Connection& conn, const std::string& prefix, uint32_t partitions) {
-  const std::string probe_subject = wire::SampleSubject(kProbeVehicle, "probe");
-  auto sub = conn.SubscribeSync(prefix + ".*." + std::string(kProbeVehicle) + ".probe");
-  conn.Flush(5000);
-  conn.Publish(probe_subject, "", 0, {{"Nats-Expected-Stream", "_fleetflow_no_stream_"}});
-  conn.Flush(5000);
-  bool no_responders = false;
-  const auto m = sub->Next(2000, no_responders);
-  const uint32_t expected = PartitionOf(kProbeVehicle, partitions);
-  const std::string mapping = "mappings = { \"vehicle.*.*\": \"" + prefix + ".{{partition(" +
-                              std::to_string(partitions) +
-                              ",1)}}.{{wildcard(1)}}.{{wildcard(2)}}\" }";
-  if (!m) {
-    throw std::runtime_error(
-        "partitions: the NATS server does not map vehicle.<id>.<sensor> to " + prefix +
-        ".<partition>.<id>.<sensor> (a probe on " + probe_subject +
-        " did not come back). Add to the account of the vehicles and the engine in the "
-        "server's configuration: " +
-        mapping + " (docs/scaling.md), or check that the engine may publish " + probe_subject +
-        " and subscribe to " + prefix + ".*." + std::string(kProbeVehicle) +
-        ".probe. Set \"check_mapping\": false to skip this check.");
-  }
-  const std::string_view got = m->subject();
-  const std::string want =
-      prefix + "." + std::to_string(expected) + "." + std::string(kProbeVehicle) + ".probe";
-  if (got != want) {
-    throw std::runtime_error("partitions: the NATS server maps " + probe_subject + " to " +
-                             std::string(got) + ", expected " + want + " for " +
-                             std::to_string(partitions) +
-                             " partitions: the mapping's partition count must equal the "
-                             "pipeline's \"partitions\". Expected mapping: " +
-                             mapping);
-  }
-}
 enum class Delivery { kCore, kJetStream };
 
 /// The settings as the spec declares them (Spec()), one member per field.
@@ -261,10 +221,7 @@ class NatsSource final : public Operator {
     thread_local std::string unmapped;
     if (s_.partitions > 0) {
       wire_subject = UnmapPartitioned(subject, s_.partition_prefix, unmapped);
-      const std::string_view rest = wire_subject.data() == unmapped.data()
-                                        ? wire_subject.substr(wire::kSubjectRoot.size() + 1)
-                                        : std::string_view();
-      if (rest.starts_with(kProbeVehicle) && rest.substr(kProbeVehicle.size()).starts_with('.')) {
+      if (wire_subject.data() == unmapped.data() && IsMappingProbe(wire_subject)) {
         if (js && !reread) js->Term();  // a mapping probe: not telemetry
         return;
       }
@@ -608,17 +565,11 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
 }  // namespace
 
 void RegisterNatsSource(Registry& registry) {
-  OperatorInfo info;
-  info.name = "nats_source";
-  info.summary =
+  OperatorInfo info = TypedOperator<NatsSource>(
+      "nats_source",
       "Reads samples (vehicle.<id>.<sensor>) and status (vehicle.<id>.status) from NATS as a "
-      "member of a queue group.";
-  info.input = PortKind::kNone;
-  info.output = PortKind::kSamples;
-  info.config = Spec().config();
-  info.create = [](const OperatorContext& ctx) {
-    return std::make_unique<NatsSource>(ctx, Spec().Parse(ctx.config));
-  };
+      "member of a queue group.",
+      PortKind::kNone, PortKind::kSamples, Spec());
   info.check_connect = CheckConnect;
   info.facts = [](const Config& config) {
     const NatsSourceSettings s = Spec().Parse(config);

@@ -129,18 +129,11 @@ const OptionsSpec<RangeFilterOptions>& Spec() {
 }  // namespace
 
 void RegisterRangeFilter(Registry& registry) {
-  OperatorInfo info;
-  info.name = "range_filter";
-  info.summary =
+  registry.Add(TypedOperator<RangeFilter>(
+      "range_filter",
       "Drops samples whose value lies outside their sensor's [min, max], counted by sensor; "
-      "everything else passes unchanged.";
-  info.input = PortKind::kSamples;
-  info.output = PortKind::kSamples;
-  info.config = Spec().config();
-  info.create = [](const OperatorContext& ctx) {
-    return std::make_unique<RangeFilter>(ctx, Spec().Parse(ctx.config));
-  };
-  registry.Add(std::move(info));
+      "everything else passes unchanged.",
+      PortKind::kSamples, PortKind::kSamples, Spec()));
 }
 
 }  // namespace fleetflow

@@ -261,18 +261,11 @@ const OptionsSpec<ReplaySourceOptions>& Spec() {
 }  // namespace
 
 void RegisterReplaySource(Registry& registry) {
-  OperatorInfo info;
-  info.name = "replay_source";
-  info.summary =
+  registry.Add(TypedOperator<ReplaySource>(
+      "replay_source",
       "Replays a recording (fleetflow record) in place of nats_source: the same samples and "
-      "status, decoded and validated the same way, with the recorded receive times as the clock.";
-  info.input = PortKind::kNone;
-  info.output = PortKind::kSamples;
-  info.config = Spec().config();
-  info.create = [](const OperatorContext& ctx) {
-    return std::make_unique<ReplaySource>(ctx, Spec().Parse(ctx.config));
-  };
-  registry.Add(std::move(info));
+      "status, decoded and validated the same way, with the recorded receive times as the clock.",
+      PortKind::kNone, PortKind::kSamples, Spec()));
 }
 
 }  // namespace fleetflow

@@ -576,17 +576,11 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
 }
 
 void RegisterTimescaleSink(Registry& registry) {
-  OperatorInfo info;
-  info.name = kTimescaleSinkName;
-  info.summary =
+  OperatorInfo info = TypedOperator<TimescaleSink>(
+      kTimescaleSinkName,
       "Writes window rows to PostgreSQL/TimescaleDB (interpolated columns, batched COPY, "
-      "idempotent upsert, retries while the database is down)";
-  info.input = PortKind::kRows;
-  info.output = PortKind::kNone;
-  info.config = TimescaleSinkSpec().config();
-  info.create = [](const OperatorContext& ctx) -> std::unique_ptr<Operator> {
-    return std::make_unique<TimescaleSink>(ctx, TimescaleSinkSpec().Parse(ctx.config));
-  };
+      "idempotent upsert, retries while the database is down)",
+      PortKind::kRows, PortKind::kNone, TimescaleSinkSpec());
   info.check_connect = [](const Config& config) {
     return CheckSinkDatabase(TimescaleSinkSpec().Parse(config));
   };

@@ -471,17 +471,11 @@ std::vector<UpstreamProblem> CheckHistoryCoversLateness(const Config& self,
 }  // namespace
 
 void RegisterWindowJoin(Registry& registry) {
-  OperatorInfo info;
-  info.name = "window_join";
-  info.summary =
+  OperatorInfo info = TypedOperator<WindowJoin>(
+      "window_join",
       "Every every_ms, after allowed_lateness_ms, emits one row per active vehicle with the "
-      "samples bracketing the window time for each sensor.";
-  info.input = PortKind::kSamples;
-  info.output = PortKind::kRows;
-  info.config = Spec().config();
-  info.create = [](const OperatorContext& ctx) {
-    return std::make_unique<WindowJoin>(ctx, Spec().Parse(ctx.config));
-  };
+      "samples bracketing the window time for each sensor.",
+      PortKind::kSamples, PortKind::kRows, Spec());
   info.check_upstream = CheckHistoryCoversLateness;
   registry.Add(std::move(info));
 }
