@@ -33,10 +33,14 @@ class KeyedLastValue final : public Operator {
   KeyedLastValue(const OperatorContext& ctx, const KeyedLastValueOptions& options)
       : retention_{options.keep, options.history_ms * 1'000'000},
         sensors_(options.sensors),
-        accepted_(ctx.metrics.GetCounter("samples_accepted", "Samples taken into keyed state.",
-                                         ctx.labels())),
+        accepted_(ctx.metrics.GetCounter(
+            "samples_accepted",
+            "Samples passed on: every sample but duplicates and unknown sensors; all enter keyed "
+            "state but the stale ones.",
+            ctx.labels())),
         stale_(ctx.metrics.GetCounter("samples_stale",
-                                      "Samples older than every kept sample of their key, dropped.",
+                                      "Samples older than every kept sample of their key: kept "
+                                      "out of the state, still passed on.",
                                       ctx.labels())),
         duplicates_(ctx.metrics.GetCounter("samples_duplicate",
                                            "Samples already in state (same ts and seq), dropped.",
@@ -325,8 +329,9 @@ const OptionsSpec<KeyedLastValueOptions>& Spec() {
         .Max(65'536);
     c.Include(&O::nats, NatsClientSpec());
     c.Integer("keep",
-              "Newest samples kept per key, at least. A sample older than everything kept is "
-              "dropped as stale.",
+              "Newest samples kept per key, at least. A sample older than everything kept stays "
+              "out of the state (stale) and is still passed on: the window join decides whether "
+              "it is late.",
               &O::keep)
         .Default(int64_t{4})
         .Min(1)

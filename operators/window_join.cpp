@@ -419,7 +419,8 @@ const OptionsSpec<WindowJoinOptions>& Spec() {
         .Max(3'600'000);
     c.Integer("idle_ms",
               "Windows close on event time while samples flow (a backlog is windowed as it was "
-              "live); after this long without any sample they close on the clock.",
+              "live); after this long without any sample they close on the clock, unless a "
+              "source holds input back (a backlog, a partition moving: docs/semantics.md).",
               &O::idle_ms)
         .Default(int64_t{2000})
         .Min(1)
