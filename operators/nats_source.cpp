@@ -139,8 +139,7 @@ class NatsSource final : public Operator {
     if (s_.partitions == 0) {
       reader_->Prepare(0);
       Assignment whole;
-      whole.delivered = reader_->Delivered(0);
-      if (checkpoints_) whole.reread = ChangelogTail(*checkpoints_, 0, whole.delivered.stream);
+      if (checkpoints_) whole.reread = ChangelogTail(*checkpoints_, 0, reader_->Delivered(0));
       reader_->Start(out);
       reader_->Assign(whole);
       spdlog::info("node '{}': pulling {} from stream {} as durable consumer '{}' on {}", id_,

@@ -246,8 +246,7 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
   a.partition = p;
   if (record) a.emitted_until_ns = *record;
   try {
-    a.delivered = reader_.Delivered(p);
-    if (checkpoints_ != nullptr) a.reread = ChangelogTail(*checkpoints_, p, a.delivered.stream);
+    if (checkpoints_ != nullptr) a.reread = ChangelogTail(*checkpoints_, p, reader_.Delivered(p));
   } catch (const std::exception& e) {
     spdlog::warn("node '{}': partition {}: reading its changelog: {} (trying again)", options_.node,
                  p, e.what());

@@ -55,12 +55,6 @@ struct ChangelogRange {
 std::optional<ChangelogRange> ChangelogTail(CheckpointStore& checkpoints, uint32_t p,
                                             uint64_t delivered);
 
-/// Where a partition's consumer stands: its last delivery, to any worker.
-struct ConsumerPosition {
-  uint64_t stream = 0;    // the stream sequence of the last message delivered (0: none)
-  uint64_t delivery = 0;  // the consumer sequence of that delivery (0: none)
-};
-
 /// A partition this worker starts reading.
 struct Assignment {
   uint32_t partition = 0;
@@ -68,9 +62,6 @@ struct Assignment {
   std::optional<int64_t> emitted_until_ns;
   /// Read again first (after the kAssigned event, before the consumer's messages).
   std::optional<ChangelogRange> reread;
-  /// Its consumer's last delivery (to anyone) when it was assigned: what the consumer delivers
-  /// after it is this worker's.
-  ConsumerPosition delivered;
 };
 
 /// What the coordinator drives.
@@ -80,8 +71,9 @@ class PartitionReader {
   /// Makes partition `p` readable (its durable consumer exists). Throws: the partition waits and
   /// the next round tries again.
   virtual void Prepare(uint32_t p) = 0;
-  /// Where `p`'s consumer stands. Throws when the server does not answer.
-  virtual ConsumerPosition Delivered(uint32_t p) = 0;
+  /// The stream sequence of the last message `p`'s consumer delivered, to any worker (0: none).
+  /// Throws when the server does not answer.
+  virtual uint64_t Delivered(uint32_t p) = 0;
   /// Emits `a`'s kAssigned event, reads `a.reread` again, then reads the partition's consumer.
   /// On the coordinator's thread; may wait for room in the graph.
   virtual void Assign(const Assignment& a) = 0;

@@ -82,9 +82,8 @@ void JetStreamReader::Prepare(uint32_t p) {
   js_.EnsureConsumer(c);
 }
 
-ConsumerPosition JetStreamReader::Delivered(uint32_t p) {
-  const auto progress = js_.Progress(options_.consumer.stream, DurableOf(p));
-  return {progress.delivered, progress.deliveries};
+uint64_t JetStreamReader::Delivered(uint32_t p) {
+  return js_.ConsumerDelivered(options_.consumer.stream, DurableOf(p));
 }
 
 void JetStreamReader::Assign(const Assignment& a) {
@@ -95,19 +94,13 @@ void JetStreamReader::Assign(const Assignment& a) {
     out_->Emit(MakeMessage(std::move(assigned)));  // before the partition's messages
   }
   if (a.reread) Reread(a.partition, *a.reread);
-  {
-    // What the consumer delivered before went to the previous owner (or was read again above):
-    // whatever it delivers later is this worker's, and on its way until taken in.
-    std::lock_guard lock(mu_);
-    delivered_before_[a.partition] = a.delivered.delivery;
-  }
   pulls_.Add(a.partition, DurableOf(a.partition));
   ++started_;  // held back until the fetch thread's held_back_ counts it
 }
 
 void JetStreamReader::Revoke(uint32_t p, std::shared_ptr<Handover> handover) {
   {
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(handovers_mu_);
     handovers_[p] = std::move(handover);
   }
   ++releasing_;  // before the fetch thread can release it (Released lets go)
@@ -206,7 +199,6 @@ void JetStreamReader::FetchLoop() {
       for (const auto& [p, m] : fetched.messages) {
         Reading& r = ReadingOf(p, now);
         r.last = m.get();
-        r.taken = std::max(r.taken, m->consumer_sequence());
         deliver_(p, *m, false);
       }
     }
@@ -253,14 +245,7 @@ int64_t JetStreamReader::StallNs() const {
 
 JetStreamReader::Reading& JetStreamReader::ReadingOf(uint32_t p, int64_t now) {
   auto [it, added] = reading_.try_emplace(p);
-  if (added) {
-    it->second.since_ns = now;
-    std::lock_guard lock(mu_);
-    if (const auto d = delivered_before_.find(p); d != delivered_before_.end()) {
-      it->second.taken = d->second;
-      delivered_before_.erase(d);
-    }
-  }
+  if (added) it->second.since_ns = now;
   return it->second;
 }
 
@@ -268,11 +253,7 @@ JetStreamReader::Reading& JetStreamReader::ReadingOf(uint32_t p, int64_t now) {
 /// awaiting acknowledgement, more on a large stream), and the fetch thread waits for the answer:
 /// only for a partition quiet for a request's expiry whose backlog is unknown or was not empty
 /// (throttled by max_ack_pending, or just taken over), at most every 2 s; and every 30 s for the
-/// ack-pending gauge. A consumer whose last delivery is newer than the last one taken in has
-/// sent a message to a request of this worker's whose answer is still on its way (the paced
-/// requests go out at the end of a Fetch, and their answers wait for the next): its backlog is
-/// known only once that delivery is taken in. Deliveries, not stream sequences: a filtered
-/// consumer's delivered stream sequence may move past the messages of other subjects.
+/// ack-pending gauge.
 void JetStreamReader::AskQuietConsumers(int64_t now) {
   for (auto& [p, r] : reading_) {
     const int64_t since_info = now - r.info_ns;
@@ -281,10 +262,11 @@ void JetStreamReader::AskQuietConsumers(int64_t now) {
                      since_info > 30'000'000'000;
     if (!ask) continue;
     try {
-      const auto progress = js_.Progress(options_.consumer.stream, DurableOf(p));
-      r.pending = progress.pending;
-      r.ack_pending = progress.ack_pending;
-      r.known = progress.deliveries <= r.taken;
+      const auto [pending, ack_pending] =
+          js_.ConsumerPending(options_.consumer.stream, DurableOf(p));
+      r.pending = pending;
+      r.ack_pending = ack_pending;
+      r.known = true;
     } catch (const nats::Error& e) {
       spdlog::debug("node '{}': {}", options_.node, e.what());
     }
@@ -315,7 +297,7 @@ void JetStreamReader::Released(uint32_t p) {
   reading_.erase(p);
   std::shared_ptr<Handover> handover;
   {
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(handovers_mu_);
     const auto it = handovers_.find(p);
     if (it != handovers_.end()) {
       handover = std::move(it->second);

@@ -54,7 +54,7 @@ class JetStreamReader final : public PartitionReader {
   void Stop();
 
   void Prepare(uint32_t p) override;
-  ConsumerPosition Delivered(uint32_t p) override;
+  uint64_t Delivered(uint32_t p) override;
   void Assign(const Assignment& a) override;
   void Revoke(uint32_t p, std::shared_ptr<Handover> handover) override;
 
@@ -75,7 +75,6 @@ class JetStreamReader final : public PartitionReader {
     bool known = false;        // its backlog is known (from a message or the consumer)
     uint64_t pending = 0;      // messages the consumer has not delivered yet
     uint64_t ack_pending = 0;  // delivered, not acknowledged (asked)
-    uint64_t taken = 0;        // consumer sequence: the newest delivery taken in, or made before
     const nats::JsMessage* last = nullptr;  // its last message of the current batch
   };
 
@@ -102,11 +101,10 @@ class JetStreamReader final : public PartitionReader {
   Counter& reread_;
   Histogram& fetch_sizes_;
 
-  std::mutex mu_;  // for the two maps below (the coordinator's thread and the fetch thread)
+  std::mutex handovers_mu_;
   std::map<uint32_t, std::shared_ptr<Handover>> handovers_;  // revoked, by partition
-  std::map<uint32_t, uint64_t> delivered_before_;  // assigned: its consumer's last delivery then
-  std::map<uint32_t, Reading> reading_;            // the fetch thread's
-  std::map<uint32_t, Gauge*> partition_pending_;   // the fetch thread's
+  std::map<uint32_t, Reading> reading_;                      // the fetch thread's
+  std::map<uint32_t, Gauge*> partition_pending_;             // the fetch thread's
   std::thread fetcher_;
   std::atomic<bool> stopping_{false};
   std::mutex wait_mu_;  // for backoffs; Stop interrupts them
