@@ -218,6 +218,16 @@ void PullSet::Interrupt() {
 
 size_t PullSet::size() const { return size_.load(); }
 
+uint64_t PullSet::Asked(uint32_t id) const {
+  const auto it = members_.find(id);
+  return it == members_.end() ? 0 : it->second.asked;
+}
+
+bool PullSet::Answered(uint32_t id, uint64_t asked) const {
+  const auto it = members_.find(id);
+  return it == members_.end() || it->second.answered >= asked;
+}
+
 bool PullSet::ApplyCommands(Fetched& out) {
   if (!commanded_.exchange(false)) return false;
   std::vector<Command> commands;
@@ -270,7 +280,7 @@ bool PullSet::Receive(int wait_ms, Fetched& out) {
   if (msg->reply().starts_with("$JS.ACK.")) {
     Member* m = ByReply(msg->reply());
     // Every message asked for came: the consumer may have more (a backlog).
-    if (m != nullptr && m->outstanding > 0 && --m->outstanding == 0) m->caught_up = false;
+    if (m != nullptr && Outstanding(*m) > 0 && ++m->answered == m->asked) m->caught_up = false;
     if (m == nullptr) {
       JsMessage(conn_, std::move(*msg)).Nak();  // not ours any more: back to the stream at once
       return true;
@@ -299,7 +309,7 @@ bool PullSet::Receive(int wait_ms, Fetched& out) {
     const bool known = !left.empty() &&
                        std::from_chars(left.data(), left.data() + left.size(), n).ec == std::errc();
     Member& m = it->second;
-    m.outstanding = known ? m.outstanding - std::min(m.outstanding, n) : 0;
+    m.answered = known ? m.answered + std::min<uint64_t>(Outstanding(m), n) : m.asked;
     m.caught_up = true;
     m.refused = status == "409";
   }
@@ -314,7 +324,7 @@ void PullSet::Request(Member& m, int batch, int timeout_ms, bool no_wait) {
                               (no_wait ? ",\"no_wait\":true}" : "}");
   conn_.PublishRequest(m.request_subject, m.reply, request);
   const int64_t now = NowNs();
-  m.outstanding += static_cast<size_t>(batch);
+  m.asked += static_cast<uint64_t>(batch);
   requests_until_ns_ = std::max(requests_until_ns_, now + (int64_t{timeout_ms} + 100) * 1'000'000);
   // A status that never comes (the connection dropped) must not pin the requests for ever.
   m.outstanding_until_ns = now + (int64_t{timeout_ms} + 1000) * 1'000'000;
@@ -325,7 +335,7 @@ void PullSet::RequestWhereNone(int batch, int timeout_ms, bool ahead) {
   if (ahead && now < next_paced_ns_) return;
   bool sent = false;
   for (auto& [id, m] : members_) {
-    if (m.removing || m.outstanding > 0) continue;
+    if (m.removing || Outstanding(m) > 0) continue;
     Request(m, batch, timeout_ms, ahead);
     sent = true;
   }
@@ -351,7 +361,7 @@ void PullSet::Doze(int64_t ns) {
 
 int64_t PullSet::NsUntilPaced(int64_t cap) const {
   for (const auto& [id, m] : members_) {
-    if (!m.removing && m.outstanding == 0) {
+    if (!m.removing && Outstanding(m) == 0) {
       return std::clamp<int64_t>(next_paced_ns_ - NowNs(), 0, cap);
     }
   }
@@ -362,8 +372,8 @@ void PullSet::Settle(Fetched& out) {
   const int64_t now = NowNs();
   for (auto it = members_.begin(); it != members_.end();) {
     Member& m = it->second;
-    if (m.outstanding > 0 && now > m.outstanding_until_ns) m.outstanding = 0;
-    if (m.removing && (m.outstanding == 0 || now > m.release_until_ns)) {
+    if (Outstanding(m) > 0 && now > m.outstanding_until_ns) m.answered = m.asked;
+    if (m.removing && (Outstanding(m) == 0 || now > m.release_until_ns)) {
       HandBack(m.held);
       out.released.push_back(it->first);
       it = members_.erase(it);
@@ -437,7 +447,7 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
     for (auto& [id, m] : members_) {
       if (!m.delivered || m.removing || m.caught_up) continue;
       paced_only = false;
-      while (m.outstanding < 2 * want) Request(m, batch, timeout_ms, true);
+      while (Outstanding(m) < 2 * want) Request(m, batch, timeout_ms, true);
     }
     RequestWhereNone(batch, timeout_ms, true);
     return paced_only;

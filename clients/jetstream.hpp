@@ -168,6 +168,14 @@ class PullSet {
   void Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int linger_ms = kLingerMs);
   /// Consumers added and not yet released.
   size_t size() const;
+  /// Messages asked of consumer `id` so far, by every request sent (0 when it is not read). With
+  /// Answered, tells when everything the consumer sent to this set up to some moment is in:
+  /// what a request brings comes before the status that ends it. Fetch's thread only.
+  uint64_t Asked(uint32_t id) const;
+  /// Every message of the first `asked` asked of consumer `id` came (and was returned by a
+  /// Fetch, or handed back) or will not come (a status ended its request, or the request
+  /// expired); true when the consumer is not read. Fetch's thread only.
+  bool Answered(uint32_t id, uint64_t asked) const;
   /// Times Fetch waited (for a message, a poll, the next round, or a consumer): the fetching
   /// thread's wake-ups. Fetch's thread only.
   uint64_t waits() const { return waits_; }
@@ -185,7 +193,8 @@ class PullSet {
     std::string durable;
     std::string request_subject;       // $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>
     std::string reply;                 // <inbox>.<id>
-    size_t outstanding = 0;            // messages its outstanding requests may still bring
+    uint64_t asked = 0;                // messages asked for by its requests, ever
+    uint64_t answered = 0;             // of them, those that came or will not come
     int64_t outstanding_until_ns = 0;  // steady: when they have surely ended (expiry + margin)
     bool delivered = false;            // a message came in this Fetch
     bool caught_up = true;             // its last request ended with a status, not filled
@@ -194,6 +203,8 @@ class PullSet {
     int64_t release_until_ns = 0;  // removing: released at the latest then
     std::vector<Message> held;     // removing: what came meanwhile, handed back on release
   };
+  /// Messages its outstanding requests may still bring.
+  static uint64_t Outstanding(const Member& m) { return m.asked - m.answered; }
   struct Command {
     bool add;
     uint32_t id;

@@ -207,6 +207,7 @@ void JetStreamReader::FetchLoop() {
       // What the consumer still holds, as of its last message: free.
       r.pending = r.last->pending();
       r.known = true;
+      r.told_at_asked.reset();
       r.since_ns = now;
       r.last = nullptr;
     }
@@ -215,11 +216,20 @@ void JetStreamReader::FetchLoop() {
     // what each consumer holds is unknown again until a message or the consumer tells. Held
     // back until then: the windows must not close on the clock before it is in.
     if (stood_still || SteadyNowNs() - now > int64_t{options_.fetch_expiry_ms} * 1'000'000) {
-      for (auto& [p, r] : reading_) r.known = false;
+      for (auto& [p, r] : reading_) {
+        r.known = false;
+        r.told_at_asked.reset();
+      }
     }
     for (const uint32_t p : fetched.released) Released(p);
     for (const uint32_t p : fetched.added) ReadingOf(p, now);  // its backlog unknown yet
     AskQuietConsumers(now);
+    for (auto& [p, r] : reading_) {
+      if (r.told_at_asked && pulls_.Answered(p, *r.told_at_asked)) {
+        r.known = true;
+        r.told_at_asked.reset();
+      }
+    }
     bool held_back = failing;
     uint64_t pending = 0, ack_pending = 0;
     for (const auto& [p, r] : reading_) {
@@ -266,7 +276,11 @@ void JetStreamReader::AskQuietConsumers(int64_t now) {
           js_.ConsumerPending(options_.consumer.stream, DurableOf(p));
       r.pending = pending;
       r.ack_pending = ack_pending;
-      r.known = true;
+      // Messages it delivered before it answered may still be on their way here, behind the
+      // answer (the server sends them on another path): known once the requests sent until
+      // now are answered, a Fetch or two later.
+      r.known = false;
+      r.told_at_asked = pulls_.Asked(p);
     } catch (const nats::Error& e) {
       spdlog::debug("node '{}': {}", options_.node, e.what());
     }

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -70,11 +71,14 @@ class JetStreamReader final : public PartitionReader {
  private:
   /// What the fetch thread knows of a partition it reads (or, unpartitioned, of the consumer).
   struct Reading {
-    int64_t since_ns = 0;      // steady: when the last message came, or the reading began
-    int64_t info_ns = 0;       // steady: when the consumer was last asked (0: never)
-    bool known = false;        // its backlog is known (from a message or the consumer)
-    uint64_t pending = 0;      // messages the consumer has not delivered yet
-    uint64_t ack_pending = 0;  // delivered, not acknowledged (asked)
+    int64_t since_ns = 0;  // steady: when the last message came, or the reading began
+    int64_t info_ns = 0;   // steady: when the consumer was last asked (0: never)
+    bool known = false;    // its backlog is known (from a message or the consumer)
+    uint64_t pending = 0;  // messages the consumer has not delivered yet
+    // The consumer told its backlog; known once the requests sent before have been answered
+    // (PullSet::Answered): what it delivered on them until then may still be on its way.
+    std::optional<uint64_t> told_at_asked;
+    uint64_t ack_pending = 0;               // delivered, not acknowledged (asked)
     const nats::JsMessage* last = nullptr;  // its last message of the current batch
   };
 

@@ -342,6 +342,51 @@ TEST_F(JetStreamClientTest, APullSetReadsSeveralConsumersAndReleasesOneWhileTheO
 // A set without consumers (a worker that owns no partition yet, or gave all up) waits in Fetch
 // for the timeout, or until a consumer is added or the caller interrupts it: it does not return
 // at once (its fetch thread spun at a full core until its first partition came).
+// A consumer that says it has nothing more to deliver may have delivered its last messages on
+// requests of the set that Fetch has not returned yet (a batch fetched ahead, or answers that
+// wait in the subscription for the next round): the reader must not take the consumer's word
+// alone for "everything is in". Once the requests sent until then are answered, it is.
+TEST_F(JetStreamClientTest, OnceTheRequestsSentBeforeAreAnsweredEverythingTheyBroughtWasReturned) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  const nats::ConsumerOptions o = StreamAndReader(js, "ANSWERED", "answered", 60'000);
+  js.EnsureConsumer(o);
+  constexpr int kMessages = 300;
+  PublishMany(js, "answered.x", kMessages);
+  nats::PullSet set(*conn, "ANSWERED");
+  EXPECT_EQ(set.Asked(1), 0u);
+  EXPECT_TRUE(set.Answered(1, 1)) << "a consumer the set does not read has nothing on its way";
+  set.Add(1, "reader");
+  nats::PullSet::Fetched fetched;
+  size_t got = 0;
+  const auto fetch = [&] {
+    set.Fetch(100, 200, /*ahead=*/true, fetched);
+    for (const auto& [id, m] : fetched.messages) {
+      m->Ack();
+      ++got;
+    }
+  };
+  // The first batch, with two more asked for ahead; the server sends those at once.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        fetch();
+        return got > 0;
+      },
+      5s));
+  ASSERT_LT(got, size_t{kMessages});
+  ASSERT_TRUE(WaitFor([&] { return js.Progress("ANSWERED", "reader").pending == 0; }, 5s));
+  const uint64_t asked = set.Asked(1);
+  EXPECT_GE(asked, size_t{kMessages}) << "the requests sent ahead ask for the rest";
+  EXPECT_FALSE(set.Answered(1, asked)) << got << " returned, the rest is on its way";
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        fetch();
+        return set.Answered(1, asked);
+      },
+      5s));
+  EXPECT_EQ(got, size_t{kMessages});
+}
+
 TEST_F(JetStreamClientTest, AFetchWithoutConsumersWaitsUntilAddOrInterrupt) {
   auto conn = nats::Connection::Connect(Options(server_.port()));
   nats::JetStream js(*conn);
