@@ -7,9 +7,8 @@
 namespace fleetflow {
 
 const OptionsSpec<NatsClientOptions>& NatsClientSpec() {
-  static const OptionsSpec<NatsClientOptions> spec = [] {
-    using O = NatsClientOptions;
-    OptionsSpec<O> c;
+  using O = NatsClientOptions;
+  return StaticSpec<O>([](OptionsSpec<O>& c) {
     c.String("url",
              "NATS server URL(s), comma-separated. Empty: $NATS_URL, else "
              "nats://127.0.0.1:4222.",
@@ -46,9 +45,7 @@ const OptionsSpec<NatsClientOptions>& NatsClientSpec() {
         .Default("");
     c.String("key_file", "TLS: client private key file. Empty: $NATS_KEY.", &O::key_file)
         .Default("");
-    return c;
-  }();
-  return spec;
+  });
 }
 
 nats::ConnectOptions NatsConnectOptions(const NatsClientOptions& options,

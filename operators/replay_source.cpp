@@ -215,9 +215,8 @@ class ReplaySource final : public Operator {
 };
 
 const OptionsSpec<ReplaySourceOptions>& Spec() {
-  static const OptionsSpec<ReplaySourceOptions> spec = [] {
-    using O = ReplaySourceOptions;
-    OptionsSpec<O> c;
+  using O = ReplaySourceOptions;
+  return StaticSpec<O>([](OptionsSpec<O>& c) {
     c.String("file", "The recording to replay (docs/recording.md).", &O::file)
         .Required()
         .Example(R"("recordings/fleet.ffrc")");
@@ -253,9 +252,7 @@ const OptionsSpec<ReplaySourceOptions>& Spec() {
              &O::partition_prefix)
         .Default("");
     c.Include(&O::input, WireInputSpec());
-    return c;
-  }();
-  return spec;
+  });
 }
 
 }  // namespace

@@ -393,9 +393,8 @@ class WindowJoin final : public Operator {
 };
 
 const OptionsSpec<WindowJoinOptions>& Spec() {
-  static const OptionsSpec<WindowJoinOptions> spec = [] {
-    using O = WindowJoinOptions;
-    OptionsSpec<O> c;
+  using O = WindowJoinOptions;
+  return StaticSpec<O>([](OptionsSpec<O>& c) {
     c.Integer("every_ms",
               "Window period. Window times are the multiples of every_ms since the Unix epoch.",
               &O::every_ms)
@@ -440,9 +439,7 @@ const OptionsSpec<WindowJoinOptions>& Spec() {
         .MinItems(1)
         .UniqueItems()
         .DefaultJson(R"(["gps", "speed", "soc", "torque"])");
-    return c;
-  }();
-  return spec;
+  });
 }
 
 /// Behind a partitioned source, a partition's new owner restores its windows from the keyed
