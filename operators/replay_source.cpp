@@ -259,7 +259,7 @@ const OptionsSpec<ReplaySourceOptions>& Spec() {
 
 void RegisterReplaySource(Registry& registry) {
   registry.Add(TypedOperator<ReplaySource>(
-      "replay_source",
+      kReplaySourceName,
       "Replays a recording (fleetflow record) in place of nats_source: the same samples and "
       "status, decoded and validated the same way, with the recorded receive times as the clock.",
       PortKind::kNone, PortKind::kSamples, Spec()));
