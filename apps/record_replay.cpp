@@ -22,6 +22,7 @@
 #include "nats_client.hpp"
 #include "pipeline.hpp"
 #include "recording.hpp"
+#include "replay_source.hpp"
 #include "runtime.hpp"
 #include "stop_signals.hpp"
 #include "utc_time.hpp"
@@ -372,12 +373,12 @@ int Record(const RecordArgs& args) {
 
 int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const ReplayInput& input,
                      std::vector<Diagnostic>& errors, std::vector<std::string>& replaced) {
-  const OperatorInfo* replay = registry.Find("replay_source");
+  const OperatorInfo* replay = registry.Find(kReplaySourceName);
   int sources = 0;
   for (NodeDecl& n : pipeline.nodes) {
     std::string json;
     std::string what;
-    if (n.type == "nats_source" || n.type == "replay_source") {
+    if (n.type == "nats_source" || n.type == kReplaySourceName) {
       json = ReplayConfigJson(input, n.config);
       what = fmt::format("{} by replay_source of {}", n.type, fmt::join(input.files, ", "));
       if (n.type == "nats_source") {

@@ -58,20 +58,23 @@ using namespace std::chrono_literals;
 constexpr int kPartitions = 16;
 
 struct Settings {
+  // The load, and the fleet-sim that publishes it.
   int vehicles = 500;
   double seconds = 30;
-  std::vector<int> workers = {1, 2, 3, 4};
-  int repeats = 1;
   uint64_t seed = 1;
   std::string rates;
+  std::string fleet_sim;
+  // The runs: how many workers each, how many rounds, and the fleetflow and pipeline they run.
+  std::vector<int> workers = {1, 2, 3, 4};
+  int repeats = 1;
+  std::string fleetflow;
+  std::string pipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
+  // The measurement: when it starts and ends, and how often it reads the workers.
   double idle_s = 3;
   double settle_s = 4;
   int poll_ms = 500;
   int load_poll_ms = 2500;
   double drain_timeout_s = 180;
-  std::string pipeline = std::string(FF_SOURCE_DIR) + "/pipelines/jetstream.json";
-  std::string fleetflow;
-  std::string fleet_sim;
   Output out;  // --scale, --csv, --summary
   bool keep_logs = false;
 };

@@ -153,8 +153,28 @@ class OptionsSpec {
   std::shared_ptr<std::vector<Binder>> binders_ = std::make_shared<std::vector<Binder>>();
 };
 
+/// The spec that `declare` fills in, built on the first call and kept for the life of the
+/// program, as TypedOperator's factory and the groups that Include it need. Every lambda is a
+/// type of its own, so each function that calls this keeps its own spec:
+///
+///   const OptionsSpec<JoinOptions>& JoinSpec() {
+///     using O = JoinOptions;
+///     return StaticSpec<O>([](OptionsSpec<O>& c) {
+///       c.Integer("every_ms", "Window period.", &O::every_ms).Default(int64_t{1000});
+///     });
+///   }
+template <typename Options, typename Declare>
+const OptionsSpec<Options>& StaticSpec(Declare declare) {
+  static const OptionsSpec<Options> spec = [&declare] {
+    OptionsSpec<Options> c;
+    declare(c);
+    return c;
+  }();
+  return spec;
+}
+
 /// The OperatorInfo of an operator `Op` built as `Op(ctx, options)`, its options parsed once from
-/// the node's config by `spec` (a function-local static: it outlives the registry). The caller
+/// the node's config by `spec` (from StaticSpec: it outlives the registry). The caller
 /// adds what else the operator offers (check_connect, facts, check_upstream).
 template <typename Op, typename Options>
 OperatorInfo TypedOperator(std::string name, std::string summary, PortKind input, PortKind output,

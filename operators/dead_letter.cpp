@@ -5,9 +5,8 @@
 namespace fleetflow {
 
 const OptionsSpec<DeadLetterOptions>& DeadLetterSpec() {
-  static const OptionsSpec<DeadLetterOptions> spec = [] {
-    using O = DeadLetterOptions;
-    OptionsSpec<O> c;
+  using O = DeadLetterOptions;
+  return StaticSpec<O>([](OptionsSpec<O>& c) {
     c.Boolean("dead_letter",
               "Publish every rejected message, unchanged, to "
               "<dead_letter_prefix>.<reason>.<subject> with the reason in the "
@@ -22,9 +21,7 @@ const OptionsSpec<DeadLetterOptions>& DeadLetterSpec() {
              "dead letter is stored.",
              &O::stream)
         .Default("DEADLETTER");
-    return c;
-  }();
-  return spec;
+  });
 }
 
 DeadLetters::DeadLetters(const OperatorContext& ctx, const DeadLetterOptions& options)

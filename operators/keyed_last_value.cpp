@@ -275,9 +275,8 @@ class KeyedLastValue final : public Operator {
 };
 
 const OptionsSpec<KeyedLastValueOptions>& Spec() {
-  static const OptionsSpec<KeyedLastValueOptions> spec = [] {
-    using O = KeyedLastValueOptions;
-    OptionsSpec<O> c;
+  using O = KeyedLastValueOptions;
+  return StaticSpec<O>([](OptionsSpec<O>& c) {
     c.Enum("backend",
            "Where the state lives: memory (this process only) or jetstream_kv (one JetStream "
            "Key/Value bucket, each partition's vehicles spread over records_per_partition keys "
@@ -352,9 +351,7 @@ const OptionsSpec<KeyedLastValueOptions>& Spec() {
                   &O::sensors)
         .DefaultJson("[]")
         .Example(R"(["gps", "speed", "soc", "torque"])");
-    return c;
-  }();
-  return spec;
+  });
 }
 
 /// `fleetflow validate --connect`: the jetstream_kv backend's server and bucket.

@@ -7,31 +7,29 @@
 namespace fleetflow {
 
 const OptionsSpec<NatsClientOptions>& NatsClientSpec() {
-  static const OptionsSpec<NatsClientOptions> spec = [] {
-    using O = NatsClientOptions;
-    OptionsSpec<O> c;
+  using O = NatsClientOptions;
+  return StaticSpec<O>([](OptionsSpec<O>& c) {
+    // A setting left empty is read from the environment variable that
+    // nats::ConnectOptions::FromEnv reads for it, so every such field says so in the same words.
+    auto or_env = [&c](const std::string& name, const std::string& what, const std::string& env,
+                       std::string O::*member) {
+      c.String(name, what + " Empty: $" + env + ".", member).Default("");
+    };
     c.String("url",
              "NATS server URL(s), comma-separated. Empty: $NATS_URL, else "
              "nats://127.0.0.1:4222.",
              &O::url)
         .Default("")
         .Example(R"("${NATS_URL:-nats://127.0.0.1:4222}")");
-    c.String("creds_file", "Path of a .creds file (JWT and NKey seed). Empty: $NATS_CREDS.",
-             &O::creds_file)
-        .Default("");
-    c.String("nkey_seed_file", "Path of an NKey seed file. Empty: $NATS_NKEY_SEED.",
-             &O::nkey_seed_file)
-        .Default("");
-    c.String("user", "User name, with password_file. Empty: $NATS_USER.", &O::user).Default("");
-    c.String("password_file",
-             "Path of a file holding the user's password (never the password itself). Empty: "
-             "$NATS_PASSWORD_FILE.",
-             &O::password_file)
-        .Default("");
-    c.String("token_file",
-             "Path of a file holding an authentication token. Empty: $NATS_TOKEN_FILE.",
-             &O::token_file)
-        .Default("");
+    or_env("creds_file", "Path of a .creds file (JWT and NKey seed).", "NATS_CREDS",
+           &O::creds_file);
+    or_env("nkey_seed_file", "Path of an NKey seed file.", "NATS_NKEY_SEED", &O::nkey_seed_file);
+    or_env("user", "User name, with password_file.", "NATS_USER", &O::user);
+    or_env("password_file",
+           "Path of a file holding the user's password (never the password itself).",
+           "NATS_PASSWORD_FILE", &O::password_file);
+    or_env("token_file", "Path of a file holding an authentication token.", "NATS_TOKEN_FILE",
+           &O::token_file);
     c.Boolean("send_asap",
               "Write each publish to the socket at once instead of through nats.c's flusher "
               "thread (which waits up to 1 ms to batch). Measured (docs/BENCHMARKS.md): helps a "
@@ -39,16 +37,10 @@ const OptionsSpec<NatsClientOptions>& NatsClientSpec() {
               "ingest), hurts one that acknowledges in bulk.",
               &O::send_asap)
         .Default(false);
-    c.String("ca_file", "TLS: trusted CA certificate file; enables TLS. Empty: $NATS_CA.",
-             &O::ca_file)
-        .Default("");
-    c.String("cert_file", "TLS: client certificate file. Empty: $NATS_CERT.", &O::cert_file)
-        .Default("");
-    c.String("key_file", "TLS: client private key file. Empty: $NATS_KEY.", &O::key_file)
-        .Default("");
-    return c;
-  }();
-  return spec;
+    or_env("ca_file", "TLS: trusted CA certificate file; enables TLS.", "NATS_CA", &O::ca_file);
+    or_env("cert_file", "TLS: client certificate file.", "NATS_CERT", &O::cert_file);
+    or_env("key_file", "TLS: client private key file.", "NATS_KEY", &O::key_file);
+  });
 }
 
 nats::ConnectOptions NatsConnectOptions(const NatsClientOptions& options,

@@ -392,9 +392,8 @@ namespace {
 
 /// The settings: each declared once, bound to its member (engine/options.hpp).
 const OptionsSpec<NatsSourceSettings>& Spec() {
-  static const OptionsSpec<NatsSourceSettings> spec = [] {
-    using S = NatsSourceSettings;
-    OptionsSpec<S> c;
+  using S = NatsSourceSettings;
+  return StaticSpec<S>([](OptionsSpec<S>& c) {
     c.Enum("delivery",
            "core: a core-NATS queue-group subscription (at most once; messages sent while no "
            "worker runs are lost). jetstream: a durable pull consumer on a stream, shared by all "
@@ -556,9 +555,7 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
                                   o.stream_retention + "\" retention deletes; use \"limits\""});
              }
            });
-    return c;
-  }();
-  return spec;
+  });
 }
 
 }  // namespace

@@ -94,7 +94,7 @@ void CheckRanges(const RangeFilterOptions& options, std::vector<ConfigProblem>& 
 }
 
 const OptionsSpec<RangeFilterOptions>& Spec() {
-  static const OptionsSpec<RangeFilterOptions> spec = [] {
+  return StaticSpec<RangeFilterOptions>([](OptionsSpec<RangeFilterOptions>& c) {
     using Item = RangeFilterOptions::SensorRange;
     OptionsSpec<Item> range;
     range.String("sensor", "The sensor whose samples are checked.", &Item::sensor)
@@ -107,7 +107,6 @@ const OptionsSpec<RangeFilterOptions>& Spec() {
     range.Number("max", "The largest value kept, in the sensor's unit.", &Item::max)
         .Required()
         .Example("90");
-    OptionsSpec<RangeFilterOptions> c;
     c.ObjectArray("ranges",
                   "The sensors checked, each with the range of its samples' value (scalar "
                   "sensors: the source checks positions). A sample below min, above max or not "
@@ -121,9 +120,7 @@ const OptionsSpec<RangeFilterOptions>& Spec() {
         .Example(
             R"([{"sensor": "speed", "min": 0, "max": 90}, {"sensor": "soc", "min": 0, "max": 100}])");
     c.Rule("Each sensor has one range, and its min is at most its max.", CheckRanges);
-    return c;
-  }();
-  return spec;
+  });
 }
 
 }  // namespace

@@ -215,9 +215,8 @@ class ReplaySource final : public Operator {
 };
 
 const OptionsSpec<ReplaySourceOptions>& Spec() {
-  static const OptionsSpec<ReplaySourceOptions> spec = [] {
-    using O = ReplaySourceOptions;
-    OptionsSpec<O> c;
+  using O = ReplaySourceOptions;
+  return StaticSpec<O>([](OptionsSpec<O>& c) {
     c.String("file", "The recording to replay (docs/recording.md).", &O::file)
         .Required()
         .Example(R"("recordings/fleet.ffrc")");
@@ -253,16 +252,14 @@ const OptionsSpec<ReplaySourceOptions>& Spec() {
              &O::partition_prefix)
         .Default("");
     c.Include(&O::input, WireInputSpec());
-    return c;
-  }();
-  return spec;
+  });
 }
 
 }  // namespace
 
 void RegisterReplaySource(Registry& registry) {
   registry.Add(TypedOperator<ReplaySource>(
-      "replay_source",
+      kReplaySourceName,
       "Replays a recording (fleetflow record) in place of nats_source: the same samples and "
       "status, decoded and validated the same way, with the recorded receive times as the clock.",
       PortKind::kNone, PortKind::kSamples, Spec()));

@@ -21,6 +21,9 @@
 
 namespace fleetflow {
 
+/// The operator's type name, which `fleetflow replay` puts in place of a source node's.
+inline constexpr char kReplaySourceName[] = "replay_source";
+
 void RegisterReplaySource(Registry& registry);
 
 }  // namespace fleetflow

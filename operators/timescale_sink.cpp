@@ -421,8 +421,8 @@ constexpr char kIdentifierWords[] =
 }  // namespace
 
 const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
-  static const OptionsSpec<TimescaleSinkOptions> spec = [] {
-    using O = TimescaleSinkOptions;
+  using O = TimescaleSinkOptions;
+  return StaticSpec<O>([](OptionsSpec<O>& spec) {
     OptionsSpec<SinkColumn> columns;
     columns
         .String("name",
@@ -460,7 +460,6 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
               {{"linear", Interpolation::kLinear}, {"previous", Interpolation::kPrevious}})
         .Default("linear");
 
-    OptionsSpec<O> spec;
     spec.String("conninfo",
                 "libpq connection string (key=value or postgresql:// URI). Empty: libpq's "
                 "environment (PGHOST, PGPORT, PGDATABASE, PGUSER, PGSSLMODE). Give the password "
@@ -570,9 +569,7 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
         "Column names are unique and neither vehicle_id nor time; max_pending_rows is at "
         "least batch_rows; retry_max_ms is at least retry_initial_ms.",
         CheckSettings);
-    return spec;
-  }();
-  return spec;
+  });
 }
 
 void RegisterTimescaleSink(Registry& registry) {

@@ -1,6 +1,7 @@
 #include "window_join.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 #include <map>
 #include <optional>
@@ -15,7 +16,8 @@ namespace fleetflow {
 
 namespace {
 
-constexpr int64_t kMs = 1'000'000;
+/// A duration as the int64 ns the join computes in.
+constexpr int64_t Ns(std::chrono::nanoseconds d) { return d.count(); }
 
 /// Samples of one sensor, reduced to what any open window can still use: for each interval
 /// (T - every, T] (keyed by T), its oldest and newest sample. A sorted vector: the intervals kept
@@ -98,22 +100,22 @@ struct Partition {
 
 /// The options of window_join (see Spec()).
 struct WindowJoinOptions {
-  int64_t every_ms = 0;
-  int64_t allowed_lateness_ms = 0;
-  int64_t max_gap_ms = 0;
-  int64_t idle_ms = 0;
-  int64_t correction_horizon_ms = 0;
+  std::chrono::milliseconds every{0};
+  std::chrono::milliseconds allowed_lateness{0};
+  std::chrono::milliseconds max_gap{0};
+  std::chrono::milliseconds idle{0};
+  std::chrono::milliseconds correction_horizon{0};
   std::vector<std::string> sensors;
 };
 
 class WindowJoin final : public Operator {
  public:
   WindowJoin(const OperatorContext& ctx, const WindowJoinOptions& options)
-      : every_(options.every_ms * kMs),
-        lateness_(options.allowed_lateness_ms * kMs),
-        max_gap_(options.max_gap_ms * kMs),
-        idle_(options.idle_ms * kMs),
-        horizon_(options.correction_horizon_ms * kMs),
+      : every_(Ns(options.every)),
+        lateness_(Ns(options.allowed_lateness)),
+        max_gap_(Ns(options.max_gap)),
+        idle_(Ns(options.idle)),
+        horizon_(Ns(options.correction_horizon)),
         clock_(ctx.clock),
         sensors_(std::make_shared<const std::vector<std::string>>(options.sensors)),
         windows_(
@@ -393,12 +395,11 @@ class WindowJoin final : public Operator {
 };
 
 const OptionsSpec<WindowJoinOptions>& Spec() {
-  static const OptionsSpec<WindowJoinOptions> spec = [] {
-    using O = WindowJoinOptions;
-    OptionsSpec<O> c;
+  using O = WindowJoinOptions;
+  return StaticSpec<O>([](OptionsSpec<O>& c) {
     c.Integer("every_ms",
               "Window period. Window times are the multiples of every_ms since the Unix epoch.",
-              &O::every_ms)
+              &O::every)
         .Default(int64_t{1000})
         .Min(100)
         .Max(3'600'000);
@@ -406,14 +407,14 @@ const OptionsSpec<WindowJoinOptions>& Spec() {
               "How long after a window time T the join waits for samples before emitting T. "
               "A sample arriving later is counted as late and misses that window: an emitted "
               "window never changes.",
-              &O::allowed_lateness_ms)
+              &O::allowed_lateness)
         .Default(int64_t{500})
         .Min(0)
         .Max(600'000);
     c.Integer("max_gap_ms",
               "Samples farther than this from T are not used for T; a vehicle with no sample "
               "in [T - max_gap_ms, T] gets no row for T.",
-              &O::max_gap_ms)
+              &O::max_gap)
         .Default(int64_t{2000})
         .Min(1)
         .Max(3'600'000);
@@ -421,7 +422,7 @@ const OptionsSpec<WindowJoinOptions>& Spec() {
               "Windows close on event time while samples flow (a backlog is windowed as it was "
               "live); after this long without any sample they close on the clock, unless a "
               "source holds input back (a backlog, a partition moving: docs/semantics.md).",
-              &O::idle_ms)
+              &O::idle)
         .Default(int64_t{2000})
         .Min(1)
         .Max(3'600'000);
@@ -431,7 +432,7 @@ const OptionsSpec<WindowJoinOptions>& Spec() {
               "again with it (the sink updates their rows), e.g. to take in what a broken "
               "connection's redelivery brings after the source's ack_wait_ms. Costs memory: "
               "the samples of that many windows are kept per vehicle and sensor.",
-              &O::correction_horizon_ms)
+              &O::correction_horizon)
         .Default(int64_t{0})
         .Min(0)
         .Max(3'600'000);
@@ -440,9 +441,7 @@ const OptionsSpec<WindowJoinOptions>& Spec() {
         .MinItems(1)
         .UniqueItems()
         .DefaultJson(R"(["gps", "speed", "soc", "torque"])");
-    return c;
-  }();
-  return spec;
+  });
 }
 
 /// Behind a partitioned source, a partition's new owner restores its windows from the keyed
@@ -454,7 +453,7 @@ std::vector<UpstreamProblem> CheckHistoryCoversLateness(const Config& self,
                                        [](const UpstreamNode& n) { return n.facts.partitioned; });
   std::vector<UpstreamProblem> problems;
   if (!partitioned) return problems;
-  const int64_t lateness = Spec().Parse(self).allowed_lateness_ms;
+  const int64_t lateness = Spec().Parse(self).allowed_lateness.count();
   for (const UpstreamNode& n : upstream) {
     const std::optional<int64_t> history = n.facts.state_history_ms;
     if (!history || *history >= lateness) continue;

@@ -39,9 +39,8 @@ int64_t SaturatingAdd(int64_t a, int64_t b) {
 }  // namespace
 
 const OptionsSpec<WireInputOptions>& WireInputSpec() {
-  static const OptionsSpec<WireInputOptions> spec = [] {
-    using O = WireInputOptions;
-    OptionsSpec<O> c;
+  using O = WireInputOptions;
+  return StaticSpec<O>([](OptionsSpec<O>& c) {
     c.Integer("max_future_ms",
               "Samples whose event time is more than this ahead of the engine clock (replay: of "
               "their recorded receive time) are rejected (reason future_timestamp).",
@@ -72,9 +71,7 @@ const OptionsSpec<WireInputOptions>& WireInputSpec() {
                   "missing_position), since every column read from it would be NULL.",
                   &O::position_sensors)
         .DefaultJson(R"(["gps"])");
-    return c;
-  }();
-  return spec;
+  });
 }
 
 const std::vector<std::string>& WireInputFieldNames() {

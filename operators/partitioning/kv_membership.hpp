@@ -31,12 +31,14 @@
 
 namespace fleetflow {
 
+/// The connection, the buckets, then the timings, as the nats_source settings that fill most of
+/// them are ordered.
 struct MembershipOptions {
   nats::ConnectOptions connection;
   std::string bucket = "fleetflow_members";
-  int heartbeat_ms = 1000;
-  int timeout_ms = 4000;        // a worker silent this long is gone
   std::string handover_bucket;  // hand-over records; empty: none
+  int heartbeat_ms = 1000;
+  int timeout_ms = 4000;  // a worker silent this long is gone
   int snapshot_timeout_ms = 30'000;
 };
 

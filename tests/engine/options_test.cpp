@@ -105,5 +105,25 @@ TEST(OptionsTest, AGroupFieldDeclaredAlreadyIsAProgrammingError) {
   EXPECT_THROW(spec.Include(&Twice::group, GroupSpec()), std::logic_error);
 }
 
+// Each function keeps its own spec (its lambda is a type of its own), built on its first call.
+const OptionsSpec<Group>& UrlOnlySpec() {
+  return StaticSpec<Group>(
+      [](OptionsSpec<Group>& c) { c.String("url", "A URL.", &Group::url).Default(""); });
+}
+
+const OptionsSpec<Group>& FastOnlySpec() {
+  return StaticSpec<Group>(
+      [](OptionsSpec<Group>& c) { c.Boolean("fast", "Fast.", &Group::fast).Default(false); });
+}
+
+TEST(OptionsTest, AStaticSpecIsBuiltOncePerFunction) {
+  EXPECT_EQ(&UrlOnlySpec(), &UrlOnlySpec());
+  EXPECT_NE(&UrlOnlySpec(), &FastOnlySpec());
+  ASSERT_EQ(UrlOnlySpec().config().fields().size(), 1u);
+  EXPECT_EQ(UrlOnlySpec().config().fields()[0].name, "url");
+  ASSERT_EQ(FastOnlySpec().config().fields().size(), 1u);
+  EXPECT_EQ(FastOnlySpec().config().fields()[0].name, "fast");
+}
+
 }  // namespace
 }  // namespace fleetflow
