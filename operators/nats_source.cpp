@@ -12,6 +12,7 @@
 #include "partitioning/jetstream_reader.hpp"
 #include "partitioning/kv_membership.hpp"
 #include "partitioning/mapping.hpp"
+#include "partitioning/queue_group_guard.hpp"
 #include "state/jetstream_kv_store.hpp"
 #include "wire_input.hpp"
 
@@ -20,6 +21,9 @@ namespace fleetflow {
 namespace {
 
 constexpr int64_t kDeadLetterRetryMs = 1000;
+/// How long a core source waits for a worker already reading its queue group to answer: many
+/// round trips to a managed server.
+constexpr int kQueueGroupClaimMs = 500;
 enum class Delivery { kCore, kJetStream };
 
 /// The settings as the spec declares them (Spec()), one member per field.
@@ -113,6 +117,12 @@ class NatsSource final : public Operator {
     conn_ = nats::Connection::Connect(connect_);
     if (!o_.jetstream) {
       dead_letters_.Start(*conn_, nullptr, false);
+      if (!s_.queue_group.empty()) {
+        // Before subscribing: a worker that refuses must not have taken any of the group's
+        // messages (core NATS would not send them again).
+        guard_ = std::make_unique<QueueGroupGuard>(*conn_, s_.queue_group, s_.subject, id_);
+        guard_->Claim(kQueueGroupClaimMs);
+      }
       sub_ = conn_->Subscribe(s_.subject, s_.queue_group, [this](nats::Message&& m) {
         Handle(m.subject(), m.data(), m.size(), nullptr, false, 0);
       });
@@ -173,6 +183,7 @@ class NatsSource final : public Operator {
       }
       sub_.reset();
     }
+    guard_.reset();  // the group is free for the next worker
     if (coordinator_) {
       coordinator_->Stop();
     } else if (reader_) {
@@ -272,6 +283,7 @@ class NatsSource final : public Operator {
   Emitter* out_ = nullptr;
   // Destroyed in reverse: the coordinator drives the reader, which reads on the connection.
   std::unique_ptr<nats::Connection> conn_;
+  std::unique_ptr<QueueGroupGuard> guard_;  // core, in a queue group: answers while it runs
   std::unique_ptr<nats::Subscription> sub_;
   std::unique_ptr<nats::JetStream> js_;
   std::unique_ptr<CheckpointStore> checkpoints_;  // state_bucket: the partitions' checkpoints
@@ -395,10 +407,10 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
   using S = NatsSourceSettings;
   return StaticSpec<S>([](OptionsSpec<S>& c) {
     c.Enum("delivery",
-           "core: a core-NATS queue-group subscription (at most once; messages sent while no "
-           "worker runs are lost). jetstream: a durable pull consumer on a stream, shared by all "
-           "workers; a message is acknowledged once its samples are in state, so nothing is lost "
-           "while workers are down or restart.",
+           "core: a core-NATS subscription read by one worker (at most once; messages sent "
+           "while it does not run are lost). jetstream: a durable pull consumer on a stream, "
+           "shared by all workers (by partitions); a message is acknowledged once its samples "
+           "are in state, so nothing is lost while workers are down or restart.",
            &S::delivery, {{"core", Delivery::kCore}, {"jetstream", Delivery::kJetStream}})
         .Default("core");
     c.Include(&S::nats, NatsClientSpec());
@@ -407,7 +419,13 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
              "vehicles' command subjects (vehicle.<id>.cmd.*).",
              &S::subject)
         .Default("vehicle.*.*");
-    c.String("queue_group", "Queue group shared by every worker of this pipeline.", &S::queue_group)
+    c.String("queue_group",
+             "core: the queue group the worker reads in. One worker per group: core NATS would "
+             "share each vehicle's samples between several, and each would write wrong rows, so "
+             "a worker that finds the group read already (asked on fleetflow.queue_group) "
+             "refuses to start. Several workers: delivery jetstream with partitions. Empty: a "
+             "plain subscription, unchecked (each worker gets every message).",
+             &S::queue_group)
         .Default("fleetflow");
     c.String("stream", "jetstream: the stream holding the subject.", &S::stream)
         .Default("TELEMETRY");
@@ -563,8 +581,8 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
 void RegisterNatsSource(Registry& registry) {
   OperatorInfo info = TypedOperator<NatsSource>(
       "nats_source",
-      "Reads samples (vehicle.<id>.<sensor>) and status (vehicle.<id>.status) from NATS as a "
-      "member of a queue group.",
+      "Reads samples (vehicle.<id>.<sensor>) and status (vehicle.<id>.status) from NATS: core "
+      "NATS for one worker, or a JetStream stream shared by several through partitions.",
       PortKind::kNone, PortKind::kSamples, Spec());
   info.check_connect = CheckConnect;
   info.facts = [](const Config& config) {

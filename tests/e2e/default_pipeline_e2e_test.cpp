@@ -47,5 +47,44 @@ TEST(DefaultPipelineE2E, EveryExpectedRowOnceWithIndependentlyComputedValues) {
               check.Summary().c_str());
 }
 
+// Core NATS shares a queue group's messages among its members one by one: two workers on
+// default.json would each join about half of every vehicle's samples and upsert wrong rows. The
+// second refuses to start, before it took any message, and says what to run instead; the first
+// writes every row once, with the values of the independent computation.
+TEST(DefaultPipelineE2E, ASecondWorkerOnTheQueueGroupRefusesToStartAndEveryRowIsWrittenOnce) {
+  FF_REQUIRE_NATS_SERVER();
+  FF_REQUIRE_POSTGRES();
+  Servers s("fleetflow-e2e");
+  const std::string pipeline = ::fleetflow::testing::SourceDir() + "/pipelines/default.json";
+  Engine first(pipeline, s.nats, s.pg, s.dir.File("first.log"));
+  ASSERT_TRUE(first.WaitReady()) << first.process().ReadLog();
+  CountWrites(s.pg);
+
+  Engine second(pipeline, s.nats, s.pg, s.dir.File("second.log"));
+  const std::optional<int> status = second.process().Wait(30s);
+  ASSERT_TRUE(status.has_value()) << "the second worker runs\n" << second.process().ReadLog();
+  EXPECT_NE(*status, 0);
+  const std::string refused = second.process().ReadLog();
+  EXPECT_NE(refused.find("queue group 'fleetflow' on vehicle.*.* is read already by node "
+                         "'telemetry' on host "),
+            std::string::npos)
+      << refused;
+  EXPECT_NE(refused.find("pipelines/jetstream.json"), std::string::npos) << refused;
+  EXPECT_NE(first.process().ReadLog().find("another worker asked to read queue group 'fleetflow'"),
+            std::string::npos)
+      << first.process().ReadLog();
+
+  const SimRun sim = RunFleetSim(s.nats, 8, 6);
+  ASSERT_EQ(sim.result.exit_code, 0) << sim.result.err;
+  ASSERT_TRUE(WaitForRows(s.pg, sim.expected.size()))
+      << "rows: " << Rows(s.pg) << ", expected " << sim.expected.size() << "\n"
+      << first.process().ReadLog();
+  EXPECT_EQ(first.process().Stop(SIGTERM, 30s), 0) << first.process().ReadLog();
+  const CheckResult check = CheckRows(s.pg, sim.expected);
+  EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems;
+  const WriteCount writes = Writes(s.pg);
+  EXPECT_EQ(writes.most_per_row, 1) << writes.writes << " writes of " << writes.rows << " rows";
+}
+
 }  // namespace
 }  // namespace fleetflow::testing
