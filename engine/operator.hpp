@@ -39,8 +39,8 @@ class Emitter {
   /// several threads may overlap; the graph is woken when the last one ends.
   class Burst {
    public:
-    explicit Burst(Emitter& out) : out_(out) { out_.Hold(); }
-    ~Burst() { out_.Release(); }
+    explicit Burst(Emitter& out) : out_(out) { out_.BeginBurst(); }
+    ~Burst() { out_.EndBurst(); }
     Burst(const Burst&) = delete;
     Burst& operator=(const Burst&) = delete;
 
@@ -49,8 +49,9 @@ class Emitter {
   };
 
  protected:
-  virtual void Hold() {}
-  virtual void Release() {}
+  /// The hooks of Burst (named so that an emitter's own methods do not override them).
+  virtual void BeginBurst() {}
+  virtual void EndBurst() {}
 };
 
 struct OperatorContext {

@@ -137,11 +137,11 @@ struct Runtime::Impl {
     }
 
    protected:
-    void Hold() override {
+    void BeginBurst() override {
       std::lock_guard lock(mu_);
       ++holds_;
     }
-    void Release() override { WakeFor(true); }
+    void EndBurst() override { WakeFor(true); }
 
    private:
     /// Wakes the driver for what waits, unless it was woken for it already; `released`: a
