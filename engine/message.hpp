@@ -82,6 +82,11 @@ struct SampleBatch {
   /// The message's sequence in its JetStream stream (0: none): keyed_last_value's store keeps
   /// the partition's checkpoint by it.
   uint64_t sequence = 0;
+  /// When the message entered the stream, on the stream's clock: the time JetStream stored it,
+  /// else received_ns (core NATS; a replay's recorded receive time); 0: unknown. window_join
+  /// reads the gaps in its input on it, so a backlog read after an outage is windowed as it was
+  /// live (docs/semantics.md, "Catching up").
+  int64_t stream_ns = 0;
 };
 
 /// A vehicle's lifecycle message (vehicle.<id>.status). `at_ns` is when it happened: the source

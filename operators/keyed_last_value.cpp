@@ -126,6 +126,7 @@ class KeyedLastValue final : public Operator {
     }
     SampleBatch passed{batch->vehicle, batch->sensor, passed_, {}, batch->received_ns};
     passed.partition = batch->partition;
+    passed.stream_ns = batch->stream_ns;
     out.Emit(MakeMessage(std::move(passed)));
   }
 

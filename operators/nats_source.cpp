@@ -255,6 +255,7 @@ class NatsSource final : public Operator {
     if (auto* batch = std::get_if<SampleBatch>(body.get())) {
       batch->partition = partition;
       batch->sequence = sequence;
+      if (js && js->stored_ns() != 0) batch->stream_ns = js->stored_ns();
       batch->ack = std::move(ack);
       out_->Emit(std::move(body));
       return;

@@ -65,8 +65,9 @@ class RangeFilter final : public Operator {
       if (batch->ack) batch->ack->Done();  // nothing left to store: acknowledged here
       return;
     }
-    SampleBatch passed{batch->vehicle,   batch->sensor,  {}, batch->ack, batch->received_ns,
-                       batch->partition, batch->restored};
+    SampleBatch passed{batch->vehicle,  batch->sensor,      {},
+                       batch->ack,      batch->received_ns, batch->partition,
+                       batch->restored, batch->sequence,    batch->stream_ns};
     passed.points.reserve(kept);
     std::copy_if(points.begin(), points.end(), std::back_inserter(passed.points), holds);
     out.Emit(MakeMessage(std::move(passed)));

@@ -94,6 +94,8 @@ struct Partition {
   int64_t first_window = 0;
   int64_t newest_event_ns = std::numeric_limits<int64_t>::min();
   int64_t last_arrival_ns = std::numeric_limits<int64_t>::min();
+  // The newest stream time (SampleBatch::stream_ns) of its input: no time of it is ahead.
+  std::optional<int64_t> stream_ns;
   std::optional<int64_t> done;  // windows up to it were emitted by the previous owner
   std::map<int64_t, std::set<std::string>> corrections;  // window -> vehicles to emit again
 };
@@ -144,7 +146,7 @@ class WindowJoin final : public Operator {
 
   void Process(const Message& in, Emitter& out) override {
     if (const auto* b = std::get_if<SampleBatch>(in.get())) {
-      Add(*b);
+      Add(*b, out);
     } else if (const auto* s = std::get_if<StatusEvent>(in.get())) {
       Status(*s);
     } else if (const auto* t = std::get_if<Tick>(in.get())) {
@@ -173,24 +175,27 @@ class WindowJoin final : public Operator {
     return it->second;
   }
 
-  void Add(const SampleBatch& b) {
+  void Add(const SampleBatch& b, Emitter& out) {
     auto idx = index_.find(b.sensor);
     if (idx == index_.end()) {
       ignored_.Inc(b.points.size());
       return;
     }
     Partition& part = partitions_[b.partition];
+    const bool restored = b.restored && !b.points.empty();
+    if (!restored) {
+      part.last_arrival_ns = b.received_ns != 0 ? b.received_ns : clock_.NowNs();
+      // Before the vehicle is looked up: the windows it closes may forget vehicles.
+      if (b.stream_ns != 0) Arrived(part, b.stream_ns, out);
+    }
     VehicleState& v = Vehicle(part, b.vehicle);
     SensorBuckets& s = v.sensors[idx->second];
-    if (b.restored && !b.points.empty()) {
-      v.exact_from_ns = std::max(v.exact_from_ns, b.points.front().ts_ns);
-    } else {
-      part.last_arrival_ns = b.received_ns != 0 ? b.received_ns : clock_.NowNs();
-    }
+    if (restored) v.exact_from_ns = std::max(v.exact_from_ns, b.points.front().ts_ns);
+    const int64_t arrived_ns = part.stream_ns.value_or(part.last_arrival_ns);
     for (const wire::Point& p : b.points) {
       part.newest_event_ns = std::max(part.newest_event_ns, p.ts_ns);
       if (!part.next) {
-        part.next = WindowOf(b.restored ? p.ts_ns : std::min(p.ts_ns, part.last_arrival_ns));
+        part.next = WindowOf(b.restored ? p.ts_ns : std::min(p.ts_ns, arrived_ns));
         part.first_window = *part.next;
       }
       const int64_t w = WindowOf(p.ts_ns);
@@ -213,6 +218,24 @@ class WindowJoin final : public Operator {
         }
       }
     }
+  }
+
+  /// Input that entered the stream at `stream_ns`. When nothing did for longer than idle_ms
+  /// before it, a worker reading live saw no input for that long and closed the windows on the
+  /// clock (Advance) before this came: so does a worker reading it from a backlog, up to the
+  /// same time, and the same samples are late in both (docs/semantics.md, "Catching up").
+  void Arrived(Partition& p, int64_t stream_ns, Emitter& out) {
+    if (p.next && p.stream_ns && stream_ns - *p.stream_ns > idle_) {
+      CloseUpTo(p, std::min(stream_ns, clock_.NowNs()) - lateness_, out);
+    }
+    p.stream_ns = std::max(p.stream_ns.value_or(stream_ns), stream_ns);
+  }
+
+  /// The furthest event-time progress may go: the clock, and no further than the input's
+  /// stream time, so a vehicle whose clock runs ahead closes no more windows in a backlog than
+  /// it did live.
+  int64_t ProgressCap(const Partition& p, int64_t now_ns) const {
+    return p.stream_ns ? std::min(now_ns, *p.stream_ns) : now_ns;
   }
 
   void Status(const StatusEvent& e) {
@@ -247,7 +270,7 @@ class WindowJoin final : public Operator {
   void OnPartitionEvent(const PartitionEvent& e, Emitter& out) {
     Partition& p = partitions_[e.partition];
     if (e.kind == PartitionEvent::Kind::kRevoked && p.next) {
-      CloseUpTo(p, std::min(p.newest_event_ns, clock_.NowNs()) - lateness_, out);
+      CloseUpTo(p, std::min(p.newest_event_ns, ProgressCap(p, clock_.NowNs())) - lateness_, out);
     }
     if (e.kind == PartitionEvent::Kind::kRevoked && e.handover) {
       e.handover->last_window_ns = LastEmitted(p);
@@ -263,15 +286,16 @@ class WindowJoin final : public Operator {
   }
 
   /// Event-time progress: while samples flow, the partition's newest event time (never ahead of
-  /// the clock), so a backlog (JetStream catch-up, replay) closes its windows as they were live;
-  /// when nothing arrived for idle_ms, the clock, unless input is held back.
+  /// the clock nor of its input's stream time), so a backlog (JetStream catch-up, replay) closes
+  /// its windows as they were live; when nothing arrived for idle_ms, the clock, unless input is
+  /// held back.
   void Advance(Partition& p, const Tick& tick, Emitter& out) {
     if (!p.next) return;  // no sample yet: no window can have a row
     int64_t progress = tick.now_ns;
     // Nothing arrived yet (only restored state): idle, as after idle_ms without input.
     const bool arrived = p.last_arrival_ns != std::numeric_limits<int64_t>::min();
     if (tick.held_back || (arrived && tick.now_ns - p.last_arrival_ns <= idle_)) {
-      progress = std::min(progress, p.newest_event_ns);
+      progress = std::min(ProgressCap(p, progress), p.newest_event_ns);
     }
     // A drain closes every window up to the clock, except with partitions: a stopping worker
     // has given them up (kRevoked) before, at the last window whose input it had.
@@ -421,7 +445,9 @@ const OptionsSpec<WindowJoinOptions>& Spec() {
     c.Integer("idle_ms",
               "Windows close on event time while samples flow (a backlog is windowed as it was "
               "live); after this long without any sample they close on the clock, unless a "
-              "source holds input back (a backlog, a partition moving: docs/semantics.md).",
+              "source holds input back (a backlog, a partition moving: docs/semantics.md). A "
+              "backlog's gaps this long, on the time the stream stored its messages, close them "
+              "the same way.",
               &O::idle)
         .Default(int64_t{2000})
         .Min(1)

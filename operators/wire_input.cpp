@@ -157,6 +157,7 @@ WireInput::Outcome WireInput::Decode(std::string_view subject_text, const void* 
   batch.vehicle = subject.vehicle;
   batch.sensor = subject.sensor;
   batch.received_ns = now_ns;
+  batch.stream_ns = now_ns;
   out = std::move(body);
   return Outcome::kEmit;
 }

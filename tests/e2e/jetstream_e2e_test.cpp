@@ -10,6 +10,7 @@
 #include <csignal>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "build_paths.hpp"
 #include "e2e_fixture.hpp"
@@ -17,6 +18,7 @@
 #include "jetstream.hpp"
 #include "nats_client.hpp"
 #include "recording.hpp"
+#include "wire.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -64,6 +66,103 @@ TEST_F(JetStreamE2E, EverythingPublishedWhileTheEngineWasDownIsWritten) {
   std::printf("jetstream e2e, engine down for %d s of publishing: %s; %lld writes of %lld rows\n",
               kDurationS, check.Summary().c_str(), static_cast<long long>(writes.writes),
               static_cast<long long>(writes.rows));
+}
+
+/// pipelines/jetstream.json for a group of workers of its own on the same stream: its own
+/// durable consumers, buckets and table, named `name`.
+std::string GroupPipeline(const TempDir& dir, const std::string& name) {
+  const std::string path = dir.File(name + ".json");
+  WritePipelineVariant(kPipeline, "telemetry",
+                       R"({"durable": ")" + name + R"(", "state_bucket": ")" + name +
+                           R"(", "membership_bucket": ")" + name + R"(_members", )" +
+                           R"("handover_bucket": ")" + name + R"(_handover"})",
+                       path);
+  WritePipelineVariant(path, "last_values", R"({"bucket": ")" + name + R"("})", path);
+  WritePipelineVariant(path, "database", R"({"table": "rows_)" + name + R"("})", path);
+  return path;
+}
+
+// During catch-up the windows follow the time the stream stored each message, as they followed
+// the clock live (docs/semantics.md, "Catching up"): three vehicles send for 3 s, fall silent
+// for 3.5 s (longer than idle_ms, 2 s: a live worker closes their windows on the clock), send a
+// sample from 0.8 s after their last one (late: its window is closed), then send for 2 s more.
+// A worker that was down meanwhile reads it all from the stream and writes the same rows.
+TEST_F(JetStreamE2E, AWorkerDownFor10sWritesTheRowsOfAWorkerThatWasNotLateSamplesIncluded) {
+  const std::string live_pipeline = GroupPipeline(dir_, "live");
+  const std::string outage_pipeline = GroupPipeline(dir_, "outage");
+  const auto owns_all = [](const Engine& e) {
+    return WaitFor([&] { return e.Metric("fleetflow_partitions_owned") == 16; }, 30s);
+  };
+  Engine live(live_pipeline, nats_, pg_, dir_.File("live.log"));
+  ASSERT_TRUE(owns_all(live)) << live.process().ReadLog();
+  {
+    Engine outage(outage_pipeline, nats_, pg_, dir_.File("outage0.log"));  // its consumers
+    ASSERT_TRUE(owns_all(outage)) << outage.process().ReadLog();
+    ASSERT_EQ(outage.process().Stop(SIGTERM, 30s), 0) << outage.process().ReadLog();
+  }
+  nats::ConnectOptions o;
+  o.url = nats_.url();
+  auto pub = nats::Connection::Connect(o);
+  const std::vector<std::string> vehicles = {"late-a", "late-b", "late-c"};
+  int64_t newest_ns = 0;
+  const auto send = [&](int64_t ts_ns) {
+    newest_ns = std::max(newest_ns, ts_ns);
+    for (const auto& v : vehicles) {
+      const auto bytes = wire::EncodeBatch(std::vector<wire::Point>{
+          wire::Point{ts_ns, 0, static_cast<double>(ts_ns / 1'000'000 % 100'000)}});
+      pub->Publish("vehicle." + v + ".speed", bytes.data(), bytes.size());
+    }
+    pub->Flush(2000);
+  };
+  const auto send_for = [&](std::chrono::milliseconds d) {
+    const auto until = std::chrono::steady_clock::now() + d;
+    while (std::chrono::steady_clock::now() < until) {
+      send(NowNs());
+      std::this_thread::sleep_for(100ms);  // the vehicles' rate, not a synchronisation
+    }
+  };
+  send_for(3s);
+  const int64_t last_ns = newest_ns;
+  std::this_thread::sleep_for(3500ms);  // silence: longer than idle_ms
+  send(last_ns + 800'000'000);          // late live
+  send_for(2s);
+
+  const std::string columns = "vehicle_id, time, lat, lon, speed, soc, torque";
+  const auto count = [&](const std::string& table) {
+    return std::stoi(pg_.TryPsql("SELECT count(*) FROM " + table).value_or("-1"));
+  };
+  // The last window with rows: the last one within max_gap_ms (2 s) of the newest sample.
+  const int64_t last_window_s = (newest_ns + 2'000'000'000) / 1'000'000'000;
+  const auto has_last_window = [&](const std::string& table) {
+    return pg_.TryPsql("SELECT count(*) FROM " + table + " WHERE time = to_timestamp(" +
+                       std::to_string(last_window_s) + ")") == "3";
+  };
+  // Live: the last windows close on the clock, idle_ms after the last sample.
+  ASSERT_TRUE(WaitFor([&] { return has_last_window("rows_live"); }, 30s))
+      << live.process().ReadLog();
+  const double late_live = live.Metric("fleetflow_late_samples_total");
+  EXPECT_EQ(late_live, 3) << "the sample after the silence is late live";
+  EXPECT_EQ(live.process().Stop(SIGTERM, 30s), 0) << live.process().ReadLog();
+
+  // 10 s after it stopped, the other group's worker reads all of it from the stream.
+  Engine outage(outage_pipeline, nats_, pg_, dir_.File("outage1.log"));
+  ASSERT_TRUE(outage.WaitReady()) << outage.process().ReadLog();
+  ASSERT_TRUE(WaitFor([&] { return has_last_window("rows_outage"); }, 60s))
+      << count("rows_outage") << " of " << count("rows_live") << "\n"
+      << outage.process().ReadLog();
+  const double late_outage = outage.Metric("fleetflow_late_samples_total");
+  EXPECT_EQ(outage.process().Stop(SIGTERM, 30s), 0) << outage.process().ReadLog();
+  EXPECT_EQ(late_outage, late_live);
+  EXPECT_GT(count("rows_live"), 20);
+  EXPECT_EQ(count("rows_outage"), count("rows_live"));
+  for (const auto& [a, b] : {std::pair{"rows_live", "rows_outage"}, {"rows_outage", "rows_live"}}) {
+    EXPECT_EQ(pg_.Psql("SELECT count(*) FROM (SELECT " + columns + " FROM " + a +
+                       " EXCEPT SELECT " + columns + " FROM " + b + ") d"),
+              "0")
+        << "rows of " << a << " that " << b << " does not have:\n"
+        << pg_.Psql("SELECT " + columns + " FROM " + a + " EXCEPT SELECT " + columns + " FROM " +
+                    b + " ORDER BY 1, 2");
+  }
 }
 
 /// The lines of the workers' logs `worker<first>.log` .. `worker<last>.log` that speak of

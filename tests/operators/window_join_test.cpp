@@ -155,6 +155,62 @@ TEST(WindowJoinEventTimeTest, ABacklogIsWindowedAsItWasLive) {
   EXPECT_EQ(rest.front()->window_ns, kBase + 10 * kS);
 }
 
+/// What a vehicle sends in the catching-up examples: one speed sample a message, each with the
+/// time the stream stored it (ms after kBase). A sample at 1.6 s stored at 4 s, after 3 s in which
+/// the stream stored nothing (more than idle_ms 2 s), is late live: the clock closed windows 1 s
+/// and 2 s meanwhile.
+struct Stored {
+  int64_t ts_ms, stream_ms;
+};
+std::vector<Stored> CatchingUpInput() {
+  std::vector<Stored> in;
+  for (int64_t ms = 0; ms <= 900; ms += 100) in.push_back({ms, ms + 50});
+  in.push_back({1600, 4000});  // late: its window (2 s) closed on the clock at 2.55 s
+  for (int64_t ms = 4000; ms <= 5000; ms += 100) in.push_back({ms, ms + 50});
+  return in;
+}
+
+/// Received at `received_ns`: live, when it was stored; from a backlog, much later.
+SampleBatch StoredSample(const Stored& s, int64_t received_ns) {
+  SampleBatch b = BaseSamples("v1", "speed", {{s.ts_ms * kMs, double(s.ts_ms)}});
+  b.stream_ns = kBase + s.stream_ms * kMs;
+  b.received_ns = received_ns;
+  return b;
+}
+
+constexpr char kCatchUpConfig[] =
+    R"({"sensors": ["speed"], "every_ms": 1000, "allowed_lateness_ms": 500, "idle_ms": 2000})";
+
+TEST(WindowJoinEventTimeTest, ABacklogAfterAnOutageGivesTheRowsOfTheLiveRunLateSamplesIncluded) {
+  // Live: the clock follows the stream, a Tick every 100 ms.
+  OperatorHarness live("window_join", kCatchUpConfig);
+  std::vector<Message> live_out;
+  const auto keep = [](std::vector<Message>& all, std::vector<Message> more) {
+    all.insert(all.end(), more.begin(), more.end());
+  };
+  int64_t now_ms = 0;
+  for (const Stored& s : CatchingUpInput()) {
+    for (; now_ms < s.stream_ms; now_ms += 100) keep(live_out, live.TickAt(kBase + now_ms * kMs));
+    live.clock.Set(kBase + s.stream_ms * kMs);
+    keep(live_out, live.Feed(StoredSample(s, live.clock.NowNs())));
+  }
+  keep(live_out, live.TickAt(kBase + 100 * kS));
+  EXPECT_EQ(live.Counter("late_samples"), 1u);
+
+  // The same input read 100 s later from the stream, while the source holds input back.
+  OperatorHarness backlog("window_join", kCatchUpConfig);
+  backlog.clock.Set(kBase + 100 * kS);
+  std::vector<Message> backlog_out;
+  for (const Stored& s : CatchingUpInput()) {
+    keep(backlog_out, backlog.Feed(StoredSample(s, backlog.clock.NowNs())));
+    keep(backlog_out, backlog.Feed(Tick{backlog.clock.NowNs(), false, true}));
+  }
+  keep(backlog_out, backlog.TickAt(kBase + 103 * kS));
+  EXPECT_EQ(backlog.Counter("late_samples"), 1u) << "the sample at 1.6 s is late in both";
+  EXPECT_EQ(Rows(backlog_out), Rows(live_out));
+  EXPECT_EQ(Windows(live_out), (std::vector<int64_t>{0, 1000, 2000, 4000, 5000, 6000, 7000}));
+}
+
 TEST(WindowJoinEventTimeTest, TicksWhileInputIsHeldBackDoNotCloseWindowsOnTheClock) {
   // A source waits for room in the graph (the sink is blocked): Ticks keep coming but carry
   // held_back, so however long it lasts the clock does not close windows the held-back samples
