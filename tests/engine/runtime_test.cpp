@@ -19,15 +19,30 @@
 namespace fleetflow {
 namespace {
 
-/// Polls `cond` until it holds or 30 s pass.
+/// Polls `cond` until it holds or 30 s pass, every `poll` (0: as often as the thread runs).
 template <typename F>
-bool Eventually(F cond) {
+bool Eventually(F cond, std::chrono::milliseconds poll = std::chrono::milliseconds(0)) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (!cond()) {
     if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::yield();
+    if (poll.count() > 0) {
+      std::this_thread::sleep_for(poll);
+    } else {
+      std::this_thread::yield();
+    }
   }
   return true;
+}
+
+/// Whether a tap of `node` is armed, found by a quick tap being refused. The quick tap arms the
+/// node itself for 1 ms when nobody else has: asked back to back, it would keep taking the node
+/// from the tap that waits for it (the mutex goes to the thread that just let it go), so it is
+/// asked every 5 ms (seen under load: the other tap never got in within 30 s).
+bool TapArmed(Runtime& rt, const std::string& node) {
+  TapOptions quick;
+  quick.timeout = std::chrono::milliseconds(1);
+  return Eventually([&] { return rt.Tap(node, quick).outcome == TapPoint::Outcome::kBusy; },
+                    std::chrono::milliseconds(5));
 }
 
 /// Shared between a test and the operators it registers.
@@ -362,11 +377,7 @@ TEST_F(RuntimeTest, ATapTakesEveryNthMessageLeavingANodeAndStopEndsIt) {
     return r;
   };
   auto tapped = std::async(std::launch::async, [&] { return tap("f", o); });
-  TapOptions quick;
-  quick.timeout = std::chrono::milliseconds(1);
-  // Armed once a second tap of the node is refused.
-  const bool armed =
-      Eventually([&] { return rt.Tap("f", quick).outcome == TapPoint::Outcome::kBusy; });
+  const bool armed = TapArmed(rt, "f");
   {
     std::lock_guard lock(probe_.mu);
     probe_.sink_open = true;
@@ -396,7 +407,7 @@ TEST_F(RuntimeTest, ATapTakesEveryNthMessageLeavingANodeAndStopEndsIt) {
   ASSERT_TRUE(Eventually([&] { return probe_.seen == 49999; }));
   o.timeout = std::chrono::seconds(60);
   auto waiting = std::async(std::launch::async, [&] { return tap("s", o); });
-  ASSERT_TRUE(Eventually([&] { return rt.Tap("s", quick).outcome == TapPoint::Outcome::kBusy; }));
+  ASSERT_TRUE(TapArmed(rt, "s"));
   rt.Stop();
   ASSERT_EQ(waiting.wait_for(std::chrono::seconds(10)), std::future_status::ready);
   EXPECT_EQ(waiting.get().outcome, TapPoint::Outcome::kCancelled);
