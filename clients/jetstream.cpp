@@ -2,6 +2,9 @@
 
 #include <nats/nats.h>
 #include <oneapi/tbb/scalable_allocator.h>
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <algorithm>
 #include <charconv>
@@ -70,6 +73,113 @@ natsStatus RetryWhileNoResponders(Request request) {
     s = request();
   }
   return s;
+}
+
+/// The JetStream API's error codes this wrapper tells apart.
+constexpr int kStreamNotFound = 10059;
+constexpr int kApiTimeoutMs = 5000;
+
+/// nats.c 3.4.1 predates subject transforms (nats-server 2.10), so streams are created and read
+/// through the JetStream API's JSON here: `$JS.API.STREAM.<verb>` with `request`. Returns the
+/// answer; throws Error when none came or the server answered an error other than `tolerated`
+/// (an err_code; that answer is returned as it is).
+rapidjson::Document StreamApi(Connection& conn, const std::string& verb, const std::string& request,
+                              const std::string& what, int tolerated = -1) {
+  Message reply = [&] {
+    try {
+      return conn.Request("$JS.API.STREAM." + verb, request, kApiTimeoutMs);
+    } catch (const Error& e) {
+      Throw(e.status(), what);
+    }
+  }();
+  rapidjson::Document doc;
+  doc.Parse(static_cast<const char*>(reply.data()), reply.size());
+  if (doc.HasParseError() || !doc.IsObject()) {
+    throw Error("nats: " + what + ": the server's answer is not JSON", NATS_ERR);
+  }
+  if (const auto e = doc.FindMember("error"); e != doc.MemberEnd() && e->value.IsObject()) {
+    const auto code = e->value.FindMember("err_code");
+    if (code != e->value.MemberEnd() && code->value.IsInt() && code->value.GetInt() == tolerated) {
+      return doc;
+    }
+    const auto text = e->value.FindMember("description");
+    throw Error("nats: " + what + ": " +
+                    (text != e->value.MemberEnd() && text->value.IsString()
+                         ? std::string(text->value.GetString())
+                         : std::string("refused")) +
+                    (code != e->value.MemberEnd() && code->value.IsInt()
+                         ? " (JetStream error " + std::to_string(code->value.GetInt()) + ")"
+                         : ""),
+                NATS_ERR);
+  }
+  return doc;
+}
+
+/// A stream's configuration as the server takes it (it fills in the rest).
+std::string StreamConfig(const StreamOptions& o) {
+  rapidjson::StringBuffer out;
+  rapidjson::Writer<rapidjson::StringBuffer> w(out);
+  w.StartObject();
+  w.Key("name");
+  w.String(o.name.c_str());
+  w.Key("subjects");
+  w.StartArray();
+  for (const auto& subject : o.subjects) w.String(subject.c_str());
+  w.EndArray();
+  w.Key("retention");  // the server's names: limits, interest, workqueue
+  w.String(o.retention.c_str());
+  w.Key("max_age");
+  w.Int64(o.max_age_ms * 1'000'000);
+  w.Key("storage");  // file, memory
+  w.String(o.storage.c_str());
+  w.Key("num_replicas");
+  w.Int(o.replicas);
+  if (o.transform) {
+    w.Key("subject_transform");
+    w.StartObject();
+    w.Key("src");
+    w.String(o.transform->source.c_str());
+    w.Key("dest");
+    w.String(o.transform->destination.c_str());
+    w.EndObject();
+  }
+  w.EndObject();
+  return out.GetString();
+}
+
+std::string StringAt(const rapidjson::Value& object, const char* key) {
+  const auto m = object.FindMember(key);
+  return m != object.MemberEnd() && m->value.IsString() ? m->value.GetString() : "";
+}
+
+uint64_t NumberAt(const rapidjson::Value& object, const char* key) {
+  const auto m = object.FindMember(key);
+  return m != object.MemberEnd() && m->value.IsUint64() ? m->value.GetUint64() : 0;
+}
+
+/// A stream info or create answer: {"config": {...}, "state": {...}}.
+StreamSummary StreamOf(const rapidjson::Value& answer) {
+  StreamSummary out;
+  static const rapidjson::Value kEmpty(rapidjson::kObjectType);
+  const auto config = answer.FindMember("config");
+  const rapidjson::Value& c =
+      config != answer.MemberEnd() && config->value.IsObject() ? config->value : kEmpty;
+  if (const auto subjects = c.FindMember("subjects");
+      subjects != c.MemberEnd() && subjects->value.IsArray()) {
+    for (const auto& subject : subjects->value.GetArray()) {
+      if (subject.IsString()) out.subjects.emplace_back(subject.GetString());
+    }
+  }
+  if (const auto t = c.FindMember("subject_transform");
+      t != c.MemberEnd() && t->value.IsObject() && !StringAt(t->value, "dest").empty()) {
+    out.transform = SubjectTransform{StringAt(t->value, "src"), StringAt(t->value, "dest")};
+  }
+  if (const auto state = answer.FindMember("state");
+      state != answer.MemberEnd() && state->value.IsObject()) {
+    out.messages = NumberAt(state->value, "messages");
+    out.consumers = NumberAt(state->value, "consumer_count");
+  }
+  return out;
 }
 
 }  // namespace
@@ -781,38 +891,32 @@ JetStream::JetStream(Connection& connection) : conn_(connection) {
 
 JetStream::~JetStream() { jsCtx_Destroy(js_); }
 
-void JetStream::EnsureStream(const StreamOptions& o) {
-  jsStreamInfo* info = nullptr;
-  jsErrCode err = static_cast<jsErrCode>(0);
-  natsStatus s = js_GetStreamInfo(&info, js_, o.name.c_str(), nullptr, &err);
-  if (s == NATS_OK) {
-    jsStreamInfo_Destroy(info);
-    return;
+StreamSummary JetStream::EnsureStream(const StreamOptions& o) {
+  if (auto found = FindStream(o.name)) return *found;
+  try {
+    return StreamOf(
+        StreamApi(conn_, "CREATE." + o.name, StreamConfig(o), "create stream " + o.name));
+  } catch (const Error&) {
+    if (auto found = FindStream(o.name)) return *found;  // another worker created it meanwhile
+    throw;
   }
-  if (s != NATS_NOT_FOUND && err != JSStreamNotFoundErr) Throw(s, "stream info " + o.name);
-  jsStreamConfig cfg;
-  jsStreamConfig_Init(&cfg);
-  cfg.Name = o.name.c_str();
-  std::vector<const char*> subjects;
-  for (const auto& subj : o.subjects) subjects.push_back(subj.c_str());
-  cfg.Subjects = subjects.data();
-  cfg.SubjectsLen = static_cast<int>(subjects.size());
-  cfg.Retention = o.retention == "workqueue"  ? js_WorkQueuePolicy
-                  : o.retention == "interest" ? js_InterestPolicy
-                                              : js_LimitsPolicy;
-  cfg.MaxAge = o.max_age_ms * 1'000'000;
-  cfg.Storage = Storage(o.storage);
-  cfg.Replicas = o.replicas;
-  s = js_AddStream(&info, js_, &cfg, nullptr, &err);
-  if (s != NATS_OK) {
-    // Another worker may have created it meanwhile.
-    if (js_GetStreamInfo(&info, js_, o.name.c_str(), nullptr, nullptr) == NATS_OK) {
-      jsStreamInfo_Destroy(info);
-      return;
-    }
-    Throw(s, "create stream " + o.name);
-  }
-  jsStreamInfo_Destroy(info);
+}
+
+bool JetStream::TransformsSubjects() {
+  // Subjects of its own: nothing is ever stored in it. Workers that start together create the
+  // same stream (the server answers each as if it had created it) and each deletes it.
+  const std::string probe = kTransformProbeStream;
+  StreamOptions o;
+  o.name = probe;
+  o.subjects = {"_fleetflow.transform_probe.*"};
+  o.storage = "memory";
+  o.max_age_ms = 60'000;
+  o.transform = SubjectTransform{o.subjects[0], "_fleetflow.transform_probe.{{partition(2,1)}}"};
+  const bool transforms =
+      StreamOf(StreamApi(conn_, "CREATE." + probe, StreamConfig(o), "create stream " + probe))
+          .transform == o.transform;
+  StreamApi(conn_, "DELETE." + probe, "", "delete stream " + probe, kStreamNotFound);
+  return transforms;
 }
 
 uint64_t JetStream::Publish(std::string_view subject, const void* data, size_t size,
@@ -894,19 +998,9 @@ std::unique_ptr<KeyValue> JetStream::OpenBucket(const std::string& name) {
 }
 
 std::optional<StreamSummary> JetStream::FindStream(const std::string& name) {
-  jsStreamInfo* info = nullptr;
-  jsErrCode err = static_cast<jsErrCode>(0);
-  const natsStatus s = js_GetStreamInfo(&info, js_, name.c_str(), nullptr, &err);
-  if (s == NATS_NOT_FOUND || err == JSStreamNotFoundErr) return std::nullopt;
-  Check(s, "stream info " + name);
-  StreamSummary out;
-  for (int i = 0; i < info->Config->SubjectsLen; ++i) {
-    out.subjects.emplace_back(info->Config->Subjects[i]);
-  }
-  out.messages = info->State.Msgs;
-  out.consumers = static_cast<uint64_t>(info->State.Consumers);
-  jsStreamInfo_Destroy(info);
-  return out;
+  const auto answer = StreamApi(conn_, "INFO." + name, "", "stream info " + name, kStreamNotFound);
+  if (!answer.IsObject() || answer.HasMember("error")) return std::nullopt;
+  return StreamOf(answer);
 }
 
 bool JetStream::HasConsumer(const std::string& stream, const std::string& durable) {

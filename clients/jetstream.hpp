@@ -27,6 +27,15 @@ struct __kvWatcher;
 
 namespace fleetflow::nats {
 
+/// A stream's subject transform (nats-server 2.10 or later): a message published on a subject
+/// matching `source` is stored under `destination`, written with the functions of an account's
+/// subject mapping ({{wildcard(n)}}, {{partition(n,...)}}).
+struct SubjectTransform {
+  std::string source;
+  std::string destination;
+  bool operator==(const SubjectTransform&) const = default;
+};
+
 /// The defaults of StreamOptions and ConsumerOptions are those of nats_source's config spec
 /// (operators/nats_source.cpp), which sets every field from its validated config; they serve
 /// tools and tests.
@@ -37,6 +46,7 @@ struct StreamOptions {
   int64_t max_age_ms = 86'400'000;   // 0: unlimited
   std::string storage = "file";      // file | memory
   int replicas = 1;
+  std::optional<SubjectTransform> transform = std::nullopt;
 };
 
 struct ConsumerOptions {
@@ -424,6 +434,7 @@ struct BucketOptions {
 /// What a read-only look at a stream tells.
 struct StreamSummary {
   std::vector<std::string> subjects;
+  std::optional<SubjectTransform> transform;  // never set by a server older than 2.10
   uint64_t messages = 0;
   uint64_t consumers = 0;
 };
@@ -435,8 +446,16 @@ class JetStream {
   JetStream(const JetStream&) = delete;
   JetStream& operator=(const JetStream&) = delete;
 
-  /// Creates the stream when it does not exist; an existing stream is left as it is.
-  void EnsureStream(const StreamOptions& options);
+  /// Creates the stream when it does not exist; an existing stream is left as it is. Returns
+  /// the stream as the server holds it (a server older than 2.10 ignores a subject transform:
+  /// see TransformsSubjects).
+  StreamSummary EnsureStream(const StreamOptions& options);
+  /// Whether the server stores messages under a stream's subject transform (nats-server 2.10 or
+  /// later): creates a stream of its own, kTransformProbeStream (in memory, on a subject nobody
+  /// publishes to), reads the transform back from the server's answer and deletes it. Throws
+  /// Error when the server refuses to create or delete it (permissions).
+  bool TransformsSubjects();
+  static constexpr const char* kTransformProbeStream = "FLEETFLOW_TRANSFORM_PROBE";
   /// Creates the durable pull consumer when missing (never deletes it: its position in the
   /// stream outlives every worker); throws when a push consumer has that name.
   void EnsureConsumer(const ConsumerOptions& options);
@@ -451,8 +470,8 @@ class JetStream {
   /// returns the stream sequence. Throws Error when no stream took it within timeout_ms.
   uint64_t Publish(std::string_view subject, const void* data, size_t size, const Headers& headers,
                    int timeout_ms);
-  /// Read-only: the stream's subjects and size; nullopt when it does not exist. Throws Error
-  /// otherwise (no answer: JetStream off, or no permission for the JetStream API).
+  /// Read-only: the stream's subjects, transform and size; nullopt when it does not exist.
+  /// Throws Error otherwise (no answer: JetStream off, or no permission for the JetStream API).
   std::optional<StreamSummary> FindStream(const std::string& name);
   /// Read-only: whether the durable consumer exists. Throws Error as FindStream.
   bool HasConsumer(const std::string& stream, const std::string& durable);
