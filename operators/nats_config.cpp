@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "jetstream.hpp"
 
 namespace fleetflow {
@@ -93,6 +95,44 @@ std::string NatsFailure(const std::exception& e, const nats::Connection& conn) {
   const std::string last = conn.LastError();
   if (!last.empty() && text.find(last) == std::string::npos) text += " (server: " + last + ")";
   return text;
+}
+
+namespace {
+
+/// True when NATS subject pattern `pattern` matches every subject `subject` matches (`*` one
+/// token, `>` the rest); `subject` may hold wildcards itself.
+bool Covers(std::string_view pattern, std::string_view subject) {
+  for (;;) {
+    const size_t pe = pattern.find('.');
+    const size_t se = subject.find('.');
+    const std::string_view p = pattern.substr(0, pe);
+    const std::string_view t = subject.substr(0, se);
+    if (p == ">") return true;
+    if (t == ">" || (p != "*" && p != t)) return false;
+    if (pe == std::string_view::npos || se == std::string_view::npos) {
+      return pe == std::string_view::npos && se == std::string_view::npos;
+    }
+    pattern.remove_prefix(pe + 1);
+    subject.remove_prefix(se + 1);
+  }
+}
+
+}  // namespace
+
+std::string Join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+ConnectFinding StreamCaptures(const std::string& stream, const nats::StreamSummary& info,
+                              const std::string& wanted) {
+  const bool covered = std::any_of(info.subjects.begin(), info.subjects.end(),
+                                   [&](const std::string& p) { return Covers(p, wanted); });
+  return {covered ? ConnectFinding::Level::kOk : ConnectFinding::Level::kProblem,
+          "stream " + stream + " (" + std::to_string(info.messages) + " messages) captures " +
+              Join(info.subjects) +
+              (covered ? "" : ", not " + wanted + ", which the source reads")};
 }
 
 void CheckBucket(nats::Connection& conn, nats::JetStream& js, const std::string& bucket,

@@ -15,7 +15,8 @@ namespace fleetflow {
 
 namespace nats {
 class JetStream;
-}
+struct StreamSummary;
+}  // namespace nats
 
 /// The NATS connection settings of a node, as configured (empty strings: the environment's).
 struct NatsClientOptions {
@@ -48,6 +49,14 @@ std::unique_ptr<nats::Connection> ConnectForCheck(const NatsClientOptions& optio
 /// For check_connect: why a JetStream API request got no answer, with the server's last error
 /// on `conn` (a permissions violation names the subject refused).
 std::string NatsFailure(const std::exception& e, const nats::Connection& conn);
+
+/// For check_connect: whether the existing stream `stream` (`info`) captures the subjects
+/// `wanted` a source reads.
+ConnectFinding StreamCaptures(const std::string& stream, const nats::StreamSummary& info,
+                              const std::string& wanted);
+
+/// "a, b, c".
+std::string Join(const std::vector<std::string>& items);
 
 /// For check_connect: whether Key/Value bucket `bucket` exists (`what` says what it is for); it
 /// is created at start when missing, so a missing one is a note.

@@ -41,6 +41,7 @@ struct NatsSourceSettings {
   std::string durable;
   uint32_t partitions = 0;
   std::string partition_prefix;
+  PartitionMapping partition_mapping = PartitionMapping::kAuto;
   bool check_mapping = true;
   std::string membership_bucket;
   std::string handover_bucket;
@@ -68,12 +69,16 @@ struct NatsSourceOptions {
   MembershipOptions membership;
 };
 
+PartitionLayout Layout(const NatsSourceSettings& s) {
+  return {s.partition_prefix, s.partitions, s.partition_mapping, s.check_mapping, s.create_stream};
+}
+
 NatsSourceOptions MakeOptions(const NatsSourceSettings& s, const std::string& node) {
   NatsSourceOptions o;
   o.settings = s;
   o.jetstream = s.delivery == Delivery::kJetStream;
   o.stream.name = s.stream;
-  o.stream.subjects = {s.partitions > 0 ? s.partition_prefix + ".*.*.*" : s.subject};
+  o.stream.subjects = {s.subject};  // partitioned: SettlePartitionedStream decides
   o.stream.retention = s.stream_retention;
   o.stream.max_age_ms = s.stream_max_age_ms;
   o.stream.storage = s.stream_storage;
@@ -133,7 +138,11 @@ class NatsSource final : public Operator {
       return;
     }
     js_ = std::make_unique<nats::JetStream>(*conn_);
-    if (s_.create_stream) js_->EnsureStream(o_.stream);
+    if (s_.partitions > 0) {
+      SettlePartitionedStream(*conn_, *js_, o_.stream, Layout(s_));
+    } else if (s_.create_stream) {
+      js_->EnsureStream(o_.stream);
+    }
     dead_letters_.Start(*conn_, js_.get(), s_.create_stream);
     if (!s_.state_bucket.empty()) {
       checkpoints_ = std::make_unique<JetStreamKvCheckpoints>(js_->OpenBucket(s_.state_bucket));
@@ -156,7 +165,6 @@ class NatsSource final : public Operator {
                    s_.subject, o_.stream.name, o_.consumer.durable, nats::RedactUrl(connect_.url));
       return;
     }
-    if (s_.check_mapping) CheckPartitionMapping(*conn_, s_.partition_prefix, s_.partitions);
     membership_ = std::make_unique<KvMembership>(o_.membership, metrics_, labels_);
     spdlog::info(
         "node '{}': {} partitions of stream {} ({}.<n>.<vehicle>.<sensor>), shared by the "
@@ -293,30 +301,6 @@ class NatsSource final : public Operator {
   std::unique_ptr<PartitionCoordinator> coordinator_;
 };
 
-/// True when NATS subject pattern `pattern` matches every subject `subject` matches (`*` one
-/// token, `>` the rest); `subject` may hold wildcards itself.
-bool Covers(std::string_view pattern, std::string_view subject) {
-  for (;;) {
-    const size_t pe = pattern.find('.');
-    const size_t se = subject.find('.');
-    const std::string_view p = pattern.substr(0, pe);
-    const std::string_view t = subject.substr(0, se);
-    if (p == ">") return true;
-    if (t == ">" || (p != "*" && p != t)) return false;
-    if (pe == std::string_view::npos || se == std::string_view::npos) {
-      return pe == std::string_view::npos && se == std::string_view::npos;
-    }
-    pattern.remove_prefix(pe + 1);
-    subject.remove_prefix(se + 1);
-  }
-}
-
-std::string Join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
-  return out;
-}
-
 /// `fleetflow validate --connect`: the server, the subscription permission (core) or the
 /// stream, consumers, buckets and partition mapping (jetstream) the source would use.
 std::vector<ConnectFinding> CheckConnect(const Config& config) {
@@ -344,18 +328,26 @@ std::vector<ConnectFinding> CheckConnect(const Config& config) {
     return out;
   }
   const auto partitions = c.partitions;
-  const std::string prefix = c.partition_prefix;
   const std::string stream = c.stream;
-  const std::string wanted = partitions > 0 ? prefix + ".*.*.*" : subject;
   try {
     nats::JetStream js(*conn);
-    if (const auto info = js.FindStream(stream)) {
-      const bool covered = std::any_of(info->subjects.begin(), info->subjects.end(),
-                                       [&](const std::string& p) { return Covers(p, wanted); });
-      out.push_back({covered ? Level::kOk : Level::kProblem,
-                     "stream " + stream + " (" + std::to_string(info->messages) +
-                         " messages) captures " + Join(info->subjects) +
-                         (covered ? "" : ", not " + wanted + ", which the source reads")});
+    const auto info = js.FindStream(stream);
+    if (partitions > 0) {
+      CheckPartitionsForConnect(*conn, js, stream, info, Layout(c), out);
+    } else if (info) {
+      out.push_back(StreamCaptures(stream, *info, subject));
+    } else {
+      out.push_back(c.create_stream
+                        ? ConnectFinding{Level::kNote, "stream " + stream +
+                                                           " does not exist: created at start on " +
+                                                           subject}
+                        : ConnectFinding{Level::kProblem,
+                                         "stream " + stream +
+                                             " does not exist and create_stream is false: create "
+                                             "it on " +
+                                             subject + ", or set \"create_stream\": true"});
+    }
+    if (info) {
       const std::string durable = c.durable;
       std::vector<std::string> absent;
       for (uint32_t p = 0; p < std::max<uint32_t>(partitions, 1); ++p) {
@@ -371,14 +363,6 @@ std::vector<ConnectFinding> CheckConnect(const Config& config) {
         out.push_back(
             {Level::kNote, "durable consumers not there yet, created at start: " + Join(absent)});
       }
-    } else if (c.create_stream) {
-      out.push_back(
-          {Level::kNote, "stream " + stream + " does not exist: created at start on " + wanted});
-    } else {
-      out.push_back({Level::kProblem, "stream " + stream +
-                                          " does not exist and create_stream is false: create it "
-                                          "on " +
-                                          wanted + ", or set \"create_stream\": true"});
     }
     if (partitions > 0) {
       CheckBucket(*conn, js, c.membership_bucket, "membership", out);
@@ -386,15 +370,6 @@ std::vector<ConnectFinding> CheckConnect(const Config& config) {
     }
   } catch (const std::exception& e) {
     out.push_back({Level::kProblem, "stream " + stream + ": " + NatsFailure(e, *conn)});
-  }
-  if (partitions > 0 && c.check_mapping) {
-    try {
-      CheckPartitionMapping(*conn, prefix, partitions);
-      out.push_back({Level::kOk, "the server maps vehicle.*.* into " + std::to_string(partitions) +
-                                     " partitions (" + prefix + ".<n>.<id>.<sensor>)"});
-    } catch (const std::exception& e) {
-      out.push_back({Level::kProblem, e.what()});
-    }
   }
   return out;
 }
@@ -457,8 +432,9 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
     c.Integer("partitions",
               "jetstream: 0: one consumer on `subject`, read by one worker. P > 0: the NATS server "
               "maps vehicle.<id>.<sensor> to <partition_prefix>.<n>.<id>.<sensor> with n = "
-              "partition(P, id) (every subject of a vehicle in one partition); the stream holds "
-              "<partition_prefix>.*.*.*, each partition has its own durable consumer, and the "
+              "partition(P, id) (every subject of a vehicle in one partition: the server's account "
+              "mapping or the stream's subject transform, see partition_mapping), each "
+              "partition has its own durable consumer, and the "
               "workers share the partitions (membership in membership_bucket): a worker reads, "
               "stores and joins only the vehicles of its partitions. At most P workers do work. "
               "See docs/scaling.md.",
@@ -466,12 +442,23 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
         .Default(int64_t{0})
         .Min(0)
         .Max(1024);
-    c.String("partition_prefix",
-             "partitions: the first token of the partitioned subjects (the server's mapping "
-             "writes them).",
+    c.String("partition_prefix", "partitions: the first token of the partitioned subjects.",
              &S::partition_prefix)
         .Default("telemetry")
         .Pattern("^[A-Za-z0-9_-]{1,64}$", "one subject token: 1 to 64 letters, digits, - and _");
+    c.Enum("partition_mapping",
+           "partitions: who partitions the subjects. account: the account mapping of the "
+           "server's configuration (any nats-server; the stream holds "
+           "<partition_prefix>.*.*.*). stream: the stream's own subject transform, which the "
+           "engine creates with the stream (nats-server 2.10 or later; a managed NATS account "
+           "needs no server configuration). auto: what an existing stream does; a new stream "
+           "takes the account mapping when the server has one (or check_mapping is false), "
+           "else the transform when the server can, else the engine stops naming both ways.",
+           &S::partition_mapping,
+           {{"auto", PartitionMapping::kAuto},
+            {"account", PartitionMapping::kAccount},
+            {"stream", PartitionMapping::kStream}})
+        .Default("auto");
     c.Boolean("check_mapping",
               "partitions: at start, check with a probe message (never stored) that the server "
               "maps the vehicles' subjects into `partitions` partitions; a missing mapping stops "

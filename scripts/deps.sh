@@ -31,14 +31,16 @@ Usage: scripts/deps.sh [--demo] [--check] [--help]
 
 Installs the Debian 12 (bookworm) packages fleetflow needs, with apt-get, as root (or via sudo).
 Skips apt entirely when everything is already installed. Then runs scripts/timescaledb.sh, which
-builds TimescaleDB (not packaged in Debian 12) from Debian trixie's source package once per machine
-and returns at once when it is installed. No system service is started: the demo and the tests
+builds TimescaleDB (not packaged in Debian 12) from Debian trixie's source package once per machine,
+and scripts/nats210.sh, which unpacks trixie's nats-server 2.10 into /opt/fleetflow (the tests
+run the partition tests on it too); both return at once when installed. No system service is started: the demo and the tests
 run their own nats-server and PostgreSQL.
 
   --demo    only what scripts/demo.sh needs (build tools, libraries, nats-server, PostgreSQL):
-            no test, fuzz, benchmark or deploy-check tools, and no TimescaleDB build (the demo
-            then writes a plain PostgreSQL table)
-  --check   only report missing packages (and TimescaleDB); exit 1 if any are missing
+            no test, fuzz, benchmark or deploy-check tools, no TimescaleDB build (the demo
+            then writes a plain PostgreSQL table) and no nats-server 2.10
+  --check   only report missing packages (and TimescaleDB, nats-server 2.10); exit 1 if any
+            are missing
   --help    show this help
 EOF
 }
@@ -71,29 +73,37 @@ fi
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-# TimescaleDB is not packaged in Debian 12: scripts/timescaledb.sh builds it from Debian trixie's
-# source package, once per machine (quick when installed). A failed build does not stop the
-# rest: the tests that need TimescaleDB then fail, saying so.
-timescaledb() {
+# What Debian 12 does not package, installed by a script of its own once per machine (quick when
+# installed): TimescaleDB, built from Debian trixie's source package (scripts/timescaledb.sh), and
+# a nats-server 2.10 beside 2.9.10, from trixie's binary package (scripts/nats210.sh). A failure
+# does not stop the rest: the tests that need it then fail, saying so.
+beside() {
+  local script=$1 consequence=$2
   ((demo_only)) && return 0
   if ((check_only)); then
-    bash "$script_dir/timescaledb.sh" --check
+    bash "$script_dir/$script" --check
     return
   fi
   local sudo=()
-  if ((EUID != 0)) && ! bash "$script_dir/timescaledb.sh" --check >/dev/null 2>&1; then
+  if ((EUID != 0)) && ! bash "$script_dir/$script" --check >/dev/null 2>&1; then
     sudo=(sudo -n)
   fi
-  if ! "${sudo[@]}" bash "$script_dir/timescaledb.sh"; then
-    echo "deps.sh: *** TimescaleDB could not be installed (above): the tests that need it will" \
-      "FAIL; the demo and the engine use plain PostgreSQL tables ***" >&2
+  if ! "${sudo[@]}" bash "$script_dir/$script"; then
+    echo "deps.sh: *** $script failed (above): $consequence ***" >&2
   fi
+}
+extras() {
+  local status=0
+  beside timescaledb.sh "the tests that need TimescaleDB will FAIL; the demo and the engine use \
+plain PostgreSQL tables" || status=1
+  beside nats210.sh "the tests that need nats-server 2.10 will FAIL" || status=1
+  return $status
 }
 
 mapfile -t missing < <(missing_packages)
 if ((${#missing[@]} == 0)); then
   echo "deps.sh: all ${#PACKAGES[@]} packages are installed."
-  timescaledb
+  extras
   exit $?
 fi
 echo "deps.sh: missing: ${missing[*]}"
@@ -143,5 +153,5 @@ if ((${#missing[@]} != 0)); then
   echo "deps.sh: still missing after install: ${missing[*]}" >&2
   exit 1
 fi
-timescaledb
+extras
 echo "deps.sh: done."

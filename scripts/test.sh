@@ -14,6 +14,9 @@ Runs scripts/deps.sh, scripts/build.sh, then these stages, each a build and (but
 ctest run (see docs/testing.md):
 
   main   build/ (gcc): ctest --test-dir build --output-on-failure -j2 --no-tests=error $FF_CTEST_ARGS
+  nats-2.10  the same build: the partition, hand-over, JetStream client, KV and fault tests again
+         on nats-server 2.10 (scripts/nats210.sh), its servers without the account mapping
+         (FF_NATS_SERVER, FF_NATS_PARTITIONING=stream): the streams partition their subjects
   firmware  build-firmware (-DFLEETFLOW_FIRMWARE_ONLY=ON, oneTBB/RapidJSON/spdlog hidden from
          find_package): builds fleet-sensor, fleetctl, fleet-sim (-j2) and runs
          firmware/check_deps.sh: no engine dependency in the configure, the headers or NEEDED
@@ -48,6 +51,7 @@ Environment:
   FF_TEST_TIMEOUT    limit for the main stage's ctest in seconds (default: 1800)
   FF_SKIP_DEPS=1     do not run scripts/deps.sh
   FF_BUILD_DIR       build directory of the main stage and --stress (default: build)
+  FF_NATS210         1 (default) / 0: the nats-2.10 stage
   FF_FIRMWARE        1 (default) / 0: the firmware stage
   FF_FUZZ            1 (default) / 0: the fuzz stage
   FF_FUZZ_SECONDS    seconds per fuzz target (default: 60)
@@ -230,10 +234,29 @@ fi
 
 # --- main: the whole suite in the normal build -------------------------------------------------
 if ! build_in main "$build_dir" "$(remaining)" "${main_build[@]}"; then
-  warnings+=("WARNING: stages firmware, fuzz, asan were not run: the main build failed")
+  warnings+=("WARNING: stages nats-2.10, firmware, fuzz, asan were not run: the main build failed")
   finish total
 fi
 run_ctest main "$build_dir" "${FF_TEST_TIMEOUT:-1800}" "${main_args[@]}"
+
+# --- nats-2.10: the partition, hand-over and fault tests on nats-server 2.10 -------------------
+# The same build, the tests that involve partitions, JetStream's pull requests and KV, on the 2.10
+# server of scripts/nats210.sh, whose streams partition their own subjects: the servers start
+# without the account mapping (FF_NATS_PARTITIONING=stream), as on a managed NATS. Not here: the
+# tests of the account mapping itself (2.9's way) and those that read the mapped subjects with a
+# core subscription (record), which a stream's transform does not publish.
+nats210_tests='^(PartitionedSourceTest|TransformingServerTest|JetStreamClientTest|KvMembershipHandoverTest|NatsSourceTest|KeyedLastValueKvTest)\.|^JetStreamE2E\.(EverythingPublished|AWorker|ThreeWorkers|ScaleOut|NatsServerRestarted)|^FaultsE2E\.(Sigterm|NatsServerKilled)'
+if [[ "${FF_NATS210:-1}" == 0 ]]; then
+  stage_skipped nats-2.10 "FF_NATS210=0"
+elif ! nats210=$(bash scripts/nats210.sh --print-path 2>/dev/null); then
+  stage_fails nats-2.10 "nats-server 2.10 is not installed: run scripts/nats210.sh (scripts/deps.sh does)"
+elif (($(remaining) < 600)); then
+  stage_skipped nats-2.10 "only $(remaining) s of FF_TOTAL_BUDGET=$budget left (needs about 600)"
+else
+  echo "test.sh: [nats-2.10] $("$nats210" --version), servers without the account mapping"
+  FF_NATS_SERVER=$nats210 FF_NATS_PARTITIONING=stream \
+    run_ctest nats-2.10 "$build_dir" "$(remaining)" -R "$nats210_tests"
+fi
 
 # --- firmware: the vehicle side builds without the engine's dependencies ------------------------
 if [[ "${FF_FIRMWARE:-1}" == 0 ]]; then

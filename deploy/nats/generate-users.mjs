@@ -4,12 +4,16 @@
 //
 //   node deploy/nats/generate-users.mjs --out DIR (--vehicles ID,ID,... | --vehicle-count N)
 //        [--stream TELEMETRY] [--durable fleetflow] [--partitions 16] [--partition-prefix telemetry]
+//        [--partition-mapping account|stream]
 //        [--buckets telemetry,fleetflow_members,fleetflow_handover]
 //        [--dead-letter-stream DEADLETTER] [--dead-letter-prefix deadletter]
 //
 // --partitions and --partition-prefix must match the account's mapping in nats-server.conf and
 // the nats_source of the pipeline: the engine may use the durables <durable>-0 ... <durable>-(N-1)
 // and nothing else (--partitions 0: the one durable <durable>, an unpartitioned pipeline).
+// --partition-mapping stream: the account has no mapping, the stream transforms its subjects
+// (nats-server 2.10 or later, docs/deploy.md "A managed NATS"): vehicles then publish on their
+// own subjects, unmapped.
 //
 // DIR/fleet-users.conf holds public keys and permissions only (not secret: a ConfigMap is fine).
 // DIR/seeds/<user>.nk are the private seeds (mode 0600): give each vehicle its own, the engine
@@ -22,7 +26,7 @@ import path from "node:path";
 
 const usage = `usage: generate-users.mjs --out DIR (--vehicles ID,ID,... | --vehicle-count N)
        [--stream TELEMETRY] [--durable fleetflow] [--partitions 16] [--partition-prefix telemetry]
-       [--buckets telemetry,fleetflow_members,fleetflow_handover]
+       [--partition-mapping account|stream] [--buckets telemetry,fleetflow_members,fleetflow_handover]
        [--dead-letter-stream DEADLETTER] [--dead-letter-prefix deadletter]`;
 
 // The vehicle id of the engine's mapping probe (nats_source, check_mapping): it publishes
@@ -35,6 +39,7 @@ function parseArgs(argv) {
     durable: "fleetflow",
     partitions: "16",
     partitionPrefix: "telemetry",
+    partitionMapping: "account",
     buckets: "telemetry,fleetflow_members,fleetflow_handover",
     deadLetterStream: "DEADLETTER",
     deadLetterPrefix: "deadletter",
@@ -72,6 +77,9 @@ function parseArgs(argv) {
   a.partitionCount = Number(a.partitions);
   if (!Number.isInteger(a.partitionCount) || a.partitionCount < 0 || a.partitionCount > 1024) {
     fail("--partitions must be a whole number from 0 to 1024");
+  }
+  if (!["account", "stream"].includes(a.partitionMapping)) {
+    fail("--partition-mapping must be account or stream");
   }
   a.bucketNames = a.buckets.split(",").filter((b) => b);
   return a;
@@ -200,15 +208,16 @@ function partitionOf(id, partitions) {
   return h % partitions;
 }
 
-function vehiclePermissions(id, { partitionCount, partitionPrefix }) {
+function vehiclePermissions(id, { partitionCount, partitionPrefix, partitionMapping }) {
   return {
     // Samples and status only: vehicle.<id>.<sensor> and vehicle.<id>.status (three tokens; the
     // four-token command subjects are not the vehicle's to publish). nats-server (2.9) applies
     // the account's mapping before it checks publish permissions, so with partitions the
     // permission names the mapped subject: <prefix>.<its partition>.<id>.*, exactly where the
     // mapping puts vehicle.<id>.* and nowhere else (not another partition, not another vehicle).
+    // A stream's transform (--partition-mapping stream) rewrites only what it stores.
     publish: [
-      partitionCount > 0
+      partitionCount > 0 && partitionMapping === "account"
         ? `${partitionPrefix}.${partitionOf(id, partitionCount)}.${id}.*`
         : `vehicle.${id}.*`,
     ],
@@ -226,6 +235,15 @@ function enginePermissions(a) {
     `$JS.API.STREAM.INFO.${stream}`,
     `$JS.API.STREAM.CREATE.${stream}`,
   ];
+  if (partitionCount > 0) {
+    // Without the account mapping (a managed NATS), a new partitioned stream transforms its own
+    // subjects: the engine first checks that the server can, with a stream of its own that it
+    // creates and deletes (partition_mapping in docs/operators/nats_source.md).
+    publish.push(
+      "$JS.API.STREAM.CREATE.FLEETFLOW_TRANSFORM_PROBE",
+      "$JS.API.STREAM.DELETE.FLEETFLOW_TRANSFORM_PROBE",
+    );
+  }
   // One durable pull consumer per partition (created by the worker that first reads it): info,
   // create, fetch, acknowledge. Not delete: a consumer's position outlives every worker.
   const durables =

@@ -4,7 +4,9 @@
 // mapped subject, so a vehicle may publish only into its own partition. A vehicle's credentials
 // reach only its own subjects, the engine's only the stream's partition consumers, the KV buckets,
 // the dead letters and the mapping probe, and the deployed pipeline runs on the engine's
-// credentials alone (real engine, real fleet-sensor, real PostgreSQL).
+// credentials alone (real engine, real fleet-sensor, real PostgreSQL). So it does on a managed
+// NATS's terms: nats-server 2.10, the account without the mapping (users generated with
+// --partition-mapping stream), the stream partitioning its subjects itself.
 #include <gtest/gtest.h>
 #include <httplib.h>
 
@@ -104,12 +106,22 @@ class NatsConfigTest : public ::testing::Test {
     if (FindServerBinary("openssl").empty() || FindServerBinary("node").empty()) {
       GTEST_SKIP() << "openssl or node not installed: run scripts/deps.sh";
     }
+    const std::string server = managed_ ? NatsServer::Server210() : FindServerBinary("nats-server");
+    ASSERT_FALSE(server.empty()) << "nats-server 2.10 not installed: run scripts/nats210.sh";
     dir_ = std::make_unique<TempDir>("fleetflow-nats-config");
     MakeCertificates(*dir_);
     RunOrThrow({"node", kSource + "/deploy/nats/generate-users.mjs", "--out", dir_->path(),
-                "--vehicles", "1,2"});
+                "--vehicles", "1,2", "--partition-mapping", managed_ ? "stream" : "account"});
     // The shipped file next to the generated users, as in the ConfigMap: its include is relative.
-    fs::copy_file(kSource + "/deploy/nats/nats-server.conf", dir_->File("nats-server.conf"));
+    // Managed: the account as a NATS service gives it, without the mapping.
+    std::string conf = ReadFile(kSource + "/deploy/nats/nats-server.conf");
+    if (managed_) {
+      const std::string without =
+          std::regex_replace(conf, std::regex(R"(\n *mappings = \{\n[^\n]*\n *\})"), "");
+      ASSERT_NE(without, conf) << "no mappings block in nats-server.conf";
+      conf = without;
+    }
+    std::ofstream(dir_->File("nats-server.conf")) << conf;
     setenv("NATS_TLS_CERT", dir_->File("server.crt").c_str(), 1);
     setenv("NATS_TLS_KEY", dir_->File("server.key").c_str(), 1);
     setenv("NATS_STORE_DIR", dir_->File("store").c_str(), 1);
@@ -118,9 +130,8 @@ class NatsConfigTest : public ::testing::Test {
     port_ = FreePort();
     monitor_port_ = FreePort();
     server_ = std::make_unique<Process>(
-        std::vector<std::string>{FindServerBinary("nats-server"), "-c",
-                                 dir_->File("nats-server.conf"), "-a", "127.0.0.1", "-p",
-                                 std::to_string(port_), "-m", std::to_string(monitor_port_)},
+        std::vector<std::string>{server, "-c", dir_->File("nats-server.conf"), "-a", "127.0.0.1",
+                                 "-p", std::to_string(port_), "-m", std::to_string(monitor_port_)},
         dir_->File("nats-server.log"));
     ASSERT_TRUE(WaitFor([&] { return PortAcceptsConnections(port_) || !server_->Running(); }, 10s));
     ASSERT_TRUE(server_->Running()) << server_->ReadLog();
@@ -149,10 +160,25 @@ class NatsConfigTest : public ::testing::Test {
     return nats::Connection::Connect(Options(user));
   }
 
+  /// The deployed pipeline on the engine's credentials, two vehicles on theirs: rows for both,
+  /// fleetctl reaches a vehicle, KEDA's endpoint shows the stream (`stream_subjects`, as JSON)
+  /// and the 16 consumers, every sample acknowledged, nothing refused.
+  void RunThePipelineOnTheEngineCredentials(const std::string& stream_subjects);
+
+  bool managed_ = false;  // set by ManagedNatsTest before SetUp
   std::unique_ptr<TempDir> dir_;
   int port_ = 0;
   int monitor_port_ = 0;
   std::unique_ptr<Process> server_;
+};
+
+/// nats-server 2.10 without the account mapping, as a managed NATS account is.
+class ManagedNatsTest : public NatsConfigTest {
+ protected:
+  void SetUp() override {
+    managed_ = true;
+    NatsConfigTest::SetUp();
+  }
 };
 
 TEST_F(NatsConfigTest, TlsConnectsWithTheCaAndIsRefusedWithoutIt) {
@@ -453,6 +479,29 @@ TEST_F(NatsConfigTest, EngineStoresDeadLetters) {
 // start) on the engine's credentials.
 TEST_F(NatsConfigTest, ThePipelineRunsOnTheEngineCredentialsAndKedaSeesItsConsumers) {
   FF_REQUIRE_POSTGRES();
+  RunThePipelineOnTheEngineCredentials("\"telemetry.*.*.*\"");
+}
+
+TEST_F(ManagedNatsTest, ThePipelineRunsOnTheEngineCredentialsAloneTheStreamPartitions) {
+  FF_REQUIRE_POSTGRES();
+  RunThePipelineOnTheEngineCredentials("\"vehicle.*.*\"");
+  // The stream stores each vehicle's messages in its partition, as the mapping would.
+  const auto engine = Connect("engine");
+  nats::JetStream js(*engine);
+  const auto stream = js.FindStream("TELEMETRY");
+  ASSERT_TRUE(stream.has_value());
+  ASSERT_TRUE(stream->transform.has_value());
+  EXPECT_EQ(stream->transform->destination,
+            "telemetry.{{partition(16,1)}}.{{wildcard(1)}}.{{wildcard(2)}}");
+  // The probe of transforms is gone (the engine may not read it: asked the monitoring port).
+  httplib::Client monitor("127.0.0.1", monitor_port_);
+  auto jsz = monitor.Get("/jsz?acc=FLEET&streams=true");
+  ASSERT_TRUE(jsz && jsz->status == 200);
+  EXPECT_TRUE(Contains(jsz->body, "\"name\": \"TELEMETRY\"")) << jsz->body;
+  EXPECT_FALSE(Contains(jsz->body, nats::JetStream::kTransformProbeStream)) << jsz->body;
+}
+
+void NatsConfigTest::RunThePipelineOnTheEngineCredentials(const std::string& stream_subjects) {
   PostgresServer pg;
   pg.Start();
   const int http_port = FreePort();
@@ -501,7 +550,7 @@ TEST_F(NatsConfigTest, ThePipelineRunsOnTheEngineCredentialsAndKedaSeesItsConsum
   auto jsz = monitor.Get("/jsz?acc=FLEET&consumers=true&config=true");
   ASSERT_TRUE(jsz && jsz->status == 200);
   EXPECT_TRUE(Contains(jsz->body, "\"name\": \"TELEMETRY\"")) << jsz->body;
-  EXPECT_TRUE(Contains(jsz->body, "\"telemetry.*.*.*\"")) << jsz->body;
+  EXPECT_TRUE(Contains(jsz->body, stream_subjects)) << jsz->body;
   for (uint32_t p = 0; p < kPartitions; ++p) {
     EXPECT_TRUE(Contains(jsz->body, "\"durable_name\": \"fleetflow-" + std::to_string(p) + "\""))
         << p << ": " << jsz->body;

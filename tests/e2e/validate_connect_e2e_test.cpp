@@ -163,9 +163,9 @@ TEST(ValidateConnectE2E, AMissingMappingAndRefusedPermissionsAreProblems) {
                   "Permissions Violation for Subscription to \"vehicle.*.*\""});
   // The same user may use JetStream: a server without the mapping is the only problem there.
   ExpectProblems(Validate(kJetStreamPipeline, env),
-                 {"PROBLEM: partitions: the NATS server does not map vehicle.<id>.<sensor> to "
-                  "telemetry.<partition>.<id>.<sensor>",
-                  "jetstream.json: 1 problem on the servers"});
+                 {"PROBLEM: partitions: the NATS server does not map vehicle.<id>.<sensor> into "
+                  "partitions",
+                  "nats-server 2.10 or later", "jetstream.json: 1 problem on the servers"});
 }
 
 }  // namespace

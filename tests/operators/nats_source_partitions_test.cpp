@@ -1,6 +1,8 @@
 // nats_source with partitions against a real nats-server that maps the vehicles' subjects into
 // partitions: the mapping check, each vehicle in its own partition, the workers sharing the
-// partitions, and the hand-over of a partition with its record.
+// partitions, and the hand-over of a partition with its record. The same on a nats-server 2.10
+// without the mapping, where the stream partitions its subjects itself (partition_mapping), and
+// what a 2.9 server without the mapping says.
 #include <gtest/gtest.h>
 
 #include <mutex>
@@ -166,25 +168,108 @@ TEST_F(PartitionedSourceTest, TwoWorkersSplitThePartitionsAndTheNewOwnerGoesOnFr
   b->Stop();
 }
 
-class UnmappedServerTest : public NatsServerTest {};
+class UnmappedServerTest : public NatsServerTest {
+ protected:
+  /// What a source of `partitions` with `extra` settings says when it cannot start.
+  std::string StartError(const std::string& extra = "") {
+    OperatorHarness h("nats_source", R"({"url": ")" + server_.url() +
+                                         R"(", "delivery": "jetstream", "partitions": 4)" + extra +
+                                         "}");
+    return h.StartError();
+  }
+};
 
-TEST_F(UnmappedServerTest, WithoutTheServersMappingStartStopsWithTheLinesToAdd) {
-  OperatorHarness h("nats_source", R"({"url": ")" + server_.url() +
-                                       R"(", "delivery": "jetstream", "partitions": 4})");
-  const std::string what = h.StartError();
-  ASSERT_FALSE(what.empty()) << "Start should throw";
-  EXPECT_NE(what.find("mappings = { \"vehicle.*.*\": "
-                      "\"telemetry.{{partition(4,1)}}.{{wildcard(1)}}.{{wildcard(2)}}\" }"),
-            std::string::npos)
-      << what;
+// Debian 12's 2.9.10 without the mapping: neither way works, and the error names both.
+TEST_F(UnmappedServerTest, WithoutTheServersMappingStartStopsNamingBothWays) {
+  if (NatsServer::StreamsPartition()) GTEST_SKIP() << "needs a server older than 2.10";
+  for (const std::string extra : {"", R"(, "partition_mapping": "stream")"}) {
+    const std::string what = StartError(extra);
+    ASSERT_FALSE(what.empty()) << "Start should throw (" << extra << ")";
+    EXPECT_NE(what.find("mappings = { \"vehicle.*.*\": "
+                        "\"telemetry.{{partition(4,1)}}.{{wildcard(1)}}.{{wildcard(2)}}\" }"),
+              std::string::npos)
+        << what;
+    EXPECT_NE(what.find("nats-server 2.10 or later"), std::string::npos) << what;
+    // Nothing left behind: no stream that would store the vehicles' subjects unpartitioned.
+    EXPECT_FALSE(js_->FindStream("TELEMETRY").has_value());
+    EXPECT_FALSE(js_->FindStream(nats::JetStream::kTransformProbeStream).has_value());
+  }
+  EXPECT_NE(StartError(R"(, "partition_mapping": "account")").find("did not come back"),
+            std::string::npos);
 }
 
 TEST_F(PartitionedSourceTest, AMappingWithAnotherPartitionCountIsRefused) {
+  // Without the account mapping (stage nats-2.10), the stream's transform says it.
+  if (NatsServer::StreamsPartition()) Source()->Start();
   OperatorHarness h("nats_source", R"({"url": ")" + server_.url() +
                                        R"(", "delivery": "jetstream", "partitions": 16})");
   const std::string what = h.StartError();
   ASSERT_FALSE(what.empty()) << "Start should throw";
   EXPECT_NE(what.find("partition count"), std::string::npos) << what;
+}
+
+/// A nats-server 2.10 without the account mapping, as a managed NATS account is: the source
+/// creates the stream with its subject transform.
+class TransformingServerTest : public PartitionedSourceTest {
+ protected:
+  void SetUp() override {
+    server_.UseServer210();
+    NatsServerTest::SetUp();
+  }
+};
+
+TEST_F(TransformingServerTest, TheStreamPartitionsItselfEachVehicleInItsOwnNoProbeLeft) {
+  auto h = Source();
+  h->Start();
+  const auto stream = js_->FindStream("TELEMETRY");
+  ASSERT_TRUE(stream.has_value());
+  EXPECT_EQ(stream->subjects, std::vector<std::string>{"vehicle.*.*"});
+  ASSERT_TRUE(stream->transform.has_value());
+  EXPECT_EQ(stream->transform->destination,
+            "telemetry.{{partition(4,1)}}.{{wildcard(1)}}.{{wildcard(2)}}");
+  EXPECT_FALSE(js_->FindStream(nats::JetStream::kTransformProbeStream).has_value());
+  ASSERT_TRUE(WaitFor([&] { return h->Gauge("partitions_owned") == 4; }, 10s));
+  PublishFleet(40);
+  std::vector<Message> got;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        got = Take(h->output());
+        return Vehicles(got).size() == 40;
+      },
+      10s));
+  // The server's partition() in a stream's transform computes what the engine computes.
+  for (const auto& m : got) {
+    if (const auto* b = std::get_if<SampleBatch>(m.get())) {
+      EXPECT_EQ(b->partition, PartitionOf(b->vehicle, kPartitions)) << b->vehicle;
+    }
+  }
+  h->Stop();
+}
+
+TEST_F(TransformingServerTest, AStreamThatPartitionsOtherwiseIsRefusedNamingTheDifference) {
+  Source()->Start();  // creates TELEMETRY with 4 partitions
+  const auto start_error = [&](const std::string& extra) {
+    OperatorHarness h("nats_source", R"({"url": ")" + server_.url() +
+                                         R"(", "delivery": "jetstream")" + extra + "}");
+    return h.StartError();
+  };
+  EXPECT_NE(start_error(R"(, "partitions": 16)")
+                .find("expected vehicle.*.* → telemetry.{{partition(16,1)}}"),
+            std::string::npos);
+  EXPECT_NE(start_error(R"(, "partitions": 4, "partition_prefix": "tel")")
+                .find("partition count and prefix"),
+            std::string::npos);
+  EXPECT_NE(start_error(R"(, "partitions": 4, "partition_mapping": "account")")
+                .find("transforms its subjects itself"),
+            std::string::npos);
+  // A stream made for the account mapping is not taken for one that transforms.
+  nats::StreamOptions account;
+  account.name = "ACCOUNT";
+  account.subjects = {"telemetry.*.*.*"};
+  js_->EnsureStream(account);
+  EXPECT_NE(start_error(R"(, "stream": "ACCOUNT", "partitions": 4, "partition_mapping": "stream")")
+                .find("exists without a subject transform"),
+            std::string::npos);
 }
 
 }  // namespace

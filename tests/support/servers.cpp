@@ -550,9 +550,40 @@ NatsServer::~NatsServer() {
   }
 }
 
-bool NatsServer::Available() { return !FindServerBinary("nats-server").empty(); }
+namespace {
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
+std::string DefaultServer() {
+  const std::string chosen = Env("FF_NATS_SERVER");
+  return chosen.empty() ? FindServerBinary("nats-server") : chosen;
+}
+
+}  // namespace
+
+bool NatsServer::Available() { return !DefaultServer().empty(); }
+
+std::string NatsServer::Server210() {
+  std::string path = Env("FF_NATS210_SERVER");
+  if (path.empty()) path = "/opt/fleetflow/nats-server-2.10/nats-server";
+  return ::access(path.c_str(), X_OK) == 0 ? path : "";
+}
+
+void NatsServer::UseServer210() {
+  binary_ = Server210();
+  if (binary_.empty()) {
+    throw std::runtime_error(
+        "nats-server 2.10 not installed: run scripts/nats210.sh (scripts/deps.sh does)");
+  }
+}
+
+bool NatsServer::StreamsPartition() { return Env("FF_NATS_PARTITIONING") == "stream"; }
 
 void NatsServer::MapPartitions(int partitions, const std::string& prefix) {
+  if (StreamsPartition()) return;
   config_file_ = dir_.File("partitions.conf");
   std::ofstream(config_file_) << "mappings = {\n  \"vehicle.*.*\": \"" << prefix << ".{{partition("
                               << partitions << ",1)}}.{{wildcard(1)}}.{{wildcard(2)}}\"\n}\n";
@@ -574,7 +605,7 @@ void NatsServer::Start() {
 }
 
 void NatsServer::Launch() {
-  const std::string exe = FindServerBinary("nats-server");
+  const std::string exe = binary_.empty() ? DefaultServer() : binary_;
   if (exe.empty()) throw std::runtime_error("nats-server not installed: run scripts/deps.sh");
   std::vector<std::string> argv = {exe,   "-a",  "127.0.0.1", "-p", std::to_string(port_),
                                    "-js", "-sd", store_dir()};

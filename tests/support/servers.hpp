@@ -145,6 +145,14 @@ class NatsServer {
 
   /// True if a nats-server binary can be found (see FindServerBinary).
   static bool Available();
+  /// The nats-server 2.10 of scripts/nats210.sh ($FF_NATS210_SERVER, else its default path);
+  /// empty when it is not installed.
+  static std::string Server210();
+  /// Before Start(): run Server210() (throws, naming scripts/nats210.sh, when not installed).
+  void UseServer210();
+  /// True when the tests run their servers without the account mapping
+  /// ($FF_NATS_PARTITIONING=stream): see the class comment.
+  static bool StreamsPartition();
   /// Before Start(): the server maps vehicle.<id>.<sensor> to <prefix>.<n>.<id>.<sensor> with
   /// n = partition(partitions, id), as docs/scaling.md configures it (replaces `config_file`).
   void MapPartitions(int partitions, const std::string& prefix = "telemetry");
@@ -181,6 +189,7 @@ class NatsServer {
   TempDir dir_;
   std::vector<std::string> extra_args_;
   std::string config_file_;
+  std::string binary_;  // empty: $FF_NATS_SERVER or the PATH's
   int port_ = 0;
   bool started_once_ = false;
   std::unique_ptr<Process> proc_;
