@@ -170,9 +170,26 @@ StreamSummary StreamOf(const rapidjson::Value& answer) {
       if (subject.IsString()) out.subjects.emplace_back(subject.GetString());
     }
   }
+  if (const auto r = c.FindMember("num_replicas"); r != c.MemberEnd() && r->value.IsInt()) {
+    out.replicas = r->value.GetInt();
+  }
   if (const auto t = c.FindMember("subject_transform");
       t != c.MemberEnd() && t->value.IsObject() && !StringAt(t->value, "dest").empty()) {
     out.transform = SubjectTransform{StringAt(t->value, "src"), StringAt(t->value, "dest")};
+  }
+  out.current_replicas = out.replicas;
+  if (const auto cluster = answer.FindMember("cluster");
+      cluster != answer.MemberEnd() && cluster->value.IsObject()) {
+    out.leader = StringAt(cluster->value, "leader");
+    out.current_replicas = out.leader.empty() ? 0 : 1;
+    if (const auto peers = cluster->value.FindMember("replicas");
+        peers != cluster->value.MemberEnd() && peers->value.IsArray()) {
+      for (const auto& peer : peers->value.GetArray()) {
+        if (!peer.IsObject()) continue;
+        const auto current = peer.FindMember("current");
+        if (current != peer.MemberEnd() && current->value.IsTrue()) ++out.current_replicas;
+      }
+    }
   }
   if (const auto state = answer.FindMember("state");
       state != answer.MemberEnd() && state->value.IsObject()) {

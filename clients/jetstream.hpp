@@ -435,6 +435,9 @@ struct BucketOptions {
 struct StreamSummary {
   std::vector<std::string> subjects;
   std::optional<SubjectTransform> transform;  // never set by a server older than 2.10
+  int replicas = 1;
+  std::string leader;        // on a cluster: the server that leads it (empty while none does)
+  int current_replicas = 1;  // on a cluster: replicas up to date, the leader's included
   uint64_t messages = 0;
   uint64_t consumers = 0;
 };

@@ -36,7 +36,8 @@ DeadLetters::DeadLetters(const OperatorContext& ctx, const DeadLetterOptions& op
           "Dead letters that could not be published (the original is kept for redelivery).",
           labels_)) {}
 
-void DeadLetters::Start(nats::Connection& conn, nats::JetStream* js, bool create_stream) {
+void DeadLetters::Start(nats::Connection& conn, nats::JetStream* js, bool create_stream,
+                        int replicas) {
   conn_ = &conn;
   js_ = js;
   if (enabled_ && js_ != nullptr && create_stream) {
@@ -44,6 +45,7 @@ void DeadLetters::Start(nats::Connection& conn, nats::JetStream* js, bool create
     s.name = stream_;
     s.subjects = {prefix_ + ".>"};
     s.max_age_ms = 0;  // dead letters are kept until someone deals with them
+    s.replicas = replicas;
     js_->EnsureStream(s);
   }
 }

@@ -43,8 +43,8 @@ class DeadLetters {
   bool enabled() const { return enabled_; }
 
   /// Starts publishing on `conn`; with `js`, through JetStream (creating the dead-letter stream
-  /// when `create_stream`).
-  void Start(nats::Connection& conn, nats::JetStream* js, bool create_stream);
+  /// with `replicas` when `create_stream`).
+  void Start(nats::Connection& conn, nats::JetStream* js, bool create_stream, int replicas = 1);
 
   /// Publishes one dead letter per reject of the message. Returns false when one could not be
   /// published (counted in dead_letter_failures); the caller must not drop the original then.

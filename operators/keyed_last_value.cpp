@@ -364,7 +364,7 @@ std::vector<ConnectFinding> CheckConnect(const Config& config) {
   if (!conn) return out;
   try {
     nats::JetStream js(*conn);
-    CheckBucket(*conn, js, o.bucket, "state", out);
+    CheckBucket(*conn, js, o.bucket, "state", o.bucket_replicas, out);
   } catch (const std::exception& e) {
     out.push_back({ConnectFinding::Level::kProblem, "JetStream: " + NatsFailure(e, *conn)});
   }

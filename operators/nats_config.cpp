@@ -135,14 +135,27 @@ ConnectFinding StreamCaptures(const std::string& stream, const nats::StreamSumma
               (covered ? "" : ", not " + wanted + ", which the source reads")};
 }
 
+void CheckReplicas(const std::string& what, const nats::StreamSummary& info, int replicas,
+                   std::vector<ConnectFinding>& findings) {
+  if (info.replicas >= replicas) return;
+  findings.push_back({ConnectFinding::Level::kProblem,
+                      what + " has " + std::to_string(info.replicas) + " replica" +
+                          (info.replicas == 1 ? "" : "s") + ", the pipeline asks for " +
+                          std::to_string(replicas) +
+                          ": it was created so and is not changed at start; losing the node that "
+                          "holds it stops the engine. Raise its replicas on the server (a stream "
+                          "update), or recreate it"});
+}
+
 void CheckBucket(nats::Connection& conn, nats::JetStream& js, const std::string& bucket,
-                 const std::string& what, std::vector<ConnectFinding>& findings) {
+                 const std::string& what, int replicas, std::vector<ConnectFinding>& findings) {
   try {
     const auto stream = js.FindStream("KV_" + bucket);
     if (stream) {
       findings.push_back({ConnectFinding::Level::kOk, "bucket " + bucket + " (" + what +
                                                           "): " + std::to_string(stream->messages) +
                                                           " entries"});
+      CheckReplicas("bucket " + bucket, *stream, replicas, findings);
     } else {
       findings.push_back({ConnectFinding::Level::kNote,
                           "bucket " + bucket + " (" + what + ") does not exist: created at start"});

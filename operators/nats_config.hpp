@@ -55,12 +55,17 @@ std::string NatsFailure(const std::exception& e, const nats::Connection& conn);
 ConnectFinding StreamCaptures(const std::string& stream, const nats::StreamSummary& info,
                               const std::string& wanted);
 
+/// For check_connect: a problem when an existing stream or bucket (`what`) has fewer replicas
+/// than the pipeline asks for (it was created so, and is not changed at start).
+void CheckReplicas(const std::string& what, const nats::StreamSummary& info, int replicas,
+                   std::vector<ConnectFinding>& findings);
+
 /// "a, b, c".
 std::string Join(const std::vector<std::string>& items);
 
 /// For check_connect: whether Key/Value bucket `bucket` exists (`what` says what it is for); it
 /// is created at start when missing, so a missing one is a note.
 void CheckBucket(nats::Connection& conn, nats::JetStream& js, const std::string& bucket,
-                 const std::string& what, std::vector<ConnectFinding>& findings);
+                 const std::string& what, int replicas, std::vector<ConnectFinding>& findings);
 
 }  // namespace fleetflow

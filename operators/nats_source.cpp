@@ -97,6 +97,7 @@ NatsSourceOptions MakeOptions(const NatsSourceSettings& s, const std::string& no
     o.membership.handover_bucket = s.handover_bucket;
     o.membership.heartbeat_ms = s.heartbeat_ms;
     o.membership.timeout_ms = s.member_timeout_ms;
+    o.membership.replicas = s.stream_replicas;
   }
   return o;
 }
@@ -143,7 +144,7 @@ class NatsSource final : public Operator {
     } else if (s_.create_stream) {
       js_->EnsureStream(o_.stream);
     }
-    dead_letters_.Start(*conn_, js_.get(), s_.create_stream);
+    dead_letters_.Start(*conn_, js_.get(), s_.create_stream, s_.stream_replicas);
     if (!s_.state_bucket.empty()) {
       checkpoints_ = std::make_unique<JetStreamKvCheckpoints>(js_->OpenBucket(s_.state_bucket));
     }
@@ -348,6 +349,7 @@ std::vector<ConnectFinding> CheckConnect(const Config& config) {
                                              subject + ", or set \"create_stream\": true"});
     }
     if (info) {
+      CheckReplicas("stream " + stream, *info, c.stream_replicas, out);
       const std::string durable = c.durable;
       std::vector<std::string> absent;
       for (uint32_t p = 0; p < std::max<uint32_t>(partitions, 1); ++p) {
@@ -365,8 +367,8 @@ std::vector<ConnectFinding> CheckConnect(const Config& config) {
       }
     }
     if (partitions > 0) {
-      CheckBucket(*conn, js, c.membership_bucket, "membership", out);
-      CheckBucket(*conn, js, c.handover_bucket, "hand-over records", out);
+      CheckBucket(*conn, js, c.membership_bucket, "membership", c.stream_replicas, out);
+      CheckBucket(*conn, js, c.handover_bucket, "hand-over records", c.stream_replicas, out);
     }
   } catch (const std::exception& e) {
     out.push_back({Level::kProblem, "stream " + stream + ": " + NatsFailure(e, *conn)});
@@ -420,7 +422,11 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
     c.String("stream_storage", "jetstream: storage of a created stream.", &S::stream_storage)
         .Default("file")
         .OneOf({"file", "memory"});
-    c.Integer("stream_replicas", "jetstream: replicas of a created stream.", &S::stream_replicas)
+    c.Integer("stream_replicas",
+              "jetstream: replicas of what the source creates: the stream, the dead-letter stream, "
+              "the membership and hand-over buckets (3 on a 3-node NATS cluster: any one node "
+              "may go down).",
+              &S::stream_replicas)
         .Default(int64_t{1})
         .Min(1)
         .Max(5);

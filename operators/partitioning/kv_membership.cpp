@@ -40,10 +40,12 @@ KvMembership::KvMembership(MembershipOptions options, Metrics& metrics, const La
   nats::BucketOptions b;
   b.name = options_.bucket;
   b.ttl_ms = static_cast<int64_t>(options_.timeout_ms) * 10;  // stale keys of crashed workers
+  b.replicas = options_.replicas;
   kv_ = js_->EnsureBucket(b);
   if (!options_.handover_bucket.empty()) {
     nats::BucketOptions p;
     p.name = options_.handover_bucket;  // no TTL: a record outlives every worker
+    p.replicas = options_.replicas;
     handover_kv_ = js_->EnsureBucket(p);
     records_watcher_ = handover_kv_->Watch("partition.*");
   }

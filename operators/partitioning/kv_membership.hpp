@@ -40,6 +40,7 @@ struct MembershipOptions {
   int heartbeat_ms = 1000;
   int timeout_ms = 4000;  // a worker silent this long is gone
   int snapshot_timeout_ms = 30'000;
+  int replicas = 1;  // of both buckets when created (a NATS cluster: 3)
 };
 
 class KvMembership final : public Membership {

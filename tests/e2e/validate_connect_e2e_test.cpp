@@ -114,6 +114,17 @@ TEST(ValidateConnectE2E, NotesWhatAWorkerCreatesCreatesNothingThenFindsWhatItMad
   }
   EXPECT_FALSE(Has(r, "PROBLEM")) << r.out;
 
+  // A pipeline that asks for 3 replicas where the worker made 1 (one server): each is a problem.
+  const std::string r3 = WritePipelineVariant(kJetStreamPipeline, "telemetry",
+                                              R"({"stream_replicas": 3})", dir.File("r3.json"));
+  WritePipelineVariant(r3, "last_values", R"({"bucket_replicas": 3})", r3);
+  ExpectProblems(Validate(r3, env),
+                 {"PROBLEM: stream TELEMETRY has 1 replica, the pipeline asks for 3",
+                  "PROBLEM: bucket fleetflow_members has 1 replica, the pipeline asks for 3",
+                  "PROBLEM: bucket fleetflow_handover has 1 replica, the pipeline asks for 3",
+                  "PROBLEM: bucket telemetry has 1 replica, the pipeline asks for 3",
+                  "r3.json: 4 problems on the servers"});
+
   // A role that may not update and a table without one of the columns: the worker would fail.
   pg.Psql("ALTER TABLE vehicle_telemetry DROP COLUMN torque");
   pg.Psql("CREATE ROLE writer LOGIN");

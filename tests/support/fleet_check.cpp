@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "build_paths.hpp"
+#include "jetstream.hpp"
 #include "nats_client.hpp"
 #include "prom_text.hpp"
 #include "wire.hpp"
@@ -203,6 +204,96 @@ bool HasEveryRow(const PostgresServer& pg, const ExpectedRows& expected) {
   return CheckRows(pg, expected).found == expected.size();
 }
 
+NatsCluster::NatsCluster(int size) {
+  for (int i = 0; i < size; ++i) cluster_ports_.push_back(FreePort());
+  for (int i = 0; i < size; ++i) {
+    std::string routes;
+    for (int j = 0; j < size; ++j) {
+      if (j == i) continue;
+      routes += (routes.empty() ? "" : ",") + std::string("nats://127.0.0.1:") +
+                std::to_string(cluster_ports_[static_cast<size_t>(j)]);
+    }
+    nodes_.push_back(std::make_unique<NatsServer>(std::vector<std::string>{
+        "-n", "n" + std::to_string(i), "--cluster_name", "fleetflow", "--cluster",
+        "nats://127.0.0.1:" + std::to_string(cluster_ports_[static_cast<size_t>(i)]), "--routes",
+        routes}));
+  }
+}
+
+void NatsCluster::MapPartitions(int partitions, const std::string& prefix) {
+  for (auto& n : nodes_) n->MapPartitions(partitions, prefix);
+}
+
+void NatsCluster::UseServer210() {
+  for (auto& n : nodes_) n->UseServer210();
+}
+
+void NatsCluster::Start() {
+  for (auto& n : nodes_) n->Start();
+  std::string last_error;
+  const bool ready = WaitFor(
+      [&] {
+        for (auto& n : nodes_) {
+          if (!n->running()) continue;
+          try {
+            nats::ConnectOptions o;
+            o.url = n->url();
+            o.max_reconnect = 0;
+            auto conn = nats::Connection::Connect(o);
+            nats::JetStream(*conn).FindStream("_fleetflow_cluster_ready_");
+          } catch (const std::exception& e) {
+            last_error = n->url() + ": " + e.what();
+            return false;
+          }
+        }
+        return true;
+      },
+      std::chrono::seconds(30), std::chrono::milliseconds(200));
+  if (!ready) throw std::runtime_error("NATS cluster: JetStream not ready in 30 s: " + last_error);
+}
+
+std::string NatsCluster::url() const {
+  std::string out;
+  for (const auto& n : nodes_) out += (out.empty() ? "" : ",") + n->url();
+  return out;
+}
+
+namespace {
+
+/// The stream as the servers of `url` answer for it; nullopt when none does.
+std::optional<nats::StreamSummary> StreamOnCluster(const std::string& url,
+                                                   const std::string& stream) {
+  try {
+    nats::ConnectOptions o;
+    o.url = url;
+    o.max_reconnect = 0;
+    auto conn = nats::Connection::Connect(o);
+    return nats::JetStream(*conn).FindStream(stream);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
+int NatsCluster::LeaderOf(const std::string& stream) const {
+  const auto info = StreamOnCluster(url(), stream);
+  if (!info) return -1;
+  for (int i = 0; i < size(); ++i) {
+    if (info->leader == "n" + std::to_string(i)) return i;
+  }
+  return -1;
+}
+
+bool NatsCluster::WaitCurrent(const std::string& stream, std::chrono::milliseconds deadline) const {
+  return WaitFor(
+      [&] {
+        const auto info = StreamOnCluster(url(), stream);
+        return info && !info->leader.empty() && info->current_replicas == info->replicas;
+      },
+      deadline, std::chrono::milliseconds(200));
+}
+
 Engine::Engine(const std::string& pipeline, const NatsServer& nats, const PostgresServer& pg,
                const std::string& log_path)
     : Engine(
@@ -269,9 +360,13 @@ Fleet MakeFleet(int vehicles, int duration_s, uint64_t seed, int lead_s) {
 }
 
 std::vector<std::string> SimArgs(const NatsServer& nats, const Fleet& f, int duration_s) {
+  return SimArgs(nats.url(), f, duration_s);
+}
+
+std::vector<std::string> SimArgs(const std::string& nats_url, const Fleet& f, int duration_s) {
   return {::fleetflow::testing::BinaryDir() + "/firmware/fleet-sim",
           "--nats-url",
-          nats.url(),
+          nats_url,
           "--vehicles",
           std::to_string(f.config.vehicles),
           "--seed",
@@ -284,10 +379,14 @@ std::vector<std::string> SimArgs(const NatsServer& nats, const Fleet& f, int dur
 }
 
 SimRun RunFleetSim(const NatsServer& nats, int vehicles, int duration_s, uint64_t seed) {
+  return RunFleetSim(nats.url(), vehicles, duration_s, seed);
+}
+
+SimRun RunFleetSim(const std::string& nats_url, int vehicles, int duration_s, uint64_t seed) {
   SimRun run;
   run.fleet = MakeFleet(vehicles, duration_s, seed, 2);
   run.result =
-      RunCommand(SimArgs(nats, run.fleet, duration_s), std::chrono::seconds(duration_s + 60));
+      RunCommand(SimArgs(nats_url, run.fleet, duration_s), std::chrono::seconds(duration_s + 60));
   run.expected = ComputeExpectedRows(run.fleet.config, run.fleet.end_ns);
   return run;
 }

@@ -69,7 +69,9 @@ struct Fleet {
   int64_t end_ns = 0;
 };
 Fleet MakeFleet(int vehicles, int duration_s, uint64_t seed = 7, int lead_s = 1);
-/// The fleet-sim command line publishing `fleet` to `nats` in real time.
+/// The fleet-sim command line publishing `fleet` to `nats` (or the servers of `nats_url`, a
+/// comma-separated list for a cluster) in real time.
+std::vector<std::string> SimArgs(const std::string& nats_url, const Fleet& fleet, int duration_s);
 std::vector<std::string> SimArgs(const NatsServer& nats, const Fleet& fleet, int duration_s);
 
 /// A finished fleet-sim run and the rows it must produce.
@@ -80,6 +82,7 @@ struct SimRun {
 };
 /// Runs fleet-sim to its end (at most 60 s after the fleet's end): `vehicles` vehicles of `seed`
 /// publishing to `nats` for duration_s from two seconds on (MakeFleet(..., 2)).
+SimRun RunFleetSim(const std::string& nats_url, int vehicles, int duration_s, uint64_t seed = 42);
 SimRun RunFleetSim(const NatsServer& nats, int vehicles, int duration_s, uint64_t seed = 42);
 
 /// Rows in vehicle_telemetry (0 while the table does not exist).
@@ -117,6 +120,36 @@ struct Servers {
   TempDir dir;  // removed last, after the servers have stopped
   NatsServer nats;
   PostgresServer pg;
+};
+
+/// A NATS cluster as production runs it (docs/deploy.md): `size` nats-servers with JetStream,
+/// each a NatsServer of its own (store, log, port) named n0, n1, ..., routed to each other on
+/// 127.0.0.1 (cluster "fleetflow"). Streams and buckets created with 3 replicas survive the loss
+/// of any one node. Clients connect through url(), the list of every node.
+class NatsCluster {
+ public:
+  explicit NatsCluster(int size = 3);
+  /// Before Start(): every node maps the vehicles' subjects (NatsServer::MapPartitions).
+  void MapPartitions(int partitions, const std::string& prefix = "telemetry");
+  /// Before Start(): every node runs nats-server 2.10 (NatsServer::UseServer210; throws when
+  /// it is not installed).
+  void UseServer210();
+  /// Starts every node that does not run, then waits (at most 30 s) until JetStream answers
+  /// through every running node (the cluster elected its meta leader). Throws when it does not.
+  void Start();
+  NatsServer& node(int i) { return *nodes_.at(static_cast<size_t>(i)); }
+  int size() const { return static_cast<int>(nodes_.size()); }
+  /// "nats://127.0.0.1:<port0>,nats://127.0.0.1:<port1>,..." (after Start()).
+  std::string url() const;
+  /// The node that leads `stream` ("KV_<bucket>" for a bucket), -1 when no node answers with a
+  /// leader.
+  int LeaderOf(const std::string& stream) const;
+  /// Waits (at most `deadline`) until `stream` has a leader and every replica is current.
+  bool WaitCurrent(const std::string& stream, std::chrono::milliseconds deadline) const;
+
+ private:
+  std::vector<int> cluster_ports_;
+  std::vector<std::unique_ptr<NatsServer>> nodes_;
 };
 
 /// `fleetflow run PIPELINE` on the given servers (NATS_URL and the libpq environment), with its
