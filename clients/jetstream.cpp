@@ -355,6 +355,11 @@ bool PullSet::Answered(uint32_t id, uint64_t asked) const {
   return it == members_.end() || it->second.answered >= asked;
 }
 
+bool PullSet::Silent() const {
+  return std::any_of(members_.begin(), members_.end(),
+                     [](const auto& m) { return !m.second.removing && m.second.silent; });
+}
+
 bool PullSet::ApplyCommands(Fetched& out) {
   if (!commanded_.exchange(false)) return false;
   std::vector<Command> commands;
@@ -402,12 +407,17 @@ PullSet::Member* PullSet::ByReply(std::string_view ack_reply) {
 bool PullSet::Receive(int wait_ms, Fetched& out) {
   bool no_responders = false;
   std::optional<Message> msg = sub_->Next(wait_ms, no_responders);
+  if (no_responders) {
+    for (auto& [id, m] : members_) m.silent = true;
+    return true;
+  }
   if (!msg) return false;
   const std::string_view subject = msg->subject();
   if (msg->reply().starts_with("$JS.ACK.")) {
     Member* m = ByReply(msg->reply());
     // Every message asked for came: the consumer may have more (a backlog).
     if (m != nullptr && Outstanding(*m) > 0 && ++m->answered == m->asked) m->caught_up = false;
+    if (m != nullptr) m->silent = false;
     if (m == nullptr) {
       JsMessage(conn_, std::move(*msg)).Nak();  // not ours any more: back to the stream at once
       return true;
@@ -439,6 +449,7 @@ bool PullSet::Receive(int wait_ms, Fetched& out) {
     m.answered = known ? m.answered + std::min<uint64_t>(Outstanding(m), n) : m.asked;
     m.caught_up = true;
     m.refused = status == "409";
+    m.silent = false;
   }
   return true;  // a heartbeat or anything else: not a message for the caller
 }
@@ -499,7 +510,10 @@ void PullSet::Settle(Fetched& out) {
   const int64_t now = NowNs();
   for (auto it = members_.begin(); it != members_.end();) {
     Member& m = it->second;
-    if (Outstanding(m) > 0 && now > m.outstanding_until_ns) m.answered = m.asked;
+    if (Outstanding(m) > 0 && now > m.outstanding_until_ns) {
+      m.answered = m.asked;
+      m.silent = true;
+    }
     if (m.removing && (Outstanding(m) == 0 || now > m.release_until_ns)) {
       HandBack(m.held);
       out.released.push_back(it->first);

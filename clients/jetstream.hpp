@@ -186,6 +186,11 @@ class PullSet {
   /// Fetch, or handed back) or will not come (a status ended its request, or the request
   /// expired); true when the consumer is not read. Fetch's thread only.
   bool Answered(uint32_t id, uint64_t asked) const;
+  /// A consumer's requests ended without an answer since its last message or status: no
+  /// responders (the consumer has no leader: a NATS cluster electing one after a node loss;
+  /// nats.c does not say whose request it was, so every consumer counts), or nothing by the
+  /// request's expiry + 1 s. What it holds is unknown: not "nothing". Fetch's thread only.
+  bool Silent() const;
   /// Times Fetch waited (for a message, a poll, the next round, or a consumer): the fetching
   /// thread's wake-ups. Fetch's thread only.
   uint64_t waits() const { return waits_; }
@@ -209,6 +214,7 @@ class PullSet {
     bool delivered = false;            // a message came in this Fetch
     bool caught_up = true;             // its last request ended with a status, not filled
     bool refused = false;  // that status was 409: e.g. max_ack_pending reached, a backlog waits
+    bool silent = false;   // see Silent()
     bool removing = false;
     int64_t release_until_ns = 0;  // removing: released at the latest then
     std::vector<Message> held;     // removing: what came meanwhile, handed back on release

@@ -114,7 +114,8 @@ bool JetStreamReader::HoldsBack() const {
   // room, or the process stood still and the thread has not yet seen what waits meanwhile.
   if (SteadyNowNs() - fetch_alive_ns_.load() > StallNs()) return true;
   const uint64_t started = started_.load();
-  return taken_in_.load() != started || held_back_.load() || !conn_.connected();
+  // A consumer that does not answer (a cluster electing its leader) may hold anything.
+  return taken_in_.load() != started || held_back_.load() || silent_.load() || !conn_.connected();
 }
 
 /// Reads partition `p`'s changelog range from the stream and hands it on, on the calling thread.
@@ -166,6 +167,7 @@ void JetStreamReader::FetchLoop() {
       // Requests ahead: the server sends the next batch while this one is handled.
       pulls_.Fetch(options_.fetch_batch, options_.fetch_expiry_ms, true, fetched,
                    options_.fetch_linger_ms);
+      silent_ = pulls_.Silent();
       failing = false;
       backoff_ms = 50;
       connected_.Set(1);

@@ -115,6 +115,7 @@ class JetStreamReader final : public PartitionReader {
   std::condition_variable wait_cv_;
   std::atomic<int> releasing_{0};        // revoked, their kRevoked event not yet emitted
   std::atomic<bool> held_back_{true};    // by the fetch thread (see HoldsBack)
+  std::atomic<bool> silent_{false};      // PullSet::Silent after the fetch thread's last Fetch
   std::atomic<int64_t> fetch_alive_ns_;  // steady: the fetch thread's last return from Fetch
   std::atomic<uint64_t> started_{0};     // partitions started (PullSet::Add), ever
   std::atomic<uint64_t> taken_in_{0};    // of them, those held_back_ counts (fetch thread)

@@ -255,11 +255,16 @@ std::optional<KvMembership::Recorded> KvMembership::ParseRecord(const std::strin
   return record;
 }
 
+int64_t KvMembership::LivenessNowNs() const {
+  const auto own = members_.find(id_);
+  return own != members_.end() ? own->second.last_seen_ns : SteadyNowNs();
+}
+
 KvMembership::Standing KvMembership::StandingOf(const std::string& id) {
   std::lock_guard lock(mu_);
   const auto it = members_.find(id);
   if (it != members_.end() &&
-      SteadyNowNs() - it->second.last_seen_ns <= int64_t{options_.timeout_ms} * 1'000'000) {
+      LivenessNowNs() - it->second.last_seen_ns <= int64_t{options_.timeout_ms} * 1'000'000) {
     return Standing::kAlive;
   }
   return left_.count(id) > 0 ? Standing::kLeft : Standing::kGone;
@@ -334,7 +339,7 @@ std::optional<std::optional<int64_t>> KvMembership::Claim(uint32_t partition,
 
 std::pair<std::vector<std::string>, uint64_t> KvMembership::Members() {
   std::lock_guard lock(mu_);
-  const int64_t now = SteadyNowNs();
+  const int64_t now = LivenessNowNs();
   const int64_t timeout = int64_t{options_.timeout_ms} * 1'000'000;
   std::vector<std::string> alive;
   bool self = false;

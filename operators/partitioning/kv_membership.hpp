@@ -67,6 +67,12 @@ class KvMembership final : public Membership {
   std::pair<std::vector<std::string>, uint64_t> Members() override;
 
  private:
+  /// The time against which a member's last heartbeat is judged (mu_ held): when this worker's
+  /// own heartbeat last came back, or the clock before it first did. A member is gone when its
+  /// heartbeats stopped while this worker's own still came back; while none comes back (the
+  /// bucket has no leader: a NATS cluster electing one after a node loss, for seconds), nobody
+  /// is taken for gone.
+  int64_t LivenessNowNs() const;
   struct Record {
     std::string key;
     std::optional<std::string> value;  // empty: delete

@@ -283,6 +283,25 @@ TEST_F(JetStreamClientTest, AReleaseRightAfterAFetchAheadHandsBackTheBatchStillO
 // One set reads two consumers over one inbox: each message is named by its consumer, and a
 // consumer removed while its batch requested ahead is on its way is reported released once its
 // requests ended, its messages handed back at once, while the other goes on.
+// A consumer nobody answers for (on a cluster, one whose leader is being elected; here one not
+// created yet): its requests get "no responders", and the set says it is silent, not caught up,
+// until the consumer answers (the reader holds windows back meanwhile).
+TEST_F(JetStreamClientTest, AConsumerNobodyAnswersForIsSilentNotCaughtUpUntilItAnswers) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  js.EnsureStream({.name = "SILENT", .subjects = {"silent.>"}});
+  nats::PullSet set(*conn, "SILENT");
+  set.Add(1, "not-yet");
+  nats::PullSet::Fetched fetched;
+  const auto silent_after_fetch = [&] {
+    set.Fetch(10, 500, /*ahead=*/true, fetched);
+    return set.Silent();
+  };
+  ASSERT_TRUE(WaitFor(silent_after_fetch, 10s));
+  js.EnsureConsumer({.stream = "SILENT", .durable = "not-yet", .filter_subject = "silent.>"});
+  ASSERT_TRUE(WaitFor([&] { return !silent_after_fetch(); }, 10s));
+}
+
 TEST_F(JetStreamClientTest, APullSetReadsSeveralConsumersAndReleasesOneWhileTheOtherGoesOn) {
   auto conn = nats::Connection::Connect(Options(server_.port()));
   nats::JetStream js(*conn);

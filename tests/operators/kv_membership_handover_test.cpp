@@ -1,9 +1,12 @@
 // KvMembership's hand-over records against a real nats-server: a record is claimed once, also
-// when the worker asks the server before its watch brought the record.
+// when the worker asks the server before its watch brought the record. And its members: nobody is
+// taken for gone while no heartbeat comes back at all.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
+#include <thread>
 
 #include "nats_fixture.hpp"
 #include "partitioning/kv_membership.hpp"
@@ -126,6 +129,27 @@ TEST_F(KvMembershipHandoverTest, ARecordThatIsNoneIsNotClaimed) {
   records_->Put("partition.1", "not a window");
   EXPECT_FALSE(worker->ClaimHandover(1, true).has_value());
   EXPECT_FALSE(worker->ClaimHandover(7, true).has_value()) << "no record at all";
+}
+
+// While the bucket answers nobody (a NATS cluster electing its leader after a node loss; here the
+// server stopped with SIGSTOP for three member timeouts), no heartbeat comes back, this worker's
+// own neither: the others are not taken for gone (before, each worker took every partition).
+// Once the server goes on, a worker that leaves is gone.
+TEST_F(KvMembershipHandoverTest, NoHeartbeatComingBackAtAllTakesNobodyForGone) {
+  auto a = Join();
+  auto b = Join();
+  ASSERT_TRUE(WaitFor([&] { return a->Members().first.size() == 2; }, 10s));
+  server_.Signal(SIGSTOP);
+  const auto until = std::chrono::steady_clock::now() + 12s;  // 3 member timeouts
+  size_t fewest = 2;
+  while (std::chrono::steady_clock::now() < until) {
+    fewest = std::min(fewest, a->Members().first.size());
+    std::this_thread::sleep_for(100ms);  // sampling what the worker believes, not a wait
+  }
+  server_.Signal(SIGCONT);
+  EXPECT_EQ(fewest, 2u) << "a worker was taken for gone while nothing answered";
+  b.reset();  // leaves: deletes its key
+  EXPECT_TRUE(WaitFor([&] { return a->Members().first.size() == 1; }, 15s));
 }
 
 }  // namespace
