@@ -3,7 +3,9 @@
 // workers: every row once with the values of an independent computation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <csignal>
+#include <regex>
 
 #include "build_paths.hpp"
 #include "fleet_check.hpp"
@@ -94,6 +96,87 @@ TEST_F(ClusterE2E, TwoWorkersOnThreeNodesEveryStreamAndBucketR3EveryRowOnceExact
   EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems;
   const WriteCount writes = Writes(pg_);
   EXPECT_EQ(writes.most_per_row, 1) << writes.writes << " writes of " << writes.rows << " rows";
+}
+
+/// A counter of the status line fleet-sensor prints at its end, -1 when absent.
+int64_t SensorCounter(const Process& sensor, const std::string& name) {
+  std::smatch m;
+  const std::string log = sensor.ReadLog();
+  return std::regex_search(log, m, std::regex("\"" + name + "\":(\\d+)")) ? std::stoll(m[1]) : -1;
+}
+
+// Vehicles that keep what the stream has not acknowledged (fleet-sensor --ack jetstream) and two
+// workers; the node leading the stream is killed with -9 and started again, then the node leading
+// the state bucket. Every window of every vehicle is written, once.
+TEST_F(ClusterE2E, TheStreamLeaderThenTheStateLeaderKilledEveryWindowOnce) {
+  auto a = Worker(0);
+  auto b = Worker(1);
+  ASSERT_TRUE(a->WaitReady()) << a->process().ReadLog();
+  ASSERT_TRUE(b->WaitReady()) << b->process().ReadLog();
+  CountWrites(pg_);
+  constexpr int kSensors = 4, kDurationS = 30;
+  std::vector<std::unique_ptr<Process>> sensors;
+  for (int i = 0; i < kSensors; ++i) {
+    sensors.push_back(std::make_unique<Process>(
+        std::vector<std::string>{::fleetflow::testing::BinaryDir() + "/firmware/fleet-sensor",
+                                 "--vehicle", "car" + std::to_string(i), "--seed", "11",
+                                 "--batch-ms", "100", "--duration", std::to_string(kDurationS),
+                                 "--reconnect-wait-ms", "100", "--drain-ms", "20000", "--ack",
+                                 "jetstream", "--nats-url", cluster_.url(), "--quiet"},
+        dir_.File("sensor" + std::to_string(i) + ".log")));
+  }
+  for (const std::string stream : {"TELEMETRY", "KV_telemetry"}) {
+    const int rows = Rows(pg_);
+    ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= rows + 5 * kSensors; }, 60s))
+        << a->process().ReadLog() << b->process().ReadLog();
+    const int leader = cluster_.LeaderOf(stream);
+    ASSERT_GE(leader, 0) << stream << " has no leader";
+    cluster_.node(leader).Kill();
+    ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= rows + 10 * kSensors; }, 60s))
+        << "no rows with node n" << leader << " down\n"
+        << a->process().ReadLog() << b->process().ReadLog();
+    cluster_.node(leader).Start();  // same port, same store
+    ASSERT_TRUE(cluster_.WaitCurrent(stream, 60s)) << stream;
+  }
+  for (auto& s : sensors) ASSERT_EQ(s->Wait(120s), std::optional<int>(0)) << s->ReadLog();
+  int64_t taken = 0;
+  for (auto& s : sensors) {
+    taken += SensorCounter(*s, "samples");
+    EXPECT_EQ(SensorCounter(*s, "published_samples"), SensorCounter(*s, "samples")) << s->ReadLog();
+  }
+  EXPECT_GT(taken, 0);
+  // Each sensor's windows: one row per second of its run, every one of them, once.
+  const std::string per_vehicle =
+      "SELECT string_agg(n::text, ',' ORDER BY vehicle_id) FROM (SELECT vehicle_id, count(*) n, "
+      "max(time) - min(time) span FROM vehicle_telemetry GROUP BY vehicle_id) t "
+      "WHERE n = extract(epoch FROM span) + 1";
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        const auto complete = pg_.TryPsql(per_vehicle);
+        return complete && std::count(complete->begin(), complete->end(), ',') == kSensors - 1 &&
+               Rows(pg_) >= kSensors * (kDurationS - 2);
+      },
+      60s))
+      << pg_.TryPsql(
+                "SELECT vehicle_id, count(*), min(time), max(time) FROM vehicle_telemetry "
+                "GROUP BY 1 ORDER BY 1")
+             .value_or("")
+      << a->process().ReadLog() << b->process().ReadLog();
+  // What to read when it fails: the windows each vehicle has, and the samples counted late.
+  std::printf("late samples %.0f + %.0f\n%s\n", a->Metric("fleetflow_late_samples_total"),
+              b->Metric("fleetflow_late_samples_total"),
+              pg_.TryPsql("SELECT vehicle_id, string_agg(extract(second from time)::int::text, ' ' "
+                          "ORDER BY time) FROM vehicle_telemetry GROUP BY 1")
+                  .value_or("")
+                  .c_str());
+  for (auto* w : {a.get(), b.get()}) {
+    EXPECT_TRUE(w->process().Running()) << w->process().ReadLog();
+    EXPECT_EQ(w->process().Stop(SIGTERM, 30s), 0) << w->process().ReadLog();
+  }
+  const WriteCount writes = Writes(pg_);
+  EXPECT_EQ(writes.most_per_row, 1) << writes.writes << " writes of " << writes.rows << " rows";
+  std::printf("cluster e2e, stream and state leaders killed: %lld writes of %lld rows\n",
+              static_cast<long long>(writes.writes), static_cast<long long>(writes.rows));
 }
 
 }  // namespace
