@@ -1006,17 +1006,23 @@ std::unique_ptr<PullConsumer> JetStream::PullSubscribe(const ConsumerOptions& o)
 
 std::unique_ptr<KeyValue> JetStream::EnsureBucket(const BucketOptions& o) {
   kvStore* kv = nullptr;
-  natsStatus s = js_KeyValue(&kv, js_, o.name.c_str());
-  if (s == NATS_NOT_FOUND) {
-    kvConfig cfg;
-    kvConfig_Init(&cfg);
-    cfg.Bucket = o.name.c_str();
-    cfg.History = static_cast<uint8_t>(o.history);
-    cfg.TTL = o.ttl_ms * 1'000'000;
-    cfg.StorageType = Storage(o.storage);
-    cfg.Replicas = o.replicas;
-    s = js_CreateKeyValue(&kv, js_, &cfg);
-    if (s != NATS_OK) s = js_KeyValue(&kv, js_, o.name.c_str());  // created by another worker
+  kvConfig cfg;
+  kvConfig_Init(&cfg);
+  cfg.Bucket = o.name.c_str();
+  cfg.History = static_cast<uint8_t>(o.history);
+  cfg.TTL = o.ttl_ms * 1'000'000;
+  cfg.StorageType = Storage(o.storage);
+  cfg.Replicas = o.replicas;
+  // On a NATS cluster, a replicated bucket that another worker is creating at this moment may
+  // not answer within the API's 5 s while its replicas form: asked again, for up to 30 s.
+  const int64_t give_up = NowNs() + 30'000'000'000;
+  natsStatus s = NATS_TIMEOUT;
+  while (s == NATS_TIMEOUT && NowNs() < give_up) {
+    s = js_KeyValue(&kv, js_, o.name.c_str());
+    if (s == NATS_NOT_FOUND) {
+      s = js_CreateKeyValue(&kv, js_, &cfg);
+      if (s != NATS_OK) s = js_KeyValue(&kv, js_, o.name.c_str());  // created by another worker
+    }
   }
   Check(s, "bucket " + o.name);
   return std::make_unique<KeyValue>(conn_, kv, o.name);
