@@ -84,10 +84,11 @@ constexpr int kApiTimeoutMs = 5000;
 /// answer; throws Error when none came or the server answered an error other than `tolerated`
 /// (an err_code; that answer is returned as it is).
 rapidjson::Document StreamApi(Connection& conn, const std::string& verb, const std::string& request,
-                              const std::string& what, int tolerated = -1) {
+                              const std::string& what, int tolerated = -1,
+                              int timeout_ms = kApiTimeoutMs) {
   Message reply = [&] {
     try {
-      return conn.Request("$JS.API.STREAM." + verb, request, kApiTimeoutMs);
+      return conn.Request("$JS.API.STREAM." + verb, request, timeout_ms);
     } catch (const Error& e) {
       Throw(e.status(), what);
     }
@@ -1034,8 +1035,9 @@ std::unique_ptr<KeyValue> JetStream::OpenBucket(const std::string& name) {
   return std::make_unique<KeyValue>(conn_, kv, name);
 }
 
-std::optional<StreamSummary> JetStream::FindStream(const std::string& name) {
-  const auto answer = StreamApi(conn_, "INFO." + name, "", "stream info " + name, kStreamNotFound);
+std::optional<StreamSummary> JetStream::FindStream(const std::string& name, int timeout_ms) {
+  const auto answer =
+      StreamApi(conn_, "INFO." + name, "", "stream info " + name, kStreamNotFound, timeout_ms);
   if (!answer.IsObject() || answer.HasMember("error")) return std::nullopt;
   return StreamOf(answer);
 }
