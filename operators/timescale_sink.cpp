@@ -556,7 +556,11 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
                 "environment (PGHOST, PGPORT, PGDATABASE, PGUSER, PGSSLMODE). Give the password "
                 "in a password file (PGPASSFILE, default ~/.pgpass), not here nor in PGPASSWORD: "
                 "environment variables show in process listings and crash reports. Passwords "
-                "never appear in logs.",
+                "never appear in logs. A primary with standbys: name them all with "
+                "target_session_attrs=read-write (host=a,b port=5432,5432 ...), and every "
+                "connect, reconnects after a failover too, goes to the one that takes writes. "
+                "The sink never writes to a standby or a read-only session: it holds the rows "
+                "and retries, saying why.",
                 &O::conninfo)
         .Default("")
         .Example("\"host=db port=5432 dbname=fleet user=fleetflow sslmode=require\"");
