@@ -20,6 +20,7 @@
 #include "log_capture.hpp"
 #include "pg_client.hpp"
 #include "servers.hpp"
+#include "timescale_schema.hpp"
 
 namespace fleetflow {
 namespace {
@@ -876,6 +877,17 @@ TEST_F(TimescaleSinkFailover, AStandbyIsNeverWrittenToAndTheSinkSaysWhy) {
                         Config(standby.conninfo() + " target_session_attrs=read-write"));
   EXPECT_FALSE(attrs.op().Ready());
   EXPECT_THAT(log.text(), HasSubstr("session is read-only"));
+
+  // fleetflow validate --connect says the same.
+  TimescaleSinkOptions options;
+  options.conninfo = standby.conninfo();
+  options.table = "t";
+  options.timescale = TimescaleMode::kOff;
+  const auto findings = CheckSinkDatabase(options);
+  EXPECT_TRUE(std::any_of(findings.begin(), findings.end(), [](const ConnectFinding& f) {
+    return f.level == ConnectFinding::Level::kProblem &&
+           f.message.find("is a standby (in recovery) and takes no writes") != std::string::npos;
+  }));
 
   alone.Feed(SpeedBatch(WindowT(), 2));
   attrs.Feed(SpeedBatch(WindowT(), 2));
