@@ -44,6 +44,12 @@ JetStreamReader::JetStreamReader(JetStreamReaderOptions options, nats::Connectio
           "JetStream with state_bucket: messages read again on taking a partition over, after "
           "its state's checkpoint (acknowledged by the previous owner, maybe not yet stored).",
           labels)),
+      redelivered_(metrics.GetCounter(
+          "messages_redelivered",
+          "JetStream: messages the server delivered again (not acknowledged within ack_wait_ms, "
+          "or their first delivery was lost); samples of them that came after their windows "
+          "closed count as late.",
+          labels)),
       fetch_sizes_(metrics.GetHistogram(
           "fetch_batch_messages",
           "JetStream: messages per fetch (0: the fetch expired empty), over the partitions.",
@@ -123,7 +129,7 @@ bool JetStreamReader::HoldsBack() const {
 }
 
 bool JetStreamReader::CutOff() const {
-  return cut_off_.load() || !conn_.connected() || watch_.Unavailable(SteadyNowNs());
+  return cut_off_.load() || !conn_.connected() || watch_.Unavailable();
 }
 
 /// Reads partition `p`'s changelog range from the stream and hands it on, on the calling thread.
@@ -214,6 +220,7 @@ void JetStreamReader::FetchLoop() {
       for (const auto& [p, m] : fetched.messages) {
         Reading& r = ReadingOf(p, now);
         r.last = m.get();
+        if (m->delivered() > 1) redelivered_.Inc();
         deliver_(p, *m, false);
       }
     }

@@ -67,9 +67,9 @@ class JetStreamReader final : public PartitionReader {
   /// has a leader (StreamWatch). Thread-safe.
   bool HoldsBack() const;
   /// True while the stream cannot be read (Operator::CutOffFromInput): not connected, a failing
-  /// fetch, or nothing delivered while the stream answers nobody or has no leader (StreamWatch):
-  /// it may store nothing meanwhile. (A consumer that answers nobody, electing its own leader,
-  /// only holds input back: the others' partitions go on.) Thread-safe.
+  /// fetch, or the stream answering nobody or no leader since it was asked while quiet
+  /// (StreamWatch): it may store nothing meanwhile. (A consumer that answers nobody, electing its
+  /// own leader, only holds input back: the others' partitions go on.) Thread-safe.
   bool CutOff() const;
 
   /// The durable consumer of partition `p` (unpartitioned: the durable).
@@ -110,6 +110,7 @@ class JetStreamReader final : public PartitionReader {
   Gauge& consumer_pending_;
   Gauge& consumer_ack_pending_;
   Counter& reread_;
+  Counter& redelivered_;
   Histogram& fetch_sizes_;
 
   std::mutex handovers_mu_;

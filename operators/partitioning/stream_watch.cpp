@@ -36,7 +36,7 @@ bool StreamWatch::Unconfirmed(int64_t now_ns) const {
          now_ns - confirmed_ns_.load() > std::max<int64_t>(3 * quiet_ns_, 1'500'000'000);
 }
 
-bool StreamWatch::Unavailable(int64_t now_ns) const { return Quiet(now_ns) && unavailable_.load(); }
+bool StreamWatch::Unavailable() const { return unavailable_.load(); }
 
 void StreamWatch::Loop() {
   std::unique_lock lock(mu_);

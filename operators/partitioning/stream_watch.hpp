@@ -37,8 +37,10 @@ class StreamWatch {
   /// Quiet, and the stream has not said within the last 3 × quiet_ms (at least 1.5 s) that it
   /// has a leader: what it stores meanwhile is unknown. Thread-safe.
   bool Unconfirmed(int64_t now_ns) const;
-  /// Quiet, and the stream's last answer was none, an error, or no leader. Thread-safe.
-  bool Unavailable(int64_t now_ns) const;
+  /// The stream's last answer was none, an error, or no leader; asked again every quiet_ms
+  /// until it answers with one, whatever is delivered meanwhile (a consumer may deliver again
+  /// what it had before: that is no sign that the stream stores). Thread-safe.
+  bool Unavailable() const;
 
  private:
   bool Quiet(int64_t now_ns) const { return now_ns - delivered_ns_.load() > quiet_ns_; }
