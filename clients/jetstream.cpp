@@ -84,10 +84,11 @@ constexpr int kApiTimeoutMs = 5000;
 /// answer; throws Error when none came or the server answered an error other than `tolerated`
 /// (an err_code; that answer is returned as it is).
 rapidjson::Document StreamApi(Connection& conn, const std::string& verb, const std::string& request,
-                              const std::string& what, int tolerated = -1) {
+                              const std::string& what, int tolerated = -1,
+                              int timeout_ms = kApiTimeoutMs) {
   Message reply = [&] {
     try {
-      return conn.Request("$JS.API.STREAM." + verb, request, kApiTimeoutMs);
+      return conn.Request("$JS.API.STREAM." + verb, request, timeout_ms);
     } catch (const Error& e) {
       Throw(e.status(), what);
     }
@@ -1006,17 +1007,23 @@ std::unique_ptr<PullConsumer> JetStream::PullSubscribe(const ConsumerOptions& o)
 
 std::unique_ptr<KeyValue> JetStream::EnsureBucket(const BucketOptions& o) {
   kvStore* kv = nullptr;
-  natsStatus s = js_KeyValue(&kv, js_, o.name.c_str());
-  if (s == NATS_NOT_FOUND) {
-    kvConfig cfg;
-    kvConfig_Init(&cfg);
-    cfg.Bucket = o.name.c_str();
-    cfg.History = static_cast<uint8_t>(o.history);
-    cfg.TTL = o.ttl_ms * 1'000'000;
-    cfg.StorageType = Storage(o.storage);
-    cfg.Replicas = o.replicas;
-    s = js_CreateKeyValue(&kv, js_, &cfg);
-    if (s != NATS_OK) s = js_KeyValue(&kv, js_, o.name.c_str());  // created by another worker
+  kvConfig cfg;
+  kvConfig_Init(&cfg);
+  cfg.Bucket = o.name.c_str();
+  cfg.History = static_cast<uint8_t>(o.history);
+  cfg.TTL = o.ttl_ms * 1'000'000;
+  cfg.StorageType = Storage(o.storage);
+  cfg.Replicas = o.replicas;
+  // On a NATS cluster, a replicated bucket that another worker is creating at this moment may
+  // not answer within the API's 5 s while its replicas form: asked again, for up to 30 s.
+  const int64_t give_up = NowNs() + 30'000'000'000;
+  natsStatus s = NATS_TIMEOUT;
+  while (s == NATS_TIMEOUT && NowNs() < give_up) {
+    s = js_KeyValue(&kv, js_, o.name.c_str());
+    if (s == NATS_NOT_FOUND) {
+      s = js_CreateKeyValue(&kv, js_, &cfg);
+      if (s != NATS_OK) s = js_KeyValue(&kv, js_, o.name.c_str());  // created by another worker
+    }
   }
   Check(s, "bucket " + o.name);
   return std::make_unique<KeyValue>(conn_, kv, o.name);
@@ -1028,8 +1035,9 @@ std::unique_ptr<KeyValue> JetStream::OpenBucket(const std::string& name) {
   return std::make_unique<KeyValue>(conn_, kv, name);
 }
 
-std::optional<StreamSummary> JetStream::FindStream(const std::string& name) {
-  const auto answer = StreamApi(conn_, "INFO." + name, "", "stream info " + name, kStreamNotFound);
+std::optional<StreamSummary> JetStream::FindStream(const std::string& name, int timeout_ms) {
+  const auto answer =
+      StreamApi(conn_, "INFO." + name, "", "stream info " + name, kStreamNotFound, timeout_ms);
   if (!answer.IsObject() || answer.HasMember("error")) return std::nullopt;
   return StreamOf(answer);
 }

@@ -480,8 +480,9 @@ class JetStream {
   uint64_t Publish(std::string_view subject, const void* data, size_t size, const Headers& headers,
                    int timeout_ms);
   /// Read-only: the stream's subjects, transform and size; nullopt when it does not exist.
-  /// Throws Error otherwise (no answer: JetStream off, or no permission for the JetStream API).
-  std::optional<StreamSummary> FindStream(const std::string& name);
+  /// Throws Error otherwise (no answer within timeout_ms: JetStream off, no permission for the
+  /// JetStream API, or on a cluster a stream electing its leader).
+  std::optional<StreamSummary> FindStream(const std::string& name, int timeout_ms = 5000);
   /// Read-only: whether the durable consumer exists. Throws Error as FindStream.
   bool HasConsumer(const std::string& stream, const std::string& durable);
   /// Reads `stream` from `start` on, only the subjects matching `subject` (one of the stream's

@@ -184,23 +184,35 @@ struct Connection::Impl {
   explicit Impl(const std::string& conninfo) : conn(conninfo) {}
 
   /// Translates the exception in flight into Error; `op` says what was being done.
-  [[noreturn]] void Rethrow(const std::string& op) {
+  /// `committing`: it came from a COMMIT, so a lost session leaves its outcome unknown
+  /// (libpqxx says in_doubt_error when it sees the session closed, but a server that ends the
+  /// session with an error of its own, e.g. a terminated backend, gives an sql_error).
+  [[noreturn]] void Rethrow(const std::string& op, bool committing = false) {
     try {
       throw;
     } catch (const Error&) {
       throw;
     } catch (const pqxx::broken_connection& e) {
-      throw Error("PostgreSQL " + op + " failed, connection lost: " + Clean(e.what()), true);
+      throw Error("PostgreSQL " + op + " failed, connection lost" +
+                      (committing ? " during COMMIT, its outcome unknown: " : ": ") +
+                      Clean(e.what()),
+                  true, "", committing);
     } catch (const pqxx::in_doubt_error& e) {
-      throw Error("PostgreSQL " + op + " failed, commit outcome unknown: " + Clean(e.what()), true);
+      throw Error("PostgreSQL " + op + " failed, commit outcome unknown: " + Clean(e.what()), true,
+                  "", true);
     } catch (const pqxx::sql_error& e) {
       const std::string& state = e.sqlstate();
       const bool lost = !conn.is_open() || state.starts_with("08") || state.starts_with("57P");
-      throw Error("PostgreSQL " + op + " failed: " + Clean(e.what()) +
-                      (state.empty() ? "" : " (SQLSTATE " + state + ")"),
-                  lost, state);
+      throw Error("PostgreSQL " + op + " failed" +
+                      (lost && committing ? " during COMMIT, its outcome unknown: " : ": ") +
+                      Clean(e.what()) + (state.empty() ? "" : " (SQLSTATE " + state + ")"),
+                  lost, state, lost && committing);
     } catch (const std::exception& e) {
-      throw Error("PostgreSQL " + op + " failed: " + Clean(e.what()), !conn.is_open());
+      const bool lost = !conn.is_open();
+      throw Error("PostgreSQL " + op + " failed" +
+                      (lost && committing ? " during COMMIT, its outcome unknown: " : ": ") +
+                      Clean(e.what()),
+                  lost, "", lost && committing);
     }
   }
 
@@ -213,8 +225,8 @@ struct Connection::Impl {
   std::map<std::string, int> staging_backend;  // staging table -> backend pid that created it
 };
 
-Connection::Connection(std::unique_ptr<Impl> impl, std::string description)
-    : impl_(std::move(impl)), description_(std::move(description)) {}
+Connection::Connection(std::unique_ptr<Impl> impl, std::string server, std::string description)
+    : impl_(std::move(impl)), server_(std::move(server)), description_(std::move(description)) {}
 
 Connection::~Connection() = default;
 
@@ -243,13 +255,32 @@ std::unique_ptr<Connection> Connection::Connect(const std::string& conninfo,
   } catch (const std::exception& e) {
     throw Error("cannot connect to PostgreSQL (" + where + "): " + Clean(e.what(), conninfo), true);
   }
+  // PQhost and PQport name the server libpq kept: with several hosts in the connection string
+  // (host=a,b port=p,q), the one it connected to, not the list.
   auto& c = impl->conn;
   const char* host = c.hostname();
-  const std::string description = std::string("host=") + (host && *host ? host : "(socket)") +
-                                  " port=" + (c.port() ? c.port() : "") +
+  const std::string host_text = host && *host ? host : "(socket)";
+  const std::string port = c.port() ? c.port() : "";
+  const std::string description = "host=" + host_text + " port=" + port +
                                   " dbname=" + (c.dbname() ? c.dbname() : "") +
                                   " user=" + (c.username() ? c.username() : "");
-  return std::unique_ptr<Connection>(new Connection(std::move(impl), description));
+  return std::unique_ptr<Connection>(
+      new Connection(std::move(impl), host_text + ":" + port, description));
+}
+
+ServerInfo Connection::Identify() {
+  const Rows rows = Exec(
+      "SELECT host(inet_server_addr()) || ':' || inet_server_port(), "
+      "pg_postmaster_start_time()::text, pg_is_in_recovery(), "
+      "current_setting('transaction_read_only') = 'on'");
+  ServerInfo info;
+  if (rows.size() != 1 || rows[0].size() != 4) return info;
+  const Row& r = rows[0];
+  info.address = r[0].value_or("");
+  info.started = r[1].value_or("");
+  info.in_recovery = r[2].value_or("") == "t";
+  info.read_only = r[3].value_or("") == "t";
+  return info;
 }
 
 Rows Connection::Exec(const std::string& sql) {
@@ -294,6 +325,7 @@ uint64_t Connection::CopyViaStaging(const std::string& staging, const std::vecto
     throw std::invalid_argument("CopyViaStaging: invalid staging table name '" + staging + "'");
   }
   auto& conn = impl_->conn;
+  bool committing = false;
   try {
     impl_->Poll();
     const int backend = conn.backendpid();
@@ -315,10 +347,11 @@ uint64_t Connection::CopyViaStaging(const std::string& staging, const std::vecto
       copy.complete();
     }
     const pqxx::result r = tx.exec(then_sql);
+    committing = true;
     tx.commit();
     return r.affected_rows();
   } catch (...) {
-    impl_->Rethrow("bulk write through " + staging);
+    impl_->Rethrow("bulk write through " + staging, committing);
   }
 }
 

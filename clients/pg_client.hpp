@@ -20,18 +20,39 @@ namespace fleetflow::pg {
 /// with its DETAIL and HINT (and the SQLSTATE), on one line, never a password.
 class Error : public std::runtime_error {
  public:
-  Error(const std::string& what, bool connection_lost, std::string sqlstate = "")
+  Error(const std::string& what, bool connection_lost, std::string sqlstate = "",
+        bool commit_unknown = false)
       : std::runtime_error(what),
         connection_lost_(connection_lost),
+        commit_unknown_(commit_unknown),
         sqlstate_(std::move(sqlstate)) {}
   /// True when the session is gone (server down, network failure, failed connect): reconnect.
   bool connection_lost() const { return connection_lost_; }
+  /// True when the session was lost while a COMMIT was under way: the transaction may have
+  /// committed or not, and only the data can tell (connection_lost() is true too).
+  bool commit_unknown() const { return commit_unknown_; }
   /// The SQLSTATE code of a server error (e.g. "42P01"), "" when there is none.
   const std::string& sqlstate() const { return sqlstate_; }
 
  private:
   bool connection_lost_;
+  bool commit_unknown_;
   std::string sqlstate_;
+};
+
+/// What a session's server is (Connection::Identify()).
+struct ServerInfo {
+  /// inet_server_addr():inet_server_port(), the address the server took the session on; ""
+  /// over a Unix socket.
+  std::string address;
+  /// pg_postmaster_start_time() as text: with `address`, tells a restarted or another server
+  /// behind the same name (a managed service's failover moves its DNS name) from the same one.
+  std::string started;
+  /// pg_is_in_recovery(): a standby, which takes no writes.
+  bool in_recovery = false;
+  /// transaction_read_only: the session cannot write (a standby, or
+  /// default_transaction_read_only on for the server, database or role).
+  bool read_only = false;
 };
 
 /// A result row: one text value per column, nullopt for SQL NULL.
@@ -95,21 +116,32 @@ class Connection {
   ///  3. runs `then_sql`, which moves the rows to their target, e.g.
   ///     INSERT INTO t SELECT vehicle_id, time, v[1], v[2] FROM staging ON CONFLICT ...;
   ///  4. commits and returns the number of rows `then_sql` affected.
-  /// `staging` must satisfy IsValidIdentifier. On error nothing is written.
+  /// `staging` must satisfy IsValidIdentifier. On error nothing is written, except after an
+  /// Error whose commit_unknown() is true: the session broke during the COMMIT, which may have
+  /// happened.
   uint64_t CopyViaStaging(const std::string& staging, const std::vector<ValuesRow>& rows,
                           const std::string& then_sql);
 
   /// False once the session is known to be broken.
   bool IsOpen() const;
 
-  /// The connection string with the password redacted, for log lines.
+  /// Asks the server what it is (one query; ServerInfo). Throws Error.
+  ServerInfo Identify();
+
+  /// The server this session is on, as libpq reached it: "host:port" (PQhost, PQport: with
+  /// several hosts in the connection string, the one libpq kept).
+  const std::string& server() const { return server_; }
+
+  /// host, port (the ones libpq kept, as server()), dbname and user of the session, without
+  /// the password, for log lines.
   const std::string& description() const { return description_; }
 
  private:
   struct Impl;
-  Connection(std::unique_ptr<Impl> impl, std::string description);
+  Connection(std::unique_ptr<Impl> impl, std::string server, std::string description);
 
   std::unique_ptr<Impl> impl_;
+  std::string server_;
   std::string description_;
 };
 

@@ -144,6 +144,10 @@ struct Tick {
   /// (backpressure) since the previous Tick, or a durable source is cut off from its server.
   /// Operators must not take the clock as progress then.
   bool held_back = false;
+  /// A durable source could not read its stream at this Tick (Operator::CutOffFromInput; then
+  /// held_back too): what is stored after it may have waited upstream to be stored, so a gap in
+  /// the stream's stored times across it is no sign of idle input.
+  bool cut_off = false;
 };
 
 /// The samples that bracket a window time T for one sensor: the newest sample at or before T and

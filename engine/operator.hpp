@@ -94,6 +94,11 @@ class Operator {
   /// cut off from its server), so the engine clock is not evidence that nothing arrived. Ticks
   /// say so (Tick::held_back). Thread-safe.
   virtual bool HoldsBackInput() const { return false; }
+  /// Sources only: true while the durable store this source reads cannot be read (not
+  /// connected, or it answers nobody: a cluster electing a leader), so it may store nothing
+  /// meanwhile either, and a gap in its stored times is no sign of silent vehicles. Ticks say so
+  /// (Tick::cut_off). Thread-safe.
+  virtual bool CutOffFromInput() const { return false; }
 };
 
 }  // namespace fleetflow

@@ -259,11 +259,13 @@ struct Runtime::Impl {
   }
 
   void PutTick(bool drain) {
-    bool held_back = gate.TakeHeldBack();
+    bool held_back = gate.TakeHeldBack(), cut_off = false;
     for (auto& n : nodes) {
-      if (n->inlet && n->op->HoldsBackInput()) held_back = true;
+      if (!n->inlet) continue;
+      if (n->op->HoldsBackInput()) held_back = true;
+      if (n->op->CutOffFromInput()) cut_off = held_back = true;
     }
-    const Message tick = MakeMessage(Tick{clock.NowNs(), drain, held_back});
+    const Message tick = MakeMessage(Tick{clock.NowNs(), drain, held_back, cut_off});
     for (auto& n : nodes) {
       if (n->inlet) n->gateway_emitter->Put(tick);
     }

@@ -111,6 +111,7 @@ OfflineBuffer::Committed OfflineBuffer::Ack(uint64_t id) {
     done.samples += front.samples;
     ReleaseFront();
   }
+  done.behind = done.records == 0;
   return done;
 }
 

@@ -46,6 +46,7 @@ class OfflineBuffer {
   struct Committed {
     uint64_t records = 0;
     uint64_t samples = 0;
+    bool behind = false;  ///< Ack: the record was in flight, but an older one still waits
   };
 
   /// Allocates the whole ring now; `capacity_bytes` bounds payloads plus kRecordOverhead each.

@@ -17,6 +17,9 @@ constexpr int kConfirmTimeoutMs = 2000;
 constexpr auto kLinkPoll = std::chrono::milliseconds(50);
 // --ack jetstream: how soon acknowledgements are taken when no sample wakes the sender first.
 constexpr int64_t kAckPollNs = 50'000'000;
+// --ack jetstream: an acknowledgement out of order this long after the oldest left (or the last
+// release) is a lost message, not acknowledgements of a resend still on their way.
+constexpr int64_t kAckGapNs = 100'000'000;
 
 using SteadyClock = std::chrono::steady_clock;
 
@@ -264,8 +267,10 @@ void SensorAgent::AckSenderLoop() {
   int64_t last_check = SteadyNs();
   const int64_t check_ns = static_cast<int64_t>(config_.confirm_ms) * 1'000'000;
   const int64_t timeout_ns = static_cast<int64_t>(config_.ack_timeout_ms) * 1'000'000;
+  // Nothing new overtakes what waits too long: the stream may have lost it (see the header).
   const auto sendable = [&] {
-    return buffer_.has_unsent() && buffer_.in_flight_records() < config_.max_in_flight;
+    return buffer_.has_unsent() && buffer_.in_flight_records() < config_.max_in_flight &&
+           !(buffer_.has_in_flight() && SteadyNs() - ack_progress_ns_ >= timeout_ns / 2);
   };
   std::vector<nats::Message> received;
   bool link_was_down = false;
@@ -299,6 +304,11 @@ void SensorAgent::AckSenderLoop() {
         counters_.resent_messages += buffer_.Rewind();
       }
     }
+    // The stream lost the oldest in flight (it acknowledged a later one): at once, oldest first.
+    if (ack_gap_ && buffer_.has_in_flight() && SteadyNs() - ack_progress_ns_ >= kAckGapNs) {
+      counters_.resent_messages += buffer_.Rewind();
+    }
+    ack_gap_ = false;
     if (sendable() && !buffer_.has_in_flight()) ack_progress_ns_ = SteadyNs();
     bool failed = false;
     while (!failed && sendable() && buffer_.NextUnsent(record, payload)) {
@@ -354,6 +364,7 @@ void SensorAgent::TakeAcks(std::unique_lock<std::mutex>& lk, std::vector<nats::M
       continue;
     }
     const OfflineBuffer::Committed done = buffer_.Ack(*id);
+    ack_gap_ = ack_gap_ || done.behind;
     if (done.records == 0) continue;
     counters_.published_messages += done.records;
     counters_.published_samples += done.samples;

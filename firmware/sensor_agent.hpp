@@ -19,6 +19,12 @@
 ///   ack_timeout_ms, or the connection was re-established since they left, every message in
 ///   flight is sent again (the stream drops the resends it already has, by Nats-Msg-Id, within
 ///   its duplicate window). Needs a stream capturing vehicle.<id>.*.
+///   The stream stores one connection's messages in order, so nothing new may overtake what it
+///   lost (a cluster electing the stream's leader answers nothing for seconds, then stores what
+///   comes): once the oldest message in flight has waited half of ack_timeout_ms, nothing new
+///   leaves until it is acknowledged or sent again; and an acknowledgement for a later message
+///   while the oldest still waits (over 100 ms) means the stream lost it: everything in flight
+///   is sent again at once, oldest first.
 ///
 /// Delivery is at least once across link loss: a message cut off with its connection is sent
 /// again, so a consumer may see a (sensor, seq) twice, never a gap unless the buffer overflowed
@@ -125,6 +131,7 @@ class SensorAgent {
   // kJetStream: acknowledgements come to <ack_inbox_>.<record id>.
   std::string ack_inbox_;
   int64_t ack_progress_ns_ = 0;  // steady ns of the last release, or when the first left
+  bool ack_gap_ = false;         // a later message was acknowledged while the oldest waits
 
   std::unique_ptr<nats::Subscription> commands_, fleet_status_;
   // Taken by the sender when it wakes anyway: no thread hand-off per acknowledgement.

@@ -226,6 +226,7 @@ class NatsSource final : public Operator {
     if (coordinator_ && coordinator_->Waiting()) return true;
     return reader_->HoldsBack();
   }
+  bool CutOffFromInput() const override { return reader_ && reader_->CutOff(); }
 
  private:
   /// One message from either delivery; `js` is set for JetStream, which is acknowledged once

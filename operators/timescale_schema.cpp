@@ -289,6 +289,22 @@ void TimescaleSchema::StopRetention() {
   if (retention_thread_.joinable()) retention_thread_.join();
 }
 
+std::string NotWritableReason(const pg::Connection& conn, const pg::ServerInfo& info) {
+  if (info.in_recovery) {
+    return "PostgreSQL at " + conn.server() +
+           " is a standby (in recovery) and takes no writes: name the primary in conninfo, or "
+           "every server of the cluster (host=a,b port=p,q) with target_session_attrs=read-write, "
+           "so that libpq connects to the one that takes writes";
+  }
+  if (info.read_only) {
+    return "PostgreSQL at " + conn.server() +
+           " opens sessions read-only (default_transaction_read_only is on for the server, the "
+           "database or the role) and takes no writes: set it off for the sink's role (ALTER "
+           "ROLE ... SET default_transaction_read_only = off), or name a server that takes writes";
+  }
+  return "";
+}
+
 std::vector<ConnectFinding> CheckSinkDatabase(const TimescaleSinkOptions& cfg) {
   using Level = ConnectFinding::Level;
   std::vector<ConnectFinding> out;
@@ -301,6 +317,8 @@ std::vector<ConnectFinding> CheckSinkDatabase(const TimescaleSinkOptions& cfg) {
     return out;
   }
   try {
+    const std::string read_only = NotWritableReason(*conn, conn->Identify());
+    if (!read_only.empty()) out.push_back({Level::kProblem, read_only});
     CheckIntervals(*conn, cfg);
     const std::string table = pg::QuoteIdent(cfg.table);
     const std::string rel = pg::QuoteLiteral(table);

@@ -70,6 +70,10 @@ class TimescaleSchema {
   bool retention_stop_ = false;
 };
 
+/// Why the server of `conn` takes no writes, "" when it does (`info` from conn.Identify()): a
+/// standby in recovery, or sessions that are read-only. The words name the server and the fix.
+std::string NotWritableReason(const pg::Connection& conn, const pg::ServerInfo& info);
+
 /// `fleetflow validate --connect` for a sink with `options`: what it would find at start (the
 /// server, the table's columns, key and grants, whether TimescaleDB can be used), read from the
 /// catalogs without changing anything. Never throws.

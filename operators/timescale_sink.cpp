@@ -8,6 +8,7 @@
 #include <cmath>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -163,7 +164,8 @@ class TimescaleSink final : public Operator {
             "wrote it, on the engine clock, in seconds.",
             kLatencyBuckets, ctx.labels())),
         clock_(ctx.clock) {
-    upsert_sql_ = BuildUpsert();
+    upsert_sql_ = BuildUpsert(/*only_changed=*/false);
+    upsert_changed_sql_ = BuildUpsert(/*only_changed=*/true);
     backoff_ = cfg_.retry_initial;
     try {
       EnsureConnected();
@@ -173,7 +175,7 @@ class TimescaleSink final : public Operator {
                                  "' failed: " + e.what());
       }
       spdlog::warn(
-          "{} '{}': PostgreSQL is not reachable yet ({}); rows are held and the "
+          "{} '{}': no PostgreSQL to write to yet ({}); rows are held and the "
           "connection is retried",
           kName, node_, e.what());
       next_attempt_ = SteadyClock::now() + backoff_;
@@ -222,19 +224,28 @@ class TimescaleSink final : public Operator {
     int64_t buffered_ns = -1;  // the Tick after its arrival; -1 until that Tick
   };
 
-  std::string BuildUpsert() const {
+  /// The upsert from the staging table. `only_changed`: a row already in the table with the
+  /// same values is left alone (not updated, so not written again); the write after a COMMIT
+  /// whose outcome is unknown uses it.
+  std::string BuildUpsert(bool only_changed) const {
+    const std::string table = pg::QuoteIdent(cfg_.table);
     std::string cols = "\"vehicle_id\", \"time\"";
     std::string select = "vehicle_id, \"time\"";
-    std::string set;
+    std::string set, old_values, new_values;
     for (size_t i = 0; i < cfg_.columns.size(); ++i) {
       const std::string q = pg::QuoteIdent(cfg_.columns[i].name);
+      const std::string sep = i ? ", " : "";
       cols += ", " + q;
       select += ", v[" + std::to_string(i + 1) + "]";
-      set += (i ? ", " : "") + q + " = EXCLUDED." + q;
+      set += sep + q + " = EXCLUDED." + q;
+      old_values += sep + table + "." + q;
+      new_values += sep + "EXCLUDED." + q;
     }
-    return "INSERT INTO " + pg::QuoteIdent(cfg_.table) + " (" + cols + ") SELECT " + select +
-           " FROM " + pg::QuoteIdent(kStaging) +
-           " ON CONFLICT (\"vehicle_id\", \"time\") DO UPDATE SET " + set;
+    return "INSERT INTO " + table + " (" + cols + ") SELECT " + select + " FROM " +
+           pg::QuoteIdent(kStaging) + " ON CONFLICT (\"vehicle_id\", \"time\") DO UPDATE SET " +
+           set +
+           (only_changed ? " WHERE ROW(" + old_values + ") IS DISTINCT FROM ROW(" + new_values + ")"
+                         : "");
   }
 
   void Buffer(const WindowBatch& batch) {
@@ -297,10 +308,23 @@ class TimescaleSink final : public Operator {
     chunk.reserve(n);
     for (size_t i = 0; i < n; ++i) chunk.push_back(pending_[i].row);
     chunk = Dedup(std::move(chunk));
+    const bool was_connected = ready_.load();
     try {
       EnsureConnected();
       const auto start = SteadyClock::now();
-      conn_->CopyViaStaging(kStaging, chunk, upsert_sql_);
+      // After a COMMIT whose outcome is unknown, the rows it carried (the front of pending_,
+      // all in this chunk: pending_ only grows at the back) may be in the table already.
+      const bool careful = unsure_rows_ > 0;
+      const uint64_t changed =
+          conn_->CopyViaStaging(kStaging, chunk, careful ? upsert_changed_sql_ : upsert_sql_);
+      if (careful) {
+        spdlog::warn(
+            "{} '{}': the write after the unanswered COMMIT of {} rows added or changed {} of {} "
+            "rows; the other {} were in the table as sent (written by that COMMIT) and were not "
+            "written again",
+            kName, node_, unsure_rows_, changed, chunk.size(), chunk.size() - changed);
+        unsure_rows_ = 0;
+      }
       const double seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
       last_batch_seconds_.Set(seconds);
       write_seconds_.Observe(seconds);
@@ -320,10 +344,26 @@ class TimescaleSink final : public Operator {
       Disconnect();
       ++failures_;
       retries_.Inc();
-      spdlog::warn(
-          "{} '{}': writing {} rows failed (attempt {}), {} rows held, next attempt in "
-          "{} ms: {}",
-          kName, node_, chunk.size(), failures_, pending_.size(), backoff_.count(), e.what());
+      const auto* pg_error = dynamic_cast<const pg::Error*>(&e);
+      if (pg_error && pg_error->commit_unknown()) unsure_rows_ = chunk.size();
+      if (was_connected && pg_error && pg_error->connection_lost()) {
+        lost_.emplace(Lost{server_, server_info_, SteadyClock::now()});
+        spdlog::warn(
+            "{} '{}': lost the connection to PostgreSQL at {} while writing {} rows{}; {} rows "
+            "held, reconnecting (next attempt in {} ms): {}",
+            kName, node_, server_, chunk.size(),
+            pg_error->commit_unknown()
+                ? " during their COMMIT (whether it happened is unknown: the next write adds or "
+                  "changes only rows that are not in the table as sent)"
+                : "",
+            pending_.size(), backoff_.count(), e.what());
+      } else {
+        if (lost_) ++lost_->attempts;
+        spdlog::warn(
+            "{} '{}': writing {} rows failed (attempt {}), {} rows held, next attempt in "
+            "{} ms: {}",
+            kName, node_, chunk.size(), failures_, pending_.size(), backoff_.count(), e.what());
+      }
       next_attempt_ = SteadyClock::now() + backoff_;
       backoff_ = std::min(backoff_ * 2, cfg_.retry_max);
       return false;
@@ -371,10 +411,47 @@ class TimescaleSink final : public Operator {
     if (conn_ && conn_->IsOpen() && ready_.load()) return;
     Disconnect();
     auto conn = pg::Connection::Connect(cfg_.conninfo);
+    // A standby (one host named, without target_session_attrs=read-write) is never written to:
+    // held and retried like an unreachable server, since it may be promoted.
+    const pg::ServerInfo info = conn->Identify();
+    if (const std::string why = NotWritableReason(*conn, info); !why.empty()) {
+      throw pg::Error(why, /*connection_lost=*/true);
+    }
     schema_.Prepare(conn);
     conn_ = std::move(conn);
+    server_ = conn_->server();
+    server_info_ = info;
     ready_.store(true);
+    if (lost_) LogReconnected();
     schema_.StartRetentionIfNeeded();
+  }
+
+  /// The one line after a lost connection: which server the sink writes to now, and whether it
+  /// is the one it lost.
+  void LogReconnected() {
+    const Lost& lost = *lost_;
+    std::string which;
+    if (server_info_.address == lost.info.address && server_info_.started == lost.info.started) {
+      which = "the same server as before";
+    } else if (server_ == lost.server && server_info_.address == lost.info.address) {
+      which = "the same server as before, restarted (up since " + server_info_.started + ")";
+    } else {
+      which = "a different server than before (" + lost.server +
+              (lost.info.address.empty() || lost.info.address == lost.server
+                   ? ""
+                   : ", address " + lost.info.address) +
+              ")";
+    }
+    if (!server_info_.address.empty() && server_info_.address != server_) {
+      which += ", address " + server_info_.address;
+    }
+    spdlog::warn(
+        "{} '{}': writing to PostgreSQL at {}, {}; connected {:.1f} s after the connection to {} "
+        "was lost, {} failed attempts in between; {} rows held",
+        kName, node_, server_, which,
+        std::chrono::duration<double>(SteadyClock::now() - lost.at).count(), lost.server,
+        lost.attempts, pending_.size());
+    lost_.reset();
   }
 
   void RetryConnect() {
@@ -383,6 +460,7 @@ class TimescaleSink final : public Operator {
       backoff_ = cfg_.retry_initial;
     } catch (const std::runtime_error& e) {
       retries_.Inc();
+      if (lost_) ++lost_->attempts;
       spdlog::warn(
           "{} '{}': cannot connect to or prepare PostgreSQL yet, next attempt in {} ms: {}", kName,
           node_, backoff_.count(), e.what());
@@ -405,8 +483,21 @@ class TimescaleSink final : public Operator {
   Histogram& row_latency_;
   const Clock& clock_;
 
+  /// A session that broke: the server it was on, and since when the sink has none.
+  struct Lost {
+    std::string server;
+    pg::ServerInfo info;
+    SteadyClock::time_point at;
+    int attempts = 0;  // failed attempts since
+  };
+
   std::string upsert_sql_;
+  std::string upsert_changed_sql_;  // only rows not in the table as sent (BuildUpsert)
   std::unique_ptr<pg::Connection> conn_;
+  std::string server_;          // conn_'s server, kept after it is gone
+  pg::ServerInfo server_info_;  // what conn_'s server said it was at connect
+  std::optional<Lost> lost_;    // set from a lost session until the next one
+  size_t unsure_rows_ = 0;      // rows of a COMMIT whose outcome is unknown, at pending_'s front
   std::atomic<bool> ready_{false};
   std::deque<Pending> pending_;
   Millis backoff_{100};                     // wait after the next failure
@@ -465,7 +556,11 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
                 "environment (PGHOST, PGPORT, PGDATABASE, PGUSER, PGSSLMODE). Give the password "
                 "in a password file (PGPASSFILE, default ~/.pgpass), not here nor in PGPASSWORD: "
                 "environment variables show in process listings and crash reports. Passwords "
-                "never appear in logs.",
+                "never appear in logs. A primary with standbys: name them all with "
+                "target_session_attrs=read-write (host=a,b port=5432,5432 ...), and every "
+                "connect, reconnects after a failover too, goes to the one that takes writes. "
+                "The sink never writes to a standby or a read-only session: it holds the rows "
+                "and retries, saying why.",
                 &O::conninfo)
         .Default("")
         .Example("\"host=db port=5432 dbname=fleet user=fleetflow sslmode=require\"");

@@ -14,6 +14,12 @@
 /// with exponential backoff; Process() blocks only once max_pending_rows are held (this
 /// backpressures the graph). Only a drain Tick gives up, after drain_timeout_ms, counting the
 /// rows it could not write in sink_rows_dropped.
+///
+/// Failover: every reconnect uses the configured conninfo again, so with a primary and its
+/// standbys named together and target_session_attrs=read-write the sink follows a promotion.
+/// It never writes to a server in recovery or a read-only session (held and retried, as when
+/// unreachable). After a COMMIT whose outcome is unknown (the session broke during it), the
+/// next write leaves rows that are in the table as sent alone, so none is written twice.
 
 #include <chrono>
 #include <cstdint>

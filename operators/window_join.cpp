@@ -96,6 +96,11 @@ struct Partition {
   int64_t last_arrival_ns = std::numeric_limits<int64_t>::min();
   // The newest stream time (SampleBatch::stream_ns) of its input: no time of it is ahead.
   std::optional<int64_t> stream_ns;
+  // A Tick said the stream could not be read (Tick::cut_off) since the last input arrived.
+  bool cut_off = false;
+  // After such an outage, event-time progress stays at `hold_at_ns` until `hold_until_ns`.
+  int64_t hold_at_ns = 0;
+  int64_t hold_until_ns = std::numeric_limits<int64_t>::min();
   std::optional<int64_t> done;  // windows up to it were emitted by the previous owner
   std::map<int64_t, std::set<std::string>> corrections;  // window -> vehicles to emit again
 };
@@ -150,7 +155,10 @@ class WindowJoin final : public Operator {
     } else if (const auto* s = std::get_if<StatusEvent>(in.get())) {
       Status(*s);
     } else if (const auto* t = std::get_if<Tick>(in.get())) {
-      for (auto& [_, p] : partitions_) Advance(p, *t, out);
+      for (auto& [_, p] : partitions_) {
+        if (t->cut_off) CutOff(p, t->now_ns);
+        Advance(p, *t, out);
+      }
       tracked_.Set(static_cast<double>(tracked_count_));
       out.Emit(in);
     } else if (const auto* e = std::get_if<PartitionEvent>(in.get())) {
@@ -224,11 +232,26 @@ class WindowJoin final : public Operator {
   /// before it, a worker reading live saw no input for that long and closed the windows on the
   /// clock (Advance) before this came: so does a worker reading it from a backlog, up to the
   /// same time, and the same samples are late in both (docs/semantics.md, "Catching up").
+  /// Unless the stream could not be read meanwhile (a cluster electing its stream's leader): a
+  /// live worker held its windows back then, and what the vehicles kept while the stream could
+  /// not store it comes now, stored after the gap.
   void Arrived(Partition& p, int64_t stream_ns, Emitter& out) {
-    if (p.next && p.stream_ns && stream_ns - *p.stream_ns > idle_) {
+    if (p.next && p.stream_ns && stream_ns - *p.stream_ns > idle_ && !p.cut_off) {
       CloseUpTo(p, std::min(stream_ns, clock_.NowNs()) - lateness_, out);
     }
     p.stream_ns = std::max(p.stream_ns.value_or(stream_ns), stream_ns);
+    p.cut_off = false;
+  }
+
+  /// The stream could not be read at `now_ns` (Tick::cut_off): the gap in stored times it
+  /// leaves is no idle time (Arrived). What the vehicles kept meanwhile comes once it stores
+  /// again, each vehicle's at once, one vehicle after another: event-time progress stays where
+  /// the outage began until idle_ms after it ended, so that one vehicle's samples do not close
+  /// the windows of another's still to come (docs/semantics.md, "Catching up").
+  void CutOff(Partition& p, int64_t now_ns) const {
+    if (now_ns > p.hold_until_ns) p.hold_at_ns = p.newest_event_ns;  // the outage begins
+    p.hold_until_ns = now_ns + idle_;
+    p.cut_off = true;
   }
 
   /// The furthest event-time progress may go: the clock, and no further than the input's
@@ -297,6 +320,7 @@ class WindowJoin final : public Operator {
     if (tick.held_back || (arrived && tick.now_ns - p.last_arrival_ns <= idle_)) {
       progress = std::min(ProgressCap(p, progress), p.newest_event_ns);
     }
+    if (tick.now_ns <= p.hold_until_ns) progress = std::min(progress, p.hold_at_ns);
     // A drain closes every window up to the clock, except with partitions: a stopping worker
     // has given them up (kRevoked) before, at the last window whose input it had.
     CloseUpTo(p, tick.drain ? tick.now_ns : progress - lateness_, out);
@@ -447,7 +471,8 @@ const OptionsSpec<WindowJoinOptions>& Spec() {
               "live); after this long without any sample they close on the clock, unless a "
               "source holds input back (a backlog, a partition moving: docs/semantics.md). A "
               "backlog's gaps this long, on the time the stream stored its messages, close them "
-              "the same way.",
+              "the same way. After the stream could not be read (a NATS cluster electing its "
+              "leader), this long again from when it could: vehicles send what they kept.",
               &O::idle)
         .Default(int64_t{2000})
         .Min(1)

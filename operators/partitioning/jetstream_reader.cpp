@@ -44,10 +44,17 @@ JetStreamReader::JetStreamReader(JetStreamReaderOptions options, nats::Connectio
           "JetStream with state_bucket: messages read again on taking a partition over, after "
           "its state's checkpoint (acknowledged by the previous owner, maybe not yet stored).",
           labels)),
+      redelivered_(metrics.GetCounter(
+          "messages_redelivered",
+          "JetStream: messages the server delivered again (not acknowledged within ack_wait_ms, "
+          "or their first delivery was lost); samples of them that came after their windows "
+          "closed count as late.",
+          labels)),
       fetch_sizes_(metrics.GetHistogram(
           "fetch_batch_messages",
           "JetStream: messages per fetch (0: the fetch expired empty), over the partitions.",
           kFetchBuckets, labels)),
+      watch_(js, options_.consumer.stream, options_.node, options_.fetch_expiry_ms),
       fetch_alive_ns_(SteadyNowNs()) {}
 
 JetStreamReader::~JetStreamReader() { Stop(); }
@@ -56,6 +63,7 @@ void JetStreamReader::Start(Emitter& out) {
   out_ = &out;
   connected_.Set(1);
   fetcher_ = std::thread([this] { FetchLoop(); });
+  watch_.Start();
 }
 
 void JetStreamReader::Stop() {
@@ -66,6 +74,7 @@ void JetStreamReader::Stop() {
   wait_cv_.notify_all();
   pulls_.Interrupt();
   if (fetcher_.joinable()) fetcher_.join();  // once every partition was handed back
+  watch_.Stop();
   connected_.Set(0);
 }
 
@@ -115,7 +124,12 @@ bool JetStreamReader::HoldsBack() const {
   if (SteadyNowNs() - fetch_alive_ns_.load() > StallNs()) return true;
   const uint64_t started = started_.load();
   // A consumer that does not answer (a cluster electing its leader) may hold anything.
-  return taken_in_.load() != started || held_back_.load() || silent_.load() || !conn_.connected();
+  return taken_in_.load() != started || held_back_.load() || silent_.load() || CutOff() ||
+         watch_.Unconfirmed(SteadyNowNs());
+}
+
+bool JetStreamReader::CutOff() const {
+  return cut_off_.load() || !conn_.connected() || watch_.Unavailable();
 }
 
 /// Reads partition `p`'s changelog range from the stream and hands it on, on the calling thread.
@@ -168,12 +182,14 @@ void JetStreamReader::FetchLoop() {
       pulls_.Fetch(options_.fetch_batch, options_.fetch_expiry_ms, true, fetched,
                    options_.fetch_linger_ms);
       silent_ = pulls_.Silent();
+      cut_off_ = false;
       failing = false;
       backoff_ms = 50;
       connected_.Set(1);
     } catch (const nats::Error& e) {
       failing = true;
       held_back_ = true;
+      cut_off_ = true;
       connected_.Set(conn_.connected() ? 1 : 0);
       spdlog::warn("node '{}': {} (retrying in {} ms)", options_.node, e.what(), backoff_ms);
       std::unique_lock lock(wait_mu_);
@@ -195,12 +211,16 @@ void JetStreamReader::FetchLoop() {
     fetch_sizes_.Observe(static_cast<double>(fetched.messages.size()));
     // Held back while the batch is handed on: its samples are not in yet, and handing on may
     // wait for a full graph.
-    if (!fetched.messages.empty()) held_back_ = true;
+    if (!fetched.messages.empty()) {
+      held_back_ = true;
+      watch_.Delivered(now);
+    }
     {
       const Emitter::Burst burst(*out_);  // the graph is woken once for the batch
       for (const auto& [p, m] : fetched.messages) {
         Reading& r = ReadingOf(p, now);
         r.last = m.get();
+        if (m->delivered() > 1) redelivered_.Inc();
         deliver_(p, *m, false);
       }
     }

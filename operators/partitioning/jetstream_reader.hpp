@@ -22,6 +22,7 @@
 #include "jetstream.hpp"
 #include "metrics.hpp"
 #include "operator.hpp"
+#include "stream_watch.hpp"
 
 namespace fleetflow {
 
@@ -62,8 +63,14 @@ class JetStreamReader final : public PartitionReader {
   /// True while input that exists may not have been handed on (Operator::HoldsBackInput): a
   /// consumer with undelivered messages or an unknown backlog, a partition taken over that the
   /// fetch thread has not taken in, one given up whose kRevoked event is not out, a fetch thread
-  /// that stood still, a failing fetch. Thread-safe.
+  /// that stood still, a failing fetch, nothing delivered while the stream has not said that it
+  /// has a leader (StreamWatch). Thread-safe.
   bool HoldsBack() const;
+  /// True while the stream cannot be read (Operator::CutOffFromInput): not connected, a failing
+  /// fetch, or the stream answering nobody or no leader since it was asked while quiet
+  /// (StreamWatch): it may store nothing meanwhile. (A consumer that answers nobody, electing its
+  /// own leader, only holds input back: the others' partitions go on.) Thread-safe.
+  bool CutOff() const;
 
   /// The durable consumer of partition `p` (unpartitioned: the durable).
   std::string DurableOf(uint32_t p) const;
@@ -103,6 +110,7 @@ class JetStreamReader final : public PartitionReader {
   Gauge& consumer_pending_;
   Gauge& consumer_ack_pending_;
   Counter& reread_;
+  Counter& redelivered_;
   Histogram& fetch_sizes_;
 
   std::mutex handovers_mu_;
@@ -110,12 +118,14 @@ class JetStreamReader final : public PartitionReader {
   std::map<uint32_t, Reading> reading_;                      // the fetch thread's
   std::map<uint32_t, Gauge*> partition_pending_;             // the fetch thread's
   std::thread fetcher_;
+  StreamWatch watch_;  // whether the stream stores anything while nothing comes
   std::atomic<bool> stopping_{false};
   std::mutex wait_mu_;  // for backoffs; Stop interrupts them
   std::condition_variable wait_cv_;
   std::atomic<int> releasing_{0};        // revoked, their kRevoked event not yet emitted
   std::atomic<bool> held_back_{true};    // by the fetch thread (see HoldsBack)
   std::atomic<bool> silent_{false};      // PullSet::Silent after the fetch thread's last Fetch
+  std::atomic<bool> cut_off_{false};     // the last Fetch failed
   std::atomic<int64_t> fetch_alive_ns_;  // steady: the fetch thread's last return from Fetch
   std::atomic<uint64_t> started_{0};     // partitions started (PullSet::Add), ever
   std::atomic<uint64_t> taken_in_{0};    // of them, those held_back_ counts (fetch thread)

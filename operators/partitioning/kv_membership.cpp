@@ -209,8 +209,11 @@ void KvMembership::Watch() {
     Member& m = it->second;
     // A renewal of a member that holds what it held is no news; a member that joins, holds
     // something else, or comes back after it was taken for gone is.
-    const bool changed =
-        joined || m.held != held || now - m.last_seen_ns > int64_t{options_.timeout_ms} * 1'000'000;
+    const bool changed = joined || m.held != held || Silent(m);
+    if (e.key == id_ && !joined &&
+        now - m.last_seen_ns > 2 * int64_t{options_.heartbeat_ms} * 1'000'000) {
+      resumed_ns_ = now;  // the bucket stored none of them for a while
+    }
     m.last_seen_ns = now;
     m.held = std::move(held);
     return changed;
@@ -260,13 +263,15 @@ int64_t KvMembership::LivenessNowNs() const {
   return own != members_.end() ? own->second.last_seen_ns : SteadyNowNs();
 }
 
+bool KvMembership::Silent(const Member& m) const {
+  return LivenessNowNs() - std::max(m.last_seen_ns, resumed_ns_) >
+         int64_t{options_.timeout_ms} * 1'000'000;
+}
+
 KvMembership::Standing KvMembership::StandingOf(const std::string& id) {
   std::lock_guard lock(mu_);
   const auto it = members_.find(id);
-  if (it != members_.end() &&
-      LivenessNowNs() - it->second.last_seen_ns <= int64_t{options_.timeout_ms} * 1'000'000) {
-    return Standing::kAlive;
-  }
+  if (it != members_.end() && !Silent(it->second)) return Standing::kAlive;
   return left_.count(id) > 0 ? Standing::kLeft : Standing::kGone;
 }
 
@@ -339,12 +344,10 @@ std::optional<std::optional<int64_t>> KvMembership::Claim(uint32_t partition,
 
 std::pair<std::vector<std::string>, uint64_t> KvMembership::Members() {
   std::lock_guard lock(mu_);
-  const int64_t now = LivenessNowNs();
-  const int64_t timeout = int64_t{options_.timeout_ms} * 1'000'000;
   std::vector<std::string> alive;
   bool self = false;
   for (const auto& [id, m] : members_) {
-    if (now - m.last_seen_ns > timeout) continue;
+    if (Silent(m)) continue;
     alive.push_back(id);
     self = self || id == id_;
   }

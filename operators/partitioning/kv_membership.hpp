@@ -71,8 +71,10 @@ class KvMembership final : public Membership {
   /// own heartbeat last came back, or the clock before it first did. A member is gone when its
   /// heartbeats stopped while this worker's own still came back; while none comes back (the
   /// bucket has no leader: a NATS cluster electing one after a node loss, for seconds), nobody
-  /// is taken for gone.
+  /// is taken for gone. Once they come back after such a gap, every member's silence counts from
+  /// then (resumed_ns_): the others' heartbeats may come back a little later than this worker's.
   int64_t LivenessNowNs() const;
+
   struct Record {
     std::string key;
     std::optional<std::string> value;  // empty: delete
@@ -116,6 +118,8 @@ class KvMembership final : public Membership {
     int64_t last_seen_ns = 0;  // steady clock
     std::set<uint32_t> held;   // partitions its last heartbeat held
   };
+  /// Whether `m` has been silent longer than timeout_ms (mu_ held).
+  bool Silent(const Member& m) const;
   std::string HeldValue() const;  // mu_ held: this worker's heartbeat value
   std::set<uint32_t> held_;       // partitions this worker holds
   bool held_changed_ = false;     // a heartbeat is due at once
@@ -128,6 +132,7 @@ class KvMembership final : public Membership {
   bool members_read_ = false;
   bool records_read_ = false;
   std::map<std::string, Member> members_;
+  int64_t resumed_ns_ = 0;                // steady: this worker's heartbeats came back after a gap
   std::set<std::string> left_;            // workers seen deleting their key
   std::map<uint32_t, Recorded> records_;  // unclaimed hand-over records, by partition
   std::map<uint32_t, uint64_t> claimed_;  // by partition: the revision of the record claimed last

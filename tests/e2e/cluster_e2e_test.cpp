@@ -67,8 +67,10 @@ class ClusterE2E : public ::testing::Test {
 TEST_F(ClusterE2E, TwoWorkersOnThreeNodesEveryStreamAndBucketR3EveryRowOnceExactValues) {
   auto a = Worker(0);
   auto b = Worker(1);
-  ASSERT_TRUE(a->WaitReady()) << a->process().ReadLog();
-  ASSERT_TRUE(b->WaitReady()) << b->process().ReadLog();
+  // Both create the R3 stream and buckets at once: on a loaded machine their replicas take
+  // longer to form than the JetStream API's 5 s (nats::JetStream asks again).
+  ASSERT_TRUE(a->WaitReady(60s)) << a->process().ReadLog();
+  ASSERT_TRUE(b->WaitReady(60s)) << b->process().ReadLog();
   const std::map<std::string, int> r3 = {{"TELEMETRY", 3},
                                          {"KV_telemetry", 3},
                                          {"KV_fleetflow_members", 3},

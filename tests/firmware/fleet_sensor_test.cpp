@@ -337,6 +337,59 @@ TEST_F(FleetSensorTest, MessagesResentForLostAcksAreStoredOnce) {
   EXPECT_EQ(stored.statuses, 2u);  // on, off: once each
 }
 
+// --ack jetstream: the stream stores nothing for 3 s (here it is gone; on a cluster it elects its
+// leader) while the vehicle keeps sampling. Once it stores again, what the vehicle kept is stored
+// before anything newer: a window join takes the stream's order for event-time progress, and
+// newer samples ahead of older ones by more than its lateness would make those late.
+TEST_F(FleetSensorTest, WhatTheStreamDidNotStoreIsStoredBeforeAnythingNewer) {
+  NatsServer server;
+  server.Start();
+  auto conn = nats::Connection::Connect(Plain(server));
+  nats::JetStream js(*conn);
+  js.EnsureStream(nats::StreamOptions{});
+  Process sensor(SensorArgs(server.url(), "o1",
+                            {"--sensors", "speed=50", "--ack", "jetstream", "--ack-timeout-ms",
+                             "1000", "--drain-ms", "10000"}),
+                 dir_.File("o1.log"));
+  const auto published = [&]() -> uint64_t {
+    const auto status = QueryStatus(server.url(), "o1");
+    return status ? status->counters.published_messages : 0;
+  };
+  ASSERT_TRUE(WaitFor([&] { return published() >= 20; }, seconds(20), milliseconds(200)))
+      << sensor.ReadLog();
+  conn->Request("$JS.API.STREAM.DELETE.TELEMETRY", "", 5000);
+  std::this_thread::sleep_for(milliseconds(3000));  // the outage, not a synchronisation
+  js.EnsureStream(nats::StreamOptions{});
+  const uint64_t back = published();
+  ASSERT_TRUE(WaitFor([&] { return published() >= back + 40; }, seconds(20), milliseconds(200)))
+      << sensor.ReadLog();
+  ASSERT_EQ(sensor.Stop(SIGTERM, seconds(30)), 0) << sensor.ReadLog();
+  const auto final_status = FinalStatus(sensor.ReadLog());
+  ASSERT_TRUE(final_status) << sensor.ReadLog();
+  EXPECT_GT(final_status->counters.resent_messages, 0u);
+
+  // The stream's speed samples in its order: none older than one stored before it.
+  nats::ConsumerOptions o;
+  o.durable = "audit-o1";
+  o.filter_subject = "vehicle.o1.speed";
+  auto reader = js.PullSubscribe(o);
+  int64_t newest = -1, older = 0, samples = 0;
+  for (auto batch = reader->Fetch(1000, 1000); !batch.empty(); batch = reader->Fetch(1000, 1000)) {
+    for (const auto& m : batch) {
+      std::vector<wire::Point> points;
+      ASSERT_EQ(wire::DecodeBatch(m->data(), m->size(), points), wire::DecodeError::kNone);
+      for (const wire::Point& p : points) {
+        if (int64_t{p.seq} < newest) ++older;
+        newest = std::max<int64_t>(newest, p.seq);
+        ++samples;
+      }
+      m->Ack();
+    }
+  }
+  EXPECT_GT(samples, 100);
+  EXPECT_EQ(older, 0) << "samples stored after newer ones, of " << samples;
+}
+
 TEST_F(FleetSensorTest, FullBufferDropsOldestAndCountsThem) {
   NatsServer server;
   server.Start();

@@ -157,9 +157,11 @@ TEST(OfflineBufferAcks, ReleasesTheAcknowledgedFrontOnly) {
   EXPECT_EQ(b.in_flight_records(), 3u);
   auto done = b.Ack(1);  // out of order: 0 still waits, so nothing leaves
   EXPECT_EQ(done.records, 0u);
+  EXPECT_TRUE(done.behind);
   EXPECT_EQ(b.records(), 3u);
   done = b.Ack(0);  // releases 0 and the already acknowledged 1
   EXPECT_EQ(done.records, 2u);
+  EXPECT_FALSE(done.behind);
   EXPECT_EQ(done.samples, 5u);
   EXPECT_EQ(b.records(), 1u);
   EXPECT_EQ(b.in_flight_records(), 1u);
@@ -181,8 +183,10 @@ TEST(OfflineBufferAcks, AnAckForARecordNotInFlightChangesNothing) {
   ASSERT_TRUE(b.NextUnsent(r, payload));
   EXPECT_EQ(b.Ack(1).records, 0u);  // not handed out yet
   EXPECT_EQ(b.Ack(7).records, 0u);  // never existed
+  EXPECT_FALSE(b.Ack(7).behind);
   EXPECT_EQ(b.Ack(0).records, 1u);
   EXPECT_EQ(b.Ack(0).records, 0u);  // a second ack of a released record
+  EXPECT_FALSE(b.Ack(0).behind);
   EXPECT_EQ(b.records(), 1u);
   EXPECT_EQ(Drain(b), (std::vector<int>{2}));
 }

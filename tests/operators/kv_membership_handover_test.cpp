@@ -10,6 +10,7 @@
 
 #include "nats_fixture.hpp"
 #include "partitioning/kv_membership.hpp"
+#include "tcp_proxy.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -27,9 +28,9 @@ class KvMembershipHandoverTest : public NatsServerTest {
     records_ = js_->EnsureBucket(b);
   }
 
-  std::unique_ptr<KvMembership> Join(int heartbeat_ms = 200) {
+  std::unique_ptr<KvMembership> Join(int heartbeat_ms = 200, const std::string& url = "") {
     MembershipOptions o;
-    o.connection.url = server_.url();
+    o.connection.url = url.empty() ? server_.url() : url;
     o.bucket = "test_members";
     o.handover_bucket = kRecords;
     o.heartbeat_ms = heartbeat_ms;
@@ -150,6 +151,33 @@ TEST_F(KvMembershipHandoverTest, NoHeartbeatComingBackAtAllTakesNobodyForGone) {
   EXPECT_EQ(fewest, 2u) << "a worker was taken for gone while nothing answered";
   b.reset();  // leaves: deletes its key
   EXPECT_TRUE(WaitFor([&] { return a->Members().first.size() == 1; }, 15s));
+}
+
+TEST_F(KvMembershipHandoverTest, AfterNoHeartbeatCameBackTheOthersHaveATimeoutToComeBackToo) {
+  // The bucket stores nothing for a while (its cluster electing a leader); once it does again,
+  // this worker's heartbeats come back before another's (whose link is still slow): that one is
+  // silent since it last came back, but so was everybody until a moment ago. It is not gone
+  // unless it stays silent for the timeout from then.
+  TcpProxy proxy(server_.port());
+  auto a = Join();
+  auto b = Join(200, "nats://127.0.0.1:" + std::to_string(proxy.port()));
+  ASSERT_TRUE(WaitFor([&] { return a->Members().first.size() == 2; }, 10s));
+  server_.Signal(SIGSTOP);
+  proxy.SetStalled(true);
+  const auto stopped_until = std::chrono::steady_clock::now() + 6s;  // longer than the timeout
+  while (std::chrono::steady_clock::now() < stopped_until) {
+    std::this_thread::sleep_for(100ms);  // the outage lasting, not a wait for a condition
+  }
+  server_.Signal(SIGCONT);
+  const auto resumed = std::chrono::steady_clock::now();
+  size_t fewest = 2;
+  while (std::chrono::steady_clock::now() < resumed + 3s) {  // b's link slow, within the timeout
+    fewest = std::min(fewest, a->Members().first.size());
+    std::this_thread::sleep_for(50ms);  // sampling what the worker believes, not a wait
+  }
+  proxy.SetStalled(false);
+  EXPECT_EQ(fewest, 2u) << "a worker was taken for gone as soon as the bucket stored again";
+  EXPECT_TRUE(WaitFor([&] { return a->Members().first.size() == 2; }, 10s));
 }
 
 }  // namespace

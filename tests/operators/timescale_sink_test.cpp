@@ -20,6 +20,7 @@
 #include "log_capture.hpp"
 #include "pg_client.hpp"
 #include "servers.hpp"
+#include "timescale_schema.hpp"
 
 namespace fleetflow {
 namespace {
@@ -719,6 +720,193 @@ TEST(TimescaleSinkFatal, ACreateExtensionThatEndsTheSessionGivesAPlainTableNotAR
   const std::string msg = BuildError(config + R"(,"timescaledb":"on"})");
   EXPECT_THAT(msg, HasSubstr("ended the session on CREATE EXTENSION"));
   EXPECT_THAT(msg, HasSubstr("\"auto\" or \"off\""));
+}
+
+// ---- integration: a primary and a streaming standby (failover) -------------------------------
+
+/// A synchronous primary + standby pair (testing::PostgresPair) and a sink naming both, with
+/// short retries; every insert and update of the sink's table `t` is logged in `t_writes`, on
+/// the primary, from where streaming replication takes it to the standby.
+class TimescaleSinkFailover : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    FF_REQUIRE_POSTGRES();
+    pair_.Start();
+  }
+
+  std::string Config(const std::string& conninfo) const {
+    return R"({"conninfo":")" + conninfo +
+           R"(","table":"t","columns":[{"name":"speed","sensor":"speed"}],)"
+           R"("retry_initial_ms":20,"retry_max_ms":200})";
+  }
+
+  void CountWrites() {
+    pair_.primary().Psql(
+        "CREATE TABLE t_writes (vehicle_id text, time timestamptz);"
+        "CREATE FUNCTION log_t_write() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN INSERT INTO t_writes VALUES (NEW.vehicle_id, NEW.time); RETURN NULL; END $$;"
+        "CREATE TRIGGER log_t_write AFTER INSERT OR UPDATE ON t "
+        "FOR EACH ROW EXECUTE FUNCTION log_t_write();");
+  }
+
+  /// "<rows> <writes> <most writes of one row>" on `pg`.
+  static std::string RowsAndWrites(const testing::PostgresServer& pg) {
+    return pg.Psql(
+        "SELECT (SELECT count(*) FROM t) || ' ' || coalesce(sum(n), 0) || ' ' || "
+        "coalesce(max(n), 0) "
+        "FROM (SELECT count(*) AS n FROM t_writes GROUP BY vehicle_id, time) AS per_row");
+  }
+
+  /// Ticks `h` until it has written `rows` rows in all; false when it has not within 30 s.
+  static bool TickUntilWritten(OperatorHarness& h, uint64_t rows) {
+    return testing::WaitFor(
+        [&] {
+          h.TickAt(WindowT());
+          return h.Counter("sink_rows_written") >= rows;
+        },
+        std::chrono::seconds(30));
+  }
+
+  std::string Port(const testing::PostgresServer& pg) const { return std::to_string(pg.port()); }
+
+  testing::PostgresPair pair_;
+};
+
+TEST_F(TimescaleSinkFailover, RowsHeldWhileThePrimaryIsGoneAreWrittenOnceToThePromotedStandby) {
+  LogCapture log;
+  OperatorHarness h("timescale_sink", Config(pair_.conninfo()));
+  ASSERT_TRUE(h.op().Ready()) << log.text();
+  // The session's description names the server libpq kept, not the list.
+  EXPECT_THAT(log.text(), HasSubstr("connected to PostgreSQL (host=127.0.0.1 port=" +
+                                    Port(pair_.primary()) + " dbname=fleetflow user=postgres)"));
+  CountWrites();
+  h.Feed(SpeedBatch(WindowT(), 3));
+  h.TickAt(WindowT());
+  ASSERT_EQ(h.Counter("sink_rows_written"), 3u);
+
+  pair_.primary().Kill();
+  h.Feed(SpeedBatch(WindowT() + 1000 * kMs, 3));
+  // Until the promotion, every connect finds the primary gone and the standby read-only.
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        h.TickAt(WindowT());
+        return h.Counter("sink_retries") >= 3;
+      },
+      std::chrono::seconds(20)));
+  EXPECT_FALSE(h.op().Ready());
+  EXPECT_EQ(h.Gauge("sink_pending_rows"), 3.0);
+  EXPECT_THAT(log.text(), HasSubstr("session is read-only"));
+
+  pair_.standby().Promote();
+  ASSERT_TRUE(TickUntilWritten(h, 6)) << log.text();
+  EXPECT_TRUE(h.op().Ready());
+  EXPECT_EQ(RowsAndWrites(pair_.standby()), "6 6 1");
+  const std::string text = log.text();
+  EXPECT_THAT(text, HasSubstr("lost the connection to PostgreSQL at 127.0.0.1:" +
+                              Port(pair_.primary()) + " while writing 3 rows; 3 rows held"));
+  EXPECT_THAT(text, HasSubstr("writing to PostgreSQL at 127.0.0.1:" + Port(pair_.standby()) +
+                              ", a different server than before (127.0.0.1:" +
+                              Port(pair_.primary()) + ")"));
+  EXPECT_THAT(text, HasSubstr("connected to PostgreSQL (host=127.0.0.1 port=" +
+                              Port(pair_.standby()) + " dbname=fleetflow user=postgres)"));
+  EXPECT_THAT(text, Not(HasSubstr("unanswered COMMIT")));
+}
+
+TEST_F(TimescaleSinkFailover, ACommitWhoseOutcomeIsUnknownIsNotWrittenTwice) {
+  LogCapture log;
+  OperatorHarness h("timescale_sink", Config(pair_.conninfo()));
+  ASSERT_TRUE(h.op().Ready()) << log.text();
+  CountWrites();
+  h.Feed(SpeedBatch(WindowT(), 3));
+  h.TickAt(WindowT());
+  ASSERT_EQ(h.Counter("sink_rows_written"), 3u);
+
+  // The primary waits for a synchronous standby that never comes, so the next COMMIT hangs on
+  // it; the standby, now asynchronous, still receives and applies that transaction.
+  testing::PostgresServer& primary = pair_.primary();
+  primary.Psql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+  primary.Psql("SELECT pg_reload_conf()");
+  std::thread writer([&] {
+    h.Feed(SpeedBatch(WindowT() + 1000 * kMs, 3));
+    h.TickAt(WindowT());
+  });
+  const bool committing = testing::WaitFor(
+      [&] {
+        return primary.TryPsql(
+                   "SELECT count(*) FROM pg_stat_activity WHERE wait_event = "
+                   "'SyncRep'") == "1";
+      },
+      std::chrono::seconds(20));
+  const bool on_standby =
+      testing::WaitFor([&] { return pair_.standby().TryPsql("SELECT count(*) FROM t") == "6"; },
+                       std::chrono::seconds(20));
+  primary.Kill();  // the COMMIT gets no answer
+  writer.join();
+  ASSERT_TRUE(committing) << log.text();
+  ASSERT_TRUE(on_standby);
+  EXPECT_EQ(h.Gauge("sink_pending_rows"), 3.0);
+
+  pair_.standby().Promote();
+  ASSERT_TRUE(TickUntilWritten(h, 6)) << log.text();
+  // Each row once: the rows of the unanswered COMMIT were in the table and not written again.
+  EXPECT_EQ(RowsAndWrites(pair_.standby()), "6 6 1");
+  EXPECT_EQ(h.Gauge("sink_pending_rows"), 0.0);
+  const std::string text = log.text();
+  EXPECT_THAT(text, HasSubstr("while writing 3 rows during their COMMIT"));
+  EXPECT_THAT(text, HasSubstr("the write after the unanswered COMMIT of 3 rows added or changed 0 "
+                              "of 3 rows; the other 3 were in the table as sent"));
+
+  // A later write of a window already written updates its rows as before.
+  h.Feed(SpeedBatch(WindowT(), 3, 100));
+  h.TickAt(WindowT());
+  EXPECT_EQ(RowsAndWrites(pair_.standby()), "6 9 2");
+}
+
+TEST_F(TimescaleSinkFailover, AStandbyIsNeverWrittenToAndTheSinkSaysWhy) {
+  LogCapture log;
+  testing::PostgresServer& standby = pair_.standby();
+  // Named alone, without target_session_attrs: the sink asks the server what it is.
+  OperatorHarness alone("timescale_sink", Config(standby.conninfo()));
+  EXPECT_FALSE(alone.op().Ready());
+  EXPECT_THAT(log.text(),
+              HasSubstr("no PostgreSQL to write to yet (PostgreSQL at 127.0.0.1:" + Port(standby) +
+                        " is a standby (in recovery) and takes no writes: name the primary"));
+  EXPECT_THAT(log.text(), HasSubstr("target_session_attrs=read-write"));
+  // With target_session_attrs=read-write, libpq itself refuses it.
+  OperatorHarness attrs("timescale_sink",
+                        Config(standby.conninfo() + " target_session_attrs=read-write"));
+  EXPECT_FALSE(attrs.op().Ready());
+  EXPECT_THAT(log.text(), HasSubstr("session is read-only"));
+
+  // fleetflow validate --connect says the same.
+  TimescaleSinkOptions options;
+  options.conninfo = standby.conninfo();
+  options.table = "t";
+  options.timescale = TimescaleMode::kOff;
+  const auto findings = CheckSinkDatabase(options);
+  EXPECT_TRUE(std::any_of(findings.begin(), findings.end(), [](const ConnectFinding& f) {
+    return f.level == ConnectFinding::Level::kProblem &&
+           f.message.find("is a standby (in recovery) and takes no writes") != std::string::npos;
+  }));
+
+  alone.Feed(SpeedBatch(WindowT(), 2));
+  attrs.Feed(SpeedBatch(WindowT(), 2));
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        alone.TickAt(WindowT());
+        attrs.TickAt(WindowT());
+        return alone.Counter("sink_retries") >= 2 && attrs.Counter("sink_retries") >= 2;
+      },
+      std::chrono::seconds(20)));
+  EXPECT_EQ(alone.Gauge("sink_pending_rows"), 2.0);
+  EXPECT_EQ(attrs.Gauge("sink_pending_rows"), 2.0);
+  EXPECT_EQ(pair_.primary().TryPsql("SELECT count(*) FROM t"), std::nullopt);  // never created
+
+  // Once promoted, it takes the rows (and the other sink's, the same ones: the upsert).
+  standby.Promote();
+  ASSERT_TRUE(TickUntilWritten(alone, 2)) << log.text();
+  ASSERT_TRUE(TickUntilWritten(attrs, 2)) << log.text();
+  EXPECT_EQ(standby.Psql("SELECT count(*) FROM t"), "2");
 }
 
 // ---- integration: PostgreSQL preloading TimescaleDB (the Apache-licensed edition) ------------

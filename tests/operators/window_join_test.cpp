@@ -211,6 +211,65 @@ TEST(WindowJoinEventTimeTest, ABacklogAfterAnOutageGivesTheRowsOfTheLiveRunLateS
   EXPECT_EQ(Windows(live_out), (std::vector<int64_t>{0, 1000, 2000, 4000, 5000, 6000, 7000}));
 }
 
+TEST(WindowJoinEventTimeTest, AGapWhileTheStreamCouldNotBeReadIsNoIdleTime) {
+  // The same input, but the stream stored nothing between 0.95 s and 4 s because it had no
+  // leader (a cluster electing one): the source is cut off, its Ticks say so, and the sample the
+  // vehicle kept meanwhile (1.6 s, stored at 4 s) is in its window, not late. Without cut_off
+  // the stored-time gap is taken for idle vehicles, as in the example above.
+  for (const bool cut_off : {true, false}) {
+    OperatorHarness h("window_join", kCatchUpConfig);
+    std::vector<Message> out;
+    int64_t now_ms = 0;
+    for (const Stored& s : CatchingUpInput()) {
+      for (; now_ms < s.stream_ms; now_ms += 100) {
+        h.clock.Set(kBase + now_ms * kMs);
+        const bool electing = now_ms > 950 && now_ms < 4000;
+        const auto more = h.Feed(Tick{h.clock.NowNs(), false, electing, electing && cut_off});
+        out.insert(out.end(), more.begin(), more.end());
+      }
+      h.clock.Set(kBase + s.stream_ms * kMs);
+      const auto more = h.Feed(StoredSample(s, h.clock.NowNs()));
+      out.insert(out.end(), more.begin(), more.end());
+    }
+    const auto rest = h.TickAt(kBase + 100 * kS);
+    out.insert(out.end(), rest.begin(), rest.end());
+    EXPECT_EQ(h.Counter("late_samples"), cut_off ? 0u : 1u) << "cut_off " << cut_off;
+    if (cut_off) {  // 3 s too: the sample at 1.6 s is within max_gap_ms before it
+      EXPECT_EQ(Windows(out), (std::vector<int64_t>{0, 1000, 2000, 3000, 4000, 5000, 6000, 7000}));
+    }
+  }
+}
+
+TEST(WindowJoinEventTimeTest, AfterTheStreamCouldNotBeReadWindowsWaitForEveryVehiclesBacklog) {
+  // The stream could not be read from 1.5 s to 5.9 s. Once it stores again, each vehicle sends
+  // what it kept at once, v1's before v2's: v1's newest samples must not close the windows of
+  // v2's still to come. Windows stay where the outage began until idle_ms after it ended.
+  OperatorHarness h("window_join", kCatchUpConfig);
+  h.clock.Set(kBase + 1100 * kMs);
+  h.Feed(BaseSamples("v1", "speed", {{1000 * kMs, 1.0}}));
+  h.Feed(BaseSamples("v2", "speed", {{1000 * kMs, 1.0}}));
+  for (int64_t ms = 1500; ms < 6000; ms += 100) {
+    EXPECT_TRUE(Only<WindowBatch>(h.Feed(Tick{kBase + ms * kMs, false, true, true})).empty());
+  }
+  std::vector<Message> out;
+  const auto keep = [&](std::vector<Message> more) {
+    out.insert(out.end(), more.begin(), more.end());
+  };
+  keep(h.TickAt(kBase + 6500 * kMs));
+  for (const char* vehicle : {"v1", "v2"}) {
+    std::vector<std::pair<int64_t, double>> kept;
+    for (int64_t ms = 1100; ms <= 6400; ms += 100) kept.emplace_back(ms * kMs, double(ms));
+    keep(h.Feed(BaseSamples(vehicle, "speed", kept)));
+    keep(h.TickAt(h.clock.NowNs() + 100 * kMs));
+  }
+  EXPECT_TRUE(Windows(out).empty()) << "within idle_ms of the outage's end";
+  EXPECT_EQ(h.Counter("late_samples"), 0u);
+  keep(h.TickAt(kBase + 8 * kS));
+  for (const char* vehicle : {"v1", "v2"}) {
+    EXPECT_EQ(Windows(out, vehicle), (std::vector<int64_t>{1000, 2000, 3000, 4000, 5000}));
+  }
+}
+
 TEST(WindowJoinEventTimeTest, TicksWhileInputIsHeldBackDoNotCloseWindowsOnTheClock) {
   // A source waits for room in the graph (the sink is blocked): Ticks keep coming but carry
   // held_back, so however long it lasts the clock does not close windows the held-back samples

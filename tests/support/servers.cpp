@@ -739,6 +739,11 @@ void PostgresServer::Start() {
     initialised_ = true;
   }
   if (started_once_) return Launch();
+  LaunchOnAFreePort();
+  Psql("CREATE DATABASE fleetflow", "postgres");
+}
+
+void PostgresServer::LaunchOnAFreePort() {
   for (int attempt = 1;; ++attempt) {
     port_ = FreePort();
     try {
@@ -749,8 +754,52 @@ void PostgresServer::Start() {
     }
   }
   started_once_ = true;
-  Psql("CREATE DATABASE fleetflow", "postgres");
 }
+
+void PostgresServer::StartStandbyOf(const PostgresServer& primary) {
+  if (initialised_) {
+    throw std::runtime_error("StartStandbyOf: this PostgresServer has a data directory already");
+  }
+  if (!run_as_.empty() && !::getpwnam(run_as_.c_str())) {
+    throw std::runtime_error("running as root but there is no user 'postgres' to run PostgreSQL");
+  }
+  // -R writes standby.signal and primary_conninfo; -X stream copies the WAL written meanwhile;
+  // -c fast does not wait for the primary's next checkpoint.
+  const std::string log = dir_.File("pg_basebackup.log");
+  Process backup(
+      {Bin("pg_basebackup"), "-h", "127.0.0.1", "-p", std::to_string(primary.port()), "-U",
+       "postgres", "-D", data_dir(), "-R", "-X", "stream", "-c", "fast", "--no-sync"},
+      log, {{"LC_ALL", "C"}, {"LANG", "C"}}, run_as_);
+  const auto status = backup.Wait(std::chrono::seconds(120));
+  if (status != 0) {
+    throw std::runtime_error("pg_basebackup from port " + std::to_string(primary.port()) +
+                             " failed (status " +
+                             (status ? std::to_string(*status) : std::string("timeout")) +
+                             "); log:\n" + Tail(ReadFile(log)));
+  }
+  initialised_ = true;
+  LaunchOnAFreePort();
+  const bool streaming =
+      WaitFor([&] { return TryPsql("SELECT status FROM pg_stat_wal_receiver") == "streaming"; },
+              std::chrono::seconds(30), milliseconds(50));
+  if (!streaming) {
+    throw std::runtime_error("standby on port " + std::to_string(port_) +
+                             " does not stream from port " + std::to_string(primary.port()) +
+                             " after 30 s; log:\n" + Tail(ReadLog()));
+  }
+}
+
+void PostgresServer::Promote() {
+  Psql("SELECT pg_promote(true, 30)");
+  if (!WaitFor([&] { return TryPsql("SELECT pg_is_in_recovery()") == "f"; },
+               std::chrono::seconds(30))) {
+    throw std::runtime_error("PostgreSQL on port " + std::to_string(port_) +
+                             " is still in recovery 30 s after pg_promote(); log:\n" +
+                             Tail(ReadLog()));
+  }
+}
+
+bool PostgresServer::InRecovery() const { return Psql("SELECT pg_is_in_recovery()") == "t"; }
 
 void PostgresServer::Launch() {
   std::vector<std::string> argv = {Bin("postgres"),
@@ -787,7 +836,8 @@ void PostgresServer::Launch() {
   const bool ready = WaitFor(
       [&] {
         if (!proc_->Running()) return true;
-        if (ReadFrom(log, offset).find("ready to accept connections") == std::string::npos) {
+        // "ready to accept connections", or "... read-only connections" (a hot standby).
+        if (ReadFrom(log, offset).find("ready to accept") == std::string::npos) {
           return false;
         }
         return RunCommand({isready, "-q", "-h", "127.0.0.1", "-p", port, "-t", "2"},
@@ -888,6 +938,55 @@ std::optional<std::string> PostgresServer::TryPsql(const std::string& sql,
   } catch (const std::exception&) {
     return std::nullopt;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgresPair
+
+namespace {
+
+std::vector<std::string> ReplicationSettings(std::vector<std::string> settings) {
+  settings.insert(settings.begin(), {"wal_level=replica", "max_wal_senders=4", "hot_standby=on"});
+  return settings;
+}
+
+}  // namespace
+
+PostgresPair::PostgresPair(Commit commit, const std::vector<std::string>& settings)
+    : commit_(commit),
+      primary_(ReplicationSettings(settings)),
+      standby_(ReplicationSettings(settings)) {}
+
+void PostgresPair::Start() {
+  primary_.Start();
+  // initdb lets replication connections from 127.0.0.1 in already (trust); said once more here,
+  // so that the pair does not depend on that default.
+  std::ofstream(primary_.data_dir() + "/pg_hba.conf", std::ios::app)
+      << "host replication postgres 127.0.0.1/32 trust\n";
+  primary_.Psql("SELECT pg_reload_conf()");
+  standby_.StartStandbyOf(primary_);
+  if (commit_ == Commit::kAsynchronous) return;
+  // After the backup, so that the standby does not inherit it (it would wait for a standby of
+  // its own once promoted).
+  primary_.Psql("ALTER SYSTEM SET synchronous_standby_names = '*'");
+  primary_.Psql("SELECT pg_reload_conf()");
+  if (!WaitFor(
+          [&] {
+            return primary_.TryPsql(
+                       "SELECT string_agg(sync_state, ',') FROM pg_stat_replication") == "sync";
+          },
+          std::chrono::seconds(30))) {
+    throw std::runtime_error("the standby on port " + std::to_string(standby_.port()) +
+                             " is not the synchronous standby of port " +
+                             std::to_string(primary_.port()) + " after 30 s; primary's log:\n" +
+                             Tail(primary_.ReadLog()));
+  }
+}
+
+std::string PostgresPair::conninfo() const {
+  return "host=127.0.0.1,127.0.0.1 port=" + std::to_string(primary_.port()) + "," +
+         std::to_string(standby_.port()) +
+         " user=postgres dbname=fleetflow target_session_attrs=read-write";
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -242,6 +242,24 @@ class PostgresServer {
   /// True while the postmaster runs.
   bool running();
 
+  /// Instead of Start(), the first time: makes this server a hot standby of `primary`, which
+  /// runs and accepts replication connections from 127.0.0.1 (PostgresPair starts one so).
+  /// `pg_basebackup -R -X stream -c fast` copies the primary's data directory into this
+  /// server's own, with standby.signal and primary_conninfo (postgresql.auto.conf); the standby
+  /// then starts on a free port of its own and this waits (at most 30 s) until it accepts
+  /// read-only connections and its WAL receiver streams from the primary. Later Start() calls
+  /// start it again on the same port and data (a standby until promoted). The standby's
+  /// settings (constructor) must be at least the primary's where hot standby requires it
+  /// (max_connections, max_wal_senders, ...): give both the same. Throws std::runtime_error
+  /// with the log's tail on failure, or when this server has a data directory already.
+  void StartStandbyOf(const PostgresServer& primary);
+  /// Promotes a standby to a primary: SELECT pg_promote() (it waits for the end of recovery),
+  /// then waits (at most 30 s) until pg_is_in_recovery() is false. Throws when it does not get
+  /// there.
+  void Promote();
+  /// pg_is_in_recovery(): true while the server is a standby. Throws when it cannot be asked.
+  bool InRecovery() const;
+
   /// "host=127.0.0.1 port=<port> user=postgres dbname=fleetflow".
   std::string conninfo() const;
   /// "postgresql://postgres@127.0.0.1:<port>/fleetflow".
@@ -267,6 +285,7 @@ class PostgresServer {
 
  private:
   void Launch();
+  void LaunchOnAFreePort();  // the first start: a free port, retried when taken meanwhile
   std::string Bin(const std::string& name) const;
 
   TempDir dir_;
@@ -278,6 +297,48 @@ class PostgresServer {
   bool initialised_ = false;  // initdb done
   bool started_once_ = false;
   std::unique_ptr<Process> proc_;
+};
+
+/// A primary and a hot standby streaming from it, as a PostgreSQL with failover runs them (a
+/// managed service, Patroni): two PostgresServers on 127.0.0.1, each with its own port and data,
+/// both with the same settings (wal_level=replica, max_wal_senders=4, hot_standby=on and
+/// `settings`). The primary accepts replication connections from 127.0.0.1 (initdb's trust
+/// entry; an entry for user postgres is added to pg_hba.conf either way). With
+/// Commit::kSynchronous (the default) the standby is the primary's synchronous standby
+/// (synchronous_standby_names = '*', synchronous_commit = on): a COMMIT returns once the standby
+/// has the transaction on disk, so promoting it after the primary's death loses no acknowledged
+/// commit. With kAsynchronous a COMMIT does not wait, and the standby may lack the last ones.
+/// The failover itself is the test's: primary().Kill(), then standby().Promote(). The
+/// destructor stops both.
+class PostgresPair {
+ public:
+  enum class Commit { kSynchronous, kAsynchronous };
+  explicit PostgresPair(Commit commit = Commit::kSynchronous,
+                        const std::vector<std::string>& settings = {});
+  PostgresPair(const PostgresPair&) = delete;
+  PostgresPair& operator=(const PostgresPair&) = delete;
+
+  /// Starts the primary (initdb, database "fleetflow"), then the standby from a base backup of
+  /// it (PostgresServer::StartStandbyOf); with kSynchronous, makes the standby synchronous
+  /// (ALTER SYSTEM on the primary only, after the backup) and waits (at most 30 s) until
+  /// pg_stat_replication says 'sync'. Throws std::runtime_error on failure.
+  void Start();
+
+  PostgresServer& primary() { return primary_; }
+  PostgresServer& standby() { return standby_; }
+  const PostgresServer& primary() const { return primary_; }
+  const PostgresServer& standby() const { return standby_; }
+
+  /// Both servers in one libpq connection string, the primary first:
+  /// "host=127.0.0.1,127.0.0.1 port=<primary>,<standby> user=postgres dbname=fleetflow
+  /// target_session_attrs=read-write". libpq tries them in order on every connect and keeps
+  /// the first that takes writes, so after a promotion it finds the new primary.
+  std::string conninfo() const;
+
+ private:
+  Commit commit_;
+  PostgresServer primary_;
+  PostgresServer standby_;  // declared last: stopped first
 };
 
 /// A Prometheus server on a free port of 127.0.0.1, its configuration, TSDB and log in a

@@ -221,6 +221,65 @@ TEST(PostgresServerTest, RecoversAfterKill) {
   EXPECT_EQ(pg.Psql("SELECT count(*) FROM t"), "1");
 }
 
+/// The port of the server libpq connects to with `conninfo` (psql, not PostgresServer::Psql,
+/// which names one server), or psql's error.
+std::string ConnectedPort(const std::string& conninfo) {
+  const CommandResult r = RunCommand({FindServerBinary("psql"), "-X", "-A", "-t", "-q", "-d",
+                                      conninfo, "-c", "SELECT inet_server_port()"},
+                                     seconds(30), {{"PGCONNECT_TIMEOUT", "5"}});
+  return r.exit_code == 0 ? r.out.substr(0, r.out.find_last_not_of(" \n") + 1) : r.err;
+}
+
+TEST(PostgresPairTest, TheStandbyStreamsRefusesWritesAndTakesThemOncePromoted) {
+  FF_REQUIRE_POSTGRES();
+  PostgresPair pair;
+  pair.Start();
+  PostgresServer& primary = pair.primary();
+  PostgresServer& standby = pair.standby();
+  const std::string primary_port = std::to_string(primary.port());
+  const std::string standby_port = std::to_string(standby.port());
+  EXPECT_NE(primary_port, standby_port);
+  EXPECT_EQ(pair.conninfo(), "host=127.0.0.1,127.0.0.1 port=" + primary_port + "," + standby_port +
+                                 " user=postgres dbname=fleetflow target_session_attrs=read-write");
+  EXPECT_FALSE(primary.InRecovery());
+  EXPECT_TRUE(standby.InRecovery());
+  EXPECT_EQ(primary.Psql("SELECT sync_state FROM pg_stat_replication"), "sync");
+
+  // A synchronous standby has every acknowledged commit (applied a moment later).
+  primary.Psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)");
+  EXPECT_TRUE(
+      WaitFor([&] { return standby.TryPsql("SELECT count(*) FROM t") == "1"; }, seconds(10)));
+  try {
+    standby.Psql("INSERT INTO t VALUES (2)");
+    FAIL() << "a standby took a write";
+  } catch (const std::runtime_error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("read-only transaction"));
+  }
+  // libpq skips the standby, whatever the order of the hosts.
+  EXPECT_EQ(ConnectedPort(pair.conninfo()), primary_port);
+  EXPECT_EQ(ConnectedPort("host=127.0.0.1,127.0.0.1 port=" + standby_port + "," + primary_port +
+                          " user=postgres dbname=fleetflow target_session_attrs=read-write"),
+            primary_port);
+
+  primary.Kill();
+  EXPECT_THAT(ConnectedPort(pair.conninfo()), HasSubstr("session is read-only"));
+  standby.Promote();
+  EXPECT_FALSE(standby.InRecovery());
+  standby.Psql("INSERT INTO t VALUES (2)");
+  EXPECT_EQ(standby.Psql("SELECT count(*) FROM t"), "2");
+  EXPECT_EQ(ConnectedPort(pair.conninfo()), standby_port);
+}
+
+TEST(PostgresPairTest, AStandbyNeedsAPrimaryAndAFreshServer) {
+  FF_REQUIRE_POSTGRES();
+  PostgresServer primary;  // not started: nothing to copy
+  PostgresServer standby;
+  EXPECT_THROW(standby.StartStandbyOf(primary), std::runtime_error);
+  PostgresServer used;
+  used.Start();
+  EXPECT_THROW(used.StartStandbyOf(primary), std::runtime_error);
+}
+
 TEST(PrometheusServerTest, StartStopAndABadConfigurationThrowsWithTheLog) {
   FF_REQUIRE_PROMETHEUS();
   PrometheusServer prom("global:\n  scrape_interval: 1s\n");
