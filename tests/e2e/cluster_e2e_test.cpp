@@ -11,6 +11,7 @@
 #include "fleet_check.hpp"
 #include "jetstream.hpp"
 #include "nats_client.hpp"
+#include "wire.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -34,6 +35,10 @@ class ClusterE2E : public ::testing::Test {
     pipeline_ = WritePipelineVariant(kPipeline, "telemetry", R"({"stream_replicas": 3})",
                                      dir_.File("pipeline.json"));
     WritePipelineVariant(pipeline_, "last_values", R"({"bucket_replicas": 3})", pipeline_);
+    if (const char* idle = std::getenv("FF_CLUSTER_IDLE_MS")) {
+      WritePipelineVariant(pipeline_, "windows", std::string(R"({"idle_ms": )") + idle + "}",
+                           pipeline_);
+    }
   }
 
   std::unique_ptr<Engine> Worker(int n) {
@@ -67,10 +72,8 @@ class ClusterE2E : public ::testing::Test {
 TEST_F(ClusterE2E, TwoWorkersOnThreeNodesEveryStreamAndBucketR3EveryRowOnceExactValues) {
   auto a = Worker(0);
   auto b = Worker(1);
-  // Both create the R3 stream and buckets at once: on a loaded machine their replicas take
-  // longer to form than the JetStream API's 5 s (nats::JetStream asks again).
-  ASSERT_TRUE(a->WaitReady(60s)) << a->process().ReadLog();
-  ASSERT_TRUE(b->WaitReady(60s)) << b->process().ReadLog();
+  ASSERT_TRUE(a->WaitReady()) << a->process().ReadLog();
+  ASSERT_TRUE(b->WaitReady()) << b->process().ReadLog();
   const std::map<std::string, int> r3 = {{"TELEMETRY", 3},
                                          {"KV_telemetry", 3},
                                          {"KV_fleetflow_members", 3},
@@ -100,6 +103,41 @@ TEST_F(ClusterE2E, TwoWorkersOnThreeNodesEveryStreamAndBucketR3EveryRowOnceExact
   EXPECT_EQ(writes.most_per_row, 1) << writes.writes << " writes of " << writes.rows << " rows";
 }
 
+/// What to read when windows are missing: `vehicle`'s speed samples that the stream stored over
+/// 1 s after they were taken, by the second they were stored: "first - last -> stored" (seconds
+/// of the minute, ms), in the stream's order.
+std::string StoredLate(const std::string& url, const std::string& vehicle) {
+  nats::ConnectOptions o;
+  o.url = url;
+  auto conn = nats::Connection::Connect(o);
+  nats::JetStream js(*conn);
+  auto reader = js.ReadStream("TELEMETRY", "telemetry.*." + vehicle + ".speed", {1, 0});
+  std::string out;
+  const auto ms = [](int64_t ns) { return std::to_string(ns / 1'000'000 % 60'000); };
+  int64_t first = -1, last = -1, stored = -1;
+  const auto flush = [&] {
+    if (first >= 0)
+      out += vehicle + " " + ms(first) + " - " + ms(last) + " -> " + ms(stored) + "\n";
+    first = -1;
+  };
+  for (uint64_t n = 0; n < reader->total(); ++n) {
+    const auto m = reader->Next(5000);
+    if (!m) break;
+    std::vector<wire::Point> points;
+    if (wire::DecodeBatch(m->data(), m->size(), points) != wire::DecodeError::kNone ||
+        points.empty() || m->stored_ns() - points.front().ts_ns < 1'000'000'000) {
+      flush();
+      continue;
+    }
+    if (first >= 0 && m->stored_ns() / 1'000'000'000 != stored / 1'000'000'000) flush();
+    if (first < 0) first = points.front().ts_ns;
+    last = points.back().ts_ns;
+    stored = m->stored_ns();
+  }
+  flush();
+  return out;
+}
+
 /// A counter of the status line fleet-sensor prints at its end, -1 when absent.
 int64_t SensorCounter(const Process& sensor, const std::string& name) {
   std::smatch m;
@@ -121,10 +159,25 @@ TEST_F(ClusterE2E, TheStreamLeaderThenTheStateLeaderKilledEveryWindowOnce) {
   for (int i = 0; i < kSensors; ++i) {
     sensors.push_back(std::make_unique<Process>(
         std::vector<std::string>{::fleetflow::testing::BinaryDir() + "/firmware/fleet-sensor",
-                                 "--vehicle", "car" + std::to_string(i), "--seed", "11",
-                                 "--batch-ms", "100", "--duration", std::to_string(kDurationS),
-                                 "--reconnect-wait-ms", "100", "--drain-ms", "20000", "--ack",
-                                 "jetstream", "--nats-url", cluster_.url(), "--quiet"},
+                                 "--vehicle",
+                                 "car" + std::to_string(i),
+                                 "--seed",
+                                 "11",
+                                 "--batch-ms",
+                                 "100",
+                                 "--duration",
+                                 std::to_string(kDurationS),
+                                 "--reconnect-wait-ms",
+                                 "100",
+                                 "--drain-ms",
+                                 "20000",
+                                 "--ack",
+                                 "jetstream",
+                                 "--ack-timeout-ms",
+                                 "1000",
+                                 "--nats-url",
+                                 cluster_.url(),
+                                 "--quiet"},
         dir_.File("sensor" + std::to_string(i) + ".log")));
   }
   for (const std::string stream : {"TELEMETRY", "KV_telemetry"}) {
@@ -163,10 +216,14 @@ TEST_F(ClusterE2E, TheStreamLeaderThenTheStateLeaderKilledEveryWindowOnce) {
                 "SELECT vehicle_id, count(*), min(time), max(time) FROM vehicle_telemetry "
                 "GROUP BY 1 ORDER BY 1")
              .value_or("")
-      << a->process().ReadLog() << b->process().ReadLog();
+      << a->process().ReadLog() << b->process().ReadLog() << "speed stored late:\n"
+      << StoredLate(cluster_.url(), "car0") << StoredLate(cluster_.url(), "car1")
+      << StoredLate(cluster_.url(), "car2") << StoredLate(cluster_.url(), "car3");
   // What to read when it fails: the windows each vehicle has, and the samples counted late.
-  std::printf("late samples %.0f + %.0f\n%s\n", a->Metric("fleetflow_late_samples_total"),
-              b->Metric("fleetflow_late_samples_total"),
+  std::printf("late samples %.0f + %.0f, redelivered messages %.0f + %.0f\n%s\n",
+              a->Metric("fleetflow_late_samples_total"), b->Metric("fleetflow_late_samples_total"),
+              a->Metric("fleetflow_messages_redelivered_total"),
+              b->Metric("fleetflow_messages_redelivered_total"),
               pg_.TryPsql("SELECT vehicle_id, string_agg(extract(second from time)::int::text, ' ' "
                           "ORDER BY time) FROM vehicle_telemetry GROUP BY 1")
                   .value_or("")
