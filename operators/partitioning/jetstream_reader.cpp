@@ -63,7 +63,7 @@ void JetStreamReader::Start(Emitter& out) {
   out_ = &out;
   connected_.Set(1);
   fetcher_ = std::thread([this] { FetchLoop(); });
-  watch_.Start();
+  if (options_.watch_stream) watch_.Start();
 }
 
 void JetStreamReader::Stop() {
@@ -125,7 +125,7 @@ bool JetStreamReader::HoldsBack() const {
   const uint64_t started = started_.load();
   // A consumer that does not answer (a cluster electing its leader) may hold anything.
   return taken_in_.load() != started || held_back_.load() || silent_.load() || CutOff() ||
-         watch_.Unconfirmed(SteadyNowNs());
+         (options_.watch_stream && watch_.Unconfirmed(SteadyNowNs()));
 }
 
 bool JetStreamReader::CutOff() const {

@@ -34,6 +34,10 @@ struct JetStreamReaderOptions {
   int fetch_batch = 256;
   int fetch_expiry_ms = 500;
   int fetch_linger_ms = 75;
+  /// The stream has replicas (a cluster): it may lose its leader while the connection stays, and
+  /// StreamWatch asks it while nothing comes. A stream of one replica stores whenever its server
+  /// answers at all.
+  bool watch_stream = false;
 };
 
 class JetStreamReader final : public PartitionReader {
