@@ -148,9 +148,11 @@ class NatsSource final : public Operator {
     if (!s_.state_bucket.empty()) {
       checkpoints_ = std::make_unique<JetStreamKvCheckpoints>(js_->OpenBucket(s_.state_bucket));
     }
+    const auto stream = js_->FindStream(o_.consumer.stream);
     reader_ = std::make_unique<JetStreamReader>(
         JetStreamReaderOptions{id_, o_.consumer, s_.partitions, s_.partition_prefix, o_.fetch_batch,
-                               s_.fetch_expiry_ms, s_.fetch_linger_ms},
+                               s_.fetch_expiry_ms, s_.fetch_linger_ms,
+                               stream && stream->replicas > 1},
         *conn_, *js_,
         [this](uint32_t p, nats::JsMessage& m, bool reread) {
           Handle(m.subject(), m.data(), m.size(), &m, reread, p);

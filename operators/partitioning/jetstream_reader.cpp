@@ -63,7 +63,7 @@ void JetStreamReader::Start(Emitter& out) {
   out_ = &out;
   connected_.Set(1);
   fetcher_ = std::thread([this] { FetchLoop(); });
-  watch_.Start();
+  if (options_.watch_stream) watch_.Start();
 }
 
 void JetStreamReader::Stop() {
@@ -124,13 +124,11 @@ bool JetStreamReader::HoldsBack() const {
   if (SteadyNowNs() - fetch_alive_ns_.load() > StallNs()) return true;
   const uint64_t started = started_.load();
   // A consumer that does not answer (a cluster electing its leader) may hold anything.
-  return taken_in_.load() != started || held_back_.load() || silent_.load() || CutOff() ||
-         watch_.Unconfirmed(SteadyNowNs());
+  return taken_in_.load() != started || held_back_.load() || silent_.load() || !conn_.connected() ||
+         CutOff() || (options_.watch_stream && watch_.Unconfirmed(SteadyNowNs()));
 }
 
-bool JetStreamReader::CutOff() const {
-  return cut_off_.load() || !conn_.connected() || watch_.Unavailable();
-}
+bool JetStreamReader::CutOff() const { return watch_.Unavailable(); }
 
 /// Reads partition `p`'s changelog range from the stream and hands it on, on the calling thread.
 /// A failure reads on from where it stopped (the stream keeps the messages) until it is done or
@@ -182,14 +180,12 @@ void JetStreamReader::FetchLoop() {
       pulls_.Fetch(options_.fetch_batch, options_.fetch_expiry_ms, true, fetched,
                    options_.fetch_linger_ms);
       silent_ = pulls_.Silent();
-      cut_off_ = false;
       failing = false;
       backoff_ms = 50;
       connected_.Set(1);
     } catch (const nats::Error& e) {
       failing = true;
       held_back_ = true;
-      cut_off_ = true;
       connected_.Set(conn_.connected() ? 1 : 0);
       spdlog::warn("node '{}': {} (retrying in {} ms)", options_.node, e.what(), backoff_ms);
       std::unique_lock lock(wait_mu_);

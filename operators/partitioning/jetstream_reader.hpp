@@ -34,6 +34,10 @@ struct JetStreamReaderOptions {
   int fetch_batch = 256;
   int fetch_expiry_ms = 500;
   int fetch_linger_ms = 75;
+  /// The stream has replicas (a cluster): it may lose its leader while the connection stays, and
+  /// StreamWatch asks it while nothing comes. A stream of one replica stores whenever its server
+  /// answers at all.
+  bool watch_stream = false;
 };
 
 class JetStreamReader final : public PartitionReader {
@@ -66,10 +70,10 @@ class JetStreamReader final : public PartitionReader {
   /// that stood still, a failing fetch, nothing delivered while the stream has not said that it
   /// has a leader (StreamWatch). Thread-safe.
   bool HoldsBack() const;
-  /// True while the stream cannot be read (Operator::CutOffFromInput): not connected, a failing
-  /// fetch, or the stream answering nobody or no leader since it was asked while quiet
-  /// (StreamWatch): it may store nothing meanwhile. (A consumer that answers nobody, electing its
-  /// own leader, only holds input back: the others' partitions go on.) Thread-safe.
+  /// True while the stream itself says it cannot store (Operator::CutOffFromInput): a stream
+  /// with replicas answering nobody or no leader since it was asked while quiet (StreamWatch).
+  /// A lost connection or a failing fetch only holds input back: the stream may store on
+  /// meanwhile; so does a consumer that answers nobody (electing its own leader). Thread-safe.
   bool CutOff() const;
 
   /// The durable consumer of partition `p` (unpartitioned: the durable).
@@ -125,7 +129,6 @@ class JetStreamReader final : public PartitionReader {
   std::atomic<int> releasing_{0};        // revoked, their kRevoked event not yet emitted
   std::atomic<bool> held_back_{true};    // by the fetch thread (see HoldsBack)
   std::atomic<bool> silent_{false};      // PullSet::Silent after the fetch thread's last Fetch
-  std::atomic<bool> cut_off_{false};     // the last Fetch failed
   std::atomic<int64_t> fetch_alive_ns_;  // steady: the fetch thread's last return from Fetch
   std::atomic<uint64_t> started_{0};     // partitions started (PullSet::Add), ever
   std::atomic<uint64_t> taken_in_{0};    // of them, those held_back_ counts (fetch thread)

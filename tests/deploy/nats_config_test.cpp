@@ -6,7 +6,8 @@
 // the dead letters and the mapping probe, and the deployed pipeline runs on the engine's
 // credentials alone (real engine, real fleet-sensor, real PostgreSQL). So it does on a managed
 // NATS's terms: nats-server 2.10, the account without the mapping (users generated with
-// --partition-mapping stream), the stream partitioning its subjects itself.
+// --partition-mapping stream), the stream partitioning its subjects itself. And on three nodes of
+// deploy/nats/nats-cluster.conf, everything the pipeline creates with 3 replicas.
 #include <gtest/gtest.h>
 #include <httplib.h>
 
@@ -18,6 +19,7 @@
 #include <set>
 
 #include "build_paths.hpp"
+#include "fleet_check.hpp"
 #include "jetstream.hpp"
 #include "nats_client.hpp"
 #include "servers.hpp"
@@ -106,7 +108,8 @@ class NatsConfigTest : public ::testing::Test {
     if (FindServerBinary("openssl").empty() || FindServerBinary("node").empty()) {
       GTEST_SKIP() << "openssl or node not installed: run scripts/deps.sh";
     }
-    const std::string server = managed_ ? NatsServer::Server210() : FindServerBinary("nats-server");
+    const std::string server =
+        managed_ || nodes_ > 1 ? NatsServer::Server210() : FindServerBinary("nats-server");
     ASSERT_FALSE(server.empty()) << "nats-server 2.10 not installed: run scripts/nats210.sh";
     dir_ = std::make_unique<TempDir>("fleetflow-nats-config");
     MakeCertificates(*dir_);
@@ -122,22 +125,59 @@ class NatsConfigTest : public ::testing::Test {
       conf = without;
     }
     std::ofstream(dir_->File("nats-server.conf")) << conf;
+    std::ofstream(dir_->File("nats-cluster.conf"))
+        << ReadFile(kSource + "/deploy/nats/nats-cluster.conf");
     setenv("NATS_TLS_CERT", dir_->File("server.crt").c_str(), 1);
     setenv("NATS_TLS_KEY", dir_->File("server.key").c_str(), 1);
-    setenv("NATS_STORE_DIR", dir_->File("store").c_str(), 1);
     // Started directly: the NatsServer fixture's -js -sd flags would clash with the file's
-    // jetstream block, and the point is to run the shipped file as it is.
-    port_ = FreePort();
-    monitor_port_ = FreePort();
-    server_ = std::make_unique<Process>(
-        std::vector<std::string>{server, "-c", dir_->File("nats-server.conf"), "-a", "127.0.0.1",
-                                 "-p", std::to_string(port_), "-m", std::to_string(monitor_port_)},
-        dir_->File("nats-server.log"));
-    ASSERT_TRUE(WaitFor([&] { return PortAcceptsConnections(port_) || !server_->Running(); }, 10s));
-    ASSERT_TRUE(server_->Running()) << server_->ReadLog();
+    // jetstream block, and the point is to run the shipped file as it is. A cluster: three nodes
+    // on nats-cluster.conf, each with its name, store and ports, the routes from the environment.
+    std::vector<int> route_ports;
+    std::map<std::string, std::string> env;
+    for (int i = 0; i < nodes_; ++i) {
+      ports_.push_back(FreePort());
+      monitor_ports_.push_back(FreePort());
+      route_ports.push_back(FreePort());
+      env["NATS_ROUTE_" + std::to_string(i)] =
+          "nats://127.0.0.1:" + std::to_string(route_ports.back());
+    }
+    port_ = ports_[0];
+    monitor_port_ = monitor_ports_[0];
+    for (int i = 0; i < nodes_; ++i) {
+      const std::string n = std::to_string(i);
+      env["NATS_STORE_DIR"] = dir_->File("store" + n);
+      env["NATS_SERVER_NAME"] = "n" + n;
+      std::vector<std::string> argv = {
+          server,
+          "-c",
+          dir_->File(nodes_ > 1 ? "nats-cluster.conf" : "nats-server.conf"),
+          "-a",
+          "127.0.0.1",
+          "-p",
+          std::to_string(ports_[i]),
+          "-m",
+          std::to_string(monitor_ports_[i])};
+      if (nodes_ > 1) {
+        argv.insert(argv.end(),
+                    {"--cluster", "nats://127.0.0.1:" + std::to_string(route_ports[i])});
+      }
+      servers_.push_back(
+          std::make_unique<Process>(argv, dir_->File("nats-server" + n + ".log"), env));
+    }
+    server_ = servers_[0].get();
+    for (int i = 0; i < nodes_; ++i) {
+      Process& s = *servers_[i];
+      ASSERT_TRUE(WaitFor([&] { return PortAcceptsConnections(ports_[i]) || !s.Running(); }, 10s));
+      ASSERT_TRUE(s.Running()) << s.ReadLog();
+    }
   }
-
-  std::string TlsUrl() const { return "tls://127.0.0.1:" + std::to_string(port_); }
+  /// Every node's TLS URL, comma-separated.
+  std::string TlsUrl() const {
+    std::string urls;
+    for (const int p : ports_) urls += (urls.empty() ? "" : ",") + TlsUrlOf(p);
+    return urls;
+  }
+  static std::string TlsUrlOf(int port) { return "tls://127.0.0.1:" + std::to_string(port); }
   std::string Seed(const std::string& user) const { return dir_->File("seeds/" + user + ".nk"); }
 
   /// A vehicle as fleet-sensor connects: its requests' replies come to its own inbox.
@@ -163,13 +203,18 @@ class NatsConfigTest : public ::testing::Test {
   /// The deployed pipeline on the engine's credentials, two vehicles on theirs: rows for both,
   /// fleetctl reaches a vehicle, KEDA's endpoint shows the stream (`stream_subjects`, as JSON)
   /// and the 16 consumers, every sample acknowledged, nothing refused.
-  void RunThePipelineOnTheEngineCredentials(const std::string& stream_subjects);
+  void RunThePipelineOnTheEngineCredentials(
+      const std::string& stream_subjects,
+      const std::string& pipeline = kSource + "/deploy/k8s/base/pipeline.json");
 
   bool managed_ = false;  // set by ManagedNatsTest before SetUp
   std::unique_ptr<TempDir> dir_;
-  int port_ = 0;
+  int nodes_ = 1;  // set by NatsClusterConfigTest before SetUp
+  int port_ = 0;   // the first node's
   int monitor_port_ = 0;
-  std::unique_ptr<Process> server_;
+  std::vector<int> ports_, monitor_ports_;
+  std::vector<std::unique_ptr<Process>> servers_;
+  Process* server_ = nullptr;  // the first node
 };
 
 /// nats-server 2.10 without the account mapping, as a managed NATS account is.
@@ -177,6 +222,15 @@ class ManagedNatsTest : public NatsConfigTest {
  protected:
   void SetUp() override {
     managed_ = true;
+    NatsConfigTest::SetUp();
+  }
+};
+
+/// deploy/nats/nats-cluster.conf on three nats-servers 2.10, as production runs it.
+class NatsClusterConfigTest : public NatsConfigTest {
+ protected:
+  void SetUp() override {
+    nodes_ = 3;
     NatsConfigTest::SetUp();
   }
 };
@@ -501,7 +555,30 @@ TEST_F(ManagedNatsTest, ThePipelineRunsOnTheEngineCredentialsAloneTheStreamParti
   EXPECT_FALSE(Contains(jsz->body, nats::JetStream::kTransformProbeStream)) << jsz->body;
 }
 
-void NatsConfigTest::RunThePipelineOnTheEngineCredentials(const std::string& stream_subjects) {
+// The deployed pipeline with 3 replicas for everything it creates (docs/deploy.md), on three
+// nodes of nats-cluster.conf: it runs on the engine's credentials, and the stream and every bucket
+// have their 3 replicas.
+TEST_F(NatsClusterConfigTest, ThePipelineRunsOnThreeNodesEveryStreamAndBucketWithThreeReplicas) {
+  FF_REQUIRE_POSTGRES();
+  const std::string pipeline =
+      WritePipelineVariant(kSource + "/deploy/k8s/base/pipeline.json", "telemetry",
+                           R"({"stream_replicas": 3})", dir_->File("pipeline.json"));
+  WritePipelineVariant(pipeline, "last_values", R"({"bucket_replicas": 3})", pipeline);
+  RunThePipelineOnTheEngineCredentials("\"telemetry.*.*.*\"", pipeline);
+  const auto engine = Connect("engine");
+  nats::JetStream js(*engine);
+  for (const std::string stream :
+       {"TELEMETRY", "KV_telemetry", "KV_fleetflow_members", "KV_fleetflow_handover"}) {
+    const auto info = js.FindStream(stream);
+    ASSERT_TRUE(info.has_value()) << stream;
+    EXPECT_EQ(info->replicas, 3) << stream;
+    EXPECT_FALSE(info->leader.empty()) << stream;
+  }
+  for (const auto& s : servers_) EXPECT_FALSE(Contains(s->ReadLog(), "Violation")) << s->ReadLog();
+}
+
+void NatsConfigTest::RunThePipelineOnTheEngineCredentials(const std::string& stream_subjects,
+                                                          const std::string& pipeline) {
   PostgresServer pg;
   pg.Start();
   const int http_port = FreePort();
@@ -510,8 +587,8 @@ void NatsConfigTest::RunThePipelineOnTheEngineCredentials(const std::string& str
   env["NATS_NKEY_SEED"] = Seed("engine");
   env["NATS_CA"] = dir_->File("ca.crt");
   env["FLEETFLOW_PG"] = "";
-  Process engine({kFleetflow, "run", kSource + "/deploy/k8s/base/pipeline.json", "--metrics-host",
-                  "127.0.0.1", "--metrics-port", std::to_string(http_port)},
+  Process engine({kFleetflow, "run", pipeline, "--metrics-host", "127.0.0.1", "--metrics-port",
+                  std::to_string(http_port)},
                  dir_->File("engine.log"), env);
   httplib::Client http("127.0.0.1", http_port);
   ASSERT_TRUE(WaitFor(
