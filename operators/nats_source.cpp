@@ -536,7 +536,10 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
         .Min(0)
         .Max(1000);
     c.Integer("ack_wait_ms",
-              "jetstream: a message not acknowledged within this time is delivered again.",
+              "jetstream: a message not acknowledged within this time is delivered again. So "
+              "are deliveries lost on their way (the connection lost with its node), and what a "
+              "consumer delivered after them waits for them (docs/semantics.md): keep it a few "
+              "seconds on a cluster.",
               &S::ack_wait_ms)
         .Default(int64_t{30'000})
         .Min(1000);

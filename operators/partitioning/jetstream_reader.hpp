@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "coordinator.hpp"
+#include "delivery_order.hpp"
 #include "jetstream.hpp"
 #include "metrics.hpp"
 #include "operator.hpp"
@@ -91,9 +92,12 @@ class JetStreamReader final : public PartitionReader {
     std::optional<uint64_t> told_at_asked;
     uint64_t ack_pending = 0;               // delivered, not acknowledged (asked)
     const nats::JsMessage* last = nullptr;  // its last message of the current batch
+    DeliveryOrder<nats::JsMessage> order;   // after deliveries lost on their way
   };
 
   void FetchLoop();
+  /// Hands on what waited behind lost deliveries (DeliveryOrder::Due).
+  void HandOnWaiting(uint32_t p, Reading& r, int64_t now);
   void Reread(uint32_t p, const ChangelogRange& range);
   int64_t StallNs() const;
   Reading& ReadingOf(uint32_t p, int64_t now);

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -106,27 +107,22 @@ int64_t NowNs() {
       .count();
 }
 
-ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns, int64_t every_ns,
-                                 int64_t max_gap_ns) {
+ExpectedRows ComputeExpectedRows(const Samples& samples, int64_t every_ns, int64_t max_gap_ns) {
   ExpectedRows rows;
-  for (int v = 0; v < fleet.vehicles; ++v) {
-    std::map<std::string, std::vector<wire::Point>> by_sensor;
-    int64_t newest = 0;
-    for (size_t s = 0; s < fleet.sensors.size(); ++s) {
-      for (int64_t k = 0;; ++k) {
-        const int64_t ts = sim::SampleTime(fleet, v, static_cast<int>(s), k);
-        if (ts >= end_ns) break;
-        by_sensor[fleet.sensors[s].name].push_back(
-            sim::SampleAt(fleet, v, static_cast<int>(s), ts, static_cast<uint32_t>(k)));
-        newest = std::max(newest, ts);
+  for (const auto& [vehicle, by_sensor] : samples) {
+    int64_t oldest = std::numeric_limits<int64_t>::max(), newest = 0;
+    for (const auto& [_, points] : by_sensor) {
+      for (const wire::Point& p : points) {
+        oldest = std::min(oldest, p.ts_ns);
+        newest = std::max(newest, p.ts_ns);
       }
     }
     // The vehicle says off after its last sample: windows up to its newest sample only.
-    for (int64_t t = (fleet.start_ns / every_ns) * every_ns; t <= newest; t += every_ns) {
+    for (int64_t t = (oldest / every_ns) * every_ns; t <= newest; t += every_ns) {
       std::map<std::string, Slot> slots;
       bool active = false;
-      for (const auto& [name, samples] : by_sensor) {
-        slots[name] = SlotAt(samples, t, max_gap_ns);
+      for (const auto& [name, points] : by_sensor) {
+        slots[name] = SlotAt(points, t, max_gap_ns);
         active = active || slots[name].before.has_value();
       }
       if (!active) continue;
@@ -136,10 +132,75 @@ ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns, 
       r.speed = Value(slots["speed"], t, &wire::Point::value, true);
       r.soc = Value(slots["soc"], t, &wire::Point::value, false);
       r.torque = Value(slots["torque"], t, &wire::Point::value, true);
-      rows[{sim::VehicleId(fleet, v), t}] = r;
+      rows[{vehicle, t}] = r;
     }
   }
   return rows;
+}
+
+ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns, int64_t every_ns,
+                                 int64_t max_gap_ns) {
+  Samples samples;
+  for (int v = 0; v < fleet.vehicles; ++v) {
+    auto& by_sensor = samples[sim::VehicleId(fleet, v)];
+    for (size_t s = 0; s < fleet.sensors.size(); ++s) {
+      for (int64_t k = 0;; ++k) {
+        const int64_t ts = sim::SampleTime(fleet, v, static_cast<int>(s), k);
+        if (ts >= end_ns) break;
+        by_sensor[fleet.sensors[s].name].push_back(
+            sim::SampleAt(fleet, v, static_cast<int>(s), ts, static_cast<uint32_t>(k)));
+      }
+    }
+  }
+  return ComputeExpectedRows(samples, every_ns, max_gap_ns);
+}
+
+Samples SamplesInStream(const std::string& nats_url, const std::string& stream) {
+  nats::ConnectOptions o;
+  o.url = nats_url;
+  auto conn = nats::Connection::Connect(o);
+  nats::JetStream js(*conn);
+  std::unique_ptr<nats::StreamReader> reader;
+  // A cluster that just got a node back may take longer than the API's timeout to create the
+  // reader's consumer.
+  for (int attempt = 1; !reader; ++attempt) {
+    try {
+      reader = js.ReadStream(stream, ">", {1, 0});
+    } catch (const nats::Error&) {
+      if (attempt == 5) throw;
+    }
+  }
+  std::map<std::pair<std::string, std::string>, std::map<int64_t, wire::Point>> unique;
+  for (uint64_t n = 0; n < reader->total(); ++n) {
+    const auto m = reader->Next(5000);
+    if (!m) throw std::runtime_error(stream + ": message " + std::to_string(n + 1) + " of " +
+                                     std::to_string(reader->total()) + " did not come");
+    // [...].<vehicle>.<sensor>; status messages are no Batch
+    const std::string subject(m->subject());
+    const size_t dot = subject.rfind('.');
+    const size_t before = subject.rfind('.', dot - 1);
+    std::vector<wire::Point> points;
+    if (dot == std::string::npos || before == std::string::npos ||
+        wire::DecodeBatch(m->data(), m->size(), points) != wire::DecodeError::kNone) {
+      continue;
+    }
+    auto& series = unique[{subject.substr(before + 1, dot - before - 1), subject.substr(dot + 1)}];
+    for (const wire::Point& p : points) series.emplace(p.ts_ns, p);
+  }
+  Samples samples;
+  for (const auto& [key, series] : unique) {
+    auto& points = samples[key.first][key.second];
+    for (const auto& [_, p] : series) points.push_back(p);
+  }
+  return samples;
+}
+
+size_t CountSamples(const Samples& samples) {
+  size_t n = 0;
+  for (const auto& [_, by_sensor] : samples) {
+    for (const auto& [__, points] : by_sensor) n += points.size();
+  }
+  return n;
 }
 
 CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {

@@ -14,6 +14,7 @@
 
 #include "servers.hpp"
 #include "signals.hpp"
+#include "wire.hpp"
 
 namespace fleetflow::testing {
 
@@ -25,11 +26,23 @@ struct ExpectedRow {
 
 using ExpectedRows = std::map<std::pair<std::string, int64_t>, ExpectedRow>;
 
-/// Rows of the default column set (lat, lon, speed linear; soc previous; torque linear) for a
-/// fleet that published every sample with start_ns <= ts < end_ns, then said off.
+/// Samples by vehicle and sensor, each sensor's in time order.
+using Samples = std::map<std::string, std::map<std::string, std::vector<wire::Point>>>;
+
+/// Rows of the default column set (lat, lon, speed linear; soc previous; torque linear) for
+/// vehicles that published `samples`, then said off.
+ExpectedRows ComputeExpectedRows(const Samples& samples, int64_t every_ns = 1'000'000'000,
+                                 int64_t max_gap_ns = 2'000'000'000);
+/// The same for a fleet-sim fleet that published every sample with start_ns <= ts < end_ns.
 ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns,
                                  int64_t every_ns = 1'000'000'000,
                                  int64_t max_gap_ns = 2'000'000'000);
+
+/// Every sample `stream` stored (subjects [...].<vehicle>.<sensor>), once per (vehicle, sensor,
+/// time) whatever was stored twice: what vehicles whose samples vary with the wall clock
+/// (fleet-sensor) had acknowledged, to compute their rows from. Throws when it cannot be read.
+Samples SamplesInStream(const std::string& nats_url, const std::string& stream);
+size_t CountSamples(const Samples& samples);
 
 struct CheckResult {
   size_t expected = 0, found = 0, unexpected = 0, mismatched = 0, missing = 0;
