@@ -219,9 +219,10 @@ void JetStreamReader::FetchLoop() {
         if (m->delivered() > 1) redelivered_.Inc();
         const auto taken = r.order.Take(m, now);
         if (taken.lost > 0) {
-          spdlog::info("node '{}': partition {}: {} deliveries lost on their way; the {} after "
-                       "them waits until they come again",
-                       options_.node, p, taken.lost, m->consumer_sequence());
+          spdlog::info(
+              "node '{}': partition {}: {} deliveries lost on their way; the {} after "
+              "them waits until they come again",
+              options_.node, p, taken.lost, m->consumer_sequence());
         }
         if (taken.now) deliver_(p, *m, false);
       }
@@ -280,9 +281,10 @@ void JetStreamReader::HandOnWaiting(uint32_t p, Reading& r, int64_t now) {
   uint64_t gave_up = 0;
   const auto due = r.order.Due(now, wait_ns, gave_up);
   if (gave_up > 0) {
-    spdlog::warn("node '{}': partition {}: {} lost deliveries did not come again within {} ms; "
-                 "handing on the {} messages after them",
-                 options_.node, p, gave_up, wait_ns / 1'000'000, due.size());
+    spdlog::warn(
+        "node '{}': partition {}: {} lost deliveries did not come again within {} ms; "
+        "handing on the {} messages after them",
+        options_.node, p, gave_up, wait_ns / 1'000'000, due.size());
   }
   for (const auto& m : due) deliver_(p, *m, false);
 }

@@ -149,17 +149,31 @@ int64_t SensorCounter(const Process& sensor, const std::string& name) {
 
 /// Vehicles car0 .. car<n-1> that keep what the stream has not acknowledged and send it again
 /// (fleet-sensor --ack jetstream), each for duration_s.
-std::vector<std::unique_ptr<Process>> Sensors(const NatsCluster& cluster, const TempDir& dir,
-                                              int n, int duration_s) {
+std::vector<std::unique_ptr<Process>> Sensors(const NatsCluster& cluster, const TempDir& dir, int n,
+                                              int duration_s) {
   std::vector<std::unique_ptr<Process>> sensors;
   for (int i = 0; i < n; ++i) {
     sensors.push_back(std::make_unique<Process>(
         std::vector<std::string>{::fleetflow::testing::BinaryDir() + "/firmware/fleet-sensor",
-                                 "--vehicle", "car" + std::to_string(i), "--seed", "11",
-                                 "--batch-ms", "100", "--duration", std::to_string(duration_s),
-                                 "--reconnect-wait-ms", "100", "--drain-ms", "20000", "--ack",
-                                 "jetstream", "--ack-timeout-ms", "1000", "--nats-url",
-                                 cluster.url(), "--quiet"},
+                                 "--vehicle",
+                                 "car" + std::to_string(i),
+                                 "--seed",
+                                 "11",
+                                 "--batch-ms",
+                                 "100",
+                                 "--duration",
+                                 std::to_string(duration_s),
+                                 "--reconnect-wait-ms",
+                                 "100",
+                                 "--drain-ms",
+                                 "20000",
+                                 "--ack",
+                                 "jetstream",
+                                 "--ack-timeout-ms",
+                                 "1000",
+                                 "--nats-url",
+                                 cluster.url(),
+                                 "--quiet"},
         dir.File("sensor" + std::to_string(i) + ".log")));
   }
   return sensors;
@@ -200,10 +214,11 @@ void ExpectEveryWindowOnce(const NatsCluster& cluster, const PostgresServer& pg,
   }
   const WriteCount writes = Writes(pg);
   EXPECT_EQ(writes.most_per_row, 1) << writes.writes << " writes of " << writes.rows << " rows";
-  std::printf("cluster e2e, %s: %zu samples, %lld writes of %lld rows (%zu expected), %.0f "
-              "samples late, %.0f messages delivered again\n",
-              what.c_str(), CountSamples(stored), static_cast<long long>(writes.writes),
-              static_cast<long long>(writes.rows), expected.size(), late, redelivered);
+  std::printf(
+      "cluster e2e, %s: %zu samples, %lld writes of %lld rows (%zu expected), %.0f "
+      "samples late, %.0f messages delivered again\n",
+      what.c_str(), CountSamples(stored), static_cast<long long>(writes.writes),
+      static_cast<long long>(writes.rows), expected.size(), late, redelivered);
 }
 
 // Two workers; the node leading the stream is killed with -9 and started again, then the node

@@ -173,8 +173,9 @@ Samples SamplesInStream(const std::string& nats_url, const std::string& stream) 
   std::map<std::pair<std::string, std::string>, std::map<int64_t, wire::Point>> unique;
   for (uint64_t n = 0; n < reader->total(); ++n) {
     const auto m = reader->Next(5000);
-    if (!m) throw std::runtime_error(stream + ": message " + std::to_string(n + 1) + " of " +
-                                     std::to_string(reader->total()) + " did not come");
+    if (!m)
+      throw std::runtime_error(stream + ": message " + std::to_string(n + 1) + " of " +
+                               std::to_string(reader->total()) + " did not come");
     // [...].<vehicle>.<sensor>; status messages are no Batch
     const std::string subject(m->subject());
     const size_t dot = subject.rfind('.');
