@@ -200,7 +200,8 @@ void ExpectEveryWindowOnce(const NatsCluster& cluster, const PostgresServer& pg,
   EXPECT_EQ(static_cast<int64_t>(CountSamples(stored)), taken);
   const ExpectedRows expected = ComputeExpectedRows(stored);
   EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg, expected); }, 60s))
-      << CheckRows(pg, expected).Summary() << logs() << "speed stored late:\n"
+      << CheckRows(pg, expected).Summary() << "\n"
+      << CheckRows(pg, expected).first_problems << logs() << "speed stored late:\n"
       << StoredLate(cluster.url(), "car0") << StoredLate(cluster.url(), "car1")
       << StoredLate(cluster.url(), "car2") << StoredLate(cluster.url(), "car3");
   const CheckResult check = CheckRows(pg, expected);
