@@ -584,9 +584,40 @@ bool NatsServer::StreamsPartition() { return Env("FF_NATS_PARTITIONING") == "str
 
 void NatsServer::MapPartitions(int partitions, const std::string& prefix) {
   if (StreamsPartition()) return;
-  config_file_ = dir_.File("partitions.conf");
-  std::ofstream(config_file_) << "mappings = {\n  \"vehicle.*.*\": \"" << prefix << ".{{partition("
-                              << partitions << ",1)}}.{{wildcard(1)}}.{{wildcard(2)}}\"\n}\n";
+  mapping_ = "mappings = {\n  \"vehicle.*.*\": \"" + prefix + ".{{partition(" +
+             std::to_string(partitions) + ",1)}}.{{wildcard(1)}}.{{wildcard(2)}}\"\n}\n";
+  WriteConfig();
+}
+
+void NatsServer::ListenForLeafNodes(int advertise_port) {
+  if (leafnode_port_ == 0) leafnode_port_ = FreePort();
+  leaf_advertise_port_ = advertise_port;
+  WriteConfig();
+}
+
+void NatsServer::LeafOf(int hub_port, const std::string& domain) {
+  leaf_hub_port_ = hub_port;
+  leaf_domain_ = domain;
+  WriteConfig();
+}
+
+void NatsServer::WriteConfig() {
+  config_file_ = dir_.File("server.conf");
+  std::ofstream out(config_file_);
+  out << mapping_;
+  if (leafnode_port_ != 0) {
+    out << "leafnodes {\n  listen: \"127.0.0.1:" << leafnode_port_ << "\"\n";
+    if (leaf_advertise_port_ != 0) {
+      out << "  advertise: \"127.0.0.1:" << leaf_advertise_port_ << "\"\n";
+    }
+    out << "}\n";
+  }
+  if (leaf_hub_port_ != 0) {
+    out << "jetstream {\n  domain: " << leaf_domain_ << "\n}\n"
+        << "leafnodes {\n  reconnect: \"1s\"\n  remotes: [\n    { url: \"nats://127.0.0.1:"
+        << leaf_hub_port_
+        << "\", deny_exports: [\"vehicle.*.*\"], deny_imports: [\"vehicle.*.*\"] }\n  ]\n}\n";
+  }
 }
 
 void NatsServer::Start() {

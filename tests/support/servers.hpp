@@ -157,6 +157,21 @@ class NatsServer {
   /// n = partition(partitions, id), as docs/scaling.md configures it (replaces `config_file`).
   void MapPartitions(int partitions, const std::string& prefix = "telemetry");
 
+  /// Before Start(): also listens for leaf nodes (no authentication) on a free port of
+  /// 127.0.0.1, leafnode_port(), kept across restarts: a hub its edges connect to. A leaf
+  /// reconnects to the address the hub advertises as well as to its configured one: with a
+  /// TcpProxy in front, give its port as `advertise_port` (a leaf would bypass the proxy
+  /// otherwise).
+  void ListenForLeafNodes(int advertise_port = 0);
+  /// The leaf node port (0 without ListenForLeafNodes()).
+  int leafnode_port() const { return leafnode_port_; }
+  /// Before Start(): runs as an edge leaf node (docs/deploy.md, "Edge leaf nodes"): JetStream in
+  /// the domain `domain`, a leaf of the hub listening for leaf nodes on 127.0.0.1:`hub_port`
+  /// (the hub's leafnode_port(), or a TcpProxy in front of it), reconnecting every second,
+  /// exchanging no vehicles' samples and status (vehicle.*.*) with the hub either way: the hub
+  /// gets the edge's only through its stream's source, and the edge's stream none of the hub's.
+  void LeafOf(int hub_port, const std::string& domain);
+
   /// Starts the server and waits (at most 10 s) until a client connection receives the "INFO "
   /// greeting. If the port was taken meanwhile on the first start, retries on a new port. No-op
   /// when already running. Throws std::runtime_error with the log tail on failure.
@@ -172,6 +187,8 @@ class NatsServer {
   void Restart();
   /// True while the server process runs.
   bool running();
+  /// The server's process id (0 when it does not run): to measure what it costs.
+  pid_t pid() const { return proc_ ? proc_->pid() : 0; }
 
   /// "nats://127.0.0.1:<port>".
   std::string url() const;
@@ -188,8 +205,15 @@ class NatsServer {
 
   TempDir dir_;
   std::vector<std::string> extra_args_;
+  void WriteConfig();
+
   std::string config_file_;
-  std::string binary_;  // empty: $FF_NATS_SERVER or the PATH's
+  std::string mapping_;    // MapPartitions: the account mapping line
+  int leafnode_port_ = 0;  // ListenForLeafNodes
+  int leaf_advertise_port_ = 0;
+  int leaf_hub_port_ = 0;    // LeafOf
+  std::string leaf_domain_;  // LeafOf
+  std::string binary_;       // empty: $FF_NATS_SERVER or the PATH's
   int port_ = 0;
   bool started_once_ = false;
   std::unique_ptr<Process> proc_;
