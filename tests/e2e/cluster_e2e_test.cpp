@@ -197,7 +197,20 @@ void ExpectEveryWindowOnce(const NatsCluster& cluster, const PostgresServer& pg,
     EXPECT_EQ(SensorCounter(*s, "published_samples"), SensorCounter(*s, "samples")) << s->ReadLog();
   }
   const Samples stored = SamplesInStream(cluster.url(), "TELEMETRY");
-  EXPECT_EQ(static_cast<int64_t>(CountSamples(stored)), taken);
+  EXPECT_EQ(static_cast<int64_t>(CountSamples(stored)), taken) << [&] {
+    std::string by_vehicle;  // what to read when they differ
+    for (size_t i = 0; i < sensors.size(); ++i) {
+      const auto it = stored.find("car" + std::to_string(i));
+      by_vehicle += "car" + std::to_string(i) + ": in the stream";
+      if (it != stored.end()) {
+        for (const auto& [sensor, points] : it->second) {
+          by_vehicle += " " + sensor + " " + std::to_string(points.size());
+        }
+      }
+      by_vehicle += "; the sensor said " + sensors[i]->ReadLog() + "\n";
+    }
+    return by_vehicle;
+  }();
   const ExpectedRows expected = ComputeExpectedRows(stored);
   EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg, expected); }, 60s))
       << CheckRows(pg, expected).Summary() << "\n"
