@@ -86,32 +86,6 @@ std::vector<EdgeWatch::Edge> EdgesOf(const NatsSourceSettings& s) {
   return out;
 }
 
-/// Makes the stream source every edge: adds the sources it lacks (create_stream), or throws
-/// naming them.
-void SettleEdgeSources(nats::JetStream& js, const NatsSourceSettings& s, const std::string& node) {
-  std::vector<nats::StreamSource> wanted;
-  for (const auto& e : EdgesOf(s)) wanted.push_back(e.source);
-  if (s.create_stream) {
-    js.AddSources(s.stream, wanted);
-    spdlog::info("node '{}': stream {} sources {} of the edge domains {}", node, s.stream,
-                 s.edge_stream, Join(s.edge_domains));
-    return;
-  }
-  const auto found = js.FindStream(s.stream);
-  std::vector<std::string> missing;
-  for (const auto& e : EdgesOf(s)) {
-    const bool present = found && std::find(found->sources.begin(), found->sources.end(),
-                                            e.source) != found->sources.end();
-    if (!present) missing.push_back(e.domain);
-  }
-  if (!missing.empty()) {
-    throw std::runtime_error("stream " + s.stream + " does not source " + s.edge_stream +
-                             " of the edge domains " + Join(missing) +
-                             " and create_stream is false: add the sources (docs/deploy.md, "
-                             "\"Edge leaf nodes\"), or set \"create_stream\": true");
-  }
-}
-
 PartitionLayout Layout(const NatsSourceSettings& s) {
   return {s.partition_prefix, s.partitions, s.partition_mapping, s.check_mapping, s.create_stream};
 }
@@ -188,7 +162,7 @@ class NatsSource final : public Operator {
       js_->EnsureStream(o_.stream);
     }
     if (!s_.edge_domains.empty()) {
-      SettleEdgeSources(*js_, s_, id_);
+      SettleEdgeSources(*js_, s_.stream, EdgesOf(s_), s_.create_stream, id_);
       edges_ = std::make_unique<EdgeWatch>(*js_, s_.stream, EdgesOf(s_), id_, s_.edge_max_hold_ms,
                                            metrics_, labels_);
       edges_->Start();

@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
+#include <stdexcept>
 
 #include "clock.hpp"
 
@@ -135,6 +137,34 @@ void EdgeWatch::Ask() {
   }
   behind_gauge_.Set(behind);
   behind_ = behind > 0;
+}
+
+void SettleEdgeSources(nats::JetStream& js, const std::string& stream,
+                       const std::vector<EdgeWatch::Edge>& edges, bool create,
+                       const std::string& node) {
+  std::vector<nats::StreamSource> wanted;
+  std::string domains;
+  for (const auto& e : edges) {
+    wanted.push_back(e.source);
+    domains += (domains.empty() ? "" : ", ") + e.domain;
+  }
+  if (create) {
+    js.AddSources(stream, wanted);
+    spdlog::info("node '{}': stream {} sources the edge domains {}", node, stream, domains);
+    return;
+  }
+  const auto found = js.FindStream(stream);
+  std::string missing;
+  for (const auto& e : edges) {
+    const bool present = found && std::find(found->sources.begin(), found->sources.end(),
+                                            e.source) != found->sources.end();
+    if (!present) missing += (missing.empty() ? "" : ", ") + e.domain;
+  }
+  if (!missing.empty()) {
+    throw std::runtime_error("stream " + stream + " does not source the edge domains " + missing +
+                             " and create_stream is false: add the sources (docs/deploy.md, "
+                             "\"Edge leaf nodes\"), or set \"create_stream\": true");
+  }
 }
 
 }  // namespace fleetflow

@@ -106,4 +106,10 @@ class EdgeWatch {
   bool stopping_ = false;  // under mu_
 };
 
+/// Makes `stream` source every edge: adds the sources it lacks (`create`), or throws naming the
+/// edges it does not source.
+void SettleEdgeSources(nats::JetStream& js, const std::string& stream,
+                       const std::vector<EdgeWatch::Edge>& edges, bool create,
+                       const std::string& node);
+
 }  // namespace fleetflow
