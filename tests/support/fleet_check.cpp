@@ -162,10 +162,20 @@ Samples SamplesInStream(const std::string& nats_url, const std::string& stream) 
   nats::JetStream js(*conn);
   std::unique_ptr<nats::StreamReader> reader;
   // A cluster that just got a node back may take longer than the API's timeout to create the
-  // reader's consumer.
+  // reader's consumer, and a count taken then may be short of what the stream info says: read
+  // only once both agree.
   for (int attempt = 1; !reader; ++attempt) {
     try {
+      const auto info = js.FindStream(stream, 5000);
       reader = js.ReadStream(stream, ">", {1, 0});
+      if (!info || reader->total() < info->messages) {
+        if (attempt == 5) {
+          throw std::runtime_error(stream + ": the reader counts " +
+                                   std::to_string(reader->total()) + " messages, the stream " +
+                                   std::to_string(info ? info->messages : 0));
+        }
+        reader.reset();
+      }
     } catch (const nats::Error&) {
       if (attempt == 5) throw;
     }
