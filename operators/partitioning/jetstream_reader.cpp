@@ -220,8 +220,8 @@ void JetStreamReader::FetchLoop() {
         const auto taken = r.order.Take(m, now);
         if (taken.lost > 0) {
           spdlog::info(
-              "node '{}': partition {}: {} deliveries lost on their way; the {} after "
-              "them waits until they come again",
+              "node '{}': partition {}: {} deliveries lost on their way; delivery {} and "
+              "what follows wait until they come again",
               options_.node, p, taken.lost, m->consumer_sequence());
         }
         if (taken.now) deliver_(p, *m, false);

@@ -69,7 +69,8 @@ class JetStreamReader final : public PartitionReader {
   /// consumer with undelivered messages or an unknown backlog, a partition taken over that the
   /// fetch thread has not taken in, one given up whose kRevoked event is not out, a fetch thread
   /// that stood still, a failing fetch, nothing delivered while the stream has not said that it
-  /// has a leader (StreamWatch). Thread-safe.
+  /// has a leader (StreamWatch), messages waiting behind lost deliveries (DeliveryOrder).
+  /// Thread-safe.
   bool HoldsBack() const;
   /// True while the stream itself says it cannot store (Operator::CutOffFromInput): a stream
   /// with replicas answering nobody or no leader since it was asked while quiet (StreamWatch).
