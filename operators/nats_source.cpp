@@ -57,7 +57,7 @@ struct NatsSourceSettings {
   int64_t max_ack_pending = 100'000;
   std::vector<std::string> edge_domains;
   std::string edge_stream;
-  int64_t edge_max_hold_ms = 600'000;
+  int64_t edge_max_hold_ms = 120'000;
   WireInputOptions wire;
   DeadLetterOptions dead_letters;
 };
@@ -599,7 +599,7 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
               "held in memory); after that its backlog comes late (fleetflow_late_samples_total). "
               "0: for as long as it is behind.",
               &S::edge_max_hold_ms)
-        .Default(int64_t{600'000})
+        .Default(int64_t{120'000})
         .Min(0);
     c.Include(&S::wire, WireInputSpec());
     c.Include(&S::dead_letters, DeadLetterSpec());

@@ -90,9 +90,10 @@ class EdgeE2E : public ::testing::Test {
     stream.name = "EDGE";
     stream.subjects = {"vehicle.*.*"};
     edge_js_->EnsureStream(stream);
-    pipeline_ = WritePipelineVariant(kPipeline, "telemetry",
-                                     std::string(R"({"edge_domains": [")") + kDomain + R"("]})",
-                                     dir_.File("pipeline.json"));
+    pipeline_ = WritePipelineVariant(
+        kPipeline, "telemetry",
+        std::string(R"({"edge_max_hold_ms": 600000, "edge_domains": [")") + kDomain + R"("]})",
+        dir_.File("pipeline.json"));
   }
 
   static std::unique_ptr<nats::Connection> Connect(const std::string& url) {
