@@ -228,6 +228,7 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
     auto it = expected.find(key);
     if (it == expected.end()) {
       ++r.unexpected;
+      r.unexpected_rows.push_back(key);
       if (shown_unexpected++ < 10) unexpected << "unexpected row " << line << '\n';
       continue;
     }
@@ -249,15 +250,17 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
         }
       }
     }
-    if (bad) ++r.mismatched;
+    if (bad) {
+      ++r.mismatched;
+      r.mismatched_rows.push_back(key);
+    }
   }
   r.missing = r.expected > r.found ? r.expected - r.found : 0;
   int shown_missing = 0;
   for (const auto& [key, _] : expected) {
-    if (shown_missing < 10 && !seen.contains(key)) {
-      ++shown_missing;
-      missing << "missing row " << key.first << " @" << key.second << '\n';
-    }
+    if (seen.contains(key)) continue;
+    r.missing_rows.push_back(key);
+    if (shown_missing++ < 10) missing << "missing row " << key.first << " @" << key.second << '\n';
   }
   r.first_problems = missing.str() + unexpected.str() + values.str();
   return r;

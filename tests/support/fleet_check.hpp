@@ -47,6 +47,8 @@ size_t CountSamples(const Samples& samples);
 struct CheckResult {
   size_t expected = 0, found = 0, unexpected = 0, mismatched = 0, missing = 0;
   std::string first_problems;  // up to 10 lines of each: missing rows, unexpected rows, values
+  /// Every (vehicle, time) of each kind, in the order of the table (missing: of `expected`).
+  std::vector<std::pair<std::string, int64_t>> missing_rows, unexpected_rows, mismatched_rows;
   bool ok() const { return found == expected && unexpected == 0 && mismatched == 0; }
   std::string Summary() const;
 };
