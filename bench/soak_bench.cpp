@@ -713,8 +713,10 @@ int Soak::Run() {
   for (const auto& [step, n] : twice_by_step) {
     row("&nbsp;&nbsp;written twice after \"" + step + "\"", std::to_string(n));
   }
-  std::snprintf(buf, sizeof buf, "%.1f s after the vehicles' end%s", settle_s,
-                settled ? "" : " (NOT settled: rows missing at the deadline)");
+  std::snprintf(buf, sizeof buf, "%.1f s after the stream was read%s", settle_s,
+                settled ? ""
+                        : " (NOT settled: rows still missing, nothing written for --quiet-s or "
+                          "until --settle-s)");
   row("rows settled", buf);
   std::snprintf(buf, sizeof buf, "%.0f / %.0f", total.late, total.redelivered);
   row("late samples / messages redelivered (workers' /metrics)", buf);
@@ -746,6 +748,7 @@ int Soak::Run() {
   const bool ok = exact && once && steps_ok;
   std::printf("\nsoak: %s\n",
               ok ? "PASSED (every row exact, each written once)" : "FAILED (see above)");
+  std::fflush(stdout);
   if (!ok) setenv("FF_KEEP_TEST_DIRS", "1", 1);  // the logs for the report
   return ok ? 0 : 1;
 }
