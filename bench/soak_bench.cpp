@@ -192,7 +192,8 @@ class Soak {
   std::vector<std::pair<double, std::string>> step_times_;  // start (s after t0), what
   std::vector<std::string> step_failures_;
   std::vector<std::string> skipped_;
-  double last_scrape_ = -1e9;
+  double last_scrape_ = -1e9;  // when the workers were last read (Elapsed())
+  double last_status_ = 0;     // when the last status line was printed
 };
 
 Worker& Soak::StartWorker() {
@@ -247,12 +248,11 @@ double Soak::SumAlive(double Scraped::*field) {
 
 /// Until `at_s` after t0: reads the workers every 5 s, prints a status line every minute.
 void Soak::WaitUntil(double at_s) {
-  static double last_status = 0;
   while (Elapsed() < at_s) {
     if (Elapsed() - last_scrape_ >= 5) {
       ScrapeAll();
-      if (Elapsed() - last_status >= 60) {
-        last_status = Elapsed();
+      if (Elapsed() - last_status_ >= 60) {
+        last_status_ = Elapsed();
         std::string ids;
         for (Worker* w : Alive()) ids += (ids.empty() ? "w" : ", w") + std::to_string(w->id);
         char line[256];
@@ -536,6 +536,7 @@ int Soak::Run() {
   auto sensors = testing::StartSensors(cluster_.url(), dir_, s_.vehicles, sensor_s);
   t0_ = SteadyClock::now();
   t0_ns_ = testing::NowNs();
+  last_scrape_ = -1e9;  // Elapsed() counts from here on
   started_ = true;
   Say("vehicles started; chaos schedule:");
   int n = 0;
