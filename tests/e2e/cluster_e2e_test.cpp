@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <csignal>
-#include <regex>
 
 #include "build_paths.hpp"
 #include "fleet_check.hpp"
@@ -105,80 +104,6 @@ TEST_F(ClusterE2E, TwoWorkersOnThreeNodesEveryStreamAndBucketR3EveryRowOnceExact
   EXPECT_EQ(writes.most_per_row, 1) << writes.writes << " writes of " << writes.rows << " rows";
 }
 
-/// What to read when windows are missing: `vehicle`'s speed samples that the stream stored over
-/// 1 s after they were taken, by the second they were stored: "first - last -> stored" (seconds
-/// of the minute, ms), in the stream's order.
-std::string StoredLate(const std::string& url, const std::string& vehicle) {
-  nats::ConnectOptions o;
-  o.url = url;
-  auto conn = nats::Connection::Connect(o);
-  nats::JetStream js(*conn);
-  auto reader = js.ReadStream("TELEMETRY", "telemetry.*." + vehicle + ".speed", {1, 0});
-  std::string out;
-  const auto ms = [](int64_t ns) { return std::to_string(ns / 1'000'000 % 60'000); };
-  int64_t first = -1, last = -1, stored = -1;
-  const auto flush = [&] {
-    if (first >= 0)
-      out += vehicle + " " + ms(first) + " - " + ms(last) + " -> " + ms(stored) + "\n";
-    first = -1;
-  };
-  for (uint64_t n = 0; n < reader->total(); ++n) {
-    const auto m = reader->Next(5000);
-    if (!m) break;
-    std::vector<wire::Point> points;
-    if (wire::DecodeBatch(m->data(), m->size(), points) != wire::DecodeError::kNone ||
-        points.empty() || m->stored_ns() - points.front().ts_ns < 1'000'000'000) {
-      flush();
-      continue;
-    }
-    if (first >= 0 && m->stored_ns() / 1'000'000'000 != stored / 1'000'000'000) flush();
-    if (first < 0) first = points.front().ts_ns;
-    last = points.back().ts_ns;
-    stored = m->stored_ns();
-  }
-  flush();
-  return out;
-}
-
-/// A counter of the status line fleet-sensor prints at its end, -1 when absent.
-int64_t SensorCounter(const Process& sensor, const std::string& name) {
-  std::smatch m;
-  const std::string log = sensor.ReadLog();
-  return std::regex_search(log, m, std::regex("\"" + name + "\":(\\d+)")) ? std::stoll(m[1]) : -1;
-}
-
-/// Vehicles car0 .. car<n-1> that keep what the stream has not acknowledged and send it again
-/// (fleet-sensor --ack jetstream), each for duration_s.
-std::vector<std::unique_ptr<Process>> Sensors(const NatsCluster& cluster, const TempDir& dir, int n,
-                                              int duration_s) {
-  std::vector<std::unique_ptr<Process>> sensors;
-  for (int i = 0; i < n; ++i) {
-    sensors.push_back(std::make_unique<Process>(
-        std::vector<std::string>{::fleetflow::testing::BinaryDir() + "/firmware/fleet-sensor",
-                                 "--vehicle",
-                                 "car" + std::to_string(i),
-                                 "--seed",
-                                 "11",
-                                 "--batch-ms",
-                                 "100",
-                                 "--duration",
-                                 std::to_string(duration_s),
-                                 "--reconnect-wait-ms",
-                                 "100",
-                                 "--drain-ms",
-                                 "20000",
-                                 "--ack",
-                                 "jetstream",
-                                 "--ack-timeout-ms",
-                                 "1000",
-                                 "--nats-url",
-                                 cluster.url(),
-                                 "--quiet"},
-        dir.File("sensor" + std::to_string(i) + ".log")));
-  }
-  return sensors;
-}
-
 /// Once the sensors are done: every sample they took is in the stream (acknowledged, nothing
 /// lost), the rows are those of the stream's samples (an independent computation) and, once
 /// the workers stopped, each was written once.
@@ -245,7 +170,7 @@ TEST_F(ClusterE2E, TheStreamLeaderThenTheStateLeaderKilledEveryWindowOnce) {
   ASSERT_TRUE(b->WaitReady(60s)) << b->process().ReadLog();
   CountWrites(pg_);
   constexpr int kSensors = 4;
-  auto sensors = Sensors(cluster_, dir_, kSensors, 30);
+  auto sensors = StartSensors(cluster_.url(), dir_, kSensors, 30);
   int killed = -1;
   for (const std::string stream : {"TELEMETRY", "KV_telemetry"}) {
     const int rows = Rows(pg_);
@@ -277,7 +202,7 @@ TEST_F(ClusterE2E, ARollingRestartWithWorkersJoiningAndLeavingEveryWindowOnce) {
   ASSERT_TRUE(b->WaitReady(60s)) << b->process().ReadLog();
   CountWrites(pg_);
   constexpr int kSensors = 4;
-  auto sensors = Sensors(cluster_, dir_, kSensors, 45);
+  auto sensors = StartSensors(cluster_.url(), dir_, kSensors, 45);
   std::unique_ptr<Engine> c;
   const auto logs = [&] {
     return a->process().ReadLog() + b->process().ReadLog() + (c ? c->process().ReadLog() : "");

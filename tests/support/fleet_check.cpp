@@ -10,6 +10,7 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -237,6 +238,7 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
     auto it = expected.find(key);
     if (it == expected.end()) {
       ++r.unexpected;
+      r.unexpected_rows.push_back(key);
       if (shown_unexpected++ < 10) unexpected << "unexpected row " << line << '\n';
       continue;
     }
@@ -258,15 +260,17 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
         }
       }
     }
-    if (bad) ++r.mismatched;
+    if (bad) {
+      ++r.mismatched;
+      r.mismatched_rows.push_back(key);
+    }
   }
   r.missing = r.expected > r.found ? r.expected - r.found : 0;
   int shown_missing = 0;
   for (const auto& [key, _] : expected) {
-    if (shown_missing < 10 && !seen.contains(key)) {
-      ++shown_missing;
-      missing << "missing row " << key.first << " @" << key.second << '\n';
-    }
+    if (seen.contains(key)) continue;
+    r.missing_rows.push_back(key);
+    if (shown_missing++ < 10) missing << "missing row " << key.first << " @" << key.second << '\n';
   }
   r.first_problems = missing.str() + unexpected.str() + values.str();
   return r;
@@ -420,6 +424,76 @@ double Engine::Metric(const std::string& name) const {
   return body ? Scrape(*body, name) : -1;
 }
 
+std::vector<std::unique_ptr<Process>> StartSensors(const std::string& nats_url, const TempDir& dir,
+                                                   int n, int duration_s,
+                                                   const std::string& prefix) {
+  std::vector<std::unique_ptr<Process>> sensors;
+  for (int i = 0; i < n; ++i) {
+    sensors.push_back(
+        std::make_unique<Process>(std::vector<std::string>{BinaryDir() + "/firmware/fleet-sensor",
+                                                           "--vehicle",
+                                                           prefix + std::to_string(i),
+                                                           "--seed",
+                                                           "11",
+                                                           "--batch-ms",
+                                                           "100",
+                                                           "--duration",
+                                                           std::to_string(duration_s),
+                                                           "--reconnect-wait-ms",
+                                                           "100",
+                                                           "--drain-ms",
+                                                           "20000",
+                                                           "--ack",
+                                                           "jetstream",
+                                                           "--ack-timeout-ms",
+                                                           "1000",
+                                                           "--nats-url",
+                                                           nats_url,
+                                                           "--quiet"},
+                                  dir.File("sensor" + std::to_string(i) + ".log")));
+  }
+  return sensors;
+}
+
+int64_t SensorCounter(const Process& sensor, const std::string& name) {
+  std::smatch m;
+  const std::string log = sensor.ReadLog();
+  return std::regex_search(log, m, std::regex("\"" + name + "\":(\\d+)")) ? std::stoll(m[1]) : -1;
+}
+
+std::string StoredLate(const std::string& nats_url, const std::string& vehicle,
+                       const std::string& stream) {
+  nats::ConnectOptions o;
+  o.url = nats_url;
+  auto conn = nats::Connection::Connect(o);
+  nats::JetStream js(*conn);
+  auto reader = js.ReadStream(stream, "telemetry.*." + vehicle + ".speed", {1, 0});
+  std::string out;
+  const auto ms = [](int64_t ns) { return std::to_string(ns / 1'000'000 % 60'000); };
+  int64_t first = -1, last = -1, stored = -1;
+  const auto flush = [&] {
+    if (first >= 0)
+      out += vehicle + " " + ms(first) + " - " + ms(last) + " -> " + ms(stored) + "\n";
+    first = -1;
+  };
+  for (uint64_t n = 0; n < reader->total(); ++n) {
+    const auto m = reader->Next(5000);
+    if (!m) break;
+    std::vector<wire::Point> points;
+    if (wire::DecodeBatch(m->data(), m->size(), points) != wire::DecodeError::kNone ||
+        points.empty() || m->stored_ns() - points.front().ts_ns < 1'000'000'000) {
+      flush();
+      continue;
+    }
+    if (first >= 0 && m->stored_ns() / 1'000'000'000 != stored / 1'000'000'000) flush();
+    if (first < 0) first = points.front().ts_ns;
+    last = points.back().ts_ns;
+    stored = m->stored_ns();
+  }
+  flush();
+  return out;
+}
+
 int64_t StartNs(int lead_s) { return (NowNs() / kSecond + lead_s) * kSecond + 250'000'000; }
 
 Fleet MakeFleet(int vehicles, int duration_s, uint64_t seed, int lead_s) {
@@ -474,7 +548,8 @@ bool WaitForRows(const PostgresServer& pg, size_t rows, std::chrono::millisecond
 
 void CountWrites(const PostgresServer& pg) {
   pg.Psql(
-      "CREATE TABLE row_writes (vehicle_id text, time timestamptz);"
+      "CREATE TABLE row_writes (vehicle_id text, time timestamptz, "
+      "written_at timestamptz DEFAULT clock_timestamp());"
       "CREATE FUNCTION log_row_write() RETURNS trigger LANGUAGE plpgsql AS "
       "$$ BEGIN INSERT INTO row_writes VALUES (NEW.vehicle_id, NEW.time); RETURN NULL; END $$;"
       "CREATE TRIGGER log_row_write AFTER INSERT OR UPDATE ON vehicle_telemetry "

@@ -277,6 +277,11 @@ class PostgresServer {
   /// (max_connections, max_wal_senders, ...): give both the same. Throws std::runtime_error
   /// with the log's tail on failure, or when this server has a data directory already.
   void StartStandbyOf(const PostgresServer& primary);
+  /// After a failover, the old primary (killed or stopped) as a standby of the new one, as an
+  /// operator rebuilds it: its data directory is replaced by a base backup of `primary` (as
+  /// StartStandbyOf) and it starts again on its own port; this waits (at most 30 s) until its
+  /// WAL receiver streams. Throws when it runs, never ran, or does not get there.
+  void RejoinAsStandbyOf(const PostgresServer& primary);
   /// Promotes a standby to a primary: SELECT pg_promote() (it waits for the end of recovery),
   /// then waits (at most 30 s) until pg_is_in_recovery() is false. Throws when it does not get
   /// there.
@@ -310,6 +315,8 @@ class PostgresServer {
  private:
   void Launch();
   void LaunchOnAFreePort();  // the first start: a free port, retried when taken meanwhile
+  void BaseBackupOf(const PostgresServer& primary);  // pg_basebackup -R into data_dir()
+  void WaitStreamingFrom(const PostgresServer& primary);
   std::string Bin(const std::string& name) const;
 
   TempDir dir_;
@@ -332,8 +339,9 @@ class PostgresServer {
 /// (synchronous_standby_names = '*', synchronous_commit = on): a COMMIT returns once the standby
 /// has the transaction on disk, so promoting it after the primary's death loses no acknowledged
 /// commit. With kAsynchronous a COMMIT does not wait, and the standby may lack the last ones.
-/// The failover itself is the test's: primary().Kill(), then standby().Promote(). The
-/// destructor stops both.
+/// The failover itself is the test's: primary().Kill(), then standby().Promote(); Rejoin() then
+/// makes the dead server the new primary's standby, for a later failover. The destructor stops
+/// both.
 class PostgresPair {
  public:
   enum class Commit { kSynchronous, kAsynchronous };
@@ -348,19 +356,31 @@ class PostgresPair {
   /// pg_stat_replication says 'sync'. Throws std::runtime_error on failure.
   void Start();
 
-  PostgresServer& primary() { return primary_; }
-  PostgresServer& standby() { return standby_; }
-  const PostgresServer& primary() const { return primary_; }
-  const PostgresServer& standby() const { return standby_; }
+  /// The servers in their roles: swapped by Rejoin().
+  PostgresServer& primary() { return swapped_ ? standby_ : primary_; }
+  PostgresServer& standby() { return swapped_ ? primary_ : standby_; }
+  const PostgresServer& primary() const { return swapped_ ? standby_ : primary_; }
+  const PostgresServer& standby() const { return swapped_ ? primary_ : standby_; }
 
-  /// Both servers in one libpq connection string, the primary first:
+  /// After a failover (primary().Kill(), standby().Promote()): the dead primary rejoins as the
+  /// promoted server's standby (PostgresServer::RejoinAsStandbyOf: a fresh base backup, its own
+  /// port again), synchronous with kSynchronous as in Start(); then the roles swap: primary()
+  /// is the promoted server, standby() the rejoined one, and a second failover can follow.
+  /// conninfo() stays the same. Throws when standby() is still in recovery or on failure.
+  void Rejoin();
+
+  /// Both servers in one libpq connection string, the first primary first:
   /// "host=127.0.0.1,127.0.0.1 port=<primary>,<standby> user=postgres dbname=fleetflow
   /// target_session_attrs=read-write". libpq tries them in order on every connect and keeps
-  /// the first that takes writes, so after a promotion it finds the new primary.
+  /// the first that takes writes, so after a promotion it finds the new primary. The same
+  /// string whatever Rejoin() swapped.
   std::string conninfo() const;
 
  private:
+  void MakeSynchronous();  // primary()'s one standby becomes synchronous (kSynchronous)
+
   Commit commit_;
+  bool swapped_ = false;
   PostgresServer primary_;
   PostgresServer standby_;  // declared last: stopped first
 };
