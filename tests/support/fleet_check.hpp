@@ -176,7 +176,7 @@ class NatsCluster {
 std::vector<std::unique_ptr<Process>> StartSensors(const std::string& nats_url, const TempDir& dir,
                                                    int n, int duration_s,
                                                    const std::string& prefix = "car");
-/// A counter of the status line fleet-sensor prints at its end (e.g. "samples",
+/// A counter of the JSON line fleet-sensor (or fleet-sim) prints at its end (e.g. "samples",
 /// "published_samples", "resent_messages"), -1 when absent.
 int64_t SensorCounter(const Process& sensor, const std::string& name);
 
