@@ -47,6 +47,14 @@ class ClusterE2E : public ::testing::Test {
                                     dir_.File("worker" + std::to_string(n) + ".log"));
   }
 
+  /// Worker(n) once /readyz answers; null (the test failed, the log printed) when it does not.
+  std::unique_ptr<Engine> ReadyWorker(int n) {
+    auto w = Worker(n);
+    if (w->WaitReady(60s)) return w;
+    ADD_FAILURE() << "worker " << n << " is not ready\n" << w->process().ReadLog();
+    return nullptr;
+  }
+
   /// Replicas of each stream the pipeline made, as the cluster reports them.
   std::map<std::string, int> Replicas() {
     nats::ConnectOptions o;
@@ -164,10 +172,9 @@ void ExpectEveryWindowOnce(const NatsCluster& cluster, const PostgresServer& pg,
 // leading the state bucket (another one if that is the same). Every window of every vehicle is
 // written once, with the values of the samples the stream acknowledged.
 TEST_F(ClusterE2E, TheStreamLeaderThenTheStateLeaderKilledEveryWindowOnce) {
-  auto a = Worker(0);
-  auto b = Worker(1);
-  ASSERT_TRUE(a->WaitReady(60s)) << a->process().ReadLog();
-  ASSERT_TRUE(b->WaitReady(60s)) << b->process().ReadLog();
+  auto a = ReadyWorker(0);
+  auto b = ReadyWorker(1);
+  ASSERT_TRUE(a && b);
   CountWrites(pg_);
   constexpr int kSensors = 4;
   auto sensors = StartSensors(cluster_.url(), dir_, kSensors, 30);
@@ -196,10 +203,9 @@ TEST_F(ClusterE2E, TheStreamLeaderThenTheStateLeaderKilledEveryWindowOnce) {
 // third worker joins and the first leaves: partitions move, with their state and hand-over
 // records, on a cluster missing a node.
 TEST_F(ClusterE2E, ARollingRestartWithWorkersJoiningAndLeavingEveryWindowOnce) {
-  auto a = Worker(0);
-  auto b = Worker(1);
-  ASSERT_TRUE(a->WaitReady(60s)) << a->process().ReadLog();
-  ASSERT_TRUE(b->WaitReady(60s)) << b->process().ReadLog();
+  auto a = ReadyWorker(0);
+  auto b = ReadyWorker(1);
+  ASSERT_TRUE(a && b);
   CountWrites(pg_);
   constexpr int kSensors = 4;
   auto sensors = StartSensors(cluster_.url(), dir_, kSensors, 45);
@@ -212,8 +218,8 @@ TEST_F(ClusterE2E, ARollingRestartWithWorkersJoiningAndLeavingEveryWindowOnce) {
     ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= rows + 3 * kSensors; }, 60s)) << logs();
     cluster_.node(node).Stop();
     if (node == 1) {
-      c = Worker(2);
-      ASSERT_TRUE(c->WaitReady(60s)) << c->process().ReadLog();
+      c = ReadyWorker(2);
+      ASSERT_TRUE(c);
       ASSERT_EQ(a->process().Stop(SIGTERM, 60s), 0) << a->process().ReadLog();
     }
     ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= rows + 6 * kSensors; }, 60s))
