@@ -154,6 +154,7 @@ void PartitionCoordinator::Run() {
 void PartitionCoordinator::Step() {
   StorePassedHandovers();
   FollowMembers();
+  DeleteStaleRecords();
   const int64_t now = now_();
   for (auto it = gaining_.begin(); it != gaining_.end();) {
     if (TryAssign(it->first, it->second, now)) {
@@ -260,6 +261,18 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
   owned_gauge_.Set(static_cast<double>(owned_.size()));
   assigned_.Inc();
   return true;
+}
+
+void PartitionCoordinator::DeleteStaleRecords() {
+  for (const uint32_t p : owned_) {
+    const auto stale = membership_.ClaimHandover(p);
+    if (!stale) continue;
+    spdlog::warn(
+        "node '{}': partition {}: a hand-over record (last window {}) came while this worker "
+        "reads the partition: its writer gave the partition up after this worker had taken it "
+        "over; deleted, so that its next owner does not go on from that older window",
+        options_.node, p, *stale ? std::to_string(**stale) : std::string("none"));
+  }
 }
 
 void PartitionCoordinator::Revoke(const std::vector<uint32_t>& partitions) {

@@ -227,6 +227,46 @@ TEST_F(PartitionCoordinatorTest, AWorkerJoiningTakesPartitionsAwayWhoseRecordsFo
   EXPECT_EQ(metrics.GetCounter("partitions_revoked", "", {{"node", "src"}}).value(), lost.size());
 }
 
+TEST_F(PartitionCoordinatorTest, ARecordThatComesWhileThisWorkerReadsItsPartitionIsDeleted) {
+  // Two workers start together: the other one does not hold this worker's partitions yet, so
+  // they are taken after a heartbeat without a record.
+  membership.SetMembers({"w-self", "w-other"});
+  const auto mine = MineAmong({"w-self", "w-other"});
+  ASSERT_FALSE(mine.empty());
+  auto c = Make();
+  c->Step();
+  now += kSecond;
+  c->Step();
+  ASSERT_EQ(c->owned(), mine);
+  const size_t assigned = reader.assigned.size();
+  // Its first round, begun before this worker joined, took one of them after all and gives it up
+  // now: its record comes while this worker reads the partition. It hands nothing over to this
+  // worker, and a later owner that took it for the hand-over to itself would go on from this
+  // older window and write the windows after it a second time.
+  const uint32_t p = *mine.begin();
+  membership.records[p] = 5 * kSecond;
+  c->Step();
+  EXPECT_EQ(membership.records.count(p), 0u) << "left for the partition's next owner to claim";
+  EXPECT_EQ(reader.assigned.size(), assigned);
+  EXPECT_EQ(c->owned(), mine);
+  // A record of a partition that this worker waits for is still claimed as its hand-over.
+  membership.SetMembers({"w-self"});
+  c->Step();
+  ASSERT_TRUE(c->Waiting());
+  std::set<uint32_t> gained;
+  for (uint32_t q = 0; q < kPartitions; ++q) {
+    if (mine.count(q) == 0) gained.insert(q);
+  }
+  for (const uint32_t q : gained) membership.records[q] = 9 * kSecond;
+  now += kSecond;
+  c->Step();
+  EXPECT_FALSE(c->Waiting());
+  for (size_t i = assigned; i < reader.assigned.size(); ++i) {
+    EXPECT_EQ(reader.assigned[i].emitted_until_ns, 9 * kSecond);
+  }
+  EXPECT_EQ(reader.assigned.size(), assigned + gained.size());
+}
+
 TEST_F(PartitionCoordinatorTest, StopRevokesEveryPartitionAndFinishStoresWhatHasPassed) {
   auto c = Make();
   c->Step();
