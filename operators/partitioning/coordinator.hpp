@@ -109,7 +109,9 @@ class PartitionCoordinator {
   /// One round: follows a change of the members (revokes what moved away, starts waiting for
   /// what came), deletes the records that came for partitions this worker reads, assigns each
   /// partition gained whose record came or need not be waited for, and stores the hand-overs
-  /// that have passed. Tests call it without Start.
+  /// that have passed. The members are read again before each assignment: a partition that a
+  /// join or a leave during the round gave to another worker is left to the next round. Tests
+  /// call it without Start.
   void Step();
   /// Stops the thread and revokes every partition: their kRevoked events follow their last
   /// messages. Idempotent.

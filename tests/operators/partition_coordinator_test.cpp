@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -68,8 +69,10 @@ class FakeReader final : public PartitionReader {
   std::map<uint32_t, uint64_t> delivered;
   std::vector<Assignment> assigned;
   std::map<uint32_t, std::shared_ptr<Handover>> revoked;  // held as the graph would
+  std::function<void(uint32_t)> on_prepare;  // runs during the round, as a slow assignment
 
   void Prepare(uint32_t p) override {
+    if (on_prepare) on_prepare(p);
     if (refuse_prepare.count(p) > 0) throw std::runtime_error("no consumer");
     prepared.insert(p);
   }
@@ -265,6 +268,54 @@ TEST_F(PartitionCoordinatorTest, ARecordThatComesWhileThisWorkerReadsItsPartitio
     EXPECT_EQ(reader.assigned[i].emitted_until_ns, 9 * kSecond);
   }
   EXPECT_EQ(reader.assigned.size(), assigned + gained.size());
+}
+
+TEST_F(PartitionCoordinatorTest, AWorkerJoiningDuringTheFirstRoundGetsWhatTheRoundHadNotTaken) {
+  // This worker starts alone; its first round assigns the partitions one by one, each slowly,
+  // and another worker joins after the first one was assigned.
+  const auto mine = MineAmong({"w-self", "w-other"});
+  std::set<uint32_t> theirs;
+  for (uint32_t p = 1; p < kPartitions; ++p) {
+    if (mine.count(p) == 0) theirs.insert(p);
+  }
+  ASSERT_FALSE(theirs.empty());
+  reader.on_prepare = [this](uint32_t p) {
+    if (p == 0) membership.SetMembers({"w-self", "w-other"});
+  };
+  auto c = Make();
+  c->Step();
+  for (const uint32_t p : theirs) {
+    EXPECT_EQ(reader.AssignedPartitions().count(p), 0u)
+        << "partition " << p << " taken after the members changed";
+    EXPECT_EQ(membership.held.count(p), 0u);
+  }
+  std::set<uint32_t> expected = mine;
+  expected.insert(0);  // assigned before the change
+  EXPECT_EQ(reader.AssignedPartitions(), expected);
+  // The next round follows the change: it gives partition 0 back if it went to the other worker,
+  // and neither waits for nor takes the other worker's partitions.
+  c->Step();
+  EXPECT_EQ(c->owned(), mine);
+  EXPECT_EQ(reader.revoked.count(0), mine.count(0) == 0 ? 1u : 0u);
+  EXPECT_FALSE(c->Waiting());
+  EXPECT_EQ(reader.AssignedPartitions(), expected);
+}
+
+TEST_F(PartitionCoordinatorTest, MembersThatChangeDuringEveryRoundStillLetItsPartitionsBeTaken) {
+  // A new generation before each assignment that leaves the partitions here (the same workers,
+  // or a worker that joins and leaves again) holds nothing back.
+  reader.on_prepare = [this](uint32_t p) {
+    if (p % 2 == 0) {
+      membership.SetMembers({"w-self"});
+    } else {
+      membership.SetMembers({"w-self", "w-other"});
+      membership.SetMembers({"w-self"});
+    }
+  };
+  auto c = Make();
+  c->Step();
+  EXPECT_EQ(reader.AssignedPartitions(), (std::set<uint32_t>{0, 1, 2, 3}));
+  EXPECT_FALSE(c->Waiting());
 }
 
 TEST_F(PartitionCoordinatorTest, StopRevokesEveryPartitionAndFinishStoresWhatHasPassed) {
