@@ -7,6 +7,8 @@
 #   bench/run.sh --only core,sink --build-dir build-bench
 #   bench/run.sh --quick -- --contenders baseline,fleetflow   # extra args for ff-bench-jetstream
 #   bench/run.sh --plots-only    # redraw the PNGs from the CSV files of the chosen scale
+#   bench/run.sh --soak          # only the soak (ff-bench-soak, 20 minutes; not part of any scale)
+#   bench/run.sh --soak -- --duration 3m   # its quick mode, to try it
 #
 # Benchmarks (--only takes these names): jetstream, core, sink, window, latency, memory, scaleout.
 # Each starts its own nats-server / PostgreSQL (free ports, temporary directories) and stops them.
@@ -21,6 +23,7 @@ scale=quick
 build_dir=${BUILD_DIR:-build-bench}
 only=jetstream,core,sink,window,latency,memory,scaleout
 plots_only=0
+soak=0
 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -35,17 +38,18 @@ while [[ $# -gt 0 ]]; do
       shift
       ;;
     --plots-only) plots_only=1 ;;
+    --soak) soak=1 ;;
     --)
       shift
       extra=("$@")
       break
       ;;
     -h | --help)
-      sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
-      echo "bench/run.sh: unknown option '$1' (--quick, --full, --only LIST, --build-dir DIR, -- ARGS)" >&2
+      echo "bench/run.sh: unknown option '$1' (--quick, --full, --only LIST, --build-dir DIR, --soak, -- ARGS)" >&2
       exit 2
       ;;
   esac
@@ -56,6 +60,21 @@ wants() { [[ ",$only," == *",$1,"* ]]; }
 if ! command -v nats-server > /dev/null && [[ ! -x /usr/sbin/nats-server ]]; then
   echo "bench/run.sh: nats-server not found; run scripts/deps.sh first" >&2
   exit 1
+fi
+# The soak (issue #40): one long run under a chaos schedule, on its own; the extra arguments
+# (after --) go to ff-bench-soak, e.g. --duration 3m. Its table is written to docs/bench/soak.md.
+if ((soak)); then
+  if [[ ! -x "${FF_NATS210_SERVER:-/opt/fleetflow/nats-server-2.10/nats-server}" ]]; then
+    echo "bench/run.sh: the soak runs nats-server 2.10: run scripts/nats210.sh first" >&2
+    exit 1
+  fi
+  if [[ ! -f "$build_dir/CMakeCache.txt" ]]; then
+    cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
+  fi
+  cmake --build "$build_dir" --target ff-bench-soak fleetflow fleet-sensor
+  mkdir -p docs/bench
+  echo "== soak: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2> /dev/null || echo unknown)"
+  exec "$root/$build_dir/bench/ff-bench-soak" --markdown docs/bench/soak.md "${extra[@]}"
 fi
 if ! command -v gnuplot > /dev/null; then
   echo "== installing gnuplot-nox (plots)"

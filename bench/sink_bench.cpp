@@ -160,7 +160,10 @@ int Main(int argc, char** argv) {
       "\"torque\") SELECT vehicle_id, \"time\", v[1], v[2], v[3], v[4], v[5] FROM bench_staging "
       "ON CONFLICT (\"vehicle_id\", \"time\") DO UPDATE SET \"lat\" = EXCLUDED.\"lat\", \"lon\" "
       "= EXCLUDED.\"lon\", \"speed\" = EXCLUDED.\"speed\", \"soc\" = EXCLUDED.\"soc\", "
-      "\"torque\" = EXCLUDED.\"torque\"";
+      "\"torque\" = EXCLUDED.\"torque\" WHERE ROW(bare_rows.\"lat\", bare_rows.\"lon\", "
+      "bare_rows.\"speed\", bare_rows.\"soc\", bare_rows.\"torque\") IS DISTINCT FROM "
+      "ROW(EXCLUDED.\"lat\", EXCLUDED.\"lon\", EXCLUDED.\"speed\", EXCLUDED.\"soc\", "
+      "EXCLUDED.\"torque\")";
   std::printf("%zu rows (%d vehicles x %d windows), batches of %d\n", rows.size(), s.vehicles,
               s.windows, s.batch_rows);
 

@@ -116,6 +116,37 @@ rapidjson::Document StreamApi(Connection& conn, const std::string& verb, const s
   return doc;
 }
 
+/// One source of a stream's configuration, as JSON.
+std::string SourceConfig(const StreamSource& source) {
+  rapidjson::StringBuffer out;
+  rapidjson::Writer<rapidjson::StringBuffer> w(out);
+  w.StartObject();
+  w.Key("name");
+  w.String(source.name.c_str());
+  if (!source.api_prefix.empty()) {
+    w.Key("external");
+    w.StartObject();
+    w.Key("api");
+    w.String(source.api_prefix.c_str());
+    w.Key("deliver");
+    w.String("");
+    w.EndObject();
+  }
+  if (source.transform) {
+    w.Key("subject_transforms");
+    w.StartArray();
+    w.StartObject();
+    w.Key("src");
+    w.String(source.transform->source.c_str());
+    w.Key("dest");
+    w.String(source.transform->destination.c_str());
+    w.EndObject();
+    w.EndArray();
+  }
+  w.EndObject();
+  return out.GetString();
+}
+
 /// A stream's configuration as the server takes it (it fills in the rest).
 std::string StreamConfig(const StreamOptions& o) {
   rapidjson::StringBuffer out;
@@ -144,6 +175,15 @@ std::string StreamConfig(const StreamOptions& o) {
     w.String(o.transform->destination.c_str());
     w.EndObject();
   }
+  if (!o.sources.empty()) {
+    w.Key("sources");
+    w.StartArray();
+    for (const auto& source : o.sources) {
+      const std::string json = SourceConfig(source);
+      w.RawValue(json.c_str(), json.size(), rapidjson::kObjectType);
+    }
+    w.EndArray();
+  }
   w.EndObject();
   return out.GetString();
 }
@@ -159,6 +199,26 @@ uint64_t NumberAt(const rapidjson::Value& object, const char* key) {
 }
 
 /// A stream info or create answer: {"config": {...}, "state": {...}}.
+int64_t IntegerAt(const rapidjson::Value& object, const char* key, int64_t otherwise) {
+  const auto m = object.FindMember(key);
+  return m != object.MemberEnd() && m->value.IsInt64() ? m->value.GetInt64() : otherwise;
+}
+
+/// "external": {"api": ...} of a source (configured or reported).
+std::string ApiPrefixOf(const rapidjson::Value& source) {
+  const auto e = source.FindMember("external");
+  return e != source.MemberEnd() && e->value.IsObject() ? StringAt(e->value, "api") : "";
+}
+
+StreamSource SourceOf(const rapidjson::Value& v) {
+  StreamSource out{StringAt(v, "name"), ApiPrefixOf(v)};
+  if (const auto t = v.FindMember("subject_transforms");
+      t != v.MemberEnd() && t->value.IsArray() && !t->value.Empty() && t->value[0].IsObject()) {
+    out.transform = SubjectTransform{StringAt(t->value[0], "src"), StringAt(t->value[0], "dest")};
+  }
+  return out;
+}
+
 StreamSummary StreamOf(const rapidjson::Value& answer) {
   StreamSummary out;
   static const rapidjson::Value kEmpty(rapidjson::kObjectType);
@@ -178,6 +238,25 @@ StreamSummary StreamOf(const rapidjson::Value& answer) {
       t != c.MemberEnd() && t->value.IsObject() && !StringAt(t->value, "dest").empty()) {
     out.transform = SubjectTransform{StringAt(t->value, "src"), StringAt(t->value, "dest")};
   }
+  if (const auto sources = c.FindMember("sources");
+      sources != c.MemberEnd() && sources->value.IsArray()) {
+    for (const auto& v : sources->value.GetArray()) {
+      if (v.IsObject()) out.sources.push_back(SourceOf(v));
+    }
+  }
+  if (const auto sources = answer.FindMember("sources");
+      sources != answer.MemberEnd() && sources->value.IsArray()) {
+    for (const auto& v : sources->value.GetArray()) {
+      if (!v.IsObject()) continue;
+      StreamSourceState state{StringAt(v, "name"), ApiPrefixOf(v), NumberAt(v, "lag"),
+                              IntegerAt(v, "active", -1), ""};
+      if (const auto e = v.FindMember("error"); e != v.MemberEnd() && e->value.IsObject()) {
+        state.error = StringAt(e->value, "description");
+        if (state.error.empty()) state.error = "error";
+      }
+      out.source_states.push_back(std::move(state));
+    }
+  }
   out.current_replicas = out.replicas;
   if (const auto cluster = answer.FindMember("cluster");
       cluster != answer.MemberEnd() && cluster->value.IsObject()) {
@@ -195,6 +274,7 @@ StreamSummary StreamOf(const rapidjson::Value& answer) {
   if (const auto state = answer.FindMember("state");
       state != answer.MemberEnd() && state->value.IsObject()) {
     out.messages = NumberAt(state->value, "messages");
+    out.bytes = NumberAt(state->value, "bytes");
     out.consumers = NumberAt(state->value, "consumer_count");
   }
   return out;
@@ -932,6 +1012,41 @@ StreamSummary JetStream::EnsureStream(const StreamOptions& o) {
     if (auto found = FindStream(o.name)) return *found;  // another worker created it meanwhile
     throw;
   }
+}
+
+StreamSummary JetStream::AddSources(const std::string& name,
+                                    const std::vector<StreamSource>& sources) {
+  rapidjson::Document info = StreamApi(conn_, "INFO." + name, "", "stream info " + name);
+  const auto config = info.FindMember("config");
+  if (config == info.MemberEnd() || !config->value.IsObject()) {
+    throw Error("nats: stream info " + name + ": no configuration in the answer", NATS_ERR);
+  }
+  rapidjson::Value& c = config->value;
+  auto& alloc = info.GetAllocator();
+  if (!c.HasMember("sources") || !c["sources"].IsArray()) {
+    c.RemoveMember("sources");
+    c.AddMember("sources", rapidjson::Value(rapidjson::kArrayType), alloc);
+  }
+  rapidjson::Value& list = c["sources"];
+  bool added = false;
+  for (const auto& source : sources) {
+    const bool present = std::any_of(list.Begin(), list.End(), [&](const rapidjson::Value& v) {
+      return v.IsObject() && StringAt(v, "name") == source.name &&
+             ApiPrefixOf(v) == source.api_prefix;
+    });
+    if (present) continue;
+    rapidjson::Document one;
+    one.Parse(SourceConfig(source).c_str());
+    list.PushBack(rapidjson::Value(one, alloc), alloc);
+    added = true;
+  }
+  if (!added) return StreamOf(info);
+  rapidjson::StringBuffer out;
+  rapidjson::Writer<rapidjson::StringBuffer> w(out);
+  c.Accept(w);
+  StreamApi(conn_, "UPDATE." + name, out.GetString(), "update stream " + name);
+  // The update's answer has no source states yet: the stream as it is now.
+  return StreamOf(StreamApi(conn_, "INFO." + name, "", "stream info " + name));
 }
 
 bool JetStream::TransformsSubjects() {

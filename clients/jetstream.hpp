@@ -36,6 +36,26 @@ struct SubjectTransform {
   bool operator==(const SubjectTransform&) const = default;
 };
 
+/// A stream that another stream sources (nats-server 2.10 or later for `transform`): here a
+/// stream of an edge leaf node in its own JetStream domain, reached through `api_prefix`
+/// ("$JS.<domain>.API"). The sourcing stream stores each message once, in the edge's order,
+/// from where it stopped, whenever the edge can be reached.
+struct StreamSource {
+  std::string name;
+  std::string api_prefix;                                    // empty: a stream of the same domain
+  std::optional<SubjectTransform> transform = std::nullopt;  // its subjects, stored as
+  bool operator==(const StreamSource&) const = default;
+};
+
+/// How far a stream's source has got, as the sourcing stream reports it (stream info).
+struct StreamSourceState {
+  std::string name;
+  std::string api_prefix;
+  uint64_t lag = 0;        // messages of the source not yet stored, as of its last message
+  int64_t active_ns = -1;  // since the source last sent anything, heartbeats included (-1: never)
+  std::string error;       // the source's last error (empty: none)
+};
+
 /// The defaults of StreamOptions and ConsumerOptions are those of nats_source's config spec
 /// (operators/nats_source.cpp), which sets every field from its validated config; they serve
 /// tools and tests.
@@ -47,6 +67,7 @@ struct StreamOptions {
   std::string storage = "file";      // file | memory
   int replicas = 1;
   std::optional<SubjectTransform> transform = std::nullopt;
+  std::vector<StreamSource> sources = {};
 };
 
 struct ConsumerOptions {
@@ -445,7 +466,10 @@ struct StreamSummary {
   std::string leader;        // on a cluster: the server that leads it (empty while none does)
   int current_replicas = 1;  // on a cluster: replicas up to date, the leader's included
   uint64_t messages = 0;
+  uint64_t bytes = 0;
   uint64_t consumers = 0;
+  std::vector<StreamSource> sources;             // configured
+  std::vector<StreamSourceState> source_states;  // reported (stream info only)
 };
 
 class JetStream {
@@ -459,6 +483,11 @@ class JetStream {
   /// the stream as the server holds it (a server older than 2.10 ignores a subject transform:
   /// see TransformsSubjects).
   StreamSummary EnsureStream(const StreamOptions& options);
+  /// Adds to an existing stream the sources of `sources` it lacks (a stream update keeping the
+  /// rest of its configuration); returns the stream as the server holds it then. Throws Error
+  /// when it does not exist or the server refuses the update (a server older than 2.10 refuses
+  /// sources with subject transforms).
+  StreamSummary AddSources(const std::string& name, const std::vector<StreamSource>& sources);
   /// Whether the server stores messages under a stream's subject transform (nats-server 2.10 or
   /// later): creates a stream of its own, kTransformProbeStream (in memory, on a subject nobody
   /// publishes to), reads the transform back from the server's answer and deletes it. Throws

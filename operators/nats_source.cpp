@@ -3,12 +3,14 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "dead_letter.hpp"
 #include "jetstream.hpp"
 #include "nats_client.hpp"
 #include "nats_config.hpp"
 #include "partitioning/coordinator.hpp"
+#include "partitioning/edge_watch.hpp"
 #include "partitioning/jetstream_reader.hpp"
 #include "partitioning/kv_membership.hpp"
 #include "partitioning/mapping.hpp"
@@ -53,6 +55,9 @@ struct NatsSourceSettings {
   int fetch_linger_ms = 75;
   int64_t ack_wait_ms = 30'000;
   int64_t max_ack_pending = 100'000;
+  std::vector<std::string> edge_domains;
+  std::string edge_stream;
+  int64_t edge_max_hold_ms = 120'000;
   WireInputOptions wire;
   DeadLetterOptions dead_letters;
 };
@@ -68,6 +73,18 @@ struct NatsSourceOptions {
   int fetch_batch = 256;
   MembershipOptions membership;
 };
+
+/// The stream's sources: the stream `edge_stream` of each edge domain, its vehicles' subjects
+/// stored partitioned as the stream's own are (the source's subject transform), or as they are.
+std::vector<EdgeWatch::Edge> EdgesOf(const NatsSourceSettings& s) {
+  std::vector<EdgeWatch::Edge> out;
+  for (const auto& domain : s.edge_domains) {
+    nats::StreamSource source{s.edge_stream, "$JS." + domain + ".API"};
+    if (s.partitions > 0) source.transform = PartitionTransform(s.partition_prefix, s.partitions);
+    out.push_back({domain, std::move(source)});
+  }
+  return out;
+}
 
 PartitionLayout Layout(const NatsSourceSettings& s) {
   return {s.partition_prefix, s.partitions, s.partition_mapping, s.check_mapping, s.create_stream};
@@ -144,6 +161,12 @@ class NatsSource final : public Operator {
     } else if (s_.create_stream) {
       js_->EnsureStream(o_.stream);
     }
+    if (!s_.edge_domains.empty()) {
+      SettleEdgeSources(*js_, s_.stream, EdgesOf(s_), s_.create_stream, id_);
+      edges_ = std::make_unique<EdgeWatch>(*js_, s_.stream, EdgesOf(s_), id_, s_.edge_max_hold_ms,
+                                           metrics_, labels_);
+      edges_->Start();
+    }
     dead_letters_.Start(*conn_, js_.get(), s_.create_stream, s_.stream_replicas);
     if (!s_.state_bucket.empty()) {
       checkpoints_ = std::make_unique<JetStreamKvCheckpoints>(js_->OpenBucket(s_.state_bucket));
@@ -201,6 +224,7 @@ class NatsSource final : public Operator {
       reader_->Revoke(0, nullptr);
     }
     if (reader_) reader_->Stop();
+    if (edges_) edges_->Stop();
     connected_.Set(0);
   }
 
@@ -226,9 +250,13 @@ class NatsSource final : public Operator {
     if (!reader_) return false;
     // In this order: the coordinator lets go only once the reader holds back.
     if (coordinator_ && coordinator_->Waiting()) return true;
-    return reader_->HoldsBack();
+    return reader_->HoldsBack() || CutOffFromInput();
   }
-  bool CutOffFromInput() const override { return reader_ && reader_->CutOff(); }
+  /// The stream cannot store (StreamWatch), or an edge stored what the stream does not have yet
+  /// (EdgeWatch: its link is down, or the stream is catching up with it).
+  bool CutOffFromInput() const override {
+    return (reader_ && reader_->CutOff()) || (edges_ && edges_->Behind());
+  }
 
  private:
   /// One message from either delivery; `js` is set for JetStream, which is acknowledged once
@@ -300,6 +328,7 @@ class NatsSource final : public Operator {
   std::unique_ptr<nats::Subscription> sub_;
   std::unique_ptr<nats::JetStream> js_;
   std::unique_ptr<CheckpointStore> checkpoints_;  // state_bucket: the partitions' checkpoints
+  std::unique_ptr<EdgeWatch> edges_;  // edge_domains: whether the stream has what they stored
   std::unique_ptr<JetStreamReader> reader_;
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<PartitionCoordinator> coordinator_;
@@ -536,7 +565,10 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
         .Min(0)
         .Max(1000);
     c.Integer("ack_wait_ms",
-              "jetstream: a message not acknowledged within this time is delivered again.",
+              "jetstream: a message not acknowledged within this time is delivered again. So "
+              "are deliveries lost on their way (the connection lost with its node), and what a "
+              "consumer delivered after them waits for them (docs/semantics.md): keep it a few "
+              "seconds on a cluster.",
               &S::ack_wait_ms)
         .Default(int64_t{30'000})
         .Min(1000);
@@ -545,6 +577,30 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
               &S::max_ack_pending)
         .Default(int64_t{100'000})
         .Min(1);
+    c.StringArray("edge_domains",
+                  "jetstream: the JetStream domains of edge leaf nodes (a depot's or a vehicle's "
+                  "nats-server, docs/deploy.md \"Edge leaf nodes\"): the stream sources each "
+                  "one's stream edge_stream (added to the stream when create_stream), its "
+                  "vehicle.<id>.<sensor> subjects stored as the stream's own (partitioned with "
+                  "partitions). While the hub lacks what an edge stored (its link is down, or the "
+                  "stream is catching up with it) the source is cut off from its input: windows "
+                  "wait, and the backlog is windowed as it was live (docs/semantics.md, \"An edge "
+                  "catching up\"). nats-server 2.10 or later.",
+                  &S::edge_domains)
+        .DefaultJson("[]")
+        .UniqueItems();
+    c.String("edge_stream", "edge_domains: the stream each edge stores its vehicles' subjects in.",
+             &S::edge_stream)
+        .Default("EDGE")
+        .Pattern("^[A-Za-z0-9_-]{1,64}$", "a stream name: 1 to 64 letters, digits, - and _");
+    c.Integer("edge_max_hold_ms",
+              "edge_domains: how long one edge may hold windows back at most (the windows of "
+              "every vehicle wait meanwhile, and the samples of those that keep sending are "
+              "held in memory); after that its backlog comes late (fleetflow_late_samples_total). "
+              "0: for as long as it is behind.",
+              &S::edge_max_hold_ms)
+        .Default(int64_t{120'000})
+        .Min(0);
     c.Include(&S::wire, WireInputSpec());
     c.Include(&S::dead_letters, DeadLetterSpec());
     c.Rule("partitions > 0 needs delivery jetstream (one durable consumer per partition).",
@@ -554,6 +610,28 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
                               "a partitioned source needs delivery \"jetstream\" (one durable "
                               "consumer per partition); set \"delivery\": \"jetstream\" or "
                               "\"partitions\": 0"});
+             }
+           });
+    c.Rule("edge_domains needs delivery jetstream; each domain is one subject token.",
+           [](const S& o, std::vector<ConfigProblem>& out) {
+             if (o.edge_domains.empty()) return;
+             if (o.delivery != Delivery::kJetStream) {
+               out.push_back({"/edge_domains",
+                              "edge_domains are sourced into the stream: set \"delivery\": "
+                              "\"jetstream\""});
+             }
+             for (size_t i = 0; i < o.edge_domains.size(); ++i) {
+               const std::string& d = o.edge_domains[i];
+               const bool token =
+                   !d.empty() && d.size() <= 64 && std::all_of(d.begin(), d.end(), [](char ch) {
+                     return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_';
+                   });
+               if (!token) {
+                 out.push_back({"/edge_domains/" + std::to_string(i),
+                                "'" + d +
+                                    "' is not a JetStream domain: 1 to 64 letters, digits, "
+                                    "- and _"});
+               }
              }
            });
     c.Rule("state_bucket needs delivery jetstream and stream_retention limits.",

@@ -164,8 +164,7 @@ class TimescaleSink final : public Operator {
             "wrote it, on the engine clock, in seconds.",
             kLatencyBuckets, ctx.labels())),
         clock_(ctx.clock) {
-    upsert_sql_ = BuildUpsert(/*only_changed=*/false);
-    upsert_changed_sql_ = BuildUpsert(/*only_changed=*/true);
+    upsert_sql_ = BuildUpsert();
     backoff_ = cfg_.retry_initial;
     try {
       EnsureConnected();
@@ -224,10 +223,11 @@ class TimescaleSink final : public Operator {
     int64_t buffered_ns = -1;  // the Tick after its arrival; -1 until that Tick
   };
 
-  /// The upsert from the staging table. `only_changed`: a row already in the table with the
-  /// same values is left alone (not updated, so not written again); the write after a COMMIT
-  /// whose outcome is unknown uses it.
-  std::string BuildUpsert(bool only_changed) const {
+  /// The upsert from the staging table. A row already in the table with the same values is left
+  /// alone (not updated, so not written again): a window emitted again as it was (a partition
+  /// taken over without a hand-over record, the write after a COMMIT whose outcome is unknown)
+  /// costs a comparison, not a write. A row with other values (a correction) is updated.
+  std::string BuildUpsert() const {
     const std::string table = pg::QuoteIdent(cfg_.table);
     std::string cols = "\"vehicle_id\", \"time\"";
     std::string select = "vehicle_id, \"time\"";
@@ -243,9 +243,7 @@ class TimescaleSink final : public Operator {
     }
     return "INSERT INTO " + table + " (" + cols + ") SELECT " + select + " FROM " +
            pg::QuoteIdent(kStaging) + " ON CONFLICT (\"vehicle_id\", \"time\") DO UPDATE SET " +
-           set +
-           (only_changed ? " WHERE ROW(" + old_values + ") IS DISTINCT FROM ROW(" + new_values + ")"
-                         : "");
+           set + " WHERE ROW(" + old_values + ") IS DISTINCT FROM ROW(" + new_values + ")";
   }
 
   void Buffer(const WindowBatch& batch) {
@@ -313,11 +311,10 @@ class TimescaleSink final : public Operator {
       EnsureConnected();
       const auto start = SteadyClock::now();
       // After a COMMIT whose outcome is unknown, the rows it carried (the front of pending_,
-      // all in this chunk: pending_ only grows at the back) may be in the table already.
-      const bool careful = unsure_rows_ > 0;
-      const uint64_t changed =
-          conn_->CopyViaStaging(kStaging, chunk, careful ? upsert_changed_sql_ : upsert_sql_);
-      if (careful) {
+      // all in this chunk: pending_ only grows at the back) may be in the table already: the
+      // upsert leaves those alone, and the log says how many there were.
+      const uint64_t changed = conn_->CopyViaStaging(kStaging, chunk, upsert_sql_);
+      if (unsure_rows_ > 0) {
         spdlog::warn(
             "{} '{}': the write after the unanswered COMMIT of {} rows added or changed {} of {} "
             "rows; the other {} were in the table as sent (written by that COMMIT) and were not "
@@ -491,8 +488,7 @@ class TimescaleSink final : public Operator {
     int attempts = 0;  // failed attempts since
   };
 
-  std::string upsert_sql_;
-  std::string upsert_changed_sql_;  // only rows not in the table as sent (BuildUpsert)
+  std::string upsert_sql_;  // rows not in the table as sent (BuildUpsert)
   std::unique_ptr<pg::Connection> conn_;
   std::string server_;          // conn_'s server, kept after it is gone
   pg::ServerInfo server_info_;  // what conn_'s server said it was at connect

@@ -96,8 +96,9 @@ struct Partition {
   int64_t last_arrival_ns = std::numeric_limits<int64_t>::min();
   // The newest stream time (SampleBatch::stream_ns) of its input: no time of it is ahead.
   std::optional<int64_t> stream_ns;
-  // A Tick said the stream could not be read (Tick::cut_off) since the last input arrived.
-  bool cut_off = false;
+  // When a Tick last said the stream could not be read (Tick::cut_off): a gap in stored times
+  // that began before it is the outage's.
+  int64_t cut_off_ns = std::numeric_limits<int64_t>::min();
   // After such an outage, event-time progress stays at `hold_at_ns` until `hold_until_ns`.
   int64_t hold_at_ns = 0;
   int64_t hold_until_ns = std::numeric_limits<int64_t>::min();
@@ -235,12 +236,13 @@ class WindowJoin final : public Operator {
   /// Unless the stream could not be read meanwhile (a cluster electing its stream's leader): a
   /// live worker held its windows back then, and what the vehicles kept while the stream could
   /// not store it comes now, stored after the gap.
+  /// A gap that began before the stream was last said cut off is the outage's, whatever came
+  /// meanwhile (delivered again, or stored just before the outage and delivered after it).
   void Arrived(Partition& p, int64_t stream_ns, Emitter& out) {
-    if (p.next && p.stream_ns && stream_ns - *p.stream_ns > idle_ && !p.cut_off) {
+    if (p.next && p.stream_ns && stream_ns - *p.stream_ns > idle_ && p.cut_off_ns < *p.stream_ns) {
       CloseUpTo(p, std::min(stream_ns, clock_.NowNs()) - lateness_, out);
     }
     p.stream_ns = std::max(p.stream_ns.value_or(stream_ns), stream_ns);
-    p.cut_off = false;
   }
 
   /// The stream could not be read at `now_ns` (Tick::cut_off): the gap in stored times it
@@ -251,7 +253,7 @@ class WindowJoin final : public Operator {
   void CutOff(Partition& p, int64_t now_ns) const {
     if (now_ns > p.hold_until_ns) p.hold_at_ns = p.newest_event_ns;  // the outage begins
     p.hold_until_ns = now_ns + idle_;
-    p.cut_off = true;
+    p.cut_off_ns = now_ns;
   }
 
   /// The furthest event-time progress may go: the clock, and no further than the input's

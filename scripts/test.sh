@@ -307,7 +307,7 @@ fi
 
 # --- asan: the suite under AddressSanitizer + UndefinedBehaviorSanitizer ------------------------
 asan_labels=${FF_ASAN_LABELS:-unit|integration}
-asan_e2e_outages='^FaultsE2E\.(PostgresDown|SlowPostgres|NetworkFaults|NatsServerKilled)'
+asan_e2e_outages='^(FaultsE2E\.(PostgresDown|SlowPostgres|NetworkFaults|NatsServerKilled)|EdgeE2E\.|ClusterE2E\.(TheStreamLeader|ARollingRestart))'
 if [[ "${FF_ASAN:-1}" == 0 ]]; then
   stage_skipped asan "FF_ASAN=0"
 elif ! command -v clang++ >/dev/null 2>&1; then
@@ -328,12 +328,13 @@ else
     fi
     if [[ "$e2e" == 1 ]]; then
       if san_build asan-e2e "$(remaining)" tests_e2e; then
-        # Every e2e test but the four that spend most of their minute waiting out an injected
-        # outage (PostgreSQL down or locked, the network cut, nats-server killed): under ASan
-        # they would add about 3 minutes of waiting and little code, since the paths they drive
-        # (reconnects, retries, the sink's bounded buffer) run under ASan in the sink's
-        # integration tests against a stopped PostgreSQL and in JetStreamE2E's nats-server
-        # restart. They run in the main stage and in --stress.
+        # Every e2e test but those that spend most of their minute waiting out an injected
+        # outage (PostgreSQL down or locked, the network cut, nats-server killed, a cluster's
+        # nodes killed or restarted, an edge's link cut for 60 s): under ASan they would add
+        # about 8 minutes of waiting and little code, since the paths they drive (reconnects,
+        # retries, the sink's bounded buffer, the reader's delivery order) run under ASan in the
+        # integration and unit tests and in JetStreamE2E's nats-server restart. They run in the
+        # main stage and in --stress.
         echo "test.sh: [asan-e2e] not under ASan (run in the main stage): $asan_e2e_outages"
         run_ctest asan-e2e "$san_dir" "$(remaining)" -L e2e -E "$asan_e2e_outages"
       fi

@@ -154,8 +154,34 @@ void PartitionCoordinator::Run() {
 void PartitionCoordinator::Step() {
   StorePassedHandovers();
   FollowMembers();
+  DeleteStaleRecords();
   const int64_t now = now_();
+  // An assignment can take seconds (a partition's state is restored), so a round's assignments
+  // can outlast the members it read: a worker that joins meanwhile may take what this round
+  // would still assign, as free. Before each assignment the members are read again; a partition
+  // that they no longer give this worker is left to the next round, which follows the change.
+  // Only a join or a leave changes the generation (a heartbeat does not), and a change that
+  // leaves a partition here does not hold it back, so changes however frequent never stall the
+  // partitions that stay.
+  uint64_t seen = generation_;
+  std::vector<bool> mine;  // by partition, under the members of `seen`; empty: those of the round
   for (auto it = gaining_.begin(); it != gaining_.end();) {
+    if (auto [members, generation] = membership_.Members(); generation != seen) {
+      seen = generation;
+      const auto owners = AssignPartitions(members, options_.partitions);
+      const size_t self =
+          std::find(members.begin(), members.end(), membership_.id()) - members.begin();
+      mine.assign(options_.partitions, false);
+      for (uint32_t p = 0; p < options_.partitions; ++p) mine[p] = owners[p] == self;
+    }
+    if (!mine.empty() && !mine[it->first]) {
+      spdlog::info(
+          "node '{}': partition {} not taken: the members changed during the round and give it "
+          "to another worker",
+          options_.node, it->first);
+      ++it;
+      continue;
+    }
     if (TryAssign(it->first, it->second, now)) {
       it = gaining_.erase(it);
       --waiting_;  // after the reader holds back for it (Assign)
@@ -260,6 +286,18 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
   owned_gauge_.Set(static_cast<double>(owned_.size()));
   assigned_.Inc();
   return true;
+}
+
+void PartitionCoordinator::DeleteStaleRecords() {
+  for (const uint32_t p : owned_) {
+    const auto stale = membership_.ClaimHandover(p);
+    if (!stale) continue;
+    spdlog::warn(
+        "node '{}': partition {}: a hand-over record (last window {}) came while this worker "
+        "reads the partition: its writer gave the partition up after this worker had taken it "
+        "over; deleted, so that its next owner does not go on from that older window",
+        options_.node, p, *stale ? std::to_string(**stale) : std::string("none"));
+  }
 }
 
 void PartitionCoordinator::Revoke(const std::vector<uint32_t>& partitions) {

@@ -107,8 +107,11 @@ class PartitionCoordinator {
   /// membership on a thread of its own. Throws what the first round throws.
   void Start();
   /// One round: follows a change of the members (revokes what moved away, starts waiting for
-  /// what came), assigns each partition gained whose record came or need not be waited for,
-  /// and stores the hand-overs that have passed. Tests call it without Start.
+  /// what came), deletes the records that came for partitions this worker reads, assigns each
+  /// partition gained whose record came or need not be waited for, and stores the hand-overs
+  /// that have passed. The members are read again before each assignment: a partition that a
+  /// join or a leave during the round gave to another worker is left to the next round. Tests
+  /// call it without Start.
   void Step();
   /// Stops the thread and revokes every partition: their kRevoked events follow their last
   /// messages. Idempotent.
@@ -139,6 +142,13 @@ class PartitionCoordinator {
   /// True once partition `p` was assigned (it leaves gaining_).
   bool TryAssign(uint32_t p, Gaining& g, int64_t now);
   void Revoke(const std::vector<uint32_t>& partitions);
+  /// Claims and drops the records of the partitions this worker reads. Such a record hands
+  /// nothing over: this worker took its partition without it (its writer did not hold the
+  /// partition yet, or did not give it up in time) and will write a record of its own when it
+  /// gives the partition up. Left in the bucket, it would be claimed by the partition's next
+  /// owner, which would take it for its hand-over, go on from its older window, and write the
+  /// windows after it a second time.
+  void DeleteStaleRecords();
   void StorePassedHandovers();
   void Wake();
 

@@ -217,8 +217,16 @@ void JetStreamReader::FetchLoop() {
         Reading& r = ReadingOf(p, now);
         r.last = m.get();
         if (m->delivered() > 1) redelivered_.Inc();
-        deliver_(p, *m, false);
+        const auto taken = r.order.Take(m, now);
+        if (taken.lost > 0) {
+          spdlog::info(
+              "node '{}': partition {}: {} deliveries lost on their way; delivery {} and "
+              "what follows wait until they come again",
+              options_.node, p, taken.lost, m->consumer_sequence());
+        }
+        if (taken.now) deliver_(p, *m, false);
       }
+      for (auto& [p, r] : reading_) HandOnWaiting(p, r, now);
     }
     for (auto& [p, r] : reading_) {
       if (r.last == nullptr) continue;
@@ -251,7 +259,7 @@ void JetStreamReader::FetchLoop() {
     bool held_back = failing;
     uint64_t pending = 0, ack_pending = 0;
     for (const auto& [p, r] : reading_) {
-      held_back = held_back || !r.known || r.pending > 0;
+      held_back = held_back || !r.known || r.pending > 0 || r.order.waiting();
       pending += r.pending;
       ack_pending += r.ack_pending;
     }
@@ -264,6 +272,21 @@ void JetStreamReader::FetchLoop() {
     consumer_ack_pending_.Set(static_cast<double>(ack_pending));
   }
   held_back_ = false;
+}
+
+void JetStreamReader::HandOnWaiting(uint32_t p, Reading& r, int64_t now) {
+  // Sent again at the latest ack_wait_ms after their first delivery, before the gap was seen.
+  const int64_t wait_ns =
+      (options_.consumer.ack_wait_ms + int64_t{options_.fetch_expiry_ms}) * 1'000'000 + StallNs();
+  uint64_t gave_up = 0;
+  const auto due = r.order.Due(now, wait_ns, gave_up);
+  if (gave_up > 0) {
+    spdlog::warn(
+        "node '{}': partition {}: {} lost deliveries did not come again within {} ms; "
+        "handing on the {} messages after them",
+        options_.node, p, gave_up, wait_ns / 1'000'000, due.size());
+  }
+  for (const auto& m : due) deliver_(p, *m, false);
 }
 
 /// Longer than a fetch lasts (its expiry and linger) by a second.

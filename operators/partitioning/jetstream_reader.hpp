@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "coordinator.hpp"
+#include "delivery_order.hpp"
 #include "jetstream.hpp"
 #include "metrics.hpp"
 #include "operator.hpp"
@@ -68,7 +69,8 @@ class JetStreamReader final : public PartitionReader {
   /// consumer with undelivered messages or an unknown backlog, a partition taken over that the
   /// fetch thread has not taken in, one given up whose kRevoked event is not out, a fetch thread
   /// that stood still, a failing fetch, nothing delivered while the stream has not said that it
-  /// has a leader (StreamWatch). Thread-safe.
+  /// has a leader (StreamWatch), messages waiting behind lost deliveries (DeliveryOrder).
+  /// Thread-safe.
   bool HoldsBack() const;
   /// True while the stream itself says it cannot store (Operator::CutOffFromInput): a stream
   /// with replicas answering nobody or no leader since it was asked while quiet (StreamWatch).
@@ -91,9 +93,12 @@ class JetStreamReader final : public PartitionReader {
     std::optional<uint64_t> told_at_asked;
     uint64_t ack_pending = 0;               // delivered, not acknowledged (asked)
     const nats::JsMessage* last = nullptr;  // its last message of the current batch
+    DeliveryOrder<nats::JsMessage> order;   // after deliveries lost on their way
   };
 
   void FetchLoop();
+  /// Hands on what waited behind lost deliveries (DeliveryOrder::Due).
+  void HandOnWaiting(uint32_t p, Reading& r, int64_t now);
   void Reread(uint32_t p, const ChangelogRange& range);
   int64_t StallNs() const;
   Reading& ReadingOf(uint32_t p, int64_t now);

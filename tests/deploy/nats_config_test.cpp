@@ -19,7 +19,6 @@
 #include <set>
 
 #include "build_paths.hpp"
-#include "fleet_check.hpp"
 #include "jetstream.hpp"
 #include "nats_client.hpp"
 #include "servers.hpp"
@@ -555,15 +554,12 @@ TEST_F(ManagedNatsTest, ThePipelineRunsOnTheEngineCredentialsAloneTheStreamParti
   EXPECT_FALSE(Contains(jsz->body, nats::JetStream::kTransformProbeStream)) << jsz->body;
 }
 
-// The deployed pipeline with 3 replicas for everything it creates (docs/deploy.md), on three
-// nodes of nats-cluster.conf: it runs on the engine's credentials, and the stream and every bucket
-// have their 3 replicas.
+// The pipeline production deploys, with 3 replicas for everything it creates (the overlays'
+// pipeline.json, docs/deploy.md), on three nodes of nats-cluster.conf: it runs on the engine's
+// credentials, and the stream and every bucket have their 3 replicas.
 TEST_F(NatsClusterConfigTest, ThePipelineRunsOnThreeNodesEveryStreamAndBucketWithThreeReplicas) {
   FF_REQUIRE_POSTGRES();
-  const std::string pipeline =
-      WritePipelineVariant(kSource + "/deploy/k8s/base/pipeline.json", "telemetry",
-                           R"({"stream_replicas": 3})", dir_->File("pipeline.json"));
-  WritePipelineVariant(pipeline, "last_values", R"({"bucket_replicas": 3})", pipeline);
+  const std::string pipeline = kSource + "/deploy/k8s/overlays/scaleway/pipeline.json";
   RunThePipelineOnTheEngineCredentials("\"telemetry.*.*.*\"", pipeline);
   const auto engine = Connect("engine");
   nats::JetStream js(*engine);

@@ -3,12 +3,14 @@
 // workers: every row once with the values of an independent computation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <csignal>
 
 #include "build_paths.hpp"
 #include "fleet_check.hpp"
 #include "jetstream.hpp"
 #include "nats_client.hpp"
+#include "wire.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -32,6 +34,10 @@ class ClusterE2E : public ::testing::Test {
     pipeline_ = WritePipelineVariant(kPipeline, "telemetry", R"({"stream_replicas": 3})",
                                      dir_.File("pipeline.json"));
     WritePipelineVariant(pipeline_, "last_values", R"({"bucket_replicas": 3})", pipeline_);
+    if (const char* idle = std::getenv("FF_CLUSTER_IDLE_MS")) {
+      WritePipelineVariant(pipeline_, "windows", std::string(R"({"idle_ms": )") + idle + "}",
+                           pipeline_);
+    }
   }
 
   std::unique_ptr<Engine> Worker(int n) {
@@ -39,6 +45,14 @@ class ClusterE2E : public ::testing::Test {
     env["NATS_URL"] = cluster_.url();
     return std::make_unique<Engine>(pipeline_, env,
                                     dir_.File("worker" + std::to_string(n) + ".log"));
+  }
+
+  /// Worker(n) once /readyz answers; null (the test failed, the log printed) when it does not.
+  std::unique_ptr<Engine> ReadyWorker(int n) {
+    auto w = Worker(n);
+    if (w->WaitReady(60s)) return w;
+    ADD_FAILURE() << "worker " << n << " is not ready\n" << w->process().ReadLog();
+    return nullptr;
   }
 
   /// Replicas of each stream the pipeline made, as the cluster reports them.
@@ -96,6 +110,129 @@ TEST_F(ClusterE2E, TwoWorkersOnThreeNodesEveryStreamAndBucketR3EveryRowOnceExact
   EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems;
   const WriteCount writes = Writes(pg_);
   EXPECT_EQ(writes.most_per_row, 1) << writes.writes << " writes of " << writes.rows << " rows";
+}
+
+/// Once the sensors are done: every sample they took is in the stream (acknowledged, nothing
+/// lost), the rows are those of the stream's samples (an independent computation) and, once
+/// the workers stopped, each was written once.
+void ExpectEveryWindowOnce(const NatsCluster& cluster, const PostgresServer& pg,
+                           std::vector<std::unique_ptr<Process>>& sensors,
+                           const std::vector<Engine*>& workers, const std::string& what) {
+  const auto logs = [&] {
+    std::string all;
+    for (Engine* w : workers) all += w->process().ReadLog();
+    return all;
+  };
+  int64_t taken = 0;
+  for (auto& s : sensors) {
+    ASSERT_EQ(s->Wait(120s), std::optional<int>(0)) << s->ReadLog();
+    taken += SensorCounter(*s, "samples");
+    EXPECT_EQ(SensorCounter(*s, "published_samples"), SensorCounter(*s, "samples")) << s->ReadLog();
+  }
+  const Samples stored = SamplesInStream(cluster.url(), "TELEMETRY");
+  EXPECT_EQ(static_cast<int64_t>(CountSamples(stored)), taken) << [&] {
+    std::string by_vehicle;  // what to read when they differ
+    for (size_t i = 0; i < sensors.size(); ++i) {
+      const auto it = stored.find("car" + std::to_string(i));
+      by_vehicle += "car" + std::to_string(i) + ": in the stream";
+      if (it != stored.end()) {
+        for (const auto& [sensor, points] : it->second) {
+          by_vehicle += " " + sensor + " " + std::to_string(points.size());
+        }
+      }
+      by_vehicle += "; the sensor said " + sensors[i]->ReadLog() + "\n";
+    }
+    return by_vehicle;
+  }();
+  const ExpectedRows expected = ComputeExpectedRows(stored);
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg, expected); }, 60s))
+      << CheckRows(pg, expected).Summary() << "\n"
+      << CheckRows(pg, expected).first_problems << logs() << "speed stored late:\n"
+      << StoredLate(cluster.url(), "car0") << StoredLate(cluster.url(), "car1")
+      << StoredLate(cluster.url(), "car2") << StoredLate(cluster.url(), "car3");
+  const CheckResult check = CheckRows(pg, expected);
+  EXPECT_TRUE(check.ok()) << check.Summary();
+  double late = 0, redelivered = 0;
+  for (Engine* w : workers) {
+    late += w->Metric("fleetflow_late_samples_total");
+    redelivered += w->Metric("fleetflow_messages_redelivered_total");
+    EXPECT_TRUE(w->process().Running()) << w->process().ReadLog();
+    EXPECT_EQ(w->process().Stop(SIGTERM, 30s), 0) << w->process().ReadLog();
+  }
+  const WriteCount writes = Writes(pg);
+  EXPECT_EQ(writes.most_per_row, 1) << writes.writes << " writes of " << writes.rows << " rows";
+  std::printf(
+      "cluster e2e, %s: %zu samples, %lld writes of %lld rows (%zu expected), %.0f "
+      "samples late, %.0f messages delivered again\n",
+      what.c_str(), CountSamples(stored), static_cast<long long>(writes.writes),
+      static_cast<long long>(writes.rows), expected.size(), late, redelivered);
+}
+
+// Two workers; the node leading the stream is killed with -9 and started again, then the node
+// leading the state bucket (another one if that is the same). Every window of every vehicle is
+// written once, with the values of the samples the stream acknowledged.
+TEST_F(ClusterE2E, TheStreamLeaderThenTheStateLeaderKilledEveryWindowOnce) {
+  auto a = ReadyWorker(0);
+  auto b = ReadyWorker(1);
+  ASSERT_TRUE(a && b);
+  CountWrites(pg_);
+  constexpr int kSensors = 4;
+  auto sensors = StartSensors(cluster_.url(), dir_, kSensors, 30);
+  int killed = -1;
+  for (const std::string stream : {"TELEMETRY", "KV_telemetry"}) {
+    const int rows = Rows(pg_);
+    ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= rows + 5 * kSensors; }, 60s))
+        << a->process().ReadLog() << b->process().ReadLog();
+    int leader = cluster_.LeaderOf(stream);
+    ASSERT_GE(leader, 0) << stream << " has no leader";
+    if (leader == killed) leader = (leader + 1) % cluster_.size();
+    killed = leader;
+    cluster_.node(leader).Kill();
+    ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= rows + 10 * kSensors; }, 60s))
+        << "no rows with node n" << leader << " down\n"
+        << a->process().ReadLog() << b->process().ReadLog();
+    cluster_.node(leader).Start();  // same port, same store
+    ASSERT_TRUE(cluster_.WaitCurrent(stream, 60s)) << stream;
+  }
+  ExpectEveryWindowOnce(cluster_, pg_, sensors, {a.get(), b.get()},
+                        "stream and state leaders killed");
+}
+
+// A rolling upgrade while the vehicles publish: each node in turn stopped (SIGTERM, as an update
+// does) and started again once every stream and bucket is current. While the second is down, a
+// third worker joins and the first leaves: partitions move, with their state and hand-over
+// records, on a cluster missing a node.
+TEST_F(ClusterE2E, ARollingRestartWithWorkersJoiningAndLeavingEveryWindowOnce) {
+  auto a = ReadyWorker(0);
+  auto b = ReadyWorker(1);
+  ASSERT_TRUE(a && b);
+  CountWrites(pg_);
+  constexpr int kSensors = 4;
+  auto sensors = StartSensors(cluster_.url(), dir_, kSensors, 45);
+  std::unique_ptr<Engine> c;
+  const auto logs = [&] {
+    return a->process().ReadLog() + b->process().ReadLog() + (c ? c->process().ReadLog() : "");
+  };
+  for (int node = 0; node < cluster_.size(); ++node) {
+    const int rows = Rows(pg_);
+    ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= rows + 3 * kSensors; }, 60s)) << logs();
+    cluster_.node(node).Stop();
+    if (node == 1) {
+      c = ReadyWorker(2);
+      ASSERT_TRUE(c);
+      ASSERT_EQ(a->process().Stop(SIGTERM, 60s), 0) << a->process().ReadLog();
+    }
+    ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= rows + 6 * kSensors; }, 60s))
+        << "no rows with node n" << node << " down\n"
+        << logs();
+    cluster_.node(node).Start();
+    for (const std::string stream :
+         {"TELEMETRY", "KV_telemetry", "KV_fleetflow_members", "KV_fleetflow_handover"}) {
+      ASSERT_TRUE(cluster_.WaitCurrent(stream, 60s)) << stream;
+    }
+  }
+  ExpectEveryWindowOnce(cluster_, pg_, sensors, {b.get(), c.get()},
+                        "rolling restart, a worker joining and one leaving");
 }
 
 }  // namespace

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
-#include <regex>
 #include <set>
 #include <thread>
 
@@ -21,13 +20,6 @@ namespace {
 using namespace std::chrono_literals;
 
 const std::string kPipeline = ::fleetflow::testing::SourceDir() + "/pipelines/jetstream.json";
-
-/// Samples fleet-sim reports having sent (its final JSON line), -1 when it printed none.
-int64_t SamplesSent(const Process& sim) {
-  std::smatch m;
-  const std::string log = sim.ReadLog();
-  return std::regex_search(log, m, std::regex(R"("samples":(\d+))")) ? std::stoll(m[1]) : -1;
-}
 
 /// Checks the table against `expected` and prints the scenario's one-line summary.
 CheckResult Report(const char* scenario, const PostgresServer& pg, const ExpectedRows& expected,
@@ -152,7 +144,7 @@ TEST_F(FaultsE2E, PostgresDownFor30sUnderLoadEveryRowArrivesOnceWithinTheMemoryB
   EXPECT_LE(max_pending, kMaxPending + kVehicles);
   EXPECT_EQ(engine.Metric("fleetflow_sink_rows_dropped_total"), 0);
   EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
-  Report("PostgreSQL down 30 s", pg_, expected_, SamplesSent(*sim_));
+  Report("PostgreSQL down 30 s", pg_, expected_, SensorCounter(*sim_, "samples"));
 }
 
 TEST_F(FaultsE2E, SlowPostgresLockedFor10sEngineMemoryStaysBounded) {
@@ -190,7 +182,7 @@ TEST_F(FaultsE2E, SlowPostgresLockedFor10sEngineMemoryStaysBounded) {
               rss_before / (1 << 20), rss_peak / (1 << 20), growth_mib);
   // 50 vehicles for 10 s: rows and queued messages take a few MiB; 64 MiB means unbounded.
   EXPECT_LT(growth_mib, 64.0);
-  Report("PostgreSQL locked 10 s", pg_, expected_, SamplesSent(*sim_));
+  Report("PostgreSQL locked 10 s", pg_, expected_, SensorCounter(*sim_, "samples"));
 }
 
 TEST_F(FaultsE2E, SigtermUnderLoadDrainsExitsZeroAndARestartLosesNothing) {
@@ -215,7 +207,7 @@ TEST_F(FaultsE2E, SigtermUnderLoadDrainsExitsZeroAndARestartLosesNothing) {
       "faults, SIGTERM under load at t = %.1f s of the fleet's run: %.0f partitions "
       "taken over from the records of the stopped worker\n",
       static_cast<double>(sigterm_ns - fleet_.config.start_ns) / 1e9, taken);
-  Report("SIGTERM under load, then restart", pg_, expected_, SamplesSent(*sim_));
+  Report("SIGTERM under load, then restart", pg_, expected_, SensorCounter(*sim_, "samples"));
 }
 
 TEST_F(FaultsE2E, SigtermWhileSecondsBehindTheStreamTheNextWorkerGoesOnWhereItStopped) {
@@ -246,7 +238,8 @@ TEST_F(FaultsE2E, SigtermWhileSecondsBehindTheStreamTheNextWorkerGoesOnWhereItSt
       static_cast<double>(sigterm_ns) / 1e9 - newest_s);
 
   RestartAndExpectEveryRowOnce(120s);
-  Report("SIGTERM seconds behind the stream, then restart", pg_, expected_, SamplesSent(*sim_));
+  Report("SIGTERM seconds behind the stream, then restart", pg_, expected_,
+         SensorCounter(*sim_, "samples"));
 }
 
 TEST_F(FaultsE2E, NetworkFaultsBetweenEngineAndServersNoCrashNoLossRecoveryInSeconds) {
@@ -321,14 +314,7 @@ TEST_F(FaultsE2E, NetworkFaultsBetweenEngineAndServersNoCrashNoLossRecoveryInSec
       << engine.process().ReadLog();
   EXPECT_TRUE(engine.process().Running()) << engine.process().ReadLog();
   EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
-  Report("latency, stall, resets", pg_, expected, SamplesSent(sim));
-}
-
-/// A counter of the status line fleet-sensor prints at its end, -1 when absent.
-int64_t SensorCounter(const Process& sensor, const std::string& name) {
-  std::smatch m;
-  const std::string log = sensor.ReadLog();
-  return std::regex_search(log, m, std::regex("\"" + name + "\":(\\d+)")) ? std::stoll(m[1]) : -1;
+  Report("latency, stall, resets", pg_, expected, SensorCounter(sim, "samples"));
 }
 
 TEST_F(FaultsE2E, NatsServerKilledAndRestartedSensorsAndEngineReconnectAndNoWindowIsMissing) {

@@ -124,21 +124,15 @@ class PgFailoverE2E : public ::testing::Test {
         "(most per row %lld); no primary for %.2f s (promotion %.2f s), rows written again "
         "%.2f s after the kill; the sink: connected %s s after it lost the connection, %s "
         "failed attempts, %s rows held\n",
-        scenario, static_cast<long long>(SamplesSent()), check.expected, check.found, check.missing,
-        static_cast<long long>(writes.writes), static_cast<long long>(writes.most_per_row),
-        Seconds(promoted_ - killed_), promote_s_, Seconds(written_again_ - killed_),
-        again ? m[1].str().c_str() : "?", again ? m[2].str().c_str() : "?",
-        again ? m[3].str().c_str() : "?");
+        scenario, static_cast<long long>(SensorCounter(*sim_, "samples")), check.expected,
+        check.found, check.missing, static_cast<long long>(writes.writes),
+        static_cast<long long>(writes.most_per_row), Seconds(promoted_ - killed_), promote_s_,
+        Seconds(written_again_ - killed_), again ? m[1].str().c_str() : "?",
+        again ? m[2].str().c_str() : "?", again ? m[3].str().c_str() : "?");
     return log;
   }
 
   /// Samples fleet-sim reports having sent (its final JSON line), -1 when it printed none.
-  int64_t SamplesSent() const {
-    std::smatch m;
-    const std::string log = sim_->ReadLog();
-    return std::regex_search(log, m, std::regex(R"("samples":(\d+))")) ? std::stoll(m[1]) : -1;
-  }
-
   TempDir dir_;
   NatsServer nats_;
   PostgresPair pg_;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -68,8 +69,10 @@ class FakeReader final : public PartitionReader {
   std::map<uint32_t, uint64_t> delivered;
   std::vector<Assignment> assigned;
   std::map<uint32_t, std::shared_ptr<Handover>> revoked;  // held as the graph would
+  std::function<void(uint32_t)> on_prepare;  // runs during the round, as a slow assignment
 
   void Prepare(uint32_t p) override {
+    if (on_prepare) on_prepare(p);
     if (refuse_prepare.count(p) > 0) throw std::runtime_error("no consumer");
     prepared.insert(p);
   }
@@ -225,6 +228,94 @@ TEST_F(PartitionCoordinatorTest, AWorkerJoiningTakesPartitionsAwayWhoseRecordsFo
     EXPECT_EQ(window, 40 * kSecond + p);
   }
   EXPECT_EQ(metrics.GetCounter("partitions_revoked", "", {{"node", "src"}}).value(), lost.size());
+}
+
+TEST_F(PartitionCoordinatorTest, ARecordThatComesWhileThisWorkerReadsItsPartitionIsDeleted) {
+  // Two workers start together: the other one does not hold this worker's partitions yet, so
+  // they are taken after a heartbeat without a record.
+  membership.SetMembers({"w-self", "w-other"});
+  const auto mine = MineAmong({"w-self", "w-other"});
+  ASSERT_FALSE(mine.empty());
+  auto c = Make();
+  c->Step();
+  now += kSecond;
+  c->Step();
+  ASSERT_EQ(c->owned(), mine);
+  const size_t assigned = reader.assigned.size();
+  // Its first round, begun before this worker joined, took one of them after all and gives it up
+  // now: its record comes while this worker reads the partition. It hands nothing over to this
+  // worker, and a later owner that took it for the hand-over to itself would go on from this
+  // older window and write the windows after it a second time.
+  const uint32_t p = *mine.begin();
+  membership.records[p] = 5 * kSecond;
+  c->Step();
+  EXPECT_EQ(membership.records.count(p), 0u) << "left for the partition's next owner to claim";
+  EXPECT_EQ(reader.assigned.size(), assigned);
+  EXPECT_EQ(c->owned(), mine);
+  // A record of a partition that this worker waits for is still claimed as its hand-over.
+  membership.SetMembers({"w-self"});
+  c->Step();
+  ASSERT_TRUE(c->Waiting());
+  std::set<uint32_t> gained;
+  for (uint32_t q = 0; q < kPartitions; ++q) {
+    if (mine.count(q) == 0) gained.insert(q);
+  }
+  for (const uint32_t q : gained) membership.records[q] = 9 * kSecond;
+  now += kSecond;
+  c->Step();
+  EXPECT_FALSE(c->Waiting());
+  for (size_t i = assigned; i < reader.assigned.size(); ++i) {
+    EXPECT_EQ(reader.assigned[i].emitted_until_ns, 9 * kSecond);
+  }
+  EXPECT_EQ(reader.assigned.size(), assigned + gained.size());
+}
+
+TEST_F(PartitionCoordinatorTest, AWorkerJoiningDuringTheFirstRoundGetsWhatTheRoundHadNotTaken) {
+  // This worker starts alone; its first round assigns the partitions one by one, each slowly,
+  // and another worker joins after the first one was assigned.
+  const auto mine = MineAmong({"w-self", "w-other"});
+  std::set<uint32_t> theirs;
+  for (uint32_t p = 1; p < kPartitions; ++p) {
+    if (mine.count(p) == 0) theirs.insert(p);
+  }
+  ASSERT_FALSE(theirs.empty());
+  reader.on_prepare = [this](uint32_t p) {
+    if (p == 0) membership.SetMembers({"w-self", "w-other"});
+  };
+  auto c = Make();
+  c->Step();
+  for (const uint32_t p : theirs) {
+    EXPECT_EQ(reader.AssignedPartitions().count(p), 0u)
+        << "partition " << p << " taken after the members changed";
+    EXPECT_EQ(membership.held.count(p), 0u);
+  }
+  std::set<uint32_t> expected = mine;
+  expected.insert(0);  // assigned before the change
+  EXPECT_EQ(reader.AssignedPartitions(), expected);
+  // The next round follows the change: it gives partition 0 back if it went to the other worker,
+  // and neither waits for nor takes the other worker's partitions.
+  c->Step();
+  EXPECT_EQ(c->owned(), mine);
+  EXPECT_EQ(reader.revoked.count(0), mine.count(0) == 0 ? 1u : 0u);
+  EXPECT_FALSE(c->Waiting());
+  EXPECT_EQ(reader.AssignedPartitions(), expected);
+}
+
+TEST_F(PartitionCoordinatorTest, MembersThatChangeDuringEveryRoundStillLetItsPartitionsBeTaken) {
+  // A new generation before each assignment that leaves the partitions here (the same workers,
+  // or a worker that joins and leaves again) holds nothing back.
+  reader.on_prepare = [this](uint32_t p) {
+    if (p % 2 == 0) {
+      membership.SetMembers({"w-self"});
+    } else {
+      membership.SetMembers({"w-self", "w-other"});
+      membership.SetMembers({"w-self"});
+    }
+  };
+  auto c = Make();
+  c->Step();
+  EXPECT_EQ(reader.AssignedPartitions(), (std::set<uint32_t>{0, 1, 2, 3}));
+  EXPECT_FALSE(c->Waiting());
 }
 
 TEST_F(PartitionCoordinatorTest, StopRevokesEveryPartitionAndFinishStoresWhatHasPassed) {

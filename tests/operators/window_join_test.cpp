@@ -240,6 +240,37 @@ TEST(WindowJoinEventTimeTest, AGapWhileTheStreamCouldNotBeReadIsNoIdleTime) {
   }
 }
 
+TEST(WindowJoinEventTimeTest, WhatWasStoredBeforeTheOutageButDeliveredAfterItDoesNotEndItsGap) {
+  // As above, cut off from 0.95 s to 4 s, but at 3.9 s, just before the outage's backlog, the
+  // consumer delivers again a message stored before it (its acknowledgement was lost) and one
+  // stored just before it that it had not delivered yet: the gap in stored times is still the
+  // outage's and the sample kept meanwhile (1.6 s, stored at 4 s) is not late.
+  OperatorHarness h("window_join", kCatchUpConfig);
+  std::vector<Message> out;
+  int64_t now_ms = 0;
+  for (const Stored& s : CatchingUpInput()) {
+    for (; now_ms < s.stream_ms; now_ms += 100) {
+      h.clock.Set(kBase + now_ms * kMs);
+      const bool electing = now_ms > 950 && now_ms < 4000;
+      auto more = h.Feed(Tick{h.clock.NowNs(), false, electing, electing});
+      out.insert(out.end(), more.begin(), more.end());
+      if (now_ms == 3900) {
+        for (const Stored& before : {Stored{900, 950}, Stored{920, 960}}) {
+          more = h.Feed(StoredSample(before, h.clock.NowNs()));
+          out.insert(out.end(), more.begin(), more.end());
+        }
+      }
+    }
+    h.clock.Set(kBase + s.stream_ms * kMs);
+    const auto more = h.Feed(StoredSample(s, h.clock.NowNs()));
+    out.insert(out.end(), more.begin(), more.end());
+  }
+  const auto rest = h.TickAt(kBase + 100 * kS);
+  out.insert(out.end(), rest.begin(), rest.end());
+  EXPECT_EQ(h.Counter("late_samples"), 0u);
+  EXPECT_EQ(Windows(out), (std::vector<int64_t>{0, 1000, 2000, 3000, 4000, 5000, 6000, 7000}));
+}
+
 TEST(WindowJoinEventTimeTest, AfterTheStreamCouldNotBeReadWindowsWaitForEveryVehiclesBacklog) {
   // The stream could not be read from 1.5 s to 5.9 s. Once it stores again, each vehicle sends
   // what it kept at once, v1's before v2's: v1's newest samples must not close the windows of

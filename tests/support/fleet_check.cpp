@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <limits>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -106,27 +108,22 @@ int64_t NowNs() {
       .count();
 }
 
-ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns, int64_t every_ns,
-                                 int64_t max_gap_ns) {
+ExpectedRows ComputeExpectedRows(const Samples& samples, int64_t every_ns, int64_t max_gap_ns) {
   ExpectedRows rows;
-  for (int v = 0; v < fleet.vehicles; ++v) {
-    std::map<std::string, std::vector<wire::Point>> by_sensor;
-    int64_t newest = 0;
-    for (size_t s = 0; s < fleet.sensors.size(); ++s) {
-      for (int64_t k = 0;; ++k) {
-        const int64_t ts = sim::SampleTime(fleet, v, static_cast<int>(s), k);
-        if (ts >= end_ns) break;
-        by_sensor[fleet.sensors[s].name].push_back(
-            sim::SampleAt(fleet, v, static_cast<int>(s), ts, static_cast<uint32_t>(k)));
-        newest = std::max(newest, ts);
+  for (const auto& [vehicle, by_sensor] : samples) {
+    int64_t oldest = std::numeric_limits<int64_t>::max(), newest = 0;
+    for (const auto& [_, points] : by_sensor) {
+      for (const wire::Point& p : points) {
+        oldest = std::min(oldest, p.ts_ns);
+        newest = std::max(newest, p.ts_ns);
       }
     }
     // The vehicle says off after its last sample: windows up to its newest sample only.
-    for (int64_t t = (fleet.start_ns / every_ns) * every_ns; t <= newest; t += every_ns) {
+    for (int64_t t = (oldest / every_ns) * every_ns; t <= newest; t += every_ns) {
       std::map<std::string, Slot> slots;
       bool active = false;
-      for (const auto& [name, samples] : by_sensor) {
-        slots[name] = SlotAt(samples, t, max_gap_ns);
+      for (const auto& [name, points] : by_sensor) {
+        slots[name] = SlotAt(points, t, max_gap_ns);
         active = active || slots[name].before.has_value();
       }
       if (!active) continue;
@@ -136,10 +133,86 @@ ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns, 
       r.speed = Value(slots["speed"], t, &wire::Point::value, true);
       r.soc = Value(slots["soc"], t, &wire::Point::value, false);
       r.torque = Value(slots["torque"], t, &wire::Point::value, true);
-      rows[{sim::VehicleId(fleet, v), t}] = r;
+      rows[{vehicle, t}] = r;
     }
   }
   return rows;
+}
+
+ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns, int64_t every_ns,
+                                 int64_t max_gap_ns) {
+  Samples samples;
+  for (int v = 0; v < fleet.vehicles; ++v) {
+    auto& by_sensor = samples[sim::VehicleId(fleet, v)];
+    for (size_t s = 0; s < fleet.sensors.size(); ++s) {
+      for (int64_t k = 0;; ++k) {
+        const int64_t ts = sim::SampleTime(fleet, v, static_cast<int>(s), k);
+        if (ts >= end_ns) break;
+        by_sensor[fleet.sensors[s].name].push_back(
+            sim::SampleAt(fleet, v, static_cast<int>(s), ts, static_cast<uint32_t>(k)));
+      }
+    }
+  }
+  return ComputeExpectedRows(samples, every_ns, max_gap_ns);
+}
+
+Samples SamplesInStream(const std::string& nats_url, const std::string& stream) {
+  nats::ConnectOptions o;
+  o.url = nats_url;
+  auto conn = nats::Connection::Connect(o);
+  nats::JetStream js(*conn);
+  std::unique_ptr<nats::StreamReader> reader;
+  // A cluster that just got a node back may take longer than the API's timeout to create the
+  // reader's consumer, and a count taken then may be short of what the stream info says: read
+  // only once both agree.
+  for (int attempt = 1; !reader; ++attempt) {
+    try {
+      const auto info = js.FindStream(stream, 5000);
+      reader = js.ReadStream(stream, ">", {1, 0});
+      if (!info || reader->total() < info->messages) {
+        if (attempt == 5) {
+          throw std::runtime_error(stream + ": the reader counts " +
+                                   std::to_string(reader->total()) + " messages, the stream " +
+                                   std::to_string(info ? info->messages : 0));
+        }
+        reader.reset();
+      }
+    } catch (const nats::Error&) {
+      if (attempt == 5) throw;
+    }
+  }
+  std::map<std::pair<std::string, std::string>, std::map<int64_t, wire::Point>> unique;
+  for (uint64_t n = 0; n < reader->total(); ++n) {
+    const auto m = reader->Next(5000);
+    if (!m)
+      throw std::runtime_error(stream + ": message " + std::to_string(n + 1) + " of " +
+                               std::to_string(reader->total()) + " did not come");
+    // [...].<vehicle>.<sensor>; status messages are no Batch
+    const std::string subject(m->subject());
+    const size_t dot = subject.rfind('.');
+    const size_t before = subject.rfind('.', dot - 1);
+    std::vector<wire::Point> points;
+    if (dot == std::string::npos || before == std::string::npos ||
+        wire::DecodeBatch(m->data(), m->size(), points) != wire::DecodeError::kNone) {
+      continue;
+    }
+    auto& series = unique[{subject.substr(before + 1, dot - before - 1), subject.substr(dot + 1)}];
+    for (const wire::Point& p : points) series.emplace(p.ts_ns, p);
+  }
+  Samples samples;
+  for (const auto& [key, series] : unique) {
+    auto& points = samples[key.first][key.second];
+    for (const auto& [_, p] : series) points.push_back(p);
+  }
+  return samples;
+}
+
+size_t CountSamples(const Samples& samples) {
+  size_t n = 0;
+  for (const auto& [_, by_sensor] : samples) {
+    for (const auto& [__, points] : by_sensor) n += points.size();
+  }
+  return n;
 }
 
 CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
@@ -165,6 +238,7 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
     auto it = expected.find(key);
     if (it == expected.end()) {
       ++r.unexpected;
+      r.unexpected_rows.push_back(key);
       if (shown_unexpected++ < 10) unexpected << "unexpected row " << line << '\n';
       continue;
     }
@@ -186,15 +260,17 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
         }
       }
     }
-    if (bad) ++r.mismatched;
+    if (bad) {
+      ++r.mismatched;
+      r.mismatched_rows.push_back(key);
+    }
   }
   r.missing = r.expected > r.found ? r.expected - r.found : 0;
   int shown_missing = 0;
   for (const auto& [key, _] : expected) {
-    if (shown_missing < 10 && !seen.contains(key)) {
-      ++shown_missing;
-      missing << "missing row " << key.first << " @" << key.second << '\n';
-    }
+    if (seen.contains(key)) continue;
+    r.missing_rows.push_back(key);
+    if (shown_missing++ < 10) missing << "missing row " << key.first << " @" << key.second << '\n';
   }
   r.first_problems = missing.str() + unexpected.str() + values.str();
   return r;
@@ -348,6 +424,76 @@ double Engine::Metric(const std::string& name) const {
   return body ? Scrape(*body, name) : -1;
 }
 
+std::vector<std::unique_ptr<Process>> StartSensors(const std::string& nats_url, const TempDir& dir,
+                                                   int n, int duration_s,
+                                                   const std::string& prefix) {
+  std::vector<std::unique_ptr<Process>> sensors;
+  for (int i = 0; i < n; ++i) {
+    sensors.push_back(
+        std::make_unique<Process>(std::vector<std::string>{BinaryDir() + "/firmware/fleet-sensor",
+                                                           "--vehicle",
+                                                           prefix + std::to_string(i),
+                                                           "--seed",
+                                                           "11",
+                                                           "--batch-ms",
+                                                           "100",
+                                                           "--duration",
+                                                           std::to_string(duration_s),
+                                                           "--reconnect-wait-ms",
+                                                           "100",
+                                                           "--drain-ms",
+                                                           "20000",
+                                                           "--ack",
+                                                           "jetstream",
+                                                           "--ack-timeout-ms",
+                                                           "1000",
+                                                           "--nats-url",
+                                                           nats_url,
+                                                           "--quiet"},
+                                  dir.File("sensor" + std::to_string(i) + ".log")));
+  }
+  return sensors;
+}
+
+int64_t SensorCounter(const Process& sensor, const std::string& name) {
+  std::smatch m;
+  const std::string log = sensor.ReadLog();
+  return std::regex_search(log, m, std::regex("\"" + name + "\":(\\d+)")) ? std::stoll(m[1]) : -1;
+}
+
+std::string StoredLate(const std::string& nats_url, const std::string& vehicle,
+                       const std::string& stream) {
+  nats::ConnectOptions o;
+  o.url = nats_url;
+  auto conn = nats::Connection::Connect(o);
+  nats::JetStream js(*conn);
+  auto reader = js.ReadStream(stream, "telemetry.*." + vehicle + ".speed", {1, 0});
+  std::string out;
+  const auto ms = [](int64_t ns) { return std::to_string(ns / 1'000'000 % 60'000); };
+  int64_t first = -1, last = -1, stored = -1;
+  const auto flush = [&] {
+    if (first >= 0)
+      out += vehicle + " " + ms(first) + " - " + ms(last) + " -> " + ms(stored) + "\n";
+    first = -1;
+  };
+  for (uint64_t n = 0; n < reader->total(); ++n) {
+    const auto m = reader->Next(5000);
+    if (!m) break;
+    std::vector<wire::Point> points;
+    if (wire::DecodeBatch(m->data(), m->size(), points) != wire::DecodeError::kNone ||
+        points.empty() || m->stored_ns() - points.front().ts_ns < 1'000'000'000) {
+      flush();
+      continue;
+    }
+    if (first >= 0 && m->stored_ns() / 1'000'000'000 != stored / 1'000'000'000) flush();
+    if (first < 0) first = points.front().ts_ns;
+    last = points.back().ts_ns;
+    stored = m->stored_ns();
+  }
+  flush();
+  return out;
+}
+
 int64_t StartNs(int lead_s) { return (NowNs() / kSecond + lead_s) * kSecond + 250'000'000; }
 
 Fleet MakeFleet(int vehicles, int duration_s, uint64_t seed, int lead_s) {
@@ -402,7 +548,8 @@ bool WaitForRows(const PostgresServer& pg, size_t rows, std::chrono::millisecond
 
 void CountWrites(const PostgresServer& pg) {
   pg.Psql(
-      "CREATE TABLE row_writes (vehicle_id text, time timestamptz);"
+      "CREATE TABLE row_writes (vehicle_id text, time timestamptz, "
+      "written_at timestamptz DEFAULT clock_timestamp());"
       "CREATE FUNCTION log_row_write() RETURNS trigger LANGUAGE plpgsql AS "
       "$$ BEGIN INSERT INTO row_writes VALUES (NEW.vehicle_id, NEW.time); RETURN NULL; END $$;"
       "CREATE TRIGGER log_row_write AFTER INSERT OR UPDATE ON vehicle_telemetry "

@@ -14,6 +14,7 @@
 
 #include "servers.hpp"
 #include "signals.hpp"
+#include "wire.hpp"
 
 namespace fleetflow::testing {
 
@@ -25,15 +26,29 @@ struct ExpectedRow {
 
 using ExpectedRows = std::map<std::pair<std::string, int64_t>, ExpectedRow>;
 
-/// Rows of the default column set (lat, lon, speed linear; soc previous; torque linear) for a
-/// fleet that published every sample with start_ns <= ts < end_ns, then said off.
+/// Samples by vehicle and sensor, each sensor's in time order.
+using Samples = std::map<std::string, std::map<std::string, std::vector<wire::Point>>>;
+
+/// Rows of the default column set (lat, lon, speed linear; soc previous; torque linear) for
+/// vehicles that published `samples`, then said off.
+ExpectedRows ComputeExpectedRows(const Samples& samples, int64_t every_ns = 1'000'000'000,
+                                 int64_t max_gap_ns = 2'000'000'000);
+/// The same for a fleet-sim fleet that published every sample with start_ns <= ts < end_ns.
 ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns,
                                  int64_t every_ns = 1'000'000'000,
                                  int64_t max_gap_ns = 2'000'000'000);
 
+/// Every sample `stream` stored (subjects [...].<vehicle>.<sensor>), once per (vehicle, sensor,
+/// time) whatever was stored twice: what vehicles whose samples vary with the wall clock
+/// (fleet-sensor) had acknowledged, to compute their rows from. Throws when it cannot be read.
+Samples SamplesInStream(const std::string& nats_url, const std::string& stream);
+size_t CountSamples(const Samples& samples);
+
 struct CheckResult {
   size_t expected = 0, found = 0, unexpected = 0, mismatched = 0, missing = 0;
   std::string first_problems;  // up to 10 lines of each: missing rows, unexpected rows, values
+  /// Every (vehicle, time) of each kind, in the order of the table (missing: of `expected`).
+  std::vector<std::pair<std::string, int64_t>> missing_rows, unexpected_rows, mismatched_rows;
   bool ok() const { return found == expected && unexpected == 0 && mismatched == 0; }
   std::string Summary() const;
 };
@@ -92,7 +107,8 @@ bool WaitForRows(const PostgresServer& pg, size_t rows,
                  std::chrono::milliseconds deadline = std::chrono::seconds(30));
 
 /// From now on, every insert and update of a row of vehicle_telemetry (which must exist) is
-/// logged, so that a row written twice shows, although the table holds it once.
+/// logged, so that a row written twice shows, although the table holds it once: in the table
+/// row_writes (vehicle_id, time, written_at: the clock_timestamp() of the write).
 void CountWrites(const PostgresServer& pg);
 struct WriteCount {
   int64_t writes = 0;        // inserts and updates since CountWrites
@@ -151,6 +167,24 @@ class NatsCluster {
   std::vector<int> cluster_ports_;
   std::vector<std::unique_ptr<NatsServer>> nodes_;
 };
+
+/// Vehicles <prefix>0 .. <prefix>(n-1), each a fleet-sensor process (this build's) publishing to
+/// `nats_url` for duration_s with a fixed seed, batches of 100 ms and --ack jetstream: each keeps
+/// what the stream has not acknowledged and sends it again (after 1 s, or on reconnecting every
+/// 100 ms), for up to 20 s after its end; so nothing is lost across a node kill. Their output
+/// goes to <dir>/sensor<i>.log.
+std::vector<std::unique_ptr<Process>> StartSensors(const std::string& nats_url, const TempDir& dir,
+                                                   int n, int duration_s,
+                                                   const std::string& prefix = "car");
+/// A counter of the JSON line fleet-sensor (or fleet-sim) prints at its end (e.g. "samples",
+/// "published_samples", "resent_messages"), -1 when absent.
+int64_t SensorCounter(const Process& sensor, const std::string& name);
+
+/// What to read when windows are missing: `vehicle`'s speed samples that `stream` stored over
+/// 1 s after they were taken, by the second they were stored: "first - last -> stored" (seconds
+/// of the minute, ms), in the stream's order.
+std::string StoredLate(const std::string& nats_url, const std::string& vehicle,
+                       const std::string& stream = "TELEMETRY");
 
 /// `fleetflow run PIPELINE` on the given servers (NATS_URL and the libpq environment), with its
 /// HTTP endpoints on a free port of 127.0.0.1 and its output in `log_path`.

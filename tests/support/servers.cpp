@@ -584,9 +584,40 @@ bool NatsServer::StreamsPartition() { return Env("FF_NATS_PARTITIONING") == "str
 
 void NatsServer::MapPartitions(int partitions, const std::string& prefix) {
   if (StreamsPartition()) return;
-  config_file_ = dir_.File("partitions.conf");
-  std::ofstream(config_file_) << "mappings = {\n  \"vehicle.*.*\": \"" << prefix << ".{{partition("
-                              << partitions << ",1)}}.{{wildcard(1)}}.{{wildcard(2)}}\"\n}\n";
+  mapping_ = "mappings = {\n  \"vehicle.*.*\": \"" + prefix + ".{{partition(" +
+             std::to_string(partitions) + ",1)}}.{{wildcard(1)}}.{{wildcard(2)}}\"\n}\n";
+  WriteConfig();
+}
+
+void NatsServer::ListenForLeafNodes(int advertise_port) {
+  if (leafnode_port_ == 0) leafnode_port_ = FreePort();
+  leaf_advertise_port_ = advertise_port;
+  WriteConfig();
+}
+
+void NatsServer::LeafOf(int hub_port, const std::string& domain) {
+  leaf_hub_port_ = hub_port;
+  leaf_domain_ = domain;
+  WriteConfig();
+}
+
+void NatsServer::WriteConfig() {
+  config_file_ = dir_.File("server.conf");
+  std::ofstream out(config_file_);
+  out << mapping_;
+  if (leafnode_port_ != 0) {
+    out << "leafnodes {\n  listen: \"127.0.0.1:" << leafnode_port_ << "\"\n";
+    if (leaf_advertise_port_ != 0) {
+      out << "  advertise: \"127.0.0.1:" << leaf_advertise_port_ << "\"\n";
+    }
+    out << "}\n";
+  }
+  if (leaf_hub_port_ != 0) {
+    out << "jetstream {\n  domain: " << leaf_domain_ << "\n}\n"
+        << "leafnodes {\n  reconnect: \"1s\"\n  remotes: [\n    { url: \"nats://127.0.0.1:"
+        << leaf_hub_port_
+        << "\", deny_exports: [\"vehicle.*.*\"], deny_imports: [\"vehicle.*.*\"] }\n  ]\n}\n";
+  }
 }
 
 void NatsServer::Start() {
@@ -760,6 +791,31 @@ void PostgresServer::StartStandbyOf(const PostgresServer& primary) {
   if (initialised_) {
     throw std::runtime_error("StartStandbyOf: this PostgresServer has a data directory already");
   }
+  BaseBackupOf(primary);
+  LaunchOnAFreePort();
+  WaitStreamingFrom(primary);
+}
+
+void PostgresServer::RejoinAsStandbyOf(const PostgresServer& primary) {
+  if (!started_once_) {
+    throw std::runtime_error("RejoinAsStandbyOf: this PostgresServer never ran");
+  }
+  if (running()) {
+    throw std::runtime_error("RejoinAsStandbyOf: PostgreSQL on port " + std::to_string(port_) +
+                             " still runs");
+  }
+  std::error_code ec;
+  fs::remove_all(data_dir(), ec);
+  if (ec) {
+    throw std::runtime_error("RejoinAsStandbyOf: cannot remove " + data_dir() + ": " +
+                             ec.message());
+  }
+  BaseBackupOf(primary);
+  Launch();  // its own port again: what the pair's conninfo names
+  WaitStreamingFrom(primary);
+}
+
+void PostgresServer::BaseBackupOf(const PostgresServer& primary) {
   if (!run_as_.empty() && !::getpwnam(run_as_.c_str())) {
     throw std::runtime_error("running as root but there is no user 'postgres' to run PostgreSQL");
   }
@@ -778,7 +834,9 @@ void PostgresServer::StartStandbyOf(const PostgresServer& primary) {
                              "); log:\n" + Tail(ReadFile(log)));
   }
   initialised_ = true;
-  LaunchOnAFreePort();
+}
+
+void PostgresServer::WaitStreamingFrom(const PostgresServer& primary) {
   const bool streaming =
       WaitFor([&] { return TryPsql("SELECT status FROM pg_stat_wal_receiver") == "streaming"; },
               std::chrono::seconds(30), milliseconds(50));
@@ -965,22 +1023,39 @@ void PostgresPair::Start() {
       << "host replication postgres 127.0.0.1/32 trust\n";
   primary_.Psql("SELECT pg_reload_conf()");
   standby_.StartStandbyOf(primary_);
+  MakeSynchronous();
+}
+
+void PostgresPair::MakeSynchronous() {
   if (commit_ == Commit::kAsynchronous) return;
   // After the backup, so that the standby does not inherit it (it would wait for a standby of
   // its own once promoted).
-  primary_.Psql("ALTER SYSTEM SET synchronous_standby_names = '*'");
-  primary_.Psql("SELECT pg_reload_conf()");
+  PostgresServer& p = primary();
+  p.Psql("ALTER SYSTEM SET synchronous_standby_names = '*'");
+  p.Psql("SELECT pg_reload_conf()");
   if (!WaitFor(
           [&] {
-            return primary_.TryPsql(
-                       "SELECT string_agg(sync_state, ',') FROM pg_stat_replication") == "sync";
+            return p.TryPsql("SELECT string_agg(sync_state, ',') FROM pg_stat_replication") ==
+                   "sync";
           },
           std::chrono::seconds(30))) {
-    throw std::runtime_error("the standby on port " + std::to_string(standby_.port()) +
-                             " is not the synchronous standby of port " +
-                             std::to_string(primary_.port()) + " after 30 s; primary's log:\n" +
-                             Tail(primary_.ReadLog()));
+    throw std::runtime_error("the standby on port " + std::to_string(standby().port()) +
+                             " is not the synchronous standby of port " + std::to_string(p.port()) +
+                             " after 30 s; primary's log:\n" + Tail(p.ReadLog()));
   }
+}
+
+void PostgresPair::Rejoin() {
+  PostgresServer& promoted = standby();
+  PostgresServer& dead = primary();
+  if (promoted.InRecovery()) {
+    throw std::runtime_error("Rejoin: the standby on port " + std::to_string(promoted.port()) +
+                             " has not been promoted");
+  }
+  dead.Kill();  // no-op when killed already
+  dead.RejoinAsStandbyOf(promoted);
+  swapped_ = !swapped_;
+  MakeSynchronous();
 }
 
 std::string PostgresPair::conninfo() const {

@@ -157,6 +157,21 @@ class NatsServer {
   /// n = partition(partitions, id), as docs/scaling.md configures it (replaces `config_file`).
   void MapPartitions(int partitions, const std::string& prefix = "telemetry");
 
+  /// Before Start(): also listens for leaf nodes (no authentication) on a free port of
+  /// 127.0.0.1, leafnode_port(), kept across restarts: a hub its edges connect to. A leaf
+  /// reconnects to the address the hub advertises as well as to its configured one: with a
+  /// TcpProxy in front, give its port as `advertise_port` (a leaf would bypass the proxy
+  /// otherwise).
+  void ListenForLeafNodes(int advertise_port = 0);
+  /// The leaf node port (0 without ListenForLeafNodes()).
+  int leafnode_port() const { return leafnode_port_; }
+  /// Before Start(): runs as an edge leaf node (docs/deploy.md, "Edge leaf nodes"): JetStream in
+  /// the domain `domain`, a leaf of the hub listening for leaf nodes on 127.0.0.1:`hub_port`
+  /// (the hub's leafnode_port(), or a TcpProxy in front of it), reconnecting every second,
+  /// exchanging no vehicles' samples and status (vehicle.*.*) with the hub either way: the hub
+  /// gets the edge's only through its stream's source, and the edge's stream none of the hub's.
+  void LeafOf(int hub_port, const std::string& domain);
+
   /// Starts the server and waits (at most 10 s) until a client connection receives the "INFO "
   /// greeting. If the port was taken meanwhile on the first start, retries on a new port. No-op
   /// when already running. Throws std::runtime_error with the log tail on failure.
@@ -172,6 +187,8 @@ class NatsServer {
   void Restart();
   /// True while the server process runs.
   bool running();
+  /// The server's process id (0 when it does not run): to measure what it costs.
+  pid_t pid() const { return proc_ ? proc_->pid() : 0; }
 
   /// "nats://127.0.0.1:<port>".
   std::string url() const;
@@ -188,8 +205,15 @@ class NatsServer {
 
   TempDir dir_;
   std::vector<std::string> extra_args_;
+  void WriteConfig();
+
   std::string config_file_;
-  std::string binary_;  // empty: $FF_NATS_SERVER or the PATH's
+  std::string mapping_;    // MapPartitions: the account mapping line
+  int leafnode_port_ = 0;  // ListenForLeafNodes
+  int leaf_advertise_port_ = 0;
+  int leaf_hub_port_ = 0;    // LeafOf
+  std::string leaf_domain_;  // LeafOf
+  std::string binary_;       // empty: $FF_NATS_SERVER or the PATH's
   int port_ = 0;
   bool started_once_ = false;
   std::unique_ptr<Process> proc_;
@@ -253,6 +277,11 @@ class PostgresServer {
   /// (max_connections, max_wal_senders, ...): give both the same. Throws std::runtime_error
   /// with the log's tail on failure, or when this server has a data directory already.
   void StartStandbyOf(const PostgresServer& primary);
+  /// After a failover, the old primary (killed or stopped) as a standby of the new one, as an
+  /// operator rebuilds it: its data directory is replaced by a base backup of `primary` (as
+  /// StartStandbyOf) and it starts again on its own port; this waits (at most 30 s) until its
+  /// WAL receiver streams. Throws when it runs, never ran, or does not get there.
+  void RejoinAsStandbyOf(const PostgresServer& primary);
   /// Promotes a standby to a primary: SELECT pg_promote() (it waits for the end of recovery),
   /// then waits (at most 30 s) until pg_is_in_recovery() is false. Throws when it does not get
   /// there.
@@ -286,6 +315,8 @@ class PostgresServer {
  private:
   void Launch();
   void LaunchOnAFreePort();  // the first start: a free port, retried when taken meanwhile
+  void BaseBackupOf(const PostgresServer& primary);  // pg_basebackup -R into data_dir()
+  void WaitStreamingFrom(const PostgresServer& primary);
   std::string Bin(const std::string& name) const;
 
   TempDir dir_;
@@ -308,8 +339,9 @@ class PostgresServer {
 /// (synchronous_standby_names = '*', synchronous_commit = on): a COMMIT returns once the standby
 /// has the transaction on disk, so promoting it after the primary's death loses no acknowledged
 /// commit. With kAsynchronous a COMMIT does not wait, and the standby may lack the last ones.
-/// The failover itself is the test's: primary().Kill(), then standby().Promote(). The
-/// destructor stops both.
+/// The failover itself is the test's: primary().Kill(), then standby().Promote(); Rejoin() then
+/// makes the dead server the new primary's standby, for a later failover. The destructor stops
+/// both.
 class PostgresPair {
  public:
   enum class Commit { kSynchronous, kAsynchronous };
@@ -324,19 +356,31 @@ class PostgresPair {
   /// pg_stat_replication says 'sync'. Throws std::runtime_error on failure.
   void Start();
 
-  PostgresServer& primary() { return primary_; }
-  PostgresServer& standby() { return standby_; }
-  const PostgresServer& primary() const { return primary_; }
-  const PostgresServer& standby() const { return standby_; }
+  /// The servers in their roles: swapped by Rejoin().
+  PostgresServer& primary() { return swapped_ ? standby_ : primary_; }
+  PostgresServer& standby() { return swapped_ ? primary_ : standby_; }
+  const PostgresServer& primary() const { return swapped_ ? standby_ : primary_; }
+  const PostgresServer& standby() const { return swapped_ ? primary_ : standby_; }
 
-  /// Both servers in one libpq connection string, the primary first:
+  /// After a failover (primary().Kill(), standby().Promote()): the dead primary rejoins as the
+  /// promoted server's standby (PostgresServer::RejoinAsStandbyOf: a fresh base backup, its own
+  /// port again), synchronous with kSynchronous as in Start(); then the roles swap: primary()
+  /// is the promoted server, standby() the rejoined one, and a second failover can follow.
+  /// conninfo() stays the same. Throws when standby() is still in recovery or on failure.
+  void Rejoin();
+
+  /// Both servers in one libpq connection string, the first primary first:
   /// "host=127.0.0.1,127.0.0.1 port=<primary>,<standby> user=postgres dbname=fleetflow
   /// target_session_attrs=read-write". libpq tries them in order on every connect and keeps
-  /// the first that takes writes, so after a promotion it finds the new primary.
+  /// the first that takes writes, so after a promotion it finds the new primary. The same
+  /// string whatever Rejoin() swapped.
   std::string conninfo() const;
 
  private:
+  void MakeSynchronous();  // primary()'s one standby becomes synchronous (kSynchronous)
+
   Commit commit_;
+  bool swapped_ = false;
   PostgresServer primary_;
   PostgresServer standby_;  // declared last: stopped first
 };
