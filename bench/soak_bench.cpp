@@ -8,7 +8,12 @@
 // 3); a PostgreSQL primary with a synchronous standby (PostgresPair), the workers' sink naming
 // both (target_session_attrs=read-write). Two workers `fleetflow run` that pipeline; --vehicles
 // fleet-sensor processes (fixed seed) with --ack jetstream: each keeps what the stream has not
-// acknowledged and sends it again, so no sample is lost across a node kill.
+// acknowledged and sends it again, so no sample is lost across a node kill. Of them,
+// --edge-vehicles (depot0, depot1, ...) publish to an edge leaf node instead (docs/deploy.md,
+// "Edge leaf nodes": nats-server 2.10 in the JetStream domain depot1, its stream EDGE sourced by
+// TELEMETRY, the pipeline's edge_domains), a leaf of the hub through a TcpProxy to whichever
+// node accepts (a leaf's remote lists every hub node in production), which the leaf link step
+// cuts.
 //
 // The chaos schedule (kSchedule below) is a table of (time, action) for 20 minutes; a shorter
 // --duration scales its times. Each step is printed with its time as it starts and ends. A step
@@ -47,8 +52,11 @@
 #include "bench_util.hpp"
 #include "build_paths.hpp"
 #include "fleet_check.hpp"
+#include "jetstream.hpp"
 #include "message.hpp"
+#include "nats_client.hpp"
 #include "servers.hpp"
+#include "tcp_proxy.hpp"
 
 namespace fleetflow::bench {
 namespace {
@@ -72,7 +80,7 @@ enum class Action {
   kKillStateLeader,   // kill -9 the node leading KV_telemetry, start it again
   kRollingRestart,    // each node in turn: SIGTERM, started again once the others are current
   kPgFailover,        // kill -9 the PostgreSQL primary, promote the standby, rebuild a standby
-  kLeafLinkCut,       // cut the link of an edge leaf node to the hub (not in the soak yet)
+  kLeafLinkCut,       // cut the edge leaf node's link to the hub for 60 s
 };
 
 struct Step {
@@ -90,15 +98,18 @@ constexpr Step kSchedule[] = {
     {360, Action::kPgFailover, "PostgreSQL: kill -9 the primary, promote the standby"},
     {450, Action::kStopWorker, "SIGTERM a worker"},
     {540, Action::kKillStateLeader, "kill -9 the state bucket's leader node, restart it"},
-    {630, Action::kLeafLinkCut, "cut the leaf link"},
+    {630, Action::kLeafLinkCut, "cut the edge leaf node's link to the hub (60 s), restore it"},
     {690, Action::kRollingRestart, "rolling restart of the 3 nodes"},
     {840, Action::kKillWorker, "kill -9 a worker, start a new one"},
     {930, Action::kPgFailover, "PostgreSQL: kill -9 the primary, promote the standby (2nd)"},
     {1020, Action::kAddWorker, "add a third worker"},
 };
 
+constexpr const char* kEdgeDomain = "depot1";
+
 struct Settings {
   int vehicles = 20;
+  int edge_vehicles = 4;  // of `vehicles`, publishing to the edge leaf node
   std::string duration = "20m";
   double settle_s = 300;
   double quiet_s = 30;
@@ -173,6 +184,8 @@ class Soak {
   void KillLeader(const std::string& stream);
   void RollingRestart();
   void PgFailover();
+  void CutLeafLink();
+  bool EdgesCaughtUp();
   std::string StepNear(int64_t window_ns) const;
   void ShowRows(const char* kind, const std::vector<std::pair<std::string, int64_t>>& rows,
                 std::map<std::string, int64_t>& by_step) const;
@@ -181,6 +194,8 @@ class Soak {
   double duration_s_;
   testing::TempDir dir_;
   NatsCluster cluster_;
+  std::unique_ptr<testing::TcpProxy> link_;  // the edge leaf node's link to the hub
+  testing::NatsServer edge_;
   PostgresPair pg_;
   std::string pipeline_;
   std::vector<std::unique_ptr<Worker>> workers_;
@@ -403,6 +418,43 @@ void Soak::PgFailover() {
   if (!again) throw std::runtime_error("no rows written 60 s after the promotion");
 }
 
+/// Every worker says the hub has what the edge stored (fleetflow_edges_behind 0).
+bool Soak::EdgesCaughtUp() {
+  for (Worker* w : Alive()) {
+    if (w->engine->Metric("fleetflow_edges_behind") != 0) return false;
+  }
+  return true;
+}
+
+void Soak::CutLeafLink() {
+  if (!link_) {
+    skipped_.push_back("the leaf link cut: no edge vehicles (--edge-vehicles 0)");
+    Say("  SKIPPED: no edge leaf node (--edge-vehicles 0)");
+    return;
+  }
+  const double outage_s = std::max(10.0, 60 * duration_s_ / kScheduleLengthS);
+  const double cut_at = Elapsed();
+  link_->SetRefusing(true);
+  link_->ResetAll();
+  Say("  the leaf link cut (its connections reset, new ones refused)");
+  const bool seen = WaitFor([&] { return !EdgesCaughtUp(); }, 10s, 250ms);
+  char line[160];
+  std::snprintf(line, sizeof line, "  the workers see the edge behind %.1f s after the cut",
+                Elapsed() - cut_at);
+  Say(seen ? line : "  the workers do NOT see the edge behind 10 s after the cut");
+  WaitUntil(cut_at + outage_s);  // the outage's length is the scenario
+  link_->SetRefusing(false);
+  const double back_at = Elapsed();
+  Say("  the leaf link back");
+  const bool caught_up = WaitFor([&] { return EdgesCaughtUp(); }, 120s, 250ms);
+  std::snprintf(line, sizeof line,
+                "  the hub caught up with the edge %.1f s after the link came back",
+                Elapsed() - back_at);
+  Say(caught_up ? line : "  the hub NOT caught up with the edge 120 s after the link came back");
+  if (!seen) throw std::runtime_error("the workers did not see the edge behind");
+  if (!caught_up) throw std::runtime_error("the hub did not catch up with the edge");
+}
+
 /// The step a window's problem most likely comes from: the last one that started before the
 /// window closed (its time + 5 s: a second of window, the allowed lateness, the flush).
 std::string Soak::StepNear(int64_t window_ns) const {
@@ -483,14 +535,7 @@ void Soak::RunStep(const Step& step) {
         PgFailover();
         break;
       case Action::kLeafLinkCut:
-        // The test support has an edge leaf nats-server behind a TcpProxy (EdgeE2E); the soak
-        // does not run one yet (some vehicles on it, the pipeline's edge_domains): then this
-        // step cuts that link.
-        std::printf(
-            "\n    !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-            "    !!! leaf link cut: not in the soak yet (EdgeE2E tests it; step skipped) !!!\n"
-            "    !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n");
-        skipped_.push_back("leaf link cut: not in the soak yet");
+        CutLeafLink();
         break;
     }
   } catch (const std::exception& e) {
@@ -511,10 +556,38 @@ int Soak::Run() {
   Say("starting 3 nats-servers 2.10 and a PostgreSQL primary with a synchronous standby");
   cluster_.UseServer210();
   cluster_.MapPartitions(kPartitions);
+  const bool edge = s_.edge_vehicles > 0;
+  if (edge) {
+    std::vector<int> leaf_ports;
+    for (int i = 0; i < cluster_.size(); ++i) {
+      cluster_.node(i).ListenForLeafNodes();
+      leaf_ports.push_back(cluster_.node(i).leafnode_port());
+    }
+    link_ = std::make_unique<testing::TcpProxy>(leaf_ports);
+    // The leaf reconnects through the proxy only.
+    for (int i = 0; i < cluster_.size(); ++i) cluster_.node(i).ListenForLeafNodes(link_->port());
+  }
   cluster_.Start();
+  if (edge) {
+    Say("starting the edge leaf node (domain " + std::string(kEdgeDomain) +
+        ", a leaf of the hub through a proxy) and its stream EDGE");
+    edge_.UseServer210();
+    edge_.LeafOf(link_->port(), kEdgeDomain);
+    edge_.Start();
+    nats::ConnectOptions o;
+    o.url = edge_.url();
+    auto conn = nats::Connection::Connect(o);
+    nats::StreamOptions stream;
+    stream.name = "EDGE";
+    stream.subjects = {"vehicle.*.*"};
+    nats::JetStream(*conn).EnsureStream(stream);
+  }
   pg_.Start();
-  pipeline_ = testing::WritePipelineVariant(s_.pipeline, "telemetry", R"({"stream_replicas": 3})",
-                                            dir_.File("pipeline.json"));
+  pipeline_ = testing::WritePipelineVariant(
+      s_.pipeline, "telemetry",
+      edge ? std::string(R"({"stream_replicas": 3, "edge_domains": [")") + kEdgeDomain + R"("]})"
+           : std::string(R"({"stream_replicas": 3})"),
+      dir_.File("pipeline.json"));
   testing::WritePipelineVariant(pipeline_, "last_values", R"({"bucket_replicas": 3})", pipeline_);
   for (int i = 0; i < s_.workers; ++i) StartWorker();
   for (auto& w : workers_) {
@@ -534,7 +607,12 @@ int Soak::Run() {
   testing::CountWrites(pg_.primary());
   Say("workers ready; starting the vehicles");
   const int sensor_s = static_cast<int>(duration_s_);
-  auto sensors = testing::StartSensors(cluster_.url(), dir_, s_.vehicles, sensor_s);
+  auto sensors =
+      testing::StartSensors(cluster_.url(), dir_, s_.vehicles - s_.edge_vehicles, sensor_s, "car");
+  for (auto& sensor :
+       testing::StartSensors(edge_.url(), dir_, s_.edge_vehicles, sensor_s, "depot")) {
+    sensors.push_back(std::move(sensor));
+  }
   t0_ = SteadyClock::now();
   t0_ns_ = testing::NowNs();
   last_scrape_ = -1e9;  // Elapsed() counts from here on
@@ -561,7 +639,15 @@ int Soak::Run() {
     dropped += testing::SensorCounter(*sensor, "dropped_samples");
   }
   Say("vehicles done; reading the stream");
-  const testing::Samples stored = testing::SamplesInStream(cluster_.url(), "TELEMETRY");
+  // What an edge stored reaches the hub's stream through its source, a while after the
+  // vehicles were acknowledged: read until it has every sample acknowledged (at most 120 s).
+  testing::Samples stored;
+  WaitFor(
+      [&] {
+        stored = testing::SamplesInStream(cluster_.url(), "TELEMETRY");
+        return static_cast<int64_t>(testing::CountSamples(stored)) >= acknowledged;
+      },
+      120s, 2s);
   const testing::ExpectedRows expected = testing::ComputeExpectedRows(stored);
   Say("waiting for the rows to settle (" + std::to_string(expected.size()) + " expected)");
   const auto settle = SteadyClock::now();
@@ -661,7 +747,8 @@ int Soak::Run() {
   }
   std::ostringstream md;
   char buf[512];
-  md << "| soak | " << s_.vehicles << " vehicles, " << s_.duration << " |\n|---|---|\n";
+  md << "| soak | " << s_.vehicles << " vehicles (" << s_.edge_vehicles << " on the edge), "
+     << s_.duration << " |\n|---|---|\n";
   const auto row = [&](const std::string& what, const std::string& value) {
     md << "| " << what << " | " << value << " |\n";
   };
@@ -764,6 +851,10 @@ int Main(int argc, char** argv) {
   app.add_option("--vehicles", s.vehicles, "fleet-sensor processes (--ack jetstream)")
       ->capture_default_str()
       ->check(CLI::Range(1, 500));
+  app.add_option("--edge-vehicles", s.edge_vehicles,
+                 "of --vehicles, this many publish to the edge leaf node (0: no edge)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 500));
   app.add_option("--duration", s.duration,
                  "how long the vehicles publish (e.g. 20m, 3m, 600s); the schedule scales")
       ->capture_default_str();
@@ -787,6 +878,7 @@ int Main(int argc, char** argv) {
   }
   if (s.fleetflow.empty()) s.fleetflow = BuildTreeProgram("apps/fleetflow");
   if (ParseDuration(s.duration) < 60) throw std::runtime_error("--duration: at least 1m");
+  if (s.edge_vehicles > s.vehicles) throw std::runtime_error("--edge-vehicles: at most --vehicles");
   Soak soak(s);
   return soak.Run();
 }

@@ -149,7 +149,19 @@ void SettleEdgeSources(nats::JetStream& js, const std::string& stream,
     domains += (domains.empty() ? "" : ", ") + e.domain;
   }
   if (create) {
-    js.AddSources(stream, wanted);
+    // On a cluster the update's answer may come after the request's timeout, though it was
+    // made (or another worker's, from the same stream info, was): asked again, the stream has
+    // the sources then, or they are added again.
+    for (int attempt = 1;; ++attempt) {
+      try {
+        js.AddSources(stream, wanted);
+        break;
+      } catch (const nats::Error& e) {
+        if (attempt == 3) throw;
+        spdlog::warn("node '{}': adding the edge domains {} to stream {}: {} (asking again)", node,
+                     domains, stream, e.what());
+      }
+    }
     spdlog::info("node '{}': stream {} sources the edge domains {}", node, stream, domains);
     return;
   }

@@ -198,6 +198,35 @@ TEST_F(ClusterE2E, TheStreamLeaderThenTheStateLeaderKilledEveryWindowOnce) {
                         "stream and state leaders killed");
 }
 
+// Two workers; one node leads both the stream and the state bucket, and is killed with -9: the
+// stream stores nothing while it elects a new leader, the state writes fail meanwhile, and the
+// consumers may still deliver what they held. Every window of every vehicle is written once,
+// with the values of the samples the stream acknowledged.
+TEST_F(ClusterE2E, TheNodeLeadingTheStreamAndTheStateKilledEveryWindowOnce) {
+  auto a = ReadyWorker(0);
+  auto b = ReadyWorker(1);
+  ASSERT_TRUE(a && b);
+  CountWrites(pg_);
+  constexpr int kSensors = 4;
+  auto sensors = StartSensors(cluster_.url(), dir_, kSensors, 30);
+  const int rows = Rows(pg_);
+  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= rows + 5 * kSensors; }, 60s))
+      << a->process().ReadLog() << b->process().ReadLog();
+  const int leader = cluster_.LeadTogether("TELEMETRY", "KV_telemetry");
+  ASSERT_GE(leader, 0) << "no node leads both the stream and the state bucket";
+  const int before = Rows(pg_);
+  cluster_.node(leader).Kill();
+  ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= before + 10 * kSensors; }, 60s))
+      << "no rows with node n" << leader << " down\n"
+      << a->process().ReadLog() << b->process().ReadLog();
+  cluster_.node(leader).Start();  // same port, same store
+  for (const std::string stream : {"TELEMETRY", "KV_telemetry"}) {
+    ASSERT_TRUE(cluster_.WaitCurrent(stream, 60s)) << stream;
+  }
+  ExpectEveryWindowOnce(cluster_, pg_, sensors, {a.get(), b.get()},
+                        "the node leading the stream and the state killed");
+}
+
 // A rolling upgrade while the vehicles publish: each node in turn stopped (SIGTERM, as an update
 // does) and started again once every stream and bucket is current. While the second is down, a
 // third worker joins and the first leaves: partitions move, with their state and hand-over

@@ -370,6 +370,26 @@ bool NatsCluster::WaitCurrent(const std::string& stream, std::chrono::millisecon
       deadline, std::chrono::milliseconds(200));
 }
 
+int NatsCluster::LeadTogether(const std::string& stream, const std::string& other) const {
+  for (int attempt = 0; attempt < 30; ++attempt) {
+    if (!WaitCurrent(stream, std::chrono::seconds(30)) ||
+        !WaitCurrent(other, std::chrono::seconds(30))) {
+      return -1;
+    }
+    const int leader = LeaderOf(stream);
+    if (leader >= 0 && LeaderOf(other) == leader) return leader;
+    try {
+      nats::ConnectOptions o;
+      o.url = url();
+      auto conn = nats::Connection::Connect(o);
+      conn->Request("$JS.API.STREAM.LEADER.STEPDOWN." + other, "", 5000);
+    } catch (const std::exception&) {
+      // asked again after the wait for a leader
+    }
+  }
+  return -1;
+}
+
 Engine::Engine(const std::string& pipeline, const NatsServer& nats, const PostgresServer& pg,
                const std::string& log_path)
     : Engine(
@@ -407,7 +427,9 @@ Engine::Engine(const std::string& pipeline, const std::map<std::string, std::str
 }
 
 bool Engine::WaitReady(std::chrono::milliseconds deadline) {
-  return WaitFor([&] { return Get("/readyz").has_value(); }, deadline);
+  bool ready = false;
+  WaitFor([&] { return (ready = Get("/readyz").has_value()) || !process_->Running(); }, deadline);
+  return ready;
 }
 
 std::optional<std::string> Engine::Get(const std::string& path) const {
@@ -450,7 +472,7 @@ std::vector<std::unique_ptr<Process>> StartSensors(const std::string& nats_url, 
                                                            "--nats-url",
                                                            nats_url,
                                                            "--quiet"},
-                                  dir.File("sensor" + std::to_string(i) + ".log")));
+                                  dir.File(prefix + std::to_string(i) + ".log")));
   }
   return sensors;
 }

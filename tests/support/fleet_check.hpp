@@ -162,6 +162,10 @@ class NatsCluster {
   int LeaderOf(const std::string& stream) const;
   /// Waits (at most `deadline`) until `stream` has a leader and every replica is current.
   bool WaitCurrent(const std::string& stream, std::chrono::milliseconds deadline) const;
+  /// Makes one node lead both `stream` and `other`: asks `other`'s leader to step down (the
+  /// cluster elects another at random) until its leader is `stream`'s, at most 30 times. The
+  /// node leading both, -1 when it did not happen.
+  int LeadTogether(const std::string& stream, const std::string& other) const;
 
  private:
   std::vector<int> cluster_ports_;
@@ -172,7 +176,7 @@ class NatsCluster {
 /// `nats_url` for duration_s with a fixed seed, batches of 100 ms and --ack jetstream: each keeps
 /// what the stream has not acknowledged and sends it again (after 1 s, or on reconnecting every
 /// 100 ms), for up to 20 s after its end; so nothing is lost across a node kill. Their output
-/// goes to <dir>/sensor<i>.log.
+/// goes to <dir>/<prefix><i>.log.
 std::vector<std::unique_ptr<Process>> StartSensors(const std::string& nats_url, const TempDir& dir,
                                                    int n, int duration_s,
                                                    const std::string& prefix = "car");
@@ -196,7 +200,7 @@ class Engine {
   /// `program`: the fleetflow binary (default: this build's apps/fleetflow).
   Engine(const std::string& pipeline, const std::map<std::string, std::string>& env,
          const std::string& log_path, const std::string& program = "");
-  /// Waits until /readyz answers 200.
+  /// Waits until /readyz answers 200; false once the deadline passed or the process ended.
   bool WaitReady(std::chrono::milliseconds deadline = std::chrono::seconds(30));
   /// The body of GET `path` when it answers 200 (connection timeout 2 s, read timeout 10 s).
   std::optional<std::string> Get(const std::string& path) const;

@@ -8,6 +8,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fleetflow::testing {
@@ -56,7 +57,7 @@ struct TcpProxy::Link {
   }
 };
 
-TcpProxy::TcpProxy(int target_port) : target_port_(target_port) {
+TcpProxy::TcpProxy(std::vector<int> target_ports) : target_ports_(std::move(target_ports)) {
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
   const int one = 1;
   ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -100,10 +101,19 @@ void TcpProxy::AcceptLoop() {
       ::close(client);
       continue;
     }
-    const int server = ::socket(AF_INET, SOCK_STREAM, 0);
-    const sockaddr_in target = Loopback(target_port_);
-    if (::connect(server, reinterpret_cast<const sockaddr*>(&target), sizeof target) != 0) {
-      ::close(server);
+    int server = -1;
+    for (size_t tried = 0; tried < target_ports_.size() && server < 0; ++tried) {
+      const size_t i = (next_target_ + tried) % target_ports_.size();
+      server = ::socket(AF_INET, SOCK_STREAM, 0);
+      const sockaddr_in target = Loopback(target_ports_[i]);
+      if (::connect(server, reinterpret_cast<const sockaddr*>(&target), sizeof target) == 0) {
+        next_target_ = i;
+      } else {
+        ::close(server);
+        server = -1;
+      }
+    }
+    if (server < 0) {
       ::close(client);
       continue;
     }

@@ -1,8 +1,9 @@
 #pragma once
 /// A TCP proxy for fault tests: listens on a free port of 127.0.0.1 and forwards every connection
-/// to 127.0.0.1:<target_port>, with network faults the test switches on and off: added latency, a
-/// stall (nothing passes, as during a partition; TCP holds the bytes and delivers them in order
-/// afterwards), connection resets, and refusing new connections.
+/// to 127.0.0.1:<target_port> (or to the first of several that accepts it), with network faults the
+/// test switches on and off: added latency, a stall (nothing passes, as during a partition; TCP
+/// holds the bytes and delivers them in order afterwards), connection resets, and refusing new
+/// connections.
 
 #include <atomic>
 #include <chrono>
@@ -10,12 +11,16 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace fleetflow::testing {
 
 class TcpProxy {
  public:
-  explicit TcpProxy(int target_port);
+  explicit TcpProxy(int target_port) : TcpProxy(std::vector<int>{target_port}) {}
+  /// Each connection goes to the first of `target_ports` that accepts it, starting from the one
+  /// the last connection went to (the servers of a cluster: one of them may be down).
+  explicit TcpProxy(std::vector<int> target_ports);
   ~TcpProxy();
   TcpProxy(const TcpProxy&) = delete;
   TcpProxy& operator=(const TcpProxy&) = delete;
@@ -38,7 +43,8 @@ class TcpProxy {
   void AcceptLoop();
   void Pump(int from, int to, const std::atomic<bool>& stop) const;
 
-  const int target_port_;
+  const std::vector<int> target_ports_;
+  size_t next_target_ = 0;  // the acceptor's
   int listen_fd_ = -1;
   int port_ = 0;
   std::atomic<int64_t> latency_ms_{0};
