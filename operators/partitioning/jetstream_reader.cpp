@@ -209,7 +209,9 @@ void JetStreamReader::FetchLoop() {
     // wait for a full graph.
     if (!fetched.messages.empty()) {
       held_back_ = true;
-      watch_.Delivered(now);
+      int64_t stored_ns = 0;
+      for (const auto& [p, m] : fetched.messages) stored_ns = std::max(stored_ns, m->stored_ns());
+      watch_.Delivered(now, stored_ns);
     }
     {
       const Emitter::Burst burst(*out_);  // the graph is woken once for the batch

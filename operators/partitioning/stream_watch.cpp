@@ -31,6 +31,11 @@ void StreamWatch::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+bool StreamWatch::Quiet(int64_t now_ns) const {
+  return now_ns - delivered_ns_.load() > quiet_ns_ ||
+         WallClock().NowNs() - stored_ns_.load() > quiet_ns_;
+}
+
 bool StreamWatch::Unconfirmed(int64_t now_ns) const {
   return Quiet(now_ns) &&
          now_ns - confirmed_ns_.load() > std::max<int64_t>(3 * quiet_ns_, 1'500'000'000);

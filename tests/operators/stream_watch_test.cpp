@@ -22,6 +22,8 @@ std::unique_ptr<nats::Connection> Connect(const std::string& url) {
   return nats::Connection::Connect(o);
 }
 
+int64_t WallNs() { return WallClock().NowNs(); }
+
 bool Confirmed(const StreamWatch& w) {
   const int64_t now = SteadyNowNs();
   return !w.Unconfirmed(now) && !w.Unavailable();
@@ -41,16 +43,54 @@ TEST(StreamWatchTest, AQuietStreamIsConfirmedWhileItAnswersAndUnavailableWhileIt
   watch.Start();
   ASSERT_TRUE(testing::WaitFor([&] { return Confirmed(watch); }, 5s));
   // Messages delivered: not quiet, nothing to say.
-  watch.Delivered(SteadyNowNs() + 60'000'000'000);
+  watch.Delivered(SteadyNowNs() + 60'000'000'000, WallNs() + 60'000'000'000);
   EXPECT_FALSE(watch.Unavailable());
-  watch.Delivered(SteadyNowNs());
+  watch.Delivered(SteadyNowNs(), WallNs());
   server.Stop();
   EXPECT_TRUE(testing::WaitFor([&] { return watch.Unavailable(); }, 5s));
-  watch.Delivered(SteadyNowNs());  // a consumer delivering again what it had: still unavailable
+  // A consumer delivering again what it had: still unavailable.
+  watch.Delivered(SteadyNowNs(), WallNs());
   EXPECT_TRUE(watch.Unavailable());
   EXPECT_TRUE(watch.Unconfirmed(SteadyNowNs() + 2'000'000'000));
   server.Start();
   EXPECT_TRUE(testing::WaitFor([&] { return Confirmed(watch); }, 15s));
+}
+
+// A backlog delivered (messages stored long ago, as consumers on the other nodes of a cluster
+// deliver what they hold while the stream elects its leader) is no sign that the stream stores:
+// the watch asks meanwhile, and sees it cannot.
+TEST(StreamWatchTest, WhileABacklogIsDeliveredTheStreamIsAskedAndAnOutageSeen) {
+  FF_REQUIRE_NATS_SERVER();
+  testing::NatsServer server;
+  server.Start();
+  auto conn = Connect("nats://127.0.0.1:" + std::to_string(server.port()));
+  nats::JetStream js(*conn);
+  js.EnsureStream(nats::StreamOptions{});
+  StreamWatch watch(js, "TELEMETRY", "telemetry", 200);
+  watch.Start();
+  const auto backlog = [&] {
+    watch.Delivered(SteadyNowNs(), WallNs() - 60'000'000'000);  // stored a minute ago
+  };
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        backlog();
+        return Confirmed(watch);
+      },
+      5s, 20ms));
+  server.Stop();
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        backlog();
+        return watch.Unavailable();
+      },
+      5s, 20ms));
+  server.Start();
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        backlog();
+        return Confirmed(watch);
+      },
+      15s, 20ms));
 }
 
 TEST(StreamWatchTest, AnR3StreamWithoutAQuorumIsUnavailableUntilItElectsALeader) {
