@@ -55,6 +55,21 @@ class ClusterE2E : public ::testing::Test {
     return nullptr;
   }
 
+  struct Load {
+    std::unique_ptr<Engine> a, b;
+    std::vector<std::unique_ptr<Process>> sensors;
+  };
+  static constexpr int kSensors = 4;
+  /// Two workers ready, every write counted from here on, kSensors fleet-sensors publishing for
+  /// `seconds`; a worker null (the test failed, its log printed) when it is not ready.
+  Load TwoWorkersUnderLoad(int seconds) {
+    Load load{ReadyWorker(0), ReadyWorker(1), {}};
+    if (!load.a || !load.b) return load;
+    CountWrites(pg_);
+    load.sensors = StartSensors(cluster_.url(), dir_, kSensors, seconds);
+    return load;
+  }
+
   /// Replicas of each stream the pipeline made, as the cluster reports them.
   std::map<std::string, int> Replicas() {
     nats::ConnectOptions o;
@@ -172,12 +187,10 @@ void ExpectEveryWindowOnce(const NatsCluster& cluster, const PostgresServer& pg,
 // leading the state bucket (another one if that is the same). Every window of every vehicle is
 // written once, with the values of the samples the stream acknowledged.
 TEST_F(ClusterE2E, TheStreamLeaderThenTheStateLeaderKilledEveryWindowOnce) {
-  auto a = ReadyWorker(0);
-  auto b = ReadyWorker(1);
-  ASSERT_TRUE(a && b);
-  CountWrites(pg_);
-  constexpr int kSensors = 4;
-  auto sensors = StartSensors(cluster_.url(), dir_, kSensors, 30);
+  Load load = TwoWorkersUnderLoad(30);
+  ASSERT_TRUE(load.a && load.b);
+  auto &a = load.a, &b = load.b;
+  auto& sensors = load.sensors;
   int killed = -1;
   for (const std::string stream : {"TELEMETRY", "KV_telemetry"}) {
     const int rows = Rows(pg_);
@@ -203,12 +216,10 @@ TEST_F(ClusterE2E, TheStreamLeaderThenTheStateLeaderKilledEveryWindowOnce) {
 // consumers may still deliver what they held. Every window of every vehicle is written once,
 // with the values of the samples the stream acknowledged.
 TEST_F(ClusterE2E, TheNodeLeadingTheStreamAndTheStateKilledEveryWindowOnce) {
-  auto a = ReadyWorker(0);
-  auto b = ReadyWorker(1);
-  ASSERT_TRUE(a && b);
-  CountWrites(pg_);
-  constexpr int kSensors = 4;
-  auto sensors = StartSensors(cluster_.url(), dir_, kSensors, 30);
+  Load load = TwoWorkersUnderLoad(30);
+  ASSERT_TRUE(load.a && load.b);
+  auto &a = load.a, &b = load.b;
+  auto& sensors = load.sensors;
   const int rows = Rows(pg_);
   ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= rows + 5 * kSensors; }, 60s))
       << a->process().ReadLog() << b->process().ReadLog();
@@ -232,12 +243,10 @@ TEST_F(ClusterE2E, TheNodeLeadingTheStreamAndTheStateKilledEveryWindowOnce) {
 // third worker joins and the first leaves: partitions move, with their state and hand-over
 // records, on a cluster missing a node.
 TEST_F(ClusterE2E, ARollingRestartWithWorkersJoiningAndLeavingEveryWindowOnce) {
-  auto a = ReadyWorker(0);
-  auto b = ReadyWorker(1);
-  ASSERT_TRUE(a && b);
-  CountWrites(pg_);
-  constexpr int kSensors = 4;
-  auto sensors = StartSensors(cluster_.url(), dir_, kSensors, 45);
+  Load load = TwoWorkersUnderLoad(45);
+  ASSERT_TRUE(load.a && load.b);
+  auto &a = load.a, &b = load.b;
+  auto& sensors = load.sensors;
   std::unique_ptr<Engine> c;
   const auto logs = [&] {
     return a->process().ReadLog() + b->process().ReadLog() + (c ? c->process().ReadLog() : "");

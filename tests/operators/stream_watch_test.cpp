@@ -29,14 +29,24 @@ bool Confirmed(const StreamWatch& w) {
   return !w.Unconfirmed(now) && !w.Unavailable();
 }
 
+/// One nats-server with the stream TELEMETRY, and a client of it.
+struct OneServer {
+  OneServer() {
+    server.Start();
+    conn = Connect(server.url());
+    js = std::make_unique<nats::JetStream>(*conn);
+    js->EnsureStream(nats::StreamOptions{});
+  }
+  testing::NatsServer server;
+  std::unique_ptr<nats::Connection> conn;
+  std::unique_ptr<nats::JetStream> js;
+};
+
 TEST(StreamWatchTest, AQuietStreamIsConfirmedWhileItAnswersAndUnavailableWhileItsServerIsGone) {
   FF_REQUIRE_NATS_SERVER();
-  testing::NatsServer server;
-  server.Start();
-  auto conn = Connect("nats://127.0.0.1:" + std::to_string(server.port()));
-  nats::JetStream js(*conn);
-  js.EnsureStream(nats::StreamOptions{});
-  StreamWatch watch(js, "TELEMETRY", "telemetry", 200);
+  OneServer one;
+  testing::NatsServer& server = one.server;
+  StreamWatch watch(*one.js, "TELEMETRY", "telemetry", 200);
   // Quiet and never asked: unknown (held back), not cut off.
   EXPECT_TRUE(watch.Unconfirmed(SteadyNowNs() + 1'000'000'000));
   EXPECT_FALSE(watch.Unavailable());
@@ -61,12 +71,9 @@ TEST(StreamWatchTest, AQuietStreamIsConfirmedWhileItAnswersAndUnavailableWhileIt
 // the watch asks meanwhile, and sees it cannot.
 TEST(StreamWatchTest, WhileABacklogIsDeliveredTheStreamIsAskedAndAnOutageSeen) {
   FF_REQUIRE_NATS_SERVER();
-  testing::NatsServer server;
-  server.Start();
-  auto conn = Connect("nats://127.0.0.1:" + std::to_string(server.port()));
-  nats::JetStream js(*conn);
-  js.EnsureStream(nats::StreamOptions{});
-  StreamWatch watch(js, "TELEMETRY", "telemetry", 200);
+  OneServer one;
+  testing::NatsServer& server = one.server;
+  StreamWatch watch(*one.js, "TELEMETRY", "telemetry", 200);
   watch.Start();
   const auto backlog = [&] {
     watch.Delivered(SteadyNowNs(), WallNs() - 60'000'000'000);  // stored a minute ago
