@@ -77,6 +77,7 @@ natsStatus RetryWhileNoResponders(Request request) {
 
 /// The JetStream API's error codes this wrapper tells apart.
 constexpr int kStreamNotFound = 10059;
+constexpr int kStoreFailed = 10049;  // "error creating store for stream"
 constexpr int kApiTimeoutMs = 5000;
 
 /// nats.c 3.4.1 predates subject transforms (nats-server 2.10), so streams are created and read
@@ -104,14 +105,14 @@ rapidjson::Document StreamApi(Connection& conn, const std::string& verb, const s
       return doc;
     }
     const auto text = e->value.FindMember("description");
+    const int api_code =
+        code != e->value.MemberEnd() && code->value.IsInt() ? code->value.GetInt() : 0;
     throw Error("nats: " + what + ": " +
                     (text != e->value.MemberEnd() && text->value.IsString()
                          ? std::string(text->value.GetString())
                          : std::string("refused")) +
-                    (code != e->value.MemberEnd() && code->value.IsInt()
-                         ? " (JetStream error " + std::to_string(code->value.GetInt()) + ")"
-                         : ""),
-                NATS_ERR);
+                    (api_code != 0 ? " (JetStream error " + std::to_string(api_code) + ")" : ""),
+                NATS_ERR, api_code);
   }
   return doc;
 }
@@ -1004,13 +1005,18 @@ JetStream::JetStream(Connection& connection) : conn_(connection) {
 JetStream::~JetStream() { jsCtx_Destroy(js_); }
 
 StreamSummary JetStream::EnsureStream(const StreamOptions& o) {
-  if (auto found = FindStream(o.name)) return *found;
-  try {
-    return StreamOf(
-        StreamApi(conn_, "CREATE." + o.name, StreamConfig(o), "create stream " + o.name));
-  } catch (const Error&) {
-    if (auto found = FindStream(o.name)) return *found;  // another worker created it meanwhile
-    throw;
+  for (int attempt = 1;; ++attempt) {
+    if (auto found = FindStream(o.name)) return *found;
+    try {
+      return StreamOf(
+          StreamApi(conn_, "CREATE." + o.name, StreamConfig(o), "create stream " + o.name));
+    } catch (const Error& e) {
+      if (auto found = FindStream(o.name)) return *found;  // another worker created it meanwhile
+      // "error creating store for stream": the server hides the cause (its log has it); seen
+      // with nats-server 2.10 on a loaded machine, and gone when asked again.
+      if (e.api_code() != kStoreFailed || attempt == 3) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(250 * attempt));
+    }
   }
 }
 

@@ -33,14 +33,18 @@ std::string RedactUrl(std::string_view urls);
 
 class Error : public std::runtime_error {
  public:
-  Error(const std::string& what, int status) : std::runtime_error(what), status_(status) {}
+  Error(const std::string& what, int status, int api_code = 0)
+      : std::runtime_error(what), status_(status), api_code_(api_code) {}
   int status() const { return status_; }
+  /// The JetStream API's error code (err_code) when the server refused a request; 0 otherwise.
+  int api_code() const { return api_code_; }
   /// True when no server could be reached (nothing listening, connect timeout), as opposed to a
   /// server that refused the connection (credentials, TLS) or any other failure.
   bool unreachable() const;
 
  private:
   int status_;
+  int api_code_;
 };
 
 /// How to reach the server. Secrets are referred to by file path only.

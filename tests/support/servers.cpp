@@ -546,6 +546,18 @@ NatsServer::NatsServer(std::vector<std::string> extra_args, std::string config_f
 NatsServer::~NatsServer() {
   try {
     Stop();
+    // The server answers some failures only with a fixed sentence ("error creating store for
+    // stream") and writes the cause to its log: its errors go to stderr, which a test runner
+    // shows when the test failed.
+    std::istringstream log(ReadLog());
+    std::vector<std::string> errors;
+    for (std::string line; std::getline(log, line);) {
+      if (line.find("[ERR]") != std::string::npos) errors.push_back(line);
+    }
+    const std::size_t shown = std::min<std::size_t>(errors.size(), 20);
+    for (std::size_t i = errors.size() - shown; i < errors.size(); ++i) {
+      std::fprintf(stderr, "nats-server :%d %s\n", port_, errors[i].c_str());
+    }
   } catch (...) {
   }
 }
