@@ -38,11 +38,17 @@ bool Eventually(F cond, std::chrono::milliseconds poll = std::chrono::millisecon
 /// node itself for 1 ms when nobody else has: asked back to back, it would keep taking the node
 /// from the tap that waits for it (the mutex goes to the thread that just let it go), so it is
 /// asked every 5 ms (seen under load: the other tap never got in within 30 s).
-bool TapArmed(Runtime& rt, const std::string& node) {
+/// A tap that already ended counts as armed: messages still queued before a blocked node may
+/// pass the node while it waits and fill the tap (seen under load).
+bool TapArmed(Runtime& rt, const std::string& node, const std::future<TapPoint::Result>& tap) {
   TapOptions quick;
   quick.timeout = std::chrono::milliseconds(1);
-  return Eventually([&] { return rt.Tap(node, quick).outcome == TapPoint::Outcome::kBusy; },
-                    std::chrono::milliseconds(5));
+  return Eventually(
+      [&] {
+        return tap.wait_for(std::chrono::seconds(0)) == std::future_status::ready ||
+               rt.Tap(node, quick).outcome == TapPoint::Outcome::kBusy;
+      },
+      std::chrono::milliseconds(5));
 }
 
 /// Shared between a test and the operators it registers.
@@ -377,7 +383,7 @@ TEST_F(RuntimeTest, ATapTakesEveryNthMessageLeavingANodeAndStopEndsIt) {
     return r;
   };
   auto tapped = std::async(std::launch::async, [&] { return tap("f", o); });
-  const bool armed = TapArmed(rt, "f");
+  const bool armed = TapArmed(rt, "f", tapped);
   {
     std::lock_guard lock(probe_.mu);
     probe_.sink_open = true;
@@ -407,7 +413,7 @@ TEST_F(RuntimeTest, ATapTakesEveryNthMessageLeavingANodeAndStopEndsIt) {
   ASSERT_TRUE(Eventually([&] { return probe_.seen == 49999; }));
   o.timeout = std::chrono::seconds(60);
   auto waiting = std::async(std::launch::async, [&] { return tap("s", o); });
-  ASSERT_TRUE(TapArmed(rt, "s"));
+  ASSERT_TRUE(TapArmed(rt, "s", waiting));
   rt.Stop();
   ASSERT_EQ(waiting.wait_for(std::chrono::seconds(10)), std::future_status::ready);
   EXPECT_EQ(waiting.get().outcome, TapPoint::Outcome::kCancelled);
