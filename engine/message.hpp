@@ -4,7 +4,7 @@
 /// Every edge carries `Message` (a shared, immutable envelope; the runtime moves them in packets,
 /// in order, and operators see them one at a time). Ports have a kind:
 ///  - kSamples edges carry SampleBatch and StatusEvent;
-///  - kRows edges carry WindowBatch;
+///  - kRows edges carry WindowBatch (window_join) or StatsBatch (window_aggregate);
 ///  - every edge carries Tick, the engine's clock punctuation: it enters at the sources after
 ///    everything they emitted before it, and every operator forwards it after handling it, so an
 ///    operator that sees Tick{t} has seen all input that entered before t was read;
@@ -169,7 +169,39 @@ struct WindowBatch {
   std::vector<WindowRow> rows;
 };
 
-using Body = std::variant<SampleBatch, StatusEvent, Tick, WindowBatch, PartitionEvent>;
+/// The statistics of one sensor of one vehicle over one window: of the samples with
+/// start <= ts < end, each counted once. For position sensors also the bounding box and the
+/// distance travelled (metres along the great circle between consecutive samples by event time).
+struct SensorStats {
+  uint64_t count = 0;  // 0: no sample in the window (every other field is meaningless)
+  double min = 0.0;
+  double max = 0.0;
+  double sum = 0.0;   // mean = sum / count
+  wire::Point first;  // the oldest sample by event time
+  wire::Point last;   // the newest
+  // Position sensors (samples with a position; `positions` of them):
+  uint64_t positions = 0;
+  double min_lat = 0.0;
+  double max_lat = 0.0;
+  double min_lon = 0.0;
+  double max_lon = 0.0;
+  double distance_m = 0.0;
+};
+
+struct StatsRow {
+  std::string vehicle;
+  std::vector<SensorStats> sensors;  // one per sensor of StatsBatch::sensors, same order
+};
+
+/// Every row of one window of a window aggregate: [start_ns, start_ns + length_ns).
+struct StatsBatch {
+  int64_t start_ns = 0;
+  int64_t length_ns = 0;
+  std::shared_ptr<const std::vector<std::string>> sensors;
+  std::vector<StatsRow> rows;
+};
+
+using Body = std::variant<SampleBatch, StatusEvent, Tick, WindowBatch, PartitionEvent, StatsBatch>;
 using Message = std::shared_ptr<const Body>;
 
 template <typename T>

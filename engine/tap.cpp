@@ -34,6 +34,11 @@ void WriteScalar(Writer& w, const char* key, T v) {
   }
 }
 
+void WriteNumber(Writer& w, const char* key, double v) {
+  w.Key(key);
+  Number(w, v);
+}
+
 void WritePoint(Writer& w, const wire::Point& p) {
   w.StartObject();
   WriteScalar(w, "ts_ns", p.ts_ns);
@@ -115,6 +120,49 @@ void WriteBody(Writer& w, const WindowBatch& b, size_t max_rows, size_t) {
       WriteOptionalPoint(w, row.slots[s].before);
       w.Key("after");
       WriteOptionalPoint(w, row.slots[s].after);
+      w.EndObject();
+    }
+    w.EndObject();
+    w.EndObject();
+  }
+  w.EndArray();
+}
+
+void WriteBody(Writer& w, const StatsBatch& b, size_t max_rows, size_t) {
+  WriteString(w, "kind", "stats");
+  WriteScalar(w, "start_ns", b.start_ns);
+  WriteScalar(w, "length_ns", b.length_ns);
+  WriteScalar(w, "rows_total", b.rows.size());
+  w.Key("rows");
+  w.StartArray();
+  for (size_t i = 0; i < b.rows.size() && i < max_rows; ++i) {
+    const StatsRow& row = b.rows[i];
+    w.StartObject();
+    WriteString(w, "vehicle", row.vehicle);
+    w.Key("sensors");
+    w.StartObject();
+    for (size_t s = 0; s < row.sensors.size(); ++s) {
+      const SensorStats& st = row.sensors[s];
+      if (st.count == 0) continue;
+      const std::string name =
+          b.sensors && s < b.sensors->size() ? (*b.sensors)[s] : "#" + std::to_string(s);
+      w.Key(name.data(), static_cast<rapidjson::SizeType>(name.size()));
+      w.StartObject();
+      WriteScalar(w, "count", st.count);
+      WriteNumber(w, "min", st.min);
+      WriteNumber(w, "max", st.max);
+      WriteNumber(w, "mean", st.sum / static_cast<double>(st.count));
+      w.Key("first");
+      WritePoint(w, st.first);
+      w.Key("last");
+      WritePoint(w, st.last);
+      if (st.positions > 0) {
+        WriteNumber(w, "min_lat", st.min_lat);
+        WriteNumber(w, "max_lat", st.max_lat);
+        WriteNumber(w, "min_lon", st.min_lon);
+        WriteNumber(w, "max_lon", st.max_lon);
+        WriteNumber(w, "distance_m", st.distance_m);
+      }
       w.EndObject();
     }
     w.EndObject();

@@ -5,6 +5,7 @@
 #include "range_filter.hpp"
 #include "replay_source.hpp"
 #include "timescale_sink.hpp"
+#include "window_aggregate.hpp"
 #include "window_join.hpp"
 
 namespace fleetflow {
@@ -15,6 +16,7 @@ void RegisterBuiltinOperators(Registry& registry) {
   RegisterRangeFilter(registry);
   RegisterKeyedLastValue(registry);
   RegisterWindowJoin(registry);
+  RegisterWindowAggregate(registry);
   RegisterTimescaleSink(registry);
 }
 

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "event_time.hpp"
 #include "options.hpp"
 
 namespace fleetflow {
@@ -85,24 +86,10 @@ struct VehicleState {
   std::optional<int64_t> off_at_ns;  // said off; no rows for windows after this
 };
 
-/// One partition's windowing: its vehicles, and its own event-time progress, so a partition read
-/// faster than another (a backlog caught up partition by partition) never makes the other's
-/// samples late. An unpartitioned source is partition 0.
-struct Partition {
+/// One partition's windowing: its vehicles, and its own event-time progress (event_time.hpp).
+/// An unpartitioned source is partition 0.
+struct Partition : WindowProgress {
   std::unordered_map<std::string, VehicleState> vehicles;
-  std::optional<int64_t> next;  // the next window to emit
-  int64_t first_window = 0;
-  int64_t newest_event_ns = std::numeric_limits<int64_t>::min();
-  int64_t last_arrival_ns = std::numeric_limits<int64_t>::min();
-  // The newest stream time (SampleBatch::stream_ns) of its input: no time of it is ahead.
-  std::optional<int64_t> stream_ns;
-  // When a Tick last said the stream could not be read (Tick::cut_off): a gap in stored times
-  // that began before it is the outage's.
-  int64_t cut_off_ns = std::numeric_limits<int64_t>::min();
-  // After such an outage, event-time progress stays at `hold_at_ns` until `hold_until_ns`.
-  int64_t hold_at_ns = 0;
-  int64_t hold_until_ns = std::numeric_limits<int64_t>::min();
-  std::optional<int64_t> done;  // windows up to it were emitted by the previous owner
   std::map<int64_t, std::set<std::string>> corrections;  // window -> vehicles to emit again
 };
 
@@ -120,11 +107,9 @@ class WindowJoin final : public Operator {
  public:
   WindowJoin(const OperatorContext& ctx, const WindowJoinOptions& options)
       : every_(Ns(options.every)),
-        lateness_(Ns(options.allowed_lateness)),
         max_gap_(Ns(options.max_gap)),
-        idle_(Ns(options.idle)),
         horizon_(Ns(options.correction_horizon)),
-        clock_(ctx.clock),
+        time_(every_, Ns(options.allowed_lateness), Ns(options.idle), ctx.clock),
         sensors_(std::make_shared<const std::vector<std::string>>(options.sensors)),
         windows_(
             ctx.metrics.GetCounter("windows_emitted", "Windows closed and emitted.", ctx.labels())),
@@ -157,8 +142,8 @@ class WindowJoin final : public Operator {
       Status(*s);
     } else if (const auto* t = std::get_if<Tick>(in.get())) {
       for (auto& [_, p] : partitions_) {
-        if (t->cut_off) CutOff(p, t->now_ns);
-        Advance(p, *t, out);
+        if (t->cut_off) time_.CutOff(p, t->now_ns);
+        if (const auto horizon = time_.OnTick(p, *t)) CloseUpTo(p, *horizon, out);
       }
       tracked_.Set(static_cast<double>(tracked_count_));
       out.Emit(in);
@@ -169,12 +154,6 @@ class WindowJoin final : public Operator {
   }
 
  private:
-  int64_t WindowOf(int64_t ts) const {  // the smallest window time >= ts
-    const int64_t q = ts / every_;
-    const int64_t t = q * every_;
-    return t >= ts ? t : t + every_;
-  }
-
   VehicleState& Vehicle(Partition& p, const std::string& id) {
     auto [it, inserted] = p.vehicles.try_emplace(id);
     if (inserted) {
@@ -193,21 +172,17 @@ class WindowJoin final : public Operator {
     Partition& part = partitions_[b.partition];
     const bool restored = b.restored && !b.points.empty();
     if (!restored) {
-      part.last_arrival_ns = b.received_ns != 0 ? b.received_ns : clock_.NowNs();
       // Before the vehicle is looked up: the windows it closes may forget vehicles.
-      if (b.stream_ns != 0) Arrived(part, b.stream_ns, out);
+      if (const auto horizon = time_.Arrived(part, b.received_ns, b.stream_ns)) {
+        CloseUpTo(part, *horizon, out);
+      }
     }
     VehicleState& v = Vehicle(part, b.vehicle);
     SensorBuckets& s = v.sensors[idx->second];
     if (restored) v.exact_from_ns = std::max(v.exact_from_ns, b.points.front().ts_ns);
-    const int64_t arrived_ns = part.stream_ns.value_or(part.last_arrival_ns);
     for (const wire::Point& p : b.points) {
-      part.newest_event_ns = std::max(part.newest_event_ns, p.ts_ns);
-      if (!part.next) {
-        part.next = WindowOf(b.restored ? p.ts_ns : std::min(p.ts_ns, arrived_ns));
-        part.first_window = *part.next;
-      }
-      const int64_t w = WindowOf(p.ts_ns);
+      time_.Saw(part, p.ts_ns, b.restored);
+      const int64_t w = time_.WindowOf(p.ts_ns);
       const bool oldest = s.Add(w, p);
       if (w < *part.next && !b.restored) {
         late_.Inc();
@@ -229,40 +204,6 @@ class WindowJoin final : public Operator {
     }
   }
 
-  /// Input that entered the stream at `stream_ns`. When nothing did for longer than idle_ms
-  /// before it, a worker reading live saw no input for that long and closed the windows on the
-  /// clock (Advance) before this came: so does a worker reading it from a backlog, up to the
-  /// same time, and the same samples are late in both (docs/semantics.md, "Catching up").
-  /// Unless the stream could not be read meanwhile (a cluster electing its stream's leader): a
-  /// live worker held its windows back then, and what the vehicles kept while the stream could
-  /// not store it comes now, stored after the gap.
-  /// A gap that began before the stream was last said cut off is the outage's, whatever came
-  /// meanwhile (delivered again, or stored just before the outage and delivered after it).
-  void Arrived(Partition& p, int64_t stream_ns, Emitter& out) {
-    if (p.next && p.stream_ns && stream_ns - *p.stream_ns > idle_ && p.cut_off_ns < *p.stream_ns) {
-      CloseUpTo(p, std::min(stream_ns, clock_.NowNs()) - lateness_, out);
-    }
-    p.stream_ns = std::max(p.stream_ns.value_or(stream_ns), stream_ns);
-  }
-
-  /// The stream could not be read at `now_ns` (Tick::cut_off): the gap in stored times it
-  /// leaves is no idle time (Arrived). What the vehicles kept meanwhile comes once it stores
-  /// again, each vehicle's at once, one vehicle after another: event-time progress stays where
-  /// the outage began until idle_ms after it ended, so that one vehicle's samples do not close
-  /// the windows of another's still to come (docs/semantics.md, "Catching up").
-  void CutOff(Partition& p, int64_t now_ns) const {
-    if (now_ns > p.hold_until_ns) p.hold_at_ns = p.newest_event_ns;  // the outage begins
-    p.hold_until_ns = now_ns + idle_;
-    p.cut_off_ns = now_ns;
-  }
-
-  /// The furthest event-time progress may go: the clock, and no further than the input's
-  /// stream time, so a vehicle whose clock runs ahead closes no more windows in a backlog than
-  /// it did live.
-  int64_t ProgressCap(const Partition& p, int64_t now_ns) const {
-    return p.stream_ns ? std::min(now_ns, *p.stream_ns) : now_ns;
-  }
-
   void Status(const StatusEvent& e) {
     VehicleState& v = Vehicle(partitions_[e.partition], e.vehicle);
     if (e.on) {
@@ -280,7 +221,7 @@ class WindowJoin final : public Operator {
     if (horizon_ == 0) return;
     const int64_t oldest = std::max(p.first_window, *p.next - horizon_);
     for (int64_t t = std::max(w - every_, oldest); t < *p.next && t <= w + max_gap_; t += every_) {
-      if (Emits(p, t)) p.corrections[t].insert(vehicle);
+      if (EventTime::Emits(p, t)) p.corrections[t].insert(vehicle);
     }
   }
 
@@ -294,11 +235,9 @@ class WindowJoin final : public Operator {
   /// and is forgotten.
   void OnPartitionEvent(const PartitionEvent& e, Emitter& out) {
     Partition& p = partitions_[e.partition];
-    if (e.kind == PartitionEvent::Kind::kRevoked && p.next) {
-      CloseUpTo(p, std::min(p.newest_event_ns, ProgressCap(p, clock_.NowNs())) - lateness_, out);
-    }
-    if (e.kind == PartitionEvent::Kind::kRevoked && e.handover) {
-      e.handover->last_window_ns = LastEmitted(p);
+    if (e.kind == PartitionEvent::Kind::kRevoked) {
+      if (const auto horizon = time_.OnRevoke(p)) CloseUpTo(p, *horizon, out);
+      if (e.handover) e.handover->last_window_ns = time_.LastEmitted(p);
     }
     tracked_count_ -= p.vehicles.size();
     tracked_.Set(static_cast<double>(tracked_count_));
@@ -308,24 +247,6 @@ class WindowJoin final : public Operator {
     }
     p = Partition{};
     p.done = e.emitted_until_ns;
-  }
-
-  /// Event-time progress: while samples flow, the partition's newest event time (never ahead of
-  /// the clock nor of its input's stream time), so a backlog (JetStream catch-up, replay) closes
-  /// its windows as they were live; when nothing arrived for idle_ms, the clock, unless input is
-  /// held back.
-  void Advance(Partition& p, const Tick& tick, Emitter& out) {
-    if (!p.next) return;  // no sample yet: no window can have a row
-    int64_t progress = tick.now_ns;
-    // Nothing arrived yet (only restored state): idle, as after idle_ms without input.
-    const bool arrived = p.last_arrival_ns != std::numeric_limits<int64_t>::min();
-    if (tick.held_back || (arrived && tick.now_ns - p.last_arrival_ns <= idle_)) {
-      progress = std::min(ProgressCap(p, progress), p.newest_event_ns);
-    }
-    if (tick.now_ns <= p.hold_until_ns) progress = std::min(progress, p.hold_at_ns);
-    // A drain closes every window up to the clock, except with partitions: a stopping worker
-    // has given them up (kRevoked) before, at the last window whose input it had.
-    CloseUpTo(p, tick.drain ? tick.now_ns : progress - lateness_, out);
   }
 
   /// Emits the pending corrections and every window of the partition up to `horizon`.
@@ -344,11 +265,13 @@ class WindowJoin final : public Operator {
     for (const auto& [_, v] : p.vehicles) {
       for (const SensorBuckets& s : v.sensors) oldest = std::min(oldest, s.Oldest());
     }
-    if (oldest != std::numeric_limits<int64_t>::max()) p.next = std::max(*p.next, WindowOf(oldest));
+    if (oldest != std::numeric_limits<int64_t>::max()) {
+      p.next = std::max(*p.next, time_.WindowOf(oldest));
+    }
   }
 
   void Emit(Partition& p, int64_t t, Emitter& out) {
-    if (Emits(p, t)) {
+    if (EventTime::Emits(p, t)) {
       active_.Set(static_cast<double>(
           EmitRows(p, t, out, p.vehicles.size(), [](const std::string&) { return true; })));
     }
@@ -403,19 +326,6 @@ class WindowJoin final : public Operator {
     }
   }
 
-  /// Whether this worker emits window t of the partition: the previous owner did not emit it.
-  static bool Emits(const Partition& p, int64_t t) { return !p.done || t > *p.done; }
-
-  /// The last window of the partition emitted by this worker or, before it, by the previous
-  /// owner.
-  std::optional<int64_t> LastEmitted(const Partition& p) const {
-    std::optional<int64_t> last = p.done;
-    if (p.next && *p.next > p.first_window && (!last || *p.next - every_ > *last)) {
-      last = *p.next - every_;
-    }
-    return last;
-  }
-
   void EmitCorrections(Partition& p, Emitter& out) {
     for (const auto& [t, ids] : p.corrections) {
       const auto& vehicles = ids;  // clang 14 cannot capture a structured binding
@@ -426,11 +336,9 @@ class WindowJoin final : public Operator {
   }
 
   const int64_t every_;
-  const int64_t lateness_;
   const int64_t max_gap_;
-  const int64_t idle_;
   const int64_t horizon_;  // correction_horizon_ms; 0: a late sample changes no emitted window
-  const Clock& clock_;
+  const EventTime time_;
   const std::shared_ptr<const std::vector<std::string>> sensors_;
   std::unordered_map<std::string, size_t> index_;
   std::map<uint32_t, Partition> partitions_;  // nodes stay where they are

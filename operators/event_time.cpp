@@ -1,0 +1,51 @@
+#include "event_time.hpp"
+
+#include <algorithm>
+
+namespace fleetflow {
+
+std::optional<int64_t> EventTime::Arrived(WindowProgress& p, int64_t received_ns,
+                                          int64_t stream_ns) const {
+  p.last_arrival_ns = received_ns != 0 ? received_ns : clock_.NowNs();
+  if (stream_ns == 0) return std::nullopt;
+  std::optional<int64_t> close;
+  if (p.next && p.stream_ns && stream_ns - *p.stream_ns > idle_ && p.cut_off_ns < *p.stream_ns) {
+    close = std::min(stream_ns, clock_.NowNs()) - lateness_;
+  }
+  p.stream_ns = std::max(p.stream_ns.value_or(stream_ns), stream_ns);
+  return close;
+}
+
+void EventTime::CutOff(WindowProgress& p, int64_t now_ns) const {
+  if (now_ns > p.hold_until_ns) p.hold_at_ns = p.newest_event_ns;  // the outage begins
+  p.hold_until_ns = now_ns + idle_;
+  p.cut_off_ns = now_ns;
+}
+
+std::optional<int64_t> EventTime::OnTick(const WindowProgress& p, const Tick& tick) const {
+  if (!p.next) return std::nullopt;  // no sample yet: no window can have a row
+  if (tick.drain) return tick.now_ns;
+  int64_t progress = tick.now_ns;
+  // Nothing arrived yet (only restored state): idle, as after idle_ms without input.
+  const bool arrived = p.last_arrival_ns != std::numeric_limits<int64_t>::min();
+  if (tick.held_back || (arrived && tick.now_ns - p.last_arrival_ns <= idle_)) {
+    progress = std::min(ProgressCap(p, progress), p.newest_event_ns);
+  }
+  if (tick.now_ns <= p.hold_until_ns) progress = std::min(progress, p.hold_at_ns);
+  return progress - lateness_;
+}
+
+std::optional<int64_t> EventTime::OnRevoke(const WindowProgress& p) const {
+  if (!p.next) return std::nullopt;
+  return std::min(p.newest_event_ns, ProgressCap(p, clock_.NowNs())) - lateness_;
+}
+
+std::optional<int64_t> EventTime::LastEmitted(const WindowProgress& p) const {
+  std::optional<int64_t> last = p.done;
+  if (p.next && *p.next > p.first_window && (!last || *p.next - every_ > *last)) {
+    last = *p.next - every_;
+  }
+  return last;
+}
+
+}  // namespace fleetflow

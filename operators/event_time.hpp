@@ -1,0 +1,112 @@
+#pragma once
+/// Event-time progress of the windowed operators (window_join, window_aggregate): when a window
+/// of a partition closes. One rule for both, described in docs/semantics.md:
+///  - a window with time T (window_join: the window time; window_aggregate: the end of the
+///    window) closes once progress passes T + allowed_lateness;
+///  - progress is the partition's newest event time while its input flows (never ahead of the
+///    clock nor of the input's stream time), so a backlog closes its windows as they were live;
+///    after idle_ms without input, the clock, unless input is held back;
+///  - a gap longer than idle_ms in the stream's stored times closes windows as the clock did live
+///    (a backlog read after the worker was down), unless the stream could not be read then;
+///  - after the stream could not be read (Tick::cut_off), progress stays where the outage began
+///    until idle_ms after it ended.
+/// Each partition has its own progress: one read faster than another (a backlog caught up
+/// partition by partition) never makes another's samples late.
+///
+/// An internal helper of those operators, not an operator: it decides up to which window time
+/// to close; the operator emits the windows and keeps what they hold.
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+
+#include "clock.hpp"
+#include "message.hpp"
+
+namespace fleetflow {
+
+/// One partition's progress.
+struct WindowProgress {
+  std::optional<int64_t> next;  // the next window to emit; empty until the first sample
+  int64_t first_window = 0;     // the first window of this owner
+  int64_t newest_event_ns = std::numeric_limits<int64_t>::min();
+  int64_t last_arrival_ns = std::numeric_limits<int64_t>::min();
+  // The newest stream time (SampleBatch::stream_ns) of its input: no time of it is ahead.
+  std::optional<int64_t> stream_ns;
+  // When a Tick last said the stream could not be read (Tick::cut_off): a gap in stored times
+  // that began before it is the outage's.
+  int64_t cut_off_ns = std::numeric_limits<int64_t>::min();
+  // After such an outage, progress stays at `hold_at_ns` until `hold_until_ns`.
+  int64_t hold_at_ns = 0;
+  int64_t hold_until_ns = std::numeric_limits<int64_t>::min();
+  std::optional<int64_t> done;  // windows up to it were emitted by the previous owner
+};
+
+class EventTime {
+ public:
+  EventTime(int64_t every_ns, int64_t lateness_ns, int64_t idle_ns, const Clock& clock)
+      : every_(every_ns), lateness_(lateness_ns), idle_(idle_ns), clock_(clock) {}
+
+  int64_t every() const { return every_; }
+
+  /// The smallest window time >= ts.
+  int64_t WindowOf(int64_t ts) const {
+    const int64_t t = ts / every_ * every_;
+    return t >= ts ? t : t + every_;
+  }
+
+  /// Input of the partition received now (not restored state), at `received_ns` (0: the clock)
+  /// and stored in the stream at `stream_ns` (0: unknown). Returns the window time up to which
+  /// windows close before it is taken in: when nothing entered the stream for longer than
+  /// idle_ms before it, a worker reading live saw no input for that long and closed the windows
+  /// on the clock (OnTick) before this came, and so does one reading it from a backlog, up to
+  /// the same time (docs/semantics.md, "Catching up"). Unless the stream could not be read
+  /// meanwhile: a gap that began before the stream was last said cut off is the outage's.
+  std::optional<int64_t> Arrived(WindowProgress& p, int64_t received_ns, int64_t stream_ns) const;
+
+  /// A sample at `ts` of the partition (`restored`: from state on taking the partition over):
+  /// the first one starts the windows.
+  void Saw(WindowProgress& p, int64_t ts, bool restored) const {
+    if (ts > p.newest_event_ns) p.newest_event_ns = ts;
+    if (p.next) return;
+    const int64_t arrived = p.stream_ns.value_or(p.last_arrival_ns);
+    p.next = WindowOf(restored ? ts : std::min(ts, arrived));
+    p.first_window = *p.next;
+  }
+
+  /// The stream could not be read at `now_ns` (Tick::cut_off): the gap in stored times it leaves
+  /// is no idle time (Arrived). What the vehicles kept meanwhile comes once it stores again,
+  /// each vehicle's at once: progress stays where the outage began until idle_ms after it ended,
+  /// so that one vehicle's samples do not close the windows of another's still to come.
+  void CutOff(WindowProgress& p, int64_t now_ns) const;
+
+  /// The window time up to which the partition's windows close at `tick`; empty before its
+  /// first sample. A drain closes every window up to the clock.
+  std::optional<int64_t> OnTick(const WindowProgress& p, const Tick& tick) const;
+
+  /// The window time up to which a partition being revoked closes its windows: those its event
+  /// time has closed (a worker stopping while it reads a backlog takes samples in after its last
+  /// Tick). Empty before its first sample.
+  std::optional<int64_t> OnRevoke(const WindowProgress& p) const;
+
+  /// Whether this worker emits window t of the partition: the previous owner did not.
+  static bool Emits(const WindowProgress& p, int64_t t) { return !p.done || t > *p.done; }
+
+  /// The last window of the partition emitted by this worker or, before it, by the previous
+  /// owner (the hand-over record).
+  std::optional<int64_t> LastEmitted(const WindowProgress& p) const;
+
+ private:
+  /// The furthest progress may go: the clock, and no further than the input's stream time, so a
+  /// vehicle whose clock runs ahead closes no more windows in a backlog than it did live.
+  static int64_t ProgressCap(const WindowProgress& p, int64_t now_ns) {
+    return p.stream_ns ? std::min(now_ns, *p.stream_ns) : now_ns;
+  }
+
+  const int64_t every_;
+  const int64_t lateness_;
+  const int64_t idle_;
+  const Clock& clock_;
+};
+
+}  // namespace fleetflow

@@ -1,0 +1,379 @@
+#include "window_aggregate.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <numbers>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "event_time.hpp"
+#include "options.hpp"
+
+namespace fleetflow {
+
+double DistanceMetres(double lat1, double lon1, double lat2, double lon2) {
+  constexpr double kEarthRadius = 6'371'008.8;  // mean radius (IUGG), metres
+  constexpr double kRad = std::numbers::pi / 180.0;
+  const double dlat = (lat2 - lat1) * kRad;
+  const double dlon = (lon2 - lon1) * kRad;
+  const double a =
+      std::sin(dlat / 2) * std::sin(dlat / 2) +
+      std::cos(lat1 * kRad) * std::cos(lat2 * kRad) * std::sin(dlon / 2) * std::sin(dlon / 2);
+  return 2 * kEarthRadius * std::asin(std::min(1.0, std::sqrt(a)));
+}
+
+namespace {
+
+constexpr int64_t Ns(std::chrono::nanoseconds d) { return d.count(); }
+
+double Hop(const wire::Point& a, const wire::Point& b) {
+  return a.has_position && b.has_position ? DistanceMetres(a.lat, a.lon, b.lat, b.lon) : 0.0;
+}
+
+/// Samples of one sensor in one window, reduced to their statistics. The samples themselves are
+/// not kept: runs of consecutive ones (each sequence number one more than the one before, later
+/// in time) are, as their first and last sample and the distance along them. A sample inside a
+/// run is one already counted; runs that meet merge, so an in-order stream is one run and one
+/// that arrived out of order or with gaps a few.
+class Accumulator {
+ public:
+  /// False when `p` was counted before (the same sample delivered again).
+  bool Add(const wire::Point& p) {
+    auto next = std::upper_bound(runs_.begin(), runs_.end(), p.ts_ns,
+                                 [](int64_t ts, const Run& r) { return ts < r.first.ts_ns; });
+    if (next != runs_.begin()) {
+      Run& prev = *std::prev(next);
+      if (p.ts_ns <= prev.last.ts_ns && p.seq >= prev.first.seq && p.seq <= prev.last.seq) {
+        return false;
+      }
+      if (p.ts_ns > prev.last.ts_ns && p.seq == prev.last.seq + 1) {
+        prev.distance_m += Hop(prev.last, p);
+        prev.last = p;
+        if (next != runs_.end() && next->first.seq == p.seq + 1) {  // the gap is filled
+          prev.distance_m += Hop(p, next->first) + next->distance_m;
+          prev.last = next->last;
+          runs_.erase(next);
+        }
+        Count(p);
+        return true;
+      }
+    }
+    if (next != runs_.end() && next->first.seq == p.seq + 1 && p.ts_ns < next->first.ts_ns) {
+      next->distance_m += Hop(p, next->first);
+      next->first = p;
+    } else {
+      runs_.insert(next, Run{p, p, 0.0});
+    }
+    Count(p);
+    return true;
+  }
+
+  /// The statistics; `before`: the sensor's newest sample before the window, if any, whose hop
+  /// to the window's first sample counts in the window's distance.
+  SensorStats Stats(const std::optional<wire::Point>& before) const {
+    SensorStats s = stats_;
+    s.first = runs_.front().first;
+    s.last = runs_.front().last;
+    s.distance_m = before ? Hop(*before, s.first) : 0.0;
+    for (size_t i = 0; i < runs_.size(); ++i) {
+      s.distance_m += runs_[i].distance_m;
+      if (i > 0) s.distance_m += Hop(runs_[i - 1].last, runs_[i].first);
+      if (runs_[i].last.ts_ns > s.last.ts_ns) s.last = runs_[i].last;
+    }
+    return s;
+  }
+
+  const wire::Point& Oldest() const { return runs_.front().first; }
+
+  wire::Point Newest() const {
+    wire::Point newest = runs_.front().last;
+    for (const Run& r : runs_) {
+      if (r.last.ts_ns > newest.ts_ns) newest = r.last;
+    }
+    return newest;
+  }
+
+ private:
+  struct Run {
+    wire::Point first;
+    wire::Point last;
+    double distance_m;  // along the run's samples
+  };
+
+  void Count(const wire::Point& p) {
+    SensorStats& s = stats_;
+    if (s.count == 0 || p.value < s.min) s.min = p.value;
+    if (s.count == 0 || p.value > s.max) s.max = p.value;
+    s.sum += p.value;
+    ++s.count;
+    if (!p.has_position) return;
+    if (s.positions == 0 || p.lat < s.min_lat) s.min_lat = p.lat;
+    if (s.positions == 0 || p.lat > s.max_lat) s.max_lat = p.lat;
+    if (s.positions == 0 || p.lon < s.min_lon) s.min_lon = p.lon;
+    if (s.positions == 0 || p.lon > s.max_lon) s.max_lon = p.lon;
+    ++s.positions;
+  }
+
+  SensorStats stats_;
+  std::vector<Run> runs_;  // by the time of their first sample
+};
+
+struct SensorState {
+  std::map<int64_t, Accumulator> windows;   // by window end
+  std::optional<wire::Point> last_emitted;  // the newest sample of the last window emitted
+};
+
+struct VehicleState {
+  std::vector<SensorState> sensors;
+};
+
+struct Partition : WindowProgress {
+  std::unordered_map<std::string, VehicleState> vehicles;
+};
+
+/// The options of window_aggregate (see Spec()).
+struct WindowAggregateOptions {
+  std::chrono::milliseconds every{0};
+  std::chrono::milliseconds allowed_lateness{0};
+  std::chrono::milliseconds idle{0};
+  std::chrono::milliseconds max_gap{0};
+  std::vector<std::string> sensors;
+};
+
+class WindowAggregate final : public Operator {
+ public:
+  WindowAggregate(const OperatorContext& ctx, const WindowAggregateOptions& options)
+      : every_(Ns(options.every)),
+        max_gap_(Ns(options.max_gap)),
+        time_(every_, Ns(options.allowed_lateness), Ns(options.idle), ctx.clock),
+        sensors_(std::make_shared<const std::vector<std::string>>(options.sensors)),
+        windows_(
+            ctx.metrics.GetCounter("windows_emitted", "Windows closed and emitted.", ctx.labels())),
+        rows_(ctx.metrics.GetCounter("rows_emitted",
+                                     "Rows emitted (one per vehicle with a sample in the window).",
+                                     ctx.labels())),
+        late_(ctx.metrics.GetCounter(
+            "late_samples", "Samples that arrived after their window had closed (in no window).",
+            ctx.labels())),
+        duplicates_(ctx.metrics.GetCounter(
+            "samples_duplicate",
+            "Samples counted before (the same time and sequence number delivered again).",
+            ctx.labels())),
+        ignored_(ctx.metrics.GetCounter(
+            "samples_ignored", "Samples of sensors that are not aggregated.", ctx.labels())),
+        tracked_(ctx.metrics.GetGauge(
+            "tracked_vehicles", "Vehicles with an open window or a recent one.", ctx.labels())) {
+    for (size_t i = 0; i < sensors_->size(); ++i) index_[(*sensors_)[i]] = i;
+  }
+
+  void Process(const Message& in, Emitter& out) override {
+    if (const auto* b = std::get_if<SampleBatch>(in.get())) {
+      Add(*b, out);
+    } else if (const auto* t = std::get_if<Tick>(in.get())) {
+      for (auto& [_, p] : partitions_) {
+        if (t->cut_off) time_.CutOff(p, t->now_ns);
+        if (const auto horizon = time_.OnTick(p, *t)) CloseUpTo(p, *horizon, out);
+      }
+      tracked_.Set(static_cast<double>(tracked_count_));
+      out.Emit(in);
+    } else if (const auto* e = std::get_if<PartitionEvent>(in.get())) {
+      OnPartitionEvent(*e, out);
+      out.Emit(in);
+    }
+  }
+
+ private:
+  /// The end of the window holding ts: windows are [end - every, end).
+  int64_t EndOf(int64_t ts) const { return time_.WindowOf(ts + 1); }
+
+  void Add(const SampleBatch& b, Emitter& out) {
+    // Restored state is history the previous owner's windows already counted.
+    if (b.restored) return;
+    const auto idx = index_.find(b.sensor);
+    if (idx == index_.end()) {
+      ignored_.Inc(b.points.size());
+      return;
+    }
+    Partition& part = partitions_[b.partition];
+    if (const auto horizon = time_.Arrived(part, b.received_ns, b.stream_ns)) {
+      CloseUpTo(part, *horizon, out);
+    }
+    SensorState* sensor = nullptr;
+    for (const wire::Point& p : b.points) {
+      time_.Saw(part, p.ts_ns, false);
+      const int64_t end = EndOf(p.ts_ns);
+      if (end < *part.next) {
+        late_.Inc();
+        continue;
+      }
+      if (sensor == nullptr) sensor = &Vehicle(part, b.vehicle).sensors[idx->second];
+      if (!sensor->windows[end].Add(p)) duplicates_.Inc();
+    }
+  }
+
+  VehicleState& Vehicle(Partition& p, const std::string& id) {
+    auto [it, inserted] = p.vehicles.try_emplace(id);
+    if (inserted) {
+      it->second.sensors.resize(sensors_->size());
+      ++tracked_count_;
+    }
+    return it->second;
+  }
+
+  /// Emits every window of the partition whose end is at most `horizon`.
+  void CloseUpTo(Partition& p, int64_t horizon, Emitter& out) {
+    if (horizon - *p.next > 2 * every_) SkipEmptyWindows(p);
+    while (*p.next <= horizon) {
+      Emit(p, *p.next, out);
+      *p.next += every_;
+    }
+  }
+
+  /// Jumps over windows before the oldest one open.
+  void SkipEmptyWindows(Partition& p) const {
+    int64_t oldest = std::numeric_limits<int64_t>::max();
+    for (const auto& [_, v] : p.vehicles) {
+      for (const SensorState& s : v.sensors) {
+        if (!s.windows.empty()) oldest = std::min(oldest, s.windows.begin()->first);
+      }
+    }
+    if (oldest != std::numeric_limits<int64_t>::max()) p.next = std::max(*p.next, oldest);
+  }
+
+  void Emit(Partition& p, int64_t end, Emitter& out) {
+    StatsBatch batch;
+    batch.start_ns = end - every_;
+    batch.length_ns = every_;
+    batch.sensors = sensors_;
+    const bool emits = EventTime::Emits(p, end);
+    for (auto it = p.vehicles.begin(); it != p.vehicles.end();) {
+      StatsRow row;
+      bool any = false;
+      bool open = false;
+      for (SensorState& s : it->second.sensors) {
+        SensorStats stats;
+        if (auto w = s.windows.find(end); w != s.windows.end()) {
+          std::optional<wire::Point> before;
+          if (s.last_emitted && w->second.Oldest().ts_ns - s.last_emitted->ts_ns <= max_gap_) {
+            before = s.last_emitted;
+          }
+          stats = w->second.Stats(before);
+          s.last_emitted = w->second.Newest();
+          s.windows.erase(w);
+          any = true;
+        }
+        row.sensors.push_back(stats);
+        // Samples to come are at or after `end` (earlier ones are late).
+        open = open || !s.windows.empty() ||
+               (s.last_emitted && s.last_emitted->ts_ns >= end - max_gap_);
+      }
+      if (any && emits) {
+        row.vehicle = it->first;
+        batch.rows.push_back(std::move(row));
+      }
+      if (open) {
+        ++it;
+      } else {
+        it = p.vehicles.erase(it);
+        --tracked_count_;
+      }
+    }
+    windows_.Inc();
+    if (!batch.rows.empty()) {
+      rows_.Inc(batch.rows.size());
+      out.Emit(MakeMessage(std::move(batch)));
+    }
+  }
+
+  /// A partition revoked first closes the windows its event time has closed, then is forgotten;
+  /// an assigned one starts afresh.
+  void OnPartitionEvent(const PartitionEvent& e, Emitter& out) {
+    Partition& p = partitions_[e.partition];
+    if (e.kind == PartitionEvent::Kind::kRevoked) {
+      if (const auto horizon = time_.OnRevoke(p)) CloseUpTo(p, *horizon, out);
+    }
+    tracked_count_ -= p.vehicles.size();
+    tracked_.Set(static_cast<double>(tracked_count_));
+    if (e.kind == PartitionEvent::Kind::kRevoked) {
+      partitions_.erase(e.partition);
+      return;
+    }
+    p = Partition{};
+  }
+
+  const int64_t every_;
+  const int64_t max_gap_;
+  const EventTime time_;
+  const std::shared_ptr<const std::vector<std::string>> sensors_;
+  std::unordered_map<std::string, size_t> index_;
+  std::map<uint32_t, Partition> partitions_;
+  size_t tracked_count_ = 0;
+  Counter& windows_;
+  Counter& rows_;
+  Counter& late_;
+  Counter& duplicates_;
+  Counter& ignored_;
+  Gauge& tracked_;
+};
+
+const OptionsSpec<WindowAggregateOptions>& Spec() {
+  using O = WindowAggregateOptions;
+  return StaticSpec<O>([](OptionsSpec<O>& c) {
+    c.Integer("every_ms",
+              "Window length. Windows are [S, S + every_ms), S a multiple of every_ms since the "
+              "Unix epoch; a row's time is S.",
+              &O::every)
+        .Default(int64_t{60'000})
+        .Min(1000)
+        .Max(86'400'000);
+    c.Integer("allowed_lateness_ms",
+              "How long after a window's end the operator waits for samples before emitting it. "
+              "A sample arriving later is counted as late and is in no window: an emitted window "
+              "never changes.",
+              &O::allowed_lateness)
+        .Default(int64_t{500})
+        .Min(0)
+        .Max(600'000);
+    c.Integer("idle_ms",
+              "As window_join's: windows close on event time while samples flow (a backlog is "
+              "windowed as it was live); after this long without any sample they close on the "
+              "clock, unless a source holds input back (docs/semantics.md).",
+              &O::idle)
+        .Default(int64_t{2000})
+        .Min(1)
+        .Max(3'600'000);
+    c.Integer("max_gap_ms",
+              "The distance of a window includes the hop from the sensor's last sample before "
+              "the window to its first one in it, when they are at most this far apart (so that "
+              "the distances of consecutive windows add up to the whole trip); a vehicle off "
+              "for longer starts afresh.",
+              &O::max_gap)
+        .Default(int64_t{10'000})
+        .Min(0)
+        .Max(3'600'000);
+    c.StringArray("sensors",
+                  "The sensors aggregated, one set of statistics each in every row, in this "
+                  "order.",
+                  &O::sensors)
+        .MinItems(1)
+        .UniqueItems()
+        .DefaultJson(R"(["gps", "speed", "soc", "torque"])");
+  });
+}
+
+}  // namespace
+
+void RegisterWindowAggregate(Registry& registry) {
+  registry.Add(TypedOperator<WindowAggregate>(
+      "window_aggregate",
+      "Per vehicle and sensor, tumbling windows of every_ms over the raw samples: count, min, "
+      "max, mean, first and last; for positions the bounding box and the distance travelled.",
+      PortKind::kSamples, PortKind::kRows, Spec()));
+}
+
+}  // namespace fleetflow
