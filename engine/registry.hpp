@@ -35,6 +35,10 @@ struct NodeFacts {
   /// Keyed state from which a partition's next owner restores its windows: how far back it
   /// keeps samples, in ms (keyed_last_value's history_ms); nullopt: not such a state.
   std::optional<int64_t> state_history_ms;
+  /// What the rows a node emits hold: the samples bracketing a window time (window_join) or a
+  /// window's statistics (window_aggregate); kUnknown: no rows, or not said.
+  enum class Rows { kUnknown, kSlots, kStatistics };
+  Rows rows = Rows::kUnknown;
 };
 
 /// A node of a pipeline as another operator's check sees it (see OperatorInfo::check_upstream).

@@ -112,8 +112,9 @@ void TimescaleSchema::Prepare(std::unique_ptr<pg::Connection>& session) {
   std::string add = "ALTER TABLE " + table;
   for (size_t i = 0; i < cfg_.columns.size(); ++i) {
     const std::string col = pg::QuoteIdent(cfg_.columns[i].name);
-    create += ", " + col + " double precision";
-    add += (i ? ", " : " ") + std::string("ADD COLUMN IF NOT EXISTS ") + col + " double precision";
+    const std::string type = ColumnType(cfg_.columns[i]);
+    create += ", " + col + " " + type;
+    add += (i ? ", " : " ") + std::string("ADD COLUMN IF NOT EXISTS ") + col + " " + type;
   }
   create += ", PRIMARY KEY (\"vehicle_id\", \"time\"))";
   conn.ExecInTransaction({LockStatement(), create, add});

@@ -58,6 +58,97 @@ std::optional<double> InterpolateSlot(const Slot& slot, ColumnField field, Inter
   return out;
 }
 
+namespace {
+
+/// For each column, the index of its sensor in `sensors` (SIZE_MAX: not there).
+std::vector<size_t> SensorIndex(const std::vector<SinkColumn>& columns,
+                                const std::vector<std::string>& sensors) {
+  std::vector<size_t> index(columns.size(), SIZE_MAX);
+  for (size_t c = 0; c < columns.size(); ++c) {
+    const auto it = std::find(sensors.begin(), sensors.end(), columns[c].sensor);
+    if (it != sensors.end()) index[c] = static_cast<size_t>(it - sensors.begin());
+  }
+  return index;
+}
+
+}  // namespace
+
+std::string ColumnType(const SinkColumn& column) {
+  switch (column.stat) {
+    case ColumnStat::kCount:
+      return "bigint";
+    case ColumnStat::kFirstTime:
+    case ColumnStat::kLastTime:
+      return "timestamptz";
+    default:
+      return "double precision";
+  }
+}
+
+std::optional<double> StatValue(const SensorStats& s, const SinkColumn& column) {
+  if (s.count == 0) return std::nullopt;
+  const bool position = column.field != ColumnField::kValue;
+  if (position && s.positions == 0) return std::nullopt;
+  const auto of = [&](const wire::Point& p) -> std::optional<double> {
+    if (column.field == ColumnField::kValue) return p.value;
+    if (!p.has_position) return std::nullopt;
+    return column.field == ColumnField::kLat ? p.lat : p.lon;
+  };
+  std::optional<double> out;
+  switch (column.stat) {
+    case ColumnStat::kNone:
+      return std::nullopt;
+    case ColumnStat::kCount:
+      out = static_cast<double>(s.count);
+      break;
+    case ColumnStat::kMin:
+      out = !position ? s.min : column.field == ColumnField::kLat ? s.min_lat : s.min_lon;
+      break;
+    case ColumnStat::kMax:
+      out = !position ? s.max : column.field == ColumnField::kLat ? s.max_lat : s.max_lon;
+      break;
+    case ColumnStat::kMean:
+      out = s.sum / static_cast<double>(s.count);
+      break;
+    case ColumnStat::kFirst:
+      out = of(s.first);
+      break;
+    case ColumnStat::kLast:
+      out = of(s.last);
+      break;
+    case ColumnStat::kFirstTime:
+    case ColumnStat::kLastTime: {
+      // Whole microseconds (PostgreSQL's resolution, rounded down as the time key is): exact in
+      // a double, where seconds would not be.
+      const int64_t ns = column.stat == ColumnStat::kFirstTime ? s.first.ts_ns : s.last.ts_ns;
+      out = static_cast<double>(ns / 1000 - (ns % 1000 < 0 ? 1 : 0));
+      break;
+    }
+    case ColumnStat::kDistance:
+      out = s.positions > 0 ? std::optional<double>(s.distance_m) : std::nullopt;
+      break;
+  }
+  if (out && !std::isfinite(*out)) return std::nullopt;
+  return out;
+}
+
+std::vector<std::vector<std::optional<double>>> SinkRowValues(
+    const std::vector<SinkColumn>& columns, const StatsBatch& batch) {
+  std::vector<std::vector<std::optional<double>>> out;
+  if (!batch.sensors) return out;
+  const std::vector<size_t> index = SensorIndex(columns, *batch.sensors);
+  out.reserve(batch.rows.size());
+  for (const auto& row : batch.rows) {
+    auto& values = out.emplace_back();
+    values.reserve(columns.size());
+    for (size_t c = 0; c < columns.size(); ++c) {
+      values.push_back(index[c] < row.sensors.size() ? StatValue(row.sensors[index[c]], columns[c])
+                                                     : std::nullopt);
+    }
+  }
+  return out;
+}
+
 std::vector<SinkColumn> SinkColumns(const Config& config) {
   return TimescaleSinkSpec().Parse(config).columns;
 }
@@ -66,12 +157,7 @@ std::vector<std::vector<std::optional<double>>> SinkRowValues(
     const std::vector<SinkColumn>& columns, const WindowBatch& batch) {
   std::vector<std::vector<std::optional<double>>> out;
   if (!batch.sensors) return out;
-  std::vector<size_t> index(columns.size(), SIZE_MAX);
-  for (size_t c = 0; c < columns.size(); ++c) {
-    const auto& sensors = *batch.sensors;
-    const auto it = std::find(sensors.begin(), sensors.end(), columns[c].sensor);
-    if (it != sensors.end()) index[c] = static_cast<size_t>(it - sensors.begin());
-  }
+  const std::vector<size_t> index = SensorIndex(columns, *batch.sensors);
   out.reserve(batch.rows.size());
   for (const auto& row : batch.rows) {
     auto& values = out.emplace_back();
@@ -105,6 +191,63 @@ const std::vector<double> kLatencyBuckets = {0.05, 0.1, 0.25, 0.5, 0.75, 1,   1.
 /// The column names the sink adds itself.
 bool IsKeyColumn(const std::string& name) { return name == "vehicle_id" || name == "time"; }
 
+const char* StatName(ColumnStat s) {
+  switch (s) {
+    case ColumnStat::kNone:
+      return "none";
+    case ColumnStat::kCount:
+      return "count";
+    case ColumnStat::kMin:
+      return "min";
+    case ColumnStat::kMax:
+      return "max";
+    case ColumnStat::kMean:
+      return "mean";
+    case ColumnStat::kFirst:
+      return "first";
+    case ColumnStat::kLast:
+      return "last";
+    case ColumnStat::kFirstTime:
+      return "first_time";
+    case ColumnStat::kLastTime:
+      return "last_time";
+    case ColumnStat::kDistance:
+      return "distance";
+  }
+  return "?";
+}
+
+/// Statistic columns fit the rows of a window_aggregate, interpolated ones those of a
+/// window_join (the nearest node upstream that says which rows it emits).
+std::vector<UpstreamProblem> CheckColumnsFitTheRows(const Config& self, const std::string& self_id,
+                                                    const std::vector<UpstreamNode>& upstream) {
+  NodeFacts::Rows rows = NodeFacts::Rows::kUnknown;
+  std::string from;
+  for (const UpstreamNode& n : upstream) {
+    if (n.facts.rows == NodeFacts::Rows::kUnknown) continue;
+    rows = n.facts.rows;
+    from = n.type + " '" + n.id + "'";
+  }
+  std::vector<UpstreamProblem> problems;
+  const auto columns = TimescaleSinkSpec().Parse(self).columns;
+  for (size_t i = 0; i < columns.size(); ++i) {
+    const std::string at = "/columns/" + std::to_string(i) + "/stat";
+    if (rows == NodeFacts::Rows::kStatistics && columns[i].stat == ColumnStat::kNone) {
+      problems.push_back({self_id, at,
+                          "column '" + columns[i].name + "' reads statistics from " + from +
+                              ": set its stat (count, min, max, mean, first, last, first_time, "
+                              "last_time or distance)"});
+    } else if (rows == NodeFacts::Rows::kSlots && columns[i].stat != ColumnStat::kNone) {
+      problems.push_back({self_id, at,
+                          "column '" + columns[i].name + "' has stat " + StatName(columns[i].stat) +
+                              ", but " + from +
+                              " emits interpolated rows, not statistics: remove stat, or read "
+                              "from a window_aggregate"});
+    }
+  }
+  return problems;
+}
+
 /// The rules across fields of TimescaleSinkSpec().
 void CheckSettings(const TimescaleSinkOptions& o, std::vector<ConfigProblem>& out) {
   std::set<std::string> names;
@@ -116,6 +259,18 @@ void CheckSettings(const TimescaleSinkOptions& o, std::vector<ConfigProblem>& ou
           {at, "'" + name + "' is reserved for the key column; give the column another name"});
     } else if (!names.insert(name).second) {
       out.push_back({at, "duplicate column '" + name + "'; column names must be unique"});
+    }
+  }
+  for (size_t i = 0; i < o.columns.size(); ++i) {
+    const SinkColumn& c = o.columns[i];
+    const bool takes_field = c.stat == ColumnStat::kNone || c.stat == ColumnStat::kMin ||
+                             c.stat == ColumnStat::kMax || c.stat == ColumnStat::kFirst ||
+                             c.stat == ColumnStat::kLast;
+    if (!takes_field && c.field != ColumnField::kValue) {
+      out.push_back({"/columns/" + std::to_string(i) + "/field",
+                     "stat " + std::string(StatName(c.stat)) +
+                         " takes no field (it is not a number of one sample); remove field, or "
+                         "use min, max, first or last for lat / lon"});
     }
   }
   if (o.max_pending_rows < o.batch_rows) {
@@ -192,8 +347,14 @@ class TimescaleSink final : public Operator {
   }
 
   void Process(const Message& in, Emitter& out) override {
-    if (const auto* batch = std::get_if<WindowBatch>(in.get())) {
-      Buffer(*batch);
+    const auto* window = std::get_if<WindowBatch>(in.get());
+    const auto* stats = std::get_if<StatsBatch>(in.get());
+    if (window != nullptr || stats != nullptr) {
+      if (window != nullptr) {
+        Buffer(window->rows, window->window_ns, SinkRowValues(cfg_.columns, *window));
+      } else {
+        Buffer(stats->rows, stats->start_ns, SinkRowValues(cfg_.columns, *stats));
+      }
       Flush(/*all=*/false);
       if (pending_.size() > cfg_.max_pending_rows) HoldUntilRoom();
     } else if (const auto* tick = std::get_if<Tick>(in.get())) {
@@ -235,8 +396,12 @@ class TimescaleSink final : public Operator {
     for (size_t i = 0; i < cfg_.columns.size(); ++i) {
       const std::string q = pg::QuoteIdent(cfg_.columns[i].name);
       const std::string sep = i ? ", " : "";
+      const std::string v = "v[" + std::to_string(i + 1) + "]";
       cols += ", " + q;
-      select += ", v[" + std::to_string(i + 1) + "]";
+      // Times travel as microseconds since the epoch; a count is cast on assignment.
+      select += ", " + (ColumnType(cfg_.columns[i]) == "timestamptz"
+                            ? "timestamptz 'epoch' + " + v + " * interval '1 microsecond'"
+                            : v);
       set += sep + q + " = EXCLUDED." + q;
       old_values += sep + table + "." + q;
       new_values += sep + "EXCLUDED." + q;
@@ -246,10 +411,12 @@ class TimescaleSink final : public Operator {
            set + " WHERE ROW(" + old_values + ") IS DISTINCT FROM ROW(" + new_values + ")";
   }
 
-  void Buffer(const WindowBatch& batch) {
-    auto values = SinkRowValues(cfg_.columns, batch);
+  /// Holds the rows of one window (`rows`: WindowRow or StatsRow) at `time_ns`.
+  template <typename RowT>
+  void Buffer(const std::vector<RowT>& rows, int64_t time_ns,
+              std::vector<std::vector<std::optional<double>>> values) {
     for (size_t r = 0; r < values.size(); ++r) {
-      pending_.push_back({{batch.rows[r].vehicle, batch.window_ns, std::move(values[r])}});
+      pending_.push_back({{rows[r].vehicle, time_ns, std::move(values[r])}});
     }
     pending_rows_.Set(static_cast<double>(pending_.size()));
   }
@@ -546,6 +713,26 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
               &SinkColumn::mode,
               {{"linear", Interpolation::kLinear}, {"previous", Interpolation::kPrevious}})
         .Default("linear");
+    columns
+        .Enum("stat",
+              "Behind window_aggregate: which statistic of the sensor in the window the column "
+              "holds (none: behind window_join, the interpolated value). count (bigint); min, "
+              "max of field (value, or lat / lon: the bounding box); mean of the value; first, "
+              "last: field of the oldest / newest sample; first_time, last_time: their times "
+              "(timestamptz); distance: metres travelled (position sensors). No sample of the "
+              "sensor in the window gives NULL.",
+              &SinkColumn::stat,
+              {{"none", ColumnStat::kNone},
+               {"count", ColumnStat::kCount},
+               {"min", ColumnStat::kMin},
+               {"max", ColumnStat::kMax},
+               {"mean", ColumnStat::kMean},
+               {"first", ColumnStat::kFirst},
+               {"last", ColumnStat::kLast},
+               {"first_time", ColumnStat::kFirstTime},
+               {"last_time", ColumnStat::kLastTime},
+               {"distance", ColumnStat::kDistance}})
+        .Default("none");
 
     spec.String("conninfo",
                 "libpq connection string (key=value or postgresql:// URI). Empty: libpq's "
@@ -669,6 +856,7 @@ void RegisterTimescaleSink(Registry& registry) {
       "Writes window rows to PostgreSQL/TimescaleDB (interpolated columns, batched COPY, "
       "idempotent upsert, retries while the database is down)",
       PortKind::kRows, PortKind::kNone, TimescaleSinkSpec());
+  info.check_upstream = CheckColumnsFitTheRows;
   info.check_connect = [](const Config& config) {
     return CheckSinkDatabase(TimescaleSinkSpec().Parse(config));
   };

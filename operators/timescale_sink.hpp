@@ -1,6 +1,7 @@
 #pragma once
 /// timescale_sink: writes window rows to a PostgreSQL table, one row per (vehicle_id, time), one
-/// double precision column per configured sensor field, interpolated at the window time.
+/// column per configured sensor field: behind window_join interpolated at the window time, behind
+/// window_aggregate a statistic of the window (time: the window's start).
 ///
 /// Creates the table (and missing columns) on connect; makes it a hypertable with the configured
 /// chunk interval, compression and retention when TimescaleDB can be used (installed,
@@ -51,13 +52,36 @@ enum class Interpolation {
 std::optional<double> InterpolateSlot(const Slot& slot, ColumnField field, Interpolation mode,
                                       int64_t window_ns);
 
+/// Which statistic of a window_aggregate's row a column takes (kNone: the column interpolates a
+/// window_join's slot).
+enum class ColumnStat {
+  kNone,
+  kCount,      ///< samples in the window (bigint)
+  kMin,        ///< of `field`: value, or lat / lon (the bounding box)
+  kMax,        ///< likewise
+  kMean,       ///< of the value
+  kFirst,      ///< `field` of the oldest sample
+  kLast,       ///< `field` of the newest sample
+  kFirstTime,  ///< time of the oldest sample (timestamptz)
+  kLastTime,   ///< time of the newest sample (timestamptz)
+  kDistance,   ///< metres travelled (position sensors)
+};
+
 /// One configured column of the sink.
 struct SinkColumn {
   std::string name;
   std::string sensor;
   ColumnField field = ColumnField::kValue;
   Interpolation mode = Interpolation::kLinear;
+  ColumnStat stat = ColumnStat::kNone;
 };
+
+/// The column's SQL type: double precision, bigint for a count, timestamptz for a time.
+std::string ColumnType(const SinkColumn& column);
+
+/// The value of one statistic column from a sensor's statistics (nullopt: no sample, no position
+/// for a position field, or not finite). Times are microseconds since the epoch.
+std::optional<double> StatValue(const SensorStats& stats, const SinkColumn& column);
 
 /// Whether the sink's table is a TimescaleDB hypertable (the timescaledb setting).
 enum class TimescaleMode {
@@ -96,6 +120,10 @@ std::vector<SinkColumn> SinkColumns(const Config& config);
 /// batch lacks. The one row computation of the sink, shared with `fleetflow test`.
 std::vector<std::vector<std::optional<double>>> SinkRowValues(
     const std::vector<SinkColumn>& columns, const WindowBatch& batch);
+
+/// The same for the rows of a window_aggregate's batch: each column's statistic of its sensor.
+std::vector<std::vector<std::optional<double>>> SinkRowValues(
+    const std::vector<SinkColumn>& columns, const StatsBatch& batch);
 
 /// Registers the operator "timescale_sink" (input: rows; no output).
 void RegisterTimescaleSink(Registry& registry);

@@ -369,11 +369,17 @@ const OptionsSpec<WindowAggregateOptions>& Spec() {
 }  // namespace
 
 void RegisterWindowAggregate(Registry& registry) {
-  registry.Add(TypedOperator<WindowAggregate>(
+  OperatorInfo info = TypedOperator<WindowAggregate>(
       "window_aggregate",
       "Per vehicle and sensor, tumbling windows of every_ms over the raw samples: count, min, "
       "max, mean, first and last; for positions the bounding box and the distance travelled.",
-      PortKind::kSamples, PortKind::kRows, Spec()));
+      PortKind::kSamples, PortKind::kRows, Spec());
+  info.facts = [](const Config&) {
+    NodeFacts f;
+    f.rows = NodeFacts::Rows::kStatistics;
+    return f;
+  };
+  registry.Add(std::move(info));
 }
 
 }  // namespace fleetflow

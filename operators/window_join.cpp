@@ -438,6 +438,11 @@ void RegisterWindowJoin(Registry& registry) {
       "samples bracketing the window time for each sensor.",
       PortKind::kSamples, PortKind::kRows, Spec());
   info.check_upstream = CheckHistoryCoversLateness;
+  info.facts = [](const Config&) {
+    NodeFacts f;
+    f.rows = NodeFacts::Rows::kSlots;
+    return f;
+  };
   registry.Add(std::move(info));
 }
 

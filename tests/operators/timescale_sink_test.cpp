@@ -506,6 +506,66 @@ TEST_F(TimescaleSinkPg, WritesInterpolatedValuesAndNulls) {
               HasSubstr("fleetflow_sink_write_seconds_bucket{" + labels + ",le=\"+Inf\"} 1\n"));
 }
 
+TEST_F(TimescaleSinkPg, WritesTheStatisticsOfAWindowWithTheirTypes) {
+  OperatorHarness h("timescale_sink", Config(R"("columns":[
+      {"name": "samples", "sensor": "speed", "stat": "count"},
+      {"name": "speed_min", "sensor": "speed", "stat": "min"},
+      {"name": "speed_max", "sensor": "speed", "stat": "max"},
+      {"name": "speed_mean", "sensor": "speed", "stat": "mean"},
+      {"name": "speed_last", "sensor": "speed", "stat": "last"},
+      {"name": "speed_from", "sensor": "speed", "stat": "first_time"},
+      {"name": "speed_to", "sensor": "speed", "stat": "last_time"},
+      {"name": "lat_min", "sensor": "gps", "field": "lat", "stat": "min"},
+      {"name": "lon_max", "sensor": "gps", "field": "lon", "stat": "max"},
+      {"name": "lat_first", "sensor": "gps", "field": "lat", "stat": "first"},
+      {"name": "distance", "sensor": "gps", "stat": "distance"}])"));
+  EXPECT_EQ(Psql("SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY "
+                 "ordinal_position) FROM information_schema.columns WHERE table_name = '" +
+                 table_ + "' AND column_name IN ('samples', 'speed_mean', 'speed_from')"),
+            "samples bigint, speed_mean double precision, speed_from timestamp with time zone");
+  const int64_t start = WindowT() - 1000 * kMs;  // 12:00:00
+  StatsBatch b;
+  b.start_ns = start;
+  b.length_ns = 60'000 * kMs;
+  b.sensors = std::make_shared<const std::vector<std::string>>(
+      std::vector<std::string>{"speed", "gps"});
+  SensorStats speed;
+  speed.count = 3;
+  speed.min = 1.5;
+  speed.max = 9.0;
+  speed.sum = 12.0;
+  speed.first = Scalar(start + 250 * kMs, 1.5);
+  speed.last = Scalar(start + 59'750 * kMs, 9.0);
+  SensorStats gps;
+  gps.count = gps.positions = 2;
+  gps.min_lat = 48.1;
+  gps.max_lat = 48.2;
+  gps.min_lon = 11.5;
+  gps.max_lon = 11.6;
+  gps.first = Position(start + 100 * kMs, 48.2, 11.5);
+  gps.last = Position(start + 900 * kMs, 48.1, 11.6);
+  gps.distance_m = 1234.5;
+  b.rows = {{"v1", {speed, gps}}, {"v2", {speed, SensorStats{}}}};
+  h.Feed(std::move(b));
+  h.TickAt(start + 61'000 * kMs, /*drain=*/true);
+  EXPECT_EQ(Psql("SET TimeZone = 'UTC'; SELECT vehicle_id, time, samples, speed_min, speed_max, "
+                 "speed_mean, speed_last, speed_from, speed_to, lat_min, lon_max, lat_first, "
+                 "distance FROM " +
+                 table_ + " ORDER BY vehicle_id"),
+            "v1|2026-11-22 12:00:00+00|3|1.5|9|4|9|2026-11-22 12:00:00.25+00|"
+            "2026-11-22 12:00:59.75+00|48.1|11.6|48.2|1234.5\n"
+            "v2|2026-11-22 12:00:00+00|3|1.5|9|4|9|2026-11-22 12:00:00.25+00|"
+            "2026-11-22 12:00:59.75+00||||");
+}
+
+TEST(TimescaleSinkConfig, AStatisticThatTakesNoFieldRefusesOne) {
+  const std::string what = testkit::BuildError(
+      "timescale_sink",
+      R"({"columns": [{"name": "n", "sensor": "gps", "field": "lat", "stat": "count"}]})");
+  EXPECT_THAT(what, HasSubstr("/columns/0/field"));
+  EXPECT_THAT(what, HasSubstr("stat count takes no field"));
+}
+
 TEST_F(TimescaleSinkPg, RewrittenWindowsUpdateRowsWithoutDuplicates) {
   OperatorHarness h("timescale_sink", Config(R"("columns":[{"name":"speed","sensor":"speed"}])"));
   const int64_t t = WindowT();

@@ -141,6 +141,10 @@ ExpectedRows ComputeExpectedRows(const Samples& samples, int64_t every_ns, int64
 
 ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns, int64_t every_ns,
                                  int64_t max_gap_ns) {
+  return ComputeExpectedRows(FleetSamples(fleet, end_ns), every_ns, max_gap_ns);
+}
+
+Samples FleetSamples(const sim::FleetConfig& fleet, int64_t end_ns) {
   Samples samples;
   for (int v = 0; v < fleet.vehicles; ++v) {
     auto& by_sensor = samples[sim::VehicleId(fleet, v)];
@@ -153,7 +157,7 @@ ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns, 
       }
     }
   }
-  return ComputeExpectedRows(samples, every_ns, max_gap_ns);
+  return samples;
 }
 
 Samples SamplesInStream(const std::string& nats_url, const std::string& stream) {
@@ -216,15 +220,22 @@ size_t CountSamples(const Samples& samples) {
 }
 
 CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
+  ExpectedTable table;
+  for (const auto& [key, e] : expected) table[key] = {e.lat, e.lon, e.speed, e.soc, e.torque};
+  return CheckTable(pg, "vehicle_telemetry", {"lat", "lon", "speed", "soc", "torque"}, table);
+}
+
+CheckResult CheckTable(const PostgresServer& pg, const std::string& table,
+                       const std::vector<std::string>& columns, const ExpectedTable& expected) {
   CheckResult r;
   r.expected = expected.size();
   // Up to 10 lines of each kind: missing rows, unexpected rows, values.
   std::ostringstream missing, unexpected, values;
   int shown_unexpected = 0, shown_values = 0;
   std::set<std::pair<std::string, int64_t>> seen;
-  const std::string rows = pg.Psql(
-      "SELECT vehicle_id, (extract(epoch FROM time) * 1000000)::bigint, lat, lon, speed, soc, "
-      "torque FROM vehicle_telemetry ORDER BY 1, 2");
+  std::string select = "SELECT vehicle_id, (extract(epoch FROM time) * 1000000)::bigint";
+  for (const std::string& c : columns) select += ", " + c;
+  const std::string rows = pg.Psql(select + " FROM " + table + " ORDER BY 1, 2");
   std::istringstream lines(rows);
   std::string line;
   while (std::getline(lines, line)) {
@@ -233,7 +244,7 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
     std::stringstream ss(line);
     std::string cell;
     while (std::getline(ss, cell, '|')) cells.push_back(cell);
-    cells.resize(7);
+    cells.resize(2 + columns.size());
     const std::pair<std::string, int64_t> key{cells[0], std::stoll(cells[1]) * 1000};
     auto it = expected.find(key);
     if (it == expected.end()) {
@@ -244,19 +255,16 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
     }
     ++r.found;
     seen.insert(key);
-    const ExpectedRow& e = it->second;
-    const std::optional<double> got[] = {ParseCell(cells[2]), ParseCell(cells[3]),
-                                         ParseCell(cells[4]), ParseCell(cells[5]),
-                                         ParseCell(cells[6])};
-    const std::optional<double> want[] = {e.lat, e.lon, e.speed, e.soc, e.torque};
-    const char* names[] = {"lat", "lon", "speed", "soc", "torque"};
     bool bad = false;
-    for (int c = 0; c < 5; ++c) {
-      if (!Near(got[c], want[c])) {
+    for (size_t c = 0; c < columns.size(); ++c) {
+      const std::optional<double> got = ParseCell(cells[2 + c]);
+      std::optional<double> want;
+      if (c < it->second.size()) want = it->second[c];
+      if (!Near(got, want)) {
         bad = true;
         if (shown_values++ < 10) {
-          values << key.first << " @" << key.second << " " << names[c] << ": got " << Show(got[c])
-                 << ", want " << Show(want[c]) << '\n';
+          values << key.first << " @" << key.second << " " << columns[c] << ": got " << Show(got)
+                 << ", want " << Show(want) << '\n';
         }
       }
     }
@@ -274,6 +282,86 @@ CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected) {
   }
   r.first_problems = missing.str() + unexpected.str() + values.str();
   return r;
+}
+
+namespace {
+
+/// Great-circle distance in metres (haversine, mean Earth radius), written here apart from the
+/// engine's.
+double Haversine(double lat1, double lon1, double lat2, double lon2) {
+  const double rad = 3.14159265358979323846 / 180.0;
+  const double a = std::pow(std::sin((lat2 - lat1) * rad / 2), 2) +
+                   std::cos(lat1 * rad) * std::cos(lat2 * rad) *
+                       std::pow(std::sin((lon2 - lon1) * rad / 2), 2);
+  return 2 * 6'371'008.8 * std::asin(std::min(1.0, std::sqrt(a)));
+}
+
+}  // namespace
+
+ExpectedTable ComputeExpectedStats(const Samples& samples, int64_t every_ns, int64_t max_gap_ns,
+                                   const std::vector<std::string>& sensors,
+                                   const std::vector<StatColumn>& columns) {
+  struct Window {
+    std::vector<wire::Point> points;
+    double distance = 0;
+  };
+  // (vehicle, start) -> sensor -> the window's samples in time order.
+  std::map<std::pair<std::string, int64_t>, std::map<std::string, Window>> windows;
+  for (const auto& [vehicle, by_sensor] : samples) {
+    for (const auto& sensor : sensors) {
+      const auto it = by_sensor.find(sensor);
+      if (it == by_sensor.end()) continue;
+      const wire::Point* previous = nullptr;
+      for (const wire::Point& p : it->second) {
+        const int64_t start = p.ts_ns / every_ns * every_ns;
+        Window& w = windows[{vehicle, start}][sensor];
+        if (previous && p.ts_ns - previous->ts_ns <= max_gap_ns && p.has_position &&
+            previous->has_position) {
+          w.distance += Haversine(previous->lat, previous->lon, p.lat, p.lon);
+        }
+        w.points.push_back(p);
+        previous = &p;
+      }
+    }
+  }
+  ExpectedTable out;
+  for (const auto& [key, by_sensor] : windows) {
+    auto& row = out[key];
+    for (const StatColumn& c : columns) {
+      const auto it = by_sensor.find(c.sensor);
+      if (it == by_sensor.end() || it->second.points.empty()) {
+        row.push_back(std::nullopt);
+        continue;
+      }
+      const auto& ps = it->second.points;
+      const auto field = [&](const wire::Point& p) {
+        return c.field == "lat" ? p.lat : c.field == "lon" ? p.lon : p.value;
+      };
+      std::optional<double> v;
+      if (c.stat == "count") {
+        v = static_cast<double>(ps.size());
+      } else if (c.stat == "min" || c.stat == "max" || c.stat == "mean") {
+        double lo = field(ps[0]), hi = lo, sum = 0;
+        for (const auto& p : ps) {
+          lo = std::min(lo, field(p));
+          hi = std::max(hi, field(p));
+          sum += field(p);
+        }
+        v = c.stat == "min" ? lo : c.stat == "max" ? hi : sum / static_cast<double>(ps.size());
+      } else if (c.stat == "first") {
+        v = field(ps.front());
+      } else if (c.stat == "last") {
+        v = field(ps.back());
+      } else if (c.stat == "first_time" || c.stat == "last_time") {
+        const int64_t ts = (c.stat == "first_time" ? ps.front() : ps.back()).ts_ns;
+        v = static_cast<double>(ts / 1000 - key.second / 1000) * 1e-6;
+      } else if (c.stat == "distance") {
+        v = it->second.distance;
+      }
+      row.push_back(v);
+    }
+  }
+  return out;
 }
 
 bool HasEveryRow(const PostgresServer& pg, const ExpectedRows& expected) {

@@ -37,6 +37,26 @@ ExpectedRows ComputeExpectedRows(const Samples& samples, int64_t every_ns = 1'00
 ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns,
                                  int64_t every_ns = 1'000'000'000,
                                  int64_t max_gap_ns = 2'000'000'000);
+/// Every sample of a fleet-sim fleet with start_ns <= ts < end_ns.
+Samples FleetSamples(const sim::FleetConfig& fleet, int64_t end_ns);
+
+/// Rows of any table by (vehicle_id, time in ns): one value per compared column, in order.
+using ExpectedTable =
+    std::map<std::pair<std::string, int64_t>, std::vector<std::optional<double>>>;
+
+/// A column of a window_aggregate's table (timescale_sink's column: name, sensor, stat, field).
+struct StatColumn {
+  std::string name, sensor, stat, field = "value";
+};
+
+/// The statistics rows of windows [S, S + every_ns) over `samples` (every sample in time, each
+/// once), per the rules of docs/semantics.md ("Statistics per window"): one row per vehicle and
+/// window with a sample of any of `sensors`; a position's distance adds the hop from the
+/// sensor's previous sample when it is at most max_gap_ns older. Times are seconds after the
+/// window's start (to the µs, rounded down, as PostgreSQL keeps them).
+ExpectedTable ComputeExpectedStats(const Samples& samples, int64_t every_ns, int64_t max_gap_ns,
+                                   const std::vector<std::string>& sensors,
+                                   const std::vector<StatColumn>& columns);
 
 /// Every sample `stream` stored (subjects [...].<vehicle>.<sensor>), once per (vehicle, sensor,
 /// time) whatever was stored twice: what vehicles whose samples vary with the wall clock
@@ -55,6 +75,10 @@ struct CheckResult {
 
 /// Compares vehicle_telemetry with `expected`: every row once, nothing else, values within 1e-9.
 CheckResult CheckRows(const PostgresServer& pg, const ExpectedRows& expected);
+/// The same for `table`, whose `columns` (SQL expressions giving numbers: extract(epoch FROM t)
+/// for a time) are compared with `expected`'s values in order.
+CheckResult CheckTable(const PostgresServer& pg, const std::string& table,
+                       const std::vector<std::string>& columns, const ExpectedTable& expected);
 
 /// Whether every row of `expected` is in vehicle_telemetry (what a test waits for: a count of
 /// rows would also count rows that should not be there).
