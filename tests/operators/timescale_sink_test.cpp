@@ -527,8 +527,8 @@ TEST_F(TimescaleSinkPg, WritesTheStatisticsOfAWindowWithTheirTypes) {
   StatsBatch b;
   b.start_ns = start;
   b.length_ns = 60'000 * kMs;
-  b.sensors = std::make_shared<const std::vector<std::string>>(
-      std::vector<std::string>{"speed", "gps"});
+  b.sensors =
+      std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"speed", "gps"});
   SensorStats speed;
   speed.count = 3;
   speed.min = 1.5;

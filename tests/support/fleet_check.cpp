@@ -290,9 +290,9 @@ namespace {
 /// engine's.
 double Haversine(double lat1, double lon1, double lat2, double lon2) {
   const double rad = 3.14159265358979323846 / 180.0;
-  const double a = std::pow(std::sin((lat2 - lat1) * rad / 2), 2) +
-                   std::cos(lat1 * rad) * std::cos(lat2 * rad) *
-                       std::pow(std::sin((lon2 - lon1) * rad / 2), 2);
+  const double a =
+      std::pow(std::sin((lat2 - lat1) * rad / 2), 2) +
+      std::cos(lat1 * rad) * std::cos(lat2 * rad) * std::pow(std::sin((lon2 - lon1) * rad / 2), 2);
   return 2 * 6'371'008.8 * std::asin(std::min(1.0, std::sqrt(a)));
 }
 

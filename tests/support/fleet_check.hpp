@@ -41,8 +41,7 @@ ExpectedRows ComputeExpectedRows(const sim::FleetConfig& fleet, int64_t end_ns,
 Samples FleetSamples(const sim::FleetConfig& fleet, int64_t end_ns);
 
 /// Rows of any table by (vehicle_id, time in ns): one value per compared column, in order.
-using ExpectedTable =
-    std::map<std::pair<std::string, int64_t>, std::vector<std::optional<double>>>;
+using ExpectedTable = std::map<std::pair<std::string, int64_t>, std::vector<std::optional<double>>>;
 
 /// A column of a window_aggregate's table (timescale_sink's column: name, sensor, stat, field).
 struct StatColumn {
