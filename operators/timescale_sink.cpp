@@ -761,11 +761,14 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
                      &O::columns, columns)
         .MinItems(1)
         .DefaultJson(
-            R"([{"name":"lat","sensor":"gps","field":"lat","interpolation":"linear"},)"
-            R"({"name":"lon","sensor":"gps","field":"lon","interpolation":"linear"},)"
-            R"({"name":"speed","sensor":"speed","field":"value","interpolation":"linear"},)"
-            R"({"name":"soc","sensor":"soc","field":"value","interpolation":"linear"},)"
-            R"({"name":"torque","sensor":"torque","field":"value","interpolation":"linear"}])");
+            R"([{"name":"lat","sensor":"gps","field":"lat","interpolation":"linear","stat":"none"},)"
+            R"({"name":"lon","sensor":"gps","field":"lon","interpolation":"linear","stat":"none"},)"
+            R"({"name":"speed","sensor":"speed","field":"value","interpolation":"linear",)"
+            R"("stat":"none"},)"
+            R"({"name":"soc","sensor":"soc","field":"value","interpolation":"linear",)"
+            R"("stat":"none"},)"
+            R"({"name":"torque","sensor":"torque","field":"value","interpolation":"linear",)"
+            R"("stat":"none"}])");
     spec.Integer("batch_rows",
                  "Rows per write transaction: buffered rows are written as soon as this many are "
                  "pending.",

@@ -252,6 +252,23 @@ TEST_F(PipelineTest, BehindAPartitionedSourceTheStateHistoryCoversTheJoinsLatene
   EXPECT_TRUE(Load(Nodes({kSource, state(0), join, kSink})).ok());
 }
 
+TEST_F(PipelineTest, ASinksColumnsTakeStatisticsBehindAWindowAggregateAndSlotsBehindAJoin) {
+  const std::string aggregate = R"({"id": "agg", "type": "window_aggregate", "inputs": ["in"]})";
+  const auto sink = [](const std::string& input, const std::string& column) {
+    return R"({"id": "db", "type": "timescale_sink", "inputs": [")" + input +
+           R"("], "config": {"columns": [)" + column + "]}}";
+  };
+  const std::string mean = R"({"name": "speed", "sensor": "speed", "stat": "mean"})";
+  const std::string plain = R"({"name": "speed", "sensor": "speed"})";
+  EXPECT_TRUE(Load(Nodes({kSource, aggregate, sink("agg", mean)})).ok());
+  CheckInvalid(Nodes({kSource, aggregate, sink("agg", plain)}), "/nodes/2/config/columns/0/stat",
+               {"(node 'db')", "column 'speed' reads statistics from window_aggregate 'agg'",
+                "set its stat"});
+  CheckInvalid(Nodes({kSource, kState, kJoin, sink("join", mean)}),
+               "/nodes/3/config/columns/0/stat",
+               {"(node 'db')", "has stat mean, but window_join 'join' emits interpolated rows"});
+}
+
 // The stream is the changelog of a JetStream source's partitions: the source re-reads it after
 // the checkpoint that keyed_last_value stores in its bucket, so the two must name one bucket.
 TEST_F(PipelineTest, AJetStreamSourceNamesTheBucketOfTheStateItFeeds) {
