@@ -366,6 +366,23 @@ const OptionsSpec<WindowAggregateOptions>& Spec() {
   });
 }
 
+/// A partition's open windows do not move with it yet: behind a partitioned source, a hand-over
+/// would lose the statistics so far of every open window. Refused rather than written wrong.
+std::vector<UpstreamProblem> CheckNotPartitioned(const Config&, const std::string& self_id,
+                                                 const std::vector<UpstreamNode>& upstream) {
+  std::vector<UpstreamProblem> problems;
+  for (const UpstreamNode& n : upstream) {
+    if (!n.facts.partitioned) continue;
+    problems.push_back(
+        {n.id, "/partitions",
+         "window_aggregate '" + self_id +
+             "' cannot read a partitioned source yet: its open windows are not part of the "
+             "partition's state, so a partition moving to another worker would lose their "
+             "statistics so far; read an unpartitioned source (pipelines/tiers.json)"});
+  }
+  return problems;
+}
+
 }  // namespace
 
 void RegisterWindowAggregate(Registry& registry) {
@@ -379,6 +396,7 @@ void RegisterWindowAggregate(Registry& registry) {
     f.rows = NodeFacts::Rows::kStatistics;
     return f;
   };
+  info.check_upstream = CheckNotPartitioned;
   registry.Add(std::move(info));
 }
 

@@ -267,6 +267,12 @@ TEST_F(PipelineTest, ASinksColumnsTakeStatisticsBehindAWindowAggregateAndSlotsBe
   CheckInvalid(Nodes({kSource, kState, kJoin, sink("join", mean)}),
                "/nodes/3/config/columns/0/stat",
                {"(node 'db')", "has stat mean, but window_join 'join' emits interpolated rows"});
+  // Its open windows do not move with a partition yet.
+  CheckInvalid(Nodes({R"({"id": "in", "type": "nats_source",
+                          "config": {"partitions": 4, "delivery": "jetstream"}})",
+                      aggregate, sink("agg", mean)}),
+               "/nodes/0/config/partitions",
+               {"window_aggregate 'agg' cannot read a partitioned source yet"});
 }
 
 // The stream is the changelog of a JetStream source's partitions: the source re-reads it after
