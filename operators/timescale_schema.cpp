@@ -106,6 +106,8 @@ void TimescaleSchema::Prepare(std::unique_ptr<pg::Connection>& session) {
   CheckIntervals(*session, cfg_);
   const bool hypertable = UseTimescale(session);
   pg::Connection& conn = *session;
+  // Plain PostgreSQL has no chunks: a retention needs the table partitioned by time.
+  const bool by_range = !hypertable && !cfg_.retention.empty();
   const std::string table = pg::QuoteIdent(cfg_.table);
   std::string create = "CREATE TABLE IF NOT EXISTS " + table +
                        " (\"vehicle_id\" text NOT NULL, \"time\" timestamptz NOT NULL";
@@ -117,11 +119,13 @@ void TimescaleSchema::Prepare(std::unique_ptr<pg::Connection>& session) {
     add += (i ? ", " : " ") + std::string("ADD COLUMN IF NOT EXISTS ") + col + " " + type;
   }
   create += ", PRIMARY KEY (\"vehicle_id\", \"time\"))";
+  if (by_range) create += " PARTITION BY RANGE (\"time\")";
   conn.ExecInTransaction({LockStatement(), create, add});
 
   const std::string no_key = MissingUpsertKey(conn, cfg_.table);
   if (!no_key.empty()) throw SinkSetupError(no_key);
   if (hypertable) MakeHypertable(conn);
+  if (by_range) PreparePartitions(conn);
   spdlog::info("{} '{}': connected to PostgreSQL ({}); table '{}' ready ({}), {} columns", kName,
                node_, conn.description(), cfg_.table,
                hypertable ? "TimescaleDB hypertable, " + EditionName(license_) + " edition"
@@ -167,11 +171,11 @@ bool TimescaleSchema::UseTimescale(std::unique_ptr<pg::Connection>& session) {
       warned_plain_ = true;
       spdlog::warn(
           "{} '{}': TimescaleDB cannot be used, so '{}' is a plain PostgreSQL table "
-          "(no hypertable, compression or retention): {}{}",
-          kName, node_, cfg_.table, reason,
-          cfg_.compress_after.empty() && cfg_.retention.empty()
-              ? ""
-              : "; compress_after and retention need TimescaleDB and are ignored");
+          "(no hypertable or compression{}): {}{}",
+          kName, node_, cfg_.table,
+          cfg_.retention.empty() ? "" : "; the retention drops partitions by time", reason,
+          cfg_.compress_after.empty() ? ""
+                                      : "; compress_after needs TimescaleDB and is ignored");
     }
     return false;
   }
@@ -237,14 +241,102 @@ void TimescaleSchema::MakeHypertable(pg::Connection& conn) {
   }
 }
 
+/// Plain PostgreSQL with a retention: partitions of chunk_interval, aligned on the epoch; the
+/// current one and the next are created now, others before the rows that need them.
+void TimescaleSchema::PreparePartitions(pg::Connection& conn) {
+  const auto strategy = conn.Exec("SELECT partstrat FROM pg_partitioned_table WHERE partrelid = " +
+                                  pg::QuoteLiteral(pg::QuoteIdent(cfg_.table)) + "::regclass");
+  if (strategy.empty()) {
+    spdlog::warn(
+        "{} '{}': retention {} needs '{}' partitioned by time on plain PostgreSQL, but the table "
+        "exists unpartitioned: no row of it is dropped. Create it anew (the sink makes it "
+        "PARTITION BY RANGE (time)) or drop old rows yourself",
+        kName, node_, cfg_.retention, cfg_.table);
+    return;
+  }
+  const auto width = conn.Exec("SELECT extract(epoch FROM " + Interval(cfg_.chunk_interval) + ")");
+  const double seconds = !width.empty() && width[0][0] ? std::stod(*width[0][0]) : 86400.0;
+  partition_width_s_ = std::max<int64_t>(60, static_cast<int64_t>(seconds));
+  partitioned_ = true;
+  partitions_.clear();
+  const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  EnsurePartitions(conn, {{"", now_ns, {}}, {"", now_ns + partition_width_s_ * 1'000'000'000, {}}});
+  std::lock_guard lock(retention_mutex_);
+  retention_period_ = std::chrono::milliseconds(std::min<int64_t>(partition_width_s_, 3600) * 1000);
+  own_retention_ = true;
+}
+
+void TimescaleSchema::EnsurePartitions(pg::Connection& conn,
+                                       const std::vector<pg::ValuesRow>& rows) {
+  if (!partitioned_) return;
+  std::set<int64_t> needed;
+  for (const pg::ValuesRow& row : rows) {
+    const int64_t ns = row.time_ns;
+    const int64_t s = ns / 1'000'000'000 - (ns % 1'000'000'000 < 0 ? 1 : 0);
+    const int64_t start = (s / partition_width_s_ - (s % partition_width_s_ < 0 ? 1 : 0)) *
+                          partition_width_s_;
+    if (!partitions_.count(start)) needed.insert(start);
+  }
+  if (needed.empty()) return;
+  std::vector<std::string> sql = {LockStatement()};
+  for (const int64_t start : needed) {
+    sql.push_back("CREATE TABLE IF NOT EXISTS " +
+                  pg::QuoteIdent(cfg_.table.substr(0, 40) + "_p" + std::to_string(start)) +
+                  " PARTITION OF " + pg::QuoteIdent(cfg_.table) + " FOR VALUES FROM (" +
+                  pg::QuoteLiteral(pg::FormatTimestamp(start * 1'000'000'000)) + ") TO (" +
+                  pg::QuoteLiteral(
+                      pg::FormatTimestamp((start + partition_width_s_) * 1'000'000'000)) +
+                  ")");
+  }
+  conn.ExecInTransaction(sql);
+  partitions_.insert(needed.begin(), needed.end());
+}
+
 void TimescaleSchema::StartRetentionIfNeeded() {
   if (!own_retention_ || retention_thread_.joinable()) return;
-  spdlog::info(
-      "{} '{}': the {} edition of TimescaleDB has no retention policy job; the sink "
-      "drops chunks of '{}' older than {} itself, now and every {} s",
-      kName, node_, EditionName(license_), cfg_.table, cfg_.retention,
-      retention_period_.count() / 1000);
+  if (partitioned_) {
+    spdlog::info(
+        "{} '{}': '{}' is partitioned by time ({} s each); the sink drops partitions older "
+        "than {} itself, now and every {} s",
+        kName, node_, cfg_.table, partition_width_s_, cfg_.retention,
+        retention_period_.count() / 1000);
+  } else {
+    spdlog::info(
+        "{} '{}': the {} edition of TimescaleDB has no retention policy job; the sink "
+        "drops chunks of '{}' older than {} itself, now and every {} s",
+        kName, node_, EditionName(license_), cfg_.table, cfg_.retention,
+        retention_period_.count() / 1000);
+  }
   retention_thread_ = std::thread([this] { RetentionLoop(); });
+}
+
+void TimescaleSchema::DropExpired(pg::Connection& conn) {
+  const std::string rel = pg::QuoteLiteral(pg::QuoteIdent(cfg_.table));
+  std::string dropped;
+  if (!partitioned_) {
+    const auto rows = conn.Exec("SELECT count(*) FROM drop_chunks(" + rel +
+                                ", older_than => " + Interval(cfg_.retention) + ")");
+    dropped = !rows.empty() && rows[0][0] ? *rows[0][0] : "0";
+  } else {
+    // Partitions whose upper bound is older than the retention.
+    const auto expired = conn.Exec(
+        "SELECT c.oid::regclass::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = " +
+        rel +
+        "::regclass AND (regexp_match(pg_get_expr(c.relpartbound, c.oid), "
+        "'TO \\(''([^'']+)''\\)'))[1]::timestamptz <= now() - " +
+        Interval(cfg_.retention));
+    for (const auto& row : expired) {
+      if (row[0]) conn.Exec("DROP TABLE IF EXISTS " + *row[0]);
+    }
+    dropped = std::to_string(expired.size());
+  }
+  if (dropped != "0") {
+    spdlog::info("{} '{}': retention dropped {} {} of '{}' older than {}", kName, node_, dropped,
+                 partitioned_ ? "partitions" : "chunks", cfg_.table, cfg_.retention);
+  }
 }
 
 /// Off the write path, on a session of its own: drop_chunks() at start and then every
@@ -252,9 +344,6 @@ void TimescaleSchema::StartRetentionIfNeeded() {
 /// for long; failures are logged and retried at the next turn (sooner after an error).
 void TimescaleSchema::RetentionLoop() {
   std::unique_ptr<pg::Connection> conn;
-  const std::string sql = "SELECT count(*) FROM drop_chunks(" +
-                          pg::QuoteLiteral(pg::QuoteIdent(cfg_.table)) + ", older_than => " +
-                          Interval(cfg_.retention) + ")";
   std::unique_lock lock(retention_mutex_);
   while (!retention_stop_) {
     std::chrono::milliseconds wait = retention_period_;
@@ -264,17 +353,13 @@ void TimescaleSchema::RetentionLoop() {
         conn = pg::Connection::Connect(cfg_.conninfo);
         conn->Exec("SET lock_timeout = '2s'");
       }
-      const auto rows = conn->Exec(sql);
-      const std::string dropped = !rows.empty() && rows[0][0] ? *rows[0][0] : "0";
-      if (dropped != "0") {
-        spdlog::info("{} '{}': retention dropped {} chunks of '{}' older than {}", kName, node_,
-                     dropped, cfg_.table, cfg_.retention);
-      }
+      DropExpired(*conn);
     } catch (const std::exception& e) {
       conn.reset();
       wait = std::min(wait, std::chrono::milliseconds(60000));
-      spdlog::warn("{} '{}': dropping chunks older than {} failed, next attempt in {} s: {}", kName,
-                   node_, cfg_.retention, wait.count() / 1000, e.what());
+      spdlog::warn("{} '{}': dropping {} older than {} failed, next attempt in {} s: {}", kName,
+                   node_, partitioned_ ? "partitions" : "chunks", cfg_.retention,
+                   wait.count() / 1000, e.what());
     }
     lock.lock();
     retention_cv_.wait_for(lock, wait, [this] { return retention_stop_; });

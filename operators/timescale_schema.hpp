@@ -5,12 +5,17 @@
 /// can be used before CREATE EXTENSION, so that no session ends on a FATAL error), makes the
 /// table a hypertable with its chunk interval, compression and retention policies, runs the
 /// retention itself where the TimescaleDB edition has no policy jobs (Apache-licensed), and
-/// answers `fleetflow validate --connect` from the catalogs. The write path (buffering, COPY and
+/// answers `fleetflow validate --connect` from the catalogs. On plain PostgreSQL with a
+/// retention, the table is partitioned by range of time (one partition per chunk_interval,
+/// created before the rows that need it are written) and partitions older than the retention
+/// are dropped. The write path (buffering, COPY and
 /// upsert, retries, backpressure) is the operator's, in timescale_sink.cpp.
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -44,14 +49,23 @@ class TimescaleSchema {
   /// on CREATE EXTENSION. Throws pg::Error, SinkSetupError.
   void Prepare(std::unique_ptr<pg::Connection>& session);
 
-  /// After a successful Prepare(): starts dropping old chunks on a thread of its own where the
-  /// TimescaleDB edition runs no retention policy job (once; later calls do nothing).
+  /// After a successful Prepare(): starts dropping old chunks (or partitions) on a thread of its
+  /// own where no retention policy job does (once; later calls do nothing).
   void StartRetentionIfNeeded();
+
+  /// On a range-partitioned table (plain PostgreSQL with a retention): creates the partitions
+  /// that `rows` need and this object did not create or find yet. Throws pg::Error.
+  void EnsurePartitions(pg::Connection& conn, const std::vector<pg::ValuesRow>& rows);
+  /// Forgets which partitions exist (a write failed: one may have been dropped meanwhile).
+  void ForgetPartitions() { partitions_.clear(); }
 
  private:
   std::string LockStatement() const;
   bool UseTimescale(std::unique_ptr<pg::Connection>& session);
   void MakeHypertable(pg::Connection& conn);
+  void PreparePartitions(pg::Connection& conn);
+  /// The statement that drops what the retention no longer keeps; it answers how many it dropped.
+  void DropExpired(pg::Connection& conn);
   void RetentionLoop();
   void StopRetention();
 
@@ -63,6 +77,11 @@ class TimescaleSchema {
 
   // Retention where TimescaleDB runs no policy job (Apache-licensed edition).
   bool own_retention_ = false;
+  // Plain PostgreSQL with a retention: partitions of partition_width_s_ seconds (chunk_interval),
+  // by the epoch second of their start; those known to exist.
+  std::atomic<bool> partitioned_{false};  // read by the retention thread
+  int64_t partition_width_s_ = 86400;
+  std::set<int64_t> partitions_;
   std::chrono::milliseconds retention_period_{3600000};
   std::thread retention_thread_;
   std::mutex retention_mutex_;

@@ -476,6 +476,7 @@ class TimescaleSink final : public Operator {
     const bool was_connected = ready_.load();
     try {
       EnsureConnected();
+      schema_.EnsurePartitions(*conn_, chunk);
       const auto start = SteadyClock::now();
       // After a COMMIT whose outcome is unknown, the rows it carried (the front of pending_,
       // all in this chunk: pending_ only grows at the back) may be in the table already: the
@@ -506,6 +507,7 @@ class TimescaleSink final : public Operator {
       return true;
     } catch (const std::runtime_error& e) {  // pg::Error, SinkSetupError
       Disconnect();
+      schema_.ForgetPartitions();  // the retention may have dropped one that rows need
       ++failures_;
       retries_.Inc();
       const auto* pg_error = dynamic_cast<const pg::Error*>(&e);
@@ -822,9 +824,10 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
                {"off", TimescaleMode::kOff}})
         .Default("auto");
     spec.String("chunk_interval",
-                "TimescaleDB only: chunk_time_interval of the hypertable, a PostgreSQL interval. "
-                "On an existing hypertable a different value applies to the chunks created from "
-                "then on (set_chunk_time_interval).",
+                "chunk_time_interval of the hypertable, a PostgreSQL interval. On an existing "
+                "hypertable a different value applies to the chunks created from then on "
+                "(set_chunk_time_interval). On plain PostgreSQL with a retention: the width of "
+                "the table's partitions by time (aligned on the Unix epoch).",
                 &O::chunk_interval)
         .Default("1 day")
         .MinLength(1)
@@ -838,11 +841,15 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
         .Default("")
         .Example("\"7 days\"");
     spec.String("retention",
-                "TimescaleDB only: drop chunks older than this interval. Community edition: a "
-                "retention policy job (an existing one is kept). Apache-licensed edition, which "
-                "has no policy jobs: the sink runs drop_chunks() itself on a session of its own, "
-                "at start and then every chunk_interval (at most hourly), waiting at most 2 s for "
-                "a lock, off the write path. Empty: keep rows forever.",
+                "Drop rows older than this interval, a chunk or partition at a time. TimescaleDB "
+                "Community edition: a retention policy job (an existing one is kept). "
+                "Apache-licensed edition, which has no policy jobs: the sink runs drop_chunks() "
+                "itself on a session of its own, at start and then every chunk_interval (at most "
+                "hourly), waiting at most 2 s for a lock, off the write path. Plain PostgreSQL: "
+                "the sink creates the table PARTITION BY RANGE (time), one partition per "
+                "chunk_interval, each made before the rows that need it are written, and drops "
+                "the partitions wholly older than the retention the same way (a table that "
+                "exists unpartitioned is left alone, with a warning). Empty: keep rows forever.",
                 &O::retention)
         .Default("")
         .Example("\"90 days\"");

@@ -451,10 +451,81 @@ TEST_F(TimescaleSinkPg, TimescaledbOffAndIgnoredPoliciesAreLogged) {
                 HasSubstr("timescaledb is off; '" + table_ + "' is a plain PostgreSQL table"));
   }
   LogCapture log;
-  OperatorHarness h("timescale_sink", Config(R"("compress_after":"7 days","retention":"90 days")"));
+  OperatorHarness h("timescale_sink", Config(R"("compress_after":"7 days")"));
   EXPECT_TRUE(h.op().Ready());
-  EXPECT_THAT(log.text(),
-              HasSubstr("compress_after and retention need TimescaleDB and are ignored"));
+  EXPECT_THAT(log.text(), HasSubstr("compress_after needs TimescaleDB and is ignored"));
+}
+
+/// Now, on the engine's clock, in ns.
+int64_t WallNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr int64_t kDay = 86'400'000 * kMs;
+
+TEST_F(TimescaleSinkPg, RetentionOnPlainPostgresDropsOldPartitions) {
+  const std::string config = Config(
+      R"("retention":"2 days","chunk_interval":"1 day","columns":[{"name":"speed","sensor":"speed"}])");
+  const int64_t now = WallNs();
+  const std::string partitions =
+      "SELECT count(*) FROM pg_inherits WHERE inhparent = '" + table_ + "'::regclass";
+  {
+    LogCapture log;
+    OperatorHarness h("timescale_sink", config);
+    EXPECT_EQ(Psql("SELECT partstrat FROM pg_partitioned_table WHERE partrelid = '" + table_ +
+                   "'::regclass"),
+              "r");
+    EXPECT_EQ(Psql(partitions), "2");  // today's and tomorrow's, ahead of the rows
+    h.Feed(SpeedBatch(now, 2));
+    h.Feed(SpeedBatch(now - 5 * kDay, 1));  // a replay of old rows: a partition of its own
+    h.TickAt(now, /*drain=*/true);
+    EXPECT_EQ(Count(), 3);
+    EXPECT_EQ(Psql(partitions), "3");
+    EXPECT_THAT(log.text(), HasSubstr("partitioned by time (86400 s each); the sink drops "
+                                      "partitions older than 2 days itself"));
+  }
+  // The retention runs at start and then every chunk_interval (at most hourly).
+  LogCapture log;
+  OperatorHarness h("timescale_sink", config);
+  EXPECT_TRUE(testing::WaitFor([&] { return Count() == 2; }, std::chrono::seconds(10)))
+      << Count() << " rows";
+  EXPECT_EQ(Psql(partitions), "2");
+  EXPECT_TRUE(testing::WaitFor(
+      [&] { return log.text().find("retention dropped 1 partitions") != std::string::npos; },
+      std::chrono::seconds(10)))
+      << log.text();
+}
+
+TEST_F(TimescaleSinkPg, ADroppedPartitionIsCreatedAgain) {
+  OperatorHarness h(
+      "timescale_sink",
+      Config(R"("retention":"30 days","columns":[{"name":"speed","sensor":"speed"}])"));
+  const int64_t now = WallNs();
+  h.Feed(SpeedBatch(now, 1));
+  h.TickAt(now);
+  ASSERT_EQ(Count(), 1);
+  Psql("DROP TABLE " + table_.substr(0, 40) + "_p" + std::to_string(now / kDay * 86400));
+  h.Feed(SpeedBatch(now, 2, 10));
+  h.TickAt(now + kMs, /*drain=*/true);
+  EXPECT_EQ(Psql("SELECT string_agg(speed::text, ',' ORDER BY vehicle_id) FROM " + table_),
+            "10,11");
+  EXPECT_GE(h.Counter("sink_retries"), 1u);
+}
+
+TEST_F(TimescaleSinkPg, RetentionOnAnUnpartitionedTableKeepsRows) {
+  Psql("CREATE TABLE " + table_ +
+       " (vehicle_id text NOT NULL, time timestamptz NOT NULL, speed double precision, "
+       "PRIMARY KEY (vehicle_id, time))");
+  LogCapture log;
+  OperatorHarness h(
+      "timescale_sink",
+      Config(R"("retention":"2 days","columns":[{"name":"speed","sensor":"speed"}])"));
+  EXPECT_THAT(log.text(), HasSubstr("exists unpartitioned: no row of it is dropped"));
+  h.Feed(SpeedBatch(WallNs() - 5 * kDay, 1));
+  h.TickAt(WallNs(), /*drain=*/true);
+  EXPECT_EQ(Count(), 1);
 }
 
 TEST_F(TimescaleSinkPg, BadIntervalsAreRefusedByTheServer) {
@@ -760,7 +831,7 @@ TEST_F(TimescaleSinkPg, NotPreloadedTimescaleDbGivesAPlainTableAndOneWarning) {
   const std::string text = log.text();
   EXPECT_THAT(text, HasSubstr("installed but not preloaded"));
   EXPECT_THAT(text, HasSubstr("shared_preload_libraries = 'timescaledb'"));
-  EXPECT_THAT(text, HasSubstr("retention need TimescaleDB and are ignored"));
+  EXPECT_THAT(text, HasSubstr("the retention drops partitions by time"));
   size_t warnings = 0;
   for (size_t p = 0; (p = text.find("TimescaleDB cannot be used", p)) != std::string::npos; ++p) {
     ++warnings;
