@@ -174,8 +174,7 @@ bool TimescaleSchema::UseTimescale(std::unique_ptr<pg::Connection>& session) {
           "(no hypertable or compression{}): {}{}",
           kName, node_, cfg_.table,
           cfg_.retention.empty() ? "" : "; the retention drops partitions by time", reason,
-          cfg_.compress_after.empty() ? ""
-                                      : "; compress_after needs TimescaleDB and is ignored");
+          cfg_.compress_after.empty() ? "" : "; compress_after needs TimescaleDB and is ignored");
     }
     return false;
   }
@@ -275,20 +274,19 @@ void TimescaleSchema::EnsurePartitions(pg::Connection& conn,
   for (const pg::ValuesRow& row : rows) {
     const int64_t ns = row.time_ns;
     const int64_t s = ns / 1'000'000'000 - (ns % 1'000'000'000 < 0 ? 1 : 0);
-    const int64_t start = (s / partition_width_s_ - (s % partition_width_s_ < 0 ? 1 : 0)) *
-                          partition_width_s_;
+    const int64_t start =
+        (s / partition_width_s_ - (s % partition_width_s_ < 0 ? 1 : 0)) * partition_width_s_;
     if (!partitions_.count(start)) needed.insert(start);
   }
   if (needed.empty()) return;
   std::vector<std::string> sql = {LockStatement()};
   for (const int64_t start : needed) {
-    sql.push_back("CREATE TABLE IF NOT EXISTS " +
-                  pg::QuoteIdent(cfg_.table.substr(0, 40) + "_p" + std::to_string(start)) +
-                  " PARTITION OF " + pg::QuoteIdent(cfg_.table) + " FOR VALUES FROM (" +
-                  pg::QuoteLiteral(pg::FormatTimestamp(start * 1'000'000'000)) + ") TO (" +
-                  pg::QuoteLiteral(
-                      pg::FormatTimestamp((start + partition_width_s_) * 1'000'000'000)) +
-                  ")");
+    sql.push_back(
+        "CREATE TABLE IF NOT EXISTS " +
+        pg::QuoteIdent(cfg_.table.substr(0, 40) + "_p" + std::to_string(start)) + " PARTITION OF " +
+        pg::QuoteIdent(cfg_.table) + " FOR VALUES FROM (" +
+        pg::QuoteLiteral(pg::FormatTimestamp(start * 1'000'000'000)) + ") TO (" +
+        pg::QuoteLiteral(pg::FormatTimestamp((start + partition_width_s_) * 1'000'000'000)) + ")");
   }
   conn.ExecInTransaction(sql);
   partitions_.insert(needed.begin(), needed.end());
@@ -316,8 +314,8 @@ void TimescaleSchema::DropExpired(pg::Connection& conn) {
   const std::string rel = pg::QuoteLiteral(pg::QuoteIdent(cfg_.table));
   std::string dropped;
   if (!partitioned_) {
-    const auto rows = conn.Exec("SELECT count(*) FROM drop_chunks(" + rel +
-                                ", older_than => " + Interval(cfg_.retention) + ")");
+    const auto rows = conn.Exec("SELECT count(*) FROM drop_chunks(" + rel + ", older_than => " +
+                                Interval(cfg_.retention) + ")");
     dropped = !rows.empty() && rows[0][0] ? *rows[0][0] : "0";
   } else {
     // Partitions whose upper bound is older than the retention.
