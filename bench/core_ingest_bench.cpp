@@ -11,6 +11,9 @@
 //               one worker (the Runtime, as `fleetflow run` builds it)
 //   ff-kv       nats_source (core) -> keyed_last_value (jetstream_kv) -> window_join -> null rows:
 //               fleetflow doing what the reference design does (state in a KV bucket, rows)
+//   ff-tiers    ff-kv plus the rollup tiers of pipelines/tiers.json: two window_aggregate nodes
+//               (1 min and 1 h) on the source's samples, each into null rows; its rate is that of
+//               the slowest branch
 //   reference   the reference design (../shared/seeds/000): one synchronous KV put per message
 //               (key <vehicle>.<sensor>, the payload as value) in a queue subscriber, and an
 //               aggregator on its own connection that every second lists all keys of the bucket
@@ -55,7 +58,7 @@ struct Settings {
   double timebox_s = 20;
   int flush_ms = 200;
   Output out;  // --scale, --csv, --summary
-  std::vector<std::string> contenders = {"bare", "fleetflow", "ff-kv", "reference"};
+  std::vector<std::string> contenders = {"bare", "fleetflow", "ff-kv", "ff-tiers", "reference"};
 };
 
 struct RunResult {
@@ -176,7 +179,19 @@ std::string PipelineJson(const std::string& contender, const std::string& url,
          R"(", "flush_ms": )" + std::to_string(s.flush_ms) + R"(, "keep": 4}},
   {"id": "windows", "type": "window_join", "inputs": ["last_values"], "config": {
     "every_ms": 1000, "allowed_lateness_ms": 500, "max_gap_ms": 2000}},
-  {"id": "sink", "type": "bench_null_rows", "inputs": ["windows"]}]})";
+  {"id": "sink", "type": "bench_null_rows", "inputs": ["windows"]})";
+    if (contender == "ff-tiers") {
+      for (const auto& [id, every] : {std::pair{"minutes", "60000"}, {"hours", "3600000"}}) {
+        j += std::string(R"(,
+  {"id": ")") +
+             id + R"(", "type": "window_aggregate", "inputs": ["telemetry"], "config": {
+    "every_ms": )" +
+             every + R"(}},
+  {"id": ")" +
+             id + R"(_sink", "type": "bench_null_rows", "inputs": [")" + id + R"("]})";
+      }
+    }
+    j += "]}";
   }
   return j;
 }
@@ -315,9 +330,28 @@ RunResult RunContender(const std::string& name, const std::string& url, const Se
   WallClock clock;
   Runtime runtime(pipeline, metrics, clock);
   runtime.Start();
+  // Samples keyed_last_value took in; with tiers, each window_aggregate's too (in a window, late
+  // or seen before): the slowest branch's count.
   auto handled = [&] {
-    return metrics.CounterSum("samples_accepted") + metrics.CounterSum("samples_stale") +
-           metrics.CounterSum("samples_duplicate") + metrics.CounterSum("samples_unknown_sensor");
+    uint64_t least = metrics.CounterSum("samples_accepted") + metrics.CounterSum("samples_stale") +
+                     metrics.CounterSum("samples_unknown_sensor");
+    std::map<std::string, uint64_t> tiers;
+    for (const char* counter : {"samples_aggregated", "late_samples", "samples_duplicate"}) {
+      for (const auto& [labels, value] : metrics.Values(counter)) {
+        const auto op =
+            std::find(labels.begin(), labels.end(),
+                      std::pair<std::string, std::string>{"operator", "window_aggregate"});
+        if (op == labels.end()) {
+          if (std::string(counter) == "samples_duplicate") least += static_cast<uint64_t>(value);
+          continue;
+        }
+        for (const auto& [k, node] : labels) {
+          if (k == "node") tiers[node] += static_cast<uint64_t>(value);
+        }
+      }
+    }
+    for (const auto& [_, n] : tiers) least = std::min(least, n);
+    return least;
   };
   RunResult r = Measure(url, {handled, true}, s, dir, rep, name, published);
   r.kv_writes = metrics.CounterSum("kv_writes");
@@ -327,7 +361,7 @@ RunResult RunContender(const std::string& name, const std::string& url, const Se
 
 int Main(int argc, char** argv) {
   Settings s;
-  std::string contenders = "bare,fleetflow,ff-kv,reference";
+  std::string contenders = "bare,fleetflow,ff-kv,ff-tiers,reference";
   CLI::App app{
       "Core-delivery ingest: a bare queue subscriber, one fleetflow worker (memory and KV "
       "state) and the reference design (synchronous KV put per message + an aggregator listing "
@@ -419,6 +453,13 @@ int Main(int argc, char** argv) {
         s.out.summary,
         {"core_ingest", "samples/s", med["fleetflow"], bare, ">= 80%", ratio >= 0.8 ? "yes" : "no",
          "nats_source core -> keyed_last_value memory vs bare queue subscriber"});
+  }
+  if (med.count("ff-tiers") && med.count("ff-kv") && med["ff-kv"] > 0) {
+    const double ratio = med["ff-tiers"] / med["ff-kv"];
+    AppendSummary(s.out.summary,
+                  {"rollup_tiers", "samples/s", med["ff-tiers"], med["ff-kv"], ">= 90%",
+                   ratio >= 0.9 ? "yes" : "no",
+                   "ff-kv plus window_aggregate 1 min and 1 h (pipelines/tiers.json) vs ff-kv"});
   }
   if (med.count("reference")) {
     for (const char* ff : {"ff-kv", "fleetflow"}) {

@@ -157,6 +157,8 @@ class WindowAggregate final : public Operator {
         rows_(ctx.metrics.GetCounter("rows_emitted",
                                      "Rows emitted (one per vehicle with a sample in the window).",
                                      ctx.labels())),
+        aggregated_(ctx.metrics.GetCounter("samples_aggregated", "Samples counted into a window.",
+                                           ctx.labels())),
         late_(ctx.metrics.GetCounter(
             "late_samples", "Samples that arrived after their window had closed (in no window).",
             ctx.labels())),
@@ -204,6 +206,8 @@ class WindowAggregate final : public Operator {
       CloseUpTo(part, *horizon, out);
     }
     SensorState* sensor = nullptr;
+    Accumulator* window = nullptr;  // of window_end: a batch's samples are mostly in one window
+    int64_t window_end = 0;
     for (const wire::Point& p : b.points) {
       time_.Saw(part, p.ts_ns, false);
       const int64_t end = EndOf(p.ts_ns);
@@ -212,7 +216,15 @@ class WindowAggregate final : public Operator {
         continue;
       }
       if (sensor == nullptr) sensor = &Vehicle(part, b.vehicle).sensors[idx->second];
-      if (!sensor->windows[end].Add(p)) duplicates_.Inc();
+      if (window == nullptr || end != window_end) {
+        window = &sensor->windows[end];
+        window_end = end;
+      }
+      if (window->Add(p)) {
+        aggregated_.Inc();
+      } else {
+        duplicates_.Inc();
+      }
     }
   }
 
@@ -315,6 +327,7 @@ class WindowAggregate final : public Operator {
   size_t tracked_count_ = 0;
   Counter& windows_;
   Counter& rows_;
+  Counter& aggregated_;
   Counter& late_;
   Counter& duplicates_;
   Counter& ignored_;
