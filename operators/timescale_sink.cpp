@@ -71,6 +71,29 @@ std::vector<size_t> SensorIndex(const std::vector<SinkColumn>& columns,
   return index;
 }
 
+/// The values of each row of `batch`, one per column: `value` of the row's cell (`cells`: a
+/// member of the row, one cell per sensor of the batch) of the column's sensor; NULL for a
+/// sensor the batch lacks.
+template <typename Batch, typename Row, typename Cell, typename Value>
+std::vector<std::vector<std::optional<double>>> RowValues(const std::vector<SinkColumn>& columns,
+                                                          const Batch& batch,
+                                                          std::vector<Cell> Row::*cells,
+                                                          const Value& value) {
+  std::vector<std::vector<std::optional<double>>> out;
+  if (!batch.sensors) return out;
+  const std::vector<size_t> index = SensorIndex(columns, *batch.sensors);
+  out.reserve(batch.rows.size());
+  for (const Row& row : batch.rows) {
+    const std::vector<Cell>& cs = row.*cells;
+    auto& values = out.emplace_back();
+    values.reserve(columns.size());
+    for (size_t c = 0; c < columns.size(); ++c) {
+      values.push_back(index[c] < cs.size() ? value(cs[index[c]], columns[c]) : std::nullopt);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string ColumnType(const SinkColumn& column) {
@@ -132,44 +155,20 @@ std::optional<double> StatValue(const SensorStats& s, const SinkColumn& column) 
   return out;
 }
 
-std::vector<std::vector<std::optional<double>>> SinkRowValues(
-    const std::vector<SinkColumn>& columns, const StatsBatch& batch) {
-  std::vector<std::vector<std::optional<double>>> out;
-  if (!batch.sensors) return out;
-  const std::vector<size_t> index = SensorIndex(columns, *batch.sensors);
-  out.reserve(batch.rows.size());
-  for (const auto& row : batch.rows) {
-    auto& values = out.emplace_back();
-    values.reserve(columns.size());
-    for (size_t c = 0; c < columns.size(); ++c) {
-      values.push_back(index[c] < row.sensors.size() ? StatValue(row.sensors[index[c]], columns[c])
-                                                     : std::nullopt);
-    }
-  }
-  return out;
-}
-
 std::vector<SinkColumn> SinkColumns(const Config& config) {
   return TimescaleSinkSpec().Parse(config).columns;
 }
 
 std::vector<std::vector<std::optional<double>>> SinkRowValues(
     const std::vector<SinkColumn>& columns, const WindowBatch& batch) {
-  std::vector<std::vector<std::optional<double>>> out;
-  if (!batch.sensors) return out;
-  const std::vector<size_t> index = SensorIndex(columns, *batch.sensors);
-  out.reserve(batch.rows.size());
-  for (const auto& row : batch.rows) {
-    auto& values = out.emplace_back();
-    values.reserve(columns.size());
-    for (size_t c = 0; c < columns.size(); ++c) {
-      const auto& col = columns[c];
-      values.push_back(index[c] < row.slots.size() ? InterpolateSlot(row.slots[index[c]], col.field,
-                                                                     col.mode, batch.window_ns)
-                                                   : std::nullopt);
-    }
-  }
-  return out;
+  return RowValues(columns, batch, &WindowRow::slots, [&](const Slot& slot, const SinkColumn& c) {
+    return InterpolateSlot(slot, c.field, c.mode, batch.window_ns);
+  });
+}
+
+std::vector<std::vector<std::optional<double>>> SinkRowValues(
+    const std::vector<SinkColumn>& columns, const StatsBatch& batch) {
+  return RowValues(columns, batch, &StatsRow::sensors, StatValue);
 }
 
 namespace {
