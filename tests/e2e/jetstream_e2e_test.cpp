@@ -154,7 +154,18 @@ TEST_F(JetStreamE2E, AWorkerDownFor10sWritesTheRowsOfAWorkerThatWasNotLateSample
   EXPECT_EQ(outage.process().Stop(SIGTERM, 30s), 0) << outage.process().ReadLog();
   EXPECT_EQ(late_outage, late_live);
   EXPECT_GT(count("rows_live"), 20);
-  EXPECT_EQ(count("rows_outage"), count("rows_live"));
+  // What to read when the two differ: the samples' times, both tables, both logs.
+  const auto table = [&](const std::string& t) {
+    return pg_.Psql(
+        "SELECT vehicle_id, to_char(time, 'HH24:MI:SS'), round(speed::numeric, 1) FROM " + t +
+        " WHERE vehicle_id = 'late-a' ORDER BY 2");
+  };
+  const std::string timeline = "last sample before the silence " + std::to_string(last_ns) +
+                               ", newest " + std::to_string(newest_ns) + "\nlive (late-a):\n" +
+                               table("rows_live") + "\noutage (late-a):\n" + table("rows_outage") +
+                               "\nlive log:\n" + live.process().ReadLog() + "\noutage log:\n" +
+                               outage.process().ReadLog();
+  EXPECT_EQ(count("rows_outage"), count("rows_live")) << timeline;
   for (const auto& [a, b] : {std::pair{"rows_live", "rows_outage"}, {"rows_outage", "rows_live"}}) {
     EXPECT_EQ(pg_.Psql("SELECT count(*) FROM (SELECT " + columns + " FROM " + a +
                        " EXCEPT SELECT " + columns + " FROM " + b + ") d"),
