@@ -1136,16 +1136,24 @@ std::unique_ptr<KeyValue> JetStream::EnsureBucket(const BucketOptions& o) {
   cfg.StorageType = Storage(o.storage);
   cfg.Replicas = o.replicas;
   // On a NATS cluster, a replicated bucket that another worker is creating at this moment may
-  // not answer within the API's 5 s while its replicas form: asked again, for up to 30 s.
-  const int64_t give_up = NowNs() + 30'000'000'000;
+  // not answer within the API's 5 s while its replicas form: asked again, for up to 30 s. A
+  // cluster that has just formed may refuse the create itself (no meta leader yet, not every
+  // peer known for the replicas): created again, for up to 10 s.
+  const int64_t start = NowNs();
   natsStatus s = NATS_TIMEOUT;
-  while (s == NATS_TIMEOUT && NowNs() < give_up) {
+  natsStatus created = NATS_OK;
+  for (;;) {
     s = js_KeyValue(&kv, js_, o.name.c_str());
     if (s == NATS_NOT_FOUND) {
-      s = js_CreateKeyValue(&kv, js_, &cfg);
-      if (s != NATS_OK) s = js_KeyValue(&kv, js_, o.name.c_str());  // created by another worker
+      created = js_CreateKeyValue(&kv, js_, &cfg);
+      s = created == NATS_OK ? NATS_OK : js_KeyValue(&kv, js_, o.name.c_str());  // another's
     }
+    const int64_t waited = NowNs() - start;
+    if (s == NATS_TIMEOUT && waited < 30'000'000'000) continue;
+    if (s != NATS_NOT_FOUND || waited >= 10'000'000'000) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
+  if (s == NATS_NOT_FOUND && created != NATS_OK) Check(created, "create bucket " + o.name);
   Check(s, "bucket " + o.name);
   return std::make_unique<KeyValue>(conn_, kv, o.name);
 }
