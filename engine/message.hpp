@@ -148,6 +148,11 @@ struct Tick {
   /// held_back too): what is stored after it may have waited upstream to be stored, so a gap in
   /// the stream's stored times across it is no sign of idle input.
   bool cut_off = false;
+  /// The longest a message stored upstream may take to enter the graph (the sources' batching,
+  /// Operator::InputDelayNs): nothing arrived for idle_ms means progress is the clock less this,
+  /// so a sample stored before a window closed is never late because the source still gathered
+  /// it; it closes those windows itself (its stored time), as a backlog does (docs/semantics.md).
+  int64_t input_delay_ns = 0;
 };
 
 /// The samples that bracket a window time T for one sensor: the newest sample at or before T and

@@ -99,6 +99,10 @@ class Operator {
   /// meanwhile either, and a gap in its stored times is no sign of silent vehicles. Ticks say so
   /// (Tick::cut_off). Thread-safe.
   virtual bool CutOffFromInput() const { return false; }
+  /// Sources only: how long a message the upstream store has may take to enter the graph (the
+  /// source gathers its input in batches): the clock closes no window until input that old is
+  /// in (Tick::input_delay_ns). Constant once started.
+  virtual int64_t InputDelayNs() const { return 0; }
 };
 
 }  // namespace fleetflow

@@ -4,6 +4,7 @@
 #include <oneapi/tbb/task_arena.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <stdexcept>
@@ -260,12 +261,15 @@ struct Runtime::Impl {
 
   void PutTick(bool drain) {
     bool held_back = gate.TakeHeldBack(), cut_off = false;
+    int64_t input_delay_ns = 0;
     for (auto& n : nodes) {
       if (!n->inlet) continue;
       if (n->op->HoldsBackInput()) held_back = true;
       if (n->op->CutOffFromInput()) cut_off = held_back = true;
+      input_delay_ns = std::max(input_delay_ns, n->op->InputDelayNs());
     }
-    const Message tick = MakeMessage(Tick{clock.NowNs(), drain, held_back, cut_off});
+    const Message tick =
+        MakeMessage(Tick{clock.NowNs(), drain, held_back, cut_off, input_delay_ns});
     for (auto& n : nodes) {
       if (n->inlet) n->gateway_emitter->Put(tick);
     }

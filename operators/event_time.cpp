@@ -25,7 +25,8 @@ void EventTime::CutOff(WindowProgress& p, int64_t now_ns) const {
 std::optional<int64_t> EventTime::OnTick(const WindowProgress& p, const Tick& tick) const {
   if (!p.next) return std::nullopt;  // no sample yet: no window can have a row
   if (tick.drain) return tick.now_ns;
-  int64_t progress = tick.now_ns;
+  // What the sources still gather was stored up to input_delay_ns ago: the clock less that.
+  int64_t progress = tick.now_ns - tick.input_delay_ns;
   // Nothing arrived yet (only restored state): idle, as after idle_ms without input.
   const bool arrived = p.last_arrival_ns != std::numeric_limits<int64_t>::min();
   if (tick.held_back || (arrived && tick.now_ns - p.last_arrival_ns <= idle_)) {

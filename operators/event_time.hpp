@@ -5,7 +5,8 @@
 ///    window) closes once progress passes T + allowed_lateness;
 ///  - progress is the partition's newest event time while its input flows (never ahead of the
 ///    clock nor of the input's stream time), so a backlog closes its windows as they were live;
-///    after idle_ms without input, the clock, unless input is held back;
+///    after idle_ms without input, the clock less the sources' input delay
+///    (Tick::input_delay_ns), unless input is held back;
 ///  - a gap longer than idle_ms in the stream's stored times closes windows as the clock did live
 ///    (a backlog read after the worker was down), unless the stream could not be read then;
 ///  - after the stream could not be read (Tick::cut_off), progress stays where the outage began

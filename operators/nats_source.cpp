@@ -252,6 +252,11 @@ class NatsSource final : public Operator {
     if (coordinator_ && coordinator_->Waiting()) return true;
     return reader_->HoldsBack() || CutOffFromInput();
   }
+  /// JetStream: a message stored waits for the next paced request, then is gathered with others
+  /// for up to fetch_linger_ms (the fetch's two rounds), plus 100 ms for the threads to be run.
+  int64_t InputDelayNs() const override {
+    return reader_ ? (2 * int64_t{s_.fetch_linger_ms} + 100) * 1'000'000 : 0;
+  }
   /// The stream cannot store (StreamWatch), or an edge stored what the stream does not have yet
   /// (EdgeWatch: its link is down, or the stream is catching up with it).
   bool CutOffFromInput() const override {
@@ -559,7 +564,8 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
               "twice this (the next request, then the round after). Longer: fewer wake-ups per "
               "second per worker whatever its share of the fleet, so N workers cost closer to what "
               "one does (docs/scaling.md); keep it well below the window join's "
-              "allowed_lateness_ms.",
+              "allowed_lateness_ms. The windows of vehicles that fell silent close on the clock "
+              "2 × this + 100 ms later (the source's input delay: docs/semantics.md).",
               &S::fetch_linger_ms)
         .Default(int64_t{75})
         .Min(0)

@@ -254,13 +254,8 @@ elif (($(remaining) < 600)); then
   stage_skipped nats-2.10 "only $(remaining) s of FF_TOTAL_BUDGET=$budget left (needs about 600)"
 else
   echo "test.sh: [nats-2.10] $("$nats210" --version), servers without the account mapping"
-  # A known failure on 2.10 (issue 41's note): in 2 of the last 4 CI runs the worker that read the
-  # backlog wrote a window after the silence that the live worker did not (30 rows against 27);
-  # never reproduced here in 14 runs. It runs in the main stage; here it is left out, loudly.
-  nats210_known='^JetStreamE2E\.AWorkerDownFor10sWritesTheRowsOfAWorkerThatWasNotLateSamplesIncluded$'
-  warnings+=("WARNING: [nats-2.10] JetStreamE2E.AWorkerDownFor10sWritesTheRowsOfAWorkerThatWasNotLateSamplesIncluded was NOT run on nats-server 2.10 (a known failure under investigation; it runs in the main stage)")
   FF_NATS_SERVER=$nats210 FF_NATS_PARTITIONING=stream \
-    run_ctest nats-2.10 "$build_dir" "$(remaining)" -R "$nats210_tests" -E "$nats210_known"
+    run_ctest nats-2.10 "$build_dir" "$(remaining)" -R "$nats210_tests"
 fi
 
 # --- firmware: the vehicle side builds without the engine's dependencies ------------------------

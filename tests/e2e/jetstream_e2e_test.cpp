@@ -82,11 +82,25 @@ std::string GroupPipeline(const TempDir& dir, const std::string& name) {
   return path;
 }
 
+/// Sleeps until the wall clock's fraction of a second is `ms` (within 1 ms of it, or a few more
+/// when the thread is not run at once).
+void SleepUntilFraction(int ms) {
+  const int64_t target = int64_t{ms} * 1'000'000;
+  const int64_t now = NowNs() % 1'000'000'000;
+  std::this_thread::sleep_for(
+      std::chrono::nanoseconds((target - now + 1'000'000'000) % 1'000'000'000));
+}
+
 // During catch-up the windows follow the time the stream stored each message, as they followed
 // the clock live (docs/semantics.md, "Catching up"): three vehicles send for 3 s, fall silent
-// for 3.5 s (longer than idle_ms, 2 s: a live worker closes their windows on the clock), send a
+// for 3.7 s (longer than idle_ms, 2 s: a live worker closes their windows on the clock), send a
 // sample from 0.8 s after their last one (late: its window is closed), then send for 2 s more.
 // A worker that was down meanwhile reads it all from the stream and writes the same rows.
+// The last sample before the silence is sent at k + 0.25 s, the late one at k + 3.975 s: window
+// k + 3 s (the late sample 1.95 s before it, the next one 1.1 s after) closes at k + 4 s, just
+// after the late sample was stored and while the source may still gather it. Unless the clock
+// waits for what the source gathers (Tick::input_delay_ns), the live worker closes it without
+// the late sample, a worker reading the backlog with it.
 TEST_F(JetStreamE2E, AWorkerDownFor10sWritesTheRowsOfAWorkerThatWasNotLateSamplesIncluded) {
   const std::string live_pipeline = GroupPipeline(dir_, "live");
   const std::string outage_pipeline = GroupPipeline(dir_, "outage");
@@ -122,9 +136,13 @@ TEST_F(JetStreamE2E, AWorkerDownFor10sWritesTheRowsOfAWorkerThatWasNotLateSample
     }
   };
   send_for(3s);
+  SleepUntilFraction(250);
+  send(NowNs());
   const int64_t last_ns = newest_ns;
-  std::this_thread::sleep_for(3500ms);  // silence: longer than idle_ms
-  send(last_ns + 800'000'000);          // late live
+  std::this_thread::sleep_for(3600ms);  // silence: longer than idle_ms
+  SleepUntilFraction(975);
+  const int64_t late_sent_ns = NowNs();
+  send(last_ns + 800'000'000);  // late live
   send_for(2s);
 
   const std::string columns = "vehicle_id, time, lat, lon, speed, soc, torque";
@@ -160,6 +178,8 @@ TEST_F(JetStreamE2E, AWorkerDownFor10sWritesTheRowsOfAWorkerThatWasNotLateSample
         "SELECT vehicle_id, to_char(time, 'HH24:MI:SS'), round(speed::numeric, 1) FROM " + t +
         " WHERE vehicle_id = 'late-a' ORDER BY 2");
   };
+  std::printf("last sample before the silence at %lld, the late one sent at %lld\n",
+              static_cast<long long>(last_ns), static_cast<long long>(late_sent_ns));
   const std::string timeline = "last sample before the silence " + std::to_string(last_ns) +
                                ", newest " + std::to_string(newest_ns) + "\nlive (late-a):\n" +
                                table("rows_live") + "\noutage (late-a):\n" + table("rows_outage") +

@@ -57,7 +57,9 @@ struct Probe {
   std::atomic<int> emitted{0};
   std::atomic<int> seen{0};
   std::atomic<int> drains{0};
-  std::atomic<int> ticks{0};           // clock Ticks (not the drain) the sink saw
+  std::atomic<int> ticks{0};                     // clock Ticks (not the drain) the sink saw
+  std::atomic<int64_t> tick_input_delay_ns{-1};  // of the last clock Tick the sink saw
+  int64_t source_input_delay_ns = 0;             // what the source says
   std::atomic<bool> last_seen{false};  // the message a stopping source emits (ts -1) went through
   bool stop_waits = false;             // the source's Stop emits one more and waits for it
   std::set<std::thread::id> graph_threads;  // where the sink ran (written by the sink only)
@@ -95,6 +97,7 @@ class CountingSource final : public Operator {
       if (p_.source_ends) input_ended_();
     });
   }
+  int64_t InputDelayNs() const override { return p_.source_input_delay_ns; }
   void Stop() override {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
@@ -142,6 +145,7 @@ class GatedSink final : public Operator {
       if (!t->drain && p_.seen > 0) {
         p_.tick_lags.push_back(std::chrono::steady_clock::now() - p_.last_sample);
       }
+      if (!t->drain) p_.tick_input_delay_ns = t->input_delay_ns;
       (t->drain ? p_.drains : p_.ticks)++;
     }
   }
@@ -266,6 +270,17 @@ TEST_F(RuntimeTest, TheGraphRunsOnItsOwnThreadTicksWithoutInputAndRunsWhileSourc
   std::lock_guard lock(probe_.mu);
   ASSERT_EQ(probe_.graph_threads.size(), 1u);
   EXPECT_NE(*probe_.graph_threads.begin(), std::this_thread::get_id());
+}
+
+TEST_F(RuntimeTest, TicksCarryTheLongestInputDelayOfTheSources) {
+  probe_.source_input_delay_ns = 250'000'000;
+  RuntimeOptions options;
+  options.tick_ms = 10;
+  Runtime rt(Load(), metrics_, clock_, options);
+  rt.Start();
+  EXPECT_TRUE(Eventually([&] { return probe_.ticks >= 2; }));
+  rt.Stop();
+  EXPECT_EQ(probe_.tick_input_delay_ns, 250'000'000);
 }
 
 // While input flows, the clock Tick goes with a burst the driver woke for, not on a wake-up of

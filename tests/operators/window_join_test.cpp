@@ -211,6 +211,58 @@ TEST(WindowJoinEventTimeTest, ABacklogAfterAnOutageGivesTheRowsOfTheLiveRunLateS
   EXPECT_EQ(Windows(live_out), (std::vector<int64_t>{0, 1000, 2000, 4000, 5000, 6000, 7000}));
 }
 
+TEST(WindowJoinEventTimeTest, ASampleTheSourceStillGathersWhenTheClockReachesItsWindowIsNotLate) {
+  // Samples at 0 … 0.9 s, each stored 50 ms after its time, then nothing until a sample from
+  // 2.1 s stored at 3.45 s (later than idle_ms: a gap) and samples from 3.5 s on. Read from a
+  // backlog, the gap closes the windows up to 3.45 s − 0.5 s: window 3 s is open, and the
+  // sample from 2.1 s is in it (its before sample). Live, the source gathers each message for
+  // up to its input delay before handing it on: the one stored at 3.45 s comes at 3.6 s, after
+  // the Tick at 3.5 s. That Tick closes window 3 s on the clock (without the sample, the sample
+  // then late) unless the clock waits for what the source gathers (Tick::input_delay_ns).
+  std::vector<Stored> input;
+  for (int64_t ms = 0; ms <= 900; ms += 100) input.push_back({ms, ms + 50});
+  input.push_back({2100, 3450});
+  for (int64_t ms = 3500; ms <= 5000; ms += 100) input.push_back({ms, ms + 50});
+  const auto keep = [](std::vector<Message>& all, std::vector<Message> more) {
+    all.insert(all.end(), more.begin(), more.end());
+  };
+  OperatorHarness backlog("window_join", kCatchUpConfig);
+  backlog.clock.Set(kBase + 100 * kS);
+  std::vector<Message> backlog_out;
+  for (const Stored& s : input) {
+    keep(backlog_out, backlog.Feed(StoredSample(s, backlog.clock.NowNs())));
+    keep(backlog_out, backlog.Feed(Tick{backlog.clock.NowNs(), false, true}));
+  }
+  keep(backlog_out, backlog.TickAt(kBase + 103 * kS));
+  EXPECT_EQ(backlog.Counter("late_samples"), 0u);
+  EXPECT_EQ(Windows(backlog_out),
+            (std::vector<int64_t>{0, 1000, 2000, 3000, 4000, 5000, 6000, 7000}));
+
+  constexpr int64_t kGatheredMs = 150;  // how much later than stored each sample comes
+  for (const int64_t input_delay_ms : {int64_t{250}, int64_t{0}}) {
+    OperatorHarness live("window_join", kCatchUpConfig);
+    std::vector<Message> live_out;
+    int64_t now_ms = 0;
+    for (const Stored& s : input) {
+      for (; now_ms < s.stream_ms + kGatheredMs; now_ms += 100) {
+        live.clock.Set(kBase + now_ms * kMs);
+        keep(live_out,
+             live.Feed(Tick{live.clock.NowNs(), false, false, false, input_delay_ms * kMs}));
+      }
+      live.clock.Set(kBase + (s.stream_ms + kGatheredMs) * kMs);
+      keep(live_out, live.Feed(StoredSample(s, live.clock.NowNs())));
+    }
+    keep(live_out, live.TickAt(kBase + 100 * kS));
+    if (input_delay_ms > 0) {
+      EXPECT_EQ(live.Counter("late_samples"), 0u);
+      EXPECT_EQ(Rows(live_out), Rows(backlog_out));
+    } else {  // what the input delay is for
+      EXPECT_EQ(live.Counter("late_samples"), 1u);
+      EXPECT_NE(Windows(live_out), Windows(backlog_out));
+    }
+  }
+}
+
 TEST(WindowJoinEventTimeTest, AGapWhileTheStreamCouldNotBeReadIsNoIdleTime) {
   // The same input, but the stream stored nothing between 0.95 s and 4 s because it had no
   // leader (a cluster electing one): the source is cut off, its Ticks say so, and the sample the
