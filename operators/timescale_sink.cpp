@@ -108,6 +108,8 @@ std::string ColumnType(const SinkColumn& column) {
   }
 }
 
+int64_t Microseconds(int64_t ns) { return ns / 1000 - (ns % 1000 < 0 ? 1 : 0); }
+
 std::optional<double> StatValue(const SensorStats& s, const SinkColumn& column) {
   if (s.count == 0) return std::nullopt;
   const bool position = column.field != ColumnField::kValue;
@@ -141,10 +143,9 @@ std::optional<double> StatValue(const SensorStats& s, const SinkColumn& column) 
       break;
     case ColumnStat::kFirstTime:
     case ColumnStat::kLastTime: {
-      // Whole microseconds (PostgreSQL's resolution, rounded down as the time key is): exact in
-      // a double, where seconds would not be.
+      // Whole microseconds, as the time key: exact in a double, where seconds would not be.
       const int64_t ns = column.stat == ColumnStat::kFirstTime ? s.first.ts_ns : s.last.ts_ns;
-      out = static_cast<double>(ns / 1000 - (ns % 1000 < 0 ? 1 : 0));
+      out = static_cast<double>(Microseconds(ns));
       break;
     }
     case ColumnStat::kDistance:
@@ -427,9 +428,7 @@ class TimescaleSink final : public Operator {
     std::vector<std::string> keys;
     keys.reserve(chunk.size());
     for (size_t i = 0; i < chunk.size(); ++i) {
-      const int64_t ns = chunk[i].time_ns;
-      const int64_t us = ns / 1000 - (ns % 1000 < 0 ? 1 : 0);
-      keys.push_back(chunk[i].vehicle_id + '\0' + std::to_string(us));
+      keys.push_back(chunk[i].vehicle_id + '\0' + std::to_string(Microseconds(chunk[i].time_ns)));
       last[keys.back()] = i;
     }
     if (last.size() == chunk.size()) return chunk;

@@ -79,8 +79,12 @@ struct SinkColumn {
 /// The column's SQL type: double precision, bigint for a count, timestamptz for a time.
 std::string ColumnType(const SinkColumn& column);
 
+/// `ns` since the epoch in whole microseconds, rounded down: PostgreSQL's resolution, so how the
+/// sink writes a time (the row's key, a first_time / last_time column).
+int64_t Microseconds(int64_t ns);
+
 /// The value of one statistic column from a sensor's statistics (nullopt: no sample, no position
-/// for a position field, or not finite). Times are microseconds since the epoch.
+/// for a position field, or not finite). Times are Microseconds() since the epoch.
 std::optional<double> StatValue(const SensorStats& stats, const SinkColumn& column);
 
 /// Whether the sink's table is a TimescaleDB hypertable (the timescaledb setting).
