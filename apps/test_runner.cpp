@@ -5,6 +5,7 @@
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+#include <spdlog/fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -41,7 +42,7 @@ constexpr int64_t kMs = 1'000'000;
 constexpr char kSchema[] = R"({
   "$schema": "http://json-schema.org/draft-04/schema#",
   "title": "fleetflow pipeline test file",
-  "description": "Tests of a pipeline run by `fleetflow test` (docs/cli.md): input messages, fed in arrival order without NATS, and the rows its timescale_sink must write, computed without PostgreSQL.",
+  "description": "Tests of a pipeline run by `fleetflow test` (docs/cli.md): input messages, fed in arrival order without NATS, and the rows its timescale_sink nodes must write, computed without PostgreSQL.",
   "type": "object",
   "additionalProperties": false,
   "required": ["pipeline", "tests"],
@@ -69,8 +70,21 @@ constexpr char kSchema[] = R"({
         "inputs": { "type": "array", "items": { "$ref": "#/definitions/input" }, "description": "Messages, fed in arrival order (file order among equal arrivals)." },
         "recording": { "type": "string", "minLength": 1, "description": "Instead of inputs: a recording (fleetflow record), relative to the test file." },
         "tolerance": { "type": "number", "minimum": 0, "description": "Overrides the file's tolerance." },
-        "expect": { "type": "array", "items": { "$ref": "#/definitions/row" }, "description": "Every row the sink must write, and no other." },
-        "expect_csv": { "type": "string", "minLength": 1, "description": "Instead of expect: a CSV file relative to the test file, header vehicle_id,time_ms,<columns>, an empty cell for NULL." }
+        "expect": {
+          "type": ["array", "object"],
+          "items": { "$ref": "#/definitions/row" },
+          "minProperties": 1,
+          "additionalProperties": { "type": "array", "items": { "$ref": "#/definitions/row" } },
+          "description": "Every row the sink must write, and no other: the list of rows when the pipeline has one timescale_sink; with several, an object from sink node id to its list of rows."
+        },
+        "expect_csv": {
+          "type": ["string", "object"],
+          "minLength": 1,
+          "minProperties": 1,
+          "additionalProperties": { "type": "string", "minLength": 1 },
+          "description": "Instead of expect: a CSV file relative to the test file, header vehicle_id,time_ms,<columns>, an empty cell for NULL; with several sinks, an object from sink node id to its file."
+        },
+        "ignore_sinks": { "type": "array", "items": { "type": "string", "minLength": 1 }, "uniqueItems": true, "description": "Sink node ids whose rows this test does not compare. Every other timescale_sink of the pipeline must be in expect (or expect_csv)." }
       },
       "allOf": [
         { "oneOf": [ { "required": ["inputs"] }, { "required": ["recording"] } ] },
@@ -109,7 +123,7 @@ constexpr char kSchema[] = R"({
       "properties": {
         "vehicle": { "type": "string", "minLength": 1 },
         "time": { "$ref": "#/definitions/time", "description": "The window time." },
-        "values": { "type": "object", "additionalProperties": { "type": ["number", "null"] }, "description": "Column name to value, null for NULL. Columns not listed are not compared." }
+        "values": { "type": "object", "additionalProperties": { "type": ["number", "null", "string"] }, "description": "Column name to value: a number, null for NULL; a first_time or last_time column takes a time, written as the row's time. Columns not listed are not compared." }
       }
     }
   }
@@ -122,23 +136,30 @@ struct Input {
   std::optional<bool> on;  // a status message
 };
 
+/// A timescale_sink node of the pipeline, whose rows the tests compare.
+struct Sink {
+  std::string node;
+  std::vector<SinkColumn> columns;
+};
+
 struct Expected {
   std::string vehicle;
   int64_t time_ns = 0;
-  std::vector<std::pair<std::string, std::optional<double>>> values;
-  std::string pointer;  // where it is, for errors
+  std::vector<std::pair<size_t, std::optional<double>>> values;  // by index in the sink's columns
+  std::string pointer;                                           // where it is, for errors
 };
 
 struct TestCase {
   std::string name;
   std::vector<Input> inputs;
   std::string recording;
-  std::vector<Expected> expect;
+  std::map<std::string, std::vector<Expected>> expect;  // by sink node id; no ignored sink
   double tolerance = 1e-9;
 };
 
 using RowKey = std::pair<std::string, int64_t>;
 using Rows = std::map<RowKey, std::vector<std::optional<double>>>;
+using RowsBySink = std::map<std::string, Rows>;
 
 std::string Slurp(const std::string& path, bool& ok) {
   std::ifstream in(path, std::ios::binary);
@@ -154,11 +175,81 @@ std::optional<int64_t> ParseTime(const rapidjson::Value& v) {
   return std::nullopt;
 }
 
-std::string FormatValue(const std::optional<double>& v) {
+/// A first_time / last_time column, whose values are times (Microseconds() since the epoch).
+bool IsTime(const SinkColumn& column) { return ColumnType(column) == "timestamptz"; }
+
+std::string FormatValue(const SinkColumn& column, const std::optional<double>& v) {
   if (!v) return "NULL";
+  if (IsTime(column)) {
+    const auto us = static_cast<int64_t>(*v);
+    std::string text = FormatUtc(us * 1000);
+    // FormatUtc stops at the millisecond; two times that differ below it must not read the same.
+    if (const int64_t below = (us % 1000 + 1000) % 1000; below != 0) {
+      char digits[4];
+      std::snprintf(digits, sizeof digits, "%03d", static_cast<int>(below));
+      text.insert(text.size() - 1, digits);
+    }
+    return text;
+  }
   char buf[32];
   const auto r = std::to_chars(buf, buf + sizeof buf, *v);
   return std::string(buf, r.ptr);
+}
+
+std::vector<std::string> ColumnNames(const std::vector<SinkColumn>& columns) {
+  std::vector<std::string> names;
+  for (const auto& c : columns) names.push_back(c.name);
+  return names;
+}
+
+/// The index of column `name` in `columns`; columns.size() when there is none.
+size_t ColumnIndex(const std::vector<SinkColumn>& columns, const std::string& name) {
+  const auto it = std::find_if(columns.begin(), columns.end(),
+                               [&](const SinkColumn& c) { return c.name == name; });
+  return static_cast<size_t>(it - columns.begin());
+}
+
+/// `v` read as the expected value of `column`: a number or null; for a time column, a time
+/// written as a row's time is, then rounded as the sink writes it (Microseconds()). False, with
+/// the reason in `problem`, when it is neither.
+bool ExpectedValue(const SinkColumn& column, const rapidjson::Value& v, std::optional<double>& out,
+                   std::string& problem) {
+  out.reset();
+  if (v.IsNull()) return true;
+  if (IsTime(column)) {
+    const auto ns = ParseTime(v);
+    if (ns) {
+      out = static_cast<double>(Microseconds(*ns));
+    } else {
+      problem = "column '" + column.name +
+                "' is a time: milliseconds since the Unix epoch or an RFC 3339 time, found " +
+                DescribeJson(v);
+    }
+    return ns.has_value();
+  }
+  if (v.IsNumber()) {
+    out = v.GetDouble();
+    return true;
+  }
+  problem = "column '" + column.name + "' takes a number or null, found " + DescribeJson(v);
+  return false;
+}
+
+/// A CSV cell as the JSON value it stands for in a row's values: empty is null, a number a number
+/// (for a time column an integer, milliseconds), anything else a string. `text` must outlive it.
+rapidjson::Value CsvCell(const std::string& text, bool time) {
+  rapidjson::Value v;
+  if (text.empty()) return v;
+  char* end = nullptr;
+  if (time) {
+    const long long ms = std::strtoll(text.c_str(), &end, 10);
+    if (*end == '\0') return rapidjson::Value(static_cast<int64_t>(ms));
+  } else {
+    const double number = std::strtod(text.c_str(), &end);
+    if (*end == '\0') return rapidjson::Value(number);
+  }
+  v.SetString(rapidjson::StringRef(text.c_str(), text.size()));
+  return v;
 }
 
 /// The file's problems, in the form of pipeline diagnostics.
@@ -186,9 +277,9 @@ std::string Resolve(const std::string& test_file, const std::string& path) {
   return (std::filesystem::path(test_file).parent_path() / p).string();
 }
 
-/// Reads a golden CSV (vehicle_id,time_ms,<columns>; empty cell: NULL) as expected rows.
-bool ReadCsv(const std::string& path, const std::string& pointer, std::vector<Expected>& out,
-             Problems& problems) {
+/// Reads a golden CSV (vehicle_id,time_ms,<columns of `sink`>; empty cell: NULL) as expected rows.
+bool ReadCsv(const std::string& path, const std::string& pointer, const Sink& sink,
+             std::vector<Expected>& out, Problems& problems) {
   bool ok = false;
   const std::string text = Slurp(path, ok);
   if (!ok) {
@@ -198,6 +289,7 @@ bool ReadCsv(const std::string& path, const std::string& pointer, std::vector<Ex
   std::istringstream in(text);
   std::string line;
   std::vector<std::string> header;
+  std::vector<size_t> columns;  // of the header's cells from the third on
   auto split = [](const std::string& l) {
     std::vector<std::string> cells;
     std::string cell;
@@ -217,6 +309,15 @@ bool ReadCsv(const std::string& path, const std::string& pointer, std::vector<Ex
         return false;
       }
       header = cells;
+      for (size_t c = 2; c < cells.size(); ++c) {
+        columns.push_back(ColumnIndex(sink.columns, cells[c]));
+        if (columns.back() == sink.columns.size()) {
+          problems.Add(
+              pointer,
+              where + ": " + UnknownNameMessage("column", cells[c], ColumnNames(sink.columns)));
+          return false;
+        }
+      }
       continue;
     }
     if (cells.size() != header.size()) {
@@ -234,22 +335,147 @@ bool ReadCsv(const std::string& path, const std::string& pointer, std::vector<Ex
       return false;
     }
     for (size_t c = 2; c < cells.size(); ++c) {
-      std::optional<double> v;
-      if (!cells[c].empty()) {
-        v = std::strtod(cells[c].c_str(), &end);
-        if (*end != '\0') {
-          problems.Add(pointer, where + ": '" + cells[c] + "' is not a number");
-          return false;
-        }
+      const SinkColumn& column = sink.columns[columns[c - 2]];
+      std::optional<double> value;
+      std::string problem;
+      if (!ExpectedValue(column, CsvCell(cells[c], IsTime(column)), value, problem)) {
+        problems.Add(pointer, where + ": " + problem);
+        return false;
       }
-      row.values.emplace_back(header[c], v);
+      row.values.emplace_back(columns[c - 2], value);
     }
     out.push_back(std::move(row));
   }
   return true;
 }
 
+/// Reads the rows a test expects of `sink`: `rows` is the `expect` list, or the sink's list in the
+/// `expect` object.
+void ReadRows(const rapidjson::Value& rows, const std::string& at, const Sink& sink,
+              std::vector<Expected>& out, Problems& problems) {
+  for (rapidjson::SizeType j = 0; j < rows.Size(); ++j) {
+    const auto& r = rows[j];
+    Expected e;
+    e.pointer = at + "/" + std::to_string(j);
+    e.vehicle = r["vehicle"].GetString();
+    const auto time = ParseTime(r["time"]);
+    if (!time) {
+      problems.Add(e.pointer + "/time", "not a valid time");
+      continue;
+    }
+    e.time_ns = *time;
+    for (const auto& v : r["values"].GetObject()) {
+      const std::string name = v.name.GetString();
+      const size_t column = ColumnIndex(sink.columns, name);
+      if (column == sink.columns.size()) {
+        problems.Add(e.pointer, UnknownNameMessage("column", name, ColumnNames(sink.columns)));
+        continue;
+      }
+      std::optional<double> value;
+      std::string problem;
+      if (!ExpectedValue(sink.columns[column], v.value, value, problem)) {
+        problems.Add(e.pointer + "/values/" + JsonPointerToken(name), problem);
+        continue;
+      }
+      e.values.emplace_back(column, value);
+    }
+    out.push_back(std::move(e));
+  }
+}
+
+/// Adds a problem for every row of one sink expected a second time.
+void CheckRowsOnce(const std::vector<Expected>& rows, Problems& problems) {
+  std::map<RowKey, std::string> seen;
+  for (const auto& e : rows) {
+    const auto [it, inserted] = seen.emplace(RowKey{e.vehicle, e.time_ns}, e.pointer);
+    if (!inserted) {
+      problems.Add(e.pointer, "row " + e.vehicle + " " + FormatUtc(e.time_ns) +
+                                  " is expected already at " + it->second);
+    }
+  }
+}
+
+/// Reads what `test` (at `at`) expects of each sink into `expect`: `expect` or `expect_csv`, the
+/// rows (file) of the one sink, or an object by sink node id. Every sink must be compared or
+/// named in `ignore_sinks`, so that a sink added to the pipeline is not left untested unnoticed.
+void ParseExpectations(const std::string& file, const rapidjson::Value& test, const std::string& at,
+                       const Pipeline& pipeline, const std::vector<Sink>& sinks,
+                       std::map<std::string, std::vector<Expected>>& expect, Problems& problems) {
+  const bool csv = test.HasMember("expect_csv");
+  const std::string key = csv ? "expect_csv" : "expect";
+  const rapidjson::Value& given = test[key.c_str()];
+  const std::string given_at = at + "/" + key;
+  std::vector<std::string> sink_ids;
+  for (const Sink& s : sinks) sink_ids.push_back(s.node);
+  const std::string sink_list = fmt::format("{}", fmt::join(sink_ids, ", "));
+
+  // The sink `id` names; nullptr, with the problem added at `pointer`, when it names none.
+  auto find_sink = [&](const std::string& id, const std::string& pointer) -> const Sink* {
+    for (const Sink& s : sinks) {
+      if (s.node == id) return &s;
+    }
+    const auto node = std::find_if(pipeline.nodes.begin(), pipeline.nodes.end(),
+                                   [&](const NodeDecl& n) { return n.id == id; });
+    problems.Add(pointer, node == pipeline.nodes.end()
+                              ? UnknownNameMessage("sink", id, sink_ids)
+                              : "node '" + id + "' is a " + node->type +
+                                    ", not a timescale_sink; the sinks: " + sink_list);
+    return nullptr;
+  };
+  auto read = [&](const Sink& sink, const rapidjson::Value& rows, const std::string& pointer) {
+    std::vector<Expected>& out = expect[sink.node];
+    if (csv) {
+      ReadCsv(Resolve(file, rows.GetString()), pointer, sink, out, problems);
+    } else {
+      ReadRows(rows, pointer, sink, out, problems);
+    }
+    CheckRowsOnce(out, problems);
+  };
+
+  if (!given.IsObject()) {
+    if (sinks.size() != 1) {
+      problems.Add(given_at, "the pipeline has " + std::to_string(sinks.size()) +
+                                 " timescale_sink nodes (" + sink_list + "): give " + key +
+                                 " as an object from sink node id to its " +
+                                 (csv ? "CSV file" : "rows") + ", e.g. { \"" + sink_ids[0] +
+                                 "\": " + (csv ? "\"rows.csv\"" : "[ ... ]") + " }");
+      return;
+    }
+    read(sinks[0], given, given_at);
+  } else {
+    for (const auto& m : given.GetObject()) {
+      const std::string id = m.name.GetString();
+      const std::string pointer = given_at + "/" + JsonPointerToken(id);
+      if (const Sink* sink = find_sink(id, pointer)) read(*sink, m.value, pointer);
+    }
+  }
+  std::vector<std::string> ignored;
+  if (test.HasMember("ignore_sinks")) {
+    const auto& list = test["ignore_sinks"];
+    for (rapidjson::SizeType i = 0; i < list.Size(); ++i) {
+      const std::string id = list[i].GetString();
+      const std::string pointer = at + "/ignore_sinks/" + std::to_string(i);
+      if (find_sink(id, pointer) == nullptr) continue;
+      if (expect.count(id) != 0) {
+        problems.Add(pointer, "sink '" + id + "' is both in " + key +
+                                  " and ignored; remove it from one of them");
+      }
+      ignored.push_back(id);
+    }
+  }
+  for (const Sink& s : sinks) {
+    if (expect.count(s.node) != 0 ||
+        std::find(ignored.begin(), ignored.end(), s.node) != ignored.end()) {
+      continue;
+    }
+    problems.Add(given_at, "sink '" + s.node + "' is not compared: add its " +
+                               (csv ? "CSV file" : "rows (an empty list when it writes none)") +
+                               " to " + key + ", or name it in ignore_sinks");
+  }
+}
+
 void ParseTests(const std::string& file, const rapidjson::Document& doc, double tolerance,
+                const Pipeline& pipeline, const std::vector<Sink>& sinks,
                 std::vector<TestCase>& tests, Problems& problems) {
   const auto& list = doc["tests"];
   for (rapidjson::SizeType i = 0; i < list.Size(); ++i) {
@@ -307,73 +533,37 @@ void ParseTests(const std::string& file, const rapidjson::Document& doc, double 
         tc.inputs.push_back(std::move(input));
       }
     }
-    if (t.HasMember("expect")) {
-      const auto& rows = t["expect"];
-      for (rapidjson::SizeType j = 0; j < rows.Size(); ++j) {
-        const auto& r = rows[j];
-        Expected e;
-        e.pointer = at + "/expect/" + std::to_string(j);
-        e.vehicle = r["vehicle"].GetString();
-        const auto time = ParseTime(r["time"]);
-        if (!time) {
-          problems.Add(e.pointer + "/time", "not a valid time");
-          continue;
-        }
-        e.time_ns = *time;
-        for (const auto& v : r["values"].GetObject()) {
-          e.values.emplace_back(
-              v.name.GetString(),
-              v.value.IsNull() ? std::nullopt : std::optional<double>(v.value.GetDouble()));
-        }
-        tc.expect.push_back(std::move(e));
-      }
-    } else {
-      ReadCsv(Resolve(file, t["expect_csv"].GetString()), at + "/expect_csv", tc.expect, problems);
-    }
+    ParseExpectations(file, t, at, pipeline, sinks, tc.expect, problems);
     tests.push_back(std::move(tc));
   }
 }
 
-/// Checks what needs the pipeline: expected columns exist, no row is expected twice.
-void CheckExpectations(const std::vector<TestCase>& tests, const std::vector<SinkColumn>& columns,
-                       Problems& problems) {
-  std::vector<std::string> names;
-  for (const auto& c : columns) names.push_back(c.name);
-  for (const auto& tc : tests) {
-    std::map<RowKey, std::string> seen;
-    for (const auto& e : tc.expect) {
-      const auto [it, inserted] = seen.emplace(RowKey{e.vehicle, e.time_ns}, e.pointer);
-      if (!inserted) {
-        problems.Add(e.pointer, "row " + e.vehicle + " " + FormatUtc(e.time_ns) +
-                                    " is expected already at " + it->second);
-      }
-      for (const auto& [name, value] : e.values) {
-        if (std::find(names.begin(), names.end(), name) == names.end()) {
-          problems.Add(e.pointer, UnknownNameMessage("column", name, names));
-        }
-      }
-    }
-  }
-}
-
 /// Stands in for timescale_sink: keeps the rows it would write (the last of a re-emitted window
-/// wins, as the upsert does), computed by the sink's own SinkRowValues.
+/// wins, as the upsert does), computed by the sink's own SinkRowValues, at the time the sink gives
+/// them (a join's window time, an aggregate's window start).
 class CaptureSink final : public Operator {
  public:
   CaptureSink(const Config& config, Rows& rows) : columns_(SinkColumns(config)), rows_(rows) {}
 
   void Process(const Message& in, Emitter& out) override {
-    if (const auto* batch = std::get_if<WindowBatch>(in.get())) {
-      auto values = SinkRowValues(columns_, *batch);
-      for (size_t r = 0; r < values.size(); ++r) {
-        rows_[{batch->rows[r].vehicle, batch->window_ns}] = std::move(values[r]);
-      }
+    if (const auto* window = std::get_if<WindowBatch>(in.get())) {
+      Keep(window->rows, window->window_ns, SinkRowValues(columns_, *window));
+    } else if (const auto* stats = std::get_if<StatsBatch>(in.get())) {
+      Keep(stats->rows, stats->start_ns, SinkRowValues(columns_, *stats));
     } else if (std::holds_alternative<Tick>(*in)) {
       out.Emit(in);
     }
   }
 
  private:
+  template <typename Row>
+  void Keep(const std::vector<Row>& rows, int64_t time_ns,
+            std::vector<std::vector<std::optional<double>>> values) {
+    for (size_t r = 0; r < values.size(); ++r) {
+      rows_[{rows[r].vehicle, time_ns}] = std::move(values[r]);
+    }
+  }
+
   std::vector<SinkColumn> columns_;
   Rows& rows_;
 };
@@ -423,20 +613,23 @@ class InputRecording {
   std::string path_;
 };
 
-/// Runs one test: the pipeline on the replay clock until its input ended, then drained.
-Rows RunOne(const Registry& registry, const Pipeline& loaded, const TestCase& tc) {
+/// Runs one test: the pipeline on the replay clock until its input ended, then drained. Returns
+/// the rows of every sink.
+RowsBySink RunOne(const Registry& registry, const Pipeline& loaded, const TestCase& tc) {
   std::optional<InputRecording> recording;
   if (tc.recording.empty()) recording.emplace(tc.inputs);
   const std::string& file = tc.recording.empty() ? recording->path() : tc.recording;
 
-  Rows rows;
+  RowsBySink rows;
   Pipeline pipeline = loaded;
   OperatorInfo capture = *registry.Find("timescale_sink");
   capture.create = [&rows](const OperatorContext& ctx) -> std::unique_ptr<Operator> {
-    return std::make_unique<CaptureSink>(ctx.config, rows);
+    return std::make_unique<CaptureSink>(ctx.config, rows.at(ctx.node_id));
   };
   for (NodeDecl& n : pipeline.nodes) {
-    if (n.type == "timescale_sink") n.info = &capture;
+    if (n.type != "timescale_sink") continue;
+    n.info = &capture;
+    rows.try_emplace(n.id);  // before the runtime creates the captures, which only look it up
   }
   std::vector<Diagnostic> errors;
   std::vector<std::string> replaced;
@@ -455,54 +648,52 @@ Rows RunOne(const Registry& registry, const Pipeline& loaded, const TestCase& tc
   return rows;
 }
 
-/// The differences between `got` and what `tc` expects, one line each; empty when it passed.
-std::vector<std::string> Compare(const TestCase& tc, const std::vector<SinkColumn>& columns,
+/// The differences between the rows a sink with `columns` wrote (`got`) and `expect`, one line
+/// each; empty when they match.
+std::vector<std::string> Compare(const std::vector<Expected>& expect,
+                                 const std::vector<SinkColumn>& columns, double tolerance,
                                  Rows got) {
   std::vector<std::string> out;
-  auto column = [&](const std::string& name) {
-    for (size_t i = 0; i < columns.size(); ++i) {
-      if (columns[i].name == name) return i;
-    }
-    return columns.size();
+  auto cell = [&](size_t column, const std::optional<double>& v) {
+    return columns[column].name + "=" + FormatValue(columns[column], v);
   };
-  auto row_text = [&](const std::vector<std::optional<double>>& values) {
-    std::string s;
-    for (size_t i = 0; i < columns.size() && i < values.size(); ++i) {
-      s += (i ? ", " : "") + columns[i].name + "=" + FormatValue(values[i]);
-    }
-    return s;
-  };
-  for (const Expected& e : tc.expect) {
+  for (const Expected& e : expect) {
     const std::string where = e.vehicle + " " + FormatUtc(e.time_ns);
     const auto it = got.find({e.vehicle, e.time_ns});
     if (it == got.end()) {
       std::string s;
-      for (const auto& [name, v] : e.values)
-        s += (s.empty() ? "" : ", ") + name + "=" + FormatValue(v);
+      for (const auto& [column, v] : e.values) s += (s.empty() ? "" : ", ") + cell(column, v);
       out.push_back("missing row " + where + ": " + s);
       continue;
     }
-    for (const auto& [name, want] : e.values) {
-      const auto& have = it->second[column(name)];
-      const bool same = want && have ? std::fabs(*want - *have) <= tc.tolerance
-                                     : want.has_value() == have.has_value();
+    for (const auto& [column, want] : e.values) {
+      const auto& have = it->second[column];
+      // Times are whole microseconds, as in the table: equal or not.
+      const bool same =
+          want && have
+              ? (IsTime(columns[column]) ? *want == *have : std::fabs(*want - *have) <= tolerance)
+              : want.has_value() == have.has_value();
       if (!same) {
-        out.push_back(where + " " + name + ": expected " + FormatValue(want) + ", got " +
-                      FormatValue(have));
+        out.push_back(where + " " + columns[column].name + ": expected " +
+                      FormatValue(columns[column], want) + ", got " +
+                      FormatValue(columns[column], have));
       }
     }
     got.erase(it);
   }
   for (const auto& [key, values] : got) {
-    out.push_back("unexpected row " + key.first + " " + FormatUtc(key.second) + ": " +
-                  row_text(values));
+    std::string s;
+    for (size_t i = 0; i < columns.size() && i < values.size(); ++i) {
+      s += (i ? ", " : "") + cell(i, values[i]);
+    }
+    out.push_back("unexpected row " + key.first + " " + FormatUtc(key.second) + ": " + s);
   }
   return out;
 }
 
 struct TestFile {
   Pipeline pipeline;
-  std::vector<SinkColumn> columns;
+  std::vector<Sink> sinks;  // in the pipeline's order
   std::vector<TestCase> tests;
 };
 
@@ -543,24 +734,17 @@ std::optional<TestFile> LoadTestFile(const Registry& registry, const std::string
     return std::nullopt;
   }
   TestFile out{std::move(*loaded.pipeline), {}, {}};
-  int sinks = 0;
   for (const NodeDecl& n : out.pipeline.nodes) {
-    if (n.type == "timescale_sink") {
-      out.columns = SinkColumns(n.config);
-      ++sinks;
-    }
+    if (n.type == "timescale_sink") out.sinks.push_back({n.id, SinkColumns(n.config)});
   }
-  if (sinks != 1) {
+  if (out.sinks.empty()) {
     problems.Add("/pipeline", "the pipeline " + pipeline_file +
-                                  " must have exactly one timescale_sink node, whose rows the "
-                                  "tests compare; it has " +
-                                  std::to_string(sinks));
+                                  " has no timescale_sink node, whose rows the tests compare");
     problems.Print(err);
     return std::nullopt;
   }
   const double tolerance = doc.HasMember("tolerance") ? doc["tolerance"].GetDouble() : 1e-9;
-  ParseTests(file, doc, tolerance, out.tests, problems);
-  CheckExpectations(out.tests, out.columns, problems);
+  ParseTests(file, doc, tolerance, out.pipeline, out.sinks, out.tests, problems);
   if (!problems.empty()) {
     problems.Print(err);
     return std::nullopt;
@@ -577,7 +761,15 @@ int RunFile(const Registry& registry, const std::string& file, std::ostream& out
   for (const TestCase& tc : loaded->tests) {
     std::vector<std::string> diffs;
     try {
-      diffs = Compare(tc, loaded->columns, RunOne(registry, loaded->pipeline, tc));
+      RowsBySink got = RunOne(registry, loaded->pipeline, tc);
+      for (const Sink& sink : loaded->sinks) {
+        const auto expect = tc.expect.find(sink.node);
+        if (expect == tc.expect.end()) continue;  // in ignore_sinks
+        for (auto& d :
+             Compare(expect->second, sink.columns, tc.tolerance, std::move(got.at(sink.node)))) {
+          diffs.push_back(loaded->sinks.size() > 1 ? sink.node + ": " + d : std::move(d));
+        }
+      }
     } catch (const std::exception& e) {
       diffs = {std::string("could not run: ") + e.what()};
     }

@@ -2,11 +2,11 @@
 // `fleetflow test` (docs/cli.md): declarative pipeline tests, run without NATS or PostgreSQL.
 //
 // A test file names a pipeline and gives tests: input messages (or a recording) and the rows the
-// pipeline's timescale_sink must write. The real pipeline runs on the real Runtime and operators,
-// with its sources replaced by a replay of the inputs in arrival order (as `fleetflow replay`
-// does), keyed_last_value on its memory backend, and the sink replaced by a capture that
-// computes its rows with the sink's own row computation (SinkRowValues). Partitioned sources run
-// unpartitioned.
+// pipeline's timescale_sink nodes must write (by sink node id when it has several). The real
+// pipeline runs on the real Runtime and operators, with its sources replaced by a replay of the
+// inputs in arrival order (as `fleetflow replay` does), keyed_last_value on its memory backend,
+// and each sink replaced by a capture that computes its rows with the sink's own row computation
+// (SinkRowValues). Partitioned sources run unpartitioned.
 
 #include <ostream>
 #include <string>
