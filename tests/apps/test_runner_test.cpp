@@ -70,7 +70,7 @@ TEST(TestFileSchema, ShippedTestFilesAreValid) {
   ASSERT_FALSE(schema.HasParseError());
   const SchemaChecker checker(schema);
   for (const char* name : {"pipelines/default.test.json", "pipelines/jetstream.test.json",
-                           "tests/data/fleet_seed42.test.json"}) {
+                           "pipelines/tiers.test.json", "tests/data/fleet_seed42.test.json"}) {
     rapidjson::Document doc;
     doc.Parse(Read(kSource + "/" + name).c_str());
     ASSERT_FALSE(doc.HasParseError()) << name;
