@@ -13,7 +13,9 @@
 #include <oneapi/tbb/scalable_allocator.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -113,11 +115,40 @@ inline uint32_t PartitionOf(std::string_view vehicle, uint32_t partitions) {
 /// What the operators downstream of a partition hand over when it is revoked: they fill it in
 /// as it passes. When the last reference goes (the event has passed every node), the source's
 /// partition coordinator learns it, and stores the record on its own path (docs/architecture.md).
+/// The last window time of a partition each windowed node emitted, by node id: what a
+/// hand-over record holds (a node that emitted none is absent).
+using EmittedWindows = std::map<std::string, int64_t>;
+
+/// Node `node`'s last window in `record`; empty when it emitted none. A record of a release
+/// before per-node records (one window, under the empty id) is every node's.
+inline std::optional<int64_t> EmittedBy(const EmittedWindows& record, const std::string& node) {
+  auto it = record.find(node);
+  if (it == record.end()) it = record.find("");
+  if (it == record.end()) return std::nullopt;
+  return it->second;
+}
+
 class Handover {
  public:
   virtual ~Handover() = default;
-  /// The last window time of the partition whose rows were emitted (window_join sets it).
-  std::optional<int64_t> last_window_ns;
+  /// Node `node` emitted the partition's windows up to `window_ns` (empty: none). The branches of
+  /// a fan-out fill it in at the same time.
+  void Emitted(const std::string& node, std::optional<int64_t> window_ns) {
+    std::lock_guard lock(mu_);
+    if (window_ns) {
+      windows_[node] = *window_ns;
+    } else {
+      windows_.erase(node);
+    }
+  }
+  EmittedWindows windows() const {
+    std::lock_guard lock(mu_);
+    return windows_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  EmittedWindows windows_;
 };
 
 /// A partitioned source's change of the partitions it reads (docs/scaling.md), in order with
@@ -127,10 +158,11 @@ struct PartitionEvent {
   enum class Kind { kAssigned, kRevoked };
   Kind kind = Kind::kAssigned;
   uint32_t partition = 0;
-  /// kAssigned: the previous owner emitted every window of the partition up to this time (its
-  /// hand-over record); the next window goes on from there. Empty: no record (a first start, or
-  /// the previous owner crashed): every window the restored state holds is emitted (again).
-  std::optional<int64_t> emitted_until_ns;
+  /// kAssigned: each windowed node of the previous owner emitted every window of the partition
+  /// up to its time here (its hand-over record, EmittedBy); the node's next window goes on from
+  /// there. Empty, or the node absent: no record (a first start, or the previous owner crashed)
+  /// or none emitted: every window the restored state holds is emitted (again).
+  std::optional<EmittedWindows> emitted;
   /// kRevoked: filled in by the operators it passes.
   std::shared_ptr<Handover> handover;
 };

@@ -175,8 +175,11 @@ void WriteBody(Writer& w, const PartitionEvent& e, size_t, size_t) {
   WriteString(w, "kind", "partition");
   WriteString(w, "event", e.kind == PartitionEvent::Kind::kAssigned ? "assigned" : "revoked");
   WriteScalar(w, "partition", e.partition);
-  if (e.emitted_until_ns) {
-    WriteScalar(w, "emitted_until_ns", *e.emitted_until_ns);
+  if (e.emitted) {
+    w.Key("emitted");  // each windowed node's last window before this owner
+    w.StartObject();
+    for (const auto& [node, window_ns] : *e.emitted) WriteScalar(w, node.c_str(), window_ns);
+    w.EndObject();
   }
 }
 

@@ -148,7 +148,8 @@ struct WindowAggregateOptions {
 class WindowAggregate final : public Operator {
  public:
   WindowAggregate(const OperatorContext& ctx, const WindowAggregateOptions& options)
-      : every_(Ns(options.every)),
+      : node_(ctx.node_id),
+        every_(Ns(options.every)),
         max_gap_(Ns(options.max_gap)),
         time_(every_, Ns(options.allowed_lateness), Ns(options.idle), ctx.clock),
         sensors_(std::make_shared<const std::vector<std::string>>(options.sensors)),
@@ -302,12 +303,14 @@ class WindowAggregate final : public Operator {
     }
   }
 
-  /// A partition revoked first closes the windows its event time has closed, then is forgotten;
-  /// an assigned one starts afresh.
+  /// A partition revoked first closes the windows its event time has closed, records the last
+  /// one emitted and is forgotten; an assigned one starts afresh after the previous owner's last
+  /// window (its hand-over record), as window_join's do.
   void OnPartitionEvent(const PartitionEvent& e, Emitter& out) {
     Partition& p = partitions_[e.partition];
     if (e.kind == PartitionEvent::Kind::kRevoked) {
       if (const auto horizon = time_.OnRevoke(p)) CloseUpTo(p, *horizon, out);
+      if (e.handover) e.handover->Emitted(node_, time_.LastEmitted(p));
     }
     tracked_count_ -= p.vehicles.size();
     tracked_.Set(static_cast<double>(tracked_count_));
@@ -316,8 +319,10 @@ class WindowAggregate final : public Operator {
       return;
     }
     p = Partition{};
+    if (e.emitted) p.done = EmittedBy(*e.emitted, node_);
   }
 
+  const std::string node_;  // its hand-over record's name
   const int64_t every_;
   const int64_t max_gap_;
   const EventTime time_;

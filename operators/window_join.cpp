@@ -106,7 +106,8 @@ struct WindowJoinOptions {
 class WindowJoin final : public Operator {
  public:
   WindowJoin(const OperatorContext& ctx, const WindowJoinOptions& options)
-      : every_(Ns(options.every)),
+      : node_(ctx.node_id),
+        every_(Ns(options.every)),
         max_gap_(Ns(options.max_gap)),
         horizon_(Ns(options.correction_horizon)),
         time_(every_, Ns(options.allowed_lateness), Ns(options.idle), ctx.clock),
@@ -237,7 +238,7 @@ class WindowJoin final : public Operator {
     Partition& p = partitions_[e.partition];
     if (e.kind == PartitionEvent::Kind::kRevoked) {
       if (const auto horizon = time_.OnRevoke(p)) CloseUpTo(p, *horizon, out);
-      if (e.handover) e.handover->last_window_ns = time_.LastEmitted(p);
+      if (e.handover) e.handover->Emitted(node_, time_.LastEmitted(p));
     }
     tracked_count_ -= p.vehicles.size();
     tracked_.Set(static_cast<double>(tracked_count_));
@@ -246,7 +247,7 @@ class WindowJoin final : public Operator {
       return;
     }
     p = Partition{};
-    p.done = e.emitted_until_ns;
+    if (e.emitted) p.done = EmittedBy(*e.emitted, node_);
   }
 
   /// Emits the pending corrections and every window of the partition up to `horizon`.
@@ -335,6 +336,7 @@ class WindowJoin final : public Operator {
     p.corrections.clear();
   }
 
+  const std::string node_;  // its hand-over record's name
   const int64_t every_;
   const int64_t max_gap_;
   const int64_t horizon_;  // correction_horizon_ms; 0: a late sample changes no emitted window

@@ -45,7 +45,7 @@ class PartitionCoordinator::Ledger {
   }
 
   /// The hand-overs that passed since the last call, and how many are still on their way.
-  std::pair<std::vector<std::pair<uint32_t, std::optional<int64_t>>>, size_t> Take() {
+  std::pair<std::vector<std::pair<uint32_t, EmittedWindows>>, size_t> Take() {
     std::lock_guard lock(mu_);
     return {std::exchange(passed_, {}), on_the_way_};
   }
@@ -61,23 +61,23 @@ class PartitionCoordinator::Ledger {
    public:
     PassTicket(uint32_t partition, std::shared_ptr<Ledger> ledger)
         : partition_(partition), ledger_(std::move(ledger)) {}
-    ~PassTicket() override { ledger_->Passed(partition_, last_window_ns); }
+    ~PassTicket() override { ledger_->Passed(partition_, windows()); }
 
    private:
     const uint32_t partition_;
     const std::shared_ptr<Ledger> ledger_;
   };
 
-  void Passed(uint32_t partition, std::optional<int64_t> window_ns) {
+  void Passed(uint32_t partition, EmittedWindows windows) {
     std::lock_guard lock(mu_);
     --on_the_way_;
-    passed_.emplace_back(partition, window_ns);
+    passed_.emplace_back(partition, std::move(windows));
     if (wake_) wake_();
   }
 
   std::mutex mu_;
   std::function<void()> wake_;
-  std::vector<std::pair<uint32_t, std::optional<int64_t>>> passed_;
+  std::vector<std::pair<uint32_t, EmittedWindows>> passed_;
   size_t on_the_way_ = 0;
 };
 
@@ -231,7 +231,7 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
     reader_.Prepare(p);
     prepared_.insert(p);
   }
-  std::optional<std::optional<int64_t>> record;
+  std::optional<EmittedWindows> record;
   if (g.decided) {
     record = g.record;  // decided before reading its changelog failed
   } else {
@@ -270,7 +270,7 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
   }
   Assignment a;
   a.partition = p;
-  if (record) a.emitted_until_ns = *record;
+  a.emitted = record;
   try {
     if (checkpoints_ != nullptr) a.reread = ChangelogTail(*checkpoints_, p, reader_.Delivered(p));
   } catch (const std::exception& e) {
@@ -293,10 +293,10 @@ void PartitionCoordinator::DeleteStaleRecords() {
     const auto stale = membership_.ClaimHandover(p);
     if (!stale) continue;
     spdlog::warn(
-        "node '{}': partition {}: a hand-over record (last window {}) came while this worker "
-        "reads the partition: its writer gave the partition up after this worker had taken it "
-        "over; deleted, so that its next owner does not go on from that older window",
-        options_.node, p, *stale ? std::to_string(**stale) : std::string("none"));
+        "node '{}': partition {}: a hand-over record ({}) came while this worker reads the "
+        "partition: its writer gave the partition up after this worker had taken it over; "
+        "deleted, so that its next owner does not go on from those older windows",
+        options_.node, p, FormatEmittedWindows(*stale));
   }
 }
 
@@ -310,9 +310,7 @@ void PartitionCoordinator::Revoke(const std::vector<uint32_t>& partitions) {
 }
 
 void PartitionCoordinator::StorePassedHandovers() {
-  for (const auto& [p, window_ns] : ledger_->Take().first) {
-    membership_.RecordHandover(p, window_ns);
-  }
+  for (const auto& [p, windows] : ledger_->Take().first) membership_.RecordHandover(p, windows);
 }
 
 void PartitionCoordinator::Stop() {

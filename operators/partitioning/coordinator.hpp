@@ -58,8 +58,8 @@ std::optional<ChangelogRange> ChangelogTail(CheckpointStore& checkpoints, uint32
 /// A partition this worker starts reading.
 struct Assignment {
   uint32_t partition = 0;
-  /// The previous owner's hand-over record (PartitionEvent::emitted_until_ns).
-  std::optional<int64_t> emitted_until_ns;
+  /// The previous owner's hand-over record (PartitionEvent::emitted).
+  std::optional<EmittedWindows> emitted;
   /// Read again first (after the kAssigned event, before the consumer's messages).
   std::optional<ChangelogRange> reread;
 };
@@ -133,7 +133,7 @@ class PartitionCoordinator {
     std::string previous;       // the previous owner; empty: nobody had it
     int64_t recover_at_ns = 0;  // steady: taken without a record from then (0: not decided)
     bool decided = false;       // its record claimed (or known absent) in `record`
-    std::optional<std::optional<int64_t>> record;
+    std::optional<EmittedWindows> record;
   };
   class Ledger;
 

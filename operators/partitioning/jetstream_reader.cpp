@@ -99,7 +99,7 @@ void JetStreamReader::Assign(const Assignment& a) {
   if (options_.partitions > 0) {
     PartitionEvent assigned;
     assigned.partition = a.partition;
-    assigned.emitted_until_ns = a.emitted_until_ns;
+    assigned.emitted = a.emitted;
     out_->Emit(MakeMessage(std::move(assigned)));  // before the partition's messages
   }
   if (a.reread) Reread(a.partition, *a.reread);

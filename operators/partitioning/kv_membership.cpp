@@ -249,13 +249,9 @@ std::string KvMembership::RecordKey(uint32_t partition) {
 
 std::optional<KvMembership::Recorded> KvMembership::ParseRecord(const std::string& value,
                                                                 uint64_t revision) {
-  Recorded record{std::nullopt, revision};
-  if (!value.starts_with("- ")) {
-    char* end = nullptr;
-    record.window_ns = std::strtoll(value.c_str(), &end, 10);
-    if (end == value.c_str()) return std::nullopt;
-  }
-  return record;
+  const auto windows = ParseEmittedWindows(std::string_view(value).substr(0, value.find(' ')));
+  if (!windows) return std::nullopt;
+  return Recorded{*windows, revision};
 }
 
 int64_t KvMembership::LivenessNowNs() const {
@@ -296,12 +292,11 @@ std::string KvMembership::HeldValue() const {
   return value;
 }
 
-void KvMembership::RecordHandover(uint32_t partition, std::optional<int64_t> window_ns) {
+void KvMembership::RecordHandover(uint32_t partition, const EmittedWindows& windows) {
   {
     std::lock_guard lock(mu_);
     if (handover_kv_) {
-      to_write_.push_back(
-          {RecordKey(partition), (window_ns ? std::to_string(*window_ns) : "-") + " " + id_});
+      to_write_.push_back({RecordKey(partition), FormatEmittedWindows(windows) + " " + id_});
     }
     held_.erase(partition);
     held_changed_ = true;
@@ -309,8 +304,7 @@ void KvMembership::RecordHandover(uint32_t partition, std::optional<int64_t> win
   stop_cv_.notify_all();
 }
 
-std::optional<std::optional<int64_t>> KvMembership::ClaimHandover(uint32_t partition,
-                                                                  bool ask_server) {
+std::optional<EmittedWindows> KvMembership::ClaimHandover(uint32_t partition, bool ask_server) {
   std::optional<Recorded> record;
   {
     std::lock_guard lock(mu_);
@@ -322,24 +316,23 @@ std::optional<std::optional<int64_t>> KvMembership::ClaimHandover(uint32_t parti
     if (entry) record = ParseRecord(entry->value, entry->revision);
   }
   if (!record) return std::nullopt;
-  std::optional<std::optional<int64_t>> window;
+  std::optional<EmittedWindows> windows;
   {
     std::lock_guard lock(mu_);
-    window = Claim(partition, *record);
+    windows = Claim(partition, *record);
   }
   stop_cv_.notify_all();  // the delete
-  return window;
+  return windows;
 }
 
-std::optional<std::optional<int64_t>> KvMembership::Claim(uint32_t partition,
-                                                          const Recorded& record) {
+std::optional<EmittedWindows> KvMembership::Claim(uint32_t partition, const Recorded& record) {
   const auto it = records_.find(partition);
   if (it != records_.end() && it->second.revision <= record.revision) records_.erase(it);
   uint64_t& claimed = claimed_[partition];
   if (claimed >= record.revision) return std::nullopt;  // used already
   claimed = record.revision;
   to_write_.push_back({RecordKey(partition), std::nullopt});
-  return record.window_ns;
+  return record.windows;
 }
 
 std::pair<std::vector<std::string>, uint64_t> KvMembership::Members() {

@@ -55,12 +55,11 @@ class KvMembership final : public Membership {
   void Hold(uint32_t partition) override;
   bool Holds(const std::string& id, uint32_t partition) override;
   /// Written in the background, before this worker leaves.
-  void RecordHandover(uint32_t partition, std::optional<int64_t> window_ns) override;
+  void RecordHandover(uint32_t partition, const EmittedWindows& windows) override;
   /// `ask_server` reads the bucket (throws nats::Error): records and heartbeats come through two
   /// watches, so a heartbeat that no longer holds the partition can arrive before the record its
   /// worker wrote first, and whoever is about to go on without a record asks the server.
-  std::optional<std::optional<int64_t>> ClaimHandover(uint32_t partition,
-                                                      bool ask_server = false) override;
+  std::optional<EmittedWindows> ClaimHandover(uint32_t partition, bool ask_server = false) override;
   const std::string& id() const override { return id_; }
   /// A heartbeat that changes nothing calls nothing (with N workers, N per second).
   void SetOnChange(std::function<void()> notify) override;
@@ -93,14 +92,13 @@ class KvMembership final : public Membership {
   void Write(std::vector<Record>& records);  // mu_ not held; leaves what failed in `records`
   static std::string RecordKey(uint32_t partition);
   struct Recorded {
-    std::optional<int64_t> window_ns;
+    EmittedWindows windows;
     uint64_t revision;
   };
-  /// A record's value: "<window ns> <worker>", or "- <worker>" when the worker had emitted no
-  /// window; empty when it is neither.
+  /// A record's value: "<windows> <worker>" (FormatEmittedWindows); empty when it is not one.
   static std::optional<Recorded> ParseRecord(const std::string& value, uint64_t revision);
   /// mu_ held: claims `record` of `partition` unless it was claimed already.
-  std::optional<std::optional<int64_t>> Claim(uint32_t partition, const Recorded& record);
+  std::optional<EmittedWindows> Claim(uint32_t partition, const Recorded& record);
 
   const MembershipOptions options_;
   const std::string id_;

@@ -1,6 +1,7 @@
 #include "membership.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <functional>
 
 namespace fleetflow {
@@ -15,6 +16,42 @@ uint64_t Mix(uint64_t x) {  // splitmix64 finaliser
 }
 
 }  // namespace
+
+std::string FormatEmittedWindows(const EmittedWindows& windows) {
+  if (windows.empty()) return "-";
+  std::string text;
+  for (const auto& [node, window_ns] : windows) {
+    if (!text.empty()) text += ',';
+    text += node + '=' + std::to_string(window_ns);
+  }
+  return text;
+}
+
+std::optional<EmittedWindows> ParseEmittedWindows(std::string_view text) {
+  const auto number = [](std::string_view digits) -> std::optional<int64_t> {
+    int64_t v = 0;
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+    if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+    return v;
+  };
+  EmittedWindows windows;
+  if (text == "-") return windows;
+  if (const auto before = number(text)) {  // a release's before per-node records
+    windows[""] = *before;
+    return windows;
+  }
+  for (;;) {
+    const size_t comma = text.find(',');
+    const std::string_view pair = text.substr(0, comma);
+    const size_t eq = pair.find('=');
+    if (eq == 0 || eq == std::string_view::npos) return std::nullopt;
+    const auto window_ns = number(pair.substr(eq + 1));
+    if (!window_ns) return std::nullopt;
+    windows[std::string(pair.substr(0, eq))] = *window_ns;
+    if (comma == std::string_view::npos) return windows;
+    text.remove_prefix(comma + 1);
+  }
+}
 
 uint64_t MemberHash(std::string_view s) {
   uint64_t h = 1469598103934665603ULL;

@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "message.hpp"
+
 namespace fleetflow {
 
 class Membership {
@@ -32,21 +34,28 @@ class Membership {
   virtual void Hold(uint32_t partition) = 0;
   /// Whether worker `id`'s last heartbeat said it holds `partition`.
   virtual bool Holds(const std::string& id, uint32_t partition) = 0;
-  /// Records that every window of `partition` up to `window_ns` was emitted (empty: none known)
-  /// as this worker gives the partition up, and no longer holds it. Stored before this worker
-  /// leaves; its heartbeat drops the partition once the record is stored.
-  virtual void RecordHandover(uint32_t partition, std::optional<int64_t> window_ns) = 0;
-  /// Claims the hand-over record of `partition`, if one is there: returns it (its window, empty
-  /// when the previous owner had emitted none) and deletes it, so that it is used once.
-  /// `ask_server`: when none has come by the watch, asks the store itself (may throw).
-  virtual std::optional<std::optional<int64_t>> ClaimHandover(uint32_t partition,
-                                                              bool ask_server = false) = 0;
+  /// Records that each windowed node emitted every window of `partition` up to its time in
+  /// `windows` (a node absent: none) as this worker gives the partition up, and no longer holds
+  /// it. Stored before this worker leaves; its heartbeat drops the partition once the record is
+  /// stored.
+  virtual void RecordHandover(uint32_t partition, const EmittedWindows& windows) = 0;
+  /// Claims the hand-over record of `partition`, if one is there: returns it and deletes it, so
+  /// that it is used once. `ask_server`: when none has come by the watch, asks the store itself
+  /// (may throw).
+  virtual std::optional<EmittedWindows> ClaimHandover(uint32_t partition,
+                                                      bool ask_server = false) = 0;
   /// `notify` is called (from any thread) when a worker joins, leaves, holds other partitions
   /// than it said, or beats again after it was taken for gone, and when a hand-over record
   /// arrives; none when empty. Once this returns, the previous one is not running and will not
   /// be called again.
   virtual void SetOnChange(std::function<void()> notify) = 0;
 };
+
+/// A hand-over record's windows as text: "<node>=<window ns>,…" by node id, "-" when none.
+std::string FormatEmittedWindows(const EmittedWindows& windows);
+/// The windows of FormatEmittedWindows' text, or of a release's before it: one window for
+/// every node ("<window ns>", under the empty id). Empty when `text` is neither.
+std::optional<EmittedWindows> ParseEmittedWindows(std::string_view text);
 
 /// A hash that every worker and release computes alike (FNV-1a, 64 bit).
 uint64_t MemberHash(std::string_view s);

@@ -10,10 +10,10 @@ SampleBatch Samples(std::string vehicle, std::string sensor,
   return b;
 }
 
-PartitionEvent Assigned(uint32_t partition, std::optional<int64_t> emitted_until_ns) {
+PartitionEvent Assigned(uint32_t partition, std::optional<EmittedWindows> emitted) {
   PartitionEvent e;
   e.partition = partition;
-  e.emitted_until_ns = emitted_until_ns;
+  e.emitted = std::move(emitted);
   return e;
 }
 

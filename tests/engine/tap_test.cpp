@@ -82,11 +82,12 @@ TEST(TapJsonTest, StatusPartitionTickAndNonFiniteValues) {
   d = Json(e);
   EXPECT_STREQ(d["event"].GetString(), "revoked");
   EXPECT_EQ(d["partition"].GetUint(), 9u);
-  EXPECT_FALSE(d.HasMember("emitted_until_ns"));
+  EXPECT_FALSE(d.HasMember("emitted"));
   e.kind = PartitionEvent::Kind::kAssigned;
-  e.emitted_until_ns = 42;
+  e.emitted = EmittedWindows{{"windows", 42}, {"minutes", 40}};
   d = Json(e);
-  EXPECT_EQ(d["emitted_until_ns"].GetInt64(), 42);
+  EXPECT_EQ(d["emitted"]["windows"].GetInt64(), 42);
+  EXPECT_EQ(d["emitted"]["minutes"].GetInt64(), 40);
 
   d = Json(Tick{99, true, false});
   EXPECT_STREQ(d["kind"].GetString(), "tick");

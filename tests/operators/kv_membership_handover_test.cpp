@@ -49,18 +49,18 @@ class KvMembershipHandoverTest : public NatsServerTest {
 TEST_F(KvMembershipHandoverTest, AWorkerAskingTheServerClaimsARecordItsWatchHasNotBroughtYet) {
   auto worker = Join();
   // Written as another worker writes it, and claimed at once: the watch may not have it yet.
-  records_->Put("partition.3", "1700000000000000000 worker-a");
+  records_->Put("partition.3", "windows=1700000000000000000,minutes=1699999980000000000 worker-a");
   const auto claimed = worker->ClaimHandover(3, true);
-  ASSERT_TRUE(claimed.has_value());
-  EXPECT_EQ(*claimed, std::optional<int64_t>(1'700'000'000'000'000'000));
+  EXPECT_EQ(claimed, (EmittedWindows{{"windows", 1'700'000'000'000'000'000},
+                                     {"minutes", 1'699'999'980'000'000'000}}));
   EXPECT_FALSE(worker->ClaimHandover(3, true).has_value()) << "a record is used once";
   // The claim deletes the record; whatever the watch brings later is not claimed again. A record
   // written after it shows the watch has passed both.
   ASSERT_TRUE(WaitFor([&] { return !OnServer(3); }, 10s));
   records_->Put("partition.4", "- worker-a");
-  std::optional<std::optional<int64_t>> later;
+  std::optional<EmittedWindows> later;
   ASSERT_TRUE(WaitFor([&] { return (later = worker->ClaimHandover(4)).has_value(); }, 10s));
-  EXPECT_FALSE(later->has_value()) << "worker-a had emitted no window of partition 4";
+  EXPECT_TRUE(later->empty()) << "worker-a had emitted no window of partition 4";
   EXPECT_FALSE(worker->ClaimHandover(3).has_value());
   EXPECT_FALSE(worker->ClaimHandover(3, true).has_value());
 }
@@ -70,13 +70,11 @@ TEST_F(KvMembershipHandoverTest, ARecordGivenUpIsWrittenBeforeTheHeartbeatDropsT
   auto b = Join();
   a->Hold(2);
   ASSERT_TRUE(WaitFor([&] { return b->Holds(a->id(), 2); }, 10s));
-  a->RecordHandover(2, 1'700'000'005'000'000'000);
+  a->RecordHandover(2, {{"windows", 1'700'000'005'000'000'000}});
   // Once b sees the partition dropped, the server has the record, whatever b's watch of the
   // records has brought so far.
   ASSERT_TRUE(WaitFor([&] { return !b->Holds(a->id(), 2); }, 10s));
-  const auto claimed = b->ClaimHandover(2, true);
-  ASSERT_TRUE(claimed.has_value());
-  EXPECT_EQ(*claimed, std::optional<int64_t>(1'700'000'005'000'000'000));
+  EXPECT_EQ(b->ClaimHandover(2, true), (EmittedWindows{{"windows", 1'700'000'005'000'000'000}}));
   EXPECT_TRUE(WaitFor([&] { return !OnServer(2); }, 10s)) << "the claim deletes the record";
 }
 

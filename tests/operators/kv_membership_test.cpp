@@ -50,5 +50,22 @@ TEST(KvMembershipAssignTest, AWorkerJoiningMovesFewPartitions) {
   }
 }
 
+TEST(EmittedWindowsTest, ARecordsTextHoldsEachNodesWindowAndAReleaseBeforeIsEveryNodes) {
+  const EmittedWindows two{{"minutes", 60}, {"windows", 1'700'000'000'000'000'000}};
+  EXPECT_EQ(FormatEmittedWindows(two), "minutes=60,windows=1700000000000000000");
+  EXPECT_EQ(ParseEmittedWindows(FormatEmittedWindows(two)), two);
+  EXPECT_EQ(FormatEmittedWindows({}), "-");
+  EXPECT_EQ(ParseEmittedWindows("-"), EmittedWindows{});
+  // One window, as a release before per-node records wrote it: every node's.
+  const auto before = ParseEmittedWindows("1700000000000000000");
+  ASSERT_TRUE(before.has_value());
+  EXPECT_EQ(EmittedBy(*before, "windows"), 1'700'000'000'000'000'000);
+  EXPECT_EQ(EmittedBy(*before, "minutes"), 1'700'000'000'000'000'000);
+  EXPECT_EQ(EmittedBy(two, "hours"), std::nullopt);
+  for (const char* bad : {"", "x", "=5", "a=", "a=5,", "a=5,b", "a=5x", ",a=5"}) {
+    EXPECT_FALSE(ParseEmittedWindows(bad).has_value()) << "'" << bad << "'";
+  }
+}
+
 }  // namespace
 }  // namespace fleetflow::testing

@@ -89,7 +89,7 @@ TEST_F(PartitionedSourceTest, AWorkerAloneReadsEveryPartitionAfterItsEventEachVe
   for (const auto& m : got) {
     if (const auto* e = std::get_if<PartitionEvent>(m.get())) {
       EXPECT_EQ(e->kind, PartitionEvent::Kind::kAssigned);
-      EXPECT_FALSE(e->emitted_until_ns.has_value());  // the first worker ever
+      EXPECT_FALSE(e->emitted.has_value());  // the first worker ever
       assigned.insert(e->partition);
     } else if (const auto* b = std::get_if<SampleBatch>(m.get())) {
       EXPECT_EQ(b->partition, PartitionOf(b->vehicle, kPartitions)) << b->vehicle;
@@ -131,7 +131,7 @@ TEST_F(PartitionedSourceTest, TwoWorkersSplitThePartitionsAndTheNewOwnerGoesOnFr
       },
       10s));
   constexpr int64_t kLastWindow = kNow - 5'000'000'000;
-  for (const auto* e : revoked) e->handover->last_window_ns = kLastWindow;
+  for (const auto* e : revoked) e->handover->Emitted("windows", kLastWindow);
   {
     std::lock_guard lock(mu);
     EXPECT_EQ(held_back_at_revoke, std::vector<bool>(2, true));
@@ -143,8 +143,8 @@ TEST_F(PartitionedSourceTest, TwoWorkersSplitThePartitionsAndTheNewOwnerGoesOnFr
   const auto assigned_b = Events(Take(out_b), PartitionEvent::Kind::kAssigned);
   ASSERT_EQ(assigned_b.size(), 2u);
   for (const auto* e : assigned_b) {
-    ASSERT_TRUE(e->emitted_until_ns.has_value()) << "partition " << e->partition;
-    EXPECT_EQ(*e->emitted_until_ns, kLastWindow);
+    EXPECT_EQ(e->emitted, (EmittedWindows{{"windows", kLastWindow}}))
+        << "partition " << e->partition;
   }
   EXPECT_EQ(b->Counter("partitions_recovered"), 0u);
   EXPECT_EQ(a->Gauge("partitions_owned"), 2);

@@ -28,6 +28,7 @@ class FakeMembership final : public Membership {
   uint64_t generation = 1;
   std::map<std::string, Standing> standing;
   std::map<std::string, std::set<uint32_t>> holds;
+  // One windowed node, "windows": its last window (empty: none).
   std::map<uint32_t, std::optional<int64_t>> records;                 // stored, unclaimed
   std::vector<std::pair<uint32_t, std::optional<int64_t>>> recorded;  // by this worker
   std::set<uint32_t> held;
@@ -47,15 +48,16 @@ class FakeMembership final : public Membership {
   }
   void Hold(uint32_t p) override { held.insert(p); }
   bool Holds(const std::string& id, uint32_t p) override { return holds[id].count(p) > 0; }
-  void RecordHandover(uint32_t p, std::optional<int64_t> window_ns) override {
-    recorded.emplace_back(p, window_ns);
+  void RecordHandover(uint32_t p, const EmittedWindows& windows) override {
+    recorded.emplace_back(p, EmittedBy(windows, "windows"));
     held.erase(p);
   }
-  std::optional<std::optional<int64_t>> ClaimHandover(uint32_t p, bool) override {
+  std::optional<EmittedWindows> ClaimHandover(uint32_t p, bool) override {
     ++claims;
     const auto it = records.find(p);
     if (it == records.end()) return std::nullopt;
-    const auto record = it->second;
+    EmittedWindows record;
+    if (it->second) record["windows"] = *it->second;
     records.erase(it);
     return record;
   }
@@ -133,7 +135,7 @@ TEST_F(PartitionCoordinatorTest, AWorkerAloneTakesEveryPartitionAtOnceWithoutARe
   c->Step();
   EXPECT_EQ(reader.AssignedPartitions(), (std::set<uint32_t>{0, 1, 2, 3}));
   for (const auto& a : reader.assigned) {
-    EXPECT_FALSE(a.emitted_until_ns.has_value());
+    EXPECT_FALSE(a.emitted.has_value());
     EXPECT_FALSE(a.reread.has_value());
   }
   EXPECT_EQ(reader.prepared, (std::set<uint32_t>{0, 1, 2, 3}));
@@ -158,7 +160,8 @@ TEST_F(PartitionCoordinatorTest, AtStartItWaitsForTheRunningOwnersRecordAndGoesO
   now += kSecond;
   c->Step();
   EXPECT_EQ(reader.AssignedPartitions(), mine);
-  for (const auto& a : reader.assigned) EXPECT_EQ(a.emitted_until_ns, 77 * kSecond);
+  for (const auto& a : reader.assigned)
+    EXPECT_EQ(a.emitted, (EmittedWindows{{"windows", 77 * kSecond}}));
   EXPECT_FALSE(c->Waiting());
   EXPECT_EQ(metrics.GetCounter("partitions_recovered", "", {{"node", "src"}}).value(), 0);
 }
@@ -182,7 +185,7 @@ TEST_F(PartitionCoordinatorTest, APartitionOfACrashedOwnerIsRecoveredOnceItsAckW
   now += kSecond;
   c->Step();
   EXPECT_EQ(reader.AssignedPartitions(), (std::set<uint32_t>{0, 1, 2, 3}));
-  for (const auto& a : reader.assigned) EXPECT_FALSE(a.emitted_until_ns.has_value());
+  for (const auto& a : reader.assigned) EXPECT_FALSE(a.emitted.has_value());
   EXPECT_EQ(metrics.GetCounter("partitions_recovered", "", {{"node", "src"}}).value(), 4);
 }
 
@@ -218,7 +221,7 @@ TEST_F(PartitionCoordinatorTest, AWorkerJoiningTakesPartitionsAwayWhoseRecordsFo
   c->Step();
   EXPECT_TRUE(membership.recorded.empty());
   // The join fills them in as they pass; once the last reference goes, the next round stores.
-  for (auto& [p, handover] : reader.revoked) handover->last_window_ns = 40 * kSecond + p;
+  for (auto& [p, handover] : reader.revoked) handover->Emitted("windows", 40 * kSecond + p);
   reader.revoked.clear();
   EXPECT_TRUE(membership.recorded.empty()) << "stored by the coordinator, not by the ticket";
   c->Step();
@@ -265,7 +268,7 @@ TEST_F(PartitionCoordinatorTest, ARecordThatComesWhileThisWorkerReadsItsPartitio
   c->Step();
   EXPECT_FALSE(c->Waiting());
   for (size_t i = assigned; i < reader.assigned.size(); ++i) {
-    EXPECT_EQ(reader.assigned[i].emitted_until_ns, 9 * kSecond);
+    EXPECT_EQ(reader.assigned[i].emitted, (EmittedWindows{{"windows", 9 * kSecond}}));
   }
   EXPECT_EQ(reader.assigned.size(), assigned + gained.size());
 }
@@ -324,7 +327,7 @@ TEST_F(PartitionCoordinatorTest, StopRevokesEveryPartitionAndFinishStoresWhatHas
   c->Stop();
   ASSERT_EQ(reader.revoked.size(), kPartitions);
   EXPECT_TRUE(c->owned().empty());
-  reader.revoked.at(0)->last_window_ns = 5 * kSecond;
+  reader.revoked.at(0)->Emitted("windows", 5 * kSecond);
   reader.revoked.erase(0);
   reader.revoked.erase(1);  // passed without a window emitted
   c->Finish();
@@ -366,7 +369,8 @@ TEST_F(PartitionCoordinatorTest, AChangelogThatCannotBeReadKeepsTheClaimedRecord
   c->Step();
   EXPECT_EQ(membership.claims, claims) << "a decided record is not claimed again";
   ASSERT_EQ(reader.assigned.size(), kPartitions);
-  for (const auto& a : reader.assigned) EXPECT_EQ(a.emitted_until_ns, 3 * kSecond);
+  for (const auto& a : reader.assigned)
+    EXPECT_EQ(a.emitted, (EmittedWindows{{"windows", 3 * kSecond}}));
 }
 
 TEST_F(PartitionCoordinatorTest, APartitionWhoseConsumerCannotBeMadeWaitsForTheNextRound) {

@@ -168,6 +168,33 @@ TEST(WindowAggregateEventTime, ABacklogClosesItsWindowsOnEventTimeNotOnTheClock)
   EXPECT_EQ(got.at(10'000).count, 10u);
 }
 
+// A partition given up records the last window it emitted under the node's id; its next owner
+// goes on after it, as window_join's do (docs/scaling.md, "Hand-over of a partition").
+TEST_F(WindowAggregateTest, AHandOverRecordsTheLastWindowAndTheNextOwnerGoesOnAfterIt) {
+  SampleBatch first = Batch("v1", "speed", {At(1000, 1, 1.0), At(12'000, 2, 2.0)});
+  first.partition = 3;
+  h.Feed(Assigned(3));
+  h.Feed(std::move(first));
+  h.TickAt(kBase + 10'500 * kMs);  // [0, 10 s) emitted, [10 s, 20 s) open
+  PartitionEvent revoked = Revoked(3);
+  const auto out = h.Feed(revoked);
+  EXPECT_TRUE(Only<StatsBatch>(out).empty()) << "its event time has not closed [10 s, 20 s)";
+  EXPECT_EQ(revoked.handover->windows(), (EmittedWindows{{"op", kBase + 10 * kS}}));
+
+  // The next owner restores nothing (its state is not partition state yet) and reads the
+  // samples again: [0, 10 s) was emitted, [10 s, 20 s) is its own.
+  OperatorHarness next("window_aggregate", kConfig);
+  next.TickAt(kBase + 11 * kS);
+  next.Feed(Assigned(3, EmittedWindows{{"op", kBase + 10 * kS}, {"other", kBase + 90 * kS}}));
+  SampleBatch again = Batch("v1", "speed", {At(1000, 1, 1.0), At(12'000, 2, 2.0)});
+  again.partition = 3;
+  next.Feed(std::move(again));
+  const auto got = StatsOf(next.TickAt(kBase + 20'500 * kMs), "v1", "speed");
+  EXPECT_EQ(got.count(0), 0u) << "emitted by the previous owner";
+  ASSERT_EQ(got.count(10'000), 1u);
+  EXPECT_EQ(got.at(10'000).count, 1u);
+}
+
 /// The independent computation: from the distinct samples (by time and sequence number) that
 /// arrived before their window closed, sorted by time.
 struct Expected {

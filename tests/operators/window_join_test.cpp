@@ -396,8 +396,7 @@ TEST_F(WindowJoinPartitionTest, ARevokedPartitionRecordsItsLastWindowAndIsForgot
   EXPECT_EQ(Windows(out, "a"), (std::vector<int64_t>{0, 1000, 2000}));
   const PartitionEvent revoked = Revoked(1);
   EXPECT_EQ(Only<PartitionEvent>(h.Feed(revoked)).size(), 1u);  // passed on
-  ASSERT_TRUE(revoked.handover->last_window_ns.has_value());
-  EXPECT_EQ(*revoked.handover->last_window_ns, kBase + 2000 * kMs);
+  EXPECT_EQ(revoked.handover->windows(), (EmittedWindows{{"op", kBase + 2000 * kMs}}));
   EXPECT_EQ(h.Gauge("tracked_vehicles"), 1);
   const auto later = h.TickAt(kBase + 3600 * kMs);
   EXPECT_TRUE(Windows(later, "a").empty());  // no longer ours
@@ -412,7 +411,7 @@ TEST_F(WindowJoinPartitionTest, ATakenOverPartitionGoesOnAfterTheRecordWithItsCl
   h.Feed(PartitionSamples("b", 1, 0, 4000));
   EXPECT_EQ(Windows(h.TickAt(kBase + 3600 * kMs), "b"),
             (std::vector<int64_t>{0, 1000, 2000, 3000}));
-  h.Feed(Assigned(4, /*emitted_until_ns=*/kBase + 1000 * kMs));
+  h.Feed(Assigned(4, EmittedWindows{{"op", kBase + 1000 * kMs}}));
   h.Feed(PartitionSamples("a", 4, 500, 3500, /*restored=*/true));
   EXPECT_EQ(Windows(h.TickAt(kBase + 3700 * kMs), "a"), (std::vector<int64_t>{2000, 3000}));
   EXPECT_EQ(h.Counter("late_samples"), 0u);  // restored samples are history, not late

@@ -20,9 +20,9 @@ SampleBatch Samples(std::string vehicle, std::string sensor,
                     const std::vector<std::pair<int64_t, double>>& ts_value);
 
 /// A partitioned source's events: partition `partition` assigned (with the previous owner's
-/// record, when it left one) or revoked (with a Handover the operators fill in as it passes:
-/// read it after feeding the event).
-PartitionEvent Assigned(uint32_t partition, std::optional<int64_t> emitted_until_ns = {});
+/// record, when it left one: each windowed node's last window, by node id) or revoked (with a
+/// Handover the operators fill in as it passes: read its windows() after feeding the event).
+PartitionEvent Assigned(uint32_t partition, std::optional<EmittedWindows> emitted = {});
 PartitionEvent Revoked(uint32_t partition);
 
 /// Gives the acknowledgement of every SampleBatch and StatusEvent of `ms` that carries one, as
