@@ -18,6 +18,7 @@
 
 #include "build_paths.hpp"
 #include "grafana_provisioning.hpp"
+#include "grafana_sql.hpp"
 
 namespace fleetflow::testing {
 namespace {
@@ -31,49 +32,15 @@ const std::string kFleetflow = ::fleetflow::testing::BinaryDir() + "/apps/fleetf
 // (tests/data/fleet_seed42_rows.csv).
 constexpr const char* kFrom = "2026-11-22T14:16:50Z";
 constexpr const char* kTo = "2026-11-22T14:17:00Z";
-constexpr const char* kInterval = "1s";
-constexpr const char* kIntervalMs = "1000";
 
-int64_t IntervalSeconds(std::string text) {
-  text.erase(std::remove_if(text.begin(), text.end(), [](char c) { return c == '\'' || c == ' '; }),
-             text.end());
-  static const std::map<std::string, int64_t> kUnits = {
-      {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}};
-  std::smatch m;
-  if (!std::regex_match(text, m, std::regex(R"((\d+)(s|m|h|d))"))) {
-    throw std::runtime_error("unsupported interval '" + text + "'");
-  }
-  return std::stoll(m[1]) * kUnits.at(m[2]);
-}
-
-/// Grafana's PostgreSQL macros (pkg/tsdb/grafana-postgresql-datasource/macros.go) and template
-/// variables, for the fixed range kFrom..kTo. Throws on a macro it does not implement.
-std::string Expand(std::string sql, const std::map<std::string, std::string>& vars) {
-  sql = std::regex_replace(sql, std::regex(R"(\$__interval_ms\b)"), kIntervalMs);
-  sql = std::regex_replace(sql, std::regex(R"(\$__interval\b)"), kInterval);
-  for (const auto& [name, value] : vars) {
-    sql = std::regex_replace(sql, std::regex("\\$\\{" + name + "\\}|\\$" + name + "\\b"), value);
-  }
-  const std::string range = std::string("'") + kFrom + "' AND '" + kTo + "'";
-  sql = std::regex_replace(sql, std::regex(R"(\$__timeFilter\(\s*([^)]+?)\s*\))"),
-                           "$1 BETWEEN " + range);
-  sql =
-      std::regex_replace(sql, std::regex(R"(\$__timeFrom\(\s*\))"), std::string("'") + kFrom + "'");
-  sql = std::regex_replace(sql, std::regex(R"(\$__timeTo\(\s*\))"), std::string("'") + kTo + "'");
-  const std::regex group(R"(\$__timeGroup(Alias)?\(\s*([^,]+?)\s*,\s*([^,)]+?)\s*\))");
-  std::smatch m;
-  while (std::regex_search(sql, m, group)) {
-    const int64_t s = IntervalSeconds(m[3]);
-    std::string expr = "floor(extract(epoch from " + m[2].str() + ")/" + std::to_string(s) + ")*" +
-                       std::to_string(s);
-    if (m[1].matched) expr += " AS \"time\"";
-    sql = m.prefix().str() + expr + m.suffix().str();
-  }
-  if (sql.find('$') != std::string::npos) {
-    throw std::runtime_error("unexpanded macro or variable in: " + sql);
-  }
-  return sql;
-}
+/// The ranges each query runs for, all ending at kTo: one per table a dashboard picks (the 1 s
+/// rows, the 1 min and 1 h statistics; the vehicle's and the fleet's thresholds differ), with
+/// the interval Grafana gives a panel about 1 000 pixels wide.
+const std::vector<GrafanaRange> kRanges = {
+    {kFrom, kTo, "1s"},                    // 10 s: the 1 s rows
+    {"2026-11-22T08:17:00Z", kTo, "1m"},   // 6 h: 1 min statistics
+    {"2026-11-19T14:17:00Z", kTo, "5m"},   // 3 days: the vehicle's 1 min, the fleet's 1 h
+    {"2026-10-23T14:17:00Z", kTo, "1h"}};  // 30 days: 1 h statistics
 
 struct Column {
   std::string name, type;
@@ -123,13 +90,48 @@ class GrafanaDashboardsTest : public ::testing::Test {
     if (!PostgresServer::Available()) return;
     pg_ = new PostgresServer();
     pg_->Start();
-    // The same rows the pipeline writes live, from the committed recording.
+    // The same rows the pipeline writes live, from the committed recording, through the
+    // pipeline with the statistics tiers: its tables are the ones the dashboards read.
     const CommandResult r =
         RunCommand({kFleetflow, "replay", kSource + "/tests/data/fleet_seed42.ffrc", "--pipeline",
-                    kSource + "/pipelines/default.json", "--metrics-port", "-1"},
+                    kSource + "/pipelines/tiers.json", "--metrics-port", "-1"},
                    120s, pg_->env());
     replay_exit_ = r.exit_code;
     replay_err_ = r.err;
+    if (r.exit_code != 0) return;
+    // The recording lasts seconds: its minute and hour are still open at its end. The history the
+    // longer ranges read is generated for the same vehicles: a minute row each for the day before
+    // kTo, an hour row each for the 30 days before (plausible values, one sample a second).
+    const std::string stats =
+        "speed_samples, speed_mean, speed_min, speed_max, soc_first, soc_last, soc_min, "
+        "torque_mean, torque_max, gps_samples, lat_min, lat_max, lon_min, lon_max, lat_last, "
+        "lon_last, distance_m, last_seen";
+    const auto generate = [&](const std::string& table, const std::string& span,
+                              const std::string& step, int samples) {
+      const std::string n = std::to_string(samples);
+      // On plain PostgreSQL a table with a retention is partitioned by time, its partitions made
+      // by the sink as it writes: the history's go to a default partition.
+      if (pg_->Psql("SELECT relkind FROM pg_class WHERE relname = '" + table + "'") == "p") {
+        pg_->Psql("CREATE TABLE " + table + "_history PARTITION OF " + table + " DEFAULT");
+      }
+      pg_->Psql("INSERT INTO " + table + " (vehicle_id, time, " + stats + ") SELECT v, t, " + n +
+                ", 10 + 5 * sin(extract(epoch FROM t) / 3600), 2, 30, "
+                "80, 79.5, 79.5, 50, 120, " +
+                n +
+                ", 48.13, 48.15, 11.56, 11.59, 48.14, 11.575, "
+                "300, t + interval '" +
+                step +
+                "' - interval '1 second' "
+                "FROM (SELECT DISTINCT vehicle_id AS v FROM vehicle_telemetry) vs, "
+                "generate_series(timestamptz '" +
+                kTo + "' - interval '" + span +
+                "', "
+                "timestamptz '" +
+                kTo + "' - interval '" + step + "', interval '" + step +
+                "') t ON CONFLICT DO NOTHING");
+    };
+    generate("vehicle_stats_1m", "1 day", "1 minute", 60);
+    generate("vehicle_stats_1h", "30 days", "1 hour", 3600);
   }
   static void TearDownTestSuite() {
     delete pg_;
@@ -154,7 +156,8 @@ TEST_F(GrafanaDashboardsTest, EveryPanelQueryReturnsRowsOfItsPanelsShape) {
   ASSERT_EQ(ProvisionedDatasources()[datasource_uid], "postgres")
       << "deploy/grafana/provisioning/datasources must provision the datasource the dashboards use";
   const auto files = DashboardFiles("postgres");
-  ASSERT_EQ(files.size(), 3u) << "fleet map, one vehicle, fleet aggregates";
+  ASSERT_EQ(files.size(), 5u)
+      << "fleet map, one vehicle, fleet aggregates; one vehicle and the fleet over weeks";
   const int vehicles_in_range = std::stoi(
       pg_->Psql("SELECT count(DISTINCT vehicle_id) FROM vehicle_telemetry WHERE time BETWEEN '" +
                 std::string(kFrom) + "' AND '" + kTo + "'"));
@@ -162,69 +165,83 @@ TEST_F(GrafanaDashboardsTest, EveryPanelQueryReturnsRowsOfItsPanelsShape) {
 
   std::set<std::string> panel_types;
   int queries = 0;
-  for (const auto& file : files) {
-    SCOPED_TRACE(file);
-    const rapidjson::Document dash = LoadJson(file);
-    ASSERT_FALSE(Str(dash, "uid").empty());
+  for (const auto& range : kRanges) {
+    for (const auto& file : files) {
+      // The dashboards of the 1 s rows are for minutes: only the "over weeks" ones pick tables.
+      const bool picks_tables = file.find("-history.json") != std::string::npos;
+      if (!picks_tables && &range != &kRanges.front()) continue;
+      SCOPED_TRACE(file + ", " + range.from + " to " + range.to);
+      const rapidjson::Document dash = LoadJson(file);
+      ASSERT_FALSE(Str(dash, "uid").empty());
 
-    // Template variables: run their queries; the first value is the one the panels get.
-    std::map<std::string, std::string> vars;
-    if (dash.HasMember("templating")) {
-      for (const auto& v : dash["templating"]["list"].GetArray()) {
-        SCOPED_TRACE("variable " + Str(v, "name"));
-        ASSERT_EQ(Str(v, "type"), "query");
-        EXPECT_EQ(Str(v["datasource"], "uid"), datasource_uid);
-        const Result r = Query(*pg_, Expand(Str(v, "query"), vars));
-        ++queries;
-        ASSERT_EQ(r.columns.size(), 1u);
-        ASSERT_EQ(static_cast<int>(r.rows.size()), vehicles_in_range);
-        rapidjson::Document first;
-        first.Parse(r.rows.front().c_str());
-        vars[Str(v, "name")] = first.MemberBegin()->value.GetString();
-      }
-    }
-
-    for (const auto& panel : dash["panels"].GetArray()) {
-      const std::string type = Str(panel, "type");
-      SCOPED_TRACE("panel '" + Str(panel, "title") + "' (" + type + ")");
-      panel_types.insert(type);
-      ASSERT_TRUE(panel.HasMember("targets") && !panel["targets"].Empty());
-      EXPECT_EQ(Str(panel["datasource"], "uid"), datasource_uid);
-      for (const auto& target : panel["targets"].GetArray()) {
-        EXPECT_EQ(Str(target["datasource"], "uid"), datasource_uid);
-        const std::string format = Str(target, "format");
-        Result r;
-        ASSERT_NO_THROW(r = Query(*pg_, Expand(Str(target, "rawSql"), vars)));
-        ++queries;
-        ASSERT_FALSE(r.rows.empty()) << "no rows";
-        auto has_values = [&](const Column& c) { return r.non_null[c.name] > 0; };
-        if (format == "time_series") {
-          // Grafana needs a column "time" (timestamp or epoch) and at least one numeric series.
-          ASSERT_GE(r.columns.size(), 2u);
-          EXPECT_EQ(r.columns[0].name, "time");
-          EXPECT_TRUE(r.columns[0].time()) << r.columns[0].type;
-          for (size_t i = 1; i < r.columns.size(); ++i) {
-            EXPECT_TRUE(r.columns[i].numeric()) << r.columns[i].name << ": " << r.columns[i].type;
-            EXPECT_TRUE(has_values(r.columns[i])) << r.columns[i].name << " is always NULL";
-          }
-          EXPECT_GE(r.rows.size(), 2u) << "a time series of one point";
-        } else {
-          ASSERT_EQ(format, "table");
-          for (const Column& c : r.columns) {
-            EXPECT_TRUE(has_values(c)) << c.name << " is always NULL";
-          }
+      // Template variables: run their queries; the first value is the one the panels get.
+      std::map<std::string, std::string> vars;
+      if (dash.HasMember("templating")) {
+        for (const auto& v : dash["templating"]["list"].GetArray()) {
+          SCOPED_TRACE("variable " + Str(v, "name"));
+          ASSERT_EQ(Str(v, "type"), "query");
+          EXPECT_EQ(Str(v["datasource"], "uid"), datasource_uid);
+          const Result r = Query(*pg_, ExpandGrafanaSql(Str(v, "query"), vars, range));
+          ++queries;
+          ASSERT_EQ(r.columns.size(), 1u);
+          ASSERT_EQ(static_cast<int>(r.rows.size()), vehicles_in_range);
+          rapidjson::Document first;
+          first.Parse(r.rows.front().c_str());
+          vars[Str(v, "name")] = first.MemberBegin()->value.GetString();
         }
-        if (type == "geomap") {
-          // One marker per vehicle, at a plausible position.
-          std::set<std::string> names;
-          for (const Column& c : r.columns) names.insert(c.name);
-          EXPECT_TRUE(names.count("lat") && names.count("lon") && names.count("vehicle_id"));
-          EXPECT_EQ(static_cast<int>(r.rows.size()), vehicles_in_range);
-          for (const auto& row : r.rows) {
-            rapidjson::Document d;
-            d.Parse(row.c_str());
-            EXPECT_TRUE(d["lat"].IsNumber() && std::abs(d["lat"].GetDouble()) <= 90) << row;
-            EXPECT_TRUE(d["lon"].IsNumber() && std::abs(d["lon"].GetDouble()) <= 180) << row;
+      }
+
+      for (const auto& panel : dash["panels"].GetArray()) {
+        const std::string type = Str(panel, "type");
+        SCOPED_TRACE("panel '" + Str(panel, "title") + "' (" + type + ")");
+        panel_types.insert(type);
+        ASSERT_TRUE(panel.HasMember("targets") && !panel["targets"].Empty());
+        EXPECT_EQ(Str(panel["datasource"], "uid"), datasource_uid);
+        for (const auto& target : panel["targets"].GetArray()) {
+          EXPECT_EQ(Str(target["datasource"], "uid"), datasource_uid);
+          const std::string format = Str(target, "format");
+          Result r;
+          ASSERT_NO_THROW(r = Query(*pg_, ExpandGrafanaSql(Str(target, "rawSql"), vars, range)));
+          ++queries;
+          ASSERT_FALSE(r.rows.empty()) << "no rows";
+          auto has_values = [&](const Column& c) { return r.non_null[c.name] > 0; };
+          if (format == "time_series") {
+            // Grafana needs a column "time" (timestamp or epoch) and at least one numeric series.
+            ASSERT_GE(r.columns.size(), 2u);
+            EXPECT_EQ(r.columns[0].name, "time");
+            EXPECT_TRUE(r.columns[0].time()) << r.columns[0].type;
+            for (size_t i = 1; i < r.columns.size(); ++i) {
+              EXPECT_TRUE(r.columns[i].numeric()) << r.columns[i].name << ": " << r.columns[i].type;
+              EXPECT_TRUE(has_values(r.columns[i])) << r.columns[i].name << " is always NULL";
+            }
+            EXPECT_GE(r.rows.size(), 2u) << "a time series of one point";
+            // One table answers: two that overlap would give a time twice.
+            std::set<std::string> times;
+            for (const auto& row : r.rows) {
+              rapidjson::Document d;
+              d.Parse(row.c_str());
+              times.insert(d["time"].IsString() ? d["time"].GetString()
+                                                : std::to_string(d["time"].GetDouble()));
+            }
+            EXPECT_EQ(times.size(), r.rows.size()) << "a time given twice";
+          } else {
+            ASSERT_EQ(format, "table");
+            for (const Column& c : r.columns) {
+              EXPECT_TRUE(has_values(c)) << c.name << " is always NULL";
+            }
+          }
+          if (type == "geomap") {
+            // One marker per vehicle, at a plausible position.
+            std::set<std::string> names;
+            for (const Column& c : r.columns) names.insert(c.name);
+            EXPECT_TRUE(names.count("lat") && names.count("lon") && names.count("vehicle_id"));
+            EXPECT_EQ(static_cast<int>(r.rows.size()), vehicles_in_range);
+            for (const auto& row : r.rows) {
+              rapidjson::Document d;
+              d.Parse(row.c_str());
+              EXPECT_TRUE(d["lat"].IsNumber() && std::abs(d["lat"].GetDouble()) <= 90) << row;
+              EXPECT_TRUE(d["lon"].IsNumber() && std::abs(d["lon"].GetDouble()) <= 180) << row;
+            }
           }
         }
       }
@@ -232,7 +249,8 @@ TEST_F(GrafanaDashboardsTest, EveryPanelQueryReturnsRowsOfItsPanelsShape) {
   }
   EXPECT_TRUE(panel_types.count("geomap")) << "the fleet map";
   EXPECT_TRUE(panel_types.count("timeseries"));
-  std::cout << "ran " << queries << " dashboard queries on " << files.size() << " dashboards\n";
+  std::cout << "ran " << queries << " dashboard queries on " << files.size() << " dashboards, "
+            << kRanges.size() << " ranges\n";
 }
 
 /// The field config Grafana applies to field `name` of `panel`: the defaults, then the
@@ -301,7 +319,7 @@ TEST(GrafanaDashboardUnitsTest, EveryShownColumnHasItsUnitAndPrecision) {
       }
     }
   }
-  EXPECT_GE(checked, 16) << "columns shown by the three dashboards' panels";
+  EXPECT_GE(checked, 29) << "columns shown by the five dashboards' panels";
 }
 
 // What Grafana needs to provision every dashboard next to the others: a unique uid, a title in the
@@ -314,7 +332,8 @@ TEST(GrafanaProvisioningTest, EveryDashboardHasItsIdentityAndUsesProvisionedData
             (std::map<std::string, std::string>{{"fleetflow-pg", "postgres"},
                                                 {"fleetflow-prometheus", "prometheus"}}));
   const auto files = DashboardFiles();
-  EXPECT_EQ(files.size(), 4u) << "fleet map, one vehicle, fleet aggregates, engine";
+  EXPECT_EQ(files.size(), 6u) << "fleet map, one vehicle, fleet aggregates, the two over weeks, "
+                                 "engine";
   EXPECT_EQ(DashboardFiles("prometheus"),
             std::vector<std::string>{kGrafanaDir + "/dashboards/engine.json"});
   std::set<std::string> uids;
@@ -350,14 +369,18 @@ TEST(GrafanaProvisioningTest, EveryDashboardHasItsIdentityAndUsesProvisionedData
   }
 }
 
-TEST_F(GrafanaDashboardsTest, MacroExpansionMatchesGrafana) {
-  EXPECT_EQ(Expand("SELECT $__timeGroupAlias(time, $__interval) WHERE $__timeFilter(time)", {}),
+TEST(GrafanaSqlTest, MacroExpansionMatchesGrafana) {
+  const GrafanaRange range{kFrom, kTo, "1s"};
+  EXPECT_EQ(ExpandGrafanaSql(
+                "SELECT $__timeGroupAlias(time, $__interval) WHERE $__timeFilter(time)", {}, range),
             "SELECT floor(extract(epoch from time)/1)*1 AS \"time\" WHERE time BETWEEN "
             "'2026-11-22T14:16:50Z' AND '2026-11-22T14:17:00Z'");
-  EXPECT_EQ(Expand("$__timeGroup(t, '5m') x = '$v' AND $__timeTo()", {{"v", "v7"}}),
-            "floor(extract(epoch from t)/300)*300 x = 'v7' AND '2026-11-22T14:17:00Z'");
-  EXPECT_THROW(Expand("WHERE $__unixEpochFilter(t)", {}), std::runtime_error);
-  EXPECT_THROW(Expand("WHERE x = '$unknown'", {}), std::runtime_error);
+  EXPECT_EQ(
+      ExpandGrafanaSql("$__timeGroup(t, '5m') x = '$v' AND $__timeTo()", {{"v", "v7"}}, range),
+      "floor(extract(epoch from t)/300)*300 x = 'v7' AND '2026-11-22T14:17:00Z'");
+  EXPECT_EQ(ExpandGrafanaSql("$__interval_ms", {}, GrafanaRange{kFrom, kTo, "5m"}), "300000");
+  EXPECT_THROW(ExpandGrafanaSql("WHERE $__unixEpochFilter(t)", {}, range), std::runtime_error);
+  EXPECT_THROW(ExpandGrafanaSql("WHERE x = '$unknown'", {}, range), std::runtime_error);
 }
 
 }  // namespace
