@@ -104,12 +104,17 @@ struct StatusEvent {
   uint64_t sequence = 0;   // as SampleBatch::sequence
 };
 
+/// FNV-1a (32 bit) of `s`.
+inline uint32_t Fnv1a(std::string_view s) {
+  uint32_t h = 2166136261u;
+  for (const unsigned char c : s) h = (h ^ c) * 16777619u;
+  return h;
+}
+
 /// The partition of a vehicle among `partitions`: FNV-1a (32 bit) of its id, modulo the count,
 /// exactly as nats-server's subject mapping function `partition(n, 1)` computes it.
 inline uint32_t PartitionOf(std::string_view vehicle, uint32_t partitions) {
-  uint32_t h = 2166136261u;
-  for (const unsigned char c : vehicle) h = (h ^ c) * 16777619u;
-  return partitions == 0 ? 0 : h % partitions;
+  return partitions == 0 ? 0 : Fnv1a(vehicle) % partitions;
 }
 
 /// What the operators downstream of a partition hand over when it is revoked: they fill it in

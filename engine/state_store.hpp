@@ -11,8 +11,11 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "message.hpp"
@@ -93,6 +96,82 @@ class CheckpointStore {
   /// Gives partition `p`, which has no checkpoint, one at `sequence`: what came up to it is
   /// taken as stored. Throws when the store cannot be written.
   virtual void Begin(uint32_t p, uint64_t sequence) = 0;
+};
+
+/// The record of a partition's state a vehicle is kept in, among `records`: FNV-1a of its id
+/// (as PartitionOf) mixed with MurmurHash3's finalizer, whose low bits alone would be the
+/// partition (all vehicles of a partition in one record when `records` divides the partitions).
+inline size_t RecordOfVehicle(std::string_view vehicle, size_t records) {
+  uint32_t h = Fnv1a(vehicle);
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return records == 0 ? 0 : h % records;
+}
+
+/// The state of a windowed operator's partitions (window_aggregate's open windows), kept as one
+/// snapshot per partition: opaque values under keys of the operator's choosing, and the stream
+/// sequence up to which they hold every message of the partition (the snapshot's checkpoint: a
+/// next owner skips what came up to it, docs/scaling.md "State"). Unlike StateStore, which
+/// coalesces writes of samples, a snapshot replaces the one before as a whole.
+///
+/// Calls come from the owning operator's thread, one at a time; saves are stored in the
+/// background.
+class SnapshotStore {
+ public:
+  struct Snapshot {
+    std::map<std::string, std::string> values;  // by key
+    std::optional<uint64_t> checkpoint;         // empty: none (nothing stored)
+  };
+
+  virtual ~SnapshotStore() = default;
+  /// Partition `p`'s stored snapshot, as it is now. Called when this worker takes `p` over,
+  /// before its first Save. Throws when the store cannot be read.
+  virtual Snapshot Restore(uint32_t p) = 0;
+  /// Replaces `p`'s snapshot by `values` (keys absent from it are deleted) holding the messages
+  /// up to `sequence`, without waiting: stored in the background, the checkpoint only after
+  /// every value of it was stored; a failed save never moves the checkpoint. A newer Save of `p`
+  /// before the previous one was stored may replace it (only the newest is written). The key
+  /// "checkpoint" is the store's own.
+  virtual void Save(uint32_t p, std::map<std::string, std::string> values, uint64_t sequence) = 0;
+  /// Waits until every Save so far is stored or failed (a drain, or a partition handed over);
+  /// false when one failed or did not finish in time.
+  virtual bool Sync() = 0;
+  /// Drops what the store keeps in this process of `p` (after Sync): it moved away. The stored
+  /// snapshot stays for its next owner.
+  virtual void Forget(uint32_t p) = 0;
+  /// False while the store cannot take saves (e.g. disconnected).
+  virtual bool Ready() const { return true; }
+};
+
+/// Snapshots kept in this process, stored at once: the operators' unit tests (workers sharing
+/// one store hand partitions over through it). Thread-safe.
+class MemorySnapshotStore final : public SnapshotStore {
+ public:
+  Snapshot Restore(uint32_t p) override {
+    std::lock_guard lock(mu_);
+    const auto it = snapshots_.find(p);
+    return it == snapshots_.end() ? Snapshot{} : it->second;
+  }
+  void Save(uint32_t p, std::map<std::string, std::string> values, uint64_t sequence) override {
+    std::lock_guard lock(mu_);
+    ++saves_;
+    snapshots_[p] = Snapshot{std::move(values), sequence};
+  }
+  bool Sync() override { return true; }
+  void Forget(uint32_t) override {}
+  /// Saves so far.
+  size_t saves() const {
+    std::lock_guard lock(mu_);
+    return saves_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<uint32_t, Snapshot> snapshots_;
+  size_t saves_ = 0;
 };
 
 /// State that lives only in this process.

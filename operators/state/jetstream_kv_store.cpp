@@ -32,24 +32,41 @@ void SortByTime(std::vector<wire::Point>& samples) {
 
 }  // namespace
 
-JetStreamKvStore::JetStreamKvStore(JetStreamKvOptions options, Metrics& metrics,
-                                   const Labels& labels)
-    : options_(std::move(options)),
-      retention_{options_.keep, options_.history_ns},
-      writes_(metrics.GetCounter("kv_writes", "KV writes acknowledged by the server.", labels)),
-      conflicts_(metrics.GetCounter(
-          "kv_conflicts",
-          "KV compare-and-set conflicts (another worker wrote the key since our last write).",
-          labels)),
-      restored_keys_(metrics.GetCounter(
-          "kv_keys_restored", "Keys read from the bucket on taking a partition over.", labels)),
-      write_errors_(
+KvMetrics::KvMetrics(Metrics& metrics, const Labels& labels)
+    : writes(metrics.GetCounter("kv_writes", "KV writes acknowledged by the server.", labels)),
+      write_errors(
           metrics.GetCounter("kv_write_errors", "KV writes that failed and are retried.", labels)),
-      checkpoints_(metrics.GetCounter(
+      checkpoints(metrics.GetCounter(
           "kv_checkpoints",
           "Checkpoints stored: a partition's stream sequence up to which its state is in the "
           "bucket.",
           labels)),
+      restored_keys(metrics.GetCounter(
+          "kv_keys_restored", "Keys read from the bucket on taking a partition over.", labels)) {}
+
+std::optional<uint64_t> ParseCheckpoint(std::string_view value) {
+  uint64_t sequence = 0;
+  const char* end = value.data() + value.size();
+  if (const auto r = std::from_chars(value.data(), end, sequence);
+      r.ec != std::errc() || r.ptr != end) {
+    return std::nullopt;
+  }
+  return sequence;
+}
+
+JetStreamKvStore::JetStreamKvStore(JetStreamKvOptions options, Metrics& metrics,
+                                   const Labels& labels)
+    : options_(std::move(options)),
+      retention_{options_.keep, options_.history_ns},
+      kv_metrics_(metrics, labels),
+      writes_(kv_metrics_.writes),
+      conflicts_(metrics.GetCounter(
+          "kv_conflicts",
+          "KV compare-and-set conflicts (another worker wrote the key since our last write).",
+          labels)),
+      restored_keys_(kv_metrics_.restored_keys),
+      write_errors_(kv_metrics_.write_errors),
+      checkpoints_(kv_metrics_.checkpoints),
       pending_keys_(metrics.GetGauge("kv_pending_keys",
                                      "Keys with samples not yet durable in the bucket.", labels)),
       write_seconds_(metrics.GetHistogram(
@@ -95,15 +112,7 @@ std::pair<std::string, std::string> JetStreamKvStore::RecordOf(std::string_view 
   const std::string_view partition = state_key.substr(0, first);
   const std::string_view name = state_key.substr(first == std::string_view::npos ? 0 : first + 1);
   const std::string_view vehicle = name.substr(0, name.rfind('.'));
-  // FNV-1a, then mixed (MurmurHash3's finalizer): its low bits alone are the partition.
-  uint32_t h = 2166136261u;
-  for (const unsigned char c : vehicle) h = (h ^ c) * 16777619u;
-  h ^= h >> 16;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  h *= 0xc2b2ae35u;
-  h ^= h >> 16;
-  const size_t k = records == 0 ? 0 : h % records;
+  const size_t k = RecordOfVehicle(vehicle, records);
   return {std::string(partition) + ".r" + std::to_string(k), std::string(name)};
 }
 
@@ -487,13 +496,10 @@ std::optional<uint64_t> JetStreamKvCheckpoints::Checkpoint(uint32_t p) {
   const std::string key = CheckpointKey(p);
   const auto entry = kv_->Get(key);
   if (!entry || entry->deleted) return std::nullopt;
-  uint64_t sequence = 0;
-  const char* end = entry->value.data() + entry->value.size();
-  if (const auto r = std::from_chars(entry->value.data(), end, sequence);
-      r.ec != std::errc() || r.ptr != end) {
+  const auto sequence = ParseCheckpoint(entry->value);
+  if (!sequence) {
     spdlog::warn("{} in bucket {} is not a sequence ({}); taken as none", key, kv_->bucket(),
                  entry->value);
-    return std::nullopt;
   }
   return sequence;
 }

@@ -24,7 +24,9 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -46,6 +48,18 @@ struct JetStreamKvOptions {
   int64_t history_ns = 0;             // and every sample this close to the key's newest (Retention)
   int restore_timeout_ms = 30'000;
 };
+
+/// The counters of the stores on a KV bucket (this one and JetStreamKvSnapshots), per node.
+struct KvMetrics {
+  KvMetrics(Metrics& metrics, const Labels& labels);
+  Counter& writes;
+  Counter& write_errors;
+  Counter& checkpoints;
+  Counter& restored_keys;
+};
+
+/// A checkpoint's value (a decimal stream sequence); empty when it is not one.
+std::optional<uint64_t> ParseCheckpoint(std::string_view value);
 
 class JetStreamKvStore final : public StateStore {
  public:
@@ -145,6 +159,7 @@ class JetStreamKvStore final : public StateStore {
   int64_t writes_since_flush_ = 0;  // messages written since the last flush
   bool checkpoint_due_ = false;     // a write answered, or a sequence applied, since Checkpoint
 
+  KvMetrics kv_metrics_;
   Counter& writes_;
   Counter& conflicts_;
   Counter& restored_keys_;
