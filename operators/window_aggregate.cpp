@@ -1,6 +1,9 @@
 #include "window_aggregate.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -11,8 +14,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "aggregate_state.hpp"
 #include "event_time.hpp"
+#include "nats_config.hpp"
 #include "options.hpp"
+#include "state/jetstream_kv_snapshots.hpp"
+#include "state_store.hpp"
 
 namespace fleetflow {
 
@@ -98,12 +105,36 @@ class Accumulator {
     return newest;
   }
 
+  /// What it counted so far, as window `end_ns` of a snapshot.
+  aggregate::Window Saved(int64_t end_ns) const {
+    const SensorStats& s = stats_;
+    return {end_ns,    s.count,   s.min,     s.max,     s.sum, s.positions,
+            s.min_lat, s.max_lat, s.min_lon, s.max_lon, runs_};
+  }
+
+  /// The window of a snapshot; empty when it is not one Saved made (no run, runs out of order).
+  static std::optional<Accumulator> Restored(const aggregate::Window& w) {
+    const auto by_time = [](const Run& a, const Run& b) { return a.first.ts_ns < b.first.ts_ns; };
+    if (w.runs.empty() || w.count == 0 || !std::is_sorted(w.runs.begin(), w.runs.end(), by_time)) {
+      return std::nullopt;
+    }
+    Accumulator a;
+    SensorStats& s = a.stats_;
+    s.count = w.count;
+    s.min = w.min;
+    s.max = w.max;
+    s.sum = w.sum;
+    s.positions = w.positions;
+    s.min_lat = w.min_lat;
+    s.max_lat = w.max_lat;
+    s.min_lon = w.min_lon;
+    s.max_lon = w.max_lon;
+    a.runs_ = w.runs;
+    return a;
+  }
+
  private:
-  struct Run {
-    wire::Point first;
-    wire::Point last;
-    double distance_m;  // along the run's samples
-  };
+  using Run = aggregate::Run;  // distance_m: along the run's samples
 
   void Count(const wire::Point& p) {
     SensorStats& s = stats_;
@@ -134,10 +165,25 @@ struct VehicleState {
 
 struct Partition : WindowProgress {
   std::unordered_map<std::string, VehicleState> vehicles;
+  // Snapshots (a store, and the partition assigned by a partitioned source):
+  bool snapshots = false;
+  std::optional<uint64_t> checkpoint;  // of the snapshot restored: messages up to it are in it
+  uint64_t taken = 0;                  // the highest stream sequence taken in
+  bool changed = false;                // since the last snapshot
 };
+
+/// The values a partition's snapshot is spread over (`r<k>`, k = RecordOfVehicle), so that a
+/// value stays well under the KV max payload; and the value of its progress.
+constexpr size_t kSnapshotRecords = 16;
+constexpr char kProgressKey[] = "progress";
 
 /// The options of window_aggregate (see Spec()).
 struct WindowAggregateOptions {
+  enum class Backend { kMemory, kJetStreamKv };
+  Backend backend = Backend::kMemory;
+  std::string bucket;
+  int64_t flush_ms = 0;
+  NatsClientOptions nats;
   std::chrono::milliseconds every{0};
   std::chrono::milliseconds allowed_lateness{0};
   std::chrono::milliseconds idle{0};
@@ -147,8 +193,12 @@ struct WindowAggregateOptions {
 
 class WindowAggregate final : public Operator {
  public:
-  WindowAggregate(const OperatorContext& ctx, const WindowAggregateOptions& options)
+  /// `memory_snapshots`: the store of the memory backend (none: nothing is kept).
+  WindowAggregate(const OperatorContext& ctx, const WindowAggregateOptions& options,
+                  std::shared_ptr<SnapshotStore> memory_snapshots = nullptr)
       : node_(ctx.node_id),
+        clock_(ctx.clock),
+        flush_ns_(options.flush_ms * 1'000'000),
         every_(Ns(options.every)),
         max_gap_(Ns(options.max_gap)),
         time_(every_, Ns(options.allowed_lateness), Ns(options.idle), ctx.clock),
@@ -170,8 +220,27 @@ class WindowAggregate final : public Operator {
         ignored_(ctx.metrics.GetCounter(
             "samples_ignored", "Samples of sensors that are not aggregated.", ctx.labels())),
         tracked_(ctx.metrics.GetGauge(
-            "tracked_vehicles", "Vehicles with an open window or a recent one.", ctx.labels())) {
+            "tracked_vehicles", "Vehicles with an open window or a recent one.", ctx.labels())),
+        in_snapshot_(ctx.metrics.GetCounter(
+            "samples_in_snapshot",
+            "Samples of messages up to the checkpoint of the snapshot a partition was restored "
+            "from: counted there already, skipped.",
+            ctx.labels())),
+        corrupt_(ctx.metrics.GetCounter(
+            "snapshot_values_corrupt",
+            "Snapshot values that could not be read on taking a partition over: skipped (their "
+            "vehicles' open windows start afresh).",
+            ctx.labels())) {
     for (size_t i = 0; i < sensors_->size(); ++i) index_[(*sensors_)[i]] = i;
+    if (options.backend == WindowAggregateOptions::Backend::kJetStreamKv) {
+      JetStreamKvSnapshotsOptions o;
+      o.connection = NatsConnectOptions(options.nats, "fleetflow:" + ctx.node_id);
+      o.bucket.name = options.bucket;
+      o.node = ctx.node_id;
+      snapshots_ = std::make_shared<JetStreamKvSnapshots>(std::move(o), ctx.metrics, ctx.labels());
+    } else {
+      snapshots_ = std::move(memory_snapshots);
+    }
   }
 
   void Process(const Message& in, Emitter& out) override {
@@ -183,6 +252,7 @@ class WindowAggregate final : public Operator {
         if (const auto horizon = time_.OnTick(p, *t)) CloseUpTo(p, *horizon, out);
       }
       tracked_.Set(static_cast<double>(tracked_count_));
+      if (snapshots_) SaveDue(*t);
       out.Emit(in);
     } else if (const auto* e = std::get_if<PartitionEvent>(in.get())) {
       OnPartitionEvent(*e, out);
@@ -197,12 +267,18 @@ class WindowAggregate final : public Operator {
   void Add(const SampleBatch& b, Emitter& out) {
     // Restored state is history the previous owner's windows already counted.
     if (b.restored) return;
+    Partition& part = partitions_[b.partition];
+    if (b.sequence != 0 && part.checkpoint && b.sequence <= *part.checkpoint) {
+      in_snapshot_.Inc(b.points.size());  // re-read from the stream, counted in the snapshot
+      return;
+    }
+    part.taken = std::max(part.taken, b.sequence);
+    part.changed = true;
     const auto idx = index_.find(b.sensor);
     if (idx == index_.end()) {
       ignored_.Inc(b.points.size());
       return;
     }
-    Partition& part = partitions_[b.partition];
     if (const auto horizon = time_.Arrived(part, b.received_ns, b.stream_ns)) {
       CloseUpTo(part, *horizon, out);
     }
@@ -244,6 +320,7 @@ class WindowAggregate final : public Operator {
     while (*p.next <= horizon) {
       Emit(p, *p.next, out);
       *p.next += every_;
+      p.changed = true;
     }
   }
 
@@ -306,11 +383,25 @@ class WindowAggregate final : public Operator {
   /// A partition revoked first closes the windows its event time has closed, records the last
   /// one emitted and is forgotten; an assigned one starts afresh after the previous owner's last
   /// window (its hand-over record), as window_join's do.
+  /// With a snapshot store, a revoked partition stores its final snapshot (what its windows
+  /// still hold once those its event time closed were emitted) before the event goes on, and an
+  /// assigned one restores its snapshot: progress, open windows and the samples the distance hops
+  /// from, and the checkpoint up to which the messages are in it.
   void OnPartitionEvent(const PartitionEvent& e, Emitter& out) {
     Partition& p = partitions_[e.partition];
     if (e.kind == PartitionEvent::Kind::kRevoked) {
       if (const auto horizon = time_.OnRevoke(p)) CloseUpTo(p, *horizon, out);
       if (e.handover) e.handover->Emitted(node_, time_.LastEmitted(p));
+      if (p.snapshots) {
+        Save(e.partition, p);
+        if (!snapshots_->Sync()) {
+          spdlog::warn(
+              "window_aggregate '{}': the final snapshot of partition {} was not stored; "
+              "its next owner restores the one before",
+              node_, e.partition);
+        }
+        snapshots_->Forget(e.partition);
+      }
     }
     tracked_count_ -= p.vehicles.size();
     tracked_.Set(static_cast<double>(tracked_count_));
@@ -320,9 +411,98 @@ class WindowAggregate final : public Operator {
     }
     p = Partition{};
     if (e.emitted) p.done = EmittedBy(*e.emitted, node_);
+    if (snapshots_) Restore(e.partition, p);
+    tracked_.Set(static_cast<double>(tracked_count_));
+  }
+
+  /// Every flush_ms, the partitions changed since their last snapshot store one; a drain stores
+  /// every one and waits for them.
+  void SaveDue(const Tick& t) {
+    if (!t.drain && t.now_ns < next_save_ns_) return;
+    next_save_ns_ = t.now_ns + flush_ns_;
+    for (auto& [id, p] : partitions_) {
+      if (p.snapshots && p.changed) Save(id, p);
+    }
+    if (t.drain && !snapshots_->Sync()) {
+      spdlog::warn("window_aggregate '{}': snapshots not stored at the drain", node_);
+    }
+  }
+
+  void Save(uint32_t id, Partition& p) {
+    std::map<std::string, std::string> values;
+    aggregate::State progress;
+    progress.progress = aggregate::Progress{p.next, p.first_window, p.newest_event_ns, p.stream_ns};
+    values[kProgressKey] = aggregate::Encode(progress);
+    std::array<aggregate::State, kSnapshotRecords> records;
+    for (const auto& [vehicle, state] : p.vehicles) {
+      aggregate::Vehicle saved{vehicle, {}};
+      for (size_t i = 0; i < state.sensors.size(); ++i) {
+        const SensorState& s = state.sensors[i];
+        if (s.windows.empty() && !s.last_emitted) continue;
+        aggregate::Sensor& sensor = saved.sensors.emplace_back();
+        sensor.name = (*sensors_)[i];
+        sensor.last_emitted = s.last_emitted;
+        for (const auto& [end, w] : s.windows) sensor.windows.push_back(w.Saved(end));
+      }
+      if (!saved.sensors.empty()) {
+        records[RecordOfVehicle(vehicle, kSnapshotRecords)].vehicles.push_back(std::move(saved));
+      }
+    }
+    for (size_t k = 0; k < records.size(); ++k) {
+      if (!records[k].vehicles.empty()) {
+        values["r" + std::to_string(k)] = aggregate::Encode(records[k]);
+      }
+    }
+    snapshots_->Save(id, std::move(values), p.taken);
+    p.changed = false;
+  }
+
+  void Restore(uint32_t id, Partition& p) {
+    p.snapshots = true;
+    SnapshotStore::Snapshot snapshot = snapshots_->Restore(id);
+    p.checkpoint = snapshot.checkpoint;
+    p.taken = snapshot.checkpoint.value_or(0);
+    for (const auto& [key, value] : snapshot.values) {
+      aggregate::State state;
+      if (!aggregate::Decode(value, state)) {
+        corrupt_.Inc();
+        corrupt_log_.Log("snapshot", spdlog::level::warn,
+                         "window_aggregate '" + node_ + "': snapshot value " + key +
+                             " of partition " + std::to_string(id) +
+                             " is not an FLA1 State: skipped");
+        continue;
+      }
+      if (state.progress) {
+        p.next = state.progress->next;
+        p.first_window = state.progress->first_window;
+        p.newest_event_ns = state.progress->newest_event_ns;
+        p.stream_ns = state.progress->stream_ns;
+        // The re-read of what came after the checkpoint is on its way: not idle before it.
+        p.last_arrival_ns = clock_.NowNs();
+      }
+      for (const aggregate::Vehicle& v : state.vehicles) RestoreVehicle(p, v);
+    }
+  }
+
+  void RestoreVehicle(Partition& p, const aggregate::Vehicle& saved) {
+    for (const aggregate::Sensor& s : saved.sensors) {
+      const auto idx = index_.find(s.name);
+      if (idx == index_.end()) continue;  // no longer aggregated
+      SensorState& sensor = Vehicle(p, saved.id).sensors[idx->second];
+      sensor.last_emitted = s.last_emitted;
+      for (const aggregate::Window& w : s.windows) {
+        if (auto a = Accumulator::Restored(w)) {
+          sensor.windows.insert_or_assign(w.end_ns, std::move(*a));
+        } else {
+          corrupt_.Inc();
+        }
+      }
+    }
   }
 
   const std::string node_;  // its hand-over record's name
+  const Clock& clock_;
+  const int64_t flush_ns_;
   const int64_t every_;
   const int64_t max_gap_;
   const EventTime time_;
@@ -337,6 +517,11 @@ class WindowAggregate final : public Operator {
   Counter& duplicates_;
   Counter& ignored_;
   Gauge& tracked_;
+  Counter& in_snapshot_;
+  Counter& corrupt_;
+  RateLimitedLog corrupt_log_{1, std::chrono::minutes(10)};
+  std::shared_ptr<SnapshotStore> snapshots_;  // null: the memory backend keeps nothing
+  int64_t next_save_ns_ = std::numeric_limits<int64_t>::min();
 };
 
 const OptionsSpec<WindowAggregateOptions>& Spec() {
@@ -381,6 +566,30 @@ const OptionsSpec<WindowAggregateOptions>& Spec() {
         .MinItems(1)
         .UniqueItems()
         .DefaultJson(R"(["gps", "speed", "soc", "torque"])");
+    c.Enum("backend",
+           "Where the open windows of each partition are kept: memory (this process only: a "
+           "partition taken over starts afresh) or jetstream_kv (a snapshot per partition in a "
+           "JetStream Key/Value bucket, keys agg.<node>.<partition>.*, restored by the worker "
+           "that takes the partition over, which skips the messages up to the snapshot's "
+           "checkpoint agg.<node>.<partition>.checkpoint).",
+           &O::backend,
+           {{"memory", O::Backend::kMemory}, {"jetstream_kv", O::Backend::kJetStreamKv}})
+        .Default("memory");
+    c.String("bucket",
+             "jetstream_kv: the bucket, created when missing (it may be keyed_last_value's: the "
+             "keys do not meet).",
+             &O::bucket)
+        .Default("telemetry");
+    c.Integer("flush_ms",
+              "jetstream_kv: each partition with new input stores a snapshot every flush_ms "
+              "(at a clock tick), written in the background; a partition revoked and a drain "
+              "store theirs at once. What came after a partition's last snapshot is what its "
+              "next owner must read again.",
+              &O::flush_ms)
+        .Default(int64_t{5000})
+        .Min(100)
+        .Max(600'000);
+    c.Include(&O::nats, NatsClientSpec());
   });
 }
 
@@ -403,12 +612,17 @@ std::vector<UpstreamProblem> CheckNotPartitioned(const Config&, const std::strin
 
 }  // namespace
 
-void RegisterWindowAggregate(Registry& registry) {
+void RegisterWindowAggregate(Registry& registry, std::shared_ptr<SnapshotStore> memory_snapshots) {
   OperatorInfo info = TypedOperator<WindowAggregate>(
       "window_aggregate",
       "Per vehicle and sensor, tumbling windows of every_ms over the raw samples: count, min, "
       "max, mean, first and last; for positions the bounding box and the distance travelled.",
       PortKind::kSamples, PortKind::kRows, Spec());
+  if (memory_snapshots) {
+    info.create = [memory_snapshots](const OperatorContext& ctx) -> std::unique_ptr<Operator> {
+      return std::make_unique<WindowAggregate>(ctx, Spec().Parse(ctx.config), memory_snapshots);
+    };
+  }
   info.facts = [](const Config&) {
     NodeFacts f;
     f.rows = NodeFacts::Rows::kStatistics;
