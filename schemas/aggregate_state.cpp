@@ -14,8 +14,7 @@ wire::Point FromFb(const fb::Sample& s) {
   return wire::Point{s.ts_ns(), s.seq(), s.value(), s.lat(), s.lon(), s.has_position()};
 }
 
-flatbuffers::Offset<fb::Window> EncodeWindow(flatbuffers::FlatBufferBuilder& fbb,
-                                             const Window& w) {
+flatbuffers::Offset<fb::Window> EncodeWindow(flatbuffers::FlatBufferBuilder& fbb, const Window& w) {
   std::vector<fb::Run> runs;
   runs.reserve(w.runs.size());
   for (const Run& r : w.runs) runs.emplace_back(ToFb(r.first), ToFb(r.last), r.distance_m);
@@ -56,9 +55,9 @@ std::string Encode(const State& state) {
   }
   flatbuffers::Offset<fb::Progress> progress;
   if (const auto& p = state.progress) {
-    progress = fb::CreateProgress(fbb, p->next.value_or(0), p->next.has_value(), p->first_window,
-                                  p->newest_event_ns, p->stream_ns.value_or(0),
-                                  p->stream_ns.has_value());
+    progress =
+        fb::CreateProgress(fbb, p->next.value_or(0), p->next.has_value(), p->first_window,
+                           p->newest_event_ns, p->stream_ns.value_or(0), p->stream_ns.has_value());
   }
   fb::FinishStateBuffer(fbb, fb::CreateState(fbb, vehicles, progress));
   return {reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()};

@@ -40,8 +40,7 @@ struct JetStreamKvSnapshotsOptions {
 class JetStreamKvSnapshots final : public SnapshotStore {
  public:
   /// Connects and opens (creating when missing) the bucket; throws nats::Error.
-  JetStreamKvSnapshots(JetStreamKvSnapshotsOptions options, Metrics& metrics,
-                       const Labels& labels);
+  JetStreamKvSnapshots(JetStreamKvSnapshotsOptions options, Metrics& metrics, const Labels& labels);
   /// Stops the writer: a save it has not begun is dropped (a drain Syncs before).
   ~JetStreamKvSnapshots() override;
 
@@ -61,7 +60,7 @@ class JetStreamKvSnapshots final : public SnapshotStore {
     uint64_t sequence = 0;
   };
   struct Partition {
-    std::optional<PendingSave> pending;               // the newest save the writer has not begun
+    std::optional<PendingSave> pending;         // the newest save the writer has not begun
     std::map<std::string, std::string> stored;  // the values known to be in the bucket
     bool writing = false;
   };
