@@ -3,7 +3,8 @@
 /// working copy in memory and writes it through a StateStore; the memory store keeps nothing
 /// beyond the process, the JetStream KV store (operators/state/) is the checkpoint of each
 /// partition's changelog (the stream): a worker that takes a partition over restores its keys
-/// from there and re-reads the messages after the checkpoint.
+/// from there and re-reads the messages after the checkpoint. Windowed operators keep theirs
+/// (window_aggregate's open windows) as a snapshot per partition through a SnapshotStore.
 ///
 /// Calls come from the owning operator's thread, one at a time.
 

@@ -260,6 +260,8 @@ class WindowAggregate final : public Operator {
     }
   }
 
+  bool Ready() const override { return !snapshots_ || snapshots_->Ready(); }
+
  private:
   /// The end of the window holding ts: windows are [end - every, end).
   int64_t EndOf(int64_t ts) const { return time_.WindowOf(ts + 1); }
