@@ -160,12 +160,14 @@ bool JetStreamKvSnapshots::Write(uint32_t p, const PendingSave& save,
     stored.erase(key);  // unknown until answered
     ++sent;
     kv_->PutAsync(KeyOf(options_.node, p, key), value,
-                  [this, answers, key = key, size = value.size()](const nats::KvWriteResult& r) {
+                  // The counters, not `this`: an answer may come while the store goes.
+                  [answers, &writes = kv_metrics_.writes, &bytes = bytes_, key = key,
+                   size = value.size()](const nats::KvWriteResult& r) {
                     std::lock_guard lock(answers->mu);
                     answers->ok[key] = r.ok;
                     if (r.ok) {
-                      kv_metrics_.writes.Inc();
-                      bytes_.Inc(size);
+                      writes.Inc();
+                      bytes.Inc(size);
                     } else if (answers->error.empty()) {
                       answers->error = r.error;
                     }
