@@ -315,6 +315,48 @@ TEST(WindowAggregateMemoryBackend, KeepsNothingWithoutAStore) {
   EXPECT_EQ(h.Counter("samples_aggregated"), 2u);
 }
 
+// A partition stores a snapshot at the first tick after flush_ms with new input, at a drain
+// when it changed, and never when no partitioned source assigned it (nobody would restore it).
+TEST(WindowAggregateSnapshot, StoredEveryFlushWithNewInputOnlyForAssignedPartitions) {
+  auto store = std::make_shared<MemorySnapshotStore>();
+  Registry registry;
+  RegisterWindowAggregate(registry, store);
+  HarnessOptions o;
+  o.registry = &registry;
+  OperatorHarness h("window_aggregate", kConfig, o);  // flush_ms 1000
+  const auto sample = [](uint32_t partition, uint64_t sequence) {
+    SampleBatch b;
+    b.vehicle = "v1";
+    b.sensor = "speed";
+    b.points = {Sample(static_cast<int64_t>(sequence) * 100, static_cast<uint32_t>(sequence), 1.0)};
+    b.partition = partition;
+    b.sequence = sequence;
+    return b;
+  };
+  h.TickAt(kBase);
+  h.Feed(sample(0, 1));  // an unpartitioned source: partition 0, never assigned
+  h.TickAt(kBase + 5 * kS);
+  EXPECT_EQ(store->saves(), 0u);
+
+  h.Feed(Assigned(kPartition));
+  h.Feed(sample(kPartition, 2));
+  h.TickAt(kBase + 6 * kS);
+  EXPECT_EQ(store->saves(), 1u);
+  EXPECT_EQ(store->Restore(kPartition).checkpoint, 2u);
+  h.Feed(sample(kPartition, 3));
+  h.TickAt(kBase + 6 * kS + 500 * kMs);  // within flush_ms
+  EXPECT_EQ(store->saves(), 1u);
+  h.TickAt(kBase + 7 * kS);
+  EXPECT_EQ(store->saves(), 2u);
+  EXPECT_EQ(store->Restore(kPartition).checkpoint, 3u);
+  h.TickAt(kBase + 9 * kS);  // nothing new
+  EXPECT_EQ(store->saves(), 2u);
+  h.Feed(sample(kPartition, 4));
+  h.TickAt(kBase + 9 * kS + 100 * kMs, /*drain=*/true);
+  EXPECT_EQ(store->saves(), 3u);
+  EXPECT_EQ(store->Restore(kPartition).checkpoint, 4u);
+}
+
 // A value that is not a snapshot is counted and skipped; the rest of the snapshot is restored.
 TEST(WindowAggregateSnapshot, ACorruptValueIsCountedAndSkipped) {
   auto store = std::make_shared<MemorySnapshotStore>();
