@@ -462,18 +462,32 @@ class WindowAggregate final : public Operator {
   void Restore(uint32_t id, Partition& p) {
     p.snapshots = true;
     SnapshotStore::Snapshot snapshot = snapshots_->Restore(id);
+    std::vector<aggregate::State> states;
+    for (const auto& [key, value] : snapshot.values) {
+      aggregate::State& state = states.emplace_back();
+      if (aggregate::Decode(value, state)) continue;
+      states.pop_back();
+      corrupt_.Inc();
+      corrupt_log_.Log("snapshot", spdlog::level::warn,
+                       "window_aggregate '" + node_ + "': snapshot value " + key +
+                           " of partition " + std::to_string(id) +
+                           " is not an FLA1 State: skipped");
+    }
+    for (const aggregate::State& state : states) {
+      if (state.progress && state.progress->next &&
+          time_.WindowOf(*state.progress->next) != *state.progress->next) {
+        // Stored with another every_ms: none of its windows is one of ours. Nothing is skipped
+        // then (its checkpoint is not ours either).
+        spdlog::warn(
+            "window_aggregate '{}': the snapshot of partition {} has windows of another "
+            "every_ms: not restored",
+            node_, id);
+        return;
+      }
+    }
     p.checkpoint = snapshot.checkpoint;
     p.taken = snapshot.checkpoint.value_or(0);
-    for (const auto& [key, value] : snapshot.values) {
-      aggregate::State state;
-      if (!aggregate::Decode(value, state)) {
-        corrupt_.Inc();
-        corrupt_log_.Log("snapshot", spdlog::level::warn,
-                         "window_aggregate '" + node_ + "': snapshot value " + key +
-                             " of partition " + std::to_string(id) +
-                             " is not an FLA1 State: skipped");
-        continue;
-      }
+    for (const aggregate::State& state : states) {
       if (state.progress) {
         p.next = state.progress->next;
         p.first_window = state.progress->first_window;
@@ -493,7 +507,7 @@ class WindowAggregate final : public Operator {
       SensorState& sensor = Vehicle(p, saved.id).sensors[idx->second];
       sensor.last_emitted = s.last_emitted;
       for (const aggregate::Window& w : s.windows) {
-        if (auto a = Accumulator::Restored(w)) {
+        if (auto a = Accumulator::Restored(w); a && EndOf(w.end_ns - 1) == w.end_ns) {
           sensor.windows.insert_or_assign(w.end_ns, std::move(*a));
         } else {
           corrupt_.Inc();

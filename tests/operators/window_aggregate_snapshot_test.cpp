@@ -388,5 +388,40 @@ TEST(WindowAggregateSnapshot, ACorruptValueIsCountedAndSkipped) {
   EXPECT_EQ(batch->rows[0].sensors[1].sum, 10.0);
 }
 
+// A snapshot stored with another every_ms is not restored, and nothing is skipped: its windows
+// and its checkpoint are not this node's.
+TEST(WindowAggregateSnapshot, ASnapshotOfAnotherWindowLengthIsNotRestored) {
+  auto store = std::make_shared<MemorySnapshotStore>();
+  Registry registry;
+  RegisterWindowAggregate(registry, store);
+  HarnessOptions o;
+  o.registry = &registry;
+  aggregate::State progress;
+  progress.progress = aggregate::Progress{kBase + 7 * kS, kBase, kBase + 8 * kS, std::nullopt};
+  aggregate::State windows;
+  aggregate::Window w{kBase + 7 * kS, 1, 4.0, 4.0, 4.0, 0, 0, 0, 0, 0, {}};
+  w.runs.push_back({Sample(1000, 1, 4.0), Sample(1000, 1, 4.0), 0.0});
+  windows.vehicles.push_back({"v1", {{"speed", {w}, std::nullopt}}});
+  store->Save(kPartition,
+              {{"progress", aggregate::Encode(progress)}, {"r0", aggregate::Encode(windows)}}, 9);
+
+  OperatorHarness h("window_aggregate", kConfig, o);  // every_ms 10 s
+  h.TickAt(kBase);
+  h.Feed(Assigned(kPartition));
+  EXPECT_EQ(h.Gauge("tracked_vehicles"), 0.0);
+  SampleBatch b;
+  b.vehicle = "v1";
+  b.sensor = "speed";
+  b.points = {Sample(2000, 2, 6.0)};
+  b.partition = kPartition;
+  b.sequence = 5;  // before the foreign checkpoint: taken in all the same
+  h.Feed(b);
+  EXPECT_EQ(h.Counter("samples_in_snapshot"), 0u);
+  const auto batch = OnlyOne<StatsBatch>(h.TickAt(kBase + 100 * kS, /*drain=*/true));
+  ASSERT_NE(batch, nullptr);
+  ASSERT_EQ(batch->rows.size(), 1u);
+  EXPECT_EQ(batch->rows[0].sensors[1].count, 1u);
+}
+
 }  // namespace
 }  // namespace fleetflow::testkit
