@@ -996,6 +996,25 @@ std::unique_ptr<KvWatcher> KeyValue::Watch(const std::string& keys) {
   return std::make_unique<KvWatcher>(w);
 }
 
+void KeyValue::ReadCurrent(const std::string& keys, int64_t timeout_ms,
+                           const std::function<void(KvEntry&)>& visit) {
+  const auto watcher = keys.empty() ? WatchAll() : Watch(keys);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  KvEntry e;
+  for (;;) {
+    const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             deadline - std::chrono::steady_clock::now())
+                             .count();
+    if (left_ms <= 0) {
+      throw std::runtime_error("bucket " + bucket_ + ": keys " + (keys.empty() ? ">" : keys) +
+                               " not read within " + std::to_string(timeout_ms) + " ms");
+    }
+    const auto ev = watcher->Next(static_cast<int>(std::min<int64_t>(left_ms, 500)), e);
+    if (ev == KvWatcher::Event::kInitialDone) return;
+    if (ev == KvWatcher::Event::kEntry && !e.deleted) visit(e);
+  }
+}
+
 // --- JetStream ---
 
 JetStream::JetStream(Connection& connection) : conn_(connection) {

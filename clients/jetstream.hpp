@@ -420,6 +420,12 @@ class KeyValue {
   std::unique_ptr<KvWatcher> WatchAll();
   /// Watches the keys matching `keys` (a key or a pattern with * and >).
   std::unique_ptr<KvWatcher> Watch(const std::string& keys);
+  /// Hands `visit` every key matching `keys` (empty: all) that has a value, as the bucket holds
+  /// them now: a watch read to the end of its initial values, never a key listing. Throws
+  /// std::runtime_error when that takes longer than `timeout_ms`, nats::Error when the watch
+  /// cannot be made.
+  void ReadCurrent(const std::string& keys, int64_t timeout_ms,
+                   const std::function<void(KvEntry&)>& visit);
   /// The outcome of a JetStream publish acknowledgement (the JSON the stream answers with).
   static KvWriteResult ParseAck(std::string_view json);
   /// How long an asynchronous write waits for its acknowledgement (default 5000 ms).

@@ -44,32 +44,20 @@ std::string JetStreamKvSnapshots::KeyOf(std::string_view node, uint32_t p, std::
 
 SnapshotStore::Snapshot JetStreamKvSnapshots::Restore(uint32_t p) {
   const std::string prefix = KeyOf(options_.node, p, "");
-  const auto watcher = kv_->Watch(prefix + ">");
-  const int64_t deadline = SteadyNowNs() + int64_t{options_.restore_timeout_ms} * 1'000'000;
   Snapshot snapshot;
-  nats::KvEntry e;
-  for (;;) {
-    const int64_t left_ms = (deadline - SteadyNowNs()) / 1'000'000;
-    if (left_ms <= 0) {
-      throw std::runtime_error("bucket " + options_.bucket.name + ": keys " + prefix +
-                               "> not read within " + std::to_string(options_.restore_timeout_ms) +
-                               " ms");
-    }
-    const auto ev = watcher->Next(static_cast<int>(std::min<int64_t>(left_ms, 500)), e);
-    if (ev == nats::KvWatcher::Event::kInitialDone) break;
-    if (ev != nats::KvWatcher::Event::kEntry || e.deleted) continue;
+  kv_->ReadCurrent(prefix + ">", options_.restore_timeout_ms, [&](nats::KvEntry& e) {
     kv_metrics_.restored_keys.Inc();
     std::string key = e.key.substr(prefix.size());
     if (key != kCheckpointKey) {
       snapshot.values[std::move(key)] = std::move(e.value);
-      continue;
+      return;
     }
     snapshot.checkpoint = ParseCheckpoint(e.value);
     if (!snapshot.checkpoint) {
       spdlog::warn("{} in bucket {} is not a sequence ({}); taken as none", e.key,
                    options_.bucket.name, e.value);
     }
-  }
+  });
   std::lock_guard lock(mu_);
   partitions_[p].stored = snapshot.values;  // the next save writes only what differs
   return snapshot;

@@ -142,29 +142,18 @@ void JetStreamKvStore::MergeInto(Record& record, const std::vector<state::Series
 }
 
 void JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
-  const auto watcher = prefix.empty() ? kv_->WatchAll() : kv_->Watch(prefix + ">");
-  const int64_t deadline = SteadyNowNs() + int64_t{options_.restore_timeout_ms} * 1'000'000;
-  nats::KvEntry e;
   std::map<std::string, std::vector<wire::Point>> restored;  // by state key
   std::unordered_map<std::string, uint64_t> revisions;       // by KV key
-  for (;;) {
-    const int64_t left_ms = (deadline - SteadyNowNs()) / 1'000'000;
-    if (left_ms <= 0) {
-      throw std::runtime_error("bucket " + options_.bucket.name + ": keys " + prefix +
-                               "> not read within " + std::to_string(options_.restore_timeout_ms) +
-                               " ms");
-    }
-    const auto ev = watcher->Next(static_cast<int>(std::min<int64_t>(left_ms, 500)), e);
-    if (ev == nats::KvWatcher::Event::kInitialDone) break;
-    if (ev != nats::KvWatcher::Event::kEntry || e.deleted) continue;
-    restored_keys_.Inc();
-    for (state::Series& s : Decode(e.key, e.value)) {
-      // A state key stored twice (under a key of a layout before too) is merged by event time.
-      std::vector<wire::Point>& samples = restored[s.name];
-      samples = Merge(std::move(samples), s.samples, kMaxPendingSamples);
-    }
-    revisions[e.key] = e.revision;  // the base of our next write, if it is a key we write
-  }
+  kv_->ReadCurrent(
+      prefix.empty() ? "" : prefix + ">", options_.restore_timeout_ms, [&](nats::KvEntry& e) {
+        restored_keys_.Inc();
+        for (state::Series& s : Decode(e.key, e.value)) {
+          // A state key stored twice (under a key of a layout before too) is merged by event time.
+          std::vector<wire::Point>& samples = restored[s.name];
+          samples = Merge(std::move(samples), s.samples, kMaxPendingSamples);
+        }
+        revisions[e.key] = e.revision;  // the base of our next write, if it is a key we write
+      });
   for (auto& [key, samples] : restored) {
     retention_.Apply(samples);
     auto [record_key, name] = RecordOf(key, options_.records_per_partition);
