@@ -166,7 +166,10 @@ void ExpectEveryWindowOnce(const NatsCluster& cluster, const PostgresServer& pg,
       << StoredLate(cluster.url(), "car0") << StoredLate(cluster.url(), "car1")
       << StoredLate(cluster.url(), "car2") << StoredLate(cluster.url(), "car3");
   const CheckResult check = CheckRows(pg, expected);
-  EXPECT_TRUE(check.ok()) << check.Summary();
+  EXPECT_TRUE(check.ok()) << check.Summary() << "\n"
+                          << check.first_problems << logs() << "speed stored late:\n"
+                          << StoredLate(cluster.url(), "car0") << StoredLate(cluster.url(), "car1")
+                          << StoredLate(cluster.url(), "car2") << StoredLate(cluster.url(), "car3");
   double late = 0, redelivered = 0;
   for (Engine* w : workers) {
     late += w->Metric("fleetflow_late_samples_total");
