@@ -759,7 +759,7 @@ std::string PostgresServer::Bin(const std::string& name) const {
 void PostgresServer::Start() {
   if (running()) return;
   std::string control;
-  if (preload_ == Preload::kTimescaleDb && !TimescaleDbInstalled(&control)) {
+  if (Preloads(preload_, Preload::kTimescaleDb) && !TimescaleDbInstalled(&control)) {
     throw std::runtime_error("TimescaleDB is not installed (" + control +
                              " missing), so PostgreSQL cannot preload it: run "
                              "scripts/timescaledb.sh as root (scripts/deps.sh runs it)");
@@ -872,6 +872,11 @@ void PostgresServer::Promote() {
 bool PostgresServer::InRecovery() const { return Psql("SELECT pg_is_in_recovery()") == "t"; }
 
 void PostgresServer::Launch() {
+  std::string libraries;
+  if (Preloads(preload_, Preload::kTimescaleDb)) libraries = "timescaledb";
+  if (Preloads(preload_, Preload::kPgStatStatements)) {
+    libraries += std::string(libraries.empty() ? "" : ",") + "pg_stat_statements";
+  }
   std::vector<std::string> argv = {Bin("postgres"),
                                    "-D",
                                    data_dir(),
@@ -886,10 +891,8 @@ void PostgresServer::Launch() {
                                    "-c",
                                    "full_page_writes=off",
                                    "-c",
-                                   preload_ == Preload::kTimescaleDb
-                                       ? "shared_preload_libraries=timescaledb"
-                                       : "shared_preload_libraries="};
-  if (preload_ == Preload::kTimescaleDb) {
+                                   "shared_preload_libraries=" + libraries};
+  if (Preloads(preload_, Preload::kTimescaleDb)) {
     argv.push_back("-c");
     argv.push_back("timescaledb.telemetry_level=off");
   }

@@ -227,14 +227,24 @@ class NatsServer {
 ///
 /// Every server is started with an explicit shared_preload_libraries: empty by default (so
 /// TimescaleDB, even when installed on the machine, is not usable, as right after installing its
-/// package), or 'timescaledb' with Preload::kTimescaleDb.
+/// package), or the libraries of the Preload flags given, e.g.
+/// `Preload::kTimescaleDb | Preload::kPgStatStatements` for
+/// 'timescaledb,pg_stat_statements'.
 class PostgresServer {
  public:
-  enum class Preload {
-    kNothing,      ///< shared_preload_libraries = '' (plain PostgreSQL)
-    kTimescaleDb,  ///< shared_preload_libraries = 'timescaledb' (telemetry off); Start() throws,
-                   ///< naming scripts/timescaledb.sh, when TimescaleDB is not installed
+  /// Libraries to preload; flags, combined with |.
+  enum class Preload : unsigned {
+    kNothing = 0,           ///< shared_preload_libraries = '' (plain PostgreSQL)
+    kTimescaleDb = 1,       ///< 'timescaledb' (telemetry off); Start() throws, naming
+                            ///< scripts/timescaledb.sh, when TimescaleDB is not installed
+    kPgStatStatements = 2,  ///< 'pg_stat_statements' (contrib: part of Debian's postgresql-15);
+                            ///< its view needs CREATE EXTENSION pg_stat_statements in the
+                            ///< database as well (the test's to run, as a DBA's)
   };
+  /// True when `flag` is one of `set`'s.
+  static bool Preloads(Preload set, Preload flag) {
+    return (static_cast<unsigned>(set) & static_cast<unsigned>(flag)) != 0;
+  }
   PostgresServer();
   /// `settings` are extra "name=value" server settings, each passed as -c name=value.
   explicit PostgresServer(std::vector<std::string> settings, Preload preload = Preload::kNothing);
@@ -329,6 +339,10 @@ class PostgresServer {
   bool started_once_ = false;
   std::unique_ptr<Process> proc_;
 };
+
+inline PostgresServer::Preload operator|(PostgresServer::Preload a, PostgresServer::Preload b) {
+  return static_cast<PostgresServer::Preload>(static_cast<unsigned>(a) | static_cast<unsigned>(b));
+}
 
 /// A primary and a hot standby streaming from it, as a PostgreSQL with failover runs them (a
 /// managed service, Patroni): two PostgresServers on 127.0.0.1, each with its own port and data,
