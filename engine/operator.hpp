@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "clock.hpp"
 #include "config.hpp"
@@ -67,6 +68,10 @@ struct OperatorContext {
   /// emitted everything; the runtime then knows its input has ended (Runtime::InputEnded()).
   /// Live sources never call it. Set by the runtime (a no-op where nobody listens).
   std::function<void()> input_ended = [] {};
+  /// Sources only: the keys of partition `p`'s checkpoints kept by the nodes after this source
+  /// (NodeFacts::checkpoint_key), one per such node; a partition's next owner re-reads the
+  /// changelog from the oldest of them. Set by the runtime.
+  std::vector<std::function<std::string(uint32_t p)>> checkpoint_keys{};
   /// Standard labels for this node's metrics: {node="<id>", operator="<type>"}.
   Labels labels() const { return {{"node", node_id}, {"operator", type}}; }
 };

@@ -39,6 +39,12 @@ struct NodeFacts {
   /// window's statistics (window_aggregate); kUnknown: no rows, or not said.
   enum class Rows { kUnknown, kSlots, kStatistics };
   Rows rows = Rows::kUnknown;
+  /// A node that keeps its partitions' state durably with a checkpoint of its own per partition
+  /// (keyed_last_value, window_aggregate with backend jetstream_kv), in the bucket its source
+  /// names in state_bucket (its check_upstream sees to that): the key of partition `p`'s
+  /// checkpoint there, for node `node`. The source re-reads a partition's changelog from the
+  /// oldest checkpoint of the nodes after it. Empty: keeps none.
+  std::function<std::string(std::string_view node, uint32_t p)> checkpoint_key;
 };
 
 /// A node of a pipeline as another operator's check sees it (see OperatorInfo::check_upstream).

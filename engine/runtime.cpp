@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <set>
 #include <stdexcept>
 
 #include "logging.hpp"
@@ -189,9 +190,32 @@ struct Runtime::Impl {
     arena.execute([this] { graph = std::make_unique<flow::graph>(); });
   }
 
+  /// By source id: the checkpoint keys of the nodes after it (OperatorContext::checkpoint_keys).
+  /// The nodes come in topological order.
+  std::map<std::string, std::vector<std::function<std::string(uint32_t)>>> CheckpointKeys() const {
+    std::map<std::string, std::set<std::string>> sources_of;  // by node: the sources before it
+    std::map<std::string, std::vector<std::function<std::string(uint32_t)>>> keys;
+    for (const NodeDecl& decl : pipeline.nodes) {
+      std::set<std::string>& sources_before = sources_of[decl.id];
+      if (decl.info->input == PortKind::kNone) sources_before.insert(decl.id);
+      for (const auto& in : decl.inputs) {
+        const std::set<std::string>& theirs = sources_of[in];
+        sources_before.insert(theirs.begin(), theirs.end());
+      }
+      if (!decl.info->facts) continue;
+      auto key = decl.info->facts(decl.config).checkpoint_key;
+      if (!key) continue;
+      for (const std::string& source : sources_before) {
+        keys[source].push_back([key, node = decl.id](uint32_t p) { return key(node, p); });
+      }
+    }
+    return keys;
+  }
+
   void Build() {
     nodes.reserve(pipeline.nodes.size());
     std::map<std::string, Node*> by_id;
+    auto checkpoint_keys = CheckpointKeys();
     for (const NodeDecl& decl : pipeline.nodes) {
       nodes.push_back(std::make_unique<Node>());
       Node& n = *nodes.back();
@@ -200,6 +224,7 @@ struct Runtime::Impl {
       OperatorContext ctx{decl.id, decl.type, decl.config, metrics, clock};
       if (decl.info->input == PortKind::kNone) {
         ++sources;
+        ctx.checkpoint_keys = std::move(checkpoint_keys[decl.id]);
         ctx.clock_driver = options.clock_driver;
         ctx.input_ended = [this] {
           sources_ended.fetch_add(1);

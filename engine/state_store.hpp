@@ -63,8 +63,11 @@ class StateStore {
   virtual ~StateStore() = default;
   /// Hands over every stored key whose name starts with `prefix` (keys are
   /// `<partition>.<vehicle>.<sensor>`: "3." is partition 3), as it is now. Called once per
-  /// partition this worker takes over, before the partition's first Write.
-  virtual void Restore(const std::string& prefix, const Visit& visit) = 0;
+  /// partition this worker takes over, before the partition's first Write. Returns the
+  /// partition's checkpoint as stored with it (the stream sequence up to which the state holds
+  /// every message of the partition: the changelog re-read before it is in the state already);
+  /// empty when it has none.
+  virtual std::optional<uint64_t> Restore(const std::string& prefix, const Visit& visit) = 0;
   /// The store's number for `key` (made when new), for Write: a key is looked up by name once,
   /// not on every write.
   virtual size_t Slot(const std::string& key) = 0;
@@ -91,11 +94,13 @@ class StateStore {
 class CheckpointStore {
  public:
   virtual ~CheckpointStore() = default;
-  /// Partition `p`'s checkpoint; empty when it has none (a new partition, or state kept before
-  /// checkpoints were). Throws when the store cannot be read (the caller tries again).
+  /// Partition `p`'s checkpoint (where several nodes keep one, the oldest); empty when it has
+  /// none (a new partition, or state kept before checkpoints were). Throws when the store cannot
+  /// be read (the caller tries again).
   virtual std::optional<uint64_t> Checkpoint(uint32_t p) = 0;
-  /// Gives partition `p`, which has no checkpoint, one at `sequence`: what came up to it is
-  /// taken as stored. Throws when the store cannot be written.
+  /// Gives partition `p` a checkpoint at `sequence` where it has none (every keeper of one
+  /// that lacks it: a new partition, a node new in the pipeline): what came up to it is taken
+  /// as stored. Throws when the store cannot be written.
   virtual void Begin(uint32_t p, uint64_t sequence) = 0;
 };
 
@@ -178,7 +183,9 @@ class MemorySnapshotStore final : public SnapshotStore {
 /// State that lives only in this process.
 class MemoryStateStore final : public StateStore {
  public:
-  void Restore(const std::string&, const Visit&) override {}
+  std::optional<uint64_t> Restore(const std::string&, const Visit&) override {
+    return std::nullopt;
+  }
   size_t Slot(const std::string&) override { return 0; }
   void Write(size_t, const std::vector<wire::Point>&, uint64_t) override {}
   void Sync(bool) override {}

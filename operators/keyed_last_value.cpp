@@ -48,6 +48,12 @@ class KeyedLastValue final : public Operator {
         unknown_(ctx.metrics.GetCounter("samples_unknown_sensor",
                                         "Samples of sensors not in the sensors list, dropped.",
                                         ctx.labels())),
+        in_state_(ctx.metrics.GetCounter(
+            "changelog_in_state",
+            "Messages of a partition's changelog read again on taking it over that its restored "
+            "state already held (up to its checkpoint; the changelog is read from the oldest "
+            "checkpoint of the nodes after the source), dropped.",
+            ctx.labels())),
         keys_(ctx.metrics.GetGauge("state_keys", "Keys held in keyed state.", ctx.labels())) {
     if (options.backend == KeyedLastValueOptions::Backend::kJetStreamKv) {
       JetStreamKvOptions o;
@@ -84,6 +90,10 @@ class KeyedLastValue final : public Operator {
     }
     if (const auto* status = std::get_if<StatusEvent>(in.get())) {
       Restore(status->partition, out);
+      if (InState(status->partition, status->sequence)) {
+        if (status->ack) status->ack->Done();
+        return;
+      }
       // Stored like a sample (value 1 on, 0 off), at the time of the vehicle's newest sample; a
       // change after the last stored status without a sample in between goes 1 ns after it, or
       // it would be dropped as that status' duplicate.
@@ -105,6 +115,10 @@ class KeyedLastValue final : public Operator {
       return;
     }
     Restore(batch->partition, out);
+    if (InState(batch->partition, batch->sequence)) {
+      if (batch->ack) batch->ack->Done();
+      return;
+    }
     if (!sensors_.empty() &&
         std::find(sensors_.begin(), sensors_.end(), batch->sensor) == sensors_.end()) {
       unknown_.Inc(batch->points.size());
@@ -142,30 +156,48 @@ class KeyedLastValue final : public Operator {
   /// restart or a take-over have the values from before it.
   void Restore(uint32_t p, Emitter& out) {
     if (p < restored_.size() && restored_[p]) return;  // once per partition: a lookup per message
-    if (p >= restored_.size()) restored_.resize(p + 1, false);
+    if (p >= restored_.size()) {
+      restored_.resize(p + 1, false);
+      checkpoints_.resize(p + 1, 0);
+    }
     restored_[p] = true;
     const std::string prefix = std::to_string(p) + ".";
-    store_->Restore(prefix, [&](const std::string& key, std::vector<wire::Point> samples) {
-      const size_t dot = key.find('.', prefix.size());
-      if (dot == std::string::npos || samples.empty()) return;  // not a state key
-      const std::string vehicle = key.substr(prefix.size(), dot - prefix.size());
-      const std::string sensor = key.substr(dot + 1);
-      retention_.Apply(samples);
-      KeyEntry& entry = state_[key];
-      entry.kept = samples;
-      if (sensor == wire::kStatusToken) {
-        const wire::Point& last = samples.back();
-        out.Emit(MakeMessage(StatusEvent{vehicle, last.value != 0, last.ts_ns, p}));
-        return;
-      }
-      int64_t& newest = newest_.try_emplace(vehicle, samples.back().ts_ns).first->second;
-      newest = std::max(newest, samples.back().ts_ns);
-      SampleBatch batch{vehicle, sensor, std::move(samples), {}, 0};
-      batch.partition = p;
-      batch.restored = true;
-      out.Emit(MakeMessage(std::move(batch)));
-    });
+    checkpoints_[p] =
+        store_
+            ->Restore(
+                prefix,
+                [&](const std::string& key, std::vector<wire::Point> samples) {
+                  const size_t dot = key.find('.', prefix.size());
+                  if (dot == std::string::npos || samples.empty()) return;  // not a state key
+                  const std::string vehicle = key.substr(prefix.size(), dot - prefix.size());
+                  const std::string sensor = key.substr(dot + 1);
+                  retention_.Apply(samples);
+                  KeyEntry& entry = state_[key];
+                  entry.kept = samples;
+                  if (sensor == wire::kStatusToken) {
+                    const wire::Point& last = samples.back();
+                    out.Emit(MakeMessage(StatusEvent{vehicle, last.value != 0, last.ts_ns, p}));
+                    return;
+                  }
+                  int64_t& newest =
+                      newest_.try_emplace(vehicle, samples.back().ts_ns).first->second;
+                  newest = std::max(newest, samples.back().ts_ns);
+                  SampleBatch batch{vehicle, sensor, std::move(samples), {}, 0};
+                  batch.partition = p;
+                  batch.restored = true;
+                  out.Emit(MakeMessage(std::move(batch)));
+                })
+            .value_or(0);
     keys_.Set(static_cast<double>(state_.size()));
+  }
+
+  /// Whether the message of stream sequence `sequence` (0: none) of partition `p` is in the
+  /// restored state already: the changelog is read again from the oldest checkpoint of the
+  /// nodes after the source, which may be older than this state's. Counted when it is.
+  bool InState(uint32_t p, uint64_t sequence) {
+    if (sequence == 0 || p >= checkpoints_.size() || sequence > checkpoints_[p]) return false;
+    in_state_.Inc();
+    return true;
   }
 
   /// Partition `p` moved to another worker: its state is made durable (the next owner restores
@@ -260,6 +292,8 @@ class KeyedLastValue final : public Operator {
   std::string key_;
   std::unique_ptr<StateStore> store_;
   std::vector<bool> restored_;  // by partition: taken in from the store
+  /// By partition: the restored state's checkpoint (0: none), what InState skips up to.
+  std::vector<uint64_t> checkpoints_;
   /// Newest sample time per vehicle (looked up once per key, by a view of it; then through
   /// KeyEntry::newest).
   struct Hash : std::hash<std::string_view> {
@@ -272,6 +306,7 @@ class KeyedLastValue final : public Operator {
   Counter& stale_;
   Counter& duplicates_;
   Counter& unknown_;
+  Counter& in_state_;
   Gauge& keys_;
 };
 
@@ -404,7 +439,13 @@ std::vector<UpstreamProblem> CheckSourceKnowsTheBucket(const Config& self,
 /// What the nodes after it may rely on: the history a partition's next owner restores.
 NodeFacts Facts(const Config& config) {
   NodeFacts facts;
-  facts.state_history_ms = Spec().Parse(config).history_ms;
+  const KeyedLastValueOptions o = Spec().Parse(config);
+  facts.state_history_ms = o.history_ms;
+  if (o.backend == KeyedLastValueOptions::Backend::kJetStreamKv) {
+    facts.checkpoint_key = [](std::string_view, uint32_t p) {
+      return JetStreamKvStore::CheckpointKey(p);
+    };
+  }
   return facts;
 }
 

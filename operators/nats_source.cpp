@@ -133,7 +133,8 @@ class NatsSource final : public Operator {
         input_(ctx, settings.wire),
         dead_letters_(ctx, settings.dead_letters),
         connect_(NatsConnectOptions(settings.nats, "fleetflow:" + ctx.node_id)),
-        connected_(ctx.metrics.GetGauge("nats_connected", "1 while connected to NATS.", labels_)) {}
+        connected_(ctx.metrics.GetGauge("nats_connected", "1 while connected to NATS.", labels_)),
+        checkpoint_keys_(ctx.checkpoint_keys) {}
 
   void Start(Emitter& out) override {
     out_ = &out;
@@ -169,7 +170,8 @@ class NatsSource final : public Operator {
     }
     dead_letters_.Start(*conn_, js_.get(), s_.create_stream, s_.stream_replicas);
     if (!s_.state_bucket.empty()) {
-      checkpoints_ = std::make_unique<JetStreamKvCheckpoints>(js_->OpenBucket(s_.state_bucket));
+      checkpoints_ = std::make_unique<JetStreamKvCheckpoints>(js_->OpenBucket(s_.state_bucket),
+                                                              checkpoint_keys_);
     }
     const auto stream = js_->FindStream(o_.consumer.stream);
     reader_ = std::make_unique<JetStreamReader>(
@@ -326,6 +328,8 @@ class NatsSource final : public Operator {
   DeadLetters dead_letters_;
   const nats::ConnectOptions connect_;
   Gauge& connected_;
+  /// Partition p's checkpoint keys of the nodes after this source (state_bucket).
+  const std::vector<std::function<std::string(uint32_t)>> checkpoint_keys_;
   Emitter* out_ = nullptr;
   // Destroyed in reverse: the coordinator drives the reader, which reads on the connection.
   std::unique_ptr<nats::Connection> conn_;

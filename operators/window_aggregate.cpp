@@ -592,8 +592,10 @@ const OptionsSpec<WindowAggregateOptions>& Spec() {
            {{"memory", O::Backend::kMemory}, {"jetstream_kv", O::Backend::kJetStreamKv}})
         .Default("memory");
     c.String("bucket",
-             "jetstream_kv: the bucket, created when missing (it may be keyed_last_value's: the "
-             "keys do not meet).",
+             "jetstream_kv: the bucket, created when missing. Behind a JetStream source, the one "
+             "it names in state_bucket, from which it re-reads a partition's stream after the "
+             "oldest checkpoint of the nodes after it (keyed_last_value's bucket too: the keys "
+             "do not meet).",
              &O::bucket)
         .Default("telemetry");
     c.Integer("flush_ms",
@@ -609,21 +611,47 @@ const OptionsSpec<WindowAggregateOptions>& Spec() {
   });
 }
 
-/// A partition's open windows do not move with it yet: behind a partitioned source, a hand-over
-/// would lose the statistics so far of every open window. Refused rather than written wrong.
-std::vector<UpstreamProblem> CheckNotPartitioned(const Config&, const std::string& self_id,
-                                                 const std::vector<UpstreamNode>& upstream) {
+/// Open windows that move with their partition need the snapshots and the changelog after
+/// them: behind a partitioned source the backend is jetstream_kv, and behind an at-least-once
+/// source the snapshots are in the bucket it reads checkpoints from (docs/scaling.md, "State").
+std::vector<UpstreamProblem> CheckUpstream(const Config& self, const std::string& self_id,
+                                           const std::vector<UpstreamNode>& upstream) {
+  const WindowAggregateOptions o = Spec().Parse(self);
+  const bool stored = o.backend == WindowAggregateOptions::Backend::kJetStreamKv;
   std::vector<UpstreamProblem> problems;
   for (const UpstreamNode& n : upstream) {
-    if (!n.facts.partitioned) continue;
-    problems.push_back(
-        {n.id, "/partitions",
-         "window_aggregate '" + self_id +
-             "' cannot read a partitioned source yet: its open windows are not part of the "
-             "partition's state, so a partition moving to another worker would lose their "
-             "statistics so far; read an unpartitioned source (pipelines/tiers.json)"});
+    if (n.facts.partitioned && !stored) {
+      problems.push_back(
+          {n.id, "/partitions",
+           "window_aggregate '" + self_id +
+               "' keeps its open windows in memory: a partition moving to another worker would "
+               "lose their statistics so far; set its backend to jetstream_kv "
+               "(pipelines/jetstream-tiers.json), or read an unpartitioned source"});
+      continue;
+    }
+    const std::string named = n.facts.state_bucket.value_or("");
+    if (stored && n.facts.at_least_once && named != o.bucket) {
+      problems.push_back(
+          {n.id, "/state_bucket",
+           "window_aggregate '" + self_id + "' keeps its snapshots in bucket \"" + o.bucket +
+               "\": set \"state_bucket\": \"" + o.bucket +
+               "\" here, so that a partition's next owner re-reads what came after its last "
+               "snapshot (docs/scaling.md)" +
+               (named.empty() ? "" : " (it names \"" + named + "\")")});
+    }
   }
   return problems;
+}
+
+NodeFacts Facts(const Config& config) {
+  NodeFacts f;
+  f.rows = NodeFacts::Rows::kStatistics;
+  if (Spec().Parse(config).backend == WindowAggregateOptions::Backend::kJetStreamKv) {
+    f.checkpoint_key = [](std::string_view node, uint32_t p) {
+      return JetStreamKvSnapshots::KeyOf(node, p, JetStreamKvSnapshots::kCheckpointKey);
+    };
+  }
+  return f;
 }
 
 }  // namespace
@@ -639,12 +667,8 @@ void RegisterWindowAggregate(Registry& registry, std::shared_ptr<SnapshotStore> 
       return std::make_unique<WindowAggregate>(ctx, Spec().Parse(ctx.config), memory_snapshots);
     };
   }
-  info.facts = [](const Config&) {
-    NodeFacts f;
-    f.rows = NodeFacts::Rows::kStatistics;
-    return f;
-  };
-  info.check_upstream = CheckNotPartitioned;
+  info.facts = Facts;
+  info.check_upstream = CheckUpstream;
   registry.Add(std::move(info));
 }
 

@@ -22,11 +22,10 @@ constexpr int64_t kRecordWaitTimeouts = 10;
 std::optional<ChangelogRange> ChangelogTail(CheckpointStore& checkpoints, uint32_t p,
                                             uint64_t delivered) {
   const auto checkpoint = checkpoints.Checkpoint(p);
-  if (!checkpoint) {
-    checkpoints.Begin(p, delivered);
-    return std::nullopt;
-  }
-  if (delivered <= *checkpoint) return std::nullopt;
+  // Keepers without a checkpoint start at the partition's (a node new in the pipeline holds
+  // nothing before it), or at what was delivered when it has none.
+  checkpoints.Begin(p, checkpoint.value_or(delivered));
+  if (!checkpoint || delivered <= *checkpoint) return std::nullopt;
   return ChangelogRange{*checkpoint + 1, delivered};
 }
 

@@ -13,13 +13,6 @@ namespace fleetflow {
 
 namespace {
 
-/// The key of partition `p`'s checkpoint: a decimal stream sequence.
-std::string CheckpointKey(uint32_t p) { return std::to_string(p) + ".checkpoint"; }
-
-}  // namespace
-
-namespace {
-
 constexpr size_t kMaxPendingSamples = 1024;  // per key between two writes, at most
 /// kv_write_seconds' buckets (docs/metrics.md): 0.5 ms to the 5 s write timeout and beyond.
 const std::vector<double> kWriteBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -141,11 +134,17 @@ void JetStreamKvStore::MergeInto(Record& record, const std::vector<state::Series
   for (const state::Series& s : stored) MergeInto(record, s.name, s.samples);
 }
 
-void JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
+std::optional<uint64_t> JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
   std::map<std::string, std::vector<wire::Point>> restored;  // by state key
   std::unordered_map<std::string, uint64_t> revisions;       // by KV key
+  std::optional<uint64_t> checkpoint;
+  const std::string checkpoint_key = prefix + "checkpoint";  // as CheckpointKey
   kv_->ReadCurrent(
       prefix.empty() ? "" : prefix + ">", options_.restore_timeout_ms, [&](nats::KvEntry& e) {
+        if (e.key == checkpoint_key) {
+          checkpoint = ParseCheckpoint(e.value);
+          return;
+        }
         restored_keys_.Inc();
         for (state::Series& s : Decode(e.key, e.value)) {
           // A state key stored twice (under a key of a layout before too) is merged by event time.
@@ -167,6 +166,7 @@ void JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
     }
     visit(key, std::move(samples));
   }
+  return checkpoint;
 }
 
 void JetStreamKvStore::Forget(const std::string& prefix) {
@@ -338,7 +338,7 @@ void JetStreamKvStore::Checkpoint() {
     }
   }
   for (const auto& [p, upto] : due) {
-    kv_->PutAsync(CheckpointKey(p), std::to_string(upto),
+    kv_->PutAsync(JetStreamKvStore::CheckpointKey(p), std::to_string(upto),
                   [this, p = p, upto = upto](const nats::KvWriteResult& r) {
                     std::lock_guard lock(mu_);
                     checkpoint_due_ = true;
@@ -352,7 +352,8 @@ void JetStreamKvStore::Checkpoint() {
                       write_errors_.Inc();
                       write_errors_log_.Log("write", spdlog::level::warn,
                                             "bucket " + options_.bucket.name + ": write " +
-                                                CheckpointKey(p) + ": " + r.error);
+                                                JetStreamKvStore::CheckpointKey(p) + ": " +
+                                                r.error);
                     }
                   });
   }
@@ -478,11 +479,11 @@ std::vector<wire::Point> JetStreamKvStore::Merge(std::vector<wire::Point> a,
   return a;
 }
 
-JetStreamKvCheckpoints::JetStreamKvCheckpoints(std::unique_ptr<nats::KeyValue> bucket)
-    : kv_(std::move(bucket)) {}
+JetStreamKvCheckpoints::JetStreamKvCheckpoints(
+    std::unique_ptr<nats::KeyValue> bucket, std::vector<std::function<std::string(uint32_t)>> keys)
+    : kv_(std::move(bucket)), keys_(std::move(keys)) {}
 
-std::optional<uint64_t> JetStreamKvCheckpoints::Checkpoint(uint32_t p) {
-  const std::string key = CheckpointKey(p);
+std::optional<uint64_t> JetStreamKvCheckpoints::Read(const std::string& key) {
   const auto entry = kv_->Get(key);
   if (!entry || entry->deleted) return std::nullopt;
   const auto sequence = ParseCheckpoint(entry->value);
@@ -493,8 +494,20 @@ std::optional<uint64_t> JetStreamKvCheckpoints::Checkpoint(uint32_t p) {
   return sequence;
 }
 
+std::optional<uint64_t> JetStreamKvCheckpoints::Checkpoint(uint32_t p) {
+  std::optional<uint64_t> oldest;
+  for (const auto& key : keys_) {
+    const auto sequence = Read(key(p));
+    if (sequence && (!oldest || *sequence < *oldest)) oldest = sequence;
+  }
+  return oldest;
+}
+
 void JetStreamKvCheckpoints::Begin(uint32_t p, uint64_t sequence) {
-  kv_->Put(CheckpointKey(p), std::to_string(sequence));
+  for (const auto& key : keys_) {
+    const std::string k = key(p);
+    if (!Read(k)) kv_->Put(k, std::to_string(sequence));
+  }
 }
 
 }  // namespace fleetflow

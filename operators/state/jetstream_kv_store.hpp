@@ -22,6 +22,7 @@
 /// partition's messages after C from the stream (nats_source, state_bucket) before it pulls new
 /// ones, so what was acknowledged and not yet stored is not lost.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -67,12 +68,15 @@ class JetStreamKvStore final : public StateStore {
   JetStreamKvStore(JetStreamKvOptions options, Metrics& metrics, const Labels& labels);
   ~JetStreamKvStore() override;
 
-  void Restore(const std::string& prefix, const Visit& visit) override;
+  std::optional<uint64_t> Restore(const std::string& prefix, const Visit& visit) override;
   size_t Slot(const std::string& key) override;
   void Write(size_t slot, const std::vector<wire::Point>& samples, uint64_t sequence) override;
   void Sync(bool all) override;
   void Forget(const std::string& prefix) override;
   bool Ready() const override;
+
+  /// The KV key of partition `p`'s checkpoint: a decimal stream sequence.
+  static std::string CheckpointKey(uint32_t p) { return std::to_string(p) + ".checkpoint"; }
 
   /// The KV key of a state key `<partition>.<vehicle>.<sensor>` and its series' name there:
   /// {`<partition>.r<k>`, `<vehicle>.<sensor>`}, k in [0, records) a hash of the vehicle that
@@ -170,18 +174,27 @@ class JetStreamKvStore final : public StateStore {
   Histogram& write_seconds_;
 };
 
-/// The checkpoints JetStreamKvStore keeps, for the source that re-reads the changelog: key
-/// `<partition>.checkpoint` of the state bucket, a decimal stream sequence.
+/// The partitions' checkpoints that the nodes after a source keep in its state bucket
+/// (JetStreamKvStore's `<partition>.checkpoint`, JetStreamKvSnapshots' per node), for the source
+/// that re-reads the changelog: a partition's is the oldest of them (what came after it is not
+/// in every node's state yet).
 class JetStreamKvCheckpoints final : public CheckpointStore {
  public:
-  /// `bucket`: the state bucket, opened on the caller's connection.
-  explicit JetStreamKvCheckpoints(std::unique_ptr<nats::KeyValue> bucket);
-  /// A value that is not a sequence is logged and taken as none.
+  /// `bucket`: the state bucket, opened on the caller's connection; `keys`: partition p's
+  /// checkpoint key of each node (OperatorContext::checkpoint_keys).
+  JetStreamKvCheckpoints(std::unique_ptr<nats::KeyValue> bucket,
+                         std::vector<std::function<std::string(uint32_t)>> keys);
+  /// The oldest of the nodes' checkpoints; nodes without one do not count (a node new in the
+  /// pipeline). A value that is not a sequence is logged and taken as none.
   std::optional<uint64_t> Checkpoint(uint32_t p) override;
+  /// Gives each node without a checkpoint one at `sequence`.
   void Begin(uint32_t p, uint64_t sequence) override;
 
  private:
+  std::optional<uint64_t> Read(const std::string& key);
+
   std::unique_ptr<nats::KeyValue> kv_;
+  const std::vector<std::function<std::string(uint32_t)>> keys_;
 };
 
 }  // namespace fleetflow

@@ -283,6 +283,51 @@ TEST_F(RuntimeTest, TicksCarryTheLongestInputDelayOfTheSources) {
   EXPECT_EQ(probe_.tick_input_delay_ns, 250'000'000);
 }
 
+// A source learns the checkpoint keys of the nodes after it (those that keep one: NodeFacts),
+// whatever lies between, and not those of nodes after another source only.
+TEST_F(RuntimeTest, ASourceIsGivenTheCheckpointKeysOfTheNodesAfterIt) {
+  std::map<std::string, std::vector<std::string>> keys;  // by source: its keys of partition 7
+  Registry registry;
+  OperatorInfo source{
+      "src", "", PortKind::kNone, PortKind::kSamples, {}, [&](const OperatorContext& ctx) {
+        for (const auto& key : ctx.checkpoint_keys) {
+          keys[ctx.node_id].push_back(key(7));
+        }
+        return std::make_unique<CountingSource>(probe_, ctx.input_ended);
+      }};
+  registry.Add(source);
+  OperatorInfo keeper{
+      "keeper",           "", PortKind::kSamples,
+      PortKind::kSamples, {}, [](const OperatorContext&) { return std::make_unique<Forward>(); }};
+  keeper.facts = [](const Config&) {
+    NodeFacts f;
+    f.checkpoint_key = [](std::string_view node, uint32_t p) {
+      return std::string(node) + "." + std::to_string(p);
+    };
+    return f;
+  };
+  registry.Add(keeper);
+  registry.Add({"fwd", "", PortKind::kSamples, PortKind::kSamples, {}, [](const OperatorContext&) {
+                  return std::make_unique<Forward>();
+                }});
+  registry.Add(
+      {"sink", "", PortKind::kSamples, PortKind::kNone, {}, [this](const OperatorContext&) {
+         return std::make_unique<GatedSink>(probe_);
+       }});
+  const LoadResult r = ParsePipeline(
+      R"({"name": "t", "nodes": [{"id": "a", "type": "src"}, {"id": "b", "type": "src"},
+          {"id": "f", "type": "fwd", "inputs": ["a"]},
+          {"id": "k1", "type": "keeper", "inputs": ["f"]},
+          {"id": "k2", "type": "keeper", "inputs": ["a", "b"]},
+          {"id": "k3", "type": "keeper", "inputs": ["b"]},
+          {"id": "end", "type": "sink", "inputs": ["k1", "k2", "k3"]}]})",
+      "t.json", registry);
+  ASSERT_TRUE(r.ok()) << r.errors.front().message;
+  Runtime rt(*r.pipeline, metrics_, clock_);
+  EXPECT_EQ(keys["a"], (std::vector<std::string>{"k1.7", "k2.7"}));
+  EXPECT_EQ(keys["b"], (std::vector<std::string>{"k2.7", "k3.7"}));
+}
+
 // While input flows, the clock Tick goes with a burst the driver woke for, not on a wake-up of
 // its own: the sink sees each Tick right after a sample. Ticked on a timer of their own, Ticks
 // would come at any point between two samples (10 ms apart): half of them 5 ms after one.

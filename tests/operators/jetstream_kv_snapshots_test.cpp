@@ -8,6 +8,7 @@
 #include "fleetflow/testkit/harness.hpp"
 #include "log_capture.hpp"
 #include "nats_fixture.hpp"
+#include "partitioning/coordinator.hpp"
 #include "servers.hpp"
 #include "state/jetstream_kv_store.hpp"
 
@@ -112,10 +113,43 @@ TEST_F(JetStreamKvSnapshotsTest, KeyedLastValuesKeysOfThePartitionAreUntouched) 
   Metrics other;
   JetStreamKvStore keyed(o, other, {});
   int visited = 0;
-  keyed.Restore("2.", [&](const std::string&, std::vector<wire::Point>) { ++visited; });
+  EXPECT_FALSE(keyed.Restore("2.", [&](const std::string&, std::vector<wire::Point>) {
+    ++visited;
+  })) << "keyed_last_value's checkpoint is not the aggregate's";
   EXPECT_EQ(visited, 0);
-  EXPECT_FALSE(JetStreamKvCheckpoints(Bucket()).Checkpoint(2));
   EXPECT_EQ(a->Restore(2).checkpoint, 40u);
+}
+
+// The source re-reads a partition's changelog from the oldest checkpoint of the nodes after it
+// (keyed_last_value's and each aggregate's); a node without one (new in the pipeline) is given
+// the partition's, and a partition without any begins at what was delivered, for every node.
+TEST_F(JetStreamKvSnapshotsTest, TheChangelogIsReadFromTheOldestCheckpointOfTheNodes) {
+  auto kv = Bucket();
+  kv->Put("3.checkpoint", "50");
+  kv->Put("agg.minutes.3.checkpoint", "40");
+  kv->Put("agg.hours.3.checkpoint", "45");
+  const auto aggregate = [](std::string node) {
+    return [node](uint32_t p) {
+      return JetStreamKvSnapshots::KeyOf(node, p, JetStreamKvSnapshots::kCheckpointKey);
+    };
+  };
+  JetStreamKvCheckpoints checkpoints(
+      Bucket(), {JetStreamKvStore::CheckpointKey, aggregate("minutes"), aggregate("hours"),
+                 aggregate("new")});
+  EXPECT_EQ(checkpoints.Checkpoint(3), 40u);
+  EXPECT_EQ(ChangelogTail(checkpoints, 3, 60), (ChangelogRange{41, 60}));
+  EXPECT_EQ(ValueOf(*kv, "agg.new.3.checkpoint"), "40");
+  EXPECT_EQ(ValueOf(*kv, "3.checkpoint"), "50") << "a checkpoint there is left as it is";
+  EXPECT_EQ(ValueOf(*kv, "agg.hours.3.checkpoint"), "45");
+
+  EXPECT_EQ(ChangelogTail(checkpoints, 4, 70), std::nullopt);
+  for (const char* key : {"4.checkpoint", "agg.minutes.4.checkpoint", "agg.new.4.checkpoint"}) {
+    EXPECT_EQ(ValueOf(*kv, key), "70") << key;
+  }
+  kv->Put("agg.hours.3.checkpoint", "not a number");
+  EXPECT_EQ(checkpoints.Checkpoint(3), 40u) << "a damaged one counts as none";
+  EXPECT_EQ(JetStreamKvCheckpoints(Bucket(), {}).Checkpoint(3), std::nullopt)
+      << "no node keeps one";
 }
 
 // window_aggregate with backend jetstream_kv: a partition revoked mid-window stores its open
@@ -145,7 +179,7 @@ TEST_F(JetStreamKvSnapshotsTest, WindowAggregateHandsAnOpenWindowOverThroughTheB
   a->Feed(message(2, 2));
   PartitionEvent revoked = testkit::Revoked(1);
   EXPECT_TRUE(testkit::Only<StatsBatch>(a->Feed(revoked)).empty());  // [0, 10 s) still open
-  EXPECT_EQ(JetStreamKvCheckpoints(Bucket()).Checkpoint(1), std::nullopt)
+  EXPECT_EQ(ValueOf(*Bucket(), JetStreamKvStore::CheckpointKey(1)), "(none)")
       << "keyed_last_value's checkpoint is not the aggregate's";
   EXPECT_EQ(ValueOf(*Bucket(), "agg.stats.1.checkpoint"), "2");
   a.reset();

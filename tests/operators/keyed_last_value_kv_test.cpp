@@ -84,7 +84,8 @@ class KeyedLastValueKvTest : public NatsServerTest {
   }
   /// Partition `p`'s checkpoint in the bucket (nullopt: none).
   std::optional<uint64_t> Checkpoint(uint32_t p) {
-    return JetStreamKvCheckpoints(js_->EnsureBucket({})).Checkpoint(p);
+    return JetStreamKvCheckpoints(js_->EnsureBucket({}), {JetStreamKvStore::CheckpointKey})
+        .Checkpoint(p);
   }
 };
 
@@ -329,6 +330,35 @@ TEST_F(KeyedLastValueKvTest, TakingAPartitionOverRestoresItsStateAndPassesItOnAf
   // Restored samples are state: an older sample is now stale.
   h->Feed(Batch("v1", "speed", {1}));
   EXPECT_EQ(h->Counter("samples_stale"), 1u);
+}
+
+// The source re-reads a partition's changelog from the oldest checkpoint of the nodes after it,
+// which may be older than this state's: what the restored state holds (up to its checkpoint) is
+// not passed on again, and acknowledged when it is a redelivery.
+TEST_F(KeyedLastValueKvTest, MessagesUpToTheRestoredCheckpointAreNotPassedOnAgain) {
+  {
+    auto h = Worker();
+    h->Feed(Assigned(2));
+    h->Feed(Sequenced(Batch("v1", "speed", {1, 2}), 5, 2));
+    h->Feed(Sequenced(Batch("v1", "speed", {3}), 6, 2));
+    h->TickAt(1, /*drain=*/true);
+  }
+  ASSERT_EQ(Checkpoint(2), 6u);
+  auto h = Worker();
+  h->Feed(Assigned(2));
+  std::atomic<int> acks{0};
+  EXPECT_TRUE(h->Feed(Sequenced(Batch("v1", "speed", {0}), 4, 2)).empty());
+  StatusEvent off{"v1", false, kBase};
+  EXPECT_TRUE(h->Feed(Sequenced(std::move(off), 5, 2)).empty());
+  EXPECT_TRUE(h->Feed(Sequenced(Batch("v1", "speed", {3}, [&] { ++acks; }), 6, 2)).empty());
+  EXPECT_EQ(acks, 1) << "a redelivery is acknowledged";
+  EXPECT_EQ(h->Counter("changelog_in_state"), 3u);
+  EXPECT_EQ(h->Counter("samples_stale"), 0u);
+  const auto after = Only<SampleBatch>(h->Feed(Sequenced(Batch("v1", "speed", {4}), 7, 2)));
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(SinceBase(after[0]->points), (std::vector<int64_t>{4}));
+  // Another partition's messages are not measured by this one's checkpoint.
+  EXPECT_EQ(Only<SampleBatch>(h->Feed(Sequenced(Batch("v9", "soc", {1}), 3, 5))).size(), 1u);
 }
 
 TEST_F(KeyedLastValueKvTest, AWorkerReadsOnlyThePartitionsItTakesOver) {

@@ -102,7 +102,7 @@ class FakeCheckpoints final : public CheckpointStore {
     const auto it = at.find(p);
     return it == at.end() ? std::nullopt : std::optional<uint64_t>(it->second);
   }
-  void Begin(uint32_t p, uint64_t sequence) override { at[p] = sequence; }
+  void Begin(uint32_t p, uint64_t sequence) override { at.try_emplace(p, sequence); }
 };
 
 class PartitionCoordinatorTest : public ::testing::Test {
