@@ -1,14 +1,20 @@
-// pipelines/tiers.json with real components: fleet-sim (fixed seed) over a real nats-server, the
-// 1 s rows and two statistics tiers in a real PostgreSQL. The statistics are recomputed here from
-// the simulator's signal model (every sample it published) and the rules of docs/semantics.md,
-// independently of the engine's code.
+// pipelines/tiers.json and pipelines/jetstream-tiers.json with real components: fleet-sim (fixed
+// seed) over a real nats-server, the 1 s rows and two statistics tiers in a real PostgreSQL. The
+// statistics are recomputed here from the simulator's signal model (every sample it published)
+// and the rules of docs/semantics.md, independently of the engine's code. On the partitioned
+// stream, workers are killed, added and stopped, and the engine is down for 30 s: every window
+// of every tier is written once (a trigger counts the writes: the tables' primary keys would
+// hide a second one), with the statistics of the independent computation.
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
+#include <csignal>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "build_paths.hpp"
+#include "e2e_fixture.hpp"
 #include "fleet_check.hpp"
 
 namespace fleetflow::testing {
@@ -44,16 +50,76 @@ TableColumns ColumnsOf(const std::string& path, const std::string& node) {
   return out;
 }
 
+/// A statistics tier of the shipped pipelines: its sink node and table, its window in the tests
+/// (4 s and 12 s stand for the minutes and the hours), and what it must hold.
+struct Tier {
+  const char* node;
+  const char* table;
+  int every_s;
+  ExpectedTable expected;
+  TableColumns columns;
+};
+
+/// The two tiers of `shipped`, expected from `samples`.
+std::vector<Tier> Tiers(const std::string& shipped, const Samples& samples) {
+  const std::vector<std::string> sensors = {"gps", "speed", "soc", "torque"};
+  std::vector<Tier> tiers = {{"minutes_table", "vehicle_stats_1m", 4, {}, {}},
+                             {"hours_table", "vehicle_stats_1h", 12, {}, {}}};
+  for (Tier& t : tiers) {
+    t.columns = ColumnsOf(shipped, t.node);
+    t.expected = ComputeExpectedStats(samples, t.every_s * kSecond, 10 * kSecond, sensors,
+                                      t.columns.columns);
+  }
+  return tiers;
+}
+
+/// `shipped` with the tiers' windows of the tests, written in `dir`.
+std::string TestVariant(const std::string& shipped, const TempDir& dir) {
+  WritePipelineVariant(shipped, "minutes", R"({"every_ms": 4000})", dir.File("a.json"));
+  return WritePipelineVariant(dir.File("a.json"), "hours", R"({"every_ms": 12000})",
+                              dir.File("b.json"));
+}
+
+size_t TableRows(const PostgresServer& pg, const std::string& table) {
+  return std::stoul(pg.Psql("SELECT count(*) FROM " + table));
+}
+
+/// Waits until each tier's table has its rows: a tier's last window closes on the clock once it
+/// has ended and the fleet is quiet.
+void WaitForTiers(const PostgresServer& pg, const std::vector<Tier>& tiers) {
+  for (const Tier& t : tiers) {
+    EXPECT_TRUE(WaitFor([&] { return TableRows(pg, t.table) >= t.expected.size(); }, 40s))
+        << t.table << ": " << TableRows(pg, t.table) << " rows of " << t.expected.size();
+  }
+}
+
+/// Compares each tier's table with its independent computation; with `counted` (CountWrites on
+/// the tiers' tables), also that every window was written once.
+void CheckTiers(const PostgresServer& pg, const std::vector<Tier>& tiers, const char* scenario,
+                bool counted, const std::string& logs = "") {
+  for (const Tier& t : tiers) {
+    SCOPED_TRACE(t.table);
+    const CheckResult check = CheckTable(pg, t.table, t.columns.sql, t.expected);
+    EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems << logs;
+    std::string written;
+    if (counted) {
+      const WriteCount writes = Writes(pg, t.table);
+      EXPECT_EQ(writes.most_per_row, 1) << writes.writes << " writes of " << writes.rows << " rows";
+      EXPECT_EQ(static_cast<size_t>(writes.rows), t.expected.size());
+      written = "; " + std::to_string(writes.writes) + " writes of " + std::to_string(writes.rows) +
+                " windows";
+    }
+    std::printf("e2e tiers, %s, %s: %s%s\n", scenario, t.table, check.Summary().c_str(),
+                written.c_str());
+  }
+}
+
 TEST(TiersE2E, TheSecondRowsAndBothTiersOfStatisticsFromOneStreamEqualTheIndependentComputation) {
   FF_REQUIRE_NATS_SERVER();
   FF_REQUIRE_POSTGRES();
   Servers s("fleetflow-e2e");
   const std::string shipped = SourceDir() + "/pipelines/tiers.json";
-  // Tiers of 4 s and 12 s stand for the minutes and the hours of the shipped file.
-  WritePipelineVariant(shipped, "minutes", R"({"every_ms": 4000})", s.dir.File("a.json"));
-  const std::string pipeline = WritePipelineVariant(s.dir.File("a.json"), "hours",
-                                                    R"({"every_ms": 12000})", s.dir.File("b.json"));
-  Engine engine(pipeline, s.nats, s.pg, s.dir.File("engine.log"));
+  Engine engine(TestVariant(shipped, s.dir), s.nats, s.pg, s.dir.File("engine.log"));
   ASSERT_TRUE(engine.WaitReady()) << engine.process().ReadLog();
 
   constexpr int kVehicles = 8;
@@ -64,41 +130,140 @@ TEST(TiersE2E, TheSecondRowsAndBothTiersOfStatisticsFromOneStreamEqualTheIndepen
       << "rows: " << Rows(s.pg) << ", expected " << sim.expected.size() << "\n"
       << engine.process().ReadLog();
 
-  const Samples samples = FleetSamples(sim.fleet.config, sim.fleet.end_ns);
-  const std::vector<std::string> sensors = {"gps", "speed", "soc", "torque"};
-  struct Tier {
-    const char* node;
-    const char* table;
-    int every_s;
-    ExpectedTable expected;
-    TableColumns columns;
-  };
-  std::vector<Tier> tiers = {{"minutes_table", "vehicle_stats_1m", 4, {}, {}},
-                             {"hours_table", "vehicle_stats_1h", 12, {}, {}}};
-  for (Tier& t : tiers) {
-    t.columns = ColumnsOf(shipped, t.node);
+  const std::vector<Tier> tiers = Tiers(shipped, FleetSamples(sim.fleet.config, sim.fleet.end_ns));
+  for (const Tier& t : tiers) {
     ASSERT_FALSE(t.columns.columns.empty());
-    t.expected = ComputeExpectedStats(samples, t.every_s * kSecond, 10 * kSecond, sensors,
-                                      t.columns.columns);
     ASSERT_GE(t.expected.size(), static_cast<size_t>(kVehicles * (kDurationS / t.every_s)));
-    // A tier's last window closes on the clock once it has ended and the fleet is quiet.
-    const auto count = [&] {
-      return std::stoul(s.pg.Psql("SELECT count(*) FROM " + std::string(t.table)));
-    };
-    EXPECT_TRUE(WaitFor([&] { return count() >= t.expected.size(); }, 40s))
-        << t.table << ": " << count() << " rows of " << t.expected.size();
   }
+  WaitForTiers(s.pg, tiers);
   EXPECT_EQ(engine.process().Stop(SIGTERM, 30s), 0) << engine.process().ReadLog();
 
   const CheckResult rows = CheckRows(s.pg, sim.expected);
   EXPECT_TRUE(rows.ok()) << rows.Summary() << "\n" << rows.first_problems;
-  for (const Tier& t : tiers) {
-    const char* table = t.table;
-    SCOPED_TRACE(table);
-    const CheckResult check = CheckTable(s.pg, table, t.columns.sql, t.expected);
-    EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems;
-    std::printf("e2e tiers %s: %s\n", table, check.Summary().c_str());
+  CheckTiers(s.pg, tiers, "one worker", false);
+}
+
+class JetStreamTiersE2E : public PartitionedServersTest {
+ protected:
+  JetStreamTiersE2E() : PartitionedServersTest("fleetflow-js-tiers-e2e") {}
+
+  const std::string shipped_ = SourceDir() + "/pipelines/jetstream-tiers.json";
+  const std::string pipeline_ = TestVariant(shipped_, dir_);
+  const std::vector<std::string> tables_ = {"vehicle_telemetry", "vehicle_stats_1m",
+                                            "vehicle_stats_1h"};
+
+  std::unique_ptr<Engine> Worker(int n) {
+    return std::make_unique<Engine>(pipeline_, nats_, pg_,
+                                    dir_.File("worker" + std::to_string(n) + ".log"));
   }
+
+  /// The lines of the workers' logs about partitions, and the tiers' snapshot lines.
+  std::string Logs(int workers) const {
+    std::string out;
+    for (int n = 0; n < workers; ++n) {
+      std::ifstream log(dir_.File("worker" + std::to_string(n) + ".log"));
+      for (std::string line; std::getline(log, line);) {
+        if (line.find("artition") != std::string::npos ||
+            line.find("snapshot") != std::string::npos) {
+          out += "worker" + std::to_string(n) + ": " + line + "\n";
+        }
+      }
+    }
+    return out;
+  }
+};
+
+// Two workers share the partitions; a quarter of the way in one is killed without warning (its
+// partitions are taken over without a record: the snapshots and the stream after their
+// checkpoints), half-way a third joins (hand-overs to it), three quarters in the first is
+// stopped (its partitions handed over with their final snapshots).
+TEST_F(JetStreamTiersE2E, WorkersKilledAddedAndStoppedEveryWindowOfEveryTierWrittenOnceExactly) {
+  std::vector<std::unique_ptr<Engine>> workers;
+  for (int i = 0; i < 2; ++i) workers.push_back(Worker(i));
+  for (auto& w : workers) ASSERT_TRUE(w->WaitReady()) << w->process().ReadLog();
+  CountWrites(pg_, tables_);
+
+  constexpr int kVehicles = 20, kDurationS = 30;
+  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
+  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
+  const std::vector<Tier> tiers = Tiers(shipped_, FleetSamples(fleet.config, fleet.end_ns));
+  Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
+  const auto at = [&](int quarter) {
+    const int rows = static_cast<int>(expected.size()) * quarter / 4;
+    EXPECT_TRUE(WaitFor([&] { return Rows(pg_) >= rows; }, 60s)) << Rows(pg_);
+  };
+  at(1);
+  workers[1]->process().Signal(SIGKILL);
+  ASSERT_TRUE(workers[1]->process().Wait(10s).has_value());
+  at(2);
+  workers.push_back(Worker(2));
+  ASSERT_TRUE(workers.back()->WaitReady()) << workers.back()->process().ReadLog();
+  at(3);
+  // The survivor of the kill took its partitions over from their checkpoints.
+  const double reread = workers[0]->Metric("fleetflow_changelog_messages_reread_total");
+  const double in_state = workers[0]->Metric("fleetflow_changelog_in_state_total");
+  EXPECT_GT(reread, 0);
+  EXPECT_EQ(workers[0]->process().Stop(SIGTERM, 30s), 0) << workers[0]->process().ReadLog();
+
+  ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 60s))
+      << Rows(pg_) << " of " << expected.size();
+  WaitForTiers(pg_, tiers);
+  EXPECT_EQ(workers[2]->process().Stop(SIGTERM, 30s), 0) << workers[2]->process().ReadLog();
+
+  const CheckResult rows = CheckRows(pg_, expected);
+  EXPECT_EQ(rows.found, rows.expected) << rows.Summary() << "\n" << rows.first_problems;
+  EXPECT_EQ(rows.unexpected, 0u) << rows.Summary() << "\n" << rows.first_problems;
+  CheckTiers(pg_, tiers, "kill -9, scale out, SIGTERM hand-over", true, Logs(3));
+  std::printf(
+      "e2e tiers: the survivor of the kill re-read %.0f messages, %.0f of them in its keyed state "
+      "already\n",
+      reread, in_state);
+}
+
+// One worker, killed without warning a few seconds in and started again 30 s later: the windows
+// open at the kill come back from the partitions' snapshots, the stream after their checkpoints
+// and the backlog of the 30 s, as if nothing had happened.
+TEST_F(JetStreamTiersE2E,
+       TheEngineKilledAndDown30sWritesEveryWindowOnceWithTheStatisticsOfOneThatWasNot) {
+  auto worker = Worker(0);
+  ASSERT_TRUE(worker->WaitReady()) << worker->process().ReadLog();
+  CountWrites(pg_, tables_);
+
+  constexpr int kVehicles = 10, kDurationS = 44;
+  const Fleet fleet = MakeFleet(kVehicles, kDurationS);
+  const auto expected = ComputeExpectedRows(fleet.config, fleet.end_ns);
+  const std::vector<Tier> tiers = Tiers(shipped_, FleetSamples(fleet.config, fleet.end_ns));
+  Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
+  // The first tier's windows close; then the engine goes while the fleet goes on.
+  ASSERT_TRUE(WaitFor([&] { return TableRows(pg_, "vehicle_stats_1m") >= 2 * kVehicles; }, 60s))
+      << TableRows(pg_, "vehicle_stats_1m");
+  worker->process().Signal(SIGKILL);
+  ASSERT_TRUE(worker->process().Wait(10s).has_value());
+  const size_t rows_before = static_cast<size_t>(Rows(pg_));
+  std::this_thread::sleep_for(30s);  // the outage itself, not a wait for an outcome
+  EXPECT_EQ(static_cast<size_t>(Rows(pg_)), rows_before) << "nothing writes while it is down";
+  worker = Worker(1);
+  ASSERT_TRUE(worker->WaitReady()) << worker->process().ReadLog();
+
+  ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 90s))
+      << Rows(pg_) << " of " << expected.size();
+  WaitForTiers(pg_, tiers);
+  const double reread = worker->Metric("fleetflow_changelog_messages_reread_total");
+  const double in_state = worker->Metric("fleetflow_changelog_in_state_total");
+  const double in_snapshot = worker->Metric("fleetflow_samples_in_snapshot_total");
+  EXPECT_EQ(worker->process().Stop(SIGTERM, 30s), 0) << worker->process().ReadLog();
+
+  // The 1 s rows too: the changelog is re-read from the oldest checkpoint (the tiers' snapshots
+  // are older than the keyed state's), what the keyed state held already does not reach the join.
+  const CheckResult rows = CheckRows(pg_, expected);
+  EXPECT_TRUE(rows.ok()) << rows.Summary() << "\n" << rows.first_problems << Logs(2);
+  CheckTiers(pg_, tiers, "kill -9, down 30 s", true, Logs(2));
+  std::printf(
+      "e2e tiers: the restarted engine re-read %.0f messages, of which the keyed state held %.0f "
+      "and the tiers' snapshots held samples %.0f times; 1 s rows: %s\n",
+      reread, in_state, in_snapshot, rows.Summary().c_str());
 }
 
 }  // namespace

@@ -656,21 +656,27 @@ bool WaitForRows(const PostgresServer& pg, size_t rows, std::chrono::millisecond
   return WaitFor([&] { return Rows(pg) == static_cast<int>(rows); }, deadline);
 }
 
-void CountWrites(const PostgresServer& pg) {
-  pg.Psql(
-      "CREATE TABLE row_writes (vehicle_id text, time timestamptz, "
+void CountWrites(const PostgresServer& pg, const std::vector<std::string>& tables) {
+  std::string sql =
+      "CREATE TABLE row_writes (tbl text, vehicle_id text, time timestamptz, "
       "written_at timestamptz DEFAULT clock_timestamp());"
       "CREATE FUNCTION log_row_write() RETURNS trigger LANGUAGE plpgsql AS "
-      "$$ BEGIN INSERT INTO row_writes VALUES (NEW.vehicle_id, NEW.time); RETURN NULL; END $$;"
-      "CREATE TRIGGER log_row_write AFTER INSERT OR UPDATE ON vehicle_telemetry "
-      "FOR EACH ROW EXECUTE FUNCTION log_row_write();");
+      "$$ BEGIN INSERT INTO row_writes VALUES (TG_ARGV[0], NEW.vehicle_id, NEW.time); "
+      "RETURN NULL; END $$;";
+  // The table's name as the trigger's argument: TG_TABLE_NAME would name a partition or chunk.
+  for (const std::string& table : tables) {
+    sql += "CREATE TRIGGER log_row_write AFTER INSERT OR UPDATE ON " + table +
+           " FOR EACH ROW EXECUTE FUNCTION log_row_write('" + table + "');";
+  }
+  pg.Psql(sql);
 }
 
-WriteCount Writes(const PostgresServer& pg) {
+WriteCount Writes(const PostgresServer& pg, const std::string& table) {
+  const std::string writes = "(SELECT * FROM row_writes WHERE tbl = '" + table + "') AS w";
   const std::string out = pg.Psql(
       "SELECT count(*) || ' ' || count(DISTINCT (vehicle_id, time)) || ' ' || "
-      "coalesce((SELECT max(n) FROM (SELECT count(*) AS n FROM row_writes "
-      "GROUP BY vehicle_id, time) AS per_row), 0) FROM row_writes");
+      "coalesce((SELECT max(n) FROM (SELECT count(*) AS n FROM " +
+      writes + " GROUP BY vehicle_id, time) AS per_row), 0) FROM " + writes);
   WriteCount w;
   std::istringstream in(out);
   in >> w.writes >> w.rows >> w.most_per_row;

@@ -129,17 +129,19 @@ int Rows(const PostgresServer& pg);
 bool WaitForRows(const PostgresServer& pg, size_t rows,
                  std::chrono::milliseconds deadline = std::chrono::seconds(30));
 
-/// From now on, every insert and update of a row of vehicle_telemetry (which must exist) is
-/// logged, so that a row written twice shows, although the table holds it once: in the table
-/// row_writes (vehicle_id, time, written_at: the clock_timestamp() of the write).
-void CountWrites(const PostgresServer& pg);
+/// From now on, every insert and update of a row of `tables` (which must exist) is logged, so
+/// that a row written twice shows, although the table holds it once: in the table row_writes
+/// (tbl, vehicle_id, time, written_at: the clock_timestamp() of the write).
+void CountWrites(const PostgresServer& pg,
+                 const std::vector<std::string>& tables = {"vehicle_telemetry"});
 struct WriteCount {
   int64_t writes = 0;        // inserts and updates since CountWrites
   int64_t rows = 0;          // distinct (vehicle_id, time) written
   int64_t most_per_row = 0;  // writes of the row written most often
   double PerRow() const { return rows == 0 ? 0 : static_cast<double>(writes) / rows; }
 };
-WriteCount Writes(const PostgresServer& pg);
+/// The writes of `table` since CountWrites.
+WriteCount Writes(const PostgresServer& pg, const std::string& table = "vehicle_telemetry");
 
 /// Sum of every sample of the metric `name` (any labels) in a Prometheus text exposition
 /// (read with apps/prom_text.hpp); -1 when there is none.
