@@ -436,7 +436,8 @@ std::vector<UpstreamProblem> CheckSourceKnowsTheBucket(const Config& self,
   return problems;
 }
 
-/// What the nodes after it may rely on: the history a partition's next owner restores.
+/// What the nodes after it may rely on: the history a partition's next owner restores, and the
+/// key of the checkpoint of its state in the bucket.
 NodeFacts Facts(const Config& config) {
   NodeFacts facts;
   const KeyedLastValueOptions o = Spec().Parse(config);

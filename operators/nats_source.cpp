@@ -523,12 +523,13 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
              &S::handover_bucket)
         .Default("fleetflow_handover");
     c.String("state_bucket",
-             "jetstream: the KV bucket of the keyed_last_value (backend jetstream_kv) this source "
-             "feeds; required with it. A message is acknowledged once its samples are in the "
-             "worker's state, and the stream is each partition's changelog: a worker taking a "
-             "partition over reads the partition's checkpoint from this bucket and re-reads the "
-             "messages after it before pulling new ones (docs/scaling.md). Needs "
-             "stream_retention limits. Empty: no keyed state stored downstream.",
+             "jetstream: the KV bucket of the keyed_last_value and window_aggregate nodes "
+             "(backend jetstream_kv) this source feeds; required with them. A message is "
+             "acknowledged once its samples are in the worker's state, and the stream is each "
+             "partition's changelog: a worker taking a partition over reads the checkpoints "
+             "those nodes keep in this bucket and re-reads the messages after the oldest before "
+             "pulling new ones (docs/scaling.md). Needs stream_retention limits. Empty: no state "
+             "stored downstream.",
              &S::state_bucket)
         .Default("");
     c.Integer("heartbeat_ms", "partitions: how often a worker renews its membership.",

@@ -267,12 +267,31 @@ TEST_F(PipelineTest, ASinksColumnsTakeStatisticsBehindAWindowAggregateAndSlotsBe
   CheckInvalid(Nodes({kSource, kState, kJoin, sink("join", mean)}),
                "/nodes/3/config/columns/0/stat",
                {"(node 'db')", "has stat mean, but window_join 'join' emits interpolated rows"});
-  // Its open windows do not move with a partition yet.
-  CheckInvalid(Nodes({R"({"id": "in", "type": "nats_source",
-                          "config": {"partitions": 4, "delivery": "jetstream"}})",
-                      aggregate, sink("agg", mean)}),
-               "/nodes/0/config/partitions",
-               {"window_aggregate 'agg' cannot read a partitioned source yet"});
+}
+
+// Behind a partitioned source, window_aggregate's open windows move with their partition only
+// as snapshots (backend jetstream_kv) in the bucket the source re-reads the changelog after.
+TEST_F(PipelineTest, AnAggregateBehindAPartitionedSourceKeepsSnapshotsInTheSourcesBucket) {
+  const auto source = [](const std::string& extra) {
+    return R"({"id": "in", "type": "nats_source",
+               "config": {"partitions": 4, "delivery": "jetstream")" +
+           extra + "}}";
+  };
+  const auto aggregate = [](const std::string& config) {
+    return R"({"id": "agg", "type": "window_aggregate", "inputs": ["in"], "config": )" + config +
+           "}";
+  };
+  const std::string sink = R"({"id": "db", "type": "timescale_sink", "inputs": ["agg"],
+      "config": {"columns": [{"name": "speed", "sensor": "speed", "stat": "mean"}]}})";
+  CheckInvalid(Nodes({source(""), aggregate("{}"), sink}), "/nodes/0/config/partitions",
+               {"window_aggregate 'agg' keeps its open windows in memory",
+                "set its backend to jetstream_kv"});
+  const std::string stored = R"({"backend": "jetstream_kv", "bucket": "cars"})";
+  CheckInvalid(Nodes({source(R"(, "state_bucket": "telemetry")"), aggregate(stored), sink}),
+               "/nodes/0/config/state_bucket",
+               {"keeps its snapshots in bucket \"cars\"", "set \"state_bucket\": \"cars\"",
+                "(it names \"telemetry\")"});
+  EXPECT_TRUE(Load(Nodes({source(R"(, "state_bucket": "cars")"), aggregate(stored), sink})).ok());
 }
 
 // The stream is the changelog of a JetStream source's partitions: the source re-reads it after
