@@ -17,8 +17,7 @@ struct KeyedLastValueOptions {
   enum class Backend { kMemory, kJetStreamKv };
   Backend backend = Backend::kMemory;
   std::string bucket;
-  std::string bucket_storage;
-  int bucket_replicas = 1;
+  KvBucketSettings bucket_settings;
   int64_t flush_ms = 0;
   int64_t flush_messages = 0;
   size_t records_per_partition = 0;
@@ -59,8 +58,8 @@ class KeyedLastValue final : public Operator {
       JetStreamKvOptions o;
       o.connection = NatsConnectOptions(options.nats, "fleetflow:" + ctx.node_id);
       o.bucket.name = options.bucket;
-      o.bucket.storage = options.bucket_storage;
-      o.bucket.replicas = options.bucket_replicas;
+      o.bucket.storage = options.bucket_settings.storage;
+      o.bucket.replicas = options.bucket_settings.replicas;
       o.flush_ms = options.flush_ms;
       o.flush_messages = options.flush_messages;
       o.records_per_partition = options.records_per_partition;
@@ -328,13 +327,7 @@ const OptionsSpec<KeyedLastValueOptions>& Spec() {
              "a worker reads a partition's keys once, when it takes the partition over.",
              &O::bucket)
         .Default("telemetry");
-    c.String("bucket_storage", "jetstream_kv: storage of a created bucket.", &O::bucket_storage)
-        .Default("file")
-        .OneOf({"file", "memory"});
-    c.Integer("bucket_replicas", "jetstream_kv: replicas of a created bucket.", &O::bucket_replicas)
-        .Default(int64_t{1})
-        .Min(1)
-        .Max(5);
+    c.Include(&O::bucket_settings, KvBucketSpec());
     c.Integer("flush_ms",
               "jetstream_kv: writes are coalesced to at most one per key per flush_ms, sent "
               "asynchronously; after a clock tick without new samples (the input paused), what "
@@ -393,17 +386,8 @@ const OptionsSpec<KeyedLastValueOptions>& Spec() {
 /// `fleetflow validate --connect`: the jetstream_kv backend's server and bucket.
 std::vector<ConnectFinding> CheckConnect(const Config& config) {
   const KeyedLastValueOptions o = Spec().Parse(config);
-  std::vector<ConnectFinding> out;
-  if (o.backend != KeyedLastValueOptions::Backend::kJetStreamKv) return out;
-  auto conn = ConnectForCheck(o.nats, out);
-  if (!conn) return out;
-  try {
-    nats::JetStream js(*conn);
-    CheckBucket(*conn, js, o.bucket, "state", o.bucket_replicas, out);
-  } catch (const std::exception& e) {
-    out.push_back({ConnectFinding::Level::kProblem, "JetStream: " + NatsFailure(e, *conn)});
-  }
-  return out;
+  if (o.backend != KeyedLastValueOptions::Backend::kJetStreamKv) return {};
+  return CheckStateBucket(o.nats, o.bucket, o.bucket_settings, "state");
 }
 
 /// An at-least-once source acknowledges a message once its samples are in this state: what the

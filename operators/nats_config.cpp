@@ -166,4 +166,36 @@ void CheckBucket(nats::Connection& conn, nats::JetStream& js, const std::string&
   }
 }
 
+const OptionsSpec<KvBucketSettings>& KvBucketSpec() {
+  using O = KvBucketSettings;
+  return StaticSpec<O>([](OptionsSpec<O>& c) {
+    c.String("bucket_storage", "jetstream_kv: storage of a created bucket.", &O::storage)
+        .Default("file")
+        .OneOf({"file", "memory"});
+    c.Integer("bucket_replicas",
+              "jetstream_kv: replicas of a created bucket (3 on a 3-node NATS cluster); "
+              "validate --connect reports an existing one with fewer.",
+              &O::replicas)
+        .Default(int64_t{1})
+        .Min(1)
+        .Max(5);
+  });
+}
+
+std::vector<ConnectFinding> CheckStateBucket(const NatsClientOptions& nats,
+                                             const std::string& bucket,
+                                             const KvBucketSettings& settings,
+                                             const std::string& what) {
+  std::vector<ConnectFinding> out;
+  auto conn = ConnectForCheck(nats, out);
+  if (!conn) return out;
+  try {
+    nats::JetStream js(*conn);
+    CheckBucket(*conn, js, bucket, what, settings.replicas, out);
+  } catch (const std::exception& e) {
+    out.push_back({ConnectFinding::Level::kProblem, "JetStream: " + NatsFailure(e, *conn)});
+  }
+  return out;
+}
+
 }  // namespace fleetflow

@@ -36,6 +36,22 @@ struct NatsClientOptions {
 /// ca_file, cert_file, key_file; an operator takes them in with OptionsSpec::Include.
 const OptionsSpec<NatsClientOptions>& NatsClientSpec();
 
+/// How a Key/Value bucket an operator keeps its state in is created when missing
+/// (keyed_last_value's and window_aggregate's jetstream_kv backend, which may share one).
+struct KvBucketSettings {
+  std::string storage = "file";
+  int replicas = 1;
+};
+/// The spec of bucket_storage and bucket_replicas; taken in with OptionsSpec::Include.
+const OptionsSpec<KvBucketSettings>& KvBucketSpec();
+
+/// For check_connect of a jetstream_kv backend: the server, and the bucket (`what` says what it
+/// holds).
+std::vector<ConnectFinding> CheckStateBucket(const NatsClientOptions& nats,
+                                             const std::string& bucket,
+                                             const KvBucketSettings& settings,
+                                             const std::string& what);
+
 /// The environment's NATS settings (NATS_URL, NATS_CREDS, …) overridden by the non-empty
 /// settings of `options`; `client_name` is shown by the server.
 nats::ConnectOptions NatsConnectOptions(const NatsClientOptions& options,

@@ -182,6 +182,7 @@ struct WindowAggregateOptions {
   enum class Backend { kMemory, kJetStreamKv };
   Backend backend = Backend::kMemory;
   std::string bucket;
+  KvBucketSettings bucket_settings;
   int64_t flush_ms = 0;
   NatsClientOptions nats;
   std::chrono::milliseconds every{0};
@@ -236,6 +237,8 @@ class WindowAggregate final : public Operator {
       JetStreamKvSnapshotsOptions o;
       o.connection = NatsConnectOptions(options.nats, "fleetflow:" + ctx.node_id);
       o.bucket.name = options.bucket;
+      o.bucket.storage = options.bucket_settings.storage;
+      o.bucket.replicas = options.bucket_settings.replicas;
       o.node = ctx.node_id;
       snapshots_ = std::make_shared<JetStreamKvSnapshots>(std::move(o), ctx.metrics, ctx.labels());
     } else {
@@ -598,6 +601,7 @@ const OptionsSpec<WindowAggregateOptions>& Spec() {
              "do not meet).",
              &O::bucket)
         .Default("telemetry");
+    c.Include(&O::bucket_settings, KvBucketSpec());
     c.Integer("flush_ms",
               "jetstream_kv: each partition with new input stores a snapshot every flush_ms "
               "(at a clock tick), written in the background; a partition revoked and a drain "
@@ -643,6 +647,13 @@ std::vector<UpstreamProblem> CheckUpstream(const Config& self, const std::string
   return problems;
 }
 
+/// `fleetflow validate --connect`: the jetstream_kv backend's server and bucket.
+std::vector<ConnectFinding> CheckConnect(const Config& config) {
+  const WindowAggregateOptions o = Spec().Parse(config);
+  if (o.backend != WindowAggregateOptions::Backend::kJetStreamKv) return {};
+  return CheckStateBucket(o.nats, o.bucket, o.bucket_settings, "open windows");
+}
+
 NodeFacts Facts(const Config& config) {
   NodeFacts f;
   f.rows = NodeFacts::Rows::kStatistics;
@@ -669,6 +680,7 @@ void RegisterWindowAggregate(Registry& registry, std::shared_ptr<SnapshotStore> 
   }
   info.facts = Facts;
   info.check_upstream = CheckUpstream;
+  info.check_connect = CheckConnect;
   registry.Add(std::move(info));
 }
 

@@ -19,6 +19,8 @@ using namespace std::chrono_literals;
 const std::string kJetStreamPipeline =
     ::fleetflow::testing::SourceDir() + "/pipelines/jetstream.json";
 const std::string kCorePipeline = ::fleetflow::testing::SourceDir() + "/pipelines/default.json";
+const std::string kTiersPipeline =
+    ::fleetflow::testing::SourceDir() + "/pipelines/jetstream-tiers.json";
 
 CommandResult Validate(const std::string& pipeline, const std::map<std::string, std::string>& env) {
   return RunCommand(
@@ -82,6 +84,15 @@ TEST(ValidateConnectE2E, NotesWhatAWorkerCreatesCreatesNothingThenFindsWhatItMad
         << r.out;
     EXPECT_FALSE(Has(r, "PROBLEM")) << r.out;
   }
+  // The tiers' aggregates keep their open windows in the same bucket.
+  const CommandResult tiers = Validate(kTiersPipeline, env);
+  EXPECT_EQ(tiers.exit_code, 0) << tiers.out << tiers.err;
+  for (const char* node : {"minutes", "hours"}) {
+    EXPECT_TRUE(Has(tiers, std::string(node) +
+                               " (window_aggregate): note: bucket telemetry (open windows) does "
+                               "not exist: created at start"))
+        << tiers.out;
+  }
   EXPECT_EQ(pg.Psql("SELECT to_regclass('vehicle_telemetry') IS NULL"), "t");
 
   // A worker ran once: everything is there.
@@ -113,11 +124,19 @@ TEST(ValidateConnectE2E, NotesWhatAWorkerCreatesCreatesNothingThenFindsWhatItMad
     EXPECT_FALSE(Has(r, created)) << r.out;
   }
   EXPECT_FALSE(Has(r, "PROBLEM")) << r.out;
+  EXPECT_TRUE(Has(Validate(kTiersPipeline, env),
+                  "minutes (window_aggregate): ok: bucket telemetry (open windows)"));
 
   // A pipeline that asks for 3 replicas where the worker made 1 (one server): each is a problem.
   const std::string r3 = WritePipelineVariant(kJetStreamPipeline, "telemetry",
                                               R"({"stream_replicas": 3})", dir.File("r3.json"));
   WritePipelineVariant(r3, "last_values", R"({"bucket_replicas": 3})", r3);
+  const std::string tiers_r3 = WritePipelineVariant(
+      kTiersPipeline, "hours", R"({"bucket_replicas": 3})", dir.File("tiers_r3.json"));
+  ExpectProblems(Validate(tiers_r3, env),
+                 {"hours (window_aggregate): PROBLEM: bucket telemetry has 1 replica, the pipeline "
+                  "asks for 3",
+                  "tiers_r3.json: 1 problem on the servers"});
   ExpectProblems(Validate(r3, env),
                  {"PROBLEM: stream TELEMETRY has 1 replica, the pipeline asks for 3",
                   "PROBLEM: bucket fleetflow_members has 1 replica, the pipeline asks for 3",
