@@ -22,6 +22,9 @@
 //                   would give)
 //   ff-memory       keyed_last_value with backend memory (no KV writes): isolates the KV cost
 //   ff-source       nats_source -> a sink that acknowledges at once: source + graph cost only
+//   ff-tiers        fleetflow plus the rollup tiers of pipelines/jetstream-tiers.json: two
+//                   window_aggregate nodes (1 min, 1 h) on the source's samples, their open
+//                   windows as snapshots in the same bucket, each into null rows
 //
 // Output: a table on stdout and, with --csv, one CSV row per run plus one per contender median.
 
@@ -414,7 +417,20 @@ std::string PipelineJson(const std::string& contender, const std::string& url,
     "every_ms": 1000, "allowed_lateness_ms": 1000, "max_gap_ms": 2000,
     "sensors": [)"
     << sensors.str() << R"(]}},
-  {"id": "sink", "type": "bench_null_rows", "inputs": ["windows"]}]})";
+  {"id": "sink", "type": "bench_null_rows", "inputs": ["windows"]})";
+  if (contender == "ff-tiers") {
+    for (const auto& [id, every] : {std::pair{"minutes", "60000"}, {"hours", "3600000"}}) {
+      j << R"(,
+  {"id": ")"
+        << id << R"(", "type": "window_aggregate", "inputs": ["telemetry"], "config": {
+    "url": ")"
+        << url << R"(", "backend": "jetstream_kv", "bucket": ")" << bucket << R"(", "every_ms": )"
+        << every << R"(, "allowed_lateness_ms": 1000, "sensors": [)" << sensors.str() << R"(]}},
+  {"id": ")"
+        << id << R"(_sink", "type": "bench_null_rows", "inputs": [")" << id << R"("]})";
+    }
+  }
+  j << "]}";
   return j.str();
 }
 
@@ -522,6 +538,11 @@ void Report(const Settings& s, const Filled& filled,
       "connects) / to 'baseline-asap'.\nmsg/kvw: messages consumed per KV write (coalescing "
       "factor). cpu / server: user+system CPU seconds of the bench process / of nats-server.\n"
       "busy: share of all cores busy during the run. us/msg: bench + server CPU per message.\n");
+  if (med.count("ff-tiers") && med.count("fleetflow") && med["fleetflow"].msgs_per_s() > 0) {
+    std::printf(
+        "\nrollup tiers: ff-tiers reaches %.1f %% of fleetflow's rate (goal: at least 90 %%)\n",
+        100 * med["ff-tiers"].msgs_per_s() / med["fleetflow"].msgs_per_s());
+  }
 
   if (s.csv.empty()) return;
   std::ofstream csv(s.csv);
@@ -562,7 +583,7 @@ int Main(int argc, char** argv) {
   Settings s;
   std::string contenders =
       "baseline,baseline-asap,baseline-ahead,baseline-held,fleetflow,fleetflow-asap,ff-memory,"
-      "ff-source";
+      "ff-source,ff-tiers";
   std::string sensors = "gps,speed,soc,torque";
   std::string log_level = "warn";
   CLI::App app{
@@ -611,8 +632,8 @@ int Main(int argc, char** argv) {
   }
   for (const auto& c : s.contenders) {
     static const std::vector<std::string> known = {
-        "baseline",  "baseline-asap",  "baseline-ahead", "baseline-held",
-        "fleetflow", "fleetflow-asap", "ff-memory",      "ff-source"};
+        "baseline",       "baseline-asap", "baseline-ahead", "baseline-held", "fleetflow",
+        "fleetflow-asap", "ff-memory",     "ff-source",      "ff-tiers"};
     if (std::find(known.begin(), known.end(), c) == known.end()) {
       std::cerr << "unknown contender '" << c << "'\n";
       return 2;
