@@ -68,6 +68,52 @@ std::string TimescaleUnavailableReason(pg::Connection& conn) {
   return "";
 }
 
+/// What PostGIS is on the server of `conn`: whether the extension is installed on the server,
+/// created in this database, and whether the role may create it (a superuser; or, were the
+/// installed PostGIS a trusted extension, which it is not up to 3.3, the CREATE privilege on the
+/// database); the server's major version, the role and the database.
+struct PostgisState {
+  bool on_server = false;
+  bool in_database = false;
+  bool may_create = false;
+  std::string major, role, database;
+};
+
+PostgisState ReadPostgisState(pg::Connection& conn) {
+  const auto rows = conn.Exec(
+      "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'), "
+      "EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'postgis'), "
+      "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR "
+      "(has_database_privilege(current_database(), 'CREATE') AND EXISTS (SELECT 1 FROM "
+      "pg_available_extension_versions v JOIN pg_available_extensions e ON e.name = v.name AND "
+      "e.default_version = v.version WHERE v.name = 'postgis' AND v.trusted)), "
+      "current_setting('server_version_num')::int / 10000, current_user, current_database()");
+  PostgisState s;
+  if (rows.empty() || rows[0].size() != 6) return s;
+  const auto text = [&rows](size_t i) { return rows[0][i].value_or(""); };
+  s.on_server = text(0) == "t";
+  s.in_database = text(1) == "t";
+  s.may_create = text(2) == "t";
+  s.major = text(3);
+  s.role = text(4);
+  s.database = text(5);
+  return s;
+}
+
+std::string PostgisNotInstalled(const PostgisState& s) {
+  return "PostGIS is not installed on the server (no postgis in pg_available_extensions); "
+         "install it there (Debian: apt-get install postgresql-" +
+         (s.major.empty() ? std::string("<major>") : s.major) +
+         "-postgis-3) and restart the engine";
+}
+
+std::string PostgisNotCreatable(const PostgisState& s) {
+  return "the role '" + s.role + "' may not create the postgis extension in database '" +
+         s.database +
+         "' (PostGIS is installed on the server; creating it needs a superuser); run CREATE "
+         "EXTENSION postgis there once as a superuser and restart the engine";
+}
+
 /// Why the upsert cannot work on existing table `table` ("" when it can): it needs a PRIMARY KEY
 /// or UNIQUE index on (vehicle_id, time).
 std::string MissingUpsertKey(pg::Connection& conn, const std::string& table) {
@@ -106,6 +152,8 @@ void TimescaleSchema::Prepare(std::unique_ptr<pg::Connection>& session) {
   CheckIntervals(*session, cfg_);
   const bool hypertable = UseTimescale(session);
   pg::Connection& conn = *session;
+  const SinkGeometry geometry = GeometryOf(cfg_);
+  geometry_ = !geometry.name.empty() && UsePostgis(conn);
   // Plain PostgreSQL has no chunks: a retention needs the table partitioned by time.
   const bool by_range = !hypertable && !cfg_.retention.empty();
   const std::string table = pg::QuoteIdent(cfg_.table);
@@ -118,6 +166,12 @@ void TimescaleSchema::Prepare(std::unique_ptr<pg::Connection>& session) {
     create += ", " + col + " " + type;
     add += (i ? ", " : " ") + std::string("ADD COLUMN IF NOT EXISTS ") + col + " " + type;
   }
+  if (geometry_) {
+    // Nullable without a default: adding it to an existing table rewrites no row.
+    const std::string col = pg::QuoteIdent(geometry.name) + " " + GeometryType(geometry);
+    create += ", " + col;
+    add += ", ADD COLUMN IF NOT EXISTS " + col;
+  }
   create += ", PRIMARY KEY (\"vehicle_id\", \"time\"))";
   if (by_range) create += " PARTITION BY RANGE (\"time\")";
   conn.ExecInTransaction({LockStatement(), create, add});
@@ -126,11 +180,54 @@ void TimescaleSchema::Prepare(std::unique_ptr<pg::Connection>& session) {
   if (!no_key.empty()) throw SinkSetupError(no_key);
   if (hypertable) MakeHypertable(conn);
   if (by_range) PreparePartitions(conn);
-  spdlog::info("{} '{}': connected to PostgreSQL ({}); table '{}' ready ({}), {} columns", kName,
+  if (geometry_) {
+    // On the parent: PostgreSQL and TimescaleDB give every partition or chunk its own.
+    const std::string index = (cfg_.table + "_" + geometry.name).substr(0, 58) + "_gist";
+    conn.ExecInTransaction({LockStatement(), "CREATE INDEX IF NOT EXISTS " + pg::QuoteIdent(index) +
+                                                 " ON " + table + " USING gist (" +
+                                                 pg::QuoteIdent(geometry.name) + ")"});
+  }
+  spdlog::info("{} '{}': connected to PostgreSQL ({}); table '{}' ready ({}), {} columns{}", kName,
                node_, conn.description(), cfg_.table,
                hypertable ? "TimescaleDB hypertable, " + EditionName(license_) + " edition"
                           : std::string("plain PostgreSQL table"),
-               cfg_.columns.size());
+               cfg_.columns.size(),
+               geometry_
+                   ? " and the geometry column '" + geometry.name + "' (" +
+                         (geometry.box ? "bounding box" : "point") + ", SRID 4326, GiST index)"
+                   : std::string());
+}
+
+/// Whether the geometry column can be had: PostGIS in the database, created here when the
+/// server has it and the role may. Otherwise one warning (the first time) names what is
+/// missing and the fix. Asked again at every connect: a DBA may have installed it meanwhile.
+bool TimescaleSchema::UsePostgis(pg::Connection& conn) {
+  const PostgisState state = ReadPostgisState(conn);
+  std::string reason;
+  if (!state.on_server) {
+    reason = PostgisNotInstalled(state);
+  } else if (!state.in_database && !state.may_create) {
+    reason = PostgisNotCreatable(state);
+  } else if (!state.in_database) {
+    try {
+      // Sinks starting together would race on the catalog (a unique violation): one at a time.
+      conn.ExecInTransaction({"SELECT pg_advisory_xact_lock(hashtext('fleetflow.postgis'))",
+                              "CREATE EXTENSION IF NOT EXISTS postgis"});
+    } catch (const pg::Error& e) {
+      if (e.connection_lost()) throw;
+      reason = "CREATE EXTENSION postgis failed in database '" + state.database + "' (" + e.what() +
+               "); run it there once as a superuser and restart the engine";
+    }
+  }
+  if (reason.empty()) return true;
+  if (!warned_geometry_) {
+    warned_geometry_ = true;
+    spdlog::warn(
+        "{} '{}': PostGIS cannot be used, so '{}' gets no geometry column '{}' and no spatial "
+        "index (its lat / lon columns are written as always): {}",
+        kName, node_, cfg_.table, cfg_.geometry, reason);
+  }
+  return false;
 }
 
 /// Decides between the TimescaleDB and the plain path, creating the extension if needed.
@@ -475,6 +572,23 @@ std::vector<ConnectFinding> CheckSinkDatabase(const TimescaleSinkOptions& cfg) {
         out.push_back({Level::kOk, "table " + cfg.table +
                                        ": every column, the key the upsert needs, and SELECT, "
                                        "INSERT and UPDATE granted"});
+      }
+    }
+    if (!cfg.geometry.empty()) {
+      const PostgisState state = ReadPostgisState(*conn);
+      const std::string without =
+          "PostGIS cannot be used, the table gets no geometry column '" + cfg.geometry + "': ";
+      if (!state.on_server) {
+        out.push_back({Level::kNote, without + PostgisNotInstalled(state)});
+      } else if (!state.in_database && !state.may_create) {
+        out.push_back({Level::kNote, without + PostgisNotCreatable(state)});
+      } else {
+        out.push_back({Level::kOk, std::string("PostGIS can be used") +
+                                       (state.in_database ? ""
+                                                          : " (the sink creates the extension "
+                                                            "in the database at start)") +
+                                       ": the geometry column '" + cfg.geometry +
+                                       "' with a GiST index"});
       }
     }
     if (cfg.timescale != TimescaleMode::kOff) {

@@ -8,7 +8,9 @@
 /// answers `fleetflow validate --connect` from the catalogs. On plain PostgreSQL with a
 /// retention, the table is partitioned by range of time (one partition per chunk_interval,
 /// created before the rows that need it are written) and partitions older than the retention
-/// are dropped. The write path (buffering, COPY and
+/// are dropped. With a geometry column (the geometry setting) it creates the postgis extension
+/// when the server has it and the role may, the column and its GiST index, or else warns once
+/// and leaves them out. The write path (buffering, COPY and
 /// upsert, retries, backpressure) is the operator's, in timescale_sink.cpp.
 
 #include <atomic>
@@ -59,9 +61,14 @@ class TimescaleSchema {
   /// Forgets which partitions exist (a write failed: one may have been dropped meanwhile).
   void ForgetPartitions() { partitions_.clear(); }
 
+  /// After Prepare(): whether the table has the geometry column (the geometry setting, and
+  /// PostGIS usable), which the upsert then fills.
+  bool has_geometry() const { return geometry_; }
+
  private:
   std::string LockStatement() const;
   bool UseTimescale(std::unique_ptr<pg::Connection>& session);
+  bool UsePostgis(pg::Connection& conn);
   void MakeHypertable(pg::Connection& conn);
   void PreparePartitions(pg::Connection& conn);
   /// The statement that drops what the retention no longer keeps; it answers how many it dropped.
@@ -74,6 +81,8 @@ class TimescaleSchema {
   std::string license_;             // timescaledb.license of the server, "" without TimescaleDB
   std::string timescale_unusable_;  // why CREATE EXTENSION ended a session; then never retried
   bool warned_plain_ = false;       // the plain-table warning is given once
+  bool geometry_ = false;           // the table has the geometry column (Prepare)
+  bool warned_geometry_ = false;    // the no-PostGIS warning is given once
 
   // Retention where TimescaleDB runs no policy job (Apache-licensed edition).
   bool own_retention_ = false;

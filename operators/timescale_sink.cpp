@@ -156,6 +156,64 @@ std::optional<double> StatValue(const SensorStats& s, const SinkColumn& column) 
   return out;
 }
 
+SinkGeometry GeometryOf(const TimescaleSinkOptions& o) {
+  SinkGeometry g;
+  g.name = o.geometry;
+  if (g.name.empty()) return g;
+  g.box = std::any_of(o.columns.begin(), o.columns.end(),
+                      [](const SinkColumn& c) { return c.stat != ColumnStat::kNone; });
+  // The first column of the sensor with the field and statistic asked for.
+  const auto find = [&o](ColumnField field, ColumnStat stat) -> std::optional<size_t> {
+    for (size_t i = 0; i < o.columns.size(); ++i) {
+      const SinkColumn& c = o.columns[i];
+      if (c.sensor == o.geometry_sensor && c.field == field && c.stat == stat) return i;
+    }
+    return std::nullopt;
+  };
+  struct Need {
+    ColumnField field;
+    ColumnStat stat;
+    const char* words;
+  };
+  const std::vector<Need> needs =
+      g.box ? std::vector<Need>{{ColumnField::kLon, ColumnStat::kMin, "field lon, stat min"},
+                                {ColumnField::kLat, ColumnStat::kMin, "field lat, stat min"},
+                                {ColumnField::kLon, ColumnStat::kMax, "field lon, stat max"},
+                                {ColumnField::kLat, ColumnStat::kMax, "field lat, stat max"}}
+            : std::vector<Need>{{ColumnField::kLon, ColumnStat::kNone, "field lon"},
+                                {ColumnField::kLat, ColumnStat::kNone, "field lat"}};
+  std::string missing;
+  for (const Need& need : needs) {
+    if (const auto i = find(need.field, need.stat)) {
+      g.from.push_back(*i);
+    } else {
+      missing += std::string(missing.empty() ? "" : "; ") + "{sensor " + o.geometry_sensor + ", " +
+                 need.words + "}";
+    }
+  }
+  if (!missing.empty()) {
+    g.from.clear();
+    g.problem = std::string("geometry '") + g.name + "' is " +
+                (g.box ? "the bounding box of the statistics" : "the point of the interpolated") +
+                " lat / lon columns of sensor '" + o.geometry_sensor + "', but the columns lack " +
+                missing + ": add them, or set geometry_sensor";
+  }
+  return g;
+}
+
+std::string GeometryType(const SinkGeometry& geometry) {
+  return geometry.box ? "geometry(Geometry, 4326)" : "geometry(Point, 4326)";
+}
+
+std::string GeometryExpression(const SinkGeometry& g, const std::vector<std::string>& values) {
+  const auto point = [&](size_t lon, size_t lat) {
+    return "ST_MakePoint(" + values.at(g.from.at(lon)) + ", " + values.at(g.from.at(lat)) + ")";
+  };
+  // ST_MakePoint and ST_MakeLine are strict: a NULL number gives a NULL geometry.
+  if (!g.box) return "ST_SetSRID(" + point(0, 1) + ", 4326)";
+  return "ST_SetSRID(ST_Envelope(ST_MakeLine(" + point(0, 1) + ", " + point(2, 3) + ")), 4326)";
+}
+
 std::vector<SinkColumn> SinkColumns(const Config& config) {
   return TimescaleSinkSpec().Parse(config).columns;
 }
@@ -273,6 +331,15 @@ void CheckSettings(const TimescaleSinkOptions& o, std::vector<ConfigProblem>& ou
                          "use min, max, first or last for lat / lon"});
     }
   }
+  if (!o.geometry.empty()) {
+    if (IsKeyColumn(o.geometry) || names.count(o.geometry)) {
+      out.push_back({"/geometry", "'" + o.geometry +
+                                      "' is the name of another column; give the geometry "
+                                      "column a name of its own"});
+    } else if (const SinkGeometry g = GeometryOf(o); !g.problem.empty()) {
+      out.push_back({"/geometry", g.problem});
+    }
+  }
   if (o.max_pending_rows < o.batch_rows) {
     out.push_back({"/max_pending_rows", "must be at least batch_rows (" +
                                             std::to_string(o.batch_rows) + "), found " +
@@ -319,7 +386,6 @@ class TimescaleSink final : public Operator {
             "wrote it, on the engine clock, in seconds.",
             kLatencyBuckets, ctx.labels())),
         clock_(ctx.clock) {
-    upsert_sql_ = BuildUpsert();
     backoff_ = cfg_.retry_initial;
     try {
       EnsureConnected();
@@ -388,15 +454,20 @@ class TimescaleSink final : public Operator {
   /// alone (not updated, so not written again): a window emitted again as it was (a partition
   /// taken over without a hand-over record, the write after a COMMIT whose outcome is unknown)
   /// costs a comparison, not a write. A row with other values (a correction) is updated.
-  std::string BuildUpsert() const {
+  /// With `geometry`, the geometry column is computed from the staged numbers (a function of
+  /// the value columns, so not compared; a row written before the column was there is updated
+  /// once to fill it).
+  std::string BuildUpsert(bool geometry) const {
     const std::string table = pg::QuoteIdent(cfg_.table);
     std::string cols = "\"vehicle_id\", \"time\"";
     std::string select = "vehicle_id, \"time\"";
     std::string set, old_values, new_values;
+    std::vector<std::string> values;
     for (size_t i = 0; i < cfg_.columns.size(); ++i) {
       const std::string q = pg::QuoteIdent(cfg_.columns[i].name);
       const std::string sep = i ? ", " : "";
       const std::string v = "v[" + std::to_string(i + 1) + "]";
+      values.push_back(v);
       cols += ", " + q;
       // Times travel as microseconds since the epoch; a count is cast on assignment.
       select += ", " + (ColumnType(cfg_.columns[i]) == "timestamptz"
@@ -406,9 +477,19 @@ class TimescaleSink final : public Operator {
       old_values += sep + table + "." + q;
       new_values += sep + "EXCLUDED." + q;
     }
+    std::string unfilled;
+    if (geometry) {
+      const SinkGeometry g = GeometryOf(cfg_);
+      const std::string q = pg::QuoteIdent(g.name);
+      cols += ", " + q;
+      select += ", " + GeometryExpression(g, values);
+      set += ", " + q + " = EXCLUDED." + q;
+      unfilled = " OR (" + table + "." + q + " IS NULL AND EXCLUDED." + q + " IS NOT NULL)";
+    }
     return "INSERT INTO " + table + " (" + cols + ") SELECT " + select + " FROM " +
            pg::QuoteIdent(kStaging) + " ON CONFLICT (\"vehicle_id\", \"time\") DO UPDATE SET " +
-           set + " WHERE ROW(" + old_values + ") IS DISTINCT FROM ROW(" + new_values + ")";
+           set + " WHERE ROW(" + old_values + ") IS DISTINCT FROM ROW(" + new_values + ")" +
+           unfilled;
   }
 
   /// Holds the rows of one window (`rows`: WindowRow or StatsRow) at `time_ns`.
@@ -582,6 +663,7 @@ class TimescaleSink final : public Operator {
       throw pg::Error(why, /*connection_lost=*/true);
     }
     schema_.Prepare(conn);
+    upsert_sql_ = BuildUpsert(schema_.has_geometry());
     conn_ = std::move(conn);
     server_ = conn_->server();
     server_info_ = info;
@@ -655,7 +737,7 @@ class TimescaleSink final : public Operator {
     int attempts = 0;  // failed attempts since
   };
 
-  std::string upsert_sql_;  // rows not in the table as sent (BuildUpsert)
+  std::string upsert_sql_;  // rows not in the table as sent (BuildUpsert), set by each connect
   std::unique_ptr<pg::Connection> conn_;
   std::string server_;          // conn_'s server, kept after it is gone
   pg::ServerInfo server_info_;  // what conn_'s server said it was at connect
@@ -851,9 +933,40 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
                 &O::retention)
         .Default("")
         .Example("\"90 days\"");
+    spec.String("geometry",
+                "Adds a PostGIS geometry column of this name in SRID 4326 (longitude, latitude), "
+                "with a GiST index, so that spatial queries (&&, ST_Intersects, ST_DWithin) find "
+                "rows by place. The database computes it in each write (in the upsert: no data "
+                "sent twice, and turning it on for an existing table rewrites none of its rows) "
+                "from columns the sink writes anyway, those of geometry_sensor: behind window_join "
+                "a Point from the "
+                "interpolated lat and lon columns; behind window_aggregate the bounding box from "
+                "the min and max of lat and lon (ST_Envelope: a Polygon; a Point when the "
+                "vehicle stood still; a LineString when it moved along one axis only). NULL when "
+                "one of those numbers is NULL. The sink runs CREATE EXTENSION IF NOT EXISTS "
+                "postgis in the database when it lacks it. Where PostGIS is not installed on the "
+                "server (Debian: postgresql-15-postgis-3, for the server's major version), or "
+                "the role may not create the extension (PostGIS needs a superuser for that, "
+                "once per database), the table gets the plain columns only: one warning names "
+                "what is missing and the fix, and the sink writes on (the column and its index "
+                "are added at a later start that finds PostGIS). Rows written before the column "
+                "existed keep NULL until written again. Empty: no geometry column, PostGIS is "
+                "not needed.",
+                &O::geometry)
+        .Default("")
+        .Pattern("^([a-z_][a-z0-9_]{0,62})?$", std::string("empty, or ") + kIdentifierWords)
+        .Example("\"position\"");
+    spec.String("geometry_sensor",
+                "The position sensor whose columns make the geometry: the columns of this sensor "
+                "with field lat and lon (behind window_join) or with field lat and lon and stat "
+                "min and max (behind window_aggregate); the first of each if there are several.",
+                &O::geometry_sensor)
+        .Default("gps")
+        .Pattern("^[A-Za-z0-9_-]{1,64}$", "a sensor name: 1 to 64 of A-Z a-z 0-9 _ -");
     spec.Rule(
         "Column names are unique and neither vehicle_id nor time; max_pending_rows is at "
-        "least batch_rows; retry_max_ms is at least retry_initial_ms.",
+        "least batch_rows; retry_max_ms is at least retry_initial_ms; the geometry column's "
+        "name is not another column's, and the columns hold what it is made from.",
         CheckSettings);
   });
 }

@@ -16,6 +16,10 @@
 /// backpressures the graph). Only a drain Tick gives up, after drain_timeout_ms, counting the
 /// rows it could not write in sink_rows_dropped.
 ///
+/// With the geometry setting, the table also has a PostGIS geometry column with a GiST index
+/// (SinkGeometry), computed in the upsert; where PostGIS cannot be used, one warning and the
+/// plain columns only.
+///
 /// Failover: every reconnect uses the configured conninfo again, so with a primary and its
 /// standbys named together and target_session_attrs=read-write the sink follows a promotion.
 /// It never writes to a server in recovery or a read-only session (held and retried, as when
@@ -107,9 +111,39 @@ struct TimescaleSinkOptions {
   std::chrono::milliseconds drain_timeout{0};
   TimescaleMode timescale = TimescaleMode::kAuto;
   std::string chunk_interval;
-  std::string compress_after;  ///< empty: no compression policy
-  std::string retention;       ///< empty: rows kept forever
+  std::string compress_after;           ///< empty: no compression policy
+  std::string retention;                ///< empty: rows kept forever
+  std::string geometry;                 ///< the geometry column's name; empty: none
+  std::string geometry_sensor = "gps";  ///< whose lat / lon columns make it
 };
+
+/// The geometry column of a sink (its geometry setting), in SRID 4326, computed by the database
+/// in the upsert from value columns of the sink that hold geometry_sensor's position:
+///  - rows of a window_join (no column has a stat): a Point (lon, lat) from the interpolated lat
+///    and lon columns;
+///  - statistics (window_aggregate): the bounding box from the min and max of lat and lon,
+///    ST_Envelope of its corners: a Polygon, or a Point (LineString) when they are equal (on one
+///    axis).
+/// NULL when one of the numbers is NULL (no position at the window time, none in the window).
+struct SinkGeometry {
+  std::string name;  ///< empty: no geometry column
+  bool box = false;  ///< statistics: the bounding box; else the point
+  /// Indexes into the columns: the point's {lon, lat}; the box's {lon_min, lat_min, lon_max,
+  /// lat_max}.
+  std::vector<size_t> from;
+  std::string problem;  ///< why the columns cannot make it, with the fix; "" when they can
+};
+
+/// The geometry column of `options` (name "" when it has none).
+SinkGeometry GeometryOf(const TimescaleSinkOptions& options);
+
+/// The geometry column's SQL type: geometry(Point, 4326) or, for a box, geometry(Geometry, 4326).
+std::string GeometryType(const SinkGeometry& geometry);
+
+/// The SQL expression of the geometry from `values`, the SQL of each column's value (same order
+/// as the columns).
+std::string GeometryExpression(const SinkGeometry& geometry,
+                               const std::vector<std::string>& values);
 
 inline constexpr char kTimescaleSinkName[] = "timescale_sink";
 

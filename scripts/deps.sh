@@ -15,12 +15,14 @@ PACKAGES=(
 # format check, Google Benchmark; for tests/deploy openssl makes TLS certificates, Node.js runs
 # the manifest checks (npm installs their pinned packages), kubectl's built-in kustomize renders
 # deploy/k8s, prometheus (with promtool) checks the alert rules and the engine dashboard's queries
-# (the tests run their own on free ports, never the service). npm and kubectl are only
-# added when missing, so one installed another way (e.g. NodeSource) is not replaced.
+# (the tests run their own on free ports, never the service); PostGIS for the sink's geometry
+# column (optional for the demo and in production: without it the sink writes the plain
+# columns, docs/deploy.md). npm and kubectl are only added when missing, so one installed
+# another way (e.g. NodeSource) is not replaced.
 TEST_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev clang-format
-  openssl nodejs tmux prometheus
+  openssl nodejs tmux prometheus postgresql-15-postgis-3
 )
 command -v npm >/dev/null 2>&1 || TEST_PACKAGES+=(npm)
 command -v kubectl >/dev/null 2>&1 || TEST_PACKAGES+=(kubernetes-client)

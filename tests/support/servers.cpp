@@ -724,7 +724,11 @@ PostgresServer::~PostgresServer() {
   }
 }
 
-bool PostgresServer::TimescaleDbInstalled(std::string* where) {
+namespace {
+
+/// Whether extension `name` is installed for the server binary found (its control file, and
+/// `library` in the package library directory unless empty); `where` gets the control file.
+bool ExtensionInstalled(const std::string& name, const std::string& library, std::string* where) {
   // The server finds its files relative to its real binary: <prefix>/lib/postgresql/<major>/bin
   // on Debian, with the extensions in <prefix>/share/postgresql/<major>/extension and the
   // libraries in <prefix>/lib/postgresql/<major>/lib.
@@ -734,10 +738,20 @@ bool PostgresServer::TimescaleDbInstalled(std::string* where) {
   const fs::path major_dir = bin.parent_path();
   const std::string major = major_dir.filename().string();
   const fs::path prefix = major_dir.parent_path().parent_path().parent_path();
-  const fs::path control = prefix / "share/postgresql" / major / "extension/timescaledb.control";
-  const fs::path lib = major_dir / "lib/timescaledb.so";
+  const fs::path control = prefix / "share/postgresql" / major / "extension" / (name + ".control");
   if (where) *where = control.string();
-  return !postgres.empty() && !ec && fs::exists(control, ec) && fs::exists(lib, ec);
+  return !postgres.empty() && !ec && fs::exists(control, ec) &&
+         (library.empty() || fs::exists(major_dir / "lib" / library, ec));
+}
+
+}  // namespace
+
+bool PostgresServer::TimescaleDbInstalled(std::string* where) {
+  return ExtensionInstalled("timescaledb", "timescaledb.so", where);
+}
+
+bool PostgresServer::PostGisInstalled(std::string* where) {
+  return ExtensionInstalled("postgis", "postgis-3.so", where);
 }
 
 bool PostgresServer::Available() {

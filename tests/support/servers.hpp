@@ -254,6 +254,10 @@ class PostgresServer {
   /// (its control file in the extension directory and its library in the package library
   /// directory). `where` (optional) receives the control file's path that was checked.
   static bool TimescaleDbInstalled(std::string* where = nullptr);
+  /// True when PostGIS is installed for the PostgreSQL these servers run (postgis.control in
+  /// the extension directory; Debian package postgresql-<major>-postgis-3). `where` (optional)
+  /// receives the control file's path that was checked.
+  static bool PostGisInstalled(std::string* where = nullptr);
   ~PostgresServer();
   PostgresServer(const PostgresServer&) = delete;
   PostgresServer& operator=(const PostgresServer&) = delete;
@@ -451,6 +455,17 @@ class PrometheusServer {
       FAIL() << "TimescaleDB is not installed (" << ff_tsdb_control                       \
              << " missing): these tests need it; run scripts/timescaledb.sh as root, or " \
                 "scripts/deps.sh, which runs it";                                         \
+  } while (0)
+
+/// In a test body or SetUp(): FAILS (never skips) the test when PostGIS is not installed: the
+/// test suite installs it (scripts/deps.sh, Debian package postgresql-15-postgis-3).
+#define FF_REQUIRE_POSTGIS()                                                           \
+  do {                                                                                 \
+    std::string ff_postgis_control;                                                    \
+    if (!::fleetflow::testing::PostgresServer::PostGisInstalled(&ff_postgis_control))  \
+      FAIL() << "PostGIS is not installed (" << ff_postgis_control                     \
+             << " missing): these tests need it; run scripts/deps.sh (Debian package " \
+                "postgresql-15-postgis-3)";                                            \
   } while (0)
 
 /// In a test body or SetUp(): skips the test when PostgreSQL server binaries are not installed.
