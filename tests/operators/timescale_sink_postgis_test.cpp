@@ -221,25 +221,25 @@ class PostgisSinkTest : public ::testing::Test {
                    table_),
               std::to_string(kVehicles * kWindows) + "|" + std::to_string(kWindows) + "|" +
                   std::to_string((kVehicles + 1) * kWindows));
-    EXPECT_EQ(Psql("SELECT ST_AsText(position) FROM " + table_ +
-                   " WHERE vehicle_id = 'v7' LIMIT 1"),
-              "POINT(11.14 48.07)");
+    EXPECT_EQ(
+        Psql("SELECT ST_AsText(position) FROM " + table_ + " WHERE vehicle_id = 'v7' LIMIT 1"),
+        "POINT(11.14 48.07)");
 
     // Vehicles 10, 11 and 12 are in the box (lon 11.195..11.245, lat 48.095..48.125).
     const std::string box = "ST_MakeEnvelope(11.195, 48.095, 11.245, 48.125, 4326)";
     EXPECT_EQ(Psql("SELECT string_agg(DISTINCT vehicle_id, ',') FROM " + table_ +
                    " WHERE position && " + box),
               "v10,v11,v12");
-    EXPECT_EQ(Psql("SELECT count(*) FROM " + table_ + " WHERE ST_Intersects(position, " + box +
-                   ")"),
-              std::to_string(3 * kWindows));
+    EXPECT_EQ(
+        Psql("SELECT count(*) FROM " + table_ + " WHERE ST_Intersects(position, " + box + ")"),
+        std::to_string(3 * kWindows));
     // The plan over the partition or chunk of these rows (the time range prunes the others)
     // scans the GiST index for the box.
     Psql("ANALYZE " + table_);
-    const std::string plan = Psql(
-        "EXPLAIN SELECT vehicle_id FROM " + table_ + " WHERE ST_Intersects(position, " + box +
-        ") AND time >= to_timestamp(" + std::to_string(t0 / kSecond) +
-        ") AND time < to_timestamp(" + std::to_string(t0 / kSecond + kWindows) + ")");
+    const std::string plan =
+        Psql("EXPLAIN SELECT vehicle_id FROM " + table_ + " WHERE ST_Intersects(position, " + box +
+             ") AND time >= to_timestamp(" + std::to_string(t0 / kSecond) +
+             ") AND time < to_timestamp(" + std::to_string(t0 / kSecond + kWindows) + ")");
     EXPECT_THAT(plan, HasSubstr("Index Scan"));
     EXPECT_THAT(plan, HasSubstr("Index Cond: (\"position\" && ")) << plan;
     EXPECT_THAT(plan, Not(HasSubstr("Seq Scan"))) << plan;
@@ -272,12 +272,12 @@ class PostgisSinkTest : public ::testing::Test {
                    " WHERE ST_XMin(position) = lon_min AND ST_XMax(position) = lon_max AND "
                    "ST_YMin(position) = lat_min AND ST_YMax(position) = lat_max"),
               "6");
-    EXPECT_EQ(Psql("SELECT ST_AsText(position) FROM " + table_ +
-                   " WHERE vehicle_id = 'moving' LIMIT 1"),
-              "POLYGON((11.5 48.1,11.5 48.2,11.7 48.2,11.7 48.1,11.5 48.1))");
-    EXPECT_EQ(Psql("SELECT ST_AsText(position) FROM " + table_ +
-                   " WHERE vehicle_id = 'parked' LIMIT 1"),
-              "POINT(11.8 48.3)");
+    EXPECT_EQ(
+        Psql("SELECT ST_AsText(position) FROM " + table_ + " WHERE vehicle_id = 'moving' LIMIT 1"),
+        "POLYGON((11.5 48.1,11.5 48.2,11.7 48.2,11.7 48.1,11.5 48.1))");
+    EXPECT_EQ(
+        Psql("SELECT ST_AsText(position) FROM " + table_ + " WHERE vehicle_id = 'parked' LIMIT 1"),
+        "POINT(11.8 48.3)");
 
     // Which vehicles were somewhere: inside the box, at a place, near a point.
     const auto where = [&](const std::string& condition) {
@@ -381,8 +381,8 @@ TEST_F(SinkPostgisPg, ARoleThatMayNotCreatePostgisGetsPlainColumns) {
               "0");
     // fleetflow validate --connect says so too.
     std::string findings;
-    const fleetflow::Config config = fleetflow::Config::Parse(
-        Config(kPointColumns, conninfo), TimescaleSinkSpec().config(), "test");
+    const fleetflow::Config config = fleetflow::Config::Parse(Config(kPointColumns, conninfo),
+                                                              TimescaleSinkSpec().config(), "test");
     for (const ConnectFinding& f : CheckSinkDatabase(TimescaleSinkSpec().Parse(config))) {
       findings += f.message + "\n";
     }
@@ -448,9 +448,9 @@ TEST_F(SinkPostgisPg, WithoutTheSettingNothingNeedsPostgis) {
 // ---- configuration ------------------------------------------------------------------------------
 
 std::string BuildError(const std::string& fields) {
-  return testkit::BuildError("timescale_sink",
-                             R"({"conninfo":"host=127.0.0.1 port=1","geometry":"position",)" +
-                                 fields + "}");
+  return testkit::BuildError(
+      "timescale_sink",
+      R"({"conninfo":"host=127.0.0.1 port=1","geometry":"position",)" + fields + "}");
 }
 
 TEST(TimescaleSinkGeometryConfig, TheColumnsItIsMadeFromMustBeThere) {
@@ -491,9 +491,8 @@ TEST(TimescaleSinkGeometryConfig, ItsNameIsItsOwn) {
 TEST(TimescaleSinkGeometryConfig, TheExpressionsTheDatabaseComputes) {
   TimescaleSinkOptions o;
   o.geometry = "position";
-  o.columns = {{"speed", "speed"},
-               {"lat", "gps", ColumnField::kLat},
-               {"lon", "gps", ColumnField::kLon}};
+  o.columns = {
+      {"speed", "speed"}, {"lat", "gps", ColumnField::kLat}, {"lon", "gps", ColumnField::kLon}};
   SinkGeometry g = GeometryOf(o);
   EXPECT_EQ(g.problem, "");
   EXPECT_FALSE(g.box);
