@@ -1,5 +1,6 @@
 #include "builtin.hpp"
 
+#include "fleet_aggregate.hpp"
 #include "keyed_last_value.hpp"
 #include "nats_source.hpp"
 #include "range_filter.hpp"
@@ -17,6 +18,7 @@ void RegisterBuiltinOperators(Registry& registry) {
   RegisterKeyedLastValue(registry);
   RegisterWindowJoin(registry);
   RegisterWindowAggregate(registry);
+  RegisterFleetAggregate(registry);
   RegisterTimescaleSink(registry);
 }
 

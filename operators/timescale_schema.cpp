@@ -115,19 +115,20 @@ std::string PostgisNotCreatable(const PostgisState& s) {
 }
 
 /// Why the upsert cannot work on existing table `table` ("" when it can): it needs a PRIMARY KEY
-/// or UNIQUE index on (vehicle_id, time).
-std::string MissingUpsertKey(pg::Connection& conn, const std::string& table) {
+/// or UNIQUE index on (`key`, time).
+std::string MissingUpsertKey(pg::Connection& conn, const std::string& table,
+                             const std::string& key) {
   const std::string quoted = pg::QuoteIdent(table);
-  const auto key = conn.Exec(
+  const auto found = conn.Exec(
       "SELECT 1 FROM pg_index i WHERE i.indrelid = " + pg::QuoteLiteral(quoted) +
       "::regclass AND i.indisunique AND i.indnkeyatts = 2 AND (SELECT array_agg(a.attname::text "
-      "ORDER BY a.attname) FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = "
-      "ANY(i.indkey::int2[])) = ARRAY['time', 'vehicle_id']");
-  if (!key.empty()) return "";
-  return "table '" + table +
-         "' exists without a PRIMARY KEY or UNIQUE index on (vehicle_id, time), which the upsert "
-         "needs; add one: ALTER TABLE " +
-         quoted + " ADD PRIMARY KEY (vehicle_id, time)";
+      "ORDER BY a.attname = 'time', a.attname) FROM pg_attribute a WHERE a.attrelid = i.indrelid "
+      "AND a.attnum = ANY(i.indkey::int2[])) = ARRAY[" +
+      pg::QuoteLiteral(key) + ", 'time']");
+  if (!found.empty()) return "";
+  return "table '" + table + "' exists without a PRIMARY KEY or UNIQUE index on (" + key +
+         ", time), which the upsert needs; add one: ALTER TABLE " + quoted + " ADD PRIMARY KEY (" +
+         key + ", time)";  // an identifier (the spec's pattern): no quotes needed
 }
 
 std::string EditionName(const std::string& license) {
@@ -157,8 +158,9 @@ void TimescaleSchema::Prepare(std::unique_ptr<pg::Connection>& session) {
   // Plain PostgreSQL has no chunks: a retention needs the table partitioned by time.
   const bool by_range = !hypertable && !cfg_.retention.empty();
   const std::string table = pg::QuoteIdent(cfg_.table);
-  std::string create = "CREATE TABLE IF NOT EXISTS " + table +
-                       " (\"vehicle_id\" text NOT NULL, \"time\" timestamptz NOT NULL";
+  const std::string key = pg::QuoteIdent(cfg_.key_column);
+  std::string create = "CREATE TABLE IF NOT EXISTS " + table + " (" + key +
+                       " text NOT NULL, \"time\" timestamptz NOT NULL";
   std::string add = "ALTER TABLE " + table;
   for (size_t i = 0; i < cfg_.columns.size(); ++i) {
     const std::string col = pg::QuoteIdent(cfg_.columns[i].name);
@@ -172,11 +174,11 @@ void TimescaleSchema::Prepare(std::unique_ptr<pg::Connection>& session) {
     create += ", " + col;
     add += ", ADD COLUMN IF NOT EXISTS " + col;
   }
-  create += ", PRIMARY KEY (\"vehicle_id\", \"time\"))";
+  create += ", PRIMARY KEY (" + key + ", \"time\"))";
   if (by_range) create += " PARTITION BY RANGE (\"time\")";
   conn.ExecInTransaction({LockStatement(), create, add});
 
-  const std::string no_key = MissingUpsertKey(conn, cfg_.table);
+  const std::string no_key = MissingUpsertKey(conn, cfg_.table, cfg_.key_column);
   if (!no_key.empty()) throw SinkSetupError(no_key);
   if (hypertable) MakeHypertable(conn);
   if (by_range) PreparePartitions(conn);
@@ -313,8 +315,9 @@ void TimescaleSchema::MakeHypertable(pg::Connection& conn) {
                   pg::QuoteLiteral(cfg_.table) + " AND compression_enabled");
     if (enabled.empty()) {
       sql.push_back("ALTER TABLE " + pg::QuoteIdent(cfg_.table) +
-                    " SET (timescaledb.compress, timescaledb.compress_segmentby = "
-                    "'vehicle_id', timescaledb.compress_orderby = 'time DESC')");
+                    " SET (timescaledb.compress, timescaledb.compress_segmentby = " +
+                    pg::QuoteLiteral(pg::QuoteIdent(cfg_.key_column)) +
+                    ", timescaledb.compress_orderby = 'time DESC')");
     }
     sql.push_back("SELECT add_compression_policy(" + rel + ", " + Interval(cfg_.compress_after) +
                   ", if_not_exists => TRUE)");
@@ -533,7 +536,7 @@ std::vector<ConnectFinding> CheckSinkDatabase(const TimescaleSinkOptions& cfg) {
         have.insert(row.at(0).value_or(""));
       }
       std::string missing;
-      for (const std::string& name : {std::string("vehicle_id"), std::string("time")}) {
+      for (const std::string& name : {cfg.key_column, std::string("time")}) {
         if (!have.count(name)) missing += (missing.empty() ? "" : ", ") + name;
       }
       for (const SinkColumn& col : cfg.columns) {
@@ -552,7 +555,7 @@ std::vector<ConnectFinding> CheckSinkDatabase(const TimescaleSinkOptions& cfg) {
                                               " does not own it, so the sink cannot add them"});
         }
       }
-      const std::string no_key = MissingUpsertKey(*conn, cfg.table);
+      const std::string no_key = MissingUpsertKey(*conn, cfg.table, cfg.key_column);
       if (!no_key.empty()) out.push_back({Level::kProblem, no_key});
       const auto grants = conn->Exec(
           "SELECT p FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) p "

@@ -151,6 +151,9 @@ std::optional<double> StatValue(const SensorStats& s, const SinkColumn& column) 
     case ColumnStat::kDistance:
       out = s.positions > 0 ? std::optional<double>(s.distance_m) : std::nullopt;
       break;
+    case ColumnStat::kSum:
+      out = s.sum;
+      break;
   }
   if (out && !std::isfinite(*out)) return std::nullopt;
   return out;
@@ -247,7 +250,9 @@ const std::vector<double> kLatencyBuckets = {0.05, 0.1, 0.25, 0.5, 0.75, 1,   1.
                                              3,    5,   10,   30,  60,   120, 300, 600};
 
 /// The column names the sink adds itself.
-bool IsKeyColumn(const std::string& name) { return name == "vehicle_id" || name == "time"; }
+bool IsKeyColumn(const TimescaleSinkOptions& o, const std::string& name) {
+  return name == o.key_column || name == "time";
+}
 
 const char* StatName(ColumnStat s) {
   switch (s) {
@@ -271,6 +276,8 @@ const char* StatName(ColumnStat s) {
       return "last_time";
     case ColumnStat::kDistance:
       return "distance";
+    case ColumnStat::kSum:
+      return "sum";
   }
   return "?";
 }
@@ -308,11 +315,14 @@ std::vector<UpstreamProblem> CheckColumnsFitTheRows(const Config& self, const st
 
 /// The rules across fields of TimescaleSinkSpec().
 void CheckSettings(const TimescaleSinkOptions& o, std::vector<ConfigProblem>& out) {
+  if (o.key_column == "time") {
+    out.push_back({"/key_column", "'time' is the other column of the key; name the key otherwise"});
+  }
   std::set<std::string> names;
   for (size_t i = 0; i < o.columns.size(); ++i) {
     const std::string& name = o.columns[i].name;
     const std::string at = "/columns/" + std::to_string(i) + "/name";
-    if (IsKeyColumn(name)) {
+    if (IsKeyColumn(o, name)) {
       out.push_back(
           {at, "'" + name + "' is reserved for the key column; give the column another name"});
     } else if (!names.insert(name).second) {
@@ -332,7 +342,7 @@ void CheckSettings(const TimescaleSinkOptions& o, std::vector<ConfigProblem>& ou
     }
   }
   if (!o.geometry.empty()) {
-    if (IsKeyColumn(o.geometry) || names.count(o.geometry)) {
+    if (IsKeyColumn(o, o.geometry) || names.count(o.geometry)) {
       out.push_back({"/geometry", "'" + o.geometry +
                                       "' is the name of another column; give the geometry "
                                       "column a name of its own"});
@@ -459,8 +469,9 @@ class TimescaleSink final : public Operator {
   /// once to fill it).
   std::string BuildUpsert(bool geometry) const {
     const std::string table = pg::QuoteIdent(cfg_.table);
-    std::string cols = "\"vehicle_id\", \"time\"";
-    std::string select = "vehicle_id, \"time\"";
+    const std::string key = pg::QuoteIdent(cfg_.key_column);
+    std::string cols = key + ", \"time\"";
+    std::string select = "vehicle_id, \"time\"";  // the staging table's key
     std::string set, old_values, new_values;
     std::vector<std::string> values;
     for (size_t i = 0; i < cfg_.columns.size(); ++i) {
@@ -487,9 +498,8 @@ class TimescaleSink final : public Operator {
       unfilled = " OR (" + table + "." + q + " IS NULL AND EXCLUDED." + q + " IS NOT NULL)";
     }
     return "INSERT INTO " + table + " (" + cols + ") SELECT " + select + " FROM " +
-           pg::QuoteIdent(kStaging) + " ON CONFLICT (\"vehicle_id\", \"time\") DO UPDATE SET " +
-           set + " WHERE ROW(" + old_values + ") IS DISTINCT FROM ROW(" + new_values + ")" +
-           unfilled;
+           pg::QuoteIdent(kStaging) + " ON CONFLICT (" + key + ", \"time\") DO UPDATE SET " + set +
+           " WHERE ROW(" + old_values + ") IS DISTINCT FROM ROW(" + new_values + ")" + unfilled;
   }
 
   /// Holds the rows of one window (`rows`: WindowRow or StatsRow) at `time_ns`.
@@ -763,7 +773,7 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
     columns
         .String("name",
                 "Column name in the table (double precision). 1 to 63 lower-case letters, "
-                "digits and _, starting with a letter or _; not vehicle_id or time.",
+                "digits and _, starting with a letter or _; not the key column or time.",
                 &SinkColumn::name)
         .Required()
         .Pattern(kIdentifier, kIdentifierWords)
@@ -801,8 +811,9 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
               "holds (none: behind window_join, the interpolated value). count (bigint); min, "
               "max of field (value, or lat / lon: the bounding box); mean of the value; first, "
               "last: field of the oldest / newest sample; first_time, last_time: their times "
-              "(timestamptz); distance: metres travelled (position sensors). No sample of the "
-              "sensor in the window gives NULL.",
+              "(timestamptz); distance: metres travelled (position sensors); sum of the value "
+              "(behind fleet_aggregate: the vehicles moving). No sample of the sensor in the "
+              "window gives NULL.",
               &SinkColumn::stat,
               {{"none", ColumnStat::kNone},
                {"count", ColumnStat::kCount},
@@ -813,7 +824,8 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
                {"last", ColumnStat::kLast},
                {"first_time", ColumnStat::kFirstTime},
                {"last_time", ColumnStat::kLastTime},
-               {"distance", ColumnStat::kDistance}})
+               {"distance", ColumnStat::kDistance},
+               {"sum", ColumnStat::kSum}})
         .Default("none");
 
     spec.String("conninfo",
@@ -830,13 +842,21 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
         .Default("")
         .Example("\"host=db port=5432 dbname=fleet user=fleetflow sslmode=require\"");
     spec.String("table",
-                "Target table, created when missing with vehicle_id text, time timestamptz, one "
-                "double precision column per entry of columns and PRIMARY KEY (vehicle_id, time); "
+                "Target table, created when missing with the key column (key_column, text), time "
+                "timestamptz, one column per entry of columns and PRIMARY KEY (key, time); "
                 "columns missing from an existing table are added. 1 to 63 lower-case letters, "
                 "digits and _, starting with a letter or _.",
                 &O::table)
         .Default("vehicle_telemetry")
         .Pattern(kIdentifier, kIdentifierWords);
+    spec.String("key_column",
+                "The column of the rows' key (text), with time the table's primary key: the "
+                "vehicle of window_join and window_aggregate rows, the cell (or \"fleet\") of "
+                "fleet_aggregate rows.",
+                &O::key_column)
+        .Default("vehicle_id")
+        .Pattern(kIdentifier, kIdentifierWords)
+        .Example("\"cell\"");
     spec.ObjectArray("columns",
                      "The value columns: each takes one field of one sensor's samples, "
                      "interpolated at the window time.",
@@ -912,12 +932,13 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
         .Default("1 day")
         .MinLength(1)
         .Example("\"6 hours\"");
-    spec.String("compress_after",
-                "TimescaleDB Community edition only (timescaledb.license = 'timescale'): compress "
-                "chunks older than this interval (segmented by vehicle_id). Empty: no compression "
-                "policy. An existing policy is kept. On the Apache-licensed edition (as Debian "
-                "builds it) it is a configuration error naming the edition.",
-                &O::compress_after)
+    spec.String(
+            "compress_after",
+            "TimescaleDB Community edition only (timescaledb.license = 'timescale'): compress "
+            "chunks older than this interval (segmented by the key column). Empty: no compression "
+            "policy. An existing policy is kept. On the Apache-licensed edition (as Debian "
+            "builds it) it is a configuration error naming the edition.",
+            &O::compress_after)
         .Default("")
         .Example("\"7 days\"");
     spec.String("retention",
@@ -964,7 +985,7 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
         .Default("gps")
         .Pattern("^[A-Za-z0-9_-]{1,64}$", "a sensor name: 1 to 64 of A-Z a-z 0-9 _ -");
     spec.Rule(
-        "Column names are unique and neither vehicle_id nor time; max_pending_rows is at "
+        "Column names are unique and neither the key column nor time; max_pending_rows is at "
         "least batch_rows; retry_max_ms is at least retry_initial_ms; the geometry column's "
         "name is not another column's, and the columns hold what it is made from.",
         CheckSettings);

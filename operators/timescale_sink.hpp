@@ -69,6 +69,7 @@ enum class ColumnStat {
   kFirstTime,  ///< time of the oldest sample (timestamptz)
   kLastTime,   ///< time of the newest sample (timestamptz)
   kDistance,   ///< metres travelled (position sensors)
+  kSum,        ///< of the value (fleet_aggregate's rows: the vehicles moving)
 };
 
 /// One configured column of the sink.
@@ -102,6 +103,7 @@ enum class TimescaleMode {
 struct TimescaleSinkOptions {
   std::string conninfo;  ///< empty: libpq's environment
   std::string table;
+  std::string key_column = "vehicle_id";  ///< the rows' key: a vehicle, or a cell of fleet rows
   std::vector<SinkColumn> columns;
   size_t batch_rows = 0;
   size_t max_pending_rows = 0;

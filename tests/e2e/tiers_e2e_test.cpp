@@ -114,9 +114,43 @@ void CheckTiers(const PostgresServer& pg, const std::vector<Tier>& tiers, const 
   }
 }
 
+/// fleet_cells_1m (pipelines/tiers.json's fleet_aggregate nodes) against the vehicles' rows of
+/// the minutes' table grouped here in SQL: by the geohash PostGIS computes of each vehicle's last
+/// position (ST_GeoHash, not the engine's), and for the whole fleet. Returns the rows compared.
+size_t CheckFleetCells(const PostgresServer& pg) {
+  pg.Psql("CREATE EXTENSION IF NOT EXISTS postgis");
+  const std::string per_vehicle =
+      "SELECT time, ST_GeoHash(ST_SetSRID(ST_MakePoint(lon_last, lat_last), 4326), 5) AS cell, "
+      "speed_samples, speed_mean, speed_max, soc_last FROM vehicle_stats_1m";
+  const std::string metrics =
+      "count(*) AS vehicles, sum(CASE WHEN speed_max >= 1 THEN 1 ELSE 0 END) FILTER (WHERE "
+      "speed_samples > 0) AS moving, avg(speed_mean) AS speed_mean, max(speed_max) AS speed_max, "
+      "avg(soc_last) AS soc_mean, min(soc_last) AS soc_min";
+  const std::string expected = "WITH v AS (" + per_vehicle + "), e AS (SELECT cell, time, " +
+                               metrics + " FROM v WHERE cell IS NOT NULL GROUP BY cell, time " +
+                               "UNION ALL SELECT 'fleet', time, " + metrics +
+                               " FROM v GROUP BY time) ";
+  const auto differs = [](const std::string& c) {
+    return "(e." + c + " IS NULL) <> (f." + c + " IS NULL) OR abs(e." + c + " - f." + c +
+           ") > 1e-9";
+  };
+  const std::string problems =
+      " FROM e FULL JOIN fleet_cells_1m f USING (cell, time) WHERE e.vehicles IS NULL OR "
+      "f.vehicles IS NULL OR " +
+      differs("vehicles") + " OR " + differs("moving") + " OR " + differs("speed_mean") + " OR " +
+      differs("speed_max") + " OR " + differs("soc_mean") + " OR " + differs("soc_min");
+  EXPECT_EQ(pg.Psql(expected + "SELECT count(*)" + problems), "0")
+      << pg.Psql(expected +
+                 "SELECT cell, time, e.vehicles, f.vehicles, e.moving, f.moving, "
+                 "e.speed_mean, f.speed_mean, e.soc_mean, f.soc_mean" +
+                 problems + " LIMIT 10");
+  return std::stoul(pg.Psql("SELECT count(*) FROM fleet_cells_1m"));
+}
+
 TEST(TiersE2E, TheSecondRowsAndBothTiersOfStatisticsFromOneStreamEqualTheIndependentComputation) {
   FF_REQUIRE_NATS_SERVER();
   FF_REQUIRE_POSTGRES();
+  FF_REQUIRE_POSTGIS();  // the fleet cells are checked against PostGIS's geohash
   Servers s("fleetflow-e2e");
   const std::string shipped = SourceDir() + "/pipelines/tiers.json";
   Engine engine(TestVariant(shipped, s.dir), s.nats, s.pg, s.dir.File("engine.log"));
@@ -141,6 +175,12 @@ TEST(TiersE2E, TheSecondRowsAndBothTiersOfStatisticsFromOneStreamEqualTheIndepen
   const CheckResult rows = CheckRows(s.pg, sim.expected);
   EXPECT_TRUE(rows.ok()) << rows.Summary() << "\n" << rows.first_problems;
   CheckTiers(s.pg, tiers, "one worker", false);
+  const size_t cells = CheckFleetCells(s.pg);
+  EXPECT_GT(cells, tiers[0].expected.size() / kVehicles) << "a fleet row per minute, and cells";
+  std::printf(
+      "e2e tiers, one worker, fleet_cells_1m: %zu rows (cells and the fleet) as grouped "
+      "in SQL\n",
+      cells);
 }
 
 class JetStreamTiersE2E : public PartitionedServersTest {

@@ -1,0 +1,131 @@
+// fleet_aggregate on the test kit: the geohash against published values, and the rows of cells
+// and of the fleet from one window's vehicle rows, computed by hand (docs/semantics.md, "Across
+// vehicles").
+#include "fleet_aggregate.hpp"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "fleetflow/testkit/harness.hpp"
+
+namespace fleetflow::testkit {
+namespace {
+
+constexpr int64_t kS = 1'000'000'000;
+constexpr int64_t kStart = 1'700'000'040 * kS;
+
+TEST(GeohashTest, MatchesPublishedValues) {
+  EXPECT_EQ(Geohash(57.64911, 10.40744, 11), "u4pruydqqvj");  // the format's own example
+  EXPECT_EQ(Geohash(57.64911, 10.40744, 5), "u4pru");
+  EXPECT_EQ(Geohash(48.8566, 2.3522, 6), "u09tvw");     // Paris
+  EXPECT_EQ(Geohash(-33.8688, 151.2093, 6), "r3gx2f");  // Sydney
+  EXPECT_EQ(Geohash(0, 0, 4), "s000");
+  EXPECT_EQ(Geohash(-90, -180, 3), "000");
+  EXPECT_EQ(Geohash(90, 180, 3), "zzz");
+}
+
+/// Statistics of a sensor with `values` (first and last: the first and last of them).
+SensorStats Stats(std::vector<double> values, std::optional<std::pair<double, double>> at = {}) {
+  SensorStats s;
+  for (double v : values) {
+    if (s.count == 0 || v < s.min) s.min = v;
+    if (s.count == 0 || v > s.max) s.max = v;
+    s.sum += v;
+    ++s.count;
+  }
+  if (!values.empty()) {
+    s.first.value = values.front();
+    s.last.value = values.back();
+  }
+  if (at) {
+    s.positions = s.count;
+    s.last.lat = at->first;
+    s.last.lon = at->second;
+    s.last.has_position = true;
+  }
+  return s;
+}
+
+/// One window's vehicle rows with sensors gps, speed, soc.
+Body Window(std::vector<StatsRow> rows) {
+  StatsBatch b;
+  b.start_ns = kStart;
+  b.length_ns = 60 * kS;
+  b.sensors = std::make_shared<const std::vector<std::string>>(
+      std::vector<std::string>{"gps", "speed", "soc"});
+  b.rows = std::move(rows);
+  return b;
+}
+
+/// The rows of `out` by key: metric name -> its statistics.
+std::map<std::string, std::map<std::string, SensorStats>> Rows(const std::vector<Message>& out) {
+  std::map<std::string, std::map<std::string, SensorStats>> rows;
+  for (const auto& b : Only<StatsBatch>(out)) {
+    EXPECT_EQ(b->start_ns, kStart);
+    EXPECT_EQ(b->length_ns, 60 * kS);
+    for (const StatsRow& row : b->rows) {
+      for (size_t i = 0; i < row.sensors.size(); ++i)
+        rows[row.vehicle][(*b->sensors)[i]] = row.sensors[i];
+    }
+  }
+  return rows;
+}
+
+const std::pair<double, double> kParis{48.8566, 2.3522};     // cell u09tv
+const std::pair<double, double> kParisToo{48.8570, 2.3530};  // the same cell
+const std::pair<double, double> kLyon{45.7640, 4.8357};      // another
+
+TEST(FleetAggregateTest, VehiclesAreCountedInTheCellOfTheirLastPosition) {
+  OperatorHarness h("fleet_aggregate", R"({"moving_speed": 1})");
+  const auto out = h.Feed(Window({
+      {"a", {Stats({0}, kParis), Stats({10, 20}), Stats({80, 78})}},  // moving, mean 15
+      {"b", {Stats({0}, kParisToo), Stats({0, 0.5}), Stats({50})}},   // standing, mean 0.25
+      {"c", {Stats({0}, kLyon), Stats({30}), Stats({})}},             // moving, no soc
+      {"d", {Stats({}), Stats({40}), Stats({90})}},                   // no position: no cell
+  }));
+  const auto rows = Rows(out);
+  ASSERT_EQ(rows.size(), 2u);
+  const auto& paris = rows.at(Geohash(kParis.first, kParis.second, 5));
+  EXPECT_EQ(paris.at("vehicles").count, 2u);
+  EXPECT_EQ(paris.at("moving").sum, 1.0);
+  EXPECT_EQ(paris.at("moving").count, 2u);
+  EXPECT_DOUBLE_EQ(paris.at("speed").sum / 2, (15 + 0.25) / 2);
+  EXPECT_EQ(paris.at("speed").min, 0.25);
+  EXPECT_EQ(paris.at("speed_max").max, 20);
+  EXPECT_EQ(paris.at("soc").sum, 78 + 50);  // the last of each
+  EXPECT_EQ(paris.at("soc").min, 50);
+  const auto& lyon = rows.at(Geohash(kLyon.first, kLyon.second, 5));
+  EXPECT_EQ(lyon.at("vehicles").count, 1u);
+  EXPECT_EQ(lyon.at("moving").sum, 1.0);
+  EXPECT_EQ(lyon.at("soc").count, 0u) << "no soc in the window: NULL";
+  EXPECT_EQ(h.Counter("vehicles_without_position"), 1u);
+  EXPECT_EQ(h.Counter("vehicles_aggregated"), 3u);
+  EXPECT_EQ(h.Counter("rows_emitted"), 2u);
+}
+
+TEST(FleetAggregateTest, TheFleetRowCountsEveryVehiclePlacedOrNot) {
+  OperatorHarness h("fleet_aggregate", R"({"group_by": "fleet", "moving_speed": 5})");
+  const auto rows = Rows(h.Feed(Window({
+      {"a", {Stats({0}, kParis), Stats({10, 20}), Stats({80})}},
+      {"b", {Stats({}), Stats({1, 4}), Stats({60})}},
+      {"c", {Stats({0}, kLyon), Stats({}), Stats({70})}},  // no speed: neither moving nor not
+  })));
+  ASSERT_EQ(rows.size(), 1u);
+  const auto& fleet = rows.at("fleet");
+  EXPECT_EQ(fleet.at("vehicles").count, 3u);
+  EXPECT_EQ(fleet.at("moving").count, 2u);
+  EXPECT_EQ(fleet.at("moving").sum, 1.0) << "b's largest speed 4 is below 5";
+  EXPECT_EQ(fleet.at("speed_max").max, 20);
+  EXPECT_DOUBLE_EQ(fleet.at("soc").sum / fleet.at("soc").count, 70);
+}
+
+TEST(FleetAggregateTest, TicksPassAndAWindowWithoutVehiclesEmitsNothing) {
+  OperatorHarness h("fleet_aggregate", "{}");
+  EXPECT_TRUE(
+      Only<StatsBatch>(h.Feed(Window({{"d", {Stats({}), Stats({1}), Stats({})}}}))).empty());
+  EXPECT_EQ(Only<Tick>(h.TickAt(kStart)).size(), 1u);
+}
+
+}  // namespace
+}  // namespace fleetflow::testkit
