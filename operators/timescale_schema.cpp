@@ -244,7 +244,10 @@ bool TimescaleSchema::UseTimescale(std::unique_ptr<pg::Connection>& session) {
       timescale_unusable_.empty() ? TimescaleUnavailableReason(*session) : timescale_unusable_;
   if (reason.empty()) {
     try {
-      session->Exec("CREATE EXTENSION IF NOT EXISTS timescaledb");
+      // Sinks starting together (the tiers' tables) take turns: a CREATE EXTENSION racing
+      // another fails on its unique key, and left a plain table behind.
+      session->ExecInTransaction({"SELECT pg_advisory_xact_lock(hashtext('fleetflow.timescaledb'))",
+                                  "CREATE EXTENSION IF NOT EXISTS timescaledb"});
     } catch (const pg::Error& e) {
       if (!e.connection_lost()) {
         reason = "CREATE EXTENSION timescaledb failed: " + std::string(e.what());

@@ -1097,6 +1097,36 @@ TEST_F(TimescaleSinkTsdb, CreatesAHypertableWithTheChunkIntervalAndWritesItsRows
   EXPECT_THAT(log.text(), HasSubstr("TimescaleDB hypertable, Apache-licensed ('apache') edition"));
 }
 
+// The tiers' sinks start together: on a database without the extension yet, each one's CREATE
+// EXTENSION must not fail on another's (which left a plain table behind, with the warning that
+// TimescaleDB cannot be used).
+TEST_F(TimescaleSinkTsdb, SinksStartingTogetherOnAFreshDatabaseAllMakeHypertables) {
+  constexpr int kSinks = 4;
+  for (int round = 0; round < 3; ++round) {
+    const std::string db = "together_" + std::to_string(round);
+    server_->Psql("CREATE DATABASE " + db);
+    std::vector<std::unique_ptr<OperatorHarness>> sinks(kSinks);
+    std::vector<std::thread> starts;
+    for (int i = 0; i < kSinks; ++i) {
+      starts.emplace_back([&, i] {
+        sinks[i] = std::make_unique<OperatorHarness>(
+            "timescale_sink", R"({"conninfo":")" + server_->conninfo() + " dbname=" + db +
+                                  R"(","table":"t)" + std::to_string(i) + R"("})");
+      });
+    }
+    for (auto& t : starts) t.join();
+    for (int i = 0; i < kSinks; ++i) {
+      ASSERT_TRUE(sinks[i]->op().Ready());
+      EXPECT_EQ(server_->Psql("SELECT count(*) FROM timescaledb_information.hypertables WHERE "
+                              "hypertable_name = 't" +
+                                  std::to_string(i) + "'",
+                              db),
+                "1")
+          << "round " << round << ", sink " << i;
+    }
+  }
+}
+
 TEST_F(TimescaleSinkTsdb, RestartOnAnExistingHypertableTakesTheNewChunkInterval) {
   {
     OperatorHarness h("timescale_sink", Config(R"("chunk_interval":"6 hours")"));
