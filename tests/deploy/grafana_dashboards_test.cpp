@@ -158,12 +158,28 @@ std::unique_ptr<DashboardDatabase> FillDatabase(Preload preload) {
   };
   generate("vehicle_stats_1m", "1 day", "1 minute", 60);
   generate("vehicle_stats_1h", "30 days", "1 hour", 3600);
+  // The rows across vehicles of the generated minutes, as fleet_aggregate makes them: per
+  // geohash cell of 5 characters (PostGIS's, which the sinks' geometry brought) and the fleet.
+  if (pg.Psql("SELECT relkind FROM pg_class WHERE relname = 'fleet_cells_1m'") == "p") {
+    pg.Psql("CREATE TABLE fleet_cells_1m_history PARTITION OF fleet_cells_1m DEFAULT");
+  }
+  for (const std::string key :
+       {"ST_GeoHash(ST_SetSRID(ST_MakePoint(lon_last, lat_last), 4326), 5)", "'fleet'"}) {
+    pg.Psql(
+        "INSERT INTO fleet_cells_1m (cell, time, vehicles, moving, speed_mean, speed_max, "
+        "soc_mean, soc_min) SELECT " +
+        key +
+        ", time, count(*), sum((speed_max >= 1)::int), avg(speed_mean), max(speed_max), "
+        "avg(soc_last), min(soc_last) FROM vehicle_stats_1m GROUP BY 1, 2 "
+        "ON CONFLICT DO NOTHING");
+  }
   // As autovacuum does soon after such inserts: the database dashboard shows when.
-  pg.Psql("VACUUM ANALYZE vehicle_telemetry, vehicle_stats_1m, vehicle_stats_1h");
+  pg.Psql("VACUUM ANALYZE vehicle_telemetry, vehicle_stats_1m, vehicle_stats_1h, fleet_cells_1m");
   // Grafana's role as docs/deploy.md makes it: reads the tier tables and the statistics.
   pg.Psql(
       "CREATE ROLE grafana LOGIN; "
-      "GRANT SELECT ON vehicle_telemetry, vehicle_stats_1m, vehicle_stats_1h TO grafana; "
+      "GRANT SELECT ON vehicle_telemetry, vehicle_stats_1m, vehicle_stats_1h, fleet_cells_1m TO "
+      "grafana; "
       "GRANT pg_read_all_stats TO grafana");
   return db;
 }
@@ -246,7 +262,19 @@ void CheckDashboardQueries(const DashboardDatabase& db, const std::string& file,
           EXPECT_TRUE(has_values(c)) << c.name << " is always NULL";
         }
       }
-      if (type == "geomap") {
+      if (type == "geomap" && Str(panel["options"]["layers"][0]["location"], "mode") == "geohash") {
+        // One marker per cell: a geohash of the field the layer names, or the fleet's row.
+        const std::string field = Str(panel["options"]["layers"][0]["location"], "geohash");
+        for (const auto& row : r.rows) {
+          rapidjson::Document d;
+          d.Parse(row.c_str());
+          ASSERT_TRUE(d.HasMember(field.c_str()) && d[field.c_str()].IsString()) << row;
+          const std::string cell = d[field.c_str()].GetString();
+          EXPECT_TRUE(!cell.empty() && cell.find_first_not_of("0123456789bcdefghjkmnpqrstuvwxyz") ==
+                                           std::string::npos)
+              << "not a geohash: " << row;
+        }
+      } else if (type == "geomap") {
         // One marker per vehicle, at a plausible position.
         std::set<std::string> names;
         for (const Column& c : r.columns) names.insert(c.name);
@@ -350,8 +378,10 @@ void CheckDatabaseDashboard(const DashboardDatabase& db, bool timescaledb) {
     std::map<std::string, const rapidjson::Document*> by_table;
     const auto rows = DatabasePanelRows(db, "Table and index size per tier");
     for (const auto& row : rows) by_table[Str(row, "table")] = &row;
-    ASSERT_EQ(by_table.size(), kTiers.size());
-    for (const auto& [table, period_s] : kTiers) {
+    ASSERT_EQ(by_table.size(), kTiers.size() + 1) << "the tiers and fleet_cells_1m";
+    auto tables = kTiers;
+    tables.emplace_back("fleet_cells_1m", 60);
+    for (const auto& [table, period_s] : tables) {
       SCOPED_TRACE(table);
       ASSERT_TRUE(by_table.count(table));
       const rapidjson::Value& row = *by_table[table];
@@ -447,8 +477,8 @@ class GrafanaDashboardsOnTimescaleDbTest : public ::testing::Test {
     FF_REQUIRE_POSTGRES();
     FF_REQUIRE_TIMESCALEDB();
     ASSERT_EQ(db_->replay_exit, 0) << db_->replay_err;
-    ASSERT_EQ(db_->pg->Psql("SELECT count(*) FROM timescaledb_information.hypertables"), "3")
-        << "the sink makes each tier table a hypertable";
+    ASSERT_EQ(db_->pg->Psql("SELECT count(*) FROM timescaledb_information.hypertables"), "4")
+        << "the sink makes each table of pipelines/tiers.json a hypertable";
   }
 
   static std::unique_ptr<DashboardDatabase> db_;
