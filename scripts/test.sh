@@ -245,7 +245,7 @@ run_ctest main "$build_dir" "${FF_TEST_TIMEOUT:-1800}" "${main_args[@]}"
 # without the account mapping (FF_NATS_PARTITIONING=stream), as on a managed NATS. Not here: the
 # tests of the account mapping itself (2.9's way) and those that read the mapped subjects with a
 # core subscription (record), which a stream's transform does not publish.
-nats210_tests='^(PartitionedSourceTest|TransformingServerTest|JetStreamClientTest|KvMembershipHandoverTest|NatsSourceTest|KeyedLastValueKvTest)\.|^JetStreamE2E\.(EverythingPublished|AWorker|ThreeWorkers|ScaleOut|NatsServerRestarted)|^FaultsE2E\.(Sigterm|NatsServerKilled)'
+nats210_tests='^(PartitionedSourceTest|TransformingServerTest|JetStreamClientTest|KvMembershipHandoverTest|NatsSourceTest|KeyedLastValueKvTest)\.|^JetStreamE2E\.(EverythingPublished|AWorker|ThreeWorkers|ScaleOut|NatsServerRestarted)|^FaultsE2E\.(Sigterm|NatsServerKilled)|^JetStreamTiersE2E\.'
 if [[ "${FF_NATS210:-1}" == 0 ]]; then
   stage_skipped nats-2.10 "FF_NATS210=0"
 elif ! nats210=$(bash scripts/nats210.sh --print-path 2>/dev/null); then

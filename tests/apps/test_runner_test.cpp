@@ -163,7 +163,7 @@ std::string TiersTest(const std::string& fields) {
 
 TEST_F(SeveralSinksTest, RowsOfEverySinkComparedPass) {
   for (const char* last_seen : {R"("2026-01-01T00:00:20.250Z")", "1767225620250"}) {
-    EXPECT_EQ(Run(TiersTest(std::string(R"("ignore_sinks": ["database"], "expect": {
+    EXPECT_EQ(Run(TiersTest(std::string(R"("ignore_sinks": ["database", "fleet_table"], "expect": {
         "minutes_table": [ { "vehicle": "v1", "time": "2026-01-01T00:00:00Z", "values": {
           "speed_samples": 2, "speed_mean": 20, "speed_max": 30, "soc_first": null,
           "gps_samples": 1, "distance_m": 0, "last_seen": )") +
@@ -182,7 +182,7 @@ TEST_F(SeveralSinksTest, RowsOfEverySinkComparedPass) {
 }
 
 TEST_F(SeveralSinksTest, ADifferenceNamesItsSink) {
-  EXPECT_EQ(Run(TiersTest(R"("ignore_sinks": ["database"], "expect": {
+  EXPECT_EQ(Run(TiersTest(R"("ignore_sinks": ["database", "fleet_table"], "expect": {
       "minutes_table": [ { "vehicle": "v1", "time": "2026-01-01T00:00:00Z", "values": {
         "speed_samples": 2, "last_seen": "2026-01-01T00:00:20.250Z" } } ],
       "hours_table": [ { "vehicle": "v1", "time": "2026-01-01T00:00:00Z", "values": {
@@ -196,7 +196,7 @@ TEST_F(SeveralSinksTest, ADifferenceNamesItsSink) {
   EXPECT_EQ(out.find("minutes_table:"), std::string::npos) << out;
 
   // A time is compared to the microsecond, and shown to it when it has a part below the ms.
-  EXPECT_EQ(Run(TiersTest(R"("ignore_sinks": ["database"], "expect": {
+  EXPECT_EQ(Run(TiersTest(R"("ignore_sinks": ["database", "fleet_table"], "expect": {
       "minutes_table": [ { "vehicle": "v1", "time": "2026-01-01T00:00:00Z", "values": {
         "last_seen": "2026-01-01T00:00:20.2504Z" } } ], "hours_table": [] })")),
             1);
@@ -210,24 +210,26 @@ TEST_F(SeveralSinksTest, ExpectedCsvFilesBySink) {
   std::ofstream(dir_ / "minutes.csv") << "vehicle_id,time_ms,speed_samples,distance_m,last_seen\n"
                                          "v1,1767225600000,2,0,2026-01-01T00:00:20.250Z\n";
   std::ofstream(dir_ / "hours.csv") << "vehicle_id,time_ms,speed_samples\n";
-  EXPECT_EQ(Run(TiersTest(R"("ignore_sinks": ["database"],
+  EXPECT_EQ(Run(TiersTest(R"("ignore_sinks": ["database", "fleet_table"],
       "expect_csv": { "minutes_table": "minutes.csv", "hours_table": "hours.csv" })")),
             0)
       << out_.str() << err_.str();
 }
 
 TEST_F(SeveralSinksTest, ANodeThatIsNoSinkIsInvalid) {
-  EXPECT_EQ(Run(TiersTest(R"("ignore_sinks": ["database", "hours"], "expect": {
+  EXPECT_EQ(Run(TiersTest(R"("ignore_sinks": ["database", "hours", "fleet_table"], "expect": {
       "minute_table": [], "windows": [], "hours_table": [] })")),
             2);
   const std::string err = err_.str();
-  EXPECT_NE(err.find("/tests/0/expect/minute_table: unknown sink 'minute_table'; did you mean "
-                     "'minutes_table'? Known sinks: database, minutes_table, hours_table."),
-            std::string::npos)
+  EXPECT_NE(
+      err.find("/tests/0/expect/minute_table: unknown sink 'minute_table'; did you mean "
+               "'minutes_table'? Known sinks: database, minutes_table, hours_table, fleet_table."),
+      std::string::npos)
       << err;
-  EXPECT_NE(err.find("/tests/0/expect/windows: node 'windows' is a window_join, not a "
-                     "timescale_sink; the sinks: database, minutes_table, hours_table"),
-            std::string::npos)
+  EXPECT_NE(
+      err.find("/tests/0/expect/windows: node 'windows' is a window_join, not a "
+               "timescale_sink; the sinks: database, minutes_table, hours_table, fleet_table"),
+      std::string::npos)
       << err;
   EXPECT_NE(err.find("/tests/0/ignore_sinks/1: node 'hours' is a window_aggregate, not a "
                      "timescale_sink"),
@@ -238,7 +240,7 @@ TEST_F(SeveralSinksTest, ANodeThatIsNoSinkIsInvalid) {
 TEST_F(SeveralSinksTest, EverySinkIsComparedOrIgnored) {
   EXPECT_EQ(Run(TiersTest(R"("expect": { "minutes_table": [] })")), 2);
   std::string err = err_.str();
-  for (const char* sink : {"database", "hours_table"}) {
+  for (const char* sink : {"database", "hours_table", "fleet_table"}) {
     EXPECT_NE(err.find("/tests/0/expect: sink '" + std::string(sink) +
                        "' is not compared: add its rows (an empty list when it writes none) to "
                        "expect, or name it in ignore_sinks"),
@@ -247,7 +249,7 @@ TEST_F(SeveralSinksTest, EverySinkIsComparedOrIgnored) {
   }
   EXPECT_EQ(err.find("sink 'minutes_table' is not compared"), std::string::npos) << err;
 
-  EXPECT_EQ(Run(TiersTest(R"("ignore_sinks": ["database", "hours_table"], "expect": {
+  EXPECT_EQ(Run(TiersTest(R"("ignore_sinks": ["database", "hours_table", "fleet_table"], "expect": {
       "hours_table": [] })")),
             2);
   err = err_.str();
@@ -257,18 +259,19 @@ TEST_F(SeveralSinksTest, EverySinkIsComparedOrIgnored) {
 
   // The list alone is for a pipeline with one sink.
   EXPECT_EQ(Run(TiersTest(R"("expect": [])")), 2);
-  EXPECT_NE(err_.str().find("/tests/0/expect: the pipeline has 3 timescale_sink nodes (database, "
-                            "minutes_table, hours_table): give expect as an object from sink "
-                            "node id to its rows"),
+  EXPECT_NE(err_.str().find("/tests/0/expect: the pipeline has 4 timescale_sink nodes (database, "
+                            "minutes_table, hours_table, fleet_table): give expect as an object "
+                            "from sink node id to its rows"),
             std::string::npos)
       << err_.str();
 }
 
 TEST_F(SeveralSinksTest, ATimeColumnTakesATime) {
-  EXPECT_EQ(Run(TiersTest(R"("ignore_sinks": ["database"], "expect": { "hours_table": [],
+  EXPECT_EQ(
+      Run(TiersTest(R"("ignore_sinks": ["database", "fleet_table"], "expect": { "hours_table": [],
       "minutes_table": [ { "vehicle": "v1", "time": 0, "values": {
         "last_seen": "noon", "speed_mean": "2026-01-01T00:00:00Z" } } ] })")),
-            2);
+      2);
   const std::string err = err_.str();
   EXPECT_NE(err.find("/tests/0/expect/minutes_table/0/values/last_seen: column 'last_seen' is a "
                      "time: milliseconds since the Unix epoch or an RFC 3339 time, found the "
