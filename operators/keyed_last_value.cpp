@@ -161,32 +161,27 @@ class KeyedLastValue final : public Operator {
     }
     restored_[p] = true;
     const std::string prefix = std::to_string(p) + ".";
-    checkpoints_[p] =
-        store_
-            ->Restore(
-                prefix,
-                [&](const std::string& key, std::vector<wire::Point> samples) {
-                  const size_t dot = key.find('.', prefix.size());
-                  if (dot == std::string::npos || samples.empty()) return;  // not a state key
-                  const std::string vehicle = key.substr(prefix.size(), dot - prefix.size());
-                  const std::string sensor = key.substr(dot + 1);
-                  retention_.Apply(samples);
-                  KeyEntry& entry = state_[key];
-                  entry.kept = samples;
-                  if (sensor == wire::kStatusToken) {
-                    const wire::Point& last = samples.back();
-                    out.Emit(MakeMessage(StatusEvent{vehicle, last.value != 0, last.ts_ns, p}));
-                    return;
-                  }
-                  int64_t& newest =
-                      newest_.try_emplace(vehicle, samples.back().ts_ns).first->second;
-                  newest = std::max(newest, samples.back().ts_ns);
-                  SampleBatch batch{vehicle, sensor, std::move(samples), {}, 0};
-                  batch.partition = p;
-                  batch.restored = true;
-                  out.Emit(MakeMessage(std::move(batch)));
-                })
-            .value_or(0);
+    const auto visit = [&](const std::string& key, std::vector<wire::Point> samples) {
+      const size_t dot = key.find('.', prefix.size());
+      if (dot == std::string::npos || samples.empty()) return;  // not a state key
+      const std::string vehicle = key.substr(prefix.size(), dot - prefix.size());
+      const std::string sensor = key.substr(dot + 1);
+      retention_.Apply(samples);
+      KeyEntry& entry = state_[key];
+      entry.kept = samples;
+      if (sensor == wire::kStatusToken) {
+        const wire::Point& last = samples.back();
+        out.Emit(MakeMessage(StatusEvent{vehicle, last.value != 0, last.ts_ns, p}));
+        return;
+      }
+      int64_t& newest = newest_.try_emplace(vehicle, samples.back().ts_ns).first->second;
+      newest = std::max(newest, samples.back().ts_ns);
+      SampleBatch batch{vehicle, sensor, std::move(samples), {}, 0};
+      batch.partition = p;
+      batch.restored = true;
+      out.Emit(MakeMessage(std::move(batch)));
+    };
+    checkpoints_[p] = store_->Restore(prefix, visit).value_or(0);
     keys_.Set(static_cast<double>(state_.size()));
   }
 
