@@ -307,7 +307,7 @@ fi
 
 # --- asan: the suite under AddressSanitizer + UndefinedBehaviorSanitizer ------------------------
 asan_labels=${FF_ASAN_LABELS:-unit|integration}
-asan_e2e_outages='^(FaultsE2E\.(PostgresDown|SlowPostgres|NetworkFaults|NatsServerKilled)|EdgeE2E\.|ClusterE2E\.(TheStreamLeader|TheNodeLeading|ARollingRestart))'
+asan_e2e_outages='^(FaultsE2E\.(PostgresDown|SlowPostgres|NetworkFaults|NatsServerKilled)|EdgeE2E\.|ClusterE2E\.(TheStreamLeader|TheNodeLeading|ARollingRestart)|JetStreamTiersE2E\.TheEngineKilledAndDown30s)'
 if [[ "${FF_ASAN:-1}" == 0 ]]; then
   stage_skipped asan "FF_ASAN=0"
 elif ! command -v clang++ >/dev/null 2>&1; then
