@@ -113,7 +113,8 @@ int Main(int argc, char** argv) {
   const std::vector<TierSpan> spans = {
       {"database", "vehicle_telemetry", kSecondNs, hour, kSecondNs},
       {"minutes_table", "vehicle_stats_1m", 60 * kSecondNs, 7 * 24 * hour, 10 * kSecondNs},
-      {"hours_table", "vehicle_stats_1h", hour, 30 * 24 * hour, 10 * kSecondNs}};
+      {"hours_table", "vehicle_stats_1h", hour, 30 * 24 * hour, 10 * kSecondNs},
+      {"fleet_table", "fleet_cells_1m", 60 * kSecondNs, 7 * 24 * hour, 10 * kSecondNs}};
   for (const TierSpan& span : spans) {
     const auto start = std::chrono::steady_clock::now();
     sinks.Write(span, s.vehicles, end);

@@ -21,6 +21,17 @@ class NoEmit final : public Emitter {
   void Emit(Message) override {}
 };
 
+/// Hands what it is given to `sink`.
+class Into final : public Emitter {
+ public:
+  explicit Into(Operator& sink) : sink_(sink) {}
+  void Emit(Message m) override { sink_.Process(m, none_); }
+
+ private:
+  Operator& sink_;
+  NoEmit none_;
+};
+
 /// A vehicle's signals, walking at random from a seeded start.
 struct Walk {
   std::mt19937_64 rng;
@@ -120,6 +131,19 @@ void TierSinks::Write(const TierSpan& t, int vehicles, int64_t end) {
   NoEmit out;
   auto sink =
       node->info->create(OperatorContext{node->id, node->type, node->config, metrics, clock});
+  // A sink of rows across vehicles gets the minutes through its fleet_aggregate nodes.
+  std::vector<std::unique_ptr<Operator>> across;
+  for (const auto& input : node->inputs) {
+    for (const auto& n : loaded_.pipeline->nodes) {
+      if (n.id != input || n.type != "fleet_aggregate") continue;
+      across.push_back(n.info->create(OperatorContext{n.id, n.type, n.config, metrics, clock}));
+    }
+  }
+  Into into(*sink);
+  const auto write = [&](Message m) {
+    if (across.empty()) return sink->Process(m, out);
+    for (auto& a : across) a->Process(m, into);
+  };
   std::vector<Walk> walks;
   for (int v = 0; v < vehicles; ++v) walks.emplace_back(20261127 + v);
   for (int64_t time = end - t.span_ns; time < end; time += t.step_ns) {
@@ -137,7 +161,7 @@ void TierSinks::Write(const TierSpan& t, int vehicles, int64_t end) {
         }
         b.rows.push_back(std::move(row));
       }
-      sink->Process(MakeMessage(std::move(b)), out);
+      write(MakeMessage(std::move(b)));
     } else {
       StatsBatch b;
       b.start_ns = time;
@@ -148,7 +172,7 @@ void TierSinks::Write(const TierSpan& t, int vehicles, int64_t end) {
                                  std::min<int64_t>(t.step_ns, 60 * kSecondNs), t.sample_every_ns,
                                  sensors));
       }
-      sink->Process(MakeMessage(std::move(b)), out);
+      write(MakeMessage(std::move(b)));
     }
   }
   sink->Process(MakeMessage(Tick{clock.NowNs(), true}), out);

@@ -16,14 +16,16 @@ namespace fleetflow::bench {
 
 /// One sink of pipelines/tiers.json and the rows it gets.
 struct TierSpan {
-  std::string node;         // "database", "minutes_table" or "hours_table"
+  std::string node;         // "database", "minutes_table", "hours_table" or "fleet_table"
   std::string table;        // what it writes to
   int64_t step_ns;          // a row's period: 1 s, 1 min or 1 h
   int64_t span_ns;          // history generated, ending at `end_ns`
   int64_t sample_every_ns;  // statistics rows: the walk's samples in each (1 s: every second)
 };
 
-/// The three sinks of pipelines/tiers.json, loaded with its database at `conninfo`.
+/// The sinks of pipelines/tiers.json, loaded with its database at `conninfo`. The rows across
+/// vehicles (fleet_table) are made by the pipeline's fleet_aggregate nodes from the statistics
+/// of the vehicles' windows.
 class TierSinks {
  public:
   explicit TierSinks(const std::string& conninfo);
