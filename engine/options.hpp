@@ -19,6 +19,11 @@
 
 namespace fleetflow {
 
+/// The pattern of a sensor name (the <sensor> token of vehicle.<id>.<sensor>) and its words, for
+/// the options that name a sensor.
+inline constexpr char kSensorNamePattern[] = "^[A-Za-z0-9_-]{1,64}$";
+inline constexpr char kSensorNameWords[] = "a sensor name: 1 to 64 of A-Z a-z 0-9 _ -";
+
 /// The spec of an options struct `Options` (default-constructible): each field is declared
 /// with its name, description and the member it fills; the returned Field takes the fluent
 /// settings of config.hpp (Default, Required, Min, Max, Example, ...), as ConfigSpec does.

@@ -172,17 +172,17 @@ const OptionsSpec<FleetAggregateOptions>& Spec() {
     c.String("position_sensor", "The sensor whose last position in the window places a vehicle.",
              &O::position_sensor)
         .Default("gps")
-        .Pattern("^[A-Za-z0-9_-]{1,64}$", "a sensor name: 1 to 64 of A-Z a-z 0-9 _ -");
+        .Pattern(kSensorNamePattern, kSensorNameWords);
     c.String("speed_sensor",
              "The sensor of the speed: its mean and largest value in the window make the "
              "vehicle's speed and speed_max, and whether it moved.",
              &O::speed_sensor)
         .Default("speed")
-        .Pattern("^[A-Za-z0-9_-]{1,64}$", "a sensor name: 1 to 64 of A-Z a-z 0-9 _ -");
+        .Pattern(kSensorNamePattern, kSensorNameWords);
     c.String("soc_sensor", "The sensor of the state of charge: its last value in the window.",
              &O::soc_sensor)
         .Default("soc")
-        .Pattern("^[A-Za-z0-9_-]{1,64}$", "a sensor name: 1 to 64 of A-Z a-z 0-9 _ -");
+        .Pattern(kSensorNamePattern, kSensorNameWords);
     c.Number("moving_speed",
              "A vehicle moved in a window when its largest speed there is at least this, in the "
              "speed sensor's unit.",

@@ -100,7 +100,7 @@ const OptionsSpec<RangeFilterOptions>& Spec() {
     OptionsSpec<Item> range;
     range.String("sensor", "The sensor whose samples are checked.", &Item::sensor)
         .Required()
-        .Pattern("^[A-Za-z0-9_-]{1,64}$", "a sensor name: 1 to 64 of A-Z a-z 0-9 _ -")
+        .Pattern(kSensorNamePattern, kSensorNameWords)
         .Example("\"speed\"");
     range.Number("min", "The smallest value kept, in the sensor's unit.", &Item::min)
         .Required()

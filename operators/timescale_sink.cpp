@@ -785,7 +785,7 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
                 "from a window batch gives NULL.",
                 &SinkColumn::sensor)
         .Required()
-        .Pattern("^[A-Za-z0-9_-]{1,64}$", "a sensor name: 1 to 64 of A-Z a-z 0-9 _ -")
+        .Pattern(kSensorNamePattern, kSensorNameWords)
         .Example("\"gps\"");
     columns
         .Enum("field",
@@ -983,7 +983,7 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
                 "min and max (behind window_aggregate); the first of each if there are several.",
                 &O::geometry_sensor)
         .Default("gps")
-        .Pattern("^[A-Za-z0-9_-]{1,64}$", "a sensor name: 1 to 64 of A-Z a-z 0-9 _ -");
+        .Pattern(kSensorNamePattern, kSensorNameWords);
     spec.Rule(
         "Column names are unique and neither the key column nor time; max_pending_rows is at "
         "least batch_rows; retry_max_ms is at least retry_initial_ms; the geometry column's "
