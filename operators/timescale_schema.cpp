@@ -182,6 +182,13 @@ void TimescaleSchema::Prepare(std::unique_ptr<pg::Connection>& session) {
   if (!no_key.empty()) throw SinkSetupError(no_key);
   if (hypertable) MakeHypertable(conn);
   if (by_range) PreparePartitions(conn);
+  if (!hypertable) {
+    // The index TimescaleDB gives every hypertable: queries over the last minutes or hours of
+    // all vehicles (the dashboards) read those rows instead of the whole table or partition.
+    const std::string index = cfg_.table.substr(0, 54) + "_time_idx";
+    conn.ExecInTransaction({LockStatement(), "CREATE INDEX IF NOT EXISTS " + pg::QuoteIdent(index) +
+                                                 " ON " + table + " (\"time\" DESC)"});
+  }
   if (geometry_) {
     // On the parent: PostgreSQL and TimescaleDB give every partition or chunk its own.
     const std::string index = (cfg_.table + "_" + geometry.name).substr(0, 58) + "_gist";
@@ -192,7 +199,7 @@ void TimescaleSchema::Prepare(std::unique_ptr<pg::Connection>& session) {
   spdlog::info("{} '{}': connected to PostgreSQL ({}); table '{}' ready ({}), {} columns{}", kName,
                node_, conn.description(), cfg_.table,
                hypertable ? "TimescaleDB hypertable, " + EditionName(license_) + " edition"
-                          : std::string("plain PostgreSQL table"),
+                          : std::string("plain PostgreSQL table, index on time"),
                cfg_.columns.size(),
                geometry_
                    ? " and the geometry column '" + geometry.name + "' (" +

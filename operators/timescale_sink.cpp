@@ -843,7 +843,9 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
         .Example("\"host=db port=5432 dbname=fleet user=fleetflow sslmode=require\"");
     spec.String("table",
                 "Target table, created when missing with the key column (key_column, text), time "
-                "timestamptz, one column per entry of columns and PRIMARY KEY (key, time); "
+                "timestamptz, one column per entry of columns and PRIMARY KEY (key, time), and "
+                "an index on time (a hypertable's own; on plain PostgreSQL <table>_time_idx, "
+                "made at start when missing); "
                 "columns missing from an existing table are added. 1 to 63 lower-case letters, "
                 "digits and _, starting with a letter or _.",
                 &O::table)

@@ -176,11 +176,7 @@ std::unique_ptr<DashboardDatabase> FillDatabase(Preload preload) {
   // As autovacuum does soon after such inserts: the database dashboard shows when.
   pg.Psql("VACUUM ANALYZE vehicle_telemetry, vehicle_stats_1m, vehicle_stats_1h, fleet_cells_1m");
   // Grafana's role as docs/deploy.md makes it: reads the tier tables and the statistics.
-  pg.Psql(
-      "CREATE ROLE grafana LOGIN; "
-      "GRANT SELECT ON vehicle_telemetry, vehicle_stats_1m, vehicle_stats_1h, fleet_cells_1m TO "
-      "grafana; "
-      "GRANT pg_read_all_stats TO grafana");
+  pg.Psql(kGrafanaRoleSql);
   return db;
 }
 

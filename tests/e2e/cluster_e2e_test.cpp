@@ -133,9 +133,13 @@ TEST_F(ClusterE2E, TwoWorkersOnThreeNodesEveryStreamAndBucketR3EveryRowOnceExact
 void ExpectEveryWindowOnce(const NatsCluster& cluster, const PostgresServer& pg,
                            std::vector<std::unique_ptr<Process>>& sensors,
                            const std::vector<Engine*>& workers, const std::string& what) {
+  // The workers' logs, then what each vehicle says it did (resent, acknowledgement errors).
   const auto logs = [&] {
     std::string all;
     for (Engine* w : workers) all += w->process().ReadLog();
+    for (size_t i = 0; i < sensors.size(); ++i) {
+      all += "car" + std::to_string(i) + ": " + sensors[i]->ReadLog() + "\n";
+    }
     return all;
   };
   int64_t taken = 0;

@@ -394,6 +394,11 @@ TEST_F(TimescaleSinkPg, CreatesTheTableWithExactTypesOnPlainPostgres) {
                  "a.attnum = ANY(i.indkey::int2[]) WHERE i.indrelid = '" +
                  table_ + "'::regclass AND i.indisprimary"),
             "vehicle_id,time");
+  // Like a hypertable's: recent rows of every vehicle without reading the whole table.
+  EXPECT_EQ(
+      Psql("SELECT indexdef FROM pg_indexes WHERE tablename = '" + table_ + "' AND indexname = '" +
+           table_ + "_time_idx'"),
+      "CREATE INDEX " + table_ + "_time_idx ON public." + table_ + " USING btree (\"time\" DESC)");
   // TimescaleDB is installed on the test machines, but this server does not preload it.
   EXPECT_THAT(log.text(), HasSubstr("TimescaleDB cannot be used, so '" + table_ +
                                     "' is a plain PostgreSQL table"));
@@ -483,6 +488,12 @@ TEST_F(TimescaleSinkPg, RetentionOnPlainPostgresDropsOldPartitions) {
     h.TickAt(now, /*drain=*/true);
     EXPECT_EQ(Count(), 3);
     EXPECT_EQ(Psql(partitions), "3");
+    // The parent's index on time is every partition's, the one made for the old rows' too.
+    EXPECT_EQ(Psql("SELECT count(*) FROM pg_inherits p JOIN pg_index i ON i.indrelid = "
+                   "p.inhrelid JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = "
+                   "i.indkey[0] WHERE p.inhparent = '" +
+                   table_ + "'::regclass AND i.indnatts = 1 AND a.attname = 'time'"),
+              "3");
     EXPECT_THAT(log.text(), HasSubstr("partitioned by time (86400 s each); the sink drops "
                                       "partitions older than 2 days itself"));
   }

@@ -47,4 +47,11 @@ std::string ExpandGrafanaSql(std::string sql, const std::map<std::string, std::s
   return sql;
 }
 
+const char* const kGrafanaRoleSql =
+    "CREATE ROLE grafana LOGIN; "
+    "GRANT SELECT ON vehicle_telemetry, vehicle_stats_1m, vehicle_stats_1h, fleet_cells_1m TO "
+    "grafana; "
+    "GRANT pg_read_all_stats TO grafana; "
+    "ALTER ROLE grafana SET jit = off";
+
 }  // namespace fleetflow::testing

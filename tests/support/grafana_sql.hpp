@@ -25,4 +25,8 @@ int64_t GrafanaIntervalSeconds(std::string text);
 std::string ExpandGrafanaSql(std::string sql, const std::map<std::string, std::string>& vars,
                              const GrafanaRange& range);
 
+/// Grafana's read-only role `grafana` as docs/deploy.md makes it (without its password): the
+/// tier tables, the statistics of the other roles, and no JIT compilation.
+extern const char* const kGrafanaRoleSql;
+
 }  // namespace fleetflow::testing
