@@ -3,7 +3,10 @@
 // generated rows (seeded random walks: speed, state of charge, torque, positions around a city)
 // into a throwaway PostgreSQL; then the tables' size on disk (heap, indexes, TOAST, every
 // partition) per row, times the rows a vehicle gives a day: 86 400 seconds, 1 440 minutes, 24
-// hours. The projection to a fleet is that figure times the vehicles and the days kept.
+// hours. The projection to a fleet is that figure times the vehicles and the days kept. The rows
+// across vehicles (fleet_cells_1m: one per geohash cell and minute, and one for the whole fleet)
+// grow with the cells the fleet occupies, not its vehicles: bytes per cell-day, projected for
+// --cells occupied cells.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -27,15 +30,17 @@ struct Settings {
   double minute_days = 2;   // of 1 min rows
   double hour_days = 60;    // of 1 h rows
   int fleet = 100'000;      // projection
+  int cells = 10'000;       // occupied cells of the projection
   Output out;
 };
 
 struct Table {
   std::string node, table;
   int64_t step_ns;      // a row's period
-  double rows_per_day;  // per vehicle
+  double rows_per_day;  // per vehicle (per cell: per_cell)
   double span_days;     // generated
   std::string retention;
+  bool per_cell = false;  // a row per cell and window, whatever the vehicles
 };
 
 int Main(int argc, char** argv) {
@@ -48,6 +53,9 @@ int Main(int argc, char** argv) {
   app.add_option("--minute-days", s.minute_days, "Days of 1 min rows")->capture_default_str();
   app.add_option("--hour-days", s.hour_days, "Days of 1 h rows")->capture_default_str();
   app.add_option("--fleet", s.fleet, "Vehicles of the projection")->capture_default_str();
+  app.add_option("--cells", s.cells,
+                 "Occupied geohash cells (about 5 km) of the projection for fleet_cells_1m")
+      ->capture_default_str();
   AddOutputOptions(app, s.out);
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
@@ -62,14 +70,15 @@ int Main(int argc, char** argv) {
   const std::vector<Table> tables = {
       {"database", "vehicle_telemetry", kSecondNs, 86'400, s.second_hours / 24, "7 days"},
       {"minutes_table", "vehicle_stats_1m", 60 * kSecondNs, 1'440, s.minute_days, "90 days"},
-      {"hours_table", "vehicle_stats_1h", 3600 * kSecondNs, 24, s.hour_days, "kept"}};
+      {"hours_table", "vehicle_stats_1h", 3600 * kSecondNs, 24, s.hour_days, "kept"},
+      {"fleet_table", "fleet_cells_1m", 60 * kSecondNs, 1'440, s.minute_days, "90 days", true}};
   WallClock clock;
   Csv csv(s.out.csv, {"table", "rows", "bytes", "bytes_per_row", "bytes_per_vehicle_day",
                       "fleet_gb_per_day", "retention", "fleet_gb_kept"});
   std::printf(
-      "\n| table | rows written | bytes on disk | bytes/row | bytes per vehicle-day | "
-      "%d vehicles: GB/day | retention | GB kept |\n|---|---|---|---|---|---|---|---|\n",
-      s.fleet);
+      "\n| table | rows written | bytes on disk | bytes/row | bytes per vehicle-day (cell-day) | "
+      "%d vehicles (%d cells): GB/day | retention | GB kept |\n|---|---|---|---|---|---|---|---|\n",
+      s.fleet, s.cells);
   const int64_t end = clock.NowNs() / (3600 * kSecondNs) * (3600 * kSecondNs);
   for (const Table& t : tables) {
     sinks.Write(TierSpan{t.node, t.table, t.step_ns,
@@ -82,7 +91,7 @@ int Main(int argc, char** argv) {
         t.table + "')), pg_total_relation_size('" + t.table + "'))"));
     const double per_row = bytes / rows;
     const double per_vehicle_day = per_row * t.rows_per_day;
-    const double fleet_day_gb = per_vehicle_day * s.fleet / 1e9;
+    const double fleet_day_gb = per_vehicle_day * (t.per_cell ? s.cells : s.fleet) / 1e9;
     double kept_days = 365;
     if (t.retention == "7 days") kept_days = 7;
     if (t.retention == "90 days") kept_days = 90;
