@@ -9,6 +9,7 @@
 #include <map>
 #include <random>
 
+#include "fleet_partial.hpp"
 #include "fleetflow/testkit/harness.hpp"
 
 namespace fleetflow::testkit {
@@ -289,6 +290,67 @@ TEST(MergeStatsTest, CountsSumsExtremesPositionsAndTheFirstAndLastSample) {
   EXPECT_EQ(none.count, 0u);
   MergeStats(none, b);
   EXPECT_EQ(none.sum, 9);
+}
+
+fleet::Partial APartial() {
+  fleet::Partial p;
+  p.node = "cells";
+  p.origin = 3;
+  p.origins = 16;
+  p.start_ns = kStart;
+  p.length_ns = kMinute;
+  p.metrics = *Metrics();
+  p.rows.push_back(
+      {"u09tv", {{3, 1, 1, 3}, {2, 0, 1, 2}, {3, 4.5, 60, 80}, {3, 9, 70, 120}, {3, 20, 90, 150}}});
+  p.rows.push_back({"u0h2b", std::vector<fleet::Stats>(5)});
+  return p;
+}
+
+TEST(FleetPartialCodecTest, PartialsAndMergeStatesComeBackAsTheyWere) {
+  const fleet::Partial p = APartial();
+  fleet::Partial back;
+  ASSERT_TRUE(fleet::Decode(fleet::Encode(p), back));
+  EXPECT_EQ(back, p);
+  fleet::Partial empty = p;
+  empty.rows.clear();  // a window closed without a vehicle in the shard's cells
+  ASSERT_TRUE(fleet::Decode(fleet::Encode(empty), back));
+  EXPECT_EQ(back, empty);
+
+  fleet::MergeState s;
+  s.origins = 16;
+  s.length_ns = kMinute;
+  s.metrics = *Metrics();
+  s.reached = {{0, kStart + kMinute}, {7, kStart + 3 * kMinute}};
+  s.windows[kStart] = p.rows;
+  s.windows[kStart + kMinute] = {p.rows[0]};
+  fleet::MergeState state_back;
+  ASSERT_TRUE(fleet::Decode(fleet::Encode(s), state_back));
+  EXPECT_EQ(state_back, s);
+  ASSERT_TRUE(fleet::Decode(fleet::Encode(fleet::MergeState{}), state_back));
+  EXPECT_EQ(state_back, fleet::MergeState{});
+}
+
+TEST(FleetPartialCodecTest, AnythingElseIsRefusedWithoutACrash) {
+  const std::string partial = fleet::Encode(APartial());
+  fleet::Partial p;
+  fleet::MergeState s;
+  EXPECT_FALSE(fleet::Decode(partial, s)) << "a partial is no merge state";
+  EXPECT_FALSE(fleet::Decode(fleet::Encode(s), p)) << "a merge state is no partial";
+  EXPECT_FALSE(fleet::Decode("", p));
+  EXPECT_FALSE(fleet::Decode("FLP1", p));
+  // Cut short (the last bytes may be the builder's alignment padding: a cut there loses nothing).
+  for (size_t n = 0; n + 8 < partial.size(); n += 7) {
+    EXPECT_FALSE(fleet::Decode(partial.substr(0, n), p)) << n << " bytes of " << partial.size();
+  }
+  fleet::Partial short_row = APartial();
+  short_row.rows[0].stats.pop_back();  // 4 statistics for 5 metrics
+  EXPECT_FALSE(fleet::Decode(fleet::Encode(short_row), p));
+  std::mt19937 rng(5);
+  for (int i = 0; i < 200; ++i) {
+    std::string junk = partial;
+    junk[8 + rng() % (junk.size() - 8)] = static_cast<char>(rng());
+    fleet::Decode(junk, p);  // either way, no crash (the verifier bounds every read)
+  }
 }
 
 }  // namespace
