@@ -241,6 +241,10 @@ struct StatsBatch {
   int64_t length_ns = 0;
   std::shared_ptr<const std::vector<std::string>> sensors;
   std::vector<StatsRow> rows;
+  /// Behind a partitioned source: the partition whose vehicles' rows these are. Such a partition
+  /// reports every window it closes, one without a row too (an empty batch), so that a stage
+  /// across workers knows how far each partition is. Empty: every vehicle's rows.
+  std::optional<uint32_t> partition;
 };
 
 using Body = std::variant<SampleBatch, StatusEvent, Tick, WindowBatch, PartitionEvent, StatsBatch>;

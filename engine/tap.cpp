@@ -132,6 +132,7 @@ void WriteBody(Writer& w, const StatsBatch& b, size_t max_rows, size_t) {
   WriteString(w, "kind", "stats");
   WriteScalar(w, "start_ns", b.start_ns);
   WriteScalar(w, "length_ns", b.length_ns);
+  if (b.partition) WriteScalar(w, "partition", *b.partition);
   WriteScalar(w, "rows_total", b.rows.size());
   w.Key("rows");
   w.StartArray();

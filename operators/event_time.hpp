@@ -75,6 +75,19 @@ class EventTime {
     p.first_window = *p.next;
   }
 
+  /// A partition without a sample (nor restored state) since `since_ns` (it was assigned then),
+  /// not held back at `tick` and idle for idle_ms since, starts its windows on the clock, as one
+  /// whose input stopped goes on: the windows of a partition without vehicles close too, which a
+  /// stage across workers waits for (docs/semantics.md, "Across vehicles"). Nothing when its
+  /// windows have started.
+  void StartIdle(WindowProgress& p, const Tick& tick, int64_t since_ns) const {
+    if (p.next || tick.held_back || tick.now_ns - since_ns < idle_) return;
+    // Its progress is the clock's from here, as the newest event time of one that went idle.
+    p.newest_event_ns = tick.now_ns - tick.input_delay_ns;
+    p.next = WindowOf(p.newest_event_ns - lateness_);
+    p.first_window = *p.next;
+  }
+
   /// The stream could not be read at `now_ns` (Tick::cut_off): the gap in stored times it leaves
   /// is no idle time (Arrived). What the vehicles kept meanwhile comes once it stores again,
   /// each vehicle's at once: progress stays where the outage began until idle_ms after it ended,

@@ -114,11 +114,13 @@ class FleetAggregate final : public Operator {
       if (const SensorStats* soc = Of(row, at.soc)) Add(metrics[kSoc], soc->last.value);
       vehicles_.Inc();
     }
-    if (cells.empty()) return;
+    // A partition's window reports its progress even without a row (StatsBatch::partition).
+    if (cells.empty() && !batch->partition) return;
     StatsBatch fleet;
     fleet.start_ns = batch->start_ns;
     fleet.length_ns = batch->length_ns;
     fleet.sensors = MetricNames();
+    fleet.partition = batch->partition;
     fleet.rows.reserve(cells.size());
     for (auto& [key, metrics] : cells) fleet.rows.push_back({key, std::move(metrics)});
     rows_.Inc(fleet.rows.size());

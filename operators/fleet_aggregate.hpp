@@ -10,7 +10,9 @@
 ///   speed_max  the vehicle's largest speed         max: the fastest vehicle
 ///   soc        the vehicle's last state of charge  mean, min, max over the vehicles
 /// One window's rows reach it as one batch only behind an unpartitioned source (each partition
-/// emits its own): behind a partitioned one, validate refuses it.
+/// emits its own): behind a partitioned one, validate refuses it (the stage that merges the
+/// partitions' rows across workers is being built: each partition's rows come out as its
+/// partial, with the partition, and a partition's window without a vehicle as an empty one).
 
 #include <string>
 

@@ -165,6 +165,10 @@ struct VehicleState {
 
 struct Partition : WindowProgress {
   std::unordered_map<std::string, VehicleState> vehicles;
+  // Assigned by a partitioned source (which partition, when): its batches say which, and it
+  // reports every window it closes (StatsBatch::partition).
+  std::optional<uint32_t> id;
+  int64_t assigned_ns = 0;
   // Snapshots (a store, and the partition assigned by a partitioned source):
   bool snapshots = false;
   std::optional<uint64_t> checkpoint;  // of the snapshot restored: messages up to it are in it
@@ -252,6 +256,7 @@ class WindowAggregate final : public Operator {
     } else if (const auto* t = std::get_if<Tick>(in.get())) {
       for (auto& [_, p] : partitions_) {
         if (t->cut_off) time_.CutOff(p, t->now_ns);
+        if (p.id) time_.StartIdle(p, *t, p.assigned_ns);
         if (const auto horizon = time_.OnTick(p, *t)) CloseUpTo(p, *horizon, out);
       }
       tracked_.Set(static_cast<double>(tracked_count_));
@@ -345,6 +350,7 @@ class WindowAggregate final : public Operator {
     batch.start_ns = end - every_;
     batch.length_ns = every_;
     batch.sensors = sensors_;
+    batch.partition = p.id;
     const bool emits = EventTime::Emits(p, end);
     for (auto it = p.vehicles.begin(); it != p.vehicles.end();) {
       StatsRow row;
@@ -379,7 +385,9 @@ class WindowAggregate final : public Operator {
       }
     }
     windows_.Inc();
-    if (!batch.rows.empty()) {
+    // A partition's window without a row is reported too (its progress), unless the previous
+    // owner closed it.
+    if (!batch.rows.empty() || (p.id && emits)) {
       rows_.Inc(batch.rows.size());
       out.Emit(MakeMessage(std::move(batch)));
     }
@@ -415,6 +423,8 @@ class WindowAggregate final : public Operator {
       return;
     }
     p = Partition{};
+    p.id = e.partition;
+    p.assigned_ns = clock_.NowNs();
     if (e.emitted) p.done = EmittedBy(*e.emitted, node_);
     if (snapshots_) Restore(e.partition, p);
     tracked_.Set(static_cast<double>(tracked_count_));

@@ -277,7 +277,9 @@ TEST_F(JetStreamTiersE2E,
   Process sim(SimArgs(nats_, fleet, kDurationS), dir_.File("sim.log"));
   // The first tier's windows close; then the engine goes while the fleet goes on.
   ASSERT_TRUE(WaitFor([&] { return TableRows(pg_, "vehicle_stats_1m") >= 2 * kVehicles; }, 60s))
-      << TableRows(pg_, "vehicle_stats_1m");
+      << TableRows(pg_, "vehicle_stats_1m") << " minute rows, " << Rows(pg_) << " 1 s rows; the "
+      << "worker is " << (worker->process().Running() ? "running" : "gone") << "\n"
+      << worker->process().ReadLog() << sim.ReadLog();
   worker->process().Signal(SIGKILL);
   ASSERT_TRUE(worker->process().Wait(10s).has_value());
   const size_t rows_before = static_cast<size_t>(Rows(pg_));

@@ -127,5 +127,30 @@ TEST(FleetAggregateTest, TicksPassAndAWindowWithoutVehiclesEmitsNothing) {
   EXPECT_EQ(Only<Tick>(h.TickAt(kStart)).size(), 1u);
 }
 
+// Behind a partitioned window_aggregate the rows of a batch are one partition's: the cells'
+// rows are that partition's partials, with its number, and a window without a vehicle placed
+// still reports the partition's progress (an empty batch), for the stage across workers.
+TEST(FleetAggregateTest, APartitionsRowsArePartialsWithItsNumberAndAnEmptyWindowIsReported) {
+  OperatorHarness h("fleet_aggregate", "{}");
+  Body with = Window({{"a", {Stats({0}, kParis), Stats({10}), Stats({80})}}});
+  std::get<StatsBatch>(with).partition = 7;
+  const auto partials = Only<StatsBatch>(h.Feed(std::move(with)));
+  ASSERT_EQ(partials.size(), 1u);
+  EXPECT_EQ(partials[0]->partition, std::optional<uint32_t>(7));
+  ASSERT_EQ(partials[0]->rows.size(), 1u);
+  EXPECT_EQ(partials[0]->rows[0].vehicle, "u09tv");
+
+  Body unplaced = Window({{"d", {Stats({}), Stats({1}), Stats({})}}});
+  std::get<StatsBatch>(unplaced).partition = 7;
+  const auto empty = Only<StatsBatch>(h.Feed(std::move(unplaced)));
+  ASSERT_EQ(empty.size(), 1u);
+  EXPECT_EQ(empty[0]->partition, std::optional<uint32_t>(7));
+  EXPECT_EQ(empty[0]->start_ns, kStart);
+  EXPECT_TRUE(empty[0]->rows.empty());
+  Body none = Window({});
+  std::get<StatsBatch>(none).partition = 2;
+  EXPECT_EQ(Only<StatsBatch>(h.Feed(std::move(none))).size(), 1u);
+}
+
 }  // namespace
 }  // namespace fleetflow::testkit

@@ -195,6 +195,78 @@ TEST_F(WindowAggregateTest, AHandOverRecordsTheLastWindowAndTheNextOwnerGoesOnAf
   EXPECT_EQ(got.at(10'000).count, 1u);
 }
 
+// Behind a partitioned source each partition reports every window it closes, with the partition
+// (a stage across workers waits for each partition's windows): a window without a row as an empty
+// batch, and a partition without any sample closes its windows on the clock from idle_ms after it
+// was assigned. Unpartitioned, a window without a row gives nothing, as before.
+TEST_F(WindowAggregateTest, APartitionReportsEveryWindowItClosesOneWithoutAVehicleToo) {
+  h.Feed(Assigned(3));
+  h.Feed(Assigned(5));  // never gets a sample
+  SampleBatch samples = Batch("v1", "speed", {At(1000, 1, 1.0), At(12'000, 2, 2.0)});
+  samples.partition = 3;
+  h.Feed(std::move(samples));
+  std::vector<std::string> got;  // partition@window start (s): rows
+  for (int64_t t : {10'500, 20'500, 30'500}) {
+    for (const auto& b : Only<StatsBatch>(h.TickAt(kBase + t * kMs))) {
+      ASSERT_TRUE(b->partition.has_value());
+      got.push_back(std::to_string(*b->partition) + "@" +
+                    std::to_string((b->start_ns - kBase) / kS) + ": " +
+                    std::to_string(b->rows.size()));
+    }
+  }
+  std::sort(got.begin(), got.end());
+  // Partition 3's windows start at the one its first sample arrived in (the clock at kBase, the
+  // end of [-10 s, 0)), as ever: that one is reported too.
+  EXPECT_EQ(got, (std::vector<std::string>{"3@-10: 0", "3@0: 1", "3@10: 1", "3@20: 0", "5@0: 0",
+                                           "5@10: 0", "5@20: 0"}));
+
+  OperatorHarness unpartitioned("window_aggregate", kConfig);
+  unpartitioned.TickAt(kBase);
+  unpartitioned.Feed(Batch("v1", "speed", {At(1000, 1, 1.0)}));
+  std::vector<std::shared_ptr<const StatsBatch>> batches;
+  for (int64_t t : {10'500, 20'500, 30'500}) {
+    for (const auto& b : Only<StatsBatch>(unpartitioned.TickAt(kBase + t * kMs))) {
+      batches.push_back(b);
+    }
+  }
+  ASSERT_EQ(batches.size(), 1u) << "a window without a row";
+  EXPECT_FALSE(batches[0]->partition.has_value());
+}
+
+// A partition taken over with its windows started (the previous owner's record) reports only
+// windows after them; one held back (a backlog on its way) does not start on the clock.
+TEST_F(WindowAggregateTest, APartitionWithoutSamplesHeldBackOrHandedOverStartsOnlyWhenDue) {
+  h.Feed(Assigned(4, EmittedWindows{{"op", kBase + 20 * kS}}));
+  Tick held{kBase + 10'500 * kMs};
+  held.held_back = true;
+  EXPECT_TRUE(Only<StatsBatch>(h.Feed(held)).empty()) << "started while held back";
+  std::vector<int64_t> starts;
+  for (int64_t t : {20'500, 30'500, 40'500}) {
+    for (const auto& b : Only<StatsBatch>(h.TickAt(kBase + t * kMs))) {
+      starts.push_back((b->start_ns - kBase) / kS);
+      EXPECT_TRUE(b->rows.empty());
+    }
+  }
+  EXPECT_EQ(starts, (std::vector<int64_t>{20, 30}))
+      << "windows up to 20 s were the previous owner's";
+}
+
+// A partition started on the clock takes the clock's progress as its event time: a tick while
+// input is held back, or its revocation, closes no window beyond it (with no event time at all
+// the arithmetic ran past the end of int64 and closed windows without end).
+TEST_F(WindowAggregateTest, APartitionStartedOnTheClockGoesNoFurtherThanTheClock) {
+  h.Feed(Assigned(6));
+  const auto started = Only<StatsBatch>(h.TickAt(kBase + 10'500 * kMs));
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_EQ(started[0]->start_ns, kBase);  // [0, 10 s): closed at 10.5 s
+  Tick held{kBase + 30'500 * kMs};
+  held.held_back = true;
+  EXPECT_TRUE(Only<StatsBatch>(h.Feed(held)).empty());
+  PartitionEvent revoked = Revoked(6);
+  EXPECT_TRUE(Only<StatsBatch>(h.Feed(revoked)).empty());
+  EXPECT_EQ(revoked.handover->windows(), (EmittedWindows{{"op", kBase + 10 * kS}}));
+}
+
 /// The independent computation: from the distinct samples (by time and sequence number) that
 /// arrived before their window closed, sorted by time.
 struct Expected {
