@@ -3,6 +3,12 @@
 #include <algorithm>
 
 namespace fleetflow {
+namespace {
+
+/// WindowProgress's "never": no arrival, no event time yet.
+constexpr int64_t kNever = std::numeric_limits<int64_t>::min();
+
+}  // namespace
 
 std::optional<int64_t> EventTime::Arrived(WindowProgress& p, int64_t received_ns,
                                           int64_t stream_ns) const {
@@ -24,14 +30,13 @@ void EventTime::CutOff(WindowProgress& p, int64_t now_ns) const {
 
 std::optional<int64_t> EventTime::OnTick(const WindowProgress& p, const Tick& tick) const {
   if (!p.next) return std::nullopt;  // no sample yet: no window can have a row
-  constexpr int64_t kNone = std::numeric_limits<int64_t>::min();
   if (tick.drain) return tick.now_ns;
   // What the sources still gather was stored up to input_delay_ns ago: the clock less that.
   int64_t progress = tick.now_ns - tick.input_delay_ns;
   // Nothing arrived yet (only restored state): idle, as after idle_ms without input.
-  const bool arrived = p.last_arrival_ns != std::numeric_limits<int64_t>::min();
+  const bool arrived = p.last_arrival_ns != kNever;
   if (tick.held_back || (arrived && tick.now_ns - p.last_arrival_ns <= idle_)) {
-    if (p.newest_event_ns == kNone) return std::nullopt;  // no event time to go by
+    if (p.newest_event_ns == kNever) return std::nullopt;  // no event time to go by
     progress = std::min(ProgressCap(p, progress), p.newest_event_ns);
   }
   if (tick.now_ns <= p.hold_until_ns) progress = std::min(progress, p.hold_at_ns);
@@ -39,7 +44,7 @@ std::optional<int64_t> EventTime::OnTick(const WindowProgress& p, const Tick& ti
 }
 
 std::optional<int64_t> EventTime::OnRevoke(const WindowProgress& p) const {
-  if (!p.next || p.newest_event_ns == std::numeric_limits<int64_t>::min()) return std::nullopt;
+  if (!p.next || p.newest_event_ns == kNever) return std::nullopt;
   return std::min(p.newest_event_ns, ProgressCap(p, clock_.NowNs())) - lateness_;
 }
 
