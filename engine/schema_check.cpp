@@ -220,6 +220,8 @@ void SchemaChecker::CheckMembers(const rapidjson::Value& object, const rapidjson
       CheckValue(m.value, *sub, at, out);
     } else if (closed) {
       out.push_back({at, UnknownNameMessage("field", name, known)});
+    } else if (additional != nullptr && additional->IsObject()) {
+      CheckValue(m.value, *additional, at, out);  // a map: every other member has this schema
     }
   }
   const rapidjson::Value* required = Member(schema, "required");

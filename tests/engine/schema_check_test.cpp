@@ -71,6 +71,23 @@ TEST(SchemaCheckerTest, LevelKeywordsAndWrongTypes) {
   EXPECT_EQ(v[0].message, "must be object, found an array of 1 item(s)");
 }
 
+// An object whose members are free names with one schema (a map, as a test file's expected rows
+// by vehicle): each member is checked against it, and each bad one is a violation of its own.
+TEST(SchemaCheckerTest, MembersOfAMapAreEachCheckedAgainstItsSchema) {
+  SchemaChecker checker(Json(R"({
+    "type": "object",
+    "properties": {"by_name": {"type": "object",
+                               "additionalProperties": {"type": "integer", "minimum": 0}}}
+  })"));
+  EXPECT_TRUE(checker.Check(Json(R"({"by_name": {"a": 1, "b": 0}})")).empty());
+  const auto v = checker.Check(Json(R"({"by_name": {"a": -1, "b": 2, "c": "x"}})"));
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_EQ(v[0].pointer, "/by_name/a");
+  EXPECT_THAT(v[0].message, HasSubstr("must be at least 0"));
+  EXPECT_EQ(v[1].pointer, "/by_name/c");
+  EXPECT_EQ(v[1].message, "must be integer, found the string \"x\"");
+}
+
 TEST(SchemaCheckTest, SuggestionsAndDescriptions) {
   EXPECT_EQ(EditDistance("jion", "join"), 1u);
   EXPECT_EQ(EditDistance("evry_ms", "every_ms"), 1u);
