@@ -1,6 +1,7 @@
 #include "builtin.hpp"
 
 #include "fleet_aggregate.hpp"
+#include "fleet_publish.hpp"
 #include "keyed_last_value.hpp"
 #include "nats_source.hpp"
 #include "range_filter.hpp"
@@ -19,6 +20,7 @@ void RegisterBuiltinOperators(Registry& registry) {
   RegisterWindowJoin(registry);
   RegisterWindowAggregate(registry);
   RegisterFleetAggregate(registry);
+  RegisterFleetPublish(registry);
   RegisterTimescaleSink(registry);
 }
 

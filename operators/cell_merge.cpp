@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "fleet_partial.hpp"
+
 namespace fleetflow {
 
 void MergeStats(SensorStats& into, const SensorStats& from) {
@@ -97,6 +99,54 @@ bool CellMerge::Restore(State restored) {
   }
   state_ = std::move(restored);
   return true;
+}
+
+std::string CellMerge::Save() const {
+  fleet::MergeState saved;
+  saved.origins = static_cast<uint32_t>(state_.reached.size());
+  saved.length_ns = state_.length_ns;
+  saved.metrics = *metrics_;
+  for (uint32_t o = 0; o < state_.reached.size(); ++o) {
+    if (state_.reached[o]) saved.reached[o] = *state_.reached[o];
+  }
+  for (const auto& [start, cells] : state_.open) {
+    std::vector<fleet::Row>& rows = saved.windows[start];
+    for (const auto& [cell, stats] : cells) {
+      fleet::Row& row = rows.emplace_back();
+      row.key = cell;
+      for (const SensorStats& s : stats) row.stats.push_back({s.count, s.min, s.max, s.sum});
+    }
+  }
+  return fleet::Encode(saved);
+}
+
+bool CellMerge::Restore(std::string_view value) {
+  fleet::MergeState saved;
+  if (!fleet::Decode(value, saved) || saved.metrics != *metrics_ ||
+      saved.origins != state_.reached.size()) {
+    return false;
+  }
+  State restored;
+  restored.reached.resize(saved.origins);
+  for (const auto& [origin, end] : saved.reached) {
+    if (origin >= saved.origins) return false;
+    restored.reached[origin] = end;
+  }
+  restored.length_ns = saved.length_ns;
+  for (const auto& [start, rows] : saved.windows) {
+    auto& cells = restored.open[start];
+    for (const fleet::Row& row : rows) {
+      std::vector<SensorStats>& stats = cells[row.key];
+      for (const fleet::Stats& s : row.stats) {
+        SensorStats& st = stats.emplace_back();
+        st.count = s.count;
+        st.min = s.min;
+        st.max = s.max;
+        st.sum = s.sum;
+      }
+    }
+  }
+  return Restore(std::move(restored));
 }
 
 }  // namespace fleetflow

@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "message.hpp"
@@ -71,6 +72,11 @@ class CellMerge {
   /// Replaces the state by `restored`; false (and the state unchanged) when it has another
   /// number of origins.
   bool Restore(State restored);
+
+  /// The state as a snapshot value (an FLM1 MergeState, schemas/fleet_partial.fbs), and back:
+  /// false (the state unchanged) when `value` is not one, or one of other origins or metrics.
+  std::string Save() const;
+  bool Restore(std::string_view value);
 
  private:
   const std::shared_ptr<const std::vector<std::string>> metrics_;

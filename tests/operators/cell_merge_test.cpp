@@ -219,7 +219,7 @@ TEST(CellMergeTest, ANextOwnerRestoredFromTheStateGivesTheRowsOfOneThatKeptGoing
   std::vector<StatsBatch> given = first.TakeComplete();
   first.Add(windows[1][0]);
   first.Add(windows[1][1]);
-  const CellMerge::State saved = first.state();
+  const std::string saved = first.Save();  // the snapshot value, as stored
 
   CellMerge next(kOrigins, Metrics());
   ASSERT_TRUE(next.Restore(saved));
@@ -232,6 +232,11 @@ TEST(CellMergeTest, ANextOwnerRestoredFromTheStateGivesTheRowsOfOneThatKeptGoing
   }
   CellMerge other(kOrigins + 1, Metrics());
   EXPECT_FALSE(other.Restore(saved)) << "a state of another number of partitions";
+  CellMerge other_metrics(
+      kOrigins, std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"x"}));
+  EXPECT_FALSE(other_metrics.Restore(saved)) << "a state of other metrics";
+  EXPECT_FALSE(next.Restore(std::string_view("not a snapshot")));
+  EXPECT_FALSE(other.Restore(first.state())) << "the state itself, of other partitions";
 }
 
 TEST(CellMergeTest, PartialsOfAnotherShapeAreRefused) {
