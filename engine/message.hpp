@@ -245,6 +245,18 @@ struct StatsBatch {
   /// reports every window it closes, one without a row too (an empty batch), so that a stage
   /// across workers knows how far each partition is. Empty: every vehicle's rows.
   std::optional<uint32_t> partition;
+  /// A partial of the stage across workers as fleet_source reads it (`partition` is then the
+  /// shard of its cells): the partition of the vehicles' stream whose rows these are, of how
+  /// many. Empty: rows of their own (not to be merged).
+  struct Origin {
+    uint32_t partition = 0;
+    uint32_t partitions = 0;
+  };
+  std::optional<Origin> origin;
+  /// As SampleBatch::sequence and ::ack, for a partial read from its stream (fleet_source):
+  /// acknowledged once merged, the stream the shard's changelog.
+  uint64_t sequence = 0;
+  Ack ack{};
 };
 
 using Body = std::variant<SampleBatch, StatusEvent, Tick, WindowBatch, PartitionEvent, StatsBatch>;

@@ -32,13 +32,20 @@ struct NodeFacts {
   std::optional<std::string> state_bucket;
   /// A source whose vehicles are split into partitions that move between workers.
   bool partitioned = false;
+  /// With partitioned: into how many.
+  uint32_t partitions = 0;
   /// Keyed state from which a partition's next owner restores its windows: how far back it
   /// keeps samples, in ms (keyed_last_value's history_ms); nullopt: not such a state.
   std::optional<int64_t> state_history_ms;
-  /// What the rows a node emits hold: the samples bracketing a window time (window_join) or a
-  /// window's statistics (window_aggregate); kUnknown: no rows, or not said.
-  enum class Rows { kUnknown, kSlots, kStatistics };
+  /// What the rows a node emits hold: the samples bracketing a window time (window_join), a
+  /// window's statistics (window_aggregate), or partials of rows across vehicles read back from
+  /// the workers that made them (fleet_source: a merge completes them); kUnknown: no rows, or
+  /// not said.
+  enum class Rows { kUnknown, kSlots, kStatistics, kPartials };
   Rows rows = Rows::kUnknown;
+  /// Rows across vehicles (fleet_aggregate): behind a partitioned source, each partition's are
+  /// partials of the whole, for fleet_publish, not rows to write.
+  bool across_vehicles = false;
   /// A node that keeps its partitions' state durably with a checkpoint of its own per partition
   /// (keyed_last_value, window_aggregate with backend jetstream_kv), in the bucket its source
   /// names in state_bucket (its check_upstream sees to that): the key of partition `p`'s

@@ -1,7 +1,9 @@
 #include "builtin.hpp"
 
+#include "cell_merge.hpp"
 #include "fleet_aggregate.hpp"
 #include "fleet_publish.hpp"
+#include "fleet_source.hpp"
 #include "keyed_last_value.hpp"
 #include "nats_source.hpp"
 #include "range_filter.hpp"
@@ -21,6 +23,8 @@ void RegisterBuiltinOperators(Registry& registry) {
   RegisterWindowAggregate(registry);
   RegisterFleetAggregate(registry);
   RegisterFleetPublish(registry);
+  RegisterFleetSource(registry);
+  RegisterCellMerge(registry);
   RegisterTimescaleSink(registry);
 }
 

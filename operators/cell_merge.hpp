@@ -1,10 +1,10 @@
 #pragma once
-/// The merge of fleet rows across workers (issue 41's second stage; not wired into a pipeline
-/// yet). Behind a partitioned source each partition of the vehicles' stream (an "origin") closes
-/// its windows on its own and fleet_aggregate makes one partial row per cell of each: the rows of
-/// a cell and window are the sum of every origin's partials. CellMerge keeps, for the cells of one
-/// shard, the partials merged so far and each origin's progress, and gives a window's rows once
-/// every origin has reported that window or a later one:
+/// cell_merge: the merge of fleet rows across workers (docs/semantics.md, "Across vehicles"),
+/// after a fleet_source. Behind a partitioned source each partition of the vehicles' stream (an
+/// "origin") closes its windows on its own and fleet_aggregate makes one partial row per cell of
+/// each: the rows of a cell and window are the sum of every origin's partials. CellMerge keeps, for
+/// the cells of one shard, the partials merged so far and each origin's progress, and gives a
+/// window's rows once every origin has reported that window or a later one:
 ///  - an origin's partials come in window order (a partition closes its windows in order, and
 ///    reports every window it closes, an empty one too), so a partial of a window at or before
 ///    the origin's last one is one it sent again (after a crash or a hand-over of the origin):
@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "message.hpp"
+#include "registry.hpp"
+#include "state_store.hpp"
 
 namespace fleetflow {
 
@@ -77,10 +79,20 @@ class CellMerge {
   /// false (the state unchanged) when `value` is not one, or one of other origins or metrics.
   std::string Save() const;
   bool Restore(std::string_view value);
+  /// The merge a snapshot value holds (of its origins and metrics); empty when it is not one.
+  static std::optional<CellMerge> Restored(std::string_view value);
+
+  uint32_t origins() const { return static_cast<uint32_t>(state_.reached.size()); }
+  const std::shared_ptr<const std::vector<std::string>>& metrics() const { return metrics_; }
 
  private:
-  const std::shared_ptr<const std::vector<std::string>> metrics_;
+  std::shared_ptr<const std::vector<std::string>> metrics_;
   State state_;
 };
+
+/// Registers cell_merge; `memory_snapshots`: the store of its memory backend (operator tests:
+/// workers sharing one hand shards over through it; none: nothing is kept).
+void RegisterCellMerge(Registry& registry,
+                       std::shared_ptr<SnapshotStore> memory_snapshots = nullptr);
 
 }  // namespace fleetflow

@@ -43,7 +43,7 @@ namespace {
 
 /// The options of fleet_aggregate (see Spec()).
 struct FleetAggregateOptions {
-  enum class GroupBy { kCell, kFleet };
+  enum class GroupBy { kCell, kFleet, kCellAndFleet };
   GroupBy group_by = GroupBy::kCell;
   int cell_precision = 5;
   std::string position_sensor;
@@ -93,25 +93,18 @@ class FleetAggregate final : public Operator {
     }
     const Indexes at = IndexesOf(*batch->sensors);
     std::map<std::string, std::vector<SensorStats>> cells;  // by key, in order
+    using GroupBy = FleetAggregateOptions::GroupBy;
     for (const StatsRow& row : batch->rows) {
-      std::string key = "fleet";
-      if (o_.group_by == FleetAggregateOptions::GroupBy::kCell) {
+      if (o_.group_by != GroupBy::kFleet) {
         const SensorStats* position = Of(row, at.position);
-        if (position == nullptr || !position->last.has_position) {
+        if (position != nullptr && position->last.has_position) {
+          Count(row, at, cells[Geohash(position->last.lat, position->last.lon, o_.cell_precision)]);
+        } else {
           unplaced_.Inc();
-          continue;
+          if (o_.group_by == GroupBy::kCell) continue;
         }
-        key = Geohash(position->last.lat, position->last.lon, o_.cell_precision);
       }
-      auto& metrics = cells[key];
-      if (metrics.empty()) metrics.resize(kMetrics);
-      Add(metrics[kVehicles], 1.0);
-      if (const SensorStats* speed = Of(row, at.speed)) {
-        Add(metrics[kMoving], speed->max >= o_.moving_speed ? 1.0 : 0.0);
-        Add(metrics[kSpeed], speed->sum / static_cast<double>(speed->count));
-        Add(metrics[kSpeedMax], speed->max);
-      }
-      if (const SensorStats* soc = Of(row, at.soc)) Add(metrics[kSoc], soc->last.value);
+      if (o_.group_by != GroupBy::kCell) Count(row, at, cells[kFleetKey]);
       vehicles_.Inc();
     }
     // A partition's window reports its progress even without a row (StatsBatch::partition).
@@ -129,10 +122,23 @@ class FleetAggregate final : public Operator {
 
  private:
   static constexpr size_t kNone = SIZE_MAX;
+  static constexpr char kFleetKey[] = "fleet";
   /// Where the position, speed and state of charge are among a batch's sensors.
   struct Indexes {
     size_t position = kNone, speed = kNone, soc = kNone;
   };
+
+  /// Counts a vehicle's row into the metrics of a cell (or of the fleet).
+  void Count(const StatsRow& row, const Indexes& at, std::vector<SensorStats>& metrics) const {
+    if (metrics.empty()) metrics.resize(kMetrics);
+    Add(metrics[kVehicles], 1.0);
+    if (const SensorStats* speed = Of(row, at.speed)) {
+      Add(metrics[kMoving], speed->max >= o_.moving_speed ? 1.0 : 0.0);
+      Add(metrics[kSpeed], speed->sum / static_cast<double>(speed->count));
+      Add(metrics[kSpeedMax], speed->max);
+    }
+    if (const SensorStats* soc = Of(row, at.soc)) Add(metrics[kSoc], soc->last.value);
+  }
 
   Indexes IndexesOf(const std::vector<std::string>& sensors) const {
     const auto find = [&](const std::string& name) {
@@ -161,8 +167,12 @@ const OptionsSpec<FleetAggregateOptions>& Spec() {
            "cell: one row per geohash cell of the vehicles' last positions in the window (the "
            "row's key is the geohash; vehicles without a position in the window are in no "
            "cell, counted in vehicles_without_position); fleet: one row for every vehicle, "
-           "keyed \"fleet\".",
-           &O::group_by, {{"cell", O::GroupBy::kCell}, {"fleet", O::GroupBy::kFleet}})
+           "keyed \"fleet\"; cell_and_fleet: both in one batch (one stage across workers "
+           "carries both).",
+           &O::group_by,
+           {{"cell", O::GroupBy::kCell},
+            {"fleet", O::GroupBy::kFleet},
+            {"cell_and_fleet", O::GroupBy::kCellAndFleet}})
         .Default("cell");
     c.Integer("cell_precision",
               "Characters of the geohash: 4 is about 39 x 20 km, 5 about 4.9 x 4.9 km, 6 about "
@@ -194,22 +204,14 @@ const OptionsSpec<FleetAggregateOptions>& Spec() {
   });
 }
 
-/// Its input is a window_aggregate's rows, one batch per window: behind a partitioned source
-/// each partition emits its own, and the rows of a cell would be written once per partition.
+/// Its input is a window_aggregate's rows, one batch per window (behind a partitioned source one
+/// per partition: partials, which the sink refuses and fleet_publish sends to the merge).
 std::vector<UpstreamProblem> CheckUpstream(const Config&, const std::string& self_id,
                                            const std::vector<UpstreamNode>& upstream) {
   std::vector<UpstreamProblem> problems;
   NodeFacts::Rows rows = NodeFacts::Rows::kUnknown;
   std::string rows_node;
   for (const UpstreamNode& n : upstream) {
-    if (n.facts.partitioned) {
-      problems.push_back(
-          {n.id, "/partitions",
-           "fleet_aggregate '" + self_id +
-               "' needs every vehicle's row of a window in one batch, which a partitioned "
-               "source splits by partition (the stage that merges them across workers is not "
-               "built yet); read an unpartitioned source (pipelines/tiers.json)"});
-    }
     if (n.facts.rows != NodeFacts::Rows::kUnknown) {
       rows = n.facts.rows;  // the nearest node that emits rows comes last
       rows_node = n.id;
@@ -237,6 +239,7 @@ void RegisterFleetAggregate(Registry& registry) {
   info.facts = [](const Config&) {
     NodeFacts f;
     f.rows = NodeFacts::Rows::kStatistics;
+    f.across_vehicles = true;
     return f;
   };
   info.check_upstream = CheckUpstream;

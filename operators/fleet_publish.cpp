@@ -240,6 +240,35 @@ const OptionsSpec<FleetPublishOptions>& Spec() {
   });
 }
 
+/// Its input is a fleet_aggregate's rows behind a partitioned source of as many partitions as it
+/// says the merge waits for.
+std::vector<UpstreamProblem> CheckUpstream(const Config& self, const std::string& self_id,
+                                           const std::vector<UpstreamNode>& upstream) {
+  const FleetPublishOptions o = Spec().Parse(self);
+  std::vector<UpstreamProblem> problems;
+  const UpstreamNode* source = nullptr;
+  bool across = false;
+  for (const UpstreamNode& n : upstream) {
+    if (n.facts.partitioned) source = &n;
+    across = across || n.facts.across_vehicles;
+  }
+  if (source == nullptr || !across) {
+    problems.push_back({self_id, "",
+                        "fleet_publish '" + self_id +
+                            "' sends the partials of a fleet_aggregate behind a partitioned "
+                            "source (nats_source with partitions); without both there is "
+                            "nothing to merge across workers: write the rows with a "
+                            "timescale_sink"});
+  } else if (source->facts.partitions != static_cast<uint32_t>(o.partitions)) {
+    problems.push_back({self_id, "/partitions",
+                        "source '" + source->id + "' has " +
+                            std::to_string(source->facts.partitions) +
+                            " partitions: the merge waits for each, set \"partitions\": " +
+                            std::to_string(source->facts.partitions)});
+  }
+  return problems;
+}
+
 }  // namespace
 
 void RegisterFleetPublish(Registry& registry) {
@@ -249,6 +278,7 @@ void RegisterFleetPublish(Registry& registry) {
       "behind a partitioned source) over JetStream to the worker that merges their cells, one "
       "message per shard of the cells.",
       PortKind::kRows, PortKind::kNone, Spec());
+  info.check_upstream = CheckUpstream;
   registry.Add(std::move(info));
 }
 

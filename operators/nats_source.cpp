@@ -676,6 +676,7 @@ void RegisterNatsSource(Registry& registry) {
     NodeFacts facts;
     facts.at_least_once = s.delivery == Delivery::kJetStream;
     facts.partitioned = s.partitions > 0;
+    facts.partitions = s.partitions;
     if (!s.state_bucket.empty()) facts.state_bucket = s.state_bucket;
     return facts;
   };

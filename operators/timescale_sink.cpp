@@ -288,12 +288,32 @@ std::vector<UpstreamProblem> CheckColumnsFitTheRows(const Config& self, const st
                                                     const std::vector<UpstreamNode>& upstream) {
   NodeFacts::Rows rows = NodeFacts::Rows::kUnknown;
   std::string from;
+  const UpstreamNode* partitioned = nullptr;
+  const UpstreamNode* across = nullptr;
   for (const UpstreamNode& n : upstream) {
+    if (n.facts.partitioned) partitioned = &n;
+    if (n.facts.across_vehicles) across = &n;
     if (n.facts.rows == NodeFacts::Rows::kUnknown) continue;
     rows = n.facts.rows;
     from = n.type + " '" + n.id + "'";
   }
   std::vector<UpstreamProblem> problems;
+  // A partition's rows across vehicles are a part of each cell's: written, the rows of a cell
+  // would be written once per partition, each with some of its vehicles.
+  if (rows == NodeFacts::Rows::kPartials) {
+    problems.push_back({self_id, "",
+                        "timescale_sink '" + self_id + "' reads the partials of " + from +
+                            ": put a cell_merge between them, which writes each cell's row once "
+                            "all partitions' partials are in"});
+  } else if (across != nullptr && partitioned != nullptr) {
+    problems.push_back({across->id, "",
+                        across->type + " '" + across->id + "' is behind partitioned source '" +
+                            partitioned->id +
+                            "': each partition's rows are partials of the cells' rows, not rows "
+                            "to write; send them with fleet_publish and write what a "
+                            "fleet_source -> cell_merge makes of them "
+                            "(pipelines/jetstream-tiers.json)"});
+  }
   const auto columns = TimescaleSinkSpec().Parse(self).columns;
   for (size_t i = 0; i < columns.size(); ++i) {
     const std::string at = "/columns/" + std::to_string(i) + "/stat";

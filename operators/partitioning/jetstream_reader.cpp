@@ -87,7 +87,7 @@ void JetStreamReader::Prepare(uint32_t p) {
   nats::ConsumerOptions c = options_.consumer;
   c.durable = DurableOf(p);
   if (options_.partitions > 0)
-    c.filter_subject = options_.prefix + "." + std::to_string(p) + ".*.*";
+    c.filter_subject = options_.prefix + "." + std::to_string(p) + "." + options_.tail;
   js_.EnsureConsumer(c);
 }
 
@@ -135,7 +135,7 @@ bool JetStreamReader::CutOff() const { return watch_.Unavailable(); }
 /// the reader stops.
 void JetStreamReader::Reread(uint32_t p, const ChangelogRange& range) {
   const std::string filter = options_.partitions > 0
-                                 ? options_.prefix + "." + std::to_string(p) + ".*.*"
+                                 ? options_.prefix + "." + std::to_string(p) + "." + options_.tail
                                  : options_.consumer.filter_subject;
   uint64_t next = range.first, reread = 0;
   int backoff_ms = 100;

@@ -39,6 +39,8 @@ struct JetStreamReaderOptions {
   /// StreamWatch asks it while nothing comes. A stream of one replica stores whenever its server
   /// answers at all.
   bool watch_stream = false;
+  /// The tokens after <prefix>.<n> of a partition's subjects.
+  std::string tail = "*.*";
 };
 
 class JetStreamReader final : public PartitionReader {

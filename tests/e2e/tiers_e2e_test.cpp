@@ -114,11 +114,11 @@ void CheckTiers(const PostgresServer& pg, const std::vector<Tier>& tiers, const 
   }
 }
 
-/// fleet_cells_1m (pipelines/tiers.json's fleet_aggregate nodes) against the vehicles' rows of
-/// the minutes' table grouped here in SQL: by the geohash PostGIS computes of each vehicle's last
-/// position (ST_GeoHash, not the engine's), and for the whole fleet. Returns the rows compared.
-size_t CheckFleetCells(const PostgresServer& pg) {
-  pg.Psql("CREATE EXTENSION IF NOT EXISTS postgis");
+/// fleet_cells_1m (the fleet_aggregate nodes of pipelines/tiers.json, the stage across workers of
+/// pipelines/jetstream-tiers.json) against the vehicles' rows of the minutes' table grouped here
+/// in SQL: by the geohash PostGIS computes of each vehicle's last position (ST_GeoHash, not the
+/// engine's), and for the whole fleet. The query of the rows that differ, `select` of them.
+std::string FleetCellsDiffering(const std::string& select) {
   const std::string per_vehicle =
       "SELECT time, ST_GeoHash(ST_SetSRID(ST_MakePoint(lon_last, lat_last), 4326), 5) AS cell, "
       "speed_samples, speed_mean, speed_max, soc_last FROM vehicle_stats_1m";
@@ -134,16 +134,20 @@ size_t CheckFleetCells(const PostgresServer& pg) {
     return "(e." + c + " IS NULL) <> (f." + c + " IS NULL) OR abs(e." + c + " - f." + c +
            ") > 1e-9";
   };
-  const std::string problems =
-      " FROM e FULL JOIN fleet_cells_1m f USING (cell, time) WHERE e.vehicles IS NULL OR "
-      "f.vehicles IS NULL OR " +
-      differs("vehicles") + " OR " + differs("moving") + " OR " + differs("speed_mean") + " OR " +
-      differs("speed_max") + " OR " + differs("soc_mean") + " OR " + differs("soc_min");
-  EXPECT_EQ(pg.Psql(expected + "SELECT count(*)" + problems), "0")
-      << pg.Psql(expected +
-                 "SELECT cell, time, e.vehicles, f.vehicles, e.moving, f.moving, "
-                 "e.speed_mean, f.speed_mean, e.soc_mean, f.soc_mean" +
-                 problems + " LIMIT 10");
+  return expected + "SELECT " + select +
+         " FROM e FULL JOIN fleet_cells_1m f USING (cell, time) WHERE e.vehicles IS NULL OR "
+         "f.vehicles IS NULL OR " +
+         differs("vehicles") + " OR " + differs("moving") + " OR " + differs("speed_mean") +
+         " OR " + differs("speed_max") + " OR " + differs("soc_mean") + " OR " + differs("soc_min");
+}
+
+/// Checks fleet_cells_1m (FleetCellsDiffering); returns its rows.
+size_t CheckFleetCells(const PostgresServer& pg) {
+  pg.Psql("CREATE EXTENSION IF NOT EXISTS postgis");
+  EXPECT_EQ(pg.Psql(FleetCellsDiffering("count(*)")), "0")
+      << pg.Psql(FleetCellsDiffering("cell, time, e.vehicles, f.vehicles, e.moving, f.moving, "
+                                     "e.speed_mean, f.speed_mean, e.soc_mean, f.soc_mean") +
+                 " LIMIT 10");
   return std::stoul(pg.Psql("SELECT count(*) FROM fleet_cells_1m"));
 }
 
@@ -190,7 +194,27 @@ class JetStreamTiersE2E : public PartitionedServersTest {
   const std::string shipped_ = SourceDir() + "/pipelines/jetstream-tiers.json";
   const std::string pipeline_ = TestVariant(shipped_, dir_);
   const std::vector<std::string> tables_ = {"vehicle_telemetry", "vehicle_stats_1m",
-                                            "vehicle_stats_1h"};
+                                            "vehicle_stats_1h", "fleet_cells_1m"};
+
+  /// Waits until fleet_cells_1m holds the rows of the minutes' table grouped in SQL: the last
+  /// windows of the stage across workers are merged once every partition reported them.
+  void WaitForFleetStage(const std::string& logs) {
+    pg_.Psql("CREATE EXTENSION IF NOT EXISTS postgis");
+    EXPECT_TRUE(WaitFor([&] { return pg_.Psql(FleetCellsDiffering("count(*)")) == "0"; }, 60s))
+        << logs;
+  }
+  /// The stage across workers: fleet_cells_1m holds the rows of the minutes' table grouped in
+  /// SQL, each written once.
+  void CheckFleetStage(const char* scenario) {
+    const size_t cells = CheckFleetCells(pg_);
+    const WriteCount writes = Writes(pg_, "fleet_cells_1m");
+    EXPECT_EQ(writes.most_per_row, 1) << writes.writes << " writes of " << writes.rows << " rows";
+    EXPECT_EQ(static_cast<size_t>(writes.rows), cells);
+    std::printf(
+        "e2e tiers, %s, fleet_cells_1m (merged across workers): %zu rows (cells and the fleet) "
+        "as grouped in SQL; %lld writes\n",
+        scenario, cells, static_cast<long long>(writes.writes));
+  }
 
   std::unique_ptr<Engine> Worker(int n) {
     return std::make_unique<Engine>(pipeline_, nats_, pg_,
@@ -249,12 +273,14 @@ TEST_F(JetStreamTiersE2E, WorkersKilledAddedAndStoppedEveryWindowOfEveryTierWrit
   EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 60s))
       << Rows(pg_) << " of " << expected.size();
   WaitForTiers(pg_, tiers);
+  WaitForFleetStage(Logs(3));
   EXPECT_EQ(workers[2]->process().Stop(SIGTERM, 30s), 0) << workers[2]->process().ReadLog();
 
   const CheckResult rows = CheckRows(pg_, expected);
   EXPECT_EQ(rows.found, rows.expected) << rows.Summary() << "\n" << rows.first_problems;
   EXPECT_EQ(rows.unexpected, 0u) << rows.Summary() << "\n" << rows.first_problems;
   CheckTiers(pg_, tiers, "kill -9, scale out, SIGTERM hand-over", true, Logs(3));
+  CheckFleetStage("kill -9, scale out, SIGTERM hand-over");
   std::printf(
       "e2e tiers: the survivor of the kill re-read %.0f messages, %.0f of them in its keyed state "
       "already\n",
@@ -292,6 +318,7 @@ TEST_F(JetStreamTiersE2E,
   EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 90s))
       << Rows(pg_) << " of " << expected.size();
   WaitForTiers(pg_, tiers);
+  WaitForFleetStage(Logs(2));
   const double reread = worker->Metric("fleetflow_changelog_messages_reread_total");
   const double in_state = worker->Metric("fleetflow_changelog_in_state_total");
   const double in_snapshot = worker->Metric("fleetflow_samples_in_snapshot_total");
@@ -302,6 +329,7 @@ TEST_F(JetStreamTiersE2E,
   const CheckResult rows = CheckRows(pg_, expected);
   EXPECT_TRUE(rows.ok()) << rows.Summary() << "\n" << rows.first_problems << Logs(2);
   CheckTiers(pg_, tiers, "kill -9, down 30 s", true, Logs(2));
+  CheckFleetStage("kill -9, down 30 s");
   std::printf(
       "e2e tiers: the restarted engine re-read %.0f messages, of which the keyed state held %.0f "
       "and the tiers' snapshots held samples %.0f times; 1 s rows: %s\n",

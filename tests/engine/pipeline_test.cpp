@@ -294,6 +294,49 @@ TEST_F(PipelineTest, AnAggregateBehindAPartitionedSourceKeepsSnapshotsInTheSourc
   EXPECT_TRUE(Load(Nodes({source(R"(, "state_bucket": "cars")"), aggregate(stored), sink})).ok());
 }
 
+// Behind a partitioned source each partition's rows across vehicles are partials: they go to
+// fleet_publish, never to a sink, and only a cell_merge after a fleet_source writes them.
+TEST_F(PipelineTest, RowsAcrossVehiclesOfPartitionsAreMergedAcrossWorkersBeforeTheyAreWritten) {
+  const std::string source = R"({"id": "in", "type": "nats_source", "config": {"partitions": 4,
+      "delivery": "jetstream", "state_bucket": "telemetry"}})";
+  const std::string aggregate = R"({"id": "agg", "type": "window_aggregate", "inputs": ["in"],
+      "config": {"backend": "jetstream_kv"}})";
+  const std::string fleet = R"({"id": "fleet", "type": "fleet_aggregate", "inputs": ["agg"]})";
+  const auto sink = [](const std::string& input) {
+    return R"({"id": "db", "type": "timescale_sink", "inputs": [")" + input +
+           R"("], "config": {"key_column": "cell", "columns": [{"name": "vehicles",
+           "sensor": "vehicles", "stat": "count"}]}})";
+  };
+  const auto publish = [](int partitions) {
+    return R"({"id": "pub", "type": "fleet_publish", "inputs": ["fleet"], "config":
+        {"partitions": )" +
+           std::to_string(partitions) + "}}";
+  };
+  CheckInvalid(Nodes({source, aggregate, fleet, sink("fleet")}), "/nodes/2/config",
+               {"fleet_aggregate 'fleet' is behind partitioned source 'in'", "fleet_publish"});
+  EXPECT_TRUE(Load(Nodes({source, aggregate, fleet, publish(4)})).ok());
+  CheckInvalid(Nodes({source, aggregate, fleet, publish(16)}), "/nodes/3/config/partitions",
+               {"source 'in' has 4 partitions", "set \"partitions\": 4"});
+  const std::string unpartitioned =
+      R"({"id": "agg", "type": "window_aggregate", "inputs": ["in"]})";
+  CheckInvalid(Nodes({kSource, unpartitioned, fleet, publish(4)}), "/nodes/3/config",
+               {"nothing to merge across workers"});
+
+  const auto partials = [](const std::string& bucket) {
+    return R"({"id": "partials", "type": "fleet_source", "config": {"state_bucket": ")" + bucket +
+           R"("}})";
+  };
+  const std::string merge = R"({"id": "merge", "type": "cell_merge", "inputs": ["partials"]})";
+  EXPECT_TRUE(Load(Nodes({partials("fleet"), merge, sink("merge")})).ok());
+  CheckInvalid(Nodes({partials("fleet"), sink("partials")}), "/nodes/1/config",
+               {"reads the partials of fleet_source 'partials'", "cell_merge"});
+  CheckInvalid(Nodes({partials("telemetry"), merge, sink("merge")}), "/nodes/0/config/state_bucket",
+               {"set \"state_bucket\": \"fleet\""});
+  const std::string stray = R"({"id": "merge", "type": "cell_merge", "inputs": ["agg"]})";
+  CheckInvalid(Nodes({kSource, unpartitioned, stray, sink("merge")}), "/nodes/2/config",
+               {"give it a fleet_source as input"});
+}
+
 // The stream is the changelog of a JetStream source's partitions: the source re-reads it after
 // the checkpoint that keyed_last_value stores in its bucket, so the two must name one bucket.
 TEST_F(PipelineTest, AJetStreamSourceNamesTheBucketOfTheStateItFeeds) {

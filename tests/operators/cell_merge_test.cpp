@@ -250,6 +250,193 @@ TEST(CellMergeTest, PartialsOfAnotherShapeAreRefused) {
   EXPECT_EQ(merge.CompleteUpTo(), std::nullopt);
 }
 
+// --- the cell_merge operator ---------------------------------------------------------------
+
+constexpr uint32_t kShard = 3;
+
+/// A partial as fleet_source emits it: of shard kShard, stream sequence `sequence`.
+Body AsRead(const CellMerge::Partial& p, uint64_t sequence, uint32_t origins = kOrigins) {
+  StatsBatch b;
+  b.start_ns = p.start_ns;
+  b.length_ns = p.length_ns;
+  b.sensors = Metrics();
+  b.rows = p.rows;
+  b.partition = kShard;
+  b.origin = StatsBatch::Origin{p.origin, origins};
+  b.sequence = sequence;
+  return b;
+}
+
+PartitionEvent ShardEvent(PartitionEvent::Kind kind) {
+  PartitionEvent e;
+  e.kind = kind;
+  e.partition = kShard;
+  if (kind == PartitionEvent::Kind::kRevoked) e.handover = std::make_shared<Handover>();
+  return e;
+}
+
+/// The partials of `windows` windows in the order a stream holds them: window by window, each
+/// window's origins in a seeded order; partials[k] is stream sequence k + 1.
+std::vector<CellMerge::Partial> StreamOfPartials(int windows, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<CellMerge::Partial> stream;
+  for (int w = 0; w < windows; ++w) {
+    auto partials = Partials(R"({"group_by": "cell_and_fleet"})", kStart + w * kMinute,
+                             VehicleRows(30, seed + static_cast<uint32_t>(w)));
+    std::shuffle(partials.begin(), partials.end(), rng);
+    for (auto& p : partials) stream.push_back(std::move(p));
+  }
+  return stream;
+}
+
+/// What a worker emitted: each window's rows by start, and how often each window came.
+struct Merged {
+  std::map<int64_t, Table> windows;
+  std::map<int64_t, int> times;
+  void Take(const std::vector<Message>& out) {
+    for (const auto& b : Only<StatsBatch>(out)) {
+      windows[b->start_ns] = TableOf(*b);
+      ++times[b->start_ns];
+      EXPECT_FALSE(b->origin) << "rows of their own";
+    }
+  }
+};
+
+/// The same cells and metrics; sums within `tolerance` (relative; 0: the same bits).
+void ExpectSameTables(const Table& got, const Table& want, double tolerance) {
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [cell, metrics] : want) {
+    ASSERT_TRUE(got.count(cell)) << cell;
+    for (const auto& [metric, v] : metrics) {
+      const std::vector<double>& g = got.at(cell).at(metric);
+      EXPECT_EQ(g[0], v[0]) << cell << " " << metric << " count";
+      EXPECT_NEAR(g[1], v[1], tolerance * std::max(1.0, std::abs(v[1]))) << cell << " " << metric;
+      EXPECT_EQ(g[2], v[2]) << cell << " " << metric << " min";
+      EXPECT_EQ(g[3], v[3]) << cell << " " << metric << " max";
+    }
+  }
+}
+
+void ExpectSameWindows(const Merged& got, const Merged& want) {
+  ASSERT_EQ(got.windows.size(), want.windows.size());
+  for (const auto& [start, table] : want.windows) {
+    SCOPED_TRACE((start - kStart) / kMinute);
+    ASSERT_TRUE(got.windows.count(start));
+    ExpectSameTables(got.windows.at(start), table, 0);
+  }
+}
+
+/// Workers of cell_merge's memory backend sharing one snapshot store (they hand shards over
+/// through it).
+struct SharedStore {
+  SharedStore() { RegisterCellMerge(registry, store); }
+  std::unique_ptr<OperatorHarness> Worker() {
+    HarnessOptions o;
+    o.registry = &registry;
+    return std::make_unique<OperatorHarness>("cell_merge", R"({"backend": "memory"})", o);
+  }
+  std::shared_ptr<MemorySnapshotStore> store = std::make_shared<MemorySnapshotStore>();
+  Registry registry;
+};
+
+/// One worker merging the whole stream.
+Merged Single(const std::vector<CellMerge::Partial>& stream) {
+  OperatorHarness h("cell_merge", R"({"backend": "memory"})");
+  Merged got;
+  h.Feed(ShardEvent(PartitionEvent::Kind::kAssigned));
+  for (size_t k = 0; k < stream.size(); ++k) got.Take(h.Feed(AsRead(stream[k], k + 1)));
+  return got;
+}
+
+TEST(CellMergeOperator, EachWindowOnceWhenEveryPartitionReportedItWithTheMergedRows) {
+  const auto stream = StreamOfPartials(3, 11);
+  OperatorHarness h("cell_merge", R"({"backend": "memory"})");
+  h.Feed(ShardEvent(PartitionEvent::Kind::kAssigned));
+  Merged got;
+  for (size_t k = 0; k < stream.size(); ++k) {
+    const auto out = h.Feed(AsRead(stream[k], k + 1));
+    // A window comes with the last of its partitions' partials, not before.
+    EXPECT_EQ(Only<StatsBatch>(out).size(), (k + 1) % kOrigins == 0 ? 1u : 0u) << k;
+    got.Take(out);
+  }
+  ASSERT_EQ(got.windows.size(), 3u);
+  for (int w = 0; w < 3; ++w) {
+    const int64_t start = kStart + w * kMinute;
+    const auto whole = Aggregate(R"({"group_by": "cell_and_fleet"})", start,
+                                 VehicleRows(30, 11 + static_cast<uint32_t>(w)));
+    ASSERT_EQ(whole.size(), 1u);
+    ExpectSameTables(got.windows[start], TableOf(*whole[0]), 1e-9);
+    EXPECT_TRUE(got.windows[start].count("fleet")) << "the fleet's row is one of the shard's";
+  }
+  // Sent again (a partition's owner crashed after publishing): ignored.
+  EXPECT_TRUE(Only<StatsBatch>(h.Feed(AsRead(stream[2], 99))).empty());
+  EXPECT_EQ(h.Counter("partials_duplicate"), 1u);
+  EXPECT_EQ(h.Counter("partials_merged"), stream.size());
+  EXPECT_EQ(h.Counter("windows_emitted"), 3u);
+}
+
+// Worker A merges part of the shard's stream and is revoked: its final snapshot holds what it
+// merged (checkpoint: the last partial). B restores it and is given the stream again from a few
+// partials before the checkpoint, as a re-read would: every window once across A and B, with
+// the rows of one worker.
+TEST(CellMergeOperator, AHandOverMidWindowGivesTheRowsOfOneWorkerEachWindowOnce) {
+  const auto stream = StreamOfPartials(4, 21);
+  const Merged single = Single(stream);
+  for (const size_t n : {size_t{3}, size_t{6}, size_t{9}}) {
+    SCOPED_TRACE(n);
+    SharedStore shared;
+    Merged got;
+    auto a = shared.Worker();
+    a->Feed(ShardEvent(PartitionEvent::Kind::kAssigned));
+    for (size_t k = 0; k < n; ++k) got.Take(a->Feed(AsRead(stream[k], k + 1)));
+    got.Take(a->Feed(ShardEvent(PartitionEvent::Kind::kRevoked)));
+    EXPECT_EQ(shared.store->Restore(kShard).checkpoint, n);
+
+    auto b = shared.Worker();
+    b->Feed(ShardEvent(PartitionEvent::Kind::kAssigned));
+    for (size_t k = n - 2; k < stream.size(); ++k) got.Take(b->Feed(AsRead(stream[k], k + 1)));
+    EXPECT_EQ(b->Counter("partials_in_snapshot"), 2u);
+    ExpectSameWindows(got, single);
+    for (const auto& [start, times] : got.times) EXPECT_EQ(times, 1) << start;
+  }
+}
+
+// Worker A saves a snapshot at a tick and dies later without a revocation: B restores the older
+// snapshot and merges what came after its checkpoint; the windows A emitted after the snapshot
+// come again, with the same rows (the sink leaves a row it has as it is).
+TEST(CellMergeOperator, AfterACrashTheLastSnapshotAndThePartialsAfterItGiveTheSameRows) {
+  const auto stream = StreamOfPartials(4, 31);
+  const Merged single = Single(stream);
+  SharedStore shared;
+  Merged got;
+  auto a = shared.Worker();
+  a->Feed(ShardEvent(PartitionEvent::Kind::kAssigned));
+  for (size_t k = 0; k < 6; ++k) got.Take(a->Feed(AsRead(stream[k], k + 1)));
+  a->TickAt(kStart);  // a snapshot: checkpoint 6
+  for (size_t k = 6; k < 11; ++k) got.Take(a->Feed(AsRead(stream[k], k + 1)));
+  EXPECT_EQ(shared.store->Restore(kShard).checkpoint, 6u);
+  a.reset();  // kill -9
+
+  auto b = shared.Worker();
+  b->Feed(ShardEvent(PartitionEvent::Kind::kAssigned));
+  for (size_t k = 6; k < stream.size(); ++k) got.Take(b->Feed(AsRead(stream[k], k + 1)));
+  ExpectSameWindows(got, single);
+  EXPECT_EQ(got.times[kStart + kMinute], 2) << "emitted by A after its snapshot, and by B";
+}
+
+TEST(CellMergeOperator, PartialsOfAnotherNumberOfPartitionsOrNoPartialAreCountedAndIgnored) {
+  const auto stream = StreamOfPartials(1, 41);
+  OperatorHarness h("cell_merge", R"({"backend": "memory"})");
+  h.Feed(ShardEvent(PartitionEvent::Kind::kAssigned));
+  h.Feed(AsRead(stream[0], 1));
+  EXPECT_TRUE(Only<StatsBatch>(h.Feed(AsRead(stream[1], 2, kOrigins + 1))).empty());
+  StatsBatch rows;  // rows of their own
+  rows.sensors = Metrics();
+  h.Feed(std::move(rows));
+  EXPECT_EQ(h.Counter("partials_refused"), 2u);
+  EXPECT_EQ(h.Counter("partials_merged"), 1u);
+}
+
 TEST(MergeStatsTest, CountsSumsExtremesPositionsAndTheFirstAndLastSample) {
   SensorStats a, b;
   a.count = 2;

@@ -661,7 +661,8 @@ void CountWrites(const PostgresServer& pg, const std::vector<std::string>& table
       "CREATE TABLE row_writes (tbl text, vehicle_id text, time timestamptz, "
       "written_at timestamptz DEFAULT clock_timestamp());"
       "CREATE FUNCTION log_row_write() RETURNS trigger LANGUAGE plpgsql AS "
-      "$$ BEGIN INSERT INTO row_writes VALUES (TG_ARGV[0], NEW.vehicle_id, NEW.time); "
+      "$$ BEGIN INSERT INTO row_writes VALUES (TG_ARGV[0], "
+      "coalesce(to_jsonb(NEW)->>'vehicle_id', to_jsonb(NEW)->>'cell'), NEW.time); "
       "RETURN NULL; END $$;";
   // The table's name as the trigger's argument: TG_TABLE_NAME would name a partition or chunk.
   for (const std::string& table : tables) {

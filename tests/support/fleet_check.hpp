@@ -131,7 +131,8 @@ bool WaitForRows(const PostgresServer& pg, size_t rows,
 
 /// From now on, every insert and update of a row of `tables` (which must exist) is logged, so
 /// that a row written twice shows, although the table holds it once: in the table row_writes
-/// (tbl, vehicle_id, time, written_at: the clock_timestamp() of the write).
+/// (tbl, vehicle_id, time, written_at: the clock_timestamp() of the write); vehicle_id holds the
+/// key of a table keyed by cell (fleet_cells_1m).
 void CountWrites(const PostgresServer& pg,
                  const std::vector<std::string>& tables = {"vehicle_telemetry"});
 struct WriteCount {
