@@ -151,11 +151,10 @@ class FleetSource final : public Operator {
         partial.origin >= partial.origins || partial.length_ns <= 0) {
       if (!reread) {
         rejected_.Inc();
-        reject_log_.Log("partial", spdlog::level::warn,
-                        "fleet_source '" + id_ + "': message " +
-                            std::to_string(m.stream_sequence()) + " on " +
-                            std::string(m.subject()) +
-                            " is not a well-formed FLP1 Partial: terminated");
+        reject_log_.Log(
+            "partial", spdlog::level::warn,
+            "fleet_source '" + id_ + "': message " + std::to_string(m.stream_sequence()) + " on " +
+                std::string(m.subject()) + " is not a well-formed FLP1 Partial: terminated");
         m.Term();
       }
       return;
@@ -164,8 +163,7 @@ class FleetSource final : public Operator {
     b.start_ns = partial.start_ns;
     b.length_ns = partial.length_ns;
     if (!metrics_names_ || *metrics_names_ != partial.metrics) {
-      metrics_names_ =
-          std::make_shared<const std::vector<std::string>>(std::move(partial.metrics));
+      metrics_names_ = std::make_shared<const std::vector<std::string>>(std::move(partial.metrics));
     }
     b.sensors = metrics_names_;
     b.rows.reserve(partial.rows.size());
@@ -279,8 +277,7 @@ const OptionsSpec<FleetSourceOptions>& Spec() {
         .Default(int64_t{64})
         .Min(1)
         .Max(10'000);
-    c.Integer("fetch_expiry_ms", "How long a pull request waits for messages.",
-              &O::fetch_expiry_ms)
+    c.Integer("fetch_expiry_ms", "How long a pull request waits for messages.", &O::fetch_expiry_ms)
         .Default(int64_t{500})
         .Min(10)
         .Max(60'000);
