@@ -13,7 +13,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <mutex>
+#include <set>
 
 #include "clock.hpp"
 #include "http_server.hpp"
@@ -371,6 +373,89 @@ int Record(const RecordArgs& args) {
   return status;
 }
 
+namespace {
+
+/// A node whose state lives in a Key/Value bucket (backend jetstream_kv): in memory for a replay.
+bool KeepsStateInABucket(const NodeDecl& n) {
+  return (n.type == "keyed_last_value" || n.type == "window_aggregate" || n.type == "cell_merge") &&
+         n.config.String("backend") != "memory";
+}
+
+/// Orders the nodes again so that each comes after its inputs (file order among the ready).
+void SortTopologically(Pipeline& pipeline) {
+  std::vector<NodeDecl> ordered;
+  std::set<std::string> placed;
+  while (!pipeline.nodes.empty()) {
+    const auto ready = std::find_if(pipeline.nodes.begin(), pipeline.nodes.end(), [&](auto& n) {
+      return std::all_of(n.inputs.begin(), n.inputs.end(),
+                         [&](const std::string& in) { return placed.count(in) > 0; });
+    });
+    if (ready == pipeline.nodes.end()) break;  // a cycle: left as it is, the runtime refuses it
+    placed.insert(ready->id);
+    ordered.push_back(std::move(*ready));
+    pipeline.nodes.erase(ready);
+  }
+  for (NodeDecl& n : pipeline.nodes) ordered.push_back(std::move(n));
+  pipeline.nodes = std::move(ordered);
+}
+
+/// The stage across workers in one process (docs/semantics.md, "Across vehicles"): the replay
+/// reads every vehicle unpartitioned, so the rows fleet_publish would send are a window's whole
+/// rows already. Each fleet_source is dropped with the fleet_publish nodes writing its stream,
+/// and the nodes after it read what those read (cell_merge passes whole rows on).
+void JoinTheStageAcrossWorkers(Pipeline& pipeline, std::vector<Diagnostic>& errors,
+                               std::vector<std::string>& replaced) {
+  const auto stream_of = [](const NodeDecl& n) {
+    return n.config.String("stream") + " " + n.config.String("subject_prefix");
+  };
+  std::set<std::string> dropped;
+  std::map<std::string, std::vector<std::string>> instead;  // fleet_source id -> inputs
+  for (const NodeDecl& source : pipeline.nodes) {
+    if (source.type != "fleet_source") continue;
+    std::vector<std::string>& inputs = instead[source.id];
+    std::vector<std::string> publishers;
+    for (const NodeDecl& p : pipeline.nodes) {
+      if (p.type != "fleet_publish" || stream_of(p) != stream_of(source)) continue;
+      publishers.push_back(p.id);
+      dropped.insert(p.id);
+      for (const std::string& in : p.inputs) {
+        if (std::find(inputs.begin(), inputs.end(), in) == inputs.end()) inputs.push_back(in);
+      }
+    }
+    if (publishers.empty()) {
+      errors.push_back({pipeline.file, source.pointer, source.id,
+                        "fleet_source '" + source.id + "' reads stream " +
+                            source.config.String("stream") +
+                            ", which no fleet_publish of the pipeline writes: nothing would "
+                            "reach it in a replay"});
+      continue;
+    }
+    dropped.insert(source.id);
+    replaced.push_back(fmt::format(
+        "node '{}' (fleet_source) and {} (fleet_publish): the stage across workers in this "
+        "process, the nodes after '{}' read {}",
+        source.id, fmt::join(publishers, ", "), source.id, fmt::join(inputs, ", ")));
+  }
+  if (dropped.empty()) return;
+  std::vector<NodeDecl> kept;
+  for (NodeDecl& n : pipeline.nodes) {
+    if (dropped.count(n.id) > 0) continue;
+    std::vector<std::string> inputs;
+    for (const std::string& in : n.inputs) {
+      const auto it = instead.find(in);
+      for (const std::string& x : it == instead.end() ? std::vector<std::string>{in} : it->second) {
+        if (std::find(inputs.begin(), inputs.end(), x) == inputs.end()) inputs.push_back(x);
+      }
+    }
+    n.inputs = std::move(inputs);
+    kept.push_back(std::move(n));
+  }
+  pipeline.nodes = std::move(kept);
+  SortTopologically(pipeline);
+}
+
+}  // namespace
+
 int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const ReplayInput& input,
                      std::vector<Diagnostic>& errors, std::vector<std::string>& replaced) {
   const OperatorInfo* replay = registry.Find(kReplaySourceName);
@@ -393,7 +478,7 @@ int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const ReplayI
         }
         what += ")";
       }
-    } else if (n.type == "keyed_last_value" && n.config.String("backend") != "memory") {
+    } else if (KeepsStateInABucket(n)) {
       rapidjson::Document doc;
       doc.CopyFrom(n.config.json(), doc.GetAllocator());
       doc["backend"].SetString("memory");
@@ -401,12 +486,13 @@ int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const ReplayI
       rapidjson::Writer<rapidjson::StringBuffer> w(sb);
       doc.Accept(w);
       json = sb.GetString();
-      what = fmt::format("keyed_last_value state: in memory instead of {} bucket '{}'",
+      what = fmt::format("{} state: in memory instead of {} bucket '{}'", n.type,
                          n.config.String("backend"), n.config.String("bucket"));
     } else {
       continue;
     }
-    const OperatorInfo* info = n.type == "keyed_last_value" ? n.info : replay;
+    const OperatorInfo* info =
+        n.type == kReplaySourceName || n.type == "nats_source" ? replay : n.info;
     Config config;
     const auto problems = ParseOperatorConfig(*info, json, config);
     if (!problems.empty()) {
@@ -419,6 +505,7 @@ int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const ReplayI
     n.info = info;
     n.config = config;
   }
+  JoinTheStageAcrossWorkers(pipeline, errors, replaced);
   return sources;
 }
 

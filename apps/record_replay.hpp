@@ -58,9 +58,12 @@ struct ReplayArgs {
 /// every nats_source and replay_source node becomes a replay_source reading `input` with the
 /// source's own input validation settings (a partitioned source reads its recorded partition
 /// subjects unpartitioned: no consumers, no membership, no hand-over records; no dead letters are
-/// published), and every keyed_last_value keeps its state in memory instead of a KV bucket. Appends
-/// one line per replaced node to `replaced` (for the log) and returns the number of sources
-/// replaced; a config refused goes to `errors`.
+/// published), every keyed_last_value, window_aggregate and cell_merge keeps its state in memory
+/// instead of a KV bucket, and the stage across workers runs in this process (each fleet_source
+/// is dropped with the fleet_publish nodes writing its stream: the nodes after it read what those
+/// read). Appends one line per replaced node to `replaced` (for the log) and returns the number
+/// of sources replaced; a config refused, or a fleet_source that no fleet_publish feeds, goes to
+/// `errors`.
 int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const ReplayInput& input,
                      std::vector<Diagnostic>& errors, std::vector<std::string>& replaced);
 

@@ -168,8 +168,10 @@ bool CellMerge::Restore(std::string_view value) {
 
 namespace {
 
-/// The value of a shard's snapshot (SnapshotStore keys).
+/// The value of a shard's snapshot (SnapshotStore keys), and the size above which it is said to
+/// come near a NATS message's limit (max_payload, 1 MB by default).
 constexpr char kMergeKey[] = "merge";
+constexpr size_t kLargestSnapshot = 768 * 1024;
 
 /// The options of cell_merge (see Spec()).
 struct CellMergeOptions {
@@ -241,6 +243,14 @@ class CellMergeOperator final : public Operator {
 
   void Process(const Message& in, Emitter& out) override {
     if (const auto* b = std::get_if<StatsBatch>(in.get())) {
+      if (!b->origin && !b->partition) {
+        // A window's whole rows, not a partial: one process read every vehicle (a replay, a
+        // test: the stage across workers in one process). Nothing to merge.
+        windows_.Inc();
+        rows_.Inc(b->rows.size());
+        out.Emit(in);
+        return;
+      }
       Merge(*b, out);
     } else if (const auto* t = std::get_if<Tick>(in.get())) {
       if (snapshots_) SaveDue(*t);
@@ -256,7 +266,7 @@ class CellMergeOperator final : public Operator {
  private:
   void Merge(const StatsBatch& b, Emitter& out) {
     if (!b.origin || !b.sensors) {
-      Refuse("rows that are not a partial (cell_merge reads a fleet_source)");
+      Refuse("a partition's rows that are not a partial (cell_merge reads a fleet_source)");
       return;
     }
     const uint32_t id = b.partition.value_or(0);
@@ -350,7 +360,19 @@ class CellMergeOperator final : public Operator {
 
   void Save(uint32_t id, Shard& shard) {
     std::map<std::string, std::string> values;
-    if (shard.merge) values[kMergeKey] = shard.merge->Save();
+    if (shard.merge) {
+      std::string value = shard.merge->Save();
+      // One value, so that a snapshot is stored whole or not at all (the partials after its
+      // checkpoint are merged again on it): it must fit a message of the server.
+      if (value.size() > kLargestSnapshot) {
+        large_log_.Log("large", spdlog::level::err,
+                       "cell_merge '" + node_ + "': the snapshot of shard " + std::to_string(id) +
+                           " is " + std::to_string(value.size()) +
+                           " bytes, near the server's max_payload (1 MB by default): give "
+                           "fleet_publish and fleet_source more shards");
+      }
+      values[kMergeKey] = std::move(value);
+    }
     snapshots_->Save(id, std::move(values), shard.taken);
     shard.changed = false;
   }
@@ -366,6 +388,7 @@ class CellMergeOperator final : public Operator {
   Counter& rows_;
   Counter& corrupt_;
   RateLimitedLog refused_log_{1, std::chrono::minutes(1)};
+  RateLimitedLog large_log_{1, std::chrono::minutes(10)};
   std::shared_ptr<SnapshotStore> snapshots_;  // null: the memory backend keeps nothing
   int64_t next_save_ns_ = std::numeric_limits<int64_t>::min();
 };

@@ -279,6 +279,13 @@ void RegisterFleetPublish(Registry& registry) {
       "message per shard of the cells.",
       PortKind::kRows, PortKind::kNone, Spec());
   info.check_upstream = CheckUpstream;
+  info.check_connect = [](const Config& config) {
+    const FleetPublishOptions o = Spec().Parse(config);
+    std::vector<ConnectFinding> out;
+    CheckPartialsStream(o.nats, o.stream, o.subject_prefix + ".*.*",
+                        static_cast<int>(o.stream_replicas), out);
+    return out;
+  };
   registry.Add(std::move(info));
 }
 

@@ -27,7 +27,6 @@ struct FleetSourceOptions {
   std::string stream;
   std::string subject_prefix;
   int64_t shards = 16;
-  bool create_stream = true;
   int64_t stream_replicas = 1;
   int64_t stream_max_age_ms = 0;
   std::string durable;
@@ -36,7 +35,7 @@ struct FleetSourceOptions {
   std::string state_bucket;
   int64_t heartbeat_ms = 1000;
   int64_t member_timeout_ms = 4000;
-  int64_t ack_wait_ms = 30'000;
+  int64_t ack_wait_ms = 10'000;
   int64_t fetch_batch = 64;
   int64_t fetch_expiry_ms = 500;
   int64_t fetch_linger_ms = 20;
@@ -68,14 +67,12 @@ class FleetSource final : public Operator {
     out_ = &out;
     conn_ = nats::Connection::Connect(connect_);
     js_ = std::make_unique<nats::JetStream>(*conn_);
-    if (o_.create_stream) {
-      nats::StreamOptions s;
-      s.name = o_.stream;
-      s.subjects = {o_.subject_prefix + ".*.*"};  // as fleet_publish creates it
-      s.max_age_ms = o_.stream_max_age_ms;
-      s.replicas = static_cast<int>(o_.stream_replicas);
-      js_->EnsureStream(s);
-    }
+    nats::StreamOptions s;
+    s.name = o_.stream;
+    s.subjects = {o_.subject_prefix + ".*.*"};  // as fleet_publish creates it
+    s.max_age_ms = o_.stream_max_age_ms;
+    s.replicas = static_cast<int>(o_.stream_replicas);
+    js_->EnsureStream(s);
     checkpoints_ = std::make_unique<JetStreamKvCheckpoints>(js_->OpenBucket(o_.state_bucket),
                                                             checkpoint_keys_);
     nats::ConsumerOptions consumer;
@@ -212,7 +209,10 @@ const OptionsSpec<FleetSourceOptions>& Spec() {
   using O = FleetSourceOptions;
   return StaticSpec<O>([](OptionsSpec<O>& c) {
     c.Include(&O::nats, NatsClientSpec());
-    c.String("stream", "The stream of the partials (fleet_publish's).", &O::stream)
+    c.String("stream",
+             "The stream of the partials (fleet_publish's), created when missing as fleet_publish "
+             "creates it: whichever starts first.",
+             &O::stream)
         .Default("FLEET");
     c.String("subject_prefix",
              "The partials of shard s are on <subject_prefix>.<s>.<partition> (fleet_publish's "
@@ -228,10 +228,6 @@ const OptionsSpec<FleetSourceOptions>& Spec() {
         .Default(int64_t{16})
         .Min(1)
         .Max(1024);
-    c.Boolean("create_stream",
-              "Create the stream when missing (as fleet_publish would: whichever starts first).",
-              &O::create_stream)
-        .Default(true);
     c.Integer("stream_replicas",
               "Replicas of the stream and of the membership and hand-over buckets when created.",
               &O::stream_replicas)
@@ -269,9 +265,12 @@ const OptionsSpec<FleetSourceOptions>& Spec() {
         .Default(int64_t{4000})
         .Min(500)
         .Max(600'000);
-    c.Integer("ack_wait_ms", "A partial not acknowledged within this is delivered again.",
+    c.Integer("ack_wait_ms",
+              "A partial not acknowledged within this is delivered again (the merge drops it "
+              "as a duplicate when it was merged); a shard of a worker that crashed is taken "
+              "over after this.",
               &O::ack_wait_ms)
-        .Default(int64_t{30'000})
+        .Default(int64_t{10'000})
         .Min(1000);
     c.Integer("fetch_batch", "Messages per fetch request.", &O::fetch_batch)
         .Default(int64_t{64})
@@ -307,6 +306,23 @@ void RegisterFleetSource(Registry& registry) {
     f.state_bucket = o.state_bucket;
     f.rows = NodeFacts::Rows::kPartials;
     return f;
+  };
+  info.check_connect = [](const Config& config) {
+    const FleetSourceOptions o = Spec().Parse(config);
+    std::vector<ConnectFinding> out;
+    const auto conn = CheckPartialsStream(o.nats, o.stream, o.subject_prefix + ".*.*",
+                                          static_cast<int>(o.stream_replicas), out);
+    if (!conn) return out;
+    try {
+      nats::JetStream js(*conn);
+      const int replicas = static_cast<int>(o.stream_replicas);
+      CheckBucket(*conn, js, o.membership_bucket, "membership of the merging workers", replicas,
+                  out);
+      CheckBucket(*conn, js, o.handover_bucket, "hand-over records of the shards", replicas, out);
+    } catch (const std::exception& e) {
+      out.push_back({ConnectFinding::Level::kProblem, NatsFailure(e, *conn)});
+    }
+    return out;
   };
   registry.Add(std::move(info));
 }

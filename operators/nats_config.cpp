@@ -166,6 +166,28 @@ void CheckBucket(nats::Connection& conn, nats::JetStream& js, const std::string&
   }
 }
 
+std::unique_ptr<nats::Connection> CheckPartialsStream(const NatsClientOptions& options,
+                                                      const std::string& stream,
+                                                      const std::string& subject, int replicas,
+                                                      std::vector<ConnectFinding>& findings) {
+  auto conn = ConnectForCheck(options, findings);
+  if (!conn) return nullptr;
+  try {
+    nats::JetStream js(*conn);
+    if (const auto info = js.FindStream(stream)) {
+      findings.push_back(StreamCaptures(stream, *info, subject));
+      CheckReplicas("stream " + stream, *info, replicas, findings);
+    } else {
+      findings.push_back({ConnectFinding::Level::kNote,
+                          "stream " + stream + " does not exist: created at start on " + subject});
+    }
+  } catch (const std::exception& e) {
+    findings.push_back(
+        {ConnectFinding::Level::kProblem, "stream " + stream + ": " + NatsFailure(e, *conn)});
+  }
+  return conn;
+}
+
 const OptionsSpec<KvBucketSettings>& KvBucketSpec() {
   using O = KvBucketSettings;
   return StaticSpec<O>([](OptionsSpec<O>& c) {

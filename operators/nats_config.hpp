@@ -84,4 +84,12 @@ std::string Join(const std::vector<std::string>& items);
 void CheckBucket(nats::Connection& conn, nats::JetStream& js, const std::string& bucket,
                  const std::string& what, int replicas, std::vector<ConnectFinding>& findings);
 
+/// For check_connect of the stage across workers (fleet_publish, fleet_source): the server, and
+/// whether stream `stream` exists and captures `subject` (created at start when missing).
+/// Returns the connection for further checks (nullptr when it failed).
+std::unique_ptr<nats::Connection> CheckPartialsStream(const NatsClientOptions& options,
+                                                      const std::string& stream,
+                                                      const std::string& subject, int replicas,
+                                                      std::vector<ConnectFinding>& findings);
+
 }  // namespace fleetflow

@@ -40,7 +40,8 @@ class TestRunnerTest : public ::testing::Test {
           const std::string& extra_text = "") {
     if (!extra_file.empty()) std::ofstream(dir_ / extra_file) << extra_text;
     const std::string file = (dir_ / "t.test.json").string();
-    std::ofstream(file) << R"({ "pipeline": ")" << kSource << "/" << pipeline_ << R"(", )"
+    const std::string pipeline = pipeline_.front() == '/' ? pipeline_ : kSource + "/" + pipeline_;
+    std::ofstream(file) << R"({ "pipeline": ")" << pipeline << R"(", )"
                         << R"("tests": )" << tests << "}";
     out_.str("");
     err_.str("");
@@ -69,8 +70,9 @@ TEST(TestFileSchema, ShippedTestFilesAreValid) {
   schema.Parse(TestFileJsonSchema().c_str());
   ASSERT_FALSE(schema.HasParseError());
   const SchemaChecker checker(schema);
-  for (const char* name : {"pipelines/default.test.json", "pipelines/jetstream.test.json",
-                           "pipelines/tiers.test.json", "tests/data/fleet_seed42.test.json"}) {
+  for (const char* name :
+       {"pipelines/default.test.json", "pipelines/jetstream.test.json", "pipelines/tiers.test.json",
+        "pipelines/jetstream-tiers.test.json", "tests/data/fleet_seed42.test.json"}) {
     rapidjson::Document doc;
     doc.Parse(Read(kSource + "/" + name).c_str());
     ASSERT_FALSE(doc.HasParseError()) << name;
@@ -78,6 +80,23 @@ TEST(TestFileSchema, ShippedTestFilesAreValid) {
     EXPECT_TRUE(violations.empty())
         << name << ": " << violations.front().pointer << ": " << violations.front().message;
   }
+}
+
+// The stage across workers runs in the process: a fleet_source's rows are what the fleet_publish
+// nodes of its stream read; one that none feeds could never have a row, and says so.
+TEST_F(TestRunnerTest, AFleetSourceThatNoFleetPublishFeedsCannotRun) {
+  pipeline_ = (dir_ / "stage.json").string();
+  std::ofstream(pipeline_) << R"({"name": "stage", "nodes": [
+      {"id": "partials", "type": "fleet_source", "config": {"stream": "CELLS"}},
+      {"id": "merge", "type": "cell_merge", "inputs": ["partials"]},
+      {"id": "db", "type": "timescale_sink", "inputs": ["merge"], "config": {"key_column": "cell",
+       "columns": [{"name": "vehicles", "sensor": "vehicles", "stat": "count"}]}}]})";
+  EXPECT_NE(Run(std::string(R"([{ "name": "none", )") + kInputs + R"(, "expect": [] }])"), 0);
+  const std::string said = out_.str() + err_.str();
+  EXPECT_NE(said.find("fleet_source 'partials' reads stream CELLS, which no fleet_publish of the "
+                      "pipeline writes"),
+            std::string::npos)
+      << said;
 }
 
 TEST_F(TestRunnerTest, MatchingRowsPass) {

@@ -424,17 +424,30 @@ TEST(CellMergeOperator, AfterACrashTheLastSnapshotAndThePartialsAfterItGiveTheSa
   EXPECT_EQ(got.times[kStart + kMinute], 2) << "emitted by A after its snapshot, and by B";
 }
 
-TEST(CellMergeOperator, PartialsOfAnotherNumberOfPartitionsOrNoPartialAreCountedAndIgnored) {
+TEST(CellMergeOperator, PartialsOfAnotherNumberOfPartitionsOrAPartitionsRowsAreIgnored) {
   const auto stream = StreamOfPartials(1, 41);
   OperatorHarness h("cell_merge", R"({"backend": "memory"})");
   h.Feed(ShardEvent(PartitionEvent::Kind::kAssigned));
   h.Feed(AsRead(stream[0], 1));
   EXPECT_TRUE(Only<StatsBatch>(h.Feed(AsRead(stream[1], 2, kOrigins + 1))).empty());
-  StatsBatch rows;  // rows of their own
+  StatsBatch rows;  // a partition's rows that did not come through a fleet_source
   rows.sensors = Metrics();
-  h.Feed(std::move(rows));
+  rows.partition = 2;
+  EXPECT_TRUE(Only<StatsBatch>(h.Feed(std::move(rows))).empty());
   EXPECT_EQ(h.Counter("partials_refused"), 2u);
   EXPECT_EQ(h.Counter("partials_merged"), 1u);
+}
+
+// One process that read every vehicle (a replay, `fleetflow test`) has a window's whole rows in
+// one batch: they go on as they are.
+TEST(CellMergeOperator, AWindowsWholeRowsGoOnAsTheyAre) {
+  OperatorHarness h("cell_merge", R"({"backend": "memory"})");
+  const auto whole = Aggregate(R"({"group_by": "cell_and_fleet"})", kStart, VehicleRows(12, 51));
+  ASSERT_EQ(whole.size(), 1u);
+  const auto out = Only<StatsBatch>(h.Feed(MakeMessage(StatsBatch(*whole[0]))));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(TableOf(*out[0]), TableOf(*whole[0]));
+  EXPECT_EQ(h.Counter("partials_refused"), 0u);
 }
 
 TEST(MergeStatsTest, CountsSumsExtremesPositionsAndTheFirstAndLastSample) {
