@@ -14,6 +14,7 @@
 
 #include "builtin.hpp"
 #include "clock.hpp"
+#include "find.hpp"
 #include "http_server.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
@@ -321,6 +322,9 @@ int main(int argc, char** argv) {
   TopArgs top;
   auto* top_cmd = AddTopCommand(app, top);
 
+  FindArgs find;
+  auto* find_cmd = AddFindCommand(app, find);
+
   std::vector<std::string> files;
   bool connect = false;
   auto* validate_cmd = app.add_subcommand(
@@ -436,6 +440,7 @@ int main(int argc, char** argv) {
   if (*health_cmd) return Health(health);
   if (*tap_cmd) return Tap(tap);
   if (*top_cmd) return Top(top);
+  if (*find_cmd) return Find(find, std::cout, std::cerr);
   if (*run_cmd) return Run(registry, run);
   if (*record_cmd) return Record(record);
   if (*replay_cmd) return Replay(registry, replay);
