@@ -228,17 +228,9 @@ class CellMergeOperator final : public Operator {
             "snapshot_values_corrupt",
             "Snapshots that could not be read on taking a shard over: the shard starts afresh.",
             ctx.labels())) {
-    if (options.backend == CellMergeOptions::Backend::kJetStreamKv) {
-      JetStreamKvSnapshotsOptions o;
-      o.connection = NatsConnectOptions(options.nats, "fleetflow:" + ctx.node_id);
-      o.bucket.name = options.bucket;
-      o.bucket.storage = options.bucket_settings.storage;
-      o.bucket.replicas = options.bucket_settings.replicas;
-      o.node = ctx.node_id;
-      snapshots_ = std::make_shared<JetStreamKvSnapshots>(std::move(o), ctx.metrics, ctx.labels());
-    } else {
-      snapshots_ = std::move(memory_snapshots);
-    }
+    snapshots_ = options.backend == CellMergeOptions::Backend::kJetStreamKv
+                     ? OpenKvSnapshots(ctx, options.nats, options.bucket, options.bucket_settings)
+                     : std::move(memory_snapshots);
   }
 
   void Process(const Message& in, Emitter& out) override {

@@ -237,17 +237,9 @@ class WindowAggregate final : public Operator {
             "vehicles' open windows start afresh).",
             ctx.labels())) {
     for (size_t i = 0; i < sensors_->size(); ++i) index_[(*sensors_)[i]] = i;
-    if (options.backend == WindowAggregateOptions::Backend::kJetStreamKv) {
-      JetStreamKvSnapshotsOptions o;
-      o.connection = NatsConnectOptions(options.nats, "fleetflow:" + ctx.node_id);
-      o.bucket.name = options.bucket;
-      o.bucket.storage = options.bucket_settings.storage;
-      o.bucket.replicas = options.bucket_settings.replicas;
-      o.node = ctx.node_id;
-      snapshots_ = std::make_shared<JetStreamKvSnapshots>(std::move(o), ctx.metrics, ctx.labels());
-    } else {
-      snapshots_ = std::move(memory_snapshots);
-    }
+    snapshots_ = options.backend == WindowAggregateOptions::Backend::kJetStreamKv
+                     ? OpenKvSnapshots(ctx, options.nats, options.bucket, options.bucket_settings)
+                     : std::move(memory_snapshots);
   }
 
   void Process(const Message& in, Emitter& out) override {

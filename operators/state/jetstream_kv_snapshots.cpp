@@ -205,4 +205,17 @@ bool JetStreamKvSnapshots::Write(uint32_t p, const PendingSave& save,
   return true;
 }
 
+std::shared_ptr<SnapshotStore> OpenKvSnapshots(const OperatorContext& ctx,
+                                               const NatsClientOptions& nats,
+                                               const std::string& bucket,
+                                               const KvBucketSettings& settings) {
+  JetStreamKvSnapshotsOptions o;
+  o.connection = NatsConnectOptions(nats, "fleetflow:" + ctx.node_id);
+  o.bucket.name = bucket;
+  o.bucket.storage = settings.storage;
+  o.bucket.replicas = settings.replicas;
+  o.node = ctx.node_id;
+  return std::make_shared<JetStreamKvSnapshots>(std::move(o), ctx.metrics, ctx.labels());
+}
+
 }  // namespace fleetflow

@@ -24,6 +24,8 @@
 #include "jetstream_kv_store.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
+#include "nats_config.hpp"
+#include "operator.hpp"
 #include "state_store.hpp"
 
 namespace fleetflow {
@@ -88,5 +90,12 @@ class JetStreamKvSnapshots final : public SnapshotStore {
   bool stop_ = false;
   std::thread writer_;  // last member: started once the rest is there
 };
+
+/// The snapshots of operator `ctx.node_id` in bucket `bucket` on the server of `nats`, the bucket
+/// created with `settings` when missing (a windowed operator's jetstream_kv backend).
+std::shared_ptr<SnapshotStore> OpenKvSnapshots(const OperatorContext& ctx,
+                                               const NatsClientOptions& nats,
+                                               const std::string& bucket,
+                                               const KvBucketSettings& settings);
 
 }  // namespace fleetflow
