@@ -120,6 +120,35 @@ TEST(FleetAggregateTest, TheFleetRowCountsEveryVehiclePlacedOrNot) {
   EXPECT_DOUBLE_EQ(fleet.at("soc").sum / fleet.at("soc").count, 70);
 }
 
+// cell_and_fleet (one stage across workers carries both) gives in one batch the rows `cell` and
+// `fleet` give apart: a vehicle without a position is in the fleet's row only.
+TEST(FleetAggregateTest, CellAndFleetGiveTheRowsOfBothInOneBatch) {
+  const auto rows = [] {
+    return Window({{"a", {Stats({0}, kParis), Stats({10}), Stats({80})}},
+                   {"b", {Stats({0}, kParisToo), Stats({0.5}), Stats({60})}},
+                   {"c", {Stats({0}, kLyon), Stats({20}), Stats({})}},
+                   {"d", {Stats({}), Stats({30}), Stats({50})}}});
+  };
+  std::map<std::string, std::vector<std::vector<double>>> apart, together;
+  const auto take = [](const std::string& config, Body body, auto& into) {
+    OperatorHarness h("fleet_aggregate", config);
+    for (const auto& b : Only<StatsBatch>(h.Feed(std::move(body)))) {
+      for (const StatsRow& r : b->rows) {
+        for (const SensorStats& s : r.sensors) {
+          into[r.vehicle].push_back({static_cast<double>(s.count), s.sum, s.min, s.max});
+        }
+      }
+    }
+    return h.Counter("vehicles_without_position");
+  };
+  EXPECT_EQ(take(R"({"group_by": "cell"})", rows(), apart), 1u);
+  take(R"({"group_by": "fleet"})", rows(), apart);
+  EXPECT_EQ(take(R"({"group_by": "cell_and_fleet"})", rows(), together), 1u);
+  EXPECT_EQ(together, apart);
+  EXPECT_EQ(together.size(), 3u) << "u09tv, u05kq and fleet";
+  EXPECT_EQ(together.at("fleet")[0][0], 4) << "every vehicle, d without a position too";
+}
+
 TEST(FleetAggregateTest, TicksPassAndAWindowWithoutVehiclesEmitsNothing) {
   OperatorHarness h("fleet_aggregate", "{}");
   EXPECT_TRUE(
