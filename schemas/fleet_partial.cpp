@@ -2,6 +2,10 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
 #include "fleet_partial_generated.h"
 
 namespace fleetflow::fleet {
@@ -52,9 +56,18 @@ std::vector<std::string> Strings(
   return out;
 }
 
+/// The root of `value` once verified; valid until the next call on the thread. FlatBuffers reads
+/// scalars in place: a value at an unaligned address (a NATS message's payload) is copied to an
+/// aligned buffer first.
 template <typename T>
 const T* Verified(std::string_view value, const char* id) {
   const auto* data = reinterpret_cast<const uint8_t*>(value.data());
+  thread_local std::vector<uint64_t> aligned;
+  if (reinterpret_cast<uintptr_t>(data) % alignof(uint64_t) != 0) {
+    aligned.resize((value.size() + sizeof(uint64_t) - 1) / sizeof(uint64_t));
+    std::memcpy(aligned.data(), data, value.size());
+    data = reinterpret_cast<const uint8_t*>(aligned.data());
+  }
   if (value.size() < 8 || !flatbuffers::BufferHasIdentifier(data, id)) return nullptr;
   flatbuffers::Verifier v(data, value.size());
   if (!v.VerifyBuffer<T>(id)) return nullptr;
