@@ -23,4 +23,8 @@ if(NOT TARGET PkgConfig::HTTPLIB)
   pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 endif()
 
+if(NOT TARGET PkgConfig::ZSTD)
+  pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
+endif()
+
 include(${CMAKE_CURRENT_LIST_DIR}/fleetflowTargets.cmake)

@@ -1,5 +1,6 @@
 #include "builtin.hpp"
 
+#include "archive.hpp"
 #include "cell_merge.hpp"
 #include "fleet_aggregate.hpp"
 #include "fleet_publish.hpp"
@@ -26,6 +27,7 @@ void RegisterBuiltinOperators(Registry& registry) {
   RegisterFleetSource(registry);
   RegisterCellMerge(registry);
   RegisterTimescaleSink(registry);
+  RegisterArchive(registry);
 }
 
 }  // namespace fleetflow

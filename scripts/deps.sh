@@ -7,7 +7,7 @@ set -euo pipefail
 # PostgreSQL).
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates ccache
-  libnats-dev libssl-dev libtbb-dev libpqxx-dev libpq-dev libflatbuffers-dev flatbuffers-compiler
+  libnats-dev libssl-dev libtbb-dev libzstd-dev libgeos-dev libpqxx-dev libpq-dev libflatbuffers-dev flatbuffers-compiler
   rapidjson-dev libcli11-dev libcpp-httplib-dev libspdlog-dev libfmt-dev prometheus-cpp-dev
   nats-server postgresql-15 postgresql-client-15 procps iproute2
 )

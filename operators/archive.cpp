@@ -1,0 +1,956 @@
+#include "archive.hpp"
+
+#include <fcntl.h>
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "jetstream.hpp"
+#include "layout.hpp"
+#include "logging.hpp"
+#include "nats_config.hpp"
+#include "options.hpp"
+#include "state/jetstream_kv_snapshots.hpp"
+
+namespace fleetflow {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr int64_t kNsPerMs = 1'000'000;
+constexpr int64_t kNsPerDay = 86'400'000'000'000;
+
+/// The options of archive (see Spec()).
+struct ArchiveOptions {
+  enum class Backend { kMemory, kJetStreamKv };
+  std::string directory;
+  archive::Period period = archive::Period::kHour;
+  int64_t cell_precision = 5;
+  std::vector<std::string> sensors;
+  int64_t flush_ms = 600'000;
+  int64_t max_buffered_samples = 4'000'000;
+  int64_t zstd_level = 3;
+  int64_t position_decimals = 7;
+  int64_t value_digits = 7;
+  int64_t retention_days = 0;
+  std::string stats_subject;
+  Backend backend = Backend::kMemory;
+  std::string bucket;
+  KvBucketSettings bucket_settings;
+  NatsClientOptions nats;
+};
+
+/// A file written to its temporary name and synced: its place in the layout once committed
+/// (both relative to the root).
+struct Staged {
+  std::string from;
+  std::string to;
+};
+
+/// A partition's commit record: the last stream sequence whose samples are in the archive, and
+/// the files of its last flush (renamed into place once it is stored).
+struct CommitRecord {
+  uint64_t last_sequence = 0;
+  std::vector<Staged> files;
+};
+
+/// Writes `data` to `path` and syncs it; throws std::runtime_error.
+void WriteSynced(const fs::path& path, std::string_view data) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error("cannot create " + path.string() + ": " + strerror(errno));
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = strerror(errno);
+      ::close(fd);
+      throw std::runtime_error("cannot write " + path.string() + ": " + why);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    const std::string why = strerror(errno);
+    ::close(fd);
+    throw std::runtime_error("cannot sync " + path.string() + ": " + why);
+  }
+  ::close(fd);
+}
+
+/// Syncs a directory, so that the names created or renamed in it are stored.
+void SyncDirectory(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error("cannot open " + dir.string() + ": " + strerror(errno));
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) throw std::runtime_error("cannot sync " + dir.string() + ": " + strerror(errno));
+}
+
+std::string ToJson(const CommitRecord& r, uint32_t partition) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  w.StartObject();
+  w.Key("partition");
+  w.Uint(partition);
+  w.Key("last_sequence");
+  w.Uint64(r.last_sequence);
+  w.Key("files");
+  w.StartArray();
+  for (const Staged& f : r.files) {
+    w.StartObject();
+    w.Key("from");
+    w.String(f.from.c_str(), static_cast<rapidjson::SizeType>(f.from.size()));
+    w.Key("to");
+    w.String(f.to.c_str(), static_cast<rapidjson::SizeType>(f.to.size()));
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return std::string(sb.GetString(), sb.GetSize()) + "\n";
+}
+
+std::optional<CommitRecord> ParseCommitRecord(const std::string& text) {
+  rapidjson::Document d;
+  d.Parse(text.c_str(), text.size());
+  if (d.HasParseError() || !d.IsObject() || !d.HasMember("last_sequence") ||
+      !d["last_sequence"].IsUint64() || !d.HasMember("files") || !d["files"].IsArray()) {
+    return std::nullopt;
+  }
+  CommitRecord r;
+  r.last_sequence = d["last_sequence"].GetUint64();
+  for (const auto& f : d["files"].GetArray()) {
+    if (!f.IsObject() || !f.HasMember("from") || !f["from"].IsString() || !f.HasMember("to") ||
+        !f["to"].IsString()) {
+      return std::nullopt;
+    }
+    r.files.push_back({f["from"].GetString(), f["to"].GetString()});
+  }
+  return r;
+}
+
+/// One sample held for a flush: its vehicle (an index into the partition's names) and itself.
+struct Held {
+  uint32_t vehicle = 0;
+  wire::Point point;
+};
+
+/// The samples of one future chunk: a sensor, a period and a cell.
+struct ChunkKey {
+  std::string sensor;
+  int64_t period_start = 0;
+  std::string cell;
+  bool operator<(const ChunkKey& o) const {
+    return std::tie(sensor, period_start, cell) < std::tie(o.sensor, o.period_start, o.cell);
+  }
+};
+
+/// What a partition gathered since its last flush, handed to the writer.
+struct Flush {
+  uint32_t partition = 0;
+  uint64_t first_sequence = 0;  // of the messages in it (0: no sequences)
+  uint64_t last_sequence = 0;
+  int64_t made_ns = 0;  // engine clock: names the chunks of a source without sequences
+  std::shared_ptr<const std::vector<std::string>> vehicles;
+  std::map<ChunkKey, std::vector<Held>> chunks;
+  size_t samples = 0;
+};
+
+/// A chunk made from a Flush, before it is written.
+struct Made {
+  ChunkKey key;
+  std::string data;  // compressed
+  archive::Summary summary;
+  uint64_t duplicates = 0;
+};
+
+class Archive final : public Operator {
+ public:
+  Archive(const OperatorContext& ctx, const ArchiveOptions& options,
+          std::shared_ptr<SnapshotStore> memory_checkpoints = nullptr)
+      : node_(ctx.node_id),
+        o_(options),
+        clock_(ctx.clock),
+        root_(options.directory),
+        commits_(root_ / "_commits" / ctx.node_id),
+        staging_(root_ / "_tmp"),
+        wanted_(options.sensors.begin(), options.sensors.end()),
+        archived_(ctx.metrics.GetCounter("samples_archived",
+                                         "Samples written into committed chunks.", ctx.labels())),
+        duplicates_(ctx.metrics.GetCounter(
+            "samples_duplicate",
+            "Samples delivered twice within a flush (the same time and sequence number): "
+            "archived once.",
+            ctx.labels())),
+        in_archive_(ctx.metrics.GetCounter(
+            "samples_in_archive",
+            "Samples of messages up to a partition's commit record, read again after a "
+            "hand-over or a restart: in the archive already, skipped.",
+            ctx.labels())),
+        ignored_(ctx.metrics.GetCounter("samples_ignored",
+                                        "Samples of sensors that are not archived.", ctx.labels())),
+        chunks_(ctx.metrics.GetCounter("chunks_committed",
+                                       "Chunks renamed into place (each with its summary).",
+                                       ctx.labels())),
+        bytes_(ctx.metrics.GetCounter("archive_bytes_written",
+                                      "Bytes of committed chunks (compressed).", ctx.labels())),
+        failures_(ctx.metrics.GetCounter(
+            "flush_failures", "Flushes that could not be written (tried again).", ctx.labels())),
+        stats_published_(ctx.metrics.GetCounter("archive_stats_published",
+                                                "Chunk summaries published on stats_subject.",
+                                                ctx.labels())),
+        stats_failures_(ctx.metrics.GetCounter(
+            "archive_stats_failures",
+            "Chunk summaries that could not be published (the chunk is committed).", ctx.labels())),
+        expired_(ctx.metrics.GetCounter("archive_days_expired",
+                                        "Days of chunks deleted by the retention.", ctx.labels())),
+        buffered_(ctx.metrics.GetGauge(
+            "samples_buffered", "Samples gathered for a flush, not yet committed.", ctx.labels())) {
+    if (o_.backend == ArchiveOptions::Backend::kJetStreamKv) {
+      checkpoints_ = OpenKvSnapshots(ctx, o_.nats, o_.bucket, o_.bucket_settings);
+    } else {
+      checkpoints_ = std::move(memory_checkpoints);
+    }
+    if (!o_.stats_subject.empty()) {
+      stats_connect_ = NatsConnectOptions(o_.nats, "fleetflow:" + ctx.node_id);
+    }
+    fs::create_directories(commits_);
+    fs::create_directories(staging_);
+    writer_ = std::thread([this] { Writer(); });
+  }
+
+  ~Archive() override {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    changed_.notify_all();
+    writer_.join();
+  }
+
+  void Process(const Message& in, Emitter& out) override {
+    if (const auto* b = std::get_if<SampleBatch>(in.get())) {
+      Add(*b);
+    } else if (const auto* t = std::get_if<Tick>(in.get())) {
+      OnTick(*t);
+      out.Emit(in);
+    } else if (const auto* e = std::get_if<PartitionEvent>(in.get())) {
+      OnPartitionEvent(*e);
+      out.Emit(in);
+    }
+  }
+
+  bool Ready() const override { return !checkpoints_ || checkpoints_->Ready(); }
+
+ private:
+  struct Partition {
+    bool restored = false;
+    uint64_t committed = 0;  // the commit record's last sequence
+    uint64_t first = 0;      // the first sequence gathered since the last flush
+    uint64_t taken = 0;      // the last
+    int64_t since_ns = 0;    // the clock when the first sample since the last flush came
+    size_t samples = 0;
+    std::map<ChunkKey, std::vector<Held>> chunks;
+    std::shared_ptr<std::vector<std::string>> vehicles =
+        std::make_shared<std::vector<std::string>>();
+    std::unordered_map<std::string, uint32_t> index;
+    std::vector<std::string> cell_of;  // by vehicle: the cell of its newest position seen
+  };
+
+  void Add(const SampleBatch& b) {
+    if (b.restored || b.points.empty()) return;
+    if (!wanted_.empty() && wanted_.count(b.sensor) == 0) {
+      ignored_.Inc(b.points.size());
+      return;
+    }
+    Partition& part = Restored(b.partition);
+    if (b.sequence != 0 && b.sequence <= part.committed) {
+      in_archive_.Inc(b.points.size());
+      return;
+    }
+    if (part.samples == 0) part.since_ns = clock_.NowNs();
+    if (b.sequence != 0) {
+      if (part.first == 0) part.first = b.sequence;
+      part.taken = std::max(part.taken, b.sequence);
+    }
+    auto [it, inserted] =
+        part.index.try_emplace(b.vehicle, static_cast<uint32_t>(part.vehicles->size()));
+    if (inserted) {
+      part.vehicles->push_back(b.vehicle);
+      part.cell_of.emplace_back(archive::kNoCell);
+    }
+    const uint32_t vehicle = it->second;
+    std::vector<Held>* chunk = nullptr;
+    ChunkKey key{b.sensor, 0, ""};
+    for (const wire::Point& p : b.points) {
+      std::string cell = p.has_position
+                             ? archive::Geohash(p.lat, p.lon, static_cast<int>(o_.cell_precision))
+                             : part.cell_of[vehicle];
+      const int64_t period = archive::PeriodNs(o_.period);
+      const int64_t start = p.ts_ns - ((p.ts_ns % period) + period) % period;
+      if (chunk == nullptr || start != key.period_start || cell != key.cell) {
+        key.period_start = start;
+        key.cell = cell;
+        chunk = &part.chunks[key];
+      }
+      if (p.has_position) part.cell_of[vehicle] = std::move(cell);
+      chunk->push_back({vehicle, p});
+    }
+    part.samples += b.points.size();
+    buffered_.Set(static_cast<double>(buffered_total_ += b.points.size()));
+    if (part.samples >= static_cast<size_t>(o_.max_buffered_samples)) {
+      StartFlush(b.partition, part);
+      WaitForRoom();
+    }
+  }
+
+  void OnTick(const Tick& t) {
+    for (auto& [p, part] : partitions_) {
+      if (part.samples > 0 && (t.drain || t.now_ns - part.since_ns >= o_.flush_ms * kNsPerMs)) {
+        StartFlush(p, part);
+      }
+    }
+    if (o_.retention_days > 0 && OwnsRetention() && t.now_ns >= next_retention_ns_) {
+      next_retention_ns_ = t.now_ns + 3'600'000'000'000;  // hourly
+      Enqueue(Job{std::nullopt, t.now_ns});
+    }
+    if (t.drain) {
+      if (!WaitWritten(std::nullopt, std::chrono::seconds(60))) {
+        spdlog::error(
+            "archive '{}': the drain could not write every flush within 60 s; what was not "
+            "written is read again from the stream by the next start",
+            node_);
+      }
+      if (checkpoints_ && !checkpoints_->Sync()) {
+        spdlog::warn("archive '{}': a checkpoint was not stored at the drain", node_);
+      }
+    }
+  }
+
+  void OnPartitionEvent(const PartitionEvent& e) {
+    any_partition_event_ = true;
+    if (e.kind == PartitionEvent::Kind::kAssigned) {
+      partitions_.erase(e.partition);  // what another worker wrote since is in its record
+      owned_.insert(e.partition);
+      Restored(e.partition);
+      return;
+    }
+    owned_.erase(e.partition);
+    const auto it = partitions_.find(e.partition);
+    if (it == partitions_.end()) return;
+    if (it->second.samples > 0) StartFlush(e.partition, it->second);
+    if (!WaitWritten(e.partition, std::chrono::seconds(30))) {
+      spdlog::error(
+          "archive '{}': partition {} revoked before its last flush was written (30 s): "
+          "dropped here; its next owner reads it again from the stream",
+          node_, e.partition);
+      DropJobs(e.partition);
+    }
+    if (checkpoints_) {
+      checkpoints_->Sync();
+      checkpoints_->Forget(e.partition);
+    }
+    partitions_.erase(it);
+  }
+
+  /// The partition, restored from its commit record on first use: the renames of its last
+  /// flush finished, what no record names deleted, the sequence up to which it is archived.
+  Partition& Restored(uint32_t p) {
+    Partition& part = partitions_[p];
+    if (part.restored) return part;
+    part.restored = true;
+    const fs::path record = commits_ / ("p" + std::to_string(p) + ".json");
+    std::optional<CommitRecord> r;
+    std::ifstream in(record);
+    if (in) {
+      std::stringstream text;
+      text << in.rdbuf();
+      r = ParseCommitRecord(text.str());
+      if (!r) {
+        spdlog::error(
+            "archive '{}': commit record {} is not readable: partition {} starts "
+            "afresh (what its stream delivers again may be archived twice)",
+            node_, record.string(), p);
+      }
+    }
+    std::set<std::string> named;
+    if (r) {
+      part.committed = r->last_sequence;
+      try {
+        const size_t moved = Apply(*r);
+        if (moved > 0) {
+          spdlog::info("archive '{}': partition {}: finished {} renames of its last flush", node_,
+                       p, moved);
+        }
+      } catch (const std::exception& e) {
+        spdlog::error("archive '{}': partition {}: {}", node_, p, e.what());
+      }
+      for (const Staged& f : r->files) named.insert(fs::path(f.from).filename().string());
+    }
+    // Files of a flush whose record was never stored (a crash before it): not in the archive.
+    const std::string prefix = StagePrefix(p);
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(staging_, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind(prefix, 0) == 0 && named.count(name) == 0) fs::remove(entry.path(), ec);
+    }
+    return part;
+  }
+
+  std::string StagePrefix(uint32_t p) const { return node_ + ".p" + std::to_string(p) + "."; }
+
+  /// Renames the staged files of a record into place (those not moved yet); how many it moved.
+  size_t Apply(const CommitRecord& r) {
+    size_t moved = 0;
+    std::set<fs::path> dirs;
+    for (const Staged& f : r.files) {
+      const fs::path from = root_ / f.from;
+      const fs::path to = root_ / f.to;
+      if (!fs::exists(from)) continue;  // moved before
+      fs::create_directories(to.parent_path());
+      fs::rename(from, to);
+      dirs.insert(to.parent_path());
+      ++moved;
+    }
+    for (const fs::path& d : dirs) SyncDirectory(d);
+    return moved;
+  }
+
+  bool OwnsRetention() const { return !any_partition_event_ || owned_.count(0) > 0; }
+
+  void StartFlush(uint32_t p, Partition& part) {
+    Flush f;
+    f.partition = p;
+    f.first_sequence = part.first;
+    f.last_sequence = part.taken;
+    f.made_ns = clock_.NowNs();
+    f.vehicles = part.vehicles;
+    f.chunks = std::move(part.chunks);
+    f.samples = part.samples;
+    part.chunks.clear();
+    part.samples = 0;
+    part.first = 0;
+    // The names grow only; a new table for the next flush keeps the one handed over intact.
+    part.vehicles = std::make_shared<std::vector<std::string>>(*part.vehicles);
+    Enqueue(Job{std::move(f), 0});
+  }
+
+  // ---- The writer thread: flushes in order, each committed before the next.
+
+  struct Job {
+    std::optional<Flush> flush;  // none: the retention's turn
+    int64_t now_ns = 0;          // the retention's clock
+  };
+
+  void Enqueue(Job job) {
+    {
+      std::lock_guard lock(mu_);
+      if (job.flush) queued_samples_ += job.flush->samples;
+      jobs_.push_back(std::move(job));
+    }
+    changed_.notify_all();
+  }
+
+  /// Waits while the writer holds more than twice max_buffered_samples (the disk is slower
+  /// than the input, or failing): the graph waits here.
+  void WaitForRoom() {
+    std::unique_lock lock(mu_);
+    changed_.wait(lock, [&] {
+      return queued_samples_ <= static_cast<size_t>(2 * o_.max_buffered_samples) || stop_;
+    });
+  }
+
+  /// Waits until the writer has written every flush of `p` (every partition's: nullopt), at
+  /// most `limit`; false when one is still waiting then.
+  bool WaitWritten(std::optional<uint32_t> p, std::chrono::seconds limit) {
+    std::unique_lock lock(mu_);
+    return changed_.wait_for(lock, limit, [&] {
+      if (writing_ && (!p || writing_partition_ == *p)) return false;
+      for (const Job& j : jobs_) {
+        if (j.flush && (!p || j.flush->partition == *p)) return false;
+      }
+      return true;
+    });
+  }
+
+  void DropJobs(uint32_t p) {
+    std::lock_guard lock(mu_);
+    std::erase_if(jobs_, [&](const Job& j) {
+      if (!j.flush || j.flush->partition != p) return false;
+      queued_samples_ -= j.flush->samples;
+      buffered_total_ -= j.flush->samples;
+      return true;
+    });
+  }
+
+  void Writer() {
+    int64_t backoff_ms = 0;
+    std::unique_lock lock(mu_);
+    while (true) {
+      changed_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
+      if (stop_) return;
+      Job job = std::move(jobs_.front());
+      jobs_.pop_front();
+      writing_ = true;
+      writing_partition_ = job.flush ? job.flush->partition : 0;
+      lock.unlock();
+      bool done = true;
+      try {
+        if (job.flush) {
+          Write(*job.flush);
+        } else {
+          Expire(job.now_ns);
+        }
+        backoff_ms = 0;
+      } catch (const std::exception& e) {
+        done = !job.flush.has_value();
+        failures_.Inc();
+        backoff_ms = backoff_ms == 0 ? 1000 : std::min<int64_t>(backoff_ms * 2, 30'000);
+        errors_log_.Log("write", spdlog::level::err,
+                        "archive '" + node_ + "': " + e.what() + " (tried again in " +
+                            std::to_string(backoff_ms / 1000) + " s)");
+      }
+      lock.lock();
+      writing_ = false;
+      if (done && job.flush) queued_samples_ -= job.flush->samples;
+      if (!done) {
+        jobs_.push_front(std::move(job));  // in order: nothing after it is committed before it
+        changed_.notify_all();
+        changed_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stop_; });
+        continue;
+      }
+      changed_.notify_all();
+    }
+  }
+
+  /// Makes the chunks of a flush: each sorted by vehicle then time, a sample delivered twice
+  /// once, as CSV compressed, with its summary.
+  std::vector<Made> Make(const Flush& f) const {
+    const std::vector<std::string>& names = *f.vehicles;
+    std::vector<uint32_t> order(names.size());
+    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(),
+              [&](uint32_t a, uint32_t b) { return names[a] < names[b]; });
+    std::vector<uint32_t> rank(names.size());
+    for (uint32_t i = 0; i < order.size(); ++i) rank[order[i]] = i;
+
+    std::vector<Made> made;
+    for (const auto& [key, held] : f.chunks) {
+      std::vector<Held> samples = held;
+      std::sort(samples.begin(), samples.end(), [&](const Held& a, const Held& b) {
+        return std::tie(rank[a.vehicle], a.point.ts_ns, a.point.seq) <
+               std::tie(rank[b.vehicle], b.point.ts_ns, b.point.seq);
+      });
+      Made m;
+      m.key = key;
+      const auto same = [](const Held& a, const Held& b) {
+        return a.vehicle == b.vehicle && a.point.ts_ns == b.point.ts_ns &&
+               a.point.seq == b.point.seq;
+      };
+      const auto end = std::unique(samples.begin(), samples.end(), same);
+      m.duplicates = static_cast<uint64_t>(samples.end() - end);
+      samples.erase(end, samples.end());
+      const bool positions = std::any_of(samples.begin(), samples.end(),
+                                         [](const Held& h) { return h.point.has_position; });
+      archive::Summary& s = m.summary;
+      s.sensor = key.sensor;
+      s.positions = positions;
+      s.samples = samples.size();
+      s.partition = f.partition;
+      s.first_sequence = f.first_sequence;
+      s.last_sequence = f.last_sequence;
+      s.first_ns = samples.front().point.ts_ns;
+      s.last_ns = samples.front().point.ts_ns;
+      std::string csv(archive::CsvHeader(positions));
+      csv.reserve(samples.size() * (positions ? 56 : 48));
+      uint32_t last_vehicle = UINT32_MAX;
+      for (const Held& h : samples) {
+        const wire::Point& p = h.point;
+        const std::string& name = names[h.vehicle];
+        if (h.vehicle != last_vehicle) {
+          s.vehicles.push_back(name);
+          last_vehicle = h.vehicle;
+        }
+        s.first_ns = std::min(s.first_ns, p.ts_ns);
+        s.last_ns = std::max(s.last_ns, p.ts_ns);
+        csv += name;
+        csv += ',';
+        archive::AppendTime(csv, p.ts_ns);
+        csv += ',';
+        if (positions) {
+          if (p.has_position) {
+            archive::AppendFixed(csv, p.lat, static_cast<int>(o_.position_decimals));
+            csv += ',';
+            archive::AppendFixed(csv, p.lon, static_cast<int>(o_.position_decimals));
+            if (!s.box) s.box = archive::Box{p.lat, p.lat, p.lon, p.lon};
+            s.box->min_lat = std::min(s.box->min_lat, p.lat);
+            s.box->max_lat = std::max(s.box->max_lat, p.lat);
+            s.box->min_lon = std::min(s.box->min_lon, p.lon);
+            s.box->max_lon = std::max(s.box->max_lon, p.lon);
+          } else {
+            csv += ',';
+          }
+        } else {
+          archive::AppendSignificant(csv, p.value, static_cast<int>(o_.value_digits));
+        }
+        csv += '\n';
+      }
+      m.data = archive::Compress(csv, static_cast<int>(o_.zstd_level));
+      s.bytes = m.data.size();
+      made.push_back(std::move(m));
+    }
+    return made;
+  }
+
+  /// The chunk's file name (without the suffix): the partition and the flush's sequences, or
+  /// the clock when the source has none.
+  static std::string ChunkName(const Flush& f) {
+    const std::string p = "part-" + std::to_string(f.partition) + "-";
+    if (f.last_sequence == 0) return p + "t" + std::to_string(f.made_ns);
+    return p + std::to_string(f.first_sequence) + "-" + std::to_string(f.last_sequence);
+  }
+
+  /// Writes a flush: its chunks and summaries staged and synced, the commit record stored, the
+  /// files renamed into place, the checkpoint after them. Throws when a step fails (nothing of
+  /// the flush is in the archive unless its record was stored; then the next try or the
+  /// partition's next owner finishes the renames).
+  void Write(const Flush& f) {
+    const std::vector<Made> made = Make(f);
+    const std::string name = ChunkName(f);
+    CommitRecord record;
+    record.last_sequence = f.last_sequence;
+    const std::string stage = StagePrefix(f.partition) + name + ".";
+    for (size_t i = 0; i < made.size(); ++i) {
+      const Made& m = made[i];
+      const std::string folder =
+          archive::ChunkFolder(m.key.sensor, m.key.period_start, o_.period, m.key.cell);
+      const std::string chunk = folder + "/" + name + std::string(archive::kChunkSuffix);
+      const std::string staged = "_tmp/" + stage + std::to_string(i);
+      WriteSynced(root_ / (staged + ".json.tmp"), archive::ToJson(m.summary));
+      WriteSynced(root_ / (staged + ".csv.zst.tmp"), m.data);
+      // The summary first: a finder that sees a chunk can read its summary.
+      record.files.push_back({staged + ".json.tmp", archive::SummaryPathOf(chunk)});
+      record.files.push_back({staged + ".csv.zst.tmp", chunk});
+    }
+    if (!made.empty()) SyncDirectory(staging_);
+    if (f.last_sequence != 0 || !made.empty()) {
+      const fs::path path = commits_ / ("p" + std::to_string(f.partition) + ".json");
+      const fs::path tmp = path.string() + ".tmp";
+      WriteSynced(tmp, ToJson(record, f.partition));
+      fs::rename(tmp, path);
+      SyncDirectory(commits_);
+    }
+    Apply(record);
+    uint64_t samples = 0, bytes = 0, duplicates = 0;
+    for (size_t i = 0; i < made.size(); ++i) {
+      const Made& m = made[i];
+      samples += m.summary.samples;
+      bytes += m.summary.bytes;
+      duplicates += m.duplicates;
+      Publish(m, record.files[2 * i + 1].to);
+    }
+    archived_.Inc(samples);
+    duplicates_.Inc(duplicates);
+    bytes_.Inc(bytes);
+    chunks_.Inc(made.size());
+    buffered_.Set(static_cast<double>(buffered_total_ -= f.samples));
+    if (checkpoints_ && f.last_sequence != 0) checkpoints_->Save(f.partition, {}, f.last_sequence);
+  }
+
+  /// The chunk's summary on stats_subject (core NATS: a chunk committed is in the archive
+  /// whether or not anyone hears of it).
+  void Publish(const Made& m, const std::string& path) {
+    if (o_.stats_subject.empty()) return;
+    try {
+      if (!stats_conn_) stats_conn_ = nats::Connection::Connect(*stats_connect_);
+      rapidjson::StringBuffer sb;
+      rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+      std::string period;
+      archive::AppendTime(period, m.key.period_start);
+      w.StartObject();
+      w.Key("node");
+      w.String(node_.c_str());
+      w.Key("sensor");
+      w.String(m.key.sensor.c_str());
+      w.Key("period");
+      w.String(period.c_str());
+      w.Key("cell");
+      w.String(m.key.cell.c_str());
+      w.Key("partition");
+      w.Uint(m.summary.partition);
+      w.Key("vehicles");
+      w.Uint64(m.summary.vehicles.size());
+      w.Key("samples");
+      w.Uint64(m.summary.samples);
+      w.Key("bytes");
+      w.Uint64(m.summary.bytes);
+      w.Key("path");
+      w.String(path.c_str());
+      w.EndObject();
+      stats_conn_->Publish(o_.stats_subject, std::string_view(sb.GetString(), sb.GetSize()));
+      stats_published_.Inc();
+    } catch (const std::exception& e) {
+      stats_failures_.Inc();
+      errors_log_.Log("stats", spdlog::level::warn,
+                      "archive '" + node_ + "': a chunk's summary was not published on " +
+                          o_.stats_subject + ": " + e.what());
+    }
+  }
+
+  /// Deletes the days wholly older than retention_days (of every sensor).
+  void Expire(int64_t now_ns) {
+    const int64_t keep_from = now_ns - o_.retention_days * kNsPerDay;
+    std::error_code ec;
+    for (const auto& sensor : fs::directory_iterator(root_, ec)) {
+      if (!sensor.is_directory() || sensor.path().filename().string().rfind("sensor=", 0) != 0) {
+        continue;
+      }
+      for (const auto& day : fs::directory_iterator(sensor.path(), ec)) {
+        const auto start = archive::DayOf(day.path().filename().string());
+        if (!start || *start + kNsPerDay > keep_from) continue;
+        std::error_code rm;
+        fs::remove_all(day.path(), rm);
+        if (rm)
+          throw std::runtime_error("retention: cannot delete " + day.path().string() + ": " +
+                                   rm.message());
+        expired_.Inc();
+        spdlog::info("archive '{}': retention: deleted {}", node_, day.path().string());
+      }
+    }
+  }
+
+  const std::string node_;
+  const ArchiveOptions o_;
+  const Clock& clock_;
+  const fs::path root_;
+  const fs::path commits_;
+  const fs::path staging_;
+  const std::set<std::string> wanted_;
+  std::shared_ptr<SnapshotStore> checkpoints_;
+
+  // The graph's thread:
+  std::map<uint32_t, Partition> partitions_;
+  std::set<uint32_t> owned_;
+  std::atomic<size_t> buffered_total_{0};  // gathered or queued, not written
+  bool any_partition_event_ = false;
+  int64_t next_retention_ns_ = 0;
+
+  // Shared with the writer:
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::deque<Job> jobs_;
+  size_t queued_samples_ = 0;  // handed to the writer, not written
+  bool writing_ = false;
+  uint32_t writing_partition_ = 0;
+  bool stop_ = false;
+
+  // The writer's:
+  std::optional<nats::ConnectOptions> stats_connect_;
+  std::unique_ptr<nats::Connection> stats_conn_;
+  RateLimitedLog errors_log_;
+
+  Counter& archived_;
+  Counter& duplicates_;
+  Counter& in_archive_;
+  Counter& ignored_;
+  Counter& chunks_;
+  Counter& bytes_;
+  Counter& failures_;
+  Counter& stats_published_;
+  Counter& stats_failures_;
+  Counter& expired_;
+  Gauge& buffered_;
+  std::thread writer_;  // last: started once the rest is there
+};
+
+const OptionsSpec<ArchiveOptions>& Spec() {
+  using O = ArchiveOptions;
+  return StaticSpec<O>([](OptionsSpec<O>& c) {
+    c.String("directory",
+             "Where the archive is written (created when missing): a local disk, or a volume "
+             "every worker mounts (a ReadWriteMany volume, an object-storage mount that renames "
+             "atomically). Workers sharing partitions must share it: a partition's next owner "
+             "finishes the flush its previous owner began. Layout: docs/archive.md.",
+             &O::directory)
+        .Required()
+        .MinLength(1)
+        .Example(R"("/var/lib/fleetflow/archive")");
+    c.Enum("period",
+           "The time folders: hour (day=<date>/hour=<HH>) or day (day=<date>), by the samples' "
+           "event time in UTC.",
+           &O::period, {{"hour", archive::Period::kHour}, {"day", archive::Period::kDay}})
+        .Default("hour");
+    c.Integer("cell_precision",
+              "Characters of the geohash of the cell folders (5: about 4.9 km x 4.9 km; 4: 39 km "
+              "x 19.5 km; 6: 1.2 km x 0.6 km). Samples without a position go to the cell of their "
+              "vehicle's newest position (cell=none before any).",
+              &O::cell_precision)
+        .Default(int64_t{5})
+        .Min(1)
+        .Max(8);
+    c.StringArray("sensors", "The sensors archived; empty: every sensor.", &O::sensors)
+        .UniqueItems()
+        .DefaultJson("[]");
+    c.Integer("flush_ms",
+              "Each partition writes what it gathered every flush_ms (and when it is revoked, and "
+              "on a drain): one chunk per sensor, period and cell. Longer: fewer, larger chunks "
+              "that compress better; what came after a partition's last flush is what its next "
+              "owner reads again from the stream (which must keep that long).",
+              &O::flush_ms)
+        .Default(int64_t{600'000})
+        .Min(100)
+        .Max(86'400'000);
+    c.Integer("max_buffered_samples",
+              "A partition that gathered this many samples writes them at once; the graph waits "
+              "while twice this many wait to be written (a slow or failing disk).",
+              &O::max_buffered_samples)
+        .Default(int64_t{4'000'000})
+        .Min(1);
+    c.Integer("zstd_level",
+              "zstd's compression level of the chunks (1 fastest; 19 smallest and slowest).",
+              &O::zstd_level)
+        .Default(int64_t{3})
+        .Min(1)
+        .Max(19);
+    c.Integer("position_decimals", "Decimals of latitude and longitude (7: about 1 cm).",
+              &O::position_decimals)
+        .Default(int64_t{7})
+        .Min(1)
+        .Max(15);
+    c.Integer("value_digits", "Significant digits of the other sensors' values (17: exact).",
+              &O::value_digits)
+        .Default(int64_t{7})
+        .Min(1)
+        .Max(17);
+    c.Integer("retention_days",
+              "Days of samples kept: a day folder wholly older than this (by the engine clock) is "
+              "deleted, checked every hour by the worker that owns partition 0. 0: kept for ever "
+              "(7 years: 2557).",
+              &O::retention_days)
+        .Default(int64_t{0})
+        .Min(0);
+    c.String("stats_subject",
+             "Each committed chunk's summary (node, sensor, period, cell, partition, vehicles, "
+             "samples, bytes, path) is published here as JSON on core NATS; empty: not published.",
+             &O::stats_subject)
+        .Default("fleetflow.archive.stats");
+    c.Enum("backend",
+           "Where each partition's checkpoint is kept for its source: memory (this process only; "
+           "a source that re-reads nothing) or jetstream_kv (agg.<node>.<partition>.checkpoint "
+           "in bucket, the source's state_bucket, from which a partition's next owner re-reads "
+           "what came after the last flush). The commit records in the directory say what is "
+           "archived either way.",
+           &O::backend,
+           {{"memory", O::Backend::kMemory}, {"jetstream_kv", O::Backend::kJetStreamKv}})
+        .Default("memory");
+    c.String("bucket", "jetstream_kv: the bucket, the one the source names in state_bucket.",
+             &O::bucket)
+        .Default("telemetry");
+    c.Include(&O::bucket_settings, KvBucketSpec());
+    c.Include(&O::nats, NatsClientSpec());
+  });
+}
+
+/// Behind an at-least-once source the checkpoints are in its state bucket: otherwise the source
+/// would re-read only after the other nodes' checkpoints, and what the archive had not written
+/// would be lost with a worker.
+std::vector<UpstreamProblem> CheckUpstream(const Config& self, const std::string& self_id,
+                                           const std::vector<UpstreamNode>& upstream) {
+  const ArchiveOptions o = Spec().Parse(self);
+  const bool stored = o.backend == ArchiveOptions::Backend::kJetStreamKv;
+  std::vector<UpstreamProblem> problems;
+  for (const UpstreamNode& n : upstream) {
+    if (!n.facts.at_least_once) continue;
+    const std::string named = n.facts.state_bucket.value_or("");
+    if (!stored || named != o.bucket) {
+      problems.push_back(
+          {n.id, "/state_bucket",
+           "archive '" + self_id +
+               "' gathers samples for flush_ms before they are in the archive: the source must "
+               "re-read what a worker had not written, from the archive's checkpoint; set the "
+               "archive's backend to jetstream_kv with \"bucket\": \"" +
+               (named.empty() ? o.bucket : named) + "\" and \"state_bucket\" here to the same" +
+               (named.empty() ? "" : " (it names \"" + named + "\")")});
+    }
+  }
+  return problems;
+}
+
+NodeFacts Facts(const Config& config) {
+  NodeFacts f;
+  if (Spec().Parse(config).backend == ArchiveOptions::Backend::kJetStreamKv) {
+    f.checkpoint_key = [](std::string_view node, uint32_t p) {
+      return JetStreamKvSnapshots::KeyOf(node, p, JetStreamKvSnapshots::kCheckpointKey);
+    };
+  }
+  return f;
+}
+
+/// `fleetflow validate --connect`: the directory can be written; the bucket of jetstream_kv.
+std::vector<ConnectFinding> CheckConnect(const Config& config) {
+  const ArchiveOptions o = Spec().Parse(config);
+  std::vector<ConnectFinding> out;
+  std::error_code ec;
+  fs::path dir(o.directory);
+  while (!dir.empty() && !fs::exists(dir, ec)) dir = dir.parent_path();
+  if (dir.empty()) dir = ".";
+  if (::access(dir.c_str(), W_OK) == 0) {
+    out.push_back(
+        {fs::exists(o.directory, ec) ? ConnectFinding::Level::kOk : ConnectFinding::Level::kNote,
+         "archive directory " + o.directory +
+             (fs::exists(o.directory, ec)
+                  ? " is writable"
+                  : " is created at start (in " + dir.string() + ", writable)")});
+  } else {
+    out.push_back({ConnectFinding::Level::kProblem, "archive directory " + o.directory + ": " +
+                                                        dir.string() +
+                                                        " is not writable by this user"});
+  }
+  if (o.backend == ArchiveOptions::Backend::kJetStreamKv) {
+    const auto kv = CheckStateBucket(o.nats, o.bucket, o.bucket_settings, "checkpoints");
+    out.insert(out.end(), kv.begin(), kv.end());
+  }
+  return out;
+}
+
+}  // namespace
+
+void RegisterArchive(Registry& registry, std::shared_ptr<SnapshotStore> memory_snapshots) {
+  OperatorInfo info = TypedOperator<Archive>(
+      "archive",
+      "Writes every sample into a directory for years at a known cost: zstd-compressed CSV "
+      "chunks by sensor, period and geohash cell, each with a summary (docs/archive.md), "
+      "exactly once behind a JetStream source.",
+      PortKind::kSamples, PortKind::kNone, Spec());
+  if (memory_snapshots) {
+    info.create = [memory_snapshots](const OperatorContext& ctx) -> std::unique_ptr<Operator> {
+      return std::make_unique<Archive>(ctx, Spec().Parse(ctx.config), memory_snapshots);
+    };
+  }
+  info.facts = Facts;
+  info.check_upstream = CheckUpstream;
+  info.check_connect = CheckConnect;
+  registry.Add(std::move(info));
+}
+
+}  // namespace fleetflow
