@@ -1,18 +1,37 @@
 #include "find.hpp"
 
+#include <geos_c.h>
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+#include <tbb/blocked_range.h>
+#include <tbb/enumerable_thread_specific.h>
+#include <tbb/parallel_for.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
+#include "layout.hpp"
 #include "pg_client.hpp"
 #include "utc_time.hpp"
 
@@ -56,7 +75,9 @@ std::string ReadArea(const std::string& path) {
   std::stringstream text;
   text << in.rdbuf();
   rapidjson::Document doc;
-  doc.Parse(text.str().c_str());
+  // Full precision: a vertex is the double its text names, as a sample's position is, so that a
+  // position on the area's edge is on it here too.
+  doc.Parse<rapidjson::kParseFullPrecisionFlag>(text.str().c_str());
   if (doc.HasParseError()) {
     throw Refused{kExitInvalid, "find: " + path + " is not JSON (at byte " +
                                     std::to_string(doc.GetErrorOffset()) + ")"};
@@ -179,14 +200,20 @@ void Print(const std::vector<Found>& found, const std::string& format, std::ostr
   }
 }
 
-int FindInPostgres(const FindArgs& args, std::ostream& out, std::ostream& err) {
-  const std::string area = ReadArea(args.area);
+/// The period [from, to) of --from and --to; refused when it is empty.
+std::pair<int64_t, int64_t> ReadPeriod(const FindArgs& args) {
   const int64_t from = ParseBound(args.from, "--from");
   const int64_t to = ParseBound(args.to, "--to");
   if (to <= from) {
     throw Refused{kExitInvalid, "find: the period from " + FormatUtc(from) + " to " +
                                     FormatUtc(to) + " is empty: --to must come after --from"};
   }
+  return {from, to};
+}
+
+int FindInPostgres(const FindArgs& args, std::ostream& out, std::ostream& err) {
+  const std::string area = ReadArea(args.area);
+  const auto [from, to] = ReadPeriod(args);
   std::string conninfo = args.conninfo;
   if (conninfo.empty()) {
     if (const char* env = std::getenv("FLEETFLOW_PG")) conninfo = env;
@@ -266,13 +293,510 @@ int FindInPostgres(const FindArgs& args, std::ostream& out, std::ostream& err) {
   return 0;
 }
 
+// find --archive: the archive operator's chunks of a position sensor (docs/archive.md).
+
+bool EndsWith(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+/// The area in one GEOS context: read from its GeoJSON text and prepared for testing points. A
+/// context and what is made in it serve one thread at a time, so each thread that tests points
+/// has its own.
+class GeosArea {
+ public:
+  /// Throws Refused (exit 2) when GEOS cannot read the area or, with `validate`, it is not valid.
+  GeosArea(const std::string& geojson, const std::string& path, bool validate) {
+    try {
+      Build(geojson, path, validate);
+    } catch (...) {
+      Release();
+      throw;
+    }
+  }
+  ~GeosArea() { Release(); }
+  GeosArea(const GeosArea&) = delete;
+  GeosArea& operator=(const GeosArea&) = delete;
+
+  /// The smallest box around the area.
+  const archive::Box& envelope() const { return envelope_; }
+
+  /// Whether the point is inside the area or on its boundary.
+  bool Covers(double lon, double lat) {
+    GEOSGeometry* point = GEOSGeom_createPointFromXY_r(ctx_, lon, lat);
+    if (point == nullptr) return false;
+    // A point intersects the area when it is inside or on the boundary: ST_Covers for points.
+    const char inside = GEOSPreparedIntersects_r(ctx_, prepared_, point);
+    GEOSGeom_destroy_r(ctx_, point);
+    return inside == 1;
+  }
+
+ private:
+  static void OnError(const char* message, void* self) {
+    static_cast<GeosArea*>(self)->error_ = message;
+  }
+
+  void Build(const std::string& geojson, const std::string& path, bool validate) {
+    ctx_ = GEOS_init_r();
+    if (ctx_ == nullptr) throw Refused{kExitFatal, "find: GEOS cannot start (GEOS_init_r)"};
+    GEOSContext_setErrorMessageHandler_r(ctx_, &GeosArea::OnError, this);
+    GEOSGeoJSONReader* reader = GEOSGeoJSONReader_create_r(ctx_);
+    if (reader != nullptr) {
+      geometry_ = GEOSGeoJSONReader_readGeometry_r(ctx_, reader, geojson.c_str());
+      GEOSGeoJSONReader_destroy_r(ctx_, reader);
+    }
+    if (geometry_ == nullptr) {
+      throw Refused{kExitInvalid, "find: the area " + path + " is not a polygon: " + error_};
+    }
+    if (validate && GEOSisValid_r(ctx_, geometry_) != 1) {
+      char* reason = GEOSisValidReason_r(ctx_, geometry_);
+      const std::string why = reason != nullptr ? reason : error_;
+      GEOSFree_r(ctx_, reason);
+      throw Refused{kExitInvalid, "find: the area " + path + " is not a valid polygon: " + why};
+    }
+    double min_lon = 0, min_lat = 0, max_lon = 0, max_lat = 0;
+    if (GEOSGeom_getExtent_r(ctx_, geometry_, &min_lon, &min_lat, &max_lon, &max_lat) != 1) {
+      throw Refused{kExitInvalid, "find: the area " + path + " has no extent: " + error_};
+    }
+    envelope_ = archive::Box{min_lat, max_lat, min_lon, max_lon};
+    prepared_ = GEOSPrepare_r(ctx_, geometry_);
+    if (prepared_ == nullptr) {
+      throw Refused{kExitFatal, "find: GEOS cannot prepare the area " + path + ": " + error_};
+    }
+  }
+
+  void Release() {
+    if (ctx_ == nullptr) return;
+    if (prepared_ != nullptr) GEOSPreparedGeom_destroy_r(ctx_, prepared_);
+    if (geometry_ != nullptr) GEOSGeom_destroy_r(ctx_, geometry_);
+    GEOS_finish_r(ctx_);
+    ctx_ = nullptr;
+    prepared_ = nullptr;
+    geometry_ = nullptr;
+  }
+
+  GEOSContextHandle_t ctx_ = nullptr;
+  GEOSGeometry* geometry_ = nullptr;
+  const GEOSPreparedGeometry* prepared_ = nullptr;
+  archive::Box envelope_;
+  std::string error_;  // GEOS's last error message
+};
+
+/// The whole file at `path` in `data`; false (and `why`) when it cannot be read.
+bool ReadFile(const std::string& path, std::string& data, std::string& why) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    why = std::strerror(errno);
+    return false;
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    why = "read error";
+    return false;
+  }
+  data = std::move(text).str();
+  return true;
+}
+
+/// The reading's progress on a terminal: chunks read of the candidates and samples scanned, one
+/// line redrawn in place at most 10 times a second, by whichever thread gets to it.
+class Progress {
+ public:
+  Progress(bool on, std::ostream& err, size_t chunks) : on_(on), err_(err), chunks_(chunks) {
+    if (on_) Draw();
+  }
+
+  void Add(uint64_t chunks, uint64_t samples) {
+    read_ += chunks;
+    samples_ += samples;
+    if (!on_) return;
+    std::unique_lock lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - drawn_ < std::chrono::milliseconds(100)) return;
+    drawn_ = now;
+    Draw();
+  }
+
+  /// Clears the line.
+  void Finish() {
+    if (!on_) return;
+    std::lock_guard lock(mu_);
+    err_ << "\r\033[K" << std::flush;
+  }
+
+ private:
+  void Draw() {
+    err_ << "\rfind: " << read_.load() << " of " << chunks_ << " chunks read, " << samples_.load()
+         << " samples scanned\033[K" << std::flush;
+  }
+
+  const bool on_;
+  std::ostream& err_;
+  const size_t chunks_;
+  std::atomic<uint64_t> read_{0}, samples_{0};
+  std::mutex mu_;  // guards err_ and drawn_
+  std::chrono::steady_clock::time_point drawn_ = std::chrono::steady_clock::now();
+};
+
+/// What one thread found in the chunks it read.
+struct Scan {
+  std::unordered_map<std::string, Found> found;
+  uint64_t samples = 0;               // lines of samples read
+  uint64_t bad_lines = 0;             // lines that are not a sample
+  std::vector<std::string> unread;    // chunks not read: "path: why"
+  std::vector<std::string> bad_line;  // per chunk with bad lines, the first: "path: line N: why"
+};
+
+/// The first field of a CSV line (quoted or not) in `field`, the rest after its comma in `rest`;
+/// false when the line has no such field.
+bool FirstField(std::string_view line, std::string& field, std::string_view& rest) {
+  field.clear();
+  if (line.empty() || line[0] != '"') {
+    const size_t comma = line.find(',');
+    if (comma == std::string_view::npos) return false;
+    field.assign(line.substr(0, comma));
+    rest = line.substr(comma + 1);
+    return true;
+  }
+  for (size_t i = 1; i < line.size(); ++i) {
+    if (line[i] != '"') {
+      field += line[i];
+    } else if (i + 1 < line.size() && line[i + 1] == '"') {
+      field += '"';
+      ++i;
+    } else {
+      if (i + 1 >= line.size() || line[i + 1] != ',') return false;
+      rest = line.substr(i + 2);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool ParseDegrees(std::string_view text, double lo, double hi, double& out) {
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && end == text.data() + text.size() && out >= lo && out <= hi;
+}
+
+/// Reads the samples of one chunk of positions (its decompressed CSV) into `scan`: those in the
+/// period, within the area's envelope, then in the area.
+void ScanChunk(std::string_view csv, const std::string& path, int64_t from, int64_t to,
+               GeosArea& area, Scan& scan, Progress& progress) {
+  const archive::Box& envelope = area.envelope();
+  std::string_view header = archive::CsvHeader(true);
+  header.remove_suffix(1);  // its newline
+  uint64_t line_no = 0, bad = 0, unreported = 0;
+  std::string first_bad;
+  std::string vehicle;
+  Found* current = nullptr;  // the entry of the vehicle of the previous line inside
+  size_t at = 0;
+  while (at < csv.size()) {
+    size_t eol = csv.find('\n', at);
+    if (eol == std::string_view::npos) eol = csv.size();
+    std::string_view line = csv.substr(at, eol - at);
+    at = eol + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line_no == 1) {
+      if (line != header) {
+        scan.unread.push_back(path + ": not a chunk of positions: its header is '" +
+                              std::string(line.substr(0, 80)) + "', not '" + std::string(header) +
+                              "'");
+        return;
+      }
+      continue;
+    }
+    if (line.empty()) continue;
+    ++scan.samples;
+    if (++unreported == 65536) {
+      progress.Add(0, unreported);
+      unreported = 0;
+    }
+    std::string_view rest, ts_text, lat_text, lon_text;
+    const char* why = nullptr;
+    std::optional<int64_t> ts;
+    double lat = 0, lon = 0;
+    if (!FirstField(line, vehicle, rest) || vehicle.empty()) {
+      why = "no vehicle_id";
+    } else {
+      const size_t c1 = rest.find(','), c2 = rest.find(',', c1 == rest.npos ? c1 : c1 + 1);
+      if (c1 == rest.npos || c2 == rest.npos || rest.find(',', c2 + 1) != rest.npos) {
+        why = "not 4 fields";
+      } else if (!(ts = archive::ParseTime(rest.substr(0, c1)))) {
+        why = "ts is not a time like 2026-11-28T10:00:00.123456Z";
+      } else if (!ParseDegrees(rest.substr(c1 + 1, c2 - c1 - 1), -90, 90, lat)) {
+        why = "lat is not a latitude";
+      } else if (!ParseDegrees(rest.substr(c2 + 1), -180, 180, lon)) {
+        why = "lon is not a longitude";
+      }
+    }
+    if (why != nullptr) {
+      if (bad++ == 0) first_bad = path + ": line " + std::to_string(line_no) + ": " + why;
+      continue;
+    }
+    if (*ts < from || *ts >= to) continue;
+    if (lat < envelope.min_lat || lat > envelope.max_lat || lon < envelope.min_lon ||
+        lon > envelope.max_lon || !area.Covers(lon, lat)) {
+      continue;
+    }
+    if (current == nullptr || current->vehicle != vehicle) {
+      current = &scan.found[vehicle];
+      if (current->inside == 0) current->vehicle = vehicle;
+    }
+    if (current->inside == 0 || *ts < current->first_ns) current->first_ns = *ts;
+    if (current->inside == 0 || *ts > current->last_ns) current->last_ns = *ts;
+    ++current->inside;
+  }
+  progress.Add(1, unreported);
+  if (line_no == 0) scan.unread.push_back(path + ": empty: not even a header");
+  if (bad > 0) {
+    scan.bad_lines += bad;
+    scan.bad_line.push_back(
+        first_bad +
+        (bad > 1 ? " (and " + std::to_string(bad - 1) + " more bad lines in the chunk)" : ""));
+  }
+}
+
+/// A chunk that may hold samples in the area during the period.
+struct Candidate {
+  std::string path;
+  bool summary_prunes = false;  // its summary says it holds none
+  std::string no_summary;       // why it has no readable summary; empty when it has one
+};
+
+void PrintSome(const std::vector<std::string>& lines, const char* what, std::ostream& err) {
+  constexpr size_t kShown = 10;
+  for (size_t i = 0; i < lines.size() && i < kShown; ++i) err << "find: " << lines[i] << '\n';
+  if (lines.size() > kShown) {
+    err << "find: ... and " << lines.size() - kShown << " more " << what << '\n';
+  }
+}
+
+int FindInArchive(const FindArgs& args, std::ostream& out, std::ostream& err) {
+  namespace fs = std::filesystem;
+  const auto started = std::chrono::steady_clock::now();
+  const std::string geojson = ReadArea(args.area);
+  const auto [from, to] = ReadPeriod(args);
+  GeosArea area(geojson, args.area, /*validate=*/true);
+  const archive::Box envelope = area.envelope();
+
+  const bool token = !args.sensor.empty() && args.sensor.size() <= 64 &&
+                     std::all_of(args.sensor.begin(), args.sensor.end(), [](unsigned char c) {
+                       return std::isalnum(c) || c == '_' || c == '-';
+                     });
+  if (!token) {
+    throw Refused{kExitInvalid, "find: --sensor '" + args.sensor +
+                                    "' is not a sensor name (1 to 64 of A-Z a-z 0-9 _ -)"};
+  }
+  const fs::path root(args.archive);
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) {
+    throw Refused{kExitInvalid,
+                  "find: the archive " + args.archive +
+                      (fs::exists(root, ec) ? " is not a directory" : " does not exist")};
+  }
+  const fs::path sensor_dir = root / ("sensor=" + args.sensor);
+  if (!fs::is_directory(sensor_dir, ec)) {
+    std::vector<std::string> sensors;
+    for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name.rfind("sensor=", 0) == 0) sensors.push_back(name);
+    }
+    std::sort(sensors.begin(), sensors.end());
+    std::string held;
+    for (const std::string& s : sensors) held += (held.empty() ? "" : ", ") + s;
+    throw Refused{kExitInvalid,
+                  "find: the archive " + args.archive + " has no folder sensor=" + args.sensor +
+                      (sensors.empty() ? ": it holds no sensor=… folder (not an archive?)"
+                                       : " (it holds " + held +
+                                             "; --sensor names the position "
+                                             "sensor)")};
+  }
+
+  // Every chunk of the sensor, pruned by period and cell from its path alone.
+  uint64_t chunks = 0, by_period = 0, by_cell = 0, not_in_layout = 0;
+  int64_t oldest = 0, newest = 0;  // the periods the chunks cover
+  std::string first_not_in_layout;
+  std::vector<Candidate> candidates;
+  for (fs::recursive_directory_iterator it(sensor_dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    std::error_code type_ec;
+    if (!EndsWith(name, archive::kChunkSuffix) || !it->is_regular_file(type_ec)) continue;
+    const std::string relative = it->path().lexically_relative(root).generic_string();
+    const auto place = archive::ParseChunkPath(relative);
+    if (!place || place->sensor != args.sensor) {
+      if (not_in_layout++ == 0) first_not_in_layout = it->path().string();
+      continue;
+    }
+    const int64_t period_end = place->period_start_ns + place->period_ns;
+    oldest = chunks == 0 ? place->period_start_ns : std::min(oldest, place->period_start_ns);
+    newest = chunks == 0 ? period_end : std::max(newest, period_end);
+    ++chunks;
+    if (place->period_start_ns >= to || period_end <= from) {
+      ++by_period;
+      continue;
+    }
+    const auto cell =
+        place->cell == archive::kNoCell ? std::nullopt : archive::GeohashBox(place->cell);
+    if (!cell || !cell->Intersects(envelope)) {
+      ++by_cell;
+      continue;
+    }
+    candidates.push_back({it->path().string(), false, ""});
+  }
+  if (ec) {
+    throw Refused{kExitFatal,
+                  "find: cannot list the archive " + sensor_dir.string() + ": " + ec.message()};
+  }
+  std::sort(candidates.begin(), candidates.end(),
+            [](const Candidate& a, const Candidate& b) { return a.path < b.path; });
+
+  // Then by summary: its times and the box of its positions.
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, candidates.size()),
+                    [&](const tbb::blocked_range<size_t>& range) {
+                      for (size_t i = range.begin(); i != range.end(); ++i) {
+                        Candidate& c = candidates[i];
+                        std::string json, why;
+                        if (!ReadFile(archive::SummaryPathOf(c.path), json, why)) {
+                          c.no_summary = why;
+                          continue;
+                        }
+                        const auto s = archive::ParseSummary(json, &why);
+                        if (!s) {
+                          c.no_summary = why;
+                          continue;
+                        }
+                        c.summary_prunes = s->last_ns < from || s->first_ns >= to ||
+                                           (s->box && !s->box->Intersects(envelope));
+                      }
+                    });
+  uint64_t by_summary = 0;
+  std::vector<std::string> no_summary;
+  std::vector<std::string> to_read;
+  for (const Candidate& c : candidates) {
+    if (c.summary_prunes) {
+      ++by_summary;
+      continue;
+    }
+    if (!c.no_summary.empty()) {
+      no_summary.push_back(archive::SummaryPathOf(c.path) + ": " + c.no_summary +
+                           " (its chunk is read whole)");
+    }
+    to_read.push_back(c.path);
+  }
+
+  // Then the chunks left, in parallel: each thread with its own GEOS context and prepared area.
+  Progress progress(args.progress, err, to_read.size());
+  tbb::enumerable_thread_specific<Scan> scans;
+  tbb::enumerable_thread_specific<std::unique_ptr<GeosArea>> areas;
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, to_read.size(), 1),
+                    [&](const tbb::blocked_range<size_t>& range) {
+                      Scan& scan = scans.local();
+                      for (size_t i = range.begin(); i != range.end(); ++i) {
+                        const std::string& path = to_read[i];
+                        try {
+                          std::unique_ptr<GeosArea>& mine = areas.local();
+                          if (!mine) mine = std::make_unique<GeosArea>(geojson, args.area, false);
+                          std::string compressed, why;
+                          if (!ReadFile(path, compressed, why)) {
+                            scan.unread.push_back(path + ": cannot read it: " + why);
+                          } else if (const auto csv = archive::Decompress(compressed, &why)) {
+                            ScanChunk(*csv, path, from, to, *mine, scan, progress);
+                            continue;
+                          } else {
+                            scan.unread.push_back(path + ": cannot decompress it: " + why);
+                          }
+                        } catch (const Refused& r) {
+                          scan.unread.push_back(path + ": " + r.message);
+                        } catch (const std::exception& e) {
+                          scan.unread.push_back(path + ": " + e.what());
+                        }
+                        progress.Add(1, 0);
+                      }
+                    });
+  progress.Finish();
+
+  std::unordered_map<std::string, Found> merged;
+  Scan all;
+  for (Scan& scan : scans) {
+    for (auto& [vehicle, f] : scan.found) {
+      auto [entry, added] = merged.try_emplace(vehicle, f);
+      if (added) continue;
+      Found& m = entry->second;
+      m.first_ns = std::min(m.first_ns, f.first_ns);
+      m.last_ns = std::max(m.last_ns, f.last_ns);
+      m.inside += f.inside;
+    }
+    all.samples += scan.samples;
+    all.bad_lines += scan.bad_lines;
+    all.unread.insert(all.unread.end(), scan.unread.begin(), scan.unread.end());
+    all.bad_line.insert(all.bad_line.end(), scan.bad_line.begin(), scan.bad_line.end());
+  }
+  std::vector<Found> found;
+  found.reserve(merged.size());
+  for (auto& [vehicle, f] : merged) found.push_back(std::move(f));
+  std::sort(found.begin(), found.end(),
+            [](const Found& a, const Found& b) { return a.vehicle < b.vehicle; });
+  Print(found, args.format, out);
+
+  std::sort(all.unread.begin(), all.unread.end());
+  std::sort(all.bad_line.begin(), all.bad_line.end());
+  std::sort(no_summary.begin(), no_summary.end());
+  if (not_in_layout > 0) {
+    err << "find: " << not_in_layout << " file" << (not_in_layout == 1 ? "" : "s") << " named *"
+        << archive::kChunkSuffix << " not in the archive's layout, ignored: " << first_not_in_layout
+        << (not_in_layout > 1 ? " and others" : "") << '\n';
+  }
+  PrintSome(no_summary, "chunks without a readable summary", err);
+  PrintSome(all.unread, "chunks not read", err);
+  PrintSome(all.bad_line, "chunks with bad lines", err);
+  if (chunks == 0) {
+    err << "find: the archive " << args.archive << " holds no chunk of sensor " << args.sensor
+        << '\n';
+  } else {
+    if (from < oldest) {
+      err << "find: the archive holds sensor " << args.sensor << " from " << FormatUtc(oldest)
+          << " on: the period before it is not answered\n";
+    }
+    if (to > newest) {
+      err << "find: the archive holds sensor " << args.sensor << " up to " << FormatUtc(newest)
+          << '\n';
+    }
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  char elapsed[32];
+  std::snprintf(elapsed, sizeof elapsed, "%.2f s", seconds);
+  err << "find: " << found.size() << (found.size() == 1 ? " vehicle" : " vehicles")
+      << " in the area from " << FormatUtc(from) << " to " << FormatUtc(to) << " (archive "
+      << args.archive << ", sensor " << args.sensor << ": " << chunks << " chunks, skipped "
+      << by_period << " by period, " << by_cell << " by cell, " << by_summary
+      << " by summary; read " << to_read.size() - all.unread.size() << " of " << to_read.size()
+      << (no_summary.empty()
+              ? ""
+              : " (" + std::to_string(no_summary.size()) + " without a readable summary)")
+      << ", " << all.samples << " samples scanned"
+      << (all.bad_lines == 0 ? "" : ", " + std::to_string(all.bad_lines) + " bad lines") << "; "
+      << elapsed << ")\n";
+  if (!all.unread.empty() || all.bad_lines > 0) {
+    err << "find: the answer may be incomplete: " << all.unread.size() << " chunk"
+        << (all.unread.size() == 1 ? "" : "s") << " not read, " << all.bad_lines << " bad line"
+        << (all.bad_lines == 1 ? "" : "s") << '\n';
+    return kExitFatal;
+  }
+  return 0;
+}
+
 }  // namespace
 
 CLI::App* AddFindCommand(CLI::App& app, FindArgs& args) {
   auto* cmd = app.add_subcommand(
       "find",
       "Which vehicles were in an area during a period: one line per vehicle with its first and "
-      "last time inside and the rows inside (a position on the area's edge is inside).");
+      "last time inside and the rows (--pg) or samples (--archive) inside (a position on the "
+      "area's edge is inside).");
   cmd->add_option("--area", args.area,
                   "A GeoJSON file: a Polygon or MultiPolygon (or a Feature of one), longitude and "
                   "latitude in WGS 84")
@@ -282,6 +806,12 @@ CLI::App* AddFindCommand(CLI::App& app, FindArgs& args) {
   cmd->add_flag("--pg", args.pg,
                 "Answer from PostgreSQL: the 1 s rows of --table, positions tested with PostGIS "
                 "(for the period the table still holds)");
+  cmd->add_option("--archive", args.archive,
+                  "Answer from the archive in this directory (docs/archive.md): the samples of "
+                  "--sensor, in the chunks whose period, cell and summary may hold some in the "
+                  "area, read in parallel, positions tested with GEOS");
+  cmd->add_option("--sensor", args.sensor, "The archive's position sensor (--archive)")
+      ->capture_default_str();
   cmd->add_option("--conninfo", args.conninfo,
                   "PostgreSQL connection string (default: FLEETFLOW_PG, else libpq's PG* "
                   "variables)");
@@ -290,15 +820,29 @@ CLI::App* AddFindCommand(CLI::App& app, FindArgs& args) {
                   "table, csv (a header, then one line per vehicle) or json")
       ->capture_default_str()
       ->check(CLI::IsMember({"table", "csv", "json"}));
+  cmd->footer(
+      "Exactly one of --pg and --archive. Exit status 0, also when no vehicle was there; 1 when "
+      "the database cannot answer or a chunk of the archive cannot be read (what was found is "
+      "printed); 2 for a bad area, period, archive or option.\n\nExample:\n  fleetflow find "
+      "--archive /var/lib/fleetflow/archive --area paris.geojson \\\n    --from "
+      "2026-11-28T08:00:00Z --to 2026-11-28T10:00:00Z --format csv");
+  // The reading's progress on stderr when it is a terminal.
+  args.progress = isatty(STDERR_FILENO) != 0;
   return cmd;
 }
 
 int Find(const FindArgs& args, std::ostream& out, std::ostream& err) {
   try {
-    if (!args.pg) {
+    if (args.pg && !args.archive.empty()) {
       throw Refused{kExitInvalid,
-                    "find: say where to look: --pg (PostgreSQL's 1 s rows, with PostGIS)"};
+                    "find: --pg and --archive exclude each other: say where to look with one"};
     }
+    if (!args.pg && args.archive.empty()) {
+      throw Refused{kExitInvalid,
+                    "find: say where to look: --pg (PostgreSQL's 1 s rows, with PostGIS) or "
+                    "--archive DIR (the archive operator's files, docs/archive.md)"};
+    }
+    if (!args.archive.empty()) return FindInArchive(args, out, err);
     return FindInPostgres(args, out, err);
   } catch (const Refused& r) {
     err << r.message << '\n';

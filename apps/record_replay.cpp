@@ -377,7 +377,8 @@ namespace {
 
 /// A node whose state lives in a Key/Value bucket (backend jetstream_kv): in memory for a replay.
 bool KeepsStateInABucket(const NodeDecl& n) {
-  return (n.type == "keyed_last_value" || n.type == "window_aggregate" || n.type == "cell_merge") &&
+  return (n.type == "keyed_last_value" || n.type == "window_aggregate" || n.type == "cell_merge" ||
+          n.type == "archive") &&
          n.config.String("backend") != "memory";
 }
 

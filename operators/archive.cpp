@@ -149,13 +149,25 @@ std::optional<CommitRecord> ParseCommitRecord(const std::string& text) {
   return r;
 }
 
-/// One sample held for a flush: its vehicle (an index into the partition's names) and itself.
+/// One sample held for a flush: its vehicle and cell (indexes into the partition's names of
+/// them) and itself.
 struct Held {
   uint32_t vehicle = 0;
+  uint32_t cell = 0;
   wire::Point point;
 };
 
-/// The samples of one future chunk: a sensor, a period and a cell.
+/// The samples of one sensor in one period, of every cell: a sample delivered twice is found
+/// there, whatever cell each copy was given.
+struct SeriesKey {
+  std::string sensor;
+  int64_t period_start = 0;
+  bool operator<(const SeriesKey& o) const {
+    return std::tie(sensor, period_start) < std::tie(o.sensor, o.period_start);
+  }
+};
+
+/// A chunk: a sensor, a period and a cell.
 struct ChunkKey {
   std::string sensor;
   int64_t period_start = 0;
@@ -172,7 +184,8 @@ struct Flush {
   uint64_t last_sequence = 0;
   int64_t made_ns = 0;  // engine clock: names the chunks of a source without sequences
   std::shared_ptr<const std::vector<std::string>> vehicles;
-  std::map<ChunkKey, std::vector<Held>> chunks;
+  std::shared_ptr<const std::vector<std::string>> cells;
+  std::map<SeriesKey, std::vector<Held>> series;
   size_t samples = 0;
 };
 
@@ -265,16 +278,20 @@ class Archive final : public Operator {
  private:
   struct Partition {
     bool restored = false;
-    uint64_t committed = 0;  // the commit record's last sequence
+    uint64_t committed = 0;  // the last sequence flushed, or the commit record's
     uint64_t first = 0;      // the first sequence gathered since the last flush
     uint64_t taken = 0;      // the last
     int64_t since_ns = 0;    // the clock when the first sample since the last flush came
     size_t samples = 0;
-    std::map<ChunkKey, std::vector<Held>> chunks;
+    std::map<SeriesKey, std::vector<Held>> series;
+    // The names of vehicles and cells, by index (they only grow).
     std::shared_ptr<std::vector<std::string>> vehicles =
         std::make_shared<std::vector<std::string>>();
     std::unordered_map<std::string, uint32_t> index;
-    std::vector<std::string> cell_of;  // by vehicle: the cell of its newest position seen
+    std::shared_ptr<std::vector<std::string>> cells =
+        std::make_shared<std::vector<std::string>>(1, std::string(archive::kNoCell));
+    std::unordered_map<std::string, uint32_t> cell_index{{std::string(archive::kNoCell), 0}};
+    std::vector<uint32_t> cell_of;  // by vehicle: the cell of its newest position seen
   };
 
   void Add(const SampleBatch& b) {
@@ -297,24 +314,27 @@ class Archive final : public Operator {
         part.index.try_emplace(b.vehicle, static_cast<uint32_t>(part.vehicles->size()));
     if (inserted) {
       part.vehicles->push_back(b.vehicle);
-      part.cell_of.emplace_back(archive::kNoCell);
+      part.cell_of.push_back(0);
     }
     const uint32_t vehicle = it->second;
-    std::vector<Held>* chunk = nullptr;
-    ChunkKey key{b.sensor, 0, ""};
+    std::vector<Held>* series = nullptr;
+    SeriesKey key{b.sensor, 0};
+    const int64_t period = archive::PeriodNs(o_.period);
     for (const wire::Point& p : b.points) {
-      std::string cell = p.has_position
-                             ? archive::Geohash(p.lat, p.lon, static_cast<int>(o_.cell_precision))
-                             : part.cell_of[vehicle];
-      const int64_t period = archive::PeriodNs(o_.period);
-      const int64_t start = p.ts_ns - ((p.ts_ns % period) + period) % period;
-      if (chunk == nullptr || start != key.period_start || cell != key.cell) {
-        key.period_start = start;
-        key.cell = cell;
-        chunk = &part.chunks[key];
+      if (p.has_position) {
+        const std::string cell =
+            archive::Geohash(p.lat, p.lon, static_cast<int>(o_.cell_precision));
+        const auto [c, added] =
+            part.cell_index.try_emplace(cell, static_cast<uint32_t>(part.cells->size()));
+        if (added) part.cells->push_back(cell);
+        part.cell_of[vehicle] = c->second;
       }
-      if (p.has_position) part.cell_of[vehicle] = std::move(cell);
-      chunk->push_back({vehicle, p});
+      const int64_t start = p.ts_ns - ((p.ts_ns % period) + period) % period;
+      if (series == nullptr || start != key.period_start) {
+        key.period_start = start;
+        series = &part.series[key];
+      }
+      series->push_back({vehicle, part.cell_of[vehicle], p});
     }
     part.samples += b.points.size();
     buffered_.Set(static_cast<double>(buffered_total_ += b.points.size()));
@@ -445,13 +465,17 @@ class Archive final : public Operator {
     f.last_sequence = part.taken;
     f.made_ns = clock_.NowNs();
     f.vehicles = part.vehicles;
-    f.chunks = std::move(part.chunks);
+    f.cells = part.cells;
+    f.series = std::move(part.series);
     f.samples = part.samples;
-    part.chunks.clear();
+    part.series.clear();
     part.samples = 0;
     part.first = 0;
-    // The names grow only; a new table for the next flush keeps the one handed over intact.
+    // A message delivered again from now on (its acknowledgement was late) is in this flush.
+    part.committed = std::max(part.committed, part.taken);
+    // The names grow only; new tables for the next flush keep those handed over intact.
     part.vehicles = std::make_shared<std::vector<std::string>>(*part.vehicles);
+    part.cells = std::make_shared<std::vector<std::string>>(*part.cells);
     Enqueue(Job{std::move(f), 0});
   }
 
@@ -555,71 +579,84 @@ class Archive final : public Operator {
     for (uint32_t i = 0; i < order.size(); ++i) rank[order[i]] = i;
 
     std::vector<Made> made;
-    for (const auto& [key, held] : f.chunks) {
-      std::vector<Held> samples = held;
-      std::sort(samples.begin(), samples.end(), [&](const Held& a, const Held& b) {
+    for (const auto& [series, held] : f.series) {
+      // A sample delivered twice is kept once, in the cell its first copy was given.
+      std::vector<Held> all = held;
+      std::stable_sort(all.begin(), all.end(), [&](const Held& a, const Held& b) {
         return std::tie(rank[a.vehicle], a.point.ts_ns, a.point.seq) <
                std::tie(rank[b.vehicle], b.point.ts_ns, b.point.seq);
       });
-      Made m;
-      m.key = key;
       const auto same = [](const Held& a, const Held& b) {
         return a.vehicle == b.vehicle && a.point.ts_ns == b.point.ts_ns &&
                a.point.seq == b.point.seq;
       };
-      const auto end = std::unique(samples.begin(), samples.end(), same);
-      m.duplicates = static_cast<uint64_t>(samples.end() - end);
-      samples.erase(end, samples.end());
-      const bool positions = std::any_of(samples.begin(), samples.end(),
-                                         [](const Held& h) { return h.point.has_position; });
-      archive::Summary& s = m.summary;
-      s.sensor = key.sensor;
-      s.positions = positions;
-      s.samples = samples.size();
-      s.partition = f.partition;
-      s.first_sequence = f.first_sequence;
-      s.last_sequence = f.last_sequence;
-      s.first_ns = samples.front().point.ts_ns;
-      s.last_ns = samples.front().point.ts_ns;
-      std::string csv(archive::CsvHeader(positions));
-      csv.reserve(samples.size() * (positions ? 56 : 48));
-      uint32_t last_vehicle = UINT32_MAX;
-      for (const Held& h : samples) {
-        const wire::Point& p = h.point;
-        const std::string& name = names[h.vehicle];
-        if (h.vehicle != last_vehicle) {
-          s.vehicles.push_back(name);
-          last_vehicle = h.vehicle;
-        }
-        s.first_ns = std::min(s.first_ns, p.ts_ns);
-        s.last_ns = std::max(s.last_ns, p.ts_ns);
-        csv += name;
-        csv += ',';
-        archive::AppendTime(csv, p.ts_ns);
-        csv += ',';
-        if (positions) {
-          if (p.has_position) {
-            archive::AppendFixed(csv, p.lat, static_cast<int>(o_.position_decimals));
-            csv += ',';
-            archive::AppendFixed(csv, p.lon, static_cast<int>(o_.position_decimals));
-            if (!s.box) s.box = archive::Box{p.lat, p.lat, p.lon, p.lon};
-            s.box->min_lat = std::min(s.box->min_lat, p.lat);
-            s.box->max_lat = std::max(s.box->max_lat, p.lat);
-            s.box->min_lon = std::min(s.box->min_lon, p.lon);
-            s.box->max_lon = std::max(s.box->max_lon, p.lon);
-          } else {
-            csv += ',';
-          }
-        } else {
-          archive::AppendSignificant(csv, p.value, static_cast<int>(o_.value_digits));
-        }
-        csv += '\n';
+      const auto end = std::unique(all.begin(), all.end(), same);
+      const auto duplicates = static_cast<uint64_t>(all.end() - end);
+      all.erase(end, all.end());
+      std::map<std::string_view, std::vector<Held>> by_cell;
+      for (const Held& h : all) by_cell[(*f.cells)[h.cell]].push_back(h);
+      for (auto& [cell, samples] : by_cell) {
+        made.push_back(
+            MakeChunk({series.sensor, series.period_start, std::string(cell)}, samples, f, names));
       }
-      m.data = archive::Compress(csv, static_cast<int>(o_.zstd_level));
-      s.bytes = m.data.size();
-      made.push_back(std::move(m));
+      if (!by_cell.empty()) made.back().duplicates = duplicates;
     }
     return made;
+  }
+
+  /// One chunk of a flush: `samples` sorted and without duplicates.
+  Made MakeChunk(ChunkKey key, const std::vector<Held>& samples, const Flush& f,
+                 const std::vector<std::string>& names) const {
+    Made m;
+    m.key = std::move(key);
+    const bool positions = std::any_of(samples.begin(), samples.end(),
+                                       [](const Held& h) { return h.point.has_position; });
+    archive::Summary& s = m.summary;
+    s.sensor = m.key.sensor;
+    s.positions = positions;
+    s.samples = samples.size();
+    s.partition = f.partition;
+    s.first_sequence = f.first_sequence;
+    s.last_sequence = f.last_sequence;
+    s.first_ns = samples.front().point.ts_ns;
+    s.last_ns = samples.front().point.ts_ns;
+    std::string csv(archive::CsvHeader(positions));
+    csv.reserve(samples.size() * (positions ? 56 : 48));
+    uint32_t last_vehicle = UINT32_MAX;
+    for (const Held& h : samples) {
+      const wire::Point& p = h.point;
+      const std::string& name = names[h.vehicle];
+      if (h.vehicle != last_vehicle) {
+        s.vehicles.push_back(name);
+        last_vehicle = h.vehicle;
+      }
+      s.first_ns = std::min(s.first_ns, p.ts_ns);
+      s.last_ns = std::max(s.last_ns, p.ts_ns);
+      csv += name;
+      csv += ',';
+      archive::AppendTime(csv, p.ts_ns);
+      csv += ',';
+      if (positions) {
+        if (p.has_position) {
+          archive::AppendFixed(csv, p.lat, static_cast<int>(o_.position_decimals));
+          csv += ',';
+          archive::AppendFixed(csv, p.lon, static_cast<int>(o_.position_decimals));
+          if (!s.box) s.box = archive::Box{p.lat, p.lat, p.lon, p.lon};
+          s.box->min_lat = std::min(s.box->min_lat, p.lat);
+          s.box->max_lat = std::max(s.box->max_lat, p.lat);
+          s.box->min_lon = std::min(s.box->min_lon, p.lon);
+          s.box->max_lon = std::max(s.box->max_lon, p.lon);
+        } else {
+          csv += ',';
+        }
+      } else {
+        archive::AppendSignificant(csv, p.value, static_cast<int>(o_.value_digits));
+      }
+      csv += '\n';
+    }
+    m.data = archive::Compress(csv, static_cast<int>(o_.zstd_level));
+    s.bytes = m.data.size();
+    return m;
   }
 
   /// The chunk's file name (without the suffix): the partition and the flush's sequences, or

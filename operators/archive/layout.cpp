@@ -64,13 +64,17 @@ std::optional<std::string_view> Hive(std::string_view segment, std::string_view 
   return segment.substr(key.size() + 1);
 }
 
-/// "YYYY-MM-DD" → ns of its midnight UTC.
+/// "YYYY-MM-DD" → ns of its midnight UTC; nullopt for a day that is not in the calendar
+/// (2026-02-29).
 std::optional<int64_t> ParseDay(std::string_view s) {
+  static constexpr int kDaysInMonth[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
   int y = 0, m = 0, d = 0;
   if (s.size() != 10 || !Digits(s, 0, 4, y) || s[4] != '-' || !Digits(s, 5, 2, m) || s[7] != '-' ||
-      !Digits(s, 8, 2, d) || m < 1 || m > 12 || d < 1 || d > 31) {
+      !Digits(s, 8, 2, d) || m < 1 || m > 12 || d < 1) {
     return std::nullopt;
   }
+  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  if (d > kDaysInMonth[m - 1] + (m == 2 && leap ? 1 : 0)) return std::nullopt;
   return DaysFromCivil(y, static_cast<unsigned>(m), static_cast<unsigned>(d)) * kNsPerDay;
 }
 
@@ -233,7 +237,9 @@ std::optional<Summary> ParseSummary(std::string_view json, std::string* why) {
     return std::nullopt;
   };
   rapidjson::Document d;
-  d.Parse(json.data(), json.size());
+  // Full precision: the bbox reads back as the doubles written, which a finder compares with
+  // an area (the default parsing may be off by a unit in the last place).
+  d.Parse<rapidjson::kParseFullPrecisionFlag>(json.data(), json.size());
   if (d.HasParseError() || !d.IsObject()) return fail("not a JSON object");
   const auto str = [&](const char* k) -> std::optional<std::string> {
     if (!d.HasMember(k) || !d[k].IsString()) return std::nullopt;
@@ -327,6 +333,12 @@ std::optional<int64_t> ParseTime(std::string_view t) {
 void AppendFixed(std::string& out, double v, int decimals) {
   char buf[64];
   const auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed, decimals);
+  if (r.ec != std::errc()) {
+    // Too long for the fixed form (|v| above about 1e55): its shortest text.
+    const auto shortest = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, static_cast<size_t>(shortest.ptr - buf));
+    return;
+  }
   char* end = r.ptr;
   if (decimals > 0) {
     while (end[-1] == '0') --end;
@@ -344,6 +356,7 @@ void AppendSignificant(std::string& out, double v, int digits) {
                                 std::max(0, digits - 1));
   double rounded = 0;
   std::from_chars(buf, r1.ptr, rounded);
+  if (rounded == 0) rounded = 0;  // -0 as 0, as AppendFixed writes it
   const auto r2 = std::to_chars(buf, buf + sizeof buf, rounded);
   out.append(buf, static_cast<size_t>(r2.ptr - buf));
 }
@@ -363,26 +376,36 @@ std::optional<std::string> Decompress(std::string_view data, std::string* why) {
   };
   const unsigned long long size = ZSTD_getFrameContentSize(data.data(), data.size());
   if (size == ZSTD_CONTENTSIZE_ERROR) return fail("not a zstd frame");
-  if (size != ZSTD_CONTENTSIZE_UNKNOWN) {
+  // A header may claim any size (a corrupt one, a terabyte): room is made at once only for what
+  // CSV compresses to, else the output grows as the blocks are decompressed.
+  constexpr unsigned long long kAtOnceRatio = 256;
+  if (size != ZSTD_CONTENTSIZE_UNKNOWN && size <= data.size() * kAtOnceRatio + (1u << 20)) {
     std::string out(size, '\0');
     const size_t n = ZSTD_decompress(out.data(), out.size(), data.data(), data.size());
     if (ZSTD_isError(n)) return fail(std::string("zstd: ") + ZSTD_getErrorName(n));
     if (n != size) return fail("zstd: the frame is shorter than it says");
     return out;
   }
-  // A frame written by a streaming compressor (another tool): decompress in steps.
+  // A frame written by a streaming compressor (another tool), or one claiming much: decompress
+  // in steps.
   std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> ctx(ZSTD_createDCtx(), ZSTD_freeDCtx);
   std::string out;
   std::string buf(ZSTD_DStreamOutSize(), '\0');
   ZSTD_inBuffer in{data.data(), data.size(), 0};
   size_t last = 0;
-  while (in.pos < in.size) {
+  for (;;) {
     ZSTD_outBuffer o{buf.data(), buf.size(), 0};
     last = ZSTD_decompressStream(ctx.get(), &o, &in);
     if (ZSTD_isError(last)) return fail(std::string("zstd: ") + ZSTD_getErrorName(last));
     out.append(buf.data(), o.pos);
+    // With all the input read, the decoder may still hold output: it is done when it no longer
+    // fills the buffer.
+    if (in.pos == in.size && o.pos < o.size) break;
   }
   if (last != 0) return fail("zstd: the frame is cut short");
+  if (size != ZSTD_CONTENTSIZE_UNKNOWN && out.size() != size) {
+    return fail("zstd: the frame is not of the size it says");
+  }
   return out;
 }
 

@@ -192,7 +192,9 @@ class JetStreamTiersE2E : public PartitionedServersTest {
   JetStreamTiersE2E() : PartitionedServersTest("fleetflow-js-tiers-e2e") {}
 
   const std::string shipped_ = SourceDir() + "/pipelines/jetstream-tiers.json";
-  const std::string pipeline_ = TestVariant(shipped_, dir_);
+  // The archive flushes every 3 s: a kill lands in the middle of a flush's samples.
+  const std::string pipeline_ = WritePipelineVariant(TestVariant(shipped_, dir_), "archive",
+                                                     R"({"flush_ms": 3000})", dir_.File("c.json"));
   const std::vector<std::string> tables_ = {"vehicle_telemetry", "vehicle_stats_1m",
                                             "vehicle_stats_1h", "fleet_cells_1m"};
 
@@ -214,6 +216,17 @@ class JetStreamTiersE2E : public PartitionedServersTest {
         "e2e tiers, %s, fleet_cells_1m (merged across workers): %zu rows (cells and the fleet) "
         "as grouped in SQL; %lld writes\n",
         scenario, cells, static_cast<long long>(writes.writes));
+  }
+
+  /// Every sample the fleet sent is in the archive (the workers' shared directory) exactly once,
+  /// counted per (vehicle, sensor, time) in the committed chunks.
+  void CheckArchive(const Fleet& fleet, const char* scenario) {
+    const ArchiveCount archive = CountArchive(dir_.File("archive"));
+    const Samples sent = FleetSamples(fleet.config, fleet.end_ns);
+    EXPECT_EQ(CompareArchive(archive, sent), "") << scenario;
+    std::printf("e2e tiers, %s, archive: %zu samples in %zu chunks (%llu bytes), each once\n",
+                scenario, CountSamples(sent), archive.chunks,
+                static_cast<unsigned long long>(archive.bytes));
   }
 
   std::unique_ptr<Engine> Worker(int n) {
@@ -281,6 +294,7 @@ TEST_F(JetStreamTiersE2E, WorkersKilledAddedAndStoppedEveryWindowOfEveryTierWrit
   EXPECT_EQ(rows.unexpected, 0u) << rows.Summary() << "\n" << rows.first_problems;
   CheckTiers(pg_, tiers, "kill -9, scale out, SIGTERM hand-over", true, Logs(3));
   CheckFleetStage("kill -9, scale out, SIGTERM hand-over");
+  CheckArchive(fleet, "kill -9, scale out, SIGTERM hand-over");
   std::printf(
       "e2e tiers: the survivor of the kill re-read %.0f messages, %.0f of them in its keyed state "
       "already\n",
@@ -330,6 +344,7 @@ TEST_F(JetStreamTiersE2E,
   EXPECT_TRUE(rows.ok()) << rows.Summary() << "\n" << rows.first_problems << Logs(2);
   CheckTiers(pg_, tiers, "kill -9, down 30 s", true, Logs(2));
   CheckFleetStage("kill -9, down 30 s");
+  CheckArchive(fleet, "kill -9, down 30 s");
   std::printf(
       "e2e tiers: the restarted engine re-read %.0f messages, of which the keyed state held %.0f "
       "and the tiers' snapshots held samples %.0f times; 1 s rows: %s\n",

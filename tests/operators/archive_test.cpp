@@ -224,6 +224,37 @@ TEST(ArchiveTest, ASampleDeliveredTwiceInAFlushIsArchivedOnceAndSensorsNotAskedF
   EXPECT_EQ(h.Counter("samples_ignored"), 1u);
 }
 
+TEST(ArchiveTest, ACopyGivenAnotherCellThanTheFirstIsStillArchivedOnce) {
+  TempDir dir;
+  OperatorHarness h("archive", Config(dir.path()));
+  // Taken over: v1's speed comes before any of its positions (cell none), then a position, then
+  // the same speed message again (its acknowledgement was late): its cell is known now.
+  h.Feed(Batch("v1", "speed", {{kBase, 7, 1.0}}, 0, 10));
+  h.Feed(Batch("v1", "gps", {Gps(kBase, 3, 48.8566, 2.3522)}, 0, 11));
+  h.Feed(Batch("v1", "speed", {{kBase, 7, 1.0}}, 0, 10));
+  h.TickAt(kBase, /*drain=*/true);
+  const auto counts = Count(ReadArchive(dir.path()));
+  EXPECT_EQ(counts.size(), 2u);
+  for (const auto& [key, n] : counts) EXPECT_EQ(n, 1) << std::get<1>(key);
+  EXPECT_EQ(h.Counter("samples_duplicate"), 1u);
+}
+
+TEST(ArchiveTest, AMessageDeliveredAgainAfterItsFlushIsNotArchivedAgain) {
+  TempDir dir;
+  OperatorHarness h("archive", Config(dir.path(), R"(, "flush_ms": 1000)"));
+  h.clock.Set(kBase);
+  h.Feed(Batch("v1", "speed", {{kBase, 1, 1.0}}, 0, 1));
+  h.Feed(Batch("v1", "speed", {{kBase + kS, 2, 2.0}}, 0, 2));
+  h.TickAt(kBase + 1000 * kMs);                           // flushed
+  h.Feed(Batch("v1", "speed", {{kBase, 1, 1.0}}, 0, 1));  // its acknowledgement was late
+  h.Feed(Batch("v1", "speed", {{kBase + 2 * kS, 3, 3.0}}, 0, 3));
+  h.TickAt(kBase + 2000 * kMs, /*drain=*/true);
+  const auto counts = Count(ReadArchive(dir.path()));
+  EXPECT_EQ(counts.size(), 3u);
+  for (const auto& [key, n] : counts) EXPECT_EQ(n, 1) << std::get<2>(key);
+  EXPECT_EQ(h.Counter("samples_in_archive"), 1u);
+}
+
 /// A partition's stream: vehicles' gps and speed messages with sequences 1..N.
 std::vector<SampleBatch> Stream(uint32_t partition, size_t messages, uint32_t seed) {
   std::mt19937 rng(seed);

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <regex>
@@ -18,6 +19,7 @@
 
 #include "build_paths.hpp"
 #include "jetstream.hpp"
+#include "layout.hpp"
 #include "nats_client.hpp"
 #include "prom_text.hpp"
 #include "wire.hpp"
@@ -485,6 +487,10 @@ Engine::Engine(const std::string& pipeline, const NatsServer& nats, const Postgr
           [&] {
             auto env = pg.env();
             env["NATS_URL"] = nats.url();
+            // The archive of a pipeline that has one: beside the log, shared by the workers of
+            // a test as a volume every worker mounts.
+            env["FLEETFLOW_ARCHIVE_DIR"] =
+                std::filesystem::path(log_path).parent_path().string() + "/archive";
             return env;
           }(),
           log_path) {}
@@ -754,6 +760,74 @@ std::string Tmux::Run(std::vector<std::string> args) const {
   const CommandResult r = RunCommand(args, std::chrono::seconds(10));
   if (r.exit_code != 0) throw std::runtime_error("tmux " + args[3] + ": " + r.err);
   return r.out;
+}
+
+ArchiveCount CountArchive(const std::string& root) {
+  namespace fs = std::filesystem;
+  ArchiveCount out;
+  std::error_code ec;
+  if (!fs::exists(root, ec)) return out;
+  for (const auto& e : fs::recursive_directory_iterator(root, ec)) {
+    const std::string rel = fs::relative(e.path(), root).string();
+    const auto place = archive::ParseChunkPath(rel);
+    if (!e.is_regular_file() || !place) continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    std::stringstream data;
+    data << in.rdbuf();
+    std::string why;
+    const auto csv = archive::Decompress(data.str(), &why);
+    if (!csv) {
+      out.problems.push_back(rel + ": " + why);
+      continue;
+    }
+    ++out.chunks;
+    out.bytes += data.str().size();
+    std::istringstream lines(*csv);
+    std::string line;
+    std::getline(lines, line);  // the header
+    while (std::getline(lines, line)) {
+      const size_t a = line.find(',');
+      const size_t b = line.find(',', a + 1);
+      const auto ts = a == std::string::npos || b == std::string::npos
+                          ? std::nullopt
+                          : archive::ParseTime(std::string_view(line).substr(a + 1, b - a - 1));
+      if (!ts) {
+        out.problems.push_back(rel + ": line '" + line + "'");
+        continue;
+      }
+      ++out.samples[{line.substr(0, a), place->sensor, *ts}];
+    }
+  }
+  return out;
+}
+
+std::string CompareArchive(const ArchiveCount& got, const Samples& expected) {
+  std::vector<std::string> problems = got.problems;
+  std::map<std::tuple<std::string, std::string, int64_t>, int> want;
+  for (const auto& [vehicle, sensors] : expected) {
+    for (const auto& [sensor, points] : sensors) {
+      for (const wire::Point& p : points) ++want[{vehicle, sensor, p.ts_ns / 1000 * 1000}];
+    }
+  }
+  const auto name = [](const auto& key) {
+    std::string text = std::get<0>(key) + " " + std::get<1>(key) + " ";
+    archive::AppendTime(text, std::get<2>(key));
+    return text;
+  };
+  for (const auto& [key, n] : want) {
+    const auto it = got.samples.find(key);
+    const int have = it == got.samples.end() ? 0 : it->second;
+    if (have != n) {
+      problems.push_back(name(key) + ": " + std::to_string(have) + " times in the archive");
+    }
+  }
+  for (const auto& [key, n] : got.samples) {
+    if (want.count(key) == 0) problems.push_back(name(key) + ": in the archive, never sent");
+  }
+  if (problems.empty()) return "";
+  std::string out = std::to_string(problems.size()) + " problems:";
+  for (size_t i = 0; i < problems.size() && i < 10; ++i) out += "\n  " + problems[i];
+  return out;
 }
 
 }  // namespace fleetflow::testing

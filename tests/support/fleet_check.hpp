@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -147,6 +148,19 @@ WriteCount Writes(const PostgresServer& pg, const std::string& table = "vehicle_
 /// Sum of every sample of the metric `name` (any labels) in a Prometheus text exposition
 /// (read with apps/prom_text.hpp); -1 when there is none.
 double Scrape(const std::string& exposition, const std::string& name);
+
+/// The samples in an archive (docs/archive.md) as any reader sees them: every committed chunk
+/// (*.csv.zst) under `root`, each line counted by (vehicle, sensor, time in µs).
+struct ArchiveCount {
+  std::map<std::tuple<std::string, std::string, int64_t>, int> samples;
+  size_t chunks = 0;
+  uint64_t bytes = 0;                 // of the chunks
+  std::vector<std::string> problems;  // chunks or lines that could not be read
+};
+ArchiveCount CountArchive(const std::string& root);
+/// The differences between `got` and every sample of `expected` once (times cut to the µs, as
+/// the archive writes them): the first few, and how many there are; empty when exact.
+std::string CompareArchive(const ArchiveCount& got, const Samples& expected);
 
 /// Writes the pipeline file `base` to `out_path` with the config of node `node_id` updated by the
 /// members of the JSON object `overrides`; returns out_path.
