@@ -348,6 +348,7 @@ if ((run_build)); then
 fi
 
 fleetflow_bin=$build_dir/apps/fleetflow
+archive_dir=$run_dir/archive  # the pipeline's archive node (docs/archive.md), when it has one
 sim_bin=$build_dir/firmware/fleet-sim
 nats_bin=$(command -v nats-server || true)
 [[ -n "$nats_bin" ]] || nats_bin=/usr/sbin/nats-server
@@ -514,6 +515,7 @@ for attempt in 1 2 3; do
   engine_args=(run "$pipeline" --metrics-port "$metrics_port" "${metrics_host_flag[@]}")
   say "starting the engine: fleetflow ${engine_args[*]} (log $run_dir/fleetflow.log)"
   start_bg "$run_dir/fleetflow.log" env NATS_URL="$nats_url" PGHOST=127.0.0.1 \
+    FLEETFLOW_ARCHIVE_DIR="$archive_dir" \
     PGPORT="$pg_port" PGUSER=postgres PGDATABASE=fleetflow \
     FLEETFLOW_PG="host=127.0.0.1 port=$pg_port user=postgres dbname=fleetflow" \
     "$fleetflow_bin" "${engine_args[@]}"
@@ -673,6 +675,24 @@ printf '  messages in:   %s (engine)\n' "${final_in:--}"
 printf '  fleet-sim:     %s\n' "${sim_summary:-no summary line (see $run_dir/fleet-sim.log)}"
 printf '  storage:       %s\n' "$(storage_kind)"
 printf '  logs:          %s/{nats-server,fleetflow,fleet-sim}.log, %s/server.log\n' "$run_dir" "$pg_dir"
+
+# The archive: every sample, and which vehicles crossed central Paris (the simulated fleet drives
+# around it) during this run, asked of it with `fleetflow find`.
+if [[ -d "$archive_dir" ]]; then
+  chunks=$(find "$archive_dir" -name '*.csv.zst' | wc -l)
+  bytes=$(find "$archive_dir" -name '*.csv.zst' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+  printf '  archive:       %s chunks, %s bytes in %s\n' "$chunks" "$bytes" "$archive_dir"
+  area=$run_dir/paris-centre.geojson
+  printf '%s\n' '{"type": "Polygon", "coordinates": [[[2.30, 48.83], [2.40, 48.83], [2.40, 48.88], [2.30, 48.88], [2.30, 48.83]]]}' >"$area"
+  find_cmd=("$fleetflow_bin" find --archive "$archive_dir" --area "$area"
+    --from "$(date -u -d "@$run_start" +%Y-%m-%dT%H:%M:%SZ)" --to "$(date -u -d '+1 minute' +%Y-%m-%dT%H:%M:%SZ)")
+  if found=$("${find_cmd[@]}" --format csv 2>/dev/null); then
+    printf '  in the area:   %s vehicles crossed central Paris (%s); ask it yourself:\n    %s\n' \
+      "$(($(printf '%s\n' "$found" | wc -l) - 1))" "$area" "${find_cmd[*]}"
+  else
+    printf '  find:          %s failed (see its message)\n' "${find_cmd[*]}"
+  fi
+fi
 
 if ((keep)); then
   say "servers left running (stop them with: scripts/demo.sh --stop)"

@@ -85,7 +85,7 @@ TEST_F(PipelineTest, ShippedDefaultPipelineIsValid) {
   const LoadResult r = LoadPipelineFile(
       ::fleetflow::testing::SourceDir() + "/pipelines/default.json", registry_, Env());
   ASSERT_TRUE(r.ok()) << r.errors.front().Format();
-  EXPECT_EQ(r.pipeline->nodes.size(), 4u);
+  EXPECT_EQ(r.pipeline->nodes.size(), 5u);
 }
 
 TEST_F(PipelineTest, InvalidJsonNamesLineAndColumn) {

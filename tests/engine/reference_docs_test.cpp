@@ -68,9 +68,11 @@ TEST(PipelineDotTest, DefaultPipeline) {
             "  \"last_values\" [label=\"last_values\\nkeyed_last_value\"];\n"
             "  \"windows\" [label=\"windows\\nwindow_join\"];\n"
             "  \"database\" [label=\"database\\ntimescale_sink\"];\n"
+            "  \"archive\" [label=\"archive\\narchive\"];\n"
             "  \"telemetry\" -> \"last_values\" [label=\"samples\"];\n"
             "  \"last_values\" -> \"windows\" [label=\"samples\"];\n"
             "  \"windows\" -> \"database\" [label=\"rows\"];\n"
+            "  \"telemetry\" -> \"archive\" [label=\"samples\"];\n"
             "}\n");
 }
 
