@@ -282,6 +282,7 @@ class Archive final : public Operator {
     uint64_t first = 0;      // the first sequence gathered since the last flush
     uint64_t taken = 0;      // the last
     int64_t since_ns = 0;    // the clock when the first sample since the last flush came
+    int64_t made_ns = 0;     // the last flush's Flush::made_ns
     size_t samples = 0;
     std::map<SeriesKey, std::vector<Held>> series;
     // The names of vehicles and cells, by index (they only grow).
@@ -463,7 +464,9 @@ class Archive final : public Operator {
     f.partition = p;
     f.first_sequence = part.first;
     f.last_sequence = part.taken;
-    f.made_ns = clock_.NowNs();
+    // Distinct per flush, even two at one clock time (a replay's clock stands still between
+    // recorded times); the same again when the same recording is replayed into the archive.
+    f.made_ns = part.made_ns = std::max(clock_.NowNs(), part.made_ns + 1);
     f.vehicles = part.vehicles;
     f.cells = part.cells;
     f.series = std::move(part.series);

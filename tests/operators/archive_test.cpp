@@ -420,6 +420,17 @@ TEST(ArchiveTest, TheRetentionDeletesTheDaysWhollyOlderThanItOnTheOwnerOfPartiti
   EXPECT_EQ(h.Counter("archive_days_expired"), 1u);
 }
 
+TEST(ArchiveTest, TwoFlushesAtOneClockTimeWithoutSequencesKeepBothChunks) {
+  TempDir dir;  // a replay: no sequences, the clock stands still between recorded times
+  OperatorHarness h("archive", Config(dir.path(), R"(, "max_buffered_samples": 1)"));
+  h.clock.Set(kBase);
+  h.Feed(Batch("v1", "speed", {{kBase, 1, 1.0}}));
+  h.Feed(Batch("v1", "speed", {{kBase + kS, 2, 2.0}}));
+  h.TickAt(kBase, /*drain=*/true);
+  EXPECT_EQ(Count(ReadArchive(dir.path())).size(), 2u);
+  EXPECT_EQ(h.Counter("chunks_committed"), 2u);
+}
+
 TEST(ArchiveTest, ADirectoryIsRequired) {
   EXPECT_THROW(OperatorHarness("archive", "{}"), std::invalid_argument);
 }
