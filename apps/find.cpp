@@ -320,14 +320,22 @@ class GeosArea {
   /// The smallest box around the area.
   const archive::Box& envelope() const { return envelope_; }
 
-  /// Whether the point is inside the area or on its boundary.
+  /// Whether the point, within the envelope, is inside the area or on its boundary. The envelope
+  /// is cut into a grid of cells, each learnt on its first point: a cell the area covers whole
+  /// answers yes, one it does not meet answers no, without GEOS; only the points of cells its
+  /// boundary crosses are tested one by one (a rectangle has none).
   bool Covers(double lon, double lat) {
-    GEOSGeometry* point = GEOSGeom_createPointFromXY_r(ctx_, lon, lat);
-    if (point == nullptr) return false;
-    // A point intersects the area when it is inside or on the boundary: ST_Covers for points.
-    const char inside = GEOSPreparedIntersects_r(ctx_, prepared_, point);
-    GEOSGeom_destroy_r(ctx_, point);
-    return inside == 1;
+    const int row = CellIndex(lat, envelope_.min_lat, per_lat_);
+    const int column = CellIndex(lon, envelope_.min_lon, per_lon_);
+    const double lat0 = lat_edges_[row], lat1 = lat_edges_[row + 1];
+    const double lon0 = lon_edges_[column], lon1 = lon_edges_[column + 1];
+    // The cell's closed box holds the point (rounding may put it in the next one: then GEOS).
+    if (lat < lat0 || lat > lat1 || lon < lon0 || lon > lon1) return PointCovered(lon, lat);
+    uint8_t& cell = cells_[static_cast<size_t>(row) * kGrid + static_cast<size_t>(column)];
+    if (cell == kUnknown) cell = Classify(lon0, lat0, lon1, lat1);
+    if (cell == kInside) return true;
+    if (cell == kOutside) return false;
+    return PointCovered(lon, lat);
   }
 
  private:
@@ -358,10 +366,58 @@ class GeosArea {
       throw Refused{kExitInvalid, "find: the area " + path + " has no extent: " + error_};
     }
     envelope_ = archive::Box{min_lat, max_lat, min_lon, max_lon};
+    cell_lat_ = (max_lat - min_lat) / kGrid;
+    cell_lon_ = (max_lon - min_lon) / kGrid;
+    per_lat_ = cell_lat_ > 0 ? 1 / cell_lat_ : 0;
+    per_lon_ = cell_lon_ > 0 ? 1 / cell_lon_ : 0;
+    for (int i = 0; i <= kGrid; ++i) {
+      lat_edges_[i] = Edge(i, min_lat, max_lat, cell_lat_);
+      lon_edges_[i] = Edge(i, min_lon, max_lon, cell_lon_);
+    }
+    cells_.assign(static_cast<size_t>(kGrid) * kGrid, kUnknown);
     prepared_ = GEOSPrepare_r(ctx_, geometry_);
     if (prepared_ == nullptr) {
       throw Refused{kExitFatal, "find: GEOS cannot prepare the area " + path + ": " + error_};
     }
+  }
+
+  static constexpr int kGrid = 64;
+  enum : uint8_t { kUnknown, kInside, kOutside, kCrossed };
+
+  /// The cell of `v` on one axis, `per` cells a degree (0: one cell). Rounding may give the one
+  /// beside: the caller checks the point is in the cell's box.
+  static int CellIndex(double v, double min, double per) {
+    const double i = (v - min) * per;  // v >= min: truncating is flooring
+    return !(i >= 0) ? 0 : i >= kGrid ? kGrid - 1 : static_cast<int>(i);
+  }
+  /// The edge `i` of the grid (0 to kGrid) on one axis; the last one is the envelope's own.
+  static double Edge(int i, double min, double max, double step) {
+    return i >= kGrid ? max : i <= 0 ? min : std::min(max, min + i * step);
+  }
+
+  bool PointCovered(double lon, double lat) {
+    GEOSGeometry* point = GEOSGeom_createPointFromXY_r(ctx_, lon, lat);
+    if (point == nullptr) return false;
+    // A point intersects the area when it is inside or on the boundary: ST_Covers for points.
+    const char inside = GEOSPreparedIntersects_r(ctx_, prepared_, point);
+    GEOSGeom_destroy_r(ctx_, point);
+    return inside == 1;
+  }
+
+  /// Whether the area covers the closed box whole (every point of it is inside or on the
+  /// boundary), does not meet it at all, or neither.
+  uint8_t Classify(double lon0, double lat0, double lon1, double lat1) {
+    GEOSGeometry* box = nullptr;
+    if (lon0 < lon1 && lat0 < lat1) {
+      box = GEOSGeom_createRectangle_r(ctx_, lon0, lat0, lon1, lat1);
+    }
+    if (box == nullptr) return kCrossed;  // a degenerate cell: point by point
+    const char covers = GEOSPreparedCovers_r(ctx_, prepared_, box);
+    const char meets = covers == 1 ? 1 : GEOSPreparedIntersects_r(ctx_, prepared_, box);
+    GEOSGeom_destroy_r(ctx_, box);
+    if (covers == 1) return kInside;
+    if (meets == 0) return kOutside;
+    return kCrossed;
   }
 
   void Release() {
@@ -378,7 +434,11 @@ class GeosArea {
   GEOSGeometry* geometry_ = nullptr;
   const GEOSPreparedGeometry* prepared_ = nullptr;
   archive::Box envelope_;
-  std::string error_;  // GEOS's last error message
+  double cell_lat_ = 0, cell_lon_ = 0;  // the grid's cells, in degrees
+  double per_lat_ = 0, per_lon_ = 0;    // cells a degree
+  double lat_edges_[kGrid + 1] = {}, lon_edges_[kGrid + 1] = {};
+  std::vector<uint8_t> cells_;  // by row (latitude) then column: what each is
+  std::string error_;           // GEOS's last error message
 };
 
 /// The whole file at `path` in `data`; false (and `why`) when it cannot be read.
@@ -479,6 +539,111 @@ bool ParseDegrees(std::string_view text, double lo, double hi, double& out) {
   return ec == std::errc() && end == text.data() + text.size() && out >= lo && out <= hi;
 }
 
+/// A plain decimal (-?digits[.digits]) at `at` in `text`, read as std::from_chars reads it: the
+/// digits as an integer divided by a power of ten, which is the correctly rounded value while
+/// both are exact doubles (at most 15 digits and 22 decimals). `at` moves past it. False, and
+/// `at` anywhere, for any other text (the caller reads it the long way).
+bool QuickDecimal(std::string_view text, size_t& at, double& out) {
+  static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  const char* p = text.data() + at;
+  const char* const end = text.data() + text.size();
+  const bool negative = p < end && *p == '-';
+  p += negative ? 1 : 0;
+  uint64_t mantissa = 0;
+  const char* const first = p;
+  unsigned d = 0;
+  while (p < end && (d = static_cast<unsigned char>(*p) - unsigned{'0'}) <= 9) {
+    mantissa = mantissa * 10 + d;
+    ++p;
+  }
+  if (p == first) return false;
+  size_t digits = static_cast<size_t>(p - first), decimals = 0;
+  if (p < end && *p == '.') {
+    const char* const point = ++p;
+    while (p < end && (d = static_cast<unsigned char>(*p) - unsigned{'0'}) <= 9) {
+      mantissa = mantissa * 10 + d;
+      ++p;
+    }
+    decimals = static_cast<size_t>(p - point);
+    if (decimals == 0) return false;
+    digits += decimals;
+  }
+  if (digits > 15 || decimals > 22) return false;
+  at = static_cast<size_t>(p - text.data());
+  const double v = static_cast<double>(mantissa) / kPow10[decimals];
+  out = negative ? -v : v;
+  return true;
+}
+
+/// archive::ParseTime, quicker on the lines of a chunk: they share their day, whose text is
+/// compared with the previous line's instead of being read again. The same times and the same
+/// texts refused.
+class TimeReader {
+ public:
+  std::optional<int64_t> Read(std::string_view t) {
+    if (t.size() != 27 || !known_ || std::memcmp(t.data(), day_, sizeof day_) != 0) {
+      return ReadDay(t);
+    }
+    int hh = 0, mm = 0, ss = 0, us = 0;
+    if (t[10] != 'T' || t[13] != ':' || t[16] != ':' || t[19] != '.' || t[26] != 'Z' ||
+        !Digits(t, 11, 2, hh) || !Digits(t, 14, 2, mm) || !Digits(t, 17, 2, ss) ||
+        !Digits(t, 20, 6, us) || hh > 23 || mm > 59 || ss > 60) {
+      return std::nullopt;
+    }
+    return day_ns_ + (int64_t{hh} * 3600 + mm * 60 + ss) * 1'000'000'000 + int64_t{us} * 1000;
+  }
+
+ private:
+  static bool Digits(std::string_view t, size_t at, size_t n, int& out) {
+    out = 0;
+    for (size_t i = at; i < at + n; ++i) {
+      if (t[i] < '0' || t[i] > '9') return false;
+      out = out * 10 + (t[i] - '0');
+    }
+    return true;
+  }
+
+  std::optional<int64_t> ReadDay(std::string_view t) {
+    const auto ns = archive::ParseTime(t);
+    if (!ns) return ns;
+    const auto midnight = archive::ParseTime(std::string(t.substr(0, 10)) + "T00:00:00.000000Z");
+    if (midnight) {
+      std::memcpy(day_, t.data(), sizeof day_);
+      day_ns_ = *midnight;
+      known_ = true;
+    }
+    return ns;
+  }
+
+  bool known_ = false;
+  char day_[10] = {};  // the text of the last day read ("2026-11-28")
+  int64_t day_ns_ = 0;
+};
+
+/// The common line of a chunk of positions read in one pass: a vehicle_id without quotes, a time
+/// of 27 characters, plain decimals in range. False for any other line, read then field by field
+/// (which says what is wrong with it); when true, the same fields and values as that reading.
+bool QuickLine(std::string_view line, TimeReader& times, std::string_view& vehicle, int64_t& ts,
+               double& lat, double& lon) {
+  const size_t comma = line.find(',');
+  if (comma == 0 || comma == std::string_view::npos || line[0] == '"' || line.size() < comma + 29 ||
+      line[comma + 28] != ',') {
+    return false;
+  }
+  const auto t = times.Read(line.substr(comma + 1, 27));
+  size_t at = comma + 29;
+  if (!t || !QuickDecimal(line, at, lat) || at >= line.size() || line[at] != ',' ||
+      !QuickDecimal(line, ++at, lon) || at != line.size() || lat < -90 || lat > 90 || lon < -180 ||
+      lon > 180) {
+    return false;
+  }
+  vehicle = line.substr(0, comma);
+  ts = *t;
+  return true;
+}
+
 /// Reads the samples of one chunk of positions (its decompressed CSV) into `scan`: those in the
 /// period, within the area's envelope, then in the area.
 void ScanChunk(std::string_view csv, const std::string& path, int64_t from, int64_t to,
@@ -489,6 +654,7 @@ void ScanChunk(std::string_view csv, const std::string& path, int64_t from, int6
   uint64_t line_no = 0, bad = 0, unreported = 0;
   std::string first_bad;
   std::string vehicle;
+  TimeReader times;
   Found* current = nullptr;  // the entry of the vehicle of the previous line inside
   size_t at = 0;
   while (at < csv.size()) {
@@ -513,39 +679,45 @@ void ScanChunk(std::string_view csv, const std::string& path, int64_t from, int6
       progress.Add(0, unreported);
       unreported = 0;
     }
-    std::string_view rest, ts_text, lat_text, lon_text;
-    const char* why = nullptr;
-    std::optional<int64_t> ts;
+    std::string_view id;  // the vehicle_id: in the line, or in `vehicle` when quoted
+    int64_t ts = 0;
     double lat = 0, lon = 0;
-    if (!FirstField(line, vehicle, rest) || vehicle.empty()) {
-      why = "no vehicle_id";
-    } else {
-      const size_t c1 = rest.find(','), c2 = rest.find(',', c1 == rest.npos ? c1 : c1 + 1);
-      if (c1 == rest.npos || c2 == rest.npos || rest.find(',', c2 + 1) != rest.npos) {
-        why = "not 4 fields";
-      } else if (!(ts = archive::ParseTime(rest.substr(0, c1)))) {
-        why = "ts is not a time like 2026-11-28T10:00:00.123456Z";
-      } else if (!ParseDegrees(rest.substr(c1 + 1, c2 - c1 - 1), -90, 90, lat)) {
-        why = "lat is not a latitude";
-      } else if (!ParseDegrees(rest.substr(c2 + 1), -180, 180, lon)) {
-        why = "lon is not a longitude";
+    if (!QuickLine(line, times, id, ts, lat, lon)) {
+      std::string_view rest;
+      std::optional<int64_t> time;
+      const char* why = nullptr;
+      if (!FirstField(line, vehicle, rest) || vehicle.empty()) {
+        why = "no vehicle_id";
+      } else {
+        const size_t c1 = rest.find(','), c2 = rest.find(',', c1 == rest.npos ? c1 : c1 + 1);
+        if (c1 == rest.npos || c2 == rest.npos || rest.find(',', c2 + 1) != rest.npos) {
+          why = "not 4 fields";
+        } else if (!(time = times.Read(rest.substr(0, c1)))) {
+          why = "ts is not a time like 2026-11-28T10:00:00.123456Z";
+        } else if (!ParseDegrees(rest.substr(c1 + 1, c2 - c1 - 1), -90, 90, lat)) {
+          why = "lat is not a latitude";
+        } else if (!ParseDegrees(rest.substr(c2 + 1), -180, 180, lon)) {
+          why = "lon is not a longitude";
+        }
       }
+      if (why != nullptr) {
+        if (bad++ == 0) first_bad = path + ": line " + std::to_string(line_no) + ": " + why;
+        continue;
+      }
+      id = vehicle;
+      ts = *time;
     }
-    if (why != nullptr) {
-      if (bad++ == 0) first_bad = path + ": line " + std::to_string(line_no) + ": " + why;
-      continue;
-    }
-    if (*ts < from || *ts >= to) continue;
+    if (ts < from || ts >= to) continue;
     if (lat < envelope.min_lat || lat > envelope.max_lat || lon < envelope.min_lon ||
         lon > envelope.max_lon || !area.Covers(lon, lat)) {
       continue;
     }
-    if (current == nullptr || current->vehicle != vehicle) {
-      current = &scan.found[vehicle];
-      if (current->inside == 0) current->vehicle = vehicle;
+    if (current == nullptr || current->vehicle != id) {
+      current = &scan.found[std::string(id)];
+      if (current->inside == 0) current->vehicle = id;
     }
-    if (current->inside == 0 || *ts < current->first_ns) current->first_ns = *ts;
-    if (current->inside == 0 || *ts > current->last_ns) current->last_ns = *ts;
+    if (current->inside == 0 || ts < current->first_ns) current->first_ns = ts;
+    if (current->inside == 0 || ts > current->last_ns) current->last_ns = ts;
     ++current->inside;
   }
   progress.Add(1, unreported);

@@ -14,6 +14,7 @@
 
 #include "builtin.hpp"
 #include "clock.hpp"
+#include "estimate.hpp"
 #include "find.hpp"
 #include "http_server.hpp"
 #include "logging.hpp"
@@ -325,6 +326,9 @@ int main(int argc, char** argv) {
   FindArgs find;
   auto* find_cmd = AddFindCommand(app, find);
 
+  EstimateArgs estimate;
+  auto* estimate_cmd = AddEstimateCommand(app, estimate);
+
   std::vector<std::string> files;
   bool connect = false;
   auto* validate_cmd = app.add_subcommand(
@@ -441,6 +445,7 @@ int main(int argc, char** argv) {
   if (*tap_cmd) return Tap(tap);
   if (*top_cmd) return Top(top);
   if (*find_cmd) return Find(find, std::cout, std::cerr);
+  if (*estimate_cmd) return Estimate(estimate, std::cout, std::cerr);
   if (*run_cmd) return Run(registry, run);
   if (*record_cmd) return Record(record);
   if (*replay_cmd) return Replay(registry, replay);

@@ -382,6 +382,18 @@ bool KeepsStateInABucket(const NodeDecl& n) {
          n.config.String("backend") != "memory";
 }
 
+/// `config` as JSON with the string members `values` set.
+std::string WithStrings(const Config& config,
+                        std::initializer_list<std::pair<const char*, const char*>> values) {
+  rapidjson::Document doc;
+  doc.CopyFrom(config.json(), doc.GetAllocator());
+  for (const auto& [name, value] : values) doc[name].SetString(value, doc.GetAllocator());
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  doc.Accept(w);
+  return sb.GetString();
+}
+
 /// Orders the nodes again so that each comes after its inputs (file order among the ready).
 void SortTopologically(Pipeline& pipeline) {
   std::vector<NodeDecl> ordered;
@@ -479,14 +491,13 @@ int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const ReplayI
         }
         what += ")";
       }
+    } else if (n.type == "archive") {
+      // It writes its directory (a replay may fill an archive), but talks to no NATS server.
+      json = WithStrings(n.config, {{"backend", "memory"}, {"stats_subject", ""}});
+      what = fmt::format("archive into {}: checkpoints in memory, no chunk statistics on NATS",
+                         n.config.String("directory"));
     } else if (KeepsStateInABucket(n)) {
-      rapidjson::Document doc;
-      doc.CopyFrom(n.config.json(), doc.GetAllocator());
-      doc["backend"].SetString("memory");
-      rapidjson::StringBuffer sb;
-      rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-      doc.Accept(w);
-      json = sb.GetString();
+      json = WithStrings(n.config, {{"backend", "memory"}});
       what = fmt::format("{} state: in memory instead of {} bucket '{}'", n.type,
                          n.config.String("backend"), n.config.String("bucket"));
     } else {

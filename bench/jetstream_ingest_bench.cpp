@@ -25,6 +25,12 @@
 //   ff-tiers        fleetflow plus the rollup tiers of pipelines/jetstream-tiers.json: two
 //                   window_aggregate nodes (1 min, 1 h) on the source's samples, their open
 //                   windows as snapshots in the same bucket, each into null rows
+//   ff-archive      fleetflow plus an `archive` node on the source's samples, as in
+//                   pipelines/jetstream-tiers.json (backend jetstream_kv in the source's state
+//                   bucket, its other options the defaults: flush_ms 10 minutes, so within a run
+//                   it only gathers; the flush is written at the drain, timed apart: "drain")
+//   ff-archive-1s   the same with the archive's flush_ms 1000: its writer compresses and writes
+//                   a flush every second during the run (more, smaller chunks than shipped)
 //
 // Output: a table on stdout and, with --csv, one CSV row per run plus one per contender median.
 
@@ -125,6 +131,8 @@ struct RunResult {
   double cpu_seconds = 0;         // user + system of this process (all its threads) during the run
   double server_cpu_seconds = 0;  // user + system of nats-server during the run
   double machine_busy = 0;        // share of all cores' time not idle during the run (0..1)
+  double drain_seconds = 0;       // fleetflow: Runtime::Stop (the drain), not in `seconds`
+  double drain_cpu_seconds = 0;   // this process's CPU meanwhile
   double msgs_per_s() const { return seconds > 0 ? static_cast<double>(messages) / seconds : 0; }
   double samples_per_s() const { return seconds > 0 ? static_cast<double>(samples) / seconds : 0; }
 };
@@ -379,6 +387,12 @@ RunResult RunBaseline(const std::string& contender, const std::string& url, Admi
 
 // --- fleetflow ---
 
+/// The archive's directory of a run (ff-archive*): removed after it.
+std::filesystem::path ArchiveDir(const std::string& durable) {
+  return std::filesystem::temp_directory_path() /
+         ("ff-bench-jetstream-" + std::to_string(::getpid()) + "-" + durable);
+}
+
 /// The pipeline of a fleetflow contender, as a user would write it.
 std::string PipelineJson(const std::string& contender, const std::string& url,
                          const std::string& durable, const std::string& bucket, const Settings& s) {
@@ -418,6 +432,14 @@ std::string PipelineJson(const std::string& contender, const std::string& url,
     "sensors": [)"
     << sensors.str() << R"(]}},
   {"id": "sink", "type": "bench_null_rows", "inputs": ["windows"]})";
+  if (contender.starts_with("ff-archive")) {
+    j << R"(,
+  {"id": "archive", "type": "archive", "inputs": ["telemetry"], "config": {
+    "directory": ")"
+      << ArchiveDir(durable).string() << R"(", "url": ")" << url
+      << R"(", "backend": "jetstream_kv", "bucket": ")" << bucket << '"'
+      << (contender == "ff-archive-1s" ? R"(, "flush_ms": 1000)" : "") << "}}";
+  }
   if (contender == "ff-tiers") {
     for (const auto& [id, every] : {std::pair{"minutes", "60000"}, {"hours", "3600000"}}) {
       j << R"(,
@@ -460,8 +482,13 @@ RunResult RunFleetflow(const std::string& contender, const std::string& url, Adm
     cpu.Stop(r);
     r.intake_seconds = t.first;
     r.seconds = t.second;
-    runtime.Stop();  // drain: not timed
+    const double drain_cpu0 = ProcessCpuSeconds();
+    const auto drain0 = Clock::now();
+    runtime.Stop();  // drain: not in `seconds`; timed apart
+    r.drain_seconds = Seconds(Clock::now() - drain0);
+    r.drain_cpu_seconds = ProcessCpuSeconds() - drain_cpu0;
   }
+  std::filesystem::remove_all(ArchiveDir(durable));
   g_force_send_asap = -1;
   r.contender = contender;
   r.send_asap = asap;
@@ -538,6 +565,23 @@ void Report(const Settings& s, const Filled& filled,
       "connects) / to 'baseline-asap'.\nmsg/kvw: messages consumed per KV write (coalescing "
       "factor). cpu / server: user+system CPU seconds of the bench process / of nats-server.\n"
       "busy: share of all cores busy during the run. us/msg: bench + server CPU per message.\n");
+  for (const char* archive : {"ff-archive", "ff-archive-1s"}) {
+    if (!med.count(archive) || !med.count("fleetflow") || med["fleetflow"].msgs_per_s() <= 0) {
+      continue;
+    }
+    const RunResult& a = med[archive];
+    const RunResult& f = med["fleetflow"];
+    const auto per_msg = [](const RunResult& r, double cpu) {
+      return 1e6 * cpu / static_cast<double>(r.messages);
+    };
+    std::printf(
+        "\narchive: %s reaches %.1f %% of fleetflow's rate (goal: at least 95 %%); bench CPU "
+        "%.2f us/msg against %.2f (%+.1f %%); the drain (not timed) %.3f s, %.2f us/msg of CPU "
+        "against %.3f s, %.2f us/msg\n",
+        archive, 100 * a.msgs_per_s() / f.msgs_per_s(), per_msg(a, a.cpu_seconds),
+        per_msg(f, f.cpu_seconds), 100 * (a.cpu_seconds / f.cpu_seconds - 1), a.drain_seconds,
+        per_msg(a, a.drain_cpu_seconds), f.drain_seconds, per_msg(f, f.drain_cpu_seconds));
+  }
   if (med.count("ff-tiers") && med.count("fleetflow") && med["fleetflow"].msgs_per_s() > 0) {
     std::printf(
         "\nrollup tiers: ff-tiers reaches %.1f %% of fleetflow's rate (goal: at least 90 %%)\n",
@@ -549,7 +593,7 @@ void Report(const Settings& s, const Filled& filled,
   if (!csv) throw std::runtime_error("cannot write " + s.csv);
   csv << "scale,contender,send_asap,rep,messages,samples,seconds,intake_seconds,msgs_per_s,"
          "samples_per_s,ratio_to_baseline,kv_writes,msgs_per_kv_write,rows,cpu_seconds,"
-         "server_cpu_seconds,machine_busy\n";
+         "server_cpu_seconds,machine_busy,drain_seconds,drain_cpu_seconds\n";
   auto line = [&](const RunResult& r, const std::string& rep) {
     const double ratio = base > 0 ? r.msgs_per_s() / base : 0;
     csv << s.scale << ',' << r.contender << ',' << (r.send_asap ? 1 : 0) << ',' << rep << ','
@@ -558,7 +602,7 @@ void Report(const Settings& s, const Filled& filled,
         << ',' << ratio << ',' << r.kv_writes << ','
         << (r.kv_writes ? static_cast<double>(r.messages) / static_cast<double>(r.kv_writes) : 0)
         << ',' << r.rows << ',' << r.cpu_seconds << ',' << r.server_cpu_seconds << ','
-        << r.machine_busy << '\n';
+        << r.machine_busy << ',' << r.drain_seconds << ',' << r.drain_cpu_seconds << '\n';
   };
   for (const auto& name : s.contenders) {
     auto it = runs.find(name);
@@ -583,7 +627,7 @@ int Main(int argc, char** argv) {
   Settings s;
   std::string contenders =
       "baseline,baseline-asap,baseline-ahead,baseline-held,fleetflow,fleetflow-asap,ff-memory,"
-      "ff-source,ff-tiers";
+      "ff-source,ff-tiers,ff-archive,ff-archive-1s";
   std::string sensors = "gps,speed,soc,torque";
   std::string log_level = "warn";
   CLI::App app{
@@ -632,8 +676,9 @@ int Main(int argc, char** argv) {
   }
   for (const auto& c : s.contenders) {
     static const std::vector<std::string> known = {
-        "baseline",       "baseline-asap", "baseline-ahead", "baseline-held", "fleetflow",
-        "fleetflow-asap", "ff-memory",     "ff-source",      "ff-tiers"};
+        "baseline",  "baseline-asap",  "baseline-ahead", "baseline-held",
+        "fleetflow", "fleetflow-asap", "ff-memory",      "ff-source",
+        "ff-tiers",  "ff-archive",     "ff-archive-1s"};
     if (std::find(known.begin(), known.end(), c) == known.end()) {
       std::cerr << "unknown contender '" << c << "'\n";
       return 2;

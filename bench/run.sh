@@ -3,14 +3,18 @@
 # the summary table, writes CSV and draws PNG plots (gnuplot) into docs/bench/.
 #
 #   bench/run.sh                 # quick scale (the default): about 4 minutes on 2 cores, plus the build
+#                                # (find: 3 more, and 3 the first time, to write its archive)
 #   bench/run.sh --full          # full scale: 100 000 vehicles everywhere it applies (about 15 minutes)
 #   bench/run.sh --only core,sink --build-dir build-bench
+#   bench/run.sh --only find     # find --archive vs DuckDB (generates a 1.2 GB archive in /tmp once)
 #   bench/run.sh --quick -- --contenders baseline,fleetflow   # extra args for ff-bench-jetstream
+#   bench/run.sh --only archive  # archive bytes per sample by zstd level (not in the default list)
 #   bench/run.sh --plots-only    # redraw the PNGs from the CSV files of the chosen scale
 #   bench/run.sh --soak          # only the soak (ff-bench-soak, 20 minutes; not part of any scale)
 #   bench/run.sh --soak -- --duration 3m   # its quick mode, to try it
 #
-# Benchmarks (--only takes these names): jetstream, core, sink, window, latency, memory, scaleout.
+# Benchmarks (--only takes these names): jetstream, core, sink, window, latency, memory, scaleout,
+# find. find needs node and npm (DuckDB's Node API, installed into the build directory by npm ci).
 # Each starts its own nats-server / PostgreSQL (free ports, temporary directories) and stops them.
 # They are not tests: figures depend on the machine and on what else runs on it; compare the
 # ratios within one run, not absolute figures across runs. See docs/BENCHMARKS.md.
@@ -21,7 +25,7 @@ root=$(pwd)
 
 scale=quick
 build_dir=${BUILD_DIR:-build-bench}
-only=jetstream,core,sink,window,latency,memory,scaleout
+only=jetstream,core,sink,window,latency,memory,scaleout,find
 plots_only=0
 soak=0
 extra=()
@@ -96,6 +100,13 @@ fi
 build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build_dir/CMakeCache.txt")
 cmake --build "$build_dir" --target ff-bench-jetstream ff-bench-core ff-bench-sink ff-bench-scale \
   ff-bench-latency ff-bench-scaleout fleetflow fleet-sim
+if wants archive; then
+  cmake --build "$build_dir" --target ff-bench-archive
+fi
+if wants find; then
+  # DuckDB's Node API for the find benchmark: npm ci of bench/duckdb/package-lock.json.
+  cmake --build "$build_dir" --target ff-bench-find ff-bench-find-node
+fi
 bin="$root/$build_dir/bench"
 
 case "$scale" in
@@ -107,6 +118,10 @@ case "$scale" in
     latency_args=(--vehicles 1000 --rate 50000 --duration 12 --flush-ms 1000,100,0)
     memory_args=(--vehicles 10000 100000 --seconds 4)
     scaleout_args=(--vehicles 200 --seconds 10 --workers 1,2,4)
+    # The dataset at every scale (1 000 vehicles x 6 h of gps at 10 Hz, 216 M samples):
+    # generated once into /tmp/fleetflow-bench-find (about 3 minutes), reused while it matches.
+    find_args=(--vehicles 1000 --hours 6 --repeats 3)
+    archive_args=(--vehicles 200 --minutes 60 --levels 3)  # about 70 s
     ;;
   full)
     js_args=(--messages 2000000 --repeats 3 --timeout 1200 --contenders baseline,baseline-ahead,fleetflow,ff-memory)
@@ -116,6 +131,8 @@ case "$scale" in
     latency_args=(--vehicles 2000 --rate 50000 --duration 30 --flush-ms 1000,100,0)
     memory_args=(--vehicles 10000 100000 --seconds 8)
     scaleout_args=(--vehicles 500 --seconds 30 --workers 1,2,3,4)
+    find_args=(--vehicles 1000 --hours 6 --repeats 5)
+    archive_args=(--vehicles 200 --minutes 60 --levels 3,1,9,15)  # about 8 min (19: +11 min)
     ;;
 esac
 
@@ -180,6 +197,15 @@ fi
 if wants scaleout; then
   run_bench "8. scale-out by partition (1..4 workers)" scaleout "$bin/ff-bench-scaleout" \
     "${scaleout_args[@]}"
+fi
+if wants find; then
+  # Exit status 3: a goal was missed (the table says which); the other benchmarks go on.
+  run_bench "12. find --archive vs DuckDB" find "$bin/ff-bench-find" "${find_args[@]}" ||
+    echo "bench/run.sh: ff-bench-find exited $? (3: a goal missed, see its table)" >&2
+fi
+if wants archive; then
+  # 13. Only with --only archive (not in the default list); --figures is left to a run by hand.
+  run_bench "13. archive bytes per sample" archive "$bin/ff-bench-archive" "${archive_args[@]}"
 fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/machine_${scale}.txt"
 echo "benchmarks took: $(($(date +%s) - started)) s" >> "$out/machine_${scale}.txt"

@@ -16,6 +16,7 @@
 
 #include "bench_util.hpp"
 #include "clock.hpp"
+#include "figures.hpp"
 #include "servers.hpp"
 #include "tier_history.hpp"
 
@@ -31,6 +32,7 @@ struct Settings {
   double hour_days = 60;    // of 1 h rows
   int fleet = 100'000;      // projection
   int cells = 10'000;       // occupied cells of the projection
+  std::string figures;      // --figures: bytes per row into this JSON file (fleetflow estimate)
   Output out;
 };
 
@@ -56,6 +58,10 @@ int Main(int argc, char** argv) {
   app.add_option("--cells", s.cells,
                  "Occupied geohash cells (about 5 km) of the projection for fleet_cells_1m")
       ->capture_default_str();
+  app.add_option("--figures", s.figures,
+                 "Write each table's bytes per row into this JSON file "
+                 "(docs/bench/storage_figures.json, read by `fleetflow estimate`), keeping its "
+                 "other figures");
   AddOutputOptions(app, s.out);
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
@@ -80,6 +86,8 @@ int Main(int argc, char** argv) {
       "%d vehicles (%d cells): GB/day | retention | GB kept |\n|---|---|---|---|---|---|---|---|\n",
       s.fleet, s.cells);
   const int64_t end = clock.NowNs() / (3600 * kSecondNs) * (3600 * kSecondNs);
+  std::vector<Figure> figures;
+  const std::string date = TodayUtc(), commit = ShortCommit();
   for (const Table& t : tables) {
     sinks.Write(TierSpan{t.node, t.table, t.step_ns,
                          static_cast<int64_t>(t.span_days * 86'400) * kSecondNs, kSecondNs},
@@ -101,6 +109,15 @@ int Main(int argc, char** argv) {
                 fleet_day_gb * kept_days);
     csv.Row(t.table, rows, bytes, per_row, per_vehicle_day, fleet_day_gb, kept_label,
             fleet_day_gb * kept_days);
+    figures.push_back(
+        {"db." + t.table + ".bytes_per_row", per_row, "bytes/row", "ff-bench-storage", date, commit,
+         "pipelines/tiers.json's sink, plain PostgreSQL " + server.Psql("SHOW server_version") +
+             ", heap + indexes + TOAST of every partition, " +
+             std::to_string(static_cast<int64_t>(rows)) + " generated rows"});
+  }
+  if (!s.figures.empty()) {
+    MergeFigures(s.figures, figures);
+    std::printf("figures: %s\n", s.figures.c_str());
   }
   return 0;
 }

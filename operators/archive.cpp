@@ -51,7 +51,7 @@ struct ArchiveOptions {
   int64_t flush_ms = 600'000;
   int64_t max_buffered_samples = 4'000'000;
   int64_t zstd_level = 3;
-  int64_t position_decimals = 7;
+  int64_t position_decimals = 5;
   int64_t value_digits = 7;
   int64_t retention_days = 0;
   std::string stats_subject;
@@ -351,6 +351,7 @@ class Archive final : public Operator {
         StartFlush(p, part);
       }
     }
+    WaitForRoom();  // a writer behind the flushes holds the graph here too
     if (o_.retention_days > 0 && OwnsRetention() && t.now_ns >= next_retention_ns_) {
       next_retention_ns_ = t.now_ns + 3'600'000'000'000;  // hourly
       Enqueue(Job{std::nullopt, t.now_ns});
@@ -855,7 +856,8 @@ const OptionsSpec<ArchiveOptions>& Spec() {
               "Each partition writes what it gathered every flush_ms (and when it is revoked, and "
               "on a drain): one chunk per sensor, period and cell. Longer: fewer, larger chunks "
               "that compress better; what came after a partition's last flush is what its next "
-              "owner reads again from the stream (which must keep that long).",
+              "owner reads again from the stream (which must keep that long). Until then they "
+              "are in memory, about 56 bytes each (a worker's samples per second x flush_ms).",
               &O::flush_ms)
         .Default(int64_t{600'000})
         .Min(100)
@@ -872,9 +874,11 @@ const OptionsSpec<ArchiveOptions>& Spec() {
         .Default(int64_t{3})
         .Min(1)
         .Max(19);
-    c.Integer("position_decimals", "Decimals of latitude and longitude (7: about 1 cm).",
+    c.Integer("position_decimals",
+              "Decimals of latitude and longitude: 5 is about 1.1 m, finer than a vehicle's GPS "
+              "fix (2-5 m), and half the bytes of 7 (about 1 cm; docs/BENCHMARKS.md section 13).",
               &O::position_decimals)
-        .Default(int64_t{7})
+        .Default(int64_t{5})
         .Min(1)
         .Max(15);
     c.Integer("value_digits", "Significant digits of the other sensors' values (17: exact).",

@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <charconv>
+#include <climits>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <memory>
 #include <stdexcept>
@@ -303,18 +305,32 @@ std::string_view CsvHeader(bool positions) {
 }
 
 void AppendTime(std::string& out, int64_t ns) {
-  const int64_t day = FloorDiv(ns, kNsPerDay);
-  const int64_t in_day = ns - day * kNsPerDay;
-  int y = 0;
-  unsigned m = 0, d = 0;
-  CivilFromDays(day, y, m, d);
-  const int64_t s = in_day / kNsPerSecond;
-  const int64_t us = (in_day % kNsPerSecond) / 1000;
-  char buf[40];
-  const int n = std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%06dZ", y, m, d,
-                              static_cast<int>(s / 3600), static_cast<int>(s / 60 % 60),
-                              static_cast<int>(s % 60), static_cast<int>(us));
-  out.append(buf, static_cast<size_t>(n));
+  // Consecutive samples mostly share their second: its text is kept (per thread) and only the
+  // microseconds are written for each (the archive writes a time per line).
+  struct Second {
+    int64_t second = INT64_MIN;
+    char text[20];  // "2026-11-28T10:00:00."
+  };
+  thread_local Second cache;
+  const int64_t second = FloorDiv(ns, kNsPerSecond);
+  if (second != cache.second) {
+    const int64_t day = FloorDiv(second, 86'400);
+    const int64_t s = second - day * 86'400;
+    int y = 0;
+    unsigned m = 0, d = 0;
+    CivilFromDays(day, y, m, d);
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.", y, m, d,
+                  static_cast<int>(s / 3600), static_cast<int>(s / 60 % 60),
+                  static_cast<int>(s % 60));
+    std::memcpy(cache.text, buf, sizeof cache.text);
+    cache.second = second;
+  }
+  auto us = static_cast<uint32_t>((ns - second * kNsPerSecond) / 1000);
+  char tail[7] = {'0', '0', '0', '0', '0', '0', 'Z'};
+  for (int i = 5; i >= 0; --i, us /= 10) tail[i] = static_cast<char>('0' + us % 10);
+  out.append(cache.text, sizeof cache.text);
+  out.append(tail, sizeof tail);
 }
 
 std::optional<int64_t> ParseTime(std::string_view t) {
