@@ -132,7 +132,8 @@ TEST(TapE2E, ShowsTheSamplesAndWindowsOfARunningWorker) {
       << r.err;
   r = tap({"nope"});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("(nodes: telemetry, last_values, windows, database)"), std::string::npos)
+  EXPECT_NE(r.err.find("(nodes: telemetry, last_values, windows, database, archive)"),
+            std::string::npos)
       << r.err;
   const auto bad = http.Get("/tap?node=windows&count=0");
   ASSERT_TRUE(bad);
