@@ -749,7 +749,8 @@ int FindInArchive(const FindArgs& args, std::ostream& out, std::ostream& err) {
   namespace fs = std::filesystem;
   const auto started = std::chrono::steady_clock::now();
   const std::string geojson = ReadArea(args.area);
-  const auto [from, to] = ReadPeriod(args);
+  const std::pair<int64_t, int64_t> period = ReadPeriod(args);
+  const int64_t from = period.first, to = period.second;  // captured by the lambdas below
   GeosArea area(geojson, args.area, /*validate=*/true);
   const archive::Box envelope = area.envelope();
 
