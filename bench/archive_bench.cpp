@@ -181,9 +181,13 @@ Result RunOnce(const Settings& s, int level, int decimals, int digits) {
     // Every partition's last flush (a tick flush_ms on), written before the drain: the drain
     // waits 60 s at most, and a slow level's last flush may take longer.
     h.TickAt(end_ns + 86'400 * kSecondNs);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(30);
     while (h.Counter("samples_archived") < total) {
       if (h.Counter("flush_failures") > 0) throw std::runtime_error("the archive failed a flush");
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      if (std::chrono::steady_clock::now() > deadline) {
+        throw std::runtime_error("the archive did not write its last flushes within 30 minutes");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling the counter
     }
     h.TickAt(end_ns + 86'400 * kSecondNs, /*drain=*/true);
     r.cpu_s = ProcessCpuSeconds() - cpu0 - r.generate_cpu_s;
