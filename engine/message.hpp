@@ -209,6 +209,8 @@ struct WindowBatch {
   int64_t window_ns = 0;
   std::shared_ptr<const std::vector<std::string>> sensors;
   std::vector<WindowRow> rows;
+  /// The partition of the vehicles whose rows these are (as SampleBatch::partition).
+  uint32_t partition = 0;
 };
 
 /// The statistics of one sensor of one vehicle over one window: of the samples with

@@ -1,32 +1,25 @@
 #include "archive.hpp"
 
-#include <fcntl.h>
-#include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <condition_variable>
-#include <cstring>
 #include <deque>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
 
+#include "archive/commit.hpp"
 #include "jetstream.hpp"
 #include "layout.hpp"
 #include "logging.hpp"
@@ -40,6 +33,8 @@ namespace {
 namespace fs = std::filesystem;
 constexpr int64_t kNsPerMs = 1'000'000;
 constexpr int64_t kNsPerDay = 86'400'000'000'000;
+/// The commit record's mark: the last stream sequence whose samples are in the archive.
+constexpr char kLastSequence[] = "last_sequence";
 
 /// The options of archive (see Spec()).
 struct ArchiveOptions {
@@ -60,94 +55,6 @@ struct ArchiveOptions {
   KvBucketSettings bucket_settings;
   NatsClientOptions nats;
 };
-
-/// A file written to its temporary name and synced: its place in the layout once committed
-/// (both relative to the root).
-struct Staged {
-  std::string from;
-  std::string to;
-};
-
-/// A partition's commit record: the last stream sequence whose samples are in the archive, and
-/// the files of its last flush (renamed into place once it is stored).
-struct CommitRecord {
-  uint64_t last_sequence = 0;
-  std::vector<Staged> files;
-};
-
-/// Writes `data` to `path` and syncs it; throws std::runtime_error.
-void WriteSynced(const fs::path& path, std::string_view data) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::runtime_error("cannot create " + path.string() + ": " + strerror(errno));
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string why = strerror(errno);
-      ::close(fd);
-      throw std::runtime_error("cannot write " + path.string() + ": " + why);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    const std::string why = strerror(errno);
-    ::close(fd);
-    throw std::runtime_error("cannot sync " + path.string() + ": " + why);
-  }
-  ::close(fd);
-}
-
-/// Syncs a directory, so that the names created or renamed in it are stored.
-void SyncDirectory(const fs::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw std::runtime_error("cannot open " + dir.string() + ": " + strerror(errno));
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) throw std::runtime_error("cannot sync " + dir.string() + ": " + strerror(errno));
-}
-
-std::string ToJson(const CommitRecord& r, uint32_t partition) {
-  rapidjson::StringBuffer sb;
-  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-  w.StartObject();
-  w.Key("partition");
-  w.Uint(partition);
-  w.Key("last_sequence");
-  w.Uint64(r.last_sequence);
-  w.Key("files");
-  w.StartArray();
-  for (const Staged& f : r.files) {
-    w.StartObject();
-    w.Key("from");
-    w.String(f.from.c_str(), static_cast<rapidjson::SizeType>(f.from.size()));
-    w.Key("to");
-    w.String(f.to.c_str(), static_cast<rapidjson::SizeType>(f.to.size()));
-    w.EndObject();
-  }
-  w.EndArray();
-  w.EndObject();
-  return std::string(sb.GetString(), sb.GetSize()) + "\n";
-}
-
-std::optional<CommitRecord> ParseCommitRecord(const std::string& text) {
-  rapidjson::Document d;
-  d.Parse(text.c_str(), text.size());
-  if (d.HasParseError() || !d.IsObject() || !d.HasMember("last_sequence") ||
-      !d["last_sequence"].IsUint64() || !d.HasMember("files") || !d["files"].IsArray()) {
-    return std::nullopt;
-  }
-  CommitRecord r;
-  r.last_sequence = d["last_sequence"].GetUint64();
-  for (const auto& f : d["files"].GetArray()) {
-    if (!f.IsObject() || !f.HasMember("from") || !f["from"].IsString() || !f.HasMember("to") ||
-        !f["to"].IsString()) {
-      return std::nullopt;
-    }
-    r.files.push_back({f["from"].GetString(), f["to"].GetString()});
-  }
-  return r;
-}
 
 /// One sample held for a flush: its vehicle and cell (indexes into the partition's names of
 /// them) and itself.
@@ -205,9 +112,9 @@ class Archive final : public Operator {
         o_(options),
         clock_(ctx.clock),
         root_(options.directory),
-        commits_(root_ / "_commits" / ctx.node_id),
-        staging_(root_ / "_tmp"),
+        commits_(root_, ctx.node_id),
         wanted_(options.sensors.begin(), options.sensors.end()),
+        stats_(ctx, options.nats, options.stats_subject),
         archived_(ctx.metrics.GetCounter("samples_archived",
                                          "Samples written into committed chunks.", ctx.labels())),
         duplicates_(ctx.metrics.GetCounter(
@@ -229,12 +136,6 @@ class Archive final : public Operator {
                                       "Bytes of committed chunks (compressed).", ctx.labels())),
         failures_(ctx.metrics.GetCounter(
             "flush_failures", "Flushes that could not be written (tried again).", ctx.labels())),
-        stats_published_(ctx.metrics.GetCounter("archive_stats_published",
-                                                "Chunk summaries published on stats_subject.",
-                                                ctx.labels())),
-        stats_failures_(ctx.metrics.GetCounter(
-            "archive_stats_failures",
-            "Chunk summaries that could not be published (the chunk is committed).", ctx.labels())),
         expired_(ctx.metrics.GetCounter("archive_days_expired",
                                         "Days of chunks deleted by the retention.", ctx.labels())),
         buffered_(ctx.metrics.GetGauge(
@@ -244,11 +145,6 @@ class Archive final : public Operator {
     } else {
       checkpoints_ = std::move(memory_checkpoints);
     }
-    if (!o_.stats_subject.empty()) {
-      stats_connect_ = NatsConnectOptions(o_.nats, "fleetflow:" + ctx.node_id);
-    }
-    fs::create_directories(commits_);
-    fs::create_directories(staging_);
     writer_ = std::thread([this] { Writer(); });
   }
 
@@ -401,61 +297,13 @@ class Archive final : public Operator {
     Partition& part = partitions_[p];
     if (part.restored) return part;
     part.restored = true;
-    const fs::path record = commits_ / ("p" + std::to_string(p) + ".json");
-    std::optional<CommitRecord> r;
-    std::ifstream in(record);
-    if (in) {
-      std::stringstream text;
-      text << in.rdbuf();
-      r = ParseCommitRecord(text.str());
-      if (!r) {
-        spdlog::error(
-            "archive '{}': commit record {} is not readable: partition {} starts "
-            "afresh (what its stream delivers again may be archived twice)",
-            node_, record.string(), p);
-      }
-    }
-    std::set<std::string> named;
-    if (r) {
-      part.committed = r->last_sequence;
-      try {
-        const size_t moved = Apply(*r);
-        if (moved > 0) {
-          spdlog::info("archive '{}': partition {}: finished {} renames of its last flush", node_,
-                       p, moved);
-        }
-      } catch (const std::exception& e) {
-        spdlog::error("archive '{}': partition {}: {}", node_, p, e.what());
-      }
-      for (const Staged& f : r->files) named.insert(fs::path(f.from).filename().string());
-    }
-    // Files of a flush whose record was never stored (a crash before it): not in the archive.
-    const std::string prefix = StagePrefix(p);
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(staging_, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name.rfind(prefix, 0) == 0 && named.count(name) == 0) fs::remove(entry.path(), ec);
-    }
+    if (const auto r = commits_.Recover(p)) part.committed = Mark(*r, kLastSequence);
     return part;
   }
 
-  std::string StagePrefix(uint32_t p) const { return node_ + ".p" + std::to_string(p) + "."; }
-
-  /// Renames the staged files of a record into place (those not moved yet); how many it moved.
-  size_t Apply(const CommitRecord& r) {
-    size_t moved = 0;
-    std::set<fs::path> dirs;
-    for (const Staged& f : r.files) {
-      const fs::path from = root_ / f.from;
-      const fs::path to = root_ / f.to;
-      if (!fs::exists(from)) continue;  // moved before
-      fs::create_directories(to.parent_path());
-      fs::rename(from, to);
-      dirs.insert(to.parent_path());
-      ++moved;
-    }
-    for (const fs::path& d : dirs) SyncDirectory(d);
-    return moved;
+  static uint64_t Mark(const archive::CommitRecord& r, const std::string& name) {
+    const auto it = r.marks.find(name);
+    return it == r.marks.end() ? 0 : it->second;
   }
 
   bool OwnsRetention() const { return !any_partition_event_ || owned_.count(0) > 0; }
@@ -678,37 +526,30 @@ class Archive final : public Operator {
   void Write(const Flush& f) {
     const std::vector<Made> made = Make(f);
     const std::string name = ChunkName(f);
-    CommitRecord record;
-    record.last_sequence = f.last_sequence;
-    const std::string stage = StagePrefix(f.partition) + name + ".";
+    archive::CommitRecord record;
+    record.marks[kLastSequence] = f.last_sequence;
     for (size_t i = 0; i < made.size(); ++i) {
       const Made& m = made[i];
-      const std::string folder =
-          archive::ChunkFolder(m.key.sensor, m.key.period_start, o_.period, m.key.cell);
+      const std::string folder = archive::ChunkFolder(archive::SensorFolder(m.key.sensor),
+                                                      m.key.period_start, o_.period, m.key.cell);
       const std::string chunk = folder + "/" + name + std::string(archive::kChunkSuffix);
-      const std::string staged = "_tmp/" + stage + std::to_string(i);
-      WriteSynced(root_ / (staged + ".json.tmp"), archive::ToJson(m.summary));
-      WriteSynced(root_ / (staged + ".csv.zst.tmp"), m.data);
+      const std::string staged = commits_.StagedName(f.partition, name + "." + std::to_string(i));
+      archive::WriteSynced(root_ / (staged + ".json.tmp"), archive::ToJson(m.summary));
+      archive::WriteSynced(root_ / (staged + ".csv.zst.tmp"), m.data);
       // The summary first: a finder that sees a chunk can read its summary.
       record.files.push_back({staged + ".json.tmp", archive::SummaryPathOf(chunk)});
       record.files.push_back({staged + ".csv.zst.tmp", chunk});
     }
-    if (!made.empty()) SyncDirectory(staging_);
-    if (f.last_sequence != 0 || !made.empty()) {
-      const fs::path path = commits_ / ("p" + std::to_string(f.partition) + ".json");
-      const fs::path tmp = path.string() + ".tmp";
-      WriteSynced(tmp, ToJson(record, f.partition));
-      fs::rename(tmp, path);
-      SyncDirectory(commits_);
-    }
-    Apply(record);
+    if (!made.empty()) archive::SyncDirectory(root_ / "_tmp");
+    if (f.last_sequence != 0 || !made.empty()) commits_.Store(f.partition, record);
+    commits_.Apply(record);
     uint64_t samples = 0, bytes = 0, duplicates = 0;
     for (size_t i = 0; i < made.size(); ++i) {
       const Made& m = made[i];
       samples += m.summary.samples;
       bytes += m.summary.bytes;
       duplicates += m.duplicates;
-      Publish(m, record.files[2 * i + 1].to);
+      stats_.Publish(m.summary, m.key.period_start, m.key.cell, record.files[2 * i + 1].to);
     }
     archived_.Inc(samples);
     duplicates_.Inc(duplicates);
@@ -718,65 +559,12 @@ class Archive final : public Operator {
     if (checkpoints_ && f.last_sequence != 0) checkpoints_->Save(f.partition, {}, f.last_sequence);
   }
 
-  /// The chunk's summary on stats_subject (core NATS: a chunk committed is in the archive
-  /// whether or not anyone hears of it).
-  void Publish(const Made& m, const std::string& path) {
-    if (o_.stats_subject.empty()) return;
-    try {
-      if (!stats_conn_) stats_conn_ = nats::Connection::Connect(*stats_connect_);
-      rapidjson::StringBuffer sb;
-      rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-      std::string period;
-      archive::AppendTime(period, m.key.period_start);
-      w.StartObject();
-      w.Key("node");
-      w.String(node_.c_str());
-      w.Key("sensor");
-      w.String(m.key.sensor.c_str());
-      w.Key("period");
-      w.String(period.c_str());
-      w.Key("cell");
-      w.String(m.key.cell.c_str());
-      w.Key("partition");
-      w.Uint(m.summary.partition);
-      w.Key("vehicles");
-      w.Uint64(m.summary.vehicles.size());
-      w.Key("samples");
-      w.Uint64(m.summary.samples);
-      w.Key("bytes");
-      w.Uint64(m.summary.bytes);
-      w.Key("path");
-      w.String(path.c_str());
-      w.EndObject();
-      stats_conn_->Publish(o_.stats_subject, std::string_view(sb.GetString(), sb.GetSize()));
-      stats_published_.Inc();
-    } catch (const std::exception& e) {
-      stats_failures_.Inc();
-      errors_log_.Log("stats", spdlog::level::warn,
-                      "archive '" + node_ + "': a chunk's summary was not published on " +
-                          o_.stats_subject + ": " + e.what());
-    }
-  }
-
   /// Deletes the days wholly older than retention_days (of every sensor).
   void Expire(int64_t now_ns) {
-    const int64_t keep_from = now_ns - o_.retention_days * kNsPerDay;
-    std::error_code ec;
-    for (const auto& sensor : fs::directory_iterator(root_, ec)) {
-      if (!sensor.is_directory() || sensor.path().filename().string().rfind("sensor=", 0) != 0) {
-        continue;
-      }
-      for (const auto& day : fs::directory_iterator(sensor.path(), ec)) {
-        const auto start = archive::DayOf(day.path().filename().string());
-        if (!start || *start + kNsPerDay > keep_from) continue;
-        std::error_code rm;
-        fs::remove_all(day.path(), rm);
-        if (rm)
-          throw std::runtime_error("retention: cannot delete " + day.path().string() + ": " +
-                                   rm.message());
-        expired_.Inc();
-        spdlog::info("archive '{}': retention: deleted {}", node_, day.path().string());
-      }
+    for (const fs::path& day :
+         archive::ExpireDays(root_, "sensor=", now_ns - o_.retention_days * kNsPerDay)) {
+      expired_.Inc();
+      spdlog::info("archive '{}': retention: deleted {}", node_, day.string());
     }
   }
 
@@ -784,8 +572,7 @@ class Archive final : public Operator {
   const ArchiveOptions o_;
   const Clock& clock_;
   const fs::path root_;
-  const fs::path commits_;
-  const fs::path staging_;
+  const archive::Commits commits_;
   const std::set<std::string> wanted_;
   std::shared_ptr<SnapshotStore> checkpoints_;
 
@@ -806,8 +593,7 @@ class Archive final : public Operator {
   bool stop_ = false;
 
   // The writer's:
-  std::optional<nats::ConnectOptions> stats_connect_;
-  std::unique_ptr<nats::Connection> stats_conn_;
+  archive::StatsPublisher stats_;
   RateLimitedLog errors_log_;
 
   Counter& archived_;
@@ -817,8 +603,6 @@ class Archive final : public Operator {
   Counter& chunks_;
   Counter& bytes_;
   Counter& failures_;
-  Counter& stats_published_;
-  Counter& stats_failures_;
   Counter& expired_;
   Gauge& buffered_;
   std::thread writer_;  // last: started once the rest is there

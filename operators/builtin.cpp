@@ -9,6 +9,7 @@
 #include "nats_source.hpp"
 #include "range_filter.hpp"
 #include "replay_source.hpp"
+#include "row_archive.hpp"
 #include "timescale_sink.hpp"
 #include "window_aggregate.hpp"
 #include "window_join.hpp"
@@ -28,6 +29,7 @@ void RegisterBuiltinOperators(Registry& registry) {
   RegisterCellMerge(registry);
   RegisterTimescaleSink(registry);
   RegisterArchive(registry);
+  RegisterRowArchive(registry);
 }
 
 }  // namespace fleetflow

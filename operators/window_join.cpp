@@ -89,6 +89,7 @@ struct VehicleState {
 /// One partition's windowing: its vehicles, and its own event-time progress (event_time.hpp).
 /// An unpartitioned source is partition 0.
 struct Partition : WindowProgress {
+  uint32_t id = 0;
   std::unordered_map<std::string, VehicleState> vehicles;
   std::map<int64_t, std::set<std::string>> corrections;  // window -> vehicles to emit again
 };
@@ -155,6 +156,12 @@ class WindowJoin final : public Operator {
   }
 
  private:
+  Partition& At(uint32_t id) {
+    Partition& p = partitions_[id];
+    p.id = id;
+    return p;
+  }
+
   VehicleState& Vehicle(Partition& p, const std::string& id) {
     auto [it, inserted] = p.vehicles.try_emplace(id);
     if (inserted) {
@@ -170,7 +177,7 @@ class WindowJoin final : public Operator {
       ignored_.Inc(b.points.size());
       return;
     }
-    Partition& part = partitions_[b.partition];
+    Partition& part = At(b.partition);
     const bool restored = b.restored && !b.points.empty();
     if (!restored) {
       // Before the vehicle is looked up: the windows it closes may forget vehicles.
@@ -206,7 +213,7 @@ class WindowJoin final : public Operator {
   }
 
   void Status(const StatusEvent& e) {
-    VehicleState& v = Vehicle(partitions_[e.partition], e.vehicle);
+    VehicleState& v = Vehicle(At(e.partition), e.vehicle);
     if (e.on) {
       v.off_at_ns.reset();
     } else {
@@ -235,7 +242,7 @@ class WindowJoin final : public Operator {
   /// its windows than the history a next owner restores), then records the last window emitted
   /// and is forgotten.
   void OnPartitionEvent(const PartitionEvent& e, Emitter& out) {
-    Partition& p = partitions_[e.partition];
+    Partition& p = At(e.partition);
     if (e.kind == PartitionEvent::Kind::kRevoked) {
       if (const auto horizon = time_.OnRevoke(p)) CloseUpTo(p, *horizon, out);
       if (e.handover) e.handover->Emitted(node_, time_.LastEmitted(p));
@@ -247,6 +254,7 @@ class WindowJoin final : public Operator {
       return;
     }
     p = Partition{};
+    p.id = e.partition;
     if (e.emitted) p.done = EmittedBy(*e.emitted, node_);
   }
 
@@ -287,6 +295,7 @@ class WindowJoin final : public Operator {
     WindowBatch batch;
     batch.rows.reserve(expected_rows);
     batch.window_ns = t;
+    batch.partition = p.id;
     batch.sensors = sensors_;
     for (auto& [id, v] : p.vehicles) {
       if ((v.off_at_ns && t > *v.off_at_ns) || t < v.exact_from_ns || !take(id)) continue;

@@ -128,15 +128,14 @@ std::optional<Box> GeohashBox(std::string_view hash) {
   return b;
 }
 
-std::string ChunkFolder(std::string_view sensor, int64_t ts_ns, Period period,
-                        std::string_view cell) {
+std::string ChunkFolder(std::string_view top, int64_t ts_ns, Period period, std::string_view cell) {
   const int64_t day = FloorDiv(ts_ns, kNsPerDay);
   int y = 0;
   unsigned m = 0, d = 0;
   CivilFromDays(day, y, m, d);
   char buf[64];
   int n = std::snprintf(buf, sizeof buf, "/day=%04d-%02u-%02u", y, m, d);
-  std::string folder = "sensor=" + std::string(sensor) + std::string(buf, static_cast<size_t>(n));
+  std::string folder = std::string(top) + std::string(buf, static_cast<size_t>(n));
   if (period == Period::kHour) {
     n = std::snprintf(buf, sizeof buf, "/hour=%02d",
                       static_cast<int>((ts_ns - day * kNsPerDay) / (3600 * kNsPerSecond)));
@@ -156,16 +155,21 @@ std::optional<ChunkPlace> ParseChunkPath(std::string_view relative) {
   if (parts.size() != 4 && parts.size() != 5) return std::nullopt;
   ChunkPlace place;
   const auto sensor = Hive(parts[0], "sensor");
+  const auto row_set = Hive(parts[0], "rows");
   const auto day = Hive(parts[1], "day");
   const auto cell = Hive(parts[parts.size() - 2], "cell");
   const std::string_view name = parts.back();
-  if (!sensor || !day || !cell || name.size() <= kChunkSuffix.size() ||
+  if ((!sensor && !row_set) || !day || !cell || name.size() <= kChunkSuffix.size() ||
       name.substr(name.size() - kChunkSuffix.size()) != kChunkSuffix) {
     return std::nullopt;
   }
   const auto start = ParseDay(*day);
   if (!start) return std::nullopt;
-  place.sensor = std::string(*sensor);
+  if (sensor) {
+    place.sensor = std::string(*sensor);
+  } else {
+    place.row_set = std::string(*row_set);
+  }
   place.period_start_ns = *start;
   place.period_ns = PeriodNs(Period::kDay);
   if (parts.size() == 5) {
@@ -192,10 +196,16 @@ std::string ToJson(const Summary& s) {
   w.StartObject();
   w.Key("version");
   w.Int(s.version);
-  w.Key("sensor");
-  w.String(s.sensor.c_str(), static_cast<rapidjson::SizeType>(s.sensor.size()));
+  const bool rows = !s.row_set.empty();
+  w.Key(rows ? "row_set" : "sensor");
+  const std::string& series = rows ? s.row_set : s.sensor;
+  w.String(series.c_str(), static_cast<rapidjson::SizeType>(series.size()));
   w.Key("columns");
-  w.String(s.positions ? "vehicle_id,ts,lat,lon" : "vehicle_id,ts,value");
+  if (rows) {
+    w.String(s.columns.c_str(), static_cast<rapidjson::SizeType>(s.columns.size()));
+  } else {
+    w.String(s.positions ? "vehicle_id,ts,lat,lon" : "vehicle_id,ts,value");
+  }
   std::string t;
   AppendTime(t, s.first_ns);
   w.Key("first_ts");
@@ -213,7 +223,7 @@ std::string ToJson(const Summary& s) {
     w.Double(s.box->max_lat);
     w.EndArray();
   }
-  w.Key("samples");
+  w.Key(rows ? "rows" : "samples");
   w.Uint64(s.samples);
   w.Key("bytes");
   w.Uint64(s.bytes);
@@ -255,19 +265,27 @@ std::optional<Summary> ParseSummary(std::string_view json, std::string* why) {
     return fail("not a summary of version 1");
   }
   Summary s;
-  const auto sensor = str("sensor"), columns = str("columns"), first = str("first_ts"),
-             last = str("last_ts");
-  const auto samples = u64("samples"), bytes = u64("bytes"), partition = u64("partition"),
-             first_seq = u64("first_sequence"), last_seq = u64("last_sequence");
-  if (!sensor || !columns || !first || !last || !samples || !bytes || !partition || !first_seq ||
+  const bool rows = d.HasMember("row_set");
+  const auto series = str(rows ? "row_set" : "sensor"), columns = str("columns"),
+             first = str("first_ts"), last = str("last_ts");
+  const auto samples = u64(rows ? "rows" : "samples"), bytes = u64("bytes"),
+             partition = u64("partition"), first_seq = u64("first_sequence"),
+             last_seq = u64("last_sequence");
+  if (!series || !columns || !first || !last || !samples || !bytes || !partition || !first_seq ||
       !last_seq) {
     return fail("a field is missing or of the wrong type");
   }
   const auto first_ns = ParseTime(*first), last_ns = ParseTime(*last);
   if (!first_ns || !last_ns) return fail("first_ts or last_ts is not a time");
-  s.sensor = *sensor;
-  s.positions = *columns == "vehicle_id,ts,lat,lon";
-  if (!s.positions && *columns != "vehicle_id,ts,value") return fail("unknown columns");
+  if (rows) {
+    s.row_set = *series;
+    s.columns = *columns;
+    s.positions = d.HasMember("bbox");
+  } else {
+    s.sensor = *series;
+    s.positions = *columns == "vehicle_id,ts,lat,lon";
+    if (!s.positions && *columns != "vehicle_id,ts,value") return fail("unknown columns");
+  }
   s.first_ns = *first_ns;
   s.last_ns = *last_ns;
   s.samples = *samples;

@@ -5,10 +5,12 @@
 ///
 ///   <root>/sensor=<sensor>/day=<YYYY-MM-DD>/hour=<HH>/cell=<geohash>/<chunk>.csv.zst
 ///   <root>/sensor=<sensor>/day=<YYYY-MM-DD>/hour=<HH>/cell=<geohash>/<chunk>.json
+///   <root>/rows=<row set>/day=<YYYY-MM-DD>/hour=<HH>/cell=<geohash>/<chunk>.csv.zst (and .json)
 ///
 /// (`hour=` only with the hourly period.) A chunk is zstd-compressed CSV with a header, one
 /// sample per line, sorted by vehicle then time: `vehicle_id,ts,lat,lon` for a position sensor,
-/// `vehicle_id,ts,value` for the others; `ts` RFC 3339 in UTC to the microsecond. Its summary
+/// `vehicle_id,ts,value` for the others; `ts` RFC 3339 in UTC to the microsecond. A chunk of
+/// rows (row_archive) has one aligned row per line: `vehicle_id,ts,<its columns>`. Its summary
 /// (the .json beside it) says what a finder needs to skip it without reading a byte of it.
 
 #include <cstdint>
@@ -46,10 +48,14 @@ constexpr int64_t PeriodNs(Period p) {
   return p == Period::kHour ? int64_t{3'600'000'000'000} : int64_t{86'400'000'000'000};
 }
 
-/// The folder of the chunks of `sensor`, period starting at or before `ts_ns` and cell `cell`,
-/// relative to the root: "sensor=gps/day=2026-11-28/hour=10/cell=u09t".
-std::string ChunkFolder(std::string_view sensor, int64_t ts_ns, Period period,
-                        std::string_view cell);
+/// The top folder of a sensor's samples ("sensor=gps") and of a row set ("rows=1s").
+inline std::string SensorFolder(std::string_view sensor) { return "sensor=" + std::string(sensor); }
+inline std::string RowsFolder(std::string_view row_set) { return "rows=" + std::string(row_set); }
+
+/// The folder of the chunks under `top` (SensorFolder, RowsFolder), period starting at or
+/// before `ts_ns` and cell `cell`, relative to the root:
+/// "sensor=gps/day=2026-11-28/hour=10/cell=u09t".
+std::string ChunkFolder(std::string_view top, int64_t ts_ns, Period period, std::string_view cell);
 
 /// The midnight (UTC, ns) of a day folder's name ("day=2026-11-28"); nullopt when it is none.
 std::optional<int64_t> DayOf(std::string_view folder);
@@ -59,26 +65,30 @@ inline constexpr std::string_view kSummarySuffix = ".json";
 
 /// A chunk's place in the layout, read from its path.
 struct ChunkPlace {
-  std::string sensor;
+  std::string sensor;   // under sensor=<sensor>
+  std::string row_set;  // under rows=<row set> (then sensor is empty)
   int64_t period_start_ns = 0;
   int64_t period_ns = 0;  // an hour or a day
   std::string cell;       // a geohash or kNoCell
   std::string name;       // the file name, with kChunkSuffix
 };
 
-/// Reads a chunk's path relative to the root ("sensor=…/day=…[/hour=…]/cell=…/name.csv.zst");
+/// Reads a chunk's path relative to the root ("sensor=…/day=…[/hour=…]/cell=…/name.csv.zst", or
+/// "rows=…/…");
 /// nullopt when it is not one.
 std::optional<ChunkPlace> ParseChunkPath(std::string_view relative);
 
 /// The summary beside a chunk (`<name>.json` for `<name>.csv.zst`).
 struct Summary {
   int version = 1;
-  std::string sensor;
+  std::string sensor;                 // a chunk of samples: their sensor
+  std::string row_set;                // a chunk of rows: its row set (then sensor is empty)
+  std::string columns;                // a chunk of rows: its CSV header, without the newline
   bool positions = false;             // the chunk has lat and lon columns (else value)
   int64_t first_ns = 0;               // the oldest sample's time
   int64_t last_ns = 0;                // the newest sample's time
   std::optional<Box> box;             // of the positions; none without
-  uint64_t samples = 0;               // lines after the header
+  uint64_t samples = 0;               // lines after the header (a chunk of rows: "rows")
   std::vector<std::string> vehicles;  // sorted
   uint64_t bytes = 0;                 // the chunk's size on disk
   uint32_t partition = 0;             // of the stream it was read from (0: unpartitioned)

@@ -488,7 +488,8 @@ class FindArchiveTest : public ::testing::Test {
       const Sample& s = (*fleet_)[i];
       std::string cell = s.vehicle == "no-cell" ? std::string(archive::kNoCell)
                                                 : archive::Geohash(s.lat, s.lon, kCellPrecision);
-      const std::string folder = archive::ChunkFolder("gps", s.ts_ns, archive::Period::kHour, cell);
+      const std::string folder =
+          archive::ChunkFolder(archive::SensorFolder("gps"), s.ts_ns, archive::Period::kHour, cell);
       const bool second = s.vehicle >= "car3";
       const std::string relative =
           folder + (second ? "/p0-000002" : "/p0-000001") + std::string(archive::kChunkSuffix);
@@ -510,8 +511,9 @@ class FindArchiveTest : public ::testing::Test {
     WrittenChunk no_cell{"", first.period_start, std::string(archive::kNoCell), {}};
     fleet_->push_back({"no-cell", kStart + 1000, 48.8, 2.3, {ToFixed7(2.3), ToFixed7(48.8)}});
     no_cell.samples.push_back(fleet_->size() - 1);
-    no_cell.relative = archive::ChunkFolder("gps", kStart, archive::Period::kHour, "none") +
-                       "/p0-000001" + std::string(archive::kChunkSuffix);
+    no_cell.relative =
+        archive::ChunkFolder(archive::SensorFolder("gps"), kStart, archive::Period::kHour, "none") +
+        "/p0-000001" + std::string(archive::kChunkSuffix);
     const auto [data, summary] = ChunkFiles(*fleet_, no_cell);
     WriteFile(root_->File(no_cell.relative), data);
     chunks_->push_back(no_cell);

@@ -115,12 +115,13 @@ TEST(ArchiveLayoutTest, BoxesIntersectWhenTheyShareAPointEvenOnAnEdge) {
 
 TEST(ArchiveLayoutTest, AChunksFolderIsReadBackFromItsPath) {
   const int64_t ts = k20261128 + 10 * kHour + 17 * 60 * kS + 123'456'789;
-  EXPECT_EQ(ChunkFolder("gps", ts, Period::kHour, "u09t"),
+  EXPECT_EQ(ChunkFolder(SensorFolder("gps"), ts, Period::kHour, "u09t"),
             "sensor=gps/day=2026-11-28/hour=10/cell=u09t");
-  EXPECT_EQ(ChunkFolder("soc", ts, Period::kDay, kNoCell), "sensor=soc/day=2026-11-28/cell=none");
+  EXPECT_EQ(ChunkFolder(SensorFolder("soc"), ts, Period::kDay, kNoCell),
+            "sensor=soc/day=2026-11-28/cell=none");
 
-  const auto hourly =
-      ParseChunkPath(ChunkFolder("gps", ts, Period::kHour, "u09tu") + "/p0-000001.csv.zst");
+  const auto hourly = ParseChunkPath(ChunkFolder(SensorFolder("gps"), ts, Period::kHour, "u09tu") +
+                                     "/p0-000001.csv.zst");
   ASSERT_TRUE(hourly);
   EXPECT_EQ(hourly->sensor, "gps");
   EXPECT_EQ(hourly->period_start_ns, k20261128 + 10 * kHour);
@@ -128,7 +129,8 @@ TEST(ArchiveLayoutTest, AChunksFolderIsReadBackFromItsPath) {
   EXPECT_EQ(hourly->cell, "u09tu");
   EXPECT_EQ(hourly->name, "p0-000001.csv.zst");
 
-  const auto daily = ParseChunkPath(ChunkFolder("soc", ts, Period::kDay, kNoCell) + "/a.csv.zst");
+  const auto daily =
+      ParseChunkPath(ChunkFolder(SensorFolder("soc"), ts, Period::kDay, kNoCell) + "/a.csv.zst");
   ASSERT_TRUE(daily);
   EXPECT_EQ(daily->sensor, "soc");
   EXPECT_EQ(daily->period_start_ns, k20261128);
@@ -141,18 +143,20 @@ TEST(ArchiveLayoutTest, AChunksFolderIsReadBackFromItsPath) {
       const int64_t start = day * 24 * kHour + h * kHour;
       for (const int64_t at : {start, start + kHour / 2, start + kHour - 1}) {
         const auto place =
-            ParseChunkPath(ChunkFolder("gps", at, Period::kHour, "s") + "/c.csv.zst");
+            ParseChunkPath(ChunkFolder(SensorFolder("gps"), at, Period::kHour, "s") + "/c.csv.zst");
         ASSERT_TRUE(place) << at;
-        EXPECT_EQ(place->period_start_ns, start) << ChunkFolder("gps", at, Period::kHour, "s");
+        EXPECT_EQ(place->period_start_ns, start)
+            << ChunkFolder(SensorFolder("gps"), at, Period::kHour, "s");
         const auto whole_day =
-            ParseChunkPath(ChunkFolder("gps", at, Period::kDay, "s") + "/c.csv.zst");
+            ParseChunkPath(ChunkFolder(SensorFolder("gps"), at, Period::kDay, "s") + "/c.csv.zst");
         ASSERT_TRUE(whole_day);
         EXPECT_EQ(whole_day->period_start_ns, day * 24 * kHour);
       }
     }
   }
-  EXPECT_EQ(ChunkFolder("gps", -1, Period::kHour, "s"), "sensor=gps/day=1969-12-31/hour=23/cell=s");
-  EXPECT_EQ(ChunkFolder("gps", 19'782 * 24 * kHour, Period::kDay, "s"),
+  EXPECT_EQ(ChunkFolder(SensorFolder("gps"), -1, Period::kHour, "s"),
+            "sensor=gps/day=1969-12-31/hour=23/cell=s");
+  EXPECT_EQ(ChunkFolder(SensorFolder("gps"), 19'782 * 24 * kHour, Period::kDay, "s"),
             "sensor=gps/day=2024-02-29/cell=s");
 }
 

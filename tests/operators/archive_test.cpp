@@ -168,14 +168,16 @@ TEST(ArchiveTest, WritesChunksBySensorPeriodAndCellSortedWithTheirSummaries) {
 
   std::map<std::string, Chunk> by_folder;
   for (Chunk& c : ReadArchive(dir.path())) {
-    const std::string folder = archive::ChunkFolder(c.place.sensor, c.place.period_start_ns,
-                                                    archive::Period::kHour, c.place.cell);
+    const std::string folder =
+        archive::ChunkFolder(archive::SensorFolder(c.place.sensor), c.place.period_start_ns,
+                             archive::Period::kHour, c.place.cell);
     by_folder[folder] = std::move(c);
   }
   const std::string paris = archive::Geohash(48.8566, 2.3522, 5);
   const std::string munich = archive::Geohash(48.137, 11.575, 5);
   ASSERT_EQ(by_folder.size(), 5u);
-  const Chunk& g = by_folder.at(archive::ChunkFolder("gps", kBase, archive::Period::kHour, paris));
+  const Chunk& g = by_folder.at(
+      archive::ChunkFolder(archive::SensorFolder("gps"), kBase, archive::Period::kHour, paris));
   EXPECT_EQ(g.header, "vehicle_id,ts,lat,lon");
   ASSERT_EQ(g.lines.size(), 2u);
   EXPECT_EQ(g.lines[0].vehicle, "v1");
@@ -188,20 +190,24 @@ TEST(ArchiveTest, WritesChunksBySensorPeriodAndCellSortedWithTheirSummaries) {
   ASSERT_TRUE(g.summary.box);
   EXPECT_EQ(g.summary.box->min_lat, 48.8566);
   EXPECT_TRUE(g.summary.positions);
-  EXPECT_EQ(
-      by_folder.at(archive::ChunkFolder("gps", kBase, archive::Period::kHour, munich)).lines.size(),
-      1u);
-  const Chunk& s =
-      by_folder.at(archive::ChunkFolder("speed", kBase, archive::Period::kHour, munich));
+  EXPECT_EQ(by_folder
+                .at(archive::ChunkFolder(archive::SensorFolder("gps"), kBase,
+                                         archive::Period::kHour, munich))
+                .lines.size(),
+            1u);
+  const Chunk& s = by_folder.at(
+      archive::ChunkFolder(archive::SensorFolder("speed"), kBase, archive::Period::kHour, munich));
   EXPECT_EQ(s.header, "vehicle_id,ts,value");
   ASSERT_EQ(s.lines.size(), 1u);
   EXPECT_EQ(s.lines[0].rest, "12.34568");  // 7 significant digits
   EXPECT_FALSE(s.summary.box);
-  EXPECT_EQ(by_folder.at(archive::ChunkFolder("speed", hour_end, archive::Period::kHour, munich))
+  EXPECT_EQ(by_folder
+                .at(archive::ChunkFolder(archive::SensorFolder("speed"), hour_end,
+                                         archive::Period::kHour, munich))
                 .lines.size(),
             1u);
-  const Chunk& none =
-      by_folder.at(archive::ChunkFolder("speed", kBase, archive::Period::kHour, archive::kNoCell));
+  const Chunk& none = by_folder.at(archive::ChunkFolder(archive::SensorFolder("speed"), kBase,
+                                                        archive::Period::kHour, archive::kNoCell));
   EXPECT_EQ(none.lines.at(0).rest, "0.3333333");
   EXPECT_EQ(h.Counter("chunks_committed"), 5u);
   EXPECT_EQ(h.Counter("samples_archived"), 6u);
@@ -366,8 +372,9 @@ TEST_F(ArchiveHandOver, EverySampleIsArchivedOnceAcrossAHandOverAndACrashMidFlus
       const size_t from = record.rfind("\"from\":\"", k) + 8;
       return record.substr(from, record.find('"', from) - from);
     };
-    const std::string folder = archive::ChunkFolder(ch.place.sensor, ch.place.period_start_ns,
-                                                    archive::Period::kHour, ch.place.cell);
+    const std::string folder =
+        archive::ChunkFolder(archive::SensorFolder(ch.place.sensor), ch.place.period_start_ns,
+                             archive::Period::kHour, ch.place.cell);
     const std::string chunk = folder + "/" + ch.place.name;
     fs::rename(dir_.path() / chunk, dir_.path() / at(chunk));
     fs::rename(dir_.path() / archive::SummaryPathOf(chunk),
