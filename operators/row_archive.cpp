@@ -367,11 +367,11 @@ class RowArchive final : public Operator {
     owned_.erase(e.partition);
     const auto it = partitions_.find(e.partition);
     if (it == partitions_.end()) return;
-    Close(it->second);  // the next owner goes on with the log
+    Rotate(e.partition, it->second);  // in the archive now, not when a next owner comes
     if (!WaitWritten(e.partition, std::chrono::seconds(30))) {
       spdlog::error(
-          "row_archive '{}': partition {} revoked before its segments were written (30 s): its "
-          "next owner writes them",
+          "row_archive '{}': partition {} revoked before its log was written (30 s): its next "
+          "owner writes it",
           node_, e.partition);
       DropJobs(e.partition);
     }

@@ -9,12 +9,12 @@
 /// to its log in the directory (`_commits/<node>/p<partition>-<segment>.log`, synced at each
 /// Tick: what a worker killed had not synced is what the window join emits again from the
 /// state's history, as for the sink), one log segment per period. Once the partition's windows
-/// reach the next period (or on a drain) the segment is written as that period's chunks, and
-/// committed like the archive's flushes (operators/archive/commit.hpp): the commit record names
-/// the last window in the archive and the segment written. A partition's next owner, after a
-/// hand-over or a crash, goes on with the log: rows of windows it holds or that are committed
-/// are not written again; a row emitted again with other values (a late sample's correction)
-/// replaces the logged one, unless its period was written already (counted as late).
+/// reach the next period (or the partition is revoked, or on a drain) the segment is written as
+/// that period's chunks, and committed like the archive's flushes (operators/archive/commit.hpp):
+/// the commit record names the last window in the archive and the segment written. A
+/// partition's next owner, after a crash, goes on with the log: rows of windows it holds or that
+/// are committed are not written again; a row emitted again with other values (a late sample's
+/// correction) replaces the logged one, unless its period was written already (counted as late).
 
 #include "registry.hpp"
 

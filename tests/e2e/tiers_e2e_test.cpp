@@ -219,14 +219,19 @@ class JetStreamTiersE2E : public PartitionedServersTest {
   }
 
   /// Every sample the fleet sent is in the archive (the workers' shared directory) exactly once,
-  /// counted per (vehicle, sensor, time) in the committed chunks.
-  void CheckArchive(const Fleet& fleet, const char* scenario) {
+  /// counted per (vehicle, sensor, time) in the committed chunks; every 1 s row of the
+  /// independent computation once in the rows' chunks, with its values.
+  void CheckArchive(const Fleet& fleet, const ExpectedRows& rows, const char* scenario) {
     const ArchiveCount archive = CountArchive(dir_.File("archive"));
     const Samples sent = FleetSamples(fleet.config, fleet.end_ns);
     EXPECT_EQ(CompareArchive(archive, sent), "") << scenario;
-    std::printf("e2e tiers, %s, archive: %zu samples in %zu chunks (%llu bytes), each once\n",
-                scenario, CountSamples(sent), archive.chunks,
-                static_cast<unsigned long long>(archive.bytes));
+    EXPECT_EQ(CompareRowArchive(archive, rows), "") << scenario;
+    std::printf(
+        "e2e tiers, %s, archive: %zu samples in %zu chunks (%llu bytes), %zu rows in %zu chunks "
+        "(%llu bytes), each once\n",
+        scenario, CountSamples(sent), archive.chunks,
+        static_cast<unsigned long long>(archive.bytes), archive.rows.size(), archive.row_chunks,
+        static_cast<unsigned long long>(archive.row_bytes));
   }
 
   std::unique_ptr<Engine> Worker(int n) {
@@ -294,7 +299,7 @@ TEST_F(JetStreamTiersE2E, WorkersKilledAddedAndStoppedEveryWindowOfEveryTierWrit
   EXPECT_EQ(rows.unexpected, 0u) << rows.Summary() << "\n" << rows.first_problems;
   CheckTiers(pg_, tiers, "kill -9, scale out, SIGTERM hand-over", true, Logs(3));
   CheckFleetStage("kill -9, scale out, SIGTERM hand-over");
-  CheckArchive(fleet, "kill -9, scale out, SIGTERM hand-over");
+  CheckArchive(fleet, expected, "kill -9, scale out, SIGTERM hand-over");
   std::printf(
       "e2e tiers: the survivor of the kill re-read %.0f messages, %.0f of them in its keyed state "
       "already\n",
@@ -344,7 +349,7 @@ TEST_F(JetStreamTiersE2E,
   EXPECT_TRUE(rows.ok()) << rows.Summary() << "\n" << rows.first_problems << Logs(2);
   CheckTiers(pg_, tiers, "kill -9, down 30 s", true, Logs(2));
   CheckFleetStage("kill -9, down 30 s");
-  CheckArchive(fleet, "kill -9, down 30 s");
+  CheckArchive(fleet, expected, "kill -9, down 30 s");
   std::printf(
       "e2e tiers: the restarted engine re-read %.0f messages, of which the keyed state held %.0f "
       "and the tiers' snapshots held samples %.0f times; 1 s rows: %s\n",

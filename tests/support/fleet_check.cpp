@@ -762,6 +762,51 @@ std::string Tmux::Run(std::vector<std::string> args) const {
   return r.out;
 }
 
+namespace {
+
+std::vector<std::string> SplitCsv(const std::string& line) {
+  std::vector<std::string> cells;
+  size_t at = 0;
+  while (true) {
+    const size_t comma = line.find(',', at);
+    cells.push_back(line.substr(at, comma == std::string::npos ? comma : comma - at));
+    if (comma == std::string::npos) return cells;
+    at = comma + 1;
+  }
+}
+
+/// The lines of a chunk of rows (after its header) into `out`.
+void CountRows(const std::string& rel, const std::string& header, std::istream& lines,
+               ArchiveCount& out) {
+  const std::vector<std::string> columns = SplitCsv(header);
+  if (columns.size() < 3 || columns[0] != "vehicle_id" || columns[1] != "ts") {
+    out.problems.push_back(rel + ": header '" + header + "'");
+    return;
+  }
+  const std::vector<std::string> values(columns.begin() + 2, columns.end());
+  if (out.row_columns.empty()) out.row_columns = values;
+  if (values != out.row_columns) out.problems.push_back(rel + ": other columns '" + header + "'");
+  ++out.row_chunks;
+  std::string line;
+  while (std::getline(lines, line)) {
+    const std::vector<std::string> cells = SplitCsv(line);
+    const auto ts = cells.size() == columns.size() ? archive::ParseTime(cells[1]) : std::nullopt;
+    if (!ts) {
+      out.problems.push_back(rel + ": line '" + line + "'");
+      continue;
+    }
+    const std::pair<std::string, int64_t> key{cells[0], *ts};
+    ++out.rows[key];
+    std::vector<std::optional<double>>& v = out.row_values[key];
+    v.clear();
+    for (size_t c = 2; c < cells.size(); ++c) {
+      v.push_back(cells[c].empty() ? std::nullopt : std::optional<double>(std::stod(cells[c])));
+    }
+  }
+}
+
+}  // namespace
+
 ArchiveCount CountArchive(const std::string& root) {
   namespace fs = std::filesystem;
   ArchiveCount out;
@@ -780,11 +825,16 @@ ArchiveCount CountArchive(const std::string& root) {
       out.problems.push_back(rel + ": " + why);
       continue;
     }
-    ++out.chunks;
-    out.bytes += data.str().size();
     std::istringstream lines(*csv);
     std::string line;
     std::getline(lines, line);  // the header
+    if (!place->row_set.empty()) {
+      out.row_bytes += data.str().size();
+      CountRows(rel, line, lines, out);
+      continue;
+    }
+    ++out.chunks;
+    out.bytes += data.str().size();
     while (std::getline(lines, line)) {
       const size_t a = line.find(',');
       const size_t b = line.find(',', a + 1);
@@ -823,6 +873,51 @@ std::string CompareArchive(const ArchiveCount& got, const Samples& expected) {
   }
   for (const auto& [key, n] : got.samples) {
     if (want.count(key) == 0) problems.push_back(name(key) + ": in the archive, never sent");
+  }
+  if (problems.empty()) return "";
+  std::string out = std::to_string(problems.size()) + " problems:";
+  for (size_t i = 0; i < problems.size() && i < 10; ++i) out += "\n  " + problems[i];
+  return out;
+}
+
+std::string CompareRowArchive(const ArchiveCount& got, const ExpectedRows& expected) {
+  std::vector<std::string> problems = got.problems;
+  const std::vector<std::string> columns = {"lat", "lon", "speed", "soc", "torque"};
+  if (!got.rows.empty() && got.row_columns != columns) {
+    problems.push_back("the rows' columns are not lat,lon,speed,soc,torque");
+  }
+  const auto name = [](const std::pair<std::string, int64_t>& key) {
+    std::string text = key.first + " ";
+    archive::AppendTime(text, key.second);
+    return text;
+  };
+  // What the archive's rounding allows: half a unit of the last digit written.
+  const auto near = [](std::optional<double> got, std::optional<double> want, bool position) {
+    if (!got || !want) return got.has_value() == want.has_value();
+    const double unit =
+        position ? 1e-5
+                 : std::pow(10.0, std::floor(std::log10(std::max(std::fabs(*want), 1e-300))) - 3);
+    return std::fabs(*got - *want) <= 0.5 * unit * (1 + 1e-9) + 1e-12;
+  };
+  for (const auto& [key, want] : expected) {
+    const auto it = got.rows.find(key);
+    const int have = it == got.rows.end() ? 0 : it->second;
+    if (have != 1) {
+      problems.push_back(name(key) + ": " + std::to_string(have) + " times in the archive");
+      continue;
+    }
+    const std::vector<std::optional<double>>& v = got.row_values.at(key);
+    const std::optional<double> w[] = {want.lat, want.lon, want.speed, want.soc, want.torque};
+    for (size_t c = 0; c < columns.size() && c < v.size(); ++c) {
+      if (!near(v[c], w[c], c < 2)) {
+        problems.push_back(name(key) + " " + columns[c] + ": " +
+                           (v[c] ? std::to_string(*v[c]) : "empty") + " in the archive, " +
+                           (w[c] ? std::to_string(*w[c]) : "none") + " expected");
+      }
+    }
+  }
+  for (const auto& [key, n] : got.rows) {
+    if (expected.count(key) == 0) problems.push_back(name(key) + ": in the archive, not a row");
   }
   if (problems.empty()) return "";
   std::string out = std::to_string(problems.size()) + " problems:";

@@ -151,16 +151,26 @@ double Scrape(const std::string& exposition, const std::string& name);
 
 /// The samples in an archive (docs/archive.md) as any reader sees them: every committed chunk
 /// (*.csv.zst) under `root`, each line counted by (vehicle, sensor, time in µs).
+/// The rows (row_archive's chunks, under rows=<row set>) likewise, by (vehicle, window time),
+/// with their columns' values.
 struct ArchiveCount {
   std::map<std::tuple<std::string, std::string, int64_t>, int> samples;
   size_t chunks = 0;
-  uint64_t bytes = 0;                 // of the chunks
+  uint64_t bytes = 0;  // of the chunks
+  std::map<std::pair<std::string, int64_t>, int> rows;
+  std::map<std::pair<std::string, int64_t>, std::vector<std::optional<double>>> row_values;
+  std::vector<std::string> row_columns;  // of the rows' header, after vehicle_id and ts
+  size_t row_chunks = 0;
+  uint64_t row_bytes = 0;
   std::vector<std::string> problems;  // chunks or lines that could not be read
 };
 ArchiveCount CountArchive(const std::string& root);
 /// The differences between `got` and every sample of `expected` once (times cut to the µs, as
 /// the archive writes them): the first few, and how many there are; empty when exact.
 std::string CompareArchive(const ArchiveCount& got, const Samples& expected);
+/// The same for the rows: every expected row once, none other, each value within what the
+/// archive's rounding allows (5 decimals of lat and lon, 4 significant digits of the others).
+std::string CompareRowArchive(const ArchiveCount& got, const ExpectedRows& expected);
 
 /// Writes the pipeline file `base` to `out_path` with the config of node `node_id` updated by the
 /// members of the JSON object `overrides`; returns out_path.
