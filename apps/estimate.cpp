@@ -167,6 +167,8 @@ struct Plan {
   double db_rows_per_s = 0, db_bytes_per_s = 0;
   double archive_samples_per_s = 0, archive_bytes_per_s = 0;
   double chunks_per_day = 0, cells_per_flush = 0, flushes_per_day = 0;
+  bool rows_archived = false;
+  double archive_rows_per_s = 0, row_bytes_per_s = 0, row_chunks_per_day = 0;
   std::vector<Figure> used;
 };
 
@@ -236,6 +238,8 @@ Plan Compute(const EstimateArgs& a, const std::map<std::string, Figure>& figures
     }
   }
   const int64_t archive_days = Days("--archive-retention", a.archive_retention);
+  p.rows_archived = a.row_archive != "none";
+  const int64_t row_days = p.rows_archived ? Days("--row-archive", a.row_archive) : 0;
   const int64_t hot_days = Days("--hot-retention", a.hot_retention);
   const int64_t minute_days = Days("--minute-retention", a.minute_retention);
   const int64_t hour_days = Days("--hour-retention", a.hour_retention);
@@ -285,6 +289,31 @@ Plan Compute(const EstimateArgs& a, const std::map<std::string, Figure>& figures
     p.db_bytes_per_s += t.bytes_per_day / 86'400;
     p.tiers.push_back(t);
   }
+  // The archived rows: a chunk per partition, hour and cell.
+  const double active = v * h / 24 / static_cast<double>(a.partitions);
+  const auto cells_of = [&](double vehicles) {
+    return a.cells >= 1 ? a.cells * (1 - std::pow(1 - 1 / a.cells, vehicles))
+                        : std::min(vehicles, 1.0);
+  };
+  if (p.rows_archived) {
+    Tier t;
+    t.name = "archived 1 s rows";
+    t.where = "row_archive";
+    t.database = false;
+    t.kept_days = row_days;
+    t.rows_per_unit = 3600 * h;
+    t.bytes_per_unit = t.rows_per_unit * figure("archive.rows.bytes_per_row");
+    t.bytes_per_day = t.bytes_per_unit * v;
+    p.row_chunks_per_day =
+        a.vehicles == 0 ? 0 : static_cast<double>(a.partitions) * 24 * cells_of(active);
+    if (p.row_chunks_per_day > 0) {
+      t.extra_per_day = p.row_chunks_per_day * figure("archive.rows.summary_bytes_per_chunk");
+      t.bytes_per_day += t.extra_per_day;
+    }
+    p.archive_rows_per_s = t.rows_per_unit * v / 86'400;
+    p.row_bytes_per_s = t.bytes_per_day / 86'400;
+    p.tiers.push_back(t);
+  }
   Tier arch;
   arch.name = "archive";
   arch.where = "zstd CSV chunks";
@@ -303,9 +332,7 @@ Plan Compute(const EstimateArgs& a, const std::map<std::string, Figure>& figures
   // day, each vehicle in one cell during a flush, the vehicles of a partition spread evenly
   // over the cells (the expected cells n vehicles occupy among C: C (1 - (1 - 1/C)^n)).
   p.flushes_per_day = 86'400'000.0 / static_cast<double>(a.flush_ms);
-  const double active = v * h / 24 / static_cast<double>(a.partitions);
-  p.cells_per_flush =
-      a.cells >= 1 ? a.cells * (1 - std::pow(1 - 1 / a.cells, active)) : std::min(active, 1.0);
+  p.cells_per_flush = cells_of(active);
   p.chunks_per_day = p.archived.empty() || a.vehicles == 0
                          ? 0
                          : static_cast<double>(a.partitions) * p.flushes_per_day *
@@ -334,7 +361,8 @@ void PrintTable(const EstimateArgs& a, const Plan& p, const std::string& source,
   for (const auto& s : p.archived) archived += (archived.empty() ? "" : ", ") + s;
   out << "fleetflow estimate: " << Count(static_cast<double>(a.vehicles)) << " vehicles, driving "
       << Count(a.hours_per_day) << " h a day (24: always on); " << rates
-      << "; archived: " << (archived.empty() ? "none" : archived) << "; " << Count(a.cells)
+      << "; archived: " << (archived.empty() ? "none" : archived)
+      << (p.rows_archived ? " and the 1 s rows" : "") << "; " << Count(a.cells)
       << " occupied cells (fleet_cells_1m)\n\n";
   char line[256];
   std::snprintf(line, sizeof line, "%-38s %16s %13s %10s %15s\n", "tier", "per vehicle-day",
@@ -382,6 +410,13 @@ void PrintTable(const EstimateArgs& a, const Plan& p, const std::string& source,
       << "    (assumed: each vehicle in one cell during a flush, a partition's vehicles spread "
          "evenly over the "
       << Count(a.cells) << " cells, driving spread over the day; hour boundaries ignored)\n";
+  if (p.rows_archived) {
+    out << "  archived rows: " << Count(p.archive_rows_per_s) << " rows/s, "
+        << Bytes(p.row_bytes_per_s) << "/s on disk; " << Count(p.row_chunks_per_day)
+        << " chunks/day = " << a.partitions << " partitions x 24 hours x "
+        << Count(p.row_chunks_per_day / 24 / static_cast<double>(a.partitions))
+        << " cells per partition and hour (each vehicle in one cell an hour: the least)\n";
+  }
   out << "\nFigures used (" << source << "):\n";
   for (const Figure& f : p.used) {
     char value[32];
@@ -432,8 +467,9 @@ void PrintJson(const EstimateArgs& a, const Plan& p, const std::string& source, 
     w.Key(t.database ? "table" : "store");
     w.String(t.where.c_str());
     const bool cell = t.unit == "cell-day";
-    w.Key(t.database ? (cell ? "rows_per_cell_day" : "rows_per_vehicle_day")
-                     : "samples_per_vehicle_day");
+    w.Key(t.database || t.where == "row_archive"
+              ? (cell ? "rows_per_cell_day" : "rows_per_vehicle_day")
+              : "samples_per_vehicle_day");
     w.Double(t.rows_per_unit);
     w.Key(cell ? "bytes_per_cell_day" : "bytes_per_vehicle_day");
     w.Double(t.bytes_per_unit);
@@ -486,6 +522,22 @@ void PrintJson(const EstimateArgs& a, const Plan& p, const std::string& source, 
       "a chunk per partition, flush, archived sensor and cell; each vehicle in one cell during a "
       "flush, a partition's vehicles spread evenly over the cells, driving spread over the day");
   w.EndObject();
+  if (p.rows_archived) {
+    const Tier& rows = p.tiers[p.tiers.size() - 2];
+    w.Key("row_archive");
+    w.StartObject();
+    w.Key("bytes_per_day");
+    w.Double(rows.bytes_per_day);
+    w.Key("bytes_total");
+    w.Double(rows.total());
+    w.Key("rows_per_s");
+    w.Double(p.archive_rows_per_s);
+    w.Key("bytes_per_s");
+    w.Double(p.row_bytes_per_s);
+    w.Key("chunks_per_day");
+    w.Double(p.row_chunks_per_day);
+    w.EndObject();
+  }
   w.Key("total");
   w.StartObject();
   w.Key("bytes_per_day");
@@ -525,7 +577,8 @@ CLI::App* AddEstimateCommand(CLI::App& app, EstimateArgs& args) {
       "estimate",
       "A cost projection from measured figures: storage per vehicle-day, per day and in total "
       "of each tier (1 s rows, 1 min and 1 h statistics, the fleet's rows per cell, the "
-      "archive), and the database and archive write rates, from the bytes per row and per "
+      "archived rows, the archive), and the database and archive write rates, from the bytes per "
+      "row and per "
       "sample the benchmarks measured (named in the output).");
   cmd->add_option("--vehicles", args.vehicles, "Vehicles of the fleet")->capture_default_str();
   cmd->add_option("--rate", args.rate,
@@ -538,6 +591,10 @@ CLI::App* AddEstimateCommand(CLI::App& app, EstimateArgs& args) {
   cmd->add_option("--archive-retention", args.archive_retention,
                   "The archive's retention: days, weeks or years (7d, 2w, 7y; a year is 365.25 "
                   "days, rounded); pipelines/jetstream-tiers.json: 2557 days")
+      ->capture_default_str();
+  cmd->add_option("--row-archive", args.row_archive,
+                  "The archived 1 s rows' retention (row_archive; jetstream-tiers.json: 2557 "
+                  "days), or none")
       ->capture_default_str();
   cmd->add_option("--hot-retention", args.hot_retention,
                   "The 1 s rows' retention (vehicle_telemetry; jetstream-tiers.json: 7 days)")

@@ -24,6 +24,7 @@ struct EstimateArgs {
   // Retentions: a whole number of days (d), weeks (w) or years (y, 365.25 days, rounded to whole
   // days: 7y = 2557 days). The defaults are pipelines/jetstream-tiers.json's.
   std::string archive_retention = "7y";  // archive retention_days 2557
+  std::string row_archive = "7y";        // row_archive retention_days 2557; "none": not archived
   std::string hot_retention = "7d";      // vehicle_telemetry: "7 days"
   std::string minute_retention = "90d";  // vehicle_stats_1m: "90 days"
   std::string hour_retention = "7y";     // vehicle_stats_1h: none (kept); counted as the archive's

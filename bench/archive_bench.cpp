@@ -11,8 +11,11 @@
 // asked, with the operator's CPU per sample (the process's CPU, graph and writer threads, less
 // the generation of the samples), so the trade-off of size and CPU is visible.
 //
-// Not measured: the archive's 1 s rows (goal 16 bytes per row of 5 columns): the operator writes
-// samples only.
+// Then the 1 s rows (goal: 16 bytes per row of 5 columns) through the real `row_archive`: the
+// same fleet's window rows as window_join emits them (for each vehicle and second, each
+// sensor's samples before and after it), one batch per partition and window, with the columns
+// of pipelines/jetstream-tiers.json (lat, lon, speed, soc held, torque) and row_archive's
+// defaults (value_digits 4), its CPU per row beside them.
 //
 // --figures FILE writes the default configuration's figures (bytes per sample of each sensor,
 // summary bytes per chunk, CPU per sample) into FILE (docs/bench/storage_figures.json), which
@@ -46,6 +49,8 @@ constexpr int64_t kStartNs = 1'795'824'000 * kSecondNs;  // 2026-11-28T00:00:00Z
 
 struct Settings {
   int vehicles = 200;
+  int row_vehicles = 1600;  // a worker's share: the rows' log is synced per partition and second
+  std::string only;         // "samples" or "rows": that half only
   double minutes = 60;
   int partitions = 16;
   int batch_ms = 100;
@@ -53,6 +58,7 @@ struct Settings {
   std::vector<int> levels = {3, 1, 9, 15, 19};
   std::vector<int> position_decimals = {5};
   std::vector<int> value_digits = {7};
+  std::vector<int> row_value_digits = {4, 7};
   std::string dir;  // parent of the temporary archives; "" = the system's temporary directory
   std::string figures;
   Output out;
@@ -94,8 +100,14 @@ void Measure(const fs::path& root, Result& r) {
       r.commit_bytes += size;
       continue;
     }
-    if (rel.rfind("sensor=", 0) != 0) continue;  // _tmp/: nothing once drained
-    const std::string sensor = rel.substr(7, rel.find('/') - 7);
+    std::string sensor;
+    if (rel.rfind("sensor=", 0) == 0) {
+      sensor = rel.substr(7, rel.find('/') - 7);
+    } else if (rel.rfind("rows=", 0) == 0) {
+      sensor = "rows";
+    } else {
+      continue;  // _tmp/: nothing once drained
+    }
     OnDisk& d = r.sensors[sensor];
     const auto ends = [&](std::string_view suffix) {
       return rel.size() >= suffix.size() && rel.compare(rel.size() - suffix.size(), suffix.size(),
@@ -210,6 +222,98 @@ Result RunOnce(const Settings& s, int level, int decimals, int digits) {
   return r;
 }
 
+/// The row set of pipelines/jetstream-tiers.json: the table's columns.
+constexpr char kRowColumns[] =
+    R"([{"name":"lat","sensor":"gps","field":"lat"},{"name":"lon","sensor":"gps","field":"lon"},)"
+    R"({"name":"speed","sensor":"speed"},{"name":"soc","sensor":"soc","interpolation":"previous"},)"
+    R"({"name":"torque","sensor":"torque"}])";
+constexpr int kDefaultRowLevel = 9;   // row_archive's zstd_level
+constexpr int kDefaultRowDigits = 4;  // row_archive's value_digits
+
+/// The fleet's 1 s rows through row_archive; Result::sensors["rows"] has them (samples: rows).
+Result RunRowsOnce(const Settings& s, int level, int decimals, int digits) {
+  Result r{level, decimals, digits, {}, 0, 0, 0, 0};
+  const fs::path parent = s.dir.empty() ? fs::temp_directory_path() : fs::path(s.dir);
+  const fs::path root =
+      parent / ("ff-bench-rows-" + std::to_string(::getpid()) + "-z" + std::to_string(level) +
+                "-p" + std::to_string(decimals) + "-v" + std::to_string(digits));
+  fs::remove_all(root);
+  fs::create_directories(root);
+  sim::FleetConfig fleet;
+  fleet.seed = s.seed;
+  fleet.vehicles = s.row_vehicles;
+  fleet.start_ns = kStartNs;
+  const int sensors = static_cast<int>(fleet.sensors.size());
+  auto names = std::make_shared<std::vector<std::string>>();
+  for (const auto& k : fleet.sensors) names->push_back(k.name);
+  std::vector<std::string> ids;
+  std::vector<uint32_t> partition_of;
+  for (int v = 0; v < s.row_vehicles; ++v) {
+    ids.push_back(sim::VehicleId(fleet, v));
+    partition_of.push_back(PartitionOf(ids.back(), static_cast<uint32_t>(s.partitions)));
+  }
+  // Per vehicle and sensor: the index of the newest sample at or before the window.
+  std::vector<int64_t> at(static_cast<size_t>(s.row_vehicles * sensors), 0);
+  const std::string config =
+      R"({"directory": ")" + root.string() + R"(", "stats_subject": "", "zstd_level": )" +
+      std::to_string(level) + R"(, "position_decimals": )" + std::to_string(decimals) +
+      R"(, "value_digits": )" + std::to_string(digits) + R"(, "columns": )" + kRowColumns + "}";
+  const int64_t end_ns = kStartNs + static_cast<int64_t>(s.minutes * 60) * kSecondNs;
+  uint64_t total = 0;
+  {
+    testkit::OperatorHarness h("row_archive", config);
+    const double cpu0 = ProcessCpuSeconds();
+    const auto wall0 = SteadyClock::now();
+    for (int64_t t = kStartNs + kSecondNs; t < end_ns; t += kSecondNs) {
+      const double g0 = ThreadCpuSeconds();
+      std::vector<WindowBatch> batches(static_cast<size_t>(s.partitions));
+      for (size_t p = 0; p < batches.size(); ++p) {
+        batches[p].window_ns = t;
+        batches[p].sensors = names;
+        batches[p].partition = static_cast<uint32_t>(p);
+      }
+      for (int v = 0; v < s.row_vehicles; ++v) {
+        WindowRow row;
+        row.vehicle = ids[static_cast<size_t>(v)];
+        for (int k = 0; k < sensors; ++k) {
+          int64_t& n = at[static_cast<size_t>(v * sensors + k)];
+          while (sim::SampleTime(fleet, v, k, n + 1) <= t) ++n;
+          const int64_t before = sim::SampleTime(fleet, v, k, n);
+          const int64_t after = sim::SampleTime(fleet, v, k, n + 1);
+          Slot slot;
+          if (before <= t)
+            slot.before = sim::SampleAt(fleet, v, k, before, static_cast<uint32_t>(n));
+          slot.after = sim::SampleAt(fleet, v, k, after, static_cast<uint32_t>(n + 1));
+          row.slots.push_back(std::move(slot));
+        }
+        batches[partition_of[static_cast<size_t>(v)]].rows.push_back(std::move(row));
+        ++total;
+      }
+      r.generate_cpu_s += ThreadCpuSeconds() - g0;
+      for (WindowBatch& b : batches) {
+        if (!b.rows.empty()) h.Feed(Body(std::move(b)));
+      }
+      h.TickAt(t + 500 * kMsNs);
+    }
+    h.TickAt(end_ns + 3600 * kSecondNs);
+    h.TickAt(end_ns + 3600 * kSecondNs, /*drain=*/true);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(30);
+    while (h.Counter("rows_archived") < total) {
+      if (h.Counter("flush_failures") > 0) throw std::runtime_error("row_archive failed a write");
+      if (std::chrono::steady_clock::now() > deadline) {
+        throw std::runtime_error("row_archive did not write its rows within 30 minutes");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling the counter
+    }
+    r.cpu_s = ProcessCpuSeconds() - cpu0 - r.generate_cpu_s;
+    r.wall_s = Seconds(SteadyClock::now() - wall0);
+  }
+  Measure(root, r);
+  r.sensors["rows"].samples = total;
+  fs::remove_all(root);
+  return r;
+}
+
 double Per(uint64_t bytes, uint64_t samples) {
   return samples > 0 ? static_cast<double>(bytes) / static_cast<double>(samples) : 0;
 }
@@ -246,6 +350,18 @@ int Main(int argc, char** argv) {
       ->delimiter(',')
       ->capture_default_str()
       ->check(CLI::Range(1, 17));
+  app.add_option("--row-vehicles", s.row_vehicles,
+                 "Vehicles of the rows' runs: rows per partition and second, which the log's "
+                 "sync per partition and second is spread over")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1'000'000));
+  app.add_option("--only", s.only, "Run one half: samples (archive) or rows (row_archive)")
+      ->check(CLI::IsMember({"samples", "rows"}));
+  app.add_option("--row-value-digits", s.row_value_digits,
+                 "row_archive's value_digits, each a run of the rows (with every level)")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::Range(1, 17));
   app.add_option("--dir", s.dir, "Where the temporary archives are written (default: $TMPDIR)");
   app.add_option("--figures", s.figures,
                  "Write the default configuration's figures (zstd 3, 5 decimals, 7 digits) into "
@@ -265,7 +381,7 @@ int Main(int argc, char** argv) {
                       "bytes_per_sample", "bytes_per_sample_with_summaries", "allocated_per_sample",
                       "cpu_seconds", "cpu_us_per_sample", "wall_seconds"});
   std::vector<Result> results;
-  for (int decimals : s.position_decimals) {
+  for (int decimals : s.only == "rows" ? std::vector<int>{} : s.position_decimals) {
     for (int digits : s.value_digits) {
       for (int level : s.levels) {
         Result r = RunOnce(s, level, decimals, digits);
@@ -309,8 +425,48 @@ int Main(int argc, char** argv) {
         1e6 * r.cpu_s / static_cast<double>(all.samples), r.wall_s);
   }
   std::printf(
-      "\n1 s rows in the archive (goal: 16 bytes per row of 5 columns): not measured, the "
-      "archive operator writes samples only.\n");
+      "\n1 s rows through row_archive (%d vehicles; vehicle_id, ts and 5 columns: lat, lon, "
+      "speed, soc held, torque; pipelines/jetstream-tiers.json), bytes on disk per row\n\n"
+      "| zstd level | position decimals | value digits | rows | chunks | bytes/row | with "
+      "summaries | allocated | operator CPU us/row | wall s |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n",
+      s.row_vehicles);
+  std::vector<Result> row_results;
+  for (int decimals : s.only == "samples" ? std::vector<int>{} : s.position_decimals) {
+    for (int digits : s.row_value_digits) {
+      for (int level : s.levels) {
+        Result r = RunRowsOnce(s, level, decimals, digits);
+        const OnDisk& d = r.sensors["rows"];
+        std::printf("| %d | %d | %d | %llu | %llu | %.2f | %.2f | %.2f | %.3f | %.1f |\n", level,
+                    decimals, digits, static_cast<unsigned long long>(d.samples),
+                    static_cast<unsigned long long>(d.chunks), Per(d.bytes, d.samples),
+                    Per(d.bytes + d.summary, d.samples), Per(d.allocated, d.samples),
+                    1e6 * r.cpu_s / static_cast<double>(d.samples), r.wall_s);
+        std::fflush(stdout);
+        csv.Row(s.out.scale, level, decimals, digits, "rows", d.samples, d.chunks, d.bytes,
+                d.summary, d.allocated, Per(d.bytes, d.samples),
+                Per(d.bytes + d.summary, d.samples), Per(d.allocated, d.samples), r.cpu_s,
+                1e6 * r.cpu_s / static_cast<double>(d.samples), r.wall_s);
+        row_results.push_back(std::move(r));
+      }
+    }
+  }
+  const Result* def_rows = nullptr;
+  for (const Result& r : row_results) {
+    if (r.level == kDefaultRowLevel && r.decimals == kDefaultDecimals &&
+        r.digits == kDefaultRowDigits) {
+      def_rows = &r;
+    }
+  }
+  if (def_rows != nullptr) {
+    const OnDisk& d = def_rows->sensors.at("rows");
+    const double per = Per(d.bytes, d.samples);
+    std::printf("goal: at most 16 bytes per 1 s row of 5 columns at the defaults: %.2f, %s\n", per,
+                per <= 16 ? "met" : "not met");
+    AppendSummary(s.out.summary,
+                  {"archive", "bytes/1 s row", per, 0, "<= 16", per <= 16 ? "yes" : "no",
+                   "row_archive's defaults (zstd 9, 5 decimals, 4 digits), simulated fleet"});
+  }
 
   const Result* def = nullptr;
   for (const Result& r : results) {
@@ -328,10 +484,10 @@ int Main(int argc, char** argv) {
                    "the archive operator's defaults (zstd 3, 5 decimals), simulated fleet"});
   }
   if (!s.figures.empty()) {
-    if (def == nullptr) {
+    if (def == nullptr || def_rows == nullptr) {
       std::fprintf(stderr,
-                   "--figures: the default configuration (zstd 3, 5 decimals, 7 digits) was not "
-                   "run; nothing written\n");
+                   "--figures: the default configurations (zstd 3, 5 decimals, 7 digits for the "
+                   "samples, row_archive's for the rows) were not both run; nothing written\n");
       return 1;
     }
     const std::string date = TodayUtc(), commit = ShortCommit();
@@ -355,6 +511,23 @@ int Main(int argc, char** argv) {
                        1e6 * def->cpu_s / static_cast<double>(all.samples), "us/sample",
                        "ff-bench-archive", date, commit,
                        std::string("operator CPU (graph and writer threads); ") + how});
+    if (def_rows != nullptr) {
+      const OnDisk& d = def_rows->sensors.at("rows");
+      char rows_how[256];
+      std::snprintf(rows_how, sizeof rows_how,
+                    "row_archive defaults (zstd %d, %d decimals, %d digits, a chunk per "
+                    "partition, hour and cell of 5), lat, lon, speed, soc, torque, %d vehicles x "
+                    "%.0f min of the simulated fleet, %d partitions",
+                    kDefaultRowLevel, kDefaultDecimals, kDefaultRowDigits, s.row_vehicles,
+                    s.minutes, s.partitions);
+      figures.push_back({"archive.rows.bytes_per_row", Per(d.bytes, d.samples), "bytes/row",
+                         "ff-bench-archive", date, commit, rows_how});
+      figures.push_back({"archive.rows.summary_bytes_per_chunk", Per(d.summary, d.chunks),
+                         "bytes/chunk", "ff-bench-archive", date, commit, rows_how});
+      figures.push_back({"archive.rows.cpu_us_per_row",
+                         1e6 * def_rows->cpu_s / static_cast<double>(d.samples), "us/row",
+                         "ff-bench-archive", date, commit, rows_how});
+    }
     MergeFigures(s.figures, figures);
     std::printf("figures: %s\n", s.figures.c_str());
   }

@@ -25,10 +25,11 @@
 //   ff-tiers        fleetflow plus the rollup tiers of pipelines/jetstream-tiers.json: two
 //                   window_aggregate nodes (1 min, 1 h) on the source's samples, their open
 //                   windows as snapshots in the same bucket, each into null rows
-//   ff-archive      fleetflow plus an `archive` node on the source's samples, as in
-//                   pipelines/jetstream-tiers.json (backend jetstream_kv in the source's state
-//                   bucket, its other options the defaults: flush_ms 10 minutes, so within a run
-//                   it only gathers; the flush is written at the drain, timed apart: "drain")
+//   ff-archive      fleetflow plus an `archive` node on the source's samples and a
+//                   `row_archive` node on the join's rows, as in pipelines/jetstream-tiers.json
+//                   (the archive's backend jetstream_kv in the source's state bucket, the other
+//                   options the defaults: flush_ms 10 minutes, so within a run it only gathers;
+//                   its flush and the rows' log are written at the drain, timed apart: "drain")
 //   ff-archive-1s   the same with the archive's flush_ms 1000: its writer compresses and writes
 //                   a flush every second during the run (more, smaller chunks than shipped)
 //
@@ -438,7 +439,10 @@ std::string PipelineJson(const std::string& contender, const std::string& url,
     "directory": ")"
       << ArchiveDir(durable).string() << R"(", "url": ")" << url
       << R"(", "backend": "jetstream_kv", "bucket": ")" << bucket << '"'
-      << (contender == "ff-archive-1s" ? R"(, "flush_ms": 1000)" : "") << "}}";
+      << (contender == "ff-archive-1s" ? R"(, "flush_ms": 1000)" : "") << R"(}},
+  {"id": "row_archive", "type": "row_archive", "inputs": ["windows"], "config": {
+    "directory": ")"
+      << ArchiveDir(durable).string() << R"(", "url": ")" << url << R"("}})";
   }
   if (contender == "ff-tiers") {
     for (const auto& [id, every] : {std::pair{"minutes", "60000"}, {"hours", "3600000"}}) {

@@ -59,7 +59,7 @@ struct RowArchiveOptions {
   std::vector<RowColumn> columns;
   archive::Period period = archive::Period::kHour;
   int64_t cell_precision = 5;
-  int64_t zstd_level = 3;
+  int64_t zstd_level = 9;
   int64_t position_decimals = 5;
   int64_t value_digits = 4;
   int64_t retention_days = 0;
@@ -781,9 +781,12 @@ const OptionsSpec<RowArchiveOptions>& Spec() {
         .Default(int64_t{5})
         .Min(1)
         .Max(8);
-    c.Integer("zstd_level", "zstd's compression level of the chunks (1 fastest; 19 smallest).",
+    c.Integer("zstd_level",
+              "zstd's compression level of the chunks (1 fastest; 19 smallest). A chunk is "
+              "compressed once, an hour's rows of a partition on the writer thread: 9 is 13.7 "
+              "bytes a row, 3 is 16.6 for 1.4 us less CPU a row (docs/BENCHMARKS.md section 13).",
               &O::zstd_level)
-        .Default(int64_t{3})
+        .Default(int64_t{9})
         .Min(1)
         .Max(19);
     c.Integer("position_decimals",
@@ -794,8 +797,8 @@ const OptionsSpec<RowArchiveOptions>& Spec() {
         .Max(15);
     c.Integer("value_digits",
               "Significant digits of the value columns (17: exact). 4 keeps what the sensors "
-              "measure (a speed to 0.01 km/h, a state of charge to 0.01 %) at two thirds of the "
-              "bytes of 7 (docs/BENCHMARKS.md section 13).",
+              "measure (a speed to 0.01 km/h, a state of charge to 0.01 %) for about three "
+              "quarters of the bytes of 7 (docs/BENCHMARKS.md section 13).",
               &O::value_digits)
         .Default(int64_t{4})
         .Min(1)

@@ -3,7 +3,8 @@
 // tests/apps/duckdb/example.mjs (the documentation's two queries, DuckDB's Node API from npm) over
 // the directory, its answer compared with what was fed: the speed samples of one vehicle in one
 // hour, in time order, and per vehicle the gps samples inside a lat/lon box that hour, with the
-// first and last times.
+// first and last times; and the 1 s rows row_archive wrote of one vehicle over five minutes, with
+// their values and NULLs.
 //
 // It needs node and DuckDB's Node API installed by `npm ci` (the ctest fixture
 // archive_duckdb_npm_ci); without them it fails, saying so.
@@ -16,6 +17,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -158,6 +161,53 @@ TEST(ArchiveDuckDbTest, TheExampleOfTheDocumentationAnswersWithTheSamplesFed) {
   ASSERT_TRUE(fs::exists(root / "sensor=speed/day=2026-11-28/hour=10"));
   ASSERT_TRUE(fs::exists(root / "sensor=gps/day=2026-11-28/hour=09"));
 
+  // The 1 s rows, from 09:59:57 to 10:06: v00002's and another vehicle's; each column holds the
+  // sample before the window (so the values are the ones given), soc missing every 7th second.
+  struct RowFed {
+    int64_t ts;
+    double lat, lon, speed;
+    std::optional<double> soc;
+  };
+  std::vector<RowFed> fed_rows;
+  {
+    OperatorHarness h("row_archive",
+                      R"({"directory": ")" + root.string() + R"(", "stats_subject": ""})");
+    auto sensors = std::make_shared<const std::vector<std::string>>(
+        std::vector<std::string>{"gps", "speed", "soc", "torque"});
+    for (int64_t k = -3; k < 360; ++k) {
+      const int64_t t = kHour + k * kS;
+      WindowBatch b;
+      b.window_ns = t;
+      b.sensors = sensors;
+      for (const char* v : {"v00001", kVehicle}) {
+        const RowFed r{
+            t, 48.86 + static_cast<double>(k + 3) * 1e-5, 2.35,
+            10 + static_cast<double>((k + 3) % 50) * 0.5,
+            (k + 3) % 7 == 0 ? std::nullopt : std::optional<double>(80 - (k + 3) * 0.01)};
+        WindowRow row;
+        row.vehicle = v;
+        wire::Point gps{t - 100'000'000, 0, 0};
+        gps.lat = r.lat;
+        gps.lon = r.lon;
+        gps.has_position = true;
+        row.slots.push_back({gps, std::nullopt});
+        row.slots.push_back({wire::Point{t - 50'000'000, 0, r.speed}, std::nullopt});
+        row.slots.push_back(r.soc ? Slot{wire::Point{t - 500'000'000, 0, *r.soc}, std::nullopt}
+                                  : Slot{});
+        row.slots.push_back({});
+        b.rows.push_back(std::move(row));
+        if (std::string(v) == kVehicle && t >= kHour && t < kHour + 300 * kS) {
+          fed_rows.push_back(r);
+        }
+      }
+      h.Feed(std::move(b));
+      h.TickAt(t + 500'000'000);
+    }
+    h.TickAt(kHour + 400 * kS, /*drain=*/true);
+    ASSERT_EQ(h.Counter("rows_archived"), 2u * 363);
+  }
+  ASSERT_EQ(fed_rows.size(), 300u);
+
   // What the example should answer, from the samples fed.
   std::vector<std::pair<int64_t, double>> speed;
   struct InBox {
@@ -222,6 +272,27 @@ TEST(ArchiveDuckDbTest, TheExampleOfTheDocumentationAnswersWithTheSamplesFed) {
         << expected->first << ": " << r["last_ts"].GetString();
   }
   EXPECT_EQ(in_box[kVehicle].samples, 4u) << "the corners are inside, the points just out not";
+
+  // v00002's rows of the five minutes, in time order, with their values; NULL where soc was.
+  ASSERT_TRUE(doc.HasMember("rows") && doc["rows"].IsArray()) << output;
+  const auto& got_rows = doc["rows"];
+  ASSERT_EQ(got_rows.Size(), fed_rows.size()) << output;
+  size_t nulls = 0;
+  for (rapidjson::SizeType i = 0; i < got_rows.Size(); ++i) {
+    const auto& r = got_rows[i];
+    const RowFed& want = fed_rows[i];
+    EXPECT_EQ(DuckDbTime(r["ts"].GetString()), want.ts) << "row " << i;
+    EXPECT_NEAR(std::stod(NumberText(r["lat"])), want.lat, 1e-9) << "row " << i;
+    EXPECT_NEAR(std::stod(NumberText(r["lon"])), want.lon, 1e-9) << "row " << i;
+    EXPECT_NEAR(std::stod(NumberText(r["speed"])), want.speed, 1e-9) << "row " << i;
+    if (want.soc) {
+      EXPECT_NEAR(std::stod(NumberText(r["soc"])), *want.soc, 1e-9) << "row " << i;
+    } else {
+      EXPECT_TRUE(r["soc"].IsNull()) << "row " << i << ": " << NumberText(r["soc"]);
+      ++nulls;
+    }
+  }
+  EXPECT_EQ(nulls, 43u);
 }
 
 }  // namespace

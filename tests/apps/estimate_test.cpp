@@ -32,6 +32,10 @@ constexpr const char* kFigures = R"({"version": 1, "figures": [
   {"name": "archive.speed.bytes_per_sample", "value": 4, "unit": "bytes/sample",
    "bench": "test-archive", "date": "2026-01-03", "commit": ""},
   {"name": "archive.summary_bytes_per_chunk", "value": 1000, "unit": "bytes/chunk",
+   "bench": "test-archive", "date": "2026-01-03", "commit": ""},
+  {"name": "archive.rows.bytes_per_row", "value": 10, "unit": "bytes/row",
+   "bench": "test-archive", "date": "2026-01-03", "commit": ""},
+  {"name": "archive.rows.summary_bytes_per_chunk", "value": 500, "unit": "bytes/chunk",
    "bench": "test-archive", "date": "2026-01-03", "commit": ""}]})";
 
 class EstimateTest : public ::testing::Test {
@@ -44,8 +48,8 @@ class EstimateTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  /// 10 vehicles always on, gps 10 Hz and speed 20 Hz, both archived for a year; 1 cell, 2
-  /// partitions, an hourly flush.
+  /// 10 vehicles always on, gps 10 Hz and speed 20 Hz, both archived for a year, the 1 s rows
+  /// too; 1 cell, 2 partitions, an hourly flush.
   EstimateArgs Small() const {
     EstimateArgs a;
     a.figures = figures_;
@@ -53,6 +57,7 @@ class EstimateTest : public ::testing::Test {
     a.rate = "gps=10,speed=20";
     a.archive = "gps,speed";
     a.archive_retention = "1y";
+    a.row_archive = "1y";
     a.hot_retention = "7d";
     a.minute_retention = "2w";
     a.hour_retention = "30d";
@@ -134,8 +139,21 @@ TEST_F(EstimateTest, ArithmeticOfEachTierOnASmallFiguresFile) {
   EXPECT_DOUBLE_EQ(d["database"]["bytes_per_day"].GetDouble(), 92'496'000);
   EXPECT_DOUBLE_EQ(d["database"]["bytes_per_s"].GetDouble(), 92'496'000.0 / 86'400);
   EXPECT_DOUBLE_EQ(d["database"]["bytes_total"].GetDouble(), 708'480'000);
-  EXPECT_DOUBLE_EQ(d["total"]["bytes_per_day"].GetDouble(), 230'832'000);
-  EXPECT_DOUBLE_EQ(d["total"]["bytes_total"].GetDouble(), 51'201'120'000);
+  // Archived rows: 86 400 a vehicle-day x 10 B = 864 000, x 10 vehicles; the summaries: 2
+  // partitions x 24 hours x 1 cell = 48 chunks x 500 B; a year.
+  const auto& r = TierOf(d, "archived 1 s rows");
+  EXPECT_EQ(std::string(r["store"].GetString()), "row_archive");
+  EXPECT_DOUBLE_EQ(r["rows_per_vehicle_day"].GetDouble(), 86'400);
+  EXPECT_DOUBLE_EQ(r["bytes_per_vehicle_day"].GetDouble(), 864'000);
+  EXPECT_DOUBLE_EQ(r["summary_bytes_per_day"].GetDouble(), 24'000);
+  EXPECT_DOUBLE_EQ(r["bytes_per_day"].GetDouble(), 8'664'000);
+  EXPECT_EQ(r["kept_days"].GetInt64(), 365);
+  EXPECT_DOUBLE_EQ(r["bytes_total"].GetDouble(), 3'162'360'000);
+  EXPECT_DOUBLE_EQ(d["row_archive"]["rows_per_s"].GetDouble(), 10);
+  EXPECT_DOUBLE_EQ(d["row_archive"]["chunks_per_day"].GetDouble(), 48);
+  EXPECT_DOUBLE_EQ(d["row_archive"]["bytes_per_s"].GetDouble(), 8'664'000.0 / 86'400);
+  EXPECT_DOUBLE_EQ(d["total"]["bytes_per_day"].GetDouble(), 230'832'000 + 8'664'000);
+  EXPECT_DOUBLE_EQ(d["total"]["bytes_total"].GetDouble(), 51'201'120'000 + 3'162'360'000);
 }
 
 TEST_F(EstimateTest, DrivingHoursRetentionsAndWhatIsArchived) {
@@ -156,10 +174,18 @@ TEST_F(EstimateTest, DrivingHoursRetentionsAndWhatIsArchived) {
   EXPECT_DOUBLE_EQ(d["database"]["rows_per_s"].GetDouble(),
                    5.0 + 5.0 / 60 + 5.0 / 3600 + 1440.0 / 86'400);
 
+  EXPECT_DOUBLE_EQ(TierOf(d, "archived 1 s rows")["bytes_per_vehicle_day"].GetDouble(),
+                   10.0 * 3600 * 12);
+
   a.archive = "none";
+  a.row_archive = "none";
   const rapidjson::Document none = Json(a);
   EXPECT_DOUBLE_EQ(TierOf(none, "archive")["bytes_per_day"].GetDouble(), 0);
   EXPECT_DOUBLE_EQ(none["archive"]["chunks_per_day"].GetDouble(), 0);
+  EXPECT_FALSE(none.HasMember("row_archive"));
+  for (const auto& t : none["tiers"].GetArray()) {
+    EXPECT_NE(std::string(t["tier"].GetString()), "archived 1 s rows");
+  }
 }
 
 TEST_F(EstimateTest, CellsPerFlushFollowTheOccupancyOfTheCells) {
