@@ -6,20 +6,18 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <deque>
 #include <filesystem>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
-#include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
 
 #include "archive/commit.hpp"
+#include "archive/ordered_writer.hpp"
 #include "jetstream.hpp"
 #include "layout.hpp"
 #include "logging.hpp"
@@ -145,16 +143,6 @@ class Archive final : public Operator {
     } else {
       checkpoints_ = std::move(memory_checkpoints);
     }
-    writer_ = std::thread([this] { Writer(); });
-  }
-
-  ~Archive() override {
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
-    }
-    changed_.notify_all();
-    writer_.join();
   }
 
   void Process(const Message& in, Emitter& out) override {
@@ -250,7 +238,7 @@ class Archive final : public Operator {
     WaitForRoom();  // a writer behind the flushes holds the graph here too
     if (o_.retention_days > 0 && OwnsRetention() && t.now_ns >= next_retention_ns_) {
       next_retention_ns_ = t.now_ns + 3'600'000'000'000;  // hourly
-      Enqueue(Job{std::nullopt, t.now_ns});
+      writer_.Enqueue(Job{std::nullopt, t.now_ns});
     }
     if (t.drain) {
       if (!WaitWritten(std::nullopt, std::chrono::seconds(60))) {
@@ -328,7 +316,7 @@ class Archive final : public Operator {
     // The names grow only; new tables for the next flush keep those handed over intact.
     part.vehicles = std::make_shared<std::vector<std::string>>(*part.vehicles);
     part.cells = std::make_shared<std::vector<std::string>>(*part.cells);
-    Enqueue(Job{std::move(f), 0});
+    writer_.Enqueue(Job{std::move(f), 0});
   }
 
   // ---- The writer thread: flushes in order, each committed before the next.
@@ -338,85 +326,47 @@ class Archive final : public Operator {
     int64_t now_ns = 0;          // the retention's clock
   };
 
-  void Enqueue(Job job) {
-    {
-      std::lock_guard lock(mu_);
-      if (job.flush) queued_samples_ += job.flush->samples;
-      jobs_.push_back(std::move(job));
-    }
-    changed_.notify_all();
-  }
-
   /// Waits while the writer holds more than twice max_buffered_samples (the disk is slower
   /// than the input, or failing): the graph waits here.
   void WaitForRoom() {
-    std::unique_lock lock(mu_);
-    changed_.wait(lock, [&] {
-      return queued_samples_ <= static_cast<size_t>(2 * o_.max_buffered_samples) || stop_;
-    });
+    const auto room = [&](const std::deque<Job>& jobs) {
+      size_t queued = 0;
+      for (const Job& j : jobs) queued += j.flush ? j.flush->samples : 0;
+      return queued <= static_cast<size_t>(2 * o_.max_buffered_samples);
+    };
+    while (!writer_.WaitUntil(room, std::chrono::minutes(1))) {
+    }
   }
 
   /// Waits until the writer has written every flush of `p` (every partition's: nullopt), at
   /// most `limit`; false when one is still waiting then.
   bool WaitWritten(std::optional<uint32_t> p, std::chrono::seconds limit) {
-    std::unique_lock lock(mu_);
-    return changed_.wait_for(lock, limit, [&] {
-      if (writing_ && (!p || writing_partition_ == *p)) return false;
-      for (const Job& j : jobs_) {
-        if (j.flush && (!p || j.flush->partition == *p)) return false;
-      }
-      return true;
-    });
+    return writer_.WaitDone(
+        [&](const Job& j) { return j.flush && (!p || j.flush->partition == *p); }, limit);
   }
 
   void DropJobs(uint32_t p) {
-    std::lock_guard lock(mu_);
-    std::erase_if(jobs_, [&](const Job& j) {
-      if (!j.flush || j.flush->partition != p) return false;
-      queued_samples_ -= j.flush->samples;
+    for (const Job& j :
+         writer_.Remove([&](const Job& j) { return j.flush && j.flush->partition == p; })) {
       buffered_total_ -= j.flush->samples;
-      return true;
-    });
+    }
   }
 
-  void Writer() {
-    int64_t backoff_ms = 0;
-    std::unique_lock lock(mu_);
-    while (true) {
-      changed_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
-      if (stop_) return;
-      Job job = std::move(jobs_.front());
-      jobs_.pop_front();
-      writing_ = true;
-      writing_partition_ = job.flush ? job.flush->partition : 0;
-      lock.unlock();
-      bool done = true;
-      try {
-        if (job.flush) {
-          Write(*job.flush);
-        } else {
-          Expire(job.now_ns);
-        }
-        backoff_ms = 0;
-      } catch (const std::exception& e) {
-        done = !job.flush.has_value();
-        failures_.Inc();
-        backoff_ms = backoff_ms == 0 ? 1000 : std::min<int64_t>(backoff_ms * 2, 30'000);
-        errors_log_.Log("write", spdlog::level::err,
-                        "archive '" + node_ + "': " + e.what() + " (tried again in " +
-                            std::to_string(backoff_ms / 1000) + " s)");
-      }
-      lock.lock();
-      writing_ = false;
-      if (done && job.flush) queued_samples_ -= job.flush->samples;
-      if (!done) {
-        jobs_.push_front(std::move(job));  // in order: nothing after it is committed before it
-        changed_.notify_all();
-        changed_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stop_; });
-        continue;
-      }
-      changed_.notify_all();
+  void Run(const Job& job) {
+    if (job.flush) {
+      Write(*job.flush);
+    } else {
+      Expire(job.now_ns);
     }
+  }
+
+  bool Failed(const Job& job, const std::exception& e, int64_t retry_ms) {
+    failures_.Inc();
+    errors_log_.Log("write", spdlog::level::err,
+                    "archive '" + node_ + "': " + e.what() +
+                        (job.flush ? " (tried again in " + std::to_string(retry_ms / 1000) + " s)"
+                                   : " (the next hourly run tries again)"));
+    return job.flush.has_value();
   }
 
   /// Makes the chunks of a flush: each sorted by vehicle then time, a sample delivered twice
@@ -583,15 +533,6 @@ class Archive final : public Operator {
   bool any_partition_event_ = false;
   int64_t next_retention_ns_ = 0;
 
-  // Shared with the writer:
-  std::mutex mu_;
-  std::condition_variable changed_;
-  std::deque<Job> jobs_;
-  size_t queued_samples_ = 0;  // handed to the writer, not written
-  bool writing_ = false;
-  uint32_t writing_partition_ = 0;
-  bool stop_ = false;
-
   // The writer's:
   archive::StatsPublisher stats_;
   RateLimitedLog errors_log_;
@@ -605,7 +546,10 @@ class Archive final : public Operator {
   Counter& failures_;
   Counter& expired_;
   Gauge& buffered_;
-  std::thread writer_;  // last: started once the rest is there
+  // Last: its thread starts once the rest is there, and ends before it goes.
+  archive::OrderedWriter<Job> writer_{
+      [this](const Job& j) { Run(j); },
+      [this](const Job& j, const std::exception& e, int64_t ms) { return Failed(j, e, ms); }};
 };
 
 const OptionsSpec<ArchiveOptions>& Spec() {

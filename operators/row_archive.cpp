@@ -8,25 +8,22 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
 
 #include "archive/commit.hpp"
+#include "archive/ordered_writer.hpp"
 #include "interpolation.hpp"
 #include "layout.hpp"
 #include "logging.hpp"
@@ -213,17 +210,10 @@ class RowArchive final : public Operator {
     }
     header_ = "vehicle_id,ts";
     for (const RowColumn& c : o_.columns) header_ += "," + c.name;
-    writer_ = std::thread([this] { Writer(); });
   }
 
   ~RowArchive() override {
     for (auto& [_, part] : partitions_) Close(part);
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
-    }
-    changed_.notify_all();
-    writer_.join();
   }
 
   void Process(const Message& in, Emitter& out) override {
@@ -344,7 +334,7 @@ class RowArchive final : public Operator {
     }
     if (o_.retention_days > 0 && OwnsRetention() && t.now_ns >= next_retention_ns_) {
       next_retention_ns_ = t.now_ns + 3'600'000'000'000;  // hourly
-      Enqueue(Job{0, std::nullopt, t.now_ns});
+      writer_.Enqueue(Job{0, std::nullopt, t.now_ns});
     }
     if (t.drain && !WaitWritten(std::nullopt, std::chrono::seconds(60))) {
       spdlog::error(
@@ -419,7 +409,7 @@ class RowArchive final : public Operator {
       if (log.complete < text.size()) fs::resize_file(path, log.complete, ec);  // a torn tail
       part.skip_through = std::max(part.skip_through, log.last_window);
       if (n != segments.back()) {
-        Enqueue(Job{p, n, 0});
+        writer_.Enqueue(Job{p, n, 0});
       } else if (log.first_window != kNoWindow) {
         part.segment_period = PeriodStart(log.first_window, o_.period);
         for (const LoggedRow& r : log.rows) part.windows.insert(r.window_ns);
@@ -478,7 +468,7 @@ class RowArchive final : public Operator {
   void Rotate(uint32_t p, Partition& part) {
     Close(part);
     if (part.windows.empty()) return;
-    Enqueue(Job{p, part.segment, 0});
+    writer_.Enqueue(Job{p, part.segment, 0});
     ++part.segment;
     part.windows.clear();
     part.segment_period = kNoWindow;
@@ -492,65 +482,30 @@ class RowArchive final : public Operator {
     int64_t now_ns = 0;               // the retention's clock
   };
 
-  void Enqueue(Job job) {
-    {
-      std::lock_guard lock(mu_);
-      jobs_.push_back(job);
-    }
-    changed_.notify_all();
-  }
-
   bool WaitWritten(std::optional<uint32_t> p, std::chrono::seconds limit) {
-    std::unique_lock lock(mu_);
-    return changed_.wait_for(lock, limit, [&] {
-      if (writing_ && (!p || writing_partition_ == *p)) return false;
-      return std::none_of(jobs_.begin(), jobs_.end(),
-                          [&](const Job& j) { return j.segment && (!p || j.partition == *p); });
-    });
+    return writer_.WaitDone([&](const Job& j) { return j.segment && (!p || j.partition == *p); },
+                            limit);
   }
 
   void DropJobs(uint32_t p) {
-    std::lock_guard lock(mu_);
-    std::erase_if(jobs_, [&](const Job& j) { return j.segment && j.partition == p; });
+    writer_.Remove([&](const Job& j) { return j.segment && j.partition == p; });
   }
 
-  void Writer() {
-    int64_t backoff_ms = 0;
-    std::unique_lock lock(mu_);
-    while (true) {
-      changed_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
-      if (stop_) return;
-      Job job = jobs_.front();
-      jobs_.pop_front();
-      writing_ = true;
-      writing_partition_ = job.partition;
-      lock.unlock();
-      bool done = true;
-      try {
-        if (job.segment) {
-          Write(job.partition, *job.segment);
-        } else {
-          Expire(job.now_ns);
-        }
-        backoff_ms = 0;
-      } catch (const std::exception& e) {
-        done = !job.segment.has_value();
-        failures_.Inc();
-        backoff_ms = backoff_ms == 0 ? 1000 : std::min<int64_t>(backoff_ms * 2, 30'000);
-        errors_log_.Log("write", spdlog::level::err,
-                        "row_archive '" + node_ + "': " + e.what() + " (tried again in " +
-                            std::to_string(backoff_ms / 1000) + " s)");
-      }
-      lock.lock();
-      writing_ = false;
-      if (!done) {
-        jobs_.push_front(job);  // in order: nothing after it is committed before it
-        changed_.notify_all();
-        changed_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stop_; });
-        continue;
-      }
-      changed_.notify_all();
+  void Run(const Job& job) {
+    if (job.segment) {
+      Write(job.partition, *job.segment);
+    } else {
+      Expire(job.now_ns);
     }
+  }
+
+  bool Failed(const Job& job, const std::exception& e, int64_t retry_ms) {
+    failures_.Inc();
+    errors_log_.Log("write", spdlog::level::err,
+                    "row_archive '" + node_ + "': " + e.what() +
+                        (job.segment ? " (tried again in " + std::to_string(retry_ms / 1000) + " s)"
+                                     : " (the next hourly run tries again)"));
+    return job.segment.has_value();
   }
 
   /// A chunk: a period and a cell, its rows sorted by vehicle then time.
@@ -680,14 +635,6 @@ class RowArchive final : public Operator {
   std::shared_ptr<const std::vector<std::string>> index_of_;
   std::vector<size_t> index_;
 
-  // Shared with the writer:
-  std::mutex mu_;
-  std::condition_variable changed_;
-  std::deque<Job> jobs_;
-  bool writing_ = false;
-  uint32_t writing_partition_ = 0;
-  bool stop_ = false;
-
   // The writer's:
   archive::StatsPublisher stats_;
   RateLimitedLog errors_log_;
@@ -702,7 +649,10 @@ class RowArchive final : public Operator {
   Counter& bytes_;
   Counter& failures_;
   Counter& expired_;
-  std::thread writer_;  // last: started once the rest is there
+  // Last: its thread starts once the rest is there, and ends before it goes.
+  archive::OrderedWriter<Job> writer_{
+      [this](const Job& j) { Run(j); },
+      [this](const Job& j, const std::exception& e, int64_t ms) { return Failed(j, e, ms); }};
 };
 
 const OptionsSpec<RowArchiveOptions>& Spec() {

@@ -18,6 +18,7 @@
 #include "fleetflow/testkit/harness.hpp"
 #include "interpolation.hpp"
 #include "layout.hpp"
+#include "servers.hpp"
 
 namespace fleetflow::testkit {
 namespace {
@@ -29,28 +30,16 @@ constexpr int64_t kHour = 3600 * kS;
 // 2026-11-18T09:00:00Z: an hour's start.
 constexpr int64_t kBase = 1'794'992'400 * kS;
 
+/// A fresh directory, removed at the end (tests/support/servers.hpp's, as a path).
 class TempDir {
  public:
-  TempDir() {
-    path_ = fs::temp_directory_path() /
-            ("ff-row-archive-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
+  fs::path path() const { return dir_.path(); }
 
  private:
-  static inline int counter_ = 0;
-  fs::path path_;
+  testing::TempDir dir_{"ff-row-archive"};
 };
 
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string ReadFile(const fs::path& p) { return testing::ReadFile(p.string()); }
 
 struct Chunk {
   archive::ChunkPlace place;
