@@ -496,6 +496,10 @@ int IsolateForReplay(Pipeline& pipeline, const Registry& registry, const ReplayI
       json = WithStrings(n.config, {{"backend", "memory"}, {"stats_subject", ""}});
       what = fmt::format("archive into {}: checkpoints in memory, no chunk statistics on NATS",
                          n.config.String("directory"));
+    } else if (n.type == "row_archive") {
+      json = WithStrings(n.config, {{"stats_subject", ""}});
+      what = fmt::format("row_archive into {}: no chunk statistics on NATS",
+                         n.config.String("directory"));
     } else if (KeepsStateInABucket(n)) {
       json = WithStrings(n.config, {{"backend", "memory"}});
       what = fmt::format("{} state: in memory instead of {} bucket '{}'", n.type,

@@ -627,7 +627,8 @@ RowsBySink RunOne(const Registry& registry, const Pipeline& loaded, const TestCa
     return std::make_unique<CaptureSink>(ctx.config, rows.at(ctx.node_id));
   };
   // An archive writes files, not rows: a test leaves it out (nothing comes after it).
-  std::erase_if(pipeline.nodes, [](const NodeDecl& n) { return n.type == "archive"; });
+  std::erase_if(pipeline.nodes,
+                [](const NodeDecl& n) { return n.type == "archive" || n.type == "row_archive"; });
   for (NodeDecl& n : pipeline.nodes) {
     if (n.type != "timescale_sink") continue;
     n.info = &capture;
