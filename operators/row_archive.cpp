@@ -18,6 +18,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -192,6 +193,11 @@ class RowArchive final : public Operator {
             "Rows of a period whose chunks were already written (a correction after it): not "
             "archived.",
             ctx.labels())),
+        dropped_(ctx.metrics.GetCounter(
+            "rows_dropped",
+            "Rows that could not be appended to the log for 5 minutes (a failing disk): not "
+            "archived.",
+            ctx.labels())),
         ignored_(ctx.metrics.GetCounter(
             "batches_ignored", "Input that is no window join's rows (statistics): not archived.",
             ctx.labels())),
@@ -267,7 +273,6 @@ class RowArchive final : public Operator {
     if (part.segment_period != kNoWindow && period > part.segment_period) Rotate(b.partition, part);
     part.segment_period = period;
     if (!part.windows.insert(b.window_ns).second) replaced_.Inc(n);
-    Open(b.partition, part);
 
     const std::vector<size_t>& index = SensorIndex(b.sensors);
     std::string text;
@@ -307,9 +312,37 @@ class RowArchive final : public Operator {
     text += '#';
     text += std::to_string(b.window_ns);
     text += '\n';
-    Append(part, text);
-    part.unsynced = true;
-    logged_.Inc(n);
+    if (Log(b.partition, part, text, n)) logged_.Inc(n);
+  }
+
+  /// Appends whole blocks to the partition's open segment. A disk that fails is tried again
+  /// (after 1 s, doubling to 30 s; the graph waits here, as the window join's rows are nowhere
+  /// else) for 5 minutes, after which the rows are dropped, counted and logged; false then.
+  bool Log(uint32_t p, Partition& part, std::string_view text, size_t rows) {
+    int64_t backoff_ms = 1000;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+    while (true) {
+      try {
+        Open(p, part);
+        Append(part, text);
+        part.unsynced = true;
+        return true;
+      } catch (const std::exception& e) {
+        failures_.Inc();
+        if (std::chrono::steady_clock::now() >= give_up) {
+          dropped_.Inc(rows);
+          errors_log_.Log("append", spdlog::level::err,
+                          std::string(e.what()) + ": " + std::to_string(rows) +
+                              " rows dropped after 5 minutes of failures");
+          return false;
+        }
+        errors_log_.Log("append", spdlog::level::err,
+                        std::string(e.what()) + " (tried again in " +
+                            std::to_string(backoff_ms / 1000) + " s; the graph waits)");
+        std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));  // the retry's pace
+        backoff_ms = std::min<int64_t>(backoff_ms * 2, 30'000);
+      }
+    }
   }
 
   /// For each column, the index of its sensor among `sensors` (SIZE_MAX: not there); cached for
@@ -434,14 +467,23 @@ class RowArchive final : public Operator {
     }
   }
 
+  /// Appends `text` to the open segment; throws when it cannot, leaving no part of it there
+  /// (a torn block before the next one would end the log when it is read).
   void Append(Partition& part, std::string_view text) {
+    const off_t start = ::lseek(part.fd, 0, SEEK_END);
     size_t done = 0;
     while (done < text.size()) {
       const ssize_t n = ::write(part.fd, text.data() + done, text.size() - done);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
-        throw std::runtime_error("row_archive '" + node_ +
-                                 "': cannot append to its log: " + strerror(errno));
+        const std::string why = n == 0 ? "nothing written" : strerror(errno);
+        if (start >= 0 && ::ftruncate(part.fd, start) != 0) {
+          spdlog::error("row_archive '{}': cannot cut a failed append off its log: {}", node_,
+                        strerror(errno));
+        }
+        ::close(part.fd);
+        part.fd = -1;
+        throw std::runtime_error("row_archive '" + node_ + "': cannot append to its log: " + why);
       }
       done += static_cast<size_t>(n);
     }
@@ -644,6 +686,7 @@ class RowArchive final : public Operator {
   Counter& in_archive_;
   Counter& replaced_;
   Counter& late_;
+  Counter& dropped_;
   Counter& ignored_;
   Counter& chunks_;
   Counter& bytes_;

@@ -344,6 +344,23 @@ TEST(RowArchiveTest, ASegmentClosedButNotWrittenBeforeACrashIsWrittenByTheNextOw
   ExpectEveryRowOnce(dir.path(), kBase + kHour - 5 * kS, kBase + kHour + 3 * kS, 2);
 }
 
+TEST(RowArchiveTest, ALogThatCannotBeWrittenIsTriedAgainAndNothingIsLost) {
+  TempDir dir;
+  const fs::path segment = dir.path() / "_commits" / "op" / "p0-1.log";
+  fs::create_directories(segment);  // not a file: the append fails until it is gone
+  OperatorHarness h("row_archive", Config(dir.path()));
+  std::thread feeding([&] {
+    for (int64_t t = kBase; t < kBase + 3 * kS; t += kS) h.Feed(Window(t, 2));
+  });
+  EXPECT_TRUE(WaitUntil([&] { return h.Counter("flush_failures") >= 1; }));
+  fs::remove(segment);  // the disk is back
+  EXPECT_TRUE(WaitUntil([&] { return h.Counter("rows_logged") == 6u; }));
+  feeding.join();
+  h.TickAt(kBase + 4 * kS, /*drain=*/true);
+  ExpectEveryRowOnce(dir.path(), kBase, kBase + 3 * kS, 2);
+  EXPECT_EQ(h.Counter("rows_dropped"), 0u);
+}
+
 TEST(RowArchiveTest, ACorrectionReplacesTheLoggedRowAndOneAfterItsPeriodIsCountedLate) {
   TempDir dir;
   OperatorHarness h("row_archive", Config(dir.path()));
