@@ -403,8 +403,8 @@ class RowArchive final : public Operator {
 
   bool OwnsRetention() const { return !any_partition_event_ || owned_.count(0) > 0; }
 
-  /// The partition, restored on first use: its commit record finished, its log's segments read
-  /// (those before the last handed to the writer; the last one goes on).
+  /// The partition, restored on first use: its commit record finished, the segments of its log
+  /// left handed to the writer, the newest window they hold noted (not logged again).
   Partition& Restored(uint32_t p) {
     Partition& part = partitions_[p];
     if (part.restored) return part;
@@ -420,7 +420,7 @@ class RowArchive final : public Operator {
     std::error_code ec;
     for (const auto& entry : fs::directory_iterator(commits_.dir(), ec)) {
       const auto n = SegmentOf(entry.path().filename().string(), p);
-      if (!n) continue;
+      if (!n || !entry.is_regular_file(ec)) continue;
       if (*n <= written && written > 0) {
         fs::remove(entry.path(), ec);  // written: its deletion was cut short
       } else {
@@ -428,7 +428,10 @@ class RowArchive final : public Operator {
       }
     }
     std::sort(segments.begin(), segments.end());
-    part.segment = std::max(written + 1, segments.empty() ? 0 : segments.back());
+    // Every segment left is written, the last one too (a previous owner's writer that is still
+    // at it after its 30 s would otherwise see rows appended behind it); the rows go on in a new
+    // one, after the windows logged.
+    part.segment = std::max(written, segments.empty() ? 0 : segments.back()) + 1;
     for (const uint64_t n : segments) {
       const fs::path path = commits_.dir() / SegmentName(p, n);
       std::string text;
@@ -441,18 +444,13 @@ class RowArchive final : public Operator {
       const ParsedLog log = ParseLog(text);
       if (log.complete < text.size()) fs::resize_file(path, log.complete, ec);  // a torn tail
       part.skip_through = std::max(part.skip_through, log.last_window);
-      if (n != segments.back()) {
-        writer_.Enqueue(Job{p, n, 0});
-      } else if (log.first_window != kNoWindow) {
-        part.segment_period = PeriodStart(log.first_window, o_.period);
-        for (const LoggedRow& r : log.rows) part.windows.insert(r.window_ns);
-      }
+      writer_.Enqueue(Job{p, n, 0});
     }
-    if (part.skip_through != kNoWindow) {
+    if (!segments.empty()) {
       spdlog::info(
-          "row_archive '{}': partition {}: goes on with its log (windows up to {} ns "
-          "logged, {} segment(s))",
-          node_, p, part.skip_through, segments.size());
+          "row_archive '{}': partition {}: writes the {} segment(s) of its log left (windows up "
+          "to {} ns)",
+          node_, p, segments.size(), part.skip_through);
     }
     return part;
   }
@@ -587,6 +585,12 @@ class RowArchive final : public Operator {
     archive::CommitRecord record;
     record.marks[kLastWindow] = static_cast<uint64_t>(std::max<int64_t>(log.last_window, 0));
     record.marks[kSegment] = segment;
+    if (const auto previous = commits_.Read(p)) {  // never back (an empty segment)
+      for (auto& [name, value] : record.marks) {
+        const auto it = previous->marks.find(name);
+        if (it != previous->marks.end()) value = std::max(value, it->second);
+      }
+    }
     std::vector<archive::Summary> summaries;
     std::vector<std::pair<int64_t, std::string>> places;
     for (const auto& [key, chunk] : chunks) {

@@ -12,9 +12,10 @@
 /// reach the next period (or the partition is revoked, or on a drain) the segment is written as
 /// that period's chunks, and committed like the archive's flushes (operators/archive/commit.hpp):
 /// the commit record names the last window in the archive and the segment written. A
-/// partition's next owner, after a crash, goes on with the log: rows of windows it holds or that
-/// are committed are not written again; a row emitted again with other values (a late sample's
-/// correction) replaces the logged one, unless its period was written already (counted as late).
+/// partition's next owner, after a crash, writes the segments left and begins a new one: rows of
+/// windows they hold or that are committed are not logged again; a row emitted again with other
+/// values (a late sample's correction) replaces the logged one, unless its period was written
+/// already (counted as late).
 
 #include "registry.hpp"
 
