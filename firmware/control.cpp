@@ -1,9 +1,11 @@
 #include "control.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <map>
 #include <memory>
 
@@ -12,25 +14,40 @@
 namespace fleetflow::control {
 namespace {
 
-void AppendEscaped(std::string& out, std::string_view s) {
-  out.push_back('"');
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out.append(buf);
-    } else {
-      out.push_back(c);
-    }
+// Appends `v` with up to 15 significant digits, or 17 when 15 do not read back as `v`.
+// snprintf, not std::to_chars: the shortest-form double formatting of libstdc++ brings about
+// 110 KB of tables into the statically linked fleet-sensor.
+void AppendDouble(std::string& out, double v) {
+  char text[32];
+  int n = std::snprintf(text, sizeof text, "%.15g", v);
+  double back = 0;
+  const auto [end, ec] = std::from_chars(text, text + n, back);
+  if (ec != std::errc() || end != text + n || back != v) {
+    n = std::snprintf(text, sizeof text, "%.17g", v);
   }
-  out.push_back('"');
+  out.append(text, n > 0 ? static_cast<size_t>(n) : 0);
 }
 
-// A JSON value, just enough of it for the status replies: numbers keep their text so 64-bit
-// integers (nanosecond times) survive.
+void AppendUtf8(std::string& out, uint32_t code) {
+  if (code < 0x80) {
+    out.push_back(static_cast<char>(code));
+  } else if (code < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (code >> 6)));
+    out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
+  } else if (code < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (code >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (code >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((code >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
+  }
+}
+
+// A JSON value, just enough of it for the status replies and alarm events: numbers keep their text
+// so 64-bit integers (nanosecond times) survive.
 struct Value {
   enum class Kind { kNull, kBool, kNumber, kString, kArray, kObject } kind = Kind::kNull;
   bool boolean = false;
@@ -71,6 +88,13 @@ class Parser {
     }
     return false;
   }
+  bool Hex4(uint32_t& code) {
+    if (pos_ + 4 > in_.size()) return false;
+    const auto [end, ec] = std::from_chars(in_.data() + pos_, in_.data() + pos_ + 4, code, 16);
+    if (ec != std::errc() || end != in_.data() + pos_ + 4) return false;
+    pos_ += 4;
+    return true;
+  }
   bool Literal(std::string_view word) {
     if (in_.substr(pos_, word.size()) != word) return false;
     pos_ += word.size();
@@ -89,12 +113,20 @@ class Parser {
       if (pos_ >= in_.size()) return false;
       const char e = in_[pos_++];
       if (e == 'u') {
-        unsigned code = 0;
-        if (pos_ + 4 > in_.size()) return false;
-        const auto [end, ec] = std::from_chars(in_.data() + pos_, in_.data() + pos_ + 4, code, 16);
-        if (ec != std::errc() || end != in_.data() + pos_ + 4) return false;
-        pos_ += 4;
-        out.push_back(code < 0x80 ? static_cast<char>(code) : '?');
+        uint32_t code = 0;
+        if (!Hex4(code)) return false;
+        // A surrogate pair is one character; a lone surrogate becomes U+FFFD.
+        if (code >= 0xD800 && code < 0xDC00 && in_.substr(pos_, 2) == "\\u") {
+          const size_t at = pos_;
+          pos_ += 2;
+          uint32_t low = 0;
+          if (Hex4(low) && low >= 0xDC00 && low < 0xE000) {
+            code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+          } else {
+            pos_ = at;
+          }
+        }
+        AppendUtf8(out, code >= 0xD800 && code < 0xE000 ? 0xFFFD : code);
       } else {
         const std::string_view from = "\"\\/bfnrt", to = "\"\\/\b\f\n\r\t";
         const size_t i = from.find(e);
@@ -187,9 +219,47 @@ void ForEachCounter(C& c, F&& f) {
   f("skipped_ticks", c.skipped_ticks);
   f("resent_messages", c.resent_messages);
   f("ack_errors", c.ack_errors);
+  f("alarms_raised", c.alarms_raised);
+  f("alarms_cleared", c.alarms_cleared);
+  f("alarms_duplicate", c.alarms_duplicate);
+  f("alarms_invalid", c.alarms_invalid);
 }
 
+constexpr std::string_view kSeverityNames[] = {"info", "warning", "critical"};
+
 }  // namespace
+
+void AppendJsonString(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out.append(buf);
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+}
+
+std::string FormatUtcTime(int64_t ns) {
+  int64_t secs = ns / 1'000'000'000, rest = ns % 1'000'000'000;
+  if (rest < 0) {
+    --secs;
+    rest += 1'000'000'000;
+  }
+  const time_t t = static_cast<time_t>(secs);
+  tm utc{};
+  gmtime_r(&t, &utc);
+  char buf[48];
+  const size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
+  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(rest / 1'000'000));
+  return buf;
+}
 
 std::string CommandSubject(std::string_view vehicle, std::string_view verb) {
   std::string s = wire::SampleSubject(vehicle, kCommandToken);
@@ -225,23 +295,26 @@ std::string ToJson(const VehicleStatus& s) {
   std::string out = "{\"ok\":";
   out += s.ok ? "true" : "false";
   out += ",\"vehicle\":";
-  AppendEscaped(out, s.vehicle);
+  AppendJsonString(out, s.vehicle);
   if (!s.ok) {
     out += ",\"error\":";
-    AppendEscaped(out, s.error);
+    AppendJsonString(out, s.error);
     return out + "}";
   }
   out += ",\"active\":";
   out += s.active ? "true" : "false";
   out += ",\"sensors\":[";
   for (size_t i = 0; i < s.sensors.size(); ++i) {
-    // snprintf, not std::to_chars: the shortest-form double formatting of libstdc++ brings
-    // about 110 KB of tables into the statically linked fleet-sensor.
-    char hz[32];
-    const int n = std::snprintf(hz, sizeof hz, "%.15g", s.sensors[i].hz);
     out += i == 0 ? "{\"name\":" : ",{\"name\":";
-    AppendEscaped(out, s.sensors[i].name);
-    out.append(",\"hz\":").append(hz, n > 0 ? static_cast<size_t>(n) : 0).append("}");
+    AppendJsonString(out, s.sensors[i].name);
+    out += ",\"hz\":";
+    AppendDouble(out, s.sensors[i].hz);
+    out += "}";
+  }
+  out += "],\"active_alarms\":[";
+  for (size_t i = 0; i < s.active_alarms.size(); ++i) {
+    if (i > 0) out += ",";
+    AppendJsonString(out, s.active_alarms[i]);
   }
   out += "],\"last_publish_ns\":" + std::to_string(s.last_publish_ns) + ",\"counters\":{";
   bool first = true;
@@ -272,6 +345,13 @@ std::optional<VehicleStatus> ParseStatusJson(std::string_view json) {
       s.sensors.push_back(st);
     }
   }
+  if (const Value* alarms = doc.Get("active_alarms")) {
+    if (alarms->kind != Value::Kind::kArray) return std::nullopt;
+    for (const Value& item : alarms->items) {
+      if (item.kind != Value::Kind::kString) return std::nullopt;
+      s.active_alarms.push_back(item.text);
+    }
+  }
   if (const Value* counters = doc.Get("counters")) {
     bool good = counters->kind == Value::Kind::kObject;
     ForEachCounter(s.counters, [&](const char* key, uint64_t& v) {
@@ -280,6 +360,84 @@ std::optional<VehicleStatus> ParseStatusJson(std::string_view json) {
     if (!good) return std::nullopt;
   }
   return s;
+}
+
+std::string_view SeverityName(AlarmSeverity severity) {
+  return kSeverityNames[static_cast<size_t>(severity)];
+}
+
+std::string ToJson(const AlarmEvent& a) {
+  std::string out = "{\"vehicle\":";
+  AppendJsonString(out, a.vehicle);
+  out += ",\"rule\":";
+  AppendJsonString(out, a.rule);
+  out += a.raised ? ",\"event\":\"raised\",\"severity\":" : ",\"event\":\"cleared\",\"severity\":";
+  AppendJsonString(out, SeverityName(a.severity));
+  out += ",\"time_ns\":" + std::to_string(a.time_ns);
+  out += ",\"raised_ns\":" + std::to_string(a.raised_ns) + ",\"value\":";
+  if (a.value && std::isfinite(*a.value)) {
+    AppendDouble(out, *a.value);
+  } else {
+    out += "null";
+  }
+  if (!a.message.empty()) {
+    out += ",\"message\":";
+    AppendJsonString(out, a.message);
+  }
+  return out + "}";
+}
+
+std::optional<AlarmEvent> ParseAlarmJson(std::string_view json, std::string* why) {
+  const auto fail = [&](std::string reason) -> std::optional<AlarmEvent> {
+    if (why != nullptr) *why = std::move(reason);
+    return std::nullopt;
+  };
+  Value doc;
+  if (!Parser(json).Document(doc) || doc.kind != Value::Kind::kObject) {
+    return fail("not a JSON object");
+  }
+  for (const char* key : {"vehicle", "rule", "event", "severity", "time_ns", "raised_ns"}) {
+    if (doc.Get(key) == nullptr) return fail(std::string("no '") + key + "'");
+  }
+  AlarmEvent a;
+  std::string event, severity;
+  if (!StringOf(doc.Get("vehicle"), a.vehicle) || a.vehicle.empty()) {
+    return fail("'vehicle' must be a non-empty string");
+  }
+  if (!StringOf(doc.Get("rule"), a.rule) || a.rule.empty()) {
+    return fail("'rule' must be a non-empty string");
+  }
+  if (!StringOf(doc.Get("event"), event) || (event != "raised" && event != "cleared")) {
+    return fail("'event' must be \"raised\" or \"cleared\"");
+  }
+  a.raised = event == "raised";
+  const auto* known = std::end(kSeverityNames);
+  if (StringOf(doc.Get("severity"), severity)) {
+    known = std::find(std::begin(kSeverityNames), std::end(kSeverityNames), severity);
+  }
+  if (known == std::end(kSeverityNames)) {
+    return fail("'severity' must be \"info\", \"warning\" or \"critical\"");
+  }
+  a.severity = static_cast<AlarmSeverity>(known - std::begin(kSeverityNames));
+  const auto time = [&](const char* key, int64_t& ns) {
+    return NumberOf(doc.Get(key), ns) && ns >= 0;
+  };
+  if (!time("time_ns", a.time_ns)) {
+    return fail("'time_ns' must be an integer >= 0 (ns since the epoch)");
+  }
+  if (!time("raised_ns", a.raised_ns)) {
+    return fail("'raised_ns' must be an integer >= 0 (ns since the epoch)");
+  }
+  if (const Value* value = doc.Get("value");
+      value != nullptr && value->kind != Value::Kind::kNull) {
+    double v = 0;
+    if (value->kind != Value::Kind::kNumber || !NumberOf(value, v)) {
+      return fail("'value' must be a number or null");
+    }
+    a.value = v;
+  }
+  if (!StringOf(doc.Get("message"), a.message)) return fail("'message' must be a string");
+  return a;
 }
 
 }  // namespace fleetflow::control
