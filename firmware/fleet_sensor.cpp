@@ -67,13 +67,15 @@ int main(int argc, char** argv) {
       "them over NATS, samples on vehicle.<id>.<sensor> (FlatBuffers FLT1 Batch), 'on' at start "
       "and 'off' at the end on vehicle.<id>.status. While the link is down it keeps sampling "
       "into a fixed-size buffer (dropping the oldest messages, counted, when full) and delivers "
-      "it on reconnection. Obeys fleetctl commands on vehicle.<id>.cmd.{sleep,wake,rate,status}.",
+      "it on reconnection. Obeys fleetctl commands on vehicle.<id>.cmd.{sleep,wake,rate,status} "
+      "and takes the engine's alarms on vehicle.<id>.cmd.alarm (logged on stderr, counted, the "
+      "active ones in its status).",
       "fleet-sensor"};
   app.footer(
       "Sources: simulated signals (the fleet-sim model, seeded by --seed and the vehicle id) by "
       "default, or --csv FILE replaying rows 'time_ms,sensor,value,lat,lon'.\n"
       "One process per sensor: run one fleet-sensor per sensor with --only SENSOR and the same "
-      "--vehicle; give --no-status to all but one of them.\n"
+      "--vehicle; give --no-status to all but one of them (that one takes the alarms).\n"
       "At the end (SIGINT, SIGTERM, SIGHUP or --duration) it prints its status as one JSON line on "
       "stdout (the reply format of 'fleetctl status').\n"
       "With --ack jetstream the vehicle subscribes to its own inbox (--inbox-prefix) for the "
@@ -130,7 +132,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(10, 600'000));
   firmware::AddNatsOptions(app, nats_options);
-  app.add_flag("--quiet", quiet, "Print nothing but errors and the final status line");
+  app.add_flag("--quiet", quiet,
+               "Print nothing but errors, warnings (alarms raised, alarm payloads refused) and "
+               "the final status line");
   try {
     app.parse(argc, argv);
     firmware::ParseRates(rates, config.sensors);
@@ -149,6 +153,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : firmware::kExitUsage;
   }
   config.publish_status = !no_status;
+  config.log_level = quiet ? firmware::LogLevel::kWarning : firmware::LogLevel::kInfo;
   config.ack = ack == "jetstream" ? firmware::AckMode::kJetStream : firmware::AckMode::kFlush;
   if (nats_options.inbox_prefix.empty()) {
     nats_options.inbox_prefix = "_INBOX.vehicle." + config.vehicle;

@@ -7,7 +7,6 @@
 #include <cinttypes>
 #include <condition_variable>
 #include <cstdio>
-#include <ctime>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -87,16 +86,7 @@ std::vector<Outcome> Gather(nats::Connection& conn, const std::vector<std::strin
   return out;
 }
 
-std::string FormatTime(int64_t ns) {
-  if (ns <= 0) return "never";
-  const time_t secs = static_cast<time_t>(ns / 1'000'000'000);
-  tm utc{};
-  gmtime_r(&secs, &utc);
-  char buf[40];
-  const size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
-  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ns / 1'000'000 % 1000));
-  return buf;
-}
+std::string FormatTime(int64_t ns) { return ns <= 0 ? "never" : control::FormatUtcTime(ns); }
 
 std::string FormatRates(const control::VehicleStatus& s) {
   std::string out;
@@ -127,7 +117,15 @@ control::VehicleStatus Merge(const std::vector<control::VehicleStatus>& parts) {
     m.counters.skipped_ticks += p.counters.skipped_ticks;
     m.counters.resent_messages += p.counters.resent_messages;
     m.counters.ack_errors += p.counters.ack_errors;
+    m.counters.alarms_raised += p.counters.alarms_raised;
+    m.counters.alarms_cleared += p.counters.alarms_cleared;
+    m.counters.alarms_duplicate += p.counters.alarms_duplicate;
+    m.counters.alarms_invalid += p.counters.alarms_invalid;
+    m.active_alarms.insert(m.active_alarms.end(), p.active_alarms.begin(), p.active_alarms.end());
   }
+  std::sort(m.active_alarms.begin(), m.active_alarms.end());
+  m.active_alarms.erase(std::unique(m.active_alarms.begin(), m.active_alarms.end()),
+                        m.active_alarms.end());
   return m;
 }
 
@@ -154,17 +152,20 @@ int PrintStatus(const std::vector<std::string>& vehicles, const std::vector<Outc
     const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
-    std::printf("%-16s %-8s %-24s %8s  %-36s %10s %8s\n", "VEHICLE", "STATE", "LAST PUBLISH", "AGE",
-                "RATES (HZ)", "BUFFERED", "DROPPED");
+    std::printf("%-16s %-8s %-24s %8s  %-36s %10s %8s  %s\n", "VEHICLE", "STATE", "LAST PUBLISH",
+                "AGE", "RATES (HZ)", "BUFFERED", "DROPPED", "ALARMS");
     for (const auto& [vehicle, parts] : by_vehicle) {
       const control::VehicleStatus s = Merge(parts);
       char age[32] = "-";
       if (s.last_publish_ns > 0) {
         std::snprintf(age, sizeof age, "%.1fs", static_cast<double>(now - s.last_publish_ns) / 1e9);
       }
-      std::printf("%-16s %-8s %-24s %8s  %-36s %10" PRIu64 " %8" PRIu64 "\n", vehicle.c_str(),
+      std::string alarms;
+      for (const std::string& rule : s.active_alarms) alarms += (alarms.empty() ? "" : ",") + rule;
+      std::printf("%-16s %-8s %-24s %8s  %-36s %10" PRIu64 " %8" PRIu64 "  %s\n", vehicle.c_str(),
                   s.active ? "active" : "asleep", FormatTime(s.last_publish_ns).c_str(), age,
-                  FormatRates(s).c_str(), s.counters.buffered_bytes, s.counters.dropped_samples);
+                  FormatRates(s).c_str(), s.counters.buffered_bytes, s.counters.dropped_samples,
+                  alarms.empty() ? "-" : alarms.c_str());
     }
   }
   return missing > 0 ? kExitNoReply : 0;
@@ -244,7 +245,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1000.0));
   CLI::App* status = app.add_subcommand(
       "status",
-      "List vehicles with their state, last publish time, rates and buffer; without "
+      "List vehicles with their state, last publish time, rates, buffer and active alarms; without "
       "ids, every vehicle that answers within --timeout (asked on fleet.cmd.status)");
   status->add_option("vehicles", vehicles, "Vehicle ids")->check(vehicle_check);
   try {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <stdexcept>
 
 #include "stream_ack.hpp"
@@ -36,6 +37,35 @@ int64_t WallNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// A refused alarm payload's reason is logged at most once in this interval.
+constexpr int64_t kRefusalLogNs = 60'000'000'000;
+// Rules whose alarm state is kept; past it, cleared ones are forgotten (oldest first).
+constexpr size_t kMaxAlarmRules = 256;
+// How much of a refused payload its log line shows.
+constexpr size_t kPayloadExcerpt = 120;
+
+control::VehicleStatus Refusal(const std::string& vehicle, std::string why) {
+  control::VehicleStatus s;
+  s.ok = false;
+  s.vehicle = vehicle;
+  s.error = std::move(why);
+  return s;
+}
+
+// Appends " key=value": bare when value is a plain token, else a JSON string (one line always).
+void AppendField(std::string& out, std::string_view key, std::string_view value) {
+  out.append(" ").append(key).append("=");
+  const bool bare = !value.empty() && std::all_of(value.begin(), value.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::string_view("_-.:+").find(c) != std::string_view::npos;
+  });
+  if (bare) {
+    out.append(value);
+  } else {
+    control::AppendJsonString(out, value);
+  }
 }
 
 std::vector<double> RatesOf(const std::vector<sim::SensorRate>& sensors) {
@@ -387,14 +417,9 @@ void SensorAgent::OnCommand(nats::Message&& msg) {
 
 std::optional<control::VehicleStatus> SensorAgent::Execute(std::string_view verb,
                                                            std::string_view payload) {
+  if (verb == control::kAlarm) return ExecuteAlarm(payload);
   const std::lock_guard lk(mu_);
-  const auto refuse = [&](std::string why) {
-    control::VehicleStatus s;
-    s.ok = false;
-    s.vehicle = config_.vehicle;
-    s.error = std::move(why);
-    return s;
-  };
+  const auto refuse = [&](std::string why) { return Refusal(config_.vehicle, std::move(why)); };
   if (verb == control::kSleep) {
     if (active_) {
       FlushBatches();
@@ -424,12 +449,120 @@ std::optional<control::VehicleStatus> SensorAgent::Execute(std::string_view verb
     }
     scheduler_.SetRate(static_cast<int>(it - config_.sensors.begin()), hz, SteadyNs());
   } else if (verb != control::kStatus) {
-    return refuse("unknown command '" + std::string(verb) + "': use sleep, wake, rate or status");
+    return refuse("unknown command '" + std::string(verb) +
+                  "': use sleep, wake, rate, status or alarm");
   }
   sampler_poke_ = true;
   sampler_cv_.notify_all();
   sender_cv_.notify_one();
   return StatusLocked();
+}
+
+std::optional<control::VehicleStatus> SensorAgent::ExecuteAlarm(std::string_view payload) {
+  if (config_.shared_vehicle && !config_.publish_status) return std::nullopt;
+  std::string why;
+  std::optional<control::AlarmEvent> alarm = control::ParseAlarmJson(payload, &why);
+  std::string error = "bad alarm: " + why;
+  if (alarm && alarm->vehicle != config_.vehicle) {
+    why = "alarm for another vehicle";
+    error = "alarm for vehicle '" + alarm->vehicle + "' sent to vehicle '" + config_.vehicle + "'";
+    alarm.reset();
+  }
+  std::string line;
+  LogLevel level = LogLevel::kWarning;
+  control::VehicleStatus reply;
+  {
+    const std::lock_guard lk(mu_);
+    if (alarm) {
+      line = ApplyAlarm(*alarm, level);
+      reply = StatusLocked();
+    } else {
+      ++counters_.alarms_invalid;
+      line = RefusedAlarmLine(why, payload);
+      reply = Refusal(config_.vehicle, std::move(error));
+    }
+  }
+  if (!line.empty()) Log(level, line);
+  return reply;
+}
+
+std::string SensorAgent::ApplyAlarm(const control::AlarmEvent& a, LogLevel& level) {
+  auto it = alarms_.find(a.rule);
+  const bool heard = it != alarms_.end();
+  if (heard && (a.raised_ns < it->second.raised_ns ||
+                (a.raised_ns == it->second.raised_ns && (a.raised || !it->second.active)))) {
+    ++counters_.alarms_duplicate;
+    return "";
+  }
+  if (!heard) {
+    if (alarms_.size() >= kMaxAlarmRules) {
+      auto oldest = alarms_.end();
+      for (auto i = alarms_.begin(); i != alarms_.end(); ++i) {
+        if (!i->second.active &&
+            (oldest == alarms_.end() || i->second.raised_ns < oldest->second.raised_ns)) {
+          oldest = i;
+        }
+      }
+      if (oldest != alarms_.end()) alarms_.erase(oldest);
+    }
+    it = alarms_.emplace(a.rule, AlarmState{}).first;
+  }
+  // A raise while the rule's alarm was active supersedes it; a clear without the raise heard.
+  const bool superseded = a.raised && it->second.active;
+  const bool raise_missed =
+      !a.raised && !(it->second.active && it->second.raised_ns == a.raised_ns);
+  it->second = {a.raised_ns, a.raised};
+  if (a.raised) {
+    ++counters_.alarms_raised;
+  } else {
+    ++counters_.alarms_cleared;
+  }
+  level = a.raised ? LogLevel::kWarning : LogLevel::kInfo;
+  std::string line = a.raised ? "alarm raised" : "alarm cleared";
+  AppendField(line, "vehicle", config_.vehicle);
+  AppendField(line, "rule", a.rule);
+  AppendField(line, "severity", control::SeverityName(a.severity));
+  std::string value = "null";
+  if (a.value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.15g", *a.value);
+    value = text;
+  }
+  AppendField(line, "value", value);
+  AppendField(line, "raised", control::FormatUtcTime(a.raised_ns));
+  AppendField(line, "raised_ns", std::to_string(a.raised_ns));
+  if (!a.raised) AppendField(line, "cleared", control::FormatUtcTime(a.time_ns));
+  if (superseded) AppendField(line, "superseded", "true");
+  if (raise_missed) AppendField(line, "raise_missed", "true");
+  if (!a.message.empty()) AppendField(line, "message", a.message);
+  return line;
+}
+
+std::string SensorAgent::RefusedAlarmLine(const std::string& why, std::string_view payload) {
+  const int64_t now = SteadyNs();
+  auto it = refusals_.find(why);
+  if (it == refusals_.end()) {
+    it = refusals_.emplace(why, RefusalLog{now - kRefusalLogNs, 0}).first;
+  }
+  RefusalLog& log = it->second;
+  if (now - log.logged_ns < kRefusalLogNs) {
+    ++log.suppressed;
+    return "";
+  }
+  std::string line = "alarm refused";
+  AppendField(line, "vehicle", config_.vehicle);
+  AppendField(line, "reason", why);
+  AppendField(line, "payload", payload.substr(0, kPayloadExcerpt));
+  AppendField(line, "invalid_total", std::to_string(counters_.alarms_invalid));
+  if (log.suppressed > 0) AppendField(line, "suppressed", std::to_string(log.suppressed));
+  log = {now, 0};
+  return line;
+}
+
+void SensorAgent::Log(LogLevel level, const std::string& line) const {
+  if (level < config_.log_level) return;
+  std::fprintf(stderr, "%s %s %s\n", control::FormatUtcTime(WallNs()).c_str(),
+               level == LogLevel::kWarning ? "warning" : "info", line.c_str());
 }
 
 control::VehicleStatus SensorAgent::Status() const {
@@ -445,6 +578,9 @@ control::VehicleStatus SensorAgent::StatusLocked() const {
     s.sensors.push_back({config_.sensors[i].name, scheduler_.hz(i)});
   }
   s.last_publish_ns = last_publish_ns_;
+  for (const auto& [rule, alarm] : alarms_) {
+    if (alarm.active) s.active_alarms.push_back(rule);  // sorted: alarms_ is
+  }
   s.counters = counters_;
   s.counters.dropped_samples = buffer_.counters().dropped_samples;
   s.counters.dropped_messages = buffer_.counters().dropped_records;

@@ -26,6 +26,16 @@
 ///   while the oldest still waits (over 100 ms) means the stream lost it: everything in flight
 ///   is sent again at once, oldest first.
 ///
+/// Alarms (`vehicle.<id>.cmd.alarm`, control::AlarmEvent): the agent keeps, per rule, the newest
+/// alarm it heard of and whether it is active, logs one line per alarm raised (warning) and
+/// cleared (info), and counts them. A raise no newer than the rule's newest (the same raised_ns
+/// again, or an older one) and a clear of an alarm already cleared or superseded are duplicates:
+/// counted, not logged, nothing changes. A clear ends the alarm whose raised_ns it names, and
+/// also one it has not heard raised (the raise was lost); a newer raise supersedes the rule's
+/// active alarm. A payload that is not an alarm event for this vehicle is counted and refused
+/// (logged at most once a minute per reason). Alarms do not change sampling. With one process
+/// per sensor (shared_vehicle), only the one publishing the status takes alarms.
+///
 /// Delivery is at least once across link loss: a message cut off with its connection is sent
 /// again, so a consumer may see a (sensor, seq) twice, never a gap unless the buffer overflowed
 /// (then dropped_samples says how many). Status `on` / `off` travel through the same buffer, in
@@ -33,6 +43,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -51,6 +62,7 @@
 namespace fleetflow::firmware {
 
 enum class AckMode { kFlush, kJetStream };
+enum class LogLevel { kInfo, kWarning };
 
 struct AgentConfig {
   std::string vehicle;
@@ -62,8 +74,9 @@ struct AgentConfig {
   int confirm_ms = 200;           ///< interval of flush confirmations (and of ack checks)
   int drain_ms = 2000;            ///< how long Stop() tries to deliver what is buffered
   AckMode ack = AckMode::kFlush;
-  int ack_timeout_ms = 2000;   ///< kJetStream: send again when no ack came for this long
-  size_t max_in_flight = 256;  ///< kJetStream: messages waiting for their ack at most
+  int ack_timeout_ms = 2000;             ///< kJetStream: send again when no ack came for this long
+  size_t max_in_flight = 256;            ///< kJetStream: messages waiting for their ack at most
+  LogLevel log_level = LogLevel::kInfo;  ///< alarm lines (on stderr) below it are not written
 };
 
 class SensorAgent {
@@ -93,6 +106,12 @@ class SensorAgent {
   void SenderLoop();
   void AckSenderLoop();
   void OnCommand(nats::Message&& msg);
+  std::optional<control::VehicleStatus> ExecuteAlarm(std::string_view payload);
+  // Applies a valid alarm to alarms_ and the counters; returns its log line ("" for none).
+  std::string ApplyAlarm(const control::AlarmEvent& alarm, LogLevel& level);
+  // The log line of a refused alarm payload, or "" when its reason was logged within the minute.
+  std::string RefusedAlarmLine(const std::string& why, std::string_view payload);
+  void Log(LogLevel level, const std::string& line) const;
   // Takes the acknowledgements received so far, without waiting, and releases what they
   // confirm; `lk` holds mu_ and is released while taking them.
   void TakeAcks(std::unique_lock<std::mutex>& lk, std::vector<nats::Message>& received);
@@ -128,6 +147,16 @@ class SensorAgent {
   int64_t drain_deadline_ = 0;
   int64_t last_publish_ns_ = 0;
   control::Counters counters_;
+  struct AlarmState {
+    int64_t raised_ns = 0;  // the newest alarm of the rule heard of
+    bool active = false;
+  };
+  std::map<std::string, AlarmState, std::less<>> alarms_;  // by rule
+  struct RefusalLog {
+    int64_t logged_ns = 0;  // steady ns of the last line
+    uint64_t suppressed = 0;
+  };
+  std::map<std::string, RefusalLog, std::less<>> refusals_;  // by reason (a fixed text)
   // kJetStream: acknowledgements come to <ack_inbox_>.<record id>.
   std::string ack_inbox_;
   int64_t ack_progress_ns_ = 0;  // steady ns of the last release, or when the first left

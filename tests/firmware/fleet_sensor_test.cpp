@@ -147,6 +147,128 @@ TEST_F(FleetSensorTest, FleetctlChangesRatesSleepsAndWakes) {
   sensor.Signal(SIGCONT);
 }
 
+size_t Occurrences(const std::string& text, const std::string& part) {
+  size_t n = 0;
+  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+  return n;
+}
+
+// The engine's alarms on vehicle.<id>.cmd.alarm, published as the engine does (no reply
+// subject) or as requests: raised, raised again (a redelivery), cleared, cleared without its
+// raise, and payloads that are not an alarm for this vehicle. The status counts them and lists
+// the alarms still active; each is logged once; sampling goes on unchanged.
+TEST_F(FleetSensorTest, AlarmsAreKeptCountedAndLoggedWithoutChangingSampling) {
+  NatsServer server;
+  server.Start();
+  const std::string url = server.url();
+  VehicleCollector collector(Plain(server), "a1");
+  Process sensor = Sensor(url, "a1", {"--sensors", "speed=20"});
+  ASSERT_TRUE(WaitFor([&] { return collector.Count("speed") >= 5; }, seconds(10)))
+      << sensor.ReadLog();
+
+  auto engine = nats::Connection::Connect(Plain(server));
+  const std::string subject = control::CommandSubject("a1", control::kAlarm);
+  const auto request = [&](const std::string& payload) {
+    return control::ParseStatusJson(engine->Request(subject, payload, 5000).text());
+  };
+  control::AlarmEvent overspeed;
+  overspeed.vehicle = "a1";
+  overspeed.rule = "overspeed";
+  overspeed.raised = true;
+  overspeed.severity = control::AlarmSeverity::kWarning;
+  overspeed.time_ns = overspeed.raised_ns = 1'700'000'005'000'000'000;
+  overspeed.value = 41.7;
+  overspeed.message = "speed above 38.9 m/s for 5 s";
+  // With a reply subject an alarm is answered like any command: the status after it.
+  const auto raised = request(control::ToJson(overspeed));
+  ASSERT_TRUE(raised);
+  EXPECT_TRUE(raised->ok) << raised->error;
+  EXPECT_EQ(raised->active_alarms, std::vector<std::string>{"overspeed"});
+  EXPECT_EQ(raised->counters.alarms_raised, 1u);
+
+  control::AlarmEvent low_soc = overspeed;
+  low_soc.rule = "low_soc";
+  low_soc.severity = control::AlarmSeverity::kCritical;
+  low_soc.time_ns = low_soc.raised_ns = overspeed.raised_ns + 1;
+  low_soc.value.reset();
+  low_soc.message.clear();
+  control::AlarmEvent cleared = overspeed;
+  cleared.raised = false;
+  cleared.time_ns = overspeed.raised_ns + 7'000'000'000;
+  cleared.value = 37.2;
+  control::AlarmEvent brake = cleared;  // its raise never arrives
+  brake.rule = "brake_wear";
+  brake.raised_ns = overspeed.raised_ns - 60'000'000'000;
+  control::AlarmEvent brake_late = brake;  // then it does, after its clear
+  brake_late.raised = true;
+  brake_late.time_ns = brake.raised_ns;
+  for (const control::AlarmEvent& a : {low_soc, overspeed, cleared, brake, brake_late}) {
+    engine->Publish(subject, control::ToJson(a));
+  }
+  engine->Flush(5000);
+  const auto garbage = request(R"({"vehicle":"a1","rule":"overspeed","severity":"warning"})");
+  ASSERT_TRUE(garbage);
+  EXPECT_FALSE(garbage->ok);
+  EXPECT_THAT(garbage->error, HasSubstr("bad alarm: no 'event'"));
+  control::AlarmEvent elsewhere = overspeed;
+  elsewhere.vehicle = "a2";
+  const auto misrouted = request(control::ToJson(elsewhere));
+  ASSERT_TRUE(misrouted);
+  EXPECT_FALSE(misrouted->ok);
+  EXPECT_THAT(misrouted->error, HasSubstr("alarm for vehicle 'a2' sent to vehicle 'a1'"));
+  // No reply subject: counted; the same reason again within the minute is not logged again.
+  engine->Publish(subject, "not json at all");
+  engine->Publish(subject, "[\"still not\"]");
+
+  std::optional<control::VehicleStatus> status;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        status = QueryStatus(url, "a1");
+        return status && status->counters.alarms_invalid == 4;
+      },
+      seconds(10)))
+      << sensor.ReadLog();
+  const control::Counters& c = status->counters;
+  EXPECT_EQ(c.alarms_raised, 2u);     // overspeed, low_soc
+  EXPECT_EQ(c.alarms_cleared, 2u);    // overspeed, brake_wear
+  EXPECT_EQ(c.alarms_duplicate, 2u);  // overspeed again, brake_wear's late raise
+  EXPECT_EQ(status->active_alarms, std::vector<std::string>{"low_soc"});
+  // Sampling goes on as it was.
+  EXPECT_TRUE(status->active);
+  EXPECT_EQ(status->sensors, (std::vector<control::SensorState>{{"speed", 20}}));
+  const size_t samples = collector.Count("speed");
+  ASSERT_TRUE(WaitFor([&] { return collector.Count("speed") >= samples + 10; }, seconds(10)))
+      << sensor.ReadLog();
+
+  const CommandResult table = Fleetctl(url, {"status", "a1"});
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("ALARMS"));
+  EXPECT_THAT(table.out, HasSubstr("low_soc"));
+
+  // One line per alarm raised or cleared, none for the duplicates; each reason refused once.
+  const std::string log = sensor.ReadLog();
+  EXPECT_EQ(Occurrences(log, " warning alarm raised "), 2u) << log;
+  EXPECT_EQ(Occurrences(log, " info alarm cleared "), 2u) << log;
+  EXPECT_EQ(Occurrences(log, " warning alarm refused "), 3u) << log;
+  EXPECT_THAT(log, HasSubstr("warning alarm raised vehicle=a1 rule=overspeed severity=warning "
+                             "value=41.7 raised=2023-11-14T22:13:25.000Z "
+                             "raised_ns=1700000005000000000 message=\"speed above 38.9 m/s for "
+                             "5 s\""));
+  EXPECT_THAT(log, HasSubstr("rule=low_soc severity=critical value=null"));
+  EXPECT_THAT(log, HasSubstr("info alarm cleared vehicle=a1 rule=overspeed severity=warning "
+                             "value=37.2 raised=2023-11-14T22:13:25.000Z "
+                             "raised_ns=1700000005000000000 cleared=2023-11-14T22:13:32.000Z"));
+  EXPECT_THAT(log, HasSubstr("rule=brake_wear"));
+  EXPECT_THAT(log, HasSubstr("raise_missed=true"));
+  EXPECT_THAT(log, HasSubstr("reason=\"no 'event'\""));
+
+  EXPECT_EQ(sensor.Stop(SIGTERM), 0);
+  const auto final_status = FinalStatus(sensor.ReadLog());
+  ASSERT_TRUE(final_status) << sensor.ReadLog();
+  EXPECT_EQ(final_status->active_alarms, std::vector<std::string>{"low_soc"});
+  EXPECT_EQ(final_status->counters.alarms_invalid, 4u);
+}
+
 // Stops the server for `outage` while the sensor samples, then brings it back. The sensor is
 // held (SIGSTOP) until the collector has resubscribed, so nothing it flushes goes unseen.
 void Outage(NatsServer& server, VehicleCollector& collector, Process& sensor, milliseconds outage) {
