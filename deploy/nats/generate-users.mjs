@@ -7,6 +7,7 @@
 //        [--partition-mapping account|stream]
 //        [--buckets telemetry,fleetflow_members,fleetflow_handover]
 //        [--dead-letter-stream DEADLETTER] [--dead-letter-prefix deadletter]
+//        [--alarm-stream ALARMS] [--alarm-prefix alarm]
 //        [--leaves NAME,NAME,...]
 //
 // --partitions and --partition-prefix must match the account's mapping in nats-server.conf and
@@ -15,6 +16,9 @@
 // --partition-mapping stream: the account has no mapping, the stream transforms its subjects
 // (nats-server 2.10 or later, docs/deploy.md "A managed NATS"): vehicles then publish on their
 // own subjects, unmapped.
+// --alarm-stream and --alarm-prefix must match the pipeline's rule nodes: the engine publishes
+// their alarm events on <prefix>.> (stored in that stream, created or updated by the engine) and
+// delivers them to the vehicles on vehicle.<id>.cmd.alarm.
 // --leaves: one user leaf-<name> per edge leaf node (nats-leaf.conf, the hub's leafnodes.conf,
 // docs/deploy.md "Edge leaf nodes"), and the engine may update its stream (to add the edges as
 // its sources: nats_source edge_domains). For an edge's own fleet-users.conf, run the script
@@ -33,6 +37,7 @@ const usage = `usage: generate-users.mjs --out DIR (--vehicles ID,ID,... | --veh
        [--stream TELEMETRY] [--durable fleetflow] [--partitions 16] [--partition-prefix telemetry]
        [--partition-mapping account|stream] [--buckets telemetry,fleetflow_members,fleetflow_handover]
        [--dead-letter-stream DEADLETTER] [--dead-letter-prefix deadletter]
+       [--alarm-stream ALARMS] [--alarm-prefix alarm]
        [--leaves NAME,NAME,...]`;
 
 // The vehicle id of the engine's mapping probe (nats_source, check_mapping): it publishes
@@ -49,6 +54,8 @@ function parseArgs(argv) {
     buckets: "telemetry,fleetflow_members,fleetflow_handover",
     deadLetterStream: "DEADLETTER",
     deadLetterPrefix: "deadletter",
+    alarmStream: "ALARMS",
+    alarmPrefix: "alarm",
     leaves: "",
   };
   for (let i = 0; i < argv.length; i++) {
@@ -75,10 +82,10 @@ function parseArgs(argv) {
   for (const id of a.vehicleIds) {
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) fail(`vehicle id '${id}' is not 1-64 of [A-Za-z0-9_-]`);
   }
-  for (const name of [a.stream, a.durable, a.deadLetterStream, ...a.buckets.split(",")]) {
+  for (const name of [a.stream, a.durable, a.deadLetterStream, a.alarmStream, ...a.buckets.split(",")]) {
     if (!/^[A-Za-z0-9_-]+$/.test(name)) fail(`'${name}' is not a valid stream/consumer/bucket name`);
   }
-  for (const token of [a.partitionPrefix, ...a.deadLetterPrefix.split(".")]) {
+  for (const token of [a.partitionPrefix, ...a.deadLetterPrefix.split("."), ...a.alarmPrefix.split(".")]) {
     if (!/^[A-Za-z0-9_-]+$/.test(token)) fail(`'${token}' is not a subject token`);
   }
   a.partitionCount = Number(a.partitions);
@@ -232,7 +239,8 @@ function vehiclePermissions(id, { partitionCount, partitionPrefix, partitionMapp
         ? `${partitionPrefix}.${partitionOf(id, partitionCount)}.${id}.*`
         : `vehicle.${id}.*`,
     ],
-    // Its own commands, the fleet-wide status request (firmware/control.hpp) and its own inbox.
+    // Its own commands (the engine's alarms among them: vehicle.<id>.cmd.alarm), the fleet-wide
+    // status request (firmware/control.hpp) and its own inbox.
     subscribe: [`vehicle.${id}.cmd.*`, "fleet.cmd.status", `${vehicleInbox(id)}.>`],
   };
 }
@@ -280,6 +288,17 @@ function enginePermissions(a) {
     `$JS.API.STREAM.CREATE.${a.deadLetterStream}`,
     `${a.deadLetterPrefix}.>`,
   );
+  // Alarms of the rule nodes: events published on <prefix>.> and stored in their own stream
+  // (created when missing, updated when its settings change; the stream's acknowledgements come
+  // to the engine's inboxes), and delivered to each vehicle on vehicle.<id>.cmd.alarm, where the
+  // commands are (sleep, wake and rate too: the engine may command vehicles).
+  publish.push(
+    `$JS.API.STREAM.INFO.${a.alarmStream}`,
+    `$JS.API.STREAM.CREATE.${a.alarmStream}`,
+    `$JS.API.STREAM.UPDATE.${a.alarmStream}`,
+    `${a.alarmPrefix}.>`,
+    "vehicle.*.cmd.*",
+  );
   for (const bucket of bucketNames) {
     const s = `KV_${bucket}`;
     publish.push(
@@ -305,8 +324,8 @@ function enginePermissions(a) {
     // checks the publish permission on the mapped subject, in whichever partition the server's
     // mapping puts it (so a partition count that differs from the pipeline's is reported as
     // such); without a mapping, on vehicle.<probe>.probe itself (reported as a missing mapping).
-    // No other vehicle subject is the engine's to publish; it reads telemetry only from the
-    // stream.
+    // No other vehicle subject is the engine's to publish (but the commands above); it reads
+    // telemetry only from the stream.
     const probe = `${partitionPrefix}.*.${PROBE_VEHICLE}.probe`;
     publish.push(`vehicle.${PROBE_VEHICLE}.probe`, probe);
     subscribe.push(probe);

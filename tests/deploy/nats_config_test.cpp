@@ -3,7 +3,8 @@
 // telemetry.<n>.<id>.<sensor> (16 partitions); nats-server checks publish permissions on the
 // mapped subject, so a vehicle may publish only into its own partition. A vehicle's credentials
 // reach only its own subjects, the engine's only the stream's partition consumers, the KV buckets,
-// the dead letters and the mapping probe, and the deployed pipeline runs on the engine's
+// the dead letters, the mapping probe, the alarms (stored in their stream, delivered to the
+// vehicles as commands) and commands to vehicles, and the deployed pipeline runs on the engine's
 // credentials alone (real engine, real fleet-sensor, real PostgreSQL). So it does on a managed
 // NATS's terms: nats-server 2.10, the account without the mapping (users generated with
 // --partition-mapping stream), the stream partitioning its subjects itself. And on three nodes of
@@ -11,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -408,7 +410,8 @@ TEST_F(NatsConfigTest, EngineUserCannotTouchVehicleSubjectsOrDeleteTheStream) {
         << subject << ": " << e->LastError();
   };
   refused("vehicle.1.speed", Mapped("1", "speed"));
-  refused("vehicle.1.cmd.sleep");
+  refused("vehicle.1.status", Mapped("1", "status"));
+  refused("fleet.cmd.status");  // commands go to one vehicle at a time (vehicle.<id>.cmd.<x>)
   refused("vehicle._fleetflow_probe.speed", Mapped(kProbeVehicle, "speed"));  // the probe only
   refused(Mapped("1", "speed"));  // no forged telemetry past the mapping either
   refused("$JS.API.STREAM.DELETE.TELEMETRY");
@@ -420,6 +423,8 @@ TEST_F(NatsConfigTest, EngineUserCannotTouchVehicleSubjectsOrDeleteTheStream) {
   refused("$JS.API.CONSUMER.DURABLE.CREATE.TELEMETRY.fleetflow");  // the unpartitioned one is gone
   refused("$JS.API.STREAM.DELETE.DEADLETTER");
   refused("$JS.API.STREAM.PURGE.DEADLETTER");
+  refused("$JS.API.STREAM.DELETE.ALARMS");
+  refused("$JS.API.STREAM.PURGE.ALARMS");
   refused("$KV.other_bucket.key");
   refused("$KV.telemetry_writers.key");  // no longer used
   for (const std::string subject : {"vehicle.>", "telemetry.>", "telemetry.*.1.speed"}) {
@@ -526,6 +531,83 @@ TEST_F(NatsConfigTest, EngineStoresDeadLetters) {
   v1->Flush(2000);
   EXPECT_TRUE(Contains(v1->LastError(), "Publish to \"deadletter.bad_json.vehicle.1.speed\""))
       << v1->LastError();
+}
+
+// The rule nodes' alarms: events stored in the stream ALARMS (created, found, updated, each
+// acknowledged) and delivered to a vehicle on vehicle.<id>.cmd.alarm, where the vehicle's command
+// subscription receives it (and may answer a request). A vehicle can neither raise an alarm, nor
+// send one to another vehicle or to itself, nor touch the stream.
+TEST_F(NatsConfigTest, EngineStoresAlarmsAndDeliversThemToVehiclesWhichCannotSendAny) {
+  const std::string alarm =
+      R"({"vehicle":"1","rule":"overspeed","event":"raised","severity":"warning",)"
+      R"("time_ns":1700000005000000000,"raised_ns":1700000005000000000,"value":41.7})";
+  auto engine = Connect("engine");
+  nats::JetStream js(*engine);
+  nats::StreamOptions alarms;
+  alarms.name = "ALARMS";
+  alarms.subjects = {"alarm.>"};
+  js.EnsureStream(alarms);
+  js.EnsureStream(alarms);  // a second worker finds it (stream info)
+  EXPECT_EQ(js.Publish("alarm.1.overspeed", alarm.data(), alarm.size(), {}, 5000), 1u);
+  const std::string updated(engine
+                                ->Request("$JS.API.STREAM.UPDATE.ALARMS",
+                                          R"({"name":"ALARMS","subjects":["alarm.>"],)"
+                                          R"("storage":"file","max_age":7200000000000})",
+                                          5000)
+                                .text());
+  EXPECT_TRUE(Contains(updated, "\"max_age\":7200000000000")) << updated;
+  EXPECT_FALSE(Contains(updated, "\"error\"")) << updated;
+  EXPECT_EQ(engine->LastError(), "");
+
+  // Vehicle 1 gets it on its command subscription, published plainly and as a request.
+  auto v1 = Vehicle("1");
+  std::mutex mu;
+  std::vector<std::string> received;  // subject, payload
+  auto commands = v1->Subscribe("vehicle.1.cmd.*", "", [&](nats::Message&& m) {
+    {
+      const std::lock_guard lk(mu);
+      received.insert(received.end(), {std::string(m.subject()), std::string(m.text())});
+    }
+    if (!m.reply().empty()) v1->Publish(m.reply(), "vehicle 1 here");  // allow_responses
+  });
+  v1->Flush(2000);
+  engine->Publish("vehicle.1.cmd.alarm", alarm);
+  engine->Flush(2000);
+  EXPECT_EQ(engine->LastError(), "");
+  EXPECT_EQ(engine->Request("vehicle.1.cmd.alarm", alarm, 5000).text(), "vehicle 1 here");
+  EXPECT_EQ(engine->LastError(), "");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const std::lock_guard lk(mu);
+        return received.size() == 4;
+      },
+      10s));
+  EXPECT_EQ(received,
+            (std::vector<std::string>{"vehicle.1.cmd.alarm", alarm, "vehicle.1.cmd.alarm", alarm}));
+  EXPECT_EQ(v1->LastError(), "");
+
+  // Vehicle 2 listens for its commands while vehicle 1 tries to send alarms.
+  auto v2 = Vehicle("2");
+  std::atomic<int> v2_commands{0};
+  auto v2_sub = v2->Subscribe("vehicle.2.cmd.*", "", [&](nats::Message&&) { ++v2_commands; });
+  v2->Flush(2000);
+  for (const std::string subject : {"alarm.1.x", "alarm.1.overspeed", "vehicle.2.cmd.alarm",
+                                    "vehicle.1.cmd.alarm", "$JS.API.STREAM.CREATE.ALARMS",
+                                    "$JS.API.STREAM.UPDATE.ALARMS", "$JS.API.STREAM.INFO.ALARMS"}) {
+    auto v = Vehicle("1");
+    v->Publish(subject, alarm);
+    v->Flush(2000);  // the server answers a violation before the PONG
+    EXPECT_TRUE(
+        Contains(v->LastError(), "Permissions Violation for Publish to \"" + subject + "\""))
+        << subject << ": " << v->LastError();
+  }
+  v2->Flush(2000);
+  EXPECT_EQ(v2_commands, 0);
+  // The stream holds the engine's alarm, none of the vehicle's.
+  const auto stored = js.FindStream("ALARMS");
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->messages, 1u);
+  EXPECT_EQ(stored->subjects, std::vector<std::string>{"alarm.>"});
 }
 
 // The pipeline of deploy/k8s/base/pipeline.json (16 partitions; the engine checks the mapping at
