@@ -139,7 +139,7 @@ struct Input {
 /// A timescale_sink node of the pipeline, whose rows the tests compare.
 struct Sink {
   std::string node;
-  std::vector<SinkColumn> columns;
+  std::vector<RowColumn> columns;
 };
 
 struct Expected {
@@ -176,9 +176,9 @@ std::optional<int64_t> ParseTime(const rapidjson::Value& v) {
 }
 
 /// A first_time / last_time column, whose values are times (Microseconds() since the epoch).
-bool IsTime(const SinkColumn& column) { return ColumnType(column) == "timestamptz"; }
+bool IsTime(const RowColumn& column) { return ColumnType(column) == "timestamptz"; }
 
-std::string FormatValue(const SinkColumn& column, const std::optional<double>& v) {
+std::string FormatValue(const RowColumn& column, const std::optional<double>& v) {
   if (!v) return "NULL";
   if (IsTime(column)) {
     const auto us = static_cast<int64_t>(*v);
@@ -196,23 +196,23 @@ std::string FormatValue(const SinkColumn& column, const std::optional<double>& v
   return std::string(buf, r.ptr);
 }
 
-std::vector<std::string> ColumnNames(const std::vector<SinkColumn>& columns) {
+std::vector<std::string> ColumnNames(const std::vector<RowColumn>& columns) {
   std::vector<std::string> names;
   for (const auto& c : columns) names.push_back(c.name);
   return names;
 }
 
 /// The index of column `name` in `columns`; columns.size() when there is none.
-size_t ColumnIndex(const std::vector<SinkColumn>& columns, const std::string& name) {
+size_t ColumnIndex(const std::vector<RowColumn>& columns, const std::string& name) {
   const auto it = std::find_if(columns.begin(), columns.end(),
-                               [&](const SinkColumn& c) { return c.name == name; });
+                               [&](const RowColumn& c) { return c.name == name; });
   return static_cast<size_t>(it - columns.begin());
 }
 
 /// `v` read as the expected value of `column`: a number or null; for a time column, a time
 /// written as a row's time is, then rounded as the sink writes it (Microseconds()). False, with
 /// the reason in `problem`, when it is neither.
-bool ExpectedValue(const SinkColumn& column, const rapidjson::Value& v, std::optional<double>& out,
+bool ExpectedValue(const RowColumn& column, const rapidjson::Value& v, std::optional<double>& out,
                    std::string& problem) {
   out.reset();
   if (v.IsNull()) return true;
@@ -335,7 +335,7 @@ bool ReadCsv(const std::string& path, const std::string& pointer, const Sink& si
       return false;
     }
     for (size_t c = 2; c < cells.size(); ++c) {
-      const SinkColumn& column = sink.columns[columns[c - 2]];
+      const RowColumn& column = sink.columns[columns[c - 2]];
       std::optional<double> value;
       std::string problem;
       if (!ExpectedValue(column, CsvCell(cells[c], IsTime(column)), value, problem)) {
@@ -539,17 +539,17 @@ void ParseTests(const std::string& file, const rapidjson::Document& doc, double 
 }
 
 /// Stands in for timescale_sink: keeps the rows it would write (the last of a re-emitted window
-/// wins, as the upsert does), computed by the sink's own SinkRowValues, at the time the sink gives
-/// them (a join's window time, an aggregate's window start).
+/// wins, as the upsert does), computed as the sink computes them (RowValues), at the time the sink
+/// gives them (a join's window time, an aggregate's window start).
 class CaptureSink final : public Operator {
  public:
-  CaptureSink(const Config& config, Rows& rows) : columns_(SinkColumns(config)), rows_(rows) {}
+  CaptureSink(const Config& config, Rows& rows) : values_(SinkColumns(config)), rows_(rows) {}
 
   void Process(const Message& in, Emitter& out) override {
     if (const auto* window = std::get_if<WindowBatch>(in.get())) {
-      Keep(window->rows, window->window_ns, SinkRowValues(columns_, *window));
+      Keep(window->rows, window->window_ns, values_.Of(*window));
     } else if (const auto* stats = std::get_if<StatsBatch>(in.get())) {
-      Keep(stats->rows, stats->start_ns, SinkRowValues(columns_, *stats));
+      Keep(stats->rows, stats->start_ns, values_.Of(*stats));
     } else if (std::holds_alternative<Tick>(*in)) {
       out.Emit(in);
     }
@@ -564,7 +564,7 @@ class CaptureSink final : public Operator {
     }
   }
 
-  std::vector<SinkColumn> columns_;
+  RowValues values_;
   Rows& rows_;
 };
 
@@ -654,7 +654,7 @@ RowsBySink RunOne(const Registry& registry, const Pipeline& loaded, const TestCa
 /// The differences between the rows a sink with `columns` wrote (`got`) and `expect`, one line
 /// each; empty when they match.
 std::vector<std::string> Compare(const std::vector<Expected>& expect,
-                                 const std::vector<SinkColumn>& columns, double tolerance,
+                                 const std::vector<RowColumn>& columns, double tolerance,
                                  Rows got) {
   std::vector<std::string> out;
   auto cell = [&](size_t column, const std::optional<double>& v) {

@@ -25,11 +25,11 @@
 
 #include "archive/commit.hpp"
 #include "archive/ordered_writer.hpp"
-#include "interpolation.hpp"
 #include "layout.hpp"
 #include "logging.hpp"
 #include "nats_config.hpp"
 #include "options.hpp"
+#include "row_columns.hpp"
 
 namespace fleetflow {
 namespace {
@@ -41,14 +41,6 @@ constexpr int64_t kNoWindow = std::numeric_limits<int64_t>::min();
 /// log segment written (every one up to it is).
 constexpr char kLastWindow[] = "last_window_ns";
 constexpr char kSegment[] = "segment";
-
-/// One column of the rows (see Spec()).
-struct RowColumn {
-  std::string name;
-  std::string sensor;
-  ColumnField field = ColumnField::kValue;
-  Interpolation mode = Interpolation::kLinear;
-};
 
 /// The options of row_archive (see Spec()).
 struct RowArchiveOptions {
@@ -170,6 +162,7 @@ class RowArchive final : public Operator {
   RowArchive(const OperatorContext& ctx, const RowArchiveOptions& options)
       : node_(ctx.node_id),
         o_(options),
+        values_(options.columns),
         root_(options.directory),
         commits_(root_, ctx.node_id),
         stats_(ctx, options.nats, options.stats_subject),
@@ -210,7 +203,9 @@ class RowArchive final : public Operator {
             "flush_failures", "Segments that could not be written (tried again).", ctx.labels())),
         expired_(ctx.metrics.GetCounter("archive_days_expired",
                                         "Days of chunks deleted by the retention.", ctx.labels())) {
+    values_.CountErrorsIn(ctx.metrics, ctx.labels());
     for (size_t c = 0; c < o_.columns.size(); ++c) {
+      if (o_.columns[c].derived()) continue;
       if (o_.columns[c].field == ColumnField::kLat && !lat_) lat_ = c;
       if (o_.columns[c].field == ColumnField::kLon && !lon_) lon_ = c;
     }
@@ -274,23 +269,22 @@ class RowArchive final : public Operator {
     part.segment_period = period;
     if (!part.windows.insert(b.window_ns).second) replaced_.Inc(n);
 
-    const std::vector<size_t>& index = SensorIndex(b.sensors);
+    const RowValues::Values values = values_.Of(b);
     std::string text;
     text.reserve(n * (header_.size() + 40));
     std::string line;
-    for (const WindowRow& row : b.rows) {
+    for (size_t r = 0; r < b.rows.size(); ++r) {
+      const WindowRow& row = b.rows[r];
       line.clear();
       line += row.vehicle;
       line += ',';
       archive::AppendTime(line, b.window_ns);
       std::optional<double> lat, lon;
       for (size_t c = 0; c < o_.columns.size(); ++c) {
-        const RowColumn& col = o_.columns[c];
         line += ',';
-        if (index[c] >= row.slots.size()) continue;
-        const auto v = InterpolateSlot(row.slots[index[c]], col.field, col.mode, b.window_ns);
+        const std::optional<double>& v = values[r][c];
         if (!v) continue;
-        if (col.field == ColumnField::kValue) {
+        if (o_.columns[c].derived() || o_.columns[c].field == ColumnField::kValue) {
           archive::AppendSignificant(line, *v, static_cast<int>(o_.value_digits));
         } else {
           archive::AppendFixed(line, *v, static_cast<int>(o_.position_decimals));
@@ -343,21 +337,6 @@ class RowArchive final : public Operator {
         backoff_ms = std::min<int64_t>(backoff_ms * 2, 30'000);
       }
     }
-  }
-
-  /// For each column, the index of its sensor among `sensors` (SIZE_MAX: not there); cached for
-  /// the window join's list, which is the same object batch after batch.
-  const std::vector<size_t>& SensorIndex(const std::shared_ptr<const std::vector<std::string>>& s) {
-    if (s != index_of_) {
-      index_of_ = s;
-      index_.assign(o_.columns.size(), SIZE_MAX);
-      for (size_t c = 0; c < o_.columns.size(); ++c) {
-        for (size_t i = 0; s && i < s->size(); ++i) {
-          if ((*s)[i] == o_.columns[c].sensor) index_[c] = i;
-        }
-      }
-    }
-    return index_;
   }
 
   void OnTick(const Tick& t) {
@@ -668,6 +647,7 @@ class RowArchive final : public Operator {
 
   const std::string node_;
   const RowArchiveOptions o_;
+  RowValues values_;  // the rows' values (o_.columns)
   const fs::path root_;
   const archive::Commits commits_;
   std::string header_;
@@ -678,8 +658,6 @@ class RowArchive final : public Operator {
   std::set<uint32_t> owned_;
   bool any_partition_event_ = false;
   int64_t next_retention_ns_ = 0;
-  std::shared_ptr<const std::vector<std::string>> index_of_;
-  std::vector<size_t> index_;
 
   // The writer's:
   archive::StatsPublisher stats_;
@@ -715,31 +693,7 @@ const OptionsSpec<RowArchiveOptions>& Spec() {
         .Pattern("^[a-z_][a-z0-9_]{0,62}$",
                  "1 to 63 lower-case letters, digits and _, starting with a letter or _")
         .Example("\"speed\"");
-    columns
-        .String("sensor",
-                "The sensor whose window slot feeds the column, as listed in the window join's "
-                "sensors. A sensor missing from a window batch gives an empty field.",
-                &RowColumn::sensor)
-        .Required()
-        .Pattern(kSensorNamePattern, kSensorNameWords)
-        .Example("\"gps\"");
-    columns
-        .Enum("field",
-              "Which number of the sample: value, or lat or lon (position sensors). The first lat "
-              "and lon columns place the row in its cell.",
-              &RowColumn::field,
-              {{"value", ColumnField::kValue},
-               {"lat", ColumnField::kLat},
-               {"lon", ColumnField::kLon}})
-        .Default("value");
-    columns
-        .Enum("interpolation",
-              "As timescale_sink's columns: linear between the samples before and after the "
-              "window time (or the one present), previous: the last at or before it. No sample "
-              "within the join's max gap gives an empty field.",
-              &RowColumn::mode,
-              {{"linear", Interpolation::kLinear}, {"previous", Interpolation::kPrevious}})
-        .Default("linear");
+    DeclareRowColumnFields(columns, /*statistics=*/false, "an empty field");
 
     c.String("directory",
              "Where the archive is written (created when missing), as archive's directory: a "
@@ -757,15 +711,16 @@ const OptionsSpec<RowArchiveOptions>& Spec() {
         .Pattern(kSensorNamePattern, kSensorNameWords);
     c.ObjectArray("columns",
                   "The columns after vehicle_id and ts (the window time), each one field of one "
-                  "sensor interpolated at the window time, as timescale_sink computes its columns.",
+                  "sensor interpolated at the window time, or an expression over the other "
+                  "columns, as timescale_sink computes its columns.",
                   &O::columns, columns)
         .MinItems(1)
         .DefaultJson(
-            R"([{"name":"lat","sensor":"gps","field":"lat","interpolation":"linear"},)"
-            R"({"name":"lon","sensor":"gps","field":"lon","interpolation":"linear"},)"
-            R"({"name":"speed","sensor":"speed","field":"value","interpolation":"linear"},)"
-            R"({"name":"soc","sensor":"soc","field":"value","interpolation":"linear"},)"
-            R"({"name":"torque","sensor":"torque","field":"value","interpolation":"linear"}])");
+            R"([{"name":"lat","sensor":"gps","field":"lat","interpolation":"linear","expression":""},)"
+            R"({"name":"lon","sensor":"gps","field":"lon","interpolation":"linear","expression":""},)"
+            R"({"name":"speed","sensor":"speed","field":"value","interpolation":"linear","expression":""},)"
+            R"({"name":"soc","sensor":"soc","field":"value","interpolation":"linear","expression":""},)"
+            R"({"name":"torque","sensor":"torque","field":"value","interpolation":"linear","expression":""}])");
     c.Enum("period",
            "The time folders and the chunks: one chunk per partition, period and cell. hour "
            "(day=<date>/hour=<HH>) or day (day=<date>), by the window time in UTC.",
@@ -812,6 +767,10 @@ const OptionsSpec<RowArchiveOptions>& Spec() {
              &O::stats_subject)
         .Default("fleetflow.archive.stats");
     c.Include(&O::nats, NatsClientSpec());
+    c.Rule(
+        "Each column has a sensor or an expression, and each expression compiles over the "
+        "columns it may use.",
+        [](const O& o, std::vector<ConfigProblem>& out) { CheckRowColumns(o.columns, out); });
   });
 }
 

@@ -549,7 +549,7 @@ std::vector<ConnectFinding> CheckSinkDatabase(const TimescaleSinkOptions& cfg) {
       for (const std::string& name : {cfg.key_column, std::string("time")}) {
         if (!have.count(name)) missing += (missing.empty() ? "" : ", ") + name;
       }
-      for (const SinkColumn& col : cfg.columns) {
+      for (const RowColumn& col : cfg.columns) {
         if (!have.count(col.name)) missing += (missing.empty() ? "" : ", ") + col.name;
       }
       const auto owns = conn->Exec(

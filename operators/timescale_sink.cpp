@@ -21,45 +21,7 @@
 
 namespace fleetflow {
 
-namespace {
-
-/// For each column, the index of its sensor in `sensors` (SIZE_MAX: not there).
-std::vector<size_t> SensorIndex(const std::vector<SinkColumn>& columns,
-                                const std::vector<std::string>& sensors) {
-  std::vector<size_t> index(columns.size(), SIZE_MAX);
-  for (size_t c = 0; c < columns.size(); ++c) {
-    const auto it = std::find(sensors.begin(), sensors.end(), columns[c].sensor);
-    if (it != sensors.end()) index[c] = static_cast<size_t>(it - sensors.begin());
-  }
-  return index;
-}
-
-/// The values of each row of `batch`, one per column: `value` of the row's cell (`cells`: a
-/// member of the row, one cell per sensor of the batch) of the column's sensor; NULL for a
-/// sensor the batch lacks.
-template <typename Batch, typename Row, typename Cell, typename Value>
-std::vector<std::vector<std::optional<double>>> RowValues(const std::vector<SinkColumn>& columns,
-                                                          const Batch& batch,
-                                                          std::vector<Cell> Row::*cells,
-                                                          const Value& value) {
-  std::vector<std::vector<std::optional<double>>> out;
-  if (!batch.sensors) return out;
-  const std::vector<size_t> index = SensorIndex(columns, *batch.sensors);
-  out.reserve(batch.rows.size());
-  for (const Row& row : batch.rows) {
-    const std::vector<Cell>& cs = row.*cells;
-    auto& values = out.emplace_back();
-    values.reserve(columns.size());
-    for (size_t c = 0; c < columns.size(); ++c) {
-      values.push_back(index[c] < cs.size() ? value(cs[index[c]], columns[c]) : std::nullopt);
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
-std::string ColumnType(const SinkColumn& column) {
+std::string ColumnType(const RowColumn& column) {
   switch (column.stat) {
     case ColumnStat::kCount:
       return "bigint";
@@ -71,67 +33,16 @@ std::string ColumnType(const SinkColumn& column) {
   }
 }
 
-int64_t Microseconds(int64_t ns) { return ns / 1000 - (ns % 1000 < 0 ? 1 : 0); }
-
-std::optional<double> StatValue(const SensorStats& s, const SinkColumn& column) {
-  if (s.count == 0) return std::nullopt;
-  const bool position = column.field != ColumnField::kValue;
-  if (position && s.positions == 0) return std::nullopt;
-  const auto of = [&](const wire::Point& p) -> std::optional<double> {
-    if (column.field == ColumnField::kValue) return p.value;
-    if (!p.has_position) return std::nullopt;
-    return column.field == ColumnField::kLat ? p.lat : p.lon;
-  };
-  std::optional<double> out;
-  switch (column.stat) {
-    case ColumnStat::kNone:
-      return std::nullopt;
-    case ColumnStat::kCount:
-      out = static_cast<double>(s.count);
-      break;
-    case ColumnStat::kMin:
-      out = !position ? s.min : column.field == ColumnField::kLat ? s.min_lat : s.min_lon;
-      break;
-    case ColumnStat::kMax:
-      out = !position ? s.max : column.field == ColumnField::kLat ? s.max_lat : s.max_lon;
-      break;
-    case ColumnStat::kMean:
-      out = s.sum / static_cast<double>(s.count);
-      break;
-    case ColumnStat::kFirst:
-      out = of(s.first);
-      break;
-    case ColumnStat::kLast:
-      out = of(s.last);
-      break;
-    case ColumnStat::kFirstTime:
-    case ColumnStat::kLastTime: {
-      // Whole microseconds, as the time key: exact in a double, where seconds would not be.
-      const int64_t ns = column.stat == ColumnStat::kFirstTime ? s.first.ts_ns : s.last.ts_ns;
-      out = static_cast<double>(Microseconds(ns));
-      break;
-    }
-    case ColumnStat::kDistance:
-      out = s.positions > 0 ? std::optional<double>(s.distance_m) : std::nullopt;
-      break;
-    case ColumnStat::kSum:
-      out = s.sum;
-      break;
-  }
-  if (out && !std::isfinite(*out)) return std::nullopt;
-  return out;
-}
-
 SinkGeometry GeometryOf(const TimescaleSinkOptions& o) {
   SinkGeometry g;
   g.name = o.geometry;
   if (g.name.empty()) return g;
   g.box = std::any_of(o.columns.begin(), o.columns.end(),
-                      [](const SinkColumn& c) { return c.stat != ColumnStat::kNone; });
+                      [](const RowColumn& c) { return c.stat != ColumnStat::kNone; });
   // The first column of the sensor with the field and statistic asked for.
   const auto find = [&o](ColumnField field, ColumnStat stat) -> std::optional<size_t> {
     for (size_t i = 0; i < o.columns.size(); ++i) {
-      const SinkColumn& c = o.columns[i];
+      const RowColumn& c = o.columns[i];
       if (c.sensor == o.geometry_sensor && c.field == field && c.stat == stat) return i;
     }
     return std::nullopt;
@@ -180,20 +91,8 @@ std::string GeometryExpression(const SinkGeometry& g, const std::vector<std::str
   return "ST_SetSRID(ST_Envelope(ST_MakeLine(" + point(0, 1) + ", " + point(2, 3) + ")), 4326)";
 }
 
-std::vector<SinkColumn> SinkColumns(const Config& config) {
+std::vector<RowColumn> SinkColumns(const Config& config) {
   return TimescaleSinkSpec().Parse(config).columns;
-}
-
-std::vector<std::vector<std::optional<double>>> SinkRowValues(
-    const std::vector<SinkColumn>& columns, const WindowBatch& batch) {
-  return RowValues(columns, batch, &WindowRow::slots, [&](const Slot& slot, const SinkColumn& c) {
-    return InterpolateSlot(slot, c.field, c.mode, batch.window_ns);
-  });
-}
-
-std::vector<std::vector<std::optional<double>>> SinkRowValues(
-    const std::vector<SinkColumn>& columns, const StatsBatch& batch) {
-  return RowValues(columns, batch, &StatsRow::sensors, StatValue);
 }
 
 namespace {
@@ -215,34 +114,6 @@ const std::vector<double> kLatencyBuckets = {0.05, 0.1, 0.25, 0.5, 0.75, 1,   1.
 /// The column names the sink adds itself.
 bool IsKeyColumn(const TimescaleSinkOptions& o, const std::string& name) {
   return name == o.key_column || name == "time";
-}
-
-const char* StatName(ColumnStat s) {
-  switch (s) {
-    case ColumnStat::kNone:
-      return "none";
-    case ColumnStat::kCount:
-      return "count";
-    case ColumnStat::kMin:
-      return "min";
-    case ColumnStat::kMax:
-      return "max";
-    case ColumnStat::kMean:
-      return "mean";
-    case ColumnStat::kFirst:
-      return "first";
-    case ColumnStat::kLast:
-      return "last";
-    case ColumnStat::kFirstTime:
-      return "first_time";
-    case ColumnStat::kLastTime:
-      return "last_time";
-    case ColumnStat::kDistance:
-      return "distance";
-    case ColumnStat::kSum:
-      return "sum";
-  }
-  return "?";
 }
 
 /// Statistic columns fit the rows of a window_aggregate, interpolated ones those of a
@@ -279,6 +150,7 @@ std::vector<UpstreamProblem> CheckColumnsFitTheRows(const Config& self, const st
   }
   const auto columns = TimescaleSinkSpec().Parse(self).columns;
   for (size_t i = 0; i < columns.size(); ++i) {
+    if (columns[i].derived()) continue;
     const std::string at = "/columns/" + std::to_string(i) + "/stat";
     if (rows == NodeFacts::Rows::kStatistics && columns[i].stat == ColumnStat::kNone) {
       problems.push_back({self_id, at,
@@ -312,8 +184,9 @@ void CheckSettings(const TimescaleSinkOptions& o, std::vector<ConfigProblem>& ou
       out.push_back({at, "duplicate column '" + name + "'; column names must be unique"});
     }
   }
+  CheckRowColumns(o.columns, out);
   for (size_t i = 0; i < o.columns.size(); ++i) {
-    const SinkColumn& c = o.columns[i];
+    const RowColumn& c = o.columns[i];
     const bool takes_field = c.stat == ColumnStat::kNone || c.stat == ColumnStat::kMin ||
                              c.stat == ColumnStat::kMax || c.stat == ColumnStat::kFirst ||
                              c.stat == ColumnStat::kLast;
@@ -350,6 +223,7 @@ class TimescaleSink final : public Operator {
   TimescaleSink(const OperatorContext& ctx, TimescaleSinkOptions options)
       : cfg_(std::move(options)),
         node_(ctx.node_id),
+        values_(cfg_.columns),
         schema_(cfg_, node_),
         rows_written_(ctx.metrics.GetCounter(
             "sink_rows_written", "Rows written (inserted or updated) to PostgreSQL", ctx.labels())),
@@ -379,6 +253,7 @@ class TimescaleSink final : public Operator {
             "wrote it, on the engine clock, in seconds.",
             kLatencyBuckets, ctx.labels())),
         clock_(ctx.clock) {
+    values_.CountErrorsIn(ctx.metrics, ctx.labels());
     backoff_ = cfg_.retry_initial;
     try {
       EnsureConnected();
@@ -410,9 +285,9 @@ class TimescaleSink final : public Operator {
     const auto* stats = std::get_if<StatsBatch>(in.get());
     if (window != nullptr || stats != nullptr) {
       if (window != nullptr) {
-        Buffer(window->rows, window->window_ns, SinkRowValues(cfg_.columns, *window));
+        Buffer(window->rows, window->window_ns, values_.Of(*window));
       } else {
-        Buffer(stats->rows, stats->start_ns, SinkRowValues(cfg_.columns, *stats));
+        Buffer(stats->rows, stats->start_ns, values_.Of(*stats));
       }
       Flush(/*all=*/false);
       if (pending_.size() > cfg_.max_pending_rows) HoldUntilRoom();
@@ -710,6 +585,7 @@ class TimescaleSink final : public Operator {
 
   const TimescaleSinkOptions cfg_;
   const std::string node_;
+  RowValues values_;  // the rows' values (cfg_.columns)
   TimescaleSchema schema_;
   Counter& rows_written_;
   Counter& batches_;
@@ -752,64 +628,17 @@ constexpr char kIdentifierWords[] =
 const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
   using O = TimescaleSinkOptions;
   return StaticSpec<O>([](OptionsSpec<O>& spec) {
-    OptionsSpec<SinkColumn> columns;
+    OptionsSpec<RowColumn> columns;
     columns
         .String("name",
-                "Column name in the table (double precision). 1 to 63 lower-case letters, "
+                "Column name in the table (double precision; bigint for a count, timestamptz for a "
+                "time). 1 to 63 lower-case letters, "
                 "digits and _, starting with a letter or _; not the key column or time.",
-                &SinkColumn::name)
+                &RowColumn::name)
         .Required()
         .Pattern(kIdentifier, kIdentifierWords)
         .Example("\"speed\"");
-    columns
-        .String("sensor",
-                "Sensor whose window slot feeds the column: the <sensor> token of "
-                "vehicle.<id>.<sensor>, as listed in the window join's sensors. A sensor missing "
-                "from a window batch gives NULL.",
-                &SinkColumn::sensor)
-        .Required()
-        .Pattern(kSensorNamePattern, kSensorNameWords)
-        .Example("\"gps\"");
-    columns
-        .Enum("field",
-              "Which number of the sample: value (scalar sensors), lat or lon (position "
-              "sensors; a sample without a position counts as absent).",
-              &SinkColumn::field,
-              {{"value", ColumnField::kValue},
-               {"lat", ColumnField::kLat},
-               {"lon", ColumnField::kLon}})
-        .Default("value");
-    columns
-        .Enum("interpolation",
-              "linear: interpolate between the samples before and after the window time, or "
-              "hold the one present when only one is; previous: the last sample at or before "
-              "the window time. No sample within the window join's max gap, or a NaN/Inf "
-              "value, gives NULL.",
-              &SinkColumn::mode,
-              {{"linear", Interpolation::kLinear}, {"previous", Interpolation::kPrevious}})
-        .Default("linear");
-    columns
-        .Enum("stat",
-              "Behind window_aggregate: which statistic of the sensor in the window the column "
-              "holds (none: behind window_join, the interpolated value). count (bigint); min, "
-              "max of field (value, or lat / lon: the bounding box); mean of the value; first, "
-              "last: field of the oldest / newest sample; first_time, last_time: their times "
-              "(timestamptz); distance: metres travelled (position sensors); sum of the value "
-              "(behind fleet_aggregate: the vehicles moving). No sample of the sensor in the "
-              "window gives NULL.",
-              &SinkColumn::stat,
-              {{"none", ColumnStat::kNone},
-               {"count", ColumnStat::kCount},
-               {"min", ColumnStat::kMin},
-               {"max", ColumnStat::kMax},
-               {"mean", ColumnStat::kMean},
-               {"first", ColumnStat::kFirst},
-               {"last", ColumnStat::kLast},
-               {"first_time", ColumnStat::kFirstTime},
-               {"last_time", ColumnStat::kLastTime},
-               {"distance", ColumnStat::kDistance},
-               {"sum", ColumnStat::kSum}})
-        .Default("none");
+    DeclareRowColumnFields(columns, /*statistics=*/true, "NULL");
 
     spec.String("conninfo",
                 "libpq connection string (key=value or postgresql:// URI). Empty: libpq's "
@@ -844,18 +673,19 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
         .Example("\"cell\"");
     spec.ObjectArray("columns",
                      "The value columns: each takes one field of one sensor's samples, "
-                     "interpolated at the window time.",
+                     "interpolated at the window time (or a statistic of it, behind "
+                     "window_aggregate), or is an expression over the other columns.",
                      &O::columns, columns)
         .MinItems(1)
         .DefaultJson(
-            R"([{"name":"lat","sensor":"gps","field":"lat","interpolation":"linear","stat":"none"},)"
-            R"({"name":"lon","sensor":"gps","field":"lon","interpolation":"linear","stat":"none"},)"
+            R"([{"name":"lat","sensor":"gps","field":"lat","interpolation":"linear","stat":"none","expression":""},)"
+            R"({"name":"lon","sensor":"gps","field":"lon","interpolation":"linear","stat":"none","expression":""},)"
             R"({"name":"speed","sensor":"speed","field":"value","interpolation":"linear",)"
-            R"("stat":"none"},)"
+            R"("stat":"none","expression":""},)"
             R"({"name":"soc","sensor":"soc","field":"value","interpolation":"linear",)"
-            R"("stat":"none"},)"
+            R"("stat":"none","expression":""},)"
             R"({"name":"torque","sensor":"torque","field":"value","interpolation":"linear",)"
-            R"("stat":"none"}])");
+            R"("stat":"none","expression":""}])");
     spec.Integer("batch_rows",
                  "Rows per write transaction: buffered rows are written as soon as this many are "
                  "pending.",

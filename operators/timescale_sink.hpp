@@ -32,48 +32,15 @@
 #include <string>
 #include <vector>
 
-#include "interpolation.hpp"
 #include "message.hpp"
 #include "options.hpp"
 #include "registry.hpp"
+#include "row_columns.hpp"
 
 namespace fleetflow {
 
-/// Which statistic of a window_aggregate's row a column takes (kNone: the column interpolates a
-/// window_join's slot).
-enum class ColumnStat {
-  kNone,
-  kCount,      ///< samples in the window (bigint)
-  kMin,        ///< of `field`: value, or lat / lon (the bounding box)
-  kMax,        ///< likewise
-  kMean,       ///< of the value
-  kFirst,      ///< `field` of the oldest sample
-  kLast,       ///< `field` of the newest sample
-  kFirstTime,  ///< time of the oldest sample (timestamptz)
-  kLastTime,   ///< time of the newest sample (timestamptz)
-  kDistance,   ///< metres travelled (position sensors)
-  kSum,        ///< of the value (fleet_aggregate's rows: the vehicles moving)
-};
-
-/// One configured column of the sink.
-struct SinkColumn {
-  std::string name;
-  std::string sensor;
-  ColumnField field = ColumnField::kValue;
-  Interpolation mode = Interpolation::kLinear;
-  ColumnStat stat = ColumnStat::kNone;
-};
-
 /// The column's SQL type: double precision, bigint for a count, timestamptz for a time.
-std::string ColumnType(const SinkColumn& column);
-
-/// `ns` since the epoch in whole microseconds, rounded down: PostgreSQL's resolution, so how the
-/// sink writes a time (the row's key, a first_time / last_time column).
-int64_t Microseconds(int64_t ns);
-
-/// The value of one statistic column from a sensor's statistics (nullopt: no sample, no position
-/// for a position field, or not finite). Times are Microseconds() since the epoch.
-std::optional<double> StatValue(const SensorStats& stats, const SinkColumn& column);
+std::string ColumnType(const RowColumn& column);
 
 /// Whether the sink's table is a TimescaleDB hypertable (the timescaledb setting).
 enum class TimescaleMode {
@@ -87,7 +54,7 @@ struct TimescaleSinkOptions {
   std::string conninfo;  ///< empty: libpq's environment
   std::string table;
   std::string key_column = "vehicle_id";  ///< the rows' key: a vehicle, or a cell of fleet rows
-  std::vector<SinkColumn> columns;
+  std::vector<RowColumn> columns;
   size_t batch_rows = 0;
   size_t max_pending_rows = 0;
   std::chrono::milliseconds flush{0};
@@ -136,17 +103,7 @@ inline constexpr char kTimescaleSinkName[] = "timescale_sink";
 const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec();
 
 /// The columns of a validated timescale_sink config, in order.
-std::vector<SinkColumn> SinkColumns(const Config& config);
-
-/// The values the sink writes for each row of `batch` (same order), one per column: the slot
-/// of the column's sensor interpolated at the window time; NULL (nullopt) for a sensor the
-/// batch lacks. The one row computation of the sink, shared with `fleetflow test`.
-std::vector<std::vector<std::optional<double>>> SinkRowValues(
-    const std::vector<SinkColumn>& columns, const WindowBatch& batch);
-
-/// The same for the rows of a window_aggregate's batch: each column's statistic of its sensor.
-std::vector<std::vector<std::optional<double>>> SinkRowValues(
-    const std::vector<SinkColumn>& columns, const StatsBatch& batch);
+std::vector<RowColumn> SinkColumns(const Config& config);
 
 /// Registers the operator "timescale_sink" (input: rows; no output).
 void RegisterTimescaleSink(Registry& registry);

@@ -168,12 +168,16 @@ TEST_F(PipelineTest, EnumValueAndNestedObjectField) {
   CheckInvalid(Nodes({R"({"id": "in", "type": "nats_source", "config": {"delivery": "kafka"}})",
                       kState, kJoin, kSink}),
                "/nodes/0/config/delivery", {"must be one of core"});
-  // The misspelt field is unknown, and the required one it was meant to be is missing.
+  // The misspelt field is unknown, with the one it was meant to be; without it the column has
+  // neither a sensor nor an expression.
   CheckErrors(Load(Nodes({kSource, kState, kJoin,
                           R"({"id": "db", "type": "timescale_sink", "inputs": ["join"],
                               "config": {"columns": [{"name": "speed", "sensr": "speed"}]}})"})),
-              {{"/nodes/3/config/columns/0/sensr", {"(node 'db')", "did you mean 'sensor'"}},
-               {"/nodes/3/config/columns/0", {"missing required field 'sensor' (string: Sensor"}}});
+              {{"/nodes/3/config/columns/0/sensr", {"(node 'db')", "did you mean 'sensor'"}}});
+  CheckErrors(Load(Nodes({kSource, kState, kJoin,
+                          R"({"id": "db", "type": "timescale_sink", "inputs": ["join"],
+                              "config": {"columns": [{"name": "speed"}]}})"})),
+              {{"/nodes/3/config/columns/0", {"needs a sensor", "or an expression"}}});
 }
 
 /// A pipeline whose sink has `config` (JSON object members).
@@ -183,6 +187,27 @@ std::string WithSink(const std::string& config) {
                     config + "}}"});
 }
 
+TEST_F(PipelineTest, DerivedColumnsAreCheckedWithTheirPointers) {
+  const std::string ok = R"j({"name": "speed", "sensor": "speed"},
+                            {"name": "torque", "sensor": "torque"},
+                            {"name": "power_kw", "expression": "torque * speed / 1000"},
+                            {"name": "fast", "expression": "power_kw > 50 && vehicle(\"v1\")"})j";
+  EXPECT_TRUE(Load(WithSink(R"("columns": [)" + ok + "]")).ok());
+  CheckErrors(
+      Load(WithSink(R"("columns": [{"name": "speed", "sensor": "speed"},
+                                   {"name": "a", "expression": "sped * 2"},
+                                   {"name": "b", "expression": "speed * (2"},
+                                   {"name": "c", "expression": "d + 1"},
+                                   {"name": "d", "expression": "speed"},
+                                   {"name": "e", "sensor": "soc", "expression": "speed"}])")),
+      {{"/nodes/3/config/columns/5/sensor", {"column 'e' has both a sensor and an expression"}},
+       {"/nodes/3/config/columns/1/expression",
+        {"column 'a'", "unknown name 'sped' at character 1", "did you mean 'speed'"}},
+       {"/nodes/3/config/columns/2/expression", {"column 'b'", "speed * (2"}},
+       {"/nodes/3/config/columns/3/expression",
+        {"column 'c'", "'d' is a derived column listed after this one"}}});
+}
+
 TEST_F(PipelineTest, PatternsOfTheSpecAreReportedWithTheirPointer) {
   CheckInvalid(WithSink(R"("table": "Vehicle-Telemetry")"), "/nodes/3/config/table",
                {"(node 'db')", "must be a valid identifier: 1 to 63 lower-case letters",
@@ -190,7 +215,7 @@ TEST_F(PipelineTest, PatternsOfTheSpecAreReportedWithTheirPointer) {
   CheckErrors(Load(WithSink(R"("columns": [{"name": "9speed", "sensor": "sp eed"}])")),
               {{"/nodes/3/config/columns/0/name", {"must be a valid identifier"}},
                {"/nodes/3/config/columns/0/sensor",
-                {"must be a sensor name: 1 to 64 of A-Z a-z 0-9 _ -", "\"sp eed\""}}});
+                {"a sensor name: 1 to 64 of A-Z a-z 0-9 _ -", "\"sp eed\""}}});
   CheckInvalid(Nodes({R"({"id": "in", "type": "nats_source",
                          "config": {"partition_prefix": "tele.metry"}})",
                       kState, kJoin, kSink}),

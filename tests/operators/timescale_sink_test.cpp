@@ -588,6 +588,34 @@ TEST_F(TimescaleSinkPg, WritesInterpolatedValuesAndNulls) {
               HasSubstr("fleetflow_sink_write_seconds_bucket{" + labels + ",le=\"+Inf\"} 1\n"));
 }
 
+TEST_F(TimescaleSinkPg, WritesDerivedColumnsAndCountsTheirErrors) {
+  OperatorHarness h("timescale_sink", Config(R"j("columns":[
+      {"name":"speed","sensor":"speed"},{"name":"torque","sensor":"torque"},
+      {"name":"power_kw","expression":"torque * speed / 1000"},
+      {"name":"per_torque","expression":"speed / torque"},
+      {"name":"mine","expression":"vehicle(\"v2\") ? 1 : 0"}])j"));
+  const int64_t t = WindowT();
+  h.Feed(MakeBatch(t, {"speed", "torque"},
+                   {{"v1", {MakeSlot(Scalar(t - kMs, 20.0), {}), MakeSlot(Scalar(t, 150.0), {})}},
+                    {"v2", {MakeSlot(Scalar(t - kMs, 10.0), {}), MakeSlot(Scalar(t, 0.0), {})}},
+                    {"v3", {MakeSlot(Scalar(t - kMs, 10.0), {}), Slot{}}}}));
+  h.TickAt(t + 2000 * kMs, /*drain=*/true);
+  // v2: 10 / 0 is an error (NULL, counted); v3: no torque, NULL without an error.
+  EXPECT_EQ(Psql("SELECT vehicle_id, speed, torque, power_kw, per_torque, mine FROM " + table_ +
+                 " ORDER BY vehicle_id"),
+            "v1|20|150|3|0.13333333333333333|0\n"
+            "v2|10|0|0||1\n"
+            "v3|10||||0");
+  EXPECT_EQ(Psql("SELECT data_type FROM information_schema.columns WHERE table_name = '" + table_ +
+                 "' AND column_name = 'power_kw'"),
+            "double precision");
+  const std::string metrics = h.metrics.Exposition();
+  EXPECT_THAT(metrics, HasSubstr("fleetflow_expression_errors_total{node=\"op\","
+                                 "operator=\"timescale_sink\",column=\"per_torque\"} 1\n"));
+  EXPECT_THAT(metrics, HasSubstr("fleetflow_expression_errors_total{node=\"op\","
+                                 "operator=\"timescale_sink\",column=\"power_kw\"} 0\n"));
+}
+
 TEST_F(TimescaleSinkPg, WritesTheStatisticsOfAWindowWithTheirTypes) {
   OperatorHarness h("timescale_sink", Config(R"("columns":[
       {"name": "samples", "sensor": "speed", "stat": "count"},
