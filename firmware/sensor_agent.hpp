@@ -95,7 +95,8 @@ class SensorAgent {
   void Stop();
 
   /// Runs a command as if it came over NATS; nullopt when it is meant for another process of a
-  /// shared vehicle (a rate for a sensor this one does not run).
+  /// shared vehicle (a rate for a sensor this one does not run; an alarm, unless this one
+  /// publishes the status).
   std::optional<control::VehicleStatus> Execute(std::string_view verb, std::string_view payload);
   control::VehicleStatus Status() const;
 
