@@ -167,6 +167,10 @@ std::string StreamConfig(const StreamOptions& o) {
   w.String(o.storage.c_str());
   w.Key("num_replicas");
   w.Int(o.replicas);
+  if (o.duplicate_window_ms > 0) {
+    w.Key("duplicate_window");
+    w.Int64(o.duplicate_window_ms * 1'000'000);
+  }
   if (o.transform) {
     w.Key("subject_transform");
     w.StartObject();

@@ -66,6 +66,9 @@ struct StreamOptions {
   int64_t max_age_ms = 86'400'000;   // 0: unlimited
   std::string storage = "file";      // file | memory
   int replicas = 1;
+  /// How long the stream drops a message whose Nats-Msg-Id it stored (0: the server's 2 min;
+  /// at most max_age).
+  int64_t duplicate_window_ms = 0;
   std::optional<SubjectTransform> transform = std::nullopt;
   std::vector<StreamSource> sources = {};
 };

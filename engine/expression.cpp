@@ -3,6 +3,7 @@
 #include <muParser.h>
 
 #include <algorithm>
+#include <cfenv>
 #include <cmath>
 #include <limits>
 
@@ -109,15 +110,22 @@ void Expressions::Check(const std::string& text) const {
 Evaluated Expressions::Evaluate(size_t i) const {
   const Compiled& c = *compiled_[i];
   double v = std::numeric_limits<double>::quiet_NaN();
+  // A step that fails (x / 0, sqrt(-1), exp(1000)) raises a floating-point flag even where the
+  // result is finite (x / 0 > 3 is 1): the flags tell an error from a NULL input.
+  constexpr int kFailed = FE_DIVBYZERO | FE_INVALID | FE_OVERFLOW;
+  std::feclearexcept(kFailed);
   try {
     v = c.parser.Eval();
   } catch (const mu::Parser::exception_type&) {
     return Evaluated{std::nullopt, true};
   }
-  if (std::isfinite(v)) return Evaluated{v, false};
+  const bool failed = std::fetestexcept(kFailed) != 0 || !std::isfinite(v);
+  if (!failed) return Evaluated{v, false};
   const bool null_input =
       std::any_of(c.used.begin(), c.used.end(), [&](size_t u) { return std::isnan(values_[u]); });
-  return Evaluated{std::nullopt, !null_input};
+  if (null_input)
+    return Evaluated{std::isfinite(v) ? std::optional<double>(v) : std::nullopt, false};
+  return Evaluated{std::nullopt, true};
 }
 
 }  // namespace fleetflow

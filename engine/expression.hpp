@@ -38,7 +38,7 @@ class ExpressionError : public std::runtime_error {
 /// Outcome of one evaluation.
 struct Evaluated {
   std::optional<double> value;  ///< empty: NULL (an input was NULL) or an error
-  bool error = false;           ///< finite inputs gave no finite value (x / 0, sqrt(-1), ...)
+  bool error = false;  ///< a step on finite inputs gave no finite number (x / 0, sqrt(-1), ...)
 };
 
 /// Compiled expressions over one set of named values. Not thread-safe: one per operator
@@ -65,8 +65,9 @@ class Expressions {
   /// Where the values live: set them (NaN for NULL) before Evaluate.
   double* values() { return values_.get(); }
   void SetVehicle(std::string_view vehicle) { vehicle_ = vehicle; }
-  /// Expression `i` on the current values: a finite value; NULL when it is not finite and some
-  /// name it uses is NULL; else an error (NULL too).
+  /// Expression `i` on the current values: a finite value when every step of it was (x / 0 > 3
+  /// is an error, not true); with a NULL input, what it gives (a comparison: 0; arithmetic:
+  /// NULL) and never an error; else an error, NULL.
   Evaluated Evaluate(size_t i) const;
 
  private:

@@ -5,6 +5,7 @@
 /// in order, and operators see them one at a time). Ports have a kind:
 ///  - kSamples edges carry SampleBatch and StatusEvent;
 ///  - kRows edges carry WindowBatch (window_join) or StatsBatch (window_aggregate);
+///  - kAlarms edges carry AlarmBatch (rule);
 ///  - every edge carries Tick, the engine's clock punctuation: it enters at the sources after
 ///    everything they emitted before it, and every operator forwards it after handling it, so an
 ///    operator that sees Tick{t} has seen all input that entered before t was read;
@@ -211,6 +212,11 @@ struct WindowBatch {
   std::vector<WindowRow> rows;
   /// The partition of the vehicles whose rows these are (as SampleBatch::partition).
   uint32_t partition = 0;
+  /// The join's window period (every_ms in ns): a vehicle's rows follow each other by this much
+  /// while it is active. A partition's closed window is emitted without rows too (its vehicles
+  /// were all silent), so that the nodes after know its vehicles' rows ended; a correction
+  /// (an earlier window again) is never empty.
+  int64_t every_ns = 0;
 };
 
 /// The statistics of one sensor of one vehicle over one window: of the samples with
@@ -261,7 +267,31 @@ struct StatsBatch {
   Ack ack{};
 };
 
-using Body = std::variant<SampleBatch, StatusEvent, Tick, WindowBatch, PartitionEvent, StatsBatch>;
+/// A rule's alarm of a vehicle raised or cleared (docs/alarms.md). An alarm is (vehicle, rule,
+/// raised_ns): raised once and cleared once, whichever worker owns the vehicle then.
+struct AlarmEvent {
+  std::string vehicle;
+  std::string rule;
+  bool raised = true;  ///< false: cleared
+  std::string severity;
+  int64_t time_ns = 0;          ///< when: the window time of the row that raised or cleared it
+  int64_t raised_ns = 0;        ///< the alarm's raise time (time_ns of its raise)
+  std::optional<double> value;  ///< the rule's value expression at time_ns; none: NULL
+  std::string message;
+  /// A command to the vehicle with the event (control subjects `vehicle.<id>.cmd.<verb>`, body
+  /// `args`); empty verb: none.
+  std::string command_verb;
+  std::string command_args;
+};
+
+/// The alarm events of one window of a partition, in order.
+struct AlarmBatch {
+  std::vector<AlarmEvent> events;
+  uint32_t partition = 0;
+};
+
+using Body = std::variant<SampleBatch, StatusEvent, Tick, WindowBatch, PartitionEvent, StatsBatch,
+                          AlarmBatch>;
 using Message = std::shared_ptr<const Body>;
 
 template <typename T>

@@ -12,6 +12,8 @@ std::string_view ToString(PortKind k) {
       return "samples";
     case PortKind::kRows:
       return "rows";
+    case PortKind::kAlarms:
+      return "alarms";
   }
   return "?";
 }

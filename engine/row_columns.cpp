@@ -222,6 +222,40 @@ void CheckRowColumns(const std::vector<RowColumn>& columns, std::vector<ConfigPr
   }
 }
 
+RowsSource RowsFrom(const std::vector<UpstreamNode>& upstream) {
+  RowsSource out;
+  for (const UpstreamNode& n : upstream) {
+    if (n.facts.rows == NodeFacts::Rows::kUnknown) continue;
+    out.rows = n.facts.rows;
+    out.from = n.type + " '" + n.id + "'";
+  }
+  return out;
+}
+
+std::vector<UpstreamProblem> CheckColumnsFitRows(const std::vector<RowColumn>& columns,
+                                                 const std::string& self_id,
+                                                 const std::vector<UpstreamNode>& upstream) {
+  const auto [rows, from] = RowsFrom(upstream);
+  std::vector<UpstreamProblem> problems;
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (columns[i].derived()) continue;
+    const std::string at = "/columns/" + std::to_string(i) + "/stat";
+    if (rows == NodeFacts::Rows::kStatistics && columns[i].stat == ColumnStat::kNone) {
+      problems.push_back({self_id, at,
+                          "column '" + columns[i].name + "' reads statistics from " + from +
+                              ": set its stat (count, min, max, mean, first, last, first_time, "
+                              "last_time or distance)"});
+    } else if (rows == NodeFacts::Rows::kSlots && columns[i].stat != ColumnStat::kNone) {
+      problems.push_back({self_id, at,
+                          "column '" + columns[i].name + "' has stat " + StatName(columns[i].stat) +
+                              ", but " + from +
+                              " emits interpolated rows, not statistics: remove stat, or read "
+                              "from a window_aggregate"});
+    }
+  }
+  return problems;
+}
+
 RowValues::RowValues(std::vector<RowColumn> columns) : columns_(std::move(columns)) {
   if (std::none_of(columns_.begin(), columns_.end(),
                    [](const RowColumn& c) { return c.derived(); })) {

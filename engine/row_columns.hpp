@@ -19,6 +19,7 @@
 #include "message.hpp"
 #include "metrics.hpp"
 #include "options.hpp"
+#include "registry.hpp"
 
 namespace fleetflow {
 
@@ -70,6 +71,20 @@ void DeclareRowColumnFields(OptionsSpec<RowColumn>& columns, bool statistics,
 /// both; every expression compiles and names sensor columns and derived columns before it. Pointers
 /// are /columns/<i>/....
 void CheckRowColumns(const std::vector<RowColumn>& columns, std::vector<ConfigProblem>& out);
+
+/// Which rows a node reads: those of the nearest node upstream that says (`from`: its type and
+/// id, for messages).
+struct RowsSource {
+  NodeFacts::Rows rows = NodeFacts::Rows::kUnknown;
+  std::string from;
+};
+RowsSource RowsFrom(const std::vector<UpstreamNode>& upstream);
+
+/// Statistic columns fit the rows of a window_aggregate, interpolated ones those of a
+/// window_join; derived columns either (check_upstream of the nodes that take columns).
+std::vector<UpstreamProblem> CheckColumnsFitRows(const std::vector<RowColumn>& columns,
+                                                 const std::string& self_id,
+                                                 const std::vector<UpstreamNode>& upstream);
 
 /// The values of rows, one per column, NULL (nullopt) where there is none: a sensor the batch
 /// lacks, no sample within the join's max gap, a derived column with a NULL input or an error.

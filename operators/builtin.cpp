@@ -10,6 +10,7 @@
 #include "range_filter.hpp"
 #include "replay_source.hpp"
 #include "row_archive.hpp"
+#include "rule.hpp"
 #include "timescale_sink.hpp"
 #include "window_aggregate.hpp"
 #include "window_join.hpp"
@@ -30,6 +31,7 @@ void RegisterBuiltinOperators(Registry& registry) {
   RegisterTimescaleSink(registry);
   RegisterArchive(registry);
   RegisterRowArchive(registry);
+  RegisterRule(registry);
 }
 
 }  // namespace fleetflow

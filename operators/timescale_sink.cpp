@@ -120,16 +120,12 @@ bool IsKeyColumn(const TimescaleSinkOptions& o, const std::string& name) {
 /// window_join (the nearest node upstream that says which rows it emits).
 std::vector<UpstreamProblem> CheckColumnsFitTheRows(const Config& self, const std::string& self_id,
                                                     const std::vector<UpstreamNode>& upstream) {
-  NodeFacts::Rows rows = NodeFacts::Rows::kUnknown;
-  std::string from;
+  const auto [rows, from] = RowsFrom(upstream);
   const UpstreamNode* partitioned = nullptr;
   const UpstreamNode* across = nullptr;
   for (const UpstreamNode& n : upstream) {
     if (n.facts.partitioned) partitioned = &n;
     if (n.facts.across_vehicles) across = &n;
-    if (n.facts.rows == NodeFacts::Rows::kUnknown) continue;
-    rows = n.facts.rows;
-    from = n.type + " '" + n.id + "'";
   }
   std::vector<UpstreamProblem> problems;
   // A partition's rows across vehicles are a part of each cell's: written, the rows of a cell
@@ -148,22 +144,9 @@ std::vector<UpstreamProblem> CheckColumnsFitTheRows(const Config& self, const st
                             "fleet_source -> cell_merge makes of them "
                             "(pipelines/jetstream-tiers.json)"});
   }
-  const auto columns = TimescaleSinkSpec().Parse(self).columns;
-  for (size_t i = 0; i < columns.size(); ++i) {
-    if (columns[i].derived()) continue;
-    const std::string at = "/columns/" + std::to_string(i) + "/stat";
-    if (rows == NodeFacts::Rows::kStatistics && columns[i].stat == ColumnStat::kNone) {
-      problems.push_back({self_id, at,
-                          "column '" + columns[i].name + "' reads statistics from " + from +
-                              ": set its stat (count, min, max, mean, first, last, first_time, "
-                              "last_time or distance)"});
-    } else if (rows == NodeFacts::Rows::kSlots && columns[i].stat != ColumnStat::kNone) {
-      problems.push_back({self_id, at,
-                          "column '" + columns[i].name + "' has stat " + StatName(columns[i].stat) +
-                              ", but " + from +
-                              " emits interpolated rows, not statistics: remove stat, or read "
-                              "from a window_aggregate"});
-    }
+  for (UpstreamProblem& p :
+       CheckColumnsFitRows(TimescaleSinkSpec().Parse(self).columns, self_id, upstream)) {
+    problems.push_back(std::move(p));
   }
   return problems;
 }

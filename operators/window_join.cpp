@@ -281,21 +281,24 @@ class WindowJoin final : public Operator {
 
   void Emit(Partition& p, int64_t t, Emitter& out) {
     if (EventTime::Emits(p, t)) {
-      active_.Set(static_cast<double>(
-          EmitRows(p, t, out, p.vehicles.size(), [](const std::string&) { return true; })));
+      active_.Set(static_cast<double>(EmitRows(
+          p, t, out, p.vehicles.size(), [](const std::string&) { return true; }, true)));
     }
     windows_.Inc();
     Forget(p, t);
   }
 
   /// Emits window t's rows of the partition's vehicles that `take` accepts; returns how many.
-  /// `expected_rows` sizes the batch up front.
+  /// `expected_rows` sizes the batch up front; `closing`: the window closes now, emitted without
+  /// rows too (WindowBatch::every_ns).
   template <typename Take>
-  size_t EmitRows(Partition& p, int64_t t, Emitter& out, size_t expected_rows, const Take& take) {
+  size_t EmitRows(Partition& p, int64_t t, Emitter& out, size_t expected_rows, const Take& take,
+                  bool closing = false) {
     WindowBatch batch;
     batch.rows.reserve(expected_rows);
     batch.window_ns = t;
     batch.partition = p.id;
+    batch.every_ns = every_;
     batch.sensors = sensors_;
     for (auto& [id, v] : p.vehicles) {
       if ((v.off_at_ns && t > *v.off_at_ns) || t < v.exact_from_ns || !take(id)) continue;
@@ -312,10 +315,8 @@ class WindowJoin final : public Operator {
       }
     }
     const size_t n = batch.rows.size();
-    if (n > 0) {
-      rows_.Inc(n);
-      out.Emit(MakeMessage(std::move(batch)));
-    }
+    rows_.Inc(n);
+    if (n > 0 || closing) out.Emit(MakeMessage(std::move(batch)));
     return n;
   }
 

@@ -63,6 +63,20 @@ TEST_F(ExpressionTest, DivisionByZeroAndNaNOfFiniteInputsAreErrors) {
   EXPECT_TRUE(r.error);
 }
 
+TEST_F(ExpressionTest, AFailedStepIsAnErrorEvenWhenTheResultIsFinite) {
+  const size_t ratio = e.Add("speed / soc > 2");
+  Set(30, 0, 0, 0, 1);
+  const Evaluated r = e.Evaluate(ratio);
+  EXPECT_FALSE(r.value);
+  EXPECT_TRUE(r.error);
+  Set(30, 0, 10, 0, 1);
+  EXPECT_EQ(*e.Evaluate(ratio).value, 1.0);
+  Set(30, 0, kNull, 0, 1);
+  const Evaluated n = e.Evaluate(ratio);
+  EXPECT_EQ(*n.value, 0.0) << "a comparison with NULL is false";
+  EXPECT_FALSE(n.error);
+}
+
 TEST_F(ExpressionTest, UsedNamesAndTheVehicleFunction) {
   const size_t i = e.Add("vehicle(\"v-007\") ? speed : torque");
   EXPECT_THAT(e.Used(i), ::testing::UnorderedElementsAre(0u, 1u));

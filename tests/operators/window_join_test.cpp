@@ -70,7 +70,11 @@ TEST_F(WindowJoinTest, Example3_SamplesBeyondMaxGapAreNotUsedAndGiveNoRow) {
 
 TEST_F(WindowJoinTest, Example3b_OnlyASampleAfterTheWindowTimeGivesNoRow) {
   h.Feed(BaseSamples("v1", "speed", {{1010 * kMs, 5.0}}));
-  EXPECT_TRUE(Only<WindowBatch>(h.TickAt(kBase + 1500 * kMs)).empty());
+  // T=1s closes without a row: its batch is empty (the nodes after learn the window closed).
+  const auto closed = OnlyOne<WindowBatch>(h.TickAt(kBase + 1500 * kMs));
+  ASSERT_NE(closed, nullptr);
+  EXPECT_TRUE(closed->rows.empty());
+  EXPECT_EQ(closed->every_ns, 1000 * kMs);
   const auto b = OnlyOne<WindowBatch>(h.TickAt(kBase + 2500 * kMs));  // T=2s: before = 1.01 s
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(b->rows[0].slots[0].before->value, 5.0);
