@@ -420,7 +420,8 @@ int main(int argc, char** argv) {
   bool test_schema = false;
   auto* test_cmd = app.add_subcommand(
       "test",
-      "Run declarative pipeline tests (input messages, expected rows) on the real operators, "
+      "Run declarative pipeline tests (input messages, expected rows and alarms) on the real "
+      "operators, "
       "without NATS or PostgreSQL. Exit 0: all passed; 1: a test failed; 2: an invalid file.");
   test_cmd->add_option("files", test_files, "Test files (JSON)");
   test_cmd->add_flag("--schema", test_schema,

@@ -25,6 +25,7 @@
 #include "pipeline.hpp"
 #include "record_replay.hpp"
 #include "recording.hpp"
+#include "rule.hpp"
 #include "runtime.hpp"
 #include "schema_check.hpp"
 #include "timescale_sink.hpp"
@@ -84,11 +85,13 @@ constexpr char kSchema[] = R"({
           "additionalProperties": { "type": "string", "minLength": 1 },
           "description": "Instead of expect: a CSV file relative to the test file, header vehicle_id,time_ms,<columns>, an empty cell for NULL; with several sinks, an object from sink node id to its file."
         },
+        "expect_alarms": { "type": "array", "items": { "$ref": "#/definitions/alarm" }, "description": "Every alarm event the pipeline's rule nodes raise or clear, and no other (in any order). Without it alarms are not compared; with it alone (no expect), rows are not." },
         "ignore_sinks": { "type": "array", "items": { "type": "string", "minLength": 1 }, "uniqueItems": true, "description": "Sink node ids whose rows this test does not compare. Every other timescale_sink of the pipeline must be in expect (or expect_csv)." }
       },
       "allOf": [
         { "oneOf": [ { "required": ["inputs"] }, { "required": ["recording"] } ] },
-        { "oneOf": [ { "required": ["expect"] }, { "required": ["expect_csv"] } ] }
+        { "anyOf": [ { "required": ["expect"] }, { "required": ["expect_csv"] }, { "required": ["expect_alarms"] } ] },
+        { "not": { "required": ["expect", "expect_csv"] } }
       ]
     },
     "input": {
@@ -115,6 +118,19 @@ constexpr char kSchema[] = R"({
         "lon": { "type": "number" }
       },
       "oneOf": [ { "required": ["value"] }, { "required": ["lat", "lon"] } ]
+    },
+    "alarm": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["vehicle", "rule", "event", "time"],
+      "properties": {
+        "vehicle": { "type": "string", "minLength": 1 },
+        "rule": { "type": "string", "minLength": 1 },
+        "event": { "enum": ["raised", "cleared"] },
+        "time": { "$ref": "#/definitions/time", "description": "The window time of the row that raised or cleared it." },
+        "raised": { "$ref": "#/definitions/time", "description": "A clear's alarm: when it was raised. Not compared when absent." },
+        "value": { "type": ["number", "null"], "description": "The rule's value at the event. Not compared when absent." }
+      }
     },
     "row": {
       "type": "object",
@@ -149,17 +165,26 @@ struct Expected {
   std::string pointer;                                           // where it is, for errors
 };
 
+struct ExpectedAlarm {
+  AlarmEvent event;
+  bool raised_given = false;
+  bool value_given = false;
+  std::string pointer;
+};
+
 struct TestCase {
   std::string name;
   std::vector<Input> inputs;
   std::string recording;
   std::map<std::string, std::vector<Expected>> expect;  // by sink node id; no ignored sink
+  std::optional<std::vector<ExpectedAlarm>> alarms;     // expect_alarms
   double tolerance = 1e-9;
 };
 
 using RowKey = std::pair<std::string, int64_t>;
 using Rows = std::map<RowKey, std::vector<std::optional<double>>>;
 using RowsBySink = std::map<std::string, Rows>;
+using AlarmsByNode = std::map<std::string, std::vector<AlarmEvent>>;
 
 std::string Slurp(const std::string& path, bool& ok) {
   std::ifstream in(path, std::ios::binary);
@@ -474,6 +499,35 @@ void ParseExpectations(const std::string& file, const rapidjson::Value& test, co
   }
 }
 
+/// Reads a test's expect_alarms (schema-valid).
+void ParseAlarms(const rapidjson::Value& list, const std::string& at, TestCase& tc,
+                 Problems& problems) {
+  tc.alarms.emplace();
+  for (rapidjson::SizeType i = 0; i < list.Size(); ++i) {
+    const auto& a = list[i];
+    ExpectedAlarm e;
+    e.pointer = at + "/" + std::to_string(i);
+    e.event.vehicle = a["vehicle"].GetString();
+    e.event.rule = a["rule"].GetString();
+    e.event.raised = std::string(a["event"].GetString()) == "raised";
+    const auto time = ParseTime(a["time"]);
+    if (!time) problems.Add(e.pointer + "/time", "not a valid time");
+    e.event.time_ns = time.value_or(0);
+    e.event.raised_ns = e.event.raised ? e.event.time_ns : 0;
+    if (a.HasMember("raised")) {
+      const auto raised = ParseTime(a["raised"]);
+      if (!raised) problems.Add(e.pointer + "/raised", "not a valid time");
+      e.raised_given = true;
+      e.event.raised_ns = raised.value_or(0);
+    }
+    if (a.HasMember("value")) {
+      e.value_given = true;
+      if (a["value"].IsNumber()) e.event.value = a["value"].GetDouble();
+    }
+    tc.alarms->push_back(std::move(e));
+  }
+}
+
 void ParseTests(const std::string& file, const rapidjson::Document& doc, double tolerance,
                 const Pipeline& pipeline, const std::vector<Sink>& sinks,
                 std::vector<TestCase>& tests, Problems& problems) {
@@ -533,7 +587,12 @@ void ParseTests(const std::string& file, const rapidjson::Document& doc, double 
         tc.inputs.push_back(std::move(input));
       }
     }
-    ParseExpectations(file, t, at, pipeline, sinks, tc.expect, problems);
+    // A test of alarms alone compares no rows.
+    if (t.HasMember("expect") || t.HasMember("expect_csv")) {
+      ParseExpectations(file, t, at, pipeline, sinks, tc.expect, problems);
+    }
+    if (t.HasMember("expect_alarms"))
+      ParseAlarms(t["expect_alarms"], at + "/expect_alarms", tc, problems);
     tests.push_back(std::move(tc));
   }
 }
@@ -566,6 +625,32 @@ class CaptureSink final : public Operator {
 
   RowValues values_;
   Rows& rows_;
+};
+
+/// Stands in for rule: evaluates its rules on the rows as the node does (RuleEngine) and keeps
+/// the events, instead of storing them and telling the vehicles.
+class CaptureRule final : public Operator {
+ public:
+  CaptureRule(const Config& config, std::vector<AlarmEvent>& events)
+      : engine_(Make(config)), events_(events) {}
+
+  void Process(const Message& in, Emitter& out) override {
+    if (const auto* window = std::get_if<WindowBatch>(in.get())) {
+      engine_.OnWindow(*window, events_);
+    } else if (const auto* stats = std::get_if<StatsBatch>(in.get())) {
+      engine_.OnWindow(*stats, events_);
+    } else if (std::holds_alternative<Tick>(*in)) {
+      out.Emit(in);
+    }
+  }
+
+ private:
+  static alarms::RuleEngine Make(const Config& config) {
+    RuleDefinition d = RuleDefinitionOf(config);
+    return alarms::RuleEngine(std::move(d.columns), std::move(d.rules));
+  }
+  alarms::RuleEngine engine_;
+  std::vector<AlarmEvent>& events_;
 };
 
 /// Writes `inputs` as a recording at `path`, in arrival order (file order among equal arrivals).
@@ -613,26 +698,42 @@ class InputRecording {
   std::string path_;
 };
 
-/// Runs one test: the pipeline on the replay clock until its input ended, then drained. Returns
-/// the rows of every sink.
-RowsBySink RunOne(const Registry& registry, const Pipeline& loaded, const TestCase& tc) {
+/// What one test's pipeline wrote: every sink's rows, every rule node's alarm events.
+struct Outcome {
+  RowsBySink rows;
+  AlarmsByNode alarms;
+};
+
+/// Runs one test: the pipeline on the replay clock until its input ended, then drained.
+Outcome RunOne(const Registry& registry, const Pipeline& loaded, const TestCase& tc) {
   std::optional<InputRecording> recording;
   if (tc.recording.empty()) recording.emplace(tc.inputs);
   const std::string& file = tc.recording.empty() ? recording->path() : tc.recording;
 
-  RowsBySink rows;
+  Outcome outcome;
+  RowsBySink& rows = outcome.rows;
+  AlarmsByNode& alarms = outcome.alarms;
   Pipeline pipeline = loaded;
   OperatorInfo capture = *registry.Find("timescale_sink");
   capture.create = [&rows](const OperatorContext& ctx) -> std::unique_ptr<Operator> {
     return std::make_unique<CaptureSink>(ctx.config, rows.at(ctx.node_id));
   };
+  OperatorInfo capture_rule = *registry.Find("rule");
+  capture_rule.create = [&alarms](const OperatorContext& ctx) -> std::unique_ptr<Operator> {
+    return std::make_unique<CaptureRule>(ctx.config, alarms.at(ctx.node_id));
+  };
   // An archive writes files, not rows: a test leaves it out (nothing comes after it).
   std::erase_if(pipeline.nodes,
                 [](const NodeDecl& n) { return n.type == "archive" || n.type == "row_archive"; });
   for (NodeDecl& n : pipeline.nodes) {
-    if (n.type != "timescale_sink") continue;
-    n.info = &capture;
-    rows.try_emplace(n.id);  // before the runtime creates the captures, which only look it up
+    // Before the runtime creates the captures, which only look their place up.
+    if (n.type == "timescale_sink") {
+      n.info = &capture;
+      rows.try_emplace(n.id);
+    } else if (n.type == "rule") {
+      n.info = &capture_rule;
+      alarms.try_emplace(n.id);
+    }
   }
   std::vector<Diagnostic> errors;
   std::vector<std::string> replaced;
@@ -648,7 +749,52 @@ RowsBySink RunOne(const Registry& registry, const Pipeline& loaded, const TestCa
   runtime.Start();
   runtime.WaitInputEnded();
   runtime.Stop();
-  return rows;
+  return outcome;
+}
+
+std::string Describe(const AlarmEvent& e) {
+  std::string s = e.vehicle + " " + e.rule + " " + (e.raised ? "raised" : "cleared") + " at " +
+                  FormatUtc(e.time_ns);
+  if (!e.raised) s += " (raised " + FormatUtc(e.raised_ns) + ")";
+  if (e.value) {
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf, *e.value);
+    s += " value " + std::string(buf, r.ptr);
+  }
+  return s;
+}
+
+/// The differences between the alarm events of every rule node (`got`) and `expect`.
+std::vector<std::string> CompareAlarms(const std::vector<ExpectedAlarm>& expect, double tolerance,
+                                       const AlarmsByNode& got) {
+  std::vector<AlarmEvent> left;
+  for (const auto& [_, events] : got) left.insert(left.end(), events.begin(), events.end());
+  std::vector<std::string> out;
+  for (const ExpectedAlarm& x : expect) {
+    const auto it = std::find_if(left.begin(), left.end(), [&](const AlarmEvent& e) {
+      return e.vehicle == x.event.vehicle && e.rule == x.event.rule && e.raised == x.event.raised &&
+             e.time_ns == x.event.time_ns;
+    });
+    if (it == left.end()) {
+      out.push_back("missing alarm " + Describe(x.event) + " (" + x.pointer + ")");
+      continue;
+    }
+    if (x.raised_given && it->raised_ns != x.event.raised_ns) {
+      out.push_back("alarm " + Describe(*it) + ": expected raised " + FormatUtc(x.event.raised_ns) +
+                    " (" + x.pointer + ")");
+    }
+    const bool value_ok = x.event.value && it->value
+                              ? std::abs(*x.event.value - *it->value) <= tolerance
+                              : x.event.value.has_value() == it->value.has_value();
+    if (x.value_given && !value_ok) {
+      out.push_back("alarm " + Describe(*it) + ": expected value " +
+                    (x.event.value ? FormatValue(RowColumn{}, x.event.value) : "null") + " (" +
+                    x.pointer + ")");
+    }
+    left.erase(it);
+  }
+  for (const AlarmEvent& e : left) out.push_back("unexpected alarm " + Describe(e));
+  return out;
 }
 
 /// The differences between the rows a sink with `columns` wrote (`got`) and `expect`, one line
@@ -740,9 +886,12 @@ std::optional<TestFile> LoadTestFile(const Registry& registry, const std::string
   for (const NodeDecl& n : out.pipeline.nodes) {
     if (n.type == "timescale_sink") out.sinks.push_back({n.id, SinkColumns(n.config)});
   }
-  if (out.sinks.empty()) {
+  const bool rules = std::any_of(out.pipeline.nodes.begin(), out.pipeline.nodes.end(),
+                                 [](const NodeDecl& n) { return n.type == "rule"; });
+  if (out.sinks.empty() && !rules) {
     problems.Add("/pipeline", "the pipeline " + pipeline_file +
-                                  " has no timescale_sink node, whose rows the tests compare");
+                                  " has no timescale_sink node, whose rows the tests compare, nor "
+                                  "a rule node, whose alarms they compare");
     problems.Print(err);
     return std::nullopt;
   }
@@ -764,7 +913,13 @@ int RunFile(const Registry& registry, const std::string& file, std::ostream& out
   for (const TestCase& tc : loaded->tests) {
     std::vector<std::string> diffs;
     try {
-      RowsBySink got = RunOne(registry, loaded->pipeline, tc);
+      Outcome outcome = RunOne(registry, loaded->pipeline, tc);
+      RowsBySink& got = outcome.rows;
+      if (tc.alarms) {
+        for (auto& d : CompareAlarms(*tc.alarms, tc.tolerance, outcome.alarms)) {
+          diffs.push_back(std::move(d));
+        }
+      }
       for (const Sink& sink : loaded->sinks) {
         const auto expect = tc.expect.find(sink.node);
         if (expect == tc.expect.end()) continue;  // in ignore_sinks

@@ -478,6 +478,11 @@ std::vector<ConnectFinding> CheckConnect(const Config& config) {
 
 }  // namespace
 
+RuleDefinition RuleDefinitionOf(const Config& config) {
+  RuleOptions o = Spec().Parse(config);
+  return {std::move(o.columns), std::move(o.rules)};
+}
+
 void RegisterRule(Registry& registry, std::shared_ptr<SnapshotStore> memory_snapshots) {
   OperatorInfo info;
   info.name = kName;

@@ -15,10 +15,19 @@
 
 #include <memory>
 
+#include "alarms/rule_engine.hpp"
 #include "registry.hpp"
 #include "state_store.hpp"
 
 namespace fleetflow {
+
+/// A rule node's columns and rules, from its validated config: what `fleetflow test` evaluates
+/// with a RuleEngine of its own.
+struct RuleDefinition {
+  std::vector<RowColumn> columns;
+  std::vector<alarms::RuleSpec> rules;
+};
+RuleDefinition RuleDefinitionOf(const Config& config);
 
 /// `memory_snapshots`: where nodes of the memory backend keep their partitions' state (unit
 /// tests: workers sharing one store hand partitions over through it); none: nothing is kept.
