@@ -34,6 +34,9 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr int kDefaultPort = 9464;
 constexpr const char* kLatencyHistogram = "fleetflow_row_latency_seconds";
+constexpr const char* kAlarmsActive = "fleetflow_alarms_active";
+constexpr const char* kAlarmsRaised = "fleetflow_alarms_raised_total";
+constexpr const char* kAlarmsCleared = "fleetflow_alarms_cleared_total";
 
 std::optional<double> Find(const std::map<std::string, double>* m, const std::string& name) {
   if (m == nullptr) return std::nullopt;
@@ -47,6 +50,7 @@ struct Index {
   std::map<std::string, std::map<std::string, double>> by_node;     // node -> name -> sum
   std::map<std::string, std::string> op;                            // node -> operator
   std::map<std::string, std::map<std::string, Buckets>> histogram;  // node -> base name -> buckets
+  std::map<std::string, std::map<std::string, double>> by_rule;     // rule -> name -> sum
   std::string version;
 
   explicit Index(const std::vector<prom::Sample>& samples) {
@@ -58,6 +62,7 @@ struct Index {
       if (!node) continue;
       if (auto o = s.Label("operator")) op[*node] = *o;
       by_node[*node][s.name] += s.value;
+      if (auto rule = s.Label("rule")) by_rule[*rule][s.name] += s.value;
       constexpr std::string_view kBucket = "_bucket";
       const auto le = s.Label("le");
       if (le && s.name.ends_with(kBucket)) {
@@ -77,6 +82,10 @@ struct Index {
   const std::map<std::string, double>* Node(const std::string& node) const {
     const auto it = by_node.find(node);
     return it == by_node.end() ? nullptr : &it->second;
+  }
+  const std::map<std::string, double>* Rule(const std::string& rule) const {
+    const auto it = by_rule.find(rule);
+    return it == by_rule.end() ? nullptr : &it->second;
   }
 };
 
@@ -164,7 +173,11 @@ int Rank(const std::map<std::string, double>& m) {
   if (m.contains("fleetflow_messages_in_total")) return 0;
   if (m.contains("fleetflow_samples_accepted_total")) return 2;
   if (m.contains("fleetflow_rows_emitted_total")) return 3;
-  if (m.contains("fleetflow_sink_rows_written_total")) return 4;
+  // A rule node ends its branch, as a sink does.
+  if (m.contains("fleetflow_sink_rows_written_total") ||
+      m.contains("fleetflow_rule_rows_evaluated_total")) {
+    return 4;
+  }
   return 1;
 }
 
@@ -261,6 +274,27 @@ std::string Header(const WorkerView& v, const Painter& paint) {
     line += "  " + paint(kRed, "errors " + Human(*v.errors_per_s) + "/s");
   }
   return line;
+}
+
+/// "  alarms active: overspeed 3, low_soc 1  raised 0.20/s  cleared 0.10/s": the rules with
+/// active alarms, most first, then the rates over every rule ("..." until a second scrape).
+std::string AlarmsLine(const std::vector<AlarmRule>& alarms, bool rates, const Painter& paint) {
+  std::vector<const AlarmRule*> active;
+  double raised = 0, cleared = 0;
+  for (const AlarmRule& a : alarms) {
+    if (a.active > 0) active.push_back(&a);
+    raised += a.raised_per_s;
+    cleared += a.cleared_per_s;
+  }
+  std::stable_sort(active.begin(), active.end(),
+                   [](const AlarmRule* a, const AlarmRule* b) { return a->active > b->active; });
+  std::string line = "  alarms active: ";
+  for (size_t i = 0; i < active.size(); ++i) {
+    line += (i > 0 ? ", " : "") + paint(kYellow, active[i]->rule + " " + Human(active[i]->active));
+  }
+  if (active.empty()) line += "none";
+  const auto rate = [&](double r) { return !rates ? std::string("...") : Human(r) + "/s"; };
+  return line + "  raised " + rate(raised) + "  cleared " + rate(cleared);
 }
 
 }  // namespace
@@ -511,6 +545,23 @@ WorkerView ComputeView(const std::string& endpoint, const Scrape* before, const 
   std::sort(v.nodes.begin(), v.nodes.end(), [](const NodeRow& a, const NodeRow& b) {
     return std::tie(a.rank, a.node) < std::tie(b.rank, b.node);
   });
+
+  // Alarms by rule (in the order of the names), from the rule nodes' metrics.
+  for (const auto& [rule, metrics] : cur.by_rule) {
+    const auto active = Find(&metrics, kAlarmsActive);
+    if (!active) continue;
+    AlarmRule a{rule, *active};
+    if (rates) {
+      const auto* prior = prev->Rule(rule);  // null: a rule new since, from 0
+      const auto rate = [&](const char* name) {
+        return CounterRate(Find(prior, name).value_or(0), Find(&metrics, name).value_or(0),
+                           seconds);
+      };
+      a.raised_per_s = rate(kAlarmsRaised);
+      a.cleared_per_s = rate(kAlarmsCleared);
+    }
+    v.alarms.push_back(std::move(a));
+  }
   return v;
 }
 
@@ -545,6 +596,7 @@ std::vector<std::string> RenderFrame(const std::vector<WorkerView>& views, const
       }
       lines.push_back(layout.Row(n.node, n.op, cells));
     }
+    if (!v.alarms.empty()) lines.push_back(AlarmsLine(v.alarms, v.rates, paint));
   }
   if (views.size() < 2) return lines;
 
@@ -555,9 +607,16 @@ std::vector<std::string> RenderFrame(const std::vector<WorkerView>& views, const
   bool has_partitions = false, has_lag = false;
   std::vector<std::optional<double>> total(columns.size());
   Buckets latency;
+  std::map<std::string, AlarmRule> alarms;  // by rule, summed over the workers
   for (const WorkerView& v : views) {
     if (!v.up) continue;
     ++up;
+    for (const AlarmRule& a : v.alarms) {
+      AlarmRule& sum = alarms.try_emplace(a.rule, AlarmRule{a.rule, 0, 0, 0}).first->second;
+      sum.active += a.active;
+      sum.raised_per_s += a.raised_per_s;
+      sum.cleared_per_s += a.cleared_per_s;
+    }
     rates = rates && v.rates;
     has_partitions = has_partitions || v.partitions.has_value();
     has_lag = has_lag || v.lag.has_value();
@@ -590,6 +649,11 @@ std::vector<std::string> RenderFrame(const std::vector<WorkerView>& views, const
   }
   lines.push_back(table_header);
   lines.push_back(layout.Row("total", "", cells));
+  if (!alarms.empty()) {
+    std::vector<AlarmRule> by_rule;
+    for (auto& [rule, a] : alarms) by_rule.push_back(std::move(a));
+    lines.push_back(AlarmsLine(by_rule, rates, paint));
+  }
   return lines;
 }
 
@@ -797,8 +861,11 @@ CLI::App* AddTopCommand(CLI::App& app, TopArgs& args) {
         "  " + title + std::string(title.size() < 10 ? 10 - title.size() : 1, ' ') + help + "\n";
   }
   footer +=
+      "With a rule node, a line after the table: the rules with alarms active now among the "
+      "worker's vehicles, most first (fleetflow_alarms_active), and the alarms raised and "
+      "cleared per second.\n"
       "With several endpoints, the fleet line sums partitions, lag and each column (P99 LAT: "
-      "over every worker's rows).";
+      "over every worker's rows), and the alarms over the workers.";
   cmd->footer(footer);
   return cmd;
 }

@@ -2,9 +2,11 @@
 /// `fleetflow top` (docs/cli.md): a live view of running workers, from their /metrics. Each
 /// interval it scrapes every endpoint, turns the counters into per-second rates over the interval
 /// and the row latency histogram into its 99th percentile, and draws one block per worker (its
-/// header line and a table of its pipeline's nodes), then the fleet's total.
+/// header line, a table of its pipeline's nodes and, with a rule node, its active alarms), then
+/// the fleet's total.
 
 #include <chrono>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -93,6 +95,16 @@ struct NodeRow {
   Buckets latency;  ///< row latency observations in the interval (for the fleet's percentile)
 };
 
+/// The alarms of one rule (the `rule` label of a rule node's metrics), summed over the worker's
+/// rule nodes.
+struct AlarmRule {
+  std::string rule;
+  double active = 0;  ///< fleetflow_alarms_active: among the vehicles the worker owns, now
+  /// fleetflow_alarms_raised_total and _cleared_total per second; NaN before two scrapes.
+  double raised_per_s = std::numeric_limits<double>::quiet_NaN();
+  double cleared_per_s = std::numeric_limits<double>::quiet_NaN();
+};
+
 struct WorkerView {
   std::string endpoint;
   bool up = false;
@@ -104,6 +116,8 @@ struct WorkerView {
   std::optional<double> uptime_s, rss_bytes, workers, partitions, lag, queued, sources_blocked,
       errors_per_s;
   std::vector<NodeRow> nodes;
+  /// By rule name; empty when the pipeline has no rule node (no fleetflow_alarms_active).
+  std::vector<AlarmRule> alarms;
 };
 
 /// The view of one worker from its last two scrapes (`before` null, or down: no rates yet).
@@ -112,8 +126,9 @@ WorkerView ComputeView(const std::string& endpoint, const Scrape* before, const 
 /// The table's columns: titles and what they count, for --help.
 std::vector<std::pair<std::string, std::string>> ColumnHelp();
 
-/// The lines of one frame: a title line, a block per worker, and with several workers the
-/// fleet's total. `color`: ANSI colors (no cursor movement).
+/// The lines of one frame: a title line, a block per worker (with a rule node, a line of its
+/// active alarms after its table), and with several workers the fleet's total (and its alarms).
+/// `color`: ANSI colors (no cursor movement).
 std::vector<std::string> RenderFrame(const std::vector<WorkerView>& views, const std::string& title,
                                      bool color);
 

@@ -286,5 +286,116 @@ TEST(TopTest, TheFleetSumsTheWorkersThatAnswer) {
   EXPECT_THAT(colored[colored.size() - 3], HasSubstr("\x1b[1;31m2 of 3 up\x1b[0m"));
 }
 
+/// A rule node's metrics on a FakeWorker, as the rule operator registers them: per rule, its
+/// alarms raised and cleared and those active now.
+struct FakeRules {
+  Metrics& m;
+  const fleetflow::Labels node = {{"node", "alarms"}, {"operator", "rule"}};
+
+  FakeRules(Metrics& metrics, std::initializer_list<const char*> rules) : m(metrics) {
+    m.GetCounter("rule_rows_evaluated", "Evaluated.", node).Inc(100);
+    for (const char* rule : rules) Set(rule, 0, 0, 0);
+  }
+  fleetflow::Labels Of(const char* rule) const {
+    auto l = node;
+    l.emplace_back("rule", rule);
+    return l;
+  }
+  /// `raised` and `cleared` more, `active` now.
+  void Set(const char* rule, uint64_t raised, uint64_t cleared, double active) {
+    m.GetCounter("alarms_raised", "Raised.", Of(rule)).Inc(raised);
+    m.GetCounter("alarms_cleared", "Cleared.", Of(rule)).Inc(cleared);
+    m.GetGauge("alarms_active", "Active.", Of(rule)).Set(active);
+  }
+};
+
+std::string Text(const std::vector<std::string>& lines) {
+  std::string text;
+  for (const auto& l : lines) text += l + "\n";
+  return text;
+}
+
+TEST(TopTest, ActiveAlarmsByRuleUnderTheWorkersTableAndSummedForTheFleet) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto t1 = t0 + std::chrono::seconds(2);
+  FakeWorker a(8), b(8);
+  FakeRules ra(a.m, {"low_soc", "overspeed", "torque_spike"});
+  FakeRules rb(b.m, {"low_soc", "overspeed", "torque_spike"});
+  a.Traffic(1000);
+  b.Traffic(1000);
+  ra.Set("overspeed", 2, 0, 2);
+  const Scrape a0 = a.Take(t0), b0 = b.Take(t0);
+  // In 2 s: a raises 3 alarms and clears 1 (overspeed 3 and low_soc 1 active), b raises one.
+  ra.Set("overspeed", 2, 1, 3);
+  ra.Set("low_soc", 1, 0, 1);
+  rb.Set("overspeed", 1, 0, 1);
+  const WorkerView va = ComputeView("a:1", &a0, a.Take(t1));
+  const WorkerView vb = ComputeView("b:2", &b0, b.Take(t1));
+
+  ASSERT_EQ(va.alarms.size(), 3u);  // every rule, by name
+  EXPECT_EQ(va.alarms[0].rule, "low_soc");
+  EXPECT_EQ(va.alarms[0].active, 1);
+  EXPECT_DOUBLE_EQ(va.alarms[0].raised_per_s, 0.5);
+  EXPECT_EQ(va.alarms[1].rule, "overspeed");
+  EXPECT_EQ(va.alarms[1].active, 3);
+  EXPECT_DOUBLE_EQ(va.alarms[1].raised_per_s, 1);
+  EXPECT_DOUBLE_EQ(va.alarms[1].cleared_per_s, 0.5);
+  EXPECT_EQ(va.alarms[2].rule, "torque_spike");
+  EXPECT_EQ(va.alarms[2].active, 0);
+  // The rule node ends its branch: after the windows, with the sinks.
+  ASSERT_EQ(va.nodes.size(), 5u);
+  EXPECT_EQ(va.nodes[2].node, "windows");
+  EXPECT_EQ(va.nodes[3].node, "alarms");
+  EXPECT_EQ(va.nodes[4].node, "database");
+
+  // One worker: the rules with alarms active, most first, under its table.
+  const auto one = RenderFrame({va}, "title", false);
+  EXPECT_EQ(one.back(), "  alarms active: overspeed 3, low_soc 1  raised 1.50/s  cleared 0.50/s");
+  EXPECT_THAT(one[one.size() - 2], HasSubstr("  database "));
+  // Several: each worker's, and the fleet's under the total.
+  const auto lines = RenderFrame({va, vb}, "title", false);
+  const std::string text = Text(lines);
+  EXPECT_THAT(text, HasSubstr("\n  alarms active: overspeed 3, low_soc 1  raised 1.50/s  "
+                              "cleared 0.50/s\n\nb:2  up"));
+  EXPECT_THAT(text, HasSubstr("\n  alarms active: overspeed 1  raised 0.50/s  cleared 0/s\n\n"
+                              "fleet  2 of 2 up"));
+  EXPECT_THAT(lines[lines.size() - 2], StartsWith("  total "));
+  EXPECT_EQ(lines.back(), "  alarms active: overspeed 4, low_soc 1  raised 2/s  cleared 0.50/s");
+  for (const auto& l : lines) EXPECT_LE(l.size(), 120u) << l;
+  const auto colored = RenderFrame({va}, "title", true);
+  EXPECT_THAT(colored.back(), HasSubstr("\x1b[33moverspeed 3\x1b[0m, \x1b[33mlow_soc 1\x1b[0m"));
+
+  // No alarm active; the first scrape has no rates yet.
+  FakeWorker c(8);
+  FakeRules rc(c.m, {"low_soc"});
+  const WorkerView first = ComputeView("c:3", nullptr, c.Take(t0));
+  ASSERT_EQ(first.alarms.size(), 1u);
+  EXPECT_TRUE(std::isnan(first.alarms[0].raised_per_s));
+  EXPECT_EQ(RenderFrame({first}, "title", false).back(),
+            "  alarms active: none  raised ...  cleared ...");
+  const auto fleet_first = RenderFrame({first, vb}, "title", false);
+  EXPECT_EQ(fleet_first.back(), "  alarms active: overspeed 1  raised ...  cleared ...");
+
+  // A worker restarted: its counters count from 0 again.
+  FakeWorker restarted(8);
+  FakeRules rr(restarted.m, {"overspeed"});
+  rr.Set("overspeed", 1, 0, 1);
+  const WorkerView vr = ComputeView("a:1", &a0, restarted.Take(t1));
+  ASSERT_EQ(vr.alarms.size(), 1u);
+  EXPECT_DOUBLE_EQ(vr.alarms[0].raised_per_s, 0.5);
+}
+
+TEST(TopTest, NoAlarmsWithoutARuleNode) {
+  const auto t0 = std::chrono::steady_clock::now();
+  FakeWorker a(8), b(8);
+  const Scrape a0 = a.Take(t0), b0 = b.Take(t0);
+  a.Traffic(100);
+  const auto t1 = t0 + std::chrono::seconds(1);
+  const std::vector<WorkerView> views = {ComputeView("a:1", &a0, a.Take(t1)),
+                                         ComputeView("b:2", &b0, b.Take(t1))};
+  EXPECT_TRUE(views[0].alarms.empty());
+  EXPECT_THAT(Text(RenderFrame(views, "title", false)), Not(HasSubstr("alarms")));
+}
+
 }  // namespace
 }  // namespace fleetflow::top
