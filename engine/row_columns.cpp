@@ -290,6 +290,7 @@ void RowValues::CountErrorsIn(Metrics& metrics, const Labels& labels) {
 }
 
 void RowValues::Derive(std::string_view vehicle, std::vector<std::optional<double>>& values) {
+  if (!expressions_) return;
   double* v = expressions_->values();
   constexpr double kNull = std::numeric_limits<double>::quiet_NaN();
   for (size_t c = 0; c < values.size(); ++c) v[c] = values[c].value_or(kNull);

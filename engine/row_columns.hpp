@@ -107,9 +107,11 @@ class RowValues {
   /// Sets on_error to count in `metrics`' expression_errors_total{<labels>, column=<name>}, a
   /// counter per derived column (made now, so that each shows from the start at 0).
   void CountErrorsIn(Metrics& metrics, const Labels& labels);
+  /// Computes the derived columns of a row whose other columns `values` holds (one per
+  /// column); no-op without derived columns.
+  void Derive(std::string_view vehicle, std::vector<std::optional<double>>& values);
 
  private:
-  void Derive(std::string_view vehicle, std::vector<std::optional<double>>& values);
   std::vector<RowColumn> columns_;
   std::unique_ptr<Expressions> expressions_;        // names: the columns' names; null: none derived
   std::vector<std::pair<size_t, size_t>> derived_;  // (column, expression)

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "alarm_check.hpp"
 #include "build_paths.hpp"
 #include "e2e_fixture.hpp"
 #include "fleet_check.hpp"
@@ -192,9 +193,23 @@ class JetStreamTiersE2E : public PartitionedServersTest {
   JetStreamTiersE2E() : PartitionedServersTest("fleetflow-js-tiers-e2e") {}
 
   const std::string shipped_ = SourceDir() + "/pipelines/jetstream-tiers.json";
-  // The archive flushes every 3 s: a kill lands in the middle of a flush's samples.
-  const std::string pipeline_ = WritePipelineVariant(TestVariant(shipped_, dir_), "archive",
-                                                     R"({"flush_ms": 3000})", dir_.File("c.json"));
+  // The archive flushes every 3 s: a kill lands in the middle of a flush's samples. The alarms'
+  // rules are some the simulated fleet sets off in a test's seconds (the shipped ones watch for
+  // 130 km/h and an empty battery): with a duration, with hysteresis, on the previous row and on
+  // a derived column.
+  const std::string pipeline_ =
+      WritePipelineVariant(WritePipelineVariant(TestVariant(shipped_, dir_), "archive",
+                                                R"({"flush_ms": 3000})", dir_.File("c.json")),
+                           "alarms", R"({"flush_ms": 500,
+        "columns": [{"name": "speed", "sensor": "speed"}, {"name": "soc", "sensor": "soc"},
+                    {"name": "torque", "sensor": "torque"},
+                    {"name": "kmh", "expression": "speed * 3.6"}],
+        "rules": [
+          {"name": "fast", "when": "kmh > 52", "for_ms": 2000, "clear": "kmh < 50",
+           "value": "kmh", "on_raise": "rate gps 20", "on_clear": "rate gps 10"},
+          {"name": "slow", "when": "speed < 7", "clear": "speed > 8", "value": "speed"},
+          {"name": "surge", "when": "abs(speed - prev_speed) / dt > 0.8", "value": "speed"}]})",
+                           dir_.File("d.json"));
   const std::vector<std::string> tables_ = {"vehicle_telemetry", "vehicle_stats_1m",
                                             "vehicle_stats_1h", "fleet_cells_1m"};
 
@@ -232,6 +247,32 @@ class JetStreamTiersE2E : public PartitionedServersTest {
         scenario, CountSamples(sent), archive.chunks,
         static_cast<unsigned long long>(archive.bytes), archive.rows.size(), archive.row_chunks,
         static_cast<unsigned long long>(archive.row_bytes));
+  }
+
+  /// Every alarm the rules raise on the independent computation's rows is in the stream ALARMS
+  /// raised once and cleared once, at their times, and nothing else is (the vehicles' rule state
+  /// moved with their partitions; an event evaluated twice is stored once).
+  void CheckAlarms(const ExpectedRows& rows, const char* scenario) {
+    const std::vector<AlarmEvent> expected = ExpectedAlarms(pipeline_, "alarms", rows);
+    ASSERT_GT(expected.size(), 10u) << "the rules set off too few alarms to test anything";
+    std::vector<AlarmEvent> stored;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          stored = StoredAlarms(nats_.url());
+          return stored.size() >= expected.size();
+        },
+        60s))
+        << stored.size() << " of " << expected.size() << " events";
+    EXPECT_EQ(CompareAlarms(stored, expected), "") << scenario;
+    const std::string table = pg_.Psql(
+        "SELECT count(*), count(cleared), count(DISTINCT (vehicle_id, rule, raised)) FROM "
+        "vehicle_alarms");
+    const std::string events = std::to_string(expected.size() / 2);
+    EXPECT_EQ(table, events + "|" + events + "|" + events) << scenario;
+    std::printf(
+        "e2e tiers, %s, alarms: %zu events (%s alarms) as the rules give on the "
+        "independent rows, each raised once and cleared once\n",
+        scenario, stored.size(), events.c_str());
   }
 
   std::unique_ptr<Engine> Worker(int n) {
@@ -300,6 +341,7 @@ TEST_F(JetStreamTiersE2E, WorkersKilledAddedAndStoppedEveryWindowOfEveryTierWrit
   CheckTiers(pg_, tiers, "kill -9, scale out, SIGTERM hand-over", true, Logs(3));
   CheckFleetStage("kill -9, scale out, SIGTERM hand-over");
   CheckArchive(fleet, expected, "kill -9, scale out, SIGTERM hand-over");
+  CheckAlarms(expected, "kill -9, scale out, SIGTERM hand-over");
   std::printf(
       "e2e tiers: the survivor of the kill re-read %.0f messages, %.0f of them in its keyed state "
       "already\n",
@@ -350,6 +392,7 @@ TEST_F(JetStreamTiersE2E,
   CheckTiers(pg_, tiers, "kill -9, down 30 s", true, Logs(2));
   CheckFleetStage("kill -9, down 30 s");
   CheckArchive(fleet, expected, "kill -9, down 30 s");
+  CheckAlarms(expected, "kill -9, down 30 s");
   std::printf(
       "e2e tiers: the restarted engine re-read %.0f messages, of which the keyed state held %.0f "
       "and the tiers' snapshots held samples %.0f times; 1 s rows: %s\n",
