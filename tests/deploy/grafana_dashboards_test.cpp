@@ -1,8 +1,9 @@
-// Every query of the Grafana dashboards in deploy/grafana/dashboards (panels and template
-// variables), with Grafana's PostgreSQL macros and the variables expanded for a fixed time range,
-// runs on a real PostgreSQL filled by the pipeline (`fleetflow replay` of the committed
-// recording), as a role with only the grants docs/deploy.md gives Grafana's, and returns rows of
-// the shape its panel needs; on plain PostgreSQL and on TimescaleDB, both with
+// Every query of the Grafana dashboards in deploy/grafana/dashboards (panels, template variables
+// and annotations), with Grafana's PostgreSQL macros and the variables expanded for a fixed time
+// range, runs on a real PostgreSQL filled by the pipeline (`fleetflow replay` of the committed
+// recording; alarms of its vehicles in the rule node's table), as a role with only the grants
+// docs/deploy.md gives Grafana's (and the alarm table), and returns rows of the shape its panel
+// needs; on plain PostgreSQL and on TimescaleDB, both with
 // pg_stat_statements, which the database dashboard reads. A query that errors, uses a macro this
 // test does not know, or returns nothing fails. Every dashboard (the engine's, on Prometheus,
 // too: prometheus_test.cpp runs its queries) has its identity and uses provisioned datasources
@@ -93,9 +94,18 @@ using Preload = PostgresServer::Preload;
 const std::vector<std::pair<std::string, int>> kTiers = {
     {"vehicle_telemetry", 1}, {"vehicle_stats_1m", 60}, {"vehicle_stats_1h", 3600}};
 
+/// The table of a rule node's alarms, as its `table` makes it (operators/alarms/alarm_actions.cpp,
+/// AlarmActions::CreateTableSql): one row per alarm, `cleared` NULL while it is active.
+constexpr const char* kAlarmTable =
+    "CREATE TABLE IF NOT EXISTS vehicle_alarms (vehicle_id text NOT NULL, rule text NOT NULL, "
+    "raised timestamptz NOT NULL, cleared timestamptz, severity text NOT NULL, "
+    "value double precision, clear_value double precision, message text, "
+    "PRIMARY KEY (vehicle_id, rule, raised)); "
+    "CREATE INDEX IF NOT EXISTS vehicle_alarms_raised_idx ON vehicle_alarms (raised)";
+
 /// A PostgreSQL as the dashboards find it: the tables of pipelines/tiers.json filled by the
-/// pipeline and the generated history, pg_stat_statements counting since before the engine
-/// wrote, and the role Grafana connects as.
+/// pipeline and the generated history, the alarms of pipelines/jetstream-tiers.json's rule node,
+/// pg_stat_statements counting since before the engine wrote, and the role Grafana connects as.
 struct DashboardDatabase {
   std::unique_ptr<PostgresServer> pg;
   int replay_exit = -1;
@@ -173,10 +183,23 @@ std::unique_ptr<DashboardDatabase> FillDatabase(Preload preload) {
         "avg(soc_last), min(soc_last) FROM vehicle_stats_1m GROUP BY 1, 2 "
         "ON CONFLICT DO NOTHING");
   }
+  // The alarms of the recording's vehicles, as the rule node writes them: an overspeed raised and
+  // cleared, a low state of charge still active, a torque spike without value or message (NULL
+  // in the table), each within the recording's seconds.
+  pg.Psql(kAlarmTable);
+  pg.Psql(
+      "INSERT INTO vehicle_alarms (vehicle_id, rule, raised, cleared, severity, value, "
+      "clear_value, message) SELECT vehicle_id, 'overspeed', min(time), min(time) + interval "
+      "'2 seconds', 'critical', max(speed), min(speed), 'above 130 km/h for 5 s' FROM "
+      "vehicle_telemetry GROUP BY vehicle_id UNION ALL SELECT vehicle_id, 'low_soc', min(time) + "
+      "interval '1 second', NULL, 'warning', min(soc), NULL, 'state of charge below 15 %' FROM "
+      "vehicle_telemetry GROUP BY vehicle_id UNION ALL SELECT vehicle_id, 'torque_spike', "
+      "max(time), NULL, 'info', NULL, NULL, NULL FROM vehicle_telemetry GROUP BY vehicle_id");
   // As autovacuum does soon after such inserts: the database dashboard shows when.
   pg.Psql("VACUUM ANALYZE vehicle_telemetry, vehicle_stats_1m, vehicle_stats_1h, fleet_cells_1m");
   // Grafana's role as docs/deploy.md makes it: reads the tier tables and the statistics.
   pg.Psql(kGrafanaRoleSql);
+  pg.Psql("GRANT SELECT ON vehicle_alarms TO grafana");
   return db;
 }
 
@@ -205,6 +228,44 @@ void CheckDashboardQueries(const DashboardDatabase& db, const std::string& file,
       rapidjson::Document first;
       first.Parse(r.rows.front().c_str());
       vars[Str(v, "name")] = first.MemberBegin()->value.GetString();
+    }
+  }
+
+  // Annotation queries: Grafana takes `time` (and `timeend` for a region), `text` and `tags`.
+  if (dash.HasMember("annotations")) {
+    for (const auto& a : dash["annotations"]["list"].GetArray()) {
+      SCOPED_TRACE("annotation '" + Str(a, "name") + "'");
+      EXPECT_EQ(Str(a["datasource"], "uid"), datasource_uid);
+      ASSERT_TRUE(a.HasMember("target"));
+      EXPECT_EQ(Str(a["target"]["datasource"], "uid"), datasource_uid);
+      EXPECT_EQ(Str(a["target"], "format"), "table");
+      Result r;
+      ASSERT_NO_THROW(r = Query(env, ExpandGrafanaSql(Str(a["target"], "rawSql"), vars, range)));
+      ++queries;
+      ASSERT_FALSE(r.rows.empty()) << "no rows";
+      ASSERT_FALSE(r.columns.empty());
+      EXPECT_EQ(r.columns[0].name, "time");
+      for (const Column& c : r.columns) {
+        SCOPED_TRACE("column " + c.name);
+        EXPECT_TRUE(c.name == "time" || c.name == "timeend" || c.name == "text" ||
+                    c.name == "tags");
+        if (c.name == "time" || c.name == "timeend") {
+          EXPECT_TRUE(c.time()) << c.type;
+        } else {
+          EXPECT_EQ(c.type, "text");
+        }
+        if (c.name != "tags") {
+          EXPECT_EQ(r.non_null[c.name], static_cast<int>(r.rows.size())) << "NULL in some row";
+        }
+      }
+      // The alarms of the vehicle the variable chose that overlap the range: each one.
+      if (vars.count("vehicle")) {
+        const std::string overlapping =
+            db.pg->Psql("SELECT count(*) FROM vehicle_alarms WHERE vehicle_id = '" +
+                        vars["vehicle"] + "' AND raised <= '" + range.to +
+                        "' AND (cleared IS NULL OR cleared >= '" + range.from + "')");
+        EXPECT_EQ(std::to_string(r.rows.size()), overlapping);
+      }
     }
   }
 
