@@ -2,13 +2,16 @@
 // and the example scrape configuration, and runs the rules' unit tests
 // (tests/deploy/prometheus/alerts_test.yaml), which must make every alert fire once and stay
 // quiet once. Then a real Prometheus scrapes a real engine every second (pipelines/jetstream.json:
-// 16 partitions, state in JetStream KV, on a real nats-server and PostgreSQL, fed by fleet-sim):
+// 16 partitions, state in JetStream KV, with the rule node of pipelines/jetstream-tiers.json, on a
+// real nats-server and PostgreSQL, fed by fleet-sim):
 // every alert rule evaluates without error and stays quiet while the engine is healthy, and every
 // query of every panel of deploy/grafana/dashboards/engine.json, with Grafana's variables
 // expanded, returns series with values. Every metric the dashboard and the rules use is
 // documented in docs/metrics.md and exposed by the engine.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <algorithm>
 #include <cmath>
@@ -370,6 +373,26 @@ std::vector<Rule> AlertRules(int port) {
   return rules;
 }
 
+/// pipelines/jetstream.json with the rule node "alarms" of pipelines/jetstream-tiers.json (its
+/// rules, its alarm stream and table), written to `path`: the engine then exposes the metrics of
+/// the alarm rules too.
+std::string PipelineWithAlarms(const std::string& path) {
+  rapidjson::Document pipeline = LoadJson(kSource + "/pipelines/jetstream.json");
+  const rapidjson::Document tiers = LoadJson(kSource + "/pipelines/jetstream-tiers.json");
+  const rapidjson::Value* alarms = nullptr;
+  for (const auto& node : tiers["nodes"].GetArray()) {
+    if (Str(node, "id") == "alarms") alarms = &node;
+  }
+  if (alarms == nullptr) throw std::runtime_error("jetstream-tiers.json has no node 'alarms'");
+  rapidjson::Value copy(*alarms, pipeline.GetAllocator());
+  pipeline["nodes"].PushBack(copy, pipeline.GetAllocator());
+  rapidjson::StringBuffer out;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(out);
+  pipeline.Accept(writer);
+  std::ofstream(path) << out.GetString();
+  return path;
+}
+
 TEST(PrometheusEngineE2E, AlertsStayQuietOnAHealthyEngineAndEveryPanelQueryReturnsSeries) {
   FF_REQUIRE_NATS_SERVER();
   FF_REQUIRE_POSTGRES();
@@ -380,7 +403,7 @@ TEST(PrometheusEngineE2E, AlertsStayQuietOnAHealthyEngineAndEveryPanelQueryRetur
   PostgresServer pg;
   pg.Start();
   TempDir dir("fleetflow-prometheus-e2e");
-  Engine engine(kSource + "/pipelines/jetstream.json", nats, pg, dir.File("engine.log"));
+  Engine engine(PipelineWithAlarms(dir.File("pipeline.json")), nats, pg, dir.File("engine.log"));
   ASSERT_TRUE(engine.WaitReady(60s)) << engine.process().ReadLog();
   const Fleet fleet = MakeFleet(10, 600);
   Process sim(SimArgs(nats, fleet, 600), dir.File("sim.log"));
