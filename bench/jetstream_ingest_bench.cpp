@@ -32,6 +32,16 @@
 //                   its flush and the rows' log are written at the drain, timed apart: "drain")
 //   ff-archive-1s   the same with the archive's flush_ms 1000: its writer compresses and writes
 //                   a flush every second during the run (more, smaller chunks than shipped)
+//   ff-columns      fleetflow whose rows' sink computes eight columns as timescale_sink does
+//                   (engine/row_columns: the five of pipelines/jetstream-tiers.json's table and
+//                   three derived ones, power_kw, speed_kmh, soc_used) and writes nothing
+//   ff-rules        ff-columns plus a `rule` node on the join's rows: ten rules (thresholds,
+//                   for_ms, clear conditions, prev_<column> and dt, a derived column of its own),
+//                   backend memory (the source is not partitioned), events to the JetStream
+//                   stream ALARMS (deleted after each run), no table, nothing to the vehicles;
+//                   thresholds that raise an alarm on about one row in a hundred
+//   ff-rules-busy   the same with thresholds nearer the middle: about one row in six, for what
+//                   the events cost (each stored in the stream before the rows go on)
 //
 // Output: a table on stdout and, with --csv, one CSV row per run plus one per contender median.
 
@@ -64,8 +74,10 @@
 #include "jetstream.hpp"
 #include "metrics.hpp"
 #include "nats_client.hpp"
+#include "options.hpp"
 #include "pipeline.hpp"
 #include "registry.hpp"
+#include "row_columns.hpp"
 #include "runtime.hpp"
 #include "servers.hpp"
 #include "wire.hpp"
@@ -95,6 +107,7 @@ using Clock = SteadyClock;
 
 constexpr const char* kStream = "TELEMETRY";
 constexpr const char* kSubject = "vehicle.*.*";  // samples and status, as nats_source defaults to
+constexpr const char* kAlarmStream = "ALARMS";   // ff-rules' events
 
 /// What to generate and how to run.
 struct Settings {
@@ -134,6 +147,10 @@ struct RunResult {
   double machine_busy = 0;        // share of all cores' time not idle during the run (0..1)
   double drain_seconds = 0;       // fleetflow: Runtime::Stop (the drain), not in `seconds`
   double drain_cpu_seconds = 0;   // this process's CPU meanwhile
+  uint64_t rule_rows = 0;         // ff-rules: rows the rules were evaluated on
+  uint64_t alarms_raised = 0;     // ff-rules: fleetflow_alarms_raised_total, every rule
+  uint64_t alarms_cleared = 0;    // ff-rules: fleetflow_alarms_cleared_total
+  std::string raised_by_rule;     // ff-rules: "<rule> <n>, ..." by the rules' names
   double msgs_per_s() const { return seconds > 0 ? static_cast<double>(messages) / seconds : 0; }
   double samples_per_s() const { return seconds > 0 ? static_cast<double>(samples) / seconds : 0; }
 };
@@ -289,6 +306,10 @@ class Admin {
 
   void DeleteBucket(const std::string& bucket) { js_DeleteKeyValue(raw_js_, bucket.c_str()); }
 
+  void DeleteStream(const std::string& stream) {
+    js_DeleteStream(raw_js_, stream.c_str(), nullptr, nullptr);
+  }
+
  private:
   std::unique_ptr<nats::Connection> conn_;
   std::unique_ptr<nats::JetStream> js_;
@@ -388,6 +409,125 @@ RunResult RunBaseline(const std::string& contender, const std::string& url, Admi
 
 // --- fleetflow ---
 
+/// The options of bench_row_values.
+struct RowValuesOptions {
+  std::vector<RowColumn> columns;
+};
+
+const OptionsSpec<RowValuesOptions>& RowValuesSpec() {
+  using O = RowValuesOptions;
+  return StaticSpec<O>([](OptionsSpec<O>& c) {
+    OptionsSpec<RowColumn> columns;
+    columns.String("name", "The column's name.", &RowColumn::name)
+        .Required()
+        .Pattern("^[a-z_][a-z0-9_]{0,62}$",
+                 "1 to 63 lower-case letters, digits and _, starting with a letter or _");
+    DeclareRowColumnFields(columns, /*statistics=*/false, "NULL");
+    c.ObjectArray("columns", "The columns computed for each row, as timescale_sink's.", &O::columns,
+                  columns)
+        .Required()
+        .MinItems(1);
+    c.Rule("Each column has a sensor or an expression, and each expression compiles.",
+           [](const O& o, std::vector<ConfigProblem>& out) { CheckRowColumns(o.columns, out); });
+  });
+}
+
+/// Benchmark sink: computes the columns of every row as timescale_sink does before it writes
+/// them (RowValues of engine/row_columns, the class timescale_sink, row_archive and rule share),
+/// counts the rows and writes nothing.
+class RowValuesSink final : public Operator {
+ public:
+  RowValuesSink(const OperatorContext& ctx, const RowValuesOptions& o, Probe& probe)
+      : values_(o.columns), probe_(probe) {
+    values_.CountErrorsIn(ctx.metrics, ctx.labels());
+  }
+  void Process(const Message& in, Emitter&) override {
+    if (const auto* b = std::get_if<WindowBatch>(in.get())) {
+      const RowValues::Values values = values_.Of(*b);
+      for (const auto& row : values) {
+        for (const auto& v : row) present_ += v.has_value() ? 1 : 0;
+      }
+      probe_.rows.fetch_add(b->rows.size(), std::memory_order_relaxed);
+      probe_.windows.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+ private:
+  RowValues values_;
+  Probe& probe_;
+  uint64_t present_ = 0;  // non-NULL values: what a sink would write
+};
+
+void RegisterRowValuesSink(Registry& registry, Probe& probe) {
+  OperatorInfo info;
+  info.name = "bench_row_values";
+  info.summary = "Benchmark sink: computes the rows' columns as timescale_sink, writes nothing.";
+  info.input = PortKind::kRows;
+  info.output = PortKind::kNone;
+  info.config = RowValuesSpec().config();
+  info.create = [&probe](const OperatorContext& ctx) -> std::unique_ptr<Operator> {
+    return std::make_unique<RowValuesSink>(ctx, RowValuesSpec().Parse(ctx.config), probe);
+  };
+  registry.Add(std::move(info));
+}
+
+/// ff-columns' and ff-rules' sink columns: the five of pipelines/jetstream-tiers.json's table and
+/// three derived ones.
+constexpr const char* kSinkColumns = R"json([
+      {"name": "lat", "sensor": "gps", "field": "lat"},
+      {"name": "lon", "sensor": "gps", "field": "lon"},
+      {"name": "speed", "sensor": "speed"},
+      {"name": "soc", "sensor": "soc", "interpolation": "previous"},
+      {"name": "torque", "sensor": "torque"},
+      {"name": "power_kw", "expression": "torque * speed / 0.3 / 1000"},
+      {"name": "speed_kmh", "expression": "speed * 3.6"},
+      {"name": "soc_used", "expression": "100 - soc"}])json";
+
+/// ff-rules' ten rules: thresholds on speed, soc and torque, two with for_ms, two with a clear
+/// condition, two on the change since the previous row (prev_<column>, dt), one on a derived
+/// column of the rule's own (power_kw). The bench's generated values are evenly spread over
+/// 50 +- 10 for every scalar sensor, independently from sample to sample, so the thresholds sit
+/// in the tails of that range: `busy` false (ff-rules) raises an alarm on about one row in a
+/// hundred, `busy` true (ff-rules-busy) on about one in six, for the cost of the events.
+std::string RulesJson(bool busy) {
+  const auto pick = [busy](const char* rare, const char* often) { return busy ? often : rare; };
+  std::ostringstream j;
+  j << R"json([
+      {"name": "overspeed", "when": "speed > )json"
+    << pick("59.95", "59.5") << R"json(", "severity": "critical", "value": "speed",
+       "message": "speed above the limit"},
+      {"name": "low_soc", "when": "soc < )json"
+    << pick("40.05", "41") << R"json(", "clear": "soc > )json" << pick("42", "45")
+    << R"json(", "value": "soc",
+       "message": "state of charge low, cleared some points above"},
+      {"name": "torque_high", "when": "torque > )json"
+    << pick("59.95", "59.5") << R"json(", "value": "torque"},
+      {"name": "stall", "when": "speed < )json"
+    << pick("40.5", "41") << R"json( && torque > )json" << pick("59.5", "58")
+    << R"json(", "severity": "info"},
+      {"name": "sustained_speed", "when": "speed > )json"
+    << pick("57", "56") << R"json(", "for_ms": )json" << pick("3000", "2000")
+    << R"json(, "value": "speed",
+       "message": "fast for a few seconds"},
+      {"name": "hard_driving", "when": "torque > )json"
+    << pick("55", "52") << R"json( && speed > )json" << pick("55", "52")
+    << R"json(", "for_ms": 2000,
+       "severity": "info", "value": "torque"},
+      {"name": "torque_low", "when": "torque < )json"
+    << pick("40.05", "41") << R"json(", "clear": "torque > )json" << pick("42", "45")
+    << R"json(", "severity": "info",
+       "value": "torque"},
+      {"name": "speed_jump", "when": "abs(speed - prev_speed) / dt > )json"
+    << pick("19.5", "18") << R"json(", "severity": "info",
+       "value": "speed", "message": "speed changed fast"},
+      {"name": "soc_jump", "when": "abs(soc - prev_soc) / dt > )json"
+    << pick("19.5", "18") << R"json(", "value": "soc",
+       "message": "state of charge changed fast"},
+      {"name": "high_power", "when": "power_kw > )json"
+    << pick("11.8", "11.5") << R"json(", "value": "power_kw"}])json";
+  return j.str();
+}
+
 /// The archive's directory of a run (ff-archive*): removed after it.
 std::filesystem::path ArchiveDir(const std::string& durable) {
   return std::filesystem::temp_directory_path() /
@@ -432,7 +572,29 @@ std::string PipelineJson(const std::string& contender, const std::string& url,
     "every_ms": 1000, "allowed_lateness_ms": 1000, "max_gap_ms": 2000,
     "sensors": [)"
     << sensors.str() << R"(]}},
-  {"id": "sink", "type": "bench_null_rows", "inputs": ["windows"]})";
+  {"id": "sink", )";
+  const bool rules = contender.starts_with("ff-rules");
+  if (contender == "ff-columns" || rules) {
+    j << R"("type": "bench_row_values", "inputs": ["windows"], "config": {
+    "columns": )"
+      << kSinkColumns << "}}";
+  } else {
+    j << R"("type": "bench_null_rows", "inputs": ["windows"]})";
+  }
+  if (rules) {
+    j << R"(,
+  {"id": "alarms", "type": "rule", "inputs": ["windows"], "config": {
+    "url": ")"
+      << url << R"(", "backend": "memory", "stream": ")" << kAlarmStream
+      << R"(", "table": "", "notify_vehicle": false,
+    "columns": [
+      {"name": "speed", "sensor": "speed"},
+      {"name": "soc", "sensor": "soc", "interpolation": "previous"},
+      {"name": "torque", "sensor": "torque"},
+      {"name": "power_kw", "expression": "torque * speed / 0.3 / 1000"}],
+    "rules": )"
+      << RulesJson(contender == "ff-rules-busy") << "}}";
+  }
   if (contender.starts_with("ff-archive")) {
     j << R"(,
   {"id": "archive", "type": "archive", "inputs": ["telemetry"], "config": {
@@ -468,6 +630,7 @@ RunResult RunFleetflow(const std::string& contender, const std::string& url, Adm
   Registry registry;
   RegisterBuiltinOperators(registry);
   RegisterBenchSinks(registry, probe);
+  RegisterRowValuesSink(registry, probe);
   const std::string name = contender == "fleetflow-asap" ? "fleetflow" : contender;
   const Pipeline pipeline =
       ParsePipelineOrThrow(PipelineJson(name, url, durable, bucket, s), registry);
@@ -500,6 +663,16 @@ RunResult RunFleetflow(const std::string& contender, const std::string& url, Adm
   r.samples = metrics.CounterSum("samples_in");
   r.kv_writes = metrics.CounterSum("kv_writes");
   r.rows = probe.rows.load();
+  r.rule_rows = metrics.CounterSum("rule_rows_evaluated");
+  r.alarms_raised = metrics.CounterSum("alarms_raised");
+  r.alarms_cleared = metrics.CounterSum("alarms_cleared");
+  for (const auto& [labels, value] : metrics.Values("alarms_raised")) {
+    for (const auto& [key, rule] : labels) {
+      if (key != "rule") continue;
+      if (!r.raised_by_rule.empty()) r.raised_by_rule += ", ";
+      r.raised_by_rule += rule + " " + std::to_string(static_cast<uint64_t>(value));
+    }
+  }
   if (r.messages != filled.messages || r.samples != filled.samples) {
     throw std::runtime_error(contender + ": consumed " + std::to_string(r.messages) +
                              " messages / " + std::to_string(r.samples) + " samples, expected " +
@@ -586,6 +759,40 @@ void Report(const Settings& s, const Filled& filled,
         per_msg(f, f.cpu_seconds), 100 * (a.cpu_seconds / f.cpu_seconds - 1), a.drain_seconds,
         per_msg(a, a.drain_cpu_seconds), f.drain_seconds, per_msg(f, f.drain_cpu_seconds));
   }
+  for (const char* columns : {"ff-columns", "ff-rules", "ff-rules-busy"}) {
+    if (!med.count(columns) || !med.count("fleetflow") || med["fleetflow"].msgs_per_s() <= 0) {
+      continue;
+    }
+    const RunResult& c = med[columns];
+    const RunResult& f = med["fleetflow"];
+    // Round by round: the contender's rate against fleetflow's of the same round.
+    std::string rounds;
+    const auto& cr = runs.at(columns);
+    const auto& fr = runs.at("fleetflow");
+    for (size_t i = 0; i < cr.size() && i < fr.size(); ++i) {
+      char one[32];
+      std::snprintf(one, sizeof one, "%s%.1f", i ? ", " : "",
+                    100 * cr[i].msgs_per_s() / fr[i].msgs_per_s());
+      rounds += one;
+    }
+    std::printf(
+        "\n%s: %.1f %% of fleetflow's rate (issue 43, ff-rules: at least 90 %%; per round %s "
+        "%%); bench CPU %.2f us/msg against %.2f (%+.1f %%), with the server's %.2f against %.2f\n",
+        columns, 100 * c.msgs_per_s() / f.msgs_per_s(), rounds.c_str(),
+        1e6 * c.cpu_seconds / static_cast<double>(c.messages),
+        1e6 * f.cpu_seconds / static_cast<double>(f.messages),
+        100 * (c.cpu_seconds / f.cpu_seconds - 1),
+        1e6 * (c.cpu_seconds + c.server_cpu_seconds) / static_cast<double>(c.messages),
+        1e6 * (f.cpu_seconds + f.server_cpu_seconds) / static_cast<double>(f.messages));
+    if (c.rule_rows > 0) {
+      std::printf(
+          "  median run: %llu rows evaluated by the rules, %llu alarms raised (%s), %llu "
+          "cleared\n",
+          static_cast<unsigned long long>(c.rule_rows),
+          static_cast<unsigned long long>(c.alarms_raised), c.raised_by_rule.c_str(),
+          static_cast<unsigned long long>(c.alarms_cleared));
+    }
+  }
   if (med.count("ff-tiers") && med.count("fleetflow") && med["fleetflow"].msgs_per_s() > 0) {
     std::printf(
         "\nrollup tiers: ff-tiers reaches %.1f %% of fleetflow's rate (goal: at least 90 %%)\n",
@@ -597,7 +804,8 @@ void Report(const Settings& s, const Filled& filled,
   if (!csv) throw std::runtime_error("cannot write " + s.csv);
   csv << "scale,contender,send_asap,rep,messages,samples,seconds,intake_seconds,msgs_per_s,"
          "samples_per_s,ratio_to_baseline,kv_writes,msgs_per_kv_write,rows,cpu_seconds,"
-         "server_cpu_seconds,machine_busy,drain_seconds,drain_cpu_seconds\n";
+         "server_cpu_seconds,machine_busy,drain_seconds,drain_cpu_seconds,rule_rows,"
+         "alarms_raised,alarms_cleared\n";
   auto line = [&](const RunResult& r, const std::string& rep) {
     const double ratio = base > 0 ? r.msgs_per_s() / base : 0;
     csv << s.scale << ',' << r.contender << ',' << (r.send_asap ? 1 : 0) << ',' << rep << ','
@@ -606,7 +814,8 @@ void Report(const Settings& s, const Filled& filled,
         << ',' << ratio << ',' << r.kv_writes << ','
         << (r.kv_writes ? static_cast<double>(r.messages) / static_cast<double>(r.kv_writes) : 0)
         << ',' << r.rows << ',' << r.cpu_seconds << ',' << r.server_cpu_seconds << ','
-        << r.machine_busy << ',' << r.drain_seconds << ',' << r.drain_cpu_seconds << '\n';
+        << r.machine_busy << ',' << r.drain_seconds << ',' << r.drain_cpu_seconds << ','
+        << r.rule_rows << ',' << r.alarms_raised << ',' << r.alarms_cleared << '\n';
   };
   for (const auto& name : s.contenders) {
     auto it = runs.find(name);
@@ -631,7 +840,7 @@ int Main(int argc, char** argv) {
   Settings s;
   std::string contenders =
       "baseline,baseline-asap,baseline-ahead,baseline-held,fleetflow,fleetflow-asap,ff-memory,"
-      "ff-source,ff-tiers,ff-archive,ff-archive-1s";
+      "ff-source,ff-tiers,ff-archive,ff-archive-1s,ff-columns,ff-rules,ff-rules-busy";
   std::string sensors = "gps,speed,soc,torque";
   std::string log_level = "warn";
   CLI::App app{
@@ -674,15 +883,24 @@ int Main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   s.contenders = SplitList(contenders);
   s.sensors = SplitList(sensors);
+  for (const char* c : {"ff-columns", "ff-rules", "ff-rules-busy"}) {
+    if (std::find(s.contenders.begin(), s.contenders.end(), c) == s.contenders.end()) continue;
+    for (const char* sensor : {"speed", "soc", "torque"}) {
+      if (std::find(s.sensors.begin(), s.sensors.end(), sensor) == s.sensors.end()) {
+        std::cerr << c << "'s columns and rules need the sensor " << sensor << " (--sensors)\n";
+        return 2;
+      }
+    }
+  }
   if (s.min_samples > s.max_samples) {
     std::cerr << "--min-samples must not exceed --max-samples\n";
     return 2;
   }
   for (const auto& c : s.contenders) {
     static const std::vector<std::string> known = {
-        "baseline",  "baseline-asap",  "baseline-ahead", "baseline-held",
-        "fleetflow", "fleetflow-asap", "ff-memory",      "ff-source",
-        "ff-tiers",  "ff-archive",     "ff-archive-1s"};
+        "baseline",       "baseline-asap", "baseline-ahead", "baseline-held", "fleetflow",
+        "fleetflow-asap", "ff-memory",     "ff-source",      "ff-tiers",      "ff-archive",
+        "ff-archive-1s",  "ff-columns",    "ff-rules",       "ff-rules-busy"};
     if (std::find(known.begin(), known.end(), c) == known.end()) {
       std::cerr << "unknown contender '" << c << "'\n";
       return 2;
@@ -728,11 +946,16 @@ int Main(int argc, char** argv) {
       if (r.kv_writes) {
         std::printf(", %llu kv writes", static_cast<unsigned long long>(r.kv_writes));
       }
+      if (r.rule_rows) {
+        std::printf(", %llu alarms raised", static_cast<unsigned long long>(r.alarms_raised));
+      }
       std::printf(", cpu %.2f s + server %.2f s, busy %.0f%%\n", r.cpu_seconds,
                   r.server_cpu_seconds, 100 * r.machine_busy);
       std::fflush(stdout);
       runs[c].push_back(r);
       admin.DeleteConsumer(durable);
+      // Each run of ff-rules* stores its events in a stream of its own.
+      if (c.starts_with("ff-rules")) admin.DeleteStream(kAlarmStream);
       if (c != "ff-memory" && c != "ff-source" && !c.starts_with("baseline")) {
         admin.DeleteBucket(bucket);
         admin.DeleteBucket(bucket + "_writers");
