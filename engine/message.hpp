@@ -5,7 +5,6 @@
 /// in order, and operators see them one at a time). Ports have a kind:
 ///  - kSamples edges carry SampleBatch and StatusEvent;
 ///  - kRows edges carry WindowBatch (window_join) or StatsBatch (window_aggregate);
-///  - kAlarms edges carry AlarmBatch (rule);
 ///  - every edge carries Tick, the engine's clock punctuation: it enters at the sources after
 ///    everything they emitted before it, and every operator forwards it after handling it, so an
 ///    operator that sees Tick{t} has seen all input that entered before t was read;
@@ -268,7 +267,8 @@ struct StatsBatch {
 };
 
 /// A rule's alarm of a vehicle raised or cleared (docs/alarms.md). An alarm is (vehicle, rule,
-/// raised_ns): raised once and cleared once, whichever worker owns the vehicle then.
+/// raised_ns): raised once and cleared once, whichever worker owns the vehicle then. Not a message
+/// of the graph: the rule node that makes it stores it and tells the vehicle itself.
 struct AlarmEvent {
   std::string vehicle;
   std::string rule;
@@ -284,14 +284,7 @@ struct AlarmEvent {
   std::string command_args;
 };
 
-/// The alarm events of one window of a partition, in order.
-struct AlarmBatch {
-  std::vector<AlarmEvent> events;
-  uint32_t partition = 0;
-};
-
-using Body = std::variant<SampleBatch, StatusEvent, Tick, WindowBatch, PartitionEvent, StatsBatch,
-                          AlarmBatch>;
+using Body = std::variant<SampleBatch, StatusEvent, Tick, WindowBatch, PartitionEvent, StatsBatch>;
 using Message = std::shared_ptr<const Body>;
 
 template <typename T>

@@ -12,8 +12,6 @@ std::string_view ToString(PortKind k) {
       return "samples";
     case PortKind::kRows:
       return "rows";
-    case PortKind::kAlarms:
-      return "alarms";
   }
   return "?";
 }

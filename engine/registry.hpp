@@ -16,7 +16,7 @@
 namespace fleetflow {
 
 /// What an operator's port carries; see message.hpp.
-enum class PortKind { kNone, kSamples, kRows, kAlarms };
+enum class PortKind { kNone, kSamples, kRows };
 
 std::string_view ToString(PortKind k);
 

@@ -6,8 +6,6 @@
 #include <cmath>
 #include <type_traits>
 
-#include "alarm.hpp"
-
 namespace fleetflow {
 
 namespace {
@@ -170,19 +168,6 @@ void WriteBody(Writer& w, const StatsBatch& b, size_t max_rows, size_t) {
     }
     w.EndObject();
     w.EndObject();
-  }
-  w.EndArray();
-}
-
-void WriteBody(Writer& w, const AlarmBatch& b, size_t max_rows, size_t) {
-  WriteString(w, "kind", "alarms");
-  WriteScalar(w, "partition", b.partition);
-  WriteScalar(w, "events_total", b.events.size());
-  w.Key("events");
-  w.StartArray();
-  for (size_t i = 0; i < b.events.size() && i < max_rows; ++i) {
-    const std::string json = AlarmJson(b.events[i]);
-    w.RawValue(json.data(), json.size(), rapidjson::kObjectType);
   }
   w.EndArray();
 }
