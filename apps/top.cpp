@@ -547,7 +547,9 @@ WorkerView ComputeView(const std::string& endpoint, const Scrape* before, const 
   });
 
   // Alarms by rule (in the order of the names), from the rule nodes' metrics.
-  for (const auto& [rule, metrics] : cur.by_rule) {
+  for (const auto& entry : cur.by_rule) {
+    const std::string& rule = entry.first;
+    const auto& metrics = entry.second;  // clang 14 cannot capture a structured binding
     const auto active = Find(&metrics, kAlarmsActive);
     if (!active) continue;
     AlarmRule a{rule, *active};
