@@ -43,6 +43,14 @@ Body Window(int64_t s, const std::vector<std::pair<std::string, double>>& rows) 
   return b;
 }
 
+/// A registry whose rule nodes keep their partitions' state in `snapshots` (workers sharing it
+/// hand partitions over through it).
+Registry WithSnapshots(std::shared_ptr<SnapshotStore> snapshots) {
+  Registry registry;
+  RegisterRule(registry, std::move(snapshots));
+  return registry;
+}
+
 class RuleTest : public NatsServerTest {
  protected:
   static void SetUpTestSuite() {
@@ -152,8 +160,7 @@ TEST_F(RuleTest, EventsEvaluatedAgainAreStoredOnceAndTheTableKeepsOneRowPerAlarm
 
 TEST_F(RuleTest, EventsWaitWhileNatsIsDownAndTheStateIsNotStoredPastThem) {
   auto snapshots = std::make_shared<MemorySnapshotStore>();
-  Registry registry;
-  RegisterRule(registry, snapshots);
+  const Registry registry = WithSnapshots(snapshots);
   HarnessOptions options;
   options.registry = &registry;
   OperatorHarness h("rule", Config(R"(, "flush_ms": 100)"), options);
@@ -171,20 +178,22 @@ TEST_F(RuleTest, EventsWaitWhileNatsIsDownAndTheStateIsNotStoredPastThem) {
 
   server_.Restart();
   // The next Ticks store the event (retried within 5 s), then the state.
-  for (int s = 16; s < 40 && Stored().empty(); ++s) {
-    h.TickAt(kT0 + s * kS);
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));  // the retry's pace
-  }
+  int64_t s = 16;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        h.TickAt(kT0 + s++ * kS);
+        return !Stored().empty();
+      },
+      std::chrono::seconds(30), std::chrono::milliseconds(100)));
   ASSERT_EQ(Stored().size(), 1u);
-  h.TickAt(kT0 + 41 * kS);
+  h.TickAt(kT0 + (s + 1) * kS);
   EXPECT_GT(snapshots->saves(), saves);
   EXPECT_EQ(pg_->Psql("SELECT count(*) FROM " + table_), "1");
 }
 
 TEST_F(RuleTest, ARevokedPartitionsStateMovesToItsNextOwner) {
   auto snapshots = std::make_shared<MemorySnapshotStore>();
-  Registry registry;
-  RegisterRule(registry, snapshots);
+  const Registry registry = WithSnapshots(snapshots);
   HarnessOptions options;
   options.registry = &registry;
   {
