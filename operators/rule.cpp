@@ -161,7 +161,7 @@ class Rule final : public Operator {
   }
 
   void UpdateActive() {
-    const std::vector<size_t> n = engine_.ActiveByRule();
+    const std::vector<int64_t>& n = engine_.ActiveByRule();
     for (size_t r = 0; r < n.size(); ++r) active_[r]->Set(static_cast<double>(n[r]));
   }
 

@@ -131,7 +131,8 @@ RuleEngine::RuleEngine(std::vector<RowColumn> columns, std::vector<RuleSpec> rul
     : columns_(std::move(columns)),
       rules_(std::move(rules)),
       row_values_(columns_),
-      expressions_(RuleNames(columns_)) {
+      expressions_(RuleNames(columns_)),
+      active_(rules_.size(), 0) {
   for (const RuleSpec& r : rules_) {
     Compiled c;
     const auto add = [&](const std::string& text) {
@@ -238,6 +239,7 @@ void RuleEngine::Row(Partition& p, const std::string& id, int64_t t, int64_t eve
         if (t - s.since_ns >= c.for_ns) {
           s.phase = Phase::kActive;
           s.since_ns = t;
+          ++active_[r];
           out.push_back(Event(id, r, true, t, t, true));
         }
         break;
@@ -246,6 +248,7 @@ void RuleEngine::Row(Partition& p, const std::string& id, int64_t t, int64_t eve
         if (clear && *clear) {
           out.push_back(Event(id, r, false, t, s.since_ns, true));
           s = RuleState{};
+          --active_[r];
         }
         break;
       }
@@ -269,6 +272,7 @@ void RuleEngine::End(const std::string& id, Vehicle& v, int64_t at, std::vector<
   for (size_t r = 0; r < v.rules.size(); ++r) {
     if (v.rules[r].phase == Phase::kActive) {
       out.push_back(Event(id, r, false, at, v.rules[r].since_ns, false));
+      --active_[r];
     }
     v.rules[r] = RuleState{};
   }
@@ -323,6 +327,7 @@ std::map<std::string, std::string> RuleEngine::EncodePartition(uint32_t id) cons
 
 bool RuleEngine::DecodePartition(uint32_t id, const std::map<std::string, std::string>& values) {
   Partition& p = partitions_[id];
+  Tally(p, -1);
   p = Partition{};
   bool ok = true;
   for (const auto& [key, value] : values) {
@@ -376,10 +381,24 @@ bool RuleEngine::DecodePartition(uint32_t id, const std::map<std::string, std::s
       ok = false;
     }
   }
+  Tally(p, +1);
   return ok;
 }
 
-void RuleEngine::Drop(uint32_t p) { partitions_.erase(p); }
+void RuleEngine::Drop(uint32_t p) {
+  if (const auto it = partitions_.find(p); it != partitions_.end()) {
+    Tally(it->second, -1);
+    partitions_.erase(it);
+  }
+}
+
+void RuleEngine::Tally(const Partition& p, int sign) {
+  for (const auto& [_, v] : p.vehicles) {
+    for (size_t r = 0; r < v.rules.size(); ++r) {
+      if (v.rules[r].phase == Phase::kActive) active_[r] += sign;
+    }
+  }
+}
 
 bool RuleEngine::Changed(uint32_t p) const {
   const auto it = partitions_.find(p);
@@ -388,28 +407,6 @@ bool RuleEngine::Changed(uint32_t p) const {
 
 void RuleEngine::ClearChanged(uint32_t p) {
   if (const auto it = partitions_.find(p); it != partitions_.end()) it->second.changed = false;
-}
-
-std::vector<size_t> RuleEngine::ActiveByRule() const {
-  std::vector<size_t> n(rules_.size(), 0);
-  for (const auto& [_, p] : partitions_) {
-    for (const auto& [__, v] : p.vehicles) {
-      for (size_t r = 0; r < v.rules.size(); ++r) n[r] += v.rules[r].phase == Phase::kActive;
-    }
-  }
-  return n;
-}
-
-std::vector<RuleEngine::Active> RuleEngine::ActiveAlarms() const {
-  std::vector<Active> out;
-  for (const auto& [_, p] : partitions_) {
-    for (const auto& [id, v] : p.vehicles) {
-      for (size_t r = 0; r < v.rules.size(); ++r) {
-        if (v.rules[r].phase == Phase::kActive) out.push_back({id, r, v.rules[r].since_ns});
-      }
-    }
-  }
-  return out;
 }
 
 }  // namespace fleetflow::alarms

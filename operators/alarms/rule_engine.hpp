@@ -90,15 +90,9 @@ class RuleEngine {
   bool Changed(uint32_t p) const;
   void ClearChanged(uint32_t p);
 
-  /// Active alarms by rule (index into rules()), over every partition held.
-  std::vector<size_t> ActiveByRule() const;
-  /// The active alarms, for `fleetflow top` and the docs: (vehicle, rule index, raised_ns).
-  struct Active {
-    std::string vehicle;
-    size_t rule = 0;
-    int64_t raised_ns = 0;
-  };
-  std::vector<Active> ActiveAlarms() const;
+  /// Active alarms by rule (index into rules()), over every partition held: kept as they are
+  /// raised and cleared, not counted.
+  const std::vector<int64_t>& ActiveByRule() const { return active_; }
 
   /// Called with a rule's index when one of its expressions failed on a row.
   std::function<void(size_t rule)> on_error;
@@ -135,6 +129,8 @@ class RuleEngine {
   void End(const std::string& id, Vehicle& v, int64_t at, std::vector<AlarmEvent>& out);
   AlarmEvent Event(const std::string& id, size_t rule, bool raised, int64_t t, int64_t raised_ns,
                    bool with_value);
+  /// Adds (sign +1) or takes away (-1) partition `p`'s active alarms from active_.
+  void Tally(const Partition& p, int sign);
   /// The value of expression `i`: true/false, nullopt when it failed (counted for `rule`).
   std::optional<bool> Test(size_t i, size_t rule);
 
@@ -144,6 +140,7 @@ class RuleEngine {
   Expressions expressions_;  // names: RuleNames(columns_)
   std::vector<Compiled> compiled_;
   std::map<uint32_t, Partition> partitions_;
+  std::vector<int64_t> active_;  // by rule
   uint64_t evaluated_ = 0;
   uint64_t skipped_ = 0;
 };

@@ -125,10 +125,12 @@ TEST(RuleEngineTest, AVehicleWhoseRowsEndClearsItsAlarms) {
   Engine e({Rule("fast", "speed > 30")});
   EXPECT_THAT(e.Window(10, {{"v1", {40, 50}}, {"v2", {40, 50}}}),
               ElementsAre("+fast@10", "v2:+fast@10"));
+  EXPECT_THAT(e.engine.ActiveByRule(), ElementsAre(2));
   // v1 has no row at 11 s (off, or silent): its alarm clears at 11 s, the first window without it.
   EXPECT_THAT(e.Window(11, {{"v2", {40, 50}}}), ElementsAre("-fast@11[raised 10]"));
   // A window without any row (the join emits it) ends v2 as well.
   EXPECT_THAT(e.Window(12, {}), ElementsAre("v2:-fast@12[raised 10]"));
+  EXPECT_THAT(e.engine.ActiveByRule(), ElementsAre(0));
   // Back later: raised again, a new alarm.
   EXPECT_THAT(e.Window(20, {{"v1", {40, 50}}}), ElementsAre("+fast@20"));
   // Rows resuming after a gap end the alarm at the first missing window, then go on.
@@ -174,6 +176,9 @@ TEST(RuleEngineTest, StateHandedOverGivesTheSameEventsAsOneRun) {
       for (auto& x : a.Speed(static_cast<int64_t>(i), speed[i], soc[i])) got.push_back(x);
     }
     ASSERT_TRUE(b.engine.DecodePartition(0, a.engine.EncodePartition(0)));
+    EXPECT_EQ(b.engine.ActiveByRule(), a.engine.ActiveByRule()) << "restored as they were";
+    a.engine.Drop(0);
+    EXPECT_THAT(a.engine.ActiveByRule(), ElementsAre(0, 0)) << "gone with the partition";
     // The next owner may see the last windows again (restored from the samples): skipped.
     for (size_t i = cut > 2 ? cut - 2 : 0; i < speed.size(); ++i) {
       for (auto& x : b.Speed(static_cast<int64_t>(i), speed[i], soc[i])) got.push_back(x);
