@@ -14,6 +14,7 @@
 
 #include "builtin.hpp"
 #include "clock.hpp"
+#include "dump.hpp"
 #include "estimate.hpp"
 #include "find.hpp"
 #include "http_server.hpp"
@@ -228,8 +229,9 @@ int main(int argc, char** argv) {
       "     top --once or --iterations: an endpoint did not answer;\n"
       "     validate --connect: a problem on the servers; test: a test failed;\n"
       "     record --stream: stopped before the range's end\n"
-      "  2  invalid pipeline file or command line; test: an invalid test file\n"
-      "  3  replay --strict: a damaged record stopped the replay\n"
+      "  2  invalid pipeline file or command line; test: an invalid test file;\n"
+      "     dump: a file cannot be read or is not a recording\n"
+      "  3  replay --strict: a damaged record stopped the replay; dump: a file ends in one\n"
       "See docs/cli.md.");
   app.set_version_flag("--version", std::string(BuildVersion()));
   app.require_subcommand(1);
@@ -415,6 +417,29 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   replay_cmd->add_flag("--strict", replay.strict,
                        "Exit 3 when a truncated or corrupt record stopped the replay");
+  replay_cmd->add_option(
+      "--out", replay.out,
+      "Write the rows the sinks would write as CSV here instead of to PostgreSQL, contacting no "
+      "server (rules evaluated in memory, archives left out): a file ('-': stdout), or with "
+      "several sinks a directory of <node id>.csv");
+  replay_cmd->add_option("--sink", replay.sink, "With --out: only this timescale_sink node's rows");
+  replay_cmd->add_option(
+      "--alarms-out", replay.alarms_out,
+      "With --out: the rule nodes' alarm events as JSON lines here ('-': stdout)");
+
+  DumpArgs dump;
+  auto* dump_cmd = app.add_subcommand(
+      "dump",
+      "Print recordings as JSON lines, one per record: subject, receive time, the decoded samples "
+      "or status, or why it does not decode (docs/recording.md). Needs no server.");
+  dump_cmd->add_option("files", dump.files, "Recording files, in order")->required();
+  dump_cmd->add_flag(
+      "--rotated", dump.rotated,
+      "Each FILE stands for the set `record --rotate` wrote: FILE, FILE.1, FILE.2, ...");
+  dump_cmd->add_option("--subject", dump.subject,
+                       "Only records whose subject matches this NATS pattern, e.g. "
+                       "'vehicle.v00001.*' or 'vehicle.*.status'");
+  dump_cmd->add_option("--limit", dump.limit, "At most N records (0: all)")->capture_default_str();
 
   std::vector<std::string> test_files;
   bool test_schema = false;
@@ -450,6 +475,7 @@ int main(int argc, char** argv) {
   if (*run_cmd) return Run(registry, run);
   if (*record_cmd) return Record(record);
   if (*replay_cmd) return Replay(registry, replay);
+  if (*dump_cmd) return Dump(dump, std::cout, std::cerr);
   if (*test_cmd && test_schema) {
     std::cout << TestFileJsonSchema();
     return 0;

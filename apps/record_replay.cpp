@@ -7,16 +7,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <mutex>
 #include <set>
 
+#include "alarm.hpp"
 #include "clock.hpp"
 #include "http_server.hpp"
 #include "jetstream.hpp"
@@ -25,8 +29,10 @@
 #include "pipeline.hpp"
 #include "recording.hpp"
 #include "replay_source.hpp"
+#include "row_capture.hpp"
 #include "runtime.hpp"
 #include "stop_signals.hpp"
+#include "timescale_sink.hpp"
 #include "utc_time.hpp"
 #include "wire_input.hpp"
 
@@ -533,6 +539,86 @@ std::vector<std::string> RotatedSet(const std::string& file) {
   return files;
 }
 
+namespace {
+
+/// One file `replay --out` writes: a sink's rows as CSV.
+struct RowsFile {
+  std::string node;
+  std::vector<RowColumn> columns;
+  std::string path;  // "-": stdout
+};
+
+/// The files `replay --out` writes (args.out, or args.out/<node id>.csv for each of several
+/// sinks); empty with `error` set when the command line does not fit the pipeline.
+std::vector<RowsFile> PlanRowsFiles(const Pipeline& pipeline, const ReplayArgs& args,
+                                    std::string& error) {
+  std::vector<RowsFile> files;
+  std::vector<std::string> ids;
+  for (const NodeDecl& n : pipeline.nodes) {
+    if (n.type != kTimescaleSinkName) continue;
+    ids.push_back(n.id);
+    if (args.sink.empty() || args.sink == n.id) files.push_back({n.id, SinkColumns(n.config), ""});
+  }
+  const std::string list = ids.empty() ? "none" : fmt::format("{}", fmt::join(ids, ", "));
+  if (!args.sink.empty() && files.empty()) {
+    error = fmt::format("--sink {}: {} has no timescale_sink node of that id (its sinks: {})",
+                        args.sink, args.pipeline, list);
+  } else if (files.empty() && args.alarms_out.empty()) {
+    error = args.pipeline + " has no timescale_sink node, whose rows --out writes";
+  } else if (files.size() == 1) {
+    files[0].path = args.out;
+  } else if (files.size() > 1 && args.out == "-") {
+    error = fmt::format(
+        "{} has {} timescale_sink nodes ({}): --out names a directory for their CSV files (one "
+        "<node id>.csv each), or --sink ID chooses one",
+        args.pipeline, files.size(), list);
+  } else if (files.size() > 1) {
+    std::error_code ec;
+    std::filesystem::create_directories(args.out, ec);
+    if (ec || !std::filesystem::is_directory(args.out)) {
+      error = fmt::format(
+          "--out {}: {} has {} timescale_sink nodes ({}), whose CSV files go into a directory, "
+          "and this is none{}",
+          args.out, args.pipeline, files.size(), list, ec ? " (" + ec.message() + ")" : "");
+    }
+    for (RowsFile& f : files) {
+      f.path = (std::filesystem::path(args.out) / (f.node + ".csv")).string();
+    }
+  }
+  if (!error.empty()) files.clear();
+  return files;
+}
+
+/// A file opened for writing, or stdout for "-".
+class OutputFile {
+ public:
+  /// False with `error` when `path` cannot be created.
+  bool Open(const std::string& path, std::string& error) {
+    path_ = path;
+    if (path == "-") return true;
+    file_.open(path, std::ios::binary | std::ios::trunc);
+    if (!file_) error = path + ": " + std::strerror(errno);
+    return static_cast<bool>(file_);
+  }
+  std::ostream& stream() { return path_ == "-" ? std::cout : file_; }
+  /// Flushes; false with `error` when something could not be written.
+  bool Close(std::string& error) {
+    stream().flush();
+    if (path_ != "-") file_.close();
+    if (path_ == "-" ? !std::cout : file_.fail()) {
+      error = (path_ == "-" ? "stdout" : path_) + ": cannot write: " + std::strerror(errno);
+      return false;
+    }
+    return true;
+  }
+
+ private:
+  std::string path_;
+  std::ofstream file_;
+};
+
+}  // namespace
+
 int Replay(const Registry& registry, const ReplayArgs& args) {
   const LoadResult loaded = LoadPipelineFile(args.pipeline, registry);
   if (!loaded.ok()) {
@@ -548,6 +634,41 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
     for (const std::string& f : args.input.files) {
       for (std::string& r : RotatedSet(f)) input.files.push_back(std::move(r));
     }
+  }
+  // replay --out: the sinks and rules captured, as `fleetflow test` runs them (row_capture.hpp).
+  Captures captures;
+  std::vector<RowsFile> rows_files;
+  std::vector<OutputFile> outputs;  // rows_files' files, then alarms_out's
+  if (!args.out.empty()) {
+    std::string error;
+    rows_files = PlanRowsFiles(pipeline, args, error);
+    if (!error.empty()) {
+      std::cerr << "replay: " << error << '\n';
+      return kExitInvalid;
+    }
+    outputs.resize(rows_files.size() + (args.alarms_out.empty() ? 0 : 1));
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const std::string& path = i < rows_files.size() ? rows_files[i].path : args.alarms_out;
+      if (!outputs[i].Open(path, error)) {
+        std::cerr << "replay: " << error << '\n';
+        return kExitFatal;
+      }
+    }
+    for (const NodeDecl& n : pipeline.nodes) {
+      if (n.type == kTimescaleSinkName || n.type == "rule" || n.type == "archive" ||
+          n.type == "row_archive") {
+        replaced.push_back(
+            fmt::format("node '{}': {}", n.id,
+                        n.type == "rule" ? "rule evaluated in memory (no alarm table, no NATS)"
+                        : n.type == kTimescaleSinkName
+                            ? "timescale_sink by a capture of its rows (no PostgreSQL)"
+                            : n.type + " left out (it writes files, not rows)"));
+      }
+    }
+    CaptureInstead(pipeline, registry, captures);
+  } else if (!args.sink.empty() || !args.alarms_out.empty()) {
+    std::cerr << "replay: --sink and --alarms-out go with --out (the rows as CSV)\n";
+    return kExitInvalid;
   }
   const int sources = IsolateForReplay(pipeline, registry, input, errors, replaced);
   if (!errors.empty()) {
@@ -611,13 +732,37 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
     const bool is_damaged = damaged > -static_cast<double>(sources);
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    uint64_t rows_written = metrics.CounterSum("sink_rows_written");
+    std::string where = "written";
+    if (!args.out.empty()) {
+      rows_written = 0;
+      std::string error;
+      for (size_t i = 0; i < outputs.size(); ++i) {
+        if (i < rows_files.size()) {
+          const CapturedRows& rows = captures.rows.at(rows_files[i].node);
+          WriteRowsCsv(rows_files[i].columns, rows, outputs[i].stream());
+          rows_written += rows.size();
+        } else {
+          for (const auto& [node, events] : captures.alarms) {
+            for (const AlarmEvent& e : events) outputs[i].stream() << AlarmJson(e) << '\n';
+          }
+        }
+        if (!outputs[i].Close(error)) {
+          std::cerr << "replay: " << error << '\n';
+          return kExitFatal;
+        }
+      }
+      where = rows_files.size() == 1
+                  ? "to " + (args.out == "-" ? "stdout" : args.out)
+                  : fmt::format("to {} files in {}", rows_files.size(), args.out);
+    }
     std::fprintf(stderr,
                  "replayed %llu records (%llu samples) in %.2f s: %.0f samples/s, %llu rows "
-                 "written%s\n",
+                 "%s%s\n",
                  static_cast<unsigned long long>(metrics.CounterSum("replay_records")),
                  static_cast<unsigned long long>(metrics.CounterSum("samples_in")), elapsed,
                  static_cast<double>(metrics.CounterSum("samples_in")) / std::max(elapsed, 1e-9),
-                 static_cast<unsigned long long>(metrics.CounterSum("sink_rows_written")),
+                 static_cast<unsigned long long>(rows_written), where.c_str(),
                  interrupted ? " (interrupted)" : "");
     if (is_damaged) {
       std::fprintf(stderr, "%s: stopped at a damaged record at byte offset %.0f\n",

@@ -52,6 +52,13 @@ struct ReplayArgs {
   int metrics_port = -1;
   std::string metrics_host = "127.0.0.1";
   bool strict = false;
+  /// Not empty: the rows go to CSV instead of the sinks' PostgreSQL (docs/recording.md), the rule
+  /// nodes' alarms are only computed and the archives left out, as `fleetflow test` runs it: no
+  /// server is contacted. With one sink (or `sink`) a file, "-" for stdout; with several a
+  /// directory, one <node id>.csv each.
+  std::string out;
+  std::string sink;        ///< with `out`: write only this timescale_sink node's rows
+  std::string alarms_out;  ///< with `out`: the rule nodes' alarm events as JSON lines ("-": stdout)
 };
 
 /// Makes `pipeline` run apart from production, as `fleetflow replay` and `fleetflow test` run it:

@@ -25,7 +25,7 @@
 #include "pipeline.hpp"
 #include "record_replay.hpp"
 #include "recording.hpp"
-#include "rule.hpp"
+#include "row_capture.hpp"
 #include "runtime.hpp"
 #include "schema_check.hpp"
 #include "timescale_sink.hpp"
@@ -181,8 +181,8 @@ struct TestCase {
   double tolerance = 1e-9;
 };
 
-using RowKey = std::pair<std::string, int64_t>;
-using Rows = std::map<RowKey, std::vector<std::optional<double>>>;
+using RowKey = CapturedRowKey;
+using Rows = CapturedRows;
 using RowsBySink = std::map<std::string, Rows>;
 using AlarmsByNode = std::map<std::string, std::vector<AlarmEvent>>;
 
@@ -597,62 +597,6 @@ void ParseTests(const std::string& file, const rapidjson::Document& doc, double 
   }
 }
 
-/// Stands in for timescale_sink: keeps the rows it would write (the last of a re-emitted window
-/// wins, as the upsert does), computed as the sink computes them (RowValues), at the time the sink
-/// gives them (a join's window time, an aggregate's window start).
-class CaptureSink final : public Operator {
- public:
-  CaptureSink(const Config& config, Rows& rows) : values_(SinkColumns(config)), rows_(rows) {}
-
-  void Process(const Message& in, Emitter& out) override {
-    if (const auto* window = std::get_if<WindowBatch>(in.get())) {
-      Keep(window->rows, window->window_ns, values_.Of(*window));
-    } else if (const auto* stats = std::get_if<StatsBatch>(in.get())) {
-      Keep(stats->rows, stats->start_ns, values_.Of(*stats));
-    } else if (std::holds_alternative<Tick>(*in)) {
-      out.Emit(in);
-    }
-  }
-
- private:
-  template <typename Row>
-  void Keep(const std::vector<Row>& rows, int64_t time_ns,
-            std::vector<std::vector<std::optional<double>>> values) {
-    for (size_t r = 0; r < values.size(); ++r) {
-      rows_[{rows[r].vehicle, time_ns}] = std::move(values[r]);
-    }
-  }
-
-  RowValues values_;
-  Rows& rows_;
-};
-
-/// Stands in for rule: evaluates its rules on the rows as the node does (RuleEngine) and keeps
-/// the events, instead of storing them and telling the vehicles.
-class CaptureRule final : public Operator {
- public:
-  CaptureRule(const Config& config, std::vector<AlarmEvent>& events)
-      : engine_(Make(config)), events_(events) {}
-
-  void Process(const Message& in, Emitter& out) override {
-    if (const auto* window = std::get_if<WindowBatch>(in.get())) {
-      engine_.OnWindow(*window, events_);
-    } else if (const auto* stats = std::get_if<StatsBatch>(in.get())) {
-      engine_.OnWindow(*stats, events_);
-    } else if (std::holds_alternative<Tick>(*in)) {
-      out.Emit(in);
-    }
-  }
-
- private:
-  static alarms::RuleEngine Make(const Config& config) {
-    RuleDefinition d = RuleDefinitionOf(config);
-    return alarms::RuleEngine(std::move(d.columns), std::move(d.rules));
-  }
-  alarms::RuleEngine engine_;
-  std::vector<AlarmEvent>& events_;
-};
-
 /// Writes `inputs` as a recording at `path`, in arrival order (file order among equal arrivals).
 /// Throws std::runtime_error when it cannot.
 void WriteRecording(std::vector<Input> inputs, const std::string& path) {
@@ -710,31 +654,9 @@ Outcome RunOne(const Registry& registry, const Pipeline& loaded, const TestCase&
   if (tc.recording.empty()) recording.emplace(tc.inputs);
   const std::string& file = tc.recording.empty() ? recording->path() : tc.recording;
 
-  Outcome outcome;
-  RowsBySink& rows = outcome.rows;
-  AlarmsByNode& alarms = outcome.alarms;
+  Captures captures;
   Pipeline pipeline = loaded;
-  OperatorInfo capture = *registry.Find("timescale_sink");
-  capture.create = [&rows](const OperatorContext& ctx) -> std::unique_ptr<Operator> {
-    return std::make_unique<CaptureSink>(ctx.config, rows.at(ctx.node_id));
-  };
-  OperatorInfo capture_rule = *registry.Find("rule");
-  capture_rule.create = [&alarms](const OperatorContext& ctx) -> std::unique_ptr<Operator> {
-    return std::make_unique<CaptureRule>(ctx.config, alarms.at(ctx.node_id));
-  };
-  // An archive writes files, not rows: a test leaves it out (nothing comes after it).
-  std::erase_if(pipeline.nodes,
-                [](const NodeDecl& n) { return n.type == "archive" || n.type == "row_archive"; });
-  for (NodeDecl& n : pipeline.nodes) {
-    // Before the runtime creates the captures, which only look their place up.
-    if (n.type == "timescale_sink") {
-      n.info = &capture;
-      rows.try_emplace(n.id);
-    } else if (n.type == "rule") {
-      n.info = &capture_rule;
-      alarms.try_emplace(n.id);
-    }
-  }
+  CaptureInstead(pipeline, registry, captures);
   std::vector<Diagnostic> errors;
   std::vector<std::string> replaced;
   IsolateForReplay(pipeline, registry, ReplayInput{{file}}, errors, replaced);
@@ -749,7 +671,7 @@ Outcome RunOne(const Registry& registry, const Pipeline& loaded, const TestCase&
   runtime.Start();
   runtime.WaitInputEnded();
   runtime.Stop();
-  return outcome;
+  return {std::move(captures.rows), std::move(captures.alarms)};
 }
 
 std::string Describe(const AlarmEvent& e) {

@@ -39,25 +39,9 @@ void WriteNumber(Writer& w, const char* key, double v) {
   Number(w, v);
 }
 
-void WritePoint(Writer& w, const wire::Point& p) {
-  w.StartObject();
-  WriteScalar(w, "ts_ns", p.ts_ns);
-  WriteScalar(w, "seq", p.seq);
-  if (p.has_position) {
-    w.Key("lat");
-    Number(w, p.lat);
-    w.Key("lon");
-    Number(w, p.lon);
-  } else {
-    w.Key("value");
-    Number(w, p.value);
-  }
-  w.EndObject();
-}
-
 void WriteOptionalPoint(Writer& w, const std::optional<wire::Point>& p) {
   if (p) {
-    WritePoint(w, *p);
+    WriteTapPoint(w, *p);
   } else {
     w.Null();
   }
@@ -80,7 +64,7 @@ void WriteBody(Writer& w, const SampleBatch& b, size_t, size_t max_points) {
   WriteScalar(w, "points_total", b.points.size());
   w.Key("points");
   w.StartArray();
-  for (size_t i = 0; i < b.points.size() && i < max_points; ++i) WritePoint(w, b.points[i]);
+  for (size_t i = 0; i < b.points.size() && i < max_points; ++i) WriteTapPoint(w, b.points[i]);
   w.EndArray();
 }
 
@@ -154,9 +138,9 @@ void WriteBody(Writer& w, const StatsBatch& b, size_t max_rows, size_t) {
       WriteNumber(w, "max", st.max);
       WriteNumber(w, "mean", st.sum / static_cast<double>(st.count));
       w.Key("first");
-      WritePoint(w, st.first);
+      WriteTapPoint(w, st.first);
       w.Key("last");
-      WritePoint(w, st.last);
+      WriteTapPoint(w, st.last);
       if (st.positions > 0) {
         WriteNumber(w, "min_lat", st.min_lat);
         WriteNumber(w, "max_lat", st.max_lat);
@@ -185,6 +169,22 @@ void WriteBody(Writer& w, const PartitionEvent& e, size_t, size_t) {
 }
 
 }  // namespace
+
+void WriteTapPoint(Writer& w, const wire::Point& p) {
+  w.StartObject();
+  WriteScalar(w, "ts_ns", p.ts_ns);
+  WriteScalar(w, "seq", p.seq);
+  if (p.has_position) {
+    w.Key("lat");
+    Number(w, p.lat);
+    w.Key("lon");
+    Number(w, p.lon);
+  } else {
+    w.Key("value");
+    Number(w, p.value);
+  }
+  w.EndObject();
+}
 
 std::string TapJson(const std::string& node, const Body& body, size_t max_rows, size_t max_points) {
   rapidjson::StringBuffer sb;

@@ -8,6 +8,9 @@
 /// taken, on the thread that emits it, so a tap holds no message (nor its acknowledgement or
 /// hand-over) beyond that moment. One tap per node at a time.
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -75,5 +78,9 @@ class TapPoint {
 /// partition, tick) and the message's fields; long sample batches and windows are cut to
 /// `max_points` / `max_rows`, with the totals given.
 std::string TapJson(const std::string& node, const Body& body, size_t max_rows, size_t max_points);
+
+/// One sample as a tap writes it: {"ts_ns", "seq", "value"}, or "lat" and "lon" instead of
+/// "value" for a position; a number that is not finite as null (`fleetflow dump` writes them so).
+void WriteTapPoint(rapidjson::Writer<rapidjson::StringBuffer>& w, const wire::Point& p);
 
 }  // namespace fleetflow

@@ -11,15 +11,23 @@ namespace {
 constexpr int64_t kSecond = 1'000'000'000;
 }  // namespace
 
-std::string FormatUtc(int64_t ns) {
+std::string FormatUtc(int64_t ns) { return FormatUtc(ns, 3); }
+
+std::string FormatUtc(int64_t ns, int digits) {
+  digits = digits < 0 ? 0 : digits > 9 ? 9 : digits;
   const int64_t frac = (ns % kSecond + kSecond) % kSecond;
   const auto s = static_cast<std::time_t>((ns - frac) / kSecond);
   std::tm tm{};
   gmtime_r(&s, &tm);
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(frac / 1'000'000));
+  int n = std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  if (digits > 0) {
+    int64_t scaled = frac;  // truncated to `digits`, as the millisecond form always was
+    for (int i = digits; i < 9; ++i) scaled /= 10;
+    n += std::snprintf(buf + n, sizeof buf - n, ".%0*lld", digits, static_cast<long long>(scaled));
+  }
+  std::snprintf(buf + n, sizeof buf - n, "Z");
   return buf;
 }
 

@@ -49,9 +49,9 @@ class ReplaySource final : public Operator {
                                      ctx.labels())),
         size_(ctx.metrics.GetGauge("replay_file_bytes", "Size of the recordings (all files).",
                                    ctx.labels())),
-        recorded_(ctx.metrics.GetGauge(
-            "replay_recorded_time_seconds",
-            "Receive time of the last record replayed, Unix seconds.", ctx.labels())),
+        recorded_(ctx.metrics.GetGauge("replay_recorded_time_seconds",
+                                       "Receive time of the last record replayed, Unix seconds.",
+                                       ctx.labels())),
         finished_(ctx.metrics.GetGauge("replay_finished",
                                        "1 once the recording is replayed to its end or to damage.",
                                        ctx.labels())),

@@ -21,6 +21,15 @@ TEST(UtcTime, FormatsMillisecondsInUtcAlsoBeforeTheEpoch) {
   EXPECT_EQ(FormatUtc(-1), "1969-12-31T23:59:59.999Z");
 }
 
+TEST(UtcTime, FormatsAnyNumberOfFractionDigitsTruncated) {
+  EXPECT_EQ(FormatUtc(kT + 250'999'999, 9), "2026-11-18T11:06:40.250999999Z");
+  EXPECT_EQ(FormatUtc(kT + 250'999'999, 6), "2026-11-18T11:06:40.250999Z");
+  EXPECT_EQ(FormatUtc(kT + 1, 9), "2026-11-18T11:06:40.000000001Z");
+  EXPECT_EQ(FormatUtc(kT + 999'999'999, 0), "2026-11-18T11:06:40Z");
+  EXPECT_EQ(FormatUtc(-1, 9), "1969-12-31T23:59:59.999999999Z");
+  EXPECT_EQ(ParseRfc3339(FormatUtc(kT + 123'456'789, 9)), kT + 123'456'789);
+}
+
 TEST(UtcTime, DurationsInWholeSecondsUpToDays) {
   EXPECT_EQ(FormatDuration(0), "0s");
   EXPECT_EQ(FormatDuration(41.6), "42s");

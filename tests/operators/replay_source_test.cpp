@@ -94,6 +94,9 @@ TEST(ReplaySource, EmitsWhatNatsSourceWouldWithTicksOnRecordedTime) {
   EXPECT_EQ(r->h->Counter("input_rejected"), 2u);
   EXPECT_EQ(r->h->Counter("replay_records"), 5u);
   EXPECT_EQ(r->h->Gauge("replay_damaged_offset_bytes"), -1);
+  // In the base unit, Unix seconds (a double holds them to well under a microsecond here).
+  EXPECT_NEAR(r->h->Gauge("replay_recorded_time_seconds"),
+              static_cast<double>(kT0 + 250 * kMs) / 1e9, 1e-6);
 }
 
 TEST(ReplaySource, NextFilesFollowAsOneStreamAndPartitionSubjectsAreTheVehiclesOwn) {
