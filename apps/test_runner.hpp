@@ -6,7 +6,8 @@
 // pipeline runs on the real Runtime and operators, with its sources replaced by a replay of the
 // inputs in arrival order (as `fleetflow replay` does), keyed_last_value on its memory backend,
 // and each sink replaced by a capture that computes its rows with the sink's own row computation
-// (SinkRowValues). Partitioned sources run unpartitioned.
+// (RowValues; apps/row_capture.hpp, which `fleetflow replay --out` uses too). Partitioned sources
+// run unpartitioned.
 
 #include <ostream>
 #include <string>

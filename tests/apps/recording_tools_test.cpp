@@ -527,6 +527,15 @@ TEST(ReplayOut, SeveralSinksGiveADirectoryOfCsvFilesAndTheRulesAlarms) {
     }
   }
 
+  // The directory is what `fleetflow test` reads as expect_csv by sink (times included).
+  const std::string test = dir.File("t.test.json");
+  WriteFile(test, R"({"pipeline": ")" + pipeline + R"(", "tests": [{"name": "replayed", )" +
+                      R"("recording": ")" + kRecording + R"(", "tolerance": 0, "expect_csv": {)" +
+                      R"("rows": ")" + out + R"(/rows.csv", "soc_only": ")" + out +
+                      R"(/soc_only.csv", "speed_stats": ")" + out + R"(/speed_stats.csv"}}]})");
+  const CommandResult t = Fleetflow({"test", test});
+  EXPECT_EQ(t.exit_code, 0) << t.out << t.err;
+
   // One file to stdout: --sink chooses it; several to stdout is refused.
   const CommandResult one =
       Fleetflow({"replay", kRecording, "--pipeline", pipeline, "--out", "-", "--sink", "soc_only"});
