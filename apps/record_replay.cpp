@@ -597,7 +597,7 @@ class OutputFile {
     path_ = path;
     if (path == "-") return true;
     file_.open(path, std::ios::binary | std::ios::trunc);
-    if (!file_) error = path + ": " + std::strerror(errno);
+    if (!file_) error = path + ": cannot create: " + std::strerror(errno);
     return static_cast<bool>(file_);
   }
   std::ostream& stream() { return path_ == "-" ? std::cout : file_; }

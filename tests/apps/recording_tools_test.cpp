@@ -386,6 +386,15 @@ TEST(ReplayOut, CommittedRecordingGivesTheGoldenRowsWithoutAnyServer) {
   EXPECT_EQ(tripwire.Attempts(), 0) << "a server was contacted";
   EXPECT_FALSE(std::filesystem::exists(dir.File("archive"))) << "the archive is left out";
 
+  const CommandResult unwritable =
+      Fleetflow({"replay", kRecording, "--pipeline", kSource + "/pipelines/default.json", "--out",
+                 dir.File("missing/rows.csv")},
+                env);
+  EXPECT_EQ(unwritable.exit_code, 1);
+  EXPECT_NE(unwritable.err.find("missing/rows.csv: cannot create: No such file or directory"),
+            std::string::npos)
+      << unwritable.err;
+
   // The CSV is what `fleetflow test` reads as expect_csv.
   const std::string test = dir.File("t.test.json");
   WriteFile(test, R"({"pipeline": ")" + kSource + R"(/pipelines/default.json", "tests": [)" +
