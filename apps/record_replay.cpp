@@ -752,7 +752,8 @@ int Replay(const Registry& registry, const ReplayArgs& args) {
           return kExitFatal;
         }
       }
-      where = rows_files.size() == 1
+      where = rows_files.empty() ? "(no timescale_sink)"
+              : rows_files.size() == 1
                   ? "to " + (args.out == "-" ? "stdout" : args.out)
                   : fmt::format("to {} files in {}", rows_files.size(), args.out);
     }
