@@ -49,8 +49,10 @@ class ReplaySource final : public Operator {
                                      ctx.labels())),
         size_(ctx.metrics.GetGauge("replay_file_bytes", "Size of the recordings (all files).",
                                    ctx.labels())),
-        recorded_(ctx.metrics.GetGauge("replay_recorded_time_ns",
-                                       "Receive time of the last record replayed.", ctx.labels())),
+        recorded_(ctx.metrics.GetGauge(
+            "replay_recorded_time_seconds",
+            "Receive time of the last record replayed, seconds since the Unix epoch.",
+            ctx.labels())),
         finished_(ctx.metrics.GetGauge("replay_finished",
                                        "1 once the recording is replayed to its end or to damage.",
                                        ctx.labels())),
@@ -179,7 +181,7 @@ class ReplaySource final : public Operator {
   /// `offset`: in the file being replayed.
   void Publish(int64_t recv_ns, uint64_t offset) {
     offset_.Set(static_cast<double>(done_bytes_ + offset));
-    recorded_.Set(static_cast<double>(recv_ns));
+    recorded_.Set(static_cast<double>(recv_ns) / 1e9);  // base unit: seconds
   }
 
   /// Waits until `recorded_s` of recorded time (scaled by speed) have passed since the start;

@@ -14,7 +14,7 @@
 /// (Runtime::InputEnded()) and so `fleetflow replay` know the replay is complete.
 ///
 /// Progress is published as metrics: replay_records_total, replay_offset_bytes,
-/// replay_file_bytes, replay_recorded_time_ns, replay_finished (1 once the file ended or a
+/// replay_file_bytes, replay_recorded_time_seconds, replay_finished (1 once the file ended or a
 /// damaged record stopped it) and replay_damaged_offset_bytes (-1 unless damaged).
 
 #include "registry.hpp"

@@ -7,6 +7,7 @@
 #include <rapidjson/document.h>
 
 #include <algorithm>
+#include <regex>
 #include <sstream>
 
 #include "build_paths.hpp"
@@ -163,6 +164,10 @@ TEST(MetricsE2E, ReadinessFollowsTheConnectionsAndCountersAgreeWithTheDatabase) 
     const size_t end = line.find(' ', 7);
     const std::string name = line.substr(7, end - 7);
     const std::string type = line.substr(end + 1);
+    // Base units only: seconds and bytes.
+    EXPECT_FALSE(std::regex_search(name, std::regex("_(ns|us|ms|nanoseconds|milliseconds|minutes|"
+                                                    "hours|kb|mb|kib|mib)(_|$)")))
+        << name << " is not in a base unit";
     EXPECT_NE(docs.find("| `" + name + "` | " + type + " |"), std::string::npos)
         << name << " (" << type << ") is not documented in docs/metrics.md";
   }
