@@ -223,8 +223,7 @@ int main(int argc, char** argv) {
       "command line wins.\n"
       "Exit status: 0 done, 1 usage error, 2 NATS error (cannot connect), 3 no reply (the "
       "vehicle is not running: no responders, or it did not answer in time), 4 the vehicle "
-      "refused the command.\n"
-      "Example:\n  fleetctl rate v00001 gps 1");
+      "refused the command.");
   app.require_subcommand(1);
   fleetflow::firmware::AddNatsOptions(app, nats_options);
   app.add_option("--timeout", timeout_ms, "How long to wait for replies, in ms")
@@ -252,6 +251,14 @@ int main(int argc, char** argv) {
       "List vehicles with their state, last publish time, rates, buffer and active alarms; without "
       "ids, every vehicle that answers within --timeout (asked on fleet.cmd.status)");
   status->add_option("vehicles", vehicles, "Vehicle ids")->check(vehicle_check);
+  // An example in each --help; the subcommands took a copy of the footer when they were added.
+  for (const auto& [sub, example] :
+       {std::pair{sleep, "fleetctl sleep v00001"}, std::pair{wake, "fleetctl wake v00001"},
+        std::pair{rate, "fleetctl rate v00001 gps 1"},
+        std::pair{status, "fleetctl --json status v00001 v00002"}}) {
+    sub->footer(sub->get_footer() + "\nExample:\n  " + example);
+  }
+  app.footer(app.get_footer() + "\nExample:\n  fleetctl --timeout 2000 status");
   fleetflow::firmware::NameEnvironment(app, "FLEETCTL_");
   try {
     app.parse(argc, argv);
