@@ -43,9 +43,11 @@ constexpr int kExitInvalid = 2;
 /// Writes `text` to stdout and flushes it: exit 1 with a message when it cannot be written (a
 /// full disk, a closed pipe), not 0 with the output lost.
 int WriteStdout(const char* command, const std::string& text) {
+  errno = 0;
   std::cout << text << std::flush;
   if (std::cout) return 0;
-  std::cerr << command << ": cannot write to the standard output: " << std::strerror(errno) << '\n';
+  std::cerr << command << ": cannot write to the standard output"
+            << (errno != 0 ? std::string(": ") + std::strerror(errno) : std::string()) << '\n';
   return kExitFatal;
 }
 
@@ -261,7 +263,7 @@ void AddExamples(CLI::App& app) {
       {"health", "fleetflow health --ready --port 9464"},
       {"tap", "fleetflow tap windows --count 5 --port 9464"},
       {"top", "fleetflow top 10.0.0.5:9464 10.0.0.6:9464"},
-      {"validate", "fleetflow validate pipelines/*.json"},
+      {"validate", "fleetflow validate pipelines/default.json pipelines/jetstream.json"},
       {"graph", "fleetflow graph pipelines/default.json | dot -Tsvg > pipeline.svg"},
       {"docs", "fleetflow docs --out docs/operators"},
       {"schema", "fleetflow schema > schemas/pipeline.schema.json"},
