@@ -6,13 +6,17 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 
 #include "builtin.hpp"
+#include "cli_env.hpp"
 #include "clock.hpp"
 #include "dump.hpp"
 #include "estimate.hpp"
@@ -24,6 +28,7 @@
 #include "record_replay.hpp"
 #include "reference_docs.hpp"
 #include "runtime.hpp"
+#include "schema_check.hpp"
 #include "stop_signals.hpp"
 #include "tap.hpp"
 #include "test_runner.hpp"
@@ -35,6 +40,17 @@ using namespace fleetflow;
 
 constexpr int kExitFatal = 1;
 constexpr int kExitInvalid = 2;
+
+/// Writes `text` to stdout and flushes it: exit 1 with a message when it cannot be written (a
+/// full disk, a closed pipe), not 0 with the output lost.
+int WriteStdout(const char* command, const std::string& text) {
+  errno = 0;
+  std::cout << text << std::flush;
+  if (std::cout) return 0;
+  std::cerr << command << ": cannot write to the standard output"
+            << (errno != 0 ? std::string(": ") + std::strerror(errno) : std::string()) << '\n';
+  return kExitFatal;
+}
 
 void PrintErrors(const std::string& file, const std::vector<Diagnostic>& errors) {
   for (const auto& e : errors) std::cerr << e.Format() << '\n';
@@ -91,8 +107,7 @@ int Graph(const Registry& registry, const std::string& file) {
     PrintErrors(file, r.errors);
     return kExitInvalid;
   }
-  std::cout << PipelineDot(*r.pipeline);
-  return 0;
+  return WriteStdout("graph", PipelineDot(*r.pipeline));
 }
 
 int WriteDocs(const Registry& registry, const std::string& dir) {
@@ -211,6 +226,89 @@ int Run(const Registry& registry, const RunArgs& args) {
   }
 }
 
+/// The environment variables of the options (docs/cli.md#environment): FLEETFLOW_<OPTION> for
+/// the global options and run's, FLEETFLOW_<SUBCOMMAND>_<OPTION> for the other subcommands',
+/// and these shared or conventional names.
+EnvNaming FleetflowEnvNaming() {
+  EnvNaming naming;
+  naming.prefix = "FLEETFLOW_";
+  naming.unprefixed = {"run"};
+  naming.names = {
+      // The pipeline a container runs; replay and graph take the same file.
+      {"run pipeline", "FLEETFLOW_PIPELINE"},
+      {"replay --pipeline", "FLEETFLOW_PIPELINE"},
+      {"graph pipeline", "FLEETFLOW_PIPELINE"},
+      // The engine's metrics endpoint: what run serves, and what health and tap ask (a health
+      // check in the engine's container finds its port; a wildcard address such as 0.0.0.0
+      // reaches the local host).
+      {"replay --metrics-port", "FLEETFLOW_METRICS_PORT"},
+      {"health --port", "FLEETFLOW_METRICS_PORT"},
+      {"health --host", "FLEETFLOW_METRICS_HOST"},
+      {"tap --port", "FLEETFLOW_METRICS_PORT"},
+      {"tap --host", "FLEETFLOW_METRICS_HOST"},
+      // Conventions of their own, older than this scheme.
+      {"record --url", "NATS_URL"},
+      {"find --conninfo", "FLEETFLOW_PG"},
+      // A mode, not a setting: `test` would stop running tests.
+      {"test --schema", ""},
+  };
+  return naming;
+}
+
+/// An example in the --help of fleetflow and of each subcommand (find's and estimate's footers
+/// have their own). Call after the subcommands are added: each took a copy of the footer then.
+void AddExamples(CLI::App& app) {
+  app.footer(app.get_footer() + "\n\nExample:\n  fleetflow run pipelines/default.json --progress");
+  const std::map<std::string, std::string> examples = {
+      {"run", "fleetflow run pipelines/default.json --progress"},
+      {"health", "fleetflow health --ready --port 9464"},
+      {"tap", "fleetflow tap windows --count 5 --port 9464"},
+      {"top", "fleetflow top 10.0.0.5:9464 10.0.0.6:9464"},
+      {"validate", "fleetflow validate pipelines/default.json pipelines/jetstream.json"},
+      {"graph", "fleetflow graph pipelines/default.json | dot -Tsvg > pipeline.svg"},
+      {"docs", "fleetflow docs --out docs/operators"},
+      {"schema", "fleetflow schema > schemas/pipeline.schema.json"},
+      {"record", "fleetflow record --out fleet.rec --subject 'vehicle.*.*' --duration 60"},
+      {"replay", "fleetflow replay fleet.rec --pipeline pipelines/default.json --speed 0"},
+      {"test", "fleetflow test pipelines/*.test.json"},
+      {"dump", "fleetflow dump fleet.rec --subject 'vehicle.v42.*' --limit 20"},
+  };
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    const auto it = examples.find(sub->get_name());
+    if (it == examples.end()) continue;
+    const std::string footer = sub->get_footer();
+    sub->footer(footer + (footer.empty() ? "" : "\n\n") + "Example:\n  " + it->second);
+  }
+}
+
+/// "unknown command 'validat': did you mean 'validate'?" when the first word of the command line
+/// that is not an option (or an option's value) names no subcommand; "" otherwise.
+std::string UnknownCommand(CLI::App& app, int argc, char** argv) {
+  if (!app.get_subcommands().empty()) return "";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("-", 0) == 0) {
+      // The value of a global option that takes one (--log-level debug) is not a command.
+      const CLI::Option* option =
+          arg.find('=') == std::string::npos ? app.get_option_no_throw(arg) : nullptr;
+      if (option != nullptr && option->get_type_size() != 0) ++i;
+      continue;
+    }
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+      if (!sub->get_name().empty()) names.push_back(sub->get_name());
+    }
+    if (std::find(names.begin(), names.end(), arg) != names.end()) return "";
+    const std::string guess = ClosestName(arg, names);
+    std::string list;
+    for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+    return "unknown command '" + arg + "'" +
+           (guess.empty() ? "; the commands are " + list : ": did you mean '" + guess + "'?") +
+           "\nRun with --help for more information.";
+  }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -232,6 +330,8 @@ int main(int argc, char** argv) {
       "  2  invalid pipeline file or command line; test: an invalid test file;\n"
       "     dump: a file cannot be read or is not a recording\n"
       "  3  replay --strict: a damaged record stopped the replay; dump: a file ends in one\n"
+      "Environment: every option can also be set by a variable named beside it, e.g. "
+      "FLEETFLOW_LOG_LEVEL, FLEETFLOW_PIPELINE, FLEETFLOW_METRICS_PORT; the command line wins.\n"
       "See docs/cli.md.");
   app.set_version_flag("--version", std::string(BuildVersion()));
   app.require_subcommand(1);
@@ -348,10 +448,11 @@ int main(int argc, char** argv) {
       "graph", "Print a pipeline as a Graphviz digraph (fleetflow graph p.json | dot -Tsvg).");
   graph_cmd->add_option("pipeline", graph_file, "Pipeline file (JSON)")->required();
 
-  std::string docs_dir = "docs/operators";
+  std::string docs_dir;
   auto* docs_cmd = app.add_subcommand(
       "docs", "Write the operator reference (one Markdown page per operator and an index).");
-  docs_cmd->add_option("--out", docs_dir, "Directory to write to")->capture_default_str();
+  docs_cmd->add_option("--out", docs_dir, "Directory to write to (docs/operators in a checkout)")
+      ->required();
 
   auto* schema_cmd = app.add_subcommand(
       "schema", "Print the JSON Schema of pipeline files (schemas/pipeline.schema.json).");
@@ -452,9 +553,18 @@ int main(int argc, char** argv) {
   test_cmd->add_flag("--schema", test_schema,
                      "Print the JSON Schema of test files (schemas/test.schema.json)");
 
+  AddExamples(app);
+  NameEnvironmentVariables(app, FleetflowEnvNaming());
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (const std::string unknown = UnknownCommand(app, argc, argv); !unknown.empty()) {
+      std::cerr << unknown << '\n';
+      return kExitInvalid;
+    }
+    if (const std::string note = EnvironmentNote(app, e, argc, argv); !note.empty()) {
+      std::cerr << note << '\n';
+    }
     const int rc = app.exit(e);
     return rc == 0 ? 0 : kExitInvalid;
   }
@@ -463,10 +573,7 @@ int main(int argc, char** argv) {
   if (*validate_cmd) return Validate(registry, files, connect);
   if (*graph_cmd) return Graph(registry, graph_file);
   if (*docs_cmd) return WriteDocs(registry, docs_dir);
-  if (*schema_cmd) {
-    std::cout << PipelineJsonSchema(registry);
-    return 0;
-  }
+  if (*schema_cmd) return WriteStdout("schema", PipelineJsonSchema(registry));
   if (*health_cmd) return Health(health);
   if (*tap_cmd) return Tap(tap);
   if (*top_cmd) return Top(top);
@@ -476,10 +583,7 @@ int main(int argc, char** argv) {
   if (*record_cmd) return Record(record);
   if (*replay_cmd) return Replay(registry, replay);
   if (*dump_cmd) return Dump(dump, std::cout, std::cerr);
-  if (*test_cmd && test_schema) {
-    std::cout << TestFileJsonSchema();
-    return 0;
-  }
+  if (*test_cmd && test_schema) return WriteStdout("test --schema", TestFileJsonSchema());
   if (*test_cmd && test_files.empty()) {
     std::cerr << "test: give test files, or --schema\n";
     return kExitInvalid;

@@ -465,6 +465,8 @@ Scrape ScrapeEndpoint(const Endpoint& endpoint, int timeout_ms) {
   std::string error;
   const auto metrics = HttpGet(endpoint.host, endpoint.port, "/metrics", timeout_ms, error);
   s.at = std::chrono::steady_clock::now();
+  s.unix_s =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   if (!metrics) {
     s.error = "no answer (" + error + ")";
     return s;
@@ -500,8 +502,10 @@ WorkerView ComputeView(const std::string& endpoint, const Scrape* before, const 
   const double seconds = rates ? std::chrono::duration<double>(now.at - before->at).count() : kNaN;
   v.rates = rates;
   v.version = cur.version;
-  v.uptime_s = cur.Get("fleetflow_process_uptime_seconds");
-  v.rss_bytes = cur.Get("fleetflow_process_resident_memory_bytes");
+  if (const auto start = cur.Get("process_start_time_seconds")) {
+    v.uptime_s = std::max(0.0, now.unix_s - *start);
+  }
+  v.rss_bytes = cur.Get("process_resident_memory_bytes");
   v.partitions = cur.Get("fleetflow_partitions_owned");
   v.lag = cur.Get("fleetflow_consumer_pending");
   v.queued = cur.Get("fleetflow_graph_queued_messages");

@@ -75,6 +75,7 @@ double HistogramQuantile(double q, const Buckets& buckets);
 /// One scrape of one endpoint.
 struct Scrape {
   std::chrono::steady_clock::time_point at;
+  double unix_s = 0;  ///< when, in seconds since the Unix epoch (uptime from the start time)
   bool up = false;
   std::string error;  ///< why it is down
   std::vector<prom::Sample> samples;

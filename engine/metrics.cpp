@@ -5,11 +5,16 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <unordered_map>
@@ -128,6 +133,13 @@ Gauge& Metrics::GetGauge(const std::string& name, const std::string& help, const
   auto& slot = f.gauges[RenderLabels(labels)];
   if (!slot.second) slot = {labels, std::make_unique<Gauge>()};
   return *slot.second;
+}
+
+Gauge& Metrics::GetStandardMetric(const std::string& name, const std::string& help, bool counter) {
+  std::lock_guard lock(mu_);
+  Standard& m = standard_[name];
+  if (!m.value) m = {help, counter, std::make_unique<Gauge>()};
+  return *m.value;
 }
 
 void Metrics::RemoveGauge(const std::string& name, const Labels& labels) {
@@ -251,6 +263,23 @@ std::string Metrics::Exposition() const {
       }
       if (!mf.metric.empty()) out.push_back(std::move(mf));
     }
+    for (const auto& [name, m] : standard_) {
+      prometheus::MetricFamily mf;
+      mf.name = name;
+      mf.help = m.help;
+      prometheus::ClientMetric cm;
+      if (m.counter) {
+        mf.type = prometheus::MetricType::Counter;
+        cm.counter.value = m.value->value();
+      } else {
+        mf.type = prometheus::MetricType::Gauge;
+        cm.gauge.value = m.value->value();
+      }
+      mf.metric.push_back(std::move(cm));
+      out.push_back(std::move(mf));
+    }
+    // Families in the order of their names, the standard ones among fleetflow's own.
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   }
   std::ostringstream text;
   prometheus::TextSerializer().Serialize(text, out);
@@ -259,21 +288,90 @@ std::string Metrics::Exposition() const {
 
 std::string_view BuildVersion() { return FF_VERSION; }
 
+namespace {
+
+/// When this process started, in seconds since the Unix epoch: its start in clock ticks after
+/// boot (/proc/self/stat, field 22) plus the boot time (/proc/stat, btime); now when either
+/// cannot be read.
+double ProcessStartTime() {
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  std::ifstream stat_file("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  // The command name (field 2) is in parentheses and may hold spaces: count from its end.
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return now;
+  std::istringstream fields(stat.substr(paren + 1));
+  std::string field;
+  int number = 2;  // the field last read
+  while (number < 22 && fields >> field) ++number;
+  if (number != 22) return now;
+  std::ifstream proc_stat("/proc/stat");
+  double boot = -1;
+  for (std::string key; proc_stat >> key;) {
+    if (key == "btime") {
+      proc_stat >> boot;
+      break;
+    }
+  }
+  const long ticks = sysconf(_SC_CLK_TCK);
+  char* end = nullptr;
+  const double start_ticks = std::strtod(field.c_str(), &end);
+  if (boot < 0 || ticks <= 0 || end == field.c_str() || *end != '\0') return now;
+  return boot + start_ticks / static_cast<double>(ticks);
+}
+
+}  // namespace
+
 void AddProcessMetrics(Metrics& metrics) {
   metrics
       .GetGauge("build_info", "Always 1; the labels describe this build.",
                 {{"version", std::string(BuildVersion())}})
       .Set(1);
-  Gauge& rss = metrics.GetGauge("process_resident_memory_bytes",
-                                "Resident memory of the process (from /proc/self/statm).");
-  Gauge& uptime = metrics.GetGauge("process_uptime_seconds", "Seconds since the engine started.");
-  const auto start = std::chrono::steady_clock::now();
+  // The names, meanings and units of the Prometheus client libraries' process collectors.
+  Gauge& cpu = metrics.GetStandardMetric("process_cpu_seconds_total",
+                                         "Total user and system CPU time spent in seconds.", true);
+  Gauge& rss =
+      metrics.GetStandardMetric("process_resident_memory_bytes", "Resident memory size in bytes.");
+  Gauge& vms =
+      metrics.GetStandardMetric("process_virtual_memory_bytes", "Virtual memory size in bytes.");
+  metrics
+      .GetStandardMetric("process_start_time_seconds",
+                         "Start time of the process since unix epoch in seconds.")
+      .Set(ProcessStartTime());
+  Gauge& open_fds =
+      metrics.GetStandardMetric("process_open_fds", "Number of open file descriptors.");
+  Gauge& max_fds =
+      metrics.GetStandardMetric("process_max_fds", "Maximum number of open file descriptors.");
   const long page = sysconf(_SC_PAGESIZE);
-  metrics.AddCollector([&rss, &uptime, start, page] {
+  metrics.AddCollector([&cpu, &rss, &vms, &open_fds, &max_fds, page] {
+    rusage usage{};
+    if (getrusage(RUSAGE_SELF, &usage) == 0) {
+      const auto seconds = [](const timeval& t) {
+        return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+      };
+      cpu.Set(seconds(usage.ru_utime) + seconds(usage.ru_stime));
+    }
     std::ifstream statm("/proc/self/statm");
     uint64_t size = 0, resident = 0;
-    if (statm >> size >> resident) rss.Set(static_cast<double>(resident) * page);
-    uptime.Set(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    if (statm >> size >> resident) {
+      vms.Set(static_cast<double>(size) * page);
+      rss.Set(static_cast<double>(resident) * page);
+    }
+    // The directory's own descriptor, open while it is read, is counted too (as the client
+    // libraries count it).
+    std::error_code ec;
+    size_t fds = 0;
+    for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end;
+         it.increment(ec)) {
+      ++fds;
+    }
+    if (!ec) open_fds.Set(static_cast<double>(fds));
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
+      max_fds.Set(limit.rlim_cur == RLIM_INFINITY ? std::numeric_limits<double>::infinity()
+                                                  : static_cast<double>(limit.rlim_cur));
+    }
   });
 }
 

@@ -98,8 +98,15 @@ class Metrics {
   /// unknown or a histogram). Reads only: asking creates nothing.
   std::vector<std::pair<Labels, double>> Values(const std::string& name) const;
 
+  /// A metric of a standard name, exposed as `name` exactly, without the fleetflow_ prefix: the
+  /// process_* metrics every Prometheus client library exports, so that stock dashboards and
+  /// alerts find them. Its value is set, typically by a collector; `counter` types it as a
+  /// counter (`name` then ends in _total already, and the value only grows), else as a gauge.
+  /// Asking again for the same name returns the same metric.
+  Gauge& GetStandardMetric(const std::string& name, const std::string& help, bool counter = false);
+
   /// Runs `collect` at the start of every Exposition(), to refresh gauges that are computed on
-  /// demand (process memory, uptime). It may call Get*; it must not call Exposition().
+  /// demand (process memory, CPU time). It may call Get*; it must not call Exposition().
   void AddCollector(std::function<void()> collect);
 
   /// The Prometheus text exposition format, version 0.0.4. Families are in the order of their
@@ -122,14 +129,22 @@ class Metrics {
   mutable std::mutex mu_;
   std::unique_ptr<prometheus::Registry> registry_;  // the histograms
   std::map<std::string, Family> families_;
+  struct Standard {
+    std::string help;
+    bool counter = false;
+    std::unique_ptr<Gauge> value;
+  };
+  std::map<std::string, Standard> standard_;  // by exposed name
   std::vector<std::function<void()>> collectors_;
 };
 
 /// The version of this build (the CMake project version).
 std::string_view BuildVersion();
 
-/// Adds the process gauges: resident memory (from /proc/self/statm) and uptime, refreshed at
-/// every scrape, and build_info{version} 1. Call once, at startup.
+/// Adds fleetflow_build_info{version} 1 and the standard process metrics of Prometheus client
+/// libraries, unprefixed and refreshed at every scrape: process_cpu_seconds_total,
+/// process_resident_memory_bytes, process_virtual_memory_bytes, process_start_time_seconds,
+/// process_open_fds and process_max_fds. Call once, at startup.
 void AddProcessMetrics(Metrics& metrics);
 
 }  // namespace fleetflow

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
 
+#include "cli_env.hpp"
 #include "wire.hpp"
 
 namespace fleetflow::firmware {
@@ -47,18 +49,39 @@ CLI::Validator RatesValidator() {
 }
 
 void AddNatsOptions(CLI::App& app, nats::ConnectOptions& options) {
-  app.add_option("--nats-url", options.url, "NATS server URL(s), comma-separated (env NATS_URL)")
-      ->capture_default_str();
-  app.add_option("--creds", options.creds_file, "NATS .creds file: JWT and NKey (env NATS_CREDS)")
-      ->check(CLI::ExistingFile);
-  app.add_option("--nkey-seed", options.nkey_seed_file, "NKey seed file (env NATS_NKEY_SEED)")
-      ->check(CLI::ExistingFile);
-  app.add_option("--ca", options.ca_file, "Trusted CA certificate; enables TLS (env NATS_CA)")
-      ->check(CLI::ExistingFile);
-  app.add_option("--cert", options.cert_file, "TLS client certificate (env NATS_CERT)")
-      ->check(CLI::ExistingFile);
-  app.add_option("--key", options.key_file, "Private key of --cert (env NATS_KEY)")
-      ->check(CLI::ExistingFile);
+  // The NATS_* variables the engine and nats tooling read too, not FLEET_SENSOR_NATS_URL and
+  // the like: named here, NameEnvironmentVariables leaves them.
+  app.add_option("--nats-url", options.url, "NATS server URL(s), comma-separated")
+      ->capture_default_str()
+      ->envname("NATS_URL");
+  app.add_option("--creds", options.creds_file, "NATS .creds file: JWT and NKey")
+      ->check(CLI::ExistingFile)
+      ->envname("NATS_CREDS");
+  app.add_option("--nkey-seed", options.nkey_seed_file, "NKey seed file")
+      ->check(CLI::ExistingFile)
+      ->envname("NATS_NKEY_SEED");
+  app.add_option("--ca", options.ca_file, "Trusted CA certificate; enables TLS")
+      ->check(CLI::ExistingFile)
+      ->envname("NATS_CA");
+  app.add_option("--cert", options.cert_file, "TLS client certificate")
+      ->check(CLI::ExistingFile)
+      ->envname("NATS_CERT");
+  app.add_option("--key", options.key_file, "Private key of --cert")
+      ->check(CLI::ExistingFile)
+      ->envname("NATS_KEY");
+}
+
+void NameEnvironment(CLI::App& app, const std::string& prefix) {
+  EnvNaming naming;
+  naming.prefix = prefix;
+  NameEnvironmentVariables(app, naming);
+}
+
+int ExitForParseError(CLI::App& app, const CLI::ParseError& error, int argc, char** argv) {
+  if (const std::string note = EnvironmentNote(app, error, argc, argv); !note.empty()) {
+    std::fprintf(stderr, "%s\n", note.c_str());
+  }
+  return app.exit(error) == 0 ? 0 : kExitUsage;
 }
 
 }  // namespace fleetflow::firmware

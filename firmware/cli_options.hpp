@@ -23,7 +23,15 @@ std::string ParseRates(std::string_view spec, std::vector<sim::SensorRate>& out)
 CLI::Validator RatesValidator();
 
 /// --nats-url, --creds, --nkey-seed, --ca, --cert, --key; each defaults to its NATS_* variable
-/// (already read into `options` by ConnectOptions::FromEnv()).
+/// (already read into `options` by ConnectOptions::FromEnv(), and named in --help).
 void AddNatsOptions(CLI::App& app, nats::ConnectOptions& options);
+
+/// Names every option's environment variable: PREFIX<OPTION> (FLEET_SENSOR_BATCH_MS), the NATS
+/// options their NATS_* ones (docs/firmware.md#environment). Call after the options are added.
+void NameEnvironment(CLI::App& app, const std::string& prefix);
+
+/// What a program returns for a parse error: CLI11's message (after the variable the value came
+/// from, when it came from the environment); 0 for --help, else kExitUsage.
+int ExitForParseError(CLI::App& app, const CLI::ParseError& error, int argc, char** argv);
 
 }  // namespace fleetflow::firmware

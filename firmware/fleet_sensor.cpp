@@ -80,9 +80,14 @@ int main(int argc, char** argv) {
       "stdout (the reply format of 'fleetctl status').\n"
       "With --ack jetstream the vehicle subscribes to its own inbox (--inbox-prefix) for the "
       "stream's acknowledgements; give it that permission (deploy/nats/generate-users.mjs does).\n"
-      "Environment: NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_CA, NATS_CERT, NATS_KEY.\n"
+      "Environment: every option can also come from the variable named beside it, "
+      "FLEET_SENSOR_<OPTION> "
+      "(the NATS options: NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_CA, NATS_CERT, NATS_KEY); the "
+      "command line wins.\n"
       "Exit status: 0 stopped, 1 usage error, 2 NATS refused the connection (credentials, "
-      "TLS), 3 the sensor source cannot be read.");
+      "TLS), 3 the sensor source cannot be read.\n"
+      "Example:\n  fleet-sensor --vehicle v00001 --sensors gps=10,speed=30 --nats-url "
+      "nats://127.0.0.1:4222");
   app.add_option("--vehicle", config.vehicle, "Vehicle id (1-64 of A-Z a-z 0-9 _ -)")->required();
   app.add_option("--sensors", rates, "Sensors and rates, SENSOR=HZ,... with HZ in (0, 1000]")
       ->capture_default_str()
@@ -135,6 +140,7 @@ int main(int argc, char** argv) {
   app.add_flag("--quiet", quiet,
                "Print nothing but errors, warnings (alarms raised, alarm payloads refused) and "
                "the final status line");
+  firmware::NameEnvironment(app, "FLEET_SENSOR_");
   try {
     app.parse(argc, argv);
     firmware::ParseRates(rates, config.sensors);
@@ -150,7 +156,7 @@ int main(int argc, char** argv) {
                                  "'" + config.vehicle + "' must be 1-64 of A-Z a-z 0-9 _ -");
     }
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : firmware::kExitUsage;
+    return firmware::ExitForParseError(app, e, argc, argv);
   }
   config.publish_status = !no_status;
   config.log_level = quiet ? firmware::LogLevel::kWarning : firmware::LogLevel::kInfo;

@@ -325,8 +325,12 @@ int main(int argc, char** argv) {
       "real time; --max-rate drops the pacing, so event time runs ahead of the wall clock as "
       "fast as samples can be sent (for throughput measurements; an engine would see future "
       "timestamps).\n"
-      "Environment: NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_CA, NATS_CERT, NATS_KEY.\n"
-      "Exit status: 0 done, 1 usage error, 2 NATS error (cannot connect, publish or flush).");
+      "Environment: every option can also come from the variable named beside it, "
+      "FLEET_SIM_<OPTION> "
+      "(the NATS options: NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_CA, NATS_CERT, NATS_KEY); the "
+      "command line wins.\n"
+      "Exit status: 0 done, 1 usage error, 2 NATS error (cannot connect, publish or flush).\n"
+      "Example:\n  fleet-sim --vehicles 100 --duration 60 --rates gps=10,speed=30");
   firmware::AddNatsOptions(app, opt.nats);
   app.add_option("--vehicles", opt.fleet.vehicles, "Number of vehicles in this process")
       ->capture_default_str()
@@ -369,6 +373,7 @@ int main(int argc, char** argv) {
   app.add_flag("--progress", opt.progress,
                "Print a progress line to stderr every second (vehicles, samples sent, msgs/s, "
                "samples/s)");
+  firmware::NameEnvironment(app, "FLEET_SIM_");
   try {
     app.parse(argc, argv);
     firmware::ParseRates(rates, opt.fleet.sensors);
@@ -381,7 +386,7 @@ int main(int argc, char** argv) {
           "--id-prefix", "vehicle ids such as '" + last_id + "' must be 1-64 of A-Z a-z 0-9 _ -");
     }
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : firmware::kExitUsage;
+    return firmware::ExitForParseError(app, e, argc, argv);
   }
   opt.fleet.start_ns = start_ns >= 0 ? start_ns : (NowNs() / kNsPerSec + 1) * kNsPerSec;
   opt.nats.name = "fleet-sim";

@@ -217,7 +217,10 @@ int main(int argc, char** argv) {
       "(vehicle.<id>.cmd.<command>).",
       "fleetctl"};
   app.footer(
-      "Environment: NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_CA, NATS_CERT, NATS_KEY.\n"
+      "Environment: every option can also come from the variable named beside it, "
+      "FLEETCTL_<OPTION> "
+      "(the NATS options: NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_CA, NATS_CERT, NATS_KEY); the "
+      "command line wins.\n"
       "Exit status: 0 done, 1 usage error, 2 NATS error (cannot connect), 3 no reply (the "
       "vehicle is not running: no responders, or it did not answer in time), 4 the vehicle "
       "refused the command.");
@@ -248,11 +251,20 @@ int main(int argc, char** argv) {
       "List vehicles with their state, last publish time, rates, buffer and active alarms; without "
       "ids, every vehicle that answers within --timeout (asked on fleet.cmd.status)");
   status->add_option("vehicles", vehicles, "Vehicle ids")->check(vehicle_check);
+  // An example in each --help; the subcommands took a copy of the footer when they were added.
+  for (const auto& [sub, example] :
+       {std::pair{sleep, "fleetctl sleep v00001"}, std::pair{wake, "fleetctl wake v00001"},
+        std::pair{rate, "fleetctl rate v00001 gps 1"},
+        std::pair{status, "fleetctl --json status v00001 v00002"}}) {
+    sub->footer(sub->get_footer() + "\nExample:\n  " + example);
+  }
+  app.footer(app.get_footer() + "\nExample:\n  fleetctl --timeout 2000 status");
+  fleetflow::firmware::NameEnvironment(app, "FLEETCTL_");
   try {
     app.parse(argc, argv);
     if (rate->parsed() && !(hz > 0)) throw CLI::ValidationError("hz", "must be more than 0");
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : fleetflow::firmware::kExitUsage;
+    return fleetflow::firmware::ExitForParseError(app, e, argc, argv);
   }
 
   nats_options.name = "fleetctl";

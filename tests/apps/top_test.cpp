@@ -109,6 +109,7 @@ TEST(TopTest, NumbersFitTheColumns) {
 
 /// A worker's metrics as the engine exposes them: a jetstream pipeline of four nodes.
 struct FakeWorker {
+  static constexpr double kStarted = 1.8e9;  // process_start_time_seconds
   Metrics m;
   const fleetflow::Labels src = {{"node", "telemetry"}, {"operator", "nats_source"}};
   const fleetflow::Labels kv = {{"node", "last_values"}, {"operator", "keyed_last_value"}};
@@ -119,8 +120,8 @@ struct FakeWorker {
   explicit FakeWorker(double partitions)
       : latency(m.GetHistogram("row_latency_seconds", "Latency.", {0.5, 1, 2, 5}, sink)) {
     m.GetGauge("build_info", "Build.", {{"version", "1.2.3"}}).Set(1);
-    m.GetGauge("process_uptime_seconds", "Up.").Set(3725);
-    m.GetGauge("process_resident_memory_bytes", "RSS.").Set(48 * 1024 * 1024);
+    m.GetStandardMetric("process_start_time_seconds", "Start.").Set(kStarted);
+    m.GetStandardMetric("process_resident_memory_bytes", "RSS.").Set(48 * 1024 * 1024);
     m.GetGauge("partitions_owned", "Owned.", src).Set(partitions);
     m.GetGauge("workers", "Workers.", src).Set(2);
     m.GetGauge("consumer_pending", "Lag.", src).Set(1500);
@@ -147,6 +148,7 @@ struct FakeWorker {
   Scrape Take(std::chrono::steady_clock::time_point at) const {
     Scrape s;
     s.at = at;
+    s.unix_s = kStarted + 3725;  // up for 1 h 2 min 5 s
     s.up = true;
     s.ready = true;
     s.samples = prom::ParseText(m.Exposition()).samples;

@@ -61,7 +61,7 @@ std::vector<std::string> AlertNames() {
 std::set<std::string> UsedMetrics(const std::set<std::string>& histograms) {
   std::set<std::string> names;
   for (const std::string& file : {kDashboard, kRules}) {
-    for (std::string name : Matches(ReadFile(file), R"(\b(fleetflow_\w+))")) {
+    for (std::string name : Matches(ReadFile(file), R"(\b((?:fleetflow|process)_\w+))")) {
       const std::smatch m = [&] {
         std::smatch s;
         std::regex_match(name, s, std::regex(R"((\w+)_(bucket|sum|count))"));
@@ -78,7 +78,7 @@ std::set<std::string> UsedMetrics(const std::set<std::string>& histograms) {
 std::map<std::string, std::string> DocumentedMetrics() {
   std::map<std::string, std::string> documented;
   const std::string docs = ReadFile(kSource + "/docs/metrics.md");
-  const std::regex row(R"(\| `(fleetflow_\w+)` \| (\w+) \|)");
+  const std::regex row(R"(\| `((?:fleetflow|process)_\w+)` \| (\w+) \|)");
   for (auto it = std::sregex_iterator(docs.begin(), docs.end(), row); it != std::sregex_iterator();
        ++it) {
     documented[(*it)[1]] = (*it)[2];

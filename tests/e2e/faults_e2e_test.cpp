@@ -154,7 +154,7 @@ TEST_F(FaultsE2E, SlowPostgresLockedFor10sEngineMemoryStaysBounded) {
   StartLoad(kVehicles, kDurationS);
   ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 3 * kVehicles; }, 60s));
 
-  const double rss_before = engine.Metric("fleetflow_process_resident_memory_bytes");
+  const double rss_before = engine.Metric("process_resident_memory_bytes");
   const double written_before = engine.Metric("fleetflow_sink_rows_written_total");
   const auto lock_start = std::chrono::steady_clock::now();
   std::thread locker([&] {
@@ -165,7 +165,7 @@ TEST_F(FaultsE2E, SlowPostgresLockedFor10sEngineMemoryStaysBounded) {
   double rss_peak = rss_before, written_during = written_before;
   for (const auto end = lock_start + 9s; std::chrono::steady_clock::now() < end;
        std::this_thread::sleep_for(250ms)) {
-    rss_peak = std::max(rss_peak, engine.Metric("fleetflow_process_resident_memory_bytes"));
+    rss_peak = std::max(rss_peak, engine.Metric("process_resident_memory_bytes"));
     written_during = std::max(written_during, engine.Metric("fleetflow_sink_rows_written_total"));
   }
   locker.join();

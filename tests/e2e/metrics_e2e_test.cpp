@@ -7,6 +7,7 @@
 #include <rapidjson/document.h>
 
 #include <algorithm>
+#include <regex>
 #include <sstream>
 
 #include "build_paths.hpp"
@@ -136,8 +137,11 @@ TEST(MetricsE2E, ReadinessFollowsTheConnectionsAndCountersAgreeWithTheDatabase) 
   EXPECT_EQ(Scrape(metrics, "fleetflow_late_samples_total"), 0);
   EXPECT_EQ(Scrape(metrics, "fleetflow_sink_pending_rows"), 0);
   EXPECT_GE(Scrape(metrics, "fleetflow_sink_batches_total"), 1);
-  EXPECT_GT(Scrape(metrics, "fleetflow_process_resident_memory_bytes"), 1 << 20);
-  EXPECT_GT(Scrape(metrics, "fleetflow_process_uptime_seconds"), 0);
+  // The standard process metrics, unprefixed as Prometheus client libraries export them.
+  EXPECT_GT(Scrape(metrics, "process_resident_memory_bytes"), 1 << 20);
+  EXPECT_GT(Scrape(metrics, "process_cpu_seconds_total"), 0);
+  EXPECT_GT(Scrape(metrics, "process_start_time_seconds"), 1.7e9);
+  EXPECT_GT(Scrape(metrics, "process_open_fds"), 3);
   EXPECT_EQ(Scrape(metrics, "fleetflow_build_info"), 1);
   // Histograms: every row written was timed from its window to its commit, and every
   // transaction that wrote them.
@@ -160,6 +164,10 @@ TEST(MetricsE2E, ReadinessFollowsTheConnectionsAndCountersAgreeWithTheDatabase) 
     const size_t end = line.find(' ', 7);
     const std::string name = line.substr(7, end - 7);
     const std::string type = line.substr(end + 1);
+    // Base units only: seconds and bytes.
+    EXPECT_FALSE(std::regex_search(name, std::regex("_(ns|us|ms|nanoseconds|milliseconds|minutes|"
+                                                    "hours|kb|mb|kib|mib)(_|$)")))
+        << name << " is not in a base unit";
     EXPECT_NE(docs.find("| `" + name + "` | " + type + " |"), std::string::npos)
         << name << " (" << type << ") is not documented in docs/metrics.md";
   }

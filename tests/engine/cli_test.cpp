@@ -7,7 +7,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 #include "build_paths.hpp"
@@ -96,6 +100,124 @@ TEST(CliTest, DocsWritesTheCommittedPages) {
               ReadFile(::fleetflow::testing::SourceDir() + "/docs/operators/" + page))
         << page;
   }
+}
+
+TEST(CliTest, DocsNeedsOutAndWritesNothingWithout) {
+  TempDir dir("fleetflow-docs");
+  const CommandResult r =
+      RunCommand({"/bin/sh", "-c", "cd " + dir.path() + " && " + kFleetflow + " docs"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("--out is required"));
+  EXPECT_FALSE(std::filesystem::exists(dir.File("docs")));
+}
+
+// Output lost (a full disk, here /dev/full) is an error, not a success.
+TEST(CliTest, OutputThatCannotBeWrittenExits1) {
+  for (const std::string& args :
+       std::vector<std::string>{"schema", "graph " + kDefault, "test --schema"}) {
+    const CommandResult r = RunCommand({"/bin/sh", "-c", kFleetflow + " " + args + " > /dev/full"});
+    EXPECT_EQ(r.exit_code, 1) << args << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr("cannot write to the standard output")) << args;
+  }
+  EXPECT_EQ(RunCommand({kFleetflow, "schema"}).exit_code, 0);
+}
+
+TEST(CliTest, AMisspeltCommandGetsASuggestion) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{kFleetflow, "validat", kDefault},
+        std::vector<std::string>{kFleetflow, "--log-level", "debug", "validat"}}) {
+    const CommandResult r = RunCommand(args);
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_THAT(r.err, HasSubstr("unknown command 'validat': did you mean 'validate'?"));
+    EXPECT_THAT(r.err, ::testing::Not(HasSubstr("A subcommand is required")));
+  }
+  const CommandResult r = RunCommand({kFleetflow, "frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("unknown command 'frobnicate'; the commands are run, "));
+}
+
+/// The subcommands `fleetflow --help` lists.
+std::vector<std::string> Subcommands() {
+  const std::string help = RunCommand({kFleetflow, "--help"}).out;
+  std::istringstream lines(help.substr(help.find("Subcommands:")));
+  std::vector<std::string> out;
+  std::string line;
+  std::getline(lines, line);
+  while (std::getline(lines, line) && line.rfind("  ", 0) == 0) {
+    if (line[2] != ' ') out.push_back(line.substr(2, line.find(' ', 2) - 2));
+  }
+  return out;
+}
+
+// Every subcommand's --help ends with an example, and names the environment variable of each of
+// its options: FLEETFLOW_<OPTION> (run), FLEETFLOW_<SUBCOMMAND>_<OPTION>, or a shared name that
+// docs/cli.md lists.
+TEST(CliTest, EveryHelpHasAnExampleAndItsEnvironmentVariables) {
+  const std::string docs = ReadFile(::fleetflow::testing::SourceDir() + "/docs/cli.md");
+  const std::vector<std::string> subcommands = Subcommands();
+  EXPECT_GE(subcommands.size(), 13u);
+  const std::string help = RunCommand({kFleetflow, "--help"}).out;
+  EXPECT_THAT(help, HasSubstr("Example:\n  fleetflow run "));
+  EXPECT_THAT(help, HasSubstr("(Env:FLEETFLOW_LOG_LEVEL)"));
+  int total = 0;
+  const std::regex env(R"(\n  (--[a-z-]+|[a-z]+)[^\n]*\(Env:([A-Z0-9_]+)\))");
+  for (const std::string& sub : subcommands) {
+    const std::string help = RunCommand({kFleetflow, sub, "--help"}).out;
+    EXPECT_THAT(help, HasSubstr("\nExample")) << sub;
+    EXPECT_THAT(help, HasSubstr(":\n  fleetflow " + sub + " ")) << sub;
+    int named = 0;
+    for (auto it = std::sregex_iterator(help.begin(), help.end(), env);
+         it != std::sregex_iterator(); ++it, ++named) {
+      std::string option = (*it)[1];
+      const std::string name = (*it)[2];
+      if (option.rfind("--", 0) == 0) option = option.substr(2);
+      std::string derived = option;
+      std::transform(derived.begin(), derived.end(), derived.begin(),
+                     [](char c) { return c == '-' ? '_' : std::toupper(c); });
+      std::string upper_sub = sub;
+      std::transform(upper_sub.begin(), upper_sub.end(), upper_sub.begin(), ::toupper);
+      const bool global = option == "log-level" || option == "log-format";
+      const std::string want =
+          "FLEETFLOW_" + (sub == "run" || global ? "" : upper_sub + "_") + derived;
+      if (name != want) {
+        EXPECT_NE(docs.find("`" + name + "`"), std::string::npos)
+            << sub << " --" << option << ": " << name << " is not in docs/cli.md";
+      }
+    }
+    total += named;
+  }
+  EXPECT_GE(total, 40);
+}
+
+TEST(CliTest, EnvironmentVariablesSetOptionsAndTheCommandLineWins) {
+  // Port 1: nothing listens there, the answer is at once "no answer".
+  CommandResult r = RunCommand({kFleetflow, "health"}, std::chrono::seconds(60),
+                               {{"FLEETFLOW_METRICS_PORT", "1"}, {"FLEETFLOW_HEALTH_READY", "1"}});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.out, HasSubstr("http://127.0.0.1:1/readyz: no answer"));
+  r = RunCommand({kFleetflow, "health", "--port", "2"}, std::chrono::seconds(60),
+                 {{"FLEETFLOW_METRICS_PORT", "1"}});
+  EXPECT_THAT(r.out, HasSubstr("http://127.0.0.1:2/healthz: no answer"));
+  // The pipeline of a container, for graph too.
+  r = RunCommand({kFleetflow, "graph"}, std::chrono::seconds(60),
+                 {{"FLEETFLOW_PIPELINE", kDefault}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("digraph \"default\" {"));
+  // Read for the subcommand chosen only: no port for health, but validate does not care.
+  r = RunCommand({kFleetflow, "validate", kDefault}, std::chrono::seconds(60),
+                 {{"FLEETFLOW_METRICS_PORT", "-1"}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // A bad value says where it came from.
+  r = RunCommand({kFleetflow, "validate", kDefault}, std::chrono::seconds(60),
+                 {{"FLEETFLOW_LOG_FORMAT", "xml"}});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--log-format was read from FLEETFLOW_LOG_FORMAT=xml"));
+  // --help names the variables.
+  r = RunCommand({kFleetflow, "run", "--help"});
+  for (const char* name : {"FLEETFLOW_PIPELINE", "FLEETFLOW_METRICS_PORT", "FLEETFLOW_TICK_MS"}) {
+    EXPECT_THAT(r.out, HasSubstr(std::string("(Env:") + name + ")")) << r.out;
+  }
+  EXPECT_THAT(RunCommand({kFleetflow, "record", "--help"}).out, HasSubstr("(Env:NATS_URL)"));
 }
 
 TEST(CliTest, JsonLogsAreOneObjectPerLineAndAFatalErrorExits1) {

@@ -2,9 +2,13 @@
 // process gauges.
 #include "metrics.hpp"
 
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <regex>
 #include <stdexcept>
@@ -144,16 +148,52 @@ TEST(MetricsTest, CollectorsRunAtEveryScrape) {
   EXPECT_EQ(Sample(m.Exposition(), "fleetflow_scrapes"), 2);
 }
 
-TEST(MetricsTest, ProcessMemoryUptimeAndBuildInfo) {
+TEST(MetricsTest, StandardProcessMetricsUnprefixedAndBuildInfo) {
   Metrics m;
   AddProcessMetrics(m);
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  // Some CPU time to count, and a descriptor more to see.
+  volatile double x = 0;
+  for (int i = 0; i < 20'000'000; ++i) x = x + i * 0.5;
   const std::string text = m.Exposition();
-  EXPECT_GT(Sample(text, "fleetflow_process_resident_memory_bytes"), 1 << 20);
-  EXPECT_GE(Sample(text, "fleetflow_process_uptime_seconds"), 0);
-  EXPECT_LT(Sample(text, "fleetflow_process_uptime_seconds"), 60);
+  EXPECT_GT(Sample(text, "process_resident_memory_bytes"), 1 << 20);
+  EXPECT_GE(Sample(text, "process_virtual_memory_bytes"),
+            Sample(text, "process_resident_memory_bytes"));
+  EXPECT_GT(Sample(text, "process_cpu_seconds_total"), 0);
+  // The test process started before this test, and not a day ago.
+  EXPECT_LE(Sample(text, "process_start_time_seconds"), now + 1);
+  EXPECT_GT(Sample(text, "process_start_time_seconds"), now - 86400);
+  EXPECT_GE(Sample(text, "process_open_fds"), 3);  // stdin, stdout, stderr
+  rlimit limit{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &limit), 0);
+  EXPECT_EQ(Sample(text, "process_max_fds"), static_cast<double>(limit.rlim_cur));
   EXPECT_EQ(Sample(text, "fleetflow_build_info{version=\"" + std::string(BuildVersion()) + "\"}"),
             1);
-  EXPECT_THAT(text, HasSubstr("# TYPE fleetflow_process_resident_memory_bytes gauge"));
+  // The standard names and types, without the fleetflow_ prefix, and none of the old ones.
+  EXPECT_THAT(text, HasSubstr("# TYPE process_cpu_seconds_total counter"));
+  EXPECT_THAT(text, HasSubstr("# TYPE process_resident_memory_bytes gauge"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("fleetflow_process_")));
+  // A descriptor opened shows at the next scrape.
+  const double fds = Sample(text, "process_open_fds");
+  const int fd = open("/dev/null", O_RDONLY);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(Sample(m.Exposition(), "process_open_fds"), fds + 1);
+  close(fd);
+}
+
+TEST(MetricsTest, StandardMetricsKeepTheirNameAndSortAmongTheOthers) {
+  Metrics m;
+  m.GetGauge("zeta", "Z.").Set(1);
+  m.GetStandardMetric("process_things_total", "Things.", true).Set(2.5);
+  m.GetStandardMetric("go_like_gauge", "G.").Set(3);
+  EXPECT_EQ(&m.GetStandardMetric("go_like_gauge", "G."),
+            &m.GetStandardMetric("go_like_gauge", "G."));
+  const std::string text = m.Exposition();
+  EXPECT_THAT(text, HasSubstr("# TYPE process_things_total counter\nprocess_things_total 2.5\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE go_like_gauge gauge\ngo_like_gauge 3\n"));
+  EXPECT_LT(text.find("fleetflow_zeta"), text.find("go_like_gauge"));
+  EXPECT_LT(text.find("go_like_gauge"), text.find("process_things_total"));
 }
 
 }  // namespace

@@ -41,6 +41,40 @@ class FleetSimTest : public ::testing::Test {
   sim::FleetConfig fleet_;
 };
 
+// Each program's --help ends with an example and names the variable of every option: its own
+// prefix, the NATS_* ones for the NATS options. The environment sets an option, the command line
+// wins, and a bad value names its variable.
+TEST(FirmwareCli, HelpNamesTheEnvironmentAndGivesAnExample) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> helps = {
+      {{"fleet-sensor"}, "FLEET_SENSOR_BATCH_MS"},
+      {{"fleet-sim"}, "FLEET_SIM_VEHICLES"},
+      {{"fleetctl"}, "FLEETCTL_TIMEOUT"},
+      {{"fleetctl", "sleep"}, ""},
+      {{"fleetctl", "rate"}, ""},
+      {{"fleetctl", "status"}, ""}};
+  for (const auto& [words, variable] : helps) {
+    std::vector<std::string> args = {FirmwareBin(words[0])};
+    args.insert(args.end(), words.begin() + 1, words.end());
+    args.push_back("--help");
+    const CommandResult r = RunCommand(args, seconds(30));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_THAT(r.out, ::testing::HasSubstr("Example:\n  " + words[0] + " ")) << r.out;
+    if (words.size() > 1) {
+      EXPECT_THAT(r.out, ::testing::HasSubstr(" " + words[1] + " v0"));
+    }
+    if (variable.empty()) continue;
+    EXPECT_THAT(r.out, ::testing::HasSubstr("(Env:" + variable + ")"));
+    EXPECT_THAT(r.out, ::testing::HasSubstr("(Env:NATS_URL)"));
+  }
+  CommandResult r = RunCommand({FirmwareBin("fleet-sim"), "--duration", "1"}, seconds(30),
+                               {{"FLEET_SIM_VEHICLES", "0"}});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, ::testing::HasSubstr("--vehicles was read from FLEET_SIM_VEHICLES=0"));
+  r = RunCommand({FirmwareBin("fleet-sim"), "--vehicles", "5", "--duration", "1"}, seconds(30),
+                 {{"FLEET_SIM_VEHICLES", "0"}, {"NATS_URL", "nats://127.0.0.1:1"}});
+  EXPECT_EQ(r.exit_code, 2) << r.err;  // the command line won: no usage error, no server
+}
+
 TEST_F(FleetSimTest, MaxRateSendsEverySampleFasterThanRealTime) {
   VehicleCollector collector(options_, "*");
   const CommandResult r =

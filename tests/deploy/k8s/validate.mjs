@@ -151,7 +151,7 @@ function subset(small, big) {
 /// pipeline must ask for, `nats` the client endpoints of the NATS cluster (checkNatsCluster).
 function checkCoherence(name, objs, ck = check, { replicas = 1, nats } = {}) {
   const byKind = (kind) => objs.filter((o) => o.kind === kind);
-  const allowed = new Set(["Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "ScaledObject"]);
+  const allowed = new Set(["Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "ScaledObject", "NetworkPolicy"]);
   for (const o of objs) ck(allowed.has(o.kind), `${name}: unexpected kind ${o.kind}`);
   const [deployment] = byKind("Deployment");
   const [scaled] = byKind("ScaledObject");
@@ -287,6 +287,7 @@ function checkCoherence(name, objs, ck = check, { replicas = 1, nats } = {}) {
   ck(engine.resources?.requests?.cpu && engine.resources?.requests?.memory &&
     engine.resources?.limits?.memory, `${name}: resource requests and a memory limit`);
   ck(spec.securityContext?.runAsNonRoot === true, `${name}: pods run as non-root`);
+  checkNetworkPolicy(name, byKind("NetworkPolicy"), labels, metricsPort, ck, nats);
   if (!ck(deployed, `${name}: the pipeline the pods run is known`)) return;
   ck(!("replicas" in deployment.spec),
     `${name}: the Deployment sets no replicas (KEDA owns the count; kubectl apply would reset it)`);
@@ -350,6 +351,61 @@ function checkCoherence(name, objs, ck = check, { replicas = 1, nats } = {}) {
         `${name}: the summed lag is divided by the target per worker (AverageValue)`);
     }
   }
+}
+
+/// The NetworkPolicy of the engine pods (pod labels `labels`): it selects them, denies all but
+/// what it allows both ways, lets in the metrics port from the namespace monitoring only, and
+/// lets out NATS (the cluster's pods and client port, when `nats` knows them), PostgreSQL (5432)
+/// and DNS (53, UDP and TCP, to kube-system) only.
+function checkNetworkPolicy(name, policies, labels, metricsPort, ck, nats) {
+  const [policy] = policies;
+  if (!ck(policy && policies.length === 1, `${name}: exactly one NetworkPolicy`)) return;
+  const spec = policy.spec;
+  const selector = spec.podSelector?.matchLabels;
+  ck(selector && Object.keys(selector).length > 0 && subset(selector, labels) &&
+    !spec.podSelector.matchExpressions,
+    `${name}: the NetworkPolicy selects the engine pods (${JSON.stringify(spec.podSelector)})`);
+  const types = spec.policyTypes || [];
+  ck(types.includes("Ingress") && types.includes("Egress"),
+    `${name}: the NetworkPolicy restricts both ingress and egress (policyTypes ${types})`);
+  const namespaceIs = (peer, ns) => peer.namespaceSelector?.matchLabels?.["kubernetes.io/metadata.name"] === ns &&
+    !peer.namespaceSelector.matchExpressions && !peer.ipBlock;
+  const portsOf = (rule) => (rule.ports || []).map((p) => `${p.port}/${p.protocol ?? "TCP"}`);
+
+  // Ingress: the metrics port, from monitoring; a rule without `from` or `ports` lets in anyone
+  // or any port.
+  const ingress = spec.ingress || [];
+  ck(ingress.length > 0, `${name}: the NetworkPolicy lets Prometheus in`);
+  for (const [i, rule] of ingress.entries()) {
+    ck((rule.from || []).length > 0 && rule.from.every((peer) => namespaceIs(peer, "monitoring")),
+      `${name}: ingress rule ${i} comes from the namespace monitoring only (${JSON.stringify(rule.from)})`);
+    const metrics = ["metrics/TCP", `${metricsPort?.containerPort}/TCP`];
+    ck((rule.ports || []).length > 0 && portsOf(rule).every((p) => metrics.includes(p)),
+      `${name}: ingress rule ${i} opens the metrics port only (${portsOf(rule)})`);
+  }
+
+  // Egress: every rule names its ports, and only NATS's, PostgreSQL's and DNS's.
+  const egress = spec.egress || [];
+  const natsPort = nats?.clientPort ?? 4222;
+  const known = { nats: `${natsPort}/TCP`, pg: "5432/TCP", dnsUdp: "53/UDP", dnsTcp: "53/TCP" };
+  for (const [i, rule] of egress.entries()) {
+    ck((rule.ports || []).length > 0 && portsOf(rule).every((p) => Object.values(known).includes(p)),
+      `${name}: egress rule ${i} opens only the ports of NATS, PostgreSQL and DNS (${portsOf(rule)})`);
+    if (portsOf(rule).some((p) => p.startsWith("53/"))) {
+      ck((rule.to || []).length > 0 && rule.to.every((peer) => namespaceIs(peer, "kube-system")),
+        `${name}: egress rule ${i} (DNS) goes to kube-system only (${JSON.stringify(rule.to)})`);
+    }
+    if (portsOf(rule).includes(known.nats) && nats?.namespace) {
+      ck((rule.to || []).length > 0 && rule.to.every((peer) => namespaceIs(peer, nats.namespace) &&
+        subset(peer.podSelector?.matchLabels, nats.podLabels) && Object.keys(peer.podSelector?.matchLabels || {}).length > 0),
+      `${name}: egress rule ${i} (NATS) goes to the NATS pods in the namespace ${nats.namespace} only (${JSON.stringify(rule.to)})`);
+    }
+  }
+  const opened = new Set(egress.flatMap(portsOf));
+  for (const [what, port] of Object.entries(known)) {
+    ck(opened.has(port), `${name}: the NetworkPolicy lets the engine reach ${what} (${port})`);
+  }
+  ck(deployDoc.includes("NetworkPolicy"), `${name}: docs/deploy.md describes the NetworkPolicy`);
 }
 
 function selfTest() {
@@ -558,7 +614,7 @@ function checkNatsCluster(name, objs, ck = check) {
     : containerPort(ready?.tcpSocket?.port) === clientPort,
     `${name}: the nats readiness probe asks ${httpPort ? `/healthz?js-enabled-only=true on port ${httpPort}` : `port ${clientPort}`} (${JSON.stringify(ready)})`);
   return client && { host: `${client.metadata.name}.${ns}.svc.cluster.local`, clientPort: servicePort(clientPort),
-    monitorPort: servicePort(httpPort), replicas };
+    monitorPort: servicePort(httpPort), replicas, namespace: ns, podLabels: labels };
 }
 
 /// The cluster checks must fail on broken copies of deploy/nats too.
@@ -640,6 +696,30 @@ function selfTestCoherence(objs, nats) {
     }],
     ["more workers than partitions", /maxReplicaCount \(17\)/, (o) => {
       o.find((x) => x.kind === "ScaledObject").spec.maxReplicaCount = 17;
+    }],
+    ["no NetworkPolicy", /exactly one NetworkPolicy/, (o) => {
+      o.splice(o.findIndex((x) => x.kind === "NetworkPolicy"), 1);
+    }],
+    ["a NetworkPolicy of other pods", /selects the engine pods/, (o) => {
+      o.find((x) => x.kind === "NetworkPolicy").spec.podSelector.matchLabels["app.kubernetes.io/component"] = "api";
+    }],
+    ["egress open to everything", /egress rule 3 opens only/, (o) => {
+      o.find((x) => x.kind === "NetworkPolicy").spec.egress.push({});
+    }],
+    ["egress without a policy type", /both ingress and egress/, (o) => {
+      o.find((x) => x.kind === "NetworkPolicy").spec.policyTypes = ["Ingress"];
+    }],
+    ["the metrics port open to every namespace", /from the namespace monitoring only/, (o) => {
+      delete o.find((x) => x.kind === "NetworkPolicy").spec.ingress[0].from;
+    }],
+    ["another port let in", /opens the metrics port only/, (o) => {
+      o.find((x) => x.kind === "NetworkPolicy").spec.ingress[0].ports.push({ port: 8080, protocol: "TCP" });
+    }],
+    ["NATS anywhere", /\(NATS\) goes to the NATS pods/, (o) => {
+      delete o.find((x) => x.kind === "NetworkPolicy").spec.egress[0].to;
+    }],
+    ["no DNS", /reach dnsUdp/, (o) => {
+      o.find((x) => x.kind === "NetworkPolicy").spec.egress.pop();
     }],
   ];
   for (const [what, expect, breakIt] of broken) {
