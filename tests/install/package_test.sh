@@ -65,7 +65,9 @@ for p in "${packages[@]}"; do
   fi
 done
 for f in /usr/bin/fleetflow /usr/bin/fleet-sensor /usr/bin/fleetctl /usr/bin/fleet-sim; do
-  [[ -e $f ]] && die "$f exists (installed by hand?); this test would overwrite and then remove it"
+  if [[ -e $f ]]; then
+    die "$f exists (installed by hand?); this test would overwrite and then remove it"
+  fi
 done
 
 work=$(mktemp -d)
@@ -79,6 +81,8 @@ apt() {
 }
 cleanup() {
   local status=$? p left=()
+  # set -e ended the script on a command that failed: say so (the checks say what they found).
+  ((status == 0 || status == 77)) || echo "package_test: FAILED (exit $status)" >&2
   for p in "${packages[@]}"; do
     installed "$p" && left+=("$p")
   done
@@ -184,7 +188,7 @@ for p in "${packages[@]}"; do
 done
 declare -A files
 for p in "${packages[@]}"; do
-  files[$p]=$(dpkg -L "$p" | while read -r f; do [[ -f $f ]] && echo "$f"; done)
+  files[$p]=$(dpkg -L "$p" | while read -r f; do if [[ -f $f ]]; then echo "$f"; fi; done)
 done
 
 # The units, as systemd will load them; the template also with an instance. Any message about a
@@ -220,6 +224,7 @@ done
 ((${#pipelines[@]} > 0)) || fail "no pipelines in /usr/share/fleetflow/pipelines"
 ran "fleetflow validate ${pipelines[*]}" /usr/bin/fleetflow validate "${pipelines[@]}"
 # The shipped pipeline tests pass with the installed program (no servers needed).
+# shellcheck disable=SC2016 # $1 is the inner shell's
 ran "fleetflow test on the installed *.test.json" \
   bash -c 'cd "$1" && /usr/bin/fleetflow test /usr/share/fleetflow/pipelines/*.test.json' \
   _ "$work"
@@ -239,9 +244,11 @@ say "apt-get purge ${packages[*]}"
 apt purge "${packages[@]}" >"$work/apt-purge.log" 2>&1 ||
   { cat "$work/apt-purge.log"; die "apt-get purge failed (above)"; }
 for p in "${packages[@]}"; do
-  installed "$p" && fail "$p is still installed after apt-get purge"
-  left=$(while read -r f; do [[ -n $f && -e $f ]] && echo "$f"; done <<<"${files[$p]}")
-  [[ -z "$left" ]] || fail "files of $p left after purge:"$'\n'"$left"
+  if installed "$p"; then
+    fail "$p is still installed after apt-get purge"
+  fi
+  still=$(while read -r f; do if [[ -n $f && -e $f ]]; then echo "$f"; fi; done <<<"${files[$p]}")
+  [[ -z "$still" ]] || fail "files of $p left after purge:"$'\n'"$still"
 done
 ((failures == 0)) || die "$failures check(s) failed (above)"
 say "passed: built, installed, verified, ran and purged ${packages[*]} ($version)"
