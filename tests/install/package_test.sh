@@ -12,11 +12,17 @@
 # check fails: an EXIT trap purges what it installed, with the dependencies apt pulled in for
 # them. One run at a time per machine (a lock), since the packages are machine-wide.
 #
-# Usage: package_test.sh BUILD_DIR [CPACK]
+# With CONSUMER_DIR (tests/install/consumer) it also builds that project against the installed
+# fleetflow-dev (find_package(fleetflow) from /usr) and runs its test.
+#
+# Usage: package_test.sh BUILD_DIR [CPACK [CONSUMER_DIR]]
 set -euo pipefail
 
-build_dir=${1:?usage: package_test.sh BUILD_DIR [CPACK]}
+build_dir=${1:?usage: package_test.sh BUILD_DIR [CPACK [CONSUMER_DIR]]}
 cpack=${2:-cpack}
+consumer_dir=${3:-}
+cmake=$(dirname "$(command -v "$cpack")")/cmake
+[[ -x $cmake ]] || cmake=cmake
 packages=(fleetflow fleet-sensor fleetflow-dev)
 
 failures=0
@@ -238,6 +244,22 @@ for page in fleetflow fleetflow-run fleetflow-validate fleet-sensor fleetctl fle
     fail "man page $page.1 not installed"
   fi
 done
+if [[ -n $consumer_dir ]]; then
+  # The SDK from the package alone: no prefix path, so find_package(fleetflow) looks in /usr.
+  if "$cmake" -S "$consumer_dir" -B "$work/consumer" >"$work/consumer.log" 2>&1 &&
+    "$cmake" --build "$work/consumer" >>"$work/consumer.log" 2>&1 &&
+    "$work/consumer/scale_test" >>"$work/consumer.log" 2>&1; then
+    sdk_dir=$(grep "^fleetflow_DIR:" "$work/consumer/CMakeCache.txt" || true)
+    if [[ $sdk_dir == *=/usr/* ]]; then
+      say "tests/install/consumer built against the installed fleetflow-dev: ok ($sdk_dir)"
+    else
+      fail "tests/install/consumer did not find the installed fleetflow-dev: $sdk_dir"
+    fi
+  else
+    cat "$work/consumer.log" >&2
+    fail "tests/install/consumer against the installed fleetflow-dev (above)"
+  fi
+fi
 
 # --- removed -------------------------------------------------------------------------------
 say "apt-get purge ${packages[*]}"
