@@ -29,6 +29,26 @@ endif()
 set(FLEETFLOW_SYSTEMD_UNITDIR ${ff_unitdir} CACHE STRING
   "Where the systemd units go (relative: to the install prefix)")
 
+# ff_install_unit(<unit> <component>): deploy/systemd/<unit>.in with the programs' directory
+# (@FF_BINDIR@) and the data and doc directories filled in at install time, from the prefix of
+# that install: /usr for the packages (cpack installs into /usr under a staging DESTDIR),
+# whatever --prefix says for `cmake --install`, so the units always name the installed programs.
+function(ff_install_unit unit component)
+  set(in ${PROJECT_SOURCE_DIR}/deploy/systemd/${unit}.in)
+  set(out ${PROJECT_BINARY_DIR}/systemd/${component}/${unit})
+  set(dir ${FLEETFLOW_SYSTEMD_UNITDIR})
+  if(NOT IS_ABSOLUTE "${dir}")
+    set(dir "\${CMAKE_INSTALL_PREFIX}/${dir}")
+  endif()
+  install(CODE "
+    set(FF_BINDIR \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR}\")
+    set(FF_DATADIR \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_DATADIR}\")
+    set(FF_DOCDIR \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_DATAROOTDIR}/doc\")
+    configure_file(\"${in}\" \"${out}\" @ONLY)
+    file(INSTALL DESTINATION \"${dir}\" TYPE FILE FILES \"${out}\")"
+    COMPONENT ${component})
+endfunction()
+
 set(ff_man_dir ${PROJECT_SOURCE_DIR}/man)
 set(ff_doc_engine ${CMAKE_INSTALL_DATAROOTDIR}/doc/fleetflow)
 set(ff_doc_firmware ${CMAKE_INSTALL_DATAROOTDIR}/doc/fleet-sensor)
@@ -37,8 +57,7 @@ set(ff_doc_firmware ${CMAKE_INSTALL_DATAROOTDIR}/doc/fleet-sensor)
 # (The programs: firmware/CMakeLists.txt.)
 install(FILES ${ff_man_dir}/fleet-sensor.1 ${ff_man_dir}/fleetctl.1 ${ff_man_dir}/fleet-sim.1
   DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT firmware)
-install(FILES deploy/systemd/fleet-sensor.service DESTINATION ${FLEETFLOW_SYSTEMD_UNITDIR}
-  COMPONENT firmware)
+ff_install_unit(fleet-sensor.service firmware)
 install(FILES deploy/systemd/fleet-sensor.env.example docs/firmware.md
   DESTINATION ${ff_doc_firmware} COMPONENT firmware)
 set(ff_components firmware)
@@ -55,8 +74,7 @@ if(NOT FLEETFLOW_FIRMWARE_ONLY)
   install(FILES ${ff_pipelines} DESTINATION ${CMAKE_INSTALL_DATADIR}/fleetflow/pipelines
     COMPONENT engine)
   install(FILES ${ff_engine_man} DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT engine)
-  install(FILES deploy/systemd/fleetflow@.service DESTINATION ${FLEETFLOW_SYSTEMD_UNITDIR}
-    COMPONENT engine)
+  ff_install_unit(fleetflow@.service engine)
   install(FILES deploy/systemd/fleetflow.env.example docs/install.md docs/cli.md docs/deploy.md
     DESTINATION ${ff_doc_engine} COMPONENT engine)
   list(APPEND ff_components engine dev)
