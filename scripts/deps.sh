@@ -17,12 +17,16 @@ PACKAGES=(
 # deploy/k8s, prometheus (with promtool) checks the alert rules and the engine dashboard's queries
 # (the tests run their own on free ports, never the service); PostGIS for the sink's geometry
 # column (optional for the demo and in production: without it the sink writes the plain
-# columns, docs/deploy.md). npm and kubectl are only added when missing, so one installed
-# another way (e.g. NodeSource) is not replaced.
+# columns, docs/deploy.md); for the packages (tests/install: man_pages_check, package_test)
+# help2man makes the man pages from --help, dpkg-dev's dpkg-shlibdeps the Depends of cpack's
+# packages, systemd's systemd-analyze verifies their units and man-db finds their man pages.
+# npm and kubectl are only added when missing, so one installed another way (e.g. NodeSource)
+# is not replaced.
 TEST_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev clang-format
   openssl nodejs tmux prometheus postgresql-15-postgis-3
+  help2man dpkg-dev systemd man-db
 )
 command -v npm >/dev/null 2>&1 || TEST_PACKAGES+=(npm)
 command -v kubectl >/dev/null 2>&1 || TEST_PACKAGES+=(kubernetes-client)

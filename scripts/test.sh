@@ -31,7 +31,8 @@ ctest run (see docs/testing.md):
 
 The summary at the end has one line per stage with its build time, ccache's hits for that build
 (when ccache is installed) and its test time; then a WARNING: line for each stage that was
-skipped, and the totals as the last line: "total: N passed, N failed, N skipped".
+skipped (and one when package_test, which installs the Debian packages, was skipped for want of
+root), and the totals as the last line: "total: N passed, N failed, N skipped".
 
 --stress: not part of the default run. Builds build/ as the main stage does, starts one busy loop
 per core (killed when the script ends), and runs the integration and e2e labels with
@@ -238,6 +239,11 @@ if ! build_in main "$build_dir" "$(remaining)" "${main_build[@]}"; then
   finish total
 fi
 run_ctest main "$build_dir" "${FF_TEST_TIMEOUT:-1800}" "${main_args[@]}"
+# The Debian packages are installed and removed only by root (tests/install/package_test.sh
+# exits 77 otherwise): say so next to the totals, not just in the skipped count.
+if grep -qE -- '- package_test \(Skipped\)' "$build_dir/ctest.log" 2>/dev/null; then
+  warnings+=("WARNING: package_test was skipped (not root, no password-less sudo): the Debian packages were not built, installed or checked")
+fi
 
 # --- nats-2.10: the partition, hand-over and fault tests on nats-server 2.10 -------------------
 # The same build, the tests that involve partitions, JetStream's pull requests and KV, on the 2.10
