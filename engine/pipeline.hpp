@@ -23,8 +23,19 @@ struct Diagnostic {
   std::string pointer;  // JSON pointer, e.g. /nodes/2/config/every_ms
   std::string node;     // node id, when the problem is inside a node
   std::string message;
-  /// "file: /nodes/2/config/every_ms (node 'join'): message"
+  /// 1-based position in the file of the value `pointer` names (of the nearest enclosing value
+  /// when that one is not in the file, e.g. a missing field: its object); 0 when there is none
+  /// (the file cannot be read). The column counts characters (UTF-8 code points), not bytes.
+  size_t line = 0;
+  size_t column = 0;
+  /// "file:3:17: /nodes/2/config/every_ms (node 'join'): message" (without ":line:col" when
+  /// there is no position).
   std::string Format() const;
+  /// "file:3:17: error: /nodes/2/config/every_ms (node 'join'): message", the form compilers
+  /// print and editors and CI annotators parse (vim's %f:%l:%c:, GitHub's problem matchers).
+  std::string FormatGcc() const;
+  /// The name a "did you mean 'x'?" in the message proposes; empty when it proposes none.
+  std::string Suggestion() const;
 };
 
 struct NodeDecl {

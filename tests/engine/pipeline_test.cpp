@@ -13,6 +13,7 @@ namespace fleetflow {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class PipelineTest : public ::testing::Test {
  protected:
@@ -92,8 +93,10 @@ TEST_F(PipelineTest, InvalidJsonNamesLineAndColumn) {
   const LoadResult r =
       ParsePipeline("{\n  \"name\": \"x\",\n  \"nodes\": [,]\n}", "bad.json", registry_, Env());
   ASSERT_FALSE(r.ok());
-  EXPECT_THAT(r.errors[0].Format(), HasSubstr("bad.json"));
-  EXPECT_THAT(r.errors[0].Format(), HasSubstr("line 3"));
+  EXPECT_EQ(r.errors[0].line, 3u);
+  EXPECT_EQ(r.errors[0].column, 13u);
+  EXPECT_EQ(r.errors[0].Format(), "bad.json:3:13: invalid JSON: Invalid value.");
+  EXPECT_EQ(r.errors[0].FormatGcc(), "bad.json:3:13: error: invalid JSON: Invalid value.");
 }
 
 TEST_F(PipelineTest, UnknownOperatorSuggestsTheClosestName) {
@@ -117,7 +120,13 @@ TEST_F(PipelineTest, Cycle) {
   CheckInvalid(
       Nodes({kSource, R"({"id": "kv", "type": "keyed_last_value", "inputs": ["in", "kv2"]})",
              R"({"id": "kv2", "type": "keyed_last_value", "inputs": ["kv"]})", kJoin, kSink}),
-      "/nodes", {"cycle", "kv, kv2"});
+      "/nodes/1/inputs/1", {"(node 'kv')", "the inputs form a cycle: kv -> kv2 -> kv;"});
+  // join and db read from the cycle but are not in it.
+  const LoadResult r =
+      Load(Nodes({kSource, R"({"id": "kv", "type": "keyed_last_value", "inputs": ["in", "kv2"]})",
+                  R"({"id": "kv2", "type": "keyed_last_value", "inputs": ["kv"]})", kJoin, kSink}));
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_THAT(r.errors[0].message, Not(HasSubstr("join")));
 }
 
 TEST_F(PipelineTest, NoSinkAndDanglingOutput) {
