@@ -25,6 +25,25 @@ TextPosition PositionOf(std::string_view text, size_t offset) {
   return p;
 }
 
+/// A stream over NUL-terminated text. Not RapidJSON's StringStream: the Reader copies that one
+/// into locals while it reads a string or number and calls the handler before writing the
+/// position back, so its Tell() would lag behind; this one it reads in place.
+struct TrackedStream {
+  using Ch = char;
+  explicit TrackedStream(const char* text) : begin(text), cur(text) {}
+  Ch Peek() const { return *cur; }
+  Ch Take() { return *cur++; }
+  size_t Tell() const { return static_cast<size_t>(cur - begin); }
+  // Output functions the Reader's interface declares; only in-situ parsing uses them.
+  Ch* PutBegin() { return nullptr; }
+  void Put(Ch) {}
+  void Flush() {}
+  size_t PutEnd(Ch*) { return 0; }
+
+  const char* begin;
+  const char* cur;
+};
+
 /// Records where each value starts: the Reader reports a value once it has read it, so its start
 /// is found from the end of the token before it, past the white space, ':' and ','.
 struct PositionHandler : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, PositionHandler> {
@@ -37,7 +56,7 @@ struct PositionHandler : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Positio
   };
 
   PositionHandler(JsonPositions& out, std::string_view text, size_t base,
-                  const rapidjson::StringStream& stream)
+                  const TrackedStream& stream)
       : out_(out), text_(text), base_(base), stream_(stream), last_end_(base) {}
 
   size_t Start() const {
@@ -62,16 +81,19 @@ struct PositionHandler : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Positio
     Ended();
     return true;
   }
+  // The iterative Reader calls StartObject/Array and EndObject/Array before it takes the
+  // bracket: past it from where it is, not from Tell().
   bool Open(bool array) {
     const std::string pointer = Next();
-    out_.offsets_.emplace(pointer, Start());
-    Ended();
+    const size_t at = Start();
+    out_.offsets_.emplace(pointer, at);
+    last_end_ = at + 1;
     stack_.push_back({pointer, array, 0, "", {}});
     return true;
   }
   bool Close() {
     if (!stack_.empty()) stack_.pop_back();
-    Ended();
+    last_end_ = Start() + 1;
     return true;
   }
 
@@ -97,15 +119,15 @@ struct PositionHandler : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Positio
   JsonPositions& out_;
   std::string_view text_;
   size_t base_;
-  const rapidjson::StringStream& stream_;
+  const TrackedStream& stream_;
   size_t last_end_;
   std::vector<Frame> stack_;
 };
 
 JsonPositions::JsonPositions(std::string_view text, size_t start) {
-  // The text must end in a NUL for the StringStream: a copy, as the caller's view need not.
+  // The stream reads up to a NUL: a copy, as the caller's view need not end in one.
   const std::string body(text.substr(std::min(start, text.size())));
-  rapidjson::StringStream stream(body.c_str());
+  TrackedStream stream(body.c_str());
   PositionHandler handler(*this, text, start, stream);
   rapidjson::Reader reader;
   reader.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(stream,

@@ -216,11 +216,12 @@ class Loader {
     }
     positions_ = std::make_unique<JsonPositions>(text, start);
     for (const DuplicateKey& d : positions_->duplicates()) {
+      const TextPosition first = PositionOf(text_, d.first_offset);
       ErrorAt(d.offset, d.pointer, NodeIdAt(*doc, d.pointer),
-              "duplicate key '" + d.key + "', first at line " +
-                  std::to_string(PositionOf(text_, d.first_offset).line) +
-                  ": fleetflow would read the first, other JSON tools (jq, Python, JavaScript) "
-                  "the last; keep one");
+              "duplicate key '" + d.key + "' (first at line " + std::to_string(first.line) +
+                  ", column " + std::to_string(first.column) +
+                  "): JSON tools disagree on which one counts (jq, Python and JavaScript keep "
+                  "the last); keep one");
     }
     if (DeeperThan(*doc, kMaxDepth)) {
       Error("", "",
@@ -561,8 +562,9 @@ class Loader {
       for (size_t k : order) {
         if (ancestors.count(k) == 0) continue;
         const OperatorInfo& info = *decls[k].info;
-        upstream.push_back(
-            {decls[k].id, decls[k].type, info.facts ? info.facts(decls[k].config) : NodeFacts{}});
+        upstream.push_back({decls[k].id, decls[k].type,
+                            info.facts ? info.facts(decls[k].config) : NodeFacts{},
+                            decls[k].inputs});
       }
       for (const UpstreamProblem& p : d.info->check_upstream(d.config, d.id, upstream)) {
         const auto it = index.find(p.node);

@@ -99,6 +99,27 @@ TEST_F(PipelineTest, InvalidJsonNamesLineAndColumn) {
   EXPECT_EQ(r.errors[0].FormatGcc(), "bad.json:3:13: error: invalid JSON: Invalid value.");
 }
 
+TEST_F(PipelineTest, AByteOrderMarkIsSkippedAndNotCountedInTheColumn) {
+  const std::string text =
+      R"({"name": "t", "nodes": )" + Nodes({kSource, kState, kJoin, kSink}) + "}";
+  const LoadResult ok = ParsePipeline("\xEF\xBB\xBF" + text, "bom.json", registry_, Env());
+  ASSERT_TRUE(ok.ok()) << ok.errors.front().Format();
+  const LoadResult bad =
+      ParsePipeline("\xEF\xBB\xBF{\"name\": 7, \"nodes\": []}", "bom.json", registry_, Env());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.errors[0].pointer, "/name");
+  EXPECT_EQ(bad.errors[0].line, 1u);
+  EXPECT_EQ(bad.errors[0].column, 10u);
+}
+
+TEST_F(PipelineTest, TheSuggestionIsTheNameADidYouMeanProposes) {
+  const LoadResult r = Load(Nodes({R"({"id": "in", "type": "nats_sorce"})", kState, kJoin, kSink}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.errors[0].Suggestion(), "nats_source");
+  const Diagnostic plain{"f", "", "", "must be integer"};
+  EXPECT_EQ(plain.Suggestion(), "");
+}
+
 TEST_F(PipelineTest, UnknownOperatorSuggestsTheClosestName) {
   CheckInvalid(Nodes({R"({"id": "in", "type": "nats_sorce"})", kState, kJoin, kSink}),
                "/nodes/0/type", {"unknown operator 'nats_sorce'", "did you mean 'nats_source'"});
