@@ -46,6 +46,9 @@ void BuildSchema(const Registry& registry, bool for_editors, rapidjson::Document
   Alloc& a = d.GetAllocator();
   d.SetObject();
   d.AddMember("$schema", "http://json-schema.org/draft-04/schema#", a);
+  // A name, not an address: stable across versions and hosts, and never fetched; an editor maps
+  // it (or a file's "$schema") to the installed file (docs/pipelines.md, "Editors").
+  if (for_editors) d.AddMember("$id", rapidjson::StringRef(kPipelineSchemaId), a);
   d.AddMember("title", "fleetflow pipeline", a);
   d.AddMember(
       "description",

@@ -84,6 +84,9 @@ bool ExpandEnv(const std::string& in, const EnvLookup& env, std::string& out, st
 /// per input labelled with what it carries (samples, rows).
 std::string PipelineDot(const Pipeline& pipeline);
 
+/// The `$id` of the pipeline files' JSON Schema.
+inline constexpr const char* kPipelineSchemaId = "urn:fleetflow:schema:pipeline";
+
 /// The JSON Schema of pipeline files, generated from the registry's config specs (pretty JSON).
 std::string PipelineJsonSchema(const Registry& registry);
 
