@@ -99,6 +99,23 @@ TEST_F(PipelineTest, InvalidJsonNamesLineAndColumn) {
   EXPECT_EQ(r.errors[0].FormatGcc(), "bad.json:3:13: error: invalid JSON: Invalid value.");
 }
 
+TEST_F(PipelineTest, AProblemIsAtTheValueItsPointerNamesOrTheObjectThatLacksIt) {
+  const LoadResult r = ParsePipeline(R"({"name": "t",
+ "nodes": [
+  {"id": "in", "type": "nats_source", "config": {"subject": 5}},
+  {"type": "keyed_last_value", "inputs": ["in"]}
+ ]})",
+                                     "t.json", registry_, Env());
+  ASSERT_EQ(r.errors.size(), 2u);
+  EXPECT_EQ(r.errors[0].pointer, "/nodes/1");
+  EXPECT_THAT(r.errors[0].message, HasSubstr("missing required field 'id'"));
+  EXPECT_EQ(r.errors[0].line, 4u);
+  EXPECT_EQ(r.errors[0].column, 3u);  // the object without it
+  EXPECT_EQ(r.errors[1].pointer, "/nodes/0/config/subject");
+  EXPECT_EQ(r.errors[1].line, 3u);
+  EXPECT_EQ(r.errors[1].column, 61u);  // the 5
+}
+
 TEST_F(PipelineTest, AByteOrderMarkIsSkippedAndNotCountedInTheColumn) {
   const std::string text =
       R"({"name": "t", "nodes": )" + Nodes({kSource, kState, kJoin, kSink}) + "}";
