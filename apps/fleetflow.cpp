@@ -1,6 +1,8 @@
 // fleetflow: the engine's command line (docs/cli.md). Exit codes: 0 success, 1 fatal runtime
 // error, 2 invalid pipeline or usage.
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -57,44 +59,143 @@ void PrintErrors(const std::string& file, const std::vector<Diagnostic>& errors)
   std::cerr << file << ": " << errors.size() << (errors.size() == 1 ? " error\n" : " errors\n");
 }
 
+/// How `validate` reports: text for people (errors on stderr, a summary per file on stdout);
+/// json, one JSON object per line on stdout for every diagnostic and every valid file; gcc,
+/// `file:line:col: error: message` on stdout, what editors and CI annotators parse.
+enum class ValidateFormat { kText, kJson, kGcc };
+
+/// One JSON-lines record of `validate --format json` (docs/cli.md, "validate").
+class JsonRecord {
+ public:
+  explicit JsonRecord(const std::string& file) : w_(sb_) {
+    w_.StartObject();
+    String("file", file);
+  }
+  JsonRecord& String(const char* key, const std::string& value) {
+    w_.Key(key);
+    w_.String(value.c_str(), static_cast<rapidjson::SizeType>(value.size()));
+    return *this;
+  }
+  /// A string, or null when empty.
+  JsonRecord& Optional(const char* key, const std::string& value) {
+    if (!value.empty()) return String(key, value);
+    w_.Key(key);
+    w_.Null();
+    return *this;
+  }
+  /// A number, or null when 0 (not known).
+  JsonRecord& Count(const char* key, size_t value) {
+    w_.Key(key);
+    if (value == 0) {
+      w_.Null();
+    } else {
+      w_.Uint64(value);
+    }
+    return *this;
+  }
+  JsonRecord& Bool(const char* key, bool value) {
+    w_.Key(key);
+    w_.Bool(value);
+    return *this;
+  }
+  void Print() {
+    w_.EndObject();
+    std::cout << sb_.GetString() << '\n';
+  }
+
+ private:
+  rapidjson::StringBuffer sb_;
+  rapidjson::Writer<rapidjson::StringBuffer> w_;
+};
+
+void PrintDiagnostics(const std::string& file, const std::vector<Diagnostic>& errors,
+                      ValidateFormat format) {
+  if (format == ValidateFormat::kText) return PrintErrors(file, errors);
+  for (const Diagnostic& e : errors) {
+    if (format == ValidateFormat::kGcc) {
+      std::cout << e.FormatGcc() << '\n';
+      continue;
+    }
+    JsonRecord(file)
+        .Bool("ok", false)
+        .Count("line", e.line)
+        .Count("column", e.column)
+        .String("pointer", e.pointer)
+        .Optional("node", e.node)
+        .String("severity", "error")
+        .String("message", e.message)
+        .Optional("suggestion", e.Suggestion())
+        .Print();
+  }
+}
+
 /// `validate --connect`: asks each node what it finds on the servers its config names; prints
-/// one line per finding. Returns the number of problems.
-int CheckConnections(const Pipeline& p) {
+/// one line (or record) per finding. Returns the number of problems.
+int CheckConnections(const std::string& file, const Pipeline& p, ValidateFormat format) {
   int problems = 0;
   for (const NodeDecl& node : p.nodes) {
     if (!node.info->check_connect) continue;
     for (const ConnectFinding& f : node.info->check_connect(node.config)) {
+      const bool problem = f.level == ConnectFinding::Level::kProblem;
+      problems += problem ? 1 : 0;
       const char* level = f.level == ConnectFinding::Level::kOk     ? "ok"
                           : f.level == ConnectFinding::Level::kNote ? "note"
                                                                     : "PROBLEM";
-      std::cout << "  " << node.id << " (" << node.type << "): " << level << ": " << f.message
-                << '\n';
-      problems += f.level == ConnectFinding::Level::kProblem ? 1 : 0;
+      if (format == ValidateFormat::kText) {
+        std::cout << "  " << node.id << " (" << node.type << "): " << level << ": " << f.message
+                  << '\n';
+      } else if (format == ValidateFormat::kGcc) {
+        // No place in the file: a server's state. Findings that are fine say nothing.
+        if (f.level == ConnectFinding::Level::kOk) continue;
+        std::cout << file << ": " << (problem ? "error" : "note") << ": (node '" << node.id << "') "
+                  << f.message << '\n';
+      } else {
+        JsonRecord(file)
+            .Bool("ok", !problem)
+            .String("check", "connect")
+            .String("node", node.id)
+            .String("severity", problem                                   ? "error"
+                                : f.level == ConnectFinding::Level::kNote ? "note"
+                                                                          : "ok")
+            .String("message", f.message)
+            .Print();
+      }
     }
   }
   return problems;
 }
 
-int Validate(const Registry& registry, const std::vector<std::string>& files, bool connect) {
+int Validate(const Registry& registry, const std::vector<std::string>& files, bool connect,
+             ValidateFormat format) {
   int rc = 0;
   for (const auto& file : files) {
     const LoadResult r = LoadPipelineFile(file, registry);
     if (!r.ok()) {
-      PrintErrors(file, r.errors);
+      PrintDiagnostics(file, r.errors, format);
       rc = kExitInvalid;
       continue;
     }
     const Pipeline& p = *r.pipeline;
-    std::cout << file << ": ok: pipeline '" << p.name << "', " << p.nodes.size() << " nodes:";
-    for (size_t i = 0; i < p.nodes.size(); ++i) {
-      std::cout << (i == 0 ? " " : " -> ") << p.nodes[i].id << " (" << p.nodes[i].type << ")";
+    if (format == ValidateFormat::kText) {
+      std::cout << file << ": ok: pipeline '" << p.name << "', " << p.nodes.size() << " nodes:";
+      for (size_t i = 0; i < p.nodes.size(); ++i) {
+        std::cout << (i == 0 ? " " : " -> ") << p.nodes[i].id << " (" << p.nodes[i].type << ")";
+      }
+      std::cout << '\n';
+    } else if (format == ValidateFormat::kJson) {
+      JsonRecord(file)
+          .Bool("ok", true)
+          .String("pipeline", p.name)
+          .Count("nodes", p.nodes.size())
+          .Print();
     }
-    std::cout << '\n';
     if (!connect) continue;
-    const int problems = CheckConnections(p);
+    const int problems = CheckConnections(file, p, format);
     if (problems > 0) {
-      std::cout << file << ": " << problems << (problems == 1 ? " problem" : " problems")
-                << " on the servers\n";
+      if (format == ValidateFormat::kText) {
+        std::cout << file << ": " << problems << (problems == 1 ? " problem" : " problems")
+                  << " on the servers\n";
+      }
       rc = std::max(rc, kExitFatal);
     }
   }
@@ -442,6 +543,16 @@ int main(int argc, char** argv) {
       "credentials, and report what is there, what the engine creates at start, and what is "
       "missing or refused (streams, consumers, buckets, partition mapping, table, columns, "
       "privileges, TimescaleDB). Reads only; changes nothing. Exit 1 when a problem is found");
+  std::string validate_format = "text";
+  validate_cmd
+      ->add_option("--format", validate_format,
+                   "text: errors on stderr as file:line:col: /pointer (node 'id'): message, a "
+                   "summary per file on stdout; json: one JSON object per line on stdout for "
+                   "every error and every valid file (file, ok, line, column, pointer, node, "
+                   "severity, message, suggestion); gcc: file:line:col: error: message on "
+                   "stdout, for editors and CI annotators")
+      ->check(CLI::IsMember({"text", "json", "gcc"}))
+      ->capture_default_str();
 
   std::string graph_file;
   auto* graph_cmd = app.add_subcommand(
@@ -570,7 +681,12 @@ int main(int argc, char** argv) {
   }
   SetupLogging(*ParseLogFormat(log_format), spdlog::level::from_str(log_level));
 
-  if (*validate_cmd) return Validate(registry, files, connect);
+  if (*validate_cmd) {
+    return Validate(registry, files, connect,
+                    validate_format == "json"  ? ValidateFormat::kJson
+                    : validate_format == "gcc" ? ValidateFormat::kGcc
+                                               : ValidateFormat::kText);
+  }
   if (*graph_cmd) return Graph(registry, graph_file);
   if (*docs_cmd) return WriteDocs(registry, docs_dir);
   if (*schema_cmd) return WriteStdout("schema", PipelineJsonSchema(registry));

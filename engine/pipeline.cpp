@@ -7,14 +7,18 @@
 #include <spdlog/fmt/ranges.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
-#include <fstream>
+#include <cstring>
+#include <filesystem>
 #include <initializer_list>
 #include <map>
 #include <memory>
 #include <set>
-#include <sstream>
 
+#include "json_positions.hpp"
 #include "schema_check.hpp"
 
 namespace fleetflow {
@@ -42,6 +46,9 @@ void BuildSchema(const Registry& registry, bool for_editors, rapidjson::Document
   Alloc& a = d.GetAllocator();
   d.SetObject();
   d.AddMember("$schema", "http://json-schema.org/draft-04/schema#", a);
+  // A name, not an address: stable across versions and hosts, and never fetched; an editor maps
+  // it (or a file's "$schema") to the installed file (docs/pipelines.md, "Editors").
+  if (for_editors) d.AddMember("$id", rapidjson::StringRef(kPipelineSchemaId), a);
   d.AddMember("title", "fleetflow pipeline", a);
   d.AddMember(
       "description",
@@ -198,18 +205,26 @@ class Loader {
   bool LoadNodes(const std::string& text, std::vector<NodeDecl>& decls,
                  Pipeline* header = nullptr) {
     auto doc = std::make_shared<rapidjson::Document>();
-    doc->Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag |
-               rapidjson::kParseIterativeFlag>(text.c_str());
+    text_ = text;
+    // A UTF-8 byte order mark (some Windows editors write one) is not JSON, but says nothing
+    // wrong about the file: skipped.
+    const size_t start = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
+    // Strict JSON: no comments, no trailing commas (other tools read pipeline files too, and
+    // refuse them), and valid UTF-8 (a name or id with broken bytes would pass the patterns).
+    doc->Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseIterativeFlag>(
+        text.c_str() + start);
     if (doc->HasParseError()) {
-      const size_t off = doc->GetErrorOffset();
-      const size_t line =
-          1 + std::count(text.begin(), text.begin() + std::min(off, text.size()), '\n');
-      const size_t nl = text.rfind('\n', off == 0 ? 0 : off - 1);
-      const size_t col = nl == std::string::npos ? off + 1 : off - nl;
-      Error("", "",
-            "invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(col) +
-                ": " + rapidjson::GetParseError_En(doc->GetParseError()));
+      ParseError(doc->GetParseError(), start + doc->GetErrorOffset());
       return false;
+    }
+    positions_ = std::make_unique<JsonPositions>(text, start);
+    for (const DuplicateKey& d : positions_->duplicates()) {
+      const TextPosition first = PositionOf(text_, d.first_offset);
+      ErrorAt(d.offset, d.pointer, NodeIdAt(*doc, d.pointer),
+              "duplicate key '" + d.key + "' (first at line " + std::to_string(first.line) +
+                  ", column " + std::to_string(first.column) +
+                  "): JSON tools disagree on which one counts (jq, Python and JavaScript keep "
+                  "the last); keep one");
     }
     if (DeeperThan(*doc, kMaxDepth)) {
       Error("", "",
@@ -219,9 +234,12 @@ class Loader {
     }
     Substitute(*doc, "", doc->GetAllocator());
     const auto violations = envelope_.Check(*doc);
-    for (const auto& v : violations) Report(v.pointer, NodeIdAt(*doc, v.pointer), v.message);
+    bool sound = true;
+    for (const auto& v : violations) {
+      Report(v.pointer, NodeIdAt(*doc, v.pointer), v.message);
+      sound = sound && !HidesTheGraph(v.pointer);
+    }
     if (!doc->IsObject() || !doc->HasMember("nodes") || !(*doc)["nodes"].IsArray()) return false;
-    bool sound = violations.empty();
 
     if (header != nullptr) {
       header->file = file_;
@@ -274,8 +292,64 @@ class Loader {
   const std::vector<Diagnostic>& errors() const { return result_.errors; }
 
  private:
+  /// At the value `pointer` names (or its nearest enclosing one) once the text has parsed.
   void Error(const std::string& pointer, const std::string& node, const std::string& message) {
     result_.errors.push_back({file_, pointer, node, message});
+    if (positions_) Place(result_.errors.back(), positions_->OffsetOf(pointer));
+  }
+
+  /// At byte `offset` of the text.
+  void ErrorAt(size_t offset, const std::string& pointer, const std::string& node,
+               const std::string& message) {
+    result_.errors.push_back({file_, pointer, node, message});
+    Place(result_.errors.back(), offset);
+  }
+
+  void Place(Diagnostic& d, size_t offset) const {
+    const TextPosition p = PositionOf(text_, offset);
+    d.line = p.line;
+    d.column = p.column;
+  }
+
+  /// A parse error in words, at its place: the strict rules (no comments, no trailing commas,
+  /// UTF-8) say why, since most JSON a person writes by hand breaks one of them.
+  void ParseError(rapidjson::ParseErrorCode code, size_t offset) {
+    const std::string_view t = text_;
+    const auto at = [&](size_t i) { return i < t.size() ? t[i] : '\0'; };
+    size_t before = offset;  // the last character before the error that is not white space
+    while (before > 0 && std::isspace(static_cast<unsigned char>(at(before - 1)))) --before;
+    if (code == rapidjson::kParseErrorDocumentEmpty) {
+      ErrorAt(offset, "", "",
+              "the file is empty (or only white space); a pipeline is a JSON object: "
+              "{\"name\": \"...\", \"nodes\": [...]}");
+    } else if (at(offset) == '/' && (at(offset + 1) == '/' || at(offset + 1) == '*')) {
+      ErrorAt(offset, "", "",
+              "comments are not JSON: pipeline files are read by other tools too (jq, Python), "
+              "which refuse them; say it in a \"description\" (of the pipeline or of a node)");
+    } else if ((at(offset) == '}' || at(offset) == ']') && before > 0 && at(before - 1) == ',') {
+      ErrorAt(before - 1, "", "",
+              std::string("trailing comma before '") + at(offset) +
+                  "': JSON allows no comma after the last " +
+                  (at(offset) == '}' ? "member" : "item") + "; remove it");
+    } else if (code == rapidjson::kParseErrorStringInvalidEncoding) {
+      ErrorAt(offset, "", "",
+              "invalid UTF-8 in a string (bytes that are no character); save the file as UTF-8");
+    } else {
+      ErrorAt(offset, "", "", std::string("invalid JSON: ") + rapidjson::GetParseError_En(code));
+    }
+  }
+
+  /// A violation of the envelope after which the graph cannot be checked without misleading
+  /// errors: the document, the nodes array, a node itself or its id, type or inputs. Others
+  /// (an unknown field of a node, a bad name) leave the graph to be checked, so that every
+  /// problem shows at once.
+  static bool HidesTheGraph(const std::string& pointer) {
+    if (pointer.empty() || pointer == "/nodes") return true;
+    if (pointer.rfind("/nodes/", 0) != 0) return false;
+    const size_t slash = pointer.find('/', 7);
+    if (slash == std::string::npos) return true;  // /nodes/<i>
+    const std::string member = pointer.substr(slash + 1, pointer.find('/', slash + 1) - slash - 1);
+    return member == "id" || member == "type" || member == "inputs";
   }
 
   /// A schema violation, unless the value there already failed `${VAR}` substitution.
@@ -399,13 +473,7 @@ class Loader {
       }
     }
     if (order.size() != decls.size()) {
-      std::vector<std::string> cyc;
-      for (size_t i = 0; i < decls.size(); ++i) {
-        if (!done[i]) cyc.push_back(decls[i].id);
-      }
-      Error("/nodes", cyc.front(),
-            "the inputs form a cycle through " + fmt::format("{}", fmt::join(cyc, ", ")) +
-                "; a pipeline must be acyclic (remove one of these inputs)");
+      ReportCycles(decls, index, done);
       return false;
     }
     bool has_sink = false;
@@ -432,6 +500,50 @@ class Loader {
     return true;
   }
 
+  /// The cycles among the nodes Kahn's algorithm left (`done` false): each of them has an input
+  /// among them, so following inputs from one always ends in a cycle. Each cycle once, named in
+  /// the direction the data flows (a -> b -> a: b reads a, a reads b), from its node first in the
+  /// file, at the input that closes it; nodes merely downstream of a cycle are not named.
+  void ReportCycles(const std::vector<NodeDecl>& decls, const std::map<std::string, size_t>& index,
+                    const std::vector<bool>& done) {
+    std::vector<bool> seen(decls.size(), false);  // in a reported cycle, or led to one
+    for (size_t start = 0; start < decls.size(); ++start) {
+      if (done[start] || seen[start]) continue;
+      std::vector<size_t> path;  // each node an input of the one before it
+      std::map<size_t, size_t> on_path;
+      size_t at = start;
+      while (!seen[at] && on_path.count(at) == 0) {
+        on_path[at] = path.size();
+        path.push_back(at);
+        for (const auto& in : decls[at].inputs) {
+          const size_t k = index.at(in);
+          if (!done[k]) {
+            at = k;
+            break;
+          }
+        }
+      }
+      for (size_t k : path) seen[k] = true;
+      if (on_path.count(at) == 0) continue;  // led into a cycle already reported
+      // path[on_path[at]..] is the cycle against the flow; turn it and begin at its first node.
+      std::vector<size_t> cycle(path.begin() + static_cast<std::ptrdiff_t>(on_path[at]),
+                                path.end());
+      std::reverse(cycle.begin(), cycle.end());
+      std::rotate(cycle.begin(), std::min_element(cycle.begin(), cycle.end()), cycle.end());
+      std::string names;
+      for (size_t k : cycle) names += decls[k].id + " -> ";
+      names += decls[cycle.front()].id;
+      // The input of the first node that closes the cycle: the last node's id.
+      const NodeDecl& first = decls[cycle.front()];
+      const auto& ins = first.inputs;
+      const size_t closing = static_cast<size_t>(
+          std::find(ins.begin(), ins.end(), decls[cycle.back()].id) - ins.begin());
+      Error(first.pointer + "/inputs/" + std::to_string(closing), first.id,
+            "the inputs form a cycle: " + names +
+                "; a pipeline must be acyclic (remove one of these inputs)");
+    }
+  }
+
   /// Runs each operator's check_upstream with the nodes its node reads from.
   void CheckUpstream(const std::vector<NodeDecl>& decls, const std::vector<size_t>& order) {
     std::map<std::string, size_t> index;
@@ -453,8 +565,9 @@ class Loader {
       for (size_t k : order) {
         if (ancestors.count(k) == 0) continue;
         const OperatorInfo& info = *decls[k].info;
-        upstream.push_back(
-            {decls[k].id, decls[k].type, info.facts ? info.facts(decls[k].config) : NodeFacts{}});
+        upstream.push_back({decls[k].id, decls[k].type,
+                            info.facts ? info.facts(decls[k].config) : NodeFacts{},
+                            decls[k].inputs});
       }
       for (const UpstreamProblem& p : d.info->check_upstream(d.config, d.id, upstream)) {
         const auto it = index.find(p.node);
@@ -466,6 +579,8 @@ class Loader {
   }
 
   std::string file_;
+  std::string text_;
+  std::unique_ptr<JsonPositions> positions_;  // once the text has parsed
   const Registry& registry_;
   const EnvLookup& env_;
   LoadResult result_;
@@ -478,10 +593,30 @@ class Loader {
 }  // namespace
 
 std::string Diagnostic::Format() const {
-  std::string out = file + ":";
-  if (!pointer.empty()) out += " " + pointer;
-  if (!node.empty()) out += " (node '" + node + "')";
-  return out + ": " + message;
+  std::string out = file;
+  if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);
+  out += ": ";
+  std::string where = pointer;
+  if (!node.empty()) where += (where.empty() ? "" : " ") + std::string("(node '") + node + "')";
+  return out + (where.empty() ? "" : where + ": ") + message;
+}
+
+std::string Diagnostic::FormatGcc() const {
+  std::string out = file;
+  if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);
+  out += ": error: ";
+  std::string where = pointer;
+  if (!node.empty()) where += (where.empty() ? "" : " ") + std::string("(node '") + node + "')";
+  return out + (where.empty() ? "" : where + ": ") + message;
+}
+
+std::string Diagnostic::Suggestion() const {
+  static const std::string kMark = "did you mean '";
+  const size_t at = message.find(kMark);
+  if (at == std::string::npos) return "";
+  const size_t begin = at + kMark.size();
+  const size_t end = message.find("'?", begin);
+  return end == std::string::npos ? "" : message.substr(begin, end - begin);
 }
 
 EnvLookup ProcessEnv() {
@@ -542,7 +677,9 @@ std::vector<Diagnostic> ParseOperatorConfig(const OperatorInfo& op, const std::s
   std::vector<NodeDecl> decls;
   loader.LoadNodes(text, decls);
   if (loader.errors().empty()) out = decls.front().config;
-  return loader.errors();
+  std::vector<Diagnostic> errors = loader.errors();
+  for (Diagnostic& e : errors) e.line = e.column = 0;  // places in the wrapper, not in `json`
+  return errors;
 }
 
 LoadResult ParsePipeline(const std::string& text, const std::string& file, const Registry& registry,
@@ -552,15 +689,24 @@ LoadResult ParsePipeline(const std::string& text, const std::string& file, const
 
 LoadResult LoadPipelineFile(const std::string& path, const Registry& registry,
                             const EnvLookup& env) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  const auto fail = [&](const std::string& why) {
     LoadResult r;
-    r.errors.push_back({path, "", "", "cannot read the file; check the path"});
+    r.errors.push_back({path, "", "", why});
     return r;
+  };
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return fail("is a directory; give the pipeline files in it (e.g. " + path + "/*.json)");
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ParsePipeline(ss.str(), path, registry, env);
+  // stdio, for the system's reason when the file cannot be read (errno).
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) return fail(std::string("cannot read the file: ") + std::strerror(errno));
+  std::string text;
+  char buf[65536];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f.get())) > 0;) text.append(buf, n);
+  if (std::ferror(f.get()))
+    return fail(std::string("cannot read the file: ") + std::strerror(errno));
+  return ParsePipeline(text, path, registry, env);
 }
 
 std::string PipelineDot(const Pipeline& pipeline) {

@@ -23,8 +23,19 @@ struct Diagnostic {
   std::string pointer;  // JSON pointer, e.g. /nodes/2/config/every_ms
   std::string node;     // node id, when the problem is inside a node
   std::string message;
-  /// "file: /nodes/2/config/every_ms (node 'join'): message"
+  /// 1-based position in the file of the value `pointer` names (of the nearest enclosing value
+  /// when that one is not in the file, e.g. a missing field: its object); 0 when there is none
+  /// (the file cannot be read). The column counts characters (UTF-8 code points), not bytes.
+  size_t line = 0;
+  size_t column = 0;
+  /// "file:3:17: /nodes/2/config/every_ms (node 'join'): message" (without ":line:col" when
+  /// there is no position).
   std::string Format() const;
+  /// "file:3:17: error: /nodes/2/config/every_ms (node 'join'): message", the form compilers
+  /// print and editors and CI annotators parse (vim's %f:%l:%c:, GitHub's problem matchers).
+  std::string FormatGcc() const;
+  /// The name a "did you mean 'x'?" in the message proposes; empty when it proposes none.
+  std::string Suggestion() const;
 };
 
 struct NodeDecl {
@@ -72,6 +83,9 @@ bool ExpandEnv(const std::string& in, const EnvLookup& env, std::string& out, st
 /// The pipeline as a Graphviz digraph: a box per node labelled with its id and operator, an edge
 /// per input labelled with what it carries (samples, rows).
 std::string PipelineDot(const Pipeline& pipeline);
+
+/// The `$id` of the pipeline files' JSON Schema.
+inline constexpr const char* kPipelineSchemaId = "urn:fleetflow:schema:pipeline";
 
 /// The JSON Schema of pipeline files, generated from the registry's config specs (pretty JSON).
 std::string PipelineJsonSchema(const Registry& registry);

@@ -52,6 +52,15 @@ struct NodeFacts {
   /// checkpoint there, for node `node`. The source re-reads a partition's changelog from the
   /// oldest checkpoint of the nodes after it. Empty: keeps none.
   std::function<std::string(std::string_view node, uint32_t p)> checkpoint_key;
+  /// The only sensors whose samples the node passes on (a source's or keyed_last_value's
+  /// sensors), or whose columns its rows hold (window_join, window_aggregate); nullopt: every
+  /// sensor it receives. A node that emits rows without saying (fleet_aggregate: columns of its
+  /// own) leaves the columns behind it unchecked. Lets a row column's sensor be checked
+  /// against what reaches it (CheckColumnsFitRows).
+  std::optional<std::vector<std::string>> sensors;
+  /// A source: the sensors whose samples carry a position rather than a value (the wire
+  /// input's position_sensors); nullopt: not said.
+  std::optional<std::vector<std::string>> position_sensors;
 };
 
 /// A node of a pipeline as another operator's check sees it (see OperatorInfo::check_upstream).
@@ -59,6 +68,7 @@ struct UpstreamNode {
   std::string id;
   std::string type;
   NodeFacts facts;
+  std::vector<std::string> inputs;  ///< ids of the nodes it reads from (upstream of it too)
 };
 
 /// A problem that check_upstream finds in an upstream node's config.

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
+
+#include "schema_check.hpp"
 
 namespace fleetflow {
 
@@ -232,11 +235,147 @@ RowsSource RowsFrom(const std::vector<UpstreamNode>& upstream) {
   return out;
 }
 
+namespace {
+
+std::string Listed(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out.empty() ? "none" : out;
+}
+
+/// What the nodes upstream say about the sensors that reach the one that makes the rows.
+class SensorPaths {
+ public:
+  explicit SensorPaths(const std::vector<UpstreamNode>& upstream) {
+    for (const UpstreamNode& n : upstream) by_id_[n.id] = &n;
+  }
+
+  /// Whether samples of `sensor` reach `node` (its inputs, along some path from a source, pass
+  /// each node's sensors); `blockers` gets the nodes whose sensors leave it out.
+  bool Reaches(const UpstreamNode& node, const std::string& sensor,
+               std::vector<const UpstreamNode*>& blockers) const {
+    bool any = node.inputs.empty();
+    for (const std::string& in : node.inputs) {
+      const auto it = by_id_.find(in);
+      if (it == by_id_.end()) return true;  // not known: assume it does
+      any = Passes(*it->second, sensor, blockers) || any;
+    }
+    return any;
+  }
+
+  /// The position sensors of the sources upstream of `node`; nullopt when one does not say.
+  std::optional<std::vector<std::string>> Positions(const UpstreamNode& node) const {
+    std::vector<std::string> out;
+    bool known = true;
+    Sources(node, out, known);
+    if (!known) return std::nullopt;
+    return out;
+  }
+
+ private:
+  bool Passes(const UpstreamNode& n, const std::string& sensor,
+              std::vector<const UpstreamNode*>& blockers) const {
+    if (n.facts.sensors && std::find(n.facts.sensors->begin(), n.facts.sensors->end(), sensor) ==
+                               n.facts.sensors->end()) {
+      if (std::find(blockers.begin(), blockers.end(), &n) == blockers.end()) blockers.push_back(&n);
+      return false;
+    }
+    return Reaches(n, sensor, blockers);
+  }
+
+  void Sources(const UpstreamNode& node, std::vector<std::string>& out, bool& known) const {
+    for (const std::string& in : node.inputs) {
+      const auto it = by_id_.find(in);
+      if (it == by_id_.end()) {
+        known = false;
+        continue;
+      }
+      const UpstreamNode& n = *it->second;
+      if (!n.inputs.empty()) {
+        Sources(n, out, known);
+      } else if (!n.facts.position_sensors) {
+        known = false;
+      } else {
+        out.insert(out.end(), n.facts.position_sensors->begin(), n.facts.position_sensors->end());
+      }
+    }
+  }
+
+  std::map<std::string, const UpstreamNode*> by_id_;
+};
+
+/// Whether a column's value depends on its field being a position (lat, lon) or a position
+/// sensor (distance): statistics that ignore the field (count, the times, mean, sum) do not.
+bool NeedsPosition(const RowColumn& c) {
+  if (c.stat == ColumnStat::kDistance) return true;
+  if (c.field == ColumnField::kValue) return false;
+  return c.stat == ColumnStat::kNone || c.stat == ColumnStat::kMin || c.stat == ColumnStat::kMax ||
+         c.stat == ColumnStat::kFirst || c.stat == ColumnStat::kLast;
+}
+
+/// A column whose sensor does not reach the rows, or which reads a position of a sensor that
+/// carries a value, is NULL in every row: refused, with where the sensor is left out.
+void CheckColumnSensors(const std::vector<RowColumn>& columns, const std::string& self_id,
+                        const std::vector<UpstreamNode>& upstream,
+                        std::vector<UpstreamProblem>& problems) {
+  const UpstreamNode* maker = nullptr;  // of the rows: the nearest node that emits rows
+  for (const UpstreamNode& n : upstream) {
+    if (n.facts.rows != NodeFacts::Rows::kUnknown) maker = &n;
+  }
+  if (maker == nullptr || !maker->facts.sensors) return;
+  const std::vector<std::string>& sensors = *maker->facts.sensors;
+  const std::string what = maker->type + " '" + maker->id + "'";
+  const SensorPaths paths(upstream);
+  const auto positions = paths.Positions(*maker);
+  for (size_t i = 0; i < columns.size(); ++i) {
+    const RowColumn& c = columns[i];
+    if (c.derived()) continue;
+    const std::string at = "/columns/" + std::to_string(i);
+    const std::string column = "column '" + c.name + "' reads sensor '" + c.sensor + "'";
+    std::vector<const UpstreamNode*> blockers;
+    if (std::find(sensors.begin(), sensors.end(), c.sensor) == sensors.end()) {
+      problems.push_back({self_id, at + "/sensor",
+                          column + ", which is not among the sensors of " + what + " (" +
+                              Listed(sensors) +
+                              "): it would be NULL in every row; add it there, or name one "
+                              "of them" +
+                              DidYouMean(c.sensor, sensors)});
+    } else if (!paths.Reaches(*maker, c.sensor, blockers)) {
+      std::string dropped;
+      for (const UpstreamNode* b : blockers) {
+        dropped += (dropped.empty() ? "" : " and ") + b->type + " '" + b->id +
+                   "' (sensors: " + Listed(*b->facts.sensors) + ")";
+      }
+      problems.push_back({self_id, at + "/sensor",
+                          column + ", whose samples " + dropped + " drops before they reach " +
+                              what + ": it would be NULL in every row; add '" + c.sensor +
+                              "' to the sensors there"});
+    } else if (positions && NeedsPosition(c) &&
+               std::find(positions->begin(), positions->end(), c.sensor) == positions->end()) {
+      const bool distance = c.stat == ColumnStat::kDistance;
+      problems.push_back(
+          {self_id, at + (distance ? "/stat" : "/field"),
+           "column '" + c.name + "' reads " +
+               (distance ? std::string("the distance travelled by")
+                         : std::string("field ") + (c.field == ColumnField::kLat ? "lat" : "lon") +
+                               " of") +
+               " sensor '" + c.sensor +
+               "', which carries a value, not a position (the position sensors: " +
+               Listed(*positions) + "): it would be NULL in every row; " +
+               (distance ? "use a position sensor" : "use field value") +
+               ", or list the sensor in the source's position_sensors"});
+    }
+  }
+}
+
+}  // namespace
+
 std::vector<UpstreamProblem> CheckColumnsFitRows(const std::vector<RowColumn>& columns,
                                                  const std::string& self_id,
                                                  const std::vector<UpstreamNode>& upstream) {
   const auto [rows, from] = RowsFrom(upstream);
   std::vector<UpstreamProblem> problems;
+  CheckColumnSensors(columns, self_id, upstream, problems);
   for (size_t i = 0; i < columns.size(); ++i) {
     if (columns[i].derived()) continue;
     const std::string at = "/columns/" + std::to_string(i) + "/stat";

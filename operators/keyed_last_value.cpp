@@ -421,6 +421,7 @@ NodeFacts Facts(const Config& config) {
   NodeFacts facts;
   const KeyedLastValueOptions o = Spec().Parse(config);
   facts.state_history_ms = o.history_ms;
+  if (!o.sensors.empty()) facts.sensors = o.sensors;
   if (o.backend == KeyedLastValueOptions::Backend::kJetStreamKv) {
     facts.checkpoint_key = [](std::string_view, uint32_t p) {
       return JetStreamKvStore::CheckpointKey(p);

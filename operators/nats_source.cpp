@@ -678,6 +678,7 @@ void RegisterNatsSource(Registry& registry) {
     facts.partitioned = s.partitions > 0;
     facts.partitions = s.partitions;
     if (!s.state_bucket.empty()) facts.state_bucket = s.state_bucket;
+    SetWireInputFacts(s.wire, facts);
     return facts;
   };
   registry.Add(std::move(info));

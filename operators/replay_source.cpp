@@ -259,11 +259,17 @@ const OptionsSpec<ReplaySourceOptions>& Spec() {
 }  // namespace
 
 void RegisterReplaySource(Registry& registry) {
-  registry.Add(TypedOperator<ReplaySource>(
+  OperatorInfo info = TypedOperator<ReplaySource>(
       kReplaySourceName,
       "Replays a recording (fleetflow record) in place of nats_source: the same samples and "
       "status, decoded and validated the same way, with the recorded receive times as the clock.",
-      PortKind::kNone, PortKind::kSamples, Spec()));
+      PortKind::kNone, PortKind::kSamples, Spec());
+  info.facts = [](const Config& config) {
+    NodeFacts facts;
+    SetWireInputFacts(Spec().Parse(config).input, facts);
+    return facts;
+  };
+  registry.Add(std::move(info));
 }
 
 }  // namespace fleetflow

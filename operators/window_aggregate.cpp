@@ -659,6 +659,7 @@ std::vector<ConnectFinding> CheckConnect(const Config& config) {
 NodeFacts Facts(const Config& config) {
   NodeFacts f;
   f.rows = NodeFacts::Rows::kStatistics;
+  f.sensors = Spec().Parse(config).sensors;
   if (Spec().Parse(config).backend == WindowAggregateOptions::Backend::kJetStreamKv) {
     f.checkpoint_key = [](std::string_view node, uint32_t p) {
       return JetStreamKvSnapshots::KeyOf(node, p, JetStreamKvSnapshots::kCheckpointKey);

@@ -450,9 +450,10 @@ void RegisterWindowJoin(Registry& registry) {
       "samples bracketing the window time for each sensor.",
       PortKind::kSamples, PortKind::kRows, Spec());
   info.check_upstream = CheckHistoryCoversLateness;
-  info.facts = [](const Config&) {
+  info.facts = [](const Config& config) {
     NodeFacts f;
     f.rows = NodeFacts::Rows::kSlots;
+    f.sensors = Spec().Parse(config).sensors;
     return f;
   };
   registry.Add(std::move(info));

@@ -74,6 +74,11 @@ const OptionsSpec<WireInputOptions>& WireInputSpec() {
   });
 }
 
+void SetWireInputFacts(const WireInputOptions& options, NodeFacts& facts) {
+  if (!options.sensors.empty()) facts.sensors = options.sensors;
+  facts.position_sensors = options.position_sensors;
+}
+
 const std::vector<std::string>& WireInputFieldNames() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> out;

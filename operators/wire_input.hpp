@@ -22,6 +22,7 @@
 
 #include "operator.hpp"
 #include "options.hpp"
+#include "registry.hpp"
 
 namespace fleetflow {
 
@@ -37,6 +38,9 @@ struct WireInputOptions {
 /// The spec of max_future_ms, max_past_ms, max_payload_bytes, sensors, position_sensors; a
 /// source takes them in with OptionsSpec::Include.
 const OptionsSpec<WireInputOptions>& WireInputSpec();
+
+/// Sets the facts (NodeFacts::sensors, position_sensors) of a source that reads with `options`.
+void SetWireInputFacts(const WireInputOptions& options, NodeFacts& facts);
 
 /// The names of WireInputSpec()'s fields (to carry them from one source's config to another's).
 const std::vector<std::string>& WireInputFieldNames();

@@ -21,6 +21,7 @@ namespace fleetflow::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 const std::string kFleetflow = ::fleetflow::testing::BinaryDir() + "/apps/fleetflow";
 const std::string kDefault = ::fleetflow::testing::SourceDir() + "/pipelines/default.json";
@@ -41,13 +42,51 @@ TEST(CliTest, ValidatePrintsEveryErrorOfABadFileAndExits2) {
   const CommandResult r = RunCommand({kFleetflow, "validate", kDefault, bad});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_THAT(r.out, HasSubstr("default.json: ok"));
-  EXPECT_THAT(r.err, HasSubstr(bad + ": /nodes/0/config/subjet (node 'in'): unknown field "
+  EXPECT_THAT(r.err, HasSubstr(bad + ":4:64: /nodes/0/config/subjet (node 'in'): unknown field "
                                      "'subjet'; did you mean 'subject'?"));
-  EXPECT_THAT(r.err, HasSubstr(bad + ": /nodes/2/config/every_ms (node 'join'): must be "
+  EXPECT_THAT(r.err, HasSubstr(bad + ":6:86: /nodes/2/config/every_ms (node 'join'): must be "
                                      "integer, found the string \"1s\""));
-  EXPECT_THAT(r.err, HasSubstr(bad + ": /nodes/3/inputs/0 (node 'db'): input 'jion' is not a "
+  EXPECT_THAT(r.err, HasSubstr(bad + ":7:57: /nodes/3/inputs/0 (node 'db'): input 'jion' is not a "
                                      "node of this pipeline; did you mean 'join'?"));
   EXPECT_THAT(r.err, HasSubstr(bad + ": 3 errors"));
+}
+
+TEST(CliTest, ValidateFormatsForTools) {
+  TempDir dir("fleetflow-cli");
+  const std::string bad = dir.File("bad.json");
+  Write(bad, "{\"name\": \"bad\",\n \"nodes\": [{\"id\": \"in\", \"type\": \"nats_sorce\"}]}\n");
+  // gcc: what vim's errorformat %f:%l:%c: and GitHub's problem matchers parse, on stdout.
+  CommandResult r = RunCommand({kFleetflow, "validate", "--format", "gcc", kDefault, bad});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(bad + ":2:33: error: /nodes/0/type (node 'in'): unknown operator "
+                                     "'nats_sorce'; did you mean 'nats_source'?"));
+  EXPECT_THAT(r.out, Not(HasSubstr("default.json")));  // a valid file: nothing, as a compiler
+
+  // json: one object per line, for every error and every valid file.
+  r = RunCommand({kFleetflow, "validate", "--format", "json", kDefault, bad});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  std::istringstream lines(r.out);
+  std::vector<rapidjson::Document> records;
+  for (std::string line; std::getline(lines, line);) {
+    records.emplace_back().Parse(line.c_str());
+    ASSERT_FALSE(records.back().HasParseError()) << line;
+  }
+  ASSERT_EQ(records.size(), 2u) << r.out;
+  EXPECT_EQ(std::string(records[0]["file"].GetString()), kDefault);
+  EXPECT_TRUE(records[0]["ok"].GetBool());
+  EXPECT_EQ(std::string(records[0]["pipeline"].GetString()), "default");
+  const rapidjson::Document& e = records[1];
+  EXPECT_EQ(std::string(e["file"].GetString()), bad);
+  EXPECT_FALSE(e["ok"].GetBool());
+  EXPECT_EQ(e["line"].GetInt(), 2);
+  EXPECT_EQ(e["column"].GetInt(), 33);
+  EXPECT_EQ(std::string(e["pointer"].GetString()), "/nodes/0/type");
+  EXPECT_EQ(std::string(e["node"].GetString()), "in");
+  EXPECT_EQ(std::string(e["severity"].GetString()), "error");
+  EXPECT_THAT(e["message"].GetString(), HasSubstr("unknown operator 'nats_sorce'"));
+  EXPECT_EQ(std::string(e["suggestion"].GetString()), "nats_source");
+
+  EXPECT_EQ(RunCommand({kFleetflow, "validate", "--format", "xml", kDefault}).exit_code, 2);
 }
 
 TEST(CliTest, ValidAndMissingFiles) {
@@ -55,7 +94,8 @@ TEST(CliTest, ValidAndMissingFiles) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   r = RunCommand({kFleetflow, "validate", "/nonexistent.json"});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.err, HasSubstr("cannot read the file"));
+  EXPECT_THAT(r.err,
+              HasSubstr("/nonexistent.json: cannot read the file: No such file or directory"));
 }
 
 TEST(CliTest, HelpDocumentsExitCodesAndUsageErrorsExit2) {

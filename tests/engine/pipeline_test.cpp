@@ -13,6 +13,7 @@ namespace fleetflow {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class PipelineTest : public ::testing::Test {
  protected:
@@ -92,8 +93,48 @@ TEST_F(PipelineTest, InvalidJsonNamesLineAndColumn) {
   const LoadResult r =
       ParsePipeline("{\n  \"name\": \"x\",\n  \"nodes\": [,]\n}", "bad.json", registry_, Env());
   ASSERT_FALSE(r.ok());
-  EXPECT_THAT(r.errors[0].Format(), HasSubstr("bad.json"));
-  EXPECT_THAT(r.errors[0].Format(), HasSubstr("line 3"));
+  EXPECT_EQ(r.errors[0].line, 3u);
+  EXPECT_EQ(r.errors[0].column, 13u);
+  EXPECT_EQ(r.errors[0].Format(), "bad.json:3:13: invalid JSON: Invalid value.");
+  EXPECT_EQ(r.errors[0].FormatGcc(), "bad.json:3:13: error: invalid JSON: Invalid value.");
+}
+
+TEST_F(PipelineTest, AProblemIsAtTheValueItsPointerNamesOrTheObjectThatLacksIt) {
+  const LoadResult r = ParsePipeline(R"({"name": "t",
+ "nodes": [
+  {"id": "in", "type": "nats_source", "config": {"subject": 5}},
+  {"type": "keyed_last_value", "inputs": ["in"]}
+ ]})",
+                                     "t.json", registry_, Env());
+  ASSERT_EQ(r.errors.size(), 2u);
+  EXPECT_EQ(r.errors[0].pointer, "/nodes/1");
+  EXPECT_THAT(r.errors[0].message, HasSubstr("missing required field 'id'"));
+  EXPECT_EQ(r.errors[0].line, 4u);
+  EXPECT_EQ(r.errors[0].column, 3u);  // the object without it
+  EXPECT_EQ(r.errors[1].pointer, "/nodes/0/config/subject");
+  EXPECT_EQ(r.errors[1].line, 3u);
+  EXPECT_EQ(r.errors[1].column, 61u);  // the 5
+}
+
+TEST_F(PipelineTest, AByteOrderMarkIsSkippedAndNotCountedInTheColumn) {
+  const std::string text =
+      R"({"name": "t", "nodes": )" + Nodes({kSource, kState, kJoin, kSink}) + "}";
+  const LoadResult ok = ParsePipeline("\xEF\xBB\xBF" + text, "bom.json", registry_, Env());
+  ASSERT_TRUE(ok.ok()) << ok.errors.front().Format();
+  const LoadResult bad =
+      ParsePipeline("\xEF\xBB\xBF{\"name\": 7, \"nodes\": []}", "bom.json", registry_, Env());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.errors[0].pointer, "/name");
+  EXPECT_EQ(bad.errors[0].line, 1u);
+  EXPECT_EQ(bad.errors[0].column, 10u);
+}
+
+TEST_F(PipelineTest, TheSuggestionIsTheNameADidYouMeanProposes) {
+  const LoadResult r = Load(Nodes({R"({"id": "in", "type": "nats_sorce"})", kState, kJoin, kSink}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.errors[0].Suggestion(), "nats_source");
+  const Diagnostic plain{"f", "", "", "must be integer"};
+  EXPECT_EQ(plain.Suggestion(), "");
 }
 
 TEST_F(PipelineTest, UnknownOperatorSuggestsTheClosestName) {
@@ -117,7 +158,13 @@ TEST_F(PipelineTest, Cycle) {
   CheckInvalid(
       Nodes({kSource, R"({"id": "kv", "type": "keyed_last_value", "inputs": ["in", "kv2"]})",
              R"({"id": "kv2", "type": "keyed_last_value", "inputs": ["kv"]})", kJoin, kSink}),
-      "/nodes", {"cycle", "kv, kv2"});
+      "/nodes/1/inputs/1", {"(node 'kv')", "the inputs form a cycle: kv -> kv2 -> kv;"});
+  // join and db read from the cycle but are not in it.
+  const LoadResult r =
+      Load(Nodes({kSource, R"({"id": "kv", "type": "keyed_last_value", "inputs": ["in", "kv2"]})",
+                  R"({"id": "kv2", "type": "keyed_last_value", "inputs": ["kv"]})", kJoin, kSink}));
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_THAT(r.errors[0].message, Not(HasSubstr("join")));
 }
 
 TEST_F(PipelineTest, NoSinkAndDanglingOutput) {

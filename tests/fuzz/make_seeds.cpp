@@ -114,9 +114,18 @@ void PipelineSeeds(const fs::path& dir, const fs::path& source_dir) {
   const std::string sink =
       R"({"id": "db", "type": "timescale_sink", "inputs": ["join"], "config": {"conninfo": "${FLEETFLOW_PG}", "table": "t", "columns": [{"name": "speed", "sensor": "speed"}]}})";
   auto pipeline = [](const std::string& nodes) {
-    return R"({"name": "fuzz", /* comment */ "nodes": [)" + nodes + "]}";
+    return R"({"name": "fuzz", "nodes": [)" + nodes + "]}";
   };
   Write(dir, "minimal", pipeline(src + "," + klv + "," + join + "," + sink));
+  // What strict JSON refuses (docs/pipelines.md), and the byte order mark it skips.
+  Write(dir, "comment",
+        R"({"name": "fuzz", /* comment */ "nodes": [)" + src + "," + klv + "," + join + "," + sink +
+            "]}");
+  Write(dir, "duplicate-key",
+        R"({"name": "fuzz", "name": "again", "nodes": [)" + src + "," + klv + "," + join + "," +
+            sink + "]}");
+  Write(dir, "bom", "\xEF\xBB\xBF" + pipeline(src + "," + klv + "," + join + "," + sink));
+  Write(dir, "invalid-utf8", pipeline(R"({"id": "\xFF\xFE", "type": "nats_source"})"));
   const std::string replay =
       R"({"id": "in", "type": "replay_source", "config": {"file": "x.ffrc", "max_future_ms": 300000, "max_past_ms": 86400000, "max_payload_bytes": 4096, "sensors": ["speed", "gps"]}})";
   Write(dir, "replay-limits", pipeline(replay + "," + klv + "," + join + "," + sink));

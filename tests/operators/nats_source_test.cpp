@@ -23,11 +23,14 @@ using namespace testkit;
 
 class NatsSourceTest : public NatsServerTest {
  protected:
-  /// A source on vehicle.>; `extra` adds config fields (a JSON object's members, comma first).
+  /// A source on vehicle.>; `extra` adds config fields (a JSON object's members, comma first)
+  /// or sets the subject (a key given twice is refused).
   std::unique_ptr<OperatorHarness> Source(const std::string& extra = "") {
-    auto h = std::make_unique<OperatorHarness>(
-        "nats_source", R"({"url": ")" + server_.url() +
-                           R"(", "subject": "vehicle.>", "max_future_ms": 60000)" + extra + "}");
+    const bool subject = extra.find("\"subject\"") != std::string::npos;
+    auto h = std::make_unique<OperatorHarness>("nats_source",
+                                               R"({"url": ")" + server_.url() + "\"" +
+                                                   (subject ? "" : R"(, "subject": "vehicle.>")") +
+                                                   R"(, "max_future_ms": 60000)" + extra + "}");
     h->clock.Set(1'700'000'000'000'000'000);
     return h;
   }

@@ -354,13 +354,16 @@ class SharedPostgresTest : public ::testing::Test {
     for (auto& c : table_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   }
 
-  /// The sink's config on this test's table, short retries, and `fields` (with TimescaleDB:
-  /// "timescaledb": "on" before them).
+  /// The sink's config on this test's table, short retries (unless `fields` sets them: a key
+  /// given twice is refused), and `fields` (with TimescaleDB: "timescaledb": "on" before them).
   std::string Config(const std::string& fields = "") const {
-    return R"({"conninfo":")" + server_->conninfo() + R"(","table":")" + table_ + R"(",)" +
-           (kTimescaleDb ? R"("timescaledb":"on",)" : "") +
-           R"("retry_initial_ms":20,"retry_max_ms":200)" + (fields.empty() ? "" : ",") + fields +
-           "}";
+    std::string out = R"({"conninfo":")" + server_->conninfo() + R"(","table":")" + table_ + "\"" +
+                      (kTimescaleDb ? R"(,"timescaledb":"on")" : "");
+    if (fields.find("\"retry_initial_ms\"") == std::string::npos) {
+      out += R"(,"retry_initial_ms":20)";
+    }
+    if (fields.find("\"retry_max_ms\"") == std::string::npos) out += R"(,"retry_max_ms":200)";
+    return out + (fields.empty() ? "" : ",") + fields + "}";
   }
 
   std::string Psql(const std::string& sql) const { return server_->Psql(sql); }
