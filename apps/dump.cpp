@@ -206,4 +206,19 @@ int Dump(const DumpArgs& args, std::ostream& out, std::ostream& err) {
   return rc;
 }
 
+CLI::App* AddDumpCommand(CLI::App& app, DumpArgs& args) {
+  CLI::App* cmd = app.add_subcommand(
+      "dump",
+      "Print recordings as JSON lines, one per record: subject, receive time, the decoded samples "
+      "or status, or why it does not decode (docs/recording.md). Needs no server.");
+  cmd->add_option("files", args.files, "Recording files, in order")->required();
+  cmd->add_flag("--rotated", args.rotated,
+                "Each FILE stands for the set `record --rotate` wrote: FILE, FILE.1, FILE.2, ...");
+  cmd->add_option("--subject", args.subject,
+                  "Only records whose subject matches this NATS pattern, e.g. "
+                  "'vehicle.v00001.*' or 'vehicle.*.status'");
+  cmd->add_option("--limit", args.limit, "At most N records (0: all)")->capture_default_str();
+  return cmd;
+}
+
 }  // namespace fleetflow

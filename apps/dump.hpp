@@ -2,6 +2,7 @@
 // `fleetflow dump` (docs/recording.md, docs/cli.md): a recording as JSON lines, one per record,
 // read without NATS or a pipeline.
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <ostream>
 #include <string>
@@ -17,6 +18,9 @@ struct DumpArgs {
   std::string subject;
   uint64_t limit = 0;  ///< at most this many records printed, over all files; 0: no limit
 };
+
+/// Adds the `dump` subcommand, its options filling `args`.
+CLI::App* AddDumpCommand(CLI::App& app, DumpArgs& args);
 
 /// Prints each record of `args.files` as one JSON object per line to `out`, and problems with
 /// the files to `err`. Returns 0; 3 when a file ends in a truncated or corrupt record (a last

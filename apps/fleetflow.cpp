@@ -640,18 +640,7 @@ int main(int argc, char** argv) {
       "With --out: the rule nodes' alarm events as JSON lines here ('-': stdout)");
 
   DumpArgs dump;
-  auto* dump_cmd = app.add_subcommand(
-      "dump",
-      "Print recordings as JSON lines, one per record: subject, receive time, the decoded samples "
-      "or status, or why it does not decode (docs/recording.md). Needs no server.");
-  dump_cmd->add_option("files", dump.files, "Recording files, in order")->required();
-  dump_cmd->add_flag(
-      "--rotated", dump.rotated,
-      "Each FILE stands for the set `record --rotate` wrote: FILE, FILE.1, FILE.2, ...");
-  dump_cmd->add_option("--subject", dump.subject,
-                       "Only records whose subject matches this NATS pattern, e.g. "
-                       "'vehicle.v00001.*' or 'vehicle.*.status'");
-  dump_cmd->add_option("--limit", dump.limit, "At most N records (0: all)")->capture_default_str();
+  auto* dump_cmd = AddDumpCommand(app, dump);
 
   std::vector<std::string> test_files;
   bool test_schema = false;
