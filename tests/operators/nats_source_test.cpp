@@ -351,8 +351,9 @@ TEST_F(NatsSourceTest, JetStreamStampsAStatusWithTheTimeTheStreamStoredIt) {
   nats::JetStream js(*conn_);
   js.EnsureStream(nats::StreamOptions{});
   const int64_t before = RealNowNs();
-  conn_->Publish("vehicle.v6.status", "on");
-  conn_->Flush(2000);
+  // Acknowledged by the stream: it stamped the message before `after` (a core publish and flush
+  // return before the stream's own goroutine stores it, microseconds later).
+  js.Publish("vehicle.v6.status", "on", 2, nats::Headers{}, 2000);
   const int64_t after = RealNowNs();
   auto h = Source(R"(, "delivery": "jetstream", "subject": "vehicle.*.*", "create_stream": false)");
   h->Start();
