@@ -592,23 +592,19 @@ class Loader {
 
 }  // namespace
 
-std::string Diagnostic::Format() const {
+std::string Diagnostic::FormatWith(std::string_view severity) const {
   std::string out = file;
   if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);
   out += ": ";
+  out += severity;
   std::string where = pointer;
   if (!node.empty()) where += (where.empty() ? "" : " ") + std::string("(node '") + node + "')";
   return out + (where.empty() ? "" : where + ": ") + message;
 }
 
-std::string Diagnostic::FormatGcc() const {
-  std::string out = file;
-  if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);
-  out += ": error: ";
-  std::string where = pointer;
-  if (!node.empty()) where += (where.empty() ? "" : " ") + std::string("(node '") + node + "')";
-  return out + (where.empty() ? "" : where + ": ") + message;
-}
+std::string Diagnostic::Format() const { return FormatWith(""); }
+
+std::string Diagnostic::FormatGcc() const { return FormatWith("error: "); }
 
 std::string Diagnostic::Suggestion() const {
   static const std::string kMark = "did you mean '";

@@ -10,6 +10,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "config.hpp"
@@ -36,6 +37,10 @@ struct Diagnostic {
   std::string FormatGcc() const;
   /// The name a "did you mean 'x'?" in the message proposes; empty when it proposes none.
   std::string Suggestion() const;
+
+ private:
+  /// Format with `severity` ("", "error: ") after the position.
+  std::string FormatWith(std::string_view severity) const;
 };
 
 struct NodeDecl {
