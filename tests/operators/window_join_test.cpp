@@ -136,6 +136,45 @@ TEST_F(WindowJoinTest, SensorsOutsideTheJoinAreIgnoredAndStateIsForgotten) {
   EXPECT_EQ(h.Gauge("tracked_vehicles"), 0.0);
 }
 
+TEST_F(WindowJoinTest, SamplesOfManyWindowsAheadAreAllKept) {
+  // Six intervals per sensor held at once: more than a vehicle has room for at first; both
+  // sensors hold some when it needs more.
+  for (int from : {1, 4}) {
+    for (const char* sensor : {"speed", "soc"}) {
+      const double base = sensor == std::string("soc") ? 10.0 : 0.0;
+      std::vector<std::pair<int64_t, double>> points;
+      for (int i = from; i < from + 3; ++i) points.emplace_back((i * 1000 - 100) * kMs, base + i);
+      h.Feed(BaseSamples("v1", sensor, points));
+    }
+  }
+  std::vector<Row> rows;
+  for (int64_t t = 1500; t <= 6500; t += 1000) {
+    for (Row& r : Rows(h.TickAt(kBase + t * kMs))) rows.push_back(std::move(r));
+  }
+  std::vector<Row> expected;
+  for (int i = 1; i <= 6; ++i) {
+    const auto after = [&](double base) {
+      return i < 6 ? std::optional<double>(base + i + 1) : std::nullopt;
+    };
+    expected.push_back({kBase + i * kS, "v1", {i, 10.0 + i}, {after(0), after(10)}});
+  }
+  EXPECT_EQ(rows, expected);
+}
+
+TEST_F(WindowJoinTest, AForgottenVehicleLeavesTheRowsOfTheOthersAsTheyWere) {
+  for (const char* v : {"v1", "v2", "v3"}) h.Feed(BaseSamples(v, "speed", {{900 * kMs, 0.0}}));
+  h.Feed(BaseSamples("v2", "speed", {{1900 * kMs, 21.0}, {2900 * kMs, 22.0}, {3900 * kMs, 23.0}}));
+  h.Feed(BaseSamples("v3", "soc", {{1900 * kMs, 31.0}, {2900 * kMs, 32.0}, {3900 * kMs, 33.0}}));
+  for (int64_t t = 1500; t <= 2500; t += 1000) h.TickAt(kBase + t * kMs);
+  EXPECT_EQ(h.Gauge("tracked_vehicles"), 2.0);  // v1: its 0.9 s is too old for T=3s
+  const auto out = h.TickAt(kBase + 3500 * kMs);
+  EXPECT_EQ(Rows(out, "v2"),
+            (std::vector<Row>{{kBase + 3 * kS, "v2", {22.0, std::nullopt}, {23.0, std::nullopt}}}));
+  EXPECT_EQ(Rows(out, "v3"),
+            (std::vector<Row>{{kBase + 3 * kS, "v3", {std::nullopt, 32.0}, {std::nullopt, 33.0}}}));
+  EXPECT_TRUE(Rows(out, "v1").empty());
+}
+
 TEST(WindowJoinEventTimeTest, ABacklogIsWindowedAsItWasLive) {
   // A worker catching up on a stream: samples of the last 10 s arrive at once, long after their
   // event time. Windows close as event time progresses, none of the samples is late.
