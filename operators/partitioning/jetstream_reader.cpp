@@ -128,12 +128,7 @@ bool JetStreamReader::HoldsBack() const {
          CutOff() || (options_.watch_stream && watch_.Unconfirmed(SteadyNowNs()));
 }
 
-bool JetStreamReader::CutOff() const {
-  // In this order: the watch counts a recovery before it turns available, the fetch thread
-  // sets recovering_ before it takes the recovery in.
-  return watch_.Unavailable() || watch_.Recoveries() != recoveries_taken_.load() ||
-         recovering_.load();
-}
+bool JetStreamReader::CutOff() const { return watch_.Unavailable(); }
 
 /// Reads partition `p`'s changelog range from the stream and hands it on, on the calling thread.
 /// A failure reads on from where it stopped (the stream keeps the messages) until it is done or
@@ -256,7 +251,6 @@ void JetStreamReader::FetchLoop() {
     }
     for (const uint32_t p : fetched.released) Released(p);
     for (const uint32_t p : fetched.added) ReadingOf(p, now);  // its backlog unknown yet
-    TakeInRecovery();
     AskQuietConsumers(now);
     for (auto& [p, r] : reading_) {
       if (r.told_at_asked && pulls_.Answered(p, *r.told_at_asked)) {
@@ -272,7 +266,6 @@ void JetStreamReader::FetchLoop() {
       ack_pending += r.ack_pending;
     }
     held_back_ = held_back;
-    if (!held_back) recovering_ = false;  // every backlog after the recovery delivered
     taken_in_ = started;
     consumer_pending_.Set(static_cast<double>(pending));
     if (options_.partitions > 0) {
@@ -296,21 +289,6 @@ void JetStreamReader::HandOnWaiting(uint32_t p, Reading& r, int64_t now) {
         options_.node, p, gave_up, wait_ns / 1'000'000, due.size());
   }
   for (const auto& m : due) deliver_(p, *m, false);
-}
-
-/// The stream answered again after it could not store: what each consumer holds is unknown
-/// until a message of it or the consumer itself tells (asked at once when it is quiet), and the
-/// source stays cut off until all of it is delivered (CutOff).
-void JetStreamReader::TakeInRecovery() {
-  const uint64_t recoveries = watch_.Recoveries();
-  if (recoveries == recoveries_taken_.load()) return;
-  recovering_ = true;
-  for (auto& [p, r] : reading_) {
-    r.known = false;
-    r.told_at_asked.reset();
-    r.info_ns = 0;
-  }
-  recoveries_taken_ = recoveries;
 }
 
 /// Longer than a fetch lasts (its expiry and linger) by a second.

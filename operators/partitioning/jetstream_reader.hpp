@@ -75,11 +75,7 @@ class JetStreamReader final : public PartitionReader {
   /// Thread-safe.
   bool HoldsBack() const;
   /// True while the stream itself says it cannot store (Operator::CutOffFromInput): a stream
-  /// with replicas answering nobody or no leader since it was asked while quiet (StreamWatch);
-  /// and once it answers again, until every consumer this worker reads has told its backlog
-  /// (a message, or asked) and delivered it: a consumer whose leader moved delivers what the
-  /// stream stored meanwhile only after its own election, and a join that took the stream's
-  /// answer for the end of the outage would close those windows without it.
+  /// with replicas answering nobody or no leader since it was asked while quiet (StreamWatch).
   /// A lost connection or a failing fetch only holds input back: the stream may store on
   /// meanwhile; so does a consumer that answers nobody (electing its own leader). Thread-safe.
   bool CutOff() const;
@@ -109,7 +105,6 @@ class JetStreamReader final : public PartitionReader {
   int64_t StallNs() const;
   Reading& ReadingOf(uint32_t p, int64_t now);
   void AskQuietConsumers(int64_t now);
-  void TakeInRecovery();
   Gauge& PartitionPending(uint32_t p);
   Labels PartitionLabels(uint32_t p) const;
   void Released(uint32_t p);
@@ -144,10 +139,6 @@ class JetStreamReader final : public PartitionReader {
   std::atomic<int64_t> fetch_alive_ns_;  // steady: the fetch thread's last return from Fetch
   std::atomic<uint64_t> started_{0};     // partitions started (PullSet::Add), ever
   std::atomic<uint64_t> taken_in_{0};    // of them, those held_back_ counts (fetch thread)
-  // StreamWatch::Recoveries the fetch thread has taken in, and whether the consumers' backlogs
-  // after the last one are still to be told and delivered (CutOff).
-  std::atomic<uint64_t> recoveries_taken_{0};
-  std::atomic<bool> recovering_{false};
 };
 
 }  // namespace fleetflow

@@ -68,9 +68,7 @@ void StreamWatch::Ask() {
   }
   if (why.empty()) {
     confirmed_ns_ = asked;
-    if (unavailable_.load()) {
-      ++recoveries_;  // before it turns available (Recoveries)
-      unavailable_ = false;
+    if (unavailable_.exchange(false)) {
       spdlog::info("node '{}': stream {} answers again after {} ms", node_, stream_,
                    (asked - unavailable_since_ns_) / 1'000'000);
     }

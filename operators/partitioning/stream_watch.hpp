@@ -47,10 +47,6 @@ class StreamWatch {
   /// until it answers with one, whatever is delivered meanwhile (a consumer may deliver again
   /// what it had before: that is no sign that the stream stores). Thread-safe.
   bool Unavailable() const;
-  /// How many times the stream answered with a leader after it had not: counted before
-  /// Unavailable() turns false, so a reader that compares it with what it has taken in never
-  /// sees the stream available without seeing it recovered. Thread-safe.
-  uint64_t Recoveries() const { return recoveries_.load(); }
 
  private:
   /// Nothing delivered for quiet_ms, or nothing stored in the last quiet_ms.
@@ -66,7 +62,6 @@ class StreamWatch {
   std::atomic<int64_t> stored_ns_{0};     // wall: the newest stored time delivered
   std::atomic<int64_t> confirmed_ns_{0};  // steady: the stream's last answer with a leader
   std::atomic<bool> unavailable_{false};
-  std::atomic<uint64_t> recoveries_{0};
   int64_t unavailable_since_ns_ = 0;  // the thread's, for the log
   std::thread thread_;
   std::mutex mu_;
