@@ -62,6 +62,7 @@ JetStreamReader::~JetStreamReader() { Stop(); }
 void JetStreamReader::Start(Emitter& out) {
   out_ = &out;
   connected_.Set(1);
+  reconnects_seen_ = conn_.stats().reconnects;
   fetcher_ = std::thread([this] { FetchLoop(); });
   if (options_.watch_stream) watch_.Start();
 }
@@ -125,7 +126,8 @@ bool JetStreamReader::HoldsBack() const {
   const uint64_t started = started_.load();
   // A consumer that does not answer (a cluster electing its leader) may hold anything.
   return taken_in_.load() != started || held_back_.load() || silent_.load() || !conn_.connected() ||
-         CutOff() || (options_.watch_stream && watch_.Unconfirmed(SteadyNowNs()));
+         SteadyNowNs() < interrupted_until_ns_.load() || CutOff() ||
+         (options_.watch_stream && watch_.Unconfirmed(SteadyNowNs()));
 }
 
 bool JetStreamReader::CutOff() const { return watch_.Unavailable(); }
@@ -195,6 +197,13 @@ void JetStreamReader::FetchLoop() {
       continue;
     }
     const int64_t now = SteadyNowNs();
+    const bool silent = silent_.load();
+    if (const uint64_t reconnects = conn_.stats().reconnects;
+        reconnects != reconnects_seen_ || (was_silent_ && !silent)) {
+      reconnects_seen_ = reconnects;
+      NoteInterruption(now);
+    }
+    was_silent_ = silent;
     // The thread came back far later than a fetch lasts (in the fetch or anywhere in this loop):
     // the process stood still (starved of CPU, stopped), the requests ended meanwhile and what
     // was published since waits at the server. What each consumer holds is unknown until a
@@ -276,10 +285,22 @@ void JetStreamReader::FetchLoop() {
   held_back_ = false;
 }
 
+int64_t JetStreamReader::LostDeliveriesDueNs() const {
+  return (options_.consumer.ack_wait_ms + int64_t{options_.fetch_expiry_ms}) * 1'000'000 +
+         StallNs();
+}
+
+void JetStreamReader::NoteInterruption(int64_t now) {
+  interrupted_until_ns_ = now + LostDeliveriesDueNs();
+  spdlog::info(
+      "node '{}': reading again after an interruption (connection or consumer): windows close "
+      "on event time only for {} ms, until what was lost on the way came again",
+      options_.node, LostDeliveriesDueNs() / 1'000'000);
+}
+
 void JetStreamReader::HandOnWaiting(uint32_t p, Reading& r, int64_t now) {
   // Sent again at the latest ack_wait_ms after their first delivery, before the gap was seen.
-  const int64_t wait_ns =
-      (options_.consumer.ack_wait_ms + int64_t{options_.fetch_expiry_ms}) * 1'000'000 + StallNs();
+  const int64_t wait_ns = LostDeliveriesDueNs();
   uint64_t gave_up = 0;
   const auto due = r.order.Due(now, wait_ns, gave_up);
   if (gave_up > 0) {

@@ -101,6 +101,14 @@ class JetStreamReader final : public PartitionReader {
   void FetchLoop();
   /// Hands on what waited behind lost deliveries (DeliveryOrder::Due).
   void HandOnWaiting(uint32_t p, Reading& r, int64_t now);
+  /// After the connection came back, or a consumer answered again after a silence: deliveries
+  /// lost meanwhile show as a gap only once a later one comes, which a quiet partition may not
+  /// get before the consumer sends them again. Input is held back until surely they did
+  /// (LostDeliveriesDueNs after `now`).
+  void NoteInterruption(int64_t now);
+  /// How long the consumer takes at most to send a lost delivery again: ack_wait_ms after it
+  /// first sent it, plus a fetch's expiry and the stall margin.
+  int64_t LostDeliveriesDueNs() const;
   void Reread(uint32_t p, const ChangelogRange& range);
   int64_t StallNs() const;
   Reading& ReadingOf(uint32_t p, int64_t now);
@@ -137,8 +145,13 @@ class JetStreamReader final : public PartitionReader {
   std::atomic<bool> held_back_{true};    // by the fetch thread (see HoldsBack)
   std::atomic<bool> silent_{false};      // PullSet::Silent after the fetch thread's last Fetch
   std::atomic<int64_t> fetch_alive_ns_;  // steady: the fetch thread's last return from Fetch
-  std::atomic<uint64_t> started_{0};     // partitions started (PullSet::Add), ever
-  std::atomic<uint64_t> taken_in_{0};    // of them, those held_back_ counts (fetch thread)
+  // steady: held back until then after the connection came back or a consumer answered again
+  // (NoteInterruption)
+  std::atomic<int64_t> interrupted_until_ns_{0};
+  uint64_t reconnects_seen_ = 0;       // the connection's reconnects, as the fetch thread last saw
+  bool was_silent_ = false;            // the fetch thread's
+  std::atomic<uint64_t> started_{0};   // partitions started (PullSet::Add), ever
+  std::atomic<uint64_t> taken_in_{0};  // of them, those held_back_ counts (fetch thread)
 };
 
 }  // namespace fleetflow

@@ -307,6 +307,40 @@ class StallingEmitter final : public Emitter {
   size_t acked_ = 0;
 };
 
+TEST_F(NatsSourceTest, JetStreamAfterItsConnectionCameBackHoldsBackInputUntilLostDeliveriesCame) {
+  // What the consumer sent while the connection was down is lost on its way and sent again
+  // ack_wait_ms later. A partition that gets nothing after it sees no gap in the deliveries'
+  // numbers, so after reconnecting the source holds input back that long (docs/semantics.md):
+  // its windows must not close on the clock before the lost samples come.
+  nats::JetStream js(*conn_);
+  js.EnsureStream(nats::StreamOptions{});
+  auto h = Source(R"(, "delivery": "jetstream", "subject": "vehicle.*.*", "create_stream": false,
+                     "fetch_expiry_ms": 100, "ack_wait_ms": 10000)");
+  h->Start();
+  ASSERT_TRUE(WaitFor([&] { return !h->op().HoldsBackInput(); }, 10s));
+  server_.Restart();  // same port and store: both connections come back
+  const std::vector<wire::Point> points = {wire::Point{kNow - 10, 0, 1}};
+  const auto bytes = wire::EncodeBatch(points);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        try {
+          js.Publish("vehicle.v5.speed", bytes.data(), bytes.size(), nats::Headers{}, 1000);
+          return true;
+        } catch (const std::exception&) {
+          return false;  // not reconnected yet
+        }
+      },
+      20s));
+  const CaptureSink& out = h->output();
+  ASSERT_TRUE(WaitFor([&] { return out.Size() == 1; }, 10s));
+  Acknowledge(out.Messages());
+  // Everything delivered is acknowledged and nothing is pending, yet ack_wait_ms (10 s) have not
+  // passed since the source came back: still held back, then no longer.
+  EXPECT_TRUE(h->op().HoldsBackInput());
+  EXPECT_TRUE(WaitFor([&] { return !h->op().HoldsBackInput(); }, 20s));
+  h->Stop();
+}
+
 TEST_F(NatsSourceTest, JetStreamAfterAStalledGraphHoldsBackInputUntilTheBacklogIsIn) {
   // The graph stops taking input for longer than a pull request lives: the requests expire and
   // what is published meanwhile stays at the server. The consumer said "nothing pending" with
