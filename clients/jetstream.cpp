@@ -272,7 +272,11 @@ StreamSummary StreamOf(const rapidjson::Value& answer) {
       for (const auto& peer : peers->value.GetArray()) {
         if (!peer.IsObject()) continue;
         const auto current = peer.FindMember("current");
-        if (current != peer.MemberEnd() && current->value.IsTrue()) ++out.current_replicas;
+        if (current != peer.MemberEnd() && current->value.IsTrue()) {
+          ++out.current_replicas;
+        } else {
+          out.behind.push_back(StringAt(peer, "name"));
+        }
       }
     }
   }

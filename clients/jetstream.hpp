@@ -474,6 +474,7 @@ struct StreamSummary {
   int replicas = 1;
   std::string leader;        // on a cluster: the server that leads it (empty while none does)
   int current_replicas = 1;  // on a cluster: replicas up to date, the leader's included
+  std::vector<std::string> behind;  // on a cluster: the servers whose replica is not current
   uint64_t messages = 0;
   uint64_t bytes = 0;
   uint64_t consumers = 0;

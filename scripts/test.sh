@@ -13,7 +13,9 @@ Usage: scripts/test.sh [--stress | --help]
 Runs scripts/deps.sh, scripts/build.sh, then these stages, each a build and (but firmware) a
 ctest run (see docs/testing.md):
 
-  main   build/ (gcc): ctest --test-dir build --output-on-failure -j2 --no-tests=error $FF_CTEST_ARGS
+  main   build/ (gcc): ctest --test-dir build --output-on-failure -j2 --no-tests=error $FF_CTEST_ARGS;
+         when only ClusterE2E tests failed, they run once more, and pass the stage with a
+         "WARNING: flaky:" line each (docs/testing.md, "Known flaky tests")
   nats-2.10  the same build: the partition, hand-over, JetStream client, KV and fault tests again
          on nats-server 2.10 (scripts/nats210.sh), its servers without the account mapping
          (FF_NATS_SERVER, FF_NATS_PARTITIONING=stream): the streams partition their subjects
@@ -144,6 +146,38 @@ run_ctest() {
   return 0
 }
 
+# rerun_cluster_faults <build dir> <overall before the main stage>: when every test the main stage
+# failed is a ClusterE2E test (kill -9, restarts and elections on a 3-node nats-server cluster,
+# whose timing a loaded machine stretches), they run once more; passing then, the stage counts as
+# passed, and a WARNING names each of them next to the totals: a flaky test is reported, never
+# hidden (docs/testing.md, "Known flaky tests"). Any other failure leaves the stage failed as is.
+rerun_cluster_faults() {
+  local dir=$1 before=$2 list="$1/Testing/Temporary/LastTestsFailed.log"
+  [[ "$overall" != 0 && -s "$list" ]] || return 0
+  local names
+  names=$(cut -d: -f2- "$list")
+  if grep -qv '^ClusterE2E\.' <<<"$names"; then
+    return 0
+  fi
+  local n log="$dir/ctest-rerun.log" status=0
+  n=$(wc -l <<<"$names")
+  echo "test.sh: [main] only ClusterE2E tests failed ($(paste -sd ' ' <<<"$names")): running them once more"
+  ctest --test-dir "$dir" --output-on-failure --rerun-failed </dev/null 2>&1 | tee "$log" ||
+    status=${PIPESTATUS[0]}
+  if ((status == 0)) && grep -qE '^100% tests passed' "$log"; then
+    overall=$before
+    total_failed=$((total_failed - n))
+    total_passed=$((total_passed + n))
+    summary_lines[-1]+="; passed when run again: $(paste -sd ' ' <<<"$names")"
+    local name
+    while read -r name; do
+      warnings+=("WARNING: flaky: $name failed in the main stage and passed when run again (see $dir/ctest.log)")
+    done <<<"$names"
+  else
+    summary_lines[-1]+="; failed again when run once more (see $log)"
+  fi
+}
+
 # stage_fails <stage> <message>: a stage that could not run counts as a failure.
 stage_fails() {
   echo "test.sh: [$1] FAILED: $2" >&2
@@ -238,7 +272,9 @@ if ! build_in main "$build_dir" "$(remaining)" "${main_build[@]}"; then
   warnings+=("WARNING: stages nats-2.10, firmware, fuzz, asan were not run: the main build failed")
   finish total
 fi
+overall_before_main=$overall
 run_ctest main "$build_dir" "${FF_TEST_TIMEOUT:-1800}" "${main_args[@]}"
+rerun_cluster_faults "$build_dir" "$overall_before_main"
 # The Debian packages are installed and removed only by root (tests/install/package_test.sh
 # exits 77 otherwise): say so next to the totals, not just in the skipped count.
 if grep -qE -- '- package_test \(Skipped\)' "$build_dir/ctest.log" 2>/dev/null; then

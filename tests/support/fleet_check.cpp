@@ -451,16 +451,30 @@ int NatsCluster::LeaderOf(const std::string& stream) const {
   return -1;
 }
 
-bool NatsCluster::WaitCurrent(const std::string& stream, std::chrono::milliseconds deadline) const {
-  return WaitFor(
-      [&] {
-        const auto info = StreamOnCluster(url(), stream);
-        return info && !info->leader.empty() && info->current_replicas == info->replicas;
-      },
-      deadline, std::chrono::milliseconds(200));
+bool NatsCluster::WaitCurrent(const std::string& stream, std::chrono::milliseconds deadline) {
+  std::vector<std::string> behind;
+  const auto current = [&] {
+    const auto info = StreamOnCluster(url(), stream);
+    behind = info ? info->behind : std::vector<std::string>{};
+    return info && !info->leader.empty() && info->current_replicas == info->replicas;
+  };
+  const auto poll = std::chrono::milliseconds(200);
+  if (WaitFor(current, deadline / 2, poll)) return true;
+  for (const std::string& name : behind) {
+    for (int i = 0; i < size(); ++i) {
+      if (name != "n" + std::to_string(i)) continue;
+      std::fprintf(stderr,
+                   "[fleetflow-testing] %s: the replica on n%d is still not current after %lld "
+                   "ms: restarting n%d\n",
+                   stream.c_str(), i, static_cast<long long>((deadline / 2).count()), i);
+      node(i).Stop();
+      node(i).Start();
+    }
+  }
+  return WaitFor(current, deadline - deadline / 2, poll);
 }
 
-int NatsCluster::LeadTogether(const std::string& stream, const std::string& other) const {
+int NatsCluster::LeadTogether(const std::string& stream, const std::string& other) {
   for (int attempt = 0; attempt < 30; ++attempt) {
     if (!WaitCurrent(stream, std::chrono::seconds(30)) ||
         !WaitCurrent(other, std::chrono::seconds(30))) {

@@ -210,12 +210,17 @@ class NatsCluster {
   /// The node that leads `stream` ("KV_<bucket>" for a bucket), -1 when no node answers with a
   /// leader.
   int LeaderOf(const std::string& stream) const;
-  /// Waits (at most `deadline`) until `stream` has a leader and every replica is current.
-  bool WaitCurrent(const std::string& stream, std::chrono::milliseconds deadline) const;
+  /// Waits (at most `deadline`) until `stream` has a leader and every replica is current. A
+  /// node whose replica is still behind after half of it is restarted (SIGTERM, same port and
+  /// store), once, and said so on stderr: nats-server 2.10 restarted after a kill -9 on a busy
+  /// machine sometimes never catches its replica up (its meta layer stays "not current with
+  /// the meta leader"), which an operator would cure the same way. The engine's behaviour is
+  /// what the tests check, not the server's recovery.
+  bool WaitCurrent(const std::string& stream, std::chrono::milliseconds deadline);
   /// Makes one node lead both `stream` and `other`: asks `other`'s leader to step down (the
   /// cluster elects another at random) until its leader is `stream`'s, at most 30 times. The
   /// node leading both, -1 when it did not happen.
-  int LeadTogether(const std::string& stream, const std::string& other) const;
+  int LeadTogether(const std::string& stream, const std::string& other);
 
  private:
   std::vector<int> cluster_ports_;
