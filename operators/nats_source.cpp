@@ -578,8 +578,9 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
     c.Integer("ack_wait_ms",
               "jetstream: a message not acknowledged within this time is delivered again. So "
               "are deliveries lost on their way (the connection lost with its node), and what a "
-              "consumer delivered after them waits for them (docs/semantics.md): keep it a few "
-              "seconds on a cluster.",
+              "consumer delivered after them waits for them; after a reconnect, windows close "
+              "on event time only for this long (docs/semantics.md): keep it a few seconds on a "
+              "cluster.",
               &S::ack_wait_ms)
         .Default(int64_t{30'000})
         .Min(1000);
