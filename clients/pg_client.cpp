@@ -320,7 +320,7 @@ bool Connection::HasExtension(const std::string& name) {
 }
 
 uint64_t Connection::CopyViaStaging(const std::string& staging, const std::vector<ValuesRow>& rows,
-                                    const std::string& then_sql) {
+                                    const std::string& then_sql, CopyTimings* timings) {
   if (!IsValidIdentifier(staging)) {
     throw std::invalid_argument("CopyViaStaging: invalid staging table name '" + staging + "'");
   }
@@ -337,6 +337,14 @@ uint64_t Connection::CopyViaStaging(const std::string& staging, const std::vecto
               " v double precision[] NOT NULL) ON COMMIT DELETE ROWS");
       impl_->staging_backend[staging] = backend;
     }
+    using Steady = std::chrono::steady_clock;
+    const auto since = [](Steady::time_point& t) {
+      const auto now = Steady::now();
+      const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - t).count();
+      t = now;
+      return ns;
+    };
+    auto t = Steady::now();
     pqxx::work tx(conn);
     {
       pqxx::stream_to copy(tx, staging);
@@ -346,9 +354,14 @@ uint64_t Connection::CopyViaStaging(const std::string& staging, const std::vecto
       }
       copy.complete();
     }
+    CopyTimings took;
+    took.copy_ns = since(t);
     const pqxx::result r = tx.exec(then_sql);
+    took.upsert_ns = since(t);
     committing = true;
     tx.commit();
+    took.commit_ns = since(t);
+    if (timings != nullptr) *timings = took;
     return r.affected_rows();
   } catch (...) {
     impl_->Rethrow("bulk write through " + staging, committing);

@@ -85,6 +85,13 @@ struct ValuesRow {
   std::vector<std::optional<double>> values;
 };
 
+/// How long each step of Connection::CopyViaStaging took, in ns of the steady clock.
+struct CopyTimings {
+  int64_t copy_ns = 0;    ///< COPY of the rows into the staging table (their text encoding too)
+  int64_t upsert_ns = 0;  ///< the statement that moves them to their target
+  int64_t commit_ns = 0;  ///< COMMIT
+};
+
 /// An open libpq session.
 class Connection {
  public:
@@ -115,12 +122,13 @@ class Connection {
   ///  2. COPYs `rows` into it (row.values becomes the array `v`, NULL elements for missing);
   ///  3. runs `then_sql`, which moves the rows to their target, e.g.
   ///     INSERT INTO t SELECT vehicle_id, time, v[1], v[2] FROM staging ON CONFLICT ...;
-  ///  4. commits and returns the number of rows `then_sql` affected.
+  ///  4. commits and returns the number of rows `then_sql` affected; `timings`, when given, gets
+  ///     how long steps 2 to 4 took.
   /// `staging` must satisfy IsValidIdentifier. On error nothing is written, except after an
   /// Error whose commit_unknown() is true: the session broke during the COMMIT, which may have
   /// happened.
   uint64_t CopyViaStaging(const std::string& staging, const std::vector<ValuesRow>& rows,
-                          const std::string& then_sql);
+                          const std::string& then_sql, CopyTimings* timings = nullptr);
 
   /// False once the session is known to be broken.
   bool IsOpen() const;

@@ -204,6 +204,23 @@ struct WindowRow {
   std::vector<Slot> slots;  // one per sensor of WindowBatch::sensors, same order
 };
 
+/// When a windowed operator closed a window, on the engine clock: what the sink's latency
+/// histograms break down (docs/metrics.md, row_close_latency_seconds and row_stage_seconds).
+/// All 0 where unknown (a correction).
+struct CloseTiming {
+  /// The window's time plus the allowed lateness: when event time may close it at the earliest.
+  int64_t due_ns = 0;
+  /// The source received the input whose event time closed the window (SampleBatch::received_ns);
+  /// 0 when the clock closed it (a Tick: its input had gone quiet).
+  int64_t input_ns = 0;
+  int64_t closed_ns = 0;   ///< the operator began to make the window's rows
+  int64_t emitted_ns = 0;  ///< and emitted them
+  /// It closed within one window period of due_ns: read live, not
+  /// from a backlog. A sink writes such a window's rows as soon as they come (timescale_sink
+  /// flush_ms 0); a backlog's windows wait for the Tick, many in one write.
+  bool live = false;
+};
+
 /// Every row of one window time, as produced by a window join.
 struct WindowBatch {
   int64_t window_ns = 0;
@@ -216,6 +233,7 @@ struct WindowBatch {
   /// were all silent), so that the nodes after know its vehicles' rows ended; a correction
   /// (an earlier window again) is never empty.
   int64_t every_ns = 0;
+  CloseTiming timing;
 };
 
 /// The statistics of one sensor of one vehicle over one window: of the samples with
@@ -264,6 +282,7 @@ struct StatsBatch {
   /// acknowledged once merged, the stream the shard's changelog.
   uint64_t sequence = 0;
   Ack ack{};
+  CloseTiming timing;  ///< of the operator that closed the window (none for a merged partial)
 };
 
 /// A rule's alarm of a vehicle raised or cleared (docs/alarms.md). An alarm is (vehicle, rule,

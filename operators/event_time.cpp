@@ -37,10 +37,17 @@ std::optional<int64_t> EventTime::OnTick(const WindowProgress& p, const Tick& ti
   const bool arrived = p.last_arrival_ns != kNever;
   if (tick.held_back || (arrived && tick.now_ns - p.last_arrival_ns <= idle_)) {
     if (p.newest_event_ns == kNever) return std::nullopt;  // no event time to go by
-    progress = std::min(ProgressCap(p, progress), p.newest_event_ns);
+    return FlowingProgress(p, tick.now_ns, tick.input_delay_ns) - lateness_;
   }
   if (tick.now_ns <= p.hold_until_ns) progress = std::min(progress, p.hold_at_ns);
   return progress - lateness_;
+}
+
+std::optional<int64_t> EventTime::OnInput(const WindowProgress& p, int64_t received_ns,
+                                          int64_t input_delay_ns) const {
+  if (!p.next || p.newest_event_ns == kNever) return std::nullopt;
+  const int64_t now_ns = received_ns != 0 ? received_ns : clock_.NowNs();
+  return FlowingProgress(p, now_ns, input_delay_ns) - lateness_;
 }
 
 std::optional<int64_t> EventTime::OnRevoke(const WindowProgress& p) const {

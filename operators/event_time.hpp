@@ -98,6 +98,15 @@ class EventTime {
   /// first sample. A drain closes every window up to the clock.
   std::optional<int64_t> OnTick(const WindowProgress& p, const Tick& tick) const;
 
+  /// The window time up to which the partition's windows close on input just taken in (not
+  /// restored) that the source received at `received_ns`, `input_delay_ns` as the last Tick
+  /// said: what the next Tick would close while input flows, at once (window emit driven by
+  /// progress, not by the clock's period). Empty before its first sample. Only input that
+  /// entered the graph after the closing input was received and is older than the allowed
+  /// lateness can differ: a Tick would have let it in first (docs/semantics.md).
+  std::optional<int64_t> OnInput(const WindowProgress& p, int64_t received_ns,
+                                 int64_t input_delay_ns) const;
+
   /// The window time up to which a partition being revoked closes its windows: those its event
   /// time has closed (a worker stopping while it reads a backlog takes samples in after its last
   /// Tick). Empty before its first sample.
@@ -115,6 +124,15 @@ class EventTime {
   /// vehicle whose clock runs ahead closes no more windows in a backlog than it did live.
   static int64_t ProgressCap(const WindowProgress& p, int64_t now_ns) {
     return p.stream_ns ? std::min(now_ns, *p.stream_ns) : now_ns;
+  }
+
+  /// Progress while input flows (or is held back) at `now_ns`, the sources still gathering what
+  /// was stored in the last `input_delay_ns`: the newest event time, never ahead of the clock
+  /// nor of the stream; after an outage, where it began until hold_until_ns.
+  static int64_t FlowingProgress(const WindowProgress& p, int64_t now_ns, int64_t input_delay_ns) {
+    int64_t progress = std::min(ProgressCap(p, now_ns - input_delay_ns), p.newest_event_ns);
+    if (now_ns <= p.hold_until_ns) progress = std::min(progress, p.hold_at_ns);
+    return progress;
   }
 
   const int64_t every_;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -110,6 +111,61 @@ const std::vector<double> kWriteBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.
                                            0.25,  0.5,    1,     2.5,  5,     10};
 const std::vector<double> kLatencyBuckets = {0.05, 0.1, 0.25, 0.5, 0.75, 1,   1.5, 2,
                                              3,    5,   10,   30,  60,   120, 300, 600};
+// From a window's close to its rows' commit: 5 ms to 1 min; the stages of it: 0.1 ms to 10 s.
+const std::vector<double> kCloseBuckets = {0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
+                                           0.25,  0.5,  1,    2.5,  5,    10,    30,  60};
+const std::vector<double> kStageBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                           0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+                                           1,      2.5,     5,      10};
+
+/// Where a row's time goes from its window's due time to the commit that wrote it
+/// (docs/metrics.md, row_stage_seconds), one histogram per stage, each observation weighted by
+/// the rows it is of.
+class RowStages {
+ public:
+  enum Stage { kArrival, kGraph, kJoin, kQueue, kEncode, kBuffer, kCopy, kUpsert, kCommit, kCount };
+
+  RowStages(Metrics& metrics, const Labels& labels) {
+    static constexpr const char* kNames[kCount] = {"arrival", "graph", "join",   "queue", "encode",
+                                                   "buffer",  "copy",  "upsert", "commit"};
+    for (int s = 0; s < kCount; ++s) {
+      Labels l = labels;
+      l.emplace_back("stage", kNames[s]);
+      stages_[s] = &metrics.GetHistogram(
+          "row_stage_seconds",
+          "Time rows spent in each stage from their window's due time (its time plus the "
+          "allowed lateness) to the commit that wrote them, in seconds: arrival (until the "
+          "source received the input that closed the window: the vehicles' batching, the "
+          "delivery, a fetch), graph (source to the windowed operator), join (making the "
+          "window's rows), queue (to the sink), encode (their column values), buffer (held "
+          "before the write began), copy, upsert and commit (of the write transaction). See "
+          "docs/metrics.md.",
+          kStageBuckets, l);
+    }
+  }
+
+  /// `ns` (skipped when negative: a clock that stepped back) for `rows` rows.
+  void Observe(Stage s, int64_t ns, uint64_t rows) {
+    if (ns >= 0 && rows > 0) stages_[s]->Observe(static_cast<double>(ns) * 1e-9, rows);
+  }
+
+  /// The stages up to the sink of `rows` rows of a window closed with `t` that reached the sink
+  /// at `arrived_ns` and whose values took `encode` to compute; none for a correction.
+  void Arrived(const CloseTiming& t, int64_t arrived_ns, std::chrono::nanoseconds encode,
+               uint64_t rows) {
+    if (t.closed_ns == 0) return;
+    if (t.input_ns != 0) {  // closed on input, not on the clock
+      Observe(kArrival, t.input_ns - t.due_ns, rows);
+      Observe(kGraph, t.closed_ns - t.input_ns, rows);
+    }
+    Observe(kJoin, t.emitted_ns - t.closed_ns, rows);
+    Observe(kQueue, arrived_ns - t.emitted_ns, rows);
+    Observe(kEncode, encode.count(), rows);
+  }
+
+ private:
+  std::array<Histogram*, kCount> stages_{};
+};
 
 /// The column names the sink adds itself.
 bool IsKeyColumn(const TimescaleSinkOptions& o, const std::string& name) {
@@ -235,6 +291,13 @@ class TimescaleSink final : public Operator {
             "Time from a row's window time (event time) to the commit of the transaction that "
             "wrote it, on the engine clock, in seconds.",
             kLatencyBuckets, ctx.labels())),
+        close_latency_(ctx.metrics.GetHistogram(
+            "row_close_latency_seconds",
+            "Time from the close of a row's window (the windowed operator began to make its "
+            "rows) to the commit of the transaction that wrote it, on the engine clock, in "
+            "seconds: what fleetflow adds to the window's allowed lateness.",
+            kCloseBuckets, ctx.labels())),
+        stages_(ctx.metrics, ctx.labels()),
         clock_(ctx.clock) {
     values_.CountErrorsIn(ctx.metrics, ctx.labels());
     backoff_ = cfg_.retry_initial;
@@ -267,12 +330,19 @@ class TimescaleSink final : public Operator {
     const auto* window = std::get_if<WindowBatch>(in.get());
     const auto* stats = std::get_if<StatsBatch>(in.get());
     if (window != nullptr || stats != nullptr) {
+      const int64_t arrived_ns = clock_.NowNs();
+      const CloseTiming& timing = window != nullptr ? window->timing : stats->timing;
+      const auto encode_start = SteadyClock::now();
+      const size_t rows = window != nullptr ? window->rows.size() : stats->rows.size();
       if (window != nullptr) {
-        Buffer(window->rows, window->window_ns, values_.Of(*window));
+        Buffer(window->rows, window->window_ns, values_.Of(*window), timing.closed_ns, arrived_ns);
       } else {
-        Buffer(stats->rows, stats->start_ns, values_.Of(*stats));
+        Buffer(stats->rows, stats->start_ns, values_.Of(*stats), timing.closed_ns, arrived_ns);
       }
-      Flush(/*all=*/false);
+      stages_.Arrived(timing, arrived_ns, SteadyClock::now() - encode_start, rows);
+      // flush_ms 0: a window read live is written as soon as its rows are in; a backlog's
+      // windows wait for the Tick, many in one write.
+      Flush(/*all=*/cfg_.flush.count() == 0 && timing.live);
       if (pending_.size() > cfg_.max_pending_rows) HoldUntilRoom();
     } else if (const auto* tick = std::get_if<Tick>(in.get())) {
       // Rows that arrived since the previous Tick were emitted for this one (an operator
@@ -299,6 +369,8 @@ class TimescaleSink final : public Operator {
   struct Pending {
     pg::ValuesRow row;
     int64_t buffered_ns = -1;  // the Tick after its arrival; -1 until that Tick
+    int64_t closed_ns = 0;     // its window closed (CloseTiming::closed_ns; 0: unknown)
+    int64_t arrived_ns = 0;    // it reached the sink
   };
 
   /// The upsert from the staging table. A row already in the table with the same values is left
@@ -346,9 +418,11 @@ class TimescaleSink final : public Operator {
   /// Holds the rows of one window (`rows`: WindowRow or StatsRow) at `time_ns`.
   template <typename RowT>
   void Buffer(const std::vector<RowT>& rows, int64_t time_ns,
-              std::vector<std::vector<std::optional<double>>> values) {
+              std::vector<std::vector<std::optional<double>>> values, int64_t closed_ns,
+              int64_t arrived_ns) {
     for (size_t r = 0; r < values.size(); ++r) {
-      pending_.push_back({{rows[r].vehicle, time_ns, std::move(values[r])}});
+      pending_.push_back(
+          {{rows[r].vehicle, time_ns, std::move(values[r])}, -1, closed_ns, arrived_ns});
     }
     pending_rows_.Set(static_cast<double>(pending_.size()));
   }
@@ -408,10 +482,12 @@ class TimescaleSink final : public Operator {
       EnsureConnected();
       schema_.EnsurePartitions(*conn_, chunk);
       const auto start = SteadyClock::now();
+      const int64_t write_ns = clock_.NowNs();
       // After a COMMIT whose outcome is unknown, the rows it carried (the front of pending_,
       // all in this chunk: pending_ only grows at the back) may be in the table already: the
       // upsert leaves those alone, and the log says how many there were.
-      const uint64_t changed = conn_->CopyViaStaging(kStaging, chunk, upsert_sql_);
+      pg::CopyTimings took;
+      const uint64_t changed = conn_->CopyViaStaging(kStaging, chunk, upsert_sql_, &took);
       if (unsure_rows_ > 0) {
         spdlog::warn(
             "{} '{}': the write after the unanswered COMMIT of {} rows added or changed {} of {} "
@@ -424,6 +500,7 @@ class TimescaleSink final : public Operator {
       last_batch_seconds_.Set(seconds);
       write_seconds_.Observe(seconds);
       ObserveRowLatency(chunk);
+      ObserveStages(n, write_ns, took);
       batches_.Inc();
       rows_written_.Inc(chunk.size());
       pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(n));
@@ -476,6 +553,27 @@ class TimescaleSink final : public Operator {
       row_latency_.Observe(static_cast<double>(now_ns - rows[i].time_ns) * 1e-9, j - i);
       i = j;
     }
+  }
+
+  /// Close to commit, and the stages from the sink on, for the first `n` pending rows, just
+  /// committed by a write that began at `write_ns`.
+  void ObserveStages(size_t n, int64_t write_ns, const pg::CopyTimings& took) {
+    const int64_t now_ns = clock_.NowNs();
+    for (size_t i = 0; i < n;) {
+      size_t j = i + 1;
+      while (j < n && pending_[j].closed_ns == pending_[i].closed_ns &&
+             pending_[j].arrived_ns == pending_[i].arrived_ns) {
+        ++j;
+      }
+      if (pending_[i].closed_ns != 0) {
+        close_latency_.Observe(static_cast<double>(now_ns - pending_[i].closed_ns) * 1e-9, j - i);
+        stages_.Observe(RowStages::kBuffer, write_ns - pending_[i].arrived_ns, j - i);
+      }
+      i = j;
+    }
+    stages_.Observe(RowStages::kCopy, took.copy_ns, n);
+    stages_.Observe(RowStages::kUpsert, took.upsert_ns, n);
+    stages_.Observe(RowStages::kCommit, took.commit_ns, n);
   }
 
   void Drain() {
@@ -579,6 +677,8 @@ class TimescaleSink final : public Operator {
   Gauge& blocked_;
   Histogram& write_seconds_;
   Histogram& row_latency_;
+  Histogram& close_latency_;
+  RowStages stages_;
   const Clock& clock_;
 
   /// A session that broke: the server it was on, and since when the sink has none.
@@ -686,8 +786,10 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
         .Min(1);
     spec.Integer("flush_ms",
                  "Longest time a row waits in the buffer: rows are written at the first Tick at "
-                 "least this long after the Tick they came with. 0: at the Tick they came with "
-                 "(one write per window).",
+                 "least this long after the Tick they came with. 0: the rows of a window read "
+                 "live are written as soon as they come (one write per window and partition); "
+                 "those of a backlog's windows at the Tick they came with, many windows in one "
+                 "write.",
                  &O::flush)
         .Default(int64_t{0})
         .Min(0);

@@ -205,8 +205,9 @@ class WindowAggregate final : public Operator {
         clock_(ctx.clock),
         flush_ns_(options.flush_ms * 1'000'000),
         every_(Ns(options.every)),
+        lateness_(Ns(options.allowed_lateness)),
         max_gap_(Ns(options.max_gap)),
-        time_(every_, Ns(options.allowed_lateness), Ns(options.idle), ctx.clock),
+        time_(every_, lateness_, Ns(options.idle), ctx.clock),
         sensors_(std::make_shared<const std::vector<std::string>>(options.sensors)),
         windows_(
             ctx.metrics.GetCounter("windows_emitted", "Windows closed and emitted.", ctx.labels())),
@@ -246,6 +247,7 @@ class WindowAggregate final : public Operator {
     if (const auto* b = std::get_if<SampleBatch>(in.get())) {
       Add(*b, out);
     } else if (const auto* t = std::get_if<Tick>(in.get())) {
+      input_delay_ns_ = t->input_delay_ns;
       for (auto& [_, p] : partitions_) {
         if (t->cut_off) time_.CutOff(p, t->now_ns);
         if (p.id) time_.StartIdle(p, *t, p.assigned_ns);
@@ -282,7 +284,7 @@ class WindowAggregate final : public Operator {
       return;
     }
     if (const auto horizon = time_.Arrived(part, b.received_ns, b.stream_ns)) {
-      CloseUpTo(part, *horizon, out);
+      CloseUpTo(part, *horizon, out, b.received_ns);
     }
     SensorState* sensor = nullptr;
     Accumulator* window = nullptr;  // of window_end: a batch's samples are mostly in one window
@@ -305,6 +307,11 @@ class WindowAggregate final : public Operator {
         duplicates_.Inc();
       }
     }
+    // Progress passed a window: it closes now, not at the next Tick (once a Tick said how long
+    // the sources gather their input).
+    if (!input_delay_ns_) return;
+    const auto horizon = time_.OnInput(part, b.received_ns, *input_delay_ns_);
+    if (horizon && *horizon >= *part.next) CloseUpTo(part, *horizon, out, b.received_ns);
   }
 
   VehicleState& Vehicle(Partition& p, const std::string& id) {
@@ -316,11 +323,12 @@ class WindowAggregate final : public Operator {
     return it->second;
   }
 
-  /// Emits every window of the partition whose end is at most `horizon`.
-  void CloseUpTo(Partition& p, int64_t horizon, Emitter& out) {
+  /// Emits every window of the partition whose end is at most `horizon`: on the input the source
+  /// received at `input_ns`, or (0) on the clock.
+  void CloseUpTo(Partition& p, int64_t horizon, Emitter& out, int64_t input_ns = 0) {
     if (horizon - *p.next > 2 * every_) SkipEmptyWindows(p);
     while (*p.next <= horizon) {
-      Emit(p, *p.next, out);
+      Emit(p, *p.next, out, input_ns);
       *p.next += every_;
       p.changed = true;
     }
@@ -337,7 +345,8 @@ class WindowAggregate final : public Operator {
     if (oldest != std::numeric_limits<int64_t>::max()) p.next = std::max(*p.next, oldest);
   }
 
-  void Emit(Partition& p, int64_t end, Emitter& out) {
+  void Emit(Partition& p, int64_t end, Emitter& out, int64_t input_ns) {
+    const int64_t closed_ns = clock_.NowNs();
     StatsBatch batch;
     batch.start_ns = end - every_;
     batch.length_ns = every_;
@@ -381,6 +390,11 @@ class WindowAggregate final : public Operator {
     // owner closed it.
     if (!batch.rows.empty() || (p.id && emits)) {
       rows_.Inc(batch.rows.size());
+      batch.timing = {.due_ns = end + lateness_,
+                      .input_ns = input_ns,
+                      .closed_ns = closed_ns,
+                      .emitted_ns = clock_.NowNs(),
+                      .live = closed_ns - (end + lateness_) < every_};
       out.Emit(MakeMessage(std::move(batch)));
     }
   }
@@ -525,8 +539,11 @@ class WindowAggregate final : public Operator {
   const Clock& clock_;
   const int64_t flush_ns_;
   const int64_t every_;
+  const int64_t lateness_;
   const int64_t max_gap_;
   const EventTime time_;
+  // The sources' input delay, as the last Tick said (Tick::input_delay_ns); empty before one.
+  std::optional<int64_t> input_delay_ns_;
   const std::shared_ptr<const std::vector<std::string>> sensors_;
   std::unordered_map<std::string, size_t> index_;
   std::map<uint32_t, Partition> partitions_;

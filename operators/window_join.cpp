@@ -166,9 +166,11 @@ class WindowJoin final : public Operator {
   WindowJoin(const OperatorContext& ctx, const WindowJoinOptions& options)
       : node_(ctx.node_id),
         every_(Ns(options.every)),
+        lateness_(Ns(options.allowed_lateness)),
         max_gap_(Ns(options.max_gap)),
         horizon_(Ns(options.correction_horizon)),
-        time_(every_, Ns(options.allowed_lateness), Ns(options.idle), ctx.clock),
+        clock_(ctx.clock),
+        time_(every_, lateness_, Ns(options.idle), ctx.clock),
         sensors_(std::make_shared<const std::vector<std::string>>(options.sensors)),
         windows_(
             ctx.metrics.GetCounter("windows_emitted", "Windows closed and emitted.", ctx.labels())),
@@ -200,6 +202,7 @@ class WindowJoin final : public Operator {
     } else if (const auto* s = std::get_if<StatusEvent>(in.get())) {
       Status(*s);
     } else if (const auto* t = std::get_if<Tick>(in.get())) {
+      input_delay_ns_ = t->input_delay_ns;
       for (auto& [_, p] : partitions_) {
         if (t->cut_off) time_.CutOff(p, t->now_ns);
         if (const auto horizon = time_.OnTick(p, *t)) CloseUpTo(p, *horizon, out);
@@ -239,7 +242,7 @@ class WindowJoin final : public Operator {
     if (!restored) {
       // Before the vehicle is looked up: the windows it closes may forget vehicles.
       if (const auto horizon = time_.Arrived(part, b.received_ns, b.stream_ns)) {
-        CloseUpTo(part, *horizon, out);
+        CloseUpTo(part, *horizon, out, b.received_ns);
       }
     }
     VehicleState& v = Vehicle(part, b.vehicle);
@@ -267,6 +270,11 @@ class WindowJoin final : public Operator {
         }
       }
     }
+    // `v` may be forgotten from here. Progress passed a window: it closes now, not at the next
+    // Tick (once a Tick said how long the sources gather their input).
+    if (restored || !input_delay_ns_) return;
+    const auto horizon = time_.OnInput(part, b.received_ns, *input_delay_ns_);
+    if (horizon && *horizon >= *part.next) CloseUpTo(part, *horizon, out, b.received_ns);
   }
 
   void Status(const StatusEvent& e) {
@@ -281,7 +289,8 @@ class WindowJoin final : public Operator {
   }
 
   /// With a correction horizon, the recent windows a late sample may bracket are emitted again
-  /// for its vehicle at the next Tick (docs/semantics.md, *Late samples*).
+  /// for its vehicle with the next window that closes or at the next Tick (docs/semantics.md,
+  /// *Late samples*).
   void ScheduleCorrection(Partition& p, const std::string& vehicle, int64_t w) const {
     if (horizon_ == 0) return;
     const int64_t oldest = std::max(p.first_window, *p.next - horizon_);
@@ -315,12 +324,13 @@ class WindowJoin final : public Operator {
     if (e.emitted) p.done = EmittedBy(*e.emitted, node_);
   }
 
-  /// Emits the pending corrections and every window of the partition up to `horizon`.
-  void CloseUpTo(Partition& p, int64_t horizon, Emitter& out) {
+  /// Emits the pending corrections and every window of the partition up to `horizon`: on the
+  /// input the source received at `input_ns`, or (0) on the clock.
+  void CloseUpTo(Partition& p, int64_t horizon, Emitter& out, int64_t input_ns = 0) {
     if (!p.corrections.empty()) EmitCorrections(p, out);
     if (horizon - *p.next > 2 * every_) SkipEmptyWindows(p);
     while (*p.next <= horizon) {
-      Emit(p, *p.next, out);
+      Emit(p, *p.next, out, input_ns);
       *p.next += every_;
     }
   }
@@ -336,7 +346,8 @@ class WindowJoin final : public Operator {
 
   /// Emits window t (unless the previous owner did) and forgets, in the same pass over the
   /// vehicles, what no later window (nor a correction) can use.
-  void Emit(Partition& p, int64_t t, Emitter& out) {
+  void Emit(Partition& p, int64_t t, Emitter& out, int64_t input_ns) {
+    const int64_t closed_ns = clock_.NowNs();
     const bool emits = EventTime::Emits(p, t);
     WindowBatch batch = NewBatch(p, t, emits ? p.vehicles.size() : 0);
     const int64_t keep_from = t + every_ - horizon_;
@@ -360,6 +371,11 @@ class WindowJoin final : public Operator {
       const size_t n = batch.rows.size();
       rows_.Inc(n);
       active_.Set(static_cast<double>(n));
+      batch.timing = {.due_ns = t + lateness_,
+                      .input_ns = input_ns,
+                      .closed_ns = closed_ns,
+                      .emitted_ns = clock_.NowNs(),
+                      .live = closed_ns - (t + lateness_) < every_};
       out.Emit(MakeMessage(std::move(batch)));
     }
     windows_.Inc();
@@ -421,9 +437,13 @@ class WindowJoin final : public Operator {
 
   const std::string node_;  // its hand-over record's name
   const int64_t every_;
+  const int64_t lateness_;
   const int64_t max_gap_;
   const int64_t horizon_;  // correction_horizon_ms; 0: a late sample changes no emitted window
+  const Clock& clock_;
   const EventTime time_;
+  // The sources' input delay, as the last Tick said (Tick::input_delay_ns); empty before one.
+  std::optional<int64_t> input_delay_ns_;
   const std::shared_ptr<const std::vector<std::string>> sensors_;
   std::unordered_map<std::string, size_t> index_;
   std::map<uint32_t, Partition> partitions_;  // nodes stay where they are

@@ -741,6 +741,32 @@ TEST_F(TimescaleSinkPg, ByDefaultRowsAreWrittenAtTheTickTheyCameWith) {
   EXPECT_EQ(h.Counter("sink_batches"), 1u);
 }
 
+TEST_F(TimescaleSinkPg, ByDefaultTheRowsOfAWindowReadLiveAreWrittenAsTheyCome) {
+  OperatorHarness h("timescale_sink", Config(""));
+  WindowBatch live = SpeedBatch(WindowT(), 3);
+  h.clock.Set(WindowT() + 520 * kMs);
+  live.timing = {.due_ns = WindowT() + 500 * kMs,
+                 .input_ns = WindowT() + 505 * kMs,
+                 .closed_ns = WindowT() + 510 * kMs,
+                 .emitted_ns = WindowT() + 515 * kMs,
+                 .live = true};
+  h.Feed(live);  // no Tick waited for
+  EXPECT_EQ(Count(), 3);
+  EXPECT_EQ(h.Counter("sink_batches"), 1u);
+  // Close to commit, and each stage, for each of the 3 rows.
+  EXPECT_EQ(h.metrics.HistogramCount("row_close_latency_seconds"), 3u);
+  EXPECT_EQ(h.metrics.HistogramCount("row_stage_seconds"), 3u * 9);
+  // A backlog's window waits for the Tick, to be written with the others of that Tick.
+  WindowBatch backlog = SpeedBatch(WindowT() + 1000 * kMs, 3);
+  backlog.timing = live.timing;
+  backlog.timing.live = false;
+  h.Feed(backlog);
+  EXPECT_EQ(Count(), 3);
+  h.TickAt(WindowT() + 600 * kMs);
+  EXPECT_EQ(Count(), 6);
+  EXPECT_EQ(h.Counter("sink_batches"), 2u);
+}
+
 TEST_F(TimescaleSinkPg, WritesAsSoonAsBatchRowsArePending) {
   OperatorHarness h("timescale_sink", Config(R"("batch_rows":3,"flush_ms":3600000)"));
   h.Feed(SpeedBatch(WindowT(), 7));

@@ -182,7 +182,9 @@ TEST(WindowJoinEventTimeTest, ABacklogIsWindowedAsItWasLive) {
   h.clock.Set(kBase + 100 * kS);
   std::vector<int64_t> windows;
   for (int64_t ms = 0; ms <= 10'000; ms += 100) {
-    h.Feed(BaseSamples("v1", "speed", {{ms * kMs, double(ms)}}));
+    for (int64_t w : Windows(h.Feed(BaseSamples("v1", "speed", {{ms * kMs, double(ms)}})))) {
+      windows.push_back(w);
+    }
     if (ms % 500 == 0) {
       for (int64_t w : Windows(h.Feed(Tick{h.clock.NowNs(), false}))) windows.push_back(w);
     }
@@ -223,6 +225,53 @@ SampleBatch StoredSample(const Stored& s, int64_t received_ns) {
 
 constexpr char kCatchUpConfig[] =
     R"({"sensors": ["speed"], "every_ms": 1000, "allowed_lateness_ms": 500, "idle_ms": 2000})";
+
+TEST(WindowJoinEventTimeTest, AWindowClosesOnTheInputThatMovesProgressPastIt) {
+  // Live, each sample received 10 ms after its time. Window 1 s closes with the sample that
+  // moves progress past 1.5 s, not at the next Tick; the sources' input delay (the last Tick's)
+  // holds that back by as much.
+  // {input delay, the sample whose arrival closes window 1 s}: with a delay, the first received
+  // at least that long after 1.5 s (samples every 100 ms).
+  for (const auto& [input_delay_ms, closing_ms] :
+       {std::pair<int64_t, int64_t>{0, 1500}, std::pair<int64_t, int64_t>{250, 1800}}) {
+    SCOPED_TRACE("input delay " + std::to_string(input_delay_ms) + " ms");
+    OperatorHarness h("window_join", kCatchUpConfig);
+    const auto receive = [&](int64_t ts_ms) {
+      h.clock.Set(kBase + (ts_ms + 10) * kMs);
+      SampleBatch b = BaseSamples("v1", "speed", {{ts_ms * kMs, double(ts_ms)}});
+      b.received_ns = b.stream_ns = h.clock.NowNs();
+      return Only<WindowBatch>(h.Feed(b));
+    };
+    EXPECT_TRUE(receive(0).empty());
+    h.Feed(Tick{h.clock.NowNs(), false, false, false, input_delay_ms * kMs});
+    // Window 0 s closes one second earlier.
+    for (int64_t ms = 100; ms < closing_ms; ms += 100) {
+      const auto closed = receive(ms);
+      if (ms == closing_ms - 1000) {
+        ASSERT_EQ(closed.size(), 1u);
+        EXPECT_EQ(closed.front()->window_ns, kBase);
+      } else {
+        EXPECT_TRUE(closed.empty()) << ms;
+      }
+    }
+    const auto closed = receive(closing_ms);
+    ASSERT_EQ(closed.size(), 1u);
+    const WindowBatch& w = *closed.front();
+    EXPECT_EQ(w.window_ns, kBase + kS);
+    ASSERT_EQ(w.rows.size(), 1u);
+    EXPECT_EQ(w.rows[0].slots[0].before->value, 1000.0);
+    EXPECT_EQ(w.rows[0].slots[0].after->value, 1100.0);
+    EXPECT_EQ(w.timing.due_ns, kBase + 1500 * kMs);
+    EXPECT_EQ(w.timing.input_ns, kBase + (closing_ms + 10) * kMs);
+    EXPECT_EQ(w.timing.closed_ns, h.clock.NowNs());
+    EXPECT_EQ(w.timing.emitted_ns, h.clock.NowNs());
+    EXPECT_TRUE(w.timing.live);
+    // The next Tick has nothing left to close.
+    EXPECT_TRUE(
+        Only<WindowBatch>(h.Feed(Tick{h.clock.NowNs(), false, false, false, input_delay_ms * kMs}))
+            .empty());
+  }
+}
 
 TEST(WindowJoinEventTimeTest, ABacklogAfterAnOutageGivesTheRowsOfTheLiveRunLateSamplesIncluded) {
   // Live: the clock follows the stream, a Tick every 100 ms.
@@ -406,8 +455,11 @@ TEST(WindowJoinEventTimeTest, TicksWhileInputIsHeldBackDoNotCloseWindowsOnTheClo
   for (int i = 1; i <= 30; ++i) {
     EXPECT_TRUE(Only<WindowBatch>(h.Feed(Tick{kBase + (2 + i) * kS, false, true})).empty());
   }
-  h.Feed(BaseSamples("v1", "speed", {{1900 * kMs, 2.0}, {3000 * kMs, 3.0}}));
-  const auto b = Only<WindowBatch>(h.Feed(Tick{kBase + 33 * kS, false, true}));
+  // They close as the samples enter (or at the next Tick, before the first one).
+  std::vector<Message> out =
+      h.Feed(BaseSamples("v1", "speed", {{1900 * kMs, 2.0}, {3000 * kMs, 3.0}}));
+  for (Message& m : h.Feed(Tick{kBase + 33 * kS, false, true})) out.push_back(std::move(m));
+  const auto b = Only<WindowBatch>(out);
   ASSERT_EQ(b.size(), 2u);  // windows 1 s and 2 s: 3 s needs the lateness to pass
   EXPECT_EQ(h.Counter("late_samples"), 0u);
   // A Tick without held_back after idle_ms: the clock closes the rest.
@@ -472,9 +524,9 @@ TEST(WindowJoinPartitionProgressTest, APartitionReadBehindTheOthersKeepsItsOwnPr
   h.Feed(PartitionSamples("fast", 1, 0, 20000));
   h.Feed(PartitionSamples("slow", 2, 0, 2000));
   h.TickAt(kBase + 20100 * kMs);
-  h.Feed(PartitionSamples("slow", 2, 2100, 5000));
+  std::vector<Message> out = h.Feed(PartitionSamples("slow", 2, 2100, 5000));  // closes them
   EXPECT_EQ(h.Counter("late_samples"), 0u);
-  const auto out = h.TickAt(kBase + 20200 * kMs);
+  for (Message& m : h.TickAt(kBase + 20200 * kMs)) out.push_back(std::move(m));
   EXPECT_EQ(Windows(out, "slow"), (std::vector<int64_t>{2000, 3000, 4000}));
 }
 
