@@ -4,7 +4,7 @@
 // scaled by --target-rate, batched every 100 ms) to a nats-server started here; one fleetflow
 // worker runs the default pipeline's shape (nats_source core -> keyed_last_value memory ->
 // window_join 1 s windows, allowed lateness 500 ms -> timescale_sink) into a throwaway
-// PostgreSQL started here, for each --flush-ms value of the sink (the sink's default is 1000).
+// PostgreSQL started here, for each --flush-ms value of the sink (the sink's default is 0).
 //
 // Commit time: once the sink has created its table, the bench adds a column
 // `committed_at timestamptz DEFAULT clock_timestamp()`; the sink's upsert names its columns, so
@@ -234,13 +234,16 @@ int Main(int argc, char** argv) {
       std::printf("    %-8s %9.2f %9.2f\n", stage, 1000 * b.Quantile(0.5), 1000 * b.Quantile(0.99));
     }
     std::fflush(stdout);
-    AppendSummary(s.out.summary,
-                  {"latency", "close p99 ms flush_ms " + std::to_string(flush_ms), close_p99, 0,
-                   "<= " + std::to_string(static_cast<int>(close_goal_ms)) + " ms",
-                   within >= 0.99 ? "yes" : "no",
-                   "window close to row committed (engine histogram) at " +
-                       std::to_string(static_cast<int>(s.rate)) + " samples/s; p50 " +
-                       std::to_string(static_cast<int>(close_p50)) + " ms"});
+    // The goal is the default sink's (flush_ms 0: written as soon as a live window closes).
+    if (flush_ms == 0) {
+      AppendSummary(s.out.summary,
+                    {"latency", "close p99 ms flush_ms " + std::to_string(flush_ms), close_p99, 0,
+                     "<= " + std::to_string(static_cast<int>(close_goal_ms)) + " ms",
+                     within >= 0.99 ? "yes" : "no",
+                     "window close to row committed (engine histogram) at " +
+                         std::to_string(static_cast<int>(s.rate)) + " samples/s; p50 " +
+                         std::to_string(static_cast<int>(close_p50)) + " ms"});
+    }
     csv.Row(s.out.scale, flush_ms, s.rate, lat.size(), expected, p50, p99, mx,
             Percentile(after_t, 50), Percentile(after_t, 99), close_p50, close_p99, within, busy);
     if (lat.size() != expected) {
