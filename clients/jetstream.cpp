@@ -587,6 +587,8 @@ void PullSet::Doze(int64_t ns) {
                          [this] { return commanded_.load(); });
 }
 
+int64_t PullSet::QuietDozeNs() const { return std::max(kQuietDozeNs, 2 * pace_ns_); }
+
 int64_t PullSet::NsUntilPaced(int64_t cap) const {
   for (const auto& [id, m] : members_) {
     if (!m.removing && Outstanding(m) == 0) {
@@ -653,7 +655,7 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
     if (left_ns < 1'000'000) break;
     if (ahead && CaughtUp()) {
       const int64_t round_ns = last_round_ns_;
-      Doze(std::min(left_ns, NsUntilPaced(100'000'000)));
+      Doze(std::min(left_ns, NsUntilPaced(QuietDozeNs())));
       drain();
       gathered_from_ns = round_ns;
     } else {

@@ -198,7 +198,10 @@ class PullSet {
   /// the next round, when the thread wakes anyway, and are handed on then with those of the
   /// round before: the thread wakes once per round, not for each answer or expiry status, and a
   /// message stored is handed on within two rounds (the next request, then its answer taken
-  /// at the round after). Throws Error when a request cannot be sent (the caller retries).
+  /// at the round after). While every consumer also has a request open (a quiet set: no round
+  /// is due), the thread looks every two rounds (100 ms at least) for what they brought: the
+  /// same bound, fewer wake-ups of an idle worker. Throws Error when a request cannot be sent
+  /// (the caller retries).
   void Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int linger_ms = kLingerMs);
   /// Consumers added and not yet released.
   size_t size() const;
@@ -223,6 +226,7 @@ class PullSet {
   /// A removed consumer's requests are waited for this long at most (ns).
   static constexpr int64_t kReleaseNs = 2'000'000'000;
   static constexpr int kPollMs = 5;
+  static constexpr int64_t kQuietDozeNs = 100'000'000;
   static constexpr int64_t kFirstPollNs = 1'000'000;  // the first poll, before a rate is seen
   static constexpr int64_t kMinPollNs = 200'000;      // a fast stream's polls, at most this often
 
@@ -262,6 +266,11 @@ class PullSet {
   /// With `ahead`: nanoseconds until the paced requests are due (0: due now), or `cap` when no
   /// active consumer is without a request.
   int64_t NsUntilPaced(int64_t cap) const;
+  /// Every consumer caught up and asked (a quiet set): how long the thread sleeps before it
+  /// looks for what their requests brought. A message stored meanwhile waits that long at most
+  /// in the subscription: twice the pace (the bound of a paced round: its request, then the
+  /// round after), at least kQuietDozeNs.
+  int64_t QuietDozeNs() const;
   /// Every active consumer's last request ended with a status saying it sent all it had (not
   /// refused: a consumer held back by max_ack_pending has a backlog, whose first answer is
   /// waited for).
