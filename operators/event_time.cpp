@@ -43,11 +43,18 @@ std::optional<int64_t> EventTime::OnTick(const WindowProgress& p, const Tick& ti
   return progress - lateness_;
 }
 
-std::optional<int64_t> EventTime::OnInput(const WindowProgress& p, int64_t received_ns,
-                                          int64_t input_delay_ns) const {
-  if (!p.next || p.newest_event_ns == kNever) return std::nullopt;
-  const int64_t now_ns = received_ns != 0 ? received_ns : clock_.NowNs();
-  return FlowingProgress(p, now_ns, input_delay_ns) - lateness_;
+std::optional<int64_t> EventTime::OnInput(const WindowProgress& p, const SampleBatch& b,
+                                          const Tick& last) const {
+  if (!p.next || p.newest_event_ns == kNever || last.held_back || b.points.empty()) {
+    return std::nullopt;
+  }
+  const int64_t newest_ts =
+      std::max_element(b.points.begin(), b.points.end(),
+                       [](const wire::Point& x, const wire::Point& y) { return x.ts_ns < y.ts_ns; })
+          ->ts_ns;
+  if (b.stream_ns != 0 && b.stream_ns - newest_ts > lateness_) return std::nullopt;  // kept
+  const int64_t now_ns = b.received_ns != 0 ? b.received_ns : clock_.NowNs();
+  return FlowingProgress(p, now_ns, last.input_delay_ns) - lateness_;
 }
 
 std::optional<int64_t> EventTime::OnRevoke(const WindowProgress& p) const {

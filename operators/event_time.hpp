@@ -98,14 +98,16 @@ class EventTime {
   /// first sample. A drain closes every window up to the clock.
   std::optional<int64_t> OnTick(const WindowProgress& p, const Tick& tick) const;
 
-  /// The window time up to which the partition's windows close on input just taken in (not
-  /// restored) that the source received at `received_ns`, `input_delay_ns` as the last Tick
-  /// said: what the next Tick would close while input flows, at once (window emit driven by
-  /// progress, not by the clock's period). Empty before its first sample. Only input that
-  /// entered the graph after the closing input was received and is older than the allowed
-  /// lateness can differ: a Tick would have let it in first (docs/semantics.md).
-  std::optional<int64_t> OnInput(const WindowProgress& p, int64_t received_ns,
-                                 int64_t input_delay_ns) const;
+  /// The window time up to which the partition's windows close on `b`, input just taken in (not
+  /// restored), `last` the last Tick: what the next Tick would close while input flows, at once
+  /// (window emit driven by progress, not by the clock's period), at the time the source
+  /// received it. Empty before its first sample, and where the Tick's batching of what arrives
+  /// within its period matters: while `last` said input is held back (a burst of what waited
+  /// may come, in any order: after a reconnect, a backlog, a hand-over) and for input stored
+  /// more than the allowed lateness after its newest sample (a vehicle sending what it kept: its
+  /// other sensors' messages of the same times follow it). docs/semantics.md.
+  std::optional<int64_t> OnInput(const WindowProgress& p, const SampleBatch& b,
+                                 const Tick& last) const;
 
   /// The window time up to which a partition being revoked closes its windows: those its event
   /// time has closed (a worker stopping while it reads a backlog takes samples in after its last

@@ -247,7 +247,7 @@ class WindowAggregate final : public Operator {
     if (const auto* b = std::get_if<SampleBatch>(in.get())) {
       Add(*b, out);
     } else if (const auto* t = std::get_if<Tick>(in.get())) {
-      input_delay_ns_ = t->input_delay_ns;
+      last_tick_ = *t;
       for (auto& [_, p] : partitions_) {
         if (t->cut_off) time_.CutOff(p, t->now_ns);
         if (p.id) time_.StartIdle(p, *t, p.assigned_ns);
@@ -309,8 +309,8 @@ class WindowAggregate final : public Operator {
     }
     // Progress passed a window: it closes now, not at the next Tick (once a Tick said how long
     // the sources gather their input).
-    if (!input_delay_ns_) return;
-    const auto horizon = time_.OnInput(part, b.received_ns, *input_delay_ns_);
+    if (!last_tick_) return;
+    const auto horizon = time_.OnInput(part, b, *last_tick_);
     if (horizon && *horizon >= *part.next) CloseUpTo(part, *horizon, out, b.received_ns);
   }
 
@@ -542,8 +542,7 @@ class WindowAggregate final : public Operator {
   const int64_t lateness_;
   const int64_t max_gap_;
   const EventTime time_;
-  // The sources' input delay, as the last Tick said (Tick::input_delay_ns); empty before one.
-  std::optional<int64_t> input_delay_ns_;
+  std::optional<Tick> last_tick_;  // windows close on input only once a Tick came (OnInput)
   const std::shared_ptr<const std::vector<std::string>> sensors_;
   std::unordered_map<std::string, size_t> index_;
   std::map<uint32_t, Partition> partitions_;

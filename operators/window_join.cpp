@@ -202,7 +202,7 @@ class WindowJoin final : public Operator {
     } else if (const auto* s = std::get_if<StatusEvent>(in.get())) {
       Status(*s);
     } else if (const auto* t = std::get_if<Tick>(in.get())) {
-      input_delay_ns_ = t->input_delay_ns;
+      last_tick_ = *t;
       for (auto& [_, p] : partitions_) {
         if (t->cut_off) time_.CutOff(p, t->now_ns);
         if (const auto horizon = time_.OnTick(p, *t)) CloseUpTo(p, *horizon, out);
@@ -272,8 +272,8 @@ class WindowJoin final : public Operator {
     }
     // `v` may be forgotten from here. Progress passed a window: it closes now, not at the next
     // Tick (once a Tick said how long the sources gather their input).
-    if (restored || !input_delay_ns_) return;
-    const auto horizon = time_.OnInput(part, b.received_ns, *input_delay_ns_);
+    if (restored || !last_tick_) return;
+    const auto horizon = time_.OnInput(part, b, *last_tick_);
     if (horizon && *horizon >= *part.next) CloseUpTo(part, *horizon, out, b.received_ns);
   }
 
@@ -442,8 +442,7 @@ class WindowJoin final : public Operator {
   const int64_t horizon_;  // correction_horizon_ms; 0: a late sample changes no emitted window
   const Clock& clock_;
   const EventTime time_;
-  // The sources' input delay, as the last Tick said (Tick::input_delay_ns); empty before one.
-  std::optional<int64_t> input_delay_ns_;
+  std::optional<Tick> last_tick_;  // windows close on input only once a Tick came (OnInput)
   const std::shared_ptr<const std::vector<std::string>> sensors_;
   std::unordered_map<std::string, size_t> index_;
   std::map<uint32_t, Partition> partitions_;  // nodes stay where they are

@@ -273,6 +273,33 @@ TEST(WindowJoinEventTimeTest, AWindowClosesOnTheInputThatMovesProgressPastIt) {
   }
 }
 
+TEST(WindowJoinEventTimeTest, WhereABurstMayComeTheTickClosesTheWindows) {
+  // After an outage the vehicles send what they kept, each sensor's messages one after the
+  // other: speed's passes 1.5 s before soc's samples of the same times came. The Tick closes
+  // window 1 s, with both, when the input was stored long after its samples (kept) or a source
+  // held input back; live input closes it at once.
+  for (const bool held_back : {false, true}) {
+    for (const int64_t stored_ms : {int64_t{1610}, int64_t{2500}}) {
+      SCOPED_TRACE(std::to_string(held_back) + " " + std::to_string(stored_ms));
+      OperatorHarness h("window_join", R"({"sensors": ["speed", "soc"], "idle_ms": 2000})");
+      h.clock.Set(kBase + stored_ms * kMs);
+      h.Feed(Tick{h.clock.NowNs(), false, held_back});
+      const auto kept = [&](const char* sensor) {
+        SampleBatch b = BaseSamples("v1", sensor, {{900 * kMs, 1.0}, {1600 * kMs, 2.0}});
+        b.received_ns = b.stream_ns = h.clock.NowNs();
+        return Only<WindowBatch>(h.Feed(b));
+      };
+      const bool at_once = !held_back && stored_ms == 1610;
+      EXPECT_EQ(kept("speed").size(), at_once ? 1u : 0u);
+      kept("soc");
+      const auto rows = Rows(h.TickAt(h.clock.NowNs() + 100 * kMs));
+      if (!at_once) {
+        EXPECT_EQ(rows, (std::vector<Row>{{kBase + kS, "v1", {1.0, 1.0}, {2.0, 2.0}}}));
+      }
+    }
+  }
+}
+
 TEST(WindowJoinEventTimeTest, ABacklogAfterAnOutageGivesTheRowsOfTheLiveRunLateSamplesIncluded) {
   // Live: the clock follows the stream, a Tick every 100 ms.
   OperatorHarness live("window_join", kCatchUpConfig);
