@@ -21,8 +21,9 @@
 // Window close to commit, and its stages: the engine's own histograms (docs/metrics.md),
 // row_close_latency_seconds and row_stage_seconds{stage}, read from the worker's metrics after
 // each run; percentiles interpolated within their buckets (as Prometheus' histogram_quantile),
-// and the share of rows at or below the goal exact (the goal is a bucket bound). They count every
-// row of the run, start-up and drain included.
+// and the share of rows at or below the goal exact (the goal is a bucket bound). They count the
+// rows committed from 3 s after fleet-sim's start to the lateness + 300 ms after its end: the
+// live windows, not the first (a new table's first writes) nor those the clock closes after it.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -107,16 +108,21 @@ struct Buckets {
 };
 
 /// The buckets of histogram `name` (fleetflow_ prefix included), of the series whose labels
-/// include `label` = `value` (any series when `label` is empty), summed over the others.
-Buckets HistogramOf(const std::vector<prom::Sample>& samples, const std::string& name,
+/// include `label` = `value` (any series when `label` is empty), summed over the others, as
+/// observed between the expositions `from` and `to`.
+Buckets HistogramOf(const std::string& from, const std::string& to, const std::string& name,
                     const std::string& label = "", const std::string& value = "") {
   std::map<double, double> by_bound;
-  for (const prom::Sample& s : samples) {
-    if (s.name != name + "_bucket") continue;
-    if (!label.empty() && s.Label(label) != value) continue;
-    const auto le = prom::ParseValue(s.Label("le").value_or(""));
-    if (le) by_bound[*le] += s.value;
-  }
+  const auto add = [&](const std::string& text, double sign) {
+    for (const prom::Sample& s : prom::ParseText(text).samples) {
+      if (s.name != name + "_bucket") continue;
+      if (!label.empty() && s.Label(label) != value) continue;
+      const auto le = prom::ParseValue(s.Label("le").value_or(""));
+      if (le) by_bound[*le] += sign * s.value;
+    }
+  };
+  add(to, 1);
+  add(from, -1);
   Buckets b;
   b.le.assign(by_bound.begin(), by_bound.end());
   return b;
@@ -178,12 +184,17 @@ int Main(int argc, char** argv) {
                           std::to_string(s.load.vehicles), "--target-rate", std::to_string(s.rate),
                           "--duration", std::to_string(s.load.duration_s), "--quiet"},
                          dir.File("fleet-sim-" + std::to_string(flush_ms) + ".log"));
+    // A measurement's start, past the first windows (not a synchronisation).
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    const std::string steady_from = metrics.Exposition();
     const auto status = sim.Wait(std::chrono::seconds(static_cast<int>(s.load.duration_s) + 60));
     if (!status || *status != 0) throw std::runtime_error("fleet-sim failed: " + sim.ReadLog());
     FleetSimSummary sum;
     if (!ParseFleetSimSummary(sim.ReadLog(), sum)) throw std::runtime_error("no fleet-sim summary");
     // Let the last steady windows close and flush (lateness + flush + a tick), then drain.
-    std::this_thread::sleep_for(std::chrono::milliseconds(kLatenessMs + flush_ms + 1000));
+    std::this_thread::sleep_for(std::chrono::milliseconds(kLatenessMs + 300));
+    const std::string steady_to = metrics.Exposition();  // the live windows' rows are in
+    std::this_thread::sleep_for(std::chrono::milliseconds(flush_ms + 700));
     const auto m1 = MachineJiffies();
     runtime.Stop();
     const double busy = (m1.first - m0.first) / std::max(1.0, m1.second - m0.second);
@@ -218,8 +229,8 @@ int Main(int argc, char** argv) {
                                       " samples/s; p50 " + std::to_string(static_cast<int>(p50)) +
                                       " ms, max " + std::to_string(static_cast<int>(mx)) + " ms"});
     // The engine's view: window close to commit, and where the time goes.
-    const std::vector<prom::Sample> samples = prom::ParseText(metrics.Exposition()).samples;
-    const Buckets close = HistogramOf(samples, "fleetflow_row_close_latency_seconds");
+    const Buckets close =
+        HistogramOf(steady_from, steady_to, "fleetflow_row_close_latency_seconds");
     const double close_p50 = 1000 * close.Quantile(0.5), close_p99 = 1000 * close.Quantile(0.99);
     const double within = close.ShareAtMost(close_goal_ms / 1000);
     std::printf(
@@ -230,7 +241,8 @@ int Main(int argc, char** argv) {
                 "stage", "p50 ms", "p99 ms", static_cast<long long>(kLatenessMs));
     for (const char* stage :
          {"arrival", "graph", "join", "queue", "encode", "buffer", "copy", "upsert", "commit"}) {
-      const Buckets b = HistogramOf(samples, "fleetflow_row_stage_seconds", "stage", stage);
+      const Buckets b =
+          HistogramOf(steady_from, steady_to, "fleetflow_row_stage_seconds", "stage", stage);
       std::printf("    %-8s %9.2f %9.2f\n", stage, 1000 * b.Quantile(0.5), 1000 * b.Quantile(0.99));
     }
     std::fflush(stdout);
