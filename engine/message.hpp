@@ -221,6 +221,15 @@ struct CloseTiming {
   bool live = false;
 };
 
+/// A window's rows on their way to storage. Every node that stores them keeps a copy until they
+/// are stored (timescale_sink until its COMMIT, fleet_publish until the stream acknowledged
+/// them), one that makes rows of its own from them passes it on with those (fleet_aggregate),
+/// and the messages carrying them hold one. When the last copy goes, the operator that closed
+/// the window learns that its rows are stored, or dropped and counted so: window_aggregate
+/// snapshots no window as done before that (docs/semantics.md, "Open windows as partition
+/// state"). Null: nobody waits.
+using InFlight = std::shared_ptr<const void>;
+
 /// Every row of one window time, as produced by a window join.
 struct WindowBatch {
   int64_t window_ns = 0;
@@ -283,6 +292,7 @@ struct StatsBatch {
   uint64_t sequence = 0;
   Ack ack{};
   CloseTiming timing;  ///< of the operator that closed the window (none for a merged partial)
+  InFlight in_flight;  ///< window_aggregate behind a snapshot store: see InFlight
 };
 
 /// A rule's alarm of a vehicle raised or cleared (docs/alarms.md). An alarm is (vehicle, rule,

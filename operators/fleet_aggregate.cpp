@@ -114,6 +114,7 @@ class FleetAggregate final : public Operator {
     fleet.length_ns = batch->length_ns;
     fleet.sensors = MetricNames();
     fleet.partition = batch->partition;
+    fleet.in_flight = batch->in_flight;  // stored once fleet_publish's partials are
     fleet.rows.reserve(cells.size());
     for (auto& [key, metrics] : cells) fleet.rows.push_back({key, std::move(metrics)});
     rows_.Inc(fleet.rows.size());

@@ -37,6 +37,7 @@ struct Outgoing {
   std::string subject;
   std::string msg_id;
   std::string payload;
+  InFlight in_flight;  // of the window's rows (InFlight): let go once published
 };
 
 class FleetPublish final : public Operator {
@@ -109,7 +110,7 @@ class FleetPublish final : public Operator {
            o_.subject_prefix + "." + std::to_string(s) + "." + std::to_string(*b.partition),
            node_ + "." + std::to_string(*b.partition) + "." + std::to_string(b.start_ns) + "." +
                std::to_string(s),
-           fleet::Encode(by_shard[s])});
+           fleet::Encode(by_shard[s]), b.in_flight});
     }
     pending_gauge_.Set(static_cast<double>(pending_.size()));
   }

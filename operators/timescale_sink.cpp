@@ -335,9 +335,11 @@ class TimescaleSink final : public Operator {
       const auto encode_start = SteadyClock::now();
       const size_t rows = window != nullptr ? window->rows.size() : stats->rows.size();
       if (window != nullptr) {
-        Buffer(window->rows, window->window_ns, values_.Of(*window), timing.closed_ns, arrived_ns);
+        Buffer(window->rows, window->window_ns, values_.Of(*window), timing.closed_ns, arrived_ns,
+               nullptr);
       } else {
-        Buffer(stats->rows, stats->start_ns, values_.Of(*stats), timing.closed_ns, arrived_ns);
+        Buffer(stats->rows, stats->start_ns, values_.Of(*stats), timing.closed_ns, arrived_ns,
+               stats->in_flight);
       }
       stages_.Arrived(timing, arrived_ns, SteadyClock::now() - encode_start, rows);
       // flush_ms 0: a window read live is written as soon as its rows are in; a backlog's
@@ -371,6 +373,7 @@ class TimescaleSink final : public Operator {
     int64_t buffered_ns = -1;  // the Tick after its arrival; -1 until that Tick
     int64_t closed_ns = 0;     // its window closed (CloseTiming::closed_ns; 0: unknown)
     int64_t arrived_ns = 0;    // it reached the sink
+    InFlight in_flight;        // the last row of its window: the window's token (InFlight)
   };
 
   /// The upsert from the staging table. A row already in the table with the same values is left
@@ -415,15 +418,17 @@ class TimescaleSink final : public Operator {
            " WHERE ROW(" + old_values + ") IS DISTINCT FROM ROW(" + new_values + ")" + unfilled;
   }
 
-  /// Holds the rows of one window (`rows`: WindowRow or StatsRow) at `time_ns`.
+  /// Holds the rows of one window (`rows`: WindowRow or StatsRow) at `time_ns`; its last row
+  /// holds the window's `in_flight` until it is committed (rows leave pending_ in order).
   template <typename RowT>
   void Buffer(const std::vector<RowT>& rows, int64_t time_ns,
               std::vector<std::vector<std::optional<double>>> values, int64_t closed_ns,
-              int64_t arrived_ns) {
+              int64_t arrived_ns, InFlight in_flight) {
     for (size_t r = 0; r < values.size(); ++r) {
       pending_.push_back(
-          {{rows[r].vehicle, time_ns, std::move(values[r])}, -1, closed_ns, arrived_ns});
+          {{rows[r].vehicle, time_ns, std::move(values[r])}, -1, closed_ns, arrived_ns, {}});
     }
+    if (!values.empty()) pending_.back().in_flight = std::move(in_flight);
     pending_rows_.Set(static_cast<double>(pending_.size()));
   }
 

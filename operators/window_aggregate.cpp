@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <limits>
 #include <map>
+#include <memory>
 #include <numbers>
 #include <optional>
 #include <string>
@@ -174,6 +176,21 @@ struct Partition : WindowProgress {
   std::optional<uint64_t> checkpoint;  // of the snapshot restored: messages up to it are in it
   uint64_t taken = 0;                  // the highest stream sequence taken in
   bool changed = false;                // since the last snapshot
+  bool save_due = false;               // its snapshot waits for the rows in flight
+  // Windows emitted whose rows are not stored yet (InFlight: their tokens count it down).
+  std::shared_ptr<std::atomic<int64_t>> in_flight = std::make_shared<std::atomic<int64_t>>(0);
+};
+
+/// The token of one window's rows in flight: counts the partition's windows in flight down when
+/// the last node that stores them lets go.
+struct WindowInFlight {
+  explicit WindowInFlight(std::shared_ptr<std::atomic<int64_t>> n) : count(std::move(n)) {
+    count->fetch_add(1);
+  }
+  ~WindowInFlight() { count->fetch_sub(1); }
+  WindowInFlight(const WindowInFlight&) = delete;
+  WindowInFlight& operator=(const WindowInFlight&) = delete;
+  std::shared_ptr<std::atomic<int64_t>> count;
 };
 
 /// The values a partition's snapshot is spread over (`r<k>`, k = RecordOfVehicle), so that a
@@ -236,6 +253,11 @@ class WindowAggregate final : public Operator {
             "snapshot_values_corrupt",
             "Snapshot values that could not be read on taking a partition over: skipped (their "
             "vehicles' open windows start afresh).",
+            ctx.labels())),
+        waiting_(ctx.metrics.GetGauge(
+            "snapshots_waiting",
+            "Partitions whose snapshot is due but waits for the rows of windows they emitted to "
+            "be stored (a sink retrying PostgreSQL).",
             ctx.labels())) {
     for (size_t i = 0; i < sensors_->size(); ++i) index_[(*sensors_)[i]] = i;
     snapshots_ = options.backend == WindowAggregateOptions::Backend::kJetStreamKv
@@ -395,6 +417,7 @@ class WindowAggregate final : public Operator {
                       .closed_ns = closed_ns,
                       .emitted_ns = clock_.NowNs(),
                       .live = closed_ns - (end + lateness_) < every_};
+      if (p.snapshots) batch.in_flight = std::make_shared<const WindowInFlight>(p.in_flight);
       out.Emit(MakeMessage(std::move(batch)));
     }
   }
@@ -436,14 +459,25 @@ class WindowAggregate final : public Operator {
     tracked_.Set(static_cast<double>(tracked_count_));
   }
 
-  /// Every flush_ms, the partitions changed since their last snapshot store one; a drain stores
-  /// every one and waits for them.
+  /// Every flush_ms, the partitions changed since their last snapshot store one, each once the
+  /// rows of every window it emitted are stored (its windows in flight: a snapshot says they are
+  /// done, and a worker killed after it must not leave them unwritten); a drain stores every one
+  /// and waits for them.
   void SaveDue(const Tick& t) {
-    if (!t.drain && t.now_ns < next_save_ns_) return;
-    next_save_ns_ = t.now_ns + flush_ns_;
-    for (auto& [id, p] : partitions_) {
-      if (p.snapshots && p.changed) Save(id, p);
+    if (t.drain || t.now_ns >= next_save_ns_) {
+      next_save_ns_ = t.now_ns + flush_ns_;
+      for (auto& [_, p] : partitions_) p.save_due = p.save_due || (p.snapshots && p.changed);
     }
+    int64_t waiting = 0;
+    for (auto& [id, p] : partitions_) {
+      if (!p.save_due) continue;
+      if (t.drain || p.in_flight->load() == 0) {
+        Save(id, p);
+      } else {
+        ++waiting;
+      }
+    }
+    waiting_.Set(static_cast<double>(waiting));
     if (t.drain && !snapshots_->Sync()) {
       spdlog::warn("window_aggregate '{}': snapshots not stored at the drain", node_);
     }
@@ -476,6 +510,7 @@ class WindowAggregate final : public Operator {
     }
     snapshots_->Save(id, std::move(values), p.taken);
     p.changed = false;
+    p.save_due = false;
   }
 
   void Restore(uint32_t id, Partition& p) {
@@ -556,6 +591,7 @@ class WindowAggregate final : public Operator {
   Gauge& tracked_;
   Counter& in_snapshot_;
   Counter& corrupt_;
+  Gauge& waiting_;
   RateLimitedLog corrupt_log_{1, std::chrono::minutes(10)};
   std::shared_ptr<SnapshotStore> snapshots_;  // null: the memory backend keeps nothing
   int64_t next_save_ns_ = std::numeric_limits<int64_t>::min();
@@ -622,7 +658,9 @@ const OptionsSpec<WindowAggregateOptions>& Spec() {
     c.Include(&O::bucket_settings, KvBucketSpec());
     c.Integer("flush_ms",
               "jetstream_kv: each partition with new input stores a snapshot every flush_ms "
-              "(at a clock tick), written in the background; a partition revoked and a drain "
+              "(at a clock tick), written in the background, once the rows of the windows it "
+              "emitted are stored (committed by the sink, published as partials; "
+              "snapshots_waiting counts the partitions waiting); a partition revoked and a drain "
               "store theirs at once. What came after a partition's last snapshot is what its "
               "next owner must read again.",
               &O::flush_ms)

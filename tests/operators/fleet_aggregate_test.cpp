@@ -163,9 +163,12 @@ TEST(FleetAggregateTest, APartitionsRowsArePartialsWithItsNumberAndAnEmptyWindow
   OperatorHarness h("fleet_aggregate", "{}");
   Body with = Window({{"a", {Stats({0}, kParis), Stats({10}), Stats({80})}}});
   std::get<StatsBatch>(with).partition = 7;
+  const auto token = std::make_shared<int>(0);
+  std::get<StatsBatch>(with).in_flight = token;
   const auto partials = Only<StatsBatch>(h.Feed(std::move(with)));
   ASSERT_EQ(partials.size(), 1u);
   EXPECT_EQ(partials[0]->partition, std::optional<uint32_t>(7));
+  EXPECT_EQ(partials[0]->in_flight, token) << "the window's token goes on with its partials";
   ASSERT_EQ(partials[0]->rows.size(), 1u);
   EXPECT_EQ(partials[0]->rows[0].vehicle, "u09tv");
 

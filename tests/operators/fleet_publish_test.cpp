@@ -120,9 +120,17 @@ TEST_F(FleetPublishTest, WhatWaitedWhileTheServerWasDownIsStoredInOrderOnceItIsB
   conn_.reset();
   js_.reset();
   server_.Stop();
-  h.Feed(Partials(1, kStart + 60 * kS, {"u09tv"}));
-  h.Feed(Partials(1, kStart + 120 * kS, {"u09tw"}));
+  // The windows' tokens (StatsBatch::in_flight) are held until their partials are stored.
+  std::vector<std::weak_ptr<int>> held;
+  for (const int64_t start : {kStart + 60 * kS, kStart + 120 * kS}) {
+    Body partials = Partials(1, start, {start == kStart + 60 * kS ? "u09tv" : "u09tw"});
+    auto token = std::make_shared<int>(0);
+    held.push_back(token);
+    std::get<StatsBatch>(partials).in_flight = std::move(token);
+    h.Feed(std::move(partials));
+  }
   EXPECT_EQ(h.Gauge("partials_pending"), 2.0 * kShards);
+  EXPECT_FALSE(held[0].expired() || held[1].expired()) << "let go before they were stored";
   EXPECT_GE(h.Counter("partials_publish_failures"), 1u);
   server_.Start();  // same port, same store
   nats::ConnectOptions o;
@@ -135,6 +143,7 @@ TEST_F(FleetPublishTest, WhatWaitedWhileTheServerWasDownIsStoredInOrderOnceItIsB
         return h.Gauge("partials_pending") == 0.0;
       },
       20s));
+  EXPECT_TRUE(held[0].expired() && held[1].expired()) << "held after they were stored";
   const auto stored = Stored();
   ASSERT_EQ(stored.size(), 3 * kShards);
   for (size_t i = 0; i < stored.size(); ++i) {

@@ -671,6 +671,31 @@ TEST_F(TimescaleSinkPg, WritesTheStatisticsOfAWindowWithTheirTypes) {
             "2026-11-22 12:00:59.75+00||||");
 }
 
+// A window's rows hold its token (StatsBatch::in_flight) until they are committed: the
+// window_aggregate before the sink snapshots no window whose rows are not stored.
+TEST_F(TimescaleSinkPg, AWindowsTokenIsHeldUntilItsRowsAreCommitted) {
+  OperatorHarness h("timescale_sink", Config(R"("flush_ms": 1000,
+      "columns": [{"name": "samples", "sensor": "speed", "stat": "count"}])"));
+  const int64_t start = WindowT() - 1000 * kMs;
+  StatsBatch b;
+  b.start_ns = start;
+  b.length_ns = 60'000 * kMs;
+  b.sensors = std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"speed"});
+  SensorStats speed;
+  speed.count = 3;
+  b.rows = {{"v1", {speed}}, {"v2", {speed}}};
+  auto token = std::make_shared<int>(0);
+  const std::weak_ptr<int> held = token;
+  b.in_flight = std::move(token);
+  h.Feed(std::move(b));
+  h.TickAt(start + 61'000 * kMs);  // the Tick the rows came with
+  EXPECT_EQ(Count(), 0);
+  EXPECT_FALSE(held.expired()) << "let go before the rows were written";
+  h.TickAt(start + 62'000 * kMs);  // flush_ms later: written
+  EXPECT_EQ(Count(), 2);
+  EXPECT_TRUE(held.expired()) << "held after the rows were committed";
+}
+
 TEST(TimescaleSinkConfig, AStatisticThatTakesNoFieldRefusesOne) {
   const std::string what = testkit::BuildError(
       "timescale_sink",

@@ -202,11 +202,14 @@ struct Emitted {
   }
 };
 
-/// Feeds messages [from, to) of `in` with their ticks.
+/// Feeds messages [from, to) of `in` with their ticks, storing what comes out at once: the
+/// harness lets go of it (OperatorHarness::output keeps what the operator emitted), so the
+/// windows' rows are no longer in flight.
 void Feed(OperatorHarness& h, const Input& in, size_t from, size_t to, Emitted& got) {
   for (size_t i = from; i < to; ++i) {
     got.Take(h.Feed(in.messages[i]));
     if (in.tick_after[i] != 0) got.Take(h.TickAt(in.tick_after[i]));
+    h.output().Clear();
   }
 }
 
@@ -303,6 +306,51 @@ TEST_P(WindowAggregateHandOver, AfterACrashTheLastSnapshotAndWhatCameAfterItGive
   ExpectTheSingleWorkersStatistics(got, single);
 }
 
+// Worker A is killed while its sink holds the rows of the windows it emitted last (a sink
+// retrying PostgreSQL: none of them committed). A snapshot says the windows before its progress
+// are done, so A stored none while those rows were in flight: B, from A's last snapshot, emits
+// them again. Every window ends up stored, with the values of one worker.
+TEST_P(WindowAggregateHandOver, AfterACrashTheWindowsWhoseRowsWereNotStoredAreEmittedAgain) {
+  const Input in = MakeInput(GetParam());
+  const Emitted single = SingleWorker(in);
+  std::mt19937 rng(GetParam() + 2);
+  const size_t n = in.messages.size() / 2 + rng() % (in.messages.size() / 4);
+  const size_t stall = n / 2;  // the sink commits what A emits from message `stall` on: never
+
+  Emitted stored;
+  std::vector<Message> held;  // what the sink holds when A is killed
+  auto a = Worker();
+  const auto sink = [&](size_t i, const std::vector<Message>& out) {
+    if (i < stall) {
+      stored.Take(out);
+    } else {
+      held.insert(held.end(), out.begin(), out.end());
+    }
+    a->output().Clear();
+  };
+  a->TickAt(kBase);
+  a->Feed(Assigned(kPartition));
+  for (size_t i = 0; i < n; ++i) {
+    sink(i, a->Feed(in.messages[i]));
+    if (in.tick_after[i] != 0) sink(i, a->TickAt(in.tick_after[i]));
+  }
+  size_t held_rows = 0;
+  for (const auto& b : Only<StatsBatch>(held)) held_rows += b->rows.size();
+  ASSERT_GT(held_rows, 0u) << "the sink holds no window's rows: nothing to test";
+  EXPECT_EQ(a->Gauge("snapshots_waiting"), 1.0);
+  const auto c = store_->Restore(kPartition).checkpoint;
+  ASSERT_TRUE(c);
+  a.reset();  // kill -9: the rows the sink held are lost with it
+  held.clear();
+
+  auto b = Worker();
+  b->TickAt(in.messages[n - 1].stream_ns);
+  stored.Take(b->Feed(Assigned(kPartition)));
+  Feed(*b, in, *c, in.messages.size(), stored);
+  stored.Take(b->TickAt(End(in), /*drain=*/true));
+  ExpectTheSingleWorkersStatistics(stored, single);
+}
+
 INSTANTIATE_TEST_SUITE_P(Seeds, WindowAggregateHandOver, ::testing::Values(1u, 2u, 3u, 20261127u));
 
 // The memory backend without a store (the built-in registry) keeps today's behaviour: a
@@ -361,10 +409,24 @@ TEST(WindowAggregateSnapshot, StoredEveryFlushWithNewInputOnlyForAssignedPartiti
   EXPECT_EQ(store->Restore(kPartition).checkpoint, 3u);
   h.TickAt(kBase + 9 * kS);  // nothing new
   EXPECT_EQ(store->saves(), 2u);
-  h.Feed(sample(kPartition, 4));
-  h.TickAt(kBase + 9 * kS + 100 * kMs, /*drain=*/true);
+  // A window emitted: the snapshot waits until its rows are stored (the message let go).
+  h.Feed(sample(kPartition, 400));
+  std::vector<Message> out = h.TickAt(kBase + 75 * kS);  // window [0 s, 10 s) closes at 40 s
+  ASSERT_EQ(Only<StatsBatch>(out).size(), 1u);
+  EXPECT_EQ(store->saves(), 2u);
+  EXPECT_EQ(h.Gauge("snapshots_waiting"), 1.0);
+  h.TickAt(kBase + 80 * kS);
+  EXPECT_EQ(store->saves(), 2u);
+  out.clear();  // the sink stored them, and the harness lets go of its copy
+  h.output().Clear();
+  h.TickAt(kBase + 80 * kS + 100 * kMs);  // at the next Tick, not flush_ms later
   EXPECT_EQ(store->saves(), 3u);
-  EXPECT_EQ(store->Restore(kPartition).checkpoint, 4u);
+  EXPECT_EQ(h.Gauge("snapshots_waiting"), 0.0);
+  EXPECT_EQ(store->Restore(kPartition).checkpoint, 400u);
+  h.Feed(sample(kPartition, 401));
+  h.TickAt(kBase + 81 * kS, /*drain=*/true);
+  EXPECT_EQ(store->saves(), 4u);
+  EXPECT_EQ(store->Restore(kPartition).checkpoint, 401u);
 }
 
 // A value that is not a snapshot is counted and skipped; the rest of the snapshot is restored.
