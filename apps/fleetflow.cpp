@@ -257,6 +257,7 @@ struct RunArgs {
   int metrics_port = 9464;
   bool progress = false;
   int tick_ms = 100;
+  int idle_tick_ms = 500;
   int graph_threads = 1;
   bool tap = false;
 };
@@ -287,6 +288,7 @@ int Run(const Registry& registry, const RunArgs& args) {
   try {
     RuntimeOptions options;
     options.tick_ms = args.tick_ms;
+    options.idle_tick_ms = args.idle_tick_ms;
     options.graph_threads = args.graph_threads;
     Runtime runtime(*r.pipeline, metrics, clock, options);
     Gauge& ready = metrics.GetGauge("ready",
@@ -463,6 +465,14 @@ int main(int argc, char** argv) {
                    "Clock tick period (one due within half of it goes with a burst of input)")
       ->capture_default_str()
       ->check(CLI::Range(10, 10000));
+  run_cmd
+      ->add_option("--idle-tick-ms", run.idle_tick_ms,
+                   "Once no input came for this long, the clock ticks this far apart until input "
+                   "comes (an idle worker wakes less; what the clock does while no input comes, "
+                   "such as closing the windows of an idle fleet, comes up to this much later). "
+                   "At most --tick-ms: always --tick-ms")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 60000));
   run_cmd
       ->add_option("--graph-threads", run.graph_threads,
                    "Threads that run the pipeline's nodes. 1: one thread of the graph's own, "

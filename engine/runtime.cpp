@@ -112,6 +112,7 @@ struct Runtime::Impl {
       if (node_.tap->armed()) node_.tap->Offer(m);
       if (!gate_.HasRoom()) WakeFor(false);  // what a Burst holds back must drain first
       gate_.WaitForRoom();
+      impl_.inputs.fetch_add(1, std::memory_order_relaxed);
       Put(std::move(m));
     }
     void Put(Message m) {
@@ -315,12 +316,19 @@ struct Runtime::Impl {
   void Drive() {
     using Steady = std::chrono::steady_clock;
     const auto period = std::chrono::milliseconds(options.tick_ms);
-    auto next_tick = Steady::now() + period;
+    // No input for idle_tick_ms: the clock ticks that far apart (an idle worker wakes less;
+    // what the operators do on the clock then, such as closing the windows of a partition gone
+    // idle, comes up to that much later).
+    const auto idle_period = std::max(period, std::chrono::milliseconds(options.idle_tick_ms));
+    auto last_tick = Steady::now();
+    auto last_input = last_tick;
+    uint64_t inputs_seen = 0;
     std::unique_lock lock(drive_mu);
     for (;;) {
       const auto wake = [this] { return woken || finish; };
+      const bool quiet = Steady::now() - last_input >= idle_period;
       if (options.tick_ms > 0 && !ticks_stopped) {
-        drive_cv.wait_until(lock, next_tick, wake);
+        drive_cv.wait_until(lock, last_tick + (quiet ? idle_period : period), wake);
       } else {
         drive_cv.wait(lock, wake);
       }
@@ -330,10 +338,15 @@ struct Runtime::Impl {
       // A Tick due within half a period goes with the burst that woke the driver: while input
       // flows, the clock rides on those wake-ups instead of adding its own (each costs what a
       // small burst does). Ticks are half a period to a period apart.
-      if (const auto now = Steady::now();
-          options.tick_ms > 0 && !ticks_stopped && now >= next_tick - period / 2) {
+      const auto now = Steady::now();
+      const uint64_t inputs_now = inputs.load(std::memory_order_relaxed);
+      const bool input = inputs_now != inputs_seen;  // a source emitted (not the clock's Tick)
+      inputs_seen = inputs_now;
+      if (input) last_input = now;
+      if (options.tick_ms > 0 && !ticks_stopped &&
+          now >= last_tick + (quiet && !input ? idle_period : period) - period / 2) {
         PutTick(false);
-        next_tick = now + period;
+        last_tick = now;
       }
       arena.execute([this] {
         for (auto& n : nodes) {
@@ -362,6 +375,7 @@ struct Runtime::Impl {
   std::mutex drive_mu;
   std::condition_variable drive_cv;
   bool woken = false;                      // a burst waits at a gateway
+  std::atomic<uint64_t> inputs{0};         // messages the sources emitted (idle_tick_ms)
   bool finish = false;                     // Stop: the drain Tick is the driver's last round
   std::atomic<bool> ticks_stopped{false};  // Stop: no clock Tick any more
   std::thread driver;

@@ -40,6 +40,9 @@ struct RuntimeOptions {
   int tick_ms = 100;                    // period of the clock Tick sent through the graph (one
                                         // due within half of it goes with a burst); 0: no ticker
                                         // (a replay source sends the Ticks in its stream)
+  int idle_tick_ms = 0;                 // once no input came for this long, Ticks come this far
+                                        // apart until input comes (its first burst takes one
+                                        // along); at most tick_ms: always tick_ms
   int graph_threads = 1;                // threads that run the graph's nodes (the driver and
                                         // graph_threads - 1 oneTBB workers)
   size_t max_queued = 20000;            // messages waiting in node queues before sources block

@@ -68,6 +68,7 @@ struct Probe {
   std::vector<int64_t> order;  // written by the serial sink only
   std::chrono::steady_clock::time_point last_sample;  // when the sink saw the last sample
   std::vector<std::chrono::nanoseconds> tick_lags;    // per clock Tick: since the last sample
+  std::vector<std::chrono::steady_clock::time_point> tick_times;  // per clock Tick: when seen
   std::mutex mu;
   std::condition_variable cv;
   bool sink_open = true;
@@ -146,6 +147,7 @@ class GatedSink final : public Operator {
         p_.tick_lags.push_back(std::chrono::steady_clock::now() - p_.last_sample);
       }
       if (!t->drain) p_.tick_input_delay_ns = t->input_delay_ns;
+      if (!t->drain) p_.tick_times.push_back(std::chrono::steady_clock::now());
       (t->drain ? p_.drains : p_.ticks)++;
     }
   }
@@ -346,6 +348,56 @@ TEST_F(RuntimeTest, WhileInputFlowsTheTickGoesWithABurst) {
   std::sort(lags.begin(), lags.end());
   EXPECT_LT(lags[lags.size() / 2], std::chrono::milliseconds(2))
       << "median time from a sample to the next Tick";
+}
+
+// No input for idle_tick_ms: the clock ticks that far apart; input brings tick_ms back at once
+// (its first burst takes a Tick along).
+TEST_F(RuntimeTest, WithoutInputTheClockSlowsToIdleTickMsAndInputBringsItBack) {
+  using Steady = std::chrono::steady_clock;
+  using std::chrono::milliseconds;
+  std::atomic<bool> resume{false};
+  Steady::time_point resumed;
+  probe_.emit = [&](Emitter& out) {
+    out.Emit(MakeMessage(SampleAt(1)));
+    if (!Eventually([&] { return resume.load(); })) return;
+    resumed = Steady::now();
+    for (int i = 2; i <= 31; ++i) {
+      out.Emit(MakeMessage(SampleAt(i)));
+      std::this_thread::sleep_for(milliseconds(10));  // the offered rate
+    }
+  };
+  RuntimeOptions options;
+  options.tick_ms = 20;
+  options.idle_tick_ms = 200;
+  Runtime rt(Load(), metrics_, clock_, options);
+  rt.Start();
+  // Ticks that came 150 ms or more after the one before.
+  const auto slow = [&] {
+    std::lock_guard lock(probe_.mu);
+    int n = 0;
+    for (size_t i = 1; i < probe_.tick_times.size(); ++i) {
+      n += probe_.tick_times[i] - probe_.tick_times[i - 1] >= milliseconds(150);
+    }
+    return n;
+  };
+  ASSERT_TRUE(Eventually([&] { return probe_.seen == 1 && slow() >= 3; }))
+      << "no input: " << slow() << " Ticks 150 ms or more after the one before";
+  size_t before_resume = 0;
+  {
+    std::lock_guard lock(probe_.mu);
+    before_resume = probe_.tick_times.size();
+  }
+  resume = true;
+  ASSERT_TRUE(Eventually([&] { return probe_.seen == 30; }));  // one throws (ts 13)
+  rt.Stop();
+  std::lock_guard lock(probe_.mu);
+  ASSERT_GT(probe_.tick_times.size(), before_resume + 5);
+  EXPECT_LT(probe_.tick_times[before_resume] - resumed, milliseconds(100))
+      << "the first burst after the quiet took a Tick along";
+  for (size_t i = before_resume + 1; i + 1 < probe_.tick_times.size(); ++i) {
+    EXPECT_LT(probe_.tick_times[i] - probe_.tick_times[i - 1], milliseconds(100))
+        << "Tick " << i << " while input flows";
+  }
 }
 
 // What a source emits in a Burst waits for the burst's end before the graph is woken (one wake-up
