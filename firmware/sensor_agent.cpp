@@ -299,7 +299,8 @@ void SensorAgent::AckSenderLoop() {
   const int64_t timeout_ns = static_cast<int64_t>(config_.ack_timeout_ms) * 1'000'000;
   // Nothing new overtakes what waits too long: the stream may have lost it (see the header).
   const auto sendable = [&] {
-    return buffer_.has_unsent() && buffer_.in_flight_records() < config_.max_in_flight &&
+    return buffer_.has_unsent() &&
+           buffer_.in_flight_records() < (probing_ ? 1 : config_.max_in_flight) &&
            !(buffer_.has_in_flight() && SteadyNs() - ack_progress_ns_ >= timeout_ns / 2);
   };
   std::vector<nats::Message> received;
@@ -331,12 +332,12 @@ void SensorAgent::AckSenderLoop() {
       const bool reconnected = !now_reconnects || now_reconnects != reconnects;
       reconnects = now_reconnects;
       if (buffer_.has_in_flight() && (reconnected || SteadyNs() - ack_progress_ns_ >= timeout_ns)) {
-        counters_.resent_messages += buffer_.Rewind();
+        SendAgain();
       }
     }
     // The stream lost the oldest in flight (it acknowledged a later one): at once, oldest first.
     if (ack_gap_ && buffer_.has_in_flight() && SteadyNs() - ack_progress_ns_ >= kAckGapNs) {
-      counters_.resent_messages += buffer_.Rewind();
+      SendAgain();
     }
     ack_gap_ = false;
     if (sendable() && !buffer_.has_in_flight()) ack_progress_ns_ = SteadyNs();
@@ -355,7 +356,7 @@ void SensorAgent::AckSenderLoop() {
       lk.lock();
     }
     if (failed) {
-      counters_.resent_messages += buffer_.Rewind();
+      SendAgain();
       sender_cv_.wait_for(lk, kLinkPoll);
       continue;
     }
@@ -367,6 +368,11 @@ void SensorAgent::AckSenderLoop() {
     if (sampler_done_) until = std::min(until, drain_deadline_);
     sender_cv_.wait_until(lk, SteadyAt(until), sendable);
   }
+}
+
+void SensorAgent::SendAgain() {
+  counters_.resent_messages += buffer_.Rewind();
+  probing_ = true;
 }
 
 void SensorAgent::TakeAcks(std::unique_lock<std::mutex>& lk, std::vector<nats::Message>& received) {
@@ -396,6 +402,7 @@ void SensorAgent::TakeAcks(std::unique_lock<std::mutex>& lk, std::vector<nats::M
     const OfflineBuffer::Committed done = buffer_.Ack(*id);
     ack_gap_ = ack_gap_ || done.behind;
     if (done.records == 0) continue;
+    probing_ = false;  // the stream stores again, from the oldest on
     counters_.published_messages += done.records;
     counters_.published_samples += done.samples;
     last_publish_ns_ = WallNs();

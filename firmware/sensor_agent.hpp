@@ -22,9 +22,11 @@
 ///   The stream stores one connection's messages in order, so nothing new may overtake what it
 ///   lost (a cluster electing the stream's leader answers nothing for seconds, then stores what
 ///   comes): once the oldest message in flight has waited half of ack_timeout_ms, nothing new
-///   leaves until it is acknowledged or sent again; and an acknowledgement for a later message
-///   while the oldest still waits (over 100 ms) means the stream lost it: everything in flight
-///   is sent again at once, oldest first.
+///   leaves until it is acknowledged or sent again; an acknowledgement for a later message
+///   while the oldest still waits (over 100 ms) means the stream lost it: it is sent again at
+///   once. Whatever goes out again, only the oldest message leaves until the stream has stored
+///   it (a probe): a stream that comes back while a whole window is on its way would store the
+///   window's newer messages before its older ones.
 ///
 /// Alarms (`vehicle.<id>.cmd.alarm`, control::AlarmEvent): the agent keeps, per rule, the newest
 /// alarm it heard of and whether it is active, logs one line per alarm raised (warning) and
@@ -113,6 +115,8 @@ class SensorAgent {
   // The log line of a refused alarm payload, or "" when its reason was logged within the minute.
   std::string RefusedAlarmLine(const std::string& why, std::string_view payload);
   void Log(LogLevel level, const std::string& line) const;
+  // kJetStream: hands everything in flight back to be sent again, the oldest first and alone.
+  void SendAgain();
   // Takes the acknowledgements received so far, without waiting, and releases what they
   // confirm; `lk` holds mu_ and is released while taking them.
   void TakeAcks(std::unique_lock<std::mutex>& lk, std::vector<nats::Message>& received);
@@ -162,6 +166,7 @@ class SensorAgent {
   std::string ack_inbox_;
   int64_t ack_progress_ns_ = 0;  // steady ns of the last release, or when the first left
   bool ack_gap_ = false;         // a later message was acknowledged while the oldest waits
+  bool probing_ = false;         // sent again: only the oldest is out until the stream stores it
 
   std::unique_ptr<nats::Subscription> commands_, fleet_status_;
   // Taken by the sender when it wakes anyway: no thread hand-off per acknowledgement.

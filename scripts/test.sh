@@ -93,6 +93,7 @@ remaining() { echo $((budget - (SECONDS - start))); }
 
 summary_lines=()  # one per stage, printed at the end
 warnings=()       # one per skipped stage, printed next to the totals
+failure_details=()  # per stage with failures: what its failing tests printed
 overall=0
 total_passed=0 total_failed=0 total_skipped=0
 stage_build=""    # what the stage's last build took, for its summary line
@@ -140,6 +141,12 @@ run_ctest() {
   ((skipped > 0)) && note+=" ($skipped skipped: see 'Skipped' / 'Not Run' in $log)"
   summary_lines+=("[$stage] ${line:-no ctest summary (see $log)}${note}; exit $status;${stage_build:+ $stage_build;} tests $((SECONDS - t0)) s")
   stage_build=""
+  if ((failed > 0)); then
+    # What each failing test said (its assertions, a sanitizer's report), repeated next to the
+    # summary: a long log's reader often sees only its end.
+    failure_details+=("[$stage] $(grep -E -A7 ': Failure$|^==[0-9]+==ERROR|runtime error:' "$log" |
+      grep -v -E '^\[(----------|==========|  PASSED  )\]|^$' | head -n 80)")
+  fi
   if ((status != 0)); then
     overall=1
   fi
@@ -215,6 +222,13 @@ build_in() {
 
 # finish <word>: the summary block; its last line is "<word>: N passed, N failed, N skipped".
 finish() {
+  if ((${#failure_details[@]} > 0)); then
+    echo
+    echo "==================== what the failing tests said ===================="
+    for line in "${failure_details[@]}"; do
+      echo "$line"
+    done
+  fi
   echo
   echo "==================== test summary ===================="
   local line
