@@ -507,7 +507,12 @@ bool PullSet::Receive(int wait_ms, Fetched& out) {
     Member* m = ByReply(msg->reply());
     // Every message asked for came: the consumer may have more (a backlog).
     if (m != nullptr && Outstanding(*m) > 0 && ++m->answered == m->asked) m->caught_up = false;
-    if (m != nullptr) m->silent = false;
+    if (m != nullptr) {
+      Heard(*m);
+      // Delivering, the server may end the request at its expiry without a status (nats-server
+      // before 2.9.20 drops the rest of its batch unannounced): not waited for long after that.
+      m->outstanding_until_ns = std::min(m->outstanding_until_ns, m->expires_ns + kStatusGraceNs);
+    }
     if (m == nullptr) {
       JsMessage(conn_, std::move(*msg)).Nak();  // not ours any more: back to the stream at once
       return true;
@@ -539,7 +544,7 @@ bool PullSet::Receive(int wait_ms, Fetched& out) {
     m.answered = known ? m.answered + std::min<uint64_t>(Outstanding(m), n) : m.asked;
     m.caught_up = true;
     m.refused = status == "409";
-    m.silent = false;
+    Heard(m);
   }
   return true;  // a heartbeat or anything else: not a message for the caller
 }
@@ -555,7 +560,14 @@ void PullSet::Request(Member& m, int batch, int timeout_ms, bool no_wait) {
   m.asked += static_cast<uint64_t>(batch);
   requests_until_ns_ = std::max(requests_until_ns_, now + (int64_t{timeout_ms} + 100) * 1'000'000);
   // A status that never comes (the connection dropped) must not pin the requests for ever.
-  m.outstanding_until_ns = now + (int64_t{timeout_ms} + 1000) * 1'000'000;
+  m.expires_ns = now + int64_t{timeout_ms} * 1'000'000;
+  m.outstanding_until_ns = m.expires_ns + 1'000'000'000;
+  if (m.silent_after_ns == 0) m.silent_after_ns = m.outstanding_until_ns;
+}
+
+void PullSet::Heard(Member& m) {
+  m.silent = false;
+  m.silent_after_ns = 0;
 }
 
 void PullSet::RequestWhereNone(int batch, int timeout_ms, bool ahead) {
@@ -602,10 +614,8 @@ void PullSet::Settle(Fetched& out) {
   const int64_t now = NowNs();
   for (auto it = members_.begin(); it != members_.end();) {
     Member& m = it->second;
-    if (Outstanding(m) > 0 && now > m.outstanding_until_ns) {
-      m.answered = m.asked;
-      m.silent = true;
-    }
+    if (Outstanding(m) > 0 && now > m.outstanding_until_ns) m.answered = m.asked;
+    if (m.silent_after_ns != 0 && now > m.silent_after_ns) m.silent = true;
     if (m.removing && (Outstanding(m) == 0 || now > m.release_until_ns)) {
       HandBack(m.held);
       out.released.push_back(it->first);

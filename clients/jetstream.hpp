@@ -227,6 +227,10 @@ class PullSet {
   static constexpr int64_t kReleaseNs = 2'000'000'000;
   static constexpr int kPollMs = 5;
   static constexpr int64_t kQuietDozeNs = 100'000'000;
+  /// Once its consumer delivered, how long after a request's expiry its status is waited for
+  /// (then the rest of its batch is no longer counted on and the consumer is asked again);
+  /// 1 s when nothing came.
+  static constexpr int64_t kStatusGraceNs = 200'000'000;
   static constexpr int64_t kFirstPollNs = 1'000'000;  // the first poll, before a rate is seen
   static constexpr int64_t kMinPollNs = 200'000;      // a fast stream's polls, at most this often
 
@@ -238,7 +242,9 @@ class PullSet {
     std::string reply;                 // <inbox>.<id>
     uint64_t asked = 0;                // messages asked for by its requests, ever
     uint64_t answered = 0;             // of them, those that came or will not come
+    int64_t expires_ns = 0;            // steady: when its last request expires
     int64_t outstanding_until_ns = 0;  // steady: when they have surely ended (expiry + margin)
+    int64_t silent_after_ns = 0;       // steady: nothing heard since a request by then: silent
     bool delivered = false;            // a message came in this Fetch
     bool caught_up = true;             // its last request ended with a status, not filled
     bool refused = false;  // that status was 409: e.g. max_ack_pending reached, a backlog waits
@@ -283,8 +289,11 @@ class PullSet {
   bool Receive(int wait_ms, Fetched& out);
   /// `no_wait`: the request ends once the consumer has sent what it had.
   void Request(Member& m, int batch, int timeout_ms, bool no_wait);
-  /// Moves the removed consumers whose requests ended into out.released.
+  /// Counts the requests that have surely ended as answered, marks the consumers nothing was
+  /// heard of as silent, and moves the removed consumers whose requests ended into out.released.
   void Settle(Fetched& out);
+  /// A message or a status of consumer `m` came: not silent.
+  static void Heard(Member& m);
   Member* ByReply(std::string_view ack_reply);
   /// NAKs `messages` (the server sends them again at once) and clears it.
   void HandBack(std::vector<Message>& messages);

@@ -286,6 +286,58 @@ TEST_F(JetStreamClientTest, AReleaseRightAfterAFetchAheadHandsBackTheBatchStillO
 // A consumer nobody answers for (on a cluster, one whose leader is being elected; here one not
 // created yet): its requests get "no responders", and the set says it is silent, not caught up,
 // until the consumer answers (the reader holds windows back meanwhile).
+// nats-server before 2.9.20 (Debian 12 ships 2.9.10) ends a pull request that expires while it is
+// delivering without a status: the rest of its batch never comes, nothing says so. Here a stand-in
+// takes the set's requests (to stream FAKE) and asks the real consumer for 3 messages of the 10
+// asked, on the set's reply subject: 3 messages come, then nothing. The set asks again soon after
+// the expiry (kStatusGraceNs), not after the 1 s it gives a request nothing came for, and the
+// consumer, which answered, is not taken for silent.
+TEST_F(JetStreamClientTest, ARequestEndedWithoutAStatusAfterItsMessagesIsAskedAgainSoon) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  js.EnsureConsumer(StreamAndReader(js, "OLD", "old"));
+  PublishMany(js, "old.x", 30, "m");
+  auto requests = conn->SubscribeSync("$JS.API.CONSUMER.MSG.NEXT.FAKE.reader");
+  conn->Flush(5000);
+  std::vector<std::chrono::steady_clock::time_point> asked;
+  std::mutex mu;
+  std::atomic<bool> stop{false};
+  std::thread stand_in([&] {
+    while (!stop) {
+      bool no_responders = false;
+      const auto request = requests->Next(50, no_responders);
+      if (!request) continue;
+      {
+        std::lock_guard lock(mu);
+        asked.push_back(std::chrono::steady_clock::now());
+      }
+      conn->PublishRequest("$JS.API.CONSUMER.MSG.NEXT.OLD.reader", request->reply(),
+                           R"({"batch":3})");
+    }
+  });
+  nats::PullSet set(*conn, "FAKE");
+  set.Add(1, "reader");
+  nats::PullSet::Fetched fetched;
+  size_t got = 0;
+  const bool twice = WaitFor(
+      [&] {
+        set.Fetch(10, 200, /*ahead=*/false, fetched);
+        for (const auto& [id, m] : fetched.messages) m->Ack();
+        got += fetched.messages.size();
+        EXPECT_FALSE(set.Silent());
+        std::lock_guard lock(mu);
+        return asked.size() >= 2;
+      },
+      10s, 0ms);
+  stop = true;
+  stand_in.join();
+  ASSERT_TRUE(twice);
+  EXPECT_GE(got, 3u);
+  const auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(asked[1] - asked[0]);
+  // Expiry 200 ms + kStatusGraceNs 200 ms, and a Fetch's slice; 1 200 ms before this was known.
+  EXPECT_LT(gap.count(), 900) << "asked again " << gap.count() << " ms after the first request";
+}
+
 TEST_F(JetStreamClientTest, AConsumerNobodyAnswersForIsSilentNotCaughtUpUntilItAnswers) {
   auto conn = nats::Connection::Connect(Options(server_.port()));
   nats::JetStream js(*conn);
@@ -939,7 +991,12 @@ TEST_F(JetStreamClientTest, KvWritesAndFetchesSurviveRepeatedConnectionResets) {
         return seen.size() == kMessages;
       },
       60s))
-      << seen.size() << " of " << kMessages << " messages fetched";
+      << seen.size() << " of " << kMessages << " messages fetched; the consumer: " << [&] {
+           const auto p = direct_js.Progress("STRESS", "stress");
+           return std::to_string(p.pending) + " pending, " + std::to_string(p.ack_pending) +
+                  " acknowledgements pending, last delivered " + std::to_string(p.delivered) +
+                  ", deliveries " + std::to_string(p.deliveries);
+         }();
   const int answered_at_heal = answered;
   EXPECT_TRUE(WaitFor([&] { return answered > answered_at_heal + 4 * kKeys; }, 30s))
       << "KV writes stopped being answered after the faults: " << answered - answered_at_heal;
