@@ -54,6 +54,7 @@ struct Settings {
   FleetSimLoad load{.vehicles = 1000, .duration_s = 20, .program = {}};
   double rate = 50'000;
   std::vector<int> flush_ms = {1000, 100};
+  bool per_window = false;
   Output out;  // --scale, --csv, --summary
 };
 
@@ -137,6 +138,26 @@ std::vector<double> Column(const std::string& text) {
   return v;
 }
 
+/// One line per window of `where`: its rows, the first and last row's insert time after the
+/// window's due time (T + allowed lateness), and the spread between them (the upsert).
+void PrintPerWindow(testing::PostgresServer& pg, const std::string& where) {
+  const std::string due = "(time + interval '" + std::to_string(kLatenessMs) + " milliseconds')";
+  std::printf("    %-12s %6s %12s %12s %9s\n", "window", "rows", "first ms", "last ms",
+              "spread ms");
+  const std::string lines = pg.Psql(
+      "SELECT format('%-12s %6s %12s %12s %9s', to_char(time, 'HH24:MI:SS'), count(*), "
+      "round(1000 * extract(epoch FROM min(committed_at) - " +
+      due +
+      "), 1), "
+      "round(1000 * extract(epoch FROM max(committed_at) - " +
+      due +
+      "), 1), "
+      "round(1000 * extract(epoch FROM max(committed_at) - min(committed_at)), 1))" +
+      where + " GROUP BY time ORDER BY time");
+  std::istringstream in(lines);
+  for (std::string line; std::getline(in, line);) std::printf("    %s\n", line.c_str());
+}
+
 int Main(int argc, char** argv) {
   Settings s;
   CLI::App app{"End-to-end latency (event time to row in PostgreSQL) at a fixed load"};
@@ -145,6 +166,9 @@ int Main(int argc, char** argv) {
   app.add_option("--flush-ms", s.flush_ms, "timescale_sink flush_ms values, one run each")
       ->delimiter(',')
       ->capture_default_str();
+  app.add_flag("--per-window", s.per_window,
+               "Print each steady window's insert times after its due time (T + lateness), "
+               "to see whether slow writes are always the same windows");
   AddOutputOptions(app, s.out);
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
@@ -209,6 +233,7 @@ int Main(int argc, char** argv) {
                        std::to_string(kEveryMs) + " milliseconds'))" + where));
     const auto after_t =
         Column(pg.Psql("SELECT 1000 * extract(epoch FROM committed_at - time)" + where));
+    if (s.per_window) PrintPerWindow(pg, where);
     const uint64_t windows = std::stoull(pg.Psql("SELECT count(DISTINCT time)" + where));
     const uint64_t expected = windows * static_cast<uint64_t>(s.load.vehicles);
     const double p50 = Percentile(lat, 50), p99 = Percentile(lat, 99), mx = Percentile(lat, 100);
