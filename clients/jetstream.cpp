@@ -7,6 +7,7 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chrono>
 #include <iterator>
@@ -293,26 +294,34 @@ StreamSummary StreamOf(const rapidjson::Value& answer) {
 
 // --- JsMessage ---
 
+JsMessage::JsMessage(Connection& connection, Message message)
+    : conn_(connection), msg_(std::move(message)), reply_(ParseReply(msg_.reply())) {}
+
 // $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>, or with
 // <domain>.<account hash> before the stream and a random token at the end (12 tokens or more).
-uint64_t JsMessage::ReplyNumber(size_t v1, size_t v2, uint64_t otherwise) const {
-  const std::string_view reply = msg_.reply();
-  const size_t tokens = static_cast<size_t>(std::count(reply.begin(), reply.end(), '.')) + 1;
-  const size_t at = tokens >= 12 ? v2 : v1;
-  if (tokens <= at) return otherwise;
-  size_t start = 0;
-  for (size_t i = 0; i < at; ++i) start = reply.find('.', start) + 1;
-  const size_t end = std::min(reply.find('.', start), reply.size());
-  uint64_t n = otherwise;
-  std::from_chars(reply.data() + start, reply.data() + end, n);
+JsMessage::ReplyNumbers JsMessage::ParseReply(std::string_view reply) {
+  // Where the first 11 tokens start: the numbers are tokens 4 to 8 (9 tokens) or 6 to 10 (12 or
+  // more). A number is read up to the next '.', as from_chars stops there.
+  constexpr size_t kKept = 11;
+  std::array<size_t, kKept> start{};
+  size_t tokens = 1;
+  for (size_t i = 0; i < reply.size(); ++i) {
+    if (reply[i] != '.') continue;
+    if (tokens < kKept) start[tokens] = i + 1;
+    ++tokens;
+  }
+  ReplyNumbers n;
+  const size_t first = tokens >= 12 ? 6 : 4;
+  const auto number = [&](size_t at, auto& out) {
+    if (at < tokens) std::from_chars(reply.data() + start[at], reply.data() + reply.size(), out);
+  };
+  number(first, n.delivered);
+  number(first + 1, n.stream_sequence);
+  number(first + 2, n.consumer_sequence);
+  number(first + 3, n.stored_ns);
+  number(first + 4, n.pending);
   return n;
 }
-
-uint64_t JsMessage::delivered() const { return ReplyNumber(4, 6, 1); }
-uint64_t JsMessage::pending() const { return ReplyNumber(8, 10, 0); }
-int64_t JsMessage::stored_ns() const { return static_cast<int64_t>(ReplyNumber(7, 9, 0)); }
-uint64_t JsMessage::stream_sequence() const { return ReplyNumber(5, 7, 0); }
-uint64_t JsMessage::consumer_sequence() const { return ReplyNumber(6, 8, 0); }
 
 // A failed answer is not an error of ours: the server redelivers after ack_wait.
 void JsMessage::Answer(std::string_view body) {

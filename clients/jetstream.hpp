@@ -99,8 +99,9 @@ class DeferredAck {
 /// The connection it came on must outlive it (and every DeferredAck of it).
 class JsMessage {
  public:
-  JsMessage(Connection& connection, Message message)
-      : conn_(connection), msg_(std::move(message)) {}
+  /// Reads the numbers of its reply subject once, here: they are asked for several times on
+  /// every message's way (its order, its partition's progress, its batch's stream time).
+  JsMessage(Connection& connection, Message message);
   JsMessage(const JsMessage&) = delete;
   JsMessage& operator=(const JsMessage&) = delete;
 
@@ -108,18 +109,18 @@ class JsMessage {
   const void* data() const { return msg_.data(); }
   size_t size() const { return msg_.size(); }
   /// How often the server has delivered it (1 on first delivery), from its reply subject.
-  uint64_t delivered() const;
+  uint64_t delivered() const { return reply_.delivered; }
   /// Messages of the stream the consumer had not delivered yet when it sent this one, from its
   /// reply subject (0 when the subject does not say).
-  uint64_t pending() const;
+  uint64_t pending() const { return reply_.pending; }
   /// When the stream stored it (ns since the Unix epoch), from its reply subject (0 when the
   /// subject does not say): the time it was published, however late it is read.
-  int64_t stored_ns() const;
+  int64_t stored_ns() const { return reply_.stored_ns; }
   /// Its sequence in the stream, from its reply subject (0 when the subject does not say).
-  uint64_t stream_sequence() const;
+  uint64_t stream_sequence() const { return reply_.stream_sequence; }
   /// Its delivery's sequence in the consumer (every delivery, redeliveries too, has its own),
   /// from its reply subject (0 when the subject does not say).
-  uint64_t consumer_sequence() const;
+  uint64_t consumer_sequence() const { return reply_.consumer_sequence; }
 
   void Ack();
   /// For an acknowledgement after this message is freed (once its data was decoded).
@@ -130,13 +131,21 @@ class JsMessage {
   void Term();
 
  private:
+  /// The numbers of an acknowledgement subject (each as its accessor says when absent).
+  struct ReplyNumbers {
+    uint64_t delivered = 1;
+    uint64_t stream_sequence = 0;
+    uint64_t consumer_sequence = 0;
+    int64_t stored_ns = 0;
+    uint64_t pending = 0;
+  };
+  static ReplyNumbers ParseReply(std::string_view reply);
+
   void Answer(std::string_view body);
-  /// The numeric token of the reply subject at `v1` (`$JS.ACK.<stream>.<consumer>...`, 9 tokens)
-  /// or `v2` (with domain and account hash, 12 tokens or more); `otherwise` when absent.
-  uint64_t ReplyNumber(size_t v1, size_t v2, uint64_t otherwise) const;
 
   Connection& conn_;
   Message msg_;
+  ReplyNumbers reply_;
   std::atomic<bool> done_{false};
 };
 
