@@ -227,7 +227,23 @@ class KeyedLastValue final : public Operator {
     if (inserted) keys_.Set(static_cast<double>(state_.size()));
     KeyEntry& entry = it->second;
     std::vector<wire::Point>& kept = entry.kept;
+    // Samples newer than every kept one (in order, as a vehicle sends them) are appended and
+    // the retention applied once they are all in: it keeps the same samples as when applied
+    // after each (the newest `keep`, and the history before the newest). Before any other
+    // sample it is applied, as that sample's checks read what is kept.
+    bool retained = true;
     for (const wire::Point& p : points) {
+      if (kept.empty() || p.ts_ns > kept.back().ts_ns) {
+        kept.push_back(p);
+        passed_.push_back(p);
+        stored_.push_back(p);
+        retained = false;
+        continue;
+      }
+      if (!retained) {
+        retention_.Apply(kept);
+        retained = true;
+      }
       auto pos = std::lower_bound(kept.begin(), kept.end(), p.ts_ns,
                                   [](const wire::Point& k, int64_t ts) { return k.ts_ns < ts; });
       if (pos != kept.end() && pos->ts_ns == p.ts_ns && pos->seq == p.seq) {
@@ -246,6 +262,7 @@ class KeyedLastValue final : public Operator {
       retention_.Apply(kept);
       stored_.push_back(p);
     }
+    if (!retained) retention_.Apply(kept);
     if (!passed_.empty() && !key.ends_with(wire::kStatusToken)) {
       if (entry.newest == nullptr) {
         const size_t first = key.find('.') + 1;

@@ -5,12 +5,17 @@
 namespace fleetflow::state {
 
 std::string EncodeRecord(const std::vector<Series>& series) {
-  flatbuffers::FlatBufferBuilder fbb(64 + series.size() * 256);
-  std::vector<flatbuffers::Offset<fb::Series>> offsets;
-  offsets.reserve(series.size());
+  // A flush encodes many records: the builders and their memory are kept for the next.
+  thread_local flatbuffers::FlatBufferBuilder fbb(1024);
+  thread_local flatbuffers::FlatBufferBuilder batch(256);
+  thread_local std::vector<flatbuffers::Offset<fb::Series>> offsets;
+  fbb.Clear();
+  offsets.clear();
   for (const Series& s : series) {
-    const auto batch = wire::EncodeBatch(s.samples);
-    offsets.push_back(fb::CreateSeries(fbb, fbb.CreateString(s.name), fbb.CreateVector(batch)));
+    wire::EncodeBatch(s.samples, batch);
+    offsets.push_back(
+        fb::CreateSeries(fbb, fbb.CreateString(s.name),
+                         fbb.CreateVector(batch.GetBufferPointer(), batch.GetSize())));
   }
   fb::FinishRecordBuffer(fbb, fb::CreateRecord(fbb, fbb.CreateVector(offsets)));
   return {reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()};

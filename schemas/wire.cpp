@@ -93,10 +93,10 @@ DecodeError DecodeBatch(const void* data, size_t size, std::vector<Point>& out) 
   return DecodeError::kNone;
 }
 
-std::vector<uint8_t> EncodeBatch(std::span<const Point> points) {
-  flatbuffers::FlatBufferBuilder fbb(64 + points.size() * 48);
-  std::vector<flatbuffers::Offset<Sample>> offsets;
-  offsets.reserve(points.size());
+void EncodeBatch(std::span<const Point> points, flatbuffers::FlatBufferBuilder& fbb) {
+  fbb.Clear();
+  thread_local std::vector<flatbuffers::Offset<Sample>> offsets;
+  offsets.clear();
   for (const Point& p : points) {
     SampleBuilder b(fbb);
     b.add_ts_ns(p.ts_ns);
@@ -111,6 +111,11 @@ std::vector<uint8_t> EncodeBatch(std::span<const Point> points) {
   }
   const auto vec = fbb.CreateVector(offsets);
   FinishBatchBuffer(fbb, CreateBatch(fbb, vec));
+}
+
+std::vector<uint8_t> EncodeBatch(std::span<const Point> points) {
+  flatbuffers::FlatBufferBuilder fbb(64 + points.size() * 48);
+  EncodeBatch(points, fbb);
   return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
 }
 

@@ -10,6 +10,10 @@
 #include <string_view>
 #include <vector>
 
+namespace flatbuffers {
+class FlatBufferBuilder;
+}  // namespace flatbuffers
+
 namespace fleetflow::wire {
 
 /// One sensor sample, decoded. `value` is meaningful for scalar sensors, `lat`/`lon` when
@@ -62,6 +66,9 @@ DecodeError DecodeBatch(const void* data, size_t size, std::vector<Point>& out);
 
 /// Encodes samples as one Batch. Points with `has_position` carry a Position, others a value.
 std::vector<uint8_t> EncodeBatch(std::span<const Point> points);
+/// The same into `fbb`, cleared first (its buffer then holds the Batch): an encoder of many
+/// batches reuses one builder's memory.
+void EncodeBatch(std::span<const Point> points, flatbuffers::FlatBufferBuilder& fbb);
 
 /// Parses a status payload: "on" / "off" (surrounding whitespace ignored). Returns false when
 /// the payload is neither.
