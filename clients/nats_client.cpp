@@ -3,6 +3,7 @@
 #include <nats/nats.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -51,6 +52,7 @@ void StartLibrary() {
   static std::once_flag once;
   std::call_once(once, [] {
     std::thread([] {
+      pthread_setname_np(pthread_self(), "ff-nats");  // nats.c's timer and collector inherit it
       sched_param none{};
       sched_setscheduler(0, SCHED_BATCH, &none);  // best effort: unchanged where refused
       nats_Open(-1);

@@ -4,6 +4,8 @@
 
 #include <stdexcept>
 
+#include "thread_name.hpp"
+
 namespace fleetflow {
 
 struct HttpServer::Impl {
@@ -55,6 +57,7 @@ void HttpServer::Start(const std::string& host, int port) {
                              " (in use? choose another --metrics-port)");
   }
   thread_ = std::thread([this] { impl_->server.listen_after_bind(); });
+  NameThread(thread_, "ff-http");
 }
 
 void HttpServer::Stop() {

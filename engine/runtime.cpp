@@ -12,6 +12,7 @@
 
 #include "logging.hpp"
 #include "tap.hpp"
+#include "thread_name.hpp"
 
 namespace fleetflow {
 
@@ -394,6 +395,7 @@ Runtime::~Runtime() { Stop(); }
 void Runtime::Start() {
   Impl& s = *impl_;
   s.driver = std::thread([&s] { s.Drive(); });  // before the sources: they may emit at once
+  NameThread(s.driver, "ff-driver");
   for (auto& n : s.nodes) {
     if (!n->inlet) continue;
     try {

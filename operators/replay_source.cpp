@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "recording.hpp"
+#include "thread_name.hpp"
 #include "utc_time.hpp"
 #include "wire_input.hpp"
 
@@ -78,6 +79,7 @@ class ReplaySource final : public Operator {
                  static_cast<uint64_t>(size_.value()),
                  speed_ > 0 ? fmt::format(" at x{}", speed_) : std::string(" as fast as possible"));
     thread_ = std::thread([this] { Run(); });
+    NameThread(thread_, "ff-replay");
   }
 
   void Stop() override {

@@ -7,6 +7,8 @@
 #include <set>
 #include <utility>
 
+#include "thread_name.hpp"
+
 namespace fleetflow {
 
 namespace {
@@ -418,6 +420,7 @@ void TimescaleSchema::StartRetentionIfNeeded() {
         retention_period_.count() / 1000);
   }
   retention_thread_ = std::thread([this] { RetentionLoop(); });
+  NameThread(retention_thread_, "ff-retention");
 }
 
 void TimescaleSchema::DropExpired(pg::Connection& conn) {

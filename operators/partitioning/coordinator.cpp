@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "thread_name.hpp"
+
 namespace fleetflow {
 
 namespace {
@@ -122,6 +124,7 @@ void PartitionCoordinator::Start() {
   membership_.SetOnChange([this] { Wake(); });
   Step();
   thread_ = std::thread([this] { Run(); });
+  NameThread(thread_, "ff-coordinator");
 }
 
 void PartitionCoordinator::Wake() {

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "clock.hpp"
+#include "thread_name.hpp"
 
 namespace fleetflow {
 
@@ -61,6 +62,7 @@ EdgeWatch::~EdgeWatch() { Stop(); }
 
 void EdgeWatch::Start() {
   thread_ = std::thread([this] { Loop(); });
+  NameThread(thread_, "ff-edge-watch");
 }
 
 void EdgeWatch::Stop() {

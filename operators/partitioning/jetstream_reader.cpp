@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "clock.hpp"
+#include "thread_name.hpp"
 
 namespace fleetflow {
 
@@ -64,6 +65,7 @@ void JetStreamReader::Start(Emitter& out) {
   connected_.Set(1);
   reconnects_seen_ = conn_.stats().reconnects;
   fetcher_ = std::thread([this] { FetchLoop(); });
+  NameThread(fetcher_, "ff-fetch");
   if (options_.watch_stream) watch_.Start();
 }
 

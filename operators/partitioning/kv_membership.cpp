@@ -9,6 +9,7 @@
 #include <functional>
 
 #include "clock.hpp"
+#include "thread_name.hpp"
 
 namespace fleetflow {
 
@@ -52,7 +53,11 @@ KvMembership::KvMembership(MembershipOptions options, Metrics& metrics, const La
   kv_->Put(id_, HeldValue());
   watcher_ = kv_->WatchAll();
   watch_thread_ = std::thread([this] { Watch(); });
-  if (records_watcher_) records_thread_ = std::thread([this] { WatchRecords(); });
+  NameThread(watch_thread_, "ff-members");
+  if (records_watcher_) {
+    records_thread_ = std::thread([this] { WatchRecords(); });
+    NameThread(records_thread_, "ff-records");
+  }
   bool read;
   {
     // Ownership is decided from the members and records present, never from half of them.
@@ -62,6 +67,7 @@ KvMembership::KvMembership(MembershipOptions options, Metrics& metrics, const La
         [this] { return members_read_ && (records_read_ || !records_watcher_); });
   }
   heartbeat_thread_ = std::thread([this] { Heartbeat(); });
+  NameThread(heartbeat_thread_, "ff-heartbeat");
   if (!read) {
     Stop();
     throw std::runtime_error("membership bucket " + options_.bucket + " not read within " +

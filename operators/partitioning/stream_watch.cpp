@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "clock.hpp"
+#include "thread_name.hpp"
 
 namespace fleetflow {
 
@@ -20,6 +21,7 @@ StreamWatch::~StreamWatch() { Stop(); }
 
 void StreamWatch::Start() {
   thread_ = std::thread([this] { Loop(); });
+  NameThread(thread_, "ff-stream-watch");
 }
 
 void StreamWatch::Stop() {

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "clock.hpp"
+#include "thread_name.hpp"
 
 namespace fleetflow {
 
@@ -24,6 +25,7 @@ JetStreamKvSnapshots::JetStreamKvSnapshots(JetStreamKvSnapshotsOptions options, 
   kv_ = js_->EnsureBucket(options_.bucket);
   kv_->set_write_timeout_ms(options_.write_timeout_ms);
   writer_ = std::thread([this] { Writer(); });
+  NameThread(writer_, "ff-snapshots");
 }
 
 JetStreamKvSnapshots::~JetStreamKvSnapshots() {

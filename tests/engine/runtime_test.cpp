@@ -8,6 +8,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -272,6 +274,28 @@ TEST_F(RuntimeTest, TheGraphRunsOnItsOwnThreadTicksWithoutInputAndRunsWhileSourc
   std::lock_guard lock(probe_.mu);
   ASSERT_EQ(probe_.graph_threads.size(), 1u);
   EXPECT_NE(*probe_.graph_threads.begin(), std::this_thread::get_id());
+}
+
+/// The names of this process' threads (/proc/self/task/*/comm).
+std::vector<std::string> ThreadNames() {
+  std::vector<std::string> names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name)) names.push_back(name);
+  }
+  return names;
+}
+
+TEST_F(RuntimeTest, TheDriverThreadIsNamedForTopAndGdb) {
+  probe_.to_emit = 1000;
+  Runtime rt(Load(), metrics_, clock_);
+  const auto count = [] { return std::ranges::count(ThreadNames(), std::string("ff-driver")); };
+  EXPECT_EQ(count(), 0);
+  rt.Start();
+  EXPECT_EQ(count(), 1);
+  EXPECT_TRUE(StopOnceSeen(rt, 999));  // all but the one the forwarder throws on
+  EXPECT_EQ(count(), 0);
 }
 
 TEST_F(RuntimeTest, TicksCarryTheLongestInputDelayOfTheSources) {
