@@ -558,18 +558,18 @@ bool PullSet::Receive(int wait_ms, Fetched& out) {
   return true;  // a heartbeat or anything else: not a message for the caller
 }
 
-void PullSet::Request(Member& m, int batch, int timeout_ms, bool no_wait) {
+void PullSet::Request(Member& m, int batch, int64_t expiry_ns, bool no_wait) {
   // no_wait with expires (nats-server 2.9): waits up to expires for the first message, and
   // ends (408) once the consumer has nothing more to send.
   const std::string request = "{\"batch\":" + std::to_string(batch) +
-                              ",\"expires\":" + std::to_string(int64_t{timeout_ms} * 1'000'000) +
+                              ",\"expires\":" + std::to_string(expiry_ns) +
                               (no_wait ? ",\"no_wait\":true}" : "}");
   conn_.PublishRequest(m.request_subject, m.reply, request);
   const int64_t now = NowNs();
   m.asked += static_cast<uint64_t>(batch);
-  requests_until_ns_ = std::max(requests_until_ns_, now + (int64_t{timeout_ms} + 100) * 1'000'000);
+  requests_until_ns_ = std::max(requests_until_ns_, now + expiry_ns + 100'000'000);
   // A status that never comes (the connection dropped) must not pin the requests for ever.
-  m.expires_ns = now + int64_t{timeout_ms} * 1'000'000;
+  m.expires_ns = now + expiry_ns;
   m.outstanding_until_ns = m.expires_ns + 1'000'000'000;
   if (m.silent_after_ns == 0) m.silent_after_ns = m.outstanding_until_ns;
 }
@@ -579,13 +579,34 @@ void PullSet::Heard(Member& m) {
   m.silent_after_ns = 0;
 }
 
+int64_t PullSet::NextLookNs(int64_t now) const {
+  const int64_t q = QuietDozeNs();
+  return (now / q + 1) * q;
+}
+
+int64_t PullSet::RoundExpiryNs(int64_t now, int timeout_ms) {
+  const int64_t full_ns = int64_t{timeout_ms} * 1'000'000;
+  // Joins the round under way while it has a look's time left: consumers asked at different
+  // looks (added later, or a status that came just after a look) end up in one round.
+  if (round_ends_ns_ - now >= QuietDozeNs() && round_ends_ns_ - now <= full_ns) {
+    return round_ends_ns_ - now;
+  }
+  // The last look at most timeout_ms away, less the time the statuses take to come.
+  const int64_t q = QuietDozeNs();
+  const int64_t ends = (now + full_ns) / q * q - kRoundMarginNs;
+  if (ends - now < full_ns / 2) return full_ns;  // an expiry shorter than a look or two
+  round_ends_ns_ = ends;
+  return ends - now;
+}
+
 void PullSet::RequestWhereNone(int batch, int timeout_ms, bool ahead) {
   const int64_t now = NowNs();
   if (ahead && now < next_paced_ns_) return;
   bool sent = false;
   for (auto& [id, m] : members_) {
     if (m.removing || Outstanding(m) > 0) continue;
-    Request(m, batch, timeout_ms, ahead);
+    Request(m, batch, ahead ? RoundExpiryNs(now, timeout_ms) : int64_t{timeout_ms} * 1'000'000,
+            ahead);
     sent = true;
   }
   if (ahead && sent) {
@@ -668,13 +689,21 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
   // the next round, so it wakes once per round, not for each answer or expiry status. What
   // they bring is gathered from the round that asked for it.
   int64_t gathered_from_ns = 0;
+  bool dozed = false;
   const int64_t first_until = NowNs() + int64_t{timeout_ms} * 1'000'000;
   while (out.messages.empty() && !members_.empty() && !commanded_.load()) {
     const int64_t left_ns = first_until - NowNs();
     if (left_ns < 1'000'000) break;
     if (ahead && CaughtUp()) {
+      // The looks keep to one grid across calls: a call ends at its last look before
+      // timeout_ms, not with a wake-up of its own, and the rounds' requests expire just
+      // before a look (RoundExpiryNs).
+      const int64_t now = NowNs();
+      const int64_t look_ns = NsUntilPaced(NextLookNs(now) - now);
+      if (look_ns > left_ns && dozed) break;
       const int64_t round_ns = last_round_ns_;
-      Doze(std::min(left_ns, NsUntilPaced(QuietDozeNs())));
+      Doze(std::min(left_ns, look_ns));
+      dozed = true;
       drain();
       gathered_from_ns = round_ns;
     } else {
@@ -699,7 +728,7 @@ void PullSet::Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int lin
     for (auto& [id, m] : members_) {
       if (!m.delivered || m.removing || m.caught_up) continue;
       paced_only = false;
-      while (Outstanding(m) < 2 * want) Request(m, batch, timeout_ms, true);
+      while (Outstanding(m) < 2 * want) Request(m, batch, int64_t{timeout_ms} * 1'000'000, true);
     }
     RequestWhereNone(batch, timeout_ms, true);
     return paced_only;

@@ -209,8 +209,10 @@ class PullSet {
   /// message stored is handed on within two rounds (the next request, then its answer taken
   /// at the round after). While every consumer also has a request open (a quiet set: no round
   /// is due), the thread looks every two rounds (100 ms at least) for what they brought: the
-  /// same bound, fewer wake-ups of an idle worker. Throws Error when a request cannot be sent
-  /// (the caller retries).
+  /// same bound, fewer wake-ups of an idle worker. The looks keep to one grid across calls (a
+  /// call returns at its last look before timeout_ms), and a quiet set's requests expire just
+  /// before a look, all in one round (RoundExpiryNs): one publish and one read of statuses per
+  /// expiry. Throws Error when a request cannot be sent (the caller retries).
   void Fetch(int batch, int timeout_ms, bool ahead, Fetched& out, int linger_ms = kLingerMs);
   /// Consumers added and not yet released.
   size_t size() const;
@@ -240,6 +242,8 @@ class PullSet {
   /// (then the rest of its batch is no longer counted on and the consumer is asked again);
   /// 1 s when nothing came.
   static constexpr int64_t kStatusGraceNs = 200'000'000;
+  /// A round's requests expire this long before a look: their statuses are in by then.
+  static constexpr int64_t kRoundMarginNs = 10'000'000;
   static constexpr int64_t kFirstPollNs = 1'000'000;  // the first poll, before a rate is seen
   static constexpr int64_t kMinPollNs = 200'000;      // a fast stream's polls, at most this often
 
@@ -296,8 +300,18 @@ class PullSet {
   /// of an active consumer goes to `out`, one of a removed consumer back to the server; a
   /// status that ends a request is counted off its consumer's outstanding messages.
   bool Receive(int wait_ms, Fetched& out);
-  /// `no_wait`: the request ends once the consumer has sent what it had.
-  void Request(Member& m, int batch, int timeout_ms, bool no_wait);
+  /// `no_wait`: the request ends once the consumer has sent what it had; it waits expiry_ns at
+  /// most for a first message.
+  void Request(Member& m, int batch, int64_t expiry_ns, bool no_wait);
+  /// The next look of a quiet set after `now` (steady ns): looks keep to a grid of
+  /// QuietDozeNs, the same across calls of Fetch.
+  int64_t NextLookNs(int64_t now) const;
+  /// The expiry of a paced request sent at `now`: its round ends kRoundMarginNs before the last
+  /// look at most timeout_ms away, so every status of the round is in when the thread looks and
+  /// its consumers are asked again together; a request sent while a round has a look's time
+  /// left joins it (consumers asked at different looks end up in one round). timeout_ms when
+  /// that would be less than half of it.
+  int64_t RoundExpiryNs(int64_t now, int timeout_ms);
   /// Counts the requests that have surely ended as answered, marks the consumers nothing was
   /// heard of as silent, and moves the removed consumers whose requests ended into out.released.
   void Settle(Fetched& out);
@@ -316,6 +330,7 @@ class PullSet {
   int64_t pace_ns_ = 0;                    // the current Fetch's linger
   int64_t next_paced_ns_ = 0;              // steady: the caught-up consumers' next requests
   int64_t last_round_ns_ = 0;              // steady: when the last paced requests went out
+  int64_t round_ends_ns_ = 0;              // steady: when the paced requests' round expires
   uint64_t waits_ = 0;
   std::mutex commands_mu_;
   std::condition_variable commanded_cv_;  // Fetch sleeps here (Doze, or without consumers)

@@ -554,8 +554,11 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
         .Min(1)
         .Max(10000);
     c.Integer("fetch_expiry_ms",
-              "jetstream: how long a pull request waits for messages (a slow stream's messages do "
-              "not wait for it to expire: see fetch_linger_ms).",
+              "jetstream: how long a pull request waits for messages, at most (a slow stream's "
+              "messages do not wait for it to expire: see fetch_linger_ms). A worker whose "
+              "partitions are all quiet asks them again together once per expiry: longer, an "
+              "idle worker costs less (one publish and one read of statuses per expiry), and a "
+              "consumer without a leader is noticed later (its request's expiry + 1 s).",
               &S::fetch_expiry_ms)
         .Default(int64_t{500})
         .Min(10)

@@ -629,6 +629,79 @@ TEST_F(JetStreamClientTest, ACaughtUpSetWakesOncePerRoundNotForEachAnswerOrExpir
       << "statuses of " << kConsumers << " consumers: " << seconds * kConsumers * 1000 / kExpiryMs;
 }
 
+// Quiet, a set's consumers are asked again together once per expiry, in one round, also when
+// they were added at different times: each request expires just before one of the thread's looks
+// (within timeout_ms), and one sent while a round has a look's time left joins it. Each round
+// costs one publish of the connection and a read of the statuses, and a worker's 16 partitions
+// one round, not one per group of partitions added together (docs/BENCHMARKS.md, "An idle
+// worker").
+TEST_F(JetStreamClientTest, AQuietSetAsksAllItsConsumersInOneRoundPerExpiry) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  js.EnsureStream({.name = "ROUND", .subjects = {"round.>"}});
+  constexpr int kConsumers = 6;
+  constexpr int kExpiryMs = 500;
+  constexpr int kLingerMs = 75;  // looks every 150 ms
+  for (int c = 0; c < kConsumers; ++c) {
+    js.EnsureConsumer({.stream = "ROUND",
+                       .durable = "round-" + std::to_string(c),
+                       .filter_subject = "round." + std::to_string(c),
+                       .ack_wait_ms = 60'000});
+  }
+  // Every request the set sends, seen on another connection with the time it came.
+  auto watcher = nats::Connection::Connect(Options(server_.port()));
+  auto requests = watcher->SubscribeSync("$JS.API.CONSUMER.MSG.NEXT.ROUND.*");
+  watcher->Flush(2000);
+  nats::PullSet set(*conn, "ROUND");
+  nats::PullSet::Fetched fetched;
+  const auto fetch_for = [&](std::chrono::milliseconds how_long) {
+    const auto until = std::chrono::steady_clock::now() + how_long;
+    while (std::chrono::steady_clock::now() < until) {
+      set.Fetch(16, kExpiryMs, /*ahead=*/true, fetched, kLingerMs);
+      EXPECT_TRUE(fetched.messages.empty());
+    }
+  };
+  // Added in three groups, at different looks.
+  for (int c = 0; c < kConsumers; ++c) {
+    set.Add(static_cast<uint32_t>(c), "round-" + std::to_string(c));
+    if (c % 2 == 1) fetch_for(std::chrono::milliseconds(170 * (c + 1) / 2));
+  }
+  fetch_for(1500ms);  // the groups join one round
+  // Then: the requests of each 4 s, grouped by the time they came (one round: within 50 ms).
+  bool no_responders = false;
+  while (requests->Next(0, no_responders)) {
+  }
+  std::vector<std::pair<double, int>> rounds;  // start (s), requests
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread reader([&] {
+    bool nr = false;
+    while (std::chrono::steady_clock::now() - t0 < 4s) {
+      const auto m = requests->Next(100, nr);
+      if (!m) continue;
+      const double at =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const std::string request(m->text());
+      const size_t e = request.find("\"expires\":");
+      ASSERT_NE(e, std::string::npos) << request;
+      const int64_t expires = std::stoll(request.substr(e + 10));
+      EXPECT_LE(expires, int64_t{kExpiryMs} * 1'000'000) << request;
+      EXPECT_GE(expires, int64_t{kExpiryMs} * 1'000'000 / 2) << request;
+      if (rounds.empty() || at - rounds.back().first > 0.05) rounds.emplace_back(at, 0);
+      ++rounds.back().second;
+    }
+  });
+  fetch_for(4000ms);
+  reader.join();
+  std::string seen;
+  for (const auto& [at, n] : rounds) seen += std::to_string(at) + " s: " + std::to_string(n) + "; ";
+  // An expiry of 500 ms rounded down to the looks: a round every 450 ms, 8 or 9 in 4 s.
+  EXPECT_GE(rounds.size(), 7u) << seen;
+  EXPECT_LE(rounds.size(), 10u) << seen;
+  for (size_t r = 1; r + 1 < rounds.size(); ++r) {  // the first and last may be cut by the 4 s
+    EXPECT_EQ(rounds[r].second, kConsumers) << seen;
+  }
+}
+
 // A consumer that had nothing in the last rounds is asked again with the others at every round,
 // also while they deliver: a partition with one slow vehicle beside busy ones gets its message
 // handed on within the bound (the next round, then the gathering), not once every partition of
