@@ -369,19 +369,21 @@ void TimescaleSchema::PreparePartitions(pg::Connection& conn) {
   const double seconds = !width.empty() && width[0][0] ? std::stod(*width[0][0]) : 86400.0;
   partition_width_s_ = std::max<int64_t>(60, static_cast<int64_t>(seconds));
   partitioned_ = true;
-  partitions_.clear();
+  ForgetPartitions();
   const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                              std::chrono::system_clock::now().time_since_epoch())
                              .count();
-  EnsurePartitions(conn, {{"", now_ns, {}}, {"", now_ns + partition_width_s_ * 1'000'000'000, {}}});
+  (void)EnsurePartitions(conn,
+                         {{"", now_ns, {}}, {"", now_ns + partition_width_s_ * 1'000'000'000, {}}});
   std::lock_guard lock(retention_mutex_);
   retention_period_ = std::chrono::milliseconds(std::min<int64_t>(partition_width_s_, 3600) * 1000);
   own_retention_ = true;
 }
 
-void TimescaleSchema::EnsurePartitions(pg::Connection& conn,
-                                       const std::vector<pg::ValuesRow>& rows) {
-  if (!partitioned_) return;
+std::unique_lock<std::mutex> TimescaleSchema::EnsurePartitions(
+    pg::Connection& conn, const std::vector<pg::ValuesRow>& rows) {
+  if (!partitioned_) return {};
+  std::unique_lock lock(partitions_mutex_);
   std::set<int64_t> needed;
   for (const pg::ValuesRow& row : rows) {
     const int64_t ns = row.time_ns;
@@ -390,7 +392,7 @@ void TimescaleSchema::EnsurePartitions(pg::Connection& conn,
         (s / partition_width_s_ - (s % partition_width_s_ < 0 ? 1 : 0)) * partition_width_s_;
     if (!partitions_.count(start)) needed.insert(start);
   }
-  if (needed.empty()) return;
+  if (needed.empty()) return lock;
   std::vector<std::string> sql = {LockStatement()};
   for (const int64_t start : needed) {
     sql.push_back(
@@ -402,6 +404,7 @@ void TimescaleSchema::EnsurePartitions(pg::Connection& conn,
   }
   conn.ExecInTransaction(sql);
   partitions_.insert(needed.begin(), needed.end());
+  return lock;
 }
 
 void TimescaleSchema::StartRetentionIfNeeded() {
@@ -431,7 +434,9 @@ void TimescaleSchema::DropExpired(pg::Connection& conn) {
                                 Interval(cfg_.retention) + ")");
     dropped = !rows.empty() && rows[0][0] ? *rows[0][0] : "0";
   } else {
-    // Partitions whose upper bound is older than the retention.
+    // Partitions whose upper bound is older than the retention; not while a write is under way
+    // (it may have created one of them for rows older than the retention).
+    std::lock_guard lock(partitions_mutex_);
     const auto expired = conn.Exec(
         "SELECT c.oid::regclass::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = " +
@@ -439,6 +444,7 @@ void TimescaleSchema::DropExpired(pg::Connection& conn) {
         "::regclass AND (regexp_match(pg_get_expr(c.relpartbound, c.oid), "
         "'TO \\(''([^'']+)''\\)'))[1]::timestamptz <= now() - " +
         Interval(cfg_.retention));
+    if (!expired.empty()) partitions_.clear();  // the next write creates again what it needs
     for (const auto& row : expired) {
       if (row[0]) conn.Exec("DROP TABLE IF EXISTS " + *row[0]);
     }

@@ -56,10 +56,17 @@ class TimescaleSchema {
   void StartRetentionIfNeeded();
 
   /// On a range-partitioned table (plain PostgreSQL with a retention): creates the partitions
-  /// that `rows` need and this object did not create or find yet. Throws pg::Error.
-  void EnsurePartitions(pg::Connection& conn, const std::vector<pg::ValuesRow>& rows);
+  /// that `rows` need and this object did not create or find yet. Throws pg::Error. The lock it
+  /// returns keeps this object's retention from dropping a partition until it is released:
+  /// hold it until the rows are written (rows older than the retention are written, as
+  /// TimescaleDB writes them into a chunk of their own, and go at the retention's next turn).
+  [[nodiscard]] std::unique_lock<std::mutex> EnsurePartitions(
+      pg::Connection& conn, const std::vector<pg::ValuesRow>& rows);
   /// Forgets which partitions exist (a write failed: one may have been dropped meanwhile).
-  void ForgetPartitions() { partitions_.clear(); }
+  void ForgetPartitions() {
+    std::lock_guard lock(partitions_mutex_);
+    partitions_.clear();
+  }
 
   /// After Prepare(): whether the table has the geometry column (the geometry setting, and
   /// PostGIS usable), which the upsert then fills.
@@ -90,7 +97,11 @@ class TimescaleSchema {
   // by the epoch second of their start; those known to exist.
   std::atomic<bool> partitioned_{false};  // read by the retention thread
   int64_t partition_width_s_ = 86400;
-  std::set<int64_t> partitions_;
+  std::set<int64_t> partitions_;  // guarded by partitions_mutex_
+  // Held by a write from EnsurePartitions() to its commit, and by the retention's drop of
+  // partitions (which then forgets partitions_): a write never meets a partition dropped after
+  // this object created or found it.
+  std::mutex partitions_mutex_;
   std::chrono::milliseconds retention_period_{3600000};
   std::thread retention_thread_;
   std::mutex retention_mutex_;

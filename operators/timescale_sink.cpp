@@ -485,7 +485,7 @@ class TimescaleSink final : public Operator {
     const bool was_connected = ready_.load();
     try {
       EnsureConnected();
-      schema_.EnsurePartitions(*conn_, chunk);
+      const auto partitions_kept = schema_.EnsurePartitions(*conn_, chunk);
       const auto start = SteadyClock::now();
       const int64_t write_ns = clock_.NowNs();
       // After a COMMIT whose outcome is unknown, the rows it carried (the front of pending_,
@@ -855,7 +855,9 @@ const OptionsSpec<TimescaleSinkOptions>& TimescaleSinkSpec() {
                 "the sink creates the table PARTITION BY RANGE (time), one partition per "
                 "chunk_interval, each made before the rows that need it are written, and drops "
                 "the partitions wholly older than the retention the same way (a table that "
-                "exists unpartitioned is left alone, with a warning). Empty: keep rows forever.",
+                "exists unpartitioned is left alone, with a warning). Rows already older than "
+                "the retention (a replay) are written all the same and go at its next turn. "
+                "Empty: keep rows forever.",
                 &O::retention)
         .Default("")
         .Example("\"90 days\"");

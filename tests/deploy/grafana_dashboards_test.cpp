@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -128,9 +129,22 @@ std::unique_ptr<DashboardDatabase> FillDatabase(Preload preload) {
   pg.Psql("CREATE EXTENSION pg_stat_statements");
   // The same rows the pipeline writes live, from the committed recording, through the pipeline
   // with the statistics tiers: its tables are the ones the dashboards read.
+  // Its retentions (7 and 90 days of the server's clock) would drop the recording's day
+  // (2026-11-22) as it is written once that day is older: here they keep a century, which
+  // changes nothing else (a table with a retention is still partitioned by time).
+  const TempDir dir("fleetflow-dashboards");
+  const std::string pipeline = dir.File("tiers.json");
+  const std::string shipped = ReadFile(kSource + "/pipelines/tiers.json");
+  const std::string kept = std::regex_replace(shipped, std::regex(R"("retention": "[0-9]+ days")"),
+                                              R"("retention": "36500 days")");
+  if (kept == shipped) {
+    db->replay_err = "pipelines/tiers.json has no \"retention\": \"N days\" to lengthen";
+    return db;
+  }
+  std::ofstream(pipeline) << kept;
   const CommandResult r =
       RunCommand({kFleetflow, "replay", kSource + "/tests/data/fleet_seed42.ffrc", "--pipeline",
-                  kSource + "/pipelines/tiers.json", "--metrics-port", "-1"},
+                  pipeline, "--metrics-port", "-1"},
                  120s, pg.env());
   db->replay_exit = r.exit_code;
   db->replay_err = r.err;
