@@ -586,13 +586,11 @@ int64_t PullSet::NextLookNs(int64_t now) const {
 
 int64_t PullSet::RoundExpiryNs(int64_t now, int timeout_ms) {
   const int64_t full_ns = int64_t{timeout_ms} * 1'000'000;
+  const int64_t q = QuietDozeNs();
   // Joins the round under way while it has a look's time left: consumers asked at different
   // looks (added later, or a status that came just after a look) end up in one round.
-  if (round_ends_ns_ - now >= QuietDozeNs() && round_ends_ns_ - now <= full_ns) {
-    return round_ends_ns_ - now;
-  }
+  if (round_ends_ns_ - now >= q && round_ends_ns_ - now <= full_ns) return round_ends_ns_ - now;
   // The last look at most timeout_ms away, less the time the statuses take to come.
-  const int64_t q = QuietDozeNs();
   const int64_t ends = (now + full_ns) / q * q - kRoundMarginNs;
   if (ends - now < full_ns / 2) return full_ns;  // an expiry shorter than a look or two
   round_ends_ns_ = ends;
@@ -1090,8 +1088,11 @@ StreamSummary JetStream::EnsureStream(const StreamOptions& o) {
     } catch (const Error& e) {
       if (auto found = FindStream(o.name)) return *found;  // another worker created it meanwhile
       // "error creating store for stream": the server hides the cause (its log has it); seen
-      // with nats-server 2.10 on a loaded machine, and gone when asked again.
-      if (e.api_code() != kStoreFailed || attempt == 3) throw;
+      // with nats-server 2.10 on a loaded machine, and gone when asked again. No answer in
+      // time: a replicated stream's group may still be electing its leader; asking again with
+      // the same configuration answers with the stream once it is there.
+      const bool again = e.api_code() == kStoreFailed || e.status() == NATS_TIMEOUT;
+      if (!again || attempt == 3) throw;
       std::this_thread::sleep_for(std::chrono::milliseconds(250 * attempt));
     }
   }
