@@ -90,6 +90,9 @@ jobs=${FF_CTEST_JOBS:-2}
 build_dir=${FF_BUILD_DIR:-build}
 
 remaining() { echo $((budget - (SECONDS - start))); }
+# free_mib <dir>: MiB free on the file system that holds <dir>.
+free_mib() { df -Pm "$1" 2>/dev/null | awk 'NR == 2 { print $4 }'; }
+disk_at_start=$(free_mib .)
 
 summary_lines=()  # one per stage, printed at the end
 warnings=()       # one per skipped stage, printed next to the totals
@@ -215,7 +218,14 @@ build_in() {
   if ((status == 124)); then
     stage_fails "$stage" "build in $dir did not finish within $limit s"
   elif ((status != 0)); then
-    stage_fails "$stage" "build in $dir failed (exit $status)"
+    # A full disk fails a link with an error lost among the build's output: say so here.
+    local free
+    free=$(free_mib "$dir")
+    if [[ -n "$free" ]] && ((free < 2048)); then
+      stage_fails "$stage" "build in $dir failed (exit $status); only $free MiB free on its disk ($disk_at_start MiB when test.sh started)"
+    else
+      stage_fails "$stage" "build in $dir failed (exit $status)"
+    fi
   fi
   return "$status"
 }
@@ -236,6 +246,7 @@ finish() {
     echo "$line"
   done
   echo "time: $((SECONDS - start)) s of FF_TOTAL_BUDGET=$budget; exit status $overall"
+  echo "disk: $disk_at_start MiB free when test.sh started, $(free_mib .) MiB now"
   for line in "${warnings[@]}"; do
     echo "$line"
   done
