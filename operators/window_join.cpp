@@ -21,11 +21,33 @@ namespace {
 /// A duration as the int64 ns the join computes in.
 constexpr int64_t Ns(std::chrono::nanoseconds d) { return d.count(); }
 
+/// A sample as an interval holds it: wire::Point's fields without its padding, 40 bytes instead
+/// of 48 (a vehicle holds 24 of them in a steady stream of 4 sensors).
+struct Held {
+  int64_t ts_ns = 0;
+  double value = 0.0;
+  double lat = 0.0;
+  double lon = 0.0;
+  uint32_t seq = 0;
+  bool has_position = false;
+
+  Held() = default;
+  Held(const wire::Point& p)  // NOLINT(google-explicit-constructor): a sample, held
+      : ts_ns(p.ts_ns),
+        value(p.value),
+        lat(p.lat),
+        lon(p.lon),
+        seq(p.seq),
+        has_position(p.has_position) {}
+  wire::Point Point() const { return wire::Point{ts_ns, seq, value, lat, lon, has_position}; }
+};
+static_assert(sizeof(Held) == 40);
+
 /// One interval (T - every, T] of one sensor (keyed by T): its oldest and newest sample.
 struct Bucket {
   int64_t key;
-  wire::Point oldest;
-  wire::Point newest;
+  Held oldest;
+  Held newest;
 };
 
 /// The key of a place holding no interval: greater than any window time, so the binary searches
@@ -89,11 +111,11 @@ struct VehicleState {
     // The first interval ending after t holds the oldest sample > t.
     const auto after = std::upper_bound(b.begin(), b.end(), t, LessKey);
     if (after != b.end() && after->key != kNoInterval && after->oldest.ts_ns - t <= max_gap) {
-      slot.after = after->oldest;
+      slot.after = after->oldest.Point();
     }
     if (after != b.begin()) {
-      const wire::Point& p = std::prev(after)->newest;  // newest sample <= t
-      if (t - p.ts_ns <= max_gap) slot.before = p;
+      const Held& p = std::prev(after)->newest;  // newest sample <= t
+      if (t - p.ts_ns <= max_gap) slot.before = p.Point();
     }
     return slot;
   }
