@@ -140,6 +140,7 @@ struct RunResult {
   uint64_t samples = 0;
   double seconds = 0;         // Start until nothing pending and nothing unacknowledged
   double intake_seconds = 0;  // Start until every message was received
+  double first_seconds = 0;   // Start until the first message was received
   uint64_t kv_writes = 0;
   uint64_t rows = 0;
   double cpu_seconds = 0;         // user + system of this process (all its threads) during the run
@@ -316,21 +317,29 @@ class Admin {
   jsCtx* raw_js_ = nullptr;
 };
 
+/// Seconds since a run's start: to its first message, to its last, and until the consumer had
+/// nothing pending and nothing unacknowledged.
+struct RunTimes {
+  double first = 0, intake = 0, done = 0;
+};
+
 /// Waits until `received()` reaches `total` (polled every millisecond, no server traffic), then
 /// until the consumer has nothing pending and nothing unacknowledged (polled every 5 ms).
-/// Returns {intake, done} seconds since `t0`.
-std::pair<double, double> WaitDrained(Admin& admin, const std::string& durable,
-                                      const std::function<uint64_t()>& received, uint64_t total,
-                                      Clock::time_point t0, int timeout_s) {
+RunTimes WaitDrained(Admin& admin, const std::string& durable,
+                     const std::function<uint64_t()>& received, uint64_t total,
+                     Clock::time_point t0, int timeout_s) {
   const auto deadline = t0 + std::chrono::seconds(timeout_s);
+  RunTimes t;
   while (received() < total) {
+    if (t.first == 0 && received() > 0) t.first = Seconds(Clock::now() - t0);
     if (Clock::now() > deadline) {
       throw std::runtime_error("timeout: " + std::to_string(received()) + " of " +
                                std::to_string(total) + " messages received");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  const double intake = Seconds(Clock::now() - t0);
+  t.intake = Seconds(Clock::now() - t0);
+  if (t.first == 0) t.first = t.intake;
   for (;;) {
     const auto [pending, ack_pending] = admin.js().ConsumerPending(kStream, durable);
     if (pending == 0 && ack_pending == 0) break;
@@ -340,7 +349,8 @@ std::pair<double, double> WaitDrained(Admin& admin, const std::string& durable,
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  return {intake, Seconds(Clock::now() - t0)};
+  t.done = Seconds(Clock::now() - t0);
+  return t;
 }
 
 // --- The baseline: a bare fetch + ack loop ---
@@ -385,7 +395,7 @@ RunResult RunBaseline(const std::string& contender, const std::string& url, Admi
       if (batch.empty() || waiting.size() >= static_cast<size_t>(s.flush_messages)) give();
     }
   });
-  std::pair<double, double> t;
+  RunTimes t;
   try {
     t = WaitDrained(
         admin, durable, [&] { return received.load(); }, filled.messages, t0, s.timeout_s);
@@ -402,8 +412,9 @@ RunResult RunBaseline(const std::string& contender, const std::string& url, Admi
   r.send_asap = send_asap;
   r.messages = filled.messages;
   r.samples = filled.samples;
-  r.intake_seconds = t.first;
-  r.seconds = t.second;
+  r.first_seconds = t.first;
+  r.intake_seconds = t.intake;
+  r.seconds = t.done;
   return r;
 }
 
@@ -647,8 +658,9 @@ RunResult RunFleetflow(const std::string& contender, const std::string& url, Adm
         admin, durable, [&] { return metrics.CounterSum("messages_in"); }, filled.messages, t0,
         s.timeout_s);
     cpu.Stop(r);
-    r.intake_seconds = t.first;
-    r.seconds = t.second;
+    r.first_seconds = t.first;
+    r.intake_seconds = t.intake;
+    r.seconds = t.done;
     const double drain_cpu0 = ProcessCpuSeconds();
     const auto drain0 = Clock::now();
     runtime.Stop();  // drain: not in `seconds`; timed apart
@@ -941,8 +953,11 @@ int Main(int argc, char** argv) {
                         ? RunBaseline(c, url, admin, durable, s, filled)
                         : RunFleetflow(c, url, admin, durable, bucket, s, filled);
       r.rep = rep;
-      std::printf("  %-15s run %d: %7.3f s (intake %7.3f s) %10.0f msgs/s %11.0f samples/s",
-                  c.c_str(), rep, r.seconds, r.intake_seconds, r.msgs_per_s(), r.samples_per_s());
+      std::printf(
+          "  %-15s run %d: %7.3f s (first message %6.3f s, intake %7.3f s) %10.0f msgs/s %11.0f "
+          "samples/s",
+          c.c_str(), rep, r.seconds, r.first_seconds, r.intake_seconds, r.msgs_per_s(),
+          r.samples_per_s());
       if (r.kv_writes) {
         std::printf(", %llu kv writes", static_cast<unsigned long long>(r.kv_writes));
       }
