@@ -120,7 +120,7 @@ struct Settings {
   int repeats = 3;
   int fetch_batch = 256;
   int flush_ms = 1000;                // as pipelines/jetstream.json
-  int flush_messages = 20'000;        // keyed_last_value's default
+  int flush_messages = 100'000;       // keyed_last_value's default
   int64_t max_ack_pending = 100'000;  // nats_source's default; every contender's consumer
   int records_per_partition = 64;     // keyed_last_value's default
   std::string storage = "file";

@@ -350,10 +350,11 @@ const OptionsSpec<KeyedLastValueOptions>& Spec() {
         .Max(60'000);
     c.Integer("flush_messages",
               "jetstream_kv: a flush comes before flush_ms is up, at the next clock tick, once "
-              "this many messages were taken into state since the last one: it bounds what a "
-              "partition's next owner re-reads from the stream after a crash.",
+              "one partition took this many messages into state since the last one: it bounds "
+              "what a partition's next owner re-reads from the stream after a crash when a "
+              "backlog is read faster than flush_ms would flush it.",
               &O::flush_messages)
-        .Default(int64_t{20'000})
+        .Default(int64_t{100'000})
         .Min(1)
         .Max(10'000'000);
     c.Integer("records_per_partition",

@@ -227,7 +227,8 @@ void JetStreamKvStore::Write(size_t slot, const std::vector<wire::Point>& sample
     applied = std::max(applied, sequence);
     checkpoint_due_ = true;
   }
-  ++writes_since_flush_;
+  // What this partition's next owner would re-read (or, without a stream, lose) grows by one.
+  if (++changelogs_[record.partition].since_flush >= options_.flush_messages) reread_due_ = true;
   wrote_since_sync_ = wrote_since_flush_ = true;
   if (!record.dirty) {
     record.dirty = true;
@@ -417,13 +418,13 @@ void JetStreamKvStore::Sync(bool all) {
     // A tick without a Write: the input paused and there is nothing more to coalesce, so what
     // waits is written now and its messages are acknowledged without waiting out flush_ms.
     due = due || (!wrote_since_sync_ && wrote_since_flush_);
-    // Many messages taken in since the last flush (a backlog read fast): they bound what a
-    // partition's next owner re-reads after a crash.
-    due = due || writes_since_flush_ >= options_.flush_messages;
+    // A partition took many messages in since the last flush (a backlog read fast): that
+    // bounds what its next owner re-reads after a crash.
+    due = due || reread_due_;
     wrote_since_sync_ = false;
     if (due) {
-      wrote_since_flush_ = false;
-      writes_since_flush_ = 0;
+      wrote_since_flush_ = reread_due_ = false;
+      for (auto& [p, c] : changelogs_) c.since_flush = 0;
     }
   }
   if (due) {

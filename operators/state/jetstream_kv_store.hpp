@@ -43,7 +43,7 @@ struct JetStreamKvOptions {
   nats::ConnectOptions connection;
   nats::BucketOptions bucket;
   int64_t flush_ms = 200;
-  int64_t flush_messages = 20'000;    // or sooner, once this many messages wait for a write
+  int64_t flush_messages = 100'000;   // or sooner, once a partition has this many not stored
   size_t records_per_partition = 64;  // KV keys a partition's vehicles are spread over
   size_t keep = 4;                    // samples per key kept after a merge
   int64_t history_ns = 0;             // and every sample this close to the key's newest (Retention)
@@ -108,9 +108,10 @@ class JetStreamKvStore final : public StateStore {
   };
   /// What the checkpoint of a partition this worker owns stands on.
   struct Changelog {
-    uint64_t applied = 0;  // highest sequence written into the state (Write)
-    uint64_t stored = 0;   // the checkpoint last stored
-    bool writing = false;  // a checkpoint write is in flight
+    uint64_t applied = 0;     // highest sequence written into the state (Write)
+    uint64_t stored = 0;      // the checkpoint last stored
+    bool writing = false;     // a checkpoint write is in flight
+    int64_t since_flush = 0;  // messages written into the state since the last flush
   };
   using RecordNode = std::pair<const std::string, Record>;
   struct SlotRef {
@@ -160,7 +161,7 @@ class JetStreamKvStore final : public StateStore {
   int64_t in_flight_ = 0;
   bool wrote_since_sync_ = false;   // a Write since the last tick
   bool wrote_since_flush_ = false;  // a Write since the last flush
-  int64_t writes_since_flush_ = 0;  // messages written since the last flush
+  bool reread_due_ = false;         // a partition reached flush_messages since the last flush
   bool checkpoint_due_ = false;     // a write answered, or a sequence applied, since Checkpoint
 
   KvMetrics kv_metrics_;

@@ -135,17 +135,21 @@ TEST_F(KeyedLastValueKvTest, WhatWaitsIsWrittenAtTheFirstTickWithoutNewSamples) 
   EXPECT_EQ(h->Counter("kv_writes"), 1u);
 }
 
-TEST_F(KeyedLastValueKvTest, ManyMessagesTakenInBringTheFlushForward) {
+// flush_messages bounds what each partition's next owner re-reads: it counts per partition, so
+// a worker that owns many partitions does not flush more often for owning them.
+TEST_F(KeyedLastValueKvTest, ManyMessagesOfOnePartitionBringTheFlushForward) {
   auto h = Worker(/*flush_ms=*/60'000, /*flush_messages=*/10);
-  for (int64_t t = 1; t <= 9; ++t) h->Feed(Batch("v1", "speed", {t}));
-  h->TickAt(1);  // 9 taken in: not yet
+  uint64_t seq = 0;
+  for (int64_t t = 1; t <= 9; ++t) h->Feed(Sequenced(Batch("v1", "speed", {t}), ++seq, 0));
+  for (int64_t t = 1; t <= 9; ++t) h->Feed(Sequenced(Batch("v3", "speed", {t}), ++seq, 1));
+  h->TickAt(1);  // 18 taken in, 9 of each partition: not yet
   EXPECT_EQ(h->Counter("kv_writes"), 0u);
-  h->Feed(Batch("v2", "speed", {10}));
-  h->TickAt(2);  // 10 (samples came since tick 1, so not a quiet tick)
-  EXPECT_TRUE(WaitFor([&] { return h->Counter("kv_writes") == 2; }, 10s));  // one per vehicle
-  h->Feed(Batch("v1", "speed", {11}));
-  h->TickAt(3);  // the count starts again
-  EXPECT_EQ(h->Counter("kv_writes"), 2u);
+  h->Feed(Sequenced(Batch("v2", "speed", {10}), ++seq, 0));
+  h->TickAt(2);  // partition 0 has 10 (samples came since tick 1, so not a quiet tick)
+  EXPECT_TRUE(WaitFor([&] { return h->Counter("kv_writes") == 3; }, 10s));  // one per vehicle
+  h->Feed(Sequenced(Batch("v1", "speed", {11}), ++seq, 0));
+  h->TickAt(3);  // the counts start again
+  EXPECT_EQ(h->Counter("kv_writes"), 3u);
 }
 
 TEST_F(KeyedLastValueKvTest, WritesAreCoalescedPerKeyAndCarryWhatStateRetains) {
