@@ -127,7 +127,7 @@ set(CPACK_DEBIAN_DEV_PACKAGE_NAME fleetflow-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 # What cmake/fleetflowConfig.cmake finds (find_dependency, pkg-config).
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
-  "libtbb-dev, rapidjson-dev, libspdlog-dev, prometheus-cpp-dev, libmuparser-dev, libnats-dev, libpqxx-dev, libpq-dev, libcpp-httplib-dev, libzstd-dev, libflatbuffers-dev, libssl-dev, pkg-config")
+  "libtbb-dev, rapidjson-dev, libspdlog-dev, prometheus-cpp-dev, libmuparser-dev, libabsl-dev, libnats-dev, libpqxx-dev, libpq-dev, libcpp-httplib-dev, libzstd-dev, libflatbuffers-dev, libssl-dev, pkg-config")
 set(CPACK_COMPONENT_DEV_DESCRIPTION
  "fleetflow operator SDK: static libraries, headers, CMake package
 For operators written outside fleetflow's tree: find_package(fleetflow) gives

@@ -1,5 +1,7 @@
 #include "keyed_last_value.hpp"
 
+#include <absl/container/flat_hash_map.h>
+
 #include <algorithm>
 #include <string_view>
 #include <unordered_map>
@@ -209,7 +211,7 @@ class KeyedLastValue final : public Operator {
       const auto newest =
           newest_.find(std::string_view(it->first).substr(prefix.size(), dot - prefix.size()));
       if (newest != newest_.end()) newest_.erase(newest);
-      it = state_.erase(it);
+      state_.erase(it++);
     }
     if (p < restored_.size()) restored_[p] = false;
     keys_.Set(static_cast<double>(state_.size()));
@@ -299,7 +301,7 @@ class KeyedLastValue final : public Operator {
     int64_t* newest = nullptr;      // the vehicle's entry in newest_, once it has one
     size_t slot = SIZE_MAX;         // the key's number in the store, once asked
   };
-  std::unordered_map<std::string, KeyEntry> state_;
+  absl::flat_hash_map<std::string, KeyEntry> state_;
   std::string key_;
   std::unique_ptr<StateStore> store_;
   std::vector<bool> restored_;  // by partition: taken in from the store

@@ -1,5 +1,7 @@
 #include "window_join.hpp"
 
+#include <absl/container/flat_hash_map.h>
+
 #include <algorithm>
 #include <chrono>
 #include <limits>
@@ -169,7 +171,7 @@ struct Partition : WindowProgress {
   // Dense, so that emitting a window walks them in order; `index` (vehicle id -> place) serves
   // the samples and status events.
   std::vector<VehicleState> vehicles;
-  std::unordered_map<std::string, uint32_t> index;
+  absl::flat_hash_map<std::string, uint32_t> index;
   std::map<int64_t, std::set<std::string>> corrections;  // window -> vehicles to emit again
 };
 

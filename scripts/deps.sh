@@ -8,7 +8,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates ccache
   libnats-dev libssl-dev libtbb-dev libzstd-dev libgeos-dev libpqxx-dev libpq-dev libflatbuffers-dev flatbuffers-compiler
-  rapidjson-dev libmuparser-dev libcli11-dev libcpp-httplib-dev libspdlog-dev libfmt-dev prometheus-cpp-dev
+  rapidjson-dev libmuparser-dev libabsl-dev libcli11-dev libcpp-httplib-dev libspdlog-dev libfmt-dev prometheus-cpp-dev
   nats-server postgresql-15 postgresql-client-15 procps iproute2
 )
 # What the tests add (unless --demo): GoogleTest, clang for the fuzzers, clang-format for the

@@ -158,7 +158,7 @@ if other=$(contents "${deb[fleet-sensor]}" | grep -E '/bin/fleetflow$|fleetflow@
 fi
 
 # Dependencies: the engine's libraries in fleetflow's (dpkg-shlibdeps ran), none in fleet-sensor's.
-engine_libs='libtbb|libpqxx|libpq5|libspdlog|libprometheus|libgeos|libmuparser|libfmt'
+engine_libs='libtbb|libpqxx|libpq5|libspdlog|libprometheus|libgeos|libmuparser|libabsl|libfmt'
 fw_depends=$(dpkg-deb -f "${deb[fleet-sensor]}" Depends)
 if grep -qE "$engine_libs" <<<"$fw_depends"; then
   fail "fleet-sensor depends on an engine library: $fw_depends"
