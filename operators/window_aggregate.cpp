@@ -311,11 +311,14 @@ class WindowAggregate final : public Operator {
     SensorState* sensor = nullptr;
     Accumulator* window = nullptr;  // of window_end: a batch's samples are mostly in one window
     int64_t window_end = 0;
+    // Counted once per batch: an atomic increment per sample waits for the stores before it.
+    uint64_t late = 0;
+    uint64_t aggregated = 0;
     for (const wire::Point& p : b.points) {
       time_.Saw(part, p.ts_ns, false);
       const int64_t end = EndOf(p.ts_ns);
       if (end < *part.next) {
-        late_.Inc();
+        ++late;
         continue;
       }
       if (sensor == nullptr) sensor = &Vehicle(part, b.vehicle).sensors[idx->second];
@@ -323,11 +326,12 @@ class WindowAggregate final : public Operator {
         window = &sensor->windows[end];
         window_end = end;
       }
-      if (window->Add(p)) {
-        aggregated_.Inc();
-      } else {
-        duplicates_.Inc();
-      }
+      if (window->Add(p)) ++aggregated;
+    }
+    if (late > 0) late_.Inc(late);
+    if (aggregated > 0) aggregated_.Inc(aggregated);
+    if (const uint64_t duplicates = b.points.size() - late - aggregated; duplicates > 0) {
+      duplicates_.Inc(duplicates);
     }
     // Progress passed a window: it closes now, not at the next Tick (once a Tick said how long
     // the sources gather their input).
