@@ -221,14 +221,14 @@ void JetStreamKvStore::Write(size_t slot, const std::vector<wire::Point>& sample
   // Appended here, sorted and merged once per write (Settle), not once per message.
   s.fresh.insert(s.fresh.end(), samples.begin(), samples.end());
   if (s.fresh.size() > kMaxPendingSamples) Settle(s);
+  Changelog& changelog = changelogs_[record.partition];
   if (sequence != 0) {
     if (record.pending_seq == 0 || sequence < record.pending_seq) record.pending_seq = sequence;
-    uint64_t& applied = changelogs_[record.partition].applied;
-    applied = std::max(applied, sequence);
+    changelog.applied = std::max(changelog.applied, sequence);
     checkpoint_due_ = true;
   }
   // What this partition's next owner would re-read (or, without a stream, lose) grows by one.
-  if (++changelogs_[record.partition].since_flush >= options_.flush_messages) reread_due_ = true;
+  if (++changelog.since_flush >= options_.flush_messages) reread_due_ = true;
   wrote_since_sync_ = wrote_since_flush_ = true;
   if (!record.dirty) {
     record.dirty = true;
