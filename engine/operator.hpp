@@ -93,6 +93,11 @@ class Operator {
     (void)in;
     (void)out;
   }
+  /// Operators with an input: `soon` is handled a few messages after the one at hand (the same
+  /// packet). An operator whose state lookups miss the cache starts loading what `soon` needs
+  /// (the hash map's slot of its key), so that the miss overlaps the work in between. Changes
+  /// nothing that can be observed.
+  virtual void Prefetch(const Message& soon) { (void)soon; }
   /// False while the operator cannot do its work (not connected, state not restored).
   virtual bool Ready() const { return true; }
   /// Sources only: true while input that exists upstream cannot be read yet (a durable source

@@ -100,7 +100,7 @@ class KeyedLastValue final : public Operator {
       // it would be dropped as that status' duplicate.
       auto newest = newest_.find(status->vehicle);
       int64_t at = newest != newest_.end() ? newest->second : status->at_ns;
-      MakeKey(status->partition, status->vehicle, wire::kStatusToken);
+      MakeKey(key_, status->partition, status->vehicle, wire::kStatusToken);
       if (const auto last = state_.find(key_); last != state_.end() && !last->second.kept.empty()) {
         at = std::max(at, last->second.kept.back().ts_ns + 1);
       }
@@ -126,7 +126,7 @@ class KeyedLastValue final : public Operator {
       if (batch->ack) batch->ack->Done();
       return;
     }
-    MakeKey(batch->partition, batch->vehicle, batch->sensor);
+    MakeKey(key_, batch->partition, batch->vehicle, batch->sensor);
     KeyEntry& entry = Accept(key_, batch->points, true);
     accepted_.Inc(passed_.size());
     if (!stored_.empty()) store_->Write(Slot(entry, key_), stored_, batch->sequence);
@@ -145,12 +145,20 @@ class KeyedLastValue final : public Operator {
     out.Emit(MakeMessage(std::move(passed)));
   }
 
+  void Prefetch(const Message& soon) override {
+    if (const auto* b = std::get_if<SampleBatch>(soon.get())) {
+      MakeKey(soon_key_, b->partition, b->vehicle, b->sensor);
+      state_.prefetch(soon_key_);
+    }
+  }
+
   bool Ready() const override { return store_->Ready(); }
 
  private:
   /// key_ = `<partition>.<vehicle>.<sensor>` (or `.status`): the state's and the store's key.
-  void MakeKey(uint32_t partition, std::string_view vehicle, std::string_view sensor) {
-    key_.assign(std::to_string(partition)).append(".").append(vehicle).append(".").append(sensor);
+  static void MakeKey(std::string& key, uint32_t partition, std::string_view vehicle,
+                      std::string_view sensor) {
+    key.assign(std::to_string(partition)).append(".").append(vehicle).append(".").append(sensor);
   }
 
   /// Takes partition `p`'s stored state in (once) and passes it on, so the windows after a
@@ -303,6 +311,7 @@ class KeyedLastValue final : public Operator {
   };
   absl::flat_hash_map<std::string, KeyEntry> state_;
   std::string key_;
+  std::string soon_key_;  // Prefetch's
   std::unique_ptr<StateStore> store_;
   std::vector<bool> restored_;  // by partition: taken in from the store
   /// By partition: the restored state's checkpoint (0: none), what InState skips up to.

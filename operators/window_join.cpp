@@ -220,6 +220,14 @@ class WindowJoin final : public Operator {
     for (size_t i = 0; i < sensors_->size(); ++i) index_[(*sensors_)[i]] = i;
   }
 
+  void Prefetch(const Message& soon) override {
+    if (const auto* b = std::get_if<SampleBatch>(soon.get())) {
+      if (const auto p = partitions_.find(b->partition); p != partitions_.end()) {
+        p->second.index.prefetch(b->vehicle);
+      }
+    }
+  }
+
   void Process(const Message& in, Emitter& out) override {
     if (const auto* b = std::get_if<SampleBatch>(in.get())) {
       Add(*b, out);
