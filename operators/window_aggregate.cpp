@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "aggregate_state.hpp"
@@ -22,6 +23,7 @@
 #include "options.hpp"
 #include "state/jetstream_kv_snapshots.hpp"
 #include "state_store.hpp"
+#include "vehicle_table.hpp"
 
 namespace fleetflow {
 
@@ -156,17 +158,52 @@ class Accumulator {
   std::vector<Run> runs_;  // by the time of their first sample
 };
 
+/// A sensor's open windows by their end, oldest first. A few at a time (the allowed lateness over
+/// every_ms, most often one): searched from the newest, where samples go.
+class OpenWindows {
+ public:
+  using Entry = std::pair<int64_t, Accumulator>;
+
+  bool empty() const { return windows_.empty(); }
+  int64_t OldestEnd() const { return windows_.front().first; }
+  auto begin() const { return windows_.begin(); }
+  auto end() const { return windows_.end(); }
+
+  /// Window `end`'s, created empty when it is not open yet.
+  Accumulator& At(int64_t end) {
+    auto it = windows_.end();
+    while (it != windows_.begin() && std::prev(it)->first > end) --it;
+    if (it != windows_.begin() && std::prev(it)->first == end) return std::prev(it)->second;
+    return windows_.emplace(it, end, Accumulator{})->second;
+  }
+
+  /// Removes window `end` and returns what it held, if it was open.
+  std::optional<Accumulator> Take(int64_t end) {
+    auto it = std::find_if(windows_.begin(), windows_.end(),
+                           [end](const Entry& e) { return e.first == end; });
+    if (it == windows_.end()) return std::nullopt;
+    std::optional<Accumulator> taken = std::move(it->second);
+    windows_.erase(it);
+    return taken;
+  }
+
+ private:
+  std::vector<Entry> windows_;
+};
+
 struct SensorState {
-  std::map<int64_t, Accumulator> windows;   // by window end
+  OpenWindows windows;
   std::optional<wire::Point> last_emitted;  // the newest sample of the last window emitted
 };
 
 struct VehicleState {
+  VehicleState(std::string vehicle, size_t sensors) : id(std::move(vehicle)), sensors(sensors) {}
+  std::string id;
   std::vector<SensorState> sensors;
 };
 
 struct Partition : WindowProgress {
-  std::unordered_map<std::string, VehicleState> vehicles;
+  VehicleTable<VehicleState> vehicles;
   // Assigned by a partitioned source (which partition, when): its batches say which, and it
   // reports every window it closes (StatsBatch::partition).
   std::optional<uint32_t> id;
@@ -265,6 +302,14 @@ class WindowAggregate final : public Operator {
                      : std::move(memory_snapshots);
   }
 
+  void Prefetch(const Message& soon) override {
+    if (const auto* b = std::get_if<SampleBatch>(soon.get())) {
+      if (const auto p = partitions_.find(b->partition); p != partitions_.end()) {
+        p->second.vehicles.Prefetch(b->vehicle);
+      }
+    }
+  }
+
   void Process(const Message& in, Emitter& out) override {
     if (const auto* b = std::get_if<SampleBatch>(in.get())) {
       Add(*b, out);
@@ -323,7 +368,7 @@ class WindowAggregate final : public Operator {
       }
       if (sensor == nullptr) sensor = &Vehicle(part, b.vehicle).sensors[idx->second];
       if (window == nullptr || end != window_end) {
-        window = &sensor->windows[end];
+        window = &sensor->windows.At(end);
         window_end = end;
       }
       if (window->Add(p)) ++aggregated;
@@ -341,12 +386,9 @@ class WindowAggregate final : public Operator {
   }
 
   VehicleState& Vehicle(Partition& p, const std::string& id) {
-    auto [it, inserted] = p.vehicles.try_emplace(id);
-    if (inserted) {
-      it->second.sensors.resize(sensors_->size());
-      ++tracked_count_;
-    }
-    return it->second;
+    auto [v, inserted] = p.vehicles.Get(id, sensors_->size());
+    if (inserted) ++tracked_count_;
+    return v;
   }
 
   /// Emits every window of the partition whose end is at most `horizon`: on the input the source
@@ -363,9 +405,9 @@ class WindowAggregate final : public Operator {
   /// Jumps over windows before the oldest one open.
   void SkipEmptyWindows(Partition& p) const {
     int64_t oldest = std::numeric_limits<int64_t>::max();
-    for (const auto& [_, v] : p.vehicles) {
+    for (const VehicleState& v : p.vehicles) {
       for (const SensorState& s : v.sensors) {
-        if (!s.windows.empty()) oldest = std::min(oldest, s.windows.begin()->first);
+        if (!s.windows.empty()) oldest = std::min(oldest, s.windows.OldestEnd());
       }
     }
     if (oldest != std::numeric_limits<int64_t>::max()) p.next = std::max(*p.next, oldest);
@@ -379,20 +421,20 @@ class WindowAggregate final : public Operator {
     batch.sensors = sensors_;
     batch.partition = p.id;
     const bool emits = EventTime::Emits(p, end);
-    for (auto it = p.vehicles.begin(); it != p.vehicles.end();) {
+    for (size_t i = 0; i < p.vehicles.size();) {
+      VehicleState& v = p.vehicles[i];
       StatsRow row;
       bool any = false;
       bool open = false;
-      for (SensorState& s : it->second.sensors) {
+      for (SensorState& s : v.sensors) {
         SensorStats stats;
-        if (auto w = s.windows.find(end); w != s.windows.end()) {
+        if (const std::optional<Accumulator> w = s.windows.Take(end)) {
           std::optional<wire::Point> before;
-          if (s.last_emitted && w->second.Oldest().ts_ns - s.last_emitted->ts_ns <= max_gap_) {
+          if (s.last_emitted && w->Oldest().ts_ns - s.last_emitted->ts_ns <= max_gap_) {
             before = s.last_emitted;
           }
-          stats = w->second.Stats(before);
-          s.last_emitted = w->second.Newest();
-          s.windows.erase(w);
+          stats = w->Stats(before);
+          s.last_emitted = w->Newest();
           any = true;
         }
         row.sensors.push_back(stats);
@@ -401,13 +443,13 @@ class WindowAggregate final : public Operator {
                (s.last_emitted && s.last_emitted->ts_ns >= end - max_gap_);
       }
       if (any && emits) {
-        row.vehicle = it->first;
+        row.vehicle = v.id;
         batch.rows.push_back(std::move(row));
       }
       if (open) {
-        ++it;
+        ++i;
       } else {
-        it = p.vehicles.erase(it);
+        p.vehicles.Remove(i);  // the last one moves into place i: it is looked at next
         --tracked_count_;
       }
     }
@@ -493,7 +535,8 @@ class WindowAggregate final : public Operator {
     progress.progress = aggregate::Progress{p.next, p.first_window, p.newest_event_ns, p.stream_ns};
     values[kProgressKey] = aggregate::Encode(progress);
     std::array<aggregate::State, kSnapshotRecords> records;
-    for (const auto& [vehicle, state] : p.vehicles) {
+    for (const VehicleState& state : p.vehicles) {
+      const std::string& vehicle = state.id;
       aggregate::Vehicle saved{vehicle, {}};
       for (size_t i = 0; i < state.sensors.size(); ++i) {
         const SensorState& s = state.sensors[i];
@@ -566,7 +609,7 @@ class WindowAggregate final : public Operator {
       sensor.last_emitted = s.last_emitted;
       for (const aggregate::Window& w : s.windows) {
         if (auto a = Accumulator::Restored(w); a && EndOf(w.end_ns - 1) == w.end_ns) {
-          sensor.windows.insert_or_assign(w.end_ns, std::move(*a));
+          sensor.windows.At(w.end_ns) = std::move(*a);
         } else {
           corrupt_.Inc();
         }

@@ -1,7 +1,5 @@
 #include "window_join.hpp"
 
-#include <absl/container/flat_hash_map.h>
-
 #include <algorithm>
 #include <chrono>
 #include <limits>
@@ -15,6 +13,7 @@
 
 #include "event_time.hpp"
 #include "options.hpp"
+#include "vehicle_table.hpp"
 
 namespace fleetflow {
 
@@ -168,10 +167,7 @@ struct VehicleState {
 /// An unpartitioned source is partition 0.
 struct Partition : WindowProgress {
   uint32_t id = 0;
-  // Dense, so that emitting a window walks them in order; `index` (vehicle id -> place) serves
-  // the samples and status events.
-  std::vector<VehicleState> vehicles;
-  absl::flat_hash_map<std::string, uint32_t> index;
+  VehicleTable<VehicleState> vehicles;
   std::map<int64_t, std::set<std::string>> corrections;  // window -> vehicles to emit again
 };
 
@@ -223,7 +219,7 @@ class WindowJoin final : public Operator {
   void Prefetch(const Message& soon) override {
     if (const auto* b = std::get_if<SampleBatch>(soon.get())) {
       if (const auto p = partitions_.find(b->partition); p != partitions_.end()) {
-        p->second.index.prefetch(b->vehicle);
+        p->second.vehicles.Prefetch(b->vehicle);
       }
     }
   }
@@ -255,12 +251,9 @@ class WindowJoin final : public Operator {
   }
 
   VehicleState& Vehicle(Partition& p, const std::string& id) {
-    auto [it, inserted] = p.index.try_emplace(id, static_cast<uint32_t>(p.vehicles.size()));
-    if (inserted) {
-      p.vehicles.emplace_back(id, sensors_->size());
-      ++tracked_count_;
-    }
-    return p.vehicles[it->second];
+    auto [v, inserted] = p.vehicles.Get(id, sensors_->size());
+    if (inserted) ++tracked_count_;
+    return v;
   }
 
   void Add(const SampleBatch& b, Emitter& out) {
@@ -392,7 +385,8 @@ class WindowJoin final : public Operator {
       const bool gone = v.newest_ns < keep_from - max_gap_ ||
                         (v.off_at_ns && v.newest_ns <= *v.off_at_ns && keep_from > *v.off_at_ns);
       if (gone) {
-        Remove(p, i);  // the last vehicle takes its place, and is visited next
+        p.vehicles.Remove(i);  // the last vehicle takes its place, and is visited next
+        --tracked_count_;
       } else {
         v.Prune(keep_from);
         ++i;
@@ -411,17 +405,6 @@ class WindowJoin final : public Operator {
       out.Emit(MakeMessage(std::move(batch)));
     }
     windows_.Inc();
-  }
-
-  /// Forgets vehicle i of the partition: the last one moves into its place.
-  void Remove(Partition& p, size_t i) {
-    p.index.erase(p.vehicles[i].id);
-    if (i + 1 < p.vehicles.size()) {
-      p.vehicles[i] = std::move(p.vehicles.back());
-      p.index[p.vehicles[i].id] = static_cast<uint32_t>(i);
-    }
-    p.vehicles.pop_back();
-    --tracked_count_;
   }
 
   /// A batch for window t of the partition, room for `expected_rows`.
@@ -456,8 +439,7 @@ class WindowJoin final : public Operator {
     for (const auto& [t, ids] : p.corrections) {
       WindowBatch batch = NewBatch(p, t, ids.size());
       for (const std::string& id : ids) {
-        const auto it = p.index.find(id);
-        if (it != p.index.end()) AddRow(p.vehicles[it->second], t, batch);
+        if (VehicleState* v = p.vehicles.Find(id)) AddRow(*v, t, batch);
       }
       const size_t n = batch.rows.size();
       rows_.Inc(n);
