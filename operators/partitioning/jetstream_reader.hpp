@@ -71,7 +71,8 @@ class JetStreamReader final : public PartitionReader {
   /// consumer with undelivered messages or an unknown backlog, a partition taken over that the
   /// fetch thread has not taken in, one given up whose kRevoked event is not out, a fetch thread
   /// that stood still, a failing fetch, nothing delivered while the stream has not said that it
-  /// has a leader (StreamWatch), messages waiting behind lost deliveries (DeliveryOrder).
+  /// has a leader (StreamWatch), messages waiting behind lost deliveries (DeliveryOrder), a quiet
+  /// consumer whose "nothing pending" the stream's leader contradicts (ConfirmWithStream).
   /// Thread-safe.
   bool HoldsBack() const;
   /// True while the stream itself says it cannot store (Operator::CutOffFromInput): a stream
@@ -96,6 +97,11 @@ class JetStreamReader final : public PartitionReader {
     uint64_t ack_pending = 0;               // delivered, not acknowledged (asked)
     const nats::JsMessage* last = nullptr;  // its last message of the current batch
     DeliveryOrder<nats::JsMessage> order;   // after deliveries lost on their way
+    uint64_t received_seq = 0;  // the highest stream sequence received (or known passed)
+    int stream_asks = 0;        // the stream's leader asked since the last message came
+    // The stream stores messages for it that its consumer neither delivered nor counts as
+    // pending (its leader's copy of the stream is behind): held back (ConfirmWithStream).
+    bool behind_stream = false;
   };
 
   void FetchLoop();
@@ -113,6 +119,9 @@ class JetStreamReader final : public PartitionReader {
   int64_t StallNs() const;
   Reading& ReadingOf(uint32_t p, int64_t now);
   void AskQuietConsumers(int64_t now);
+  void ConfirmWithStream(int64_t now);
+  /// The subjects of partition `p`'s consumer (unpartitioned: the consumer's filter).
+  std::string FilterOf(uint32_t p) const;
   Gauge& PartitionPending(uint32_t p);
   Labels PartitionLabels(uint32_t p) const;
   void Released(uint32_t p);
