@@ -250,9 +250,12 @@ function enginePermissions(a) {
   const publish = [
     "$JS.API.INFO",
     "$JS.API.STREAM.NAMES",
-    // The telemetry stream (created on first start when missing).
+    // The telemetry stream (created on first start when missing), and the last message of a
+    // partition's subjects: a quiet consumer's "nothing pending" is confirmed with the stream's
+    // leader (docs/semantics.md).
     `$JS.API.STREAM.INFO.${stream}`,
     `$JS.API.STREAM.CREATE.${stream}`,
+    `$JS.API.STREAM.MSG.GET.${stream}`,
   ];
   // Edge leaf nodes: the engine adds their streams to the stream's sources.
   if (a.leafNames.length > 0) publish.push(`$JS.API.STREAM.UPDATE.${stream}`);
