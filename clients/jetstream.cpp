@@ -1318,12 +1318,16 @@ uint64_t JetStream::ConsumerDelivered(const std::string& stream, const std::stri
   return Progress(stream, durable).delivered;
 }
 
-JetStream::Stored JetStream::LastStored(const std::string& stream, const std::string& subject) {
+JetStream::Stored JetStream::LastStored(const std::string& stream, const std::string& subject,
+                                        int timeout_ms) {
   natsMsg* msg = nullptr;
   jsErrCode err = static_cast<jsErrCode>(0);
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = timeout_ms;
   // STREAM.MSG.GET with last_by_subj, answered by the stream's leader (not a direct get, which
   // any replica answers from its own copy).
-  const natsStatus s = js_GetLastMsg(&msg, js_, stream.c_str(), subject.c_str(), nullptr, &err);
+  const natsStatus s = js_GetLastMsg(&msg, js_, stream.c_str(), subject.c_str(), &o, &err);
   if (s == NATS_NOT_FOUND && err != JSStreamNotFoundErr) return {};
   if (s != NATS_OK) Throw(s, "last message of " + subject + " in stream " + stream + JsError(err));
   const Stored out{natsMsg_GetSequence(msg), natsMsg_GetTime(msg)};

@@ -592,7 +592,8 @@ class JetStream {
     uint64_t sequence = 0;  // 0: none
     int64_t time_ns = 0;    // when the stream stored it (wall clock)
   };
-  Stored LastStored(const std::string& stream, const std::string& subject);
+  /// Waits `timeout_ms` at most for the answer (a stream without a leader answers nobody).
+  Stored LastStored(const std::string& stream, const std::string& subject, int timeout_ms);
 
  private:
   Connection& conn_;

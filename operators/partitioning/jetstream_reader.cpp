@@ -17,6 +17,9 @@ namespace {
 const std::vector<double> kFetchBuckets = {0,   1,   2,   4,    8,    16,   32,   64,
                                            128, 256, 512, 1024, 2048, 4096, 10000};
 
+/// How long ConfirmWithStream waits for the stream's answer: the fetch thread waits with it.
+constexpr int kConfirmTimeoutMs = 1000;
+
 }  // namespace
 
 JetStreamReader::JetStreamReader(JetStreamReaderOptions options, nats::Connection& conn,
@@ -371,6 +374,7 @@ void JetStreamReader::AskQuietConsumers(int64_t now) {
 /// the last the consumer delivered or passed over (a partition's previous owner received it),
 /// holds the partition back until its consumer delivers again, or at most that long.
 void JetStreamReader::ConfirmWithStream(int64_t now) {
+  if (confirm_refused_) return;
   const int64_t expiry_ns = int64_t{options_.fetch_expiry_ms} * 1'000'000;
   for (auto& [p, r] : reading_) {
     const int64_t quiet_ns = now - r.since_ns;
@@ -389,7 +393,7 @@ void JetStreamReader::ConfirmWithStream(int64_t now) {
     if (r.behind_stream || !r.known || r.pending > 0 || quiet_ns <= due_ns) continue;
     ++r.stream_asks;
     try {
-      const auto stored = js_.LastStored(options_.consumer.stream, FilterOf(p));
+      const auto stored = js_.LastStored(options_.consumer.stream, FilterOf(p), kConfirmTimeoutMs);
       if (stored.sequence <= r.received_seq || stored.time_ns > WallClock().NowNs() - expiry_ns) {
         continue;
       }
@@ -406,6 +410,18 @@ void JetStreamReader::ConfirmWithStream(int64_t now) {
           options_.node, p, stored.sequence, delivered, r.received_seq);
       r.behind_stream = true;
     } catch (const nats::Error& e) {
+      const std::string refused = conn_.LastError();
+      if (refused.find("Permissions Violation") != std::string::npos &&
+          refused.find("STREAM.MSG.GET") != std::string::npos) {
+        // Users generated before this request was needed (deploy/nats/generate-users.mjs).
+        spdlog::error(
+            "node '{}': the server refuses to tell the last message of stream {} ({}): a quiet "
+            "consumer's \"nothing pending\" is taken at its word from now on (allow "
+            "$JS.API.STREAM.MSG.GET.{} to the engine's user: generate-users.mjs does)",
+            options_.node, options_.consumer.stream, refused, options_.consumer.stream);
+        confirm_refused_ = true;
+        return;
+      }
       spdlog::debug("node '{}': {}", options_.node, e.what());
     }
   }

@@ -128,6 +128,8 @@ class JetStreamReader final : public PartitionReader {
 
   const JetStreamReaderOptions options_;
   nats::Connection& conn_;
+  bool confirm_refused_ = false;  // the server refuses ConfirmWithStream's request (the fetch
+                                  // thread's)
   nats::JetStream& js_;
   const Deliver deliver_;
   Metrics& metrics_;
