@@ -584,15 +584,16 @@ class JetStream {
                                                 const std::string& durable);
   /// The stream sequence of the last message a durable consumer delivered (0: none yet).
   uint64_t ConsumerDelivered(const std::string& stream, const std::string& durable);
-  /// The last message `stream` stores on `subject` (wildcards allowed), as the stream's leader
-  /// knows it; sequence 0 when it stores none. A consumer led by a node whose copy
-  /// of the stream is behind (restarted after a crash, catching up) reports nothing pending and
-  /// delivers nothing: this is how to tell.
+  /// A message a stream stores, as LastStored() finds it.
   struct Stored {
     uint64_t sequence = 0;  // 0: none
     int64_t time_ns = 0;    // when the stream stored it (wall clock)
   };
-  /// Waits `timeout_ms` at most for the answer (a stream without a leader answers nobody).
+  /// The last message `stream` stores on `subject` (wildcards allowed), as the stream's leader
+  /// knows it; sequence 0 when it stores none. A consumer led by a node whose copy
+  /// of the stream is behind (restarted after a crash, catching up) reports nothing pending and
+  /// delivers nothing: this is how to tell. Waits `timeout_ms` at most for the answer (a stream
+  /// without a leader answers nobody).
   Stored LastStored(const std::string& stream, const std::string& subject, int timeout_ms);
 
  private:

@@ -123,7 +123,8 @@ TEST_F(FaultsE2E, PostgresDownFor30sUnderLoadEveryRowArrivesOnceWithinTheMemoryB
   ASSERT_TRUE(WaitFor([&] { return Rows(pg_) >= 3 * kVehicles; }, 60s));
 
   pg_.Stop();
-  // The outage lasts 30 s of publishing; meanwhile the engine's sink metrics are sampled.
+  // The outage lasts 30 s of publishing; meanwhile the engine's sink metrics are sampled every
+  // 250 ms (the sampling period and the outage's length, not a wait for a condition).
   double max_pending = 0;
   bool blocked = false, not_ready = false;
   for (const auto end = std::chrono::steady_clock::now() + 30s;
@@ -162,6 +163,7 @@ TEST_F(FaultsE2E, SlowPostgresLockedFor10sEngineMemoryStaysBounded) {
         "BEGIN; LOCK TABLE vehicle_telemetry IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(10); "
         "COMMIT;");
   });
+  // Sampled every 250 ms while the lock is held (its length, not a wait for a condition).
   double rss_peak = rss_before, written_during = written_before;
   for (const auto end = lock_start + 9s; std::chrono::steady_clock::now() < end;
        std::this_thread::sleep_for(250ms)) {

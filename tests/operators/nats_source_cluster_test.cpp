@@ -81,16 +81,27 @@ TEST(NatsSourceClusterTest, HoldsBackInputWhileItsConsumersLeaderHasNotCaughtUpW
                    nats::Headers{}, 5000);
       }
       cluster.node(victim).Start();
-      for (int i = 0; i < 40; ++i) {
+      // The consumer's leader, "" while it has none (an election under way) or the answer fails.
+      const auto consumer_leader = [&] {
         try {
           info = std::string(
               conn->Request("$JS.API.CONSUMER.INFO.TELEMETRY.fleetflow", "", 2000).text());
-          if (JsonField(info, "leader") == victim_name) break;
+          return JsonField(info, "leader");
+        } catch (const std::exception&) {
+          return std::string();
+        }
+      };
+      // Stepped down until the restarted node leads it (each stepdown hands it to another node).
+      for (int i = 0; i < 12; ++i) {
+        std::string now;
+        if (!WaitFor([&] { return !(now = consumer_leader()).empty(); }, 5s)) break;
+        if (now == victim_name) break;
+        try {
           conn->Request("$JS.API.CONSUMER.LEADER.STEPDOWN.TELEMETRY.fleetflow", "", 2000);
         } catch (const std::exception&) {
-          // asked again: the consumer elects its leader meanwhile
+          continue;  // asked again: the leader may have moved meanwhile
         }
-        std::this_thread::sleep_for(50ms);  // between two stepdowns: the election's time
+        WaitFor([&] { return consumer_leader() != now; }, 5s);
       }
     } catch (const std::exception& e) {
       // The cluster was slow to set up (a busy machine): this attempt is void.
