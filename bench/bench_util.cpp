@@ -119,6 +119,13 @@ double PidCpuSeconds(pid_t pid) {
   return (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
+double PidSystemCpuSeconds(pid_t pid) {
+  if (pid <= 0) return 0;
+  const auto f = StatFields(pid);
+  if (f.size() < 13) return 0;
+  return std::stod(f[12]) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 uint64_t PeakRssBytes() { return StatusKb("VmHWM") * 1024; }
 uint64_t RssBytes() { return StatusKb("VmRSS") * 1024; }
 

@@ -55,6 +55,8 @@ double ProcessCpuSeconds();
 double ThreadCpuSeconds();
 /// User + system CPU seconds of process `pid` (0 when unknown or gone).
 double PidCpuSeconds(pid_t pid);
+/// Of PidCpuSeconds, the system (kernel) CPU seconds only.
+double PidSystemCpuSeconds(pid_t pid);
 /// Peak resident set size of this process (VmHWM), in bytes.
 uint64_t PeakRssBytes();
 /// Current resident set size of this process (VmRSS), in bytes.

@@ -160,6 +160,7 @@ struct Run {
   double interval_s = 0;  // fleet-sim's start to the poll that saw the last row
   bool settled = false;
   double worker_cpu_s = 0, nats_cpu_s = 0, pg_cpu_s = 0;
+  double worker_kernel_s = 0;  // of worker_cpu_s, in the kernel (system time)
   double worker_switches = 0, nats_switches = 0;
   double idle_worker_cpu_per_s = 0, idle_nats_cpu_per_s = 0;  // before the load
   double machine_busy = 0;                                    // fraction of all cores
@@ -169,6 +170,7 @@ struct Run {
   std::vector<WorkerFigures> workers;
 
   double WorkerUs() const { return samples ? 1e6 * worker_cpu_s / samples : 0; }
+  double WorkerKernelUs() const { return samples ? 1e6 * worker_kernel_s / samples : 0; }
   double NatsUs() const { return samples ? 1e6 * nats_cpu_s / samples : 0; }
   double PgUs() const { return samples ? 1e6 * pg_cpu_s / samples : 0; }
   double WorkerSwitchesPer1000() const { return samples ? 1e3 * worker_switches / samples : 0; }
@@ -280,7 +282,7 @@ Run MeasureOne(const Settings& s, int n) {
 
   // The load.
   struct Snapshot {
-    std::vector<double> workers, worker_switches;
+    std::vector<double> workers, worker_kernel, worker_switches;
     double nats = 0, pg = 0, nats_switches = 0;
     std::pair<double, double> machine;
     SteadyClock::time_point at;
@@ -288,12 +290,16 @@ Run MeasureOne(const Settings& s, int n) {
   auto snapshot = [&] {
     Snapshot snap{worker_cpu(),
                   {},
+                  {},
                   PidCpuSeconds(nats_pid),
                   TreeCpuSeconds(pg_pid),
                   TaskSwitches(nats_pid),
                   MachineJiffies(),
                   SteadyClock::now()};
-    for (auto& w : workers) snap.worker_switches.push_back(TaskSwitches(w->process().pid()));
+    for (auto& w : workers) {
+      snap.worker_kernel.push_back(PidSystemCpuSeconds(w->process().pid()));
+      snap.worker_switches.push_back(TaskSwitches(w->process().pid()));
+    }
     return snap;
   };
   std::vector<std::string> sim_argv = {s.fleet_sim,
@@ -373,6 +379,7 @@ Run MeasureOne(const Settings& s, int n) {
   for (int i = 0; i < n; ++i) {
     run.workers[i].cpu_s = end.workers[i] - start.workers[i];
     run.worker_cpu_s += run.workers[i].cpu_s;
+    run.worker_kernel_s += end.worker_kernel[i] - start.worker_kernel[i];
     run.workers[i].switches = end.worker_switches[i] - start.worker_switches[i];
     run.worker_switches += run.workers[i].switches;
   }
@@ -520,11 +527,13 @@ int Main(int argc, char** argv) {
           "  %lld samples in %.1f s (fleet-sim %.0f samples/s, its CPU %.1f s), measured %.1f s%s; "
           "machine busy %.0f%%; idle before the load: workers %.3f CPU s/s, nats-server %.3f; "
           "context "
-          "switches per 1000 samples: workers %.0f, nats-server %.0f\n",
+          "switches per 1000 samples: workers %.0f, nats-server %.0f; workers' CPU %.2f us per "
+          "sample, of it in the kernel %.2f (%.0f%%)\n",
           static_cast<long long>(r.samples), r.sim_elapsed_s, r.samples / r.sim_elapsed_s,
           r.sim_cpu_s, r.interval_s, r.settled ? "" : " (rows did NOT settle)",
           100 * r.machine_busy, r.idle_worker_cpu_per_s, r.idle_nats_cpu_per_s,
-          r.WorkerSwitchesPer1000(), r.NatsSwitchesPer1000());
+          r.WorkerSwitchesPer1000(), r.NatsSwitchesPer1000(), r.WorkerUs(), r.WorkerKernelUs(),
+          r.worker_cpu_s > 0 ? 100 * r.worker_kernel_s / r.worker_cpu_s : 0.0);
       for (size_t i = 0; i < r.workers.size(); ++i) {
         const auto& w = r.workers[i];
         std::printf(
@@ -618,7 +627,8 @@ int Main(int argc, char** argv) {
                       "nats_switches_per_1000",
                       "idle_nats_cpu_per_s",
                       "machine_busy",
-                      "settled"});
+                      "settled",
+                      "worker_kernel_us_per_sample"});
   for (const Run& r : runs) {
     double tmin = 1e18, tmax = 0, rmin = 1e18, rmax = 0, hmax = 0;
     for (const auto& w : r.workers) {
@@ -644,7 +654,7 @@ int Main(int argc, char** argv) {
             r.rows, r.writes, r.WritesPerRow(), r.writes_after_stop, r.WritesPerRowAfterStop(),
             r.late, tmin, tmax, r.TrackedDeviation(s.vehicles), rmin, rmax, r.MeanRssMiB(), hmax,
             r.idle_worker_cpu_per_s, r.WorkerSwitchesPer1000(), r.NatsSwitchesPer1000(),
-            r.idle_nats_cpu_per_s, r.machine_busy, r.settled ? 1 : 0);
+            r.idle_nats_cpu_per_s, r.machine_busy, r.settled ? 1 : 0, r.WorkerKernelUs());
   }
   std::printf(
       "(us = microseconds of CPU; per 1000 samples multiply by 1000 and read ms: e.g. %.2f us "
@@ -686,6 +696,13 @@ int Main(int argc, char** argv) {
   std::printf(" -> %s\n", Verdict(rss_falls).c_str());
   std::printf("  (PostgreSQL CPU per sample, no goal: %.2f us vs %.2f us = %.2fx)\n", top.PgUs(),
               base.PgUs(), ratio(top.PgUs(), base.PgUs()));
+  std::printf(
+      "  (workers' CPU per sample in user space, no goal: %.2f us vs %.2f us = %.2fx; in the "
+      "kernel: %.2f us vs %.2f us = %.2fx)\n",
+      top.WorkerUs() - top.WorkerKernelUs(), base.WorkerUs() - base.WorkerKernelUs(),
+      ratio(top.WorkerUs() - top.WorkerKernelUs(), base.WorkerUs() - base.WorkerKernelUs()),
+      top.WorkerKernelUs(), base.WorkerKernelUs(),
+      ratio(top.WorkerKernelUs(), base.WorkerKernelUs()));
 
   const std::string nn = "N=" + std::to_string(top.n) + " vs N=" + std::to_string(base.n);
   const std::string load = std::to_string(s.vehicles) + " vehicles, " +
