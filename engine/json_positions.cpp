@@ -30,9 +30,12 @@ TextPosition PositionOf(std::string_view text, size_t offset) {
 /// position back, so its Tell() would lag behind; this one it reads in place.
 struct TrackedStream {
   using Ch = char;
-  explicit TrackedStream(const char* text) : begin(text), cur(text) {}
-  Ch Peek() const { return *cur; }
-  Ch Take() { return *cur++; }
+  explicit TrackedStream(std::string_view text)
+      : begin(text.data()), cur(text.data()), end(text.data() + text.size()) {}
+  // '\0' at the end, which is never passed: the Reader ends there (a multi-byte UTF-8 sequence
+  // cut short by the end of the text reads the end again, not beyond it).
+  Ch Peek() const { return cur == end ? '\0' : *cur; }
+  Ch Take() { return cur == end ? '\0' : *cur++; }
   size_t Tell() const { return static_cast<size_t>(cur - begin); }
   // Output functions the Reader's interface declares; only in-situ parsing uses them.
   Ch* PutBegin() { return nullptr; }
@@ -42,6 +45,7 @@ struct TrackedStream {
 
   const char* begin;
   const char* cur;
+  const char* end;
 };
 
 /// Records where each value starts: the Reader reports a value once it has read it, so its start
@@ -125,9 +129,7 @@ struct PositionHandler : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Positio
 };
 
 JsonPositions::JsonPositions(std::string_view text, size_t start) {
-  // The stream reads up to a NUL: a copy, as the caller's view need not end in one.
-  const std::string body(text.substr(std::min(start, text.size())));
-  TrackedStream stream(body.c_str());
+  TrackedStream stream(text.substr(std::min(start, text.size())));
   PositionHandler handler(*this, text, start, stream);
   rapidjson::Reader reader;
   reader.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(stream,

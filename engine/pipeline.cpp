@@ -211,8 +211,10 @@ class Loader {
     const size_t start = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
     // Strict JSON: no comments, no trailing commas (other tools read pipeline files too, and
     // refuse them), and valid UTF-8 (a name or id with broken bytes would pass the patterns).
+    // Bounded by the text's length, not by its NUL: RapidJSON's UTF-8 check reads past the NUL
+    // when the text ends inside a multi-byte sequence (found by the fuzzer).
     doc->Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseIterativeFlag>(
-        text.c_str() + start);
+        text.data() + start, text.size() - start);
     if (doc->HasParseError()) {
       ParseError(doc->GetParseError(), start + doc->GetErrorOffset());
       return false;

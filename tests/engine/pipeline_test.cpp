@@ -129,6 +129,19 @@ TEST_F(PipelineTest, AByteOrderMarkIsSkippedAndNotCountedInTheColumn) {
   EXPECT_EQ(bad.errors[0].column, 10u);
 }
 
+// A text that ends inside a multi-byte UTF-8 sequence is an error at that byte; nothing past the
+// text is read (RapidJSON's check of a NUL-terminated text read past the NUL: the sanitizer
+// build fails this test without the bound, the fuzzer found it).
+TEST_F(PipelineTest, ATextEndingInsideAMultiByteCharacterIsAnEncodingError) {
+  for (const std::string& text : {std::string("{\"name\": \"x\",\n \"n]\xE1"),
+                                  std::string("{\"name\": \"vehicle-telemetry\xF0\x9F")}) {
+    const LoadResult r = ParsePipeline(text, "cut.json", registry_, Env());
+    ASSERT_FALSE(r.ok());
+    EXPECT_THAT(r.errors[0].Format(), HasSubstr("cut.json:"));
+    EXPECT_THAT(r.errors[0].message, HasSubstr("invalid UTF-8 in a string"));
+  }
+}
+
 TEST_F(PipelineTest, TheSuggestionIsTheNameADidYouMeanProposes) {
   const LoadResult r = Load(Nodes({R"({"id": "in", "type": "nats_sorce"})", kState, kJoin, kSink}));
   ASSERT_FALSE(r.ok());
