@@ -21,6 +21,16 @@
 // samples (sum), the rows and their writes. Then SIGTERM to all workers (they hand over and
 // drain) and the writes are counted again.
 //
+// The bare loop (unless --no-baseline), before fleetflow's workers at each N: N bare workers
+// (this program with --bare-worker) on fresh servers read the same 16 durable consumers (made
+// by a fleetflow worker that is then stopped) as a fleetflow worker reads them: one
+// nats::PullSet on one connection, nats_source's batch, expiry and linger, requests ahead;
+// the messages acknowledged together once a second (keyed_last_value's flush_ms), nothing else
+// done with them. The same load; CPU
+// from fleet-sim's start to the first poll that finds every consumer drained. What it costs at
+// N against N = 1 is what the transport's rounds cost on this machine; fleetflow's CPU beyond it
+// is what the engine adds.
+//
 // Goals (issue "Scale out by partition"), each printed as met / not met, ratios against N = 1
 // of the same run: workers' and server's CPU per sample at the largest N within 1.2 times N = 1;
 // at most 1.02 writes per row; each worker tracks fleet/N vehicles within 20 %; RSS per worker
@@ -33,6 +43,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -48,6 +59,8 @@
 
 #include "bench_util.hpp"
 #include "fleet_check.hpp"
+#include "jetstream.hpp"
+#include "nats_client.hpp"
 #include "servers.hpp"
 
 namespace fleetflow::bench {
@@ -56,6 +69,18 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr int kPartitions = 16;
+// What the bare loop reads, as pipelines/jetstream.json's nats_source has it: its stream, its
+// durable consumers (<durable>-<partition>) and nats_source's fetch defaults, which the pipeline
+// leaves as they are.
+constexpr const char* kStream = "TELEMETRY";
+constexpr const char* kDurable = "fleetflow";
+constexpr int kFetchBatch = 256;
+constexpr int kFetchExpiryMs = 500;
+constexpr int kFetchLingerMs = 75;
+// keyed_last_value's flush_ms in the pipeline: a worker acknowledges what a flush made durable.
+constexpr auto kAckEvery = std::chrono::milliseconds(1000);
+constexpr const char* kBareWorkerFlag = "--bare-worker";
+constexpr const char* kBareReady = "bare worker reading";
 
 struct Settings {
   // The load, and the fleet-sim that publishes it.
@@ -77,6 +102,7 @@ struct Settings {
   double drain_timeout_s = 180;
   Output out;  // --scale, --csv, --summary
   bool keep_logs = false;
+  bool baseline = true;
 };
 
 /// Copies the pipeline with every timescale_sink's config given "timescaledb": "off".
@@ -197,17 +223,63 @@ std::string Tail(const std::string& log, size_t chars = 3000) {
   return log.size() > chars ? log.substr(log.size() - chars) : log;
 }
 
+/// fleet-sim publishing the load of `s` to `url`.
+std::vector<std::string> FleetSimArgv(const Settings& s, const std::string& url) {
+  std::vector<std::string> argv = {s.fleet_sim,
+                                   "--nats-url",
+                                   url,
+                                   "--vehicles",
+                                   std::to_string(s.vehicles),
+                                   "--seed",
+                                   std::to_string(s.seed),
+                                   "--duration",
+                                   std::to_string(s.seconds),
+                                   "--quiet"};
+  if (!s.rates.empty()) {
+    argv.push_back("--rates");
+    argv.push_back(s.rates);
+  }
+  return argv;
+}
+
+/// Fresh servers for one run, the pipeline rewritten into their directory, and the workers'
+/// environment (NATS_URL and the libpq variables).
+struct RunServers {
+  testing::Servers servers{"ff-bench-scaleout", kPartitions};
+  std::string pipeline = servers.dir.File("jetstream.json");
+  std::map<std::string, std::string> env = servers.pg.env();
+
+  explicit RunServers(const Settings& s) {
+    WritePipeline(s.pipeline, pipeline);
+    env["NATS_URL"] = servers.nats.url();
+  }
+};
+
+/// The idle before the load: what the workers `pids` and nats-server spend with no load
+/// (heartbeats, empty fetches), per second of --idle-s.
+void MeasureIdle(const Settings& s, const std::vector<pid_t>& pids, pid_t nats_pid, Run& run) {
+  const auto workers = [&] {
+    double t = 0;
+    for (pid_t pid : pids) t += PidCpuSeconds(pid);
+    return t;
+  };
+  const double w0 = workers(), n0 = PidCpuSeconds(nats_pid);
+  const auto t0 = SteadyClock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(s.idle_s));
+  const double dt = Seconds(SteadyClock::now() - t0);
+  run.idle_worker_cpu_per_s = (workers() - w0) / dt;
+  run.idle_nats_cpu_per_s = (PidCpuSeconds(nats_pid) - n0) / dt;
+}
+
 Run MeasureOne(const Settings& s, int n) {
   Run run;
   run.n = n;
-  testing::Servers servers("ff-bench-scaleout", kPartitions);
-  const testing::NatsServer& nats = servers.nats;
-  const testing::PostgresServer& pg = servers.pg;
-  const testing::TempDir& dir = servers.dir;
-  const std::string pipeline = dir.File("jetstream.json");
-  WritePipeline(s.pipeline, pipeline);
-  auto env = pg.env();
-  env["NATS_URL"] = nats.url();
+  const RunServers setup(s);
+  const testing::NatsServer& nats = setup.servers.nats;
+  const testing::PostgresServer& pg = setup.servers.pg;
+  const testing::TempDir& dir = setup.servers.dir;
+  const std::string& pipeline = setup.pipeline;
+  const auto& env = setup.env;
 
   std::vector<std::unique_ptr<testing::Engine>> workers;
   for (int i = 0; i < n; ++i) {
@@ -264,20 +336,10 @@ Run MeasureOne(const Settings& s, int n) {
     for (auto& w : workers) v.push_back(PidCpuSeconds(w->process().pid()));
     return v;
   };
-  auto sum = [](const std::vector<double>& v) {
-    double t = 0;
-    for (double x : v) t += x;
-    return t;
-  };
-
-  // Idle: what the workers and the server spend with no load (heartbeats, empty fetches).
   {
-    const double w0 = sum(worker_cpu()), n0 = PidCpuSeconds(nats_pid);
-    const auto t0 = SteadyClock::now();
-    std::this_thread::sleep_for(std::chrono::duration<double>(s.idle_s));
-    const double dt = Seconds(SteadyClock::now() - t0);
-    run.idle_worker_cpu_per_s = (sum(worker_cpu()) - w0) / dt;
-    run.idle_nats_cpu_per_s = (PidCpuSeconds(nats_pid) - n0) / dt;
+    std::vector<pid_t> pids;
+    for (auto& w : workers) pids.push_back(w->process().pid());
+    MeasureIdle(s, pids, nats_pid, run);
   }
 
   // The load.
@@ -302,22 +364,8 @@ Run MeasureOne(const Settings& s, int n) {
     }
     return snap;
   };
-  std::vector<std::string> sim_argv = {s.fleet_sim,
-                                       "--nats-url",
-                                       nats.url(),
-                                       "--vehicles",
-                                       std::to_string(s.vehicles),
-                                       "--seed",
-                                       std::to_string(s.seed),
-                                       "--duration",
-                                       std::to_string(s.seconds),
-                                       "--quiet"};
-  if (!s.rates.empty()) {
-    sim_argv.push_back("--rates");
-    sim_argv.push_back(s.rates);
-  }
   const Snapshot start = snapshot();
-  testing::Process sim(sim_argv, dir.File("fleet-sim.log"));
+  testing::Process sim(FleetSimArgv(s, nats.url()), dir.File("fleet-sim.log"));
   bool sim_done = false;
   double last_written = -1;
   Snapshot last_change = start;
@@ -434,6 +482,180 @@ Run MeasureOne(const Settings& s, int n) {
   return run;
 }
 
+// --- The bare loop: what reading the same partitions costs without fleetflow ---
+
+std::atomic<bool> g_bare_stop{false};
+extern "C" void StopBareWorker(int) { g_bare_stop = true; }
+
+/// A bare worker (this program run with --bare-worker URL P,P,...): the partitions' durable
+/// consumers read as a fleetflow worker reads them (one nats::PullSet on one connection, the
+/// same batch, expiry, linger and requests ahead), and acknowledged as it acknowledges them:
+/// together, once per flush (kAckEvery). Nothing else is done with a message. Until SIGTERM.
+int BareWorker(const std::string& url, const std::string& partitions) {
+  std::signal(SIGTERM, StopBareWorker);
+  nats::ConnectOptions o;
+  o.url = url;
+  o.name = "bench-bare-worker";
+  auto conn = nats::Connection::Connect(o);
+  nats::PullSet set(*conn, kStream);
+  std::stringstream list(partitions);
+  for (std::string p; std::getline(list, p, ',');) {
+    set.Add(static_cast<uint32_t>(std::stoul(p)), std::string(kDurable) + "-" + p);
+  }
+  nats::PullSet::Fetched fetched;
+  std::vector<nats::DeferredAck> held;
+  auto given = SteadyClock::now();
+  bool told = false;
+  while (!g_bare_stop.load()) {
+    try {
+      set.Fetch(kFetchBatch, kFetchExpiryMs, true, fetched, kFetchLingerMs);
+    } catch (const nats::Error& e) {
+      std::fprintf(stderr, "%s (retrying in 50 ms)\n", e.what());
+      std::this_thread::sleep_for(50ms);
+      continue;
+    }
+    for (const auto& [id, m] : fetched.messages) held.push_back(m->AckLater());
+    if (SteadyClock::now() - given >= kAckEvery) {
+      for (const auto& ack : held) ack();
+      held.clear();
+      given = SteadyClock::now();
+    }
+    if (!told) {  // the first Fetch sent every consumer its request
+      std::printf("%s %s\n", kBareReady, partitions.c_str());
+      std::fflush(stdout);
+      told = true;
+    }
+  }
+  return 0;
+}
+
+/// The partitions bare worker `i` of `n` reads: p with p % n == i (comma-separated).
+std::string BarePartitions(int i, int n) {
+  std::string out;
+  for (int p = i; p < kPartitions; p += n) out += (out.empty() ? "" : ",") + std::to_string(p);
+  return out;
+}
+
+/// The same measurement as MeasureOne with N bare workers in place of fleetflow's: fresh
+/// servers, the stream and its 16 consumers made by a fleetflow worker that is then stopped
+/// (so both read the same consumers), the idle, fleet-sim's load, and CPU from its start to the
+/// first poll that finds every consumer with nothing pending and nothing unacknowledged.
+Run MeasureBare(const Settings& s, int n) {
+  Run run;
+  run.n = n;
+  const RunServers setup(s);
+  const testing::NatsServer& nats = setup.servers.nats;
+  const testing::TempDir& dir = setup.servers.dir;
+  {
+    testing::Engine maker(setup.pipeline, setup.env, dir.File("setup.log"), s.fleetflow);
+    const bool owned =
+        maker.WaitReady(60s) &&
+        testing::WaitFor([&] { return maker.Metric("fleetflow_partitions_owned") == kPartitions; },
+                         90s, 250ms);
+    if (!owned || maker.process().Stop(SIGTERM, 60s) != 0) {
+      throw std::runtime_error("bare N=" + std::to_string(n) +
+                               ": the fleetflow worker that makes the stream and its consumers "
+                               "failed:\n" +
+                               Tail(maker.process().ReadLog()));
+    }
+  }
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe");
+  std::vector<std::unique_ptr<testing::Process>> workers;
+  for (int i = 0; i < n; ++i) {
+    workers.push_back(std::make_unique<testing::Process>(
+        std::vector<std::string>{self, kBareWorkerFlag, nats.url(), BarePartitions(i, n)},
+        dir.File("bare" + std::to_string(i) + ".log")));
+  }
+  auto fail = [&](const std::string& what) {
+    std::string logs;
+    for (int i = 0; i < n; ++i) {
+      logs += "--- bare worker " + std::to_string(i) + " log tail:\n" +
+              Tail(workers[i]->ReadLog()) + "\n";
+    }
+    return std::runtime_error("bare N=" + std::to_string(n) + ": " + what + "\n" + logs);
+  };
+  for (auto& w : workers) {
+    if (!testing::WaitFor([&] { return w->ReadLog().find(kBareReady) != std::string::npos; }, 30s,
+                          50ms)) {
+      throw fail("a bare worker did not start reading within 30 s");
+    }
+  }
+  run.workers.resize(n);
+  for (int i = 0; i < n; ++i) run.workers[i].partitions = (kPartitions - i + n - 1) / n;
+  const pid_t nats_pid = FindNatsServerPid(nats.port());
+  if (nats_pid <= 0) throw fail("cannot find nats-server's pid");
+  std::vector<pid_t> pids;
+  for (auto& w : workers) pids.push_back(w->pid());
+  MeasureIdle(s, pids, nats_pid, run);
+
+  nats::ConnectOptions admin_options;
+  admin_options.url = nats.url();
+  admin_options.name = "bench-admin";
+  auto admin = nats::Connection::Connect(admin_options);
+  nats::JetStream js(*admin);
+  std::vector<double> cpu0;
+  for (pid_t pid : pids) {
+    cpu0.push_back(PidCpuSeconds(pid));
+    run.worker_kernel_s -= PidSystemCpuSeconds(pid);
+    run.worker_switches -= TaskSwitches(pid);
+  }
+  const double nats0 = PidCpuSeconds(nats_pid);
+  const auto machine0 = MachineJiffies();
+  const auto start = SteadyClock::now();
+  testing::Process sim(FleetSimArgv(s, nats.url()), dir.File("fleet-sim.log"));
+  std::optional<int> sim_status;
+  SteadyClock::time_point sim_end{};
+  while (true) {
+    const auto poll_at = SteadyClock::now();
+    for (int i = 0; i < n; ++i) {
+      auto& f = run.workers[i];
+      f.rss_max = std::max(f.rss_max, 1024 * PidStatus(pids[i], "VmRSS"));
+    }
+    if (!sim_status) {
+      run.sim_cpu_s = std::max(run.sim_cpu_s, PidCpuSeconds(sim.pid()));
+      sim_status = sim.Wait(0ms);
+      if (sim_status && *sim_status != 0) throw fail("fleet-sim failed: " + sim.ReadLog());
+      if (sim_status) sim_end = SteadyClock::now();
+      if (!sim_status && Seconds(poll_at - start) > s.seconds + 120) {
+        throw fail("fleet-sim did not finish");
+      }
+    } else {
+      uint64_t left = 0;
+      for (int p = 0; p < kPartitions; ++p) {
+        const auto [pending, ack_pending] =
+            js.ConsumerPending(kStream, std::string(kDurable) + "-" + std::to_string(p));
+        left += pending + ack_pending;
+      }
+      if (left == 0) {
+        run.settled = true;
+        break;
+      }
+      if (Seconds(SteadyClock::now() - sim_end) > s.drain_timeout_s) break;
+    }
+    std::this_thread::sleep_until(poll_at + std::chrono::milliseconds(s.poll_ms));
+  }
+  run.interval_s = Seconds(SteadyClock::now() - start);
+  for (int i = 0; i < n; ++i) {
+    run.workers[i].cpu_s = PidCpuSeconds(pids[i]) - cpu0[i];
+    run.worker_cpu_s += run.workers[i].cpu_s;
+    run.worker_kernel_s += PidSystemCpuSeconds(pids[i]);
+    run.worker_switches += TaskSwitches(pids[i]);
+  }
+  run.nats_cpu_s = PidCpuSeconds(nats_pid) - nats0;
+  const auto machine1 = MachineJiffies();
+  run.machine_busy =
+      (machine1.first - machine0.first) / std::max(1.0, machine1.second - machine0.second);
+  FleetSimSummary sum_line;
+  if (!ParseFleetSimSummary(sim.ReadLog(), sum_line)) throw fail("no fleet-sim summary line");
+  run.samples = sum_line.samples;
+  run.sim_elapsed_s = sum_line.elapsed_s;
+  for (int i = 0; i < n; ++i) {
+    run.workers[i].exit_status = workers[i]->Stop(SIGTERM, 30s);
+    if (run.workers[i].exit_status != 0) throw fail("a bare worker did not exit 0 on SIGTERM");
+  }
+  return run;
+}
+
 std::string Verdict(bool met) { return met ? "met" : "NOT met"; }
 
 int Main(int argc, char** argv) {
@@ -484,6 +706,13 @@ int Main(int argc, char** argv) {
   app.add_option("--fleetflow", s.fleetflow, "Path of fleetflow (default: this build's)");
   app.add_option("--fleet-sim", s.fleet_sim, "Path of fleet-sim (default: this build's)");
   AddOutputOptions(app, s.out);
+  app.add_flag("!--no-baseline", s.baseline,
+               "Skip the bare loop: by default each N also runs, before fleetflow's workers, N "
+               "bare workers (this program with --bare-worker) that read the same 16 consumers "
+               "as a fleetflow worker reads them (nats::PullSet, the same batch, expiry, linger "
+               "and requests ahead) and acknowledge them together once a second, as a flush "
+               "does, nothing else; fresh servers, the same load, CPU until every consumer is "
+               "drained");
   app.add_flag("--keep-logs", s.keep_logs,
                "Copy the workers' logs to /tmp/ff-bench-scaleout-logs-N*");
   CLI11_PARSE(app, argc, argv);
@@ -516,9 +745,23 @@ int Main(int argc, char** argv) {
       sysconf(_SC_NPROCESSORS_ONLN), testing::ReadFile("/proc/loadavg").substr(0, 14).c_str());
   std::fflush(stdout);
 
-  std::map<int, std::vector<Run>> rounds;  // by N
+  std::map<int, std::vector<Run>> rounds, bare_rounds;  // by N
   for (int round = 0; round < s.repeats; ++round) {
     for (int n : s.workers) {
+      if (s.baseline) {
+        std::printf("== bare loop, N = %d, round %d ...\n", n, round + 1);
+        std::fflush(stdout);
+        bare_rounds[n].push_back(MeasureBare(s, n));
+        const Run& b = bare_rounds[n].back();
+        std::printf(
+            "  %lld samples, measured %.1f s%s; machine busy %.0f%%; idle: bare workers %.3f CPU "
+            "s/s, nats-server %.3f; context switches per 1000 samples %.0f; bare workers' CPU "
+            "%.2f us per sample, of it in the kernel %.2f; nats-server %.2f\n",
+            static_cast<long long>(b.samples), b.interval_s,
+            b.settled ? "" : " (consumers NOT drained)", 100 * b.machine_busy,
+            b.idle_worker_cpu_per_s, b.idle_nats_cpu_per_s, b.WorkerSwitchesPer1000(), b.WorkerUs(),
+            b.WorkerKernelUs(), b.NatsUs());
+      }
       std::printf("== N = %d, round %d ...\n", n, round + 1);
       std::fflush(stdout);
       rounds[n].push_back(MeasureOne(s, n));
@@ -556,33 +799,45 @@ int Main(int argc, char** argv) {
   }
   // Per round, the largest N against the smallest, run minutes apart: the host's load drifts
   // less within a round than across the run.
-  std::vector<double> paired;
-  if (s.workers.size() > 1) {
-    const auto& lo = rounds[s.workers.front()];
-    const auto& hi = rounds[s.workers.back()];
-    for (size_t i = 0; i < lo.size() && i < hi.size(); ++i) {
-      if (lo[i].WorkerUs() > 0) paired.push_back(hi[i].WorkerUs() / lo[i].WorkerUs());
+  auto pair_up = [&](std::map<int, std::vector<Run>>& by_n) {
+    std::vector<double> paired;
+    if (s.workers.size() > 1) {
+      const auto& lo = by_n[s.workers.front()];
+      const auto& hi = by_n[s.workers.back()];
+      for (size_t i = 0; i < lo.size() && i < hi.size(); ++i) {
+        if (lo[i].WorkerUs() > 0) paired.push_back(hi[i].WorkerUs() / lo[i].WorkerUs());
+      }
+      std::sort(paired.begin(), paired.end());
     }
-    std::sort(paired.begin(), paired.end());
-  }
+    return paired;
+  };
+  const std::vector<double> paired = pair_up(rounds), bare_paired = pair_up(bare_rounds);
   // Per N, the round with the median worker CPU per sample (the machine is shared: one round
   // can be slowed by anything else that runs).
-  std::vector<Run> runs;
-  for (int n : s.workers) {
-    std::vector<Run>& all = rounds[n];
-    if (all.empty()) continue;
-    std::sort(all.begin(), all.end(),
-              [](const Run& a, const Run& b) { return a.WorkerUs() < b.WorkerUs(); });
-    if (s.repeats > 1) {
-      std::printf("N = %d: worker us/sample per round:", n);
-      for (const Run& r : all) std::printf(" %.2f", r.WorkerUs());
-      std::printf(" (median %.2f)\n", all[all.size() / 2].WorkerUs());
+  auto medians = [&](std::map<int, std::vector<Run>>& by_n, const char* who) {
+    std::vector<Run> out;
+    for (int n : s.workers) {
+      std::vector<Run>& all = by_n[n];
+      if (all.empty()) continue;
+      std::sort(all.begin(), all.end(),
+                [](const Run& a, const Run& b) { return a.WorkerUs() < b.WorkerUs(); });
+      if (s.repeats > 1) {
+        std::printf("N = %d: %s us/sample per round:", n, who);
+        for (const Run& r : all) std::printf(" %.2f", r.WorkerUs());
+        std::printf(" (median %.2f)\n", all[all.size() / 2].WorkerUs());
+      }
+      out.push_back(all[all.size() / 2]);
     }
-    if (std::find_if(runs.begin(), runs.end(), [&](const Run& r) { return r.n == n; }) ==
-        runs.end()) {
-      runs.push_back(all[all.size() / 2]);
+    return out;
+  };
+  const std::vector<Run> runs = medians(rounds, "worker");
+  const std::vector<Run> bare = medians(bare_rounds, "bare worker");
+  auto bare_of = [&](int n) -> const Run* {
+    for (const Run& b : bare) {
+      if (b.n == n) return &b;
     }
-  }
+    return nullptr;
+  };
 
   // Ratios against N = 1 of this run (the smallest N when 1 was not run).
   const Run& base = runs.front();
@@ -628,8 +883,14 @@ int Main(int argc, char** argv) {
                       "idle_nats_cpu_per_s",
                       "machine_busy",
                       "settled",
-                      "worker_kernel_us_per_sample"});
+                      "worker_kernel_us_per_sample",
+                      "bare_worker_us_per_sample",
+                      "bare_worker_kernel_us_per_sample",
+                      "bare_worker_ratio",
+                      "bare_nats_us_per_sample"});
+  const Run* bare_base = bare_of(base.n);
   for (const Run& r : runs) {
+    const Run* b = bare_of(r.n);
     double tmin = 1e18, tmax = 0, rmin = 1e18, rmax = 0, hmax = 0;
     for (const auto& w : r.workers) {
       tmin = std::min(tmin, w.tracked_max);
@@ -654,12 +915,30 @@ int Main(int argc, char** argv) {
             r.rows, r.writes, r.WritesPerRow(), r.writes_after_stop, r.WritesPerRowAfterStop(),
             r.late, tmin, tmax, r.TrackedDeviation(s.vehicles), rmin, rmax, r.MeanRssMiB(), hmax,
             r.idle_worker_cpu_per_s, r.WorkerSwitchesPer1000(), r.NatsSwitchesPer1000(),
-            r.idle_nats_cpu_per_s, r.machine_busy, r.settled ? 1 : 0, r.WorkerKernelUs());
+            r.idle_nats_cpu_per_s, r.machine_busy, r.settled ? 1 : 0, r.WorkerKernelUs(),
+            b ? b->WorkerUs() : 0, b ? b->WorkerKernelUs() : 0,
+            b && bare_base ? ratio(b->WorkerUs(), bare_base->WorkerUs()) : 0, b ? b->NatsUs() : 0);
   }
   std::printf(
       "(us = microseconds of CPU; per 1000 samples multiply by 1000 and read ms: e.g. %.2f us "
       "per sample = %.2f ms per 1000 samples)\n",
       base.WorkerUs(), base.WorkerUs());
+  if (!bare.empty()) {
+    std::printf(
+        "\nThe bare loop (fetch, acks once a second; same consumers, batch, linger and load; "
+        "fresh servers):\n"
+        "%2s %8s %6s %9s %8s %6s %9s %10s\n",
+        "N", "us/smpl", "vs N1", "kernel us", "nats us", "vs N1", "fleetflow", "ff - bare");
+    for (const Run& b : bare) {
+      const auto r =
+          std::find_if(runs.begin(), runs.end(), [&](const Run& x) { return x.n == b.n; });
+      const double ff = r != runs.end() ? r->WorkerUs() : 0;
+      std::printf("%2d %8.2f %6.2f %9.2f %8.2f %6.2f %9.2f %10.2f%s\n", b.n, b.WorkerUs(),
+                  ratio(b.WorkerUs(), bare.front().WorkerUs()), b.WorkerKernelUs(), b.NatsUs(),
+                  ratio(b.NatsUs(), bare.front().NatsUs()), ff, ff - b.WorkerUs(),
+                  b.settled ? "" : "  (consumers NOT drained)");
+    }
+  }
 
   // Goals.
   const double worker_ratio = ratio(top.WorkerUs(), base.WorkerUs());
@@ -683,6 +962,24 @@ int Main(int argc, char** argv) {
     std::printf("    (the same within each round:");
     for (double r : paired) std::printf(" %.2f", r);
     std::printf("; median %.2fx)\n", paired[paired.size() / 2]);
+  }
+  const Run* bare_top = bare_of(top.n);
+  if (bare_base && bare_top) {
+    const double ff_beyond_base = base.WorkerUs() - bare_base->WorkerUs();
+    const double ff_beyond_top = top.WorkerUs() - bare_top->WorkerUs();
+    std::printf(
+        "    (the bare loop, same run: %.2f us vs %.2f us = %.2fx; N = %d adds %.2f us per sample "
+        "to fleetflow's workers and %.2f to the bare loop's; fleetflow beyond the bare loop: "
+        "%.2f us vs %.2f us = %.2fx)\n",
+        bare_top->WorkerUs(), bare_base->WorkerUs(),
+        ratio(bare_top->WorkerUs(), bare_base->WorkerUs()), top.n, top.WorkerUs() - base.WorkerUs(),
+        bare_top->WorkerUs() - bare_base->WorkerUs(), ff_beyond_top, ff_beyond_base,
+        ratio(ff_beyond_top, ff_beyond_base));
+    if (bare_paired.size() > 1) {
+      std::printf("    (the bare loop within each round:");
+      for (double r : bare_paired) std::printf(" %.2f", r);
+      std::printf("; median %.2fx)\n", bare_paired[bare_paired.size() / 2]);
+    }
   }
   std::printf("  nats-server CPU per sample within 1.2x: %.2f us vs %.2f us = %.2fx -> %s\n",
               top.NatsUs(), base.NatsUs(), nats_ratio, Verdict(g_nats).c_str());
@@ -713,6 +1010,12 @@ int Main(int argc, char** argv) {
   AppendSummary(s.out.summary,
                 {"scaleout", "nats-server us/sample " + nn, top.NatsUs(), base.NatsUs(), "<= 120%",
                  g_nats ? "yes" : "no", "nats-server CPU per sample sent; " + load});
+  if (bare_base && bare_top) {
+    AppendSummary(
+        s.out.summary,
+        {"scaleout", "bare loop us/sample " + nn, bare_top->WorkerUs(), bare_base->WorkerUs(), "",
+         "", "bare fetch+ack workers on the same consumers and load (no goal); " + load});
+  }
   AppendSummary(s.out.summary, {"scaleout", "writes/row (worst N)", worst_wpr, 0, "<= 1.02",
                                 g_wpr ? "yes" : "no", "trigger-counted writes per distinct row"});
   AppendSummary(s.out.summary, {"scaleout", "tracked vs fleet/N (worst %)", 100 * worst_dev, 0,
@@ -728,5 +1031,11 @@ int Main(int argc, char** argv) {
 }  // namespace fleetflow::bench
 
 int main(int argc, char** argv) {
-  return fleetflow::bench::RunMain("ff-bench-scaleout", fleetflow::bench::Main, argc, argv);
+  using namespace fleetflow::bench;
+  if (argc == 4 && std::string(argv[1]) == kBareWorkerFlag) {
+    return RunMain(
+        "ff-bench-scaleout --bare-worker", [](int, char** a) { return BareWorker(a[2], a[3]); },
+        argc, argv);
+  }
+  return RunMain("ff-bench-scaleout", Main, argc, argv);
 }
