@@ -24,7 +24,8 @@ ctest run (see docs/testing.md):
          firmware/check_deps.sh: no engine dependency in the configure, the headers or NEEDED
   fuzz   build-san (clang, -DFLEETFLOW_SANITIZE=ON -DFLEETFLOW_FUZZ=ON: ASan + UBSan, undefined
          behaviour is fatal, and libFuzzer's coverage instrumentation), target fuzzers; each
-         libFuzzer target runs FF_FUZZ_SECONDS on its committed corpus (ctest -L fuzz)
+         libFuzzer target runs FF_FUZZ_SECONDS on its committed corpus from seed FF_FUZZ_SEED
+         (ctest -L fuzz)
   asan   the same build-san, targets tests_unit tests_integration: ctest -L "$FF_ASAN_LABELS";
          then (target tests_e2e) the e2e label too when FF_ASAN_E2E allows, but for the four
          FaultsE2E tests that mostly wait out an outage (they run in the main stage)
@@ -58,6 +59,8 @@ Environment:
   FF_FIRMWARE        1 (default) / 0: the firmware stage
   FF_FUZZ            1 (default) / 0: the fuzz stage
   FF_FUZZ_SECONDS    seconds per fuzz target (default: 60)
+  FF_FUZZ_SEED       libFuzzer's -seed of the fuzz stage (default: 1, so a run explores as the
+                     last one did; 0: a new seed each run, to explore further)
   FF_ASAN            1 (default) / 0: the asan stage
   FF_ASAN_LABELS     labels of the asan stage, joined by | (default: unit|integration); each
                      label's target tests_<label> is built
@@ -353,11 +356,13 @@ san_dir=build-san
 san_build() {  # san_build <stage> <limit s> <targets>
   CC=clang CXX=clang++ FF_BUILD_TARGET=$3 build_in "$1" "$san_dir" "$2" -- \
     -DFLEETFLOW_SANITIZE=ON -DFLEETFLOW_FUZZ=ON "-DFLEETFLOW_FUZZ_SECONDS=$fuzz_seconds" \
+    "-DFLEETFLOW_FUZZ_SEED=$fuzz_seed" \
     -DFLEETFLOW_BUILD_TESTS=ON -DFLEETFLOW_BUILD_BENCH=OFF \
     "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -g1"
 }
 no_clang="clang++ not found: install clang and libclang-rt-14-dev (scripts/deps.sh), or set FF_FUZZ=0 FF_ASAN=0 to leave the sanitizer stages out"
 fuzz_seconds=${FF_FUZZ_SECONDS:-60}
+fuzz_seed=${FF_FUZZ_SEED:-1}
 
 # --- fuzz: libFuzzer targets, bounded --------------------------------------------------------
 if [[ "${FF_FUZZ:-1}" == 0 ]]; then
