@@ -26,10 +26,9 @@
 // by a fleetflow worker that is then stopped) as a fleetflow worker reads them: one
 // nats::PullSet on one connection, nats_source's batch, expiry and linger, requests ahead;
 // the messages acknowledged together once a second (keyed_last_value's flush_ms), nothing else
-// done with them. The same load; CPU
-// from fleet-sim's start to the first poll that finds every consumer drained. What it costs at
-// N against N = 1 is what the transport's rounds cost on this machine; fleetflow's CPU beyond it
-// is what the engine adds.
+// done with them. The same load; CPU from fleet-sim's start to the first poll that finds every
+// consumer drained. What it costs at N against N = 1 is what reading costs on this machine;
+// fleetflow's CPU beyond it is what the engine adds.
 //
 // Goals (issue "Scale out by partition"), each printed as met / not met, ratios against N = 1
 // of the same run: workers' and server's CPU per sample at the largest N within 1.2 times N = 1;
