@@ -12,6 +12,8 @@
 //   baseline-asap   the same with ConnectOptions::send_asap = true
 //   baseline-ahead  the same with Fetch's `ahead`, as nats_source fetches: two batches stay
 //                   requested, so the server never waits for the loop's next request
+//   baseline-ackall baseline-ahead on a consumer with AckAll: one acknowledgement per batch (its
+//                   last message), not one per message; what that saves the server
 //   baseline-held   baseline-ahead holding every acknowledgement until --flush-messages messages
 //                   wait (or a fetch comes back empty), then giving them all: fleetflow's
 //                   acknowledgement pattern (keyed_last_value acknowledges once a flush made the
@@ -290,15 +292,17 @@ class Admin {
 
   nats::JetStream& js() { return *js_; }
 
-  /// Creates the durable pull consumer (DeliverAll, explicit ack) before the clock starts.
-  void CreateConsumer(const std::string& durable, int64_t max_ack_pending) {
+  /// Creates the durable pull consumer (DeliverAll, explicit ack or `ack_all`) before the clock
+  /// starts.
+  void CreateConsumer(const std::string& durable, int64_t max_ack_pending, bool ack_all) {
     nats::ConsumerOptions o;
     o.stream = kStream;
     o.durable = durable;
     o.filter_subject = kSubject;
     o.ack_wait_ms = 30'000;
     o.max_ack_pending = max_ack_pending;  // as the pipeline's source asks
-    js_->PullSubscribe(o);                // creates it; the binding is dropped, the consumer stays
+    o.ack_all = ack_all;
+    js_->PullSubscribe(o);  // creates it; the binding is dropped, the consumer stays
   }
 
   void DeleteConsumer(const std::string& durable) {
@@ -359,7 +363,8 @@ RunResult RunBaseline(const std::string& contender, const std::string& url, Admi
                       const std::string& durable, const Settings& s, const Filled& filled) {
   const bool send_asap = contender == "baseline-asap";
   const bool held = contender == "baseline-held";
-  const bool ahead = contender == "baseline-ahead" || held;
+  const bool ack_all = contender == "baseline-ackall";
+  const bool ahead = contender == "baseline-ahead" || held || ack_all;
   nats::ConnectOptions o;
   o.url = url;
   o.name = "bench-baseline";
@@ -370,6 +375,7 @@ RunResult RunBaseline(const std::string& contender, const std::string& url, Admi
   co.stream = kStream;
   co.durable = durable;
   co.filter_subject = kSubject;
+  co.ack_all = ack_all;
   auto consumer = js.PullSubscribe(co);
 
   std::atomic<uint64_t> received{0};
@@ -384,6 +390,11 @@ RunResult RunBaseline(const std::string& contender, const std::string& url, Admi
     };
     while (!stop.load(std::memory_order_relaxed)) {
       const auto batch = consumer->Fetch(s.fetch_batch, 500, ahead);
+      if (ack_all && !batch.empty()) {
+        batch.back()->Ack();
+        received.fetch_add(batch.size(), std::memory_order_relaxed);
+        continue;
+      }
       for (const auto& m : batch) {
         if (held) {
           waiting.push_back(m->AckLater());
@@ -851,8 +862,9 @@ std::vector<std::string> SplitList(const std::string& text) {
 int Main(int argc, char** argv) {
   Settings s;
   std::string contenders =
-      "baseline,baseline-asap,baseline-ahead,baseline-held,fleetflow,fleetflow-asap,ff-memory,"
-      "ff-source,ff-tiers,ff-archive,ff-archive-1s,ff-columns,ff-rules,ff-rules-busy";
+      "baseline,baseline-asap,baseline-ahead,baseline-ackall,baseline-held,fleetflow,"
+      "fleetflow-asap,ff-memory,ff-source,ff-tiers,ff-archive,ff-archive-1s,ff-columns,ff-rules,"
+      "ff-rules-busy";
   std::string sensors = "gps,speed,soc,torque";
   std::string log_level = "warn";
   CLI::App app{
@@ -910,9 +922,9 @@ int Main(int argc, char** argv) {
   }
   for (const auto& c : s.contenders) {
     static const std::vector<std::string> known = {
-        "baseline",       "baseline-asap", "baseline-ahead", "baseline-held", "fleetflow",
-        "fleetflow-asap", "ff-memory",     "ff-source",      "ff-tiers",      "ff-archive",
-        "ff-archive-1s",  "ff-columns",    "ff-rules",       "ff-rules-busy"};
+        "baseline",   "baseline-asap",  "baseline-ahead", "baseline-ackall", "baseline-held",
+        "fleetflow",  "fleetflow-asap", "ff-memory",      "ff-source",       "ff-tiers",
+        "ff-archive", "ff-archive-1s",  "ff-columns",     "ff-rules",        "ff-rules-busy"};
     if (std::find(known.begin(), known.end(), c) == known.end()) {
       std::cerr << "unknown contender '" << c << "'\n";
       return 2;
@@ -948,7 +960,7 @@ int Main(int argc, char** argv) {
       std::string durable = "bench-" + tag;
       std::string bucket = "bench_kv_" + tag;
       std::replace(bucket.begin(), bucket.end(), '-', '_');
-      admin.CreateConsumer(durable, s.max_ack_pending);
+      admin.CreateConsumer(durable, s.max_ack_pending, c == "baseline-ackall");
       RunResult r = c.starts_with("baseline")
                         ? RunBaseline(c, url, admin, durable, s, filled)
                         : RunFleetflow(c, url, admin, durable, bucket, s, filled);

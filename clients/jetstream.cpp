@@ -1174,10 +1174,18 @@ void JetStream::EnsureConsumer(const ConsumerOptions& o) {
       NATS_OK) {
     const bool push = ci->Config != nullptr && ci->Config->DeliverSubject != nullptr &&
                       *ci->Config->DeliverSubject != '\0';
+    const jsAckPolicy policy = ci->Config != nullptr ? ci->Config->AckPolicy : js_AckExplicit;
     jsConsumerInfo_Destroy(ci);
     if (push) {
       throw Error("nats: consumer " + o.durable + " on stream " + o.stream +
                       " is a push consumer; a pull consumer of that name is needed",
+                  NATS_INVALID_ARG);
+    }
+    if (policy != (o.ack_all ? js_AckAll : js_AckExplicit)) {
+      throw Error("nats: consumer " + o.durable + " on stream " + o.stream +
+                      (policy == js_AckAll ? " acknowledges all before a message (AckAll)"
+                                           : " does not acknowledge all before a message") +
+                      "; a consumer's ack policy cannot change: delete it, or use another name",
                   NATS_INVALID_ARG);
     }
   } else {
@@ -1185,7 +1193,7 @@ void JetStream::EnsureConsumer(const ConsumerOptions& o) {
     jsConsumerConfig_Init(&cc);
     cc.Durable = o.durable.c_str();
     cc.FilterSubject = o.filter_subject.c_str();
-    cc.AckPolicy = js_AckExplicit;
+    cc.AckPolicy = o.ack_all ? js_AckAll : js_AckExplicit;
     cc.AckWait = o.ack_wait_ms * 1'000'000;
     cc.MaxAckPending = o.max_ack_pending;
     cc.DeliverPolicy = js_DeliverAll;

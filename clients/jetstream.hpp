@@ -79,6 +79,10 @@ struct ConsumerOptions {
   std::string filter_subject = "vehicle.*.*";
   int64_t ack_wait_ms = 30'000;
   int64_t max_ack_pending = 100'000;
+  /// AckAll: acknowledging a message acknowledges every earlier one the consumer delivered (one
+  /// acknowledgement per batch); otherwise each message is acknowledged on its own. Fixed when
+  /// the consumer is created: EnsureConsumer refuses an existing consumer with the other policy.
+  bool ack_all = false;
 };
 
 /// Acknowledges a JetStream message later without keeping the message (and its payload) alive:

@@ -192,6 +192,47 @@ TEST_F(JetStreamClientTest, FetchReturnsAtMostTheBatchAndNakedMessagesComeAgain)
   again[0]->Term();
 }
 
+// AckAll: acknowledging a batch's last message acknowledges the whole batch (nothing waits for
+// its ack wait; the bench's baseline-ackall measures what the server saves). A consumer's policy
+// is fixed: asking for the other one names the conflict instead of acknowledging wrongly.
+TEST_F(JetStreamClientTest, AnAckAllConsumerTakesTheLastAcknowledgementForTheBatch) {
+  auto conn = nats::Connection::Connect(Options(server_.port()));
+  nats::JetStream js(*conn);
+  nats::ConsumerOptions o = StreamAndReader(js, "ACKALL", "ackall", 1'000);
+  o.ack_all = true;
+  auto pull = js.PullSubscribe(o);
+  PublishMany(js, "ackall.x", 20);
+  std::vector<std::shared_ptr<nats::JsMessage>> got;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (auto& m : pull->Fetch(20, 200)) got.push_back(std::move(m));
+        return got.size() >= 20;
+      },
+      10s));
+  ASSERT_EQ(got.size(), 20u);
+  EXPECT_EQ(js.ConsumerPending("ACKALL", "reader"), std::make_pair(uint64_t{0}, uint64_t{20}));
+  got[9]->Ack();  // the first ten
+  EXPECT_TRUE(WaitFor([&] { return js.ConsumerPending("ACKALL", "reader").second == 10; }, 5s));
+  got.back()->Ack();
+  EXPECT_TRUE(WaitFor([&] { return js.ConsumerPending("ACKALL", "reader").second == 0; }, 5s));
+  // Past the ack wait (1 s), nothing comes again.
+  EXPECT_TRUE(pull->Fetch(20, 1'500).empty());
+
+  o.ack_all = false;
+  try {
+    js.EnsureConsumer(o);
+    ADD_FAILURE() << "an AckAll consumer was taken for an explicit one";
+  } catch (const nats::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ack policy cannot change"), std::string::npos)
+        << e.what();
+  }
+  auto explicit_one = StreamAndReader(js, "ACKALL", "ackall");
+  explicit_one.durable = "explicit";
+  js.EnsureConsumer(explicit_one);
+  explicit_one.ack_all = true;
+  EXPECT_THROW(js.EnsureConsumer(explicit_one), nats::Error);
+}
+
 // A live stream at a low rate: a partial batch is handed on once it arrived, not when the
 // request expires (500 ms by default in nats_source, 5 s here).
 TEST_F(JetStreamClientTest, APartialBatchIsReturnedAtOnceNotWhenTheRequestExpires) {
