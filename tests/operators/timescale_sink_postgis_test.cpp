@@ -356,6 +356,8 @@ TEST_F(SinkPostgisPg, ARewrittenWindowMovesItsGeometry) {
 
 TEST_F(SinkPostgisPg, ARoleThatMayNotCreatePostgisGetsPlainColumns) {
   const std::string db = "nogis_role";
+  // Once: both runs write the same rows (read twice, the clock may cross a minute between them).
+  const int64_t minute = RecentMinute();
   server_->Psql("DROP ROLE IF EXISTS mapless", "postgres");
   const std::string conninfo = NewDatabase(db, "mapless");
   server_->Psql("CREATE ROLE mapless LOGIN", "postgres");
@@ -374,8 +376,8 @@ TEST_F(SinkPostgisPg, ARoleThatMayNotCreatePostgisGetsPlainColumns) {
     EXPECT_THAT(text, HasSubstr("run CREATE EXTENSION postgis there once as a superuser"));
     EXPECT_EQ(text.find(warning), text.rfind(warning)) << "one warning, not more:\n" << text;
     EXPECT_EQ(Columns(db), "vehicle_id,time,lat,lon,speed");
-    h.Feed(PlacesBatch(RecentMinute(), 3));
-    h.TickAt(RecentMinute(), /*drain=*/true);
+    h.Feed(PlacesBatch(minute, 3));
+    h.TickAt(minute, /*drain=*/true);
     EXPECT_EQ(server_->Psql("SELECT count(*) FROM " + table_, db), "4");
     EXPECT_EQ(server_->Psql("SELECT count(*) FROM pg_extension WHERE extname = 'postgis'", db),
               "0");
@@ -403,8 +405,8 @@ TEST_F(SinkPostgisPg, ARoleThatMayNotCreatePostgisGetsPlainColumns) {
                           db),
             "1");
   EXPECT_EQ(server_->Psql("SELECT count(position) FROM " + table_, db), "0");
-  h.Feed(PlacesBatch(RecentMinute(), 3));
-  h.TickAt(RecentMinute(), /*drain=*/true);
+  h.Feed(PlacesBatch(minute, 3));
+  h.TickAt(minute, /*drain=*/true);
   EXPECT_EQ(server_->Psql("SELECT count(position), count(*) FROM " + table_, db), "3|4");
 }
 
@@ -427,8 +429,9 @@ TEST_F(SinkPostgisPg, AFailedCreateExtensionGivesThePlainColumns) {
   EXPECT_THAT(log.text(), HasSubstr("CREATE EXTENSION postgis failed in database 'nogis_refused'"));
   EXPECT_THAT(log.text(), HasSubstr("extensions are frozen here"));
   EXPECT_EQ(Columns(db), "vehicle_id,time,gps_samples,lat_min,lat_max,lon_min,lon_max,distance_m");
-  h.Feed(BoxesBatch(RecentMinute()));
-  h.TickAt(RecentMinute() + 61 * kSecond, /*drain=*/true);
+  const int64_t minute = RecentMinute();
+  h.Feed(BoxesBatch(minute));
+  h.TickAt(minute + 61 * kSecond, /*drain=*/true);
   EXPECT_EQ(server_->Psql("SELECT count(*) FROM " + table_, db), "5");
 }
 
