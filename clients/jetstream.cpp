@@ -80,6 +80,7 @@ natsStatus RetryWhileNoResponders(Request request) {
 constexpr int kStreamNotFound = 10059;
 constexpr int kStoreFailed = 10049;  // "error creating store for stream"
 constexpr int kApiTimeoutMs = 5000;
+constexpr int kNoMessageFound = 10037;
 
 /// nats.c 3.4.1 predates subject transforms (nats-server 2.10), so streams are created and read
 /// through the JetStream API's JSON here: `$JS.API.STREAM.<verb>` with `request`. Returns the
@@ -116,6 +117,41 @@ rapidjson::Document StreamApi(Connection& conn, const std::string& verb, const s
                 NATS_ERR, api_code);
   }
   return doc;
+}
+
+/// The sequence of the message that STREAM.MSG.GET `request` (JSON) finds in `stream`, nullopt
+/// when there is none. Answered by the stream's leader: a direct get, or a consumer placed on a
+/// replica, reads that replica's copy, which may be behind the leader (a node catching up after
+/// a restart answers from it once it is 90 % there).
+std::optional<uint64_t> LeaderSequence(Connection& conn, const std::string& stream,
+                                       const std::string& request, const std::string& what) {
+  const rapidjson::Document doc =
+      StreamApi(conn, "MSG.GET." + stream, request, what, kNoMessageFound);
+  if (doc.HasMember("error")) return std::nullopt;
+  const auto m = doc.FindMember("message");
+  if (m == doc.MemberEnd() || !m->value.IsObject() || !m->value.HasMember("seq") ||
+      !m->value["seq"].IsUint64()) {
+    throw Error("nats: " + what + ": no sequence in the server's answer", NATS_ERR);
+  }
+  return m->value["seq"].GetUint64();
+}
+
+/// A STREAM.MSG.GET request: `fields` of strings, and `seq` when not 0.
+std::string MsgGetRequest(std::initializer_list<std::pair<const char*, std::string>> fields,
+                          uint64_t seq = 0) {
+  rapidjson::StringBuffer out;
+  rapidjson::Writer<rapidjson::StringBuffer> w(out);
+  w.StartObject();
+  if (seq != 0) {
+    w.Key("seq");
+    w.Uint64(seq);
+  }
+  for (const auto& [key, value] : fields) {
+    w.Key(key);
+    w.String(value.c_str(), static_cast<rapidjson::SizeType>(value.size()));
+  }
+  w.EndObject();
+  return out.GetString();
 }
 
 /// One source of a stream's configuration, as JSON.
@@ -869,12 +905,15 @@ KeyValue::KeyValue(Connection& connection, kvStore* kv, std::string bucket)
     : conn_(connection),
       kv_(kv),
       bucket_(std::move(bucket)),
+      stream_("KV_" + bucket_),
       subject_prefix_("$KV." + bucket_ + "."),
       reply_prefix_(Connection::NewInbox() + ".") {
   try {
+    Check(natsConnection_JetStream(&js_, conn_.raw(), nullptr), "JetStream context");
     replies_ = conn_.Subscribe(reply_prefix_ + "*", "",
                                [this](Message&& reply) { OnReply(std::move(reply)); });
   } catch (...) {
+    jsCtx_Destroy(js_);
     kvStore_Destroy(kv_);
     throw;
   }
@@ -883,20 +922,30 @@ KeyValue::KeyValue(Connection& connection, kvStore* kv, std::string bucket)
 KeyValue::~KeyValue() {
   WaitForWrites(2000);
   replies_.reset();  // no OnReply after this
+  jsCtx_Destroy(js_);
   kvStore_Destroy(kv_);
 }
 
 std::optional<KvEntry> KeyValue::Get(const std::string& key) {
-  kvEntry* e = nullptr;
-  const natsStatus s = kvStore_Get(&e, kv_, key.c_str());
-  if (s == NATS_NOT_FOUND) return std::nullopt;
-  Check(s, "get " + bucket_ + "/" + key);
-  KvEntry out;
-  out.key = key;
-  out.value.assign(static_cast<const char*>(kvEntry_Value(e)),
-                   static_cast<size_t>(kvEntry_ValueLen(e)));
-  out.revision = kvEntry_Revision(e);
-  kvEntry_Destroy(e);
+  // Asked of the stream's leader, not with nats.c's direct get (LeaderSequence says why).
+  natsMsg* msg = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const std::string subject = subject_prefix_ + key;
+  const natsStatus s = js_GetLastMsg(&msg, js_, stream_.c_str(), subject.c_str(), nullptr, &err);
+  if (s == NATS_NOT_FOUND && err != JSStreamNotFoundErr) return std::nullopt;
+  if (s != NATS_OK) Throw(s, "get " + bucket_ + "/" + key + JsError(err));
+  const char* operation = nullptr;
+  const bool removed =
+      natsMsgHeader_Get(msg, "KV-Operation", &operation) == NATS_OK && operation != nullptr &&
+      (std::string_view(operation) == "DEL" || std::string_view(operation) == "PURGE");
+  std::optional<KvEntry> out;
+  if (!removed) {
+    out.emplace();
+    out->key = key;
+    out->value.assign(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)));
+    out->revision = natsMsg_GetSequence(msg);
+  }
+  natsMsg_Destroy(msg);
   return out;
 }
 
@@ -1052,22 +1101,58 @@ std::unique_ptr<KvWatcher> KeyValue::Watch(const std::string& keys) {
   return std::make_unique<KvWatcher>(w);
 }
 
-void KeyValue::ReadCurrent(const std::string& keys, int64_t timeout_ms,
-                           const std::function<void(KvEntry&)>& visit) {
-  const auto watcher = keys.empty() ? WatchAll() : Watch(keys);
+int KeyValue::ReadCurrent(const std::string& keys, int64_t timeout_ms,
+                          const std::function<void(KvEntry&)>& visit) {
+  const std::string pattern = keys.empty() ? ">" : keys;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  KvEntry e;
-  for (;;) {
-    const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             deadline - std::chrono::steady_clock::now())
-                             .count();
-    if (left_ms <= 0) {
-      throw std::runtime_error("bucket " + bucket_ + ": keys " + (keys.empty() ? ">" : keys) +
-                               " not read within " + std::to_string(timeout_ms) + " ms");
+  const auto left_ms = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                 std::chrono::steady_clock::now())
+        .count();
+  };
+  const auto too_long = [&] {
+    return std::runtime_error("bucket " + bucket_ + ": keys " + pattern + " not read within " +
+                              std::to_string(timeout_ms) + " ms");
+  };
+  // The watch is a consumer the server places on any replica, which reads its own copy: what it
+  // read is handed on once the stream's leader stores nothing newer for these keys; else it is
+  // read again (a replica catching up). A stream electing its leader is asked again.
+  const auto newest_stored = [&] {
+    for (int64_t wait_ms = 100;; wait_ms = std::min<int64_t>(wait_ms * 2, 1000)) {
+      try {
+        return LeaderSequence(conn_, stream_,
+                              MsgGetRequest({{"last_by_subj", subject_prefix_ + pattern}}),
+                              "last key " + pattern + " of bucket " + bucket_)
+            .value_or(0);
+      } catch (const Error&) {
+        if (left_ms() <= wait_ms) throw;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
     }
-    const auto ev = watcher->Next(static_cast<int>(std::min<int64_t>(left_ms, 500)), e);
-    if (ev == KvWatcher::Event::kInitialDone) return;
-    if (ev == KvWatcher::Event::kEntry && !e.deleted) visit(e);
+  };
+  int64_t backoff_ms = 20;
+  for (int attempt = 1;; ++attempt) {
+    const uint64_t newest = newest_stored();
+    const auto watcher = keys.empty() ? WatchAll() : Watch(keys);
+    std::vector<KvEntry> entries;
+    uint64_t seen = 0;  // the newest revision read, deletes included
+    KvEntry e;
+    for (;;) {
+      const int64_t ms = left_ms();
+      if (ms <= 0) throw too_long();
+      const auto ev = watcher->Next(static_cast<int>(std::min<int64_t>(ms, 500)), e);
+      if (ev == KvWatcher::Event::kInitialDone) break;
+      if (ev != KvWatcher::Event::kEntry) continue;
+      seen = std::max(seen, e.revision);
+      if (!e.deleted) entries.push_back(std::move(e));
+    }
+    if (seen >= newest) {
+      for (KvEntry& entry : entries) visit(entry);
+      return attempt - 1;
+    }
+    if (left_ms() <= backoff_ms) throw too_long();
+    std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+    backoff_ms = std::min<int64_t>(backoff_ms * 2, 1000);
   }
 }
 
@@ -1324,6 +1409,13 @@ std::pair<uint64_t, uint64_t> JetStream::ConsumerPending(const std::string& stre
 
 uint64_t JetStream::ConsumerDelivered(const std::string& stream, const std::string& durable) {
   return Progress(stream, durable).delivered;
+}
+
+std::optional<uint64_t> JetStream::NextStored(const std::string& stream, const std::string& subject,
+                                              uint64_t from) {
+  return LeaderSequence(
+      conn_, stream, MsgGetRequest({{"next_by_subj", subject}}, from),
+      "next message of " + subject + " in stream " + stream + " from " + std::to_string(from));
 }
 
 JetStream::Stored JetStream::LastStored(const std::string& stream, const std::string& subject,

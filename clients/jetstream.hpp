@@ -445,6 +445,9 @@ class KeyValue {
   KeyValue& operator=(const KeyValue&) = delete;
 
   const std::string& bucket() const { return bucket_; }
+  /// The key's value as the stream's leader stores it; nullopt when it has none or it was
+  /// deleted. Not a direct get: on a cluster any replica answers one from its own copy, which
+  /// may be behind (a node catching up after a restart).
   std::optional<KvEntry> Get(const std::string& key);
   /// Stores `value` unconditionally; returns the new revision.
   uint64_t Put(const std::string& key, std::string_view value);
@@ -470,11 +473,14 @@ class KeyValue {
   /// Watches the keys matching `keys` (a key or a pattern with * and >).
   std::unique_ptr<KvWatcher> Watch(const std::string& keys);
   /// Hands `visit` every key matching `keys` (empty: all) that has a value, as the bucket holds
-  /// them now: a watch read to the end of its initial values, never a key listing. Throws
+  /// them now: a watch read to the end of its initial values, never a key listing. The watch's
+  /// consumer reads the copy of whichever replica the server placed it on: what it read is
+  /// handed on only once the stream's leader stores nothing newer for these keys, else it is
+  /// read again (a replica catching up with the leader); returns how many times it was. Throws
   /// std::runtime_error when that takes longer than `timeout_ms`, nats::Error when the watch
-  /// cannot be made.
-  void ReadCurrent(const std::string& keys, int64_t timeout_ms,
-                   const std::function<void(KvEntry&)>& visit);
+  /// cannot be made or the leader does not answer.
+  int ReadCurrent(const std::string& keys, int64_t timeout_ms,
+                  const std::function<void(KvEntry&)>& visit);
   /// The outcome of a JetStream publish acknowledgement (the JSON the stream answers with).
   static KvWriteResult ParseAck(std::string_view json);
   /// How long an asynchronous write waits for its acknowledgement (default 5000 ms).
@@ -493,7 +499,9 @@ class KeyValue {
 
   Connection& conn_;
   __kvStore* kv_;
+  __jsCtx* js_ = nullptr;  // for Get
   std::string bucket_;
+  std::string stream_;          // KV_<bucket>
   std::string subject_prefix_;  // $KV.<bucket>.
   std::string reply_prefix_;    // <inbox>.
   std::atomic<int64_t> write_timeout_ms_{5000};
@@ -599,6 +607,11 @@ class JetStream {
   /// delivers nothing: this is how to tell. Waits `timeout_ms` at most for the answer (a stream
   /// without a leader answers nobody).
   Stored LastStored(const std::string& stream, const std::string& subject, int timeout_ms);
+  /// The sequence of the first message on `subject` (wildcards allowed) at or after `from`
+  /// that `stream` stores, as its leader knows it; nullopt when there is none. What a reader
+  /// placed on a replica (ReadStream) did not find may still be there: this tells.
+  std::optional<uint64_t> NextStored(const std::string& stream, const std::string& subject,
+                                     uint64_t from);
 
  private:
   Connection& conn_;

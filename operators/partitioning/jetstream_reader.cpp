@@ -159,6 +159,16 @@ void JetStreamReader::Reread(uint32_t p, const ChangelogRange& range) {
         deliver_(p, *m, true);
         ++reread;
       }
+      // The reader reads the copy of the replica the server placed it on, which may be behind
+      // the leader (a node catching up after a restart): what it did not find, the leader may
+      // store.
+      if (next <= range.last) {
+        if (const auto more = js_.NextStored(options_.consumer.stream, filter, next);
+            more && *more <= range.last) {
+          throw std::runtime_error("the stream's leader stores sequence " + std::to_string(*more) +
+                                   " that the replica read did not have yet");
+        }
+      }
       break;  // read up to the last, or the stream holds no more of them
     } catch (const std::exception& e) {
       spdlog::warn("node '{}': partition {}: re-reading its changelog from {}: {}", options_.node,

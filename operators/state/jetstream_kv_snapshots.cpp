@@ -47,19 +47,24 @@ std::string JetStreamKvSnapshots::KeyOf(std::string_view node, uint32_t p, std::
 SnapshotStore::Snapshot JetStreamKvSnapshots::Restore(uint32_t p) {
   const std::string prefix = KeyOf(options_.node, p, "");
   Snapshot snapshot;
-  kv_->ReadCurrent(prefix + ">", options_.restore_timeout_ms, [&](nats::KvEntry& e) {
-    kv_metrics_.restored_keys.Inc();
-    std::string key = e.key.substr(prefix.size());
-    if (key != kCheckpointKey) {
-      snapshot.values[std::move(key)] = std::move(e.value);
-      return;
-    }
-    snapshot.checkpoint = ParseCheckpoint(e.value);
-    if (!snapshot.checkpoint) {
-      spdlog::warn("{} in bucket {} is not a sequence ({}); taken as none", e.key,
-                   options_.bucket.name, e.value);
-    }
-  });
+  const int again =
+      kv_->ReadCurrent(prefix + ">", options_.restore_timeout_ms, [&](nats::KvEntry& e) {
+        kv_metrics_.restored_keys.Inc();
+        std::string key = e.key.substr(prefix.size());
+        if (key != kCheckpointKey) {
+          snapshot.values[std::move(key)] = std::move(e.value);
+          return;
+        }
+        snapshot.checkpoint = ParseCheckpoint(e.value);
+        if (!snapshot.checkpoint) {
+          spdlog::warn("{} in bucket {} is not a sequence ({}); taken as none", e.key,
+                       options_.bucket.name, e.value);
+        }
+      });
+  if (again > 0) {
+    spdlog::info("bucket {}: {} read {} more times: the replica read was behind the leader",
+                 options_.bucket.name, prefix, again);
+  }
   std::lock_guard lock(mu_);
   partitions_[p].stored = snapshot.values;  // the next save writes only what differs
   return snapshot;

@@ -139,7 +139,7 @@ std::optional<uint64_t> JetStreamKvStore::Restore(const std::string& prefix, con
   std::unordered_map<std::string, uint64_t> revisions;       // by KV key
   std::optional<uint64_t> checkpoint;
   const std::string checkpoint_key = prefix + "checkpoint";  // as CheckpointKey
-  kv_->ReadCurrent(
+  const int again = kv_->ReadCurrent(
       prefix.empty() ? "" : prefix + ">", options_.restore_timeout_ms, [&](nats::KvEntry& e) {
         if (e.key == checkpoint_key) {
           checkpoint = ParseCheckpoint(e.value);
@@ -153,6 +153,10 @@ std::optional<uint64_t> JetStreamKvStore::Restore(const std::string& prefix, con
         }
         revisions[e.key] = e.revision;  // the base of our next write, if it is a key we write
       });
+  if (again > 0) {
+    spdlog::info("bucket {}: {}> read {} more times: the replica read was behind the leader",
+                 options_.bucket.name, prefix, again);
+  }
   for (auto& [key, samples] : restored) {
     retention_.Apply(samples);
     auto [record_key, name] = RecordOf(key, options_.records_per_partition);
