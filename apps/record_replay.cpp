@@ -231,7 +231,20 @@ int RecordStream(const RecordArgs& args, const nats::ConnectOptions& options, Re
     subject = stream->subjects.front();
   }
   auto reader = js.ReadStream(args.stream, subject, *from);
-  const uint64_t total = reader->total();
+  uint64_t total = reader->total();
+  // The reader counts and reads the copy of a replica the server picks, which may be behind the
+  // stream's leader (a node catching up after a restart): what the leader stores now is the end,
+  // asked of it again whenever the replica says it has nothing more.
+  uint64_t last = 0;
+  try {
+    last = js.LastStored(args.stream, subject, 5000).sequence;
+  } catch (const std::exception& e) {
+    spdlog::warn(
+        "the stream's leader did not tell its last message ({}): the end is what the "
+        "replica read has",
+        e.what());
+  }
+  uint64_t until = 0;  // read on to this sequence: the leader stores more than the replica had
   spdlog::info("recording stream '{}' ({}) from {} on {}{} to {}: {} messages stored from there",
                args.stream, subject, nats::RedactUrl(options.url),
                args.from.empty() ? "its first message" : args.from,
@@ -244,7 +257,8 @@ int RecordStream(const RecordArgs& args, const nats::ConnectOptions& options, Re
   auto progress = [&](bool final) {
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double frac = total > 0 ? static_cast<double>(files.records()) / total : 1.0;
+    const double frac =
+        total > 0 ? std::min(1.0, static_cast<double>(files.records()) / total) : 1.0;
     PrintProgress(
         tty, "record", frac,
         fmt::format("{} of {} messages, at sequence {} stored {}, {:.0f} messages/s",
@@ -254,7 +268,29 @@ int RecordStream(const RecordArgs& args, const nats::ConnectOptions& options, Re
   };
   std::string end = "the end of the stream";
   recording::Record r;
-  while (files.records() < total) {
+  // At the replica's end: whether the leader stores more of the range, up to its last.
+  const auto leader_has_more = [&] {
+    const uint64_t next = sequence > 0         ? sequence + 1
+                          : from->time_ns != 0 ? 0  // a start in time: not asked
+                                               : std::max<uint64_t>(from->sequence, 1);
+    if (next == 0 || next > last) return false;
+    try {
+      const auto more = js.NextStored(args.stream, subject, next);
+      return more && *more <= last;
+    } catch (const std::exception& e) {
+      spdlog::warn(
+          "the stream's leader did not tell what follows sequence {} ({}): the end is "
+          "what the replica read has",
+          next - 1, e.what());
+      return false;
+    }
+  };
+  for (;;) {
+    if (files.records() >= total && sequence >= until) {
+      if (!leader_has_more()) break;
+      until = last;
+      total = std::max(total, files.records() + 1);
+    }
     const auto message = reader->Next(100);
     const auto now = std::chrono::steady_clock::now();
     if (now - last_check >= std::chrono::milliseconds(100)) {
@@ -295,8 +331,9 @@ int RecordStream(const RecordArgs& args, const nats::ConnectOptions& options, Re
       end = files.error().empty() ? "--max-bytes" : "";
       break;
     }
-    // Messages removed meanwhile (the stream's limits) are never sent: at the stream's end.
-    if (message->pending() == 0) break;
+    // Messages removed meanwhile (the stream's limits) are never sent: at the replica's end
+    // (the leader is asked above whether it is the stream's).
+    if (message->pending() == 0) total = std::min(total, files.records());
   }
   if (!files.Flush()) return kExitFatal;  // Record reports the error
   progress(true);
