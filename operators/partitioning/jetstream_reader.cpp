@@ -163,8 +163,19 @@ void JetStreamReader::Reread(uint32_t p, const ChangelogRange& range) {
       // the leader (a node catching up after a restart): what it did not find, the leader may
       // store.
       if (next <= range.last) {
-        if (const auto more = js_.NextStored(options_.consumer.stream, filter, next);
-            more && *more <= range.last) {
+        std::optional<uint64_t> more;
+        try {
+          more = js_.NextStored(options_.consumer.stream, filter, next);
+        } catch (const nats::Error&) {
+          if (!MsgGetRefused()) throw;  // asked again
+          spdlog::error(
+              "node '{}': partition {}: the server refuses to tell whether stream {} stores more "
+              "of it than the replica read ({}): taken as read whole (allow "
+              "$JS.API.STREAM.MSG.GET.{} to the engine's user: generate-users.mjs does)",
+              options_.node, p, options_.consumer.stream, conn_.LastError(),
+              options_.consumer.stream);
+        }
+        if (more && *more <= range.last) {
           throw std::runtime_error("the stream's leader stores sequence " + std::to_string(*more) +
                                    " that the replica read did not have yet");
         }
@@ -420,21 +431,25 @@ void JetStreamReader::ConfirmWithStream(int64_t now) {
           options_.node, p, stored.sequence, delivered, r.received_seq);
       r.behind_stream = true;
     } catch (const nats::Error& e) {
-      const std::string refused = conn_.LastError();
-      if (refused.find("Permissions Violation") != std::string::npos &&
-          refused.find("STREAM.MSG.GET") != std::string::npos) {
+      if (MsgGetRefused()) {
         // Users generated before this request was needed (deploy/nats/generate-users.mjs).
         spdlog::error(
             "node '{}': the server refuses to tell the last message of stream {} ({}): a quiet "
             "consumer's \"nothing pending\" is taken at its word from now on (allow "
             "$JS.API.STREAM.MSG.GET.{} to the engine's user: generate-users.mjs does)",
-            options_.node, options_.consumer.stream, refused, options_.consumer.stream);
+            options_.node, options_.consumer.stream, conn_.LastError(), options_.consumer.stream);
         confirm_refused_ = true;
         return;
       }
       spdlog::debug("node '{}': {}", options_.node, e.what());
     }
   }
+}
+
+bool JetStreamReader::MsgGetRefused() const {
+  const std::string refused = conn_.LastError();
+  return refused.find("Permissions Violation") != std::string::npos &&
+         refused.find("STREAM.MSG.GET") != std::string::npos;
 }
 
 /// The lag gauge of partition `p`, made when first asked (the fetch thread's only).

@@ -120,6 +120,9 @@ class JetStreamReader final : public PartitionReader {
   Reading& ReadingOf(uint32_t p, int64_t now);
   void AskQuietConsumers(int64_t now);
   void ConfirmWithStream(int64_t now);
+  /// The connection's last error is the server refusing $JS.API.STREAM.MSG.GET (users generated
+  /// before the engine needed it).
+  bool MsgGetRefused() const;
   /// The subjects of partition `p`'s consumer (unpartitioned: the consumer's filter).
   std::string FilterOf(uint32_t p) const;
   Gauge& PartitionPending(uint32_t p);
