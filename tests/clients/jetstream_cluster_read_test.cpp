@@ -6,8 +6,10 @@
 // (docs/scaling.md, "Hand-over of a partition").
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "fleet_check.hpp"
@@ -20,29 +22,51 @@ namespace {
 
 using namespace std::chrono_literals;
 
-TEST(JetStreamClusterReadTest, ReadsThroughANodeCatchingUpSeeTheLastWrite) {
-  FF_REQUIRE_NATS_SERVER();
-  NatsCluster cluster(3);
-  cluster.UseServer210();
-  cluster.Start();
-  nats::ConnectOptions o;
-  o.url = cluster.url();
-  auto conn = nats::Connection::Connect(o);
-  nats::JetStream js(*conn);
-  auto kv = js.EnsureBucket({.name = "reads", .replicas = 3});
-  const int leader = cluster.LeaderOf("KV_reads");
-  ASSERT_GE(leader, 0);
-  const int follower = (leader + 1) % 3;
-  // 60 MB stored while the follower is down: it takes seconds to catch up once back.
-  const std::string value(20000, 'x');
-  cluster.node(follower).Stop();
-  for (int i = 0; i < 3000; ++i) kv->Put("3.backlog" + std::to_string(i % 50), value);
-  cluster.node(follower).Start();
-  nats::ConnectOptions through;
-  through.url = cluster.node(follower).url();
-  auto fconn = nats::Connection::Connect(through);
-  nats::JetStream fjs(*fconn);
-  auto reader = fjs.EnsureBucket({.name = "reads", .replicas = 3});
+// A three-node 2.10 cluster and a connection to it; CatchUp stops a follower of `stream`, has
+// `fill` store what it must catch up on (60 MB in the tests: seconds of catching up), starts it
+// again and connects through it.
+class JetStreamClusterReadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    FF_REQUIRE_NATS_SERVER();
+    cluster_.UseServer210();
+    cluster_.Start();
+    nats::ConnectOptions o;
+    o.url = cluster_.url();
+    conn_ = nats::Connection::Connect(o);
+    js_ = std::make_unique<nats::JetStream>(*conn_);
+  }
+
+  // The follower's index; fconn_ and fjs_ reach the cluster through it.
+  template <typename Fill>
+  int CatchUp(const std::string& stream, Fill fill) {
+    leader_ = cluster_.LeaderOf(stream);
+    EXPECT_GE(leader_, 0) << "no leader for " << stream;
+    const int follower = (std::max(leader_, 0) + 1) % 3;
+    cluster_.node(follower).Stop();
+    fill();
+    cluster_.node(follower).Start();
+    nats::ConnectOptions through;
+    through.url = cluster_.node(follower).url();
+    fconn_ = nats::Connection::Connect(through);
+    fjs_ = std::make_unique<nats::JetStream>(*fconn_);
+    return follower;
+  }
+
+  NatsCluster cluster_{3};
+  std::unique_ptr<nats::Connection> conn_, fconn_;
+  std::unique_ptr<nats::JetStream> js_, fjs_;
+  int leader_ = -1;
+  const std::string value_ = std::string(20000, 'x');
+};
+
+TEST_F(JetStreamClusterReadTest, ReadsThroughANodeCatchingUpSeeTheLastWrite) {
+  auto kv = js_->EnsureBucket({.name = "reads", .replicas = 3});
+  const int follower = CatchUp("KV_reads", [&] {
+    for (int i = 0; i < 3000; ++i) kv->Put("3.backlog" + std::to_string(i % 50), value_);
+  });
+  ASSERT_GE(leader_, 0);
+  auto reader = fjs_->EnsureBucket({.name = "reads", .replicas = 3});
   // For 5 s from its restart: write through the cluster, read at once through the follower.
   // Reads that fail (the node not yet serving JetStream) are counted, not stale.
   int reads = 0, stale_gets = 0, stale_watches = 0, failed = 0;
@@ -50,7 +74,7 @@ TEST(JetStreamClusterReadTest, ReadsThroughANodeCatchingUpSeeTheLastWrite) {
   const auto until = std::chrono::steady_clock::now() + 5s;
   for (int i = 0; std::chrono::steady_clock::now() < until; ++i) {
     const std::string key = "3.k" + std::to_string(i % 7);
-    const uint64_t revision = kv->Put(key, value + std::to_string(i));
+    const uint64_t revision = kv->Put(key, value_ + std::to_string(i));
     try {
       const auto got = reader->Get(key);
       uint64_t watched = 0;
@@ -74,7 +98,7 @@ TEST(JetStreamClusterReadTest, ReadsThroughANodeCatchingUpSeeTheLastWrite) {
   std::printf(
       "%d reads through n%d right after a write (n%d leads): %d gets and %d watches "
       "stale, %d failed\n",
-      reads, follower, leader, stale_gets, stale_watches, failed);
+      reads, follower, leader_, stale_gets, stale_watches, failed);
   EXPECT_GE(reads, 100) << failed << " failed";
   EXPECT_EQ(stale_gets, 0) << first_stale;
   EXPECT_EQ(stale_watches, 0);
@@ -88,34 +112,21 @@ TEST(JetStreamClusterReadTest, ReadsThroughANodeCatchingUpSeeTheLastWrite) {
 // ordered consumer are placed by the server): it may miss the message just stored. The leader's
 // NextStored does not: it is what the changelog's re-read on a take-over checks what it read
 // against (JetStreamReader::Reread).
-TEST(JetStreamClusterReadTest, TheLeaderTellsTheMessageAReadThroughANodeCatchingUpMissed) {
-  FF_REQUIRE_NATS_SERVER();
-  NatsCluster cluster(3);
-  cluster.UseServer210();
-  cluster.Start();
-  nats::ConnectOptions o;
-  o.url = cluster.url();
-  auto conn = nats::Connection::Connect(o);
-  nats::JetStream js(*conn);
+TEST_F(JetStreamClusterReadTest, TheLeaderTellsTheMessageAReadThroughANodeCatchingUpMissed) {
+  nats::JetStream& js = *js_;
   js.EnsureStream(nats::StreamOptions{.name = "S", .subjects = {"p.>"}, .replicas = 3});
-  const int leader = cluster.LeaderOf("S");
-  ASSERT_GE(leader, 0);
-  const int follower = (leader + 1) % 3;
-  const std::string value(20000, 'x');
-  cluster.node(follower).Stop();
-  for (int i = 0; i < 3000; ++i) {
-    js.Publish("p.0.backlog", value.data(), value.size(), nats::Headers{}, 5000);
-  }
-  cluster.node(follower).Start();
-  nats::ConnectOptions through;
-  through.url = cluster.node(follower).url();
-  auto fconn = nats::Connection::Connect(through);
-  nats::JetStream fjs(*fconn);
+  const int follower = CatchUp("S", [&] {
+    for (int i = 0; i < 3000; ++i) {
+      js.Publish("p.0.backlog", value_.data(), value_.size(), nats::Headers{}, 5000);
+    }
+  });
+  ASSERT_GE(leader_, 0);
+  nats::JetStream& fjs = *fjs_;
   int reads = 0, missed = 0, failed = 0, leader_missed = 0;
   const auto until = std::chrono::steady_clock::now() + 5s;
   while (std::chrono::steady_clock::now() < until) {
     const uint64_t sequence =
-        js.Publish("p.1.x", value.data(), value.size(), nats::Headers{}, 5000);
+        js.Publish("p.1.x", value_.data(), value_.size(), nats::Headers{}, 5000);
     try {
       const auto reader = fjs.ReadStream("S", "p.1.*", nats::StreamStart{sequence, 0});
       ++reads;
@@ -130,13 +141,13 @@ TEST(JetStreamClusterReadTest, TheLeaderTellsTheMessageAReadThroughANodeCatching
   std::printf(
       "%d stream reads through n%d right after a message was stored (n%d leads): %d "
       "missed it, %d failed; the leader missed it %d times\n",
-      reads, follower, leader, missed, failed, leader_missed);
+      reads, follower, leader_, missed, failed, leader_missed);
   EXPECT_GE(reads, 100) << failed << " failed";
   EXPECT_EQ(leader_missed, 0);
 }
 
 // NextStored: the first message on a subject at or after a sequence, as the leader stores it.
-TEST(JetStreamClusterReadTest, NextStoredFindsTheNextMessageOfASubject) {
+TEST(JetStreamNextStoredTest, FindsTheNextMessageOfASubject) {
   FF_REQUIRE_NATS_SERVER();
   NatsServer server;
   server.Start();
