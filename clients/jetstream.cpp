@@ -331,13 +331,15 @@ StreamSummary StreamOf(const rapidjson::Value& answer) {
 // --- JsMessage ---
 
 JsMessage::JsMessage(Connection& connection, Message message)
-    : conn_(connection), msg_(std::move(message)), reply_(ParseReply(msg_.reply())) {}
+    : conn_(connection), msg_(std::move(message)), reply_(AckReply::Parse(msg_.reply())) {}
 
-// $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>, or with
-// <domain>.<account hash> before the stream and a random token at the end (12 tokens or more).
-JsMessage::ReplyNumbers JsMessage::ParseReply(std::string_view reply) {
-  // Where the first 11 tokens start: the numbers are tokens 4 to 8 (9 tokens) or 6 to 10 (12 or
-  // more). A number is read up to the next '.', as from_chars stops there.
+JsMessage::JsMessage(Connection& connection, Message message, const AckReply& reply)
+    : conn_(connection), msg_(std::move(message)), reply_(reply) {}
+
+JsMessage::AckReply JsMessage::AckReply::Parse(std::string_view reply) {
+  // Where the first 11 tokens start: the consumer is token 3 (9 tokens) or 5 (12 or more), the
+  // numbers tokens 4 to 8 or 6 to 10. A number is read up to the next '.', as from_chars stops
+  // there.
   constexpr size_t kKept = 11;
   std::array<size_t, kKept> start{};
   size_t tokens = 1;
@@ -346,8 +348,10 @@ JsMessage::ReplyNumbers JsMessage::ParseReply(std::string_view reply) {
     if (tokens < kKept) start[tokens] = i + 1;
     ++tokens;
   }
-  ReplyNumbers n;
+  AckReply n;
   const size_t first = tokens >= 12 ? 6 : 4;
+  if (first < tokens)
+    n.consumer = reply.substr(start[first - 1], start[first] - 1 - start[first - 1]);
   const auto number = [&](size_t at, auto& out) {
     if (at < tokens) std::from_chars(reply.data() + start[at], reply.data() + reply.size(), out);
   };
@@ -395,28 +399,14 @@ namespace {
 
 /// Freed on another thread (the graph's): oneTBB's allocator serves that pattern far better than
 /// glibc's (docs/BENCHMARKS.md §2); sanitizer builds keep the standard one, which they check.
-std::shared_ptr<JsMessage> MakeMessage(Connection& connection, Message&& message) {
+std::shared_ptr<JsMessage> MakeMessage(Connection& connection, Message&& message,
+                                       const JsMessage::AckReply& reply) {
 #if FF_SANITIZED
-  return std::make_shared<JsMessage>(connection, std::move(message));
+  return std::make_shared<JsMessage>(connection, std::move(message), reply);
 #else
   return std::allocate_shared<JsMessage>(tbb::scalable_allocator<JsMessage>(), connection,
-                                         std::move(message));
+                                         std::move(message), reply);
 #endif
-}
-
-/// The consumer named by an acknowledgement subject: `$JS.ACK.<stream>.<consumer>....` (9
-/// tokens), or with `<domain>.<account hash>` before the stream (12 tokens or more).
-std::string_view ConsumerOf(std::string_view reply) {
-  size_t dots[6];
-  size_t n = 0, count = 0;
-  for (size_t i = 0; i < reply.size(); ++i) {
-    if (reply[i] != '.') continue;
-    if (n < 6) dots[n++] = i;
-    ++count;
-  }
-  const size_t token = count + 1 >= 12 ? 5 : 3;
-  if (n <= token) return {};
-  return reply.substr(dots[token - 1] + 1, dots[token] - dots[token - 1] - 1);
 }
 
 }  // namespace
@@ -531,10 +521,9 @@ bool PullSet::ApplyCommands(Fetched& out) {
   return true;
 }
 
-PullSet::Member* PullSet::ByReply(std::string_view ack_reply) {
-  const std::string_view consumer = ConsumerOf(ack_reply);
+PullSet::Member* PullSet::ByConsumer(std::string_view durable) {
   for (auto& [id, m] : members_) {
-    if (m.durable == consumer) return &m;
+    if (m.durable == durable) return &m;
   }
   return nullptr;
 }
@@ -549,7 +538,8 @@ bool PullSet::Receive(int wait_ms, Fetched& out) {
   if (!msg) return false;
   const std::string_view subject = msg->subject();
   if (msg->reply().starts_with("$JS.ACK.")) {
-    Member* m = ByReply(msg->reply());
+    const JsMessage::AckReply reply = JsMessage::AckReply::Parse(msg->reply());
+    Member* m = ByConsumer(reply.consumer);
     // Every message asked for came: the consumer may have more (a backlog).
     if (m != nullptr && Outstanding(*m) > 0 && ++m->answered == m->asked) m->caught_up = false;
     if (m != nullptr) {
@@ -567,7 +557,7 @@ bool PullSet::Receive(int wait_ms, Fetched& out) {
       return true;
     }
     m->delivered = true;
-    out.messages.emplace_back(m->id, MakeMessage(conn_, std::move(*msg)));
+    out.messages.emplace_back(m->id, MakeMessage(conn_, std::move(*msg), reply));
     return true;
   }
   // A status on <inbox>.<id>: 404, 408 or 409 ends a request (no messages, expired, or refused)

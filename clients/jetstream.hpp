@@ -103,9 +103,27 @@ class DeferredAck {
 /// The connection it came on must outlive it (and every DeferredAck of it).
 class JsMessage {
  public:
+  /// What an acknowledgement subject says: `$JS.ACK.<stream>.<consumer>.<delivered>.<stream
+  /// seq>.<consumer seq>.<time>.<pending>`, or with `<domain>.<account hash>` before the stream
+  /// and a random token at the end (12 tokens or more). Each number as its accessor says when
+  /// the subject does not have it.
+  struct AckReply {
+    std::string_view consumer;  // into the subject read; empty when it does not name one
+    uint64_t delivered = 1;
+    uint64_t stream_sequence = 0;
+    uint64_t consumer_sequence = 0;
+    int64_t stored_ns = 0;
+    uint64_t pending = 0;
+    /// Reads `reply` in one pass.
+    static AckReply Parse(std::string_view reply);
+  };
+
   /// Reads the numbers of its reply subject once, here: they are asked for several times on
   /// every message's way (its order, its partition's progress, its batch's stream time).
   JsMessage(Connection& connection, Message message);
+  /// `reply` is AckReply::Parse of the message's reply subject, read already (PullSet: the
+  /// consumer it names says whose the message is).
+  JsMessage(Connection& connection, Message message, const AckReply& reply);
   JsMessage(const JsMessage&) = delete;
   JsMessage& operator=(const JsMessage&) = delete;
 
@@ -135,21 +153,11 @@ class JsMessage {
   void Term();
 
  private:
-  /// The numbers of an acknowledgement subject (each as its accessor says when absent).
-  struct ReplyNumbers {
-    uint64_t delivered = 1;
-    uint64_t stream_sequence = 0;
-    uint64_t consumer_sequence = 0;
-    int64_t stored_ns = 0;
-    uint64_t pending = 0;
-  };
-  static ReplyNumbers ParseReply(std::string_view reply);
-
   void Answer(std::string_view body);
 
   Connection& conn_;
   Message msg_;
-  ReplyNumbers reply_;
+  AckReply reply_;
   std::atomic<bool> done_{false};
 };
 
@@ -321,7 +329,7 @@ class PullSet {
   void Settle(Fetched& out);
   /// A message or a status of consumer `m` came: not silent.
   static void Heard(Member& m);
-  Member* ByReply(std::string_view ack_reply);
+  Member* ByConsumer(std::string_view durable);
   /// NAKs `messages` (the server sends them again at once) and clears it.
   void HandBack(std::vector<Message>& messages);
 

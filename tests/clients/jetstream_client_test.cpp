@@ -61,6 +61,22 @@ TEST(JsMessageTest, ReadsItsPlaceInTheStreamFromEitherReplyForm) {
   }
 }
 
+// The consumer a message came from (PullSet's: whose it is), read in the same pass.
+TEST(JsMessageTest, ReadsItsConsumerFromEitherReplyForm) {
+  using Reply = nats::JsMessage::AckReply;
+  const Reply v1 = Reply::Parse("$JS.ACK.TELEMETRY.ff-p3.2.1234.1200.1700000000123456789.17");
+  EXPECT_EQ(v1.consumer, "ff-p3");
+  EXPECT_EQ(v1.stream_sequence, 1234u);
+  const Reply v2 =
+      Reply::Parse("$JS.ACK.hub.ACCOUNTHASH.TELEMETRY.ff-p12.3.99.98.1700000000000000001.5.r4nd");
+  EXPECT_EQ(v2.consumer, "ff-p12");
+  EXPECT_EQ(v2.stream_sequence, 99u);
+  for (const char* odd : {"", "$JS.ACK.TELEMETRY", "$JS.ACK.TELEMETRY.ff-p3", "no.dots.here"}) {
+    EXPECT_EQ(Reply::Parse(odd).consumer, "") << odd;
+  }
+  EXPECT_EQ(Reply::Parse("$JS.ACK.TELEMETRY.ff-p3.2").consumer, "ff-p3");
+}
+
 TEST(KvAckTest, ParsesAcknowledgementsConflictsAndErrors) {
   auto r = nats::KeyValue::ParseAck(R"({"stream":"KV_telemetry", "seq":42})");
   EXPECT_TRUE(r.ok);
