@@ -1,6 +1,7 @@
 #pragma once
 /// Where keyed state (the newest samples per key) is kept durably. keyed_last_value holds the
-/// working copy in memory and writes it through a StateStore; the memory store keeps nothing
+/// working copy in memory and writes it through a StateStore, which reads that copy when it
+/// writes a key (StateStore::Current) and keeps none of its own; the memory store keeps nothing
 /// beyond the process, the JetStream KV store (operators/state/) is the checkpoint of each
 /// partition's changelog (the stream): a worker that takes a partition over restores its keys
 /// from there and re-reads the messages after the checkpoint. Windowed operators keep theirs
@@ -59,6 +60,11 @@ struct Retention {
 class StateStore {
  public:
   using Visit = std::function<void(const std::string& key, std::vector<wire::Point> samples)>;
+  /// What keyed state holds now of the key the store numbered `slot` (Slot): its retained
+  /// samples, ascending by event time; nullptr when the state has no such key. The store reads
+  /// it when it writes the key, on the operator's thread (Sync, Forget), and keeps no copy of
+  /// its own of what the state holds.
+  using Current = std::function<const std::vector<wire::Point>*(size_t slot)>;
 
   virtual ~StateStore() = default;
   /// Hands over every stored key whose name starts with `prefix` (keys are
@@ -71,12 +77,11 @@ class StateStore {
   /// The store's number for `key` (made when new), for Write: a key is looked up by name once,
   /// not on every write.
   virtual size_t Slot(const std::string& key) = 0;
-  /// Adds `samples` (new samples of the key numbered `slot` that entered its state, in any
-  /// order) to what is stored for the key. `sequence` is the stream sequence of the message they
-  /// came in (0: none): the partition's checkpoint passes it once they are stored. Writes of
-  /// one key are coalesced: the store keeps the key's retained samples itself (from Restore and
-  /// its own writes) and stores what state retains of them with the samples added since.
-  virtual void Write(size_t slot, const std::vector<wire::Point>& samples, uint64_t sequence) = 0;
+  /// New samples of the key numbered `slot` entered its state, from the message of stream
+  /// sequence `sequence` (0: none): the partition's checkpoint passes it once they are stored.
+  /// Writes of one key are coalesced: the store stores what the state holds of the key (its
+  /// Current) when it next writes it.
+  virtual void Write(size_t slot, uint64_t sequence) = 0;
   /// Called on every clock tick: sends the writes that are due (`all`: every pending write,
   /// waiting for them: a drain, or a partition handed over).
   virtual void Sync(bool all) = 0;
@@ -187,7 +192,7 @@ class MemoryStateStore final : public StateStore {
     return std::nullopt;
   }
   size_t Slot(const std::string&) override { return 0; }
-  void Write(size_t, const std::vector<wire::Point>&, uint64_t) override {}
+  void Write(size_t, uint64_t) override {}
   void Sync(bool) override {}
   void Forget(const std::string&) override {}
 };

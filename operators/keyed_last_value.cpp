@@ -67,6 +67,7 @@ class KeyedLastValue final : public Operator {
       o.records_per_partition = options.records_per_partition;
       o.keep = retention_.keep;
       o.history_ns = retention_.history_ns;
+      o.current = [this](size_t slot) { return Current(slot); };
       store_ = std::make_unique<JetStreamKvStore>(std::move(o), ctx.metrics, ctx.labels());
     } else {
       store_ = std::make_unique<MemoryStateStore>();
@@ -104,8 +105,8 @@ class KeyedLastValue final : public Operator {
       if (const auto last = state_.find(key_); last != state_.end() && !last->second.kept.empty()) {
         at = std::max(at, last->second.kept.back().ts_ns + 1);
       }
-      KeyEntry& entry = Accept(key_, {wire::Point{at, 0, status->on ? 1.0 : 0.0}}, false);
-      if (!stored_.empty()) store_->Write(Slot(entry, key_), stored_, status->sequence);
+      const Accepted a = Accept(key_, {wire::Point{at, 0, status->on ? 1.0 : 0.0}}, false);
+      if (a.entered) store_->Write(Slot(a.entry, key_), status->sequence);
       if (status->ack) status->ack->Done();  // in state: the stream is its changelog
       out.Emit(MakeMessage(StatusEvent{status->vehicle, status->on, at, status->partition}));
       return;
@@ -127,14 +128,14 @@ class KeyedLastValue final : public Operator {
       return;
     }
     MakeKey(key_, batch->partition, batch->vehicle, batch->sensor);
-    KeyEntry& entry = Accept(key_, batch->points, true);
-    accepted_.Inc(passed_.size());
-    if (!stored_.empty()) store_->Write(Slot(entry, key_), stored_, batch->sequence);
+    const Accepted a = Accept(key_, batch->points, true);
+    accepted_.Inc(a.passed);
+    if (a.entered) store_->Write(Slot(a.entry, key_), batch->sequence);
     // In state: acknowledged. The stream is the partition's changelog; the store's checkpoint
     // says from where a next owner re-reads it (docs/scaling.md, "State").
     if (batch->ack) batch->ack->Done();
-    if (passed_.empty()) return;
-    if (passed_.size() == batch->points.size()) {
+    if (a.passed == 0) return;
+    if (a.passed == batch->points.size()) {
       // Nothing dropped: the message goes on as it is.
       out.Emit(in);
       return;
@@ -226,13 +227,25 @@ class KeyedLastValue final : public Operator {
   }
 
   struct KeyEntry;
-  /// Takes `points` into the key's state and returns it. Leaves in passed_ the samples to pass
-  /// on: every one that is not a duplicate of a kept one (stale ones included, though they stay
-  /// out of the state); and in stored_ those that entered the state (the store applies the
-  /// retention to what it writes).
-  KeyEntry& Accept(const std::string& key, const std::vector<wire::Point>& points, bool count) {
+  struct Accepted {
+    KeyEntry& entry;  // the key's state
+    size_t passed;    // samples to pass on; when fewer than were given, they are in passed_
+    bool entered;     // a sample entered the state
+  };
+  /// Takes `points` into the key's state. The samples to pass on are every one that is not a
+  /// duplicate of a kept one (stale ones included, though they stay out of the state); they
+  /// are copied into passed_ only when one is dropped.
+  Accepted Accept(const std::string& key, const std::vector<wire::Point>& points, bool count) {
     passed_.clear();
-    stored_.clear();
+    size_t dropped = 0;
+    bool entered = false;
+    // Once a sample is dropped, passed_ holds those before it that went on, and each after.
+    const auto pass = [&](const wire::Point& p) {
+      if (dropped > 0) passed_.push_back(p);
+    };
+    const auto drop = [&](const wire::Point& p) {
+      if (dropped++ == 0) passed_.assign(points.data(), &p);
+    };
     auto [it, inserted] = state_.try_emplace(key);
     if (inserted) keys_.Set(static_cast<double>(state_.size()));
     KeyEntry& entry = it->second;
@@ -245,8 +258,8 @@ class KeyedLastValue final : public Operator {
     for (const wire::Point& p : points) {
       if (kept.empty() || p.ts_ns > kept.back().ts_ns) {
         kept.push_back(p);
-        passed_.push_back(p);
-        stored_.push_back(p);
+        pass(p);
+        entered = true;
         retained = false;
         continue;
       }
@@ -258,9 +271,10 @@ class KeyedLastValue final : public Operator {
                                   [](const wire::Point& k, int64_t ts) { return k.ts_ns < ts; });
       if (pos != kept.end() && pos->ts_ns == p.ts_ns && pos->seq == p.seq) {
         if (count) duplicates_.Inc();
+        drop(p);
         continue;
       }
-      passed_.push_back(p);
+      pass(p);
       if (pos == kept.begin() && !kept.empty() && !KeepsAnOlderSample(kept)) {
         // Older than the whole state and beyond what it retains: it does not enter it, but the
         // windows it belongs to may still want it (it arrived late through another worker, or
@@ -270,10 +284,11 @@ class KeyedLastValue final : public Operator {
       }
       kept.insert(pos, p);
       retention_.Apply(kept);
-      stored_.push_back(p);
+      entered = true;
     }
     if (!retained) retention_.Apply(kept);
-    if (!passed_.empty() && !key.ends_with(wire::kStatusToken)) {
+    const size_t passed = points.size() - dropped;
+    if (passed > 0 && !key.ends_with(wire::kStatusToken)) {
       if (entry.newest == nullptr) {
         const size_t first = key.find('.') + 1;
         const std::string_view vehicle =
@@ -284,13 +299,24 @@ class KeyedLastValue final : public Operator {
       }
       *entry.newest = std::max(*entry.newest, kept.back().ts_ns);
     }
-    return entry;
+    return {entry, passed, entered};
   }
 
   /// The store's number for `key`, whose state is `entry` (asked of the store once per key).
   size_t Slot(KeyEntry& entry, const std::string& key) {
-    if (entry.slot == SIZE_MAX) entry.slot = store_->Slot(key);
+    if (entry.slot == SIZE_MAX) {
+      entry.slot = store_->Slot(key);
+      if (entry.slot >= key_of_slot_.size()) key_of_slot_.resize(entry.slot + 1);
+      key_of_slot_[entry.slot] = key;
+    }
     return entry.slot;
+  }
+
+  /// What the state holds of the key the store numbered `slot` (StateStore::Current).
+  const std::vector<wire::Point>* Current(size_t slot) const {
+    if (slot >= key_of_slot_.size()) return nullptr;
+    const auto it = state_.find(key_of_slot_[slot]);
+    return it == state_.end() || it->second.slot != slot ? nullptr : &it->second.kept;
   }
 
   /// Whether a sample older than every sample of `kept` would stay in the state once added.
@@ -322,8 +348,8 @@ class KeyedLastValue final : public Operator {
     using is_transparent = void;
   };
   std::unordered_map<std::string, int64_t, Hash, std::equal_to<>> newest_;
-  std::vector<wire::Point> passed_;  // scratch of Accept: samples to pass on
-  std::vector<wire::Point> stored_;  // scratch of Accept: samples that entered the state
+  std::vector<std::string> key_of_slot_;  // by the store's number: the state's key
+  std::vector<wire::Point> passed_;       // scratch of Accept: samples to pass on
   Counter& accepted_;
   Counter& stale_;
   Counter& duplicates_;

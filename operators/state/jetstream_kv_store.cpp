@@ -124,14 +124,10 @@ void JetStreamKvStore::MergeInto(Record& record, const std::string& name,
   auto it = std::find_if(record.series.begin(), record.series.end(),
                          [&](const Series& mine) { return mine.name == name; });
   if (it == record.series.end()) {
-    record.series.push_back(Series{name, samples, {}, SIZE_MAX});
+    record.series.push_back(Series{name, samples, SIZE_MAX});
     return;
   }
-  it->samples = Merge(std::move(it->samples), samples, kMaxPendingSamples);
-}
-
-void JetStreamKvStore::MergeInto(Record& record, const std::vector<state::Series>& stored) {
-  for (const state::Series& s : stored) MergeInto(record, s.name, s.samples);
+  it->held = Merge(std::move(it->held), samples, kMaxPendingSamples);
 }
 
 std::optional<uint64_t> JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
@@ -166,7 +162,7 @@ std::optional<uint64_t> JetStreamKvStore::Restore(const std::string& prefix, con
       if (const auto rev = revisions.find(record_key); rev != revisions.end()) {
         r.revision = std::max(r.revision, rev->second);
       }
-      MergeInto(r, name, samples);  // our next base
+      MergeInto(r, name, samples);  // held until the state's key is written (Slot)
     }
     visit(key, std::move(samples));
   }
@@ -190,6 +186,18 @@ void JetStreamKvStore::Forget(const std::string& prefix) {
     }
     it = records_.erase(it);
   }
+  // A record whose write is still on its way keeps the state's last samples of its keys: the
+  // state forgets them now, and the record may be written again (a failed write).
+  for (auto& [key, r] : records_) {
+    if (!key.starts_with(prefix)) continue;
+    for (Series& s : r.series) {
+      if (s.slot == SIZE_MAX) continue;
+      s.held = SamplesOf(s);
+      slots_[s.slot] = SlotRef{};
+      free_slots_.push_back(s.slot);
+      s.slot = SIZE_MAX;
+    }
+  }
 }
 
 size_t JetStreamKvStore::Slot(const std::string& key) {
@@ -200,9 +208,10 @@ size_t JetStreamKvStore::Slot(const std::string& key) {
   auto& series = node.second.series;
   auto it =
       std::find_if(series.begin(), series.end(), [&](const Series& s) { return s.name == name; });
-  if (it == series.end())
-    it = series.insert(series.end(), Series{std::move(name), {}, {}, SIZE_MAX});
+  if (it == series.end()) it = series.insert(series.end(), Series{std::move(name), {}, SIZE_MAX});
   if (it->slot == SIZE_MAX) {
+    // Restored: the state holds what the store read (StateStore::Restore's visit) from now on.
+    it->held.clear();
     if (free_slots_.empty()) {
       it->slot = slots_.size();
       slots_.emplace_back();
@@ -216,15 +225,9 @@ size_t JetStreamKvStore::Slot(const std::string& key) {
   return it->slot;
 }
 
-void JetStreamKvStore::Write(size_t slot, const std::vector<wire::Point>& samples,
-                             uint64_t sequence) {
+void JetStreamKvStore::Write(size_t slot, uint64_t sequence) {
   std::lock_guard lock(mu_);
-  const SlotRef& ref = slots_.at(slot);
-  auto& [key, record] = *ref.record;
-  Series& s = record.series[ref.series];
-  // Appended here, sorted and merged once per write (Settle), not once per message.
-  s.fresh.insert(s.fresh.end(), samples.begin(), samples.end());
-  if (s.fresh.size() > kMaxPendingSamples) Settle(s);
+  auto& [key, record] = *slots_.at(slot).record;
   Changelog& changelog = changelogs_[record.partition];
   if (sequence != 0) {
     if (record.pending_seq == 0 || sequence < record.pending_seq) record.pending_seq = sequence;
@@ -240,10 +243,15 @@ void JetStreamKvStore::Write(size_t slot, const std::vector<wire::Point>& sample
   }
 }
 
-void JetStreamKvStore::Settle(Series& s) {
-  if (s.fresh.empty()) return;
-  s.samples = Merge(std::move(s.samples), s.fresh, kMaxPendingSamples);
-  s.fresh.clear();
+std::vector<wire::Point> JetStreamKvStore::SamplesOf(Series& s) const {
+  const std::vector<wire::Point>* state =
+      s.slot != SIZE_MAX && options_.current ? options_.current(s.slot) : nullptr;
+  if (state == nullptr) return s.held;
+  if (s.held.empty()) return *state;  // the usual case: the state holds the key alone
+  // Another writer's samples beside the state's: kept, merged, as long as state retains them.
+  s.held = Merge(std::move(s.held), *state, kMaxPendingSamples);
+  retention_.Apply(s.held);
+  return s.held;
 }
 
 JetStreamKvStore::Outgoing JetStreamKvStore::Prepare(const std::string& key, Record& r) {
@@ -254,11 +262,7 @@ JetStreamKvStore::Outgoing JetStreamKvStore::Prepare(const std::string& key, Rec
   r.pending_seq = 0;
   Outgoing out{key, {}, r.revision};
   out.series.reserve(r.series.size());
-  for (Series& s : r.series) {
-    Settle(s);
-    retention_.Apply(s.samples);  // what a restore needs, and the base of the next write
-    out.series.push_back({s.name, s.samples});
-  }
+  for (Series& s : r.series) out.series.push_back({s.name, SamplesOf(s)});
   return out;
 }
 
@@ -267,14 +271,14 @@ void JetStreamKvStore::Send(std::vector<Outgoing> writes) {
   auto batch = std::make_shared<WriteBatch>(WriteBatch{SteadyNowNs(), writes.size()});
   for (Outgoing& w : writes) {
     const std::string value = state::EncodeRecord(w.series);
-    kv_->UpdateAsync(w.key, value, w.revision,
-                     [this, key = w.key, sent = std::move(w.series),
-                      batch](const nats::KvWriteResult& r) { Done(key, sent, r, *batch); });
+    kv_->UpdateAsync(
+        w.key, value, w.revision,
+        [this, key = w.key, batch](const nats::KvWriteResult& r) { Done(key, r, *batch); });
   }
 }
 
-void JetStreamKvStore::Done(const std::string& key, const std::vector<state::Series>& sent,
-                            const nats::KvWriteResult& r, WriteBatch& batch) {
+void JetStreamKvStore::Done(const std::string& key, const nats::KvWriteResult& r,
+                            WriteBatch& batch) {
   {
     std::lock_guard lock(mu_);
     checkpoint_due_ = true;
@@ -291,8 +295,9 @@ void JetStreamKvStore::Done(const std::string& key, const std::vector<state::Ser
     } else {
       (r.conflict ? conflicts_ : write_errors_).Inc();
       rec.conflict = r.conflict;
-      MergeInto(rec, sent);
-      // What the write carried is not stored: the checkpoint stays before it until it is.
+      // What the write carried is not stored: the checkpoint stays before it until it is. The
+      // next write carries it again (the state, or `held`, still has it; after a conflict, with
+      // the other writer's samples merged in).
       if (rec.in_flight_seq != 0 && (rec.pending_seq == 0 || rec.in_flight_seq < rec.pending_seq)) {
         rec.pending_seq = rec.in_flight_seq;
       }

@@ -6,7 +6,9 @@
 /// FLS1 Record (schemas/state.fbs) with one series per state key of its vehicles, named
 /// `<vehicle>.<sensor>`, holding what state retains of it. A flush costs one write per record
 /// that changed, not one per vehicle. Writes are coalesced (at most one per KV key per flush
-/// interval) and sent asynchronously as compare-and-set updates on the key's revision. A worker
+/// interval) and sent asynchronously as compare-and-set updates on the key's revision; a write
+/// carries what keyed state holds of each key of the record then (JetStreamKvOptions::current),
+/// so a message costs the store no copy of its samples, only a note of its key. A worker
 /// writes only the keys of the partitions it owns, so a conflict means that another worker wrote
 /// the key meanwhile (a previous owner taken for dead that still ran): the stored samples are
 /// merged with ours by event time and written again, so neither loses the newer samples. Nobody
@@ -48,6 +50,8 @@ struct JetStreamKvOptions {
   size_t keep = 4;                    // samples per key kept after a merge
   int64_t history_ns = 0;             // and every sample this close to the key's newest (Retention)
   int restore_timeout_ms = 30'000;
+  /// What keyed state holds of each key (StateStore::Current): what a write stores.
+  StateStore::Current current;
 };
 
 /// The counters of the stores on a KV bucket (this one and JetStreamKvSnapshots), per node.
@@ -70,7 +74,7 @@ class JetStreamKvStore final : public StateStore {
 
   std::optional<uint64_t> Restore(const std::string& prefix, const Visit& visit) override;
   size_t Slot(const std::string& key) override;
-  void Write(size_t slot, const std::vector<wire::Point>& samples, uint64_t sequence) override;
+  void Write(size_t slot, uint64_t sequence) override;
   void Sync(bool all) override;
   void Forget(const std::string& prefix) override;
   bool Ready() const override;
@@ -88,12 +92,14 @@ class JetStreamKvStore final : public StateStore {
                                         const std::vector<wire::Point>& b, size_t keep);
 
  private:
-  /// The samples of one state key (a sensor of the vehicle, or its status).
+  /// The samples of one state key (a sensor of the vehicle, or its status). Those of a key
+  /// with a slot are keyed state's (options_.current); `held` keeps what the state does not
+  /// hold: a key restored and not written since, the samples of a key's other writer (a
+  /// conflict), a forgotten key's last samples while its write is on its way.
   struct Series {
-    std::string name;                  // the state key's last token
-    std::vector<wire::Point> samples;  // retained and merged samples, ascending (see Settle)
-    std::vector<wire::Point> fresh;    // added by Write since, in any order; merged by Settle
-    size_t slot = SIZE_MAX;            // its number in slots_
+    std::string name;               // `<vehicle>.<sensor>`
+    std::vector<wire::Point> held;  // retained, ascending
+    size_t slot = SIZE_MAX;         // its number in slots_
   };
   /// One KV key: the series of some vehicles of one partition.
   struct Record {
@@ -132,15 +138,14 @@ class JetStreamKvStore final : public StateStore {
   /// Stores the checkpoint of each partition whose stored sequence moved on (mu_ not held).
   void Checkpoint();
   RecordNode& RecordAt(const std::string& key);  // made when new; mu_ held
-  /// Merges `stored` (decoded from the bucket, or a write that failed) into the record.
-  static void MergeInto(Record& record, const std::vector<state::Series>& stored);
+  /// Merges `samples` (read from the bucket) into the series `name` of the record, held.
   static void MergeInto(Record& record, const std::string& name,
                         const std::vector<wire::Point>& samples);
-  static void Settle(Series& s);                        // mu_ held
+  /// What a write of `s` stores: the state's samples of the key, merged with `held`.
+  std::vector<wire::Point> SamplesOf(Series& s) const;  // mu_ held
   Outgoing Prepare(const std::string& key, Record& r);  // mu_ held
   void Send(std::vector<Outgoing> writes);              // mu_ not held
-  void Done(const std::string& key, const std::vector<state::Series>& sent,
-            const nats::KvWriteResult& r, WriteBatch& batch);
+  void Done(const std::string& key, const nats::KvWriteResult& r, WriteBatch& batch);
   /// Decodes a stored value into series named by their state key: a Record (of this layout or
   /// of one per vehicle), or a Batch stored under a state key before records.
   static std::vector<state::Series> Decode(std::string_view key, const std::string& value);

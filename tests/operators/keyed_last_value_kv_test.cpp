@@ -336,6 +336,31 @@ TEST_F(KeyedLastValueKvTest, TakingAPartitionOverRestoresItsStateAndPassesItOnAf
   EXPECT_EQ(h->Counter("samples_stale"), 1u);
 }
 
+// A record holds several keys; the store keeps no copy of what the state holds, and what the
+// state has not written since a take-over (restored, untouched) is still written with its record:
+// after the next owner writes one key of a record, the bucket has that key's restored samples
+// with its new ones, and the other key's restored samples as they were.
+TEST_F(KeyedLastValueKvTest, ARestoredKeyNotWrittenSinceKeepsItsSamplesInItsRecord) {
+  constexpr int kOne = 1;  // every vehicle of the partition in one record
+  {
+    auto h = Worker(/*flush_ms=*/50, /*flush_messages=*/20'000, kOne);
+    h->Feed(Batch("v1", "speed", {1, 2, 3}));
+    h->Feed(Batch("v2", "gps", {7, 8}));
+    h->TickAt(1, /*drain=*/true);
+  }
+  auto h = Worker(/*flush_ms=*/50, /*flush_messages=*/20'000, kOne);
+  h->Feed(Assigned(0));
+  h->Feed(Batch("v1", "speed", {4}));
+  h->TickAt(2, /*drain=*/true);
+  EXPECT_EQ(Stored("0.v1.speed", kOne), (std::vector<int64_t>{2, 3, 4}));  // keep = 3
+  EXPECT_EQ(Stored("0.v2.gps", kOne), (std::vector<int64_t>{7, 8}));
+  // And once the untouched key is written too, it carries its restored samples with the new.
+  h->Feed(Batch("v2", "gps", {9, 10}));
+  h->TickAt(3, /*drain=*/true);
+  EXPECT_EQ(Stored("0.v2.gps", kOne), (std::vector<int64_t>{8, 9, 10}));
+  EXPECT_EQ(Stored("0.v1.speed", kOne), (std::vector<int64_t>{2, 3, 4}));
+}
+
 // The source re-reads a partition's changelog from the oldest checkpoint of the nodes after it,
 // which may be older than this state's: what the restored state holds (up to its checkpoint) is
 // not passed on again, and acknowledged when it is a redelivery.
