@@ -120,14 +120,15 @@ JetStreamKvStore::RecordNode& JetStreamKvStore::RecordAt(const std::string& key)
 }
 
 void JetStreamKvStore::MergeInto(Record& record, const std::string& name,
-                                 const std::vector<wire::Point>& samples) {
+                                 const std::vector<wire::Point>& samples, bool foreign) {
   auto it = std::find_if(record.series.begin(), record.series.end(),
                          [&](const Series& mine) { return mine.name == name; });
   if (it == record.series.end()) {
-    record.series.push_back(Series{name, samples, SIZE_MAX});
+    record.series.push_back(Series{name, samples, foreign, SIZE_MAX});
     return;
   }
   it->held = Merge(std::move(it->held), samples, kMaxPendingSamples);
+  it->foreign = it->foreign || foreign;
 }
 
 std::optional<uint64_t> JetStreamKvStore::Restore(const std::string& prefix, const Visit& visit) {
@@ -162,7 +163,7 @@ std::optional<uint64_t> JetStreamKvStore::Restore(const std::string& prefix, con
       if (const auto rev = revisions.find(record_key); rev != revisions.end()) {
         r.revision = std::max(r.revision, rev->second);
       }
-      MergeInto(r, name, samples);  // held until the state's key is written (Slot)
+      MergeInto(r, name, samples, false);  // held until the state's key is written (Slot)
     }
     visit(key, std::move(samples));
   }
@@ -208,10 +209,12 @@ size_t JetStreamKvStore::Slot(const std::string& key) {
   auto& series = node.second.series;
   auto it =
       std::find_if(series.begin(), series.end(), [&](const Series& s) { return s.name == name; });
-  if (it == series.end()) it = series.insert(series.end(), Series{std::move(name), {}, SIZE_MAX});
+  if (it == series.end())
+    it = series.insert(series.end(), Series{std::move(name), {}, false, SIZE_MAX});
   if (it->slot == SIZE_MAX) {
     // Restored: the state holds what the store read (StateStore::Restore's visit) from now on.
-    it->held.clear();
+    // Another writer's samples stay held: the state never saw them.
+    if (!it->foreign) it->held.clear();
     if (free_slots_.empty()) {
       it->slot = slots_.size();
       slots_.emplace_back();
@@ -246,11 +249,10 @@ void JetStreamKvStore::Write(size_t slot, uint64_t sequence) {
 std::vector<wire::Point> JetStreamKvStore::SamplesOf(Series& s) const {
   const std::vector<wire::Point>* state =
       s.slot != SIZE_MAX && options_.current ? options_.current(s.slot) : nullptr;
-  if (state == nullptr) return s.held;
-  if (s.held.empty()) return *state;  // the usual case: the state holds the key alone
+  if (state != nullptr && s.held.empty()) return *state;  // the usual case: the state's alone
   // Another writer's samples beside the state's: kept, merged, as long as state retains them.
-  s.held = Merge(std::move(s.held), *state, kMaxPendingSamples);
-  retention_.Apply(s.held);
+  if (state != nullptr) s.held = Merge(std::move(s.held), *state, kMaxPendingSamples);
+  retention_.Apply(s.held);  // a merge of what was read from the bucket is not retained yet
   return s.held;
 }
 
@@ -404,7 +406,7 @@ void JetStreamKvStore::Flush() {
     Record& rec = RecordAt(key).second;
     if (current) {
       for (const state::Series& s : Decode(key, current->value)) {
-        MergeInto(rec, RecordOf(s.name, options_.records_per_partition).second, s.samples);
+        MergeInto(rec, RecordOf(s.name, options_.records_per_partition).second, s.samples, true);
       }
       rec.revision = current->revision;
     }

@@ -99,6 +99,7 @@ class JetStreamKvStore final : public StateStore {
   struct Series {
     std::string name;               // `<vehicle>.<sensor>`
     std::vector<wire::Point> held;  // retained, ascending
+    bool foreign = false;           // held has another writer's samples (a conflict)
     size_t slot = SIZE_MAX;         // its number in slots_
   };
   /// One KV key: the series of some vehicles of one partition.
@@ -138,9 +139,10 @@ class JetStreamKvStore final : public StateStore {
   /// Stores the checkpoint of each partition whose stored sequence moved on (mu_ not held).
   void Checkpoint();
   RecordNode& RecordAt(const std::string& key);  // made when new; mu_ held
-  /// Merges `samples` (read from the bucket) into the series `name` of the record, held.
+  /// Merges `samples` (read from the bucket: restored, or `foreign`, another writer's after a
+  /// conflict) into the series `name` of the record, held.
   static void MergeInto(Record& record, const std::string& name,
-                        const std::vector<wire::Point>& samples);
+                        const std::vector<wire::Point>& samples, bool foreign);
   /// What a write of `s` stores: the state's samples of the key, merged with `held`.
   std::vector<wire::Point> SamplesOf(Series& s) const;  // mu_ held
   Outgoing Prepare(const std::string& key, Record& r);  // mu_ held

@@ -361,6 +361,29 @@ TEST_F(KeyedLastValueKvTest, ARestoredKeyNotWrittenSinceKeepsItsSamplesInItsReco
   EXPECT_EQ(Stored("0.v1.speed", kOne), (std::vector<int64_t>{2, 3, 4}));
 }
 
+// A previous owner that still runs writes a key this worker restored and has not written since:
+// its samples come back in the conflict, and stay in the bucket once this worker writes the key
+// (its state never saw them).
+TEST_F(KeyedLastValueKvTest, AnotherWritersSamplesOfARestoredKeyOutliveThisWorkersFirstWriteOfIt) {
+  constexpr int kOne = 1;  // every vehicle of the partition in one record
+  auto old_owner = Worker(/*flush_ms=*/50, /*flush_messages=*/20'000, kOne);
+  old_owner->Feed(Batch("v1", "speed", {1, 2, 3}));
+  old_owner->Feed(Batch("v2", "gps", {7}));
+  old_owner->TickAt(1, /*drain=*/true);
+  auto h = Worker(/*flush_ms=*/50, /*flush_messages=*/20'000, kOne);
+  h->Feed(Assigned(0));
+  old_owner->Feed(Batch("v1", "speed", {10}));
+  old_owner->TickAt(2, /*drain=*/true);
+  h->Feed(Batch("v2", "gps", {8}));  // its write conflicts, and merges the old owner's
+  h->TickAt(3, /*drain=*/true);
+  EXPECT_GT(h->Counter("kv_conflicts"), 0u);
+  EXPECT_EQ(Stored("0.v1.speed", kOne), (std::vector<int64_t>{2, 3, 10}));
+  h->Feed(Batch("v1", "speed", {11}));
+  h->TickAt(4, /*drain=*/true);
+  EXPECT_EQ(Stored("0.v1.speed", kOne), (std::vector<int64_t>{3, 10, 11}));
+  EXPECT_EQ(Stored("0.v2.gps", kOne), (std::vector<int64_t>{7, 8}));
+}
+
 // The source re-reads a partition's changelog from the oldest checkpoint of the nodes after it,
 // which may be older than this state's: what the restored state holds (up to its checkpoint) is
 // not passed on again, and acknowledged when it is a redelivery.
