@@ -953,6 +953,25 @@ void KeyValue::Delete(const std::string& key) {
         "delete " + bucket_ + "/" + key);
 }
 
+bool KeyValue::DeleteIf(const std::string& key, uint64_t revision) {
+  const std::string subject = subject_prefix_ + key;
+  jsPubOptions opts;
+  jsPubOptions_Init(&opts);
+  opts.ExpectLastSubjectSeq = revision;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  const natsStatus s = RetryWhileNoResponders([&] {
+    natsMsg* msg = detail::NewMessage(subject, nullptr, nullptr, 0, {{"KV-Operation", "DEL"}});
+    jsPubAck* ack = nullptr;
+    const natsStatus st = js_PublishMsg(&ack, js_, msg, &opts, &jerr);
+    natsMsg_Destroy(msg);
+    jsPubAck_Destroy(ack);
+    return st;
+  });
+  if (s != NATS_OK && jerr == JSStreamWrongLastSequenceErr) return false;
+  Check(s, "delete " + bucket_ + "/" + key + " at revision " + std::to_string(revision));
+  return true;
+}
+
 void KeyValue::UpdateAsync(const std::string& key, std::string_view value,
                            uint64_t expected_revision,
                            std::function<void(const KvWriteResult&)> done) {

@@ -461,6 +461,10 @@ class KeyValue {
   uint64_t Put(const std::string& key, std::string_view value);
   /// Leaves a delete marker for the key.
   void Delete(const std::string& key);
+  /// Leaves a delete marker for the key if its current revision is `revision`; false when it is
+  /// not (another writer wrote or deleted the key since), throws on other errors. Of several
+  /// callers that read the same revision, one deletes it.
+  bool DeleteIf(const std::string& key, uint64_t revision);
   /// Writes `value` if the key's current revision is `expected_revision` (0: the key must not
   /// exist), without waiting; `done` runs once, on a nats.c thread when the server answered, or
   /// with an error once the write waited longer than write_timeout_ms (see ExpireWrites). A write

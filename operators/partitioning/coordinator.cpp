@@ -239,13 +239,17 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
   } else {
     record = membership_.ClaimHandover(p);
   }
-  if (!record && !g.previous.empty() && !g.decided) {
-    // A previous owner that holds the partition records it once it has given it up (however
-    // long its graph takes), and its heartbeat drops the partition only then; one that does not
-    // hold it (it had not taken it yet), or left cleanly, has nothing to wait for but the
-    // watches; one that went silent crashed.
-    const auto standing = membership_.StandingOf(g.previous);
-    const bool held = membership_.Holds(g.previous, p);
+  // Who reads the partition: usually its previous owner, but while the members of two workers
+  // differ for a moment (a join or a leave seen at different times), another one.
+  std::string holder = record || g.decided ? std::string() : membership_.HolderOf(p);
+  const bool held = !holder.empty();
+  if (!held) holder = g.previous;
+  if (!record && !holder.empty() && !g.decided) {
+    // A worker that holds the partition records it once it has given it up (however long its
+    // graph takes), and its heartbeat drops the partition only then; a previous owner that does
+    // not hold it (it had not taken it yet), or left cleanly, has nothing to wait for but the
+    // watches; one that went silent holding it crashed.
+    const auto standing = membership_.StandingOf(holder);
     const int64_t waited = now - g.since_ns;
     const int64_t timeout = options_.member_timeout_ns;
     const bool wait = standing == Membership::Standing::kAlive
@@ -267,7 +271,7 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
       spdlog::warn(
           "node '{}': partition {} taken over without a hand-over record from {}: the windows "
           "of its restored state are written again",
-          options_.node, p, g.previous);
+          options_.node, p, holder);
     }
   }
   Assignment a;

@@ -68,6 +68,13 @@ KvMembership::KvMembership(MembershipOptions options, Metrics& metrics, const La
   }
   heartbeat_thread_ = std::thread([this] { Heartbeat(); });
   NameThread(heartbeat_thread_, "ff-heartbeat");
+  if (read) {
+    // The members read are counted once their heartbeats come (a crashed worker's key stays in
+    // the bucket for its TTL); one that does not beat within two periods is not, until it does.
+    std::unique_lock lock(mu_);
+    snapshot_cv_.wait_for(lock, std::chrono::milliseconds(2 * options_.heartbeat_ms),
+                          [this] { return AllConfirmed(); });
+  }
   if (!read) {
     Stop();
     throw std::runtime_error("membership bucket " + options_.bucket + " not read within " +
@@ -146,11 +153,7 @@ void KvMembership::Write(std::vector<Record>& records) {
   for (; done < records.size(); ++done) {
     const Record& r = records[done];
     try {
-      if (r.value) {
-        handover_kv_->Put(r.key, *r.value);
-      } else {
-        handover_kv_->Delete(r.key);
-      }
+      handover_kv_->Put(r.key, r.value);
     } catch (const nats::Error& e) {
       spdlog::warn("worker {}: hand-over record {}: {}", id_, r.key, e.what());
       break;
@@ -213,9 +216,15 @@ void KvMembership::Watch() {
     const int64_t now = SteadyNowNs();
     const auto [it, joined] = members_.try_emplace(e.key);
     Member& m = it->second;
-    // A renewal of a member that holds what it held is no news; a member that joins, holds
-    // something else, or comes back after it was taken for gone is.
-    const bool changed = joined || m.held != held || Silent(m);
+    // A renewal of a member that holds what it held is no news; a member that joins (or is
+    // confirmed: members_read_), holds something else, or comes back after it was taken for gone
+    // is.
+    const bool confirmed = members_read_ && !m.confirmed;
+    const bool changed = joined || confirmed || m.held != held || Silent(m);
+    if (confirmed) {
+      m.confirmed = true;
+      snapshot_cv_.notify_all();
+    }
     if (e.key == id_ && !joined &&
         now - m.last_seen_ns > 2 * int64_t{options_.heartbeat_ms} * 1'000'000) {
       resumed_ns_ = now;  // the bucket stored none of them for a while
@@ -286,10 +295,20 @@ void KvMembership::Hold(uint32_t partition) {
   stop_cv_.notify_all();
 }
 
-bool KvMembership::Holds(const std::string& id, uint32_t partition) {
+std::string KvMembership::HolderOf(uint32_t partition) {
   std::lock_guard lock(mu_);
-  const auto it = members_.find(id);
-  return it != members_.end() && it->second.held.count(partition) > 0;
+  std::string silent;
+  for (const auto& [id, m] : members_) {
+    if (id == id_ || m.held.count(partition) == 0) continue;
+    if (!Silent(m)) return id;
+    silent = id;
+  }
+  return silent;
+}
+
+bool KvMembership::AllConfirmed() const {
+  return std::all_of(members_.begin(), members_.end(),
+                     [this](const auto& m) { return m.second.confirmed || m.first == id_; });
 }
 
 std::string KvMembership::HeldValue() const {
@@ -322,23 +341,25 @@ std::optional<EmittedWindows> KvMembership::ClaimHandover(uint32_t partition, bo
     if (entry) record = ParseRecord(entry->value, entry->revision);
   }
   if (!record) return std::nullopt;
-  std::optional<EmittedWindows> windows;
   {
     std::lock_guard lock(mu_);
-    windows = Claim(partition, *record);
+    if (claimed_[partition] >= record->revision) return std::nullopt;  // used already
   }
-  stop_cv_.notify_all();  // the delete
-  return windows;
-}
-
-std::optional<EmittedWindows> KvMembership::Claim(uint32_t partition, const Recorded& record) {
-  const auto it = records_.find(partition);
-  if (it != records_.end() && it->second.revision <= record.revision) records_.erase(it);
-  uint64_t& claimed = claimed_[partition];
-  if (claimed >= record.revision) return std::nullopt;  // used already
-  claimed = record.revision;
-  to_write_.push_back({RecordKey(partition), std::nullopt});
-  return record.windows;
+  // Deleted at the revision read: another worker that claims it at once finds it gone.
+  const bool mine = handover_kv_->DeleteIf(RecordKey(partition), record->revision);
+  {
+    std::lock_guard lock(mu_);
+    const auto it = records_.find(partition);
+    if (it != records_.end() && it->second.revision <= record->revision) records_.erase(it);
+    uint64_t& claimed = claimed_[partition];
+    claimed = std::max(claimed, record->revision);
+  }
+  if (!mine) {
+    spdlog::info("worker {}: the hand-over record of partition {} was claimed by another worker",
+                 id_, partition);
+    return std::nullopt;
+  }
+  return record->windows;
 }
 
 std::pair<std::vector<std::string>, uint64_t> KvMembership::Members() {
@@ -346,7 +367,7 @@ std::pair<std::vector<std::string>, uint64_t> KvMembership::Members() {
   std::vector<std::string> alive;
   bool self = false;
   for (const auto& [id, m] : members_) {
-    if (Silent(m)) continue;
+    if (Silent(m) || !(m.confirmed || id == id_)) continue;
     alive.push_back(id);
     self = self || id == id_;
   }

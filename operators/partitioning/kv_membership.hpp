@@ -11,7 +11,14 @@
 /// worker that joined) records the last window it emitted of it, key `partition.<n>` in
 /// `handover_bucket` (a bucket without TTL, so a record outlives every worker); the worker that
 /// takes the partition over claims the record (deletes it) and goes on from the next window.
-/// Records are written in the background, always before the worker's leave is visible.
+/// Records are written in the background, always before the worker's leave is visible. A claim
+/// deletes the record at the revision it read: of the workers that claim it at once (their
+/// members differed for a moment), one gets it.
+///
+/// A worker that starts counts a member read from the bucket once a heartbeat of it comes (it
+/// waits up to two heartbeat periods for them): the bucket still holds the key of a worker that
+/// crashed a moment before, which would otherwise count as alive for a member timeout, and the
+/// partitions this worker takes at its start would follow other members than the others do.
 
 #include <condition_variable>
 #include <cstdint>
@@ -53,7 +60,7 @@ class KvMembership final : public Membership {
 
   Standing StandingOf(const std::string& id) override;
   void Hold(uint32_t partition) override;
-  bool Holds(const std::string& id, uint32_t partition) override;
+  std::string HolderOf(uint32_t partition) override;
   /// Written in the background, before this worker leaves.
   void RecordHandover(uint32_t partition, const EmittedWindows& windows) override;
   /// `ask_server` reads the bucket (throws nats::Error): records and heartbeats come through two
@@ -76,7 +83,7 @@ class KvMembership final : public Membership {
 
   struct Record {
     std::string key;
-    std::optional<std::string> value;  // empty: delete
+    std::string value;
   };
   void Stop();
   void Heartbeat();
@@ -97,8 +104,6 @@ class KvMembership final : public Membership {
   };
   /// A record's value: "<windows> <worker>" (FormatEmittedWindows); empty when it is not one.
   static std::optional<Recorded> ParseRecord(const std::string& value, uint64_t revision);
-  /// mu_ held: claims `record` of `partition` unless it was claimed already.
-  std::optional<EmittedWindows> Claim(uint32_t partition, const Recorded& record);
 
   const MembershipOptions options_;
   const std::string id_;
@@ -115,7 +120,13 @@ class KvMembership final : public Membership {
   struct Member {
     int64_t last_seen_ns = 0;  // steady clock
     std::set<uint32_t> held;   // partitions its last heartbeat held
+    /// A heartbeat of it came while this worker watched: not only the copy the bucket kept when
+    /// this worker started, which may be a crashed worker's (the bucket keeps a key for its TTL,
+    /// ten member timeouts). Only confirmed members share the partitions (Members).
+    bool confirmed = false;
   };
+  /// Whether every member read at the start other than this worker is confirmed (mu_ held).
+  bool AllConfirmed() const;
   /// Whether `m` has been silent longer than timeout_ms (mu_ held).
   bool Silent(const Member& m) const;
   std::string HeldValue() const;  // mu_ held: this worker's heartbeat value

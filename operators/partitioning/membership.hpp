@@ -32,16 +32,18 @@ class Membership {
   virtual Standing StandingOf(const std::string& id) = 0;
   /// This worker holds `partition` (it reads it); its heartbeat says so from now on.
   virtual void Hold(uint32_t partition) = 0;
-  /// Whether worker `id`'s last heartbeat said it holds `partition`.
-  virtual bool Holds(const std::string& id, uint32_t partition) = 0;
+  /// A worker other than this one whose last heartbeat said it holds `partition`: an alive one
+  /// when there is one (its members may differ from this worker's for a moment), else one gone
+  /// silent (it may have crashed reading it); empty when none.
+  virtual std::string HolderOf(uint32_t partition) = 0;
   /// Records that each windowed node emitted every window of `partition` up to its time in
   /// `windows` (a node absent: none) as this worker gives the partition up, and no longer holds
   /// it. Stored before this worker leaves; its heartbeat drops the partition once the record is
   /// stored.
   virtual void RecordHandover(uint32_t partition, const EmittedWindows& windows) = 0;
   /// Claims the hand-over record of `partition`, if one is there: returns it and deletes it, so
-  /// that it is used once. `ask_server`: when none has come by the watch, asks the store itself
-  /// (may throw).
+  /// that it is used once, by one worker of those that claim it at once. `ask_server`: when none
+  /// has come by the watch, asks the store itself. May throw (the store unreachable).
   virtual std::optional<EmittedWindows> ClaimHandover(uint32_t partition,
                                                       bool ask_server = false) = 0;
   /// `notify` is called (from any thread) when a worker joins, leaves, holds other partitions

@@ -47,7 +47,15 @@ class FakeMembership final : public Membership {
     return it == standing.end() ? Standing::kAlive : it->second;
   }
   void Hold(uint32_t p) override { held.insert(p); }
-  bool Holds(const std::string& id, uint32_t p) override { return holds[id].count(p) > 0; }
+  std::string HolderOf(uint32_t p) override {
+    std::string silent;
+    for (const auto& [id, partitions] : holds) {
+      if (id == self || partitions.count(p) == 0) continue;
+      if (StandingOf(id) == Standing::kAlive) return id;
+      silent = id;
+    }
+    return silent;
+  }
   void RecordHandover(uint32_t p, const EmittedWindows& windows) override {
     recorded.emplace_back(p, EmittedBy(windows, "windows"));
     held.erase(p);
@@ -163,6 +171,28 @@ TEST_F(PartitionCoordinatorTest, AtStartItWaitsForTheRunningOwnersRecordAndGoesO
   for (const auto& a : reader.assigned)
     EXPECT_EQ(a.emitted, (EmittedWindows{{"windows", 77 * kSecond}}));
   EXPECT_FALSE(c->Waiting());
+  EXPECT_EQ(metrics.GetCounter("partitions_recovered", "", {{"node", "src"}}).value(), 0);
+}
+
+// While the members of two workers differ (one saw a join the other has not seen yet), a
+// partition may be read by another worker than the one this worker takes for its previous owner:
+// it is waited for as an owner is, and its record gone on from.
+TEST_F(PartitionCoordinatorTest,
+       APartitionThatAWorkerOtherThanItsPreviousOwnerReadsWaitsForItsRecord) {
+  membership.SetMembers({"w-self", "w-other"});
+  const auto mine = MineAmong({"w-self", "w-other"});
+  ASSERT_FALSE(mine.empty());
+  membership.holds["w-stray"] = {0, 1, 2, 3};
+  auto c = Make();
+  c->Step();
+  now += 3 * kSecond;  // beyond the heartbeat that w-other, holding nothing, is waited for
+  c->Step();
+  EXPECT_TRUE(reader.assigned.empty()) << "taken while another worker reads it";
+  for (const uint32_t p : mine) membership.records[p] = 55 * kSecond;
+  c->Step();
+  EXPECT_EQ(reader.AssignedPartitions(), mine);
+  for (const auto& a : reader.assigned)
+    EXPECT_EQ(a.emitted, (EmittedWindows{{"windows", 55 * kSecond}}));
   EXPECT_EQ(metrics.GetCounter("partitions_recovered", "", {{"node", "src"}}).value(), 0);
 }
 
