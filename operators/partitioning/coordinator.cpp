@@ -218,7 +218,8 @@ void PartitionCoordinator::FollowMembers() {
       others.erase(others.begin() + static_cast<std::ptrdiff_t>(self));
       previous = others[AssignPartitions(others, options_.partitions)[p]];
     }
-    gaining_[p] = Gaining{now_(), std::move(previous), 0, false, std::nullopt};
+    const int64_t now = now_();
+    gaining_[p] = Gaining{now, std::move(previous), now, 0, false, std::nullopt};
     ++waiting_;
   }
   Revoke(lost);
@@ -243,17 +244,20 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
   // differ for a moment (a join or a leave seen at different times), another one.
   std::string holder = record || g.decided ? std::string() : membership_.HolderOf(p);
   const bool held = !holder.empty();
+  if (held) g.held_ns = now;
   if (!held) holder = g.previous;
   if (!record && !holder.empty() && !g.decided) {
     // A worker that holds the partition records it once it has given it up (however long its
     // graph takes), and its heartbeat drops the partition only then; a previous owner that does
-    // not hold it (it had not taken it yet), or left cleanly, has nothing to wait for but the
-    // watches; one that went silent holding it crashed.
+    // not hold it (it had not taken it yet, or gave it up and another worker claimed the record
+    // first: that one's heartbeat holds it a moment later), or left cleanly, has nothing to wait
+    // for but the watches; one that went silent holding it crashed.
     const auto standing = membership_.StandingOf(holder);
     const int64_t waited = now - g.since_ns;
     const int64_t timeout = options_.member_timeout_ns;
     const bool wait = standing == Membership::Standing::kAlive
-                          ? waited < (held ? kRecordWaitTimeouts * timeout : options_.heartbeat_ns)
+                          ? (held ? waited < kRecordWaitTimeouts * timeout
+                                  : now - g.held_ns < options_.heartbeat_ns)
                           : standing == Membership::Standing::kLeft && waited < timeout;
     if (wait) return false;
     if (held) {

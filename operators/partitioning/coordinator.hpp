@@ -131,6 +131,7 @@ class PartitionCoordinator {
   struct Gaining {
     int64_t since_ns = 0;       // steady clock
     std::string previous;       // the previous owner; empty: nobody had it
+    int64_t held_ns = 0;        // steady: when a worker's heartbeat was last seen holding it
     int64_t recover_at_ns = 0;  // steady: taken without a record from then (0: not decided)
     bool decided = false;       // its record claimed (or known absent) in `record`
     std::optional<EmittedWindows> record;

@@ -196,6 +196,30 @@ TEST_F(PartitionCoordinatorTest,
   EXPECT_EQ(metrics.GetCounter("partitions_recovered", "", {{"node", "src"}}).value(), 0);
 }
 
+// Its owner gives it up, and another worker (whose members differ for a moment) claims the record
+// first: its heartbeat holds the partition only a moment later. The partition was held a moment
+// ago: it is not free until a heartbeat has had time to say who took it.
+TEST_F(PartitionCoordinatorTest, ARecordClaimedByAnotherWorkerLeavesThePartitionToIt) {
+  membership.SetMembers({"w-self", "w-other"});
+  const auto mine = MineAmong({"w-self", "w-other"});
+  ASSERT_FALSE(mine.empty());
+  membership.holds["w-other"] = {0, 1, 2, 3};
+  auto c = Make();
+  c->Step();
+  now += 5 * kSecond;  // w-other's graph takes its time to give them up
+  c->Step();
+  ASSERT_TRUE(reader.assigned.empty());
+  membership.holds["w-other"].clear();  // given up; the records were claimed by w-stray
+  now += kSecond / 10;
+  c->Step();
+  EXPECT_TRUE(reader.assigned.empty()) << "taken while the worker that claimed them takes them";
+  membership.holds["w-stray"] = {0, 1, 2, 3};
+  now += 2 * kSecond;
+  c->Step();
+  EXPECT_TRUE(reader.assigned.empty()) << "taken while another worker reads it";
+  EXPECT_TRUE(c->Waiting());
+}
+
 TEST_F(PartitionCoordinatorTest, APartitionOfACrashedOwnerIsRecoveredOnceItsAckWaitHasPassed) {
   membership.SetMembers({"w-self", "w-other"});
   membership.holds["w-other"] = {0, 1, 2, 3};
