@@ -917,6 +917,12 @@ KeyValue::~KeyValue() {
 }
 
 std::optional<KvEntry> KeyValue::Get(const std::string& key) {
+  auto entry = Last(key);
+  if (entry && entry->deleted) entry.reset();
+  return entry;
+}
+
+std::optional<KvEntry> KeyValue::Last(const std::string& key) {
   // Asked of the stream's leader, not with nats.c's direct get (LeaderSequence says why).
   natsMsg* msg = nullptr;
   jsErrCode err = static_cast<jsErrCode>(0);
@@ -925,16 +931,15 @@ std::optional<KvEntry> KeyValue::Get(const std::string& key) {
   if (s == NATS_NOT_FOUND && err != JSStreamNotFoundErr) return std::nullopt;
   if (s != NATS_OK) Throw(s, "get " + bucket_ + "/" + key + JsError(err));
   const char* operation = nullptr;
-  const bool removed =
-      natsMsgHeader_Get(msg, "KV-Operation", &operation) == NATS_OK && operation != nullptr &&
-      (std::string_view(operation) == "DEL" || std::string_view(operation) == "PURGE");
-  std::optional<KvEntry> out;
-  if (!removed) {
-    out.emplace();
-    out->key = key;
-    out->value.assign(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)));
-    out->revision = natsMsg_GetSequence(msg);
+  KvEntry out;
+  out.key = key;
+  out.deleted = natsMsgHeader_Get(msg, "KV-Operation", &operation) == NATS_OK &&
+                operation != nullptr &&
+                (std::string_view(operation) == "DEL" || std::string_view(operation) == "PURGE");
+  if (!out.deleted) {
+    out.value.assign(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)));
   }
+  out.revision = natsMsg_GetSequence(msg);
   natsMsg_Destroy(msg);
   return out;
 }
@@ -954,22 +959,38 @@ void KeyValue::Delete(const std::string& key) {
 }
 
 bool KeyValue::DeleteIf(const std::string& key, uint64_t revision) {
+  return PublishIf(key, {}, revision, {{"KV-Operation", "DEL"}},
+                   "delete " + bucket_ + "/" + key + " at revision " + std::to_string(revision))
+      .has_value();
+}
+
+std::optional<uint64_t> KeyValue::PutIf(const std::string& key, std::string_view value,
+                                        uint64_t revision) {
+  return PublishIf(key, value, revision, {},
+                   "put " + bucket_ + "/" + key + " at revision " + std::to_string(revision));
+}
+
+std::optional<uint64_t> KeyValue::PublishIf(
+    const std::string& key, std::string_view value, uint64_t revision,
+    const std::vector<std::pair<std::string, std::string>>& headers, const std::string& what) {
   const std::string subject = subject_prefix_ + key;
-  jsPubOptions opts;
-  jsPubOptions_Init(&opts);
-  opts.ExpectLastSubjectSeq = revision;
+  // Set as a header, not as jsPubOptions' ExpectLastSubjectSeq, which nats.c leaves out at 0.
+  auto all = headers;
+  all.emplace_back(kExpectedLastSubjectSeq, std::to_string(revision));
   jsErrCode jerr = static_cast<jsErrCode>(0);
+  uint64_t stored = 0;
   const natsStatus s = RetryWhileNoResponders([&] {
-    natsMsg* msg = detail::NewMessage(subject, nullptr, nullptr, 0, {{"KV-Operation", "DEL"}});
+    natsMsg* msg = detail::NewMessage(subject, nullptr, value.data(), value.size(), all);
     jsPubAck* ack = nullptr;
-    const natsStatus st = js_PublishMsg(&ack, js_, msg, &opts, &jerr);
+    const natsStatus st = js_PublishMsg(&ack, js_, msg, nullptr, &jerr);
+    if (ack != nullptr) stored = ack->Sequence;
     natsMsg_Destroy(msg);
     jsPubAck_Destroy(ack);
     return st;
   });
-  if (s != NATS_OK && jerr == JSStreamWrongLastSequenceErr) return false;
-  Check(s, "delete " + bucket_ + "/" + key + " at revision " + std::to_string(revision));
-  return true;
+  if (s != NATS_OK && jerr == JSStreamWrongLastSequenceErr) return std::nullopt;
+  Check(s, what);
+  return stored;
 }
 
 void KeyValue::UpdateAsync(const std::string& key, std::string_view value,

@@ -457,6 +457,9 @@ class KeyValue {
   /// deleted. Not a direct get: on a cluster any replica answers one from its own copy, which
   /// may be behind (a node catching up after a restart).
   std::optional<KvEntry> Get(const std::string& key);
+  /// The key's last entry as the stream's leader stores it, a delete marker too (`deleted`, its
+  /// revision set): what a compare-and-set after a delete expects. nullopt when it has none.
+  std::optional<KvEntry> Last(const std::string& key);
   /// Stores `value` unconditionally; returns the new revision.
   uint64_t Put(const std::string& key, std::string_view value);
   /// Leaves a delete marker for the key.
@@ -465,6 +468,11 @@ class KeyValue {
   /// not (another writer wrote or deleted the key since), throws on other errors. Of several
   /// callers that read the same revision, one deletes it.
   bool DeleteIf(const std::string& key, uint64_t revision);
+  /// Stores `value` if the key's current revision is `revision` (0: the key has no entry, not
+  /// even a delete marker), and waits for it; returns its new revision, nullopt when the key was
+  /// not at `revision`, throws on other errors. Of several callers that read the same revision,
+  /// one stores its value.
+  std::optional<uint64_t> PutIf(const std::string& key, std::string_view value, uint64_t revision);
   /// Writes `value` if the key's current revision is `expected_revision` (0: the key must not
   /// exist), without waiting; `done` runs once, on a nats.c thread when the server answered, or
   /// with an error once the write waited longer than write_timeout_ms (see ExpireWrites). A write
@@ -503,6 +511,12 @@ class KeyValue {
     std::function<void(const KvWriteResult&)> done;
     int64_t deadline_ns;
   };
+  /// DeleteIf and PutIf: publishes `value` with `headers` if the key is at `revision`; the new
+  /// revision, nullopt when it was not.
+  std::optional<uint64_t> PublishIf(const std::string& key, std::string_view value,
+                                    uint64_t revision,
+                                    const std::vector<std::pair<std::string, std::string>>& headers,
+                                    const std::string& what);
   void OnReply(Message&& reply);
   void Answer(uint64_t id, const KvWriteResult& result);
   /// UpdateAsync with `expected_revision`, PutAsync without (nullptr).

@@ -519,7 +519,8 @@ const OptionsSpec<NatsSourceSettings>& Spec() {
         .Default("fleetflow_members");
     c.String("handover_bucket",
              "partitions: the KV bucket (without TTL) of the hand-over records, key "
-             "partition.<n>: the last window the previous owner emitted.",
+             "partition.<n>: the last window the previous owner emitted; and of the partitions' "
+             "leases, key lease.<n>: the worker that reads it.",
              &S::handover_bucket)
         .Default("fleetflow_handover");
     c.String("state_bucket",

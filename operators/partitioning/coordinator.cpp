@@ -219,7 +219,7 @@ void PartitionCoordinator::FollowMembers() {
       previous = others[AssignPartitions(others, options_.partitions)[p]];
     }
     const int64_t now = now_();
-    gaining_[p] = Gaining{now, std::move(previous), now, 0, false, std::nullopt};
+    gaining_[p] = Gaining{now, std::move(previous), now, 0, false, std::nullopt, {}, 0, {}};
     ++waiting_;
   }
   Revoke(lost);
@@ -243,6 +243,8 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
   // Who reads the partition: usually its previous owner, but while the members of two workers
   // differ for a moment (a join or a leave seen at different times), another one.
   std::string holder = record || g.decided ? std::string() : membership_.HolderOf(p);
+  // A worker that kept the lease from this one reads the partition, whatever its heartbeat says.
+  if (holder.empty() && !record && !g.decided) holder = g.keeper;
   const bool held = !holder.empty();
   if (held) g.held_ns = now;
   if (!held) holder = g.previous;
@@ -270,13 +272,7 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
     }
     // The record may be written and its watch behind the heartbeat that dropped the partition.
     record = membership_.ClaimHandover(p, true);
-    if (!record && held) {
-      recovered_.Inc();
-      spdlog::warn(
-          "node '{}': partition {} taken over without a hand-over record from {}: the windows "
-          "of its restored state are written again",
-          options_.node, p, holder);
-    }
+    if (!record && held) g.recovered_from = holder;
   }
   Assignment a;
   a.partition = p;
@@ -289,6 +285,44 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
     g.decided = true;
     g.record = record;
     return false;
+  }
+  // The lease last: of the workers that judged the partition free at the same moment (their
+  // members differed), one reads it; the others wait for it as for any worker that holds it.
+  std::string keeper;
+  try {
+    const bool wedged = !g.keeper.empty() &&
+                        now - g.keeper_since_ns >= kRecordWaitTimeouts * options_.member_timeout_ns;
+    keeper = membership_.TakeLease(p, wedged ? g.keeper : std::string());
+  } catch (const std::exception& e) {
+    spdlog::warn("node '{}': partition {}: taking its lease: {} (trying again)", options_.node, p,
+                 e.what());
+    g.decided = true;
+    g.record = record;
+    return false;
+  }
+  if (!keeper.empty()) {
+    if (keeper != g.keeper) {
+      spdlog::info(
+          "node '{}': partition {} not taken: worker {} holds its lease; waiting for it to give "
+          "the partition up{}",
+          options_.node, p, keeper,
+          record ? " (the hand-over record claimed is older than what it reads: dropped)" : "");
+      g.keeper = keeper;
+      g.keeper_since_ns = now;
+    }
+    // From the start: its record, or its messages' redelivery if it crashed.
+    g.decided = false;
+    g.record.reset();
+    g.recover_at_ns = 0;
+    g.recovered_from.clear();
+    return false;
+  }
+  if (!g.recovered_from.empty()) {
+    recovered_.Inc();
+    spdlog::warn(
+        "node '{}': partition {} taken over without a hand-over record from {}: the windows of "
+        "its restored state are written again",
+        options_.node, p, g.recovered_from);
   }
   membership_.Hold(p);
   reader_.Assign(a);  // holds back for the partition before waiting_ lets go (Step)

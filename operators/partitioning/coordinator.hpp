@@ -135,6 +135,9 @@ class PartitionCoordinator {
     int64_t recover_at_ns = 0;  // steady: taken without a record from then (0: not decided)
     bool decided = false;       // its record claimed (or known absent) in `record`
     std::optional<EmittedWindows> record;
+    std::string keeper;           // the worker that last kept its lease from this one
+    int64_t keeper_since_ns = 0;  // steady: since when it keeps it (wedged after ten timeouts)
+    std::string recovered_from;   // taken without the record of this worker, which held it
   };
   class Ledger;
 

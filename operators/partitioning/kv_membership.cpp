@@ -153,7 +153,12 @@ void KvMembership::Write(std::vector<Record>& records) {
   for (; done < records.size(); ++done) {
     const Record& r = records[done];
     try {
-      handover_kv_->Put(r.key, r.value);
+      if (!r.if_revision) {
+        handover_kv_->Put(r.key, r.value);
+      } else if (!handover_kv_->PutIf(r.key, r.value, *r.if_revision)) {
+        spdlog::info("worker {}: {} was taken by another worker before this one released it", id_,
+                     r.key);
+      }
     } catch (const nats::Error& e) {
       spdlog::warn("worker {}: hand-over record {}: {}", id_, r.key, e.what());
       break;
@@ -262,6 +267,10 @@ std::string KvMembership::RecordKey(uint32_t partition) {
   return "partition." + std::to_string(partition);
 }
 
+std::string KvMembership::LeaseKey(uint32_t partition) {
+  return "lease." + std::to_string(partition);
+}
+
 std::optional<KvMembership::Recorded> KvMembership::ParseRecord(const std::string& value,
                                                                 uint64_t revision) {
   const auto windows = ParseEmittedWindows(std::string_view(value).substr(0, value.find(' ')));
@@ -321,7 +330,12 @@ void KvMembership::RecordHandover(uint32_t partition, const EmittedWindows& wind
   {
     std::lock_guard lock(mu_);
     if (handover_kv_) {
-      to_write_.push_back({RecordKey(partition), FormatEmittedWindows(windows) + " " + id_});
+      // The lease first: whoever claims the record finds the partition free.
+      if (const auto lease = leases_.find(partition); lease != leases_.end()) {
+        to_write_.push_back({LeaseKey(partition), "", lease->second});
+        leases_.erase(lease);
+      }
+      to_write_.push_back({RecordKey(partition), FormatEmittedWindows(windows) + " " + id_, {}});
     }
     held_.erase(partition);
     held_changed_ = true;
@@ -360,6 +374,30 @@ std::optional<EmittedWindows> KvMembership::ClaimHandover(uint32_t partition, bo
     return std::nullopt;
   }
   return record->windows;
+}
+
+std::string KvMembership::TakeLease(uint32_t partition, const std::string& wedged) {
+  if (!handover_kv_) return {};
+  const std::string key = LeaseKey(partition);
+  const auto lease = handover_kv_->Last(key);
+  const std::string holder = lease && !lease->deleted ? lease->value : std::string();
+  const bool force = !holder.empty() && holder == wedged;
+  if (!holder.empty() && holder != id_ && !force && StandingOf(holder) == Standing::kAlive) {
+    return holder;
+  }
+  const auto taken = handover_kv_->PutIf(key, id_, lease ? lease->revision : 0);
+  if (!taken) {
+    // Another worker took it between the read and the write: that one keeps it.
+    const auto now = handover_kv_->Get(key);
+    return now && !now->value.empty() ? now->value : "another worker";
+  }
+  if (!holder.empty() && holder != id_) {
+    spdlog::info("worker {}: lease of partition {} taken from {}{}", id_, partition, holder,
+                 force ? " (taken for wedged)" : " (not alive)");
+  }
+  std::lock_guard lock(mu_);
+  leases_[partition] = *taken;
+  return {};
 }
 
 std::pair<std::vector<std::string>, uint64_t> KvMembership::Members() {

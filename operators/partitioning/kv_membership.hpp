@@ -15,6 +15,11 @@
 /// deletes the record at the revision it read: of the workers that claim it at once (their
 /// members differed for a moment), one gets it.
 ///
+/// Leases: a worker takes a partition's lease (key `lease.<n>` in `handover_bucket`, its id as
+/// the value) at the revision it read before it reads the partition, and releases it (an empty
+/// value, at the revision it took) before it writes the partition's hand-over record. Of two
+/// workers that judge one partition free at the same moment, one gets it.
+///
 /// A worker that starts counts a member read from the bucket once a heartbeat of it comes (it
 /// waits up to two heartbeat periods for them): the bucket still holds the key of a worker that
 /// crashed a moment before, which would otherwise count as alive for a member timeout, and the
@@ -67,6 +72,7 @@ class KvMembership final : public Membership {
   /// watches, so a heartbeat that no longer holds the partition can arrive before the record its
   /// worker wrote first, and whoever is about to go on without a record asks the server.
   std::optional<EmittedWindows> ClaimHandover(uint32_t partition, bool ask_server = false) override;
+  std::string TakeLease(uint32_t partition, const std::string& wedged) override;
   const std::string& id() const override { return id_; }
   /// A heartbeat that changes nothing calls nothing (with N workers, N per second).
   void SetOnChange(std::function<void()> notify) override;
@@ -84,6 +90,9 @@ class KvMembership final : public Membership {
   struct Record {
     std::string key;
     std::string value;
+    /// Written only at this revision (a lease released): a conflict drops it (another worker
+    /// took the lease since), not retried.
+    std::optional<uint64_t> if_revision;
   };
   void Stop();
   void Heartbeat();
@@ -98,6 +107,7 @@ class KvMembership final : public Membership {
   void WatchRecords();
   void Write(std::vector<Record>& records);  // mu_ not held; leaves what failed in `records`
   static std::string RecordKey(uint32_t partition);
+  static std::string LeaseKey(uint32_t partition);
   struct Recorded {
     EmittedWindows windows;
     uint64_t revision;
@@ -145,6 +155,7 @@ class KvMembership final : public Membership {
   std::set<std::string> left_;            // workers seen deleting their key
   std::map<uint32_t, Recorded> records_;  // unclaimed hand-over records, by partition
   std::map<uint32_t, uint64_t> claimed_;  // by partition: the revision of the record claimed last
+  std::map<uint32_t, uint64_t> leases_;   // by partition: the revision of this worker's lease
   std::vector<Record> to_write_;
   std::vector<std::string> members_alive_;
   uint64_t generation_ = 0;

@@ -38,14 +38,23 @@ class Membership {
   virtual std::string HolderOf(uint32_t partition) = 0;
   /// Records that each windowed node emitted every window of `partition` up to its time in
   /// `windows` (a node absent: none) as this worker gives the partition up, and no longer holds
-  /// it. Stored before this worker leaves; its heartbeat drops the partition once the record is
-  /// stored.
+  /// it. Stored before this worker leaves, after its lease is released; its heartbeat drops the
+  /// partition once the record is stored.
   virtual void RecordHandover(uint32_t partition, const EmittedWindows& windows) = 0;
   /// Claims the hand-over record of `partition`, if one is there: returns it and deletes it, so
   /// that it is used once, by one worker of those that claim it at once. `ask_server`: when none
   /// has come by the watch, asks the store itself. May throw (the store unreachable).
   virtual std::optional<EmittedWindows> ClaimHandover(uint32_t partition,
                                                       bool ask_server = false) = 0;
+  /// Takes the lease of `partition`, the last step before this worker reads it: a
+  /// compare-and-set at the revision read, so that of the workers that take it at once (their
+  /// members differed for a moment, and each judged it free) one gets it. Taken when nobody holds
+  /// it (never taken, or given up with a hand-over record: RecordHandover releases it first),
+  /// this worker does, its holder is not alive (gone or left), or its holder is `wedged` (a
+  /// worker alive that kept it too long). Returns the worker that keeps it; empty when this
+  /// worker holds it now (or there is nowhere to keep leases: no hand-over records). May throw
+  /// (the store unreachable).
+  virtual std::string TakeLease(uint32_t partition, const std::string& wedged) = 0;
   /// `notify` is called (from any thread) when a worker joins, leaves, holds other partitions
   /// than it said, or beats again after it was taken for gone, and when a hand-over record
   /// arrives; none when empty. Once this returns, the previous one is not running and will not

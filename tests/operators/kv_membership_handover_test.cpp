@@ -144,6 +144,77 @@ TEST_F(KvMembershipHandoverTest, TwoWorkersClaimingOneRecordAtOnceOnlyOneGetsIt)
   }
 }
 
+// Two workers whose members differ for a moment both judge the same partitions free and take their
+// leases at the same time: each lease goes to one, and the other is told who keeps it.
+TEST_F(KvMembershipHandoverTest, TwoWorkersTakingOneLeaseAtOnceOnlyOneGetsIt) {
+  auto a = Join();
+  auto b = Join();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return a->StandingOf(b->id()) == Membership::Standing::kAlive &&
+               b->StandingOf(a->id()) == Membership::Standing::kAlive;
+      },
+      10s));
+  constexpr uint32_t kLeases = 40;
+  std::atomic<int> ready{0};
+  const auto take_all = [&](KvMembership& w) {
+    std::vector<std::string> keepers;
+    ++ready;
+    while (ready.load() < 2) {
+    }
+    for (uint32_t p = 0; p < kLeases; ++p) keepers.push_back(w.TakeLease(p, ""));
+    return keepers;
+  };
+  auto by_b = std::async(std::launch::async, [&] { return take_all(*b); });
+  const std::vector<std::string> by_a = take_all(*a);
+  const std::vector<std::string> keepers_b = by_b.get();
+  for (uint32_t p = 0; p < kLeases; ++p) {
+    const bool a_took = by_a[p].empty(), b_took = keepers_b[p].empty();
+    EXPECT_NE(a_took, b_took) << "lease of partition " << p << " taken by both or neither";
+    EXPECT_EQ(a_took ? keepers_b[p] : by_a[p], a_took ? a->id() : b->id()) << "partition " << p;
+    EXPECT_EQ(records_->Get("lease." + std::to_string(p))->value, a_took ? a->id() : b->id());
+    // Its holder takes it again (a retried round); the other, while its holder lives, does not.
+    EXPECT_EQ((a_took ? *a : *b).TakeLease(p, ""), "");
+    EXPECT_NE((a_took ? *b : *a).TakeLease(p, ""), "");
+  }
+}
+
+// A worker giving a partition up releases its lease before it writes the record: whoever claims
+// the record takes the lease. A lease whose holder is not alive (it crashed, or left), or that a
+// wedged worker keeps (force), is taken.
+TEST_F(KvMembershipHandoverTest, ALeaseIsReleasedBeforeTheRecordAndTakenFromAWorkerNotAlive) {
+  auto a = Join();
+  auto b = Join();
+  ASSERT_TRUE(WaitFor([&] { return b->StandingOf(a->id()) == Membership::Standing::kAlive; }, 10s));
+  ASSERT_EQ(a->TakeLease(5, ""), "");
+  a->Hold(5);
+  EXPECT_EQ(b->TakeLease(5, ""), a->id());
+  a->RecordHandover(5, {{"windows", 1'700'000'005'000'000'000}});
+  std::optional<EmittedWindows> record;
+  ASSERT_TRUE(WaitFor([&] { return (record = b->ClaimHandover(5)).has_value(); }, 10s));
+  EXPECT_EQ(b->TakeLease(5, ""), "") << "the lease was not released before the record";
+  EXPECT_EQ(records_->Get("lease.5")->value, b->id());
+
+  records_->Put("lease.8", "crashed-worker");
+  EXPECT_EQ(b->TakeLease(8, ""), "") << "a lease of a worker never seen alive kept";
+  ASSERT_EQ(a->TakeLease(9, ""), "");
+  EXPECT_EQ(b->TakeLease(9, a->id()), "") << "the lease of a worker taken for wedged kept";
+  EXPECT_EQ(records_->Get("lease.9")->value, b->id());
+  // a gives partition 9 up, late: its release conflicts and leaves b's lease as it is.
+  a->RecordHandover(9, {});
+  ASSERT_TRUE(WaitFor([&] { return b->ClaimHandover(9).has_value(); }, 10s));
+  EXPECT_EQ(records_->Get("lease.9")->value, b->id());
+  // A lease key deleted (by hand) is taken at its delete marker's revision.
+  records_->Delete("lease.10");
+  EXPECT_EQ(a->TakeLease(10, ""), "");
+  EXPECT_EQ(b->TakeLease(10, ""), a->id());
+  const std::string a_id = a->id();
+  a.reset();  // leaves
+  ASSERT_TRUE(WaitFor([&] { return b->StandingOf(a_id) == Membership::Standing::kLeft; }, 10s));
+  EXPECT_EQ(b->TakeLease(10, ""), "") << "a lease of a worker that left kept";
+  EXPECT_EQ(records_->Get("lease.10")->value, b->id());
+}
+
 // The bucket keeps a worker's key for ten member timeouts after its last heartbeat: a worker that
 // starts a moment after another crashed reads it like a live one's. Counted as alive, it would
 // share the partitions among other members than the running workers do for a member timeout, and

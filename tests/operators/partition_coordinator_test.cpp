@@ -32,6 +32,7 @@ class FakeMembership final : public Membership {
   std::map<uint32_t, std::optional<int64_t>> records;                 // stored, unclaimed
   std::vector<std::pair<uint32_t, std::optional<int64_t>>> recorded;  // by this worker
   std::set<uint32_t> held;
+  std::map<uint32_t, std::string> leases;  // by partition: its holder (absent: nobody)
   int claims = 0;
 
   void SetMembers(std::vector<std::string> m) {
@@ -59,6 +60,16 @@ class FakeMembership final : public Membership {
   void RecordHandover(uint32_t p, const EmittedWindows& windows) override {
     recorded.emplace_back(p, EmittedBy(windows, "windows"));
     held.erase(p);
+    leases.erase(p);
+  }
+  std::string TakeLease(uint32_t p, const std::string& wedged) override {
+    std::string& holder = leases[p];
+    if (!holder.empty() && holder != self && holder != wedged &&
+        StandingOf(holder) == Standing::kAlive) {
+      return holder;
+    }
+    holder = self;
+    return {};
   }
   std::optional<EmittedWindows> ClaimHandover(uint32_t p, bool) override {
     ++claims;
@@ -218,6 +229,85 @@ TEST_F(PartitionCoordinatorTest, ARecordClaimedByAnotherWorkerLeavesThePartition
   c->Step();
   EXPECT_TRUE(reader.assigned.empty()) << "taken while another worker reads it";
   EXPECT_TRUE(c->Waiting());
+}
+
+// Two workers whose members differ for a moment both judge a partition free (nobody's heartbeat
+// holds it yet): the one that takes its lease first reads it; this one waits for it as for any
+// worker that holds it, and takes the partition once its record comes.
+TEST_F(PartitionCoordinatorTest, APartitionWhoseLeaseAnotherWorkerTookFirstWaitsForItsRecord) {
+  for (uint32_t p = 0; p < kPartitions; ++p) membership.leases[p] = "w-stray";
+  auto c = Make();
+  c->Step();
+  EXPECT_TRUE(reader.assigned.empty()) << "taken while another worker holds its lease";
+  EXPECT_TRUE(membership.held.empty());
+  membership.holds["w-stray"] = {0, 1, 2, 3};  // its heartbeat comes
+  now += 5 * kSecond;
+  c->Step();
+  EXPECT_TRUE(reader.assigned.empty()) << "taken while another worker reads it";
+  // It gives them up: its leases are released, its records written.
+  membership.leases.clear();
+  membership.holds["w-stray"].clear();
+  for (uint32_t p = 0; p < kPartitions; ++p) membership.records[p] = 66 * kSecond;
+  c->Step();
+  EXPECT_EQ(reader.AssignedPartitions(), (std::set<uint32_t>{0, 1, 2, 3}));
+  for (const auto& a : reader.assigned)
+    EXPECT_EQ(a.emitted, (EmittedWindows{{"windows", 66 * kSecond}}));
+  for (uint32_t p = 0; p < kPartitions; ++p) EXPECT_EQ(membership.leases[p], "w-self");
+}
+
+// Its owner crashed; once its ack wait passed, another worker (whose members differ) had taken
+// the lease first, and crashes too: its messages delivered and never acknowledged come again
+// ack_wait after their delivery, which is waited for again. A record claimed meanwhile is older
+// than what that worker read: it is dropped.
+TEST_F(PartitionCoordinatorTest, ALeaseHeldByAWorkerThatCrashesIsTakenOnceItsAckWaitHasPassed) {
+  membership.holds["w-gone"] = {0};
+  membership.standing["w-gone"] = Membership::Standing::kGone;
+  membership.leases[0] = "w-stray";
+  auto c = Make();
+  c->Step();
+  EXPECT_EQ(reader.AssignedPartitions(), (std::set<uint32_t>{1, 2, 3}));
+  now += kAckWait;
+  c->Step();
+  EXPECT_EQ(reader.assigned.size(), 3u) << "taken while another worker holds its lease";
+  // w-stray's heartbeat never says it holds the partition: it crashes right after taking it. And
+  // w-gone's key has left the bucket (its TTL).
+  membership.holds.erase("w-gone");
+  membership.records[0] = 10 * kSecond;  // w-gone's, late
+  now += kSecond;
+  c->Step();
+  EXPECT_TRUE(membership.records.empty()) << "the record was claimed";
+  membership.standing["w-stray"] = Membership::Standing::kGone;
+  now += kSecond;
+  c->Step();
+  now += kAckWait - kSecond;
+  c->Step();
+  EXPECT_EQ(reader.assigned.size(), 3u) << "taken before the crashed holder's ack wait passed";
+  now += kSecond;
+  c->Step();
+  ASSERT_EQ(reader.assigned.size(), 4u);
+  EXPECT_EQ(reader.assigned.back().partition, 0u);
+  EXPECT_FALSE(reader.assigned.back().emitted.has_value()) << "went on from the dropped record";
+  EXPECT_EQ(membership.leases[0], "w-self");
+  EXPECT_EQ(metrics.GetCounter("partitions_recovered", "", {{"node", "src"}}).value(), 1);
+}
+
+// A worker alive that keeps a lease and never gives the partition up is wedged: after the
+// longest wait for a record, and the ack wait of what it was delivered, its lease is taken.
+TEST_F(PartitionCoordinatorTest, ALeaseKeptByAWedgedWorkerIsTakenAfterTheLongestWait) {
+  membership.leases[0] = "w-wedged";
+  auto c = Make();
+  c->Step();
+  now += 10 * kTimeout - kSecond;
+  c->Step();
+  now += kSecond;
+  c->Step();
+  now += kAckWait - kSecond;
+  c->Step();
+  EXPECT_EQ(reader.assigned.size(), 3u);
+  now += kSecond;
+  c->Step();
+  EXPECT_EQ(reader.assigned.size(), 4u);
+  EXPECT_EQ(membership.leases[0], "w-self");
 }
 
 TEST_F(PartitionCoordinatorTest, APartitionOfACrashedOwnerIsRecoveredOnceItsAckWaitHasPassed) {
