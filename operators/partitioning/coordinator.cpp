@@ -156,6 +156,7 @@ void PartitionCoordinator::Run() {
 void PartitionCoordinator::Step() {
   StorePassedHandovers();
   FollowMembers();
+  GiveUpLostLeases();
   DeleteStaleRecords();
   const int64_t now = now_();
   // An assignment can take seconds (a partition's state is restored), so a round's assignments
@@ -332,6 +333,28 @@ bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
   return true;
 }
 
+void PartitionCoordinator::GiveUpLostLeases() {
+  for (const auto& [p, keeper] : membership_.TakeLostLeases()) {
+    if (owned_.count(p) == 0) continue;
+    spdlog::error(
+        "node '{}': partition {}: worker {} took its lease (it took this worker for gone or "
+        "wedged: no heartbeat of it came for the member timeout) and reads it: given up at once, "
+        "without a hand-over record; taken again once that worker hands it back, if the members "
+        "give it to this worker",
+        options_.node, p, keeper);
+    fenced_.insert(p);
+    Revoke({p});
+    const size_t self =
+        std::find(previous_members_.begin(), previous_members_.end(), membership_.id()) -
+        previous_members_.begin();
+    if (previous_owners_.size() != options_.partitions || previous_owners_[p] != self) continue;
+    // Waited for as any worker that holds it: its record, or its crash.
+    const int64_t now = now_();
+    gaining_[p] = Gaining{now, keeper, now, 0, false, std::nullopt, keeper, now, {}};
+    ++waiting_;
+  }
+}
+
 void PartitionCoordinator::DeleteStaleRecords() {
   for (const uint32_t p : owned_) {
     const auto stale = membership_.ClaimHandover(p);
@@ -354,7 +377,13 @@ void PartitionCoordinator::Revoke(const std::vector<uint32_t>& partitions) {
 }
 
 void PartitionCoordinator::StorePassedHandovers() {
-  for (const auto& [p, windows] : ledger_->Take().first) membership_.RecordHandover(p, windows);
+  for (const auto& [p, windows] : ledger_->Take().first) {
+    if (fenced_.erase(p) > 0) {
+      membership_.Drop(p);  // its reader has the state: a record would be older than it
+    } else {
+      membership_.RecordHandover(p, windows);
+    }
+  }
 }
 
 void PartitionCoordinator::Stop() {

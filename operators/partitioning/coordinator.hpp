@@ -153,6 +153,9 @@ class PartitionCoordinator {
   /// owner, which would take it for its hand-over, go on from its older window, and write the
   /// windows after it a second time.
   void DeleteStaleRecords();
+  /// Gives up at once the partitions whose lease another worker took (it took this worker for
+  /// gone), and waits to take them again as from any worker that holds them.
+  void GiveUpLostLeases();
   void StorePassedHandovers();
   void Wake();
 
@@ -170,6 +173,7 @@ class PartitionCoordinator {
   std::set<uint32_t> owned_;
   std::set<uint32_t> prepared_;  // partitions whose consumer exists
   std::map<uint32_t, Gaining> gaining_;
+  std::set<uint32_t> fenced_;    // revoked for a lost lease: no record when their revoke passes
   std::atomic<int> waiting_{0};  // gaining_.size()
   bool started_ = false;         // the first round ran
   std::vector<std::string> previous_members_;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <functional>
+#include <utility>
 
 #include "clock.hpp"
 #include "thread_name.hpp"
@@ -48,7 +49,7 @@ KvMembership::KvMembership(MembershipOptions options, Metrics& metrics, const La
     p.name = options_.handover_bucket;  // no TTL: a record outlives every worker
     p.replicas = options_.replicas;
     handover_kv_ = js_->EnsureBucket(p);
-    records_watcher_ = handover_kv_->Watch("partition.*");
+    records_watcher_ = handover_kv_->WatchAll();  // records and leases
   }
   kv_->Put(id_, HeldValue());
   watcher_ = kv_->WatchAll();
@@ -241,13 +242,26 @@ void KvMembership::Watch() {
 }
 
 void KvMembership::WatchRecords() {
-  const std::string prefix = "partition.";
-  WatchLoop(*records_watcher_, records_read_, [&](nats::KvEntry& e) {
-    if (!e.key.starts_with(prefix)) return false;
+  const auto partition_of = [](const std::string& key,
+                               std::string_view prefix) -> std::optional<uint32_t> {
+    if (!key.starts_with(prefix)) return std::nullopt;
     char* end = nullptr;
-    const unsigned long long partition = std::strtoull(e.key.c_str() + prefix.size(), &end, 10);
-    if (end == e.key.c_str() + prefix.size() || *end != '\0') return false;
-    const auto s = static_cast<uint32_t>(partition);
+    const unsigned long long partition = std::strtoull(key.c_str() + prefix.size(), &end, 10);
+    if (end == key.c_str() + prefix.size() || *end != '\0') return std::nullopt;
+    return static_cast<uint32_t>(partition);
+  };
+  WatchLoop(*records_watcher_, records_read_, [&](nats::KvEntry& e) {
+    if (const auto lease = partition_of(e.key, "lease.")) {
+      // Another worker's write of a lease this worker holds (its own writes carry its id).
+      const auto mine = leases_.find(*lease);
+      if (mine == leases_.end() || e.revision <= mine->second || e.value == id_) return false;
+      leases_.erase(mine);
+      lost_.emplace_back(*lease, e.deleted || e.value.empty() ? "another worker" : e.value);
+      return true;
+    }
+    const auto partition = partition_of(e.key, "partition.");
+    if (!partition) return false;
+    const uint32_t s = *partition;
     auto it = records_.find(s);
     if (e.deleted) {
       if (it == records_.end() || it->second.revision >= e.revision) return false;
@@ -343,6 +357,16 @@ void KvMembership::RecordHandover(uint32_t partition, const EmittedWindows& wind
   stop_cv_.notify_all();
 }
 
+void KvMembership::Drop(uint32_t partition) {
+  {
+    std::lock_guard lock(mu_);
+    leases_.erase(partition);
+    held_.erase(partition);
+    held_changed_ = true;
+  }
+  stop_cv_.notify_all();
+}
+
 std::optional<EmittedWindows> KvMembership::ClaimHandover(uint32_t partition, bool ask_server) {
   std::optional<Recorded> record;
   {
@@ -398,6 +422,11 @@ std::string KvMembership::TakeLease(uint32_t partition, const std::string& wedge
   std::lock_guard lock(mu_);
   leases_[partition] = *taken;
   return {};
+}
+
+std::vector<std::pair<uint32_t, std::string>> KvMembership::TakeLostLeases() {
+  std::lock_guard lock(mu_);
+  return std::exchange(lost_, {});
 }
 
 std::pair<std::vector<std::string>, uint64_t> KvMembership::Members() {

@@ -18,7 +18,8 @@
 /// Leases: a worker takes a partition's lease (key `lease.<n>` in `handover_bucket`, its id as
 /// the value) at the revision it read before it reads the partition, and releases it (an empty
 /// value, at the revision it took) before it writes the partition's hand-over record. Of two
-/// workers that judge one partition free at the same moment, one gets it.
+/// workers that judge one partition free at the same moment, one gets it. A lease of this
+/// worker's that another worker writes (it took this one for gone) is reported lost.
 ///
 /// A worker that starts counts a member read from the bucket once a heartbeat of it comes (it
 /// waits up to two heartbeat periods for them): the bucket still holds the key of a worker that
@@ -68,11 +69,14 @@ class KvMembership final : public Membership {
   std::string HolderOf(uint32_t partition) override;
   /// Written in the background, before this worker leaves.
   void RecordHandover(uint32_t partition, const EmittedWindows& windows) override;
+  void Drop(uint32_t partition) override;
   /// `ask_server` reads the bucket (throws nats::Error): records and heartbeats come through two
   /// watches, so a heartbeat that no longer holds the partition can arrive before the record its
   /// worker wrote first, and whoever is about to go on without a record asks the server.
   std::optional<EmittedWindows> ClaimHandover(uint32_t partition, bool ask_server = false) override;
   std::string TakeLease(uint32_t partition, const std::string& wedged) override;
+  /// Seen through the watch of the hand-over bucket, which brings leases with the records.
+  std::vector<std::pair<uint32_t, std::string>> TakeLostLeases() override;
   const std::string& id() const override { return id_; }
   /// A heartbeat that changes nothing calls nothing (with N workers, N per second).
   void SetOnChange(std::function<void()> notify) override;
@@ -156,6 +160,7 @@ class KvMembership final : public Membership {
   std::map<uint32_t, Recorded> records_;  // unclaimed hand-over records, by partition
   std::map<uint32_t, uint64_t> claimed_;  // by partition: the revision of the record claimed last
   std::map<uint32_t, uint64_t> leases_;   // by partition: the revision of this worker's lease
+  std::vector<std::pair<uint32_t, std::string>> lost_;  // leases taken by others (TakeLostLeases)
   std::vector<Record> to_write_;
   std::vector<std::string> members_alive_;
   uint64_t generation_ = 0;

@@ -41,6 +41,9 @@ class Membership {
   /// it. Stored before this worker leaves, after its lease is released; its heartbeat drops the
   /// partition once the record is stored.
   virtual void RecordHandover(uint32_t partition, const EmittedWindows& windows) = 0;
+  /// This worker no longer holds `partition` and writes no record of it: another worker took
+  /// its lease and reads it (TakeLostLeases).
+  virtual void Drop(uint32_t partition) = 0;
   /// Claims the hand-over record of `partition`, if one is there: returns it and deletes it, so
   /// that it is used once, by one worker of those that claim it at once. `ask_server`: when none
   /// has come by the watch, asks the store itself. May throw (the store unreachable).
@@ -55,10 +58,14 @@ class Membership {
   /// worker holds it now (or there is nowhere to keep leases: no hand-over records). May throw
   /// (the store unreachable).
   virtual std::string TakeLease(uint32_t partition, const std::string& wedged) = 0;
+  /// The partitions whose lease another worker took while this one held it, with that worker,
+  /// since the last call: it took this one for gone (frozen longer than the member timeout and
+  /// the ack wait), and reads them now.
+  virtual std::vector<std::pair<uint32_t, std::string>> TakeLostLeases() = 0;
   /// `notify` is called (from any thread) when a worker joins, leaves, holds other partitions
   /// than it said, or beats again after it was taken for gone, and when a hand-over record
-  /// arrives; none when empty. Once this returns, the previous one is not running and will not
-  /// be called again.
+  /// arrives or a lease is lost; none when empty. Once this returns, the previous one is not
+  /// running and will not be called again.
   virtual void SetOnChange(std::function<void()> notify) = 0;
 };
 

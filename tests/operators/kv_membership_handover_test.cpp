@@ -215,6 +215,35 @@ TEST_F(KvMembershipHandoverTest, ALeaseIsReleasedBeforeTheRecordAndTakenFromAWor
   EXPECT_EQ(records_->Get("lease.10")->value, b->id());
 }
 
+// A worker frozen longer than the member timeout and the ack wait has its partitions taken over,
+// their leases with them: once it runs again it learns which, through the watch that brings the
+// records. Its own writes, and leases it gave up, are not lost ones.
+TEST_F(KvMembershipHandoverTest, ALeaseAnotherWorkerTookIsReportedLost) {
+  auto a = Join();
+  auto b = Join();
+  ASSERT_EQ(a->TakeLease(3, ""), "");
+  ASSERT_EQ(a->TakeLease(4, ""), "");
+  ASSERT_EQ(a->TakeLease(4, ""), "") << "its own lease, taken again";
+  ASSERT_EQ(a->TakeLease(5, ""), "");
+  a->RecordHandover(5, {});
+  ASSERT_TRUE(WaitFor([&] { return b->ClaimHandover(5).has_value(); }, 10s));
+  ASSERT_EQ(b->TakeLease(5, ""), "");
+  ASSERT_EQ(b->TakeLease(3, a->id()), "");  // a taken for wedged, or for gone
+  std::vector<std::pair<uint32_t, std::string>> lost;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (auto& l : a->TakeLostLeases()) lost.push_back(std::move(l));
+        return !lost.empty();
+      },
+      10s));
+  EXPECT_EQ(lost, (std::vector<std::pair<uint32_t, std::string>>{{3, b->id()}}));
+  // A write after them shows the watch has passed them all: nothing more is lost.
+  records_->Put("partition.9", "- worker-x");
+  ASSERT_TRUE(WaitFor([&] { return a->ClaimHandover(9).has_value(); }, 10s));
+  EXPECT_TRUE(a->TakeLostLeases().empty());
+  EXPECT_TRUE(b->TakeLostLeases().empty());
+}
+
 // The bucket keeps a worker's key for ten member timeouts after its last heartbeat: a worker that
 // starts a moment after another crashed reads it like a live one's. Counted as alive, it would
 // share the partitions among other members than the running workers do for a member timeout, and

@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 #include <stdexcept>
+#include <utility>
 
 #include "partitioning/coordinator.hpp"
 
@@ -32,7 +33,9 @@ class FakeMembership final : public Membership {
   std::map<uint32_t, std::optional<int64_t>> records;                 // stored, unclaimed
   std::vector<std::pair<uint32_t, std::optional<int64_t>>> recorded;  // by this worker
   std::set<uint32_t> held;
-  std::map<uint32_t, std::string> leases;  // by partition: its holder (absent: nobody)
+  std::map<uint32_t, std::string> leases;              // by partition: its holder (absent: nobody)
+  std::vector<std::pair<uint32_t, std::string>> lost;  // leases taken by others, not told yet
+  std::vector<uint32_t> dropped;
   int claims = 0;
 
   void SetMembers(std::vector<std::string> m) {
@@ -61,6 +64,13 @@ class FakeMembership final : public Membership {
     recorded.emplace_back(p, EmittedBy(windows, "windows"));
     held.erase(p);
     leases.erase(p);
+  }
+  void Drop(uint32_t p) override {
+    dropped.push_back(p);
+    held.erase(p);
+  }
+  std::vector<std::pair<uint32_t, std::string>> TakeLostLeases() override {
+    return std::exchange(lost, {});
   }
   std::string TakeLease(uint32_t p, const std::string& wedged) override {
     std::string& holder = leases[p];
@@ -308,6 +318,40 @@ TEST_F(PartitionCoordinatorTest, ALeaseKeptByAWedgedWorkerIsTakenAfterTheLongest
   c->Step();
   EXPECT_EQ(reader.assigned.size(), 4u);
   EXPECT_EQ(membership.leases[0], "w-self");
+}
+
+// This worker froze longer than the member timeout and the ack wait: another worker took one of
+// its partitions over, and its lease. Once it runs again it gives the partition up at once,
+// writes no record (the other worker's state is newer), and takes it back only once that worker
+// hands it over.
+TEST_F(PartitionCoordinatorTest, ALeaseTakenByAnotherWorkerGivesThePartitionUpWithoutARecord) {
+  auto c = Make();
+  c->Step();
+  ASSERT_EQ(reader.assigned.size(), 4u);
+  membership.leases[2] = "w-other";
+  membership.holds["w-other"] = {2};
+  membership.lost = {{2, "w-other"}};
+  now += kSecond;
+  c->Step();
+  ASSERT_EQ(reader.revoked.count(2), 1u) << "still read beside the worker that took it";
+  EXPECT_EQ(c->owned(), (std::set<uint32_t>{0, 1, 3}));
+  EXPECT_TRUE(c->Waiting());
+  reader.revoked.clear();  // its kRevoked event has passed the graph
+  now += kSecond;
+  c->Step();
+  EXPECT_TRUE(membership.recorded.empty()) << "a record older than the other worker's state";
+  EXPECT_EQ(membership.dropped, (std::vector<uint32_t>{2}));
+  EXPECT_EQ(reader.assigned.size(), 4u);
+  // The other worker hands it back (the members give it to this one).
+  membership.leases.erase(2);
+  membership.holds["w-other"].clear();
+  membership.records[2] = 88 * kSecond;
+  now += kSecond;
+  c->Step();
+  ASSERT_EQ(reader.assigned.size(), 5u);
+  EXPECT_EQ(reader.assigned.back().partition, 2u);
+  EXPECT_EQ(reader.assigned.back().emitted, (EmittedWindows{{"windows", 88 * kSecond}}));
+  EXPECT_EQ(membership.leases[2], "w-self");
 }
 
 TEST_F(PartitionCoordinatorTest, APartitionOfACrashedOwnerIsRecoveredOnceItsAckWaitHasPassed) {
