@@ -71,6 +71,10 @@ struct Summary {
   int64_t start_ns = 0;
   int64_t end_ns = 0;    // exclusive bound of the published sample times
   double elapsed_s = 0;  // wall time from the first publish to the final flush
+  // The most a batch was sent after its time (in real time; 0 with max_rate): a process starved
+  // of CPU sends late, and an engine whose input paused longer than its idle_ms closed those
+  // windows on the clock before the samples came.
+  int64_t max_late_ns = 0;
 };
 
 // Publishes the fleet's samples in real time (or as fast as possible with max_rate): a min-heap
@@ -123,6 +127,7 @@ class FleetRunner {
           heap_.pop_back();
           PublishDue(due, until);
         }
+        if (!opt_.max_rate) sum.max_late_ns = std::max(sum.max_late_ns, NowNs() - tick);
         published_until = until;
         if (opt_.progress) ReportProgress();
       }
@@ -316,11 +321,12 @@ int main(int argc, char** argv) {
       "At the end (--duration reached, SIGINT or SIGTERM) fleet-sim flushes, publishes 'off', "
       "and prints one JSON line to stdout:\n"
       "  {\"vehicles\":N,\"samples\":S,\"messages\":M,\"start_ns\":T0,\"end_ns\":T1,"
-      "\"bytes\":B,\"elapsed_s\":E,\"samples_per_s\":R}\n"
+      "\"bytes\":B,\"elapsed_s\":E,\"samples_per_s\":R,\"max_late_ms\":L}\n"
       "where messages counts sample messages (not status ones), bytes their payloads, every "
       "sample with start_ns <= time < end_ns was published (but those of parked vehicles, with "
-      "--on-off), and R = S / E, E being the wall time from the first publish to the final "
-      "flush.\n"
+      "--on-off), R = S / E, E being the wall time from the first publish to the final "
+      "flush, and L the most a batch was sent after its due time (a process starved of CPU "
+      "falls behind and sends what is due at once; 0 with --max-rate).\n"
       "Load: --target-rate R scales every sensor's rate so that the fleet sends R samples/s in "
       "real time; --max-rate drops the pacing, so event time runs ahead of the wall clock as "
       "fast as samples can be sent (for throughput measurements; an engine would see future "
@@ -406,10 +412,11 @@ int main(int argc, char** argv) {
     const Summary sum = runner.Run();
     std::printf("{\"vehicles\":%d,\"samples\":%" PRId64 ",\"messages\":%" PRId64
                 ",\"start_ns\":%" PRId64 ",\"end_ns\":%" PRId64 ",\"bytes\":%" PRId64
-                ",\"elapsed_s\":%.3f,\"samples_per_s\":%.0f}\n",
+                ",\"elapsed_s\":%.3f,\"samples_per_s\":%.0f,\"max_late_ms\":%.1f}\n",
                 opt.fleet.vehicles, sum.samples, sum.messages, sum.start_ns, sum.end_ns, sum.bytes,
                 sum.elapsed_s,
-                sum.elapsed_s > 0 ? static_cast<double>(sum.samples) / sum.elapsed_s : 0.0);
+                sum.elapsed_s > 0 ? static_cast<double>(sum.samples) / sum.elapsed_s : 0.0,
+                static_cast<double>(sum.max_late_ns) / 1e6);
     std::fflush(stdout);
     return 0;
   } catch (const nats::Error& e) {

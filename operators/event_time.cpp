@@ -36,30 +36,38 @@ std::optional<int64_t> EventTime::OnTick(const WindowProgress& p, const Tick& ti
   // Nothing arrived yet (only restored state): idle, as after idle_ms without input.
   const bool arrived = p.last_arrival_ns != kNever;
   if (tick.held_back || (arrived && tick.now_ns - p.last_arrival_ns <= idle_)) {
-    if (p.newest_event_ns == kNever) return std::nullopt;  // no event time to go by
+    if (Newest(p, tick.now_ns, tick.input_delay_ns) == kNever) {
+      return std::nullopt;  // no event time to go by
+    }
     return FlowingProgress(p, tick.now_ns, tick.input_delay_ns) - lateness_;
   }
   if (tick.now_ns <= p.hold_until_ns) progress = std::min(progress, p.hold_at_ns);
   return progress - lateness_;
 }
 
-std::optional<int64_t> EventTime::OnInput(const WindowProgress& p, const SampleBatch& b,
-                                          const Tick& last) const {
-  if (!p.next || p.newest_event_ns == kNever || last.held_back || b.points.empty()) {
-    return std::nullopt;
-  }
-  const int64_t newest_ts =
-      std::max_element(b.points.begin(), b.points.end(),
+int64_t EventTime::KeptAt(const SampleBatch& b) const {
+  if (b.stream_ns == 0 || b.points.empty()) return 0;
+  const int64_t oldest_ts =
+      std::min_element(b.points.begin(), b.points.end(),
                        [](const wire::Point& x, const wire::Point& y) { return x.ts_ns < y.ts_ns; })
           ->ts_ns;
-  if (b.stream_ns != 0 && b.stream_ns - newest_ts > lateness_) return std::nullopt;  // kept
+  if (b.stream_ns - oldest_ts <= lateness_) return 0;
+  return b.received_ns != 0 ? b.received_ns : clock_.NowNs();
+}
+
+std::optional<int64_t> EventTime::OnInput(const WindowProgress& p, const SampleBatch& b,
+                                          const Tick& last) const {
+  if (!p.next || last.held_back || b.points.empty() || KeptAt(b) != 0) return std::nullopt;
   const int64_t now_ns = b.received_ns != 0 ? b.received_ns : clock_.NowNs();
+  if (Newest(p, now_ns, last.input_delay_ns) == kNever) return std::nullopt;
   return FlowingProgress(p, now_ns, last.input_delay_ns) - lateness_;
 }
 
 std::optional<int64_t> EventTime::OnRevoke(const WindowProgress& p) const {
-  if (!p.next || p.newest_event_ns == kNever) return std::nullopt;
-  return std::min(p.newest_event_ns, ProgressCap(p, clock_.NowNs())) - lateness_;
+  const int64_t now_ns = clock_.NowNs();
+  const int64_t newest = Newest(p, now_ns, 0);
+  if (!p.next || newest == kNever) return std::nullopt;
+  return std::min(newest, ProgressCap(p, now_ns)) - lateness_;
 }
 
 std::optional<int64_t> EventTime::LastEmitted(const WindowProgress& p) const {

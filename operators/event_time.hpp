@@ -17,6 +17,7 @@
 /// An internal helper of those operators, not an operator: it decides up to which window time
 /// to close; the operator emits the windows and keeps what they hold.
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -41,6 +42,10 @@ struct WindowProgress {
   int64_t hold_at_ns = 0;
   int64_t hold_until_ns = std::numeric_limits<int64_t>::min();
   std::optional<int64_t> done;  // windows up to it were emitted by the previous owner
+  // Kept input (EventTime::KeptAt): its newest event time, and when the last of it arrived. It
+  // moves progress only once the sources had time to gather what follows it (Newest).
+  int64_t kept_newest_ns = std::numeric_limits<int64_t>::min();
+  int64_t kept_at_ns = 0;
 };
 
 class EventTime {
@@ -65,10 +70,21 @@ class EventTime {
   /// meanwhile: a gap that began before the stream was last said cut off is the outage's.
   std::optional<int64_t> Arrived(WindowProgress& p, int64_t received_ns, int64_t stream_ns) const;
 
-  /// A sample at `ts` of the partition (`restored`: from state on taking the partition over):
-  /// the first one starts the windows.
-  void Saw(WindowProgress& p, int64_t ts, bool restored) const {
-    if (ts > p.newest_event_ns) p.newest_event_ns = ts;
+  /// When input `b` (not restored state) arrived, if it holds a sample stored more than the
+  /// allowed lateness after its time, however recent its newest one: a vehicle sending what it
+  /// kept, or one that fell behind and catches up, sends a stretch of one sensor, then its other
+  /// sensors' messages of the same times. 0 for live input.
+  int64_t KeptAt(const SampleBatch& b) const;
+
+  /// A sample at `ts` of the partition (`restored`: from state on taking the partition over;
+  /// `kept_at`: KeptAt of its input): the first one starts the windows.
+  void Saw(WindowProgress& p, int64_t ts, bool restored, int64_t kept_at = 0) const {
+    if (kept_at != 0) {
+      p.kept_newest_ns = std::max(p.kept_newest_ns, ts);
+      p.kept_at_ns = kept_at;
+    } else if (ts > p.newest_event_ns) {
+      p.newest_event_ns = ts;
+    }
     if (p.next) return;
     const int64_t arrived = p.stream_ns.value_or(p.last_arrival_ns);
     p.next = WindowOf(restored ? ts : std::min(ts, arrived));
@@ -103,9 +119,10 @@ class EventTime {
   /// (window emit driven by progress, not by the clock's period), at the time the source
   /// received it. Empty before its first sample, and where the Tick's batching of what arrives
   /// within its period matters: while `last` said input is held back (a burst of what waited
-  /// may come, in any order: after a reconnect, a backlog, a hand-over) and for input stored
-  /// more than the allowed lateness after its newest sample (a vehicle sending what it kept: its
-  /// other sensors' messages of the same times follow it). docs/semantics.md.
+  /// may come, in any order: after a reconnect, a backlog, a hand-over) and for input holding a
+  /// sample stored more than the allowed lateness after its time (a vehicle sending what it
+  /// kept, or one that fell behind and catches up: its other sensors' messages of the same
+  /// times follow it). docs/semantics.md.
   std::optional<int64_t> OnInput(const WindowProgress& p, const SampleBatch& b,
                                  const Tick& last) const;
 
@@ -128,14 +145,29 @@ class EventTime {
     return p.stream_ns ? std::min(now_ns, *p.stream_ns) : now_ns;
   }
 
+  /// The newest event time at `now_ns`: kept input's counts once the sources had time to
+  /// gather what follows it (their input delay and a Tick's period after the last of it came),
+  /// so that a Tick between one sensor's stretch and the others' closes no window without them.
+  static int64_t Newest(const WindowProgress& p, int64_t now_ns, int64_t input_delay_ns) {
+    if (p.kept_newest_ns > p.newest_event_ns &&
+        now_ns - p.kept_at_ns >= input_delay_ns + kKeptGatherNs) {
+      return p.kept_newest_ns;
+    }
+    return p.newest_event_ns;
+  }
+
   /// Progress while input flows (or is held back) at `now_ns`, the sources still gathering what
   /// was stored in the last `input_delay_ns`: the newest event time, never ahead of the clock
   /// nor of the stream; after an outage, where it began until hold_until_ns.
   static int64_t FlowingProgress(const WindowProgress& p, int64_t now_ns, int64_t input_delay_ns) {
-    int64_t progress = std::min(ProgressCap(p, now_ns - input_delay_ns), p.newest_event_ns);
+    int64_t progress =
+        std::min(ProgressCap(p, now_ns - input_delay_ns), Newest(p, now_ns, input_delay_ns));
     if (now_ns <= p.hold_until_ns) progress = std::min(progress, p.hold_at_ns);
     return progress;
   }
+
+  /// A Tick's period: kept input waits this long beyond the sources' input delay (Newest).
+  static constexpr int64_t kKeptGatherNs = 100'000'000;
 
   const int64_t every_;
   const int64_t lateness_;

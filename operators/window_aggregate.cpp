@@ -359,8 +359,9 @@ class WindowAggregate final : public Operator {
     // Counted once per batch: an atomic increment per sample waits for the stores before it.
     uint64_t late = 0;
     uint64_t aggregated = 0;
+    const int64_t kept_at = time_.KeptAt(b);
     for (const wire::Point& p : b.points) {
-      time_.Saw(part, p.ts_ns, false);
+      time_.Saw(part, p.ts_ns, false, kept_at);
       const int64_t end = EndOf(p.ts_ns);
       if (end < *part.next) {
         ++late;

@@ -273,8 +273,9 @@ class WindowJoin final : public Operator {
     VehicleState& v = Vehicle(part, b.vehicle);
     const size_t sensor = idx->second;
     if (restored) v.exact_from_ns = std::max(v.exact_from_ns, b.points.front().ts_ns);
+    const int64_t kept_at = b.restored ? 0 : time_.KeptAt(b);
     for (const wire::Point& p : b.points) {
-      time_.Saw(part, p.ts_ns, b.restored);
+      time_.Saw(part, p.ts_ns, b.restored, kept_at);
       const int64_t w = time_.WindowOf(p.ts_ns);
       const bool oldest = v.Add(sensor, w, p);
       if (w < *part.next && !b.restored) {
