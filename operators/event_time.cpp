@@ -3,13 +3,6 @@
 #include <algorithm>
 
 namespace fleetflow {
-namespace {
-
-/// WindowProgress's "never": no arrival, no event time yet.
-constexpr int64_t kNever = std::numeric_limits<int64_t>::min();
-
-}  // namespace
-
 std::optional<int64_t> EventTime::Arrived(WindowProgress& p, int64_t received_ns,
                                           int64_t stream_ns) const {
   p.last_arrival_ns = received_ns != 0 ? received_ns : clock_.NowNs();

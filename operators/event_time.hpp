@@ -42,10 +42,12 @@ struct WindowProgress {
   int64_t hold_at_ns = 0;
   int64_t hold_until_ns = std::numeric_limits<int64_t>::min();
   std::optional<int64_t> done;  // windows up to it were emitted by the previous owner
-  // Kept input (EventTime::KeptAt): its newest event time, and when the last of it arrived. It
-  // moves progress only once the sources had time to gather what follows it (Newest).
+  // Kept input (EventTime::KeptAt) not yet in newest_event_ns: its newest event time, and when
+  // the first and the last of it arrived. It moves progress only once the sources had time to
+  // gather what follows it (Newest).
   int64_t kept_newest_ns = std::numeric_limits<int64_t>::min();
-  int64_t kept_at_ns = 0;
+  int64_t kept_first_at_ns = 0;
+  int64_t kept_last_at_ns = 0;
 };
 
 class EventTime {
@@ -80,8 +82,13 @@ class EventTime {
   /// `kept_at`: KeptAt of its input): the first one starts the windows.
   void Saw(WindowProgress& p, int64_t ts, bool restored, int64_t kept_at = 0) const {
     if (kept_at != 0) {
+      if (p.kept_newest_ns != kNever && kept_at - p.kept_first_at_ns >= kKeptMaxWaitNs) {
+        p.newest_event_ns = std::max(p.newest_event_ns, p.kept_newest_ns);  // counts: Newest
+        p.kept_newest_ns = kNever;
+      }
+      if (p.kept_newest_ns == kNever) p.kept_first_at_ns = kept_at;
       p.kept_newest_ns = std::max(p.kept_newest_ns, ts);
-      p.kept_at_ns = kept_at;
+      p.kept_last_at_ns = kept_at;
     } else if (ts > p.newest_event_ns) {
       p.newest_event_ns = ts;
     }
@@ -147,10 +154,13 @@ class EventTime {
 
   /// The newest event time at `now_ns`: kept input's counts once the sources had time to
   /// gather what follows it (their input delay and a Tick's period after the last of it came),
-  /// so that a Tick between one sensor's stretch and the others' closes no window without them.
+  /// so that a Tick between one sensor's stretch and the others' closes no window without them;
+  /// or kKeptMaxWaitNs after the first of it, so that input that is always kept (a vehicle whose
+  /// batches span more than the allowed lateness, or whose clock runs behind) still closes them.
   static int64_t Newest(const WindowProgress& p, int64_t now_ns, int64_t input_delay_ns) {
     if (p.kept_newest_ns > p.newest_event_ns &&
-        now_ns - p.kept_at_ns >= input_delay_ns + kKeptGatherNs) {
+        (now_ns - p.kept_last_at_ns >= input_delay_ns + kKeptGatherNs ||
+         now_ns - p.kept_first_at_ns >= kKeptMaxWaitNs)) {
       return p.kept_newest_ns;
     }
     return p.newest_event_ns;
@@ -166,8 +176,12 @@ class EventTime {
     return progress;
   }
 
+  /// WindowProgress's "never".
+  static constexpr int64_t kNever = std::numeric_limits<int64_t>::min();
   /// A Tick's period: kept input waits this long beyond the sources' input delay (Newest).
   static constexpr int64_t kKeptGatherNs = 100'000'000;
+  /// Kept input that keeps coming waits at most this long (Newest).
+  static constexpr int64_t kKeptMaxWaitNs = 1'000'000'000;
 
   const int64_t every_;
   const int64_t lateness_;

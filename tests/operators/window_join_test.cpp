@@ -318,6 +318,25 @@ TEST(WindowJoinEventTimeTest, WhereABurstMayComeTheTickClosesTheWindows) {
   }
 }
 
+TEST(WindowJoinEventTimeTest, InputThatIsAlwaysKeptStillClosesTheWindows) {
+  // A vehicle whose clock runs 2 s behind (or whose batches span more than the allowed
+  // lateness): every message holds a sample stored more than the allowed lateness after its
+  // time, and the next one comes before the sources' gathering time has passed. Its windows
+  // close anyway, at most a second later than on live input.
+  OperatorHarness h("window_join", R"({"sensors": ["speed"], "idle_ms": 2000})");
+  size_t closed_while_sending = 0;
+  for (int64_t ms = 2000; ms <= 8000; ms += 100) {
+    h.clock.Set(kBase + ms * kMs);
+    SampleBatch b = BaseSamples("v1", "speed", {{(ms - 2000) * kMs, double(ms)}});
+    b.received_ns = b.stream_ns = h.clock.NowNs();
+    closed_while_sending += Only<WindowBatch>(h.Feed(b)).size();
+    closed_while_sending += Only<WindowBatch>(h.TickAt(h.clock.NowNs() + 50 * kMs)).size();
+  }
+  // Samples up to 6 s: windows up to 5 s close on them (lateness 500 ms), 1 s late at most.
+  EXPECT_GE(closed_while_sending, 4u);
+  EXPECT_EQ(h.Counter("late_samples"), 0u);
+}
+
 TEST(WindowJoinEventTimeTest, ABacklogAfterAnOutageGivesTheRowsOfTheLiveRunLateSamplesIncluded) {
   // Live: the clock follows the stream, a Tick every 100 ms.
   OperatorHarness live("window_join", kCatchUpConfig);
