@@ -2,26 +2,41 @@
 
 #include <rapidjson/reader.h>
 
+#include <algorithm>
+
 #include "schema_check.hpp"
 
 namespace fleetflow {
 
-TextPosition PositionOf(std::string_view text, size_t offset) {
-  offset = std::min(offset, text.size());
-  TextPosition p;
-  p.line = 1;
-  size_t line_start = text.substr(0, 3) == "\xEF\xBB\xBF" ? std::min<size_t>(3, offset) : 0;
-  for (size_t i = 0; i < offset; ++i) {
-    if (text[i] == '\n') {
-      ++p.line;
-      line_start = i + 1;
-    }
-  }
-  p.column = 1;
-  for (size_t i = line_start; i < offset; ++i) {
+TextPositions::TextPositions(std::string_view text) : text_(text), line_starts_{0} {
+  size_t characters = 0;
+  for (size_t i = 0; i <= text.size(); ++i) {
+    if (i % kStride == 0) characters_.push_back(characters);
+    if (i == text.size()) break;
+    if (text[i] == '\n') line_starts_.push_back(i + 1);
     // Continuation bytes (10xxxxxx) belong to the character before them.
-    if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) ++p.column;
+    if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) ++characters;
   }
+}
+
+size_t TextPositions::CharactersBefore(size_t offset) const {
+  size_t n = characters_[offset / kStride];
+  for (size_t i = offset - offset % kStride; i < offset; ++i) {
+    if ((static_cast<unsigned char>(text_[i]) & 0xC0) != 0x80) ++n;
+  }
+  return n;
+}
+
+TextPosition TextPositions::Of(size_t offset) const {
+  offset = std::min(offset, text_.size());
+  TextPosition p;
+  // The lines that start at or before the offset (one after each '\n' before it).
+  const auto after = std::upper_bound(line_starts_.begin(), line_starts_.end(), offset);
+  p.line = static_cast<size_t>(after - line_starts_.begin());
+  size_t line_start = *(after - 1);
+  // A byte order mark at the start of the file is no character of its first line.
+  if (p.line == 1 && text_.substr(0, 3) == "\xEF\xBB\xBF") line_start = std::min<size_t>(3, offset);
+  p.column = 1 + CharactersBefore(offset) - CharactersBefore(line_start);
   return p;
 }
 
@@ -52,7 +67,8 @@ struct TrackedStream {
 /// is found from the end of the token before it, past the white space, ':' and ','.
 struct PositionHandler : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, PositionHandler> {
   struct Frame {
-    std::string pointer;
+    size_t node;        // of the array or object
+    std::string token;  // that leads to it from its parent's node ("" for the root)
     bool array = false;
     size_t index = 0;
     std::string key;
@@ -73,26 +89,42 @@ struct PositionHandler : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Positio
   }
   void Ended() { last_end_ = base_ + stream_.Tell(); }
 
-  std::string Next() {
-    if (stack_.empty()) return "";
-    Frame& f = stack_.back();
-    if (f.array) return f.pointer + "/" + std::to_string(f.index++);
-    return f.pointer + "/" + JsonPointerToken(f.key);
+  /// The node of the value that starts at `at`, and the token that leads to it. A pointer that
+  /// names a value twice (the values of a key repeated in one object, and what is below them)
+  /// has one node, which keeps the first one's offset (the DOM's FindMember finds the first).
+  size_t Next(size_t at, std::string& token) {
+    const size_t fresh = out_.nodes_.size();
+    size_t node = fresh;
+    if (!stack_.empty()) {
+      Frame& f = stack_.back();
+      token = f.array ? std::to_string(f.index++) : JsonPointerToken(f.key);
+      node = out_.nodes_[f.node].children.emplace(token, fresh).first->second;
+    }
+    if (node == fresh) out_.nodes_.push_back({at, {}});
+    return node;
+  }
+
+  /// The pointer of the array or object being read.
+  std::string Pointer() const {
+    std::string pointer;
+    for (size_t i = 1; i < stack_.size(); ++i) pointer += "/" + stack_[i].token;
+    return pointer;
   }
 
   bool Value() {
-    out_.offsets_.emplace(Next(), Start());
+    std::string token;
+    Next(Start(), token);
     Ended();
     return true;
   }
   // The iterative Reader calls StartObject/Array and EndObject/Array before it takes the
   // bracket: past it from where it is, not from Tell().
   bool Open(bool array) {
-    const std::string pointer = Next();
     const size_t at = Start();
-    out_.offsets_.emplace(pointer, at);
+    std::string token;
+    const size_t node = Next(at, token);
     last_end_ = at + 1;
-    stack_.push_back({pointer, array, 0, "", {}});
+    stack_.push_back({node, std::move(token), array, 0, "", {}});
     return true;
   }
   bool Close() {
@@ -114,7 +146,7 @@ struct PositionHandler : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Positio
     const auto [it, first] = f.keys.emplace(f.key, at);
     if (!first) {
       out_.duplicates_.push_back(
-          {f.pointer + "/" + JsonPointerToken(f.key), f.key, at, it->second});
+          {Pointer() + "/" + JsonPointerToken(f.key), f.key, at, it->second});
     }
     Ended();
     return true;
@@ -137,13 +169,18 @@ JsonPositions::JsonPositions(std::string_view text, size_t start) {
 }
 
 size_t JsonPositions::OffsetOf(const std::string& pointer) const {
-  for (std::string p = pointer;;) {
-    const auto it = offsets_.find(p);
-    if (it != offsets_.end()) return it->second;
-    if (p.empty()) return 0;
-    const size_t slash = p.rfind('/');
-    p = slash == std::string::npos ? "" : p.substr(0, slash);
+  if (nodes_.empty()) return 0;
+  size_t node = 0;
+  // Down the pointer's tokens as far as the text has them.
+  for (size_t at = 0; at < pointer.size() && pointer[at] == '/';) {
+    const size_t end = std::min(pointer.find('/', at + 1), pointer.size());
+    const std::string token = pointer.substr(at + 1, end - at - 1);
+    const auto it = nodes_[node].children.find(token);
+    if (it == nodes_[node].children.end()) break;
+    node = it->second;
+    at = end;
   }
+  return nodes_[node].offset;
 }
 
 }  // namespace fleetflow

@@ -145,6 +145,10 @@ void BuildSchema(const Registry& registry, bool for_editors, rapidjson::Document
 /// needs, and a bound for the recursive checks that follow the (iterative) parse.
 constexpr int kMaxDepth = 64;
 
+/// Unknown inputs that get a "did you mean": each is compared with the id of every node, and
+/// thousands of them in a pipeline of hundreds of nodes took seconds (under the sanitizers).
+constexpr size_t kSuggestedInputs = 20;
+
 /// True when `v` nests arrays/objects more than `levels` deep.
 bool DeeperThan(const rapidjson::Value& v, int levels) {
   if (!v.IsArray() && !v.IsObject()) return false;
@@ -206,6 +210,7 @@ class Loader {
                  Pipeline* header = nullptr) {
     auto doc = std::make_shared<rapidjson::Document>();
     text_ = text;
+    lines_ = std::make_unique<TextPositions>(text_);
     // A UTF-8 byte order mark (some Windows editors write one) is not JSON, but says nothing
     // wrong about the file: skipped.
     const size_t start = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
@@ -221,8 +226,8 @@ class Loader {
     }
     positions_ = std::make_unique<JsonPositions>(text, start);
     for (const DuplicateKey& d : positions_->duplicates()) {
-      const TextPosition first = PositionOf(text_, d.first_offset);
-      ErrorAt(d.offset, d.pointer, NodeIdAt(*doc, d.pointer),
+      const TextPosition first = lines_->Of(d.first_offset);
+      ErrorAt(d.offset, d.pointer, NodeId(*doc, d.pointer),
               "duplicate key '" + d.key + "' (first at line " + std::to_string(first.line) +
                   ", column " + std::to_string(first.column) +
                   "): JSON tools disagree on which one counts (jq, Python and JavaScript keep "
@@ -234,11 +239,13 @@ class Loader {
                 " levels deep; a pipeline file needs far fewer");
       return false;
     }
-    Substitute(*doc, "", doc->GetAllocator());
+    std::string root;
+    Substitute(*doc, root, doc->GetAllocator());
+    node_ids_.clear();  // an id may have had a ${VAR}
     const auto violations = envelope_.Check(*doc);
     bool sound = true;
     for (const auto& v : violations) {
-      Report(v.pointer, NodeIdAt(*doc, v.pointer), v.message);
+      Report(v.pointer, NodeId(*doc, v.pointer), v.message);
       sound = sound && !HidesTheGraph(v.pointer);
     }
     if (!doc->IsObject() || !doc->HasMember("nodes") || !(*doc)["nodes"].IsArray()) return false;
@@ -308,7 +315,7 @@ class Loader {
   }
 
   void Place(Diagnostic& d, size_t offset) const {
-    const TextPosition p = PositionOf(text_, offset);
+    const TextPosition p = lines_->Of(offset);
     d.line = p.line;
     d.column = p.column;
   }
@@ -359,7 +366,19 @@ class Loader {
     if (unexpanded_.count(pointer) == 0) Error(pointer, node, message);
   }
 
-  void Substitute(rapidjson::Value& v, const std::string& pointer, Alloc& a) {
+  /// NodeIdAt, looked up once per node: a node with thousands of members (and as many problems)
+  /// made a lookup for each of them a scan of them all.
+  std::string NodeId(const rapidjson::Value& doc, const std::string& pointer) {
+    if (pointer.rfind("/nodes/", 0) != 0) return "";
+    const std::string node = pointer.substr(0, pointer.find('/', 7));
+    const auto [it, fresh] = node_ids_.emplace(node, "");
+    if (fresh) it->second = NodeIdAt(doc, node);
+    return it->second;
+  }
+
+  /// `pointer` is that of `v`, extended and restored on the way down: a copy for every value
+  /// cost the square of the text under a long key (thousands of items below it).
+  void Substitute(rapidjson::Value& v, std::string& pointer, Alloc& a) {
     if (v.IsString()) {
       std::string out, err;
       if (!ExpandEnv(v.GetString(), env_, out, err)) {
@@ -369,12 +388,18 @@ class Loader {
         v.SetString(out.c_str(), static_cast<rapidjson::SizeType>(out.size()), a);
       }
     } else if (v.IsArray()) {
+      const size_t length = pointer.size();
       for (rapidjson::SizeType i = 0; i < v.Size(); ++i) {
-        Substitute(v[i], pointer + "/" + std::to_string(i), a);
+        pointer += "/" + std::to_string(i);
+        Substitute(v[i], pointer, a);
+        pointer.resize(length);
       }
     } else if (v.IsObject()) {
+      const size_t length = pointer.size();
       for (auto& m : v.GetObject()) {
-        Substitute(m.value, pointer + "/" + JsonPointerToken(m.name.GetString()), a);
+        pointer += "/" + JsonPointerToken(m.name.GetString());
+        Substitute(m.value, pointer, a);
+        pointer.resize(length);
       }
     }
   }
@@ -416,6 +441,8 @@ class Loader {
     for (size_t i = 0; i < decls.size(); ++i) index[decls[i].id] = i;
     std::vector<std::vector<size_t>> successors(decls.size());
     std::vector<size_t> indegree(decls.size(), 0);
+    std::vector<std::string> ids;  // for "did you mean", once there is an unknown input
+    size_t suggested = 0;          // unknown inputs that got one
     for (size_t i = 0; i < decls.size(); ++i) {
       const NodeDecl& d = decls[i];
       const bool is_source = d.info->input == PortKind::kNone;
@@ -436,10 +463,14 @@ class Loader {
         const std::string ptr = d.pointer + "/inputs/" + std::to_string(k);
         auto it = index.find(in);
         if (it == index.end()) {
-          std::vector<std::string> ids;
-          for (const auto& x : decls) ids.push_back(x.id);
-          Error(ptr, d.id,
-                "input '" + in + "' is not a node of this pipeline" + DidYouMean(in, ids));
+          std::string guess;
+          if (suggested++ < kSuggestedInputs) {
+            if (ids.empty()) {
+              for (const auto& x : decls) ids.push_back(x.id);
+            }
+            guess = DidYouMean(in, ids);
+          }
+          Error(ptr, d.id, "input '" + in + "' is not a node of this pipeline" + guess);
           continue;
         }
         if (!seen.insert(in).second) {
@@ -582,6 +613,7 @@ class Loader {
 
   std::string file_;
   std::string text_;
+  std::unique_ptr<TextPositions> lines_;      // of text_
   std::unique_ptr<JsonPositions> positions_;  // once the text has parsed
   const Registry& registry_;
   const EnvLookup& env_;
@@ -589,7 +621,8 @@ class Loader {
   SchemaChecker envelope_;
   std::map<std::string, std::unique_ptr<SchemaChecker>> configs_;   // by operator
   std::map<std::string, std::shared_ptr<const ConfigSpec>> specs_;  // by operator
-  std::set<std::string> unexpanded_;  // pointers of strings whose ${VAR} failed
+  std::set<std::string> unexpanded_;             // pointers of strings whose ${VAR} failed
+  std::map<std::string, std::string> node_ids_;  // NodeId's: /nodes/<i> -> id
 };
 
 }  // namespace

@@ -261,6 +261,10 @@ std::string ClosestName(std::string_view word, const std::vector<std::string>& c
   std::string best;
   size_t best_d = std::max<size_t>(2, word.size() / 3) + 1;
   for (const auto& c : candidates) {
+    // An edit changes the length by one at most: a name that much longer or shorter is not
+    // closer, and its distance from a long word (an unknown key of thousands of characters) costs
+    // their lengths' product.
+    if (std::max(word.size(), c.size()) - std::min(word.size(), c.size()) >= best_d) continue;
     const size_t d = EditDistance(word, c);
     if (d < best_d) {
       best_d = d;

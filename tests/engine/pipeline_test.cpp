@@ -142,6 +142,80 @@ TEST_F(PipelineTest, ATextEndingInsideAMultiByteCharacterIsAnEncodingError) {
   }
 }
 
+// Nesting far past the bound (the fuzzer's input: crash-deep-nesting of its corpus, grown) is one
+// error at the start of the file. Before it was refused, where each value starts was recorded by
+// its whole JSON pointer: the square of the depth, seconds under the sanitizers (a fuzz timeout).
+TEST_F(PipelineTest, ThirtyThousandNestedArraysAreOneErrorAtTheStart) {
+  const LoadResult r = Load(std::string(30000, '[') + std::string(30000, ']'));
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_THAT(r.errors[0].message, HasSubstr("nests arrays and objects more than 64 levels deep"));
+  EXPECT_EQ(r.errors[0].line, 1u);
+  EXPECT_EQ(r.errors[0].column, 1u);
+}
+
+// Each of thousands of problems on one line has its column (each was counted from the start of
+// the text: the square of the text).
+TEST_F(PipelineTest, EachOfThousandsOfProblemsOnOneLineHasItsColumn) {
+  std::string nodes = "[1";
+  for (int i = 1; i < 20000; ++i) nodes += ",1";
+  const LoadResult r = Load(nodes + "]");
+  ASSERT_EQ(r.errors.size(), 20000u);
+  const size_t first = std::string(R"({"name": "t", "nodes": [)").size() + 1;
+  for (size_t i : {size_t{0}, size_t{12345}, size_t{19999}}) {
+    EXPECT_EQ(r.errors[i].pointer, "/nodes/" + std::to_string(i));
+    EXPECT_THAT(r.errors[i].message, HasSubstr("must be object, found the integer 1"));
+    EXPECT_EQ(r.errors[i].line, 1u);
+    EXPECT_EQ(r.errors[i].column, first + 2 * i);
+  }
+}
+
+// A key repeated thousands of times in a node: each repetition and each unknown field is
+// reported with the node (whose id was looked up among all its members for every problem).
+TEST_F(PipelineTest, AKeyRepeatedThousandsOfTimesInANodeIsReportedEachTimeWithTheNode) {
+  std::string node = R"({"id": "in", "type": "nats_source")";
+  for (int i = 0; i < 5000; ++i) node += R"(, "a": 0)";
+  const LoadResult r = Load(Nodes({node + "}", kState, kJoin, kSink}));
+  ASSERT_EQ(r.errors.size(), 4999u + 5000u);
+  size_t duplicates = 0;
+  for (const auto& e : r.errors) {
+    EXPECT_EQ(e.node, "in") << e.Format();
+    if (e.message.rfind("duplicate key 'a'", 0) == 0) ++duplicates;
+  }
+  EXPECT_EQ(duplicates, 4999u);
+}
+
+// Thousands of items under a key of thousands of characters are one unknown field, at its value
+// (each item's JSON pointer, with the key in it, was kept for its position and built again for
+// the ${VAR} substitution: a gigabyte).
+TEST_F(PipelineTest, ThousandsOfItemsUnderALongKeyAreOneUnknownField) {
+  const std::string key(5000, 'k');
+  std::string items = "[0";
+  for (int i = 1; i < 10000; ++i) items += ",0";
+  const std::string text = R"({"name": "t", "nodes": )" + Nodes({kSource, kState, kJoin, kSink}) +
+                           ", \"" + key + "\": " + items + "]}";
+  const LoadResult r = ParsePipeline(text, "t.json", registry_, Env());
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].pointer, "/" + key);
+  EXPECT_THAT(r.errors[0].message, HasSubstr("unknown field 'kkk"));
+  EXPECT_EQ(r.errors[0].line, 1u);
+  EXPECT_EQ(r.errors[0].column, text.find("[0") + 1);
+}
+
+// Only the first 20 unknown inputs get a "did you mean": each compares the name with every node's
+// id, and thousands of them in a pipeline of hundreds of nodes took seconds.
+TEST_F(PipelineTest, TheFirstTwentyUnknownInputsGetADidYouMean) {
+  std::string inputs = R"("inn")";
+  for (int i = 1; i < 25; ++i) inputs += R"(, "inn")";
+  const LoadResult r = Load(
+      Nodes({kSource, R"({"id": "kv", "type": "keyed_last_value", "inputs": [)" + inputs + "]}",
+             kJoin, kSink}));
+  ASSERT_EQ(r.errors.size(), 25u);
+  for (size_t i = 0; i < r.errors.size(); ++i) {
+    EXPECT_THAT(r.errors[i].message, HasSubstr("input 'inn' is not a node"));
+    EXPECT_EQ(r.errors[i].Suggestion(), i < 20 ? "in" : "") << i;
+  }
+}
+
 TEST_F(PipelineTest, TheSuggestionIsTheNameADidYouMeanProposes) {
   const LoadResult r = Load(Nodes({R"({"id": "in", "type": "nats_sorce"})", kState, kJoin, kSink}));
   ASSERT_FALSE(r.ok());
