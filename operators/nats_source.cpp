@@ -206,6 +206,7 @@ class NatsSource final : public Operator {
                            o_.consumer.ack_wait_ms * 1'000'000},
         *membership_, *reader_, checkpoints_.get(), metrics_, labels_);
     coordinator_->Start();
+    reader_->SetStallCheck([c = coordinator_.get()] { c->ConfirmLeases(); });
   }
 
   /// Stops intake: every partition is given up and its kRevoked event follows its last message.

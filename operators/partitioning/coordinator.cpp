@@ -123,6 +123,10 @@ PartitionCoordinator::~PartitionCoordinator() {
 void PartitionCoordinator::Start() {
   membership_.SetOnChange([this] { Wake(); });
   Step();
+  {
+    std::lock_guard lock(mu_);
+    running_ = true;
+  }
   thread_ = std::thread([this] { Run(); });
   NameThread(thread_, "ff-coordinator");
 }
@@ -143,6 +147,7 @@ void PartitionCoordinator::Run() {
                  [this] { return stopping_ || changed_; });
     if (stopping_) return;
     changed_ = false;
+    ++rounds_begun_;
     lock.unlock();
     try {
       Step();
@@ -150,7 +155,42 @@ void PartitionCoordinator::Run() {
       spdlog::warn("node '{}': rebalance: {}", options_.node, e.what());
     }
     lock.lock();
+    ++rounds_done_;
+    cv_.notify_all();  // ConfirmLeases
   }
+}
+
+void PartitionCoordinator::ConfirmLeases() {
+  size_t lost = 0;
+  const int64_t deadline = now_() + options_.member_timeout_ns;
+  for (;;) {
+    try {
+      lost = membership_.CheckLeases();
+      break;
+    } catch (const std::exception& e) {
+      if (now_() >= deadline) {
+        spdlog::error(
+            "node '{}': after standing still, this worker could not read its partitions' leases "
+            "({}): reading on; a partition another worker took meanwhile is given up when the "
+            "watch brings its lease",
+            options_.node, e.what());
+        return;
+      }
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, std::chrono::milliseconds(kRoundMs), [this] { return stopping_; })) {
+        return;
+      }
+    }
+  }
+  if (lost == 0) return;
+  std::unique_lock lock(mu_);
+  if (!running_) return;  // Step() is the caller's (tests)
+  // A round under way may have looked at the lost leases before they were: one begun after.
+  const uint64_t round = rounds_begun_ + 1;
+  changed_ = true;
+  cv_.notify_all();
+  cv_.wait_for(lock, std::chrono::nanoseconds(options_.member_timeout_ns),
+               [&] { return stopping_ || rounds_done_ >= round; });
 }
 
 void PartitionCoordinator::Step() {

@@ -121,6 +121,15 @@ class PartitionCoordinator {
   /// logged as not written (its next owner recovers it). Idempotent.
   void Finish();
 
+  /// After this worker stood still (a process stopped, a VM paused; the reader's fetch thread
+  /// calls it before handing on what it fetched then): asks the membership's store which of its
+  /// leases other workers took meanwhile (they took this worker for gone), and returns once a
+  /// round has given those partitions up (Revoke), so that none of their messages fetched from
+  /// now on is handed on and acknowledged beside their new owner. Returns at once when none was
+  /// lost, the coordinator's thread does not run, or it stops; a store that does not answer is
+  /// asked again for a member timeout, then taken as having lost nothing. Thread-safe.
+  void ConfirmLeases();
+
   /// True while a partition gained waits to be assigned (for its record, its consumer, or its
   /// changelog). Thread-safe.
   bool Waiting() const { return waiting_.load() > 0; }
@@ -183,10 +192,13 @@ class PartitionCoordinator {
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;
+  bool running_ = false;  // the thread runs the rounds (Start)
   bool stopping_ = false;
   bool stopped_ = false;
   bool finished_ = false;
-  bool changed_ = false;  // the membership changed or a hand-over passed: the thread looks
+  bool changed_ = false;       // the membership changed or a hand-over passed: the thread looks
+  uint64_t rounds_begun_ = 0;  // by the thread (ConfirmLeases waits for one begun after it asked)
+  uint64_t rounds_done_ = 0;
 };
 
 }  // namespace fleetflow

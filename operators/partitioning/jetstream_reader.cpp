@@ -239,7 +239,20 @@ void JetStreamReader::FetchLoop() {
     // Tick in between would see neither the stall nor what waits, and a window join whose input
     // paused longer than its idle_ms would close windows on the clock before their samples are in.
     const bool stood_still = now - fetch_alive_ns_.load() > StallNs();
-    if (stood_still) held_back_ = true;
+    if (stood_still) {
+      held_back_ = true;
+      // Other workers may have taken this one for gone meanwhile and read some of its
+      // partitions now: what this worker would acknowledge of them, their new owners never get.
+      std::function<void()> check;
+      {
+        std::lock_guard lock(wait_mu_);
+        check = stall_check_;
+      }
+      if (check) {
+        check();
+        HandBackRevoked(fetched);
+      }
+    }
     fetch_alive_ns_ = now;
     fetch_sizes_.Observe(static_cast<double>(fetched.messages.size()));
     // Held back while the batch is handed on: its samples are not in yet, and handing on may
@@ -315,6 +328,30 @@ void JetStreamReader::FetchLoop() {
     consumer_ack_pending_.Set(static_cast<double>(ack_pending));
   }
   held_back_ = false;
+}
+
+void JetStreamReader::SetStallCheck(std::function<void()> check) {
+  std::lock_guard lock(wait_mu_);
+  stall_check_ = std::move(check);
+}
+
+void JetStreamReader::HandBackRevoked(nats::PullSet::Fetched& fetched) {
+  std::map<uint32_t, size_t> handed_back;
+  {
+    std::lock_guard lock(handovers_mu_);
+    std::erase_if(fetched.messages, [&](const auto& pm) {
+      if (handovers_.count(pm.first) == 0) return false;
+      pm.second->Nak();
+      ++handed_back[pm.first];
+      return true;
+    });
+  }
+  for (const auto& [p, n] : handed_back) {
+    spdlog::warn(
+        "node '{}': partition {}: {} messages fetched as this worker came back after standing "
+        "still handed back: the partition was given up meanwhile",
+        options_.node, p, n);
+  }
 }
 
 int64_t JetStreamReader::LostDeliveriesDueNs() const {

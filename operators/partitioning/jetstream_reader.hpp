@@ -58,6 +58,11 @@ class JetStreamReader final : public PartitionReader {
 
   /// Starts the fetch thread; partition events go to `out`.
   void Start(Emitter& out);
+  /// `check` runs on the fetch thread when it comes back after standing still (the process
+  /// stopped or starved), before what that fetch brought is handed on; the messages it brought of
+  /// partitions revoked by the time `check` returns are handed back (NAK) to their new owner.
+  /// The coordinator's ConfirmLeases. Thread-safe.
+  void SetStallCheck(std::function<void()> check);
   /// Once every partition was revoked: waits until each has handed back what it held and
   /// emitted its kRevoked event, and ends the fetch thread. Idempotent.
   void Stop();
@@ -105,6 +110,8 @@ class JetStreamReader final : public PartitionReader {
   };
 
   void FetchLoop();
+  /// After the stall check: hands back what `fetched` holds of partitions revoked.
+  void HandBackRevoked(nats::PullSet::Fetched& fetched);
   /// Hands on what waited behind lost deliveries (DeliveryOrder::Due).
   void HandOnWaiting(uint32_t p, Reading& r, int64_t now);
   /// After the connection came back, or a consumer answered again after a silence: deliveries
@@ -153,7 +160,8 @@ class JetStreamReader final : public PartitionReader {
   std::thread fetcher_;
   StreamWatch watch_;  // whether the stream stores anything while nothing comes
   std::atomic<bool> stopping_{false};
-  std::mutex wait_mu_;  // for backoffs; Stop interrupts them
+  std::mutex wait_mu_;  // for backoffs (Stop interrupts them), and stall_check_
+  std::function<void()> stall_check_;
   std::condition_variable wait_cv_;
   std::atomic<int> releasing_{0};        // revoked, their kRevoked event not yet emitted
   std::atomic<bool> held_back_{true};    // by the fetch thread (see HoldsBack)

@@ -429,6 +429,32 @@ std::vector<std::pair<uint32_t, std::string>> KvMembership::TakeLostLeases() {
   return std::exchange(lost_, {});
 }
 
+size_t KvMembership::CheckLeases() {
+  if (!handover_kv_) return 0;
+  std::map<uint32_t, uint64_t> held;
+  {
+    std::lock_guard lock(mu_);
+    held = leases_;
+  }
+  size_t lost = 0;
+  for (const auto& [partition, revision] : held) {
+    const auto lease = handover_kv_->Last(LeaseKey(partition));  // the leader's
+    if (!lease || lease->revision <= revision || (!lease->deleted && lease->value == id_)) continue;
+    std::lock_guard lock(mu_);
+    const auto mine = leases_.find(partition);
+    if (mine == leases_.end() || mine->second != revision) continue;  // released meanwhile
+    leases_.erase(mine);
+    lost_.emplace_back(partition,
+                       lease->deleted || lease->value.empty() ? "another worker" : lease->value);
+    ++lost;
+  }
+  if (lost > 0) {
+    std::lock_guard lock(on_change_mu_);
+    if (on_change_) on_change_();
+  }
+  return lost;
+}
+
 std::pair<std::vector<std::string>, uint64_t> KvMembership::Members() {
   std::lock_guard lock(mu_);
   std::vector<std::string> alive;

@@ -77,6 +77,8 @@ class KvMembership final : public Membership {
   std::string TakeLease(uint32_t partition, const std::string& wedged) override;
   /// Seen through the watch of the hand-over bucket, which brings leases with the records.
   std::vector<std::pair<uint32_t, std::string>> TakeLostLeases() override;
+  /// Asks the bucket's leader for each lease (a round trip each).
+  size_t CheckLeases() override;
   const std::string& id() const override { return id_; }
   /// A heartbeat that changes nothing calls nothing (with N workers, N per second).
   void SetOnChange(std::function<void()> notify) override;

@@ -62,6 +62,11 @@ class Membership {
   /// since the last call: it took this one for gone (frozen longer than the member timeout and
   /// the ack wait), and reads them now.
   virtual std::vector<std::pair<uint32_t, std::string>> TakeLostLeases() = 0;
+  /// Reads the leases this worker holds from the store itself, after this worker stood still (a
+  /// process stopped, a VM paused): those another worker took meanwhile are reported by
+  /// TakeLostLeases from now on (and the SetOnChange callback called), before the watch, which
+  /// may be behind, brings them. Returns how many were lost. May throw (the store unreachable).
+  virtual size_t CheckLeases() = 0;
   /// `notify` is called (from any thread) when a worker joins, leaves, holds other partitions
   /// than it said, or beats again after it was taken for gone, and when a hand-over record
   /// arrives or a lease is lost; none when empty. Once this returns, the previous one is not

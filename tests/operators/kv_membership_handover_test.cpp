@@ -244,6 +244,34 @@ TEST_F(KvMembershipHandoverTest, ALeaseAnotherWorkerTookIsReportedLost) {
   EXPECT_TRUE(b->TakeLostLeases().empty());
 }
 
+// After standing still a worker asks the store for its leases (CheckLeases) rather than wait for
+// the watch, which brings another worker's writes later: everything taken is reported once it
+// returns, once in all (the watch does not report again what the check did), and nothing else.
+TEST_F(KvMembershipHandoverTest, CheckingTheLeasesReportsAtOnceEveryLeaseTakenAndNothingElse) {
+  auto a = Join();
+  auto b = Join();
+  constexpr uint32_t kTaken = 24;
+  for (uint32_t p = 0; p < kTaken + 2; ++p) ASSERT_EQ(a->TakeLease(p, ""), "");
+  a->RecordHandover(kTaken + 1, {});  // released: not a lost one when b takes it
+  ASSERT_TRUE(WaitFor([&] { return b->ClaimHandover(kTaken + 1).has_value(); }, 10s));
+  ASSERT_EQ(b->TakeLease(kTaken + 1, ""), "");
+  ASSERT_TRUE(WaitFor([&] { return a->TakeLostLeases().empty(); }, 1s));
+  for (uint32_t p = 0; p < kTaken; ++p) records_->Put("lease." + std::to_string(p), b->id());
+  const size_t checked = a->CheckLeases();
+  std::vector<std::pair<uint32_t, std::string>> lost = a->TakeLostLeases();
+  EXPECT_EQ(lost.size(), kTaken) << checked << " found by the check, the rest by the watch";
+  // The watch catches up: nothing more, nothing twice.
+  records_->Put("partition.99", "- worker-x");
+  ASSERT_TRUE(WaitFor([&] { return a->ClaimHandover(99).has_value(); }, 10s));
+  for (auto& l : a->TakeLostLeases()) lost.push_back(std::move(l));
+  std::sort(lost.begin(), lost.end());
+  std::vector<std::pair<uint32_t, std::string>> expected;
+  for (uint32_t p = 0; p < kTaken; ++p) expected.emplace_back(p, b->id());
+  EXPECT_EQ(lost, expected);
+  EXPECT_EQ(a->CheckLeases(), 0u) << "lease " << kTaken << " is still a's";
+  EXPECT_EQ(b->CheckLeases(), 0u);
+}
+
 // The bucket keeps a worker's key for ten member timeouts after its last heartbeat: a worker that
 // starts a moment after another crashed reads it like a live one's. Counted as alive, it would
 // share the partitions among other members than the running workers do for a member timeout, and

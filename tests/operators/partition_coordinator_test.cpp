@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <utility>
@@ -70,7 +71,18 @@ class FakeMembership final : public Membership {
     held.erase(p);
   }
   std::vector<std::pair<uint32_t, std::string>> TakeLostLeases() override {
+    std::lock_guard lock(lost_mu);
     return std::exchange(lost, {});
+  }
+  // What the store says of this worker's leases (CheckLeases): those other workers took.
+  std::vector<std::pair<uint32_t, std::string>> taken_meanwhile;
+  int lease_checks = 0;
+  std::mutex lost_mu;  // lost and the two above: CheckLeases runs on another thread
+  size_t CheckLeases() override {
+    std::lock_guard lock(lost_mu);
+    ++lease_checks;
+    lost.insert(lost.end(), taken_meanwhile.begin(), taken_meanwhile.end());
+    return std::exchange(taken_meanwhile, {}).size();
   }
   std::string TakeLease(uint32_t p, const std::string& wedged) override {
     std::string& holder = leases[p];
@@ -352,6 +364,29 @@ TEST_F(PartitionCoordinatorTest, ALeaseTakenByAnotherWorkerGivesThePartitionUpWi
   EXPECT_EQ(reader.assigned.back().partition, 2u);
   EXPECT_EQ(reader.assigned.back().emitted, (EmittedWindows{{"windows", 88 * kSecond}}));
   EXPECT_EQ(membership.leases[2], "w-self");
+}
+
+// A worker that stood still (its fetch thread tells) asks the store which of its leases other
+// workers took meanwhile, and fetches on only once those partitions are revoked: the coordinator's
+// thread would otherwise give them up at its next round, up to a second later, and what the worker
+// fetched and acknowledged of them until then their new owners would never get.
+TEST_F(PartitionCoordinatorTest, AfterStandingStillTheLeasesTakenMeanwhileAreGivenUpAtOnce) {
+  auto c = Make();
+  c->Start();  // the first round takes all four; then rounds every second, when nothing waits
+  ASSERT_EQ(reader.assigned.size(), 4u);
+  c->ConfirmLeases();
+  EXPECT_EQ(membership.lease_checks, 1);
+  {
+    std::lock_guard lock(membership.lost_mu);
+    membership.taken_meanwhile = {{1, "w-other"}, {3, "w-other"}};
+  }
+  c->ConfirmLeases();
+  // Nothing else wakes the coordinator: ConfirmLeases returned after a round that revoked them.
+  EXPECT_EQ(reader.revoked.count(1), 1u);
+  EXPECT_EQ(reader.revoked.count(3), 1u);
+  EXPECT_EQ(reader.revoked.size(), 2u);
+  c->Stop();
+  EXPECT_EQ(membership.lease_checks, 2);
 }
 
 TEST_F(PartitionCoordinatorTest, APartitionOfACrashedOwnerIsRecoveredOnceItsAckWaitHasPassed) {
