@@ -49,8 +49,8 @@ int64_t EventTime::KeptAt(const SampleBatch& b) const {
 }
 
 std::optional<int64_t> EventTime::OnInput(const WindowProgress& p, const SampleBatch& b,
-                                          const Tick& last) const {
-  if (!p.next || last.held_back || b.points.empty() || KeptAt(b) != 0) return std::nullopt;
+                                          int64_t kept_at, const Tick& last) const {
+  if (!p.next || last.held_back || b.points.empty() || kept_at != 0) return std::nullopt;
   const int64_t now_ns = b.received_ns != 0 ? b.received_ns : clock_.NowNs();
   if (Newest(p, now_ns, last.input_delay_ns) == kNever) return std::nullopt;
   return FlowingProgress(p, now_ns, last.input_delay_ns) - lateness_;

@@ -129,8 +129,8 @@ class EventTime {
   /// may come, in any order: after a reconnect, a backlog, a hand-over) and for input holding a
   /// sample stored more than the allowed lateness after its time (a vehicle sending what it
   /// kept, or one that fell behind and catches up: its other sensors' messages of the same
-  /// times follow it). docs/semantics.md.
-  std::optional<int64_t> OnInput(const WindowProgress& p, const SampleBatch& b,
+  /// times follow it: `kept_at`, KeptAt of `b`, not 0). docs/semantics.md.
+  std::optional<int64_t> OnInput(const WindowProgress& p, const SampleBatch& b, int64_t kept_at,
                                  const Tick& last) const;
 
   /// The window time up to which a partition being revoked closes its windows: those its event

@@ -299,7 +299,7 @@ class WindowJoin final : public Operator {
     // `v` may be forgotten from here. Progress passed a window: it closes now, not at the next
     // Tick (once a Tick said how long the sources gather their input).
     if (restored || !last_tick_) return;
-    const auto horizon = time_.OnInput(part, b, *last_tick_);
+    const auto horizon = time_.OnInput(part, b, kept_at, *last_tick_);
     if (horizon && *horizon >= *part.next) CloseUpTo(part, *horizon, out, b.received_ns);
   }
 
