@@ -52,7 +52,7 @@ Environment:
   FF_CTEST_ARGS      extra ctest arguments for the main stage and --stress, split on spaces
                      (e.g. "-L unit")
   FF_CTEST_JOBS      parallel tests (default: 2)
-  FF_TEST_TIMEOUT    limit for the main stage's ctest in seconds (default: 1800)
+  FF_TEST_TIMEOUT    limit for the main stage's ctest in seconds (default: 2100)
   FF_SKIP_DEPS=1     do not run scripts/deps.sh
   FF_BUILD_DIR       build directory of the main stage and --stress (default: build)
   FF_NATS210         1 (default) / 0: the nats-2.10 stage
@@ -301,7 +301,7 @@ if ! build_in main "$build_dir" "$(remaining)" "${main_build[@]}"; then
   finish total
 fi
 overall_before_main=$overall
-run_ctest main "$build_dir" "${FF_TEST_TIMEOUT:-1800}" "${main_args[@]}"
+run_ctest main "$build_dir" "${FF_TEST_TIMEOUT:-2100}" "${main_args[@]}"
 rerun_cluster_faults "$build_dir" "$overall_before_main"
 # The Debian packages are installed and removed only by root (tests/install/package_test.sh
 # exits 77 otherwise): say so next to the totals, not just in the skipped count.
