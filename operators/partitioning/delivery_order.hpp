@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 namespace fleetflow {
@@ -62,6 +63,12 @@ class DeliveryOrder {
     std::vector<std::shared_ptr<Message>> due = std::move(waiting_);
     waiting_.clear();
     return due;
+  }
+
+  /// Everything that waits, whatever is still lost (its partition was given up: handed back).
+  std::vector<std::shared_ptr<Message>> TakeAll() {
+    lost_ = 0;
+    return std::exchange(waiting_, {});
   }
 
   bool waiting() const { return !waiting_.empty(); }

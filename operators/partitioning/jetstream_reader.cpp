@@ -345,6 +345,14 @@ void JetStreamReader::HandBackRevoked(nats::PullSet::Fetched& fetched) {
       ++handed_back[pm.first];
       return true;
     });
+    // And what waited behind lost deliveries, which HandOnWaiting would hand on.
+    for (auto& [p, r] : reading_) {
+      if (handovers_.count(p) == 0) continue;
+      for (const auto& m : r.order.TakeAll()) {
+        m->Nak();
+        ++handed_back[p];
+      }
+    }
   }
   for (const auto& [p, n] : handed_back) {
     spdlog::warn(

@@ -70,6 +70,22 @@ TEST_F(DeliveryOrderTest, WhatCameAfterLostDeliveriesWaitsUntilTheyComeAgain) {
   EXPECT_TRUE(Take(8, 60, 1));
 }
 
+// A partition given up (its worker stood still and another took it over) hands back what waits,
+// whatever was lost: nothing of it is handed on from here.
+TEST_F(DeliveryOrderTest, TakeAllEmptiesWhatWaitsAndForgetsTheLostDeliveries) {
+  EXPECT_TRUE(Take(1, 10, 1));
+  EXPECT_FALSE(Take(4, 40, 1));  // 2 and 3 lost
+  EXPECT_FALSE(Take(5, 50, 1));
+  std::vector<uint64_t> taken;
+  for (const auto& m : order_.TakeAll()) taken.push_back(m->stream_seq);
+  EXPECT_EQ(taken, (std::vector<uint64_t>{40, 50}));
+  EXPECT_FALSE(order_.waiting());
+  Due(10 * kWaitNs);
+  EXPECT_EQ(handed_on_, (std::vector<uint64_t>{10}));
+  EXPECT_EQ(gave_up_, 0u);
+  EXPECT_TRUE(Take(6, 60, 1)) << "nothing is waited for any more";
+}
+
 TEST_F(DeliveryOrderTest, NewerMessagesComingWhileOthersWaitAreHandedOnAfterThemInOrder) {
   EXPECT_TRUE(Take(1, 10, 1));
   EXPECT_FALSE(Take(3, 30, 1));  // 2 lost
