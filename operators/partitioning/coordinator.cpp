@@ -269,6 +269,10 @@ void PartitionCoordinator::FollowMembers() {
 }
 
 bool PartitionCoordinator::TryAssign(uint32_t p, Gaining& g, int64_t now) {
+  // Given up by this worker a moment ago (a lease another worker took, then handed back at once):
+  // its kRevoked event is emitted by the fetch thread once the partition's requests end, and
+  // would follow a kAssigned event emitted now, wiping the state the operators begin with.
+  if (giving_up_.count(p) > 0) return false;
   if (prepared_.count(p) == 0) {
     // Its consumer first: a failure leaves the partition waiting, its record unclaimed, and the
     // next round tries again.
@@ -410,6 +414,7 @@ void PartitionCoordinator::DeleteStaleRecords() {
 void PartitionCoordinator::Revoke(const std::vector<uint32_t>& partitions) {
   for (const uint32_t p : partitions) {
     owned_.erase(p);
+    giving_up_.insert(p);
     reader_.Revoke(p, ledger_->Ticket(p, ledger_));
     revoked_.Inc();
   }
@@ -418,6 +423,7 @@ void PartitionCoordinator::Revoke(const std::vector<uint32_t>& partitions) {
 
 void PartitionCoordinator::StorePassedHandovers() {
   for (const auto& [p, windows] : ledger_->Take().first) {
+    giving_up_.erase(p);
     if (fenced_.erase(p) > 0) {
       membership_.Drop(p);  // its reader has the state: a record would be older than it
     } else {

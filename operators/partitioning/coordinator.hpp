@@ -75,7 +75,8 @@ class PartitionReader {
   /// Throws when the server does not answer.
   virtual uint64_t Delivered(uint32_t p) = 0;
   /// Emits `a`'s kAssigned event, reads `a.reread` again, then reads the partition's consumer.
-  /// On the coordinator's thread; may wait for room in the graph.
+  /// On the coordinator's thread; may wait for room in the graph. Never called for a partition
+  /// whose kRevoked event (Revoke) has not passed the graph yet.
   virtual void Assign(const Assignment& a) = 0;
   /// Stops reading `p`: its messages fetched ahead are handed back, and its kRevoked event,
   /// carrying `handover`, follows its last message.
@@ -182,6 +183,9 @@ class PartitionCoordinator {
   std::set<uint32_t> owned_;
   std::set<uint32_t> prepared_;  // partitions whose consumer exists
   std::map<uint32_t, Gaining> gaining_;
+  // Revoked, their kRevoked event not through the graph yet (their ticket on its way): not taken
+  // again before it passed, or the reader's kAssigned event would overtake it.
+  std::set<uint32_t> giving_up_;
   std::set<uint32_t> fenced_;    // revoked for a lost lease: no record when their revoke passes
   std::atomic<int> waiting_{0};  // gaining_.size()
   bool started_ = false;         // the first round ran

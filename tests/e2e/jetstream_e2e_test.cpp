@@ -304,13 +304,12 @@ double Owned(const std::vector<std::unique_ptr<Worker>>& workers) {
 // thread sees that it stood still and, before handing on what it fetched, asks the store for its
 // leases: the partitions taken are given up at once, without records, and what it fetched of them
 // is handed back to their new owner; the members, which count it again, then move some back,
-// handed over as usual. Before the leases: 7-9 rows missing and 14-18 wrong values of 800 in each
-// of three runs; with the leases only from the watch: 4 runs of 5 exact, one with 2 rows missing.
-// With the check: 9 runs of 9 exact here, but of two CI runs one (nats-server 2.10) missed 2 rows,
-// one window of one partition's two vehicles, and one had a value wrong in 1 row of 800: the
-// frozen worker's path is not exact yet (docs/scaling.md, "Limits"). So the test asserts that the
-// partitions are given up, that no row outside the expected ones is written, and that the
-// partitions are shared once at the end, and prints the rows missing and the values wrong.
+// handed over as usual, but only once the kRevoked events of their giving up have passed the
+// graph. Before the leases: 7-9 rows missing and 14-18 wrong values of 800 in each of three runs;
+// with the leases only from the watch: 4 runs of 5 exact; with the check but a partition taken
+// back before its kRevoked event had passed (which then wiped the record and the restored state
+// the operators had begun with): 1 run in 2 to 5 not exact beside other e2e tests (a window
+// missing, or a value wrong).
 TEST_F(JetStreamE2E, AWorkerFrozenLongerThanItsAckWaitGivesUpWhatWasTakenFromIt) {
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < 2; ++i) workers.push_back(std::make_unique<Worker>(nats_, pg_, dir_, i));
@@ -333,14 +332,18 @@ TEST_F(JetStreamE2E, AWorkerFrozenLongerThanItsAckWaitGivesUpWhatWasTakenFromIt)
       [&] { return frozen.process().ReadLog().find("took its lease") != std::string::npos; }, 20s))
       << frozen.process().ReadLog();
   ASSERT_EQ(sim.Wait(120s), std::optional<int>(0)) << sim.ReadLog();
-  (void)WaitFor([&] { return HasEveryRow(pg_, expected); }, 30s);  // missing ones: printed
+  EXPECT_TRUE(WaitFor([&] { return HasEveryRow(pg_, expected); }, 30s))
+      << Rows(pg_) << " of " << expected.size();
   EXPECT_TRUE(WaitFor([&] { return Owned(workers) == 16; }, 30s)) << Owned(workers);
   for (auto& w : workers) EXPECT_EQ(w->process().Stop(SIGTERM, 30s), 0) << w->process().ReadLog();
   const CheckResult check = CheckRows(pg_, expected);
-  EXPECT_EQ(check.unexpected, 0u) << check.Summary() << "\n" << check.first_problems;
-  if (!check.ok()) std::printf("%s", check.first_problems.c_str());
-  std::printf("jetstream e2e, a worker frozen 10+ s: %s; %.3f writes per row\n",
-              check.Summary().c_str(), Writes(pg_).PerRow());
+  EXPECT_TRUE(check.ok()) << check.Summary() << "\n" << check.first_problems;
+  // A correction (a sample late at a hand-over) writes its row again.
+  const WriteCount writes = Writes(pg_);
+  EXPECT_LE(writes.PerRow(), 1.02) << writes.writes << " writes of " << writes.rows << " rows";
+  std::printf("jetstream e2e, a worker frozen 10+ s: %s; %lld writes of %lld rows\n",
+              check.Summary().c_str(), static_cast<long long>(writes.writes),
+              static_cast<long long>(writes.rows));
 }
 
 TEST_F(JetStreamE2E, ThreeWorkersShareThePartitionsAndWriteEveryRowOnceWithTheSingleWorkerValues) {

@@ -366,6 +366,40 @@ TEST_F(PartitionCoordinatorTest, ALeaseTakenByAnotherWorkerGivesThePartitionUpWi
   EXPECT_EQ(membership.leases[2], "w-self");
 }
 
+// The other worker hands the partition back (its record) before this worker's kRevoked event
+// has passed the graph (the fetch thread emits it once the partition's requests end): taken
+// again only after it passed, or the reader's kAssigned event would go into the graph before the
+// kRevoked one, and the operators would forget at the kRevoked what they had just begun with
+// (the record, the restored state): windows emitted again, or not at all.
+TEST_F(PartitionCoordinatorTest, APartitionHandedBackBeforeItsRevokePassedIsTakenAgainAfterIt) {
+  auto c = Make();
+  c->Step();
+  ASSERT_EQ(reader.assigned.size(), 4u);
+  membership.leases[2] = "w-other";
+  membership.lost = {{2, "w-other"}};
+  now += kSecond;
+  c->Step();
+  ASSERT_EQ(reader.revoked.count(2), 1u);
+  // Handed back at once, its revoke still on its way.
+  membership.leases.erase(2);
+  membership.records[2] = 88 * kSecond;
+  for (int i = 0; i < 3; ++i) {
+    now += kSecond;
+    c->Step();
+  }
+  EXPECT_EQ(reader.assigned.size(), 4u) << "assigned before its kRevoked event passed";
+  EXPECT_TRUE(c->Waiting());
+  reader.revoked.clear();  // it passes
+  now += kSecond;
+  c->Step();
+  EXPECT_EQ(membership.dropped, (std::vector<uint32_t>{2})) << "dropped as it was given up";
+  ASSERT_EQ(reader.assigned.size(), 5u);
+  EXPECT_EQ(reader.assigned.back().partition, 2u);
+  EXPECT_EQ(reader.assigned.back().emitted, (EmittedWindows{{"windows", 88 * kSecond}}));
+  EXPECT_EQ(c->owned(), (std::set<uint32_t>{0, 1, 2, 3}));
+  EXPECT_TRUE(membership.held.count(2) > 0) << "held after the drop of its earlier reading";
+}
+
 // A worker that stood still (its fetch thread tells) asks the store which of its leases other
 // workers took meanwhile, and fetches on only once those partitions are revoked: the coordinator's
 // thread would otherwise give them up at its next round, up to a second later, and what the worker
