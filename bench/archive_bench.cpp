@@ -273,20 +273,18 @@ Result RunRowsOnce(const Settings& s, int level, int decimals, int digits) {
         batches[p].partition = static_cast<uint32_t>(p);
       }
       for (int v = 0; v < s.row_vehicles; ++v) {
-        WindowRow row;
-        row.vehicle = ids[static_cast<size_t>(v)];
+        WindowBatch& batch = batches[partition_of[static_cast<size_t>(v)]];
+        const std::span<Slot> slots = batch.AddRow(ids[static_cast<size_t>(v)]);
         for (int k = 0; k < sensors; ++k) {
           int64_t& n = at[static_cast<size_t>(v * sensors + k)];
           while (sim::SampleTime(fleet, v, k, n + 1) <= t) ++n;
           const int64_t before = sim::SampleTime(fleet, v, k, n);
           const int64_t after = sim::SampleTime(fleet, v, k, n + 1);
-          Slot slot;
+          Slot& slot = slots[static_cast<size_t>(k)];
           if (before <= t)
             slot.before = sim::SampleAt(fleet, v, k, before, static_cast<uint32_t>(n));
           slot.after = sim::SampleAt(fleet, v, k, after, static_cast<uint32_t>(n + 1));
-          row.slots.push_back(std::move(slot));
         }
-        batches[partition_of[static_cast<size_t>(v)]].rows.push_back(std::move(row));
         ++total;
       }
       r.generate_cpu_s += ThreadCpuSeconds() - g0;

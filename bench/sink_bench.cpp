@@ -83,8 +83,7 @@ std::vector<Message> MakeWindows(const Settings& s) {
     for (int v = 0; v < s.vehicles; ++v) {
       char id[16];
       std::snprintf(id, sizeof id, "v%06d", v);
-      WindowRow row;
-      row.vehicle = id;
+      const std::span<Slot> slots = b.AddRow(id);
       for (int k = 0; k < 4; ++k) {
         wire::Point before, after;
         before.ts_ns = b.window_ns - 40'000'000 - k * 1'000'000;
@@ -98,9 +97,8 @@ std::vector<Message> MakeWindows(const Settings& s) {
           after.lat = before.lat + 1e-5;
           after.lon = before.lon + 1e-5;
         }
-        row.slots.push_back(Slot{before, after});
+        slots[static_cast<size_t>(k)] = Slot{before, after};
       }
-      b.rows.push_back(std::move(row));
     }
     out.push_back(MakeMessage(std::move(b)));
   }
@@ -115,7 +113,7 @@ std::vector<pg::ValuesRow> Interpolated(const std::vector<Message>& windows) {
     for (const auto& r : b.rows) {
       pg::ValuesRow row{r.vehicle, b.window_ns, {}};
       for (const auto& c : kColumns) {
-        row.values.push_back(InterpolateSlot(r.slots[c.slot], c.f, c.mode, b.window_ns));
+        row.values.push_back(InterpolateSlot(b.Slots(r)[c.slot], c.f, c.mode, b.window_ns));
       }
       rows.push_back(std::move(row));
     }

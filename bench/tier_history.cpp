@@ -152,14 +152,14 @@ void TierSinks::Write(const TierSpan& t, int vehicles, int64_t end) {
       b.window_ns = time;
       b.sensors = names;
       for (int v = 0; v < vehicles; ++v) {
-        WindowRow row{"v" + std::to_string(100000 + v), {}};
-        for (const auto& sensor : sensors) {
+        const std::span<Slot> slots = b.AddRow("v" + std::to_string(100000 + v));
+        for (size_t s = 0; s < sensors.size(); ++s) {
+          const std::string& sensor = sensors[s];
           wire::Point p = walks[v].Step(time - 100'000'000, 0, sensor == "gps");
           if (sensor == "soc") p.value = walks[v].soc;
           if (sensor == "torque") p.value = walks[v].torque;
-          row.slots.push_back(Slot{p, std::nullopt});
+          slots[s].before = p;
         }
-        b.rows.push_back(std::move(row));
       }
       write(MakeMessage(std::move(b)));
     } else {

@@ -12,11 +12,15 @@
 
 #include <oneapi/tbb/scalable_allocator.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -42,6 +46,17 @@ std::shared_ptr<T> MakePerMessage(Args&&... args) {
   return std::allocate_shared<T>(tbb::scalable_allocator<T>(), std::forward<Args>(args)...);
 #endif
 }
+
+/// The allocator of what a message holds in bulk (a window's slots): oneTBB's scalable allocator
+/// keeps a freed block of up to a few tens of MB for the next one, where glibc hands it back to
+/// the kernel and the next window pays a page fault per 4 KB of it (docs/BENCHMARKS.md §4).
+#if FF_SANITIZED
+template <typename T>
+using PerMessageAllocator = std::allocator<T>;
+#else
+template <typename T>
+using PerMessageAllocator = tbb::scalable_allocator<T>;
+#endif
 
 /// The acknowledgement of one message of an at-least-once source: due once the samples it
 /// carried are in keyed state, and it may be given on any thread. It is shared, so a batch
@@ -199,9 +214,10 @@ struct Slot {
   std::optional<wire::Point> after;
 };
 
+/// One vehicle's row of a WindowBatch; its slots are WindowBatch::Slots(row).
 struct WindowRow {
   std::string vehicle;
-  std::vector<Slot> slots;  // one per sensor of WindowBatch::sensors, same order
+  size_t first_slot = 0;  // where its slots begin in WindowBatch::slots
 };
 
 /// When a windowed operator closed a window, on the engine clock: what the sink's latency
@@ -235,6 +251,9 @@ struct WindowBatch {
   int64_t window_ns = 0;
   std::shared_ptr<const std::vector<std::string>> sensors;
   std::vector<WindowRow> rows;
+  /// The rows' slots in one block, one per sensor of `sensors` (same order) for each row: a
+  /// window of 100 000 vehicles is one allocation, not one per row.
+  std::vector<Slot, PerMessageAllocator<Slot>> slots;
   /// The partition of the vehicles whose rows these are (as SampleBatch::partition).
   uint32_t partition = 0;
   /// The join's window period (every_ms in ns): a vehicle's rows follow each other by this much
@@ -243,6 +262,26 @@ struct WindowBatch {
   /// (an earlier window again) is never empty.
   int64_t every_ns = 0;
   CloseTiming timing;
+
+  size_t Sensors() const { return sensors ? sensors->size() : 0; }
+  std::span<const Slot> Slots(const WindowRow& row) const {
+    return {slots.data() + row.first_slot, Sensors()};
+  }
+  std::span<Slot> Slots(const WindowRow& row) { return {slots.data() + row.first_slot, Sensors()}; }
+  /// Appends `vehicle`'s row with a slot per sensor (none holding a sample) and returns them.
+  std::span<Slot> AddRow(std::string vehicle) {
+    rows.push_back(WindowRow{std::move(vehicle), slots.size()});
+    slots.resize(slots.size() + Sensors());
+    return Slots(rows.back());
+  }
+  /// Appends `vehicle`'s row with these slots (at most one per sensor; missing ones hold nothing).
+  void AddRow(std::string vehicle, std::span<const Slot> row_slots) {
+    if (row_slots.size() > Sensors()) throw std::invalid_argument("more slots than sensors");
+    std::copy(row_slots.begin(), row_slots.end(), AddRow(std::move(vehicle)).begin());
+  }
+  void AddRow(std::string vehicle, std::initializer_list<Slot> row_slots) {
+    AddRow(std::move(vehicle), std::span<const Slot>(row_slots.begin(), row_slots.size()));
+  }
 };
 
 /// The statistics of one sensor of one vehicle over one window: of the samples with

@@ -449,10 +449,11 @@ RowValues::Values RowValues::Of(const WindowBatch& batch) {
   out.reserve(batch.rows.size());
   for (const WindowRow& row : batch.rows) {
     auto& values = out.emplace_back(columns_.size());
+    const std::span<const Slot> slots = batch.Slots(row);
     for (size_t c = 0; c < columns_.size(); ++c) {
-      if (index[c] >= row.slots.size()) continue;
-      values[c] = InterpolateSlot(row.slots[index[c]], columns_[c].field, columns_[c].mode,
-                                  batch.window_ns);
+      if (index[c] >= slots.size()) continue;
+      values[c] =
+          InterpolateSlot(slots[index[c]], columns_[c].field, columns_[c].mode, batch.window_ns);
     }
     if (expressions_) Derive(row.vehicle, values);
   }

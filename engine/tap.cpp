@@ -95,15 +95,16 @@ void WriteBody(Writer& w, const WindowBatch& b, size_t max_rows, size_t) {
     WriteString(w, "vehicle", row.vehicle);
     w.Key("slots");
     w.StartObject();
-    for (size_t s = 0; s < row.slots.size(); ++s) {
+    const std::span<const Slot> slots = b.Slots(row);
+    for (size_t s = 0; s < slots.size(); ++s) {
       const std::string name =
           b.sensors && s < b.sensors->size() ? (*b.sensors)[s] : "#" + std::to_string(s);
       w.Key(name.data(), static_cast<rapidjson::SizeType>(name.size()));
       w.StartObject();
       w.Key("before");
-      WriteOptionalPoint(w, row.slots[s].before);
+      WriteOptionalPoint(w, slots[s].before);
       w.Key("after");
-      WriteOptionalPoint(w, row.slots[s].after);
+      WriteOptionalPoint(w, slots[s].after);
       w.EndObject();
     }
     w.EndObject();

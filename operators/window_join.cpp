@@ -412,6 +412,7 @@ class WindowJoin final : public Operator {
   WindowBatch NewBatch(const Partition& p, int64_t t, size_t expected_rows) const {
     WindowBatch batch;
     batch.rows.reserve(expected_rows);
+    batch.slots.reserve(expected_rows * sensors_->size());
     batch.window_ns = t;
     batch.partition = p.id;
     batch.every_ns = every_;
@@ -422,16 +423,16 @@ class WindowJoin final : public Operator {
   /// Appends the vehicle's row for window t to the batch, when it has one.
   void AddRow(const VehicleState& v, int64_t t, WindowBatch& batch) const {
     if ((v.off_at_ns && t > *v.off_at_ns) || t < v.exact_from_ns) return;
-    WindowRow row;
-    row.slots.reserve(sensors_->size());
+    // Each slot written once, in place (no zeroed slot overwritten: the block is new memory).
+    const size_t first = batch.slots.size();
     bool active = false;
     for (size_t s = 0; s < sensors_->size(); ++s) {
-      row.slots.push_back(v.At(s, t, max_gap_));
-      active = active || row.slots.back().before.has_value();
+      active = batch.slots.emplace_back(v.At(s, t, max_gap_)).before.has_value() || active;
     }
     if (active) {
-      row.vehicle = v.id;
-      batch.rows.push_back(std::move(row));
+      batch.rows.push_back(WindowRow{v.id, first});
+    } else {
+      batch.slots.resize(first);
     }
   }
 

@@ -95,7 +95,7 @@ std::vector<Row> Rows(const std::vector<Message>& ms, std::string_view vehicle) 
     for (const WindowRow& r : b->rows) {
       if (!vehicle.empty() && r.vehicle != vehicle) continue;
       Row row{b->window_ns, r.vehicle, {}, {}};
-      for (const Slot& s : r.slots) {
+      for (const Slot& s : b->Slots(r)) {
         row.before.push_back(s.before ? std::optional(s.before->value) : std::nullopt);
         row.after.push_back(s.after ? std::optional(s.after->value) : std::nullopt);
       }

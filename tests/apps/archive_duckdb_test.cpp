@@ -184,18 +184,14 @@ TEST(ArchiveDuckDbTest, TheExampleOfTheDocumentationAnswersWithTheSamplesFed) {
             t, 48.86 + static_cast<double>(k + 3) * 1e-5, 2.35,
             10 + static_cast<double>((k + 3) % 50) * 0.5,
             (k + 3) % 7 == 0 ? std::nullopt : std::optional<double>(80 - (k + 3) * 0.01)};
-        WindowRow row;
-        row.vehicle = v;
         wire::Point gps{t - 100'000'000, 0, 0};
         gps.lat = r.lat;
         gps.lon = r.lon;
         gps.has_position = true;
-        row.slots.push_back({gps, std::nullopt});
-        row.slots.push_back({wire::Point{t - 50'000'000, 0, r.speed}, std::nullopt});
-        row.slots.push_back(r.soc ? Slot{wire::Point{t - 500'000'000, 0, *r.soc}, std::nullopt}
-                                  : Slot{});
-        row.slots.push_back({});
-        b.rows.push_back(std::move(row));
+        b.AddRow(v, {{gps, std::nullopt},
+                     {wire::Point{t - 50'000'000, 0, r.speed}, std::nullopt},
+                     r.soc ? Slot{wire::Point{t - 500'000'000, 0, *r.soc}, std::nullopt} : Slot{},
+                     {}});
         if (std::string(v) == kVehicle && t >= kHour && t < kHour + 300 * kS) {
           fed_rows.push_back(r);
         }

@@ -39,15 +39,12 @@ WindowBatch Batch(std::optional<double> torque) {
   b.window_ns = 10 * kS;
   b.sensors =
       std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"speed", "torque"});
-  WindowRow r;
-  r.vehicle = "v1";
-  r.slots.resize(2);
-  r.slots[0].before = At(9 * kS, 20);
-  r.slots[0].after = At(11 * kS, 30);
-  if (torque) r.slots[1].before = At(10 * kS, *torque);
-  b.rows.push_back(r);
-  r.vehicle = "v2";
-  b.rows.push_back(r);
+  for (const char* vehicle : {"v1", "v2"}) {
+    const std::span<Slot> slots = b.AddRow(vehicle);
+    slots[0].before = At(9 * kS, 20);
+    slots[0].after = At(11 * kS, 30);
+    if (torque) slots[1].before = At(10 * kS, *torque);
+  }
   return b;
 }
 

@@ -55,8 +55,7 @@ TEST(TapJsonTest, AWindowNamesItsSensorsAndCutsItsRows) {
   w.sensors =
       std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"speed", "soc"});
   for (const char* v : {"a", "b", "c"}) {
-    WindowRow row{v, {Slot{wire::Point{4, 1, 12.5}, std::nullopt}, Slot{}}};
-    w.rows.push_back(row);
+    w.AddRow(v, {Slot{wire::Point{4, 1, 12.5}, std::nullopt}, Slot{}});
   }
   const auto d = Json(w, 2);
   EXPECT_STREQ(d["kind"].GetString(), "window");

@@ -121,11 +121,16 @@ wire::Point Gps(int64_t ts, double lat, double lon) {
 
 /// Vehicle `v`'s row at window `t`: near Paris (even v) or Munich (odd), moving; a speed, a
 /// state of charge held, no torque sample near.
-WindowRow RowOf(int v, int64_t t, double shift = 0) {
+struct TestRow {
+  std::string vehicle;
+  std::vector<Slot> slots;
+};
+
+TestRow RowOf(int v, int64_t t, double shift = 0) {
   const double k = static_cast<double>((t - kBase) / kS);
   const double lat = (v % 2 == 0 ? 48.8566 : 48.137) + 1e-4 * k + 1e-3 * v;
   const double lon = (v % 2 == 0 ? 2.3522 : 11.575) + 2e-4 * k;
-  WindowRow r;
+  TestRow r;
   r.vehicle = "veh-" + std::to_string(v);
   r.slots.push_back({Gps(t - 100 * kMs, lat, lon), Gps(t + 150 * kMs, lat + 2e-5, lon + 3e-5)});
   r.slots.push_back({wire::Point{t - 50 * kMs, 0, 30.0 + k / 7 + shift},
@@ -140,12 +145,15 @@ WindowBatch Window(int64_t t, int vehicles, uint32_t partition = 0, double shift
   b.window_ns = t;
   b.sensors = kSensors;
   b.partition = partition;
-  for (int v = vehicles - 1; v >= 0; --v) b.rows.push_back(RowOf(v, t, shift));
+  for (int v = vehicles - 1; v >= 0; --v) {
+    const TestRow r = RowOf(v, t, shift);
+    b.AddRow(r.vehicle, r.slots);
+  }
   return b;
 }
 
 /// The line the archive must hold for a row: the values computed as the sink computes them.
-std::string Expected(const WindowRow& r, int64_t t) {
+std::string Expected(const TestRow& r, int64_t t) {
   std::string line = r.vehicle + ",";
   archive::AppendTime(line, t);
   const auto add = [&](size_t slot, ColumnField f, bool position) {

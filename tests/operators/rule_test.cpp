@@ -32,13 +32,10 @@ Body Window(int64_t s, const std::vector<std::pair<std::string, double>>& rows) 
   b.every_ns = kS;
   b.sensors = std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"speed"});
   for (const auto& [vehicle, speed] : rows) {
-    WindowRow r;
-    r.vehicle = vehicle;
     wire::Point p;
     p.ts_ns = b.window_ns;
     p.value = speed;
-    r.slots.push_back(Slot{p, std::nullopt});
-    b.rows.push_back(std::move(r));
+    b.AddRow(vehicle, {Slot{p, std::nullopt}});
   }
   return b;
 }

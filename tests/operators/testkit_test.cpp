@@ -162,11 +162,15 @@ TEST_F(TestKitTest, ConfigIsValidatedAsInAPipelineFile) {
 TEST(TestKitMessagesTest, RowsOfWindowBatches) {
   auto sensors =
       std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"speed", "soc"});
-  WindowBatch first{10, sensors, {}};
-  first.rows.push_back({"a", {Slot{wire::Point{9, 0, 1.5}, wire::Point{11, 1, 2.5}}, Slot{}}});
-  first.rows.push_back({"b", {Slot{}, Slot{std::nullopt, wire::Point{12, 0, 80}}}});
-  WindowBatch second{20, sensors, {}};
-  second.rows.push_back({"a", {Slot{wire::Point{19, 2, 3.0}, std::nullopt}, Slot{}}});
+  WindowBatch first;
+  first.window_ns = 10;
+  first.sensors = sensors;
+  first.AddRow("a", {Slot{wire::Point{9, 0, 1.5}, wire::Point{11, 1, 2.5}}, Slot{}});
+  first.AddRow("b", {Slot{}, Slot{std::nullopt, wire::Point{12, 0, 80}}});
+  WindowBatch second;
+  second.window_ns = 20;
+  second.sensors = sensors;
+  second.AddRow("a", {Slot{wire::Point{19, 2, 3.0}, std::nullopt}, Slot{}});
   const std::vector<Message> out = {MakeMessage(std::move(first)), MakeMessage(Tick{15}),
                                     MakeMessage(std::move(second))};
   EXPECT_EQ(Rows(out, "a"),

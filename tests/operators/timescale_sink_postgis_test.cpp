@@ -68,11 +68,11 @@ WindowBatch PlacesBatch(int64_t window_ns, int n) {
   b.sensors =
       std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"gps", "speed"});
   for (int i = 0; i < n; ++i) {
-    b.rows.push_back(WindowRow{"v" + std::to_string(i),
-                               {Slot{Position(window_ns - 100 * kMs, LatOf(i), LonOf(i)), {}},
-                                Slot{Scalar(window_ns - 100 * kMs, i), {}}}});
+    b.AddRow("v" + std::to_string(i),
+             {Slot{Position(window_ns - 100 * kMs, LatOf(i), LonOf(i)), {}},
+              Slot{Scalar(window_ns - 100 * kMs, i), {}}});
   }
-  b.rows.push_back(WindowRow{"nowhere", {Slot{}, Slot{Scalar(window_ns - 100 * kMs, 1.0), {}}}});
+  b.AddRow("nowhere", {Slot{}, Slot{Scalar(window_ns - 100 * kMs, 1.0), {}}});
   return b;
 }
 
@@ -341,7 +341,7 @@ TEST_F(SinkPostgisPg, ARewrittenWindowMovesItsGeometry) {
   const int64_t t = RecentMinute();
   h.Feed(PlacesBatch(t, 2));
   WindowBatch moved = PlacesBatch(t, 2);
-  moved.rows[1].slots[0] = Slot{Position(t - 100 * kMs, 50.5, 7.25), {}};
+  moved.Slots(moved.rows[1])[0] = Slot{Position(t - 100 * kMs, 50.5, 7.25), {}};
   h.Feed(std::move(moved));
   h.TickAt(t, /*drain=*/true);
   EXPECT_EQ(Psql("SELECT ST_AsText(position) FROM " + table_ + " WHERE vehicle_id = 'v1'"),

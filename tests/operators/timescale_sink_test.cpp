@@ -288,7 +288,7 @@ WindowBatch MakeBatch(int64_t window_ns, std::vector<std::string> sensors,
   WindowBatch b;
   b.window_ns = window_ns;
   b.sensors = std::make_shared<const std::vector<std::string>>(std::move(sensors));
-  for (auto& r : rows) b.rows.push_back(WindowRow{std::move(r.vehicle), std::move(r.slots)});
+  for (auto& r : rows) b.AddRow(std::move(r.vehicle), r.slots);
   return b;
 }
 

@@ -42,13 +42,13 @@ TEST_F(WindowJoinTest, Example1_BracketingSamplesOfTheWindowTime) {
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(b->window_ns, kBase + kS);
   ASSERT_EQ(b->rows.size(), 1u);
-  const WindowRow& row = b->rows[0];
-  EXPECT_EQ(row.vehicle, "v1");
-  ASSERT_EQ(row.slots.size(), 2u);
-  ASSERT_TRUE(row.slots[0].before && row.slots[0].after);
-  EXPECT_EQ(row.slots[0].before->ts_ns, kBase + 800 * kMs);
-  EXPECT_EQ(row.slots[0].after->ts_ns, kBase + 1300 * kMs);  // the oldest after T, not 1.4 s
-  EXPECT_FALSE(row.slots[1].before || row.slots[1].after);   // soc: nothing, NULL in the row
+  EXPECT_EQ(b->rows[0].vehicle, "v1");
+  const std::span<const Slot> slots = b->Slots(b->rows[0]);
+  ASSERT_EQ(slots.size(), 2u);
+  ASSERT_TRUE(slots[0].before && slots[0].after);
+  EXPECT_EQ(slots[0].before->ts_ns, kBase + 800 * kMs);
+  EXPECT_EQ(slots[0].after->ts_ns, kBase + 1300 * kMs);  // the oldest after T, not 1.4 s
+  EXPECT_FALSE(slots[1].before || slots[1].after);       // soc: nothing, NULL in the row
 }
 
 TEST_F(WindowJoinTest, Example2_SampleExactlyAtTheWindowTimeIsBefore) {
@@ -77,7 +77,7 @@ TEST_F(WindowJoinTest, Example3b_OnlyASampleAfterTheWindowTimeGivesNoRow) {
   EXPECT_EQ(closed->every_ns, 1000 * kMs);
   const auto b = OnlyOne<WindowBatch>(h.TickAt(kBase + 2500 * kMs));  // T=2s: before = 1.01 s
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(b->rows[0].slots[0].before->value, 5.0);
+  EXPECT_EQ(b->Slots(b->rows[0])[0].before->value, 5.0);
 }
 
 TEST_F(WindowJoinTest, Example4_LateSampleMissesItsWindowAndIsCounted) {
@@ -87,7 +87,7 @@ TEST_F(WindowJoinTest, Example4_LateSampleMissesItsWindowAndIsCounted) {
   EXPECT_EQ(h.Counter("late_samples"), 1u);
   const auto b = OnlyOne<WindowBatch>(h.TickAt(kBase + 2500 * kMs));
   ASSERT_NE(b, nullptr);  // but it is still the newest sample before T=2s
-  EXPECT_EQ(b->rows[0].slots[0].before->value, 2.0);
+  EXPECT_EQ(b->Slots(b->rows[0])[0].before->value, 2.0);
 }
 
 TEST_F(WindowJoinTest, Example5_OffEndsTheRowsAfterTheLastSample) {
@@ -259,8 +259,8 @@ TEST(WindowJoinEventTimeTest, AWindowClosesOnTheInputThatMovesProgressPastIt) {
     const WindowBatch& w = *closed.front();
     EXPECT_EQ(w.window_ns, kBase + kS);
     ASSERT_EQ(w.rows.size(), 1u);
-    EXPECT_EQ(w.rows[0].slots[0].before->value, 1000.0);
-    EXPECT_EQ(w.rows[0].slots[0].after->value, 1100.0);
+    EXPECT_EQ(w.Slots(w.rows[0])[0].before->value, 1000.0);
+    EXPECT_EQ(w.Slots(w.rows[0])[0].after->value, 1100.0);
     EXPECT_EQ(w.timing.due_ns, kBase + 1500 * kMs);
     EXPECT_EQ(w.timing.input_ns, kBase + (closing_ms + 10) * kMs);
     EXPECT_EQ(w.timing.closed_ns, h.clock.NowNs());
@@ -629,8 +629,8 @@ TEST(WindowJoinCorrectionTest, WithAHorizonALateSampleEmitsTheRecentWindowsItBel
   EXPECT_EQ(Windows(out, "a"), (std::vector<int64_t>{0, 1000}));
   const auto again = WindowAt(out, kBase + 1000 * kMs);
   ASSERT_NE(again, nullptr);
-  ASSERT_TRUE(again->rows[0].slots[1].before.has_value());
-  EXPECT_EQ(again->rows[0].slots[1].before->value, 80.0);
+  ASSERT_TRUE(again->Slots(again->rows[0])[1].before.has_value());
+  EXPECT_EQ(again->Slots(again->rows[0])[1].before->value, 80.0);
   EXPECT_EQ(h.Counter("rows_corrected"), 2u);
 }
 
