@@ -423,7 +423,7 @@ class WindowJoin final : public Operator {
   /// Appends the vehicle's row for window t to the batch, when it has one.
   void AddRow(const VehicleState& v, int64_t t, WindowBatch& batch) const {
     if ((v.off_at_ns && t > *v.off_at_ns) || t < v.exact_from_ns) return;
-    // Each slot written once, in place (no zeroed slot overwritten: the block is new memory).
+    // Each slot written once, in place: zeroing them first would be a second pass over the block.
     const size_t first = batch.slots.size();
     bool active = false;
     for (size_t s = 0; s < sensors_->size(); ++s) {
