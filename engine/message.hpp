@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -49,13 +50,51 @@ std::shared_ptr<T> MakePerMessage(Args&&... args) {
 
 /// The allocator of what a message holds in bulk (a window's slots): oneTBB's scalable allocator
 /// keeps a freed block of up to a few tens of MB for the next one, where glibc hands it back to
-/// the kernel and the next window pays a page fault per 4 KB of it (docs/BENCHMARKS.md §4).
+/// the kernel and the next window pays a page fault per 4 KB of it (docs/BENCHMARKS.md §4). It
+/// does so only once blocks of that size came and went twice: a large block
+/// (kKeptBlockBytes or more) is also kept here when freed, one at a time (the newest), and the
+/// next large block is made of it when it is big enough, so that only a worker's first large
+/// window takes new memory, not its first two (new memory cost 125-150 ms of CPU per 45 MB in a
+/// VM). Sanitizer builds keep the standard allocator, which the sanitizers check.
 #if FF_SANITIZED
 template <typename T>
 using PerMessageAllocator = std::allocator<T>;
 #else
+inline constexpr size_t kKeptBlockBytes = size_t{4} << 20;
+/// The kept block when it holds `bytes` at least and not twice as much (it is no longer kept
+/// then), else nullptr.
+void* TakeKeptBlock(size_t bytes);
+/// Keeps `block` (scalable_malloc's) for the next TakeKeptBlock, freeing the one kept before.
+void KeepBlock(void* block);
+
 template <typename T>
-using PerMessageAllocator = tbb::scalable_allocator<T>;
+class PerMessageAllocator {
+ public:
+  using value_type = T;
+  PerMessageAllocator() = default;
+  template <typename U>
+  PerMessageAllocator(const PerMessageAllocator<U>&) noexcept {}  // NOLINT: rebinding
+
+  T* allocate(size_t n) {
+    if (n > SIZE_MAX / sizeof(T)) throw std::bad_array_new_length();
+    const size_t bytes = n * sizeof(T);
+    void* block = bytes >= kKeptBlockBytes ? TakeKeptBlock(bytes) : nullptr;
+    if (block == nullptr) block = scalable_malloc(bytes);
+    if (block == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(block);
+  }
+  void deallocate(T* block, size_t n) noexcept {
+    if (n * sizeof(T) >= kKeptBlockBytes) {
+      KeepBlock(block);
+    } else {
+      scalable_free(block);
+    }
+  }
+  template <typename U>
+  bool operator==(const PerMessageAllocator<U>&) const noexcept {
+    return true;
+  }
+};
 #endif
 
 /// The acknowledgement of one message of an at-least-once source: due once the samples it
