@@ -11,6 +11,7 @@
 #include <charconv>
 #include <chrono>
 #include <iterator>
+#include <optional>
 #include <thread>
 
 #include "nats_status.hpp"
@@ -78,7 +79,12 @@ natsStatus RetryWhileNoResponders(Request request) {
 
 /// The JetStream API's error codes this wrapper tells apart.
 constexpr int kStreamNotFound = 10059;
-constexpr int kStoreFailed = 10049;  // "error creating store for stream"
+constexpr int kStoreFailed = 10049;         // "error creating store for stream"
+constexpr int kNoPeers = 10005;             // "no suitable peers for placement"
+constexpr int kClusterUnavailable = 10008;  // "JetStream system temporarily unavailable"
+/// How long a create refused by a cluster that is forming is asked again: nodes started together
+/// on a loaded machine may take this long to route to each other and elect their meta leader.
+constexpr int64_t kFormingNs = 30'000'000'000;
 constexpr int kApiTimeoutMs = 5000;
 constexpr int kNoMessageFound = 10037;
 
@@ -1195,6 +1201,7 @@ JetStream::JetStream(Connection& connection) : conn_(connection) {
 JetStream::~JetStream() { jsCtx_Destroy(js_); }
 
 StreamSummary JetStream::EnsureStream(const StreamOptions& o) {
+  const int64_t start = NowNs();
   for (int attempt = 1;; ++attempt) {
     if (auto found = FindStream(o.name)) return *found;
     try {
@@ -1205,10 +1212,15 @@ StreamSummary JetStream::EnsureStream(const StreamOptions& o) {
       // "error creating store for stream": the server hides the cause (its log has it); seen
       // with nats-server 2.10 on a loaded machine, and gone when asked again. No answer in
       // time: a replicated stream's group may still be electing its leader; asking again with
-      // the same configuration answers with the stream once it is there.
-      const bool again = e.api_code() == kStoreFailed || e.status() == NATS_TIMEOUT;
-      if (!again || attempt == 3) throw;
-      std::this_thread::sleep_for(std::chrono::milliseconds(250 * attempt));
+      // the same configuration answers with the stream once it is there. A cluster that is
+      // forming (no meta leader yet, not every peer known for the replicas) may refuse it for
+      // longer: asked again for up to kFormingNs.
+      const bool again =
+          (e.api_code() == kStoreFailed || e.status() == NATS_TIMEOUT) && attempt < 3;
+      const bool forming = (e.api_code() == kNoPeers || e.api_code() == kClusterUnavailable) &&
+                           NowNs() - start < kFormingNs;
+      if (!again && !forming) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(250 * attempt, 1000)));
     }
   }
 }
@@ -1338,23 +1350,24 @@ std::unique_ptr<KeyValue> JetStream::EnsureBucket(const BucketOptions& o) {
   cfg.Replicas = o.replicas;
   // On a NATS cluster, a replicated bucket that another worker is creating at this moment may
   // not answer within the API's 5 s while its replicas form: asked again, for up to 30 s. A
-  // cluster that has just formed may refuse the create itself (no meta leader yet, not every
-  // peer known for the replicas): created again, for up to 10 s.
+  // cluster that is forming may refuse the create itself (no meta leader yet, not every peer
+  // known for the replicas): created again, for up to kFormingNs.
   const int64_t start = NowNs();
   natsStatus s = NATS_TIMEOUT;
-  natsStatus created = NATS_OK;
+  std::optional<Error> refused;  // why the last create failed, in the server's words
   for (;;) {
     s = js_KeyValue(&kv, js_, o.name.c_str());
     if (s == NATS_NOT_FOUND) {
-      created = js_CreateKeyValue(&kv, js_, &cfg);
+      const natsStatus created = js_CreateKeyValue(&kv, js_, &cfg);
+      if (created != NATS_OK) refused = detail::Failure(created, "create bucket " + o.name);
       s = created == NATS_OK ? NATS_OK : js_KeyValue(&kv, js_, o.name.c_str());  // another's
     }
     const int64_t waited = NowNs() - start;
     if (s == NATS_TIMEOUT && waited < 30'000'000'000) continue;
-    if (s != NATS_NOT_FOUND || waited >= 10'000'000'000) break;
+    if (s != NATS_NOT_FOUND || waited >= kFormingNs) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
-  if (s == NATS_NOT_FOUND && created != NATS_OK) Check(created, "create bucket " + o.name);
+  if (s == NATS_NOT_FOUND && refused) throw *refused;
   Check(s, "bucket " + o.name);
   return std::make_unique<KeyValue>(conn_, kv, o.name);
 }
@@ -1446,6 +1459,24 @@ std::optional<uint64_t> JetStream::NextStored(const std::string& stream, const s
   return LeaderSequence(
       conn_, stream, MsgGetRequest({{"next_by_subj", subject}}, from),
       "next message of " + subject + " in stream " + stream + " from " + std::to_string(from));
+}
+
+std::unique_ptr<JsMessage> JetStream::GetStored(const std::string& stream, uint64_t sequence,
+                                                int timeout_ms) {
+  natsMsg* msg = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = timeout_ms;
+  const natsStatus s = js_GetMsg(&msg, js_, stream.c_str(), sequence, &o, &err);  // the leader's
+  if (s == NATS_NOT_FOUND && err != JSStreamNotFoundErr) return nullptr;
+  if (s != NATS_OK) {
+    Throw(s, "message " + std::to_string(sequence) + " of stream " + stream + JsError(err));
+  }
+  JsMessage::AckReply stored;
+  stored.stream_sequence = natsMsg_GetSequence(msg);
+  stored.stored_ns = natsMsg_GetTime(msg);
+  return std::make_unique<JsMessage>(conn_, Message(msg), stored);
 }
 
 JetStream::Stored JetStream::LastStored(const std::string& stream, const std::string& subject,

@@ -638,6 +638,12 @@ class JetStream {
   /// placed on a replica (ReadStream) did not find may still be there: this tells.
   std::optional<uint64_t> NextStored(const std::string& stream, const std::string& subject,
                                      uint64_t from);
+  /// The message `stream` stores at `sequence`, as its leader answers (no consumer made): a
+  /// JsMessage with its subject, data, stream_sequence and stored_ns, delivered once, nothing to
+  /// acknowledge. nullptr when the stream stores none there (deleted, expired, or past its end).
+  /// Waits `timeout_ms` at most for the answer.
+  std::unique_ptr<JsMessage> GetStored(const std::string& stream, uint64_t sequence,
+                                       int timeout_ms);
 
  private:
   Connection& conn_;

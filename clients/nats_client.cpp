@@ -389,9 +389,14 @@ void OnSubscriptionComplete(void* closure) {
 
 namespace detail {
 
+Error Failure(int status, std::string_view operation) {
+  return Error(
+      "nats: " + std::string(operation) + ": " + StatusText(static_cast<natsStatus>(status)),
+      status);
+}
+
 [[noreturn]] void Throw(int status, std::string_view operation) {
-  const auto s = static_cast<natsStatus>(status);
-  throw Error("nats: " + std::string(operation) + ": " + StatusText(s), status);
+  throw Failure(status, operation);
 }
 
 void Check(int status, std::string_view operation) {

@@ -7,11 +7,16 @@
 #include <utility>
 #include <vector>
 
+#include "nats_client.hpp"
+
 struct __natsMsg;
 
 namespace fleetflow::nats::detail {
 
-/// Throws nats::Error "nats: <operation>: <status text>".
+/// nats::Error "nats: <operation>: <status text>", the text nats.c keeps for this thread's last
+/// failure included: made right after the call that failed, before another call replaces it.
+Error Failure(int status, std::string_view operation);
+/// Throws Failure(status, operation).
 [[noreturn]] void Throw(int status, std::string_view operation);
 /// Throws when `status` is not NATS_OK.
 void Check(int status, std::string_view operation);

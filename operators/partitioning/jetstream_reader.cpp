@@ -148,8 +148,13 @@ void JetStreamReader::Reread(uint32_t p, const ChangelogRange& range) {
   const std::string filter = FilterOf(p);
   uint64_t next = range.first, reread = 0;
   int backoff_ms = 100;
+  bool from_leader = false;
   while (next <= range.last) {
     try {
+      if (from_leader) {
+        RereadFromLeader(p, filter, range.last, next, reread);
+        break;
+      }
       auto reader = js_.ReadStream(options_.consumer.stream, filter, nats::StreamStart{next, 0});
       for (uint64_t n = 0; n < reader->total() && next <= range.last; ++n) {
         const auto m = reader->Next(5000);
@@ -182,8 +187,12 @@ void JetStreamReader::Reread(uint32_t p, const ChangelogRange& range) {
       }
       break;  // read up to the last, or the stream holds no more of them
     } catch (const std::exception& e) {
-      spdlog::warn("node '{}': partition {}: re-reading its changelog from {}: {}", options_.node,
-                   p, next, e.what());
+      spdlog::warn("node '{}': partition {}: re-reading its changelog from {}{}: {}", options_.node,
+                   p, next, from_leader ? " (the stream leader's gets)" : "", e.what());
+      // With a node of the cluster out, the consumers a stream read makes may not answer for
+      // long (6 timeouts, 32 s, seen in a test); the leader's gets make none. Taken in turns,
+      // should the leader not answer either, unless the server refuses the gets.
+      from_leader = !from_leader && !MsgGetRefused();
       std::unique_lock lock(wait_mu_);
       if (wait_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
                             [this] { return stopping_.load(); })) {
@@ -197,6 +206,21 @@ void JetStreamReader::Reread(uint32_t p, const ChangelogRange& range) {
   reread_.Inc(reread);
   spdlog::info("node '{}': partition {}: re-read {} messages after its state's checkpoint",
                options_.node, p, reread);
+}
+
+void JetStreamReader::RereadFromLeader(uint32_t p, const std::string& filter, uint64_t last,
+                                       uint64_t& next, uint64_t& reread) {
+  const std::string& stream = options_.consumer.stream;
+  while (next <= last) {
+    const std::optional<uint64_t> at = js_.NextStored(stream, filter, next);
+    if (!at || *at > last) return;
+    const auto m = js_.GetStored(stream, *at, 5000);
+    if (m) {  // else expired meanwhile: gone from the stream for every reader
+      deliver_(p, *m, true);
+      ++reread;
+    }
+    next = *at + 1;
+  }
 }
 
 void JetStreamReader::FetchLoop() {

@@ -123,6 +123,10 @@ class JetStreamReader final : public PartitionReader {
   /// first sent it, plus a fetch's expiry and the stall margin.
   int64_t LostDeliveriesDueNs() const;
   void Reread(uint32_t p, const ChangelogRange& range);
+  /// Reread's second way: the messages of `filter` from `next` to `last`, one get of the
+  /// stream's leader each (no consumer); `next` and `reread` advance with each one handed on.
+  void RereadFromLeader(uint32_t p, const std::string& filter, uint64_t last, uint64_t& next,
+                        uint64_t& reread);
   int64_t StallNs() const;
   Reading& ReadingOf(uint32_t p, int64_t now);
   void AskQuietConsumers(int64_t now);

@@ -416,6 +416,43 @@ void NatsCluster::Start() {
       },
       std::chrono::seconds(30), std::chrono::milliseconds(200));
   if (!ready) throw std::runtime_error("NATS cluster: JetStream not ready in 30 s: " + last_error);
+  // A meta leader needs a quorum only: a node whose routes are not up yet answers, but is no
+  // peer to place a replica on. Ready once a stream with a replica on every running node can be
+  // made (and is deleted again).
+  const auto start = std::chrono::steady_clock::now();
+  int replicas = 0;
+  for (auto& n : nodes_) replicas += n->running() ? 1 : 0;
+  const bool placed = WaitFor(
+      [&] {
+        try {
+          nats::ConnectOptions o;
+          o.url = url();
+          o.max_reconnect = 0;
+          auto conn = nats::Connection::Connect(o);
+          nats::StreamOptions probe;
+          probe.name = "_fleetflow_cluster_ready_";
+          probe.subjects = {"_fleetflow.cluster_ready"};
+          probe.storage = "memory";
+          probe.replicas = replicas;
+          nats::JetStream(*conn).EnsureStream(probe);
+          conn->Request("$JS.API.STREAM.DELETE." + probe.name, "", 5000);
+        } catch (const std::exception& e) {
+          last_error = e.what();
+          return false;
+        }
+        return true;
+      },
+      std::chrono::seconds(60), std::chrono::milliseconds(200));
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  if (!placed) {
+    throw std::runtime_error("NATS cluster: no stream with " + std::to_string(replicas) +
+                             " replicas in 60 s: " + last_error);
+  }
+  if (took > std::chrono::seconds(5)) {  // what to read when a test on the cluster is slow
+    std::fprintf(stderr, "[fleetflow-testing] NATS cluster: %d replicas placed after %lld ms\n",
+                 replicas, static_cast<long long>(took.count()));
+  }
 }
 
 std::string NatsCluster::url() const {

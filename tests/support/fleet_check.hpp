@@ -201,7 +201,9 @@ class NatsCluster {
   /// it is not installed).
   void UseServer210();
   /// Starts every node that does not run, then waits (at most 30 s) until JetStream answers
-  /// through every running node (the cluster elected its meta leader). Throws when it does not.
+  /// through every running node (the cluster elected its meta leader), and (at most 60 s) until
+  /// a stream with a replica on every running node can be placed (every node routed and a peer).
+  /// Throws when it does not.
   void Start();
   NatsServer& node(int i) { return *nodes_.at(static_cast<size_t>(i)); }
   int size() const { return static_cast<int>(nodes_.size()); }
