@@ -77,6 +77,14 @@ natsStatus RetryWhileNoResponders(Request request) {
   return s;
 }
 
+/// nats.c's JetStream options with only the wait for an answer set.
+jsOptions Waiting(int timeout_ms) {
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = timeout_ms;
+  return o;
+}
+
 /// The JetStream API's error codes this wrapper tells apart.
 constexpr int kStreamNotFound = 10059;
 constexpr int kStoreFailed = 10049;         // "error creating store for stream"
@@ -1465,9 +1473,7 @@ std::unique_ptr<JsMessage> JetStream::GetStored(const std::string& stream, uint6
                                                 int timeout_ms) {
   natsMsg* msg = nullptr;
   jsErrCode err = static_cast<jsErrCode>(0);
-  jsOptions o;
-  jsOptions_Init(&o);
-  o.Wait = timeout_ms;
+  jsOptions o = Waiting(timeout_ms);
   const natsStatus s = js_GetMsg(&msg, js_, stream.c_str(), sequence, &o, &err);  // the leader's
   if (s == NATS_NOT_FOUND && err != JSStreamNotFoundErr) return nullptr;
   if (s != NATS_OK) {
@@ -1483,9 +1489,7 @@ JetStream::Stored JetStream::LastStored(const std::string& stream, const std::st
                                         int timeout_ms) {
   natsMsg* msg = nullptr;
   jsErrCode err = static_cast<jsErrCode>(0);
-  jsOptions o;
-  jsOptions_Init(&o);
-  o.Wait = timeout_ms;
+  jsOptions o = Waiting(timeout_ms);
   // STREAM.MSG.GET with last_by_subj, answered by the stream's leader (not a direct get, which
   // any replica answers from its own copy).
   const natsStatus s = js_GetLastMsg(&msg, js_, stream.c_str(), subject.c_str(), &o, &err);

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "../operators/nats_fixture.hpp"
 #include "fleet_check.hpp"
 #include "jetstream.hpp"
 #include "nats_client.hpp"
@@ -159,16 +160,18 @@ TEST_F(JetStreamClusterReadTest, TheLeaderTellsTheMessageAReadThroughANodeCatchi
   EXPECT_EQ(leader_missed, 0);
 }
 
+// One nats-server with the stream S on p.>, and a client of it.
+class JetStreamNextStoredTest : public NatsServerTest {
+ protected:
+  void SetUp() override {
+    NatsServerTest::SetUp();
+    if (!IsSkipped()) js_->EnsureStream(nats::StreamOptions{.name = "S", .subjects = {"p.>"}});
+  }
+};
+
 // NextStored: the first message on a subject at or after a sequence, as the leader stores it.
-TEST(JetStreamNextStoredTest, FindsTheNextMessageOfASubject) {
-  FF_REQUIRE_NATS_SERVER();
-  NatsServer server;
-  server.Start();
-  nats::ConnectOptions o;
-  o.url = server.url();
-  auto conn = nats::Connection::Connect(o);
-  nats::JetStream js(*conn);
-  js.EnsureStream(nats::StreamOptions{.name = "S", .subjects = {"p.>"}});
+TEST_F(JetStreamNextStoredTest, FindsTheNextMessageOfASubject) {
+  nats::JetStream& js = *js_;
   for (const char* subject : {"p.1.a", "p.2.a", "p.1.b", "p.2.b"}) {  // sequences 1..4
     js.Publish(subject, "x", 1, nats::Headers{}, 5000);
   }
@@ -180,15 +183,8 @@ TEST(JetStreamNextStoredTest, FindsTheNextMessageOfASubject) {
 }
 
 // GetStored: the message at a sequence, as the leader stores it; none where the stream has none.
-TEST(JetStreamNextStoredTest, GetsTheMessageAtASequence) {
-  FF_REQUIRE_NATS_SERVER();
-  NatsServer server;
-  server.Start();
-  nats::ConnectOptions o;
-  o.url = server.url();
-  auto conn = nats::Connection::Connect(o);
-  nats::JetStream js(*conn);
-  js.EnsureStream(nats::StreamOptions{.name = "S", .subjects = {"p.>"}});
+TEST_F(JetStreamNextStoredTest, GetsTheMessageAtASequence) {
+  nats::JetStream& js = *js_;
   const auto wall_ns = [] {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(
                std::chrono::system_clock::now().time_since_epoch())
@@ -207,7 +203,7 @@ TEST(JetStreamNextStoredTest, GetsTheMessageAtASequence) {
   EXPECT_EQ(m->delivered(), 1u);
   m->Ack();  // nothing to acknowledge: no effect
   EXPECT_EQ(js.GetStored("S", 3, 5000), nullptr);
-  conn->Request("$JS.API.STREAM.MSG.DELETE.S", R"({"seq":1})", 5000);
+  conn_->Request("$JS.API.STREAM.MSG.DELETE.S", R"({"seq":1})", 5000);
   EXPECT_EQ(js.GetStored("S", 1, 5000), nullptr);
   EXPECT_THROW(js.GetStored("T", 1, 5000), nats::Error);  // no such stream
 }
