@@ -19,6 +19,9 @@ const std::vector<double> kFetchBuckets = {0,   1,   2,   4,    8,    16,   32, 
 
 /// How long ConfirmWithStream waits for the stream's answer: the fetch thread waits with it.
 constexpr int kConfirmTimeoutMs = 1000;
+// A consumer that delivers stale messages saying nothing is after them: the stream's leader asked
+// at most this often (JetStreamReader::ConfirmWithStream).
+constexpr int64_t kStaleAskNs = 1'000'000'000;
 
 }  // namespace
 
@@ -309,11 +312,11 @@ void JetStreamReader::FetchLoop() {
       if (r.last == nullptr) continue;
       // What the consumer still holds, as of its last message: free.
       r.pending = r.last->pending();
+      r.stored_ns = std::max(r.stored_ns, r.last->stored_ns());
       r.known = true;
       r.told_at_asked.reset();
       r.since_ns = now;
       r.last = nullptr;
-      r.behind_stream = false;  // it delivers: its counts are its own again
       r.stream_asks = 0;
     }
     // Handing the batch on waited for the graph (backpressure) longer than a request lives: the
@@ -339,7 +342,7 @@ void JetStreamReader::FetchLoop() {
     bool held_back = failing;
     uint64_t pending = 0, ack_pending = 0;
     for (const auto& [p, r] : reading_) {
-      held_back = held_back || !r.known || r.pending > 0 || r.order.waiting() || r.behind_stream;
+      held_back = held_back || !r.known || r.pending > 0 || r.order.waiting() || r.behind();
       pending += r.pending;
       ack_pending += r.ack_pending;
     }
@@ -455,50 +458,64 @@ void JetStreamReader::AskQuietConsumers(int64_t now) {
 
 /// A consumer's count of what it has not delivered is its leader's: a node restarted after a
 /// crash may lead it while its copy of the stream is still behind, and then it says nothing is
-/// pending and delivers nothing while the stream stores on (docs/testing.md, "Known flaky
-/// tests"). So a partition that went quiet with nothing pending is confirmed with the stream's
-/// leader once it has been quiet for a fetch's expiry (well before a join's idle_ms, 2 s by
-/// default, closes its windows on the clock), then after 1, 3, 7, 15... s more, while it has
-/// been quiet for less than LostDeliveriesDueNs (an idle partition costs nothing after that). A
-/// message stored a fetch's expiry ago or earlier that this reader did not receive, and after
-/// the last the consumer delivered or passed over (a partition's previous owner received it),
-/// holds the partition back until its consumer delivers again, or at most that long.
+/// pending and delivers nothing, or only what its copy holds so far, while the stream stores on
+/// (docs/testing.md, "Known flaky tests"). So a partition that went quiet with nothing pending is
+/// confirmed with the stream's leader once it has been quiet for a fetch's expiry (well before a
+/// join's idle_ms, 2 s by default, closes its windows on the clock), then after 1, 3, 7, 15... s
+/// more, while it has been quiet for less than LostDeliveriesDueNs (an idle partition costs
+/// nothing after that). One that delivers with nothing pending messages stored a fetch's expiry
+/// ago or earlier is asked at once, at most once a second (a leader catching up delivers what its
+/// copy holds so far, and says nothing is pending after each). A message stored a fetch's expiry
+/// ago or earlier that this reader did not
+/// receive, and after the last the consumer delivered or passed over (a partition's previous
+/// owner received it), holds the partition back until it is received or passed over, whatever
+/// the consumer's counts say meanwhile (they are its leader's, still behind), or until the
+/// consumer has delivered nothing for LostDeliveriesDueNs.
 void JetStreamReader::ConfirmWithStream(int64_t now) {
   if (confirm_refused_) return;
   const int64_t expiry_ns = int64_t{options_.fetch_expiry_ms} * 1'000'000;
+  const int64_t wall_ns = WallClock().NowNs();
   for (auto& [p, r] : reading_) {
     const int64_t quiet_ns = now - r.since_ns;
     if (quiet_ns > LostDeliveriesDueNs()) {
-      if (r.behind_stream) {
+      if (r.behind()) {
         spdlog::warn(
             "node '{}': partition {}: its consumer delivered nothing for {} ms while "
             "the stream stores messages it did not deliver; no longer held back",
             options_.node, p, quiet_ns / 1'000'000);
-        r.behind_stream = false;
+        r.behind_until = 0;
       }
       continue;
     }
     const int64_t due_ns =
         expiry_ns + ((int64_t{1} << std::min(r.stream_asks, 20)) - 1) * 1'000'000'000;
-    if (r.behind_stream || !r.known || r.pending > 0 || quiet_ns <= due_ns) continue;
+    const bool stale = r.stream_asks == 0 && r.stored_ns > 0 && wall_ns - r.stored_ns > expiry_ns &&
+                       now - r.stream_asked_ns >= kStaleAskNs;
+    if (!r.known || r.pending > 0 || (quiet_ns <= due_ns && !stale)) continue;
     ++r.stream_asks;
+    r.stream_asked_ns = now;
     try {
       const auto stored = js_.LastStored(options_.consumer.stream, FilterOf(p), kConfirmTimeoutMs);
-      if (stored.sequence <= r.received_seq || stored.time_ns > WallClock().NowNs() - expiry_ns) {
+      if (stored.sequence <= r.received_seq) {
+        r.behind_until = 0;  // received (or stored no more: removed by the stream's limits)
         continue;
       }
+      if (stored.time_ns > wall_ns - expiry_ns) continue;  // may be on its way
       const uint64_t delivered = js_.Progress(options_.consumer.stream, DurableOf(p)).delivered;
       if (stored.sequence <= delivered) {
         r.received_seq = stored.sequence;  // passed over: not asked of the consumer again
+        r.behind_until = 0;
         continue;
       }
-      spdlog::warn(
-          "node '{}': partition {}: its consumer says it has nothing more, but the "
-          "stream stores up to sequence {}, the consumer delivered up to {} and this "
-          "worker received up to {} (the consumer's leader has not caught up with the "
-          "stream?): held back until it delivers",
-          options_.node, p, stored.sequence, delivered, r.received_seq);
-      r.behind_stream = true;
+      if (!r.behind()) {
+        spdlog::warn(
+            "node '{}': partition {}: its consumer says it has nothing more, but the "
+            "stream stores up to sequence {}, the consumer delivered up to {} and this "
+            "worker received up to {} (the consumer's leader has not caught up with the "
+            "stream?): held back until it is received",
+            options_.node, p, stored.sequence, delivered, r.received_seq);
+      }
+      r.behind_until = stored.sequence;
     } catch (const nats::Error& e) {
       if (MsgGetRefused()) {
         // Users generated before this request was needed (deploy/nats/generate-users.mjs).

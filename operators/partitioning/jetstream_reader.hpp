@@ -104,9 +104,14 @@ class JetStreamReader final : public PartitionReader {
     DeliveryOrder<nats::JsMessage> order;   // after deliveries lost on their way
     uint64_t received_seq = 0;  // the highest stream sequence received (or known passed)
     int stream_asks = 0;        // the stream's leader asked since the last message came
-    // The stream stores messages for it that its consumer neither delivered nor counts as
-    // pending (its leader's copy of the stream is behind): held back (ConfirmWithStream).
-    bool behind_stream = false;
+    int64_t stream_asked_ns = 0;  // steady: when the stream's leader was last asked (0: never)
+    int64_t stored_ns = 0;        // wall: when the stream stored its last message received
+    // The last message the stream's leader stored for it when its consumer neither had
+    // delivered it nor counted it as pending (the consumer's leader's copy of the stream is
+    // behind; ConfirmWithStream): held back until it is received or passed over, however the
+    // consumer counts meanwhile (0: none).
+    uint64_t behind_until = 0;
+    bool behind() const { return received_seq < behind_until; }
   };
 
   void FetchLoop();
