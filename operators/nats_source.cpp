@@ -255,11 +255,8 @@ class NatsSource final : public Operator {
     if (coordinator_ && coordinator_->Waiting()) return true;
     return reader_->HoldsBack() || CutOffFromInput();
   }
-  /// JetStream: a message stored waits for the next paced request, then is gathered with others
-  /// for up to fetch_linger_ms (the fetch's two rounds), plus 100 ms for the threads to be run.
-  int64_t InputDelayNs() const override {
-    return reader_ ? (2 * int64_t{s_.fetch_linger_ms} + 100) * 1'000'000 : 0;
-  }
+  /// JetStream: JetStreamReader::InputDelayNs; core NATS hands on what comes at once.
+  int64_t InputDelayNs() const override { return reader_ ? reader_->InputDelayNs() : 0; }
   /// The stream cannot store (StreamWatch), or an edge stored what the stream does not have yet
   /// (EdgeWatch: its link is down, or the stream is catching up with it).
   bool CutOffFromInput() const override {

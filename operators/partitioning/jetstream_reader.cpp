@@ -463,14 +463,15 @@ void JetStreamReader::AskQuietConsumers(int64_t now) {
 /// confirmed with the stream's leader once it has been quiet for a fetch's expiry (well before a
 /// join's idle_ms, 2 s by default, closes its windows on the clock), then after 1, 3, 7, 15... s
 /// more, while it has been quiet for less than LostDeliveriesDueNs (an idle partition costs
-/// nothing after that). One that delivers with nothing pending messages stored a fetch's expiry
-/// ago or earlier is asked at once, at most once a second (a leader catching up delivers what its
-/// copy holds so far, and says nothing is pending after each). A message stored a fetch's expiry
-/// ago or earlier that this reader did not
-/// receive, and after the last the consumer delivered or passed over (a partition's previous
-/// owner received it), holds the partition back until it is received or passed over, whatever
-/// the consumer's counts say meanwhile (they are its leader's, still behind), or until the
-/// consumer has delivered nothing for LostDeliveriesDueNs.
+/// nothing after that). The first time a reading's consumer says nothing is pending (on start or
+/// a take-over), it is confirmed at once. One that delivers with nothing pending messages stored
+/// longer ago than a fetch's expiry beyond the input delay is asked at once, at most once a second
+/// (a leader catching up delivers what its copy holds so far, and says nothing is pending after
+/// each). A message stored a fetch's expiry ago or earlier that this reader did not receive, and
+/// after the last the consumer delivered or passed over (a partition's previous owner received it),
+/// holds the partition back until it is received or passed over, whatever the consumer's counts say
+/// meanwhile (they are its leader's, still behind), or until the consumer has delivered nothing for
+/// LostDeliveriesDueNs.
 void JetStreamReader::ConfirmWithStream(int64_t now) {
   if (confirm_refused_) return;
   const int64_t expiry_ns = int64_t{options_.fetch_expiry_ms} * 1'000'000;
@@ -489,9 +490,11 @@ void JetStreamReader::ConfirmWithStream(int64_t now) {
     }
     const int64_t due_ns =
         expiry_ns + ((int64_t{1} << std::min(r.stream_asks, 20)) - 1) * 1'000'000'000;
-    const bool stale = r.stream_asks == 0 && r.stored_ns > 0 && wall_ns - r.stored_ns > expiry_ns &&
+    const bool first = r.stream_asked_ns == 0;
+    const bool stale = r.stream_asks == 0 && r.stored_ns > 0 &&
+                       wall_ns - r.stored_ns > expiry_ns + InputDelayNs() &&
                        now - r.stream_asked_ns >= kStaleAskNs;
-    if (!r.known || r.pending > 0 || (quiet_ns <= due_ns && !stale)) continue;
+    if (!r.known || r.pending > 0 || (quiet_ns <= due_ns && !first && !stale)) continue;
     ++r.stream_asks;
     r.stream_asked_ns = now;
     try {

@@ -86,6 +86,11 @@ class JetStreamReader final : public PartitionReader {
   /// meanwhile; so does a consumer that answers nobody (electing its own leader). Thread-safe.
   bool CutOff() const;
 
+  /// How long a message stored waits at most before it is handed on: the next paced request,
+  /// then gathered with others for up to fetch_linger_ms (the fetch's two rounds), plus 100 ms
+  /// for the threads to be run (Operator::InputDelayNs).
+  int64_t InputDelayNs() const { return (2 * int64_t{options_.fetch_linger_ms} + 100) * 1'000'000; }
+
   /// The durable consumer of partition `p` (unpartitioned: the durable).
   std::string DurableOf(uint32_t p) const;
 
@@ -102,8 +107,8 @@ class JetStreamReader final : public PartitionReader {
     uint64_t ack_pending = 0;               // delivered, not acknowledged (asked)
     const nats::JsMessage* last = nullptr;  // its last message of the current batch
     DeliveryOrder<nats::JsMessage> order;   // after deliveries lost on their way
-    uint64_t received_seq = 0;  // the highest stream sequence received (or known passed)
-    int stream_asks = 0;        // the stream's leader asked since the last message came
+    uint64_t received_seq = 0;    // the highest stream sequence received (or known passed)
+    int stream_asks = 0;          // the stream's leader asked since the last message came
     int64_t stream_asked_ns = 0;  // steady: when the stream's leader was last asked (0: never)
     int64_t stored_ns = 0;        // wall: when the stream stored its last message received
     // The last message the stream's leader stored for it when its consumer neither had
